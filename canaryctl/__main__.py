@@ -1,0 +1,3 @@
+from canaryctl.cli import main
+
+main()

@@ -1,0 +1,38 @@
+"""`validate` and `schema`: check documents before anything acts on them."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from canaryctl.cli.main import main, output_option, wants_json
+from canaryctl.errors import InvalidDocument, Problem
+from canaryctl.runbook import KINDS, json_schema, load_document
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@output_option
+def validate(files: tuple[str, ...], output: str | None) -> None:
+    """Validate documents of any kind; print every problem with its field path and line."""
+    problems: list[Problem] = []
+    for path in files:
+        try:
+            doc = load_document(path)
+        except InvalidDocument as exc:
+            problems.extend(exc.problems)
+            continue
+        if wants_json(output):
+            click.echo(json.dumps({"file": path, "kind": doc.kind, "valid": True}))
+        else:
+            click.echo(f"{path}: valid {doc.kind} '{doc.metadata.name}'")
+    if problems:
+        raise InvalidDocument(problems)
+
+
+@main.command()
+@click.argument("kind", type=click.Choice(sorted(KINDS)))
+def schema(kind: str) -> None:
+    """Print the JSON Schema of a document kind, for editors and CI linters."""
+    click.echo(json_schema(kind))

@@ -1,0 +1,96 @@
+"""Every error canaryctl raises on purpose, each carrying the exit code the CLI ends with.
+
+    CanaryError (exit 1)
+    ├── InvalidInput (exit 2): the user gave us something we cannot act on
+    │   ├── InvalidDocument: a YAML document failed to load or validate; carries every problem
+    │   └── FlagMismatch: the flag named by a runbook is missing or lacks a variation
+    ├── BackendError (exit 3): a backend failed after retries; the safe state was restored first
+    │   ├── FlagBackendError
+    │   │   └── FlagConflict: someone else changed the flag during our run; we stop, not fight
+    │   └── MetricsBackendError
+    └── Interrupted (exit 130): Ctrl-C or SIGTERM, after the safe state was restored
+
+Adapters translate third-party exceptions (httpx, ldclient, sqlite3) into these at the edge and
+chain the original, so nothing above an adapter catches a library's own exception.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "BackendError",
+    "CanaryError",
+    "FlagBackendError",
+    "FlagConflict",
+    "FlagMismatch",
+    "Interrupted",
+    "InvalidDocument",
+    "InvalidInput",
+    "MetricsBackendError",
+    "Problem",
+]
+
+
+class CanaryError(Exception):
+    """Root of canaryctl's errors; the message is written for the person at the terminal."""
+
+    exit_code = 1
+
+
+class InvalidInput(CanaryError):
+    """Raised before anything acts, so nothing needs restoring."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a document: where (file, field path, line) and what."""
+
+    source: str
+    location: str
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.source}:{self.line}" if self.line else self.source
+        if self.location:
+            return f"{where}: {self.location}: {self.message}"
+        return f"{where}: {self.message}"
+
+
+class InvalidDocument(InvalidInput):
+    """A document did not load or validate; `problems` lists each, one line apiece."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class FlagMismatch(InvalidInput):
+    """The runbook names a flag key or variation that the flag source does not have."""
+
+
+class BackendError(CanaryError):
+    """A backend stayed unreachable or kept failing after retries."""
+
+    exit_code = 3
+
+
+class FlagBackendError(BackendError):
+    """Reading or writing the flag failed."""
+
+
+class FlagConflict(FlagBackendError):
+    """The flag's version moved for a reason that is not ours: a human is at the wheel."""
+
+
+class MetricsBackendError(BackendError):
+    """The metrics backend could not be read; this is an error, never a failed SLO."""
+
+
+class Interrupted(CanaryError):
+    """Ctrl-C or SIGTERM arrived; raised after the flag was put back."""
+
+    exit_code = 130

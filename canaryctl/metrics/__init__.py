@@ -1,0 +1,16 @@
+"""Metrics sources: per-variant counts over a window. One module per backend, seam in base.py."""
+
+from canaryctl.metrics.base import EMPTY, MetricsSource, Observation, VariantStats
+from canaryctl.metrics.measures import MEASURES, histogram_quantile, measure
+from canaryctl.metrics.scripted import ScriptedMetricsSource
+
+__all__ = [
+    "EMPTY",
+    "MEASURES",
+    "MetricsSource",
+    "Observation",
+    "ScriptedMetricsSource",
+    "VariantStats",
+    "histogram_quantile",
+    "measure",
+]

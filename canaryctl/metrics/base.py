@@ -1,0 +1,62 @@
+"""The metrics seam: per-variant counts over a window, and whether the backend answers.
+
+Sources return counts, not verdicts: analysis needs the sample sizes to tell "no data" from
+"good data", and the statistics of later methods need the raw counts. A variant with no traffic
+in the window is simply absent, and `Observation.of` hands back an empty VariantStats for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+__all__ = ["EMPTY", "MetricsSource", "Observation", "VariantStats"]
+
+
+@dataclass(frozen=True)
+class VariantStats:
+    """What one variant (flag variation served) did in a window.
+
+    `latency_buckets` is the end-to-end duration histogram: (upper bound in seconds, cumulative
+    count) pairs in increasing order, the last bound being +inf, as Prometheus keeps them.
+    """
+
+    requests: float = 0.0
+    errors: float = 0.0
+    fallbacks: float = 0.0
+    latency_buckets: tuple[tuple[float, float], ...] = ()
+    prompt_tokens: float = 0.0
+    completion_tokens: float = 0.0
+    cost_usd: float = 0.0
+
+
+EMPTY = VariantStats()
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Per-variant counts between `start` and `end` (epoch seconds)."""
+
+    start: float
+    end: float
+    variants: Mapping[str, VariantStats] = field(default_factory=dict)
+
+    def of(self, variant: str) -> VariantStats:
+        return self.variants.get(variant, EMPTY)
+
+
+@runtime_checkable
+class MetricsSource(Protocol):
+    def check(self) -> None:
+        """Raise MetricsBackendError unless the backend answers with the metrics we need."""
+        ...
+
+    def observe(self, since: float) -> Observation:
+        """Counts per variant from `since` (epoch seconds) until now.
+
+        Raises MetricsBackendError when the backend cannot be read; that is an error, distinct
+        from a failed SLO. Sources that sample (scrape) record a sample on every call to
+        `check` and `observe`, so the runner calls `check` when a step begins.
+        """
+        ...

@@ -1,0 +1,41 @@
+"""Documents (YAML, apiVersion canaryctl/v1): Rollout, Gateway and Lab, strictly validated."""
+
+from canaryctl.runbook.common import API_VERSION, Duration, parse_duration
+from canaryctl.runbook.gateway import Gateway, GatewaySpec, ModelSpec, RouteSpec
+from canaryctl.runbook.lab import Lab, LabSpec, ProviderProfile, TrafficSpec
+from canaryctl.runbook.loader import KINDS, Document, json_schema, load_document, parse_document
+from canaryctl.runbook.rollout import (
+    AnalysisSpec,
+    FileFlagSpec,
+    Rollout,
+    RolloutSpec,
+    ScrapeMetricsSpec,
+    SloSpec,
+    Step,
+)
+
+__all__ = [
+    "API_VERSION",
+    "KINDS",
+    "AnalysisSpec",
+    "Document",
+    "Duration",
+    "FileFlagSpec",
+    "Gateway",
+    "GatewaySpec",
+    "Lab",
+    "LabSpec",
+    "ModelSpec",
+    "ProviderProfile",
+    "Rollout",
+    "RolloutSpec",
+    "RouteSpec",
+    "ScrapeMetricsSpec",
+    "SloSpec",
+    "Step",
+    "TrafficSpec",
+    "json_schema",
+    "load_document",
+    "parse_document",
+    "parse_duration",
+]

@@ -1,0 +1,98 @@
+"""The `Lab` document: simulated providers, a gateway in front of them, and traffic."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from canaryctl.runbook.common import API_VERSION, Duration, Metadata, Strict
+from canaryctl.runbook.gateway import GatewaySpec
+
+__all__ = [
+    "ErrorProfile",
+    "Lab",
+    "LabSpec",
+    "LatencyProfile",
+    "ProviderProfile",
+    "TokenProfile",
+    "TrafficSpec",
+]
+
+
+class LatencyProfile(Strict):
+    """Log-normal latency fixed by its median and p95, the two numbers people quote."""
+
+    median: Duration = Field(default=0.3, ge=0)
+    p95: Duration = Field(default=0.8, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LatencyProfile:
+        if self.p95 < self.median:
+            raise ValueError("p95 must be at least the median")
+        return self
+
+
+class ErrorProfile(Strict):
+    """How often a request fails, and how: weights over 500, 503, 429 and timeout."""
+
+    rate: float = Field(default=0.0, ge=0, le=1)
+    kinds: dict[Literal["500", "503", "429", "timeout"], float] = Field(
+        default_factory=lambda: {"500": 1.0}
+    )
+    retry_after: Duration = 1.0
+
+    @model_validator(mode="after")
+    def _weights(self) -> ErrorProfile:
+        if any(w < 0 for w in self.kinds.values()) or not sum(self.kinds.values()) > 0:
+            raise ValueError("kinds: weights must be non-negative and not all zero")
+        return self
+
+
+class TokenProfile(Strict):
+    completion_mean: int = Field(default=120, ge=1)
+    completion_max: int = Field(default=512, ge=1)
+
+
+class ProviderProfile(Strict):
+    name: str = Field(min_length=1)
+    port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port")
+    latency: LatencyProfile = LatencyProfile()
+    errors: ErrorProfile = ErrorProfile()
+    quality: float = Field(default=0.9, ge=0, le=1, description="P(answers a question right)")
+    tokens: TokenProfile = TokenProfile()
+
+
+class TrafficSpec(Strict):
+    rate: float = Field(default=50.0, gt=0, le=2000, description="requests per second")
+    route: str
+    users: int = Field(default=1000, ge=1)
+    tiers: dict[str, float] = Field(
+        default_factory=lambda: {"free": 0.6, "paid": 0.3, "enterprise": 0.1}
+    )
+    concurrency: int = Field(default=64, ge=1, le=1000)
+    timeout: Duration = 30.0
+
+
+class LabSpec(Strict):
+    seed: int = 0
+    providers: list[ProviderProfile] = Field(min_length=1)
+    gateway: GatewaySpec
+    traffic: TrafficSpec | None = None
+
+    @model_validator(mode="after")
+    def _lab_urls_resolve(self) -> LabSpec:
+        names = {p.name for p in self.providers}
+        for i, model in enumerate(self.gateway.models):
+            if model.base_url.startswith("lab://") and model.base_url[6:] not in names:
+                raise ValueError(
+                    f"gateway.models[{i}].base_url: no lab provider named '{model.base_url[6:]}'"
+                )
+        return self
+
+
+class Lab(Strict):
+    api_version: Literal["canaryctl/v1"] = Field(alias="apiVersion", default=API_VERSION)
+    kind: Literal["Lab"]
+    metadata: Metadata
+    spec: LabSpec

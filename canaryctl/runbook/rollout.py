@@ -1,0 +1,196 @@
+"""The `Rollout` runbook: which flag to move, what to watch, how to step, what to do on rollback."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from canaryctl.runbook.common import API_VERSION, DocPath, Duration, Metadata, Strict
+
+__all__ = [
+    "SLO_METRICS",
+    "AnalysisSpec",
+    "FileFlagSpec",
+    "FlagSpec",
+    "Hook",
+    "MetricsSpec",
+    "Rollout",
+    "RolloutSpec",
+    "ScrapeMetricsSpec",
+    "SloSpec",
+    "Step",
+    "WebhookSpec",
+]
+
+
+class FileFlagSpec(Strict):
+    """A LaunchDarkly flag kept in a file in the SDK's file-data-source format."""
+
+    provider: Literal["file"]
+    path: DocPath
+    key: str = Field(min_length=1)
+    baseline: str = Field(min_length=1, description="value of the variation serving today")
+    canary: str = Field(min_length=1, description="value of the variation being rolled out")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> FileFlagSpec:
+        if self.baseline == self.canary:
+            raise ValueError("baseline and canary must name different variations")
+        return self
+
+
+FlagSpec = Annotated[FileFlagSpec, Field(discriminator="provider")]
+
+
+class ScrapeMetricsSpec(Strict):
+    """Read the gateway's own /metrics endpoints directly; no Prometheus server needed."""
+
+    provider: Literal["scrape"]
+    targets: list[str] = Field(min_length=1)
+    route: str | None = Field(default=None, description="only count this gateway route")
+    timeout: Duration = 5.0
+
+    @field_validator("targets")
+    @classmethod
+    def _http_urls(cls, targets: list[str]) -> list[str]:
+        for url in targets:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"'{url}' must be an http:// or https:// URL")
+        return targets
+
+
+MetricsSpec = Annotated[ScrapeMetricsSpec, Field(discriminator="provider")]
+
+SLO_METRICS = (
+    "error_rate",
+    "fallback_rate",
+    "latency_p50_seconds",
+    "latency_p90_seconds",
+    "latency_p95_seconds",
+    "latency_p99_seconds",
+    "cost_per_query_usd",
+    "tokens_per_query",
+)
+SloMetric = Literal[
+    "error_rate",
+    "fallback_rate",
+    "latency_p50_seconds",
+    "latency_p90_seconds",
+    "latency_p95_seconds",
+    "latency_p99_seconds",
+    "cost_per_query_usd",
+    "tokens_per_query",
+]
+
+
+class SloSpec(Strict):
+    """A bound on one metric of the canary: absolute (`max`/`min`) or against the baseline."""
+
+    metric: SloMetric
+    max: float | None = None
+    min: float | None = None
+    compare: Literal["baseline"] | None = None
+    max_increase: float | None = Field(default=None, ge=0)
+    max_ratio: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_kind_of_bound(self) -> SloSpec:
+        absolute = self.max is not None or self.min is not None
+        relative = self.max_increase is not None or self.max_ratio is not None
+        if absolute and relative:
+            raise ValueError("use max/min or max_increase/max_ratio, not both")
+        if not absolute and not relative:
+            raise ValueError("needs a bound: max, min, max_increase or max_ratio")
+        if self.compare == "baseline" and not relative:
+            raise ValueError("compare: baseline needs max_increase or max_ratio")
+        return self
+
+    @property
+    def relative(self) -> bool:
+        return self.max_increase is not None or self.max_ratio is not None
+
+    def describe(self) -> str:
+        if self.max_increase is not None:
+            return f"{self.metric} <= baseline + {self.max_increase:g}"
+        if self.max_ratio is not None:
+            return f"{self.metric} <= baseline x {self.max_ratio:g}"
+        parts = []
+        if self.min is not None:
+            parts.append(f">= {self.min:g}")
+        if self.max is not None:
+            parts.append(f"<= {self.max:g}")
+        return f"{self.metric} " + " and ".join(parts)
+
+
+class AnalysisSpec(Strict):
+    """When and how strictly to judge; limits follow Argo Rollouts' meaning (exceed to trip)."""
+
+    interval: Duration = Field(default=30.0, gt=0)
+    min_requests: int = Field(default=100, ge=1, description="per variant, in the step's window")
+    failure_limit: int = Field(default=0, ge=0, description="failed analyses tolerated per run")
+    inconclusive_limit: int = Field(
+        default=3, ge=0, description="inconclusive analyses tolerated once a step's pause is over"
+    )
+
+
+class Step(Strict):
+    """Exactly one of `set_weight` (percent of traffic to the canary) or `pause`."""
+
+    set_weight: float | None = None
+    pause: Duration | Literal["approval"] | None = None
+
+    @field_validator("set_weight")
+    @classmethod
+    def _percent(cls, weight: float | None) -> float | None:
+        if weight is not None and not 0 <= weight <= 100:
+            raise ValueError("must be between 0 and 100")
+        return weight
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Step:
+        if (self.set_weight is None) == (self.pause is None):
+            raise ValueError("a step is exactly one of set_weight or pause")
+        return self
+
+
+class WebhookSpec(Strict):
+    url: str = Field(pattern=r"^https?://")
+    timeout: Duration = 5.0
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class Hook(Strict):
+    webhook: WebhookSpec
+
+
+class RolloutSpec(Strict):
+    flag: FlagSpec
+    metrics: MetricsSpec
+    slos: list[SloSpec] = Field(min_length=1)
+    analysis: AnalysisSpec = AnalysisSpec()
+    steps: list[Step] = Field(min_length=1)
+    on_rollback: list[Hook] = Field(default_factory=list)
+    on_promote: list[Hook] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _steps_make_sense(self) -> RolloutSpec:
+        weights = [s.set_weight for s in self.steps if s.set_weight is not None]
+        if not weights:
+            raise ValueError("steps: needs at least one set_weight step")
+        full = next((i for i, s in enumerate(self.steps) if s.set_weight == 100), None)
+        if full is not None:
+            for i in range(full + 1, len(self.steps)):
+                if self.steps[i].set_weight is not None:
+                    raise ValueError(
+                        f"steps[{i}]: set_weight after the 100% step "
+                        f"at steps[{full}] makes no sense"
+                    )
+        return self
+
+
+class Rollout(Strict):
+    api_version: Literal["canaryctl/v1"] = Field(alias="apiVersion", default=API_VERSION)
+    kind: Literal["Rollout"]
+    metadata: Metadata
+    spec: RolloutSpec
