@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
 
-from canaryctl.runbook.common import API_VERSION, DocPath, Duration, Metadata, Strict
+from canaryctl.runbook.common import (
+    API_VERSION,
+    DocPath,
+    Duration,
+    Metadata,
+    Strict,
+    parse_duration,
+)
 
 __all__ = [
     "SLO_METRICS",
@@ -134,11 +141,37 @@ class AnalysisSpec(Strict):
     )
 
 
+def _pause_length(value: object) -> float | str:
+    """A pause is a duration, or `approval`: wait until `canaryctl rollout approve`."""
+    if value == "approval":
+        return "approval"
+    try:
+        return parse_duration(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is neither a duration such as 5m nor 'approval'") from None
+
+
+PauseLength = Annotated[
+    float | str,
+    BeforeValidator(_pause_length),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": r"^(\\d+(\\.\\d+)?(ms|s|m|h|d))+$"},
+                {"type": "number", "minimum": 0},
+                {"const": "approval"},
+            ],
+            "description": "a duration such as 5m, or 'approval' to wait for rollout approve",
+        }
+    ),
+]
+
+
 class Step(Strict):
     """Exactly one of `set_weight` (percent of traffic to the canary) or `pause`."""
 
     set_weight: float | None = None
-    pause: Duration | Literal["approval"] | None = None
+    pause: PauseLength | None = None
 
     @field_validator("set_weight")
     @classmethod
