@@ -157,7 +157,7 @@ PauseLength = Annotated[
     WithJsonSchema(
         {
             "anyOf": [
-                {"type": "string", "pattern": r"^(\\d+(\\.\\d+)?(ms|s|m|h|d))+$"},
+                {"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d))+$"},
                 {"type": "number", "minimum": 0},
                 {"const": "approval"},
             ],
