@@ -1,5 +1,6 @@
 """Command line: thin click commands that parse, call the library, and print."""
 
+import canaryctl.cli.flags  # noqa: F401  (registers commands on main)
 from canaryctl.cli import documents  # noqa: F401  (registers commands on main)
 from canaryctl.cli.main import main
 

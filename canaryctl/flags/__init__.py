@@ -1,6 +1,15 @@
 """Flag stores: where the routing split lives. One module per backend, one seam in base.py."""
 
 from canaryctl.flags.base import FlagSnapshot, FlagStore, Split
+from canaryctl.flags.factory import flag_store_for
+from canaryctl.flags.file import FileFlagStore
 from canaryctl.flags.memory import MemoryFlagStore
 
-__all__ = ["FlagSnapshot", "FlagStore", "MemoryFlagStore", "Split"]
+__all__ = [
+    "FileFlagStore",
+    "FlagSnapshot",
+    "FlagStore",
+    "MemoryFlagStore",
+    "Split",
+    "flag_store_for",
+]

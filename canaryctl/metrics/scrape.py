@@ -1,0 +1,194 @@
+"""Read the gateway's own /metrics endpoints: the embedded default, no Prometheus server needed.
+
+A scrape only gives cumulative counters since each gateway started, so a window is the difference
+between two samples. Every `check()` and `observe()` takes a sample and keeps it; `observe(since)`
+subtracts the latest sample taken at or before `since`. Differences are taken per series (per
+target and label set) before summing, so one gateway restarting among several is still seen as a
+reset: a counter that went down counts from zero, as Prometheus' increase() does.
+
+The series read are the gateway's contract (design.md): `llm_requests_total{outcome}`,
+`llm_request_duration_seconds_bucket{le}`, `llm_tokens_total{kind}` and `llm_cost_usd_total`, all
+labelled `route`, `variant`, `model`, `provider`. Models and providers are summed per variant:
+the analysis judges the variation served, whatever answered after fallback.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import httpx
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+
+from canaryctl.errors import MetricsBackendError
+from canaryctl.metrics.base import Observation, VariantStats
+
+__all__ = ["ScrapeMetricsSource"]
+
+REQUESTS = "llm_requests_total"
+DURATION_BUCKET = "llm_request_duration_seconds_bucket"
+TOKENS = "llm_tokens_total"
+COST = "llm_cost_usd_total"
+_SERIES_READ = frozenset({REQUESTS, DURATION_BUCKET, TOKENS, COST})
+
+# The parser strips `_total` from a counter's family name; an exposition without TYPE keeps it.
+_REQUESTS_FAMILIES = frozenset({"llm_requests", REQUESTS})
+
+_HISTORY = 512
+"""Samples kept: at one per 30 s analysis interval, four hours of rollout."""
+
+SeriesKey = tuple[str, str, tuple[tuple[str, str], ...]]
+"""(target URL, sample name, sorted labels): one counter on one gateway."""
+
+
+@dataclass(frozen=True)
+class _Sample:
+    at: float
+    values: dict[SeriesKey, float]
+
+
+@dataclass
+class _Totals:
+    """One variant's increases in a window, summed over models, providers and targets."""
+
+    requests: float = 0.0
+    errors: float = 0.0
+    fallbacks: float = 0.0
+    buckets: dict[float, float] = field(default_factory=dict)
+    prompt_tokens: float = 0.0
+    completion_tokens: float = 0.0
+    cost_usd: float = 0.0
+    seen: bool = False
+
+    def add(self, name: str, labels: dict[str, str], delta: float) -> None:
+        if name == REQUESTS:
+            self.requests += delta
+            outcome = labels.get("outcome")
+            self.errors += delta if outcome == "error" else 0.0
+            self.fallbacks += delta if outcome == "fallback_ok" else 0.0
+        elif name == DURATION_BUCKET:
+            # Zero deltas are kept too: every bucket bound must be present for the quantile.
+            le = float(labels.get("le", "+Inf"))
+            self.buckets[le] = self.buckets.get(le, 0.0) + delta
+        elif name == TOKENS:
+            kind = labels.get("kind")
+            self.prompt_tokens += delta if kind == "prompt" else 0.0
+            self.completion_tokens += delta if kind == "completion" else 0.0
+        elif name == COST:
+            self.cost_usd += delta
+        self.seen = self.seen or delta > 0
+
+    def stats(self) -> VariantStats:
+        return VariantStats(
+            requests=self.requests,
+            errors=self.errors,
+            fallbacks=self.fallbacks,
+            latency_buckets=tuple(sorted(self.buckets.items())),
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            cost_usd=self.cost_usd,
+        )
+
+
+class ScrapeMetricsSource:
+    """Samples the gateways' /metrics on every call and answers with differences of samples.
+
+    `client` is for tests (httpx.MockTransport) and custom TLS; by default one is made with
+    `timeout`. A target is tried `retries` more times after the first failure, waiting `backoff`
+    seconds and doubling, before MetricsBackendError.
+    """
+
+    def __init__(
+        self,
+        targets: list[str],
+        *,
+        route: str | None = None,
+        timeout: float = 5.0,
+        clock: Callable[[], float] = time.time,
+        client: httpx.Client | None = None,
+        retries: int = 3,
+        backoff: float = 0.2,
+    ) -> None:
+        if not targets or retries < 0:
+            raise ValueError("ScrapeMetricsSource needs a target URL and retries >= 0")
+        self.targets, self.route = list(targets), route
+        self._timeout, self._clock = timeout, clock
+        self._client = client if client is not None else httpx.Client(timeout=timeout)
+        self._retries, self._backoff = retries, backoff
+        self._history: deque[_Sample] = deque(maxlen=_HISTORY)
+
+    def check(self) -> None:
+        """Every target answers and is a gateway; also the sample a step's window starts from."""
+        self._take_sample()
+
+    def observe(self, since: float) -> Observation:
+        now = self._take_sample()
+        base = next((s for s in reversed(self._history) if s.at <= since), self._history[0])
+        totals: dict[str, _Totals] = {}
+        for key, value in now.values.items():
+            _, name, label_items = key
+            before = base.values.get(key, 0.0)
+            delta = value - before if value >= before else value  # went down: a restart
+            labels = dict(label_items)
+            totals.setdefault(labels["variant"], _Totals()).add(name, labels, delta)
+        variants = {v: t.stats() for v, t in totals.items() if t.seen}
+        return Observation(start=base.at, end=now.at, variants=variants)
+
+    def _take_sample(self) -> _Sample:
+        values: dict[SeriesKey, float] = {}
+        for url in self.targets:
+            values.update(self._series(url, self._scrape(url)))
+        sample = _Sample(self._clock(), values)
+        self._history.append(sample)
+        return sample
+
+    def _scrape(self, url: str) -> list[Metric]:
+        """The target's metric families, retrying anything that could be transient."""
+        attempts = self._retries + 1
+        for attempt in range(attempts):
+            if attempt:
+                time.sleep(self._backoff * 2 ** (attempt - 1))
+            cause: BaseException | None = None
+            try:
+                response = self._client.get(url, timeout=self._timeout)
+            except httpx.HTTPError as exc:
+                name = type(exc).__name__
+                reason, cause = (f"{name}: {exc}" if str(exc) else name), exc
+                continue
+            if response.status_code != 200:
+                reason = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
+                continue
+            try:
+                return list(text_string_to_metric_families(response.text))
+            except (ValueError, IndexError, KeyError, TypeError) as exc:
+                reason, cause = f"not Prometheus exposition text ({exc})", exc
+        raise MetricsBackendError(
+            f"cannot read metrics from {url} after {attempts} attempt(s): {reason}"
+        ) from cause
+
+    def _series(self, url: str, families: Iterable[Metric]) -> dict[SeriesKey, float]:
+        """The series we read, keyed per target; fails if the target is not a gateway at all.
+
+        A gateway that has served nothing yet exposes the requests family with no samples (it
+        declares its families at start), which is fine: no samples means no traffic. A target
+        without the family at all is something else answering on that port.
+        """
+        is_gateway = False
+        values: dict[SeriesKey, float] = {}
+        for family in families:
+            is_gateway = is_gateway or family.name in _REQUESTS_FAMILIES
+            for sample in family.samples:
+                if sample.name not in _SERIES_READ or "variant" not in sample.labels:
+                    continue
+                if self.route is not None and sample.labels.get("route") != self.route:
+                    continue
+                values[(url, sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+        if not is_gateway:
+            raise MetricsBackendError(
+                f"{url} answers but exposes no {REQUESTS} metric: is this a canaryctl gateway's "
+                "/metrics endpoint?"
+            )
+        return values
