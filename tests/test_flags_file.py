@@ -333,6 +333,7 @@ def test_cli_show_as_json(store: FileFlagStore, flag_file: Path) -> None:
     assert shown["version"] == 4
     assert shown["on"] is True
     assert shown["default_rule"] == "rollout"
+    assert (shown["rules"], shown["targeted_keys"]) == (0, 1)
     assert [(w["value"], w["percent"]) for w in shown["weights"]] == [
         ("gpt-4-turbo", 95.0),
         ("gpt-4o-mini", 5.0),
@@ -344,6 +345,7 @@ def test_cli_show_as_text(flag_file: Path) -> None:
     result = CliRunner().invoke(main, ["flags", "show", str(flag_file), KEY, "-o", "text"])
     assert result.exit_code == 0, result.output
     assert f"{KEY} in {flag_file}: version 3, on" in result.output
+    assert "0 rule(s) and 1 targeted key(s) match before the default rule" in result.output
     assert "gpt-4o-mini" in result.output
 
 

@@ -34,6 +34,9 @@ def show(file: str, key: str, output: str | None) -> None:
     variations = flag.get("variations") or []
     weights = default_rule_weights(flag)
     default_rule = "rollout" if "rollout" in (flag.get("fallthrough") or {}) else "variation"
+    # Rules and individual targets are evaluated first: the default rule only gets what is left.
+    rules = len(flag.get("rules") or [])
+    targeted = sum(len(t.get("values") or []) for t in flag.get("targets") or [])
     if wants_json(output):
         record = {
             "file": file,
@@ -41,6 +44,8 @@ def show(file: str, key: str, output: str | None) -> None:
             "version": flag.get("version", 1),
             "on": flag.get("on") is True,
             "variations": variations,
+            "rules": rules,
+            "targeted_keys": targeted,
             "default_rule": default_rule,
             "weights": [
                 {"variation": i, "value": v, "percent": weights.get(i, 0.0)}
@@ -51,6 +56,8 @@ def show(file: str, key: str, output: str | None) -> None:
         return
     state = "on" if flag.get("on") is True else "OFF (everyone gets the off variation)"
     click.echo(f"{key} in {file}: version {flag.get('version', 1)}, {state}")
+    if rules or targeted:
+        click.echo(f"{rules} rule(s) and {targeted} targeted key(s) match before the default rule")
     table = Table(title=f"default rule ({default_rule})", title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("variation")
