@@ -1,0 +1,101 @@
+"""Judge a window of both variants against the runbook's SLOs.
+
+No data is its own answer: a check without enough requests, or whose metric has no value, is
+INCONCLUSIVE with the reason, never a pass. A value exactly at its bound passes, so a runbook's
+`max: 0.02` reads as "at most 2%".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from canaryctl.analysis.verdict import Check, Outcome, Verdict
+from canaryctl.metrics.base import Observation
+from canaryctl.metrics.measures import measure
+from canaryctl.runbook.rollout import AnalysisSpec, SloSpec
+
+__all__ = ["judge"]
+
+
+def judge(
+    slos: Sequence[SloSpec],
+    analysis: AnalysisSpec,
+    observation: Observation,
+    *,
+    baseline: str,
+    canary: str,
+) -> Verdict:
+    """One verdict for the window `observation` covers; `baseline`/`canary` name variants."""
+    checks = tuple(
+        _check(slo, analysis.min_requests, observation, baseline=baseline, canary=canary)
+        for slo in slos
+    )
+    return Verdict.of(checks, observation.start, observation.end)
+
+
+def _check(
+    slo: SloSpec, min_requests: int, observation: Observation, *, baseline: str, canary: str
+) -> Check:
+    canary_stats, baseline_stats = observation.of(canary), observation.of(baseline)
+    canary_value = measure(slo.metric, canary_stats)
+    baseline_value = measure(slo.metric, baseline_stats) if slo.relative else None
+    bound = _bound(slo, baseline_value)
+
+    def verdict(outcome: Outcome, reason: str) -> Check:
+        return Check(
+            slo=slo.describe(),
+            metric=slo.metric,
+            outcome=outcome,
+            reason=reason,
+            canary_value=canary_value,
+            baseline_value=baseline_value,
+            bound=bound,
+            canary_requests=canary_stats.requests,
+            baseline_requests=baseline_stats.requests,
+        )
+
+    short = _too_few(canary, canary_stats.requests, min_requests)
+    if short is None and slo.relative:
+        short = _too_few(baseline, baseline_stats.requests, min_requests)
+    if short is not None:
+        return verdict(Outcome.INCONCLUSIVE, f"{slo.describe()}: {short}")
+    if canary_value is None:
+        return verdict(Outcome.INCONCLUSIVE, f"{slo.metric}: no value for canary '{canary}'")
+    if slo.relative and baseline_value is None:
+        return verdict(Outcome.INCONCLUSIVE, f"{slo.metric}: no value for baseline '{baseline}'")
+
+    shown = f"{slo.metric} = {canary_value:.4g}"
+    if slo.relative:
+        assert bound is not None  # a relative SLO with a baseline value always has a bound
+        if _beyond(canary_value, bound):
+            return verdict(
+                Outcome.FAIL,
+                f"{shown} is above {bound:.4g} (baseline {baseline_value:.4g}, {slo.describe()})",
+            )
+        return verdict(Outcome.PASS, f"{shown} is within {slo.describe()} ({bound:.4g})")
+    if slo.max is not None and _beyond(canary_value, slo.max):
+        return verdict(Outcome.FAIL, f"{shown} is above the maximum {slo.max:g}")
+    if slo.min is not None and _beyond(slo.min, canary_value):
+        return verdict(Outcome.FAIL, f"{shown} is below the minimum {slo.min:g}")
+    return verdict(Outcome.PASS, f"{shown} is within {slo.describe()}")
+
+
+def _bound(slo: SloSpec, baseline_value: float | None) -> float | None:
+    """The number the canary is held against; for absolute bounds, the max (else the min)."""
+    if slo.max_increase is not None:
+        return None if baseline_value is None else baseline_value + slo.max_increase
+    if slo.max_ratio is not None:
+        return None if baseline_value is None else baseline_value * slo.max_ratio
+    return slo.max if slo.max is not None else slo.min
+
+
+def _too_few(variant: str, requests: float, min_requests: int) -> str | None:
+    if requests >= min_requests:
+        return None
+    return f"too few requests for '{variant}' ({requests:g} < {min_requests})"
+
+
+def _beyond(value: float, bound: float) -> bool:
+    """`value > bound`, except that float noise (3/200 vs 0.01 + 0.005) counts as "at" the bound."""
+    return value > bound and not math.isclose(value, bound, rel_tol=1e-9, abs_tol=1e-12)

@@ -1,0 +1,538 @@
+"""The imperative shell around the pure tick: moves the flag, reads metrics, sleeps, journals.
+
+Every exit path ends with the flag at a known state. A verdict, an abort, a metrics outage, a flag
+backend error, Ctrl-C/SIGTERM (arriving as KeyboardInterrupt) and any unexpected exception all
+pass through `_drive`, which restores the saved snapshot before reporting. The one exception is
+FlagConflict: someone else changed the flag, so a human is at the wheel and we stop without
+touching it.
+
+Preflight happens before the run is journaled: if the flag cannot be read (FlagMismatch, exit 2)
+or the metrics backend does not answer (exit 3), `run` raises and nothing has changed.
+
+Resume (after a crash: the process died without reaching `finally`) reads the flag back. If it is
+where the journal says we left it, or where a write journaled as in flight was taking it, the run
+continues from the stored step; a hold restarts from scratch with a fresh analysis window,
+because the dead process's observations are lost and the canary must prove itself again. If the
+flag is anywhere else, a human moved it: we stop without touching it (exit 3). If the metrics
+backend does not answer on resume, the flag is restored (exit 3): we will not leave a canary
+unwatched.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import replace
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from canaryctl.analysis import Verdict, judge
+from canaryctl.controller.clock import Clock, SystemClock
+from canaryctl.controller.events import ObserverFanout, RolloutObserver, RunInfo
+from canaryctl.controller.hooks import HookRunner
+from canaryctl.controller.phases import Phase
+from canaryctl.controller.result import EXIT_CODES, RunResult
+from canaryctl.controller.step import (
+    AbortRequested,
+    Action,
+    Analyze,
+    Analyzed,
+    Approved,
+    Event,
+    Finish,
+    MetricsFailed,
+    Promote,
+    Promoted,
+    Resumed,
+    Rollback,
+    RolledBack,
+    RolloutState,
+    SetWeight,
+    Wait,
+    WeightSet,
+    plan,
+    tick,
+)
+from canaryctl.controller.store import StateStore
+from canaryctl.errors import (
+    CanaryError,
+    FlagConflict,
+    InvalidInput,
+    MetricsBackendError,
+)
+from canaryctl.flags.base import FlagSnapshot, FlagStore, Split
+from canaryctl.metrics.base import MetricsSource
+from canaryctl.runbook.rollout import Rollout
+
+__all__ = ["RolloutRunner", "resume_rollout", "run_rollout"]
+
+_FINAL_PHASE = {
+    "promoted": Phase.PROMOTED,
+    "rolled_back": Phase.ROLLED_BACK,
+    "aborted": Phase.ABORTED,
+    "error": Phase.FAILED,
+    "interrupted": Phase.INTERRUPTED,
+}
+
+
+def _canaryctl_version() -> str:
+    try:
+        return version("canaryctl")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _split_dict(split: Split) -> dict[str, float]:
+    return {"baseline": split.baseline, "canary": split.canary, "other": split.other}
+
+
+class RolloutRunner:
+    """Runs one rollout to its end; `poll_interval` is how often waits look for approve/abort."""
+
+    def __init__(
+        self,
+        rollout: Rollout,
+        *,
+        flags: FlagStore,
+        metrics: MetricsSource,
+        store: StateStore,
+        clock: Clock,
+        observers: Sequence[RolloutObserver] = (),
+        hooks: HookRunner | None = None,
+        poll_interval: float = 1.0,
+    ) -> None:
+        self.rollout = rollout
+        self.flags, self.metrics, self.store, self.clock = flags, metrics, store, clock
+        self.hooks = hooks if hooks is not None else HookRunner()
+        self.poll_interval = poll_interval
+        self._observers = ObserverFanout(observers)
+        self._plan = plan(rollout.spec)
+        self._run_id = 0
+        self._state = RolloutState()
+        self._prior: FlagSnapshot | None = None
+        self._version = 0
+        self._split: Split | None = None
+        self._in_flight: float | None = None
+        self._announced: int | None = None
+        self._last_verdict: Verdict | None = None
+
+    # -- entry points --
+
+    def run(self) -> RunResult:
+        """Preflight, journal the run, then tick until promoted or restored."""
+        prior = self.flags.snapshot()
+        self.metrics.check()
+        self._prior, self._version = prior, prior.version
+        self._split = self.flags.split(prior)
+        self._run_id = self.store.create_run(
+            name=self.rollout.metadata.name,
+            runbook=self.rollout.model_dump(mode="json", by_alias=True),
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            version=_canaryctl_version(),
+            started_at=self.clock.now(),
+            prior_flag=prior,
+            phase=self._state.phase.value,
+            state=self._state.to_dict(),
+        )
+        self._observers.on_start(self._info(resumed=False))
+        self._observers.on_phase(self._run_id, self._state.phase, "")
+        return self._drive(None)
+
+    def resume(self, run_id: int) -> RunResult:
+        """Continue an unfinished run from its stored state; see the module docstring."""
+        record = self.store.run(run_id)
+        if record is None:
+            raise InvalidInput(f"no run {run_id} in {self.store.path}")
+        if record.finished:
+            raise InvalidInput(f"run {run_id} already ended: {record.outcome}")
+        self._run_id, self._prior = run_id, record.prior_flag
+        self._state = RolloutState.from_dict(record.state)
+        self._version = record.flag_version
+        in_flight = [e for e in self.store.events(run_id, "flag_changed") if e.result is None]
+        self._in_flight = in_flight[-1].data["target_canary"] if in_flight else None
+        self.store.claim(run_id, host=socket.gethostname(), pid=os.getpid(), at=self.clock.now())
+        current = self.flags.snapshot()
+        self._split = self.flags.split(current)
+        self._observers.on_start(self._info(resumed=True))
+        self.store.record_event(
+            run_id, "resumed", {"phase": self._state.phase.value}, at=self.clock.now()
+        )
+        if not self._ours(current):
+            reason = (
+                f"flag '{current.key}' is at version {current.version}, not where run {run_id} "
+                "left it: someone else changed it; left the flag alone"
+            )
+            return self._stop("error", reason, restore=False)
+        try:
+            self.metrics.check()
+        except MetricsBackendError as exc:
+            return self._stop("error", f"metrics backend failed on resume: {exc}", restore=True)
+        return self._drive(Resumed(self.clock.now()))
+
+    # -- the loop --
+
+    def _drive(self, event: Event | None) -> RunResult:
+        try:
+            return self._loop(event)
+        except KeyboardInterrupt:
+            return self._stop("interrupted", "interrupted (Ctrl-C or SIGTERM)", restore=True)
+        except FlagConflict as exc:
+            return self._stop("error", f"{exc}; left the flag alone", restore=False)
+        except CanaryError as exc:
+            return self._stop("error", str(exc), restore=True)
+        except BaseException as exc:
+            self._stop("error", f"unexpected {type(exc).__name__}: {exc}", restore=True)
+            raise
+
+    def _loop(self, event: Event | None) -> RunResult:
+        spec = self.rollout.spec
+        while True:
+            decision = tick(spec, self._state, self.clock.now(), event)
+            self._commit(decision.state)
+            if isinstance(decision.action, Finish):
+                return self._finish(decision.action.outcome, decision.action.reason)
+            event = self._perform(decision.action)
+
+    def _commit(self, state: RolloutState) -> None:
+        """Persist the decided state, then announce it: the journal is written before acting."""
+        old, self._state = self._state, state
+        now = self.clock.now()
+        self.store.save_state(
+            self._run_id,
+            phase=state.phase.value,
+            state=state.to_dict(),
+            at=now,
+            reason=state.reason,
+        )
+        if state.phase is not old.phase:
+            self.store.record_event(
+                self._run_id,
+                "phase",
+                {"from": old.phase.value, "to": state.phase.value, "reason": state.reason},
+                at=now,
+            )
+            self._observers.on_phase(self._run_id, state.phase, state.reason)
+        moving = state.phase in (Phase.PROGRESSING, Phase.PAUSED, Phase.AWAITING_APPROVAL)
+        if moving and state.item != self._announced and state.item < len(self._plan):
+            self._announced = state.item
+            item = self._plan[state.item]
+            self.store.record_event(
+                self._run_id,
+                "step_started",
+                {"index": state.item, "step": item.step, "describe": item.describe()},
+                at=now,
+            )
+            self._observers.on_step(self._run_id, state.item, len(self._plan), item)
+
+    def _perform(self, action: Action) -> Event | None:
+        match action:
+            case SetWeight(percent=percent):
+                self._write("set_weight", percent)
+                try:
+                    self.metrics.check()  # the scrape source takes the window's first sample here
+                except MetricsBackendError as exc:
+                    self._error("metrics", f"metrics backend failed as the window began: {exc}")
+                return WeightSet(self.clock.now())
+            case Analyze(since=since, closing=closing):
+                return self._analyze(since, closing)
+            case Wait(until=until):
+                return self._wait(until)
+            case Promote():
+                self._write("promote", 100.0)
+                return Promoted()
+            case Rollback():
+                self._restore()
+                return RolledBack()
+        raise AssertionError(f"unknown action {action!r}")
+
+    def _analyze(self, since: float, closing: bool) -> Event:
+        spec = self.rollout.spec
+        try:
+            observation = self.metrics.observe(since)
+        except MetricsBackendError as exc:
+            self._error("metrics", str(exc))
+            return MetricsFailed(str(exc))
+        verdict = judge(
+            spec.slos,
+            spec.analysis,
+            observation,
+            baseline=spec.flag.baseline,
+            canary=spec.flag.canary,
+        )
+        self._last_verdict = verdict
+        self.store.record_event(
+            self._run_id,
+            "analysis",
+            {"closing": closing, "weight": self._state.weight, **verdict.to_dict()},
+            at=self.clock.now(),
+        )
+        self._observers.on_analysis(self._run_id, verdict)
+        return Analyzed(verdict)
+
+    def _wait(self, until: float | None) -> Event | None:
+        """Sleep in slices, answering another terminal's abort (first) or approval."""
+        while True:
+            pending = self.store.pending_requests(self._run_id)
+            if pending:
+                chosen = next((r for r in pending if r.kind == "abort"), pending[0])
+                now = self.clock.now()
+                self.store.mark_handled(chosen.id, at=now)
+                self.store.record_event(
+                    self._run_id,
+                    "request",
+                    {"kind": chosen.kind, "by": chosen.requested_by},
+                    at=now,
+                )
+                self._observers.on_request(self._run_id, chosen.kind, chosen.requested_by)
+                if chosen.kind == "abort":
+                    return AbortRequested(chosen.requested_by)
+                return Approved(chosen.requested_by)
+            now = self.clock.now()
+            if until is not None and now >= until:
+                return None
+            slice_ = self.poll_interval if until is None else min(self.poll_interval, until - now)
+            self.clock.sleep(slice_)
+
+    # -- the flag --
+
+    def _write(self, action: str, target_canary: float) -> FlagSnapshot:
+        """Journal the intent, write with the version we expect, then journal the result."""
+        run = f"canaryctl run {self._run_id} ({self.rollout.metadata.name})"
+        before = self._split
+        event_id = self.store.begin_event(
+            self._run_id,
+            "flag_changed",
+            {
+                "action": action,
+                "target_canary": target_canary,
+                "expect_version": self._version,
+                "before": None if before is None else _split_dict(before),
+            },
+            at=self.clock.now(),
+        )
+        self._in_flight = target_canary
+        if action == "set_weight":
+            comment = f"{run}: canary to {target_canary:g}%"
+            snapshot = self.flags.set_canary_weight(
+                target_canary, expect_version=self._version, comment=comment
+            )
+        elif action == "promote":
+            snapshot = self.flags.promote(expect_version=self._version, comment=f"{run}: promote")
+        else:
+            assert self._prior is not None
+            snapshot = self.flags.restore(
+                self._prior, expect_version=self._version, comment=f"{run}: restore"
+            )
+        self._in_flight = None
+        self._version = snapshot.version
+        self.store.set_flag_version(self._run_id, snapshot.version)
+        self._split = after = self.flags.split(snapshot)
+        self.store.end_event(
+            event_id,
+            {"after": _split_dict(after), "version": snapshot.version},
+            at=self.clock.now(),
+        )
+        if before is not None:
+            self._observers.on_weight(self._run_id, before, after)
+        return snapshot
+
+    def _ours(self, current: FlagSnapshot) -> bool:
+        """Is the flag where we left it, or where our interrupted write was taking it?"""
+        if current.version == self._version:
+            return True
+        if self._in_flight is None or current.version < self._version:
+            return False
+        if self.flags.split(current).canary != self._in_flight:
+            return False
+        self._version, self._in_flight = current.version, None
+        self.store.set_flag_version(self._run_id, current.version)
+        return True
+
+    def _restore(self) -> None:
+        """Put the saved snapshot back; a flag we never moved needs no write."""
+        assert self._prior is not None
+        current = self.flags.snapshot()
+        if not self._ours(current):
+            raise FlagConflict(
+                f"flag '{current.key}' is at version {current.version}, expected "
+                f"{self._version}: someone else changed it"
+            )
+        if current.version == self._prior.version:
+            return
+        self._write("restore", self.flags.split(self._prior).canary)
+
+    # -- endings --
+
+    def _error(self, source: str, message: str) -> None:
+        self.store.record_event(
+            self._run_id, "error", {"source": source, "message": message}, at=self.clock.now()
+        )
+        self._observers.on_error(self._run_id, message)
+
+    def _stop(self, outcome: str, reason: str, *, restore: bool) -> RunResult:
+        """End on an error or interruption; the flag is restored unless a human holds it."""
+        self._error("run", reason)
+        if restore:
+            try:
+                self._restore()
+            except (CanaryError, KeyboardInterrupt) as exc:
+                reason = f"{reason}; restoring the flag failed: {exc}"
+                self._error("flag", reason)
+        phase = _FINAL_PHASE[outcome]
+        self._commit(replace(self._state, phase=phase, outcome=outcome, reason=reason))
+        return self._finish(outcome, reason)
+
+    def _finish(self, outcome: str, reason: str) -> RunResult:
+        try:
+            final: Split | None = self.flags.split(self.flags.snapshot())
+        except CanaryError:
+            final = None
+        result = RunResult(
+            run_id=self._run_id,
+            name=self.rollout.metadata.name,
+            outcome=outcome,
+            reason=reason,
+            exit_code=EXIT_CODES[outcome],
+            final_split=final,
+        )
+        self.store.finish_run(
+            self._run_id,
+            phase=_FINAL_PHASE[outcome].value,
+            outcome=outcome,
+            reason=reason,
+            exit_code=result.exit_code,
+            at=self.clock.now(),
+            final_split=None if final is None else _split_dict(final),
+        )
+        self._notify(result)
+        self._observers.on_finish(result)
+        return result
+
+    def _notify(self, result: RunResult) -> None:
+        """Webhooks run last, when the flag is already safe; their failures change nothing."""
+        promoted = result.outcome == "promoted"
+        name = "on_promote" if promoted else "on_rollback"
+        hooks = self.rollout.spec.on_promote if promoted else self.rollout.spec.on_rollback
+        payload: dict[str, Any] = {
+            **result.to_dict(),
+            "last_verdict": None if self._last_verdict is None else self._last_verdict.to_dict(),
+        }
+        for hook in hooks:
+            event_id = self.store.begin_event(
+                self._run_id, "hook", {"hook": name}, at=self.clock.now()
+            )
+            outcome = self.hooks.call(hook, payload)
+            self.store.end_event(event_id, outcome.to_dict(), at=self.clock.now())
+            self._observers.on_hook(self._run_id, name, outcome)
+
+    def _info(self, *, resumed: bool) -> RunInfo:
+        spec = self.rollout.spec
+        assert self._split is not None
+        return RunInfo(
+            run_id=self._run_id,
+            name=self.rollout.metadata.name,
+            baseline=spec.flag.baseline,
+            canary=spec.flag.canary,
+            plan=self._plan,
+            slos=tuple(spec.slos),
+            split=self._split,
+            resumed=resumed,
+        )
+
+
+def _adapters(
+    rollout: Rollout, clock: Clock, flags: FlagStore | None, metrics: MetricsSource | None
+) -> tuple[FlagStore, MetricsSource]:
+    """The runbook's own backends unless given; imported here so the fakes need no backends."""
+    if flags is None:
+        from canaryctl.flags.factory import flag_store_for
+
+        flags = flag_store_for(rollout.spec.flag)
+    if metrics is None:
+        from canaryctl.metrics.factory import metrics_source_for
+
+        metrics = metrics_source_for(rollout.spec.metrics, clock=clock.now)
+    return flags, metrics
+
+
+def run_rollout(
+    rollout: Rollout,
+    *,
+    state_path: str | Path,
+    observers: Sequence[RolloutObserver] = (),
+    clock: Clock | None = None,
+    flags: FlagStore | None = None,
+    metrics: MetricsSource | None = None,
+) -> RunResult:
+    """Run `rollout` on the backends its runbook names (or those given), journaled at
+    `state_path`; preflight errors raise before anything changes."""
+    clock = clock if clock is not None else SystemClock()
+    flags, metrics = _adapters(rollout, clock, flags, metrics)
+    hooks = HookRunner()
+    try:
+        with StateStore(state_path) as store:
+            runner = RolloutRunner(
+                rollout,
+                flags=flags,
+                metrics=metrics,
+                store=store,
+                clock=clock,
+                observers=observers,
+                hooks=hooks,
+            )
+            return runner.run()
+    finally:
+        hooks.close()
+
+
+def resume_rollout(
+    run_id: int,
+    *,
+    state_path: str | Path,
+    rollout: Rollout | None = None,
+    observers: Sequence[RolloutObserver] = (),
+    clock: Clock | None = None,
+    flags: FlagStore | None = None,
+    metrics: MetricsSource | None = None,
+) -> RunResult:
+    """Resume run `run_id`; without `rollout`, the runbook copy in the journal is used (its
+    redacted webhook headers are dropped)."""
+    clock = clock if clock is not None else SystemClock()
+    hooks = HookRunner()
+    try:
+        with StateStore(state_path) as store:
+            record = store.run(run_id)
+            if record is None:
+                raise InvalidInput(f"no run {run_id} in {state_path}")
+            if rollout is None:
+                rollout = _stored_rollout(record.runbook)
+            elif rollout.metadata.name != record.name:
+                raise InvalidInput(
+                    f"run {run_id} is '{record.name}', not '{rollout.metadata.name}'"
+                )
+            flags, metrics = _adapters(rollout, clock, flags, metrics)
+            runner = RolloutRunner(
+                rollout,
+                flags=flags,
+                metrics=metrics,
+                store=store,
+                clock=clock,
+                observers=observers,
+                hooks=hooks,
+            )
+            return runner.resume(run_id)
+    finally:
+        hooks.close()
+
+
+def _stored_rollout(runbook: dict[str, Any]) -> Rollout:
+    spec = runbook.get("spec", {})
+    for key in ("on_rollback", "on_promote"):
+        for hook in spec.get(key, []):
+            headers = hook.get("webhook", {}).get("headers", {})
+            for name in [n for n, v in headers.items() if v == "<redacted>"]:
+                del headers[name]
+    return Rollout.model_validate(runbook)

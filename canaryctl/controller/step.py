@@ -1,0 +1,425 @@
+"""The pure tick: (spec, state, now, event) -> new state and the one action to perform next.
+
+No I/O and no reading of the clock happen here, so the same decisions run in production, in tests
+with a fake clock and in simulations of thousands of rollouts. The runner performs the action and
+feeds back what happened as the next event; `None` means "time passed".
+
+Semantics, step by step:
+
+- The runbook's steps are expanded into a plan of weight changes and holds. A `set_weight` that is
+  not followed by a `pause` gets an implicit hold of one analysis interval, so every weight is
+  judged by at least one passing analysis before the next weight or the promotion.
+- Setting a weight starts a new analysis window; every analysis covers the window since then.
+- During a hold an analysis runs every `analysis.interval`, and one runs when the hold ends. A hold
+  lasts at least one interval after its weight was set, so the closing analysis sees some data.
+- A failed analysis counts toward `failure_limit` for the whole run; exceeding it rolls back.
+- Inconclusive analyses are fine while a hold lasts, but the closing analysis must pass. If it is
+  inconclusive (or a tolerated failure) the hold is extended one interval at a time; more than
+  `inconclusive_limit` inconclusive extensions roll back with "inconclusive: not enough data".
+- A `pause: approval` hold keeps analysing until approved; approval closes it like a timed pause.
+- The metrics backend failing three analyses in a row rolls back with outcome "error".
+- After the last hold passes: promote.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from canaryctl.analysis import Outcome, Verdict
+from canaryctl.controller.phases import Phase
+from canaryctl.runbook.rollout import RolloutSpec
+
+__all__ = [
+    "METRICS_ERROR_LIMIT",
+    "AbortRequested",
+    "Action",
+    "Analyze",
+    "Analyzed",
+    "Approved",
+    "Decision",
+    "Event",
+    "Finish",
+    "Hold",
+    "MetricsFailed",
+    "PlanItem",
+    "Promote",
+    "Promoted",
+    "Resumed",
+    "Rollback",
+    "RolledBack",
+    "RolloutState",
+    "SetWeight",
+    "Wait",
+    "WeightItem",
+    "WeightSet",
+    "plan",
+    "tick",
+]
+
+METRICS_ERROR_LIMIT = 3
+"""Consecutive metrics backend failures after which the rollout gives up (outcome "error")."""
+
+
+# -- the plan ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WeightItem:
+    """Move the canary to `weight` percent; `step` is its index in the runbook's steps."""
+
+    weight: float
+    step: int
+
+    def describe(self) -> str:
+        return f"set_weight {self.weight:g}%"
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Stay at the current weight; `seconds` None means until approved, `step` None is implicit."""
+
+    seconds: float | None
+    step: int | None
+
+    def describe(self) -> str:
+        if self.seconds is None:
+            return "pause until approved"
+        if self.step is None:
+            return "hold for one analysis"
+        return f"pause {self.seconds:g}s"
+
+
+PlanItem = WeightItem | Hold
+
+
+def plan(spec: RolloutSpec) -> tuple[PlanItem, ...]:
+    """The runbook's steps, with an implicit hold after any weight that has no pause of its own."""
+    items: list[PlanItem] = []
+    for index, step in enumerate(spec.steps):
+        if step.set_weight is not None:
+            if items and isinstance(items[-1], WeightItem):
+                items.append(Hold(0.0, None))
+            items.append(WeightItem(step.set_weight, index))
+        else:
+            assert step.pause is not None  # a validated step is one of the two
+            seconds = None if step.pause == "approval" else float(step.pause)
+            items.append(Hold(seconds, index))
+    if isinstance(items[-1], WeightItem):
+        items.append(Hold(0.0, None))
+    return tuple(items)
+
+
+# -- state ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    """Everything the tick needs to decide, stored with the run so another process can resume.
+
+    `item` indexes `plan(spec)`. `outcome` and `reason` are set once a rollback or promotion has
+    been decided, before it is carried out.
+    """
+
+    phase: Phase = Phase.PENDING
+    item: int = 0
+    weight: float = 0.0
+    window_start: float | None = None
+    hold_ends: float | None = None
+    next_analysis: float | None = None
+    closing: bool = False
+    failures: int = 0
+    extensions: int = 0
+    metrics_errors: int = 0
+    outcome: str | None = None
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "phase": self.phase.value}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RolloutState:
+        return cls(**{**data, "phase": Phase(data["phase"])})
+
+
+# -- events: what happened -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WeightSet:
+    """The flag now serves the planned weight; the analysis window starts `at`."""
+
+    at: float
+
+
+@dataclass(frozen=True)
+class Analyzed:
+    verdict: Verdict
+
+
+@dataclass(frozen=True)
+class MetricsFailed:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Approved:
+    by: str
+
+
+@dataclass(frozen=True)
+class AbortRequested:
+    by: str
+
+
+@dataclass(frozen=True)
+class Promoted:
+    pass
+
+
+@dataclass(frozen=True)
+class RolledBack:
+    """The flag is back at its saved state (or was never moved)."""
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """A new process took over; observations of the old one are lost, the window restarts `at`."""
+
+    at: float
+
+
+Event = (
+    WeightSet
+    | Analyzed
+    | MetricsFailed
+    | Approved
+    | AbortRequested
+    | Promoted
+    | RolledBack
+    | Resumed
+)
+
+
+# -- actions: what to do next --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SetWeight:
+    percent: float
+
+
+@dataclass(frozen=True)
+class Analyze:
+    """Observe both variants since `since` and judge; `closing` analyses must pass to go on."""
+
+    since: float
+    closing: bool
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Sleep until `until` (None: until a request arrives), watching for approve/abort."""
+
+    until: float | None
+
+
+@dataclass(frozen=True)
+class Promote:
+    pass
+
+
+@dataclass(frozen=True)
+class Rollback:
+    """Put the flag back as saved; `outcome` is rolled_back, aborted or error."""
+
+    outcome: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Finish:
+    outcome: str
+    reason: str
+
+
+Action = SetWeight | Analyze | Wait | Promote | Rollback | Finish
+
+
+@dataclass(frozen=True)
+class Decision:
+    state: RolloutState
+    action: Action
+
+
+_FINAL_PHASE = {"rolled_back": Phase.ROLLED_BACK, "aborted": Phase.ABORTED, "error": Phase.FAILED}
+
+
+# -- the tick ------------------------------------------------------------------------------------
+
+
+def tick(spec: RolloutSpec, state: RolloutState, now: float, event: Event | None) -> Decision:
+    """Decide the next action from the state and what just happened."""
+    items = plan(spec)
+    if state.phase.finished:
+        return Decision(state, Finish(state.outcome or state.phase.value, state.reason))
+    match event:
+        case WeightSet(at=at):
+            item = items[state.item]
+            assert isinstance(item, WeightItem)
+            return _advance(spec, items, replace(state, weight=item.weight, window_start=at), now)
+        case Analyzed(verdict=verdict):
+            return _analyzed(spec, items, state, now, verdict)
+        case MetricsFailed(reason=reason):
+            errors = state.metrics_errors + 1
+            if errors >= METRICS_ERROR_LIMIT:
+                return _rollback(
+                    state, "error", f"metrics backend failed {errors} times in a row: {reason}"
+                )
+            retry = replace(
+                state, metrics_errors=errors, next_analysis=now + spec.analysis.interval
+            )
+            return _hold(spec, items, retry, now)
+        case Approved() if state.phase is Phase.AWAITING_APPROVAL:
+            return _hold(spec, items, _close_approval(spec, state, now), now)
+        case AbortRequested(by=by) if state.phase not in (Phase.PROMOTING, Phase.ROLLING_BACK):
+            return _rollback(state, "aborted", f"aborted by {by}")
+        case Promoted():
+            done = replace(state, phase=Phase.PROMOTED, outcome="promoted")
+            return Decision(done, Finish("promoted", state.reason))
+        case RolledBack():
+            outcome = state.outcome or "rolled_back"
+            done = replace(state, phase=_FINAL_PHASE[outcome], outcome=outcome)
+            return Decision(done, Finish(outcome, state.reason))
+        case Resumed(at=at) if isinstance(_current(items, state), Hold):
+            fresh = replace(state, window_start=None if state.window_start is None else at)
+            return _enter(spec, items, fresh, now)
+    return _pending(spec, items, state, now)
+
+
+def _current(items: tuple[PlanItem, ...], state: RolloutState) -> PlanItem | None:
+    return items[state.item] if state.item < len(items) else None
+
+
+def _pending(
+    spec: RolloutSpec, items: tuple[PlanItem, ...], state: RolloutState, now: float
+) -> Decision:
+    """The action the state is waiting on, recomputed: what a tick without news returns."""
+    match state.phase:
+        case Phase.PENDING:
+            return _enter(spec, items, state, now)
+        case Phase.PROGRESSING:
+            item = items[state.item]
+            assert isinstance(item, WeightItem)
+            return Decision(state, SetWeight(item.weight))
+        case Phase.PROMOTING:
+            return Decision(state, Promote())
+        case Phase.ROLLING_BACK:
+            return Decision(state, Rollback(state.outcome or "rolled_back", state.reason))
+    return _hold(spec, items, state, now)
+
+
+def _enter(
+    spec: RolloutSpec, items: tuple[PlanItem, ...], state: RolloutState, now: float
+) -> Decision:
+    item = _current(items, state)
+    if item is None:
+        return Decision(replace(state, phase=Phase.PROMOTING), Promote())
+    if isinstance(item, WeightItem):
+        return Decision(replace(state, phase=Phase.PROGRESSING), SetWeight(item.weight))
+    interval = spec.analysis.interval
+    if item.seconds is None:
+        phase, hold_ends = Phase.AWAITING_APPROVAL, None
+    else:
+        phase, hold_ends = Phase.PAUSED, now + item.seconds
+        if state.window_start is not None:
+            hold_ends = max(hold_ends, state.window_start + interval)
+    held = replace(
+        state,
+        phase=phase,
+        hold_ends=hold_ends,
+        next_analysis=None if state.window_start is None else _next(now, interval, hold_ends),
+        closing=False,
+        extensions=0,
+    )
+    return _hold(spec, items, held, now)
+
+
+def _next(now: float, interval: float, hold_ends: float | None) -> float:
+    """One interval from now, but never past the end of the hold: the closing analysis is due."""
+    at = now + interval
+    if hold_ends is not None and now < hold_ends:
+        at = min(at, hold_ends)
+    return at
+
+
+def _hold(
+    spec: RolloutSpec, items: tuple[PlanItem, ...], state: RolloutState, now: float
+) -> Decision:
+    if state.window_start is None:
+        # Before the first weight there is no canary traffic to judge: a pause is just a wait.
+        if state.hold_ends is not None and now >= state.hold_ends:
+            return _advance(spec, items, state, now)
+        return Decision(state, Wait(state.hold_ends))
+    assert state.next_analysis is not None  # every hold with a window schedules its analyses
+    if now >= state.next_analysis:
+        closing = state.hold_ends is not None and now >= state.hold_ends
+        return Decision(replace(state, closing=closing), Analyze(state.window_start, closing))
+    return Decision(state, Wait(state.next_analysis))
+
+
+def _close_approval(spec: RolloutSpec, state: RolloutState, now: float) -> RolloutState:
+    """Approval ends the hold now, though never before one interval of data at this weight."""
+    if state.window_start is None:
+        return replace(state, phase=Phase.PAUSED, hold_ends=now)
+    hold_ends = max(now, state.window_start + spec.analysis.interval)
+    assert state.next_analysis is not None
+    return replace(
+        state,
+        phase=Phase.PAUSED,
+        hold_ends=hold_ends,
+        next_analysis=min(state.next_analysis, hold_ends),
+    )
+
+
+def _advance(
+    spec: RolloutSpec, items: tuple[PlanItem, ...], state: RolloutState, now: float
+) -> Decision:
+    moved = replace(
+        state, item=state.item + 1, hold_ends=None, next_analysis=None, closing=False, extensions=0
+    )
+    return _enter(spec, items, moved, now)
+
+
+def _analyzed(
+    spec: RolloutSpec,
+    items: tuple[PlanItem, ...],
+    state: RolloutState,
+    now: float,
+    verdict: Verdict,
+) -> Decision:
+    analysis = spec.analysis
+    state = replace(state, metrics_errors=0)
+    if verdict.outcome is Outcome.FAIL:
+        state = replace(state, failures=state.failures + 1)
+        if state.failures > analysis.failure_limit:
+            return _rollback(state, "rolled_back", f"SLO failed: {verdict.reason}")
+    if not state.closing:
+        scheduled = replace(state, next_analysis=_next(now, analysis.interval, state.hold_ends))
+        return _hold(spec, items, scheduled, now)
+    if verdict.outcome is Outcome.PASS:
+        return _advance(spec, items, state, now)
+    if verdict.outcome is Outcome.INCONCLUSIVE:
+        state = replace(state, extensions=state.extensions + 1)
+        if state.extensions > analysis.inconclusive_limit:
+            return _rollback(
+                state, "rolled_back", f"inconclusive: not enough data ({verdict.reason})"
+            )
+    extended_to = now + analysis.interval
+    extended = replace(state, hold_ends=extended_to, next_analysis=extended_to, closing=False)
+    return _hold(spec, items, extended, now)
+
+
+def _rollback(state: RolloutState, outcome: str, reason: str) -> Decision:
+    decided = replace(state, phase=Phase.ROLLING_BACK, outcome=outcome, reason=reason)
+    return Decision(decided, Rollback(outcome, reason))

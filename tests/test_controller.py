@@ -1,0 +1,620 @@
+"""The rollout controller end to end on fakes: a fake clock, an in-memory flag, scripted metrics.
+
+Every test checks where the flag ends up, since that is what users feel.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from canaryctl.controller import (
+    FakeClock,
+    HookRunner,
+    Phase,
+    RolloutObserver,
+    RolloutRunner,
+    RunResult,
+    StateStore,
+    resume_rollout,
+)
+from canaryctl.controller.step import RolloutState, plan, tick
+from canaryctl.errors import FlagMismatch, MetricsBackendError
+from canaryctl.flags import FlagSnapshot, MemoryFlagStore
+from canaryctl.metrics import Observation, ScriptedMetricsSource, VariantStats
+from canaryctl.runbook import Rollout
+
+T0 = 1_700_000_000.0
+BASELINE, CANARY = "gpt-4-turbo", "gpt-4o-mini"
+
+STEPS = [
+    {"set_weight": 10},
+    {"pause": 60},
+    {"set_weight": 50},
+    {"pause": 60},
+    {"set_weight": 100},
+    {"pause": 60},
+]
+
+
+def make_rollout(
+    steps: list[dict[str, Any]] | None = None,
+    analysis: dict[str, Any] | None = None,
+    slos: list[dict[str, Any]] | None = None,
+    hooks: bool = True,
+) -> Rollout:
+    hook = [{"webhook": {"url": "http://hooks.test/notify?token=s3cret", "timeout": 2}}]
+    return Rollout.model_validate(
+        {
+            "kind": "Rollout",
+            "metadata": {"name": "support-bot"},
+            "spec": {
+                "flag": {
+                    "provider": "file",
+                    "path": "/tmp/flags.json",
+                    "key": "support-bot-model",
+                    "baseline": BASELINE,
+                    "canary": CANARY,
+                },
+                "metrics": {"provider": "scrape", "targets": ["http://127.0.0.1:8080/metrics"]},
+                "slos": slos
+                or [
+                    {"metric": "error_rate", "max": 0.02},
+                    {"metric": "error_rate", "compare": "baseline", "max_increase": 0.01},
+                ],
+                "analysis": analysis or {"interval": 10, "min_requests": 50},
+                "steps": steps or STEPS,
+                "on_rollback": hook if hooks else [],
+                "on_promote": hook if hooks else [],
+            },
+        }
+    )
+
+
+def stats(requests: float, error_rate: float) -> VariantStats:
+    return VariantStats(requests=requests, errors=requests * error_rate)
+
+
+Script = Callable[[float, float], Observation]
+
+
+def steady(canary_error_rate: float = 0.0, per_second: float = 10.0) -> Script:
+    """Both variants get `per_second` requests a second; the baseline never errs."""
+
+    def script(since: float, now: float) -> Observation:
+        seconds = now - since
+        return Observation(
+            since,
+            now,
+            {
+                BASELINE: stats(per_second * seconds, 0.0),
+                CANARY: stats(per_second * seconds, canary_error_rate),
+            },
+        )
+
+    return script
+
+
+def no_data(since: float, now: float) -> Observation:
+    return Observation(since, now, {})
+
+
+class Harness:
+    """One rollout's world: the fakes, the journal, the webhook inbox, a runner factory."""
+
+    def __init__(self, tmp_path: Path, rollout: Rollout, script: Script) -> None:
+        self.tmp_path = tmp_path
+        self.rollout = rollout
+        self.clock = FakeClock(T0)
+        self.flags = MemoryFlagStore("support-bot-model", BASELINE, CANARY)
+        self.prior = self.flags.snapshot()
+        self.script = script
+        self.metrics = ScriptedMetricsSource(lambda s, n: self.script(s, n), self.clock.now)
+        self.state_path = tmp_path / "state.db"
+        self.store = StateStore(self.state_path)
+        self.hook_calls: list[dict[str, Any]] = []
+
+        def inbox(request: httpx.Request) -> httpx.Response:
+            self.hook_calls.append(
+                {
+                    "body": json.loads(request.content),
+                    "canary_at_call": self.canary_weight(),
+                    "url": str(request.url),
+                }
+            )
+            return httpx.Response(204)
+
+        self.hooks = HookRunner(httpx.Client(transport=httpx.MockTransport(inbox)))
+
+    def canary_weight(self) -> float:
+        return self.flags.split(self.flags.snapshot()).canary
+
+    def runner(self, observers: tuple[RolloutObserver, ...] = ()) -> RolloutRunner:
+        return RolloutRunner(
+            self.rollout,
+            flags=self.flags,
+            metrics=self.metrics,
+            store=self.store,
+            clock=self.clock,
+            observers=observers,
+            hooks=self.hooks,
+            poll_interval=5.0,
+        )
+
+    def run(self) -> RunResult:
+        return self.runner().run()
+
+    def other_terminal(self, kind: str, at: float, by: str = "alice") -> None:
+        """Post a request through a second connection, as `canaryctl rollout` would."""
+
+        def post() -> None:
+            with StateStore(self.state_path) as other:
+                other.request(1, kind, by=by, at=self.clock.now())
+
+        self.clock.call_at(at, post)
+
+    def weights_written(self) -> list[str]:
+        return [comment.split(": ", 1)[1] for comment, _ in self.flags.history]
+
+    def restored(self) -> bool:
+        return json.loads(self.flags.snapshot().raw) == json.loads(self.prior.raw)
+
+
+@pytest.fixture
+def make(tmp_path: Path) -> Callable[..., Harness]:
+    def factory(script: Script | None = None, **rollout: Any) -> Harness:
+        return Harness(tmp_path, make_rollout(**rollout), script or steady())
+
+    return factory
+
+
+# -- the happy path ------------------------------------------------------------------------------
+
+
+def test_healthy_canary_is_promoted_and_journaled(make: Callable[..., Harness]) -> None:
+    h = make()
+    result = h.run()
+    assert result.exit_code == 0
+    assert result.outcome == "promoted"
+    assert result.final_split is not None and result.final_split.canary == 100
+    assert json.loads(h.flags.snapshot().raw)["promoted"] is True
+    assert h.weights_written() == ["canary to 10%", "canary to 50%", "canary to 100%", "promote"]
+
+    record = h.store.run(result.run_id)
+    assert record is not None
+    assert (record.phase, record.outcome, record.exit_code) == ("promoted", "promoted", 0)
+    assert record.prior_flag == h.prior
+    assert record.final_split == {"baseline": 0.0, "canary": 100.0, "other": 0.0}
+    flag_events = h.store.events(result.run_id, "flag_changed")
+    assert [e.data["action"] for e in flag_events] == ["set_weight"] * 3 + ["promote"]
+    assert all(e.result is not None for e in flag_events)
+    assert flag_events[0].data["before"]["canary"] == 0
+    assert flag_events[0].result is not None and flag_events[0].result["after"]["canary"] == 10
+    analyses = h.store.events(result.run_id, "analysis")
+    # 60 s pauses analysed every 10 s: six analyses per weight, all passing.
+    assert len(analyses) == 18
+    assert {a.data["outcome"] for a in analyses} == {"pass"}
+    assert [h["body"]["outcome"] for h in h.hook_calls] == ["promoted"]
+
+
+def test_each_weight_is_held_for_a_passing_analysis_even_without_a_pause(
+    make: Callable[..., Harness],
+) -> None:
+    h = make(steps=[{"set_weight": 10}, {"set_weight": 100}])
+    result = h.run()
+    assert result.outcome == "promoted"
+    analyses = h.store.events(result.run_id, "analysis")
+    assert [(a.data["weight"], a.data["closing"]) for a in analyses] == [(10, True), (100, True)]
+    set_at = [e.at for e in h.store.events(result.run_id, "flag_changed")]
+    assert set_at[1] - set_at[0] == pytest.approx(10)  # one analysis interval at 10%
+
+
+def test_a_broken_observer_does_not_steer(make: Callable[..., Harness]) -> None:
+    class Broken(RolloutObserver):
+        def __getattribute__(self, name: str) -> Any:
+            if name.startswith("on_"):
+                raise RuntimeError("display crashed")
+            return super().__getattribute__(name)
+
+    h = make()
+    result = h.runner(observers=(Broken(),)).run()
+    assert result.exit_code == 0
+
+
+# -- rolling back ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad_from", [10, 50, 100])
+def test_bad_canary_is_rolled_back_at_whichever_step_it_turns_bad(
+    make: Callable[..., Harness], bad_from: float
+) -> None:
+    h = make()
+    h.script = lambda s, n: steady(0.05 if h.canary_weight() >= bad_from else 0.0)(s, n)
+    result = h.run()
+    assert result.exit_code == 1
+    assert result.outcome == "rolled_back"
+    assert result.reason.startswith("SLO failed: error_rate = 0.05 is above the maximum 0.02")
+    assert h.restored()
+    assert h.weights_written()[-2:] == [f"canary to {bad_from:g}%", "restore"]
+    assert result.final_split is not None and result.final_split.canary == 0
+    # The hook hears about it after the flag is safe, and gets no secret in the journal.
+    assert [(c["body"]["outcome"], c["canary_at_call"]) for c in h.hook_calls] == [
+        ("rolled_back", 0.0)
+    ]
+    assert h.hook_calls[0]["body"]["last_verdict"]["outcome"] == "fail"
+    record = h.store.run(result.run_id)
+    assert record is not None and record.phase == "rolled_back"
+    assert "s3cret" not in json.dumps(record.runbook)
+    hook_events = h.store.events(result.run_id, "hook")
+    assert hook_events[0].result == {
+        "target": "http://hooks.test/notify",
+        "ok": True,
+        "detail": "HTTP 204",
+    }
+
+
+@pytest.mark.parametrize(("failures", "outcome"), [(1, "promoted"), (2, "rolled_back")])
+def test_failure_limit_tolerates_that_many_failed_analyses(
+    make: Callable[..., Harness], failures: int, outcome: str
+) -> None:
+    calls = 0
+
+    def flaky(since: float, now: float) -> Observation:
+        nonlocal calls
+        calls += 1
+        bad = calls in (2, 8)[:failures]  # mid-pause analyses at two different weights
+        return steady(0.05 if bad else 0.0)(since, now)
+
+    h = make(flaky, analysis={"interval": 10, "min_requests": 50, "failure_limit": 1})
+    result = h.run()
+    assert result.outcome == outcome
+    if outcome == "rolled_back":
+        assert h.restored()
+
+
+def test_failure_limit_zero_rolls_back_on_the_first_failure(make: Callable[..., Harness]) -> None:
+    calls = 0
+
+    def once(since: float, now: float) -> Observation:
+        nonlocal calls
+        calls += 1
+        return steady(0.05 if calls == 2 else 0.0)(since, now)
+
+    h = make(once)
+    result = h.run()
+    assert result.outcome == "rolled_back"
+    assert len(h.store.events(result.run_id, "analysis")) == 2
+
+
+@pytest.mark.parametrize("limit", [0, 2])
+def test_no_data_never_promotes(make: Callable[..., Harness], limit: int) -> None:
+    h = make(
+        no_data,
+        steps=[{"set_weight": 10}, {"pause": 30}],
+        analysis={"interval": 10, "min_requests": 50, "inconclusive_limit": limit},
+    )
+    result = h.run()
+    assert result.exit_code == 1
+    assert result.reason.startswith("inconclusive: not enough data")
+    assert "too few requests" in result.reason
+    assert h.restored()
+    closing = [a for a in h.store.events(result.run_id, "analysis") if a.data["closing"]]
+    assert len(closing) == limit + 1  # the pause's end, then `limit` extensions
+    assert all(a.data["outcome"] == "inconclusive" for a in closing)
+
+
+def test_inconclusive_during_a_pause_is_fine_and_an_extension_can_still_pass(
+    make: Callable[..., Harness],
+) -> None:
+    # Traffic only starts 35 s in: the pause's analyses and its closing one are inconclusive,
+    # the first extension (at 40 s) sees enough requests and passes.
+    def late(since: float, now: float) -> Observation:
+        return (
+            steady(per_second=10)(max(since, T0 + 35), now)
+            if now > T0 + 35
+            else no_data(since, now)
+        )
+
+    h = make(
+        late,
+        steps=[{"set_weight": 10}, {"pause": 30}],
+        analysis={"interval": 10, "min_requests": 50, "inconclusive_limit": 1},
+    )
+    result = h.run()
+    assert result.outcome == "promoted"
+    outcomes = [a.data["outcome"] for a in h.store.events(result.run_id, "analysis")]
+    assert outcomes == ["inconclusive", "inconclusive", "inconclusive", "pass"]
+
+
+# -- other terminals -----------------------------------------------------------------------------
+
+
+def test_abort_from_another_terminal_restores(make: Callable[..., Harness]) -> None:
+    h = make()
+    h.other_terminal("abort", at=T0 + 75)
+    result = h.run()
+    assert result.exit_code == 1
+    assert (result.outcome, result.reason) == ("aborted", "aborted by alice")
+    assert h.restored()
+    assert h.weights_written() == ["canary to 10%", "canary to 50%", "restore"]
+    record = h.store.run(result.run_id)
+    assert record is not None and record.phase == "aborted"
+    assert [c["body"]["outcome"] for c in h.hook_calls] == ["aborted"]
+
+
+def test_approval_pause_waits_until_approved(make: Callable[..., Harness]) -> None:
+    h = make(steps=[{"set_weight": 20}, {"pause": "approval"}, {"set_weight": 100}])
+    seen: list[str] = []
+
+    def look() -> None:
+        with StateStore(h.state_path) as other:
+            run = other.run(1)
+            assert run is not None
+            seen.append(run.phase)
+
+    h.clock.call_at(T0 + 3000, look)
+    h.other_terminal("approve", at=T0 + 3600)
+    result = h.run()
+    assert result.outcome == "promoted"
+    assert seen == ["awaiting_approval"]
+    to_100 = h.store.events(result.run_id, "flag_changed")[1]
+    assert to_100.data["target_canary"] == 100
+    assert to_100.at >= T0 + 3600
+    # Analysis kept running while waiting.
+    assert len(h.store.events(result.run_id, "analysis")) > 300
+
+
+def test_a_failure_while_awaiting_approval_rolls_back(make: Callable[..., Harness]) -> None:
+    h = make(steps=[{"set_weight": 20}, {"pause": "approval"}, {"set_weight": 100}])
+    h.script = lambda s, n: steady(0.05 if n > T0 + 600 else 0.0)(s, n)
+    result = h.run()
+    assert result.outcome == "rolled_back"
+    assert h.restored()
+    assert h.clock.now() < T0 + 700
+
+
+# -- backends failing ----------------------------------------------------------------------------
+
+
+def test_metrics_backend_down_rolls_back_with_exit_3(make: Callable[..., Harness]) -> None:
+    h = make()
+
+    def outage() -> None:
+        h.metrics.down = True
+
+    h.clock.call_at(T0 + 85, outage)
+    result = h.run()
+    assert result.exit_code == 3
+    assert result.outcome == "error"
+    assert result.reason.startswith("metrics backend failed 3 times in a row")
+    assert h.restored()
+    errors = h.store.events(result.run_id, "error")
+    assert any("scripted metrics source is down" in e.data["message"] for e in errors)
+
+
+def test_metrics_backend_recovering_resets_the_count(make: Callable[..., Harness]) -> None:
+    h = make()
+
+    def set_down(value: bool) -> Callable[[], None]:
+        def apply() -> None:
+            h.metrics.down = value
+
+        return apply
+
+    h.clock.call_at(T0 + 15, set_down(True))
+    h.clock.call_at(T0 + 35, set_down(False))  # two failed analyses, then it answers again
+    h.clock.call_at(T0 + 75, set_down(True))
+    h.clock.call_at(T0 + 95, set_down(False))
+    assert h.run().outcome == "promoted"
+
+
+def test_preflight_failures_change_nothing(make: Callable[..., Harness]) -> None:
+    h = make()
+    h.metrics.down = True
+    with pytest.raises(MetricsBackendError):
+        h.run()
+    assert h.flags.history == []
+    assert h.store.latest_run() is None
+
+    class Missing(MemoryFlagStore):
+        def snapshot(self) -> FlagSnapshot:
+            raise FlagMismatch("flag 'support-bot-model' has no variation 'gpt-4o-mini'")
+
+    h.flags = Missing("support-bot-model", BASELINE, CANARY)
+    with pytest.raises(FlagMismatch) as caught:
+        h.run()
+    assert caught.value.exit_code == 2
+    assert h.flags.history == []
+
+
+def test_flag_conflict_stops_without_touching_the_humans_edit(
+    make: Callable[..., Harness],
+) -> None:
+    h = make()
+    h.clock.call_at(T0 + 30, lambda: h.flags.edit_by_someone_else(42))
+    result = h.run()
+    assert result.exit_code == 3
+    assert result.outcome == "error"
+    assert "someone else changed it" in result.reason
+    assert h.canary_weight() == 42
+    assert h.weights_written() == ["canary to 10%"]
+
+
+def test_ctrl_c_restores_and_exits_130(make: Callable[..., Harness]) -> None:
+    h = make()
+
+    def ctrl_c() -> None:
+        raise KeyboardInterrupt
+
+    h.clock.call_at(T0 + 70, ctrl_c)
+    result = h.run()
+    assert result.exit_code == 130
+    assert result.outcome == "interrupted"
+    assert h.restored()
+    record = h.store.run(result.run_id)
+    assert record is not None and record.phase == "interrupted"
+
+
+def test_an_unexpected_error_restores_then_propagates(make: Callable[..., Harness]) -> None:
+    h = make()
+
+    def bug(since: float, now: float) -> Observation:
+        raise ZeroDivisionError("bug in a source")
+
+    h.script = bug
+    with pytest.raises(ZeroDivisionError):
+        h.run()
+    assert h.restored()
+    record = h.store.latest_run()
+    assert record is not None and record.outcome == "error"
+
+
+# -- resume after a crash -------------------------------------------------------------------------
+
+
+class Crashed:
+    """What a process killed at some moment leaves behind: the journal file and the flag."""
+
+    def __init__(self, h: Harness) -> None:
+        self.h = h
+        self.state_path = h.tmp_path / "crashed.db"
+        self.flags: MemoryFlagStore | None = None
+        self.at = 0.0
+
+    def now(self) -> None:
+        dest = sqlite3.connect(self.state_path)
+        with sqlite3.connect(self.h.state_path) as source:
+            source.backup(dest)
+        dest.close()
+        self.flags = copy.deepcopy(self.h.flags)
+        self.at = self.h.clock.now()
+
+    def resume(self, script: Script | None = None) -> tuple[RunResult, MemoryFlagStore]:
+        assert self.flags is not None
+        clock = FakeClock(self.at + 5)
+        metrics = ScriptedMetricsSource(script or steady(), clock.now)
+        result = resume_rollout(
+            1,
+            state_path=self.state_path,
+            rollout=self.h.rollout,
+            clock=clock,
+            flags=self.flags,
+            metrics=metrics,
+        )
+        return result, self.flags
+
+
+def test_resume_after_a_crash_continues_from_the_stored_step(
+    make: Callable[..., Harness],
+) -> None:
+    h = make(hooks=False)
+    crash = Crashed(h)
+    h.clock.call_at(T0 + 90, crash.now)  # 30 s into the pause at 50%
+    h.run()
+    result, flags = crash.resume()
+    assert result.exit_code == 0
+    comments = [c.split(": ", 1)[1] for c, _ in flags.history]
+    assert comments == ["canary to 10%", "canary to 50%", "canary to 100%", "promote"]
+    with StateStore(crash.state_path) as store:
+        types = [e.type for e in store.events(1)]
+        assert "resumed" in types
+        analyses_at_50 = [
+            a for a in store.events(1, "analysis") if a.data["weight"] == 50 and a.at > crash.at
+        ]
+        assert len(analyses_at_50) == 6  # the hold restarted in full after the resume
+        assert store.run(1).outcome == "promoted"  # type: ignore[union-attr]
+
+
+def test_resume_adopts_a_write_that_landed_before_the_crash(
+    make: Callable[..., Harness],
+) -> None:
+    h = make(hooks=False)
+    crash = Crashed(h)
+
+    class DiesAfterWriting(MemoryFlagStore):
+        def set_canary_weight(
+            self, percent: float, *, expect_version: int, comment: str
+        ) -> FlagSnapshot:
+            snapshot = super().set_canary_weight(
+                percent, expect_version=expect_version, comment=comment
+            )
+            if percent == 50:
+                crash.now()  # the write landed; the journal never heard back
+            return snapshot
+
+    h.flags = DiesAfterWriting("support-bot-model", BASELINE, CANARY)
+    h.run()
+    with StateStore(crash.state_path) as store:
+        last = store.events(1, "flag_changed")[-1]
+        assert (last.data["target_canary"], last.result) == (50, None)
+    result, flags = crash.resume()
+    assert result.outcome == "promoted"
+    assert json.loads(flags.snapshot().raw)["promoted"] is True
+
+
+def test_resume_leaves_a_flag_a_human_moved_alone(make: Callable[..., Harness]) -> None:
+    h = make(hooks=False)
+    crash = Crashed(h)
+    h.clock.call_at(T0 + 90, crash.now)
+    h.run()
+    assert crash.flags is not None
+    crash.flags.edit_by_someone_else(0)
+    result, flags = crash.resume()
+    assert result.exit_code == 3
+    assert "someone else changed it" in result.reason
+    assert len(flags.history) == 2  # nothing written after the human's edit
+
+
+def test_resume_restores_when_metrics_are_gone(make: Callable[..., Harness]) -> None:
+    h = make(hooks=False)
+    crash = Crashed(h)
+    h.clock.call_at(T0 + 90, crash.now)
+    h.run()
+
+    def gone(since: float, now: float) -> Observation:
+        raise AssertionError("never observed")
+
+    assert crash.flags is not None
+    clock = FakeClock(crash.at + 5)
+    metrics = ScriptedMetricsSource(gone, clock.now)
+    metrics.down = True
+    result = resume_rollout(
+        1,
+        state_path=crash.state_path,
+        rollout=h.rollout,
+        clock=clock,
+        flags=crash.flags,
+        metrics=metrics,
+    )
+    assert result.exit_code == 3
+    assert json.loads(crash.flags.snapshot().raw) == json.loads(h.prior.raw)
+
+
+# -- the pure tick -------------------------------------------------------------------------------
+
+
+def test_plan_adds_a_hold_after_weights_without_a_pause() -> None:
+    items = plan(make_rollout(steps=[{"set_weight": 5}, {"set_weight": 50}, {"pause": 60}]).spec)
+    assert [i.describe() for i in items] == [
+        "set_weight 5%",
+        "hold for one analysis",
+        "set_weight 50%",
+        "pause 60s",
+    ]
+
+
+def test_tick_is_pure_and_state_round_trips() -> None:
+    spec = make_rollout().spec
+    state = RolloutState()
+    first = tick(spec, state, T0, None)
+    assert tick(spec, state, T0, None) == first
+    assert state == RolloutState()
+    assert RolloutState.from_dict(first.state.to_dict()) == first.state
+    assert first.state.phase is Phase.PROGRESSING
