@@ -1,0 +1,150 @@
+"""Analysis: no data is inconclusive, the bound itself passes, relative bounds use the baseline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from canaryctl.analysis import Outcome, Verdict, judge
+from canaryctl.metrics import Observation, VariantStats
+from canaryctl.runbook.rollout import AnalysisSpec, SloSpec
+
+ANALYSIS = AnalysisSpec(interval=10, min_requests=100)
+
+
+def observe(canary: VariantStats | None, baseline: VariantStats | None = None) -> Observation:
+    variants = {}
+    if canary is not None:
+        variants["canary"] = canary
+    if baseline is not None:
+        variants["baseline"] = baseline
+    return Observation(0.0, 60.0, variants)
+
+
+def run(slo: dict[str, Any], observation: Observation) -> Verdict:
+    return judge([SloSpec(**slo)], ANALYSIS, observation, baseline="baseline", canary="canary")
+
+
+def errors(requests: float, errs: float) -> VariantStats:
+    return VariantStats(requests=requests, errors=errs)
+
+
+def test_no_data_is_inconclusive_with_the_reason() -> None:
+    verdict = run({"metric": "error_rate", "max": 0.02}, observe(None))
+    assert verdict.outcome is Outcome.INCONCLUSIVE
+    assert verdict.reason == "error_rate <= 0.02: too few requests for 'canary' (0 < 100)"
+    check = verdict.checks[0]
+    assert (check.canary_value, check.canary_requests) == (None, 0)
+
+
+def test_too_few_requests_is_inconclusive_even_when_the_value_looks_good() -> None:
+    verdict = run({"metric": "error_rate", "max": 0.02}, observe(errors(99, 0)))
+    assert verdict.outcome is Outcome.INCONCLUSIVE
+    assert "too few requests for 'canary' (99 < 100)" in verdict.reason
+
+
+def test_a_metric_without_a_value_is_inconclusive() -> None:
+    # Enough requests, but no latency histogram: no p95 to judge.
+    verdict = run({"metric": "latency_p95_seconds", "max": 2.0}, observe(errors(500, 0)))
+    assert verdict.outcome is Outcome.INCONCLUSIVE
+    assert verdict.reason == "latency_p95_seconds: no value for canary 'canary'"
+
+
+@pytest.mark.parametrize(
+    ("slo", "canary", "baseline"),
+    [
+        ({"metric": "error_rate", "max": 0.02}, errors(200, 4), None),
+        ({"metric": "error_rate", "min": 0.02}, errors(200, 4), None),
+        (
+            {"metric": "error_rate", "compare": "baseline", "max_increase": 0.005},
+            errors(200, 3),
+            errors(1000, 10),
+        ),
+        (
+            {"metric": "error_rate", "compare": "baseline", "max_ratio": 1.5},
+            errors(200, 3),
+            errors(1000, 10),
+        ),
+    ],
+)
+def test_exactly_at_the_bound_passes(
+    slo: dict[str, Any], canary: VariantStats, baseline: VariantStats | None
+) -> None:
+    verdict = run(slo, observe(canary, baseline))
+    assert verdict.outcome is Outcome.PASS, verdict.checks[0].reason
+
+
+def test_above_a_maximum_fails_with_evidence() -> None:
+    verdict = run({"metric": "error_rate", "max": 0.02}, observe(errors(200, 5)))
+    assert verdict.outcome is Outcome.FAIL
+    assert verdict.reason == "error_rate = 0.025 is above the maximum 0.02"
+    assert verdict.checks[0].to_dict() == {
+        "slo": "error_rate <= 0.02",
+        "metric": "error_rate",
+        "outcome": "fail",
+        "reason": "error_rate = 0.025 is above the maximum 0.02",
+        "canary_value": 0.025,
+        "baseline_value": None,
+        "bound": 0.02,
+        "canary_requests": 200,
+        "baseline_requests": 0,
+    }
+
+
+def test_below_a_minimum_fails() -> None:
+    verdict = run({"metric": "tokens_per_query", "min": 10}, observe(VariantStats(requests=200)))
+    assert verdict.outcome is Outcome.FAIL
+    assert "below the minimum 10" in verdict.reason
+
+
+def test_relative_increase_is_measured_against_the_baseline() -> None:
+    slo = {"metric": "error_rate", "compare": "baseline", "max_increase": 0.005}
+    verdict = run(slo, observe(errors(200, 4), errors(1000, 10)))
+    assert verdict.outcome is Outcome.FAIL
+    check = verdict.checks[0]
+    assert (check.canary_value, check.baseline_value) == (0.02, 0.01)
+    assert check.bound == pytest.approx(0.015)
+    assert "baseline 0.01" in check.reason
+
+
+def test_relative_ratio_fails_above_the_multiple() -> None:
+    slo = {"metric": "error_rate", "compare": "baseline", "max_ratio": 1.5}
+    verdict = run(slo, observe(errors(200, 4), errors(1000, 10)))
+    assert verdict.outcome is Outcome.FAIL
+    assert verdict.checks[0].bound == pytest.approx(0.015)
+
+
+def test_relative_slo_needs_baseline_traffic_too() -> None:
+    slo = {"metric": "error_rate", "compare": "baseline", "max_increase": 0.005}
+    verdict = run(slo, observe(errors(500, 0), errors(20, 0)))
+    assert verdict.outcome is Outcome.INCONCLUSIVE
+    assert "too few requests for 'baseline' (20 < 100)" in verdict.reason
+
+
+def test_fail_beats_inconclusive_beats_pass() -> None:
+    slos = [
+        SloSpec(metric="error_rate", max=0.02),
+        SloSpec(metric="latency_p95_seconds", max=2.0),
+        SloSpec(metric="cost_per_query_usd", max=1.0),
+    ]
+    good = judge(slos[2:], ANALYSIS, observe(errors(200, 0)), baseline="baseline", canary="canary")
+    assert good.outcome is Outcome.PASS and good.reason == ""
+    unsure = judge(
+        slos[1:], ANALYSIS, observe(errors(200, 0)), baseline="baseline", canary="canary"
+    )
+    assert unsure.outcome is Outcome.INCONCLUSIVE
+    bad = judge(slos, ANALYSIS, observe(errors(200, 10)), baseline="baseline", canary="canary")
+    assert bad.outcome is Outcome.FAIL
+    assert [c.outcome for c in bad.checks] == [Outcome.FAIL, Outcome.INCONCLUSIVE, Outcome.PASS]
+    assert Verdict.from_dict(bad.to_dict()) == bad
+
+
+def test_latency_from_the_histogram() -> None:
+    buckets = ((1.0, 100.0), (2.0, 150.0), (4.0, 200.0), (float("inf"), 200.0))
+    stats = VariantStats(requests=200, latency_buckets=buckets)
+    verdict = run({"metric": "latency_p95_seconds", "max": 2.0}, observe(stats))
+    assert verdict.outcome is Outcome.FAIL
+    assert verdict.checks[0].canary_value == pytest.approx(3.6)  # interpolated in (2, 4]
+    fine = run({"metric": "latency_p50_seconds", "max": 2.0}, observe(stats))
+    assert fine.outcome is Outcome.PASS
