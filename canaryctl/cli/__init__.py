@@ -2,6 +2,7 @@
 
 import canaryctl.cli.flags  # noqa: F401  (registers commands on main)
 from canaryctl.cli import documents  # noqa: F401  (registers commands on main)
+from canaryctl.cli import rollout as rollout_commands  # noqa: F401  (registers commands)
 from canaryctl.cli.main import main
 
 __all__ = ["main"]

@@ -1,0 +1,288 @@
+"""`canaryctl rollout run|status|list|abort|approve|resume`: thin commands over the controller.
+
+Other terminals talk to a running rollout through the state database: `abort` and `approve`
+insert a request that the runner picks up at its next poll (about a second).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from canaryctl.cli.main import main, output_option, wants_json
+from canaryctl.cli.views import JsonLinesView, LiveView
+from canaryctl.controller import (
+    DEFAULT_STATE_PATH,
+    Phase,
+    RolloutObserver,
+    RunResult,
+    StateStore,
+    plan,
+    resume_rollout,
+    run_rollout,
+)
+from canaryctl.controller.store import RunRecord
+from canaryctl.errors import InvalidInput
+from canaryctl.runbook import Rollout, load_document
+
+__all__ = ["rollout"]
+
+
+def _state_option(func: Any) -> Any:
+    return click.option(
+        "--state",
+        "state_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=DEFAULT_STATE_PATH,
+        envvar="CANARYCTL_STATE",
+        show_default=True,
+        help="the run journal (SQLite); env CANARYCTL_STATE",
+    )(func)
+
+
+@main.group()
+def rollout() -> None:
+    """Step a canary model's share of traffic up through its flag, watching SLOs."""
+
+
+@contextmanager
+def _signals_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM takes Ctrl-C's path (restore, exit 130); later signals are ignored so that the
+    restore they would interrupt can finish."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired = False
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        nonlocal fired
+        if not fired:
+            fired = True
+            raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _view(output: str | None) -> RolloutObserver:
+    return JsonLinesView() if wants_json(output) else LiveView()
+
+
+def _end(result: RunResult) -> None:
+    click.get_current_context().exit(result.exit_code)
+
+
+@rollout.command("run")
+@click.argument("runbook", type=click.Path(dir_okay=False))
+@_state_option
+@output_option
+@click.option("--dry-run", is_flag=True, help="read the flag, check metrics, print the plan")
+def run_command(runbook: str, state_path: Path, output: str | None, dry_run: bool) -> None:
+    """Run a rollout to its end: promoted (exit 0) or rolled back (exit 1)."""
+    document = load_document(runbook, expect=Rollout)
+    if dry_run:
+        _dry_run(document, output)
+        return
+    with _signals_as_ctrl_c():
+        result = run_rollout(document, state_path=state_path, observers=[_view(output)])
+    _end(result)
+
+
+def _dry_run(document: Rollout, output: str | None) -> None:
+    """Every preflight check a real run makes, and nothing else: no journal, no write."""
+    from canaryctl.flags.factory import flag_store_for
+    from canaryctl.metrics.factory import metrics_source_for
+
+    spec = document.spec
+    flags = flag_store_for(spec.flag)
+    split = flags.split(flags.snapshot())
+    metrics_source_for(spec.metrics).check()
+    steps = [item.describe() for item in plan(spec)]
+    slos = [slo.describe() for slo in spec.slos]
+    if wants_json(output):
+        click.echo(
+            json.dumps(
+                {
+                    "event": "plan",
+                    "name": document.metadata.name,
+                    "flag": spec.flag.key,
+                    "baseline": spec.flag.baseline,
+                    "canary": spec.flag.canary,
+                    "split": {"baseline": split.baseline, "canary": split.canary},
+                    "metrics": "ok",
+                    "plan": steps,
+                    "slos": slos,
+                    "analysis": spec.analysis.model_dump(),
+                }
+            )
+        )
+        return
+    click.echo(
+        f"rollout {document.metadata.name}: flag '{spec.flag.key}' serves {spec.flag.canary} "
+        f"to {split.canary:g}% and {spec.flag.baseline} to {split.baseline:g}%; metrics answer"
+    )
+    analysis = spec.analysis
+    click.echo(
+        f"analysis every {analysis.interval:g}s, at least {analysis.min_requests} requests per "
+        f"variant, failure_limit {analysis.failure_limit}, "
+        f"inconclusive_limit {analysis.inconclusive_limit}"
+    )
+    for slo in slos:
+        click.echo(f"  slo: {slo}")
+    for index, step in enumerate(steps, 1):
+        click.echo(f"  {index}. {step}")
+    click.echo(f"  {len(steps) + 1}. promote {spec.flag.canary}")
+    click.echo("dry run: nothing changed")
+
+
+@rollout.command("resume")
+@click.argument("run_id", type=int)
+@click.option(
+    "--runbook",
+    type=click.Path(dir_okay=False),
+    help="the original runbook (for webhook headers the journal does not keep)",
+)
+@_state_option
+@output_option
+def resume_command(run_id: int, runbook: str | None, state_path: Path, output: str | None) -> None:
+    """Continue a run whose process died; the current step's hold restarts from scratch."""
+    _existing(state_path)
+    document = load_document(runbook, expect=Rollout) if runbook else None
+    with _signals_as_ctrl_c():
+        result = resume_rollout(
+            run_id, state_path=state_path, rollout=document, observers=[_view(output)]
+        )
+    _end(result)
+
+
+def _existing(state_path: Path) -> None:
+    if not state_path.exists():
+        raise InvalidInput(f"no state database at {state_path}: no rollout has run here (--state?)")
+
+
+def _find(store: StateStore, run_id: int | None) -> RunRecord:
+    record = store.latest_run() if run_id is None else store.run(run_id)
+    if record is None:
+        which = "no runs" if run_id is None else f"no run {run_id}"
+        raise InvalidInput(f"{which} in {store.path}")
+    return record
+
+
+def _when(epoch: float | None) -> str:
+    if epoch is None:
+        return "—"
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+@rollout.command("status")
+@click.argument("run_id", type=int, required=False)
+@_state_option
+@output_option
+def status_command(run_id: int | None, state_path: Path, output: str | None) -> None:
+    """Where a run stands (the latest if no RUN_ID), with its last verdict and recent events."""
+    _existing(state_path)
+    with StateStore(state_path) as store:
+        record = _find(store, run_id)
+        events = store.events(record.id)
+    if wants_json(output):
+        click.echo(json.dumps({**record.to_dict(), "events": [e.to_dict() for e in events]}))
+        return
+    click.echo(f"run {record.id} {record.name}: {record.phase}")
+    click.echo(
+        f"  started {_when(record.started_at)} on {record.host} (pid {record.pid}, "
+        f"canaryctl {record.version}); ended {_when(record.ended_at)}"
+    )
+    click.echo(f"  canary weight {record.state.get('weight', 0):g}%")
+    if record.outcome is not None:
+        click.echo(f"  outcome {record.outcome} (exit {record.exit_code})")
+    if record.reason:
+        click.echo(f"  reason: {record.reason}")
+    analyses = [e for e in events if e.type == "analysis"]
+    if analyses:
+        last = analyses[-1].data
+        click.echo(f"  last analysis ({_when(analyses[-1].at)}): {last['outcome']}")
+        for check in last["checks"]:
+            click.echo(f"    {check['outcome']:<12} {check['reason']}")
+    click.echo("  recent events:")
+    for event in [e for e in events if e.type != "analysis"][-10:]:
+        click.echo(f"    {_when(event.at)} {event.type} {json.dumps(event.data)}")
+
+
+@rollout.command("list")
+@_state_option
+@output_option
+@click.option("--limit", type=int, default=20, show_default=True)
+def list_command(state_path: Path, output: str | None, limit: int) -> None:
+    """Recent runs, newest first."""
+    _existing(state_path)
+    with StateStore(state_path) as store:
+        records = store.runs(limit)
+    for record in records:
+        if wants_json(output):
+            click.echo(json.dumps(record.to_dict()))
+        else:
+            click.echo(
+                f"{record.id:>5}  {record.name:<30} {record.phase:<18} "
+                f"{record.outcome or '—':<12} {_when(record.started_at)}"
+            )
+
+
+def _requester() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def _request(state_path: Path, run_id: int, kind: str, output: str | None) -> None:
+    _existing(state_path)
+    with StateStore(state_path) as store:
+        record = _find(store, run_id)
+        if record.finished:
+            raise InvalidInput(f"run {run_id} already ended: {record.outcome}")
+        if kind == "approve" and record.phase != Phase.AWAITING_APPROVAL.value:
+            raise InvalidInput(f"run {run_id} is {record.phase}, not awaiting approval")
+        by = _requester()
+        store.request(run_id, kind, by=by, at=time.time())
+    if wants_json(output):
+        click.echo(json.dumps({"event": "request", "run_id": run_id, "kind": kind, "by": by}))
+    else:
+        click.echo(
+            f"{kind} requested for run {run_id}; its runner acts on it within a second "
+            f"(if that process is gone: canaryctl rollout resume {run_id})"
+        )
+
+
+@rollout.command("abort")
+@click.argument("run_id", type=int)
+@_state_option
+@output_option
+def abort_command(run_id: int, state_path: Path, output: str | None) -> None:
+    """Ask a running rollout to restore its flag and stop (its exit code will be 1)."""
+    _request(state_path, run_id, "abort", output)
+
+
+@rollout.command("approve")
+@click.argument("run_id", type=int)
+@_state_option
+@output_option
+def approve_command(run_id: int, state_path: Path, output: str | None) -> None:
+    """Let a rollout waiting at a `pause: approval` step go on."""
+    _request(state_path, run_id, "approve", output)
