@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import io
 import json
 import os
+import re
 import signal
 import sqlite3
 from collections.abc import Callable
@@ -12,9 +14,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from rich.console import Console
 
 import canaryctl.controller.runner as runner_module
 from canaryctl.cli import main
+from canaryctl.cli.views import JsonLinesView, LiveView
 from canaryctl.controller import FakeClock, StateStore, run_rollout
 from canaryctl.flags import MemoryFlagStore
 from canaryctl.metrics import Observation, ScriptedMetricsSource, VariantStats
@@ -278,3 +282,29 @@ def test_abort_then_resume_of_a_dead_run_restores(world: World, tmp_path: Path) 
     assert json_lines(output)[-1]["outcome"] == "aborted"
     assert world.flags.snapshot().raw == world.prior
     assert world.canary() == 0
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_views_render_every_event_without_failing(
+    world: World, tmp_path: Path, caplog: pytest.LogCaptureFixture, terminal: bool
+) -> None:
+    screen, lines = io.StringIO(), io.StringIO()
+    console = Console(file=screen, force_terminal=terminal, width=120)
+    document = load_document(world.runbook, expect=Rollout)
+    result = run_rollout(
+        document,
+        state_path=tmp_path / "views.db",
+        observers=[LiveView(console), JsonLinesView(lines)],
+        flags=world.flags,
+        metrics=world.metrics,
+        clock=world.clock,
+    )
+    assert result.exit_code == 0
+    assert not [r for r in caplog.records if "observer" in r.getMessage()]
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.getvalue())  # drop ANSI styling
+    assert "error_rate <= 0.02" in shown
+    assert "verdict: pass" in shown
+    assert "promoted (exit 0, canary at 100%)" in shown
+    events = [json.loads(line) for line in lines.getvalue().splitlines()]
+    assert all(list(e)[:2] == ["event", "run_id"] for e in events)
+    assert [e["event"] for e in events][-1] == "finish"

@@ -124,7 +124,8 @@ class LiveView(RolloutObserver):
 
     def on_weight(self, run_id: int, before: Split, after: Split) -> None:
         self._weight = after.canary
-        self._console.print(f"flag: canary {before.canary:g}% → {after.canary:g}%")
+        if after != before:  # a promotion from 100% changes the rule, not the split
+            self._console.print(f"flag: canary {before.canary:g}% → {after.canary:g}%")
         self._refresh()
 
     def on_analysis(self, run_id: int, verdict: Verdict) -> None:
@@ -155,6 +156,8 @@ class LiveView(RolloutObserver):
             self._live.update(self._render(), refresh=True)
             self._live.stop()
             self._live = None
+            if not self._console.is_terminal:
+                self._console.line()  # a terminal's cursor already sits below the panel
         split = result.final_split
         where = "flag unreadable" if split is None else f"canary at {split.canary:g}%"
         line = Text(f"{result.outcome.replace('_', ' ')} ", style=_ENDING[result.outcome])
