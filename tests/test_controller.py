@@ -260,6 +260,24 @@ def test_bad_canary_is_rolled_back_at_whichever_step_it_turns_bad(
     }
 
 
+def test_a_failing_webhook_changes_nothing(make: Callable[..., Harness]) -> None:
+    h = make(steady(0.05))
+
+    def unreachable(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectTimeout("timed out", request=request)
+
+    h.hooks = HookRunner(httpx.Client(transport=httpx.MockTransport(unreachable)))
+    result = h.run()
+    assert result.exit_code == 1
+    assert h.restored()
+    [hook] = h.store.events(result.run_id, "hook")
+    assert hook.result == {
+        "target": "http://hooks.test/notify",
+        "ok": False,
+        "detail": "ConnectTimeout",
+    }
+
+
 @pytest.mark.parametrize(("failures", "outcome"), [(1, "promoted"), (2, "rolled_back")])
 def test_failure_limit_tolerates_that_many_failed_analyses(
     make: Callable[..., Harness], failures: int, outcome: str
