@@ -577,6 +577,22 @@ def test_resume_adopts_a_write_that_landed_before_the_crash(
     assert json.loads(flags.snapshot().raw)["promoted"] is True
 
 
+def test_requests_posted_while_no_runner_lives_are_honoured_on_resume(
+    make: Callable[..., Harness],
+) -> None:
+    h = make(hooks=False, steps=[{"set_weight": 20}, {"pause": "approval"}, {"set_weight": 100}])
+    crash = Crashed(h)
+    h.clock.call_at(T0 + 60, crash.now)
+    h.other_terminal("abort", at=T0 + 61)  # ends the first process's run; not in the copy
+    h.run()
+    with StateStore(crash.state_path) as store:
+        assert store.run(1).phase == "awaiting_approval"  # type: ignore[union-attr]
+        store.request(1, "approve", by="alice", at=crash.at + 1)
+    result, flags = crash.resume()
+    assert result.outcome == "promoted"
+    assert json.loads(flags.snapshot().raw)["promoted"] is True
+
+
 def test_resume_leaves_a_flag_a_human_moved_alone(make: Callable[..., Harness]) -> None:
     h = make(hooks=False)
     crash = Crashed(h)

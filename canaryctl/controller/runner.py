@@ -170,7 +170,9 @@ class RolloutRunner:
             self.metrics.check()
         except MetricsBackendError as exc:
             return self._stop("error", f"metrics backend failed on resume: {exc}", restore=True)
-        return self._drive(Resumed(self.clock.now()))
+        # An abort posted while no process was running is carried out before anything moves.
+        abort = self._next_request(abort_only=True)
+        return self._drive(abort if abort is not None else Resumed(self.clock.now()))
 
     # -- the loop --
 
@@ -273,28 +275,33 @@ class RolloutRunner:
         return Analyzed(verdict)
 
     def _wait(self, until: float | None) -> Event | None:
-        """Sleep in slices, answering another terminal's abort (first) or approval."""
+        """Sleep in slices, answering another terminal's abort or approval."""
         while True:
-            pending = self.store.pending_requests(self._run_id)
-            if pending:
-                chosen = next((r for r in pending if r.kind == "abort"), pending[0])
-                now = self.clock.now()
-                self.store.mark_handled(chosen.id, at=now)
-                self.store.record_event(
-                    self._run_id,
-                    "request",
-                    {"kind": chosen.kind, "by": chosen.requested_by},
-                    at=now,
-                )
-                self._observers.on_request(self._run_id, chosen.kind, chosen.requested_by)
-                if chosen.kind == "abort":
-                    return AbortRequested(chosen.requested_by)
-                return Approved(chosen.requested_by)
+            request = self._next_request()
+            if request is not None:
+                return request
             now = self.clock.now()
             if until is not None and now >= until:
                 return None
             slice_ = self.poll_interval if until is None else min(self.poll_interval, until - now)
             self.clock.sleep(slice_)
+
+    def _next_request(self, *, abort_only: bool = False) -> Event | None:
+        """The oldest pending abort (aborts come first), else the oldest approval."""
+        pending = self.store.pending_requests(self._run_id)
+        if abort_only:
+            pending = [r for r in pending if r.kind == "abort"]
+        if not pending:
+            return None
+        chosen = next((r for r in pending if r.kind == "abort"), pending[0])
+        now = self.clock.now()
+        self.store.mark_handled(chosen.id, at=now)
+        request = {"kind": chosen.kind, "by": chosen.requested_by}
+        self.store.record_event(self._run_id, "request", request, at=now)
+        self._observers.on_request(self._run_id, chosen.kind, chosen.requested_by)
+        if chosen.kind == "abort":
+            return AbortRequested(chosen.requested_by)
+        return Approved(chosen.requested_by)
 
     # -- the flag --
 
