@@ -1,0 +1,254 @@
+"""The gateway's HTTP face: route by flag, answer through the fallback chain, meter everything.
+
+Clients name a route in the request's `model` field, in OpenAI (`/v1/chat/completions`) or Ollama
+(`/api/chat`, `/api/generate`) form. Every routed response carries `x-canaryctl-variant` (the flag
+variation served) and `x-canaryctl-model` (what answered, after fallback), so a caller can see
+which side of a rollout it landed on. Outcomes in llm_requests_total: `ok`, `fallback_ok` (a
+fallback model answered), `error` (the client got an error), `rejected` (the request was wrong:
+a 400 here or a non-429 4xx upstream, which no model would have answered).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from canaryctl.errors import InvalidInput
+from canaryctl.gateway.fallback import Answered, ChainExhausted, time_attempt, walk_chain
+from canaryctl.gateway.metrics import GatewayMetrics
+from canaryctl.gateway.ollama import Dialect, chat_request, ollama_line, ollama_response
+from canaryctl.gateway.routing import Choice, FlagRouter, request_context
+from canaryctl.gateway.upstream import Upstream, UpstreamFailure, UpstreamStream, error_body
+from canaryctl.runbook.gateway import GatewaySpec, ModelSpec
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+_POOL = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+
+
+def create_app(spec: GatewaySpec) -> Starlette:
+    """A gateway app for `spec`; the LaunchDarkly client and HTTP pool live for its lifespan.
+
+    Models must have real URLs: `lab://` ones are resolved by canaryctl.lab.LabStack. The app's
+    metrics are at `app.state.metrics` (a GatewayMetrics) and served at `GET /metrics`.
+    """
+    for i, model in enumerate(spec.models):
+        if model.base_url.startswith("lab://"):
+            raise InvalidInput(
+                f"models[{i}].base_url: {model.base_url} names a lab provider; "
+                "serve it with `canaryctl lab serve`"
+            )
+    gateway = _Gateway(spec)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # The SDK loads the flag file synchronously; keep that off the event loop.
+        gateway.router = await asyncio.to_thread(FlagRouter, spec, gateway.metrics)
+        async with httpx.AsyncClient(limits=_POOL) as client:
+            gateway.upstream = Upstream(client)
+            try:
+                yield
+            finally:
+                await asyncio.to_thread(gateway.router.close)
+
+    app = Starlette(
+        routes=[
+            Route("/v1/chat/completions", gateway.openai, methods=["POST"]),
+            Route("/api/chat", gateway.ollama_chat, methods=["POST"]),
+            Route("/api/generate", gateway.ollama_generate, methods=["POST"]),
+            Route("/metrics", gateway.metrics_endpoint, methods=["GET"]),
+            Route("/health", gateway.health, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.metrics = gateway.metrics
+    return app
+
+
+def _error(dialect: Dialect, status: int, body: dict[str, Any], **headers: str) -> JSONResponse:
+    if dialect != "openai":  # Ollama's errors are a bare message
+        body = {"error": (body.get("error") or {}).get("message", "error")}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+class _Gateway:
+    def __init__(self, spec: GatewaySpec) -> None:
+        self.spec = spec
+        self.metrics = GatewayMetrics()
+        self.models = {m.name: m for m in spec.models}
+        self.router: FlagRouter
+        self.upstream: Upstream
+
+    async def health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def metrics_endpoint(self, request: Request) -> Response:
+        return Response(self.metrics.exposition(), media_type="text/plain; version=0.0.4")
+
+    async def openai(self, request: Request) -> Response:
+        return await self._serve(request, "openai")
+
+    async def ollama_chat(self, request: Request) -> Response:
+        return await self._serve(request, "chat")
+
+    async def ollama_generate(self, request: Request) -> Response:
+        return await self._serve(request, "generate")
+
+    async def _serve(self, request: Request, dialect: Dialect) -> Response:
+        started = time.perf_counter()
+        try:
+            body = await request.json()
+        except json.JSONDecodeError:
+            body = None
+        if not isinstance(body, dict):
+            message = "the body must be a JSON object"
+            return _error(dialect, 400, error_body(message, "invalid_request_error"))
+        route = self.router.route(body["model"]) if isinstance(body.get("model"), str) else None
+        if route is None:
+            known = ", ".join(r.name for r in self.spec.routes)
+            message = f"no route named {body.get('model')!r}; routes: {known}"
+            return _error(dialect, 404, error_body(message, "invalid_request_error"))
+        context = request_context(request.headers, body, self.spec.context)
+        choice = self.router.choose(route, context)
+        headers = {"x-canaryctl-variant": choice.variant, "x-canaryctl-model": choice.model.name}
+        chat = chat_request(dialect, body)
+        if chat is None:
+            self._count(choice, choice.model, "rejected", started)
+            wanted = "a non-empty 'prompt'" if dialect == "generate" else "a list of 'messages'"
+            message = f"the request needs {wanted}"
+            return _error(dialect, 400, error_body(message, "invalid_request_error"), **headers)
+        if chat.get("stream") is True:
+            return await self._stream(dialect, choice, chat, started, headers)
+        try:
+            answer = await walk_chain(
+                choice, self.models, self.metrics, lambda m: self.upstream.complete(m, chat)
+            )
+        except ChainExhausted as exhausted:
+            return self._failed(dialect, choice, exhausted, started, headers)
+        self._count(choice, answer.model, _outcome(answer), started, answer.result.get("usage"))
+        headers["x-canaryctl-model"] = answer.model.name
+        rendered = answer.result if dialect == "openai" else ollama_response(dialect, answer.result)
+        return JSONResponse(rendered, headers=headers)
+
+    async def _stream(
+        self,
+        dialect: Dialect,
+        choice: Choice,
+        chat: dict[str, Any],
+        started: float,
+        headers: dict[str, str],
+    ) -> Response:
+        try:
+            answer = await walk_chain(
+                choice,
+                self.models,
+                self.metrics,
+                lambda m: self.upstream.open_stream(m, chat),
+                time_success=False,
+            )
+        except ChainExhausted as exhausted:
+            return self._failed(dialect, choice, exhausted, started, headers)
+        headers["x-canaryctl-model"] = answer.model.name
+        wants_usage = bool((chat.get("stream_options") or {}).get("include_usage"))
+        media = "text/event-stream" if dialect == "openai" else "application/x-ndjson"
+        body = self._relay(dialect, choice, answer, started, wants_usage)
+        return StreamingResponse(body, media_type=media, headers=headers)
+
+    async def _relay(
+        self,
+        dialect: Dialect,
+        choice: Choice,
+        answer: Answered[UpstreamStream],
+        started: float,
+        wants_usage: bool,
+    ) -> AsyncIterator[str]:
+        """Pass chunks on as they come; meter when the stream ends, however it ends."""
+        outcome, usage = _outcome(answer), None
+        model_name = answer.model.upstream_model or answer.model.name
+        try:
+            async for chunk in answer.result:
+                usage = chunk.get("usage") or usage
+                if dialect == "openai":
+                    if wants_usage or chunk.get("choices"):
+                        yield f"data: {json.dumps(chunk)}\n\n"
+                    continue
+                choices = chunk.get("choices") or [{}]
+                text = (choices[0].get("delta") or {}).get("content")
+                if text:
+                    line = ollama_line(dialect, model_name, text, None, done=False)
+                    yield json.dumps(line) + "\n"
+            if dialect == "openai":
+                yield "data: [DONE]\n\n"
+            else:
+                yield json.dumps(ollama_line(dialect, model_name, "", usage)) + "\n"
+        except UpstreamFailure as failure:
+            # Headers are gone: the client sees a cut stream, the metrics see an error.
+            log.warning(
+                "route %s: %s cut its stream: %s", choice.route.name, answer.model.name, failure
+            )
+            outcome = "error"
+        finally:
+            await answer.result.aclose()
+            time_attempt(self.metrics, choice, answer.model, answer.attempt_started)
+            self._count(choice, answer.model, outcome, started, usage)
+
+    def _failed(
+        self,
+        dialect: Dialect,
+        choice: Choice,
+        exhausted: ChainExhausted,
+        started: float,
+        headers: dict[str, str],
+    ) -> Response:
+        failure = exhausted.failure
+        outcome = "error" if failure.retryable else "rejected"
+        self._count(choice, exhausted.model, outcome, started)
+        headers["x-canaryctl-model"] = exhausted.model.name
+        if failure.retry_after:
+            headers["Retry-After"] = failure.retry_after
+        return _error(dialect, failure.status, failure.body, **headers)
+
+    def _count(
+        self,
+        choice: Choice,
+        model: ModelSpec,
+        outcome: str,
+        started: float,
+        usage: dict[str, Any] | None = None,
+    ) -> None:
+        labels = {
+            "route": choice.route.name,
+            "variant": choice.variant,
+            "model": model.name,
+            "provider": model.provider,
+        }
+        self.metrics.requests.labels(**labels, outcome=outcome).inc()
+        self.metrics.duration.labels(**labels).observe(time.perf_counter() - started)
+        if not usage:
+            return
+        prompt = int(usage.get("prompt_tokens") or 0)
+        completion = int(usage.get("completion_tokens") or 0)
+        self.metrics.tokens.labels(**labels, kind="prompt").inc(prompt)
+        self.metrics.tokens.labels(**labels, kind="completion").inc(completion)
+        cost = (
+            prompt / 1000 * model.price.prompt_per_1k
+            + completion / 1000 * model.price.completion_per_1k
+        )
+        self.metrics.cost.labels(**labels).inc(cost)
+
+
+def _outcome(answer: Answered[Any]) -> str:
+    return "fallback_ok" if answer.fell_back else "ok"

@@ -1,0 +1,74 @@
+"""The gateway's metric families: the contract `canaryctl.metrics` reads (see design.md).
+
+Each gateway app owns a CollectorRegistry, so several gateways in one process (tests, the lab)
+never share or double-register series.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+__all__ = ["BUCKETS", "LABELS", "GatewayMetrics"]
+
+LABELS = ("route", "variant", "model", "provider")
+"""`variant` is the flag variation served; `model` and `provider` are what actually answered."""
+
+BUCKETS = (
+    *(0.05, 0.1, 0.25, 0.5, 0.75),
+    *(1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 3.0),
+    *(4.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0),
+)
+"""Dense between 1 and 3 s so that a p95 SLO near 2 s is resolved, not rounded to a bucket."""
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        registry = self.registry
+        self.requests = Counter(
+            "llm_requests_total",
+            "Requests by outcome: ok, error, fallback_ok (a fallback model answered), rejected",
+            [*LABELS, "outcome"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "llm_request_duration_seconds",
+            "End-to-end request duration as the client sees it, fallbacks included",
+            LABELS,
+            buckets=BUCKETS,
+            registry=registry,
+        )
+        self.upstream_duration = Histogram(
+            "llm_upstream_duration_seconds",
+            "Duration of each attempt at a model, failed ones included",
+            LABELS,
+            buckets=BUCKETS,
+            registry=registry,
+        )
+        self.tokens = Counter(
+            "llm_tokens_total",
+            "Tokens reported by the model that answered, by kind: prompt or completion",
+            [*LABELS, "kind"],
+            registry=registry,
+        )
+        self.cost = Counter(
+            "llm_cost_usd_total",
+            "USD spent, from reported tokens and the model's price per 1k tokens",
+            LABELS,
+            registry=registry,
+        )
+        self.fallbacks = Counter(
+            "llm_fallbacks_total",
+            "Moves down a fallback chain, by the reason the previous model failed",
+            ["route", "variant", "from_model", "to_model", "reason"],
+            registry=registry,
+        )
+        self.flag_errors = Counter(
+            "llm_flag_evaluation_errors_total",
+            "Flag evaluations that failed, so the route's default_model was served",
+            ["route"],
+            registry=registry,
+        )
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

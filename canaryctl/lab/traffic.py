@@ -1,0 +1,169 @@
+"""Open-loop traffic for a lab: Poisson arrivals of arithmetic questions from a pool of users.
+
+Arrivals do not wait for answers (real users do not), so a slow model cannot slow the traffic
+that measures it; when `concurrency` requests are already in flight an arrival is shed and
+counted, not queued. Users, their tiers, arrival gaps and questions all come from the lab's seed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from collections import Counter
+from dataclasses import dataclass
+
+import httpx
+
+from canaryctl.lab.arithmetic import Question, answer_in, ask
+from canaryctl.runbook.lab import TrafficSpec
+
+__all__ = ["NO_VARIANT", "TrafficGenerator", "TrafficSnapshot", "TrafficStats"]
+
+NO_VARIANT = "none"
+"""The variant recorded when no response (or no variant header) came back."""
+
+
+@dataclass(frozen=True)
+class TrafficSnapshot:
+    """Counts since traffic started. Outcomes are HTTP statuses ("200", "503"), "timeout" or
+    "connection_error"; `correct` counts 200s whose answer was right, per variant."""
+
+    sent: int
+    shed: int
+    by_outcome: dict[str, int]
+    by_variant: dict[str, dict[str, int]]
+    correct: dict[str, int]
+
+    def requests(self, variant: str) -> int:
+        return sum(self.by_variant.get(variant, {}).values())
+
+
+class TrafficStats:
+    """Written on the lab's event loop, read from any thread through `snapshot()`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sent = 0
+        self._shed = 0
+        self._by_variant: dict[str, Counter[str]] = {}
+        self._correct: Counter[str] = Counter()
+
+    def count_sent(self) -> None:
+        with self._lock:
+            self._sent += 1
+
+    def count_shed(self) -> None:
+        with self._lock:
+            self._shed += 1
+
+    def count_answer(self, variant: str, outcome: str, correct: bool) -> None:
+        with self._lock:
+            self._by_variant.setdefault(variant, Counter())[outcome] += 1
+            self._correct[variant] += correct
+
+    def snapshot(self) -> TrafficSnapshot:
+        with self._lock:
+            by_outcome: Counter[str] = Counter()
+            for counts in self._by_variant.values():
+                by_outcome.update(counts)
+            return TrafficSnapshot(
+                sent=self._sent,
+                shed=self._shed,
+                by_outcome=dict(by_outcome),
+                by_variant={v: dict(c) for v, c in self._by_variant.items()},
+                correct=dict(self._correct),
+            )
+
+
+class TrafficGenerator:
+    """Sends to `gateway_url` until `stop()`; `run()` is the coroutine to schedule.
+
+    `set_rate()` and `stop()` must be called on the loop running `run()`.
+    """
+
+    def __init__(self, gateway_url: str, spec: TrafficSpec, *, seed: int = 0) -> None:
+        self.spec = spec
+        self.rate = spec.rate
+        self.stats = TrafficStats()
+        self._url = gateway_url.rstrip("/") + "/v1/chat/completions"
+        self._rng = random.Random(f"{seed}/traffic")
+        tiers = list(spec.tiers)
+        weights = [spec.tiers[t] for t in tiers]
+        self._users = [
+            (f"user-{i:05d}", random.Random(f"{seed}/tier/{i}").choices(tiers, weights)[0])
+            for i in range(spec.users)
+        ]
+        self._stopped = asyncio.Event()
+        self._woken = asyncio.Event()
+
+    def set_rate(self, rate: float) -> None:
+        if rate <= 0:
+            raise ValueError("the traffic rate must be positive")
+        self.rate = rate
+        self._woken.set()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._woken.set()
+
+    async def run(self) -> None:
+        """Until stopped; requests still in flight then are cancelled and not counted."""
+        limits = httpx.Limits(max_connections=self.spec.concurrency)
+        timeout = httpx.Timeout(self.spec.timeout)
+        in_flight: set[asyncio.Task[None]] = set()
+        async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
+            try:
+                while not self._stopped.is_set():
+                    if not await self._gap(self._rng.expovariate(self.rate)):
+                        continue
+                    user, tier = self._users[self._rng.randrange(len(self._users))]
+                    question = ask(self._rng)
+                    if len(in_flight) >= self.spec.concurrency:
+                        self.stats.count_shed()
+                        continue
+                    task = asyncio.create_task(self._send(client, user, tier, question))
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
+            finally:
+                for task in in_flight:
+                    task.cancel()
+                await asyncio.gather(*in_flight, return_exceptions=True)
+
+    async def _gap(self, seconds: float) -> bool:
+        """Sleep until the next arrival; False when woken early (stop, or a new rate to redraw
+        with: arrivals are memoryless, so redrawing from now is exact)."""
+        self._woken.clear()
+        try:
+            await asyncio.wait_for(self._woken.wait(), seconds)
+        except TimeoutError:
+            return not self._stopped.is_set()
+        return False
+
+    async def _send(
+        self, client: httpx.AsyncClient, user: str, tier: str, question: Question
+    ) -> None:
+        self.stats.count_sent()
+        body = {
+            "model": self.spec.route,
+            "messages": [{"role": "user", "content": question.text}],
+        }
+        try:
+            response = await client.post(
+                self._url, json=body, headers={"X-User": user, "X-Tier": tier}
+            )
+        except httpx.TimeoutException:
+            self.stats.count_answer(NO_VARIANT, "timeout", False)
+            return
+        except httpx.HTTPError:
+            self.stats.count_answer(NO_VARIANT, "connection_error", False)
+            return
+        variant = response.headers.get("x-canaryctl-variant", NO_VARIANT)
+        correct = False
+        if response.status_code == 200:
+            try:
+                reply = response.json()["choices"][0]["message"]["content"]
+            except (ValueError, LookupError, TypeError):
+                reply = ""
+            correct = answer_in(str(reply)) == question.answer
+        self.stats.count_answer(variant, str(response.status_code), correct)
