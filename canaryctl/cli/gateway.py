@@ -1,0 +1,43 @@
+"""`gateway serve`: run the reference gateway in the foreground until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import click
+import uvicorn
+
+from canaryctl.cli.main import main
+from canaryctl.errors import InvalidInput
+from canaryctl.gateway import create_app
+from canaryctl.runbook import Gateway, load_document
+
+__all__ = ["gateway", "split_listen"]
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """HOST:PORT as a pair; BadParameter (exit 2) otherwise."""
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise click.BadParameter(f"'{value}' is not HOST:PORT", param_hint="--listen")
+    return host, int(port)
+
+
+@main.group()
+def gateway() -> None:
+    """Run the reference gateway."""
+
+
+@gateway.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--listen", metavar="HOST:PORT", help="overrides the document's spec.listen")
+def serve(config: str, listen: str | None) -> None:
+    """Serve the Gateway document CONFIG: OpenAI and Ollama APIs, /metrics and /health."""
+    spec = load_document(config, expect=Gateway).spec
+    host, port = split_listen(listen or spec.listen)
+    if not spec.flags.path.is_file():
+        raise InvalidInput(f"{config}: spec.flags.path: no flag file at {spec.flags.path}")
+    app = create_app(spec)
+    click.echo(f"gateway on http://{host}:{port} (metrics at /metrics); Ctrl-C stops", err=True)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    )
+    server.run()

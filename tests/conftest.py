@@ -1,0 +1,72 @@
+"""Fixtures shared by the lab and gateway tests: a flag file writer and a Lab builder."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from canaryctl.runbook.lab import LabSpec
+
+FLAG_KEY = "model-flag"
+
+
+def _flag_document(variations: list[str], fallthrough: dict[str, Any], version: int) -> str:
+    flag = {
+        "key": FLAG_KEY,
+        "on": True,
+        "variations": variations,
+        "fallthrough": fallthrough,
+        "offVariation": 0,
+        "version": version,
+        "salt": FLAG_KEY,
+        "targets": [],
+        "contextTargets": [],
+        "rules": [],
+        "prerequisites": [],
+        "trackEvents": False,
+    }
+    return json.dumps({"flags": {FLAG_KEY: flag}, "segments": {}})
+
+
+@pytest.fixture
+def write_flags(tmp_path: Path) -> Callable[..., Path]:
+    """write_flags(variations, fallthrough={"variation": 0}, version=1) -> the flag file."""
+    path = tmp_path / "flags.json"
+
+    def write(
+        variations: list[str], fallthrough: dict[str, Any] | None = None, version: int = 1
+    ) -> Path:
+        text = _flag_document(variations, fallthrough or {"variation": 0}, version)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)  # atomic, as canaryctl's flag store writes it
+        return path
+
+    return write
+
+
+@pytest.fixture
+def make_lab(tmp_path: Path) -> Callable[..., LabSpec]:
+    """make_lab(providers, models=None, **spec) -> LabSpec; models default to one per provider,
+    named after it, on route "bot" whose flag is FLAG_KEY and whose default is the first model."""
+
+    def make(
+        providers: list[dict[str, Any]], models: list[dict[str, Any]] | None = None, **spec: Any
+    ) -> LabSpec:
+        models = models or [
+            {"name": p["name"], "base_url": f"lab://{p['name']}"} for p in providers
+        ]
+        flags = {"provider": "file", "path": str(tmp_path / "flags.json"), "poll_interval": 0.1}
+        gateway = {
+            "listen": "127.0.0.1:0",
+            "flags": flags,
+            "routes": [{"name": "bot", "flag": FLAG_KEY, "default_model": models[0]["name"]}],
+            "models": models,
+        }
+        return LabSpec.model_validate({"providers": providers, "gateway": gateway, **spec})
+
+    return make

@@ -1,0 +1,253 @@
+"""The lab's simulated providers, traffic and LabStack, over real loopback HTTP."""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from canaryctl.cli import main
+from canaryctl.lab import LabStack
+from canaryctl.lab.arithmetic import answer_in, parse_question
+from canaryctl.lab.behaviour import decide, request_rng
+from canaryctl.runbook.lab import LabSpec, ProviderProfile
+
+FAST = {"median": 0.001, "p95": 0.003}
+QUESTIONS = [f"What is {a} {op} {b}?" for a in (3, 17, 42) for op in "+-*" for b in (5, 25)]
+
+MakeLab = Callable[..., LabSpec]
+WriteFlags = Callable[..., Path]
+
+
+def provider(name: str = "p", **profile: Any) -> dict[str, Any]:
+    return {"name": name, "latency": FAST, **profile}
+
+
+def ask(url: str, content: str, **body: Any) -> httpx.Response:
+    payload = {"model": "m", "messages": [{"role": "user", "content": content}], **body}
+    return httpx.post(f"{url}/v1/chat/completions", json=payload, timeout=5)
+
+
+@pytest.fixture
+def flags(write_flags: WriteFlags) -> Path:
+    return write_flags(["p"])
+
+
+def outcomes(lab: LabSpec) -> list[tuple[int, str]]:
+    with LabStack(lab, traffic=False) as stack:
+        url = stack.provider_urls["p"]
+        return [(r.status_code, r.text) for r in (ask(url, q) for q in QUESTIONS)]
+
+
+def test_same_seed_and_order_replays_the_same_outcomes(make_lab: MakeLab, flags: Path) -> None:
+    errors = {"rate": 0.3, "kinds": {"500": 1, "503": 1, "429": 1}}
+    first = outcomes(make_lab([provider(errors=errors)], seed=7))
+    again = outcomes(make_lab([provider(errors=errors)], seed=7))
+    other = outcomes(make_lab([provider(errors=errors)], seed=8))
+    strip = [(status, json.loads(text).get("choices")) for status, text in first]
+    assert strip == [(s, json.loads(t).get("choices")) for s, t in again]
+    assert strip != [(s, json.loads(t).get("choices")) for s, t in other]
+    assert {status for status, _ in first} >= {200}
+    assert {status for status, _ in first} & {500, 503, 429}
+
+
+def test_error_kinds_have_the_shapes_clients_expect(make_lab: MakeLab, flags: Path) -> None:
+    lab = make_lab(
+        [
+            provider("limited", errors={"rate": 1, "kinds": {"429": 1}, "retry_after": "2s"}),
+            provider("overloaded", errors={"rate": 1, "kinds": {"503": 1}}),
+            provider("broken", errors={"rate": 1, "kinds": {"500": 1}}),
+        ]
+    )
+    with LabStack(lab, traffic=False) as stack:
+        limited = ask(stack.provider_urls["limited"], "hi")
+        assert limited.status_code == 429
+        assert limited.headers["retry-after"] == "2"
+        assert limited.json()["error"]["type"] == "rate_limit_exceeded"
+        for name, status in (("overloaded", 503), ("broken", 500)):
+            response = ask(stack.provider_urls[name], "hi")
+            assert response.status_code == status
+            assert response.json()["error"]["message"]
+            assert "retry-after" not in response.headers
+        ollama = httpx.post(
+            stack.provider_urls["overloaded"] + "/api/chat",
+            json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+        )
+        assert ollama.status_code == 503
+        assert isinstance(ollama.json()["error"], str)
+
+
+def test_a_timeout_holds_past_the_client_and_ends_on_shutdown(
+    make_lab: MakeLab, flags: Path
+) -> None:
+    lab = make_lab([provider(errors={"rate": 1, "kinds": {"timeout": 1}})])
+    stack = LabStack(lab, traffic=False).start()
+    url = stack.provider_urls["p"]
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{url}/v1/chat/completions", json={"messages": []}, timeout=0.3)
+    held: list[int | str] = []
+
+    def wait_patiently() -> None:
+        try:
+            held.append(ask(url, "hi").status_code)
+        except httpx.HTTPError as exc:
+            held.append(type(exc).__name__)
+
+    waiter = threading.Thread(target=wait_patiently)
+    waiter.start()
+    time.sleep(0.3)
+    assert not held, "a timeout must not answer while the client waits"
+    started = time.monotonic()
+    stack.stop()
+    waiter.join(5)
+    assert time.monotonic() - started < 3
+    assert held == [504]
+
+
+def test_quality_is_the_share_of_right_answers(make_lab: MakeLab, flags: Path) -> None:
+    with LabStack(make_lab([provider(quality=0.7)]), traffic=False) as stack:
+        url = stack.provider_urls["p"]
+        with httpx.Client(timeout=5) as client:
+            right = 0
+            for i in range(300):
+                question = f"What is {i} * 3?"
+                body = {"model": "m", "messages": [{"role": "user", "content": question}]}
+                reply = client.post(f"{url}/v1/chat/completions", json=body).json()
+                right += answer_in(reply["choices"][0]["message"]["content"]) == i * 3
+        chat = ask(url, "Where do I change my email?").json()
+    assert 0.6 < right / 300 < 0.8
+    assert answer_in(chat["choices"][0]["message"]["content"]) is None
+    assert chat["usage"]["completion_tokens"] > 0
+
+
+def test_latency_draws_match_the_median_and_p95() -> None:
+    profile = ProviderProfile(name="p", latency={"median": 0.4, "p95": 1.0})
+    draws = sorted(decide(profile, "hi", request_rng(0, "p", i)).latency for i in range(4000))
+    assert statistics.median(draws) == pytest.approx(0.4, rel=0.08)
+    assert draws[int(0.95 * len(draws))] == pytest.approx(1.0, rel=0.1)
+
+
+def test_completion_tokens_centre_on_the_mean_and_respect_max_tokens() -> None:
+    profile = ProviderProfile(name="p", tokens={"completion_mean": 100, "completion_max": 130})
+    counts = [decide(profile, "hi", request_rng(0, "p", i)).completion_tokens for i in range(500)]
+    assert statistics.mean(counts) == pytest.approx(100, rel=0.05)
+    assert max(counts) == 130
+    capped = decide(profile, "hi", request_rng(0, "p", 1), max_tokens=5)
+    assert capped.completion_tokens <= 5
+
+
+def test_questions_parse_in_the_forms_people_write() -> None:
+    assert parse_question("What is 17 + 25?").answer == 42
+    assert parse_question("what's 9 x 3").answer == 27
+    assert parse_question("What is 4 - 10?").answer == -6
+    assert parse_question("Reset my password") is None
+    assert answer_in("17 + 25 = 42. Thanks, 10,000 rows.") == 42
+
+
+def test_openai_stream_sends_chunks_usage_and_done(make_lab: MakeLab, flags: Path) -> None:
+    with LabStack(make_lab([provider()]), traffic=False) as stack:
+        url = stack.provider_urls["p"]
+        plain = ask(url, "What is 2 + 2?", stream=True).text
+        with_usage = ask(
+            url, "What is 2 + 2?", stream=True, stream_options={"include_usage": True}
+        ).text
+    events = [line[6:] for line in with_usage.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert text.startswith("2 + 2 = ")
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] > 0
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    assert '"usage"' not in plain and plain.rstrip().endswith("data: [DONE]")
+
+
+def test_ollama_endpoints_stream_ndjson_by_default(make_lab: MakeLab, flags: Path) -> None:
+    with LabStack(make_lab([provider()]), traffic=False) as stack:
+        url = stack.provider_urls["p"]
+        messages = [{"role": "user", "content": "What is 6 * 7?"}]
+        streamed = httpx.post(f"{url}/api/chat", json={"model": "llama3", "messages": messages})
+        single = httpx.post(
+            f"{url}/api/generate", json={"model": "llama3", "prompt": "hi", "stream": False}
+        )
+    assert streamed.headers["content-type"] == "application/x-ndjson"
+    lines = [json.loads(line) for line in streamed.text.splitlines()]
+    assert [line["done"] for line in lines] == [False] * (len(lines) - 1) + [True]
+    assert "".join(line["message"]["content"] for line in lines).startswith("6 * 7 = ")
+    assert lines[-1]["eval_count"] > 0 and lines[-1]["prompt_eval_count"] > 0
+    body = single.json()
+    assert body["done"] is True and body["response"] and body["eval_count"] > 0
+
+
+def test_traffic_arrives_at_the_rate_and_follows_set_traffic_rate(
+    make_lab: MakeLab, flags: Path
+) -> None:
+    lab = make_lab([provider()], traffic={"route": "bot", "rate": 50, "users": 20})
+    with LabStack(lab) as stack:
+        assert stack.traffic is not None
+        time.sleep(1.0)
+        early = stack.traffic.snapshot()
+        stack.set_traffic_rate(250)
+        time.sleep(1.0)
+        late = stack.traffic.snapshot()
+    assert 25 <= early.sent <= 90
+    assert 150 <= late.sent - early.sent <= 400
+    assert late.shed == 0
+    assert set(late.by_variant) == {"p"} and set(late.by_outcome) == {"200"}
+    assert late.correct["p"] > 0.7 * late.requests("p")
+
+
+def test_stop_leaves_no_thread_or_listening_socket(make_lab: MakeLab, flags: Path) -> None:
+    lab = make_lab([provider()], traffic={"route": "bot", "rate": 100})
+    threads = threading.active_count()
+    with LabStack(lab) as stack:
+        ports = [
+            int(u.rsplit(":", 1)[1]) for u in [stack.gateway_url, *stack.provider_urls.values()]
+        ]
+        assert httpx.get(stack.gateway_url + "/health").json() == {"status": "ok"}
+        time.sleep(0.3)
+    assert threading.active_count() == threads
+    for port in ports:
+        with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port)):
+            pass
+
+
+def test_lab_serve_prints_urls_and_stops_after_duration(
+    tmp_path: Path, write_flags: WriteFlags
+) -> None:
+    write_flags(["p"])
+    doc = tmp_path / "lab.yaml"
+    doc.write_text(
+        "apiVersion: canaryctl/v1\nkind: Lab\nmetadata: {name: tiny}\nspec:\n"
+        "  providers: [{name: p, latency: {median: 0.001, p95: 0.002}}]\n"
+        "  gateway:\n    listen: 127.0.0.1:0\n"
+        "    flags: {provider: file, path: flags.json}\n"
+        "    routes: [{name: bot, flag: model-flag, default_model: p}]\n"
+        "    models: [{name: p, base_url: 'lab://p'}]\n"
+        "  traffic: {route: bot, rate: 40}\n"
+    )
+    result = CliRunner().invoke(main, ["lab", "serve", str(doc), "--duration", "1s", "-o", "json"])
+    assert result.exit_code == 0, result.output
+    started, stopped = (json.loads(line) for line in result.output.splitlines())
+    assert started["gateway_url"].startswith("http://127.0.0.1:")
+    assert set(started["providers"]) == {"p"}
+    assert stopped["traffic"]["by_variant"]["p"]["200"] > 10
+
+    bad = CliRunner().invoke(main, ["lab", "serve", str(doc), "--duration", "soon"])
+    assert bad.exit_code == 2
+
+
+def test_gateway_latency_buckets_are_where_rollouts_look() -> None:
+    from canaryctl.gateway import BUCKETS
+
+    assert sum(1 <= b <= 3 for b in BUCKETS) >= 6
+    assert min(BUCKETS) <= 0.05 and max(BUCKETS) >= 30 and not math.isinf(max(BUCKETS))
