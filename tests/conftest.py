@@ -51,11 +51,15 @@ def write_flags(tmp_path: Path) -> Callable[..., Path]:
 
 @pytest.fixture
 def make_lab(tmp_path: Path) -> Callable[..., LabSpec]:
-    """make_lab(providers, models=None, **spec) -> LabSpec; models default to one per provider,
-    named after it, on route "bot" whose flag is FLAG_KEY and whose default is the first model."""
+    """make_lab(providers, models=None, flag=FLAG_KEY, **spec) -> LabSpec. Models default to one
+    per provider, named after it; route "bot" evaluates `flag` and defaults to the first model."""
 
     def make(
-        providers: list[dict[str, Any]], models: list[dict[str, Any]] | None = None, **spec: Any
+        providers: list[dict[str, Any]],
+        models: list[dict[str, Any]] | None = None,
+        *,
+        flag: str = FLAG_KEY,
+        **spec: Any,
     ) -> LabSpec:
         models = models or [
             {"name": p["name"], "base_url": f"lab://{p['name']}"} for p in providers
@@ -64,7 +68,7 @@ def make_lab(tmp_path: Path) -> Callable[..., LabSpec]:
         gateway = {
             "listen": "127.0.0.1:0",
             "flags": flags,
-            "routes": [{"name": "bot", "flag": FLAG_KEY, "default_model": models[0]["name"]}],
+            "routes": [{"name": "bot", "flag": flag, "default_model": models[0]["name"]}],
             "models": models,
         }
         return LabSpec.model_validate({"providers": providers, "gateway": gateway, **spec})
