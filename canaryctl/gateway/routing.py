@@ -52,7 +52,6 @@ class FlagRouter:
     """Owns the LDClient: construct at startup, `close()` at shutdown to stop its file watcher."""
 
     def __init__(self, spec: GatewaySpec, metrics: GatewayMetrics) -> None:
-        self._spec = spec
         self._metrics = metrics
         self._routes = {r.name: r for r in spec.routes}
         self._models = {m.name: m for m in spec.models}
@@ -85,9 +84,6 @@ class FlagRouter:
             self._metrics.flag_errors.labels(route=route.name).inc()
             value = route.default_model
         return Choice(route, value, self._models[value])
-
-    def model(self, name: str) -> ModelSpec:
-        return self._models[name]
 
     def close(self) -> None:
         self._client.close()
