@@ -100,8 +100,10 @@ def test_set_weight_after_full_rollout_is_refused(tmp_path: Path) -> None:
         (GOOD.replace("provider: scrape", "provider: scraper"), "spec.metrics.provider"),
         (GOOD.replace("max: 0.02", "max: lots"), "spec.slos[0].max"),
         (GOOD.replace("canary: b", "canary: a"), "baseline and canary must name different"),
-        (GOOD.replace("- {metric: error_rate, max: 0.02}", "- {metric: error_rate}"),
-         "needs a bound"),
+        (
+            GOOD.replace("- {metric: error_rate, max: 0.02}", "- {metric: error_rate}"),
+            "needs a bound",
+        ),
     ],
 )
 def test_bad_documents(tmp_path: Path, text: str, expected: str) -> None:
