@@ -148,3 +148,22 @@ def test_latency_from_the_histogram() -> None:
     assert verdict.checks[0].canary_value == pytest.approx(3.6)  # interpolated in (2, 4]
     fine = run({"metric": "latency_p50_seconds", "max": 2.0}, observe(stats))
     assert fine.outcome is Outcome.PASS
+
+
+def test_relative_slos_step_aside_when_the_baseline_gets_no_traffic() -> None:
+    slos = [
+        SloSpec(metric="error_rate", max=0.02),
+        SloSpec(metric="error_rate", compare="baseline", max_increase=0.005),
+    ]
+    at_full = observe(errors(300, 3))  # canary at 100%: the baseline is absent
+    judged = judge(slos, ANALYSIS, at_full, baseline="baseline", canary="canary")
+    assert judged.outcome is Outcome.INCONCLUSIVE  # still served: the baseline must be seen
+    alone = judge(
+        slos, ANALYSIS, at_full, baseline="baseline", canary="canary", baseline_served=False
+    )
+    assert alone.outcome is Outcome.PASS
+    assert [c.metric for c in alone.checks] == ["error_rate"]
+    only_relative = judge(
+        slos[1:], ANALYSIS, at_full, baseline="baseline", canary="canary", baseline_served=False
+    )
+    assert only_relative.outcome is Outcome.INCONCLUSIVE  # nothing judged is never a pass

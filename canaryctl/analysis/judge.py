@@ -25,11 +25,18 @@ def judge(
     *,
     baseline: str,
     canary: str,
+    baseline_served: bool = True,
 ) -> Verdict:
-    """One verdict for the window `observation` covers; `baseline`/`canary` name variants."""
+    """One verdict for the window `observation` covers; `baseline`/`canary` name variants.
+
+    With the canary at 100% the baseline gets no traffic, so SLOs relative to it cannot be
+    judged; pass `baseline_served=False` and the absolute SLOs alone carry that step (instead of
+    an inconclusive that could never resolve).
+    """
     checks = tuple(
         _check(slo, analysis.min_requests, observation, baseline=baseline, canary=canary)
         for slo in slos
+        if baseline_served or not slo.relative
     )
     return Verdict.of(checks, observation.start, observation.end)
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
 from typing import Any
 
 import click
 
 from canaryctl.errors import CanaryError
 
-__all__ = ["main", "output_option", "wants_json"]
+__all__ = ["main", "output_option", "signals_as_ctrl_c", "wants_json"]
 
 
 class CanaryGroup(click.Group):
@@ -44,3 +49,26 @@ def wants_json(output: str | None) -> bool:
     if output is not None:
         return output == "json"
     return not sys.stdout.isatty()
+
+
+@contextmanager
+def signals_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM takes Ctrl-C's path (restore, exit 130); later signals are ignored so that the
+    restore they would interrupt can finish."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired = False
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        nonlocal fired
+        if not fired:
+            fired = True
+            raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -8,20 +8,15 @@ from __future__ import annotations
 
 import getpass
 import json
-import signal
 import socket
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import click
 
-from canaryctl.cli.main import main, output_option, wants_json
+from canaryctl.cli.main import main, output_option, signals_as_ctrl_c, wants_json
 from canaryctl.cli.views import JsonLinesView, LiveView
 from canaryctl.controller import (
     DEFAULT_STATE_PATH,
@@ -57,29 +52,6 @@ def rollout() -> None:
     """Step a canary model's share of traffic up through its flag, watching SLOs."""
 
 
-@contextmanager
-def _signals_as_ctrl_c() -> Iterator[None]:
-    """SIGTERM takes Ctrl-C's path (restore, exit 130); later signals are ignored so that the
-    restore they would interrupt can finish."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    fired = False
-
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        nonlocal fired
-        if not fired:
-            fired = True
-            raise KeyboardInterrupt
-
-    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 def _view(output: str | None) -> RolloutObserver:
     return JsonLinesView() if wants_json(output) else LiveView()
 
@@ -99,7 +71,7 @@ def run_command(runbook: str, state_path: Path, output: str | None, dry_run: boo
     if dry_run:
         _dry_run(document, output)
         return
-    with _signals_as_ctrl_c():
+    with signals_as_ctrl_c():
         result = run_rollout(document, state_path=state_path, observers=[_view(output)])
     _end(result)
 
@@ -164,7 +136,7 @@ def resume_command(run_id: int, runbook: str | None, state_path: Path, output: s
     """Continue a run whose process died; the current step's hold restarts from scratch."""
     _existing(state_path)
     document = load_document(runbook, expect=Rollout) if runbook else None
-    with _signals_as_ctrl_c():
+    with signals_as_ctrl_c():
         result = resume_rollout(
             run_id, state_path=state_path, rollout=document, observers=[_view(output)]
         )

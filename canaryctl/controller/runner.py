@@ -263,6 +263,7 @@ class RolloutRunner:
             observation,
             baseline=spec.flag.baseline,
             canary=spec.flag.canary,
+            baseline_served=self._state.weight < 100,
         )
         self._last_verdict = verdict
         self.store.record_event(
