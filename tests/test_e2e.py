@@ -1,0 +1,137 @@
+"""End to end over real loopback HTTP: lab providers, the gateway with the real LaunchDarkly SDK,
+traffic, and `canaryctl rollout run` rolling back a bad canary and promoting a good one."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from canaryctl.cli import main
+from canaryctl.lab import LabStack
+from canaryctl.runbook import Lab, parse_document
+
+pytestmark = pytest.mark.e2e
+
+HELLO = {"role": "user", "content": "Hello"}
+DEFAULTS = resources.files("canaryctl") / "defaults"
+
+
+def runbook(tmp_path: Path, name: str, canary: str, flags: Path, metrics_url: str) -> Path:
+    """A quick runbook: 20% then 100%, judged on 60 requests per variant every second."""
+    document = {
+        "apiVersion": "canaryctl/v1",
+        "kind": "Rollout",
+        "metadata": {"name": name},
+        "spec": {
+            "flag": {
+                "provider": "file",
+                "path": str(flags),
+                "key": "support-bot-model",
+                "baseline": "gpt-4-turbo",
+                "canary": canary,
+            },
+            "metrics": {"provider": "scrape", "targets": [metrics_url], "route": "support-bot"},
+            "slos": [
+                {"metric": "error_rate", "max": 0.03},
+                {"metric": "latency_p95_seconds", "max": 2.0},
+                {"metric": "error_rate", "compare": "baseline", "max_increase": 0.02},
+            ],
+            "analysis": {"interval": "1s", "min_requests": 60, "inconclusive_limit": 8},
+            "steps": [{"set_weight": 20}, {"pause": "6s"}, {"set_weight": 100}, {"pause": "2s"}],
+        },
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def served_variants(stack: LabStack, users: int = 60) -> set[str]:
+    """The variants the gateway serves now to fresh requests from many users (response header)."""
+
+    async def ask_all() -> set[str]:
+        async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30) as client:
+            responses = await asyncio.gather(
+                *(
+                    client.post(
+                        "/v1/chat/completions",
+                        json={
+                            "model": "support-bot",
+                            "messages": [{"role": "user", "content": "Hi"}],
+                        },
+                        headers={"X-User": f"e2e-user-{user}"},
+                    )
+                    for user in range(users)
+                )
+            )
+        return {response.headers["x-canaryctl-variant"] for response in responses}
+
+    return asyncio.run(ask_all())
+
+
+def test_rollout_run_rolls_back_a_bad_canary_and_promotes_a_good_one(tmp_path: Path) -> None:
+    flags = tmp_path / "flags.json"
+    original = (DEFAULTS / "flags.json").read_text()
+    flags.write_text(original)
+    lab = parse_document((DEFAULTS / "lab.yaml").read_text(), "lab.yaml", expect=Lab)
+    state = tmp_path / "state.db"
+    cli = CliRunner()
+
+    with LabStack(lab, flags_path=flags) as stack:
+        bad = runbook(tmp_path, "to-mixtral", "mixtral-8x7b", flags, stack.metrics_url)
+        result = cli.invoke(main, ["rollout", "run", str(bad), "--state", str(state), "-o", "json"])
+        assert result.exit_code == 1, result.output
+        events = [json.loads(line) for line in result.output.splitlines()]
+        assert events[-1]["event"] == "finish"
+        assert events[-1]["outcome"] == "rolled_back"
+        assert any(
+            c["outcome"] == "fail" for e in events if e["event"] == "analysis" for c in e["checks"]
+        )
+        assert flags.read_text() == original  # restored byte for byte
+        time.sleep(1.5)  # the SDK's file watcher polls every 0.5 s
+        assert served_variants(stack) == {"gpt-4-turbo"}
+
+        good = runbook(tmp_path, "to-gpt4o-mini", "gpt-4o-mini", flags, stack.metrics_url)
+        result = cli.invoke(
+            main, ["rollout", "run", str(good), "--state", str(state), "-o", "json"]
+        )
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output.splitlines()[-1])["outcome"] == "promoted"
+        flag = json.loads(flags.read_text())["flags"]["support-bot-model"]
+        assert flag["variations"][flag["fallthrough"]["variation"]] == "gpt-4o-mini"
+        assert flag["version"] > 1
+        time.sleep(1.5)
+        assert served_variants(stack) == {"gpt-4o-mini"}
+
+    listed = cli.invoke(main, ["rollout", "list", "--state", str(state), "-o", "json"])
+    assert listed.exit_code == 0, listed.output
+    outcomes = {run["name"]: run["outcome"] for run in map(json.loads, listed.output.splitlines())}
+    assert outcomes == {"to-mixtral": "rolled_back", "to-gpt4o-mini": "promoted"}
+
+
+def test_demo_tells_the_whole_story_and_exits_zero() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "canaryctl", "demo", "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    summary = json.loads(done.stdout.splitlines()[-1])
+    assert summary["event"] == "summary"
+    assert summary["ok"] is True
+    assert [(r["name"], r["outcome"]) for r in summary["rollouts"]] == [
+        ("support-bot-mixtral", "rolled_back"),
+        ("support-bot-gpt4o-mini", "promoted"),
+    ]
