@@ -1,0 +1,162 @@
+"""How fast the pure decision core runs, and how it decides, on simulated traffic.
+
+Drives `tick` and `judge` (no I/O, no sleeping) through many rollouts of the shipped runbook
+shape: a healthy canary and one with a 4x error rate. Prints rollouts per second, the share of
+rollouts each case ends in each outcome, and the median simulated time to roll back.
+
+    python benchmarks/rollout_simulation.py [--rollouts 2000] [--rate 50] [--seed 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+from collections import Counter
+
+from canaryctl.analysis import judge
+from canaryctl.controller.step import (
+    Analyze,
+    Analyzed,
+    Finish,
+    Promote,
+    Promoted,
+    Rollback,
+    RolledBack,
+    RolloutState,
+    SetWeight,
+    Wait,
+    WeightSet,
+    tick,
+)
+from canaryctl.metrics import Observation, VariantStats
+from canaryctl.runbook import Rollout
+
+BUCKETS = (0.25, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 5.0, float("inf"))
+
+
+def runbook() -> Rollout:
+    return Rollout.model_validate(
+        {
+            "kind": "Rollout",
+            "metadata": {"name": "simulated"},
+            "spec": {
+                "flag": {
+                    "provider": "file",
+                    "path": "/dev/null",
+                    "key": "k",
+                    "baseline": "base",
+                    "canary": "cand",
+                },
+                "metrics": {"provider": "scrape", "targets": ["http://127.0.0.1:1/metrics"]},
+                "slos": [
+                    {"metric": "error_rate", "max": 0.03},
+                    {"metric": "error_rate", "compare": "baseline", "max_increase": 0.01},
+                    {"metric": "latency_p95_seconds", "max": 2.0},
+                ],
+                "analysis": {"interval": "30s", "min_requests": 200},
+                "steps": [
+                    {"set_weight": 5},
+                    {"pause": "5m"},
+                    {"set_weight": 25},
+                    {"pause": "10m"},
+                    {"set_weight": 100},
+                    {"pause": "10m"},
+                ],
+            },
+        }
+    )
+
+
+def stats(rng: random.Random, requests: int, error_rate: float) -> VariantStats:
+    # Normal approximation of the binomial: the simulation must stay cheap at high request counts.
+    spread = (requests * error_rate * (1 - error_rate)) ** 0.5
+    errors = min(requests, max(0, round(rng.gauss(requests * error_rate, spread))))
+    cumulative, counts = [], 0.0
+    shares = (0.1, 0.3, 0.3, 0.15, 0.1, 0.03, 0.01, 0.01, 0.0)  # p95 between 1.5 s and 2 s
+    for share in shares:
+        counts += share * requests
+        cumulative.append(counts)
+    return VariantStats(
+        requests=requests,
+        errors=errors,
+        latency_buckets=tuple(zip(BUCKETS, cumulative, strict=True)),
+    )
+
+
+def simulate(
+    rollout: Rollout, rng: random.Random, rate: float, canary_errors: float
+) -> tuple[str, float]:
+    """One rollout on a simulated clock; returns (outcome, simulated seconds)."""
+    spec = rollout.spec
+    state, now, event = RolloutState(), 0.0, None
+    weight, since = 0.0, 0.0
+    while True:
+        decision = tick(spec, state, now, event)
+        state, action, event = decision.state, decision.action, None
+        match action:
+            case SetWeight(percent=percent):
+                weight, since = percent, now
+                event = WeightSet(at=now)
+            case Wait(until=until):
+                now = until if until is not None else now
+            case Analyze(since=start):
+                seconds = now - start
+                canary_n = int(rng.gauss(rate * seconds * weight / 100, 1) // 1)
+                base_n = int(rate * seconds * (100 - weight) / 100)
+                observation = Observation(
+                    start,
+                    now,
+                    {
+                        "cand": stats(rng, max(canary_n, 0), canary_errors),
+                        "base": stats(rng, base_n, 0.005),
+                    },
+                )
+                verdict = judge(
+                    spec.slos,
+                    spec.analysis,
+                    observation,
+                    baseline="base",
+                    canary="cand",
+                    baseline_served=weight < 100,
+                )
+                event = Analyzed(verdict)
+            case Promote():
+                event = Promoted()
+            case Rollback():
+                event = RolledBack()
+            case Finish(outcome=outcome):
+                return outcome, now - since if outcome != "promoted" else now
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rollouts", type=int, default=2000)
+    parser.add_argument("--rate", type=float, default=50.0, help="requests per second")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    rollout, rng = runbook(), random.Random(args.seed)
+    print(
+        f"{'case':<22}{'rollouts':>9}{'per second':>12}{'promoted':>10}{'rolled back':>13}"
+        f"{'median s to decide':>20}"
+    )
+    for name, canary_errors in (("healthy (0.5% errors)", 0.005), ("bad (2% errors, 4x)", 0.02)):
+        outcomes: Counter[str] = Counter()
+        durations = []
+        started = time.perf_counter()
+        for _ in range(args.rollouts):
+            outcome, seconds = simulate(rollout, rng, args.rate, canary_errors)
+            outcomes[outcome] += 1
+            durations.append(seconds)
+        elapsed = time.perf_counter() - started
+        print(
+            f"{name:<22}{args.rollouts:>9}{args.rollouts / elapsed:>12.0f}"
+            f"{outcomes['promoted'] / args.rollouts:>10.1%}"
+            f"{outcomes['rolled_back'] / args.rollouts:>13.1%}"
+            f"{statistics.median(durations):>20.0f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
