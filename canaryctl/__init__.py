@@ -1,6 +1,13 @@
 """canaryctl: step a new model's share of traffic up through a feature flag, watch its SLOs,
-roll back by itself when the canary is worse, and promote it when every step holds."""
+roll back by itself when the canary is worse, and promote it when every step holds.
 
+The public face: documents (`load_document`), the controller (`run_rollout`, `RunResult`), the
+analysis (`judge`, `Verdict`) and the error tree. Backends live in `canaryctl.flags` and
+`canaryctl.metrics`, the data plane in `canaryctl.gateway`, the simulation in `canaryctl.lab`.
+"""
+
+from canaryctl.analysis import Verdict, judge
+from canaryctl.controller import RunResult, run_rollout
 from canaryctl.errors import (
     BackendError,
     CanaryError,
@@ -12,6 +19,7 @@ from canaryctl.errors import (
     InvalidInput,
     MetricsBackendError,
 )
+from canaryctl.runbook import load_document
 
 __all__ = [
     "BackendError",
@@ -23,4 +31,9 @@ __all__ = [
     "InvalidDocument",
     "InvalidInput",
     "MetricsBackendError",
+    "RunResult",
+    "Verdict",
+    "judge",
+    "load_document",
+    "run_rollout",
 ]
