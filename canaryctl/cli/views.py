@@ -124,6 +124,8 @@ class LiveView(RolloutObserver):
 
     def on_weight(self, run_id: int, before: Split, after: Split) -> None:
         self._weight = after.canary
+        if after.canary > before.canary:
+            self._verdict = None  # a new window: the last verdict was about the previous weight
         if after != before:  # a promotion from 100% changes the rule, not the split
             self._console.print(f"flag: canary {before.canary:g}% → {after.canary:g}%")
         self._refresh()
