@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
 
@@ -69,16 +69,6 @@ class ScrapeMetricsSpec(Strict):
 
 MetricsSpec = Annotated[ScrapeMetricsSpec, Field(discriminator="provider")]
 
-SLO_METRICS = (
-    "error_rate",
-    "fallback_rate",
-    "latency_p50_seconds",
-    "latency_p90_seconds",
-    "latency_p95_seconds",
-    "latency_p99_seconds",
-    "cost_per_query_usd",
-    "tokens_per_query",
-)
 SloMetric = Literal[
     "error_rate",
     "fallback_rate",
@@ -89,6 +79,7 @@ SloMetric = Literal[
     "cost_per_query_usd",
     "tokens_per_query",
 ]
+SLO_METRICS: tuple[str, ...] = get_args(SloMetric)
 
 
 class SloSpec(Strict):
