@@ -28,13 +28,18 @@ def demo(output: str | None, keep: Path | None) -> None:
     """Roll out a bad canary (rolled back) and a good one (promoted) against a simulated lab."""
     as_json = wants_json(output)
     view = JsonLinesView() if as_json else LiveView()
-    with signals_as_ctrl_c():
-        if keep is not None:
-            keep.mkdir(parents=True, exist_ok=True)
-            report = run_demo(keep, [view])
-        else:
-            with tempfile.TemporaryDirectory(prefix="canaryctl-demo-") as workdir:
-                report = run_demo(Path(workdir), [view])
+    try:
+        with signals_as_ctrl_c():
+            if keep is not None:
+                keep.mkdir(parents=True, exist_ok=True)
+                report = run_demo(keep, [view])
+            else:
+                with tempfile.TemporaryDirectory(prefix="canaryctl-demo-") as workdir:
+                    report = run_demo(Path(workdir), [view])
+    except KeyboardInterrupt:
+        # Between rollouts or while the lab starts there is no flag change to undo.
+        click.echo("interrupted; the lab is stopped", err=True)
+        click.get_current_context().exit(130)
     if as_json:
         click.echo(json.dumps(report.to_dict()))
     else:
