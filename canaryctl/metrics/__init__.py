@@ -3,6 +3,7 @@
 from canaryctl.metrics.base import EMPTY, MetricsSource, Observation, VariantStats
 from canaryctl.metrics.factory import metrics_source_for
 from canaryctl.metrics.measures import MEASURES, histogram_quantile, measure
+from canaryctl.metrics.prometheus import PrometheusMetricsSource
 from canaryctl.metrics.scrape import ScrapeMetricsSource
 from canaryctl.metrics.scripted import ScriptedMetricsSource
 
@@ -11,6 +12,7 @@ __all__ = [
     "MEASURES",
     "MetricsSource",
     "Observation",
+    "PrometheusMetricsSource",
     "ScrapeMetricsSource",
     "ScriptedMetricsSource",
     "VariantStats",

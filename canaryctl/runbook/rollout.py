@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal, get_args
 
 from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
@@ -21,7 +22,9 @@ __all__ = [
     "FileFlagSpec",
     "FlagSpec",
     "Hook",
+    "LaunchDarklyFlagSpec",
     "MetricsSpec",
+    "PrometheusMetricsSpec",
     "Rollout",
     "RolloutSpec",
     "ScrapeMetricsSpec",
@@ -47,7 +50,35 @@ class FileFlagSpec(Strict):
         return self
 
 
-FlagSpec = Annotated[FileFlagSpec, Field(discriminator="provider")]
+class LaunchDarklyFlagSpec(Strict):
+    """A flag in LaunchDarkly itself, moved through its REST API with semantic patches.
+
+    The access token never lives in a runbook (runbooks are committed and stored with each run):
+    `token_env` names the environment variable that holds it.
+    """
+
+    provider: Literal["launchdarkly"]
+    project: str = Field(min_length=1)
+    environment: str = Field(min_length=1)
+    key: str = Field(min_length=1)
+    baseline: str = Field(min_length=1, description="value or name of the variation serving today")
+    canary: str = Field(min_length=1, description="value or name of the variation rolled out")
+    rule: str | None = Field(
+        default=None,
+        min_length=1,
+        description="id or description of the one targeting rule to move; default rule if unset",
+    )
+    base_url: str = Field(default="https://app.launchdarkly.com", pattern=r"^https?://")
+    token_env: str = Field(default="LAUNCHDARKLY_API_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> LaunchDarklyFlagSpec:
+        if self.baseline == self.canary:
+            raise ValueError("baseline and canary must name different variations")
+        return self
+
+
+FlagSpec = Annotated[FileFlagSpec | LaunchDarklyFlagSpec, Field(discriminator="provider")]
 
 
 class ScrapeMetricsSpec(Strict):
@@ -67,7 +98,58 @@ class ScrapeMetricsSpec(Strict):
         return targets
 
 
-MetricsSpec = Annotated[ScrapeMetricsSpec, Field(discriminator="provider")]
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class PrometheusMetricsSpec(Strict):
+    """Query a Prometheus server that scrapes the gateways: what production runs.
+
+    Secrets never live in a runbook (runbooks are committed and stored with each run): the
+    `*_env` fields name environment variables that hold them.
+    """
+
+    provider: Literal["prometheus"]
+    url: str = Field(pattern=r"^https?://", description="Prometheus base URL, without /api/v1")
+    route: str | None = Field(default=None, description="only count this gateway route")
+    selector: dict[str, str] = Field(
+        default_factory=dict, description="more label matchers, e.g. {job: llm-gateway}"
+    )
+    timeout: Duration = 5.0
+    bearer_token_env: str | None = Field(default=None, pattern=_ENV_NAME)
+    basic_auth_username_env: str | None = Field(default=None, pattern=_ENV_NAME)
+    basic_auth_password_env: str | None = Field(default=None, pattern=_ENV_NAME)
+    ca_file: DocPath | None = None
+    insecure_skip_verify: bool = False
+
+    @field_validator("selector")
+    @classmethod
+    def _label_names(cls, selector: dict[str, str]) -> dict[str, str]:
+        for name in selector:
+            if not _LABEL_NAME.match(name):
+                raise ValueError(f"'{name}' is not a Prometheus label name")
+        return selector
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PrometheusMetricsSpec:
+        if self.route is not None and "route" in self.selector:
+            raise ValueError("give the route once: route or selector.route, not both")
+        basic = (self.basic_auth_username_env, self.basic_auth_password_env)
+        if (basic[0] is None) != (basic[1] is None):
+            raise ValueError("basic auth needs both basic_auth_username_env and _password_env")
+        if self.bearer_token_env is not None and basic[0] is not None:
+            raise ValueError("use bearer_token_env or basic auth, not both")
+        if self.ca_file is not None and self.insecure_skip_verify:
+            raise ValueError("ca_file and insecure_skip_verify contradict each other")
+        return self
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """Every label matcher the queries carry, route included."""
+        return {**self.selector, **({"route": self.route} if self.route is not None else {})}
+
+
+MetricsSpec = Annotated[ScrapeMetricsSpec | PrometheusMetricsSpec, Field(discriminator="provider")]
 
 SloMetric = Literal[
     "error_rate",

@@ -1,0 +1,358 @@
+"""The prometheus source against a real Prometheus server (Debian's `prometheus` binary).
+
+The server is started here on a free loopback port, with its own storage and a generated config
+scraping every second; targets are set per test by rewriting the config and reloading. Without
+the binary these tests skip locally and FAIL in CI (env CI set), where .ci/run installs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from click.testing import CliRunner
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from pydantic import ValidationError
+
+from canaryctl.cli import main
+from canaryctl.errors import InvalidInput, MetricsBackendError
+from canaryctl.lab import LabStack
+from canaryctl.metrics import MetricsSource, PrometheusMetricsSource, metrics_source_for
+from canaryctl.runbook import Lab, parse_document
+from canaryctl.runbook.rollout import PrometheusMetricsSpec
+
+BASE, CANARY = "gpt-4-turbo", "gpt-4o-mini"
+DEFAULTS = resources.files("canaryctl") / "defaults"
+WAIT = 30.0
+"""Seconds to wait for Prometheus to catch up before a test fails: a bound, not an assertion."""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _eventually(what: str, condition: Callable[[], bool]) -> None:
+    """Poll until `condition` holds; fail naming `what` if it never does within WAIT."""
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for {what}")
+        time.sleep(0.2)
+
+
+class PrometheusServer:
+    """A running Prometheus; `scrape(urls)` points it at metrics endpoints and waits until up."""
+
+    def __init__(self, binary: str, workdir: Path) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._config = workdir / "prometheus.yml"
+        self._write_config([])
+        self._log = (workdir / "prometheus.log").open("wb")
+        self._process = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={self._config}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--web.enable-lifecycle",
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        _eventually("Prometheus to be ready", self._ready)
+
+    def _ready(self) -> bool:
+        if self._process.poll() is not None:
+            pytest.fail(f"prometheus exited with {self._process.returncode}; see {self._log.name}")
+        try:
+            return httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _write_config(self, urls: list[str]) -> None:
+        jobs = []
+        for i, url in enumerate(urls):
+            parsed = httpx.URL(url)
+            target = {"targets": [f"{parsed.host}:{parsed.port}"]}
+            jobs.append(
+                {"job_name": f"target-{i}", "metrics_path": parsed.path, "static_configs": [target]}
+            )
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "scrape_configs": jobs,
+        }
+        self._config.write_text(yaml.safe_dump(config))
+
+    def scrape(self, *urls: str) -> None:
+        self._write_config(list(urls))
+        httpx.post(f"{self.url}/-/reload", timeout=5).raise_for_status()
+        _eventually(f"Prometheus to scrape {urls}", lambda: self.up() >= len(urls))
+
+    def up(self) -> int:
+        """How many targets are up now, per Prometheus."""
+        answer = httpx.get(f"{self.url}/api/v1/query", params={"query": "sum(up)"}, timeout=5)
+        result = answer.json()["data"]["result"]
+        return int(float(result[0]["value"][1])) if result else 0
+
+    def value(self, query: str) -> float | None:
+        answer = httpx.get(f"{self.url}/api/v1/query", params={"query": query}, timeout=5)
+        result = answer.json()["data"]["result"]
+        return float(result[0]["value"][1]) if result else None
+
+    def stop(self) -> None:
+        if self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._log.close()
+
+
+@contextmanager
+def running_prometheus(workdir: Path) -> Iterator[PrometheusServer]:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("the prometheus binary is not on PATH; .ci/run installs it")
+        pytest.skip("the prometheus binary is not installed (apt-get install prometheus)")
+    server = PrometheusServer(binary, workdir)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
+    with running_prometheus(tmp_path_factory.mktemp("prometheus")) as server:
+        yield server
+
+
+class Exporter:
+    """The gateway's metric families, declared as the gateway declares them, over loopback."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        labels = ["route", "variant", "model", "provider"]
+        self.requests = Counter(
+            "llm_requests_total", "", [*labels, "outcome"], registry=self.registry
+        )
+        self.duration = Histogram(
+            "llm_request_duration_seconds", "", labels, buckets=(0.5, 1, 2), registry=self.registry
+        )
+        self.tokens = Counter("llm_tokens_total", "", [*labels, "kind"], registry=self.registry)
+        self.cost = Counter("llm_cost_usd_total", "", labels, registry=self.registry)
+        self._server, self._thread = start_http_server(0, addr="127.0.0.1", registry=self.registry)
+        self.url = f"http://127.0.0.1:{self._server.server_port}/metrics"
+
+    def serve(
+        self, variant: str, n: int, *, outcome: str = "ok", seconds: float, route: str = "support"
+    ) -> None:
+        labels = {"route": route, "variant": variant, "model": variant, "provider": "lab"}
+        self.requests.labels(**labels, outcome=outcome).inc(n)
+        for _ in range(n):
+            self.duration.labels(**labels).observe(seconds)
+        self.tokens.labels(**labels, kind="prompt").inc(100 * n)
+        self.tokens.labels(**labels, kind="completion").inc(50 * n)
+        self.cost.labels(**labels).inc(0.01 * n)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._thread.join()
+
+
+@pytest.fixture
+def exporter(prometheus: PrometheusServer) -> Iterator[Exporter]:
+    exporter = Exporter()
+    prometheus.scrape(exporter.url)
+    yield exporter
+    exporter.close()
+
+
+def test_is_a_metrics_source() -> None:
+    assert isinstance(PrometheusMetricsSource("http://127.0.0.1:1"), MetricsSource)
+
+
+def test_counts_per_variant_match_what_was_served(
+    prometheus: PrometheusServer, exporter: Exporter
+) -> None:
+    # Every series exists before the window with more than it gains in it, so increase() has a
+    # sample before the change and its extrapolation never clips at zero.
+    for variant in (BASE, CANARY):
+        for outcome in ("ok", "error", "fallback_ok"):
+            exporter.serve(variant, 200, outcome=outcome, seconds=0.2)
+    exporter.serve(BASE, 100, seconds=0.2, route="search")  # another route: never counted
+    seen = 'sum(llm_requests_total{route="support"})'
+    _eventually("the traffic before the window", lambda: prometheus.value(seen) == 1200)
+
+    since = time.time()
+    scraped = "max(timestamp(llm_requests_total))"
+    _eventually("a scrape inside the window", lambda: (prometheus.value(scraped) or 0) > since)
+    exporter.serve(BASE, 90, seconds=0.3)
+    exporter.serve(BASE, 10, outcome="error", seconds=1.5)
+    exporter.serve(CANARY, 30, seconds=0.7)
+    exporter.serve(CANARY, 6, outcome="error", seconds=3.0)
+    exporter.serve(CANARY, 4, outcome="fallback_ok", seconds=1.5)
+    exporter.serve(BASE, 500, route="search", seconds=0.1)
+    _eventually("the window's traffic", lambda: prometheus.value(seen) == 1340)
+    time.sleep(2)  # two more flat scrapes after the change: the window is several samples wide
+
+    spec = PrometheusMetricsSpec(provider="prometheus", url=prometheus.url, route="support")
+    source = metrics_source_for(spec)
+    source.check()
+    obs = source.observe(since)
+
+    assert set(obs.variants) == {BASE, CANARY}
+    window = obs.end - obs.start
+    # increase() extrapolates to the window's edges from samples at most a scrape (1 s) inside
+    # each: counts are the served ones scaled by at most window / (window - 2); ratios are exact,
+    # every series of one target sharing the same sample times.
+    stretch = window / (window - 2)
+    base, canary = obs.of(BASE), obs.of(CANARY)
+    assert 100 <= round(base.requests, 6) <= 100 * stretch
+    assert 40 <= round(canary.requests, 6) <= 40 * stretch
+    factor = canary.requests / 40
+    assert canary.errors == pytest.approx(6 * factor)
+    assert canary.fallbacks == pytest.approx(4 * factor)
+    assert base.errors == pytest.approx(base.requests / 10)
+    assert base.fallbacks == 0
+    assert [le for le, _ in canary.latency_buckets] == [0.5, 1.0, 2.0, float("inf")]
+    counts = [count for _, count in canary.latency_buckets]
+    assert counts == pytest.approx([0, 30 * factor, 34 * factor, 40 * factor])
+    assert canary.prompt_tokens == pytest.approx(100 * canary.requests)
+    assert canary.completion_tokens == pytest.approx(50 * canary.requests)
+    assert canary.cost_usd == pytest.approx(0.01 * canary.requests)
+
+
+def test_no_traffic_in_the_window_means_absent_variants(
+    prometheus: PrometheusServer, exporter: Exporter
+) -> None:
+    exporter.serve(CANARY, 50, seconds=0.2, route="quiet")
+    total = 'sum(llm_requests_total{route="quiet"})'
+    _eventually("the traffic", lambda: prometheus.value(total) == 50)
+    since = time.time()
+    time.sleep(2)  # flat scrapes only: the series exist, their increase is zero
+    source = PrometheusMetricsSource(prometheus.url, labels={"route": "quiet"})
+    assert source.observe(since).variants == {}
+
+
+def test_a_stopped_prometheus_is_a_backend_error_without_the_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROM_TOKEN", "s3cret-token")
+    with running_prometheus(tmp_path) as server:
+        spec = PrometheusMetricsSpec(
+            provider="prometheus", url=server.url, bearer_token_env="PROM_TOKEN", timeout="2s"
+        )
+        source = metrics_source_for(spec)
+        server.scrape(f"{server.url}/metrics")  # Prometheus scraping itself: `up` is not empty
+        source.check()
+        server.stop()
+        with pytest.raises(MetricsBackendError) as caught:
+            source.observe(time.time() - 10)
+    message = str(caught.value)
+    assert message.startswith(f"cannot reach Prometheus at {server.url}")
+    assert "s3cret-token" not in message
+
+
+def test_a_prometheus_scraping_nothing_fails_the_check(tmp_path: Path) -> None:
+    with (
+        running_prometheus(tmp_path) as server,
+        pytest.raises(MetricsBackendError, match="scrapes no target"),
+    ):
+        PrometheusMetricsSource(server.url).check()
+
+
+def test_a_missing_secret_is_invalid_input_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("NO_SUCH_TOKEN", raising=False)
+    spec = PrometheusMetricsSpec(
+        provider="prometheus", url="http://127.0.0.1:9", bearer_token_env="NO_SUCH_TOKEN"
+    )
+    with pytest.raises(InvalidInput, match="NO_SUCH_TOKEN"):
+        metrics_source_for(spec)
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"url": "127.0.0.1:9090"}, "url"),
+        ({"selector": {"bad-name": "x"}}, "not a Prometheus label name"),
+        ({"route": "a", "selector": {"route": "b"}}, "give the route once"),
+        ({"basic_auth_username_env": "U"}, "needs both"),
+        ({"ca_file": "/tmp/ca.pem", "insecure_skip_verify": True}, "contradict"),
+        ({"bearer_token_env": "token with spaces"}, "bearer_token_env"),
+    ],
+)
+def test_the_spec_rejects_what_cannot_work(fields: dict[str, object], problem: str) -> None:
+    with pytest.raises(ValidationError, match=problem):
+        PrometheusMetricsSpec.model_validate(
+            {"provider": "prometheus", "url": "http://127.0.0.1:9090", **fields}
+        )
+
+
+@pytest.mark.e2e
+def test_rollout_run_rolls_back_a_bad_canary_from_prometheus_data(
+    prometheus: PrometheusServer, tmp_path: Path
+) -> None:
+    flags = tmp_path / "flags.json"
+    original = (DEFAULTS / "flags.json").read_text()
+    flags.write_text(original)
+    lab = parse_document((DEFAULTS / "lab.yaml").read_text(), "lab.yaml", expect=Lab)
+    with LabStack(lab, flags_path=flags) as stack:
+        prometheus.scrape(stack.metrics_url)
+        document = {
+            "apiVersion": "canaryctl/v1",
+            "kind": "Rollout",
+            "metadata": {"name": "to-mixtral"},
+            "spec": {
+                "flag": {
+                    "provider": "file",
+                    "path": str(flags),
+                    "key": "support-bot-model",
+                    "baseline": "gpt-4-turbo",
+                    "canary": "mixtral-8x7b",
+                },
+                "metrics": {
+                    "provider": "prometheus",
+                    "url": prometheus.url,
+                    "route": "support-bot",
+                },
+                "slos": [
+                    {"metric": "error_rate", "max": 0.03},
+                    {"metric": "latency_p95_seconds", "max": 2.0},
+                ],
+                "analysis": {"interval": "2s", "min_requests": 40, "inconclusive_limit": 8},
+                "steps": [{"set_weight": 20}, {"pause": "20s"}, {"set_weight": 100}],
+            },
+        }
+        path = tmp_path / "to-mixtral.yaml"
+        path.write_text(yaml.safe_dump(document))
+        state = tmp_path / "state.db"
+        result = CliRunner().invoke(
+            main, ["rollout", "run", str(path), "--state", str(state), "-o", "json"]
+        )
+    assert result.exit_code == 1, result.output
+    events = [json.loads(line) for line in result.output.splitlines()]
+    assert events[-1]["event"] == "finish"
+    assert events[-1]["outcome"] == "rolled_back"
+    failed = [c for e in events if e["event"] == "analysis" for c in e["checks"]]
+    assert any(c["outcome"] == "fail" for c in failed)
+    assert flags.read_text() == original
