@@ -1,0 +1,218 @@
+"""A local stand-in for LaunchDarkly's REST API (the subset canaryctl writes through), for tests.
+
+LaunchDarkly's service cannot run here, so this serves, on 127.0.0.1 and a free port:
+
+- `GET /api/v2/flags/{project}/{key}?env={env}`: the flag with its variations (`_id`, `value`,
+  `name`) and that environment's `on`, `fallthrough`, `offVariation`, `rules` and `_version`;
+- `PATCH /api/v2/flags/{project}/{key}` with `domain-model=launchdarkly.semanticpatch`:
+  `turnFlagOn`, `turnFlagOff`, `updateFallthroughVariationOrRollout` and
+  `updateRuleVariationOrRollout`, applied all or nothing; each accepted patch bumps the
+  environment's and the flag's `_version` by one.
+
+Errors look like LaunchDarkly's (`{"code", "message"}`): 401 for a wrong token, 404 for an unknown
+flag, 400 for a bad instruction or content type, 405 when `approval_required` is set. `faults`
+queues responses (429 with `Retry-After`, 503 bursts, 409) served before the real handling.
+The SDK endpoints (`/sdk/latest-all`, the `/all` stream) are not served yet.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+__all__ = ["Fault", "LDServer", "make_flag", "serve"]
+
+SEMANTIC_PATCH = "domain-model=launchdarkly.semanticpatch"
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One canned response served instead of the real handling."""
+
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    method: str | None = None
+    """Only serve this fault to requests with this method (GET or PATCH); None for any."""
+
+
+def make_flag(
+    key: str,
+    variations: list[tuple[str, str, str]],
+    environments: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """A flag in the REST shape; `variations` are (_id, value, name) triples."""
+    envs = {}
+    for name, targeting in environments.items():
+        envs[name] = {
+            "on": True,
+            "offVariation": 0,
+            "rules": [],
+            "_version": 1,
+            **copy.deepcopy(targeting),
+        }
+    return {
+        "key": key,
+        "_version": 1,
+        "variations": [{"_id": i, "value": v, "name": n} for i, v, n in variations],
+        "environments": envs,
+    }
+
+
+class _Invalid(Exception):
+    """An instruction the server refuses; the whole patch is dropped."""
+
+
+class LDServer:
+    """The state and the Starlette app; `requests` records (method, path, headers, body)."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.flags: dict[tuple[str, str], dict[str, Any]] = {}
+        self.faults: list[Fault] = []
+        self.approval_required = False
+        self.requests: list[tuple[str, str, dict[str, str], Any]] = []
+        self._lock = threading.Lock()
+        self.app = Starlette(
+            routes=[Route("/api/v2/flags/{project}/{key}", self._flag, methods=["GET", "PATCH"])]
+        )
+        self.base_url = ""
+
+    def add(self, project: str, flag: dict[str, Any]) -> None:
+        self.flags[(project, flag["key"])] = flag
+
+    def env(self, project: str, key: str, env: str) -> dict[str, Any]:
+        """The live environment targeting (a copy), for assertions."""
+        with self._lock:
+            return copy.deepcopy(self.flags[(project, key)]["environments"][env])
+
+    def edit(self, project: str, key: str, env: str, **changes: Any) -> None:
+        """A human editing targeting in the UI: the versions move, no patch involved."""
+        with self._lock:
+            flag = self.flags[(project, key)]
+            flag["environments"][env].update(copy.deepcopy(changes))
+            flag["environments"][env]["_version"] += 1
+            flag["_version"] += 1
+
+    async def _flag(self, request: Request) -> Response:
+        body = await request.body()
+        self.requests.append(
+            (request.method, request.url.path, dict(request.headers), body.decode() or None)
+        )
+        if request.headers.get("authorization") != self.token:
+            return _error(401, "unauthorized", "Invalid access token")
+        with self._lock:
+            fault = next((f for f in self.faults if f.method in (None, request.method)), None)
+            if fault is not None:
+                self.faults.remove(fault)
+                return _error(fault.status, "fault", "injected", fault.headers)
+            flag = self.flags.get((request.path_params["project"], request.path_params["key"]))
+            if flag is None:
+                return _error(404, "not_found", "Unknown resource")
+            if request.method == "GET":
+                return JSONResponse(_view(flag, request.query_params.get("env")))
+            if SEMANTIC_PATCH not in request.headers.get("content-type", ""):
+                return _error(400, "invalid_request", "expected a semantic patch")
+            if self.approval_required:
+                return _error(405, "method_not_allowed", "approval is required to make changes")
+            return self._patch(flag, json.loads(body))
+
+    def _patch(self, flag: dict[str, Any], body: dict[str, Any]) -> Response:
+        env_key = body.get("environmentKey")
+        if env_key not in flag["environments"]:
+            return _error(400, "invalid_request", "unknown environmentKey")
+        env = copy.deepcopy(flag["environments"][env_key])
+        ids = [v["_id"] for v in flag["variations"]]
+        try:
+            for instruction in body.get("instructions") or []:
+                _apply(env, ids, instruction)
+        except _Invalid as exc:
+            return _error(400, "invalid_request", str(exc))
+        env["_version"] += 1
+        flag["environments"][env_key] = env
+        flag["_version"] += 1
+        return JSONResponse(_view(flag, env_key))
+
+
+def _view(flag: dict[str, Any], env: str | None) -> dict[str, Any]:
+    out = copy.deepcopy(flag)
+    out["environments"] = {k: v for k, v in out["environments"].items() if k == env}
+    return out
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse({"code": code, "message": message}, status_code=status, headers=headers)
+
+
+def _served(ids: list[str], instruction: dict[str, Any]) -> dict[str, Any]:
+    """The `variation` or `rollout` an update instruction asks for, in the flag's own shape."""
+    if "variationId" in instruction:
+        if instruction["variationId"] not in ids:
+            raise _Invalid(f"unknown variation {instruction['variationId']}")
+        return {"variation": ids.index(instruction["variationId"])}
+    weights = instruction.get("rolloutWeights")
+    if not isinstance(weights, dict) or sum(weights.values()) != 100_000:
+        raise _Invalid("rolloutWeights must sum to 100000")
+    if any(vid not in ids for vid in weights):
+        raise _Invalid("rolloutWeights names an unknown variation")
+    rollout: dict[str, Any] = {
+        "variations": [{"variation": ids.index(vid), "weight": w} for vid, w in weights.items()]
+    }
+    if "rolloutBucketBy" in instruction:
+        rollout["bucketBy"] = instruction["rolloutBucketBy"]
+    if "rolloutContextKind" in instruction:
+        rollout["contextKind"] = instruction["rolloutContextKind"]
+    return {"rollout": rollout}
+
+
+def _apply(env: dict[str, Any], ids: list[str], instruction: dict[str, Any]) -> None:
+    kind = instruction.get("kind")
+    if kind == "turnFlagOn":
+        env["on"] = True
+    elif kind == "turnFlagOff":
+        env["on"] = False
+    elif kind == "updateFallthroughVariationOrRollout":
+        env["fallthrough"] = _served(ids, instruction)
+    elif kind == "updateRuleVariationOrRollout":
+        rule = next((r for r in env["rules"] if r["_id"] == instruction.get("ruleId")), None)
+        if rule is None:
+            raise _Invalid(f"unknown rule {instruction.get('ruleId')}")
+        rule.pop("variation", None)
+        rule.pop("rollout", None)
+        rule.update(_served(ids, instruction))
+    else:
+        raise _Invalid(f"unsupported instruction kind {kind!r}")
+
+
+@contextmanager
+def serve(server: LDServer) -> Iterator[LDServer]:
+    """Run `server` with uvicorn in a thread on 127.0.0.1 and a free port until the block ends."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(server.app, log_level="warning", lifespan="off")
+    runner = uvicorn.Server(config)
+    thread = threading.Thread(target=runner.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not runner.started:
+        if not thread.is_alive():
+            raise RuntimeError("the LaunchDarkly test server did not start")
+        threading.Event().wait(0.01)
+    server.base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    try:
+        yield server
+    finally:
+        runner.should_exit = True
+        thread.join(10)
+        sock.close()
