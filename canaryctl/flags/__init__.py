@@ -3,12 +3,14 @@
 from canaryctl.flags.base import FlagSnapshot, FlagStore, Split
 from canaryctl.flags.factory import flag_store_for
 from canaryctl.flags.file import FileFlagStore
+from canaryctl.flags.launchdarkly import LaunchDarklyFlagStore
 from canaryctl.flags.memory import MemoryFlagStore
 
 __all__ = [
     "FileFlagStore",
     "FlagSnapshot",
     "FlagStore",
+    "LaunchDarklyFlagStore",
     "MemoryFlagStore",
     "Split",
     "flag_store_for",

@@ -1,0 +1,451 @@
+"""A flag kept in LaunchDarkly itself, moved through its REST API with semantic patches.
+
+Reads are `GET /api/v2/flags/{project}/{flag}?env={env}`; writes are
+`PATCH /api/v2/flags/{project}/{flag}` with `domain-model=launchdarkly.semanticpatch`, so every
+change is a small, named instruction (`updateFallthroughVariationOrRollout`,
+`updateRuleVariationOrRollout`) that LaunchDarkly records in its audit log with our comment.
+
+The version we compare is the *environment's* `_version`: it moves whenever anyone edits the
+targeting of this flag in this environment, which is exactly the state we own during a run, while
+an edit in another environment (which does not touch our traffic) does not stop us. Semantic patch
+has no compare-and-swap, so the check is read-then-write: a human edit landing in the milliseconds
+between our GET and our PATCH is not detected until the next step's read.
+
+The access token lives only in the client's `Authorization` header. It is never formatted into a
+message, a repr, a log line or a snapshot, and any server text we quote is scrubbed of it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from canaryctl.errors import FlagBackendError, FlagConflict, FlagMismatch, InvalidInput
+from canaryctl.flags.base import FlagSnapshot, Split
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "LD_API_VERSION",
+    "LaunchDarklyFlagStore",
+    "RetryPolicy",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://app.launchdarkly.com"
+LD_API_VERSION = "20240415"
+SEMANTIC_PATCH = "application/json; domain-model=launchdarkly.semanticpatch"
+WEIGHT_SCALE = 100_000
+"""Rollout weights are in thousandths of a percent: 100000 is everyone."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard one request is retried on 429, 409, 5xx and network errors.
+
+    Forward steps give up early (the run then rolls back); the rollback itself uses a more
+    patient policy, because giving up there leaves canary traffic in place.
+    """
+
+    attempts: int
+    base_delay: float
+    max_delay: float
+
+
+FORWARD = RetryPolicy(attempts=5, base_delay=0.5, max_delay=30.0)
+RESTORE = RetryPolicy(attempts=12, base_delay=1.0, max_delay=60.0)
+
+_NO_RETRY_CAUSES = {
+    400: "LaunchDarkly rejected the request",
+    401: "the access token was refused (bad, expired or revoked token)",
+    403: "the access token may not change this flag (missing role or permission)",
+    404: "not found",
+    405: "LaunchDarkly requires an approval for changes to this flag in this environment",
+}
+
+
+class _Retry(Exception):
+    """A response or network error worth another attempt after `delay` seconds."""
+
+    def __init__(self, reason: str, delay: float | None = None, *, conflict: bool = False) -> None:
+        super().__init__(reason)
+        self.reason, self.delay, self.conflict = reason, delay, conflict
+
+
+class LaunchDarklyFlagStore:
+    """One flag in one LaunchDarkly environment; variations are picked by value or by name.
+
+    With `rule` (a rule `_id` or description) the rollout moves that targeting rule only;
+    without it, the default rule (fallthrough). `transport` and `sleep` are for tests.
+    """
+
+    def __init__(
+        self,
+        *,
+        project: str,
+        environment: str,
+        key: str,
+        baseline: str,
+        canary: str,
+        token: str,
+        base_url: str = DEFAULT_BASE_URL,
+        rule: str | None = None,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not token:
+            raise InvalidInput("LaunchDarkly access token is empty")
+        self.project, self.environment, self.key = project, environment, key
+        self.baseline, self.canary, self.rule = baseline, canary, rule
+        self._token = token
+        self._sleep = sleep
+        self._client = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            headers={"Authorization": token, "LD-API-Version": LD_API_VERSION},
+            timeout=timeout,
+            transport=transport,
+        )
+
+    @classmethod
+    def from_env(cls, *, token_env: str, **kwargs: Any) -> LaunchDarklyFlagStore:
+        """Build a store whose token comes from the environment variable `token_env`."""
+        token = os.environ.get(token_env, "")
+        if not token:
+            raise InvalidInput(
+                f"environment variable {token_env} is not set: it must hold a LaunchDarkly "
+                "access token with write access to the flag"
+            )
+        return cls(token=token, **kwargs)
+
+    def __repr__(self) -> str:
+        scope = f", rule={self.rule!r}" if self.rule else ""
+        return (
+            f"LaunchDarklyFlagStore({self.project}/{self.environment}/{self.key}, "
+            f"baseline={self.baseline!r}, canary={self.canary!r}{scope})"
+        )
+
+    def close(self) -> None:
+        """Release the HTTP connection pool."""
+        self._client.close()
+
+    # -- the FlagStore protocol ------------------------------------------------------------
+
+    def snapshot(self) -> FlagSnapshot:
+        return self._snapshot_of(self._read(FORWARD))
+
+    def split(self, snapshot: FlagSnapshot) -> Split:
+        state = json.loads(snapshot.raw)
+        ids = [v["_id"] for v in state["variations"]]
+        baseline_id, canary_id = self._ids(state["variations"])
+        target = state["rule"] if state.get("rule") is not None else state["fallthrough"]
+        weights = _weights(target, ids)
+        baseline, canary = weights.get(baseline_id, 0.0), weights.get(canary_id, 0.0)
+        return Split(
+            baseline=baseline, canary=canary, other=sum(weights.values()) - baseline - canary
+        )
+
+    def set_canary_weight(
+        self, percent: float, *, expect_version: int, comment: str
+    ) -> FlagSnapshot:
+        if not 0 <= percent <= 100:
+            raise FlagMismatch(f"canary weight {percent} is outside 0..100")
+
+        def instructions(state: dict[str, Any]) -> list[dict[str, Any]]:
+            baseline_id, canary_id = self._ids(state["variations"])
+            canary_weight = round(percent * WEIGHT_SCALE / 100)
+            target = state["rule"] if state["rule"] is not None else state["fallthrough"]
+            previous = target.get("rollout") or {}
+            # Canary first, as the file backend does: its share is always the low buckets, so a
+            # user who got the canary at 5% keeps it at 25% (when LaunchDarkly keeps the order).
+            change: dict[str, Any] = {
+                "rolloutWeights": {
+                    canary_id: canary_weight,
+                    baseline_id: WEIGHT_SCALE - canary_weight,
+                },
+                "rolloutBucketBy": previous.get("bucketBy", "key"),
+                "rolloutContextKind": previous.get("contextKind", "user"),
+            }
+            return [self._target_instruction(state, change)]
+
+        return self._write(instructions, expect_version, comment, FORWARD)
+
+    def promote(self, *, expect_version: int, comment: str) -> FlagSnapshot:
+        def instructions(state: dict[str, Any]) -> list[dict[str, Any]]:
+            canary_id = self._ids(state["variations"])[1]
+            return [self._target_instruction(state, {"variationId": canary_id})]
+
+        return self._write(instructions, expect_version, comment, FORWARD)
+
+    def restore(self, saved: FlagSnapshot, *, expect_version: int, comment: str) -> FlagSnapshot:
+        """Write back the saved default rule (or scoped rule) and on/off state, retrying hard.
+
+        LaunchDarkly versions only increase, so the result has a new version with the old
+        targeting. Variations are matched by `_id`, which LaunchDarkly never reuses.
+        """
+        if saved.key != self.key:
+            raise FlagMismatch(f"cannot restore flag '{saved.key}' into '{self.key}'")
+        old = json.loads(saved.raw)
+        ids = [v["_id"] for v in old["variations"]]
+
+        def instructions(state: dict[str, Any]) -> list[dict[str, Any]]:
+            steps: list[dict[str, Any]] = []
+            if state["on"] != old["on"]:
+                steps.append({"kind": "turnFlagOn" if old["on"] else "turnFlagOff"})
+            target = old["rule"] if old.get("rule") is not None else old["fallthrough"]
+            steps.append(self._target_instruction(state, _as_change(target, ids)))
+            return steps
+
+        return self._write(instructions, expect_version, comment, RESTORE, check_variations=False)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @property
+    def _path(self) -> str:
+        return f"/api/v2/flags/{self.project}/{self.key}"
+
+    def _where(self) -> str:
+        return (
+            f"LaunchDarkly flag '{self.key}' (project '{self.project}', environment "
+            f"'{self.environment}')"
+        )
+
+    def _read(self, policy: RetryPolicy) -> dict[str, Any]:
+        response = self._request("GET", policy, params={"env": self.environment})
+        return response.json()
+
+    def _state(self, flag: dict[str, Any], *, check_variations: bool = True) -> dict[str, Any]:
+        """The part of the flag we own, as persisted in snapshots: a secret-free JSON object."""
+        env = (flag.get("environments") or {}).get(self.environment)
+        if not isinstance(env, dict):
+            raise FlagMismatch(f"{self._where()}: the flag has no such environment")
+        variations = [
+            {k: v[k] for k in ("_id", "value", "name") if k in v} for v in flag["variations"]
+        ]
+        state = {
+            "_version": int(env["_version"]),
+            "on": bool(env.get("on")),
+            "variations": variations,
+            "fallthrough": env.get("fallthrough") or {},
+            "rule": self._find_rule(env) if self.rule else None,
+        }
+        if check_variations:
+            self._ids(variations)
+        return state
+
+    def _snapshot_of(self, flag: dict[str, Any]) -> FlagSnapshot:
+        state = self._state(flag)
+        if not state["on"]:
+            raise FlagMismatch(
+                f"{self._where()} is off, so every request gets its off variation and moving "
+                "its targeting would change nothing; turn it on first"
+            )
+        return FlagSnapshot(self.key, state["_version"], json.dumps(state, sort_keys=True))
+
+    def _find_rule(self, env: dict[str, Any]) -> dict[str, Any]:
+        rules = env.get("rules") or []
+        by_id = [r for r in rules if r.get("_id") == self.rule]
+        found = by_id or [r for r in rules if r.get("description") == self.rule]
+        if len(found) != 1:
+            known = ", ".join(repr(r.get("description") or r.get("_id")) for r in rules) or "none"
+            problem = "no" if not found else "more than one"
+            raise FlagMismatch(
+                f"{self._where()}: {problem} targeting rule with id or description "
+                f"'{self.rule}' (rules: {known})"
+            )
+        return found[0]
+
+    def _ids(self, variations: list[dict[str, Any]]) -> tuple[str, str]:
+        """The `_id`s of the baseline and canary variations, matched by value, else by name."""
+        found = []
+        for wanted in (self.baseline, self.canary):
+            by_value = [v for v in variations if v.get("value") == wanted]
+            matches = by_value or [v for v in variations if v.get("name") == wanted]
+            if len(matches) != 1:
+                known = ", ".join(json.dumps(v.get("name") or v.get("value")) for v in variations)
+                problem = "no" if not matches else "more than one"
+                raise FlagMismatch(
+                    f"{self._where()}: {problem} variation with value or name '{wanted}' "
+                    f"(variations: {known or 'none'})"
+                )
+            found.append(matches[0]["_id"])
+        return found[0], found[1]
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _target_instruction(self, state: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
+        if state["rule"] is not None:
+            return {
+                "kind": "updateRuleVariationOrRollout",
+                "ruleId": state["rule"]["_id"],
+                **change,
+            }
+        return {"kind": "updateFallthroughVariationOrRollout", **change}
+
+    def _write(
+        self,
+        instructions: Callable[[dict[str, Any]], list[dict[str, Any]]],
+        expect_version: int,
+        comment: str,
+        policy: RetryPolicy,
+        *,
+        check_variations: bool = True,
+    ) -> FlagSnapshot:
+        """Read, check the version is ours, patch; a 409 means read again and decide again."""
+        for attempt in range(policy.attempts):
+            state = self._state(self._read(policy), check_variations=check_variations)
+            if state["_version"] != expect_version:
+                raise FlagConflict(
+                    f"{self._where()} moved from version {expect_version} to "
+                    f"{state['_version']} behind our back: someone else changed it; not "
+                    "overwriting"
+                )
+            body = {
+                "environmentKey": self.environment,
+                "comment": comment,
+                "instructions": instructions(state),
+            }
+            try:
+                response = self._request(
+                    "PATCH",
+                    policy,
+                    json=body,
+                    headers={"Content-Type": SEMANTIC_PATCH},
+                    retry_conflict=False,
+                )
+            except _Retry as conflict:
+                log.info("%s: %s; reading again", self._where(), conflict.reason)
+                self._sleep(_backoff(policy, attempt))
+                continue
+            log.info("%s: %s", self._where(), comment)
+            return self._snapshot_of(response.json())
+        raise FlagBackendError(
+            f"{self._where()}: LaunchDarkly kept answering 409 Conflict after "
+            f"{policy.attempts} attempts"
+        )
+
+    # -- HTTP with retries -----------------------------------------------------------------
+
+    def _request(
+        self,
+        method: str,
+        policy: RetryPolicy,
+        *,
+        retry_conflict: bool = True,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """One request, retried on 429, 5xx and network errors (and 409 unless told not to).
+
+        With `retry_conflict=False` a 409 is raised as _Retry so the caller can re-read first.
+        """
+        last = "no attempt made"
+        for attempt in range(policy.attempts):
+            try:
+                return self._check(self._client.request(method, self._path, **kwargs))
+            except _Retry as retry:
+                if retry.conflict and not retry_conflict:
+                    raise
+                last = retry.reason
+                delay = retry.delay if retry.delay is not None else _backoff(policy, attempt)
+            except httpx.TransportError as exc:
+                last = f"network error: {type(exc).__name__}"
+                delay = _backoff(policy, attempt)
+            if attempt + 1 < policy.attempts:
+                delay = min(delay, policy.max_delay) + random.uniform(0, policy.base_delay)
+                log.warning("%s: %s; retrying in %.1fs", self._where(), last, delay)
+                self._sleep(delay)
+        raise FlagBackendError(
+            f"{self._where()}: {method} failed after {policy.attempts} attempts: {last}"
+        )
+
+    def _check(self, response: httpx.Response) -> httpx.Response:
+        status = response.status_code
+        if status < 300:
+            return response
+        if status == 429:
+            raise _Retry("429 Too Many Requests", _rate_limit_delay(response))
+        if status == 409:
+            raise _Retry("409 Conflict", conflict=True)
+        if status >= 500:
+            raise _Retry(f"{status} {response.reason_phrase}")
+        message = self._scrub(_server_message(response))
+        if status == 404:
+            raise FlagMismatch(f"{self._where()}: no such flag or project ({message})")
+        cause = _NO_RETRY_CAUSES.get(status, "LaunchDarkly refused the request")
+        raise FlagBackendError(f"{self._where()}: HTTP {status}: {cause}: {message}")
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._token, "***")
+
+
+def _weights(target: dict[str, Any], ids: list[str]) -> dict[str, float]:
+    """Percent of the target's traffic per variation `_id`; empty if it serves nothing known."""
+    if "variation" in target:
+        return {ids[int(target["variation"])]: 100.0}
+    weights: dict[str, float] = {}
+    for entry in (target.get("rollout") or {}).get("variations", []):
+        vid = ids[int(entry["variation"])]
+        weights[vid] = weights.get(vid, 0.0) + entry.get("weight", 0) * 100.0 / WEIGHT_SCALE
+    return weights
+
+
+def _as_change(target: dict[str, Any], ids: list[str]) -> dict[str, Any]:
+    """The semantic-patch fields that make a rule or fallthrough serve what `target` served."""
+    if "variation" in target:
+        return {"variationId": ids[int(target["variation"])]}
+    rollout = target.get("rollout") or {}
+    weights: dict[str, int] = {}
+    for entry in rollout.get("variations", []):
+        vid = ids[int(entry["variation"])]
+        weights[vid] = weights.get(vid, 0) + int(entry.get("weight", 0))
+    change: dict[str, Any] = {"rolloutWeights": weights}
+    if "bucketBy" in rollout:
+        change["rolloutBucketBy"] = rollout["bucketBy"]
+    if "contextKind" in rollout:
+        change["rolloutContextKind"] = rollout["contextKind"]
+    return change
+
+
+def _backoff(policy: RetryPolicy, attempt: int) -> float:
+    return min(policy.base_delay * 2**attempt, policy.max_delay)
+
+
+def _rate_limit_delay(response: httpx.Response) -> float | None:
+    """Seconds LaunchDarkly asks us to wait: Retry-After, else X-Ratelimit-Reset (epoch ms)."""
+    retry_after = response.headers.get("Retry-After")
+    if retry_after:
+        try:
+            return max(0.0, float(retry_after))
+        except ValueError:
+            try:
+                return max(0.0, parsedate_to_datetime(retry_after).timestamp() - time.time())
+            except (TypeError, ValueError):
+                pass
+    reset = response.headers.get("X-Ratelimit-Reset")
+    if reset:
+        try:
+            return max(0.0, int(reset) / 1000 - time.time())
+        except ValueError:
+            pass
+    return None
+
+
+def _server_message(response: httpx.Response) -> str:
+    """LaunchDarkly's own error text (`{"code", "message"}`), or the start of the body."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200] or response.reason_phrase
+    if isinstance(body, dict) and body.get("message"):
+        code = f"{body['code']}: " if body.get("code") else ""
+        return f"{code}{body['message']}"
+    return response.text[:200]

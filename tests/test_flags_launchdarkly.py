@@ -1,0 +1,301 @@
+"""The LaunchDarkly REST flag backend against a local server speaking the same REST subset."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from canaryctl.errors import FlagBackendError, FlagConflict, FlagMismatch, InvalidInput
+from canaryctl.flags import LaunchDarklyFlagStore, Split, flag_store_for
+from canaryctl.runbook.rollout import LaunchDarklyFlagSpec
+from tests.ld_server import Fault, LDServer, make_flag, serve
+
+TOKEN = "api-0c1d2e3f-SECRET-TOKEN-do-not-print"
+PROJECT, ENV, KEY = "default", "production", "support-bot-model"
+
+FREE_RULE = {
+    "_id": "rule-free",
+    "description": "free tier",
+    "clauses": [{"attribute": "tier", "op": "in", "values": ["free"]}],
+    "variation": 0,
+}
+PAID_RULE = {
+    "_id": "rule-paid",
+    "description": "paid tier",
+    "clauses": [{"attribute": "tier", "op": "in", "values": ["paid"]}],
+    "variation": 0,
+}
+ENTERPRISE_RULE = {
+    "_id": "rule-enterprise",
+    "description": "enterprise tier",
+    "clauses": [{"attribute": "tier", "op": "in", "values": ["enterprise"]}],
+    "variation": 3,
+}
+
+
+@pytest.fixture
+def ld() -> Iterator[LDServer]:
+    server = LDServer(TOKEN)
+    server.add(
+        PROJECT,
+        make_flag(
+            KEY,
+            [
+                ("id-gpt4", "gpt-4-turbo", "GPT-4 Turbo"),
+                ("id-mini", "gpt-4o-mini", "GPT-4o mini"),
+                ("id-mixtral", "mixtral-8x7b", "Mixtral"),
+                ("id-ft", "ft:gpt-4o:enterprise", "Enterprise fine-tune"),
+            ],
+            {
+                ENV: {
+                    "fallthrough": {"variation": 0},
+                    "rules": [FREE_RULE, PAID_RULE, ENTERPRISE_RULE],
+                },
+                "staging": {"fallthrough": {"variation": 1}},
+            },
+        ),
+    )
+    with serve(server):
+        yield server
+
+
+def _store(ld: LDServer, sleeps: list[float], **overrides: Any) -> LaunchDarklyFlagStore:
+    options: dict[str, Any] = {
+        "project": PROJECT,
+        "environment": ENV,
+        "key": KEY,
+        "baseline": "gpt-4-turbo",  # by value
+        "canary": "GPT-4o mini",  # by name
+        "token": TOKEN,
+        "base_url": ld.base_url,
+        "sleep": sleeps.append,
+        **overrides,
+    }
+    return LaunchDarklyFlagStore(**options)
+
+
+def _patches(ld: LDServer) -> list[tuple[str, str, dict[str, str], Any]]:
+    return [r for r in ld.requests if r[0] == "PATCH"]
+
+
+def test_round_trip_sets_weights_promotes_and_restores_exactly(ld: LDServer) -> None:
+    store = _store(ld, [])
+    before = ld.env(PROJECT, KEY, ENV)
+    saved = store.snapshot()
+    assert store.split(saved) == Split(baseline=100.0, canary=0.0)
+
+    step = store.set_canary_weight(10, expect_version=saved.version, comment="run r1 step 1: 10%")
+    fallthrough = ld.env(PROJECT, KEY, ENV)["fallthrough"]
+    weights = {
+        ["id-gpt4", "id-mini", "id-mixtral", "id-ft"][v["variation"]]: v["weight"]
+        for v in fallthrough["rollout"]["variations"]
+    }
+    assert weights == {"id-mini": 10_000, "id-gpt4": 90_000}
+    assert store.split(step) == Split(baseline=90.0, canary=10.0)
+    assert step.version == saved.version + 1
+
+    _, path, headers, body = _patches(ld)[-1]
+    assert path == f"/api/v2/flags/{PROJECT}/{KEY}"
+    assert headers["content-type"] == "application/json; domain-model=launchdarkly.semanticpatch"
+    assert headers["ld-api-version"] == "20240415"
+    sent = json.loads(body)
+    assert (sent["comment"], sent["environmentKey"]) == ("run r1 step 1: 10%", ENV)
+
+    promoted = store.promote(expect_version=step.version, comment="run r1 promote")
+    assert ld.env(PROJECT, KEY, ENV)["fallthrough"] == {"variation": 1}
+    assert store.split(promoted) == Split(baseline=0.0, canary=100.0)
+
+    restored = store.restore(saved, expect_version=promoted.version, comment="run r1 rollback")
+    after = ld.env(PROJECT, KEY, ENV)
+    assert after["fallthrough"] == before["fallthrough"]
+    assert after["rules"] == before["rules"]
+    assert after["on"] is True
+    assert store.split(restored) == Split(baseline=100.0, canary=0.0)
+    assert ld.env(PROJECT, KEY, "staging")["_version"] == 1
+
+
+def test_restore_puts_back_a_prior_rollout_with_its_bucketing(ld: LDServer) -> None:
+    prior = {
+        "rollout": {
+            "variations": [{"variation": 0, "weight": 70_000}, {"variation": 2, "weight": 30_000}],
+            "bucketBy": "orgId",
+            "contextKind": "organization",
+        }
+    }
+    ld.edit(PROJECT, KEY, ENV, fallthrough=prior)
+    store = _store(ld, [])
+    saved = store.snapshot()
+    assert store.split(saved) == Split(baseline=70.0, canary=0.0, other=30.0)
+    step = store.set_canary_weight(5, expect_version=saved.version, comment="run r2 step 1")
+    rollout = ld.env(PROJECT, KEY, ENV)["fallthrough"]["rollout"]
+    assert (rollout["bucketBy"], rollout["contextKind"]) == ("orgId", "organization")
+    store.restore(saved, expect_version=step.version, comment="run r2 rollback")
+    assert ld.env(PROJECT, KEY, ENV)["fallthrough"] == prior
+
+
+def test_rule_scoped_rollout_moves_only_the_free_tier(ld: LDServer) -> None:
+    before = ld.env(PROJECT, KEY, ENV)
+    store = _store(ld, [], canary="mixtral-8x7b", rule="free tier")
+    saved = store.snapshot()
+    step = store.set_canary_weight(25, expect_version=saved.version, comment="run r3 step 1")
+    after = ld.env(PROJECT, KEY, ENV)
+    free, paid, enterprise = after["rules"]
+    assert free["rollout"]["variations"] == [
+        {"variation": 2, "weight": 25_000},
+        {"variation": 0, "weight": 75_000},
+    ]
+    assert "variation" not in free
+    assert free["clauses"] == FREE_RULE["clauses"]
+    assert (paid, enterprise) == (PAID_RULE, ENTERPRISE_RULE)
+    assert after["fallthrough"] == before["fallthrough"]
+    assert store.split(step) == Split(baseline=75.0, canary=25.0)
+
+    store.restore(saved, expect_version=step.version, comment="run r3 rollback")
+    assert ld.env(PROJECT, KEY, ENV)["rules"] == before["rules"]
+
+
+def test_a_rule_is_found_by_id_too_and_a_missing_one_is_named(ld: LDServer) -> None:
+    assert _store(ld, [], rule="rule-paid").snapshot().key == KEY
+    with pytest.raises(FlagMismatch, match=r"no targeting rule .*'gold tier'.*free tier"):
+        _store(ld, [], rule="gold tier").snapshot()
+
+
+def test_an_outside_edit_stops_the_run_without_overwriting(ld: LDServer) -> None:
+    store = _store(ld, [])
+    saved = store.snapshot()
+    step = store.set_canary_weight(10, expect_version=saved.version, comment="run r4 step 1")
+    ld.edit(PROJECT, KEY, ENV, fallthrough={"variation": 2})
+    patches = len(_patches(ld))
+
+    with pytest.raises(FlagConflict, match="someone else changed it"):
+        store.set_canary_weight(25, expect_version=step.version, comment="run r4 step 2")
+    with pytest.raises(FlagConflict):
+        store.restore(saved, expect_version=step.version, comment="run r4 rollback")
+    assert ld.env(PROJECT, KEY, ENV)["fallthrough"] == {"variation": 2}
+    assert len(_patches(ld)) == patches
+
+
+def test_a_429_storm_is_survived_honouring_retry_after_then_ratelimit_reset(ld: LDServer) -> None:
+    sleeps: list[float] = []
+    store = _store(ld, sleeps)
+    saved = store.snapshot()
+    reset_ms = int((time.time() + 600) * 1000)
+    ld.faults = [Fault(429, {"Retry-After": "7"}, "PATCH")] * 3 + [
+        Fault(429, {"X-Ratelimit-Reset": str(reset_ms)}, "PATCH")
+    ]
+    step = store.set_canary_weight(10, expect_version=saved.version, comment="run r5 step 1")
+    assert store.split(step) == Split(baseline=90.0, canary=10.0)
+    assert len(sleeps) == 4
+    assert all(s >= 7 for s in sleeps[:3])
+    # Ten minutes away: waited the policy's ceiling, far beyond any exponential backoff step.
+    assert sleeps[3] >= 30
+    assert len(_patches(ld)) == 5
+
+
+def test_a_503_burst_is_survived_and_a_conflict_is_reread(ld: LDServer) -> None:
+    sleeps: list[float] = []
+    store = _store(ld, sleeps)
+    saved = store.snapshot()
+    ld.faults = [Fault(503)] * 3 + [Fault(409, method="PATCH")]
+    step = store.set_canary_weight(10, expect_version=saved.version, comment="run r6 step 1")
+    assert store.split(step) == Split(baseline=90.0, canary=10.0)
+    assert len(sleeps) == 4
+    gets = [r for r in ld.requests if r[0] == "GET"]
+    assert len(gets) == 1 + 3 + 2  # snapshot, the burst, the read before each PATCH
+
+
+def test_a_rollback_outlasts_a_burst_a_forward_step_gives_up_on(ld: LDServer) -> None:
+    sleeps: list[float] = []
+    store = _store(ld, sleeps)
+    saved = store.snapshot()
+    step = store.set_canary_weight(10, expect_version=saved.version, comment="run r7 step 1")
+    ld.faults = [Fault(503, method="PATCH")] * 8
+    with pytest.raises(FlagBackendError, match="failed after 5 attempts: 503"):
+        store.set_canary_weight(25, expect_version=step.version, comment="run r7 step 2")
+    ld.faults = [Fault(503, method="PATCH")] * 8
+    store.restore(saved, expect_version=step.version, comment="run r7 rollback")
+    assert ld.env(PROJECT, KEY, ENV)["fallthrough"] == {"variation": 0}
+
+
+@pytest.mark.parametrize(
+    ("setup", "error", "cause"),
+    [
+        ("bad-token", FlagBackendError, "HTTP 401: the access token was refused"),
+        ("approval", FlagBackendError, "HTTP 405: LaunchDarkly requires an approval"),
+        ("missing-flag", FlagMismatch, "no such flag or project"),
+    ],
+)
+def test_refusals_name_the_cause_and_are_not_retried(
+    ld: LDServer, setup: str, error: type[Exception], cause: str
+) -> None:
+    sleeps: list[float] = []
+    overrides: dict[str, Any] = {
+        "bad-token": {"token": "api-wrong-token"},
+        "missing-flag": {"key": "no-such-flag"},
+    }.get(setup, {})
+    store = _store(ld, sleeps, **overrides)
+    ld.approval_required = setup == "approval"
+    if setup == "approval":
+        saved = store.snapshot()
+        with pytest.raises(error, match=cause):
+            store.set_canary_weight(10, expect_version=saved.version, comment="run r8 step 1")
+    else:
+        with pytest.raises(error, match=cause):
+            store.snapshot()
+    assert sleeps == []
+    assert len(_patches(ld)) == (1 if setup == "approval" else 0)
+    assert len(ld.requests) == (3 if setup == "approval" else 1)  # one try at each step
+
+
+def test_the_token_never_shows(ld: LDServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    store = _store(ld, [])
+    messages = [repr(store), str(store)]
+    saved = store.snapshot()
+    ld.faults = [Fault(503, method="PATCH"), Fault(429, {"Retry-After": "1"}, "PATCH")]
+    step = store.set_canary_weight(10, expect_version=saved.version, comment="run r9 step 1")
+    ld.edit(PROJECT, KEY, ENV, on=True)
+    for attempt in (
+        lambda: store.promote(expect_version=step.version, comment="run r9 promote"),
+        lambda: _store(ld, [], key="nope").snapshot(),
+        lambda: _store(ld, [], canary="llama").snapshot(),
+    ):
+        with pytest.raises(Exception) as caught:
+            attempt()
+        messages += [str(caught.value), repr(caught.value), repr(caught.value.__cause__)]
+    ld.approval_required = True
+    fresh = store.snapshot()
+    with pytest.raises(FlagBackendError) as refused:
+        store.restore(saved, expect_version=fresh.version, comment="run r9 rollback")
+    messages += [str(refused.value), saved.raw, step.raw, fresh.raw, caplog.text]
+    assert all(TOKEN not in m for m in messages)
+    assert "SECRET" not in "".join(messages)
+
+
+def test_the_factory_builds_the_store_from_a_runbook_spec(
+    ld: LDServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = LaunchDarklyFlagSpec.model_validate(
+        {
+            "provider": "launchdarkly",
+            "project": PROJECT,
+            "environment": ENV,
+            "key": KEY,
+            "baseline": "gpt-4-turbo",
+            "canary": "gpt-4o-mini",
+            "base_url": ld.base_url,
+            "token_env": "CANARY_LD_TOKEN",
+        }
+    )
+    monkeypatch.delenv("CANARY_LD_TOKEN", raising=False)
+    with pytest.raises(InvalidInput, match="CANARY_LD_TOKEN is not set"):
+        flag_store_for(spec)
+    monkeypatch.setenv("CANARY_LD_TOKEN", TOKEN)
+    store = flag_store_for(spec)
+    assert isinstance(store, LaunchDarklyFlagStore)
+    assert store.split(store.snapshot()) == Split(baseline=100.0, canary=0.0)
