@@ -6,14 +6,18 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from canaryctl.controller import FakeClock, RolloutRunner, StateStore
 from canaryctl.errors import FlagBackendError, FlagConflict, FlagMismatch, InvalidInput
 from canaryctl.flags import LaunchDarklyFlagStore, Split, flag_store_for
+from canaryctl.metrics import Observation, ScriptedMetricsSource
 from canaryctl.runbook.rollout import LaunchDarklyFlagSpec
 from tests.ld_server import Fault, LDServer, make_flag, serve
+from tests.test_controller import BASELINE, CANARY, T0, make_rollout, steady
 
 TOKEN = "api-0c1d2e3f-SECRET-TOKEN-do-not-print"
 PROJECT, ENV, KEY = "default", "production", "support-bot-model"
@@ -299,3 +303,70 @@ def test_the_factory_builds_the_store_from_a_runbook_spec(
     store = flag_store_for(spec)
     assert isinstance(store, LaunchDarklyFlagStore)
     assert store.split(store.snapshot()) == Split(baseline=100.0, canary=0.0)
+
+
+# -- the controller driving LaunchDarkly ---------------------------------------------------------
+
+
+def _runner(ld: LDServer, tmp_path: Path, bad_from: float | None = None) -> RolloutRunner:
+    """The real controller on a fake clock and scripted metrics, writing through the REST store."""
+    rollout = make_rollout(hooks=False)
+    spec = {
+        "provider": "launchdarkly",
+        "project": PROJECT,
+        "environment": ENV,
+        "key": KEY,
+        "baseline": BASELINE,
+        "canary": CANARY,
+        "base_url": ld.base_url,
+    }
+    flag = LaunchDarklyFlagSpec.model_validate(spec)
+    rollout = rollout.model_copy(update={"spec": rollout.spec.model_copy(update={"flag": flag})})
+    flags = _store(ld, [])
+    clock = FakeClock(T0)
+
+    def script(since: float, now: float) -> Observation:
+        canary = flags.split(flags.snapshot()).canary
+        failing = bad_from is not None and canary >= bad_from
+        return steady(0.05 if failing else 0.0)(since, now)
+
+    return RolloutRunner(
+        rollout,
+        flags=flags,
+        metrics=ScriptedMetricsSource(script, clock.now),
+        store=StateStore(tmp_path / "state.db"),
+        clock=clock,
+        poll_interval=5.0,
+    )
+
+
+def _comments(ld: LDServer) -> list[str]:
+    return [json.loads(body)["comment"].split(": ", 1)[1] for *_, body in _patches(ld)]
+
+
+def test_a_regression_rolls_launchdarkly_back_to_the_exact_prior_state(
+    ld: LDServer, tmp_path: Path
+) -> None:
+    before = ld.env(PROJECT, KEY, ENV)
+    result = _runner(ld, tmp_path, bad_from=50).run()
+    assert (result.outcome, result.exit_code) == ("rolled_back", 1)
+    after = ld.env(PROJECT, KEY, ENV)
+    assert (after["fallthrough"], after["rules"]) == (before["fallthrough"], before["rules"])
+    assert _comments(ld) == ["canary to 10%", "canary to 50%", "restore"]
+    run = f"canaryctl run {result.run_id} (support-bot)"
+    assert all(json.loads(b)["comment"].startswith(run) for *_, b in _patches(ld))
+    stored = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+    assert b"id-mini" in stored  # the snapshots are there...
+    assert TOKEN.encode() not in stored  # ...the token is not
+
+
+def test_an_outside_edit_mid_rollout_stops_the_run_with_exit_3(
+    ld: LDServer, tmp_path: Path
+) -> None:
+    runner = _runner(ld, tmp_path)
+    runner.clock.call_at(T0 + 30, lambda: ld.edit(PROJECT, KEY, ENV, fallthrough={"variation": 2}))
+    result = runner.run()
+    assert (result.outcome, result.exit_code) == ("error", 3)
+    assert "someone else changed it" in result.reason
+    assert ld.env(PROJECT, KEY, ENV)["fallthrough"] == {"variation": 2}
+    assert _comments(ld) == ["canary to 10%"]
