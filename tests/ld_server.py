@@ -45,6 +45,8 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     method: str | None = None
     """Only serve this fault to requests with this method (GET or PATCH); None for any."""
+    after: bool = False
+    """Handle the request for real first, then answer with the fault (a lost response)."""
 
 
 def make_flag(
@@ -116,17 +118,24 @@ class LDServer:
             fault = next((f for f in self.faults if f.method in (None, request.method)), None)
             if fault is not None:
                 self.faults.remove(fault)
-                return _error(fault.status, "fault", "injected", fault.headers)
+                if not fault.after:
+                    return _error(fault.status, "fault", "injected", fault.headers)
             flag = self.flags.get((request.path_params["project"], request.path_params["key"]))
             if flag is None:
                 return _error(404, "not_found", "Unknown resource")
-            if request.method == "GET":
-                return JSONResponse(_view(flag, request.query_params.get("env")))
-            if SEMANTIC_PATCH not in request.headers.get("content-type", ""):
-                return _error(400, "invalid_request", "expected a semantic patch")
-            if self.approval_required:
-                return _error(405, "method_not_allowed", "approval is required to make changes")
-            return self._patch(flag, json.loads(body))
+            response = self._handle(flag, request, body)
+            if fault is not None:
+                return _error(fault.status, "fault", "injected after applying", fault.headers)
+            return response
+
+    def _handle(self, flag: dict[str, Any], request: Request, body: bytes) -> Response:
+        if request.method == "GET":
+            return JSONResponse(_view(flag, request.query_params.get("env")))
+        if SEMANTIC_PATCH not in request.headers.get("content-type", ""):
+            return _error(400, "invalid_request", "expected a semantic patch")
+        if self.approval_required:
+            return _error(405, "method_not_allowed", "approval is required to make changes")
+        return self._patch(flag, json.loads(body))
 
     def _patch(self, flag: dict[str, Any], body: dict[str, Any]) -> Response:
         env_key = body.get("environmentKey")

@@ -370,3 +370,29 @@ def test_an_outside_edit_mid_rollout_stops_the_run_with_exit_3(
     assert "someone else changed it" in result.reason
     assert ld.env(PROJECT, KEY, ENV)["fallthrough"] == {"variation": 2}
     assert _comments(ld) == ["canary to 10%"]
+
+
+def test_a_write_whose_answer_was_lost_is_recognised_not_repeated(ld: LDServer) -> None:
+    store = _store(ld, [])
+    saved = store.snapshot()
+    ld.faults = [Fault(502, method="PATCH", after=True)]
+    step = store.set_canary_weight(10, expect_version=saved.version, comment="run r10 step 1")
+    assert step.version == saved.version + 1
+    assert store.split(step) == Split(baseline=90.0, canary=10.0)
+    assert len(_patches(ld)) == 1
+
+
+def test_a_human_edit_during_a_rate_limit_wait_is_not_overwritten(ld: LDServer) -> None:
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        ld.edit(PROJECT, KEY, ENV, fallthrough={"variation": 2})
+
+    store = _store(ld, [], sleep=sleep)
+    saved = store.snapshot()
+    ld.faults = [Fault(429, {"Retry-After": "1"}, "PATCH")]
+    with pytest.raises(FlagConflict):
+        store.set_canary_weight(10, expect_version=saved.version, comment="run r11 step 1")
+    assert ld.env(PROJECT, KEY, ENV)["fallthrough"] == {"variation": 2}
+    assert len(_patches(ld)) == 1 and len(sleeps) == 1

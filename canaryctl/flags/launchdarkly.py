@@ -76,9 +76,10 @@ _NO_RETRY_CAUSES = {
 class _Retry(Exception):
     """A response or network error worth another attempt after `delay` seconds."""
 
-    def __init__(self, reason: str, delay: float | None = None, *, conflict: bool = False) -> None:
+    def __init__(self, reason: str, delay: float | None = None, *, ambiguous: bool = False) -> None:
         super().__init__(reason)
-        self.reason, self.delay, self.conflict = reason, delay, conflict
+        # ambiguous: the request may have been applied (5xx, network error), so check first.
+        self.reason, self.delay, self.ambiguous = reason, delay, ambiguous
 
 
 class LaunchDarklyFlagStore:
@@ -133,10 +134,6 @@ class LaunchDarklyFlagStore:
             f"LaunchDarklyFlagStore({self.project}/{self.environment}/{self.key}, "
             f"baseline={self.baseline!r}, canary={self.canary!r}{scope})"
         )
-
-    def close(self) -> None:
-        """Release the HTTP connection pool."""
-        self._client.close()
 
     # -- the FlagStore protocol ------------------------------------------------------------
 
@@ -219,10 +216,6 @@ class LaunchDarklyFlagStore:
             f"'{self.environment}')"
         )
 
-    def _read(self, policy: RetryPolicy) -> dict[str, Any]:
-        response = self._request("GET", policy, params={"env": self.environment})
-        return response.json()
-
     def _state(self, flag: dict[str, Any], *, check_variations: bool = True) -> dict[str, Any]:
         """The part of the flag we own, as persisted in snapshots: a secret-free JSON object."""
         env = (flag.get("environments") or {}).get(self.environment)
@@ -300,72 +293,86 @@ class LaunchDarklyFlagStore:
         *,
         check_variations: bool = True,
     ) -> FlagSnapshot:
-        """Read, check the version is ours, patch; a 409 means read again and decide again."""
+        """Read, check the version is ours, patch; every retry reads and decides again.
+
+        Retrying a PATCH blind could overwrite a human who edited during our wait (a 429 can
+        ask for seconds). After a 5xx or a network error we cannot know whether our patch
+        landed, so a re-read that finds the version moved to serve exactly what we asked for
+        is taken as our own write rather than a conflict.
+        """
+        sent: dict[str, Any] | None = None
+        last = "no attempt made"
         for attempt in range(policy.attempts):
-            state = self._state(self._read(policy), check_variations=check_variations)
+            flag = self._read(policy)
+            state = self._state(flag, check_variations=check_variations)
             if state["_version"] != expect_version:
+                if sent is not None and self._serves(state, sent):
+                    log.info("%s: our write landed despite the error: %s", self._where(), comment)
+                    return self._snapshot_of(flag)
                 raise FlagConflict(
                     f"{self._where()} moved from version {expect_version} to "
                     f"{state['_version']} behind our back: someone else changed it; not "
                     "overwriting"
                 )
-            body = {
-                "environmentKey": self.environment,
-                "comment": comment,
-                "instructions": instructions(state),
-            }
+            steps = instructions(state)
+            body = {"environmentKey": self.environment, "comment": comment, "instructions": steps}
             try:
-                response = self._request(
-                    "PATCH",
-                    policy,
-                    json=body,
-                    headers={"Content-Type": SEMANTIC_PATCH},
-                    retry_conflict=False,
-                )
-            except _Retry as conflict:
-                log.info("%s: %s; reading again", self._where(), conflict.reason)
-                self._sleep(_backoff(policy, attempt))
+                response = self._send("PATCH", json=body, headers={"Content-Type": SEMANTIC_PATCH})
+            except _Retry as retry:
+                sent = steps[-1] if retry.ambiguous else None
+                last = retry.reason
+                if attempt + 1 < policy.attempts:
+                    self._pause(policy, attempt, retry)
                 continue
             log.info("%s: %s", self._where(), comment)
             return self._snapshot_of(response.json())
         raise FlagBackendError(
-            f"{self._where()}: LaunchDarkly kept answering 409 Conflict after "
-            f"{policy.attempts} attempts"
+            f"{self._where()}: PATCH failed after {policy.attempts} attempts: {last}"
         )
+
+    def _serves(self, state: dict[str, Any], instruction: dict[str, Any]) -> bool:
+        """Does the scoped target serve what `instruction` (our last, maybe-applied) set?"""
+        ids = [v["_id"] for v in state["variations"]]
+        target = state["rule"] if state["rule"] is not None else state["fallthrough"]
+        if "variationId" in instruction:
+            wanted = {instruction["variationId"]: 100.0}
+        else:
+            wanted = {
+                vid: w * 100.0 / WEIGHT_SCALE for vid, w in instruction["rolloutWeights"].items()
+            }
+        served = _weights(target, ids)
+        return {k: v for k, v in served.items() if v} == {k: v for k, v in wanted.items() if v}
 
     # -- HTTP with retries -----------------------------------------------------------------
 
-    def _request(
-        self,
-        method: str,
-        policy: RetryPolicy,
-        *,
-        retry_conflict: bool = True,
-        **kwargs: Any,
-    ) -> httpx.Response:
-        """One request, retried on 429, 5xx and network errors (and 409 unless told not to).
-
-        With `retry_conflict=False` a 409 is raised as _Retry so the caller can re-read first.
-        """
+    def _read(self, policy: RetryPolicy) -> dict[str, Any]:
+        """GET the flag with this environment, retried: reading twice never harms anyone."""
         last = "no attempt made"
         for attempt in range(policy.attempts):
             try:
-                return self._check(self._client.request(method, self._path, **kwargs))
+                return self._send("GET", params={"env": self.environment}).json()
             except _Retry as retry:
-                if retry.conflict and not retry_conflict:
-                    raise
                 last = retry.reason
-                delay = retry.delay if retry.delay is not None else _backoff(policy, attempt)
-            except httpx.TransportError as exc:
-                last = f"network error: {type(exc).__name__}"
-                delay = _backoff(policy, attempt)
-            if attempt + 1 < policy.attempts:
-                delay = min(delay, policy.max_delay) + random.uniform(0, policy.base_delay)
-                log.warning("%s: %s; retrying in %.1fs", self._where(), last, delay)
-                self._sleep(delay)
+                if attempt + 1 < policy.attempts:
+                    self._pause(policy, attempt, retry)
         raise FlagBackendError(
-            f"{self._where()}: {method} failed after {policy.attempts} attempts: {last}"
+            f"{self._where()}: GET failed after {policy.attempts} attempts: {last}"
         )
+
+    def _send(self, method: str, **kwargs: Any) -> httpx.Response:
+        """One request; retryable outcomes (429, 409, 5xx, network) are raised as _Retry."""
+        try:
+            response = self._client.request(method, self._path, **kwargs)
+        except httpx.TransportError as exc:
+            raise _Retry(f"network error: {type(exc).__name__}", ambiguous=True) from exc
+        return self._check(response)
+
+    def _pause(self, policy: RetryPolicy, attempt: int, retry: _Retry) -> None:
+        """Wait what the server asked (capped by the policy) or the backoff, plus jitter."""
+        delay = retry.delay if retry.delay is not None else _backoff(policy, attempt)
+        delay = min(delay, policy.max_delay) + random.uniform(0, policy.base_delay)
+        log.warning("%s: %s; retrying in %.1fs", self._where(), retry.reason, delay)
+        self._sleep(delay)
 
     def _check(self, response: httpx.Response) -> httpx.Response:
         status = response.status_code
@@ -374,9 +381,9 @@ class LaunchDarklyFlagStore:
         if status == 429:
             raise _Retry("429 Too Many Requests", _rate_limit_delay(response))
         if status == 409:
-            raise _Retry("409 Conflict", conflict=True)
+            raise _Retry("409 Conflict")
         if status >= 500:
-            raise _Retry(f"{status} {response.reason_phrase}")
+            raise _Retry(f"{status} {response.reason_phrase}", ambiguous=True)
         message = self._scrub(_server_message(response))
         if status == 404:
             raise FlagMismatch(f"{self._where()}: no such flag or project ({message})")
