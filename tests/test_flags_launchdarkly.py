@@ -396,3 +396,14 @@ def test_a_human_edit_during_a_rate_limit_wait_is_not_overwritten(ld: LDServer) 
         store.set_canary_weight(10, expect_version=saved.version, comment="run r11 step 1")
     assert ld.env(PROJECT, KEY, ENV)["fallthrough"] == {"variation": 2}
     assert len(_patches(ld)) == 1 and len(sleeps) == 1
+
+
+def test_a_flag_that_is_off_or_lacks_a_variation_is_refused_before_any_write(
+    ld: LDServer,
+) -> None:
+    with pytest.raises(FlagMismatch, match="no variation with value or name 'llama-3'"):
+        _store(ld, [], canary="llama-3").snapshot()
+    ld.edit(PROJECT, KEY, ENV, on=False)
+    with pytest.raises(FlagMismatch, match="is off"):
+        _store(ld, []).snapshot()
+    assert _patches(ld) == []

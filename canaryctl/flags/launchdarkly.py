@@ -53,7 +53,9 @@ class RetryPolicy:
     """How hard one request is retried on 429, 409, 5xx and network errors.
 
     Forward steps give up early (the run then rolls back); the rollback itself uses a more
-    patient policy, because giving up there leaves canary traffic in place.
+    patient policy, because giving up there leaves canary traffic in place. A 429's
+    Retry-After (or X-Ratelimit-Reset) is honoured up to `max_delay`, so a run never hangs on
+    one answer.
     """
 
     attempts: int
@@ -68,7 +70,6 @@ _NO_RETRY_CAUSES = {
     400: "LaunchDarkly rejected the request",
     401: "the access token was refused (bad, expired or revoked token)",
     403: "the access token may not change this flag (missing role or permission)",
-    404: "not found",
     405: "LaunchDarkly requires an approval for changes to this flag in this environment",
 }
 
@@ -138,7 +139,13 @@ class LaunchDarklyFlagStore:
     # -- the FlagStore protocol ------------------------------------------------------------
 
     def snapshot(self) -> FlagSnapshot:
-        return self._snapshot_of(self._read(FORWARD))
+        snapshot = self._snapshot_of(self._read(FORWARD))
+        if not json.loads(snapshot.raw)["on"]:
+            raise FlagMismatch(
+                f"{self._where()} is off, so every request gets its off variation and moving "
+                "its targeting would change nothing; turn it on first"
+            )
+        return snapshot
 
     def split(self, snapshot: FlagSnapshot) -> Split:
         state = json.loads(snapshot.raw)
@@ -235,13 +242,8 @@ class LaunchDarklyFlagStore:
             self._ids(variations)
         return state
 
-    def _snapshot_of(self, flag: dict[str, Any]) -> FlagSnapshot:
-        state = self._state(flag)
-        if not state["on"]:
-            raise FlagMismatch(
-                f"{self._where()} is off, so every request gets its off variation and moving "
-                "its targeting would change nothing; turn it on first"
-            )
+    def _snapshot_of(self, flag: dict[str, Any], *, check_variations: bool = True) -> FlagSnapshot:
+        state = self._state(flag, check_variations=check_variations)
         return FlagSnapshot(self.key, state["_version"], json.dumps(state, sort_keys=True))
 
     def _find_rule(self, env: dict[str, Any]) -> dict[str, Any]:
@@ -308,7 +310,7 @@ class LaunchDarklyFlagStore:
             if state["_version"] != expect_version:
                 if sent is not None and self._serves(state, sent):
                     log.info("%s: our write landed despite the error: %s", self._where(), comment)
-                    return self._snapshot_of(flag)
+                    return self._snapshot_of(flag, check_variations=check_variations)
                 raise FlagConflict(
                     f"{self._where()} moved from version {expect_version} to "
                     f"{state['_version']} behind our back: someone else changed it; not "
@@ -325,7 +327,7 @@ class LaunchDarklyFlagStore:
                     self._pause(policy, attempt, retry)
                 continue
             log.info("%s: %s", self._where(), comment)
-            return self._snapshot_of(response.json())
+            return self._snapshot_of(response.json(), check_variations=check_variations)
         raise FlagBackendError(
             f"{self._where()}: PATCH failed after {policy.attempts} attempts: {last}"
         )
