@@ -309,8 +309,30 @@ def test_the_spec_rejects_what_cannot_work(fields: dict[str, object], problem: s
 
 
 @pytest.mark.e2e
-def test_rollout_run_rolls_back_a_bad_canary_from_prometheus_data(
-    prometheus: PrometheusServer, tmp_path: Path
+@pytest.mark.parametrize(
+    ("canary", "steps", "exit_code", "outcome"),
+    [
+        (
+            "mixtral-8x7b",
+            [{"set_weight": 20}, {"pause": "20s"}, {"set_weight": 100}],
+            1,
+            "rolled_back",
+        ),
+        (
+            "gpt-4o-mini",
+            [{"set_weight": 20}, {"pause": "8s"}, {"set_weight": 100}, {"pause": "4s"}],
+            0,
+            "promoted",
+        ),
+    ],
+)
+def test_rollout_run_decides_from_prometheus_data(
+    prometheus: PrometheusServer,
+    tmp_path: Path,
+    canary: str,
+    steps: list[dict[str, object]],
+    exit_code: int,
+    outcome: str,
 ) -> None:
     flags = tmp_path / "flags.json"
     original = (DEFAULTS / "flags.json").read_text()
@@ -321,14 +343,14 @@ def test_rollout_run_rolls_back_a_bad_canary_from_prometheus_data(
         document = {
             "apiVersion": "canaryctl/v1",
             "kind": "Rollout",
-            "metadata": {"name": "to-mixtral"},
+            "metadata": {"name": f"to-{canary}"},
             "spec": {
                 "flag": {
                     "provider": "file",
                     "path": str(flags),
                     "key": "support-bot-model",
                     "baseline": "gpt-4-turbo",
-                    "canary": "mixtral-8x7b",
+                    "canary": canary,
                 },
                 "metrics": {
                     "provider": "prometheus",
@@ -340,19 +362,24 @@ def test_rollout_run_rolls_back_a_bad_canary_from_prometheus_data(
                     {"metric": "latency_p95_seconds", "max": 2.0},
                 ],
                 "analysis": {"interval": "2s", "min_requests": 40, "inconclusive_limit": 8},
-                "steps": [{"set_weight": 20}, {"pause": "20s"}, {"set_weight": 100}],
+                "steps": steps,
             },
         }
-        path = tmp_path / "to-mixtral.yaml"
+        path = tmp_path / f"to-{canary}.yaml"
         path.write_text(yaml.safe_dump(document))
         state = tmp_path / "state.db"
         result = CliRunner().invoke(
             main, ["rollout", "run", str(path), "--state", str(state), "-o", "json"]
         )
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == exit_code, result.output
     events = [json.loads(line) for line in result.output.splitlines()]
     assert events[-1]["event"] == "finish"
-    assert events[-1]["outcome"] == "rolled_back"
-    failed = [c for e in events if e["event"] == "analysis" for c in e["checks"]]
-    assert any(c["outcome"] == "fail" for c in failed)
-    assert flags.read_text() == original
+    assert events[-1]["outcome"] == outcome
+    checks = [c["outcome"] for e in events if e["event"] == "analysis" for c in e["checks"]]
+    if outcome == "rolled_back":
+        assert "fail" in checks
+        assert flags.read_text() == original
+    else:
+        assert "pass" in checks  # judged on Prometheus' numbers, not only inconclusive ones
+        flag = json.loads(flags.read_text())["flags"]["support-bot-model"]
+        assert flag["variations"][flag["fallthrough"]["variation"]] == canary
