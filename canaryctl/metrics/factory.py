@@ -26,9 +26,10 @@ def metrics_source_for(
             )
         case PrometheusMetricsSpec():
             return _prometheus(spec, clock)
-        case other:
+        case _:
             # Unreachable for a validated document; guards specs built by hand in code.
-            raise InvalidInput(f"spec.metrics.provider: unknown metrics provider '{other}'")
+            provider = getattr(spec, "provider", type(spec).__name__)
+            raise InvalidInput(f"spec.metrics.provider: unknown metrics provider '{provider}'")
 
 
 def _secret(variable: str) -> str:

@@ -14,6 +14,11 @@ grouped `by (variant, ...)`:
 
 `check()` sends one more (`up`). The metric names are the gateway's contract (design.md).
 
+The counts are Prometheus' estimates, not exact: increase() extrapolates from the samples inside
+the window to its edges (by up to a scrape interval at each end), and a series born inside the
+window loses its first sample. Every series of one target shares its sample times, so the ratios
+the SLOs judge (error rate, p95, cost per query) are not skewed by it.
+
 Network failures and 5xx answers are retried by urllib3 with exponential backoff; what is still
 failing then becomes MetricsBackendError naming the URL (never a credential), so the runner can
 tell "Prometheus is down" from "the canary is bad".
