@@ -7,6 +7,8 @@ from canaryctl.runbook.loader import KINDS, Document, json_schema, load_document
 from canaryctl.runbook.rollout import (
     AnalysisSpec,
     FileFlagSpec,
+    LaunchDarklyFlagSpec,
+    PrometheusMetricsSpec,
     Rollout,
     RolloutSpec,
     ScrapeMetricsSpec,
@@ -25,7 +27,9 @@ __all__ = [
     "GatewaySpec",
     "Lab",
     "LabSpec",
+    "LaunchDarklyFlagSpec",
     "ModelSpec",
+    "PrometheusMetricsSpec",
     "ProviderProfile",
     "Rollout",
     "RolloutSpec",
