@@ -401,8 +401,14 @@ def test_a_failure_while_awaiting_approval_rolls_back(make: Callable[..., Harnes
 # -- backends failing ----------------------------------------------------------------------------
 
 
-def test_metrics_backend_down_rolls_back_with_exit_3(make: Callable[..., Harness]) -> None:
-    h = make()
+@pytest.mark.parametrize(("limit", "failures"), [(None, 5), (1, 2)])
+def test_metrics_backend_down_rolls_back_with_exit_3(
+    make: Callable[..., Harness], limit: int | None, failures: int
+) -> None:
+    analysis: dict[str, Any] = {"interval": 10, "min_requests": 50}
+    if limit is not None:
+        analysis["consecutive_error_limit"] = limit
+    h = make(analysis=analysis)
 
     def outage() -> None:
         h.metrics.down = True
@@ -411,7 +417,7 @@ def test_metrics_backend_down_rolls_back_with_exit_3(make: Callable[..., Harness
     result = h.run()
     assert result.exit_code == 3
     assert result.outcome == "error"
-    assert result.reason.startswith("metrics backend failed 3 times in a row")
+    assert result.reason.startswith(f"metrics backend failed {failures} times in a row")
     assert h.restored()
     errors = h.store.events(result.run_id, "error")
     assert any("scripted metrics source is down" in e.data["message"] for e in errors)

@@ -31,7 +31,6 @@ from canaryctl.controller.phases import Phase
 from canaryctl.runbook.rollout import RolloutSpec
 
 __all__ = [
-    "METRICS_ERROR_LIMIT",
     "AbortRequested",
     "Action",
     "Analyze",
@@ -56,9 +55,6 @@ __all__ = [
     "plan",
     "tick",
 ]
-
-METRICS_ERROR_LIMIT = 3
-"""Consecutive metrics backend failures after which the rollout gives up (outcome "error")."""
 
 
 # -- the plan ------------------------------------------------------------------------------------
@@ -272,7 +268,7 @@ def tick(spec: RolloutSpec, state: RolloutState, now: float, event: Event | None
             return _analyzed(spec, items, state, now, verdict)
         case MetricsFailed(reason=reason):
             errors = state.metrics_errors + 1
-            if errors >= METRICS_ERROR_LIMIT:
+            if errors > spec.analysis.consecutive_error_limit:
                 return _rollback(
                     state, "error", f"metrics backend failed {errors} times in a row: {reason}"
                 )

@@ -212,6 +212,12 @@ class AnalysisSpec(Strict):
     inconclusive_limit: int = Field(
         default=3, ge=0, description="inconclusive analyses tolerated once a step's pause is over"
     )
+    consecutive_error_limit: int = Field(
+        default=4,
+        ge=0,
+        description="metrics backend errors in a row tolerated before the run restores the flag "
+        "and exits 3 (Argo's consecutiveErrorLimit)",
+    )
 
 
 def _pause_length(value: object) -> float | str:
