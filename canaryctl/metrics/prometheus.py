@@ -29,7 +29,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import requests
@@ -37,11 +36,25 @@ from prometheus_api_client import PrometheusApiClientException, PrometheusConnec
 from urllib3.util.retry import Retry
 
 from canaryctl.errors import MetricsBackendError
-from canaryctl.metrics.base import Observation, VariantStats
+from canaryctl.metrics.base import Observation
+from canaryctl.metrics.series import (
+    COST,
+    DURATION_BUCKET,
+    REQUESTS,
+    TOKENS,
+    VariantTotals,
+    by_variant,
+)
 
-__all__ = ["QUERIES_PER_OBSERVE", "PrometheusMetricsSource", "promql_selector"]
+__all__ = ["QUERIES", "PrometheusMetricsSource", "promql_selector"]
 
-QUERIES_PER_OBSERVE = 4
+QUERIES = (
+    (REQUESTS, "variant, outcome"),
+    (DURATION_BUCKET, "variant, le"),
+    (TOKENS, "variant, kind"),
+    (COST, "variant"),
+)
+"""One query per series for all variants at once: the whole cost of an analysis."""
 
 _RETRY_STATUSES = (500, 502, 503, 504)
 
@@ -55,31 +68,6 @@ def promql_selector(labels: Mapping[str, str]) -> str:
         for name, value in sorted(labels.items())
     )
     return "{" + ",".join(f'{name}="{value}"' for name, value in escaped) + "}"
-
-
-@dataclass
-class _Totals:
-    """One variant's increases; a variant none of whose increases is above zero is absent."""
-
-    requests: float = 0.0
-    errors: float = 0.0
-    fallbacks: float = 0.0
-    buckets: dict[float, float] = field(default_factory=dict)
-    prompt_tokens: float = 0.0
-    completion_tokens: float = 0.0
-    cost_usd: float = 0.0
-    seen: bool = False
-
-    def stats(self) -> VariantStats:
-        return VariantStats(
-            requests=self.requests,
-            errors=self.errors,
-            fallbacks=self.fallbacks,
-            latency_buckets=tuple(sorted(self.buckets.items())),
-            prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.completion_tokens,
-            cost_usd=self.cost_usd,
-        )
 
 
 class PrometheusMetricsSource:
@@ -137,35 +125,14 @@ class PrometheusMetricsSource:
     def observe(self, since: float) -> Observation:
         now = self._clock()
         window = max(1, math.ceil(now - since))
-        totals: dict[str, _Totals] = {}
-
-        def rows(counter: str, by: str) -> list[tuple[dict[str, str], float]]:
-            query = f"sum by ({by}) (increase({counter}{self._selector}[{window}s]))"
-            return self._rows(self._query(query, now))
-
-        for labels, value in rows("llm_requests_total", "variant, outcome"):
-            t = self._totals(totals, labels, value)
-            t.requests += value
-            t.errors += value if labels.get("outcome") == "error" else 0.0
-            t.fallbacks += value if labels.get("outcome") == "fallback_ok" else 0.0
-        for labels, value in rows("llm_request_duration_seconds_bucket", "variant, le"):
-            le = float(labels.get("le", "+Inf"))
-            self._totals(totals, labels, value).buckets[le] = value
-        for labels, value in rows("llm_tokens_total", "variant, kind"):
-            t = self._totals(totals, labels, value)
-            t.prompt_tokens += value if labels.get("kind") == "prompt" else 0.0
-            t.completion_tokens += value if labels.get("kind") == "completion" else 0.0
-        for labels, value in rows("llm_cost_usd_total", "variant"):
-            self._totals(totals, labels, value).cost_usd += value
-
-        variants = {v: t.stats() for v, t in totals.items() if t.seen}
-        return Observation(start=now - window, end=now, variants=variants)
-
-    @staticmethod
-    def _totals(totals: dict[str, _Totals], labels: dict[str, str], value: float) -> _Totals:
-        t = totals.setdefault(labels.get("variant", ""), _Totals())
-        t.seen = t.seen or value > 0
-        return t
+        totals: dict[str, VariantTotals] = {}
+        for series, by in QUERIES:
+            query = f"sum by ({by}) (increase({series}{self._selector}[{window}s]))"
+            for labels, value in self._rows(self._query(query, now)):
+                totals.setdefault(labels.get("variant", ""), VariantTotals()).add(
+                    series, labels, value
+                )
+        return Observation(start=now - window, end=now, variants=by_variant(totals))
 
     def _rows(self, result: list[dict[str, Any]]) -> list[tuple[dict[str, str], float]]:
         """(labels, value) per series with a variant; NaN (no rate computable) is dropped."""

@@ -17,22 +17,18 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import httpx
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from canaryctl.errors import MetricsBackendError
-from canaryctl.metrics.base import Observation, VariantStats
+from canaryctl.metrics.base import Observation
+from canaryctl.metrics.series import REQUESTS, SERIES, VariantTotals, by_variant
 
 __all__ = ["ScrapeMetricsSource"]
 
-REQUESTS = "llm_requests_total"
-DURATION_BUCKET = "llm_request_duration_seconds_bucket"
-TOKENS = "llm_tokens_total"
-COST = "llm_cost_usd_total"
-_SERIES_READ = frozenset({REQUESTS, DURATION_BUCKET, TOKENS, COST})
 
 # The parser strips `_total` from a counter's family name; an exposition without TYPE keeps it.
 _REQUESTS_FAMILIES = frozenset({"llm_requests", REQUESTS})
@@ -48,49 +44,6 @@ SeriesKey = tuple[str, str, tuple[tuple[str, str], ...]]
 class _Sample:
     at: float
     values: dict[SeriesKey, float]
-
-
-@dataclass
-class _Totals:
-    """One variant's increases in a window, summed over models, providers and targets."""
-
-    requests: float = 0.0
-    errors: float = 0.0
-    fallbacks: float = 0.0
-    buckets: dict[float, float] = field(default_factory=dict)
-    prompt_tokens: float = 0.0
-    completion_tokens: float = 0.0
-    cost_usd: float = 0.0
-    seen: bool = False
-
-    def add(self, name: str, labels: dict[str, str], delta: float) -> None:
-        if name == REQUESTS:
-            self.requests += delta
-            outcome = labels.get("outcome")
-            self.errors += delta if outcome == "error" else 0.0
-            self.fallbacks += delta if outcome == "fallback_ok" else 0.0
-        elif name == DURATION_BUCKET:
-            # Zero deltas are kept too: every bucket bound must be present for the quantile.
-            le = float(labels.get("le", "+Inf"))
-            self.buckets[le] = self.buckets.get(le, 0.0) + delta
-        elif name == TOKENS:
-            kind = labels.get("kind")
-            self.prompt_tokens += delta if kind == "prompt" else 0.0
-            self.completion_tokens += delta if kind == "completion" else 0.0
-        elif name == COST:
-            self.cost_usd += delta
-        self.seen = self.seen or delta > 0
-
-    def stats(self) -> VariantStats:
-        return VariantStats(
-            requests=self.requests,
-            errors=self.errors,
-            fallbacks=self.fallbacks,
-            latency_buckets=tuple(sorted(self.buckets.items())),
-            prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.completion_tokens,
-            cost_usd=self.cost_usd,
-        )
 
 
 class ScrapeMetricsSource:
@@ -127,14 +80,14 @@ class ScrapeMetricsSource:
     def observe(self, since: float) -> Observation:
         now = self._take_sample()
         base = next((s for s in reversed(self._history) if s.at <= since), self._history[0])
-        totals: dict[str, _Totals] = {}
+        totals: dict[str, VariantTotals] = {}
         for key, value in now.values.items():
             _, name, label_items = key
             before = base.values.get(key, 0.0)
             delta = value - before if value >= before else value  # went down: a restart
             labels = dict(label_items)
-            totals.setdefault(labels["variant"], _Totals()).add(name, labels, delta)
-        variants = {v: t.stats() for v, t in totals.items() if t.seen}
+            totals.setdefault(labels["variant"], VariantTotals()).add(name, labels, delta)
+        variants = by_variant(totals)
         return Observation(start=base.at, end=now.at, variants=variants)
 
     def _take_sample(self) -> _Sample:
@@ -181,7 +134,7 @@ class ScrapeMetricsSource:
         for family in families:
             is_gateway = is_gateway or family.name in _REQUESTS_FAMILIES
             for sample in family.samples:
-                if sample.name not in _SERIES_READ or "variant" not in sample.labels:
+                if sample.name not in SERIES or "variant" not in sample.labels:
                     continue
                 if self.route is not None and sample.labels.get("route") != self.route:
                     continue

@@ -1,0 +1,69 @@
+"""The gateway's counters (design.md's contract) and how their increases add up per variant.
+
+Both sources, scrape and Prometheus, read the same four series; only how they get the increase
+differs. Models and providers are summed per variant: analysis judges the variation served,
+whatever answered after fallback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from canaryctl.metrics.base import VariantStats
+
+__all__ = ["COST", "DURATION_BUCKET", "REQUESTS", "SERIES", "TOKENS", "VariantTotals", "by_variant"]
+
+REQUESTS = "llm_requests_total"
+DURATION_BUCKET = "llm_request_duration_seconds_bucket"
+TOKENS = "llm_tokens_total"
+COST = "llm_cost_usd_total"
+SERIES = frozenset({REQUESTS, DURATION_BUCKET, TOKENS, COST})
+
+
+@dataclass
+class VariantTotals:
+    """One variant's increases in a window; `seen` once any increase is above zero."""
+
+    requests: float = 0.0
+    errors: float = 0.0
+    fallbacks: float = 0.0
+    buckets: dict[float, float] = field(default_factory=dict)
+    prompt_tokens: float = 0.0
+    completion_tokens: float = 0.0
+    cost_usd: float = 0.0
+    seen: bool = False
+
+    def add(self, name: str, labels: Mapping[str, str], delta: float) -> None:
+        if name == REQUESTS:
+            self.requests += delta
+            outcome = labels.get("outcome")
+            self.errors += delta if outcome == "error" else 0.0
+            self.fallbacks += delta if outcome == "fallback_ok" else 0.0
+        elif name == DURATION_BUCKET:
+            # Zero deltas are kept too: every bucket bound must be present for the quantile.
+            le = float(labels.get("le", "+Inf"))
+            self.buckets[le] = self.buckets.get(le, 0.0) + delta
+        elif name == TOKENS:
+            kind = labels.get("kind")
+            self.prompt_tokens += delta if kind == "prompt" else 0.0
+            self.completion_tokens += delta if kind == "completion" else 0.0
+        elif name == COST:
+            self.cost_usd += delta
+        self.seen = self.seen or delta > 0
+
+    def stats(self) -> VariantStats:
+        return VariantStats(
+            requests=self.requests,
+            errors=self.errors,
+            fallbacks=self.fallbacks,
+            latency_buckets=tuple(sorted(self.buckets.items())),
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            cost_usd=self.cost_usd,
+        )
+
+
+def by_variant(totals: Mapping[str, VariantTotals]) -> dict[str, VariantStats]:
+    """The variants that did something in the window; the rest are absent (no data)."""
+    return {variant: t.stats() for variant, t in totals.items() if t.seen}
