@@ -1,4 +1,4 @@
-"""Fixtures shared by the lab and gateway tests: a flag file writer and a Lab builder."""
+"""Shared test set-up: a run that collects nothing fails; a flag file writer and a Lab builder."""
 
 from __future__ import annotations
 
@@ -12,6 +12,12 @@ import pytest
 from canaryctl.runbook.lab import LabSpec
 
 FLAG_KEY = "model-flag"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A run that collected no test proved nothing: fail it instead of pytest's exit 5."""
+    if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def _flag_document(variations: list[str], fallthrough: dict[str, Any], version: int) -> str:
