@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from ldclient import LDClient
+from ldclient.config import Config
+from ldclient.integrations import Files
 
+from canaryctl.flags import FileFlagStore
 from canaryctl.runbook.lab import LabSpec
 
 FLAG_KEY = "model-flag"
@@ -80,3 +84,23 @@ def make_lab(tmp_path: Path) -> Callable[..., LabSpec]:
         return LabSpec.model_validate({"providers": providers, "gateway": gateway, **spec})
 
     return make
+
+
+@pytest.fixture
+def store(flag_file: Path) -> FileFlagStore:
+    """The file store over the module's `flag_file` (key support-bot-model)."""
+    return FileFlagStore(
+        flag_file, "support-bot-model", baseline="gpt-4-turbo", canary="gpt-4o-mini"
+    )
+
+
+@pytest.fixture
+def sdk(flag_file: Path) -> Iterator[LDClient]:
+    """The real SDK watching the module's `flag_file`, as the gateway runs it (offline=True
+    ignores file sources)."""
+    source = Files.new_data_source(
+        paths=[str(flag_file)], auto_update=True, force_polling=True, poll_interval=0.2
+    )
+    client = LDClient(Config(sdk_key="x", send_events=False, update_processor_class=source))
+    yield client
+    client.close()

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from ldclient import Context, LDClient
-from ldclient.config import Config
-from ldclient.integrations import Files
 
 from canaryctl.flags import FileFlagStore, FlagSnapshot
 
@@ -34,21 +31,6 @@ def flag_file(tmp_path: Path) -> Path:
     }
     path.write_text(json.dumps({"flags": {KEY: flag}, "segments": {}}))
     return path
-
-
-@pytest.fixture
-def store(flag_file: Path) -> FileFlagStore:
-    return FileFlagStore(flag_file, KEY, baseline="gpt-4-turbo", canary="gpt-4o-mini")
-
-
-@pytest.fixture
-def sdk(flag_file: Path) -> Iterator[LDClient]:
-    source = Files.new_data_source(
-        paths=[str(flag_file)], auto_update=True, force_polling=True, poll_interval=0.2
-    )
-    client = LDClient(Config(sdk_key="x", send_events=False, update_processor_class=source))
-    yield client
-    client.close()
 
 
 def canary_users(client: LDClient, written: FlagSnapshot) -> set[int]:

@@ -9,15 +9,12 @@ import resource
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
 from ldclient import Context, LDClient
-from ldclient.config import Config
-from ldclient.integrations import Files
 
 from canaryctl.cli import main
 from canaryctl.errors import FlagBackendError, FlagConflict, FlagMismatch
@@ -59,22 +56,6 @@ def flag_file(tmp_path: Path) -> Path:
     path = tmp_path / "flags.json"
     write_flag_file(path)
     return path
-
-
-@pytest.fixture
-def store(flag_file: Path) -> FileFlagStore:
-    return FileFlagStore(flag_file, KEY, baseline="gpt-4-turbo", canary="gpt-4o-mini")
-
-
-@pytest.fixture
-def sdk(flag_file: Path) -> Iterator[LDClient]:
-    """The real SDK watching the file, as the gateway runs it (offline=True ignores files)."""
-    source = Files.new_data_source(
-        paths=[str(flag_file)], auto_update=True, force_polling=True, poll_interval=0.2
-    )
-    client = LDClient(Config(sdk_key="x", send_events=False, update_processor_class=source))
-    yield client
-    client.close()
 
 
 def wait_for_version(client: LDClient, version: int) -> None:
