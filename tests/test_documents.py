@@ -148,3 +148,19 @@ def test_schema_is_json_schema(kind: str) -> None:
     schema = json.loads(result.output)
     assert schema["properties"]["kind"]["const"] == kind
     assert schema["additionalProperties"] is False
+
+
+def test_locations_never_show_the_provider_tag_pydantic_inserts(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        "{provider: file, path: flags.json, key: k, baseline: a, canary: b}",
+        "{provider: launchdarkly, project: p, environment: e, key: k, baseline: a, canary: b, "
+        "colour: red}",
+    ).replace(
+        '{provider: scrape, targets: ["http://127.0.0.1:8080/metrics"]}',
+        '{provider: prometheus, url: "http://127.0.0.1:9090", timeout: soon}',
+    )
+    path = write(tmp_path, text)
+    assert problems_of(path) == [
+        f"{path}:5: spec.flag.colour: unknown field (check the spelling)",
+        f"{path}:6: spec.metrics.timeout: 'soon' is not a duration such as 30s, 5m or 1h30m",
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,6 +18,9 @@ from canaryctl.runbook.rollout import Rollout
 __all__ = ["KINDS", "Document", "json_schema", "load_document", "parse_document"]
 
 T = TypeVar("T", bound=BaseModel)
+_SUB_PATH = re.compile(
+    r"^(?P<path>[a-z_]+(\[\d+\])*(\.[a-z_]+(\[\d+\])*)*): (?P<message>.*)$", re.S
+)
 Document = Rollout | Gateway | Lab
 KINDS: dict[str, type[BaseModel]] = {"Rollout": Rollout, "Gateway": Gateway, "Lab": Lab}
 
@@ -74,7 +78,7 @@ def parse_document(
         return model.model_validate(data, context={"base_dir": base_dir})  # type: ignore[return-value]
     except ValidationError as exc:
         raise InvalidDocument(
-            [_problem(source, node, err) for err in exc.errors(include_url=False)]
+            [_problem(source, node, data, err) for err in exc.errors(include_url=False)]
         ) from exc
 
 
@@ -83,8 +87,8 @@ def json_schema(kind: str) -> str:
     return json.dumps(model.model_json_schema(by_alias=True), indent=2)
 
 
-def _problem(source: str, node: yaml.Node | None, error: Any) -> Problem:
-    loc = tuple(part for part in error["loc"] if not _is_union_tag(part))
+def _problem(source: str, node: yaml.Node | None, data: Any, error: Any) -> Problem:
+    loc = _user_path(data, tuple(error["loc"]))
     message = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
     if error["type"] == "extra_forbidden":
         message = "unknown field (check the spelling)"
@@ -95,26 +99,35 @@ def _problem(source: str, node: yaml.Node | None, error: Any) -> Problem:
         loc = (*loc, ctx.get("discriminator", "").strip("'"))
         message = f"unknown value {ctx.get('tag')!r}; expected {ctx.get('expected_tags')}"
     # A model-level check names its own sub-path ("steps[4]: ..."); fold it into the location.
-    if (
-        ": " in message
-        and message.split(": ", 1)[0]
-        .replace("_", "")
-        .replace("[", "")
-        .replace("]", "")
-        .replace(".", "")
-        .isalnum()
-    ):
-        sub, message = message.split(": ", 1)
-        loc = loc + tuple(_split_path(sub))
+    if match := _SUB_PATH.match(message):
+        loc = (*loc, *_split_path(match["path"]))
+        message = match["message"]
     return Problem(source, _format_loc(loc), message, _line_of(node, loc))
 
 
-def _is_union_tag(part: Any) -> bool:
-    """Pydantic adds discriminator tags and type names to locations; users never wrote them."""
-    return isinstance(part, str) and (
-        part in {"file", "scrape", "int", "float", "str", "constrained-str"}
-        or part.startswith(("function-", "literal[", "json-or-python"))
-        or part[:1].isupper()
+def _user_path(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The error's location as the user wrote it: walking the input along pydantic's location,
+    drop the steps pydantic inserted (a union member's `provider` tag, type names such as
+    `float` or `function-after[...]`) that name nothing in the document."""
+    path: list[Any] = []
+    node = data
+    for part in loc:
+        inserted = (isinstance(node, dict) and node.get("provider") == part) or (
+            isinstance(part, str) and _is_type_name(part)
+        )
+        if inserted:
+            continue
+        present = (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        )
+        node = node[part] if present else None  # a field left out still belongs in the path
+        path.append(part)
+    return tuple(path)
+
+
+def _is_type_name(part: str) -> bool:
+    return part in {"int", "float", "str", "bool", "constrained-str"} or part.startswith(
+        ("function-", "literal[", "json-or-python")
     )
 
 
