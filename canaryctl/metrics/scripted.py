@@ -23,7 +23,6 @@ class ScriptedMetricsSource:
     ) -> None:
         self._script, self._clock = script, clock
         self.down = False
-        self.calls: list[float] = []
 
     def check(self) -> None:
         if self.down:
@@ -31,5 +30,4 @@ class ScriptedMetricsSource:
 
     def observe(self, since: float) -> Observation:
         self.check()
-        self.calls.append(since)
         return self._script(since, self._clock())
