@@ -1,4 +1,5 @@
-"""Documents (YAML, apiVersion canaryctl/v1): Rollout, Gateway and Lab, strictly validated."""
+"""Documents (YAML, apiVersion canaryctl/v1): Rollout, Gateway, Lab and ChaosScenario, strictly
+validated."""
 
 from canaryctl.runbook.common import API_VERSION, Duration, parse_duration
 from canaryctl.runbook.gateway import Gateway, GatewaySpec, ModelSpec, RouteSpec
@@ -15,13 +16,17 @@ from canaryctl.runbook.rollout import (
     SloSpec,
     Step,
 )
+from canaryctl.runbook.scenario import ChaosScenario, ChaosScenarioSpec, FaultSpec
 
 __all__ = [
     "API_VERSION",
     "KINDS",
     "AnalysisSpec",
+    "ChaosScenario",
+    "ChaosScenarioSpec",
     "Document",
     "Duration",
+    "FaultSpec",
     "FileFlagSpec",
     "Gateway",
     "GatewaySpec",
