@@ -173,7 +173,10 @@ def test_sigkill_leaves_the_fault_to_expire_by_its_ttl(world: World) -> None:
     [left] = world.admin.faults()  # nobody removed it...
     assert left["expires_in"] <= 6
     record = json.loads(journal.read_text())
-    assert record["status"] == "running" and record["injections"][0]["result"]["id"] == left["id"]
+    # The intent was journaled before the proxy was asked; the answer only if it came in time.
+    [injection] = record["injections"]
+    assert record["status"] == "running" and injection["fault"]["status"] == 503
+    assert injection["result"] is None or injection["result"]["id"] == left["id"]
     wait_for(lambda: not world.admin.faults(), 15, "the fault's TTL")  # ...the proxy ended it
 
 
