@@ -41,7 +41,14 @@ def drill_document(world: World, **spec: Any) -> dict[str, Any]:
     document = yaml.safe_load(world.scenario("drill").read_text())
     document["metadata"]["name"] = "primary-503-drill"
     document["spec"].update(
-        {"duration": "1s", "recovery": "0s", "schedule": "*/5 * * * * *", "window": None, **spec}
+        {
+            "duration": "1s",
+            "settle": "0s",
+            "recovery": "0s",
+            "schedule": "*/5 * * * * *",
+            "window": None,
+            **spec,
+        }
     )
     hypothesis = document["spec"]["hypothesis"]
     hypothesis.update(window="1s", interval="1s", min_requests=10)
