@@ -28,7 +28,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from canaryctl.analysis import Verdict, judge
+from canaryctl.analysis import Verdict, assess
 from canaryctl.controller.clock import Clock, SystemClock
 from canaryctl.controller.events import ObserverFanout, RolloutObserver, RunInfo
 from canaryctl.controller.hooks import HookRunner
@@ -257,10 +257,11 @@ class RolloutRunner:
         except MetricsBackendError as exc:
             self._error("metrics", str(exc))
             return MetricsFailed(str(exc))
-        verdict = judge(
+        verdict, ledger = assess(
             spec.slos,
             spec.analysis,
             observation,
+            self._state.ledger,
             baseline=spec.flag.baseline,
             canary=spec.flag.canary,
             baseline_served=self._state.weight < 100,
@@ -273,7 +274,7 @@ class RolloutRunner:
             at=self.clock.now(),
         )
         self._observers.on_analysis(self._run_id, verdict)
-        return Analyzed(verdict)
+        return Analyzed(verdict, ledger)
 
     def _wait(self, until: float | None) -> Event | None:
         """Sleep in slices, answering another terminal's abort or approval."""

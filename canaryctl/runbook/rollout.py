@@ -218,6 +218,20 @@ class AnalysisSpec(Strict):
         description="metrics backend errors in a row tolerated before the run restores the flag "
         "and exits 3 (Argo's consecutiveErrorLimit)",
     )
+    method: Literal["threshold", "sequential"] = Field(
+        default="threshold",
+        description="threshold: compare each window's values with the bounds; sequential: "
+        "anytime-valid tests of the canary against the baseline, accumulated over the run, that "
+        "roll back a canary worse than its margin with a false-rollback rate of at most alpha "
+        "however often they look (see docs/analysis.md)",
+    )
+    alpha: float = Field(
+        default=0.05,
+        gt=0,
+        lt=1,
+        description="sequential: the false-rollback rate allowed over the whole run, all "
+        "relative SLOs together",
+    )
 
 
 def _pause_length(value: object) -> float | str:
