@@ -92,7 +92,18 @@ def test_estimate_and_bounds_bracket_a_clear_ratio() -> None:
         test = test.observe(canary_events=30, baseline_events=30, canary_share=0.25)  # ratio 3
     estimate = test.estimate()
     assert estimate is not None and estimate == pytest.approx(3.0, rel=0.05)
-    assert 2 < test.lower_bound(0.05) < 3 < test.upper_bound(0.05) < 4.5
+    low, high = test.lower_bound(0.05), test.upper_bound(0.05)
+    assert 2 < low < 3 < high < 4.5
+
+    def e_value_against(margin: float) -> float:
+        """The same data tested against another margin: the bounds are where these cross 20."""
+        other = RateRatio(margin)
+        for _ in range(20):
+            other = other.observe(30, 30, 0.25)
+        return other.e_value()
+
+    step = math.exp(STEP)
+    assert e_value_against(low) >= 20 > e_value_against(low * step)
 
 
 def test_no_events_is_no_evidence() -> None:
