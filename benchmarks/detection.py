@@ -24,6 +24,7 @@ sample size of any test with these error rates); each judge's median delay is re
 ratio to that bound.
 
     python benchmarks/detection.py [--quick] [--json] [--seed 1]
+    python benchmarks/detection.py --markdown docs/detection.json   # the tables in docs/analysis.md
 """
 
 from __future__ import annotations
@@ -394,12 +395,69 @@ def print_tables(report: dict[str, Any]) -> None:
     print(f"\n{report['seconds']} s")
 
 
+def _cell(value: float | None, digits: int = 0) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def print_markdown(report: dict[str, Any]) -> None:
+    """The tables of docs/analysis.md, from a report printed by --json."""
+    config, aa = report["config"], report["aa"]
+    print(f"A/A over {config['rollouts']['aa']:,} rollouts, alpha {config['alpha']}:\n")
+    print("| judge | false rollbacks | rate | 95% upper bound (Clopper-Pearson) |")
+    print("| --- | ---: | ---: | ---: |")
+    for method, row in aa.items():
+        print(
+            f"| {method} | {row['false_rollbacks']:,} | {row['rate']:.4f} | {row['upper95']:.4f} |"
+        )
+    for name, data in report["regressions"].items():
+        bound = data["sprt"]
+        print(
+            f"\n**{name}** — SPRT bound: {bound['seconds']:.0f} s, {bound['requests']:,.0f} canary "
+            f"requests, {bound['events']:.0f} events ({config['rollouts']['regression']:,} "
+            "rollouts)\n"
+        )
+        print(
+            "| judge | detected | median s | p90 s | median canary requests "
+            "| p90 canary requests | median / SPRT | A/A rate |"
+        )
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for method, row in data["methods"].items():
+            print(
+                f"| {method} | {row['detected']:.1%} | {_cell(row['median_seconds'])} "
+                f"| {_cell(row['p90_seconds'])} | {_cell(row['median_requests'])} "
+                f"| {_cell(row['p90_requests'])} | {_cell(row['ratio_to_sprt'], 2)} "
+                f"| {aa[method]['rate']:.4f} |"
+            )
+    sizes = list(report["overdispersed"])
+    print(
+        f"\nA/A with errors in correlated clusters ({config['rollouts']['overdispersed']:,} "
+        "rollouts each): false-rollback rate (95% upper bound)\n"
+    )
+    print("| judge | " + " | ".join(f"clusters of {k}" for k in sizes) + " |")
+    print("| --- |" + " ---: |" * len(sizes))
+    for method in aa:
+        cells = " | ".join(
+            f"{report['overdispersed'][k][method]['rate']:.4f} "
+            f"({report['overdispersed'][k][method]['upper95']:.4f})"
+            for k in sizes
+        )
+        print(f"| {method} | {cells} |")
+    print(f"\nMeasured in {report['seconds']} s (seed {config['seed']}, quick={config['quick']}).")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smaller run, under a minute")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--markdown", metavar="JSON", help="print the Markdown tables of a stored --json report"
+    )
     args = parser.parse_args()
+    if args.markdown:
+        with open(args.markdown) as stored:
+            print_markdown(json.load(stored))
+        return
 
     def progress(message: str) -> None:
         print(message, file=sys.stderr, flush=True)

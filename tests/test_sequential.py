@@ -336,17 +336,35 @@ def test_several_slos_share_alpha() -> None:
     assert thresholds == [pytest.approx(3 / 0.05)] * 3
 
 
-def test_max_increase_becomes_a_ratio_at_the_baselines_first_rate() -> None:
+def test_max_increase_is_a_ratio_that_follows_the_baselines_rate() -> None:
     slos = [{"metric": "error_rate", "compare": "baseline", "max_increase": 0.01}]
     first = window(0, 30, VariantStats(1000, 10), VariantStats(999, 9))  # (9+1)/(999+1) = 1%
     verdict, ledger = judge(slos, first, {})
     evidence = verdict.checks[0].evidence
-    assert evidence is not None and evidence.samples == 0  # calibrating, not tested
-    assert "<= 2" in evidence.test  # 1 + 0.01 / 0.01
-    second = window(0, 60, VariantStats(2000, 40), VariantStats(1999, 19))
+    assert evidence is not None and evidence.samples == 19  # tested from the first interval
+    assert evidence.test.endswith("<= 2")  # 1 + 0.01 / 1%
+    # The baseline turns out better: 9 errors in 5999 requests, so 1% more is now 7 times more.
+    second = window(0, 60, VariantStats(2000, 20), VariantStats(5999, 9))
     verdict, _ = judge(slos, second, ledger)
     evidence = verdict.checks[0].evidence
-    assert evidence is not None and evidence.samples == 40  # tested from the next interval on
+    assert evidence is not None and evidence.samples == 19 + 10
+    assert evidence.test.endswith("<= 7")  # 1 + 0.01 / ((9 + 1) / (5999 + 1))
+    assert evidence.e_value < evidence.threshold and verdict.outcome is Outcome.PASS
+    assert evidence.estimate is not None and evidence.estimate > 2  # worse, within 1% more
+
+
+def test_a_moving_margin_tests_the_first_grid_point_at_or_above_it() -> None:
+    test = RateRatio(1.0)
+    for _ in range(10):
+        test = test.observe(40, 40, 0.25)  # ratio 3
+    on_grid = [RateRatio(2 ** (k / 4)) for k in (6, 7)]  # 2.83 and 3.36
+    for i, other in enumerate(on_grid):
+        for _ in range(10):
+            other = other.observe(40, 40, 0.25)
+        on_grid[i] = other
+    assert test.e_value_above(2 ** (6 / 4)) == pytest.approx(on_grid[0].e_value())
+    assert test.e_value_above(2.9) == pytest.approx(on_grid[1].e_value())  # rounded up
+    assert test.e_value_above(1000.0) == 1.0  # beyond the grid: no evidence claimed
 
 
 def test_cost_per_query_is_held_to_its_allowance() -> None:

@@ -77,6 +77,16 @@ class RateRatio:
         """Evidence against "r <= margin": the mixture likelihood ratio."""
         return self._e_value(_ZERO, +1)
 
+    def e_value_above(self, ratio: float) -> float:
+        """Evidence against "r <= ratio", tested at the first grid point at or above `ratio`
+        (a wider null, so never more evidence than is due); 1, no evidence, beyond the grid.
+        It reaches 1/alpha exactly when `lower_bound(alpha)` reaches `ratio`, so `ratio` may
+        change with the data and the test stays valid: the lower bound holds at all times."""
+        index = math.ceil(math.log(ratio / self.margin) / STEP - 1e-9) - GRID[0]
+        if index >= len(GRID):
+            return 1.0
+        return self._e_value(max(index, 0), +1)
+
     def lower_bound(self, alpha: float) -> float:
         """r is above this at every time with probability 1 - alpha; 0 when nothing is rejected."""
         # "r <= grid point i" is rejected on a prefix of the grid: find its last point.
