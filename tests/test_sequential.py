@@ -14,7 +14,10 @@ import pytest
 from canaryctl.analysis import Outcome, Verdict, assess
 from canaryctl.analysis.mean_difference import MeanDifference
 from canaryctl.analysis.rate_ratio import ALTERNATIVES, STEP, RateRatio
+from canaryctl.errors import InvalidDocument
 from canaryctl.metrics import Observation, VariantStats
+from canaryctl.runbook import Rollout
+from canaryctl.runbook.loader import parse_document
 from canaryctl.runbook.rollout import AnalysisSpec, SloSpec
 
 
@@ -410,3 +413,29 @@ def test_threshold_method_keeps_the_ledger_untouched() -> None:
     )
     assert verdict.outcome is Outcome.FAIL and ledger == {}  # today's behaviour: 4% > 1%
     assert verdict.checks[0].evidence is None
+
+
+@pytest.mark.parametrize(
+    ("analysis", "expected"),
+    [
+        ("{method: bayesian}", "spec.analysis.method"),
+        ("{method: sequential, alpha: 0}", "spec.analysis.alpha"),
+        ("{method: sequential, alpha: 1.5}", "spec.analysis.alpha"),
+    ],
+)
+def test_bad_method_or_alpha_is_named_in_the_document(analysis: str, expected: str) -> None:
+    text = f"""apiVersion: canaryctl/v1
+kind: Rollout
+metadata: {{name: demo}}
+spec:
+  flag: {{provider: file, path: flags.json, key: k, baseline: a, canary: b}}
+  metrics: {{provider: scrape, targets: ["http://127.0.0.1:8080/metrics"]}}
+  slos: [{{metric: error_rate, compare: baseline, max_ratio: 1.2}}]
+  analysis: {analysis}
+  steps: [{{set_weight: 100}}]
+"""
+    with pytest.raises(InvalidDocument) as caught:
+        parse_document(text, "doc.yaml", expect=Rollout)
+    assert any(expected in str(p) and ":8:" in str(p) for p in caught.value.problems), [
+        str(p) for p in caught.value.problems
+    ]
