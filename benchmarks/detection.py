@@ -297,14 +297,17 @@ def delays(results: list[dict[str, Any]], bound: dict[str, float]) -> dict[str, 
     for method in METHODS:
         seconds = [math.inf if r[method] is None else r[method][0] for r in results]
         served = [math.inf if r[method] is None else r[method][1] for r in results]
-        median = _quantile(seconds, 0.5)
+        median, median_served = _quantile(seconds, 0.5), _quantile(served, 0.5)
         summary[method] = {
             "detected": sum(1 for s in seconds if math.isfinite(s)) / len(results),
             "median_seconds": median,
             "p90_seconds": _quantile(seconds, 0.9),
-            "median_requests": _quantile(served, 0.5),
+            "median_requests": median_served,
             "p90_requests": _quantile(served, 0.9),
             "ratio_to_sprt": None if median is None else median / bound["seconds"],
+            "requests_ratio_to_sprt": (
+                None if median_served is None else median_served / bound["requests"]
+            ),
         }
     return summary
 
@@ -418,15 +421,15 @@ def print_markdown(report: dict[str, Any]) -> None:
         )
         print(
             "| judge | detected | median s | p90 s | median canary requests "
-            "| p90 canary requests | median / SPRT | A/A rate |"
+            "| p90 canary requests | median / SPRT (s) | median / SPRT (requests) | A/A rate |"
         )
-        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for method, row in data["methods"].items():
             print(
                 f"| {method} | {row['detected']:.1%} | {_cell(row['median_seconds'])} "
                 f"| {_cell(row['p90_seconds'])} | {_cell(row['median_requests'])} "
                 f"| {_cell(row['p90_requests'])} | {_cell(row['ratio_to_sprt'], 2)} "
-                f"| {aa[method]['rate']:.4f} |"
+                f"| {_cell(row['requests_ratio_to_sprt'], 2)} | {aa[method]['rate']:.4f} |"
             )
     sizes = list(report["overdispersed"])
     print(
