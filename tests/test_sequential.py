@@ -311,6 +311,12 @@ def test_the_verdict_explains_a_rejection_and_it_is_final() -> None:
     fine = window(30, 60, VariantStats(1000, 10), VariantStats(1000, 10))
     later, _ = judge(slos, fine, ledger)
     assert later.checks[0].outcome is Outcome.FAIL  # the e-process crossed: no way back
+    for start in range(60, 600, 30):  # the canary behaves from now on: the e-value falls back
+        fine = window(start, start + 30, VariantStats(1000, 10), VariantStats(1000, 10))
+        later, ledger = judge(slos, fine, ledger)
+    assert later.checks[0].outcome is Outcome.FAIL
+    assert later.checks[0].evidence is not None and later.checks[0].evidence.e_value < 20
+    assert "crossed the threshold earlier in the run" in later.checks[0].reason
 
 
 def test_without_evidence_a_check_passes_on_min_requests_and_not_before() -> None:

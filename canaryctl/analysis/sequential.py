@@ -364,12 +364,15 @@ def _sequential_check(slo: SloSpec, window: Check, test: _Test, evidence: Eviden
             outcome=Outcome.INCONCLUSIVE,
             reason=f"{slo.describe()}: not tested yet (no interval with data from both variants)",
         )
+    crossed = evidence.e_value >= evidence.threshold
     stand = (
-        f"e-value {evidence.e_value:.3g} {'>=' if test.rejected else '<'} {evidence.threshold:.3g}"
+        f"e-value {evidence.e_value:.3g} {'>=' if crossed else '<'} {evidence.threshold:.3g}"
         f", estimate {_show(evidence.estimate)} in [{_show(evidence.lower)}, "
         f"{_show(evidence.upper)}] over {evidence.samples:g} "
         f"{'intervals' if isinstance(test, _MeanTest) else 'events'}"
     )
+    if test.rejected and not crossed:
+        stand += "; it crossed the threshold earlier in the run, which decided"
     if test.rejected:
         return replace(
             window,
