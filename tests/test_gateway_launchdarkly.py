@@ -346,7 +346,7 @@ def test_a_regression_rolls_back_to_the_exact_prior_state_and_the_gateway_follow
 def test_an_outside_edit_mid_rollout_stops_the_run_without_overwriting(
     ld: LDServer, keys: None, tmp_path: Path
 ) -> None:
-    steps = [{"set_weight": 20}, {"pause": "30s"}, {"set_weight": 100}]
+    steps = [{"set_weight": 20}, {"pause": "4s"}, {"set_weight": 100}]
     human = {"rollout": {"variations": [{"variation": 2, "weight": 100_000}]}}
 
     def edit_after_first_step() -> None:
