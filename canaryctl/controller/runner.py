@@ -257,13 +257,16 @@ class RolloutRunner:
         except MetricsBackendError as exc:
             self._error("metrics", str(exc))
             return MetricsFailed(str(exc))
+        assert self._prior is not None
+        # The gateway labels metrics with variation values; the runbook may have named them.
+        baseline, canary = self.flags.variants(self._prior)
         verdict, ledger = assess(
             spec.slos,
             spec.analysis,
             observation,
             self._state.ledger,
-            baseline=spec.flag.baseline,
-            canary=spec.flag.canary,
+            baseline=baseline,
+            canary=canary,
             baseline_served=self._state.weight < 100,
         )
         self._last_verdict = verdict
