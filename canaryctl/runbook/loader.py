@@ -132,7 +132,7 @@ def _user_path(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def _is_type_name(part: str) -> bool:
-    return part in {"int", "float", "str", "bool", "constrained-str"} or part.startswith(
+    return part in {"int", "float", "str", "bool", "constrained-str", "[key]"} or part.startswith(
         ("function-", "literal[", "json-or-python")
     )
 
