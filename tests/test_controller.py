@@ -418,7 +418,9 @@ def test_metrics_backend_down_rolls_back_with_exit_3(
     result = h.run()
     assert result.exit_code == 3
     assert result.outcome == "error"
-    assert result.reason.startswith(f"metrics backend failed {failures} times in a row")
+    assert result.reason.startswith(
+        f"metrics backend error, not an SLO verdict: {failures} analyses in a row"
+    )
     assert h.restored()
     errors = h.store.events(result.run_id, "error")
     assert any("scripted metrics source is down" in e.data["message"] for e in errors)

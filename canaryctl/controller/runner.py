@@ -169,7 +169,7 @@ class RolloutRunner:
         try:
             self.metrics.check()
         except MetricsBackendError as exc:
-            return self._stop("error", f"metrics backend failed on resume: {exc}", restore=True)
+            return self._stop("error", f"metrics backend error on resume: {exc}", restore=True)
         # An abort posted while no process was running is carried out before anything moves.
         abort = self._next_request(abort_only=True)
         return self._drive(abort if abort is not None else Resumed(self.clock.now()))
@@ -236,7 +236,7 @@ class RolloutRunner:
                 try:
                     self.metrics.check()  # the scrape source takes the window's first sample here
                 except MetricsBackendError as exc:
-                    self._error("metrics", f"metrics backend failed as the window began: {exc}")
+                    self._error("metrics", f"metrics backend error as the window began: {exc}")
                 return WeightSet(self.clock.now())
             case Analyze(since=since, closing=closing):
                 return self._analyze(since, closing)
@@ -255,7 +255,13 @@ class RolloutRunner:
         try:
             observation = self.metrics.observe(since)
         except MetricsBackendError as exc:
-            self._error("metrics", str(exc))
+            in_a_row = self._state.metrics_errors + 1
+            limit = spec.analysis.consecutive_error_limit
+            self._error(
+                "metrics",
+                f"metrics backend error, analysis not judged ({in_a_row} in a row, "
+                f"consecutive_error_limit {limit}): {exc}",
+            )
             return MetricsFailed(str(exc))
         assert self._prior is not None
         # The gateway labels metrics with variation values; the runbook may have named them.
@@ -466,7 +472,14 @@ def _adapters(
     if metrics is None:
         from canaryctl.metrics.factory import metrics_source_for
 
-        metrics = metrics_source_for(rollout.spec.metrics, clock=clock.now)
+        spec = rollout.spec
+        metrics = metrics_source_for(
+            spec.metrics,
+            clock=clock.now,
+            slos=spec.slos,
+            baseline=spec.flag.baseline,
+            canary=spec.flag.canary,
+        )
     return flags, metrics
 
 
