@@ -15,6 +15,8 @@ from canaryctl.runbook.common import (
     Strict,
     parse_duration,
 )
+from canaryctl.runbook.gate import GateSpec
+from canaryctl.runbook.notify import NotifySpec
 
 __all__ = [
     "SLO_METRICS",
@@ -284,6 +286,8 @@ class RolloutSpec(Strict):
     steps: list[Step] = Field(min_length=1)
     on_rollback: list[Hook] = Field(default_factory=list)
     on_promote: list[Hook] = Field(default_factory=list)
+    notify: list[NotifySpec] = Field(default_factory=list)
+    gate: GateSpec | None = None
 
     @model_validator(mode="after")
     def _steps_make_sense(self) -> RolloutSpec:
