@@ -23,6 +23,8 @@ from canaryctl.runbook.common import (
     Strict,
     parse_duration,
 )
+from canaryctl.runbook.gate import GateSpec
+from canaryctl.runbook.notify import NotifySpec
 from canaryctl.runbook.profile import is_profile_path, shipped_profile, shipped_profiles
 from canaryctl.runbook.promql import placeholders, unknown_placeholders
 
@@ -365,6 +367,8 @@ class RolloutSpec(Strict):
     steps: list[Step] = Field(min_length=1)
     on_rollback: list[Hook] = Field(default_factory=list)
     on_promote: list[Hook] = Field(default_factory=list)
+    notify: list[NotifySpec] = Field(default_factory=list)
+    gate: GateSpec | None = None
 
     @model_validator(mode="after")
     def _steps_make_sense(self) -> RolloutSpec:
