@@ -397,3 +397,16 @@ def test_a_rule_scoped_rollout_moves_only_the_free_tier(
     free, paid = ld.env(PROJECT, KEY, ENV)["rules"]
     assert free["variation"] == 1 and paid == RULES[1]
     assert ld.env(PROJECT, KEY, ENV)["fallthrough"] == {"variation": 0}
+
+
+def test_gateway_serve_needs_the_sdk_key_in_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    shipped = Path(__file__).parent.parent / "runbooks" / "gateway-launchdarkly.yaml"
+    monkeypatch.delenv("LAUNCHDARKLY_SDK_KEY", raising=False)
+    result = CliRunner().invoke(main, ["gateway", "serve", str(shipped)])
+    assert result.exit_code == 2, result.output
+    assert "spec.flags.sdk_key_env: environment variable LAUNCHDARKLY_SDK_KEY is not set" in (
+        result.output
+    )
+    assert "Traceback" not in result.output
