@@ -30,7 +30,7 @@ from canaryctl.cli import main
 from canaryctl.flags import LaunchDarklyFlagStore
 from canaryctl.lab import LabStack
 from canaryctl.runbook.lab import LabSpec
-from tests.ld_server import LDServer, make_flag, sdk_flag, serve
+from tests.ld_server import Fault, LDServer, make_flag, sdk_flag, serve
 
 pytestmark = pytest.mark.e2e
 
@@ -369,7 +369,7 @@ def test_an_outside_edit_mid_rollout_stops_the_run_without_overwriting(
     assert len(patches) == 1 and patches[0].endswith("canary to 20%")
 
 
-def test_a_rule_scoped_rollout_moves_only_the_free_tier(
+def test_a_rule_scoped_rollout_moves_only_the_free_tier_through_a_429_storm_and_a_503_burst(
     ld: LDServer, keys: None, tmp_path: Path
 ) -> None:
     steps = [{"set_weight": 50}, {"pause": "3s"}, {"set_weight": 100}, {"pause": "1s"}]
@@ -385,11 +385,15 @@ def test_a_rule_scoped_rollout_moves_only_the_free_tier(
 
         watcher = threading.Thread(target=watch)
         watcher.start()
+        ld.faults = [Fault(429, {"Retry-After": "1"}, "PATCH")] * 2 + [
+            Fault(503, method="PATCH")
+        ] * 2
         result = CliRunner().invoke(
             main, ["rollout", "run", str(path), "--state", str(tmp_path / "state.db"), "-o", "json"]
         )
         watcher.join()
         assert result.exit_code == 0, result.output
+        assert ld.faults == []  # every injected refusal was met, and outlasted
         assert half == [({BASELINE, CANARY}, {BASELINE})]
         assert within(PROPAGATION, lambda: served(stack, "free") == {CANARY})
         assert served(stack, "paid") == {BASELINE}
