@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -266,6 +267,31 @@ def test_a_refused_sdk_key_shows_as_an_invalid_data_source_and_defaults_are_serv
     assert first["llm_flag_data_last_change_timestamp_seconds"] == 0.0
     assert 'llm_flag_evaluation_errors_total{route="support-bot"} 5.0' in metrics
     assert "SECRET" not in metrics + caplog.text
+
+
+def test_when_launchdarkly_goes_away_the_gateway_keeps_its_last_data_and_says_it_is_stale(
+    keys: None,
+) -> None:
+    server = LDServer(API_TOKEN)
+    variations = [("id-gpt4", BASELINE, "b"), ("id-mini", CANARY, "c")]
+    server.add(PROJECT, make_flag(KEY, variations, {ENV: {"fallthrough": {"variation": 0}}}))
+    server.sdk_key(SDK_KEY, PROJECT, ENV)
+    with ExitStack() as cleanup:
+        launchdarkly = ExitStack()
+        cleanup.callback(launchdarkly.close)
+        ld = launchdarkly.enter_context(serve(server))
+        stack = cleanup.enter_context(LabStack(lab(ld)))
+        store = rest_store(ld)
+        store.promote(expect_version=store.snapshot().version, comment="run t promote")
+        assert within(PROPAGATION, lambda: served(stack, users=5) == {CANARY})
+        assert gauges(stack)["llm_flag_data_source_valid"] == 1.0
+
+        launchdarkly.close()  # its stream ends, its port refuses; the gateway stays up
+        assert within(10, lambda: gauges(stack)["llm_flag_data_source_valid"] == 0.0)
+        first = gauges(stack)["llm_flag_data_stale_seconds"]
+        time.sleep(0.3)
+        assert 0 < first < gauges(stack)["llm_flag_data_stale_seconds"]
+        assert served(stack, users=5) == {CANARY}  # the last data it had, not the default
 
 
 # -- rollouts end to end ------------------------------------------------------------------------

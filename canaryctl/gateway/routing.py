@@ -39,7 +39,7 @@ from canaryctl.runbook.gateway import (
     RouteSpec,
 )
 
-__all__ = ["Choice", "FlagRouter", "check_flag_source", "request_context", "sdk_config"]
+__all__ = ["Choice", "FlagRouter", "check_flag_source", "request_context"]
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def check_flag_source(source: FlagSource) -> None:
         )
 
 
-def sdk_config(source: FlagSource) -> tuple[Config, float]:
+def _sdk_config(source: FlagSource) -> tuple[Config, float]:
     """The SDK's Config for `source`, and how long startup waits for its first data."""
     if isinstance(source, FileFlagSource):
         files = Files.new_data_source(
@@ -102,13 +102,13 @@ def request_context(
 
 
 class FlagRouter:
-    """Owns the LDClient: construct at startup, `close()` at shutdown to stop its file watcher."""
+    """Owns the LDClient: construct at startup, `close()` at shutdown to stop its data source."""
 
     def __init__(self, spec: GatewaySpec, metrics: GatewayMetrics) -> None:
         self._metrics = metrics
         self._routes = {r.name: r for r in spec.routes}
         self._models = {m.name: m for m in spec.models}
-        config, start_wait = sdk_config(spec.flags)
+        config, start_wait = _sdk_config(spec.flags)
         self._client = LDClient(config=config, start_wait=start_wait)
         if self._client.is_initialized():
             metrics.flag_last_change.set(time.time())
