@@ -244,7 +244,7 @@ def test_polling_works_and_events_are_sent_only_when_asked(ld: LDServer, keys: N
         assert gauges(stack)["llm_flag_data_source_valid"] == 1.0
     assert (ld.stream_connections, ld.polls) == (0, 1)
     posted = [path for path, _ in ld.events]
-    assert "/bulk" in posted  # flushed at shutdown: the evaluations' summary
+    assert {"/bulk", "/diagnostic"} <= set(posted)  # diagnostics at start, a summary at close
     summary = next(body for path, body in ld.events if path == "/bulk")
     assert any(event.get("kind") == "summary" for event in summary)
 
