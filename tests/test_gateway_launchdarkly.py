@@ -429,8 +429,8 @@ def test_a_rule_scoped_rollout_moves_only_the_free_tier_through_a_429_storm_and_
     assert ld.env(PROJECT, KEY, ENV)["fallthrough"] == {"variation": 0}
 
 
-def test_gateway_serve_needs_the_sdk_key_in_the_environment(
-    monkeypatch: pytest.MonkeyPatch,
+def test_gateway_and_lab_serve_need_the_sdk_key_in_the_environment(
+    ld: LDServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     shipped = Path(__file__).parent.parent / "runbooks" / "gateway-launchdarkly.yaml"
     monkeypatch.delenv("LAUNCHDARKLY_SDK_KEY", raising=False)
@@ -440,3 +440,12 @@ def test_gateway_serve_needs_the_sdk_key_in_the_environment(
         result.output
     )
     assert "Traceback" not in result.output
+    lab_file = tmp_path / "lab.yaml"
+    document = {"apiVersion": "canaryctl/v1", "kind": "Lab", "metadata": {"name": "ld-lab"}}
+    lab_file.write_text(yaml.safe_dump({**document, "spec": lab(ld).model_dump(mode="json")}))
+    served = CliRunner().invoke(main, ["lab", "serve", str(lab_file), "--duration", "1s"])
+    assert served.exit_code == 2, served.output
+    assert "spec.gateway.flags.sdk_key_env: environment variable LAUNCHDARKLY_SDK_KEY" in (
+        served.output
+    )
+    assert "Traceback" not in served.output

@@ -47,13 +47,13 @@ _START_WAIT = 5.0
 """Seconds the SDK may take to load the flag file before serving starts on defaults."""
 
 
-def check_flag_source(source: FlagSource) -> None:
+def check_flag_source(source: FlagSource, where: str = "spec.flags") -> None:
     """InvalidInput naming the field when the source cannot work: no flag file, no SDK key."""
     if isinstance(source, FileFlagSource) and not Path(source.path).is_file():
-        raise InvalidInput(f"spec.flags.path: no flag file at {source.path}")
+        raise InvalidInput(f"{where}.path: no flag file at {source.path}")
     if isinstance(source, LaunchDarklyFlagSource) and not os.environ.get(source.sdk_key_env):
         raise InvalidInput(
-            f"spec.flags.sdk_key_env: environment variable {source.sdk_key_env} is not set: it "
+            f"{where}.sdk_key_env: environment variable {source.sdk_key_env} is not set: it "
             "must hold the SDK key of the LaunchDarkly environment the gateway serves"
         )
 
