@@ -24,8 +24,10 @@ from canaryctl.cli import main
 from canaryctl.cli.views import JsonLinesView, LiveView
 from canaryctl.controller import RolloutObserver, StateStore, run_rollout
 from canaryctl.errors import InvalidInput
-from canaryctl.metrics import metrics_source_for
-from canaryctl.runbook import Rollout, parse_document
+from canaryctl.metrics import PrometheusMetricsSource, metrics_source_for
+from canaryctl.metrics.prometheus import SloQuery
+from canaryctl.runbook import Rollout, load_document, parse_document
+from canaryctl.runbook.rollout import PrometheusMetricsSpec
 from tests.litellm_exporter import Group, LiteLLMExporter, Traffic
 from tests.prometheus_server import PrometheusServer, eventually, running_prometheus
 
@@ -367,3 +369,41 @@ def test_prometheus_dying_mid_rollout_is_a_backend_error_not_a_failed_slo(
     shown = text.getvalue()
     assert "error: metrics backend error, analysis not judged" in shown
     assert "error (exit 3, canary at 0%): metrics backend error" in shown
+
+
+def test_shipped_profiles_and_the_example_runbook_are_promql_prometheus_accepts(
+    prometheus: PrometheusServer,
+) -> None:
+    runbook = load_document(Path(__file__).parent.parent / "runbooks" / "litellm-gpt4o-mini.yaml")
+    assert isinstance(runbook, Rollout)
+    source = metrics_source_for(
+        runbook.spec.metrics.model_copy(update={"url": prometheus.url}),
+        slos=runbook.spec.slos,
+        baseline=BASE,
+        canary=CANARY,
+    )
+    source.observe(time.time() - 30)  # a query Prometheus rejects raises InvalidInput
+    for name in ("canaryctl", "litellm"):
+        for selector in ({}, {"job": "x", "instance": 'a"b'}):
+            spec = PrometheusMetricsSpec(
+                provider="prometheus", url=prometheus.url, profile=name, selector=selector
+            )
+            metrics_source_for(spec).observe(time.time() - 30)
+
+
+def test_a_custom_query_may_answer_a_scalar_and_no_data_or_nan_is_no_value(
+    prometheus: PrometheusServer,
+) -> None:
+    queries = [
+        SloQuery("scalar", "scalar(vector(0.25)) # {{variant}}", (BASE, CANARY)),
+        SloQuery("empty", 'up{job="nothing-{{variant}}"}', (CANARY,)),
+        SloQuery("nan", "vector(0) / 0 # {{variant}}", (CANARY,)),
+        SloQuery("one", 'label_replace(vector(3), "v", "{{variant}}", "", "")', (CANARY,)),
+    ]
+    observed = PrometheusMetricsSource(prometheus.url, slo_queries=queries).observe(time.time())
+    assert observed.slo_values == {
+        "scalar": {BASE: 0.25, CANARY: 0.25},
+        "empty": {},
+        "nan": {},
+        "one": {CANARY: 3.0},
+    }
