@@ -30,6 +30,7 @@ from canaryctl.errors import FlagMismatch, MetricsBackendError
 from canaryctl.flags import FlagSnapshot, MemoryFlagStore
 from canaryctl.metrics import Observation, ScriptedMetricsSource, VariantStats
 from canaryctl.runbook import Rollout
+from canaryctl.runbook.rollout import SloSpec
 
 T0 = 1_700_000_000.0
 BASELINE, CANARY = "gpt-4-turbo", "gpt-4o-mini"
@@ -637,6 +638,89 @@ def test_resume_restores_when_metrics_are_gone(make: Callable[..., Harness]) -> 
     )
     assert result.exit_code == 3
     assert json.loads(crash.flags.snapshot().raw) == json.loads(h.prior.raw)
+
+
+# -- sequential analysis --------------------------------------------------------------------------
+
+SEQUENTIAL = {"interval": 10, "min_requests": 50, "method": "sequential", "alpha": 0.05}
+# At 100% the baseline serves nothing: the absolute bound alone judges that step.
+ERRORS_NO_WORSE = [
+    {"metric": "error_rate", "compare": "baseline", "max_ratio": 1.0},
+    {"metric": "error_rate", "max": 0.5},
+]
+
+
+def weighted(h: Harness, canary_error_rate: float, baseline_error_rate: float = 0.01) -> Script:
+    """100 requests a second split by the flag's weight, errors at the given rates."""
+
+    def script(since: float, now: float) -> Observation:
+        served = 100 * (now - since)
+        share = h.canary_weight() / 100
+        return Observation(
+            since,
+            now,
+            {
+                BASELINE: stats(served * (1 - share), baseline_error_rate),
+                CANARY: stats(served * share, canary_error_rate),
+            },
+        )
+
+    return script
+
+
+def test_sequential_analysis_rolls_back_a_bad_canary_with_its_evidence(
+    make: Callable[..., Harness],
+) -> None:
+    h = make(analysis=SEQUENTIAL, slos=ERRORS_NO_WORSE)
+    h.script = weighted(h, canary_error_rate=0.05)
+    result = h.run()
+    assert result.outcome == "rolled_back" and h.restored()
+    assert "the canary is worse than allowed" in result.reason
+    assert h.weights_written() == ["canary to 10%", "restore"]
+    failed = h.store.events(result.run_id, "analysis")[-1].data["checks"][0]
+    assert failed["outcome"] == "fail"
+    assert failed["evidence"]["e_value"] >= failed["evidence"]["threshold"] == 20
+    assert failed["evidence"]["lower"] > 1
+
+
+def test_sequential_evidence_carries_across_steps_and_a_resume(
+    make: Callable[..., Harness],
+) -> None:
+    h = make(analysis=SEQUENTIAL, slos=ERRORS_NO_WORSE, hooks=False)
+    h.script = weighted(h, canary_error_rate=0.01)
+    crash = Crashed(h)
+    h.clock.call_at(T0 + 90, crash.now)  # 30 s into the pause at 50%
+    assert h.run().outcome == "promoted"
+    with StateStore(crash.state_path) as store:
+        record = store.run(1)
+        assert record is not None
+        before = record.state["ledger"]["tests"]["0:" + SloSpec(**ERRORS_NO_WORSE[0]).describe()]
+        events_before = before["ratio"]["events"]
+    assert events_before > 0  # the 10% step's evidence is still there at 50%
+
+    result, _ = crash.resume(weighted_at(50, canary_error_rate=0.01))
+    assert result.outcome == "promoted"
+    with StateStore(crash.state_path) as store:
+        resumed = [a for a in store.events(1, "analysis") if a.at > crash.at]
+        samples = resumed[0].data["checks"][0]["evidence"]["samples"]
+    assert samples > events_before  # the resumed run goes on from the stored evidence
+
+
+def weighted_at(percent: float, canary_error_rate: float) -> Script:
+    """As `weighted`, for a resumed run whose flag the harness does not hold."""
+
+    def script(since: float, now: float) -> Observation:
+        served = 100 * (now - since)
+        return Observation(
+            since,
+            now,
+            {
+                BASELINE: stats(served * (1 - percent / 100), 0.01),
+                CANARY: stats(served * percent / 100, canary_error_rate),
+            },
+        )
+
+    return script
 
 
 # -- the pure tick -------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from canaryctl.metrics.base import Observation
 from canaryctl.metrics.measures import measure
 from canaryctl.runbook.rollout import AnalysisSpec, SloSpec
 
-__all__ = ["judge"]
+__all__ = ["judge", "judge_slo"]
 
 
 def judge(
@@ -34,16 +34,17 @@ def judge(
     an inconclusive that could never resolve).
     """
     checks = tuple(
-        _check(slo, analysis.min_requests, observation, baseline=baseline, canary=canary)
+        judge_slo(slo, analysis.min_requests, observation, baseline=baseline, canary=canary)
         for slo in slos
         if baseline_served or not slo.relative
     )
     return Verdict.of(checks, observation.start, observation.end)
 
 
-def _check(
+def judge_slo(
     slo: SloSpec, min_requests: int, observation: Observation, *, baseline: str, canary: str
 ) -> Check:
+    """One SLO against its bound on this window alone."""
     canary_stats, baseline_stats = observation.of(canary), observation.of(baseline)
     canary_value = _value(slo, observation, canary)
     baseline_value = _value(slo, observation, baseline) if slo.relative else None

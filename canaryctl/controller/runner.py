@@ -28,7 +28,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from canaryctl.analysis import Verdict, judge
+from canaryctl.analysis import Verdict, assess
 from canaryctl.controller.clock import Clock, SystemClock
 from canaryctl.controller.events import ObserverFanout, RolloutObserver, RunInfo
 from canaryctl.controller.hooks import HookRunner
@@ -263,12 +263,16 @@ class RolloutRunner:
                 f"consecutive_error_limit {limit}): {exc}",
             )
             return MetricsFailed(str(exc))
-        verdict = judge(
+        assert self._prior is not None
+        # The gateway labels metrics with variation values; the runbook may have named them.
+        baseline, canary = self.flags.variants(self._prior)
+        verdict, ledger = assess(
             spec.slos,
             spec.analysis,
             observation,
-            baseline=spec.flag.baseline,
-            canary=spec.flag.canary,
+            self._state.ledger,
+            baseline=baseline,
+            canary=canary,
             baseline_served=self._state.weight < 100,
         )
         self._last_verdict = verdict
@@ -279,7 +283,7 @@ class RolloutRunner:
             at=self.clock.now(),
         )
         self._observers.on_analysis(self._run_id, verdict)
-        return Analyzed(verdict)
+        return Analyzed(verdict, ledger)
 
     def _wait(self, until: float | None) -> Event | None:
         """Sleep in slices, answering another terminal's abort or approval."""

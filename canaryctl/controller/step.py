@@ -25,7 +25,7 @@ Semantics, step by step:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from canaryctl.analysis import Outcome, Verdict
@@ -116,7 +116,8 @@ class RolloutState:
     """Everything the tick needs to decide, stored with the run so another process can resume.
 
     `item` indexes `plan(spec)`. `outcome` and `reason` are set once a rollback or promotion has
-    been decided, before it is carried out.
+    been decided, before it is carried out. `ledger` is what the sequential analysis accumulated
+    over the run (see canaryctl.analysis.assess); it outlives steps and resumes.
     """
 
     phase: Phase = Phase.PENDING
@@ -131,6 +132,7 @@ class RolloutState:
     metrics_errors: int = 0
     outcome: str | None = None
     reason: str = ""
+    ledger: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "phase": self.phase.value}
@@ -152,7 +154,10 @@ class WeightSet:
 
 @dataclass(frozen=True)
 class Analyzed:
+    """The analysis' verdict, and the sequential ledger it leaves (None: unchanged)."""
+
     verdict: Verdict
+    ledger: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -266,7 +271,9 @@ def tick(spec: RolloutSpec, state: RolloutState, now: float, event: Event | None
             item = items[state.item]
             assert isinstance(item, WeightItem)
             return _advance(spec, items, replace(state, weight=item.weight, window_start=at), now)
-        case Analyzed(verdict=verdict):
+        case Analyzed(verdict=verdict, ledger=ledger):
+            if ledger is not None:
+                state = replace(state, ledger=ledger)
             return _analyzed(spec, items, state, now, verdict)
         case MetricsFailed(reason=reason):
             errors = state.metrics_errors + 1

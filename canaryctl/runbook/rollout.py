@@ -23,6 +23,8 @@ from canaryctl.runbook.common import (
     Strict,
     parse_duration,
 )
+from canaryctl.runbook.gate import GateSpec
+from canaryctl.runbook.notify import NotifySpec
 from canaryctl.runbook.profile import is_profile_path, shipped_profile, shipped_profiles
 from canaryctl.runbook.promql import placeholders, unknown_placeholders
 
@@ -285,6 +287,20 @@ class AnalysisSpec(Strict):
         description="metrics backend errors in a row tolerated before the run restores the flag "
         "and exits 3 (Argo's consecutiveErrorLimit)",
     )
+    method: Literal["threshold", "sequential"] = Field(
+        default="threshold",
+        description="threshold: compare each window's values with the bounds; sequential: "
+        "anytime-valid tests of the canary against the baseline, accumulated over the run, that "
+        "roll back a canary worse than its margin with a false-rollback rate of at most alpha "
+        "however often they look (see docs/analysis.md)",
+    )
+    alpha: float = Field(
+        default=0.05,
+        gt=0,
+        lt=1,
+        description="sequential: the false-rollback rate allowed over the whole run, all "
+        "relative SLOs together",
+    )
 
 
 def _pause_length(value: object) -> float | str:
@@ -351,6 +367,8 @@ class RolloutSpec(Strict):
     steps: list[Step] = Field(min_length=1)
     on_rollback: list[Hook] = Field(default_factory=list)
     on_promote: list[Hook] = Field(default_factory=list)
+    notify: list[NotifySpec] = Field(default_factory=list)
+    gate: GateSpec | None = None
 
     @model_validator(mode="after")
     def _steps_make_sense(self) -> RolloutSpec:
