@@ -41,6 +41,7 @@ from urllib3.util.retry import Retry
 
 from canaryctl.errors import InvalidInput, MetricsBackendError
 from canaryctl.metrics.base import Observation
+from canaryctl.metrics.profile import load_profile
 from canaryctl.metrics.series import VariantTotals, by_variant
 from canaryctl.runbook.profile import MetricProfileSpec, ProfileQuery
 from canaryctl.runbook.promql import promql_string, render
@@ -106,8 +107,6 @@ class PrometheusMetricsSource:
         if retries < 0:
             raise ValueError("PrometheusMetricsSource needs retries >= 0")
         if profile is None:
-            from canaryctl.metrics.profile import load_profile
-
             profile = load_profile("canaryctl")
         self.url = url.rstrip("/")
         self.profile = profile
