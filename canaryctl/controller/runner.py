@@ -55,7 +55,7 @@ from canaryctl.controller.step import (
     plan,
     tick,
 )
-from canaryctl.controller.store import StateStore
+from canaryctl.controller.store import RunRecord, StateStore
 from canaryctl.errors import (
     CanaryError,
     FlagConflict,
@@ -122,6 +122,7 @@ class RolloutRunner:
 
     def run(self) -> RunResult:
         """Preflight, journal the run, then tick until promoted or restored."""
+        self._ensure_flag_is_free()
         prior = self.flags.snapshot()
         self.metrics.check()
         self._prior, self._version = prior, prior.version
@@ -141,6 +142,18 @@ class RolloutRunner:
         self._observers.on_phase(self._run_id, self._state.phase, "")
         return self._drive(None)
 
+    def _ensure_flag_is_free(self) -> None:
+        """A run left mid-way owns its flag: starting another would save a half-moved split as
+        the state to restore."""
+        flag = self.rollout.spec.flag.model_dump(mode="json", by_alias=True)
+        for other in self.store.unfinished_runs():
+            if _flag_identity(other.runbook["spec"]["flag"]) == _flag_identity(flag):
+                raise InvalidInput(
+                    f"flag '{flag['key']}' is still held by run {other.id} ('{other.name}', "
+                    f"process {other.pid} on {other.host}): wait for it, or "
+                    f"`canaryctl rollout resume {other.id}` / `canaryctl rollout abort {other.id}`"
+                )
+
     def resume(self, run_id: int) -> RunResult:
         """Continue an unfinished run from its stored state; see the module docstring."""
         record = self.store.run(run_id)
@@ -153,7 +166,11 @@ class RolloutRunner:
         self._version = record.flag_version
         in_flight = [e for e in self.store.events(run_id, "flag_changed") if e.result is None]
         self._in_flight = in_flight[-1].data["target_canary"] if in_flight else None
-        self.store.claim(run_id, host=socket.gethostname(), pid=os.getpid(), at=self.clock.now())
+        _ensure_not_driven_elsewhere(record)
+        if not self.store.claim(
+            record, host=socket.gethostname(), pid=os.getpid(), at=self.clock.now()
+        ):
+            raise InvalidInput(f"run {run_id} was just taken over by another process")
         current = self.flags.snapshot()
         self._split = self.flags.split(current)
         self._observers.on_start(self._info(resumed=True))
@@ -551,6 +568,35 @@ def resume_rollout(
             return runner.resume(run_id)
     finally:
         hooks.close()
+
+
+def _flag_identity(flag: dict[str, Any]) -> tuple[Any, ...]:
+    """Where a flag lives, whatever the runbook does with it: two runs on different targeting
+    rules of one flag still race on its version."""
+    return tuple(
+        flag.get(field)
+        for field in ("provider", "key", "path", "base_url", "project", "environment")
+    )
+
+
+def _ensure_not_driven_elsewhere(record: RunRecord) -> None:
+    """Two controllers on one flag would fight: refuse to resume a run whose owner still lives.
+
+    Liveness can only be checked on this host; a run owned by another host is taken over, as
+    the operator asked (they can see the owner in `rollout status`).
+    """
+    if record.host != socket.gethostname() or record.pid == os.getpid():
+        return
+    try:
+        os.kill(record.pid, 0)
+    except ProcessLookupError:
+        return
+    except PermissionError:
+        pass  # alive, owned by another user
+    raise InvalidInput(
+        f"run {record.id} is still driven by process {record.pid} on {record.host}: "
+        f"stop that process (its flag is restored) or `canaryctl rollout abort {record.id}`"
+    )
 
 
 def _stored_rollout(runbook: dict[str, Any]) -> Rollout:
