@@ -199,6 +199,43 @@ def test_litellm_canary_model_group_failing_is_rolled_back(
     assert flags.read_bytes() == DEFAULT_FLAGS
 
 
+def test_litellm_healthy_canary_model_group_is_promoted(
+    prometheus: PrometheusServer, tmp_path: Path, flags: Path
+) -> None:
+    groups = {BASE: Group("ok-large", "gpt-4-turbo"), CANARY: Group("ok-small", "gpt-4o-mini")}
+    exporter = LiteLLMExporter(metric_suffix=False)
+    try:
+        prometheus.scrape(exporter.url)
+        runbook = rollout(
+            tmp_path,
+            "litellm-healthy",
+            flags,
+            {
+                "provider": "prometheus",
+                "url": prometheus.url,
+                "profile": "litellm",
+                "variants": {g: groups[g].name for g in groups},
+            },
+            [
+                {"metric": "error_rate", "max": 0.05},
+                {"metric": "error_rate", "compare": "baseline", "max_increase": 0.02},
+                {"metric": "latency_p95_seconds", "max": 2.0},
+            ],
+            steps=[{"set_weight": 50}, {"pause": "4s"}, {"set_weight": 100}],
+        )
+        with Traffic(exporter, str(flags), FLAG_KEY, groups):
+            code, events, output = run_cli(runbook, tmp_path)
+    finally:
+        exporter.close()
+
+    assert code == 0, output
+    assert events[-1]["outcome"] == "promoted"
+    passed = [c for c in checks_of(events, "error_rate <= baseline") if c["outcome"] == "pass"]
+    assert passed and passed[0]["canary_requests"] >= 30 and passed[0]["baseline_requests"] >= 30
+    flag = json.loads(flags.read_text())["flags"][FLAG_KEY]
+    assert flag["variations"][flag["fallthrough"]["variation"]] == CANARY
+
+
 MEAN_LATENCY = (
     'sum(increase({__name__=~"litellm_request_total_latency(_metric)?_sum",'
     ' {{variant_label}}="{{variant}}"}[{{window}}]))'
