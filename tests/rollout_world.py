@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ class World:
         self.prior = self.flags.snapshot().raw
         self.canary_error_rate = 0.0
         self.canary_latency = 0.4
+        self.on_observe: Callable[[], None] = lambda: None
         self.metrics = ScriptedMetricsSource(self._script, self.clock.now)
         data = {**RUNBOOK, "spec": {**RUNBOOK["spec"], **spec}}
         self.rollout = parse_document(yaml.safe_dump(data), "rollout.yaml", expect=Rollout)
@@ -57,6 +59,7 @@ class World:
         return VariantStats(requests=n, errors=n * error_rate, latency_buckets=buckets)
 
     def _script(self, since: float, now: float) -> Observation:
+        self.on_observe()
         n = 10 * (now - since)
         return Observation(
             since,
