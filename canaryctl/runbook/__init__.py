@@ -1,9 +1,11 @@
 """Documents (YAML, apiVersion canaryctl/v1): Rollout, Gateway and Lab, strictly validated."""
 
 from canaryctl.runbook.common import API_VERSION, Duration, parse_duration
+from canaryctl.runbook.gate import EvalSpec, GateSpec
 from canaryctl.runbook.gateway import Gateway, GatewaySpec, ModelSpec, RouteSpec
 from canaryctl.runbook.lab import Lab, LabSpec, ProviderProfile, TrafficSpec
 from canaryctl.runbook.loader import KINDS, Document, json_schema, load_document, parse_document
+from canaryctl.runbook.notify import NotifySpec
 from canaryctl.runbook.rollout import (
     AnalysisSpec,
     FileFlagSpec,
@@ -22,13 +24,16 @@ __all__ = [
     "AnalysisSpec",
     "Document",
     "Duration",
+    "EvalSpec",
     "FileFlagSpec",
+    "GateSpec",
     "Gateway",
     "GatewaySpec",
     "Lab",
     "LabSpec",
     "LaunchDarklyFlagSpec",
     "ModelSpec",
+    "NotifySpec",
     "PrometheusMetricsSpec",
     "ProviderProfile",
     "Rollout",
