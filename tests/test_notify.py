@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from canaryctl.controller import Phase, RolloutObserver, RunResult, StateStore, run_rollout
+from canaryctl.errors import InvalidInput
 from canaryctl.flags.base import Split
 from canaryctl.notify import WebhookNotifier
 from canaryctl.runbook.notify import NotifyWebhookSpec
@@ -187,3 +188,42 @@ def test_notify_urls_and_headers_are_redacted_in_the_journal(tmp_path: Path) -> 
     assert record is not None
     assert "s3cret" not in json.dumps(record.runbook)
     assert hook.bodies[0]["event"] == "start"
+
+
+def test_a_url_from_the_environment_is_used_and_never_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hook = Webhook()
+    monkeypatch.setenv("ROLLOUT_HOOK_URL", hook.url)
+    try:
+        world = World(tmp_path, notify=[{"webhook": {"url_env": "ROLLOUT_HOOK_URL"}}])
+        run_rollout(
+            world.rollout,
+            state_path=world.state,
+            clock=world.clock,
+            flags=world.flags,
+            metrics=world.metrics,
+        )
+    finally:
+        hook.close()
+    assert [b["event"] for b in hook.bodies][-1] == "promotion"
+    with StateStore(world.state) as store:
+        record = store.run(1)
+    assert record is not None
+    assert str(hook.server.server_address[1]) not in json.dumps(record.runbook)
+
+
+def test_a_missing_url_variable_stops_the_run_before_anything_moves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ROLLOUT_HOOK_URL", raising=False)
+    world = World(tmp_path, notify=[{"webhook": {"url_env": "ROLLOUT_HOOK_URL"}}])
+    with pytest.raises(InvalidInput, match="environment variable ROLLOUT_HOOK_URL is not set"):
+        run_rollout(
+            world.rollout,
+            state_path=world.state,
+            clock=world.clock,
+            flags=world.flags,
+            metrics=world.metrics,
+        )
+    assert world.flags.snapshot().raw == world.prior

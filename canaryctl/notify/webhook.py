@@ -10,6 +10,7 @@ up on it.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -24,6 +25,7 @@ from canaryctl.controller.hooks import redact_url
 from canaryctl.controller.phases import Phase
 from canaryctl.controller.result import RunResult
 from canaryctl.controller.step import PlanItem
+from canaryctl.errors import InvalidInput
 from canaryctl.flags.base import Split
 from canaryctl.notify.message import slack_message, summary_text
 from canaryctl.runbook.notify import NotifySpec, NotifyWebhookSpec
@@ -40,7 +42,8 @@ class WebhookNotifier(RolloutObserver):
 
     def __init__(self, spec: NotifyWebhookSpec, client: httpx.Client | None = None) -> None:
         self.spec = spec
-        self.target = redact_url(spec.url)
+        self._url = _resolve(spec)
+        self.target = redact_url(self._url)
         self.sent = 0
         self.failed = 0
         self._client = client if client is not None else httpx.Client()
@@ -123,7 +126,7 @@ class WebhookNotifier(RolloutObserver):
         while (body := self._queue.get()) is not _STOP:
             try:
                 response = self._client.post(
-                    self.spec.url, json=body, headers=self.spec.headers, timeout=self.spec.timeout
+                    self._url, json=body, headers=self.spec.headers, timeout=self.spec.timeout
                 )
             except httpx.HTTPError as exc:
                 self.failed += 1  # the exception text may echo the URL: the class name only
@@ -136,5 +139,20 @@ class WebhookNotifier(RolloutObserver):
                 log.warning("notify %s answered HTTP %s", self.target, response.status_code)
 
 
+def _resolve(spec: NotifyWebhookSpec) -> str:
+    """The URL, from the environment when the runbook names a variable; checked before the run."""
+    if spec.url is not None:
+        return spec.url
+    assert spec.url_env is not None
+    url = os.environ.get(spec.url_env, "")
+    if not url.startswith(("http://", "https://")):
+        state = "is not set" if not url else "does not hold an http(s) URL"
+        raise InvalidInput(f"spec.notify: environment variable {spec.url_env} {state}")
+    return url
+
+
 def notifiers_for(specs: Sequence[NotifySpec]) -> list[WebhookNotifier]:
+    """Every notifier, or none: a bad one raises before any thread starts."""
+    for spec in specs:
+        _resolve(spec.webhook)
     return [WebhookNotifier(spec.webhook) for spec in specs]
