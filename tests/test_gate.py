@@ -258,3 +258,52 @@ def test_live_slos_and_live_cost_join_the_eval(tmp_path: Path) -> None:
     assert report.projection is not None
     assert report.projection.canary_source == "live"
     assert report.projection.canary_monthly == pytest.approx(0.0005 * 10_000_000)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(("canary", "outcome"), [("gpt-4o-mini", "pass"), ("mixtral-8x7b", "fail")])
+def test_live_gate_on_the_lab_with_the_scrape_backend(
+    tmp_path: Path, canary: str, outcome: str
+) -> None:
+    """The shipped lab with traffic, the canary at 50%: live SLOs judged from /metrics."""
+    from importlib import resources
+
+    from canaryctl.flags import FileFlagStore
+    from canaryctl.lab import LabStack
+    from canaryctl.runbook import Lab, parse_document
+
+    defaults = resources.files("canaryctl") / "defaults"
+    flags = tmp_path / "flags.json"
+    flags.write_text((defaults / "flags.json").read_text())
+    store = FileFlagStore(flags, "support-bot-model", baseline="gpt-4-turbo", canary=canary)
+    store.set_canary_weight(50, expect_version=store.snapshot().version, comment="test")
+    lab = parse_document((defaults / "lab.yaml").read_text(), "lab.yaml", expect=Lab)
+    with LabStack(lab, flags_path=flags) as stack:
+        runbook = {
+            "apiVersion": "canaryctl/v1",
+            "kind": "Rollout",
+            "metadata": {"name": "live"},
+            "spec": {
+                "flag": {"provider": "file", "path": str(flags), "key": "support-bot-model",
+                         "baseline": "gpt-4-turbo", "canary": canary},
+                "metrics": {"provider": "scrape", "targets": [stack.metrics_url],
+                            "route": "support-bot"},
+                "slos": [{"metric": "error_rate", "max": 0.03},
+                         {"metric": "latency_p95_seconds", "max": 2.0}],
+                "analysis": {"min_requests": 30},
+                "steps": [{"set_weight": 100}],
+                "gate": {"live": {"window": "4s"}, "cost": {"monthly_queries": 1_000_000}},
+            },
+        }  # fmt: skip
+        path = tmp_path / "live.yaml"
+        path.write_text(yaml.safe_dump(runbook))
+        code, output = gate(str(path), "-o", "json")
+    report = json.loads(output)
+    assert report["outcome"] == outcome, output
+    assert code == (0 if outcome == "pass" else 1)
+    assert {c["kind"] for c in report["checks"]} == {"live"}
+    assert all(c["canary_requests"] >= 30 for c in report["checks"])
+    start, end = report["live_window"]
+    assert end - start >= 4
+    projection = report["cost_projection"]
+    assert projection["canary"]["source"] == projection["baseline"]["source"] == "live"

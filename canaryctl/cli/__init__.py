@@ -8,6 +8,7 @@ from canaryctl.cli import drills as drills_commands  # noqa: F401  (registers co
 from canaryctl.cli import gate as gate_commands  # noqa: F401  (registers commands)
 from canaryctl.cli import gateway as gateway_commands  # noqa: F401  (registers commands)
 from canaryctl.cli import lab as lab_commands  # noqa: F401  (registers commands)
+from canaryctl.cli import report as report_commands  # noqa: F401  (registers commands)
 from canaryctl.cli import rollout as rollout_commands  # noqa: F401  (registers commands)
 from canaryctl.cli.main import main
 

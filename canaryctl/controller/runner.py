@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from canaryctl.analysis import Verdict, assess
 from canaryctl.controller.clock import Clock, SystemClock
@@ -65,6 +65,9 @@ from canaryctl.errors import (
 from canaryctl.flags.base import FlagSnapshot, FlagStore, Split
 from canaryctl.metrics.base import MetricsSource
 from canaryctl.runbook.rollout import Rollout
+
+if TYPE_CHECKING:
+    from canaryctl.notify import WebhookNotifier
 
 __all__ = ["RolloutRunner", "resume_rollout", "run_rollout"]
 
@@ -514,6 +517,7 @@ def run_rollout(
     clock = clock if clock is not None else SystemClock()
     flags, metrics = _adapters(rollout, clock, flags, metrics)
     hooks = HookRunner()
+    notifiers = _notifiers(rollout)
     try:
         with StateStore(state_path) as store:
             runner = RolloutRunner(
@@ -522,12 +526,14 @@ def run_rollout(
                 metrics=metrics,
                 store=store,
                 clock=clock,
-                observers=observers,
+                observers=[*observers, *notifiers],
                 hooks=hooks,
             )
             return runner.run()
     finally:
         hooks.close()
+        for notifier in notifiers:
+            notifier.close()
 
 
 def resume_rollout(
@@ -544,6 +550,7 @@ def resume_rollout(
     redacted webhook headers are dropped)."""
     clock = clock if clock is not None else SystemClock()
     hooks = HookRunner()
+    notifiers: list[WebhookNotifier] = []
     try:
         with StateStore(state_path) as store:
             record = store.run(run_id)
@@ -556,18 +563,28 @@ def resume_rollout(
                     f"run {run_id} is '{record.name}', not '{rollout.metadata.name}'"
                 )
             flags, metrics = _adapters(rollout, clock, flags, metrics)
+            notifiers = _notifiers(rollout)
             runner = RolloutRunner(
                 rollout,
                 flags=flags,
                 metrics=metrics,
                 store=store,
                 clock=clock,
-                observers=observers,
+                observers=[*observers, *notifiers],
                 hooks=hooks,
             )
             return runner.resume(run_id)
     finally:
         hooks.close()
+        for notifier in notifiers:
+            notifier.close()
+
+
+def _notifiers(rollout: Rollout) -> list[WebhookNotifier]:
+    """The runbook's `notify:` webhooks, closed (drained, bounded) once the flag is safe."""
+    from canaryctl.notify import notifiers_for
+
+    return notifiers_for(rollout.spec.notify)
 
 
 def _flag_identity(flag: dict[str, Any]) -> tuple[Any, ...]:
@@ -601,7 +618,7 @@ def _ensure_not_driven_elsewhere(record: RunRecord) -> None:
 
 def _stored_rollout(runbook: dict[str, Any]) -> Rollout:
     spec = runbook.get("spec", {})
-    for key in ("on_rollback", "on_promote"):
+    for key in ("on_rollback", "on_promote", "notify"):
         for hook in spec.get(key, []):
             headers = hook.get("webhook", {}).get("headers", {})
             for name in [n for n, v in headers.items() if v == "<redacted>"]:

@@ -153,10 +153,11 @@ def redacted_runbook(runbook: dict[str, Any]) -> dict[str, Any]:
     """The runbook as dumped to JSON, minus anything that may be a secret."""
     copy = json.loads(json.dumps(runbook))
     spec = copy.get("spec", {})
-    for key in ("on_rollback", "on_promote"):
+    for key in ("on_rollback", "on_promote", "notify"):
         for hook in spec.get(key, []):
             webhook = hook.get("webhook", {})
-            webhook["url"] = redact_url(webhook.get("url", ""))
+            if webhook.get("url") is not None:  # notify may name url_env instead
+                webhook["url"] = redact_url(webhook["url"])
             webhook["headers"] = dict.fromkeys(webhook.get("headers", {}), "<redacted>")
     return copy
 

@@ -10,6 +10,7 @@ counted as an error. An endpoint that answers no item at all is an infrastructur
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -126,47 +127,58 @@ async def _one(
     endpoint: Endpoint,
     item: BenchmarkItem,
     *,
-    gate: asyncio.Semaphore,
     timeout: float,
     retries: int,
     max_tokens: int | None,
 ) -> ItemResult:
-    async with gate:
-        reason = ""
-        for attempt in range(retries + 1):
-            try:
-                return await _attempt(client, endpoint, item, timeout, max_tokens)
-            except _Retryable as failure:
-                reason = str(failure)
-                if attempt < retries:
-                    await asyncio.sleep(max(failure.wait, _BACKOFF * 2**attempt))
-        return ItemResult(item.id or "", False, None, f"{reason} after {retries + 1} attempt(s)")
+    reason = ""
+    for attempt in range(retries + 1):
+        try:
+            return await _attempt(client, endpoint, item, timeout, max_tokens)
+        except _Retryable as failure:
+            reason = str(failure)
+            if attempt < retries:
+                await asyncio.sleep(max(failure.wait, _BACKOFF * 2**attempt))
+    return ItemResult(item.id or "", False, None, f"{reason} after {retries + 1} attempt(s)")
 
 
 async def _variant(
-    client: httpx.AsyncClient,
     endpoint: Endpoint,
     items: Sequence[BenchmarkItem],
     progress: EvalProgress | None,
+    *,
+    concurrency: int,
+    tls: ssl.SSLContext,
     **options: Any,
 ) -> list[ItemResult]:
-    gate = asyncio.Semaphore(options.pop("concurrency"))
+    """`concurrency` workers, each with its own one-connection client, share the items.
+
+    One client per worker rather than one pool for all: httpcore's pool scans every connection
+    for every request, which at 64 connections cost more CPU than the requests themselves
+    (benchmarks/eval_throughput.py). The workers share one TLS context: loading the CA bundle
+    once per client would cost more than that.
+    """
     if progress is not None:
         progress.start(endpoint.variant, len(items))
+    results: list[ItemResult | None] = [None] * len(items)
+    pending = iter(enumerate(items))
 
-    async def run(item: BenchmarkItem) -> ItemResult:
-        result = await _one(client, endpoint, item, gate=gate, **options)
-        if progress is not None:
-            progress.advance(endpoint.variant)
-        return result
+    async def worker() -> None:
+        limits = httpx.Limits(max_connections=1)
+        async with httpx.AsyncClient(limits=limits, verify=tls) as client:
+            for index, item in pending:
+                results[index] = await _one(client, endpoint, item, **options)
+                if progress is not None:
+                    progress.advance(endpoint.variant)
 
-    results = await asyncio.gather(*(run(item) for item in items))
-    if all(r.error is not None for r in results):
+    await asyncio.gather(*(worker() for _ in range(min(concurrency, len(items)))))
+    done = [r for r in results if r is not None]
+    if all(r.error is not None for r in done):
         raise BackendError(
             f"eval: {endpoint.variant} at {endpoint.url} answered none of {len(items)} items "
-            f"(last: {results[-1].error})"
+            f"(last: {done[-1].error})"
         )
-    return list(results)
+    return done
 
 
 async def _all(
@@ -175,10 +187,10 @@ async def _all(
     progress: EvalProgress | None,
     options: dict[str, Any],
 ) -> dict[str, list[ItemResult]]:
-    limits = httpx.Limits(max_connections=options["concurrency"] * len(endpoints))
-    async with httpx.AsyncClient(limits=limits) as client:
-        runs = [_variant(client, e, items, progress, **dict(options)) for e in endpoints]
-        results = await asyncio.gather(*runs)
+    tls = httpx.create_ssl_context()  # what each client would load: certifi by default
+    results = await asyncio.gather(
+        *(_variant(e, items, progress, tls=tls, **options) for e in endpoints)
+    )
     return {e.variant: r for e, r in zip(endpoints, results, strict=True)}
 
 

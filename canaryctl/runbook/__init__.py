@@ -2,9 +2,11 @@
 ChaosScenario, strictly validated."""
 
 from canaryctl.runbook.common import API_VERSION, Duration, parse_duration
+from canaryctl.runbook.gate import EvalSpec, GateSpec
 from canaryctl.runbook.gateway import Gateway, GatewaySpec, ModelSpec, RouteSpec
 from canaryctl.runbook.lab import Lab, LabSpec, ProviderProfile, TrafficSpec
 from canaryctl.runbook.loader import KINDS, Document, json_schema, load_document, parse_document
+from canaryctl.runbook.notify import NotifySpec
 from canaryctl.runbook.profile import MetricProfile, MetricProfileSpec
 from canaryctl.runbook.rollout import (
     AnalysisSpec,
@@ -27,8 +29,10 @@ __all__ = [
     "ChaosScenarioSpec",
     "Document",
     "Duration",
+    "EvalSpec",
     "FaultSpec",
     "FileFlagSpec",
+    "GateSpec",
     "Gateway",
     "GatewaySpec",
     "Lab",
@@ -37,6 +41,7 @@ __all__ = [
     "MetricProfile",
     "MetricProfileSpec",
     "ModelSpec",
+    "NotifySpec",
     "PrometheusMetricsSpec",
     "ProviderProfile",
     "Rollout",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from canaryctl.runbook.common import Duration, Strict
 
@@ -19,7 +19,11 @@ NotifyEvent = Literal["start", "step", "rollback", "promotion", "finish"]
 
 
 class NotifyWebhookSpec(Strict):
-    url: str = Field(pattern=r"^https?://")
+    """`url`, or `url_env` naming the environment variable that holds it: a Slack webhook's
+    secret is its path, and runbooks are committed and stored with each run."""
+
+    url: str | None = Field(default=None, pattern=r"^https?://")
+    url_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     format: Literal["json", "slack"] = "json"
     timeout: Duration = Field(default=5.0, gt=0, le=60)
     headers: dict[str, str] = Field(default_factory=dict)
@@ -27,6 +31,12 @@ class NotifyWebhookSpec(Strict):
         default_factory=lambda: ["start", "step", "rollback", "promotion", "finish"],
         min_length=1,
     )
+
+    @model_validator(mode="after")
+    def _one_url(self) -> NotifyWebhookSpec:
+        if (self.url is None) == (self.url_env is None):
+            raise ValueError("give exactly one of url or url_env")
+        return self
 
 
 class NotifySpec(Strict):
