@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -35,8 +34,6 @@ from canaryctl.runbook.gateway import GatewaySpec, ModelSpec
 __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
-
-_POOL = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
 
 
 def create_app(spec: GatewaySpec) -> Starlette:
@@ -57,8 +54,8 @@ def create_app(spec: GatewaySpec) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # The SDK loads the flag file synchronously; keep that off the event loop.
         gateway.router = await asyncio.to_thread(FlagRouter, spec, gateway.metrics)
-        async with httpx.AsyncClient(limits=_POOL) as client:
-            gateway.upstream = Upstream(client)
+        async with Upstream.open() as upstream:
+            gateway.upstream = upstream
             try:
                 yield
             finally:
