@@ -327,8 +327,10 @@ def measure_both(port: int, path: str, args: argparse.Namespace) -> dict[str, Fi
 def report(results: dict[str, dict[str, Figures]], args: argparse.Namespace) -> None:
     rates = (args.rate, args.low_rate)
     direct = results["direct"]
-    print(f"\nfixed rate {args.rate:g} and {args.low_rate:g} req/s, {args.seconds:g}s each; "
-          f"max throughput with {args.concurrency} in flight; {os.cpu_count()} cores\n")
+    print(
+        f"\nfixed rate {args.rate:g} and {args.low_rate:g} req/s, {args.seconds:g}s each; "
+        f"max throughput with {args.concurrency} in flight; {os.cpu_count()} cores\n"
+    )
     head = " | ".join(f"p50 / p99 ms @{r:g}" for r in rates)
     print(f"| target | mode | {head} | max req/s | errors |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
@@ -355,8 +357,10 @@ def report(results: dict[str, dict[str, Figures]], args: argparse.Namespace) -> 
             print(f"| {target} | {mode} | {cells} |")
     if "litellm" not in results or "canaryctl" not in results:
         return
-    print("\nLiteLLM / canaryctl (how many times more LiteLLM adds; throughput: canaryctl's over "
-          "LiteLLM's):\n")
+    print(
+        "\nLiteLLM / canaryctl (how many times more LiteLLM adds; throughput: canaryctl's over "
+        "LiteLLM's):\n"
+    )
     head = " | ".join(f"added p50 / p99 @{r:g}" for r in rates)
     print(f"| mode | {head} | max req/s |")
     print("| --- | ---: | ---: | ---: |")
@@ -399,8 +403,16 @@ def main() -> None:
         python = [sys.executable]
         if args.profile:
             python += ["-m", "cProfile", "-o", str(args.profile.resolve())]
-        gateway = [*python, "-m", "canaryctl", "gateway", "serve",
-                   str(gateway_document(work, upstream)), "--listen", f"{HOST}:{port}"]
+        gateway = [
+            *python,
+            "-m",
+            "canaryctl",
+            "gateway",
+            "serve",
+            str(gateway_document(work, upstream)),
+            "--listen",
+            f"{HOST}:{port}",
+        ]
         print("through the canaryctl gateway...", file=sys.stderr)
         with running(gateway, f"http://{HOST}:{port}/health", stderr=subprocess.DEVNULL):
             results["canaryctl"] = measure_both(port, "/v1/chat/completions", args)
@@ -416,11 +428,25 @@ def main() -> None:
                 "LITELLM_MASTER_KEY": BENCH_KEY,
             }
             env.pop("DATABASE_URL", None)
-            command = [str(litellm), "--config", str(litellm_config(work, upstream)),
-                       "--host", HOST, "--port", str(port), "--num_workers", "1"]
+            command = [
+                str(litellm),
+                "--config",
+                str(litellm_config(work, upstream)),
+                "--host",
+                HOST,
+                "--port",
+                str(port),
+                "--num_workers",
+                "1",
+            ]
             print("through LiteLLM's proxy...", file=sys.stderr)
-            with running(command, f"http://{HOST}:{port}/health/liveliness", env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
+            with running(
+                command,
+                f"http://{HOST}:{port}/health/liveliness",
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            ):
                 results["litellm"] = measure_both(port, "/v1/chat/completions", args)
     report(results, args)
     if args.profile:

@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from canaryctl.errors import InvalidInput
+from canaryctl.gateway.budgets import Admission, Budgets, Refusal, open_store, store_prefix
 from canaryctl.gateway.fallback import Answered, ChainExhausted, time_attempt, walk_chain
 from canaryctl.gateway.metrics import GatewayMetrics
 from canaryctl.gateway.ollama import Dialect, chat_request, ollama_line, ollama_response
@@ -56,9 +57,12 @@ def create_app(spec: GatewaySpec) -> Starlette:
         gateway.router = await asyncio.to_thread(FlagRouter, spec, gateway.metrics)
         async with Upstream.open() as upstream:
             gateway.upstream = upstream
+            gateway.budgets = gateway.open_budgets()
             try:
                 yield
             finally:
+                if gateway.budgets is not None:
+                    await gateway.budgets.store.close()
                 await asyncio.to_thread(gateway.router.close)
 
     app = Starlette(
@@ -88,6 +92,15 @@ class _Gateway:
         self.models = {m.name: m for m in spec.models}
         self.router: FlagRouter
         self.upstream: Upstream
+        self.budgets: Budgets | None = None
+
+    def open_budgets(self) -> Budgets | None:
+        spec = self.spec.budgets
+        if spec is None:
+            return None
+        store, prefix = open_store(spec), store_prefix(spec)
+        registry = self.metrics.registry
+        return Budgets(spec, self.spec.context, self.models, store, registry, prefix=prefix)
 
     async def health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -127,15 +140,27 @@ class _Gateway:
             wanted = "a non-empty 'prompt'" if dialect == "generate" else "a list of 'messages'"
             message = f"the request needs {wanted}"
             return _error(dialect, 400, error_body(message, "invalid_request_error"), **headers)
+        admission = Admission(choice, (), ())
+        if self.budgets is not None:
+            verdict = await self.budgets.admit(choice, request.headers, body, chat)
+            if isinstance(verdict, Refusal):
+                self._count(choice, choice.model, "rejected", started)
+                headers["Retry-After"] = str(verdict.retry_after)
+                return _error(dialect, 429, verdict.body, **headers)
+            admission, choice = verdict, verdict.choice
+            headers["x-canaryctl-model"] = choice.model.name
         if chat.get("stream") is True:
-            return await self._stream(dialect, choice, chat, started, headers)
+            return await self._stream(dialect, choice, chat, started, headers, admission)
         try:
             answer = await walk_chain(
                 choice, self.models, self.metrics, lambda m: self.upstream.complete(m, chat)
             )
         except ChainExhausted as exhausted:
+            await self._settle(admission, exhausted.model, None)
             return self._failed(dialect, choice, exhausted, started, headers)
-        self._count(choice, answer.model, _outcome(answer), started, answer.result.get("usage"))
+        usage = answer.result.get("usage")
+        await self._settle(admission, answer.model, usage)
+        self._count(choice, answer.model, _outcome(answer), started, usage)
         headers["x-canaryctl-model"] = answer.model.name
         rendered = answer.result if dialect == "openai" else ollama_response(dialect, answer.result)
         return JSONResponse(rendered, headers=headers)
@@ -147,6 +172,7 @@ class _Gateway:
         chat: dict[str, Any],
         started: float,
         headers: dict[str, str],
+        admission: Admission,
     ) -> Response:
         try:
             answer = await walk_chain(
@@ -157,11 +183,12 @@ class _Gateway:
                 time_success=False,
             )
         except ChainExhausted as exhausted:
+            await self._settle(admission, exhausted.model, None)
             return self._failed(dialect, choice, exhausted, started, headers)
         headers["x-canaryctl-model"] = answer.model.name
         wants_usage = bool((chat.get("stream_options") or {}).get("include_usage"))
         media = "text/event-stream" if dialect == "openai" else "application/x-ndjson"
-        body = self._relay(dialect, choice, answer, started, wants_usage)
+        body = self._relay(dialect, choice, answer, started, wants_usage, admission)
         return StreamingResponse(body, media_type=media, headers=headers)
 
     async def _relay(
@@ -171,6 +198,7 @@ class _Gateway:
         answer: Answered[UpstreamStream],
         started: float,
         wants_usage: bool,
+        admission: Admission,
     ) -> AsyncIterator[str]:
         """Pass chunks on as they come; meter when the stream ends, however it ends."""
         outcome, usage = _outcome(answer), None
@@ -201,6 +229,7 @@ class _Gateway:
             await answer.result.aclose()
             time_attempt(self.metrics, choice, answer.model, answer.attempt_started)
             self._count(choice, answer.model, outcome, started, usage)
+            await self._settle(admission, answer.model, usage)
 
     def _failed(
         self,
@@ -217,6 +246,12 @@ class _Gateway:
         if failure.retry_after:
             headers["Retry-After"] = failure.retry_after
         return _error(dialect, failure.status, failure.body, **headers)
+
+    async def _settle(
+        self, admission: Admission, model: ModelSpec, usage: dict[str, Any] | None
+    ) -> None:
+        if self.budgets is not None:
+            await self.budgets.settle(admission, model, usage)
 
     def _count(
         self,
