@@ -40,6 +40,11 @@ from pathlib import Path
 import httpx
 
 HOST = "127.0.0.1"
+TIMEOUT = 30.0
+"""Seconds a benchmark request may take before it counts as an error."""
+SUSTAINABLE = 0.8
+"""A fixed rate is run only below this share of the target's max throughput: above it the
+queue grows for the whole run and the percentiles measure the queue, not the proxy."""
 ROUTE = "bot"
 PROMPT = "What is 2 + 3?"
 BENCH_KEY = f"sk-{secrets.token_hex(16)}"
@@ -250,7 +255,8 @@ async def fixed_rate(port: int, path: str, stream: bool, rate: float, seconds: f
     async def one(i: int, due: float) -> None:
         nonlocal errors
         try:
-            status = await asyncio.wait_for(pool.send(request_bytes(port, path, stream, i)), 30)
+            raw = request_bytes(port, path, stream, i)
+            status = await asyncio.wait_for(pool.send(raw), TIMEOUT)
         except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
             errors += 1
             return
@@ -284,7 +290,8 @@ async def closed_loop(port: int, path: str, stream: bool, concurrency: int, seco
         try:
             while time.perf_counter() < stop:
                 begun = time.perf_counter()
-                status = await conn.request(request_bytes(port, path, stream, i))
+                raw = request_bytes(port, path, stream, i)
+                status = await asyncio.wait_for(conn.request(raw), TIMEOUT)
                 if status == 200:
                     latencies.append(time.perf_counter() - begun)
                 else:
@@ -300,21 +307,28 @@ async def closed_loop(port: int, path: str, stream: bool, concurrency: int, seco
 
 @dataclass
 class Figures:
-    latency_ms: dict[float, tuple[float, float]]
-    """Fixed rate (req/s) -> (p50, p99) in milliseconds."""
+    latency_ms: dict[float, tuple[float, float] | None]
+    """Fixed rate (req/s) -> (p50, p99) in milliseconds; None where the rate overloads it."""
     errors: int
     max_rps: float
 
 
 def measure(port: int, path: str, stream: bool, args: argparse.Namespace) -> Figures:
-    asyncio.run(fixed_rate(port, path, stream, args.rate, 2))  # warm up the pools
-    latency, errors = {}, 0
+    """Max throughput first (closed loop: nothing is left queued when it ends), then each
+    fixed rate the target can sustain."""
+    asyncio.run(fixed_rate(port, path, stream, args.low_rate, 2))  # warm up the pools
+    loaded = asyncio.run(closed_loop(port, path, stream, args.concurrency, args.seconds))
+    max_rps = len(loaded.latencies) / loaded.seconds
+    latency: dict[float, tuple[float, float] | None] = {}
+    errors = loaded.errors
     for rate in (args.rate, args.low_rate):
+        if rate > SUSTAINABLE * max_rps:
+            latency[rate] = None
+            continue
         timed = asyncio.run(fixed_rate(port, path, stream, rate, args.seconds))
         latency[rate] = (timed.pct(0.50) * 1000, timed.pct(0.99) * 1000)
         errors += timed.errors
-    loaded = asyncio.run(closed_loop(port, path, stream, args.concurrency, args.seconds))
-    return Figures(latency, errors + loaded.errors, len(loaded.latencies) / loaded.seconds)
+    return Figures(latency, errors, max_rps)
 
 
 def measure_both(port: int, path: str, args: argparse.Namespace) -> dict[str, Figures]:
@@ -322,6 +336,17 @@ def measure_both(port: int, path: str, args: argparse.Namespace) -> dict[str, Fi
 
 
 # --- the report ---------------------------------------------------------------------------
+
+
+Pair = tuple[float, float] | None
+
+
+def cell(pair: Pair, unit: str = "") -> str:
+    return "overloaded" if pair is None else f"{pair[0]:.2f}{unit} / {pair[1]:.2f}{unit}"
+
+
+def minus(a: Pair, b: Pair) -> Pair:
+    return None if a is None or b is None else (a[0] - b[0], a[1] - b[1])
 
 
 def report(results: dict[str, dict[str, Figures]], args: argparse.Namespace) -> None:
@@ -336,31 +361,26 @@ def report(results: dict[str, dict[str, Figures]], args: argparse.Namespace) -> 
     print("| --- | --- | ---: | ---: | ---: | ---: |")
     for target, modes in results.items():
         for mode, f in modes.items():
-            cells = " | ".join("{:.2f} / {:.2f}".format(*f.latency_ms[r]) for r in rates)
+            cells = " | ".join(cell(f.latency_ms[r]) for r in rates)
             print(f"| {target} | {mode} | {cells} | {f.max_rps:,.0f} | {f.errors} |")
     print("\nadded latency (percentile through the proxy minus the same percentile direct):\n")
     head = " | ".join(f"added p50 / p99 ms @{r:g}" for r in rates)
     print(f"| target | mode | {head} |")
     print("| --- | --- | ---: | ---: |")
-    added: dict[tuple[str, str, float], tuple[float, float]] = {}
+    added: dict[tuple[str, str, float], Pair] = {}
     for target, modes in results.items():
         if target == "direct":
             continue
         for mode, f in modes.items():
             for r in rates:
-                base = direct[mode].latency_ms[r]
-                ours = f.latency_ms[r]
-                added[target, mode, r] = (ours[0] - base[0], ours[1] - base[1])
-            cells = " | ".join(
-                f"{added[target, mode, r][0]:.2f} / {added[target, mode, r][1]:.2f}" for r in rates
+                added[target, mode, r] = minus(f.latency_ms[r], direct[mode].latency_ms[r])
+            print(
+                f"| {target} | {mode} | {' | '.join(cell(added[target, mode, r]) for r in rates)} |"
             )
-            print(f"| {target} | {mode} | {cells} |")
     if "litellm" not in results or "canaryctl" not in results:
         return
-    print(
-        "\nLiteLLM / canaryctl (how many times more LiteLLM adds; throughput: canaryctl's over "
-        "LiteLLM's):\n"
-    )
+    print("\nLiteLLM / canaryctl: how many times what canaryctl adds LiteLLM adds; throughput:")
+    print("how many times LiteLLM's canaryctl serves\n")
     head = " | ".join(f"added p50 / p99 @{r:g}" for r in rates)
     print(f"| mode | {head} | max req/s |")
     print("| --- | ---: | ---: | ---: |")
@@ -368,9 +388,10 @@ def report(results: dict[str, dict[str, Figures]], args: argparse.Namespace) -> 
         cells = []
         for r in rates:
             ours, theirs = added["canaryctl", mode, r], added["litellm", mode, r]
-            p50 = theirs[0] / max(ours[0], 0.01)
-            p99 = theirs[1] / max(ours[1], 0.01)
-            cells.append(f"{p50:.1f}x / {p99:.1f}x")
+            ratio = None
+            if ours is not None and theirs is not None:
+                ratio = (theirs[0] / max(ours[0], 0.01), theirs[1] / max(ours[1], 0.01))
+            cells.append(cell(ratio, "x"))
         throughput = results["canaryctl"][mode].max_rps / results["litellm"][mode].max_rps
         print(f"| {mode} | {' | '.join(cells)} | {throughput:.1f}x |")
 

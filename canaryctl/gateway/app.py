@@ -26,7 +26,7 @@ from starlette.routing import Route
 from canaryctl.errors import InvalidInput
 from canaryctl.gateway.budgets import Admission, Budgets, Refusal, open_store, store_prefix
 from canaryctl.gateway.fallback import Answered, ChainExhausted, time_attempt, walk_chain
-from canaryctl.gateway.metrics import GatewayMetrics
+from canaryctl.gateway.metrics import OTHER_TIER, GatewayMetrics
 from canaryctl.gateway.ollama import Dialect, chat_request, ollama_line, ollama_response
 from canaryctl.gateway.routing import Choice, FlagRouter, request_context
 from canaryctl.gateway.upstream import Upstream, UpstreamFailure, UpstreamStream, error_body
@@ -90,6 +90,7 @@ class _Gateway:
         self.spec = spec
         self.metrics = GatewayMetrics()
         self.models = {m.name: m for m in spec.models}
+        self.tiers = frozenset(spec.context.tiers)
         self.router: FlagRouter
         self.upstream: Upstream
         self.budgets: Budgets | None = None
@@ -266,6 +267,7 @@ class _Gateway:
             "variant": choice.variant,
             "model": model.name,
             "provider": model.provider,
+            "tier": choice.tier if choice.tier in self.tiers else OTHER_TIER,
         }
         self.metrics.requests.labels(**labels, outcome=outcome).inc()
         self.metrics.duration.labels(**labels).observe(time.perf_counter() - started)

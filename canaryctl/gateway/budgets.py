@@ -386,7 +386,7 @@ class Budgets:
                 continue
             if now_used >= budget.soft_limit * slot.limit:
                 self._downgrades.labels(budget=budget.name, route=choice.route.name).inc()
-                served = Choice(choice.route, choice.variant, self._models[cheaper])
+                served = Choice(choice.route, choice.variant, self._models[cheaper], choice.tier)
                 return Admission(served, admission.slots, admission.reserved, budget.name)
         return admission
 

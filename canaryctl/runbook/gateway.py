@@ -68,6 +68,10 @@ class ContextSpec(Strict):
     default_tier: str = "free"
     team_header: str = "X-Team"
     job_header: str = "X-Job"
+    tiers: list[str] = Field(
+        default_factory=lambda: ["free", "paid", "enterprise"],
+        description="tiers kept as the `tier` metric label; any other is counted as 'other'",
+    )
 
 
 class MemoryBudgetStore(Strict):
