@@ -25,6 +25,7 @@ from starlette.routing import Route
 
 from canaryctl.errors import InvalidInput
 from canaryctl.gateway.budgets import Admission, Budgets, Refusal, open_store, store_prefix
+from canaryctl.gateway.cache import CachedAnswer, ResponseCache, cache_key
 from canaryctl.gateway.fallback import Answered, ChainExhausted, time_attempt, walk_chain
 from canaryctl.gateway.metrics import OTHER_TIER, GatewayMetrics
 from canaryctl.gateway.ollama import Dialect, chat_request, ollama_line, ollama_response
@@ -91,6 +92,7 @@ class _Gateway:
         self.metrics = GatewayMetrics()
         self.models = {m.name: m for m in spec.models}
         self.tiers = frozenset(spec.context.tiers)
+        self.cache = ResponseCache(spec.cache, self.metrics.registry) if spec.cache else None
         self.router: FlagRouter
         self.upstream: Upstream
         self.budgets: Budgets | None = None
@@ -141,6 +143,13 @@ class _Gateway:
             wanted = "a non-empty 'prompt'" if dialect == "generate" else "a list of 'messages'"
             message = f"the request needs {wanted}"
             return _error(dialect, 400, error_body(message, "invalid_request_error"), **headers)
+        key = None
+        if self.cache is not None and self.cache.applies_to(route.name):
+            key = cache_key(choice, chat)
+            hit = self.cache.get(route.name, key) if key else None
+            if hit is not None:
+                headers.update({"x-canaryctl-model": hit.model, "x-canaryctl-cache": "hit"})
+                return JSONResponse(_render(dialect, hit.completion), headers=headers)
         admission = Admission(choice, (), ())
         if self.budgets is not None:
             verdict = await self.budgets.admit(choice, request.headers, body, chat)
@@ -162,9 +171,10 @@ class _Gateway:
         usage = answer.result.get("usage")
         await self._settle(admission, answer.model, usage)
         self._count(choice, answer.model, _outcome(answer), started, usage)
+        if key is not None and self.cache is not None and not answer.fell_back:
+            self.cache.put(key, CachedAnswer(answer.model.name, answer.result))
         headers["x-canaryctl-model"] = answer.model.name
-        rendered = answer.result if dialect == "openai" else ollama_response(dialect, answer.result)
-        return JSONResponse(rendered, headers=headers)
+        return JSONResponse(_render(dialect, answer.result), headers=headers)
 
     async def _stream(
         self,
@@ -282,6 +292,10 @@ class _Gateway:
             + completion / 1000 * model.price.completion_per_1k
         )
         self.metrics.cost.labels(**labels).inc(cost)
+
+
+def _render(dialect: Dialect, completion: dict[str, Any]) -> dict[str, Any]:
+    return completion if dialect == "openai" else ollama_response(dialect, completion)
 
 
 def _outcome(answer: Answered[Any]) -> str:

@@ -11,6 +11,7 @@ from canaryctl.runbook.common import API_VERSION, DocPath, Duration, Metadata, S
 __all__ = [
     "BudgetSpec",
     "BudgetsSpec",
+    "CacheSpec",
     "ContextSpec",
     "FileFlagSource",
     "Gateway",
@@ -140,6 +141,14 @@ class BudgetsSpec(Strict):
         return self
 
 
+class CacheSpec(Strict):
+    """Keep answers to temperature-0 requests: see canaryctl/gateway/cache.py."""
+
+    ttl: Duration = Field(default=300.0, gt=0)
+    max_entries: int = Field(default=10_000, ge=1)
+    routes: list[str] | None = Field(default=None, description="routes it applies to; all if unset")
+
+
 class GatewaySpec(Strict):
     listen: str = Field(default="127.0.0.1:8080", pattern=r"^[^:]+:\d+$")
     flags: FlagSource
@@ -147,6 +156,7 @@ class GatewaySpec(Strict):
     models: list[ModelSpec] = Field(min_length=1)
     context: ContextSpec = ContextSpec()
     budgets: BudgetsSpec | None = None
+    cache: CacheSpec | None = None
 
     @model_validator(mode="after")
     def _references_resolve(self) -> GatewaySpec:
@@ -165,6 +175,10 @@ class GatewaySpec(Strict):
                 if name == model.name:
                     raise ValueError(f"models[{i}].fallback: a model cannot fall back to itself")
         routes = {r.name for r in self.routes}
+        cached = (self.cache.routes or []) if self.cache else []
+        for route in cached:
+            if route not in routes:
+                raise ValueError(f"cache.routes: '{route}' is not a route")
         for i, budget in enumerate(self.budgets.limits if self.budgets else []):
             where = f"budgets.limits[{i}]"
             for route in budget.routes or []:
