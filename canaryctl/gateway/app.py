@@ -14,9 +14,9 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -30,12 +30,15 @@ from canaryctl.gateway.fallback import Answered, ChainExhausted, time_attempt, w
 from canaryctl.gateway.metrics import OTHER_TIER, GatewayMetrics
 from canaryctl.gateway.ollama import Dialect, chat_request, ollama_line, ollama_response
 from canaryctl.gateway.routing import Choice, FlagRouter, request_context
+from canaryctl.gateway.tracing import Tracing
 from canaryctl.gateway.upstream import Upstream, UpstreamFailure, UpstreamStream, error_body
 from canaryctl.runbook.gateway import GatewaySpec, ModelSpec
 
 __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def create_app(spec: GatewaySpec) -> Starlette:
@@ -64,6 +67,8 @@ def create_app(spec: GatewaySpec) -> Starlette:
             finally:
                 if gateway.budgets is not None:
                     await gateway.budgets.store.close()
+                if gateway.tracing is not None:
+                    gateway.tracing.close()
                 await asyncio.to_thread(gateway.router.close)
 
     app = Starlette(
@@ -93,6 +98,7 @@ class _Gateway:
         self.models = {m.name: m for m in spec.models}
         self.tiers = frozenset(spec.context.tiers)
         self.cache = ResponseCache(spec.cache, self.metrics.registry) if spec.cache else None
+        self.tracing = Tracing(spec.tracing) if spec.tracing else None
         self.router: FlagRouter
         self.upstream: Upstream
         self.budgets: Budgets | None = None
@@ -136,6 +142,8 @@ class _Gateway:
             return _error(dialect, 404, error_body(message, "invalid_request_error"))
         context = request_context(request.headers, body, self.spec.context)
         choice = self.router.choose(route, context)
+        if self.tracing is not None:
+            self.tracing.begin(choice, body)
         headers = {"x-canaryctl-variant": choice.variant, "x-canaryctl-model": choice.model.name}
         chat = chat_request(dialect, body)
         if chat is None:
@@ -148,6 +156,8 @@ class _Gateway:
             key = cache_key(choice, chat)
             hit = self.cache.get(route.name, key) if key else None
             if hit is not None:
+                if self.tracing is not None:
+                    self.tracing.finish(choice, hit.model, "cache_hit", None, 0.0)
                 headers.update({"x-canaryctl-model": hit.model, "x-canaryctl-cache": "hit"})
                 return JSONResponse(_render(dialect, hit.completion), headers=headers)
         admission = Admission(choice, (), ())
@@ -163,7 +173,10 @@ class _Gateway:
             return await self._stream(dialect, choice, chat, started, headers, admission)
         try:
             answer = await walk_chain(
-                choice, self.models, self.metrics, lambda m: self.upstream.complete(m, chat)
+                choice,
+                self.models,
+                self.metrics,
+                lambda m: self._traced(m, self.upstream.complete(m, chat)),
             )
         except ChainExhausted as exhausted:
             await self._settle(admission, exhausted.model, None)
@@ -190,7 +203,7 @@ class _Gateway:
                 choice,
                 self.models,
                 self.metrics,
-                lambda m: self.upstream.open_stream(m, chat),
+                lambda m: self._traced(m, self.upstream.open_stream(m, chat)),
                 time_success=False,
             )
         except ChainExhausted as exhausted:
@@ -258,6 +271,10 @@ class _Gateway:
             headers["Retry-After"] = failure.retry_after
         return _error(dialect, failure.status, failure.body, **headers)
 
+    def _traced(self, model: ModelSpec, call: Awaitable[T]) -> Awaitable[T]:
+        """The attempt, in its own span when tracing is on."""
+        return call if self.tracing is None else self.tracing.attempt(model, call)
+
     async def _settle(
         self, admission: Admission, model: ModelSpec, usage: dict[str, Any] | None
     ) -> None:
@@ -281,17 +298,19 @@ class _Gateway:
         }
         self.metrics.requests.labels(**labels, outcome=outcome).inc()
         self.metrics.duration.labels(**labels).observe(time.perf_counter() - started)
-        if not usage:
-            return
-        prompt = int(usage.get("prompt_tokens") or 0)
-        completion = int(usage.get("completion_tokens") or 0)
-        self.metrics.tokens.labels(**labels, kind="prompt").inc(prompt)
-        self.metrics.tokens.labels(**labels, kind="completion").inc(completion)
-        cost = (
-            prompt / 1000 * model.price.prompt_per_1k
-            + completion / 1000 * model.price.completion_per_1k
-        )
-        self.metrics.cost.labels(**labels).inc(cost)
+        cost = 0.0
+        if usage:
+            prompt = int(usage.get("prompt_tokens") or 0)
+            completion = int(usage.get("completion_tokens") or 0)
+            self.metrics.tokens.labels(**labels, kind="prompt").inc(prompt)
+            self.metrics.tokens.labels(**labels, kind="completion").inc(completion)
+            cost = (
+                prompt / 1000 * model.price.prompt_per_1k
+                + completion / 1000 * model.price.completion_per_1k
+            )
+            self.metrics.cost.labels(**labels).inc(cost)
+        if self.tracing is not None:
+            self.tracing.finish(choice, model.name, outcome, usage, cost)
 
 
 def _render(dialect: Dialect, completion: dict[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ __all__ = [
     "PriceSpec",
     "RedisBudgetStore",
     "RouteSpec",
+    "TracingSpec",
 ]
 
 
@@ -149,6 +150,18 @@ class CacheSpec(Strict):
     routes: list[str] | None = Field(default=None, description="routes it applies to; all if unset")
 
 
+class TracingSpec(Strict):
+    """OpenTelemetry spans per request (needs the `otel` extra): see canaryctl/gateway/tracing.py.
+
+    `otlp` exports over OTLP/HTTP to `endpoint`; `global` hands spans to the process's
+    configured TracerProvider (set up by your own code or `opentelemetry-instrument`).
+    """
+
+    exporter: Literal["otlp", "global"] = "otlp"
+    endpoint: str = Field(default="http://127.0.0.1:4318/v1/traces", pattern=r"^https?://")
+    service_name: str = Field(default="canaryctl-gateway", min_length=1)
+
+
 class GatewaySpec(Strict):
     listen: str = Field(default="127.0.0.1:8080", pattern=r"^[^:]+:\d+$")
     flags: FlagSource
@@ -157,6 +170,7 @@ class GatewaySpec(Strict):
     context: ContextSpec = ContextSpec()
     budgets: BudgetsSpec | None = None
     cache: CacheSpec | None = None
+    tracing: TracingSpec | None = Field(default=None, description="off unless set")
 
     @model_validator(mode="after")
     def _references_resolve(self) -> GatewaySpec:
