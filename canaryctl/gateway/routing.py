@@ -90,15 +90,22 @@ class Choice:
     route: RouteSpec
     variant: str
     model: ModelSpec
+    tier: str = ""
+    """The requester's tier as given to the flag (not yet bounded for metric labels)."""
 
 
 def request_context(
     headers: Mapping[str, str], body: Mapping[str, Any], spec: ContextSpec
 ) -> Context:
-    """Key from the user header, else the OpenAI `user` field, else one shared anonymous key."""
+    """Key from the user header, else the OpenAI `user` field, else one shared anonymous key;
+    `tier` and, when the request names one, `team` as attributes that flag rules can target."""
     key = headers.get(spec.user_header) or body.get("user") or "anonymous"
     tier = headers.get(spec.tier_header) or spec.default_tier
-    return Context.builder(str(key)).kind("user").set("tier", tier).build()
+    builder = Context.builder(str(key)).kind("user").set("tier", tier)
+    team = headers.get(spec.team_header)
+    if team:
+        builder.set("team", team)
+    return builder.build()
 
 
 class FlagRouter:
@@ -141,7 +148,7 @@ class FlagRouter:
             )
             self._metrics.flag_errors.labels(route=route.name).inc()
             value = route.default_model
-        return Choice(route, value, self._models[value])
+        return Choice(route, value, self._models[value], str(context.get("tier") or ""))
 
     def close(self) -> None:
         self._client.close()
