@@ -10,6 +10,8 @@ import io
 import json
 import re
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ from canaryctl.controller import (
     resume_rollout,
 )
 from canaryctl.controller.step import RolloutState, plan, tick
-from canaryctl.errors import FlagMismatch, MetricsBackendError
+from canaryctl.errors import FlagMismatch, InvalidInput, MetricsBackendError
 from canaryctl.flags import FlagSnapshot, MemoryFlagStore
 from canaryctl.metrics import Observation, ScriptedMetricsSource, VariantStats
 from canaryctl.runbook import Rollout
@@ -422,7 +424,9 @@ def test_metrics_backend_down_rolls_back_with_exit_3(
     result = h.run()
     assert result.exit_code == 3
     assert result.outcome == "error"
-    assert result.reason.startswith(f"metrics backend failed {failures} times in a row")
+    assert result.reason.startswith(
+        f"metrics backend error, not an SLO verdict: {failures} analyses in a row"
+    )
     assert h.restored()
     errors = h.store.events(result.run_id, "error")
     assert any("scripted metrics source is down" in e.data["message"] for e in errors)
@@ -615,6 +619,47 @@ def test_resume_leaves_a_flag_a_human_moved_alone(make: Callable[..., Harness]) 
     assert result.exit_code == 3
     assert "someone else changed it" in result.reason
     assert len(flags.history) == 2  # nothing written after the human's edit
+
+
+def test_resume_refuses_a_run_whose_owner_still_lives(make: Callable[..., Harness]) -> None:
+    h = make(hooks=False)
+    crash = Crashed(h)
+    h.clock.call_at(T0 + 90, crash.now)
+    h.run()
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with sqlite3.connect(crash.state_path) as db:
+            db.execute("UPDATE runs SET pid = ? WHERE id = 1", (owner.pid,))
+        with pytest.raises(InvalidInput, match=f"still driven by process {owner.pid}"):
+            crash.resume()
+        assert crash.flags is not None and len(crash.flags.history) == 2  # untouched
+    finally:
+        owner.kill()
+        owner.wait()
+    result, _ = crash.resume()  # its owner is gone: the run is ours to finish
+    assert result.outcome == "promoted"
+
+
+def test_a_new_run_refuses_a_flag_held_by_an_unfinished_run(
+    make: Callable[..., Harness],
+) -> None:
+    h = make(hooks=False)
+    crash = Crashed(h)
+    h.clock.call_at(T0 + 90, crash.now)
+    h.run()
+    assert crash.flags is not None
+    with StateStore(crash.state_path) as store:
+        runner = RolloutRunner(
+            h.rollout,
+            flags=crash.flags,
+            metrics=ScriptedMetricsSource(steady(), FakeClock(crash.at).now),
+            store=store,
+            clock=FakeClock(crash.at),
+        )
+        with pytest.raises(InvalidInput, match="still held by run 1"):
+            runner.run()
+        assert len(store.runs()) == 1
+    assert len(crash.flags.history) == 2  # the half-moved split was not taken as "prior"
 
 
 def test_resume_restores_when_metrics_are_gone(make: Callable[..., Harness]) -> None:

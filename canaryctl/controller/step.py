@@ -17,7 +17,9 @@ Semantics, step by step:
   inconclusive (or a tolerated failure) the hold is extended one interval at a time; more than
   `inconclusive_limit` inconclusive extensions roll back with "inconclusive: not enough data".
 - A `pause: approval` hold keeps analysing until approved; approval closes it like a timed pause.
-- The metrics backend failing three analyses in a row rolls back with outcome "error".
+- The metrics backend failing more than `consecutive_error_limit` analyses in a row restores the
+  flag with outcome "error" (exit 3), its reason starting "metrics backend error": an outage is
+  not a verdict on the canary. A failed SLO rolls back with reason "SLO failed: ...".
 - After the last hold passes: promote.
 """
 
@@ -275,9 +277,13 @@ def tick(spec: RolloutSpec, state: RolloutState, now: float, event: Event | None
             return _analyzed(spec, items, state, now, verdict)
         case MetricsFailed(reason=reason):
             errors = state.metrics_errors + 1
-            if errors > spec.analysis.consecutive_error_limit:
+            limit = spec.analysis.consecutive_error_limit
+            if errors > limit:
                 return _rollback(
-                    state, "error", f"metrics backend failed {errors} times in a row: {reason}"
+                    state,
+                    "error",
+                    f"metrics backend error, not an SLO verdict: {errors} analyses in a row "
+                    f"could not read metrics (consecutive_error_limit {limit}): {reason}",
                 )
             retry = replace(
                 state, metrics_errors=errors, next_analysis=now + spec.analysis.interval
