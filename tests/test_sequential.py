@@ -445,3 +445,22 @@ spec:
     assert any(expected in str(p) and ":8:" in str(p) for p in caught.value.problems), [
         str(p) for p in caught.value.problems
     ]
+
+
+def test_a_custom_query_slo_is_judged_by_threshold_and_not_counted_in_m() -> None:
+    """A runbook's own PromQL gives one number per variant, no counts to test: it is judged as
+    the threshold method judges it, and is not counted among the m tests sharing alpha."""
+    slos = [
+        SloSpec(name="refusals", query="refusal_rate{variant={{variant}}}", max_ratio=1.1),
+        SloSpec(**ERRORS_NO_WORSE[0]),
+    ]
+    observation = Observation(
+        0,
+        30,
+        {"canary": VariantStats(200, 2), "baseline": VariantStats(200, 2)},
+        slo_values={"refusals": {"canary": 0.05, "baseline": 0.02}},
+    )
+    verdict, _ = assess(slos, SEQUENTIAL, observation, {}, baseline="baseline", canary="canary")
+    custom, errors = verdict.checks
+    assert custom.outcome is Outcome.FAIL and custom.evidence is None  # 5% > 2% x 1.1
+    assert errors.evidence is not None and errors.evidence.threshold == pytest.approx(1 / 0.05)
