@@ -269,7 +269,7 @@ def test_a_refused_sdk_key_shows_as_an_invalid_data_source_and_defaults_are_serv
     assert "SECRET" not in metrics + caplog.text
 
 
-def test_when_launchdarkly_goes_away_the_gateway_keeps_its_last_data_and_says_it_is_stale(
+def test_when_launchdarkly_goes_away_the_gateway_keeps_its_data_says_it_is_stale_then_catches_up(
     keys: None,
 ) -> None:
     server = LDServer(API_TOKEN)
@@ -292,6 +292,15 @@ def test_when_launchdarkly_goes_away_the_gateway_keeps_its_last_data_and_says_it
         time.sleep(0.3)
         assert 0 < first < gauges(stack)["llm_flag_data_stale_seconds"]
         assert served(stack, users=5) == {CANARY}  # the last data it had, not the default
+
+        # A change made while the gateway was cut off arrives with the reconnection's `put`.
+        server.edit(PROJECT, KEY, ENV, fallthrough={"variation": 0})
+        port = int(ld.base_url.rsplit(":", 1)[1])
+        cleanup.enter_context(serve(server, port))
+        assert within(30, lambda: gauges(stack)["llm_flag_data_source_valid"] == 1.0)
+        assert gauges(stack)["llm_flag_data_stale_seconds"] == 0.0
+        assert within(PROPAGATION, lambda: served(stack, users=5) == {BASELINE})
+        assert (server.stream_connections, server.polls) == (2, 0)
 
 
 # -- rollouts end to end ------------------------------------------------------------------------
