@@ -111,7 +111,7 @@ def test_rollout_run_metrics_port_serves_while_it_runs(
 
     monkeypatch.setattr(canaryctl.flags.factory, "flag_store_for", lambda spec: world.flags)
     monkeypatch.setattr(
-        canaryctl.metrics.factory, "metrics_source_for", lambda spec, clock=None: world.metrics
+        canaryctl.metrics.factory, "metrics_source_for", lambda spec, **_: world.metrics
     )
     monkeypatch.setattr(runner_module, "SystemClock", lambda: world.clock)
     port = free_port()

@@ -1,6 +1,7 @@
 """Command line: thin click commands that parse, call the library, and print."""
 
 import canaryctl.cli.flags  # noqa: F401  (registers commands on main)
+from canaryctl.cli import chaos as chaos_commands  # noqa: F401  (registers commands)
 from canaryctl.cli import demo as demo_commands  # noqa: F401  (registers commands)
 from canaryctl.cli import documents  # noqa: F401  (registers commands on main)
 from canaryctl.cli import gate as gate_commands  # noqa: F401  (registers commands)

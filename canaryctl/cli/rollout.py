@@ -113,7 +113,9 @@ def _dry_run(document: Rollout, output: str | None) -> None:
     spec = document.spec
     flags = flag_store_for(spec.flag)
     split = flags.split(flags.snapshot())
-    metrics_source_for(spec.metrics).check()
+    metrics_source_for(
+        spec.metrics, slos=spec.slos, baseline=spec.flag.baseline, canary=spec.flag.canary
+    ).check()
     steps = [item.describe() for item in plan(spec)]
     slos = [slo.describe() for slo in spec.slos]
     if wants_json(output):

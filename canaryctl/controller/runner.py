@@ -28,7 +28,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from canaryctl.analysis import Verdict, judge
+from canaryctl.analysis import Verdict, assess
 from canaryctl.controller.clock import Clock, SystemClock
 from canaryctl.controller.events import ObserverFanout, RolloutObserver, RunInfo
 from canaryctl.controller.hooks import HookRunner
@@ -55,7 +55,7 @@ from canaryctl.controller.step import (
     plan,
     tick,
 )
-from canaryctl.controller.store import StateStore
+from canaryctl.controller.store import RunRecord, StateStore
 from canaryctl.errors import (
     CanaryError,
     FlagConflict,
@@ -125,6 +125,7 @@ class RolloutRunner:
 
     def run(self) -> RunResult:
         """Preflight, journal the run, then tick until promoted or restored."""
+        self._ensure_flag_is_free()
         prior = self.flags.snapshot()
         self.metrics.check()
         self._prior, self._version = prior, prior.version
@@ -144,6 +145,18 @@ class RolloutRunner:
         self._observers.on_phase(self._run_id, self._state.phase, "")
         return self._drive(None)
 
+    def _ensure_flag_is_free(self) -> None:
+        """A run left mid-way owns its flag: starting another would save a half-moved split as
+        the state to restore."""
+        flag = self.rollout.spec.flag.model_dump(mode="json", by_alias=True)
+        for other in self.store.unfinished_runs():
+            if _flag_identity(other.runbook["spec"]["flag"]) == _flag_identity(flag):
+                raise InvalidInput(
+                    f"flag '{flag['key']}' is still held by run {other.id} ('{other.name}', "
+                    f"process {other.pid} on {other.host}): wait for it, or "
+                    f"`canaryctl rollout resume {other.id}` / `canaryctl rollout abort {other.id}`"
+                )
+
     def resume(self, run_id: int) -> RunResult:
         """Continue an unfinished run from its stored state; see the module docstring."""
         record = self.store.run(run_id)
@@ -156,7 +169,11 @@ class RolloutRunner:
         self._version = record.flag_version
         in_flight = [e for e in self.store.events(run_id, "flag_changed") if e.result is None]
         self._in_flight = in_flight[-1].data["target_canary"] if in_flight else None
-        self.store.claim(run_id, host=socket.gethostname(), pid=os.getpid(), at=self.clock.now())
+        _ensure_not_driven_elsewhere(record)
+        if not self.store.claim(
+            record, host=socket.gethostname(), pid=os.getpid(), at=self.clock.now()
+        ):
+            raise InvalidInput(f"run {run_id} was just taken over by another process")
         current = self.flags.snapshot()
         self._split = self.flags.split(current)
         self._observers.on_start(self._info(resumed=True))
@@ -172,7 +189,7 @@ class RolloutRunner:
         try:
             self.metrics.check()
         except MetricsBackendError as exc:
-            return self._stop("error", f"metrics backend failed on resume: {exc}", restore=True)
+            return self._stop("error", f"metrics backend error on resume: {exc}", restore=True)
         # An abort posted while no process was running is carried out before anything moves.
         abort = self._next_request(abort_only=True)
         return self._drive(abort if abort is not None else Resumed(self.clock.now()))
@@ -239,7 +256,7 @@ class RolloutRunner:
                 try:
                     self.metrics.check()  # the scrape source takes the window's first sample here
                 except MetricsBackendError as exc:
-                    self._error("metrics", f"metrics backend failed as the window began: {exc}")
+                    self._error("metrics", f"metrics backend error as the window began: {exc}")
                 return WeightSet(self.clock.now())
             case Analyze(since=since, closing=closing):
                 return self._analyze(since, closing)
@@ -258,14 +275,24 @@ class RolloutRunner:
         try:
             observation = self.metrics.observe(since)
         except MetricsBackendError as exc:
-            self._error("metrics", str(exc))
+            in_a_row = self._state.metrics_errors + 1
+            limit = spec.analysis.consecutive_error_limit
+            self._error(
+                "metrics",
+                f"metrics backend error, analysis not judged ({in_a_row} in a row, "
+                f"consecutive_error_limit {limit}): {exc}",
+            )
             return MetricsFailed(str(exc))
-        verdict = judge(
+        assert self._prior is not None
+        # The gateway labels metrics with variation values; the runbook may have named them.
+        baseline, canary = self.flags.variants(self._prior)
+        verdict, ledger = assess(
             spec.slos,
             spec.analysis,
             observation,
-            baseline=spec.flag.baseline,
-            canary=spec.flag.canary,
+            self._state.ledger,
+            baseline=baseline,
+            canary=canary,
             baseline_served=self._state.weight < 100,
         )
         self._last_verdict = verdict
@@ -276,7 +303,7 @@ class RolloutRunner:
             at=self.clock.now(),
         )
         self._observers.on_analysis(self._run_id, verdict)
-        return Analyzed(verdict)
+        return Analyzed(verdict, ledger)
 
     def _wait(self, until: float | None) -> Event | None:
         """Sleep in slices, answering another terminal's abort or approval."""
@@ -465,7 +492,14 @@ def _adapters(
     if metrics is None:
         from canaryctl.metrics.factory import metrics_source_for
 
-        metrics = metrics_source_for(rollout.spec.metrics, clock=clock.now)
+        spec = rollout.spec
+        metrics = metrics_source_for(
+            spec.metrics,
+            clock=clock.now,
+            slos=spec.slos,
+            baseline=spec.flag.baseline,
+            canary=spec.flag.canary,
+        )
     return flags, metrics
 
 
@@ -551,6 +585,35 @@ def _notifiers(rollout: Rollout) -> list[WebhookNotifier]:
     from canaryctl.notify import notifiers_for
 
     return notifiers_for(rollout.spec.notify)
+
+
+def _flag_identity(flag: dict[str, Any]) -> tuple[Any, ...]:
+    """Where a flag lives, whatever the runbook does with it: two runs on different targeting
+    rules of one flag still race on its version."""
+    return tuple(
+        flag.get(field)
+        for field in ("provider", "key", "path", "base_url", "project", "environment")
+    )
+
+
+def _ensure_not_driven_elsewhere(record: RunRecord) -> None:
+    """Two controllers on one flag would fight: refuse to resume a run whose owner still lives.
+
+    Liveness can only be checked on this host; a run owned by another host is taken over, as
+    the operator asked (they can see the owner in `rollout status`).
+    """
+    if record.host != socket.gethostname() or record.pid == os.getpid():
+        return
+    try:
+        os.kill(record.pid, 0)
+    except ProcessLookupError:
+        return
+    except PermissionError:
+        pass  # alive, owned by another user
+    raise InvalidInput(
+        f"run {record.id} is still driven by process {record.pid} on {record.host}: "
+        f"stop that process (its flag is restored) or `canaryctl rollout abort {record.id}`"
+    )
 
 
 def _stored_rollout(runbook: dict[str, Any]) -> Rollout:

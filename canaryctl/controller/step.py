@@ -17,13 +17,15 @@ Semantics, step by step:
   inconclusive (or a tolerated failure) the hold is extended one interval at a time; more than
   `inconclusive_limit` inconclusive extensions roll back with "inconclusive: not enough data".
 - A `pause: approval` hold keeps analysing until approved; approval closes it like a timed pause.
-- The metrics backend failing three analyses in a row rolls back with outcome "error".
+- The metrics backend failing more than `consecutive_error_limit` analyses in a row restores the
+  flag with outcome "error" (exit 3), its reason starting "metrics backend error": an outage is
+  not a verdict on the canary. A failed SLO rolls back with reason "SLO failed: ...".
 - After the last hold passes: promote.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from canaryctl.analysis import Outcome, Verdict
@@ -114,7 +116,8 @@ class RolloutState:
     """Everything the tick needs to decide, stored with the run so another process can resume.
 
     `item` indexes `plan(spec)`. `outcome` and `reason` are set once a rollback or promotion has
-    been decided, before it is carried out.
+    been decided, before it is carried out. `ledger` is what the sequential analysis accumulated
+    over the run (see canaryctl.analysis.assess); it outlives steps and resumes.
     """
 
     phase: Phase = Phase.PENDING
@@ -129,6 +132,7 @@ class RolloutState:
     metrics_errors: int = 0
     outcome: str | None = None
     reason: str = ""
+    ledger: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "phase": self.phase.value}
@@ -150,7 +154,10 @@ class WeightSet:
 
 @dataclass(frozen=True)
 class Analyzed:
+    """The analysis' verdict, and the sequential ledger it leaves (None: unchanged)."""
+
     verdict: Verdict
+    ledger: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -264,13 +271,19 @@ def tick(spec: RolloutSpec, state: RolloutState, now: float, event: Event | None
             item = items[state.item]
             assert isinstance(item, WeightItem)
             return _advance(spec, items, replace(state, weight=item.weight, window_start=at), now)
-        case Analyzed(verdict=verdict):
+        case Analyzed(verdict=verdict, ledger=ledger):
+            if ledger is not None:
+                state = replace(state, ledger=ledger)
             return _analyzed(spec, items, state, now, verdict)
         case MetricsFailed(reason=reason):
             errors = state.metrics_errors + 1
-            if errors > spec.analysis.consecutive_error_limit:
+            limit = spec.analysis.consecutive_error_limit
+            if errors > limit:
                 return _rollback(
-                    state, "error", f"metrics backend failed {errors} times in a row: {reason}"
+                    state,
+                    "error",
+                    f"metrics backend error, not an SLO verdict: {errors} analyses in a row "
+                    f"could not read metrics (consecutive_error_limit {limit}): {reason}",
                 )
             retry = replace(
                 state, metrics_errors=errors, next_analysis=now + spec.analysis.interval

@@ -134,6 +134,11 @@ class FileFlagStore:
         other = sum(weights.values()) - baseline - canary
         return Split(baseline=baseline, canary=canary, other=other)
 
+    def variants(self, snapshot: FlagSnapshot) -> tuple[str, str]:
+        _, flag = _parse(self.path, snapshot.raw, self.key)
+        baseline_idx, canary_idx = self._indices(flag)
+        return str(flag["variations"][baseline_idx]), str(flag["variations"][canary_idx])
+
     def set_canary_weight(
         self, percent: float, *, expect_version: int, comment: str
     ) -> FlagSnapshot:

@@ -177,7 +177,14 @@ def _observe(
     if metrics is None:
         from canaryctl.metrics.factory import metrics_source_for
 
-        metrics = metrics_source_for(rollout.spec.metrics, clock=clock)
+        spec = rollout.spec
+        metrics = metrics_source_for(
+            spec.metrics,
+            clock=clock,
+            slos=spec.slos,
+            baseline=spec.flag.baseline,
+            canary=spec.flag.canary,
+        )
     if rollout.spec.metrics.provider == "scrape":
         metrics.check()
         since = clock()

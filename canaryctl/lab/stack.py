@@ -20,7 +20,7 @@ from canaryctl.errors import CanaryError
 from canaryctl.gateway import create_app
 from canaryctl.lab.provider import SimulatedProvider
 from canaryctl.lab.traffic import TrafficGenerator, TrafficStats
-from canaryctl.runbook.gateway import GatewaySpec
+from canaryctl.runbook.gateway import FileFlagSource, GatewaySpec
 from canaryctl.runbook.lab import Lab, LabSpec
 
 __all__ = ["HOST", "LabStack"]
@@ -105,7 +105,7 @@ class LabStack:
             for m in self.spec.gateway.models
         ]
         flags = self.spec.gateway.flags
-        if self._flags_path is not None:
+        if self._flags_path is not None and isinstance(flags, FileFlagSource):
             flags = flags.model_copy(update={"path": Path(self._flags_path)})
         return self.spec.gateway.model_copy(update={"models": models, "flags": flags})
 

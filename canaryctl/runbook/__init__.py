@@ -1,4 +1,4 @@
-"""Documents (YAML, apiVersion canaryctl/v1): Rollout, Gateway and Lab, strictly validated."""
+"""Documents (YAML, apiVersion canaryctl/v1): Rollout, Gateway, Lab, MetricProfile; strict."""
 
 from canaryctl.runbook.common import API_VERSION, Duration, parse_duration
 from canaryctl.runbook.gate import EvalSpec, GateSpec
@@ -6,6 +6,7 @@ from canaryctl.runbook.gateway import Gateway, GatewaySpec, ModelSpec, RouteSpec
 from canaryctl.runbook.lab import Lab, LabSpec, ProviderProfile, TrafficSpec
 from canaryctl.runbook.loader import KINDS, Document, json_schema, load_document, parse_document
 from canaryctl.runbook.notify import NotifySpec
+from canaryctl.runbook.profile import MetricProfile, MetricProfileSpec
 from canaryctl.runbook.rollout import (
     AnalysisSpec,
     FileFlagSpec,
@@ -32,6 +33,8 @@ __all__ = [
     "Lab",
     "LabSpec",
     "LaunchDarklyFlagSpec",
+    "MetricProfile",
+    "MetricProfileSpec",
     "ModelSpec",
     "NotifySpec",
     "PrometheusMetricsSpec",
