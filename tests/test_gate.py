@@ -314,3 +314,19 @@ def test_live_gate_on_the_lab_with_the_scrape_backend(
     assert end - start >= 4
     projection = report["cost_projection"]
     assert projection["canary"]["source"] == projection["baseline"]["source"] == "live"
+
+
+def test_a_bad_gate_section_is_exit_2_with_its_path_and_line(tmp_path: Path) -> None:
+    write_lab(tmp_path)
+    runbook = write_runbook(tmp_path, "good", margin=2)
+    code, output = gate(str(runbook))
+    assert code == 2, output
+    line = next(i for i, text in enumerate(runbook.read_text().splitlines(), 1) if "margin" in text)
+    assert (
+        f"{runbook}:{line}: spec.gate.eval.margin: Input should be less than or equal to 1"
+        in output
+    )
+    runbook = write_runbook(tmp_path, "good", benchmark="x.jsonl")
+    code, output = gate(str(runbook))
+    assert code == 2, output
+    assert "spec.gate.eval: give exactly one of benchmark (a JSONL file) or builtin" in output

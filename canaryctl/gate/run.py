@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from canaryctl.analysis import judge
-from canaryctl.errors import InvalidInput
+from canaryctl.errors import BackendError, CanaryError, InvalidInput
 from canaryctl.evals.benchmark import builtin_benchmark, load_benchmark
 from canaryctl.evals.judge import judge_eval, summarize
 from canaryctl.evals.runner import Endpoint, EvalProgress, chat_url, run_benchmark
@@ -141,8 +141,17 @@ def _lab_urls(lab_path: Path | None) -> Iterator[tuple[dict[str, str], dict[str,
 
     lab = load_document(lab_path, expect=Lab)
     prices = {m.name: m.price for m in lab.spec.gateway.models}
-    with LabStack(lab, traffic=False) as running:
-        yield running.provider_urls, prices
+    stack = LabStack(lab, traffic=False)
+    try:
+        stack.start()
+    except InvalidInput:
+        raise
+    except CanaryError as exc:  # exit 1 means "do not promote", not "the lab would not start"
+        raise BackendError(f"spec.gate.eval.lab: {exc}") from exc
+    try:
+        yield stack.provider_urls, prices
+    finally:
+        stack.stop()
 
 
 def _endpoint(
