@@ -360,11 +360,15 @@ def _apply(env: dict[str, Any], ids: list[str], instruction: dict[str, Any]) -> 
 
 
 @contextmanager
-def serve(server: LDServer) -> Iterator[LDServer]:
-    """Run `server` with uvicorn in a thread on 127.0.0.1 and a free port until the block ends."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+def serve(server: LDServer, port: int = 0) -> Iterator[LDServer]:
+    """Run `server` with uvicorn in a thread on 127.0.0.1 until the block ends; `port` 0 picks a
+    free one. Serving the same server again on its old port is LaunchDarkly coming back."""
+    # IPPROTO_TCP so asyncio sets TCP_NODELAY on accepted sockets (see canaryctl.lab.stack):
+    # without it each answer can wait out a 40 ms delayed ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
+    server._closing.clear()
     config = uvicorn.Config(
         server.app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2
     )

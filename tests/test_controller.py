@@ -6,7 +6,9 @@ Every test checks where the flag ends up, since that is what users feel.
 from __future__ import annotations
 
 import copy
+import io
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -16,7 +18,9 @@ from typing import Any
 
 import httpx
 import pytest
+from rich.console import Console
 
+from canaryctl.cli.views import LiveView
 from canaryctl.controller import (
     FakeClock,
     HookRunner,
@@ -716,8 +720,10 @@ def test_sequential_analysis_rolls_back_a_bad_canary_with_its_evidence(
 ) -> None:
     h = make(analysis=SEQUENTIAL, slos=ERRORS_NO_WORSE)
     h.script = weighted(h, canary_error_rate=0.05)
-    result = h.run()
+    screen = io.StringIO()
+    result = h.runner(observers=(LiveView(Console(file=screen, width=160)),)).run()
     assert result.outcome == "rolled_back" and h.restored()
+    assert re.search(r"fail e=\d+(\.\d+)?/20", screen.getvalue())  # the live view shows why
     assert "the canary is worse than allowed" in result.reason
     assert h.weights_written() == ["canary to 10%", "restore"]
     failed = h.store.events(result.run_id, "analysis")[-1].data["checks"][0]

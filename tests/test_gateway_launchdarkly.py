@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from canaryctl.cli import main
 from canaryctl.flags import LaunchDarklyFlagStore
 from canaryctl.lab import LabStack
 from canaryctl.runbook.lab import LabSpec
-from tests.ld_server import LDServer, make_flag, sdk_flag, serve
+from tests.ld_server import Fault, LDServer, make_flag, sdk_flag, serve
 
 pytestmark = pytest.mark.e2e
 
@@ -243,7 +244,7 @@ def test_polling_works_and_events_are_sent_only_when_asked(ld: LDServer, keys: N
         assert gauges(stack)["llm_flag_data_source_valid"] == 1.0
     assert (ld.stream_connections, ld.polls) == (0, 1)
     posted = [path for path, _ in ld.events]
-    assert "/bulk" in posted  # flushed at shutdown: the evaluations' summary
+    assert {"/bulk", "/diagnostic"} <= set(posted)  # diagnostics at start, a summary at close
     summary = next(body for path, body in ld.events if path == "/bulk")
     assert any(event.get("kind") == "summary" for event in summary)
 
@@ -266,6 +267,40 @@ def test_a_refused_sdk_key_shows_as_an_invalid_data_source_and_defaults_are_serv
     assert first["llm_flag_data_last_change_timestamp_seconds"] == 0.0
     assert 'llm_flag_evaluation_errors_total{route="support-bot"} 5.0' in metrics
     assert "SECRET" not in metrics + caplog.text
+
+
+def test_when_launchdarkly_goes_away_the_gateway_keeps_its_data_says_it_is_stale_then_catches_up(
+    keys: None,
+) -> None:
+    server = LDServer(API_TOKEN)
+    variations = [("id-gpt4", BASELINE, "b"), ("id-mini", CANARY, "c")]
+    server.add(PROJECT, make_flag(KEY, variations, {ENV: {"fallthrough": {"variation": 0}}}))
+    server.sdk_key(SDK_KEY, PROJECT, ENV)
+    with ExitStack() as cleanup:
+        launchdarkly = ExitStack()
+        cleanup.callback(launchdarkly.close)
+        ld = launchdarkly.enter_context(serve(server))
+        stack = cleanup.enter_context(LabStack(lab(ld)))
+        store = rest_store(ld)
+        store.promote(expect_version=store.snapshot().version, comment="run t promote")
+        assert within(PROPAGATION, lambda: served(stack, users=5) == {CANARY})
+        assert gauges(stack)["llm_flag_data_source_valid"] == 1.0
+
+        launchdarkly.close()  # its stream ends, its port refuses; the gateway stays up
+        assert within(10, lambda: gauges(stack)["llm_flag_data_source_valid"] == 0.0)
+        first = gauges(stack)["llm_flag_data_stale_seconds"]
+        time.sleep(0.3)
+        assert 0 < first < gauges(stack)["llm_flag_data_stale_seconds"]
+        assert served(stack, users=5) == {CANARY}  # the last data it had, not the default
+
+        # A change made while the gateway was cut off arrives with the reconnection's `put`.
+        server.edit(PROJECT, KEY, ENV, fallthrough={"variation": 0})
+        port = int(ld.base_url.rsplit(":", 1)[1])
+        cleanup.enter_context(serve(server, port))
+        assert within(30, lambda: gauges(stack)["llm_flag_data_source_valid"] == 1.0)
+        assert gauges(stack)["llm_flag_data_stale_seconds"] == 0.0
+        assert within(PROPAGATION, lambda: served(stack, users=5) == {BASELINE})
+        assert (server.stream_connections, server.polls) == (2, 0)
 
 
 # -- rollouts end to end ------------------------------------------------------------------------
@@ -369,7 +404,7 @@ def test_an_outside_edit_mid_rollout_stops_the_run_without_overwriting(
     assert len(patches) == 1 and patches[0].endswith("canary to 20%")
 
 
-def test_a_rule_scoped_rollout_moves_only_the_free_tier(
+def test_a_rule_scoped_rollout_moves_only_the_free_tier_through_a_429_storm_and_a_503_burst(
     ld: LDServer, keys: None, tmp_path: Path
 ) -> None:
     steps = [{"set_weight": 50}, {"pause": "3s"}, {"set_weight": 100}, {"pause": "1s"}]
@@ -385,11 +420,15 @@ def test_a_rule_scoped_rollout_moves_only_the_free_tier(
 
         watcher = threading.Thread(target=watch)
         watcher.start()
+        ld.faults = [Fault(429, {"Retry-After": "1"}, "PATCH")] * 2 + [
+            Fault(503, method="PATCH")
+        ] * 2
         result = CliRunner().invoke(
             main, ["rollout", "run", str(path), "--state", str(tmp_path / "state.db"), "-o", "json"]
         )
         watcher.join()
         assert result.exit_code == 0, result.output
+        assert ld.faults == []  # every injected refusal was met, and outlasted
         assert half == [({BASELINE, CANARY}, {BASELINE})]
         assert within(PROPAGATION, lambda: served(stack, "free") == {CANARY})
         assert served(stack, "paid") == {BASELINE}
@@ -397,3 +436,25 @@ def test_a_rule_scoped_rollout_moves_only_the_free_tier(
     free, paid = ld.env(PROJECT, KEY, ENV)["rules"]
     assert free["variation"] == 1 and paid == RULES[1]
     assert ld.env(PROJECT, KEY, ENV)["fallthrough"] == {"variation": 0}
+
+
+def test_gateway_and_lab_serve_need_the_sdk_key_in_the_environment(
+    ld: LDServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    shipped = Path(__file__).parent.parent / "runbooks" / "gateway-launchdarkly.yaml"
+    monkeypatch.delenv("LAUNCHDARKLY_SDK_KEY", raising=False)
+    result = CliRunner().invoke(main, ["gateway", "serve", str(shipped)])
+    assert result.exit_code == 2, result.output
+    assert "spec.flags.sdk_key_env: environment variable LAUNCHDARKLY_SDK_KEY is not set" in (
+        result.output
+    )
+    assert "Traceback" not in result.output
+    lab_file = tmp_path / "lab.yaml"
+    document = {"apiVersion": "canaryctl/v1", "kind": "Lab", "metadata": {"name": "ld-lab"}}
+    lab_file.write_text(yaml.safe_dump({**document, "spec": lab(ld).model_dump(mode="json")}))
+    served = CliRunner().invoke(main, ["lab", "serve", str(lab_file), "--duration", "1s"])
+    assert served.exit_code == 2, served.output
+    assert "spec.gateway.flags.sdk_key_env: environment variable LAUNCHDARKLY_SDK_KEY" in (
+        served.output
+    )
+    assert "Traceback" not in served.output

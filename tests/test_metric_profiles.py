@@ -13,13 +13,14 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from canaryctl.analysis import judge
 from canaryctl.cli import main
 from canaryctl.errors import InvalidDocument, InvalidInput
-from canaryctl.metrics import PrometheusMetricsSource, metrics_source_for
+from canaryctl.metrics import Observation, PrometheusMetricsSource, VariantStats, metrics_source_for
 from canaryctl.metrics.profile import load_profile
-from canaryctl.runbook import Rollout, load_document
+from canaryctl.runbook import AnalysisSpec, Rollout, SloSpec, load_document
 from canaryctl.runbook.profile import shipped_profiles
-from canaryctl.runbook.promql import render
+from canaryctl.runbook.promql import promql_string, render
 
 PROFILE = """\
 apiVersion: canaryctl/v1
@@ -255,8 +256,6 @@ def test_two_slos_cannot_share_a_name(tmp_path: Path) -> None:
 def test_template_values_cannot_break_out_of_their_quotes() -> None:
     source = PrometheusMetricsSource("http://127.0.0.1:9", variants={"b": 'evil"}) or vector(1'})
     assert source.name_of("b", "requested_model") == 'evil"}) or vector(1'
-    from canaryctl.runbook.promql import promql_string
-
     rendered = render('x{m="{{variant}}"}', {"variant": promql_string(source.name_of("b", "m"))})
     assert rendered == 'x{m="evil\\"}) or vector(1"}'
 
@@ -269,3 +268,34 @@ def test_a_variant_may_be_named_per_label() -> None:
     assert source.name_of("b", "requested_model") == "group-b"
     assert source.name_of("b", "model") == "b"  # a label not mapped: the variation itself
     assert source.name_of("c", "model") == "c"
+
+
+def test_a_custom_slo_is_judged_on_its_own_number_and_no_number_is_inconclusive() -> None:
+    slos = [
+        SloSpec(name="score", query='s{m="{{variant}}"}', min=0.8),
+        SloSpec(name="ratio", query='r{m="{{variant}}"}', compare="baseline", max_ratio=2),
+    ]
+    traffic = {"a": VariantStats(requests=500), "b": VariantStats(requests=500)}
+
+    def verdict(values: dict[str, dict[str, float]], requests: float = 500) -> list[str]:
+        variants = {**traffic, "b": VariantStats(requests=requests)}
+        obs = Observation(0, 60, variants=variants, slo_values=values)
+        result = judge(slos, AnalysisSpec(min_requests=100), obs, baseline="a", canary="b")
+        return [f"{c.outcome.value}: {c.reason}" for c in result.checks]
+
+    assert verdict({"score": {"b": 0.9}, "ratio": {"a": 1.0, "b": 1.5}}) == [
+        "pass: score = 0.9 is within score >= 0.8",
+        "pass: ratio = 1.5 is within ratio <= baseline x 2 (2)",
+    ]
+    assert verdict({"score": {"b": 0.7}, "ratio": {"a": 1.0, "b": 2.5}}) == [
+        "fail: score = 0.7 is below the minimum 0.8",
+        "fail: ratio = 2.5 is above 2 (baseline 1, ratio <= baseline x 2)",
+    ]
+    assert verdict({"score": {}, "ratio": {"b": 1.0}}) == [
+        "inconclusive: score: no value for canary 'b'",
+        "inconclusive: ratio: no value for baseline 'a'",
+    ]
+    # A number without traffic behind it is no verdict either: min_requests holds.
+    assert verdict({"score": {"b": 0.9}, "ratio": {"a": 1, "b": 1}}, requests=10)[0].startswith(
+        "inconclusive: score >= 0.8: too few requests for 'b' (10 < 100)"
+    )

@@ -14,7 +14,10 @@ import pytest
 from canaryctl.analysis import Outcome, Verdict, assess
 from canaryctl.analysis.mean_difference import MeanDifference
 from canaryctl.analysis.rate_ratio import ALTERNATIVES, STEP, RateRatio
+from canaryctl.errors import InvalidDocument
 from canaryctl.metrics import Observation, VariantStats
+from canaryctl.runbook import Rollout
+from canaryctl.runbook.loader import parse_document
 from canaryctl.runbook.rollout import AnalysisSpec, SloSpec
 
 
@@ -92,7 +95,18 @@ def test_estimate_and_bounds_bracket_a_clear_ratio() -> None:
         test = test.observe(canary_events=30, baseline_events=30, canary_share=0.25)  # ratio 3
     estimate = test.estimate()
     assert estimate is not None and estimate == pytest.approx(3.0, rel=0.05)
-    assert 2 < test.lower_bound(0.05) < 3 < test.upper_bound(0.05) < 4.5
+    low, high = test.lower_bound(0.05), test.upper_bound(0.05)
+    assert 2 < low < 3 < high < 4.5
+
+    def e_value_against(margin: float) -> float:
+        """The same data tested against another margin: the bounds are where these cross 20."""
+        other = RateRatio(margin)
+        for _ in range(20):
+            other = other.observe(30, 30, 0.25)
+        return other.e_value()
+
+    step = math.exp(STEP)
+    assert e_value_against(low) >= 20 > e_value_against(low * step)
 
 
 def test_no_events_is_no_evidence() -> None:
@@ -325,17 +339,35 @@ def test_several_slos_share_alpha() -> None:
     assert thresholds == [pytest.approx(3 / 0.05)] * 3
 
 
-def test_max_increase_becomes_a_ratio_at_the_baselines_first_rate() -> None:
+def test_max_increase_is_a_ratio_that_follows_the_baselines_rate() -> None:
     slos = [{"metric": "error_rate", "compare": "baseline", "max_increase": 0.01}]
     first = window(0, 30, VariantStats(1000, 10), VariantStats(999, 9))  # (9+1)/(999+1) = 1%
     verdict, ledger = judge(slos, first, {})
     evidence = verdict.checks[0].evidence
-    assert evidence is not None and evidence.samples == 0  # calibrating, not tested
-    assert "<= 2" in evidence.test  # 1 + 0.01 / 0.01
-    second = window(0, 60, VariantStats(2000, 40), VariantStats(1999, 19))
+    assert evidence is not None and evidence.samples == 19  # tested from the first interval
+    assert evidence.test.endswith("<= 2")  # 1 + 0.01 / 1%
+    # The baseline turns out better: 9 errors in 5999 requests, so 1% more is now 7 times more.
+    second = window(0, 60, VariantStats(2000, 20), VariantStats(5999, 9))
     verdict, _ = judge(slos, second, ledger)
     evidence = verdict.checks[0].evidence
-    assert evidence is not None and evidence.samples == 40  # tested from the next interval on
+    assert evidence is not None and evidence.samples == 19 + 10
+    assert evidence.test.endswith("<= 7")  # 1 + 0.01 / ((9 + 1) / (5999 + 1))
+    assert evidence.e_value < evidence.threshold and verdict.outcome is Outcome.PASS
+    assert evidence.estimate is not None and evidence.estimate > 2  # worse, within 1% more
+
+
+def test_a_moving_margin_tests_the_first_grid_point_at_or_above_it() -> None:
+    test = RateRatio(1.0)
+    for _ in range(10):
+        test = test.observe(40, 40, 0.25)  # ratio 3
+    on_grid = [RateRatio(2 ** (k / 4)) for k in (6, 7)]  # 2.83 and 3.36
+    for i, other in enumerate(on_grid):
+        for _ in range(10):
+            other = other.observe(40, 40, 0.25)
+        on_grid[i] = other
+    assert test.e_value_above(2 ** (6 / 4)) == pytest.approx(on_grid[0].e_value())
+    assert test.e_value_above(2.9) == pytest.approx(on_grid[1].e_value())  # rounded up
+    assert test.e_value_above(1000.0) == 1.0  # beyond the grid: no evidence claimed
 
 
 def test_cost_per_query_is_held_to_its_allowance() -> None:
@@ -381,3 +413,29 @@ def test_threshold_method_keeps_the_ledger_untouched() -> None:
     )
     assert verdict.outcome is Outcome.FAIL and ledger == {}  # today's behaviour: 4% > 1%
     assert verdict.checks[0].evidence is None
+
+
+@pytest.mark.parametrize(
+    ("analysis", "expected"),
+    [
+        ("{method: bayesian}", "spec.analysis.method"),
+        ("{method: sequential, alpha: 0}", "spec.analysis.alpha"),
+        ("{method: sequential, alpha: 1.5}", "spec.analysis.alpha"),
+    ],
+)
+def test_bad_method_or_alpha_is_named_in_the_document(analysis: str, expected: str) -> None:
+    text = f"""apiVersion: canaryctl/v1
+kind: Rollout
+metadata: {{name: demo}}
+spec:
+  flag: {{provider: file, path: flags.json, key: k, baseline: a, canary: b}}
+  metrics: {{provider: scrape, targets: ["http://127.0.0.1:8080/metrics"]}}
+  slos: [{{metric: error_rate, compare: baseline, max_ratio: 1.2}}]
+  analysis: {analysis}
+  steps: [{{set_weight: 100}}]
+"""
+    with pytest.raises(InvalidDocument) as caught:
+        parse_document(text, "doc.yaml", expect=Rollout)
+    assert any(expected in str(p) and ":8:" in str(p) for p in caught.value.problems), [
+        str(p) for p in caught.value.problems
+    ]

@@ -77,15 +77,39 @@ class RateRatio:
         """Evidence against "r <= margin": the mixture likelihood ratio."""
         return self._e_value(_ZERO, +1)
 
+    def e_value_above(self, ratio: float) -> float:
+        """Evidence against "r <= ratio", tested at the first grid point at or above `ratio`
+        (a wider null, so never more evidence than is due); 1, no evidence, beyond the grid.
+        It reaches 1/alpha exactly when `lower_bound(alpha)` reaches `ratio`, so `ratio` may
+        change with the data and the test stays valid: the lower bound holds at all times."""
+        index = math.ceil(math.log(ratio / self.margin) / STEP - 1e-9) - GRID[0]
+        if index >= len(GRID):
+            return 1.0
+        return self._e_value(max(index, 0), +1)
+
     def lower_bound(self, alpha: float) -> float:
         """r is above this at every time with probability 1 - alpha; 0 when nothing is rejected."""
-        rejected = [i for i in range(len(GRID)) if self._e_value(i, +1) >= 1 / alpha]
-        return self._ratio(max(rejected)) if rejected else 0.0
+        # "r <= grid point i" is rejected on a prefix of the grid: find its last point.
+        low, high = -1, len(GRID)  # rejected at low (or none), not rejected at high
+        while high - low > 1:
+            middle = (low + high) // 2
+            if self._e_value(middle, +1) >= 1 / alpha:
+                low = middle
+            else:
+                high = middle
+        return self._ratio(low) if low >= 0 else 0.0
 
     def upper_bound(self, alpha: float) -> float:
         """r is below this at every time with probability 1 - alpha; inf if nothing is rejected."""
-        rejected = [i for i in range(len(GRID)) if self._e_value(i, -1) >= 1 / alpha]
-        return self._ratio(min(rejected)) if rejected else math.inf
+        # "r >= grid point i" is rejected on a suffix of the grid: find its first point.
+        low, high = -1, len(GRID)  # not rejected at low, rejected at high (or none)
+        while high - low > 1:
+            middle = (low + high) // 2
+            if self._e_value(middle, -1) >= 1 / alpha:
+                high = middle
+            else:
+                low = middle
+        return self._ratio(high) if high < len(GRID) else math.inf
 
     def estimate(self) -> float | None:
         """The maximum-likelihood r, refined by a parabola through the best grid point; None

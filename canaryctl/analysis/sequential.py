@@ -5,8 +5,8 @@ counts of the window, so only what is new feeds the tests, and the tests' state 
 steps (and across a resume, stored with the controller's state). Per relative SLO:
 
 - error_rate, fallback_rate: the ratio of the canary's event rate to the baseline's, from counts
-  (rate_ratio.py), against `max_ratio`. `max_increase` is turned into a ratio once, at the rate
-  the baseline showed in the first interval it served (the only interval then not tested).
+  (rate_ratio.py), against `max_ratio`; `max_increase` is read as the ratio
+  1 + max_increase / (the baseline's rate so far), which moves as the baseline's rate is learnt.
 - latency percentiles: the share of requests slower than a histogram bucket edge near the
   baseline's percentile (chosen on the first interval with baseline latencies), the same ratio
   test. The canary is held to the edge at or above `edge · max_ratio` (or `edge + max_increase`):
@@ -67,12 +67,14 @@ def sequential_metric(slo: SloSpec) -> bool:
 
 @dataclass(frozen=True)
 class _CountTest:
-    """A ratio-of-rates test; `margin` (and the latency `edges`) are fixed by the first interval
-    that needs them, `untestable` says why the SLO falls back to its threshold."""
+    """A ratio-of-rates test. Latency `edges` are fixed by the first interval with baseline
+    latencies; `untestable` says why the SLO falls back to its threshold. The baseline's totals
+    place a `max_increase` margin."""
 
-    margin: float | None = None
     edges: tuple[float, float] | None = None
     ratio: RateRatio | None = None
+    baseline_requests: float = 0.0
+    baseline_events: float = 0.0
     rejected: bool = False
     untestable: str | None = None
 
@@ -80,34 +82,37 @@ class _CountTest:
         if self.untestable is not None or canary.requests <= 0 or baseline.requests <= 0:
             return self
         if self.ratio is None:
-            return self._calibrate(slo, canary, baseline)
+            started = self._start(slo, baseline)
+            return started.observe(slo, canary, baseline) if slo.metric in _EVENTS else started
         if slo.metric in _EVENTS:
             counts: tuple[float | None, float | None] = (
                 _EVENTS[slo.metric](canary),
                 _EVENTS[slo.metric](baseline),
             )
         else:
-            assert self.edges is not None  # a latency test is calibrated with its edges
+            assert self.edges is not None  # a latency test starts with its edges
             counts = (_slower(canary, self.edges[1]), _slower(baseline, self.edges[0]))
         canary_events, baseline_events = counts
         if canary_events is None or baseline_events is None:
             return self
         share = canary.requests / (canary.requests + baseline.requests)
-        ratio = self.ratio.observe(canary_events, baseline_events, share)
-        return replace(self, ratio=ratio)
+        return replace(
+            self,
+            ratio=self.ratio.observe(canary_events, baseline_events, share),
+            baseline_requests=self.baseline_requests + baseline.requests,
+            baseline_events=self.baseline_events + baseline_events,
+        )
 
-    def _calibrate(self, slo: SloSpec, canary: VariantStats, baseline: VariantStats) -> _CountTest:
-        """Fix the margin (and edges) before any interval is tested, from this one's baseline."""
+    def _start(self, slo: SloSpec, baseline: VariantStats) -> _CountTest:
+        """Error and fallback rates are tested from the first interval on: the grid sits at
+        `max_ratio`, or at 1 for `max_increase`, whose margin moves with the baseline's rate.
+        Latency first picks its edges on this interval's baseline, and is tested from the next."""
         if slo.metric in _EVENTS:
-            if slo.max_ratio is not None:  # nothing to calibrate: this interval is tested
-                return self._start(slo.max_ratio).observe(slo, canary, baseline)
-            assert slo.max_increase is not None
-            rate = (_EVENTS[slo.metric](baseline) + 1) / (baseline.requests + 1)
-            return self._start(1 + slo.max_increase / rate)
+            return replace(self, ratio=RateRatio(slo.max_ratio or 1.0))
         quantile = histogram_quantile(_QUANTILES[slo.metric], baseline.latency_buckets)
         finite = [bound for bound, _ in baseline.latency_buckets if math.isfinite(bound)]
         if quantile is None or not finite:
-            return self  # no latencies yet: calibrate on a later interval
+            return self  # no latencies yet: try again on a later interval
         edge = min(finite, key=lambda bound: abs(bound - quantile))
         if slo.max_ratio is not None:
             allowed = edge * slo.max_ratio
@@ -120,18 +125,26 @@ class _CountTest:
                 untestable=f"no latency bucket edge at or above {allowed:.4g}s to hold the "
                 "canary to; judged by threshold",
             )
-        return replace(self, margin=1.0, edges=(edge, canary_edge), ratio=RateRatio(1.0))
+        return replace(self, edges=(edge, canary_edge), ratio=RateRatio(1.0))
 
-    def _start(self, margin: float) -> _CountTest:
-        return replace(self, margin=margin, ratio=RateRatio(margin))
+    def margin(self, slo: SloSpec) -> float:
+        """The largest ratio allowed now. For `max_increase` on a rate it is
+        1 + max_increase / (the baseline's rate so far); any margin, even one that moves with
+        the data, keeps the guarantee, because the test rejects exactly when the lower bound of
+        the ratio's confidence sequence passes it, and that bound holds at all times at once."""
+        if self.edges is None and slo.max_increase is not None:
+            rate = (self.baseline_events + 1) / (self.baseline_requests + 1)
+            return 1 + slo.max_increase / rate
+        return self.ratio.margin if self.ratio is not None else 1.0
 
     def evidence(self, slo: SloSpec, alpha: float) -> Evidence | None:
         if self.ratio is None:
             return None
+        margin = self.margin(slo)
         upper = self.ratio.upper_bound(alpha)
         if self.edges is None:
             events = slo.metric.removesuffix("_rate")
-            test = f"{events} rate ratio canary/baseline <= {self.margin:.4g}"
+            test = f"{events} rate ratio canary/baseline <= {margin:.4g}"
         else:
             test = (
                 f"ratio of shares slower than {self.edges[1]:g}s (canary) and "
@@ -139,7 +152,7 @@ class _CountTest:
             )
         return Evidence(
             test=test,
-            e_value=self.ratio.e_value(),
+            e_value=self.ratio.e_value_above(margin),
             threshold=1 / alpha,
             estimate=self.ratio.estimate(),
             lower=self.ratio.lower_bound(alpha),
@@ -150,9 +163,10 @@ class _CountTest:
     def to_dict(self) -> dict[str, Any]:
         return {
             "kind": "count",
-            "margin": self.margin,
             "edges": None if self.edges is None else list(self.edges),
             "ratio": None if self.ratio is None else self.ratio.to_dict(),
+            "baseline_requests": self.baseline_requests,
+            "baseline_events": self.baseline_events,
             "rejected": self.rejected,
             "untestable": self.untestable,
         }
@@ -161,9 +175,10 @@ class _CountTest:
     def from_dict(cls, data: dict[str, Any]) -> _CountTest:
         edges, ratio = data["edges"], data["ratio"]
         return cls(
-            margin=data["margin"],
             edges=None if edges is None else (edges[0], edges[1]),
             ratio=None if ratio is None else RateRatio.from_dict(ratio),
+            baseline_requests=data["baseline_requests"],
+            baseline_events=data["baseline_events"],
             rejected=data["rejected"],
             untestable=data["untestable"],
         )

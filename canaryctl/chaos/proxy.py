@@ -69,7 +69,11 @@ _HOP_BY_HOP = frozenset(
 _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 _EVENT_END = re.compile(rb"\r?\n\r?\n")
 _TRANSPORT = "canaryctl.transport"
-_POOL = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+_STREAMED = ("text/event-stream", "application/x-ndjson")
+"""Media types relayed chunk by chunk (OpenAI's SSE, Ollama's NDJSON); others are read whole."""
+_POOL = httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=2.0)
+"""Idle connections are dropped before servers commonly drop them (uvicorn: 5 s), so a request
+is never sent down a connection the upstream is closing."""
 _UPSTREAM_TIMEOUT = httpx.Timeout(300.0, connect=10.0)
 
 
@@ -308,22 +312,32 @@ class _Proxy:
         try:
             upstream = await self.client.send(outgoing, stream=True)
         except httpx.HTTPError as exc:
-            self.metrics.upstream_errors.inc()
-            message = f"chaos proxy: upstream {self.upstream} failed ({type(exc).__name__})"
-            body_ = {"error": {"message": message, "type": "upstream_error", "param": None}}
-            return JSONResponse(body_, 502)
+            return await self._upstream_failed(exc)
         kept = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP}
-        is_stream = upstream.headers.get("content-type", "").startswith("text/event-stream")
-        close = BackgroundTask(upstream.aclose)
-        if fault is not None and fault.spec.fault == "malformed" and not is_stream:
-            content = await upstream.aread()
-            await upstream.aclose()
-            return Response(content[: len(content) // 2], upstream.status_code, headers=kept)
-        if fault is None or not is_stream:
+        media = upstream.headers.get("content-type", "")
+        if not media.startswith(_STREAMED):
+            # A whole answer is read whole: cheaper than relaying it, and just as faithful.
+            try:
+                content = await upstream.aread()
+            except httpx.HTTPError:
+                return await self._upstream_failed(upstream)
+            finally:
+                await upstream.aclose()
+            if fault is not None and fault.spec.fault == "malformed":
+                content = content[: len(content) // 2]
+            return Response(content, upstream.status_code, headers=kept)
+        if fault is None:
             chunks = self._relay(upstream, upstream.aiter_raw())
         else:
             chunks = self._relay(upstream, self._faulty_stream(request, upstream, fault))
+        close = BackgroundTask(upstream.aclose)
         return StreamingResponse(chunks, upstream.status_code, headers=kept, background=close)
+
+    async def _upstream_failed(self, cause: httpx.HTTPError | httpx.Response) -> Response:
+        self.metrics.upstream_errors.inc()
+        what = type(cause).__name__ if isinstance(cause, Exception) else "cut its answer short"
+        message = f"chaos proxy: upstream {self.upstream} failed ({what})"
+        return JSONResponse({"error": {"message": message, "type": "upstream_error"}}, 502)
 
     @staticmethod
     async def _relay(

@@ -1,22 +1,31 @@
-"""`canaryctl chaos proxy|inject|list|remove|clear`: the fault proxy and its admin API, driven the
-way SREs drive toxiproxy-cli. The admin token comes from CANARYCTL_CHAOS_TOKEN, never a flag."""
+"""`canaryctl chaos proxy|inject|list|remove|clear|run`: the fault proxy and its admin API, driven
+the way SREs drive toxiproxy-cli, and scenarios. The admin token comes from the environment
+(CANARYCTL_CHAOS_TOKEN, or the scenario's target.token_env), never from a flag or a document."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
 from pydantic import ValidationError
 
 from canaryctl.chaos.client import ChaosClient, token_from_env
+from canaryctl.chaos.journal import Journal, junit_xml
 from canaryctl.chaos.proxy import ADMIN_PREFIX, TOKEN_ENV, create_proxy_app
+from canaryctl.chaos.scenario import run_scenario
 from canaryctl.chaos.server import bind, server_for
 from canaryctl.cli.gateway import split_listen
-from canaryctl.cli.main import main, output_option, wants_json
+from canaryctl.cli.main import main, output_option, signals_as_ctrl_c, wants_json
 from canaryctl.errors import InvalidInput
-from canaryctl.runbook.scenario import FAULT_KINDS, FaultSpec
+from canaryctl.metrics.base import MetricsSource
+from canaryctl.metrics.factory import metrics_source_for
+from canaryctl.runbook import load_document
+from canaryctl.runbook.scenario import FAULT_KINDS, PHASES, ChaosScenario, FaultSpec
 
 __all__ = ["chaos"]
 
@@ -173,3 +182,123 @@ def clear_command(proxy_url: str, output: str | None) -> None:
         click.echo(json.dumps({"event": "cleared", "removed": count}))
     else:
         click.echo(f"removed {count} fault(s)")
+
+
+def _journal_path(name: str) -> Path:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return Path(".canaryctl/chaos") / f"{name}-{stamp}.json"
+
+
+def _printer(output: str | None) -> Callable[[dict[str, Any]], None]:
+    as_json = wants_json(output)
+
+    def emit(event: dict[str, Any]) -> None:
+        if as_json:
+            click.echo(json.dumps(event))
+            return
+        kind = event["event"]
+        if kind == "check":
+            values = ", ".join(
+                f"{c['check']}: {'-' if c['value'] is None else format(c['value'], '.4g')}"
+                for c in event["checks"]
+            )
+            click.echo(
+                f"{event['phase']:<7} {event['outcome']:<12} {event['requests']:g} requests; "
+                f"{values}"
+            )
+        elif kind == "injected":
+            click.echo(
+                f"injected {event['id']}: {event['fault']}, ends in {event['expires_in']:g}s"
+            )
+        elif kind == "removed":
+            click.echo(f"removed  {event['id']}" + ("" if event["found"] else " (already gone)"))
+        elif kind == "abort":
+            click.echo(f"abort: {event['reason']}")
+        elif kind == "finished":
+            click.echo(f"outcome: {event['outcome']}" + (f" ({event.get('reason')})"))
+
+    return emit
+
+
+@chaos.command("run")
+@click.argument("scenario_file", metavar="SCENARIO", type=click.Path(dir_okay=False))
+@click.option(
+    "--journal",
+    "journal_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="where the JSON journal goes; default .canaryctl/chaos/NAME-TIME.json",
+)
+@click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), help="JUnit XML")
+@click.option("--dry-run", is_flag=True, help="check the proxy and metrics, print the plan")
+@output_option
+def run_command(
+    scenario_file: str,
+    journal_path: Path | None,
+    junit: Path | None,
+    dry_run: bool,
+    output: str | None,
+) -> None:
+    """Check the steady state, inject, check during, remove, check after: exit 0 held, 1 not."""
+    scenario = load_document(scenario_file, expect=ChaosScenario)
+    spec = scenario.spec
+    client = ChaosClient(spec.target.url, token_from_env(spec.target.token_env))
+    metrics = metrics_source_for(spec.hypothesis.metrics)
+    if dry_run:
+        _dry_run(scenario, client, metrics, output)
+        return
+    journal = Journal(scenario, journal_path or _journal_path(scenario.metadata.name))
+    try:
+        with signals_as_ctrl_c():
+            result = run_scenario(
+                scenario, injector=client, metrics=metrics, journal=journal, emit=_printer(output)
+            )
+    finally:
+        if junit is not None:
+            junit.write_text(junit_xml(journal.data), encoding="utf-8")
+        if not wants_json(output):
+            click.echo(f"journal: {journal.path}", err=True)
+    click.get_current_context().exit(result.exit_code)
+
+
+def _dry_run(
+    scenario: ChaosScenario, client: ChaosClient, metrics: MetricsSource, output: str | None
+) -> None:
+    """What a run would do, after checking that the proxy and the metrics answer."""
+    spec = scenario.spec
+    present = client.faults()
+    metrics.check()
+    faults = [f.model_dump(mode="json", exclude_none=True) for f in spec.injected_faults()]
+    checks = {p: [c.describe() for c in spec.hypothesis.checks if p in c.phases] for p in PHASES}
+    if wants_json(output):
+        plan = {
+            "event": "plan",
+            "name": scenario.metadata.name,
+            "target": spec.target.url,
+            "faults_present": len(present),
+            "inject": faults,
+            "duration": spec.duration,
+            "checks": checks,
+            "window": spec.hypothesis.window,
+            "interval": spec.hypothesis.interval,
+            "recovery": spec.recovery,
+        }
+        click.echo(json.dumps(plan))
+        return
+    h = spec.hypothesis
+    click.echo(
+        f"scenario {scenario.metadata.name}: proxy {spec.target.url} answers "
+        f"({len(present)} fault(s) in force); metrics answer"
+    )
+    click.echo(f"1. before: over {h.window:g}s of traffic, check {', '.join(checks['before'])}")
+    for fault in spec.injected_faults():
+        click.echo(f"2. inject {fault.describe()}")
+    click.echo(
+        f"3. for {spec.duration:g}s, every {h.interval:g}s, check {', '.join(checks['during'])}"
+        + (" (abort on violation)" if spec.abort_on_violation else "")
+    )
+    click.echo("4. remove the injected faults, whatever happened")
+    click.echo(
+        f"5. after {spec.recovery:g}s of recovery, over {h.window:g}s, "
+        f"check {', '.join(checks['after'])}"
+    )
+    click.echo("dry run: nothing injected")

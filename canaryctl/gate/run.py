@@ -199,6 +199,7 @@ def _observe(
     waits out the window, and samples again; Prometheus keeps history and answers at once."""
     if metrics is None:
         from canaryctl.metrics.factory import metrics_source_for
+        from canaryctl.metrics.measures import NEEDS
 
         spec = rollout.spec
         metrics = metrics_source_for(
@@ -207,6 +208,8 @@ def _observe(
             slos=spec.slos,
             baseline=spec.flag.baseline,
             canary=spec.flag.canary,
+            # the cost projection reads live cost per query, whatever the SLOs read
+            needs=NEEDS["cost_per_query_usd"] if spec.gate and spec.gate.cost else (),
         )
     if rollout.spec.metrics.provider == "scrape":
         metrics.check()

@@ -39,7 +39,7 @@ from canaryctl.runbook.gateway import (
     RouteSpec,
 )
 
-__all__ = ["Choice", "FlagRouter", "check_flag_source", "request_context", "sdk_config"]
+__all__ = ["Choice", "FlagRouter", "check_flag_source", "request_context"]
 
 log = logging.getLogger(__name__)
 
@@ -47,18 +47,18 @@ _START_WAIT = 5.0
 """Seconds the SDK may take to load the flag file before serving starts on defaults."""
 
 
-def check_flag_source(source: FlagSource) -> None:
+def check_flag_source(source: FlagSource, where: str = "spec.flags") -> None:
     """InvalidInput naming the field when the source cannot work: no flag file, no SDK key."""
     if isinstance(source, FileFlagSource) and not Path(source.path).is_file():
-        raise InvalidInput(f"spec.flags.path: no flag file at {source.path}")
+        raise InvalidInput(f"{where}.path: no flag file at {source.path}")
     if isinstance(source, LaunchDarklyFlagSource) and not os.environ.get(source.sdk_key_env):
         raise InvalidInput(
-            f"spec.flags.sdk_key_env: environment variable {source.sdk_key_env} is not set: it "
+            f"{where}.sdk_key_env: environment variable {source.sdk_key_env} is not set: it "
             "must hold the SDK key of the LaunchDarkly environment the gateway serves"
         )
 
 
-def sdk_config(source: FlagSource) -> tuple[Config, float]:
+def _sdk_config(source: FlagSource) -> tuple[Config, float]:
     """The SDK's Config for `source`, and how long startup waits for its first data."""
     if isinstance(source, FileFlagSource):
         files = Files.new_data_source(
@@ -90,25 +90,32 @@ class Choice:
     route: RouteSpec
     variant: str
     model: ModelSpec
+    tier: str = ""
+    """The requester's tier as given to the flag (not yet bounded for metric labels)."""
 
 
 def request_context(
     headers: Mapping[str, str], body: Mapping[str, Any], spec: ContextSpec
 ) -> Context:
-    """Key from the user header, else the OpenAI `user` field, else one shared anonymous key."""
+    """Key from the user header, else the OpenAI `user` field, else one shared anonymous key;
+    `tier` and, when the request names one, `team` as attributes that flag rules can target."""
     key = headers.get(spec.user_header) or body.get("user") or "anonymous"
     tier = headers.get(spec.tier_header) or spec.default_tier
-    return Context.builder(str(key)).kind("user").set("tier", tier).build()
+    builder = Context.builder(str(key)).kind("user").set("tier", tier)
+    team = headers.get(spec.team_header)
+    if team:
+        builder.set("team", team)
+    return builder.build()
 
 
 class FlagRouter:
-    """Owns the LDClient: construct at startup, `close()` at shutdown to stop its file watcher."""
+    """Owns the LDClient: construct at startup, `close()` at shutdown to stop its data source."""
 
     def __init__(self, spec: GatewaySpec, metrics: GatewayMetrics) -> None:
         self._metrics = metrics
         self._routes = {r.name: r for r in spec.routes}
         self._models = {m.name: m for m in spec.models}
-        config, start_wait = sdk_config(spec.flags)
+        config, start_wait = _sdk_config(spec.flags)
         self._client = LDClient(config=config, start_wait=start_wait)
         if self._client.is_initialized():
             metrics.flag_last_change.set(time.time())
@@ -141,7 +148,7 @@ class FlagRouter:
             )
             self._metrics.flag_errors.labels(route=route.name).inc()
             value = route.default_model
-        return Choice(route, value, self._models[value])
+        return Choice(route, value, self._models[value], str(context.get("tier") or ""))
 
     def close(self) -> None:
         self._client.close()

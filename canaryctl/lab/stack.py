@@ -18,9 +18,10 @@ from starlette.types import ASGIApp
 
 from canaryctl.errors import CanaryError
 from canaryctl.gateway import create_app
+from canaryctl.gateway.routing import check_flag_source
 from canaryctl.lab.provider import SimulatedProvider
 from canaryctl.lab.traffic import TrafficGenerator, TrafficStats
-from canaryctl.runbook.gateway import FileFlagSource, GatewaySpec
+from canaryctl.runbook.gateway import FileFlagSource, GatewaySpec, LaunchDarklyFlagSource
 from canaryctl.runbook.lab import Lab, LabSpec
 
 __all__ = ["HOST", "LabStack"]
@@ -113,6 +114,8 @@ class LabStack:
         """Bind every port, start serving, return once all servers (and traffic) are up."""
         if self._thread is not None:
             raise RuntimeError("a LabStack starts once")
+        if isinstance(self.spec.gateway.flags, LaunchDarklyFlagSource):
+            check_flag_source(self.spec.gateway.flags, "spec.gateway.flags")
         try:
             for profile in self.spec.providers:
                 sock = _bind(profile.port, f"provider {profile.name}")

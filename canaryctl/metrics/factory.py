@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from canaryctl.errors import InvalidInput
 from canaryctl.metrics.base import MetricsSource
@@ -23,12 +23,13 @@ def metrics_source_for(
     slos: Sequence[SloSpec] = (),
     baseline: str | None = None,
     canary: str | None = None,
+    needs: Collection[str] = (),
 ) -> MetricsSource:
     """The source a validated spec names; `clock` stamps samples (a fake one in simulations).
 
     Given the rollout's `slos` and its `baseline`/`canary` variations, a Prometheus source asks
-    only for what those SLOs read and runs their custom queries; without them it reads every
-    count its profile yields.
+    only for what those SLOs read, plus the ingredients in `needs` (measures.NEEDS), and runs
+    their custom queries; without SLOs it reads every count its profile yields.
     """
     match spec:
         case ScrapeMetricsSpec():
@@ -36,7 +37,7 @@ def metrics_source_for(
                 spec.targets, route=spec.route, timeout=spec.timeout, clock=clock
             )
         case PrometheusMetricsSpec():
-            return _prometheus(spec, clock, slos, baseline, canary)
+            return _prometheus(spec, clock, slos, baseline, canary, needs)
         case _:
             # Unreachable for a validated document; guards specs built by hand in code.
             provider = getattr(spec, "provider", type(spec).__name__)
@@ -72,9 +73,18 @@ def _prometheus(
     slos: Sequence[SloSpec],
     baseline: str | None,
     canary: str | None,
+    needs: Collection[str],
 ) -> MetricsSource:
     profile = load_profile(spec.profile)
-    needs = ingredients_for(slos, profile, spec.profile) if slos else None
+    wanted = None
+    if slos:
+        missing = set(needs) - profile.ingredients
+        if missing:
+            raise InvalidInput(
+                f"spec.metrics.profile: '{spec.profile}' does not yield "
+                f"{', '.join(sorted(missing))}, which this command needs"
+            )
+        wanted = ingredients_for(slos, profile, spec.profile) | set(needs)
     headers = None
     if spec.bearer_token_env is not None:
         headers = {"Authorization": f"Bearer {_secret(spec.bearer_token_env)}"}
@@ -87,7 +97,7 @@ def _prometheus(
     return PrometheusMetricsSource(
         spec.url,
         profile=profile,
-        needs=needs,
+        needs=wanted,
         slo_queries=_slo_queries(slos, baseline, canary),
         labels=spec.labels,
         route=spec.route,

@@ -41,6 +41,7 @@ from urllib3.util.retry import Retry
 
 from canaryctl.errors import InvalidInput, MetricsBackendError
 from canaryctl.metrics.base import Observation
+from canaryctl.metrics.profile import load_profile
 from canaryctl.metrics.series import VariantTotals, by_variant
 from canaryctl.runbook.profile import MetricProfileSpec, ProfileQuery
 from canaryctl.runbook.promql import promql_string, render
@@ -53,6 +54,8 @@ VariantNames = str | Mapping[str, str]
 _RETRY_STATUSES = (500, 502, 503, 504)
 _REJECTED = re.compile(r"^HTTP Status Code (400|422)\b")
 """prometheus-api-client's message for an answer Prometheus gives a malformed query."""
+_OS_ERROR = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
+"""The operating system's reason inside urllib3's message: `[Errno 111] Connection refused`."""
 _CHECK_WINDOW = 60
 """Seconds of window custom SLO queries are tried over before anything moves."""
 
@@ -104,8 +107,6 @@ class PrometheusMetricsSource:
         if retries < 0:
             raise ValueError("PrometheusMetricsSource needs retries >= 0")
         if profile is None:
-            from canaryctl.metrics.profile import load_profile
-
             profile = load_profile("canaryctl")
         self.url = url.rstrip("/")
         self.profile = profile
@@ -116,6 +117,7 @@ class PrometheusMetricsSource:
         self._route = route
         self._variants = dict(variants or {})
         self._timeout, self._clock = timeout, clock
+        self._attempts = retries + 1
         session = requests.Session()
         session.verify = verify
         retry = Retry(
@@ -220,6 +222,14 @@ class PrometheusMetricsSource:
             ) from exc
         return [(m, v) for m, v in parsed if not math.isnan(v)]
 
+    def _transport_reason(self, exc: requests.RequestException) -> str:
+        """The cause in a few words (urllib3 nests it deep in a long message). Credentials
+        travel in headers, never in the URL, so the message cannot leak them."""
+        if isinstance(exc, requests.Timeout):
+            return f"no answer within {self._timeout:g}s"
+        cause = _OS_ERROR.search(str(exc))
+        return cause.group(1) if cause else f"{type(exc).__name__}: {exc}"
+
     def _query(self, query: str, at: float, *, scalar_ok: bool = False) -> list[Any]:
         """One instant query at `at`, as a vector (a scalar becomes one unlabelled series when
         `scalar_ok`); library and transport exceptions stop here."""
@@ -237,9 +247,9 @@ class PrometheusMetricsSource:
                 f"Prometheus at {self.url} did not answer as the query API does ({exc!r})"
             ) from exc
         except requests.RequestException as exc:
-            # Credentials travel in headers, never in the URL, so the message cannot leak them.
             raise MetricsBackendError(
-                f"cannot reach Prometheus at {self.url}: {type(exc).__name__}: {exc}"
+                f"cannot reach Prometheus at {self.url} ({self._attempts} attempts): "
+                f"{self._transport_reason(exc)}"
             ) from exc
         if scalar_ok and _is_scalar(result):
             return [{"metric": {}, "value": result}]

@@ -1,8 +1,9 @@
 """The gateway's counters (design.md's contract) and how their increases add up per variant.
 
-Both sources, scrape and Prometheus, read the same four series; only how they get the increase
-differs. Models and providers are summed per variant: analysis judges the variation served,
-whatever answered after fallback.
+The scrape source reads the gateway's four series by name (`add`); the Prometheus source gets
+the same ingredients from a metric profile's queries (`add_ingredient`), whatever the gateway.
+Models and providers are summed per variant: analysis judges the variation served, whatever
+answered after fallback.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Documents (YAML, apiVersion canaryctl/v1): Rollout, Gateway, Lab, MetricProfile; strict."""
+"""Documents (YAML, apiVersion canaryctl/v1): Rollout, Gateway, Lab, MetricProfile and
+ChaosScenario, strictly validated."""
 
 from canaryctl.runbook.common import API_VERSION, Duration, parse_duration
 from canaryctl.runbook.gate import EvalSpec, GateSpec
@@ -18,14 +19,18 @@ from canaryctl.runbook.rollout import (
     SloSpec,
     Step,
 )
+from canaryctl.runbook.scenario import ChaosScenario, ChaosScenarioSpec, FaultSpec
 
 __all__ = [
     "API_VERSION",
     "KINDS",
     "AnalysisSpec",
+    "ChaosScenario",
+    "ChaosScenarioSpec",
     "Document",
     "Duration",
     "EvalSpec",
+    "FaultSpec",
     "FileFlagSpec",
     "GateSpec",
     "Gateway",

@@ -15,6 +15,7 @@ from canaryctl.runbook.gateway import Gateway
 from canaryctl.runbook.lab import Lab
 from canaryctl.runbook.profile import MetricProfile
 from canaryctl.runbook.rollout import Rollout
+from canaryctl.runbook.scenario import ChaosScenario
 
 __all__ = ["KINDS", "Document", "json_schema", "load_document", "parse_document"]
 
@@ -22,12 +23,13 @@ T = TypeVar("T", bound=BaseModel)
 _SUB_PATH = re.compile(
     r"^(?P<path>[a-z_]+(\[\d+\])*(\.[a-z_]+(\[\d+\])*)*): (?P<message>.*)$", re.S
 )
-Document = Rollout | Gateway | Lab | MetricProfile
+Document = Rollout | Gateway | Lab | MetricProfile | ChaosScenario
 KINDS: dict[str, type[BaseModel]] = {
     "Rollout": Rollout,
     "Gateway": Gateway,
     "Lab": Lab,
     "MetricProfile": MetricProfile,
+    "ChaosScenario": ChaosScenario,
 }
 
 
