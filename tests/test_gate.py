@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from canaryctl.analysis import Outcome
 from canaryctl.cli import main
+from canaryctl.flags import MemoryFlagStore
 from canaryctl.gate import run_gate
 from canaryctl.metrics import Observation, ScriptedMetricsSource, VariantStats
 from canaryctl.runbook import Rollout, load_document
@@ -225,7 +226,9 @@ def test_an_unreachable_endpoint_is_exit_3(tmp_path: Path) -> None:
 
 
 def test_live_slos_and_live_cost_join_the_eval(tmp_path: Path) -> None:
-    """With `live:` the runbook's SLOs are judged on the backend's window; live cost wins."""
+    """With `live:` the runbook's SLOs are judged on the backend's window, for the variation
+    values the flag holds (metrics are labelled with values, runbooks may use names); live
+    cost wins over the eval's."""
     write_lab(tmp_path)
     runbook = write_runbook(tmp_path, "good")
     data = yaml.safe_load(runbook.read_text())
@@ -240,15 +243,19 @@ def test_live_slos_and_live_cost_join_the_eval(tmp_path: Path) -> None:
             since,
             now,
             {
-                "old": VariantStats(requests=1000, errors=5, cost_usd=5.0),
-                "good": VariantStats(requests=1000, errors=40, cost_usd=0.5),
+                "old-value": VariantStats(requests=1000, errors=5, cost_usd=5.0),
+                "good-value": VariantStats(requests=1000, errors=40, cost_usd=0.5),
             },
         )
 
     slept: list[float] = []
     metrics = ScriptedMetricsSource(script, lambda: 1000.0 + sum(slept))
     report = run_gate(
-        rollout, metrics=metrics, clock=lambda: 1000.0 + sum(slept), sleep=slept.append
+        rollout,
+        metrics=metrics,
+        flags=MemoryFlagStore("model", "old-value", "good-value"),
+        clock=lambda: 1000.0 + sum(slept),
+        sleep=slept.append,
     )
     assert slept == [600.0] and seen == [600.0]  # scrape: sample, wait the window, sample
     live = [c for c in report.checks if c.kind == "live"]
@@ -307,3 +314,19 @@ def test_live_gate_on_the_lab_with_the_scrape_backend(
     assert end - start >= 4
     projection = report["cost_projection"]
     assert projection["canary"]["source"] == projection["baseline"]["source"] == "live"
+
+
+def test_a_bad_gate_section_is_exit_2_with_its_path_and_line(tmp_path: Path) -> None:
+    write_lab(tmp_path)
+    runbook = write_runbook(tmp_path, "good", margin=2)
+    code, output = gate(str(runbook))
+    assert code == 2, output
+    line = next(i for i, text in enumerate(runbook.read_text().splitlines(), 1) if "margin" in text)
+    assert (
+        f"{runbook}:{line}: spec.gate.eval.margin: Input should be less than or equal to 1"
+        in output
+    )
+    runbook = write_runbook(tmp_path, "good", benchmark="x.jsonl")
+    code, output = gate(str(runbook))
+    assert code == 2, output
+    assert "spec.gate.eval: give exactly one of benchmark (a JSONL file) or builtin" in output

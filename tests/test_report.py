@@ -151,3 +151,23 @@ def test_html_report_is_self_contained_and_renders_in_chromium(tmp_path: Path) -
     width, height, colours = png_colours(shot)
     assert (width, height) == (1100, 1400)
     assert colours > 20, f"the screenshot looks blank ({colours} colours): {shot}"
+
+
+def test_a_promoted_run_is_marked_promoted(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    result = run_rollout(
+        world.rollout,
+        state_path=world.state,
+        clock=world.clock,
+        flags=world.flags,
+        metrics=world.metrics,
+    )
+    assert result.outcome == "promoted"
+    page = tmp_path / "report.html"
+    code, output = report("1", "--state", str(world.state), "--html", str(page), "-o", "json")
+    assert code == 0, output
+    story = json.loads(output)
+    assert story["endings"][-1]["kind"] == "promoted" and story["weight"][-1][1] == 100
+    html = page.read_text()
+    assert 'class="ending promoted"' in html and "rolled_back" not in html
+    assert "every step held" in html

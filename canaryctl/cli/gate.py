@@ -9,6 +9,7 @@ from types import TracebackType
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
@@ -68,7 +69,7 @@ def _print(report: GateReport) -> None:
     for gate_check in report.checks:
         c = gate_check.check
         table.add_row(
-            gate_check.name,
+            escape(gate_check.name),
             *(
                 "—" if v is None else f"{v:.4g}"
                 for v in (c.canary_value, c.baseline_value, c.bound)
@@ -91,7 +92,7 @@ def _print(report: GateReport) -> None:
             shown = "unknown" if monthly is None else f"${monthly:,.2f}"
             console.print(f"  {variant}: {shown} a month at {p.monthly_queries:,} queries")
     verdict = f"[{_STYLE[report.outcome]}]{report.outcome.value}[/] (exit {report.exit_code})"
-    console.print(f"gate {verdict}" + (f": {report.reason}" if report.reason else ""))
+    console.print(f"gate {verdict}" + (f": {escape(report.reason)}" if report.reason else ""))
 
 
 @main.command("gate")

@@ -13,11 +13,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from canaryctl.analysis import judge
-from canaryctl.errors import InvalidInput
+from canaryctl.errors import BackendError, CanaryError, InvalidInput
 from canaryctl.evals.benchmark import builtin_benchmark, load_benchmark
 from canaryctl.evals.judge import judge_eval, summarize
 from canaryctl.evals.runner import Endpoint, EvalProgress, chat_url, run_benchmark
 from canaryctl.evals.stats import newcombe_interval
+from canaryctl.flags.base import FlagStore
 from canaryctl.gate.cost import judge_cost, project
 from canaryctl.gate.result import EvalReport, GateCheck, GateReport
 from canaryctl.metrics.base import MetricsSource, Observation
@@ -35,11 +36,13 @@ def run_gate(
     *,
     progress: EvalProgress | None = None,
     metrics: MetricsSource | None = None,
+    flags: FlagStore | None = None,
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], None] = time.sleep,
 ) -> GateReport:
     """Judge `rollout`'s gate. Bad input raises InvalidInput (exit 2) before any request;
-    unreachable endpoints or metrics raise BackendError (exit 3)."""
+    unreachable endpoints, flag or metrics backends raise BackendError (exit 3). The flag is
+    only read (for the variation values live metrics are labelled with), never written."""
     spec = rollout.spec
     gate = spec.gate
     if gate is None:
@@ -54,9 +57,11 @@ def run_gate(
             checks.append(GateCheck("eval", check))
 
     observation = None
+    labels = (baseline, canary)
     if gate.live is not None:
+        labels = _variation_values(rollout, flags)
         observation = _observe(rollout, gate.live.window, metrics, clock, sleep)
-        verdict = judge(spec.slos, spec.analysis, observation, baseline=baseline, canary=canary)
+        verdict = judge(spec.slos, spec.analysis, observation, baseline=labels[0], canary=labels[1])
         checks.extend(GateCheck("live", check) for check in verdict.checks)
 
     projection = None
@@ -64,8 +69,8 @@ def run_gate(
         live_costs = (None, None)
         if observation is not None:
             live_costs = (
-                measure("cost_per_query_usd", observation.of(baseline)),
-                measure("cost_per_query_usd", observation.of(canary)),
+                measure("cost_per_query_usd", observation.of(labels[0])),
+                measure("cost_per_query_usd", observation.of(labels[1])),
             )
         eval_costs = (None, None)
         if evaluated is not None:
@@ -136,8 +141,17 @@ def _lab_urls(lab_path: Path | None) -> Iterator[tuple[dict[str, str], dict[str,
 
     lab = load_document(lab_path, expect=Lab)
     prices = {m.name: m.price for m in lab.spec.gateway.models}
-    with LabStack(lab, traffic=False) as running:
-        yield running.provider_urls, prices
+    stack = LabStack(lab, traffic=False)
+    try:
+        stack.start()
+    except InvalidInput:
+        raise
+    except CanaryError as exc:  # exit 1 means "do not promote", not "the lab would not start"
+        raise BackendError(f"spec.gate.eval.lab: {exc}") from exc
+    try:
+        yield stack.provider_urls, prices
+    finally:
+        stack.stop()
 
 
 def _endpoint(
@@ -163,6 +177,15 @@ def _endpoint(
             )
     price = spec.price or lab_prices.get(variant) or PriceSpec()
     return Endpoint(variant, chat_url(base_url), spec.model or variant, price, api_key)
+
+
+def _variation_values(rollout: Rollout, flags: FlagStore | None) -> tuple[str, str]:
+    """A runbook may name variations by name; the gateway labels metrics with their values."""
+    if flags is None:
+        from canaryctl.flags.factory import flag_store_for
+
+        flags = flag_store_for(rollout.spec.flag)
+    return flags.variants(flags.snapshot())
 
 
 def _observe(
