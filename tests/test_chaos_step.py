@@ -170,4 +170,3 @@ def test_a_broken_scenario_stops_the_rollout_before_anything_moves(
         runner(h, FakePlayer(h, "held")).run()
     assert "spec.faults[0].rate" in str(caught.value)
     assert h.flags.history == [] and h.store.runs() == []
-
