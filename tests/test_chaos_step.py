@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chaos_world import FLAG, TOKEN, chaos_world
 from test_controller import T0, Harness, make_rollout, steady
 
 from canaryctl.analysis import Outcome
 from canaryctl.chaos.scenario import ScenarioResult
-from canaryctl.controller import RolloutRunner
+from canaryctl.controller import RolloutRunner, StateStore, run_rollout
 from canaryctl.controller.phases import Phase
 from canaryctl.controller.step import (
     ChaosItem,
@@ -29,6 +30,7 @@ from canaryctl.controller.step import (
 )
 from canaryctl.errors import InvalidDocument
 from canaryctl.metrics import Observation
+from canaryctl.runbook import Rollout
 from canaryctl.runbook.scenario import ChaosScenario
 
 SCENARIO = """\
@@ -170,3 +172,47 @@ def test_a_broken_scenario_stops_the_rollout_before_anything_moves(
         runner(h, FakePlayer(h, "held")).run()
     assert "spec.faults[0].rate" in str(caught.value)
     assert h.flags.history == [] and h.store.runs() == []
+
+
+@pytest.mark.e2e
+def test_a_chaos_step_against_the_real_proxy_rolls_back_a_canary_without_fallback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The baseline falls back when its provider fails, the canary does not: at 50% the
+    scenario's 503s reach users, the hypothesis is violated, the flag goes back byte for byte
+    and the proxy is left with no fault."""
+    monkeypatch.setenv("CANARYCTL_CHAOS_TOKEN", TOKEN)
+    with chaos_world(tmp_path) as world:
+        prior = world.flags.read_bytes()
+        rollout = Rollout.model_validate(
+            {
+                "kind": "Rollout",
+                "metadata": {"name": "direct-canary"},
+                "spec": {
+                    "flag": {
+                        "provider": "file",
+                        "path": str(world.flags),
+                        "key": FLAG,
+                        "baseline": "primary",
+                        "canary": "primary-direct",
+                    },
+                    "metrics": {
+                        "provider": "scrape",
+                        "targets": [world.stack.metrics_url],
+                        "route": "bot",
+                    },
+                    "slos": [{"metric": "error_rate", "max": 0.05}],
+                    "analysis": {"interval": "1s", "min_requests": 10},
+                    "steps": [{"set_weight": 50}, {"chaos": str(world.scenario())}],
+                },
+            }
+        )
+        result = run_rollout(rollout, state_path=tmp_path / "state.db")
+        assert result.outcome == "rolled_back", result.reason
+        assert "chaos: scenario 'primary-503' violated" in result.reason
+        assert world.flags.read_bytes() == prior
+        assert world.admin.faults() == []
+        with StateStore(tmp_path / "state.db") as store:
+            [played] = store.events(1, "chaos")
+        assert played.result is not None
+        assert [r["result"]["found"] for r in played.result["journal"]["removals"]] == [True]
