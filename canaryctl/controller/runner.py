@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -40,6 +40,7 @@ from canaryctl.controller.step import (
     Analyze,
     Analyzed,
     Approved,
+    ChaosPlayed,
     Event,
     Finish,
     MetricsFailed,
@@ -49,6 +50,7 @@ from canaryctl.controller.step import (
     Rollback,
     RolledBack,
     RolloutState,
+    RunChaos,
     SetWeight,
     Wait,
     WeightSet,
@@ -59,14 +61,18 @@ from canaryctl.controller.store import RunRecord, StateStore
 from canaryctl.errors import (
     CanaryError,
     FlagConflict,
+    Interrupted,
     InvalidInput,
     MetricsBackendError,
 )
 from canaryctl.flags.base import FlagSnapshot, FlagStore, Split
 from canaryctl.metrics.base import MetricsSource
+from canaryctl.runbook.loader import load_document
 from canaryctl.runbook.rollout import Rollout
+from canaryctl.runbook.scenario import ChaosScenario
 
 if TYPE_CHECKING:
+    from canaryctl.chaos.scenario import ScenarioResult
     from canaryctl.notify import WebhookNotifier
 
 __all__ = ["RolloutRunner", "resume_rollout", "run_rollout"]
@@ -105,11 +111,14 @@ class RolloutRunner:
         observers: Sequence[RolloutObserver] = (),
         hooks: HookRunner | None = None,
         poll_interval: float = 1.0,
+        chaos: ChaosPlayer | None = None,
     ) -> None:
         self.rollout = rollout
         self.flags, self.metrics, self.store, self.clock = flags, metrics, store, clock
         self.hooks = hooks if hooks is not None else HookRunner()
         self.poll_interval = poll_interval
+        self._chaos = chaos if chaos is not None else _play_scenario
+        self._scenarios: dict[str, ChaosScenario] = {}
         self._observers = ObserverFanout(observers)
         self._plan = plan(rollout.spec)
         self._run_id = 0
@@ -126,6 +135,7 @@ class RolloutRunner:
     def run(self) -> RunResult:
         """Preflight, journal the run, then tick until promoted or restored."""
         self._ensure_flag_is_free()
+        self._scenarios = _load_scenarios(self.rollout)
         prior = self.flags.snapshot()
         self.metrics.check()
         self._prior, self._version = prior, prior.version
@@ -170,6 +180,7 @@ class RolloutRunner:
         in_flight = [e for e in self.store.events(run_id, "flag_changed") if e.result is None]
         self._in_flight = in_flight[-1].data["target_canary"] if in_flight else None
         _ensure_not_driven_elsewhere(record)
+        self._scenarios = _load_scenarios(self.rollout)
         if not self.store.claim(
             record, host=socket.gethostname(), pid=os.getpid(), at=self.clock.now()
         ):
@@ -199,7 +210,7 @@ class RolloutRunner:
     def _drive(self, event: Event | None) -> RunResult:
         try:
             return self._loop(event)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Interrupted):
             return self._stop("interrupted", "interrupted (Ctrl-C or SIGTERM)", restore=True)
         except FlagConflict as exc:
             return self._stop("error", f"{exc}; left the flag alone", restore=False)
@@ -237,7 +248,12 @@ class RolloutRunner:
                 at=now,
             )
             self._observers.on_phase(self._run_id, state.phase, state.reason)
-        moving = state.phase in (Phase.PROGRESSING, Phase.PAUSED, Phase.AWAITING_APPROVAL)
+        moving = state.phase in (
+            Phase.PROGRESSING,
+            Phase.PAUSED,
+            Phase.AWAITING_APPROVAL,
+            Phase.CHAOS,
+        )
         if moving and state.item != self._announced and state.item < len(self._plan):
             self._announced = state.item
             item = self._plan[state.item]
@@ -262,6 +278,8 @@ class RolloutRunner:
                 return self._analyze(since, closing)
             case Wait(until=until):
                 return self._wait(until)
+            case RunChaos(scenario=path):
+                return self._play_chaos(path)
             case Promote():
                 self._write("promote", 100.0)
                 return Promoted()
@@ -269,6 +287,26 @@ class RolloutRunner:
                 self._restore()
                 return RolledBack()
         raise AssertionError(f"unknown action {action!r}")
+
+    def _play_chaos(self, path: str) -> Event:
+        """Errors and Ctrl-C propagate to `_drive`, which restores the flag; the scenario has
+        already removed its faults by then."""
+        scenario = self._scenarios[path]
+        name = scenario.metadata.name
+        event_id = self.store.begin_event(
+            self._run_id, "chaos", {"scenario": name, "path": path}, at=self.clock.now()
+        )
+        result = self._chaos(scenario)
+        self.store.end_event(
+            event_id,
+            {"outcome": result.outcome, "reason": result.reason, "journal": result.journal},
+            at=self.clock.now(),
+        )
+        return ChaosPlayed(
+            result.outcome == "held",
+            f"scenario '{name}' {result.outcome}: {result.reason}",
+            self.clock.now(),
+        )
 
     def _analyze(self, since: float, closing: bool) -> Event:
         spec = self.rollout.spec
@@ -585,6 +623,26 @@ def _notifiers(rollout: Rollout) -> list[WebhookNotifier]:
     from canaryctl.notify import notifiers_for
 
     return notifiers_for(rollout.spec.notify)
+
+
+ChaosPlayer = Callable[[ChaosScenario], "ScenarioResult"]
+"""Plays a rollout's `chaos` step; tests pass a fake, production plays against the proxy."""
+
+
+def _play_scenario(scenario: ChaosScenario) -> ScenarioResult:
+    from canaryctl.chaos.scenario import play
+
+    return play(scenario)
+
+
+def _load_scenarios(rollout: Rollout) -> dict[str, ChaosScenario]:
+    """Every `chaos` step's scenario, read before anything moves: a bad one is exit 2 now, not
+    halfway through the rollout."""
+    return {
+        str(step.chaos): load_document(step.chaos, expect=ChaosScenario)
+        for step in rollout.spec.steps
+        if step.chaos is not None
+    }
 
 
 def _flag_identity(flag: dict[str, Any]) -> tuple[Any, ...]:

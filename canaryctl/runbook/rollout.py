@@ -330,10 +330,13 @@ PauseLength = Annotated[
 
 
 class Step(Strict):
-    """Exactly one of `set_weight` (percent of traffic to the canary) or `pause`."""
+    """Exactly one of `set_weight` (percent of traffic to the canary), `pause`, or `chaos`: a
+    ChaosScenario document (path relative to the runbook) played at the current weight, whose
+    violated hypothesis rolls the canary back."""
 
     set_weight: float | None = None
     pause: PauseLength | None = None
+    chaos: DocPath | None = None
 
     @field_validator("set_weight")
     @classmethod
@@ -344,8 +347,9 @@ class Step(Strict):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Step:
-        if (self.set_weight is None) == (self.pause is None):
-            raise ValueError("a step is exactly one of set_weight or pause")
+        given = [v for v in (self.set_weight, self.pause, self.chaos) if v is not None]
+        if len(given) != 1:
+            raise ValueError("a step is exactly one of set_weight, pause or chaos")
         return self
 
 
