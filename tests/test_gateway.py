@@ -188,12 +188,13 @@ def test_metrics_expose_the_contract_names_and_labels(
     text = httpx.get(stack.metrics_url).text
     families = {f.name: f for f in text_string_to_metric_families(text)}
     labels = {"route": "bot", "variant": "a", "model": "a", "provider": "openai"}
+    per_request = {*labels, "tier"}  # the requester's tier, bounded: see test_gateway_tiers.py
     expected = {
-        "llm_requests": {*labels, "outcome"},
-        "llm_request_duration_seconds": {*labels, "le"},
+        "llm_requests": {*per_request, "outcome"},
+        "llm_request_duration_seconds": {*per_request, "le"},
         "llm_upstream_duration_seconds": {*labels, "le"},
-        "llm_tokens": {*labels, "kind"},
-        "llm_cost_usd": set(labels),
+        "llm_tokens": {*per_request, "kind"},
+        "llm_cost_usd": per_request,
     }
     for name, label_names in expected.items():
         samples = [s for s in families[name].samples if not s.name.endswith("_created")]

@@ -20,7 +20,7 @@ from canaryctl.errors import BackendError, CanaryError, ChaosBackendError, Inter
 from canaryctl.metrics.base import MetricsSource
 from canaryctl.runbook.scenario import ChaosScenario, FaultSpec
 
-__all__ = ["FaultInjector", "ScenarioResult", "run_scenario"]
+__all__ = ["FaultInjector", "ScenarioResult", "play", "run_scenario"]
 
 
 class FaultInjector(Protocol):
@@ -73,6 +73,27 @@ def run_scenario(
     journal.finish(outcome, exit_code, reason)
     emit({"event": "finished", "outcome": outcome, "reason": reason})
     return ScenarioResult(outcome, exit_code, reason, journal.data)
+
+
+def play(scenario: ChaosScenario, *, clock: Clock | None = None) -> ScenarioResult:
+    """Run `scenario` on the backends it names (its proxy's admin API, its metrics); what a
+    rollout's `chaos` step does. The journal stays in memory: the caller stores it."""
+    from canaryctl.chaos.client import ChaosClient, token_from_env
+    from canaryctl.metrics.factory import metrics_source_for
+
+    clock = clock or SystemClock()
+    spec = scenario.spec
+    injector = ChaosClient(spec.target.url, token_from_env(spec.target.token_env))
+    try:
+        return run_scenario(
+            scenario,
+            injector=injector,
+            metrics=metrics_source_for(spec.hypothesis.metrics, clock=clock.now),
+            journal=Journal(scenario, clock=clock.now),
+            clock=clock,
+        )
+    finally:
+        injector.close()
 
 
 class _Run:

@@ -14,21 +14,23 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
-import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from canaryctl.errors import InvalidInput
+from canaryctl.gateway.budgets import Admission, Budgets, Refusal, open_store, store_prefix
+from canaryctl.gateway.cache import CachedAnswer, ResponseCache, cache_key
 from canaryctl.gateway.fallback import Answered, ChainExhausted, time_attempt, walk_chain
-from canaryctl.gateway.metrics import GatewayMetrics
+from canaryctl.gateway.metrics import OTHER_TIER, GatewayMetrics
 from canaryctl.gateway.ollama import Dialect, chat_request, ollama_line, ollama_response
 from canaryctl.gateway.routing import Choice, FlagRouter, request_context
+from canaryctl.gateway.tracing import Tracing
 from canaryctl.gateway.upstream import Upstream, UpstreamFailure, UpstreamStream, error_body
 from canaryctl.runbook.gateway import GatewaySpec, ModelSpec
 
@@ -36,7 +38,7 @@ __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
 
-_POOL = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+T = TypeVar("T")
 
 
 def create_app(spec: GatewaySpec) -> Starlette:
@@ -57,11 +59,16 @@ def create_app(spec: GatewaySpec) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # The SDK loads the flag file synchronously; keep that off the event loop.
         gateway.router = await asyncio.to_thread(FlagRouter, spec, gateway.metrics)
-        async with httpx.AsyncClient(limits=_POOL) as client:
-            gateway.upstream = Upstream(client)
+        async with Upstream.open() as upstream:
+            gateway.upstream = upstream
+            gateway.budgets = gateway.open_budgets()
             try:
                 yield
             finally:
+                if gateway.budgets is not None:
+                    await gateway.budgets.store.close()
+                if gateway.tracing is not None:
+                    gateway.tracing.close()
                 await asyncio.to_thread(gateway.router.close)
 
     app = Starlette(
@@ -89,8 +96,20 @@ class _Gateway:
         self.spec = spec
         self.metrics = GatewayMetrics()
         self.models = {m.name: m for m in spec.models}
+        self.tiers = frozenset(spec.context.tiers)
+        self.cache = ResponseCache(spec.cache, self.metrics.registry) if spec.cache else None
+        self.tracing = Tracing(spec.tracing) if spec.tracing else None
         self.router: FlagRouter
         self.upstream: Upstream
+        self.budgets: Budgets | None = None
+
+    def open_budgets(self) -> Budgets | None:
+        spec = self.spec.budgets
+        if spec is None:
+            return None
+        store, prefix = open_store(spec), store_prefix(spec)
+        registry = self.metrics.registry
+        return Budgets(spec, self.spec.context, self.models, store, registry, prefix=prefix)
 
     async def health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -123,6 +142,8 @@ class _Gateway:
             return _error(dialect, 404, error_body(message, "invalid_request_error"))
         context = request_context(request.headers, body, self.spec.context)
         choice = self.router.choose(route, context)
+        if self.tracing is not None:
+            self.tracing.begin(choice, body)
         headers = {"x-canaryctl-variant": choice.variant, "x-canaryctl-model": choice.model.name}
         chat = chat_request(dialect, body)
         if chat is None:
@@ -130,18 +151,43 @@ class _Gateway:
             wanted = "a non-empty 'prompt'" if dialect == "generate" else "a list of 'messages'"
             message = f"the request needs {wanted}"
             return _error(dialect, 400, error_body(message, "invalid_request_error"), **headers)
+        key = None
+        if self.cache is not None and self.cache.applies_to(route.name):
+            key = cache_key(choice, chat)
+            hit = self.cache.get(route.name, key) if key else None
+            if hit is not None:
+                if self.tracing is not None:
+                    self.tracing.finish(choice, hit.model, "cache_hit", None, 0.0)
+                headers.update({"x-canaryctl-model": hit.model, "x-canaryctl-cache": "hit"})
+                return JSONResponse(_render(dialect, hit.completion), headers=headers)
+        admission = Admission(choice, (), ())
+        if self.budgets is not None:
+            verdict = await self.budgets.admit(choice, request.headers, body, chat)
+            if isinstance(verdict, Refusal):
+                self._count(choice, choice.model, "rejected", started)
+                headers["Retry-After"] = str(verdict.retry_after)
+                return _error(dialect, 429, verdict.body, **headers)
+            admission, choice = verdict, verdict.choice
+            headers["x-canaryctl-model"] = choice.model.name
         if chat.get("stream") is True:
-            return await self._stream(dialect, choice, chat, started, headers)
+            return await self._stream(dialect, choice, chat, started, headers, admission)
         try:
             answer = await walk_chain(
-                choice, self.models, self.metrics, lambda m: self.upstream.complete(m, chat)
+                choice,
+                self.models,
+                self.metrics,
+                lambda m: self._traced(m, self.upstream.complete(m, chat)),
             )
         except ChainExhausted as exhausted:
+            await self._settle(admission, exhausted.model, None)
             return self._failed(dialect, choice, exhausted, started, headers)
-        self._count(choice, answer.model, _outcome(answer), started, answer.result.get("usage"))
+        usage = answer.result.get("usage")
+        await self._settle(admission, answer.model, usage)
+        self._count(choice, answer.model, _outcome(answer), started, usage)
+        if key is not None and self.cache is not None and not answer.fell_back:
+            self.cache.put(key, CachedAnswer(answer.model.name, answer.result))
         headers["x-canaryctl-model"] = answer.model.name
-        rendered = answer.result if dialect == "openai" else ollama_response(dialect, answer.result)
-        return JSONResponse(rendered, headers=headers)
+        return JSONResponse(_render(dialect, answer.result), headers=headers)
 
     async def _stream(
         self,
@@ -150,21 +196,23 @@ class _Gateway:
         chat: dict[str, Any],
         started: float,
         headers: dict[str, str],
+        admission: Admission,
     ) -> Response:
         try:
             answer = await walk_chain(
                 choice,
                 self.models,
                 self.metrics,
-                lambda m: self.upstream.open_stream(m, chat),
+                lambda m: self._traced(m, self.upstream.open_stream(m, chat)),
                 time_success=False,
             )
         except ChainExhausted as exhausted:
+            await self._settle(admission, exhausted.model, None)
             return self._failed(dialect, choice, exhausted, started, headers)
         headers["x-canaryctl-model"] = answer.model.name
         wants_usage = bool((chat.get("stream_options") or {}).get("include_usage"))
         media = "text/event-stream" if dialect == "openai" else "application/x-ndjson"
-        body = self._relay(dialect, choice, answer, started, wants_usage)
+        body = self._relay(dialect, choice, answer, started, wants_usage, admission)
         return StreamingResponse(body, media_type=media, headers=headers)
 
     async def _relay(
@@ -174,6 +222,7 @@ class _Gateway:
         answer: Answered[UpstreamStream],
         started: float,
         wants_usage: bool,
+        admission: Admission,
     ) -> AsyncIterator[str]:
         """Pass chunks on as they come; meter when the stream ends, however it ends."""
         outcome, usage = _outcome(answer), None
@@ -204,6 +253,7 @@ class _Gateway:
             await answer.result.aclose()
             time_attempt(self.metrics, choice, answer.model, answer.attempt_started)
             self._count(choice, answer.model, outcome, started, usage)
+            await self._settle(admission, answer.model, usage)
 
     def _failed(
         self,
@@ -221,6 +271,16 @@ class _Gateway:
             headers["Retry-After"] = failure.retry_after
         return _error(dialect, failure.status, failure.body, **headers)
 
+    def _traced(self, model: ModelSpec, call: Awaitable[T]) -> Awaitable[T]:
+        """The attempt, in its own span when tracing is on."""
+        return call if self.tracing is None else self.tracing.attempt(model, call)
+
+    async def _settle(
+        self, admission: Admission, model: ModelSpec, usage: dict[str, Any] | None
+    ) -> None:
+        if self.budgets is not None:
+            await self.budgets.settle(admission, model, usage)
+
     def _count(
         self,
         choice: Choice,
@@ -234,20 +294,27 @@ class _Gateway:
             "variant": choice.variant,
             "model": model.name,
             "provider": model.provider,
+            "tier": choice.tier if choice.tier in self.tiers else OTHER_TIER,
         }
         self.metrics.requests.labels(**labels, outcome=outcome).inc()
         self.metrics.duration.labels(**labels).observe(time.perf_counter() - started)
-        if not usage:
-            return
-        prompt = int(usage.get("prompt_tokens") or 0)
-        completion = int(usage.get("completion_tokens") or 0)
-        self.metrics.tokens.labels(**labels, kind="prompt").inc(prompt)
-        self.metrics.tokens.labels(**labels, kind="completion").inc(completion)
-        cost = (
-            prompt / 1000 * model.price.prompt_per_1k
-            + completion / 1000 * model.price.completion_per_1k
-        )
-        self.metrics.cost.labels(**labels).inc(cost)
+        cost = 0.0
+        if usage:
+            prompt = int(usage.get("prompt_tokens") or 0)
+            completion = int(usage.get("completion_tokens") or 0)
+            self.metrics.tokens.labels(**labels, kind="prompt").inc(prompt)
+            self.metrics.tokens.labels(**labels, kind="completion").inc(completion)
+            cost = (
+                prompt / 1000 * model.price.prompt_per_1k
+                + completion / 1000 * model.price.completion_per_1k
+            )
+            self.metrics.cost.labels(**labels).inc(cost)
+        if self.tracing is not None:
+            self.tracing.finish(choice, model.name, outcome, usage, cost)
+
+
+def _render(dialect: Dialect, completion: dict[str, Any]) -> dict[str, Any]:
+    return completion if dialect == "openai" else ollama_response(dialect, completion)
 
 
 def _outcome(answer: Answered[Any]) -> str:

@@ -6,12 +6,15 @@ never share or double-register series.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-__all__ = ["BUCKETS", "LABELS", "GatewayMetrics"]
+__all__ = ["BUCKETS", "LABELS", "OTHER_TIER", "REQUEST_LABELS", "GatewayMetrics"]
 
 LABELS = ("route", "variant", "model", "provider")
 """`variant` is the flag variation served; `model` and `provider` are what actually answered."""
+REQUEST_LABELS = (*LABELS, "tier")
+"""Per-request families also carry the requester's tier, bounded to the configured tiers."""
+OTHER_TIER = "other"
 
 BUCKETS = (
     *(0.05, 0.1, 0.25, 0.5, 0.75),
@@ -28,13 +31,13 @@ class GatewayMetrics:
         self.requests = Counter(
             "llm_requests_total",
             "Requests by outcome: ok, error, fallback_ok (a fallback model answered), rejected",
-            [*LABELS, "outcome"],
+            [*REQUEST_LABELS, "outcome"],
             registry=registry,
         )
         self.duration = Histogram(
             "llm_request_duration_seconds",
             "End-to-end request duration as the client sees it, fallbacks included",
-            LABELS,
+            REQUEST_LABELS,
             buckets=BUCKETS,
             registry=registry,
         )
@@ -48,13 +51,13 @@ class GatewayMetrics:
         self.tokens = Counter(
             "llm_tokens_total",
             "Tokens reported by the model that answered, by kind: prompt or completion",
-            [*LABELS, "kind"],
+            [*REQUEST_LABELS, "kind"],
             registry=registry,
         )
         self.cost = Counter(
             "llm_cost_usd_total",
             "USD spent, from reported tokens and the model's price per 1k tokens",
-            LABELS,
+            REQUEST_LABELS,
             registry=registry,
         )
         self.fallbacks = Counter(
@@ -67,6 +70,25 @@ class GatewayMetrics:
             "llm_flag_evaluation_errors_total",
             "Flag evaluations that failed, so the route's default_model was served",
             ["route"],
+            registry=registry,
+        )
+
+        self.flag_source_valid = Gauge(
+            "llm_flag_data_source_valid",
+            "1 while the flag data source is valid (LaunchDarkly SDK data-source state VALID: "
+            "stream connected, last poll or file load succeeded), else 0",
+            registry=registry,
+        )
+        self.flag_data_stale = Gauge(
+            "llm_flag_data_stale_seconds",
+            "Seconds since the flag data source stopped being valid (since startup if it never "
+            "was): how long flag changes may have gone unseen; 0 while valid",
+            registry=registry,
+        )
+        self.flag_last_change = Gauge(
+            "llm_flag_data_last_change_timestamp_seconds",
+            "Unix time the gateway last received flag data (its first load, then any flag "
+            "change); 0 before the first",
             registry=registry,
         )
 

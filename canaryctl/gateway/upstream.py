@@ -1,8 +1,12 @@
 """One attempt at one model: send in the model's dialect, classify how it failed, read streams.
 
-Everything comes back in OpenAI shape. httpx's exceptions stop here: a failure is an
+Everything comes back in OpenAI shape. aiohttp's exceptions stop here: a failure is an
 UpstreamFailure saying whether a fallback model could help (5xx, 429, timeout, connection) or not
 (any other 4xx: the request itself is wrong, and another model would refuse it too).
+
+aiohttp rather than httpx on this path: the gateway's added latency is mostly its HTTP client,
+and aiohttp's C parser and connection pool cost a fraction of httpx's per request (see
+docs/gateway.md for the measured figures).
 """
 
 from __future__ import annotations
@@ -11,9 +15,10 @@ import json
 import os
 import secrets
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
+import aiohttp
 
 from canaryctl.gateway.ollama import (
     chunks_from_ollama,
@@ -23,6 +28,9 @@ from canaryctl.gateway.ollama import (
 from canaryctl.runbook.gateway import ModelSpec
 
 __all__ = ["Upstream", "UpstreamFailure", "UpstreamStream", "error_body"]
+
+_POOL_SIZE = 1000
+_UpstreamError = (aiohttp.ClientError, TimeoutError)
 
 
 def error_body(message: str, kind: str = "upstream_error") -> dict[str, Any]:
@@ -49,17 +57,21 @@ class UpstreamFailure(Exception):
         self.retry_after = retry_after
 
 
-def _failure_from_response(response: httpx.Response) -> UpstreamFailure:
-    status = response.status_code
+async def _failure_from_response(
+    response: aiohttp.ClientResponse, model: ModelSpec
+) -> UpstreamFailure:
+    status = response.status
     try:
-        data = response.json()
+        data = json.loads(await response.read())
     except ValueError:
         data = None
+    except _UpstreamError as exc:
+        return _failure_from_exception(exc, model)
     error = data.get("error") if isinstance(data, dict) else None
     if isinstance(error, dict):
         body = {"error": error}
     else:
-        body = error_body(str(error or response.reason_phrase or f"HTTP {status}"))
+        body = error_body(str(error or response.reason or f"HTTP {status}"))
     retryable = status >= 500 or status == 429
     return UpstreamFailure(
         f"http_{status}",
@@ -70,8 +82,8 @@ def _failure_from_response(response: httpx.Response) -> UpstreamFailure:
     )
 
 
-def _failure_from_exception(exc: httpx.HTTPError, model: ModelSpec) -> UpstreamFailure:
-    if isinstance(exc, httpx.TimeoutException):
+def _failure_from_exception(exc: BaseException, model: ModelSpec) -> UpstreamFailure:
+    if isinstance(exc, TimeoutError):
         message = f"model {model.name} did not answer within {model.timeout:g}s"
         return UpstreamFailure("timeout", 504, error_body(message, "timeout"))
     message = f"model {model.name} is unreachable ({type(exc).__name__})"
@@ -81,14 +93,15 @@ def _failure_from_exception(exc: httpx.HTTPError, model: ModelSpec) -> UpstreamF
 class UpstreamStream:
     """OpenAI chunks read from an open upstream stream; `aclose()` whether or not it was read."""
 
-    def __init__(self, response: httpx.Response, model: ModelSpec) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, model: ModelSpec) -> None:
         self._response = response
         self._model = model
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         completion_id = f"chatcmpl-{secrets.token_hex(8)}"
         try:
-            async for line in self._response.aiter_lines():
+            async for raw in self._response.content:
+                line = raw.decode()
                 if self._model.provider == "ollama":
                     if line.strip():
                         for chunk in chunks_from_ollama(json.loads(line), completion_id):
@@ -100,26 +113,42 @@ class UpstreamStream:
                 if data == "[DONE]":
                     return
                 yield json.loads(data)
-        except httpx.HTTPError as exc:
+        except _UpstreamError as exc:
             raise _failure_from_exception(exc, self._model) from exc
-        except json.JSONDecodeError as exc:
+        except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
             message = f"model {self._model.name} sent a malformed stream"
             raise UpstreamFailure("bad_response", 502, error_body(message)) from exc
 
     async def aclose(self) -> None:
-        await self._response.aclose()
+        """Back to the pool when read to the end; a half-read connection is closed instead."""
+        if self._response.content.at_eof():
+            self._response.release()
+        else:
+            self._response.close()
 
 
 class Upstream:
-    """Sends to models over one shared httpx client, so connections are pooled across requests."""
+    """Sends to models over one shared aiohttp session, so connections are pooled across
+    requests. `async with Upstream.open() as upstream:` owns the session."""
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self._client = client
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self._session = session
 
-    def _request(self, model: ModelSpec, chat: dict[str, Any], *, stream: bool) -> httpx.Request:
+    @classmethod
+    @asynccontextmanager
+    async def open(cls) -> AsyncIterator[Upstream]:
+        connector = aiohttp.TCPConnector(limit=_POOL_SIZE, ttl_dns_cache=300)
+        async with aiohttp.ClientSession(
+            connector=connector, auto_decompress=True, trust_env=False
+        ) as session:
+            yield cls(session)
+
+    async def _send(
+        self, model: ModelSpec, chat: dict[str, Any], *, stream: bool
+    ) -> aiohttp.ClientResponse:
         name = model.upstream_model or model.name
         base = model.base_url.rstrip("/")
-        headers = {}
+        headers = {"Content-Type": "application/json"}
         if model.provider == "ollama":
             url = f"{base}/api/chat"
             body = ollama_request(chat, name, stream=stream)
@@ -134,20 +163,30 @@ class Upstream:
             key = os.environ.get(model.api_key_env) if model.api_key_env else None
             if key:
                 headers["Authorization"] = f"Bearer {key}"
-        return self._client.build_request(
-            "POST", url, json=body, headers=headers, timeout=httpx.Timeout(model.timeout)
+        # Per connect and per read, as httpx's timeout was: a long stream that keeps sending
+        # is not cut, a silent model is.
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=model.timeout, sock_read=model.timeout
         )
+        try:
+            return await self._session.post(
+                url, data=json.dumps(body), headers=headers, timeout=timeout
+            )
+        except _UpstreamError as exc:
+            raise _failure_from_exception(exc, model) from exc
 
     async def complete(self, model: ModelSpec, chat: dict[str, Any]) -> dict[str, Any]:
         """The model's completion in OpenAI shape, or UpstreamFailure."""
+        response = await self._send(model, chat, stream=False)
+        async with response:
+            if response.status != 200:
+                raise await _failure_from_response(response, model)
+            try:
+                raw = await response.read()
+            except _UpstreamError as exc:
+                raise _failure_from_exception(exc, model) from exc
         try:
-            response = await self._client.send(self._request(model, chat, stream=False))
-        except httpx.HTTPError as exc:
-            raise _failure_from_exception(exc, model) from exc
-        if response.status_code != 200:
-            raise _failure_from_response(response)
-        try:
-            data = response.json()
+            data = json.loads(raw)
         except ValueError as exc:
             message = f"model {model.name} sent a body that is not JSON"
             raise UpstreamFailure("bad_response", 502, error_body(message)) from exc
@@ -157,16 +196,8 @@ class Upstream:
 
     async def open_stream(self, model: ModelSpec, chat: dict[str, Any]) -> UpstreamStream:
         """A stream whose status was 200: past this point no fallback is possible."""
-        try:
-            response = await self._client.send(self._request(model, chat, stream=True), stream=True)
-        except httpx.HTTPError as exc:
-            raise _failure_from_exception(exc, model) from exc
-        if response.status_code != 200:
-            try:
-                await response.aread()
-            except httpx.HTTPError as exc:
-                raise _failure_from_exception(exc, model) from exc
-            finally:
-                await response.aclose()
-            raise _failure_from_response(response)
+        response = await self._send(model, chat, stream=True)
+        if response.status != 200:
+            async with response:
+                raise await _failure_from_response(response, model)
         return UpstreamStream(response, model)

@@ -9,13 +9,21 @@ from pydantic import Field, model_validator
 from canaryctl.runbook.common import API_VERSION, DocPath, Duration, Metadata, Strict
 
 __all__ = [
+    "BudgetSpec",
+    "BudgetsSpec",
+    "CacheSpec",
     "ContextSpec",
     "FileFlagSource",
+    "FlagSource",
     "Gateway",
     "GatewaySpec",
+    "LaunchDarklyFlagSource",
+    "MemoryBudgetStore",
     "ModelSpec",
     "PriceSpec",
+    "RedisBudgetStore",
     "RouteSpec",
+    "TracingSpec",
 ]
 
 
@@ -27,7 +35,29 @@ class FileFlagSource(Strict):
     poll_interval: Duration = Field(default=0.5, gt=0)
 
 
-FlagSource = Annotated[FileFlagSource, Field(discriminator="provider")]
+class LaunchDarklyFlagSource(Strict):
+    """Evaluate flags with data from LaunchDarkly (or a Relay Proxy), streamed by default.
+
+    The SDK key never lives in a document: `sdk_key_env` names the environment variable that
+    holds it. `base_uri` serves polling, `stream_uri` the streaming connection, `events_uri`
+    analytics events; point all three at a Relay Proxy or a private instance. Events are off
+    unless `send_events` is set, so a gateway sends LaunchDarkly nothing it was not told to.
+    """
+
+    provider: Literal["launchdarkly"]
+    sdk_key_env: str = Field(default="LAUNCHDARKLY_SDK_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    base_uri: str = Field(default="https://sdk.launchdarkly.com", pattern=r"^https?://")
+    stream_uri: str = Field(default="https://stream.launchdarkly.com", pattern=r"^https?://")
+    events_uri: str = Field(default="https://events.launchdarkly.com", pattern=r"^https?://")
+    stream: bool = Field(default=True, description="false polls base_uri every poll_interval")
+    poll_interval: Duration = Field(default=30.0, ge=30, description="LaunchDarkly's floor is 30s")
+    send_events: bool = False
+    start_wait: Duration = Field(
+        default=5.0, ge=0, description="how long startup waits for flag data before serving"
+    )
+
+
+FlagSource = Annotated[FileFlagSource | LaunchDarklyFlagSource, Field(discriminator="provider")]
 
 
 class PriceSpec(Strict):
@@ -62,6 +92,98 @@ class ContextSpec(Strict):
     user_header: str = "X-User"
     tier_header: str = "X-Tier"
     default_tier: str = "free"
+    team_header: str = "X-Team"
+    job_header: str = "X-Job"
+    tiers: list[str] = Field(
+        default_factory=lambda: ["free", "paid", "enterprise"],
+        description="tiers kept as the `tier` metric label; any other is counted as 'other'",
+    )
+
+
+class MemoryBudgetStore(Strict):
+    """Counters in the gateway's memory, saved to a SQLite file: one gateway only."""
+
+    provider: Literal["memory"]
+    path: DocPath | None = Field(default=None, description="SQLite file; none keeps no state")
+    save_interval: Duration = Field(default=5.0, gt=0)
+
+
+class RedisBudgetStore(Strict):
+    """Counters in Redis, updated atomically: any number of gateway replicas share them."""
+
+    provider: Literal["redis"]
+    url: str = Field(default="redis://127.0.0.1:6379/0", pattern=r"^rediss?://")
+    password_env: str | None = Field(default=None, description="environment variable")
+    prefix: str = Field(default="canaryctl:budget", min_length=1)
+    timeout: Duration = Field(default=0.5, gt=0)
+
+
+BudgetStore = Annotated[MemoryBudgetStore | RedisBudgetStore, Field(discriminator="provider")]
+
+
+class BudgetSpec(Strict):
+    """A spending limit per user, team or job over an hour, a day or a month.
+
+    `calendar` windows reset at the top of the hour, midnight UTC or the 1st of the month;
+    `rolling` ones count the last hour, 24 hours or 30 days (in 60 slices).
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    per: Literal["user", "team", "job"]
+    window: Literal["hour", "day", "month"] = "day"
+    kind: Literal["calendar", "rolling"] = "calendar"
+    tokens: int | None = Field(default=None, gt=0, description="prompt + completion tokens")
+    usd: float | None = Field(default=None, gt=0)
+    routes: list[str] | None = Field(default=None, description="routes it applies to; all if unset")
+    soft_limit: float | None = Field(
+        default=None, gt=0, lt=1, description="share of the limit past which `downgrade` applies"
+    )
+    downgrade: dict[str, str] = Field(
+        default_factory=dict, description="route -> cheaper model served past the soft limit"
+    )
+
+    @model_validator(mode="after")
+    def _limits(self) -> BudgetSpec:
+        if self.tokens is None and self.usd is None:
+            raise ValueError("a budget needs `tokens`, `usd` or both")
+        if self.downgrade and self.soft_limit is None:
+            raise ValueError("`downgrade` needs a `soft_limit`")
+        return self
+
+
+class BudgetsSpec(Strict):
+    store: BudgetStore = MemoryBudgetStore(provider="memory")
+    limits: list[BudgetSpec] = Field(min_length=1)
+    completion_estimate: int = Field(
+        default=256, ge=1, description="completion tokens assumed when a request sets no max_tokens"
+    )
+
+    @model_validator(mode="after")
+    def _unique(self) -> BudgetsSpec:
+        names = [b.name for b in self.limits]
+        if len(set(names)) != len(names):
+            raise ValueError("limits: budget names must be unique")
+        return self
+
+
+class CacheSpec(Strict):
+    """Keep answers to temperature-0 requests: see canaryctl/gateway/cache.py."""
+
+    ttl: Duration = Field(default=300.0, gt=0)
+    max_entries: int = Field(default=10_000, ge=1)
+    routes: list[str] | None = Field(default=None, description="routes it applies to; all if unset")
+
+
+class TracingSpec(Strict):
+    """OpenTelemetry spans per request (needs the `otel` extra): see canaryctl/gateway/tracing.py.
+
+    `otlp` exports over OTLP/HTTP to `endpoint`; `global` hands spans to the process's
+    configured TracerProvider (set up by your own code or `opentelemetry-instrument`).
+    """
+
+    exporter: Literal["otlp", "global"] = "otlp"
+    endpoint: str = Field(default="http://127.0.0.1:4318/v1/traces", pattern=r"^https?://")
+    service_name: str = Field(default="canaryctl-gateway", min_length=1)
 
 
 class GatewaySpec(Strict):
@@ -70,6 +192,9 @@ class GatewaySpec(Strict):
     routes: list[RouteSpec] = Field(min_length=1)
     models: list[ModelSpec] = Field(min_length=1)
     context: ContextSpec = ContextSpec()
+    budgets: BudgetsSpec | None = None
+    cache: CacheSpec | None = None
+    tracing: TracingSpec | None = Field(default=None, description="off unless set")
 
     @model_validator(mode="after")
     def _references_resolve(self) -> GatewaySpec:
@@ -87,6 +212,21 @@ class GatewaySpec(Strict):
                     raise ValueError(f"models[{i}].fallback: '{name}' is not a model")
                 if name == model.name:
                     raise ValueError(f"models[{i}].fallback: a model cannot fall back to itself")
+        routes = {r.name for r in self.routes}
+        cached = (self.cache.routes or []) if self.cache else []
+        for route in cached:
+            if route not in routes:
+                raise ValueError(f"cache.routes: '{route}' is not a route")
+        for i, budget in enumerate(self.budgets.limits if self.budgets else []):
+            where = f"budgets.limits[{i}]"
+            for route in budget.routes or []:
+                if route not in routes:
+                    raise ValueError(f"{where}.routes: '{route}' is not a route")
+            for route, model in budget.downgrade.items():
+                if route not in routes:
+                    raise ValueError(f"{where}.downgrade: '{route}' is not a route")
+                if model not in names:
+                    raise ValueError(f"{where}.downgrade.{route}: '{model}' is not a model")
         return self
 
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 from canaryctl.errors import InvalidDocument, Problem
 from canaryctl.runbook.gateway import Gateway
 from canaryctl.runbook.lab import Lab
+from canaryctl.runbook.profile import MetricProfile
 from canaryctl.runbook.rollout import Rollout
 from canaryctl.runbook.scenario import ChaosScenario
 
@@ -22,11 +23,12 @@ T = TypeVar("T", bound=BaseModel)
 _SUB_PATH = re.compile(
     r"^(?P<path>[a-z_]+(\[\d+\])*(\.[a-z_]+(\[\d+\])*)*): (?P<message>.*)$", re.S
 )
-Document = Rollout | Gateway | Lab | ChaosScenario
+Document = Rollout | Gateway | Lab | MetricProfile | ChaosScenario
 KINDS: dict[str, type[BaseModel]] = {
     "Rollout": Rollout,
     "Gateway": Gateway,
     "Lab": Lab,
+    "MetricProfile": MetricProfile,
     "ChaosScenario": ChaosScenario,
 }
 
@@ -132,7 +134,7 @@ def _user_path(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def _is_type_name(part: str) -> bool:
-    return part in {"int", "float", "str", "bool", "constrained-str"} or part.startswith(
+    return part in {"int", "float", "str", "bool", "constrained-str", "[key]"} or part.startswith(
         ("function-", "literal[", "json-or-python")
     )
 

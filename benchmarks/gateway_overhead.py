@@ -1,0 +1,478 @@
+"""What the gateway adds to a request, measured against going straight to the upstream and
+against LiteLLM's proxy in front of the same upstream.
+
+Three processes on loopback: a lab provider that answers at once (zero latency), the server
+under test (none, the canaryctl gateway, or LiteLLM's proxy), and this script's load generator,
+a small raw HTTP/1.1 client over keep-alive connections (so the client's own cost stays small
+and identical for every target). For each target and each of plain and streamed requests:
+
+- fixed rate (open loop, `--rate` then `--low-rate` req/s for `--seconds` each): p50 and p99
+  of the full response time; a proxy's *added* latency is its percentile minus the direct one
+  (the gentler rate is there because LiteLLM cannot keep up with 200 req/s on 2 cores);
+- max throughput (closed loop, `--concurrency` requests in flight for `--seconds`).
+
+LiteLLM is installed by this script into its own virtual environment (`--litellm-venv`, default
+~/.cache/canaryctl-bench/litellm-venv) with pip, and run with no database, no callbacks and the
+bundled model-cost map. `--no-litellm` skips it. `--profile FILE` runs the gateway under cProfile
+and writes the stats to FILE (for `python -m pstats FILE`).
+
+    python benchmarks/gateway_overhead.py [--rate 200] [--seconds 10] [--concurrency 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+HOST = "127.0.0.1"
+TIMEOUT = 30.0
+"""Seconds a benchmark request may take before it counts as an error."""
+SUSTAINABLE = 0.8
+"""A fixed rate is run only below this share of the target's max throughput: above it the
+queue grows for the whole run and the percentiles measure the queue, not the proxy."""
+ROUTE = "bot"
+PROMPT = "What is 2 + 3?"
+BENCH_KEY = f"sk-{secrets.token_hex(16)}"
+"""LiteLLM's proxy refuses to start without a master key; the others ignore it."""
+LITELLM_VENV = Path.home() / ".cache" / "canaryctl-bench" / "litellm-venv"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+# --- the upstream: a lab provider with zero latency, in its own process ---------------------
+
+
+def serve_upstream(port: int) -> None:
+    import uvicorn
+
+    from canaryctl.lab.provider import SimulatedProvider
+    from canaryctl.runbook.lab import ProviderProfile
+
+    profile = ProviderProfile.model_validate(
+        {"name": "upstream", "latency": {"median": 0, "p95": 0}, "tokens": {"completion_mean": 40}}
+    )
+    app = SimulatedProvider(profile).app
+    uvicorn.run(app, host=HOST, port=port, log_level="warning", access_log=False)
+
+
+# --- servers under test -----------------------------------------------------------------------
+
+
+def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{url}: the server exited with {process.returncode}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        time.sleep(0.2)
+    raise SystemExit(f"{url}: not up after {timeout:g}s")
+
+
+@contextlib.contextmanager
+def running(command: list[str], health: str, **popen: object) -> Iterator[None]:
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, **popen)  # type: ignore[call-overload]
+    try:
+        wait_healthy(health, process)
+        yield
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def gateway_document(work: Path, upstream: str) -> Path:
+    flag = {
+        "key": "bot-model",
+        "on": True,
+        "variations": ["fast"],
+        "fallthrough": {"variation": 0},
+        "offVariation": 0,
+        "version": 1,
+        "salt": "bot-model",
+        "targets": [],
+        "contextTargets": [],
+        "rules": [],
+        "prerequisites": [],
+    }
+    (work / "flags.json").write_text(json.dumps({"flags": {"bot-model": flag}, "segments": {}}))
+    document = work / "gateway.yaml"
+    document.write_text(
+        "apiVersion: canaryctl/v1\nkind: Gateway\nmetadata: {name: bench}\nspec:\n"
+        "  flags: {provider: file, path: flags.json}\n"
+        f"  routes: [{{name: {ROUTE}, flag: bot-model, default_model: fast}}]\n"
+        f"  models: [{{name: fast, base_url: '{upstream}', price: {{prompt_per_1k: 0.001}}}}]\n"
+    )
+    return document
+
+
+def litellm_config(work: Path, upstream: str) -> Path:
+    config = work / "litellm.yaml"
+    config.write_text(
+        "model_list:\n"
+        f"  - model_name: {ROUTE}\n"
+        "    litellm_params:\n"
+        "      model: openai/fast\n"
+        f"      api_base: {upstream}/v1\n"
+        "      api_key: not-used\n"
+        "litellm_settings:\n"
+        "  telemetry: false\n"
+        "  callbacks: []\n"
+        "  success_callback: []\n"
+        "  failure_callback: []\n"
+        "  set_verbose: false\n"
+        "general_settings: {}\n"
+    )
+    return config
+
+
+def install_litellm(venv: Path) -> Path:
+    """LiteLLM's proxy in its own venv (its dependency pins must not touch the project's)."""
+    litellm = venv / "bin" / "litellm"
+    if litellm.exists():
+        return litellm
+    print(f"installing litellm[proxy] into {venv} (once)...", file=sys.stderr)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "pip"), "install", "-q", "litellm[proxy]"]
+    subprocess.run(pip, check=True)
+    return litellm
+
+
+# --- the load generator: raw HTTP/1.1 over keep-alive connections ---------------------------
+
+
+class Connection:
+    """One keep-alive connection; `request()` returns once the whole response has been read."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, port: int) -> Connection:
+        reader, writer = await asyncio.open_connection(HOST, port)
+        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return cls(reader, writer)
+
+    async def request(self, raw: bytes) -> int:
+        self.writer.write(raw)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        lines = head.lower().split(b"\r\n")
+        length = next((int(h[15:]) for h in lines if h.startswith(b"content-length:")), None)
+        if length is not None:
+            await self.reader.readexactly(length)
+            return status
+        while True:  # chunked
+            size = int((await self.reader.readuntil(b"\r\n")).strip(), 16)
+            await self.reader.readexactly(size + 2)
+            if size == 0:
+                return status
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def request_bytes(port: int, path: str, stream: bool, i: int) -> bytes:
+    body = {
+        "model": ROUTE,
+        "messages": [{"role": "user", "content": PROMPT}],
+        "stream": stream,
+        "user": f"user-{i % 1000}",
+    }
+    payload = json.dumps(body).encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {BENCH_KEY}\r\nContent-Length: {len(payload)}\r\n\r\n"
+    )
+    return head.encode() + payload
+
+
+class Pool:
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.idle: list[Connection] = []
+
+    async def send(self, raw: bytes) -> int:
+        conn = self.idle.pop() if self.idle else await Connection.open(self.port)
+        try:
+            status = await conn.request(raw)
+        except BaseException:
+            conn.close()
+            raise
+        self.idle.append(conn)
+        return status
+
+    def close(self) -> None:
+        for conn in self.idle:
+            conn.close()
+
+
+@dataclass
+class Run:
+    latencies: list[float]
+    errors: int
+    seconds: float
+
+    def pct(self, q: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def fixed_rate(port: int, path: str, stream: bool, rate: float, seconds: float) -> Run:
+    """Open loop: arrivals on a fixed schedule whatever the server does (no coordinated
+    omission); latency counts from the scheduled start."""
+    pool = Pool(port)
+    latencies: list[float] = []
+    errors = 0
+    total = int(rate * seconds)
+
+    async def one(i: int, due: float) -> None:
+        nonlocal errors
+        try:
+            raw = request_bytes(port, path, stream, i)
+            status = await asyncio.wait_for(pool.send(raw), TIMEOUT)
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
+            errors += 1
+            return
+        if status != 200:
+            errors += 1
+            return
+        latencies.append(time.perf_counter() - due)
+
+    started = time.perf_counter()
+    tasks = []
+    for i in range(total):
+        due = started + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i, due)))
+    await asyncio.gather(*tasks)
+    pool.close()
+    return Run(latencies, errors, time.perf_counter() - started)
+
+
+async def closed_loop(port: int, path: str, stream: bool, concurrency: int, seconds: float) -> Run:
+    latencies: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + seconds
+
+    async def worker(w: int) -> None:
+        nonlocal errors
+        conn = await Connection.open(port)
+        i = w
+        try:
+            while time.perf_counter() < stop:
+                begun = time.perf_counter()
+                raw = request_bytes(port, path, stream, i)
+                status = await asyncio.wait_for(conn.request(raw), TIMEOUT)
+                if status == 200:
+                    latencies.append(time.perf_counter() - begun)
+                else:
+                    errors += 1
+                i += concurrency
+        finally:
+            conn.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    return Run(latencies, errors, time.perf_counter() - started)
+
+
+@dataclass
+class Figures:
+    latency_ms: dict[float, tuple[float, float] | None]
+    """Fixed rate (req/s) -> (p50, p99) in milliseconds; None where the rate overloads it."""
+    errors: int
+    max_rps: float
+
+
+def measure(port: int, path: str, stream: bool, args: argparse.Namespace) -> Figures:
+    """Max throughput first (closed loop: nothing is left queued when it ends), then each
+    fixed rate the target can sustain."""
+    asyncio.run(fixed_rate(port, path, stream, args.low_rate, 2))  # warm up the pools
+    loaded = asyncio.run(closed_loop(port, path, stream, args.concurrency, args.seconds))
+    max_rps = len(loaded.latencies) / loaded.seconds
+    latency: dict[float, tuple[float, float] | None] = {}
+    errors = loaded.errors
+    for rate in (args.rate, args.low_rate):
+        if rate > SUSTAINABLE * max_rps:
+            latency[rate] = None
+            continue
+        timed = asyncio.run(fixed_rate(port, path, stream, rate, args.seconds))
+        latency[rate] = (timed.pct(0.50) * 1000, timed.pct(0.99) * 1000)
+        errors += timed.errors
+    return Figures(latency, errors, max_rps)
+
+
+def measure_both(port: int, path: str, args: argparse.Namespace) -> dict[str, Figures]:
+    return {mode: measure(port, path, mode == "stream", args) for mode in ("plain", "stream")}
+
+
+# --- the report ---------------------------------------------------------------------------
+
+
+Pair = tuple[float, float] | None
+
+
+def cell(pair: Pair, unit: str = "") -> str:
+    return "overloaded" if pair is None else f"{pair[0]:.2f}{unit} / {pair[1]:.2f}{unit}"
+
+
+def minus(a: Pair, b: Pair) -> Pair:
+    return None if a is None or b is None else (a[0] - b[0], a[1] - b[1])
+
+
+def report(results: dict[str, dict[str, Figures]], args: argparse.Namespace) -> None:
+    rates = (args.rate, args.low_rate)
+    direct = results["direct"]
+    print(
+        f"\nfixed rate {args.rate:g} and {args.low_rate:g} req/s, {args.seconds:g}s each; "
+        f"max throughput with {args.concurrency} in flight; {os.cpu_count()} cores\n"
+    )
+    head = " | ".join(f"p50 / p99 ms @{r:g}" for r in rates)
+    print(f"| target | mode | {head} | max req/s | errors |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    for target, modes in results.items():
+        for mode, f in modes.items():
+            cells = " | ".join(cell(f.latency_ms[r]) for r in rates)
+            print(f"| {target} | {mode} | {cells} | {f.max_rps:,.0f} | {f.errors} |")
+    print("\nadded latency (percentile through the proxy minus the same percentile direct):\n")
+    head = " | ".join(f"added p50 / p99 ms @{r:g}" for r in rates)
+    print(f"| target | mode | {head} |")
+    print("| --- | --- | ---: | ---: |")
+    added: dict[tuple[str, str, float], Pair] = {}
+    for target, modes in results.items():
+        if target == "direct":
+            continue
+        for mode, f in modes.items():
+            for r in rates:
+                added[target, mode, r] = minus(f.latency_ms[r], direct[mode].latency_ms[r])
+            print(
+                f"| {target} | {mode} | {' | '.join(cell(added[target, mode, r]) for r in rates)} |"
+            )
+    if "litellm" not in results or "canaryctl" not in results:
+        return
+    print("\nLiteLLM / canaryctl: how many times what canaryctl adds LiteLLM adds; throughput:")
+    print("how many times LiteLLM's canaryctl serves\n")
+    head = " | ".join(f"added p50 / p99 @{r:g}" for r in rates)
+    print(f"| mode | {head} | max req/s |")
+    print("| --- | ---: | ---: | ---: |")
+    for mode in ("plain", "stream"):
+        cells = []
+        for r in rates:
+            ours, theirs = added["canaryctl", mode, r], added["litellm", mode, r]
+            ratio = None
+            if ours is not None and theirs is not None:
+                ratio = (theirs[0] / max(ours[0], 0.01), theirs[1] / max(ours[1], 0.01))
+            cells.append(cell(ratio, "x"))
+        throughput = results["canaryctl"][mode].max_rps / results["litellm"][mode].max_rps
+        print(f"| {mode} | {' | '.join(cells)} | {throughput:.1f}x |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=200.0, help="fixed-rate req/s")
+    parser.add_argument("--low-rate", type=float, default=20.0, help="second, gentler rate")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each run")
+    parser.add_argument("--concurrency", type=int, default=32, help="in flight, max throughput")
+    parser.add_argument("--no-litellm", action="store_true", help="skip LiteLLM's proxy")
+    parser.add_argument("--litellm-venv", type=Path, default=LITELLM_VENV)
+    parser.add_argument("--profile", type=Path, help="cProfile the gateway into this file")
+    parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_upstream:
+        serve_upstream(args.serve_upstream)
+        return
+    litellm = None if args.no_litellm else install_litellm(args.litellm_venv)
+    results: dict[str, dict[str, Figures]] = {}
+    upstream_port = free_port()
+    upstream = f"http://{HOST}:{upstream_port}"
+    serve = [sys.executable, __file__, "--serve-upstream", str(upstream_port)]
+    with tempfile.TemporaryDirectory() as tmp, running(serve, f"{upstream}/health"):
+        work = Path(tmp)
+        print("direct to the upstream...", file=sys.stderr)
+        results["direct"] = measure_both(upstream_port, "/v1/chat/completions", args)
+
+        port = free_port()
+        python = [sys.executable]
+        if args.profile:
+            python += ["-m", "cProfile", "-o", str(args.profile.resolve())]
+        gateway = [
+            *python,
+            "-m",
+            "canaryctl",
+            "gateway",
+            "serve",
+            str(gateway_document(work, upstream)),
+            "--listen",
+            f"{HOST}:{port}",
+        ]
+        print("through the canaryctl gateway...", file=sys.stderr)
+        with running(gateway, f"http://{HOST}:{port}/health", stderr=subprocess.DEVNULL):
+            results["canaryctl"] = measure_both(port, "/v1/chat/completions", args)
+
+        if litellm is not None:
+            port = free_port()
+            env = {
+                **os.environ,
+                "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+                "LITELLM_LOG": "ERROR",
+                "LITELLM_TELEMETRY": "False",
+                "DISABLE_SCHEMA_UPDATE": "True",
+                "LITELLM_MASTER_KEY": BENCH_KEY,
+            }
+            env.pop("DATABASE_URL", None)
+            command = [
+                str(litellm),
+                "--config",
+                str(litellm_config(work, upstream)),
+                "--host",
+                HOST,
+                "--port",
+                str(port),
+                "--num_workers",
+                "1",
+            ]
+            print("through LiteLLM's proxy...", file=sys.stderr)
+            with running(
+                command,
+                f"http://{HOST}:{port}/health/liveliness",
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            ):
+                results["litellm"] = measure_both(port, "/v1/chat/completions", args)
+    report(results, args)
+    if args.profile:
+        print(f"\nprofile: python -m pstats {args.profile}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""`budgets show`: what each user, team and job has spent of its budgets in the current window."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from datetime import UTC, datetime
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from canaryctl.cli.main import main, output_option, wants_json
+from canaryctl.errors import InvalidInput
+from canaryctl.gateway.budgets import MICRO_USD, store_prefix, usage_by_counter
+from canaryctl.runbook import Gateway, load_document
+from canaryctl.runbook.gateway import BudgetsSpec
+
+__all__ = ["budgets"]
+
+
+@main.group()
+def budgets() -> None:
+    """Inspect the gateway's token and USD budgets."""
+
+
+async def _redis_counters(spec: BudgetsSpec) -> dict[str, int]:
+    from canaryctl.gateway.budget_redis import RedisStore
+
+    store = RedisStore(spec.store)  # type: ignore[arg-type]
+    try:
+        return await store.counters()
+    finally:
+        await store.close()
+
+
+def _counters(config: str, spec: BudgetsSpec) -> dict[str, int]:
+    if spec.store.provider == "redis":
+        return asyncio.run(_redis_counters(spec))
+    if spec.store.path is None:
+        raise InvalidInput(f"{config}: spec.budgets.store.path: unset, so no usage is kept")
+    from canaryctl.gateway.budget_memory import load_counters
+
+    return {key: value for key, (value, _) in load_counters(spec.store.path, time.time()).items()}
+
+
+def _amount(unit: str, value: int) -> float:
+    return value / MICRO_USD if unit == "usd" else value
+
+
+@budgets.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@output_option
+def show(config: str, output: str | None) -> None:
+    """Usage, limit and reset of every budget key in the store of Gateway document CONFIG."""
+    spec = load_document(config, expect=Gateway).spec.budgets
+    if spec is None:
+        raise InvalidInput(f"{config}: spec.budgets: no budgets configured")
+    now = time.time()
+    rows = []
+    for slot, used in usage_by_counter(_counters(config, spec), spec, store_prefix(spec), now):
+        rows.append(
+            {
+                "budget": slot.budget.name,
+                "per": slot.budget.per,
+                "key": slot.who,
+                "unit": slot.unit,
+                "used": _amount(slot.unit, used),
+                "limit": _amount(slot.unit, slot.limit),
+                "remaining": _amount(slot.unit, max(0, slot.limit - used)),
+                "window": f"{slot.budget.kind} {slot.budget.window}",
+                "resets_at": datetime.fromtimestamp(slot.resets_at, UTC).strftime(
+                    "%Y-%m-%dT%H:%M:%SZ"
+                ),
+            }
+        )
+    if wants_json(output):
+        for row in rows:
+            click.echo(json.dumps(row))
+        return
+    if not rows:
+        click.echo("no usage recorded in the current windows")
+        return
+    table = Table("budget", "per", "key", "used", "limit", "remaining", "window", "resets at")
+    for row in rows:
+        unit = " USD" if row["unit"] == "usd" else " tokens"
+        fmt = "{:,.4f}" if row["unit"] == "usd" else "{:,.0f}"
+        table.add_row(
+            row["budget"],
+            row["per"],
+            row["key"],
+            fmt.format(row["used"]) + unit,
+            fmt.format(row["limit"]) + unit,
+            fmt.format(row["remaining"]) + unit,
+            row["window"],
+            row["resets_at"],
+        )
+    Console().print(table)
