@@ -332,7 +332,7 @@ def measure(port: int, path: str, stream: bool, args: argparse.Namespace) -> Fig
 
 
 def measure_both(port: int, path: str, args: argparse.Namespace) -> dict[str, Figures]:
-    return {mode: measure(port, path, mode == "stream", args) for mode in ("plain", "stream")}
+    return {mode: measure(port, path, mode == "stream", args) for mode in args.modes}
 
 
 # --- the report ---------------------------------------------------------------------------
@@ -384,7 +384,7 @@ def report(results: dict[str, dict[str, Figures]], args: argparse.Namespace) -> 
     head = " | ".join(f"added p50 / p99 @{r:g}" for r in rates)
     print(f"| mode | {head} | max req/s |")
     print("| --- | ---: | ---: | ---: |")
-    for mode in ("plain", "stream"):
+    for mode in args.modes:
         cells = []
         for r in rates:
             ours, theirs = added["canaryctl", mode, r], added["litellm", mode, r]
@@ -402,6 +402,9 @@ def main() -> None:
     parser.add_argument("--low-rate", type=float, default=20.0, help="second, gentler rate")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each run")
     parser.add_argument("--concurrency", type=int, default=32, help="in flight, max throughput")
+    parser.add_argument(
+        "--modes", type=lambda v: v.split(","), default=["plain", "stream"], help="plain,stream"
+    )
     parser.add_argument("--no-litellm", action="store_true", help="skip LiteLLM's proxy")
     parser.add_argument("--litellm-venv", type=Path, default=LITELLM_VENV)
     parser.add_argument("--profile", type=Path, help="cProfile the gateway into this file")

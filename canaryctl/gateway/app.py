@@ -228,17 +228,21 @@ class _Gateway:
         outcome, usage = _outcome(answer), None
         model_name = answer.model.upstream_model or answer.model.name
         try:
-            async for chunk in answer.result:
-                usage = chunk.get("usage") or usage
-                if dialect == "openai":
-                    if wants_usage or chunk.get("choices"):
-                        yield f"data: {json.dumps(chunk)}\n\n"
-                    continue
-                choices = chunk.get("choices") or [{}]
-                text = (choices[0].get("delta") or {}).get("content")
-                if text:
-                    line = ollama_line(dialect, model_name, text, None, done=False)
-                    yield json.dumps(line) + "\n"
+            async for batch in answer.result:
+                out = []
+                for chunk in batch:
+                    usage = chunk.get("usage") or usage
+                    if dialect == "openai":
+                        if wants_usage or chunk.get("choices"):
+                            out.append(f"data: {json.dumps(chunk)}\n\n")
+                        continue
+                    choices = chunk.get("choices") or [{}]
+                    text = (choices[0].get("delta") or {}).get("content")
+                    if text:
+                        line = ollama_line(dialect, model_name, text, None, done=False)
+                        out.append(json.dumps(line) + "\n")
+                if out:
+                    yield "".join(out)  # one write per batch the model sent
             if dialect == "openai":
                 yield "data: [DONE]\n\n"
             else:

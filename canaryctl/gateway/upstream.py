@@ -91,28 +91,48 @@ def _failure_from_exception(exc: BaseException, model: ModelSpec) -> UpstreamFai
 
 
 class UpstreamStream:
-    """OpenAI chunks read from an open upstream stream; `aclose()` whether or not it was read."""
+    """OpenAI chunks read from an open upstream stream; `aclose()` whether or not it was read.
+
+    Chunks come in batches: every whole line that one network read brought. The relay then
+    writes to its client once per batch, not once per chunk: a write is most of what relaying a
+    chunk costs, and when a model sends faster than the client reads, chunks bunch up.
+    """
 
     def __init__(self, response: aiohttp.ClientResponse, model: ModelSpec) -> None:
         self._response = response
         self._model = model
+        self._completion_id = f"chatcmpl-{secrets.token_hex(8)}"
 
-    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
-        completion_id = f"chatcmpl-{secrets.token_hex(8)}"
+    def _parse(self, raw: bytes, batch: list[dict[str, Any]]) -> bool:
+        """Add the chunks of one line to `batch`; False once the stream says it is done."""
+        line = raw.decode()
+        if self._model.provider == "ollama":
+            if line.strip():
+                batch.extend(chunks_from_ollama(json.loads(line), self._completion_id))
+            return True
+        if not line.startswith("data:"):
+            return True
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return False
+        batch.append(json.loads(data))
+        return True
+
+    async def __aiter__(self) -> AsyncIterator[list[dict[str, Any]]]:
+        pending = b""
         try:
-            async for raw in self._response.content:
-                line = raw.decode()
-                if self._model.provider == "ollama":
-                    if line.strip():
-                        for chunk in chunks_from_ollama(json.loads(line), completion_id):
-                            yield chunk
-                    continue
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
+            async for data in self._response.content.iter_any():
+                *lines, pending = (pending + data).split(b"\n")
+                batch: list[dict[str, Any]] = []
+                going = all(self._parse(line, batch) for line in lines)
+                if batch:
+                    yield batch
+                if not going:
                     return
-                yield json.loads(data)
+            batch = []
+            self._parse(pending, batch)  # a last line without its newline
+            if batch:
+                yield batch
         except _UpstreamError as exc:
             raise _failure_from_exception(exc, self._model) from exc
         except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
