@@ -1,10 +1,11 @@
 """How fast the pure decision core runs, and how it decides, on simulated traffic.
 
-Drives `tick` and `judge` (no I/O, no sleeping) through many rollouts of the shipped runbook
+Drives `tick` and `assess` (no I/O, no sleeping) through many rollouts of the shipped runbook
 shape: a healthy canary and one with a 4x error rate. Prints rollouts per second, the share of
 rollouts each case ends in each outcome, and the median simulated time to roll back.
 
     python benchmarks/rollout_simulation.py [--rollouts 2000] [--rate 50] [--seed 1]
+        [--method threshold|sequential]
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import statistics
 import time
 from collections import Counter
 
-from canaryctl.analysis import judge
+from canaryctl.analysis import assess
 from canaryctl.controller.step import (
     Analyze,
     Analyzed,
@@ -36,7 +37,7 @@ from canaryctl.runbook import Rollout
 BUCKETS = (0.25, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 5.0, float("inf"))
 
 
-def runbook() -> Rollout:
+def runbook(method: str) -> Rollout:
     return Rollout.model_validate(
         {
             "kind": "Rollout",
@@ -55,7 +56,7 @@ def runbook() -> Rollout:
                     {"metric": "error_rate", "compare": "baseline", "max_increase": 0.01},
                     {"metric": "latency_p95_seconds", "max": 2.0},
                 ],
-                "analysis": {"interval": "30s", "min_requests": 200},
+                "analysis": {"interval": "30s", "min_requests": 200, "method": method},
                 "steps": [
                     {"set_weight": 5},
                     {"pause": "5m"},
@@ -113,15 +114,16 @@ def simulate(
                         "base": stats(rng, base_n, 0.005),
                     },
                 )
-                verdict = judge(
+                verdict, ledger = assess(
                     spec.slos,
                     spec.analysis,
                     observation,
+                    state.ledger,
                     baseline="base",
                     canary="cand",
                     baseline_served=weight < 100,
                 )
-                event = Analyzed(verdict)
+                event = Analyzed(verdict, ledger)
             case Promote():
                 event = Promoted()
             case Rollback():
@@ -135,8 +137,9 @@ def main() -> None:
     parser.add_argument("--rollouts", type=int, default=2000)
     parser.add_argument("--rate", type=float, default=50.0, help="requests per second")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--method", choices=("threshold", "sequential"), default="threshold")
     args = parser.parse_args()
-    rollout, rng = runbook(), random.Random(args.seed)
+    rollout, rng = runbook(args.method), random.Random(args.seed)
     print(
         f"{'case':<22}{'rollouts':>9}{'per second':>12}{'promoted':>10}{'rolled back':>13}"
         f"{'median s to decide':>20}"

@@ -7,7 +7,8 @@
     ├── BackendError (exit 3): a backend failed after retries; the safe state was restored first
     │   ├── FlagBackendError
     │   │   └── FlagConflict: someone else changed the flag during our run; we stop, not fight
-    │   └── MetricsBackendError
+    │   ├── MetricsBackendError
+    │   └── ChaosBackendError: the fault proxy's admin API did not answer
     └── Interrupted (exit 130): Ctrl-C or SIGTERM, after the safe state was restored
 
 Adapters translate third-party exceptions (httpx, ldclient, sqlite3) into these at the edge and
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 __all__ = [
     "BackendError",
     "CanaryError",
+    "ChaosBackendError",
     "FlagBackendError",
     "FlagConflict",
     "FlagMismatch",
@@ -88,6 +90,10 @@ class FlagConflict(FlagBackendError):
 
 class MetricsBackendError(BackendError):
     """The metrics backend could not be read; this is an error, never a failed SLO."""
+
+
+class ChaosBackendError(BackendError):
+    """The fault proxy's admin API could not be reached; a fault left behind ends by its TTL."""
 
 
 class Interrupted(CanaryError):

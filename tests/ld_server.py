@@ -12,16 +12,33 @@ LaunchDarkly's service cannot run here, so this serves, on 127.0.0.1 and a free 
 Errors look like LaunchDarkly's (`{"code", "message"}`): 401 for a wrong token, 404 for an unknown
 flag, 400 for a bad instruction or content type, 405 when `approval_required` is set. `faults`
 queues responses (429 with `Retry-After`, 503 bursts, 409) served before the real handling.
-The SDK endpoints (`/sdk/latest-all`, the `/all` stream) are not served yet.
+
+And the SDK's side, so the real `launchdarkly-server-sdk` follows what the REST client writes
+(one base URL serves as the SDK's `base_uri`, `stream_uri` and `events_uri`):
+
+- `GET /sdk/latest-all` (polling): `{"flags": {KEY: flag}, "segments": {}}` for the environment
+  of the SDK key in `Authorization`, with an `ETag`; a matching `If-None-Match` gets a 304;
+- `GET /all` (streaming, server-sent events): a `put` event with the whole data set
+  (`{"path": "/", "data": {"flags", "segments"}}`) on connect, then a `patch` event
+  (`{"path": "/flags/KEY", "data": flag}`) whenever a semantic patch or `edit()` changes that
+  environment's targeting, and a comment line as heartbeat;
+- `POST /bulk` and `POST /diagnostic`: analytics and diagnostic events, recorded and dropped.
+
+An SDK key is bound to one (project, environment) with `sdk_key()`; an unknown key gets a 401, as
+LaunchDarkly answers. Flags are translated from the REST shape into the SDK's (`variations` as
+bare values, `on`, `offVariation`, `fallthrough`, `rules` with `id` and clauses, `version` = the
+environment's `_version`, `salt`, `key`), as LaunchDarkly's own flag delivery does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import hashlib
 import json
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,12 +46,14 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-__all__ = ["Fault", "LDServer", "make_flag", "serve"]
+__all__ = ["Fault", "LDServer", "make_flag", "sdk_flag", "serve"]
 
 SEMANTIC_PATCH = "domain-model=launchdarkly.semanticpatch"
+HEARTBEAT = 1.0
+"""Seconds between comment lines on an idle stream: how a closed client is noticed."""
 
 
 @dataclass(frozen=True)
@@ -76,8 +95,23 @@ class _Invalid(Exception):
     """An instruction the server refuses; the whole patch is dropped."""
 
 
+@dataclass
+class _Subscriber:
+    """One open `/all` stream: where its events go, and which environment it serves."""
+
+    project: str
+    environment: str
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[str]
+
+
 class LDServer:
-    """The state and the Starlette app; `requests` records (method, path, headers, body)."""
+    """The state and the Starlette app; `requests` records (method, path, headers, body).
+
+    SDK traffic is counted apart: `stream_connections` (`GET /all`), `polls` (`GET
+    /sdk/latest-all`, of which `not_modified` got a 304), `patches_pushed` (patch events sent)
+    and `events` (bodies posted to `/bulk` and `/diagnostic`, with their path).
+    """
 
     def __init__(self, token: str) -> None:
         self.token = token
@@ -85,14 +119,32 @@ class LDServer:
         self.faults: list[Fault] = []
         self.approval_required = False
         self.requests: list[tuple[str, str, dict[str, str], Any]] = []
+        self.sdk_keys: dict[str, tuple[str, str]] = {}
+        self.stream_connections = 0
+        self.polls = 0
+        self.not_modified = 0
+        self.patches_pushed = 0
+        self.events: list[tuple[str, Any]] = []
+        self._subscribers: list[_Subscriber] = []
+        self._closing = threading.Event()
         self._lock = threading.Lock()
         self.app = Starlette(
-            routes=[Route("/api/v2/flags/{project}/{key}", self._flag, methods=["GET", "PATCH"])]
+            routes=[
+                Route("/api/v2/flags/{project}/{key}", self._flag, methods=["GET", "PATCH"]),
+                Route("/sdk/latest-all", self._poll, methods=["GET"]),
+                Route("/all", self._stream, methods=["GET"]),
+                Route("/bulk", self._event, methods=["POST"]),
+                Route("/diagnostic", self._event, methods=["POST"]),
+            ]
         )
         self.base_url = ""
 
     def add(self, project: str, flag: dict[str, Any]) -> None:
         self.flags[(project, flag["key"])] = flag
+
+    def sdk_key(self, key: str, project: str, environment: str) -> None:
+        """Accept `key` on the SDK endpoints as the SDK key of `environment` in `project`."""
+        self.sdk_keys[key] = (project, environment)
 
     def env(self, project: str, key: str, env: str) -> dict[str, Any]:
         """The live environment targeting (a copy), for assertions."""
@@ -106,6 +158,7 @@ class LDServer:
             flag["environments"][env].update(copy.deepcopy(changes))
             flag["environments"][env]["_version"] += 1
             flag["_version"] += 1
+            self._publish(project, flag, env)
 
     async def _flag(self, request: Request) -> Response:
         body = await request.body()
@@ -124,9 +177,84 @@ class LDServer:
             if flag is None:
                 return _error(404, "not_found", "Unknown resource")
             response = self._handle(flag, request, body)
+            if request.method == "PATCH" and response.status_code == 200:
+                environment = json.loads(body)["environmentKey"]
+                self._publish(request.path_params["project"], flag, environment)
             if fault is not None:
                 return _error(fault.status, "fault", "injected after applying", fault.headers)
             return response
+
+    # -- the SDK's endpoints -------------------------------------------------------------------
+
+    def _sdk_environment(self, request: Request) -> tuple[str, str] | None:
+        return self.sdk_keys.get(request.headers.get("authorization", ""))
+
+    def _data_set(self, project: str, environment: str) -> dict[str, Any]:
+        flags = {
+            key: sdk_flag(flag, environment)
+            for (owner, key), flag in self.flags.items()
+            if owner == project and environment in flag["environments"]
+        }
+        return {"flags": flags, "segments": {}}
+
+    async def _poll(self, request: Request) -> Response:
+        where = self._sdk_environment(request)
+        if where is None:
+            return _error(401, "unauthorized", "Invalid SDK key")
+        with self._lock:
+            self.polls += 1
+            data = self._data_set(*where)
+        body = json.dumps(data, sort_keys=True)
+        etag = '"' + hashlib.sha256(body.encode()).hexdigest()[:32] + '"'
+        if request.headers.get("if-none-match") == etag:
+            self.not_modified += 1
+            return Response(status_code=304, headers={"ETag": etag})
+        return Response(body, media_type="application/json", headers={"ETag": etag})
+
+    async def _stream(self, request: Request) -> Response:
+        where = self._sdk_environment(request)
+        if where is None:
+            return _error(401, "unauthorized", "Invalid SDK key")
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        subscriber = _Subscriber(*where, asyncio.get_running_loop(), queue)
+        with self._lock:
+            # Registered under the lock with the data set, so no patch falls between the two.
+            self.stream_connections += 1
+            put = {"path": "/", "data": self._data_set(*where)}
+            self._subscribers.append(subscriber)
+        queue.put_nowait(f"event: put\ndata: {json.dumps(put)}\n\n")
+
+        async def events() -> AsyncIterator[str]:
+            try:
+                while not self._closing.is_set():
+                    try:
+                        yield await asyncio.wait_for(queue.get(), HEARTBEAT)
+                    except TimeoutError:
+                        yield ":\n\n"
+            finally:
+                with self._lock:
+                    self._subscribers.remove(subscriber)
+
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
+
+    async def _event(self, request: Request) -> Response:
+        if self._sdk_environment(request) is None:
+            return _error(401, "unauthorized", "Invalid SDK key")
+        self.events.append((request.url.path, json.loads(await request.body() or b"null")))
+        return Response(status_code=202)
+
+    def _publish(self, project: str, flag: dict[str, Any], environment: str) -> None:
+        """Push the flag's new SDK form to every stream of that environment (lock held)."""
+        patch = {"path": f"/flags/{flag['key']}", "data": sdk_flag(flag, environment)}
+        event = f"event: patch\ndata: {json.dumps(patch)}\n\n"
+        for subscriber in self._subscribers:
+            if (subscriber.project, subscriber.environment) == (project, environment):
+                subscriber.loop.call_soon_threadsafe(subscriber.queue.put_nowait, event)
+                self.patches_pushed += 1
+
+    # -- REST ------------------------------------------------------------------------------------
 
     def _handle(self, flag: dict[str, Any], request: Request, body: bytes) -> Response:
         if request.method == "GET":
@@ -152,6 +280,33 @@ class LDServer:
         flag["environments"][env_key] = env
         flag["_version"] += 1
         return JSONResponse(_view(flag, env_key))
+
+
+def sdk_flag(flag: dict[str, Any], environment: str) -> dict[str, Any]:
+    """The REST flag as the SDK receives it for one environment (`/sdk/latest-all`, `/all`)."""
+    env = flag["environments"][environment]
+    rules = []
+    for rule in env.get("rules") or []:
+        served = {k: copy.deepcopy(rule[k]) for k in ("variation", "rollout") if k in rule}
+        clauses = [{k: v for k, v in c.items() if k != "_id"} for c in rule.get("clauses", [])]
+        rules.append({"id": rule["_id"], "clauses": clauses, "trackEvents": False, **served})
+    return {
+        "key": flag["key"],
+        "version": env["_version"],
+        "on": env.get("on", False),
+        "variations": [v["value"] for v in flag["variations"]],
+        "offVariation": env.get("offVariation"),
+        "fallthrough": copy.deepcopy(env.get("fallthrough") or {}),
+        "rules": rules,
+        "targets": [],
+        "contextTargets": [],
+        "prerequisites": [],
+        "salt": env.get("salt", flag["key"]),
+        "trackEvents": False,
+        "trackEventsFallthrough": False,
+        "clientSide": False,
+        "deleted": False,
+    }
 
 
 def _view(flag: dict[str, Any], env: str | None) -> dict[str, Any]:
@@ -205,12 +360,18 @@ def _apply(env: dict[str, Any], ids: list[str], instruction: dict[str, Any]) -> 
 
 
 @contextmanager
-def serve(server: LDServer) -> Iterator[LDServer]:
-    """Run `server` with uvicorn in a thread on 127.0.0.1 and a free port until the block ends."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+def serve(server: LDServer, port: int = 0) -> Iterator[LDServer]:
+    """Run `server` with uvicorn in a thread on 127.0.0.1 until the block ends; `port` 0 picks a
+    free one. Serving the same server again on its old port is LaunchDarkly coming back."""
+    # IPPROTO_TCP so asyncio sets TCP_NODELAY on accepted sockets (see canaryctl.lab.stack):
+    # without it each answer can wait out a 40 ms delayed ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(server.app, log_level="warning", lifespan="off")
+    sock.bind(("127.0.0.1", port))
+    server._closing.clear()
+    config = uvicorn.Config(
+        server.app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2
+    )
     runner = uvicorn.Server(config)
     thread = threading.Thread(target=runner.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -222,6 +383,7 @@ def serve(server: LDServer) -> Iterator[LDServer]:
     try:
         yield server
     finally:
+        server._closing.set()
         runner.should_exit = True
         thread.join(10)
         sock.close()

@@ -79,7 +79,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
 
     monkeypatch.setattr(canaryctl.flags.factory, "flag_store_for", lambda spec: w.flags)
     monkeypatch.setattr(
-        canaryctl.metrics.factory, "metrics_source_for", lambda spec, clock=None: w.metrics
+        canaryctl.metrics.factory, "metrics_source_for", lambda spec, **_: w.metrics
     )
     monkeypatch.setattr(runner_module, "SystemClock", lambda: w.clock)
     return w

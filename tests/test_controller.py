@@ -6,15 +6,21 @@ Every test checks where the flag ends up, since that is what users feel.
 from __future__ import annotations
 
 import copy
+import io
 import json
+import re
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from rich.console import Console
 
+from canaryctl.cli.views import LiveView
 from canaryctl.controller import (
     FakeClock,
     HookRunner,
@@ -26,10 +32,11 @@ from canaryctl.controller import (
     resume_rollout,
 )
 from canaryctl.controller.step import RolloutState, plan, tick
-from canaryctl.errors import FlagMismatch, MetricsBackendError
+from canaryctl.errors import FlagMismatch, InvalidInput, MetricsBackendError
 from canaryctl.flags import FlagSnapshot, MemoryFlagStore
 from canaryctl.metrics import Observation, ScriptedMetricsSource, VariantStats
 from canaryctl.runbook import Rollout
+from canaryctl.runbook.rollout import SloSpec
 
 T0 = 1_700_000_000.0
 BASELINE, CANARY = "gpt-4-turbo", "gpt-4o-mini"
@@ -417,7 +424,9 @@ def test_metrics_backend_down_rolls_back_with_exit_3(
     result = h.run()
     assert result.exit_code == 3
     assert result.outcome == "error"
-    assert result.reason.startswith(f"metrics backend failed {failures} times in a row")
+    assert result.reason.startswith(
+        f"metrics backend error, not an SLO verdict: {failures} analyses in a row"
+    )
     assert h.restored()
     errors = h.store.events(result.run_id, "error")
     assert any("scripted metrics source is down" in e.data["message"] for e in errors)
@@ -612,6 +621,47 @@ def test_resume_leaves_a_flag_a_human_moved_alone(make: Callable[..., Harness]) 
     assert len(flags.history) == 2  # nothing written after the human's edit
 
 
+def test_resume_refuses_a_run_whose_owner_still_lives(make: Callable[..., Harness]) -> None:
+    h = make(hooks=False)
+    crash = Crashed(h)
+    h.clock.call_at(T0 + 90, crash.now)
+    h.run()
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with sqlite3.connect(crash.state_path) as db:
+            db.execute("UPDATE runs SET pid = ? WHERE id = 1", (owner.pid,))
+        with pytest.raises(InvalidInput, match=f"still driven by process {owner.pid}"):
+            crash.resume()
+        assert crash.flags is not None and len(crash.flags.history) == 2  # untouched
+    finally:
+        owner.kill()
+        owner.wait()
+    result, _ = crash.resume()  # its owner is gone: the run is ours to finish
+    assert result.outcome == "promoted"
+
+
+def test_a_new_run_refuses_a_flag_held_by_an_unfinished_run(
+    make: Callable[..., Harness],
+) -> None:
+    h = make(hooks=False)
+    crash = Crashed(h)
+    h.clock.call_at(T0 + 90, crash.now)
+    h.run()
+    assert crash.flags is not None
+    with StateStore(crash.state_path) as store:
+        runner = RolloutRunner(
+            h.rollout,
+            flags=crash.flags,
+            metrics=ScriptedMetricsSource(steady(), FakeClock(crash.at).now),
+            store=store,
+            clock=FakeClock(crash.at),
+        )
+        with pytest.raises(InvalidInput, match="still held by run 1"):
+            runner.run()
+        assert len(store.runs()) == 1
+    assert len(crash.flags.history) == 2  # the half-moved split was not taken as "prior"
+
+
 def test_resume_restores_when_metrics_are_gone(make: Callable[..., Harness]) -> None:
     h = make(hooks=False)
     crash = Crashed(h)
@@ -635,6 +685,91 @@ def test_resume_restores_when_metrics_are_gone(make: Callable[..., Harness]) -> 
     )
     assert result.exit_code == 3
     assert json.loads(crash.flags.snapshot().raw) == json.loads(h.prior.raw)
+
+
+# -- sequential analysis --------------------------------------------------------------------------
+
+SEQUENTIAL = {"interval": 10, "min_requests": 50, "method": "sequential", "alpha": 0.05}
+# At 100% the baseline serves nothing: the absolute bound alone judges that step.
+ERRORS_NO_WORSE = [
+    {"metric": "error_rate", "compare": "baseline", "max_ratio": 1.0},
+    {"metric": "error_rate", "max": 0.5},
+]
+
+
+def weighted(h: Harness, canary_error_rate: float, baseline_error_rate: float = 0.01) -> Script:
+    """100 requests a second split by the flag's weight, errors at the given rates."""
+
+    def script(since: float, now: float) -> Observation:
+        served = 100 * (now - since)
+        share = h.canary_weight() / 100
+        return Observation(
+            since,
+            now,
+            {
+                BASELINE: stats(served * (1 - share), baseline_error_rate),
+                CANARY: stats(served * share, canary_error_rate),
+            },
+        )
+
+    return script
+
+
+def test_sequential_analysis_rolls_back_a_bad_canary_with_its_evidence(
+    make: Callable[..., Harness],
+) -> None:
+    h = make(analysis=SEQUENTIAL, slos=ERRORS_NO_WORSE)
+    h.script = weighted(h, canary_error_rate=0.05)
+    screen = io.StringIO()
+    result = h.runner(observers=(LiveView(Console(file=screen, width=160)),)).run()
+    assert result.outcome == "rolled_back" and h.restored()
+    assert re.search(r"fail e=\d+(\.\d+)?/20", screen.getvalue())  # the live view shows why
+    assert "the canary is worse than allowed" in result.reason
+    assert h.weights_written() == ["canary to 10%", "restore"]
+    failed = h.store.events(result.run_id, "analysis")[-1].data["checks"][0]
+    assert failed["outcome"] == "fail"
+    assert failed["evidence"]["e_value"] >= failed["evidence"]["threshold"] == 20
+    assert failed["evidence"]["lower"] > 1
+
+
+def test_sequential_evidence_carries_across_steps_and_a_resume(
+    make: Callable[..., Harness],
+) -> None:
+    h = make(analysis=SEQUENTIAL, slos=ERRORS_NO_WORSE, hooks=False)
+    h.script = weighted(h, canary_error_rate=0.01)
+    crash = Crashed(h)
+    h.clock.call_at(T0 + 90, crash.now)  # 30 s into the pause at 50%
+    assert h.run().outcome == "promoted"
+    with StateStore(crash.state_path) as store:
+        record = store.run(1)
+        assert record is not None
+        before = record.state["ledger"]["tests"]["0:" + SloSpec(**ERRORS_NO_WORSE[0]).describe()]
+        events_before = before["ratio"]["events"]
+    assert events_before > 0  # the 10% step's evidence is still there at 50%
+
+    result, _ = crash.resume(weighted_at(50, canary_error_rate=0.01))
+    assert result.outcome == "promoted"
+    with StateStore(crash.state_path) as store:
+        resumed = [a for a in store.events(1, "analysis") if a.at > crash.at]
+        samples = resumed[0].data["checks"][0]["evidence"]["samples"]
+    assert samples > events_before  # the resumed run goes on from the stored evidence
+
+
+def weighted_at(percent: float, canary_error_rate: float) -> Script:
+    """As `weighted`, for a resumed run whose flag the harness does not hold."""
+
+    def script(since: float, now: float) -> Observation:
+        served = 100 * (now - since)
+        return Observation(
+            since,
+            now,
+            {
+                BASELINE: stats(served * (1 - percent / 100), 0.01),
+                CANARY: stats(served * percent / 100, canary_error_rate),
+            },
+        )
+
+    return script
 
 
 # -- the pure tick -------------------------------------------------------------------------------

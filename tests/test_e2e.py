@@ -135,3 +135,38 @@ def test_demo_tells_the_whole_story_and_exits_zero() -> None:
         ("support-bot-mixtral", "rolled_back"),
         ("support-bot-gpt4o-mini", "promoted"),
     ]
+
+
+def test_sequential_analysis_rolls_back_a_bad_canary_on_the_evidence(tmp_path: Path) -> None:
+    """The gateway's real counters, scraped, feed the e-processes: Mixtral's 8% errors (and p95
+    near 3 s) against a baseline whose fallbacks hide its own errors."""
+    flags = tmp_path / "flags.json"
+    original = (DEFAULTS / "flags.json").read_text()
+    flags.write_text(original)
+    lab = parse_document((DEFAULTS / "lab.yaml").read_text(), "lab.yaml", expect=Lab)
+    with LabStack(lab, flags_path=flags) as stack:
+        path = runbook(tmp_path, "to-mixtral", "mixtral-8x7b", flags, stack.metrics_url)
+        document = yaml.safe_load(path.read_text())
+        document["spec"]["slos"] = [
+            {"metric": "error_rate", "compare": "baseline", "max_ratio": 1.5},
+            {"metric": "latency_p95_seconds", "compare": "baseline", "max_ratio": 1.2},
+        ]
+        document["spec"]["analysis"].update(method="sequential", alpha=0.05)
+        document["spec"]["steps"] = [{"set_weight": 20}, {"pause": "20s"}]
+        path.write_text(yaml.safe_dump(document))
+        result = CliRunner().invoke(
+            main, ["rollout", "run", str(path), "--state", str(tmp_path / "s.db"), "-o", "json"]
+        )
+        assert result.exit_code == 1, result.output
+        events = [json.loads(line) for line in result.output.splitlines()]
+        assert events[-1]["outcome"] == "rolled_back"
+        assert "the canary is worse than allowed" in events[-1]["reason"]
+        failed = [
+            c
+            for e in events
+            if e["event"] == "analysis"
+            for c in e["checks"]
+            if c["outcome"] == "fail"
+        ]
+        assert failed and all(c["evidence"]["e_value"] >= 2 / 0.05 for c in failed)
+        assert flags.read_text() == original

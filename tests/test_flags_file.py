@@ -216,6 +216,14 @@ def test_mismatch_names_the_path_and_what_is_missing(
     assert str(path) in str(caught.value)
 
 
+def test_a_variation_named_by_its_launchdarkly_name_is_refused_with_the_reason(
+    flag_file: Path,
+) -> None:
+    store = FileFlagStore(flag_file, KEY, baseline="GPT-4 Turbo", canary="gpt-4o-mini")
+    with pytest.raises(FlagMismatch, match=r"no variation 'GPT-4 Turbo'.*values only"):
+        store.snapshot()
+
+
 def test_writes_refuse_a_variation_that_is_gone(store: FileFlagStore, flag_file: Path) -> None:
     write_flag_file(flag_file, variations=["gpt-4-turbo"])
     with pytest.raises(FlagMismatch, match="no variation 'gpt-4o-mini'"):

@@ -92,6 +92,7 @@ def test_round_trip_sets_weights_promotes_and_restores_exactly(ld: LDServer) -> 
     before = ld.env(PROJECT, KEY, ENV)
     saved = store.snapshot()
     assert store.split(saved) == Split(baseline=100.0, canary=0.0)
+    assert store.variants(saved) == ("gpt-4-turbo", "gpt-4o-mini")  # the canary named by name
 
     step = store.set_canary_weight(10, expect_version=saved.version, comment="run r1 step 1: 10%")
     fallthrough = ld.env(PROJECT, KEY, ENV)["fallthrough"]

@@ -1,24 +1,14 @@
-"""The prometheus source against a real Prometheus server (Debian's `prometheus` binary).
-
-The server is started here on a free loopback port, with its own storage and a generated config
-scraping every second; targets are set per test by rewriting the config and reloading. Without
-the binary these tests skip locally and FAIL in CI (env CI set), where .ci/run installs it.
-"""
+"""The prometheus source against a real Prometheus server (tests/prometheus_server.py): the
+`canaryctl` profile's counts, errors, auth and rollouts decided from Prometheus data."""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
-import subprocess
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -31,111 +21,10 @@ from canaryctl.lab import LabStack
 from canaryctl.metrics import MetricsSource, PrometheusMetricsSource, metrics_source_for
 from canaryctl.runbook import Lab, parse_document
 from canaryctl.runbook.rollout import PrometheusMetricsSpec
+from tests.prometheus_server import PrometheusServer, eventually, running_prometheus
 
 BASE, CANARY = "gpt-4-turbo", "gpt-4o-mini"
 DEFAULTS = resources.files("canaryctl") / "defaults"
-WAIT = 30.0
-"""Seconds to wait for Prometheus to catch up before a test fails: a bound, not an assertion."""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _eventually(what: str, condition: Callable[[], bool]) -> None:
-    """Poll until `condition` holds; fail naming `what` if it never does within WAIT."""
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.2)
-
-
-class PrometheusServer:
-    """A running Prometheus; `scrape(urls)` points it at metrics endpoints and waits until up."""
-
-    def __init__(self, binary: str, workdir: Path) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._config = workdir / "prometheus.yml"
-        self._write_config([])
-        self._log = (workdir / "prometheus.log").open("wb")
-        self._process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={self._config}",
-                f"--storage.tsdb.path={workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-                "--web.enable-lifecycle",
-            ],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        _eventually("Prometheus to be ready", self._ready)
-
-    def _ready(self) -> bool:
-        if self._process.poll() is not None:
-            pytest.fail(f"prometheus exited with {self._process.returncode}; see {self._log.name}")
-        try:
-            return httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def _write_config(self, urls: list[str]) -> None:
-        jobs = []
-        for i, url in enumerate(urls):
-            parsed = httpx.URL(url)
-            target = {"targets": [f"{parsed.host}:{parsed.port}"]}
-            jobs.append(
-                {"job_name": f"target-{i}", "metrics_path": parsed.path, "static_configs": [target]}
-            )
-        config = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "scrape_configs": jobs,
-        }
-        self._config.write_text(yaml.safe_dump(config))
-
-    def scrape(self, *urls: str) -> None:
-        self._write_config(list(urls))
-        httpx.post(f"{self.url}/-/reload", timeout=5).raise_for_status()
-        _eventually(f"Prometheus to scrape {urls}", lambda: self.up() >= len(urls))
-
-    def up(self) -> int:
-        """How many targets are up now, per Prometheus."""
-        answer = httpx.get(f"{self.url}/api/v1/query", params={"query": "sum(up)"}, timeout=5)
-        result = answer.json()["data"]["result"]
-        return int(float(result[0]["value"][1])) if result else 0
-
-    def value(self, query: str) -> float | None:
-        answer = httpx.get(f"{self.url}/api/v1/query", params={"query": query}, timeout=5)
-        result = answer.json()["data"]["result"]
-        return float(result[0]["value"][1]) if result else None
-
-    def stop(self) -> None:
-        if self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-        self._log.close()
-
-
-@contextmanager
-def running_prometheus(workdir: Path) -> Iterator[PrometheusServer]:
-    binary = shutil.which("prometheus")
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("the prometheus binary is not on PATH; .ci/run installs it")
-        pytest.skip("the prometheus binary is not installed (apt-get install prometheus)")
-    server = PrometheusServer(binary, workdir)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -199,18 +88,18 @@ def test_counts_per_variant_match_what_was_served(
             exporter.serve(variant, 200, outcome=outcome, seconds=0.2)
     exporter.serve(BASE, 100, seconds=0.2, route="search")  # another route: never counted
     seen = 'sum(llm_requests_total{route="support"})'
-    _eventually("the traffic before the window", lambda: prometheus.value(seen) == 1200)
+    eventually("the traffic before the window", lambda: prometheus.value(seen) == 1200)
 
     since = time.time()
     scraped = "max(timestamp(llm_requests_total))"
-    _eventually("a scrape inside the window", lambda: (prometheus.value(scraped) or 0) > since)
+    eventually("a scrape inside the window", lambda: (prometheus.value(scraped) or 0) > since)
     exporter.serve(BASE, 90, seconds=0.3)
     exporter.serve(BASE, 10, outcome="error", seconds=1.5)
     exporter.serve(CANARY, 30, seconds=0.7)
     exporter.serve(CANARY, 6, outcome="error", seconds=3.0)
     exporter.serve(CANARY, 4, outcome="fallback_ok", seconds=1.5)
     exporter.serve(BASE, 500, route="search", seconds=0.1)
-    _eventually("the window's traffic", lambda: prometheus.value(seen) == 1340)
+    eventually("the window's traffic", lambda: prometheus.value(seen) == 1340)
     time.sleep(2)  # two more flat scrapes after the change: the window is several samples wide
 
     spec = PrometheusMetricsSpec(provider="prometheus", url=prometheus.url, route="support")
@@ -245,7 +134,7 @@ def test_no_traffic_in_the_window_means_absent_variants(
 ) -> None:
     exporter.serve(CANARY, 50, seconds=0.2, route="quiet")
     total = 'sum(llm_requests_total{route="quiet"})'
-    _eventually("the traffic", lambda: prometheus.value(total) == 50)
+    eventually("the traffic", lambda: prometheus.value(total) == 50)
     since = time.time()
     time.sleep(2)  # flat scrapes only: the series exist, their increase is zero
     source = PrometheusMetricsSource(prometheus.url, labels={"route": "quiet"})

@@ -15,7 +15,7 @@ from canaryctl.metrics.base import Observation
 from canaryctl.metrics.measures import measure
 from canaryctl.runbook.rollout import AnalysisSpec, SloSpec
 
-__all__ = ["judge"]
+__all__ = ["judge", "judge_slo"]
 
 
 def judge(
@@ -34,25 +34,26 @@ def judge(
     an inconclusive that could never resolve).
     """
     checks = tuple(
-        _check(slo, analysis.min_requests, observation, baseline=baseline, canary=canary)
+        judge_slo(slo, analysis.min_requests, observation, baseline=baseline, canary=canary)
         for slo in slos
         if baseline_served or not slo.relative
     )
     return Verdict.of(checks, observation.start, observation.end)
 
 
-def _check(
+def judge_slo(
     slo: SloSpec, min_requests: int, observation: Observation, *, baseline: str, canary: str
 ) -> Check:
+    """One SLO against its bound on this window alone."""
     canary_stats, baseline_stats = observation.of(canary), observation.of(baseline)
-    canary_value = measure(slo.metric, canary_stats)
-    baseline_value = measure(slo.metric, baseline_stats) if slo.relative else None
+    canary_value = _value(slo, observation, canary)
+    baseline_value = _value(slo, observation, baseline) if slo.relative else None
     bound = _bound(slo, baseline_value)
 
     def verdict(outcome: Outcome, reason: str) -> Check:
         return Check(
             slo=slo.describe(),
-            metric=slo.metric,
+            metric=slo.metric or slo.subject,
             outcome=outcome,
             reason=reason,
             canary_value=canary_value,
@@ -68,11 +69,11 @@ def _check(
     if short is not None:
         return verdict(Outcome.INCONCLUSIVE, f"{slo.describe()}: {short}")
     if canary_value is None:
-        return verdict(Outcome.INCONCLUSIVE, f"{slo.metric}: no value for canary '{canary}'")
+        return verdict(Outcome.INCONCLUSIVE, f"{slo.subject}: no value for canary '{canary}'")
     if slo.relative and baseline_value is None:
-        return verdict(Outcome.INCONCLUSIVE, f"{slo.metric}: no value for baseline '{baseline}'")
+        return verdict(Outcome.INCONCLUSIVE, f"{slo.subject}: no value for baseline '{baseline}'")
 
-    shown = f"{slo.metric} = {canary_value:.4g}"
+    shown = f"{slo.subject} = {canary_value:.4g}"
     if slo.relative:
         assert bound is not None  # a relative SLO with a baseline value always has a bound
         if _beyond(canary_value, bound):
@@ -86,6 +87,13 @@ def _check(
     if slo.min is not None and _beyond(slo.min, canary_value):
         return verdict(Outcome.FAIL, f"{shown} is below the minimum {slo.min:g}")
     return verdict(Outcome.PASS, f"{shown} is within {slo.describe()}")
+
+
+def _value(slo: SloSpec, observation: Observation, variant: str) -> float | None:
+    """A custom SLO's number as its query gave it, else the built-in metric from the counts."""
+    if slo.metric is None:
+        return observation.slo_value(slo.subject, variant)
+    return measure(slo.metric, observation.of(variant))
 
 
 def _bound(slo: SloSpec, baseline_value: float | None) -> float | None:

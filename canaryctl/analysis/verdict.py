@@ -10,13 +10,42 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["Check", "Outcome", "Verdict"]
+__all__ = ["Check", "Evidence", "Outcome", "Verdict"]
 
 
 class Outcome(StrEnum):
     PASS = "pass"
     FAIL = "fail"
     INCONCLUSIVE = "inconclusive"
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """How a sequential test stands: its e-value against the threshold that rejects, the estimate
+    with its confidence sequence (each bound holds at all times), and what it rests on.
+
+    `samples` counts what the statistic is built from: events (errors, slow requests) for a
+    ratio of rates, intervals for a difference of means.
+    """
+
+    test: str
+    e_value: float
+    threshold: float
+    estimate: float | None
+    lower: float | None
+    upper: float | None
+    samples: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "test": self.test,
+            "e_value": self.e_value,
+            "threshold": self.threshold,
+            "estimate": self.estimate,
+            "lower": self.lower,
+            "upper": self.upper,
+            "samples": self.samples,
+        }
 
 
 @dataclass(frozen=True)
@@ -32,9 +61,11 @@ class Check:
     bound: float | None
     canary_requests: float
     baseline_requests: float
+    evidence: Evidence | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """The check as JSON; `evidence` appears only for sequential checks."""
+        data: dict[str, Any] = {
             "slo": self.slo,
             "metric": self.metric,
             "outcome": self.outcome.value,
@@ -45,6 +76,20 @@ class Check:
             "canary_requests": self.canary_requests,
             "baseline_requests": self.baseline_requests,
         }
+        if self.evidence is not None:
+            data["evidence"] = self.evidence.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Check:
+        evidence = data.get("evidence")
+        return cls(
+            **{
+                **data,
+                "outcome": Outcome(data["outcome"]),
+                "evidence": None if evidence is None else Evidence(**evidence),
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -85,7 +130,5 @@ class Verdict:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Verdict:
-        checks = tuple(
-            Check(**{**c, "outcome": Outcome(c["outcome"])}) for c in data.get("checks", [])
-        )
+        checks = tuple(Check.from_dict(c) for c in data.get("checks", []))
         return cls(Outcome(data["outcome"]), checks, data["window_start"], data["window_end"])

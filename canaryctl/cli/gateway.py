@@ -8,6 +8,7 @@ import uvicorn
 from canaryctl.cli.main import main
 from canaryctl.errors import InvalidInput
 from canaryctl.gateway import create_app
+from canaryctl.gateway.routing import check_flag_source
 from canaryctl.runbook import Gateway, load_document
 
 __all__ = ["gateway", "split_listen"]
@@ -33,8 +34,10 @@ def serve(config: str, listen: str | None) -> None:
     """Serve the Gateway document CONFIG: OpenAI and Ollama APIs, /metrics and /health."""
     spec = load_document(config, expect=Gateway).spec
     host, port = split_listen(listen or spec.listen)
-    if not spec.flags.path.is_file():
-        raise InvalidInput(f"{config}: spec.flags.path: no flag file at {spec.flags.path}")
+    try:
+        check_flag_source(spec.flags)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{config}: {exc}") from None
     app = create_app(spec)
     click.echo(f"gateway on http://{host}:{port} (metrics at /metrics); Ctrl-C stops", err=True)
     server = uvicorn.Server(

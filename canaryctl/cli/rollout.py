@@ -10,6 +10,8 @@ import getpass
 import json
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from canaryctl.controller import (
     resume_rollout,
     run_rollout,
 )
+from canaryctl.controller.exporter import RolloutExporter
 from canaryctl.controller.store import RunRecord
 from canaryctl.errors import InvalidInput
 from canaryctl.runbook import Rollout, load_document
@@ -60,19 +63,45 @@ def _end(result: RunResult) -> None:
     click.get_current_context().exit(result.exit_code)
 
 
+def _metrics_port_option(func: Any) -> Any:
+    return click.option(
+        "--metrics-port",
+        type=click.IntRange(0, 65535),
+        default=None,
+        help="serve the controller's Prometheus metrics on 127.0.0.1:PORT while it runs",
+    )(func)
+
+
+@contextmanager
+def _observers(output: str | None, metrics_port: int | None) -> Iterator[list[RolloutObserver]]:
+    """The view, and the metrics exporter when asked for (closed when the run ends)."""
+    if metrics_port is None:
+        yield [_view(output)]
+        return
+    exporter = RolloutExporter(metrics_port)
+    click.echo(f"controller metrics at {exporter.url}", err=True)
+    try:
+        yield [_view(output), exporter]
+    finally:
+        exporter.close()
+
+
 @rollout.command("run")
 @click.argument("runbook", type=click.Path(dir_okay=False))
 @_state_option
 @output_option
 @click.option("--dry-run", is_flag=True, help="read the flag, check metrics, print the plan")
-def run_command(runbook: str, state_path: Path, output: str | None, dry_run: bool) -> None:
+@_metrics_port_option
+def run_command(
+    runbook: str, state_path: Path, output: str | None, dry_run: bool, metrics_port: int | None
+) -> None:
     """Run a rollout to its end: promoted (exit 0) or rolled back (exit 1)."""
     document = load_document(runbook, expect=Rollout)
     if dry_run:
         _dry_run(document, output)
         return
-    with signals_as_ctrl_c():
-        result = run_rollout(document, state_path=state_path, observers=[_view(output)])
+    with signals_as_ctrl_c(), _observers(output, metrics_port) as observers:
+        result = run_rollout(document, state_path=state_path, observers=observers)
     _end(result)
 
 
@@ -84,7 +113,9 @@ def _dry_run(document: Rollout, output: str | None) -> None:
     spec = document.spec
     flags = flag_store_for(spec.flag)
     split = flags.split(flags.snapshot())
-    metrics_source_for(spec.metrics).check()
+    metrics_source_for(
+        spec.metrics, slos=spec.slos, baseline=spec.flag.baseline, canary=spec.flag.canary
+    ).check()
     steps = [item.describe() for item in plan(spec)]
     slos = [slo.describe() for slo in spec.slos]
     if wants_json(output):
@@ -132,13 +163,16 @@ def _dry_run(document: Rollout, output: str | None) -> None:
 )
 @_state_option
 @output_option
-def resume_command(run_id: int, runbook: str | None, state_path: Path, output: str | None) -> None:
+@_metrics_port_option
+def resume_command(
+    run_id: int, runbook: str | None, state_path: Path, output: str | None, metrics_port: int | None
+) -> None:
     """Continue a run whose process died; the current step's hold restarts from scratch."""
     _existing(state_path)
     document = load_document(runbook, expect=Rollout) if runbook else None
-    with signals_as_ctrl_c():
+    with signals_as_ctrl_c(), _observers(output, metrics_port) as observers:
         result = resume_rollout(
-            run_id, state_path=state_path, rollout=document, observers=[_view(output)]
+            run_id, state_path=state_path, rollout=document, observers=observers
         )
     _end(result)
 

@@ -16,7 +16,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from canaryctl.analysis import Outcome, Verdict
+from canaryctl.analysis import Check, Outcome, Verdict
 from canaryctl.controller import Phase, RolloutObserver, RunInfo, RunResult
 from canaryctl.controller.hooks import HookResult
 from canaryctl.controller.step import PlanItem
@@ -195,7 +195,7 @@ class LiveView(RolloutObserver):
                     _number(check.baseline_value),
                     _number(check.bound),
                     f"{check.canary_requests:g}/{check.baseline_requests:g}",
-                    Text(check.outcome.value, style=_STYLE[check.outcome]),
+                    _result(check),
                 )
             verdict_line = Text(
                 f"verdict: {self._verdict.outcome.value}", style=_STYLE[self._verdict.outcome]
@@ -206,3 +206,11 @@ class LiveView(RolloutObserver):
             for slo in run.slos:
                 table.add_row(slo.describe(), "—", "—", "—", "—", Text("waiting", style="dim"))
         return Panel(Group(status, table, verdict_line), title=title, title_align="left")
+
+
+def _result(check: Check) -> Text:
+    """The outcome; for a sequential check also its e-value against the threshold that rejects."""
+    result = Text(check.outcome.value, style=_STYLE[check.outcome])
+    if check.evidence is not None:
+        result.append(f" e={check.evidence.e_value:.3g}/{check.evidence.threshold:g}", style="dim")
+    return result

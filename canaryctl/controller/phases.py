@@ -12,6 +12,7 @@ class Phase(StrEnum):
     PROGRESSING = "progressing"
     PAUSED = "paused"
     AWAITING_APPROVAL = "awaiting_approval"
+    CHAOS = "chaos"
     PROMOTING = "promoting"
     PROMOTED = "promoted"
     ROLLING_BACK = "rolling_back"

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from canaryctl.analysis import Verdict, judge
+from canaryctl.analysis import Verdict, assess
 from canaryctl.controller.clock import Clock, SystemClock
 from canaryctl.controller.events import ObserverFanout, RolloutObserver, RunInfo
 from canaryctl.controller.hooks import HookRunner
@@ -40,6 +40,7 @@ from canaryctl.controller.step import (
     Analyze,
     Analyzed,
     Approved,
+    ChaosPlayed,
     Event,
     Finish,
     MetricsFailed,
@@ -49,22 +50,30 @@ from canaryctl.controller.step import (
     Rollback,
     RolledBack,
     RolloutState,
+    RunChaos,
     SetWeight,
     Wait,
     WeightSet,
     plan,
     tick,
 )
-from canaryctl.controller.store import StateStore
+from canaryctl.controller.store import RunRecord, StateStore
 from canaryctl.errors import (
     CanaryError,
     FlagConflict,
+    Interrupted,
     InvalidInput,
     MetricsBackendError,
 )
 from canaryctl.flags.base import FlagSnapshot, FlagStore, Split
 from canaryctl.metrics.base import MetricsSource
+from canaryctl.runbook.loader import load_document
 from canaryctl.runbook.rollout import Rollout
+from canaryctl.runbook.scenario import ChaosScenario
+
+if TYPE_CHECKING:
+    from canaryctl.chaos.scenario import ScenarioResult
+    from canaryctl.notify import WebhookNotifier
 
 __all__ = ["RolloutRunner", "resume_rollout", "run_rollout"]
 
@@ -102,11 +111,14 @@ class RolloutRunner:
         observers: Sequence[RolloutObserver] = (),
         hooks: HookRunner | None = None,
         poll_interval: float = 1.0,
+        chaos: ChaosPlayer | None = None,
     ) -> None:
         self.rollout = rollout
         self.flags, self.metrics, self.store, self.clock = flags, metrics, store, clock
         self.hooks = hooks if hooks is not None else HookRunner()
         self.poll_interval = poll_interval
+        self._chaos = chaos if chaos is not None else _play_scenario
+        self._scenarios: dict[str, ChaosScenario] = {}
         self._observers = ObserverFanout(observers)
         self._plan = plan(rollout.spec)
         self._run_id = 0
@@ -122,6 +134,8 @@ class RolloutRunner:
 
     def run(self) -> RunResult:
         """Preflight, journal the run, then tick until promoted or restored."""
+        self._ensure_flag_is_free()
+        self._scenarios = _load_scenarios(self.rollout)
         prior = self.flags.snapshot()
         self.metrics.check()
         self._prior, self._version = prior, prior.version
@@ -141,6 +155,18 @@ class RolloutRunner:
         self._observers.on_phase(self._run_id, self._state.phase, "")
         return self._drive(None)
 
+    def _ensure_flag_is_free(self) -> None:
+        """A run left mid-way owns its flag: starting another would save a half-moved split as
+        the state to restore."""
+        flag = self.rollout.spec.flag.model_dump(mode="json", by_alias=True)
+        for other in self.store.unfinished_runs():
+            if _flag_identity(other.runbook["spec"]["flag"]) == _flag_identity(flag):
+                raise InvalidInput(
+                    f"flag '{flag['key']}' is still held by run {other.id} ('{other.name}', "
+                    f"process {other.pid} on {other.host}): wait for it, or "
+                    f"`canaryctl rollout resume {other.id}` / `canaryctl rollout abort {other.id}`"
+                )
+
     def resume(self, run_id: int) -> RunResult:
         """Continue an unfinished run from its stored state; see the module docstring."""
         record = self.store.run(run_id)
@@ -153,7 +179,12 @@ class RolloutRunner:
         self._version = record.flag_version
         in_flight = [e for e in self.store.events(run_id, "flag_changed") if e.result is None]
         self._in_flight = in_flight[-1].data["target_canary"] if in_flight else None
-        self.store.claim(run_id, host=socket.gethostname(), pid=os.getpid(), at=self.clock.now())
+        _ensure_not_driven_elsewhere(record)
+        self._scenarios = _load_scenarios(self.rollout)
+        if not self.store.claim(
+            record, host=socket.gethostname(), pid=os.getpid(), at=self.clock.now()
+        ):
+            raise InvalidInput(f"run {run_id} was just taken over by another process")
         current = self.flags.snapshot()
         self._split = self.flags.split(current)
         self._observers.on_start(self._info(resumed=True))
@@ -169,7 +200,7 @@ class RolloutRunner:
         try:
             self.metrics.check()
         except MetricsBackendError as exc:
-            return self._stop("error", f"metrics backend failed on resume: {exc}", restore=True)
+            return self._stop("error", f"metrics backend error on resume: {exc}", restore=True)
         # An abort posted while no process was running is carried out before anything moves.
         abort = self._next_request(abort_only=True)
         return self._drive(abort if abort is not None else Resumed(self.clock.now()))
@@ -179,7 +210,7 @@ class RolloutRunner:
     def _drive(self, event: Event | None) -> RunResult:
         try:
             return self._loop(event)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Interrupted):
             return self._stop("interrupted", "interrupted (Ctrl-C or SIGTERM)", restore=True)
         except FlagConflict as exc:
             return self._stop("error", f"{exc}; left the flag alone", restore=False)
@@ -217,7 +248,12 @@ class RolloutRunner:
                 at=now,
             )
             self._observers.on_phase(self._run_id, state.phase, state.reason)
-        moving = state.phase in (Phase.PROGRESSING, Phase.PAUSED, Phase.AWAITING_APPROVAL)
+        moving = state.phase in (
+            Phase.PROGRESSING,
+            Phase.PAUSED,
+            Phase.AWAITING_APPROVAL,
+            Phase.CHAOS,
+        )
         if moving and state.item != self._announced and state.item < len(self._plan):
             self._announced = state.item
             item = self._plan[state.item]
@@ -236,12 +272,14 @@ class RolloutRunner:
                 try:
                     self.metrics.check()  # the scrape source takes the window's first sample here
                 except MetricsBackendError as exc:
-                    self._error("metrics", f"metrics backend failed as the window began: {exc}")
+                    self._error("metrics", f"metrics backend error as the window began: {exc}")
                 return WeightSet(self.clock.now())
             case Analyze(since=since, closing=closing):
                 return self._analyze(since, closing)
             case Wait(until=until):
                 return self._wait(until)
+            case RunChaos(scenario=path):
+                return self._play_chaos(path)
             case Promote():
                 self._write("promote", 100.0)
                 return Promoted()
@@ -250,19 +288,49 @@ class RolloutRunner:
                 return RolledBack()
         raise AssertionError(f"unknown action {action!r}")
 
+    def _play_chaos(self, path: str) -> Event:
+        """Errors and Ctrl-C propagate to `_drive`, which restores the flag; the scenario has
+        already removed its faults by then."""
+        scenario = self._scenarios[path]
+        name = scenario.metadata.name
+        event_id = self.store.begin_event(
+            self._run_id, "chaos", {"scenario": name, "path": path}, at=self.clock.now()
+        )
+        result = self._chaos(scenario)
+        self.store.end_event(
+            event_id,
+            {"outcome": result.outcome, "reason": result.reason, "journal": result.journal},
+            at=self.clock.now(),
+        )
+        return ChaosPlayed(
+            result.outcome == "held",
+            f"scenario '{name}' {result.outcome}: {result.reason}",
+            self.clock.now(),
+        )
+
     def _analyze(self, since: float, closing: bool) -> Event:
         spec = self.rollout.spec
         try:
             observation = self.metrics.observe(since)
         except MetricsBackendError as exc:
-            self._error("metrics", str(exc))
+            in_a_row = self._state.metrics_errors + 1
+            limit = spec.analysis.consecutive_error_limit
+            self._error(
+                "metrics",
+                f"metrics backend error, analysis not judged ({in_a_row} in a row, "
+                f"consecutive_error_limit {limit}): {exc}",
+            )
             return MetricsFailed(str(exc))
-        verdict = judge(
+        assert self._prior is not None
+        # The gateway labels metrics with variation values; the runbook may have named them.
+        baseline, canary = self.flags.variants(self._prior)
+        verdict, ledger = assess(
             spec.slos,
             spec.analysis,
             observation,
-            baseline=spec.flag.baseline,
-            canary=spec.flag.canary,
+            self._state.ledger,
+            baseline=baseline,
+            canary=canary,
             baseline_served=self._state.weight < 100,
         )
         self._last_verdict = verdict
@@ -273,7 +341,7 @@ class RolloutRunner:
             at=self.clock.now(),
         )
         self._observers.on_analysis(self._run_id, verdict)
-        return Analyzed(verdict)
+        return Analyzed(verdict, ledger)
 
     def _wait(self, until: float | None) -> Event | None:
         """Sleep in slices, answering another terminal's abort or approval."""
@@ -462,7 +530,14 @@ def _adapters(
     if metrics is None:
         from canaryctl.metrics.factory import metrics_source_for
 
-        metrics = metrics_source_for(rollout.spec.metrics, clock=clock.now)
+        spec = rollout.spec
+        metrics = metrics_source_for(
+            spec.metrics,
+            clock=clock.now,
+            slos=spec.slos,
+            baseline=spec.flag.baseline,
+            canary=spec.flag.canary,
+        )
     return flags, metrics
 
 
@@ -480,6 +555,7 @@ def run_rollout(
     clock = clock if clock is not None else SystemClock()
     flags, metrics = _adapters(rollout, clock, flags, metrics)
     hooks = HookRunner()
+    notifiers = _notifiers(rollout)
     try:
         with StateStore(state_path) as store:
             runner = RolloutRunner(
@@ -488,12 +564,14 @@ def run_rollout(
                 metrics=metrics,
                 store=store,
                 clock=clock,
-                observers=observers,
+                observers=[*observers, *notifiers],
                 hooks=hooks,
             )
             return runner.run()
     finally:
         hooks.close()
+        for notifier in notifiers:
+            notifier.close()
 
 
 def resume_rollout(
@@ -510,6 +588,7 @@ def resume_rollout(
     redacted webhook headers are dropped)."""
     clock = clock if clock is not None else SystemClock()
     hooks = HookRunner()
+    notifiers: list[WebhookNotifier] = []
     try:
         with StateStore(state_path) as store:
             record = store.run(run_id)
@@ -522,23 +601,82 @@ def resume_rollout(
                     f"run {run_id} is '{record.name}', not '{rollout.metadata.name}'"
                 )
             flags, metrics = _adapters(rollout, clock, flags, metrics)
+            notifiers = _notifiers(rollout)
             runner = RolloutRunner(
                 rollout,
                 flags=flags,
                 metrics=metrics,
                 store=store,
                 clock=clock,
-                observers=observers,
+                observers=[*observers, *notifiers],
                 hooks=hooks,
             )
             return runner.resume(run_id)
     finally:
         hooks.close()
+        for notifier in notifiers:
+            notifier.close()
+
+
+def _notifiers(rollout: Rollout) -> list[WebhookNotifier]:
+    """The runbook's `notify:` webhooks, closed (drained, bounded) once the flag is safe."""
+    from canaryctl.notify import notifiers_for
+
+    return notifiers_for(rollout.spec.notify)
+
+
+ChaosPlayer = Callable[[ChaosScenario], "ScenarioResult"]
+"""Plays a rollout's `chaos` step; tests pass a fake, production plays against the proxy."""
+
+
+def _play_scenario(scenario: ChaosScenario) -> ScenarioResult:
+    from canaryctl.chaos.scenario import play
+
+    return play(scenario)
+
+
+def _load_scenarios(rollout: Rollout) -> dict[str, ChaosScenario]:
+    """Every `chaos` step's scenario, read before anything moves: a bad one is exit 2 now, not
+    halfway through the rollout."""
+    return {
+        str(step.chaos): load_document(step.chaos, expect=ChaosScenario)
+        for step in rollout.spec.steps
+        if step.chaos is not None
+    }
+
+
+def _flag_identity(flag: dict[str, Any]) -> tuple[Any, ...]:
+    """Where a flag lives, whatever the runbook does with it: two runs on different targeting
+    rules of one flag still race on its version."""
+    return tuple(
+        flag.get(field)
+        for field in ("provider", "key", "path", "base_url", "project", "environment")
+    )
+
+
+def _ensure_not_driven_elsewhere(record: RunRecord) -> None:
+    """Two controllers on one flag would fight: refuse to resume a run whose owner still lives.
+
+    Liveness can only be checked on this host; a run owned by another host is taken over, as
+    the operator asked (they can see the owner in `rollout status`).
+    """
+    if record.host != socket.gethostname() or record.pid == os.getpid():
+        return
+    try:
+        os.kill(record.pid, 0)
+    except ProcessLookupError:
+        return
+    except PermissionError:
+        pass  # alive, owned by another user
+    raise InvalidInput(
+        f"run {record.id} is still driven by process {record.pid} on {record.host}: "
+        f"stop that process (its flag is restored) or `canaryctl rollout abort {record.id}`"
+    )
 
 
 def _stored_rollout(runbook: dict[str, Any]) -> Rollout:
     spec = runbook.get("spec", {})
-    for key in ("on_rollback", "on_promote"):
+    for key in ("on_rollback", "on_promote", "notify"):
         for hook in spec.get(key, []):
             headers = hook.get("webhook", {}).get("headers", {})
             for name in [n for n, v in headers.items() if v == "<redacted>"]:

@@ -17,13 +17,20 @@ Semantics, step by step:
   inconclusive (or a tolerated failure) the hold is extended one interval at a time; more than
   `inconclusive_limit` inconclusive extensions roll back with "inconclusive: not enough data".
 - A `pause: approval` hold keeps analysing until approved; approval closes it like a timed pause.
-- The metrics backend failing three analyses in a row rolls back with outcome "error".
+- The metrics backend failing more than `consecutive_error_limit` analyses in a row restores the
+  flag with outcome "error" (exit 3), its reason starting "metrics backend error": an outage is
+  not a verdict on the canary. A failed SLO rolls back with reason "SLO failed: ...".
+- A `chaos` step plays a ChaosScenario at the current weight (after that weight's hold has
+  passed). A violated hypothesis rolls back ("chaos: ..."); a held one moves on, and the analysis
+  window restarts, so the errors the faults caused are not held against the canary afterwards.
+  A resume in the middle of a scenario plays it again from the start (its faults were removed,
+  or expired by their TTL).
 - After the last hold passes: promote.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from canaryctl.analysis import Outcome, Verdict
@@ -36,6 +43,8 @@ __all__ = [
     "Analyze",
     "Analyzed",
     "Approved",
+    "ChaosItem",
+    "ChaosPlayed",
     "Decision",
     "Event",
     "Finish",
@@ -48,6 +57,7 @@ __all__ = [
     "Rollback",
     "RolledBack",
     "RolloutState",
+    "RunChaos",
     "SetWeight",
     "Wait",
     "WeightItem",
@@ -86,17 +96,31 @@ class Hold:
         return f"pause {self.seconds:g}s"
 
 
-PlanItem = WeightItem | Hold
+@dataclass(frozen=True)
+class ChaosItem:
+    """Play the ChaosScenario at `scenario` (a path) against the canary at the current weight."""
+
+    scenario: str
+    step: int
+
+    def describe(self) -> str:
+        return f"chaos {self.scenario.rsplit('/', 1)[-1]}"
+
+
+PlanItem = WeightItem | Hold | ChaosItem
 
 
 def plan(spec: RolloutSpec) -> tuple[PlanItem, ...]:
     """The runbook's steps, with an implicit hold after any weight that has no pause of its own."""
     items: list[PlanItem] = []
     for index, step in enumerate(spec.steps):
-        if step.set_weight is not None:
+        if step.set_weight is not None or step.chaos is not None:
             if items and isinstance(items[-1], WeightItem):
                 items.append(Hold(0.0, None))
-            items.append(WeightItem(step.set_weight, index))
+            if step.chaos is not None:
+                items.append(ChaosItem(str(step.chaos), index))
+            else:
+                items.append(WeightItem(step.set_weight, index))
         else:
             assert step.pause is not None  # a validated step is one of the two
             seconds = None if step.pause == "approval" else float(step.pause)
@@ -114,7 +138,8 @@ class RolloutState:
     """Everything the tick needs to decide, stored with the run so another process can resume.
 
     `item` indexes `plan(spec)`. `outcome` and `reason` are set once a rollback or promotion has
-    been decided, before it is carried out.
+    been decided, before it is carried out. `ledger` is what the sequential analysis accumulated
+    over the run (see canaryctl.analysis.assess); it outlives steps and resumes.
     """
 
     phase: Phase = Phase.PENDING
@@ -129,6 +154,7 @@ class RolloutState:
     metrics_errors: int = 0
     outcome: str | None = None
     reason: str = ""
+    ledger: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "phase": self.phase.value}
@@ -150,7 +176,10 @@ class WeightSet:
 
 @dataclass(frozen=True)
 class Analyzed:
+    """The analysis' verdict, and the sequential ledger it leaves (None: unchanged)."""
+
     verdict: Verdict
+    ledger: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -179,6 +208,15 @@ class RolledBack:
 
 
 @dataclass(frozen=True)
+class ChaosPlayed:
+    """The scenario ended (`held` or not) `at`; faults are already removed."""
+
+    held: bool
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True)
 class Resumed:
     """A new process took over; observations of the old one are lost, the window restarts `at`."""
 
@@ -194,6 +232,7 @@ Event = (
     | Promoted
     | RolledBack
     | Resumed
+    | ChaosPlayed
 )
 
 
@@ -211,6 +250,11 @@ class Analyze:
 
     since: float
     closing: bool
+
+
+@dataclass(frozen=True)
+class RunChaos:
+    scenario: str
 
 
 @dataclass(frozen=True)
@@ -239,7 +283,7 @@ class Finish:
     reason: str
 
 
-Action = SetWeight | Analyze | Wait | Promote | Rollback | Finish
+Action = SetWeight | Analyze | Wait | Promote | Rollback | Finish | RunChaos
 
 
 @dataclass(frozen=True)
@@ -264,13 +308,19 @@ def tick(spec: RolloutSpec, state: RolloutState, now: float, event: Event | None
             item = items[state.item]
             assert isinstance(item, WeightItem)
             return _advance(spec, items, replace(state, weight=item.weight, window_start=at), now)
-        case Analyzed(verdict=verdict):
+        case Analyzed(verdict=verdict, ledger=ledger):
+            if ledger is not None:
+                state = replace(state, ledger=ledger)
             return _analyzed(spec, items, state, now, verdict)
         case MetricsFailed(reason=reason):
             errors = state.metrics_errors + 1
-            if errors > spec.analysis.consecutive_error_limit:
+            limit = spec.analysis.consecutive_error_limit
+            if errors > limit:
                 return _rollback(
-                    state, "error", f"metrics backend failed {errors} times in a row: {reason}"
+                    state,
+                    "error",
+                    f"metrics backend error, not an SLO verdict: {errors} analyses in a row "
+                    f"could not read metrics (consecutive_error_limit {limit}): {reason}",
                 )
             retry = replace(
                 state, metrics_errors=errors, next_analysis=now + spec.analysis.interval
@@ -287,6 +337,11 @@ def tick(spec: RolloutSpec, state: RolloutState, now: float, event: Event | None
             outcome = state.outcome or "rolled_back"
             done = replace(state, phase=_FINAL_PHASE[outcome], outcome=outcome)
             return Decision(done, Finish(outcome, state.reason))
+        case ChaosPlayed(held=True, at=at) if state.phase is Phase.CHAOS:
+            fresh = replace(state, window_start=None if state.window_start is None else at)
+            return _advance(spec, items, fresh, now)
+        case ChaosPlayed(held=False, reason=reason) if state.phase is Phase.CHAOS:
+            return _rollback(state, "rolled_back", f"chaos: {reason}")
         case Resumed(at=at) if isinstance(_current(items, state), Hold):
             fresh = replace(state, window_start=None if state.window_start is None else at)
             return _enter(spec, items, fresh, now)
@@ -308,6 +363,10 @@ def _pending(
             item = items[state.item]
             assert isinstance(item, WeightItem)
             return Decision(state, SetWeight(item.weight))
+        case Phase.CHAOS:
+            item = items[state.item]
+            assert isinstance(item, ChaosItem)
+            return Decision(state, RunChaos(item.scenario))
         case Phase.PROMOTING:
             return Decision(state, Promote())
         case Phase.ROLLING_BACK:
@@ -323,6 +382,8 @@ def _enter(
         return Decision(replace(state, phase=Phase.PROMOTING), Promote())
     if isinstance(item, WeightItem):
         return Decision(replace(state, phase=Phase.PROGRESSING), SetWeight(item.weight))
+    if isinstance(item, ChaosItem):
+        return Decision(replace(state, phase=Phase.CHAOS), RunChaos(item.scenario))
     interval = spec.analysis.interval
     if item.seconds is None:
         phase, hold_ends = Phase.AWAITING_APPROVAL, None

@@ -153,10 +153,11 @@ def redacted_runbook(runbook: dict[str, Any]) -> dict[str, Any]:
     """The runbook as dumped to JSON, minus anything that may be a secret."""
     copy = json.loads(json.dumps(runbook))
     spec = copy.get("spec", {})
-    for key in ("on_rollback", "on_promote"):
+    for key in ("on_rollback", "on_promote", "notify"):
         for hook in spec.get(key, []):
             webhook = hook.get("webhook", {})
-            webhook["url"] = redact_url(webhook.get("url", ""))
+            if webhook.get("url") is not None:  # notify may name url_env instead
+                webhook["url"] = redact_url(webhook["url"])
             webhook["headers"] = dict.fromkeys(webhook.get("headers", {}), "<redacted>")
     return copy
 
@@ -234,12 +235,18 @@ class StateStore:
         """The version our last write produced: what we expect to find on the next write."""
         self._db.execute("UPDATE runs SET flag_version = ? WHERE id = ?", (version, run_id))
 
-    def claim(self, run_id: int, *, host: str, pid: int, at: float) -> None:
-        """A resuming process takes the run over."""
-        self._db.execute(
-            "UPDATE runs SET host = ?, pid = ?, updated_at = ? WHERE id = ?",
-            (host, pid, at, run_id),
+    def claim(self, record: RunRecord, *, host: str, pid: int, at: float) -> bool:
+        """A resuming process takes the run over from the owner `record` names.
+
+        Compare-and-swap on the owner, so of two processes resuming the same run at once only
+        one wins; the other gets False and must not touch the flag.
+        """
+        cursor = self._db.execute(
+            "UPDATE runs SET host = ?, pid = ?, updated_at = ?"
+            " WHERE id = ? AND host = ? AND pid = ?",
+            (host, pid, at, record.id, record.host, record.pid),
         )
+        return cursor.rowcount == 1
 
     def finish_run(
         self,
@@ -277,6 +284,11 @@ class StateStore:
 
     def runs(self, limit: int = 50) -> list[RunRecord]:
         rows = self._db.execute("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,))
+        return [_run_record(row) for row in rows]
+
+    def unfinished_runs(self) -> list[RunRecord]:
+        """Runs still driving a flag, or left mid-way by a process that died (to resume)."""
+        rows = self._db.execute("SELECT * FROM runs WHERE ended_at IS NULL ORDER BY id")
         return [_run_record(row) for row in rows]
 
     # -- events --

@@ -47,6 +47,14 @@ class FlagStore(Protocol):
         """What share of traffic each side gets in that snapshot."""
         ...
 
+    def variants(self, snapshot: FlagSnapshot) -> tuple[str, str]:
+        """The baseline's and the canary's variation values in that snapshot.
+
+        A runbook may name a variation by its name; the gateway labels its metrics with the
+        value it serves, so analysis asks for these.
+        """
+        ...
+
     def set_canary_weight(
         self, percent: float, *, expect_version: int, comment: str
     ) -> FlagSnapshot:

@@ -110,7 +110,11 @@ def default_rule_weights(flag: dict[str, Any]) -> dict[int, float]:
 
 
 class FileFlagStore:
-    """One flag in a LaunchDarkly file-data-source JSON file; variations are picked by value."""
+    """One flag in a LaunchDarkly file-data-source JSON file; variations are picked by value.
+
+    The SDK's flag format has no variation names (those live only in LaunchDarkly's REST
+    representation), so a value maps to its index in `variations` and nothing else can.
+    """
 
     def __init__(self, path: str | Path, key: str, baseline: str, canary: str) -> None:
         self.path, self.key, self.baseline, self.canary = Path(path), key, baseline, canary
@@ -133,6 +137,11 @@ class FileFlagStore:
         baseline, canary = weights.get(baseline_idx, 0.0), weights.get(canary_idx, 0.0)
         other = sum(weights.values()) - baseline - canary
         return Split(baseline=baseline, canary=canary, other=other)
+
+    def variants(self, snapshot: FlagSnapshot) -> tuple[str, str]:
+        _, flag = _parse(self.path, snapshot.raw, self.key)
+        baseline_idx, canary_idx = self._indices(flag)
+        return str(flag["variations"][baseline_idx]), str(flag["variations"][canary_idx])
 
     def set_canary_weight(
         self, percent: float, *, expect_version: int, comment: str
@@ -190,7 +199,8 @@ class FileFlagStore:
                 known = ", ".join(json.dumps(v) for v in variations) or "none"
                 raise FlagMismatch(
                     f"{self.path}: flag '{self.key}' has no variation '{value}' "
-                    f"(variations: {known})"
+                    f"(variations: {known}; a flag file in the SDK's format holds variation "
+                    "values only, so name them by value, not by their LaunchDarkly name)"
                 )
             indices.append(variations.index(value))
         return indices[0], indices[1]

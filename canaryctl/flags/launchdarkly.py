@@ -158,6 +158,12 @@ class LaunchDarklyFlagStore:
             baseline=baseline, canary=canary, other=sum(weights.values()) - baseline - canary
         )
 
+    def variants(self, snapshot: FlagSnapshot) -> tuple[str, str]:
+        variations = json.loads(snapshot.raw)["variations"]
+        by_id = {v["_id"]: str(v.get("value")) for v in variations}
+        baseline_id, canary_id = self._ids(variations)
+        return by_id[baseline_id], by_id[canary_id]
+
     def set_canary_weight(
         self, percent: float, *, expect_version: int, comment: str
     ) -> FlagSnapshot:

@@ -27,6 +27,9 @@ class MemoryFlagStore:
         canary = 100.0 if state["promoted"] else float(state["canary_weight"])
         return Split(baseline=100.0 - canary, canary=canary)
 
+    def variants(self, snapshot: FlagSnapshot) -> tuple[str, str]:
+        return self.baseline, self.canary
+
     def set_canary_weight(
         self, percent: float, *, expect_version: int, comment: str
     ) -> FlagSnapshot:

@@ -6,7 +6,7 @@ never share or double-register series.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 __all__ = ["BUCKETS", "LABELS", "OTHER_TIER", "REQUEST_LABELS", "GatewayMetrics"]
 
@@ -70,6 +70,25 @@ class GatewayMetrics:
             "llm_flag_evaluation_errors_total",
             "Flag evaluations that failed, so the route's default_model was served",
             ["route"],
+            registry=registry,
+        )
+
+        self.flag_source_valid = Gauge(
+            "llm_flag_data_source_valid",
+            "1 while the flag data source is valid (LaunchDarkly SDK data-source state VALID: "
+            "stream connected, last poll or file load succeeded), else 0",
+            registry=registry,
+        )
+        self.flag_data_stale = Gauge(
+            "llm_flag_data_stale_seconds",
+            "Seconds since the flag data source stopped being valid (since startup if it never "
+            "was): how long flag changes may have gone unseen; 0 while valid",
+            registry=registry,
+        )
+        self.flag_last_change = Gauge(
+            "llm_flag_data_last_change_timestamp_seconds",
+            "Unix time the gateway last received flag data (its first load, then any flag "
+            "change); 0 before the first",
             registry=registry,
         )
 

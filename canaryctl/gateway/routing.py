@@ -1,15 +1,22 @@
 """Pick the model for a request: build its LaunchDarkly context, evaluate the route's flag.
 
-The real LaunchDarkly SDK does the evaluation, reading the flag file through its file data source
-(`offline=True` would ignore that source, hence a dummy SDK key with events off). The same
-targeting, percentage bucketing and stickiness therefore hold here as in production, and a
-rewritten flag file is picked up within `poll_interval`.
+The real LaunchDarkly SDK does the evaluation, with its flag data from one of two sources:
+
+- `file`: the SDK's file data source (`offline=True` would ignore that source, hence a dummy SDK
+  key with events off); a rewritten flag file is picked up within `poll_interval`;
+- `launchdarkly`: LaunchDarkly itself or a Relay Proxy, over the SDK's streaming connection (or
+  polling), so a change made in LaunchDarkly reaches the gateway as soon as it is pushed.
+
+The same targeting, percentage bucketing and stickiness hold either way. Whether the data source
+is healthy and how stale its data may be are exported as gauges read at scrape time.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import os
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,16 +25,62 @@ from ldclient import Context
 from ldclient.client import LDClient
 from ldclient.config import Config
 from ldclient.integrations import Files
+from ldclient.interfaces import DataSourceState, DataSourceStatusProvider, FlagChange
 
+from canaryctl.errors import InvalidInput
 from canaryctl.gateway.metrics import GatewayMetrics
-from canaryctl.runbook.gateway import ContextSpec, GatewaySpec, ModelSpec, RouteSpec
+from canaryctl.runbook.gateway import (
+    ContextSpec,
+    FileFlagSource,
+    FlagSource,
+    GatewaySpec,
+    LaunchDarklyFlagSource,
+    ModelSpec,
+    RouteSpec,
+)
 
-__all__ = ["Choice", "FlagRouter", "request_context"]
+__all__ = ["Choice", "FlagRouter", "check_flag_source", "request_context"]
 
 log = logging.getLogger(__name__)
 
 _START_WAIT = 5.0
 """Seconds the SDK may take to load the flag file before serving starts on defaults."""
+
+
+def check_flag_source(source: FlagSource, where: str = "spec.flags") -> None:
+    """InvalidInput naming the field when the source cannot work: no flag file, no SDK key."""
+    if isinstance(source, FileFlagSource) and not Path(source.path).is_file():
+        raise InvalidInput(f"{where}.path: no flag file at {source.path}")
+    if isinstance(source, LaunchDarklyFlagSource) and not os.environ.get(source.sdk_key_env):
+        raise InvalidInput(
+            f"{where}.sdk_key_env: environment variable {source.sdk_key_env} is not set: it "
+            "must hold the SDK key of the LaunchDarkly environment the gateway serves"
+        )
+
+
+def _sdk_config(source: FlagSource) -> tuple[Config, float]:
+    """The SDK's Config for `source`, and how long startup waits for its first data."""
+    if isinstance(source, FileFlagSource):
+        files = Files.new_data_source(
+            paths=[str(Path(source.path))],
+            auto_update=True,
+            poll_interval=source.poll_interval,
+            force_polling=True,
+        )
+        config = Config(sdk_key="canaryctl-file", send_events=False, update_processor_class=files)
+        return config, _START_WAIT
+    check_flag_source(source)
+    config = Config(
+        sdk_key=os.environ[source.sdk_key_env],
+        base_uri=source.base_uri,
+        stream_uri=source.stream_uri,
+        events_uri=source.events_uri,
+        stream=source.stream,
+        poll_interval=source.poll_interval,
+        send_events=source.send_events,
+        diagnostic_opt_out=not source.send_events,
+    )
+    return config, source.start_wait
 
 
 @dataclass(frozen=True)
@@ -56,20 +109,25 @@ def request_context(
 
 
 class FlagRouter:
-    """Owns the LDClient: construct at startup, `close()` at shutdown to stop its file watcher."""
+    """Owns the LDClient: construct at startup, `close()` at shutdown to stop its data source."""
 
     def __init__(self, spec: GatewaySpec, metrics: GatewayMetrics) -> None:
         self._metrics = metrics
         self._routes = {r.name: r for r in spec.routes}
         self._models = {m.name: m for m in spec.models}
-        source = Files.new_data_source(
-            paths=[str(Path(spec.flags.path))],
-            auto_update=True,
-            poll_interval=spec.flags.poll_interval,
-            force_polling=True,
-        )
-        config = Config(sdk_key="canaryctl-file", send_events=False, update_processor_class=source)
-        self._client = LDClient(config=config, start_wait=_START_WAIT)
+        config, start_wait = _sdk_config(spec.flags)
+        self._client = LDClient(config=config, start_wait=start_wait)
+        if self._client.is_initialized():
+            metrics.flag_last_change.set(time.time())
+        else:
+            log.warning(
+                "no flag data after %.1fs from the %s flag source; serving default models until "
+                "it arrives",
+                start_wait,
+                spec.flags.provider,
+            )
+        _export_status(self._client.data_source_status_provider, metrics)
+        self._client.flag_tracker.add_listener(_on_change(metrics))
 
     def route(self, name: str) -> RouteSpec | None:
         return self._routes.get(name)
@@ -94,3 +152,24 @@ class FlagRouter:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _export_status(status: DataSourceStatusProvider, metrics: GatewayMetrics) -> None:
+    """Gauges computed at scrape time from the SDK's data-source status."""
+
+    def valid() -> float:
+        return 1.0 if status.status.state == DataSourceState.VALID else 0.0
+
+    def stale() -> float:
+        now = status.status
+        return 0.0 if now.state == DataSourceState.VALID else max(0.0, time.time() - now.since)
+
+    metrics.flag_source_valid.set_function(valid)
+    metrics.flag_data_stale.set_function(stale)
+
+
+def _on_change(metrics: GatewayMetrics) -> Callable[[FlagChange], None]:
+    def record(change: FlagChange) -> None:
+        metrics.flag_last_change.set(time.time())
+
+    return record

@@ -18,9 +18,10 @@ from starlette.types import ASGIApp
 
 from canaryctl.errors import CanaryError
 from canaryctl.gateway import create_app
+from canaryctl.gateway.routing import check_flag_source
 from canaryctl.lab.provider import SimulatedProvider
 from canaryctl.lab.traffic import TrafficGenerator, TrafficStats
-from canaryctl.runbook.gateway import GatewaySpec
+from canaryctl.runbook.gateway import FileFlagSource, GatewaySpec, LaunchDarklyFlagSource
 from canaryctl.runbook.lab import Lab, LabSpec
 
 __all__ = ["HOST", "LabStack"]
@@ -105,7 +106,7 @@ class LabStack:
             for m in self.spec.gateway.models
         ]
         flags = self.spec.gateway.flags
-        if self._flags_path is not None:
+        if self._flags_path is not None and isinstance(flags, FileFlagSource):
             flags = flags.model_copy(update={"path": Path(self._flags_path)})
         return self.spec.gateway.model_copy(update={"models": models, "flags": flags})
 
@@ -113,6 +114,8 @@ class LabStack:
         """Bind every port, start serving, return once all servers (and traffic) are up."""
         if self._thread is not None:
             raise RuntimeError("a LabStack starts once")
+        if isinstance(self.spec.gateway.flags, LaunchDarklyFlagSource):
+            check_flag_source(self.spec.gateway.flags, "spec.gateway.flags")
         try:
             for profile in self.spec.providers:
                 sock = _bind(profile.port, f"provider {profile.name}")

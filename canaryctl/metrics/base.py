@@ -36,14 +36,22 @@ EMPTY = VariantStats()
 
 @dataclass(frozen=True)
 class Observation:
-    """Per-variant counts between `start` and `end` (epoch seconds)."""
+    """Per-variant counts between `start` and `end` (epoch seconds).
+
+    `slo_values` holds what the runbook's own PromQL SLOs measured: SLO name -> variant ->
+    number; a variant is absent when its query returned nothing (no data).
+    """
 
     start: float
     end: float
     variants: Mapping[str, VariantStats] = field(default_factory=dict)
+    slo_values: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
     def of(self, variant: str) -> VariantStats:
         return self.variants.get(variant, EMPTY)
+
+    def slo_value(self, slo: str, variant: str) -> float | None:
+        return self.slo_values.get(slo, {}).get(variant)
 
 
 @runtime_checkable

@@ -4,28 +4,40 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 
 from canaryctl.errors import InvalidInput
 from canaryctl.metrics.base import MetricsSource
-from canaryctl.metrics.prometheus import PrometheusMetricsSource
+from canaryctl.metrics.profile import ingredients_for, load_profile
+from canaryctl.metrics.prometheus import PrometheusMetricsSource, SloQuery
 from canaryctl.metrics.scrape import ScrapeMetricsSource
-from canaryctl.runbook.rollout import PrometheusMetricsSpec, ScrapeMetricsSpec
+from canaryctl.runbook.rollout import PrometheusMetricsSpec, ScrapeMetricsSpec, SloSpec
 
 __all__ = ["metrics_source_for"]
 
 
 def metrics_source_for(
-    spec: ScrapeMetricsSpec | PrometheusMetricsSpec, *, clock: Callable[[], float] = time.time
+    spec: ScrapeMetricsSpec | PrometheusMetricsSpec,
+    *,
+    clock: Callable[[], float] = time.time,
+    slos: Sequence[SloSpec] = (),
+    baseline: str | None = None,
+    canary: str | None = None,
+    needs: Collection[str] = (),
 ) -> MetricsSource:
-    """The source a validated spec names; `clock` stamps samples (a fake one in simulations)."""
+    """The source a validated spec names; `clock` stamps samples (a fake one in simulations).
+
+    Given the rollout's `slos` and its `baseline`/`canary` variations, a Prometheus source asks
+    only for what those SLOs read, plus the ingredients in `needs` (measures.NEEDS), and runs
+    their custom queries; without SLOs it reads every count its profile yields.
+    """
     match spec:
         case ScrapeMetricsSpec():
             return ScrapeMetricsSource(
                 spec.targets, route=spec.route, timeout=spec.timeout, clock=clock
             )
         case PrometheusMetricsSpec():
-            return _prometheus(spec, clock)
+            return _prometheus(spec, clock, slos, baseline, canary, needs)
         case _:
             # Unreachable for a validated document; guards specs built by hand in code.
             provider = getattr(spec, "provider", type(spec).__name__)
@@ -40,7 +52,39 @@ def _secret(variable: str) -> str:
     return value
 
 
-def _prometheus(spec: PrometheusMetricsSpec, clock: Callable[[], float]) -> MetricsSource:
+def _slo_queries(
+    slos: Sequence[SloSpec], baseline: str | None, canary: str | None
+) -> list[SloQuery]:
+    """Each custom SLO asked for the canary, and for the baseline too when compared to it."""
+    queries = []
+    for slo in slos:
+        if slo.query is None:
+            continue
+        if canary is None or (slo.relative and baseline is None):
+            raise ValueError("custom PromQL SLOs need the rollout's baseline and canary")
+        variants = (canary, baseline) if slo.relative and baseline is not None else (canary,)
+        queries.append(SloQuery(slo.subject, slo.query, variants))
+    return queries
+
+
+def _prometheus(
+    spec: PrometheusMetricsSpec,
+    clock: Callable[[], float],
+    slos: Sequence[SloSpec],
+    baseline: str | None,
+    canary: str | None,
+    needs: Collection[str],
+) -> MetricsSource:
+    profile = load_profile(spec.profile)
+    wanted = None
+    if slos:
+        missing = set(needs) - profile.ingredients
+        if missing:
+            raise InvalidInput(
+                f"spec.metrics.profile: '{spec.profile}' does not yield "
+                f"{', '.join(sorted(missing))}, which this command needs"
+            )
+        wanted = ingredients_for(slos, profile, spec.profile) | set(needs)
     headers = None
     if spec.bearer_token_env is not None:
         headers = {"Authorization": f"Bearer {_secret(spec.bearer_token_env)}"}
@@ -52,7 +96,12 @@ def _prometheus(spec: PrometheusMetricsSpec, clock: Callable[[], float]) -> Metr
         verify = str(spec.ca_file)
     return PrometheusMetricsSource(
         spec.url,
+        profile=profile,
+        needs=wanted,
+        slo_queries=_slo_queries(slos, baseline, canary),
         labels=spec.labels,
+        route=spec.route,
+        variants=spec.variants,
         timeout=spec.timeout,
         headers=headers,
         auth=auth,

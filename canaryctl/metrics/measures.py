@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from canaryctl.metrics.base import VariantStats
 
-__all__ = ["MEASURES", "histogram_quantile", "measure"]
+__all__ = ["MEASURES", "NEEDS", "histogram_quantile", "measure"]
 
 
 def histogram_quantile(q: float, buckets: tuple[tuple[float, float], ...]) -> float | None:
@@ -42,6 +42,21 @@ MEASURES: dict[str, Callable[[VariantStats], float | None]] = {
     "cost_per_query_usd": lambda s: _ratio(s.cost_usd, s),
     "tokens_per_query": lambda s: _ratio(s.prompt_tokens + s.completion_tokens, s),
 }
+
+
+_LATENCY = frozenset({"latency_buckets"})
+NEEDS: dict[str, frozenset[str]] = {
+    "error_rate": frozenset({"requests", "errors"}),
+    "fallback_rate": frozenset({"requests", "fallbacks"}),
+    "latency_p50_seconds": _LATENCY,
+    "latency_p90_seconds": _LATENCY,
+    "latency_p95_seconds": _LATENCY,
+    "latency_p99_seconds": _LATENCY,
+    "cost_per_query_usd": frozenset({"requests", "cost_usd"}),
+    "tokens_per_query": frozenset({"requests", "prompt_tokens", "completion_tokens"}),
+}
+"""The counts (a metric profile's ingredients) each measure reads: what a Prometheus source must
+query, and what a profile must yield, for an SLO on that metric."""
 
 
 def measure(metric: str, stats: VariantStats) -> float | None:

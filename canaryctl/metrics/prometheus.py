@@ -4,15 +4,17 @@ Prometheus already keeps the gateways' counters over time, so a window is one `i
 counter, evaluated at "now" over the seconds since the step began; PromQL handles counter resets
 (a restarted gateway) and sums over every gateway Prometheus scrapes.
 
-Each `observe()` sends exactly FOUR instant queries, whatever the number of variants, each
-grouped `by (variant, ...)`:
+What to ask is data: a metric profile (runbook/profile.py; shipped ones in metrics/profiles/)
+maps each ingredient of the SLO metrics to a PromQL template grouped by the variant label, so
+one query answers for every variant. An analysis sends the profile queries that yield an
+ingredient some SLO needs (`needs`; `requests` always, for min_requests), plus one query per
+custom PromQL SLO per variant it judges. With the `canaryctl` profile that is at most four
+queries, two for the usual error rate and p95 SLOs. `check()` sends one more (`up`) and tries
+each custom SLO query once.
 
-    sum by (variant, outcome) (increase(llm_requests_total{...}[Ns]))   requests, errors, fallbacks
-    sum by (variant, le) (increase(llm_request_duration_seconds_bucket{...}[Ns]))   latency
-    sum by (variant, kind) (increase(llm_tokens_total{...}[Ns]))   prompt/completion tokens
-    sum by (variant) (increase(llm_cost_usd_total{...}[Ns]))   cost
-
-`check()` sends one more (`up`). The metric names are the gateway's contract (design.md).
+A custom SLO's query must come back as one number per variant. No series is no data (the check
+is inconclusive); several series is a mistake in the runbook, InvalidInput naming the SLO, as is
+a query Prometheus rejects as malformed (HTTP 400/422).
 
 The counts are Prometheus' estimates, not exact: increase() extrapolates from the samples inside
 the window to its edges (by up to a scrape interval at each end), and a series born inside the
@@ -27,63 +29,73 @@ tell "Prometheus is down" from "the canary is bad".
 from __future__ import annotations
 
 import math
+import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 from urllib3.util.retry import Retry
 
-from canaryctl.errors import MetricsBackendError
+from canaryctl.errors import InvalidInput, MetricsBackendError
 from canaryctl.metrics.base import Observation
-from canaryctl.metrics.series import (
-    COST,
-    DURATION_BUCKET,
-    REQUESTS,
-    TOKENS,
-    VariantTotals,
-    by_variant,
-)
+from canaryctl.metrics.profile import load_profile
+from canaryctl.metrics.series import VariantTotals, by_variant
+from canaryctl.runbook.profile import MetricProfileSpec, ProfileQuery
+from canaryctl.runbook.promql import promql_string, render
 
-__all__ = ["QUERIES", "PrometheusMetricsSource", "promql_selector"]
+__all__ = ["PrometheusMetricsSource", "SloQuery", "VariantNames", "promql_matchers"]
 
-QUERIES = (
-    (REQUESTS, "variant, outcome"),
-    (DURATION_BUCKET, "variant, le"),
-    (TOKENS, "variant, kind"),
-    (COST, "variant"),
-)
-"""One query per series for all variants at once: the whole cost of an analysis."""
+VariantNames = str | Mapping[str, str]
+"""What a flag variation is called in Prometheus: one label value, or one per label name."""
 
 _RETRY_STATUSES = (500, 502, 503, 504)
+_REJECTED = re.compile(r"^HTTP Status Code (400|422)\b")
+"""prometheus-api-client's message for an answer Prometheus gives a malformed query."""
+_OS_ERROR = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
+"""The operating system's reason inside urllib3's message: `[Errno 111] Connection refused`."""
+_CHECK_WINDOW = 60
+"""Seconds of window custom SLO queries are tried over before anything moves."""
 
 
-def promql_selector(labels: Mapping[str, str]) -> str:
-    """`{a="x",b="y"}` with values escaped as PromQL strings; "" when there are no labels."""
-    if not labels:
-        return ""
-    escaped = (
-        (name, value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n"))
-        for name, value in sorted(labels.items())
-    )
-    return "{" + ",".join(f'{name}="{value}"' for name, value in escaped) + "}"
+@dataclass(frozen=True)
+class SloQuery:
+    """A runbook's own PromQL SLO: `template` is asked once for each of `variants`."""
+
+    name: str
+    template: str
+    variants: tuple[str, ...]
+
+
+def promql_matchers(labels: Mapping[str, str]) -> str:
+    """`a="x",b="y"` with values escaped as PromQL strings; "" when there are no labels."""
+    return ",".join(f'{name}="{promql_string(value)}"' for name, value in sorted(labels.items()))
 
 
 class PrometheusMetricsSource:
     """Counts per variant from Prometheus' HTTP API, through prometheus-api-client.
 
-    `labels` are matchers added to every query (route, job...). `headers`/`auth` carry
-    credentials already read from the environment by the factory; `verify` is a CA bundle path
-    or False for insecure_skip_verify. A request is retried `retries` times after the first
-    failure, urllib3 waiting `backoff` seconds and doubling.
+    `profile` says what to ask (default: the shipped `canaryctl` profile); `needs` limits the
+    queries to those yielding these ingredients (default: all). `labels` are matchers added to
+    every query (route, job...), `route` fills `{{route}}`. `variants` maps a flag variation to
+    what Prometheus calls it (default: the same). `headers`/`auth` carry credentials already
+    read from the environment by the factory; `verify` is a CA bundle path or False for
+    insecure_skip_verify. A request is retried `retries` times after the first failure, urllib3
+    waiting `backoff` seconds and doubling.
     """
 
     def __init__(
         self,
         url: str,
         *,
+        profile: MetricProfileSpec | None = None,
+        needs: Collection[str] | None = None,
+        slo_queries: Sequence[SloQuery] = (),
         labels: Mapping[str, str] | None = None,
+        route: str | None = None,
+        variants: Mapping[str, VariantNames] | None = None,
         timeout: float = 5.0,
         headers: Mapping[str, str] | None = None,
         auth: tuple[str, str] | None = None,
@@ -94,9 +106,18 @@ class PrometheusMetricsSource:
     ) -> None:
         if retries < 0:
             raise ValueError("PrometheusMetricsSource needs retries >= 0")
+        if profile is None:
+            profile = load_profile("canaryctl")
         self.url = url.rstrip("/")
-        self._selector = promql_selector(labels or {})
+        self.profile = profile
+        wanted = {"requests", *(needs if needs is not None else profile.ingredients)}
+        self.queries = tuple(q for q in profile.queries if wanted & set(q.yields))
+        self.slo_queries = tuple(slo_queries)
+        self._matchers = promql_matchers(labels or {})
+        self._route = route
+        self._variants = dict(variants or {})
         self._timeout, self._clock = timeout, clock
+        self._attempts = retries + 1
         session = requests.Session()
         session.verify = verify
         retry = Retry(
@@ -116,40 +137,108 @@ class PrometheusMetricsSource:
         )
 
     def check(self) -> None:
-        """Prometheus answers queries (with our credentials) and scrapes at least one target."""
-        if not self._query("up", self._clock()):
+        """Prometheus answers queries (with our credentials) and scrapes at least one target;
+        every custom SLO query is valid PromQL and gives at most one number per variant."""
+        now = self._clock()
+        if not self._query("up", now):
             raise MetricsBackendError(
                 f"Prometheus at {self.url} answers but scrapes no target (`up` is empty)"
             )
+        for slo in self.slo_queries:
+            self._slo_values(slo, _CHECK_WINDOW, now)
 
     def observe(self, since: float) -> Observation:
         now = self._clock()
         window = max(1, math.ceil(now - since))
+        values = {"window": f"{window}s", "selector": self._matchers}
         totals: dict[str, VariantTotals] = {}
-        for series, by in QUERIES:
-            query = f"sum by ({by}) (increase({series}{self._selector}[{window}s]))"
-            for labels, value in self._rows(self._query(query, now)):
-                totals.setdefault(labels.get("variant", ""), VariantTotals()).add(
-                    series, labels, value
-                )
-        return Observation(start=now - window, end=now, variants=by_variant(totals))
+        for query in self.queries:
+            promql = render(query.promql, values)
+            for variant, labels, value in self._variant_rows(query, self._query(promql, now)):
+                row = totals.setdefault(variant, VariantTotals())
+                for ingredient, wanted in query.yields.items():
+                    if all(labels.get(name) == value_ for name, value_ in wanted.items()):
+                        row.add_ingredient(ingredient, labels, value)
+        slo_values = {slo.name: self._slo_values(slo, window, now) for slo in self.slo_queries}
+        return Observation(
+            start=now - window, end=now, variants=by_variant(totals), slo_values=slo_values
+        )
 
-    def _rows(self, result: list[dict[str, Any]]) -> list[tuple[dict[str, str], float]]:
-        """(labels, value) per series with a variant; NaN (no rate computable) is dropped."""
+    def name_of(self, variation: str, label: str) -> str:
+        """What Prometheus calls `variation` in `label`: the runbook's mapping, else itself."""
+        names = self._variants.get(variation, variation)
+        return names if isinstance(names, str) else names.get(label, variation)
+
+    def _variant_rows(
+        self, query: ProfileQuery, result: list[dict[str, Any]]
+    ) -> list[tuple[str, dict[str, str], float]]:
+        """(flag variation, labels, value) per series; series without the variant label are
+        traffic no variation can own, and are left out."""
+        label = self.profile.label_of(query)
+        variation_of = {self.name_of(v, label): v for v in self._variants}
+        rows = []
+        for labels, value in self._rows(result):
+            name = labels.get(label)
+            if name:
+                rows.append((variation_of.get(name, name), labels, value))
+        return rows
+
+    def _slo_values(self, slo: SloQuery, window: int, now: float) -> dict[str, float]:
+        """One query per variant; no series (or NaN) leaves the variant out: no data."""
+        label = self.profile.variant_label
+        values = {
+            "window": f"{window}s",
+            "selector": self._matchers,
+            "variant_label": label,
+            "route": promql_string(self._route or ""),
+        }
+        measured: dict[str, float] = {}
+        for variation in slo.variants:
+            name = promql_string(self.name_of(variation, label))
+            promql = render(slo.template, {**values, "variant": name})
+            try:
+                result = self._query(promql, now, scalar_ok=True)
+            except InvalidInput as exc:
+                raise InvalidInput(f"SLO '{slo.name}': {exc}") from exc
+            if len(result) > 1:
+                shown = "; ".join(str(r.get("metric", r)) for r in result[:3])
+                raise InvalidInput(
+                    f"SLO '{slo.name}': the query for variant '{variation}' returned "
+                    f"{len(result)} series, not one number ({shown}); aggregate it, e.g. "
+                    f"sum(...), so it gives one value per variant. Query: {promql}"
+                )
+            for _, value in self._rows(result):
+                if not math.isnan(value):
+                    measured[variation] = value
+        return measured
+
+    def _rows(self, result: list[Any]) -> list[tuple[dict[str, str], float]]:
+        """(labels, value) per series; NaN (no rate computable) is dropped."""
         try:
             parsed = [(dict(r["metric"]), float(r["value"][1])) for r in result]
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise MetricsBackendError(
                 f"Prometheus at {self.url} answered with an unexpected result shape ({exc})"
             ) from exc
-        return [(m, v) for m, v in parsed if "variant" in m and not math.isnan(v)]
+        return [(m, v) for m, v in parsed if not math.isnan(v)]
 
-    def _query(self, query: str, at: float) -> list[dict[str, Any]]:
-        """One instant query at `at`; library and transport exceptions stop here."""
+    def _transport_reason(self, exc: requests.RequestException) -> str:
+        """The cause in a few words (urllib3 nests it deep in a long message). Credentials
+        travel in headers, never in the URL, so the message cannot leak them."""
+        if isinstance(exc, requests.Timeout):
+            return f"no answer within {self._timeout:g}s"
+        cause = _OS_ERROR.search(str(exc))
+        return cause.group(1) if cause else f"{type(exc).__name__}: {exc}"
+
+    def _query(self, query: str, at: float, *, scalar_ok: bool = False) -> list[Any]:
+        """One instant query at `at`, as a vector (a scalar becomes one unlabelled series when
+        `scalar_ok`); library and transport exceptions stop here."""
         try:
             result = self._client.custom_query(query, params={"time": f"{at:.3f}"})
         except PrometheusApiClientException as exc:
             # The library puts the status and body in the message; both are safe to show.
+            if _REJECTED.match(str(exc)):
+                raise InvalidInput(f"Prometheus at {self.url} rejected {query!r}: {exc}") from exc
             raise MetricsBackendError(
                 f"Prometheus at {self.url} refused the query {query!r}: {exc}"
             ) from exc
@@ -158,12 +247,24 @@ class PrometheusMetricsSource:
                 f"Prometheus at {self.url} did not answer as the query API does ({exc!r})"
             ) from exc
         except requests.RequestException as exc:
-            # Credentials travel in headers, never in the URL, so the message cannot leak them.
             raise MetricsBackendError(
-                f"cannot reach Prometheus at {self.url}: {type(exc).__name__}: {exc}"
+                f"cannot reach Prometheus at {self.url} ({self._attempts} attempts): "
+                f"{self._transport_reason(exc)}"
             ) from exc
+        if scalar_ok and _is_scalar(result):
+            return [{"metric": {}, "value": result}]
         if not isinstance(result, list):
             raise MetricsBackendError(
                 f"Prometheus at {self.url} answered {query!r} with a non-vector result"
             )
         return result
+
+
+def _is_scalar(result: object) -> bool:
+    """A scalar result is `[timestamp, "value"]`; a vector is a list of series objects."""
+    return (
+        isinstance(result, list)
+        and len(result) == 2
+        and isinstance(result[0], int | float)
+        and isinstance(result[1], str)
+    )

@@ -1,8 +1,9 @@
 """The gateway's counters (design.md's contract) and how their increases add up per variant.
 
-Both sources, scrape and Prometheus, read the same four series; only how they get the increase
-differs. Models and providers are summed per variant: analysis judges the variation served,
-whatever answered after fallback.
+The scrape source reads the gateway's four series by name (`add`); the Prometheus source gets
+the same ingredients from a metric profile's queries (`add_ingredient`), whatever the gateway.
+Models and providers are summed per variant: analysis judges the variation served, whatever
+answered after fallback.
 """
 
 from __future__ import annotations
@@ -35,21 +36,34 @@ class VariantTotals:
     seen: bool = False
 
     def add(self, name: str, labels: Mapping[str, str], delta: float) -> None:
+        """The increase of one of the gateway's series (design.md's names), as scrape reads them."""
         if name == REQUESTS:
-            self.requests += delta
+            self.add_ingredient("requests", labels, delta)
             outcome = labels.get("outcome")
-            self.errors += delta if outcome == "error" else 0.0
-            self.fallbacks += delta if outcome == "fallback_ok" else 0.0
+            if outcome == "error":
+                self.add_ingredient("errors", labels, delta)
+            elif outcome == "fallback_ok":
+                self.add_ingredient("fallbacks", labels, delta)
         elif name == DURATION_BUCKET:
-            # Zero deltas are kept too: every bucket bound must be present for the quantile.
-            le = float(labels.get("le", "+Inf"))
-            self.buckets[le] = self.buckets.get(le, 0.0) + delta
+            self.add_ingredient("latency_buckets", {"le": "+Inf", **labels}, delta)
         elif name == TOKENS:
             kind = labels.get("kind")
-            self.prompt_tokens += delta if kind == "prompt" else 0.0
-            self.completion_tokens += delta if kind == "completion" else 0.0
+            if kind in ("prompt", "completion"):
+                self.add_ingredient(f"{kind}_tokens", labels, delta)
         elif name == COST:
-            self.cost_usd += delta
+            self.add_ingredient("cost_usd", labels, delta)
+
+    def add_ingredient(self, ingredient: str, labels: Mapping[str, str], delta: float) -> None:
+        """Add to one ingredient (runbook.profile.INGREDIENTS, each a field of this class but
+        `latency_buckets`, kept per `le` bound); a bucket row without `le` is not a bucket."""
+        if ingredient == "latency_buckets":
+            if "le" not in labels:
+                return
+            # Zero deltas are kept too: every bucket bound must be present for the quantile.
+            le = float(labels["le"])
+            self.buckets[le] = self.buckets.get(le, 0.0) + delta
+        else:
+            setattr(self, ingredient, getattr(self, ingredient) + delta)
         self.seen = self.seen or delta > 0
 
     def stats(self) -> VariantStats:

@@ -14,8 +14,10 @@ __all__ = [
     "CacheSpec",
     "ContextSpec",
     "FileFlagSource",
+    "FlagSource",
     "Gateway",
     "GatewaySpec",
+    "LaunchDarklyFlagSource",
     "MemoryBudgetStore",
     "ModelSpec",
     "PriceSpec",
@@ -33,7 +35,29 @@ class FileFlagSource(Strict):
     poll_interval: Duration = Field(default=0.5, gt=0)
 
 
-FlagSource = Annotated[FileFlagSource, Field(discriminator="provider")]
+class LaunchDarklyFlagSource(Strict):
+    """Evaluate flags with data from LaunchDarkly (or a Relay Proxy), streamed by default.
+
+    The SDK key never lives in a document: `sdk_key_env` names the environment variable that
+    holds it. `base_uri` serves polling, `stream_uri` the streaming connection, `events_uri`
+    analytics events; point all three at a Relay Proxy or a private instance. Events are off
+    unless `send_events` is set, so a gateway sends LaunchDarkly nothing it was not told to.
+    """
+
+    provider: Literal["launchdarkly"]
+    sdk_key_env: str = Field(default="LAUNCHDARKLY_SDK_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    base_uri: str = Field(default="https://sdk.launchdarkly.com", pattern=r"^https?://")
+    stream_uri: str = Field(default="https://stream.launchdarkly.com", pattern=r"^https?://")
+    events_uri: str = Field(default="https://events.launchdarkly.com", pattern=r"^https?://")
+    stream: bool = Field(default=True, description="false polls base_uri every poll_interval")
+    poll_interval: Duration = Field(default=30.0, ge=30, description="LaunchDarkly's floor is 30s")
+    send_events: bool = False
+    start_wait: Duration = Field(
+        default=5.0, ge=0, description="how long startup waits for flag data before serving"
+    )
+
+
+FlagSource = Annotated[FileFlagSource | LaunchDarklyFlagSource, Field(discriminator="provider")]
 
 
 class PriceSpec(Strict):

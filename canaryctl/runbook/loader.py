@@ -13,7 +13,9 @@ from pydantic import BaseModel, ValidationError
 from canaryctl.errors import InvalidDocument, Problem
 from canaryctl.runbook.gateway import Gateway
 from canaryctl.runbook.lab import Lab
+from canaryctl.runbook.profile import MetricProfile
 from canaryctl.runbook.rollout import Rollout
+from canaryctl.runbook.scenario import ChaosScenario
 
 __all__ = ["KINDS", "Document", "json_schema", "load_document", "parse_document"]
 
@@ -21,8 +23,14 @@ T = TypeVar("T", bound=BaseModel)
 _SUB_PATH = re.compile(
     r"^(?P<path>[a-z_]+(\[\d+\])*(\.[a-z_]+(\[\d+\])*)*): (?P<message>.*)$", re.S
 )
-Document = Rollout | Gateway | Lab
-KINDS: dict[str, type[BaseModel]] = {"Rollout": Rollout, "Gateway": Gateway, "Lab": Lab}
+Document = Rollout | Gateway | Lab | MetricProfile | ChaosScenario
+KINDS: dict[str, type[BaseModel]] = {
+    "Rollout": Rollout,
+    "Gateway": Gateway,
+    "Lab": Lab,
+    "MetricProfile": MetricProfile,
+    "ChaosScenario": ChaosScenario,
+}
 
 
 def load_document(path: str | Path, expect: type[T] | None = None) -> T:
@@ -126,7 +134,7 @@ def _user_path(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def _is_type_name(part: str) -> bool:
-    return part in {"int", "float", "str", "bool", "constrained-str"} or part.startswith(
+    return part in {"int", "float", "str", "bool", "constrained-str", "[key]"} or part.startswith(
         ("function-", "literal[", "json-or-python")
     )
 

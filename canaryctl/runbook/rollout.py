@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated, Literal, get_args
 
-from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from canaryctl.runbook.common import (
     API_VERSION,
@@ -15,9 +23,14 @@ from canaryctl.runbook.common import (
     Strict,
     parse_duration,
 )
+from canaryctl.runbook.gate import GateSpec
+from canaryctl.runbook.notify import NotifySpec
+from canaryctl.runbook.profile import is_profile_path, shipped_profile, shipped_profiles
+from canaryctl.runbook.promql import placeholders, unknown_placeholders
 
 __all__ = [
     "SLO_METRICS",
+    "SLO_VARIABLES",
     "AnalysisSpec",
     "FileFlagSpec",
     "FlagSpec",
@@ -111,6 +124,17 @@ class PrometheusMetricsSpec(Strict):
 
     provider: Literal["prometheus"]
     url: str = Field(pattern=r"^https?://", description="Prometheus base URL, without /api/v1")
+    profile: str = Field(
+        default="canaryctl",
+        min_length=1,
+        description="metric names to read: a shipped profile (canaryctl, litellm) or the path of "
+        "a MetricProfile file",
+    )
+    variants: dict[str, str | dict[str, str]] = Field(
+        default_factory=dict,
+        description="what Prometheus calls a flag variation in the profile's variant label "
+        "(e.g. a LiteLLM model group), or per label name; default: the variation's own value",
+    )
     route: str | None = Field(default=None, description="only count this gateway route")
     selector: dict[str, str] = Field(
         default_factory=dict, description="more label matchers, e.g. {job: llm-gateway}"
@@ -129,6 +153,22 @@ class PrometheusMetricsSpec(Strict):
             if not _LABEL_NAME.match(name):
                 raise ValueError(f"'{name}' is not a Prometheus label name")
         return selector
+
+    @field_validator("profile")
+    @classmethod
+    def _known_profile(cls, profile: str, info: ValidationInfo) -> str:
+        """A path is made relative to the document, like every path in it."""
+        if is_profile_path(profile):
+            path = Path(profile).expanduser()
+            base = (info.context or {}).get("base_dir")
+            return str(Path(base) / path if base is not None and not path.is_absolute() else path)
+        if shipped_profile(profile) is None:
+            shipped = ", ".join(shipped_profiles())
+            raise ValueError(
+                f"no shipped profile '{profile}' (shipped: {shipped}); "
+                "a profile file needs a path ending in .yaml"
+            )
+        return profile
 
     @model_validator(mode="after")
     def _consistent(self) -> PrometheusMetricsSpec:
@@ -164,10 +204,24 @@ SloMetric = Literal[
 SLO_METRICS: tuple[str, ...] = get_args(SloMetric)
 
 
-class SloSpec(Strict):
-    """A bound on one metric of the canary: absolute (`max`/`min`) or against the baseline."""
+SLO_VARIABLES = frozenset({"variant", "variant_label", "window", "selector", "route"})
+"""Placeholders of a custom SLO's query: `{{variant}}` the variant's label value (quoted for a
+PromQL string), `{{variant_label}}` the profile's label name, `{{window}}` the step's window
+(`95s`), `{{selector}}` the runbook's label matchers without braces, `{{route}}` its route."""
 
-    metric: SloMetric
+
+class SloSpec(Strict):
+    """A bound on one metric of the canary: absolute (`max`/`min`) or against the baseline.
+
+    The metric is a built-in one (`metric`) or the runbook's own PromQL (`query`, with a
+    `name`), which must give one number per variant; only the prometheus provider runs those.
+    """
+
+    metric: SloMetric | None = None
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]+$")
+    query: str | None = Field(
+        default=None, min_length=1, description="PromQL with {{variant}}, {{window}}..."
+    )
     max: float | None = None
     min: float | None = None
     compare: Literal["baseline"] | None = None
@@ -176,6 +230,16 @@ class SloSpec(Strict):
 
     @model_validator(mode="after")
     def _one_kind_of_bound(self) -> SloSpec:
+        if (self.metric is None) == (self.query is None):
+            raise ValueError("needs exactly one of metric (built in) or query (your PromQL)")
+        if self.query is not None:
+            if self.name is None:
+                raise ValueError("name: a query SLO needs a name, used in verdicts and errors")
+            problem = unknown_placeholders(self.query, SLO_VARIABLES)
+            if problem is None and "variant" not in placeholders(self.query):
+                problem = "must use {{variant}}, to measure each variant apart"
+            if problem is not None:
+                raise ValueError(f"query: {problem}")
         absolute = self.max is not None or self.min is not None
         relative = self.max_increase is not None or self.max_ratio is not None
         if absolute and relative:
@@ -190,17 +254,22 @@ class SloSpec(Strict):
     def relative(self) -> bool:
         return self.max_increase is not None or self.max_ratio is not None
 
+    @property
+    def subject(self) -> str:
+        """What is bounded, as shown: the SLO's name, else its built-in metric."""
+        return self.name or self.metric or ""
+
     def describe(self) -> str:
         if self.max_increase is not None:
-            return f"{self.metric} <= baseline + {self.max_increase:g}"
+            return f"{self.subject} <= baseline + {self.max_increase:g}"
         if self.max_ratio is not None:
-            return f"{self.metric} <= baseline x {self.max_ratio:g}"
+            return f"{self.subject} <= baseline x {self.max_ratio:g}"
         parts = []
         if self.min is not None:
             parts.append(f">= {self.min:g}")
         if self.max is not None:
             parts.append(f"<= {self.max:g}")
-        return f"{self.metric} " + " and ".join(parts)
+        return f"{self.subject} " + " and ".join(parts)
 
 
 class AnalysisSpec(Strict):
@@ -217,6 +286,20 @@ class AnalysisSpec(Strict):
         ge=0,
         description="metrics backend errors in a row tolerated before the run restores the flag "
         "and exits 3 (Argo's consecutiveErrorLimit)",
+    )
+    method: Literal["threshold", "sequential"] = Field(
+        default="threshold",
+        description="threshold: compare each window's values with the bounds; sequential: "
+        "anytime-valid tests of the canary against the baseline, accumulated over the run, that "
+        "roll back a canary worse than its margin with a false-rollback rate of at most alpha "
+        "however often they look (see docs/analysis.md)",
+    )
+    alpha: float = Field(
+        default=0.05,
+        gt=0,
+        lt=1,
+        description="sequential: the false-rollback rate allowed over the whole run, all "
+        "relative SLOs together",
     )
 
 
@@ -247,10 +330,13 @@ PauseLength = Annotated[
 
 
 class Step(Strict):
-    """Exactly one of `set_weight` (percent of traffic to the canary) or `pause`."""
+    """Exactly one of `set_weight` (percent of traffic to the canary), `pause`, or `chaos`: a
+    ChaosScenario document (path relative to the runbook) played at the current weight, whose
+    violated hypothesis rolls the canary back."""
 
     set_weight: float | None = None
     pause: PauseLength | None = None
+    chaos: DocPath | None = None
 
     @field_validator("set_weight")
     @classmethod
@@ -261,8 +347,9 @@ class Step(Strict):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Step:
-        if (self.set_weight is None) == (self.pause is None):
-            raise ValueError("a step is exactly one of set_weight or pause")
+        given = [v for v in (self.set_weight, self.pause, self.chaos) if v is not None]
+        if len(given) != 1:
+            raise ValueError("a step is exactly one of set_weight, pause or chaos")
         return self
 
 
@@ -284,6 +371,8 @@ class RolloutSpec(Strict):
     steps: list[Step] = Field(min_length=1)
     on_rollback: list[Hook] = Field(default_factory=list)
     on_promote: list[Hook] = Field(default_factory=list)
+    notify: list[NotifySpec] = Field(default_factory=list)
+    gate: GateSpec | None = None
 
     @model_validator(mode="after")
     def _steps_make_sense(self) -> RolloutSpec:
@@ -297,6 +386,37 @@ class RolloutSpec(Strict):
                     raise ValueError(
                         f"steps[{i}]: set_weight after the 100% step "
                         f"at steps[{full}] makes no sense"
+                    )
+        return self
+
+    @model_validator(mode="after")
+    def _slos_fit_the_metrics(self) -> RolloutSpec:
+        """Custom PromQL SLOs need Prometheus; names are unique; variants name our two."""
+        prometheus = isinstance(self.metrics, PrometheusMetricsSpec)
+        named: dict[str, int] = {}
+        for index, slo in enumerate(self.slos):
+            if slo.query is not None and not prometheus:
+                raise ValueError(
+                    f"slos[{index}].query: custom PromQL SLOs need metrics.provider prometheus"
+                )
+            routed = isinstance(self.metrics, PrometheusMetricsSpec) and self.metrics.route
+            if slo.query is not None and "route" in placeholders(slo.query) and not routed:
+                raise ValueError(
+                    f"slos[{index}].query: uses {{{{route}}}} but metrics.route is not set"
+                )
+            if slo.name is not None:
+                if slo.name in named:
+                    raise ValueError(
+                        f"slos[{index}].name: '{slo.name}' already names slos[{named[slo.name]}]"
+                    )
+                named[slo.name] = index
+        if isinstance(self.metrics, PrometheusMetricsSpec):
+            ours = {self.flag.baseline, self.flag.canary}
+            for variation in self.metrics.variants:
+                if variation not in ours:
+                    raise ValueError(
+                        f"metrics.variants: '{variation}' is neither the baseline nor the canary "
+                        "variation"
                     )
         return self
 

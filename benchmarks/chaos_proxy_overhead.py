@@ -1,0 +1,159 @@
+"""How much latency the fault proxy adds when no fault is active.
+
+A simulated provider answering instantly runs in one process, `canaryctl chaos proxy` in front of
+it in another, and this process sends an open-loop stream of chat completions (Poisson arrivals
+at --rate per second) alternately straight to the provider and through the proxy, in rounds, so
+that drift in the machine's load hits both paths alike. Prints p50/p90/p99 of each path and the
+difference, for plain and streamed requests.
+
+    python benchmarks/chaos_proxy_overhead.py [--rate 200] [--seconds 5] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+
+import httpx
+
+BODY = {"model": "bench", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 16}
+
+
+def serve_upstream() -> None:
+    """Child mode: a lab provider with zero latency, URL printed on stdout."""
+    from canaryctl.chaos import BackgroundServer
+    from canaryctl.lab.provider import SimulatedProvider
+    from canaryctl.runbook.lab import ProviderProfile
+
+    profile = ProviderProfile.model_validate(
+        {"name": "bench", "latency": {"median": 0, "p95": 0}, "tokens": {"completion_mean": 16}}
+    )
+    with BackgroundServer(SimulatedProvider(profile).app) as server:
+        print(server.url, flush=True)
+        sys.stdin.read()  # until the parent closes our stdin
+
+
+async def one(client: httpx.AsyncClient, url: str, stream: bool) -> float | None:
+    """Seconds to the last byte; None for a failed request (counted, not timed)."""
+    started = time.perf_counter()
+    try:
+        if stream:
+            async with client.stream("POST", url, json={**BODY, "stream": True}) as response:
+                async for _ in response.aiter_bytes():
+                    pass
+        else:
+            response = await client.post(url, json=BODY)
+    except httpx.HTTPError:
+        return None
+    if response.status_code != 200:
+        return None
+    return time.perf_counter() - started
+
+
+async def phase(
+    url: str, rate: float, seconds: float, stream: bool, rng: random.Random
+) -> list[float | None]:
+    """Open loop: requests start on a Poisson schedule whatever the earlier ones are doing."""
+    limits = httpx.Limits(max_connections=500, max_keepalive_connections=500)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+        for _ in range(20):  # warm the connection pools on both sides
+            await one(client, url, stream)
+        tasks = []
+        start = time.perf_counter()
+        at = 0.0
+        while at < seconds:
+            delay = start + at - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(client, url, stream)))
+            at += rng.expovariate(rate)
+        return list(await asyncio.gather(*tasks))
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=1000, method="inclusive")[round(q * 1000) - 1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=200.0, help="requests per second")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of one phase")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--serve-upstream", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_upstream:
+        serve_upstream()
+        return
+    env = {**os.environ, "CANARYCTL_CHAOS_TOKEN": "bench"}
+    upstream = subprocess.Popen(
+        [sys.executable, __file__, "--serve-upstream"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert upstream.stdout is not None
+    upstream_url = upstream.stdout.readline().strip()
+    proxy = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "canaryctl",
+            "chaos",
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            upstream_url,
+            "-o",
+            "json",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proxy.stdout is not None
+    proxy_url = json.loads(proxy.stdout.readline())["url"]
+    time.sleep(0.5)
+    rng = random.Random(args.seed)
+    try:
+        print(f"open loop at {args.rate:g} req/s, {args.rounds} x {args.seconds:g}s per path")
+        print(
+            f"{'request':<9}{'path':<8}{'n':>6}{'failed':>8}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}"
+        )
+        for stream in (False, True):
+            results: dict[str, list[float | None]] = {"direct": [], "proxy": []}
+            for _ in range(args.rounds):
+                for name, base in (("direct", upstream_url), ("proxy", proxy_url)):
+                    url = f"{base}/v1/chat/completions"
+                    results[name] += asyncio.run(phase(url, args.rate, args.seconds, stream, rng))
+            kind = "stream" if stream else "plain"
+            latencies = {n: [t for t in v if t is not None] for n, v in results.items()}
+            cut = {
+                n: [percentile(v, q) * 1000 for q in (0.5, 0.9, 0.99)] for n, v in latencies.items()
+            }
+            for name, values in latencies.items():
+                p50, p90, p99 = cut[name]
+                failed = len(results[name]) - len(values)
+                print(
+                    f"{kind:<9}{name:<8}{len(values):>6}{failed:>8}"
+                    f"{p50:>9.2f}{p90:>9.2f}{p99:>9.2f}"
+                )
+            added = [p - d for p, d in zip(cut["proxy"], cut["direct"], strict=True)]
+            print(f"{kind:<9}{'added':<8}{'':>14}{added[0]:>9.2f}{added[1]:>9.2f}{added[2]:>9.2f}")
+    finally:
+        proxy.terminate()
+        proxy.wait(10)
+        upstream.stdin.close()  # type: ignore[union-attr]
+        upstream.wait(10)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,394 @@
+"""Sequential analysis: each relative SLO is an anytime-valid test that accumulates over the run.
+
+Each analysis brings the counts since the step's window began; the ledger remembers the last
+counts of the window, so only what is new feeds the tests, and the tests' state lives on across
+steps (and across a resume, stored with the controller's state). Per relative SLO:
+
+- error_rate, fallback_rate: the ratio of the canary's event rate to the baseline's, from counts
+  (rate_ratio.py), against `max_ratio`; `max_increase` is read as the ratio
+  1 + max_increase / (the baseline's rate so far), which moves as the baseline's rate is learnt.
+- latency percentiles: the share of requests slower than a histogram bucket edge near the
+  baseline's percentile (chosen on the first interval with baseline latencies), the same ratio
+  test. The canary is held to the edge at or above `edge · max_ratio` (or `edge + max_increase`):
+  if the canary's latencies were the baseline's stretched by at most the margin, it would be slow
+  past that edge no more often than the baseline past its own.
+- cost_per_query_usd, tokens_per_query: paired per-interval differences of means against the
+  allowance (mean_difference.py); an asymptotic guarantee.
+
+With m relative SLOs each is rejected at e-value >= m / alpha, so that, by a union bound, a canary
+no worse than its margins on every SLO is rolled back with probability at most alpha over the
+whole run. A rejection is final: the check fails from then on. Without a rejection a check passes
+once its window has `min_requests` per variant: a point estimate beyond the margin that the
+evidence does not back is noise, which is what threshold checks misfire on. Absolute bounds
+(`max`/`min`) stay threshold checks on the window, as in the threshold method: they are limits on
+the canary alone, not comparisons to test.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from canaryctl.analysis.judge import judge_slo
+from canaryctl.analysis.mean_difference import MeanDifference
+from canaryctl.analysis.rate_ratio import RateRatio
+from canaryctl.analysis.verdict import Check, Evidence, Outcome, Verdict
+from canaryctl.metrics.base import Observation, VariantStats
+from canaryctl.metrics.measures import histogram_quantile
+from canaryctl.runbook.rollout import AnalysisSpec, SloSpec
+
+__all__ = ["judge_sequential", "sequential_metric"]
+
+_EVENTS: dict[str, Callable[[VariantStats], float]] = {
+    "error_rate": lambda s: s.errors,
+    "fallback_rate": lambda s: s.fallbacks,
+}
+_QUANTILES = {
+    "latency_p50_seconds": 0.50,
+    "latency_p90_seconds": 0.90,
+    "latency_p95_seconds": 0.95,
+    "latency_p99_seconds": 0.99,
+}
+_TOTALS: dict[str, Callable[[VariantStats], float]] = {
+    "cost_per_query_usd": lambda s: s.cost_usd,
+    "tokens_per_query": lambda s: s.prompt_tokens + s.completion_tokens,
+}
+
+
+def sequential_metric(slo: SloSpec) -> bool:
+    """Is this SLO tested sequentially (relative, on a metric with a test), or by threshold?"""
+    return slo.relative and any(slo.metric in kind for kind in (_EVENTS, _QUANTILES, _TOTALS))
+
+
+# -- per-SLO tests --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _CountTest:
+    """A ratio-of-rates test. Latency `edges` are fixed by the first interval with baseline
+    latencies; `untestable` says why the SLO falls back to its threshold. The baseline's totals
+    place a `max_increase` margin."""
+
+    edges: tuple[float, float] | None = None
+    ratio: RateRatio | None = None
+    baseline_requests: float = 0.0
+    baseline_events: float = 0.0
+    rejected: bool = False
+    untestable: str | None = None
+
+    def observe(self, slo: SloSpec, canary: VariantStats, baseline: VariantStats) -> _CountTest:
+        if self.untestable is not None or canary.requests <= 0 or baseline.requests <= 0:
+            return self
+        if self.ratio is None:
+            started = self._start(slo, baseline)
+            return started.observe(slo, canary, baseline) if slo.metric in _EVENTS else started
+        if slo.metric in _EVENTS:
+            counts: tuple[float | None, float | None] = (
+                _EVENTS[slo.metric](canary),
+                _EVENTS[slo.metric](baseline),
+            )
+        else:
+            assert self.edges is not None  # a latency test starts with its edges
+            counts = (_slower(canary, self.edges[1]), _slower(baseline, self.edges[0]))
+        canary_events, baseline_events = counts
+        if canary_events is None or baseline_events is None:
+            return self
+        share = canary.requests / (canary.requests + baseline.requests)
+        return replace(
+            self,
+            ratio=self.ratio.observe(canary_events, baseline_events, share),
+            baseline_requests=self.baseline_requests + baseline.requests,
+            baseline_events=self.baseline_events + baseline_events,
+        )
+
+    def _start(self, slo: SloSpec, baseline: VariantStats) -> _CountTest:
+        """Error and fallback rates are tested from the first interval on: the grid sits at
+        `max_ratio`, or at 1 for `max_increase`, whose margin moves with the baseline's rate.
+        Latency first picks its edges on this interval's baseline, and is tested from the next."""
+        if slo.metric in _EVENTS:
+            return replace(self, ratio=RateRatio(slo.max_ratio or 1.0))
+        quantile = histogram_quantile(_QUANTILES[slo.metric], baseline.latency_buckets)
+        finite = [bound for bound, _ in baseline.latency_buckets if math.isfinite(bound)]
+        if quantile is None or not finite:
+            return self  # no latencies yet: try again on a later interval
+        edge = min(finite, key=lambda bound: abs(bound - quantile))
+        if slo.max_ratio is not None:
+            allowed = edge * slo.max_ratio
+        else:
+            allowed = edge + (slo.max_increase or 0.0)
+        canary_edge = next((b for b in finite if b >= allowed * (1 - 1e-9)), None)
+        if canary_edge is None:
+            return replace(
+                self,
+                untestable=f"no latency bucket edge at or above {allowed:.4g}s to hold the "
+                "canary to; judged by threshold",
+            )
+        return replace(self, edges=(edge, canary_edge), ratio=RateRatio(1.0))
+
+    def margin(self, slo: SloSpec) -> float:
+        """The largest ratio allowed now. For `max_increase` on a rate it is
+        1 + max_increase / (the baseline's rate so far); any margin, even one that moves with
+        the data, keeps the guarantee, because the test rejects exactly when the lower bound of
+        the ratio's confidence sequence passes it, and that bound holds at all times at once."""
+        if self.edges is None and slo.max_increase is not None:
+            rate = (self.baseline_events + 1) / (self.baseline_requests + 1)
+            return 1 + slo.max_increase / rate
+        return self.ratio.margin if self.ratio is not None else 1.0
+
+    def evidence(self, slo: SloSpec, alpha: float) -> Evidence | None:
+        if self.ratio is None:
+            return None
+        margin = self.margin(slo)
+        upper = self.ratio.upper_bound(alpha)
+        if self.edges is None:
+            events = slo.metric.removesuffix("_rate")
+            test = f"{events} rate ratio canary/baseline <= {margin:.4g}"
+        else:
+            test = (
+                f"ratio of shares slower than {self.edges[1]:g}s (canary) and "
+                f"{self.edges[0]:g}s (baseline) <= 1"
+            )
+        return Evidence(
+            test=test,
+            e_value=self.ratio.e_value_above(margin),
+            threshold=1 / alpha,
+            estimate=self.ratio.estimate(),
+            lower=self.ratio.lower_bound(alpha),
+            upper=None if math.isinf(upper) else upper,
+            samples=self.ratio.events,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": "count",
+            "edges": None if self.edges is None else list(self.edges),
+            "ratio": None if self.ratio is None else self.ratio.to_dict(),
+            "baseline_requests": self.baseline_requests,
+            "baseline_events": self.baseline_events,
+            "rejected": self.rejected,
+            "untestable": self.untestable,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> _CountTest:
+        edges, ratio = data["edges"], data["ratio"]
+        return cls(
+            edges=None if edges is None else (edges[0], edges[1]),
+            ratio=None if ratio is None else RateRatio.from_dict(ratio),
+            baseline_requests=data["baseline_requests"],
+            baseline_events=data["baseline_events"],
+            rejected=data["rejected"],
+            untestable=data["untestable"],
+        )
+
+
+@dataclass(frozen=True)
+class _MeanTest:
+    """A difference-of-means test on per-query cost or tokens."""
+
+    difference: MeanDifference = field(default_factory=MeanDifference)
+    rejected: bool = False
+
+    def observe(self, slo: SloSpec, canary: VariantStats, baseline: VariantStats) -> _MeanTest:
+        if canary.requests <= 0 or baseline.requests <= 0:
+            return self
+        total = _TOTALS[slo.metric]
+        canary_mean = total(canary) / canary.requests
+        baseline_mean = total(baseline) / baseline.requests
+        if slo.max_ratio is not None:
+            allowed = baseline_mean * slo.max_ratio
+        else:
+            allowed = baseline_mean + (slo.max_increase or 0.0)
+        return replace(self, difference=self.difference.observe(canary_mean - allowed))
+
+    def evidence(self, slo: SloSpec, alpha: float) -> Evidence:
+        lower, upper = self.difference.bounds(alpha)
+        return Evidence(
+            test=f"mean of {slo.metric} minus its allowance, per interval, <= 0 (asymptotic)",
+            e_value=self.difference.e_value(),
+            threshold=1 / alpha,
+            estimate=self.difference.mean(),
+            lower=None if math.isinf(lower) else lower,
+            upper=None if math.isinf(upper) else upper,
+            samples=self.difference.intervals,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "mean", "difference": self.difference.to_dict(), "rejected": self.rejected}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> _MeanTest:
+        return cls(MeanDifference.from_dict(data["difference"]), data["rejected"])
+
+
+_Test = _CountTest | _MeanTest
+
+
+def _new_test(slo: SloSpec) -> _Test:
+    return _MeanTest() if slo.metric in _TOTALS else _CountTest()
+
+
+def _test_from_dict(data: dict[str, Any]) -> _Test:
+    return _MeanTest.from_dict(data) if data["kind"] == "mean" else _CountTest.from_dict(data)
+
+
+# -- the ledger: counts already seen, and the tests --------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Ledger:
+    window: float | None = None
+    seen: dict[str, VariantStats] = field(default_factory=dict)
+    tests: dict[str, _Test] = field(default_factory=dict)
+
+    def new_counts(self, observation: Observation, variant: str) -> VariantStats:
+        """What `variant` did since the last analysis of the same window (all of a new one)."""
+        current = observation.of(variant)
+        if observation.start != self.window or variant not in self.seen:
+            return current
+        return _minus(current, self.seen[variant])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "window": self.window,
+            "seen": {variant: asdict(stats) for variant, stats in self.seen.items()},
+            "tests": {key: test.to_dict() for key, test in self.tests.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> _Ledger:
+        if not data:
+            return cls()
+        seen = {
+            variant: VariantStats(
+                **{**stats, "latency_buckets": tuple(tuple(b) for b in stats["latency_buckets"])}
+            )
+            for variant, stats in data["seen"].items()
+        }
+        tests = {key: _test_from_dict(test) for key, test in data["tests"].items()}
+        return cls(data["window"], seen, tests)
+
+
+def _minus(current: VariantStats, earlier: VariantStats) -> VariantStats:
+    """Counter differences, never negative (a restarted gateway resets its counters)."""
+    bounds = [b for b, _ in current.latency_buckets]
+    buckets: tuple[tuple[float, float], ...] = ()
+    if bounds == [b for b, _ in earlier.latency_buckets]:
+        buckets = tuple(
+            (bound, max(now - before, 0.0))
+            for (bound, now), (_, before) in zip(
+                current.latency_buckets, earlier.latency_buckets, strict=True
+            )
+        )
+    return VariantStats(
+        requests=max(current.requests - earlier.requests, 0.0),
+        errors=max(current.errors - earlier.errors, 0.0),
+        fallbacks=max(current.fallbacks - earlier.fallbacks, 0.0),
+        latency_buckets=buckets,
+        prompt_tokens=max(current.prompt_tokens - earlier.prompt_tokens, 0.0),
+        completion_tokens=max(current.completion_tokens - earlier.completion_tokens, 0.0),
+        cost_usd=max(current.cost_usd - earlier.cost_usd, 0.0),
+    )
+
+
+def _slower(stats: VariantStats, edge: float) -> float | None:
+    """Requests slower than `edge` (a bucket bound); None if the histogram lacks that bound."""
+    if not stats.latency_buckets:
+        return None
+    total = stats.latency_buckets[-1][1]
+    for bound, count in stats.latency_buckets:
+        if math.isclose(bound, edge, rel_tol=1e-9):
+            return max(total - count, 0.0)
+    return None
+
+
+# -- the judge ----------------------------------------------------------------------------------
+
+
+def judge_sequential(
+    slos: Sequence[SloSpec],
+    analysis: AnalysisSpec,
+    observation: Observation,
+    state: dict[str, Any],
+    *,
+    baseline: str,
+    canary: str,
+    baseline_served: bool = True,
+) -> tuple[Verdict, dict[str, Any]]:
+    """The verdict on this analysis and the ledger to keep for the next; `state` is the ledger
+    the previous analysis returned ({} at the start of a run)."""
+    ledger = _Ledger.from_dict(state)
+    canary_new = ledger.new_counts(observation, canary)
+    baseline_new = ledger.new_counts(observation, baseline)
+    tested = sum(1 for slo in slos if sequential_metric(slo))
+    alpha = analysis.alpha / max(tested, 1)
+    tests = dict(ledger.tests)
+    checks: list[Check] = []
+    for index, slo in enumerate(slos):
+        if not baseline_served and slo.relative:
+            continue
+        window = judge_slo(
+            slo, analysis.min_requests, observation, baseline=baseline, canary=canary
+        )
+        if not sequential_metric(slo):
+            checks.append(window)
+            continue
+        key = f"{index}:{slo.describe()}"
+        test = tests.get(key) or _new_test(slo)
+        test = test.observe(slo, canary_new, baseline_new)
+        evidence = test.evidence(slo, alpha)
+        if evidence is not None and (test.rejected or evidence.e_value >= evidence.threshold):
+            test = replace(test, rejected=True)
+        tests[key] = test
+        checks.append(_sequential_check(slo, window, test, evidence))
+    kept = _Ledger(
+        observation.start,
+        {**ledger.seen, canary: observation.of(canary), baseline: observation.of(baseline)},
+        tests,
+    )
+    verdict = Verdict.of(tuple(checks), observation.start, observation.end)
+    return verdict, kept.to_dict()
+
+
+def _sequential_check(slo: SloSpec, window: Check, test: _Test, evidence: Evidence | None) -> Check:
+    """The window's check, decided by the test instead of the window's point estimate."""
+    if isinstance(test, _CountTest) and test.untestable is not None:
+        return replace(window, reason=f"{window.reason} ({test.untestable})")
+    if evidence is None:
+        if window.outcome is Outcome.INCONCLUSIVE:
+            return window
+        return replace(
+            window,
+            outcome=Outcome.INCONCLUSIVE,
+            reason=f"{slo.describe()}: not tested yet (no interval with data from both variants)",
+        )
+    crossed = evidence.e_value >= evidence.threshold
+    stand = (
+        f"e-value {evidence.e_value:.3g} {'>=' if crossed else '<'} {evidence.threshold:.3g}"
+        f", estimate {_show(evidence.estimate)} in [{_show(evidence.lower)}, "
+        f"{_show(evidence.upper)}] over {evidence.samples:g} "
+        f"{'intervals' if isinstance(test, _MeanTest) else 'events'}"
+    )
+    if test.rejected and not crossed:
+        stand += "; it crossed the threshold earlier in the run, which decided"
+    if test.rejected:
+        return replace(
+            window,
+            outcome=Outcome.FAIL,
+            reason=f"{slo.describe()}: the canary is worse than allowed ({evidence.test}: {stand})",
+            evidence=evidence,
+        )
+    if window.outcome is Outcome.INCONCLUSIVE:
+        return replace(window, reason=f"{window.reason}; {stand}", evidence=evidence)
+    return replace(
+        window,
+        outcome=Outcome.PASS,
+        reason=f"{slo.describe()}: no evidence the canary is worse ({stand})",
+        evidence=evidence,
+    )
+
+
+def _show(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"

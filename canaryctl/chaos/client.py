@@ -1,0 +1,97 @@
+"""The fault proxy's admin API from the outside: what `chaos inject|list|clear` and scenarios use.
+
+httpx's errors stop here. Unreachable or failing proxies are retried with backoff and then become
+ChaosBackendError (exit 3); a refused token or a fault the proxy rejects is the user's to fix
+(InvalidInput, exit 2).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import httpx
+
+from canaryctl.chaos.proxy import ADMIN_PREFIX, TOKEN_ENV
+from canaryctl.errors import ChaosBackendError, InvalidInput
+from canaryctl.runbook.scenario import FaultSpec
+
+__all__ = ["ChaosClient", "token_from_env"]
+
+
+def token_from_env(variable: str = TOKEN_ENV) -> str:
+    token = os.environ.get(variable)
+    if not token:
+        raise InvalidInput(f"environment variable {variable} (the chaos admin token) is not set")
+    return token
+
+
+class ChaosClient:
+    """Talks to one proxy; `url` is the proxy's base URL (the admin API is under /_chaos)."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        timeout: float = 5.0,
+        retries: int = 3,
+        backoff: float = 0.2,
+        client: httpx.Client | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self._retries, self._backoff = retries, backoff
+        self._client = client or httpx.Client(timeout=timeout)
+        self._headers = {"Authorization": f"Bearer {token}"}
+
+    def close(self) -> None:
+        self._client.close()
+
+    def faults(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/faults").json()["faults"])
+
+    def add(self, spec: FaultSpec) -> dict[str, Any]:
+        body = spec.model_dump(mode="json", exclude_none=True)
+        return dict(self._call("POST", "/faults", json=body).json())
+
+    def remove(self, fault_id: str) -> bool:
+        """False when the fault was already gone (expired or removed by someone else)."""
+        return self._call("DELETE", f"/faults/{fault_id}", missing_ok=True).status_code == 200
+
+    def clear(self) -> int:
+        return int(self._call("DELETE", "/faults").json()["removed"])
+
+    def _call(
+        self, method: str, path: str, *, missing_ok: bool = False, **kwargs: Any
+    ) -> httpx.Response:
+        url = f"{self.url}{ADMIN_PREFIX}{path}"
+        reason, cause = "", None
+        for attempt in range(self._retries + 1):
+            if attempt:
+                time.sleep(self._backoff * 2 ** (attempt - 1))
+            try:
+                response = self._client.request(method, url, headers=self._headers, **kwargs)
+            except httpx.HTTPError as exc:
+                reason, cause = type(exc).__name__, exc
+                continue
+            if response.status_code in (401, 403, 422):
+                raise InvalidInput(f"chaos proxy {self.url} refused: {_error_of(response)}")
+            if response.status_code == 404 and missing_ok:
+                return response
+            if response.status_code >= 500:
+                reason = f"HTTP {response.status_code}"
+                continue
+            if response.status_code >= 400:
+                raise InvalidInput(f"chaos proxy {self.url}: {_error_of(response)}")
+            return response
+        raise ChaosBackendError(
+            f"chaos proxy {self.url} did not answer after {self._retries + 1} attempt(s): {reason}"
+        ) from cause
+
+
+def _error_of(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("error"))
+    except ValueError:
+        return f"HTTP {response.status_code}"

@@ -1,0 +1,52 @@
+"""Metric profiles for the Prometheus source: find one by name or path, and check it covers
+the runbook's SLOs before anything moves."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from canaryctl.errors import InvalidInput
+from canaryctl.metrics.measures import NEEDS
+from canaryctl.runbook.loader import load_document, parse_document
+from canaryctl.runbook.profile import (
+    MetricProfile,
+    MetricProfileSpec,
+    is_profile_path,
+    shipped_profile,
+    shipped_profiles,
+)
+from canaryctl.runbook.rollout import SloSpec
+
+__all__ = ["ingredients_for", "load_profile"]
+
+
+def load_profile(reference: str) -> MetricProfileSpec:
+    """A shipped profile by name, or a profile file (InvalidDocument naming its lines)."""
+    if is_profile_path(reference):
+        return load_document(reference, expect=MetricProfile).spec
+    text = shipped_profile(reference)
+    if text is None:
+        shipped = ", ".join(shipped_profiles())
+        raise InvalidInput(
+            f"spec.metrics.profile: no shipped profile '{reference}' (shipped: {shipped}); "
+            "a profile file needs a path ending in .yaml"
+        )
+    return parse_document(text, f"shipped profile {reference}", expect=MetricProfile).spec
+
+
+def ingredients_for(
+    slos: Sequence[SloSpec], profile: MetricProfileSpec, profile_name: str
+) -> frozenset[str]:
+    """What the SLOs read; InvalidInput naming the first SLO the profile cannot feed."""
+    needed: set[str] = set()
+    for index, slo in enumerate(slos):
+        if slo.metric is None:
+            continue  # a custom PromQL SLO brings its own query
+        missing = NEEDS[slo.metric] - profile.ingredients
+        if missing:
+            raise InvalidInput(
+                f"spec.slos[{index}]: {slo.metric} needs {', '.join(sorted(missing))}, which "
+                f"metric profile '{profile_name}' does not yield"
+            )
+        needed |= NEEDS[slo.metric]
+    return frozenset(needed)

@@ -1,0 +1,202 @@
+"""The report's chart as inline SVG: canary weight, error rate and p95 on one time axis. Pure.
+
+Three stacked panels share the x axis (time since the run started). Dashed vertical lines mark
+where each step began; a red line marks a rollback, a green one a promotion. Analysis points are
+dots coloured by their verdict; an absolute SLO bound is a dashed red horizontal line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from html import escape
+
+from canaryctl.report.timeline import Analysis, Point, Timeline
+
+__all__ = ["chart_svg", "format_seconds"]
+
+WIDTH, LEFT, RIGHT, TOP, PANEL, GAP, BOTTOM = 960, 78, 24, 34, 150, 46, 40
+_NEAR = 36.0
+"""Pixels within which marker labels would collide: they share one label instead."""
+_OUTCOME_COLOUR = {"pass": "#2e7d32", "fail": "#c62828", "inconclusive": "#f9a825"}
+_ENDING_COLOUR = {
+    "rolling_back": "#c62828",
+    "rolled_back": "#c62828",
+    "promoting": "#2e7d32",
+    "promoted": "#2e7d32",
+}
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = round(seconds)
+    minutes, rest = divmod(seconds, 60)
+    if minutes == 0:
+        return f"{rest}s"
+    return f"{minutes}m{rest:02d}s" if rest else f"{minutes}m"
+
+
+@dataclass(frozen=True)
+class _Panel:
+    title: str
+    series: dict[str, Sequence[Point]]
+    y_max: float
+    label: Callable[[float], str]
+    bound: float | None = None
+
+
+def _nice_max(value: float) -> float:
+    if value <= 0:
+        return 1.0
+    for scale in (10.0**k for k in range(-6, 7)):
+        for step in (1.0, 2.0, 2.5, 5.0):
+            if step * scale >= value:
+                return step * scale
+    return value
+
+
+def _absolute_bound(timeline: Timeline, metric: str) -> float | None:
+    last = timeline.last_analysis
+    if last is None:
+        return None
+    for check in last.checks:
+        if check["metric"] == metric and check.get("baseline_value") is None:
+            return check.get("bound")
+    return None
+
+
+def _panels(timeline: Timeline) -> list[_Panel]:
+    panels = [_Panel("canary weight", {"weight": timeline.weight}, 100.0, lambda v: f"{v:g}%")]
+    for metric, title, label in (
+        ("error_rate", "error rate", lambda v: f"{v * 100:.3g}%"),
+        ("latency_p95_seconds", "p95 latency", lambda v: f"{v:.3g}s"),
+    ):
+        series = timeline.metrics.get(metric, {})
+        bound = _absolute_bound(timeline, metric)
+        values = [v for points in series.values() for _, v in points]
+        top = max([*values, bound or 0.0, 0.0]) * 1.15
+        panels.append(_Panel(title, series, _nice_max(top), label, bound))
+    return panels
+
+
+def chart_svg(timeline: Timeline) -> str:
+    panels = _panels(timeline)
+    height = TOP + len(panels) * PANEL + (len(panels) - 1) * GAP + BOTTOM
+    span = max(timeline.duration, 1e-9)
+    plot_right = WIDTH - RIGHT
+
+    def x(t: float) -> float:
+        return LEFT + (plot_right - LEFT) * max(0.0, min(t, span)) / span
+
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="timeline" viewBox="0 0 {WIDTH} {height}"'
+        f' width="{WIDTH}" height="{height}" role="img"'
+        f' aria-label="canary weight, error rate and p95 over time">',
+        "<style>text{font:11px sans-serif;fill:#333}.title{font-weight:bold}"
+        ".grid{stroke:#e0e0e0}.axis{stroke:#999}</style>",
+    ]
+    analyses = timeline.analyses
+    for index, panel in enumerate(panels):
+        top = TOP + index * (PANEL + GAP)
+
+        def y(value: float, top: float = top, panel: _Panel = panel) -> float:
+            return top + PANEL - PANEL * max(0.0, min(value, panel.y_max)) / panel.y_max
+
+        out.append(
+            f'<g class="panel" data-panel="{escape(panel.title)}">'
+            f'<rect x="{LEFT}" y="{top}" width="{plot_right - LEFT}" height="{PANEL}"'
+            ' fill="#fafafa" stroke="#ccc"/>'
+            f'<text class="title" x="{LEFT}" y="{top - 8}">{escape(panel.title)}</text>'
+        )
+        for fraction in (0.0, 0.5, 1.0):
+            value = panel.y_max * fraction
+            out.append(
+                f'<line class="grid" x1="{LEFT}" x2="{plot_right}" y1="{y(value):.1f}"'
+                f' y2="{y(value):.1f}"/><text x="{LEFT - 6}" y="{y(value) + 4:.1f}"'
+                f' text-anchor="end">{escape(panel.label(value))}</text>'
+            )
+        if panel.bound is not None:
+            out.append(
+                f'<line class="bound" x1="{LEFT}" x2="{plot_right}" y1="{y(panel.bound):.1f}"'
+                f' y2="{y(panel.bound):.1f}" stroke="#c62828" stroke-dasharray="6 3"/>'
+                f'<text x="{plot_right - 4}" y="{y(panel.bound) - 4:.1f}" text-anchor="end"'
+                f' fill="#c62828">SLO {escape(panel.label(panel.bound))}</text>'
+            )
+        if not any(panel.series.values()):
+            out.append(
+                f'<text x="{(LEFT + plot_right) / 2}" y="{top + PANEL / 2}" text-anchor="middle"'
+                ' fill="#888">not measured by this runbook\'s SLOs</text>'
+            )
+        colours = {"weight": "#1565c0", "canary": "#ef6c00", "baseline": "#757575"}
+        for role, points in panel.series.items():
+            if not points:
+                continue
+            coords = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in points)
+            dash = ' stroke-dasharray="4 3"' if role == "baseline" else ""
+            out.append(
+                f'<polyline class="series {role}" points="{coords}" fill="none"'
+                f' stroke="{colours[role]}" stroke-width="2"{dash}/>'
+            )
+            if role == "canary":
+                for (t, v), analysis in zip(points, _at_times(analyses, points), strict=True):
+                    colour = _OUTCOME_COLOUR.get(analysis, "#888")
+                    out.append(
+                        f'<circle class="analysis {analysis}" cx="{x(t):.1f}" cy="{y(v):.1f}"'
+                        f' r="3.5" fill="{colour}"/>'
+                    )
+        out.append("</g>")
+        legend_x = plot_right - 200
+        if index > 0 and any(panel.series.values()):
+            out.append(
+                f'<text x="{legend_x}" y="{top - 8}"><tspan fill="#ef6c00">━ canary '
+                f'{escape(timeline.canary)}</tspan>  <tspan fill="#757575">┅ baseline '
+                f"{escape(timeline.baseline)}</tspan></text>"
+            )
+    chart_bottom = TOP + len(panels) * PANEL + (len(panels) - 1) * GAP
+    labelled: list[tuple[float, list[str]]] = []
+    for number, step in enumerate(timeline.steps, 1):
+        at = x(step.at)
+        out.append(
+            f'<line class="step-boundary" x1="{at:.1f}" x2="{at:.1f}" y1="{TOP}"'
+            f' y2="{chart_bottom}" stroke="#9e9e9e" stroke-dasharray="3 3">'
+            f"<title>step {number}: {escape(step.label)}</title></line>"
+        )
+        if labelled and at - labelled[-1][0] < _NEAR:
+            labelled[-1][1].append(str(number))
+        else:
+            labelled.append((at, [str(number)]))
+    for at, numbers in labelled:
+        out.append(
+            f'<text class="step-label" x="{at + 2:.1f}" y="{TOP - 22}" fill="#777">'
+            f"{escape(','.join(numbers))}</text>"
+        )
+    endings: list[tuple[float, str, str]] = []
+    for ending in timeline.endings:
+        at = x(ending.at)
+        colour = _ENDING_COLOUR.get(ending.kind, "#6a1b9a")
+        out.append(
+            f'<line class="ending {escape(ending.kind)}" x1="{at:.1f}" x2="{at:.1f}" y1="{TOP}"'
+            f' y2="{chart_bottom}" stroke="{colour}" stroke-width="2"/>'
+        )
+        if endings and at - endings[-1][0] < _NEAR:
+            endings[-1] = (at, ending.label, colour)  # the later state says more
+        else:
+            endings.append((at, ending.label, colour))
+    for at, label, colour in endings:
+        out.append(
+            f'<text class="title" x="{at - 4:.1f}" y="{TOP + 14}" text-anchor="end"'
+            f' fill="{colour}">{escape(label)}</text>'
+        )
+    for fraction in (0.0, 0.25, 0.5, 0.75, 1.0):
+        t = span * fraction
+        out.append(
+            f'<text x="{x(t):.1f}" y="{chart_bottom + 18}" text-anchor="middle">'
+            f"{escape(format_seconds(t))}</text>"
+        )
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _at_times(analyses: Sequence[Analysis], points: Sequence[Point]) -> list[str]:
+    """Each point's analysis outcome (points are drawn from analyses at the same instants)."""
+    by_time = {a.at: a.outcome for a in analyses}
+    return [by_time.get(t, "") for t, _ in points]

@@ -1,0 +1,137 @@
+"""The `MetricProfile` document: which PromQL gives each count the analysis needs.
+
+A profile is what lets canaryctl watch a gateway it did not write: it maps the *ingredients* of
+the SLO metrics (requests, errors, latency buckets, tokens, cost, fallbacks) to PromQL templates
+over that gateway's metric names. canaryctl ships `canaryctl` (its own gateway) and `litellm`
+(LiteLLM proxy) under canaryctl/metrics/profiles/; a user's own profile is a file of this kind.
+
+Each query returns one series per variant (grouped by the variant label, plus `le` for latency
+buckets); `yields` says which ingredients its rows add to, each with an optional label filter, so
+one query can feed several ingredients (requests split by `outcome` into errors and fallbacks).
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from typing import Literal, get_args
+
+from pydantic import Field, field_validator, model_validator
+
+from canaryctl.runbook.common import API_VERSION, Metadata, Strict
+from canaryctl.runbook.promql import placeholders, unknown_placeholders
+
+__all__ = [
+    "INGREDIENTS",
+    "PROFILE_VARIABLES",
+    "Ingredient",
+    "MetricProfile",
+    "MetricProfileSpec",
+    "ProfileQuery",
+    "is_profile_path",
+    "shipped_profile",
+    "shipped_profiles",
+]
+
+Ingredient = Literal[
+    "requests",
+    "errors",
+    "fallbacks",
+    "latency_buckets",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+]
+INGREDIENTS: tuple[str, ...] = get_args(Ingredient)
+
+PROFILE_VARIABLES = frozenset({"window", "selector"})
+"""`{{window}}`: the step's window as a PromQL duration (`95s`); `{{selector}}`: the runbook's
+label matchers without braces (`route="support-bot",job="gw"`), empty when there are none."""
+
+_LABEL_NAME = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
+
+
+class ProfileQuery(Strict):
+    """One PromQL template and the ingredients its rows add to."""
+
+    promql: str = Field(min_length=1)
+    variant_label: str | None = Field(
+        default=None,
+        pattern=_LABEL_NAME,
+        description="label holding the variant in this query's result; default spec.variant_label",
+    )
+    yields: dict[Ingredient, dict[str, str]] = Field(
+        min_length=1,
+        description="ingredient -> label filter ({} = every row), e.g. errors: {outcome: error}",
+    )
+
+    @field_validator("promql")
+    @classmethod
+    def _placeholders(cls, promql: str) -> str:
+        problem = unknown_placeholders(promql, PROFILE_VARIABLES)
+        if problem is not None:
+            raise ValueError(problem)
+        if "window" not in placeholders(promql):
+            raise ValueError("must use {{window}}: counts are taken over the step's window")
+        return promql
+
+    @field_validator("yields")
+    @classmethod
+    def _filter_labels(cls, yields: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        for ingredient, labels in yields.items():
+            for name in labels:
+                if not re.match(_LABEL_NAME, name):
+                    raise ValueError(f"{ingredient}: '{name}' is not a Prometheus label name")
+        return yields
+
+
+class MetricProfileSpec(Strict):
+    variant_label: str = Field(
+        pattern=_LABEL_NAME, description="label whose value names the variant (model group)"
+    )
+    queries: list[ProfileQuery] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _each_ingredient_once(self) -> MetricProfileSpec:
+        first: dict[str, int] = {}
+        for index, query in enumerate(self.queries):
+            for ingredient in query.yields:
+                if ingredient in first:
+                    raise ValueError(
+                        f"queries[{index}].yields.{ingredient}: already yielded by "
+                        f"queries[{first[ingredient]}]"
+                    )
+                first[ingredient] = index
+        if "requests" not in first:
+            raise ValueError("queries: no query yields requests, which every analysis needs")
+        return self
+
+    def label_of(self, query: ProfileQuery) -> str:
+        return query.variant_label or self.variant_label
+
+    @property
+    def ingredients(self) -> frozenset[str]:
+        return frozenset(i for query in self.queries for i in query.yields)
+
+
+class MetricProfile(Strict):
+    api_version: Literal["canaryctl/v1"] = Field(alias="apiVersion", default=API_VERSION)
+    kind: Literal["MetricProfile"]
+    metadata: Metadata
+    spec: MetricProfileSpec
+
+
+def is_profile_path(reference: str) -> bool:
+    """A runbook's `profile:` is a file when it looks like one, else the name of a shipped one."""
+    return "/" in reference or reference.endswith((".yaml", ".yml"))
+
+
+def shipped_profile(name: str) -> str | None:
+    """The text of the profile canaryctl ships under `name`, None if there is none."""
+    entry = resources.files("canaryctl").joinpath("metrics", "profiles", f"{name}.yaml")
+    return entry.read_text(encoding="utf-8") if entry.is_file() else None
+
+
+def shipped_profiles() -> list[str]:
+    folder = resources.files("canaryctl").joinpath("metrics", "profiles")
+    return sorted(e.name[: -len(".yaml")] for e in folder.iterdir() if e.name.endswith(".yaml"))

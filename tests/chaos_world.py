@@ -1,0 +1,116 @@
+"""A chaos test world on loopback: a lab primary behind the fault proxy, a lab backup, the gateway
+(route `bot`) whose flag serves `primary` (falls back to `backup`) or `primary-direct` (does not),
+and traffic. Shared by the scenario and drill tests."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from canaryctl.chaos import BackgroundServer, ChaosClient, create_proxy_app
+from canaryctl.lab import LabStack
+from canaryctl.lab.provider import SimulatedProvider
+from canaryctl.runbook import LabSpec
+from canaryctl.runbook.lab import ProviderProfile
+
+TOKEN = "scenario-test-token"
+FLAG = "support-bot-model"
+EXAMPLE = Path(__file__).parent.parent / "scenarios" / "primary-503.yaml"
+
+
+def write_flag(path: Path, serve: int) -> None:
+    flag = {
+        "key": FLAG,
+        "on": True,
+        "variations": ["primary", "primary-direct"],
+        "fallthrough": {"variation": serve},
+        "offVariation": 0,
+        "version": serve + int(time.time()),
+        "salt": FLAG,
+        "targets": [],
+        "contextTargets": [],
+        "rules": [],
+        "prerequisites": [],
+        "trackEvents": False,
+    }
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"flags": {FLAG: flag}, "segments": {}}))
+    tmp.replace(path)
+
+
+class World:
+    def __init__(self, tmp: Path, proxy_url: str, stack: LabStack) -> None:
+        self.tmp, self.proxy_url, self.stack = tmp, proxy_url, stack
+        self.flags = tmp / "flags.json"
+        self.admin = ChaosClient(proxy_url, TOKEN)
+
+    def serve(self, variant: str) -> None:
+        """Point the route at `primary` (with fallback) or `primary-direct` (without)."""
+        write_flag(self.flags, ["primary", "primary-direct"].index(variant))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.stack.traffic and self.stack.traffic.snapshot().by_variant.get(variant):
+                before = sum(self.stack.traffic.snapshot().by_variant[variant].values())
+                time.sleep(0.5)
+                if sum(self.stack.traffic.snapshot().by_variant[variant].values()) > before:
+                    return
+            time.sleep(0.1)
+        raise AssertionError(f"the gateway never served {variant}")
+
+    def scenario(self, name: str = "scenario", **spec: Any) -> Path:
+        """The shipped example, aimed at this world and shortened to seconds."""
+        document = yaml.safe_load(EXAMPLE.read_text())
+        document["spec"]["target"]["url"] = self.proxy_url
+        document["spec"]["hypothesis"].update(
+            metrics={"provider": "scrape", "targets": [self.stack.metrics_url], "route": "bot"},
+            window="2s",
+            interval="1s",
+            min_requests=20,
+        )
+        document["spec"].update({"duration": "4s", "recovery": "1s", **spec})
+        path = self.tmp / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(document))
+        return path
+
+
+@contextmanager
+def chaos_world(tmp: Path) -> Iterator[World]:
+    profile = ProviderProfile.model_validate(
+        {"name": "primary", "latency": {"median": 0.05, "p95": 0.15}}
+    )
+    with BackgroundServer(SimulatedProvider(profile).app) as primary:
+        proxy = BackgroundServer(create_proxy_app(primary.url, token=TOKEN))
+        with proxy:
+            write_flag(tmp / "flags.json", 0)
+            lab = LabSpec.model_validate(
+                {
+                    "providers": [{"name": "backup", "latency": {"median": 0.05, "p95": 0.15}}],
+                    "gateway": {
+                        "listen": "127.0.0.1:0",
+                        "flags": {
+                            "provider": "file",
+                            "path": str(tmp / "flags.json"),
+                            "poll_interval": 0.1,
+                        },
+                        "routes": [{"name": "bot", "flag": FLAG, "default_model": "primary"}],
+                        "models": [
+                            {"name": "primary", "base_url": proxy.url, "fallback": ["backup"]},
+                            {
+                                "name": "primary-direct",
+                                "base_url": proxy.url,
+                                "upstream_model": "primary",
+                            },
+                            {"name": "backup", "base_url": "lab://backup"},
+                        ],
+                    },
+                    "traffic": {"route": "bot", "rate": 40, "users": 100, "concurrency": 32},
+                }
+            )
+            with LabStack(lab) as stack:
+                yield World(tmp, proxy.url, stack)

@@ -1,0 +1,129 @@
+"""A real Prometheus server for tests (Debian's `prometheus` binary), on a free loopback port.
+
+It runs with its own storage and a generated config scraping every second; `scrape(urls)` sets
+the targets by rewriting the config and reloading. Without the binary, tests using it skip
+locally and FAIL in CI (env CI set), where .ci/run installs it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+WAIT = 30.0
+"""Seconds to wait for Prometheus to catch up before a test fails: a bound, not an assertion."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def eventually(what: str, condition: Callable[[], bool]) -> None:
+    """Poll until `condition` holds; fail naming `what` if it never does within WAIT."""
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for {what}")
+        time.sleep(0.2)
+
+
+class PrometheusServer:
+    """A running Prometheus; `scrape(urls)` points it at metrics endpoints and waits until up."""
+
+    def __init__(self, binary: str, workdir: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._config = workdir / "prometheus.yml"
+        self._write_config([])
+        self._log = (workdir / "prometheus.log").open("wb")
+        self._process = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={self._config}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--web.enable-lifecycle",
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        eventually("Prometheus to be ready", self._ready)
+
+    def _ready(self) -> bool:
+        if self._process.poll() is not None:
+            pytest.fail(f"prometheus exited with {self._process.returncode}; see {self._log.name}")
+        try:
+            return httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _write_config(self, urls: list[str]) -> None:
+        jobs = []
+        for i, url in enumerate(urls):
+            parsed = httpx.URL(url)
+            target = {"targets": [f"{parsed.host}:{parsed.port}"]}
+            jobs.append(
+                {"job_name": f"target-{i}", "metrics_path": parsed.path, "static_configs": [target]}
+            )
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "scrape_configs": jobs,
+        }
+        self._config.write_text(yaml.safe_dump(config))
+
+    def scrape(self, *urls: str) -> None:
+        self._write_config(list(urls))
+        httpx.post(f"{self.url}/-/reload", timeout=5).raise_for_status()
+        eventually(f"Prometheus to scrape {urls}", lambda: self.up() >= len(urls))
+
+    def up(self) -> int:
+        """How many targets are up now, per Prometheus."""
+        answer = httpx.get(f"{self.url}/api/v1/query", params={"query": "sum(up)"}, timeout=5)
+        result = answer.json()["data"]["result"]
+        return int(float(result[0]["value"][1])) if result else 0
+
+    def value(self, query: str) -> float | None:
+        answer = httpx.get(f"{self.url}/api/v1/query", params={"query": query}, timeout=5)
+        result = answer.json()["data"]["result"]
+        return float(result[0]["value"][1]) if result else None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crashed or OOM-killed Prometheus goes: no goodbye on open sockets."""
+        self._process.kill()
+        self._process.wait()
+
+    def stop(self) -> None:
+        if self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._log.close()
+
+
+@contextmanager
+def running_prometheus(workdir: Path) -> Iterator[PrometheusServer]:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("the prometheus binary is not on PATH; .ci/run installs it")
+        pytest.skip("the prometheus binary is not installed (apt-get install prometheus)")
+    server = PrometheusServer(binary, workdir)
+    try:
+        yield server
+    finally:
+        server.stop()

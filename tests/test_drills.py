@@ -1,0 +1,217 @@
+"""Drills: `canaryctl drills serve` as a real process against the chaos test world, on a schedule
+of every few seconds: skipped while a rollout is running, run when it is over, and restarted
+without running a fire time twice (a missed one runs once, from the persisted job). Plus the
+pure guards."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from canaryctl.cli import main
+from canaryctl.controller.store import StateStore
+from canaryctl.drills.guard import blocked_by, latest_fire_time
+from canaryctl.drills.history import DrillHistory, DrillRun
+from canaryctl.drills.scheduler import run_drill
+from canaryctl.flags.base import FlagSnapshot
+from canaryctl.runbook.scenario import ChaosScenario, cron_trigger
+from tests.chaos_world import EXAMPLE, TOKEN, World, chaos_world
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    with chaos_world(tmp_path_factory.mktemp("drills")) as world:
+        yield world
+
+
+def drill_document(world: World, **spec: Any) -> dict[str, Any]:
+    document = yaml.safe_load(world.scenario("drill").read_text())
+    document["metadata"]["name"] = "primary-503-drill"
+    document["spec"].update(
+        {"duration": "1s", "recovery": "0s", "schedule": "*/5 * * * * *", "window": None, **spec}
+    )
+    hypothesis = document["spec"]["hypothesis"]
+    hypothesis.update(window="1s", interval="1s", min_requests=10)
+    # One-second windows straddle the switch to the fallback: users' success is what is judged.
+    hypothesis["checks"] = [c for c in hypothesis["checks"] if c["metric"] != "fallback_rate"]
+    return document
+
+
+class Serve:
+    """`canaryctl drills serve` in a child process; its JSON lines collected as they come."""
+
+    def __init__(self, directory: Path, home: Path, state: Path) -> None:
+        env = {**os.environ, "CANARYCTL_CHAOS_TOKEN": TOKEN}
+        command = [sys.executable, "-m", "canaryctl", "drills", "serve", str(directory)]
+        self.process = subprocess.Popen(
+            [*command, "--home", str(home), "--state", str(state), "-o", "json"],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.events: list[dict[str, Any]] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if line.startswith("{"):
+                self.events.append(json.loads(line))
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(30)
+        finally:
+            self.process.kill()
+            self._reader.join(5)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def history(home: Path) -> list[DrillRun]:
+    if not (home / "history.db").exists():
+        return []
+    with DrillHistory(home / "history.db") as store:
+        return store.runs()
+
+
+def finished(home: Path, outcome: str) -> list[DrillRun]:
+    return [r for r in history(home) if r.outcome == outcome]
+
+
+@pytest.mark.e2e
+def test_drills_skip_during_rollouts_run_after_and_survive_a_restart(
+    world: World, tmp_path: Path
+) -> None:
+    world.serve("primary")
+    directory, home, state = tmp_path / "drills", tmp_path / "home", tmp_path / "state.db"
+    directory.mkdir()
+    (directory / "drill.yaml").write_text(yaml.safe_dump(drill_document(world)))
+    (directory / "lab.yaml").write_text((EXAMPLE.parent / "lab.yaml").read_text())  # ignored
+    with StateStore(state) as store:
+        rollout = store.create_run(
+            name="canary",
+            runbook={},
+            host="h",
+            pid=1,
+            version="0",
+            started_at=time.time(),
+            prior_flag=FlagSnapshot("k", 1, {}),
+            phase="progressing",
+            state={},
+        )
+
+    serve = Serve(directory, home, state)
+    try:
+        wait_for(lambda: finished(home, "skipped"), 20, "a drill skipped for the rollout")
+        [skipped] = finished(home, "skipped")
+        assert f"rollout {rollout} (canary, progressing) is running" in skipped.reason
+        assert not list((home / "journals").glob("*.json"))  # nothing was injected
+        with StateStore(state) as store:
+            store.finish_run(
+                rollout,
+                phase="promoted",
+                outcome="promoted",
+                reason="",
+                exit_code=0,
+                at=time.time(),
+                final_split=None,
+            )
+        wait_for(lambda: finished(home, "held"), 30, "a drill that holds")
+    finally:
+        assert serve.stop() == 0
+    stopped = time.time()
+    assert world.admin.faults() == []
+    ran_before = {r.scheduled_for for r in history(home)}
+
+    time.sleep(6)  # at least one fire time passes while nobody serves
+    restarted = time.time()
+    serve = Serve(directory, home, state)
+    try:
+        wait_for(
+            lambda: any(r.started_at >= restarted and r.ended_at for r in history(home)),
+            30,
+            "a drill after the restart",
+        )
+    finally:
+        assert serve.stop() == 0
+    runs = history(home)
+    slots = [r.scheduled_for for r in runs]
+    assert len(slots) == len(set(slots))
+    assert not any(e.get("outcome") == "duplicate" for e in serve.events)
+    after = [r for r in runs if r.started_at >= restarted]
+    assert all(r.scheduled_for not in ran_before for r in after)
+    # The job store kept the job: its next fire time was missed while nobody served...
+    [scheduled] = [e for e in serve.events if e["event"] == "scheduled"]
+    kept = datetime.fromisoformat(scheduled["next_run"]).timestamp()
+    assert stopped < kept < restarted
+    # ...and the missed fire times ran once, coalesced, as soon as the server was back.
+    assert after[0].scheduled_for >= kept
+    assert [r for r in runs if kept <= r.scheduled_for <= after[0].scheduled_for] == [after[0]]
+    assert world.admin.faults() == []
+
+    listed = CliRunner().invoke(
+        main, ["drills", "list", str(directory), "--home", str(home), "-o", "json"]
+    )
+    assert listed.exit_code == 0
+    [status] = [json.loads(line) for line in listed.output.splitlines()]
+    assert status["drill"] == "primary-503-drill" and status["next_run"] is not None
+    assert status["last_outcome"] in ("held", "running")
+
+
+def test_a_drill_outside_its_window_is_skipped_without_acting(tmp_path: Path) -> None:
+    document = yaml.safe_load(EXAMPLE.read_text())
+    today = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[datetime.now(UTC).weekday()]
+    other = [d for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun") if d != today]
+    document["spec"]["target"]["url"] = "http://127.0.0.1:9"  # nothing listens: never reached
+    document["spec"].update(schedule="* * * * *", window={"days": other})
+    path = tmp_path / "drill.yaml"
+    path.write_text(yaml.safe_dump(document))
+    run_drill(str(path), str(tmp_path / "home"), str(tmp_path / "state.db"), 300.0)
+    [run] = history(tmp_path / "home")
+    assert run.outcome == "skipped" and "outside the allowed window" in run.reason
+    # The same fire time is never claimed twice:
+    run_drill(str(path), str(tmp_path / "home"), str(tmp_path / "state.db"), 300.0)
+    assert len(history(tmp_path / "home")) == 1
+
+
+def test_guards() -> None:
+    spec = ChaosScenario.model_validate(yaml.safe_load(EXAMPLE.read_text())).spec
+    tuesday_noon = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+    assert blocked_by(spec, tuesday_noon, []) is None
+    assert "outside the allowed window" in (
+        blocked_by(spec, tuesday_noon.replace(hour=18), []) or ""
+    )
+    saturday = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    assert blocked_by(spec, saturday, []) is not None
+    assert blocked_by(spec, tuesday_noon, ["3 (x, paused)"]) == "rollout 3 (x, paused) is running"
+
+
+def test_latest_fire_time_coalesces_missed_slots() -> None:
+    trigger = cron_trigger("*/5 * * * * *")
+    now = datetime(2026, 11, 24, 12, 0, 17, 300000, tzinfo=UTC)
+    assert latest_fire_time(trigger, now, 60) == datetime(2026, 11, 24, 12, 0, 15, tzinfo=UTC)
+    hourly = cron_trigger("0 * * * *")
+    assert latest_fire_time(hourly, now, 60) == datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+    assert latest_fire_time(hourly, now.replace(minute=30), 60) is None  # beyond the grace

@@ -1,0 +1,446 @@
+"""Profiles, custom PromQL SLOs and outages against a real Prometheus server.
+
+LiteLLM's metrics come from tests/litellm_exporter.py (its names and labels, over loopback),
+with traffic routed by the real LaunchDarkly SDK reading the flag file the rollout moves.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from rich.console import Console
+
+from canaryctl.analysis import Verdict
+from canaryctl.cli import main
+from canaryctl.cli.views import JsonLinesView, LiveView
+from canaryctl.controller import RolloutObserver, StateStore, run_rollout
+from canaryctl.errors import InvalidInput
+from canaryctl.metrics import PrometheusMetricsSource, metrics_source_for
+from canaryctl.metrics.prometheus import SloQuery
+from canaryctl.runbook import Rollout, load_document, parse_document
+from canaryctl.runbook.rollout import PrometheusMetricsSpec
+from tests.litellm_exporter import Group, LiteLLMExporter, Traffic
+from tests.prometheus_server import PrometheusServer, eventually, running_prometheus
+
+pytestmark = pytest.mark.e2e
+
+BASE, CANARY = "gpt-4-turbo", "gpt-4o-mini"
+FLAG_KEY = "support-bot-model"
+DEFAULT_FLAGS = (resources.files("canaryctl") / "defaults" / "flags.json").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
+    with running_prometheus(tmp_path_factory.mktemp("prometheus")) as server:
+        yield server
+
+
+@pytest.fixture
+def flags(tmp_path: Path) -> Path:
+    path = tmp_path / "flags.json"
+    path.write_bytes(DEFAULT_FLAGS)
+    return path
+
+
+def rollout(
+    tmp_path: Path,
+    name: str,
+    flags: Path,
+    metrics: dict[str, Any],
+    slos: list[dict[str, Any]],
+    *,
+    analysis: dict[str, Any] | None = None,
+    steps: list[dict[str, Any]] | None = None,
+) -> Path:
+    document = {
+        "apiVersion": "canaryctl/v1",
+        "kind": "Rollout",
+        "metadata": {"name": name},
+        "spec": {
+            "flag": {
+                "provider": "file",
+                "path": str(flags),
+                "key": FLAG_KEY,
+                "baseline": BASE,
+                "canary": CANARY,
+            },
+            "metrics": metrics,
+            "slos": slos,
+            "analysis": analysis or {"interval": "2s", "min_requests": 30, "inconclusive_limit": 8},
+            "steps": steps or [{"set_weight": 50}, {"pause": "10s"}, {"set_weight": 100}],
+        },
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def run_cli(runbook: Path, tmp_path: Path) -> tuple[int, list[dict[str, Any]], str]:
+    result = CliRunner().invoke(
+        main, ["rollout", "run", str(runbook), "--state", str(tmp_path / "state.db"), "-o", "json"]
+    )
+    lines = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+    return result.exit_code, lines, result.output
+
+
+def checks_of(events: list[dict[str, Any]], subject: str) -> list[dict[str, Any]]:
+    return [
+        check
+        for event in events
+        if event["event"] == "analysis"
+        for check in event["checks"]
+        if check["slo"].startswith(subject)
+    ]
+
+
+def test_litellm_names_without_metric_suffix_are_read_per_model_group(
+    prometheus: PrometheusServer, tmp_path: Path, flags: Path
+) -> None:
+    exporter = LiteLLMExporter(metric_suffix=False)
+    try:
+        prometheus.scrape(exporter.url)
+        # Every series exists before the window with more than it gains in it, so increase()
+        # has a sample before the change and its extrapolation never clips at zero.
+        for group, model in (("bare-large", "bare-large"), ("bare-small", "gpt-4o-mini")):
+            for _ in range(50):
+                for failed in (False, True):
+                    exporter.record(group, model, user="acme", failed=failed, seconds=0.3)
+        seen = 'sum(litellm_proxy_total_requests_total{requested_model=~"bare-.*"})'
+        eventually("the first requests", lambda: prometheus.value(seen) == 200)
+        since = time.time()
+        stamp = "max(timestamp(litellm_proxy_total_requests_total))"
+        eventually("a scrape inside the window", lambda: (prometheus.value(stamp) or 0) > since)
+        for i in range(40):
+            exporter.record("bare-large", "bare-large", user="acme", failed=i < 4, seconds=0.3)
+            exporter.record("bare-small", "gpt-4o-mini", user="acme", failed=i < 10, seconds=1.2)
+        eventually("the window's requests", lambda: prometheus.value(seen) == 280)
+        time.sleep(2)  # flat scrapes after the change: the window is several samples wide
+
+        document = rollout(
+            tmp_path,
+            "x",
+            flags,
+            {
+                "provider": "prometheus",
+                "url": prometheus.url,
+                "profile": "litellm",
+                # one name for every label, and a name for one label only (model: itself)
+                "variants": {BASE: "bare-large", CANARY: {"requested_model": "bare-small"}},
+            },
+            [{"metric": "error_rate", "max": 1}],
+        )
+    finally:
+        exporter.close()
+    spec = parse_document(document.read_text(), "x.yaml", expect=Rollout).spec
+    obs = metrics_source_for(spec.metrics).observe(since)
+
+    assert set(obs.variants) == {BASE, CANARY}  # label values mapped back to flag variations
+    base, canary = obs.of(BASE), obs.of(CANARY)
+    factor = canary.requests / 40  # increase() extrapolates; ratios stay exact
+    assert canary.errors == pytest.approx(10 * factor)
+    assert base.errors == pytest.approx(4 * base.requests / 40)
+    assert canary.latency_buckets[-1][1] == pytest.approx(30 * factor)
+    assert canary.cost_usd == pytest.approx(0.002 * 30 * factor)  # spend, read by `model`
+    assert canary.prompt_tokens == pytest.approx(120 * 30 * factor)
+    assert canary.completion_tokens == pytest.approx(40 * 30 * factor)
+
+
+def test_litellm_canary_model_group_failing_is_rolled_back(
+    prometheus: PrometheusServer, tmp_path: Path, flags: Path
+) -> None:
+    groups = {
+        BASE: Group("support-large", "gpt-4-turbo"),
+        CANARY: Group("support-small", "gpt-4o-mini", fail_every=3),
+    }
+    exporter = LiteLLMExporter(metric_suffix=True)
+    try:
+        prometheus.scrape(exporter.url)
+        runbook = rollout(
+            tmp_path,
+            "litellm-small",
+            flags,
+            {
+                "provider": "prometheus",
+                "url": prometheus.url,
+                "profile": "litellm",
+                "variants": {g: {"requested_model": groups[g].name} for g in groups},
+            },
+            [
+                {"metric": "error_rate", "max": 0.05},
+                {"metric": "latency_p95_seconds", "max": 2.0},
+                {"metric": "cost_per_query_usd", "max": 0.01},
+            ],
+        )
+        with Traffic(exporter, str(flags), FLAG_KEY, groups):
+            code, events, output = run_cli(runbook, tmp_path)
+    finally:
+        exporter.close()
+
+    assert code == 1, output
+    assert events[-1]["outcome"] == "rolled_back"
+    assert events[-1]["reason"].startswith("SLO failed: error_rate = 0.3")
+    last = next(e for e in reversed(events) if e["event"] == "analysis")
+    judged = {c["metric"]: c for c in last["checks"]}
+    assert judged["error_rate"]["outcome"] == "fail"
+    assert judged["error_rate"]["canary_value"] == pytest.approx(1 / 3, abs=0.05)
+    # Every ingredient came through LiteLLM's names: p95 and cost were measured, not missing.
+    assert judged["latency_p95_seconds"]["canary_value"] == pytest.approx(0.48, abs=0.02)
+    assert judged["cost_per_query_usd"]["outcome"] == "pass"
+    assert judged["cost_per_query_usd"]["canary_value"] == pytest.approx(0.002 * 2 / 3, rel=0.1)
+    assert flags.read_bytes() == DEFAULT_FLAGS
+
+
+def test_litellm_healthy_canary_model_group_is_promoted(
+    prometheus: PrometheusServer, tmp_path: Path, flags: Path
+) -> None:
+    groups = {BASE: Group("ok-large", "gpt-4-turbo"), CANARY: Group("ok-small", "gpt-4o-mini")}
+    exporter = LiteLLMExporter(metric_suffix=False)
+    try:
+        prometheus.scrape(exporter.url)
+        runbook = rollout(
+            tmp_path,
+            "litellm-healthy",
+            flags,
+            {
+                "provider": "prometheus",
+                "url": prometheus.url,
+                "profile": "litellm",
+                "variants": {g: groups[g].name for g in groups},
+            },
+            [
+                {"metric": "error_rate", "max": 0.05},
+                {"metric": "error_rate", "compare": "baseline", "max_increase": 0.02},
+                {"metric": "latency_p95_seconds", "max": 2.0},
+            ],
+            steps=[{"set_weight": 50}, {"pause": "4s"}, {"set_weight": 100}],
+        )
+        with Traffic(exporter, str(flags), FLAG_KEY, groups):
+            code, events, output = run_cli(runbook, tmp_path)
+    finally:
+        exporter.close()
+
+    assert code == 0, output
+    assert events[-1]["outcome"] == "promoted"
+    passed = [c for c in checks_of(events, "error_rate <= baseline") if c["outcome"] == "pass"]
+    assert passed and passed[0]["canary_requests"] >= 30 and passed[0]["baseline_requests"] >= 30
+    flag = json.loads(flags.read_text())["flags"][FLAG_KEY]
+    assert flag["variations"][flag["fallthrough"]["variation"]] == CANARY
+
+
+MEAN_LATENCY = (
+    'sum(increase({__name__=~"litellm_request_total_latency(_metric)?_sum",'
+    ' {{variant_label}}="{{variant}}"}[{{window}}]))'
+    ' / sum(increase({__name__=~"litellm_request_total_latency(_metric)?_count",'
+    ' {{variant_label}}="{{variant}}"}[{{window}}]))'
+)
+
+
+def test_a_custom_promql_slo_against_the_baseline_rolls_back_a_slow_canary(
+    prometheus: PrometheusServer, tmp_path: Path, flags: Path
+) -> None:
+    groups = {
+        BASE: Group("custom-large", "gpt-4-turbo", seconds=0.3),
+        CANARY: Group("custom-small", "gpt-4o-mini", seconds=1.5),
+    }
+    exporter = LiteLLMExporter()
+    try:
+        prometheus.scrape(exporter.url)
+        runbook = rollout(
+            tmp_path,
+            "custom-slo",
+            flags,
+            {
+                "provider": "prometheus",
+                "url": prometheus.url,
+                "profile": "litellm",
+                "variants": {g: groups[g].name for g in groups},
+            },
+            [
+                {"metric": "error_rate", "max": 0.05},
+                {
+                    "name": "mean_latency_seconds",
+                    "query": MEAN_LATENCY,
+                    "compare": "baseline",
+                    "max_ratio": 2,
+                },
+            ],
+        )
+        with Traffic(exporter, str(flags), FLAG_KEY, groups):
+            code, events, output = run_cli(runbook, tmp_path)
+    finally:
+        exporter.close()
+
+    assert code == 1, output
+    assert events[-1]["reason"].startswith("SLO failed: mean_latency_seconds = 1.5 is above 0.6")
+    judged = [
+        c for c in checks_of(events, "mean_latency_seconds") if c["outcome"] != "inconclusive"
+    ]
+    assert judged[-1]["canary_value"] == pytest.approx(1.5)
+    assert judged[-1]["baseline_value"] == pytest.approx(0.3)
+    assert all(c["outcome"] == "pass" for c in checks_of(events, "error_rate") if c["canary_value"])
+    assert flags.read_bytes() == DEFAULT_FLAGS
+
+
+def test_a_custom_slo_query_giving_several_series_is_refused_before_acting(
+    prometheus: PrometheusServer, tmp_path: Path, flags: Path
+) -> None:
+    groups = {BASE: Group("multi-large", "gpt-4-turbo"), CANARY: Group("multi-small", "x")}
+    exporter = LiteLLMExporter()
+    try:
+        prometheus.scrape(exporter.url)
+        raw = (
+            'increase(litellm_proxy_total_requests_metric_total{requested_model="{{variant}}"}'
+            "[{{window}}])"
+        )
+        runbook = rollout(
+            tmp_path,
+            "multi-series",
+            flags,
+            {
+                "provider": "prometheus",
+                "url": prometheus.url,
+                "profile": "litellm",
+                "variants": {g: groups[g].name for g in groups},
+            },
+            [{"name": "raw_requests", "query": raw, "compare": "baseline", "max_ratio": 2}],
+        )
+        with Traffic(exporter, str(flags), FLAG_KEY, groups):  # the baseline serves everyone
+            per_customer = (  # series with two samples or more: increase() gives them a value
+                "count(increase(litellm_proxy_total_requests_metric_total"
+                '{requested_model="multi-large"}[60s]))'
+            )
+            eventually("series per customer", lambda: (prometheus.value(per_customer) or 0) >= 3)
+            spec = parse_document(runbook.read_text(), "r.yaml", expect=Rollout).spec
+            source = metrics_source_for(spec.metrics, slos=spec.slos, baseline=BASE, canary=CANARY)
+            with pytest.raises(InvalidInput, match="SLO 'raw_requests': the query for variant"):
+                source.observe(time.time() - 60)
+            result = CliRunner().invoke(
+                main, ["rollout", "run", str(runbook), "--state", str(tmp_path / "s.db")]
+            )
+    finally:
+        exporter.close()
+
+    assert result.exit_code == 2, result.output
+    assert f"SLO 'raw_requests': the query for variant '{BASE}' returned 3 series" in result.output
+    assert "sum(...)" in result.output
+    assert flags.read_bytes() == DEFAULT_FLAGS  # nothing moved
+
+
+class KillPrometheusAtFirstAnalysis(RolloutObserver):
+    def __init__(self, server: PrometheusServer) -> None:
+        self.server, self.killed = server, False
+
+    def on_analysis(self, run_id: int, verdict: Verdict) -> None:
+        if not self.killed:
+            self.killed = True
+            self.server.kill()
+
+
+def test_prometheus_dying_mid_rollout_is_a_backend_error_not_a_failed_slo(
+    tmp_path: Path, flags: Path
+) -> None:
+    groups = {BASE: Group("down-large", "gpt-4-turbo"), CANARY: Group("down-small", "mini")}
+    exporter = LiteLLMExporter()
+    text, lines = io.StringIO(), io.StringIO()
+    (tmp_path / "prometheus").mkdir()
+    try:
+        with running_prometheus(tmp_path / "prometheus") as server:
+            server.scrape(exporter.url)
+            runbook = rollout(
+                tmp_path,
+                "prometheus-dies",
+                flags,
+                {
+                    "provider": "prometheus",
+                    "url": server.url,
+                    "profile": "litellm",
+                    "timeout": "2s",
+                    "variants": {g: groups[g].name for g in groups},
+                },
+                [{"metric": "error_rate", "max": 0.05}],
+                analysis={"interval": "1s", "min_requests": 10, "consecutive_error_limit": 2},
+                steps=[{"set_weight": 50}, {"pause": "60s"}, {"set_weight": 100}],
+            )
+            document = parse_document(runbook.read_text(), str(runbook), expect=Rollout)
+            killer = KillPrometheusAtFirstAnalysis(server)
+            views = [JsonLinesView(lines), LiveView(Console(file=text, width=240)), killer]
+            with Traffic(exporter, str(flags), FLAG_KEY, groups):
+                result = run_rollout(document, state_path=tmp_path / "state.db", observers=views)
+    finally:
+        exporter.close()
+
+    assert killer.killed
+    assert result.exit_code == 3
+    assert result.outcome == "error"
+    assert result.reason.startswith(
+        "metrics backend error, not an SLO verdict: 3 analyses in a row could not read metrics"
+    )
+    assert f"cannot reach Prometheus at {server.url}" in result.reason
+    assert flags.read_bytes() == DEFAULT_FLAGS  # restored byte for byte
+
+    with StateStore(tmp_path / "state.db") as store:
+        record = store.run(result.run_id)
+        events = store.events(result.run_id)
+    assert record is not None
+    assert (record.outcome, record.exit_code) == ("error", 3)
+    assert record.reason == result.reason
+    metrics_errors = [e for e in events if e.type == "error" and e.data["source"] == "metrics"]
+    assert len(metrics_errors) == 3
+    assert all(e.data["message"].startswith("metrics backend error") for e in metrics_errors)
+    stored = json.dumps([e.data for e in events])
+    assert "SLO failed" not in stored and "SLO failed" not in record.reason
+
+    emitted = [json.loads(line) for line in lines.getvalue().splitlines()]
+    assert emitted[-1]["event"] == "finish" and emitted[-1]["reason"] == result.reason
+    errors = [e["message"] for e in emitted if e["event"] == "error"]
+    assert errors and all(m.startswith("metrics backend error") for m in errors)
+    shown = text.getvalue()
+    assert "error: metrics backend error, analysis not judged" in shown
+    assert "error (exit 3, canary at 0%): metrics backend error" in shown
+
+
+def test_shipped_profiles_and_the_example_runbook_are_promql_prometheus_accepts(
+    prometheus: PrometheusServer,
+) -> None:
+    runbook = load_document(Path(__file__).parent.parent / "runbooks" / "litellm-gpt4o-mini.yaml")
+    assert isinstance(runbook, Rollout)
+    source = metrics_source_for(
+        runbook.spec.metrics.model_copy(update={"url": prometheus.url}),
+        slos=runbook.spec.slos,
+        baseline=BASE,
+        canary=CANARY,
+    )
+    source.observe(time.time() - 30)  # a query Prometheus rejects raises InvalidInput
+    for name in ("canaryctl", "litellm"):
+        for selector in ({}, {"job": "x", "instance": 'a"b'}):
+            spec = PrometheusMetricsSpec(
+                provider="prometheus", url=prometheus.url, profile=name, selector=selector
+            )
+            metrics_source_for(spec).observe(time.time() - 30)
+
+
+def test_a_custom_query_may_answer_a_scalar_and_no_data_or_nan_is_no_value(
+    prometheus: PrometheusServer,
+) -> None:
+    queries = [
+        SloQuery("scalar", "scalar(vector(0.25)) # {{variant}}", (BASE, CANARY)),
+        SloQuery("empty", 'up{job="nothing-{{variant}}"}', (CANARY,)),
+        SloQuery("nan", "vector(0) / 0 # {{variant}}", (CANARY,)),
+        SloQuery("one", 'label_replace(vector(3), "v", "{{variant}}", "", "")', (CANARY,)),
+    ]
+    observed = PrometheusMetricsSource(prometheus.url, slo_queries=queries).observe(time.time())
+    assert observed.slo_values == {
+        "scalar": {BASE: 0.25, CANARY: 0.25},
+        "empty": {},
+        "nan": {},
+        "one": {CANARY: 3.0},
+    }

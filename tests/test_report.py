@@ -1,0 +1,173 @@
+"""`canaryctl report RUN_ID --html FILE`: the page is self-contained, holds the chart, and
+renders in headless Chromium (the screenshot is kept as a test artifact in the tmp dir).
+
+Without chromium this test skips locally and FAILS in CI (env CI set), where it must be installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import zlib
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from canaryctl.cli import main
+from canaryctl.controller import StateStore, run_rollout
+from tests.rollout_world import World
+
+
+def rolled_back_run(tmp_path: Path) -> World:
+    """10% holds for three analyses; at 50% the canary's errors and latency climb."""
+    world = World(tmp_path)
+
+    def degrade() -> None:
+        high = world.canary() >= 50
+        world.canary_error_rate = 0.05 if high else 0.004
+        world.canary_latency = 1.5 if high else 0.8
+
+    world.on_observe = degrade
+    result = run_rollout(
+        world.rollout,
+        state_path=world.state,
+        clock=world.clock,
+        flags=world.flags,
+        metrics=world.metrics,
+    )
+    assert result.outcome == "rolled_back"
+    return world
+
+
+def report(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["report", *args])
+    return result.exit_code, result.output
+
+
+def test_report_json_tells_the_runs_story(tmp_path: Path) -> None:
+    world = rolled_back_run(tmp_path)
+    code, output = report("1", "--state", str(world.state), "-o", "json")
+    assert code == 0, output
+    story = json.loads(output)
+    assert story["outcome"] == "rolled_back" and story["html"] is None
+    weights = [w for _, w in story["weight"]]
+    assert weights[0] == 0 and 10 in weights and 50 in weights and weights[-1] == 0
+    canary_errors = [v for _, v in story["metrics"]["error_rate"]["canary"]]
+    assert canary_errors[-1] == pytest.approx(0.05) and canary_errors[0] == pytest.approx(0.004)
+    assert [e["kind"] for e in story["endings"]] == ["rolling_back", "rolled_back"]
+    assert [a["outcome"] for a in story["analyses"]][-1] == "fail"
+    assert "error_rate = 0.05 is above the maximum 0.02" in story["reason"]
+
+
+def test_report_of_an_unknown_run_is_exit_2(tmp_path: Path) -> None:
+    world = rolled_back_run(tmp_path)
+    code, output = report("7", "--state", str(world.state))
+    assert code == 2 and f"no run 7 in {world.state}" in output
+
+
+def png_colours(path: Path) -> tuple[int, int, int]:
+    """(width, height, distinct pixel values) of an 8-bit RGB/RGBA PNG, decoded by hand."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    pos, idat, header = 8, b"", b""
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        if kind == b"IHDR":
+            header = body
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    width, height, depth, colour_type = struct.unpack(">IIBB", header[:10])
+    assert depth == 8 and colour_type in (2, 6), (depth, colour_type)
+    bpp = 3 if colour_type == 2 else 4
+    raw, stride = zlib.decompress(idat), width * bpp
+    previous, colours = bytearray(stride), set()
+    for row in range(height):
+        kind, line = (
+            raw[row * (stride + 1)],
+            bytearray(raw[row * (stride + 1) + 1 : (row + 1) * (stride + 1)]),
+        )
+        for i in range(stride):
+            left = line[i - bpp] if i >= bpp else 0
+            up, corner = previous[i], previous[i - bpp] if i >= bpp else 0
+            if kind == 1:
+                line[i] = (line[i] + left) & 0xFF
+            elif kind == 2:
+                line[i] = (line[i] + up) & 0xFF
+            elif kind == 3:
+                line[i] = (line[i] + (left + up) // 2) & 0xFF
+            elif kind == 4:
+                p = left + up - corner
+                pa, pb, pc = abs(p - left), abs(p - up), abs(p - corner)
+                pred = left if pa <= pb and pa <= pc else up if pb <= pc else corner
+                line[i] = (line[i] + pred) & 0xFF
+        colours.update(bytes(line[i : i + bpp]) for i in range(0, stride, bpp * 7))
+        previous = line
+    return width, height, len(colours)
+
+
+def chromium() -> str:
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed; CI must install it (apt: chromium)")
+        pytest.skip("chromium is not installed")
+    return binary
+
+
+def test_html_report_is_self_contained_and_renders_in_chromium(tmp_path: Path) -> None:
+    world = rolled_back_run(tmp_path)
+    page = tmp_path / "report.html"
+    code, output = report("1", "--state", str(world.state), "--html", str(page), "-o", "text")
+    assert code == 0, output
+    html = page.read_text()
+
+    # The chart is there, with what it must show.
+    assert html.count("<svg") == 1 and "</svg>" in html
+    assert 'class="series weight"' in html and 'class="series canary"' in html
+    with StateStore(world.state) as store:
+        steps = len(store.events(1, "step_started"))
+    assert html.count('class="step-boundary"') == steps >= 3
+    assert 'class="ending rolled_back"' in html and 'class="ending rolling_back"' in html
+    assert html.count('class="analysis fail"') == 2  # error rate and p95 panels, last analysis
+    assert "error_rate = 0.05 is above the maximum 0.02" in html
+    # Nothing to fetch: no script, stylesheet link, image, font or remote URL.
+    assert not re.search(r"<script|<link|<img|\bsrc=|\bhref=|url\(|@import", html)
+    assert not re.search(r"https?://(?!www\.w3\.org/2000/svg)", html)
+
+    shot = tmp_path / "report.png"
+    done = subprocess.run(
+        [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+         "--window-size=1100,1400", f"--screenshot={shot}", page.as_uri()],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert shot.exists(), done.stderr[-2000:]
+    width, height, colours = png_colours(shot)
+    assert (width, height) == (1100, 1400)
+    assert colours > 20, f"the screenshot looks blank ({colours} colours): {shot}"
+
+
+def test_a_promoted_run_is_marked_promoted(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    result = run_rollout(
+        world.rollout,
+        state_path=world.state,
+        clock=world.clock,
+        flags=world.flags,
+        metrics=world.metrics,
+    )
+    assert result.outcome == "promoted"
+    page = tmp_path / "report.html"
+    code, output = report("1", "--state", str(world.state), "--html", str(page), "-o", "json")
+    assert code == 0, output
+    story = json.loads(output)
+    assert story["endings"][-1]["kind"] == "promoted" and story["weight"][-1][1] == 100
+    html = page.read_text()
+    assert 'class="ending promoted"' in html and "rolled_back" not in html
+    assert "every step held" in html

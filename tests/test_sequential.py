@@ -1,0 +1,466 @@
+"""Sequential analysis: the statistics against closed forms and exact enumeration, the A/A
+guarantee and the power on a small seeded simulation, and the ledger's bookkeeping."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import random
+from typing import Any
+
+import pytest
+
+from canaryctl.analysis import Outcome, Verdict, assess
+from canaryctl.analysis.mean_difference import MeanDifference
+from canaryctl.analysis.rate_ratio import ALTERNATIVES, STEP, RateRatio
+from canaryctl.errors import InvalidDocument
+from canaryctl.metrics import Observation, VariantStats
+from canaryctl.runbook import Rollout
+from canaryctl.runbook.loader import parse_document
+from canaryctl.runbook.rollout import AnalysisSpec, SloSpec
+
+
+def binomial_pmf(k: int, n: int, p: float) -> float:
+    return math.comb(n, k) * p**k * (1 - p) ** (n - k)
+
+
+def canary_probability(ratio: float, share: float) -> float:
+    """θ: the chance that an event came from the canary, given the rate ratio and its share."""
+    return share * ratio / (share * ratio + 1 - share)
+
+
+# -- the rate-ratio e-process ---------------------------------------------------------------------
+
+
+def test_e_value_is_the_mixture_of_binomial_likelihood_ratios() -> None:
+    margin = 1.5
+    intervals = [(3, 2, 0.2), (5, 1, 0.5), (0, 4, 0.3), (7, 7, 0.05)]  # canary, baseline, π
+    test = RateRatio(margin)
+    for canary, baseline, share in intervals:
+        test = test.observe(canary, baseline, share)
+
+    def likelihood(ratio: float) -> float:
+        return math.prod(
+            binomial_pmf(c, c + b, canary_probability(ratio, share)) for c, b, share in intervals
+        )
+
+    direct = sum(
+        likelihood(margin * math.exp(steps * STEP)) / likelihood(margin) / len(ALTERNATIVES)
+        for steps in ALTERNATIVES
+    )
+    assert test.e_value() == pytest.approx(direct, rel=1e-9)
+    assert test.events == 29 and test.canary_events == 15
+
+
+@pytest.mark.parametrize("ratio, expected", [(1.0, "== 1"), (0.5, "< 1")])
+def test_e_value_has_mean_at_most_one_under_the_null(ratio: float, expected: str) -> None:
+    """Exactly: enumerate one interval of 12 events at the margin (1.0) and below it."""
+    theta = canary_probability(ratio, 0.25)
+    mean = sum(
+        binomial_pmf(y, 12, theta) * RateRatio(1.0).observe(y, 12 - y, 0.25).e_value()
+        for y in range(13)
+    )
+    if expected == "== 1":
+        assert mean == pytest.approx(1.0, rel=1e-9)
+    else:
+        assert mean < 0.9
+
+
+def test_confidence_sequence_covers_at_all_times_by_exact_enumeration() -> None:
+    """Every outcome of four small intervals with changing shares, weighted by its probability:
+    the chance that either bound ever excludes the true ratio stays below alpha on each side."""
+    true_ratio, alpha = 1.3, 0.3  # 1.3 lies between grid points; a large alpha makes it bite
+    intervals = [(6, 0.2), (6, 0.5), (6, 0.3), (6, 0.5)]
+    low_miss = high_miss = informative = 0.0
+    for outcome in itertools.product(*(range(n + 1) for n, _ in intervals)):
+        probability, test = 1.0, RateRatio(1.0)
+        low_missed = high_missed = said_something = False
+        for y, (n, share) in zip(outcome, intervals, strict=True):
+            probability *= binomial_pmf(y, n, canary_probability(true_ratio, share))
+            test = test.observe(y, n - y, share)
+            low_missed |= test.lower_bound(alpha) >= true_ratio
+            high_missed |= test.upper_bound(alpha) <= true_ratio
+            said_something |= test.lower_bound(alpha) > 0 or test.upper_bound(alpha) < math.inf
+        low_miss += probability * low_missed
+        high_miss += probability * high_missed
+        informative += probability * said_something
+    assert low_miss <= alpha and high_miss <= alpha
+    assert informative > 0.5  # not vacuous: the bounds usually say something
+
+
+def test_estimate_and_bounds_bracket_a_clear_ratio() -> None:
+    test = RateRatio(1.0)
+    for _ in range(20):
+        test = test.observe(canary_events=30, baseline_events=30, canary_share=0.25)  # ratio 3
+    estimate = test.estimate()
+    assert estimate is not None and estimate == pytest.approx(3.0, rel=0.05)
+    low, high = test.lower_bound(0.05), test.upper_bound(0.05)
+    assert 2 < low < 3 < high < 4.5
+
+    def e_value_against(margin: float) -> float:
+        """The same data tested against another margin: the bounds are where these cross 20."""
+        other = RateRatio(margin)
+        for _ in range(20):
+            other = other.observe(30, 30, 0.25)
+        return other.e_value()
+
+    step = math.exp(STEP)
+    assert e_value_against(low) >= 20 > e_value_against(low * step)
+
+
+def test_no_events_is_no_evidence() -> None:
+    test = RateRatio(1.0).observe(0, 0, 0.5).observe(5, 0, 1.0)  # nothing, then no baseline
+    assert test.e_value() == pytest.approx(1.0) and test.events == 0 and test.estimate() is None
+    assert (test.lower_bound(0.05), test.upper_bound(0.05)) == (0.0, math.inf)
+
+
+# -- the mean-difference confidence sequence ------------------------------------------------------
+
+
+def test_mean_difference_needs_intervals_then_weighs_them() -> None:
+    test = MeanDifference().observe(1.0).observe(1.2)
+    assert test.e_value() == 1.0 and test.bounds(0.05) == (-math.inf, math.inf)
+    for value in (0.8, 1.1, 0.9, 1.0, 1.05, 0.95):
+        test = test.observe(value)
+    mean = test.mean()
+    assert mean == pytest.approx(1.0)
+    low, high = test.bounds(0.05)
+    assert 0 < low < 1 < high
+    # Robbins' one-sided normal mixture, written out: 2 sqrt(t0/(t+t0)) exp(z^2/2) Phi(z).
+    n, t0 = 8, 10.0
+    spread = math.sqrt(sum((v - 1.0) ** 2 for v in (1.0, 1.2, 0.8, 1.1, 0.9, 1.0, 1.05, 0.95)) / 7)
+    z = 8.0 / (spread * math.sqrt(n + t0))
+    phi = 0.5 * (1 + math.erf(z / math.sqrt(2)))
+    assert test.e_value() == pytest.approx(2 * math.sqrt(t0 / (n + t0)) * math.exp(z * z / 2) * phi)
+
+
+# -- a seeded simulation through assess(), looking at every interval ------------------------------
+
+SHARES = (0.01, 0.05, 0.25, 0.50)
+LOOKS_PER_STEP, INTERVAL = 6, 30.0
+BUCKETS = (0.25, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 5.0, math.inf)
+
+
+def binomial(rng: random.Random, n: int, p: float) -> int:
+    """Exact by inversion for small means, a rounded normal beyond (cheap and close enough)."""
+    if n * p > 40:
+        return min(n, max(0, round(rng.gauss(n * p, math.sqrt(n * p * (1 - p))))))
+    u, k = rng.random(), 0
+    pk = (1 - p) ** n
+    cumulative = pk
+    while u > cumulative and k < n:
+        pk *= (n - k) / (k + 1) * p / (1 - p)
+        k += 1
+        cumulative += pk
+    return k
+
+
+def latencies(rng: random.Random, n: int, scale: float) -> tuple[tuple[float, float], ...]:
+    """A log-normal latency histogram with median `scale` (p95 near 2.2 s at scale 1)."""
+    counts = [0] * len(BUCKETS)
+    for _ in range(n):
+        value = scale * math.exp(rng.gauss(0, 0.5))
+        counts[next(i for i, b in enumerate(BUCKETS) if value <= b)] += 1
+    return tuple(zip(BUCKETS, itertools.accumulate(counts), strict=True))
+
+
+def simulate(
+    slos: list[dict[str, Any]],
+    rng: random.Random,
+    *,
+    error_ratio: float = 1.0,
+    slowdown: float = 1.0,
+    alpha: float = 0.1,
+    with_latency: bool = False,
+) -> tuple[bool, bool]:
+    """One rollout with stepped shares, a drifting common error rate and a diurnal request rate;
+    returns (sequential rolled back, naive repeated z-test rolled back) on the same data."""
+    specs = [SloSpec(**slo) for slo in slos]
+    analysis = AnalysisSpec(interval=INTERVAL, min_requests=1, method="sequential", alpha=alpha)
+    ledger: dict[str, Any] = {}
+    common, phase = 0.01, rng.uniform(0, 2 * math.pi)
+    naive = False
+    now = 0.0
+    for share in SHARES:
+        start, cumulative = now, {"canary": [0, 0, None], "baseline": [0, 0, None]}
+        for _ in range(LOOKS_PER_STEP):
+            now += INTERVAL
+            common = min(0.05, common * math.exp(rng.gauss(0, 0.2)))
+            requests = round(40 * INTERVAL * (1 + 0.5 * math.sin(phase + now / 600)))
+            for arm, arm_share, ratio, scale in (
+                ("canary", share, error_ratio, slowdown),
+                ("baseline", 1 - share, 1.0, 1.0),
+            ):
+                n = binomial(rng, requests, arm_share)
+                cumulative[arm][0] += n
+                cumulative[arm][1] += binomial(rng, n, min(1.0, common * ratio))
+                if with_latency:
+                    new = latencies(rng, n, scale)
+                    old = cumulative[arm][2] or tuple((b, 0) for b in BUCKETS)
+                    cumulative[arm][2] = tuple(
+                        (b, c + d) for (b, c), (_, d) in zip(old, new, strict=True)
+                    )
+            observation = Observation(
+                start,
+                now,
+                {
+                    arm: VariantStats(requests=r, errors=e, latency_buckets=h or ())
+                    for arm, (r, e, h) in cumulative.items()
+                },
+            )
+            verdict, ledger = assess(
+                specs, analysis, observation, ledger, baseline="baseline", canary="canary"
+            )
+            ledger = json.loads(json.dumps(ledger))  # what the journal keeps between analyses
+            if verdict.outcome is Outcome.FAIL:
+                return True, naive
+            naive |= naive_z_rejects(cumulative["canary"][:2], cumulative["baseline"][:2], alpha)
+    return False, naive
+
+
+def naive_z_rejects(canary: list[Any], baseline: list[Any], alpha: float) -> bool:
+    """The positive control: a one-sided two-proportion z-test, as if each look were the last."""
+    (nc, ec), (nb, eb) = canary, baseline
+    if nc == 0 or nb == 0 or ec + eb == 0:
+        return False
+    pooled = (ec + eb) / (nc + nb)
+    spread = math.sqrt(pooled * (1 - pooled) * (1 / nc + 1 / nb))
+    z_alpha = {0.1: 1.2816, 0.05: 1.6449}[alpha]
+    return spread > 0 and (ec / nc - eb / nb) / spread > z_alpha
+
+
+ERRORS_NO_WORSE = [{"metric": "error_rate", "compare": "baseline", "max_ratio": 1.0}]
+
+
+def test_a_a_false_rollbacks_stay_under_alpha_while_a_naive_test_inflates() -> None:
+    rng, runs, alpha = random.Random(20261126), 300, 0.1
+    results = [simulate(ERRORS_NO_WORSE, rng, alpha=alpha) for _ in range(runs)]
+    sequential = sum(s for s, _ in results)
+    naive = sum(n for _, n in results)
+    # 46 is Binomial(300, 0.1)'s 99.9% quantile: a valid test stays below it but for bad luck.
+    assert sequential <= 46
+    assert sequential / runs <= alpha
+    assert naive / runs > 2 * alpha  # the same data with 24 looks: the control must inflate
+
+
+def test_a_three_fold_error_rate_is_rolled_back() -> None:
+    rng = random.Random(7)
+    caught = sum(simulate(ERRORS_NO_WORSE, rng, error_ratio=3.0)[0] for _ in range(40))
+    assert caught >= 38
+
+
+def test_a_slower_canary_is_caught_on_the_share_of_slow_requests() -> None:
+    rng = random.Random(11)
+    slos = [{"metric": "latency_p95_seconds", "compare": "baseline", "max_ratio": 1.0}]
+    slow = sum(simulate(slos, rng, slowdown=1.3, with_latency=True)[0] for _ in range(10))
+    same = sum(simulate(slos, rng, with_latency=True)[0] for _ in range(10))
+    assert slow >= 9 and same <= 2
+
+
+# -- verdicts and the ledger ----------------------------------------------------------------------
+
+SEQUENTIAL = AnalysisSpec(interval=30, min_requests=100, method="sequential", alpha=0.05)
+
+
+def window(start: float, end: float, canary: VariantStats, baseline: VariantStats) -> Observation:
+    return Observation(start, end, {"canary": canary, "baseline": baseline})
+
+
+def judge(
+    slos: list[dict[str, Any]], observation: Observation, ledger: dict[str, Any]
+) -> tuple[Verdict, dict[str, Any]]:
+    specs = [SloSpec(**slo) for slo in slos]
+    return assess(specs, SEQUENTIAL, observation, ledger, baseline="baseline", canary="canary")
+
+
+def test_a_window_seen_twice_adds_no_evidence_and_a_new_window_adds_all_of_it() -> None:
+    slos = ERRORS_NO_WORSE
+    first = window(0, 30, VariantStats(100, 4), VariantStats(900, 9))
+    verdict, ledger = judge(slos, first, {})
+    evidence = verdict.checks[0].evidence
+    assert evidence is not None and evidence.samples == 13
+    again, ledger = judge(slos, first, ledger)
+    assert again.checks[0].evidence == evidence
+    grown = window(0, 60, VariantStats(200, 8), VariantStats(1800, 18))
+    verdict, ledger = judge(slos, grown, ledger)
+    assert verdict.checks[0].evidence is not None
+    assert verdict.checks[0].evidence.samples == 26  # only the new 13
+    next_step = window(60, 90, VariantStats(500, 5), VariantStats(500, 5))
+    verdict, _ = judge(slos, next_step, ledger)
+    assert verdict.checks[0].evidence is not None
+    assert verdict.checks[0].evidence.samples == 36  # a new window counts in full
+
+
+def test_the_verdict_explains_a_rejection_and_it_is_final() -> None:
+    slos = [
+        {"metric": "error_rate", "compare": "baseline", "max_ratio": 1.2},
+        {"metric": "error_rate", "max": 0.5},  # absolute: a threshold check, not counted in m
+    ]
+    bad = window(0, 30, VariantStats(1000, 60), VariantStats(1000, 10))
+    verdict, ledger = judge(slos, bad, {})
+    check = verdict.checks[0]
+    assert verdict.outcome is Outcome.FAIL and check.outcome is Outcome.FAIL
+    assert check.evidence is not None
+    assert check.evidence.threshold == pytest.approx(1 / 0.05)  # m = 1 relative SLO
+    assert check.evidence.e_value >= check.evidence.threshold
+    assert check.evidence.lower is not None and check.evidence.lower > 1.2
+    assert "the canary is worse than allowed" in check.reason and "e-value" in check.reason
+    assert verdict.checks[1].outcome is Outcome.PASS and verdict.checks[1].evidence is None
+    assert Verdict.from_dict(json.loads(json.dumps(verdict.to_dict()))) == verdict
+    fine = window(30, 60, VariantStats(1000, 10), VariantStats(1000, 10))
+    later, _ = judge(slos, fine, ledger)
+    assert later.checks[0].outcome is Outcome.FAIL  # the e-process crossed: no way back
+    for start in range(60, 600, 30):  # the canary behaves from now on: the e-value falls back
+        fine = window(start, start + 30, VariantStats(1000, 10), VariantStats(1000, 10))
+        later, ledger = judge(slos, fine, ledger)
+    assert later.checks[0].outcome is Outcome.FAIL
+    assert later.checks[0].evidence is not None and later.checks[0].evidence.e_value < 20
+    assert "crossed the threshold earlier in the run" in later.checks[0].reason
+
+
+def test_without_evidence_a_check_passes_on_min_requests_and_not_before() -> None:
+    slos = [{"metric": "error_rate", "compare": "baseline", "max_ratio": 1.0}]
+    # The canary's point estimate is 1.5x the baseline's, on 3 vs 2 errors: noise, not a fail.
+    few = window(0, 30, VariantStats(50, 3), VariantStats(50, 2))
+    verdict, ledger = judge(slos, few, {})
+    assert verdict.outcome is Outcome.INCONCLUSIVE
+    assert "too few requests" in verdict.reason and "e-value" in verdict.reason
+    enough = window(0, 60, VariantStats(100, 3), VariantStats(100, 2))
+    verdict, _ = judge(slos, enough, ledger)
+    assert verdict.outcome is Outcome.PASS
+    assert "no evidence the canary is worse" in verdict.checks[0].reason
+
+
+def test_several_slos_share_alpha() -> None:
+    slos = [
+        {"metric": "error_rate", "compare": "baseline", "max_ratio": 1.0},
+        {"metric": "fallback_rate", "compare": "baseline", "max_ratio": 1.0},
+        {"metric": "cost_per_query_usd", "compare": "baseline", "max_ratio": 1.1},
+        {"metric": "latency_p95_seconds", "max": 2.0},
+    ]
+    observation = window(0, 30, VariantStats(100, 1), VariantStats(100, 1))
+    verdict, _ = judge(slos, observation, {})
+    thresholds = [c.evidence.threshold for c in verdict.checks if c.evidence is not None]
+    assert thresholds == [pytest.approx(3 / 0.05)] * 3
+
+
+def test_max_increase_is_a_ratio_that_follows_the_baselines_rate() -> None:
+    slos = [{"metric": "error_rate", "compare": "baseline", "max_increase": 0.01}]
+    first = window(0, 30, VariantStats(1000, 10), VariantStats(999, 9))  # (9+1)/(999+1) = 1%
+    verdict, ledger = judge(slos, first, {})
+    evidence = verdict.checks[0].evidence
+    assert evidence is not None and evidence.samples == 19  # tested from the first interval
+    assert evidence.test.endswith("<= 2")  # 1 + 0.01 / 1%
+    # The baseline turns out better: 9 errors in 5999 requests, so 1% more is now 7 times more.
+    second = window(0, 60, VariantStats(2000, 20), VariantStats(5999, 9))
+    verdict, _ = judge(slos, second, ledger)
+    evidence = verdict.checks[0].evidence
+    assert evidence is not None and evidence.samples == 19 + 10
+    assert evidence.test.endswith("<= 7")  # 1 + 0.01 / ((9 + 1) / (5999 + 1))
+    assert evidence.e_value < evidence.threshold and verdict.outcome is Outcome.PASS
+    assert evidence.estimate is not None and evidence.estimate > 2  # worse, within 1% more
+
+
+def test_a_moving_margin_tests_the_first_grid_point_at_or_above_it() -> None:
+    test = RateRatio(1.0)
+    for _ in range(10):
+        test = test.observe(40, 40, 0.25)  # ratio 3
+    on_grid = [RateRatio(2 ** (k / 4)) for k in (6, 7)]  # 2.83 and 3.36
+    for i, other in enumerate(on_grid):
+        for _ in range(10):
+            other = other.observe(40, 40, 0.25)
+        on_grid[i] = other
+    assert test.e_value_above(2 ** (6 / 4)) == pytest.approx(on_grid[0].e_value())
+    assert test.e_value_above(2.9) == pytest.approx(on_grid[1].e_value())  # rounded up
+    assert test.e_value_above(1000.0) == 1.0  # beyond the grid: no evidence claimed
+
+
+def test_cost_per_query_is_held_to_its_allowance() -> None:
+    slos = [{"metric": "cost_per_query_usd", "compare": "baseline", "max_ratio": 1.2}]
+    rng = random.Random(3)
+    outcomes = {}
+    for name, price in (("same", 1.0), ("double", 2.0)):
+        ledger: dict[str, Any] = {}
+        for look in range(12):
+            cost = 0.002 * price * rng.uniform(0.9, 1.1)
+            observation = window(
+                look * 30,
+                look * 30 + 30,
+                VariantStats(200, cost_usd=200 * cost),
+                VariantStats(200, cost_usd=200 * 0.002 * rng.uniform(0.9, 1.1)),
+            )
+            verdict, ledger = judge(slos, observation, ledger)
+        outcomes[name] = verdict
+    assert outcomes["same"].outcome is Outcome.PASS
+    assert outcomes["double"].outcome is Outcome.FAIL
+    assert "asymptotic" in outcomes["double"].reason
+
+
+def test_latency_without_a_bucket_edge_to_hold_the_canary_to_falls_back_to_its_threshold() -> None:
+    slos = [{"metric": "latency_p95_seconds", "compare": "baseline", "max_ratio": 3.0}]
+    histogram = ((1.0, 80.0), (2.0, 95.0), (math.inf, 100.0))
+    observation = window(
+        0,
+        30,
+        VariantStats(100, latency_buckets=histogram),
+        VariantStats(100, latency_buckets=histogram),
+    )
+    verdict, _ = judge(slos, observation, {})
+    assert verdict.outcome is Outcome.PASS
+    assert "judged by threshold" in verdict.checks[0].reason
+
+
+def test_threshold_method_keeps_the_ledger_untouched() -> None:
+    specs = [SloSpec(**ERRORS_NO_WORSE[0])]
+    observation = window(0, 30, VariantStats(100, 4), VariantStats(100, 1))
+    verdict, ledger = assess(
+        specs, AnalysisSpec(min_requests=100), observation, {}, baseline="baseline", canary="canary"
+    )
+    assert verdict.outcome is Outcome.FAIL and ledger == {}  # today's behaviour: 4% > 1%
+    assert verdict.checks[0].evidence is None
+
+
+@pytest.mark.parametrize(
+    ("analysis", "expected"),
+    [
+        ("{method: bayesian}", "spec.analysis.method"),
+        ("{method: sequential, alpha: 0}", "spec.analysis.alpha"),
+        ("{method: sequential, alpha: 1.5}", "spec.analysis.alpha"),
+    ],
+)
+def test_bad_method_or_alpha_is_named_in_the_document(analysis: str, expected: str) -> None:
+    text = f"""apiVersion: canaryctl/v1
+kind: Rollout
+metadata: {{name: demo}}
+spec:
+  flag: {{provider: file, path: flags.json, key: k, baseline: a, canary: b}}
+  metrics: {{provider: scrape, targets: ["http://127.0.0.1:8080/metrics"]}}
+  slos: [{{metric: error_rate, compare: baseline, max_ratio: 1.2}}]
+  analysis: {analysis}
+  steps: [{{set_weight: 100}}]
+"""
+    with pytest.raises(InvalidDocument) as caught:
+        parse_document(text, "doc.yaml", expect=Rollout)
+    assert any(expected in str(p) and ":8:" in str(p) for p in caught.value.problems), [
+        str(p) for p in caught.value.problems
+    ]
+
+
+def test_a_custom_query_slo_is_judged_by_threshold_and_not_counted_in_m() -> None:
+    """A runbook's own PromQL gives one number per variant, no counts to test: it is judged as
+    the threshold method judges it, and is not counted among the m tests sharing alpha."""
+    slos = [
+        SloSpec(name="refusals", query="refusal_rate{variant={{variant}}}", max_ratio=1.1),
+        SloSpec(**ERRORS_NO_WORSE[0]),
+    ]
+    observation = Observation(
+        0,
+        30,
+        {"canary": VariantStats(200, 2), "baseline": VariantStats(200, 2)},
+        slo_values={"refusals": {"canary": 0.05, "baseline": 0.02}},
+    )
+    verdict, _ = assess(slos, SEQUENTIAL, observation, {}, baseline="baseline", canary="canary")
+    custom, errors = verdict.checks
+    assert custom.outcome is Outcome.FAIL and custom.evidence is None  # 5% > 2% x 1.1
+    assert errors.evidence is not None and errors.evidence.threshold == pytest.approx(1 / 0.05)
