@@ -356,12 +356,20 @@ def measure_both(port: int, path: str, args: argparse.Namespace) -> dict[str, Fi
 Pair = tuple[float, float] | None
 
 
-def cell(pair: Pair, unit: str = "") -> str:
-    return "overloaded" if pair is None else f"{pair[0]:.2f}{unit} / {pair[1]:.2f}{unit}"
+def cell(pair: Pair) -> str:
+    return "overloaded" if pair is None else f"{pair[0]:.2f} / {pair[1]:.2f}"
 
 
 def minus(a: Pair, b: Pair) -> Pair:
     return None if a is None or b is None else (a[0] - b[0], a[1] - b[1])
+
+
+NOISE_MS = 0.05
+"""Added latency below this is indistinguishable from none on a shared machine."""
+
+
+def ratio(theirs: float, ours: float) -> str:
+    return f"{theirs / ours:.1f}x" if ours > NOISE_MS else "n/a (ours ~0)"
 
 
 def report(results: dict[str, dict[str, Figures]], args: argparse.Namespace) -> None:
@@ -404,10 +412,10 @@ def report(results: dict[str, dict[str, Figures]], args: argparse.Namespace) -> 
         cells = []
         for r in rates:
             ours, theirs = added["canaryctl", mode, r], added["litellm", mode, r]
-            ratio = None
-            if ours is not None and theirs is not None:
-                ratio = (theirs[0] / max(ours[0], 0.01), theirs[1] / max(ours[1], 0.01))
-            cells.append(cell(ratio, "x"))
+            if ours is None or theirs is None:
+                cells.append("overloaded")
+                continue
+            cells.append(" / ".join(ratio(t, o) for t, o in zip(theirs, ours, strict=True)))
         throughput = results["canaryctl"][mode].max_rps / results["litellm"][mode].max_rps
         print(f"| {mode} | {' | '.join(cells)} | {throughput:.1f}x |")
 

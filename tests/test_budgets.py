@@ -139,19 +139,11 @@ def test_requests_are_refused_once_the_estimate_would_pass_the_limit() -> None:
         usage = {"prompt_tokens": 7, "completion_tokens": 3}
         await engine.budgets.settle(first, engine.models["big"], usage)
         await engine.budgets.settle(second, engine.models["big"], None)  # failed: refunded
-        assert (await engine.budgets.store.usage(first.slots)) == [10]
+        assert (await engine.budgets.store.add(first.slots, [0])) == [10]
         assert isinstance(await engine.ask(), Admission)
         clock[0] = at("2026-03-15T00:00:01")  # a new day
-        assert (
-            await engine.budgets.store.usage(
-                slots(
-                    BudgetSpec.model_validate({"name": "t", "per": "team", "tokens": 50}),
-                    "ml",
-                    clock[0],
-                    "budget",
-                )
-            )
-        ) == [0]
+        today = slots(first.slots[0].budget, "ml", clock[0], "budget")
+        assert (await engine.budgets.store.add(today, [0])) == [0]
 
     run(scenario())
 
