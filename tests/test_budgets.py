@@ -139,19 +139,11 @@ def test_requests_are_refused_once_the_estimate_would_pass_the_limit() -> None:
         usage = {"prompt_tokens": 7, "completion_tokens": 3}
         await engine.budgets.settle(first, engine.models["big"], usage)
         await engine.budgets.settle(second, engine.models["big"], None)  # failed: refunded
-        assert (await engine.budgets.store.usage(first.slots)) == [10]
+        assert (await engine.budgets.store.add(first.slots, [0])) == [10]
         assert isinstance(await engine.ask(), Admission)
         clock[0] = at("2026-03-15T00:00:01")  # a new day
-        assert (
-            await engine.budgets.store.usage(
-                slots(
-                    BudgetSpec.model_validate({"name": "t", "per": "team", "tokens": 50}),
-                    "ml",
-                    clock[0],
-                    "budget",
-                )
-            )
-        ) == [0]
+        today = slots(first.slots[0].budget, "ml", clock[0], "budget")
+        assert (await engine.budgets.store.add(today, [0])) == [0]
 
     run(scenario())
 
@@ -414,3 +406,28 @@ def test_two_gateways_sharing_redis_never_overspend_together(
         assert shown.exit_code == 0, shown.output
         (row,) = [json.loads(line) for line in shown.output.splitlines()]
         assert (row["budget"], row["key"], row["used"]) == ("shared", "ml", spent)
+
+
+def test_streams_and_embeddings_are_settled_from_their_reported_usage(
+    tmp_path: Path, write_flags: Any
+) -> None:
+    write_flags(["big"])
+    budgets = {"limits": [{"name": "t", "per": "team", "tokens": 1000}]}
+    with LabStack(lab_spec(tmp_path, budgets, [{"name": "big"}]), traffic=False) as stack:
+        url = stack.gateway_url
+        # no max_tokens: 256 completion tokens are reserved, about 120 used
+        options = {"include_usage": True}
+        streamed = chat(url, "ml", stream=True, stream_options=options, max_tokens=None)
+        events = [line[6:] for line in streamed.text.splitlines() if line.startswith("data: ")]
+        spent = json.loads(events[-2])["usage"]["total_tokens"]
+        embedded = httpx.post(
+            f"{url}/v1/embeddings",
+            json={"model": "bot", "input": ["a question about refunds"]},
+            headers={"X-Team": "ml"},
+        )
+        spent += embedded.json()["usage"]["total_tokens"]
+        key = (("budget", "t"), ("key", "ml"), ("per", "team"), ("unit", "tokens"))
+        deadline = time.monotonic() + 5  # a stream is settled just after its last byte
+        while samples(url, "llm_budget_remaining").get(key) != 1000 - spent:
+            assert time.monotonic() < deadline, samples(url, "llm_budget_remaining")
+            time.sleep(0.05)

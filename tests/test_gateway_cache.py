@@ -112,3 +112,26 @@ def test_a_repeated_deterministic_request_is_answered_from_the_cache(
         assert counts(stack, "llm_cache_requests_total") == {"hit": 2, "miss": 1}
         assert counts(stack, "llm_requests_total") == {"ok": 3}  # hits never reached a model
         assert counts(stack, "llm_cache_entries") == {"": 1}
+
+
+def test_embeddings_are_routed_metered_and_always_cached(tmp_path: Path, write_flags: Any) -> None:
+    write_flags(["a"])
+    with LabStack(lab(tmp_path), traffic=False) as stack:
+        provider = stack.providers["a"]
+        texts = ["refund policy", "reset my password"]
+        first = post(stack, "/v1/embeddings", input=texts)
+        assert first.status_code == 200
+        assert first.headers["x-canaryctl-variant"] == "a"
+        body = first.json()
+        assert [d["index"] for d in body["data"]] == [0, 1]
+        assert len(body["data"][0]["embedding"]) == 8
+        again = post(stack, "/v1/embeddings", input=texts)
+        assert again.headers["x-canaryctl-cache"] == "hit" and again.json() == body
+        other = post(stack, "/v1/embeddings", input="refund policy")
+        assert "x-canaryctl-cache" not in other.headers
+        assert other.json()["data"][0]["embedding"] == body["data"][0]["embedding"]
+        assert provider.requests == 2
+        assert counts(stack, "llm_requests_total") == {"ok": 2}
+        prompt = body["usage"]["prompt_tokens"] + other.json()["usage"]["prompt_tokens"]
+        assert counts(stack, "llm_tokens_total") == {"": prompt}  # prompt + no completion
+        assert post(stack, "/v1/embeddings", input=[]).status_code == 400

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from canaryctl.cli.main import main, output_option, wants_json
 from canaryctl.errors import InvalidInput
-from canaryctl.gateway.budgets import MICRO_USD, store_prefix, usage_by_counter
+from canaryctl.gateway.budgets import MICRO_USD, open_store, store_prefix, usage_by_counter
 from canaryctl.runbook import Gateway, load_document
 from canaryctl.runbook.gateway import BudgetsSpec
 
@@ -25,24 +25,12 @@ def budgets() -> None:
     """Inspect the gateway's token and USD budgets."""
 
 
-async def _redis_counters(spec: BudgetsSpec) -> dict[str, int]:
-    from canaryctl.gateway.budget_redis import RedisStore
-
-    store = RedisStore(spec.store)  # type: ignore[arg-type]
+async def _counters(spec: BudgetsSpec) -> dict[str, int]:
+    store = open_store(spec)
     try:
         return await store.counters()
     finally:
         await store.close()
-
-
-def _counters(config: str, spec: BudgetsSpec) -> dict[str, int]:
-    if spec.store.provider == "redis":
-        return asyncio.run(_redis_counters(spec))
-    if spec.store.path is None:
-        raise InvalidInput(f"{config}: spec.budgets.store.path: unset, so no usage is kept")
-    from canaryctl.gateway.budget_memory import load_counters
-
-    return {key: value for key, (value, _) in load_counters(spec.store.path, time.time()).items()}
 
 
 def _amount(unit: str, value: int) -> float:
@@ -57,9 +45,11 @@ def show(config: str, output: str | None) -> None:
     spec = load_document(config, expect=Gateway).spec.budgets
     if spec is None:
         raise InvalidInput(f"{config}: spec.budgets: no budgets configured")
-    now = time.time()
+    if spec.store.provider == "memory" and spec.store.path is None:
+        raise InvalidInput(f"{config}: spec.budgets.store.path: unset, so no usage is kept")
+    counters = asyncio.run(_counters(spec))
     rows = []
-    for slot, used in usage_by_counter(_counters(config, spec), spec, store_prefix(spec), now):
+    for slot, used in usage_by_counter(counters, spec, store_prefix(spec), time.time()):
         rows.append(
             {
                 "budget": slot.budget.name,

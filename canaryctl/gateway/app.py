@@ -74,6 +74,7 @@ def create_app(spec: GatewaySpec) -> Starlette:
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", gateway.openai, methods=["POST"]),
+            Route("/v1/embeddings", gateway.embeddings, methods=["POST"]),
             Route("/api/chat", gateway.ollama_chat, methods=["POST"]),
             Route("/api/generate", gateway.ollama_generate, methods=["POST"]),
             Route("/metrics", gateway.metrics_endpoint, methods=["GET"]),
@@ -126,8 +127,10 @@ class _Gateway:
     async def ollama_generate(self, request: Request) -> Response:
         return await self._serve(request, "generate")
 
-    async def _serve(self, request: Request, dialect: Dialect) -> Response:
-        started = time.perf_counter()
+    async def _choose(
+        self, request: Request, dialect: Dialect
+    ) -> tuple[dict[str, Any], Choice] | Response:
+        """The request's body and the flag's choice for it, or the 400/404 to answer."""
         try:
             body = await request.json()
         except json.JSONDecodeError:
@@ -144,6 +147,67 @@ class _Gateway:
         choice = self.router.choose(route, context)
         if self.tracing is not None:
             self.tracing.begin(choice, body)
+        return body, choice
+
+    async def _admit(
+        self, request: Request, body: dict[str, Any], choice: Choice, call: dict[str, Any]
+    ) -> Admission | Refusal:
+        if self.budgets is None:
+            return Admission(choice, (), ())
+        return await self.budgets.admit(choice, request.headers, body, call)
+
+    async def embeddings(self, request: Request) -> Response:
+        """OpenAI's /v1/embeddings: routed by the flag, cached, budgeted and metered like chat."""
+        started = time.perf_counter()
+        chosen = await self._choose(request, "openai")
+        if isinstance(chosen, Response):
+            return chosen
+        body, choice = chosen
+        headers = {"x-canaryctl-variant": choice.variant, "x-canaryctl-model": choice.model.name}
+        text = body.get("input")
+        if not (isinstance(text, str) and text) and not (isinstance(text, list) and text):
+            self._count(choice, choice.model, "rejected", started)
+            message = "the request needs an 'input': a string or a list"
+            return _error("openai", 400, error_body(message, "invalid_request_error"), **headers)
+        key = None
+        if self.cache is not None and self.cache.applies_to(choice.route.name):
+            key = cache_key(choice, body, embeddings=True)
+            hit = self.cache.get(choice.route.name, key) if key else None
+            if hit is not None:
+                if self.tracing is not None:
+                    self.tracing.finish(choice, hit.model, "cache_hit", None, 0.0)
+                headers.update({"x-canaryctl-model": hit.model, "x-canaryctl-cache": "hit"})
+                return JSONResponse(hit.completion, headers=headers)
+        verdict = await self._admit(request, body, choice, body)
+        if isinstance(verdict, Refusal):
+            self._count(choice, choice.model, "rejected", started)
+            headers["Retry-After"] = str(verdict.retry_after)
+            return _error("openai", 429, verdict.body, **headers)
+        admission, choice = verdict, verdict.choice
+        try:
+            answer = await walk_chain(
+                choice,
+                self.models,
+                self.metrics,
+                lambda m: self._traced(m, self.upstream.embed(m, body)),
+            )
+        except ChainExhausted as exhausted:
+            await self._settle(admission, exhausted.model, None)
+            return self._failed("openai", choice, exhausted, started, headers)
+        usage = answer.result.get("usage")
+        await self._settle(admission, answer.model, usage)
+        self._count(choice, answer.model, _outcome(answer), started, usage)
+        if key is not None and self.cache is not None and not answer.fell_back:
+            self.cache.put(key, CachedAnswer(answer.model.name, answer.result))
+        headers["x-canaryctl-model"] = answer.model.name
+        return JSONResponse(answer.result, headers=headers)
+
+    async def _serve(self, request: Request, dialect: Dialect) -> Response:
+        started = time.perf_counter()
+        chosen = await self._choose(request, dialect)
+        if isinstance(chosen, Response):
+            return chosen
+        body, choice = chosen
         headers = {"x-canaryctl-variant": choice.variant, "x-canaryctl-model": choice.model.name}
         chat = chat_request(dialect, body)
         if chat is None:
@@ -152,23 +216,21 @@ class _Gateway:
             message = f"the request needs {wanted}"
             return _error(dialect, 400, error_body(message, "invalid_request_error"), **headers)
         key = None
-        if self.cache is not None and self.cache.applies_to(route.name):
+        if self.cache is not None and self.cache.applies_to(choice.route.name):
             key = cache_key(choice, chat)
-            hit = self.cache.get(route.name, key) if key else None
+            hit = self.cache.get(choice.route.name, key) if key else None
             if hit is not None:
                 if self.tracing is not None:
                     self.tracing.finish(choice, hit.model, "cache_hit", None, 0.0)
                 headers.update({"x-canaryctl-model": hit.model, "x-canaryctl-cache": "hit"})
                 return JSONResponse(_render(dialect, hit.completion), headers=headers)
-        admission = Admission(choice, (), ())
-        if self.budgets is not None:
-            verdict = await self.budgets.admit(choice, request.headers, body, chat)
-            if isinstance(verdict, Refusal):
-                self._count(choice, choice.model, "rejected", started)
-                headers["Retry-After"] = str(verdict.retry_after)
-                return _error(dialect, 429, verdict.body, **headers)
-            admission, choice = verdict, verdict.choice
-            headers["x-canaryctl-model"] = choice.model.name
+        verdict = await self._admit(request, body, choice, chat)
+        if isinstance(verdict, Refusal):
+            self._count(choice, choice.model, "rejected", started)
+            headers["Retry-After"] = str(verdict.retry_after)
+            return _error(dialect, 429, verdict.body, **headers)
+        admission, choice = verdict, verdict.choice
+        headers["x-canaryctl-model"] = choice.model.name
         if chat.get("stream") is True:
             return await self._stream(dialect, choice, chat, started, headers, admission)
         try:
@@ -228,17 +290,21 @@ class _Gateway:
         outcome, usage = _outcome(answer), None
         model_name = answer.model.upstream_model or answer.model.name
         try:
-            async for chunk in answer.result:
-                usage = chunk.get("usage") or usage
-                if dialect == "openai":
-                    if wants_usage or chunk.get("choices"):
-                        yield f"data: {json.dumps(chunk)}\n\n"
-                    continue
-                choices = chunk.get("choices") or [{}]
-                text = (choices[0].get("delta") or {}).get("content")
-                if text:
-                    line = ollama_line(dialect, model_name, text, None, done=False)
-                    yield json.dumps(line) + "\n"
+            async for batch in answer.result:
+                out = []
+                for chunk in batch:
+                    usage = chunk.get("usage") or usage
+                    if dialect == "openai":
+                        if wants_usage or chunk.get("choices"):
+                            out.append(f"data: {json.dumps(chunk)}\n\n")
+                        continue
+                    choices = chunk.get("choices") or [{}]
+                    text = (choices[0].get("delta") or {}).get("content")
+                    if text:
+                        line = ollama_line(dialect, model_name, text, None, done=False)
+                        out.append(json.dumps(line) + "\n")
+                if out:
+                    yield "".join(out)  # one write per batch the model sent
             if dialect == "openai":
                 yield "data: [DONE]\n\n"
             else:

@@ -17,14 +17,14 @@ from pathlib import Path
 
 from canaryctl.gateway.budgets import BudgetStoreError, Slot
 
-__all__ = ["MemoryStore", "load_counters"]
+__all__ = ["MemoryStore"]
 
 log = logging.getLogger(__name__)
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER, expires REAL)"
 
 
-def load_counters(path: Path, now: float) -> dict[str, tuple[int, float]]:
+def _load(path: Path, now: float) -> dict[str, tuple[int, float]]:
     """key -> (value, expires) of the live counters saved at `path` (none if no file)."""
     if not path.exists():
         return {}
@@ -62,7 +62,7 @@ class MemoryStore:
     ) -> None:
         self._path = path
         self._clock = clock
-        self._counters = load_counters(path, clock()) if path else {}
+        self._counters = _load(path, clock()) if path else {}
         self._dirty = False
         self._saver = (
             asyncio.get_running_loop().create_task(self._save_every(save_interval))
@@ -99,10 +99,6 @@ class MemoryStore:
 
     async def add(self, slots: Sequence[Slot], amounts: Sequence[int]) -> list[int]:
         return self._add(slots, amounts, self._clock())
-
-    async def usage(self, slots: Sequence[Slot]) -> list[int]:
-        now = self._clock()
-        return [self._used(slot, now) for slot in slots]
 
     async def counters(self) -> dict[str, int]:
         now = self._clock()

@@ -94,9 +94,6 @@ class RedisStore:
     async def add(self, slots: Sequence[Slot], amounts: Sequence[int]) -> list[int]:
         return (await self._run("add", slots, amounts))[1]
 
-    async def usage(self, slots: Sequence[Slot]) -> list[int]:
-        return (await self._run("add", slots, [0] * len(slots)))[1]
-
     async def counters(self) -> dict[str, int]:
         try:
             keys = [key async for key in self._client.scan_iter(match=f"{self._prefix}:*")]

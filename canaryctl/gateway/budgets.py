@@ -105,8 +105,6 @@ class BudgetStore(Protocol):
         """Add unconditionally (settling, refunds); the usage of each slot afterwards."""
         ...
 
-    async def usage(self, slots: Sequence[Slot]) -> list[int]: ...
-
     async def counters(self) -> dict[str, int]:
         """Every live bucket key and its value, for `canaryctl budgets show`."""
         ...
@@ -188,18 +186,27 @@ def requester(
     return {per: str(who) for per, who in found.items() if who}
 
 
-def estimate_tokens(chat: Mapping[str, Any], completion_estimate: int) -> int:
-    """Prompt tokens at about four characters each (three more per message, as OpenAI counts),
-    plus the completion the client allowed for, or `completion_estimate`."""
-    prompt = 0
-    for message in chat.get("messages") or []:
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, list):
-            content = " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-        prompt += math.ceil(len(str(content or "")) / 4) + 3
-    limit = chat.get("max_completion_tokens") or chat.get("max_tokens")
+def _text_tokens(content: Any) -> int:
+    if isinstance(content, list):
+        content = " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return math.ceil(len(str(content or "")) / 4)
+
+
+def estimate_tokens(request: Mapping[str, Any], completion_estimate: int) -> tuple[int, int]:
+    """(prompt, completion) tokens a request may use: about four characters a token (three
+    more per message, as OpenAI counts), and the completion the client allowed for, else
+    `completion_estimate`. An embeddings request (`input`) has no completion."""
+    if "input" in request:
+        inputs = request["input"] if isinstance(request["input"], list) else [request["input"]]
+        return max(1, sum(_text_tokens(text) for text in inputs)), 0
+    prompt = sum(
+        _text_tokens(message.get("content")) + 3
+        for message in request.get("messages") or []
+        if isinstance(message, dict)
+    )
+    limit = request.get("max_completion_tokens") or request.get("max_tokens")
     completion = limit if isinstance(limit, int) and limit > 0 else completion_estimate
-    return max(1, prompt) + completion
+    return max(1, prompt), completion
 
 
 def _usd_micro(model: ModelSpec, prompt: int, completion: int) -> int:
@@ -345,6 +352,7 @@ class Budgets:
         body: Mapping[str, Any],
         chat: Mapping[str, Any],
     ) -> Admission | Refusal:
+        """`chat` is the OpenAI-shaped request: a chat completion, or embeddings (`input`)."""
         now = self._clock()
         who = requester(headers, body, self._context)
         applying = [
@@ -355,9 +363,9 @@ class Budgets:
         ]
         if not applying:
             return Admission(choice, (), ())
-        tokens = estimate_tokens(chat, self.spec.completion_estimate)
-        prompt = tokens - self._completion_part(chat)
-        amounts = _amounts(applying, tokens, _usd_micro(choice.model, prompt, tokens - prompt))
+        prompt, completion = estimate_tokens(chat, self.spec.completion_estimate)
+        usd = _usd_micro(choice.model, prompt, completion)
+        amounts = _amounts(applying, prompt + completion, usd)
         try:
             failed, used = await self.store.reserve(applying, amounts)
         except BudgetStoreError as exc:
@@ -372,10 +380,6 @@ class Budgets:
             return _refusal(refused, used[failed], now)
         admission = Admission(choice, tuple(applying), tuple(amounts))
         return self._maybe_downgrade(admission, used)
-
-    def _completion_part(self, chat: Mapping[str, Any]) -> int:
-        limit = chat.get("max_completion_tokens") or chat.get("max_tokens")
-        return limit if isinstance(limit, int) and limit > 0 else self.spec.completion_estimate
 
     def _maybe_downgrade(self, admission: Admission, used: Sequence[int]) -> Admission:
         choice = admission.choice

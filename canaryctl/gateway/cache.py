@@ -1,4 +1,5 @@
-"""An optional response cache for requests whose answer does not change: temperature 0.
+"""An optional response cache for requests whose answer does not change: chat completions at
+temperature 0, and embeddings.
 
 The key is a hash of the route, the flag's variant and the normalised request (sorted JSON of the
 OpenAI-shaped body, without fields that do not change the answer: `user`, `stream`,
@@ -29,13 +30,15 @@ __all__ = ["CachedAnswer", "ResponseCache", "cache_key"]
 _NOT_IN_KEY = frozenset({"user", "stream", "stream_options"})
 
 
-def cache_key(choice: Choice, chat: Mapping[str, Any]) -> str | None:
+def cache_key(choice: Choice, chat: Mapping[str, Any], *, embeddings: bool = False) -> str | None:
     """The request's key, or None when its answer may differ from one call to the next."""
-    if chat.get("temperature") != 0 or chat.get("stream") is True or chat.get("n", 1) != 1:
+    sampled = chat.get("temperature") != 0 or chat.get("stream") is True or chat.get("n", 1) != 1
+    if sampled and not embeddings:
         return None
     request = {k: v for k, v in chat.items() if k not in _NOT_IN_KEY}
+    kind = "embeddings" if embeddings else "chat"
     text = json.dumps(
-        [choice.route.name, choice.variant, request], sort_keys=True, separators=(",", ":")
+        [kind, choice.route.name, choice.variant, request], sort_keys=True, separators=(",", ":")
     )
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -45,7 +48,7 @@ class CachedAnswer:
     model: str
     """The model that answered, for the x-canaryctl-model header."""
     completion: dict[str, Any]
-    """The completion in OpenAI shape, rendered per dialect on each hit."""
+    """The answer in OpenAI shape (a completion rendered per dialect on each hit)."""
 
 
 class ResponseCache:
@@ -63,7 +66,7 @@ class ResponseCache:
         self._entries: OrderedDict[str, tuple[float, CachedAnswer]] = OrderedDict()
         self._lookups = Counter(
             "llm_cache_requests_total",
-            "Cacheable requests (temperature 0) by result: hit or miss",
+            "Cacheable requests (temperature 0, embeddings) by result: hit or miss",
             ["route", "result"],
             registry=registry,
         )

@@ -16,6 +16,7 @@ __all__ = [
     "chat_request",
     "chunks_from_ollama",
     "completion_from_ollama",
+    "embeddings_from_ollama",
     "ollama_line",
     "ollama_request",
     "ollama_response",
@@ -110,6 +111,21 @@ def _usage(data: dict[str, Any]) -> dict[str, int]:
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
+    }
+
+
+def embeddings_from_ollama(data: dict[str, Any]) -> dict[str, Any]:
+    """Ollama's /api/embed answer as OpenAI's embeddings list."""
+    vectors = data.get("embeddings") or []
+    prompt = int(data.get("prompt_eval_count", 0))
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": vector}
+            for i, vector in enumerate(vectors)
+        ],
+        "model": data.get("model", ""),
+        "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
     }
 
 

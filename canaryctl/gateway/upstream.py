@@ -23,6 +23,7 @@ import aiohttp
 from canaryctl.gateway.ollama import (
     chunks_from_ollama,
     completion_from_ollama,
+    embeddings_from_ollama,
     ollama_request,
 )
 from canaryctl.runbook.gateway import ModelSpec
@@ -91,28 +92,48 @@ def _failure_from_exception(exc: BaseException, model: ModelSpec) -> UpstreamFai
 
 
 class UpstreamStream:
-    """OpenAI chunks read from an open upstream stream; `aclose()` whether or not it was read."""
+    """OpenAI chunks read from an open upstream stream; `aclose()` whether or not it was read.
+
+    Chunks come in batches: every whole line that one network read brought. The relay then
+    writes to its client once per batch, not once per chunk: a write is most of what relaying a
+    chunk costs, and when a model sends faster than the client reads, chunks bunch up.
+    """
 
     def __init__(self, response: aiohttp.ClientResponse, model: ModelSpec) -> None:
         self._response = response
         self._model = model
+        self._completion_id = f"chatcmpl-{secrets.token_hex(8)}"
 
-    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
-        completion_id = f"chatcmpl-{secrets.token_hex(8)}"
+    def _parse(self, raw: bytes, batch: list[dict[str, Any]]) -> bool:
+        """Add the chunks of one line to `batch`; False once the stream says it is done."""
+        line = raw.decode()
+        if self._model.provider == "ollama":
+            if line.strip():
+                batch.extend(chunks_from_ollama(json.loads(line), self._completion_id))
+            return True
+        if not line.startswith("data:"):
+            return True
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return False
+        batch.append(json.loads(data))
+        return True
+
+    async def __aiter__(self) -> AsyncIterator[list[dict[str, Any]]]:
+        pending = b""
         try:
-            async for raw in self._response.content:
-                line = raw.decode()
-                if self._model.provider == "ollama":
-                    if line.strip():
-                        for chunk in chunks_from_ollama(json.loads(line), completion_id):
-                            yield chunk
-                    continue
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
+            async for data in self._response.content.iter_any():
+                *lines, pending = (pending + data).split(b"\n")
+                batch: list[dict[str, Any]] = []
+                going = all(self._parse(line, batch) for line in lines)
+                if batch:
+                    yield batch
+                if not going:
                     return
-                yield json.loads(data)
+            batch = []
+            self._parse(pending, batch)  # a last line without its newline
+            if batch:
+                yield batch
         except _UpstreamError as exc:
             raise _failure_from_exception(exc, self._model) from exc
         except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
@@ -143,26 +164,18 @@ class Upstream:
         ) as session:
             yield cls(session)
 
-    async def _send(
-        self, model: ModelSpec, chat: dict[str, Any], *, stream: bool
-    ) -> aiohttp.ClientResponse:
-        name = model.upstream_model or model.name
+    def _openai_url(self, model: ModelSpec, path: str) -> str:
+        # OpenAI's own base URL is usually written with /v1, self-hosted ones without.
         base = model.base_url.rstrip("/")
+        return base + (path if base.endswith("/v1") else f"/v1{path}")
+
+    async def _post(
+        self, model: ModelSpec, url: str, body: dict[str, Any]
+    ) -> aiohttp.ClientResponse:
         headers = {"Content-Type": "application/json"}
-        if model.provider == "ollama":
-            url = f"{base}/api/chat"
-            body = ollama_request(chat, name, stream=stream)
-        else:
-            # OpenAI's own base URL is usually written with /v1, self-hosted ones without.
-            path = "/chat/completions" if base.endswith("/v1") else "/v1/chat/completions"
-            url = base + path
-            body = {**chat, "model": name, "stream": stream}
-            if stream:  # usage is how tokens and cost are metered; clients may not have asked
-                options = chat.get("stream_options") or {}
-                body["stream_options"] = {**options, "include_usage": True}
-            key = os.environ.get(model.api_key_env) if model.api_key_env else None
-            if key:
-                headers["Authorization"] = f"Bearer {key}"
+        key = os.environ.get(model.api_key_env) if model.api_key_env else None
+        if key and model.provider != "ollama":
+            headers["Authorization"] = f"Bearer {key}"
         # Per connect and per read, as httpx's timeout was: a long stream that keeps sending
         # is not cut, a silent model is.
         timeout = aiohttp.ClientTimeout(
@@ -175,9 +188,20 @@ class Upstream:
         except _UpstreamError as exc:
             raise _failure_from_exception(exc, model) from exc
 
-    async def complete(self, model: ModelSpec, chat: dict[str, Any]) -> dict[str, Any]:
-        """The model's completion in OpenAI shape, or UpstreamFailure."""
-        response = await self._send(model, chat, stream=False)
+    async def _send(
+        self, model: ModelSpec, chat: dict[str, Any], *, stream: bool
+    ) -> aiohttp.ClientResponse:
+        name = model.upstream_model or model.name
+        if model.provider == "ollama":
+            url = f"{model.base_url.rstrip('/')}/api/chat"
+            return await self._post(model, url, ollama_request(chat, name, stream=stream))
+        body = {**chat, "model": name, "stream": stream}
+        if stream:  # usage is how tokens and cost are metered; clients may not have asked
+            options = chat.get("stream_options") or {}
+            body["stream_options"] = {**options, "include_usage": True}
+        return await self._post(model, self._openai_url(model, "/chat/completions"), body)
+
+    async def _json(self, model: ModelSpec, response: aiohttp.ClientResponse) -> Any:
         async with response:
             if response.status != 200:
                 raise await _failure_from_response(response, model)
@@ -186,13 +210,28 @@ class Upstream:
             except _UpstreamError as exc:
                 raise _failure_from_exception(exc, model) from exc
         try:
-            data = json.loads(raw)
+            return json.loads(raw)
         except ValueError as exc:
             message = f"model {model.name} sent a body that is not JSON"
             raise UpstreamFailure("bad_response", 502, error_body(message)) from exc
+
+    async def complete(self, model: ModelSpec, chat: dict[str, Any]) -> dict[str, Any]:
+        """The model's completion in OpenAI shape, or UpstreamFailure."""
+        data = await self._json(model, await self._send(model, chat, stream=False))
         if model.provider == "ollama":
             return completion_from_ollama(data, f"chatcmpl-{secrets.token_hex(8)}")
         return data
+
+    async def embed(self, model: ModelSpec, request: dict[str, Any]) -> dict[str, Any]:
+        """Embeddings in OpenAI shape (Ollama's /api/embed translated), or UpstreamFailure."""
+        name = model.upstream_model or model.name
+        if model.provider != "ollama":
+            url = self._openai_url(model, "/embeddings")
+            return await self._json(model, await self._post(model, url, {**request, "model": name}))
+        url = f"{model.base_url.rstrip('/')}/api/embed"
+        body = {"model": name, "input": request.get("input")}
+        data = await self._json(model, await self._post(model, url, body))
+        return embeddings_from_ollama(data)
 
     async def open_stream(self, model: ModelSpec, chat: dict[str, Any]) -> UpstreamStream:
         """A stream whose status was 200: past this point no fallback is possible."""

@@ -10,6 +10,7 @@ down so that no held request outlives them.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import math
 import time
@@ -87,6 +88,7 @@ class SimulatedProvider:
         self.app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self._openai, methods=["POST"]),
+                Route("/v1/embeddings", self._embeddings, methods=["POST"]),
                 Route("/api/chat", self._ollama_chat, methods=["POST"]),
                 Route("/api/generate", self._ollama_generate, methods=["POST"]),
                 Route("/health", self._health, methods=["GET"]),
@@ -102,6 +104,32 @@ class SimulatedProvider:
 
     async def _openai(self, request: Request) -> Response:
         return await self._serve(request, "openai")
+
+    async def _embeddings(self, request: Request) -> Response:
+        """OpenAI embeddings: a vector per input drawn from a hash of its text, so the same
+        text always gets the same vector; errors and latency follow the profile."""
+        try:
+            body = await request.json()
+        except json.JSONDecodeError:
+            return _error("openai", 400, "invalid_request_error", "The body is not JSON.")
+        inputs = body.get("input") if isinstance(body, dict) else None
+        inputs = [inputs] if isinstance(inputs, str) else inputs
+        if not isinstance(inputs, list) or not inputs:
+            return _error("openai", 400, "invalid_request_error", "'input' is required.")
+        self.requests += 1
+        rng = request_rng(self.seed, self.profile.name, self.requests)
+        fate = decide(self.profile, "", rng)
+        if fate.error is not None:
+            return await self._fail(request, "openai", fate.error, fate.latency)
+        await asyncio.sleep(fate.latency)
+        tokens = sum(estimate_tokens(str(text)) for text in inputs)
+        data = [
+            {"object": "embedding", "index": i, "embedding": _vector(str(text))}
+            for i, text in enumerate(inputs)
+        ]
+        model = str(body.get("model") or self.profile.name)
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return JSONResponse({"object": "list", "data": data, "model": model, "usage": usage})
 
     async def _ollama_chat(self, request: Request) -> Response:
         return await self._serve(request, "chat")
@@ -215,6 +243,11 @@ class SimulatedProvider:
             if i:
                 await asyncio.sleep(gap)
             yield i, piece
+
+
+def _vector(text: str, size: int = 8) -> list[float]:
+    digest = hashlib.sha256(text.encode()).digest()
+    return [round(b / 127.5 - 1, 4) for b in digest[:size]]
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
