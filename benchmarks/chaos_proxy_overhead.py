@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 
@@ -61,7 +62,7 @@ async def phase(
     url: str, rate: float, seconds: float, stream: bool, rng: random.Random
 ) -> list[float | None]:
     """Open loop: requests start on a Poisson schedule whatever the earlier ones are doing."""
-    limits = httpx.Limits(max_connections=500, max_keepalive_connections=500)
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     async with httpx.AsyncClient(limits=limits, timeout=30) as client:
         for _ in range(20):  # warm the connection pools on both sides
             await one(client, url, stream)
@@ -75,6 +76,12 @@ async def phase(
             tasks.append(asyncio.create_task(one(client, url, stream)))
             at += rng.expovariate(rate)
         return list(await asyncio.gather(*tasks))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc), for CPU cost per request."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -130,10 +137,14 @@ def main() -> None:
         )
         for stream in (False, True):
             results: dict[str, list[float | None]] = {"direct": [], "proxy": []}
+            proxy_cpu = 0.0
             for _ in range(args.rounds):
                 for name, base in (("direct", upstream_url), ("proxy", proxy_url)):
                     url = f"{base}/v1/chat/completions"
+                    cpu = cpu_seconds(proxy.pid)
                     results[name] += asyncio.run(phase(url, args.rate, args.seconds, stream, rng))
+                    if name == "proxy":
+                        proxy_cpu += cpu_seconds(proxy.pid) - cpu
             kind = "stream" if stream else "plain"
             latencies = {n: [t for t in v if t is not None] for n, v in results.items()}
             cut = {
@@ -147,7 +158,11 @@ def main() -> None:
                     f"{p50:>9.2f}{p90:>9.2f}{p99:>9.2f}"
                 )
             added = [p - d for p, d in zip(cut["proxy"], cut["direct"], strict=True)]
-            print(f"{kind:<9}{'added':<8}{'':>14}{added[0]:>9.2f}{added[1]:>9.2f}{added[2]:>9.2f}")
+            per_request = proxy_cpu / len(results["proxy"]) * 1000
+            print(
+                f"{kind:<9}{'added':<8}{'':>14}{added[0]:>9.2f}{added[1]:>9.2f}{added[2]:>9.2f}"
+                f"   proxy CPU {per_request:.2f} ms/request"
+            )
     finally:
         proxy.terminate()
         proxy.wait(10)

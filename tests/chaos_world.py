@@ -73,7 +73,7 @@ class World:
             interval="1s",
             min_requests=20,
         )
-        document["spec"].update({"duration": "4s", "recovery": "1s", **spec})
+        document["spec"].update({"duration": "4s", "settle": "1s", "recovery": "1s", **spec})
         path = self.tmp / f"{name}.yaml"
         path.write_text(yaml.safe_dump(document))
         return path

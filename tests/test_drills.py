@@ -25,7 +25,7 @@ from canaryctl.cli import main
 from canaryctl.controller.store import StateStore
 from canaryctl.drills.guard import blocked_by, latest_fire_time
 from canaryctl.drills.history import DrillHistory, DrillRun
-from canaryctl.drills.scheduler import run_drill
+from canaryctl.drills.scheduler import _RUNTIME, run_drill
 from canaryctl.flags.base import FlagSnapshot
 from canaryctl.runbook.scenario import ChaosScenario, cron_trigger
 from tests.chaos_world import EXAMPLE, TOKEN, World, chaos_world
@@ -41,7 +41,14 @@ def drill_document(world: World, **spec: Any) -> dict[str, Any]:
     document = yaml.safe_load(world.scenario("drill").read_text())
     document["metadata"]["name"] = "primary-503-drill"
     document["spec"].update(
-        {"duration": "1s", "recovery": "0s", "schedule": "*/5 * * * * *", "window": None, **spec}
+        {
+            "duration": "1s",
+            "settle": "0s",
+            "recovery": "0s",
+            "schedule": "*/5 * * * * *",
+            "window": None,
+            **spec,
+        }
     )
     hypothesis = document["spec"]["hypothesis"]
     hypothesis.update(window="1s", interval="1s", min_requests=10)
@@ -215,3 +222,18 @@ def test_latest_fire_time_coalesces_missed_slots() -> None:
     hourly = cron_trigger("0 * * * *")
     assert latest_fire_time(hourly, now, 60) == datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
     assert latest_fire_time(hourly, now.replace(minute=30), 60) is None  # beyond the grace
+
+
+def test_one_drill_at_a_time_per_target(tmp_path: Path) -> None:
+    document = yaml.safe_load(EXAMPLE.read_text())
+    target = "http://127.0.0.1:9"  # nothing listens: a skipped drill never reaches it
+    document["spec"]["target"]["url"] = target
+    document["spec"].update(schedule="* * * * *", window=None)
+    path = tmp_path / "drill.yaml"
+    path.write_text(yaml.safe_dump(document))
+    busy = _RUNTIME.lock_for(target)  # as a drill running against the same proxy holds it
+    with busy:
+        run_drill(str(path), str(tmp_path / "home"), str(tmp_path / "state.db"), 300.0)
+    [run] = history(tmp_path / "home")
+    assert run.outcome == "skipped"
+    assert run.reason == f"another drill is running against {target}"

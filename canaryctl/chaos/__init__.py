@@ -2,7 +2,9 @@
 
 from canaryctl.chaos.client import ChaosClient, token_from_env
 from canaryctl.chaos.faults import ActiveFault, FaultTable, RequestFacts
+from canaryctl.chaos.journal import Journal, junit_xml
 from canaryctl.chaos.proxy import ADMIN_PREFIX, TOKEN_ENV, create_proxy_app
+from canaryctl.chaos.scenario import ScenarioResult, run_scenario
 from canaryctl.chaos.server import BackgroundServer
 
 __all__ = [
@@ -12,7 +14,11 @@ __all__ = [
     "BackgroundServer",
     "ChaosClient",
     "FaultTable",
+    "Journal",
     "RequestFacts",
+    "ScenarioResult",
     "create_proxy_app",
+    "junit_xml",
+    "run_scenario",
     "token_from_env",
 ]

@@ -111,11 +111,16 @@ def create_proxy_app(
     rng: random.Random | None = None,
     admin_from_anywhere: bool = False,
 ) -> ASGIApp:
-    """A proxy to `upstream` (base URL). `app.state`-free: tests pass their own table and rng."""
+    """A proxy to `upstream` (base URL); tests pass their own fault table and random generator."""
     if not token:
         raise ValueError("the admin API needs a token")
-    proxy = _Proxy(upstream.rstrip("/"), token, table or FaultTable(), rng or random.Random())
-    proxy.admin_from_anywhere = admin_from_anywhere
+    proxy = _Proxy(
+        upstream.rstrip("/"),
+        token,
+        table or FaultTable(),
+        rng or random.Random(),
+        admin_from_anywhere=admin_from_anywhere,
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -138,7 +143,6 @@ def create_proxy_app(
         ],
         lifespan=lifespan,
     )
-    app.state.proxy = proxy
     return _KeepTransport(app)
 
 
@@ -147,7 +151,6 @@ class _KeepTransport:
 
     def __init__(self, app: Starlette) -> None:
         self.app = app
-        self.state = app.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -195,13 +198,21 @@ async def _events(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 
 
 class _Proxy:
-    def __init__(self, upstream: str, token: str, table: FaultTable, rng: random.Random) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        token: str,
+        table: FaultTable,
+        rng: random.Random,
+        *,
+        admin_from_anywhere: bool,
+    ) -> None:
         self.upstream = upstream
         self.table = table
         self.rng = rng
         self.metrics = ProxyMetrics()
         self.client: httpx.AsyncClient
-        self.admin_from_anywhere = False
+        self.admin_from_anywhere = admin_from_anywhere
         self._token = token
 
     # -- admin API --

@@ -163,13 +163,14 @@ class _Run:
 
     def _during(self) -> list[Judgement]:
         hypothesis = self.spec.hypothesis
-        self.metrics.check()  # a sample at injection time: no window reaches before it
-        started = self.clock.now()
-        ends = started + self.spec.duration
+        ends = self.clock.now() + self.spec.duration
+        self.clock.sleep(self.spec.settle)
+        self.metrics.check()  # the sample no window reaches before
+        floor = self.clock.now()
         judgements: list[Judgement] = []
         while (left := ends - self.clock.now()) > 0:
             self.clock.sleep(min(hypothesis.interval, left))
-            since = max(started, self.clock.now() - hypothesis.window)
+            since = max(floor, self.clock.now() - hypothesis.window)
             judgement = self._judge("during", since)
             judgements.append(judgement)
             if judgement.outcome == "violated" and self.spec.abort_on_violation:

@@ -4,7 +4,6 @@ the way SREs drive toxiproxy-cli, and scenarios. The admin token comes from the 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -62,7 +61,7 @@ def proxy_command(
             f"chaos proxy on {url} -> {upstream}; admin API at {url}{ADMIN_PREFIX} "
             f"(token from {TOKEN_ENV}); Ctrl-C stops"
         )
-    asyncio.run(server_for(app).serve(sockets=[sock]))
+    server_for(app).run(sockets=[sock])  # on uvloop when it is installed
 
 
 def _proxy_option(func: Any) -> Any:

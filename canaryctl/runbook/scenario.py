@@ -252,6 +252,12 @@ class ChaosScenarioSpec(Strict):
     faults: list[FaultSpec] = Field(min_length=1)
     duration: Duration = Field(gt=0, description="how long the faults stay in")
     hypothesis: HypothesisSpec
+    settle: Duration = Field(
+        default=0.0,
+        ge=0,
+        description="after injecting, wait this long before judging: requests in flight when "
+        "the faults went in finish first, and no window reaches before then",
+    )
     recovery: Duration = Field(
         default=10.0, ge=0, description="after removing the faults, wait this long, then check"
     )
@@ -268,6 +274,8 @@ class ChaosScenarioSpec(Strict):
 
     @model_validator(mode="after")
     def _faults_outlive_the_run(self) -> ChaosScenarioSpec:
+        if self.settle >= self.duration:
+            raise ValueError("settle: must be shorter than the duration")
         for i, fault in enumerate(self.faults):
             if "ttl" in fault.model_fields_set and fault.ttl < self.duration:
                 raise ValueError(f"faults[{i}].ttl: shorter than the duration")
