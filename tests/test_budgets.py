@@ -431,3 +431,19 @@ def test_streams_and_embeddings_are_settled_from_their_reported_usage(
         while samples(url, "llm_budget_remaining").get(key) != 1000 - spent:
             assert time.monotonic() < deadline, samples(url, "llm_budget_remaining")
             time.sleep(0.05)
+
+
+def test_an_unreachable_redis_lets_requests_through_and_is_counted(
+    tmp_path: Path, write_flags: Any
+) -> None:
+    write_flags(["big"])
+    nothing_there = f"redis://127.0.0.1:{free_port()}/0"
+    budgets = {
+        "store": {"provider": "redis", "url": nothing_there, "timeout": 0.2},
+        "limits": [{"name": "t", "per": "team", "tokens": 10}],
+    }
+    with LabStack(lab_spec(tmp_path, budgets, [{"name": "big"}]), traffic=False) as stack:
+        replies = [chat(stack.gateway_url, "ml") for _ in range(3)]
+        assert [r.status_code for r in replies] == [200] * 3  # over the limit, but not refused
+        errors = samples(stack.gateway_url, "llm_budget_store_errors_total")
+        assert errors[()] == 3  # one failed reservation each; nothing reserved, nothing settled
