@@ -196,3 +196,31 @@ def test_a_damaged_chaos_journal_is_exit_2(tmp_path: Path) -> None:
     journal.write_text(json.dumps(data))
     code, output = report(str(journal))
     assert code == 2 and f"{journal}: the journal's scenario.spec.duration:" in output
+
+
+def test_a_run_not_steady_before_shows_no_fault(tmp_path: Path) -> None:
+    clock, injector = FakeClock(), FakeInjector()
+
+    def quiet(since: float, now: float) -> Observation:
+        stats = VariantStats(requests=3, errors=0, fallbacks=0, latency_buckets=())
+        return Observation(since, now, {"primary": stats})
+
+    scenario = fake_scenario()
+    path = tmp_path / "journal.json"
+    run_scenario(
+        scenario,
+        injector=injector,
+        metrics=ScriptedMetricsSource(quiet, clock.now),
+        journal=Journal(scenario, path, clock=clock.now),
+        clock=clock,
+    )
+    page = tmp_path / "chaos.html"
+    code, output = report(str(path), "--html", str(page), "-o", "json")
+    assert code == 0, output
+    story = json.loads(output)
+    assert story["outcome"] == "not_steady" and story["faults"] == []
+    assert [p["phase"] for p in story["phases"]] == ["before"]
+    html = page.read_text()
+    assert 'class="injection"' not in html and 'class="phase during"' not in html
+    assert "nothing is injected unless the steady state holds first" in html
+    assert "3 requests in the window, fewer than 100" in html
