@@ -12,9 +12,7 @@ import click
 from canaryctl.cli.main import main, output_option, wants_json
 from canaryctl.controller import DEFAULT_STATE_PATH, StateStore
 from canaryctl.errors import InvalidInput
-from canaryctl.report import report_html, timeline
-from canaryctl.report.chaos_page import chaos_html
-from canaryctl.report.gate_page import gate_html
+from canaryctl.report import chaos_html, gate_html, report_html, timeline
 from canaryctl.report.source import EXPECTED, read_source, read_story
 
 __all__ = ["report"]
