@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -224,3 +225,35 @@ def test_a_run_not_steady_before_shows_no_fault(tmp_path: Path) -> None:
     assert 'class="injection"' not in html and 'class="phase during"' not in html
     assert "nothing is injected unless the steady state holds first" in html
     assert "3 requests in the window, fewer than 100" in html
+
+
+def test_a_journal_left_by_a_killed_run_reads_as_running(tmp_path: Path) -> None:
+    """The file as SIGKILL would leave it mid-fault: copied while the runner was in `during`."""
+    clock, injector = FakeClock(), FakeInjector()
+    scenario = fake_scenario()
+    path, killed = tmp_path / "journal.json", tmp_path / "killed.json"
+    clock.call_at(clock.now() + 22, lambda: shutil.copy(path, killed))
+
+    def traffic(since: float, now: float) -> Observation:
+        n = 10 * (now - since)
+        stats = VariantStats(requests=n, errors=0, fallbacks=n, latency_buckets=((0.5, n),))
+        return Observation(since, now, {"primary": stats})
+
+    run_scenario(
+        scenario,
+        injector=injector,
+        metrics=ScriptedMetricsSource(traffic, clock.now),
+        journal=Journal(scenario, path, clock=clock.now),
+        clock=clock,
+    )
+    page = tmp_path / "killed.html"
+    code, output = report(str(killed), "--html", str(page), "-o", "json")
+    assert code == 0, output
+    story = json.loads(output)
+    assert story["status"] == "running" and story["outcome"] is None
+    assert [p["phase"] for p in story["phases"]] == ["before", "during"]
+    assert story["faults"][0]["removed"] is None and story["faults"][0]["removed_at"] is None
+    html = page.read_text()
+    assert ">running</span>" in html and "never attempted: ended by its TTL" in html
+    assert "the journal never finished: the run was killed" in html
+    assert 'class="injection"' in html and 'class="removal"' not in html
