@@ -480,6 +480,18 @@ def test_flag_conflict_stops_without_touching_the_humans_edit(
     assert h.weights_written() == ["canary to 10%"]
 
 
+def test_a_human_edit_during_a_long_pause_stops_the_run_at_the_next_analysis(
+    make: Callable[..., Harness],
+) -> None:
+    h = make(steps=[{"set_weight": 10}, {"pause": 3600}, {"set_weight": 100}])
+    h.clock.call_at(T0 + 35, lambda: h.flags.edit_by_someone_else(0))
+    result = h.run()
+    assert result.exit_code == 3 and "someone else changed it" in result.reason
+    ended = h.store.run(1).ended_at  # type: ignore[union-attr]
+    assert ended is not None and ended <= T0 + 35 + 10  # one analysis interval, not the hour
+    assert h.weights_written() == ["canary to 10%"] and h.canary_weight() == 0
+
+
 def test_ctrl_c_restores_and_exits_130(make: Callable[..., Harness]) -> None:
     h = make()
 

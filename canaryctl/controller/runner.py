@@ -60,6 +60,7 @@ from canaryctl.controller.step import (
 from canaryctl.controller.store import RunRecord, StateStore
 from canaryctl.errors import (
     CanaryError,
+    FlagBackendError,
     FlagConflict,
     Interrupted,
     InvalidInput,
@@ -310,6 +311,7 @@ class RolloutRunner:
 
     def _analyze(self, since: float, closing: bool) -> Event:
         spec = self.rollout.spec
+        self._ensure_flag_untouched()
         try:
             observation = self.metrics.observe(since)
         except MetricsBackendError as exc:
@@ -414,6 +416,21 @@ class RolloutRunner:
         if before is not None:
             self._observers.on_weight(self._run_id, before, after)
         return snapshot
+
+    def _ensure_flag_untouched(self) -> None:
+        """A human who moves the flag during a pause takes the wheel then, not at our next
+        write: the metrics no longer describe the split we are judging. A flag backend that
+        cannot be read here is noted and the analysis goes on; the next write will tell."""
+        try:
+            current = self.flags.snapshot()
+        except FlagBackendError as exc:
+            self._error("flags", f"flag backend error while checking the flag: {exc}")
+            return
+        if not self._ours(current):
+            raise FlagConflict(
+                f"flag '{current.key}' is at version {current.version}, not {self._version} "
+                f"where run {self._run_id} left it: someone else changed it"
+            )
 
     def _ours(self, current: FlagSnapshot) -> bool:
         """Is the flag where we left it, or where our interrupted write was taking it?"""
