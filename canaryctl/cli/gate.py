@@ -103,8 +103,19 @@ def _print(report: GateReport) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)",
 )
+@click.option(
+    "--json-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="write the JSON result (what -o json prints) for `canaryctl report`",
+)
 @output_option
-def gate(runbook: str, junit: Path | None, summary: Path | None, output: str | None) -> None:
+def gate(
+    runbook: str,
+    junit: Path | None,
+    summary: Path | None,
+    json_file: Path | None,
+    output: str | None,
+) -> None:
     """Eval the canary against the baseline, check live SLOs and cost: exit 0 to promote."""
     document = load_document(runbook, expect=Rollout)
     as_json = wants_json(output)
@@ -117,6 +128,8 @@ def gate(runbook: str, junit: Path | None, summary: Path | None, output: str | N
         _write(junit, junit_xml(report), "junit")
     if summary is not None:
         _write(summary, markdown_summary(report), "summary", "a")  # as $GITHUB_STEP_SUMMARY wants
+    if json_file is not None:
+        _write(json_file, json.dumps(report.to_dict()) + "\n", "json-file")
     if as_json:
         click.echo(json.dumps(report.to_dict()))
     else:

@@ -1,22 +1,57 @@
-"""`canaryctl report RUN_ID --html FILE`: a finished rollout as a page (or JSON) people read."""
+"""`canaryctl report SOURCE --html FILE`: a finished rollout, chaos run, drill or gate as a page
+(or JSON) people read. SOURCE is a run id (digits) or a chaos journal / gate result file."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
 from canaryctl.cli.main import main, output_option, wants_json
 from canaryctl.controller import DEFAULT_STATE_PATH, StateStore
 from canaryctl.errors import InvalidInput
-from canaryctl.report import report_html, timeline
+from canaryctl.report import chaos_html, gate_html, report_html, timeline
+from canaryctl.report.source import EXPECTED, read_source, read_story
 
 __all__ = ["report"]
 
 
+def _rollout(run_id: int, state_path: Path) -> tuple[dict[str, Any], str, str]:
+    if not state_path.exists():
+        raise InvalidInput(f"no state database at {state_path}: no rollout has run here (--state?)")
+    with StateStore(state_path) as store:
+        record = store.run(run_id)
+        if record is None:
+            raise InvalidInput(f"no run {run_id} in {state_path}")
+        story = timeline(record, store.events(run_id))
+    outcome = (story.outcome or story.phase).replace("_", " ")
+    summary = f"run {story.run_id} {story.name}: {outcome}, {len(story.analyses)} analyses"
+    return {"kind": "rollout", **story.to_dict()}, report_html(story), summary
+
+
+def _chaos(path: Path, journal: dict[str, Any]) -> tuple[dict[str, Any], str, str]:
+    story, scenario = read_story(path, journal)
+    outcome = (story.outcome or story.status).replace("_", " ")
+    summary = (
+        f"chaos {story.name}: {outcome}, {len(story.faults)} fault(s),"
+        f" {len(story.judgements)} judgements"
+    )
+    return story.to_dict(), chaos_html(story, scenario.spec.target.url), summary
+
+
+def _gate(path: Path, result: dict[str, Any]) -> tuple[dict[str, Any], str, str]:
+    try:
+        html = gate_html(result)
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise InvalidInput(f"{path}: a damaged gate result ({type(exc).__name__}: {exc})") from None
+    summary = f"gate {result['name']}: {result['outcome']} (exit {result['exit_code']})"
+    return {"kind": "gate", **result}, html, summary
+
+
 @main.command("report")
-@click.argument("run_id", type=int)
+@click.argument("source")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
               help="write a self-contained HTML page")  # fmt: skip
 @click.option(
@@ -26,31 +61,30 @@ __all__ = ["report"]
     default=DEFAULT_STATE_PATH,
     envvar="CANARYCTL_STATE",
     show_default=True,
-    help="the run journal (SQLite); env CANARYCTL_STATE",
+    help="the run journal (SQLite) a run id is read from; env CANARYCTL_STATE",
 )
 @output_option
-def report(run_id: int, html_path: Path | None, state_path: Path, output: str | None) -> None:
-    """Chart a rollout from its journal: weight, error rate, p95, steps, the decision."""
-    if not state_path.exists():
-        raise InvalidInput(f"no state database at {state_path}: no rollout has run here (--state?)")
-    with StateStore(state_path) as store:
-        record = store.run(run_id)
-        if record is None:
-            raise InvalidInput(f"no run {run_id} in {state_path}")
-        story = timeline(record, store.events(run_id))
+def report(source: str, html_path: Path | None, state_path: Path, output: str | None) -> None:
+    """Chart a rollout (SOURCE: its run id), a chaos run or drill (its journal JSON) or a gate
+    (its JSON result): what happened, against which bounds, and the decision."""
+    if source.isdigit():
+        data, html, summary = _rollout(int(source), state_path)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise InvalidInput(f"{source}: no such file; expected {EXPECTED}")
+        kind, document = read_source(path)
+        data, html, summary = (_chaos if kind == "chaos" else _gate)(path, document)
     if html_path is not None:
         try:
-            html_path.write_text(report_html(story), encoding="utf-8")
+            html_path.write_text(html, encoding="utf-8")
         except OSError as exc:
             raise InvalidInput(f"--html {html_path}: cannot write: {exc.strerror}") from exc
     if wants_json(output):
-        click.echo(
-            json.dumps({**story.to_dict(), "html": None if html_path is None else str(html_path)})
-        )
+        click.echo(json.dumps({**data, "html": None if html_path is None else str(html_path)}))
         return
-    outcome = (story.outcome or story.phase).replace("_", " ")
-    click.echo(f"run {story.run_id} {story.name}: {outcome}, {len(story.analyses)} analyses")
-    if story.reason:
-        click.echo(f"  decision: {story.reason}")
+    click.echo(summary)
+    if data.get("reason"):
+        click.echo(f"  decision: {data['reason']}")
     if html_path is not None:
         click.echo(f"  report written to {html_path}")

@@ -7,63 +7,30 @@ the decision's evidence (the reason and every analysis), and the journal's event
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from html import escape
 
-from canaryctl.report.svg import chart_svg, format_seconds
+from canaryctl.report.draw import format_seconds
+from canaryctl.report.page import badge, facts, num, page, when
+from canaryctl.report.svg import chart_svg
 from canaryctl.report.timeline import Timeline
 
 __all__ = ["report_html"]
-
-_BADGE = {
-    "promoted": "#2e7d32",
-    "rolled_back": "#c62828",
-    "aborted": "#f9a825",
-    "error": "#c62828",
-    "interrupted": "#f9a825",
-}
-_CSS = """
-body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;
-max-width:1000px;color:#222;padding:0 12px}
-h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px}
-.badge{display:inline-block;color:#fff;border-radius:4px;padding:2px 10px;font-weight:bold}
-table{border-collapse:collapse;width:100%;margin:6px 0}
-th,td{border-bottom:1px solid #e0e0e0;padding:4px 8px;text-align:left;vertical-align:top}
-th{background:#f5f5f5}td.num{text-align:right;font-variant-numeric:tabular-nums}
-.pass{color:#2e7d32;font-weight:bold}.fail{color:#c62828;font-weight:bold}
-.inconclusive{color:#b28704;font-weight:bold}.facts td:first-child{color:#666;width:160px}
-code{font-size:12px;color:#555}
-"""
-
-
-def _when(epoch: float | None) -> str:
-    if epoch is None:
-        return "—"
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-def _num(value: object) -> str:
-    return "—" if not isinstance(value, int | float) else f"{value:.4g}"
 
 
 def report_html(timeline: Timeline) -> str:
     t = timeline
     outcome = t.outcome or t.phase
-    colour = _BADGE.get(outcome, "#616161")
     parts = [
-        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",
-        f"<title>canaryctl run {t.run_id}: {escape(t.name)}</title><style>{_CSS}</style>",
-        "</head><body>",
         f"<h1>Rollout {escape(t.name)} · run {t.run_id}</h1>",
-        f'<p><span class="badge" style="background:{colour}">'
-        f"{escape(outcome.replace('_', ' '))}</span> "
-        f"<b>{escape(t.canary)}</b> replacing <b>{escape(t.baseline)}</b></p>",
-        '<table class="facts">',
-        f"<tr><td>started</td><td>{_when(t.started_at)}</td></tr>",
-        f"<tr><td>ended</td><td>{_when(t.ended_at)} ({format_seconds(t.duration)})</td></tr>",
-        f"<tr><td>exit code</td><td>{'—' if t.exit_code is None else t.exit_code}</td></tr>",
-        f"<tr><td>decision</td><td>{escape(t.reason) or 'every step held'}</td></tr>",
-        "</table>",
+        f"<p>{badge(outcome)} <b>{escape(t.canary)}</b> replacing <b>{escape(t.baseline)}</b></p>",
+        facts(
+            [
+                ("started", when(t.started_at)),
+                ("ended", f"{when(t.ended_at)} ({format_seconds(t.duration)})"),
+                ("exit code", "—" if t.exit_code is None else str(t.exit_code)),
+                ("decision", escape(t.reason) or "every step held"),
+            ]
+        ),
         "<h2>Timeline</h2>",
         chart_svg(t),
         "<h2>SLOs at the last analysis</h2>",
@@ -81,9 +48,9 @@ def report_html(timeline: Timeline) -> str:
         for check in last.checks:
             parts.append(
                 f"<tr><td>{escape(check['slo'])}</td>"
-                f'<td class="num">{_num(check.get("canary_value"))}</td>'
-                f'<td class="num">{_num(check.get("baseline_value"))}</td>'
-                f'<td class="num">{_num(check.get("bound"))}</td>'
+                f'<td class="num">{num(check.get("canary_value"))}</td>'
+                f'<td class="num">{num(check.get("baseline_value"))}</td>'
+                f'<td class="num">{num(check.get("bound"))}</td>'
                 f'<td class="num">{check.get("canary_requests", 0):g}/'
                 f"{check.get('baseline_requests', 0):g}</td>"
                 f'<td class="{escape(check["outcome"])}">{escape(check["outcome"])}</td>'
@@ -112,5 +79,5 @@ def report_html(timeline: Timeline) -> str:
             f'<tr><td class="num">{format_seconds(event.at - t.started_at)}</td>'
             f"<td>{escape(event.type)}</td><td><code>{escape(details)}</code></td></tr>"
         )
-    parts += ["</table>", "</body></html>"]
-    return "\n".join(parts) + "\n"
+    parts.append("</table>")
+    return page(f"canaryctl run {t.run_id}: {t.name}", parts)

@@ -11,9 +11,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
 
+from canaryctl.report.draw import (
+    nice_max,
+    panel_frame,
+    svg_open,
+    time_axis,
+    vertical,
+)
 from canaryctl.report.timeline import Analysis, Point, Timeline
 
-__all__ = ["chart_svg", "format_seconds"]
+__all__ = ["chart_svg"]
 
 WIDTH, LEFT, RIGHT, TOP, PANEL, GAP, BOTTOM = 960, 78, 24, 34, 150, 46, 40
 _NEAR = 36.0
@@ -27,14 +34,6 @@ _ENDING_COLOUR = {
 }
 
 
-def format_seconds(seconds: float) -> str:
-    seconds = round(seconds)
-    minutes, rest = divmod(seconds, 60)
-    if minutes == 0:
-        return f"{rest}s"
-    return f"{minutes}m{rest:02d}s" if rest else f"{minutes}m"
-
-
 @dataclass(frozen=True)
 class _Panel:
     title: str
@@ -42,16 +41,6 @@ class _Panel:
     y_max: float
     label: Callable[[float], str]
     bound: float | None = None
-
-
-def _nice_max(value: float) -> float:
-    if value <= 0:
-        return 1.0
-    for scale in (10.0**k for k in range(-6, 7)):
-        for step in (1.0, 2.0, 2.5, 5.0):
-            if step * scale >= value:
-                return step * scale
-    return value
 
 
 def _absolute_bound(timeline: Timeline, metric: str) -> float | None:
@@ -74,7 +63,7 @@ def _panels(timeline: Timeline) -> list[_Panel]:
         bound = _absolute_bound(timeline, metric)
         values = [v for points in series.values() for _, v in points]
         top = max([*values, bound or 0.0, 0.0]) * 1.15
-        panels.append(_Panel(title, series, _nice_max(top), label, bound))
+        panels.append(_Panel(title, series, nice_max(top), label, bound))
     return panels
 
 
@@ -88,11 +77,7 @@ def chart_svg(timeline: Timeline) -> str:
         return LEFT + (plot_right - LEFT) * max(0.0, min(t, span)) / span
 
     out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="timeline" viewBox="0 0 {WIDTH} {height}"'
-        f' width="{WIDTH}" height="{height}" role="img"'
-        f' aria-label="canary weight, error rate and p95 over time">',
-        "<style>text{font:11px sans-serif;fill:#333}.title{font-weight:bold}"
-        ".grid{stroke:#e0e0e0}.axis{stroke:#999}</style>",
+        svg_open("timeline", WIDTH, height, "canary weight, error rate and p95 over time"),
     ]
     analyses = timeline.analyses
     for index, panel in enumerate(panels):
@@ -101,19 +86,12 @@ def chart_svg(timeline: Timeline) -> str:
         def y(value: float, top: float = top, panel: _Panel = panel) -> float:
             return top + PANEL - PANEL * max(0.0, min(value, panel.y_max)) / panel.y_max
 
+        ticks = [(y(panel.y_max * f), panel.label(panel.y_max * f)) for f in (0.0, 0.5, 1.0)]
         out.append(
-            f'<g class="panel" data-panel="{escape(panel.title)}">'
-            f'<rect x="{LEFT}" y="{top}" width="{plot_right - LEFT}" height="{PANEL}"'
-            ' fill="#fafafa" stroke="#ccc"/>'
-            f'<text class="title" x="{LEFT}" y="{top - 8}">{escape(panel.title)}</text>'
-        )
-        for fraction in (0.0, 0.5, 1.0):
-            value = panel.y_max * fraction
-            out.append(
-                f'<line class="grid" x1="{LEFT}" x2="{plot_right}" y1="{y(value):.1f}"'
-                f' y2="{y(value):.1f}"/><text x="{LEFT - 6}" y="{y(value) + 4:.1f}"'
-                f' text-anchor="end">{escape(panel.label(value))}</text>'
+            panel_frame(
+                panel.title, left=LEFT, right=plot_right, top=top, height=PANEL, ticks=ticks
             )
+        )
         if panel.bound is not None:
             out.append(
                 f'<line class="bound" x1="{LEFT}" x2="{plot_right}" y1="{y(panel.bound):.1f}"'
@@ -156,10 +134,9 @@ def chart_svg(timeline: Timeline) -> str:
     for number, step in enumerate(timeline.steps, 1):
         at = x(step.at)
         out.append(
-            f'<line class="step-boundary" x1="{at:.1f}" x2="{at:.1f}" y1="{TOP}"'
-            f' y2="{chart_bottom}" stroke="#9e9e9e" stroke-dasharray="3 3">'
-            f"<title>step {number}: {escape(step.label)}</title></line>"
-        )
+            vertical(at, TOP, chart_bottom, css_class="step-boundary", colour="#9e9e9e",
+                     dash="3 3", title=f"step {number}: {step.label}")
+        )  # fmt: skip
         if labelled and at - labelled[-1][0] < _NEAR:
             labelled[-1][1].append(str(number))
         else:
@@ -174,9 +151,9 @@ def chart_svg(timeline: Timeline) -> str:
         at = x(ending.at)
         colour = _ENDING_COLOUR.get(ending.kind, "#6a1b9a")
         out.append(
-            f'<line class="ending {escape(ending.kind)}" x1="{at:.1f}" x2="{at:.1f}" y1="{TOP}"'
-            f' y2="{chart_bottom}" stroke="{colour}" stroke-width="2"/>'
-        )
+            vertical(at, TOP, chart_bottom, css_class=f"ending {ending.kind}", colour=colour,
+                     width=2)
+        )  # fmt: skip
         if endings and at - endings[-1][0] < _NEAR:
             endings[-1] = (at, ending.label, colour)  # the later state says more
         else:
@@ -186,12 +163,7 @@ def chart_svg(timeline: Timeline) -> str:
             f'<text class="title" x="{at - 4:.1f}" y="{TOP + 14}" text-anchor="end"'
             f' fill="{colour}">{escape(label)}</text>'
         )
-    for fraction in (0.0, 0.25, 0.5, 0.75, 1.0):
-        t = span * fraction
-        out.append(
-            f'<text x="{x(t):.1f}" y="{chart_bottom + 18}" text-anchor="middle">'
-            f"{escape(format_seconds(t))}</text>"
-        )
+    out.append(time_axis(x, span, chart_bottom + 18))
     out.append("</svg>")
     return "".join(out)
 

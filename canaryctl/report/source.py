@@ -1,0 +1,71 @@
+"""What `canaryctl report SOURCE` was given, told by content: a chaos journal or a gate result.
+
+A file is recognised by the keys its writer always puts in it, not by its name, so a journal
+renamed by CI or a gate line saved with `> gate.json` still reads. Anything else is an
+InvalidInput naming the file and what was expected.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from canaryctl.errors import InvalidInput
+from canaryctl.report.chaos import ChaosStory, chaos_story
+from canaryctl.runbook.scenario import ChaosScenario
+
+__all__ = ["EXPECTED", "read_source", "read_story"]
+
+CHAOS_KEYS = frozenset({"scenario", "started_at", "status", "injections", "removals", "checks"})
+GATE_KEYS = frozenset(
+    {"name", "baseline", "canary", "outcome", "checks", "eval", "cost_projection"}
+)
+EXPECTED = (
+    "a run id, a chaos journal (chaos run --journal, or a drill's under "
+    ".canaryctl/drills/journals/) or a gate result (gate --json-file, or gate -o json's line)"
+)
+
+
+def read_source(path: Path) -> tuple[str, dict[str, Any]]:
+    """(`chaos` or `gate`, the document)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInput(f"{path}: cannot read: {exc.strerror}; expected {EXPECTED}") from exc
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{path}: not text; expected {EXPECTED}") from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(
+            f"{path}: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno});"
+            f" expected {EXPECTED}"
+        ) from None
+    if isinstance(document, dict):
+        if document.keys() >= CHAOS_KEYS:
+            return "chaos", document
+        if document.keys() >= GATE_KEYS:
+            return "gate", document
+    raise InvalidInput(
+        f"{path}: JSON, but neither a chaos journal (keys {', '.join(sorted(CHAOS_KEYS))}) nor"
+        f" a gate result (keys {', '.join(sorted(GATE_KEYS))}); expected {EXPECTED}"
+    )
+
+
+def read_story(path: Path, journal: dict[str, Any]) -> tuple[ChaosStory, ChaosScenario]:
+    """The journal's story and its scenario; a damaged journal is an InvalidInput, not a crash."""
+    try:
+        scenario = ChaosScenario.model_validate(journal["scenario"])
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidInput(f"{path}: the journal's scenario.{where}: {first['msg']}") from None
+    try:
+        return chaos_story(journal, scenario), scenario
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise InvalidInput(
+            f"{path}: a damaged chaos journal ({type(exc).__name__}: {exc})"
+        ) from None
