@@ -27,6 +27,7 @@ from canaryctl.errors import InvalidInput
 from canaryctl.gateway.budgets import Admission, Budgets, Refusal, open_store, store_prefix
 from canaryctl.gateway.cache import CachedAnswer, ResponseCache, cache_key
 from canaryctl.gateway.fallback import Answered, ChainExhausted, time_attempt, walk_chain
+from canaryctl.gateway.feedback import ServedAnswers, parse_feedback
 from canaryctl.gateway.metrics import OTHER_TIER, GatewayMetrics
 from canaryctl.gateway.ollama import Dialect, chat_request, ollama_line, ollama_response
 from canaryctl.gateway.routing import Choice, FlagRouter, request_context
@@ -77,6 +78,7 @@ def create_app(spec: GatewaySpec) -> Starlette:
             Route("/v1/embeddings", gateway.embeddings, methods=["POST"]),
             Route("/api/chat", gateway.ollama_chat, methods=["POST"]),
             Route("/api/generate", gateway.ollama_generate, methods=["POST"]),
+            Route("/v1/feedback", gateway.feedback, methods=["POST"]),
             Route("/metrics", gateway.metrics_endpoint, methods=["GET"]),
             Route("/health", gateway.health, methods=["GET"]),
         ],
@@ -103,6 +105,7 @@ class _Gateway:
         self.router: FlagRouter
         self.upstream: Upstream
         self.budgets: Budgets | None = None
+        self.served = ServedAnswers()
 
     def open_budgets(self) -> Budgets | None:
         spec = self.spec.budgets
@@ -117,6 +120,22 @@ class _Gateway:
 
     async def metrics_endpoint(self, request: Request) -> Response:
         return Response(self.metrics.exposition(), media_type="text/plain; version=0.0.4")
+
+    async def feedback(self, request: Request) -> Response:
+        """A caller's quality score for an answer it got, metered against what served it."""
+        try:
+            parsed = parse_feedback(await request.json())
+        except json.JSONDecodeError:
+            parsed = "the body must be a JSON object"
+        if isinstance(parsed, str):
+            return _error("openai", 400, error_body(parsed, "invalid_request_error"))
+        completion_id, score = parsed
+        labels = self.served.take(completion_id)
+        if labels is None:
+            message = f"no answer {completion_id!r} to score: unknown, expired or already scored"
+            return _error("openai", 404, error_body(message, "invalid_request_error"))
+        self.metrics.quality.labels(**labels).observe(score)
+        return JSONResponse({"id": completion_id, "score": score, "variant": labels["variant"]})
 
     async def openai(self, request: Request) -> Response:
         return await self._serve(request, "openai")
@@ -246,6 +265,7 @@ class _Gateway:
         usage = answer.result.get("usage")
         await self._settle(admission, answer.model, usage)
         self._count(choice, answer.model, _outcome(answer), started, usage)
+        self.served.remember(answer.result.get("id"), self._labels(choice, answer.model))
         if key is not None and self.cache is not None and not answer.fell_back:
             self.cache.put(key, CachedAnswer(answer.model.name, answer.result))
         headers["x-canaryctl-model"] = answer.model.name
@@ -287,13 +307,14 @@ class _Gateway:
         admission: Admission,
     ) -> AsyncIterator[str]:
         """Pass chunks on as they come; meter when the stream ends, however it ends."""
-        outcome, usage = _outcome(answer), None
+        outcome, usage, completion_id = _outcome(answer), None, None
         model_name = answer.model.upstream_model or answer.model.name
         try:
             async for batch in answer.result:
                 out = []
                 for chunk in batch:
                     usage = chunk.get("usage") or usage
+                    completion_id = chunk.get("id") or completion_id
                     if dialect == "openai":
                         if wants_usage or chunk.get("choices"):
                             out.append(f"data: {json.dumps(chunk)}\n\n")
@@ -319,6 +340,8 @@ class _Gateway:
             await answer.result.aclose()
             time_attempt(self.metrics, choice, answer.model, answer.attempt_started)
             self._count(choice, answer.model, outcome, started, usage)
+            if outcome != "error":
+                self.served.remember(completion_id, self._labels(choice, answer.model))
             await self._settle(admission, answer.model, usage)
 
     def _failed(
@@ -347,6 +370,15 @@ class _Gateway:
         if self.budgets is not None:
             await self.budgets.settle(admission, model, usage)
 
+    def _labels(self, choice: Choice, model: ModelSpec) -> dict[str, str]:
+        return {
+            "route": choice.route.name,
+            "variant": choice.variant,
+            "model": model.name,
+            "provider": model.provider,
+            "tier": choice.tier if choice.tier in self.tiers else OTHER_TIER,
+        }
+
     def _count(
         self,
         choice: Choice,
@@ -355,13 +387,7 @@ class _Gateway:
         started: float,
         usage: dict[str, Any] | None = None,
     ) -> None:
-        labels = {
-            "route": choice.route.name,
-            "variant": choice.variant,
-            "model": model.name,
-            "provider": model.provider,
-            "tier": choice.tier if choice.tier in self.tiers else OTHER_TIER,
-        }
+        labels = self._labels(choice, model)
         self.metrics.requests.labels(**labels, outcome=outcome).inc()
         self.metrics.duration.labels(**labels).observe(time.perf_counter() - started)
         cost = 0.0

@@ -6,7 +6,14 @@ never share or double-register series.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Summary,
+    generate_latest,
+)
 
 __all__ = ["BUCKETS", "LABELS", "OTHER_TIER", "REQUEST_LABELS", "GatewayMetrics"]
 
@@ -57,6 +64,13 @@ class GatewayMetrics:
         self.cost = Counter(
             "llm_cost_usd_total",
             "USD spent, from reported tokens and the model's price per 1k tokens",
+            REQUEST_LABELS,
+            registry=registry,
+        )
+        self.quality = Summary(
+            "llm_quality_score",
+            "Quality scores (0..1) callers reported through POST /v1/feedback, by what served the "
+            "answer: the mean is llm_quality_score_sum / llm_quality_score_count",
             REQUEST_LABELS,
             registry=registry,
         )

@@ -1,0 +1,68 @@
+"""Quality feedback: a caller scores an answer it got, and the score is metered per variant.
+
+Only the caller (or its grader) knows whether an answer was good, and it knows that after the
+response, so the gateway remembers which route, variant and model served each completion id for a
+while. The memory is bounded both ways: at most `capacity` ids (least recently served dropped
+first) and each for `ttl` seconds, so a gateway under load never grows without bound. An id is
+scored once: a second score for it would count the same answer twice.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+__all__ = ["ServedAnswers", "parse_feedback"]
+
+
+class ServedAnswers:
+    """Completion id -> the metric labels of what served it; LRU-bounded, each entry for `ttl`."""
+
+    def __init__(
+        self,
+        capacity: int = 100_000,
+        ttl: float = 3600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if capacity < 1 or ttl <= 0:
+            raise ValueError("ServedAnswers needs capacity >= 1 and ttl > 0")
+        self._capacity, self._ttl, self._clock = capacity, ttl, clock
+        self._served: OrderedDict[str, tuple[float, dict[str, str]]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._served)
+
+    def remember(self, completion_id: object, labels: Mapping[str, str]) -> None:
+        """Note who served `completion_id`; answers without a string id cannot be scored."""
+        if not isinstance(completion_id, str) or not completion_id:
+            return
+        self._served[completion_id] = (self._clock() + self._ttl, dict(labels))
+        self._served.move_to_end(completion_id)
+        while len(self._served) > self._capacity:
+            self._served.popitem(last=False)
+
+    def take(self, completion_id: str) -> dict[str, str] | None:
+        """The labels `completion_id` was served with, forgotten as they are handed out; None
+        when the id is unknown, expired or already scored."""
+        entry = self._served.pop(completion_id, None)
+        if entry is None:
+            return None
+        expires, labels = entry
+        return labels if self._clock() < expires else None
+
+
+def parse_feedback(body: Any) -> tuple[str, float] | str:
+    """(completion id, score) from a feedback body, or what is wrong with it."""
+    if not isinstance(body, dict):
+        return "the body must be a JSON object"
+    completion_id, score = body.get("id"), body.get("score")
+    if not isinstance(completion_id, str) or not completion_id:
+        return "id: must be the completion id the gateway returned (a non-empty string)"
+    if isinstance(score, bool) or not isinstance(score, int | float):
+        return "score: must be a number from 0 to 1"
+    if not math.isfinite(score) or not 0.0 <= score <= 1.0:
+        return f"score: must be from 0 to 1, got {score!r}"
+    return completion_id, float(score)
