@@ -167,3 +167,54 @@ def test_relative_slos_step_aside_when_the_baseline_gets_no_traffic() -> None:
         slos[1:], ANALYSIS, at_full, baseline="baseline", canary="canary", baseline_served=False
     )
     assert only_relative.outcome is Outcome.INCONCLUSIVE  # nothing judged is never a pass
+
+
+def scores(mean: float, count: float, requests: float = 1000) -> VariantStats:
+    return VariantStats(requests=requests, quality_sum=mean * count, quality_count=count)
+
+
+def test_quality_is_the_mean_score_and_lower_fails_a_minimum() -> None:
+    good = run({"metric": "quality_score", "min": 0.8}, observe(scores(0.85, 200)))
+    assert good.outcome is Outcome.PASS and good.checks[0].canary_value == pytest.approx(0.85)
+    bad = run({"metric": "quality_score", "min": 0.8}, observe(scores(0.7, 200)))
+    assert bad.outcome is Outcome.FAIL
+    assert "quality_score = 0.7 is below the minimum 0.8" in bad.reason
+
+
+def test_quality_relative_to_the_baseline_fails_only_below_the_allowed_decrease() -> None:
+    slo = {"metric": "quality_score", "compare": "baseline", "max_decrease": 0.05}
+    equal = run(slo, observe(scores(0.9, 200), scores(0.9, 800)))
+    assert equal.outcome is Outcome.PASS
+    assert run(slo, observe(scores(0.85, 200), scores(0.9, 800))).outcome is Outcome.PASS
+    better = run(slo, observe(scores(0.99, 200), scores(0.9, 800)))
+    assert better.outcome is Outcome.PASS  # higher is better: no upper bound
+    worse = run(slo, observe(scores(0.8, 200), scores(0.9, 800)))
+    assert worse.outcome is Outcome.FAIL
+    assert worse.checks[0].bound == pytest.approx(0.85)
+    assert "is below 0.85 (baseline 0.9, quality_score >= baseline - 0.05)" in worse.reason
+
+
+def test_quality_with_too_few_scores_is_inconclusive_however_many_requests() -> None:
+    slo = {"metric": "quality_score", "compare": "baseline", "max_decrease": 0.05}
+    verdict = run(slo, observe(scores(0.2, 99, requests=5000), scores(0.9, 800)))
+    assert verdict.outcome is Outcome.INCONCLUSIVE
+    assert "too few quality scores for 'canary' (99 < 100)" in verdict.reason
+    unscored = run({"metric": "quality_score", "min": 0.8}, observe(VariantStats(5000)))
+    assert unscored.outcome is Outcome.INCONCLUSIVE
+
+
+@pytest.mark.parametrize(
+    ("slo", "problem"),
+    [
+        ({"metric": "quality_score", "compare": "baseline", "max_increase": 0.1}, "lower is worse"),
+        ({"metric": "quality_score", "compare": "baseline", "max_ratio": 0.9}, "lower is worse"),
+        ({"metric": "error_rate", "compare": "baseline", "max_decrease": 0.1}, "worse when higher"),
+        ({"metric": "quality_score", "max_increase": 0.1, "max_decrease": 0.1}, "use one of"),
+        ({"metric": "quality_score", "min": 0.8, "max_decrease": 0.1}, "not both"),
+    ],
+)
+def test_relative_bounds_must_point_the_way_the_metric_gets_worse(
+    slo: dict[str, Any], problem: str
+) -> None:
+    with pytest.raises(ValueError, match=problem):
+        SloSpec(**slo)

@@ -78,13 +78,14 @@ def test_both_shipped_profiles_load_and_validate() -> None:
     assert litellm.variant_label == "requested_model"
     every = {"requests", "errors", "fallbacks", "latency_buckets", "prompt_tokens"}
     every |= {"completion_tokens", "cost_usd"}
-    assert canaryctl.ingredients == litellm.ingredients == every
+    assert litellm.ingredients == every  # LiteLLM meters no quality scores
+    assert canaryctl.ingredients == every | {"quality_sum", "quality_count"}
 
 
 @pytest.mark.parametrize(
     ("slos", "profile", "queries"),
     [
-        ([], "canaryctl", 4),  # no SLOs given: every ingredient
+        ([], "canaryctl", 6),  # no SLOs given: every ingredient
         ([], "litellm", 7),
         (
             [{"metric": "error_rate", "max": 0.02}, {"metric": "latency_p95_seconds", "max": 2}],
@@ -98,6 +99,7 @@ def test_both_shipped_profiles_load_and_validate() -> None:
         ),
         ([{"metric": "latency_p95_seconds", "max": 2}], "litellm", 2),  # requests always
         ([{"metric": "cost_per_query_usd", "max": 0.01}], "canaryctl", 2),
+        ([{"metric": "quality_score", "min": 0.8}], "canaryctl", 3),
     ],
 )
 def test_an_analysis_asks_only_what_the_slos_read(
@@ -186,6 +188,17 @@ def test_a_profile_that_cannot_feed_an_slo_names_the_slo(tmp_path: Path) -> None
         InvalidInput,
         match=r"spec.slos\[1\]: latency_p95_seconds needs "
         r"latency_buckets, which metric profile '.*mine.yaml' does not yield",
+    ):
+        metrics_source_for(spec.metrics, slos=spec.slos, baseline="a", canary="b")
+
+
+def test_a_litellm_runbook_asking_for_quality_is_refused_naming_the_slo() -> None:
+    slos = [{"metric": "error_rate", "max": 0.1}, {"metric": "quality_score", "min": 0.8}]
+    spec = Rollout.model_validate(rollout_doc({**PROM, "profile": "litellm"}, slos)).spec
+    with pytest.raises(
+        InvalidInput,
+        match=r"spec.slos\[1\]: quality_score needs quality_count, quality_sum, which metric "
+        "profile 'litellm' does not yield",
     ):
         metrics_source_for(spec.metrics, slos=spec.slos, baseline="a", canary="b")
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, Summary, start_http_server
 
 from canaryctl.errors import MetricsBackendError
 from canaryctl.metrics import (
@@ -18,6 +18,7 @@ from canaryctl.metrics import (
     VariantStats,
     metrics_source_for,
 )
+from canaryctl.metrics.measures import measure
 from canaryctl.runbook.rollout import ScrapeMetricsSpec
 
 URL = "http://gw-1:8080/metrics"
@@ -318,3 +319,35 @@ def test_a_real_prometheus_client_exposition(
             cost_usd=1.0,
         )
     }
+
+
+def test_quality_scores_are_summed_per_variant_from_the_gateways_summary(
+    real_gateway_registry: tuple[CollectorRegistry, str],
+) -> None:
+    """The gateway meters scores as a Summary (`llm_quality_score_sum` and `_count`), per model:
+    the source adds them up per variant over the window, and quality_score is their mean."""
+    registry, url = real_gateway_registry
+    labels = ["route", "variant", "model", "provider", "tier"]
+    requests = Counter("llm_requests_total", "", [*labels, "outcome"], registry=registry)
+    quality = Summary("llm_quality_score", "", labels, registry=registry)
+    clock = Clock()
+    source = metrics_source_for(
+        ScrapeMetricsSpec(provider="scrape", targets=[url], timeout="2s"), clock=clock
+    )
+    base = {"route": "support", "variant": BASE, "model": BASE, "provider": "x", "tier": "free"}
+    quality.labels(**base).observe(1.0)  # before the window: not counted
+    source.check()
+    clock.now += 30
+    requests.labels(**base, outcome="ok").inc(10)
+    for score in (1.0, 0.0, 1.0, 1.0):
+        quality.labels(**base).observe(score)
+    canary = {**base, "variant": CANARY, "model": CANARY}
+    quality.labels(**canary).observe(0.5)
+    quality.labels(**{**canary, "model": "fallback", "tier": "paid"}).observe(0.0)
+
+    obs = source.observe(since=1000.0)
+    assert (obs.of(BASE).quality_sum, obs.of(BASE).quality_count) == (3.0, 4.0)
+    assert (obs.of(CANARY).quality_sum, obs.of(CANARY).quality_count) == (0.5, 2.0)
+    assert measure("quality_score", obs.of(BASE)) == 0.75
+    assert measure("quality_score", obs.of(CANARY)) == 0.25
+    assert measure("quality_score", EMPTY) is None

@@ -464,3 +464,42 @@ def test_a_custom_query_slo_is_judged_by_threshold_and_not_counted_in_m() -> Non
     custom, errors = verdict.checks
     assert custom.outcome is Outcome.FAIL and custom.evidence is None  # 5% > 2% x 1.1
     assert errors.evidence is not None and errors.evidence.threshold == pytest.approx(1 / 0.05)
+
+
+def scored(rng: random.Random, requests: int, quality: float) -> VariantStats:
+    """`requests` answers, half of them scored 1 (right, with probability `quality`) or 0."""
+    scores = requests // 2
+    right = binomial(rng, scores, quality)
+    return VariantStats(requests, quality_sum=right, quality_count=scores)
+
+
+def test_quality_is_held_to_the_baselines_mean_minus_the_margin() -> None:
+    """Lower is worse: a canary answering right 70% of the time against a 90% baseline fails a
+    0.05 margin; one as good as the baseline passes. Each window is a new 30 s interval."""
+    slos = [{"metric": "quality_score", "compare": "baseline", "max_decrease": 0.05}]
+    rng = random.Random(6)
+    outcomes = {}
+    for name, quality in (("same", 0.9), ("worse", 0.7)):
+        ledger: dict[str, Any] = {}
+        for look in range(12):
+            observation = window(
+                look * 30, look * 30 + 30, scored(rng, 300, quality), scored(rng, 300, 0.9)
+            )
+            verdict, ledger = judge(slos, observation, ledger)
+        outcomes[name] = verdict
+    assert outcomes["same"].outcome is Outcome.PASS
+    worse = outcomes["worse"]
+    assert worse.outcome is Outcome.FAIL
+    evidence = worse.checks[0].evidence
+    assert evidence is not None and evidence.lower is not None
+    # The per-interval shortfall is 0.9 - 0.05 - 0.7 = 0.15; its confidence sequence excludes 0.
+    assert evidence.lower > 0 and evidence.estimate == pytest.approx(0.15, abs=0.05)
+    assert "allowance minus mean of quality_score" in worse.reason
+
+
+def test_quality_without_enough_scores_is_inconclusive_not_a_pass() -> None:
+    slos = [{"metric": "quality_score", "compare": "baseline", "max_decrease": 0.05}]
+    few = VariantStats(500, quality_sum=5, quality_count=5)  # many requests, few scores
+    verdict, _ = judge(slos, window(0, 30, few, few), {})
+    assert verdict.outcome is Outcome.INCONCLUSIVE
+    assert "too few quality scores for 'canary' (5 < 100)" in verdict.reason

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from canaryctl.analysis.verdict import Check, Outcome, Verdict
 from canaryctl.metrics.base import Observation
-from canaryctl.metrics.measures import measure
+from canaryctl.metrics.measures import measure, samples
 from canaryctl.runbook.rollout import AnalysisSpec, SloSpec
 
 __all__ = ["judge", "judge_slo"]
@@ -63,9 +63,10 @@ def judge_slo(
             baseline_requests=baseline_stats.requests,
         )
 
-    short = _too_few(canary, canary_stats.requests, min_requests)
+    counted = "quality scores" if slo.metric == "quality_score" else "requests"
+    short = _too_few(canary, samples(slo.metric, canary_stats), min_requests, counted)
     if short is None and slo.relative:
-        short = _too_few(baseline, baseline_stats.requests, min_requests)
+        short = _too_few(baseline, samples(slo.metric, baseline_stats), min_requests, counted)
     if short is not None:
         return verdict(Outcome.INCONCLUSIVE, f"{slo.describe()}: {short}")
     if canary_value is None:
@@ -76,7 +77,12 @@ def judge_slo(
     shown = f"{slo.subject} = {canary_value:.4g}"
     if slo.relative:
         assert bound is not None  # a relative SLO with a baseline value always has a bound
-        if _beyond(canary_value, bound):
+        if slo.max_decrease is not None and _beyond(bound, canary_value):
+            return verdict(
+                Outcome.FAIL,
+                f"{shown} is below {bound:.4g} (baseline {baseline_value:.4g}, {slo.describe()})",
+            )
+        if slo.max_decrease is None and _beyond(canary_value, bound):
             return verdict(
                 Outcome.FAIL,
                 f"{shown} is above {bound:.4g} (baseline {baseline_value:.4g}, {slo.describe()})",
@@ -102,13 +108,15 @@ def _bound(slo: SloSpec, baseline_value: float | None) -> float | None:
         return None if baseline_value is None else baseline_value + slo.max_increase
     if slo.max_ratio is not None:
         return None if baseline_value is None else baseline_value * slo.max_ratio
+    if slo.max_decrease is not None:
+        return None if baseline_value is None else baseline_value - slo.max_decrease
     return slo.max if slo.max is not None else slo.min
 
 
-def _too_few(variant: str, requests: float, min_requests: int) -> str | None:
-    if requests >= min_requests:
+def _too_few(variant: str, count: float, min_requests: int, counted: str) -> str | None:
+    if count >= min_requests:
         return None
-    return f"too few requests for '{variant}' ({requests:g} < {min_requests})"
+    return f"too few {counted} for '{variant}' ({count:g} < {min_requests})"
 
 
 def _beyond(value: float, bound: float) -> bool:

@@ -14,6 +14,9 @@ steps (and across a resume, stored with the controller's state). Per relative SL
   past that edge no more often than the baseline past its own.
 - cost_per_query_usd, tokens_per_query: paired per-interval differences of means against the
   allowance (mean_difference.py); an asymptotic guarantee.
+- quality_score (lower is worse): the same test on the mean score, turned around: each interval's
+  difference is (baseline mean - max_decrease) - canary mean, positive when the canary scores
+  worse than allowed. An interval counts once both variants have scores in it.
 
 With m relative SLOs each is rejected at e-value >= m / alpha, so that, by a union bound, a canary
 no worse than its margins on every SLO is rolled back with probability at most alpha over the
@@ -54,7 +57,12 @@ _QUANTILES = {
 _TOTALS: dict[str, Callable[[VariantStats], float]] = {
     "cost_per_query_usd": lambda s: s.cost_usd,
     "tokens_per_query": lambda s: s.prompt_tokens + s.completion_tokens,
+    "quality_score": lambda s: s.quality_sum,
 }
+_DENOMINATORS: dict[str, Callable[[VariantStats], float]] = {
+    "quality_score": lambda s: s.quality_count,
+}
+"""What a per-query total is divided by, when not the requests (only scored answers count)."""
 
 
 def sequential_metric(slo: SloSpec) -> bool:
@@ -186,17 +194,21 @@ class _CountTest:
 
 @dataclass(frozen=True)
 class _MeanTest:
-    """A difference-of-means test on per-query cost or tokens."""
+    """A difference-of-means test on per-query cost or tokens, or on the mean quality score."""
 
     difference: MeanDifference = field(default_factory=MeanDifference)
     rejected: bool = False
 
     def observe(self, slo: SloSpec, canary: VariantStats, baseline: VariantStats) -> _MeanTest:
-        if canary.requests <= 0 or baseline.requests <= 0:
-            return self
         total = _TOTALS[slo.metric]
-        canary_mean = total(canary) / canary.requests
-        baseline_mean = total(baseline) / baseline.requests
+        count = _DENOMINATORS.get(slo.metric, lambda s: s.requests)
+        if count(canary) <= 0 or count(baseline) <= 0:
+            return self
+        canary_mean = total(canary) / count(canary)
+        baseline_mean = total(baseline) / count(baseline)
+        if slo.max_decrease is not None:
+            floor = baseline_mean - slo.max_decrease
+            return replace(self, difference=self.difference.observe(floor - canary_mean))
         if slo.max_ratio is not None:
             allowed = baseline_mean * slo.max_ratio
         else:
@@ -205,8 +217,14 @@ class _MeanTest:
 
     def evidence(self, slo: SloSpec, alpha: float) -> Evidence:
         lower, upper = self.difference.bounds(alpha)
+        shortfall = slo.max_decrease is not None
+        measured = (
+            f"allowance minus mean of {slo.metric}"
+            if shortfall
+            else (f"mean of {slo.metric} minus its allowance")
+        )
         return Evidence(
-            test=f"mean of {slo.metric} minus its allowance, per interval, <= 0 (asymptotic)",
+            test=f"{measured}, per interval, <= 0 (asymptotic)",
             e_value=self.difference.e_value(),
             threshold=1 / alpha,
             estimate=self.difference.mean(),
@@ -290,6 +308,8 @@ def _minus(current: VariantStats, earlier: VariantStats) -> VariantStats:
         prompt_tokens=max(current.prompt_tokens - earlier.prompt_tokens, 0.0),
         completion_tokens=max(current.completion_tokens - earlier.completion_tokens, 0.0),
         cost_usd=max(current.cost_usd - earlier.cost_usd, 0.0),
+        quality_sum=max(current.quality_sum - earlier.quality_sum, 0.0),
+        quality_count=max(current.quality_count - earlier.quality_count, 0.0),
     )
 
 

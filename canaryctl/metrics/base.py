@@ -20,6 +20,8 @@ class VariantStats:
 
     `latency_buckets` is the end-to-end duration histogram: (upper bound in seconds, cumulative
     count) pairs in increasing order, the last bound being +inf, as Prometheus keeps them.
+    `quality_sum` and `quality_count` are the quality scores (0..1) callers reported for the
+    variant's answers: their sum and how many; fewer answers are scored than served.
     """
 
     requests: float = 0.0
@@ -29,6 +31,8 @@ class VariantStats:
     prompt_tokens: float = 0.0
     completion_tokens: float = 0.0
     cost_usd: float = 0.0
+    quality_sum: float = 0.0
+    quality_count: float = 0.0
 
 
 EMPTY = VariantStats()

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from canaryctl.metrics.base import VariantStats
 
-__all__ = ["MEASURES", "NEEDS", "histogram_quantile", "measure"]
+__all__ = ["MEASURES", "NEEDS", "histogram_quantile", "measure", "samples"]
 
 
 def histogram_quantile(q: float, buckets: tuple[tuple[float, float], ...]) -> float | None:
@@ -41,6 +41,7 @@ MEASURES: dict[str, Callable[[VariantStats], float | None]] = {
     "latency_p99_seconds": lambda s: histogram_quantile(0.99, s.latency_buckets),
     "cost_per_query_usd": lambda s: _ratio(s.cost_usd, s),
     "tokens_per_query": lambda s: _ratio(s.prompt_tokens + s.completion_tokens, s),
+    "quality_score": lambda s: s.quality_sum / s.quality_count if s.quality_count > 0 else None,
 }
 
 
@@ -54,6 +55,7 @@ NEEDS: dict[str, frozenset[str]] = {
     "latency_p99_seconds": _LATENCY,
     "cost_per_query_usd": frozenset({"requests", "cost_usd"}),
     "tokens_per_query": frozenset({"requests", "prompt_tokens", "completion_tokens"}),
+    "quality_score": frozenset({"quality_sum", "quality_count"}),
 }
 """The counts (a metric profile's ingredients) each measure reads: what a Prometheus source must
 query, and what a profile must yield, for an SLO on that metric."""
@@ -61,3 +63,9 @@ query, and what a profile must yield, for an SLO on that metric."""
 
 def measure(metric: str, stats: VariantStats) -> float | None:
     return MEASURES[metric](stats)
+
+
+def samples(metric: str | None, stats: VariantStats) -> float:
+    """How many observations a metric's value rests on, for the min_requests floor: the scores
+    for quality (only scored answers count), the requests for everything else."""
+    return stats.quality_count if metric == "quality_score" else stats.requests

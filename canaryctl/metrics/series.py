@@ -1,6 +1,6 @@
 """The gateway's counters (design.md's contract) and how their increases add up per variant.
 
-The scrape source reads the gateway's four series by name (`add`); the Prometheus source gets
+The scrape source reads the gateway's series by name (`add`); the Prometheus source gets
 the same ingredients from a metric profile's queries (`add_ingredient`), whatever the gateway.
 Models and providers are summed per variant: analysis judges the variation served, whatever
 answered after fallback.
@@ -13,13 +13,25 @@ from dataclasses import dataclass, field
 
 from canaryctl.metrics.base import VariantStats
 
-__all__ = ["COST", "DURATION_BUCKET", "REQUESTS", "SERIES", "TOKENS", "VariantTotals", "by_variant"]
+__all__ = [
+    "COST",
+    "DURATION_BUCKET",
+    "QUALITY_COUNT",
+    "QUALITY_SUM",
+    "REQUESTS",
+    "SERIES",
+    "TOKENS",
+    "VariantTotals",
+    "by_variant",
+]
 
 REQUESTS = "llm_requests_total"
 DURATION_BUCKET = "llm_request_duration_seconds_bucket"
 TOKENS = "llm_tokens_total"
 COST = "llm_cost_usd_total"
-SERIES = frozenset({REQUESTS, DURATION_BUCKET, TOKENS, COST})
+QUALITY_SUM = "llm_quality_score_sum"
+QUALITY_COUNT = "llm_quality_score_count"
+SERIES = frozenset({REQUESTS, DURATION_BUCKET, TOKENS, COST, QUALITY_SUM, QUALITY_COUNT})
 
 
 @dataclass
@@ -33,6 +45,8 @@ class VariantTotals:
     prompt_tokens: float = 0.0
     completion_tokens: float = 0.0
     cost_usd: float = 0.0
+    quality_sum: float = 0.0
+    quality_count: float = 0.0
     seen: bool = False
 
     def add(self, name: str, labels: Mapping[str, str], delta: float) -> None:
@@ -52,6 +66,10 @@ class VariantTotals:
                 self.add_ingredient(f"{kind}_tokens", labels, delta)
         elif name == COST:
             self.add_ingredient("cost_usd", labels, delta)
+        elif name == QUALITY_SUM:
+            self.add_ingredient("quality_sum", labels, delta)
+        elif name == QUALITY_COUNT:
+            self.add_ingredient("quality_count", labels, delta)
 
     def add_ingredient(self, ingredient: str, labels: Mapping[str, str], delta: float) -> None:
         """Add to one ingredient (runbook.profile.INGREDIENTS, each a field of this class but
@@ -75,6 +93,8 @@ class VariantTotals:
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,
             cost_usd=self.cost_usd,
+            quality_sum=self.quality_sum,
+            quality_count=self.quality_count,
         )
 
 

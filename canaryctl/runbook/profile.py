@@ -1,9 +1,10 @@
 """The `MetricProfile` document: which PromQL gives each count the analysis needs.
 
 A profile is what lets canaryctl watch a gateway it did not write: it maps the *ingredients* of
-the SLO metrics (requests, errors, latency buckets, tokens, cost, fallbacks) to PromQL templates
-over that gateway's metric names. canaryctl ships `canaryctl` (its own gateway) and `litellm`
-(LiteLLM proxy) under canaryctl/metrics/profiles/; a user's own profile is a file of this kind.
+the SLO metrics (requests, errors, latency buckets, tokens, cost, fallbacks, quality scores) to
+PromQL templates over that gateway's metric names. canaryctl ships `canaryctl` (its own gateway)
+and `litellm` (LiteLLM proxy, which has no quality scores) under canaryctl/metrics/profiles/; a
+user's own profile is a file of this kind.
 
 Each query returns one series per variant (grouped by the variant label, plus `le` for latency
 buckets); `yields` says which ingredients its rows add to, each with an optional label filter, so
@@ -41,6 +42,8 @@ Ingredient = Literal[
     "prompt_tokens",
     "completion_tokens",
     "cost_usd",
+    "quality_sum",
+    "quality_count",
 ]
 INGREDIENTS: tuple[str, ...] = get_args(Ingredient)
 

@@ -200,8 +200,11 @@ SloMetric = Literal[
     "latency_p99_seconds",
     "cost_per_query_usd",
     "tokens_per_query",
+    "quality_score",
 ]
 SLO_METRICS: tuple[str, ...] = get_args(SloMetric)
+HIGHER_IS_BETTER = frozenset({"quality_score"})
+"""Built-in metrics where a canary is worse by being lower: bounded by `min` or `max_decrease`."""
 
 
 SLO_VARIABLES = frozenset({"variant", "variant_label", "window", "selector", "route"})
@@ -212,6 +215,10 @@ PromQL string), `{{variant_label}}` the profile's label name, `{{window}}` the s
 
 class SloSpec(Strict):
     """A bound on one metric of the canary: absolute (`max`/`min`) or against the baseline.
+
+    Relative bounds say which way is worse: `max_increase`/`max_ratio` hold the canary under the
+    baseline plus a margin (error rate, latency, cost), `max_decrease` holds it over the baseline
+    minus a margin (quality_score, where lower is worse).
 
     The metric is a built-in one (`metric`) or the runbook's own PromQL (`query`, with a
     `name`), which must give one number per variant; only the prometheus provider runs those.
@@ -227,6 +234,9 @@ class SloSpec(Strict):
     compare: Literal["baseline"] | None = None
     max_increase: float | None = Field(default=None, ge=0)
     max_ratio: float | None = Field(default=None, gt=0)
+    max_decrease: float | None = Field(
+        default=None, ge=0, description="canary >= baseline - max_decrease (lower is worse)"
+    )
 
     @model_validator(mode="after")
     def _one_kind_of_bound(self) -> SloSpec:
@@ -241,18 +251,31 @@ class SloSpec(Strict):
             if problem is not None:
                 raise ValueError(f"query: {problem}")
         absolute = self.max is not None or self.min is not None
-        relative = self.max_increase is not None or self.max_ratio is not None
+        bounds = (self.max_increase, self.max_ratio, self.max_decrease)
+        relative = sum(bound is not None for bound in bounds)
         if absolute and relative:
-            raise ValueError("use max/min or max_increase/max_ratio, not both")
+            raise ValueError("use max/min or max_increase/max_ratio/max_decrease, not both")
         if not absolute and not relative:
-            raise ValueError("needs a bound: max, min, max_increase or max_ratio")
+            raise ValueError("needs a bound: max, min, max_increase, max_ratio or max_decrease")
+        if relative > 1:
+            raise ValueError("use one of max_increase, max_ratio or max_decrease")
         if self.compare == "baseline" and not relative:
-            raise ValueError("compare: baseline needs max_increase or max_ratio")
+            raise ValueError("compare: baseline needs max_increase, max_ratio or max_decrease")
+        if self.metric in HIGHER_IS_BETTER and relative and self.max_decrease is None:
+            raise ValueError(
+                f"{self.metric}: lower is worse, so bound it against the baseline with "
+                "max_decrease, not max_increase or max_ratio"
+            )
+        lower_is_better = self.metric is not None and self.metric not in HIGHER_IS_BETTER
+        if lower_is_better and self.max_decrease is not None:
+            raise ValueError(
+                f"max_decrease: {self.metric} is worse when higher; use max_increase or max_ratio"
+            )
         return self
 
     @property
     def relative(self) -> bool:
-        return self.max_increase is not None or self.max_ratio is not None
+        return any(b is not None for b in (self.max_increase, self.max_ratio, self.max_decrease))
 
     @property
     def subject(self) -> str:
@@ -264,6 +287,8 @@ class SloSpec(Strict):
             return f"{self.subject} <= baseline + {self.max_increase:g}"
         if self.max_ratio is not None:
             return f"{self.subject} <= baseline x {self.max_ratio:g}"
+        if self.max_decrease is not None:
+            return f"{self.subject} >= baseline - {self.max_decrease:g}"
         parts = []
         if self.min is not None:
             parts.append(f">= {self.min:g}")
@@ -276,7 +301,11 @@ class AnalysisSpec(Strict):
     """When and how strictly to judge; limits follow Argo Rollouts' meaning (exceed to trip)."""
 
     interval: Duration = Field(default=30.0, gt=0)
-    min_requests: int = Field(default=100, ge=1, description="per variant, in the step's window")
+    min_requests: int = Field(
+        default=100,
+        ge=1,
+        description="per variant, in the step's window (for quality_score: scored answers)",
+    )
     failure_limit: int = Field(default=0, ge=0, description="failed analyses tolerated per run")
     inconclusive_limit: int = Field(
         default=3, ge=0, description="inconclusive analyses tolerated once a step's pause is over"
