@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, Summary, start_http_server
 from pydantic import ValidationError
 
 from canaryctl.cli import main
@@ -47,6 +47,7 @@ class Exporter:
         )
         self.tokens = Counter("llm_tokens_total", "", [*labels, "kind"], registry=self.registry)
         self.cost = Counter("llm_cost_usd_total", "", labels, registry=self.registry)
+        self.quality = Summary("llm_quality_score", "", labels, registry=self.registry)
         self._server, self._thread = start_http_server(0, addr="127.0.0.1", registry=self.registry)
         self.url = f"http://127.0.0.1:{self._server.server_port}/metrics"
 
@@ -60,6 +61,8 @@ class Exporter:
         self.tokens.labels(**labels, kind="prompt").inc(100 * n)
         self.tokens.labels(**labels, kind="completion").inc(50 * n)
         self.cost.labels(**labels).inc(0.01 * n)
+        for _ in range(n):  # every answer scored: right unless it was an error
+            self.quality.labels(**labels).observe(0.0 if outcome == "error" else 1.0)
 
     def close(self) -> None:
         self._server.shutdown()
@@ -127,6 +130,9 @@ def test_counts_per_variant_match_what_was_served(
     assert canary.prompt_tokens == pytest.approx(100 * canary.requests)
     assert canary.completion_tokens == pytest.approx(50 * canary.requests)
     assert canary.cost_usd == pytest.approx(0.01 * canary.requests)
+    assert canary.quality_count == pytest.approx(canary.requests)
+    assert canary.quality_sum / canary.quality_count == pytest.approx(34 / 40)
+    assert base.quality_sum / base.quality_count == pytest.approx(0.9)
 
 
 def test_no_traffic_in_the_window_means_absent_variants(
