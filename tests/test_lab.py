@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
+from prometheus_client.parser import text_string_to_metric_families
 
 from canaryctl.cli import main
 from canaryctl.lab import LabStack
@@ -253,3 +254,37 @@ def test_gateway_latency_buckets_are_where_rollouts_look() -> None:
 
     assert sum(1 <= b <= 3 for b in BUCKETS) >= 6
     assert min(BUCKETS) <= 0.05 and max(BUCKETS) >= 30 and not math.isinf(max(BUCKETS))
+
+
+def quality_scores(stack: LabStack) -> tuple[float, float]:
+    """(sum, count) of the gateway's llm_quality_score summary, all labels together."""
+    totals = {"llm_quality_score_sum": 0.0, "llm_quality_score_count": 0.0}
+    for family in text_string_to_metric_families(httpx.get(stack.metrics_url).text):
+        for sample in family.samples:
+            if sample.name in totals:
+                totals[sample.name] += sample.value
+    return totals["llm_quality_score_sum"], totals["llm_quality_score_count"]
+
+
+@pytest.mark.parametrize("feedback", [0.5, 0.0])
+def test_traffic_grades_a_share_of_answers_back_to_the_gateway(
+    make_lab: MakeLab, flags: Path, feedback: float
+) -> None:
+    traffic = {"route": "bot", "rate": 200, "users": 50, "feedback": feedback}
+    lab = make_lab([provider(quality=0.6)], traffic=traffic)
+    with LabStack(lab) as stack:
+        assert stack.traffic is not None
+        deadline = time.monotonic() + 30
+        while stack.traffic.snapshot().by_outcome.get("200", 0) < 400:
+            assert time.monotonic() < deadline, "traffic did not get 400 answers"
+            time.sleep(0.05)
+        snapshot = stack.traffic.snapshot()
+        total, count = quality_scores(stack)
+    answered = snapshot.by_outcome["200"]
+    if feedback == 0:
+        assert count == 0 and snapshot.scored == {}
+        return
+    # The gateway records a score before it answers the grader, so it has at least as many.
+    assert count >= snapshot.scored["p"]
+    assert 0.35 * answered <= snapshot.scored["p"] <= 0.65 * answered
+    assert 0.45 < total / count < 0.75  # the provider's quality, 0.6

@@ -3,6 +3,9 @@
 Arrivals do not wait for answers (real users do not), so a slow model cannot slow the traffic
 that measures it; when `concurrency` requests are already in flight an arrival is shed and
 counted, not queued. Users, their tiers, arrival gaps and questions all come from the lab's seed.
+
+A `feedback` share of the answers is graded and the grade posted back to the gateway, as a real
+application's grader or thumbs-up button would: 1.0 for the right number, 0.0 otherwise.
 """
 
 from __future__ import annotations
@@ -27,13 +30,15 @@ NO_VARIANT = "none"
 @dataclass(frozen=True)
 class TrafficSnapshot:
     """Counts since traffic started. Outcomes are HTTP statuses ("200", "503"), "timeout" or
-    "connection_error"; `correct` counts 200s whose answer was right, per variant."""
+    "connection_error"; `correct` counts 200s whose answer was right, per variant; `scored`
+    counts the grades the gateway accepted, per variant."""
 
     sent: int
     shed: int
     by_outcome: dict[str, int]
     by_variant: dict[str, dict[str, int]]
     correct: dict[str, int]
+    scored: dict[str, int]
 
     def requests(self, variant: str) -> int:
         return sum(self.by_variant.get(variant, {}).values())
@@ -48,6 +53,7 @@ class TrafficStats:
         self._shed = 0
         self._by_variant: dict[str, Counter[str]] = {}
         self._correct: Counter[str] = Counter()
+        self._scored: Counter[str] = Counter()
 
     def count_sent(self) -> None:
         with self._lock:
@@ -62,6 +68,10 @@ class TrafficStats:
             self._by_variant.setdefault(variant, Counter())[outcome] += 1
             self._correct[variant] += correct
 
+    def count_scored(self, variant: str) -> None:
+        with self._lock:
+            self._scored[variant] += 1
+
     def snapshot(self) -> TrafficSnapshot:
         with self._lock:
             by_outcome: Counter[str] = Counter()
@@ -73,6 +83,7 @@ class TrafficStats:
                 by_outcome=dict(by_outcome),
                 by_variant={v: dict(c) for v, c in self._by_variant.items()},
                 correct=dict(self._correct),
+                scored=dict(self._scored),
             )
 
 
@@ -87,7 +98,9 @@ class TrafficGenerator:
         self.rate = spec.rate
         self.stats = TrafficStats()
         self._url = gateway_url.rstrip("/") + "/v1/chat/completions"
+        self._feedback_url = gateway_url.rstrip("/") + "/v1/feedback"
         self._rng = random.Random(f"{seed}/traffic")
+        self._grading = random.Random(f"{seed}/feedback")  # apart, so arrivals replay as before
         tiers = list(spec.tiers)
         weights = [spec.tiers[t] for t in tiers]
         self._users = [
@@ -159,11 +172,29 @@ class TrafficGenerator:
             self.stats.count_answer(NO_VARIANT, "connection_error", False)
             return
         variant = response.headers.get("x-canaryctl-variant", NO_VARIANT)
-        correct = False
+        correct, completion_id = False, None
         if response.status_code == 200:
             try:
-                reply = response.json()["choices"][0]["message"]["content"]
+                completion = response.json()
+                reply, completion_id = (
+                    completion["choices"][0]["message"]["content"],
+                    completion["id"],
+                )
             except (ValueError, LookupError, TypeError):
                 reply = ""
             correct = answer_in(str(reply)) == question.answer
         self.stats.count_answer(variant, str(response.status_code), correct)
+        if completion_id is not None and self._grading.random() < self.spec.feedback:
+            await self._grade(client, variant, completion_id, correct)
+
+    async def _grade(
+        self, client: httpx.AsyncClient, variant: str, completion_id: object, correct: bool
+    ) -> None:
+        """Post the grade; a lost grade is only a missing score, so failures are not retried."""
+        score = {"id": completion_id, "score": 1.0 if correct else 0.0}
+        try:
+            response = await client.post(self._feedback_url, json=score)
+        except httpx.HTTPError:
+            return
+        if response.status_code == 200:
+            self.stats.count_scored(variant)

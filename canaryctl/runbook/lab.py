@@ -72,6 +72,13 @@ class TrafficSpec(Strict):
     )
     concurrency: int = Field(default=64, ge=1, le=1000)
     timeout: Duration = 30.0
+    feedback: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="share of answered questions graded back to the gateway (POST /v1/feedback: "
+        "1 right, 0 wrong), so quality SLOs have scores to read; 0 sends none",
+    )
 
 
 class LabSpec(Strict):
