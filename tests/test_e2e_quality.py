@@ -1,0 +1,104 @@
+"""Quality SLOs end to end over real loopback HTTP: lab traffic grades its answers back to the
+gateway, the scrape source reads the scores per variant, and `canaryctl rollout run` rolls back
+a canary that answers worse while its error rate and latency are as good as the baseline's."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from canaryctl.cli import main
+from canaryctl.lab import LabStack
+from canaryctl.runbook.lab import LabSpec
+from tests.conftest import FLAG_KEY
+
+pytestmark = pytest.mark.e2e
+
+MakeLab = Callable[..., LabSpec]
+WriteFlags = Callable[..., Path]
+FAST = {"median": 0.005, "p95": 0.02}
+QUALITY = {"metric": "quality_score", "compare": "baseline", "max_decrease": 0.05}
+
+
+def rollout(tmp_path: Path, flags: Path, metrics_url: str, method: str) -> Path:
+    document = {
+        "apiVersion": "canaryctl/v1",
+        "kind": "Rollout",
+        "metadata": {"name": f"quality-{method}"},
+        "spec": {
+            "flag": {
+                "provider": "file",
+                "path": str(flags),
+                "key": FLAG_KEY,
+                "baseline": "base",
+                "canary": "worse",
+            },
+            "metrics": {"provider": "scrape", "targets": [metrics_url], "route": "bot"},
+            "slos": [
+                {"metric": "error_rate", "max": 0.03},
+                {"metric": "latency_p95_seconds", "max": 2.0},
+                {"metric": "error_rate", "compare": "baseline", "max_increase": 0.02},
+                QUALITY,
+            ],
+            "analysis": {
+                "interval": "1s",
+                "min_requests": 40,
+                "inconclusive_limit": 8,
+                "method": method,
+            },
+            "steps": [{"set_weight": 50}, {"pause": "10s"}, {"set_weight": 100}, {"pause": "2s"}],
+        },
+    }
+    path = tmp_path / f"quality-{method}.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+@pytest.mark.parametrize("method", ["threshold", "sequential"])
+def test_a_canary_answering_worse_is_rolled_back_by_its_quality_slo(
+    tmp_path: Path, make_lab: MakeLab, write_flags: WriteFlags, method: str
+) -> None:
+    flags = write_flags(["base", "worse"])
+    original = flags.read_text()
+    providers: list[dict[str, Any]] = [
+        {"name": "base", "latency": FAST, "quality": 0.95},
+        {"name": "worse", "latency": FAST, "quality": 0.5},
+    ]
+    traffic = {"route": "bot", "rate": 120, "users": 400, "feedback": 1.0}
+    with LabStack(make_lab(providers, traffic=traffic)) as stack:
+        path = rollout(tmp_path, flags, stack.metrics_url, method)
+        state = str(tmp_path / "state.db")
+        result = CliRunner().invoke(
+            main, ["rollout", "run", str(path), "--state", state, "-o", "json"]
+        )
+        assert stack.traffic is not None
+        scored = stack.traffic.snapshot().scored
+
+    assert result.exit_code == 1, result.output
+    events = [json.loads(line) for line in result.output.splitlines()]
+    assert events[-1]["event"] == "finish" and events[-1]["outcome"] == "rolled_back"
+    assert flags.read_text() == original
+    assert scored.get("worse", 0) > 0 and scored.get("base", 0) > 0
+    failing = next(
+        e
+        for e in events
+        if e["event"] == "analysis" and any(c["outcome"] == "fail" for c in e["checks"])
+    )
+    outcomes = {c["slo"]: c["outcome"] for c in failing["checks"]}
+    assert outcomes == {
+        "error_rate <= 0.03": "pass",
+        "latency_p95_seconds <= 2": "pass",
+        "error_rate <= baseline + 0.02": "pass",
+        "quality_score >= baseline - 0.05": "fail",
+    }
+    quality = next(c for c in failing["checks"] if c["metric"] == "quality_score")
+    assert quality["canary_value"] < 0.7 < 0.85 < quality["baseline_value"]
+    if method == "sequential":  # decided by the test's evidence, not the window's point values
+        assert quality["evidence"]["e_value"] >= quality["evidence"]["threshold"]
+        assert quality["evidence"]["lower"] > 0
