@@ -26,7 +26,7 @@ FAST = {"median": 0.005, "p95": 0.02}
 QUALITY = {"metric": "quality_score", "compare": "baseline", "max_decrease": 0.05}
 
 
-def rollout(tmp_path: Path, flags: Path, metrics_url: str, method: str) -> Path:
+def rollout(tmp_path: Path, flags: Path, metrics_url: str, method: str, canary: str) -> Path:
     document = {
         "apiVersion": "canaryctl/v1",
         "kind": "Rollout",
@@ -37,7 +37,7 @@ def rollout(tmp_path: Path, flags: Path, metrics_url: str, method: str) -> Path:
                 "path": str(flags),
                 "key": FLAG_KEY,
                 "baseline": "base",
-                "canary": "worse",
+                "canary": canary,
             },
             "metrics": {"provider": "scrape", "targets": [metrics_url], "route": "bot"},
             "slos": [
@@ -72,7 +72,7 @@ def test_a_canary_answering_worse_is_rolled_back_by_its_quality_slo(
     ]
     traffic = {"route": "bot", "rate": 120, "users": 400, "feedback": 1.0}
     with LabStack(make_lab(providers, traffic=traffic)) as stack:
-        path = rollout(tmp_path, flags, stack.metrics_url, method)
+        path = rollout(tmp_path, flags, stack.metrics_url, method, "worse")
         state = str(tmp_path / "state.db")
         result = CliRunner().invoke(
             main, ["rollout", "run", str(path), "--state", state, "-o", "json"]
@@ -102,3 +102,33 @@ def test_a_canary_answering_worse_is_rolled_back_by_its_quality_slo(
     if method == "sequential":  # decided by the test's evidence, not the window's point values
         assert quality["evidence"]["e_value"] >= quality["evidence"]["threshold"]
         assert quality["evidence"]["lower"] > 0
+
+
+def test_a_canary_answering_as_well_is_promoted(
+    tmp_path: Path, make_lab: MakeLab, write_flags: WriteFlags
+) -> None:
+    """The control: equal quality, graded the same way, passes the sequential quality test."""
+    flags = write_flags(["base", "same"])
+    providers: list[dict[str, Any]] = [
+        {"name": "base", "latency": FAST, "quality": 0.9},
+        {"name": "same", "latency": FAST, "quality": 0.9},
+    ]
+    traffic = {"route": "bot", "rate": 120, "users": 400, "feedback": 1.0}
+    with LabStack(make_lab(providers, traffic=traffic)) as stack:
+        path = rollout(tmp_path, flags, stack.metrics_url, "sequential", "same")
+        state = str(tmp_path / "state.db")
+        result = CliRunner().invoke(
+            main, ["rollout", "run", str(path), "--state", state, "-o", "json"]
+        )
+
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in result.output.splitlines()]
+    assert events[-1]["outcome"] == "promoted"
+    judged = [
+        c
+        for e in events
+        if e["event"] == "analysis"
+        for c in e["checks"]
+        if c["metric"] == "quality_score" and c["outcome"] == "pass"
+    ]
+    assert judged and all(c["evidence"]["e_value"] < c["evidence"]["threshold"] for c in judged)
