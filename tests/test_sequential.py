@@ -503,3 +503,46 @@ def test_quality_without_enough_scores_is_inconclusive_not_a_pass() -> None:
     verdict, _ = judge(slos, window(0, 30, few, few), {})
     assert verdict.outcome is Outcome.INCONCLUSIVE
     assert "too few quality scores for 'canary' (5 < 100)" in verdict.reason
+
+
+def quality_rollout(rng: random.Random, drop: float) -> bool:
+    """One seeded rollout of the quality SLO through assess(); True when it was rolled back."""
+    slos = [{"metric": "quality_score", "compare": "baseline", "max_decrease": 0.05}]
+    ledger: dict[str, Any] = {}
+    common, now = 0.85, 0.0
+    for share in SHARES:
+        start, counts = now, {"canary": [0, 0, 0], "baseline": [0, 0, 0]}
+        for _ in range(LOOKS_PER_STEP):
+            now += INTERVAL
+            common = min(0.97, max(0.5, common + rng.gauss(0, 0.02)))
+            for arm, arm_share, quality in (
+                ("canary", share, common + drop),
+                ("baseline", 1 - share, common),
+            ):
+                n = binomial(rng, 1500, arm_share)
+                scores = binomial(rng, n, 0.5)
+                counts[arm][0] += n
+                counts[arm][1] += scores
+                counts[arm][2] += binomial(rng, scores, quality)
+            observation = Observation(
+                start,
+                now,
+                {
+                    arm: VariantStats(r, quality_sum=right, quality_count=s)
+                    for arm, (r, s, right) in counts.items()
+                },
+            )
+            verdict, ledger = judge(slos, observation, ledger)
+            if verdict.outcome is Outcome.FAIL:
+                return True
+    return False
+
+
+def test_quality_at_its_margin_is_rarely_rolled_back_and_a_clear_drop_is_caught() -> None:
+    """A canary exactly max_decrease below the baseline (the hardest case that must pass) is
+    rolled back at most about alpha of the time, looking at every interval; one 0.2 below is
+    always caught."""
+    rng = random.Random(20261126)
+    at_margin = sum(quality_rollout(rng, -0.05) for _ in range(200))
+    assert at_margin <= 20  # alpha 0.05: 10 expected at most; 20 leaves room for the seed
+    assert all(quality_rollout(rng, -0.2) for _ in range(20))
