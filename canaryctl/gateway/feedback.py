@@ -17,6 +17,8 @@ from typing import Any
 
 __all__ = ["ServedAnswers", "parse_feedback"]
 
+LabelSet = tuple[tuple[str, str], ...]
+
 
 class ServedAnswers:
     """Completion id -> the metric labels of what served it; LRU-bounded, each entry for `ttl`."""
@@ -30,7 +32,8 @@ class ServedAnswers:
         if capacity < 1 or ttl <= 0:
             raise ValueError("ServedAnswers needs capacity >= 1 and ttl > 0")
         self._capacity, self._ttl, self._clock = capacity, ttl, clock
-        self._served: OrderedDict[str, tuple[float, dict[str, str]]] = OrderedDict()
+        self._served: OrderedDict[str, tuple[float, LabelSet]] = OrderedDict()
+        self._label_sets: dict[LabelSet, LabelSet] = {}
 
     def __len__(self) -> int:
         return len(self._served)
@@ -39,7 +42,10 @@ class ServedAnswers:
         """Note who served `completion_id`; answers without a string id cannot be scored."""
         if not isinstance(completion_id, str) or not completion_id:
             return
-        self._served[completion_id] = (self._clock() + self._ttl, dict(labels))
+        # A gateway serves few distinct label sets: keep one copy of each, not one per answer.
+        label_set = tuple(sorted(labels.items()))
+        label_set = self._label_sets.setdefault(label_set, label_set)
+        self._served[completion_id] = (self._clock() + self._ttl, label_set)
         self._served.move_to_end(completion_id)
         while len(self._served) > self._capacity:
             self._served.popitem(last=False)
@@ -50,8 +56,8 @@ class ServedAnswers:
         entry = self._served.pop(completion_id, None)
         if entry is None:
             return None
-        expires, labels = entry
-        return labels if self._clock() < expires else None
+        expires, label_set = entry
+        return dict(label_set) if self._clock() < expires else None
 
 
 def parse_feedback(body: Any) -> tuple[str, float] | str:

@@ -1,0 +1,44 @@
+"""Memory the gateway's feedback map (which variant served each completion id) holds when full.
+
+python benchmarks/feedback_memory.py [--answers 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import time
+import tracemalloc
+
+from canaryctl.gateway.feedback import ServedAnswers
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--answers", type=int, default=100_000, help="ids remembered (capacity)")
+    args = parser.parse_args()
+    label_sets = [
+        {"route": "support-bot", "variant": v, "model": v, "provider": "openai", "tier": t}
+        for v in ("gpt-4-turbo", "gpt-4o-mini")
+        for t in ("free", "paid", "enterprise")
+    ]
+    ids = [f"chatcmpl-{secrets.token_hex(8)}" for _ in range(args.answers)]
+    tracemalloc.start()
+    served = ServedAnswers(capacity=args.answers)
+    started = time.perf_counter()
+    for i, completion_id in enumerate(ids):
+        served.remember(completion_id, label_sets[i % len(label_sets)])
+    remembered = time.perf_counter() - started
+    held, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    started = time.perf_counter()
+    for completion_id in ids:
+        served.take(completion_id)
+    taken = time.perf_counter() - started
+    print(f"{args.answers} answers remembered: {held / 1e6:.1f} MB held")
+    print(f"remember: {remembered / args.answers * 1e6:.2f} us each (under tracemalloc)")
+    print(f"take: {taken / args.answers * 1e6:.2f} us each")
+
+
+if __name__ == "__main__":
+    main()
