@@ -203,6 +203,19 @@ def test_a_litellm_runbook_asking_for_quality_is_refused_naming_the_slo() -> Non
         metrics_source_for(spec.metrics, slos=spec.slos, baseline="a", canary="b")
 
 
+def test_validate_refuses_a_quality_slo_the_profile_cannot_feed(tmp_path: Path) -> None:
+    slos = [{"metric": "quality_score", "compare": "baseline", "max_decrease": 0.05}]
+    litellm = write(tmp_path, "l.yaml", rollout_doc({**PROM, "profile": "litellm"}, slos))
+    ours = write(tmp_path, "c.yaml", rollout_doc({**PROM, "profile": "canaryctl"}, slos))
+    refused = CliRunner().invoke(main, ["validate", str(litellm), str(ours), "-o", "text"])
+    assert refused.exit_code == 2
+    assert (
+        f"{litellm}: spec.slos[0]: quality_score needs quality_count, quality_sum, which metric "
+        "profile 'litellm' does not yield" in refused.output
+    )
+    assert f"{ours}: valid Rollout" in refused.output
+
+
 CUSTOM = {"name": "judge_score", "query": 'avg(score{model="{{variant}}"})', "min": 0.8}
 
 

@@ -7,8 +7,9 @@ import json
 import click
 
 from canaryctl.cli.main import main, output_option, wants_json
-from canaryctl.errors import InvalidDocument, Problem
-from canaryctl.runbook import KINDS, json_schema, load_document
+from canaryctl.errors import InvalidDocument, InvalidInput, Problem
+from canaryctl.metrics.profile import check_profile_feeds_slos
+from canaryctl.runbook import KINDS, Rollout, json_schema, load_document
 
 
 @main.command()
@@ -23,6 +24,15 @@ def validate(files: tuple[str, ...], output: str | None) -> None:
         except InvalidDocument as exc:
             problems.extend(exc.problems)
             continue
+        if isinstance(doc, Rollout):
+            try:
+                check_profile_feeds_slos(doc.spec)
+            except InvalidDocument as exc:
+                problems.extend(exc.problems)
+                continue
+            except InvalidInput as exc:
+                problems.append(Problem(path, "", str(exc)))
+                continue
         if wants_json(output):
             click.echo(json.dumps({"file": path, "kind": doc.kind, "valid": True}))
         else:

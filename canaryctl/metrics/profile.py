@@ -15,9 +15,9 @@ from canaryctl.runbook.profile import (
     shipped_profile,
     shipped_profiles,
 )
-from canaryctl.runbook.rollout import SloSpec
+from canaryctl.runbook.rollout import PrometheusMetricsSpec, RolloutSpec, SloSpec
 
-__all__ = ["ingredients_for", "load_profile"]
+__all__ = ["check_profile_feeds_slos", "ingredients_for", "load_profile"]
 
 
 def load_profile(reference: str) -> MetricProfileSpec:
@@ -50,3 +50,10 @@ def ingredients_for(
             )
         needed |= NEEDS[slo.metric]
     return frozenset(needed)
+
+
+def check_profile_feeds_slos(spec: RolloutSpec) -> None:
+    """For `validate`: InvalidInput when the runbook's metric profile cannot feed one of its
+    SLOs (quality_score on LiteLLM), as `rollout run` would refuse it before acting."""
+    if isinstance(spec.metrics, PrometheusMetricsSpec):
+        ingredients_for(spec.slos, load_profile(spec.metrics.profile), spec.metrics.profile)
