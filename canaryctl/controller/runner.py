@@ -4,10 +4,12 @@ Every exit path ends with the flag at a known state. A verdict, an abort, a metr
 backend error, Ctrl-C/SIGTERM (arriving as KeyboardInterrupt) and any unexpected exception all
 pass through `_drive`, which restores the saved snapshot before reporting. The one exception is
 FlagConflict: someone else changed the flag, so a human is at the wheel and we stop without
-touching it.
+touching it. We look for that at every write and before every analysis, so a human's edit during
+a long pause is noticed within one interval.
 
-Preflight happens before the run is journaled: if the flag cannot be read (FlagMismatch, exit 2)
-or the metrics backend does not answer (exit 3), `run` raises and nothing has changed.
+Preflight happens before the run is journaled: if another unfinished run holds the flag, a chaos
+step's scenario does not validate, the flag cannot be read (FlagMismatch, exit 2) or the metrics
+backend does not answer (exit 3), `run` raises and nothing has changed.
 
 Resume (after a crash: the process died without reaching `finally`) reads the flag back. If it is
 where the journal says we left it, or where a write journaled as in flight was taking it, the run
