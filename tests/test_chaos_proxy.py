@@ -232,6 +232,30 @@ def test_empty_and_filtered_completions(
     assert content_of(events) == ("", finish)
 
 
+@pytest.mark.parametrize(
+    ("kind", "stop_reason"), [("empty_completion", "end_turn"), ("content_filter", "refusal")]
+)
+def test_empty_and_refused_answers_in_anthropics_shape(
+    proxy: str, admin: ChaosClient, kind: str, stop_reason: str
+) -> None:
+    """On Anthropic's /v1/messages a filtered answer is `stop_reason: refusal`, streamed as
+    message_start, message_delta carrying the reason, message_stop."""
+    inject(admin, fault=kind)
+    body = {"model": "claude", "max_tokens": 10, "messages": [{"role": "user", "content": "Hi"}]}
+    message = httpx.post(f"{proxy}/v1/messages", json=body, timeout=10).json()
+    assert message["type"] == "message" and message["content"] == []
+    assert message["stop_reason"] == stop_reason and message["model"] == "claude"
+    with httpx.stream(
+        "POST", f"{proxy}/v1/messages", json={**body, "stream": True}, timeout=10
+    ) as response:
+        lines = [line for line in response.iter_lines() if line]
+    names = [line.removeprefix("event: ") for line in lines if line.startswith("event: ")]
+    assert names == ["message_start", "message_delta", "message_stop"]
+    datas = [json.loads(line.removeprefix("data: ")) for line in lines if line.startswith("data: ")]
+    assert [d["type"] for d in datas] == names
+    assert datas[1]["delta"]["stop_reason"] == stop_reason
+
+
 # -- which requests --
 
 

@@ -289,13 +289,12 @@ class _Proxy:
             case "timeout":
                 await self._hold(request, fault)
                 return JSONResponse(error_body(504, shape), 504)
-            case "empty_completion" | "content_filter":
-                reason = "stop" if spec.fault == "empty_completion" else "content_filter"
+            case "empty_completion" | "content_filter" as kind:
                 model = facts.model or "unknown"
                 if facts.stream:
-                    events = synthetic_stream(model, reason)
+                    events = synthetic_stream(model, kind, shape)
                     return StreamingResponse(_iterate(events), media_type="text/event-stream")
-                return JSONResponse(synthetic_completion(model, reason))
+                return JSONResponse(synthetic_completion(model, kind, shape))
             case "latency":
                 await asyncio.sleep(draw_delay(spec, self.rng))
                 return await self._pass(request, body)

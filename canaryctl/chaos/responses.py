@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 __all__ = [
     "ErrorShape",
+    "UselessAnswer",
     "broken_chunk",
     "error_body",
     "rate_limit_headers",
@@ -55,12 +56,33 @@ def rate_limit_headers(retry_after: float) -> dict[str, str]:
     }
 
 
+UselessAnswer = Literal["empty_completion", "content_filter"]
+
+_STOP_REASONS: dict[ErrorShape, dict[UselessAnswer, str]] = {
+    "openai": {"empty_completion": "stop", "content_filter": "content_filter"},
+    # Anthropic says "refusal" when its streaming classifiers stop an answer.
+    "anthropic": {"empty_completion": "end_turn", "content_filter": "refusal"},
+}
+
+
 def _completion_id() -> str:
     return f"chatcmpl-chaos{secrets.token_hex(6)}"
 
 
-def synthetic_completion(model: str, finish_reason: str) -> dict[str, Any]:
-    """A 200 chat completion with no content: what an empty answer or a filtered one looks like."""
+def synthetic_completion(model: str, kind: UselessAnswer, shape: ErrorShape) -> dict[str, Any]:
+    """A 200 answer with no content: what an empty answer or a filtered one looks like."""
+    finish_reason = _STOP_REASONS[shape][kind]
+    if shape == "anthropic":
+        return {
+            "id": f"msg_chaos{secrets.token_hex(6)}",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [],
+            "stop_reason": finish_reason,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 0, "output_tokens": 0},
+        }
     return {
         "id": _completion_id(),
         "object": "chat.completion",
@@ -77,8 +99,12 @@ def synthetic_completion(model: str, finish_reason: str) -> dict[str, Any]:
     }
 
 
-def synthetic_stream(model: str, finish_reason: str) -> list[bytes]:
-    """The same as a stream: a role chunk, a finish chunk, usage, [DONE]."""
+def synthetic_stream(model: str, kind: UselessAnswer, shape: ErrorShape) -> list[bytes]:
+    """The same as a stream: OpenAI's role chunk, finish chunk, usage and [DONE], or Anthropic's
+    message_start, message_delta (with the stop reason) and message_stop."""
+    finish_reason = _STOP_REASONS[shape][kind]
+    if shape == "anthropic":
+        return _anthropic_stream(model, finish_reason)
     completion_id, created = _completion_id(), int(time.time())
 
     def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:
@@ -98,6 +124,25 @@ def synthetic_stream(model: str, finish_reason: str) -> list[bytes]:
         event([{"index": 0, "delta": {}, "finish_reason": finish_reason}]),
         event([], usage=usage),
         b"data: [DONE]\n\n",
+    ]
+
+
+def _anthropic_stream(model: str, stop_reason: str) -> list[bytes]:
+    def event(name: str, body: dict[str, Any]) -> bytes:
+        return f"event: {name}\ndata: {json.dumps({'type': name, **body})}\n\n".encode()
+
+    message = synthetic_completion(model, "empty_completion", "anthropic")
+    message["stop_reason"] = None
+    return [
+        event("message_start", {"message": message}),
+        event(
+            "message_delta",
+            {
+                "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                "usage": {"output_tokens": 0},
+            },
+        ),
+        event("message_stop", {}),
     ]
 
 

@@ -94,7 +94,11 @@ def _header(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--rate", type=float, default=1.0, show_default=True, help="probability, 0..1")
 @click.option("--ttl", default="5m", show_default=True, help="lifetime, enforced by the proxy")
 @click.option("--status", type=int, help="error: 500, 502, 503 or 529")
-@click.option("--shape", type=click.Choice(["openai", "anthropic"]), help="error body shape")
+@click.option(
+    "--shape",
+    type=click.Choice(["openai", "anthropic"]),
+    help="shape of error bodies and empty/filtered answers",
+)
 @click.option("--retry-after", help="rate_limit: Retry-After, e.g. 2s")
 @click.option("--delay", help="latency, slow_first_token: e.g. 500ms")
 @click.option("--delay-p95", help="latency: log-normal with median --delay and this p95")

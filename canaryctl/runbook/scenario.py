@@ -65,8 +65,8 @@ _PARAMETERS: dict[str, frozenset[str]] = {
     "stream_cut": frozenset({"after_chunks"}),
     "stream_stall": frozenset({"after_chunks"}),
     "malformed": frozenset({"after_chunks"}),
-    "empty_completion": frozenset(),
-    "content_filter": frozenset(),
+    "empty_completion": frozenset({"shape"}),
+    "content_filter": frozenset({"shape"}),
 }
 _MAX_TTL = 86400.0
 
@@ -92,7 +92,8 @@ class FaultSpec(Strict):
     match: FaultMatch = FaultMatch()
     status: int | None = Field(default=None, description="error: 500, 502, 503 or 529")
     shape: Literal["openai", "anthropic"] | None = Field(
-        default=None, description="error body shape; default: anthropic on /v1/messages"
+        default=None,
+        description="shape of error bodies and useless answers; default: anthropic on /v1/messages",
     )
     retry_after: Duration | None = Field(default=None, description="rate_limit: Retry-After")
     delay: Duration | None = Field(default=None, description="latency, slow_first_token")
