@@ -12,8 +12,7 @@ from typing import Any
 
 import click
 
-from canaryctl.cli.main import main, output_option, wants_json
-from canaryctl.controller.store import DEFAULT_STATE_PATH
+from canaryctl.cli.main import main, output_option, state_option, wants_json
 from canaryctl.drills import DrillHome, drill_status, serve
 from canaryctl.runbook.common import parse_duration
 
@@ -29,15 +28,7 @@ def _home_options(func: Any) -> Any:
         envvar="CANARYCTL_DRILLS_HOME",
         help="jobs, run history and journals; env CANARYCTL_DRILLS_HOME",
     )(func)
-    return click.option(
-        "--state",
-        "state_path",
-        type=click.Path(dir_okay=False, path_type=Path),
-        default=DEFAULT_STATE_PATH,
-        envvar="CANARYCTL_STATE",
-        show_default=True,
-        help="the rollout state database: no drill starts while a rollout runs",
-    )(func)
+    return state_option("the rollout state database: no drill starts while a rollout runs")(func)
 
 
 @main.group()

@@ -5,16 +5,25 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import click
 
-from canaryctl.errors import CanaryError
+from canaryctl.controller.store import DEFAULT_STATE_PATH
+from canaryctl.errors import CanaryError, InvalidInput
 
-__all__ = ["main", "output_option", "signals_as_ctrl_c", "wants_json"]
+__all__ = [
+    "existing_state",
+    "main",
+    "output_option",
+    "signals_as_ctrl_c",
+    "state_option",
+    "wants_json",
+]
 
 
 class CanaryGroup(click.Group):
@@ -42,6 +51,25 @@ def output_option(func: Any) -> Any:
         default=None,
         help="text (a live view at a terminal) or JSON lines; default: text at a terminal",
     )(func)
+
+
+def state_option(help: str) -> Callable[[Any], Any]:
+    """`--state`: the rollout state database, shared by every command that reads or writes it."""
+    return click.option(
+        "--state",
+        "state_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=DEFAULT_STATE_PATH,
+        envvar="CANARYCTL_STATE",
+        show_default=True,
+        help=f"{help}; env CANARYCTL_STATE",
+    )
+
+
+def existing_state(state_path: Path) -> None:
+    """Reading commands refuse a missing database instead of creating an empty one."""
+    if not state_path.exists():
+        raise InvalidInput(f"no state database at {state_path}: no rollout has run here (--state?)")
 
 
 def wants_json(output: str | None) -> bool:

@@ -9,8 +9,8 @@ from typing import Any
 
 import click
 
-from canaryctl.cli.main import main, output_option, wants_json
-from canaryctl.controller import DEFAULT_STATE_PATH, StateStore
+from canaryctl.cli.main import existing_state, main, output_option, state_option, wants_json
+from canaryctl.controller import StateStore
 from canaryctl.errors import InvalidInput
 from canaryctl.report import chaos_html, gate_html, report_html, timeline
 from canaryctl.report.source import EXPECTED, read_source, read_story
@@ -19,8 +19,7 @@ __all__ = ["report"]
 
 
 def _rollout(run_id: int, state_path: Path) -> tuple[dict[str, Any], str, str]:
-    if not state_path.exists():
-        raise InvalidInput(f"no state database at {state_path}: no rollout has run here (--state?)")
+    existing_state(state_path)
     with StateStore(state_path) as store:
         record = store.run(run_id)
         if record is None:
@@ -54,15 +53,7 @@ def _gate(path: Path, result: dict[str, Any]) -> tuple[dict[str, Any], str, str]
 @click.argument("source")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
               help="write a self-contained HTML page")  # fmt: skip
-@click.option(
-    "--state",
-    "state_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=DEFAULT_STATE_PATH,
-    envvar="CANARYCTL_STATE",
-    show_default=True,
-    help="the run journal (SQLite) a run id is read from; env CANARYCTL_STATE",
-)
+@state_option("the run journal (SQLite) a run id is read from")
 @output_option
 def report(source: str, html_path: Path | None, state_path: Path, output: str | None) -> None:
     """Chart a rollout (SOURCE: its run id), a chaos run or drill (its journal JSON) or a gate

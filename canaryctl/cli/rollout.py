@@ -18,10 +18,16 @@ from typing import Any
 
 import click
 
-from canaryctl.cli.main import main, output_option, signals_as_ctrl_c, wants_json
+from canaryctl.cli.main import (
+    existing_state,
+    main,
+    output_option,
+    signals_as_ctrl_c,
+    state_option,
+    wants_json,
+)
 from canaryctl.cli.views import JsonLinesView, LiveView
 from canaryctl.controller import (
-    DEFAULT_STATE_PATH,
     Phase,
     RolloutObserver,
     RunResult,
@@ -38,16 +44,7 @@ from canaryctl.runbook import Rollout, load_document
 __all__ = ["rollout"]
 
 
-def _state_option(func: Any) -> Any:
-    return click.option(
-        "--state",
-        "state_path",
-        type=click.Path(dir_okay=False, path_type=Path),
-        default=DEFAULT_STATE_PATH,
-        envvar="CANARYCTL_STATE",
-        show_default=True,
-        help="the run journal (SQLite); env CANARYCTL_STATE",
-    )(func)
+_state_option = state_option("the run journal (SQLite)")
 
 
 @main.group()
@@ -168,18 +165,13 @@ def resume_command(
     run_id: int, runbook: str | None, state_path: Path, output: str | None, metrics_port: int | None
 ) -> None:
     """Continue a run whose process died; the current step's hold restarts from scratch."""
-    _existing(state_path)
+    existing_state(state_path)
     document = load_document(runbook, expect=Rollout) if runbook else None
     with signals_as_ctrl_c(), _observers(output, metrics_port) as observers:
         result = resume_rollout(
             run_id, state_path=state_path, rollout=document, observers=observers
         )
     _end(result)
-
-
-def _existing(state_path: Path) -> None:
-    if not state_path.exists():
-        raise InvalidInput(f"no state database at {state_path}: no rollout has run here (--state?)")
 
 
 def _find(store: StateStore, run_id: int | None) -> RunRecord:
@@ -202,7 +194,7 @@ def _when(epoch: float | None) -> str:
 @output_option
 def status_command(run_id: int | None, state_path: Path, output: str | None) -> None:
     """Where a run stands (the latest if no RUN_ID), with its last verdict and recent events."""
-    _existing(state_path)
+    existing_state(state_path)
     with StateStore(state_path) as store:
         record = _find(store, run_id)
         events = store.events(record.id)
@@ -236,7 +228,7 @@ def status_command(run_id: int | None, state_path: Path, output: str | None) -> 
 @click.option("--limit", type=int, default=20, show_default=True)
 def list_command(state_path: Path, output: str | None, limit: int) -> None:
     """Recent runs, newest first."""
-    _existing(state_path)
+    existing_state(state_path)
     with StateStore(state_path) as store:
         records = store.runs(limit)
     for record in records:
@@ -258,7 +250,7 @@ def _requester() -> str:
 
 
 def _request(state_path: Path, run_id: int, kind: str, output: str | None) -> None:
-    _existing(state_path)
+    existing_state(state_path)
     with StateStore(state_path) as store:
         record = _find(store, run_id)
         if record.finished:
