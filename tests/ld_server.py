@@ -36,18 +36,18 @@ import asyncio
 import copy
 import hashlib
 import json
-import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from canaryctl.chaos.server import BackgroundServer
 
 __all__ = ["Fault", "LDServer", "make_flag", "sdk_flag", "serve"]
 
@@ -361,29 +361,13 @@ def _apply(env: dict[str, Any], ids: list[str], instruction: dict[str, Any]) -> 
 
 @contextmanager
 def serve(server: LDServer, port: int = 0) -> Iterator[LDServer]:
-    """Run `server` with uvicorn in a thread on 127.0.0.1 until the block ends; `port` 0 picks a
-    free one. Serving the same server again on its old port is LaunchDarkly coming back."""
-    # IPPROTO_TCP so asyncio sets TCP_NODELAY on accepted sockets (see canaryctl.lab.stack):
-    # without it each answer can wait out a 40 ms delayed ACK.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
+    """Run `server` in a thread on 127.0.0.1 until the block ends; `port` 0 picks a free one.
+    Serving the same server again on its old port is LaunchDarkly coming back."""
     server._closing.clear()
-    config = uvicorn.Config(
-        server.app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2
-    )
-    runner = uvicorn.Server(config)
-    thread = threading.Thread(target=runner.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not runner.started:
-        if not thread.is_alive():
-            raise RuntimeError("the LaunchDarkly test server did not start")
-        threading.Event().wait(0.01)
-    server.base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    background = BackgroundServer(server.app, port=port).start()
+    server.base_url = background.url
     try:
         yield server
     finally:
-        server._closing.set()
-        runner.should_exit = True
-        thread.join(10)
-        sock.close()
+        server._closing.set()  # ends the SDK streams, so the server can stop
+        background.stop()

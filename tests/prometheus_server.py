@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -19,15 +18,10 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from loopback import free_port
 
 WAIT = 30.0
 """Seconds to wait for Prometheus to catch up before a test fails: a bound, not an assertion."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def eventually(what: str, condition: Callable[[], bool]) -> None:

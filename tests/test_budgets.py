@@ -21,6 +21,7 @@ import httpx
 import pytest
 import yaml
 from click.testing import CliRunner
+from loopback import free_port
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -296,12 +297,6 @@ def gateway_document(spec: GatewaySpec) -> dict[str, Any]:
 
 
 # --- two gateway processes sharing a real Redis ----------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

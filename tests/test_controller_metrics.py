@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import httpx
 import pytest
 from click.testing import CliRunner
+from loopback import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 import canaryctl.controller.runner as runner_module
@@ -92,12 +92,6 @@ def test_exporter_follows_a_rollout_that_rolls_back(tmp_path: Path) -> None:
     assert value(after, "canaryctl_rollout_phase", phase="rolled_back") == 1
     assert value(after, "canaryctl_rollout_phase", phase="rolling_back") == 0
     assert value(after, "canaryctl_rollout_analyses_total", outcome="fail") == 1
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_rollout_run_metrics_port_serves_while_it_runs(

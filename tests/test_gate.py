@@ -8,13 +8,13 @@ quality profile says, so a good canary passes, a worse one fails, and every outp
 from __future__ import annotations
 
 import json
-import socket
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 import yaml
 from click.testing import CliRunner
+from loopback import free_port
 
 from canaryctl.analysis import Outcome
 from canaryctl.cli import main
@@ -210,15 +210,9 @@ def test_a_runbook_without_a_gate_is_exit_2(tmp_path: Path) -> None:
     assert code == 2 and "spec.gate: the runbook has no gate section" in output
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_an_unreachable_endpoint_is_exit_3(tmp_path: Path) -> None:
     write_lab(tmp_path)
-    down = {"base_url": f"http://127.0.0.1:{closed_port()}"}
+    down = {"base_url": f"http://127.0.0.1:{free_port()}"}
     runbook = write_runbook(tmp_path, "good", canary=down, retries=1)
     code, output = gate(str(runbook), "-o", "json")
     assert code == 3, output

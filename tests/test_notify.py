@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from loopback import free_port
 
 from canaryctl.controller import Phase, RolloutObserver, RunResult, StateStore, run_rollout
 from canaryctl.errors import InvalidInput
@@ -115,15 +115,9 @@ def test_a_hanging_webhook_does_not_delay_a_rollback(tmp_path: Path, webhook: We
     assert finish["text"].startswith("canaryctl rollout support-bot (run 1) rolled back (exit 1)")
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_a_webhook_that_is_down_costs_the_rollout_nothing(tmp_path: Path) -> None:
     world = World(tmp_path)
-    notifier = WebhookNotifier(NotifyWebhookSpec(url=f"http://127.0.0.1:{closed_port()}/"))
+    notifier = WebhookNotifier(NotifyWebhookSpec(url=f"http://127.0.0.1:{free_port()}/"))
     steps: list[int] = []
 
     class Steps(RolloutObserver):
