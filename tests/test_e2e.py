@@ -3,7 +3,6 @@ traffic, and `canaryctl rollout run` rolling back a bad canary and promoting a g
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
@@ -11,10 +10,10 @@ import time
 from importlib import resources
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 from click.testing import CliRunner
+from gateway_probe import served
 
 from canaryctl.cli import main
 from canaryctl.lab import LabStack
@@ -55,29 +54,6 @@ def runbook(tmp_path: Path, name: str, canary: str, flags: Path, metrics_url: st
     return path
 
 
-def served_variants(stack: LabStack, users: int = 60) -> set[str]:
-    """The variants the gateway serves now to fresh requests from many users (response header)."""
-
-    async def ask_all() -> set[str]:
-        async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30) as client:
-            responses = await asyncio.gather(
-                *(
-                    client.post(
-                        "/v1/chat/completions",
-                        json={
-                            "model": "support-bot",
-                            "messages": [{"role": "user", "content": "Hi"}],
-                        },
-                        headers={"X-User": f"e2e-user-{user}"},
-                    )
-                    for user in range(users)
-                )
-            )
-        return {response.headers["x-canaryctl-variant"] for response in responses}
-
-    return asyncio.run(ask_all())
-
-
 def test_rollout_run_rolls_back_a_bad_canary_and_promotes_a_good_one(tmp_path: Path) -> None:
     flags = tmp_path / "flags.json"
     original = (DEFAULTS / "flags.json").read_text()
@@ -98,7 +74,7 @@ def test_rollout_run_rolls_back_a_bad_canary_and_promotes_a_good_one(tmp_path: P
         )
         assert flags.read_text() == original  # restored byte for byte
         time.sleep(1.5)  # the SDK's file watcher polls every 0.5 s
-        assert served_variants(stack) == {"gpt-4-turbo"}
+        assert served(stack, users=60) == {"gpt-4-turbo"}
 
         good = runbook(tmp_path, "to-gpt4o-mini", "gpt-4o-mini", flags, stack.metrics_url)
         result = cli.invoke(
@@ -110,7 +86,7 @@ def test_rollout_run_rolls_back_a_bad_canary_and_promotes_a_good_one(tmp_path: P
         assert flag["variations"][flag["fallthrough"]["variation"]] == "gpt-4o-mini"
         assert flag["version"] > 1
         time.sleep(1.5)
-        assert served_variants(stack) == {"gpt-4o-mini"}
+        assert served(stack, users=60) == {"gpt-4o-mini"}
 
     listed = cli.invoke(main, ["rollout", "list", "--state", str(state), "-o", "json"])
     assert listed.exit_code == 0, listed.output

@@ -8,7 +8,6 @@ gateway; `canaryctl rollout run` drives the flag through the `launchdarkly` back
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import threading
@@ -22,6 +21,7 @@ import httpx
 import pytest
 import yaml
 from click.testing import CliRunner
+from gateway_probe import served
 from ldclient.config import Config
 from ldclient.impl.datasource.feature_requester import FeatureRequesterImpl
 from ldclient.impl.util import UnsuccessfulResponseException
@@ -114,29 +114,6 @@ def lab(
     if traffic:
         spec["traffic"] = {"route": "support-bot", "rate": 120, "users": 400, "concurrency": 64}
     return LabSpec.model_validate(spec)
-
-
-def served(stack: LabStack, tier: str = "none", users: int = 40) -> set[str]:
-    """The variants the gateway serves now to `users` fixed users of `tier` (response header)."""
-
-    async def ask() -> set[str]:
-        async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=10) as client:
-            responses = await asyncio.gather(
-                *(
-                    client.post(
-                        "/v1/chat/completions",
-                        json={
-                            "model": "support-bot",
-                            "messages": [{"role": "user", "content": "2+2"}],
-                        },
-                        headers={"X-User": f"user-{i}", "X-Tier": tier},
-                    )
-                    for i in range(users)
-                )
-            )
-        return {r.headers["x-canaryctl-variant"] for r in responses}
-
-    return asyncio.run(ask())
 
 
 def within(seconds: float, condition: Callable[[], bool]) -> bool:

@@ -141,7 +141,13 @@ def test_html_report_is_self_contained_and_renders_in_chromium(tmp_path: Path) -
     assert not re.search(r"<script|<link|<img|\bsrc=|\bhref=|url\(|@import", html)
     assert not re.search(r"https?://(?!www\.w3\.org/2000/svg)", html)
 
-    shot = tmp_path / "report.png"
+    screenshot(tmp_path, page)
+
+
+def screenshot(tmp_path: Path, page: Path) -> None:
+    """Render `page` in headless Chromium beside it (PAGE.png, kept as the test's artifact) and
+    check the picture is not blank."""
+    shot = page.with_suffix(".png")
     done = subprocess.run(
         [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
          "--window-size=1100,1400", f"--screenshot={shot}", page.as_uri()],

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from canaryctl.metrics import Observation, VariantStats
 from canaryctl.metrics.scripted import ScriptedMetricsSource
 from tests.test_chaos_scenario import FakeInjector, fake_scenario
 from tests.test_gate import write_lab, write_runbook
-from tests.test_report import chromium, png_colours
+from tests.test_report import screenshot
 
 
 def chaos_journal(tmp_path: Path, *, fallback_works: bool) -> Path:
@@ -64,19 +63,6 @@ def report(*args: str) -> tuple[int, str]:
 def assert_self_contained(html: str) -> None:
     assert not re.search(r"<script|<link|<img|\bsrc=|\bhref=|url\(|@import", html)
     assert not re.search(r"https?://(?!www\.w3\.org/2000/svg|127\.0\.0\.1)", html)
-
-
-def screenshot(tmp_path: Path, page: Path) -> None:
-    shot = page.with_suffix(".png")
-    done = subprocess.run(
-        [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-         "--window-size=1100,1400", f"--screenshot={shot}", page.as_uri()],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
-    )  # fmt: skip
-    assert shot.exists(), done.stderr[-2000:]
-    width, height, colours = png_colours(shot)
-    assert (width, height) == (1100, 1400)
-    assert colours > 20, f"the screenshot looks blank ({colours} colours): {shot}"
 
 
 def test_a_violated_chaos_run_as_a_page(tmp_path: Path) -> None:
