@@ -7,8 +7,6 @@ locally and FAIL in CI (env CI set), where .ci/run installs it.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from binaries import require_binary
 from loopback import free_port
 
 WAIT = 30.0
@@ -111,11 +110,7 @@ class PrometheusServer:
 
 @contextmanager
 def running_prometheus(workdir: Path) -> Iterator[PrometheusServer]:
-    binary = shutil.which("prometheus")
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("the prometheus binary is not on PATH; .ci/run installs it")
-        pytest.skip("the prometheus binary is not installed (apt-get install prometheus)")
+    binary = require_binary("prometheus", package="prometheus")
     server = PrometheusServer(binary, workdir)
     try:
         yield server

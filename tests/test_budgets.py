@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -20,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from binaries import require_binary
 from click.testing import CliRunner
 from loopback import free_port
 from prometheus_client import CollectorRegistry
@@ -302,11 +301,7 @@ def gateway_document(spec: GatewaySpec) -> dict[str, Any]:
 @pytest.fixture
 def redis_url() -> Iterator[str]:
     """A real redis-server on a free loopback port, with no persistence; stopped afterwards."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("redis-server is not installed (Debian package redis-server)")
-        pytest.skip("redis-server is not installed")
+    binary = require_binary("redis-server", package="redis-server")
     port = free_port()
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],

@@ -7,15 +7,14 @@ Without chromium this test skips locally and FAILS in CI (env CI set), where it 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import struct
 import subprocess
 import zlib
 from pathlib import Path
 
 import pytest
+from binaries import require_binary
 from click.testing import CliRunner
 
 from canaryctl.cli import main
@@ -113,12 +112,7 @@ def png_colours(path: Path) -> tuple[int, int, int]:
 
 
 def chromium() -> str:
-    binary = shutil.which("chromium") or shutil.which("chromium-browser")
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed; CI must install it (apt: chromium)")
-        pytest.skip("chromium is not installed")
-    return binary
+    return require_binary("chromium", "chromium-browser", package="chromium")
 
 
 def test_html_report_is_self_contained_and_renders_in_chromium(tmp_path: Path) -> None:
