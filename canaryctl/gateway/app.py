@@ -31,6 +31,7 @@ from canaryctl.gateway.budgets import Admission, Budgets, Refusal, open_store, s
 from canaryctl.gateway.cache import CachedAnswer, ResponseCache, cache_key
 from canaryctl.gateway.fallback import Answered, ChainExhausted, time_attempt, walk_chain
 from canaryctl.gateway.feedback import ServedAnswers, parse_feedback
+from canaryctl.gateway.keys import check_api_keys
 from canaryctl.gateway.metrics import OTHER_TIER, GatewayMetrics
 from canaryctl.gateway.ollama import Dialect, chat_request, ollama_line, ollama_response
 from canaryctl.gateway.routing import Choice, FlagRouter, request_context
@@ -48,7 +49,8 @@ T = TypeVar("T")
 def create_app(spec: GatewaySpec) -> Starlette:
     """A gateway app for `spec`; the LaunchDarkly client and HTTP pool live for its lifespan.
 
-    Models must have real URLs: `lab://` ones are resolved by canaryctl.lab.LabStack. The app's
+    Models must have real URLs: `lab://` ones are resolved by canaryctl.lab.LabStack. Every
+    model's key must be in the environment (gateway/keys.py): InvalidInput otherwise. The app's
     metrics are at `app.state.metrics` (a GatewayMetrics) and served at `GET /metrics`.
     """
     for i, model in enumerate(spec.models):
@@ -57,6 +59,7 @@ def create_app(spec: GatewaySpec) -> Starlette:
                 f"models[{i}].base_url: {model.base_url} names a lab provider; "
                 "serve it with `canaryctl lab serve`"
             )
+    check_api_keys(spec)
     gateway = _Gateway(spec)
 
     @asynccontextmanager

@@ -12,7 +12,6 @@ docs/gateway.md for the measured figures).
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,6 +27,7 @@ from canaryctl.gateway.answers import (
     malformed,
 )
 from canaryctl.gateway.failures import UpstreamFailure, error_body, failure_for_status
+from canaryctl.gateway.keys import api_key
 from canaryctl.gateway.ollama import (
     chunks_from_ollama,
     completion_from_ollama,
@@ -176,8 +176,8 @@ class Upstream:
         self, model: ModelSpec, url: str, body: dict[str, Any]
     ) -> aiohttp.ClientResponse:
         headers = {"Content-Type": "application/json"}
-        key = os.environ.get(model.api_key_env) if model.api_key_env else None
-        if key and model.provider != "ollama":
+        key = api_key(model)
+        if key is not None:
             headers["Authorization"] = f"Bearer {key}"
         # Per connect and per read, as httpx's timeout was: a long stream that keeps sending
         # is not cut, a silent model is.
