@@ -135,6 +135,7 @@ class FaultSpec(Strict):
 HypothesisMetric = Literal[
     "success_rate",
     "error_rate",
+    "served_error_rate",
     "fallback_rate",
     "latency_p50_seconds",
     "latency_p90_seconds",
@@ -148,6 +149,8 @@ PHASES: tuple[Phase, ...] = ("before", "during", "after")
 class HypothesisCheck(Strict):
     """A bound on one measure of all the gateway's traffic, checked in the given phases.
 
+    `success_rate` is 1 - `served_error_rate`: users got an answer, a fallback's included.
+    `error_rate` counts the models' failures, rescued ones too (canaryctl.slo_metrics).
     `fallback_rate` belongs in `during` only: it proves the fallback was used while the
     primary failed, which an absent error alone does not.
     """
