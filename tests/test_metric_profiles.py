@@ -102,6 +102,7 @@ def test_both_shipped_profiles_load_and_validate() -> None:
         # requests, errors and fallbacks always: the built-in check on the canary reads them
         ([{"metric": "latency_p95_seconds", "max": 2}], "litellm", 4),
         ([{"metric": "cost_per_query_usd", "max": 0.01}], "canaryctl", 2),
+        ([{"metric": "cost_per_query_usd", "max": 0.01}], "litellm", 4),
         ([{"metric": "quality_score", "min": 0.8}], "canaryctl", 3),
     ],
 )
