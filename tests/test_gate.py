@@ -261,6 +261,40 @@ def test_live_slos_and_live_cost_join_the_eval(tmp_path: Path) -> None:
     assert report.projection.canary_monthly == pytest.approx(0.0005 * 10_000_000)
 
 
+def test_a_live_canary_whose_model_failed_every_request_fails_the_gate(tmp_path: Path) -> None:
+    """Rescued by its fallback every time, it shows no served error; the built-in check on the
+    canary's own model fails it whatever the SLOs."""
+    write_lab(tmp_path)
+    runbook = write_runbook(tmp_path, "good")
+    data = yaml.safe_load(runbook.read_text())
+    data["spec"]["gate"]["live"] = {"window": "10m"}
+    data["spec"]["slos"] = [{"metric": "served_error_rate", "max": 0.02}]
+    runbook.write_text(yaml.safe_dump(data))
+
+    def script(since: float, now: float) -> Observation:
+        return Observation(
+            since,
+            now,
+            {
+                "old-value": VariantStats(requests=1000, errors=5),
+                "good-value": VariantStats(requests=1000, fallbacks=1000),
+            },
+        )
+
+    report = run_gate(
+        load_document(runbook, expect=Rollout),
+        metrics=ScriptedMetricsSource(script, lambda: 1000.0),
+        flags=MemoryFlagStore("model", "old-value", "good-value"),
+        clock=lambda: 1000.0,
+        sleep=lambda _: None,
+    )
+    live = {c.check.metric: c.check for c in report.checks if c.kind == "live"}
+    assert live["served_error_rate"].outcome is Outcome.PASS
+    assert live["canary_answers"].outcome is Outcome.FAIL
+    assert "model failed every one of its 1000 requests" in live["canary_answers"].reason
+    assert report.outcome is Outcome.FAIL and report.exit_code == 1
+
+
 @pytest.mark.e2e
 @pytest.mark.parametrize(("canary", "outcome"), [("gpt-4o-mini", "pass"), ("mixtral-8x7b", "fail")])
 def test_live_gate_on_the_lab_with_the_scrape_backend(

@@ -7,6 +7,10 @@ import math
 import pytest
 
 from canaryctl.metrics import EMPTY, VariantStats, histogram_quantile, measure
+from canaryctl.metrics.measures import samples
+from canaryctl.runbook.profile import Ingredient
+from canaryctl.runbook.rollout import HIGHER_IS_BETTER, SloSpec
+from canaryctl.slo_metrics import INGREDIENTS, SLO_METRICS
 
 # 100 requests: 10 under 0.1 s, 50 more under 0.5 s, 30 more under 1 s, 10 slower than 1 s.
 BUCKETS = ((0.1, 10.0), (0.5, 60.0), (1.0, 90.0), (math.inf, 100.0))
@@ -36,7 +40,7 @@ def test_histogram_quantile_of_nothing_is_none(buckets: tuple[tuple[float, float
 
 
 def test_ratios_are_none_without_requests() -> None:
-    for metric in ("error_rate", "fallback_rate", "cost_per_query_usd", "tokens_per_query"):
+    for metric in SLO_METRICS:
         assert measure(metric, EMPTY) is None
     assert measure("latency_p95_seconds", EMPTY) is None
 
@@ -51,8 +55,41 @@ def test_ratios_per_request() -> None:
         completion_tokens=10_000,
         cost_usd=0.4,
     )
-    assert measure("error_rate", stats) == pytest.approx(0.025)
+    assert measure("error_rate", stats) == pytest.approx(13 / 200)  # rescued ones count too
+    assert measure("served_error_rate", stats) == pytest.approx(0.025)
     assert measure("fallback_rate", stats) == pytest.approx(0.04)
     assert measure("cost_per_query_usd", stats) == pytest.approx(0.002)
     assert measure("tokens_per_query", stats) == pytest.approx(200)
     assert measure("latency_p50_seconds", stats) == pytest.approx(0.42)
+
+
+def test_rates_judge_the_model_and_leave_the_clients_mistakes_out() -> None:
+    """200 requests: 40 the client's fault, 6 errors, 10 rescued by a fallback, 4 filtered."""
+    stats = VariantStats(requests=200, errors=6, fallbacks=10, rejected=40, filtered=4)
+    assert measure("error_rate", stats) == pytest.approx(16 / 160)
+    assert measure("served_error_rate", stats) == pytest.approx(6 / 160)
+    assert measure("fallback_rate", stats) == pytest.approx(10 / 160)
+    assert measure("filtered_rate", stats) == pytest.approx(4 / 160)
+    assert measure("rejected_rate", stats) == pytest.approx(40 / 200)
+    assert samples("error_rate", stats) == 160  # min_requests counts what the rate rests on
+    assert samples("rejected_rate", stats) == 200
+    assert samples("latency_p95_seconds", stats) == 200
+    assert stats.answered == 140
+    assert stats.model_failures == 16
+
+
+def test_a_variant_whose_every_request_was_rejected_has_no_error_rate() -> None:
+    stats = VariantStats(requests=50, rejected=50)
+    assert measure("error_rate", stats) is None
+    assert measure("rejected_rate", stats) == 1.0
+
+
+def test_every_part_reads_the_one_registry() -> None:
+    """Runbook validation, profile ingredients and which way is worse come from slo_metrics."""
+    for metric in SLO_METRICS:
+        bound = {"min": 0.5} if metric in HIGHER_IS_BETTER else {"max": 0.5}
+        assert SloSpec(metric=metric, **bound).metric == metric
+    assert frozenset({"quality_score"}) == HIGHER_IS_BETTER
+    assert set(Ingredient.__args__) == set(INGREDIENTS)
+    for metric in SLO_METRICS.values():
+        assert metric.reads <= set(INGREDIENTS), metric.name

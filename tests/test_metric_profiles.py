@@ -33,6 +33,8 @@ spec:
       yields: {requests: {}}
     - promql: sum by (deployment) (increase(app_failures_total{ {{selector}} }[{{window}}]))
       yields: {errors: {}}
+    - promql: sum by (deployment) (increase(app_fallbacks_total{ {{selector}} }[{{window}}]))
+      yields: {fallbacks: {}}
 """
 
 
@@ -79,7 +81,7 @@ def test_both_shipped_profiles_load_and_validate() -> None:
     every = {"requests", "errors", "fallbacks", "latency_buckets", "prompt_tokens"}
     every |= {"completion_tokens", "cost_usd"}
     assert litellm.ingredients == every  # LiteLLM meters no quality scores
-    assert canaryctl.ingredients == every | {"quality_sum", "quality_count"}
+    assert canaryctl.ingredients == every | {"quality_sum", "quality_count", "rejected", "filtered"}
 
 
 @pytest.mark.parametrize(
@@ -95,10 +97,12 @@ def test_both_shipped_profiles_load_and_validate() -> None:
         (
             [{"metric": "error_rate", "max": 0.02}, {"metric": "latency_p95_seconds", "max": 2}],
             "litellm",
-            3,
+            4,  # error_rate reads the fallbacks too: a rescued request is a model failure
         ),
-        ([{"metric": "latency_p95_seconds", "max": 2}], "litellm", 2),  # requests always
+        # requests, errors and fallbacks always: the built-in check on the canary reads them
+        ([{"metric": "latency_p95_seconds", "max": 2}], "litellm", 4),
         ([{"metric": "cost_per_query_usd", "max": 0.01}], "canaryctl", 2),
+        ([{"metric": "cost_per_query_usd", "max": 0.01}], "litellm", 4),
         ([{"metric": "quality_score", "min": 0.8}], "canaryctl", 3),
     ],
 )

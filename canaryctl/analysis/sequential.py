@@ -4,7 +4,8 @@ Each analysis brings the counts since the step's window began; the ledger rememb
 counts of the window, so only what is new feeds the tests, and the tests' state lives on across
 steps (and across a resume, stored with the controller's state). Per relative SLO:
 
-- error_rate, fallback_rate: the ratio of the canary's event rate to the baseline's, from counts
+- rates (error_rate, served_error_rate, fallback_rate, rejected_rate, filtered_rate): the ratio
+  of the canary's event rate to the baseline's, from counts
   (rate_ratio.py), against `max_ratio`; `max_increase` is read as the ratio
   1 + max_increase / (the baseline's rate so far), which moves as the baseline's rate is learnt.
 - latency percentiles: the share of requests slower than a histogram bucket edge near the
@@ -41,28 +42,25 @@ from canaryctl.analysis.verdict import Check, Evidence, Outcome, Verdict
 from canaryctl.metrics.base import Observation, VariantStats
 from canaryctl.metrics.measures import histogram_quantile
 from canaryctl.runbook.rollout import AnalysisSpec, SloSpec
+from canaryctl.slo_metrics import SLO_METRICS, Mean, Quantile, Rate
 
 __all__ = ["judge_sequential", "sequential_metric"]
 
-_EVENTS: dict[str, Callable[[VariantStats], float]] = {
-    "error_rate": lambda s: s.errors,
-    "fallback_rate": lambda s: s.fallbacks,
+_RATES: dict[str, Rate] = {
+    name: m.formula for name, m in SLO_METRICS.items() if isinstance(m.formula, Rate)
 }
+_EVENTS: dict[str, Callable[[VariantStats], float]] = {n: r.events for n, r in _RATES.items()}
+_TRIALS: dict[str, Callable[[VariantStats], float]] = {n: r.trials for n, r in _RATES.items()}
 _QUANTILES = {
-    "latency_p50_seconds": 0.50,
-    "latency_p90_seconds": 0.90,
-    "latency_p95_seconds": 0.95,
-    "latency_p99_seconds": 0.99,
+    name: m.formula.q for name, m in SLO_METRICS.items() if isinstance(m.formula, Quantile)
 }
-_TOTALS: dict[str, Callable[[VariantStats], float]] = {
-    "cost_per_query_usd": lambda s: s.cost_usd,
-    "tokens_per_query": lambda s: s.prompt_tokens + s.completion_tokens,
-    "quality_score": lambda s: s.quality_sum,
+_MEANS: dict[str, Mean] = {
+    name: m.formula for name, m in SLO_METRICS.items() if isinstance(m.formula, Mean)
 }
-_DENOMINATORS: dict[str, Callable[[VariantStats], float]] = {
-    "quality_score": lambda s: s.quality_count,
-}
-"""What a per-query total is divided by, when not the requests (only scored answers count)."""
+_TOTALS: dict[str, Callable[[VariantStats], float]] = {n: m.total for n, m in _MEANS.items()}
+_DENOMINATORS: dict[str, Callable[[VariantStats], float]] = {n: m.count for n, m in _MEANS.items()}
+"""Each metric's formula (canaryctl.slo_metrics): rates' events and trials (requests less the
+rejected), latency quantiles, per-query totals and what they are divided by."""
 
 
 def sequential_metric(slo: SloSpec) -> bool:
@@ -103,11 +101,15 @@ class _CountTest:
         canary_events, baseline_events = counts
         if canary_events is None or baseline_events is None:
             return self
-        share = canary.requests / (canary.requests + baseline.requests)
+        trials = _TRIALS.get(slo.metric, lambda s: s.requests)
+        canary_trials, baseline_trials = trials(canary), trials(baseline)
+        if canary_trials <= 0 or baseline_trials <= 0:
+            return self
+        share = canary_trials / (canary_trials + baseline_trials)
         return replace(
             self,
             ratio=self.ratio.observe(canary_events, baseline_events, share),
-            baseline_requests=self.baseline_requests + baseline.requests,
+            baseline_requests=self.baseline_requests + baseline_trials,
             baseline_events=self.baseline_events + baseline_events,
         )
 
@@ -201,7 +203,7 @@ class _MeanTest:
 
     def observe(self, slo: SloSpec, canary: VariantStats, baseline: VariantStats) -> _MeanTest:
         total = _TOTALS[slo.metric]
-        count = _DENOMINATORS.get(slo.metric, lambda s: s.requests)
+        count = _DENOMINATORS[slo.metric]
         if count(canary) <= 0 or count(baseline) <= 0:
             return self
         canary_mean = total(canary) / count(canary)
@@ -304,6 +306,8 @@ def _minus(current: VariantStats, earlier: VariantStats) -> VariantStats:
         requests=max(current.requests - earlier.requests, 0.0),
         errors=max(current.errors - earlier.errors, 0.0),
         fallbacks=max(current.fallbacks - earlier.fallbacks, 0.0),
+        rejected=max(current.rejected - earlier.rejected, 0.0),
+        filtered=max(current.filtered - earlier.filtered, 0.0),
         latency_buckets=buckets,
         prompt_tokens=max(current.prompt_tokens - earlier.prompt_tokens, 0.0),
         completion_tokens=max(current.completion_tokens - earlier.completion_tokens, 0.0),

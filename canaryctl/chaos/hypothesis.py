@@ -59,6 +59,8 @@ def total(observation: Observation) -> VariantStats:
         requests=sum(s.requests for s in stats),
         errors=sum(s.errors for s in stats),
         fallbacks=sum(s.fallbacks for s in stats),
+        rejected=sum(s.rejected for s in stats),
+        filtered=sum(s.filtered for s in stats),
         latency_buckets=tuple(sorted(buckets.items())),
         prompt_tokens=sum(s.prompt_tokens for s in stats),
         completion_tokens=sum(s.completion_tokens for s in stats),
@@ -67,8 +69,8 @@ def total(observation: Observation) -> VariantStats:
 
 
 def _value(metric: str, stats: VariantStats) -> float | None:
-    if metric == "success_rate":
-        errors = MEASURES["error_rate"](stats)
+    if metric == "success_rate":  # users got an answer, fallbacks' included
+        errors = MEASURES["served_error_rate"](stats)
         return None if errors is None else 1.0 - errors
     return MEASURES[metric](stats)
 

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from canaryctl.analysis import judge
+from canaryctl.analysis.guard import guard_canary
 from canaryctl.errors import BackendError, CanaryError, InvalidInput
 from canaryctl.evals.benchmark import builtin_benchmark, load_benchmark
 from canaryctl.evals.judge import judge_eval, summarize
@@ -62,6 +63,8 @@ def run_gate(
         labels = _variation_values(rollout, flags)
         observation = _observe(rollout, gate.live.window, metrics, clock, sleep)
         verdict = judge(spec.slos, spec.analysis, observation, baseline=labels[0], canary=labels[1])
+        # As in a rollout: a canary whose model answered nothing in the window never passes.
+        verdict, _ = guard_canary(verdict, observation, {}, canary=labels[1])
         checks.extend(GateCheck("live", check) for check in verdict.checks)
 
     projection = None

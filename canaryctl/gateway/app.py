@@ -3,9 +3,11 @@
 Clients name a route in the request's `model` field, in OpenAI (`/v1/chat/completions`) or Ollama
 (`/api/chat`, `/api/generate`) form. Every routed response carries `x-canaryctl-variant` (the flag
 variation served) and `x-canaryctl-model` (what answered, after fallback), so a caller can see
-which side of a rollout it landed on. Outcomes in llm_requests_total: `ok`, `fallback_ok` (a
-fallback model answered), `error` (the client got an error), `rejected` (the request was wrong:
-a 400 here or a non-429 4xx upstream, which no model would have answered).
+which side of a rollout it landed on. Each request is counted in llm_requests_total under the
+outcome of the variant's own model (canaryctl.slo_metrics.OUTCOMES): `ok`, `error` (it failed and
+the client got an error), `fallback_ok` (it failed and a fallback answered), `filtered` (the
+provider's content filter answered) or `rejected` (the client's own fault: a 400 here, or 400,
+413 or 422 from the model). failures.py and answers.py say what counts as which.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from canaryctl.errors import InvalidInput
+from canaryctl.gateway.answers import outcome_of
 from canaryctl.gateway.budgets import Admission, Budgets, Refusal, open_store, store_prefix
 from canaryctl.gateway.cache import CachedAnswer, ResponseCache, cache_key
 from canaryctl.gateway.fallback import Answered, ChainExhausted, time_attempt, walk_chain
 from canaryctl.gateway.feedback import ServedAnswers, parse_feedback
+from canaryctl.gateway.keys import check_api_keys
 from canaryctl.gateway.metrics import OTHER_TIER, GatewayMetrics
 from canaryctl.gateway.ollama import Dialect, chat_request, ollama_line, ollama_response
 from canaryctl.gateway.routing import Choice, FlagRouter, request_context
@@ -45,7 +49,8 @@ T = TypeVar("T")
 def create_app(spec: GatewaySpec) -> Starlette:
     """A gateway app for `spec`; the LaunchDarkly client and HTTP pool live for its lifespan.
 
-    Models must have real URLs: `lab://` ones are resolved by canaryctl.lab.LabStack. The app's
+    Models must have real URLs: `lab://` ones are resolved by canaryctl.lab.LabStack. Every
+    model's key must be in the environment (gateway/keys.py): InvalidInput otherwise. The app's
     metrics are at `app.state.metrics` (a GatewayMetrics) and served at `GET /metrics`.
     """
     for i, model in enumerate(spec.models):
@@ -54,6 +59,7 @@ def create_app(spec: GatewaySpec) -> Starlette:
                 f"models[{i}].base_url: {model.base_url} names a lab provider; "
                 "serve it with `canaryctl lab serve`"
             )
+    check_api_keys(spec)
     gateway = _Gateway(spec)
 
     @asynccontextmanager
@@ -215,7 +221,7 @@ class _Gateway:
             return self._failed("openai", choice, exhausted, started, headers)
         usage = answer.result.get("usage")
         await self._settle(admission, answer.model, usage)
-        self._count(choice, answer.model, _outcome(answer), started, usage)
+        self._count(choice, answer.model, _outcome(answer, "ok"), started, usage)
         if key is not None and self.cache is not None and not answer.fell_back:
             self.cache.put(key, CachedAnswer(answer.model.name, answer.result))
         headers["x-canaryctl-model"] = answer.model.name
@@ -262,14 +268,16 @@ class _Gateway:
         except ChainExhausted as exhausted:
             await self._settle(admission, exhausted.model, None)
             return self._failed(dialect, choice, exhausted, started, headers)
-        usage = answer.result.get("usage")
+        completion = answer.result
+        usage = completion.get("usage")
         await self._settle(admission, answer.model, usage)
-        self._count(choice, answer.model, _outcome(answer), started, usage)
-        self.served.remember(answer.result.get("id"), self._labels(choice, answer.model))
-        if key is not None and self.cache is not None and not answer.fell_back:
-            self.cache.put(key, CachedAnswer(answer.model.name, answer.result))
+        outcome = _outcome(answer, outcome_of(completion))
+        self._count(choice, answer.model, outcome, started, usage)
+        self.served.remember(completion.get("id"), self._labels(choice, answer.model))
+        if key is not None and self.cache is not None and outcome == "ok":
+            self.cache.put(key, CachedAnswer(answer.model.name, completion))
         headers["x-canaryctl-model"] = answer.model.name
-        return JSONResponse(_render(dialect, answer.result), headers=headers)
+        return JSONResponse(_render(dialect, completion), headers=headers)
 
     async def _stream(
         self,
@@ -307,7 +315,7 @@ class _Gateway:
         admission: Admission,
     ) -> AsyncIterator[str]:
         """Pass chunks on as they come; meter when the stream ends, however it ends."""
-        outcome, usage, completion_id = _outcome(answer), None, None
+        outcome, usage, completion_id = None, None, None
         model_name = answer.model.upstream_model or answer.model.name
         try:
             async for batch in answer.result:
@@ -326,6 +334,7 @@ class _Gateway:
                         out.append(json.dumps(line) + "\n")
                 if out:
                     yield "".join(out)  # one write per batch the model sent
+            outcome = _outcome(answer, answer.result.watch.outcome)
             if dialect == "openai":
                 yield "data: [DONE]\n\n"
             else:
@@ -337,6 +346,8 @@ class _Gateway:
             )
             outcome = "error"
         finally:
+            if outcome is None:  # the client left before the end: count what was seen
+                outcome = _outcome(answer, answer.result.watch.outcome)
             await answer.result.aclose()
             time_attempt(self.metrics, choice, answer.model, answer.attempt_started)
             self._count(choice, answer.model, outcome, started, usage)
@@ -353,8 +364,7 @@ class _Gateway:
         headers: dict[str, str],
     ) -> Response:
         failure = exhausted.failure
-        outcome = "error" if failure.retryable else "rejected"
-        self._count(choice, exhausted.model, outcome, started)
+        self._count(choice, exhausted.model, exhausted.outcome, started)
         headers["x-canaryctl-model"] = exhausted.model.name
         if failure.retry_after:
             headers["Retry-After"] = failure.retry_after
@@ -409,5 +419,6 @@ def _render(dialect: Dialect, completion: dict[str, Any]) -> dict[str, Any]:
     return completion if dialect == "openai" else ollama_response(dialect, completion)
 
 
-def _outcome(answer: Answered[Any]) -> str:
-    return "fallback_ok" if answer.fell_back else "ok"
+def _outcome(answer: Answered[Any], answered: str) -> str:
+    """What the variant's own model did: `answered` (ok, filtered) unless it failed first."""
+    return "fallback_ok" if answer.fell_back else answered

@@ -1,5 +1,8 @@
 """Walk a model's fallback chain: the variant's model first, then its `fallback` list in order.
 
+Every failure of the variant's model but the client's own fault (failures.py) moves down the
+chain: 5xx, 429, timeouts, 401/403/404, malformed and empty answers alike.
+
 Each attempt is timed into llm_upstream_duration_seconds and each move down the chain is counted
 in llm_fallbacks_total with the reason the previous model failed. Fallback chains are one level:
 a fallback model's own `fallback` list is not followed, so a chain can never loop.
@@ -35,12 +38,15 @@ class Answered(Generic[T]):
 
 
 class ChainExhausted(Exception):
-    """Every model failed, or one failed in a way no fallback can fix; `model` was tried last."""
+    """Every model failed, or one failed in a way no fallback can fix; `model` was tried last
+    and `failure` is its (what the client is told). `outcome` is the variant's own model's:
+    `rejected` only when that model found the request at fault, else `error`."""
 
-    def __init__(self, model: ModelSpec, failure: UpstreamFailure) -> None:
+    def __init__(self, model: ModelSpec, failure: UpstreamFailure, outcome: str) -> None:
         super().__init__(f"{model.name}: {failure}")
         self.model = model
         self.failure = failure
+        self.outcome = outcome
 
 
 async def walk_chain(
@@ -53,14 +59,17 @@ async def walk_chain(
 ) -> Answered[T]:
     """Try each model until one answers; `time_success=False` leaves timing it to the caller."""
     chain = [choice.model, *(models[name] for name in choice.model.fallback)]
+    outcome = "error"
     for i, model in enumerate(chain):
         started = time.perf_counter()
         try:
             result = await attempt(model)
         except UpstreamFailure as failure:
             time_attempt(metrics, choice, model, started)
+            if i == 0:
+                outcome = failure.outcome
             if not failure.retryable or i == len(chain) - 1:
-                raise ChainExhausted(model, failure) from failure
+                raise ChainExhausted(model, failure, outcome) from failure
             following = chain[i + 1]
             log.info(
                 "route %s: %s failed (%s), falling back to %s",

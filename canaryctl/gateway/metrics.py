@@ -1,4 +1,4 @@
-"""The gateway's metric families: the contract `canaryctl.metrics` reads (see design.md).
+"""The gateway's metric families: the contract `canaryctl.metrics` reads.
 
 Each gateway app owns a CollectorRegistry, so several gateways in one process (tests, the lab)
 never share or double-register series.
@@ -37,7 +37,9 @@ class GatewayMetrics:
         registry = self.registry
         self.requests = Counter(
             "llm_requests_total",
-            "Requests by outcome: ok, error, fallback_ok (a fallback model answered), rejected",
+            "Requests by what the variant's own model did: ok; error (it failed, the client got "
+            "an error); fallback_ok (it failed, a fallback answered); filtered (content filter); "
+            "rejected (the client's fault: 400, 413, 422, a spent budget)",
             [*REQUEST_LABELS, "outcome"],
             registry=registry,
         )

@@ -106,7 +106,8 @@ def _text(content: Any) -> str:
 
 
 def _usage(data: dict[str, Any]) -> dict[str, int]:
-    prompt, completion = int(data.get("prompt_eval_count", 0)), int(data.get("eval_count", 0))
+    prompt = int(data.get("prompt_eval_count") or 0)
+    completion = int(data.get("eval_count") or 0)
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
@@ -116,8 +117,9 @@ def _usage(data: dict[str, Any]) -> dict[str, int]:
 
 def embeddings_from_ollama(data: dict[str, Any]) -> dict[str, Any]:
     """Ollama's /api/embed answer as OpenAI's embeddings list."""
-    vectors = data.get("embeddings") or []
-    prompt = int(data.get("prompt_eval_count", 0))
+    vectors = data.get("embeddings")
+    vectors = vectors if isinstance(vectors, list) else []
+    prompt = int(data.get("prompt_eval_count") or 0)
     return {
         "object": "list",
         "data": [

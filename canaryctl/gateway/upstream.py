@@ -1,8 +1,8 @@
 """One attempt at one model: send in the model's dialect, classify how it failed, read streams.
 
-Everything comes back in OpenAI shape. aiohttp's exceptions stop here: a failure is an
-UpstreamFailure saying whether a fallback model could help (5xx, 429, timeout, connection) or not
-(any other 4xx: the request itself is wrong, and another model would refuse it too).
+Everything comes back in OpenAI shape, checked (answers.py): a 200 that is no answer is a failure
+like any other. aiohttp's exceptions stop here: a failure is an UpstreamFailure (failures.py)
+that is the model's (a fallback may answer) unless the request itself is wrong (400, 413, 422).
 
 aiohttp rather than httpx on this path: the gateway's added latency is mostly its HTTP client,
 and aiohttp's C parser and connection pool cost a fraction of httpx's per request (see
@@ -12,7 +12,6 @@ docs/gateway.md for the measured figures).
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,6 +19,15 @@ from typing import Any
 
 import aiohttp
 
+from canaryctl.gateway.answers import (
+    StreamWatch,
+    checked_completion,
+    checked_embeddings,
+    checked_ollama,
+    malformed,
+)
+from canaryctl.gateway.failures import UpstreamFailure, error_body, failure_for_status
+from canaryctl.gateway.keys import api_key
 from canaryctl.gateway.ollama import (
     chunks_from_ollama,
     completion_from_ollama,
@@ -34,34 +42,9 @@ _POOL_SIZE = 1000
 _UpstreamError = (aiohttp.ClientError, TimeoutError)
 
 
-def error_body(message: str, kind: str = "upstream_error") -> dict[str, Any]:
-    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
-
-
-class UpstreamFailure(Exception):
-    """A model did not answer. `status` and `body` are what the client gets if nothing else does."""
-
-    def __init__(
-        self,
-        reason: str,
-        status: int,
-        body: dict[str, Any],
-        *,
-        retryable: bool = True,
-        retry_after: str | None = None,
-    ) -> None:
-        super().__init__(f"{reason}: {body.get('error')}")
-        self.reason = reason
-        self.status = status
-        self.body = body
-        self.retryable = retryable
-        self.retry_after = retry_after
-
-
 async def _failure_from_response(
     response: aiohttp.ClientResponse, model: ModelSpec
 ) -> UpstreamFailure:
-    status = response.status
     try:
         data = json.loads(await response.read())
     except ValueError:
@@ -69,17 +52,8 @@ async def _failure_from_response(
     except _UpstreamError as exc:
         return _failure_from_exception(exc, model)
     error = data.get("error") if isinstance(data, dict) else None
-    if isinstance(error, dict):
-        body = {"error": error}
-    else:
-        body = error_body(str(error or response.reason or f"HTTP {status}"))
-    retryable = status >= 500 or status == 429
-    return UpstreamFailure(
-        f"http_{status}",
-        status,
-        body,
-        retryable=retryable,
-        retry_after=response.headers.get("retry-after"),
+    return failure_for_status(
+        model, response.status, error, response.reason, response.headers.get("retry-after")
     )
 
 
@@ -96,20 +70,26 @@ class UpstreamStream:
 
     Chunks come in batches: every whole line that one network read brought. The relay then
     writes to its client once per batch, not once per chunk: a write is most of what relaying a
-    chunk costs, and when a model sends faster than the client reads, chunks bunch up.
+    chunk costs, and when a model sends faster than the client reads, chunks bunch up. Every
+    chunk passes `watch` (answers.StreamWatch), which knows at the end how the stream counts.
     """
 
     def __init__(self, response: aiohttp.ClientResponse, model: ModelSpec) -> None:
         self._response = response
         self._model = model
         self._completion_id = f"chatcmpl-{secrets.token_hex(8)}"
+        self.watch = StreamWatch(model)
+        self._source = self._batches()
+        self._held: list[list[dict[str, Any]]] = []
+        self._ended = False
 
     def _parse(self, raw: bytes, batch: list[dict[str, Any]]) -> bool:
         """Add the chunks of one line to `batch`; False once the stream says it is done."""
         line = raw.decode()
         if self._model.provider == "ollama":
             if line.strip():
-                batch.extend(chunks_from_ollama(json.loads(line), self._completion_id))
+                data = checked_ollama(self._model, json.loads(line))
+                batch.extend(chunks_from_ollama(data, self._completion_id))
             return True
         if not line.startswith("data:"):
             return True
@@ -119,7 +99,7 @@ class UpstreamStream:
         batch.append(json.loads(data))
         return True
 
-    async def __aiter__(self) -> AsyncIterator[list[dict[str, Any]]]:
+    async def _batches(self) -> AsyncIterator[list[dict[str, Any]]]:
         pending = b""
         try:
             async for data in self._response.content.iter_any():
@@ -127,21 +107,44 @@ class UpstreamStream:
                 batch: list[dict[str, Any]] = []
                 going = all(self._parse(line, batch) for line in lines)
                 if batch:
-                    yield batch
+                    yield self._watched(batch)
                 if not going:
                     return
             batch = []
             self._parse(pending, batch)  # a last line without its newline
             if batch:
-                yield batch
+                yield self._watched(batch)
         except _UpstreamError as exc:
             raise _failure_from_exception(exc, self._model) from exc
         except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
-            message = f"model {self._model.name} sent a malformed stream"
-            raise UpstreamFailure("bad_response", 502, error_body(message)) from exc
+            raise malformed(self._model, "a stream line is not JSON") from exc
+
+    def _watched(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for chunk in batch:
+            self.watch.see(chunk)
+        return batch
+
+    async def hold_until_decided(self) -> None:
+        """Read (and keep) chunks until the model has said something or been filtered, so a
+        stream that says nothing, or breaks first, is a failure a fallback can still answer."""
+        async for batch in self._source:
+            self._held.append(batch)
+            if self.watch.decided:
+                return
+        self._ended = True
+        self.watch.ended()
+
+    async def __aiter__(self) -> AsyncIterator[list[dict[str, Any]]]:
+        held, self._held = self._held, []
+        for batch in held:
+            yield batch
+        if not self._ended:
+            async for batch in self._source:
+                yield batch
 
     async def aclose(self) -> None:
         """Back to the pool when read to the end; a half-read connection is closed instead."""
+        await self._source.aclose()
         if self._response.content.at_eof():
             self._response.release()
         else:
@@ -173,8 +176,8 @@ class Upstream:
         self, model: ModelSpec, url: str, body: dict[str, Any]
     ) -> aiohttp.ClientResponse:
         headers = {"Content-Type": "application/json"}
-        key = os.environ.get(model.api_key_env) if model.api_key_env else None
-        if key and model.provider != "ollama":
+        key = api_key(model)
+        if key is not None:
             headers["Authorization"] = f"Bearer {key}"
         # Per connect and per read, as httpx's timeout was: a long stream that keeps sending
         # is not cut, a silent model is.
@@ -212,31 +215,39 @@ class Upstream:
         try:
             return json.loads(raw)
         except ValueError as exc:
-            message = f"model {model.name} sent a body that is not JSON"
-            raise UpstreamFailure("bad_response", 502, error_body(message)) from exc
+            raise malformed(model, "the body is not JSON") from exc
 
     async def complete(self, model: ModelSpec, chat: dict[str, Any]) -> dict[str, Any]:
-        """The model's completion in OpenAI shape, or UpstreamFailure."""
+        """The model's completion in OpenAI shape, checked (answers.py), or UpstreamFailure."""
         data = await self._json(model, await self._send(model, chat, stream=False))
         if model.provider == "ollama":
-            return completion_from_ollama(data, f"chatcmpl-{secrets.token_hex(8)}")
-        return data
+            ollama = checked_ollama(model, data)
+            data = completion_from_ollama(ollama, f"chatcmpl-{secrets.token_hex(8)}")
+        return checked_completion(model, data)
 
     async def embed(self, model: ModelSpec, request: dict[str, Any]) -> dict[str, Any]:
         """Embeddings in OpenAI shape (Ollama's /api/embed translated), or UpstreamFailure."""
         name = model.upstream_model or model.name
         if model.provider != "ollama":
             url = self._openai_url(model, "/embeddings")
-            return await self._json(model, await self._post(model, url, {**request, "model": name}))
+            data = await self._json(model, await self._post(model, url, {**request, "model": name}))
+            return checked_embeddings(model, data)
         url = f"{model.base_url.rstrip('/')}/api/embed"
         body = {"model": name, "input": request.get("input")}
         data = await self._json(model, await self._post(model, url, body))
-        return embeddings_from_ollama(data)
+        return checked_embeddings(model, embeddings_from_ollama(checked_ollama(model, data)))
 
     async def open_stream(self, model: ModelSpec, chat: dict[str, Any]) -> UpstreamStream:
-        """A stream whose status was 200: past this point no fallback is possible."""
+        """A stream whose status was 200 and that has begun to answer: past this point no
+        fallback is possible."""
         response = await self._send(model, chat, stream=True)
         if response.status != 200:
             async with response:
                 raise await _failure_from_response(response, model)
-        return UpstreamStream(response, model)
+        stream = UpstreamStream(response, model)
+        try:
+            await stream.hold_until_decided()
+        except BaseException:
+            await stream.aclose()
+            raise
+        return stream

@@ -99,8 +99,8 @@ class LabStack:
 
     def gateway_spec(self) -> GatewaySpec:
         """The gateway as served: lab:// URLs resolved, the flag file override applied."""
-        models = [
-            m.model_copy(update={"base_url": self.provider_urls[m.base_url[6:]]})
+        models = [  # lab providers need no key
+            m.model_copy(update={"base_url": self.provider_urls[m.base_url[6:]], "keyless": True})
             if m.base_url.startswith("lab://")
             else m
             for m in self.spec.gateway.models

@@ -18,6 +18,9 @@ __all__ = ["EMPTY", "MetricsSource", "Observation", "VariantStats"]
 class VariantStats:
     """What one variant (flag variation served) did in a window.
 
+    `errors`, `fallbacks`, `rejected` and `filtered` count requests by the gateway's outcome
+    (canaryctl.slo_metrics.OUTCOMES): the variant's model failed and the client got an error, its
+    model failed and a fallback answered, the client's own mistake, the content filter answered.
     `latency_buckets` is the end-to-end duration histogram: (upper bound in seconds, cumulative
     count) pairs in increasing order, the last bound being +inf, as Prometheus keeps them.
     `quality_sum` and `quality_count` are the quality scores (0..1) callers reported for the
@@ -33,6 +36,18 @@ class VariantStats:
     cost_usd: float = 0.0
     quality_sum: float = 0.0
     quality_count: float = 0.0
+    rejected: float = 0.0
+    filtered: float = 0.0
+
+    @property
+    def answered(self) -> float:
+        """Requests the variant's own model answered well (outcome `ok`)."""
+        return max(self.requests - self.errors - self.fallbacks - self.rejected - self.filtered, 0)
+
+    @property
+    def model_failures(self) -> float:
+        """Requests the variant's own model failed, whether or not a fallback saved them."""
+        return self.errors + self.fallbacks
 
 
 EMPTY = VariantStats()

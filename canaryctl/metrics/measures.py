@@ -1,11 +1,13 @@
-"""The SLO metrics, computed from a variant's counts; None when there is nothing to measure."""
+"""The SLO metrics' values from a variant's counts; None when there is nothing to measure."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 
 from canaryctl.metrics.base import VariantStats
+from canaryctl.slo_metrics import SLO_METRICS, Mean, Quantile, Rate
 
 __all__ = ["MEASURES", "NEEDS", "histogram_quantile", "measure", "samples"]
 
@@ -28,37 +30,25 @@ def histogram_quantile(q: float, buckets: tuple[tuple[float, float], ...]) -> fl
     return lower_bound
 
 
-def _ratio(numerator: float, stats: VariantStats) -> float | None:
-    return numerator / stats.requests if stats.requests > 0 else None
+def _value(formula: Rate | Quantile | Mean, stats: VariantStats) -> float | None:
+    if isinstance(formula, Quantile):
+        return histogram_quantile(formula.q, stats.latency_buckets)
+    if isinstance(formula, Rate):
+        events, trials = formula.events(stats), formula.trials(stats)
+    else:
+        events, trials = formula.total(stats), formula.count(stats)
+    return events / trials if trials > 0 else None
 
 
 MEASURES: dict[str, Callable[[VariantStats], float | None]] = {
-    "error_rate": lambda s: _ratio(s.errors, s),
-    "fallback_rate": lambda s: _ratio(s.fallbacks, s),
-    "latency_p50_seconds": lambda s: histogram_quantile(0.50, s.latency_buckets),
-    "latency_p90_seconds": lambda s: histogram_quantile(0.90, s.latency_buckets),
-    "latency_p95_seconds": lambda s: histogram_quantile(0.95, s.latency_buckets),
-    "latency_p99_seconds": lambda s: histogram_quantile(0.99, s.latency_buckets),
-    "cost_per_query_usd": lambda s: _ratio(s.cost_usd, s),
-    "tokens_per_query": lambda s: _ratio(s.prompt_tokens + s.completion_tokens, s),
-    "quality_score": lambda s: s.quality_sum / s.quality_count if s.quality_count > 0 else None,
+    name: partial(_value, metric.formula) for name, metric in SLO_METRICS.items()
 }
+"""Each SLO metric's value from a variant's counts (canaryctl.slo_metrics has the formulas)."""
 
-
-_LATENCY = frozenset({"latency_buckets"})
-NEEDS: dict[str, frozenset[str]] = {
-    "error_rate": frozenset({"requests", "errors"}),
-    "fallback_rate": frozenset({"requests", "fallbacks"}),
-    "latency_p50_seconds": _LATENCY,
-    "latency_p90_seconds": _LATENCY,
-    "latency_p95_seconds": _LATENCY,
-    "latency_p99_seconds": _LATENCY,
-    "cost_per_query_usd": frozenset({"requests", "cost_usd"}),
-    "tokens_per_query": frozenset({"requests", "prompt_tokens", "completion_tokens"}),
-    "quality_score": frozenset({"quality_sum", "quality_count"}),
-}
-"""The counts (a metric profile's ingredients) each measure reads: what a Prometheus source must
-query, and what a profile must yield, for an SLO on that metric."""
+NEEDS: dict[str, frozenset[str]] = {name: metric.needs for name, metric in SLO_METRICS.items()}
+"""The counts (a metric profile's ingredients) each measure cannot do without: what a profile
+must yield for an SLO on that metric. Sources also read a metric's optional ingredients
+(`SLO_METRICS[name].optional`, such as `rejected`) when the profile yields them."""
 
 
 def measure(metric: str, stats: VariantStats) -> float | None:
@@ -66,6 +56,12 @@ def measure(metric: str, stats: VariantStats) -> float | None:
 
 
 def samples(metric: str | None, stats: VariantStats) -> float:
-    """How many observations a metric's value rests on, for the min_requests floor: the scores
-    for quality (only scored answers count), the requests for everything else."""
-    return stats.quality_count if metric == "quality_score" else stats.requests
+    """How many observations a metric's value rests on, for the min_requests floor: what a
+    rate or mean divides by (scored answers for quality, requests less the rejected for most
+    rates), the requests for latency and for custom PromQL SLOs (`metric` None)."""
+    formula = SLO_METRICS[metric].formula if metric is not None else None
+    if isinstance(formula, Rate):
+        return formula.trials(stats)
+    if isinstance(formula, Mean):
+        return formula.count(stats)
+    return stats.requests

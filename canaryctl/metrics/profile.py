@@ -16,6 +16,7 @@ from canaryctl.runbook.profile import (
     shipped_profiles,
 )
 from canaryctl.runbook.rollout import PrometheusMetricsSpec, RolloutSpec, SloSpec
+from canaryctl.slo_metrics import GUARD_READS, SLO_METRICS
 
 __all__ = ["check_profile_feeds_slos", "ingredients_for", "load_profile"]
 
@@ -37,8 +38,10 @@ def load_profile(reference: str) -> MetricProfileSpec:
 def ingredients_for(
     slos: Sequence[SloSpec], profile: MetricProfileSpec, profile_name: str
 ) -> frozenset[str]:
-    """What the SLOs read; InvalidInput naming the first SLO the profile cannot feed."""
-    needed: set[str] = set()
+    """What the SLOs read (their optional ingredients too, where the profile yields them) and
+    what the built-in check on the canary reads (analysis.guard); InvalidInput naming the first
+    SLO the profile cannot feed."""
+    needed: set[str] = set(GUARD_READS & profile.ingredients)
     for index, slo in enumerate(slos):
         if slo.metric is None:
             continue  # a custom PromQL SLO brings its own query
@@ -48,7 +51,7 @@ def ingredients_for(
                 f"spec.slos[{index}]: {slo.metric} needs {', '.join(sorted(missing))}, which "
                 f"metric profile '{profile_name}' does not yield"
             )
-        needed |= NEEDS[slo.metric]
+        needed |= SLO_METRICS[slo.metric].reads & profile.ingredients
     return frozenset(needed)
 
 

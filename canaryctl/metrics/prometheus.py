@@ -7,10 +7,10 @@ counter, evaluated at "now" over the seconds since the step began; PromQL handle
 What to ask is data: a metric profile (runbook/profile.py; shipped ones in metrics/profiles/)
 maps each ingredient of the SLO metrics to a PromQL template grouped by the variant label, so
 one query answers for every variant. An analysis sends the profile queries that yield an
-ingredient some SLO needs (`needs`; `requests` always, for min_requests), plus one query per
-custom PromQL SLO per variant it judges. With the `canaryctl` profile that is at most four
-queries, two for the usual error rate and p95 SLOs. `check()` sends one more (`up`) and tries
-each custom SLO query once.
+ingredient some SLO needs (`needs`; `requests` always, for min_requests; the factory adds what
+the built-in canary check reads), plus one query per custom PromQL SLO per variant it judges.
+With the `canaryctl` profile that is two queries for the usual error rate and p95 SLOs.
+`check()` sends one more (`up`) and tries each custom SLO query once.
 
 A custom SLO's query must come back as one number per variant. No series is no data (the check
 is inconclusive); several series is a mistake in the runbook, InvalidInput naming the SLO, as is

@@ -6,11 +6,11 @@ subtracts the latest sample taken at or before `since`. Differences are taken pe
 target and label set) before summing, so one gateway restarting among several is still seen as a
 reset: a counter that went down counts from zero, as Prometheus' increase() does.
 
-The series read are the gateway's contract (design.md): `llm_requests_total{outcome}`,
-`llm_request_duration_seconds_bucket{le}`, `llm_tokens_total{kind}`, `llm_cost_usd_total` and the
-quality summary's `llm_quality_score_sum` and `_count`, all labelled `route`, `variant`, `model`,
-`provider`. Models and providers are summed per variant:
-the analysis judges the variation served, whatever answered after fallback.
+The series read are the gateway's contract: `llm_requests_total{outcome}` (outcomes in
+canaryctl.slo_metrics), `llm_request_duration_seconds_bucket{le}`, `llm_tokens_total{kind}`,
+`llm_cost_usd_total` and the quality summary's `llm_quality_score_sum` and `_count`, all labelled
+`route`, `variant`, `model`, `provider`. Models and providers are summed per variant: the
+analysis judges the variation served, and `outcome` says what the variation's own model did.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
-"""The gateway's counters (design.md's contract) and how their increases add up per variant.
+"""The gateway's counters and how their increases add up per variant.
 
 The scrape source reads the gateway's series by name (`add`); the Prometheus source gets
 the same ingredients from a metric profile's queries (`add_ingredient`), whatever the gateway.
-Models and providers are summed per variant: analysis judges the variation served, whatever
-answered after fallback.
+Models and providers are summed per variant: analysis judges the variation served, and the
+gateway's `outcome` already says what the variation's own model did (a fallback's rescue is
+`fallback_ok`, a failure of that model).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from canaryctl.metrics.base import VariantStats
+from canaryctl.slo_metrics import OUTCOMES
 
 __all__ = [
     "COST",
@@ -41,6 +43,8 @@ class VariantTotals:
     requests: float = 0.0
     errors: float = 0.0
     fallbacks: float = 0.0
+    rejected: float = 0.0
+    filtered: float = 0.0
     buckets: dict[float, float] = field(default_factory=dict)
     prompt_tokens: float = 0.0
     completion_tokens: float = 0.0
@@ -50,14 +54,12 @@ class VariantTotals:
     seen: bool = False
 
     def add(self, name: str, labels: Mapping[str, str], delta: float) -> None:
-        """The increase of one of the gateway's series (design.md's names), as scrape reads them."""
+        """The increase of one of the gateway's series (SERIES), as scrape reads them."""
         if name == REQUESTS:
             self.add_ingredient("requests", labels, delta)
-            outcome = labels.get("outcome")
-            if outcome == "error":
-                self.add_ingredient("errors", labels, delta)
-            elif outcome == "fallback_ok":
-                self.add_ingredient("fallbacks", labels, delta)
+            counted = OUTCOMES.get(labels.get("outcome", ""))
+            if counted is not None:
+                self.add_ingredient(counted, labels, delta)
         elif name == DURATION_BUCKET:
             self.add_ingredient("latency_buckets", {"le": "+Inf", **labels}, delta)
         elif name == TOKENS:
@@ -72,7 +74,7 @@ class VariantTotals:
             self.add_ingredient("quality_count", labels, delta)
 
     def add_ingredient(self, ingredient: str, labels: Mapping[str, str], delta: float) -> None:
-        """Add to one ingredient (runbook.profile.INGREDIENTS, each a field of this class but
+        """Add to one ingredient (slo_metrics.INGREDIENTS, each a field of this class but
         `latency_buckets`, kept per `le` bound); a bucket row without `le` is not a bucket."""
         if ingredient == "latency_buckets":
             if "le" not in labels:
@@ -89,6 +91,8 @@ class VariantTotals:
             requests=self.requests,
             errors=self.errors,
             fallbacks=self.fallbacks,
+            rejected=self.rejected,
+            filtered=self.filtered,
             latency_buckets=tuple(sorted(self.buckets.items())),
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,

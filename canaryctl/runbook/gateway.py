@@ -68,14 +68,30 @@ class PriceSpec(Strict):
 
 
 class ModelSpec(Strict):
+    """One model the gateway can send to. Its key is read from the environment variable
+    `api_key_env` when the gateway starts; a model with none is sent no key, which is only taken
+    for granted for a server on this machine, `provider: ollama` or a lab provider. Anywhere else
+    say `keyless: true` (see canaryctl/gateway/keys.py)."""
+
     name: str = Field(min_length=1, description="the flag variation value that selects it")
     provider: Literal["openai", "ollama"] = "openai"
     base_url: str = Field(pattern=r"^(https?|lab)://")
     upstream_model: str | None = Field(default=None, description="model name sent upstream")
-    api_key_env: str | None = Field(default=None, description="environment variable with the key")
+    api_key_env: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="environment variable with the key; it must be set when the gateway starts",
+    )
+    keyless: bool = Field(default=False, description="the server needs no key (Ollama, vLLM)")
     timeout: Duration = Field(default=30.0, gt=0)
     price: PriceSpec = PriceSpec()
     fallback: list[str] = Field(default_factory=list, description="models to try, in order")
+
+    @model_validator(mode="after")
+    def _one_way_to_authenticate(self) -> ModelSpec:
+        if self.keyless and self.api_key_env is not None:
+            raise ValueError("keyless: true and api_key_env contradict each other; keep one")
+        return self
 
 
 class RouteSpec(Strict):

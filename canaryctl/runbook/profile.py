@@ -1,26 +1,28 @@
 """The `MetricProfile` document: which PromQL gives each count the analysis needs.
 
 A profile is what lets canaryctl watch a gateway it did not write: it maps the *ingredients* of
-the SLO metrics (requests, errors, latency buckets, tokens, cost, fallbacks, quality scores) to
+the SLO metrics (requests by outcome, latency buckets, tokens, cost, quality scores) to
 PromQL templates over that gateway's metric names. canaryctl ships `canaryctl` (its own gateway)
 and `litellm` (LiteLLM proxy, which has no quality scores) under canaryctl/metrics/profiles/; a
 user's own profile is a file of this kind.
 
 Each query returns one series per variant (grouped by the variant label, plus `le` for latency
 buckets); `yields` says which ingredients its rows add to, each with an optional label filter, so
-one query can feed several ingredients (requests split by `outcome` into errors and fallbacks).
+one query can feed several ingredients (requests split by `outcome` into errors, fallbacks,
+rejected and filtered).
 """
 
 from __future__ import annotations
 
 import re
 from importlib import resources
-from typing import Literal, get_args
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from canaryctl.runbook.common import API_VERSION, Metadata, Strict
 from canaryctl.runbook.promql import placeholders, unknown_placeholders
+from canaryctl.slo_metrics import INGREDIENTS
 
 __all__ = [
     "INGREDIENTS",
@@ -34,18 +36,8 @@ __all__ = [
     "shipped_profiles",
 ]
 
-Ingredient = Literal[
-    "requests",
-    "errors",
-    "fallbacks",
-    "latency_buckets",
-    "prompt_tokens",
-    "completion_tokens",
-    "cost_usd",
-    "quality_sum",
-    "quality_count",
-]
-INGREDIENTS: tuple[str, ...] = get_args(Ingredient)
+Ingredient = Literal[INGREDIENTS]  # type: ignore[valid-type]
+"""A count the SLO metrics are computed from: one of canaryctl.slo_metrics.INGREDIENTS."""
 
 PROFILE_VARIABLES = frozenset({"window", "selector"})
 """`{{window}}`: the step's window as a PromQL duration (`95s`); `{{selector}}`: the runbook's

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Literal
 
 from pydantic import (
     BeforeValidator,
@@ -27,9 +27,9 @@ from canaryctl.runbook.gate import GateSpec
 from canaryctl.runbook.notify import NotifySpec
 from canaryctl.runbook.profile import is_profile_path, shipped_profile, shipped_profiles
 from canaryctl.runbook.promql import placeholders, unknown_placeholders
+from canaryctl.slo_metrics import SLO_METRICS
 
 __all__ = [
-    "SLO_METRICS",
     "SLO_VARIABLES",
     "AnalysisSpec",
     "FileFlagSpec",
@@ -191,19 +191,9 @@ class PrometheusMetricsSpec(Strict):
 
 MetricsSpec = Annotated[ScrapeMetricsSpec | PrometheusMetricsSpec, Field(discriminator="provider")]
 
-SloMetric = Literal[
-    "error_rate",
-    "fallback_rate",
-    "latency_p50_seconds",
-    "latency_p90_seconds",
-    "latency_p95_seconds",
-    "latency_p99_seconds",
-    "cost_per_query_usd",
-    "tokens_per_query",
-    "quality_score",
-]
-SLO_METRICS: tuple[str, ...] = get_args(SloMetric)
-HIGHER_IS_BETTER = frozenset({"quality_score"})
+SloMetric = Literal[tuple(SLO_METRICS)]  # type: ignore[valid-type]
+"""A built-in SLO metric: a name in canaryctl.slo_metrics.SLO_METRICS."""
+HIGHER_IS_BETTER = frozenset(name for name, m in SLO_METRICS.items() if m.higher_is_better)
 """Built-in metrics where a canary is worse by being lower: bounded by `min` or `max_decrease`."""
 
 

@@ -20,6 +20,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from canaryctl.runbook.common import API_VERSION, Duration, Metadata, Strict
 from canaryctl.runbook.rollout import MetricsSpec
+from canaryctl.slo_metrics import SLO_METRICS, Quantile, Rate
 
 __all__ = [
     "FAULT_KINDS",
@@ -132,15 +133,10 @@ class FaultSpec(Strict):
         return f"{self.fault}{extra} on {self.rate:.0%} of requests{where}, ttl {self.ttl:g}s"
 
 
-HypothesisMetric = Literal[
-    "success_rate",
-    "error_rate",
-    "fallback_rate",
-    "latency_p50_seconds",
-    "latency_p90_seconds",
-    "latency_p95_seconds",
-    "latency_p99_seconds",
+HypothesisMetric = Literal[  # type: ignore[valid-type]
+    ("success_rate", *(n for n, m in SLO_METRICS.items() if isinstance(m.formula, Rate | Quantile)))
 ]
+"""`success_rate`, and the rates and latencies of canaryctl.slo_metrics."""
 Phase = Literal["before", "during", "after"]
 PHASES: tuple[Phase, ...] = ("before", "during", "after")
 
@@ -148,6 +144,8 @@ PHASES: tuple[Phase, ...] = ("before", "during", "after")
 class HypothesisCheck(Strict):
     """A bound on one measure of all the gateway's traffic, checked in the given phases.
 
+    `success_rate` is 1 - `served_error_rate`: users got an answer, a fallback's included.
+    `error_rate` counts the models' failures, rescued ones too (canaryctl.slo_metrics).
     `fallback_rate` belongs in `during` only: it proves the fallback was used while the
     primary failed, which an absent error alone does not.
     """

@@ -1,0 +1,75 @@
+"""The check every rollout gets, whatever its SLOs: a canary whose own model fails every request
+is never promoted.
+
+A runbook may judge no rate at all (latency and cost only), or judge `served_error_rate`, which a
+fallback chain keeps at zero while the canary's model answers nothing. So, on the canary alone:
+
+- FAIL when every request of the window that its model answered for failed (outcome `error` or
+  `fallback_ok`) and there were at least `FLOOR` of them: a wrong or missing key, a model name the
+  provider does not know, a server that only sends `{}`.
+- INCONCLUSIVE while the canary's model has not answered one request well (outcome `ok`) in the
+  whole run. A hold ends only on a passing analysis, so such a canary can never be promoted: it
+  is held until it answers, or rolled back once the holds' extensions run out.
+
+Either adds one check to the verdict; a canary that answers adds none. What the run has seen is
+one flag, kept in the analysis ledger under its own key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from canaryctl.analysis.verdict import Check, Outcome, Verdict
+from canaryctl.metrics.base import Observation
+
+__all__ = ["FLOOR", "LEDGER_KEY", "guard_canary"]
+
+FLOOR = 10
+"""Requests that must all have failed before one window fails the canary outright: a healthy
+model failing 10 in a row at even a 20% error rate happens once in ten million windows."""
+
+LEDGER_KEY = "canary_guard"
+
+_SLO = "built-in: the canary's own model answers"
+_METRIC = "canary_answers"
+
+
+def guard_canary(
+    verdict: Verdict, observation: Observation, seen: dict[str, Any], *, canary: str
+) -> tuple[Verdict, dict[str, Any]]:
+    """`verdict` with the guard's check added when it does not pass, and what to remember
+    (`seen`: what this returned last time, {} at the start of a run)."""
+    stats = observation.of(canary)
+    answered = bool(seen.get("answered")) or stats.answered > 0
+    remembered = {"answered": answered}
+    judged = stats.requests - stats.rejected
+    failed = stats.model_failures
+
+    def check(outcome: Outcome, reason: str) -> Verdict:
+        added = Check(
+            slo=_SLO,
+            metric=_METRIC,
+            outcome=outcome,
+            reason=reason,
+            canary_value=failed / judged if judged > 0 else None,
+            baseline_value=None,
+            bound=None,
+            canary_requests=stats.requests,
+            baseline_requests=0.0,
+        )
+        return Verdict.of((*verdict.checks, added), verdict.window_start, verdict.window_end)
+
+    if judged >= FLOOR and stats.answered <= 0 and failed >= judged:
+        reason = (
+            f"the canary '{canary}' model failed every one of its {judged:g} requests in the "
+            f"window ({stats.errors:g} errors, {stats.fallbacks:g} answered by a fallback)"
+        )
+        return check(Outcome.FAIL, reason), remembered
+    if not answered:
+        reason = (
+            f"the canary '{canary}' model has not answered one request well yet in this run "
+            f"({stats.requests:g} requests in the window, none ok); it cannot be promoted "
+            "until it does"
+        )
+        return check(Outcome.INCONCLUSIVE, reason), remembered
+    return verdict, remembered
