@@ -181,7 +181,7 @@ def test_status_and_list_read_the_journal(world: World) -> None:
     assert code == 0, output
     status = json.loads(output)
     assert (status["run_id"], status["phase"], status["outcome"]) == (1, "promoted", "promoted")
-    assert [e["type"] for e in status["events"]][:2] == ["phase", "step_started"]
+    assert [e["type"] for e in status["events"]][:3] == ["flag_claimed", "phase", "step_started"]
 
     code, output = cli("rollout", "status", "1", "--state", str(world.state), "-o", "text")
     assert code == 0, output

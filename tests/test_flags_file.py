@@ -18,7 +18,7 @@ from ldclient import Context, LDClient
 
 from canaryctl.cli import main
 from canaryctl.errors import FlagBackendError, FlagConflict, FlagMismatch
-from canaryctl.flags import FileFlagStore, FlagStore, Split, flag_store_for
+from canaryctl.flags import FileFlagStore, FlagSnapshot, FlagStore, Split, flag_store_for
 from canaryctl.runbook.rollout import FileFlagSpec
 
 KEY = "support-bot-model"
@@ -83,7 +83,8 @@ def test_snapshot_is_the_exact_text_and_the_flag_version(
     snap = store.snapshot()
     assert snap.key == KEY
     assert snap.version == 3
-    assert snap.raw == flag_file.read_text()
+    assert snap.raw in flag_file.read_text()  # this flag's entry, byte for byte
+    assert json.loads(snap.raw) == flag_json()
     assert store.split(snap) == Split(baseline=100.0, canary=0.0)
 
 
@@ -99,8 +100,9 @@ def test_sdk_serves_the_weights_written_and_the_restored_file(
     assert 0.08 <= share <= 0.12
     assert store.split(ten) == Split(baseline=90.0, canary=10.0)
 
-    store.restore(saved, expect_version=4, comment="rolled back")
-    wait_for_version(sdk, 3)  # the version goes back with the bytes; the SDK reloads anyway
+    restored = store.restore(saved, expect_version=4, comment="rolled back")
+    assert restored.version == 5  # forward: the old targeting, a new version
+    wait_for_version(sdk, 5)
     assert set(served(sdk, range(2000))) == {"gpt-4-turbo"}
 
 
@@ -142,18 +144,18 @@ def test_version_increases_on_each_write_and_promote_serves_the_canary(
     quarter = store.set_canary_weight(25, expect_version=five.version, comment="")
     promoted = store.promote(expect_version=quarter.version, comment="")
     assert [five.version, quarter.version, promoted.version] == [4, 5, 6]
-    assert promoted.raw == flag_file.read_text()
-    assert json.loads(promoted.raw)["flags"][KEY]["fallthrough"] == {"variation": 1}
+    assert json.loads(promoted.raw) == json.loads(flag_file.read_text())["flags"][KEY]
+    assert json.loads(promoted.raw)["fallthrough"] == {"variation": 1}
     assert store.split(promoted) == Split(baseline=0.0, canary=100.0)
     assert store.snapshot() == promoted
 
 
-def test_restore_is_byte_for_byte(tmp_path: Path) -> None:
+def test_restore_is_byte_for_byte_but_for_a_higher_version(tmp_path: Path) -> None:
     # Odd but valid formatting a re-serialiser would change: CRLF, tabs, unicode, key order.
     path = tmp_path / "flags.json"
     flag = json.dumps(flag_json(description="modèle"), ensure_ascii=False, indent="\t")
-    original = ('{"segments": {},\r\n "flags": {"' + KEY + '": ' + flag + "}}").encode()
-    path.write_bytes(original)
+    original = '{"segments": {},\r\n "flags": {"' + KEY + '": ' + flag + "}}"
+    path.write_bytes(original.encode())
     store = FileFlagStore(path, KEY, "gpt-4-turbo", "gpt-4o-mini")
 
     saved = store.snapshot()
@@ -161,8 +163,33 @@ def test_restore_is_byte_for_byte(tmp_path: Path) -> None:
     promoted = store.promote(expect_version=moved.version, comment="")
     restored = store.restore(saved, expect_version=promoted.version, comment="rollback")
 
-    assert path.read_bytes() == original
-    assert restored == saved
+    assert (moved.version, promoted.version, restored.version) == (4, 5, 6)
+    assert path.read_bytes() == original.replace('"version": 3', '"version": 6').encode()
+    assert store.split(restored) == store.split(saved)
+
+
+def test_writes_change_only_the_default_rule_and_version_bytes_of_the_entry(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "flags.json"
+    flag = json.dumps(flag_json(), indent="\t")
+    original = '{"flags": {"' + KEY + '": ' + flag + '},\n  "segments": {"beta": {}}}'
+    path.write_text(original)
+    store = FileFlagStore(path, KEY, "gpt-4-turbo", "gpt-4o-mini")
+    store.promote(expect_version=3, comment="")
+    assert path.read_text() == original.replace('"version": 3', '"version": 4').replace(
+        '"fallthrough": {\n\t\t"variation": 0\n\t}', '"fallthrough": {"variation": 1}'
+    )
+
+
+def test_an_old_journal_holding_the_whole_file_still_restores_this_entry(
+    store: FileFlagStore, flag_file: Path
+) -> None:
+    whole = FlagSnapshot(KEY, 3, flag_file.read_text())
+    moved = store.set_canary_weight(40, expect_version=3, comment="")
+    restored = store.restore(whole, expect_version=moved.version, comment="")
+    assert restored.version == 5
+    assert json.loads(flag_file.read_text())["flags"][KEY] == flag_json(version=5)
 
 
 def test_an_outside_edit_raises_conflict_and_is_not_overwritten(
@@ -250,7 +277,7 @@ def test_writes_keep_the_file_mode_and_leave_no_temp_files(
     flag_file.chmod(0o640)
     store.set_canary_weight(5, expect_version=3, comment="")
     assert flag_file.stat().st_mode & 0o7777 == 0o640
-    assert os.listdir(flag_file.parent) == ["flags.json"]
+    assert sorted(os.listdir(flag_file.parent)) == [".flags.json.canaryctl-lock", "flags.json"]
 
 
 def test_a_write_failing_midway_leaves_the_file_whole(
@@ -271,7 +298,7 @@ def test_a_write_failing_midway_leaves_the_file_whole(
     assert isinstance(caught.value.__cause__, OSError)
     assert caught.value.__cause__.errno == errno.EFBIG
     assert flag_file.read_bytes() == original
-    assert os.listdir(flag_file.parent) == ["flags.json"]
+    assert sorted(os.listdir(flag_file.parent)) == [".flags.json.canaryctl-lock", "flags.json"]
 
 
 def test_a_reader_polling_during_200_writes_always_parses_the_file(

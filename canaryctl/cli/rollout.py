@@ -88,9 +88,26 @@ def _observers(output: str | None, metrics_port: int | None) -> Iterator[list[Ro
 @_state_option
 @output_option
 @click.option("--dry-run", is_flag=True, help="read the flag, check metrics, print the plan")
+@click.option(
+    "--from-current",
+    is_flag=True,
+    help="start from the flag's current baseline/canary split: a rollback restores it, and "
+    "the run begins at the first set_weight above the current canary weight",
+)
+@click.option(
+    "--break-claim",
+    is_flag=True,
+    help="take over a claim on the flag left by a run whose process is gone",
+)
 @_metrics_port_option
 def run_command(
-    runbook: str, state_path: Path, output: str | None, dry_run: bool, metrics_port: int | None
+    runbook: str,
+    state_path: Path,
+    output: str | None,
+    dry_run: bool,
+    from_current: bool,
+    break_claim: bool,
+    metrics_port: int | None,
 ) -> None:
     """Run a rollout to its end: promoted (exit 0) or rolled back (exit 1)."""
     document = load_document(runbook, expect=Rollout)
@@ -98,7 +115,13 @@ def run_command(
         _dry_run(document, output)
         return
     with signals_as_ctrl_c(), _observers(output, metrics_port) as observers:
-        result = run_rollout(document, state_path=state_path, observers=observers)
+        result = run_rollout(
+            document,
+            state_path=state_path,
+            observers=observers,
+            from_current=from_current,
+            break_claim=break_claim,
+        )
     _end(result)
 
 

@@ -9,8 +9,9 @@ maps each ingredient of the SLO metrics to a PromQL template grouped by the vari
 one query answers for every variant. An analysis sends the profile queries that yield an
 ingredient some SLO needs (`needs`; `requests` always, for min_requests), plus one query per
 custom PromQL SLO per variant it judges. With the `canaryctl` profile that is at most four
-queries, two for the usual error rate and p95 SLOs. `check()` sends one more (`up`) and tries
-each custom SLO query once.
+queries, two for the usual error rate and p95 SLOs. `check()` sends the profile's request-count
+query under the runbook's selector (so a Prometheus that answers but sees none of the route's
+series fails it) and tries each custom SLO query once.
 
 A custom SLO's query must come back as one number per variant. No series is no data (the check
 is inconclusive); several series is a mistake in the runbook, InvalidInput naming the SLO, as is
@@ -137,15 +138,35 @@ class PrometheusMetricsSource:
         )
 
     def check(self) -> None:
-        """Prometheus answers queries (with our credentials) and scrapes at least one target;
-        every custom SLO query is valid PromQL and gives at most one number per variant."""
+        """Prometheus answers queries (with our credentials) and holds request series under
+        the runbook's selector; every custom SLO query is valid PromQL and gives at most one
+        number per variant."""
         now = self._clock()
-        if not self._query("up", now):
+        promql = self._requests_query(_CHECK_WINDOW)
+        if not self._query(promql, now):
             raise MetricsBackendError(
-                f"Prometheus at {self.url} answers but scrapes no target (`up` is empty)"
+                f"Prometheus at {self.url} answers but has no request series under the "
+                f"selector {{{self._matchers}}} (query: {promql})"
             )
         for slo in self.slo_queries:
             self._slo_values(slo, _CHECK_WINDOW, now)
+
+    def recent_requests(self, window: float) -> Mapping[str, float]:
+        query = self._requests_profile_query()
+        result = self._query(self._requests_query(window), self._clock())
+        counts: dict[str, float] = {}
+        for variant, labels, value in self._variant_rows(query, result):
+            if all(labels.get(n) == v for n, v in query.yields["requests"].items()):
+                counts[variant] = counts.get(variant, 0.0) + value
+        return counts
+
+    def _requests_profile_query(self) -> ProfileQuery:
+        return next(q for q in self.queries if "requests" in q.yields)
+
+    def _requests_query(self, window: float) -> str:
+        """The profile's request-count query under the selector, over `window` seconds."""
+        values = {"window": f"{max(1, math.ceil(window))}s", "selector": self._matchers}
+        return render(self._requests_profile_query().promql, values)
 
     def observe(self, since: float) -> Observation:
         now = self._clock()
