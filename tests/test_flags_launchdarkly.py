@@ -419,9 +419,7 @@ def test_a_second_run_with_another_state_database_is_refused_by_the_claim(
     assert ld.env(PROJECT, KEY, ENV)["fallthrough"] == {"variation": 0}
 
 
-def test_a_claim_left_by_a_dead_run_is_refused_until_broken(
-    ld: LDServer, tmp_path: Path
-) -> None:
+def test_a_claim_left_by_a_dead_run_is_refused_until_broken(ld: LDServer, tmp_path: Path) -> None:
     gone = dead_pid()
     ld.flags[(PROJECT, KEY)]["customProperties"] = {
         f"canaryctl-claim-{ENV}": {"name": "canaryctl claim", "value": [_claim("x", 7, gone)]}

@@ -156,8 +156,7 @@ def test_a_stopped_prometheus_is_a_backend_error_without_the_token(
             provider="prometheus", url=server.url, bearer_token_env="PROM_TOKEN", timeout="2s"
         )
         source = metrics_source_for(spec)
-        server.scrape(f"{server.url}/metrics")  # Prometheus scraping itself: `up` is not empty
-        source.check()
+        source.observe(time.time() - 10)  # it answers...
         server.stop()
         with pytest.raises(MetricsBackendError) as caught:
             source.observe(time.time() - 10)
@@ -169,9 +168,33 @@ def test_a_stopped_prometheus_is_a_backend_error_without_the_token(
 def test_a_prometheus_scraping_nothing_fails_the_check(tmp_path: Path) -> None:
     with (
         running_prometheus(tmp_path) as server,
-        pytest.raises(MetricsBackendError, match="scrapes no target"),
+        pytest.raises(MetricsBackendError, match="no request series under the selector"),
     ):
+        server.scrape(f"{server.url}/metrics")  # Prometheus scraping itself: `up` is not empty
         PrometheusMetricsSource(server.url).check()
+
+
+def test_the_check_and_recent_traffic_follow_the_runbooks_route_and_selector(
+    prometheus: PrometheusServer, exporter: Exporter
+) -> None:
+    total = 'sum(llm_requests_total{route="checked"})'
+    exporter.serve(BASE, 1, seconds=0.2, route="checked")
+    exporter.serve(CANARY, 1, seconds=0.2, route="checked")
+    eventually("the series", lambda: prometheus.value(total) == 2)
+    time.sleep(1.5)  # a series' first sample is not an increase: traffic comes after it
+    exporter.serve(BASE, 20, seconds=0.2, route="checked")
+    exporter.serve(CANARY, 5, seconds=0.2, route="checked")
+    eventually("the traffic", lambda: prometheus.value(total) == 27)
+    good = PrometheusMetricsSpec(provider="prometheus", url=prometheus.url, route="checked")
+    source = metrics_source_for(good)
+    source.check()
+    seen = source.recent_requests(300)
+    assert set(seen) == {BASE, CANARY} and seen[BASE] > seen[CANARY] > 0
+    wrong = PrometheusMetricsSpec(
+        provider="prometheus", url=prometheus.url, route="checked", selector={"job": "nope"}
+    )
+    with pytest.raises(MetricsBackendError, match=r'under the selector \{job="nope",route='):
+        metrics_source_for(wrong).check()
 
 
 def test_a_missing_secret_is_invalid_input_naming_the_variable(
@@ -235,6 +258,9 @@ def test_rollout_run_decides_from_prometheus_data(
     lab = parse_document((DEFAULTS / "lab.yaml").read_text(), "lab.yaml", expect=Lab)
     with LabStack(lab, flags_path=flags) as stack:
         prometheus.scrape(stack.metrics_url)
+        # Preflight wants recent baseline traffic on the route, as Prometheus sees it.
+        recent = 'sum(increase(llm_requests_total{route="support-bot"}[1m]))'
+        eventually("baseline traffic in Prometheus", lambda: (prometheus.value(recent) or 0) > 0)
         document = {
             "apiVersion": "canaryctl/v1",
             "kind": "Rollout",
@@ -273,7 +299,8 @@ def test_rollout_run_decides_from_prometheus_data(
     checks = [c["outcome"] for e in events if e["event"] == "analysis" for c in e["checks"]]
     if outcome == "rolled_back":
         assert "fail" in checks
-        assert flags.read_text() == original
+        # The prior bytes, at a version past the step's (1 -> 2 at the step, 3 restored).
+        assert flags.read_text() == original.replace('"version": 1', '"version": 3')
     else:
         assert "pass" in checks  # judged on Prometheus' numbers, not only inconclusive ones
         flag = json.loads(flags.read_text())["flags"]["support-bot-model"]
