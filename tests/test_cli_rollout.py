@@ -308,3 +308,19 @@ def test_views_render_every_event_without_failing(
     events = [json.loads(line) for line in lines.getvalue().splitlines()]
     assert all(list(e)[:2] == ["event", "run_id"] for e in events)
     assert [e["event"] for e in events][-1] == "finish"
+
+
+def test_run_from_current_is_refused_without_the_option_and_starts_above_the_split_with_it(
+    world: World,
+) -> None:
+    world.flags.edit_by_someone_else(20)
+    code, output = cli("rollout", "run", str(world.runbook), "--state", str(world.state))
+    assert code == 2, output
+    assert "serves new 20%, old 80%" in output and "--from-current" in output
+    assert "Traceback" not in output
+    code, output = cli(
+        "rollout", "run", str(world.runbook), "--state", str(world.state), "--from-current"
+    )
+    assert code == 0, output
+    # 10% is below 20%, so the run started at the 100% step, then promoted.
+    assert [world.flags.split(s).canary for _, s in world.flags.history] == [100.0, 100.0]

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import test_controller
-from test_controller import BASELINE, CANARY, Harness, steady
+from test_controller import BASELINE, CANARY, T0, Crashed, Harness, steady
 
 from canaryctl.controller import RolloutRunner, StateStore
 from canaryctl.errors import FlagClaimed, FlagMismatch, InvalidInput
 from canaryctl.flags import FlagClaim
 from canaryctl.metrics import ScriptedMetricsSource
+from tests.test_flags_launchdarkly import dead_pid
 
 make = test_controller.make  # the harness fixture
 
@@ -92,7 +94,7 @@ def test_no_baseline_traffic_names_the_route_the_selector_and_what_the_metrics_s
         h.run()
     message = str(caught.value)
     assert f"no recent requests for the baseline '{BASELINE}'" in message
-    assert "every route at http://127.0.0.1:8080/metrics" in message
+    assert "every route at http://127.0.0.1:8080/metrics (looked for 10s)" in message
     assert f"the metrics show requests for {CANARY} 12 there" in message
     assert h.flags.history == [] and h.store.latest_run() is None
     assert h.flags.claimed_by is None
@@ -147,3 +149,15 @@ def test_a_dead_runs_claim_refuses_a_new_run_until_broken(
         )  # fmt: skip
         with pytest.raises(FlagMismatch, match="serves"):  # the claim goes, the split stays
             forced.run()
+
+
+def test_resume_retakes_the_claim_its_dead_process_left(make: Callable[..., Harness]) -> None:
+    h = make(steps=STEPS)
+    crash = Crashed(h)
+    h.clock.call_at(T0 + 15, crash.now)
+    h.run()
+    assert crash.flags is not None and crash.flags.claimed_by is not None
+    crash.flags.claimed_by = replace(crash.flags.claimed_by, pid=dead_pid())
+    result, flags = crash.resume()
+    assert result.outcome == "promoted"
+    assert flags.claimed_by is None

@@ -31,6 +31,7 @@ unwatched.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
@@ -104,6 +105,9 @@ _FINAL_PHASE = {
 
 TRAFFIC_WINDOW = 300.0
 """Seconds back preflight looks for baseline traffic: "recent" for a Prometheus source."""
+TRAFFIC_PATIENCE = 60.0
+"""Most seconds preflight waits for a first baseline request (the analysis interval, at least
+5 s): a gateway started a moment ago has served nothing yet."""
 
 
 def _canaryctl_version() -> str:
@@ -171,7 +175,8 @@ class RolloutRunner:
             self._prior, self._version = prior, prior.version
             self._journal_run(prior)
         except BaseException:
-            self.flags.release(claim)
+            with contextlib.suppress(CanaryError):  # the refusal matters more than the cleanup
+                self.flags.release(claim)
             raise
         self._claim = replace(claim, run_id=self._run_id)
         self.flags.claim(self._claim)
@@ -247,16 +252,24 @@ class RolloutRunner:
 
     def _ensure_baseline_has_traffic(self, baseline: str) -> None:
         """No baseline traffic means the runbook watches the wrong route or selector: every
-        analysis would be inconclusive, or judge traffic the flag does not route."""
-        seen = self.metrics.recent_requests(TRAFFIC_WINDOW)
-        if seen.get(baseline, 0) > 0:
-            return
+        analysis would be inconclusive, or judge traffic the flag does not route. A gateway
+        that has just started may not have served yet, so we look again for a while."""
+        patience = min(max(self.rollout.spec.analysis.interval, 5.0), TRAFFIC_PATIENCE)
+        deadline = self.clock.now() + patience
+        while True:
+            seen = self.metrics.recent_requests(TRAFFIC_WINDOW)
+            if seen.get(baseline, 0) > 0:
+                return
+            if self.clock.now() >= deadline:
+                break
+            self.clock.sleep(1.0)
         shown = ", ".join(f"{v} {n:g}" for v, n in sorted(seen.items()) if n > 0)
         raise InvalidInput(
-            f"no recent requests for the baseline '{baseline}' on {_where(self.rollout)}; the "
-            f"metrics show {('requests for ' + shown) if shown else 'no requests at all'} there: "
-            "check that the gateway route evaluates this flag and that the runbook's route and "
-            "selector match it"
+            f"no recent requests for the baseline '{baseline}' on {_where(self.rollout)} "
+            f"(looked for {patience:g}s); the metrics show "
+            f"{('requests for ' + shown) if shown else 'no requests at all'} there: check that "
+            "the gateway route evaluates this flag and that the runbook's route and selector "
+            "match it"
         )
 
     def _ensure_flag_is_free(self) -> None:

@@ -228,15 +228,16 @@ class LaunchDarklyFlagStore:
         return self._write(instructions, expect_version, comment, RESTORE, check_variations=False)
 
     def claim(self, claim: FlagClaim, *, take_over: bool = False) -> None:
-        held = self._held(self._read(FORWARD))
-        if held is not None and not may_take(held, claim, take_over=take_over):
-            raise held.refused(self._where())
-        if held != claim:
+        def instruction(held: FlagClaim | None) -> dict[str, Any] | None:
+            if held is not None and not may_take(held, claim, take_over=take_over):
+                raise held.refused(self._where())
+            if held == claim:
+                return None
             kind = "addCustomProperties" if held is None else "replaceCustomProperties"
-            self._settings_patch(
-                {"kind": kind, **self._claim_property([claim.to_json()])},
-                f"canaryctl run {claim.run_id or '(starting)'}: claim the flag",
-            )
+            return {"kind": kind, **self._claim_property([claim.to_json()])}
+
+        run = f"canaryctl run {claim.run_id or '(starting)'}"
+        self._settings_patch(instruction, f"{run}: claim the flag", FORWARD)
         now = self._held(self._read(FORWARD))
         if now is None:
             raise FlagBackendError(f"{self._where()}: the claim we wrote did not read back")
@@ -244,14 +245,13 @@ class LaunchDarklyFlagStore:
             raise now.refused(self._where())
 
     def release(self, claim: FlagClaim) -> None:
-        held = self._held(self._read(RESTORE))
-        if held is None or held.token != claim.token:
-            log.warning("%s: not our claim, left in place", self._where())
-            return
-        self._settings_patch(
-            {"kind": "removeCustomProperties", **self._claim_property([held.to_json()])},
-            f"canaryctl run {claim.run_id}: release the flag",
-        )
+        def instruction(held: FlagClaim | None) -> dict[str, Any] | None:
+            if held is None or held.token != claim.token:
+                return None  # gone already, or not ours: left alone
+            return {"kind": "removeCustomProperties", **self._claim_property([held.to_json()])}
+
+        comment = f"canaryctl run {claim.run_id}: release the flag"
+        self._settings_patch(instruction, comment, RESTORE)
 
     @property
     def _claim_key(self) -> str:
@@ -271,13 +271,30 @@ class LaunchDarklyFlagStore:
                 log.warning("%s: %s holds %r", self._where(), self._claim_key, value)
         return None
 
-    def _settings_patch(self, instruction: dict[str, Any], comment: str) -> None:
-        """One flag-settings instruction (no environment), sent once: the caller reads back."""
-        body = {"comment": comment, "instructions": [instruction]}
-        try:
-            self._send("PATCH", json=body, headers={"Content-Type": SEMANTIC_PATCH})
-        except _Retry as retry:
-            raise FlagBackendError(f"{self._where()}: {comment} failed: {retry.reason}") from retry
+    def _settings_patch(
+        self,
+        instruction: Callable[[FlagClaim | None], dict[str, Any] | None],
+        comment: str,
+        policy: RetryPolicy,
+    ) -> None:
+        """Read the claim, decide, send one flag-settings instruction (no environment); each
+        retry reads and decides again, so a patch that landed unanswered is not repeated."""
+        last = "no attempt made"
+        for attempt in range(policy.attempts):
+            step = instruction(self._held(self._read(policy)))
+            if step is None:
+                return
+            body = {"comment": comment, "instructions": [step]}
+            try:
+                self._send("PATCH", json=body, headers={"Content-Type": SEMANTIC_PATCH})
+                return
+            except _Retry as retry:
+                last = retry.reason
+                if attempt + 1 < policy.attempts:
+                    self._pause(policy, attempt, retry)
+        raise FlagBackendError(
+            f"{self._where()}: {comment} failed after {policy.attempts} attempts: {last}"
+        )
 
     # -- reading ---------------------------------------------------------------------------
 
