@@ -10,8 +10,8 @@ one query answers for every variant. An analysis sends the profile queries that 
 ingredient some SLO needs (`needs`; `requests` always, for min_requests), plus one query per
 custom PromQL SLO per variant it judges. With the `canaryctl` profile that is at most four
 queries, two for the usual error rate and p95 SLOs. `check()` sends the profile's request-count
-query under the runbook's selector (so a Prometheus that answers but sees none of the route's
-series fails it) and tries each custom SLO query once.
+query under the runbook's selector and tries each custom SLO query once; `recent_requests` sends
+that query over a longer window, for preflight's "does the baseline have traffic here?".
 
 A custom SLO's query must come back as one number per variant. No series is no data (the check
 is inconclusive); several series is a mistake in the runbook, InvalidInput naming the SLO, as is
@@ -138,16 +138,12 @@ class PrometheusMetricsSource:
         )
 
     def check(self) -> None:
-        """Prometheus answers queries (with our credentials) and holds request series under
-        the runbook's selector; every custom SLO query is valid PromQL and gives at most one
-        number per variant."""
+        """Prometheus answers the profile's request-count query under the runbook's selector
+        (with our credentials); every custom SLO query is valid PromQL and gives at most one
+        number per variant. Whether that query finds traffic is for `recent_requests` to say:
+        a gateway that just started has none yet."""
         now = self._clock()
-        promql = self._requests_query(_CHECK_WINDOW)
-        if not self._query(promql, now):
-            raise MetricsBackendError(
-                f"Prometheus at {self.url} answers but has no request series under the "
-                f"selector {{{self._matchers}}} (query: {promql})"
-            )
+        self._query(self._requests_query(_CHECK_WINDOW), now)
         for slo in self.slo_queries:
             self._slo_values(slo, _CHECK_WINDOW, now)
 
