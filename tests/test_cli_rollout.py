@@ -324,3 +324,17 @@ def test_run_from_current_is_refused_without_the_option_and_starts_above_the_spl
     assert code == 0, output
     # 10% is below 20%, so the run started at the 100% step, then promoted.
     assert [world.flags.split(s).canary for _, s in world.flags.history] == [100.0, 100.0]
+
+
+def test_dry_run_makes_the_baseline_check_and_shows_what_from_current_skips(
+    world: World,
+) -> None:
+    world.flags.edit_by_someone_else(20)
+    run = ["rollout", "run", str(world.runbook), "--dry-run", "--state", str(world.state)]
+    code, output = cli(*run, "-o", "text")
+    assert code == 2 and "--from-current" in output, output
+    code, output = cli(*run, "--from-current", "-o", "text")
+    assert code == 0, output
+    assert "1. set_weight 10% (skipped: --from-current)" in output
+    assert "3. set_weight 100%\n" in output
+    assert world.flags.history == []

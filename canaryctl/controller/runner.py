@@ -92,7 +92,13 @@ if TYPE_CHECKING:
     from canaryctl.chaos.scenario import ScenarioResult
     from canaryctl.notify import WebhookNotifier
 
-__all__ = ["RolloutRunner", "resume_rollout", "run_rollout"]
+__all__ = [
+    "RolloutRunner",
+    "ensure_baseline_has_traffic",
+    "resume_rollout",
+    "run_rollout",
+    "starting_state",
+]
 
 _FINAL_PHASE = {
     "promoted": Phase.PROMOTED,
@@ -169,9 +175,10 @@ class RolloutRunner:
         try:
             prior = self.flags.snapshot()
             self._split = self.flags.split(prior)
-            self._state = self._starting_state(self._split)
+            self._state = starting_state(self.rollout, self._split, from_current=self._from_current)
             self.metrics.check()
-            self._ensure_baseline_has_traffic(self.flags.variants(prior)[0])
+            baseline = self.flags.variants(prior)[0]
+            ensure_baseline_has_traffic(self.rollout, self.metrics, self.clock, baseline)
             self._prior, self._version = prior, prior.version
             self._journal_run(prior)
         except BaseException:
@@ -208,68 +215,6 @@ class RolloutRunner:
             host=socket.gethostname(),
             pid=os.getpid(),
             at=self.clock.now(),
-        )
-
-    def _starting_state(self, split: Split) -> RolloutState:
-        """Where the run begins: the baseline serving everyone, or with `from_current` the
-        first weight above the current split's (see the module docstring)."""
-        spec = self.rollout.spec
-        key, baseline, canary = spec.flag.key, spec.flag.baseline, spec.flag.canary
-        shown = f"{canary} {split.canary:g}%, {baseline} {split.baseline:g}%"
-        if split.other:
-            shown += f", other variations {split.other:g}%"
-        if split.baseline == 100:
-            return RolloutState()
-        if not self._from_current:
-            if split.canary == 100:
-                todo = (
-                    f"{canary} was promoted already: there is nothing to roll out; to roll out "
-                    f"again, serve {baseline} to everyone first"
-                )
-            else:
-                todo = (
-                    "if a run was driving it, `canaryctl rollout resume RUN` (with that run's "
-                    "--state); to step up from this split, --from-current; or serve "
-                    f"{baseline} to everyone first"
-                )
-            raise FlagMismatch(
-                f"flag '{key}' serves {shown}, not {baseline} to everyone as this rollout "
-                f"starts from: {todo}"
-            )
-        if split.other:
-            raise FlagMismatch(
-                f"flag '{key}' serves {shown}: --from-current continues a split between "
-                f"{baseline} and {canary} only, and stepping would take the other variations' "
-                "share away"
-            )
-        item = _first_weight_above(self._plan, split.canary)
-        if item is None:
-            raise FlagMismatch(
-                f"flag '{key}' serves {shown}: no set_weight step of this rollout is above "
-                f"{split.canary:g}%, so --from-current has nothing left to step through"
-            )
-        return RolloutState(item=item, weight=split.canary)
-
-    def _ensure_baseline_has_traffic(self, baseline: str) -> None:
-        """No baseline traffic means the runbook watches the wrong route or selector: every
-        analysis would be inconclusive, or judge traffic the flag does not route. A gateway
-        that has just started may not have served yet, so we look again for a while."""
-        patience = min(max(self.rollout.spec.analysis.interval, 5.0), TRAFFIC_PATIENCE)
-        deadline = self.clock.now() + patience
-        while True:
-            seen = self.metrics.recent_requests(TRAFFIC_WINDOW)
-            if seen.get(baseline, 0) > 0:
-                return
-            if self.clock.now() >= deadline:
-                break
-            self.clock.sleep(1.0)
-        shown = ", ".join(f"{v} {n:g}" for v, n in sorted(seen.items()) if n > 0)
-        raise InvalidInput(
-            f"no recent requests for the baseline '{baseline}' on {_where(self.rollout)} "
-            f"(looked for {patience:g}s); the metrics show "
-            f"{('requests for ' + shown) if shown else 'no requests at all'} there: check that "
-            "the gateway route evaluates this flag and that the runbook's route and selector "
-            "match it"
         )
 
     def _ensure_flag_is_free(self) -> None:
@@ -807,6 +752,73 @@ def _flag_identity(flag: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(
         flag.get(field)
         for field in ("provider", "key", "path", "base_url", "project", "environment")
+    )
+
+
+def starting_state(rollout: Rollout, split: Split, *, from_current: bool) -> RolloutState:
+    """Where a run begins: the baseline serving everyone, or with `from_current` the first
+    weight above the current split's (see the module docstring); else FlagMismatch saying what
+    the flag serves and what to do."""
+    spec = rollout.spec
+    key, baseline, canary = spec.flag.key, spec.flag.baseline, spec.flag.canary
+    shown = f"{canary} {split.canary:g}%, {baseline} {split.baseline:g}%"
+    if split.other:
+        shown += f", other variations {split.other:g}%"
+    if split.baseline == 100:
+        return RolloutState()
+    if not from_current:
+        if split.canary == 100:
+            todo = (
+                f"{canary} was promoted already: there is nothing to roll out; to roll out "
+                f"again, serve {baseline} to everyone first"
+            )
+        else:
+            todo = (
+                "if a run was driving it, `canaryctl rollout resume RUN` (with that run's "
+                "--state); to step up from this split, --from-current; or serve "
+                f"{baseline} to everyone first"
+            )
+        raise FlagMismatch(
+            f"flag '{key}' serves {shown}, not {baseline} to everyone as this rollout "
+            f"starts from: {todo}"
+        )
+    if split.other:
+        raise FlagMismatch(
+            f"flag '{key}' serves {shown}: --from-current continues a split between "
+            f"{baseline} and {canary} only, and stepping would take the other variations' "
+            "share away"
+        )
+    item = _first_weight_above(plan(spec), split.canary)
+    if item is None:
+        raise FlagMismatch(
+            f"flag '{key}' serves {shown}: no set_weight step of this rollout is above "
+            f"{split.canary:g}%, so --from-current has nothing left to step through"
+        )
+    return RolloutState(item=item, weight=split.canary)
+
+
+def ensure_baseline_has_traffic(
+    rollout: Rollout, metrics: MetricsSource, clock: Clock, baseline: str
+) -> None:
+    """No baseline traffic means the runbook watches the wrong route or selector: every
+    analysis would be inconclusive, or judge traffic the flag does not route. A gateway
+    that has just started may not have served yet, so we look again for a while."""
+    patience = min(max(rollout.spec.analysis.interval, 5.0), TRAFFIC_PATIENCE)
+    deadline = clock.now() + patience
+    while True:
+        seen = metrics.recent_requests(TRAFFIC_WINDOW)
+        if seen.get(baseline, 0) > 0:
+            return
+        if clock.now() >= deadline:
+            break
+        clock.sleep(1.0)
+    shown = ", ".join(f"{v} {n:g}" for v, n in sorted(seen.items()) if n > 0)
+    raise InvalidInput(
+        f"no recent requests for the baseline '{baseline}' on {_where(rollout)} "
+        f"(looked for {patience:g}s); the metrics show "
+        f"{('requests for ' + shown) if shown else 'no requests at all'} there: check that "
+        "the gateway route evaluates this flag and that the runbook's route and selector "
+        "match it"
     )
 
 
