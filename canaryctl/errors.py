@@ -3,7 +3,8 @@
     CanaryError (exit 1)
     ├── InvalidInput (exit 2): the user gave us something we cannot act on
     │   ├── InvalidDocument: a YAML document failed to load or validate; carries every problem
-    │   └── FlagMismatch: the flag named by a runbook is missing or lacks a variation
+    │   ├── FlagMismatch: the flag named by a runbook is missing or lacks a variation
+    │   └── FlagClaimed: another run holds the flag (its claim lives with the flag)
     ├── BackendError (exit 3): a backend failed after retries; the safe state was restored first
     │   ├── FlagBackendError
     │   │   └── FlagConflict: someone else changed the flag during our run; we stop, not fight
@@ -24,6 +25,7 @@ __all__ = [
     "CanaryError",
     "ChaosBackendError",
     "FlagBackendError",
+    "FlagClaimed",
     "FlagConflict",
     "FlagMismatch",
     "Interrupted",
@@ -72,6 +74,10 @@ class InvalidDocument(InvalidInput):
 
 class FlagMismatch(InvalidInput):
     """The runbook names a flag key or variation that the flag source does not have."""
+
+
+class FlagClaimed(InvalidInput):
+    """Another run's claim is on the flag: starting would make two drivers of one split."""
 
 
 class BackendError(CanaryError):

@@ -7,7 +7,10 @@ LaunchDarkly's service cannot run here, so this serves, on 127.0.0.1 and a free 
 - `PATCH /api/v2/flags/{project}/{key}` with `domain-model=launchdarkly.semanticpatch`:
   `turnFlagOn`, `turnFlagOff`, `updateFallthroughVariationOrRollout` and
   `updateRuleVariationOrRollout`, applied all or nothing; each accepted patch bumps the
-  environment's and the flag's `_version` by one.
+  environment's and the flag's `_version` by one. Without `environmentKey`, the flag-settings
+  instructions `addCustomProperties`, `replaceCustomProperties` and `removeCustomProperties`
+  change the flag's `customProperties` (`{key: {"name", "value": [...]}}`, as GET returns them)
+  and bump only the flag's `_version`: targeting and the SDK's view are untouched.
 
 Errors look like LaunchDarkly's (`{"code", "message"}`): 401 for a wrong token, 404 for an unknown
 flag, 400 for a bad instruction or content type, 405 when `approval_required` is set. `faults`
@@ -178,8 +181,9 @@ class LDServer:
                 return _error(404, "not_found", "Unknown resource")
             response = self._handle(flag, request, body)
             if request.method == "PATCH" and response.status_code == 200:
-                environment = json.loads(body)["environmentKey"]
-                self._publish(request.path_params["project"], flag, environment)
+                environment = json.loads(body).get("environmentKey")
+                if environment is not None:
+                    self._publish(request.path_params["project"], flag, environment)
             if fault is not None:
                 return _error(fault.status, "fault", "injected after applying", fault.headers)
             return response
@@ -267,6 +271,8 @@ class LDServer:
 
     def _patch(self, flag: dict[str, Any], body: dict[str, Any]) -> Response:
         env_key = body.get("environmentKey")
+        if env_key is None:
+            return self._settings(flag, body.get("instructions") or [])
         if env_key not in flag["environments"]:
             return _error(400, "invalid_request", "unknown environmentKey")
         env = copy.deepcopy(flag["environments"][env_key])
@@ -280,6 +286,32 @@ class LDServer:
         flag["environments"][env_key] = env
         flag["_version"] += 1
         return JSONResponse(_view(flag, env_key))
+
+    def _settings(self, flag: dict[str, Any], instructions: list[dict[str, Any]]) -> Response:
+        """Flag-level instructions: custom properties, all or nothing."""
+        properties = copy.deepcopy(flag.get("customProperties") or {})
+        for instruction in instructions:
+            kind, key = instruction.get("kind"), instruction.get("key")
+            values = instruction.get("values")
+            if not isinstance(key, str) or not isinstance(values, list):
+                return _error(400, "invalid_request", f"{kind}: needs key and values")
+            if kind == "addCustomProperties":
+                if key in properties:
+                    return _error(400, "invalid_request", f"custom property {key} exists")
+                properties[key] = {"name": instruction.get("name", key), "value": values}
+            elif kind == "replaceCustomProperties" and key in properties:
+                properties[key] = {"name": instruction.get("name", key), "value": values}
+            elif kind == "removeCustomProperties" and key in properties:
+                left = [v for v in properties[key]["value"] if v not in values]
+                if left:
+                    properties[key]["value"] = left
+                else:
+                    del properties[key]
+            else:
+                return _error(400, "invalid_request", f"unsupported instruction {kind!r} on {key}")
+        flag["customProperties"] = properties
+        flag["_version"] += 1
+        return JSONResponse(_view(flag, None))
 
 
 def sdk_flag(flag: dict[str, Any], environment: str) -> dict[str, Any]:

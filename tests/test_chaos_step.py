@@ -7,6 +7,7 @@ tests/test_chaos_scenario.py plays real scenarios against the real proxy.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -183,7 +184,7 @@ def test_a_chaos_step_against_the_real_proxy_rolls_back_a_canary_without_fallbac
     and the proxy is left with no fault."""
     monkeypatch.setenv("CANARYCTL_CHAOS_TOKEN", TOKEN)
     with chaos_world(tmp_path) as world:
-        prior = world.flags.read_bytes()
+        prior = json.loads(world.flags.read_text())["flags"][FLAG]
         rollout = Rollout.model_validate(
             {
                 "kind": "Rollout",
@@ -210,7 +211,9 @@ def test_a_chaos_step_against_the_real_proxy_rolls_back_a_canary_without_fallbac
         result = run_rollout(rollout, state_path=tmp_path / "state.db")
         assert result.outcome == "rolled_back", result.reason
         assert "chaos: scenario 'primary-503' violated" in result.reason
-        assert world.flags.read_bytes() == prior
+        restored = json.loads(world.flags.read_text())["flags"][FLAG]
+        assert restored.pop("version") > prior.pop("version")  # the old split, a new version
+        assert restored == prior
         assert world.admin.faults() == []
         with StateStore(tmp_path / "state.db") as store:
             [played] = store.events(1, "chaos")

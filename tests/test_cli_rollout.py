@@ -181,7 +181,7 @@ def test_status_and_list_read_the_journal(world: World) -> None:
     assert code == 0, output
     status = json.loads(output)
     assert (status["run_id"], status["phase"], status["outcome"]) == (1, "promoted", "promoted")
-    assert [e["type"] for e in status["events"]][:2] == ["phase", "step_started"]
+    assert [e["type"] for e in status["events"]][:3] == ["flag_claimed", "phase", "step_started"]
 
     code, output = cli("rollout", "status", "1", "--state", str(world.state), "-o", "text")
     assert code == 0, output
@@ -308,3 +308,33 @@ def test_views_render_every_event_without_failing(
     events = [json.loads(line) for line in lines.getvalue().splitlines()]
     assert all(list(e)[:2] == ["event", "run_id"] for e in events)
     assert [e["event"] for e in events][-1] == "finish"
+
+
+def test_run_from_current_is_refused_without_the_option_and_starts_above_the_split_with_it(
+    world: World,
+) -> None:
+    world.flags.edit_by_someone_else(20)
+    code, output = cli("rollout", "run", str(world.runbook), "--state", str(world.state))
+    assert code == 2, output
+    assert "serves new 20%, old 80%" in output and "--from-current" in output
+    assert "Traceback" not in output
+    code, output = cli(
+        "rollout", "run", str(world.runbook), "--state", str(world.state), "--from-current"
+    )
+    assert code == 0, output
+    # 10% is below 20%, so the run started at the 100% step, then promoted.
+    assert [world.flags.split(s).canary for _, s in world.flags.history] == [100.0, 100.0]
+
+
+def test_dry_run_makes_the_baseline_check_and_shows_what_from_current_skips(
+    world: World,
+) -> None:
+    world.flags.edit_by_someone_else(20)
+    run = ["rollout", "run", str(world.runbook), "--dry-run", "--state", str(world.state)]
+    code, output = cli(*run, "-o", "text")
+    assert code == 2 and "--from-current" in output, output
+    code, output = cli(*run, "--from-current", "-o", "text")
+    assert code == 0, output
+    assert "1. set_weight 10% (skipped: --from-current)" in output
+    assert "3. set_weight 100%\n" in output
+    assert world.flags.history == []

@@ -123,7 +123,10 @@ class Harness:
         self.flags = MemoryFlagStore("support-bot-model", BASELINE, CANARY)
         self.prior = self.flags.snapshot()
         self.script = script
-        self.metrics = ScriptedMetricsSource(lambda s, n: self.script(s, n), self.clock.now)
+        # Preflight sees baseline traffic; the script is what the run observes.
+        self.metrics = ScriptedMetricsSource(
+            lambda s, n: self.script(s, n), self.clock.now, recent={BASELINE: 600.0}
+        )
         self.state_path = tmp_path / "state.db"
         self.store = StateStore(self.state_path)
         self.hook_calls: list[dict[str, Any]] = []

@@ -7,8 +7,12 @@ import json
 import os
 import resource
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +21,17 @@ from click.testing import CliRunner
 from ldclient import Context, LDClient
 
 from canaryctl.cli import main
-from canaryctl.errors import FlagBackendError, FlagConflict, FlagMismatch
-from canaryctl.flags import FileFlagStore, FlagStore, Split, flag_store_for
+from canaryctl.errors import FlagBackendError, FlagClaimed, FlagConflict, FlagMismatch
+from canaryctl.flags import (
+    FileFlagStore,
+    FlagClaim,
+    FlagSnapshot,
+    FlagStore,
+    Split,
+    flag_store_for,
+)
 from canaryctl.runbook.rollout import FileFlagSpec
+from tests.test_flags_launchdarkly import dead_pid
 
 KEY = "support-bot-model"
 
@@ -83,7 +95,8 @@ def test_snapshot_is_the_exact_text_and_the_flag_version(
     snap = store.snapshot()
     assert snap.key == KEY
     assert snap.version == 3
-    assert snap.raw == flag_file.read_text()
+    assert snap.raw in flag_file.read_text()  # this flag's entry, byte for byte
+    assert json.loads(snap.raw) == flag_json()
     assert store.split(snap) == Split(baseline=100.0, canary=0.0)
 
 
@@ -99,8 +112,9 @@ def test_sdk_serves_the_weights_written_and_the_restored_file(
     assert 0.08 <= share <= 0.12
     assert store.split(ten) == Split(baseline=90.0, canary=10.0)
 
-    store.restore(saved, expect_version=4, comment="rolled back")
-    wait_for_version(sdk, 3)  # the version goes back with the bytes; the SDK reloads anyway
+    restored = store.restore(saved, expect_version=4, comment="rolled back")
+    assert restored.version == 5  # forward: the old targeting, a new version
+    wait_for_version(sdk, 5)
     assert set(served(sdk, range(2000))) == {"gpt-4-turbo"}
 
 
@@ -142,18 +156,18 @@ def test_version_increases_on_each_write_and_promote_serves_the_canary(
     quarter = store.set_canary_weight(25, expect_version=five.version, comment="")
     promoted = store.promote(expect_version=quarter.version, comment="")
     assert [five.version, quarter.version, promoted.version] == [4, 5, 6]
-    assert promoted.raw == flag_file.read_text()
-    assert json.loads(promoted.raw)["flags"][KEY]["fallthrough"] == {"variation": 1}
+    assert json.loads(promoted.raw) == json.loads(flag_file.read_text())["flags"][KEY]
+    assert json.loads(promoted.raw)["fallthrough"] == {"variation": 1}
     assert store.split(promoted) == Split(baseline=0.0, canary=100.0)
     assert store.snapshot() == promoted
 
 
-def test_restore_is_byte_for_byte(tmp_path: Path) -> None:
+def test_restore_is_byte_for_byte_but_for_a_higher_version(tmp_path: Path) -> None:
     # Odd but valid formatting a re-serialiser would change: CRLF, tabs, unicode, key order.
     path = tmp_path / "flags.json"
     flag = json.dumps(flag_json(description="modèle"), ensure_ascii=False, indent="\t")
-    original = ('{"segments": {},\r\n "flags": {"' + KEY + '": ' + flag + "}}").encode()
-    path.write_bytes(original)
+    original = '{"segments": {},\r\n "flags": {"' + KEY + '": ' + flag + "}}"
+    path.write_bytes(original.encode())
     store = FileFlagStore(path, KEY, "gpt-4-turbo", "gpt-4o-mini")
 
     saved = store.snapshot()
@@ -161,8 +175,33 @@ def test_restore_is_byte_for_byte(tmp_path: Path) -> None:
     promoted = store.promote(expect_version=moved.version, comment="")
     restored = store.restore(saved, expect_version=promoted.version, comment="rollback")
 
-    assert path.read_bytes() == original
-    assert restored == saved
+    assert (moved.version, promoted.version, restored.version) == (4, 5, 6)
+    assert path.read_bytes() == original.replace('"version": 3', '"version": 6').encode()
+    assert store.split(restored) == store.split(saved)
+
+
+def test_writes_change_only_the_default_rule_and_version_bytes_of_the_entry(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "flags.json"
+    flag = json.dumps(flag_json(), indent="\t")
+    original = '{"flags": {"' + KEY + '": ' + flag + '},\n  "segments": {"beta": {}}}'
+    path.write_text(original)
+    store = FileFlagStore(path, KEY, "gpt-4-turbo", "gpt-4o-mini")
+    store.promote(expect_version=3, comment="")
+    assert path.read_text() == original.replace('"version": 3', '"version": 4').replace(
+        '"fallthrough": {\n\t\t"variation": 0\n\t}', '"fallthrough": {"variation": 1}'
+    )
+
+
+def test_an_old_journal_holding_the_whole_file_still_restores_this_entry(
+    store: FileFlagStore, flag_file: Path
+) -> None:
+    whole = FlagSnapshot(KEY, 3, flag_file.read_text())
+    moved = store.set_canary_weight(40, expect_version=3, comment="")
+    restored = store.restore(whole, expect_version=moved.version, comment="")
+    assert restored.version == 5
+    assert json.loads(flag_file.read_text())["flags"][KEY] == flag_json(version=5)
 
 
 def test_an_outside_edit_raises_conflict_and_is_not_overwritten(
@@ -250,7 +289,7 @@ def test_writes_keep_the_file_mode_and_leave_no_temp_files(
     flag_file.chmod(0o640)
     store.set_canary_weight(5, expect_version=3, comment="")
     assert flag_file.stat().st_mode & 0o7777 == 0o640
-    assert os.listdir(flag_file.parent) == ["flags.json"]
+    assert sorted(os.listdir(flag_file.parent)) == [".flags.json.canaryctl-lock", "flags.json"]
 
 
 def test_a_write_failing_midway_leaves_the_file_whole(
@@ -271,7 +310,7 @@ def test_a_write_failing_midway_leaves_the_file_whole(
     assert isinstance(caught.value.__cause__, OSError)
     assert caught.value.__cause__.errno == errno.EFBIG
     assert flag_file.read_bytes() == original
-    assert os.listdir(flag_file.parent) == ["flags.json"]
+    assert sorted(os.listdir(flag_file.parent)) == [".flags.json.canaryctl-lock", "flags.json"]
 
 
 def test_a_reader_polling_during_200_writes_always_parses_the_file(
@@ -343,3 +382,152 @@ def test_cli_show_a_missing_flag_is_one_line_and_exit_2(flag_file: Path) -> None
     assert result.exit_code == 2
     assert result.output.strip().count("\n") == 0
     assert "no flag 'nope'" in result.output
+
+
+# -- other flags in the same file, and two writers at once ---------------------------------------
+
+OTHER = "summarizer-model"
+
+
+def two_flag_file(path: Path) -> None:
+    other = {**flag_json(), "key": OTHER, "version": 8, "variations": ["a", "b"]}
+    doc = {"flags": {KEY: flag_json(), OTHER: other}, "segments": {}}
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def test_a_restore_keeps_an_edit_made_to_another_flag_during_the_run(tmp_path: Path) -> None:
+    path = tmp_path / "flags.json"
+    two_flag_file(path)
+    store = FileFlagStore(path, KEY, "gpt-4-turbo", "gpt-4o-mini")
+    saved = store.snapshot()
+    moved = store.set_canary_weight(30, expect_version=3, comment="")
+    # Someone promotes the other flag by hand while our canary is at 30%.
+    doc = json.loads(path.read_text())
+    doc["flags"][OTHER].update(fallthrough={"variation": 1}, version=9)
+    path.write_text(json.dumps(doc, indent=4))
+    store.restore(saved, expect_version=moved.version, comment="rollback")
+    after = json.loads(path.read_text())["flags"]
+    assert after[OTHER]["fallthrough"] == {"variation": 1} and after[OTHER]["version"] == 9
+    assert after[KEY] == flag_json(version=5)
+
+
+def test_an_edit_of_our_flag_that_kept_its_version_is_a_conflict(
+    store: FileFlagStore, flag_file: Path
+) -> None:
+    store.set_canary_weight(10, expect_version=3, comment="")
+    doc = json.loads(flag_file.read_text())
+    doc["flags"][KEY]["fallthrough"] = {"variation": 2}  # a hand edit, version left at 4
+    flag_file.write_text(json.dumps(doc))
+    with pytest.raises(FlagConflict, match="without changing its version"):
+        store.set_canary_weight(20, expect_version=4, comment="")
+    assert json.loads(flag_file.read_text())["flags"][KEY]["fallthrough"] == {"variation": 2}
+
+
+def _drive(path: Path, key: str, baseline: str, canary: str, steps: int) -> tuple[int, int]:
+    """One rollout's writes: `steps` weights, then a restore; (final version, final canary)."""
+    store = FileFlagStore(path, key, baseline, canary)
+    saved = store.snapshot()
+    version = saved.version
+    for step in range(1, steps + 1):
+        version = store.set_canary_weight(step % 100, expect_version=version, comment="").version
+    restored = store.restore(saved, expect_version=version, comment="")
+    return restored.version, int(store.split(restored).canary)
+
+
+def test_two_runs_on_two_flags_of_one_file_both_end_right_in_threads(tmp_path: Path) -> None:
+    path = tmp_path / "flags.json"
+    two_flag_file(path)
+    results: dict[str, tuple[int, int]] = {}
+    threads = [
+        threading.Thread(target=lambda: results.update(a=_drive(path, KEY, "gpt-4-turbo",
+                                                                 "gpt-4o-mini", 60))),
+        threading.Thread(target=lambda: results.update(b=_drive(path, OTHER, "a", "b", 60))),
+    ]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == {"a": (64, 0), "b": (69, 0)}  # every write landed, none was undone
+    after = json.loads(path.read_text())["flags"]
+    assert after[KEY] == flag_json(version=64)
+    assert after[OTHER]["version"] == 69 and after[OTHER]["fallthrough"] == {"variation": 0}
+
+
+def test_two_processes_writing_two_flags_of_one_file_lose_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "flags.json"
+    two_flag_file(path)
+    script = (
+        "import sys; sys.path[:0] = [sys.argv[1]]\n"
+        "from test_flags_file import _drive\n"
+        "from pathlib import Path\n"
+        "print(*_drive(Path(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], 80))\n"
+    )
+    tests = str(Path(__file__).parent)
+    args = [(KEY, "gpt-4-turbo", "gpt-4o-mini"), (OTHER, "a", "b")]
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, tests, str(path), *arg],
+            stdout=subprocess.PIPE,
+            cwd=Path(__file__).parent.parent,
+        )
+        for arg in args
+    ]
+    outputs = [child.communicate(timeout=120)[0].decode().split() for child in children]
+    assert [child.returncode for child in children] == [0, 0]
+    assert outputs == [["84", "0"], ["89", "0"]]
+    after = json.loads(path.read_text())["flags"]
+    assert after[KEY] == flag_json(version=84)
+    assert after[OTHER]["version"] == 89
+
+
+# -- the claim beside the flag file -------------------------------------------------------------
+
+
+def claim(token: str, run_id: int | None = 7, pid: int | None = None) -> FlagClaim:
+    return FlagClaim(token, run_id, "/srv/a/state.db", socket.gethostname(), pid or os.getpid(), 0)
+
+
+def test_a_claim_is_a_file_beside_the_flag_taken_once_and_released_by_its_owner(
+    store: FileFlagStore, flag_file: Path
+) -> None:
+    mine = claim("mine")
+    store.claim(mine)
+    path = flag_file.parent / f"flags.json.{KEY}.canaryctl-claim"
+    assert FlagClaim.from_json(path.read_text()) == mine
+    with pytest.raises(FlagClaimed, match=r"claimed by run 7 .*still running"):
+        store.claim(claim("theirs"), take_over=True)  # never from a live process
+    store.claim(replace(mine, run_id=8))  # our own claim, re-taken (a resume)
+    assert FlagClaim.from_json(path.read_text()).run_id == 8
+    store.release(claim("theirs"))
+    assert path.exists()
+    store.release(mine)
+    assert not path.exists()
+
+
+def test_a_claim_left_by_a_dead_process_names_the_run_and_what_to_do(
+    store: FileFlagStore, flag_file: Path
+) -> None:
+    left = claim("dead", pid=dead_pid())
+    store.claim(left)
+    with pytest.raises(FlagClaimed) as caught:
+        store.claim(claim("new", run_id=None))
+    message = str(caught.value)
+    assert f"flag '{KEY}' in {flag_file} is claimed by run 7 (state /srv/a/state.db" in message
+    assert "whose process is gone" in message
+    assert "`canaryctl rollout resume 7 --state /srv/a/state.db` continues it" in message
+    assert "`canaryctl rollout abort 7 --state /srv/a/state.db` then `resume`" in message
+    assert "--break-claim" in message
+    store.claim(claim("new", run_id=None), take_over=True)
+    held = flag_file.parent / f"flags.json.{KEY}.canaryctl-claim"
+    assert FlagClaim.from_json(held.read_text()).token == "new"
+
+
+def test_an_unreadable_claim_file_is_refused_unless_broken(
+    store: FileFlagStore, flag_file: Path
+) -> None:
+    held = flag_file.parent / f"flags.json.{KEY}.canaryctl-claim"
+    held.write_text('{"tok')
+    with pytest.raises(FlagMismatch, match=r"cannot read.*--break-claim"):
+        store.claim(claim("new"))
+    store.claim(claim("new"), take_over=True)
+    assert FlagClaim.from_json(held.read_text()).token == "new"

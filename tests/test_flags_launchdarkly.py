@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,8 +15,14 @@ from typing import Any
 import pytest
 
 from canaryctl.controller import FakeClock, RolloutRunner, StateStore
-from canaryctl.errors import FlagBackendError, FlagConflict, FlagMismatch, InvalidInput
-from canaryctl.flags import LaunchDarklyFlagStore, Split, flag_store_for
+from canaryctl.errors import (
+    FlagBackendError,
+    FlagClaimed,
+    FlagConflict,
+    FlagMismatch,
+    InvalidInput,
+)
+from canaryctl.flags import FlagClaim, LaunchDarklyFlagStore, Split, flag_store_for
 from canaryctl.metrics import Observation, ScriptedMetricsSource
 from canaryctl.runbook.rollout import LaunchDarklyFlagSpec
 from tests.ld_server import Fault, LDServer, make_flag, serve
@@ -121,6 +130,9 @@ def test_round_trip_sets_weights_promotes_and_restores_exactly(ld: LDServer) -> 
     assert after["rules"] == before["rules"]
     assert after["on"] is True
     assert store.split(restored) == Split(baseline=100.0, canary=0.0)
+    # The old targeting at a new version: an SDK that saw the promotion takes the restore too.
+    assert restored.version == promoted.version + 1 > saved.version
+    assert ld.env(PROJECT, KEY, ENV)["_version"] == restored.version
     assert ld.env(PROJECT, KEY, "staging")["_version"] == 1
 
 
@@ -341,8 +353,89 @@ def _runner(ld: LDServer, tmp_path: Path, bad_from: float | None = None) -> Roll
     )
 
 
+def _targeting_patches(ld: LDServer) -> list[tuple[str, str, dict[str, str], Any]]:
+    return [r for r in _patches(ld) if "environmentKey" in json.loads(r[3])]
+
+
 def _comments(ld: LDServer) -> list[str]:
-    return [json.loads(body)["comment"].split(": ", 1)[1] for *_, body in _patches(ld)]
+    return [json.loads(body)["comment"].split(": ", 1)[1] for *_, body in _targeting_patches(ld)]
+
+
+def _claim_values(ld: LDServer) -> list[str]:
+    flag = ld.flags[(PROJECT, KEY)]
+    return (flag.get("customProperties") or {}).get(f"canaryctl-claim-{ENV}", {}).get("value", [])
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (pids are not reused this fast)."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def _claim(token: str, run_id: int | None, pid: int, state: str = "/elsewhere/state.db") -> str:
+    return FlagClaim(token, run_id, state, socket.gethostname(), pid, T0).to_json()
+
+
+def test_a_run_claims_the_flag_in_launchdarkly_and_releases_it(
+    ld: LDServer, tmp_path: Path
+) -> None:
+    runner = _runner(ld, tmp_path)
+    seen: list[list[str]] = []
+    runner.clock.call_at(T0 + 30, lambda: seen.append(_claim_values(ld)))
+    result = runner.run()
+    assert result.outcome == "promoted"
+    (held,) = seen[0]
+    claim = FlagClaim.from_json(held)
+    assert (claim.run_id, claim.pid) == (result.run_id, os.getpid())
+    assert claim.state == str((tmp_path / "state.db").resolve())
+    assert _claim_values(ld) == []  # released at the end
+    settings = [json.loads(b) for *_, b in _patches(ld) if "environmentKey" not in json.loads(b)]
+    kinds = [s["instructions"][0]["kind"] for s in settings]
+    assert kinds == ["addCustomProperties", "replaceCustomProperties", "removeCustomProperties"]
+    # Taking and dropping the claim never moved the targeting's version.
+    assert ld.env(PROJECT, KEY, ENV)["_version"] == 1 + len(_targeting_patches(ld))
+
+
+def test_a_second_run_with_another_state_database_is_refused_by_the_claim(
+    ld: LDServer, tmp_path: Path
+) -> None:
+    first = _runner(ld, tmp_path, bad_from=50)
+    (tmp_path / "other").mkdir()
+    refused: list[str] = []
+
+    def second_run() -> None:
+        with pytest.raises(FlagClaimed) as caught:
+            _runner(ld, tmp_path / "other").run()
+        refused.append(str(caught.value))
+
+    first.clock.call_at(T0 + 30, second_run)
+    result = first.run()
+    assert (result.outcome, result.exit_code) == ("rolled_back", 1)
+    assert "claimed by run 1" in refused[0] and "still running" in refused[0]
+    assert f"rollout abort 1 --state {(tmp_path / 'state.db').resolve()}" in refused[0]
+    # The second run never wrote; the first restored its own prior targeting.
+    assert _comments(ld) == ["canary to 10%", "canary to 50%", "restore"]
+    assert ld.env(PROJECT, KEY, ENV)["fallthrough"] == {"variation": 0}
+
+
+def test_a_claim_left_by_a_dead_run_is_refused_until_broken(ld: LDServer, tmp_path: Path) -> None:
+    gone = dead_pid()
+    ld.flags[(PROJECT, KEY)]["customProperties"] = {
+        f"canaryctl-claim-{ENV}": {"name": "canaryctl claim", "value": [_claim("x", 7, gone)]}
+    }
+    with pytest.raises(FlagClaimed) as caught:
+        _runner(ld, tmp_path).run()
+    message = str(caught.value)
+    assert "claimed by run 7" in message and "whose process is gone" in message
+    assert "canaryctl rollout resume 7 --state /elsewhere/state.db" in message
+    assert "--break-claim" in message
+    assert _targeting_patches(ld) == []
+
+    runner = _runner(ld, tmp_path)
+    runner._break_claim = True
+    assert runner.run().outcome == "promoted"
+    assert _claim_values(ld) == []
 
 
 def test_a_regression_rolls_launchdarkly_back_to_the_exact_prior_state(
@@ -355,7 +448,7 @@ def test_a_regression_rolls_launchdarkly_back_to_the_exact_prior_state(
     assert (after["fallthrough"], after["rules"]) == (before["fallthrough"], before["rules"])
     assert _comments(ld) == ["canary to 10%", "canary to 50%", "restore"]
     run = f"canaryctl run {result.run_id} (support-bot)"
-    assert all(json.loads(b)["comment"].startswith(run) for *_, b in _patches(ld))
+    assert all(json.loads(b)["comment"].startswith(run) for *_, b in _targeting_patches(ld))
     stored = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
     assert b"id-mini" in stored  # the snapshots are there...
     assert TOKEN.encode() not in stored  # ...the token is not

@@ -156,8 +156,7 @@ def test_a_stopped_prometheus_is_a_backend_error_without_the_token(
             provider="prometheus", url=server.url, bearer_token_env="PROM_TOKEN", timeout="2s"
         )
         source = metrics_source_for(spec)
-        server.scrape(f"{server.url}/metrics")  # Prometheus scraping itself: `up` is not empty
-        source.check()
+        source.observe(time.time() - 10)  # it answers...
         server.stop()
         with pytest.raises(MetricsBackendError) as caught:
             source.observe(time.time() - 10)
@@ -166,12 +165,67 @@ def test_a_stopped_prometheus_is_a_backend_error_without_the_token(
     assert "s3cret-token" not in message
 
 
-def test_a_prometheus_scraping_nothing_fails_the_check(tmp_path: Path) -> None:
-    with (
-        running_prometheus(tmp_path) as server,
-        pytest.raises(MetricsBackendError, match="scrapes no target"),
-    ):
-        PrometheusMetricsSource(server.url).check()
+def test_a_prometheus_scraping_no_gateway_answers_but_shows_no_traffic(tmp_path: Path) -> None:
+    with running_prometheus(tmp_path) as server:
+        server.scrape(f"{server.url}/metrics")  # Prometheus scraping itself: `up` is not empty
+        source = PrometheusMetricsSource(server.url)
+        source.check()
+        assert source.recent_requests(300) == {}
+
+
+def test_the_check_and_recent_traffic_follow_the_runbooks_route_and_selector(
+    prometheus: PrometheusServer, exporter: Exporter
+) -> None:
+    total = 'sum(llm_requests_total{route="checked"})'
+    exporter.serve(BASE, 1, seconds=0.2, route="checked")
+    exporter.serve(CANARY, 1, seconds=0.2, route="checked")
+    eventually("the series", lambda: prometheus.value(total) == 2)
+    time.sleep(1.5)  # a series' first sample is not an increase: traffic comes after it
+    exporter.serve(BASE, 20, seconds=0.2, route="checked")
+    exporter.serve(CANARY, 5, seconds=0.2, route="checked")
+    eventually("the traffic", lambda: prometheus.value(total) == 27)
+    good = PrometheusMetricsSpec(provider="prometheus", url=prometheus.url, route="checked")
+    source = metrics_source_for(good)
+    source.check()
+    seen = source.recent_requests(300)
+    assert set(seen) == {BASE, CANARY} and seen[BASE] > seen[CANARY] > 0
+    wrong = PrometheusMetricsSpec(
+        provider="prometheus", url=prometheus.url, route="checked", selector={"job": "nope"}
+    )
+    elsewhere = metrics_source_for(wrong)
+    elsewhere.check()  # Prometheus answers the selector's query...
+    assert elsewhere.recent_requests(300) == {}  # ...which finds no traffic there
+
+
+def test_a_rollout_whose_selector_matches_no_traffic_is_exit_2_naming_it(
+    prometheus: PrometheusServer, exporter: Exporter, tmp_path: Path
+) -> None:
+    exporter.serve(BASE, 3, seconds=0.2, route="real-route")
+    flags = tmp_path / "flags.json"
+    flags.write_text((DEFAULTS / "flags.json").read_text())
+    document = {
+        "apiVersion": "canaryctl/v1",
+        "kind": "Rollout",
+        "metadata": {"name": "misrouted"},
+        "spec": {
+            "flag": {"provider": "file", "path": str(flags), "key": "support-bot-model",
+                     "baseline": "gpt-4-turbo", "canary": "gpt-4o-mini"},
+            "metrics": {"provider": "prometheus", "url": prometheus.url, "route": "typo-route",
+                        "selector": {"job": "gateway"}},
+            "slos": [{"metric": "error_rate", "max": 0.05}],
+            "analysis": {"interval": "1s"},
+            "steps": [{"set_weight": 10}],
+        },
+    }  # fmt: skip
+    path = tmp_path / "misrouted.yaml"
+    path.write_text(yaml.safe_dump(document))
+    result = CliRunner().invoke(
+        main, ["rollout", "run", str(path), "--state", str(tmp_path / "s.db")]
+    )
+    assert result.exit_code == 2, result.output
+    assert "no recent requests for the baseline 'gpt-4-turbo'" in result.output
+    assert "route 'typo-route', selector {job=\"gateway\"}" in result.output
+    assert flags.read_text() == (DEFAULTS / "flags.json").read_text()
 
 
 def test_a_missing_secret_is_invalid_input_naming_the_variable(
@@ -235,6 +289,9 @@ def test_rollout_run_decides_from_prometheus_data(
     lab = parse_document((DEFAULTS / "lab.yaml").read_text(), "lab.yaml", expect=Lab)
     with LabStack(lab, flags_path=flags) as stack:
         prometheus.scrape(stack.metrics_url)
+        # Preflight wants recent baseline traffic on the route, as Prometheus sees it.
+        recent = 'sum(increase(llm_requests_total{route="support-bot"}[1m]))'
+        eventually("baseline traffic in Prometheus", lambda: (prometheus.value(recent) or 0) > 0)
         document = {
             "apiVersion": "canaryctl/v1",
             "kind": "Rollout",
@@ -273,7 +330,8 @@ def test_rollout_run_decides_from_prometheus_data(
     checks = [c["outcome"] for e in events if e["event"] == "analysis" for c in e["checks"]]
     if outcome == "rolled_back":
         assert "fail" in checks
-        assert flags.read_text() == original
+        # The prior bytes, at a version past the step's (1 -> 2 at the step, 3 restored).
+        assert flags.read_text() == original.replace('"version": 1', '"version": 3')
     else:
         assert "pass" in checks  # judged on Prometheus' numbers, not only inconclusive ones
         flag = json.loads(flags.read_text())["flags"]["support-bot-model"]

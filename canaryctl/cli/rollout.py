@@ -88,31 +88,62 @@ def _observers(output: str | None, metrics_port: int | None) -> Iterator[list[Ro
 @_state_option
 @output_option
 @click.option("--dry-run", is_flag=True, help="read the flag, check metrics, print the plan")
+@click.option(
+    "--from-current",
+    is_flag=True,
+    help="start from the flag's current baseline/canary split: a rollback restores it, and "
+    "the run begins at the first set_weight above the current canary weight",
+)
+@click.option(
+    "--break-claim",
+    is_flag=True,
+    help="take over a claim on the flag left by a run whose process is gone",
+)
 @_metrics_port_option
 def run_command(
-    runbook: str, state_path: Path, output: str | None, dry_run: bool, metrics_port: int | None
+    runbook: str,
+    state_path: Path,
+    output: str | None,
+    dry_run: bool,
+    from_current: bool,
+    break_claim: bool,
+    metrics_port: int | None,
 ) -> None:
     """Run a rollout to its end: promoted (exit 0) or rolled back (exit 1)."""
     document = load_document(runbook, expect=Rollout)
     if dry_run:
-        _dry_run(document, output)
+        _dry_run(document, output, from_current=from_current)
         return
     with signals_as_ctrl_c(), _observers(output, metrics_port) as observers:
-        result = run_rollout(document, state_path=state_path, observers=observers)
+        result = run_rollout(
+            document,
+            state_path=state_path,
+            observers=observers,
+            from_current=from_current,
+            break_claim=break_claim,
+        )
     _end(result)
 
 
-def _dry_run(document: Rollout, output: str | None) -> None:
-    """Every preflight check a real run makes, and nothing else: no journal, no write."""
+def _dry_run(document: Rollout, output: str | None, *, from_current: bool) -> None:
+    """Every preflight check a real run makes but the claim, and nothing else: no journal, no
+    write."""
+    from canaryctl.controller.clock import SystemClock
+    from canaryctl.controller.runner import ensure_baseline_has_traffic, starting_state
     from canaryctl.flags.factory import flag_store_for
     from canaryctl.metrics.factory import metrics_source_for
 
     spec = document.spec
     flags = flag_store_for(spec.flag)
-    split = flags.split(flags.snapshot())
-    metrics_source_for(
+    snapshot = flags.snapshot()
+    split = flags.split(snapshot)
+    start = starting_state(document, split, from_current=from_current)
+    metrics = metrics_source_for(
         spec.metrics, slos=spec.slos, baseline=spec.flag.baseline, canary=spec.flag.canary
-    ).check()
+    )
+    metrics.check()
+    baseline = flags.variants(snapshot)[0]
+    ensure_baseline_has_traffic(document, metrics, SystemClock(), baseline)
     steps = [item.describe() for item in plan(spec)]
     slos = [slo.describe() for slo in spec.slos]
     if wants_json(output):
@@ -127,6 +158,7 @@ def _dry_run(document: Rollout, output: str | None) -> None:
                     "split": {"baseline": split.baseline, "canary": split.canary},
                     "metrics": "ok",
                     "plan": steps,
+                    "starts_at": start.item,
                     "slos": slos,
                     "analysis": spec.analysis.model_dump(),
                 }
@@ -146,7 +178,8 @@ def _dry_run(document: Rollout, output: str | None) -> None:
     for slo in slos:
         click.echo(f"  slo: {slo}")
     for index, step in enumerate(steps, 1):
-        click.echo(f"  {index}. {step}")
+        skipped = " (skipped: --from-current)" if index <= start.item else ""
+        click.echo(f"  {index}. {step}{skipped}")
     click.echo(f"  {len(steps) + 1}. promote {spec.flag.canary}")
     click.echo("dry run: nothing changed")
 

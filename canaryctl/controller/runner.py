@@ -7,9 +7,18 @@ FlagConflict: someone else changed the flag, so a human is at the wheel and we s
 touching it. We look for that at every write and before every analysis, so a human's edit during
 a long pause is noticed within one interval.
 
-Preflight happens before the run is journaled: if another unfinished run holds the flag, a chaos
-step's scenario does not validate, the flag cannot be read (FlagMismatch, exit 2) or the metrics
-backend does not answer (exit 3), `run` raises and nothing has changed.
+Preflight happens before the run is journaled: if another unfinished run holds the flag (in this
+state database, or by its claim beside the flag, whatever database it uses), a chaos step's
+scenario does not validate, the flag cannot be read or does not serve the baseline to everyone
+(FlagMismatch, exit 2), the metrics backend does not answer (exit 3), or the baseline has had no
+traffic recently under the runbook's route and selector (exit 2), `run` raises and nothing has
+changed. With `from_current`, a flag already splitting traffic between the baseline and the
+canary is taken as it is: the split becomes the state a rollback restores, and the run begins at
+the first `set_weight` above the current canary weight (every step before it is skipped).
+
+The run claims its flag (FlagStore.claim) before it reads it and releases the claim when it ends,
+however it ends; a process that dies leaves the claim, which `resume` re-takes (the claim's token
+is journaled as the `flag_claimed` event) and which refuses any new run until then.
 
 Resume (after a crash: the process died without reaching `finally`) reads the flag back. If it is
 where the journal says we left it, or where a write journaled as in flight was taking it, the run
@@ -22,8 +31,10 @@ unwatched.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
@@ -33,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from canaryctl.analysis import Verdict, assess
 from canaryctl.controller.clock import Clock, SystemClock
 from canaryctl.controller.events import ObserverFanout, RolloutObserver, RunInfo
-from canaryctl.controller.hooks import HookRunner
+from canaryctl.controller.hooks import HookRunner, redact_url
 from canaryctl.controller.phases import Phase
 from canaryctl.controller.result import EXIT_CODES, RunResult
 from canaryctl.controller.step import (
@@ -46,6 +57,7 @@ from canaryctl.controller.step import (
     Event,
     Finish,
     MetricsFailed,
+    PlanItem,
     Promote,
     Promoted,
     Resumed,
@@ -55,6 +67,7 @@ from canaryctl.controller.step import (
     RunChaos,
     SetWeight,
     Wait,
+    WeightItem,
     WeightSet,
     plan,
     tick,
@@ -64,21 +77,28 @@ from canaryctl.errors import (
     CanaryError,
     FlagBackendError,
     FlagConflict,
+    FlagMismatch,
     Interrupted,
     InvalidInput,
     MetricsBackendError,
 )
-from canaryctl.flags.base import FlagSnapshot, FlagStore, Split
+from canaryctl.flags.base import FlagClaim, FlagSnapshot, FlagStore, Split, process_alive
 from canaryctl.metrics.base import MetricsSource
 from canaryctl.runbook.loader import load_document
-from canaryctl.runbook.rollout import Rollout
+from canaryctl.runbook.rollout import PrometheusMetricsSpec, Rollout
 from canaryctl.runbook.scenario import ChaosScenario
 
 if TYPE_CHECKING:
     from canaryctl.chaos.scenario import ScenarioResult
     from canaryctl.notify import WebhookNotifier
 
-__all__ = ["RolloutRunner", "resume_rollout", "run_rollout"]
+__all__ = [
+    "RolloutRunner",
+    "ensure_baseline_has_traffic",
+    "resume_rollout",
+    "run_rollout",
+    "starting_state",
+]
 
 _FINAL_PHASE = {
     "promoted": Phase.PROMOTED,
@@ -87,6 +107,13 @@ _FINAL_PHASE = {
     "error": Phase.FAILED,
     "interrupted": Phase.INTERRUPTED,
 }
+
+
+TRAFFIC_WINDOW = 300.0
+"""Seconds back preflight looks for baseline traffic: "recent" for a Prometheus source."""
+TRAFFIC_PATIENCE = 60.0
+"""Most seconds preflight waits for a first baseline request (the analysis interval, at least
+5 s): a gateway started a moment ago has served nothing yet."""
 
 
 def _canaryctl_version() -> str:
@@ -115,6 +142,8 @@ class RolloutRunner:
         hooks: HookRunner | None = None,
         poll_interval: float = 1.0,
         chaos: ChaosPlayer | None = None,
+        from_current: bool = False,
+        break_claim: bool = False,
     ) -> None:
         self.rollout = rollout
         self.flags, self.metrics, self.store, self.clock = flags, metrics, store, clock
@@ -132,6 +161,8 @@ class RolloutRunner:
         self._in_flight: float | None = None
         self._announced: int | None = None
         self._last_verdict: Verdict | None = None
+        self._from_current, self._break_claim = from_current, break_claim
+        self._claim: FlagClaim | None = None
 
     # -- entry points --
 
@@ -139,10 +170,31 @@ class RolloutRunner:
         """Preflight, journal the run, then tick until promoted or restored."""
         self._ensure_flag_is_free()
         self._scenarios = _load_scenarios(self.rollout)
-        prior = self.flags.snapshot()
-        self.metrics.check()
-        self._prior, self._version = prior, prior.version
-        self._split = self.flags.split(prior)
+        claim = self._new_claim(uuid.uuid4().hex, None)
+        self.flags.claim(claim, take_over=self._break_claim)
+        try:
+            prior = self.flags.snapshot()
+            self._split = self.flags.split(prior)
+            self._state = starting_state(self.rollout, self._split, from_current=self._from_current)
+            self.metrics.check()
+            baseline = self.flags.variants(prior)[0]
+            ensure_baseline_has_traffic(self.rollout, self.metrics, self.clock, baseline)
+            self._prior, self._version = prior, prior.version
+            self._journal_run(prior)
+        except BaseException:
+            with contextlib.suppress(CanaryError):  # the refusal matters more than the cleanup
+                self.flags.release(claim)
+            raise
+        self._claim = replace(claim, run_id=self._run_id)
+        self.flags.claim(self._claim)
+        self.store.record_event(
+            self._run_id, "flag_claimed", {"token": claim.token}, at=self.clock.now()
+        )
+        self._observers.on_start(self._info(resumed=False))
+        self._observers.on_phase(self._run_id, self._state.phase, "")
+        return self._drive(None)
+
+    def _journal_run(self, prior: FlagSnapshot) -> None:
         self._run_id = self.store.create_run(
             name=self.rollout.metadata.name,
             runbook=self.rollout.model_dump(mode="json", by_alias=True),
@@ -154,9 +206,16 @@ class RolloutRunner:
             phase=self._state.phase.value,
             state=self._state.to_dict(),
         )
-        self._observers.on_start(self._info(resumed=False))
-        self._observers.on_phase(self._run_id, self._state.phase, "")
-        return self._drive(None)
+
+    def _new_claim(self, token: str, run_id: int | None) -> FlagClaim:
+        return FlagClaim(
+            token=token,
+            run_id=run_id,
+            state=str(self.store.path.resolve()),
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            at=self.clock.now(),
+        )
 
     def _ensure_flag_is_free(self) -> None:
         """A run left mid-way owns its flag: starting another would save a half-moved split as
@@ -188,6 +247,10 @@ class RolloutRunner:
             record, host=socket.gethostname(), pid=os.getpid(), at=self.clock.now()
         ):
             raise InvalidInput(f"run {run_id} was just taken over by another process")
+        claimed = self.store.events(run_id, "flag_claimed")
+        token = claimed[-1].data["token"] if claimed else uuid.uuid4().hex
+        self._claim = self._new_claim(token, run_id)
+        self.flags.claim(self._claim, take_over=self._break_claim)
         current = self.flags.snapshot()
         self._split = self.flags.split(current)
         self._observers.on_start(self._info(resumed=True))
@@ -493,18 +556,32 @@ class RolloutRunner:
             exit_code=EXIT_CODES[outcome],
             final_split=final,
         )
-        self.store.finish_run(
-            self._run_id,
-            phase=_FINAL_PHASE[outcome].value,
-            outcome=outcome,
-            reason=reason,
-            exit_code=result.exit_code,
-            at=self.clock.now(),
-            final_split=None if final is None else _split_dict(final),
-        )
+        try:
+            self.store.finish_run(
+                self._run_id,
+                phase=_FINAL_PHASE[outcome].value,
+                outcome=outcome,
+                reason=reason,
+                exit_code=result.exit_code,
+                at=self.clock.now(),
+                final_split=None if final is None else _split_dict(final),
+            )
+        finally:
+            self._release()
         self._notify(result)
         self._observers.on_finish(result)
         return result
+
+    def _release(self) -> None:
+        """The run is over: its claim goes; one that cannot be removed is reported, and the
+        next run is told what to do about it."""
+        if self._claim is None:
+            return
+        try:
+            self.flags.release(self._claim)
+        except CanaryError as exc:
+            self._error("flag", f"releasing the claim on the flag failed: {exc}")
+        self._claim = None
 
     def _notify(self, result: RunResult) -> None:
         """Webhooks run last, when the flag is already safe; their failures change nothing."""
@@ -568,9 +645,12 @@ def run_rollout(
     clock: Clock | None = None,
     flags: FlagStore | None = None,
     metrics: MetricsSource | None = None,
+    from_current: bool = False,
+    break_claim: bool = False,
 ) -> RunResult:
     """Run `rollout` on the backends its runbook names (or those given), journaled at
-    `state_path`; preflight errors raise before anything changes."""
+    `state_path`; preflight errors raise before anything changes. `from_current` and
+    `break_claim`: see RolloutRunner's module docstring and FlagStore.claim."""
     clock = clock if clock is not None else SystemClock()
     flags, metrics = _adapters(rollout, clock, flags, metrics)
     hooks = HookRunner()
@@ -585,6 +665,8 @@ def run_rollout(
                 clock=clock,
                 observers=[*observers, *notifiers],
                 hooks=hooks,
+                from_current=from_current,
+                break_claim=break_claim,
             )
             return runner.run()
     finally:
@@ -673,20 +755,103 @@ def _flag_identity(flag: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
+def starting_state(rollout: Rollout, split: Split, *, from_current: bool) -> RolloutState:
+    """Where a run begins: the baseline serving everyone, or with `from_current` the first
+    weight above the current split's (see the module docstring); else FlagMismatch saying what
+    the flag serves and what to do."""
+    spec = rollout.spec
+    key, baseline, canary = spec.flag.key, spec.flag.baseline, spec.flag.canary
+    shown = f"{canary} {split.canary:g}%, {baseline} {split.baseline:g}%"
+    if split.other:
+        shown += f", other variations {split.other:g}%"
+    if split.baseline == 100:
+        return RolloutState()
+    if not from_current:
+        if split.canary == 100:
+            todo = (
+                f"{canary} was promoted already: there is nothing to roll out; to roll out "
+                f"again, serve {baseline} to everyone first"
+            )
+        else:
+            todo = (
+                "if a run was driving it, `canaryctl rollout resume RUN` (with that run's "
+                "--state); to step up from this split, --from-current; or serve "
+                f"{baseline} to everyone first"
+            )
+        raise FlagMismatch(
+            f"flag '{key}' serves {shown}, not {baseline} to everyone as this rollout "
+            f"starts from: {todo}"
+        )
+    if split.other:
+        raise FlagMismatch(
+            f"flag '{key}' serves {shown}: --from-current continues a split between "
+            f"{baseline} and {canary} only, and stepping would take the other variations' "
+            "share away"
+        )
+    item = _first_weight_above(plan(spec), split.canary)
+    if item is None:
+        raise FlagMismatch(
+            f"flag '{key}' serves {shown}: no set_weight step of this rollout is above "
+            f"{split.canary:g}%, so --from-current has nothing left to step through"
+        )
+    return RolloutState(item=item, weight=split.canary)
+
+
+def ensure_baseline_has_traffic(
+    rollout: Rollout, metrics: MetricsSource, clock: Clock, baseline: str
+) -> None:
+    """No baseline traffic means the runbook watches the wrong route or selector: every
+    analysis would be inconclusive, or judge traffic the flag does not route. A gateway
+    that has just started may not have served yet, so we look again for a while."""
+    patience = min(max(rollout.spec.analysis.interval, 5.0), TRAFFIC_PATIENCE)
+    deadline = clock.now() + patience
+    while True:
+        seen = metrics.recent_requests(TRAFFIC_WINDOW)
+        if seen.get(baseline, 0) > 0:
+            return
+        if clock.now() >= deadline:
+            break
+        clock.sleep(1.0)
+    shown = ", ".join(f"{v} {n:g}" for v, n in sorted(seen.items()) if n > 0)
+    raise InvalidInput(
+        f"no recent requests for the baseline '{baseline}' on {_where(rollout)} "
+        f"(looked for {patience:g}s); the metrics show "
+        f"{('requests for ' + shown) if shown else 'no requests at all'} there: check that "
+        "the gateway route evaluates this flag and that the runbook's route and selector "
+        "match it"
+    )
+
+
+def _first_weight_above(items: Sequence[PlanItem], canary: float) -> int | None:
+    """The plan index of the first weight step above `canary`%, where --from-current starts."""
+    return next(
+        (
+            i
+            for i, item in enumerate(items)
+            if isinstance(item, WeightItem) and item.weight > canary
+        ),
+        None,
+    )
+
+
+def _where(rollout: Rollout) -> str:
+    """The metrics a rollout watches, for a message: route, selector, where they are read."""
+    spec = rollout.spec.metrics
+    route = f"route '{spec.route}'" if spec.route is not None else "every route"
+    if isinstance(spec, PrometheusMetricsSpec):
+        selector = ",".join(f'{k}="{v}"' for k, v in sorted(spec.selector.items()))
+        return f"{route}, selector {{{selector}}} in Prometheus at {redact_url(spec.url)}"
+    return f"{route} at {', '.join(redact_url(t) for t in spec.targets)}"
+
+
 def _ensure_not_driven_elsewhere(record: RunRecord) -> None:
     """Two controllers on one flag would fight: refuse to resume a run whose owner still lives.
 
     Liveness can only be checked on this host; a run owned by another host is taken over, as
     the operator asked (they can see the owner in `rollout status`).
     """
-    if record.host != socket.gethostname() or record.pid == os.getpid():
+    if record.pid == os.getpid() or not process_alive(record.host, record.pid):
         return
-    try:
-        os.kill(record.pid, 0)
-    except ProcessLookupError:
-        return
-    except PermissionError:
-        pass  # alive, owned by another user
     raise InvalidInput(
         f"run {record.id} is still driven by process {record.pid} on {record.host}: "
         f"stop that process (its flag is restored) or `canaryctl rollout abort {record.id}`"

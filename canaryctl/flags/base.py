@@ -1,16 +1,28 @@
-"""The flag store seam: read the split, move it, put back exactly what was there.
+"""The flag store seam: read the split, move it, put back what was there, claim the flag.
 
 A rollout only ever touches two variations of one flag, the baseline and the canary. Every write
 names the version it expects to find, so a change made by someone else during a run is detected
-(FlagConflict) instead of overwritten: we do not fight a human.
+(FlagConflict) instead of overwritten: we do not fight a human. Every write, a restore included,
+moves the flag's version forward: an SDK keeps the highest version it has seen and ignores an
+older one.
+
+A run claims its flag where the flag lives (a file beside the flag file, a custom property on the
+LaunchDarkly flag), not in its state database, so two runs journaled in two databases cannot both
+drive one flag.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import os
+import socket
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
-__all__ = ["FlagSnapshot", "FlagStore", "Split"]
+from canaryctl.errors import FlagClaimed
+
+__all__ = ["FlagClaim", "FlagSnapshot", "FlagStore", "Split", "may_take", "process_alive"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +45,84 @@ class Split:
     baseline: float
     canary: float
     other: float = 0.0
+
+
+@dataclass(frozen=True)
+class FlagClaim:
+    """Which run drives a flag, as written beside the flag for any other run to read.
+
+    `token` is the run's identity across processes and databases (journaled with the run, so a
+    `resume` re-takes its own claim); the rest names the run for the person another run refuses.
+    `run_id` is None for the moment between taking the claim and journaling the run.
+    """
+
+    token: str
+    run_id: int | None
+    state: str
+    host: str
+    pid: int
+    at: float
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> FlagClaim:
+        """Raises ValueError for anything that is not a claim canaryctl wrote."""
+        try:
+            data = json.loads(text)
+            return cls(
+                token=str(data["token"]),
+                run_id=None if data["run_id"] is None else int(data["run_id"]),
+                state=str(data["state"]),
+                host=str(data["host"]),
+                pid=int(data["pid"]),
+                at=float(data["at"]),
+            )
+        except (TypeError, KeyError, ValueError) as exc:
+            raise ValueError(f"not a canaryctl claim: {exc}") from exc
+
+    def refused(self, where: str) -> FlagClaimed:
+        """The error a run gets that finds this claim on `where`: who holds it, what to do."""
+        since = datetime.fromtimestamp(self.at, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        run = "a run that was starting" if self.run_id is None else f"run {self.run_id}"
+        owner = f"{run} (state {self.state}; process {self.pid} on {self.host}, since {since})"
+        alive = process_alive(self.host, self.pid)
+        if alive:
+            todo = "wait for it to end, or stop it (its flag is restored)"
+            if self.run_id is not None:
+                todo += f" or `canaryctl rollout abort {self.run_id} --state {self.state}`"
+            return FlagClaimed(f"{where} is claimed by {owner}, still running: {todo}")
+        gone = "whose process is gone" if alive is False else "on another host"
+        todo = "--break-claim takes the flag over if you know no run drives it"
+        if self.run_id is not None:
+            todo = (
+                f"`canaryctl rollout resume {self.run_id} --state {self.state}` continues it; "
+                f"`canaryctl rollout abort {self.run_id} --state {self.state}` then `resume` "
+                f"restores the flag; or {todo}"
+            )
+        return FlagClaimed(f"{where} is claimed by {owner}, {gone}: {todo}")
+
+
+def process_alive(host: str, pid: int) -> bool | None:
+    """Is process `pid` on `host` alive? None when it runs on another host: we cannot tell."""
+    if host != socket.gethostname():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, owned by another user
+    return True
+
+
+def may_take(held: FlagClaim, wanted: FlagClaim, *, take_over: bool) -> bool:
+    """The one rule every backend applies: our own claim is ours again; another run's only
+    with `take_over`, and never while its process is alive on this host."""
+    if held.token == wanted.token:
+        return True
+    return take_over and process_alive(held.host, held.pid) is not True
 
 
 @runtime_checkable
@@ -69,5 +159,20 @@ class FlagStore(Protocol):
         ...
 
     def restore(self, saved: FlagSnapshot, *, expect_version: int, comment: str) -> FlagSnapshot:
-        """Put the flag back exactly as `saved`. Raises FlagConflict like the writes do."""
+        """Serve what `saved` served again, at a version higher than any the flag had.
+
+        Raises FlagConflict like the writes do.
+        """
+        ...
+
+    def claim(self, claim: FlagClaim, *, take_over: bool = False) -> None:
+        """Mark the flag as driven by `claim`'s run, or refresh our own mark (same token).
+
+        Raises FlagClaimed when another run's claim is there; `take_over` replaces one whose
+        process is not alive on this host.
+        """
+        ...
+
+    def release(self, claim: FlagClaim) -> None:
+        """Remove our claim; a claim with another token is left alone."""
         ...

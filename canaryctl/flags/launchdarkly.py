@@ -11,6 +11,16 @@ an edit in another environment (which does not touch our traffic) does not stop 
 has no compare-and-swap, so the check is read-then-write: a human edit landing in the milliseconds
 between our GET and our PATCH is not detected until the next step's read.
 
+Every accepted patch moves the environment's `_version` forward, a restore included: LaunchDarkly
+numbers versions itself, so a restore is new targeting that serves what the saved one served.
+
+The claim on the flag is a custom property, `canaryctl-claim-{environment}`, whose one value is the
+run's FlagClaim as JSON, set and removed with the flag-settings instructions
+`addCustomProperties`, `replaceCustomProperties` and `removeCustomProperties` (no
+`environmentKey`; they do not touch targeting). With no compare-and-swap, the claim is read back
+after it is written; two runs starting within the same second could both read it back as theirs,
+and then the version check stops the second at its first write, without touching the flag.
+
 The access token lives only in the client's `Authorization` header. It is never formatted into a
 message, a repr, a log line or a snapshot, and any server text we quote is scrubbed of it.
 """
@@ -30,7 +40,7 @@ from typing import Any
 import httpx
 
 from canaryctl.errors import FlagBackendError, FlagConflict, FlagMismatch, InvalidInput
-from canaryctl.flags.base import FlagSnapshot, Split
+from canaryctl.flags.base import FlagClaim, FlagSnapshot, Split, may_take
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -216,6 +226,75 @@ class LaunchDarklyFlagStore:
             return steps
 
         return self._write(instructions, expect_version, comment, RESTORE, check_variations=False)
+
+    def claim(self, claim: FlagClaim, *, take_over: bool = False) -> None:
+        def instruction(held: FlagClaim | None) -> dict[str, Any] | None:
+            if held is not None and not may_take(held, claim, take_over=take_over):
+                raise held.refused(self._where())
+            if held == claim:
+                return None
+            kind = "addCustomProperties" if held is None else "replaceCustomProperties"
+            return {"kind": kind, **self._claim_property([claim.to_json()])}
+
+        run = f"canaryctl run {claim.run_id or '(starting)'}"
+        self._settings_patch(instruction, f"{run}: claim the flag", FORWARD)
+        now = self._held(self._read(FORWARD))
+        if now is None:
+            raise FlagBackendError(f"{self._where()}: the claim we wrote did not read back")
+        if now.token != claim.token:
+            raise now.refused(self._where())
+
+    def release(self, claim: FlagClaim) -> None:
+        def instruction(held: FlagClaim | None) -> dict[str, Any] | None:
+            if held is None or held.token != claim.token:
+                return None  # gone already, or not ours: left alone
+            return {"kind": "removeCustomProperties", **self._claim_property([held.to_json()])}
+
+        comment = f"canaryctl run {claim.run_id}: release the flag"
+        self._settings_patch(instruction, comment, RESTORE)
+
+    @property
+    def _claim_key(self) -> str:
+        return f"canaryctl-claim-{self.environment}"
+
+    def _claim_property(self, values: list[str]) -> dict[str, Any]:
+        name = f"canaryctl claim ({self.environment})"
+        return {"key": self._claim_key, "name": name, "values": values}
+
+    def _held(self, flag: dict[str, Any]) -> FlagClaim | None:
+        """The claim on this environment, if a canaryctl run left one."""
+        prop = (flag.get("customProperties") or {}).get(self._claim_key) or {}
+        for value in prop.get("value") or []:
+            try:
+                return FlagClaim.from_json(value)
+            except ValueError:
+                log.warning("%s: %s holds %r", self._where(), self._claim_key, value)
+        return None
+
+    def _settings_patch(
+        self,
+        instruction: Callable[[FlagClaim | None], dict[str, Any] | None],
+        comment: str,
+        policy: RetryPolicy,
+    ) -> None:
+        """Read the claim, decide, send one flag-settings instruction (no environment); each
+        retry reads and decides again, so a patch that landed unanswered is not repeated."""
+        last = "no attempt made"
+        for attempt in range(policy.attempts):
+            step = instruction(self._held(self._read(policy)))
+            if step is None:
+                return
+            body = {"comment": comment, "instructions": [step]}
+            try:
+                self._send("PATCH", json=body, headers={"Content-Type": SEMANTIC_PATCH})
+                return
+            except _Retry as retry:
+                last = retry.reason
+                if attempt + 1 < policy.attempts:
+                    self._pause(policy, attempt, retry)
+        raise FlagBackendError(
+            f"{self._where()}: {comment} failed after {policy.attempts} attempts: {last}"
+        )
 
     # -- reading ---------------------------------------------------------------------------
 

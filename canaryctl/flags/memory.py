@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from canaryctl.errors import FlagConflict, FlagMismatch
-from canaryctl.flags.base import FlagSnapshot, Split
+from canaryctl.flags.base import FlagClaim, FlagSnapshot, Split, may_take
 
 __all__ = ["MemoryFlagStore"]
 
@@ -18,6 +18,7 @@ class MemoryFlagStore:
         self._state: dict[str, object] = {"canary_weight": canary_weight, "promoted": False}
         self._version = 1
         self.history: list[tuple[str, FlagSnapshot]] = []
+        self.claimed_by: FlagClaim | None = None
 
     def snapshot(self) -> FlagSnapshot:
         return FlagSnapshot(self.key, self._version, json.dumps(self._state, sort_keys=True))
@@ -42,6 +43,16 @@ class MemoryFlagStore:
 
     def restore(self, saved: FlagSnapshot, *, expect_version: int, comment: str) -> FlagSnapshot:
         return self._write(json.loads(saved.raw), expect_version, comment)
+
+    def claim(self, claim: FlagClaim, *, take_over: bool = False) -> None:
+        held = self.claimed_by
+        if held is not None and not may_take(held, claim, take_over=take_over):
+            raise held.refused(f"flag '{self.key}'")
+        self.claimed_by = claim
+
+    def release(self, claim: FlagClaim) -> None:
+        if self.claimed_by is not None and self.claimed_by.token == claim.token:
+            self.claimed_by = None
 
     def edit_by_someone_else(self, canary_weight: float) -> None:
         """Simulate a human changing the flag behind the controller's back."""

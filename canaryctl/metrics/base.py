@@ -79,6 +79,12 @@ class MetricsSource(Protocol):
         """Raise MetricsBackendError unless the backend answers with the metrics we need."""
         ...
 
+    def recent_requests(self, window: float) -> Mapping[str, float]:
+        """Requests per variant lately, under the source's route and selector: does the
+        baseline have traffic before anything moves? Prometheus counts the last `window`
+        seconds; a scrape, whose counters run from each gateway's start, counts since then."""
+        ...
+
     def observe(self, since: float) -> Observation:
         """Counts per variant from `since` (epoch seconds) until now.
 

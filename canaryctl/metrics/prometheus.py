@@ -10,7 +10,9 @@ one query answers for every variant. An analysis sends the profile queries that 
 ingredient some SLO needs (`needs`; `requests` always, for min_requests; the factory adds what
 the built-in canary check reads), plus one query per custom PromQL SLO per variant it judges.
 With the `canaryctl` profile that is two queries for the usual error rate and p95 SLOs.
-`check()` sends one more (`up`) and tries each custom SLO query once.
+`check()` sends the profile's request-count query under the runbook's selector and tries each
+custom SLO query once; `recent_requests` sends that query over a longer window, for preflight's
+"does the baseline have traffic here?".
 
 A custom SLO's query must come back as one number per variant. No series is no data (the check
 is inconclusive); several series is a mistake in the runbook, InvalidInput naming the SLO, as is
@@ -137,15 +139,31 @@ class PrometheusMetricsSource:
         )
 
     def check(self) -> None:
-        """Prometheus answers queries (with our credentials) and scrapes at least one target;
-        every custom SLO query is valid PromQL and gives at most one number per variant."""
+        """Prometheus answers the profile's request-count query under the runbook's selector
+        (with our credentials); every custom SLO query is valid PromQL and gives at most one
+        number per variant. Whether that query finds traffic is for `recent_requests` to say:
+        a gateway that just started has none yet."""
         now = self._clock()
-        if not self._query("up", now):
-            raise MetricsBackendError(
-                f"Prometheus at {self.url} answers but scrapes no target (`up` is empty)"
-            )
+        self._query(self._requests_query(_CHECK_WINDOW), now)
         for slo in self.slo_queries:
             self._slo_values(slo, _CHECK_WINDOW, now)
+
+    def recent_requests(self, window: float) -> Mapping[str, float]:
+        query = self._requests_profile_query()
+        result = self._query(self._requests_query(window), self._clock())
+        counts: dict[str, float] = {}
+        for variant, labels, value in self._variant_rows(query, result):
+            if all(labels.get(n) == v for n, v in query.yields["requests"].items()):
+                counts[variant] = counts.get(variant, 0.0) + value
+        return counts
+
+    def _requests_profile_query(self) -> ProfileQuery:
+        return next(q for q in self.queries if "requests" in q.yields)
+
+    def _requests_query(self, window: float) -> str:
+        """The profile's request-count query under the selector, over `window` seconds."""
+        values = {"window": f"{max(1, math.ceil(window))}s", "selector": self._matchers}
+        return render(self._requests_profile_query().promql, values)
 
     def observe(self, since: float) -> Observation:
         now = self._clock()

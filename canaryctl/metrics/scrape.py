@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import httpx
@@ -45,6 +45,20 @@ SeriesKey = tuple[str, str, tuple[tuple[str, str], ...]]
 class _Sample:
     at: float
     values: dict[SeriesKey, float]
+
+
+def _differences(
+    now: dict[SeriesKey, float], base: dict[SeriesKey, float]
+) -> dict[str, VariantTotals]:
+    """Per-variant totals of what each series gained since `base`."""
+    totals: dict[str, VariantTotals] = {}
+    for key, value in now.items():
+        _, name, label_items = key
+        before = base.get(key, 0.0)
+        delta = value - before if value >= before else value  # went down: a restart
+        labels = dict(label_items)
+        totals.setdefault(labels["variant"], VariantTotals()).add(name, labels, delta)
+    return totals
 
 
 class ScrapeMetricsSource:
@@ -78,17 +92,16 @@ class ScrapeMetricsSource:
         """Every target answers and is a gateway; also the sample a step's window starts from."""
         self._take_sample()
 
+    def recent_requests(self, window: float) -> Mapping[str, float]:
+        """Since each gateway started: one sample holds no window of its own."""
+        now = self._take_sample()
+        variants = by_variant(_differences(now.values, {}))
+        return {variant: stats.requests for variant, stats in variants.items()}
+
     def observe(self, since: float) -> Observation:
         now = self._take_sample()
         base = next((s for s in reversed(self._history) if s.at <= since), self._history[0])
-        totals: dict[str, VariantTotals] = {}
-        for key, value in now.values.items():
-            _, name, label_items = key
-            before = base.values.get(key, 0.0)
-            delta = value - before if value >= before else value  # went down: a restart
-            labels = dict(label_items)
-            totals.setdefault(labels["variant"], VariantTotals()).add(name, labels, delta)
-        variants = by_variant(totals)
+        variants = by_variant(_differences(now.values, base.values))
         return Observation(start=base.at, end=now.at, variants=variants)
 
     def _take_sample(self) -> _Sample:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from canaryctl.errors import MetricsBackendError
 from canaryctl.metrics.base import Observation
@@ -13,20 +13,31 @@ __all__ = ["ScriptedMetricsSource"]
 class ScriptedMetricsSource:
     """Answers `observe(since)` by calling `script(since, now)`; `now` comes from `clock`.
 
-    Set `down = True` to make it behave like an unreachable backend.
+    Set `down = True` to make it behave like an unreachable backend. `recent` is what
+    `recent_requests` (preflight's look at traffic) answers; None asks the script for the window.
     """
 
     def __init__(
         self,
         script: Callable[[float, float], Observation],
         clock: Callable[[], float],
+        *,
+        recent: Mapping[str, float] | None = None,
     ) -> None:
         self._script, self._clock = script, clock
         self.down = False
+        self.recent = recent
 
     def check(self) -> None:
         if self.down:
             raise MetricsBackendError("scripted metrics source is down")
+
+    def recent_requests(self, window: float) -> Mapping[str, float]:
+        if self.recent is not None:
+            self.check()
+            return self.recent
+        observed = self.observe(self._clock() - window)
+        return {variant: stats.requests for variant, stats in observed.variants.items()}
 
     def observe(self, since: float) -> Observation:
         self.check()
