@@ -540,7 +540,12 @@ def test_threshold_method_keeps_the_ledger_untouched() -> None:
     specs = [SloSpec(**ERRORS_NO_WORSE[0])]
     observation = window(0, 30, VariantStats(100, 4), VariantStats(100, 1))
     verdict, ledger = assess(
-        specs, AnalysisSpec(min_requests=100), observation, {}, baseline="baseline", canary="canary"
+        specs,
+        AnalysisSpec(min_requests=100, method="threshold"),
+        observation,
+        {},
+        baseline="baseline",
+        canary="canary",
     )
     assert verdict.outcome is Outcome.FAIL and ledger == {}  # today's behaviour: 4% > 1%
     assert verdict.checks[0].evidence is None
