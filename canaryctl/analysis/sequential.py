@@ -624,7 +624,7 @@ def _absolute_check(
             reason=f"{slo.describe()}: the canary is beyond its bound ({evidence.test}: {stand})",
             evidence=evidence,
         )
-    if window.outcome is Outcome.INCONCLUSIVE and "too few" in window.reason:
+    if window.outcome is Outcome.INCONCLUSIVE:
         return replace(window, reason=f"{window.reason}; {stand}", evidence=evidence)
     if within:
         return replace(
