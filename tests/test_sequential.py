@@ -676,3 +676,22 @@ def test_quality_at_its_margin_is_rarely_rolled_back_and_a_clear_drop_is_caught(
     at_margin = sum(quality_rollout(rng, -0.05) for _ in range(200))
     assert at_margin <= 20  # alpha 0.05: 10 expected at most; 20 leaves room for the seed
     assert all(quality_rollout(rng, -0.2) for _ in range(20))
+
+
+def test_a_ledger_from_the_per_event_test_resumes_with_a_fresh_test() -> None:
+    """A run started before the per-interval test keeps per-event likelihoods in its ledger:
+    a resume starts that test afresh (skipping data keeps the guarantee) instead of failing."""
+    first = window(0, 30, VariantStats(100, 4), VariantStats(900, 9))
+    _, ledger = judge(ERRORS_NO_WORSE, first, {})
+    (key,) = ledger["tests"]
+    ledger["tests"][key]["ratio"] = {
+        "margin": 1.0,
+        "log_likelihood": [0.0] * 41,
+        "events": 13.0,
+        "canary_events": 4.0,
+    }
+    nxt = window(30, 60, VariantStats(100, 2), VariantStats(900, 8))
+    verdict, ledger = judge(ERRORS_NO_WORSE, nxt, json.loads(json.dumps(ledger)))
+    evidence = verdict.checks[0].evidence
+    assert evidence is not None and evidence.samples == 10  # only the new interval's events
+    assert "above" in ledger["tests"][key]["ratio"]

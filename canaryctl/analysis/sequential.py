@@ -209,6 +209,10 @@ class _CountTest:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> _CountTest:
         edges, ratio = data["edges"], data["ratio"]
+        # A ledger from before the per-interval test holds per-event likelihoods, which cannot
+        # become bets: that test starts afresh, which skips data and so keeps the guarantee.
+        if ratio is not None and "above" not in ratio:
+            ratio = None
         return cls(
             edges=None if edges is None else (edges[0], edges[1]),
             ratio=None if ratio is None else RateRatio.from_dict(ratio),
