@@ -11,9 +11,10 @@ confidence sequence rather than a point estimate:
   passes. It is the mixture, over alternatives p = b / g, of the per-observation likelihood
   ratios of p against b, (p/b)^S ((1 - p)/(1 - b))^(n - S) for S events in n trials: a
   nonnegative supermartingale under any rate >= b when observations are independent (for any
-  values in [0, 1], by convexity, so sums of scores count too). Per interval it could gain at
-  most 1/(1 - b), far too little to ever show a 2% error budget met; the price is that bursts make
-  this side over-confident: they can let a canary pass sooner, never roll it back.
+  values in [0, 1], by convexity, so sums of scores count too). A bet per interval could gain at
+  most 1/(1 - b) an interval, far too little to ever show a 2% error budget met, so this side
+  counts requests; the price is that bursts make it over-confident: they can let a canary pass
+  sooner, never roll it back.
 
 In between, neither is rejected and the check is inconclusive, so a pause extends rather than
 guesses. A bound is an "at most"; an "at least" (a quality minimum) is the same test on 1 - x.
