@@ -27,7 +27,8 @@ sample size of any test with these error rates); each judge's median delay is re
 ratio to that bound.
 
 Absolute bounds (`error_rate max 0.01`) are simulated on the canary alone, at the same shares:
-a canary exactly at the bound (alone, with bursts of 5, with bursts of 5 and outages), judged
+a canary exactly at the bound (alone, with bursts of 5), then with outages as well (beyond the
+bound during them), judged
 by canaryctl's sequential bound test (canaryctl.analysis.bound) and by the threshold method
 (the step's window against the bound at each look, from `min_requests` 100 on), with how often
 the sequential test wrongly showed it within the bound (`sequential-within`); and a canary at
@@ -121,7 +122,9 @@ REGRESSIONS = (
 BOUND_AA = (
     Scenario("at the bound"),
     Scenario("at the bound, clusters of 5", cluster=5),
-    Scenario("at the bound, clusters of 5, outages", cluster=5, outage_chance=0.05),
+    # Outages lift the canary's own rate to 30% in those minutes: beyond its bound then, which an
+    # absolute bound (unlike a comparison with the baseline) rightly counts against it.
+    Scenario("clusters of 5 and outages (beyond the bound in them)", cluster=5, outage_chance=0.05),
 )
 BOUND_REGRESSIONS = (Scenario("2x the bound", error_ratio=2.0),)
 
