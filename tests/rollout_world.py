@@ -30,7 +30,7 @@ RUNBOOK: dict[str, Any] = {
             {"metric": "error_rate", "max": 0.02},
             {"metric": "latency_p95_seconds", "max": 2.0},
         ],
-        "analysis": {"interval": "10s", "min_requests": 50},
+        "analysis": {"interval": "10s", "min_requests": 50, "method": "threshold"},
         "steps": [{"set_weight": 10}, {"pause": "30s"}, {"set_weight": 50}, {"pause": "30s"},
                   {"set_weight": 100}],
     },

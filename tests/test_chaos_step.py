@@ -203,7 +203,7 @@ def test_a_chaos_step_against_the_real_proxy_rolls_back_a_canary_without_fallbac
                         "route": "bot",
                     },
                     "slos": [{"metric": "error_rate", "max": 0.05}],
-                    "analysis": {"interval": "1s", "min_requests": 10},
+                    "analysis": {"interval": "1s", "min_requests": 10, "method": "threshold"},
                     "steps": [{"set_weight": 50}, {"chaos": str(world.scenario())}],
                 },
             }

@@ -33,7 +33,7 @@ spec:
   metrics: {provider: scrape, targets: ["http://127.0.0.1:8080/metrics"]}
   slos:
     - {metric: error_rate, max: 0.02}
-  analysis: {interval: 10s, min_requests: 50}
+  analysis: {interval: 10s, min_requests: 50, method: threshold}
   steps:
     - set_weight: 10
     - pause: 30s

@@ -76,7 +76,7 @@ def make_rollout(
                     {"metric": "error_rate", "max": 0.02},
                     {"metric": "error_rate", "compare": "baseline", "max_increase": 0.01},
                 ],
-                "analysis": analysis or {"interval": 10, "min_requests": 50},
+                "analysis": analysis or {"interval": 10, "min_requests": 50, "method": "threshold"},
                 "steps": steps or STEPS,
                 "on_rollback": hook if hooks else [],
                 "on_promote": hook if hooks else [],
@@ -300,7 +300,10 @@ def test_failure_limit_tolerates_that_many_failed_analyses(
         bad = calls in (2, 8)[:failures]  # mid-pause analyses at two different weights
         return steady(0.05 if bad else 0.0)(since, now)
 
-    h = make(flaky, analysis={"interval": 10, "min_requests": 50, "failure_limit": 1})
+    h = make(
+        flaky,
+        analysis={"interval": 10, "min_requests": 50, "failure_limit": 1, "method": "threshold"},
+    )
     result = h.run()
     assert result.outcome == outcome
     if outcome == "rolled_back":
@@ -326,7 +329,12 @@ def test_no_data_never_promotes(make: Callable[..., Harness], limit: int) -> Non
     h = make(
         no_data,
         steps=[{"set_weight": 10}, {"pause": 30}],
-        analysis={"interval": 10, "min_requests": 50, "inconclusive_limit": limit},
+        analysis={
+            "interval": 10,
+            "min_requests": 50,
+            "inconclusive_limit": limit,
+            "method": "threshold",
+        },
     )
     result = h.run()
     assert result.exit_code == 1
@@ -353,7 +361,12 @@ def test_inconclusive_during_a_pause_is_fine_and_an_extension_can_still_pass(
     h = make(
         late,
         steps=[{"set_weight": 10}, {"pause": 30}],
-        analysis={"interval": 10, "min_requests": 50, "inconclusive_limit": 1},
+        analysis={
+            "interval": 10,
+            "min_requests": 50,
+            "inconclusive_limit": 1,
+            "method": "threshold",
+        },
     )
     result = h.run()
     assert result.outcome == "promoted"
@@ -415,7 +428,7 @@ def test_a_failure_while_awaiting_approval_rolls_back(make: Callable[..., Harnes
 def test_metrics_backend_down_rolls_back_with_exit_3(
     make: Callable[..., Harness], limit: int | None, failures: int
 ) -> None:
-    analysis: dict[str, Any] = {"interval": 10, "min_requests": 50}
+    analysis: dict[str, Any] = {"interval": 10, "min_requests": 50, "method": "threshold"}
     if limit is not None:
         analysis["consecutive_error_limit"] = limit
     h = make(analysis=analysis)
@@ -705,7 +718,8 @@ def test_resume_restores_when_metrics_are_gone(make: Callable[..., Harness]) -> 
 # -- sequential analysis --------------------------------------------------------------------------
 
 SEQUENTIAL = {"interval": 10, "min_requests": 50, "method": "sequential", "alpha": 0.05}
-# At 100% the baseline serves nothing: the absolute bound alone judges that step.
+# At 100% the baseline serves nothing: the absolute bound alone judges that step. Both SLOs are
+# tested sequentially, so each is rejected at m / alpha = 2 / 0.05 = 40.
 ERRORS_NO_WORSE = [
     {"metric": "error_rate", "compare": "baseline", "max_ratio": 1.0},
     {"metric": "error_rate", "max": 0.5},
@@ -738,12 +752,12 @@ def test_sequential_analysis_rolls_back_a_bad_canary_with_its_evidence(
     screen = io.StringIO()
     result = h.runner(observers=(LiveView(Console(file=screen, width=160)),)).run()
     assert result.outcome == "rolled_back" and h.restored()
-    assert re.search(r"fail e=\d+(\.\d+)?/20", screen.getvalue())  # the live view shows why
+    assert re.search(r"fail e=\d+(\.\d+)?/40", screen.getvalue())  # the live view shows why
     assert "the canary is worse than allowed" in result.reason
     assert h.weights_written() == ["canary to 10%", "restore"]
     failed = h.store.events(result.run_id, "analysis")[-1].data["checks"][0]
     assert failed["outcome"] == "fail"
-    assert failed["evidence"]["e_value"] >= failed["evidence"]["threshold"] == 20
+    assert failed["evidence"]["e_value"] >= failed["evidence"]["threshold"] == 40
     assert failed["evidence"]["lower"] > 1
 
 

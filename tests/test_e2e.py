@@ -50,7 +50,12 @@ def runbook(tmp_path: Path, name: str, canary: str, flags: Path, metrics_url: st
                 {"metric": "latency_p95_seconds", "max": 2.0},
                 {"metric": "error_rate", "compare": "baseline", "max_increase": 0.02},
             ],
-            "analysis": {"interval": "1s", "min_requests": 60, "inconclusive_limit": 8},
+            "analysis": {
+                "interval": "1s",
+                "min_requests": 60,
+                "inconclusive_limit": 8,
+                "method": "threshold",
+            },
             "steps": [{"set_weight": 20}, {"pause": "6s"}, {"set_weight": 100}, {"pause": "2s"}],
         },
     }

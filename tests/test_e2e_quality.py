@@ -93,12 +93,12 @@ def test_a_canary_answering_worse_is_rolled_back_by_its_quality_slo(
         if e["event"] == "analysis" and any(c["outcome"] == "fail" for c in e["checks"])
     )
     outcomes = {c["slo"]: c["outcome"] for c in failing["checks"]}
-    assert outcomes == {
-        "error_rate <= 0.03": "pass",
-        "latency_p95_seconds <= 2": "pass",
-        "error_rate <= baseline + 0.02": "pass",
-        "quality_score >= baseline - 0.05": "fail",
-    }
+    assert outcomes.pop("quality_score >= baseline - 0.05") == "fail"
+    assert outcomes.pop("error_rate <= baseline + 0.02") == "pass"
+    # Absolute bounds: threshold passes them on the window; sequential once shown within.
+    allowed = {"pass"} if method == "threshold" else {"pass", "inconclusive"}
+    assert set(outcomes) == {"error_rate <= 0.03", "latency_p95_seconds <= 2"}
+    assert set(outcomes.values()) <= allowed
     quality = next(c for c in failing["checks"] if c["metric"] == "quality_score")
     assert quality["canary_value"] < 0.7 < 0.85 < quality["baseline_value"]
     if method == "sequential":  # decided by the test's evidence, not the window's point values

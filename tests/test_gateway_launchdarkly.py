@@ -315,7 +315,12 @@ def runbook(
                 {"metric": "error_rate", "max": 0.05},
                 {"metric": "error_rate", "compare": "baseline", "max_increase": 0.03},
             ],
-            "analysis": {"interval": "1s", "min_requests": 40, "inconclusive_limit": 8},
+            "analysis": {
+                "interval": "1s",
+                "min_requests": 40,
+                "inconclusive_limit": 8,
+                "method": "threshold",
+            },
             "steps": steps,
         },
     }

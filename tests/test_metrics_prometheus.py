@@ -313,7 +313,12 @@ def test_rollout_run_decides_from_prometheus_data(
                     {"metric": "error_rate", "max": 0.03},
                     {"metric": "latency_p95_seconds", "max": 2.0},
                 ],
-                "analysis": {"interval": "2s", "min_requests": 40, "inconclusive_limit": 8},
+                "analysis": {
+                    "interval": "2s",
+                    "min_requests": 40,
+                    "inconclusive_limit": 8,
+                    "method": "threshold",
+                },
                 "steps": steps,
             },
         }

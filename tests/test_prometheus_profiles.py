@@ -76,7 +76,13 @@ def rollout(
             },
             "metrics": metrics,
             "slos": slos,
-            "analysis": analysis or {"interval": "2s", "min_requests": 30, "inconclusive_limit": 8},
+            "analysis": analysis
+            or {
+                "interval": "2s",
+                "min_requests": 30,
+                "inconclusive_limit": 8,
+                "method": "threshold",
+            },
             "steps": steps or [{"set_weight": 50}, {"pause": "10s"}, {"set_weight": 100}],
         },
     }

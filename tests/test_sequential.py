@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 
 from canaryctl.analysis import Outcome, Verdict, assess
+from canaryctl.analysis.betting import SCALES, bet
 from canaryctl.analysis.guard import LEDGER_KEY
 from canaryctl.analysis.mean_difference import MeanDifference
-from canaryctl.analysis.rate_ratio import ALTERNATIVES, STEP, RateRatio
+from canaryctl.analysis.rate_ratio import GRID, STEP, RateRatio
 from canaryctl.errors import InvalidDocument
 from canaryctl.metrics import Observation, VariantStats
 from canaryctl.runbook import Rollout
@@ -34,24 +35,42 @@ def canary_probability(ratio: float, share: float) -> float:
 # -- the rate-ratio e-process ---------------------------------------------------------------------
 
 
-def test_e_value_is_the_mixture_of_binomial_likelihood_ratios() -> None:
+def test_e_value_is_the_mixture_of_products_of_per_interval_bets() -> None:
+    """Each interval bets λ = F·a / (1 + θ·F·a) on the canary's share of its F events against
+    θ, the share a ratio at the margin gives; the e-value is the mean over the scales a."""
     margin = 1.5
     intervals = [(3, 2, 0.2), (5, 1, 0.5), (0, 4, 0.3), (7, 7, 0.05)]  # canary, baseline, π
     test = RateRatio(margin)
     for canary, baseline, share in intervals:
         test = test.observe(canary, baseline, share)
 
-    def likelihood(ratio: float) -> float:
-        return math.prod(
-            binomial_pmf(c, c + b, canary_probability(ratio, share)) for c, b, share in intervals
-        )
+    def wealth(scale: float) -> float:
+        product = 1.0
+        for c, b, share in intervals:
+            events, theta = c + b, canary_probability(margin, share)
+            stake = events * scale / (1 + theta * events * scale)
+            product *= 1 + stake * (c / events - theta)
+        return product
 
-    direct = sum(
-        likelihood(margin * math.exp(steps * STEP)) / likelihood(margin) / len(ALTERNATIVES)
-        for steps in ALTERNATIVES
-    )
+    direct = sum(wealth(scale) for scale in SCALES) / len(SCALES)
     assert test.e_value() == pytest.approx(direct, rel=1e-9)
     assert test.events == 29 and test.canary_events == 15
+    # The Mantel-Haenszel estimate: Σ C(1 - π) / Σ Bπ.
+    assert test.estimate() == pytest.approx(
+        (3 * 0.8 + 5 * 0.5 + 0 + 7 * 0.95) / (2 * 0.2 + 1 * 0.5 + 4 * 0.3 + 7 * 0.05)
+    )
+
+
+def test_one_event_bets_exactly_the_likelihood_ratio() -> None:
+    """With a single event in an interval, the bet of scale a is the likelihood ratio of odds
+    multiplied by 1 + a against the null: nothing is lost to the per-event test when sparse."""
+    share, scale = 0.2, SCALES[4]
+    theta = canary_probability(1.0, share)
+    odds = (1 + scale) * theta / (1 - theta)
+    alternative = odds / (1 + odds)
+    for canary, ratio in ((1, alternative / theta), (0, (1 - alternative) / (1 - theta))):
+        stake = bet(1, theta, scale)
+        assert 1 + stake * (canary - theta) == pytest.approx(ratio, rel=1e-12)
 
 
 @pytest.mark.parametrize("ratio, expected", [(1.0, "== 1"), (0.5, "< 1")])
@@ -73,21 +92,31 @@ def test_confidence_sequence_covers_at_all_times_by_exact_enumeration() -> None:
     the chance that either bound ever excludes the true ratio stays below alpha on each side."""
     true_ratio, alpha = 1.3, 0.3  # 1.3 lies between grid points; a large alpha makes it bite
     intervals = [(6, 0.2), (6, 0.5), (6, 0.3), (6, 0.5)]
-    low_miss = high_miss = informative = 0.0
-    for outcome in itertools.product(*(range(n + 1) for n, _ in intervals)):
-        probability, test = 1.0, RateRatio(1.0)
-        low_missed = high_missed = said_something = False
-        for y, (n, share) in zip(outcome, intervals, strict=True):
-            probability *= binomial_pmf(y, n, canary_probability(true_ratio, share))
-            test = test.observe(y, n - y, share)
-            low_missed |= test.lower_bound(alpha) >= true_ratio
-            high_missed |= test.upper_bound(alpha) <= true_ratio
-            said_something |= test.lower_bound(alpha) > 0 or test.upper_bound(alpha) < math.inf
-        low_miss += probability * low_missed
-        high_miss += probability * high_missed
-        informative += probability * said_something
-    assert low_miss <= alpha and high_miss <= alpha
-    assert informative > 0.5  # not vacuous: the bounds usually say something
+    totals = {"low": 0.0, "high": 0.0, "informative": 0.0}
+
+    def walk(depth: int, probability: float, test: RateRatio, flags: tuple[bool, ...]) -> None:
+        if depth == len(intervals):
+            for name, flag in zip(totals, flags, strict=True):
+                totals[name] += probability * flag
+            return
+        n, share = intervals[depth]
+        for y in range(n + 1):
+            after = test.observe(y, n - y, share)
+            low, high = after.lower_bound(alpha), after.upper_bound(alpha)
+            walk(
+                depth + 1,
+                probability * binomial_pmf(y, n, canary_probability(true_ratio, share)),
+                after,
+                (
+                    flags[0] or low >= true_ratio,
+                    flags[1] or high <= true_ratio,
+                    flags[2] or low > 0 or high < math.inf,
+                ),
+            )
+
+    walk(0, 1.0, RateRatio(1.0), (False, False, False))
+    assert totals["low"] <= alpha and totals["high"] <= alpha
+    assert totals["informative"] > 0.5  # not vacuous: the bounds usually say something
 
 
 def test_estimate_and_bounds_bracket_a_clear_ratio() -> None:
@@ -97,7 +126,7 @@ def test_estimate_and_bounds_bracket_a_clear_ratio() -> None:
     estimate = test.estimate()
     assert estimate is not None and estimate == pytest.approx(3.0, rel=0.05)
     low, high = test.lower_bound(0.05), test.upper_bound(0.05)
-    assert 2 < low < 3 < high < 4.5
+    assert 1.6 < low < 3 < high < 5
 
     def e_value_against(margin: float) -> float:
         """The same data tested against another margin: the bounds are where these cross 20."""
@@ -108,6 +137,34 @@ def test_estimate_and_bounds_bracket_a_clear_ratio() -> None:
 
     step = math.exp(STEP)
     assert e_value_against(low) >= 20 > e_value_against(low * step)
+
+
+def test_confidence_sequence_bounds_match_the_closed_form_on_identical_intervals() -> None:
+    """n identical intervals (share X of F events at π): the e-value against r <= g is
+    mean_a (1 + λ_a (X - θ_g))^n, so each bound is the last (first) grid point where that, or its
+    mirror on 1 - X, reaches 1/alpha; the width is the distance between them."""
+    n, canary, baseline, share, alpha = 12, 9, 21, 0.2, 0.05
+    test = RateRatio(1.0)
+    for _ in range(n):
+        test = test.observe(canary, baseline, share)
+    events, x = canary + baseline, canary / (canary + baseline)
+
+    def closed_form(statistic: float, null: float) -> float:
+        return sum(
+            (1 + events * a / (1 + null * events * a) * (statistic - null)) ** n for a in SCALES
+        ) / len(SCALES)
+
+    grid = [math.exp(k * STEP) for k in GRID]
+    rejected_low = [g for g in grid if closed_form(x, canary_probability(g, share)) >= 1 / alpha]
+    rejected_high = [
+        g for g in grid if closed_form(1 - x, 1 - canary_probability(g, share)) >= 1 / alpha
+    ]
+    assert test.lower_bound(alpha) == pytest.approx(max(rejected_low))
+    assert test.upper_bound(alpha) == pytest.approx(min(rejected_high))
+    width = test.upper_bound(alpha) - test.lower_bound(alpha)
+    assert width == pytest.approx(min(rejected_high) - max(rejected_low))
+    # The ratio is 1.71: "r <= 1" is rejected, and the upper bound lies above the truth.
+    assert test.lower_bound(alpha) == pytest.approx(1.0) and test.upper_bound(alpha) > 1.71
 
 
 def test_no_events_is_no_evidence() -> None:
@@ -235,14 +292,72 @@ ERRORS_NO_WORSE = [{"metric": "error_rate", "compare": "baseline", "max_ratio": 
 
 
 def test_a_a_false_rollbacks_stay_under_alpha_while_a_naive_test_inflates() -> None:
-    rng, runs, alpha = random.Random(20261126), 300, 0.1
+    rng, runs, alpha = random.Random(20261126), 100, 0.1
     results = [simulate(ERRORS_NO_WORSE, rng, alpha=alpha) for _ in range(runs)]
     sequential = sum(s for s, _ in results)
     naive = sum(n for _, n in results)
-    # 46 is Binomial(300, 0.1)'s 99.9% quantile: a valid test stays below it but for bad luck.
-    assert sequential <= 46
+    # 20 is Binomial(100, 0.1)'s 99.9% quantile: a valid test stays below it but for bad luck.
+    assert sequential <= 20
     assert sequential / runs <= alpha
     assert naive / runs > 2 * alpha  # the same data with 24 looks: the control must inflate
+
+
+PER_EVENT_RATIOS = tuple(2 ** (steps / 4) for steps in (1, 2, 3, 4, 6, 8, 12))
+"""The alternatives of the e-process canaryctl used before (r = 1.19 to 8, equally weighted)."""
+
+
+def per_event_log_ratios(
+    log_ratios: list[float], canary: int, baseline: int, share: float
+) -> list[float]:
+    """That e-process: per-event binomial likelihood ratios of r against r = 1, which treat
+    every event as independent evidence."""
+    updated = []
+    for log_ratio, ratio in zip(log_ratios, PER_EVENT_RATIOS, strict=True):
+        theta = canary_probability(ratio, share)
+        updated.append(
+            log_ratio
+            + canary * math.log(theta / share)
+            + baseline * math.log((1 - theta) / (1 - share))
+        )
+    return updated
+
+
+def clustered_rollout(rng: random.Random, cluster: int, error_ratio: float = 1.0) -> list[bool]:
+    """40 one-minute intervals at shares 1/5/25/50%, 3,000 requests a minute, a 1% error rate
+    that drifts, errors arriving in clusters of `cluster` that land on one arm. Whether (the
+    per-interval test, the per-event e-process) ever reached 1/alpha, alpha 0.05."""
+    test, log_ratios = RateRatio(1.0, offsets=(0,)), [0.0] * len(PER_EVENT_RATIOS)
+    rejected, common = [False, False], 0.01
+    for minute in range(40):
+        share = SHARES[minute // 10]
+        common = min(0.05, common * math.exp(rng.gauss(0, 0.1)))
+        canary_requests = binomial(rng, 3000, share)
+        rates = ((canary_requests, common * error_ratio), (3000 - canary_requests, common))
+        canary, baseline = (cluster * binomial(rng, n, p / cluster) for n, p in rates)
+        test = test.observe(canary, baseline, canary_requests / 3000)
+        log_ratios = per_event_log_ratios(log_ratios, canary, baseline, canary_requests / 3000)
+        rejected[0] |= test.e_value() >= 20
+        rejected[1] |= sum(math.exp(v) for v in log_ratios) / len(log_ratios) >= 20
+    return rejected
+
+
+@pytest.mark.parametrize("cluster", [5, 20])
+def test_clustered_errors_keep_alpha_where_the_per_event_e_process_breaks(cluster: int) -> None:
+    """Healthy canaries whose errors come in bursts: the per-interval test rolls back at most
+    alpha of them; the per-event e-process on the same data rolls back several times alpha."""
+    rng, runs = random.Random(cluster), 300
+    results = [clustered_rollout(rng, cluster) for _ in range(runs)]
+    per_interval = sum(r[0] for r in results)
+    per_event = sum(r[1] for r in results)
+    # 26 is Binomial(300, 0.05)'s 99.9% quantile: a valid test stays below it but for bad luck.
+    assert per_interval <= 26 and per_interval / runs <= 0.05
+    assert per_event / runs > 0.15
+
+
+def test_clustered_errors_still_let_a_three_fold_canary_be_caught() -> None:
+    rng = random.Random(3)
+    caught = sum(clustered_rollout(rng, 5, error_ratio=3.0)[0] for _ in range(50))
+    assert caught >= 45
 
 
 def test_a_three_fold_error_rate_is_rolled_back() -> None:
@@ -296,27 +411,37 @@ def test_a_window_seen_twice_adds_no_evidence_and_a_new_window_adds_all_of_it() 
 def test_the_verdict_explains_a_rejection_and_it_is_final() -> None:
     slos = [
         {"metric": "error_rate", "compare": "baseline", "max_ratio": 1.2},
-        {"metric": "error_rate", "max": 0.5},  # absolute: a threshold check, not counted in m
+        {"metric": "error_rate", "max": 0.5},  # absolute: tested too, so m = 2
     ]
-    bad = window(0, 30, VariantStats(1000, 60), VariantStats(1000, 10))
-    verdict, ledger = judge(slos, bad, {})
+    ledger: dict[str, Any] = {}
+    # 6 times the baseline's errors at half the traffic: each interval can at most multiply the
+    # evidence by X / θ = (60/70) / (1.2/2.2) = 1.57: 1.57^9 > 40 > 1.57^8.
+    looks = 0
+    while looks < 20:
+        start = looks * 30
+        bad = window(start, start + 30, VariantStats(1000, 60), VariantStats(1000, 10))
+        verdict, ledger = judge(slos, bad, ledger)
+        looks += 1
+        if verdict.outcome is Outcome.FAIL:
+            break
+    assert looks == 9
     check = verdict.checks[0]
     assert verdict.outcome is Outcome.FAIL and check.outcome is Outcome.FAIL
     assert check.evidence is not None
-    assert check.evidence.threshold == pytest.approx(1 / 0.05)  # m = 1 relative SLO
+    assert check.evidence.threshold == pytest.approx(2 / 0.05)  # m = 2 tested SLOs
     assert check.evidence.e_value >= check.evidence.threshold
-    assert check.evidence.lower is not None and check.evidence.lower > 1.2
+    assert check.evidence.lower is not None and check.evidence.lower >= 1.2  # "r <= 1.2" rejected
     assert "the canary is worse than allowed" in check.reason and "e-value" in check.reason
-    assert verdict.checks[1].outcome is Outcome.PASS and verdict.checks[1].evidence is None
+    assert verdict.checks[1].outcome is Outcome.PASS  # 6% is shown to be within 50%
     assert Verdict.from_dict(json.loads(json.dumps(verdict.to_dict()))) == verdict
-    fine = window(30, 60, VariantStats(1000, 10), VariantStats(1000, 10))
+    fine = window(looks * 30, looks * 30 + 30, VariantStats(1000, 10), VariantStats(1000, 10))
     later, _ = judge(slos, fine, ledger)
     assert later.checks[0].outcome is Outcome.FAIL  # the e-process crossed: no way back
-    for start in range(60, 600, 30):  # the canary behaves from now on: the e-value falls back
+    for start in range(looks * 30, looks * 30 + 900, 30):  # the canary behaves from now on
         fine = window(start, start + 30, VariantStats(1000, 10), VariantStats(1000, 10))
         later, ledger = judge(slos, fine, ledger)
     assert later.checks[0].outcome is Outcome.FAIL
-    assert later.checks[0].evidence is not None and later.checks[0].evidence.e_value < 20
+    assert later.checks[0].evidence is not None and later.checks[0].evidence.e_value < 40
     assert "crossed the threshold earlier in the run" in later.checks[0].reason
 
 
@@ -343,7 +468,7 @@ def test_several_slos_share_alpha() -> None:
     observation = window(0, 30, VariantStats(100, 1), VariantStats(100, 1))
     verdict, _ = judge(slos, observation, {})
     thresholds = [c.evidence.threshold for c in verdict.checks if c.evidence is not None]
-    assert thresholds == [pytest.approx(3 / 0.05)] * 3
+    assert thresholds == [pytest.approx(4 / 0.05)] * 3  # no latencies yet: no evidence there
 
 
 def test_max_increase_is_a_ratio_that_follows_the_baselines_rate() -> None:
@@ -416,7 +541,12 @@ def test_threshold_method_keeps_the_ledger_untouched() -> None:
     specs = [SloSpec(**ERRORS_NO_WORSE[0])]
     observation = window(0, 30, VariantStats(100, 4), VariantStats(100, 1))
     verdict, ledger = assess(
-        specs, AnalysisSpec(min_requests=100), observation, {}, baseline="baseline", canary="canary"
+        specs,
+        AnalysisSpec(min_requests=100, method="threshold"),
+        observation,
+        {},
+        baseline="baseline",
+        canary="canary",
     )
     assert verdict.outcome is Outcome.FAIL  # today's behaviour: 4% > 1%
     assert ledger == {LEDGER_KEY: {"answered": True}}  # only the built-in canary check's memory
@@ -548,3 +678,22 @@ def test_quality_at_its_margin_is_rarely_rolled_back_and_a_clear_drop_is_caught(
     at_margin = sum(quality_rollout(rng, -0.05) for _ in range(200))
     assert at_margin <= 20  # alpha 0.05: 10 expected at most; 20 leaves room for the seed
     assert all(quality_rollout(rng, -0.2) for _ in range(20))
+
+
+def test_a_ledger_from_the_per_event_test_resumes_with_a_fresh_test() -> None:
+    """A run started before the per-interval test keeps per-event likelihoods in its ledger:
+    a resume starts that test afresh (skipping data keeps the guarantee) instead of failing."""
+    first = window(0, 30, VariantStats(100, 4), VariantStats(900, 9))
+    _, ledger = judge(ERRORS_NO_WORSE, first, {})
+    (key,) = ledger["tests"]
+    ledger["tests"][key]["ratio"] = {
+        "margin": 1.0,
+        "log_likelihood": [0.0] * 41,
+        "events": 13.0,
+        "canary_events": 4.0,
+    }
+    nxt = window(30, 60, VariantStats(100, 2), VariantStats(900, 8))
+    verdict, ledger = judge(ERRORS_NO_WORSE, nxt, json.loads(json.dumps(ledger)))
+    evidence = verdict.checks[0].evidence
+    assert evidence is not None and evidence.samples == 10  # only the new interval's events
+    assert "above" in ledger["tests"][key]["ratio"]

@@ -1,40 +1,50 @@
-"""Sequential analysis: each relative SLO is an anytime-valid test that accumulates over the run.
+"""Sequential analysis: every SLO on counts is an anytime-valid test that accumulates over the run.
 
 Each analysis brings the counts since the step's window began; the ledger remembers the last
 counts of the window, so only what is new feeds the tests, and the tests' state lives on across
-steps (and across a resume, stored with the controller's state). Per relative SLO:
+steps (and across a resume, stored with the controller's state). Per SLO:
 
-- rates (error_rate, served_error_rate, fallback_rate, rejected_rate, filtered_rate): the ratio
-  of the canary's event rate to the baseline's, from counts
-  (rate_ratio.py), against `max_ratio`; `max_increase` is read as the ratio
+- relative rates (error_rate, served_error_rate, fallback_rate, rejected_rate,
+  filtered_rate): the ratio of the canary's event rate to the baseline's, bet on per
+  interval (rate_ratio.py), against `max_ratio`; `max_increase` is read as the ratio
   1 + max_increase / (the baseline's rate so far), which moves as the baseline's rate is learnt.
-- latency percentiles: the share of requests slower than a histogram bucket edge near the
-  baseline's percentile (chosen on the first interval with baseline latencies), the same ratio
-  test. The canary is held to the edge at or above `edge · max_ratio` (or `edge + max_increase`):
-  if the canary's latencies were the baseline's stretched by at most the margin, it would be slow
-  past that edge no more often than the baseline past its own.
-- cost_per_query_usd, tokens_per_query: paired per-interval differences of means against the
-  allowance (mean_difference.py); an asymptotic guarantee.
-- quality_score (lower is worse): the same test on the mean score, turned around: each interval's
-  difference is (baseline mean - max_decrease) - canary mean, positive when the canary scores
-  worse than allowed. An interval counts once both variants have scores in it.
+- relative latency percentiles: the share of requests slower than a histogram bucket edge near
+  the baseline's percentile (chosen on the first interval with baseline latencies), the same
+  ratio test. The canary is held to the edge at or above `edge · max_ratio` (or
+  `edge + max_increase`): if the canary's latencies were the baseline's stretched by at most the
+  margin, it would be slow past that edge no more often than the baseline past its own.
+- relative cost_per_query_usd, tokens_per_query: paired per-interval differences of means
+  against the allowance (mean_difference.py); an asymptotic guarantee.
+- relative quality_score (lower is worse): the same test on the mean score, turned around: each
+  interval's difference is (baseline mean - max_decrease) - canary mean, positive when the
+  canary scores worse than allowed. An interval counts once both variants have scores in it.
+- absolute bounds (`max` or `min`) on a rate, a mean score or a latency percentile: two one-sided
+  tests at the bound (bound.py); the check fails when the confidence sequence lies wholly beyond
+  the bound, passes when it lies wholly within, and is inconclusive in between. A percentile
+  bound p95 <= b is the share of requests slower than b against 5%: slower than the bucket edge
+  at or above b to fail, at or below b to pass.
+- absolute bounds on cost and tokens per query: the mean-difference test on each interval's
+  canary mean minus the bound, failing when its e-value crosses, passing when its confidence
+  sequence lies below zero (asymptotic).
 
-With m relative SLOs each is rejected at e-value >= m / alpha, so that, by a union bound, a canary
-no worse than its margins on every SLO is rolled back with probability at most alpha over the
-whole run. A rejection is final: the check fails from then on. Without a rejection a check passes
-once its window has `min_requests` per variant: a point estimate beyond the margin that the
-evidence does not back is noise, which is what threshold checks misfire on. Absolute bounds
-(`max`/`min`) stay threshold checks on the window, as in the threshold method: they are limits on
-the canary alone, not comparisons to test.
+With m SLOs tested sequentially each is rejected at e-value >= m / alpha, so that, by a union
+bound, a canary within every bound is rolled back with probability at most alpha over the whole
+run. A rejection is final: the check fails from then on. A relative check that is not rejected
+passes once its window has `min_requests` per variant: a point estimate beyond the margin that
+the evidence does not back is noise, which is what threshold checks misfire on. SLOs on a
+runbook's own PromQL, an SLO with both `min` and `max`, a latency minimum, and a bound at the end
+of a rate's range (`max: 0`) stay threshold checks on the window and are not counted in m.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from canaryctl.analysis.bound import BoundTest
+from canaryctl.analysis.counts import RATE_COUNTS, rate_counts
 from canaryctl.analysis.judge import judge_slo
 from canaryctl.analysis.mean_difference import MeanDifference
 from canaryctl.analysis.rate_ratio import RateRatio
@@ -42,15 +52,10 @@ from canaryctl.analysis.verdict import Check, Evidence, Outcome, Verdict
 from canaryctl.metrics.base import Observation, VariantStats
 from canaryctl.metrics.measures import histogram_quantile
 from canaryctl.runbook.rollout import AnalysisSpec, SloSpec
-from canaryctl.slo_metrics import SLO_METRICS, Mean, Quantile, Rate
+from canaryctl.slo_metrics import SLO_METRICS, Mean, Quantile
 
 __all__ = ["judge_sequential", "sequential_metric"]
 
-_RATES: dict[str, Rate] = {
-    name: m.formula for name, m in SLO_METRICS.items() if isinstance(m.formula, Rate)
-}
-_EVENTS: dict[str, Callable[[VariantStats], float]] = {n: r.events for n, r in _RATES.items()}
-_TRIALS: dict[str, Callable[[VariantStats], float]] = {n: r.trials for n, r in _RATES.items()}
 _QUANTILES = {
     name: m.formula.q for name, m in SLO_METRICS.items() if isinstance(m.formula, Quantile)
 }
@@ -59,13 +64,26 @@ _MEANS: dict[str, Mean] = {
 }
 _TOTALS: dict[str, Callable[[VariantStats], float]] = {n: m.total for n, m in _MEANS.items()}
 _DENOMINATORS: dict[str, Callable[[VariantStats], float]] = {n: m.count for n, m in _MEANS.items()}
-"""Each metric's formula (canaryctl.slo_metrics): rates' events and trials (requests less the
-rejected), latency quantiles, per-query totals and what they are divided by."""
+"""Each metric's formula (canaryctl.slo_metrics): latency quantiles, per-query totals and what
+they are divided by; rates' events and trials come from analysis.counts."""
+_SCORES = "quality_score"
+"""The one mean bounded in [0, 1], so an absolute bound on it is a bound on a rate."""
 
 
 def sequential_metric(slo: SloSpec) -> bool:
-    """Is this SLO tested sequentially (relative, on a metric with a test), or by threshold?"""
-    return slo.relative and any(slo.metric in kind for kind in (_EVENTS, _QUANTILES, _TOTALS))
+    """Is this SLO tested sequentially, or judged by threshold on the window?"""
+    if slo.metric is None:
+        return False
+    if slo.relative:
+        return any(slo.metric in kind for kind in (RATE_COUNTS, _QUANTILES, _TOTALS))
+    if slo.max is not None and slo.min is not None:
+        return False
+    if slo.metric in _QUANTILES:
+        return slo.max is not None and slo.max > 0
+    if slo.metric in RATE_COUNTS or slo.metric == _SCORES:
+        bound = slo.max if slo.max is not None else slo.min
+        return bound is not None and 0 < bound < 1
+    return slo.metric in _TOTALS
 
 
 # -- per-SLO tests --------------------------------------------------------------------------------
@@ -85,24 +103,26 @@ class _CountTest:
     untestable: str | None = None
 
     def observe(self, slo: SloSpec, canary: VariantStats, baseline: VariantStats) -> _CountTest:
-        if self.untestable is not None or canary.requests <= 0 or baseline.requests <= 0:
+        if self.untestable is not None:
             return self
         if self.ratio is None:
             started = self._start(slo, baseline)
-            return started.observe(slo, canary, baseline) if slo.metric in _EVENTS else started
-        if slo.metric in _EVENTS:
-            counts: tuple[float | None, float | None] = (
-                _EVENTS[slo.metric](canary),
-                _EVENTS[slo.metric](baseline),
-            )
+            if started.ratio is None or slo.metric not in RATE_COUNTS:
+                return started
+            return started.observe(slo, canary, baseline)
+        if slo.metric in RATE_COUNTS:
+            (canary_events, canary_trials) = rate_counts(slo.metric, canary)
+            (baseline_events, baseline_trials) = rate_counts(slo.metric, baseline)
         else:
             assert self.edges is not None  # a latency test starts with its edges
-            counts = (_slower(canary, self.edges[1]), _slower(baseline, self.edges[0]))
-        canary_events, baseline_events = counts
-        if canary_events is None or baseline_events is None:
-            return self
-        trials = _TRIALS.get(slo.metric, lambda s: s.requests)
-        canary_trials, baseline_trials = trials(canary), trials(baseline)
+            canary_slow, baseline_slow = (
+                _slower(canary, self.edges[1]),
+                _slower(baseline, self.edges[0]),
+            )
+            if canary_slow is None or baseline_slow is None:
+                return self
+            (canary_events, canary_trials) = canary_slow
+            (baseline_events, baseline_trials) = baseline_slow
         if canary_trials <= 0 or baseline_trials <= 0:
             return self
         share = canary_trials / (canary_trials + baseline_trials)
@@ -117,8 +137,10 @@ class _CountTest:
         """Error and fallback rates are tested from the first interval on: the grid sits at
         `max_ratio`, or at 1 for `max_increase`, whose margin moves with the baseline's rate.
         Latency first picks its edges on this interval's baseline, and is tested from the next."""
-        if slo.metric in _EVENTS:
+        if slo.metric in RATE_COUNTS:
             return replace(self, ratio=RateRatio(slo.max_ratio or 1.0))
+        if slo.metric not in _QUANTILES:
+            return self
         quantile = histogram_quantile(_QUANTILES[slo.metric], baseline.latency_buckets)
         finite = [bound for bound, _ in baseline.latency_buckets if math.isfinite(bound)]
         if quantile is None or not finite:
@@ -184,6 +206,10 @@ class _CountTest:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> _CountTest:
         edges, ratio = data["edges"], data["ratio"]
+        # A ledger from before the per-interval test holds per-event likelihoods, which cannot
+        # become bets: that test starts afresh, which skips data and so keeps the guarantee.
+        if ratio is not None and "above" not in ratio:
+            ratio = None
         return cls(
             edges=None if edges is None else (edges[0], edges[1]),
             ratio=None if ratio is None else RateRatio.from_dict(ratio),
@@ -243,15 +269,165 @@ class _MeanTest:
         return cls(MeanDifference.from_dict(data["difference"]), data["rejected"])
 
 
-_Test = _CountTest | _MeanTest
+@dataclass(frozen=True)
+class _BoundCheck:
+    """An absolute bound on a rate, a mean score or a latency percentile (bound.py). A latency
+    bound is held by the histogram's `edges` at or below and at or above it; `untestable` says
+    why the SLO falls back to its threshold."""
+
+    test: BoundTest | None = None
+    edges: tuple[float, float] | None = None
+    rejected: bool = False
+    untestable: str | None = None
+
+    def observe(self, slo: SloSpec, canary: VariantStats, baseline: VariantStats) -> _BoundCheck:
+        if self.untestable is not None:
+            return self
+        if self.test is None:
+            started = self._start(slo, canary)
+            return self if started == self else started.observe(slo, canary, baseline)
+        if self.edges is not None:
+            slower, slower_within = _slower(canary, self.edges[1]), _slower(canary, self.edges[0])
+            if slower is None or slower_within is None:
+                return self
+            return replace(self, test=self.test.observe(slower[1], slower[0], slower_within[0]))
+        if slo.metric == _SCORES:
+            events, trials = canary.quality_sum, canary.quality_count
+        else:
+            events, trials = rate_counts(slo.metric, canary)
+        if slo.max is None:
+            events = trials - events  # an "at least": the test runs on the shortfall
+        return replace(self, test=self.test.observe(trials, events))
+
+    def _start(self, slo: SloSpec, canary: VariantStats) -> _BoundCheck:
+        """A rate or score is tested from the first interval; latency first needs the canary's
+        histogram, to pick the edges around the bound."""
+        if slo.metric not in _QUANTILES:
+            bound = slo.max if slo.max is not None else 1 - (slo.min or 0.0)
+            return replace(self, test=BoundTest(bound))
+        finite = [bound for bound, _ in canary.latency_buckets if math.isfinite(bound)]
+        if not finite:
+            return self  # no latencies yet: try again on a later interval
+        limit = slo.max or 0.0
+        below = [b for b in finite if b <= limit * (1 + 1e-9)]
+        above = [b for b in finite if b >= limit * (1 - 1e-9)]
+        if not below or not above:
+            side = "at or below" if not below else "at or above"
+            return replace(
+                self,
+                untestable=f"no latency bucket edge {side} {limit:g}s; judged by threshold",
+            )
+        return replace(
+            self, test=BoundTest(1 - _QUANTILES[slo.metric]), edges=(max(below), min(above))
+        )
+
+    def within(self, alpha: float) -> bool:
+        return self.test is not None and self.test.e_value_within() >= 1 / alpha
+
+    def evidence(self, slo: SloSpec, alpha: float) -> Evidence | None:
+        if self.test is None or self.test.trials <= 0:
+            return None
+        estimate = self.test.estimate()
+        if self.edges is not None:
+            test = (
+                f"share slower than {self.edges[1]:g}s (to fail) and than {self.edges[0]:g}s "
+                f"(to pass) against {self.test.bound:.4g}"
+            )
+        else:
+            if slo.max is None and estimate is not None:
+                estimate = 1 - estimate
+            test = f"{slo.describe()}, per interval to fail, per request to pass"
+        return Evidence(
+            test=test,
+            e_value=self.test.e_value_beyond(),
+            threshold=1 / alpha,
+            estimate=estimate,
+            lower=None,
+            upper=None,
+            samples=self.test.trials,
+            e_value_within=self.test.e_value_within(),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": "bound",
+            "test": None if self.test is None else self.test.to_dict(),
+            "edges": None if self.edges is None else list(self.edges),
+            "rejected": self.rejected,
+            "untestable": self.untestable,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> _BoundCheck:
+        test, edges = data["test"], data["edges"]
+        return cls(
+            test=None if test is None else BoundTest.from_dict(test),
+            edges=None if edges is None else (edges[0], edges[1]),
+            rejected=data["rejected"],
+            untestable=data["untestable"],
+        )
+
+
+@dataclass(frozen=True)
+class _LevelTest:
+    """An absolute bound on cost or tokens per query: each interval's canary mean minus the
+    bound (the bound minus the mean, for a minimum), positive when beyond it."""
+
+    difference: MeanDifference = field(default_factory=MeanDifference)
+    rejected: bool = False
+
+    def observe(self, slo: SloSpec, canary: VariantStats, baseline: VariantStats) -> _LevelTest:
+        count = _DENOMINATORS[slo.metric](canary)
+        if count <= 0:
+            return self
+        mean = _TOTALS[slo.metric](canary) / count
+        excess = mean - slo.max if slo.max is not None else (slo.min or 0.0) - mean
+        return replace(self, difference=self.difference.observe(excess))
+
+    def within(self, alpha: float) -> bool:
+        return self.difference.bounds(alpha)[1] < 0
+
+    def evidence(self, slo: SloSpec, alpha: float) -> Evidence | None:
+        if self.difference.intervals == 0:
+            return None
+        lower, upper = self.difference.bounds(alpha)
+        side = "mean minus the maximum" if slo.max is not None else "the minimum minus mean"
+        return Evidence(
+            test=f"{slo.metric}: {side}, per interval, <= 0 (asymptotic)",
+            e_value=self.difference.e_value(),
+            threshold=1 / alpha,
+            estimate=self.difference.mean(),
+            lower=None if math.isinf(lower) else lower,
+            upper=None if math.isinf(upper) else upper,
+            samples=self.difference.intervals,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "level", "difference": self.difference.to_dict(), "rejected": self.rejected}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> _LevelTest:
+        return cls(MeanDifference.from_dict(data["difference"]), data["rejected"])
+
+
+_Test = _CountTest | _MeanTest | _BoundCheck | _LevelTest
+_KINDS: dict[str, Callable[[dict[str, Any]], _Test]] = {
+    "count": _CountTest.from_dict,
+    "mean": _MeanTest.from_dict,
+    "bound": _BoundCheck.from_dict,
+    "level": _LevelTest.from_dict,
+}
 
 
 def _new_test(slo: SloSpec) -> _Test:
+    if not slo.relative:
+        bounded = slo.metric != _SCORES and slo.metric in _TOTALS
+        return _LevelTest() if bounded else _BoundCheck()
     return _MeanTest() if slo.metric in _TOTALS else _CountTest()
 
 
 def _test_from_dict(data: dict[str, Any]) -> _Test:
-    return _MeanTest.from_dict(data) if data["kind"] == "mean" else _CountTest.from_dict(data)
+    return _KINDS[data["kind"]](data)
 
 
 # -- the ledger: counts already seen, and the tests --------------------------------------------
@@ -292,7 +468,8 @@ class _Ledger:
 
 
 def _minus(current: VariantStats, earlier: VariantStats) -> VariantStats:
-    """Counter differences, never negative (a restarted gateway resets its counters)."""
+    """Counter differences, never negative (a restarted gateway resets its counters); a
+    histogram whose bounds changed gives no latencies for the interval."""
     bounds = [b for b, _ in current.latency_buckets]
     buckets: tuple[tuple[float, float], ...] = ()
     if bounds == [b for b, _ in earlier.latency_buckets]:
@@ -302,29 +479,22 @@ def _minus(current: VariantStats, earlier: VariantStats) -> VariantStats:
                 current.latency_buckets, earlier.latency_buckets, strict=True
             )
         )
-    return VariantStats(
-        requests=max(current.requests - earlier.requests, 0.0),
-        errors=max(current.errors - earlier.errors, 0.0),
-        fallbacks=max(current.fallbacks - earlier.fallbacks, 0.0),
-        rejected=max(current.rejected - earlier.rejected, 0.0),
-        filtered=max(current.filtered - earlier.filtered, 0.0),
-        latency_buckets=buckets,
-        prompt_tokens=max(current.prompt_tokens - earlier.prompt_tokens, 0.0),
-        completion_tokens=max(current.completion_tokens - earlier.completion_tokens, 0.0),
-        cost_usd=max(current.cost_usd - earlier.cost_usd, 0.0),
-        quality_sum=max(current.quality_sum - earlier.quality_sum, 0.0),
-        quality_count=max(current.quality_count - earlier.quality_count, 0.0),
-    )
+    counts = {
+        f.name: max(getattr(current, f.name) - getattr(earlier, f.name), 0.0)
+        for f in fields(VariantStats)
+        if f.name != "latency_buckets"
+    }
+    return VariantStats(**counts, latency_buckets=buckets)
 
 
-def _slower(stats: VariantStats, edge: float) -> float | None:
-    """Requests slower than `edge` (a bucket bound); None if the histogram lacks that bound."""
+def _slower(stats: VariantStats, edge: float) -> tuple[float, float] | None:
+    """(requests slower than `edge`, requests in the histogram); None if it lacks that bound."""
     if not stats.latency_buckets:
         return None
     total = stats.latency_buckets[-1][1]
     for bound, count in stats.latency_buckets:
         if math.isclose(bound, edge, rel_tol=1e-9):
-            return max(total - count, 0.0)
+            return max(total - count, 0.0), total
     return None
 
 
@@ -366,7 +536,10 @@ def judge_sequential(
         if evidence is not None and (test.rejected or evidence.e_value >= evidence.threshold):
             test = replace(test, rejected=True)
         tests[key] = test
-        checks.append(_sequential_check(slo, window, test, evidence))
+        if isinstance(test, _BoundCheck | _LevelTest):
+            checks.append(_absolute_check(slo, window, test, evidence, alpha))
+        else:
+            checks.append(_sequential_check(slo, window, test, evidence))
     kept = _Ledger(
         observation.start,
         {**ledger.seen, canary: observation.of(canary), baseline: observation.of(baseline)},
@@ -410,6 +583,62 @@ def _sequential_check(slo: SloSpec, window: Check, test: _Test, evidence: Eviden
         window,
         outcome=Outcome.PASS,
         reason=f"{slo.describe()}: no evidence the canary is worse ({stand})",
+        evidence=evidence,
+    )
+
+
+def _absolute_check(
+    slo: SloSpec,
+    window: Check,
+    test: _BoundCheck | _LevelTest,
+    evidence: Evidence | None,
+    alpha: float,
+) -> Check:
+    """Fail when the confidence sequence lies wholly beyond the bound, pass when it lies wholly
+    within (and the window has `min_requests`), else inconclusive: never the point estimate."""
+    if isinstance(test, _BoundCheck) and test.untestable is not None:
+        return replace(window, reason=f"{window.reason} ({test.untestable})")
+    if evidence is None:
+        if window.outcome is Outcome.INCONCLUSIVE:
+            return window
+        return replace(
+            window,
+            outcome=Outcome.INCONCLUSIVE,
+            reason=f"{slo.describe()}: not tested yet (no interval with canary data)",
+        )
+    crossed = evidence.e_value >= evidence.threshold
+    within = test.within(alpha)
+    if evidence.e_value_within is not None:
+        against = f", {evidence.e_value_within:.3g} that it is within"
+    else:
+        against = f" in [{_show(evidence.lower)}, {_show(evidence.upper)}]"
+    stand = (
+        f"e-value {evidence.e_value:.3g} {'>=' if crossed else '<'} {evidence.threshold:.3g} "
+        f"that it is beyond{against}, estimate {_show(evidence.estimate)} over "
+        f"{evidence.samples:g} {'intervals' if isinstance(test, _LevelTest) else 'observations'}"
+    )
+    if test.rejected and not crossed:
+        stand += "; it crossed the threshold earlier in the run, which decided"
+    if test.rejected:
+        return replace(
+            window,
+            outcome=Outcome.FAIL,
+            reason=f"{slo.describe()}: the canary is beyond its bound ({evidence.test}: {stand})",
+            evidence=evidence,
+        )
+    if window.outcome is Outcome.INCONCLUSIVE:
+        return replace(window, reason=f"{window.reason}; {stand}", evidence=evidence)
+    if within:
+        return replace(
+            window,
+            outcome=Outcome.PASS,
+            reason=f"{slo.describe()}: the canary is within its bound ({stand})",
+            evidence=evidence,
+        )
+    return replace(
+        window,
+        outcome=Outcome.INCONCLUSIVE,
+        reason=f"{slo.describe()}: not yet shown within its bound ({stand})",
         evidence=evidence,
     )
 

@@ -25,7 +25,9 @@ class Evidence:
     with its confidence sequence (each bound holds at all times), and what it rests on.
 
     `samples` counts what the statistic is built from: events (errors, slow requests) for a
-    ratio of rates, intervals for a difference of means.
+    ratio of rates, intervals for a difference of means, observations (requests, scores) for an
+    absolute bound on a rate. `e_value_within` is an absolute bound's evidence that the canary
+    is within it (the check passes when it reaches the threshold); None for the other tests.
     """
 
     test: str
@@ -35,9 +37,10 @@ class Evidence:
     lower: float | None
     upper: float | None
     samples: float
+    e_value_within: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "test": self.test,
             "e_value": self.e_value,
             "threshold": self.threshold,
@@ -46,6 +49,9 @@ class Evidence:
             "upper": self.upper,
             "samples": self.samples,
         }
+        if self.e_value_within is not None:
+            data["e_value_within"] = self.e_value_within
+        return data
 
 
 @dataclass(frozen=True)

@@ -307,18 +307,18 @@ class AnalysisSpec(Strict):
         "and exits 3 (Argo's consecutiveErrorLimit)",
     )
     method: Literal["threshold", "sequential"] = Field(
-        default="threshold",
-        description="threshold: compare each window's values with the bounds; sequential: "
-        "anytime-valid tests of the canary against the baseline, accumulated over the run, that "
-        "roll back a canary worse than its margin with a false-rollback rate of at most alpha "
-        "however often they look (see docs/analysis.md)",
+        default="sequential",
+        description="sequential (the default): anytime-valid tests, accumulated over the run, "
+        "that roll back a canary beyond its bounds with a false-rollback rate of at most alpha "
+        "however often they look, and pass a bound only once the evidence shows it met; "
+        "threshold: compare each window's values with the bounds (see docs/analysis.md)",
     )
     alpha: float = Field(
         default=0.05,
         gt=0,
         lt=1,
         description="sequential: the false-rollback rate allowed over the whole run, all "
-        "relative SLOs together",
+        "tested SLOs together",
     )
 
 

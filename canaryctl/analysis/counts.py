@@ -1,0 +1,29 @@
+"""What each rate SLO counts: (events, trials) of a variant, read in one place.
+
+The sequential tests need the counts behind a rate, not the rate: the canary's share of the
+events against its share of the trials, and the number of trials an absolute bound rests on.
+The formulas are the registry's (canaryctl.slo_metrics), so a rate means the same everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from canaryctl.metrics.base import VariantStats
+from canaryctl.slo_metrics import SLO_METRICS, Rate
+
+__all__ = ["RATE_COUNTS", "rate_counts"]
+
+
+def _counts(rate: Rate) -> Callable[[VariantStats], tuple[float, float]]:
+    return lambda s: (rate.events(s), rate.trials(s))
+
+
+RATE_COUNTS: dict[str, Callable[[VariantStats], tuple[float, float]]] = {
+    name: _counts(m.formula) for name, m in SLO_METRICS.items() if isinstance(m.formula, Rate)
+}
+"""Per rate metric: (events, trials) from a variant's counts."""
+
+
+def rate_counts(metric: str, stats: VariantStats) -> tuple[float, float]:
+    return RATE_COUNTS[metric](stats)

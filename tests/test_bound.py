@@ -1,0 +1,187 @@
+"""Absolute bounds under the sequential method: each e-value against a direct computation, the
+pass / fail / inconclusive boundaries, and the guarantee on a seeded simulation with bursts."""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+import pytest
+
+from canaryctl.analysis import Outcome, Verdict, assess
+from canaryctl.analysis.betting import SCALES
+from canaryctl.analysis.bound import WITHIN_ALTERNATIVES, BoundTest
+from canaryctl.metrics import Observation, VariantStats
+from canaryctl.runbook.rollout import AnalysisSpec, SloSpec
+
+SEQUENTIAL = AnalysisSpec(interval=30, min_requests=100, method="sequential", alpha=0.05)
+
+
+def beyond_direct(intervals: list[tuple[float, float]], bound: float) -> float:
+    """mean over scales a of Π (1 + λ (X - b)), λ = n·a / (1 + b·n·a), X = events / n."""
+    total = 0.0
+    for a in SCALES:
+        product = 1.0
+        for n, events in intervals:
+            product *= 1 + n * a / (1 + bound * n * a) * (events / n - bound)
+        total += product
+    return total / len(SCALES)
+
+
+def within_direct(intervals: list[tuple[float, float]], bound: float) -> float:
+    """mean over g of the likelihood ratio of a rate b/g against b, request by request."""
+    n = sum(trials for trials, _ in intervals)
+    s = sum(events for _, events in intervals)
+    return sum(
+        (1 / g) ** s * ((1 - bound / g) / (1 - bound)) ** (n - s) for g in WITHIN_ALTERNATIVES
+    ) / len(WITHIN_ALTERNATIVES)
+
+
+def test_both_e_values_match_a_direct_computation() -> None:
+    intervals = [(120.0, 3.0), (40.0, 0.0), (300.0, 9.0), (7.0, 2.0)]
+    test = BoundTest(0.02)
+    for trials, events in intervals:
+        test = test.observe(trials, events)
+    assert test.e_value_beyond() == pytest.approx(beyond_direct(intervals, 0.02), rel=1e-9)
+    assert test.e_value_within() == pytest.approx(within_direct(intervals, 0.02), rel=1e-9)
+    assert test.estimate() == pytest.approx(14 / 467)
+    assert BoundTest.from_dict(test.to_dict()) == test
+
+
+def test_a_rate_exactly_at_the_bound_is_no_evidence_that_it_is_beyond() -> None:
+    test = BoundTest(0.05)
+    for _ in range(50):
+        test = test.observe(200, 10)  # 5% in every interval
+    assert test.e_value_beyond() == pytest.approx(1.0)
+
+
+def observe(canary: VariantStats, start: float) -> Observation:
+    return Observation(start, start + 30, {"canary": canary, "baseline": VariantStats(1000)})
+
+
+def run(slos: list[dict[str, Any]], intervals: list[VariantStats]) -> list[Verdict]:
+    """Each interval a new 30 s window; every verdict on the way."""
+    specs = [SloSpec(**slo) for slo in slos]
+    ledger: dict[str, Any] = {}
+    verdicts = []
+    for index, canary in enumerate(intervals):
+        verdict, ledger = assess(
+            specs, SEQUENTIAL, observe(canary, index * 30.0), ledger,
+            baseline="baseline", canary="canary",
+        )  # fmt: skip
+        verdicts.append(verdict)
+    return verdicts
+
+
+BUDGET = [{"metric": "error_rate", "max": 0.02}]
+
+
+def test_one_error_in_33_requests_is_not_a_rollback() -> None:
+    """The point estimate 3% is above the 2% budget; the evidence is not."""
+    (verdict,) = run(BUDGET, [VariantStats(requests=33, errors=1)])
+    assert verdict.outcome is Outcome.INCONCLUSIVE
+    assert "too few requests" in verdict.reason
+
+
+def test_a_clean_canary_passes_exactly_when_the_within_evidence_reaches_1_over_alpha() -> None:
+    intervals = [VariantStats(requests=100, errors=0)] * 12
+    needed = next(k for k in range(1, 13) if within_direct([(100.0, 0.0)] * k, 0.02) >= 1 / 0.05)
+    verdicts = run(BUDGET, intervals)
+    outcomes = [v.outcome for v in verdicts]
+    assert outcomes[needed - 2] is Outcome.INCONCLUSIVE  # just under: not yet shown within
+    assert "not yet shown within its bound" in verdicts[needed - 2].checks[0].reason
+    assert outcomes[needed - 1] is Outcome.PASS  # at: the confidence sequence is below 2%
+    assert "the canary is within its bound" in verdicts[needed - 1].checks[0].reason
+    assert needed == 3  # 300 clean requests show an error rate under 2% at alpha 0.05
+
+
+def test_a_bad_canary_fails_exactly_when_the_beyond_evidence_reaches_1_over_alpha() -> None:
+    intervals = [VariantStats(requests=200, errors=12)] * 20  # 6% against a 2% budget
+    needed = next(k for k in range(1, 21) if beyond_direct([(200.0, 12.0)] * k, 0.02) >= 1 / 0.05)
+    outcomes = [v.outcome for v in run(BUDGET, intervals)]
+    assert outcomes[needed - 2] is Outcome.INCONCLUSIVE
+    assert outcomes[needed - 1] is Outcome.FAIL
+    assert all(o is Outcome.FAIL for o in outcomes[needed - 1 :])  # a rejection is final
+    assert needed == 4
+
+
+def test_alpha_is_shared_with_the_relative_slos() -> None:
+    slos = [*BUDGET, {"metric": "error_rate", "compare": "baseline", "max_ratio": 1.0}]
+    canary = VariantStats(requests=100, errors=0)
+    (verdict,) = run(slos, [canary])
+    assert [c.evidence.threshold for c in verdict.checks if c.evidence] == [40.0, 40.0]
+
+
+def latency(fast: float, between: float, slow: float) -> VariantStats:
+    """A histogram with `fast` requests under 2 s, `between` in (2, 2.5], `slow` above 2.5 s."""
+    buckets = ((1.0, fast), (2.0, fast), (2.5, fast + between), (math.inf, fast + between + slow))
+    return VariantStats(requests=fast + between + slow, latency_buckets=buckets)
+
+
+P95 = [{"metric": "latency_p95_seconds", "max": 2.2}]
+
+
+def test_a_percentile_bound_fails_on_the_edge_above_it_and_passes_on_the_edge_below() -> None:
+    """p95 <= 2.2 s between edges 2 and 2.5: failing needs more than 5% slower than 2.5 s,
+    passing needs fewer than 5% slower than 2 s; 10% in (2, 2.5] proves neither."""
+    stuck = run(P95, [latency(90, 10, 0)] * 30)
+    assert {v.outcome for v in stuck} == {Outcome.INCONCLUSIVE}
+    evidence = stuck[-1].checks[0].evidence
+    assert evidence is not None and "slower than 2.5s (to fail) and than 2s (to pass)" in (
+        evidence.test
+    )
+    assert run(P95, [latency(100, 0, 0)] * 10)[-1].outcome is Outcome.PASS
+    assert run(P95, [latency(80, 0, 20)] * 10)[-1].outcome is Outcome.FAIL
+
+
+def test_a_percentile_bound_above_every_finite_edge_is_judged_by_threshold() -> None:
+    (verdict,) = run([{"metric": "latency_p95_seconds", "max": 3.0}], [latency(100, 0, 0)])
+    assert "no latency bucket edge at or above 3s; judged by threshold" in (
+        verdict.checks[0].reason
+    )
+
+
+def scores(count: float, mean: float) -> VariantStats:
+    return VariantStats(requests=count, quality_sum=count * mean, quality_count=count)
+
+
+def test_a_quality_minimum_is_the_same_test_on_the_shortfall() -> None:
+    slos = [{"metric": "quality_score", "min": 0.8}]
+    assert run(slos, [scores(200, 0.95)] * 5)[-1].outcome is Outcome.PASS
+    low = run(slos, [scores(200, 0.6)] * 5)
+    assert low[-1].outcome is Outcome.FAIL
+    evidence = low[-1].checks[0].evidence
+    assert evidence is not None and evidence.estimate == pytest.approx(0.6)
+
+
+def test_a_cost_ceiling_passes_once_its_confidence_sequence_is_below_it() -> None:
+    slos = [{"metric": "cost_per_query_usd", "max": 0.002}]
+    rng = random.Random(5)
+    cheap = [VariantStats(requests=200, cost_usd=200 * rng.uniform(0.0009, 0.0011))] * 6
+    verdicts = run(slos, cheap)
+    assert verdicts[1].outcome is Outcome.INCONCLUSIVE  # two intervals: says nothing yet
+    assert verdicts[-1].outcome is Outcome.PASS
+    dear = [VariantStats(requests=200, cost_usd=200 * 0.004 * rng.uniform(0.9, 1.1))] * 6
+    assert run(slos, dear)[-1].outcome is Outcome.FAIL
+
+
+def bursty_rollout(rng: random.Random, rate: float, cluster: int) -> float | None:
+    """Minute of the rollback of a canary with error rate `rate`, its errors in clusters,
+    judged against `error_rate max 0.02` over 40 one-minute looks at shares 1/5/25/50%."""
+    test = BoundTest(0.02)
+    for minute in range(40):
+        requests = 3000 * (0.01, 0.05, 0.25, 0.5)[minute // 10]
+        clusters = sum(rng.random() < rate / cluster for _ in range(int(requests)))
+        test = test.observe(requests, cluster * clusters)
+        if test.e_value_beyond() >= 20:
+            return float(minute + 1)
+    return None
+
+
+def test_a_canary_at_its_budget_with_bursts_keeps_alpha_and_one_at_twice_it_is_caught() -> None:
+    rng = random.Random(12)
+    at_bound = sum(bursty_rollout(rng, 0.02, 10) is not None for _ in range(150))
+    assert at_bound <= 0.05 * 150
+    caught = [bursty_rollout(rng, 0.04, 1) for _ in range(20)]
+    assert all(minute is not None for minute in caught)
