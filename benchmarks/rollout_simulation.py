@@ -1,11 +1,12 @@
 """How fast the pure decision core runs, and how it decides, on simulated traffic.
 
 Drives `tick` and `assess` (no I/O, no sleeping) through many rollouts of the shipped runbook
-shape: a healthy canary and one with a 4x error rate. Prints rollouts per second, the share of
-rollouts each case ends in each outcome, and the median simulated time to roll back.
+shape: a healthy canary and one with a 4x error rate, judged by each analysis method. Prints
+rollouts per second, the share of rollouts each case ends in each outcome, and the median
+simulated time to decide; writes them to benchmarks/results/rollout_simulation.json.
 
     python benchmarks/rollout_simulation.py [--rollouts 2000] [--rate 50] [--seed 1]
-        [--method threshold|sequential]
+        [--methods threshold,sequential]
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ import random
 import statistics
 import time
 from collections import Counter
+from typing import Any
+
+import record
 
 from canaryctl.analysis import assess
 from canaryctl.controller.step import (
@@ -34,6 +38,8 @@ from canaryctl.controller.step import (
 from canaryctl.metrics import Observation, VariantStats
 from canaryctl.runbook import Rollout
 
+CASES = {"healthy": 0.005, "bad": 0.02}
+"""The canary's error rate in each case; the baseline's is 0.5%."""
 BUCKETS = (0.25, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 5.0, float("inf"))
 
 
@@ -132,19 +138,10 @@ def simulate(
                 return outcome, now - since if outcome != "promoted" else now
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rollouts", type=int, default=2000)
-    parser.add_argument("--rate", type=float, default=50.0, help="requests per second")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--method", choices=("threshold", "sequential"), default="threshold")
-    args = parser.parse_args()
-    rollout, rng = runbook(args.method), random.Random(args.seed)
-    print(
-        f"{'case':<22}{'rollouts':>9}{'per second':>12}{'promoted':>10}{'rolled back':>13}"
-        f"{'median s to decide':>20}"
-    )
-    for name, canary_errors in (("healthy (0.5% errors)", 0.005), ("bad (2% errors, 4x)", 0.02)):
+def measure(method: str, args: Any) -> dict[str, Any]:
+    rollout, rng = runbook(method), random.Random(args.seed)
+    cases = {}
+    for name, canary_errors in CASES.items():
         outcomes: Counter[str] = Counter()
         durations = []
         started = time.perf_counter()
@@ -153,12 +150,47 @@ def main() -> None:
             outcomes[outcome] += 1
             durations.append(seconds)
         elapsed = time.perf_counter() - started
-        print(
-            f"{name:<22}{args.rollouts:>9}{args.rollouts / elapsed:>12.0f}"
-            f"{outcomes['promoted'] / args.rollouts:>10.1%}"
-            f"{outcomes['rolled_back'] / args.rollouts:>13.1%}"
-            f"{statistics.median(durations):>20.0f}"
-        )
+        cases[name] = {
+            "canary_error_rate": canary_errors,
+            "rollouts_per_second": args.rollouts / elapsed,
+            "promoted": outcomes["promoted"] / args.rollouts,
+            "rolled_back": outcomes["rolled_back"] / args.rollouts,
+            "median_seconds_to_decide": statistics.median(durations),
+        }
+    return cases
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rollouts", type=int, default=2000)
+    parser.add_argument("--rate", type=float, default=50.0, help="requests per second")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--methods", type=lambda v: v.split(","), default=["threshold", "sequential"]
+    )
+    record.add_arguments(parser)
+    args = parser.parse_args()
+    before = record.machine()
+    results: dict[str, Any] = {
+        "rollouts": args.rollouts,
+        "requests_per_second": args.rate,
+        "seed": args.seed,
+        "baseline_error_rate": 0.005,
+        "methods": {},
+    }
+    print(
+        f"{'method':<12}{'case':<10}{'per second':>12}{'promoted':>10}{'rolled back':>13}"
+        f"{'median s to decide':>20}"
+    )
+    for method in args.methods:
+        results["methods"][method] = measure(method, args)
+        for name, case in results["methods"][method].items():
+            print(
+                f"{method:<12}{name:<10}{case['rollouts_per_second']:>12.0f}"
+                f"{case['promoted']:>10.1%}{case['rolled_back']:>13.1%}"
+                f"{case['median_seconds_to_decide']:>20.0f}"
+            )
+    record.write("rollout_simulation", results, args, before=before)
 
 
 if __name__ == "__main__":
