@@ -1,7 +1,7 @@
 """Memory the gateway's feedback map (which variant served each completion id) holds when full.
 
-    python benchmarks/feedback_memory.py [--answers 100000]
-        # writes benchmarks/results/feedback_memory.json
+python benchmarks/feedback_memory.py [--answers 100000]
+    # writes benchmarks/results/feedback_memory.json
 """
 
 from __future__ import annotations

@@ -85,7 +85,7 @@ def write(
     after = [round(v, 2) for v in os.getloadavg()]
     record = {
         "benchmark": name,
-        "command": shlex.join(["python", *_relative(sys.argv)]),
+        "command": shlex.join(["python", *_command(sys.argv)]),
         "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "versions": {**versions(packages), **(extra_versions or {})},
         "machine": {**before, "load_average_after": after},
@@ -99,8 +99,15 @@ def write(
     return path
 
 
-def _relative(argv: list[str]) -> list[str]:
-    """The script as a path from the repository root, so the command reads the same anywhere."""
+def _command(argv: list[str]) -> list[str]:
+    """The command that measured, as typed from the repository root: the script as a relative
+    path, without `--out` and `--note` (they change where the figures go, not the figures)."""
     script = Path(argv[0]).resolve()
-    head = str(script.relative_to(ROOT)) if script.is_relative_to(ROOT) else argv[0]
-    return [head, *argv[1:]]
+    words = [str(script.relative_to(ROOT)) if script.is_relative_to(ROOT) else argv[0]]
+    rest = iter(argv[1:])
+    for word in rest:
+        if word in ("--out", "--note"):
+            next(rest, None)
+        elif not word.startswith(("--out=", "--note=")):
+            words.append(word)
+    return words
