@@ -60,3 +60,50 @@ def test_negative_differences_keep_their_sign(tables: ModuleType) -> None:
     assert tables.num(1234.5) == "1,234"
     added = tables.Added(value=-0.4, noise=1.2)
     assert str(added) == f"{tables.MINUS}0.40 ±1.20" and added.within_noise
+
+
+def _target(max_rps: float, rates: dict[str, tuple[list[float], list[float]] | None]) -> dict:
+    """A target's figures as benchmarks/gateway_overhead.py stores them, from its rounds."""
+    figures: dict = {"max_rps": max_rps, "errors": 0, "rates": {}, "rounds": {}}
+    for rate, rounds in rates.items():
+        if rounds is None:
+            figures["rates"][rate] = None
+            continue
+        p50s, p99s = rounds
+        figures["rates"][rate] = {"p50_ms": sorted(p50s)[1], "p99_ms": sorted(p99s)[1]}
+        figures["rounds"][rate] = {"p50_ms": p50s, "p99_ms": p99s}
+    return figures
+
+
+def test_gateway_overhead_shows_negative_differences_noise_and_what_was_not_run(
+    tables: ModuleType,
+) -> None:
+    data = {
+        "config": {"rate": 200, "low_rate": 20, "seconds": 6, "rounds": 3},
+        "targets": {
+            "direct": {
+                "plain": _target(
+                    6000, {"200": ([1.0, 1.2, 1.4], [5.0, 5.5, 6.0]), "20": ([2, 2, 2], [5, 5, 5])}
+                )
+            },
+            "canaryctl": {
+                "plain": _target(
+                    2000, {"200": ([2.0, 2.2, 2.3], [4.0, 5.0, 7.0]), "20": ([3, 3, 3], [6, 6, 6])}
+                )
+            },
+            "litellm": {"plain": _target(100, {"200": None, "20": ([13, 14, 15], [25, 26, 27])})},
+        },
+    }
+    record = {"results": data, "versions": {"litellm": "1.110.2"}}
+    added = tables.gateway_overhead_added(record)
+    # canaryctl at 200 req/s: p50 2.2 - 1.2, noise (0.3 + 0.4) / 2; p99 5.0 - 5.5, noise (3 + 1) / 2
+    assert f"| canaryctl gateway | plain | 1.00 ±0.35 / {tables.MINUS}0.50 ±2.00 |" in added
+    assert (
+        "| LiteLLM proxy 1.110.2 | plain | not run: above 80% of its 100 req/s maximum |" in added
+    )
+    ratios = tables.gateway_overhead_ratios(record)
+    assert "At 200 req/s LiteLLM cannot sustain it on plain requests." in ratios
+    # at 20 req/s canaryctl adds 1 ms (p50) and 1 ms (p99) with no spread: LiteLLM 12x and 21x
+    x = tables.TIMES
+    assert f"LiteLLM adds 12.0{x} canaryctl's p50 and 21.0{x} canaryctl's p99" in ratios
+    assert f"20.0{x} on plain requests" in ratios
