@@ -91,7 +91,7 @@ def caption(data: dict[str, Any], source: str) -> str:
     versions, machine = data["versions"], data["machine"]
     commit = f"`{(versions.get('canaryctl_commit') or '?')[:9]}`"
     if versions.get("uncommitted_changes"):
-        commit += " with uncommitted changes"
+        commit += " (with uncommitted changes)"
     extra = "".join(
         f", {name} {version}"
         for name, version in versions.items()
@@ -105,8 +105,8 @@ def caption(data: dict[str, Any], source: str) -> str:
     )
     note = f" {data['note'].rstrip('.')}." if data.get("note") else ""
     return (
-        f"Measured {data['date'][:10]} at canaryctl {commit} with Python {versions['python']}"
-        f"{extra} on {machine['cpus']} cores, load average {num(load, 1)} before the run{busy}; "
+        f"Measured {data['date'][:10]} at canaryctl {commit}, Python {versions['python']}{extra}, "
+        f"{machine['cpus']} cores, load average {num(load, 1)} before the run{busy}; "
         f"`{data['command']}`.{note}"
     )
 
@@ -272,7 +272,12 @@ def gateway_overhead_added(data: dict[str, Any]) -> str:
             cells = []
             for rate in rates:
                 p50, p99 = (_added(f, direct[mode], rate, q) for q in ("p50_ms", "p99_ms"))
-                cells.append(_overloaded(f) if p50 is None or p99 is None else f"{p50} / {p99}")
+                if f["rates"].get(rate) is None:
+                    cells.append(_overloaded(f))
+                elif p50 is None or p99 is None:
+                    cells.append("not run straight to the upstream (above 80% of its maximum)")
+                else:
+                    cells.append(f"{p50} / {p99}")
             rows.append([_target_name(target, data), mode, *cells, num(f["max_rps"])])
     head = ["proxy", "mode", *(f"added p50 / p99 ms at {rate} req/s" for rate in rates)]
     return (
