@@ -4,7 +4,8 @@ A simulated provider answering instantly runs in one process, `canaryctl chaos p
 it in another, and this process sends an open-loop stream of chat completions (Poisson arrivals
 at --rate per second) alternately straight to the provider and through the proxy, in rounds, so
 that drift in the machine's load hits both paths alike. Prints p50/p90/p99 of each path and the
-difference, for plain and streamed requests.
+difference, for plain and streamed requests, and writes them to
+benchmarks/results/chaos_proxy_overhead.json.
 
     python benchmarks/chaos_proxy_overhead.py [--rate 200] [--seconds 5] [--rounds 3]
 """
@@ -21,8 +22,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+import record
 
 BODY = {"model": "bench", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 16}
 
@@ -95,10 +98,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--serve-upstream", action="store_true", help=argparse.SUPPRESS)
+    record.add_arguments(parser)
     args = parser.parse_args()
     if args.serve_upstream:
         serve_upstream()
         return
+    before = record.machine()
+    figures: dict[str, Any] = {}
     env = {**os.environ, "CANARYCTL_CHAOS_TOKEN": "bench"}
     upstream = subprocess.Popen(
         [sys.executable, __file__, "--serve-upstream"],
@@ -159,6 +165,17 @@ def main() -> None:
                 )
             added = [p - d for p, d in zip(cut["proxy"], cut["direct"], strict=True)]
             per_request = proxy_cpu / len(results["proxy"]) * 1000
+            figures[kind] = {
+                name: {
+                    "requests": len(results[name]),
+                    "failed": len(results[name]) - len(latencies[name]),
+                    "p50_ms": cut[name][0],
+                    "p90_ms": cut[name][1],
+                    "p99_ms": cut[name][2],
+                }
+                for name in results
+            }
+            figures[kind]["proxy_cpu_ms_per_request"] = per_request
             print(
                 f"{kind:<9}{'added':<8}{'':>14}{added[0]:>9.2f}{added[1]:>9.2f}{added[2]:>9.2f}"
                 f"   proxy CPU {per_request:.2f} ms/request"
@@ -168,6 +185,14 @@ def main() -> None:
         proxy.wait(10)
         upstream.stdin.close()  # type: ignore[union-attr]
         upstream.wait(10)
+    config = {"rate": args.rate, "seconds": args.seconds, "rounds": args.rounds, "seed": args.seed}
+    record.write(
+        "chaos_proxy_overhead",
+        {"config": config, "modes": figures},
+        args,
+        before=before,
+        packages=("httpx", "uvicorn", "starlette", "httptools"),
+    )
 
 
 if __name__ == "__main__":

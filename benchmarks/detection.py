@@ -34,7 +34,7 @@ by canaryctl's sequential bound test (canaryctl.analysis.bound) and by the thres
 the sequential test wrongly showed it within the bound (`sequential-within`); and a canary at
 twice the bound, against the SPRT of 2x the bound against the bound on its requests.
 
-The JSON (--json) is one object:
+The JSON it prints is one object:
 
     config        the simulation's constants and the number of rollouts per row
     aa            row name -> judge -> {false_rollbacks, rollouts, rate, upper95}
@@ -46,8 +46,8 @@ The JSON (--json) is one object:
     absolute      {aa: rows as in aa, regressions: rows as in regressions}
     seconds       wall-clock seconds of the run
 
-    python benchmarks/detection.py [--quick] [--json] [--seed 1]
-    python benchmarks/detection.py --markdown docs/detection.json   # the tables in docs/analysis.md
+    python benchmarks/detection.py [--quick] [--seed 1] > docs/detection.json
+    python benchmarks/tables.py      # docs/analysis.md's tables and the README's summary from it
 """
 
 from __future__ import annotations
@@ -536,92 +536,17 @@ def measure(quick: bool, seed: int, progress: Callable[[str], None]) -> dict[str
     return report
 
 
-def _cell(value: float | None, digits: int = 0) -> str:
-    return "—" if value is None else f"{value:,.{digits}f}"
-
-
-def _aa_table(rows: dict[str, dict[str, dict[str, float]]], alpha: float) -> None:
-    """One line per A/A row, one column per judge: rate (95% upper bound); a bold upper bound is
-    over alpha."""
-    methods = list(next(iter(rows.values())))
-    print("| A/A row | " + " | ".join(methods) + " |")
-    print("| --- |" + " ---: |" * len(methods))
-    for name, row in rows.items():
-        cells = []
-        for method in methods:
-            cell = row[method]
-            upper = f"{cell['upper95']:.4f}"
-            if cell["upper95"] > alpha:
-                upper = f"**{upper}**"
-            cells.append(f"{cell['rate']:.4f} ({upper})")
-        print(f"| {name} | " + " | ".join(cells) + " |")
-
-
-def _delay_table(name: str, data: dict[str, Any], aa: dict[str, dict[str, float]]) -> None:
-    bound = data["sprt"]
-    print(
-        f"\n**{name}** — SPRT bound: {bound['seconds']:.0f} s, {bound['requests']:,.0f} canary "
-        f"requests, {bound['events']:.0f} events ({data['rollouts']:,} rollouts)\n"
-    )
-    print(
-        "| judge | detected | median s | p90 s | median canary requests "
-        "| p90 canary requests | median / SPRT (s) | median / SPRT (requests) | A/A rate |"
-    )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for method, row in data["methods"].items():
-        print(
-            f"| {method} | {row['detected']:.1%} | {_cell(row['median_seconds'])} "
-            f"| {_cell(row['p90_seconds'])} | {_cell(row['median_requests'])} "
-            f"| {_cell(row['p90_requests'])} | {_cell(row['ratio_to_sprt'], 2)} "
-            f"| {_cell(row['requests_ratio_to_sprt'], 2)} | {aa[method]['rate']:.4f} |"
-        )
-
-
-def print_markdown(report: dict[str, Any]) -> None:
-    """The tables of docs/analysis.md, from a report printed by --json."""
-    config = report["config"]
-    alpha = config["alpha"]
-    print(
-        f"False rollbacks of healthy canaries, {config['rollouts']['aa']:,} rollouts per row, "
-        f"alpha {alpha}: rate (one-sided 95% Clopper-Pearson upper bound; bold: above alpha)\n"
-    )
-    _aa_table(report["aa"], alpha)
-    independent = report["aa"]["independent"]
-    for name, data in report["regressions"].items():
-        _delay_table(name, data, independent)
-    absolute = report["absolute"]
-    print(
-        f"\nAbsolute bound `error_rate max {config['bound']}`: a canary exactly at the bound, "
-        f"{config['rollouts']['aa']:,} rollouts per row: rolled back (95% upper bound)\n"
-    )
-    _aa_table(absolute["aa"], alpha)
-    for name, data in absolute["regressions"].items():
-        _delay_table(name, data, absolute["aa"]["at the bound"])
-    print(f"\nMeasured in {report['seconds']} s (seed {config['seed']}, quick={config['quick']}).")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smaller run")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument(
-        "--markdown", metavar="JSON", help="print the Markdown tables of a stored --json report"
-    )
     args = parser.parse_args()
-    if args.markdown:
-        with open(args.markdown) as stored:
-            print_markdown(json.load(stored))
-        return
 
     def progress(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
     report = measure(args.quick, args.seed, progress)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print_markdown(report)
+    print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,12 +1,13 @@
 """How fast the gate's eval runs: the built-in arithmetic benchmark (400 items) sent to two lab
 providers at once (50 ms median, 150 ms p95), at several concurrency limits.
 
-The providers run in a separate `canaryctl lab serve` process, as real models live elsewhere;
-`--in-process` runs them in this process instead, as a runbook's `eval.lab` does, where the
-lab's event loop and the eval's compete for one GIL. Prints per limit: wall time, items per
-second (both variants together), this process's CPU time, and each variant's score.
+The providers run in a separate `canaryctl lab serve` process, as real models live elsewhere,
+and then in this process, as a runbook's `eval.lab` runs them, where the lab's event loop and
+the eval's compete for one GIL. Prints per limit: wall time, items per second (both variants
+together), this process's CPU time, and each variant's score; writes them to
+benchmarks/results/eval_throughput.json.
 
-    python benchmarks/eval_throughput.py [--concurrency 4 16 64] [--in-process]
+    python benchmarks/eval_throughput.py [--concurrency 4 16 64] [--placements separate,in-process]
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import record
 import yaml
 
 from canaryctl.evals import Endpoint, builtin_benchmark, load_benchmark, run_benchmark
@@ -81,26 +84,41 @@ def providers(path: Path, in_process: bool) -> Iterator[dict[str, str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--concurrency", type=int, nargs="+", default=[4, 16, 64])
-    parser.add_argument("--in-process", action="store_true")
+    parser.add_argument(
+        "--placements", type=lambda v: v.split(","), default=["separate", "in-process"]
+    )
+    record.add_arguments(parser)
     args = parser.parse_args()
+    before = record.machine()
     items = load_benchmark(builtin_benchmark("arithmetic"))
-    print("| concurrency | wall s | items/s | CPU s | baseline score | canary score |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    results: dict[str, Any] = {"items": len(items), "latency": LATENCY, "placements": {}}
+    print("| providers | concurrency | wall s | items/s | CPU s | baseline score | canary score |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     with tempfile.TemporaryDirectory(prefix="canaryctl-bench-") as workdir:
         path = lab_document(Path(workdir))
-        for limit in args.concurrency:
-            with providers(path, args.in_process) as urls:
-                endpoints = [
-                    Endpoint(name, chat_url(url), name, PriceSpec()) for name, url in urls.items()
-                ]
-                wall, cpu = time.perf_counter(), time.process_time()
-                results = run_benchmark(endpoints, items, concurrency=limit, timeout=10)
-                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-            scores = {name: sum(r.correct for r in rs) / len(rs) for name, rs in results.items()}
-            print(
-                f"| {limit} | {wall:.1f} | {2 * len(items) / wall:.0f} | {cpu:.1f} "
-                f"| {scores['baseline']:.3f} | {scores['canary']:.3f} |"
-            )
+        for placement in args.placements:
+            rows = results["placements"][placement] = {}
+            for limit in args.concurrency:
+                with providers(path, placement == "in-process") as urls:
+                    endpoints = [
+                        Endpoint(name, chat_url(url), name, PriceSpec())
+                        for name, url in urls.items()
+                    ]
+                    wall, cpu = time.perf_counter(), time.process_time()
+                    runs = run_benchmark(endpoints, items, concurrency=limit, timeout=10)
+                    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                scores = {name: sum(r.correct for r in rs) / len(rs) for name, rs in runs.items()}
+                rows[str(limit)] = {
+                    "wall_seconds": wall,
+                    "items_per_second": 2 * len(items) / wall,
+                    "cpu_seconds": cpu,
+                    "scores": scores,
+                }
+                print(
+                    f"| {placement} | {limit} | {wall:.1f} | {2 * len(items) / wall:.0f} "
+                    f"| {cpu:.1f} | {scores['baseline']:.3f} | {scores['canary']:.3f} |"
+                )
+    record.write("eval_throughput", results, args, before=before, packages=("httpx",))
 
 
 if __name__ == "__main__":

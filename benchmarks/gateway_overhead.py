@@ -15,10 +15,12 @@ and identical for every target). For each target and each of plain and streamed 
 Each measurement is repeated `--rounds` times and the median round kept: the machine this
 runs on is usually shared, and one stalled round should not make the figure.
 
-LiteLLM is installed by this script into its own virtual environment (`--litellm-venv`, default
-~/.cache/canaryctl-bench/litellm-venv) with pip, and run with no database, no callbacks and the
-bundled model-cost map. `--no-litellm` skips it. `--profile FILE` runs the gateway under cProfile
-and writes the stats to FILE (for `python -m pstats FILE`).
+LiteLLM (the exact version LITELLM_VERSION) is installed by this script into its own virtual
+environment (`--litellm-venv`, default ~/.cache/canaryctl-bench/litellm-VERSION) with pip, and
+run with no database, no callbacks and the bundled model-cost map. `--no-litellm` skips it.
+`--profile FILE` runs the gateway under cProfile and writes the stats to FILE (for
+`python -m pstats FILE`). Every round's figures go to benchmarks/results/gateway_overhead.json,
+so the tables can state the run-to-run spread next to each difference.
 
     python benchmarks/gateway_overhead.py [--rate 200] [--low-rate 20] [--seconds 10]
         [--rounds 3] [--concurrency 32] [--modes plain,stream] [--no-litellm] [--profile F]
@@ -42,8 +44,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
+import record
 
 HOST = "127.0.0.1"
 TIMEOUT = 30.0
@@ -55,7 +59,9 @@ ROUTE = "bot"
 PROMPT = "What is 2 + 3?"
 BENCH_KEY = f"sk-{secrets.token_hex(16)}"
 """LiteLLM's proxy refuses to start without a master key; the others ignore it."""
-LITELLM_VENV = Path.home() / ".cache" / "canaryctl-bench" / "litellm-venv"
+LITELLM_VERSION = "1.110.2"
+"""The LiteLLM measured: pinned, so that a figure names what it was measured against."""
+LITELLM_VENV = Path.home() / ".cache" / "canaryctl-bench" / f"litellm-{LITELLM_VERSION}"
 
 
 def free_port() -> int:
@@ -156,15 +162,28 @@ def litellm_config(work: Path, upstream: str) -> Path:
 
 
 def install_litellm(venv: Path) -> Path:
-    """LiteLLM's proxy in its own venv (its dependency pins must not touch the project's)."""
+    """LiteLLM's proxy in its own venv (its dependency pins must not touch the project's), at
+    LITELLM_VERSION; refuses a venv that holds another version."""
     litellm = venv / "bin" / "litellm"
-    if litellm.exists():
-        return litellm
-    print(f"installing litellm[proxy] into {venv} (once)...", file=sys.stderr)
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = [str(venv / "bin" / "pip"), "install", "-q", "litellm[proxy]"]
-    subprocess.run(pip, check=True)
+    if not litellm.exists():
+        print(
+            f"installing litellm[proxy]=={LITELLM_VERSION} into {venv} (once)...", file=sys.stderr
+        )
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        pip = [str(venv / "bin" / "pip"), "install", "-q", f"litellm[proxy]=={LITELLM_VERSION}"]
+        subprocess.run(pip, check=True)
+    installed = litellm_version(venv)
+    if installed != LITELLM_VERSION:
+        raise SystemExit(f"{venv} holds litellm {installed}, not {LITELLM_VERSION}")
     return litellm
+
+
+def litellm_version(venv: Path) -> str:
+    probe = "import importlib.metadata as m; print(m.version('litellm'))"
+    done = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", probe], capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
 
 
 # --- the load generator: raw HTTP/1.1 over keep-alive connections ---------------------------
@@ -317,6 +336,19 @@ class Figures:
     """Fixed rate (req/s) -> (p50, p99) in milliseconds; None where the rate overloads it."""
     errors: int
     max_rps: float
+    rounds: dict[str, Any]
+    """Every round's figures, behind each median: the spread is the noise."""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "max_rps": self.max_rps,
+            "errors": self.errors,
+            "rates": {
+                f"{rate:g}": None if pair is None else {"p50_ms": pair[0], "p99_ms": pair[1]}
+                for rate, pair in self.latency_ms.items()
+            },
+            "rounds": self.rounds,
+        }
 
 
 def measure(port: int, path: str, stream: bool, args: argparse.Namespace) -> Figures:
@@ -331,6 +363,7 @@ def measure(port: int, path: str, stream: bool, args: argparse.Namespace) -> Fig
         throughputs.append(len(loaded.latencies) / loaded.seconds)
         errors += loaded.errors
     max_rps = statistics.median(throughputs)
+    rounds: dict[str, Any] = {"max_rps": throughputs}
     latency: dict[float, tuple[float, float] | None] = {}
     for rate in (args.rate, args.low_rate):
         if rate > SUSTAINABLE * max_rps:
@@ -343,7 +376,8 @@ def measure(port: int, path: str, stream: bool, args: argparse.Namespace) -> Fig
             p99s.append(timed.pct(0.99) * 1000)
             errors += timed.errors
         latency[rate] = (statistics.median(p50s), statistics.median(p99s))
-    return Figures(latency, errors, max_rps)
+        rounds[f"{rate:g}"] = {"p50_ms": p50s, "p99_ms": p99s}
+    return Figures(latency, errors, max_rps, rounds)
 
 
 def measure_both(port: int, path: str, args: argparse.Namespace) -> dict[str, Figures]:
@@ -434,10 +468,12 @@ def main() -> None:
     parser.add_argument("--litellm-venv", type=Path, default=LITELLM_VENV)
     parser.add_argument("--profile", type=Path, help="cProfile the gateway into this file")
     parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
+    record.add_arguments(parser)
     args = parser.parse_args()
     if args.serve_upstream:
         serve_upstream(args.serve_upstream)
         return
+    before = record.machine()
     litellm = None if args.no_litellm else install_litellm(args.litellm_venv)
     results: dict[str, dict[str, Figures]] = {}
     upstream_port = free_port()
@@ -498,6 +534,30 @@ def main() -> None:
             ):
                 results["litellm"] = measure_both(port, "/v1/chat/completions", args)
     report(results, args)
+    config = {
+        key: getattr(args, key)
+        for key in ("rate", "low_rate", "seconds", "rounds", "concurrency", "modes")
+    }
+    figures = {
+        target: {mode: f.as_json() for mode, f in modes.items()}
+        for target, modes in results.items()
+    }
+    litellm_used = None if litellm is None else {"litellm": litellm_version(args.litellm_venv)}
+    record.write(
+        "gateway_overhead",
+        {"config": config, "targets": figures},
+        args,
+        before=before,
+        packages=(
+            "uvicorn",
+            "starlette",
+            "aiohttp",
+            "httptools",
+            "uvloop",
+            "launchdarkly-server-sdk",
+        ),
+        extra_versions=litellm_used,
+    )
     if args.profile:
         print(f"\nprofile: python -m pstats {args.profile}", file=sys.stderr)
 

@@ -9,7 +9,8 @@ variation. The canary weight alternates between 100% and 0%, so every change fli
     python benchmarks/ld_propagation.py [--changes 50]
 
 Prints the PATCH round trip and the propagation time (PATCH returned -> gateway serving), median,
-p99 and max. The resolution is one probe request through the gateway (a few milliseconds).
+p99 and max, and writes them to benchmarks/results/ld_propagation.json. The resolution is one
+probe request through the gateway (a few milliseconds).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import time
 from pathlib import Path
 
 import httpx
+import record
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.ld_server
 
@@ -68,7 +70,9 @@ def percentile(values: list[float], p: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--changes", type=int, default=50)
+    record.add_arguments(parser)
     args = parser.parse_args()
+    before = record.machine()
 
     server = LDServer(TOKEN)
     server.add(
@@ -129,6 +133,22 @@ def main() -> None:
     print(row("REST PATCH round trip", patch_times))
     print(row("PATCH returned -> gateway serving", propagation))
     print(f"probe requests that still saw the old variation: {probes}")
+
+    def summary(values: list[float]) -> dict[str, float]:
+        ms = [v * 1000 for v in values]
+        return {"median_ms": statistics.median(ms), "p99_ms": percentile(ms, 99), "max_ms": max(ms)}
+
+    results = {
+        "changes": args.changes,
+        "stream_connections": server.stream_connections,
+        "polls": server.polls,
+        "stale_probes": probes,
+        "patch_round_trip": summary(patch_times),
+        "propagation": summary(propagation),
+    }
+    record.write(
+        "ld_propagation", results, args, before=before, packages=("launchdarkly-server-sdk",)
+    )
 
 
 if __name__ == "__main__":

@@ -11,18 +11,19 @@ and by the sequential method (alpha 0.05).
 Scenarios: the canary exactly at its margin (0.05 below the baseline: the hardest case that must
 not be rolled back), equal to the baseline, and 0.10 / 0.20 below it.
 
-    python benchmarks/quality_detection.py [--quick] [--json] [--seed 1]
+    python benchmarks/quality_detection.py [--quick] [--seed 1]
+        # writes benchmarks/results/quality_detection.json
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import time
 from typing import Any
 
+import record
 from detection import binomial, clopper_pearson_upper
 
 from canaryctl.analysis import Outcome, assess
@@ -98,15 +99,14 @@ def measure(quick: bool, seed: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="300 rollouts per cell, not 2000")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--seed", type=int, default=1)
+    record.add_arguments(parser)
     args = parser.parse_args()
+    before = record.machine()
     started = time.perf_counter()
     report = measure(args.quick, args.seed)
     report["seconds"] = round(time.perf_counter() - started, 1)
-    if args.json:
-        print(json.dumps(report, indent=2))
-        return
+    report["seed"], report["quick"] = args.seed, args.quick
     print(f"{report['rollouts']} rollouts per cell, margin {MARGIN}, alpha 0.05")
     print(
         f"{'canary vs baseline':<20}{'method':<12}{'rolled back':>12}{'95% upper':>11}"
@@ -120,6 +120,7 @@ def main() -> None:
                 f"{minutes:>12}"
             )
     print(f"({report['seconds']} s)")
+    record.write("quality_detection", report, args, before=before)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 """How fast the pure decision core runs, and how it decides, on simulated traffic.
 
 Drives `tick` and `assess` (no I/O, no sleeping) through many rollouts of the shipped runbook
-shape: a healthy canary and one with a 4x error rate. Prints rollouts per second, the share of
-rollouts each case ends in each outcome, and the median simulated time to roll back.
+shape: a healthy canary and one with a 4x error rate, judged by each analysis method. Prints
+rollouts per second, the share of rollouts each case ends in each outcome, and the median
+simulated time to decide; writes them to benchmarks/results/rollout_simulation.json.
 
     python benchmarks/rollout_simulation.py [--rollouts 2000] [--rate 50] [--seed 1]
-        [--method threshold|sequential]
+        [--methods threshold,sequential]
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ import random
 import statistics
 import time
 from collections import Counter
+from typing import Any
+
+import record
 
 from canaryctl.analysis import assess
 from canaryctl.controller.step import (
@@ -34,6 +38,16 @@ from canaryctl.controller.step import (
 from canaryctl.metrics import Observation, VariantStats
 from canaryctl.runbook import Rollout
 
+LATENCY_SHARES = (0.1, 0.3, 0.3, 0.2, 0.09, 0.007, 0.002, 0.001, 0.0)
+"""Share of requests per bucket: 1% slower than 2 s, so p95 is near 1.6 s, within its 2 s bound."""
+NEAR_BOUND_SHARES = (0.1, 0.3, 0.3, 0.15, 0.12, 0.02, 0.005, 0.005, 0.0)
+"""3% slower than 2 s: p95 near 1.8 s, healthy but close to its 2 s bound."""
+CASES = {
+    "healthy": (0.005, LATENCY_SHARES),
+    "bad": (0.02, LATENCY_SHARES),
+    "near-bound": (0.005, NEAR_BOUND_SHARES),
+}
+"""The canary's error rate and latency in each case; the baseline is the healthy one."""
 BUCKETS = (0.25, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 5.0, float("inf"))
 
 
@@ -70,14 +84,19 @@ def runbook(method: str) -> Rollout:
     )
 
 
-def stats(rng: random.Random, requests: int, error_rate: float) -> VariantStats:
-    # Normal approximation of the binomial: the simulation must stay cheap at high request counts.
-    spread = (requests * error_rate * (1 - error_rate)) ** 0.5
-    errors = min(requests, max(0, round(rng.gauss(requests * error_rate, spread))))
+def _around(rng: random.Random, n: float, p: float) -> float:
+    """A binomial count by its normal approximation: the simulation must stay cheap at high
+    request counts."""
+    return max(0.0, round(rng.gauss(n * p, (n * p * (1 - p)) ** 0.5)))
+
+
+def stats(
+    rng: random.Random, requests: int, error_rate: float, shares: tuple[float, ...]
+) -> VariantStats:
+    errors = min(requests, _around(rng, requests, error_rate))
     cumulative, counts = [], 0.0
-    shares = (0.1, 0.3, 0.3, 0.15, 0.1, 0.03, 0.01, 0.01, 0.0)  # p95 between 1.5 s and 2 s
     for share in shares:
-        counts += share * requests
+        counts += _around(rng, requests, share)
         cumulative.append(counts)
     return VariantStats(
         requests=requests,
@@ -86,34 +105,52 @@ def stats(rng: random.Random, requests: int, error_rate: float) -> VariantStats:
     )
 
 
+def _plus(total: VariantStats, more: VariantStats) -> VariantStats:
+    buckets = tuple(
+        (edge, a + b)
+        for (edge, a), (_, b) in zip(
+            total.latency_buckets or tuple((e, 0.0) for e in BUCKETS),
+            more.latency_buckets,
+            strict=True,
+        )
+    )
+    return VariantStats(
+        requests=total.requests + more.requests,
+        errors=total.errors + more.errors,
+        latency_buckets=buckets,
+    )
+
+
 def simulate(
-    rollout: Rollout, rng: random.Random, rate: float, canary_errors: float
+    rollout: Rollout, rng: random.Random, rate: float, canary: tuple[float, tuple[float, ...]]
 ) -> tuple[str, float]:
-    """One rollout on a simulated clock; returns (outcome, simulated seconds)."""
+    """One rollout on a simulated clock; returns (outcome, simulated seconds).
+
+    The counts of a step's window only grow: each analysis adds what arrived since the last one,
+    as a gateway's counters do."""
     spec = rollout.spec
     state, now, event = RolloutState(), 0.0, None
-    weight, since = 0.0, 0.0
+    weight, since, counted = 0.0, 0.0, 0.0
+    window = {"cand": VariantStats(), "base": VariantStats()}
     while True:
         decision = tick(spec, state, now, event)
         state, action, event = decision.state, decision.action, None
         match action:
             case SetWeight(percent=percent):
-                weight, since = percent, now
+                weight, since, counted = percent, now, now
+                window = {"cand": VariantStats(), "base": VariantStats()}
                 event = WeightSet(at=now)
             case Wait(until=until):
                 now = until if until is not None else now
             case Analyze(since=start):
-                seconds = now - start
-                canary_n = int(rng.gauss(rate * seconds * weight / 100, 1) // 1)
+                seconds, counted = now - counted, now
+                canary_n = max(int(rng.gauss(rate * seconds * weight / 100, 1) // 1), 0)
                 base_n = int(rate * seconds * (100 - weight) / 100)
-                observation = Observation(
-                    start,
-                    now,
-                    {
-                        "cand": stats(rng, max(canary_n, 0), canary_errors),
-                        "base": stats(rng, base_n, 0.005),
-                    },
-                )
+                window = {
+                    "cand": _plus(window["cand"], stats(rng, canary_n, *canary)),
+                    "base": _plus(window["base"], stats(rng, base_n, *CASES["healthy"])),
+                }
+                observation = Observation(start, now, window)
                 verdict, ledger = assess(
                     spec.slos,
                     spec.analysis,
@@ -132,33 +169,60 @@ def simulate(
                 return outcome, now - since if outcome != "promoted" else now
 
 
+def measure(method: str, args: Any) -> dict[str, Any]:
+    rollout, rng = runbook(method), random.Random(args.seed)
+    cases = {}
+    for name, canary in CASES.items():
+        outcomes: Counter[str] = Counter()
+        durations = []
+        started = time.perf_counter()
+        for _ in range(args.rollouts):
+            outcome, seconds = simulate(rollout, rng, args.rate, canary)
+            outcomes[outcome] += 1
+            durations.append(seconds)
+        elapsed = time.perf_counter() - started
+        cases[name] = {
+            "canary_error_rate": canary[0],
+            "canary_slower_than_2s": 1 - sum(canary[1][:5]),
+            "rollouts_per_second": args.rollouts / elapsed,
+            "promoted": outcomes["promoted"] / args.rollouts,
+            "rolled_back": outcomes["rolled_back"] / args.rollouts,
+            "median_seconds_to_decide": statistics.median(durations),
+        }
+    return cases
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rollouts", type=int, default=2000)
     parser.add_argument("--rate", type=float, default=50.0, help="requests per second")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--method", choices=("threshold", "sequential"), default="threshold")
+    parser.add_argument(
+        "--methods", type=lambda v: v.split(","), default=["threshold", "sequential"]
+    )
+    record.add_arguments(parser)
     args = parser.parse_args()
-    rollout, rng = runbook(args.method), random.Random(args.seed)
+    before = record.machine()
+    results: dict[str, Any] = {
+        "rollouts": args.rollouts,
+        "requests_per_second": args.rate,
+        "seed": args.seed,
+        "baseline_error_rate": 0.005,
+        "methods": {},
+    }
     print(
-        f"{'case':<22}{'rollouts':>9}{'per second':>12}{'promoted':>10}{'rolled back':>13}"
+        f"{'method':<12}{'case':<10}{'per second':>12}{'promoted':>10}{'rolled back':>13}"
         f"{'median s to decide':>20}"
     )
-    for name, canary_errors in (("healthy (0.5% errors)", 0.005), ("bad (2% errors, 4x)", 0.02)):
-        outcomes: Counter[str] = Counter()
-        durations = []
-        started = time.perf_counter()
-        for _ in range(args.rollouts):
-            outcome, seconds = simulate(rollout, rng, args.rate, canary_errors)
-            outcomes[outcome] += 1
-            durations.append(seconds)
-        elapsed = time.perf_counter() - started
-        print(
-            f"{name:<22}{args.rollouts:>9}{args.rollouts / elapsed:>12.0f}"
-            f"{outcomes['promoted'] / args.rollouts:>10.1%}"
-            f"{outcomes['rolled_back'] / args.rollouts:>13.1%}"
-            f"{statistics.median(durations):>20.0f}"
-        )
+    for method in args.methods:
+        results["methods"][method] = measure(method, args)
+        for name, case in results["methods"][method].items():
+            print(
+                f"{method:<12}{name:<10}{case['rollouts_per_second']:>12.0f}"
+                f"{case['promoted']:>10.1%}{case['rolled_back']:>13.1%}"
+                f"{case['median_seconds_to_decide']:>20.0f}"
+            )
+    record.write("rollout_simulation", results, args, before=before)
 
 
 if __name__ == "__main__":

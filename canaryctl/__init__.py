@@ -8,38 +8,28 @@ the fault proxy and scenarios in `canaryctl.chaos` (`run_scenario`), schedules i
 `canaryctl.drills`.
 """
 
-from canaryctl.analysis import Verdict, judge
-from canaryctl.chaos import run_scenario
-from canaryctl.controller import RunResult, run_rollout
-from canaryctl.errors import (
-    BackendError,
-    CanaryError,
-    ChaosBackendError,
-    FlagBackendError,
-    FlagConflict,
-    FlagMismatch,
-    Interrupted,
-    InvalidDocument,
-    InvalidInput,
-    MetricsBackendError,
-)
-from canaryctl.runbook import load_document
+import lazy_loader
 
-__all__ = [
-    "BackendError",
-    "CanaryError",
-    "ChaosBackendError",
-    "FlagBackendError",
-    "FlagConflict",
-    "FlagMismatch",
-    "Interrupted",
-    "InvalidDocument",
-    "InvalidInput",
-    "MetricsBackendError",
-    "RunResult",
-    "Verdict",
-    "judge",
-    "load_document",
-    "run_rollout",
-    "run_scenario",
-]
+# Each name is imported on first use, so importing one submodule (or running one command)
+# does not load the whole package.
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "analysis": ["Verdict", "judge"],
+        "chaos": ["run_scenario"],
+        "controller": ["RunResult", "run_rollout"],
+        "errors": [
+            "BackendError",
+            "CanaryError",
+            "ChaosBackendError",
+            "FlagBackendError",
+            "FlagConflict",
+            "FlagMismatch",
+            "Interrupted",
+            "InvalidDocument",
+            "InvalidInput",
+            "MetricsBackendError",
+        ],
+        "runbook": ["load_document"],
+    },
+)

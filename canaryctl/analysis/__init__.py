@@ -1,7 +1,14 @@
 """Analysis: turn observations of both variants into a verdict with its evidence. Pure."""
 
-from canaryctl.analysis.assess import assess
-from canaryctl.analysis.judge import judge
-from canaryctl.analysis.verdict import Check, Evidence, Outcome, Verdict
+import lazy_loader
 
-__all__ = ["Check", "Evidence", "Outcome", "Verdict", "assess", "judge"]
+# Each name is imported on first use, so importing one submodule (or running one command)
+# does not load the whole package.
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "assess": ["assess"],
+        "judge": ["judge"],
+        "verdict": ["Check", "Evidence", "Outcome", "Verdict"],
+    },
+)

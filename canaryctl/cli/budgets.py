@@ -11,7 +11,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from canaryctl.cli.main import main, output_option, wants_json
+from canaryctl.cli.main import output_option, wants_json
 from canaryctl.errors import InvalidInput
 from canaryctl.gateway.budgets import MICRO_USD, open_store, store_prefix, usage_by_counter
 from canaryctl.runbook import Gateway, load_document
@@ -20,7 +20,7 @@ from canaryctl.runbook.gateway import BudgetsSpec
 __all__ = ["budgets"]
 
 
-@main.group()
+@click.group()
 def budgets() -> None:
     """Inspect the gateway's token and USD budgets."""
 

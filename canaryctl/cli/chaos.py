@@ -18,8 +18,8 @@ from canaryctl.chaos.journal import Journal, junit_xml
 from canaryctl.chaos.proxy import ADMIN_PREFIX, TOKEN_ENV, create_proxy_app
 from canaryctl.chaos.scenario import run_scenario
 from canaryctl.chaos.server import bind, server_for
-from canaryctl.cli.gateway import split_listen
-from canaryctl.cli.main import main, output_option, signals_as_ctrl_c, wants_json
+from canaryctl.cli.listen import split_listen
+from canaryctl.cli.main import output_option, signals_as_ctrl_c, wants_json
 from canaryctl.errors import InvalidInput
 from canaryctl.metrics.base import MetricsSource
 from canaryctl.metrics.factory import metrics_source_for
@@ -29,7 +29,7 @@ from canaryctl.runbook.scenario import FAULT_KINDS, PHASES, ChaosScenario, Fault
 __all__ = ["chaos"]
 
 
-@main.group()
+@click.group()
 def chaos() -> None:
     """Inject faults into a provider through the fault proxy; run chaos scenarios."""
 

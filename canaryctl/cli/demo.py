@@ -10,12 +10,12 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from canaryctl.cli.main import main, output_option, signals_as_ctrl_c, wants_json
+from canaryctl.cli.main import output_option, signals_as_ctrl_c, wants_json
 from canaryctl.cli.views import JsonLinesView, LiveView
 from canaryctl.demo import DemoReport, run_demo
 
 
-@main.command()
+@click.command()
 @output_option
 @click.option(
     "--keep",

@@ -6,13 +6,13 @@ import json
 
 import click
 
-from canaryctl.cli.main import main, output_option, wants_json
+from canaryctl.cli.main import output_option, wants_json
 from canaryctl.errors import InvalidDocument, InvalidInput, Problem
 from canaryctl.metrics.profile import check_profile_feeds_slos
 from canaryctl.runbook import KINDS, Rollout, json_schema, load_document
 
 
-@main.command()
+@click.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @output_option
 def validate(files: tuple[str, ...], output: str | None) -> None:
@@ -41,7 +41,7 @@ def validate(files: tuple[str, ...], output: str | None) -> None:
         raise InvalidDocument(problems)
 
 
-@main.command()
+@click.command()
 @click.argument("kind", type=click.Choice(sorted(KINDS)))
 def schema(kind: str) -> None:
     """Print the JSON Schema of a document kind, for editors and CI linters."""

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from canaryctl.cli.main import main, output_option, state_option, wants_json
+from canaryctl.cli.main import output_option, state_option, wants_json
 from canaryctl.drills import DrillHome, drill_status, serve
 from canaryctl.runbook.common import parse_duration
 
@@ -31,7 +31,7 @@ def _home_options(func: Any) -> Any:
     return state_option("the rollout state database: no drill starts while a rollout runs")(func)
 
 
-@main.group()
+@click.group()
 def drills() -> None:
     """Run chaos scenarios on their schedule."""
 

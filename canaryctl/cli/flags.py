@@ -9,13 +9,13 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from canaryctl.cli.main import main, output_option, wants_json
+from canaryctl.cli.main import output_option, wants_json
 from canaryctl.flags.file import default_rule_weights, read_flag
 
 __all__ = ["flags"]
 
 
-@main.group()
+@click.group()
 def flags() -> None:
     """Inspect routing flags."""
 

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from canaryctl.analysis import Outcome
-from canaryctl.cli.main import main, output_option, wants_json
+from canaryctl.cli.main import output_option, wants_json
 from canaryctl.errors import InvalidInput
 from canaryctl.gate import GateReport, junit_xml, markdown_summary, run_gate
 from canaryctl.runbook import Rollout, load_document
@@ -95,7 +95,7 @@ def _print(report: GateReport) -> None:
     console.print(f"gate {verdict}" + (f": {escape(report.reason)}" if report.reason else ""))
 
 
-@main.command("gate")
+@click.command("gate")
 @click.argument("runbook", type=click.Path(dir_okay=False))
 @click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), help="write JUnit XML")
 @click.option(

@@ -5,24 +5,16 @@ from __future__ import annotations
 import click
 import uvicorn
 
-from canaryctl.cli.main import main
+from canaryctl.cli.listen import split_listen
 from canaryctl.errors import InvalidInput
 from canaryctl.gateway import create_app
 from canaryctl.gateway.routing import check_flag_source
 from canaryctl.runbook import Gateway, load_document
 
-__all__ = ["gateway", "split_listen"]
+__all__ = ["gateway"]
 
 
-def split_listen(value: str) -> tuple[str, int]:
-    """HOST:PORT as a pair; BadParameter (exit 2) otherwise."""
-    host, _, port = value.rpartition(":")
-    if not host or not port.isdigit() or int(port) > 65535:
-        raise click.BadParameter(f"'{value}' is not HOST:PORT", param_hint="--listen")
-    return host, int(port)
-
-
-@main.group()
+@click.group()
 def gateway() -> None:
     """Run the reference gateway."""
 

@@ -11,14 +11,14 @@ from types import FrameType
 
 import click
 
-from canaryctl.cli.main import main, output_option, wants_json
+from canaryctl.cli.main import output_option, wants_json
 from canaryctl.lab import LabStack, TrafficSnapshot
 from canaryctl.runbook import Lab, load_document, parse_duration
 
 __all__ = ["lab"]
 
 
-@main.group()
+@click.group()
 def lab() -> None:
     """Run simulated providers behind the gateway."""
 

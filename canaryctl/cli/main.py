@@ -1,7 +1,10 @@
-"""The root command group: turns canaryctl's errors into one clear line and their exit code."""
+"""The root command group: turns canaryctl's errors into one clear line and their exit code, and
+imports a command's module only when that command runs, so `canaryctl --help` and `validate` do
+not pay for the controller, the gateway or the chaos proxy."""
 
 from __future__ import annotations
 
+import importlib
 import signal
 import sys
 import threading
@@ -13,7 +16,6 @@ from typing import Any
 
 import click
 
-from canaryctl.controller.store import DEFAULT_STATE_PATH
 from canaryctl.errors import CanaryError, InvalidInput
 
 __all__ = [
@@ -26,7 +28,79 @@ __all__ = [
 ]
 
 
-class CanaryGroup(click.Group):
+COMMANDS: dict[str, tuple[str, str]] = {
+    "budgets": ("canaryctl.cli.budgets:budgets", "Inspect the gateway's token and USD budgets."),
+    "chaos": (
+        "canaryctl.cli.chaos:chaos",
+        "Inject faults into a provider through the fault proxy; run chaos scenarios.",
+    ),
+    "demo": (
+        "canaryctl.cli.demo:demo",
+        "Roll out a bad canary (rolled back) and a good one (promoted) against a simulated lab.",
+    ),
+    "drills": ("canaryctl.cli.drills:drills", "Run chaos scenarios on their schedule."),
+    "flags": ("canaryctl.cli.flags:flags", "Inspect routing flags."),
+    "gate": (
+        "canaryctl.cli.gate:gate",
+        "Eval the canary against the baseline, check live SLOs and cost: exit 0 to promote.",
+    ),
+    "gateway": ("canaryctl.cli.gateway:gateway", "Run the reference gateway."),
+    "lab": ("canaryctl.cli.lab:lab", "Run simulated providers behind the gateway."),
+    "report": (
+        "canaryctl.cli.report:report",
+        "Chart a rollout (SOURCE: its run id), a chaos run or drill (its journal JSON) or a gate "
+        "(its JSON result): what happened, against which bounds, and the decision.",
+    ),
+    "rollout": (
+        "canaryctl.cli.rollout:rollout",
+        "Step a canary model's share of traffic up through its flag, watching SLOs.",
+    ),
+    "schema": (
+        "canaryctl.cli.documents:schema",
+        "Print the JSON Schema of a document kind, for editors and CI linters.",
+    ),
+    "validate": (
+        "canaryctl.cli.documents:validate",
+        "Validate documents of any kind; print every problem with its field path and line.",
+    ),
+}
+"""Each command: where it lives ("module:attribute") and its line in `canaryctl --help` (the
+command's own short help, which tests/test_cli_startup.py keeps in step)."""
+
+
+class LazyGroup(click.Group):
+    """click's documented lazy-loading group: a command's module is imported when the command is
+    looked up to run. The root's `--help` lists the commands from COMMANDS without importing
+    any of them."""
+
+    def __init__(self, *args: Any, lazy: dict[str, tuple[str, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.lazy or cmd_name in self.commands:
+            return super().get_command(ctx, cmd_name)
+        module, attribute = self.lazy[cmd_name][0].split(":")
+        command = getattr(importlib.import_module(module), attribute)
+        self.add_command(command, cmd_name)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """As click lays the list out, with the short help from COMMANDS."""
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(map(len, names))
+        rows = []
+        for name in names:
+            command = self.commands.get(name) or click.Command(name, help=self.lazy[name][1])
+            rows.append((name, command.get_short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+class CanaryGroup(LazyGroup):
     """Catches CanaryError once, prints it without a traceback, exits with the error's code."""
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -37,7 +111,9 @@ class CanaryGroup(click.Group):
             ctx.exit(exc.exit_code)
 
 
-@click.group(cls=CanaryGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=CanaryGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.version_option(package_name="canaryctl")
 def main() -> None:
     """Safe rollouts, chaos and CI gates for the models behind your LLM features."""
@@ -55,6 +131,8 @@ def output_option(func: Any) -> Any:
 
 def state_option(help: str) -> Callable[[Any], Any]:
     """`--state`: the rollout state database, shared by every command that reads or writes it."""
+    from canaryctl.controller.store import DEFAULT_STATE_PATH  # only commands that use a state
+
     return click.option(
         "--state",
         "state_path",

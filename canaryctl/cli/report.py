@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from canaryctl.cli.main import existing_state, main, output_option, state_option, wants_json
+from canaryctl.cli.main import existing_state, output_option, state_option, wants_json
 from canaryctl.controller import StateStore
 from canaryctl.errors import InvalidInput
 from canaryctl.report import chaos_html, gate_html, report_html, timeline
@@ -49,7 +49,7 @@ def _gate(path: Path, result: dict[str, Any]) -> tuple[dict[str, Any], str, str]
     return {"kind": "gate", **result}, html, summary
 
 
-@main.command("report")
+@click.command("report")
 @click.argument("source")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
               help="write a self-contained HTML page")  # fmt: skip

@@ -20,7 +20,6 @@ import click
 
 from canaryctl.cli.main import (
     existing_state,
-    main,
     output_option,
     signals_as_ctrl_c,
     state_option,
@@ -47,7 +46,7 @@ __all__ = ["rollout"]
 _state_option = state_option("the run journal (SQLite)")
 
 
-@main.group()
+@click.group()
 def rollout() -> None:
     """Step a canary model's share of traffic up through its flag, watching SLOs."""
 

@@ -1,18 +1,16 @@
 """Flag stores: where the routing split lives. One module per backend, one seam in base.py."""
 
-from canaryctl.flags.base import FlagClaim, FlagSnapshot, FlagStore, Split
-from canaryctl.flags.factory import flag_store_for
-from canaryctl.flags.file import FileFlagStore
-from canaryctl.flags.launchdarkly import LaunchDarklyFlagStore
-from canaryctl.flags.memory import MemoryFlagStore
+import lazy_loader
 
-__all__ = [
-    "FileFlagStore",
-    "FlagClaim",
-    "FlagSnapshot",
-    "FlagStore",
-    "LaunchDarklyFlagStore",
-    "MemoryFlagStore",
-    "Split",
-    "flag_store_for",
-]
+# Each name is imported on first use, so importing one submodule (or running one command)
+# does not load the whole package.
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "base": ["FlagClaim", "FlagSnapshot", "FlagStore", "Split"],
+        "factory": ["flag_store_for"],
+        "file": ["FileFlagStore"],
+        "launchdarkly": ["LaunchDarklyFlagStore"],
+        "memory": ["MemoryFlagStore"],
+    },
+)

@@ -1,7 +1,14 @@
 """The reference gateway: an OpenAI- and Ollama-compatible router that evaluates a LaunchDarkly
 flag per request, falls back down each model's chain, and exports the metrics rollouts read."""
 
-from canaryctl.gateway.app import create_app
-from canaryctl.gateway.metrics import BUCKETS, GatewayMetrics
+import lazy_loader
 
-__all__ = ["BUCKETS", "GatewayMetrics", "create_app"]
+# Each name is imported on first use, so importing one submodule (or running one command)
+# does not load the whole package.
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "app": ["create_app"],
+        "metrics": ["BUCKETS", "GatewayMetrics"],
+    },
+)

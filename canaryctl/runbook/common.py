@@ -73,7 +73,7 @@ DocPath = Annotated[Path, BeforeValidator(_resolve_against_document)]
 class Strict(BaseModel):
     """Unknown fields are errors: a typo in a runbook must never pass silently."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
 
 
 class Metadata(Strict):

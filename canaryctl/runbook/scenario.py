@@ -12,15 +12,17 @@ errors, not silently ignored: `status` on a latency fault is a typo someone must
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from apscheduler.triggers.cron import CronTrigger
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from canaryctl.runbook.common import API_VERSION, Duration, Metadata, Strict
 from canaryctl.runbook.rollout import MetricsSpec
 from canaryctl.slo_metrics import SLO_METRICS, Quantile, Rate
+
+if TYPE_CHECKING:
+    from apscheduler.triggers.cron import CronTrigger
 
 __all__ = [
     "FAULT_KINDS",
@@ -231,6 +233,8 @@ def _cron(value: str) -> str:
 
 
 def cron_trigger(value: str, timezone: str = "UTC") -> CronTrigger:
+    from apscheduler.triggers.cron import CronTrigger  # the scheduler's, not `validate`'s, cost
+
     fields = value.split()
     if len(fields) == 5:
         return CronTrigger.from_crontab(value, timezone=timezone)

@@ -1,0 +1,134 @@
+"""A command imports only what it needs: `--help` and `validate` stay clear of the controller,
+the servers and the backends, and the gateway process never loads the controller. Checked
+structurally, in fresh interpreters (how fast they start is benchmarks/startup.py's job)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+
+from canaryctl.cli.main import COMMANDS, main
+
+ROOT = Path(__file__).resolve().parent.parent
+HEAVY = (
+    "canaryctl.controller",
+    "canaryctl.gateway",
+    "canaryctl.chaos",
+    "canaryctl.flags",
+    "starlette",
+    "uvicorn",
+    "ldclient",
+    "httpx",
+    "aiohttp",
+    "rich",
+    "prometheus_client",
+    "prometheus_api_client",
+    "sqlalchemy",
+    "apscheduler",
+    "redis",
+)
+
+RUN_CLI = """
+import json, sys
+out = sys.argv.pop(1)
+sys.argv[0] = "canaryctl"
+from canaryctl.cli import main
+try:
+    main()
+except SystemExit as exc:
+    code = exc.code
+with open(out, "w") as f:
+    json.dump({"code": code, "modules": sorted(sys.modules)}, f)
+"""
+
+
+def imported_by(tmp_path: Path, *args: str) -> set[str]:
+    out = tmp_path / "modules.json"
+    subprocess.run(
+        [sys.executable, "-c", RUN_CLI, str(out), *args],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    result = json.loads(out.read_text())
+    assert result["code"] in (0, None), result["code"]
+    return set(result["modules"])
+
+
+def loaded(modules: set[str], package: str) -> bool:
+    return any(m == package or m.startswith(package + ".") for m in modules)
+
+
+@pytest.mark.parametrize(
+    "args", [("--help",), ("validate", "runbooks/support-bot-gpt4o-mini.yaml")], ids=str
+)
+def test_help_and_validate_import_no_heavy_module(tmp_path: Path, args: tuple[str, ...]) -> None:
+    modules = imported_by(tmp_path, *args)
+    assert [p for p in HEAVY if loaded(modules, p)] == []
+
+
+def test_help_imports_no_command_module(tmp_path: Path) -> None:
+    modules = imported_by(tmp_path, "--help")
+    assert sorted(m for m in modules if m.startswith("canaryctl.")) == [
+        "canaryctl.cli",
+        "canaryctl.cli.main",
+        "canaryctl.errors",
+    ]
+
+
+def test_rollout_command_does_load_the_controller(tmp_path: Path) -> None:
+    """The positive control: the check above would see the controller if it were loaded."""
+    assert loaded(imported_by(tmp_path, "rollout", "--help"), "canaryctl.controller")
+
+
+def test_the_gateway_process_does_not_load_the_controller() -> None:
+    code = """
+import sys
+import canaryctl.cli.gateway
+from canaryctl.gateway import create_app
+from canaryctl.runbook import Gateway, load_document
+create_app(load_document("runbooks/gateway.yaml", expect=Gateway).spec)
+print(",".join(sorted(sys.modules)))
+"""
+    env = {**os.environ, "OPENAI_API_KEY": "sk-test"}  # the shipped config's cloud models need one
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True, text=True
+    )
+    modules = set(done.stdout.strip().split(","))
+    assert loaded(modules, "canaryctl.gateway.app")
+    for package in ("canaryctl.controller", "canaryctl.chaos", "sqlalchemy", "apscheduler", "rich"):
+        assert not loaded(modules, package), package
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_each_command_loads_and_its_help_line_is_its_own(name: str) -> None:
+    command = main.get_command(click.Context(main), name)
+    assert isinstance(command, click.Command)
+    assert command.get_short_help_str(1000) == COMMANDS[name][1]
+
+
+@pytest.mark.parametrize(
+    "package",
+    [
+        "canaryctl",
+        "canaryctl.analysis",
+        "canaryctl.chaos",
+        "canaryctl.controller",
+        "canaryctl.flags",
+        "canaryctl.gateway",
+        "canaryctl.metrics",
+    ],
+)
+def test_every_public_name_of_a_lazy_package_resolves(package: str) -> None:
+    module = importlib.import_module(package)
+    assert module.__all__
+    for name in module.__all__:
+        assert getattr(module, name) is not None, name

@@ -1,0 +1,109 @@
+"""Every figure region in README.md and docs/ is what benchmarks/tables.py renders from the
+committed JSON: a figure edited by hand, or JSON updated without its tables, fails here."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def tables() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("tables", ROOT / "benchmarks" / "tables.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["tables"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_generated_regions_match_the_committed_json(tables: ModuleType) -> None:
+    assert tables.check() == [], "run `python benchmarks/tables.py` and commit the result"
+
+
+def test_every_region_names_a_known_table_and_figure_file(tables: ModuleType) -> None:
+    found = list(tables.regions())
+    assert {r.file for r in found} >= {"README.md", "docs/benchmarks.md", "docs/gateway.md"}
+    for region in found:
+        assert region.table in tables.RENDERERS or region.table == "index", region
+        assert region.source in tables.BENCHMARKS or region.table == "index", region
+
+
+def test_a_hand_edited_figure_is_caught(tables: ModuleType, monkeypatch, tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    readme = (ROOT / "README.md").read_text()
+    region = next(r for r in tables.regions() if r.file == "README.md")
+    edited = readme.replace(region.body, region.body.replace("1", "2", 1) + " (edited)", 1)
+    assert edited != readme
+    (tmp_path / "README.md").write_text(edited)
+    monkeypatch.setattr(tables, "ROOT", tmp_path)
+    for source in tables.BENCHMARKS:  # the figures stay those committed
+        target = tmp_path / source
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if (ROOT / source).exists():
+            target.write_text((ROOT / source).read_text())
+    assert tables.check() == ["README.md"]
+    tables.rewrite()
+    assert tables.check() == []
+    assert (tmp_path / "README.md").read_text() == readme
+
+
+def test_negative_differences_keep_their_sign(tables: ModuleType) -> None:
+    assert tables.num(-0.35, 2) == f"{tables.MINUS}0.35"
+    assert tables.num(-0.001, 2) == "0.00"
+    assert tables.num(1234.5) == "1,234"
+    added = tables.Added(value=-0.4, noise=1.2)
+    assert str(added) == f"{tables.MINUS}0.40 ±1.20" and added.within_noise
+
+
+def _target(max_rps: float, rates: dict[str, tuple[list[float], list[float]] | None]) -> dict:
+    """A target's figures as benchmarks/gateway_overhead.py stores them, from its rounds."""
+    figures: dict = {"max_rps": max_rps, "errors": 0, "rates": {}, "rounds": {}}
+    for rate, rounds in rates.items():
+        if rounds is None:
+            figures["rates"][rate] = None
+            continue
+        p50s, p99s = rounds
+        figures["rates"][rate] = {"p50_ms": sorted(p50s)[1], "p99_ms": sorted(p99s)[1]}
+        figures["rounds"][rate] = {"p50_ms": p50s, "p99_ms": p99s}
+    return figures
+
+
+def test_gateway_overhead_shows_negative_differences_noise_and_what_was_not_run(
+    tables: ModuleType,
+) -> None:
+    data = {
+        "config": {"rate": 200, "low_rate": 20, "seconds": 6, "rounds": 3},
+        "targets": {
+            "direct": {
+                "plain": _target(
+                    6000, {"200": ([1.0, 1.2, 1.4], [5.0, 5.5, 6.0]), "20": ([2, 2, 2], [5, 5, 5])}
+                )
+            },
+            "canaryctl": {
+                "plain": _target(
+                    2000, {"200": ([2.0, 2.2, 2.3], [4.0, 5.0, 7.0]), "20": ([3, 3, 3], [6, 6, 6])}
+                )
+            },
+            "litellm": {"plain": _target(100, {"200": None, "20": ([13, 14, 15], [25, 26, 27])})},
+        },
+    }
+    record = {"results": data, "versions": {"litellm": "1.110.2"}}
+    added = tables.gateway_overhead_added(record)
+    # canaryctl at 200 req/s: p50 2.2 - 1.2, noise (0.3 + 0.4) / 2; p99 5.0 - 5.5, noise (3 + 1) / 2
+    assert f"| canaryctl gateway | plain | 1.00 ±0.35 / {tables.MINUS}0.50 ±2.00 |" in added
+    assert (
+        "| LiteLLM proxy 1.110.2 | plain | not run: above 80% of its 100 req/s maximum |" in added
+    )
+    ratios = tables.gateway_overhead_ratios(record)
+    assert "At 200 req/s LiteLLM cannot sustain it on plain requests." in ratios
+    # at 20 req/s canaryctl adds 1 ms (p50) and 1 ms (p99) with no spread: LiteLLM 12x and 21x
+    x = tables.TIMES
+    assert f"LiteLLM adds 12.0{x} canaryctl's p50 and 21.0{x} canaryctl's p99" in ratios
+    assert f"20.0{x} on plain requests" in ratios
