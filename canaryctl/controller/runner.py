@@ -22,6 +22,7 @@ unwatched.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from collections.abc import Callable, Sequence
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from canaryctl.analysis import Verdict, assess
 from canaryctl.controller.clock import Clock, SystemClock
 from canaryctl.controller.events import ObserverFanout, RolloutObserver, RunInfo
-from canaryctl.controller.hooks import HookRunner
+from canaryctl.controller.hooks import HookRunner, check_hook_urls
 from canaryctl.controller.phases import Phase
 from canaryctl.controller.result import EXIT_CODES, RunResult
 from canaryctl.controller.step import (
@@ -79,6 +80,8 @@ if TYPE_CHECKING:
     from canaryctl.notify import WebhookNotifier
 
 __all__ = ["RolloutRunner", "resume_rollout", "run_rollout"]
+
+log = logging.getLogger(__name__)
 
 _FINAL_PHASE = {
     "promoted": Phase.PROMOTED,
@@ -572,6 +575,7 @@ def run_rollout(
     """Run `rollout` on the backends its runbook names (or those given), journaled at
     `state_path`; preflight errors raise before anything changes."""
     clock = clock if clock is not None else SystemClock()
+    check_hook_urls(rollout.spec)
     flags, metrics = _adapters(rollout, clock, flags, metrics)
     hooks = HookRunner()
     notifiers = _notifiers(rollout)
@@ -603,8 +607,9 @@ def resume_rollout(
     flags: FlagStore | None = None,
     metrics: MetricsSource | None = None,
 ) -> RunResult:
-    """Resume run `run_id`; without `rollout`, the runbook copy in the journal is used (its
-    redacted webhook headers are dropped)."""
+    """Resume run `run_id`; without `rollout`, the runbook copy in the journal is used, which
+    keeps webhooks only when they name `url_env` (and none of their headers) and URLs without
+    their credentials."""
     clock = clock if clock is not None else SystemClock()
     hooks = HookRunner()
     notifiers: list[WebhookNotifier] = []
@@ -619,6 +624,7 @@ def resume_rollout(
                 raise InvalidInput(
                     f"run {run_id} is '{record.name}', not '{rollout.metadata.name}'"
                 )
+            check_hook_urls(rollout.spec)
             flags, metrics = _adapters(rollout, clock, flags, metrics)
             notifiers = _notifiers(rollout)
             runner = RolloutRunner(
@@ -694,10 +700,20 @@ def _ensure_not_driven_elsewhere(record: RunRecord) -> None:
 
 
 def _stored_rollout(runbook: dict[str, Any]) -> Rollout:
+    """The journal's redacted copy as a runbook: a webhook stored by its origin alone would
+    post to the wrong place, so only `url_env` webhooks are kept, without their headers."""
     spec = runbook.get("spec", {})
     for key in ("on_rollback", "on_promote", "notify"):
-        for hook in spec.get(key, []):
-            headers = hook.get("webhook", {}).get("headers", {})
-            for name in [n for n, v in headers.items() if v == "<redacted>"]:
-                del headers[name]
+        hooks = spec.get(key, [])
+        kept = [hook for hook in hooks if hook.get("webhook", {}).get("url_env")]
+        if len(kept) < len(hooks):
+            log.warning(
+                "spec.%s: %d webhook(s) with a literal url are not kept in the journal and are "
+                "skipped on this resume (pass --runbook to keep them)",
+                key,
+                len(hooks) - len(kept),
+            )
+        for hook in kept:
+            hook["webhook"]["headers"] = {}
+        spec[key] = kept
     return Rollout.model_validate(runbook)

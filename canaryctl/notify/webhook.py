@@ -10,7 +10,6 @@ up on it.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
@@ -21,13 +20,13 @@ import httpx
 
 from canaryctl.analysis import Verdict
 from canaryctl.controller.events import RolloutObserver, RunInfo
-from canaryctl.controller.hooks import redact_url
+from canaryctl.controller.hooks import webhook_url
 from canaryctl.controller.phases import Phase
 from canaryctl.controller.result import RunResult
 from canaryctl.controller.step import PlanItem
-from canaryctl.errors import InvalidInput
 from canaryctl.flags.base import Split
 from canaryctl.notify.message import slack_message, summary_text
+from canaryctl.redact import redact_webhook_url
 from canaryctl.runbook.notify import NotifySpec, NotifyWebhookSpec
 
 __all__ = ["WebhookNotifier", "notifiers_for"]
@@ -40,10 +39,12 @@ _STOP = object()
 class WebhookNotifier(RolloutObserver):
     """Notifies one webhook; `sent` and `failed` count deliveries (for tests and the log)."""
 
-    def __init__(self, spec: NotifyWebhookSpec, client: httpx.Client | None = None) -> None:
+    def __init__(
+        self, spec: NotifyWebhookSpec, client: httpx.Client | None = None, *, where: str = "notify"
+    ) -> None:
         self.spec = spec
-        self._url = _resolve(spec)
-        self.target = redact_url(self._url)
+        self._url = webhook_url(spec, where)
+        self.target = redact_webhook_url(self._url)
         self.sent = 0
         self.failed = 0
         self._client = client if client is not None else httpx.Client()
@@ -139,20 +140,10 @@ class WebhookNotifier(RolloutObserver):
                 log.warning("notify %s answered HTTP %s", self.target, response.status_code)
 
 
-def _resolve(spec: NotifyWebhookSpec) -> str:
-    """The URL, from the environment when the runbook names a variable; checked before the run."""
-    if spec.url is not None:
-        return spec.url
-    assert spec.url_env is not None
-    url = os.environ.get(spec.url_env, "")
-    if not url.startswith(("http://", "https://")):
-        state = "is not set" if not url else "does not hold an http(s) URL"
-        raise InvalidInput(f"spec.notify: environment variable {spec.url_env} {state}")
-    return url
-
-
 def notifiers_for(specs: Sequence[NotifySpec]) -> list[WebhookNotifier]:
-    """Every notifier, or none: a bad one raises before any thread starts."""
-    for spec in specs:
-        _resolve(spec.webhook)
-    return [WebhookNotifier(spec.webhook) for spec in specs]
+    """Every notifier, or none: a missing URL variable raises before any thread starts."""
+    wheres = [f"spec.notify[{index}].webhook" for index in range(len(specs))]
+    pairs = list(zip(specs, wheres, strict=True))
+    for spec, where in pairs:
+        webhook_url(spec.webhook, where)
+    return [WebhookNotifier(spec.webhook, where=where) for spec, where in pairs]
