@@ -21,9 +21,9 @@ the window to its edges (by up to a scrape interval at each end), and a series b
 window loses its first sample. Every series of one target shares its sample times, so the ratios
 the SLOs judge (error rate, p95, cost per query) are not skewed by it.
 
-Network failures and 5xx answers are retried by urllib3 with exponential backoff; what is still
-failing then becomes MetricsBackendError naming the URL (never a credential), so the runner can
-tell "Prometheus is down" from "the canary is bad".
+Network failures, 429s and 5xx answers are retried (canaryctl/retry.py); what is still failing
+then becomes MetricsBackendError naming the URL without credentials or query (canaryctl/redact.py),
+so the runner can tell "Prometheus is down" from "the canary is bad".
 """
 
 from __future__ import annotations
@@ -39,10 +39,13 @@ import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 from urllib3.util.retry import Retry
 
+from canaryctl import retry
 from canaryctl.errors import InvalidInput, MetricsBackendError
 from canaryctl.metrics.base import Observation
 from canaryctl.metrics.profile import load_profile
 from canaryctl.metrics.series import VariantTotals, by_variant
+from canaryctl.redact import redact_text, redact_url
+from canaryctl.retry import BACKEND, Retryable, RetryPolicy
 from canaryctl.runbook.profile import MetricProfileSpec, ProfileQuery
 from canaryctl.runbook.promql import promql_string, render
 
@@ -51,9 +54,10 @@ __all__ = ["PrometheusMetricsSource", "SloQuery", "VariantNames", "promql_matche
 VariantNames = str | Mapping[str, str]
 """What a flag variation is called in Prometheus: one label value, or one per label name."""
 
-_RETRY_STATUSES = (500, 502, 503, 504)
 _REJECTED = re.compile(r"^HTTP Status Code (400|422)\b")
 """prometheus-api-client's message for an answer Prometheus gives a malformed query."""
+_UNAVAILABLE = re.compile(r"^HTTP Status Code (429|5\d\d)\b")
+"""... and for an answer another attempt may change: overloaded, restarting, behind a proxy."""
 _OS_ERROR = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
 """The operating system's reason inside urllib3's message: `[Errno 111] Connection refused`."""
 _CHECK_WINDOW = 60
@@ -82,8 +86,7 @@ class PrometheusMetricsSource:
     every query (route, job...), `route` fills `{{route}}`. `variants` maps a flag variation to
     what Prometheus calls it (default: the same). `headers`/`auth` carry credentials already
     read from the environment by the factory; `verify` is a CA bundle path or False for
-    insecure_skip_verify. A request is retried `retries` times after the first failure, urllib3
-    waiting `backoff` seconds and doubling.
+    insecure_skip_verify. A failing request is retried by `retry`, waiting with `sleep`.
     """
 
     def __init__(
@@ -101,14 +104,14 @@ class PrometheusMetricsSource:
         auth: tuple[str, str] | None = None,
         verify: bool | str = True,
         clock: Callable[[], float] = time.time,
-        retries: int = 3,
-        backoff: float = 0.2,
+        retry: RetryPolicy = BACKEND,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if retries < 0:
-            raise ValueError("PrometheusMetricsSource needs retries >= 0")
         if profile is None:
             profile = load_profile("canaryctl")
         self.url = url.rstrip("/")
+        self.shown = redact_url(self.url)
+        """The URL as messages show it: without userinfo, query or fragment."""
         self.profile = profile
         wanted = {"requests", *(needs if needs is not None else profile.ingredients)}
         self.queries = tuple(q for q in profile.queries if wanted & set(q.yields))
@@ -117,21 +120,14 @@ class PrometheusMetricsSource:
         self._route = route
         self._variants = dict(variants or {})
         self._timeout, self._clock = timeout, clock
-        self._attempts = retries + 1
+        self._retry, self._sleep = retry, sleep
         session = requests.Session()
         session.verify = verify
-        retry = Retry(
-            total=retries,
-            backoff_factor=backoff,
-            status_forcelist=_RETRY_STATUSES,
-            allowed_methods=None,
-            raise_on_status=False,
-        )
         self._client = PrometheusConnect(
             url=self.url,
             headers=dict(headers) if headers else None,
             auth=auth,
-            retry=retry,
+            retry=Retry(total=0, raise_on_status=False),  # canaryctl.retry retries, not urllib3
             session=session,
             timeout=timeout,
         )
@@ -142,7 +138,7 @@ class PrometheusMetricsSource:
         now = self._clock()
         if not self._query("up", now):
             raise MetricsBackendError(
-                f"Prometheus at {self.url} answers but scrapes no target (`up` is empty)"
+                f"Prometheus at {self.shown} answers but scrapes no target (`up` is empty)"
             )
         for slo in self.slo_queries:
             self._slo_values(slo, _CHECK_WINDOW, now)
@@ -218,44 +214,64 @@ class PrometheusMetricsSource:
             parsed = [(dict(r["metric"]), float(r["value"][1])) for r in result]
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise MetricsBackendError(
-                f"Prometheus at {self.url} answered with an unexpected result shape ({exc})"
+                f"Prometheus at {self.shown} answered with an unexpected result shape ({exc})"
             ) from exc
         return [(m, v) for m, v in parsed if not math.isnan(v)]
 
     def _transport_reason(self, exc: requests.RequestException) -> str:
-        """The cause in a few words (urllib3 nests it deep in a long message). Credentials
-        travel in headers, never in the URL, so the message cannot leak them."""
+        """The cause in a few words (urllib3 nests it deep in a long message), with any URL in
+        it redacted."""
         if isinstance(exc, requests.Timeout):
             return f"no answer within {self._timeout:g}s"
         cause = _OS_ERROR.search(str(exc))
-        return cause.group(1) if cause else f"{type(exc).__name__}: {exc}"
+        return cause.group(1) if cause else f"{type(exc).__name__}: {redact_text(str(exc))}"
 
     def _query(self, query: str, at: float, *, scalar_ok: bool = False) -> list[Any]:
         """One instant query at `at`, as a vector (a scalar becomes one unlabelled series when
-        `scalar_ok`); library and transport exceptions stop here."""
+        `scalar_ok`), retried; library and transport exceptions stop here."""
+
+        def attempt() -> Any:
+            try:
+                return self._client.custom_query(query, params={"time": f"{at:.3f}"})
+            except PrometheusApiClientException as exc:
+                if _UNAVAILABLE.match(str(exc)):
+                    raise Retryable(redact_text(str(exc))) from exc
+                raise
+            except requests.RequestException as exc:
+                raise Retryable(self._transport_reason(exc)) from exc
+
         try:
-            result = self._client.custom_query(query, params={"time": f"{at:.3f}"})
+            result = retry.call(attempt, self._retry, sleep=self._sleep)
+        except Retryable as failure:
+            if isinstance(failure.__cause__, PrometheusApiClientException):
+                raise MetricsBackendError(
+                    f"Prometheus at {self.shown} refused the query {query!r} "
+                    f"({self._retry.attempts} attempts): {failure.reason}"
+                ) from failure.__cause__
+            raise MetricsBackendError(
+                f"cannot reach Prometheus at {self.shown} ({self._retry.attempts} attempts): "
+                f"{failure.reason}"
+            ) from failure.__cause__
         except PrometheusApiClientException as exc:
             # The library puts the status and body in the message; both are safe to show.
-            if _REJECTED.match(str(exc)):
-                raise InvalidInput(f"Prometheus at {self.url} rejected {query!r}: {exc}") from exc
+            reason = redact_text(str(exc))
+            if _REJECTED.match(reason):
+                raise InvalidInput(
+                    f"Prometheus at {self.shown} rejected {query!r}: {reason}"
+                ) from exc
             raise MetricsBackendError(
-                f"Prometheus at {self.url} refused the query {query!r}: {exc}"
+                f"Prometheus at {self.shown} refused the query {query!r}: {reason}"
             ) from exc
         except (ValueError, KeyError) as exc:  # a 200 that is not the API: a login page, say
             raise MetricsBackendError(
-                f"Prometheus at {self.url} did not answer as the query API does ({exc!r})"
-            ) from exc
-        except requests.RequestException as exc:
-            raise MetricsBackendError(
-                f"cannot reach Prometheus at {self.url} ({self._attempts} attempts): "
-                f"{self._transport_reason(exc)}"
+                f"Prometheus at {self.shown} did not answer as the query API does "
+                f"({type(exc).__name__}: {redact_text(str(exc))[:200]})"
             ) from exc
         if scalar_ok and _is_scalar(result):
             return [{"metric": {}, "value": result}]
         if not isinstance(result, list):
             raise MetricsBackendError(
-                f"Prometheus at {self.url} answered {query!r} with a non-vector result"
+                f"Prometheus at {self.shown} answered {query!r} with a non-vector result"
             )
         return result
 
