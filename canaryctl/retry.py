@@ -131,4 +131,9 @@ async def call_async(
         before_sleep=_before_sleep(on_retry),
         reraise=True,
     )
-    return await retrying(attempt)
+
+
+    async def run() -> T:  # tenacity awaits only what it sees is a coroutine function
+        return await attempt()
+
+    return await retrying(run)
