@@ -9,7 +9,8 @@ message goes through here first:
 - any URL: scheme, host and port, then its path; never userinfo, query or fragment;
 - a webhook URL: scheme, host and port only;
 - headers: their names, never their values;
-- free text (a third party's exception message): every URL in it redacted as above.
+- free text (a third party's exception message): every URL in it redacted as above, and any
+  credential the caller holds (a token it sent, which a server may echo) replaced.
 
 Secrets themselves belong in environment variables (`*_env` fields), which are never shown.
 """
@@ -17,7 +18,7 @@ Secrets themselves belong in environment variables (`*_env` fields), which are n
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,6 +29,7 @@ __all__ = [
     "redact_text",
     "redact_url",
     "redact_webhook_url",
+    "scrub",
 ]
 
 REDACTED = "<redacted>"
@@ -46,7 +48,7 @@ def _origin(url: str) -> tuple[str, str, str] | None:
         port = parts.port
     except ValueError:
         return None
-    if not parts.scheme:
+    if not parts.scheme or "://" not in url:
         return None
     if ":" in host:  # an IPv6 literal keeps its brackets
         host = f"[{host}]"
@@ -83,6 +85,15 @@ def redact_text(text: str) -> str:
     """`text` with every URL in it redacted: for messages written by libraries, which may quote
     the URL they were given, credentials and all."""
     return _URL_IN_TEXT.sub(lambda match: redact_url(match.group(0)), text)
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """`redact_text`, and every one of `secrets` (the credentials a client sent) replaced: a
+    server's error page may quote the request it got, Authorization header and all."""
+    text = redact_text(text)
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 def redact_document(document: Any) -> Any:

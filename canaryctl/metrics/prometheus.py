@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
@@ -44,7 +45,7 @@ from canaryctl.errors import InvalidInput, MetricsBackendError
 from canaryctl.metrics.base import Observation
 from canaryctl.metrics.profile import load_profile
 from canaryctl.metrics.series import VariantTotals, by_variant
-from canaryctl.redact import redact_text, redact_url
+from canaryctl.redact import redact_url, scrub
 from canaryctl.retry import BACKEND, Retryable, RetryPolicy
 from canaryctl.runbook.profile import MetricProfileSpec, ProfileQuery
 from canaryctl.runbook.promql import promql_string, render
@@ -112,6 +113,7 @@ class PrometheusMetricsSource:
         self.url = url.rstrip("/")
         self.shown = redact_url(self.url)
         """The URL as messages show it: without userinfo, query or fragment."""
+        self._credentials = _credentials(self.url, headers, auth)
         self.profile = profile
         wanted = {"requests", *(needs if needs is not None else profile.ingredients)}
         self.queries = tuple(q for q in profile.queries if wanted & set(q.yields))
@@ -224,7 +226,11 @@ class PrometheusMetricsSource:
         if isinstance(exc, requests.Timeout):
             return f"no answer within {self._timeout:g}s"
         cause = _OS_ERROR.search(str(exc))
-        return cause.group(1) if cause else f"{type(exc).__name__}: {redact_text(str(exc))}"
+        return cause.group(1) if cause else f"{type(exc).__name__}: {self._safe(exc)}"
+
+    def _safe(self, exc: BaseException) -> str:
+        """An exception's text fit to show: URLs redacted, our credentials replaced."""
+        return scrub(str(exc), self._credentials)
 
     def _query(self, query: str, at: float, *, scalar_ok: bool = False) -> list[Any]:
         """One instant query at `at`, as a vector (a scalar becomes one unlabelled series when
@@ -235,7 +241,7 @@ class PrometheusMetricsSource:
                 return self._client.custom_query(query, params={"time": f"{at:.3f}"})
             except PrometheusApiClientException as exc:
                 if _UNAVAILABLE.match(str(exc)):
-                    raise Retryable(redact_text(str(exc))) from exc
+                    raise Retryable(self._safe(exc)) from exc
                 raise
             except requests.RequestException as exc:
                 raise Retryable(self._transport_reason(exc)) from exc
@@ -254,7 +260,7 @@ class PrometheusMetricsSource:
             ) from failure.__cause__
         except PrometheusApiClientException as exc:
             # The library puts the status and body in the message; both are safe to show.
-            reason = redact_text(str(exc))
+            reason = self._safe(exc)
             if _REJECTED.match(reason):
                 raise InvalidInput(
                     f"Prometheus at {self.shown} rejected {query!r}: {reason}"
@@ -265,7 +271,7 @@ class PrometheusMetricsSource:
         except (ValueError, KeyError) as exc:  # a 200 that is not the API: a login page, say
             raise MetricsBackendError(
                 f"Prometheus at {self.shown} did not answer as the query API does "
-                f"({type(exc).__name__}: {redact_text(str(exc))[:200]})"
+                f"({type(exc).__name__}: {self._safe(exc)[:200]})"
             ) from exc
         if scalar_ok and _is_scalar(result):
             return [{"metric": {}, "value": result}]
@@ -274,6 +280,18 @@ class PrometheusMetricsSource:
                 f"Prometheus at {self.shown} answered {query!r} with a non-vector result"
             )
         return result
+
+
+def _credentials(
+    url: str, headers: Mapping[str, str] | None, auth: tuple[str, str] | None
+) -> list[str]:
+    """Everything secret we send, as a server may echo it back in an error page: header values
+    and the token after their scheme (`Bearer x`), basic auth, the URL's userinfo."""
+    parts = urlsplit(url)
+    values = [*(headers or {}).values(), *(auth or ())]
+    values += [value.split(" ", 1)[-1] for value in values]
+    values += [unquote(part) for part in (parts.username, parts.password) if part]
+    return values
 
 
 def _is_scalar(result: object) -> bool:

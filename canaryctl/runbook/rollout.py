@@ -105,9 +105,9 @@ class ScrapeMetricsSpec(Strict):
     @field_validator("targets")
     @classmethod
     def _http_urls(cls, targets: list[str]) -> list[str]:
-        for url in targets:
-            if not url.startswith(("http://", "https://")):
-                raise ValueError(f"'{url}' must be an http:// or https:// URL")
+        for index, url in enumerate(targets):
+            if not url.startswith(("http://", "https://")):  # not echoed: it may hold a password
+                raise ValueError(f"targets[{index}] must be an http:// or https:// URL")
         return targets
 
 
