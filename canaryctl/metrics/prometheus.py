@@ -31,10 +31,11 @@ from __future__ import annotations
 import math
 import re
 import time
+from base64 import b64encode
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
@@ -286,11 +287,17 @@ def _credentials(
     url: str, headers: Mapping[str, str] | None, auth: tuple[str, str] | None
 ) -> list[str]:
     """Everything secret we send, as a server may echo it back in an error page: header values
-    and the token after their scheme (`Bearer x`), basic auth, the URL's userinfo."""
+    and the token after their scheme (`Bearer x`), basic auth as given and as sent (base64), the
+    URL's userinfo and query."""
     parts = urlsplit(url)
     values = [*(headers or {}).values(), *(auth or ())]
     values += [value.split(" ", 1)[-1] for value in values]
-    values += [unquote(part) for part in (parts.username, parts.password) if part]
+    pairs = [auth] if auth else []
+    if parts.username or parts.password:
+        pairs.append((unquote(parts.username or ""), unquote(parts.password or "")))
+    for user, password in pairs:
+        values += [user, password, b64encode(f"{user}:{password}".encode()).decode()]
+    values += [parts.query, *(value for _, value in parse_qsl(parts.query))]
     return values
 
 
