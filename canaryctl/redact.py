@@ -35,7 +35,8 @@ __all__ = [
 REDACTED = "<redacted>"
 """What a header value or an unreadable URL is replaced by."""
 
-_URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>`]+")
+_URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>`]*[^\s'\"<>`.,;:)\]}]")
+"""A URL inside prose: punctuation that ends a sentence or a parenthesis is not part of it."""
 _WEBHOOK_KEYS = frozenset({"webhook"})
 """Document sections whose `url` is a webhook's (on_rollback, on_promote, notify)."""
 
