@@ -37,6 +37,8 @@ REDACTED = "<redacted>"
 
 _URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>`]*[^\s'\"<>`.,;:)\]}]")
 """A URL inside prose: punctuation that ends a sentence or a parenthesis is not part of it."""
+_WHOLE_URL = re.compile(r"^\s*[a-zA-Z][a-zA-Z0-9+.-]*://\S*\s*$")
+"""A document's string that is a URL and nothing else."""
 _WEBHOOK_KEYS = frozenset({"webhook"})
 """Document sections whose `url` is a webhook's (on_rollback, on_promote, notify)."""
 
@@ -117,6 +119,6 @@ def _redact(value: Any, *, webhook: bool) -> Any:
         return copy
     if isinstance(value, list | tuple):
         return [_redact(item, webhook=False) for item in value]
-    if isinstance(value, str) and _URL_IN_TEXT.fullmatch(value.strip()):
+    if isinstance(value, str) and _WHOLE_URL.match(value):
         return redact_url(value)
     return value
