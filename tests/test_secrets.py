@@ -20,12 +20,14 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -126,12 +128,61 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def gateway_document(flags: dict[str, Any], redis_url: str) -> str:
+    return yaml.safe_dump({
+        "apiVersion": "canaryctl/v1", "kind": "Gateway", "metadata": {"name": "gw"},
+        "spec": {
+            "flags": {"provider": "launchdarkly", "sdk_key_env": "LAUNCHDARKLY_SDK_KEY", **flags},
+            "routes": [{"name": "bot", "flag": "model-flag", "default_model": "old"}],
+            "models": [{"name": "old", "base_url": f"http://127.0.0.1:{closed_port()}/v1"},
+                       {"name": "new", "base_url": f"http://127.0.0.1:{closed_port()}/v1"}],
+            "budgets": {
+                "store": {"provider": "redis", "password_env": "REDIS_PASSWORD",
+                          "url": redis_url, "timeout": "200ms"},
+                "limits": [{"name": "daily", "per": "user", "tokens": 1000}],
+            },
+        },
+    })  # fmt: skip
+
+
 class User:
     """Runs canaryctl as a user would, in `out` (so relative state lands there), and keeps
     everything it printed."""
 
     def __init__(self, out: Path, env: dict[str, str]) -> None:
         self.out, self.env, self.printed = out, env, []
+
+    def serve_gateway(self, document: Path) -> None:
+        """`gateway serve` until it answered a chat (through a failing budget store, to a model
+        that is down), then SIGTERM; what it printed is kept like a command's."""
+        port = closed_port()
+        gateway = subprocess.Popen(
+            [sys.executable, "-m", "canaryctl", "gateway", "serve", str(document),
+             "--listen", f"127.0.0.1:{port}"],
+            cwd=self.out, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + TIMEOUT
+            while time.monotonic() < deadline:
+                try:
+                    if httpx.get(f"{url}/health", timeout=1.0).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.2)
+            answer = httpx.post(
+                f"{url}/v1/chat/completions",
+                json={"model": "bot", "messages": [{"role": "user", "content": "hi"}]},
+                headers={"X-User": "alice"},
+                timeout=30.0,
+            )
+            assert answer.status_code == 502, answer.text  # every model is down
+            self.printed.append(answer.text)
+        finally:
+            gateway.terminate()
+            stdout, stderr = gateway.communicate(timeout=TIMEOUT)
+        self.printed.append(f"{stdout}\n{stderr}")
+        assert "Traceback" not in stderr, stderr
+        assert "redis at redis://127.0.0.1:" in stderr, stderr  # the store was tried, and failed
 
     def run(self, *args: str, expect: int) -> str:
         done = subprocess.run(
@@ -233,6 +284,7 @@ def test_no_planted_secret_reaches_output_logs_state_journals_or_reports(
     notify = [{"webhook": {"url_env": "SLACK_WEBHOOK_URL", "format": "slack"}}]
     on_promote = [{"webhook": {"url_env": "PROMOTE_HOOK_URL"}}]
     hooked = {"on_rollback": on_rollback, "on_promote": on_promote, "notify": notify}
+    redis_url = f"redis://:{m['redis-url-password']}@127.0.0.1:{closed_port()}/0"
     prom_url = (
         f"http://{m['prom-url-user']}:{m['prom-url-password']}@127.0.0.1:{prometheus.port}"
         f"/?token={m['prom-url-query']}"
@@ -261,21 +313,7 @@ def test_no_planted_secret_reaches_output_logs_state_journals_or_reports(
             "canary": {"base_url": f"http://127.0.0.1:{closed_port()}/v1",
                        "api_key_env": "EVAL_API_KEY"},
         }}),
-        "gateway.yaml": yaml.safe_dump({
-            "apiVersion": "canaryctl/v1", "kind": "Gateway", "metadata": {"name": "gw"},
-            "spec": {
-                "flags": {"provider": "launchdarkly", "sdk_key_env": "LAUNCHDARKLY_SDK_KEY"},
-                "routes": [{"name": "bot", "flag": "model-flag", "default_model": "old"}],
-                "models": [{"name": "old", "base_url": "http://127.0.0.1:9/v1"}],
-                "budgets": {
-                    "store": {"provider": "redis", "password_env": "REDIS_PASSWORD",
-                              "url": f"redis://:{m['redis-url-password']}@127.0.0.1:"
-                                     f"{closed_port()}/0"},
-                    "limits": [{"name": "daily", "per": "user", "window": "day",
-                                "tokens": 1000}],
-                },
-            },
-        }),
+        "gateway.yaml": gateway_document({}, redis_url),
     }
     for name, text in documents.items():
         (docs / name).write_text(text)
@@ -292,7 +330,7 @@ def test_no_planted_secret_reaches_output_logs_state_journals_or_reports(
 
     # rollouts: rolled back (hooks and notifications delivered), promoted, failing backends
     gateway.canary_errors = 0.5
-    user.run("rollout", "run", str(docs / "bad-canary.yaml"), "-o", "json", expect=1)
+    user.run("rollout", "run", str(docs / "bad-canary.yaml"), "-o", "text", expect=1)
     gateway.canary_errors = 0.0
     user.run("rollout", "run", str(docs / "good-canary.yaml"), "-o", "json", expect=0)
     user.run("rollout", "run", str(docs / "good-canary.yaml"), "-o", "text", "--dry-run",
@@ -318,7 +356,13 @@ def test_no_planted_secret_reaches_output_logs_state_journals_or_reports(
             "key": "model-flag", "baseline": "old", "canary": "new", "base_url": ld.base_url,
         }, scrape))  # fmt: skip
         user.run("rollout", "run", str(docs / "ld.yaml"), "-o", "json", expect=0)
+        # the gateway on the SDK key, its budgets in a Redis that is down
+        ld.sdk_key(m["sdk-key"], "default", "production")
+        uris = {"base_uri": ld.base_url, "stream_uri": ld.base_url, "events_uri": ld.base_url}
+        (docs / "gateway-ld.yaml").write_text(gateway_document(uris, redis_url))
+        user.serve_gateway(docs / "gateway-ld.yaml")
     assert ld.env("default", "model-flag", "production")["fallthrough"] == {"variation": 1}
+    assert ld.stream_connections >= 1  # the gateway did use the SDK key
 
     # what the state database says, as people read it
     user.run("rollout", "list", "-o", "json", expect=0)
