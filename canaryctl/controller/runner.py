@@ -71,6 +71,7 @@ from canaryctl.errors import (
 )
 from canaryctl.flags.base import FlagSnapshot, FlagStore, Split
 from canaryctl.metrics.base import MetricsSource
+from canaryctl.redact import redact_document
 from canaryctl.runbook.loader import load_document
 from canaryctl.runbook.rollout import Rollout
 from canaryctl.runbook.scenario import ChaosScenario
@@ -164,7 +165,8 @@ class RolloutRunner:
     def _ensure_flag_is_free(self) -> None:
         """A run left mid-way owns its flag: starting another would save a half-moved split as
         the state to restore."""
-        flag = self.rollout.spec.flag.model_dump(mode="json", by_alias=True)
+        # Compared as stored: the journal keeps URLs redacted (a base_url's credentials).
+        flag = redact_document(self.rollout.spec.flag.model_dump(mode="json", by_alias=True))
         for other in self.store.unfinished_runs():
             if _flag_identity(other.runbook["spec"]["flag"]) == _flag_identity(flag):
                 raise InvalidInput(
