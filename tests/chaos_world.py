@@ -45,10 +45,10 @@ def write_flag(path: Path, serve: int) -> None:
 
 
 class World:
-    def __init__(self, tmp: Path, proxy_url: str, stack: LabStack) -> None:
+    def __init__(self, tmp: Path, proxy_url: str, stack: LabStack, token: str = TOKEN) -> None:
         self.tmp, self.proxy_url, self.stack = tmp, proxy_url, stack
         self.flags = tmp / "flags.json"
-        self.admin = ChaosClient(proxy_url, TOKEN)
+        self.admin = ChaosClient(proxy_url, token)
 
     def serve(self, variant: str) -> None:
         """Point the route at `primary` (with fallback) or `primary-direct` (without)."""
@@ -80,12 +80,13 @@ class World:
 
 
 @contextmanager
-def chaos_world(tmp: Path) -> Iterator[World]:
+def chaos_world(tmp: Path, token: str = TOKEN) -> Iterator[World]:
+    """The world above; `token` is the proxy's admin token."""
     profile = ProviderProfile.model_validate(
         {"name": "primary", "latency": {"median": 0.05, "p95": 0.15}}
     )
     with BackgroundServer(SimulatedProvider(profile).app) as primary:
-        proxy = BackgroundServer(create_proxy_app(primary.url, token=TOKEN))
+        proxy = BackgroundServer(create_proxy_app(primary.url, token=token))
         with proxy:
             write_flag(tmp / "flags.json", 0)
             lab = LabSpec.model_validate(
@@ -113,4 +114,4 @@ def chaos_world(tmp: Path) -> Iterator[World]:
                 }
             )
             with LabStack(lab) as stack:
-                yield World(tmp, proxy.url, stack)
+                yield World(tmp, proxy.url, stack, token)

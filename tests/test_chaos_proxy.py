@@ -22,6 +22,7 @@ from canaryctl.cli import main
 from canaryctl.controller.clock import FakeClock
 from canaryctl.errors import ChaosBackendError, InvalidInput
 from canaryctl.lab.provider import SimulatedProvider
+from canaryctl.retry import RetryPolicy
 from canaryctl.runbook.lab import ProviderProfile
 from canaryctl.runbook.scenario import FaultSpec
 
@@ -413,7 +414,7 @@ def test_cli_bad_input_exits_2(proxy: str, monkeypatch: pytest.MonkeyPatch) -> N
 def test_cli_unreachable_proxy_exits_3(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CANARYCTL_CHAOS_TOKEN", TOKEN)
     with pytest.raises(ChaosBackendError):
-        ChaosClient("http://127.0.0.1:9", TOKEN, retries=0).faults()
+        ChaosClient("http://127.0.0.1:9", TOKEN, retry=RetryPolicy(attempts=1)).faults()
     result = CliRunner().invoke(main, ["chaos", "list", "--proxy", "http://127.0.0.1:9"])
     assert result.exit_code == 3 and "did not answer" in result.output
 

@@ -19,10 +19,13 @@ from canaryctl.metrics import (
     metrics_source_for,
 )
 from canaryctl.metrics.measures import measure
+from canaryctl.retry import RetryPolicy
 from canaryctl.runbook.rollout import ScrapeMetricsSpec
 
 URL = "http://gw-1:8080/metrics"
 URL_2 = "http://gw-2:8080/metrics"
+QUICK = RetryPolicy(attempts=3, backoff=0, jitter=0)
+"""Three attempts that wait for nothing."""
 BOUNDS = ("0.1", "0.5", "1.0", "2.5", "+Inf")
 BASE, CANARY = "gpt-4-turbo", "gpt-4o-mini"
 
@@ -226,7 +229,7 @@ def test_a_target_that_is_not_a_gateway_fails_clearly() -> None:
     other = httpx.Response(
         200, text="# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 1.5\n"
     )
-    source = ScrapeMetricsSource([URL], client=transport_answering([other], calls), backoff=0)
+    source = ScrapeMetricsSource([URL], client=transport_answering([other], calls), retry=QUICK)
     with pytest.raises(
         MetricsBackendError, match=f"{URL} answers but exposes no llm_requests_total"
     ):
@@ -244,7 +247,7 @@ def test_a_target_that_is_not_a_gateway_fails_clearly() -> None:
 def test_bad_answers_are_retried_then_reported(response: httpx.Response, reason: str) -> None:
     calls: list[str] = []
     client = transport_answering([response], calls)
-    source = ScrapeMetricsSource([URL], client=client, retries=2, backoff=0.001)
+    source = ScrapeMetricsSource([URL], client=client, retry=QUICK)
     with pytest.raises(MetricsBackendError) as caught:
         source.check()
     assert str(caught.value).startswith(f"cannot read metrics from {URL} after 3 attempt(s)")
@@ -256,7 +259,7 @@ def test_a_failure_that_clears_within_the_retries_is_not_an_error() -> None:
     calls: list[str] = []
     good = httpx.Response(200, text=FakeGateway().text())
     client = transport_answering([httpx.Response(502), httpx.Response(502), good], calls)
-    ScrapeMetricsSource([URL], client=client, retries=2, backoff=0.001).check()
+    ScrapeMetricsSource([URL], client=client, retry=QUICK).check()
     assert len(calls) == 3
 
 
@@ -264,7 +267,7 @@ def test_an_unreachable_target_fails_after_retries_naming_the_url() -> None:
     with socket.socket() as sock:  # a loopback port that was free a moment ago: nobody listens
         sock.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{sock.getsockname()[1]}/metrics"
-    source = ScrapeMetricsSource([url], retries=2, backoff=0.001, timeout=2.0)
+    source = ScrapeMetricsSource([url], retry=QUICK, timeout=2.0)
     with pytest.raises(MetricsBackendError, match="ConnectError") as caught:
         source.check()
     assert f"cannot read metrics from {url} after 3 attempt(s)" in str(caught.value)

@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from loopback import free_port
 
@@ -117,7 +118,10 @@ def test_a_hanging_webhook_does_not_delay_a_rollback(tmp_path: Path, webhook: We
 
 def test_a_webhook_that_is_down_costs_the_rollout_nothing(tmp_path: Path) -> None:
     world = World(tmp_path)
-    notifier = WebhookNotifier(NotifyWebhookSpec(url=f"http://127.0.0.1:{free_port()}/"))
+    slept: list[float] = []
+    notifier = WebhookNotifier(
+        NotifyWebhookSpec(url=f"http://127.0.0.1:{free_port()}/"), sleep=slept.append
+    )
     steps: list[int] = []
 
     class Steps(RolloutObserver):
@@ -135,6 +139,32 @@ def test_a_webhook_that_is_down_costs_the_rollout_nothing(tmp_path: Path) -> Non
     notifier.close(WAIT)
     assert result.outcome == "promoted" and world.canary() == 100
     assert (notifier.sent, notifier.failed) == (0, 1 + len(steps) + 1)  # start, steps, promotion
+    assert len(slept) == 3 * notifier.failed  # each retried, from the sending thread only
+
+
+def test_a_notification_is_retried_through_a_5xx_but_not_a_4xx(tmp_path: Path) -> None:
+    answers = [503, 502, 200, 404]
+    posted: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        posted.append(answers[len(posted)])
+        return httpx.Response(posted[-1])
+
+    spec = NotifyWebhookSpec(url="http://hooks.test/x", events=["start", "promotion"])
+    client = httpx.Client(transport=httpx.MockTransport(handler))
+    notifier = WebhookNotifier(spec, client, sleep=lambda _: None)
+    world = World(tmp_path)
+    run_rollout(
+        world.rollout,
+        state_path=world.state,
+        observers=[notifier],
+        clock=world.clock,
+        flags=world.flags,
+        metrics=world.metrics,
+    )
+    notifier.close(WAIT)
+    assert posted == [503, 502, 200, 404]  # start: third attempt; promotion: refused, once
+    assert (notifier.sent, notifier.failed) == (1, 1)
 
 
 def test_slack_format_and_event_filter(tmp_path: Path) -> None:

@@ -85,11 +85,15 @@ def test_another_connection_sees_the_run_and_posts_requests(tmp_path: Path) -> N
 def test_no_secret_reaches_the_runbook_copy(tmp_path: Path) -> None:
     hook = {
         "webhook": {
-            "url": "https://user:pw@hooks.test:8443/notify?token=s3cret#x",
+            "url": "https://user:pw@hooks.test:8443/services/T0/B0/pathsecret?token=s3cret#x",
             "headers": {"Authorization": "Bearer s3cret"},
         }
     }
-    runbook = {"kind": "Rollout", "spec": {"on_rollback": [hook], "on_promote": [hook]}}
+    metrics = {"provider": "prometheus", "url": "https://user:pw@prom.test/base?token=s3cret"}
+    runbook = {
+        "kind": "Rollout",
+        "spec": {"on_rollback": [hook], "on_promote": [hook], "metrics": metrics},
+    }
     with StateStore(tmp_path / "state.db") as store:
         run_id = store.create_run(
             name="x",
@@ -104,11 +108,13 @@ def test_no_secret_reaches_the_runbook_copy(tmp_path: Path) -> None:
         )
         record = store.run(run_id)
     assert record is not None
-    assert "s3cret" not in str(record.runbook) and "pw" not in str(record.runbook)
+    stored = str(record.runbook)
+    assert "s3cret" not in stored and "pw" not in stored and "pathsecret" not in stored
     assert record.runbook["spec"]["on_promote"][0]["webhook"] == {
-        "url": "https://hooks.test:8443/notify",
+        "url": "https://hooks.test:8443",  # a webhook's path may be its secret
         "headers": {"Authorization": "<redacted>"},
     }
+    assert record.runbook["spec"]["metrics"]["url"] == "https://prom.test/base"
     assert runbook["spec"]["on_rollback"][0]["webhook"]["headers"]["Authorization"] == (
         "Bearer s3cret"
     )  # the caller's copy is left as it was

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 
+from canaryctl import retry
 from canaryctl.chaos.proxy import ADMIN_PREFIX, TOKEN_ENV
 from canaryctl.errors import ChaosBackendError, InvalidInput
+from canaryctl.redact import redact_url
+from canaryctl.retry import BACKEND, Retryable, RetryPolicy
 from canaryctl.runbook.scenario import FaultSpec
 
 __all__ = ["ChaosClient", "token_from_env"]
@@ -36,12 +40,13 @@ class ChaosClient:
         token: str,
         *,
         timeout: float = 5.0,
-        retries: int = 3,
-        backoff: float = 0.2,
+        retry: RetryPolicy = BACKEND,
+        sleep: Callable[[float], None] = time.sleep,
         client: httpx.Client | None = None,
     ) -> None:
         self.url = url.rstrip("/")
-        self._retries, self._backoff = retries, backoff
+        self.shown = redact_url(self.url)
+        self._retry, self._sleep = retry, sleep
         self._client = client or httpx.Client(timeout=timeout)
         self._headers = {"Authorization": f"Bearer {token}"}
 
@@ -66,28 +71,29 @@ class ChaosClient:
         self, method: str, path: str, *, missing_ok: bool = False, **kwargs: Any
     ) -> httpx.Response:
         url = f"{self.url}{ADMIN_PREFIX}{path}"
-        reason, cause = "", None
-        for attempt in range(self._retries + 1):
-            if attempt:
-                time.sleep(self._backoff * 2 ** (attempt - 1))
+
+        def attempt() -> httpx.Response:
             try:
                 response = self._client.request(method, url, headers=self._headers, **kwargs)
             except httpx.HTTPError as exc:
-                reason, cause = type(exc).__name__, exc
-                continue
+                raise Retryable(type(exc).__name__) from exc
             if response.status_code in (401, 403, 422):
-                raise InvalidInput(f"chaos proxy {self.url} refused: {_error_of(response)}")
+                raise InvalidInput(f"chaos proxy {self.shown} refused: {_error_of(response)}")
             if response.status_code == 404 and missing_ok:
                 return response
             if response.status_code >= 500:
-                reason = f"HTTP {response.status_code}"
-                continue
+                raise Retryable(f"HTTP {response.status_code}")
             if response.status_code >= 400:
-                raise InvalidInput(f"chaos proxy {self.url}: {_error_of(response)}")
+                raise InvalidInput(f"chaos proxy {self.shown}: {_error_of(response)}")
             return response
-        raise ChaosBackendError(
-            f"chaos proxy {self.url} did not answer after {self._retries + 1} attempt(s): {reason}"
-        ) from cause
+
+        try:
+            return retry.call(attempt, self._retry, sleep=self._sleep)
+        except Retryable as failure:
+            raise ChaosBackendError(
+                f"chaos proxy {self.shown} did not answer after {self._retry.attempts} "
+                f"attempt(s): {failure.reason}"
+            ) from failure.__cause__
 
 
 def _error_of(response: httpx.Response) -> str:

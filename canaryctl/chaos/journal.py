@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
+from canaryctl.redact import redact_document
 from canaryctl.runbook.scenario import PHASES, ChaosScenario
 
 __all__ = ["Journal", "junit_xml"]
@@ -42,7 +43,7 @@ class Journal:
         self._clock = clock
         self.data: dict[str, Any] = {
             "name": scenario.metadata.name,
-            "scenario": scenario.model_dump(mode="json", by_alias=True),
+            "scenario": redact_document(scenario.model_dump(mode="json", by_alias=True)),
             "canaryctl": _version(),
             "host": socket.gethostname(),
             "platform": platform.platform(),

@@ -44,6 +44,7 @@ from canaryctl.chaos.responses import (
     synthetic_completion,
     synthetic_stream,
 )
+from canaryctl.redact import redact_url
 from canaryctl.runbook.scenario import FaultSpec
 
 __all__ = ["ADMIN_PREFIX", "TOKEN_ENV", "ProxyMetrics", "create_proxy_app"]
@@ -346,7 +347,7 @@ class _Proxy:
     async def _upstream_failed(self, cause: httpx.HTTPError | httpx.Response) -> Response:
         self.metrics.upstream_errors.inc()
         what = type(cause).__name__ if isinstance(cause, Exception) else "cut its answer short"
-        message = f"chaos proxy: upstream {self.upstream} failed ({what})"
+        message = f"chaos proxy: upstream {redact_url(self.upstream)} failed ({what})"
         return JSONResponse({"error": {"message": message, "type": "upstream_error"}}, 502)
 
     @staticmethod

@@ -23,6 +23,7 @@ from canaryctl.cli.main import output_option, signals_as_ctrl_c, wants_json
 from canaryctl.errors import InvalidInput
 from canaryctl.metrics.base import MetricsSource
 from canaryctl.metrics.factory import metrics_source_for
+from canaryctl.redact import redact_url
 from canaryctl.runbook import load_document
 from canaryctl.runbook.scenario import FAULT_KINDS, PHASES, ChaosScenario, FaultSpec
 
@@ -55,10 +56,10 @@ def proxy_command(
     url = f"http://{host}:{sock.getsockname()[1]}"
     app = create_proxy_app(upstream, token=token, admin_from_anywhere=admin_from_anywhere)
     if wants_json(output):
-        click.echo(json.dumps({"event": "listening", "url": url, "upstream": upstream}))
+        click.echo(json.dumps({"event": "listening", "url": url, "upstream": redact_url(upstream)}))
     else:
         click.echo(
-            f"chaos proxy on {url} -> {upstream}; admin API at {url}{ADMIN_PREFIX} "
+            f"chaos proxy on {url} -> {redact_url(upstream)}; admin API at {url}{ADMIN_PREFIX} "
             f"(token from {TOKEN_ENV}); Ctrl-C stops"
         )
     server_for(app).run(sockets=[sock])  # on uvloop when it is installed
@@ -276,7 +277,7 @@ def _dry_run(
         plan = {
             "event": "plan",
             "name": scenario.metadata.name,
-            "target": spec.target.url,
+            "target": redact_url(spec.target.url),
             "faults_present": len(present),
             "inject": faults,
             "duration": spec.duration,
@@ -289,7 +290,7 @@ def _dry_run(
         return
     h = spec.hypothesis
     click.echo(
-        f"scenario {scenario.metadata.name}: proxy {spec.target.url} answers "
+        f"scenario {scenario.metadata.name}: proxy {redact_url(spec.target.url)} answers "
         f"({len(present)} fault(s) in force); metrics answer"
     )
     click.echo(f"1. before: over {h.window:g}s of traffic, check {', '.join(checks['before'])}")

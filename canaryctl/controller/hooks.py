@@ -2,32 +2,48 @@
 
 A notification must never stand between users and the safe state: the runner restores or promotes
 first, then calls the hooks; a hook that times out or fails is logged and journaled, nothing more.
-Headers may carry tokens, so only a redacted URL is ever reported.
+A webhook's URL may be its secret (Slack's is its path) and its headers may carry tokens, so a
+hook is only ever reported by its URL's origin (canaryctl/redact.py), and an exception's text,
+which may quote the full URL, never by more than its class name.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from canaryctl.runbook.rollout import Hook
+from canaryctl.errors import InvalidInput
+from canaryctl.redact import redact_webhook_url
+from canaryctl.runbook.rollout import Hook, RolloutSpec, WebhookSpec
 
-__all__ = ["HookResult", "HookRunner", "redact_url"]
+__all__ = ["HookResult", "HookRunner", "check_hook_urls", "webhook_url"]
 
 log = logging.getLogger(__name__)
 
 
-def redact_url(url: str) -> str:
-    """Scheme, host, port and path only: credentials and query strings may be secrets."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+def webhook_url(webhook: WebhookSpec, where: str) -> str:
+    """The URL to POST to: the runbook's, or the one in the environment variable `url_env`
+    names. An unset variable is InvalidInput naming it (`where` is its field path)."""
+    if webhook.url is not None:
+        return webhook.url
+    assert webhook.url_env is not None
+    url = os.environ.get(webhook.url_env, "")
+    if not url.startswith(("http://", "https://")):
+        state = "is not set" if not url else "does not hold an http(s) URL"
+        raise InvalidInput(f"{where}.url_env: environment variable {webhook.url_env} {state}")
+    return url
+
+
+def check_hook_urls(spec: RolloutSpec) -> None:
+    """Every `on_rollback`/`on_promote` URL can be read, checked before anything moves: a
+    variable found missing after a rollback would leave nobody told."""
+    for key in ("on_rollback", "on_promote"):
+        for index, hook in enumerate(getattr(spec, key)):
+            webhook_url(hook.webhook, f"spec.{key}[{index}].webhook")
 
 
 @dataclass(frozen=True)
@@ -49,10 +65,15 @@ class HookRunner:
 
     def call(self, hook: Hook, payload: dict[str, Any]) -> HookResult:
         webhook = hook.webhook
-        target = redact_url(webhook.url)
+        try:
+            url = webhook_url(webhook, "webhook")
+        except InvalidInput as exc:  # checked at start; unset since: report it, change nothing
+            log.warning("%s", exc)
+            return HookResult(f"${webhook.url_env}", False, str(exc))
+        target = redact_webhook_url(url)
         try:
             response = self._http().post(
-                webhook.url, json=payload, headers=webhook.headers, timeout=webhook.timeout
+                url, json=payload, headers=webhook.headers, timeout=webhook.timeout
             )
         except httpx.HTTPError as exc:
             # The exception text may echo the full URL; the class name says enough.

@@ -32,6 +32,7 @@ unwatched.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import uuid
@@ -44,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 from canaryctl.analysis import Verdict, assess
 from canaryctl.controller.clock import Clock, SystemClock
 from canaryctl.controller.events import ObserverFanout, RolloutObserver, RunInfo
-from canaryctl.controller.hooks import HookRunner, redact_url
+from canaryctl.controller.hooks import HookRunner, check_hook_urls
 from canaryctl.controller.phases import Phase
 from canaryctl.controller.result import EXIT_CODES, RunResult
 from canaryctl.controller.step import (
@@ -84,6 +85,7 @@ from canaryctl.errors import (
 )
 from canaryctl.flags.base import FlagClaim, FlagSnapshot, FlagStore, Split, process_alive
 from canaryctl.metrics.base import MetricsSource
+from canaryctl.redact import redact_document, redact_url
 from canaryctl.runbook.loader import load_document
 from canaryctl.runbook.rollout import PrometheusMetricsSpec, Rollout
 from canaryctl.runbook.scenario import ChaosScenario
@@ -99,6 +101,8 @@ __all__ = [
     "run_rollout",
     "starting_state",
 ]
+
+log = logging.getLogger(__name__)
 
 _FINAL_PHASE = {
     "promoted": Phase.PROMOTED,
@@ -220,7 +224,8 @@ class RolloutRunner:
     def _ensure_flag_is_free(self) -> None:
         """A run left mid-way owns its flag: starting another would save a half-moved split as
         the state to restore."""
-        flag = self.rollout.spec.flag.model_dump(mode="json", by_alias=True)
+        # Compared as stored: the journal keeps URLs redacted (a base_url's credentials).
+        flag = redact_document(self.rollout.spec.flag.model_dump(mode="json", by_alias=True))
         for other in self.store.unfinished_runs():
             if _flag_identity(other.runbook["spec"]["flag"]) == _flag_identity(flag):
                 raise InvalidInput(
@@ -652,6 +657,7 @@ def run_rollout(
     `state_path`; preflight errors raise before anything changes. `from_current` and
     `break_claim`: see RolloutRunner's module docstring and FlagStore.claim."""
     clock = clock if clock is not None else SystemClock()
+    check_hook_urls(rollout.spec)
     flags, metrics = _adapters(rollout, clock, flags, metrics)
     hooks = HookRunner()
     notifiers = _notifiers(rollout)
@@ -685,8 +691,9 @@ def resume_rollout(
     flags: FlagStore | None = None,
     metrics: MetricsSource | None = None,
 ) -> RunResult:
-    """Resume run `run_id`; without `rollout`, the runbook copy in the journal is used (its
-    redacted webhook headers are dropped)."""
+    """Resume run `run_id`; without `rollout`, the runbook copy in the journal is used, which
+    keeps webhooks only when they name `url_env` (and none of their headers) and URLs without
+    their credentials."""
     clock = clock if clock is not None else SystemClock()
     hooks = HookRunner()
     notifiers: list[WebhookNotifier] = []
@@ -701,6 +708,7 @@ def resume_rollout(
                 raise InvalidInput(
                     f"run {run_id} is '{record.name}', not '{rollout.metadata.name}'"
                 )
+            check_hook_urls(rollout.spec)
             flags, metrics = _adapters(rollout, clock, flags, metrics)
             notifiers = _notifiers(rollout)
             runner = RolloutRunner(
@@ -859,10 +867,20 @@ def _ensure_not_driven_elsewhere(record: RunRecord) -> None:
 
 
 def _stored_rollout(runbook: dict[str, Any]) -> Rollout:
+    """The journal's redacted copy as a runbook: a webhook stored by its origin alone would
+    post to the wrong place, so only `url_env` webhooks are kept, without their headers."""
     spec = runbook.get("spec", {})
     for key in ("on_rollback", "on_promote", "notify"):
-        for hook in spec.get(key, []):
-            headers = hook.get("webhook", {}).get("headers", {})
-            for name in [n for n, v in headers.items() if v == "<redacted>"]:
-                del headers[name]
+        hooks = spec.get(key, [])
+        kept = [hook for hook in hooks if hook.get("webhook", {}).get("url_env")]
+        if len(kept) < len(hooks):
+            log.warning(
+                "spec.%s: %d webhook(s) with a literal url are not kept in the journal and are "
+                "skipped on this resume (pass --runbook to keep them)",
+                key,
+                len(hooks) - len(kept),
+            )
+        for hook in kept:
+            hook["webhook"]["headers"] = {}
+        spec[key] = kept
     return Rollout.model_validate(runbook)

@@ -6,7 +6,7 @@ after, so a crash leaves an honest trail that `resume` and a person can read. Ot
 to a running rollout by inserting approve/abort requests, which the runner polls.
 
 WAL mode lets one runner write while other processes read status or post requests. Nothing secret
-is stored: webhook headers and URL credentials/queries are redacted from the runbook copy.
+is stored: the runbook copy goes through the redaction policy (canaryctl/redact.py) first.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from canaryctl.controller.hooks import redact_url
 from canaryctl.errors import InvalidInput
 from canaryctl.flags.base import FlagSnapshot
+from canaryctl.redact import redact_document
 
 __all__ = [
     "DEFAULT_STATE_PATH",
@@ -150,16 +150,10 @@ class RequestRecord:
 
 
 def redacted_runbook(runbook: dict[str, Any]) -> dict[str, Any]:
-    """The runbook as dumped to JSON, minus anything that may be a secret."""
-    copy = json.loads(json.dumps(runbook))
-    spec = copy.get("spec", {})
-    for key in ("on_rollback", "on_promote", "notify"):
-        for hook in spec.get(key, []):
-            webhook = hook.get("webhook", {})
-            if webhook.get("url") is not None:  # notify may name url_env instead
-                webhook["url"] = redact_url(webhook["url"])
-            webhook["headers"] = dict.fromkeys(webhook.get("headers", {}), "<redacted>")
-    return copy
+    """The runbook as dumped to JSON, minus anything that may be a secret: URLs without
+    credentials or query, webhook URLs without path, header values replaced."""
+    redacted: dict[str, Any] = redact_document(json.loads(json.dumps(runbook)))
+    return redacted
 
 
 class StateStore:

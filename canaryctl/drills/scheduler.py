@@ -32,6 +32,7 @@ from canaryctl.drills.guard import blocked_by, latest_fire_time, unfinished_roll
 from canaryctl.drills.history import DrillHistory, DrillRun
 from canaryctl.errors import CanaryError, InvalidDocument, InvalidInput
 from canaryctl.metrics.factory import metrics_source_for
+from canaryctl.redact import redact_url
 from canaryctl.runbook.loader import load_document
 from canaryctl.runbook.scenario import ChaosScenario, cron_trigger
 
@@ -147,7 +148,7 @@ def run_drill(scenario_path: str, root: str, state: str, misfire_grace: float) -
             return
         lock = _RUNTIME.lock_for(spec.target.url)
         if not lock.acquire(blocking=False):
-            finish("skipped", f"another drill is running against {spec.target.url}")
+            finish("skipped", f"another drill is running against {redact_url(spec.target.url)}")
             return
         try:
             stamp = started.strftime("%Y%m%dT%H%M%SZ")

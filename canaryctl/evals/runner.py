@@ -13,19 +13,22 @@ import asyncio
 import ssl
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import httpx
 
+from canaryctl import retry
 from canaryctl.errors import BackendError
 from canaryctl.evals.benchmark import BenchmarkItem, score
+from canaryctl.redact import redact_url
+from canaryctl.retry import BACKEND, Retryable
 from canaryctl.runbook.gateway import PriceSpec
 
 __all__ = ["Endpoint", "EvalProgress", "ItemResult", "chat_url", "run_benchmark"]
 
-_BACKOFF = 0.2
-_MAX_RETRY_AFTER = 5.0
+EVAL = replace(BACKEND, max_wait=5.0)
+"""Per item: a short Retry-After is honoured, a long one is capped (a gate must finish)."""
 
 
 @dataclass(frozen=True)
@@ -67,17 +70,11 @@ def chat_url(base_url: str) -> str:
     return base + ("/chat/completions" if base.endswith("/v1") else "/v1/chat/completions")
 
 
-class _Retryable(Exception):
-    def __init__(self, reason: str, wait: float = 0.0) -> None:
-        super().__init__(reason)
-        self.wait = wait
-
-
-def _retry_after(response: httpx.Response) -> float:
+def _retry_after(response: httpx.Response) -> float | None:
     try:
-        return min(_MAX_RETRY_AFTER, float(response.headers.get("retry-after", "0")))
-    except ValueError:
-        return 0.0
+        return float(response.headers["retry-after"])
+    except (KeyError, ValueError):
+        return None
 
 
 async def _attempt(
@@ -97,12 +94,12 @@ async def _attempt(
             endpoint.url, json=body, headers=headers, timeout=httpx.Timeout(timeout)
         )
     except httpx.TimeoutException as exc:
-        raise _Retryable(f"no answer within {timeout:g}s") from exc
+        raise Retryable(f"no answer within {timeout:g}s") from exc
     except httpx.HTTPError as exc:
-        raise _Retryable(type(exc).__name__) from exc
+        raise Retryable(type(exc).__name__) from exc
     latency = time.perf_counter() - started
     if response.status_code >= 500 or response.status_code == 429:
-        raise _Retryable(f"HTTP {response.status_code}", _retry_after(response))
+        raise Retryable(f"HTTP {response.status_code}", retry_after=_retry_after(response))
     item_id = item.id or ""
     if response.status_code != 200:
         return ItemResult(item_id, False, latency, f"HTTP {response.status_code}")
@@ -131,15 +128,13 @@ async def _one(
     retries: int,
     max_tokens: int | None,
 ) -> ItemResult:
-    reason = ""
-    for attempt in range(retries + 1):
-        try:
-            return await _attempt(client, endpoint, item, timeout, max_tokens)
-        except _Retryable as failure:
-            reason = str(failure)
-            if attempt < retries:
-                await asyncio.sleep(max(failure.wait, _BACKOFF * 2**attempt))
-    return ItemResult(item.id or "", False, None, f"{reason} after {retries + 1} attempt(s)")
+    policy = replace(EVAL, attempts=retries + 1)
+    try:
+        return await retry.call_async(
+            lambda: _attempt(client, endpoint, item, timeout, max_tokens), policy
+        )
+    except Retryable as failure:
+        return ItemResult(item.id or "", False, None, f"{failure} after {retries + 1} attempt(s)")
 
 
 async def _variant(
@@ -175,8 +170,8 @@ async def _variant(
     done = [r for r in results if r is not None]
     if all(r.error is not None for r in done):
         raise BackendError(
-            f"eval: {endpoint.variant} at {endpoint.url} answered none of {len(items)} items "
-            f"(last: {done[-1].error})"
+            f"eval: {endpoint.variant} at {redact_url(endpoint.url)} answered none of "
+            f"{len(items)} items (last: {done[-1].error})"
         )
     return done
 

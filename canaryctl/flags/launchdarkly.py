@@ -30,23 +30,22 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
+from canaryctl import retry
 from canaryctl.errors import FlagBackendError, FlagConflict, FlagMismatch, InvalidInput
 from canaryctl.flags.base import FlagClaim, FlagSnapshot, Split, may_take
+from canaryctl.retry import FLAG_RESTORE, FLAG_WRITE, Retryable, RetryPolicy
 
 __all__ = [
     "DEFAULT_BASE_URL",
     "LD_API_VERSION",
     "LaunchDarklyFlagStore",
-    "RetryPolicy",
 ]
 
 log = logging.getLogger(__name__)
@@ -58,23 +57,10 @@ WEIGHT_SCALE = 100_000
 """Rollout weights are in thousandths of a percent: 100000 is everyone."""
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How hard one request is retried on 429, 409, 5xx and network errors.
-
-    Forward steps give up early (the run then rolls back); the rollback itself uses a more
-    patient policy, because giving up there leaves canary traffic in place. A 429's
-    Retry-After (or X-Ratelimit-Reset) is honoured up to `max_delay`, so a run never hangs on
-    one answer.
-    """
-
-    attempts: int
-    base_delay: float
-    max_delay: float
-
-
-FORWARD = RetryPolicy(attempts=5, base_delay=0.5, max_delay=30.0)
-RESTORE = RetryPolicy(attempts=12, base_delay=1.0, max_delay=60.0)
+# 429, 409, 5xx and network errors are retried (canaryctl/retry.py): reads and forward steps by
+# FLAG_WRITE, which gives up early (the run then rolls back); a restore by the patient
+# FLAG_RESTORE, because giving up there leaves canary traffic in place. A 429's Retry-After (or
+# X-Ratelimit-Reset) is honoured up to the policy's max_wait.
 
 _NO_RETRY_CAUSES = {
     400: "LaunchDarkly rejected the request",
@@ -84,13 +70,13 @@ _NO_RETRY_CAUSES = {
 }
 
 
-class _Retry(Exception):
-    """A response or network error worth another attempt after `delay` seconds."""
+class _Retry(Retryable):
+    """A response or network error worth another attempt; `ambiguous`: the request may have
+    been applied (5xx, network error), so the next attempt checks first."""
 
     def __init__(self, reason: str, delay: float | None = None, *, ambiguous: bool = False) -> None:
-        super().__init__(reason)
-        # ambiguous: the request may have been applied (5xx, network error), so check first.
-        self.reason, self.delay, self.ambiguous = reason, delay, ambiguous
+        super().__init__(reason, retry_after=delay)
+        self.ambiguous = ambiguous
 
 
 class LaunchDarklyFlagStore:
@@ -149,7 +135,7 @@ class LaunchDarklyFlagStore:
     # -- the FlagStore protocol ------------------------------------------------------------
 
     def snapshot(self) -> FlagSnapshot:
-        snapshot = self._snapshot_of(self._read(FORWARD))
+        snapshot = self._snapshot_of(self._read(FLAG_WRITE))
         if not json.loads(snapshot.raw)["on"]:
             raise FlagMismatch(
                 f"{self._where()} is off, so every request gets its off variation and moving "
@@ -197,14 +183,14 @@ class LaunchDarklyFlagStore:
             }
             return [self._target_instruction(state, change)]
 
-        return self._write(instructions, expect_version, comment, FORWARD)
+        return self._write(instructions, expect_version, comment, FLAG_WRITE)
 
     def promote(self, *, expect_version: int, comment: str) -> FlagSnapshot:
         def instructions(state: dict[str, Any]) -> list[dict[str, Any]]:
             canary_id = self._ids(state["variations"])[1]
             return [self._target_instruction(state, {"variationId": canary_id})]
 
-        return self._write(instructions, expect_version, comment, FORWARD)
+        return self._write(instructions, expect_version, comment, FLAG_WRITE)
 
     def restore(self, saved: FlagSnapshot, *, expect_version: int, comment: str) -> FlagSnapshot:
         """Write back the saved default rule (or scoped rule) and on/off state, retrying hard.
@@ -225,7 +211,9 @@ class LaunchDarklyFlagStore:
             steps.append(self._target_instruction(state, _as_change(target, ids)))
             return steps
 
-        return self._write(instructions, expect_version, comment, RESTORE, check_variations=False)
+        return self._write(
+            instructions, expect_version, comment, FLAG_RESTORE, check_variations=False
+        )
 
     def claim(self, claim: FlagClaim, *, take_over: bool = False) -> None:
         def instruction(held: FlagClaim | None) -> dict[str, Any] | None:
@@ -237,8 +225,8 @@ class LaunchDarklyFlagStore:
             return {"kind": kind, **self._claim_property([claim.to_json()])}
 
         run = f"canaryctl run {claim.run_id or '(starting)'}"
-        self._settings_patch(instruction, f"{run}: claim the flag", FORWARD)
-        now = self._held(self._read(FORWARD))
+        self._settings_patch(instruction, f"{run}: claim the flag", FLAG_WRITE)
+        now = self._held(self._read(FLAG_WRITE))
         if now is None:
             raise FlagBackendError(f"{self._where()}: the claim we wrote did not read back")
         if now.token != claim.token:
@@ -251,7 +239,7 @@ class LaunchDarklyFlagStore:
             return {"kind": "removeCustomProperties", **self._claim_property([held.to_json()])}
 
         comment = f"canaryctl run {claim.run_id}: release the flag"
-        self._settings_patch(instruction, comment, RESTORE)
+        self._settings_patch(instruction, comment, FLAG_RESTORE)
 
     @property
     def _claim_key(self) -> str:
@@ -279,22 +267,20 @@ class LaunchDarklyFlagStore:
     ) -> None:
         """Read the claim, decide, send one flag-settings instruction (no environment); each
         retry reads and decides again, so a patch that landed unanswered is not repeated."""
-        last = "no attempt made"
-        for attempt in range(policy.attempts):
+
+        def attempt() -> None:
             step = instruction(self._held(self._read(policy)))
             if step is None:
                 return
             body = {"comment": comment, "instructions": [step]}
-            try:
-                self._send("PATCH", json=body, headers={"Content-Type": SEMANTIC_PATCH})
-                return
-            except _Retry as retry:
-                last = retry.reason
-                if attempt + 1 < policy.attempts:
-                    self._pause(policy, attempt, retry)
-        raise FlagBackendError(
-            f"{self._where()}: {comment} failed after {policy.attempts} attempts: {last}"
-        )
+            self._send("PATCH", json=body, headers={"Content-Type": SEMANTIC_PATCH})
+
+        try:
+            retry.call(attempt, policy, sleep=self._sleep, on_retry=self._retrying)
+        except Retryable as failure:
+            raise FlagBackendError(
+                f"{self._where()}: {comment} failed after {policy.attempts} attempts: {failure}"
+            ) from None
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -388,8 +374,9 @@ class LaunchDarklyFlagStore:
         is taken as our own write rather than a conflict.
         """
         sent: dict[str, Any] | None = None
-        last = "no attempt made"
-        for attempt in range(policy.attempts):
+
+        def attempt() -> FlagSnapshot:
+            nonlocal sent
             flag = self._read(policy)
             state = self._state(flag, check_variations=check_variations)
             if state["_version"] != expect_version:
@@ -405,17 +392,18 @@ class LaunchDarklyFlagStore:
             body = {"environmentKey": self.environment, "comment": comment, "instructions": steps}
             try:
                 response = self._send("PATCH", json=body, headers={"Content-Type": SEMANTIC_PATCH})
-            except _Retry as retry:
-                sent = steps[-1] if retry.ambiguous else None
-                last = retry.reason
-                if attempt + 1 < policy.attempts:
-                    self._pause(policy, attempt, retry)
-                continue
+            except _Retry as failure:
+                sent = steps[-1] if failure.ambiguous else None
+                raise
             log.info("%s: %s", self._where(), comment)
             return self._snapshot_of(response.json(), check_variations=check_variations)
-        raise FlagBackendError(
-            f"{self._where()}: PATCH failed after {policy.attempts} attempts: {last}"
-        )
+
+        try:
+            return retry.call(attempt, policy, sleep=self._sleep, on_retry=self._retrying)
+        except Retryable as failure:
+            raise FlagBackendError(
+                f"{self._where()}: PATCH failed after {policy.attempts} attempts: {failure}"
+            ) from None
 
     def _serves(self, state: dict[str, Any], instruction: dict[str, Any]) -> bool:
         """Does the scoped target serve what `instruction` (our last, maybe-applied) set?"""
@@ -434,17 +422,16 @@ class LaunchDarklyFlagStore:
 
     def _read(self, policy: RetryPolicy) -> dict[str, Any]:
         """GET the flag with this environment, retried: reading twice never harms anyone."""
-        last = "no attempt made"
-        for attempt in range(policy.attempts):
-            try:
-                return self._send("GET", params={"env": self.environment}).json()
-            except _Retry as retry:
-                last = retry.reason
-                if attempt + 1 < policy.attempts:
-                    self._pause(policy, attempt, retry)
-        raise FlagBackendError(
-            f"{self._where()}: GET failed after {policy.attempts} attempts: {last}"
-        )
+
+        def attempt() -> dict[str, Any]:
+            return dict(self._send("GET", params={"env": self.environment}).json())
+
+        try:
+            return retry.call(attempt, policy, sleep=self._sleep, on_retry=self._retrying)
+        except Retryable as failure:
+            raise FlagBackendError(
+                f"{self._where()}: GET failed after {policy.attempts} attempts: {failure}"
+            ) from None
 
     def _send(self, method: str, **kwargs: Any) -> httpx.Response:
         """One request; retryable outcomes (429, 409, 5xx, network) are raised as _Retry."""
@@ -454,12 +441,8 @@ class LaunchDarklyFlagStore:
             raise _Retry(f"network error: {type(exc).__name__}", ambiguous=True) from exc
         return self._check(response)
 
-    def _pause(self, policy: RetryPolicy, attempt: int, retry: _Retry) -> None:
-        """Wait what the server asked (capped by the policy) or the backoff, plus jitter."""
-        delay = retry.delay if retry.delay is not None else _backoff(policy, attempt)
-        delay = min(delay, policy.max_delay) + random.uniform(0, policy.base_delay)
-        log.warning("%s: %s; retrying in %.1fs", self._where(), retry.reason, delay)
-        self._sleep(delay)
+    def _retrying(self, failure: Retryable, wait: float) -> None:
+        log.warning("%s: %s; retrying in %.1fs", self._where(), failure, wait)
 
     def _check(self, response: httpx.Response) -> httpx.Response:
         status = response.status_code
@@ -507,10 +490,6 @@ def _as_change(target: dict[str, Any], ids: list[str]) -> dict[str, Any]:
     if "contextKind" in rollout:
         change["rolloutContextKind"] = rollout["contextKind"]
     return change
-
-
-def _backoff(policy: RetryPolicy, attempt: int) -> float:
-    return min(policy.base_delay * 2**attempt, policy.max_delay)
 
 
 def _rate_limit_delay(response: httpx.Response) -> float | None:

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from canaryctl.gateway.budgets import BudgetStoreError, Slot
+from canaryctl.redact import redact_text, redact_url
 from canaryctl.runbook.gateway import RedisBudgetStore
 
 __all__ = ["RedisStore"]
@@ -57,6 +58,11 @@ return used
 """
 
 
+def _reason(exc: RedisError) -> str:
+    """redis-py's message, which may quote the URL it was given: shown with that redacted."""
+    return redact_text(str(exc)) or type(exc).__name__
+
+
 class RedisStore:
     """A BudgetStore on one Redis; the password, if any, comes from `password_env`."""
 
@@ -68,7 +74,7 @@ class RedisStore:
             socket_timeout=spec.timeout,
             socket_connect_timeout=spec.timeout,
         )
-        self._url = spec.url
+        self._shown = redact_url(spec.url)
         self._prefix = spec.prefix
         self._script = self._client.register_script(_RESERVE)
 
@@ -83,7 +89,7 @@ class RedisStore:
         try:
             failed, *used = await self._script(keys=keys, args=args)
         except RedisError as exc:
-            raise BudgetStoreError(f"budgets: redis at {self._url}: {exc}") from exc
+            raise BudgetStoreError(f"budgets: redis at {self._shown}: {_reason(exc)}") from exc
         return (int(failed) - 1 if failed else None), [int(u) for u in used]
 
     async def reserve(
@@ -99,7 +105,7 @@ class RedisStore:
             keys = [key async for key in self._client.scan_iter(match=f"{self._prefix}:*")]
             values = await self._client.mget(keys) if keys else []
         except RedisError as exc:
-            raise BudgetStoreError(f"budgets: redis at {self._url}: {exc}") from exc
+            raise BudgetStoreError(f"budgets: redis at {self._shown}: {_reason(exc)}") from exc
         return {
             key.decode(): int(value)
             for key, value in zip(keys, values, strict=True)

@@ -23,9 +23,9 @@ the window to its edges (by up to a scrape interval at each end), and a series b
 window loses its first sample. Every series of one target shares its sample times, so the ratios
 the SLOs judge (error rate, p95, cost per query) are not skewed by it.
 
-Network failures and 5xx answers are retried by urllib3 with exponential backoff; what is still
-failing then becomes MetricsBackendError naming the URL (never a credential), so the runner can
-tell "Prometheus is down" from "the canary is bad".
+Network failures, 429s and 5xx answers are retried (canaryctl/retry.py); what is still failing
+then becomes MetricsBackendError naming the URL without credentials or query (canaryctl/redact.py),
+so the runner can tell "Prometheus is down" from "the canary is bad".
 """
 
 from __future__ import annotations
@@ -33,18 +33,23 @@ from __future__ import annotations
 import math
 import re
 import time
+from base64 import b64encode
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 from urllib3.util.retry import Retry
 
+from canaryctl import retry
 from canaryctl.errors import InvalidInput, MetricsBackendError
 from canaryctl.metrics.base import Observation
 from canaryctl.metrics.profile import load_profile
 from canaryctl.metrics.series import VariantTotals, by_variant
+from canaryctl.redact import redact_url, scrub
+from canaryctl.retry import BACKEND, Retryable, RetryPolicy
 from canaryctl.runbook.profile import MetricProfileSpec, ProfileQuery
 from canaryctl.runbook.promql import promql_string, render
 
@@ -53,9 +58,10 @@ __all__ = ["PrometheusMetricsSource", "SloQuery", "VariantNames", "promql_matche
 VariantNames = str | Mapping[str, str]
 """What a flag variation is called in Prometheus: one label value, or one per label name."""
 
-_RETRY_STATUSES = (500, 502, 503, 504)
 _REJECTED = re.compile(r"^HTTP Status Code (400|422)\b")
 """prometheus-api-client's message for an answer Prometheus gives a malformed query."""
+_UNAVAILABLE = re.compile(r"^HTTP Status Code (429|5\d\d)\b")
+"""... and for an answer another attempt may change: overloaded, restarting, behind a proxy."""
 _OS_ERROR = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
 """The operating system's reason inside urllib3's message: `[Errno 111] Connection refused`."""
 _CHECK_WINDOW = 60
@@ -84,8 +90,7 @@ class PrometheusMetricsSource:
     every query (route, job...), `route` fills `{{route}}`. `variants` maps a flag variation to
     what Prometheus calls it (default: the same). `headers`/`auth` carry credentials already
     read from the environment by the factory; `verify` is a CA bundle path or False for
-    insecure_skip_verify. A request is retried `retries` times after the first failure, urllib3
-    waiting `backoff` seconds and doubling.
+    insecure_skip_verify. A failing request is retried by `retry`, waiting with `sleep`.
     """
 
     def __init__(
@@ -103,14 +108,15 @@ class PrometheusMetricsSource:
         auth: tuple[str, str] | None = None,
         verify: bool | str = True,
         clock: Callable[[], float] = time.time,
-        retries: int = 3,
-        backoff: float = 0.2,
+        retry: RetryPolicy = BACKEND,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if retries < 0:
-            raise ValueError("PrometheusMetricsSource needs retries >= 0")
         if profile is None:
             profile = load_profile("canaryctl")
         self.url = url.rstrip("/")
+        self.shown = redact_url(self.url)
+        """The URL as messages show it: without userinfo, query or fragment."""
+        self._credentials = _credentials(self.url, headers, auth)
         self.profile = profile
         wanted = {"requests", *(needs if needs is not None else profile.ingredients)}
         self.queries = tuple(q for q in profile.queries if wanted & set(q.yields))
@@ -119,21 +125,14 @@ class PrometheusMetricsSource:
         self._route = route
         self._variants = dict(variants or {})
         self._timeout, self._clock = timeout, clock
-        self._attempts = retries + 1
+        self._retry, self._sleep = retry, sleep
         session = requests.Session()
         session.verify = verify
-        retry = Retry(
-            total=retries,
-            backoff_factor=backoff,
-            status_forcelist=_RETRY_STATUSES,
-            allowed_methods=None,
-            raise_on_status=False,
-        )
         self._client = PrometheusConnect(
             url=self.url,
             headers=dict(headers) if headers else None,
             auth=auth,
-            retry=retry,
+            retry=Retry(total=0, raise_on_status=False),  # canaryctl.retry retries, not urllib3
             session=session,
             timeout=timeout,
         )
@@ -236,46 +235,88 @@ class PrometheusMetricsSource:
             parsed = [(dict(r["metric"]), float(r["value"][1])) for r in result]
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise MetricsBackendError(
-                f"Prometheus at {self.url} answered with an unexpected result shape ({exc})"
+                f"Prometheus at {self.shown} answered with an unexpected result shape ({exc})"
             ) from exc
         return [(m, v) for m, v in parsed if not math.isnan(v)]
 
     def _transport_reason(self, exc: requests.RequestException) -> str:
-        """The cause in a few words (urllib3 nests it deep in a long message). Credentials
-        travel in headers, never in the URL, so the message cannot leak them."""
+        """The cause in a few words (urllib3 nests it deep in a long message), with any URL in
+        it redacted."""
         if isinstance(exc, requests.Timeout):
             return f"no answer within {self._timeout:g}s"
         cause = _OS_ERROR.search(str(exc))
-        return cause.group(1) if cause else f"{type(exc).__name__}: {exc}"
+        return cause.group(1) if cause else f"{type(exc).__name__}: {self._safe(exc)}"
+
+    def _safe(self, exc: BaseException) -> str:
+        """An exception's text fit to show: URLs redacted, our credentials replaced."""
+        return scrub(str(exc), self._credentials)
 
     def _query(self, query: str, at: float, *, scalar_ok: bool = False) -> list[Any]:
         """One instant query at `at`, as a vector (a scalar becomes one unlabelled series when
-        `scalar_ok`); library and transport exceptions stop here."""
+        `scalar_ok`), retried; library and transport exceptions stop here."""
+
+        def attempt() -> Any:
+            try:
+                return self._client.custom_query(query, params={"time": f"{at:.3f}"})
+            except PrometheusApiClientException as exc:
+                if _UNAVAILABLE.match(str(exc)):
+                    raise Retryable(self._safe(exc)) from exc
+                raise
+            except requests.RequestException as exc:
+                raise Retryable(self._transport_reason(exc)) from exc
+
         try:
-            result = self._client.custom_query(query, params={"time": f"{at:.3f}"})
+            result = retry.call(attempt, self._retry, sleep=self._sleep)
+        except Retryable as failure:
+            if isinstance(failure.__cause__, PrometheusApiClientException):
+                raise MetricsBackendError(
+                    f"Prometheus at {self.shown} refused the query {query!r} "
+                    f"({self._retry.attempts} attempts): {failure.reason}"
+                ) from failure.__cause__
+            raise MetricsBackendError(
+                f"cannot reach Prometheus at {self.shown} ({self._retry.attempts} attempts): "
+                f"{failure.reason}"
+            ) from failure.__cause__
         except PrometheusApiClientException as exc:
             # The library puts the status and body in the message; both are safe to show.
-            if _REJECTED.match(str(exc)):
-                raise InvalidInput(f"Prometheus at {self.url} rejected {query!r}: {exc}") from exc
+            reason = self._safe(exc)
+            if _REJECTED.match(reason):
+                raise InvalidInput(
+                    f"Prometheus at {self.shown} rejected {query!r}: {reason}"
+                ) from exc
             raise MetricsBackendError(
-                f"Prometheus at {self.url} refused the query {query!r}: {exc}"
+                f"Prometheus at {self.shown} refused the query {query!r}: {reason}"
             ) from exc
         except (ValueError, KeyError) as exc:  # a 200 that is not the API: a login page, say
             raise MetricsBackendError(
-                f"Prometheus at {self.url} did not answer as the query API does ({exc!r})"
-            ) from exc
-        except requests.RequestException as exc:
-            raise MetricsBackendError(
-                f"cannot reach Prometheus at {self.url} ({self._attempts} attempts): "
-                f"{self._transport_reason(exc)}"
+                f"Prometheus at {self.shown} did not answer as the query API does "
+                f"({type(exc).__name__}: {self._safe(exc)[:200]})"
             ) from exc
         if scalar_ok and _is_scalar(result):
             return [{"metric": {}, "value": result}]
         if not isinstance(result, list):
             raise MetricsBackendError(
-                f"Prometheus at {self.url} answered {query!r} with a non-vector result"
+                f"Prometheus at {self.shown} answered {query!r} with a non-vector result"
             )
         return result
+
+
+def _credentials(
+    url: str, headers: Mapping[str, str] | None, auth: tuple[str, str] | None
+) -> list[str]:
+    """Everything secret we send, as a server may echo it back in an error page: header values
+    and the token after their scheme (`Bearer x`), basic auth as given and as sent (base64), the
+    URL's userinfo and query."""
+    parts = urlsplit(url)
+    values = [*(headers or {}).values(), *(auth or ())]
+    values += [value.split(" ", 1)[-1] for value in values]
+    pairs = [auth] if auth else []
+    if parts.username or parts.password:
+        pairs.append((unquote(parts.username or ""), unquote(parts.password or "")))
+    for user, password in pairs:
+        values += [user, password, b64encode(f"{user}:{password}".encode()).decode()]
+    values += [parts.query, *(value for _, value in parse_qsl(parts.query))]
+    return values
 
 
 def _is_scalar(result: object) -> bool:

@@ -24,9 +24,12 @@ import httpx
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+from canaryctl import retry
 from canaryctl.errors import MetricsBackendError
 from canaryctl.metrics.base import Observation
 from canaryctl.metrics.series import REQUESTS, SERIES, VariantTotals, by_variant
+from canaryctl.redact import redact_text, redact_url
+from canaryctl.retry import BACKEND, Retryable, RetryPolicy
 
 __all__ = ["ScrapeMetricsSource"]
 
@@ -65,8 +68,8 @@ class ScrapeMetricsSource:
     """Samples the gateways' /metrics on every call and answers with differences of samples.
 
     `client` is for tests (httpx.MockTransport) and custom TLS; by default one is made with
-    `timeout`. A target is tried `retries` more times after the first failure, waiting `backoff`
-    seconds and doubling, before MetricsBackendError.
+    `timeout`. A target failing is retried by `retry` (waiting with `sleep`) before
+    MetricsBackendError. Targets are shown without credentials or query (canaryctl/redact.py).
     """
 
     def __init__(
@@ -77,15 +80,15 @@ class ScrapeMetricsSource:
         timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
         client: httpx.Client | None = None,
-        retries: int = 3,
-        backoff: float = 0.2,
+        retry: RetryPolicy = BACKEND,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if not targets or retries < 0:
-            raise ValueError("ScrapeMetricsSource needs a target URL and retries >= 0")
+        if not targets:
+            raise ValueError("ScrapeMetricsSource needs a target URL")
         self.targets, self.route = list(targets), route
         self._timeout, self._clock = timeout, clock
         self._client = client if client is not None else httpx.Client(timeout=timeout)
-        self._retries, self._backoff = retries, backoff
+        self._retry, self._sleep = retry, sleep
         self._history: deque[_Sample] = deque(maxlen=_HISTORY)
 
     def check(self) -> None:
@@ -114,27 +117,28 @@ class ScrapeMetricsSource:
 
     def _scrape(self, url: str) -> list[Metric]:
         """The target's metric families, retrying anything that could be transient."""
-        attempts = self._retries + 1
-        for attempt in range(attempts):
-            if attempt:
-                time.sleep(self._backoff * 2 ** (attempt - 1))
-            cause: BaseException | None = None
+
+        def attempt() -> list[Metric]:
             try:
                 response = self._client.get(url, timeout=self._timeout)
             except httpx.HTTPError as exc:
                 name = type(exc).__name__
-                reason, cause = (f"{name}: {exc}" if str(exc) else name), exc
-                continue
+                raise Retryable(f"{name}: {redact_text(str(exc))}" if str(exc) else name) from exc
             if response.status_code != 200:
-                reason = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
-                continue
+                phrase = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
+                raise Retryable(phrase)
             try:
                 return list(text_string_to_metric_families(response.text))
             except (ValueError, IndexError, KeyError, TypeError) as exc:
-                reason, cause = f"not Prometheus exposition text ({exc})", exc
-        raise MetricsBackendError(
-            f"cannot read metrics from {url} after {attempts} attempt(s): {reason}"
-        ) from cause
+                raise Retryable(f"not Prometheus exposition text ({exc})") from exc
+
+        try:
+            return retry.call(attempt, self._retry, sleep=self._sleep)
+        except Retryable as failure:
+            raise MetricsBackendError(
+                f"cannot read metrics from {redact_url(url)} after {self._retry.attempts} "
+                f"attempt(s): {failure.reason}"
+            ) from failure.__cause__
 
     def _series(self, url: str, families: Iterable[Metric]) -> dict[SeriesKey, float]:
         """The series we read, keyed per target; fails if the target is not a gateway at all.
@@ -155,7 +159,7 @@ class ScrapeMetricsSource:
                 values[(url, sample.name, tuple(sorted(sample.labels.items())))] = sample.value
         if not is_gateway:
             raise MetricsBackendError(
-                f"{url} answers but exposes no {REQUESTS} metric: is this a canaryctl gateway's "
-                "/metrics endpoint?"
+                f"{redact_url(url)} answers but exposes no {REQUESTS} metric: is this a "
+                "canaryctl gateway's /metrics endpoint?"
             )
         return values

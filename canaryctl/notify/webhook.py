@@ -2,7 +2,8 @@
 
 The runner calls observers inline, between writing the flag and the next action. A notifier that
 POSTed there would make a slow endpoint slow down a rollback, so `on_*` only enqueue; one
-daemon thread sends, each request bounded by the webhook's timeout. `close(grace)` gives what is
+daemon thread sends, each request bounded by the webhook's timeout and retried on a network
+error, 5xx or 429 (canaryctl/retry.py). `close(grace)` gives what is
 still queued at most `grace` seconds once the run is over and the flag already safe, then gives
 up on it.
 """
@@ -10,24 +11,25 @@ up on it.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
 
+from canaryctl import retry
 from canaryctl.analysis import Verdict
 from canaryctl.controller.events import RolloutObserver, RunInfo
-from canaryctl.controller.hooks import redact_url
+from canaryctl.controller.hooks import webhook_url
 from canaryctl.controller.phases import Phase
 from canaryctl.controller.result import RunResult
 from canaryctl.controller.step import PlanItem
-from canaryctl.errors import InvalidInput
 from canaryctl.flags.base import Split
 from canaryctl.notify.message import slack_message, summary_text
+from canaryctl.redact import redact_webhook_url
+from canaryctl.retry import BACKEND, Retryable, RetryPolicy
 from canaryctl.runbook.notify import NotifySpec, NotifyWebhookSpec
 
 __all__ = ["WebhookNotifier", "notifiers_for"]
@@ -40,10 +42,19 @@ _STOP = object()
 class WebhookNotifier(RolloutObserver):
     """Notifies one webhook; `sent` and `failed` count deliveries (for tests and the log)."""
 
-    def __init__(self, spec: NotifyWebhookSpec, client: httpx.Client | None = None) -> None:
+    def __init__(
+        self,
+        spec: NotifyWebhookSpec,
+        client: httpx.Client | None = None,
+        *,
+        where: str = "notify",
+        retry: RetryPolicy = BACKEND,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.spec = spec
-        self._url = _resolve(spec)
-        self.target = redact_url(self._url)
+        self._retry, self._sleep = retry, sleep
+        self._url = webhook_url(spec, where)
+        self.target = redact_webhook_url(self._url)
         self.sent = 0
         self.failed = 0
         self._client = client if client is not None else httpx.Client()
@@ -125,12 +136,10 @@ class WebhookNotifier(RolloutObserver):
     def _send_all(self) -> None:
         while (body := self._queue.get()) is not _STOP:
             try:
-                response = self._client.post(
-                    self._url, json=body, headers=self.spec.headers, timeout=self.spec.timeout
-                )
-            except httpx.HTTPError as exc:
-                self.failed += 1  # the exception text may echo the URL: the class name only
-                log.warning("notify %s failed: %s", self.target, type(exc).__name__)
+                response = retry.call(lambda: self._send(body), self._retry, sleep=self._sleep)
+            except Retryable as failure:
+                self.failed += 1
+                log.warning("notify %s failed: %s", self.target, failure)
                 continue
             if response.is_success:
                 self.sent += 1
@@ -138,21 +147,23 @@ class WebhookNotifier(RolloutObserver):
                 self.failed += 1
                 log.warning("notify %s answered HTTP %s", self.target, response.status_code)
 
-
-def _resolve(spec: NotifyWebhookSpec) -> str:
-    """The URL, from the environment when the runbook names a variable; checked before the run."""
-    if spec.url is not None:
-        return spec.url
-    assert spec.url_env is not None
-    url = os.environ.get(spec.url_env, "")
-    if not url.startswith(("http://", "https://")):
-        state = "is not set" if not url else "does not hold an http(s) URL"
-        raise InvalidInput(f"spec.notify: environment variable {spec.url_env} {state}")
-    return url
+    def _send(self, body: object) -> httpx.Response:
+        """One POST; a network error, a 5xx or a 429 is worth another (in this thread only)."""
+        try:
+            response = self._client.post(
+                self._url, json=body, headers=self.spec.headers, timeout=self.spec.timeout
+            )
+        except httpx.HTTPError as exc:  # its text may echo the URL: the class name only
+            raise Retryable(type(exc).__name__) from exc
+        if response.status_code >= 500 or response.status_code == 429:
+            raise Retryable(f"HTTP {response.status_code}")
+        return response
 
 
 def notifiers_for(specs: Sequence[NotifySpec]) -> list[WebhookNotifier]:
-    """Every notifier, or none: a bad one raises before any thread starts."""
-    for spec in specs:
-        _resolve(spec.webhook)
-    return [WebhookNotifier(spec.webhook) for spec in specs]
+    """Every notifier, or none: a missing URL variable raises before any thread starts."""
+    wheres = [f"spec.notify[{index}].webhook" for index in range(len(specs))]
+    pairs = list(zip(specs, wheres, strict=True))
+    for spec, where in pairs:
+        webhook_url(spec.webhook, where)
+    return [WebhookNotifier(spec.webhook, where=where) for spec, where in pairs]

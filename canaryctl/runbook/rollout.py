@@ -24,7 +24,7 @@ from canaryctl.runbook.common import (
     parse_duration,
 )
 from canaryctl.runbook.gate import GateSpec
-from canaryctl.runbook.notify import NotifySpec
+from canaryctl.runbook.notify import NotifySpec, WebhookSpec
 from canaryctl.runbook.profile import is_profile_path, shipped_profile, shipped_profiles
 from canaryctl.runbook.promql import placeholders, unknown_placeholders
 from canaryctl.slo_metrics import SLO_METRICS
@@ -105,9 +105,9 @@ class ScrapeMetricsSpec(Strict):
     @field_validator("targets")
     @classmethod
     def _http_urls(cls, targets: list[str]) -> list[str]:
-        for url in targets:
-            if not url.startswith(("http://", "https://")):
-                raise ValueError(f"'{url}' must be an http:// or https:// URL")
+        for index, url in enumerate(targets):
+            if not url.startswith(("http://", "https://")):  # not echoed: it may hold a password
+                raise ValueError(f"targets[{index}] must be an http:// or https:// URL")
         return targets
 
 
@@ -370,12 +370,6 @@ class Step(Strict):
         if len(given) != 1:
             raise ValueError("a step is exactly one of set_weight, pause or chaos")
         return self
-
-
-class WebhookSpec(Strict):
-    url: str = Field(pattern=r"^https?://")
-    timeout: Duration = 5.0
-    headers: dict[str, str] = Field(default_factory=dict)
 
 
 class Hook(Strict):
