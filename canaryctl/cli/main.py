@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from canaryctl.cli.crash import crash_report
 from canaryctl.controller.store import DEFAULT_STATE_PATH
 from canaryctl.errors import CanaryError, InvalidInput
 
@@ -27,7 +28,12 @@ __all__ = [
 
 
 class CanaryGroup(click.Group):
-    """Catches CanaryError once, prints it without a traceback, exits with the error's code."""
+    """Catches CanaryError once, prints it without a traceback, exits with the error's code.
+
+    Anything else is a bug: one line naming a file that holds the traceback, exit 3. It is
+    caught here, outside every command, so a rollout's restore (on the runner's own exit path)
+    has already put the flag back by the time we get it.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -35,6 +41,14 @@ class CanaryGroup(click.Group):
         except CanaryError as exc:
             click.echo(f"error: {exc}" if exc.exit_code != 2 else str(exc), err=True)
             ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            click.echo(f"error: unexpected {type(exc).__name__}; {crash_report(exc)}", err=True)
+            ctx.exit(3)
 
 
 @click.group(cls=CanaryGroup, context_settings={"help_option_names": ["-h", "--help"]})
