@@ -58,8 +58,16 @@ class Problem:
     def __str__(self) -> str:
         where = f"{self.source}:{self.line}" if self.line else self.source
         if self.location:
-            return f"{where}: {self.location}: {self.message}"
-        return f"{where}: {self.message}"
+            return _printable(f"{where}: {self.location}: {self.message}")
+        return _printable(f"{where}: {self.message}")
+
+
+def _printable(text: str) -> str:
+    """A problem quotes the user's input; a newline, carriage return or terminal escape in a
+    key must not split the line or repaint the screen, so those are shown escaped."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class InvalidDocument(InvalidInput):

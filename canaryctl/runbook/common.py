@@ -46,7 +46,9 @@ def parse_duration(value: Any) -> float:
         seconds = float(min(value, 2 * MAX_DURATION))  # an int too large for a float stays out
     elif isinstance(value, str):
         text = value.strip().replace(" ", "")
-        if not text or _DURATION_PART.sub("", text):
+        # The length check comes first: on a long run of digits the regex backtracks
+        # quadratically, and no duration anyone writes is longer than a few units.
+        if not text or len(text) > 40 or _DURATION_PART.sub("", text):
             shown = value if len(value) <= 40 else value[:39] + "…"
             raise NotADuration(f"'{shown}' is not a duration such as 30s, 5m or 1h30m")
         seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))

@@ -37,6 +37,8 @@ Document = Rollout | Gateway | Lab | MetricProfile | ChaosScenario
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 """libyaml when it is there: ten times faster on a large file than the pure-Python loader."""
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_TYPE_NAME = re.compile(r"^[a-z-]+\[.*\]$")
+"""pydantic's names for a union's members, `dict[str,str]` or `literal['a']`: never a field."""
 _TELLING = frozenset({"finite_number"})
 KINDS: dict[str, type[BaseModel]] = {
     "Rollout": Rollout,
@@ -226,8 +228,10 @@ def _user_path(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def _is_type_name(part: str) -> bool:
-    return part in {"int", "float", "str", "bool", "constrained-str", "[key]"} or part.startswith(
-        ("function-", "literal[", "json-or-python")
+    return (
+        part in {"int", "float", "str", "bool", "constrained-str", "[key]"}
+        or part.startswith(("function-", "json-or-python"))
+        or _TYPE_NAME.match(part) is not None
     )
 
 
