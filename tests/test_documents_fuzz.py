@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ KINDS = ("Rollout", "Gateway", "Lab", "MetricProfile", "ChaosScenario")
 
 settings.register_profile(
     "canaryctl",
-    max_examples=int(os.environ.get("CANARYCTL_FUZZ_EXAMPLES", "300")),
+    max_examples=int(os.environ.get("CANARYCTL_FUZZ_EXAMPLES", "800")),
     deadline=10_000,  # a hang guard (a FIFO read blocks for ever), not a speed assertion
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     derandomize=os.environ.get("CI") == "true",
@@ -114,6 +115,7 @@ TREES = st.recursive(
 )
 
 
+@cache
 def shipped_documents() -> list[tuple[str, Any]]:
     return [(p.name, yaml.safe_load(p.read_text())) for p in SHIPPED]
 
