@@ -73,9 +73,16 @@ def _printable(text: str) -> str:
 class InvalidDocument(InvalidInput):
     """A document did not load or validate; `problems` lists each, one line apiece."""
 
+    SHOWN = 50
+    """Problems printed at most: a list of 100,000 bad entries is not 100,000 lines to read."""
+
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
+        lines = [str(p) for p in problems[: self.SHOWN]]
+        if len(problems) > self.SHOWN:
+            hidden = problems[self.SHOWN :]
+            lines.append(f"{hidden[0].source}: and {len(hidden)} more problems")
+        super().__init__("\n".join(lines))
 
 
 class FlagMismatch(InvalidInput):

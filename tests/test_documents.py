@@ -348,3 +348,12 @@ def test_flags_show_on_hostile_files_is_one_line_exit_2(tmp_path: Path) -> None:
         assert result.exit_code == 2, result.output
         assert len(result.output.splitlines()) == 1 and message in result.output, result.output
         assert "Traceback" not in result.output
+
+
+def test_a_thousand_problems_print_fifty_lines(tmp_path: Path) -> None:
+    steps = "".join("    - set_weight: 500\n" for _ in range(1000))
+    path = write(tmp_path, GOOD.replace("  steps:\n", "  steps:\n" + steps))
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 2
+    lines = result.output.splitlines()
+    assert len(lines) == 51 and lines[-1] == f"{path}: and 950 more problems"
