@@ -339,3 +339,22 @@ def test_benchmark_sets_take_any_lines(folder: Path, lines: list[str]) -> None:
         assert all(str(p).startswith(str(path)) for p in exc.problems), exc.problems
     else:
         assert len(items) == sum(line == ITEM for line in lines)
+
+
+FLAGS = json.loads((ROOT / "runbooks" / "flags.json").read_text())
+FLAG_KEY = next(iter(FLAGS["flags"]))
+
+
+@fuzz
+@given(pick=st.integers(min_value=0), value=TREES, raw=st.booleans())
+def test_flags_show_takes_any_flag_file(folder: Path, pick: int, value: Any, raw: bool) -> None:
+    paths = leaf_paths(FLAGS)
+    text = json.dumps(replaced(FLAGS, paths[pick % len(paths)], value), default=str)
+    if raw:  # damage the bytes instead
+        text = text[: pick % (len(text) + 1)] + "\ufffd\x00" + text[pick % (len(text) + 1) :]
+    path = write(folder, text.encode("utf-8", errors="surrogatepass"), "flags.json")
+    result = CliRunner().invoke(main, ["flags", "show", str(path), FLAG_KEY, "-o", "json"])
+    assert result.exit_code in (0, 2), result.output
+    assert "Traceback" not in result.output
+    if result.exit_code == 2:
+        assert result.stderr.startswith(str(path)) and len(result.stderr.splitlines()) == 1

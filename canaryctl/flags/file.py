@@ -31,6 +31,7 @@ from typing import Any
 
 from canaryctl.errors import FlagBackendError, FlagConflict, FlagMismatch, InvalidDocument
 from canaryctl.flags.base import FlagSnapshot, Split
+from canaryctl.flags.shape import check_flag_shape
 from canaryctl.runbook.reading import parse_json, read_text
 
 __all__ = ["WEIGHT_SCALE", "FileFlagStore", "default_rule_weights", "read_flag"]
@@ -69,6 +70,7 @@ def _parse(path: Path, text: str, key: str) -> tuple[dict[str, Any], dict[str, A
             )
         known = ", ".join(sorted(flags)) if isinstance(flags, dict) and flags else "none"
         raise FlagMismatch(f"{path}: no flag '{key}' under 'flags' (flags there: {known})")
+    check_flag_shape(path, key, flag)
     return doc, flag
 
 
