@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from canaryctl.cli import main
@@ -357,3 +358,29 @@ def test_a_thousand_problems_print_fifty_lines(tmp_path: Path) -> None:
     assert result.exit_code == 2
     lines = result.output.splitlines()
     assert len(lines) == 51 and lines[-1] == f"{path}: and 950 more problems"
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("Z" * 300, "String should have at most 64 characters"),
+        ("../../../../dev/zero", "is not an IANA time zone"),
+        ("Mars/Olympus_Mons", "is not an IANA time zone"),
+    ],
+)
+def test_time_zones_are_names_never_paths(tmp_path: Path, name: str, expected: str) -> None:
+    scenario = yaml.safe_load((ROOT / "scenarios" / "primary-503.yaml").read_text())
+    scenario["spec"]["window"] = {"timezone": name}
+    path = write(tmp_path, yaml.safe_dump(scenario))
+    problems = problems_of(path)
+    assert len(problems) == 1 and "spec.window.timezone: " in problems[0], problems
+    assert expected in problems[0]
+
+
+def test_a_profile_name_is_looked_up_never_opened(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        '{provider: scrape, targets: ["http://127.0.0.1:8080/metrics"]}',
+        '{provider: prometheus, url: "http://127.0.0.1:9090", profile: ' + "p" * 300 + "}",
+    )
+    problems = problems_of(write(tmp_path, text))
+    assert len(problems) == 1 and "spec.metrics.profile: no shipped profile 'ppp" in problems[0]
