@@ -37,6 +37,7 @@ Document = Rollout | Gateway | Lab | MetricProfile | ChaosScenario
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 """libyaml when it is there: ten times faster on a large file than the pure-Python loader."""
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 _TYPE_NAME = re.compile(r"^[a-z-]+\[.*\]$")
 """pydantic's names for a union's members, `dict[str,str]` or `literal['a']`: never a field."""
 _TELLING = frozenset({"finite_number"})
@@ -251,7 +252,10 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
         if isinstance(part, int) and not isinstance(part, bool):
             out += f"[{part}]"
         else:
-            out += f".{_clip(str(part), 60)}" if out else _clip(str(part), 60)
+            name = _clip(str(part), 60)
+            if not _PLAIN_KEY.match(name):  # a key with spaces, dots or nothing in it
+                name = repr(name)
+            out += f".{name}" if out else name
     return _clip(out)
 
 
