@@ -60,16 +60,31 @@ class Problem:
     def __str__(self) -> str:
         where = f"{self.source}:{self.line}" if self.line else self.source
         if self.location:
-            return f"{where}: {self.location}: {self.message}"
-        return f"{where}: {self.message}"
+            return _printable(f"{where}: {self.location}: {self.message}")
+        return _printable(f"{where}: {self.message}")
+
+
+def _printable(text: str) -> str:
+    """A problem quotes the user's input; a newline, carriage return or terminal escape in a
+    key must not split the line or repaint the screen, so those are shown escaped."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class InvalidDocument(InvalidInput):
     """A document did not load or validate; `problems` lists each, one line apiece."""
 
+    SHOWN = 50
+    """Problems printed at most: a list of 100,000 bad entries is not 100,000 lines to read."""
+
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
+        lines = [str(p) for p in problems[: self.SHOWN]]
+        if len(problems) > self.SHOWN:
+            hidden = problems[self.SHOWN :]
+            lines.append(f"{hidden[0].source}: and {len(hidden)} more problems")
+        super().__init__("\n".join(lines))
 
 
 class FlagMismatch(InvalidInput):

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from canaryctl.cli import main
 from canaryctl.errors import InvalidDocument
 from canaryctl.runbook import Rollout, load_document, parse_duration
+from canaryctl.runbook.reading import MAX_BYTES, parse_json
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -129,7 +132,7 @@ def test_validate_cli_exit_codes_and_no_traceback(tmp_path: Path) -> None:
 def test_missing_file_is_invalid_input(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["validate", str(tmp_path / "nope.yaml")])
     assert result.exit_code == 2
-    assert "cannot read" in result.output
+    assert f"{tmp_path / 'nope.yaml'}: no such file" in result.output
 
 
 def test_shipped_documents_validate() -> None:
@@ -164,3 +167,220 @@ def test_locations_never_show_the_provider_tag_pydantic_inserts(tmp_path: Path) 
         f"{path}:5: spec.flag.colour: unknown field (check the spelling)",
         f"{path}:6: spec.metrics.timeout: 'soon' is not a duration such as 30s, 5m or 1h30m",
     ]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("max: 0.02}", "max: .nan}", ":8: spec.slos[0].max: must be a finite number, not nan"),
+        ("max: 0.02}", "max: .inf}", ":8: spec.slos[0].max: must be a finite number, not inf"),
+        ("max: 0.02}", "max: -.inf}", ":8: spec.slos[0].max: must be a finite number, not -inf"),
+        ("max: 0.02}", "max: 'NaN'}", ":8: spec.slos[0].max: must be a finite number, not NaN"),
+        ("max: 0.02}", "max: -0.1}", "spec.slos[0].max: must not be negative"),
+        ("max: 0.02}", "max: 1.5}", "spec.slos[0].max: must be at most 1"),
+        ("max: 0.02}", "max: 0.02, min: 0.5}", "spec.slos[0].min: above max"),
+        ("error_rate, max: 0.02", "error_rate, compare: baseline, max_increase: 2", "at most 1"),
+        ("error_rate, max: 0.02", "error_rate, compare: baseline, max_ratio: .nan", "finite"),
+        ("pause: 1h30m", "pause: 99999999999h", ":11: spec.steps[1].pause: must be at most 30 d"),
+        ("pause: 1h30m", "pause: 31d", "spec.steps[1].pause: must be at most 30 days"),
+        ("pause: 1h30m", "pause: .nan", "spec.steps[1].pause: must be a finite number, not nan"),
+        ("set_weight: 5", "set_weight: .nan", "spec.steps[0].set_weight: must be a finite number"),
+        ("canary: b}", "canary: b}\n  analysis: {alpha: .nan}", "spec.analysis.alpha: must be a"),
+        ("canary: b}", "canary: b}\n  analysis: {interval: 1e400}", "spec.analysis.interval"),
+    ],
+)
+def test_every_number_is_finite_and_in_range(
+    tmp_path: Path, old: str, new: str, expected: str
+) -> None:
+    assert old in GOOD
+    problems = problems_of(write(tmp_path, GOOD.replace(old, new, 1)))
+    assert any(expected in p for p in problems), problems
+
+
+def test_a_bound_of_nan_no_longer_passes_a_canary_at_100_percent_errors(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["validate", str(write(tmp_path, GOOD.replace("max: 0.02", "max: .nan")))]
+    )
+    assert result.exit_code == 2
+    assert "spec.slos[0].max: must be a finite number, not nan" in result.output
+
+
+def test_duplicate_keys_name_both_lines(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        "    - {metric: error_rate, max: 0.02}\n",
+        "    - metric: error_rate\n      max: 0.5\n      min: 0\n      max: 0.02\n",
+    )
+    path = write(tmp_path, text)
+    assert problems_of(path) == [f"{path}:11: spec.slos[0]: duplicate key 'max' (first at line 9)"]
+    top = write(tmp_path, GOOD + "kind: Gateway\n", "top.yaml")
+    assert problems_of(top) == [f"{top}:13: duplicate key 'kind' (first at line 2)"]
+
+
+def test_yaml_merge_keys_are_not_duplicates(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        "metadata: {name: demo}", "x-base: &base {name: demo}\nmetadata: {<<: *base}"
+    ).replace("kind: Rollout\n", "kind: Rollout\n", 1)
+    problems = problems_of(write(tmp_path, text))
+    assert all("duplicate" not in p for p in problems) and "x-base" in problems[0]
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ("a: " + "[" * 5000, ":1: ", "nested too deep"),
+        ("a: " + "{b: " * 900 + "1" + "}" * 900, ":1: a.b.b.b", "nested too deep (more than 64"),
+        ("".join(" " * i + "a:\n" for i in range(200)), ":65: a.a.a", "nested too deep (more"),
+        ("a: " + "9" * 5000, ": ", "not valid YAML: Exceeds the limit (4300 digits)"),
+        ("a: 2001-13-45", ": ", "not valid YAML: month must be in 1..12"),
+        ("a: 1\nb: \x07", ":2: ", "not valid YAML: unacceptable character #x0007"),
+        ("&a [*a]", ": ", "must be a mapping"),
+    ],
+)
+def test_hostile_yaml_is_one_located_line(
+    tmp_path: Path, text: str, line: str, message: str
+) -> None:
+    path = write(tmp_path, text)
+    problems = problems_of(path)
+    assert len(problems) == 1 and problems[0].startswith(f"{path}{line}"), problems
+    assert message in problems[0]
+
+
+def test_recursive_aliases_are_refused_not_followed(tmp_path: Path) -> None:
+    text = GOOD.replace("metadata: {name: demo}", "metadata: &m {name: demo, labels: *m}")
+    problems = problems_of(write(tmp_path, text))
+    assert any("spec" not in p and "metadata.labels" in p for p in problems), problems
+
+
+def bytes_file(tmp_path: Path, data: bytes) -> Path:
+    path = tmp_path / "doc.yaml"
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (GOOD.encode("utf-16"), ": not UTF-8 text (UTF-16 byte order mark); save it as UTF-8"),
+        (GOOD.encode("utf-32"), ": not UTF-8 text (UTF-32 byte order mark); save it as UTF-8"),
+        (GOOD.encode() + b"# caf\xe9\n", ":13: not UTF-8 text (byte 0xe9)"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00", ":1: not UTF-8 text (byte 0x89)"),
+    ],
+)
+def test_bytes_that_are_not_utf8(tmp_path: Path, data: bytes, expected: str) -> None:
+    path = bytes_file(tmp_path, data)
+    assert problems_of(path) == [f"{path}{expected}"]
+
+
+@pytest.mark.timeout(30)
+def test_special_files_are_refused_without_reading(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)  # opening it for a blocking read would hang until a writer came
+    zero = tmp_path / "zero.yaml"
+    zero.symlink_to("/dev/zero")  # reading it whole would never end
+    folder = tmp_path / "folder.yaml"
+    folder.mkdir()
+    for path in (fifo, zero):
+        assert problems_of(path) == [f"{path}: not a regular file (a FIFO, socket or device)"]
+    assert problems_of(folder) == [f"{folder}: is a directory, not a file"]
+
+
+def test_unreadable_names_and_sizes(tmp_path: Path) -> None:
+    long_name = tmp_path / ("x" * 300 + ".yaml")
+    assert problems_of(long_name) == [f"{long_name}: file name too long"]
+    assert problems_of(tmp_path / "gone.yaml") == [f"{tmp_path / 'gone.yaml'}: no such file"]
+    huge = tmp_path / "huge.yaml"
+    with huge.open("wb") as file:
+        file.truncate(MAX_BYTES + 1)  # sparse: costs no disk, and is never read whole
+    assert problems_of(huge) == [f"{huge}: larger than {MAX_BYTES // 2**20} MiB"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_permission_denied(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD)
+    path.chmod(0)
+    assert problems_of(path) == [f"{path}: permission denied"]
+
+
+def test_validate_reports_hostile_files_with_exit_2(tmp_path: Path) -> None:
+    bom = bytes_file(tmp_path, GOOD.encode("utf-16"))
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    good = write(tmp_path, GOOD, "good.yaml")
+    result = CliRunner().invoke(main, ["validate", str(good), str(bom), str(fifo)])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    assert result.output.splitlines()[1:] == [
+        f"{bom}: not UTF-8 text (UTF-16 byte order mark); save it as UTF-8",
+        f"{fifo}: not a regular file (a FIFO, socket or device)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"a": 1,\n "b": {"c": 2,\n  "c": 3}}', ":3: duplicate key 'c' (first at line 2)"),
+        ('{"c": 1, "c": 2}', ":1: duplicate key 'c' (first at line 1)"),
+        ('{"a": NaN}', ": not JSON: NaN is not a JSON number"),
+        ('{"a": -Infinity}', ": not JSON: -Infinity is not a JSON number"),
+        ("[" * 100_000, ": nested too deep"),
+        ("[" * 65 + "]" * 65, ": nested too deep (more than 64 levels)"),
+        ('{"a": 1', ":1: not JSON: Expecting ',' delimiter (column 8)"),
+    ],
+)
+def test_strict_json(text: str, expected: str) -> None:
+    with pytest.raises(InvalidDocument) as caught:
+        parse_json(text, "f.json")
+    assert [str(p) for p in caught.value.problems] == [f"f.json{expected}"]
+
+
+def test_flags_show_on_hostile_files_is_one_line_exit_2(tmp_path: Path) -> None:
+    utf16 = tmp_path / "flags.json"
+    utf16.write_bytes('{"flags": {}}'.encode("utf-16"))
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    duplicate = tmp_path / "dup.json"
+    duplicate.write_text('{"flags": {"k": {"on": true},\n  "k": {"on": false}}}')
+    for path, message in [
+        (utf16, "not UTF-8 text (UTF-16 byte order mark)"),
+        (fifo, "not a regular file"),
+        (duplicate, ":2: duplicate key 'k' (first at line 1)"),
+    ]:
+        result = CliRunner().invoke(main, ["flags", "show", str(path), "k"])
+        assert result.exit_code == 2, result.output
+        assert len(result.output.splitlines()) == 1 and message in result.output, result.output
+        assert "Traceback" not in result.output
+
+
+def test_a_thousand_problems_print_fifty_lines(tmp_path: Path) -> None:
+    steps = "".join("    - set_weight: 500\n" for _ in range(1000))
+    path = write(tmp_path, GOOD.replace("  steps:\n", "  steps:\n" + steps))
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 2
+    lines = result.output.splitlines()
+    assert len(lines) == 51 and lines[-1] == f"{path}: and 950 more problems"
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("Z" * 300, "String should have at most 64 characters"),
+        ("../../../../dev/zero", "is not an IANA time zone"),
+        ("Mars/Olympus_Mons", "is not an IANA time zone"),
+    ],
+)
+def test_time_zones_are_names_never_paths(tmp_path: Path, name: str, expected: str) -> None:
+    scenario = yaml.safe_load((ROOT / "scenarios" / "primary-503.yaml").read_text())
+    scenario["spec"]["window"] = {"timezone": name}
+    path = write(tmp_path, yaml.safe_dump(scenario))
+    problems = problems_of(path)
+    assert len(problems) == 1 and "spec.window.timezone: " in problems[0], problems
+    assert expected in problems[0]
+
+
+def test_a_profile_name_is_looked_up_never_opened(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        '{provider: scrape, targets: ["http://127.0.0.1:8080/metrics"]}',
+        '{provider: prometheus, url: "http://127.0.0.1:9090", profile: ' + "p" * 300 + "}",
+    )
+    problems = problems_of(write(tmp_path, text))
+    assert len(problems) == 1 and "spec.metrics.profile: no shipped profile 'ppp" in problems[0]

@@ -222,7 +222,7 @@ def test_an_outside_edit_raises_conflict_and_is_not_overwritten(
 @pytest.mark.parametrize(
     ("content", "store_args", "expected"),
     [
-        (None, (KEY, "gpt-4-turbo", "gpt-4o-mini"), "no such flag file"),
+        (None, (KEY, "gpt-4-turbo", "gpt-4o-mini"), ": no such file"),
         ("flags:\n  - yaml", (KEY, "gpt-4-turbo", "gpt-4o-mini"), "not JSON"),
         ("{}", (KEY, "gpt-4-turbo", "gpt-4o-mini"), f"no flag '{KEY}'"),
         (

@@ -159,10 +159,10 @@ def test_a_gate_result_as_a_page(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (None, "no such file; expected a run id, a chaos journal"),
-        ("not json {", "not JSON (Expecting value at line 1 column 1); expected a run id"),
-        ('{"flags": {}, "segments": {}}', "JSON, but neither a chaos journal (keys checks,"),
-        ("[1, 2]", "JSON, but neither a chaos journal"),
+        (None, ": no such file; expected a run id, a chaos journal"),
+        ("not json {", ":1: not JSON: Expecting value (column 1); expected a run id"),
+        ('{"flags": {}, "segments": {}}', ": JSON, but neither a chaos journal (keys checks,"),
+        ("[1, 2]", ": JSON, but neither a chaos journal"),
     ],
 )
 def test_a_bad_source_is_exit_2_naming_the_file(
@@ -173,7 +173,7 @@ def test_a_bad_source_is_exit_2_naming_the_file(
         source.write_text(content)
     code, output = report(str(source))
     assert code == 2, output
-    assert f"{source}: {message}" in output and "Traceback" not in output
+    assert f"{source}{message}" in output and "Traceback" not in output
 
 
 def test_a_damaged_chaos_journal_is_exit_2(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from canaryctl.runbook import KINDS, Rollout, json_schema, load_document
 
 
 @click.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("files", nargs=-1, required=True)
 @output_option
 def validate(files: tuple[str, ...], output: str | None) -> None:
     """Validate documents of any kind; print every problem with its field path and line."""

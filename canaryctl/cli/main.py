@@ -101,7 +101,12 @@ class LazyGroup(click.Group):
 
 
 class CanaryGroup(LazyGroup):
-    """Catches CanaryError once, prints it without a traceback, exits with the error's code."""
+    """Catches CanaryError once, prints it without a traceback, exits with the error's code.
+
+    Anything else is a bug: one line naming a file that holds the traceback, exit 3. It is
+    caught here, outside every command, so a rollout's restore (on the runner's own exit path)
+    has already put the flag back by the time we get it.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -109,6 +114,16 @@ class CanaryGroup(LazyGroup):
         except CanaryError as exc:
             click.echo(f"error: {exc}" if exc.exit_code != 2 else str(exc), err=True)
             ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            from canaryctl.cli.crash import crash_report  # only on the way out of a bug
+
+            click.echo(f"error: unexpected {type(exc).__name__}; {crash_report(exc)}", err=True)
+            ctx.exit(3)
 
 
 @click.group(

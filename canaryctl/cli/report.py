@@ -13,7 +13,7 @@ from canaryctl.cli.main import existing_state, output_option, state_option, want
 from canaryctl.controller import StateStore
 from canaryctl.errors import InvalidInput
 from canaryctl.report import chaos_html, gate_html, report_html, timeline
-from canaryctl.report.source import EXPECTED, read_source, read_story
+from canaryctl.report.source import read_source, read_story
 
 __all__ = ["report"]
 
@@ -62,8 +62,6 @@ def report(source: str, html_path: Path | None, state_path: Path, output: str | 
         data, html, summary = _rollout(int(source), state_path)
     else:
         path = Path(source)
-        if not path.is_file():
-            raise InvalidInput(f"{source}: no such file; expected {EXPECTED}")
         kind, document = read_source(path)
         data, html, summary = (_chaos if kind == "chaos" else _gate)(path, document)
     if html_path is not None:

@@ -34,6 +34,7 @@ from canaryctl.errors import CanaryError, InvalidDocument, InvalidInput
 from canaryctl.metrics.factory import metrics_source_for
 from canaryctl.redact import redact_url
 from canaryctl.runbook.loader import load_document
+from canaryctl.runbook.reading import document_files
 from canaryctl.runbook.scenario import ChaosScenario, cron_trigger
 
 __all__ = ["DrillHome", "DrillStatus", "discover", "drill_status", "run_drill", "serve"]
@@ -92,11 +93,9 @@ class _StoppableClock(SystemClock):
 def discover(directory: Path) -> dict[str, Path]:
     """Scheduled ChaosScenario documents in `directory` by name; other documents are ignored,
     invalid ones are errors (a drill that silently never runs is worse than no drill)."""
-    if not directory.is_dir():
-        raise InvalidInput(f"{directory}: not a directory")
     found: dict[str, Path] = {}
     problems = []
-    for path in sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]):
+    for path in document_files(directory):
         try:
             document = load_document(path)
         except InvalidDocument as exc:

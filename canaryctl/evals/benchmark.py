@@ -27,6 +27,8 @@ from pydantic import Field, ValidationError, model_validator
 from canaryctl.errors import InvalidDocument, Problem
 from canaryctl.evals.schema import schema_problems, unsupported_keywords
 from canaryctl.runbook.common import Strict
+from canaryctl.runbook.loader import validation_problems
+from canaryctl.runbook.reading import parse_json, read_text
 
 __all__ = ["BenchmarkItem", "Message", "builtin_benchmark", "load_benchmark", "score"]
 
@@ -152,29 +154,19 @@ def builtin_benchmark(name: str) -> Path:
 def load_benchmark(path: Path, *, source: str | None = None) -> list[BenchmarkItem]:
     """Every item of a JSONL file; InvalidDocument lists each bad line (blank lines skipped)."""
     where = source or str(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise InvalidDocument([Problem(where, "", f"cannot read: {exc.strerror}")]) from exc
+    lines = read_text(path, source=where).splitlines()
     items: list[BenchmarkItem] = []
     problems: list[Problem] = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            data = json.loads(line)
-        except ValueError as exc:
-            problems.append(Problem(where, "", f"not JSON: {exc}", number))
-            continue
-        try:
+            data = parse_json(line, where, line=number)
             items.append(BenchmarkItem.model_validate(data))
+        except InvalidDocument as exc:
+            problems.extend(exc.problems)
         except ValidationError as exc:
-            for error in exc.errors(include_url=False):
-                loc = ".".join(str(p) for p in error["loc"])
-                message = error["msg"].removeprefix("Value error, ")
-                if error["type"] == "extra_forbidden":
-                    message = "unknown field (check the spelling)"
-                problems.append(Problem(where, loc, message, number))
+            problems.extend(validation_problems(exc, where, data, line=number))
     if problems:
         raise InvalidDocument(problems)
     if not items:

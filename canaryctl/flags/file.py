@@ -43,8 +43,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from canaryctl.errors import FlagBackendError, FlagConflict, FlagMismatch
+from canaryctl.errors import FlagBackendError, FlagConflict, FlagMismatch, InvalidDocument
 from canaryctl.flags.base import FlagClaim, FlagSnapshot, Split, may_take
+from canaryctl.flags.shape import check_flag_shape
+from canaryctl.runbook.reading import parse_json, read_text
 
 __all__ = ["WEIGHT_SCALE", "FileFlagStore", "default_rule_weights", "read_flag"]
 
@@ -70,12 +72,11 @@ def _write_errors(path: Path) -> Iterator[None]:
 def _parse(path: Path, text: str, key: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The whole document and the flag `key` in it, or FlagMismatch saying what is missing."""
     try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
+        doc = parse_json(text, str(path))
+    except InvalidDocument as exc:
         raise FlagMismatch(
-            f"{path}: not JSON ({exc.msg} at line {exc.lineno}); canaryctl reads and writes "
-            "the JSON form of the LaunchDarkly file data source"
-        ) from exc
+            f"{exc}; canaryctl reads and writes the JSON form of the LaunchDarkly file data source"
+        ) from None
     flags = doc.get("flags") if isinstance(doc, dict) else None
     flag = flags.get(key) if isinstance(flags, dict) else None
     if not isinstance(flag, dict):
@@ -86,6 +87,7 @@ def _parse(path: Path, text: str, key: str) -> tuple[dict[str, Any], dict[str, A
             )
         known = ", ".join(sorted(flags)) if isinstance(flags, dict) and flags else "none"
         raise FlagMismatch(f"{path}: no flag '{key}' under 'flags' (flags there: {known})")
+    check_flag_shape(path, key, flag)
     return doc, flag
 
 
@@ -150,16 +152,11 @@ def _parse_entry(path: Path, key: str, entry: str) -> dict[str, Any]:
 
 
 def _read_text(path: Path) -> str:
-    # newline="" keeps CRLF as it is: the snapshot must be the file's exact text.
+    # The exact text, line endings kept: the snapshot must give back the bytes it found.
     try:
-        with open(path, encoding="utf-8", newline="") as f:
-            return f.read()
-    except FileNotFoundError as exc:
-        raise FlagMismatch(f"{path}: no such flag file") from exc
-    except UnicodeDecodeError as exc:
-        raise FlagMismatch(f"{path}: not JSON (not UTF-8 text)") from exc
-    except OSError as exc:
-        raise FlagBackendError(f"{path}: cannot read the flag file: {exc.strerror or exc}") from exc
+        return read_text(path)
+    except InvalidDocument as exc:
+        raise FlagMismatch(str(exc)) from None
 
 
 def read_flag(path: str | Path, key: str) -> tuple[str, dict[str, Any]]:

@@ -7,14 +7,14 @@ InvalidInput naming the file and what was expected.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from canaryctl.errors import InvalidInput
+from canaryctl.errors import InvalidDocument, InvalidInput
 from canaryctl.report.chaos import ChaosStory, chaos_story
+from canaryctl.runbook.reading import parse_json, read_text
 from canaryctl.runbook.scenario import ChaosScenario
 
 __all__ = ["EXPECTED", "read_source", "read_story"]
@@ -32,18 +32,9 @@ EXPECTED = (
 def read_source(path: Path) -> tuple[str, dict[str, Any]]:
     """(`chaos` or `gate`, the document)."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InvalidInput(f"{path}: cannot read: {exc.strerror}; expected {EXPECTED}") from exc
-    except UnicodeDecodeError:
-        raise InvalidInput(f"{path}: not text; expected {EXPECTED}") from None
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(
-            f"{path}: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno});"
-            f" expected {EXPECTED}"
-        ) from None
+        document = parse_json(read_text(path), str(path))
+    except InvalidDocument as exc:
+        raise InvalidInput(f"{exc}; expected {EXPECTED}") from None
     if isinstance(document, dict):
         if document.keys() >= CHAOS_KEYS:
             return "chaos", document

@@ -1,7 +1,9 @@
-"""Pieces every canaryctl document shares: strictness, durations, metadata, relative paths."""
+"""Pieces every canaryctl document shares: strictness, finite numbers, durations, metadata,
+relative paths, the range an SLO bound on a metric can take."""
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -10,10 +12,13 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationIn
 
 __all__ = [
     "API_VERSION",
+    "MAX_DURATION",
     "DocPath",
     "Duration",
     "Metadata",
+    "NotADuration",
     "Strict",
+    "check_metric_bound",
     "parse_duration",
 ]
 
@@ -21,23 +26,38 @@ API_VERSION = "canaryctl/v1"
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+MAX_DURATION = 30 * 86400.0
+"""The longest wait, pause, window or timeout a document may ask for: `99999999999h` is a typo,
+not a plan, and a run that sleeps for ever holds its flag for ever."""
+
+
+class NotADuration(ValueError):
+    """The value is not written as a duration at all (as opposed to one out of range)."""
 
 
 def parse_duration(value: Any) -> float:
-    """Accept `30s`, `5m`, `1h30m`, `250ms` or a bare number of seconds; return seconds."""
+    """Accept `30s`, `5m`, `1h30m`, `250ms` or a bare number of seconds, up to 30 days;
+    return seconds."""
     if isinstance(value, bool):
-        raise ValueError("must be a duration such as 30s, 5m or 1h30m")
+        raise NotADuration("must be a duration such as 30s, 5m or 1h30m")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"must be a finite number, not {value}")
     if isinstance(value, int | float):
-        seconds = float(value)
+        seconds = float(min(value, 2 * MAX_DURATION))  # an int too large for a float stays out
     elif isinstance(value, str):
         text = value.strip().replace(" ", "")
-        if not text or _DURATION_PART.sub("", text):
-            raise ValueError(f"'{value}' is not a duration such as 30s, 5m or 1h30m")
+        # The length check comes first: on a long run of digits the regex backtracks
+        # quadratically, and no duration anyone writes is longer than a few units.
+        if not text or len(text) > 40 or _DURATION_PART.sub("", text):
+            shown = value if len(value) <= 40 else value[:39] + "…"
+            raise NotADuration(f"'{shown}' is not a duration such as 30s, 5m or 1h30m")
         seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
     else:
-        raise ValueError("must be a duration such as 30s, 5m or 1h30m")
+        raise NotADuration("must be a duration such as 30s, 5m or 1h30m")
     if seconds < 0:
         raise ValueError("must not be negative")
+    if seconds > MAX_DURATION:
+        raise ValueError("must be at most 30 days")
     return seconds
 
 
@@ -48,9 +68,9 @@ Duration = Annotated[
         {
             "anyOf": [
                 {"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d))+$"},
-                {"type": "number", "minimum": 0},
+                {"type": "number", "minimum": 0, "maximum": MAX_DURATION},
             ],
-            "description": "seconds, or a duration such as 30s, 5m, 1h30m",
+            "description": "seconds, or a duration such as 30s, 5m, 1h30m; at most 30 days",
         }
     ),
 ]
@@ -71,9 +91,25 @@ DocPath = Annotated[Path, BeforeValidator(_resolve_against_document)]
 
 
 class Strict(BaseModel):
-    """Unknown fields are errors: a typo in a runbook must never pass silently."""
+    """Unknown fields are errors: a typo in a runbook must never pass silently. Every number is
+    finite: NaN compares false with everything, so a bound of `.nan` would pass any value, and
+    `.inf` is a bound nobody meant."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False, defer_build=True
+    )
+
+
+def check_metric_bound(metric: str | None, field: str, value: float | None) -> None:
+    """An absolute bound or margin must be a value the metric can take: no measure canaryctl
+    computes is negative, and a rate (`*_rate`) or `quality_score` is a share, at most 1.
+    A custom query's metric (None) may take any finite value."""
+    if value is None or metric is None:
+        return
+    if value < 0:
+        raise ValueError(f"{field}: must not be negative ({metric} never is)")
+    if (metric.endswith("_rate") or metric == "quality_score") and value > 1:
+        raise ValueError(f"{field}: must be at most 1 ({metric} is a share between 0 and 1)")
 
 
 class Metadata(Strict):

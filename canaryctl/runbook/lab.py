@@ -80,6 +80,12 @@ class TrafficSpec(Strict):
         "1 right, 0 wrong), so quality SLOs have scores to read; 0 sends none",
     )
 
+    @model_validator(mode="after")
+    def _tier_weights(self) -> TrafficSpec:
+        if any(w < 0 for w in self.tiers.values()) or not sum(self.tiers.values()) > 0:
+            raise ValueError("tiers: weights must be non-negative and not all zero")
+        return self
+
 
 class LabSpec(Strict):
     seed: int = 0

@@ -122,9 +122,13 @@ def is_profile_path(reference: str) -> bool:
 
 
 def shipped_profile(name: str) -> str | None:
-    """The text of the profile canaryctl ships under `name`, None if there is none."""
+    """The text of the profile canaryctl ships under `name`, None if there is none. The name
+    is looked up among the shipped ones, never tried as a path (a 300-character name is not
+    an OS error, it is simply not a profile)."""
+    if name not in shipped_profiles():
+        return None
     entry = resources.files("canaryctl").joinpath("metrics", "profiles", f"{name}.yaml")
-    return entry.read_text(encoding="utf-8") if entry.is_file() else None
+    return entry.read_text(encoding="utf-8")
 
 
 def shipped_profiles() -> list[str]:

@@ -20,7 +20,9 @@ from canaryctl.runbook.common import (
     DocPath,
     Duration,
     Metadata,
+    NotADuration,
     Strict,
+    check_metric_bound,
     parse_duration,
 )
 from canaryctl.runbook.gate import GateSpec
@@ -249,6 +251,10 @@ class SloSpec(Strict):
             raise ValueError("needs a bound: max, min, max_increase, max_ratio or max_decrease")
         if relative > 1:
             raise ValueError("use one of max_increase, max_ratio or max_decrease")
+        for field in ("max", "min", "max_increase", "max_decrease"):
+            check_metric_bound(self.metric, field, getattr(self, field))
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError("min: above max, so no value could pass")
         if self.compare == "baseline" and not relative:
             raise ValueError("compare: baseline needs max_increase, max_ratio or max_decrease")
         if self.metric in HIGHER_IS_BETTER and relative and self.max_decrease is None:
@@ -328,8 +334,9 @@ def _pause_length(value: object) -> float | str:
         return "approval"
     try:
         return parse_duration(value)
-    except ValueError:
-        raise ValueError(f"{value!r} is neither a duration such as 5m nor 'approval'") from None
+    except NotADuration:
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:39] + "…"
+        raise ValueError(f"{shown} is neither a duration such as 5m nor 'approval'") from None
 
 
 PauseLength = Annotated[
