@@ -31,7 +31,11 @@ def _completion(model: str) -> dict[str, Any]:
 
 
 async def _chat(request: Request) -> Response:
-    body = json.loads(await request.body())
+    try:  # the chaos proxy passes on whatever a client sent
+        body = json.loads(await request.body())
+    except (ValueError, RecursionError):
+        body = None
+    body = body if isinstance(body, dict) else {}
     completion = _completion(str(body.get("model")))
     if body.get("stream") is not True:
         return JSONResponse(completion)

@@ -144,10 +144,12 @@ class _Gateway:
 
     async def feedback(self, request: Request) -> Response:
         """A caller's quality score for an answer it got, metered against what served it."""
-        read = await self._read(request, "openai")
-        if isinstance(read, Response):
-            return read
-        body, identity = read
+        body = await self._read(request, "openai")
+        if isinstance(body, Response):
+            return body
+        identity = self.callers.identify(request.headers, body)
+        if isinstance(identity, Refused):
+            return _refused("openai", identity)
         parsed = parse_feedback(body, self.spec.limits.max_id_length)
         if isinstance(parsed, Refused):
             return _refused("openai", parsed)
@@ -173,10 +175,8 @@ class _Gateway:
     async def ollama_generate(self, request: Request) -> Response:
         return await self._serve(request, "generate")
 
-    async def _read(
-        self, request: Request, dialect: Dialect
-    ) -> tuple[dict[str, Any], Identity] | Response:
-        """The body as a JSON object and who sent it, or the 400/401/431 to answer."""
+    async def _read(self, request: Request, dialect: Dialect) -> dict[str, Any] | Response:
+        """The body as a JSON object, or the 400 to answer."""
         try:
             body = parse_json(await request.body(), self.spec.limits.max_json_depth)
         except BadJSON as bad:
@@ -184,21 +184,20 @@ class _Gateway:
         if not isinstance(body, dict):
             message = "the body must be a JSON object"
             return _error(dialect, 400, error_body(message, "invalid_request_error"))
-        identity = self.callers.identify(request.headers, body)
-        if isinstance(identity, Refused):
-            return _refused(dialect, identity)
-        return body, identity
+        return body
 
     async def _choose(
         self, request: Request, dialect: Dialect
     ) -> tuple[dict[str, Any], Choice, Identity] | Response:
         """The request's body, the flag's choice for it and the requester, or the error."""
-        read = await self._read(request, dialect)
-        if isinstance(read, Response):
-            return read
-        body, identity = read
+        body = await self._read(request, dialect)
+        if isinstance(body, Response):
+            return body
         if problem := shape_problem(dialect, body):
             return _error(dialect, 400, error_body(problem, "invalid_request_error"))
+        identity = self.callers.identify(request.headers, body)
+        if isinstance(identity, Refused):
+            return _refused(dialect, identity)
         route = self.router.route(body["model"]) if isinstance(body.get("model"), str) else None
         if route is None:
             known = ", ".join(r.name for r in self.spec.routes)

@@ -102,19 +102,23 @@ class Callers:
                 return Refused(401, "the API key is not valid for this gateway", "invalid_api_key")
         spec = self._context
         user = team = tier = None
+        user_from = spec.user_header
         if self._trust_headers:
-            user = headers.get(spec.user_header) or body.get("user")
+            user = headers.get(spec.user_header)
+            if not user and body.get("user"):
+                user, user_from = body["user"], "user"
             team, tier = headers.get(spec.team_header), headers.get(spec.tier_header)
         job = headers.get(spec.job_header)
         for where, value in (
-            (spec.user_header, user),
+            (user_from, user),
             (spec.team_header, team),
             (spec.tier_header, tier),
             (spec.job_header, job),
         ):
             if value is not None and len(str(value)) > self._max:
                 size = f"{len(str(value))} characters, more than the {self._max} allowed"
-                return Refused(431, f"{where}: {size}", "id_too_long")
+                status = 413 if where == "user" else 431  # the body's field, or a header
+                return Refused(status, f"{where}: {size}", "id_too_long")
         if key is not None:
             user, team, tier = user or key.user or key.id, team or key.team, tier or key.tier
         return Identity(
