@@ -64,6 +64,7 @@ _OLLAMA = {
     "system": _STRING,
     "stream": _BOOL,
     "options": _OBJECT,
+    "user": _STRING,  # not Ollama's, but the gateway reads it for the requester
 }
 _OLLAMA_OPTIONS = {
     "num_predict": (lambda v: isinstance(v, int) and v >= -2, "must be an integer"),
