@@ -132,7 +132,6 @@ async def call_async(
         reraise=True,
     )
 
-
     async def run() -> T:  # tenacity awaits only what it sees is a coroutine function
         return await attempt()
 

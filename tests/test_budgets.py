@@ -100,7 +100,6 @@ class Engine:
         assert self.spec.budgets is not None
         self.budgets = Budgets(
             self.spec.budgets,
-            self.spec.context,
             self.models,
             store,
             CollectorRegistry(),
@@ -110,7 +109,7 @@ class Engine:
 
     async def ask(self, team: str = "ml", max_tokens: int = 13) -> Admission | Refusal:
         chat = {"messages": QUESTION, "max_tokens": max_tokens}
-        return await self.budgets.admit(self.choice, {"X-Team": team}, {}, chat)
+        return await self.budgets.admit(self.choice, {"team": team}, chat)
 
 
 def run(coro: Any) -> Any:

@@ -187,8 +187,8 @@ class FakeInjector:
     def __init__(self) -> None:
         self.faults: dict[str, FaultSpec] = {}
 
-    def add(self, spec: FaultSpec) -> dict[str, Any]:
-        fault_id = f"f{len(self.faults)}"
+    def add(self, spec: FaultSpec, fault_id: str | None = None) -> dict[str, Any]:
+        fault_id = fault_id or f"f{len(self.faults)}"
         self.faults[fault_id] = spec
         return {"id": fault_id, "fault": spec.fault, "expires_in": spec.ttl}
 

@@ -9,7 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from canaryctl.gateway.feedback import ServedAnswers, parse_feedback
+from canaryctl.gateway.feedback import OTHER_KEY, ServedAnswers, parse_feedback
+from canaryctl.gateway.identity import Refused
 from canaryctl.lab import LabStack
 from canaryctl.runbook.lab import LabSpec
 from tests.test_gateway import FAST, chat, metric
@@ -100,7 +101,24 @@ def test_served_answers_forget_the_oldest_and_the_expired() -> None:
     assert served.take("z") is None  # expired
 
 
+def test_an_answer_is_scored_only_with_the_key_it_was_served_to() -> None:
+    served = ServedAnswers()
+    served.remember("x", {"variant": "a"}, "web")
+    assert served.take("x", "batch") is OTHER_KEY
+    assert served.take("x") is OTHER_KEY  # no key is not the key either
+    assert served.take("x", "web") == {"variant": "a"}
+    assert served.take("x", "web") is None  # scored once
+
+
 def test_feedback_bodies_are_checked() -> None:
-    assert parse_feedback({"id": "c", "score": 0}) == ("c", 0.0)
-    assert parse_feedback({"id": "c", "score": float("nan")}).startswith("score")
-    assert parse_feedback({"id": "", "score": 1}).startswith("id")
+    assert parse_feedback({"id": "c", "score": 0}, 256) == ("c", 0.0)
+    refused = [
+        parse_feedback({"id": "c", "score": float("nan")}, 256),
+        parse_feedback({"id": "", "score": 1}, 256),
+        parse_feedback({"id": "c" * 257, "score": 1}, 256),
+    ]
+    assert all(isinstance(r, Refused) for r in refused)
+    nan, empty, long = (r for r in refused if isinstance(r, Refused))
+    assert (nan.status, empty.status, long.status) == (400, 400, 413)
+    assert nan.message.startswith("score") and empty.message.startswith("id")
+    assert long.message == "id: 257 characters, more than the 256 allowed"

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from canaryctl.chaos.server import BackgroundServer
 from canaryctl.lab import LabStack
 from canaryctl.metrics import ScrapeMetricsSource, measure
+from canaryctl.retry import RetryPolicy
 from canaryctl.runbook.lab import LabSpec
 
 FAST = {"median": 0.001, "p95": 0.002}
@@ -234,7 +235,7 @@ def test_filtered_and_good_streams_count_as_such(gateway: Gateway) -> None:
 def test_the_analysis_reads_a_rescued_canary_as_failing_every_request(gateway: Gateway) -> None:
     """The gateway's own counters, scraped as a rollout reads them: a model saved by its
     fallback every time has error_rate 1, while what its clients saw (served_error_rate) is 0."""
-    source = ScrapeMetricsSource([gateway.stack.metrics_url], retries=0)
+    source = ScrapeMetricsSource([gateway.stack.metrics_url], retry=RetryPolicy(attempts=1))
     source.check()
     since = source._history[-1].at
     for _ in range(5):

@@ -22,9 +22,7 @@ EXACT = RetryPolicy(attempts=4, backoff=0.5, max_wait=3.0, jitter=0.0)
 """No jitter, so every wait is known."""
 
 
-def failing(
-    times: int, *, retry_after: float | None = None
-) -> tuple[list[int], Callable[[], str]]:
+def failing(times: int, *, retry_after: float | None = None) -> tuple[list[int], Callable[[], str]]:
     """An attempt that fails `times` times, then answers "ok"; and the list of its calls."""
     calls: list[int] = []
 

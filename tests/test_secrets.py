@@ -293,26 +293,47 @@ def test_no_planted_secret_reaches_output_logs_state_journals_or_reports(
     documents = {
         "bad-canary.yaml": rollout("bad-canary", flag, scrape, **hooked),
         "good-canary.yaml": rollout("good-canary", flag, scrape, **hooked),
-        "prometheus-echo.yaml": rollout("prometheus-echo", flag, {
-            "provider": "prometheus", "url": prom_url, "bearer_token_env": "PROM_TOKEN"
-        }, **hooked),
-        "prometheus-down.yaml": rollout("prometheus-down", flag, {
-            "provider": "prometheus",
-            "url": f"http://127.0.0.1:{closed_port()}/?token={m['prom-url-query']}",
-            "basic_auth_username_env": "PROM_USER", "basic_auth_password_env": "PROM_PASSWORD",
-        }),
-        "hook-unset.yaml": rollout("hook-unset", flag, scrape, on_rollback=[
-            {"webhook": {"url_env": "NO_SUCH_HOOK_URL"}}
-        ]),
+        "prometheus-echo.yaml": rollout(
+            "prometheus-echo",
+            flag,
+            {"provider": "prometheus", "url": prom_url, "bearer_token_env": "PROM_TOKEN"},
+            **hooked,
+        ),
+        "prometheus-down.yaml": rollout(
+            "prometheus-down",
+            flag,
+            {
+                "provider": "prometheus",
+                "url": f"http://127.0.0.1:{closed_port()}/?token={m['prom-url-query']}",
+                "basic_auth_username_env": "PROM_USER",
+                "basic_auth_password_env": "PROM_PASSWORD",
+            },
+        ),
+        "hook-unset.yaml": rollout(
+            "hook-unset", flag, scrape, on_rollback=[{"webhook": {"url_env": "NO_SUCH_HOOK_URL"}}]
+        ),
         "gate-live.yaml": rollout("gate-live", flag, scrape, gate={"live": {"window": "500ms"}}),
-        "gate-eval.yaml": rollout("gate-eval", flag, scrape, gate={"eval": {
-            "builtin": "arithmetic", "retries": 1, "min_items": 1,
-            "baseline": {"base_url": f"http://x:{m['eval-url-password']}@127.0.0.1:"
-                                     f"{closed_port()}/v1?key={m['eval-url-query']}",
-                         "api_key_env": "EVAL_API_KEY"},
-            "canary": {"base_url": f"http://127.0.0.1:{closed_port()}/v1",
-                       "api_key_env": "EVAL_API_KEY"},
-        }}),
+        "gate-eval.yaml": rollout(
+            "gate-eval",
+            flag,
+            scrape,
+            gate={
+                "eval": {
+                    "builtin": "arithmetic",
+                    "retries": 1,
+                    "min_items": 1,
+                    "baseline": {
+                        "base_url": f"http://x:{m['eval-url-password']}@127.0.0.1:"
+                        f"{closed_port()}/v1?key={m['eval-url-query']}",
+                        "api_key_env": "EVAL_API_KEY",
+                    },
+                    "canary": {
+                        "base_url": f"http://127.0.0.1:{closed_port()}/v1",
+                        "api_key_env": "EVAL_API_KEY",
+                    },
+                }
+            },
+        ),
         "gateway.yaml": gateway_document({}, redis_url),
     }
     for name, text in documents.items():

@@ -2,7 +2,8 @@
 
 httpx's errors stop here. Unreachable or failing proxies are retried with backoff and then become
 ChaosBackendError (exit 3); a refused token or a fault the proxy rejects is the user's to fix
-(InvalidInput, exit 2).
+(InvalidInput, exit 2). A fault is named before it is sent (the Idempotency-Key), so retrying an
+add whose answer was lost finds the fault the first try made instead of adding a second.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any
 import httpx
 
 from canaryctl import retry
-from canaryctl.chaos.proxy import ADMIN_PREFIX, TOKEN_ENV
+from canaryctl.chaos.faults import new_fault_id
+from canaryctl.chaos.proxy import ADMIN_PREFIX, IDEMPOTENCY_KEY, TOKEN_ENV
 from canaryctl.errors import ChaosBackendError, InvalidInput
 from canaryctl.redact import redact_url
 from canaryctl.retry import BACKEND, Retryable, RetryPolicy
@@ -56,9 +58,12 @@ class ChaosClient:
     def faults(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "/faults").json()["faults"])
 
-    def add(self, spec: FaultSpec) -> dict[str, Any]:
+    def add(self, spec: FaultSpec, fault_id: str | None = None) -> dict[str, Any]:
+        """The fault in force as `fault_id` (a fresh name by default): added once, however
+        many attempts it took."""
         body = spec.model_dump(mode="json", exclude_none=True)
-        return dict(self._call("POST", "/faults", json=body).json())
+        key = {IDEMPOTENCY_KEY: fault_id or new_fault_id()}
+        return dict(self._call("POST", "/faults", json=body, headers=key).json())
 
     def remove(self, fault_id: str) -> bool:
         """False when the fault was already gone (expired or removed by someone else)."""
@@ -68,13 +73,20 @@ class ChaosClient:
         return int(self._call("DELETE", "/faults").json()["removed"])
 
     def _call(
-        self, method: str, path: str, *, missing_ok: bool = False, **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        *,
+        missing_ok: bool = False,
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
     ) -> httpx.Response:
         url = f"{self.url}{ADMIN_PREFIX}{path}"
+        headers = {**self._headers, **(headers or {})}  # the same idempotency key every attempt
 
         def attempt() -> httpx.Response:
             try:
-                response = self._client.request(method, url, headers=self._headers, **kwargs)
+                response = self._client.request(method, url, headers=headers, **kwargs)
             except httpx.HTTPError as exc:
                 raise Retryable(type(exc).__name__) from exc
             if response.status_code in (401, 403, 422):

@@ -3,12 +3,16 @@
 Pure apart from an injected clock and random generator, so matching, probability and expiry are
 tested without a network or a wait. Expiry is lazy: every read drops the faults whose time is up,
 which is how the proxy enforces a fault's TTL without any help from whoever added it.
+
+A fault may be named by whoever adds it (`put`): adding the same name twice with the same spec
+is one fault, so a client that lost the answer to its first try can send it again safely.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import re
 import secrets
 import threading
 import time
@@ -19,7 +23,28 @@ from typing import Any
 
 from canaryctl.runbook.scenario import STREAM_ONLY, FaultSpec
 
-__all__ = ["ActiveFault", "FaultTable", "RequestFacts", "draw_delay"]
+__all__ = [
+    "FAULT_ID",
+    "ActiveFault",
+    "FaultIdTaken",
+    "FaultTable",
+    "RequestFacts",
+    "draw_delay",
+    "new_fault_id",
+]
+
+FAULT_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+"""What a client may name a fault: fits a URL path segment and a log line."""
+
+
+def new_fault_id() -> str:
+    """A fresh name, random enough that two clients never pick the same one."""
+    return f"f-{secrets.token_hex(8)}"
+
+
+class FaultIdTaken(Exception):
+    """A fault in force already has that name, with a different spec."""
+
 
 _Z95 = 1.6448536269514722
 """The standard normal's 95th percentile: turns (median, p95) into a log-normal's sigma."""
@@ -77,11 +102,23 @@ class FaultTable:
         return self._clock()
 
     def add(self, spec: FaultSpec) -> ActiveFault:
+        return self.put(spec, new_fault_id())[0]
+
+    def put(self, spec: FaultSpec, fault_id: str) -> tuple[ActiveFault, bool]:
+        """The fault named `fault_id`, and whether this call added it: False when it was in
+        force already with this spec (a retry). FaultIdTaken when its spec differs."""
+        if not FAULT_ID.fullmatch(fault_id):
+            raise ValueError("a fault id is 1 to 64 letters, digits, '.', '_' or '-'")
         now = self._clock()
-        fault = ActiveFault(f"f-{secrets.token_hex(4)}", spec, now, now + spec.ttl)
         with self._lock:
-            self._faults[fault.id] = fault
-        return fault
+            existing = self._faults.get(fault_id)
+            if existing is not None and existing.expires_at > now:
+                if existing.spec != spec:
+                    raise FaultIdTaken(fault_id)
+                return existing, False
+            fault = ActiveFault(fault_id, spec, now, now + spec.ttl)
+            self._faults[fault_id] = fault
+        return fault, True
 
     def remove(self, fault_id: str) -> bool:
         with self._lock:

@@ -7,6 +7,9 @@ stream_cut, stream_stall, malformed) or instead of the answer (empty_completion,
 
 The admin API lives under ADMIN_PREFIX on the same listener, answers loopback clients only unless
 told otherwise, and wants `Authorization: Bearer <token>`; only /metrics is open, for Prometheus.
+A POST with an `Idempotency-Key` header names the fault by that key, so a client that retries
+after losing the answer gets the fault it added, not a second one. Client bodies are bounded
+(request_limits.py): a 413 past `max_body_bytes`, on the admin API and the forwarding path alike.
 
 `reset` and `stream_cut` drop the TCP connection with an RST. ASGI has no verb for that, so the
 outermost layer keeps the server's transport from uvicorn's `send` (uvicorn's RequestResponseCycle
@@ -16,7 +19,6 @@ owns it); under a server that does not expose it, the response is cut short inst
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import re
 import secrets
@@ -30,12 +32,20 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from canaryctl.chaos.faults import ActiveFault, FaultTable, RequestFacts, draw_delay
+from canaryctl.chaos.faults import (
+    ActiveFault,
+    FaultIdTaken,
+    FaultTable,
+    RequestFacts,
+    draw_delay,
+    new_fault_id,
+)
 from canaryctl.chaos.responses import (
     broken_chunk,
     error_body,
@@ -45,12 +55,14 @@ from canaryctl.chaos.responses import (
     synthetic_stream,
 )
 from canaryctl.redact import redact_url
+from canaryctl.request_limits import DEFAULT_MAX_BODY_BYTES, BadJSON, LimitBody, clip, parse_json
 from canaryctl.runbook.scenario import FaultSpec
 
-__all__ = ["ADMIN_PREFIX", "TOKEN_ENV", "ProxyMetrics", "create_proxy_app"]
+__all__ = ["ADMIN_PREFIX", "IDEMPOTENCY_KEY", "TOKEN_ENV", "ProxyMetrics", "create_proxy_app"]
 
 ADMIN_PREFIX = "/_chaos"
 TOKEN_ENV = "CANARYCTL_CHAOS_TOKEN"
+IDEMPOTENCY_KEY = "Idempotency-Key"
 
 _HOP_BY_HOP = frozenset(
     {
@@ -111,8 +123,10 @@ def create_proxy_app(
     table: FaultTable | None = None,
     rng: random.Random | None = None,
     admin_from_anywhere: bool = False,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> ASGIApp:
-    """A proxy to `upstream` (base URL); tests pass their own fault table and random generator."""
+    """A proxy to `upstream` (base URL); tests pass their own fault table and random generator.
+    A client body over `max_body_bytes` is a 413, never forwarded."""
     if not token:
         raise ValueError("the admin API needs a token")
     proxy = _Proxy(
@@ -142,6 +156,7 @@ def create_proxy_app(
             Mount(ADMIN_PREFIX, routes=admin),
             Route("/{path:path}", proxy.forward, methods=methods),
         ],
+        middleware=[Middleware(LimitBody, max_bytes=max_body_bytes, render=_too_big)],
         lifespan=lifespan,
     )
     return _KeepTransport(app)
@@ -173,12 +188,18 @@ async def _drop_connection(scope: Scope) -> bool:
     return True
 
 
+def _too_big(scope: Scope, message: str) -> dict[str, object]:
+    if scope["path"].startswith(ADMIN_PREFIX):
+        return {"error": message}
+    return {"error": {"message": f"chaos proxy: {message}", "type": "invalid_request_error"}}
+
+
 def _facts(request: Request, body: bytes) -> RequestFacts:
     model, stream = None, False
     try:
-        data = json.loads(body) if body else None
-    except (ValueError, UnicodeDecodeError):
-        data = None
+        data = parse_json(body) if body else None
+    except BadJSON:
+        data = None  # not JSON: matched on its path and headers only
     if isinstance(data, dict):
         model = data.get("model") if isinstance(data.get("model"), str) else None
         stream = data.get("stream") is True
@@ -238,19 +259,23 @@ class _Proxy:
     async def add_fault(self, request: Request) -> Response:
         if refused := self._refuse(request):
             return refused
+        fault_id = request.headers.get(IDEMPOTENCY_KEY) or new_fault_id()
         try:
-            spec = FaultSpec.model_validate(await request.json())
-        except ValueError as exc:  # json.JSONDecodeError and ValidationError alike
+            spec = FaultSpec.model_validate(parse_json(await request.body()))
+            fault, added = self.table.put(spec, fault_id)
+        except FaultIdTaken:
+            message = f"{IDEMPOTENCY_KEY}: fault {fault_id} is in force with another spec"
+            return JSONResponse({"error": message}, 409)
+        except ValueError as exc:  # BadJSON, ValidationError, a malformed id alike
             return JSONResponse({"error": _validation_message(exc)}, 422)
-        fault = self.table.add(spec)
-        return JSONResponse(fault.to_dict(self.table.now()), 201)
+        return JSONResponse(fault.to_dict(self.table.now()), 201 if added else 200)
 
     async def remove_fault(self, request: Request) -> Response:
         if refused := self._refuse(request):
             return refused
         fault_id = request.path_params["fault_id"]
         if not self.table.remove(fault_id):
-            return JSONResponse({"error": f"no fault {fault_id} (expired or removed)"}, 404)
+            return JSONResponse({"error": f"no fault {clip(fault_id)} (expired or removed)"}, 404)
         return JSONResponse({"removed": fault_id})
 
     async def reset_faults(self, request: Request) -> Response:
@@ -319,7 +344,13 @@ class _Proxy:
         if request.url.query:
             url += "?" + request.url.query
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP]
-        outgoing = self.client.build_request(request.method, url, headers=headers, content=body)
+        try:
+            outgoing = self.client.build_request(request.method, url, headers=headers, content=body)
+        except (httpx.InvalidURL, UnicodeError):
+            message = "chaos proxy: the request's path cannot be forwarded"
+            return JSONResponse(
+                {"error": {"message": message, "type": "invalid_request_error"}}, 400
+            )
         try:
             upstream = await self.client.send(outgoing, stream=True)
         except httpx.HTTPError as exc:
@@ -401,10 +432,18 @@ async def _iterate(items: Iterable[bytes]) -> AsyncIterator[bytes]:
 
 
 def _validation_message(exc: ValueError) -> str:
+    """One line per wrong field, each cut short: field names and values are the client's."""
     if isinstance(exc, ValidationError):
         return "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: "
-            + e["msg"].removeprefix("Value error, ")
-            for e in exc.errors(include_url=False)
+            _cut(".".join(str(p) for p in e["loc"]) or "body")
+            + ": "
+            + _cut(e["msg"].removeprefix("Value error, "))
+            for e in exc.errors(include_url=False)[:5]
         )
-    return f"the body is not JSON: {exc}"
+    if isinstance(exc, BadJSON):
+        return str(exc)
+    return f"{IDEMPOTENCY_KEY}: {exc}"
+
+
+def _cut(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"

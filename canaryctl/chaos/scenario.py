@@ -2,8 +2,9 @@
 
 The order is the safety argument. Nothing is injected unless the steady state holds first. Once
 the first fault is added, every exit path (held, violated, a metrics error, Ctrl-C, SIGTERM)
-goes through the `finally` that removes the faults this run added, by id, so faults someone else
-added stay. A run that cannot reach the proxy to remove them, or that dies by SIGKILL, leaves
+goes through the `finally` that removes the faults this run added, by the id it named each with
+before asking the proxy (so a fault whose answer was lost is removed too), and faults someone
+else added stay. A run that cannot reach the proxy to remove them, or that dies by SIGKILL, leaves
 faults that end by the TTL each was given: the proxy enforces it.
 """
 
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from canaryctl.chaos.faults import new_fault_id
 from canaryctl.chaos.hypothesis import Judgement, judge, total
 from canaryctl.chaos.journal import Journal
 from canaryctl.controller.clock import Clock, SystemClock
@@ -26,7 +28,7 @@ __all__ = ["FaultInjector", "ScenarioResult", "play", "run_scenario"]
 class FaultInjector(Protocol):
     """The proxy's admin API as a scenario needs it (ChaosClient is the real one)."""
 
-    def add(self, spec: FaultSpec) -> dict[str, Any]: ...
+    def add(self, spec: FaultSpec, fault_id: str | None = None) -> dict[str, Any]: ...
 
     def remove(self, fault_id: str) -> bool: ...
 
@@ -155,9 +157,10 @@ class _Run:
     def _inject(self) -> None:
         for spec in self.spec.injected_faults():
             body = spec.model_dump(mode="json", exclude_none=True)
-            entry = self.journal.begin("injections", {"fault": body})
-            fault = self.injector.add(spec)
-            self.added.append(fault["id"])
+            fault_id = new_fault_id()
+            entry = self.journal.begin("injections", {"id": fault_id, "fault": body})
+            self.added.append(fault_id)  # before asking: an answer lost on the way still counts
+            fault = self.injector.add(spec, fault_id)
             self.journal.end(entry, fault)
             self.emit({"event": "injected", **fault})
 

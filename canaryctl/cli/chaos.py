@@ -24,6 +24,7 @@ from canaryctl.errors import InvalidInput
 from canaryctl.metrics.base import MetricsSource
 from canaryctl.metrics.factory import metrics_source_for
 from canaryctl.redact import redact_url
+from canaryctl.request_limits import DEFAULT_MAX_BODY_BYTES
 from canaryctl.runbook import load_document
 from canaryctl.runbook.scenario import FAULT_KINDS, PHASES, ChaosScenario, FaultSpec
 
@@ -43,9 +44,20 @@ def chaos() -> None:
     is_flag=True,
     help="let non-loopback clients use the admin API (the token is still required)",
 )
+@click.option(
+    "--max-body-bytes",
+    type=click.IntRange(min=1024),
+    default=DEFAULT_MAX_BODY_BYTES,
+    show_default=True,
+    help="larger client bodies get a 413 and are never forwarded",
+)
 @output_option
 def proxy_command(
-    listen: str, upstream: str, admin_from_anywhere: bool, output: str | None
+    listen: str,
+    upstream: str,
+    admin_from_anywhere: bool,
+    max_body_bytes: int,
+    output: str | None,
 ) -> None:
     """Proxy to UPSTREAM, injecting the faults added through the admin API (under /_chaos)."""
     if not upstream.startswith(("http://", "https://")):
@@ -54,7 +66,12 @@ def proxy_command(
     host, port = split_listen(listen)
     sock = bind(host, port)
     url = f"http://{host}:{sock.getsockname()[1]}"
-    app = create_proxy_app(upstream, token=token, admin_from_anywhere=admin_from_anywhere)
+    app = create_proxy_app(
+        upstream,
+        token=token,
+        admin_from_anywhere=admin_from_anywhere,
+        max_body_bytes=max_body_bytes,
+    )
     if wants_json(output):
         click.echo(json.dumps({"event": "listening", "url": url, "upstream": redact_url(upstream)}))
     else:

@@ -21,22 +21,27 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Scope
 
 from canaryctl.errors import InvalidInput
 from canaryctl.gateway.answers import outcome_of
 from canaryctl.gateway.budgets import Admission, Budgets, Refusal, open_store, store_prefix
 from canaryctl.gateway.cache import CachedAnswer, ResponseCache, cache_key
 from canaryctl.gateway.fallback import Answered, ChainExhausted, time_attempt, walk_chain
-from canaryctl.gateway.feedback import ServedAnswers, parse_feedback
+from canaryctl.gateway.feedback import OTHER_KEY, ServedAnswers, parse_feedback
+from canaryctl.gateway.identity import Callers, Identity, Refused
 from canaryctl.gateway.keys import check_api_keys
 from canaryctl.gateway.metrics import OTHER_TIER, GatewayMetrics
 from canaryctl.gateway.ollama import Dialect, chat_request, ollama_line, ollama_response
-from canaryctl.gateway.routing import Choice, FlagRouter, request_context
+from canaryctl.gateway.request_shape import shape_problem
+from canaryctl.gateway.routing import Choice, FlagRouter
 from canaryctl.gateway.tracing import Tracing
 from canaryctl.gateway.upstream import Upstream, UpstreamFailure, UpstreamStream, error_body
+from canaryctl.request_limits import BadJSON, LimitBody, clip, parse_json
 from canaryctl.runbook.gateway import GatewaySpec, ModelSpec
 
 __all__ = ["create_app"]
@@ -61,6 +66,8 @@ def create_app(spec: GatewaySpec) -> Starlette:
             )
     check_api_keys(spec)
     gateway = _Gateway(spec)
+    if gateway.callers.banner:
+        log.warning("%s", gateway.callers.banner)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -88,6 +95,7 @@ def create_app(spec: GatewaySpec) -> Starlette:
             Route("/metrics", gateway.metrics_endpoint, methods=["GET"]),
             Route("/health", gateway.health, methods=["GET"]),
         ],
+        middleware=[Middleware(LimitBody, max_bytes=spec.limits.max_body_bytes, render=_too_big)],
         lifespan=lifespan,
     )
     app.state.metrics = gateway.metrics
@@ -98,6 +106,18 @@ def _error(dialect: Dialect, status: int, body: dict[str, Any], **headers: str) 
     if dialect != "openai":  # Ollama's errors are a bare message
         body = {"error": (body.get("error") or {}).get("message", "error")}
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _refused(dialect: Dialect, refused: Refused) -> JSONResponse:
+    body = error_body(refused.message, "invalid_request_error")
+    body["error"]["code"] = refused.code
+    return _error(dialect, refused.status, body)
+
+
+def _too_big(scope: Scope, message: str) -> dict[str, Any]:
+    if scope["path"].startswith("/api/"):
+        return {"error": message}
+    return {"error": {**error_body(message, "invalid_request_error")["error"], "code": "too_big"}}
 
 
 class _Gateway:
@@ -112,6 +132,7 @@ class _Gateway:
         self.upstream: Upstream
         self.budgets: Budgets | None = None
         self.served = ServedAnswers()
+        self.callers = Callers(spec.auth, spec.context, spec.limits.max_id_length)
 
     def open_budgets(self) -> Budgets | None:
         spec = self.spec.budgets
@@ -119,7 +140,7 @@ class _Gateway:
             return None
         store, prefix = open_store(spec), store_prefix(spec)
         registry = self.metrics.registry
-        return Budgets(spec, self.spec.context, self.models, store, registry, prefix=prefix)
+        return Budgets(spec, self.models, store, registry, prefix=prefix)
 
     async def health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -129,16 +150,24 @@ class _Gateway:
 
     async def feedback(self, request: Request) -> Response:
         """A caller's quality score for an answer it got, metered against what served it."""
-        try:
-            parsed = parse_feedback(await request.json())
-        except json.JSONDecodeError:
-            parsed = "the body must be a JSON object"
-        if isinstance(parsed, str):
-            return _error("openai", 400, error_body(parsed, "invalid_request_error"))
+        body = await self._read(request, "openai")
+        if isinstance(body, Response):
+            return body
+        identity = self.callers.identify(request.headers, body)
+        if isinstance(identity, Refused):
+            return _refused("openai", identity)
+        parsed = parse_feedback(body, self.spec.limits.max_id_length)
+        if isinstance(parsed, Refused):
+            return _refused("openai", parsed)
         completion_id, score = parsed
-        labels = self.served.take(completion_id)
-        if labels is None:
-            message = f"no answer {completion_id!r} to score: unknown, expired or already scored"
+        labels = self.served.take(completion_id, identity.key_id)
+        if labels is OTHER_KEY:
+            message = f"answer {clip(completion_id)} was served to another API key"
+            return _refused("openai", Refused(403, message, "not_your_answer"))
+        if not isinstance(labels, dict):
+            message = (
+                f"no answer {clip(completion_id)} to score: unknown, expired or already scored"
+            )
             return _error("openai", 404, error_body(message, "invalid_request_error"))
         self.metrics.quality.labels(**labels).observe(score)
         return JSONResponse({"id": completion_id, "score": score, "variant": labels["variant"]})
@@ -152,34 +181,45 @@ class _Gateway:
     async def ollama_generate(self, request: Request) -> Response:
         return await self._serve(request, "generate")
 
-    async def _choose(
-        self, request: Request, dialect: Dialect
-    ) -> tuple[dict[str, Any], Choice] | Response:
-        """The request's body and the flag's choice for it, or the 400/404 to answer."""
+    async def _read(self, request: Request, dialect: Dialect) -> dict[str, Any] | Response:
+        """The body as a JSON object, or the 400 to answer."""
         try:
-            body = await request.json()
-        except json.JSONDecodeError:
-            body = None
+            body = parse_json(await request.body(), self.spec.limits.max_json_depth)
+        except BadJSON as bad:
+            return _refused(dialect, Refused(400, str(bad), "invalid_json"))
         if not isinstance(body, dict):
             message = "the body must be a JSON object"
             return _error(dialect, 400, error_body(message, "invalid_request_error"))
+        return body
+
+    async def _choose(
+        self, request: Request, dialect: Dialect
+    ) -> tuple[dict[str, Any], Choice, Identity] | Response:
+        """The request's body, the flag's choice for it and the requester, or the error."""
+        body = await self._read(request, dialect)
+        if isinstance(body, Response):
+            return body
+        if problem := shape_problem(dialect, body):
+            return _error(dialect, 400, error_body(problem, "invalid_request_error"))
+        identity = self.callers.identify(request.headers, body)
+        if isinstance(identity, Refused):
+            return _refused(dialect, identity)
         route = self.router.route(body["model"]) if isinstance(body.get("model"), str) else None
         if route is None:
             known = ", ".join(r.name for r in self.spec.routes)
-            message = f"no route named {body.get('model')!r}; routes: {known}"
+            message = f"no route named {clip(body.get('model'))}; routes: {known}"
             return _error(dialect, 404, error_body(message, "invalid_request_error"))
-        context = request_context(request.headers, body, self.spec.context)
-        choice = self.router.choose(route, context)
+        choice = self.router.choose(route, identity)
         if self.tracing is not None:
             self.tracing.begin(choice, body)
-        return body, choice
+        return body, choice, identity
 
     async def _admit(
-        self, request: Request, body: dict[str, Any], choice: Choice, call: dict[str, Any]
+        self, identity: Identity, choice: Choice, call: dict[str, Any]
     ) -> Admission | Refusal:
         if self.budgets is None:
             return Admission(choice, (), ())
-        return await self.budgets.admit(choice, request.headers, body, call)
+        return await self.budgets.admit(choice, identity.budget_keys(), call)
 
     async def embeddings(self, request: Request) -> Response:
         """OpenAI's /v1/embeddings: routed by the flag, cached, budgeted and metered like chat."""
@@ -187,7 +227,7 @@ class _Gateway:
         chosen = await self._choose(request, "openai")
         if isinstance(chosen, Response):
             return chosen
-        body, choice = chosen
+        body, choice, identity = chosen
         headers = {"x-canaryctl-variant": choice.variant, "x-canaryctl-model": choice.model.name}
         text = body.get("input")
         if not (isinstance(text, str) and text) and not (isinstance(text, list) and text):
@@ -203,7 +243,7 @@ class _Gateway:
                     self.tracing.finish(choice, hit.model, "cache_hit", None, 0.0)
                 headers.update({"x-canaryctl-model": hit.model, "x-canaryctl-cache": "hit"})
                 return JSONResponse(hit.completion, headers=headers)
-        verdict = await self._admit(request, body, choice, body)
+        verdict = await self._admit(identity, choice, body)
         if isinstance(verdict, Refusal):
             self._count(choice, choice.model, "rejected", started)
             headers["Retry-After"] = str(verdict.retry_after)
@@ -232,7 +272,7 @@ class _Gateway:
         chosen = await self._choose(request, dialect)
         if isinstance(chosen, Response):
             return chosen
-        body, choice = chosen
+        body, choice, identity = chosen
         headers = {"x-canaryctl-variant": choice.variant, "x-canaryctl-model": choice.model.name}
         chat = chat_request(dialect, body)
         if chat is None:
@@ -249,7 +289,7 @@ class _Gateway:
                     self.tracing.finish(choice, hit.model, "cache_hit", None, 0.0)
                 headers.update({"x-canaryctl-model": hit.model, "x-canaryctl-cache": "hit"})
                 return JSONResponse(_render(dialect, hit.completion), headers=headers)
-        verdict = await self._admit(request, body, choice, chat)
+        verdict = await self._admit(identity, choice, chat)
         if isinstance(verdict, Refusal):
             self._count(choice, choice.model, "rejected", started)
             headers["Retry-After"] = str(verdict.retry_after)
@@ -273,7 +313,9 @@ class _Gateway:
         await self._settle(admission, answer.model, usage)
         outcome = _outcome(answer, outcome_of(completion))
         self._count(choice, answer.model, outcome, started, usage)
-        self.served.remember(completion.get("id"), self._labels(choice, answer.model))
+        self.served.remember(
+            completion.get("id"), self._labels(choice, answer.model), choice.key_id
+        )
         if key is not None and self.cache is not None and outcome == "ok":
             self.cache.put(key, CachedAnswer(answer.model.name, completion))
         headers["x-canaryctl-model"] = answer.model.name
@@ -352,7 +394,8 @@ class _Gateway:
             time_attempt(self.metrics, choice, answer.model, answer.attempt_started)
             self._count(choice, answer.model, outcome, started, usage)
             if outcome != "error":
-                self.served.remember(completion_id, self._labels(choice, answer.model))
+                labels = self._labels(choice, answer.model)
+                self.served.remember(completion_id, labels, choice.key_id)
             await self._settle(admission, answer.model, usage)
 
     def _failed(

@@ -1,5 +1,5 @@
-"""Token and USD budgets per user, team or job: reserve an estimate before the call, settle the
-provider's reported usage after.
+"""Token and USD budgets per user, team, job or virtual key: reserve an estimate before the
+call, settle the provider's reported usage after.
 
 A request is admitted only if, for every budget that applies to it, the usage in the budget's
 window plus the request's *estimate* (prompt tokens at about four characters a token, plus its
@@ -28,7 +28,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 from urllib.parse import quote, unquote
@@ -40,7 +40,7 @@ from prometheus_client.registry import Collector
 from canaryctl.errors import BackendError
 from canaryctl.gateway.routing import Choice
 from canaryctl.gateway.upstream import error_body
-from canaryctl.runbook.gateway import BudgetSpec, BudgetsSpec, ContextSpec, ModelSpec
+from canaryctl.runbook.gateway import BudgetSpec, BudgetsSpec, ModelSpec
 
 __all__ = [
     "MICRO_USD",
@@ -52,7 +52,6 @@ __all__ = [
     "estimate_tokens",
     "open_store",
     "parse_counter_key",
-    "requester",
     "slots",
     "store_prefix",
     "usage_by_counter",
@@ -171,19 +170,6 @@ def slots(budget: BudgetSpec, who: str, now: float, prefix: str) -> list[Slot]:
         )
         for unit, limit in limits
     ]
-
-
-def requester(
-    headers: Mapping[str, str], body: Mapping[str, Any], context: ContextSpec
-) -> dict[str, str]:
-    """Who a request is for, per budget kind; a kind the request does not name is absent (its
-    budgets do not apply). The user is the LaunchDarkly context's key: header, else `user`."""
-    found = {
-        "user": headers.get(context.user_header) or body.get("user"),
-        "team": headers.get(context.team_header),
-        "job": headers.get(context.job_header),
-    }
-    return {per: str(who) for per, who in found.items() if who}
 
 
 def _text_tokens(content: Any) -> int:
@@ -311,7 +297,6 @@ class Budgets:
     def __init__(
         self,
         spec: BudgetsSpec,
-        context: ContextSpec,
         models: Mapping[str, ModelSpec],
         store: BudgetStore,
         registry: CollectorRegistry,
@@ -321,7 +306,6 @@ class Budgets:
     ) -> None:
         self.spec = spec
         self.store = store
-        self._context = context
         self._models = models
         self._prefix = prefix
         self._clock = clock
@@ -348,13 +332,12 @@ class Budgets:
     async def admit(
         self,
         choice: Choice,
-        headers: Mapping[str, str],
-        body: Mapping[str, Any],
+        who: Mapping[str, str],
         chat: Mapping[str, Any],
     ) -> Admission | Refusal:
-        """`chat` is the OpenAI-shaped request: a chat completion, or embeddings (`input`)."""
+        """`who` names the requester per budget kind (Identity.budget_keys: a kind it lacks has
+        no budget here); `chat` is the OpenAI-shaped request: a chat, or embeddings (`input`)."""
         now = self._clock()
-        who = requester(headers, body, self._context)
         applying = [
             slot
             for budget in self.spec.limits
@@ -390,7 +373,7 @@ class Budgets:
                 continue
             if now_used >= budget.soft_limit * slot.limit:
                 self._downgrades.labels(budget=budget.name, route=choice.route.name).inc()
-                served = Choice(choice.route, choice.variant, self._models[cheaper], choice.tier)
+                served = replace(choice, model=self._models[cheaper])
                 return Admission(served, admission.slots, admission.reserved, budget.name)
         return admission
 

@@ -16,10 +16,9 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ldclient import Context
 from ldclient.client import LDClient
@@ -28,9 +27,9 @@ from ldclient.integrations import Files
 from ldclient.interfaces import DataSourceState, DataSourceStatusProvider, FlagChange
 
 from canaryctl.errors import InvalidInput
+from canaryctl.gateway.identity import Identity
 from canaryctl.gateway.metrics import GatewayMetrics
 from canaryctl.runbook.gateway import (
-    ContextSpec,
     FileFlagSource,
     FlagSource,
     GatewaySpec,
@@ -92,19 +91,16 @@ class Choice:
     model: ModelSpec
     tier: str = ""
     """The requester's tier as given to the flag (not yet bounded for metric labels)."""
+    key_id: str | None = None
+    """The virtual key the request came with: only it may score the answer."""
 
 
-def request_context(
-    headers: Mapping[str, str], body: Mapping[str, Any], spec: ContextSpec
-) -> Context:
-    """Key from the user header, else the OpenAI `user` field, else one shared anonymous key;
-    `tier` and, when the request names one, `team` as attributes that flag rules can target."""
-    key = headers.get(spec.user_header) or body.get("user") or "anonymous"
-    tier = headers.get(spec.tier_header) or spec.default_tier
-    builder = Context.builder(str(key)).kind("user").set("tier", tier)
-    team = headers.get(spec.team_header)
-    if team:
-        builder.set("team", team)
+def request_context(identity: Identity) -> Context:
+    """The requester's LaunchDarkly context: keyed by the user (one shared anonymous key when
+    the request names none), with `tier` and, when known, `team` for flag rules to target."""
+    builder = Context.builder(identity.user or "anonymous").kind("user").set("tier", identity.tier)
+    if identity.team:
+        builder.set("team", identity.team)
     return builder.build()
 
 
@@ -132,8 +128,10 @@ class FlagRouter:
     def route(self, name: str) -> RouteSpec | None:
         return self._routes.get(name)
 
-    def choose(self, route: RouteSpec, context: Context) -> Choice:
-        """The flag's variation; the route's default_model when the flag cannot say."""
+    def choose(self, route: RouteSpec, identity: Identity) -> Choice:
+        """The flag's variation for the requester; the route's default_model when the flag
+        cannot say."""
+        context = request_context(identity)
         detail = self._client.variation_detail(route.flag, context, route.default_model)
         value = detail.value
         reason = detail.reason or {}
@@ -148,7 +146,7 @@ class FlagRouter:
             )
             self._metrics.flag_errors.labels(route=route.name).inc()
             value = route.default_model
-        return Choice(route, value, self._models[value], str(context.get("tier") or ""))
+        return Choice(route, value, self._models[value], identity.tier, identity.key_id)
 
     def close(self) -> None:
         self._client.close()

@@ -6,9 +6,11 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from canaryctl.request_limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_JSON_DEPTH
 from canaryctl.runbook.common import API_VERSION, DocPath, Duration, Metadata, Strict
 
 __all__ = [
+    "AuthSpec",
     "BudgetSpec",
     "BudgetsSpec",
     "CacheSpec",
@@ -18,13 +20,17 @@ __all__ = [
     "Gateway",
     "GatewaySpec",
     "LaunchDarklyFlagSource",
+    "LimitsSpec",
     "MemoryBudgetStore",
     "ModelSpec",
     "PriceSpec",
     "RedisBudgetStore",
     "RouteSpec",
     "TracingSpec",
+    "VirtualKey",
 ]
+
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
 class FileFlagSource(Strict):
@@ -45,7 +51,7 @@ class LaunchDarklyFlagSource(Strict):
     """
 
     provider: Literal["launchdarkly"]
-    sdk_key_env: str = Field(default="LAUNCHDARKLY_SDK_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    sdk_key_env: str = Field(default="LAUNCHDARKLY_SDK_KEY", pattern=_ENV_NAME)
     base_uri: str = Field(default="https://sdk.launchdarkly.com", pattern=r"^https?://")
     stream_uri: str = Field(default="https://stream.launchdarkly.com", pattern=r"^https?://")
     events_uri: str = Field(default="https://events.launchdarkly.com", pattern=r"^https?://")
@@ -145,7 +151,7 @@ class BudgetSpec(Strict):
     """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    per: Literal["user", "team", "job"]
+    per: Literal["user", "team", "job", "key"] = Field(description="`key`: each virtual key")
     window: Literal["hour", "day", "month"] = "day"
     kind: Literal["calendar", "rolling"] = "calendar"
     tokens: int | None = Field(default=None, gt=0, description="prompt + completion tokens")
@@ -202,6 +208,56 @@ class TracingSpec(Strict):
     service_name: str = Field(default="canaryctl-gateway", min_length=1)
 
 
+class LimitsSpec(Strict):
+    """What one request may send; more is a 413 (body, feedback id) or a 431 (identity header)."""
+
+    max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1024)
+    max_id_length: int = Field(
+        default=256, ge=8, le=4096, description="user, team, tier and job ids; feedback ids"
+    )
+    max_json_depth: int = Field(default=DEFAULT_MAX_JSON_DEPTH, ge=8, le=512)
+
+
+class VirtualKey(Strict):
+    """A caller's API key, known to the gateway only by its SHA-256, and who it stands for.
+
+    The document holds `sha256` (the hex digest of the key), or `key_env` names an environment
+    variable holding the key itself, hashed at start; the key is never written anywhere.
+    """
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="names the key in logs")
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    key_env: str | None = Field(default=None, pattern=_ENV_NAME)
+    user: str | None = Field(default=None, min_length=1, description="default: the key's id")
+    team: str | None = Field(default=None, min_length=1)
+    tier: str | None = Field(default=None, min_length=1, description="default: default_tier")
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> VirtualKey:
+        if (self.sha256 is None) == (self.key_env is None):
+            raise ValueError("a key needs exactly one of `sha256` and `key_env`")
+        return self
+
+
+class AuthSpec(Strict):
+    """Who may call, and whether identity headers are believed: see canaryctl/gateway/keys.py."""
+
+    keys: list[VirtualKey] = Field(default_factory=list)
+    keys_file: DocPath | None = Field(
+        default=None, description="YAML or JSON list of keys, as in `keys`, read at start"
+    )
+    trust_identity_headers: bool = Field(
+        default=False, description="behind a proxy that sets them: headers override the key"
+    )
+
+    @model_validator(mode="after")
+    def _unique(self) -> AuthSpec:
+        ids = [k.id for k in self.keys]
+        if len(set(ids)) != len(ids):
+            raise ValueError("keys: ids must be unique")
+        return self
+
+
 class GatewaySpec(Strict):
     listen: str = Field(default="127.0.0.1:8080", pattern=r"^[^:]+:\d+$")
     flags: FlagSource
@@ -211,6 +267,8 @@ class GatewaySpec(Strict):
     budgets: BudgetsSpec | None = None
     cache: CacheSpec | None = None
     tracing: TracingSpec | None = Field(default=None, description="off unless set")
+    limits: LimitsSpec = LimitsSpec()
+    auth: AuthSpec = AuthSpec()
 
     @model_validator(mode="after")
     def _references_resolve(self) -> GatewaySpec:
