@@ -212,6 +212,7 @@ def test_plan_holds_the_weight_before_a_chaos_step_and_names_the_scenario_file()
         Hold(0.0, None),
     )
     assert items[2].describe() == "chaos outage.yaml"
+    assert ChaosItem("outage.yaml", 0).describe() == "chaos outage.yaml"
     assert items[3].describe() == "pause until approved"
 
 
@@ -252,6 +253,19 @@ def test_a_pause_of_exactly_one_interval_closes_with_its_first_analysis() -> Non
 def test_a_pause_before_the_first_weight_waits_without_analysing() -> None:
     d = Drive(spec([{"pause": 30}, W10])).run()
     assert d.log[:2] == [("set", 10, 30), ("analyze", 40, 30, True)]
+
+
+def test_pauses_before_the_first_weight_follow_one_another_as_plain_waits() -> None:
+    d = Drive(spec([{"pause": 30}, {"pause": 20}, W10])).run()
+    assert d.log[:2] == [("set", 10, 50), ("analyze", 60, 50, True)]
+    zero = Drive(spec([{"pause": 0}, {"pause": 0}, W10])).run()
+    assert zero.log[:2] == [("set", 10, 0), ("analyze", 10, 0, True)]
+
+
+def test_consecutive_pauses_after_a_weight_each_close_with_their_own_analysis() -> None:
+    d = Drive(spec([W10, {"pause": 20}, {"pause": 20}])).run()
+    assert d.analyses == [(10, 0, False), (20, 0, True), (30, 0, False), (40, 0, True)]
+    assert d.log[-1] == ("promote", 40)
 
 
 def test_the_first_tick_sets_the_first_weight_and_repeats_it_until_it_is_set() -> None:
@@ -571,6 +585,11 @@ def test_an_approval_before_any_weight_ends_the_pause_at_once() -> None:
     assert d.log[:2] == [("set", 10, 50), ("analyze", 60, 50, True)]
 
 
+def test_an_approval_before_any_weight_moves_on_to_the_next_pause() -> None:
+    d = Drive(spec([{"pause": "approval"}, {"pause": 15}, W10]), approve_at=50).run()
+    assert d.log[:2] == [("set", 10, 65), ("analyze", 75, 65, True)]
+
+
 def test_an_approval_outside_an_approval_pause_changes_nothing() -> None:
     rollout = spec([W10, {"pause": 30}])
     state = RolloutState(
@@ -751,6 +770,24 @@ def test_a_resume_in_a_hold_restarts_its_window_and_the_hold_in_full() -> None:
         ),
         Wait(T0 + 110),
     )
+
+
+def test_after_a_resume_the_closing_analysis_comes_when_the_hold_ends_not_an_interval_later() -> (
+    None
+):
+    # The window restarted 1 s before this tick: the hold ends at 109, one interval of data.
+    rollout = spec([W10, {"pause": 5}])
+    state = RolloutState(
+        phase=Phase.PAUSED,
+        item=1,
+        weight=10,
+        window_start=T0,
+        hold_ends=T0 + 5,
+        next_analysis=T0 + 5,
+    )
+    decision = tick(rollout, state, T0 + 100, Resumed(T0 + 99))
+    assert decision.state.hold_ends == T0 + 109
+    assert decision.action == Wait(T0 + 109)
 
 
 def test_a_resume_before_any_weight_keeps_the_pause_a_plain_wait() -> None:
