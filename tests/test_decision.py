@@ -1057,6 +1057,21 @@ def test_quality_counts_scored_answers_against_min_requests(
 def test_an_absolute_bound_ignores_the_baselines_traffic() -> None:
     check = judged({"metric": "error_rate", "max": 0.02}, VariantStats(requests=100))
     assert check.outcome is Outcome.PASS and check.baseline_requests == 0
+    # Baseline traffic is counted in the evidence but its value is no part of an absolute check.
+    both = judged(
+        {"metric": "error_rate", "max": 0.02},
+        VariantStats(requests=100),
+        VariantStats(requests=10, errors=5),
+    )
+    assert (both.outcome, both.baseline_value, both.baseline_requests) == (Outcome.PASS, None, 10)
+
+
+def test_a_relative_quality_slo_needs_min_requests_in_scores_from_the_baseline_too() -> None:
+    slo = {"metric": "quality_score", "compare": "baseline", "max_decrease": 0.05}
+    baseline = VariantStats(requests=5000, quality_sum=0.9 * 99, quality_count=99)
+    check = judged(slo, with_value("quality_score", 0.9), baseline)
+    assert check.outcome is Outcome.INCONCLUSIVE
+    assert check.reason.endswith("too few quality scores for 'baseline' (99 < 100)")
 
 
 def test_a_custom_query_slo_is_judged_on_its_own_number_and_named_by_it() -> None:
@@ -1091,6 +1106,10 @@ def test_a_custom_query_slo_is_judged_on_its_own_number_and_named_by_it() -> Non
         "refusals: no value for baseline 'baseline'",
     )
     assert no_baseline.bound is None
+    floor = SloSpec(name="refusals", query=slo.query, compare="baseline", max_decrease=0.05)
+    observation = Observation(0, 60, both, {"refusals": {"canary": 0.5}})
+    [no_floor] = judge([floor], ANALYSIS, observation, baseline="baseline", canary="canary").checks
+    assert (no_floor.outcome, no_floor.bound) == (Outcome.INCONCLUSIVE, None)
     relative = check_of({"canary": 0.15, "baseline": 0.1}, relative=True)
     assert relative.outcome is Outcome.PASS and relative.bound == pytest.approx(0.15)
 
