@@ -52,10 +52,7 @@ class ItemResult:
     completion_tokens: int = 0
 
     def cost(self, price: PriceSpec) -> float:
-        return (
-            self.prompt_tokens / 1000 * price.prompt_per_1k
-            + self.completion_tokens / 1000 * price.completion_per_1k
-        )
+        return price.usd(self.prompt_tokens, self.completion_tokens)
 
 
 class EvalProgress(Protocol):

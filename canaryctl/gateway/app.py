@@ -449,10 +449,7 @@ class _Gateway:
             completion = int(usage.get("completion_tokens") or 0)
             self.metrics.tokens.labels(**labels, kind="prompt").inc(prompt)
             self.metrics.tokens.labels(**labels, kind="completion").inc(completion)
-            cost = (
-                prompt / 1000 * model.price.prompt_per_1k
-                + completion / 1000 * model.price.completion_per_1k
-            )
+            cost = model.price.usd(prompt, completion)
             self.metrics.cost.labels(**labels).inc(cost)
         if self.tracing is not None:
             self.tracing.finish(choice, model.name, outcome, usage, cost)

@@ -196,9 +196,7 @@ def estimate_tokens(request: Mapping[str, Any], completion_estimate: int) -> tup
 
 
 def _usd_micro(model: ModelSpec, prompt: int, completion: int) -> int:
-    price = model.price
-    usd = prompt / 1000 * price.prompt_per_1k + completion / 1000 * price.completion_per_1k
-    return math.ceil(usd * MICRO_USD)
+    return math.ceil(model.price.usd(prompt, completion) * MICRO_USD)
 
 
 def _amounts(slots_: Sequence[Slot], tokens: int, usd_micro: int) -> list[int]:

@@ -72,6 +72,13 @@ class PriceSpec(Strict):
     prompt_per_1k: float = Field(default=0.0, ge=0)
     completion_per_1k: float = Field(default=0.0, ge=0)
 
+    def usd(self, prompt_tokens: float, completion_tokens: float) -> float:
+        """What these tokens cost: the one cost formula (gateway metrics, budgets, evals)."""
+        return (
+            prompt_tokens / 1000 * self.prompt_per_1k
+            + completion_tokens / 1000 * self.completion_per_1k
+        )
+
 
 class ModelSpec(Strict):
     """One model the gateway can send to. Its key is read from the environment variable
