@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+if TYPE_CHECKING:  # annotations only: documents import the defaults without loading starlette
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -32,7 +33,7 @@ DEFAULT_MAX_JSON_DEPTH = 64
 """Chat requests nest about six deep (tools with JSON Schemas a little more)."""
 _CLIP = 64
 
-RenderError = Callable[[Scope, str], dict[str, Any]]
+RenderError = Callable[["Scope", str], dict[str, Any]]
 """The JSON body of an error for a request, in the dialect its route speaks."""
 
 

@@ -92,6 +92,17 @@ class PrometheusServer:
         result = answer.json()["data"]["result"]
         return float(result[0]["value"][1]) if result else None
 
+    def has_traffic(self, model_group: str) -> None:
+        """Wait until Prometheus has seen a LiteLLM model group's requests grow, as a route with
+        traffic has before a rollout starts (preflight asks for that)."""
+        query = (
+            'sum(increase({__name__=~"litellm_proxy_total_requests(_metric)?_total", '
+            f'requested_model="{model_group}"}}[1m]))'
+        )
+        eventually(
+            f"Prometheus to see {model_group}'s requests", lambda: (self.value(query) or 0) > 0
+        )
+
     def kill(self) -> None:
         """SIGKILL, as a crashed or OOM-killed Prometheus goes: no goodbye on open sockets."""
         self._process.kill()

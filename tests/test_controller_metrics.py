@@ -110,9 +110,13 @@ def test_rollout_run_metrics_port_serves_while_it_runs(
     monkeypatch.setattr(runner_module, "SystemClock", lambda: world.clock)
     port = free_port()
     weights: list[float] = []
-    world.on_observe = lambda: weights.append(
-        value(scrape(f"http://127.0.0.1:{port}/metrics"), "canaryctl_rollout_canary_weight_percent")
-    )
+
+    def record_weight() -> None:
+        samples = scrape(f"http://127.0.0.1:{port}/metrics")
+        if ("canaryctl_rollout_canary_weight_percent", ()) in samples:  # preflight looks first
+            weights.append(value(samples, "canaryctl_rollout_canary_weight_percent"))
+
+    world.on_observe = record_weight
     result = CliRunner().invoke(
         main,
         ["rollout", "run", str(runbook), "--state", str(world.state), "-o", "json",

@@ -188,6 +188,7 @@ def test_litellm_canary_model_group_failing_is_rolled_back(
             ],
         )
         with Traffic(exporter, str(flags), FLAG_KEY, groups):
+            prometheus.has_traffic(groups[BASE].name)
             code, events, output = run_cli(runbook, tmp_path)
     finally:
         exporter.close()
@@ -231,6 +232,7 @@ def test_litellm_healthy_canary_model_group_is_promoted(
             steps=[{"set_weight": 50}, {"pause": "4s"}, {"set_weight": 100}],
         )
         with Traffic(exporter, str(flags), FLAG_KEY, groups):
+            prometheus.has_traffic(groups[BASE].name)
             code, events, output = run_cli(runbook, tmp_path)
     finally:
         exporter.close()
@@ -282,6 +284,7 @@ def test_a_custom_promql_slo_against_the_baseline_rolls_back_a_slow_canary(
             ],
         )
         with Traffic(exporter, str(flags), FLAG_KEY, groups):
+            prometheus.has_traffic(groups[BASE].name)
             code, events, output = run_cli(runbook, tmp_path)
     finally:
         exporter.close()

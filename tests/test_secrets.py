@@ -354,6 +354,8 @@ def test_no_planted_secret_reaches_output_logs_state_journals_or_reports(
     user.run("rollout", "run", str(docs / "bad-canary.yaml"), "-o", "text", expect=1)
     gateway.canary_errors = 0.0
     user.run("rollout", "run", str(docs / "good-canary.yaml"), "-o", "json", expect=0)
+    promoted = json.loads(flags.read_text())["flags"]["model-flag"]["version"]
+    write_flags(["old", "new"], version=promoted + 1)  # serve old again: preflight wants it
     user.run("rollout", "run", str(docs / "good-canary.yaml"), "-o", "text", "--dry-run",
              expect=0)  # fmt: skip
     echoed = user.run("rollout", "run", str(docs / "prometheus-echo.yaml"), expect=3)
