@@ -244,21 +244,14 @@ class _MeanTest:
         return replace(self, difference=self.difference.observe(canary_mean - allowed))
 
     def evidence(self, slo: SloSpec, alpha: float) -> Evidence:
-        lower, upper = self.difference.bounds(alpha)
         shortfall = slo.max_decrease is not None
         measured = (
             f"allowance minus mean of {slo.metric}"
             if shortfall
             else (f"mean of {slo.metric} minus its allowance")
         )
-        return Evidence(
-            test=f"{measured}, per interval, <= 0 (asymptotic)",
-            e_value=self.difference.e_value(),
-            threshold=1 / alpha,
-            estimate=self.difference.mean(),
-            lower=None if math.isinf(lower) else lower,
-            upper=None if math.isinf(upper) else upper,
-            samples=self.difference.intervals,
+        return _mean_evidence(
+            f"{measured}, per interval, <= 0 (asymptotic)", self.difference, alpha
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -390,16 +383,9 @@ class _LevelTest:
     def evidence(self, slo: SloSpec, alpha: float) -> Evidence | None:
         if self.difference.intervals == 0:
             return None
-        lower, upper = self.difference.bounds(alpha)
         side = "mean minus the maximum" if slo.max is not None else "the minimum minus mean"
-        return Evidence(
-            test=f"{slo.metric}: {side}, per interval, <= 0 (asymptotic)",
-            e_value=self.difference.e_value(),
-            threshold=1 / alpha,
-            estimate=self.difference.mean(),
-            lower=None if math.isinf(lower) else lower,
-            upper=None if math.isinf(upper) else upper,
-            samples=self.difference.intervals,
+        return _mean_evidence(
+            f"{slo.metric}: {side}, per interval, <= 0 (asymptotic)", self.difference, alpha
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -408,6 +394,20 @@ class _LevelTest:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> _LevelTest:
         return cls(MeanDifference.from_dict(data["difference"]), data["rejected"])
+
+
+def _mean_evidence(test: str, difference: MeanDifference, alpha: float) -> Evidence:
+    """What a per-interval mean-difference test shows: its e-value and confidence sequence."""
+    lower, upper = difference.bounds(alpha)
+    return Evidence(
+        test=test,
+        e_value=difference.e_value(),
+        threshold=1 / alpha,
+        estimate=difference.mean(),
+        lower=None if math.isinf(lower) else lower,
+        upper=None if math.isinf(upper) else upper,
+        samples=difference.intervals,
+    )
 
 
 _Test = _CountTest | _MeanTest | _BoundCheck | _LevelTest
