@@ -195,7 +195,7 @@ def test_litellm_canary_model_group_failing_is_rolled_back(
 
     assert code == 1, output
     assert events[-1]["outcome"] == "rolled_back"
-    assert events[-1]["reason"].startswith("SLO failed: error_rate = 0.3")
+    assert events[-1]["reason"].startswith("SLO failed: error_rate = ")  # value: approx below
     last = next(e for e in reversed(events) if e["event"] == "analysis")
     judged = {c["metric"]: c for c in last["checks"]}
     assert judged["error_rate"]["outcome"] == "fail"
