@@ -105,6 +105,8 @@ class LimitBody:
     A declared Content-Length over the limit is refused at once; a chunked body is counted as it
     arrives and refused as soon as it passes the limit, without reading the rest. A body within
     the limit is handed to the app whole, as one message, so the app reads it as it always did.
+    A client that hangs up before its body has all arrived never reaches the app: there is no
+    one to answer, and the app would only fail reading the rest.
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int, render: RenderError) -> None:
@@ -120,12 +122,11 @@ class LimitBody:
         if declared is not None and declared > self.max_bytes:
             await self._refuse(scope, send)
             return
-        chunks, size, first = [], 0, None
+        chunks, size = [], 0
         while True:
             message = await receive()
             if message["type"] != "http.request":
-                first = message  # the client left: let the app see it as it would have
-                break
+                return  # the client left before its body arrived: nobody is there to answer
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
@@ -134,7 +135,7 @@ class LimitBody:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        whole: Message = first or {"type": "http.request", "body": b"".join(chunks)}
+        whole: Message = {"type": "http.request", "body": b"".join(chunks)}
         handed = False
 
         async def replay() -> Message:

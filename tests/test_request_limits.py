@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from canaryctl.chaos import BackgroundServer
 from canaryctl.chaos.proxy import create_proxy_app
 from canaryctl.gateway import create_app
-from canaryctl.request_limits import BadJSON, clip, parse_json
+from canaryctl.request_limits import BadJSON, LimitBody, clip, parse_json
 from canaryctl.runbook.gateway import GatewaySpec
 from tests.fixed_upstream import FIXED_UPSTREAM, flag_file
 
@@ -420,3 +420,33 @@ def _raw_upload(base: str, path: str, size: int) -> int:
                 time.sleep(0.001)
     assert sent < size, "the server read the whole body before answering"
     return int(answer.split(b" ")[1])
+
+
+def test_a_client_that_hangs_up_mid_body_never_reaches_the_app() -> None:
+    """The demo's traffic generator stops mid-request at shutdown: the app must not be run on a
+    half body (Starlette raises ClientDisconnect reading it, and uvicorn prints a traceback)."""
+    import asyncio
+
+    called, sent = [], []
+    arriving = [
+        {"type": "http.request", "body": b'{"model": "bo', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        called.append(await receive())
+
+    async def receive() -> dict[str, Any]:
+        return arriving.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    limited = LimitBody(app, MAX_BODY, render=lambda scope, message: {"error": message})
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}
+    asyncio.run(limited(scope, receive, send))
+    assert called == [] and sent == []
+
+    arriving[:] = [{"type": "http.request", "body": b"{}", "more_body": False}]
+    asyncio.run(limited(scope, receive, send))
+    assert called == [{"type": "http.request", "body": b"{}"}]
