@@ -29,6 +29,10 @@ __all__ = [
 
 
 COMMANDS: dict[str, tuple[str, str]] = {
+    "backtest": (
+        "canaryctl.cli.backtest:backtest",
+        "What a runbook would have decided on a past run's counts or on Prometheus' history.",
+    ),
     "budgets": ("canaryctl.cli.budgets:budgets", "Inspect the gateway's token and USD budgets."),
     "chaos": (
         "canaryctl.cli.chaos:chaos",
