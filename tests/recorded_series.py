@@ -20,7 +20,7 @@ import numpy as np
 from canaryctl.backtest.series import Grid, Key, SeriesHistory, aa_order
 
 SLOT = 15.0
-"""Seconds between samples: a scrape interval."""
+"""Seconds between samples by default: a scrape interval."""
 RATE = 50.0
 BASE_ERROR_RATE = 0.01
 DRIFT, REVERSION = 0.1, 0.98
@@ -35,6 +35,7 @@ class Recording:
 
     start: float
     counts: np.ndarray
+    slot: float = SLOT
 
     @property
     def slots(self) -> int:
@@ -42,7 +43,7 @@ class Recording:
 
     @property
     def end(self) -> float:
-        return self.start + self.slots * SLOT
+        return self.start + self.slots * self.slot
 
 
 def record(
@@ -54,9 +55,10 @@ def record(
     canary_share: float = 0.0,
     incident: tuple[float, float] | None = None,
     incident_rate: float = 0.3,
+    slot: float = SLOT,
 ) -> Recording:
     rng = np.random.default_rng(seed)
-    per_minute = int(60 / SLOT)
+    per_minute = int(60 / slot)
     slots = minutes * per_minute
     drift = 0.0
     counts = np.zeros((slots, len(VARIANTS), buckets, len(OUTCOMES)))
@@ -67,26 +69,27 @@ def record(
         if rng.random() < BURST_CHANCE:
             common = min(0.2, common * BURST_FACTOR)
         for part in range(per_minute):
-            slot = minute * per_minute + part
-            at = start + (slot + 1) * SLOT
+            index = minute * per_minute + part
+            at = start + (index + 1) * slot
             swing = 1 + 0.5 * math.sin(2 * math.pi * at / 86400)
-            mean = RATE * SLOT * swing * shares[:, None] / buckets
+            mean = RATE * slot * swing * shares[:, None] / buckets
             requests = rng.poisson(np.broadcast_to(mean, (len(VARIANTS), buckets)))
             rates = np.array([common, common])
             if incident is not None and incident[0] < at <= incident[1]:
                 rates[1] = incident_rate
             errors = rng.binomial(requests, rates[:, None])
-            counts[slot, :, :, 0] = requests - errors
-            counts[slot, :, :, 1] = errors
-    return Recording(start, counts)
+            counts[index, :, :, 0] = requests - errors
+            counts[index, :, :, 1] = errors
+    return Recording(start, counts, slot)
 
 
 def openmetrics(recording: Recording) -> str:
-    """The counters as OpenMetrics text, one sample per series and slot, cumulative."""
+    """The counters as OpenMetrics text, one sample per series and slot, cumulative; a series
+    that never counted anything is left out, as a gateway never exports it."""
     lines = ["# TYPE llm_requests counter"]
     totals = np.cumsum(recording.counts, axis=0)
     _, variants, buckets, outcomes = recording.counts.shape
-    times = [recording.start + (slot + 1) * SLOT for slot in range(recording.slots)]
+    times = [recording.start + (i + 1) * recording.slot for i in range(recording.slots)]
     for v in range(variants):
         for b in range(buckets):
             for o in range(outcomes):
@@ -94,6 +97,8 @@ def openmetrics(recording: Recording) -> str:
                     f'route="bot",variant="{VARIANTS[v]}",outcome="{OUTCOMES[o]}",bucket="b{b}"'
                 )
                 series = totals[:, v, b, o]
+                if series[-1] == 0:
+                    continue
                 lines.extend(
                     f"llm_requests_total{{{labels}}} {int(series[i])} {times[i]:.0f}"
                     for i in range(recording.slots)
@@ -118,8 +123,8 @@ def backfill(promtool: str, recording: Recording, workdir: Path) -> Path:
 def in_memory(recording: Recording, start: float, step: float, *, aa: bool) -> SeriesHistory:
     """The same counts as a backtest's history, summed per step without Prometheus: what the
     simulation replays. A/A: the baseline `old` by bucket; else per variant."""
-    per_step = int(step / SLOT)
-    offset = round((start - recording.start) / SLOT)
+    per_step = int(step / recording.slot)
+    offset = round((start - recording.start) / recording.slot)
     grid = Grid(start, start + ((recording.slots - offset) // per_step) * step, step)
     increments: dict[str, dict[Key, list[float]]] = {}
     for index in range(grid.points):

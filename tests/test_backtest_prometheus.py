@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from binaries import require_binary
 from click.testing import CliRunner
 from prometheus_server import running_prometheus
 from recorded_series import Recording, backfill, in_memory, record
+from test_report import screenshot
 
 from canaryctl.backtest.replay import replay
 from canaryctl.backtest.series import A, B
@@ -101,8 +103,10 @@ def test_a_planted_incident_is_caught_with_the_delay_the_counts_give(recorded: R
         [{"metric": "error_rate", "compare": "baseline", "max_ratio": 1.5}],
     )
     begin, end = recorded.incident
+    page = recorded.workdir / "incident.html"
 
-    data = _backtest(recorded, runbook, "--every", "1h", "--incident", f"{begin}..{end}")
+    data = _backtest(recorded, runbook, "--every", "1h", "--incident", f"{begin}..{end}",
+                     "--html", str(page))  # fmt: skip
 
     assert data["mode"] == "ab" and data["rollouts"] == HOURS
     found = data["incident"]
@@ -119,6 +123,15 @@ def test_a_planted_incident_is_caught_with_the_delay_the_counts_give(recorded: R
     rolled_back = [s["start"] for s in data["starts"] if s["outcome"] == "rolled_back"]
     assert begin in rolled_back
     assert len(rolled_back) <= 2  # a quiet day besides: at most one false rollback in 20
+    # The page: every rollout on the timeline, the rollbacks marked, the incident shaded.
+    html = page.read_text()
+    assert html.count('class="rollout ') == HOURS
+    assert html.count('class="rollout rolled_back"') == len(rolled_back)
+    assert html.count('class="rollback"') == len(rolled_back)
+    assert html.count('class="incident"') == 1
+    assert "caught by 1 of 1 rollouts running" in html
+    assert not re.search(r"<script|<link|<img|\bsrc=|\bhref=|url\(|@import", html)
+    screenshot(recorded.workdir, page)
 
 
 def _simulated_rate(runbook: Path, draws: int) -> float:

@@ -79,6 +79,12 @@ def _incident(value: str | None) -> tuple[float, float] | None:
     metavar="LABEL",
     help="A/A: split the baseline's own traffic by LABEL (user bucket, replica) into two arms",
 )
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="with --prometheus: write the timeline as a self-contained HTML page",
+)
 @output_option
 def backtest(
     runbook: str,
@@ -91,6 +97,7 @@ def backtest(
     step: str,
     incident: str | None,
     aa_split: str | None,
+    html_path: Path | None,
     output: str | None,
 ) -> None:
     """What a runbook would have decided on a past run's counts or on Prometheus' history.
@@ -103,6 +110,8 @@ def backtest(
     if (run_id is None) == (prometheus_url is None):
         raise InvalidInput("give exactly one of --run RUN_ID or --prometheus URL")
     if run_id is not None:
+        if html_path is not None:
+            raise InvalidInput("--html: only with --prometheus (a run's page is `report RUN_ID`)")
         _from_run(document, run_id, state_path, output)
         return
     assert prometheus_url is not None
@@ -117,6 +126,7 @@ def backtest(
         step=_duration(step, "--step"),
         incident=_incident(incident),
         aa_split=aa_split,
+        html_path=html_path,
         output=output,
     )
 
@@ -178,6 +188,7 @@ def _from_prometheus(
     step: float,
     incident: tuple[float, float] | None,
     aa_split: str | None,
+    html_path: Path | None,
     output: str | None,
 ) -> None:
     from canaryctl.backtest.prometheus import read_history
@@ -203,8 +214,16 @@ def _from_prometheus(
         incident=incident,
     )
     data = result.to_dict()
+    if html_path is not None:
+        from canaryctl.report.backtest_page import backtest_html
+
+        html = backtest_html(data, name=document.metadata.name, begin=start, end=end)
+        try:
+            html_path.write_text(html, encoding="utf-8")
+        except OSError as exc:
+            raise InvalidInput(f"--html {html_path}: cannot write: {exc.strerror}") from exc
     if wants_json(output):
-        click.echo(json.dumps(data))
+        click.echo(json.dumps({**data, "html": None if html_path is None else str(html_path)}))
         return
     mode = f"A/A split by {aa_split}" if aa_split else f"{baseline} vs {canary}"
     counts = data["outcomes"]
@@ -232,3 +251,5 @@ def _from_prometheus(
             f"{found['caught']} of {found['rollouts']} rollouts running during it, median "
             f"delay {delay}"
         )
+    if html_path is not None:
+        click.echo(f"report written to {html_path}")
