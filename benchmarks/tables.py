@@ -635,9 +635,9 @@ def demo_duration_inline(data: dict[str, Any]) -> str:
 
 def _backtest_outcomes(row: dict[str, Any]) -> str:
     outcomes = row["outcomes"]
-    text = f"{outcomes['rolled_back']} rolled back, {outcomes['promoted']} promoted"
+    text = f"{num(outcomes['rolled_back'])} rolled back, {num(outcomes['promoted'])} promoted"
     if outcomes["undecided"]:
-        text += f", {outcomes['undecided']} undecided"
+        text += f", {num(outcomes['undecided'])} undecided"
     false = row.get("false_rollbacks")
     if false and false.get("rate") is not None:
         text += f" (false: {pct(false['lower'])}{DASH}{pct(false['upper'])})"
@@ -663,7 +663,9 @@ def backtest(data: dict[str, Any]) -> str:
     note = (
         f"{r['days']} days scraped every {num(r['scrape_seconds'])} s, backtested at a "
         f"{num(r['step_seconds'])} s step ({num(r['points_per_query'])} points per query); "
-        "reading and replaying are measured in-process, the wall clock by the command itself."
+        "reading and replaying are measured in-process, the wall clock by the command itself. "
+        "The A/B canary serves the same model (no incident planted): its rollbacks are false "
+        "ones too."
     )
     return _table(head, rows, "lrrrrrl") + "\n\n" + note
 

@@ -18,7 +18,7 @@ from collections import defaultdict
 from typing import Any
 
 from canaryctl.backtest.series import A, B, Grid, Key, SeriesHistory, aa_order
-from canaryctl.errors import InvalidInput
+from canaryctl.errors import InvalidInput, MetricsBackendError
 from canaryctl.metrics.factory import metrics_source_for
 from canaryctl.metrics.prometheus import PrometheusMetricsSource, promql_matchers
 from canaryctl.runbook.promql import render
@@ -94,15 +94,21 @@ def read_history(
             promql = _BY.sub(f"by ({aa_split}, ", promql, count=1)
         series = source.query_range(promql, grid.start, grid.end, grid.step)
         variation_of = {source.name_of(v, label): v for v in (baseline, canary)}
-        for row in series:
-            group = _group(row, label, variation_of, aa_split)
-            if group is None:
-                continue
-            for ingredient, wanted in query.yields.items():
-                if all(row["metric"].get(n) == v for n, v in wanted.items()):
-                    key = _key(ingredient, row["metric"])
-                    if key is not None:
-                        _add(increments[group], key, row, grid)
+        try:
+            for row in series:
+                group = _group(row, label, variation_of, aa_split)
+                if group is None:
+                    continue
+                for ingredient, wanted in query.yields.items():
+                    if all(row["metric"].get(n) == v for n, v in wanted.items()):
+                        key = _key(ingredient, row["metric"])
+                        if key is not None:
+                            _add(increments[group], key, row, grid)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            raise MetricsBackendError(
+                f"Prometheus at {source.shown} answered {promql!r} with an unexpected result "
+                f"shape ({type(exc).__name__}: {exc})"
+            ) from exc
     if aa_split is None:
         return SeriesHistory(grid, increments), baseline, canary
     values = aa_order(increments)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -14,6 +14,9 @@ from canaryctl.cli.main import existing_state, output_option, state_option, want
 from canaryctl.errors import InvalidInput
 from canaryctl.runbook import Rollout, load_document
 from canaryctl.runbook.common import NotADuration, parse_duration
+
+if TYPE_CHECKING:
+    from canaryctl.backtest.journal import RunBacktest
 
 __all__ = ["backtest"]
 
@@ -172,7 +175,7 @@ def _from_run(document: Rollout, run_id: int, state_path: Path, output: str | No
         click.echo(f"    {slo}: {shown}")
 
 
-def _after(at: float | None, result: Any) -> str:
+def _after(at: float | None, result: RunBacktest) -> str:
     if at is None:
         return "—"
     return f"+{at - result.started_at:.0f}s"

@@ -23,6 +23,9 @@ the window to its edges (by up to a scrape interval at each end), and a series b
 window loses its first sample. Every series of one target shares its sample times, so the ratios
 the SLOs judge (error rate, p95, cost per query) are not skewed by it.
 
+`query_range` asks one query over a span at a fixed step, for a backtest's history
+(canaryctl/backtest/prometheus.py); its failures are mapped as an instant query's.
+
 Network failures, 429s and 5xx answers are retried (canaryctl/retry.py); what is still failing
 then becomes MetricsBackendError naming the URL without credentials or query (canaryctl/redact.py),
 so the runner can tell "Prometheus is down" from "the canary is bad".
