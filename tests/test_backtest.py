@@ -236,3 +236,14 @@ def test_clopper_pearson_matches_the_exact_binomial_interval(
 ) -> None:
     got = clopper_pearson(k, n)
     assert got == pytest.approx((lower, upper), abs=5e-5)
+
+
+def test_report_refuses_a_damaged_backtest_result(tmp_path: Path) -> None:
+    damaged = tmp_path / "backtest.json"
+    result = {"kind": "backtest", "mode": "aa", "rollouts": 1, "outcomes": {}, "starts": [{}]}
+    damaged.write_text(json.dumps({**result, "from": 0, "to": 1}))
+
+    result = CliRunner().invoke(main, ["report", str(damaged), "--html", str(tmp_path / "p")])
+
+    assert result.exit_code == 2, result.output
+    assert "a damaged backtest result (KeyError" in result.output

@@ -132,6 +132,13 @@ def test_a_planted_incident_is_caught_with_the_delay_the_counts_give(recorded: R
     assert "caught by 1 of 1 rollouts running" in html
     assert not re.search(r"<script|<link|<img|\bsrc=|\bhref=|url\(|@import", html)
     screenshot(recorded.workdir, page)
+    # `report` draws the same page from the saved JSON.
+    saved, again = recorded.workdir / "backtest.json", recorded.workdir / "again.html"
+    saved.write_text(json.dumps(data))
+    shown = CliRunner().invoke(main, ["report", str(saved), "--html", str(again), "-o", "text"])
+    assert shown.exit_code == 0, shown.output
+    assert "backtest ratio: 20 rollouts, " in shown.output
+    assert again.read_text() == html
 
 
 def _simulated_rate(runbook: Path, draws: int) -> float:

@@ -216,7 +216,13 @@ def _from_prometheus(
         aa=aa_split is not None,
         incident=incident,
     )
-    data = result.to_dict()
+    data = {
+        "kind": "backtest",
+        "name": document.metadata.name,
+        "from": start,
+        "to": end,
+        **result.to_dict(),
+    }
     if html_path is not None:
         from canaryctl.report.backtest_page import backtest_html
 

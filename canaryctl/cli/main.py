@@ -52,8 +52,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "lab": ("canaryctl.cli.lab:lab", "Run simulated providers behind the gateway."),
     "report": (
         "canaryctl.cli.report:report",
-        "Chart a rollout (SOURCE: its run id), a chaos run or drill (its journal JSON) or a gate "
-        "(its JSON result): what happened, against which bounds, and the decision.",
+        "Chart a rollout (SOURCE: its run id), a chaos run or drill (its journal JSON), a gate "
+        "or a backtest (its JSON result): what happened, against which bounds, and the decision.",
     ),
     "rollout": (
         "canaryctl.cli.rollout:rollout",
