@@ -15,10 +15,12 @@ import yaml
 from click.testing import CliRunner
 from rollout_world import RUNBOOK, World
 
+from canaryctl.backtest.journal import JournalHistory
 from canaryctl.backtest.series import A, B, Grid, SeriesHistory
 from canaryctl.backtest.sweep import clopper_pearson, nominal_seconds, starts
 from canaryctl.cli.main import main
 from canaryctl.controller import StateStore, run_rollout
+from canaryctl.controller.store import EventRecord
 from canaryctl.metrics import Observation, VariantStats
 from canaryctl.runbook import Rollout, parse_document
 
@@ -247,3 +249,21 @@ def test_report_refuses_a_damaged_backtest_result(tmp_path: Path) -> None:
 
     assert result.exit_code == 2, result.output
     assert "a damaged backtest result (KeyError" in result.output
+
+
+def _analysis(at: float, weight: float, start: float) -> EventRecord:
+    observed = Observation(start, at, {"old": VariantStats(requests=at - start)})
+    data = {"weight": weight, "observation": observed.to_dict()}
+    return EventRecord(0, 1, at, "analysis", data, {}, at)
+
+
+def test_a_replay_a_moment_late_for_the_runs_next_weight_still_gets_its_window() -> None:
+    """Analyses drift by the time each takes: the run's next window may begin a moment before
+    the replay closes its hold. The replay's window is then the run's, from when it began."""
+    events = [_analysis(110, 10, 100), _analysis(120.3, 10, 100), _analysis(130.4, 50, 120.4)]
+    history = JournalHistory.from_events(events, interval=10)
+
+    assert history.weight_set(50, 123) == 120.4
+    observed = history.observe(120.4, 130, 50)
+    assert not isinstance(observed, str) and observed.end == 130.4
+    assert history.weight_set(50, 126) is None  # more than half an interval late: not that one

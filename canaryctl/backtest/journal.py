@@ -68,9 +68,11 @@ class JournalHistory:
         return cls(windows, interval)
 
     def weight_set(self, percent: float, now: float) -> float | None:
+        """The run's window at `percent` that began at or after `now` (or within half an
+        interval before it: the replay closed its last hold just after the run did)."""
         for window in self._windows:
             if window.weight == percent and window.start >= now - self._slack:
-                return max(window.start, now)
+                return window.start
         return None
 
     def observe(self, since: float, now: float, percent: float) -> Observation | str:

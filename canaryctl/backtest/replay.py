@@ -44,8 +44,9 @@ class History(Protocol):
     """Recorded counts, asked as the tick would ask a flag store and a metrics source."""
 
     def weight_set(self, percent: float, now: float) -> float | None:
-        """When the canary served `percent`% from `now` on (at `now` itself, or later if the
-        recording moved there later); None when the recording never served it then."""
+        """When the window of counts at `percent`% begins for a weight set at `now`: `now`
+        itself, when the recording moved there (later, or a moment before); None when the
+        recording never served it then."""
         ...
 
     def observe(self, since: float, now: float, percent: float) -> Observation | str:
@@ -133,7 +134,7 @@ def replay(
                 if at is None:
                     return undecided(f"the recording never served the canary {percent:g}% then")
                 now = max(now, at)
-                event = WeightSet(now)
+                event = WeightSet(at)  # the window the counts cover starts when it did
             case Analyze(since=since, closing=closing):
                 observed = history.observe(since, now, state.weight)
                 if isinstance(observed, str):
