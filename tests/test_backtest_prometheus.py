@@ -196,3 +196,17 @@ def test_queries_over_the_points_limit_are_refused_before_any_is_sent(tmp_path: 
         result = CliRunner().invoke(main, ["backtest", str(runbook), "--prometheus", closed, *args])
         assert result.exit_code == 2, (args, result.output)
         assert message in result.output, (args, result.output)
+
+
+def test_a_variant_with_no_series_in_the_range_is_named(recorded: Recorded) -> None:
+    runbook = _runbook(recorded.workdir / "typo.yaml", [{"metric": "error_rate", "max": 0.05}])
+    document = yaml.safe_load(runbook.read_text())
+    document["spec"]["flag"]["canary"] = "newer"
+    runbook.write_text(yaml.safe_dump(document))
+
+    args = ["backtest", str(runbook), "--prometheus", recorded.url, "--from",
+            str(recorded.start), "--to", str(recorded.end)]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+
+    assert result.exit_code == 2, result.output
+    assert "no requests for 'newer' on {route=\"bot\"} in Prometheus at http" in result.output

@@ -21,6 +21,7 @@ from canaryctl.backtest.series import A, B, Grid, Key, SeriesHistory, aa_order
 from canaryctl.errors import InvalidInput, MetricsBackendError
 from canaryctl.metrics.factory import metrics_source_for
 from canaryctl.metrics.prometheus import PrometheusMetricsSource, promql_matchers
+from canaryctl.redact import redact_url
 from canaryctl.runbook.promql import render
 from canaryctl.runbook.rollout import PrometheusMetricsSpec, RolloutSpec
 
@@ -110,6 +111,13 @@ def read_history(
                 f"shape ({type(exc).__name__}: {exc})"
             ) from exc
     if aa_split is None:
+        for variant in (baseline, canary):
+            if not any(any(column) for column in increments.get(variant, {}).values()):
+                raise InvalidInput(
+                    f"no requests for '{variant}' on {_where(metrics)} between --from and --to: "
+                    "check the runbook's flag variations, route and selector (and "
+                    "metrics.variants), or use --aa-split for the baseline alone"
+                )
         return SeriesHistory(grid, increments), baseline, canary
     values = aa_order(increments)
     if len(values) < 2:
@@ -118,6 +126,11 @@ def read_history(
             f"{aa_split} in that range; an A/A split needs at least 2"
         )
     return SeriesHistory(grid, increments, aa_values=values), A, B
+
+
+def _where(metrics: PrometheusMetricsSpec) -> str:
+    labels = promql_matchers(metrics.labels)
+    return f"{{{labels}}} in Prometheus at {redact_url(metrics.url)}"
 
 
 def _group(
