@@ -28,8 +28,9 @@ from canaryctl.runbook.rollout import RolloutSpec, Step
 __all__ = ["JournalHistory", "RunBacktest", "backtest_run"]
 
 _SAME_START = 1.5
-"""Seconds within which two analyses' windows start together: a Prometheus window starts at
-`now - ceil(now - since)`, up to a second before the weight was set."""
+"""Seconds within which two analyses' windows start together: for runs journaled without the
+window's `since`, a Prometheus window starts at `now - ceil(now - since)`, up to a second
+before the weight was set."""
 
 
 @dataclass(frozen=True)
@@ -56,13 +57,11 @@ class JournalHistory:
                 continue
             observation = Observation.from_dict(event.data["observation"])
             weight = float(event.data["weight"])
+            # When the weight was set; a Prometheus window starts up to a second before.
+            start = float(event.data.get("since", observation.start))
             last = windows[-1] if windows else None
-            if (
-                last is None
-                or last.weight != weight
-                or abs(observation.start - last.start) > _SAME_START
-            ):
-                windows.append(_Window(weight, observation.start, (observation,)))
+            if last is None or last.weight != weight or abs(start - last.start) > _SAME_START:
+                windows.append(_Window(weight, start, (observation,)))
             else:
                 windows[-1] = _Window(weight, last.start, (*last.observations, observation))
         return cls(windows, interval)

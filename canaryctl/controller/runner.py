@@ -417,6 +417,7 @@ class RolloutRunner:
                 # --run` judges them again by another runbook's analysis.
                 "baseline": baseline,
                 "canary": canary,
+                "since": since,
                 "observation": observation.to_dict(),
             },
             at=self.clock.now(),
