@@ -56,7 +56,9 @@ def record(
     incident: tuple[float, float] | None = None,
     incident_rate: float = 0.3,
     slot: float = SLOT,
+    phase: float = 0.0,
 ) -> Recording:
+    """`minutes` of counts from `start`; the daily swing starts at `phase` (radians)."""
     rng = np.random.default_rng(seed)
     per_minute = int(60 / slot)
     slots = minutes * per_minute
@@ -71,7 +73,9 @@ def record(
         for part in range(per_minute):
             index = minute * per_minute + part
             at = start + (index + 1) * slot
-            swing = 1 + 0.5 * math.sin(2 * math.pi * at / 86400)
+            # The daily swing runs from the recording's start, so a test's counts do not
+            # depend on the hour it runs at.
+            swing = 1 + 0.5 * math.sin(phase + 2 * math.pi * (at - start) / 86400)
             mean = RATE * slot * swing * shares[:, None] / buckets
             requests = rng.poisson(np.broadcast_to(mean, (len(VARIANTS), buckets)))
             rates = np.array([common, common])

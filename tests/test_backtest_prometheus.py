@@ -142,12 +142,15 @@ def test_a_planted_incident_is_caught_with_the_delay_the_counts_give(recorded: R
 
 
 def _simulated_rate(runbook: Path, draws: int) -> float:
-    """The A/A false-rollback rate of `runbook` on `draws` independent draws of the noise."""
+    """The A/A false-rollback rate of `runbook` on `draws` independent draws of the noise, at
+    times of day spread over the daily swing as the recorded day's rollouts are."""
     spec = load_document(str(runbook), expect=Rollout).spec
     rolled_back = 0
     for seed in range(draws):
         begin = 1_800_000_000 + seed * 3600
-        recording = record(1000 + seed, begin - 1800, 62)  # half an hour to warm the drift up
+        phase = 2 * math.pi * seed / draws
+        # Half an hour before the rollout warms the drift up.
+        recording = record(1000 + seed, begin - 1800, 62, phase=phase)
         history = in_memory(recording, begin, 60, aa=True)
         result = replay(spec, history, begin, baseline=A, canary=B, until=history.grid.end)
         rolled_back += result.rolled_back
