@@ -48,6 +48,7 @@ BENCHMARKS = {
     "benchmarks/results/eval_throughput.json": "python benchmarks/eval_throughput.py",
     "benchmarks/results/demo_duration.json": "python benchmarks/demo_duration.py",
     "benchmarks/results/gate_runs.json": "python benchmarks/gate_runs.py",
+    "benchmarks/results/backtest.json": "python benchmarks/backtest.py",
     "docs/detection.json": "python benchmarks/detection.py > docs/detection.json",
 }
 """Each figure file and the command that writes it (docs/benchmarks.md lists them)."""
@@ -632,6 +633,54 @@ def demo_duration_inline(data: dict[str, Any]) -> str:
     )
 
 
+def _backtest_outcomes(row: dict[str, Any]) -> str:
+    outcomes = row["outcomes"]
+    text = f"{num(outcomes['rolled_back'])} rolled back, {num(outcomes['promoted'])} promoted"
+    if outcomes["undecided"]:
+        text += f", {num(outcomes['undecided'])} undecided"
+    false = row.get("false_rollbacks")
+    if false and false.get("rate") is not None:
+        text += f" (false: {pct(false['lower'])}{DASH}{pct(false['upper'])})"
+    return text
+
+
+def backtest(data: dict[str, Any]) -> str:
+    r = _results(data)
+    rows = [
+        [
+            name,
+            num(row["rollouts"]),
+            num(row["analyses"]),
+            f"{num(row['wall_seconds'], 1)} s",
+            f"{num(row['read_seconds'], 1)} s",
+            f"{num(row['replay_seconds'], 1)} s",
+            _backtest_outcomes(row),
+        ]
+        for name, row in r["rows"].items()
+    ]
+    head = ["week of one route", "rollouts", "analyses", "command (wall)", "reading Prometheus",
+            "replaying", "decisions"]  # fmt: skip
+    note = (
+        f"{r['days']} days scraped every {num(r['scrape_seconds'])} s, backtested at a "
+        f"{num(r['step_seconds'])} s step ({num(r['points_per_query'])} points per query); "
+        "reading and replaying are measured in-process, the wall clock by the command itself. "
+        "The A/B canary serves the same model (no incident planted): its rollbacks are false "
+        "ones too."
+    )
+    return _table(head, rows, "lrrrrrl") + "\n\n" + note
+
+
+def backtest_inline(data: dict[str, Any]) -> str:
+    rows = _results(data)["rows"]
+    slowest = max(rows.values(), key=lambda row: row["wall_seconds"])
+    fastest = min(rows.values(), key=lambda row: row["wall_seconds"])
+    return (
+        f"a week of one-minute data for one route backtests in {num(fastest['wall_seconds'], 1)}"
+        f"{DASH}{num(slowest['wall_seconds'], 1)} s ({num(fastest['rollouts'])}{DASH}"
+        f"{num(slowest['rollouts'])} rollouts, `{data['command']}`)"
+    )
+
+
 def index(_: dict[str, Any] | None = None) -> str:
     """docs/benchmarks.md's list: each figure file, its command, when it was measured, and where
     its tables appear."""
@@ -674,6 +723,8 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "eval-throughput": eval_throughput,
     "gate-runs": gate_runs,
     "demo-duration-inline": demo_duration_inline,
+    "backtest": backtest,
+    "backtest-inline": backtest_inline,
 }
 
 

@@ -35,7 +35,8 @@ def eventually(what: str, condition: Callable[[], bool]) -> None:
 class PrometheusServer:
     """A running Prometheus; `scrape(urls)` points it at metrics endpoints and waits until up."""
 
-    def __init__(self, binary: str, workdir: Path) -> None:
+    def __init__(self, binary: str, workdir: Path, *, data: Path | None = None) -> None:
+        """`data`: a TSDB directory to serve (backfilled by promtool), kept for 30 days."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._config = workdir / "prometheus.yml"
@@ -45,7 +46,8 @@ class PrometheusServer:
             [
                 binary,
                 f"--config.file={self._config}",
-                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--storage.tsdb.path={data if data is not None else workdir / 'data'}",
+                "--storage.tsdb.retention.time=30d",
                 f"--web.listen-address=127.0.0.1:{self.port}",
                 "--web.enable-lifecycle",
             ],
@@ -120,9 +122,9 @@ class PrometheusServer:
 
 
 @contextmanager
-def running_prometheus(workdir: Path) -> Iterator[PrometheusServer]:
+def running_prometheus(workdir: Path, *, data: Path | None = None) -> Iterator[PrometheusServer]:
     binary = require_binary("prometheus", package="prometheus")
-    server = PrometheusServer(binary, workdir)
+    server = PrometheusServer(binary, workdir, data=data)
     try:
         yield server
     finally:

@@ -341,3 +341,12 @@ def test_rollout_run_decides_from_prometheus_data(
         assert "pass" in checks  # judged on Prometheus' numbers, not only inconclusive ones
         flag = json.loads(flags.read_text())["flags"]["support-bot-model"]
         assert flag["variations"][flag["fallthrough"]["variation"]] == canary
+    # Its own runbook, replayed on the counts it journaled, decides as it did, analyses taken
+    # in real time (each a little late) and windows from Prometheus included.
+    replayed = CliRunner().invoke(
+        main, ["backtest", str(path), "--run", "1", "--state", str(state), "-o", "json"]
+    )
+    assert replayed.exit_code == 0, replayed.output
+    backtest = json.loads(replayed.output)
+    assert backtest["replay"]["outcome"] == outcome, backtest["replay"]["reason"]
+    assert len(backtest["replay"]["analyses"]) == backtest["run"]["analyses"]

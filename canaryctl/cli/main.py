@@ -29,6 +29,10 @@ __all__ = [
 
 
 COMMANDS: dict[str, tuple[str, str]] = {
+    "backtest": (
+        "canaryctl.cli.backtest:backtest",
+        "What a runbook would have decided on a past run's counts or on Prometheus' history.",
+    ),
     "budgets": ("canaryctl.cli.budgets:budgets", "Inspect the gateway's token and USD budgets."),
     "chaos": (
         "canaryctl.cli.chaos:chaos",
@@ -48,8 +52,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "lab": ("canaryctl.cli.lab:lab", "Run simulated providers behind the gateway."),
     "report": (
         "canaryctl.cli.report:report",
-        "Chart a rollout (SOURCE: its run id), a chaos run or drill (its journal JSON) or a gate "
-        "(its JSON result): what happened, against which bounds, and the decision.",
+        "Chart a rollout (SOURCE: its run id), a chaos run or drill (its journal JSON), a gate "
+        "or a backtest (its JSON result): what happened, against which bounds, and the decision.",
     ),
     "rollout": (
         "canaryctl.cli.rollout:rollout",

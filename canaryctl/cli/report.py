@@ -1,5 +1,6 @@
-"""`canaryctl report SOURCE --html FILE`: a finished rollout, chaos run, drill or gate as a page
-(or JSON) people read. SOURCE is a run id (digits) or a chaos journal / gate result file."""
+"""`canaryctl report SOURCE --html FILE`: a finished rollout, chaos run, drill, gate or backtest
+as a page (or JSON) people read. SOURCE is a run id (digits) or a chaos journal, gate result or
+backtest result file."""
 
 from __future__ import annotations
 
@@ -49,6 +50,27 @@ def _gate(path: Path, result: dict[str, Any]) -> tuple[dict[str, Any], str, str]
     return {"kind": "gate", **result}, html, summary
 
 
+def _backtest(path: Path, result: dict[str, Any]) -> tuple[dict[str, Any], str, str]:
+    from canaryctl.report.backtest_page import backtest_html
+
+    try:
+        html = backtest_html(result, name=str(result["name"]), begin=result["from"],
+                             end=result["to"])  # fmt: skip
+        counts = result["outcomes"]
+        summary = (
+            f"backtest {result['name']}: {result['rollouts']} rollouts, "
+            f"{counts['rolled_back']} rolled back"
+        )
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        raise InvalidInput(
+            f"{path}: a damaged backtest result ({type(exc).__name__}: {exc})"
+        ) from None
+    return result, html, summary
+
+
+_FILES = {"chaos": _chaos, "gate": _gate, "backtest": _backtest}
+
+
 @click.command("report")
 @click.argument("source")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -56,14 +78,14 @@ def _gate(path: Path, result: dict[str, Any]) -> tuple[dict[str, Any], str, str]
 @state_option("the run journal (SQLite) a run id is read from")
 @output_option
 def report(source: str, html_path: Path | None, state_path: Path, output: str | None) -> None:
-    """Chart a rollout (SOURCE: its run id), a chaos run or drill (its journal JSON) or a gate
-    (its JSON result): what happened, against which bounds, and the decision."""
+    """Chart a rollout (SOURCE: its run id), a chaos run or drill (its journal JSON), a gate
+    or a backtest (its JSON result): what happened, against which bounds, and the decision."""
     if source.isdigit():
         data, html, summary = _rollout(int(source), state_path)
     else:
         path = Path(source)
         kind, document = read_source(path)
-        data, html, summary = (_chaos if kind == "chaos" else _gate)(path, document)
+        data, html, summary = _FILES[kind](path, document)
     if html_path is not None:
         try:
             html_path.write_text(html, encoding="utf-8")

@@ -409,7 +409,17 @@ class RolloutRunner:
         self.store.record_event(
             self._run_id,
             "analysis",
-            {"closing": closing, "weight": self._state.weight, **verdict.to_dict()},
+            {
+                "closing": closing,
+                "weight": self._state.weight,
+                **verdict.to_dict(),
+                # The counts judged, under the names the metrics use: `canaryctl backtest
+                # --run` judges them again by another runbook's analysis.
+                "baseline": baseline,
+                "canary": canary,
+                "since": since,
+                "observation": observation.to_dict(),
+            },
             at=self.clock.now(),
         )
         self._observers.on_analysis(self._run_id, verdict)

@@ -7,9 +7,10 @@ in the window is simply absent, and `Observation.of` hands back an empty Variant
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Protocol, runtime_checkable
 
 __all__ = ["EMPTY", "MetricsSource", "Observation", "VariantStats"]
 
@@ -71,6 +72,40 @@ class Observation:
 
     def slo_value(self, slo: str, variant: str) -> float | None:
         return self.slo_values.get(slo, {}).get(variant)
+
+    def to_dict(self) -> dict[str, Any]:
+        """As strict JSON (the +inf bucket bound as "+Inf", as Prometheus writes it): the run
+        journal keeps every analysis' counts, so a backtest can judge them again."""
+        variants = {
+            name: {
+                **asdict(stats),
+                "latency_buckets": [[_bound(le), n] for le, n in stats.latency_buckets],
+            }
+            for name, stats in self.variants.items()
+        }
+        slo_values = {name: dict(values) for name, values in self.slo_values.items()}
+        return {"start": self.start, "end": self.end, "variants": variants,
+                "slo_values": slo_values}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Observation:
+        """The inverse of `to_dict`; KeyError, TypeError or ValueError on a damaged record."""
+        known = {f.name for f in fields(VariantStats)}
+        variants = {}
+        for name, stats in data["variants"].items():
+            counts = {key: float(value) for key, value in stats.items()
+                      if key in known and key != "latency_buckets"}  # fmt: skip
+            buckets = tuple((float(le), float(n)) for le, n in stats.get("latency_buckets", ()))
+            variants[str(name)] = VariantStats(**counts, latency_buckets=buckets)
+        slo_values = {
+            str(slo): {str(v): float(x) for v, x in values.items()}
+            for slo, values in data.get("slo_values", {}).items()
+        }
+        return cls(float(data["start"]), float(data["end"]), variants, slo_values)
+
+
+def _bound(le: float) -> float | str:
+    return "+Inf" if math.isinf(le) else le
 
 
 @runtime_checkable

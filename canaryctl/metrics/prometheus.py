@@ -23,6 +23,9 @@ the window to its edges (by up to a scrape interval at each end), and a series b
 window loses its first sample. Every series of one target shares its sample times, so the ratios
 the SLOs judge (error rate, p95, cost per query) are not skewed by it.
 
+`query_range` asks one query over a span at a fixed step, for a backtest's history
+(canaryctl/backtest/prometheus.py); its failures are mapped as an instant query's.
+
 Network failures, 429s and 5xx answers are retried (canaryctl/retry.py); what is still failing
 then becomes MetricsBackendError naming the URL without credentials or query (canaryctl/redact.py),
 so the runner can tell "Prometheus is down" from "the canary is bad".
@@ -36,6 +39,7 @@ import time
 from base64 import b64encode
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -251,13 +255,46 @@ class PrometheusMetricsSource:
         """An exception's text fit to show: URLs redacted, our credentials replaced."""
         return scrub(str(exc), self._credentials)
 
+    def query_range(self, query: str, start: float, end: float, step: float) -> list[Any]:
+        """One range query (a backtest's history): a matrix, each series with its `values`
+        ([timestamp, "value"] pairs), retried and its failures mapped as instant queries'."""
+        exact = {"start": f"{start:.3f}", "end": f"{end:.3f}"}  # the library rounds to seconds
+        result = self._ask(
+            query,
+            lambda: self._client.custom_query_range(
+                query,
+                start_time=datetime.fromtimestamp(start, UTC),
+                end_time=datetime.fromtimestamp(end, UTC),
+                step=f"{step:g}s",
+                params=exact,
+            ),
+        )
+        if not isinstance(result, list):
+            raise MetricsBackendError(
+                f"Prometheus at {self.shown} answered {query!r} with a non-matrix result"
+            )
+        return result
+
     def _query(self, query: str, at: float, *, scalar_ok: bool = False) -> list[Any]:
         """One instant query at `at`, as a vector (a scalar becomes one unlabelled series when
-        `scalar_ok`), retried; library and transport exceptions stop here."""
+        `scalar_ok`), retried."""
+        at_time = {"time": f"{at:.3f}"}
+        result = self._ask(query, lambda: self._client.custom_query(query, params=at_time))
+        if scalar_ok and _is_scalar(result):
+            return [{"metric": {}, "value": result}]
+        if not isinstance(result, list):
+            raise MetricsBackendError(
+                f"Prometheus at {self.shown} answered {query!r} with a non-vector result"
+            )
+        return result
+
+    def _ask(self, query: str, call: Callable[[], Any]) -> Any:
+        """`call` (one request for `query`), retried; library and transport exceptions stop
+        here."""
 
         def attempt() -> Any:
             try:
-                return self._client.custom_query(query, params={"time": f"{at:.3f}"})
+                return call()
             except PrometheusApiClientException as exc:
                 if _UNAVAILABLE.match(str(exc)):
                     raise Retryable(self._safe(exc)) from exc
@@ -292,12 +329,6 @@ class PrometheusMetricsSource:
                 f"Prometheus at {self.shown} did not answer as the query API does "
                 f"({type(exc).__name__}: {self._safe(exc)[:200]})"
             ) from exc
-        if scalar_ok and _is_scalar(result):
-            return [{"metric": {}, "value": result}]
-        if not isinstance(result, list):
-            raise MetricsBackendError(
-                f"Prometheus at {self.shown} answered {query!r} with a non-vector result"
-            )
         return result
 
 

@@ -1,4 +1,5 @@
-"""What `canaryctl report SOURCE` was given, told by content: a chaos journal or a gate result.
+"""What `canaryctl report SOURCE` was given, told by content: a chaos journal, a gate result or
+a backtest.
 
 A file is recognised by the keys its writer always puts in it, not by its name, so a journal
 renamed by CI or a gate line saved with `> gate.json` still reads. Anything else is an
@@ -23,14 +24,16 @@ CHAOS_KEYS = frozenset({"scenario", "started_at", "status", "injections", "remov
 GATE_KEYS = frozenset(
     {"name", "baseline", "canary", "outcome", "checks", "eval", "cost_projection"}
 )
+BACKTEST_KEYS = frozenset({"kind", "mode", "rollouts", "outcomes", "starts", "from", "to"})
 EXPECTED = (
     "a run id, a chaos journal (chaos run --journal, or a drill's under "
-    ".canaryctl/drills/journals/) or a gate result (gate --json-file, or gate -o json's line)"
+    ".canaryctl/drills/journals/), a gate result (gate --json-file, or gate -o json's line) "
+    "or a backtest (backtest --prometheus -o json)"
 )
 
 
 def read_source(path: Path) -> tuple[str, dict[str, Any]]:
-    """(`chaos` or `gate`, the document)."""
+    """(`chaos`, `gate` or `backtest`, the document)."""
     try:
         document = parse_json(read_text(path), str(path))
     except InvalidDocument as exc:
@@ -40,6 +43,8 @@ def read_source(path: Path) -> tuple[str, dict[str, Any]]:
             return "chaos", document
         if document.keys() >= GATE_KEYS:
             return "gate", document
+        if document.keys() >= BACKTEST_KEYS and document["kind"] == "backtest":
+            return "backtest", document
     raise InvalidInput(
         f"{path}: JSON, but neither a chaos journal (keys {', '.join(sorted(CHAOS_KEYS))}) nor"
         f" a gate result (keys {', '.join(sorted(GATE_KEYS))}); expected {EXPECTED}"
