@@ -36,7 +36,7 @@ class Behaviour:
     """The fate of one request, drawn before any of it is served."""
 
     error: str | None
-    """None to answer, else "500", "503", "429" or "timeout"."""
+    """None to answer, else "500", "503", "529", "429" or "timeout"."""
     latency: float
     completion_tokens: int
     text: str

@@ -34,10 +34,11 @@ class LatencyProfile(Strict):
 
 
 class ErrorProfile(Strict):
-    """How often a request fails, and how: weights over 500, 503, 429 and timeout."""
+    """How often a request fails, and how: weights over 500, 503, 529 (Anthropic's
+    overloaded_error), 429 and timeout."""
 
     rate: float = Field(default=0.0, ge=0, le=1)
-    kinds: dict[Literal["500", "503", "429", "timeout"], float] = Field(
+    kinds: dict[Literal["500", "503", "529", "429", "timeout"], float] = Field(
         default_factory=lambda: {"500": 1.0}
     )
     retry_after: Duration = 1.0
@@ -56,6 +57,11 @@ class TokenProfile(Strict):
 
 class ProviderProfile(Strict):
     name: str = Field(min_length=1)
+    api: Literal["openai", "anthropic"] = Field(
+        default="openai",
+        description="openai: chat completions, embeddings and Ollama's API; anthropic: the "
+        "Messages API (/v1/messages) only, in Anthropic's shapes",
+    )
     port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port")
     latency: LatencyProfile = LatencyProfile()
     errors: ErrorProfile = ErrorProfile()
