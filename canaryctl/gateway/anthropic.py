@@ -133,6 +133,17 @@ def event(name: str, body: dict[str, Any]) -> str:
 # --- outbound: an OpenAI chat request to a model with provider: anthropic -----------------------
 
 
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    """The objects of a list (a client's or a model's); nothing for anything else."""
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _index(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"a stream index is {value!r}, not a number")
+    return value
+
+
 def _text(content: Any) -> str:
     if isinstance(content, list):
         return "\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
@@ -169,9 +180,9 @@ def _blocks(content: Any) -> list[dict[str, Any]]:
 
 
 def _tool_use(call: dict[str, Any]) -> dict[str, Any]:
-    function = call.get("function") or {}
+    function = call.get("function") if isinstance(call.get("function"), dict) else {}
     try:
-        arguments = json.loads(function.get("arguments") or "{}")
+        arguments = json.loads(str(function.get("arguments") or "{}"))
     except ValueError:
         arguments = {}
     return {
@@ -203,7 +214,7 @@ def _turns(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
             role = "assistant" if role == "assistant" else "user"
             blocks = _blocks(m.get("content"))
             if role == "assistant":
-                blocks += [_tool_use(c) for c in m.get("tool_calls") or [] if isinstance(c, dict)]
+                blocks += [_tool_use(c) for c in _dicts(m.get("tool_calls"))]
         if turns and turns[-1]["role"] == role:
             turns[-1]["content"].extend(blocks)
         else:
@@ -228,7 +239,7 @@ def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
 
 def messages_request(chat: dict[str, Any], model: str, *, stream: bool) -> dict[str, Any]:
     """An OpenAI chat request as Anthropic's /v1/messages wants it."""
-    system, turns = _turns([m for m in chat.get("messages") or [] if isinstance(m, dict)])
+    system, turns = _turns(_dicts(chat.get("messages")))
     max_tokens = chat.get("max_tokens") or chat.get("max_completion_tokens") or DEFAULT_MAX_TOKENS
     body: dict[str, Any] = {
         "model": model,
@@ -245,7 +256,7 @@ def messages_request(chat: dict[str, Any], model: str, *, stream: bool) -> dict[
     stop = chat.get("stop")
     if stop:
         body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
-    tools = [t.get("function") for t in chat.get("tools") or [] if isinstance(t, dict)]
+    tools = [t.get("function") for t in _dicts(chat.get("tools"))]
     if tools:
         body["tools"] = [
             {
@@ -381,7 +392,7 @@ class ChunkTranslator:
             if not isinstance(block, dict):
                 raise ValueError("content_block_start has no content_block")
             if block.get("type") == "tool_use":
-                index = self._tools.setdefault(int(data.get("index", 0)), len(self._tools))
+                index = self._tools.setdefault(_index(data.get("index")), len(self._tools))
                 call = {
                     "index": index,
                     "id": str(block.get("id", "")),
@@ -399,7 +410,7 @@ class ChunkTranslator:
             if delta.get("type") == "text_delta":
                 return [self._chunk({"content": str(delta.get("text", ""))})]
             if delta.get("type") == "input_json_delta":
-                index = self._tools.get(int(data.get("index", 0)), 0)
+                index = self._tools.get(_index(data.get("index")), 0)
                 call = {
                     "index": index,
                     "function": {"arguments": str(delta.get("partial_json", ""))},
@@ -497,7 +508,7 @@ def chat_from_messages(body: dict[str, Any]) -> dict[str, Any] | str:
             chat[key] = body[key]
     if body.get("stop_sequences"):
         chat["stop"] = body["stop_sequences"]
-    tools = [t for t in body.get("tools") or [] if isinstance(t, dict)]
+    tools = _dicts(body.get("tools"))
     for i, tool in enumerate(tools):
         if tool.get("type") not in (None, "custom"):
             return f"tools[{i}]: server tools ({clip(tool.get('type'))}) are not translated"
@@ -533,7 +544,7 @@ def message_from_completion(completion: dict[str, Any]) -> dict[str, Any]:
     text = _text(reply.get("content"))
     if text:
         content.append({"type": "text", "text": text})
-    content += [_tool_use(c) for c in reply.get("tool_calls") or [] if isinstance(c, dict)]
+    content += [_tool_use(c) for c in _dicts(reply.get("tool_calls"))]
     usage = completion.get("usage") or {}
     return message(
         str(completion.get("model", "")),
@@ -588,16 +599,16 @@ class EventEncoder:
 
     def feed(self, chunk: dict[str, Any]) -> list[str]:
         out = self._start(chunk.get("id"))
-        for choice in chunk.get("choices") or []:
-            delta = choice.get("delta") or {}
+        for choice in _dicts(chunk.get("choices")):
+            delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
             text = delta.get("content")
             if isinstance(text, str) and text:
                 if self._block != ("text", -1):
                     out += self._open(("text", -1), {"type": "text", "text": ""})
                 out.append(self._delta({"type": "text_delta", "text": text}))
-            for call in delta.get("tool_calls") or []:
-                index = int(call.get("index", 0))
-                function = call.get("function") or {}
+            for call in _dicts(delta.get("tool_calls")):
+                index = call.get("index") if isinstance(call.get("index"), int) else 0
+                function = call.get("function") if isinstance(call.get("function"), dict) else {}
                 if self._block != ("tool", index):
                     block = {
                         "type": "tool_use",
