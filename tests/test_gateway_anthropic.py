@@ -119,7 +119,7 @@ class World:
         profile = next(p for p in self.stack.spec.providers if p.name == provider)
         sequence = self.stack.providers[provider].requests
         rng = request_rng(self.stack.spec.seed, provider, sequence)
-        return decide(profile, question, rng, max_tokens=max_tokens)
+        return decide(profile, question, rng, max_tokens=max_tokens, sequence=sequence)
 
     def claude_prompt_tokens(self) -> int:
         """The lab's own count for SYSTEM + QUESTION, asked of Claude directly."""

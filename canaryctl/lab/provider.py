@@ -124,7 +124,7 @@ class SimulatedProvider:
             return _error("openai", 400, "invalid_request_error", "'input' is required.")
         self.requests += 1
         rng = request_rng(self.seed, self.profile.name, self.requests)
-        fate = decide(self.profile, "", rng)
+        fate = decide(self.profile, "", rng, sequence=self.requests)
         if fate.error is not None:
             return await self._fail(request, "openai", fate.error, fate.latency)
         await asyncio.sleep(fate.latency)
@@ -151,7 +151,7 @@ class SimulatedProvider:
         rng = request_rng(self.seed, self.profile.name, self.requests)
         prompt, prompt_tokens = claude.prompt(body)
         max_tokens = body.get("max_tokens") if isinstance(body.get("max_tokens"), int) else None
-        fate = decide(self.profile, prompt, rng, max_tokens=max_tokens)
+        fate = decide(self.profile, prompt, rng, max_tokens=max_tokens, sequence=self.requests)
         if fate.error is not None:
             return await self._fail(request, "anthropic", fate.error, fate.latency)
         answer = claude.Answer.of(body, fate, prompt, prompt_tokens, rng)
@@ -183,7 +183,7 @@ class SimulatedProvider:
             max_tokens = (body.get("options") or {}).get("num_predict")
         if not isinstance(max_tokens, int):
             max_tokens = None
-        fate = decide(self.profile, prompt, rng, max_tokens=max_tokens)
+        fate = decide(self.profile, prompt, rng, max_tokens=max_tokens, sequence=self.requests)
         if fate.error is not None:
             return await self._fail(request, dialect, fate.error, fate.latency)
         model = str(body.get("model") or self.profile.name)

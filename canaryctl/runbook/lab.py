@@ -10,6 +10,7 @@ from canaryctl.runbook.common import API_VERSION, Duration, Metadata, Strict
 from canaryctl.runbook.gateway import GatewaySpec
 
 __all__ = [
+    "ErrorClimb",
     "ErrorProfile",
     "Lab",
     "LabSpec",
@@ -33,6 +34,14 @@ class LatencyProfile(Strict):
         return self
 
 
+class ErrorClimb(Strict):
+    """Errors that climb with load: from the provider's `after`-th request on, `rate` replaces
+    the profile's (an API that holds at a canary's first step and is overloaded at the next)."""
+
+    after: int = Field(ge=0, description="requests the provider serves at the first rate")
+    rate: float = Field(ge=0, le=1)
+
+
 class ErrorProfile(Strict):
     """How often a request fails, and how: weights over 500, 503, 529 (Anthropic's
     overloaded_error), 429 and timeout."""
@@ -42,6 +51,7 @@ class ErrorProfile(Strict):
         default_factory=lambda: {"500": 1.0}
     )
     retry_after: Duration = 1.0
+    climb: ErrorClimb | None = None
 
     @model_validator(mode="after")
     def _weights(self) -> ErrorProfile:
