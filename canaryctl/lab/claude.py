@@ -62,9 +62,11 @@ def _tool_call(body: dict[str, Any], question: str) -> tuple[str, dict[str, Any]
     tool = (named or tools)[0]
     schema = tool.get("input_schema") if isinstance(tool.get("input_schema"), dict) else {}
     properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+    required = schema.get("required") if isinstance(schema.get("required"), list) else []
     arguments: dict[str, Any] = {}
-    for name in schema.get("required") or []:
-        kind = (properties.get(name) or {}).get("type")
+    for name in (n for n in required if isinstance(n, str)):
+        field = properties.get(name)
+        kind = field.get("type") if isinstance(field, dict) else None
         arguments[name] = question if kind == "string" else _EMPTY.get(str(kind))
     return str(tool["name"]), arguments
 
