@@ -98,7 +98,7 @@ def test_any_messages_request_the_gateway_accepts_translates_or_is_refused(
         optional={
             "message": JSON,
             "content_block": BLOCKS,
-            "delta": BLOCKS,
+            "delta": BLOCKS | JSON,
             "usage": JSON,
             "index": JSON,
             "error": JSON,
@@ -120,7 +120,7 @@ def test_any_stream_event_translates_or_is_malformed(data: Any) -> None:
             st.sampled_from(("id", "choices", "usage")),
             JSON
             | st.lists(
-                st.fixed_dictionaries({}, optional={"delta": BLOCKS, "finish_reason": JSON}),
+                st.fixed_dictionaries({}, optional={"delta": BLOCKS | JSON, "finish_reason": JSON}),
                 max_size=2,
             ),
         ),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from typing import Any
 
 from canaryctl.request_limits import clip
@@ -70,9 +71,13 @@ _FINISH = {  # stop_reason -> finish_reason
     "tool_use": "tool_calls",
     "refusal": "content_filter",  # Anthropic's classifiers stopped the answer: outcome `filtered`
 }
-_STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
-_STOP["content_filter"] = "refusal"
-_STOP["function_call"] = "tool_use"
+_STOP = {  # finish_reason -> stop_reason
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
 
 
 # --- wire shapes -------------------------------------------------------------------------------
@@ -90,10 +95,10 @@ def status_of(kind: str) -> int:
     return _STATUSES.get(kind, 500)
 
 
-def error_body(status: int, message: str | None = None, kind: str | None = None) -> dict[str, Any]:
+def error_body(status: int, message: str | None = None) -> dict[str, Any]:
     """`{"type": "error", "error": {"type": ..., "message": ...}}`, as Anthropic sends it."""
     text = message or _MESSAGES.get(status) or "An unexpected error has occurred."
-    return {"type": "error", "error": {"type": kind or error_type(status), "message": text}}
+    return {"type": "error", "error": {"type": error_type(status), "message": text}}
 
 
 def error_from_openai(status: int, body: dict[str, Any]) -> dict[str, Any]:
@@ -325,7 +330,7 @@ def completion_from_message(data: Any) -> dict[str, Any]:
     return {
         "id": str(data.get("id") or f"msg_{secrets.token_hex(12)}"),
         "object": "chat.completion",
-        "created": 0,
+        "created": int(time.time()),
         "model": str(data.get("model", "")),
         "choices": [
             {
@@ -358,6 +363,7 @@ class ChunkTranslator:
 
     def __init__(self) -> None:
         self.done = False
+        self._created = int(time.time())
         self._id = f"msg_{secrets.token_hex(12)}"
         self._model = ""
         self._usage: dict[str, Any] = {}
@@ -367,7 +373,7 @@ class ChunkTranslator:
         return {
             "id": self._id,
             "object": "chat.completion.chunk",
-            "created": 0,
+            "created": self._created,
             "model": self._model,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
         }
@@ -419,7 +425,8 @@ class ChunkTranslator:
             return []  # thinking and signature deltas are not passed on
         if kind == "message_delta":
             self._usage.update(_check_counts(data.get("usage") or {}))
-            stop = (data.get("delta") or {}).get("stop_reason")
+            delta = data.get("delta")
+            stop = delta.get("stop_reason") if isinstance(delta, dict) else None
             return [self._chunk({}, _FINISH.get(str(stop), "stop"))] if stop else []
         if kind == "message_stop":
             self.done = True
