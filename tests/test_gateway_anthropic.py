@@ -9,8 +9,9 @@ prompt token count is asked of the lab provider directly.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from canaryctl.chaos.server import BackgroundServer
@@ -57,7 +58,8 @@ OPENAI_CALCULATOR = {
 
 class Recorder:
     """An Anthropic-shaped upstream that keeps what it was sent; `/<kind>/v1/messages` answers
-    a message (`ok`), a refusal (`refuses`), or a 200 stream that is an overloaded error."""
+    a message (`ok`), a refusal (`refuses`), a 200 stream that is an overloaded error
+    (`overloaded-stream`), or a stream that breaks after its first words (`breaks`)."""
 
     def __init__(self) -> None:
         self.requests: list[tuple[dict[str, str], dict[str, Any]]] = []
@@ -67,6 +69,24 @@ class Recorder:
         body = json.loads(await request.body())
         self.requests.append((dict(request.headers), body))
         kind = request.path_params["kind"]
+        if kind == "breaks":
+            delta = {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": "The answer is"},
+            }
+            first = (
+                'event: message_start\ndata: {"type": "message_start", "message": {"id": "msg_b", '
+                '"model": "c", "usage": {"input_tokens": 3, "output_tokens": 1}}}\n\n'
+                f"event: content_block_delta\ndata: {json.dumps(delta)}\n\n"
+            )
+
+            async def parts() -> AsyncIterator[str]:
+                yield first
+                await asyncio.sleep(0.2)  # the gateway has passed the first words on by then
+                yield 'event: content_block_delta\ndata: {"type": "content_blo\n\n'
+
+            return StreamingResponse(parts(), media_type="text/event-stream")
         if kind == "overloaded-stream":
             error = {
                 "type": "error",
@@ -207,6 +227,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 "fallback": ["gpt-4"],
                 **claude,
             },
+            {"name": "claude-breaks", "base_url": f"{upstream.url}/breaks", **claude},
             {
                 "name": "claude-stream-overloaded",
                 "base_url": f"{upstream.url}/overloaded-stream",
@@ -543,3 +564,57 @@ def test_anthropic_client_falls_back_across_providers(
     assert answer.content[0].type == "text"
     assert answer.content[0].text == world.replay(provider, QUESTION, 30).text
     assert world.count("llm_requests_total", variant=variant, outcome="fallback_ok") == before + 1
+
+
+def test_a_stream_cut_after_its_first_words_is_an_error_event_the_client_raises(
+    world: World,
+) -> None:
+    before = world.count("llm_requests_total", variant="claude-breaks", outcome="error")
+    seen = []
+    question = [{"role": "user", "content": "Hi"}]
+    with (
+        pytest.raises(anthropic.APIStatusError) as raised,
+        world.anthropic.messages.stream(
+            model="r-claude-breaks", max_tokens=10, messages=question
+        ) as stream,
+    ):
+        for text in stream.text_stream:
+            seen.append(text)
+    assert seen == ["The answer is"]
+    assert "malformed" in str(raised.value)
+    assert world.count("llm_requests_total", variant="claude-breaks", outcome="error") == before + 1
+
+
+def test_anthropic_clients_key_is_a_virtual_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Anthropic's SDK sends its key as x-api-key: with virtual keys it names the caller, and a
+    key the gateway does not know is Anthropic's 401, raised as the SDK's AuthenticationError."""
+    monkeypatch.setenv("APP_KEY", "sk-app-test-key")
+    _flags(tmp_path / "flags.json", ["gpt-4"])
+    spec = LabSpec.model_validate(
+        {
+            "providers": [{"name": "gpt", "latency": FAST, "tokens": TOKENS}],
+            "gateway": {
+                "listen": "127.0.0.1:0",
+                "flags": {"provider": "file", "path": str(tmp_path / "flags.json")},
+                "routes": [{"name": "r-gpt-4", "flag": "f-gpt-4", "default_model": "gpt-4"}],
+                "models": [{"name": "gpt-4", "base_url": "lab://gpt"}],
+                "auth": {"keys": [{"id": "app", "key_env": "APP_KEY", "tier": "paid"}]},
+            },
+        }
+    )
+    question: list[Any] = [{"role": "user", "content": QUESTION}]
+    with LabStack(spec, traffic=False) as stack:
+        good = anthropic.Anthropic(
+            base_url=stack.gateway_url, api_key="sk-app-test-key", max_retries=0
+        )
+        answer = good.messages.create(model="r-gpt-4", max_tokens=10, messages=question)
+        assert answer.content[0].type == "text"
+        text = httpx.get(stack.metrics_url).text
+        assert 'tier="paid"' in text and 'route="r-gpt-4"' in text
+        wrong = anthropic.Anthropic(base_url=stack.gateway_url, api_key="sk-wrong", max_retries=0)
+        with pytest.raises(anthropic.AuthenticationError) as refused:
+            wrong.messages.create(model="r-gpt-4", max_tokens=10, messages=question)
+    assert refused.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
+    assert "sk-wrong" not in str(refused.value.body)
