@@ -479,6 +479,11 @@ def test_anthropic_client_gets_gpts_answer_as_a_message(world: World) -> None:
     assert answer.usage.output_tokens == drawn.completion_tokens
     assert answer.usage.input_tokens == world.gpt_prompt_tokens()
     assert world.count("llm_requests_total", **labels, outcome="ok") == before + 1
+    # The message keeps the completion's id, so the answer can be scored like any other.
+    scored = httpx.post(
+        world.stack.gateway_url + "/v1/feedback", json={"id": answer.id, "score": 1.0}
+    )
+    assert scored.status_code == 200 and scored.json()["variant"] == "gpt-4"
 
 
 def test_anthropic_client_streams_through_the_gateway(world: World) -> None:
