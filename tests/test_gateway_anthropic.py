@@ -623,3 +623,43 @@ def test_anthropic_clients_key_is_a_virtual_key(
             wrong.messages.create(model="r-gpt-4", max_tokens=10, messages=question)
     assert refused.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
     assert "sk-wrong" not in str(refused.value.body)
+
+
+def test_a_messages_request_shares_the_cache_with_its_openai_twin(tmp_path: Path) -> None:
+    """The cache keys the translated request, so Anthropic's and OpenAI's way of asking the same
+    question at temperature 0 are one entry, served in each client's own shape."""
+    _flags(tmp_path / "flags.json", ["gpt-4"])
+    spec = LabSpec.model_validate(
+        {
+            "providers": [{"name": "gpt", "latency": FAST, "tokens": TOKENS}],
+            "gateway": {
+                "listen": "127.0.0.1:0",
+                "flags": {"provider": "file", "path": str(tmp_path / "flags.json")},
+                "routes": [{"name": "r-gpt-4", "flag": "f-gpt-4", "default_model": "gpt-4"}],
+                "models": [{"name": "gpt-4", "base_url": "lab://gpt"}],
+                "cache": {"ttl": "5m"},
+            },
+        }
+    )
+    question: list[Any] = [{"role": "user", "content": QUESTION}]
+    with LabStack(spec, traffic=False) as stack:
+        claude_client = anthropic.Anthropic(
+            base_url=stack.gateway_url, api_key="unused", max_retries=0
+        )
+        first = claude_client.messages.with_raw_response.create(
+            model="r-gpt-4",
+            max_tokens=20,
+            messages=question,
+            extra_body={"temperature": 0},  # this SDK version no longer names it
+        )
+        gpt_client = openai.OpenAI(base_url=stack.gateway_url + "/v1", api_key="unused")
+        twin = gpt_client.chat.completions.with_raw_response.create(
+            model="r-gpt-4", max_tokens=20, temperature=0, messages=question
+        )
+        asked = stack.providers["gpt"].requests
+    assert "x-canaryctl-cache" not in first.headers
+    assert twin.headers["x-canaryctl-cache"] == "hit"
+    assert asked == 1
+    message, completion = first.parse(), twin.parse()
+    assert message.content[0].type == "text"
+    assert completion.choices[0].message.content == message.content[0].text
