@@ -25,10 +25,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from canaryctl.chaos import ChaosClient
+from canaryctl.chaos.proxy import create_proxy_app
 from canaryctl.chaos.server import BackgroundServer
 from canaryctl.lab import LabStack
 from canaryctl.lab.behaviour import Behaviour, decide, request_rng
-from canaryctl.runbook.lab import LabSpec
+from canaryctl.lab.provider import SimulatedProvider
+from canaryctl.runbook.lab import LabSpec, ProviderProfile
+from canaryctl.runbook.scenario import FaultSpec
 
 FAST = {"median": 0.001, "p95": 0.002}
 TOKENS = {"completion_mean": 30, "completion_max": 60}
@@ -663,3 +667,62 @@ def test_a_messages_request_shares_the_cache_with_its_openai_twin(tmp_path: Path
     message, completion = first.parse(), twin.parse()
     assert message.content[0].type == "text"
     assert completion.choices[0].message.content == message.content[0].text
+
+
+def test_chaos_in_front_of_claude_is_read_as_claudes_own_failures(tmp_path: Path) -> None:
+    """The chaos proxy's faults on /v1/messages come in Anthropic's shapes (built by the same
+    module the gateway reads them with): a 529 walks the chain to GPT-4, a refusal is filtered."""
+    profile = ProviderProfile.model_validate(
+        {"name": "claude", "api": "anthropic", "latency": FAST}
+    )
+    token = "chaos-test-token"
+    with (
+        BackgroundServer(SimulatedProvider(profile).app) as claude,
+        BackgroundServer(create_proxy_app(claude.url, token=token)) as proxy,
+    ):
+        _flags(tmp_path / "flags.json", ["claude-sonnet"])
+        spec = LabSpec.model_validate(
+            {
+                "providers": [{"name": "gpt", "latency": FAST, "tokens": TOKENS}],
+                "gateway": {
+                    "listen": "127.0.0.1:0",
+                    "flags": {"provider": "file", "path": str(tmp_path / "flags.json")},
+                    "routes": [
+                        {"name": "bot", "flag": "f-claude-sonnet", "default_model": "claude-sonnet"}
+                    ],
+                    "models": [
+                        {
+                            "name": "claude-sonnet",
+                            "provider": "anthropic",
+                            "base_url": proxy.url,
+                            "fallback": ["gpt-4"],
+                        },
+                        {"name": "gpt-4", "base_url": "lab://gpt"},
+                    ],
+                },
+            }
+        )
+        admin = ChaosClient(proxy.url, token)
+        with LabStack(spec, traffic=False) as stack:
+            client = openai.OpenAI(base_url=stack.gateway_url + "/v1", api_key="unused")
+            healthy = client.chat.completions.with_raw_response.create(
+                model="bot", messages=_chat()
+            )
+            admin.add(FaultSpec.model_validate({"fault": "error", "status": 529}))
+            overloaded = client.chat.completions.with_raw_response.create(
+                model="bot", messages=_chat()
+            )
+            admin.clear()
+            admin.add(FaultSpec.model_validate({"fault": "content_filter"}))
+            refused = client.chat.completions.create(model="bot", messages=_chat())
+            admin.clear()
+            world = World(stack, Recorder())
+            moves = world.count("llm_fallbacks_total", reason="http_529", to_model="gpt-4")
+            filtered = world.count(
+                "llm_requests_total", variant="claude-sonnet", outcome="filtered"
+            )
+        admin.close()
+    assert healthy.headers["x-canaryctl-model"] == "claude-sonnet"
+    assert overloaded.headers["x-canaryctl-model"] == "gpt-4"
+    assert refused.choices[0].finish_reason == "content_filter"
+    assert (moves, filtered) == (1, 1)
