@@ -222,16 +222,22 @@ class Connection:
 
 
 def request_bytes(port: int, path: str, stream: bool, i: int) -> bytes:
-    body = {
+    """A chat request; on /v1/messages in Anthropic's shape (for anthropic_overhead.py)."""
+    body: dict[str, Any] = {
         "model": ROUTE,
         "messages": [{"role": "user", "content": PROMPT}],
         "stream": stream,
-        "user": f"user-{i % 1000}",
     }
+    extra = ""
+    if path.endswith("/v1/messages"):
+        body.update(max_tokens=256, metadata={"user_id": f"user-{i % 1000}"})
+        extra = "anthropic-version: 2023-06-01\r\n"
+    else:
+        body["user"] = f"user-{i % 1000}"
     payload = json.dumps(body).encode()
     head = (
         f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: application/json\r\n"
-        f"Authorization: Bearer {BENCH_KEY}\r\nContent-Length: {len(payload)}\r\n\r\n"
+        f"Authorization: Bearer {BENCH_KEY}\r\n{extra}Content-Length: {len(payload)}\r\n\r\n"
     )
     return head.encode() + payload
 

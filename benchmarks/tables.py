@@ -42,6 +42,7 @@ BENCHMARKS = {
     "benchmarks/results/rollout_simulation.json": "python benchmarks/rollout_simulation.py",
     "benchmarks/results/gateway_overhead.json": "python benchmarks/gateway_overhead.py --seconds 6",
     "benchmarks/results/chaos_proxy_overhead.json": "python benchmarks/chaos_proxy_overhead.py",
+    "benchmarks/results/anthropic_overhead.json": "python benchmarks/anthropic_overhead.py",
     "benchmarks/results/ld_propagation.json": "python benchmarks/ld_propagation.py --changes 50",
     "benchmarks/results/feedback_memory.json": "python benchmarks/feedback_memory.py",
     "benchmarks/results/quality_detection.json": "python benchmarks/quality_detection.py",
@@ -294,6 +295,43 @@ def gateway_overhead_added(data: dict[str, Any]) -> str:
         f"percentiles' spreads (max {MINUS} min) over the "
         f'{r["config"]["rounds"]} rounds. "Max req/s" is for the whole machine: load '
         "generator, proxy and upstream share its cores."
+    )
+
+
+_PATHS = {
+    "openai-gateway-openai": "OpenAI client → gateway → OpenAI model (no translation)",
+    "openai-gateway-anthropic": "OpenAI client → gateway → Claude (outbound translation)",
+    "anthropic-gateway-openai": "Anthropic client → gateway → OpenAI model (inbound translation)",
+    "anthropic-gateway-anthropic": "Anthropic client → gateway → Claude (both ways)",
+}
+
+
+def anthropic_overhead(data: dict[str, Any]) -> str:
+    """Each gateway path's added latency against its own direct path (the model's API)."""
+    r = _results(data)
+    rates = [f"{v:g}" for v in (r["config"]["rate"], r["config"]["low_rate"])]
+    rows = []
+    for target, label in _PATHS.items():
+        direct = r["targets"][f"{target.rsplit('-', 1)[1]}-direct"]
+        for mode, f in r["targets"][target].items():
+            cells = []
+            for rate in rates:
+                p50, p99 = (_added(f, direct[mode], rate, q) for q in ("p50_ms", "p99_ms"))
+                if f["rates"].get(rate) is None:
+                    cells.append(_overloaded(f))
+                elif p50 is None or p99 is None:
+                    cells.append("not run straight to the model (above 80% of its maximum)")
+                else:
+                    cells.append(f"{p50} / {p99}")
+            rows.append([label, mode, *cells, num(f["max_rps"])])
+    head = ["path", "mode", *(f"added p50 / p99 ms at {rate} req/s" for rate in rates)]
+    return (
+        _table([*head, "max req/s"], rows, "llrrr")
+        + "\n\nAdded: the path's percentile minus the same percentile straight to the model it "
+        "reaches (an OpenAI or an Anthropic lab provider answering at once), as measured (a "
+        "negative difference is noise); ± is half the sum of the two percentiles' spreads over "
+        f"the {r['config']['rounds']} rounds of {num(r['config']['seconds'])} s. What the "
+        "translation costs is a translated row minus the first row's."
     )
 
 
@@ -713,6 +751,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "gateway-overhead-added": gateway_overhead_added,
     "gateway-overhead-ratios": gateway_overhead_ratios,
     "chaos-proxy-overhead": chaos_proxy_overhead,
+    "anthropic-overhead": anthropic_overhead,
     "ld-propagation": ld_propagation,
     "ld-propagation-inline": ld_propagation_inline,
     "feedback-memory-inline": feedback_memory_inline,

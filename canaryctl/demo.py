@@ -2,7 +2,9 @@
 
 The lab (four simulated providers, the gateway and traffic) runs on loopback with free ports; the
 two rollouts are the shipped runbooks pointed at this lab's flag file and /metrics, run by the same
-controller that `canaryctl rollout run` uses.
+controller that `canaryctl rollout run` uses. The `claude` scenario tells the other story: a
+Claude canary (Anthropic's Messages API behind the gateway) whose overloaded errors climb is
+rolled back to GPT-4 by its runbook.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from canaryctl.controller import RolloutObserver, RunResult, run_rollout
 from canaryctl.lab import LabStack
 from canaryctl.runbook import Lab, Rollout, parse_document
 
-__all__ = ["PLAN", "DemoReport", "run_demo"]
+__all__ = ["PLAN", "SCENARIOS", "DemoReport", "Scenario", "run_demo"]
 
 PLAN: tuple[tuple[str, str], ...] = (
     ("rollout-mixtral.yaml", "rolled_back"),
@@ -29,15 +31,33 @@ PLAN: tuple[tuple[str, str], ...] = (
 """Each embedded runbook with the outcome the demo exists to show."""
 
 
+@dataclass(frozen=True)
+class Scenario:
+    """An embedded lab, its flag file, and the runbooks to run in it with their outcomes."""
+
+    lab: str
+    flags: str
+    plan: tuple[tuple[str, str], ...]
+
+
+SCENARIOS = {
+    "support-bot": Scenario("lab.yaml", "flags.json", PLAN),
+    "claude": Scenario(
+        "lab-claude.yaml", "flags-claude.json", (("rollout-claude.yaml", "rolled_back"),)
+    ),
+}
+
+
 @dataclass
 class DemoReport:
     results: list[tuple[str, RunResult]] = field(default_factory=list)
     served: dict[str, dict[str, int]] = field(default_factory=dict)
     seconds: float = 0.0
+    planned: int = len(PLAN)
 
     @property
     def ok(self) -> bool:
-        return len(self.results) == len(PLAN) and all(
+        return len(self.results) == self.planned and all(
             result.outcome == expected for expected, result in self.results
         )
 
@@ -65,15 +85,18 @@ def _runbook(name: str, flags_path: Path, metrics_url: str) -> Rollout:
     return Rollout.model_validate(data, context={"base_dir": flags_path.parent})
 
 
-def run_demo(workdir: Path, observers: Sequence[RolloutObserver] = ()) -> DemoReport:
-    """Run both rollouts in `workdir` (flag file and state database are kept there)."""
+def run_demo(
+    workdir: Path, observers: Sequence[RolloutObserver] = (), scenario: str = "support-bot"
+) -> DemoReport:
+    """Run the scenario's rollouts in `workdir` (flag file and state database are kept there)."""
     started = time.monotonic()
-    flags_path = workdir / "flags.json"
-    flags_path.write_text(_default("flags.json"), encoding="utf-8")
-    lab = parse_document(_default("lab.yaml"), "lab.yaml", base_dir=workdir, expect=Lab)
-    report = DemoReport()
+    story = SCENARIOS[scenario]
+    flags_path = workdir / story.flags
+    flags_path.write_text(_default(story.flags), encoding="utf-8")
+    lab = parse_document(_default(story.lab), story.lab, base_dir=workdir, expect=Lab)
+    report = DemoReport(planned=len(story.plan))
     with LabStack(lab, flags_path=flags_path) as stack:
-        for name, expected in PLAN:
+        for name, expected in story.plan:
             rollout = _runbook(name, flags_path, stack.metrics_url)
             result = run_rollout(rollout, state_path=workdir / "state.db", observers=observers)
             report.results.append((expected, result))

@@ -199,6 +199,7 @@ GATEWAY_PATHS = [
     "/v1/feedback",
     "/metrics",
     "/health",
+    "/v1/messages",
 ]
 PROXY_PATHS = ["/_chaos/faults", "/_chaos/faults/f-1", "/_chaos/metrics", "/v1/chat/completions"]
 FUZZ = settings(

@@ -1,5 +1,6 @@
 """What a misbehaving provider sends, byte for byte: error bodies in OpenAI's and Anthropic's
 shapes, and completions that are well-formed but useless (empty, or stopped by a content filter).
+Anthropic's shapes are built by canaryctl.gateway.anthropic, the one place that knows them.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ import math
 import secrets
 import time
 from typing import Any, Literal
+
+from canaryctl.gateway import anthropic
 
 __all__ = [
     "ErrorShape",
@@ -24,12 +27,12 @@ __all__ = [
 ErrorShape = Literal["openai", "anthropic"]
 
 _MESSAGES = {
-    500: ("server_error", "api_error", "The server had an error while processing your request."),
-    502: ("server_error", "api_error", "Bad gateway."),
-    503: ("server_error", "api_error", "The engine is currently overloaded, please try later."),
-    504: ("timeout", "api_error", "The request timed out."),
-    529: ("server_error", "overloaded_error", "Overloaded"),
-    429: ("rate_limit_exceeded", "rate_limit_error", "Rate limit reached. Please try again later."),
+    500: ("server_error", "The server had an error while processing your request."),
+    502: ("server_error", "Bad gateway."),
+    503: ("server_error", "The engine is currently overloaded, please try later."),
+    504: ("timeout", "The request timed out."),
+    529: ("server_error", "Overloaded"),
+    429: ("rate_limit_exceeded", "Rate limit reached. Please try again later."),
 }
 
 
@@ -41,9 +44,10 @@ def shape_for(path: str, shape: ErrorShape | None) -> ErrorShape:
 
 
 def error_body(status: int, shape: ErrorShape) -> dict[str, Any]:
-    openai_type, anthropic_type, message = _MESSAGES.get(status, _MESSAGES[500])
+    known = status in _MESSAGES
+    openai_type, message = _MESSAGES[status if known else 500]
     if shape == "anthropic":
-        return {"type": "error", "error": {"type": anthropic_type, "message": message}}
+        return anthropic.error_body(status if known else 500, message)
     code = "rate_limit_exceeded" if status == 429 else None
     return {"error": {"message": message, "type": openai_type, "param": None, "code": code}}
 
@@ -73,16 +77,8 @@ def synthetic_completion(model: str, kind: UselessAnswer, shape: ErrorShape) -> 
     """A 200 answer with no content: what an empty answer or a filtered one looks like."""
     finish_reason = _STOP_REASONS[shape][kind]
     if shape == "anthropic":
-        return {
-            "id": f"msg_chaos{secrets.token_hex(6)}",
-            "type": "message",
-            "role": "assistant",
-            "model": model,
-            "content": [],
-            "stop_reason": finish_reason,
-            "stop_sequence": None,
-            "usage": {"input_tokens": 0, "output_tokens": 0},
-        }
+        message_id = f"msg_chaos{secrets.token_hex(6)}"
+        return anthropic.message(model, [], finish_reason, 0, 0, message_id=message_id)
     return {
         "id": _completion_id(),
         "object": "chat.completion",
@@ -128,22 +124,15 @@ def synthetic_stream(model: str, kind: UselessAnswer, shape: ErrorShape) -> list
 
 
 def _anthropic_stream(model: str, stop_reason: str) -> list[bytes]:
-    def event(name: str, body: dict[str, Any]) -> bytes:
-        return f"event: {name}\ndata: {json.dumps({'type': name, **body})}\n\n".encode()
-
     message = synthetic_completion(model, "empty_completion", "anthropic")
     message["stop_reason"] = None
-    return [
-        event("message_start", {"message": message}),
-        event(
-            "message_delta",
-            {
-                "delta": {"stop_reason": stop_reason, "stop_sequence": None},
-                "usage": {"output_tokens": 0},
-            },
-        ),
-        event("message_stop", {}),
+    delta = {"stop_reason": stop_reason, "stop_sequence": None}
+    events = [
+        anthropic.event("message_start", {"message": message}),
+        anthropic.event("message_delta", {"delta": delta, "usage": {"output_tokens": 0}}),
+        anthropic.event("message_stop", {}),
     ]
+    return [e.encode() for e in events]
 
 
 def broken_chunk() -> bytes:

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from canaryctl.cli.main import output_option, signals_as_ctrl_c, wants_json
 from canaryctl.cli.views import JsonLinesView, LiveView
-from canaryctl.demo import DemoReport, run_demo
+from canaryctl.demo import SCENARIOS, DemoReport, run_demo
 
 
 @click.command()
@@ -24,7 +24,15 @@ from canaryctl.demo import DemoReport, run_demo
     help="keep the flag file and state database in this directory (to inspect with "
     "`canaryctl rollout list --state DIR/state.db`)",
 )
-def demo(output: str | None, keep: Path | None) -> None:
+@click.option(
+    "--scenario",
+    type=click.Choice(sorted(SCENARIOS)),
+    default="support-bot",
+    show_default=True,
+    help="support-bot: Mixtral rolled back, GPT-4o-mini promoted; claude: a Claude canary whose "
+    "overloaded errors climb, rolled back to GPT-4",
+)
+def demo(output: str | None, keep: Path | None, scenario: str) -> None:
     """Roll out a bad canary (rolled back) and a good one (promoted) against a simulated lab."""
     as_json = wants_json(output)
     view = JsonLinesView() if as_json else LiveView()
@@ -32,10 +40,10 @@ def demo(output: str | None, keep: Path | None) -> None:
         with signals_as_ctrl_c():
             if keep is not None:
                 keep.mkdir(parents=True, exist_ok=True)
-                report = run_demo(keep, [view])
+                report = run_demo(keep, [view], scenario)
             else:
                 with tempfile.TemporaryDirectory(prefix="canaryctl-demo-") as workdir:
-                    report = run_demo(Path(workdir), [view])
+                    report = run_demo(Path(workdir), [view], scenario)
     except KeyboardInterrupt:
         # Between rollouts or while the lab starts there is no flag change to undo.
         click.echo("interrupted; the lab is stopped", err=True)

@@ -1,13 +1,14 @@
 """The gateway's HTTP face: route by flag, answer through the fallback chain, meter everything.
 
-Clients name a route in the request's `model` field, in OpenAI (`/v1/chat/completions`) or Ollama
-(`/api/chat`, `/api/generate`) form. Every routed response carries `x-canaryctl-variant` (the flag
-variation served) and `x-canaryctl-model` (what answered, after fallback), so a caller can see
-which side of a rollout it landed on. Each request is counted in llm_requests_total under the
-outcome of the variant's own model (canaryctl.slo_metrics.OUTCOMES): `ok`, `error` (it failed and
-the client got an error), `fallback_ok` (it failed and a fallback answered), `filtered` (the
-provider's content filter answered) or `rejected` (the client's own fault: a 400 here, or 400,
-413 or 422 from the model). failures.py and answers.py say what counts as which.
+Clients name a route in the request's `model` field, in OpenAI (`/v1/chat/completions`), Ollama
+(`/api/chat`, `/api/generate`) or Anthropic (`/v1/messages`) form. Every routed response carries
+`x-canaryctl-variant` (the flag variation served) and `x-canaryctl-model` (what answered, after
+fallback), so a caller can see which side of a rollout it landed on. Each request is counted in
+llm_requests_total under the outcome of the variant's own model (canaryctl.slo_metrics.OUTCOMES):
+`ok`, `error` (it failed and the client got an error), `fallback_ok` (it failed and a fallback
+answered), `filtered` (the provider's content filter answered) or `rejected` (the client's own
+fault: a 400 here, or 400, 413 or 422 from the model). failures.py and answers.py say what counts as
+which.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from starlette.routing import Route
 from starlette.types import Scope
 
 from canaryctl.errors import InvalidInput
+from canaryctl.gateway import anthropic
 from canaryctl.gateway.answers import outcome_of
 from canaryctl.gateway.budgets import Admission, Budgets, Refusal, open_store, store_prefix
 from canaryctl.gateway.cache import CachedAnswer, ResponseCache, cache_key
@@ -88,6 +90,7 @@ def create_app(spec: GatewaySpec) -> Starlette:
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", gateway.openai, methods=["POST"]),
+            Route("/v1/messages", gateway.messages, methods=["POST"]),
             Route("/v1/embeddings", gateway.embeddings, methods=["POST"]),
             Route("/api/chat", gateway.ollama_chat, methods=["POST"]),
             Route("/api/generate", gateway.ollama_generate, methods=["POST"]),
@@ -103,7 +106,9 @@ def create_app(spec: GatewaySpec) -> Starlette:
 
 
 def _error(dialect: Dialect, status: int, body: dict[str, Any], **headers: str) -> JSONResponse:
-    if dialect != "openai":  # Ollama's errors are a bare message
+    if dialect == "anthropic":
+        body = anthropic.error_from_openai(status, body)
+    elif dialect != "openai":  # Ollama's errors are a bare message
         body = {"error": (body.get("error") or {}).get("message", "error")}
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -117,6 +122,8 @@ def _refused(dialect: Dialect, refused: Refused) -> JSONResponse:
 def _too_big(scope: Scope, message: str) -> dict[str, Any]:
     if scope["path"].startswith("/api/"):
         return {"error": message}
+    if scope["path"] == "/v1/messages":
+        return anthropic.error_body(413, message)
     return {"error": {**error_body(message, "invalid_request_error")["error"], "code": "too_big"}}
 
 
@@ -174,6 +181,9 @@ class _Gateway:
 
     async def openai(self, request: Request) -> Response:
         return await self._serve(request, "openai")
+
+    async def messages(self, request: Request) -> Response:
+        return await self._serve(request, "anthropic")
 
     async def ollama_chat(self, request: Request) -> Response:
         return await self._serve(request, "chat")
@@ -274,11 +284,14 @@ class _Gateway:
             return chosen
         body, choice, identity = chosen
         headers = {"x-canaryctl-variant": choice.variant, "x-canaryctl-model": choice.model.name}
-        chat = chat_request(dialect, body)
-        if chat is None:
+        if dialect == "anthropic":
+            chat: dict[str, Any] | str | None = anthropic.chat_from_messages(body)
+        else:
+            chat = chat_request(dialect, body)
+        if not isinstance(chat, dict):
             self._count(choice, choice.model, "rejected", started)
             wanted = "a non-empty 'prompt'" if dialect == "generate" else "a list of 'messages'"
-            message = f"the request needs {wanted}"
+            message = chat or f"the request needs {wanted}"
             return _error(dialect, 400, error_body(message, "invalid_request_error"), **headers)
         key = None
         if self.cache is not None and self.cache.applies_to(choice.route.name):
@@ -343,7 +356,8 @@ class _Gateway:
             return self._failed(dialect, choice, exhausted, started, headers)
         headers["x-canaryctl-model"] = answer.model.name
         wants_usage = bool((chat.get("stream_options") or {}).get("include_usage"))
-        media = "text/event-stream" if dialect == "openai" else "application/x-ndjson"
+        events = dialect in ("openai", "anthropic")
+        media = "text/event-stream" if events else "application/x-ndjson"
         body = self._relay(dialect, choice, answer, started, wants_usage, admission)
         return StreamingResponse(body, media_type=media, headers=headers)
 
@@ -359,12 +373,16 @@ class _Gateway:
         """Pass chunks on as they come; meter when the stream ends, however it ends."""
         outcome, usage, completion_id = None, None, None
         model_name = answer.model.upstream_model or answer.model.name
+        claude = anthropic.EventEncoder(model_name) if dialect == "anthropic" else None
         try:
             async for batch in answer.result:
                 out = []
                 for chunk in batch:
                     usage = chunk.get("usage") or usage
                     completion_id = chunk.get("id") or completion_id
+                    if claude is not None:
+                        out.extend(claude.feed(chunk))
+                        continue
                     if dialect == "openai":
                         if wants_usage or chunk.get("choices"):
                             out.append(f"data: {json.dumps(chunk)}\n\n")
@@ -377,7 +395,9 @@ class _Gateway:
                 if out:
                     yield "".join(out)  # one write per batch the model sent
             outcome = _outcome(answer, answer.result.watch.outcome)
-            if dialect == "openai":
+            if claude is not None:
+                yield "".join(claude.end(usage))
+            elif dialect == "openai":
                 yield "data: [DONE]\n\n"
             else:
                 yield json.dumps(ollama_line(dialect, model_name, "", usage)) + "\n"
@@ -387,6 +407,8 @@ class _Gateway:
                 "route %s: %s cut its stream: %s", choice.route.name, answer.model.name, failure
             )
             outcome = "error"
+            if claude is not None:  # Anthropic's clients raise on an error event
+                yield "".join(claude.failed(failure.status, failure.body))
         finally:
             if outcome is None:  # the client left before the end: count what was seen
                 outcome = _outcome(answer, answer.result.watch.outcome)
@@ -456,6 +478,8 @@ class _Gateway:
 
 
 def _render(dialect: Dialect, completion: dict[str, Any]) -> dict[str, Any]:
+    if dialect == "anthropic":
+        return anthropic.message_from_completion(completion)
     return completion if dialect == "openai" else ollama_response(dialect, completion)
 
 

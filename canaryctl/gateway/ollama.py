@@ -22,8 +22,9 @@ __all__ = [
     "ollama_response",
 ]
 
-Dialect = Literal["openai", "chat", "generate"]
-"""What the client spoke: OpenAI chat completions, Ollama /api/chat or Ollama /api/generate."""
+Dialect = Literal["openai", "chat", "generate", "anthropic"]
+"""What the client spoke: OpenAI chat completions, Ollama /api/chat, Ollama /api/generate, or
+Anthropic's Messages API (/v1/messages, translated by anthropic.py)."""
 
 
 def chat_request(dialect: Dialect, body: dict[str, Any]) -> dict[str, Any] | None:

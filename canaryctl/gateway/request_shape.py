@@ -66,6 +66,18 @@ _OLLAMA = {
     "options": _OBJECT,
     "user": _STRING,  # not Ollama's, but the gateway reads it for the requester
 }
+_ANTHROPIC = {
+    "messages": _MESSAGES,
+    "system": _INPUT,
+    "stream": _BOOL,
+    "max_tokens": _COUNT,
+    "stop_sequences": (lambda v: _stop(v) and not isinstance(v, str), "must be a list of strings"),
+    "tools": _MESSAGES,
+    "tool_choice": _OBJECT,
+    "metadata": _OBJECT,
+    "temperature": _NUMBER,
+    "top_p": _NUMBER,
+}
 _OLLAMA_OPTIONS = {
     "num_predict": (lambda v: isinstance(v, int) and v >= -2, "must be an integer"),
     **_SAMPLING,
@@ -75,9 +87,10 @@ _OLLAMA_OPTIONS = {
 def shape_problem(dialect: Dialect, body: Mapping[str, Any]) -> str | None:
     """What is wrong with a field the gateway reads ("stream: must be true or false"), or None.
     A field set to null counts as not set, as the providers take it."""
-    checks = _OPENAI if dialect == "openai" else _OLLAMA
+    checks = {"openai": _OPENAI, "anthropic": _ANTHROPIC}.get(dialect, _OLLAMA)
     problem = _first_problem(body, checks, "")
-    if problem is None and dialect != "openai" and isinstance(body.get("options"), dict):
+    ollama = dialect in ("chat", "generate")
+    if problem is None and ollama and isinstance(body.get("options"), dict):
         problem = _first_problem(body["options"], _OLLAMA_OPTIONS, "options.")
     return problem
 

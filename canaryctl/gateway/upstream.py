@@ -1,5 +1,8 @@
 """One attempt at one model: send in the model's dialect, classify how it failed, read streams.
 
+Models speak OpenAI's API, Ollama's (ollama.py) or Anthropic's Messages API (anthropic.py); the
+translation is pure and lives in those modules, the sending and reading here.
+
 Everything comes back in OpenAI shape, checked (answers.py): a 200 that is no answer is a failure
 like any other. aiohttp's exceptions stop here: a failure is an UpstreamFailure (failures.py)
 that is the model's (a fallback may answer) unless the request itself is wrong (400, 413, 422).
@@ -19,6 +22,7 @@ from typing import Any
 
 import aiohttp
 
+from canaryctl.gateway import anthropic
 from canaryctl.gateway.answers import (
     StreamWatch,
     checked_completion,
@@ -78,6 +82,7 @@ class UpstreamStream:
         self._response = response
         self._model = model
         self._completion_id = f"chatcmpl-{secrets.token_hex(8)}"
+        self._claude = anthropic.ChunkTranslator() if model.provider == "anthropic" else None
         self.watch = StreamWatch(model)
         self._source = self._batches()
         self._held: list[list[dict[str, Any]]] = []
@@ -94,6 +99,14 @@ class UpstreamStream:
         if not line.startswith("data:"):
             return True
         data = line[5:].strip()
+        if self._claude is not None:
+            try:
+                batch.extend(self._claude.see(json.loads(data)))
+            except anthropic.StreamError as error:
+                raise failure_for_status(
+                    self._model, error.status, error.error, None, None
+                ) from error
+            return not self._claude.done
         if data == "[DONE]":
             return False
         batch.append(json.loads(data))
@@ -168,7 +181,7 @@ class Upstream:
             yield cls(session)
 
     def _openai_url(self, model: ModelSpec, path: str) -> str:
-        # OpenAI's own base URL is usually written with /v1, self-hosted ones without.
+        # OpenAI's and Anthropic's base URLs are written with /v1 or without.
         base = model.base_url.rstrip("/")
         return base + (path if base.endswith("/v1") else f"/v1{path}")
 
@@ -177,7 +190,11 @@ class Upstream:
     ) -> aiohttp.ClientResponse:
         headers = {"Content-Type": "application/json"}
         key = api_key(model)
-        if key is not None:
+        if model.provider == "anthropic":
+            headers["anthropic-version"] = anthropic.API_VERSION
+            if key is not None:
+                headers["x-api-key"] = key
+        elif key is not None:
             headers["Authorization"] = f"Bearer {key}"
         # Per connect and per read, as httpx's timeout was: a long stream that keeps sending
         # is not cut, a silent model is.
@@ -198,6 +215,9 @@ class Upstream:
         if model.provider == "ollama":
             url = f"{model.base_url.rstrip('/')}/api/chat"
             return await self._post(model, url, ollama_request(chat, name, stream=stream))
+        if model.provider == "anthropic":
+            body = anthropic.messages_request(chat, name, stream=stream)
+            return await self._post(model, self._openai_url(model, "/messages"), body)
         body = {**chat, "model": name, "stream": stream}
         if stream:  # usage is how tokens and cost are metered; clients may not have asked
             options = chat.get("stream_options") or {}
@@ -223,11 +243,21 @@ class Upstream:
         if model.provider == "ollama":
             ollama = checked_ollama(model, data)
             data = completion_from_ollama(ollama, f"chatcmpl-{secrets.token_hex(8)}")
+        elif model.provider == "anthropic":
+            try:
+                data = anthropic.completion_from_message(data)
+            except ValueError as exc:
+                raise malformed(model, str(exc)) from exc
         return checked_completion(model, data)
 
     async def embed(self, model: ModelSpec, request: dict[str, Any]) -> dict[str, Any]:
         """Embeddings in OpenAI shape (Ollama's /api/embed translated), or UpstreamFailure."""
         name = model.upstream_model or model.name
+        if model.provider == "anthropic":
+            message = f"model {model.name}: Anthropic's API has no embeddings"
+            raise UpstreamFailure(
+                "no_embeddings", 502, error_body(message, "upstream_config_error")
+            )
         if model.provider != "ollama":
             url = self._openai_url(model, "/embeddings")
             data = await self._json(model, await self._post(model, url, {**request, "model": name}))

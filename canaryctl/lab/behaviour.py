@@ -36,7 +36,7 @@ class Behaviour:
     """The fate of one request, drawn before any of it is served."""
 
     error: str | None
-    """None to answer, else "500", "503", "429" or "timeout"."""
+    """None to answer, else "500", "503", "529", "429" or "timeout"."""
     latency: float
     completion_tokens: int
     text: str
@@ -80,11 +80,19 @@ def _reply(prompt: str, tokens: int, quality: float, rng: random.Random) -> str:
 
 
 def decide(
-    profile: ProviderProfile, prompt: str, rng: random.Random, *, max_tokens: int | None = None
+    profile: ProviderProfile,
+    prompt: str,
+    rng: random.Random,
+    *,
+    max_tokens: int | None = None,
+    sequence: int = 0,
 ) -> Behaviour:
-    """Draw in a fixed order (error, latency, length, answer) so outcomes replay exactly."""
+    """Draw in a fixed order (error, latency, length, answer) so outcomes replay exactly;
+    `sequence` is the request's number at its provider, for errors that climb."""
     error = None
-    if rng.random() < profile.errors.rate:
+    climb = profile.errors.climb
+    rate = climb.rate if climb is not None and sequence > climb.after else profile.errors.rate
+    if rng.random() < rate:
         kinds = list(profile.errors.kinds)
         error = rng.choices(kinds, weights=[profile.errors.kinds[k] for k in kinds])[0]
     latency = _latency(profile, rng)

@@ -1,4 +1,5 @@
-"""A simulated LLM provider speaking the OpenAI and Ollama dialects, driven by a ProviderProfile.
+"""A simulated LLM provider speaking the OpenAI and Ollama dialects, or Anthropic's Messages API
+(`api: anthropic`), driven by a ProviderProfile.
 
 Each request's fate is drawn up front (see behaviour.py), then served: errors with the bodies and
 headers real providers send (a 429 carries Retry-After), answers after a log-normal delay, streams
@@ -22,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from canaryctl.lab import claude
 from canaryctl.lab.behaviour import Behaviour, decide, estimate_tokens, request_rng
 from canaryctl.runbook.lab import ProviderProfile
 
@@ -33,6 +35,7 @@ Dialect = Literal["openai", "chat", "generate"]
 _ERRORS: dict[str, tuple[int, str, str]] = {
     "500": (500, "server_error", "The server had an error while processing your request."),
     "503": (503, "server_error", "The server is overloaded or not ready yet."),
+    "529": (529, "server_error", "Overloaded"),
     "429": (429, "rate_limit_exceeded", "Rate limit reached for requests. Try again later."),
     "timeout": (504, "timeout", "The request timed out upstream."),
 }
@@ -85,15 +88,18 @@ class SimulatedProvider:
         self.hold = hold
         self.requests = 0
         self._released = asyncio.Event()
-        self.app = Starlette(
-            routes=[
+        health = Route("/health", self._health, methods=["GET"])
+        if profile.api == "anthropic":
+            routes = [Route("/v1/messages", self._messages, methods=["POST"]), health]
+        else:
+            routes = [
                 Route("/v1/chat/completions", self._openai, methods=["POST"]),
                 Route("/v1/embeddings", self._embeddings, methods=["POST"]),
                 Route("/api/chat", self._ollama_chat, methods=["POST"]),
                 Route("/api/generate", self._ollama_generate, methods=["POST"]),
-                Route("/health", self._health, methods=["GET"]),
+                health,
             ]
-        )
+        self.app = Starlette(routes=routes)
 
     def release(self) -> None:
         """End every held ("timeout") request now; call it on the server's event loop."""
@@ -118,7 +124,7 @@ class SimulatedProvider:
             return _error("openai", 400, "invalid_request_error", "'input' is required.")
         self.requests += 1
         rng = request_rng(self.seed, self.profile.name, self.requests)
-        fate = decide(self.profile, "", rng)
+        fate = decide(self.profile, "", rng, sequence=self.requests)
         if fate.error is not None:
             return await self._fail(request, "openai", fate.error, fate.latency)
         await asyncio.sleep(fate.latency)
@@ -130,6 +136,30 @@ class SimulatedProvider:
         model = str(body.get("model") or self.profile.name)
         usage = {"prompt_tokens": tokens, "total_tokens": tokens}
         return JSONResponse({"object": "list", "data": data, "model": model, "usage": usage})
+
+    async def _messages(self, request: Request) -> Response:
+        """Anthropic's Messages API: the same draws as the OpenAI dialect, Claude's shapes, a
+        tool_use answer when the request offers tools and is not answering one."""
+        try:
+            body = await request.json()
+        except json.JSONDecodeError:
+            body = None
+        if not isinstance(body, dict) or "anthropic-version" not in request.headers:
+            problem = "anthropic-version: header is required" if isinstance(body, dict) else ""
+            return JSONResponse(claude.error_body(400, problem or "The body is not JSON."), 400)
+        self.requests += 1
+        rng = request_rng(self.seed, self.profile.name, self.requests)
+        prompt, prompt_tokens = claude.prompt(body)
+        max_tokens = body.get("max_tokens") if isinstance(body.get("max_tokens"), int) else None
+        fate = decide(self.profile, prompt, rng, max_tokens=max_tokens, sequence=self.requests)
+        if fate.error is not None:
+            return await self._fail(request, "anthropic", fate.error, fate.latency)
+        answer = claude.Answer.of(body, fate, prompt, prompt_tokens, rng)
+        if body.get("stream") is True:
+            events = claude.paced_events(answer, self._paced(fate))
+            return StreamingResponse(events, media_type="text/event-stream")
+        await asyncio.sleep(fate.latency)
+        return JSONResponse(answer.message())
 
     async def _ollama_chat(self, request: Request) -> Response:
         return await self._serve(request, "chat")
@@ -153,7 +183,7 @@ class SimulatedProvider:
             max_tokens = (body.get("options") or {}).get("num_predict")
         if not isinstance(max_tokens, int):
             max_tokens = None
-        fate = decide(self.profile, prompt, rng, max_tokens=max_tokens)
+        fate = decide(self.profile, prompt, rng, max_tokens=max_tokens, sequence=self.requests)
         if fate.error is not None:
             return await self._fail(request, dialect, fate.error, fate.latency)
         model = str(body.get("model") or self.profile.name)
@@ -173,14 +203,17 @@ class SimulatedProvider:
         return JSONResponse(_ollama_message(dialect, model, fate.text, True, fate, prompt_tokens))
 
     async def _fail(
-        self, request: Request, dialect: Dialect, error: str, latency: float
+        self, request: Request, dialect: Dialect | Literal["anthropic"], error: str, latency: float
     ) -> Response:
         status, kind, message = _ERRORS[error]
         if error == "timeout":
             await self._hold(request)
         elif error != "429":  # rate limits are refused at the door, without delay
             await asyncio.sleep(latency)
-        response = _error(dialect, status, kind, message)
+        if dialect == "anthropic":
+            response = JSONResponse(claude.error_body(status), status_code=status)
+        else:
+            response = _error(dialect, status, kind, message)
         if error == "429":
             response.headers["Retry-After"] = str(math.ceil(self.profile.errors.retry_after))
         return response
@@ -236,6 +269,7 @@ class SimulatedProvider:
 
     @staticmethod
     async def _paced(fate: Behaviour) -> AsyncIterator[tuple[int, str]]:
+        """The reply in pieces, paced so that the whole takes about the drawn latency."""
         pieces = _pieces(fate.text)
         await asyncio.sleep(fate.latency * _FIRST_TOKEN_SHARE)
         gap = fate.latency * (1 - _FIRST_TOKEN_SHARE) / len(pieces)

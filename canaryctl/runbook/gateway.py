@@ -87,7 +87,10 @@ class ModelSpec(Strict):
     say `keyless: true` (see canaryctl/gateway/keys.py)."""
 
     name: str = Field(min_length=1, description="the flag variation value that selects it")
-    provider: Literal["openai", "ollama"] = "openai"
+    provider: Literal["openai", "ollama", "anthropic"] = Field(
+        default="openai",
+        description="its API: OpenAI chat completions, Ollama's, or Anthropic's Messages API",
+    )
     base_url: str = Field(pattern=r"^(https?|lab)://")
     upstream_model: str | None = Field(default=None, description="model name sent upstream")
     api_key_env: str | None = Field(

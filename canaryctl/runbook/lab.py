@@ -10,6 +10,7 @@ from canaryctl.runbook.common import API_VERSION, Duration, Metadata, Strict
 from canaryctl.runbook.gateway import GatewaySpec
 
 __all__ = [
+    "ErrorClimb",
     "ErrorProfile",
     "Lab",
     "LabSpec",
@@ -33,14 +34,24 @@ class LatencyProfile(Strict):
         return self
 
 
+class ErrorClimb(Strict):
+    """Errors that climb with load: from the provider's `after`-th request on, `rate` replaces
+    the profile's (an API that holds at a canary's first step and is overloaded at the next)."""
+
+    after: int = Field(ge=0, description="requests the provider serves at the first rate")
+    rate: float = Field(ge=0, le=1)
+
+
 class ErrorProfile(Strict):
-    """How often a request fails, and how: weights over 500, 503, 429 and timeout."""
+    """How often a request fails, and how: weights over 500, 503, 529 (Anthropic's
+    overloaded_error), 429 and timeout."""
 
     rate: float = Field(default=0.0, ge=0, le=1)
-    kinds: dict[Literal["500", "503", "429", "timeout"], float] = Field(
+    kinds: dict[Literal["500", "503", "529", "429", "timeout"], float] = Field(
         default_factory=lambda: {"500": 1.0}
     )
     retry_after: Duration = 1.0
+    climb: ErrorClimb | None = None
 
     @model_validator(mode="after")
     def _weights(self) -> ErrorProfile:
@@ -56,6 +67,11 @@ class TokenProfile(Strict):
 
 class ProviderProfile(Strict):
     name: str = Field(min_length=1)
+    api: Literal["openai", "anthropic"] = Field(
+        default="openai",
+        description="openai: chat completions, embeddings and Ollama's API; anthropic: the "
+        "Messages API (/v1/messages) only, in Anthropic's shapes",
+    )
     port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port")
     latency: LatencyProfile = LatencyProfile()
     errors: ErrorProfile = ErrorProfile()
