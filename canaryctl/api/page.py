@@ -1,5 +1,6 @@
 """The live page at `GET /`: the runs, and the chosen run's weight over time, SLO verdicts and
 the reason of each decision, refreshed every few seconds from the JSON API without reloading.
+The page follows the newest running run (else the newest) until a click on a run pins it.
 
 The chart is the report's own drawing (canaryctl/report/svg.py), sent by the API as SVG with
 each run, so the live page and `canaryctl report` cannot disagree. The page holds no data and
@@ -22,7 +23,7 @@ REFRESH_SECONDS = 2.0
 
 _SCRIPT = """
 const REFRESH_MS = %(refresh_ms)d, COLOURS = %(colours)s;
-let chosen = null, refreshes = 0;
+let chosen = null, pinned = false, refreshes = 0;
 const hash = new URLSearchParams(location.hash.slice(1));
 if (hash.get("token")) {
   sessionStorage.setItem("canaryctl-token", hash.get("token"));
@@ -70,7 +71,7 @@ function showRuns(runs) {
                     when(run.started_at), run.reason]);
     tr.dataset.runId = run.run_id;
     tr.className = "run" + (run.run_id === chosen ? " chosen" : "");
-    tr.onclick = () => { chosen = run.run_id; refresh(); };
+    tr.onclick = () => { chosen = run.run_id; pinned = true; refresh(); };
     table.appendChild(tr);
   }
 }
@@ -101,7 +102,7 @@ function showRun(detail) {
 async function refresh() {
   try {
     const runs = (await api("api/v1/runs?limit=20")).runs;
-    if (chosen === null || !runs.some(r => r.run_id === chosen)) {
+    if (!pinned || !runs.some(r => r.run_id === chosen)) {
       const live = runs.find(r => r.ended_at === null);
       chosen = live ? live.run_id : (runs.length ? runs[0].run_id : null);
     }
