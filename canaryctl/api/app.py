@@ -39,7 +39,14 @@ from canaryctl.controller.store import RunRecord, StateStore
 from canaryctl.errors import CanaryError
 from canaryctl.request_limits import BadJSON, LimitBody, parse_json
 
-__all__ = ["MAX_API_BODY_BYTES", "api_routes", "create_app", "json_errors"]
+__all__ = [
+    "MAX_API_BODY_BYTES",
+    "ClientError",
+    "api_routes",
+    "create_app",
+    "json_errors",
+    "protected_route",
+]
 
 log = logging.getLogger(__name__)
 
@@ -199,25 +206,15 @@ class _Api:
         return [self._route(op, handlers[op.operation_id]) for op in OPERATIONS]
 
     def _route(self, op: Operation, handler: _Handler) -> Route:
-        async def endpoint(request: Request) -> Response:
-            caller = None
-            if op.role is not None:
-                caller = self.tokens.caller(request.headers.get("authorization"))
-                if caller is None:
-                    return _error(401, "a bearer token is needed (Authorization: Bearer TOKEN)",
-                                  {"WWW-Authenticate": "Bearer"})  # fmt: skip
-                if not caller.role.allows(op.role):
-                    return _error(403, f"{caller.name} is a {caller.role}; this needs an {op.role}")
-            try:
-                return await handler(request, caller)
-            except ClientError as exc:
-                return _error(exc.status, str(exc))
-            except CanaryError as exc:
-                log.warning("state store error on %s %s: %s", op.method, op.path, exc)
-                return _error(503, f"the state store failed: {exc}")
-
-        limited = LimitBody(request_response(endpoint), self.max_body_bytes, _render_error)
-        return Route(op.path, limited, methods=[op.method], name=op.operation_id)
+        return protected_route(
+            op.method,
+            op.path,
+            op.role,
+            self.tokens,
+            handler,
+            max_body_bytes=self.max_body_bytes,
+            name=op.operation_id,
+        )
 
     # -- handlers --
 
@@ -311,6 +308,40 @@ class _Api:
             }  # fmt: skip
 
         return JSONResponse(await run_in_threadpool(act))
+
+
+def protected_route(
+    method: str,
+    path: str,
+    role: Role | None,
+    tokens: ApiTokens,
+    handler: _Handler,
+    *,
+    max_body_bytes: int = MAX_API_BODY_BYTES,
+    name: str | None = None,
+) -> Route:
+    """A route whose caller must hold a token of `role` (None: anyone), whose body is limited,
+    and whose ClientError is its 4xx and CanaryError its 503."""
+
+    async def endpoint(request: Request) -> Response:
+        caller = None
+        if role is not None:
+            caller = tokens.caller(request.headers.get("authorization"))
+            if caller is None:
+                return _error(401, "a bearer token is needed (Authorization: Bearer TOKEN)",
+                              {"WWW-Authenticate": "Bearer"})  # fmt: skip
+            if not caller.role.allows(role):
+                return _error(403, f"{caller.name} is a {caller.role}; this needs an {role}")
+        try:
+            return await handler(request, caller)
+        except ClientError as exc:
+            return _error(exc.status, str(exc))
+        except CanaryError as exc:
+            log.warning("state store error on %s %s: %s", method, path, exc)
+            return _error(503, f"the state store failed: {exc}")
+
+    limited = LimitBody(request_response(endpoint), max_body_bytes, _render_error)
+    return Route(path, limited, methods=[method], name=name)
 
 
 def _action(decision: Any) -> dict[str, Any]:
