@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
@@ -19,10 +20,13 @@ from starlette.routing import Route
 
 from canaryctl.api import ApiTokens, create_app
 from canaryctl.api.app import MAX_API_BODY_BYTES
+from canaryctl.chaos.server import BackgroundServer
 from canaryctl.controller import StateStore
 from canaryctl.errors import InvalidInput
 from canaryctl.flags.base import FlagSnapshot
+from canaryctl.runbook import Rollout
 from tests.api_world import OPERATOR, TOKENS, VIEWER, api_server, auth, rolled_back
+from tests.rollout_world import RUNBOOK
 
 Checked = dict[tuple[str, str], set[int]]
 
@@ -62,8 +66,8 @@ class Validated:
         return answer
 
 
-def served_routes(tokens: ApiTokens) -> set[tuple[str, str]]:
-    app = create_app(lambda: StateStore(":memory:"), tokens)
+def served_routes(tokens: ApiTokens, submit: Any = None) -> set[tuple[str, str]]:
+    app = create_app(lambda: StateStore(":memory:"), tokens, submit=submit)
     return {
         (method, route.path)
         for route in app.routes
@@ -81,6 +85,42 @@ def test_the_document_is_valid_openapi_31_and_names_every_route_served(state: Pa
     described = {(m.upper(), p) for p, ops in document["paths"].items() for m in ops}
     assert described == served_routes(TOKENS)
     assert ("POST", "/api/v1/alertmanager") in described
+    assert ("POST", "/api/v1/runs") not in described  # no submit given: not served
+
+
+def test_submit_is_served_and_described_when_the_store_can_submit(state: Path) -> None:
+    filed: list[Rollout] = []
+
+    def submit(rollout: Rollout) -> int:
+        if rollout.metadata.name == "held":
+            raise InvalidInput("flag 'support-bot-model' is still held by run 2")
+        filed.append(rollout)
+        return 3
+
+    runbook = yaml.safe_dump(RUNBOOK)
+    app = create_app(lambda: StateStore(state), TOKENS, submit=submit)
+    with BackgroundServer(app) as server:
+        api = Validated(server.url)
+        runs = "/api/v1/runs"
+        described = {(m.upper(), p) for p, ops in api.document["paths"].items() for m in ops}
+        assert described == served_routes(TOKENS, submit) and ("POST", runs) in described
+        validate_openapi(api.document)
+        made = api.call("POST", runs, runs, content=runbook, headers=auth(OPERATOR))
+        assert made.status_code == 201 and made.json() == {"run_id": 3, "name": "support-bot"}
+        assert filed[0].spec.flag.key == "support-bot-model" and len(filed[0].spec.steps) == 5
+        as_json = api.call("POST", runs, runs, json=RUNBOOK, headers=auth(OPERATOR))
+        assert as_json.status_code == 201 and len(filed) == 2
+        assert api.call("POST", runs, runs, content=runbook, headers=auth(VIEWER)
+                        ).status_code == 403  # fmt: skip
+        broken = yaml.safe_dump({**RUNBOOK, "spec": {**RUNBOOK["spec"], "slos": []}})
+        refused = api.call("POST", runs, runs, content=broken, headers=auth(OPERATOR))
+        assert refused.status_code == 422 and "spec.slos" in refused.json()["error"]
+        held = yaml.safe_dump({**RUNBOOK, "metadata": {"name": "held"}})
+        busy = api.call("POST", runs, runs, content=held, headers=auth(OPERATOR))
+        assert busy.status_code == 409 and "still held by run 2" in busy.json()["error"]
+        binary = api.call("POST", runs, runs, content=b"\xff\xfe", headers=auth(OPERATOR))
+        assert binary.status_code == 400
+    assert len(filed) == 2
 
 
 def test_every_answer_matches_its_schema_and_every_operation_is_exercised(

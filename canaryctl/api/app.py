@@ -36,8 +36,9 @@ from canaryctl.api.page import live_page
 from canaryctl.api.tokens import ApiTokens, Caller, Role
 from canaryctl.controller.phases import Phase
 from canaryctl.controller.store import RunRecord, StateStore
-from canaryctl.errors import CanaryError
+from canaryctl.errors import CanaryError, InvalidDocument, InvalidInput
 from canaryctl.request_limits import BadJSON, LimitBody, parse_json
+from canaryctl.runbook import Rollout, parse_document
 
 __all__ = [
     "MAX_API_BODY_BYTES",
@@ -56,6 +57,10 @@ DEFAULT_LIMIT, MAX_LIMIT = 50, 1000
 
 OpenStore = Callable[[], AbstractContextManager[StateStore]]
 """A new handle on the state store, closed by the caller (StateStore is its own context)."""
+Submit = Callable[[Rollout], int]
+"""Files a validated rollout for a controller to drive and returns its run id; InvalidInput
+when it cannot be (its flag is held by another run). The store's own submit, given by
+`controller serve`; without one, POST /api/v1/runs is neither served nor described."""
 
 
 class _Handler(Protocol):
@@ -136,6 +141,16 @@ OPERATIONS: tuple[Operation, ...] = (
               request_schema="AlertmanagerPayload", tags=("alerts",)),
 )  # fmt: skip
 """Every route the API serves, and all the OpenAPI document says (one table for both)."""
+SUBMIT = Operation(
+    "POST", "/api/v1/runs", "submitRun",
+    "submit a Rollout runbook (YAML or JSON) for a controller to drive", Role.OPERATOR,
+    {201: ("submitted; a controller drives it", "RunSubmitted"),
+     400: ("the body is not UTF-8 text", "Error"),
+     409: ("refused: its flag is held by another run", "Error"), 413: _TOO_BIG[1],
+     422: ("not a valid Rollout: every problem with its field path", "Error"), 503: _STORE[1]},
+    request_schema="Runbook",
+)  # fmt: skip
+"""Served only when `api_routes` is given the store's submit."""
 
 
 def _whole(text: str, highest: int) -> int | None:
@@ -186,12 +201,14 @@ class _Api:
         *,
         now: Callable[[], float],
         max_body_bytes: int,
+        submit: Submit | None,
     ) -> None:
         self.open_store, self.tokens, self.now = open_store, tokens, now
-        self.max_body_bytes = max_body_bytes
+        self.max_body_bytes, self.submit = max_body_bytes, submit
+        self.operations = OPERATIONS if submit is None else (*OPERATIONS, SUBMIT)
         self._alerts_lock = threading.Lock()
         """One webhook at a time, so two copies of one notification file one abort."""
-        self.document = openapi_document(OPERATIONS, _version())
+        self.document = openapi_document(self.operations, _version())
 
     def routes(self) -> list[BaseRoute]:
         handlers: dict[str, _Handler] = {
@@ -202,8 +219,9 @@ class _Api:
             "approveRun": self.approve,
             "abortRun": self.abort,
             "alertmanagerWebhook": self.alertmanager,
+            "submitRun": self.submit_run,
         }
-        return [self._route(op, handlers[op.operation_id]) for op in OPERATIONS]
+        return [self._route(op, handlers[op.operation_id]) for op in self.operations]
 
     def _route(self, op: Operation, handler: _Handler) -> Route:
         return protected_route(
@@ -273,6 +291,29 @@ class _Api:
         return JSONResponse(
             {"request_id": request_id, "run_id": run_id, "kind": kind, "by": by}, status_code=202
         )
+
+    async def submit_run(self, request: Request, caller: Caller | None) -> Response:
+        submit = self.submit
+        assert submit is not None
+        try:
+            text = (await request.body()).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ClientError(400, f"the body is not UTF-8 text (byte {exc.start})") from None
+        try:
+            rollout = parse_document(text, "the request body", expect=Rollout)
+        except InvalidDocument as exc:
+            raise ClientError(422, str(exc)) from None
+
+        def file() -> int:
+            try:
+                return submit(rollout)
+            except InvalidInput as exc:
+                raise ClientError(409, str(exc)) from None
+
+        run_id = await run_in_threadpool(file)
+        assert caller is not None
+        log.info("run %d (%s) submitted by %s", run_id, rollout.metadata.name, caller.name)
+        return JSONResponse({"run_id": run_id, "name": rollout.metadata.name}, status_code=201)
 
     async def alertmanager(self, request: Request, caller: Caller | None) -> Response:
         try:
@@ -358,14 +399,17 @@ def api_routes(
     *,
     now: Callable[[], float] = time.time,
     max_body_bytes: int = MAX_API_BODY_BYTES,
+    submit: Submit | None = None,
 ) -> list[BaseRoute]:
-    """The API's routes (OPERATIONS), each with its own body limit, for the controller's app.
+    """The API's routes (OPERATIONS, and SUBMIT when `submit` is given), each with its own body
+    limit, for the controller's app.
 
     `open_store` gives a new store handle per call, used and closed on one worker thread. Mount
     the routes at the root of the app, with `json_errors` as its exception handlers so that an
     unknown path or method is a JSON 404/405 like every other answer.
     """
-    return _Api(open_store, tokens, now=now, max_body_bytes=max_body_bytes).routes()
+    api = _Api(open_store, tokens, now=now, max_body_bytes=max_body_bytes, submit=submit)
+    return api.routes()
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -384,8 +428,9 @@ def create_app(
     tokens: ApiTokens,
     *,
     now: Callable[[], float] = time.time,
+    submit: Submit | None = None,
     extra_routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
     """The API alone, as an app: for tests and for serving it without a controller."""
-    routes = [*api_routes(open_store, tokens, now=now), *extra_routes]
+    routes = [*api_routes(open_store, tokens, now=now, submit=submit), *extra_routes]
     return Starlette(routes=routes, exception_handlers=json_errors)

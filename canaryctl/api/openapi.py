@@ -166,6 +166,18 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             },
         },
     },
+    "Runbook": {
+        "type": "object",
+        "description": "a Rollout document (`canaryctl schema Rollout`), as JSON or YAML text",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {"kind": {"const": "Rollout"}},
+    },
+    "RunSubmitted": {
+        "type": "object",
+        "required": ["run_id", "name"],
+        "properties": {"run_id": {"type": "integer", "minimum": 1}, "name": {"type": "string"}},
+        "additionalProperties": False,
+    },
     "AlertRef": {
         "type": "object",
         "required": ["alertname", "fingerprint"],
@@ -261,11 +273,10 @@ def openapi_document(operations: Sequence[Operation], version: str) -> dict[str,
         else:
             entry["security"] = []
         if op.request_schema is not None:
-            entry["requestBody"] = {
-                "required": True,
-                "content": {"application/json": {
-                    "schema": {"$ref": f"#/components/schemas/{op.request_schema}"}}},
-            }  # fmt: skip
+            schema = {"schema": {"$ref": f"#/components/schemas/{op.request_schema}"}}
+            media = ("application/json", "application/yaml") if op.request_schema == "Runbook" \
+                else ("application/json",)  # fmt: skip
+            entry["requestBody"] = {"required": True, "content": dict.fromkeys(media, schema)}
         paths.setdefault(op.path, {})[op.method.lower()] = entry
     return {
         "openapi": "3.1.0",
