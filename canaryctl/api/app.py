@@ -429,8 +429,7 @@ def create_app(
     *,
     now: Callable[[], float] = time.time,
     submit: Submit | None = None,
-    extra_routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
     """The API alone, as an app: for tests and for serving it without a controller."""
-    routes = [*api_routes(open_store, tokens, now=now, submit=submit), *extra_routes]
+    routes = api_routes(open_store, tokens, now=now, submit=submit)
     return Starlette(routes=routes, exception_handlers=json_errors)

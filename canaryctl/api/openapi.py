@@ -190,7 +190,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "properties": {
             "aborted": {
                 "type": "array",
-                "description": "runs this payload aborted, with the alert that did it",
+                "description": "runs an abort was filed for, with the alert: the run's driver "
+                "restores its flag within about a second",
                 "items": {"$ref": "#/components/schemas/AlertAction"},
             },
             "repeats": {
