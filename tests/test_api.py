@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +194,25 @@ def test_approve_is_refused_unless_the_run_awaits_approval(state: Path) -> None:
         answer = httpx.post(f"{server.url}/api/v1/runs/2/approve", headers=auth(OPERATOR))
     assert answer.status_code == 409
     assert answer.json() == {"error": "run 2 is paused, not awaiting approval"}
+
+
+@pytest.mark.parametrize(
+    ("failure", "status", "message"),
+    [(InvalidInput("cannot open the state database x: disk I/O error"), 503,
+      "the state store failed: cannot open the state database x"),
+     (sqlite3.OperationalError("database is locked"), 500, "unexpected error")],
+)  # fmt: skip
+def test_a_failing_store_is_a_json_answer_never_a_traceback(
+    tmp_path: Path, failure: Exception, status: int, message: str
+) -> None:
+    def broken() -> StateStore:
+        raise failure
+
+    with BackgroundServer(create_app(broken, TOKENS)) as server:
+        api = Validated(server.url)
+        answer = api.call("GET", "/api/v1/runs", "/api/v1/runs", headers=auth(VIEWER))
+    assert answer.status_code == status and message in answer.json()["error"]
+    assert "Traceback" not in answer.text
 
 
 def test_unknown_paths_and_methods_are_json_4xx(state: Path) -> None:

@@ -7,7 +7,8 @@ its next poll (about a second), so the API never touches a flag itself.
 
 Every answer to a client's mistake is a 4xx with `{"error": ...}`: a body past the size limit,
 JSON that is not JSON, a run id that is not one, a missing or unknown token (401), a viewer
-asking for an operator's action (403). A state store that fails is a 503 naming it. Store calls
+asking for an operator's action (403). A state store that fails is a 503 naming it; anything
+unexpected is logged and answered as a JSON 500. Store calls
 run on Starlette's thread pool, each opening its own store handle (SQLite handles belong to one
 thread), so a slow database never blocks the event loop.
 """
@@ -380,6 +381,9 @@ def protected_route(
         except CanaryError as exc:
             log.warning("state store error on %s %s: %s", method, path, exc)
             return _error(503, f"the state store failed: {exc}")
+        except Exception:  # a bug, or a store driver's own error: logged, answered in JSON
+            log.exception("unexpected error on %s %s", method, path)
+            return _error(500, "unexpected error; the controller's log has the details")
 
     limited = LimitBody(request_response(endpoint), max_body_bytes, _render_error)
     return Route(path, limited, methods=[method], name=name)

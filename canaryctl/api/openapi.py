@@ -242,6 +242,8 @@ class Operation:
 def _responses(operation: Operation) -> dict[str, Any]:
     answers: dict[str, Any] = {}
     statuses = dict(operation.responses)
+    statuses.setdefault(500, ("unexpected: a bug, or the store driver's own error (logged)",
+                              "Error"))  # fmt: skip
     if operation.role is not None:
         statuses.setdefault(401, ("no token, or not one of CANARYCTL_API_TOKENS", "Error"))
         if operation.role is Role.OPERATOR:
