@@ -260,11 +260,28 @@ def test_tokens_read_from_the_environment_and_bad_entries_named_not_quoted() -> 
         assert message in str(raised.value) and secret not in str(raised.value)
 
 
-_BODIES = st.one_of(st.binary(max_size=300), st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
-        st.sampled_from(["alerts", "status", "labels", "fingerprint", "version", "x"]), inner,
-        max_size=4), max_leaves=20).map(lambda v: json.dumps(v).encode()))  # fmt: skip
+_SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False,
+    allow_infinity=False) | st.text(max_size=20)  # fmt: skip
+
+
+def _containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+
+
+_ANY_JSON = st.recursive(_SCALARS, _containers, max_leaves=20)
+_ALERT = st.fixed_dictionaries({}, optional={
+    "status": st.sampled_from(["firing", "resolved", "pending"]) | _SCALARS,
+    "labels": st.dictionaries(st.sampled_from(["alertname", "route", "x"]),
+                              st.sampled_from(["LLMHighErrorRate", "support-bot"]) | _SCALARS,
+                              max_size=3) | _SCALARS,
+    "fingerprint": st.text(max_size=200) | _SCALARS,
+})
+_BODIES = st.one_of(
+    st.binary(max_size=300),
+    _ANY_JSON.map(lambda v: json.dumps(v).encode()),
+    st.fixed_dictionaries({}, optional={"alerts": st.lists(_ALERT, max_size=3) | _ANY_JSON,
+                                        "version": _SCALARS}).map(lambda v: json.dumps(v).encode()),
+)  # fmt: skip
 
 
 def test_any_webhook_body_is_answered_200_or_400(state: Path) -> None:
