@@ -49,6 +49,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Eval the canary against the baseline, check live SLOs and cost: exit 0 to promote.",
     ),
     "gateway": ("canaryctl.cli.gateway:gateway", "Run the reference gateway."),
+    "guard": (
+        "canaryctl.cli.guard:guard",
+        "Watch a flag between rollouts; move it to its safe variation when an SLO fails.",
+    ),
     "lab": ("canaryctl.cli.lab:lab", "Run simulated providers behind the gateway."),
     "report": (
         "canaryctl.cli.report:report",

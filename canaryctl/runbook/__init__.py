@@ -1,9 +1,10 @@
-"""Documents (YAML, apiVersion canaryctl/v1): Rollout, Gateway, Lab, MetricProfile and
-ChaosScenario, strictly validated."""
+"""Documents (YAML, apiVersion canaryctl/v1): Rollout, Gateway, Lab, MetricProfile,
+ChaosScenario and Guard, strictly validated."""
 
 from canaryctl.runbook.common import API_VERSION, Duration, parse_duration
 from canaryctl.runbook.gate import EvalSpec, GateSpec
 from canaryctl.runbook.gateway import Gateway, GatewaySpec, ModelSpec, RouteSpec
+from canaryctl.runbook.guard import Guard, GuardSpec
 from canaryctl.runbook.lab import Lab, LabSpec, ProviderProfile, TrafficSpec
 from canaryctl.runbook.loader import KINDS, Document, json_schema, load_document, parse_document
 from canaryctl.runbook.notify import NotifySpec
@@ -35,6 +36,8 @@ __all__ = [
     "GateSpec",
     "Gateway",
     "GatewaySpec",
+    "Guard",
+    "GuardSpec",
     "Lab",
     "LabSpec",
     "LaunchDarklyFlagSpec",

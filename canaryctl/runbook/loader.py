@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from canaryctl.errors import InvalidDocument, Problem
 from canaryctl.runbook.gateway import Gateway
+from canaryctl.runbook.guard import Guard
 from canaryctl.runbook.lab import Lab
 from canaryctl.runbook.profile import MetricProfile
 from canaryctl.runbook.reading import MAX_DEPTH, read_text
@@ -33,7 +34,7 @@ T = TypeVar("T", bound=BaseModel)
 _SUB_PATH = re.compile(
     r"^(?P<path>[a-z_]+(\[\d+\])*(\.[a-z_]+(\[\d+\])*)*): (?P<message>.*)$", re.S
 )
-Document = Rollout | Gateway | Lab | MetricProfile | ChaosScenario
+Document = Rollout | Gateway | Lab | MetricProfile | ChaosScenario | Guard
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 """libyaml when it is there: ten times faster on a large file than the pure-Python loader."""
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -47,6 +48,7 @@ KINDS: dict[str, type[BaseModel]] = {
     "Lab": Lab,
     "MetricProfile": MetricProfile,
     "ChaosScenario": ChaosScenario,
+    "Guard": Guard,
 }
 
 

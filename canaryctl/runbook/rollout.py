@@ -15,6 +15,7 @@ from pydantic import (
     model_validator,
 )
 
+from canaryctl.runbook.alerts import AlertMatchers
 from canaryctl.runbook.common import (
     API_VERSION,
     DocPath,
@@ -393,6 +394,8 @@ class RolloutSpec(Strict):
     on_promote: list[Hook] = Field(default_factory=list)
     notify: list[NotifySpec] = Field(default_factory=list)
     gate: GateSpec | None = None
+    abort_on: AlertMatchers
+    """Alerts posted to the controller's /api/v1/alertmanager that abort this run."""
 
     @model_validator(mode="after")
     def _steps_make_sense(self) -> RolloutSpec:
