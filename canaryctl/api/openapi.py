@@ -116,6 +116,21 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "window_start": {"type": "number"},
             "window_end": {"type": "number"},
             "checks": {"type": "array", "items": {"$ref": "#/components/schemas/Check"}},
+            "baseline": {"type": "string", "description": "the baseline variant's name"},
+            "canary": {"type": "string", "description": "the canary variant's name"},
+            "since": {"type": "number", "description": "when the judged window began"},
+            "observation": {
+                "type": "object",
+                "description": "the counts judged, per variant (what `canaryctl backtest --run` "
+                "judges again); absent from runs journaled before counts were kept",
+                "required": ["start", "end", "variants", "slo_values"],
+                "properties": {
+                    "start": {"type": "number"},
+                    "end": {"type": "number"},
+                    "variants": {"type": "object"},
+                    "slo_values": {"type": "object"},
+                },
+            },
         },
         "additionalProperties": False,
     },
