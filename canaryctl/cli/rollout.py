@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import click
@@ -101,7 +100,7 @@ def _observers(output: str | None, metrics_port: int | None) -> Iterator[list[Ro
 @_metrics_port_option
 def run_command(
     runbook: str,
-    state_path: Path,
+    state_path: str,
     output: str | None,
     dry_run: bool,
     from_current: bool,
@@ -194,7 +193,7 @@ def _dry_run(document: Rollout, output: str | None, *, from_current: bool) -> No
 @output_option
 @_metrics_port_option
 def resume_command(
-    run_id: int, runbook: str | None, state_path: Path, output: str | None, metrics_port: int | None
+    run_id: int, runbook: str | None, state_path: str, output: str | None, metrics_port: int | None
 ) -> None:
     """Continue a run whose process died; the current step's hold restarts from scratch."""
     existing_state(state_path)
@@ -210,7 +209,7 @@ def _find(store: StateStore, run_id: int | None) -> RunRecord:
     record = store.latest_run() if run_id is None else store.run(run_id)
     if record is None:
         which = "no runs" if run_id is None else f"no run {run_id}"
-        raise InvalidInput(f"{which} in {store.path}")
+        raise InvalidInput(f"{which} in {store.where}")
     return record
 
 
@@ -224,7 +223,7 @@ def _when(epoch: float | None) -> str:
 @click.argument("run_id", type=int, required=False)
 @_state_option
 @output_option
-def status_command(run_id: int | None, state_path: Path, output: str | None) -> None:
+def status_command(run_id: int | None, state_path: str, output: str | None) -> None:
     """Where a run stands (the latest if no RUN_ID), with its last verdict and recent events."""
     existing_state(state_path)
     with StateStore(state_path) as store:
@@ -258,7 +257,7 @@ def status_command(run_id: int | None, state_path: Path, output: str | None) -> 
 @_state_option
 @output_option
 @click.option("--limit", type=int, default=20, show_default=True)
-def list_command(state_path: Path, output: str | None, limit: int) -> None:
+def list_command(state_path: str, output: str | None, limit: int) -> None:
     """Recent runs, newest first."""
     existing_state(state_path)
     with StateStore(state_path) as store:
@@ -281,7 +280,7 @@ def _requester() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-def _request(state_path: Path, run_id: int, kind: str, output: str | None) -> None:
+def _request(state_path: str, run_id: int, kind: str, output: str | None) -> None:
     existing_state(state_path)
     with StateStore(state_path) as store:
         record = _find(store, run_id)
@@ -304,7 +303,7 @@ def _request(state_path: Path, run_id: int, kind: str, output: str | None) -> No
 @click.argument("run_id", type=int)
 @_state_option
 @output_option
-def abort_command(run_id: int, state_path: Path, output: str | None) -> None:
+def abort_command(run_id: int, state_path: str, output: str | None) -> None:
     """Ask a running rollout to restore its flag and stop (its exit code will be 1)."""
     _request(state_path, run_id, "abort", output)
 
@@ -313,6 +312,6 @@ def abort_command(run_id: int, state_path: Path, output: str | None) -> None:
 @click.argument("run_id", type=int)
 @_state_option
 @output_option
-def approve_command(run_id: int, state_path: Path, output: str | None) -> None:
+def approve_command(run_id: int, state_path: str, output: str | None) -> None:
     """Let a rollout waiting at a `pause: approval` step go on."""
     _request(state_path, run_id, "approve", output)

@@ -16,11 +16,17 @@ changed. With `from_current`, a flag already splitting traffic between the basel
 canary is taken as it is: the split becomes the state a rollback restores, and the run begins at
 the first `set_weight` above the current canary weight (every step before it is skipped).
 
+One process drives a run at a time: it holds the run's lease in the state database
+(canaryctl/controller/lease.py), checked before every flag write. A run whose lease is lost, or
+that a controller hands back on SIGTERM, raises RunReleased out of the runner with the flag left
+where it is, for its next driver to continue from the journal.
+
 The run claims its flag (FlagStore.claim) before it reads it and releases the claim when it ends,
 however it ends; a process that dies leaves the claim, which `resume` re-takes (the claim's token
 is journaled as the `flag_claimed` event) and which refuses any new run until then.
 
-Resume (after a crash: the process died without reaching `finally`) reads the flag back. If it is
+Resume (after a crash: the process died without reaching `finally`; or a controller taking over
+a dead controller's run) first takes the run's lease, then reads the flag back. If it is
 where the journal says we left it, or where a write journaled as in flight was taking it, the run
 continues from the stored step; a hold restarts from scratch with a fresh analysis window,
 because the dead process's observations are lost and the canary must prove itself again. If the
@@ -36,7 +42,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -46,6 +52,7 @@ from canaryctl.analysis import Verdict, assess
 from canaryctl.controller.clock import Clock, SystemClock
 from canaryctl.controller.events import ObserverFanout, RolloutObserver, RunInfo
 from canaryctl.controller.hooks import HookRunner, check_hook_urls
+from canaryctl.controller.lease import DEFAULT_LEASE_TTL, Leases, RunReleased
 from canaryctl.controller.phases import Phase
 from canaryctl.controller.result import EXIT_CODES, RunResult
 from canaryctl.controller.step import (
@@ -73,7 +80,7 @@ from canaryctl.controller.step import (
     plan,
     tick,
 )
-from canaryctl.controller.store import RunRecord, StateStore
+from canaryctl.controller.store import StateStore
 from canaryctl.errors import (
     CanaryError,
     FlagBackendError,
@@ -83,7 +90,7 @@ from canaryctl.errors import (
     InvalidInput,
     MetricsBackendError,
 )
-from canaryctl.flags.base import FlagClaim, FlagSnapshot, FlagStore, Split, process_alive
+from canaryctl.flags.base import FlagClaim, FlagSnapshot, FlagStore, Split
 from canaryctl.metrics.base import MetricsSource
 from canaryctl.redact import redact_document, redact_url
 from canaryctl.runbook.loader import load_document
@@ -148,8 +155,10 @@ class RolloutRunner:
         chaos: ChaosPlayer | None = None,
         from_current: bool = False,
         break_claim: bool = False,
+        leases: Leases | None = None,
     ) -> None:
         self.rollout = rollout
+        self.leases = leases if leases is not None else Leases(store)
         self.flags, self.metrics, self.store, self.clock = flags, metrics, store, clock
         self.hooks = hooks if hooks is not None else HookRunner()
         self.poll_interval = poll_interval
@@ -170,11 +179,12 @@ class RolloutRunner:
 
     # -- entry points --
 
-    def run(self) -> RunResult:
-        """Preflight, journal the run, then tick until promoted or restored."""
-        self._ensure_flag_is_free()
+    def run(self, submitted: int | None = None) -> RunResult:
+        """Preflight, journal the run, then tick until promoted or restored. `submitted`: the
+        id of a run submitted for a controller (its lease already ours), journaled there."""
+        self._ensure_flag_is_free(submitted)
         self._scenarios = _load_scenarios(self.rollout)
-        claim = self._new_claim(uuid.uuid4().hex, None)
+        claim = self._new_claim(self._claim_token(submitted), None)
         self.flags.claim(claim, take_over=self._break_claim)
         try:
             prior = self.flags.snapshot()
@@ -184,7 +194,7 @@ class RolloutRunner:
             baseline = self.flags.variants(prior)[0]
             ensure_baseline_has_traffic(self.rollout, self.metrics, self.clock, baseline)
             self._prior, self._version = prior, prior.version
-            self._journal_run(prior)
+            self._journal_run(prior, submitted)
         except BaseException:
             with contextlib.suppress(CanaryError):  # the refusal matters more than the cleanup
                 self.flags.release(claim)
@@ -198,35 +208,75 @@ class RolloutRunner:
         self._observers.on_phase(self._run_id, self._state.phase, "")
         return self._drive(None)
 
-    def _journal_run(self, prior: FlagSnapshot) -> None:
+    def _journal_run(self, prior: FlagSnapshot, submitted: int | None) -> None:
+        host, pid, now = socket.gethostname(), os.getpid(), self.clock.now()
+        phase, state = self._state.phase.value, self._state.to_dict()
+        if submitted is not None:
+            self._run_id = submitted
+            self.store.begin_submitted(
+                submitted,
+                host=host,
+                pid=pid,
+                version=_canaryctl_version(),
+                started_at=now,
+                prior_flag=prior,
+                phase=phase,
+                state=state,
+            )
+            return
         self._run_id = self.store.create_run(
             name=self.rollout.metadata.name,
             runbook=self.rollout.model_dump(mode="json", by_alias=True),
-            host=socket.gethostname(),
-            pid=os.getpid(),
+            host=host,
+            pid=pid,
             version=_canaryctl_version(),
-            started_at=self.clock.now(),
+            started_at=now,
             prior_flag=prior,
-            phase=self._state.phase.value,
-            state=self._state.to_dict(),
+            phase=phase,
+            state=state,
+            owner=self.leases.owner,
+            lease_until=self.leases.until(),
         )
+        self.leases.adopt(self._run_id)
+
+    def _claim_token(self, submitted: int | None) -> str:
+        """A fresh token; a submitted run journals its token before claiming, so a controller
+        that takes over a preflight cut short by a crash claims the flag as the same run."""
+        token = uuid.uuid4().hex
+        if submitted is None:
+            return token
+        journaled = self.store.events(submitted, "flag_claim_token")
+        if journaled:
+            return str(journaled[-1].data["token"])
+        self.store.record_event(
+            submitted, "flag_claim_token", {"token": token}, at=self.clock.now()
+        )
+        return token
 
     def _new_claim(self, token: str, run_id: int | None) -> FlagClaim:
         return FlagClaim(
             token=token,
             run_id=run_id,
-            state=str(self.store.path.resolve()),
+            state=self._state_name(),
             host=socket.gethostname(),
             pid=os.getpid(),
             at=self.clock.now(),
         )
 
-    def _ensure_flag_is_free(self) -> None:
+    def _state_name(self) -> str:
+        """The state database as a claim names it: a SQLite file's full path, else the URL
+        without its credentials."""
+        path = self.store.path
+        return str(path.resolve()) if path is not None else self.store.where
+
+    def _ensure_flag_is_free(self, submitted: int | None) -> None:
         """A run left mid-way owns its flag: starting another would save a half-moved split as
         the state to restore."""
         # Compared as stored: the journal keeps URLs redacted (a base_url's credentials).
         flag = redact_document(self.rollout.spec.flag.model_dump(mode="json", by_alias=True))
         for other in self.store.unfinished_runs():
+            if other.id == submitted:
+                continue
             if _flag_identity(other.runbook["spec"]["flag"]) == _flag_identity(flag):
                 raise InvalidInput(
                     f"flag '{flag['key']}' is still held by run {other.id} ('{other.name}', "
@@ -238,15 +288,17 @@ class RolloutRunner:
         """Continue an unfinished run from its stored state; see the module docstring."""
         record = self.store.run(run_id)
         if record is None:
-            raise InvalidInput(f"no run {run_id} in {self.store.path}")
+            raise InvalidInput(f"no run {run_id} in {self.store.where}")
         if record.finished:
             raise InvalidInput(f"run {run_id} already ended: {record.outcome}")
+        if record.prior_flag is None:
+            raise InvalidInput(f"run {run_id} was submitted and never began: nothing to resume")
         self._run_id, self._prior = run_id, record.prior_flag
         self._state = RolloutState.from_dict(record.state)
         self._version = record.flag_version
         in_flight = [e for e in self.store.events(run_id, "flag_changed") if e.result is None]
         self._in_flight = in_flight[-1].data["target_canary"] if in_flight else None
-        _ensure_not_driven_elsewhere(record)
+        self.leases.take(record)
         self._scenarios = _load_scenarios(self.rollout)
         if not self.store.claim(
             record, host=socket.gethostname(), pid=os.getpid(), at=self.clock.now()
@@ -281,6 +333,8 @@ class RolloutRunner:
     def _drive(self, event: Event | None) -> RunResult:
         try:
             return self._loop(event)
+        except RunReleased:
+            raise  # another driver continues: the flag stays where it is
         except (KeyboardInterrupt, Interrupted):
             return self._stop("interrupted", "interrupted (Ctrl-C or SIGTERM)", restore=True)
         except FlagConflict as exc:
@@ -449,6 +503,7 @@ class RolloutRunner:
     def _write(self, action: str, target_canary: float) -> FlagSnapshot:
         """Journal the intent, write with the version we expect, then journal the result."""
         run = f"canaryctl run {self._run_id} ({self.rollout.metadata.name})"
+        self.leases.ensure(self._run_id)
         before = self._split
         event_id = self.store.begin_event(
             self._run_id,
@@ -572,6 +627,7 @@ class RolloutRunner:
                 final_split=None if final is None else _split_dict(final),
             )
         finally:
+            self.leases.forget(self._run_id)
             self._release()
         self._notify(result)
         self._observers.on_finish(result)
@@ -662,7 +718,7 @@ def run_rollout(
     hooks = HookRunner()
     notifiers = _notifiers(rollout)
     try:
-        with StateStore(state_path) as store:
+        with StateStore(state_path) as store, _heartbeat(store) as leases:
             runner = RolloutRunner(
                 rollout,
                 flags=flags,
@@ -673,6 +729,7 @@ def run_rollout(
                 hooks=hooks,
                 from_current=from_current,
                 break_claim=break_claim,
+                leases=leases,
             )
             return runner.run()
     finally:
@@ -698,10 +755,10 @@ def resume_rollout(
     hooks = HookRunner()
     notifiers: list[WebhookNotifier] = []
     try:
-        with StateStore(state_path) as store:
+        with StateStore(state_path) as store, _heartbeat(store) as leases:
             record = store.run(run_id)
             if record is None:
-                raise InvalidInput(f"no run {run_id} in {state_path}")
+                raise InvalidInput(f"no run {run_id} in {store.where}")
             if rollout is None:
                 rollout = _stored_rollout(record.runbook)
             elif rollout.metadata.name != record.name:
@@ -719,12 +776,23 @@ def resume_rollout(
                 clock=clock,
                 observers=[*observers, *notifiers],
                 hooks=hooks,
+                leases=leases,
             )
             return runner.resume(run_id)
     finally:
         hooks.close()
         for notifier in notifiers:
             notifier.close()
+
+
+@contextlib.contextmanager
+def _heartbeat(store: StateStore) -> Iterator[Leases]:
+    """This process's lease on its one run, renewed while the run lasts."""
+    leases = Leases(store, ttl=DEFAULT_LEASE_TTL).start()
+    try:
+        yield leases
+    finally:
+        leases.close()
 
 
 def _notifiers(rollout: Rollout) -> list[WebhookNotifier]:
@@ -850,20 +918,6 @@ def _where(rollout: Rollout) -> str:
         selector = ",".join(f'{k}="{v}"' for k, v in sorted(spec.selector.items()))
         return f"{route}, selector {{{selector}}} in Prometheus at {redact_url(spec.url)}"
     return f"{route} at {', '.join(redact_url(t) for t in spec.targets)}"
-
-
-def _ensure_not_driven_elsewhere(record: RunRecord) -> None:
-    """Two controllers on one flag would fight: refuse to resume a run whose owner still lives.
-
-    Liveness can only be checked on this host; a run owned by another host is taken over, as
-    the operator asked (they can see the owner in `rollout status`).
-    """
-    if record.pid == os.getpid() or not process_alive(record.host, record.pid):
-        return
-    raise InvalidInput(
-        f"run {record.id} is still driven by process {record.pid} on {record.host}: "
-        f"stop that process (its flag is restored) or `canaryctl rollout abort {record.id}`"
-    )
 
 
 def _stored_rollout(runbook: dict[str, Any]) -> Rollout:
