@@ -34,6 +34,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "canaryctl.cli.chaos:chaos",
         "Inject faults into a provider through the fault proxy; run chaos scenarios.",
     ),
+    "controller": (
+        "canaryctl.cli.controller:controller",
+        "Drive every rollout submitted to a shared state database.",
+    ),
     "demo": (
         "canaryctl.cli.demo:demo",
         "Roll out a bad canary (rolled back) and a good one (promoted) against a simulated lab.",

@@ -98,6 +98,11 @@ def _observers(output: str | None, metrics_port: int | None) -> Iterator[list[Ro
     help="take over a claim on the flag left by a run whose process is gone",
 )
 @_metrics_port_option
+@click.option(
+    "--detach",
+    is_flag=True,
+    help="submit the run for `canaryctl controller serve` to drive, print its id, exit 0",
+)
 def run_command(
     runbook: str,
     state_path: str,
@@ -106,9 +111,18 @@ def run_command(
     from_current: bool,
     break_claim: bool,
     metrics_port: int | None,
+    detach: bool,
 ) -> None:
     """Run a rollout to its end: promoted (exit 0) or rolled back (exit 1)."""
     document = load_document(runbook, expect=Rollout)
+    if detach:
+        _submit(
+            document,
+            state_path,
+            output,
+            dry_run or from_current or break_claim or metrics_port is not None,
+        )
+        return
     if dry_run:
         _dry_run(document, output, from_current=from_current)
         return
@@ -121,6 +135,26 @@ def run_command(
             break_claim=break_claim,
         )
     _end(result)
+
+
+def _submit(document: Rollout, state_path: str, output: str | None, other_options: bool) -> None:
+    from canaryctl.controller.runner import submit_rollout
+
+    if other_options:
+        raise click.UsageError(
+            "--detach submits the runbook as it is: --dry-run, --from-current, --break-claim "
+            "and --metrics-port belong to a run this command drives itself"
+        )
+    run_id, where = submit_rollout(document, state_path=state_path)
+    if wants_json(output):
+        click.echo(json.dumps({"event": "submitted", "run_id": run_id, "state": where}))
+        return
+    click.echo(run_id)
+    click.echo(
+        f"run {run_id} ({document.metadata.name}) submitted to {where}: a controller "
+        f"(`canaryctl controller serve`) drives it; `canaryctl rollout status {run_id}` follows it",
+        err=True,
+    )
 
 
 def _dry_run(document: Rollout, output: str | None, *, from_current: bool) -> None:

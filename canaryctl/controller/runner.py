@@ -41,6 +41,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
@@ -104,9 +105,13 @@ if TYPE_CHECKING:
 __all__ = [
     "RolloutRunner",
     "ensure_baseline_has_traffic",
+    "notifiers_for_run",
     "resume_rollout",
     "run_rollout",
+    "runbook_backends",
     "starting_state",
+    "stored_rollout",
+    "submit_rollout",
 ]
 
 log = logging.getLogger(__name__)
@@ -676,8 +681,11 @@ class RolloutRunner:
         )
 
 
-def _adapters(
-    rollout: Rollout, clock: Clock, flags: FlagStore | None, metrics: MetricsSource | None
+def runbook_backends(
+    rollout: Rollout,
+    clock: Clock,
+    flags: FlagStore | None = None,
+    metrics: MetricsSource | None = None,
 ) -> tuple[FlagStore, MetricsSource]:
     """The runbook's own backends unless given; imported here so the fakes need no backends."""
     if flags is None:
@@ -714,9 +722,9 @@ def run_rollout(
     `break_claim`: see RolloutRunner's module docstring and FlagStore.claim."""
     clock = clock if clock is not None else SystemClock()
     check_hook_urls(rollout.spec)
-    flags, metrics = _adapters(rollout, clock, flags, metrics)
+    flags, metrics = runbook_backends(rollout, clock, flags, metrics)
     hooks = HookRunner()
-    notifiers = _notifiers(rollout)
+    notifiers = notifiers_for_run(rollout)
     try:
         with StateStore(state_path) as store, _heartbeat(store) as leases:
             runner = RolloutRunner(
@@ -736,6 +744,23 @@ def run_rollout(
         hooks.close()
         for notifier in notifiers:
             notifier.close()
+
+
+def submit_rollout(rollout: Rollout, *, state_path: str | Path) -> tuple[int, str]:
+    """Journal `rollout` for a controller to drive (`rollout run --detach`); its id and where.
+    What can be checked without the flag is checked now (exit 2): webhooks, chaos scenarios."""
+    check_hook_urls(rollout.spec)
+    _load_scenarios(rollout)
+    with StateStore(state_path) as store:
+        run_id = store.submit_run(
+            name=rollout.metadata.name,
+            runbook=rollout.model_dump(mode="json", by_alias=True),
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            version=_canaryctl_version(),
+            at=time.time(),
+        )
+        return run_id, store.where
 
 
 def resume_rollout(
@@ -760,14 +785,14 @@ def resume_rollout(
             if record is None:
                 raise InvalidInput(f"no run {run_id} in {store.where}")
             if rollout is None:
-                rollout = _stored_rollout(record.runbook)
+                rollout = stored_rollout(record.runbook)
             elif rollout.metadata.name != record.name:
                 raise InvalidInput(
                     f"run {run_id} is '{record.name}', not '{rollout.metadata.name}'"
                 )
             check_hook_urls(rollout.spec)
-            flags, metrics = _adapters(rollout, clock, flags, metrics)
-            notifiers = _notifiers(rollout)
+            flags, metrics = runbook_backends(rollout, clock, flags, metrics)
+            notifiers = notifiers_for_run(rollout)
             runner = RolloutRunner(
                 rollout,
                 flags=flags,
@@ -795,7 +820,7 @@ def _heartbeat(store: StateStore) -> Iterator[Leases]:
         leases.close()
 
 
-def _notifiers(rollout: Rollout) -> list[WebhookNotifier]:
+def notifiers_for_run(rollout: Rollout) -> list[WebhookNotifier]:
     """The runbook's `notify:` webhooks, closed (drained, bounded) once the flag is safe."""
     from canaryctl.notify import notifiers_for
 
@@ -920,7 +945,7 @@ def _where(rollout: Rollout) -> str:
     return f"{route} at {', '.join(redact_url(t) for t in spec.targets)}"
 
 
-def _stored_rollout(runbook: dict[str, Any]) -> Rollout:
+def stored_rollout(runbook: dict[str, Any]) -> Rollout:
     """The journal's redacted copy as a runbook: a webhook stored by its origin alone would
     post to the wrong place, so only `url_env` webhooks are kept, without their headers."""
     spec = runbook.get("spec", {})
