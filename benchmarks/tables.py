@@ -48,6 +48,7 @@ BENCHMARKS = {
     "benchmarks/results/eval_throughput.json": "python benchmarks/eval_throughput.py",
     "benchmarks/results/demo_duration.json": "python benchmarks/demo_duration.py",
     "benchmarks/results/gate_runs.json": "python benchmarks/gate_runs.py",
+    "benchmarks/results/controller_scale.json": "python benchmarks/controller_scale.py",
     "docs/detection.json": "python benchmarks/detection.py > docs/detection.json",
 }
 """Each figure file and the command that writes it (docs/benchmarks.md lists them)."""
@@ -632,6 +633,39 @@ def demo_duration_inline(data: dict[str, Any]) -> str:
     )
 
 
+def controller_scale(data: dict[str, Any]) -> str:
+    rows = []
+    for backend, figures in _results(data).items():
+        scale, takeover = figures["scale"], figures["takeover"]
+        server = scale["server_cpu_share_of_one_core"]
+        rows.append(
+            [
+                backend,
+                f"{num(scale['driving'])} at {num(scale['interval_seconds'])} s",
+                pct(scale["cpu_share_of_one_core"]),
+                "in process" if server is None else pct(server),
+                f"{num(scale['cpu_ms_per_rollout_per_interval'], 1)} ms",
+                num(scale["queries_per_analysis"], 1),
+                f"{num(scale['rss_kib_per_rollout'])} KiB",
+                f"{num(takeover['takeover_median_seconds'], 2)} / "
+                f"{num(takeover['takeover_max_seconds'], 2)} s",
+                f"{num(takeover['kills'])} kills, lease {num(takeover['lease_seconds'])} s",
+            ]
+        )
+    head = [
+        "state",
+        "rollouts driven",
+        "controller CPU (one core)",
+        "database server CPU",
+        "CPU per rollout per interval",
+        "statements per analysis",
+        "memory per rollout",
+        "takeover after SIGKILL, median / max",
+        "takeovers",
+    ]
+    return _table(head, rows, "lrrrrrrrl")
+
+
 def index(_: dict[str, Any] | None = None) -> str:
     """docs/benchmarks.md's list: each figure file, its command, when it was measured, and where
     its tables appear."""
@@ -674,6 +708,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "eval-throughput": eval_throughput,
     "gate-runs": gate_runs,
     "demo-duration-inline": demo_duration_inline,
+    "controller-scale": controller_scale,
 }
 
 

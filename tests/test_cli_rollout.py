@@ -20,7 +20,8 @@ from rich.console import Console
 import canaryctl.controller.runner as runner_module
 from canaryctl.cli import main
 from canaryctl.cli.views import JsonLinesView, LiveView
-from canaryctl.controller import FakeClock, StateStore, run_rollout
+from canaryctl.clock import FakeClock
+from canaryctl.controller import StateStore, run_rollout
 from canaryctl.flags import MemoryFlagStore
 from canaryctl.metrics import Observation, ScriptedMetricsSource, VariantStats
 from canaryctl.runbook import Rollout, load_document

@@ -23,8 +23,8 @@ import pytest
 from rich.console import Console
 
 from canaryctl.cli.views import LiveView
+from canaryctl.clock import FakeClock
 from canaryctl.controller import (
-    FakeClock,
     HookRunner,
     Phase,
     RolloutObserver,

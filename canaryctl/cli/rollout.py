@@ -160,8 +160,8 @@ def _submit(document: Rollout, state_path: str, output: str | None, other_option
 def _dry_run(document: Rollout, output: str | None, *, from_current: bool) -> None:
     """Every preflight check a real run makes but the claim, and nothing else: no journal, no
     write."""
-    from canaryctl.controller.clock import SystemClock
-    from canaryctl.controller.runner import ensure_baseline_has_traffic, starting_state
+    from canaryctl.clock import SystemClock
+    from canaryctl.controller.preflight import ensure_baseline_has_traffic, starting_state
     from canaryctl.flags.factory import flag_store_for
     from canaryctl.metrics.factory import metrics_source_for
 

@@ -38,13 +38,9 @@ from canaryctl.controller.hooks import HookRunner, check_hook_urls
 from canaryctl.controller.lease import DEFAULT_LEASE_TTL, Leases, RunReleased
 from canaryctl.controller.phases import Phase
 from canaryctl.controller.result import EXIT_CODES
-from canaryctl.controller.runner import (
-    RolloutRunner,
-    notifiers_for_run,
-    runbook_backends,
-    stored_rollout,
-)
+from canaryctl.controller.runner import RolloutRunner
 from canaryctl.controller.store import SUBMITTED, RunRecord, StateStore
+from canaryctl.controller.wiring import notifiers_for_run, runbook_backends, stored_rollout
 from canaryctl.errors import CanaryError
 from canaryctl.flags.base import FlagStore
 from canaryctl.metrics.base import MetricsSource

@@ -27,7 +27,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from canaryctl.chaos.client import ChaosClient, token_from_env
 from canaryctl.chaos.journal import Journal
 from canaryctl.chaos.scenario import run_scenario
-from canaryctl.controller.clock import SystemClock
+from canaryctl.clock import SystemClock
 from canaryctl.drills.guard import blocked_by, latest_fire_time, unfinished_rollouts
 from canaryctl.drills.history import DrillHistory, DrillRun
 from canaryctl.errors import CanaryError, InvalidDocument, InvalidInput
