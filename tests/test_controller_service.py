@@ -15,7 +15,7 @@ from prometheus_server import eventually
 from sqlalchemy import text
 
 from canaryctl.controller.runner import submit_rollout
-from canaryctl.controller.service import Controller, ReleasingClock
+from canaryctl.controller.service import Controller, ReleasingClock, RequestInbox
 from canaryctl.controller.store import StateStore, state_engine
 from canaryctl.flags import MemoryFlagStore
 from canaryctl.metrics import Observation, ScriptedMetricsSource, VariantStats
@@ -180,3 +180,40 @@ def test_a_controller_that_loses_a_lease_stops_without_touching_the_flag(
             service.stop()
         assert fleet.canary("support-bot") == 20
         assert store.run(run_id).owner == "other"  # type: ignore[union-attr]
+
+
+def test_an_abort_posted_before_any_controller_took_the_run_moves_nothing(
+    state_location: str,
+) -> None:
+    fleet = Fleet()
+    run_id, _ = submit_rollout(rollout("support-bot"), state_path=state_location)
+    with StateStore(state_location) as store:
+        store.request(run_id, "abort", by="alice", at=time.time())
+        service = controller(store, fleet).start()
+        try:
+            eventually("the run to end", ended(store, [run_id]))
+        finally:
+            service.stop()
+        record = store.run(run_id)
+        assert record is not None and record.outcome == "aborted"
+        assert "aborted by alice" in record.reason
+        assert fleet.flag("support-bot").history == []  # never written
+        assert store.events(run_id, "flag_changed") == []
+
+
+def test_the_inbox_reads_every_runs_requests_in_one_statement(state_location: str) -> None:
+    with StateStore(state_location) as store:
+        ids = [submit_rollout(rollout(f"r{i}"), state_path=state_location)[0] for i in range(3)]
+        store.request(ids[1], "approve", by="bob", at=1.0)
+        inbox = RequestInbox(store, lambda: ids, interval=3600.0)
+        before = store.queries
+        seen = {run_id: [r.kind for r in inbox.pending(run_id)] for run_id in ids}
+        assert seen == {ids[0]: [], ids[1]: ["approve"], ids[2]: []}
+        assert store.queries - before == 1
+        store.request(ids[0], "abort", by="carol", at=2.0)
+        before = store.queries
+        assert inbox.pending(ids[0]) == []  # until the next read, an interval later
+        assert store.queries == before
+        late = ids[2] + 1000  # a run the last read did not cover is read at once
+        assert inbox.pending(late) == [] and store.queries == before + 1
+        assert [r.kind for r in inbox.pending(ids[0])] == ["abort"]

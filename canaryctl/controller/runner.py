@@ -85,7 +85,7 @@ from canaryctl.controller.step import (
     plan,
     tick,
 )
-from canaryctl.controller.store import StateStore
+from canaryctl.controller.store import RequestRecord, StateStore
 from canaryctl.controller.wiring import notifiers_for_run, runbook_backends, stored_rollout
 from canaryctl.controller.writes import FlagWrites, split_dict
 from canaryctl.errors import (
@@ -144,8 +144,13 @@ class RolloutRunner:
         from_current: bool = False,
         break_claim: bool = False,
         leases: Leases | None = None,
+        pending: Callable[[int], list[RequestRecord]] | None = None,
     ) -> None:
         self.rollout = rollout
+        self._pending = pending if pending is not None else store.pending_requests
+        """Where waits look for approve/abort requests: the store, or a controller's inbox that
+        reads them for all its runs at once."""
+        self._handled: set[int] = set()
         self.leases = leases if leases is not None else Leases(store)
         self.flags, self.metrics, self.store, self.clock = flags, metrics, store, clock
         self.hooks = hooks if hooks is not None else HookRunner()
@@ -193,7 +198,8 @@ class RolloutRunner:
         )
         self._observers.on_start(self._info(resumed=False))
         self._observers.on_phase(self._run_id, self._state.phase, "")
-        return self._drive(None)
+        # An abort posted while a submitted run waited for a controller: nothing moves.
+        return self._drive(None if submitted is None else self._next_request(abort_only=True))
 
     def _journal_run(self, prior: FlagSnapshot, submitted: int | None) -> None:
         host, pid, now = socket.gethostname(), os.getpid(), self.clock.now()
@@ -474,13 +480,14 @@ class RolloutRunner:
 
     def _next_request(self, *, abort_only: bool = False) -> Event | None:
         """The oldest pending abort (aborts come first), else the oldest approval."""
-        pending = self.store.pending_requests(self._run_id)
+        pending = [r for r in self._pending(self._run_id) if r.id not in self._handled]
         if abort_only:
             pending = [r for r in pending if r.kind == "abort"]
         if not pending:
             return None
         chosen = next((r for r in pending if r.kind == "abort"), pending[0])
         now = self.clock.now()
+        self._handled.add(chosen.id)
         self.store.mark_handled(chosen.id, at=now)
         request = {"kind": chosen.kind, "by": chosen.requested_by}
         self.store.record_event(self._run_id, "request", request, at=now)
@@ -722,5 +729,3 @@ def _play_scenario(scenario: ChaosScenario) -> ScenarioResult:
     from canaryctl.chaos.scenario import play
 
     return play(scenario)
-
-

@@ -39,14 +39,14 @@ from canaryctl.controller.lease import DEFAULT_LEASE_TTL, Leases, RunReleased
 from canaryctl.controller.phases import Phase
 from canaryctl.controller.result import EXIT_CODES
 from canaryctl.controller.runner import RolloutRunner
-from canaryctl.controller.store import SUBMITTED, RunRecord, StateStore
+from canaryctl.controller.store import SUBMITTED, RequestRecord, RunRecord, StateStore
 from canaryctl.controller.wiring import notifiers_for_run, runbook_backends, stored_rollout
 from canaryctl.errors import CanaryError
 from canaryctl.flags.base import FlagStore
 from canaryctl.metrics.base import MetricsSource
 from canaryctl.runbook.rollout import Rollout
 
-__all__ = ["Controller", "ReleasingClock", "create_app", "serve"]
+__all__ = ["Controller", "ReleasingClock", "RequestInbox", "create_app", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,32 @@ class ReleasingClock:
     def sleep(self, seconds: float) -> None:
         if self._release.wait(max(seconds, 0.0)):
             raise RunReleased("handed back")
+
+
+class RequestInbox:
+    """The approve/abort requests of every run a controller drives, read in one statement per
+    poll interval for all of them instead of one per run: 100 runs polling each second would
+    be 100 statements a second. A run the last read did not cover is read at once, so a run
+    just taken over sees an abort posted while nobody drove it before anything moves."""
+
+    def __init__(self, store: StateStore, runs: Callable[[], list[int]], interval: float) -> None:
+        self._store, self._runs, self._interval = store, runs, interval
+        self._lock = threading.Lock()
+        self._read_at = -float("inf")
+        self._covered: set[int] = set()
+        self._pending: dict[int, list[RequestRecord]] = {}
+
+    def pending(self, run_id: int) -> list[RequestRecord]:
+        with self._lock:
+            stale = time.monotonic() - self._read_at >= self._interval
+            if stale or run_id not in self._covered:
+                runs = {*self._runs(), run_id}
+                found: dict[int, list[RequestRecord]] = {}
+                for request in self._store.pending_requests_of(runs):
+                    found.setdefault(request.run_id, []).append(request)
+                self._pending, self._covered = found, runs
+                self._read_at = time.monotonic()
+            return list(self._pending.get(run_id, []))
 
 
 @dataclass
@@ -99,6 +125,7 @@ class Controller:
         self._observers = list(observers)
         self._drives: dict[int, _Drive] = {}
         self._lock = threading.Lock()
+        self.inbox = RequestInbox(store, self.driving, poll_interval)
         self._stopping = threading.Event()
         self._scanner: threading.Thread | None = None
 
@@ -186,6 +213,7 @@ class Controller:
                 hooks=hooks,
                 poll_interval=self.poll_interval,
                 leases=self.leases,
+                pending=self.inbox.pending,
             )
             if record.phase == SUBMITTED:
                 runner.run(submitted=record.id)

@@ -23,7 +23,7 @@ Nothing secret is stored: the runbook copy goes through the redaction policy
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,7 +156,10 @@ def state_engine(location: str | Path) -> tuple[Engine, str]:
         except OSError as exc:
             raise InvalidInput(f"cannot open the state database {path}: {exc}") from exc
         engine = create_engine(
-            f"sqlite:///{path}", connect_args={"timeout": 10.0, "check_same_thread": False}
+            f"sqlite:///{path}",
+            connect_args={"timeout": 10.0, "check_same_thread": False},
+            pool_size=10,
+            max_overflow=200,  # a controller's runs each take one while they write
         )
         event.listen(engine, "connect", _sqlite_connected)
         event.listen(engine, "begin", _sqlite_begin)
@@ -576,6 +579,17 @@ class StateStore:
             "SELECT id, run_id, kind, at, requested_by FROM requests"
             " WHERE run_id = :run_id AND handled_at IS NULL ORDER BY id",
             run_id=run_id,
+        )
+        return [RequestRecord(**row) for row in rows]
+
+    def pending_requests_of(self, run_ids: Iterable[int]) -> list[RequestRecord]:
+        """`pending_requests` for many runs in one statement (a controller's inbox)."""
+        ids = sorted({int(i) for i in run_ids})
+        if not ids:
+            return []
+        rows = self._rows(
+            "SELECT id, run_id, kind, at, requested_by FROM requests WHERE handled_at IS NULL"
+            " AND run_id IN (" + ", ".join(map(str, ids)) + ") ORDER BY id"
         )
         return [RequestRecord(**row) for row in rows]
 
