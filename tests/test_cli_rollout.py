@@ -380,3 +380,20 @@ def test_a_state_database_from_a_newer_canaryctl_exits_2(world: World) -> None:
     code, output = cli("rollout", "list", "--state", str(world.state))
     assert code == 2
     assert "newer than this canaryctl knows" in output and "Traceback" not in output
+
+
+def test_detach_submits_the_run_for_a_controller_and_moves_nothing(world: World) -> None:
+    state = str(world.state)
+    code, output = cli(
+        "rollout", "run", str(world.runbook), "--detach", "--state", state, "-o", "text"
+    )
+    assert code == 0, output
+    run_id = int(output.splitlines()[0])
+    assert "a controller (`canaryctl controller serve`) drives it" in output
+    code, output = cli("rollout", "status", str(run_id), "--state", state, "-o", "json")
+    assert code == 0 and json.loads(output)["phase"] == "submitted"
+    assert world.canary() == 0 and world.flags.history == []
+    code, output = cli(
+        "rollout", "run", str(world.runbook), "--detach", "--dry-run", "--state", state
+    )
+    assert code == 2 and "--detach submits the runbook as it is" in output
