@@ -50,6 +50,7 @@ BENCHMARKS = {
     "benchmarks/results/demo_duration.json": "python benchmarks/demo_duration.py",
     "benchmarks/results/gate_runs.json": "python benchmarks/gate_runs.py",
     "benchmarks/results/backtest.json": "python benchmarks/backtest.py",
+    "benchmarks/results/controller_scale.json": "python benchmarks/controller_scale.py",
     "docs/detection.json": "python benchmarks/detection.py > docs/detection.json",
 }
 """Each figure file and the command that writes it (docs/benchmarks.md lists them)."""
@@ -717,6 +718,37 @@ def backtest_inline(data: dict[str, Any]) -> str:
         f"{DASH}{num(slowest['wall_seconds'], 1)} s ({num(fastest['rollouts'])}{DASH}"
         f"{num(slowest['rollouts'])} rollouts, `{data['command']}`)"
     )
+def controller_scale(data: dict[str, Any]) -> str:
+    rows = []
+    for backend, figures in _results(data).items():
+        scale, takeover = figures["scale"], figures["takeover"]
+        server = scale["server_cpu_share_of_one_core"]
+        rows.append(
+            [
+                backend,
+                f"{num(scale['driving'])} at {num(scale['interval_seconds'])} s",
+                pct(scale["cpu_share_of_one_core"]),
+                "in process" if server is None else pct(server),
+                f"{num(scale['cpu_ms_per_rollout_per_interval'], 1)} ms",
+                num(scale["queries_per_analysis"], 1),
+                f"{num(scale['rss_kib_per_rollout'])} KiB",
+                f"{num(takeover['takeover_median_seconds'], 2)} / "
+                f"{num(takeover['takeover_max_seconds'], 2)} s",
+                f"{num(takeover['kills'])} kills, lease {num(takeover['lease_seconds'])} s",
+            ]
+        )
+    head = [
+        "state",
+        "rollouts driven",
+        "controller CPU (one core)",
+        "database server CPU",
+        "CPU per rollout per interval",
+        "statements per analysis",
+        "memory per rollout",
+        "takeover after SIGKILL, median / max",
+        "takeovers",
+    ]
+    return _table(head, rows, "lrrrrrrrl")
 
 
 def index(_: dict[str, Any] | None = None) -> str:
@@ -764,6 +796,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "demo-duration-inline": demo_duration_inline,
     "backtest": backtest,
     "backtest-inline": backtest_inline,
+    "controller-scale": controller_scale,
 }
 
 

@@ -9,7 +9,8 @@
     │   ├── FlagBackendError
     │   │   └── FlagConflict: someone else changed the flag during our run; we stop, not fight
     │   ├── MetricsBackendError
-    │   └── ChaosBackendError: the fault proxy's admin API did not answer
+    │   ├── ChaosBackendError: the fault proxy's admin API did not answer
+    │   └── StateBackendError: the state database (SQLite or PostgreSQL) failed
     └── Interrupted (exit 130): Ctrl-C or SIGTERM, after the safe state was restored
 
 Adapters translate third-party exceptions (httpx, ldclient, sqlite3) into these at the edge and
@@ -33,6 +34,7 @@ __all__ = [
     "InvalidInput",
     "MetricsBackendError",
     "Problem",
+    "StateBackendError",
 ]
 
 
@@ -115,6 +117,10 @@ class MetricsBackendError(BackendError):
 
 class ChaosBackendError(BackendError):
     """The fault proxy's admin API could not be reached; a fault left behind ends by its TTL."""
+
+
+class StateBackendError(BackendError):
+    """The state database refused or dropped a statement (its message redacted)."""
 
 
 class Interrupted(CanaryError):

@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterable
+from pathlib import Path
 
 import pytest
 
 
-def require_binary(*names: str, package: str) -> str:
-    """The first of `names` found on PATH; skips, or fails when CI is set, naming `package`."""
+def require_binary(*names: str, package: str, search: Iterable[Path] = ()) -> str:
+    """The first of `names` found on PATH, else in `search` (directories a package keeps off
+    PATH, like PostgreSQL's); skips, or fails when CI is set, naming `package`."""
+    directories = [Path(d) for d in search]
     for name in names:
         path = shutil.which(name)
+        for directory in directories:
+            path = path or shutil.which(name, path=str(directory))
         if path is not None:
             return path
     message = f"{names[0]} is not installed (Debian package {package})"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ import pytest
 from ldclient import LDClient
 from ldclient.config import Config
 from ldclient.integrations import Files
+from postgres_server import PostgresServer, postgres_server
 
 from canaryctl.flags import FileFlagStore
 from canaryctl.runbook.lab import LabSpec
@@ -40,6 +43,27 @@ def _flag_document(variations: list[str], fallthrough: dict[str, Any], version: 
         "trackEvents": False,
     }
     return json.dumps({"flags": {FLAG_KEY: flag}, "segments": {}})
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One real PostgreSQL for the session (each test asks it for a fresh database). Its
+    directory is made here, not under pytest's tmp_path, which `nobody` may not enter."""
+    workdir = Path(tempfile.mkdtemp(prefix="canaryctl-pg-"))
+    try:
+        with postgres_server(workdir) as server:
+            yield server
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty state database of each kind: a SQLite path, then a PostgreSQL URL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "state.db")
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return server.database()
 
 
 @pytest.fixture

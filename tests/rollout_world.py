@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from canaryctl.controller import FakeClock
+from canaryctl.clock import FakeClock
 from canaryctl.flags import MemoryFlagStore
 from canaryctl.metrics import Observation, ScriptedMetricsSource, VariantStats
 from canaryctl.runbook import Rollout, parse_document

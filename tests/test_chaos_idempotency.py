@@ -24,7 +24,7 @@ from canaryctl.chaos.faults import FaultIdTaken
 from canaryctl.chaos.journal import Journal
 from canaryctl.chaos.proxy import create_proxy_app
 from canaryctl.chaos.scenario import run_scenario
-from canaryctl.controller.clock import FakeClock
+from canaryctl.clock import FakeClock
 from canaryctl.errors import ChaosBackendError, InvalidInput
 from canaryctl.metrics.scripted import ScriptedMetricsSource
 from canaryctl.retry import RetryPolicy

@@ -19,7 +19,7 @@ from canaryctl.chaos import BackgroundServer, ChaosClient, FaultTable, RequestFa
 from canaryctl.chaos.faults import draw_delay
 from canaryctl.chaos.proxy import create_proxy_app
 from canaryctl.cli import main
-from canaryctl.controller.clock import FakeClock
+from canaryctl.clock import FakeClock
 from canaryctl.errors import ChaosBackendError, InvalidInput
 from canaryctl.lab.provider import SimulatedProvider
 from canaryctl.retry import RetryPolicy

@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from canaryctl.chaos.journal import Journal, junit_xml
 from canaryctl.chaos.scenario import run_scenario
 from canaryctl.cli import main
-from canaryctl.controller.clock import FakeClock
+from canaryctl.clock import FakeClock
 from canaryctl.errors import Interrupted, MetricsBackendError
 from canaryctl.metrics import Observation, VariantStats
 from canaryctl.metrics.scripted import ScriptedMetricsSource

@@ -13,7 +13,7 @@ import canaryctl.controller.runner as runner_module
 import canaryctl.flags.factory
 import canaryctl.metrics.factory
 from canaryctl.cli import main
-from canaryctl.controller import FakeClock
+from canaryctl.clock import FakeClock
 from canaryctl.flags import MemoryFlagStore
 from canaryctl.metrics import Observation, ScriptedMetricsSource, VariantStats
 

@@ -14,12 +14,14 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from postgres_server import PASSWORD, PostgresServer
 from rich.console import Console
 
 import canaryctl.controller.runner as runner_module
 from canaryctl.cli import main
 from canaryctl.cli.views import JsonLinesView, LiveView
-from canaryctl.controller import FakeClock, StateStore, run_rollout
+from canaryctl.clock import FakeClock
+from canaryctl.controller import StateStore, run_rollout
 from canaryctl.flags import MemoryFlagStore
 from canaryctl.metrics import Observation, ScriptedMetricsSource, VariantStats
 from canaryctl.runbook import Rollout, load_document
@@ -265,6 +267,7 @@ def test_abort_then_resume_of_a_dead_run_restores(world: World, tmp_path: Path) 
     def die() -> None:
         with sqlite3.connect(tmp_path / "first.db") as source, sqlite3.connect(world.state) as dest:
             source.backup(dest)
+            dest.execute("UPDATE runs SET lease_until = 0")  # by now the dead one's lease ran out
         crashed_flags.append(copy.deepcopy(world.flags))
 
     world.clock.call_at(world.clock.now() + 15, die)
@@ -338,3 +341,59 @@ def test_dry_run_makes_the_baseline_check_and_shows_what_from_current_skips(
     assert "1. set_weight 10% (skipped: --from-current)" in output
     assert "3. set_weight 100%\n" in output
     assert world.flags.history == []
+
+
+def test_every_rollout_command_works_on_a_postgresql_state(
+    world: World, postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = postgres.database()
+    monkeypatch.setenv("CANARYCTL_STATE", url)  # the password stays in the environment
+    outputs = []
+    code, output = cli("rollout", "run", str(world.runbook), "-o", "json")
+    outputs.append(output)
+    assert code == 0, output
+    assert json_lines(output)[-1]["outcome"] == "promoted" and world.canary() == 100
+    code, output = cli("rollout", "list", "-o", "json")
+    outputs.append(output)
+    assert [(r["run_id"], r["outcome"]) for r in json_lines(output)] == [(1, "promoted")]
+    code, output = cli("rollout", "status", "1", "-o", "text")
+    outputs.append(output)
+    assert code == 0 and "run 1 support-bot: promoted" in output
+
+    waiting = open_run(url, "awaiting_approval")  # type: ignore[arg-type]
+    for command in ("approve", "abort"):
+        code, output = cli("rollout", command, str(waiting), "-o", "json")
+        outputs.append(output)
+        assert code == 0, output
+    with StateStore(url) as store:
+        assert [r.kind for r in store.pending_requests(waiting)] == ["approve", "abort"]
+    code, output = cli("rollout", "status", "99", "-o", "text")
+    outputs.append(output)
+    assert code == 2 and f"no run 99 in {url.replace(f'postgres:{PASSWORD}@', '')}" in output
+    assert not [o for o in outputs if PASSWORD in o]
+
+
+def test_a_state_database_from_a_newer_canaryctl_exits_2(world: World) -> None:
+    StateStore(world.state).close()
+    with sqlite3.connect(world.state) as db:
+        db.execute("UPDATE schema_version SET version = version + 1")
+    code, output = cli("rollout", "list", "--state", str(world.state))
+    assert code == 2
+    assert "newer than this canaryctl knows" in output and "Traceback" not in output
+
+
+def test_detach_submits_the_run_for_a_controller_and_moves_nothing(world: World) -> None:
+    state = str(world.state)
+    code, output = cli(
+        "rollout", "run", str(world.runbook), "--detach", "--state", state, "-o", "text"
+    )
+    assert code == 0, output
+    run_id = int(output.splitlines()[0])
+    assert "a controller (`canaryctl controller serve`) drives it" in output
+    code, output = cli("rollout", "status", str(run_id), "--state", state, "-o", "json")
+    assert code == 0 and json.loads(output)["phase"] == "submitted"
+    assert world.canary() == 0 and world.flags.history == []
+    code, output = cli(
+        "rollout", "run", str(world.runbook), "--detach", "--dry-run", "--state", state
+    )
+    assert code == 2 and "--detach submits the runbook as it is" in output

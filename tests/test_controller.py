@@ -9,9 +9,11 @@ import copy
 import io
 import json
 import re
+import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,8 +23,8 @@ import pytest
 from rich.console import Console
 
 from canaryctl.cli.views import LiveView
+from canaryctl.clock import FakeClock
 from canaryctl.controller import (
-    FakeClock,
     HookRunner,
     Phase,
     RolloutObserver,
@@ -553,6 +555,8 @@ class Crashed:
         dest = sqlite3.connect(self.state_path)
         with sqlite3.connect(self.h.state_path) as source:
             source.backup(dest)
+        with dest:  # the dead process's lease has run out by the time anyone resumes
+            dest.execute("UPDATE runs SET lease_until = 0")
         dest.close()
         self.flags = copy.deepcopy(self.h.flags)
         self.at = self.h.clock.now()
@@ -606,7 +610,7 @@ def test_resume_adopts_a_write_that_landed_before_the_crash(
             snapshot = super().set_canary_weight(
                 percent, expect_version=expect_version, comment=comment
             )
-            if percent == 50:
+            if percent == 50 and not crash.at:  # once: the resumed copy must not crash too
                 crash.now()  # the write landed; the journal never heard back
             return snapshot
 
@@ -656,15 +660,18 @@ def test_resume_refuses_a_run_whose_owner_still_lives(make: Callable[..., Harnes
     h.run()
     owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        with sqlite3.connect(crash.state_path) as db:
-            db.execute("UPDATE runs SET pid = ? WHERE id = 1", (owner.pid,))
-        with pytest.raises(InvalidInput, match=f"still driven by process {owner.pid}"):
+        alive = f"{socket.gethostname()}:{owner.pid}:cafe"
+        with sqlite3.connect(crash.state_path) as db:  # its lease is fresh, its process alive
+            db.execute(
+                "UPDATE runs SET owner = ?, lease_until = ? WHERE id = 1", (alive, time.time() + 60)
+            )
+        with pytest.raises(InvalidInput, match=f"still driven by {alive}"):
             crash.resume()
         assert crash.flags is not None and len(crash.flags.history) == 2  # untouched
     finally:
         owner.kill()
         owner.wait()
-    result, _ = crash.resume()  # its owner is gone: the run is ours to finish
+    result, _ = crash.resume()  # its owner is gone on this host: its lease is void at once
     assert result.outcome == "promoted"
 
 

@@ -17,7 +17,8 @@ import pytest
 
 from canaryctl.analysis import Check, Evidence, Outcome, Verdict, assess, judge
 from canaryctl.analysis.guard import LEDGER_KEY
-from canaryctl.controller import FakeClock, RolloutRunner, StateStore
+from canaryctl.clock import FakeClock
+from canaryctl.controller import RolloutRunner, StateStore
 from canaryctl.controller.phases import Phase
 from canaryctl.controller.step import (
     AbortRequested,

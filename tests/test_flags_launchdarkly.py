@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from canaryctl.controller import FakeClock, RolloutRunner, StateStore
+from canaryctl.clock import FakeClock
+from canaryctl.controller import RolloutRunner, StateStore
 from canaryctl.errors import (
     FlagBackendError,
     FlagClaimed,

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from canaryctl.chaos.journal import Journal
 from canaryctl.chaos.scenario import run_scenario
 from canaryctl.cli import main
-from canaryctl.controller.clock import FakeClock
+from canaryctl.clock import FakeClock
 from canaryctl.metrics import Observation, VariantStats
 from canaryctl.metrics.scripted import ScriptedMetricsSource
 from tests.test_chaos_scenario import FakeInjector, fake_scenario

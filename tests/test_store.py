@@ -1,11 +1,20 @@
-"""The journal: runs and events round-trip, another terminal sees and talks to a run."""
+"""The journal: runs and events round-trip, another terminal sees and talks to a run; leases keep
+one driver per run; the schema migrates. Every test runs on SQLite and on a real PostgreSQL."""
 
 from __future__ import annotations
 
+import json
+import threading
 from pathlib import Path
 
+import pytest
+from postgres_server import PASSWORD, PostgresServer
+from sqlalchemy import text
+
 from canaryctl.controller import StateStore
-from canaryctl.controller.store import redacted_runbook
+from canaryctl.controller.schema import LATEST, migrate, schema_version
+from canaryctl.controller.store import redacted_runbook, state_engine
+from canaryctl.errors import InvalidInput, StateBackendError
 from canaryctl.flags import FlagSnapshot
 
 PRIOR = FlagSnapshot("support-bot-model", 7, '{"canary_weight": 0}')
@@ -25,8 +34,10 @@ def open_run(store: StateStore) -> int:
     )
 
 
-def test_runs_and_events_round_trip(tmp_path: Path) -> None:
-    with StateStore(tmp_path / "deep" / "state.db") as store:
+def test_runs_and_events_round_trip(state_location: str, tmp_path: Path) -> None:
+    if "://" not in state_location:
+        state_location = str(tmp_path / "deep" / "state.db")  # its directory is made
+    with StateStore(state_location) as store:
         run_id = open_run(store)
         event = store.begin_event(run_id, "flag_changed", {"target_canary": 5}, at=101.0)
         assert store.events(run_id)[0].result is None  # the intent is journaled before acting
@@ -63,8 +74,8 @@ def test_runs_and_events_round_trip(tmp_path: Path) -> None:
         assert store.run(99) is None
 
 
-def test_another_connection_sees_the_run_and_posts_requests(tmp_path: Path) -> None:
-    path = tmp_path / "state.db"
+def test_another_connection_sees_the_run_and_posts_requests(state_location: str) -> None:
+    path = state_location
     with StateStore(path) as runner, StateStore(path) as terminal:
         run_id = open_run(runner)
         runner.save_state(run_id, phase="awaiting_approval", state={}, at=105.0)
@@ -82,7 +93,7 @@ def test_another_connection_sees_the_run_and_posts_requests(tmp_path: Path) -> N
         assert [r.id for r in terminal.runs()] == [run_id]
 
 
-def test_no_secret_reaches_the_runbook_copy(tmp_path: Path) -> None:
+def test_no_secret_reaches_the_runbook_copy(state_location: str) -> None:
     hook = {
         "webhook": {
             "url": "https://user:pw@hooks.test:8443/services/T0/B0/pathsecret?token=s3cret#x",
@@ -94,7 +105,7 @@ def test_no_secret_reaches_the_runbook_copy(tmp_path: Path) -> None:
         "kind": "Rollout",
         "spec": {"on_rollback": [hook], "on_promote": [hook], "metrics": metrics},
     }
-    with StateStore(tmp_path / "state.db") as store:
+    with StateStore(state_location) as store:
         run_id = store.create_run(
             name="x",
             runbook=runbook,
@@ -127,3 +138,171 @@ def test_the_database_is_in_wal_mode(tmp_path: Path) -> None:
     with StateStore(tmp_path / "state.db"):
         mode = sqlite3.connect(tmp_path / "state.db").execute("PRAGMA journal_mode").fetchone()
     assert mode == ("wal",)
+
+
+def _old_database(location: str) -> None:
+    """A database as canaryctl 0.1 left it: schema version 1, one run mid-way."""
+    engine, where = state_engine(location)
+    with engine.begin() as connection:
+        migrate(connection, where, upto=1)
+        connection.execute(
+            text(
+                "INSERT INTO runs (name, runbook, host, pid, version, started_at, updated_at,"
+                " phase, prior_flag, flag_version, state) VALUES ('old', '{}', 'box', 1, '0.1.0',"
+                " 1.5, 1.5, 'paused', :prior, 7, '{\"item\": 1}')"
+            ),
+            {"prior": json.dumps({"key": PRIOR.key, "version": 7, "raw": PRIOR.raw})},
+        )
+    engine.dispose()
+
+
+def test_an_older_database_is_upgraded_and_keeps_its_runs(state_location: str) -> None:
+    _old_database(state_location)
+    with StateStore(state_location) as store:
+        (old,) = store.runs()
+        assert (old.name, old.phase, old.state, old.prior_flag) == (
+            "old",
+            "paused",
+            {"item": 1},
+            PRIOR,
+        )
+        assert old.owner is None and store.take_lease(old.id, "a", now=10.0, ttl=30.0)
+    engine, _ = state_engine(state_location)
+    with engine.connect() as connection:
+        assert schema_version(connection) == LATEST
+    engine.dispose()
+    with StateStore(state_location) as again:  # opening an upgraded database changes nothing
+        assert again.run(old.id) is not None and again.run(old.id).owner == "a"  # type: ignore[union-attr]
+
+
+def test_a_newer_database_is_refused_untouched(state_location: str) -> None:
+    with StateStore(state_location) as store:
+        open_run(store)
+    engine, _ = state_engine(state_location)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE schema_version SET version = :v"), {"v": LATEST + 1})
+    engine.dispose()
+    with pytest.raises(InvalidInput, match=f"schema version {LATEST + 1}, newer than") as caught:
+        StateStore(state_location)
+    assert "upgrade canaryctl" in str(caught.value)
+    assert PASSWORD not in str(caught.value)
+    engine, _ = state_engine(state_location)
+    with engine.connect() as connection:
+        assert schema_version(connection) == LATEST + 1
+        assert connection.execute(text("SELECT COUNT(*) FROM runs")).scalar() == 1
+    engine.dispose()
+
+
+def test_a_lease_keeps_one_driver_until_it_expires(state_location: str) -> None:
+    with StateStore(state_location) as store:
+        run_id = open_run(store)
+        assert store.take_lease(run_id, "ctl-a", now=100.0, ttl=30.0)
+        assert not store.take_lease(run_id, "ctl-b", now=120.0, ttl=30.0)  # a holds it
+        assert store.holds_lease(run_id, "ctl-a", now=120.0)
+        assert store.renew_leases("ctl-a", now=125.0, ttl=30.0) == {run_id}  # the heartbeat
+        assert not store.take_lease(run_id, "ctl-b", now=150.0, ttl=30.0)  # renewed to 155
+        assert store.take_lease(run_id, "ctl-b", now=156.0, ttl=30.0)  # a stopped beating
+        assert not store.holds_lease(run_id, "ctl-a", now=156.0)
+        assert store.renew_leases("ctl-a", now=157.0, ttl=30.0) == set()  # a learns it lost
+        store.release_lease(run_id, "ctl-a")  # a's late hand-back changes nothing
+        assert store.run(run_id).owner == "ctl-b"  # type: ignore[union-attr]
+        store.release_lease(run_id, "ctl-b")  # b hands it back: free at once
+        assert store.take_lease(run_id, "ctl-c", now=158.0, ttl=30.0)
+        owners = [e.data for e in store.events(run_id, "lease")]
+        assert owners == [
+            {"owner": "ctl-a", "previous": None},
+            {"owner": "ctl-b", "previous": "ctl-a"},
+            {"owner": "ctl-c", "previous": None},
+        ]
+        store.finish_run(
+            run_id,
+            phase="promoted",
+            outcome="promoted",
+            reason="",
+            exit_code=0,
+            at=160.0,
+            final_split=None,
+        )
+        assert not store.take_lease(run_id, "ctl-d", now=1e12, ttl=30.0)  # ended: nobody's
+
+
+def test_controllers_acquiring_at_once_never_share_a_run(state_location: str) -> None:
+    with StateStore(state_location) as store:
+        ids = [open_run(store) for _ in range(40)]
+        store.take_lease(ids[0], "cli", now=100.0, ttl=30.0)  # a live `rollout run` keeps its own
+    stores = [StateStore(state_location) for _ in range(4)]
+    taken: dict[str, list[int]] = {}
+    barrier = threading.Barrier(len(stores))
+
+    def acquire(number: int) -> None:
+        barrier.wait()
+        owner = f"ctl-{number}"
+        while batch := stores[number].acquire_runs(owner, now=110.0, ttl=30.0, limit=3):
+            taken.setdefault(owner, []).extend(r.id for r in batch)
+            assert all(r.owner == owner for r in batch)
+
+    threads = [threading.Thread(target=acquire, args=(n,)) for n in range(len(stores))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    everyone = sorted(i for got in taken.values() for i in got)
+    assert everyone == ids[1:]  # each run to exactly one controller, the leased one to none
+    with stores[0] as store:
+        expired = store.acquire_runs("ctl-late", now=1000.0, ttl=30.0, limit=100)
+        assert [r.id for r in expired] == ids  # every lease ran out: a new controller takes all
+    for other in stores[1:]:
+        other.close()
+
+
+def test_a_submitted_run_waits_for_a_controller(state_location: str) -> None:
+    with StateStore(state_location) as store:
+        run_id = store.submit_run(
+            name="support-bot",
+            runbook={"kind": "Rollout"},
+            host="laptop",
+            pid=9,
+            version="0.1.0",
+            at=50.0,
+        )
+        submitted = store.run(run_id)
+        assert submitted is not None
+        assert (submitted.phase, submitted.prior_flag, submitted.finished) == (
+            "submitted",
+            None,
+            False,
+        )
+        (taken,) = store.acquire_runs("ctl", now=60.0, ttl=30.0, limit=10)
+        assert taken.id == run_id and taken.phase == "submitted"
+        store.begin_submitted(
+            run_id,
+            host="ctl-box",
+            pid=77,
+            version="0.1.0",
+            started_at=61.0,
+            prior_flag=PRIOR,
+            phase="pending",
+            state={"item": 0},
+        )
+        begun = store.run(run_id)
+        assert begun is not None
+        assert (begun.phase, begun.prior_flag, begun.flag_version, begun.host) == (
+            "pending",
+            PRIOR,
+            7,
+            "ctl-box",
+        )
+
+
+def test_a_bad_location_is_named_without_its_password(postgres: PostgresServer) -> None:
+    with pytest.raises(InvalidInput, match="not a SQLite path nor a postgresql:// URL") as bad:
+        StateStore(f"mysql://root:{PASSWORD}@127.0.0.1/x")
+    assert PASSWORD not in str(bad.value) and "mysql://127.0.0.1/x" in str(bad.value)
+    missing = postgres.url("no_such_database")
+    with pytest.raises(StateBackendError, match="no_such_database") as gone:
+        StateStore(missing)
+    assert PASSWORD not in str(gone.value)
+    wrong = missing.replace(PASSWORD, "wrong-pass").replace("no_such_database", "postgres")
+    with pytest.raises(StateBackendError, match="password authentication failed") as denied:
+        StateStore(wrong)
+    assert "wrong-pass" not in str(denied.value)

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from canaryctl.chaos.faults import new_fault_id
 from canaryctl.chaos.hypothesis import Judgement, judge, total
 from canaryctl.chaos.journal import Journal
-from canaryctl.controller.clock import Clock, SystemClock
+from canaryctl.clock import Clock, SystemClock
 from canaryctl.errors import BackendError, CanaryError, ChaosBackendError, Interrupted
 from canaryctl.metrics.base import MetricsSource
 from canaryctl.runbook.scenario import ChaosScenario, FaultSpec

@@ -47,7 +47,7 @@ def drills() -> None:
 )
 @output_option
 def serve_command(
-    directory: Path, home: Path, state_path: Path, misfire_grace: str, output: str | None
+    directory: Path, home: Path, state_path: str, misfire_grace: str, output: str | None
 ) -> None:
     """Run DIR's scheduled ChaosScenarios until Ctrl-C or SIGTERM."""
     try:
@@ -81,7 +81,7 @@ def serve_command(
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @_home_options
 @output_option
-def list_command(directory: Path, home: Path, state_path: Path, output: str | None) -> None:
+def list_command(directory: Path, home: Path, state_path: str, output: str | None) -> None:
     """DIR's drills: schedule, next run time, last outcome."""
     for status in drill_status(directory, DrillHome(home, state_path)):
         if wants_json(output):

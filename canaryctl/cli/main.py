@@ -38,6 +38,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "canaryctl.cli.chaos:chaos",
         "Inject faults into a provider through the fault proxy; run chaos scenarios.",
     ),
+    "controller": (
+        "canaryctl.cli.controller:controller",
+        "Drive every rollout submitted to a shared state database.",
+    ),
     "demo": (
         "canaryctl.cli.demo:demo",
         "Roll out a bad canary (rolled back) and a good one (promoted) against a simulated lab.",
@@ -153,23 +157,25 @@ def output_option(func: Any) -> Any:
 
 
 def state_option(help: str) -> Callable[[Any], Any]:
-    """`--state`: the rollout state database, shared by every command that reads or writes it."""
+    """`--state`: the rollout state database, shared by every command that reads or writes it:
+    a SQLite path or a postgresql:// URL (its password best kept in the environment)."""
     from canaryctl.controller.store import DEFAULT_STATE_PATH  # only commands that use a state
 
     return click.option(
         "--state",
         "state_path",
-        type=click.Path(dir_okay=False, path_type=Path),
-        default=DEFAULT_STATE_PATH,
+        default=str(DEFAULT_STATE_PATH),
         envvar="CANARYCTL_STATE",
         show_default=True,
-        help=f"{help}; env CANARYCTL_STATE",
+        metavar="PATH|URL",
+        help=f"{help}: a SQLite path or a postgresql:// URL; env CANARYCTL_STATE",
     )
 
 
-def existing_state(state_path: Path) -> None:
-    """Reading commands refuse a missing database instead of creating an empty one."""
-    if not state_path.exists():
+def existing_state(state_path: str) -> None:
+    """Reading commands refuse a missing SQLite file instead of creating an empty one (a
+    PostgreSQL database says for itself whether it exists)."""
+    if "://" not in state_path and not Path(state_path).exists():
         raise InvalidInput(f"no state database at {state_path}: no rollout has run here (--state?)")
 
 

@@ -19,12 +19,12 @@ from canaryctl.report.source import read_source, read_story
 __all__ = ["report"]
 
 
-def _rollout(run_id: int, state_path: Path) -> tuple[dict[str, Any], str, str]:
+def _rollout(run_id: int, state_path: str) -> tuple[dict[str, Any], str, str]:
     existing_state(state_path)
     with StateStore(state_path) as store:
         record = store.run(run_id)
         if record is None:
-            raise InvalidInput(f"no run {run_id} in {state_path}")
+            raise InvalidInput(f"no run {run_id} in {store.where}")
         story = timeline(record, store.events(run_id))
     outcome = (story.outcome or story.phase).replace("_", " ")
     summary = f"run {story.run_id} {story.name}: {outcome}, {len(story.analyses)} analyses"
@@ -77,7 +77,7 @@ _FILES = {"chaos": _chaos, "gate": _gate, "backtest": _backtest}
               help="write a self-contained HTML page")  # fmt: skip
 @state_option("the run journal (SQLite) a run id is read from")
 @output_option
-def report(source: str, html_path: Path | None, state_path: Path, output: str | None) -> None:
+def report(source: str, html_path: Path | None, state_path: str, output: str | None) -> None:
     """Chart a rollout (SOURCE: its run id), a chaos run or drill (its journal JSON), a gate
     or a backtest (its JSON result): what happened, against which bounds, and the decision."""
     if source.isdigit():

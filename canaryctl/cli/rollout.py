@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import click
@@ -99,17 +98,31 @@ def _observers(output: str | None, metrics_port: int | None) -> Iterator[list[Ro
     help="take over a claim on the flag left by a run whose process is gone",
 )
 @_metrics_port_option
+@click.option(
+    "--detach",
+    is_flag=True,
+    help="submit the run for `canaryctl controller serve` to drive, print its id, exit 0",
+)
 def run_command(
     runbook: str,
-    state_path: Path,
+    state_path: str,
     output: str | None,
     dry_run: bool,
     from_current: bool,
     break_claim: bool,
     metrics_port: int | None,
+    detach: bool,
 ) -> None:
     """Run a rollout to its end: promoted (exit 0) or rolled back (exit 1)."""
     document = load_document(runbook, expect=Rollout)
+    if detach:
+        _submit(
+            document,
+            state_path,
+            output,
+            dry_run or from_current or break_claim or metrics_port is not None,
+        )
+        return
     if dry_run:
         _dry_run(document, output, from_current=from_current)
         return
@@ -124,11 +137,31 @@ def run_command(
     _end(result)
 
 
+def _submit(document: Rollout, state_path: str, output: str | None, other_options: bool) -> None:
+    from canaryctl.controller.runner import submit_rollout
+
+    if other_options:
+        raise click.UsageError(
+            "--detach submits the runbook as it is: --dry-run, --from-current, --break-claim "
+            "and --metrics-port belong to a run this command drives itself"
+        )
+    run_id, where = submit_rollout(document, state_path=state_path)
+    if wants_json(output):
+        click.echo(json.dumps({"event": "submitted", "run_id": run_id, "state": where}))
+        return
+    click.echo(run_id)
+    click.echo(
+        f"run {run_id} ({document.metadata.name}) submitted to {where}: a controller "
+        f"(`canaryctl controller serve`) drives it; `canaryctl rollout status {run_id}` follows it",
+        err=True,
+    )
+
+
 def _dry_run(document: Rollout, output: str | None, *, from_current: bool) -> None:
     """Every preflight check a real run makes but the claim, and nothing else: no journal, no
     write."""
-    from canaryctl.controller.clock import SystemClock
-    from canaryctl.controller.runner import ensure_baseline_has_traffic, starting_state
+    from canaryctl.clock import SystemClock
+    from canaryctl.controller.preflight import ensure_baseline_has_traffic, starting_state
     from canaryctl.flags.factory import flag_store_for
     from canaryctl.metrics.factory import metrics_source_for
 
@@ -194,7 +227,7 @@ def _dry_run(document: Rollout, output: str | None, *, from_current: bool) -> No
 @output_option
 @_metrics_port_option
 def resume_command(
-    run_id: int, runbook: str | None, state_path: Path, output: str | None, metrics_port: int | None
+    run_id: int, runbook: str | None, state_path: str, output: str | None, metrics_port: int | None
 ) -> None:
     """Continue a run whose process died; the current step's hold restarts from scratch."""
     existing_state(state_path)
@@ -210,7 +243,7 @@ def _find(store: StateStore, run_id: int | None) -> RunRecord:
     record = store.latest_run() if run_id is None else store.run(run_id)
     if record is None:
         which = "no runs" if run_id is None else f"no run {run_id}"
-        raise InvalidInput(f"{which} in {store.path}")
+        raise InvalidInput(f"{which} in {store.where}")
     return record
 
 
@@ -224,7 +257,7 @@ def _when(epoch: float | None) -> str:
 @click.argument("run_id", type=int, required=False)
 @_state_option
 @output_option
-def status_command(run_id: int | None, state_path: Path, output: str | None) -> None:
+def status_command(run_id: int | None, state_path: str, output: str | None) -> None:
     """Where a run stands (the latest if no RUN_ID), with its last verdict and recent events."""
     existing_state(state_path)
     with StateStore(state_path) as store:
@@ -258,7 +291,7 @@ def status_command(run_id: int | None, state_path: Path, output: str | None) -> 
 @_state_option
 @output_option
 @click.option("--limit", type=int, default=20, show_default=True)
-def list_command(state_path: Path, output: str | None, limit: int) -> None:
+def list_command(state_path: str, output: str | None, limit: int) -> None:
     """Recent runs, newest first."""
     existing_state(state_path)
     with StateStore(state_path) as store:
@@ -281,7 +314,7 @@ def _requester() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-def _request(state_path: Path, run_id: int, kind: str, output: str | None) -> None:
+def _request(state_path: str, run_id: int, kind: str, output: str | None) -> None:
     existing_state(state_path)
     with StateStore(state_path) as store:
         record = _find(store, run_id)
@@ -304,7 +337,7 @@ def _request(state_path: Path, run_id: int, kind: str, output: str | None) -> No
 @click.argument("run_id", type=int)
 @_state_option
 @output_option
-def abort_command(run_id: int, state_path: Path, output: str | None) -> None:
+def abort_command(run_id: int, state_path: str, output: str | None) -> None:
     """Ask a running rollout to restore its flag and stop (its exit code will be 1)."""
     _request(state_path, run_id, "abort", output)
 
@@ -313,6 +346,6 @@ def abort_command(run_id: int, state_path: Path, output: str | None) -> None:
 @click.argument("run_id", type=int)
 @_state_option
 @output_option
-def approve_command(run_id: int, state_path: Path, output: str | None) -> None:
+def approve_command(run_id: int, state_path: str, output: str | None) -> None:
     """Let a rollout waiting at a `pause: approval` step go on."""
     _request(state_path, run_id, "approve", output)

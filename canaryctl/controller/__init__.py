@@ -1,4 +1,5 @@
-"""The rollout controller: a pure tick, a journal in SQLite, and the shell that runs them."""
+"""The rollout controller: a pure tick, a journal in SQLite or PostgreSQL, the shell that runs
+them, and the service that drives many at once."""
 
 import lazy_loader
 
@@ -7,7 +8,6 @@ import lazy_loader
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
     submod_attrs={
-        "clock": ["Clock", "FakeClock", "SystemClock"],
         "events": ["ObserverFanout", "RolloutObserver", "RunInfo"],
         "hooks": ["HookResult", "HookRunner"],
         "phases": ["Phase"],

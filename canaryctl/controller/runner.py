@@ -16,11 +16,17 @@ changed. With `from_current`, a flag already splitting traffic between the basel
 canary is taken as it is: the split becomes the state a rollback restores, and the run begins at
 the first `set_weight` above the current canary weight (every step before it is skipped).
 
+One process drives a run at a time: it holds the run's lease in the state database
+(canaryctl/controller/lease.py), checked before every flag write. A run whose lease is lost, or
+that a controller hands back on SIGTERM, raises RunReleased out of the runner with the flag left
+where it is, for its next driver to continue from the journal.
+
 The run claims its flag (FlagStore.claim) before it reads it and releases the claim when it ends,
 however it ends; a process that dies leaves the claim, which `resume` re-takes (the claim's token
 is journaled as the `flag_claimed` event) and which refuses any new run until then.
 
-Resume (after a crash: the process died without reaching `finally`) reads the flag back. If it is
+Resume (after a crash: the process died without reaching `finally`; or a controller taking over
+a dead controller's run) first takes the run's lease, then reads the flag back. If it is
 where the journal says we left it, or where a write journaled as in flight was taking it, the run
 continues from the stored step; a hold restarts from scratch with a fresh analysis window,
 because the dead process's observations are lost and the canary must prove itself again. If the
@@ -35,18 +41,26 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from canaryctl.analysis import Verdict, assess
-from canaryctl.controller.clock import Clock, SystemClock
+from canaryctl.clock import Clock, SystemClock
 from canaryctl.controller.events import ObserverFanout, RolloutObserver, RunInfo
 from canaryctl.controller.hooks import HookRunner, check_hook_urls
+from canaryctl.controller.lease import DEFAULT_LEASE_TTL, Leases, RunReleased
 from canaryctl.controller.phases import Phase
+from canaryctl.controller.preflight import (
+    ensure_baseline_has_traffic,
+    flag_identity,
+    load_scenarios,
+    starting_state,
+)
 from canaryctl.controller.result import EXIT_CODES, RunResult
 from canaryctl.controller.step import (
     AbortRequested,
@@ -58,7 +72,6 @@ from canaryctl.controller.step import (
     Event,
     Finish,
     MetricsFailed,
-    PlanItem,
     Promote,
     Promoted,
     Resumed,
@@ -68,39 +81,32 @@ from canaryctl.controller.step import (
     RunChaos,
     SetWeight,
     Wait,
-    WeightItem,
     WeightSet,
     plan,
     tick,
 )
-from canaryctl.controller.store import RunRecord, StateStore
+from canaryctl.controller.store import RequestRecord, StateStore
+from canaryctl.controller.wiring import notifiers_for_run, runbook_backends, stored_rollout
+from canaryctl.controller.writes import FlagWrites, split_dict
 from canaryctl.errors import (
     CanaryError,
     FlagBackendError,
     FlagConflict,
-    FlagMismatch,
     Interrupted,
     InvalidInput,
     MetricsBackendError,
 )
-from canaryctl.flags.base import FlagClaim, FlagSnapshot, FlagStore, Split, process_alive
+from canaryctl.flags.base import FlagClaim, FlagSnapshot, FlagStore, Split
 from canaryctl.metrics.base import MetricsSource
-from canaryctl.redact import redact_document, redact_url
-from canaryctl.runbook.loader import load_document
-from canaryctl.runbook.rollout import PrometheusMetricsSpec, Rollout
+from canaryctl.redact import redact_document
+from canaryctl.runbook.rollout import Rollout
 from canaryctl.runbook.scenario import ChaosScenario
 
 if TYPE_CHECKING:
     from canaryctl.chaos.scenario import ScenarioResult
     from canaryctl.notify import WebhookNotifier
 
-__all__ = [
-    "RolloutRunner",
-    "ensure_baseline_has_traffic",
-    "resume_rollout",
-    "run_rollout",
-    "starting_state",
-]
+__all__ = ["RolloutRunner", "resume_rollout", "run_rollout", "submit_rollout"]
 
 log = logging.getLogger(__name__)
 
@@ -113,22 +119,11 @@ _FINAL_PHASE = {
 }
 
 
-TRAFFIC_WINDOW = 300.0
-"""Seconds back preflight looks for baseline traffic: "recent" for a Prometheus source."""
-TRAFFIC_PATIENCE = 60.0
-"""Most seconds preflight waits for a first baseline request (the analysis interval, at least
-5 s): a gateway started a moment ago has served nothing yet."""
-
-
 def _canaryctl_version() -> str:
     try:
         return version("canaryctl")
     except PackageNotFoundError:
         return "unknown"
-
-
-def _split_dict(split: Split) -> dict[str, float]:
-    return {"baseline": split.baseline, "canary": split.canary, "other": split.other}
 
 
 class RolloutRunner:
@@ -148,8 +143,15 @@ class RolloutRunner:
         chaos: ChaosPlayer | None = None,
         from_current: bool = False,
         break_claim: bool = False,
+        leases: Leases | None = None,
+        pending: Callable[[int], list[RequestRecord]] | None = None,
     ) -> None:
         self.rollout = rollout
+        self._pending = pending if pending is not None else store.pending_requests
+        """Where waits look for approve/abort requests: the store, or a controller's inbox that
+        reads them for all its runs at once."""
+        self._handled: set[int] = set()
+        self.leases = leases if leases is not None else Leases(store)
         self.flags, self.metrics, self.store, self.clock = flags, metrics, store, clock
         self.hooks = hooks if hooks is not None else HookRunner()
         self.poll_interval = poll_interval
@@ -159,10 +161,9 @@ class RolloutRunner:
         self._plan = plan(rollout.spec)
         self._run_id = 0
         self._state = RolloutState()
-        self._prior: FlagSnapshot | None = None
-        self._version = 0
-        self._split: Split | None = None
-        self._in_flight: float | None = None
+        self._writes = FlagWrites(
+            flags, store, self.leases, clock, self._observers, name=rollout.metadata.name
+        )
         self._announced: int | None = None
         self._last_verdict: Verdict | None = None
         self._from_current, self._break_claim = from_current, break_claim
@@ -170,21 +171,22 @@ class RolloutRunner:
 
     # -- entry points --
 
-    def run(self) -> RunResult:
-        """Preflight, journal the run, then tick until promoted or restored."""
-        self._ensure_flag_is_free()
-        self._scenarios = _load_scenarios(self.rollout)
-        claim = self._new_claim(uuid.uuid4().hex, None)
+    def run(self, submitted: int | None = None) -> RunResult:
+        """Preflight, journal the run, then tick until promoted or restored. `submitted`: the
+        id of a run submitted for a controller (its lease already ours), journaled there."""
+        self._ensure_flag_is_free(submitted)
+        self._scenarios = load_scenarios(self.rollout)
+        claim = self._new_claim(self._claim_token(submitted), None)
         self.flags.claim(claim, take_over=self._break_claim)
         try:
             prior = self.flags.snapshot()
-            self._split = self.flags.split(prior)
-            self._state = starting_state(self.rollout, self._split, from_current=self._from_current)
+            self._writes.split = split = self.flags.split(prior)
+            self._state = starting_state(self.rollout, split, from_current=self._from_current)
             self.metrics.check()
             baseline = self.flags.variants(prior)[0]
             ensure_baseline_has_traffic(self.rollout, self.metrics, self.clock, baseline)
-            self._prior, self._version = prior, prior.version
-            self._journal_run(prior)
+            self._journal_run(prior, submitted)
+            self._writes.begin(self._run_id, prior, version=prior.version)
         except BaseException:
             with contextlib.suppress(CanaryError):  # the refusal matters more than the cleanup
                 self.flags.release(claim)
@@ -196,38 +198,79 @@ class RolloutRunner:
         )
         self._observers.on_start(self._info(resumed=False))
         self._observers.on_phase(self._run_id, self._state.phase, "")
-        return self._drive(None)
+        # An abort posted while a submitted run waited for a controller: nothing moves.
+        return self._drive(None if submitted is None else self._next_request(abort_only=True))
 
-    def _journal_run(self, prior: FlagSnapshot) -> None:
+    def _journal_run(self, prior: FlagSnapshot, submitted: int | None) -> None:
+        host, pid, now = socket.gethostname(), os.getpid(), self.clock.now()
+        phase, state = self._state.phase.value, self._state.to_dict()
+        if submitted is not None:
+            self._run_id = submitted
+            self.store.begin_submitted(
+                submitted,
+                host=host,
+                pid=pid,
+                version=_canaryctl_version(),
+                started_at=now,
+                prior_flag=prior,
+                phase=phase,
+                state=state,
+            )
+            return
         self._run_id = self.store.create_run(
             name=self.rollout.metadata.name,
             runbook=self.rollout.model_dump(mode="json", by_alias=True),
-            host=socket.gethostname(),
-            pid=os.getpid(),
+            host=host,
+            pid=pid,
             version=_canaryctl_version(),
-            started_at=self.clock.now(),
+            started_at=now,
             prior_flag=prior,
-            phase=self._state.phase.value,
-            state=self._state.to_dict(),
+            phase=phase,
+            state=state,
+            owner=self.leases.owner,
+            lease_until=self.leases.until(),
         )
+        self.leases.adopt(self._run_id)
+
+    def _claim_token(self, submitted: int | None) -> str:
+        """A fresh token; a submitted run journals its token before claiming, so a controller
+        that takes over a preflight cut short by a crash claims the flag as the same run."""
+        token = uuid.uuid4().hex
+        if submitted is None:
+            return token
+        journaled = self.store.events(submitted, "flag_claim_token")
+        if journaled:
+            return str(journaled[-1].data["token"])
+        self.store.record_event(
+            submitted, "flag_claim_token", {"token": token}, at=self.clock.now()
+        )
+        return token
 
     def _new_claim(self, token: str, run_id: int | None) -> FlagClaim:
         return FlagClaim(
             token=token,
             run_id=run_id,
-            state=str(self.store.path.resolve()),
+            state=self._state_name(),
             host=socket.gethostname(),
             pid=os.getpid(),
             at=self.clock.now(),
         )
 
-    def _ensure_flag_is_free(self) -> None:
+    def _state_name(self) -> str:
+        """The state database as a claim names it: a SQLite file's full path, else the URL
+        without its credentials."""
+        path = self.store.path
+        return str(path.resolve()) if path is not None else self.store.where
+
+    def _ensure_flag_is_free(self, submitted: int | None) -> None:
         """A run left mid-way owns its flag: starting another would save a half-moved split as
         the state to restore."""
         # Compared as stored: the journal keeps URLs redacted (a base_url's credentials).
         flag = redact_document(self.rollout.spec.flag.model_dump(mode="json", by_alias=True))
         for other in self.store.unfinished_runs():
-            if _flag_identity(other.runbook["spec"]["flag"]) == _flag_identity(flag):
+            if other.id == submitted:
+                continue
+            if flag_identity(other.runbook["spec"]["flag"]) == flag_identity(flag):
                 raise InvalidInput(
                     f"flag '{flag['key']}' is still held by run {other.id} ('{other.name}', "
                     f"process {other.pid} on {other.host}): wait for it, or "
@@ -238,16 +281,22 @@ class RolloutRunner:
         """Continue an unfinished run from its stored state; see the module docstring."""
         record = self.store.run(run_id)
         if record is None:
-            raise InvalidInput(f"no run {run_id} in {self.store.path}")
+            raise InvalidInput(f"no run {run_id} in {self.store.where}")
         if record.finished:
             raise InvalidInput(f"run {run_id} already ended: {record.outcome}")
-        self._run_id, self._prior = run_id, record.prior_flag
+        if record.prior_flag is None:
+            raise InvalidInput(f"run {run_id} was submitted and never began: nothing to resume")
+        self._run_id = run_id
         self._state = RolloutState.from_dict(record.state)
-        self._version = record.flag_version
         in_flight = [e for e in self.store.events(run_id, "flag_changed") if e.result is None]
-        self._in_flight = in_flight[-1].data["target_canary"] if in_flight else None
-        _ensure_not_driven_elsewhere(record)
-        self._scenarios = _load_scenarios(self.rollout)
+        self._writes.begin(
+            run_id,
+            record.prior_flag,
+            version=record.flag_version,
+            in_flight=in_flight[-1].data["target_canary"] if in_flight else None,
+        )
+        self.leases.take(record)
+        self._scenarios = load_scenarios(self.rollout)
         if not self.store.claim(
             record, host=socket.gethostname(), pid=os.getpid(), at=self.clock.now()
         ):
@@ -257,12 +306,12 @@ class RolloutRunner:
         self._claim = self._new_claim(token, run_id)
         self.flags.claim(self._claim, take_over=self._break_claim)
         current = self.flags.snapshot()
-        self._split = self.flags.split(current)
+        self._writes.split = self.flags.split(current)
         self._observers.on_start(self._info(resumed=True))
         self.store.record_event(
             run_id, "resumed", {"phase": self._state.phase.value}, at=self.clock.now()
         )
-        if not self._ours(current):
+        if not self._writes.ours(current):
             reason = (
                 f"flag '{current.key}' is at version {current.version}, not where run {run_id} "
                 "left it: someone else changed it; left the flag alone"
@@ -281,6 +330,8 @@ class RolloutRunner:
     def _drive(self, event: Event | None) -> RunResult:
         try:
             return self._loop(event)
+        except RunReleased:
+            raise  # another driver continues: the flag stays where it is
         except (KeyboardInterrupt, Interrupted):
             return self._stop("interrupted", "interrupted (Ctrl-C or SIGTERM)", restore=True)
         except FlagConflict as exc:
@@ -339,7 +390,7 @@ class RolloutRunner:
     def _perform(self, action: Action) -> Event | None:
         match action:
             case SetWeight(percent=percent):
-                self._write("set_weight", percent)
+                self._writes.write("set_weight", percent)
                 try:
                     self.metrics.check()  # the scrape source takes the window's first sample here
                 except MetricsBackendError as exc:
@@ -352,10 +403,10 @@ class RolloutRunner:
             case RunChaos(scenario=path):
                 return self._play_chaos(path)
             case Promote():
-                self._write("promote", 100.0)
+                self._writes.write("promote", 100.0)
                 return Promoted()
             case Rollback():
-                self._restore()
+                self._writes.restore()
                 return RolledBack()
         raise AssertionError(f"unknown action {action!r}")
 
@@ -393,9 +444,9 @@ class RolloutRunner:
                 f"consecutive_error_limit {limit}): {exc}",
             )
             return MetricsFailed(str(exc))
-        assert self._prior is not None
+        assert self._writes.prior is not None
         # The gateway labels metrics with variation values; the runbook may have named them.
-        baseline, canary = self.flags.variants(self._prior)
+        baseline, canary = self.flags.variants(self._writes.prior)
         verdict, ledger = assess(
             spec.slos,
             spec.analysis,
@@ -439,13 +490,14 @@ class RolloutRunner:
 
     def _next_request(self, *, abort_only: bool = False) -> Event | None:
         """The oldest pending abort (aborts come first), else the oldest approval."""
-        pending = self.store.pending_requests(self._run_id)
+        pending = [r for r in self._pending(self._run_id) if r.id not in self._handled]
         if abort_only:
             pending = [r for r in pending if r.kind == "abort"]
         if not pending:
             return None
         chosen = next((r for r in pending if r.kind == "abort"), pending[0])
         now = self.clock.now()
+        self._handled.add(chosen.id)
         self.store.mark_handled(chosen.id, at=now)
         request = {"kind": chosen.kind, "by": chosen.requested_by}
         self.store.record_event(self._run_id, "request", request, at=now)
@@ -456,47 +508,6 @@ class RolloutRunner:
 
     # -- the flag --
 
-    def _write(self, action: str, target_canary: float) -> FlagSnapshot:
-        """Journal the intent, write with the version we expect, then journal the result."""
-        run = f"canaryctl run {self._run_id} ({self.rollout.metadata.name})"
-        before = self._split
-        event_id = self.store.begin_event(
-            self._run_id,
-            "flag_changed",
-            {
-                "action": action,
-                "target_canary": target_canary,
-                "expect_version": self._version,
-                "before": None if before is None else _split_dict(before),
-            },
-            at=self.clock.now(),
-        )
-        self._in_flight = target_canary
-        if action == "set_weight":
-            comment = f"{run}: canary to {target_canary:g}%"
-            snapshot = self.flags.set_canary_weight(
-                target_canary, expect_version=self._version, comment=comment
-            )
-        elif action == "promote":
-            snapshot = self.flags.promote(expect_version=self._version, comment=f"{run}: promote")
-        else:
-            assert self._prior is not None
-            snapshot = self.flags.restore(
-                self._prior, expect_version=self._version, comment=f"{run}: restore"
-            )
-        self._in_flight = None
-        self._version = snapshot.version
-        self.store.set_flag_version(self._run_id, snapshot.version)
-        self._split = after = self.flags.split(snapshot)
-        self.store.end_event(
-            event_id,
-            {"after": _split_dict(after), "version": snapshot.version},
-            at=self.clock.now(),
-        )
-        if before is not None:
-            self._observers.on_weight(self._run_id, before, after)
-        return snapshot
-
     def _ensure_flag_untouched(self) -> None:
         """A human who moves the flag during a pause takes the wheel then, not at our next
         write: the metrics no longer describe the split we are judging. A flag backend that
@@ -506,36 +517,11 @@ class RolloutRunner:
         except FlagBackendError as exc:
             self._error("flags", f"flag backend error while checking the flag: {exc}")
             return
-        if not self._ours(current):
+        if not self._writes.ours(current):
             raise FlagConflict(
-                f"flag '{current.key}' is at version {current.version}, not {self._version} "
+                f"flag '{current.key}' is at version {current.version}, not {self._writes.version} "
                 f"where run {self._run_id} left it: someone else changed it"
             )
-
-    def _ours(self, current: FlagSnapshot) -> bool:
-        """Is the flag where we left it, or where our interrupted write was taking it?"""
-        if current.version == self._version:
-            return True
-        if self._in_flight is None or current.version < self._version:
-            return False
-        if self.flags.split(current).canary != self._in_flight:
-            return False
-        self._version, self._in_flight = current.version, None
-        self.store.set_flag_version(self._run_id, current.version)
-        return True
-
-    def _restore(self) -> None:
-        """Put the saved snapshot back; a flag we never moved needs no write."""
-        assert self._prior is not None
-        current = self.flags.snapshot()
-        if not self._ours(current):
-            raise FlagConflict(
-                f"flag '{current.key}' is at version {current.version}, expected "
-                f"{self._version}: someone else changed it"
-            )
-        if current.version == self._prior.version:
-            return
-        self._write("restore", self.flags.split(self._prior).canary)
 
     # -- endings --
 
@@ -550,7 +536,7 @@ class RolloutRunner:
         self._error("run", reason)
         if restore:
             try:
-                self._restore()
+                self._writes.restore()
             except (CanaryError, KeyboardInterrupt) as exc:
                 reason = f"{reason}; restoring the flag failed: {exc}"
                 self._error("flag", reason)
@@ -579,9 +565,10 @@ class RolloutRunner:
                 reason=reason,
                 exit_code=result.exit_code,
                 at=self.clock.now(),
-                final_split=None if final is None else _split_dict(final),
+                final_split=None if final is None else split_dict(final),
             )
         finally:
+            self.leases.forget(self._run_id)
             self._release()
         self._notify(result)
         self._observers.on_finish(result)
@@ -617,7 +604,7 @@ class RolloutRunner:
 
     def _info(self, *, resumed: bool) -> RunInfo:
         spec = self.rollout.spec
-        assert self._split is not None
+        assert self._writes.split is not None
         return RunInfo(
             run_id=self._run_id,
             name=self.rollout.metadata.name,
@@ -625,31 +612,9 @@ class RolloutRunner:
             canary=spec.flag.canary,
             plan=self._plan,
             slos=tuple(spec.slos),
-            split=self._split,
+            split=self._writes.split,
             resumed=resumed,
         )
-
-
-def _adapters(
-    rollout: Rollout, clock: Clock, flags: FlagStore | None, metrics: MetricsSource | None
-) -> tuple[FlagStore, MetricsSource]:
-    """The runbook's own backends unless given; imported here so the fakes need no backends."""
-    if flags is None:
-        from canaryctl.flags.factory import flag_store_for
-
-        flags = flag_store_for(rollout.spec.flag)
-    if metrics is None:
-        from canaryctl.metrics.factory import metrics_source_for
-
-        spec = rollout.spec
-        metrics = metrics_source_for(
-            spec.metrics,
-            clock=clock.now,
-            slos=spec.slos,
-            baseline=spec.flag.baseline,
-            canary=spec.flag.canary,
-        )
-    return flags, metrics
 
 
 def run_rollout(
@@ -668,11 +633,11 @@ def run_rollout(
     `break_claim`: see RolloutRunner's module docstring and FlagStore.claim."""
     clock = clock if clock is not None else SystemClock()
     check_hook_urls(rollout.spec)
-    flags, metrics = _adapters(rollout, clock, flags, metrics)
+    flags, metrics = runbook_backends(rollout, clock, flags, metrics)
     hooks = HookRunner()
-    notifiers = _notifiers(rollout)
+    notifiers = notifiers_for_run(rollout)
     try:
-        with StateStore(state_path) as store:
+        with StateStore(state_path) as store, _heartbeat(store) as leases:
             runner = RolloutRunner(
                 rollout,
                 flags=flags,
@@ -683,12 +648,30 @@ def run_rollout(
                 hooks=hooks,
                 from_current=from_current,
                 break_claim=break_claim,
+                leases=leases,
             )
             return runner.run()
     finally:
         hooks.close()
         for notifier in notifiers:
             notifier.close()
+
+
+def submit_rollout(rollout: Rollout, *, state_path: str | Path) -> tuple[int, str]:
+    """Journal `rollout` for a controller to drive (`rollout run --detach`); its id and where.
+    What can be checked without the flag is checked now (exit 2): webhooks, chaos scenarios."""
+    check_hook_urls(rollout.spec)
+    load_scenarios(rollout)
+    with StateStore(state_path) as store:
+        run_id = store.submit_run(
+            name=rollout.metadata.name,
+            runbook=rollout.model_dump(mode="json", by_alias=True),
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            version=_canaryctl_version(),
+            at=time.time(),
+        )
+        return run_id, store.where
 
 
 def resume_rollout(
@@ -708,19 +691,19 @@ def resume_rollout(
     hooks = HookRunner()
     notifiers: list[WebhookNotifier] = []
     try:
-        with StateStore(state_path) as store:
+        with StateStore(state_path) as store, _heartbeat(store) as leases:
             record = store.run(run_id)
             if record is None:
-                raise InvalidInput(f"no run {run_id} in {state_path}")
+                raise InvalidInput(f"no run {run_id} in {store.where}")
             if rollout is None:
-                rollout = _stored_rollout(record.runbook)
+                rollout = stored_rollout(record.runbook)
             elif rollout.metadata.name != record.name:
                 raise InvalidInput(
                     f"run {run_id} is '{record.name}', not '{rollout.metadata.name}'"
                 )
             check_hook_urls(rollout.spec)
-            flags, metrics = _adapters(rollout, clock, flags, metrics)
-            notifiers = _notifiers(rollout)
+            flags, metrics = runbook_backends(rollout, clock, flags, metrics)
+            notifiers = notifiers_for_run(rollout)
             runner = RolloutRunner(
                 rollout,
                 flags=flags,
@@ -729,6 +712,7 @@ def resume_rollout(
                 clock=clock,
                 observers=[*observers, *notifiers],
                 hooks=hooks,
+                leases=leases,
             )
             return runner.resume(run_id)
     finally:
@@ -737,11 +721,14 @@ def resume_rollout(
             notifier.close()
 
 
-def _notifiers(rollout: Rollout) -> list[WebhookNotifier]:
-    """The runbook's `notify:` webhooks, closed (drained, bounded) once the flag is safe."""
-    from canaryctl.notify import notifiers_for
-
-    return notifiers_for(rollout.spec.notify)
+@contextlib.contextmanager
+def _heartbeat(store: StateStore) -> Iterator[Leases]:
+    """This process's lease on its one run, renewed while the run lasts."""
+    leases = Leases(store, ttl=DEFAULT_LEASE_TTL).start()
+    try:
+        yield leases
+    finally:
+        leases.close()
 
 
 ChaosPlayer = Callable[[ChaosScenario], "ScenarioResult"]
@@ -752,145 +739,3 @@ def _play_scenario(scenario: ChaosScenario) -> ScenarioResult:
     from canaryctl.chaos.scenario import play
 
     return play(scenario)
-
-
-def _load_scenarios(rollout: Rollout) -> dict[str, ChaosScenario]:
-    """Every `chaos` step's scenario, read before anything moves: a bad one is exit 2 now, not
-    halfway through the rollout."""
-    return {
-        str(step.chaos): load_document(step.chaos, expect=ChaosScenario)
-        for step in rollout.spec.steps
-        if step.chaos is not None
-    }
-
-
-def _flag_identity(flag: dict[str, Any]) -> tuple[Any, ...]:
-    """Where a flag lives, whatever the runbook does with it: two runs on different targeting
-    rules of one flag still race on its version."""
-    return tuple(
-        flag.get(field)
-        for field in ("provider", "key", "path", "base_url", "project", "environment")
-    )
-
-
-def starting_state(rollout: Rollout, split: Split, *, from_current: bool) -> RolloutState:
-    """Where a run begins: the baseline serving everyone, or with `from_current` the first
-    weight above the current split's (see the module docstring); else FlagMismatch saying what
-    the flag serves and what to do."""
-    spec = rollout.spec
-    key, baseline, canary = spec.flag.key, spec.flag.baseline, spec.flag.canary
-    shown = f"{canary} {split.canary:g}%, {baseline} {split.baseline:g}%"
-    if split.other:
-        shown += f", other variations {split.other:g}%"
-    if split.baseline == 100:
-        return RolloutState()
-    if not from_current:
-        if split.canary == 100:
-            todo = (
-                f"{canary} was promoted already: there is nothing to roll out; to roll out "
-                f"again, serve {baseline} to everyone first"
-            )
-        else:
-            todo = (
-                "if a run was driving it, `canaryctl rollout resume RUN` (with that run's "
-                "--state); to step up from this split, --from-current; or serve "
-                f"{baseline} to everyone first"
-            )
-        raise FlagMismatch(
-            f"flag '{key}' serves {shown}, not {baseline} to everyone as this rollout "
-            f"starts from: {todo}"
-        )
-    if split.other:
-        raise FlagMismatch(
-            f"flag '{key}' serves {shown}: --from-current continues a split between "
-            f"{baseline} and {canary} only, and stepping would take the other variations' "
-            "share away"
-        )
-    item = _first_weight_above(plan(spec), split.canary)
-    if item is None:
-        raise FlagMismatch(
-            f"flag '{key}' serves {shown}: no set_weight step of this rollout is above "
-            f"{split.canary:g}%, so --from-current has nothing left to step through"
-        )
-    return RolloutState(item=item, weight=split.canary)
-
-
-def ensure_baseline_has_traffic(
-    rollout: Rollout, metrics: MetricsSource, clock: Clock, baseline: str
-) -> None:
-    """No baseline traffic means the runbook watches the wrong route or selector: every
-    analysis would be inconclusive, or judge traffic the flag does not route. A gateway
-    that has just started may not have served yet, so we look again for a while."""
-    patience = min(max(rollout.spec.analysis.interval, 5.0), TRAFFIC_PATIENCE)
-    deadline = clock.now() + patience
-    while True:
-        seen = metrics.recent_requests(TRAFFIC_WINDOW)
-        if seen.get(baseline, 0) > 0:
-            return
-        if clock.now() >= deadline:
-            break
-        clock.sleep(1.0)
-    shown = ", ".join(f"{v} {n:g}" for v, n in sorted(seen.items()) if n > 0)
-    raise InvalidInput(
-        f"no recent requests for the baseline '{baseline}' on {_where(rollout)} "
-        f"(looked for {patience:g}s); the metrics show "
-        f"{('requests for ' + shown) if shown else 'no requests at all'} there: check that "
-        "the gateway route evaluates this flag and that the runbook's route and selector "
-        "match it"
-    )
-
-
-def _first_weight_above(items: Sequence[PlanItem], canary: float) -> int | None:
-    """The plan index of the first weight step above `canary`%, where --from-current starts."""
-    return next(
-        (
-            i
-            for i, item in enumerate(items)
-            if isinstance(item, WeightItem) and item.weight > canary
-        ),
-        None,
-    )
-
-
-def _where(rollout: Rollout) -> str:
-    """The metrics a rollout watches, for a message: route, selector, where they are read."""
-    spec = rollout.spec.metrics
-    route = f"route '{spec.route}'" if spec.route is not None else "every route"
-    if isinstance(spec, PrometheusMetricsSpec):
-        selector = ",".join(f'{k}="{v}"' for k, v in sorted(spec.selector.items()))
-        return f"{route}, selector {{{selector}}} in Prometheus at {redact_url(spec.url)}"
-    return f"{route} at {', '.join(redact_url(t) for t in spec.targets)}"
-
-
-def _ensure_not_driven_elsewhere(record: RunRecord) -> None:
-    """Two controllers on one flag would fight: refuse to resume a run whose owner still lives.
-
-    Liveness can only be checked on this host; a run owned by another host is taken over, as
-    the operator asked (they can see the owner in `rollout status`).
-    """
-    if record.pid == os.getpid() or not process_alive(record.host, record.pid):
-        return
-    raise InvalidInput(
-        f"run {record.id} is still driven by process {record.pid} on {record.host}: "
-        f"stop that process (its flag is restored) or `canaryctl rollout abort {record.id}`"
-    )
-
-
-def _stored_rollout(runbook: dict[str, Any]) -> Rollout:
-    """The journal's redacted copy as a runbook: a webhook stored by its origin alone would
-    post to the wrong place, so only `url_env` webhooks are kept, without their headers."""
-    spec = runbook.get("spec", {})
-    for key in ("on_rollback", "on_promote", "notify"):
-        hooks = spec.get(key, [])
-        kept = [hook for hook in hooks if hook.get("webhook", {}).get("url_env")]
-        if len(kept) < len(hooks):
-            log.warning(
-                "spec.%s: %d webhook(s) with a literal url are not kept in the journal and are "
-                "skipped on this resume (pass --runbook to keep them)",
-                key,
-                len(hooks) - len(kept),
-            )
-        for hook in kept:
-            hook["webhook"]["headers"] = {}
-        spec[key] = kept
-    return Rollout.model_validate(runbook)

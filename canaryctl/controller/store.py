@@ -1,25 +1,42 @@
-"""The run journal in one SQLite file: runs, their events, and requests from other terminals.
+"""The run journal in one database: runs, their events, requests from other terminals, leases.
 
 Written like chaostoolkit's journal: the run is opened (runbook copy, host, version, saved flag)
 before the first percent moves, each event is written before its action and its result filled in
 after, so a crash leaves an honest trail that `resume` and a person can read. Other terminals talk
 to a running rollout by inserting approve/abort requests, which the runner polls.
 
-WAL mode lets one runner write while other processes read status or post requests. Nothing secret
-is stored: the runbook copy goes through the redaction policy (canaryctl/redact.py) first.
+The database is a SQLite file (one person, one machine; WAL mode lets one runner write while
+other processes read status or post requests) or PostgreSQL (a team: controllers and terminals
+on many machines), one schema for both (canaryctl/controller/schema.py). SQLAlchemy Core carries
+the same SQL to both, with psycopg 3 for PostgreSQL; statements that differ (row locks) are
+chosen here by dialect.
+
+A run has one driver at a time: the process holding its lease (owner, expiry, heartbeat), taken
+and renewed by compare-and-swap in the database, so it holds across machines. A controller takes
+the runs that nobody holds or whose lease expired (`FOR UPDATE SKIP LOCKED` on PostgreSQL;
+SQLite's single writer makes its `BEGIN IMMEDIATE` transaction the same guarantee).
+
+Nothing secret is stored: the runbook copy goes through the redaction policy
+(canaryctl/redact.py) first, and a PostgreSQL URL is only ever shown without its userinfo.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from canaryctl.errors import InvalidInput
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from canaryctl.controller.schema import migrate
+from canaryctl.errors import InvalidInput, StateBackendError
 from canaryctl.flags.base import FlagSnapshot
-from canaryctl.redact import redact_document
+from canaryctl.redact import redact_document, redact_text, redact_url
 
 __all__ = [
     "DEFAULT_STATE_PATH",
@@ -28,49 +45,15 @@ __all__ = [
     "RunRecord",
     "StateStore",
     "redacted_runbook",
+    "state_engine",
 ]
 
 DEFAULT_STATE_PATH = Path(".canaryctl/state.db")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    name TEXT NOT NULL,
-    runbook TEXT NOT NULL,
-    host TEXT NOT NULL,
-    pid INTEGER NOT NULL,
-    version TEXT NOT NULL,
-    started_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    ended_at REAL,
-    phase TEXT NOT NULL,
-    outcome TEXT,
-    reason TEXT NOT NULL DEFAULT '',
-    exit_code INTEGER,
-    prior_flag TEXT NOT NULL,
-    flag_version INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    final_split TEXT
-);
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    run_id INTEGER NOT NULL REFERENCES runs(id),
-    at REAL NOT NULL,
-    type TEXT NOT NULL,
-    data TEXT NOT NULL,
-    result TEXT,
-    ended_at REAL
-);
-CREATE INDEX IF NOT EXISTS events_by_run ON events(run_id, id);
-CREATE TABLE IF NOT EXISTS requests (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    run_id INTEGER NOT NULL REFERENCES runs(id),
-    kind TEXT NOT NULL CHECK (kind IN ('approve', 'abort')),
-    at REAL NOT NULL,
-    requested_by TEXT NOT NULL,
-    handled_at REAL
-);
-"""
+SUBMITTED = "submitted"
+"""The phase of a run submitted for a controller (`rollout run --detach`) that none has begun."""
+
+_POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
 
 
 @dataclass(frozen=True)
@@ -88,10 +71,14 @@ class RunRecord:
     outcome: str | None
     reason: str
     exit_code: int | None
-    prior_flag: FlagSnapshot
+    prior_flag: FlagSnapshot | None
+    """None while the run is submitted: no controller has read the flag yet."""
     flag_version: int
     state: dict[str, Any]
     final_split: dict[str, float] | None
+    owner: str | None = None
+    """The process holding the run's lease (see the module docstring), or None."""
+    lease_until: float | None = None
 
     @property
     def finished(self) -> bool:
@@ -115,6 +102,8 @@ class RunRecord:
             "weight": self.state.get("weight"),
             "step": self.state.get("item"),
             "final_split": self.final_split,
+            "owner": self.owner,
+            "lease_until": self.lease_until,
         }
 
 
@@ -156,29 +145,116 @@ def redacted_runbook(runbook: dict[str, Any]) -> dict[str, Any]:
     return redacted
 
 
-class StateStore:
-    """One connection to the state file; open one per process (or per terminal)."""
-
-    def __init__(self, path: str | Path = DEFAULT_STATE_PATH) -> None:
-        self.path = Path(path)
+def state_engine(location: str | Path) -> tuple[Engine, str]:
+    """An engine for a SQLite path or a postgresql:// URL, and how to name it in messages
+    (the path, or the URL without userinfo and query)."""
+    given = str(location)
+    if "://" not in given:
+        path = Path(given)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
-            self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
-            raise InvalidInput(f"cannot open the state database {self.path}: {exc}") from exc
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InvalidInput(f"cannot open the state database {path}: {exc}") from exc
+        engine = create_engine(
+            f"sqlite:///{path}",
+            connect_args={"timeout": 10.0, "check_same_thread": False},
+            pool_size=10,
+            max_overflow=200,  # a controller's runs each take one while they write
+        )
+        event.listen(engine, "connect", _sqlite_connected)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine, str(path)
+    where = redact_url(given)
+    scheme = given.split("://", 1)[0].lower()
+    if scheme not in _POSTGRES_SCHEMES:
+        raise InvalidInput(
+            f"--state {where}: not a SQLite path nor a postgresql:// URL ({scheme}:// is not "
+            "a database canaryctl keeps state in)"
+        )
+    try:
+        url = make_url(given).set(drivername="postgresql+psycopg")
+    except (ArgumentError, ValueError) as exc:
+        raise InvalidInput(f"--state {where}: not a valid PostgreSQL URL") from exc
+    # A controller drives each run from its own thread: the pool must serve them all.
+    engine = create_engine(url, pool_size=10, max_overflow=200, pool_pre_ping=True)
+    return engine, where
+
+
+def _sqlite_connected(connection: Any, record: Any) -> None:
+    """Transactions are ours to begin (pysqlite's own BEGIN would come too late to lock)."""
+    connection.isolation_level = None
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+
+
+def _sqlite_begin(connection: Connection) -> None:
+    """A write takes SQLite's one write lock at its start: two transactions never both read,
+    then fight to write (what PostgreSQL's row locks do for it)."""
+    read = connection.get_execution_options().get("canaryctl_read", False)
+    connection.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
+
+
+class StateStore:
+    """A handle on the state database; open one per process (or per terminal). Thread-safe:
+    each call takes a pooled connection for one transaction."""
+
+    def __init__(self, location: str | Path = DEFAULT_STATE_PATH) -> None:
+        self._engine, self.where = state_engine(location)
+        self.path = None if "://" in str(location) else Path(location)
+        self.queries = 0
+        """Statements sent to the database so far (benchmarks/controller_scale.py)."""
+        event.listen(self._engine, "before_cursor_execute", self._count)
+        try:
+            with self._transaction() as connection:
+                migrate(connection, self.where)
+        except BaseException:
+            self._engine.dispose()
+            raise
+
+    @property
+    def postgres(self) -> bool:
+        return self._engine.dialect.name == "postgresql"
+
+    def _count(self, connection: Any, cursor: Any, statement: str, *args: Any) -> None:
+        """SQLite's BEGIN is ours to send (PostgreSQL's is implicit): not counted on either."""
+        if not statement.startswith("BEGIN"):
+            self.queries += 1
 
     def close(self) -> None:
-        self._db.close()
+        self._engine.dispose()
 
     def __enter__(self) -> StateStore:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    @contextmanager
+    def _transaction(self, *, read: bool = False) -> Iterator[Connection]:
+        """One transaction, committed on success; the database's errors become
+        StateBackendError with the message redacted (a driver may quote the URL)."""
+        try:
+            with self._engine.connect() as connection:
+                connection.execution_options(canaryctl_read=read)
+                with connection.begin():
+                    yield connection
+        except SQLAlchemyError as exc:
+            detail = redact_text(str(getattr(exc, "orig", None) or exc)).splitlines()[0]
+            raise StateBackendError(f"state database {self.where}: {detail}") from exc
+
+    def _write(self, sql: str, **params: Any) -> int:
+        """Run one statement; its row count."""
+        with self._transaction() as connection:
+            return connection.execute(text(sql), params).rowcount
+
+    def _insert(self, sql: str, **params: Any) -> int:
+        """Run one INSERT ... RETURNING id; the new row's id."""
+        with self._transaction() as connection:
+            return int(connection.execute(text(sql + " RETURNING id"), params).scalar_one())
+
+    def _rows(self, sql: str, **params: Any) -> list[Mapping[str, Any]]:
+        with self._transaction(read=True) as connection:
+            return list(connection.execute(text(sql), params).mappings())
 
     # -- runs --
 
@@ -194,53 +270,112 @@ class StateStore:
         prior_flag: FlagSnapshot,
         phase: str,
         state: dict[str, Any],
+        owner: str | None = None,
+        lease_until: float | None = None,
     ) -> int:
-        cursor = self._db.execute(
+        """Open a run; with `owner`, already leased to it (no controller may take it first)."""
+        return self._insert(
             "INSERT INTO runs (name, runbook, host, pid, version, started_at, updated_at, phase,"
-            " prior_flag, flag_version, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                name,
-                json.dumps(redacted_runbook(runbook)),
-                host,
-                pid,
-                version,
-                started_at,
-                started_at,
-                phase,
-                json.dumps(
-                    {"key": prior_flag.key, "version": prior_flag.version, "raw": prior_flag.raw}
-                ),
-                prior_flag.version,
-                json.dumps(state),
-            ),
+            " prior_flag, flag_version, state, owner, lease_until, heartbeat_at) VALUES (:name,"
+            " :runbook, :host, :pid, :version, :at, :at, :phase, :prior, :flag_version, :state,"
+            " :owner, :lease_until, :heartbeat_at)",
+            name=name,
+            runbook=json.dumps(redacted_runbook(runbook)),
+            host=host,
+            pid=pid,
+            version=version,
+            at=started_at,
+            phase=phase,
+            prior=_snapshot_json(prior_flag),
+            flag_version=prior_flag.version,
+            state=json.dumps(state),
+            owner=owner,
+            lease_until=lease_until,
+            heartbeat_at=None if owner is None else started_at,
         )
-        assert cursor.lastrowid is not None
-        return cursor.lastrowid
+
+    def submit_run(
+        self, *, name: str, runbook: dict[str, Any], host: str, pid: int, version: str, at: float
+    ) -> int:
+        """A run for a controller to begin (`rollout run --detach`): journaled now, its flag
+        read and claimed by whichever controller takes it."""
+        return self._insert(
+            "INSERT INTO runs (name, runbook, host, pid, version, started_at, updated_at, phase,"
+            " prior_flag, flag_version, state) VALUES (:name, :runbook, :host, :pid, :version,"
+            " :at, :at, :phase, 'null', 0, '{}')",
+            name=name,
+            runbook=json.dumps(redacted_runbook(runbook)),
+            host=host,
+            pid=pid,
+            version=version,
+            at=at,
+            phase=SUBMITTED,
+        )
+
+    def begin_submitted(
+        self,
+        run_id: int,
+        *,
+        host: str,
+        pid: int,
+        version: str,
+        started_at: float,
+        prior_flag: FlagSnapshot,
+        phase: str,
+        state: dict[str, Any],
+    ) -> None:
+        """A controller's preflight passed: the submitted run becomes a run like any other."""
+        self._write(
+            "UPDATE runs SET host = :host, pid = :pid, version = :version, started_at = :at,"
+            " updated_at = :at, phase = :phase, prior_flag = :prior, flag_version = :fv,"
+            " state = :state WHERE id = :id",
+            id=run_id,
+            host=host,
+            pid=pid,
+            version=version,
+            at=started_at,
+            phase=phase,
+            prior=_snapshot_json(prior_flag),
+            fv=prior_flag.version,
+            state=json.dumps(state),
+        )
 
     def save_state(
         self, run_id: int, *, phase: str, state: dict[str, Any], at: float, reason: str = ""
     ) -> None:
-        self._db.execute(
-            "UPDATE runs SET phase = ?, state = ?, updated_at = ?, reason = ? WHERE id = ?",
-            (phase, json.dumps(state), at, reason, run_id),
+        self._write(
+            "UPDATE runs SET phase = :phase, state = :state, updated_at = :at, reason = :reason"
+            " WHERE id = :id",
+            phase=phase,
+            state=json.dumps(state),
+            at=at,
+            reason=reason,
+            id=run_id,
         )
 
     def set_flag_version(self, run_id: int, version: int) -> None:
         """The version our last write produced: what we expect to find on the next write."""
-        self._db.execute("UPDATE runs SET flag_version = ? WHERE id = ?", (version, run_id))
+        self._write("UPDATE runs SET flag_version = :v WHERE id = :id", v=version, id=run_id)
 
     def claim(self, record: RunRecord, *, host: str, pid: int, at: float) -> bool:
-        """A resuming process takes the run over from the owner `record` names.
+        """A resuming process names itself as the run's host and pid (what `status` shows).
 
-        Compare-and-swap on the owner, so of two processes resuming the same run at once only
-        one wins; the other gets False and must not touch the flag.
+        Compare-and-swap on the previous host and pid, so of two processes resuming the same
+        run at once only one wins; the lease (`take_lease`) is what keeps drivers apart.
         """
-        cursor = self._db.execute(
-            "UPDATE runs SET host = ?, pid = ?, updated_at = ?"
-            " WHERE id = ? AND host = ? AND pid = ?",
-            (host, pid, at, record.id, record.host, record.pid),
+        return (
+            self._write(
+                "UPDATE runs SET host = :host, pid = :pid, updated_at = :at"
+                " WHERE id = :id AND host = :old_host AND pid = :old_pid",
+                host=host,
+                pid=pid,
+                at=at,
+                id=record.id,
+                old_host=record.host,
+                old_pid=record.pid,
+            )
+            == 1
         )
-        return cursor.rowcount == 1
 
     def finish_run(
         self,
@@ -253,90 +388,220 @@ class StateStore:
         at: float,
         final_split: dict[str, float] | None,
     ) -> None:
-        self._db.execute(
-            "UPDATE runs SET phase = ?, outcome = ?, reason = ?, exit_code = ?, ended_at = ?,"
-            " updated_at = ?, final_split = ? WHERE id = ?",
-            (
-                phase,
-                outcome,
-                reason,
-                exit_code,
-                at,
-                at,
-                None if final_split is None else json.dumps(final_split),
-                run_id,
-            ),
+        self._write(
+            "UPDATE runs SET phase = :phase, outcome = :outcome, reason = :reason,"
+            " exit_code = :exit_code, ended_at = :at, updated_at = :at, final_split = :split,"
+            " lease_until = NULL WHERE id = :id",
+            phase=phase,
+            outcome=outcome,
+            reason=reason,
+            exit_code=exit_code,
+            at=at,
+            split=None if final_split is None else json.dumps(final_split),
+            id=run_id,
         )
 
     def run(self, run_id: int) -> RunRecord | None:
-        row = self._db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
-        return None if row is None else _run_record(row)
+        rows = self._rows("SELECT * FROM runs WHERE id = :id", id=run_id)
+        return _run_record(rows[0]) if rows else None
 
     def latest_run(self) -> RunRecord | None:
-        row = self._db.execute("SELECT * FROM runs ORDER BY id DESC LIMIT 1").fetchone()
-        return None if row is None else _run_record(row)
+        rows = self._rows("SELECT * FROM runs ORDER BY id DESC LIMIT 1")
+        return _run_record(rows[0]) if rows else None
 
     def runs(self, limit: int = 50) -> list[RunRecord]:
-        rows = self._db.execute("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,))
+        rows = self._rows("SELECT * FROM runs ORDER BY id DESC LIMIT :limit", limit=limit)
         return [_run_record(row) for row in rows]
 
     def unfinished_runs(self) -> list[RunRecord]:
         """Runs still driving a flag, or left mid-way by a process that died (to resume)."""
-        rows = self._db.execute("SELECT * FROM runs WHERE ended_at IS NULL ORDER BY id")
+        rows = self._rows("SELECT * FROM runs WHERE ended_at IS NULL ORDER BY id")
         return [_run_record(row) for row in rows]
+
+    # -- leases: one driver per run --
+
+    def take_lease(
+        self, run_id: int, owner: str, *, now: float, ttl: float, steal: str | None = None
+    ) -> bool:
+        """Become (or stay) the driver of one unfinished run, if nobody else holds it now (or
+        only `steal`, an owner known to be dead). The change of owner is journaled as a `lease`
+        event."""
+        with self._transaction() as connection:
+            previous = connection.execute(
+                text(
+                    "SELECT owner FROM runs WHERE id = :id AND ended_at IS NULL AND (owner IS"
+                    " NULL OR owner = :owner OR owner = :steal OR lease_until IS NULL"
+                    " OR lease_until < :now)" + (" FOR UPDATE" if self.postgres else "")
+                ),
+                {"id": run_id, "owner": owner, "steal": steal, "now": now},
+            ).first()
+            if previous is None:
+                return False
+            self._lease(connection, [(run_id, previous[0])], owner, now=now, ttl=ttl)
+            return True
+
+    def acquire_runs(self, owner: str, *, now: float, ttl: float, limit: int) -> list[RunRecord]:
+        """Up to `limit` unfinished runs that nobody holds or whose lease expired, now leased
+        to `owner`. Concurrent controllers never get the same run (see the module docstring)."""
+        lock = " FOR UPDATE SKIP LOCKED" if self.postgres else ""
+        with self._transaction() as connection:
+            rows = connection.execute(
+                text(
+                    "SELECT id, owner FROM runs WHERE ended_at IS NULL AND (owner IS NULL OR"
+                    " lease_until IS NULL OR lease_until < :now) ORDER BY id LIMIT :limit" + lock
+                ),
+                {"now": now, "limit": limit},
+            ).all()
+            self._lease(connection, [(row[0], row[1]) for row in rows], owner, now=now, ttl=ttl)
+            ids = [row[0] for row in rows]
+            if not ids:
+                return []
+            found = connection.execute(
+                text(
+                    "SELECT * FROM runs WHERE id IN (" + ", ".join(map(str, ids)) + ") ORDER BY id"
+                )
+            ).mappings()
+            return [_run_record(row) for row in found]
+
+    def _lease(
+        self,
+        connection: Connection,
+        runs: list[tuple[int, str | None]],
+        owner: str,
+        *,
+        now: float,
+        ttl: float,
+    ) -> None:
+        for run_id, previous in runs:
+            connection.execute(
+                text(
+                    "UPDATE runs SET owner = :owner, lease_until = :until, heartbeat_at = :now"
+                    " WHERE id = :id"
+                ),
+                {"owner": owner, "until": now + ttl, "now": now, "id": run_id},
+            )
+            if previous != owner:
+                connection.execute(
+                    text(
+                        "INSERT INTO events (run_id, at, type, data, result, ended_at)"
+                        " VALUES (:id, :now, 'lease', :data, '{}', :now)"
+                    ),
+                    {
+                        "id": run_id,
+                        "now": now,
+                        "data": json.dumps({"owner": owner, "previous": previous}),
+                    },
+                )
+
+    def renew_leases(self, owner: str, *, now: float, ttl: float) -> set[int]:
+        """The heartbeat: extend every lease `owner` still holds; the runs it holds."""
+        with self._transaction() as connection:
+            rows = connection.execute(
+                text(
+                    "UPDATE runs SET lease_until = :until, heartbeat_at = :now"
+                    " WHERE owner = :owner AND ended_at IS NULL RETURNING id"
+                ),
+                {"owner": owner, "until": now + ttl, "now": now},
+            ).all()
+        return {row[0] for row in rows}
+
+    def holds_lease(self, run_id: int, owner: str, *, now: float) -> bool:
+        """Is `owner` still the driver of `run_id` (its lease not expired nor taken)?"""
+        rows = self._rows(
+            "SELECT 1 FROM runs WHERE id = :id AND owner = :owner AND ended_at IS NULL"
+            " AND lease_until >= :now",
+            id=run_id,
+            owner=owner,
+            now=now,
+        )
+        return bool(rows)
+
+    def release_lease(self, run_id: int, owner: str) -> None:
+        """Hand a run back untouched: the next controller may take it at once."""
+        self._write(
+            "UPDATE runs SET owner = NULL, lease_until = NULL WHERE id = :id AND owner = :owner",
+            id=run_id,
+            owner=owner,
+        )
 
     # -- events --
 
     def begin_event(self, run_id: int, type_: str, data: dict[str, Any], *, at: float) -> int:
         """Write the intent before acting; `end_event` fills in what happened."""
-        cursor = self._db.execute(
-            "INSERT INTO events (run_id, at, type, data) VALUES (?, ?, ?, ?)",
-            (run_id, at, type_, json.dumps(data)),
+        return self._insert(
+            "INSERT INTO events (run_id, at, type, data) VALUES (:run_id, :at, :type, :data)",
+            run_id=run_id,
+            at=at,
+            type=type_,
+            data=json.dumps(data),
         )
-        assert cursor.lastrowid is not None
-        return cursor.lastrowid
 
     def end_event(self, event_id: int, result: dict[str, Any], *, at: float) -> None:
-        self._db.execute(
-            "UPDATE events SET result = ?, ended_at = ? WHERE id = ?",
-            (json.dumps(result), at, event_id),
+        self._write(
+            "UPDATE events SET result = :result, ended_at = :at WHERE id = :id",
+            result=json.dumps(result),
+            at=at,
+            id=event_id,
         )
 
     def record_event(self, run_id: int, type_: str, data: dict[str, Any], *, at: float) -> int:
         """An event that is its own result (a phase change, a verdict)."""
-        event_id = self.begin_event(run_id, type_, data, at=at)
-        self.end_event(event_id, {}, at=at)
-        return event_id
+        return self._insert(
+            "INSERT INTO events (run_id, at, type, data, result, ended_at)"
+            " VALUES (:run_id, :at, :type, :data, '{}', :at)",
+            run_id=run_id,
+            at=at,
+            type=type_,
+            data=json.dumps(data),
+        )
 
     def events(self, run_id: int, type_: str | None = None) -> list[EventRecord]:
-        query, args = "SELECT * FROM events WHERE run_id = ?", [run_id]
+        query = "SELECT * FROM events WHERE run_id = :run_id"
         if type_ is not None:
-            query, args = query + " AND type = ?", [*args, type_]
-        return [_event_record(row) for row in self._db.execute(query + " ORDER BY id", args)]
+            query += " AND type = :type"
+        rows = self._rows(query + " ORDER BY id", run_id=run_id, type=type_)
+        return [_event_record(row) for row in rows]
 
     # -- requests from other terminals --
 
     def request(self, run_id: int, kind: str, *, by: str, at: float) -> int:
-        cursor = self._db.execute(
-            "INSERT INTO requests (run_id, kind, at, requested_by) VALUES (?, ?, ?, ?)",
-            (run_id, kind, at, by),
+        return self._insert(
+            "INSERT INTO requests (run_id, kind, at, requested_by)"
+            " VALUES (:run_id, :kind, :at, :by)",
+            run_id=run_id,
+            kind=kind,
+            at=at,
+            by=by,
         )
-        assert cursor.lastrowid is not None
-        return cursor.lastrowid
 
     def pending_requests(self, run_id: int) -> list[RequestRecord]:
-        rows = self._db.execute(
+        rows = self._rows(
             "SELECT id, run_id, kind, at, requested_by FROM requests"
-            " WHERE run_id = ? AND handled_at IS NULL ORDER BY id",
-            (run_id,),
+            " WHERE run_id = :run_id AND handled_at IS NULL ORDER BY id",
+            run_id=run_id,
         )
-        return [RequestRecord(**dict(row)) for row in rows]
+        return [RequestRecord(**row) for row in rows]
+
+    def pending_requests_of(self, run_ids: Iterable[int]) -> list[RequestRecord]:
+        """`pending_requests` for many runs in one statement (a controller's inbox)."""
+        ids = sorted({int(i) for i in run_ids})
+        if not ids:
+            return []
+        rows = self._rows(
+            "SELECT id, run_id, kind, at, requested_by FROM requests WHERE handled_at IS NULL"
+            " AND run_id IN (" + ", ".join(map(str, ids)) + ") ORDER BY id"
+        )
+        return [RequestRecord(**row) for row in rows]
 
     def mark_handled(self, request_id: int, *, at: float) -> None:
-        self._db.execute("UPDATE requests SET handled_at = ? WHERE id = ?", (at, request_id))
+        self._write("UPDATE requests SET handled_at = :at WHERE id = :id", at=at, id=request_id)
 
 
-def _run_record(row: sqlite3.Row) -> RunRecord:
+def _snapshot_json(snapshot: FlagSnapshot) -> str:
+    return json.dumps({"key": snapshot.key, "version": snapshot.version, "raw": snapshot.raw})
+
+
+def _run_record(row: Mapping[str, Any]) -> RunRecord:
     prior = json.loads(row["prior_flag"])
     return RunRecord(
         id=row["id"],
@@ -352,14 +617,18 @@ def _run_record(row: sqlite3.Row) -> RunRecord:
         outcome=row["outcome"],
         reason=row["reason"],
         exit_code=row["exit_code"],
-        prior_flag=FlagSnapshot(prior["key"], prior["version"], prior["raw"]),
+        prior_flag=None
+        if prior is None
+        else FlagSnapshot(prior["key"], prior["version"], prior["raw"]),
         flag_version=row["flag_version"],
         state=json.loads(row["state"]),
         final_split=None if row["final_split"] is None else json.loads(row["final_split"]),
+        owner=row["owner"],
+        lease_until=row["lease_until"],
     )
 
 
-def _event_record(row: sqlite3.Row) -> EventRecord:
+def _event_record(row: Mapping[str, Any]) -> EventRecord:
     return EventRecord(
         id=row["id"],
         run_id=row["run_id"],

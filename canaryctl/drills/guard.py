@@ -16,10 +16,10 @@ from canaryctl.runbook.scenario import ChaosScenarioSpec
 __all__ = ["blocked_by", "latest_fire_time", "unfinished_rollouts"]
 
 
-def unfinished_rollouts(state_path: Path) -> list[str]:
+def unfinished_rollouts(state_path: str | Path) -> list[str]:
     """Rollouts in the state database that have not ended (a crashed one awaiting `resume`
-    counts: its flag is not at a known state yet). No database: no rollout ever ran here."""
-    if not state_path.exists():
+    counts: its flag is not at a known state yet). No SQLite file: no rollout ever ran here."""
+    if "://" not in str(state_path) and not Path(state_path).exists():
         return []
     with StateStore(state_path) as store:
         return [f"{r.id} ({r.name}, {r.phase})" for r in store.runs(10_000) if not r.finished]

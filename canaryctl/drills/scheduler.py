@@ -27,7 +27,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from canaryctl.chaos.client import ChaosClient, token_from_env
 from canaryctl.chaos.journal import Journal
 from canaryctl.chaos.scenario import run_scenario
-from canaryctl.controller.clock import SystemClock
+from canaryctl.clock import SystemClock
 from canaryctl.drills.guard import blocked_by, latest_fire_time, unfinished_rollouts
 from canaryctl.drills.history import DrillHistory, DrillRun
 from canaryctl.errors import CanaryError, InvalidDocument, InvalidInput
@@ -47,8 +47,8 @@ class DrillHome:
     """Where drills keep their state: APScheduler's jobs, the run history, the journals."""
 
     root: Path
-    state: Path
-    """The rollout state database consulted before every drill."""
+    state: str
+    """The rollout state database consulted before every drill (a SQLite path or a URL)."""
     misfire_grace: float = 300.0
 
     @property
@@ -114,7 +114,7 @@ def discover(directory: Path) -> dict[str, Path]:
 
 def run_drill(scenario_path: str, root: str, state: str, misfire_grace: float) -> None:
     """The job APScheduler runs (module level, so the job store can keep a reference to it)."""
-    home = DrillHome(Path(root), Path(state), misfire_grace)
+    home = DrillHome(Path(root), state, misfire_grace)
     emit = _RUNTIME.emit
     try:
         scenario = load_document(scenario_path, expect=ChaosScenario)
@@ -193,7 +193,8 @@ def _reconcile(scheduler: BackgroundScheduler, drills: dict[str, Path], home: Dr
     for name, path in drills.items():
         spec = load_document(path, expect=ChaosScenario).spec
         trigger = cron_trigger(spec.schedule or "")
-        args = (str(path), str(home.root.resolve()), str(home.state.resolve()), home.misfire_grace)
+        state = home.state if "://" in home.state else str(Path(home.state).resolve())
+        args = (str(path), str(home.root.resolve()), state, home.misfire_grace)
         job = scheduler.get_job(name)
         if job is not None and str(job.trigger) == str(trigger) and tuple(job.args) == args:
             continue

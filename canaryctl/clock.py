@@ -1,4 +1,5 @@
-"""Time as a seam: the runner asks a Clock, so tests and simulations run in milliseconds."""
+"""Time as a seam: the rollout runner, chaos scenarios and drills ask a Clock, so tests and
+simulations run in milliseconds. It sits below every package that waits, not in one of them."""
 
 from __future__ import annotations
 

@@ -1,0 +1,62 @@
+"""`canaryctl controller serve`: the long-running controller that drives every submitted run."""
+
+from __future__ import annotations
+
+import socket
+
+import click
+
+from canaryctl.cli.listen import split_listen
+from canaryctl.cli.main import output_option, state_option, wants_json
+from canaryctl.controller.lease import DEFAULT_LEASE_TTL
+from canaryctl.errors import InvalidInput
+
+__all__ = ["controller"]
+
+
+@click.group()
+def controller() -> None:
+    """Drive every rollout submitted to a shared state database."""
+
+
+@controller.command("serve")
+@state_option("the state database runs are submitted to (`rollout run --detach`)")
+@click.option(
+    "--listen",
+    default="127.0.0.1:8090",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="the HTTP listener (/healthz); port 0 picks a free one",
+)
+@click.option(
+    "--lease",
+    "lease_ttl",
+    type=click.FloatRange(min=0.5),
+    default=DEFAULT_LEASE_TTL,
+    show_default=True,
+    help="seconds a run's lease lasts without a heartbeat: how soon another controller takes "
+    "over the runs of one that died",
+)
+@output_option
+def serve(state_path: str, listen: str, lease_ttl: float, output: str | None) -> None:
+    """Drive every run submitted to the state database, many at once, until SIGTERM or Ctrl-C;
+    then hand the runs back (their flags untouched) for another controller to continue."""
+    from canaryctl.cli.views import JsonLinesView
+    from canaryctl.controller.service import Controller, serve
+    from canaryctl.controller.store import StateStore
+
+    host, port = split_listen(listen)
+    try:
+        listener = socket.create_server((host, port))
+    except OSError as exc:
+        raise InvalidInput(f"--listen {listen}: {exc.strerror}") from exc
+    with listener, StateStore(state_path) as store:
+        observers = [JsonLinesView()] if wants_json(output) else []
+        service = Controller(store, lease_ttl=lease_ttl, observers=observers)
+        bound = listener.getsockname()[1]
+        click.echo(
+            f"controller {service.owner} on http://{host}:{bound} (state {store.where}, lease "
+            f"{lease_ttl:g}s); SIGTERM hands its runs back",
+            err=True,
+        )
+        serve(service, listener)

@@ -1,0 +1,72 @@
+"""The wiring of a run's backends, in one place: the runbook's flag store and metrics source
+(or the fakes a test or a benchmark gives), its notifiers, and the runbook as the journal keeps
+it for a process that did not read the original (resume, a controller)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from canaryctl.clock import Clock
+from canaryctl.flags.base import FlagStore
+from canaryctl.metrics.base import MetricsSource
+from canaryctl.runbook.rollout import Rollout
+
+if TYPE_CHECKING:
+    from canaryctl.notify import WebhookNotifier
+
+__all__ = ["notifiers_for_run", "runbook_backends", "stored_rollout"]
+
+log = logging.getLogger(__name__)
+
+
+def runbook_backends(
+    rollout: Rollout,
+    clock: Clock,
+    flags: FlagStore | None = None,
+    metrics: MetricsSource | None = None,
+) -> tuple[FlagStore, MetricsSource]:
+    """The runbook's own backends unless given; imported here so the fakes need no backends."""
+    if flags is None:
+        from canaryctl.flags.factory import flag_store_for
+
+        flags = flag_store_for(rollout.spec.flag)
+    if metrics is None:
+        from canaryctl.metrics.factory import metrics_source_for
+
+        spec = rollout.spec
+        metrics = metrics_source_for(
+            spec.metrics,
+            clock=clock.now,
+            slos=spec.slos,
+            baseline=spec.flag.baseline,
+            canary=spec.flag.canary,
+        )
+    return flags, metrics
+
+
+def notifiers_for_run(rollout: Rollout) -> list[WebhookNotifier]:
+    """The runbook's `notify:` webhooks, closed (drained, bounded) once the flag is safe."""
+    from canaryctl.notify import notifiers_for
+
+    return notifiers_for(rollout.spec.notify)
+
+
+def stored_rollout(runbook: dict[str, Any]) -> Rollout:
+    """The journal's redacted copy as a runbook: a webhook stored by its origin alone would
+    post to the wrong place, so only `url_env` webhooks are kept, without their headers."""
+    spec = runbook.get("spec", {})
+    for key in ("on_rollback", "on_promote", "notify"):
+        hooks = spec.get(key, [])
+        kept = [hook for hook in hooks if hook.get("webhook", {}).get("url_env")]
+        if len(kept) < len(hooks):
+            log.warning(
+                "spec.%s: %d webhook(s) with a literal url are not kept in the journal and are "
+                "skipped on this resume (pass --runbook to keep them)",
+                key,
+                len(hooks) - len(kept),
+            )
+        for hook in kept:
+            hook["webhook"]["headers"] = {}
+        spec[key] = kept
+    return Rollout.model_validate(runbook)

@@ -1,0 +1,124 @@
+"""The versioned flag-write protocol of one run: how the runner moves a flag without ever
+overwriting a human's change.
+
+Every write is journaled before it is made (`flag_changed` with the target and the version we
+expect) and its result after; it is made with that expected version, so a flag someone else moved
+is a FlagConflict, not an overwrite. A write journaled without its result was in flight when the
+process died: a flag found at a newer version serving that write's target is ours (the write
+landed), anything else is a human's. Before each write the run's lease must still be ours
+(canaryctl/controller/lease.py), so a driver that lost its run never writes.
+"""
+
+from __future__ import annotations
+
+from canaryctl.clock import Clock
+from canaryctl.controller.events import ObserverFanout
+from canaryctl.controller.lease import Leases
+from canaryctl.controller.store import StateStore
+from canaryctl.errors import FlagConflict
+from canaryctl.flags.base import FlagSnapshot, FlagStore, Split
+
+__all__ = ["FlagWrites", "split_dict"]
+
+
+def split_dict(split: Split) -> dict[str, float]:
+    return {"baseline": split.baseline, "canary": split.canary, "other": split.other}
+
+
+class FlagWrites:
+    """One run's writes to its flag: `begin` once the run is journaled, then `write`,
+    `restore`; `ours` tells whether the flag is where this run left it."""
+
+    def __init__(
+        self,
+        flags: FlagStore,
+        store: StateStore,
+        leases: Leases,
+        clock: Clock,
+        observers: ObserverFanout,
+        *,
+        name: str,
+    ) -> None:
+        self.flags, self.store, self.leases, self.clock = flags, store, leases, clock
+        self._observers, self._name = observers, name
+        self.run_id = 0
+        self.prior: FlagSnapshot | None = None
+        """The flag as the run found it: what a rollback restores."""
+        self.version = 0
+        """The version our last write produced: what we expect to find."""
+        self.in_flight: float | None = None
+        """The canary weight a write journaled without its result was taking the flag to."""
+        self.split: Split | None = None
+        """The split as last read or written."""
+
+    def begin(
+        self, run_id: int, prior: FlagSnapshot, *, version: int, in_flight: float | None = None
+    ) -> None:
+        self.run_id, self.prior, self.version, self.in_flight = run_id, prior, version, in_flight
+
+    def write(self, action: str, target_canary: float) -> FlagSnapshot:
+        """Journal the intent, write with the version we expect, then journal the result."""
+        run = f"canaryctl run {self.run_id} ({self._name})"
+        self.leases.ensure(self.run_id)
+        before = self.split
+        event_id = self.store.begin_event(
+            self.run_id,
+            "flag_changed",
+            {
+                "action": action,
+                "target_canary": target_canary,
+                "expect_version": self.version,
+                "before": None if before is None else split_dict(before),
+            },
+            at=self.clock.now(),
+        )
+        self.in_flight = target_canary
+        if action == "set_weight":
+            comment = f"{run}: canary to {target_canary:g}%"
+            snapshot = self.flags.set_canary_weight(
+                target_canary, expect_version=self.version, comment=comment
+            )
+        elif action == "promote":
+            snapshot = self.flags.promote(expect_version=self.version, comment=f"{run}: promote")
+        else:
+            assert self.prior is not None
+            snapshot = self.flags.restore(
+                self.prior, expect_version=self.version, comment=f"{run}: restore"
+            )
+        self.in_flight = None
+        self.version = snapshot.version
+        self.store.set_flag_version(self.run_id, snapshot.version)
+        self.split = after = self.flags.split(snapshot)
+        self.store.end_event(
+            event_id,
+            {"after": split_dict(after), "version": snapshot.version},
+            at=self.clock.now(),
+        )
+        if before is not None:
+            self._observers.on_weight(self.run_id, before, after)
+        return snapshot
+
+    def ours(self, current: FlagSnapshot) -> bool:
+        """Is the flag where we left it, or where our interrupted write was taking it?"""
+        if current.version == self.version:
+            return True
+        if self.in_flight is None or current.version < self.version:
+            return False
+        if self.flags.split(current).canary != self.in_flight:
+            return False
+        self.version, self.in_flight = current.version, None
+        self.store.set_flag_version(self.run_id, current.version)
+        return True
+
+    def restore(self) -> None:
+        """Put the saved snapshot back; a flag we never moved needs no write."""
+        assert self.prior is not None
+        current = self.flags.snapshot()
+        if not self.ours(current):
+            raise FlagConflict(
+                f"flag '{current.key}' is at version {current.version}, expected "
+                f"{self.version}: someone else changed it"
+            )
+        if current.version == self.prior.version:
+            return
+        self.write("restore", self.flags.split(self.prior).canary)
