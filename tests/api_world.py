@@ -14,7 +14,8 @@ import httpx
 
 from canaryctl.api import ApiTokens, create_app
 from canaryctl.chaos.server import BackgroundServer
-from canaryctl.controller import RunResult, StateStore, SystemClock, run_rollout
+from canaryctl.clock import SystemClock
+from canaryctl.controller import RunResult, StateStore, run_rollout
 from canaryctl.metrics import ScriptedMetricsSource
 from tests.rollout_world import World
 

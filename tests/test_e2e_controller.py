@@ -71,12 +71,12 @@ def runbook(tmp_path: Path, flags: Path, metrics_url: str, pause: str) -> Path:
 class ControllerProcess:
     """`canaryctl controller serve` in its own process, the state URL in its environment."""
 
-    def __init__(self, url: str, workdir: Path, name: str) -> None:
+    def __init__(self, url: str, workdir: Path, name: str, tokens: str = "") -> None:
         self.log = workdir / f"{name}.log"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "canaryctl", "controller", "serve", "--listen", "127.0.0.1:0",
              "--lease", str(LEASE), "-o", "json"],
-            env={**os.environ, "CANARYCTL_STATE": url},
+            env={**os.environ, "CANARYCTL_STATE": url, "CANARYCTL_API_TOKENS": tokens},
             stdout=subprocess.DEVNULL,
             stderr=self.log.open("wb"),
         )  # fmt: skip
@@ -196,3 +196,51 @@ def test_sigterm_hands_the_run_back_to_the_other_controller_untouched(
         assert owners == [a.owner, b.owner]
         assert "controller" in a.log.read_text() and PASSWORD not in a.log.read_text()
         assert fallthrough(flags) == "gpt-4-turbo"  # the abort restored it
+
+
+OPERATOR, VIEWER = "o" * 24, "v" * 24
+
+
+def test_the_controller_serves_the_api_runs_submitted_through_it_and_approvals(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    """The API mounted in `controller serve`: a runbook posted to it is driven by the same
+    controller, a viewer may watch but not approve, an operator's approval promotes."""
+    tokens = f"ops:operator:{OPERATOR},dash:viewer:{VIEWER}"
+    with world(tmp_path, postgres) as (url, flags, stack):
+        path = runbook(tmp_path, flags, stack.metrics_url, pause="approval")
+        a = ControllerProcess(url, tmp_path, "a", tokens=tokens)
+        ops = {"Authorization": f"Bearer {OPERATOR}"}
+        dash = {"Authorization": f"Bearer {VIEWER}"}
+        try:
+            with httpx.Client(base_url=a.url, timeout=10) as api:
+                paths = api.get("/openapi.json").json()["paths"]
+                assert "post" in paths["/api/v1/runs"]  # submit is served, so it is described
+                assert api.post("/api/v1/runs", content=path.read_bytes()).status_code == 401
+                posted = api.post("/api/v1/runs", content=path.read_bytes(), headers=ops)
+                assert posted.status_code == 201, posted.text
+                run_id = posted.json()["run_id"]
+
+                def awaiting() -> bool:
+                    run = api.get(f"/api/v1/runs/{run_id}", headers=dash).json()["run"]
+                    return bool(run["phase"] == "awaiting_approval")
+
+                eventually("the run to wait for approval", awaiting)
+                assert a.driving() == [run_id]
+                approve = f"/api/v1/runs/{run_id}/approve"
+                assert api.post(approve, headers=dash).status_code == 403
+                assert api.post(approve, headers=ops).status_code == 202
+
+                def ended() -> bool:
+                    run = api.get(f"/api/v1/runs/{run_id}", headers=dash).json()["run"]
+                    return run["outcome"] is not None
+
+                eventually("the run to end", ended)
+                detail = api.get(f"/api/v1/runs/{run_id}", headers=dash).json()
+                page = api.get("/")
+        finally:
+            a.stop()
+        assert detail["run"]["outcome"] == "promoted", detail["run"]["reason"]
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+        assert OPERATOR not in a.log.read_text() and PASSWORD not in a.log.read_text()
+        assert fallthrough(flags) == "gpt-4o-mini"

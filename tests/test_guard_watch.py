@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from canaryctl.api.alerts import read_alerts
-from canaryctl.controller import FakeClock
+from canaryctl.clock import FakeClock
 from canaryctl.controller.hooks import HookRunner
 from canaryctl.controller.store import RunRecord
 from canaryctl.errors import FlagBackendError, InvalidDocument

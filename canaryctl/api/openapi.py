@@ -13,6 +13,7 @@ from typing import Any
 
 from canaryctl.api.tokens import Role
 from canaryctl.controller.phases import Phase
+from canaryctl.controller.store import SUBMITTED
 
 __all__ = ["MAX_RUN_ID", "SCHEMAS", "Operation", "openapi_document"]
 
@@ -40,11 +41,12 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "required": [
             "run_id", "name", "phase", "outcome", "reason", "exit_code", "host", "pid",
             "version", "started_at", "updated_at", "ended_at", "weight", "step", "final_split",
+            "owner", "lease_until",
         ],
         "properties": {
             "run_id": {"type": "integer", "minimum": 1},
             "name": {"type": "string"},
-            "phase": {"enum": [p.value for p in Phase]},
+            "phase": {"enum": [SUBMITTED, *(p.value for p in Phase)]},
             "outcome": {"type": ["string", "null"]},
             "reason": {"type": "string"},
             "exit_code": {"type": ["integer", "null"]},
@@ -60,6 +62,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                 "type": ["object", "null"],
                 "additionalProperties": {"type": "number"},
             },
+            "owner": {
+                "type": ["string", "null"],
+                "description": "the controller or process holding the run's lease (host:pid:nonce)",
+            },
+            "lease_until": {**_NUMBER_OR_NULL, "description": "when that lease runs out"},
         },
         "additionalProperties": False,
     },

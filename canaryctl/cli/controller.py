@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import socket
+from typing import Any
 
 import click
 
@@ -26,7 +28,8 @@ def controller() -> None:
     default="127.0.0.1:8090",
     show_default=True,
     metavar="HOST:PORT",
-    help="the HTTP listener (/healthz); port 0 picks a free one",
+    help="the HTTP listener (/healthz; the API and live page with CANARYCTL_API_TOKENS); "
+    "port 0 picks a free one",
 )
 @click.option(
     "--lease",
@@ -59,4 +62,25 @@ def serve(state_path: str, listen: str, lease_ttl: float, output: str | None) ->
             f"{lease_ttl:g}s); SIGTERM hands its runs back",
             err=True,
         )
-        serve(service, listener)
+        routes, handlers = _api(state_path)
+        serve(service, listener, routes=routes, exception_handlers=handlers)
+
+
+def _api(state_path: str) -> tuple[list[Any], dict[Any, Any]]:
+    """The JSON API, its OpenAPI document and the live page, with submit, when tokens are set;
+    without them only /healthz is served (an API anyone on the host could call is not served)."""
+    from canaryctl.api import ApiTokens, api_routes, json_errors
+    from canaryctl.api.tokens import TOKENS_ENV
+    from canaryctl.controller.runner import submit_rollout
+    from canaryctl.controller.store import StateStore
+
+    if not os.environ.get(TOKENS_ENV, "").strip():
+        click.echo(f"{TOKENS_ENV} is not set: the API and the live page are off", err=True)
+        return [], {}
+    tokens = ApiTokens.from_env()
+    routes = api_routes(
+        lambda: StateStore(state_path),
+        tokens,
+        submit=lambda rollout: submit_rollout(rollout, state_path=state_path)[0],
+    )
+    return routes, json_errors

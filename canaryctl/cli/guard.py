@@ -65,13 +65,13 @@ def guard() -> None:
 @output_option
 def run_command(
     document_path: str,
-    state_path: Path,
+    state_path: str,
     journal: Path | None,
     listen: str | None,
     output: str | None,
 ) -> None:
     """Watch until interrupted (exit 130); once tripped, wait for a re-arm."""
-    from canaryctl.controller.clock import SystemClock
+    from canaryctl.clock import SystemClock
     from canaryctl.controller.hooks import webhook_url
     from canaryctl.controller.store import StateStore
     from canaryctl.flags.factory import flag_store_for
@@ -96,8 +96,8 @@ def run_command(
     metrics.check()
 
     def rollouts() -> list[Any]:
-        if not state_path.exists():
-            return []
+        if "://" not in state_path and not Path(state_path).exists():
+            return []  # no rollout has ever run here
         with StateStore(state_path) as store:
             return store.unfinished_runs()
 

@@ -23,14 +23,15 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from canaryctl.controller.events import RolloutObserver
@@ -45,6 +46,8 @@ from canaryctl.errors import CanaryError
 from canaryctl.flags.base import FlagStore
 from canaryctl.metrics.base import MetricsSource
 from canaryctl.runbook.rollout import Rollout
+
+ExceptionHandlers = Mapping[Any, Callable[[Request, Exception], Awaitable[Response]]]
 
 __all__ = ["Controller", "ReleasingClock", "RequestInbox", "create_app", "serve"]
 
@@ -262,7 +265,11 @@ class Controller:
         self.leases.forget(record.id)
 
 
-def create_app(controller: Controller, routes: Sequence[BaseRoute] = ()) -> Starlette:
+def create_app(
+    controller: Controller,
+    routes: Sequence[BaseRoute] = (),
+    exception_handlers: ExceptionHandlers | None = None,
+) -> Starlette:
     """The controller's HTTP app: `GET /healthz`, then `routes` (the API, the live page)."""
 
     async def healthz(request: Request) -> JSONResponse:
@@ -276,7 +283,10 @@ def create_app(controller: Controller, routes: Sequence[BaseRoute] = ()) -> Star
             }
         )
 
-    return Starlette(routes=[Route("/healthz", healthz, methods=["GET"]), *routes])
+    return Starlette(
+        routes=[Route("/healthz", healthz, methods=["GET"]), *routes],
+        exception_handlers=dict(exception_handlers or {}),
+    )
 
 
 def serve(
@@ -284,6 +294,7 @@ def serve(
     listener: socket.socket,
     *,
     routes: Sequence[BaseRoute] = (),
+    exception_handlers: ExceptionHandlers | None = None,
     stop: threading.Event | None = None,
 ) -> None:
     """Drive runs and serve `create_app(controller, routes)` on `listener` until SIGTERM,
@@ -296,7 +307,10 @@ def serve(
 
     previous = {sig: signal.signal(sig, asked) for sig in (signal.SIGINT, signal.SIGTERM)}
     config = uvicorn.Config(
-        create_app(controller, routes), log_level="warning", access_log=False, lifespan="off"
+        create_app(controller, routes, exception_handlers),
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)

@@ -29,7 +29,7 @@ from typing import Any
 
 from canaryctl.analysis import Outcome, assess
 from canaryctl.api.alerts import Alert
-from canaryctl.controller.clock import Clock
+from canaryctl.clock import Clock
 from canaryctl.controller.hooks import HookRunner
 from canaryctl.controller.store import RunRecord
 from canaryctl.errors import CanaryError, MetricsBackendError
