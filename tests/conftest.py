@@ -45,16 +45,27 @@ def _flag_document(variations: list[str], fallthrough: dict[str, Any], version: 
     return json.dumps({"flags": {FLAG_KEY: flag}, "segments": {}})
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    """One real PostgreSQL for the session (each test asks it for a fresh database). Its
-    directory is made here, not under pytest's tmp_path, which `nobody` may not enter."""
+def _postgres_in_a_tempdir() -> Iterator[PostgresServer]:
+    """A real PostgreSQL whose directory is made here, not under pytest's tmp_path, which
+    `nobody` (the server's user when we are root) may not enter."""
     workdir = Path(tempfile.mkdtemp(prefix="canaryctl-pg-"))
     try:
         with postgres_server(workdir) as server:
             yield server
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One real PostgreSQL for the session (each test asks it for a fresh database)."""
+    yield from _postgres_in_a_tempdir()
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL of the test's own, which the test may stop."""
+    yield from _postgres_in_a_tempdir()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -112,7 +113,8 @@ class PostgresServer:
         return self.url(name)
 
     def stop(self) -> None:
-        self._process.terminate()
+        """A fast shutdown: open sessions are ended, as when a database server goes away."""
+        self._process.send_signal(signal.SIGINT)
         try:
             self._process.wait(timeout=30)
         except subprocess.TimeoutExpired:

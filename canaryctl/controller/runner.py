@@ -95,6 +95,7 @@ from canaryctl.errors import (
     Interrupted,
     InvalidInput,
     MetricsBackendError,
+    StateBackendError,
 )
 from canaryctl.flags.base import FlagClaim, FlagSnapshot, FlagStore, Split
 from canaryctl.metrics.base import MetricsSource
@@ -532,14 +533,30 @@ class RolloutRunner:
         self._observers.on_error(self._run_id, message)
 
     def _stop(self, outcome: str, reason: str, *, restore: bool) -> RunResult:
-        """End on an error or interruption; the flag is restored unless a human holds it."""
-        self._error("run", reason)
+        """End on an error or interruption; the flag is restored unless a human holds it, also
+        when the state database is what failed: the flag comes before the journal."""
+        try:
+            self._error("run", reason)
+        except StateBackendError as exc:
+            self._writes.journal_error = exc
+        restored = False
         if restore:
             try:
                 self._writes.restore()
+                restored = True
             except (CanaryError, KeyboardInterrupt) as exc:
                 reason = f"{reason}; restoring the flag failed: {exc}"
-                self._error("flag", reason)
+                if self._writes.journal_error is None:
+                    self._error("flag", reason)
+        if (down := self._writes.journal_error) is not None:
+            self.leases.forget(self._run_id)
+            self._release()
+            flag = "the flag was restored" if restored else "the flag was not restored"
+            cause = "" if str(down) in reason else f" ({down})"
+            raise StateBackendError(
+                f"run {self._run_id} stopped: {reason}; {flag}, but the state database could "
+                f"not record it{cause}"
+            ) from down
         phase = _FINAL_PHASE[outcome]
         self._commit(replace(self._state, phase=phase, outcome=outcome, reason=reason))
         return self._finish(outcome, reason)

@@ -31,12 +31,14 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
+from canaryctl import retry
 from canaryctl.controller.schema import migrate
 from canaryctl.errors import InvalidInput, StateBackendError
 from canaryctl.flags.base import FlagSnapshot
 from canaryctl.redact import redact_document, redact_text, redact_url
+from canaryctl.retry import BACKEND, Retryable, RetryPolicy
 
 __all__ = [
     "DEFAULT_STATE_PATH",
@@ -198,7 +200,10 @@ class StateStore:
     """A handle on the state database; open one per process (or per terminal). Thread-safe:
     each call takes a pooled connection for one transaction."""
 
-    def __init__(self, location: str | Path = DEFAULT_STATE_PATH) -> None:
+    def __init__(
+        self, location: str | Path = DEFAULT_STATE_PATH, *, retry_policy: RetryPolicy = BACKEND
+    ) -> None:
+        self.retry_policy = retry_policy
         self._engine, self.where = state_engine(location)
         self.path = None if "://" in str(location) else Path(location)
         self.queries = 0
@@ -234,13 +239,32 @@ class StateStore:
         """One transaction, committed on success; the database's errors become
         StateBackendError with the message redacted (a driver may quote the URL)."""
         try:
-            with self._engine.connect() as connection:
+            with self._connect() as connection:
                 connection.execution_options(canaryctl_read=read)
                 with connection.begin():
                     yield connection
         except SQLAlchemyError as exc:
             detail = redact_text(str(getattr(exc, "orig", None) or exc)).splitlines()[0]
             raise StateBackendError(f"state database {self.where}: {detail}") from exc
+
+    def _connect(self) -> Connection:
+        """A pooled connection, retried with the backends' policy while the server cannot be
+        reached (a restart, a failover): nothing was sent yet, so another attempt is safe."""
+
+        def attempt() -> Connection:
+            try:
+                return self._engine.connect()
+            except OperationalError as exc:
+                detail = redact_text(str(getattr(exc, "orig", None) or exc)).splitlines()[0]
+                raise Retryable(detail) from exc
+
+        try:
+            return retry.call(attempt, self.retry_policy)
+        except Retryable as exc:
+            attempts = self.retry_policy.attempts
+            raise StateBackendError(
+                f"state database {self.where}: {exc.reason} (after {attempts} attempts)"
+            ) from exc
 
     def _write(self, sql: str, **params: Any) -> int:
         """Run one statement; its row count."""

@@ -11,14 +11,19 @@ landed), anything else is a human's. Before each write the run's lease must stil
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 from canaryctl.clock import Clock
 from canaryctl.controller.events import ObserverFanout
 from canaryctl.controller.lease import Leases
 from canaryctl.controller.store import StateStore
-from canaryctl.errors import FlagConflict
+from canaryctl.errors import FlagConflict, StateBackendError
 from canaryctl.flags.base import FlagSnapshot, FlagStore, Split
 
 __all__ = ["FlagWrites", "split_dict"]
+
+_T = TypeVar("_T")
 
 
 def split_dict(split: Split) -> dict[str, float]:
@@ -50,6 +55,8 @@ class FlagWrites:
         """The canary weight a write journaled without its result was taking the flag to."""
         self.split: Split | None = None
         """The split as last read or written."""
+        self.journal_error: StateBackendError | None = None
+        """Why a restore made without the state database could not be journaled."""
 
     def begin(
         self, run_id: int, prior: FlagSnapshot, *, version: int, in_flight: float | None = None
@@ -57,11 +64,17 @@ class FlagWrites:
         self.run_id, self.prior, self.version, self.in_flight = run_id, prior, version, in_flight
 
     def write(self, action: str, target_canary: float) -> FlagSnapshot:
-        """Journal the intent, write with the version we expect, then journal the result."""
+        """Journal the intent, write with the version we expect, then journal the result.
+
+        A restore goes ahead when the state database cannot be reached: the journal is there to
+        make the flag's state known, and the baseline is the state that needs no journal. The
+        version check still guards a human's (or a new driver's) change."""
         run = f"canaryctl run {self.run_id} ({self._name})"
-        self.leases.ensure(self.run_id)
+        journal = self._best_effort if action == "restore" else _strict
+        journal(self.leases.ensure, self.run_id)
         before = self.split
-        event_id = self.store.begin_event(
+        event_id = journal(
+            self.store.begin_event,
             self.run_id,
             "flag_changed",
             {
@@ -87,13 +100,15 @@ class FlagWrites:
             )
         self.in_flight = None
         self.version = snapshot.version
-        self.store.set_flag_version(self.run_id, snapshot.version)
+        journal(self.store.set_flag_version, self.run_id, snapshot.version)
         self.split = after = self.flags.split(snapshot)
-        self.store.end_event(
-            event_id,
-            {"after": split_dict(after), "version": snapshot.version},
-            at=self.clock.now(),
-        )
+        if event_id is not None:
+            journal(
+                self.store.end_event,
+                event_id,
+                {"after": split_dict(after), "version": snapshot.version},
+                at=self.clock.now(),
+            )
         if before is not None:
             self._observers.on_weight(self.run_id, before, after)
         return snapshot
@@ -122,3 +137,15 @@ class FlagWrites:
         if current.version == self.prior.version:
             return
         self.write("restore", self.flags.split(self.prior).canary)
+
+    def _best_effort(self, call: Callable[..., _T], *args: Any, **kwargs: Any) -> _T | None:
+        """`call`, or None when the state database is down (remembered in `journal_error`)."""
+        try:
+            return call(*args, **kwargs)
+        except StateBackendError as exc:
+            self.journal_error = exc
+            return None
+
+
+def _strict(call: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    return call(*args, **kwargs)

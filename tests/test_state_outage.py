@@ -1,0 +1,45 @@
+"""A state database that goes away mid-run: the flag is put back all the same, and the failure is
+reported plainly (exit 3 at the CLI), on a real PostgreSQL server stopped under the run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from postgres_server import PASSWORD, PostgresServer
+from test_controller import T0, Harness, make_rollout, steady
+
+from canaryctl.controller import StateStore
+from canaryctl.errors import StateBackendError
+from canaryctl.retry import RetryPolicy
+
+QUICK = RetryPolicy(attempts=3, backoff=0.05, max_wait=0.1, jitter=0.0)
+"""The backends' policy, shortened: the test needs the give-up, not the waiting."""
+
+
+def test_a_state_database_that_dies_mid_run_still_gets_the_flag_restored(
+    tmp_path: Path, own_postgres: PostgresServer
+) -> None:
+    harness = Harness(tmp_path, make_rollout(hooks=False), steady())
+    harness.store = StateStore(own_postgres.database(), retry_policy=QUICK)
+    harness.clock.call_at(T0 + 35, own_postgres.stop)  # at 10%, during the first pause
+    with pytest.raises(StateBackendError) as raised:
+        harness.run()
+    message = str(raised.value)
+    assert harness.weights_written() == ["canary to 10%", "restore"]
+    assert harness.restored()
+    assert "the flag was restored, but the state database could not record it" in message
+    assert "after 3 attempts" in message
+    assert PASSWORD not in message
+
+
+def test_a_store_that_cannot_reach_its_server_says_where_and_how_often_it_tried(
+    own_postgres: PostgresServer,
+) -> None:
+    store = StateStore(own_postgres.database(), retry_policy=QUICK)
+    own_postgres.stop()
+    with pytest.raises(StateBackendError) as raised:
+        store.runs()
+    message = str(raised.value)
+    assert message.startswith(f"state database {store.where}: ")
+    assert "after 3 attempts" in message and PASSWORD not in message
