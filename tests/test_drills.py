@@ -23,7 +23,7 @@ from click.testing import CliRunner
 
 from canaryctl.cli import main
 from canaryctl.controller.store import StateStore
-from canaryctl.drills.guard import blocked_by, latest_fire_time
+from canaryctl.drills.guard import blocked_by, latest_fire_time, unfinished_rollouts
 from canaryctl.drills.history import DrillHistory, DrillRun
 from canaryctl.drills.scheduler import _RUNTIME, run_drill
 from canaryctl.flags.base import FlagSnapshot
@@ -241,3 +241,24 @@ def test_one_drill_at_a_time_per_target(tmp_path: Path) -> None:
     [run] = history(tmp_path / "home")
     assert run.outcome == "skipped"
     assert run.reason == f"another drill is running against {target}"
+
+
+def test_drills_see_the_rollouts_of_the_shared_store(state_location: str) -> None:
+    """A drill on one host stands aside for a rollout another host drives or has submitted to
+    the same database (SQLite and PostgreSQL alike); an ended one no longer holds it back."""
+    with StateStore(state_location) as store:
+        driven = store.create_run(
+            name="canary", runbook={}, host="elsewhere", pid=1, version="0",
+            started_at=time.time(), prior_flag=FlagSnapshot("k", 1, {}), phase="progressing",
+            state={},
+        )  # fmt: skip
+        submitted = store.submit_run(
+            name="queued", runbook={}, host="ci", pid=2, version="0", at=time.time()
+        )
+        assert sorted(unfinished_rollouts(state_location)) == [
+            f"{driven} (canary, progressing)",
+            f"{submitted} (queued, submitted)",
+        ]
+        store.finish_run(driven, phase="promoted", outcome="promoted", reason="", exit_code=0,
+                         at=time.time(), final_split=None)  # fmt: skip
+    assert unfinished_rollouts(state_location) == [f"{submitted} (queued, submitted)"]
