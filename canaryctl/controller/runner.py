@@ -86,7 +86,7 @@ from canaryctl.controller.step import (
     tick,
 )
 from canaryctl.controller.store import RequestRecord, StateStore
-from canaryctl.controller.wiring import notifiers_for_run, runbook_backends, stored_rollout
+from canaryctl.controller.wiring import stored_rollout, wired
 from canaryctl.controller.writes import FlagWrites, split_dict
 from canaryctl.errors import (
     CanaryError,
@@ -105,7 +105,6 @@ from canaryctl.runbook.scenario import ChaosScenario
 
 if TYPE_CHECKING:
     from canaryctl.chaos.scenario import ScenarioResult
-    from canaryctl.notify import WebhookNotifier
 
 __all__ = ["RolloutRunner", "resume_rollout", "run_rollout", "submit_rollout"]
 
@@ -649,29 +648,24 @@ def run_rollout(
     `state_path`; preflight errors raise before anything changes. `from_current` and
     `break_claim`: see RolloutRunner's module docstring and FlagStore.claim."""
     clock = clock if clock is not None else SystemClock()
-    check_hook_urls(rollout.spec)
-    flags, metrics = runbook_backends(rollout, clock, flags, metrics)
-    hooks = HookRunner()
-    notifiers = notifiers_for_run(rollout)
-    try:
-        with StateStore(state_path) as store, _heartbeat(store) as leases:
-            runner = RolloutRunner(
-                rollout,
-                flags=flags,
-                metrics=metrics,
-                store=store,
-                clock=clock,
-                observers=[*observers, *notifiers],
-                hooks=hooks,
-                from_current=from_current,
-                break_claim=break_claim,
-                leases=leases,
-            )
-            return runner.run()
-    finally:
-        hooks.close()
-        for notifier in notifiers:
-            notifier.close()
+    with (
+        wired(rollout, clock, flags, metrics) as wiring,
+        StateStore(state_path) as store,
+        _heartbeat(store) as leases,
+    ):
+        runner = RolloutRunner(
+            rollout,
+            flags=wiring.flags,
+            metrics=wiring.metrics,
+            store=store,
+            clock=clock,
+            observers=[*observers, *wiring.notifiers],
+            hooks=wiring.hooks,
+            from_current=from_current,
+            break_claim=break_claim,
+            leases=leases,
+        )
+        return runner.run()
 
 
 def submit_rollout(rollout: Rollout, *, state_path: str | Path) -> tuple[int, str]:
@@ -705,37 +699,26 @@ def resume_rollout(
     keeps webhooks only when they name `url_env` (and none of their headers) and URLs without
     their credentials."""
     clock = clock if clock is not None else SystemClock()
-    hooks = HookRunner()
-    notifiers: list[WebhookNotifier] = []
-    try:
-        with StateStore(state_path) as store, _heartbeat(store) as leases:
-            record = store.run(run_id)
-            if record is None:
-                raise InvalidInput(f"no run {run_id} in {store.where}")
-            if rollout is None:
-                rollout = stored_rollout(record.runbook)
-            elif rollout.metadata.name != record.name:
-                raise InvalidInput(
-                    f"run {run_id} is '{record.name}', not '{rollout.metadata.name}'"
-                )
-            check_hook_urls(rollout.spec)
-            flags, metrics = runbook_backends(rollout, clock, flags, metrics)
-            notifiers = notifiers_for_run(rollout)
+    with StateStore(state_path) as store, _heartbeat(store) as leases:
+        record = store.run(run_id)
+        if record is None:
+            raise InvalidInput(f"no run {run_id} in {store.where}")
+        if rollout is None:
+            rollout = stored_rollout(record.runbook)
+        elif rollout.metadata.name != record.name:
+            raise InvalidInput(f"run {run_id} is '{record.name}', not '{rollout.metadata.name}'")
+        with wired(rollout, clock, flags, metrics) as wiring:
             runner = RolloutRunner(
                 rollout,
-                flags=flags,
-                metrics=metrics,
+                flags=wiring.flags,
+                metrics=wiring.metrics,
                 store=store,
                 clock=clock,
-                observers=[*observers, *notifiers],
-                hooks=hooks,
+                observers=[*observers, *wiring.notifiers],
+                hooks=wiring.hooks,
                 leases=leases,
             )
             return runner.resume(run_id)
-    finally:
-        hooks.close()
-        for notifier in notifiers:
-            notifier.close()
 
 
 @contextlib.contextmanager

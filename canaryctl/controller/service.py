@@ -35,13 +35,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from canaryctl.controller.events import RolloutObserver
-from canaryctl.controller.hooks import HookRunner, check_hook_urls
 from canaryctl.controller.lease import DEFAULT_LEASE_TTL, Leases, RunReleased
 from canaryctl.controller.phases import Phase
 from canaryctl.controller.result import EXIT_CODES
 from canaryctl.controller.runner import RolloutRunner
 from canaryctl.controller.store import SUBMITTED, RequestRecord, RunRecord, StateStore
-from canaryctl.controller.wiring import notifiers_for_run, runbook_backends, stored_rollout
+from canaryctl.controller.wiring import stored_rollout, wired
 from canaryctl.errors import CanaryError
 from canaryctl.flags.base import FlagStore
 from canaryctl.metrics.base import MetricsSource
@@ -196,32 +195,26 @@ class Controller:
 
     def _drive(self, record: RunRecord, release: threading.Event) -> None:
         clock = ReleasingClock(release)
-        hooks = HookRunner()
-        notifiers = []
         try:
             rollout = stored_rollout(record.runbook)
-            check_hook_urls(rollout.spec)
-            if self._backends is not None:
-                flags, metrics = self._backends(rollout, clock)
-            else:
-                flags, metrics = runbook_backends(rollout, clock)
-            notifiers = notifiers_for_run(rollout)
-            runner = RolloutRunner(
-                rollout,
-                flags=flags,
-                metrics=metrics,
-                store=self.store,
-                clock=clock,
-                observers=[*self._observers, *notifiers],
-                hooks=hooks,
-                poll_interval=self.poll_interval,
-                leases=self.leases,
-                pending=self.inbox.pending,
-            )
-            if record.phase == SUBMITTED:
-                runner.run(submitted=record.id)
-            else:
-                runner.resume(record.id)
+            given = self._backends(rollout, clock) if self._backends is not None else (None, None)
+            with wired(rollout, clock, *given) as wiring:
+                runner = RolloutRunner(
+                    rollout,
+                    flags=wiring.flags,
+                    metrics=wiring.metrics,
+                    store=self.store,
+                    clock=clock,
+                    observers=[*self._observers, *wiring.notifiers],
+                    hooks=wiring.hooks,
+                    poll_interval=self.poll_interval,
+                    leases=self.leases,
+                    pending=self.inbox.pending,
+                )
+                if record.phase == SUBMITTED:
+                    runner.run(submitted=record.id)
+                else:
+                    runner.resume(record.id)
         except RunReleased as exc:
             self._hand_back(record.id, str(exc))
         except CanaryError as exc:
@@ -230,9 +223,6 @@ class Controller:
             log.exception("run %d: unexpected error", record.id)
             self._refuse(record, f"unexpected {type(exc).__name__}: {exc}", EXIT_CODES["error"])
         finally:
-            hooks.close()
-            for notifier in notifiers:
-                notifier.close()
             with self._lock:
                 self._drives.pop(record.id, None)
 

@@ -1,13 +1,18 @@
 """The wiring of a run's backends, in one place: the runbook's flag store and metrics source
-(or the fakes a test or a benchmark gives), its notifiers, and the runbook as the journal keeps
-it for a process that did not read the original (resume, a controller)."""
+(or the fakes a test or a benchmark gives), its webhooks and notifiers, and the runbook as the
+journal keeps it for a process that did not read the original (resume, a controller). `run`,
+`resume` and a controller's drive all wire a run with `wired`."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from canaryctl.clock import Clock
+from canaryctl.controller.hooks import HookRunner, check_hook_urls
 from canaryctl.flags.base import FlagStore
 from canaryctl.metrics.base import MetricsSource
 from canaryctl.runbook.rollout import Rollout
@@ -15,9 +20,41 @@ from canaryctl.runbook.rollout import Rollout
 if TYPE_CHECKING:
     from canaryctl.notify import WebhookNotifier
 
-__all__ = ["notifiers_for_run", "runbook_backends", "stored_rollout"]
+__all__ = ["Wiring", "notifiers_for_run", "runbook_backends", "stored_rollout", "wired"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """What one run talks to besides its journal."""
+
+    flags: FlagStore
+    metrics: MetricsSource
+    hooks: HookRunner
+    notifiers: list[WebhookNotifier]
+
+
+@contextmanager
+def wired(
+    rollout: Rollout,
+    clock: Clock,
+    flags: FlagStore | None = None,
+    metrics: MetricsSource | None = None,
+) -> Iterator[Wiring]:
+    """The run's backends (the runbook's own unless given), its webhook client and notifiers;
+    webhook URLs are checked first (exit 2), and the client and notifiers are closed (drained,
+    bounded) when the run ends, once its flag is safe."""
+    check_hook_urls(rollout.spec)
+    flags, metrics = runbook_backends(rollout, clock, flags, metrics)
+    hooks = HookRunner()
+    notifiers = notifiers_for_run(rollout)
+    try:
+        yield Wiring(flags, metrics, hooks, notifiers)
+    finally:
+        hooks.close()
+        for notifier in notifiers:
+            notifier.close()
 
 
 def runbook_backends(
