@@ -49,6 +49,28 @@ def test_both_e_values_match_a_direct_computation() -> None:
     assert BoundTest.from_dict(test.to_dict()) == test
 
 
+def test_an_empty_interval_is_no_evidence_and_a_single_request_is_some() -> None:
+    """A look with no requests changes nothing (no estimate yet); one request is a whole
+    interval of evidence, its one event a rate of 1."""
+    empty = BoundTest(0.02)
+    assert empty.observe(0, 0) == empty and empty.estimate() is None
+    one = empty.observe(1, 1)
+    assert one.estimate() == 1.0
+    assert one.e_value_beyond() == pytest.approx(beyond_direct([(1.0, 1.0)], 0.02), rel=1e-9)
+    assert one.e_value_within() == pytest.approx(within_direct([(1.0, 1.0)], 0.02), rel=1e-9)
+
+
+def test_a_latency_interval_counts_each_side_at_its_own_edge() -> None:
+    """`events` (slower than the edge above the bound) feed the test to fail, `events_within`
+    (slower than the edge below) the test to pass, even when none was slower than that."""
+    for within_events in (0.0, 4.0):
+        test = BoundTest(0.05).observe(200, 2, within_events)
+        assert test.e_value_beyond() == pytest.approx(beyond_direct([(200.0, 2.0)], 0.05))
+        assert test.e_value_within() == pytest.approx(
+            within_direct([(200.0, within_events)], 0.05), rel=1e-9
+        )
+
+
 def test_a_rate_exactly_at_the_bound_is_no_evidence_that_it_is_beyond() -> None:
     test = BoundTest(0.05)
     for _ in range(50):

@@ -7,6 +7,7 @@ import itertools
 import json
 import math
 import random
+import statistics
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ import pytest
 from canaryctl.analysis import Outcome, Verdict, assess
 from canaryctl.analysis.betting import SCALES, bet
 from canaryctl.analysis.guard import LEDGER_KEY
-from canaryctl.analysis.mean_difference import MeanDifference
+from canaryctl.analysis.mean_difference import MIN_INTERVALS, MeanDifference
 from canaryctl.analysis.rate_ratio import GRID, STEP, RateRatio
 from canaryctl.errors import InvalidDocument
 from canaryctl.metrics import Observation, VariantStats
@@ -71,6 +72,24 @@ def test_one_event_bets_exactly_the_likelihood_ratio() -> None:
     for canary, ratio in ((1, alternative / theta), (0, (1 - alternative) / (1 - theta))):
         stake = bet(1, theta, scale)
         assert 1 + stake * (canary - theta) == pytest.approx(ratio, rel=1e-12)
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_every_scale_bets_the_likelihood_ratio_on_one_event_and_at_most_1_over_mu(
+    scale: float,
+) -> None:
+    """λ = w·a / (1 + μ·w·a): on one event the likelihood ratio of odds times 1 + a; however
+    many events an interval rests on, less than 1/μ, so a wholly adverse interval (X = 0)
+    never takes the wealth to zero."""
+    theta = canary_probability(1.0, 0.2)
+    odds = (1 + scale) * theta / (1 - theta)
+    assert 1 + bet(1, theta, scale) * (1 - theta) == pytest.approx(odds / (1 + odds) / theta)
+    for weight in (7.0, 1e3, 1e9):
+        assert bet(weight, theta, scale) == pytest.approx(
+            weight * scale / (1 + theta * weight * scale), rel=1e-12
+        )
+        assert bet(weight, theta, scale) < 1 / theta
+    assert bet(1e9, theta, scale) == pytest.approx(1 / theta, rel=1e-6)
 
 
 @pytest.mark.parametrize("ratio, expected", [(1.0, "== 1"), (0.5, "< 1")])
@@ -173,6 +192,46 @@ def test_no_events_is_no_evidence() -> None:
     assert (test.lower_bound(0.05), test.upper_bound(0.05)) == (0.0, math.inf)
 
 
+def test_a_ratio_beyond_either_end_of_the_grid_is_tested_at_the_nearest_sound_point() -> None:
+    """Above the last grid point no claim is made (e-value 1); at it, its own e-value. Below
+    the first point the test is at the first, a wider null: never more evidence than due."""
+    test = RateRatio(1.0)
+    for _ in range(10):
+        test = test.observe(40, 40, 0.25)  # ratio 3
+    first, last = RateRatio(2 ** (GRID[0] / 4)), RateRatio(2 ** (GRID[-1] / 4))
+    for _ in range(10):
+        first, last = first.observe(40, 40, 0.25), last.observe(40, 40, 0.25)
+    assert test.e_value_above(2 ** (GRID[-1] / 4)) == pytest.approx(last.e_value())
+    assert test.e_value_above(2 ** ((GRID[-1] + 0.5) / 4)) == 1.0  # just past the last point
+    assert test.e_value_above(2 ** ((GRID[-1] + 1) / 4)) == 1.0  # one step past it
+    assert test.e_value_above(2 ** (GRID[0] / 4) / 10) == pytest.approx(first.e_value())
+    assert first.e_value() > 1e6  # not vacuous: the first point is far below the ratio 3
+
+
+def test_the_estimate_needs_events_on_both_arms() -> None:
+    """Σ C(1 - π) / Σ Bπ: None while either sum is zero; one event on each arm at an even
+    split is a ratio of 1, not an absence of one."""
+    assert RateRatio(1.0).observe(0, 5, 0.5).estimate() is None
+    assert RateRatio(1.0).observe(5, 0, 0.5).estimate() is None
+    assert RateRatio(1.0).observe(1, 1, 0.5).estimate() == pytest.approx(1.0)
+    assert RateRatio(1.0).observe(1, 1, 0.2).estimate() == pytest.approx(0.8 / 0.2)
+
+
+@pytest.mark.parametrize("offsets", [GRID, (0,)])
+def test_a_resumed_rate_ratio_keeps_all_its_evidence(offsets: tuple[int, ...]) -> None:
+    """What the journal stores between analyses (JSON) gives back the same test, bounds and
+    all, so a resume neither forgets nor invents evidence."""
+    test = RateRatio(1.5, offsets=offsets)
+    for canary, baseline, share in [(3, 2, 0.2), (5, 1, 0.5), (7, 7, 0.05)]:
+        test = test.observe(canary, baseline, share)
+    again = RateRatio.from_dict(json.loads(json.dumps(test.to_dict())))
+    assert again == test
+    assert (again.lower_bound(0.05), again.upper_bound(0.05)) == (
+        test.lower_bound(0.05),
+        test.upper_bound(0.05),
+    )
+
+
 # -- the mean-difference confidence sequence ------------------------------------------------------
 
 
@@ -191,6 +250,62 @@ def test_mean_difference_needs_intervals_then_weighs_them() -> None:
     z = 8.0 / (spread * math.sqrt(n + t0))
     phi = 0.5 * (1 + math.erf(z / math.sqrt(2)))
     assert test.e_value() == pytest.approx(2 * math.sqrt(t0 / (n + t0)) * math.exp(z * z / 2) * phi)
+
+
+def robbins(differences: list[float], alpha: float) -> tuple[float, tuple[float, float]]:
+    """The e-value and the confidence sequence of Waudby-Smith et al. written out from the
+    differences themselves: s their sample standard deviation, t0 = 10 prior intervals."""
+    n, t0 = len(differences), 10.0
+    mean, s = statistics.fmean(differences), statistics.stdev(differences)
+    z = sum(differences) / (s * math.sqrt(n + t0))
+    phi = 0.5 * (1 + math.erf(z / math.sqrt(2)))
+    e_value = 2 * math.sqrt(t0 / (n + t0)) * math.exp(z * z / 2) * phi
+    half = s / n * math.sqrt(2 * (n + t0) * math.log(math.sqrt((n + t0) / t0) / alpha))
+    return e_value, (mean - half, mean + half)
+
+
+@pytest.mark.parametrize(
+    "differences",
+    [
+        [0.3, -0.2, 0.1],  # the first look that says anything: MIN_INTERVALS differences
+        [0.3, -0.2, 0.1, -0.1, 0.05],  # a mean near 0: z near 0, where Φ(z) matters
+        [-0.4, -0.1, -0.3, 0.1, -0.2, -0.25],  # below the allowance: z < 0, evidence under 1
+        [1.0, 1.2, 0.8, 1.1, 0.9, 1.0, 1.05, 0.95],
+    ],
+)
+def test_mean_difference_e_value_and_bounds_match_the_closed_form(differences: list[float]) -> None:
+    test = MeanDifference()
+    for value in differences:
+        test = test.observe(value)
+    e_value, (low, high) = robbins(differences, 0.05)
+    assert test.mean() == pytest.approx(statistics.fmean(differences))
+    assert test.e_value() == pytest.approx(e_value, rel=1e-9)
+    assert test.bounds(0.05) == pytest.approx((low, high), rel=1e-9)
+    assert test.bounds(0.01)[0] < low and test.bounds(0.01)[1] > high  # smaller alpha: wider
+
+
+def test_mean_difference_says_nothing_before_min_intervals_and_nothing_without_data() -> None:
+    assert MeanDifference().mean() is None and MeanDifference().e_value() == 1.0
+    early = MeanDifference()
+    for value in [5.0] * (MIN_INTERVALS - 1):
+        early = early.observe(value)
+        assert early.e_value() == 1.0 and early.bounds(0.05) == (-math.inf, math.inf)
+    assert early.observe(4.0).e_value() > 1.0  # at MIN_INTERVALS: evidence
+
+
+def test_identical_differences_keep_finite_evidence_and_a_width_set_by_the_mean() -> None:
+    """A deterministic price makes every difference equal: the spread is floored at 1e-3 of
+    the mean, so the confidence sequence keeps that width; all zeros (exactly at the
+    allowance) give the mixture's value at z = 0, sqrt(t0 / (n + t0)), and no error."""
+    n, t0, alpha = 5, 10.0, 0.05
+    same, zero = MeanDifference(), MeanDifference()
+    for _ in range(n):
+        same, zero = same.observe(0.5), zero.observe(0.0)
+    half = 5e-4 / n * math.sqrt(2 * (n + t0) * math.log(math.sqrt((n + t0) / t0) / alpha))
+    assert same.bounds(alpha) == pytest.approx((0.5 - half, 0.5 + half), rel=1e-9)
+    assert math.isfinite(same.e_value()) and same.e_value() > 1e300
+    assert zero.e_value() == pytest.approx(math.sqrt(t0 / (n + t0)))
+    assert zero.bounds(alpha) == pytest.approx((0.0, 0.0), abs=1e-9)
 
 
 # -- a seeded simulation through assess(), looking at every interval ------------------------------
