@@ -44,6 +44,8 @@ DEFAULT_TESTS = (
     "tests/test_analysis.py",
     "tests/test_sequential.py",
     "tests/test_decision.py",
+    "tests/test_bound.py",
+    "tests/test_guard.py",
 )
 COPIED = ("canaryctl", "tests", "runbooks", "scenarios")
 KILLED = frozenset({"killed", "timeout", "caught by type check"})

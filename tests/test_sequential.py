@@ -8,6 +8,7 @@ import json
 import math
 import random
 import statistics
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from canaryctl.analysis.betting import SCALES, bet
 from canaryctl.analysis.guard import LEDGER_KEY
 from canaryctl.analysis.mean_difference import MIN_INTERVALS, MeanDifference
 from canaryctl.analysis.rate_ratio import GRID, STEP, RateRatio
+from canaryctl.analysis.sequential import sequential_metric
 from canaryctl.errors import InvalidDocument
 from canaryctl.metrics import Observation, VariantStats
 from canaryctl.runbook import Rollout
@@ -812,3 +814,180 @@ def test_a_ledger_from_the_per_event_test_resumes_with_a_fresh_test() -> None:
     evidence = verdict.checks[0].evidence
     assert evidence is not None and evidence.samples == 10  # only the new interval's events
     assert "above" in ledger["tests"][key]["ratio"]
+
+
+@pytest.mark.parametrize(
+    ("slo", "sequential"),
+    [
+        ({"metric": "error_rate", "compare": "baseline", "max_ratio": 1.2}, True),
+        ({"metric": "latency_p95_seconds", "compare": "baseline", "max_ratio": 1.2}, True),
+        ({"metric": "cost_per_query_usd", "compare": "baseline", "max_increase": 0.01}, True),
+        ({"metric": "quality_score", "compare": "baseline", "max_decrease": 0.05}, True),
+        ({"metric": "latency_p95_seconds", "max": 2.0}, True),
+        ({"metric": "latency_p95_seconds", "max": 0}, False),
+        ({"metric": "latency_p95_seconds", "min": 0.1}, False),
+        ({"metric": "error_rate", "max": 0.02}, True),
+        ({"metric": "error_rate", "max": 0}, False),
+        ({"metric": "error_rate", "max": 1}, False),
+        ({"metric": "error_rate", "min": 0.5, "max": 0.6}, False),
+        ({"metric": "quality_score", "min": 0.8}, True),
+        ({"metric": "quality_score", "min": 1}, False),
+        ({"metric": "cost_per_query_usd", "max": 0.002}, True),
+        ({"metric": "tokens_per_query", "max": 2000}, True),
+        ({"name": "refusals", "query": "refusal_rate{variant={{variant}}}", "max": 0.1}, False),
+    ],
+)
+def test_which_slos_are_tested_sequentially(slo: dict[str, Any], sequential: bool) -> None:
+    """Counts behind the metric and a bound inside its range: tested, and counted in m;
+    anything else keeps its threshold on the window."""
+    assert sequential_metric(SloSpec(**slo)) is sequential
+
+
+def relative_stand(evidence: Any, crossed: bool, unit: str) -> str:
+    """What a relative check says of its evidence, from the evidence's own numbers."""
+    show = [
+        "-" if v is None else f"{v:.4g}"
+        for v in (evidence.estimate, evidence.lower, evidence.upper)
+    ]
+    return (
+        f"e-value {evidence.e_value:.3g} {'>=' if crossed else '<'} {evidence.threshold:.3g}, "
+        f"estimate {show[0]} in [{show[1]}, {show[2]}] over {evidence.samples:g} {unit}"
+    )
+
+
+def test_each_outcome_of_a_relative_check_explains_itself_with_its_evidence() -> None:
+    slos = [{"metric": "error_rate", "compare": "baseline", "max_ratio": 1.2}]
+    few, ledger = judge(slos, window(0, 30, VariantStats(50, 3), VariantStats(50, 2)), {})
+    check = few.checks[0]
+    assert check.evidence is not None and check.evidence.upper is None  # no bound above yet
+    assert check.reason == (
+        "error_rate <= baseline x 1.2: too few requests for 'canary' (50 < 100); "
+        + relative_stand(check.evidence, False, "events")
+    )
+    fine, _ = judge(slos, window(0, 60, VariantStats(100, 3), VariantStats(100, 3)), ledger)
+    check = fine.checks[0]
+    assert check.outcome is Outcome.PASS and check.evidence is not None
+    assert check.reason == (
+        "error_rate <= baseline x 1.2: no evidence the canary is worse ("
+        + relative_stand(check.evidence, False, "events")
+        + ")"
+    )
+    ledger, verdicts = {}, []
+    for look in range(40):  # 6 times the baseline's errors, then the same
+        observation = window(
+            look * 30,
+            look * 30 + 30,
+            VariantStats(1000, 60 if look < 9 else 10),
+            VariantStats(1000, 10),
+        )
+        verdict, ledger = judge(slos, observation, ledger)
+        verdicts.append(verdict.checks[0])
+    crossed, later = verdicts[8], verdicts[-1]
+    assert later.evidence is not None and later.evidence.e_value < later.evidence.threshold
+    test = "error rate ratio canary/baseline <= 1.2"
+    for check, was_crossed, after in (
+        (crossed, True, ""),
+        (later, False, "; it crossed the threshold earlier in the run, which decided"),
+    ):
+        assert check.evidence is not None and check.evidence.test == test
+        assert check.reason == (
+            f"error_rate <= baseline x 1.2: the canary is worse than allowed ({test}: "
+            + relative_stand(check.evidence, was_crossed, "events")
+            + after
+            + ")"
+        )
+    assert verdicts[0].outcome is Outcome.PASS and verdicts[0].reason.endswith("events)")
+
+
+def latency_stats(fast: float, middle: float, slow: float) -> VariantStats:
+    """`fast` requests under 1 s, `middle` in (1, 2], `slow` in (2, 2.5], none beyond."""
+    buckets = (
+        (1.0, fast),
+        (2.0, fast + middle),
+        (2.5, fast + middle + slow),
+        (math.inf, fast + middle + slow),
+    )
+    return VariantStats(requests=fast + middle + slow, latency_buckets=buckets)
+
+
+def test_a_relative_latency_picks_its_edges_on_one_interval_and_tests_from_the_next() -> None:
+    """The baseline's p95 sits at 2 s; `max_increase: 0.5` holds the canary to 2.5 s, and
+    `max_ratio: 1` to 2 s. The interval that chose the edges is not tested on (the edge was
+    picked looking at it); each later one counts the canary slower than its edge and the
+    baseline slower than its own."""
+    baseline = latency_stats(80, 16, 4)  # p95 in (1, 2]: the 2 s edge
+    slos = [{"metric": "latency_p95_seconds", "compare": "baseline", "max_increase": 0.5}]
+    first, ledger = judge(slos, window(0, 30, latency_stats(50, 40, 10), baseline), {})
+    evidence = first.checks[0].evidence
+    assert evidence is not None and evidence.samples == 0
+    assert evidence.test == "ratio of shares slower than 2.5s (canary) and 2s (baseline) <= 1"
+    second, _ = judge(slos, window(30, 60, latency_stats(50, 40, 10), baseline), ledger)
+    assert second.checks[0].evidence.samples == 0 + 4  # none past 2.5 s, 4 baseline past 2 s
+    slos = [{"metric": "latency_p95_seconds", "compare": "baseline", "max_ratio": 1.0}]
+    ledger, verdicts = {}, []
+    for look in range(20):  # the canary twice as often slower than 2 s
+        observation = window(
+            look * 30, look * 30 + 30, latency_stats(800, 160, 40), latency_stats(800, 180, 20)
+        )
+        verdict, ledger = judge(slos, observation, ledger)
+        verdicts.append(verdict)
+    assert verdicts[0].checks[0].evidence.samples == 0
+    assert verdicts[1].checks[0].evidence.samples == 60
+    assert verdicts[-1].outcome is Outcome.FAIL
+
+
+def test_a_cost_allowance_as_an_increase_and_its_confidence_sequence() -> None:
+    slos = [{"metric": "cost_per_query_usd", "compare": "baseline", "max_increase": 0.001}]
+    rng = random.Random(4)
+    for extra, outcome in ((0.0005, Outcome.PASS), (0.003, Outcome.FAIL)):
+        ledger: dict[str, Any] = {}
+        checks = []
+        for look in range(12):
+            base = 0.002 * rng.uniform(0.9, 1.1)
+            observation = window(
+                look * 30,
+                look * 30 + 30,
+                VariantStats(200, cost_usd=200 * (base + extra)),
+                VariantStats(200, cost_usd=200 * base),
+            )
+            verdict, ledger = judge(slos, observation, ledger)
+            checks.append(verdict.checks[0])
+        assert checks[-1].outcome is outcome
+        assert checks[-1].evidence.estimate == pytest.approx(extra - 0.001)  # the paired difference
+        first = checks[0].evidence
+        assert (first.lower, first.upper) == (None, None) and first.samples == 1
+        assert checks[0].reason.endswith("over 1 intervals)")
+        assert checks[-1].evidence.lower < checks[-1].evidence.estimate < checks[-1].evidence.upper
+
+
+def test_an_interval_with_a_single_request_per_variant_counts() -> None:
+    verdict, _ = judge(ERRORS_NO_WORSE, window(0, 30, VariantStats(1, 1), VariantStats(1, 1)), {})
+    assert verdict.checks[0].evidence.samples == 2
+
+
+def test_a_look_that_brings_nothing_new_leaves_every_test_as_it_was() -> None:
+    """The ledger read back from the journal and judged again on the same window: every test
+    (rejected, untestable, latency edges, means, bounds) is stored and restored whole."""
+    slos = [
+        {"metric": "error_rate", "compare": "baseline", "max_ratio": 1.0},
+        {"metric": "latency_p95_seconds", "compare": "baseline", "max_ratio": 1.0},
+        {"metric": "latency_p99_seconds", "compare": "baseline", "max_ratio": 9.0},
+        {"metric": "cost_per_query_usd", "compare": "baseline", "max_ratio": 1.1},
+        {"metric": "error_rate", "max": 0.02},
+        {"metric": "latency_p95_seconds", "max": 2.2},
+        {"metric": "latency_p95_seconds", "max": 9.0},
+        {"metric": "cost_per_query_usd", "max": 0.002},
+    ]
+    ledger: dict[str, Any] = {}
+    for look in range(10):
+        canary = replace(latency_stats(80, 10, 10), errors=30, cost_usd=0.5)
+        baseline = replace(latency_stats(90, 8, 2), errors=1, cost_usd=0.2)
+        observation = window(look * 30, look * 30 + 30, canary, baseline)
+        _, ledger = judge(slos, observation, json.loads(json.dumps(ledger)))
+    tests = ledger["tests"]
+    assert tests["0:error_rate <= baseline x 1"]["rejected"] is True
+    assert tests["2:latency_p99_seconds <= baseline x 9"]["untestable"] is not None
+    assert tests["5:latency_p95_seconds <= 2.2"]["edges"] == [2.0, 2.5]
+    assert any(t["rejected"] for t in tests.values() if t["kind"] in ("mean", "level", "bound"))
+    _, again = judge(slos, observation, json.loads(json.dumps(ledger)))
+    assert again == ledger
