@@ -234,6 +234,8 @@ def test_each_outcome_of_an_absolute_bound_explains_itself_with_its_evidence() -
         check = verdict.checks[0]
         assert check.outcome is outcome and check.evidence is not None
         assert check.evidence.estimate == 0.0 and check.evidence.samples == samples
+        within = within_direct([(100.0, 0.0)] * (samples // 100), 0.02)
+        assert check.evidence.e_value_within == pytest.approx(within, rel=1e-9)
         assert (
             check.reason
             == f"error_rate <= 0.02: {words} ({stand(check.evidence, False, 'observations')})"
@@ -300,6 +302,28 @@ def test_a_cost_ceiling_explains_its_confidence_sequence_and_never_passes_a_cana
         == "cost_per_query_usd: mean minus the maximum, per interval, <= 0 (asymptotic)"
     )
     assert last.evidence.lower <= last.evidence.estimate <= last.evidence.upper
+    crossed = last.evidence.e_value >= last.evidence.threshold
+    assert stand(last.evidence, crossed, "intervals") in last.reason
+
+
+def test_a_percentile_bound_is_not_passed_on_the_window_before_its_test_has_started() -> None:
+    """The first look had requests but no histogram yet, the second (same window) has one:
+    the window's p95 is within the bound, but no interval has given the test latencies (the
+    histogram's buckets changed in between), so the check waits instead of passing."""
+    specs = [SloSpec(**P95[0])]
+    _, ledger = assess(
+        specs, SEQUENTIAL, observe(VariantStats(requests=100), 0.0), {},
+        baseline="baseline", canary="canary",
+    )  # fmt: skip
+    verdict, _ = assess(
+        specs, SEQUENTIAL, observe(latency(200, 0, 0), 0.0), ledger,
+        baseline="baseline", canary="canary",
+    )  # fmt: skip
+    check = verdict.checks[0]
+    assert check.outcome is Outcome.INCONCLUSIVE and check.evidence is None
+    assert check.reason == (
+        "latency_p95_seconds <= 2.2: not tested yet (no interval with canary data)"
+    )
 
 
 def test_a_tokens_minimum_fails_below_it_and_passes_above_it() -> None:

@@ -991,3 +991,19 @@ def test_a_look_that_brings_nothing_new_leaves_every_test_as_it_was() -> None:
     assert any(t["rejected"] for t in tests.values() if t["kind"] in ("mean", "level", "bound"))
     _, again = judge(slos, observation, json.loads(json.dumps(ledger)))
     assert again == ledger
+
+
+def test_a_relative_latency_check_is_not_passed_on_the_window_before_its_test_has_started() -> None:
+    """The first look had requests but no histograms, the second (same window) has them: the
+    window alone would pass, but no interval has given the test latencies (the buckets changed
+    in between), so the check waits instead of passing on the point estimate."""
+    slos = [{"metric": "latency_p95_seconds", "compare": "baseline", "max_ratio": 1.2}]
+    _, ledger = judge(slos, window(0, 30, VariantStats(100), VariantStats(100)), {})
+    histogram = latency_stats(90, 10, 0)
+    verdict, _ = judge(slos, window(0, 60, histogram, histogram), ledger)
+    check = verdict.checks[0]
+    assert check.outcome is Outcome.INCONCLUSIVE and check.evidence is None
+    assert check.reason == (
+        "latency_p95_seconds <= baseline x 1.2: not tested yet "
+        "(no interval with data from both variants)"
+    )
