@@ -371,3 +371,14 @@ def test_a_histogram_that_changes_its_buckets_mid_window_adds_no_latencies() -> 
         )
         samples.append(verdict.checks[0].evidence.samples)
     assert samples == [100, 200, 200]
+
+
+def test_a_step_whose_window_looks_over_budget_passes_when_the_runs_evidence_is_within() -> None:
+    """The window of one step (3 errors in 100, over 2%) is not the decision: the run's
+    confidence sequence (3 errors in 600) lies below the bound, so the check passes."""
+    intervals = [VariantStats(requests=100, errors=0)] * 5 + [VariantStats(requests=100, errors=3)]
+    last = run(BUDGET, intervals)[-1].checks[0]
+    window_alone = run(BUDGET, intervals[-1:])[-1].checks[0]
+    assert window_alone.outcome is Outcome.INCONCLUSIVE  # on its own: not shown either way
+    assert last.outcome is Outcome.PASS and "within its bound" in last.reason
+    assert last.evidence is not None and last.evidence.samples == 600
