@@ -1007,3 +1007,15 @@ def test_a_relative_latency_check_is_not_passed_on_the_window_before_its_test_ha
         "latency_p95_seconds <= baseline x 1.2: not tested yet "
         "(no interval with data from both variants)"
     )
+
+
+def test_bounds_at_the_low_end_of_the_grid_are_that_end() -> None:
+    """A canary far better than its baseline: its upper bound is the grid's first point, not
+    none; a ratio near 1/3 has its lower bound at that first point, not 0."""
+    first = 2 ** (GRID[0] / 4)
+    clean, third = RateRatio(1.0), RateRatio(1.0)
+    for _ in range(30):
+        clean, third = clean.observe(0, 40, 0.5), third.observe(10, 30, 0.5)
+    assert clean.upper_bound(0.05) == pytest.approx(first) and clean.lower_bound(0.05) == 0.0
+    assert third.lower_bound(0.05) == pytest.approx(first)
+    assert third.upper_bound(0.05) == pytest.approx(2 ** ((GRID[0] + 4) / 4))
