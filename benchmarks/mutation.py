@@ -13,6 +13,10 @@ since the machine is shared. Install the tool with `pip install -e '.[mutation]'
     python benchmarks/mutation.py --json docs/mutation.json   # the figures in docs/mutation.md
     python benchmarks/mutation.py --only canaryctl/controller/step.py --only canaryctl/analysis
     python benchmarks/mutation.py --markdown docs/mutation.json   # the tables of docs/mutation.md
+    python benchmarks/mutation.py --combine a.json b.json --json all.json  # runs of other files
+
+Runs over disjoint files (started side by side, each with its one worker) combine into one
+report: each file's figures are its run's, and the seconds are the runs' sum.
 
 The score of a file is killed / mutants, where a mutant that made the tests run past their time
 limit (an endless loop) counts as killed, and one that no test reaches counts as survived.
@@ -44,6 +48,8 @@ DEFAULT_TESTS = (
     "tests/test_analysis.py",
     "tests/test_sequential.py",
     "tests/test_decision.py",
+    "tests/test_bound.py",
+    "tests/test_guard.py",
 )
 COPIED = ("canaryctl", "tests", "runbooks", "scenarios")
 KILLED = frozenset({"killed", "timeout", "caught by type check"})
@@ -266,6 +272,34 @@ def print_markdown(data: dict[str, Any]) -> None:
             print(f"| `{s['file']}:{s['line']}` ({s['function']}) | {change} | {s['status']} |")
 
 
+def combine(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report from runs over disjoint files with the same tool and tests."""
+    first = reports[0]
+    for other in reports[1:]:
+        for key in ("tool", "python", "tests"):
+            if other[key] != first[key]:
+                raise SystemExit(f"mutation: the reports differ in {key}; run them alike")
+        if set(other["files"]) & set(first["files"]):
+            raise SystemExit("mutation: the reports share files; combine runs of other files")
+    files = {name: row for r in reports for name, row in r["files"].items()}
+    mutants = sum(f["mutants"] for f in files.values())
+    killed = sum(f["killed"] for f in files.values())
+    survivors = [s for r in reports for s in r["survivors"]]
+    survivors.sort(key=lambda s: (s["file"], s["line"] or 0, _natural(s["mutant"])))
+    return {
+        **{key: first[key] for key in ("tool", "python", "tests", "workers")},
+        "runs": sum(r.get("runs", 1) for r in reports),
+        "seconds": round(sum(r["seconds"] for r in reports), 1),
+        "total": {
+            "mutants": mutants,
+            "killed": killed,
+            "score": round(killed / mutants, 4) if mutants else None,
+        },
+        "files": files,
+        "survivors": survivors,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -285,7 +319,20 @@ def main() -> None:
     parser.add_argument(
         "--markdown", metavar="JSON", help="print the Markdown tables of a stored report"
     )
+    parser.add_argument(
+        "--combine", nargs="+", metavar="JSON", help="combine stored reports of other files"
+    )
     args = parser.parse_args()
+    if args.combine:
+        reports = []
+        for path in args.combine:
+            with open(path, encoding="utf-8") as stored:
+                reports.append(json.load(stored))
+        text = json.dumps(combine(reports), indent=2, ensure_ascii=False)
+        if args.json:
+            Path(args.json).write_text(text + "\n", encoding="utf-8")
+        print(text)
+        return
     if args.markdown:
         with open(args.markdown, encoding="utf-8") as stored:
             print_markdown(json.load(stored))

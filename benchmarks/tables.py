@@ -52,6 +52,20 @@ BENCHMARKS = {
     "benchmarks/results/backtest.json": "python benchmarks/backtest.py",
     "benchmarks/results/controller_scale.json": "python benchmarks/controller_scale.py",
     "docs/detection.json": "python benchmarks/detection.py > docs/detection.json",
+    "docs/mutation.json": (
+        "python benchmarks/mutation.py --combine analysis.json sequential.json "
+        "--json docs/mutation.json"
+    ),
+    "docs/mutation-before.json": (
+        "python benchmarks/mutation.py --only canaryctl/controller/step.py --only "
+        "canaryctl/analysis/judge.py --only canaryctl/analysis/verdict.py --only "
+        "canaryctl/analysis/assess.py --tests tests/test_controller.py --tests "
+        "tests/test_analysis.py --tests tests/test_sequential.py --json docs/mutation-before.json"
+    ),
+    "docs/mutation-before-sequential.json": (
+        "python benchmarks/mutation.py --combine small.json sequential.json "
+        "--json docs/mutation-before-sequential.json"
+    ),
 }
 """Each figure file and the command that writes it (docs/benchmarks.md lists them)."""
 
@@ -83,6 +97,13 @@ def _results(data: dict[str, Any]) -> dict[str, Any]:
 
 def caption(data: dict[str, Any], source: str) -> str:
     """When, on what, and how loaded: one sentence under every table."""
+    if "tool" in data and "survivors" in data:  # a benchmarks/mutation.py report
+        runs = data.get("runs", 1)
+        return (
+            f"From `{source}`: {data['tool']}, Python {data['python']}, "
+            f"{runs} run{'s' if runs > 1 else ''} of one worker, {num(data['seconds'])} s in all; "
+            f"tests: {', '.join(f'`{t}`' for t in data['tests'])}."
+        )
     if "versions" not in data:
         config = data.get("config", {})
         seconds = f", {num(data['seconds'], 1)} s" if "seconds" in data else ""
@@ -775,7 +796,30 @@ def index(_: dict[str, Any] | None = None) -> str:
     return _table(["command", "writes", "measured", "tables in"], rows, "llll")
 
 
+def mutation(data: dict[str, Any]) -> str:
+    """A mutation run's score per file: killed / mutants."""
+    rows = [
+        [
+            f"`{file}`",
+            num(row["mutants"]),
+            num(row["killed"]),
+            "—" if row["score"] is None else pct(row["score"]),
+        ]
+        for file, row in data["files"].items()
+    ]
+    total = data["total"]
+    rows.append(["all", num(total["mutants"]), num(total["killed"]), pct(total["score"])])
+    return _table(["file", "mutants", "killed", "score"], rows)
+
+
+def mutation_inline(data: dict[str, Any]) -> str:
+    total = data["total"]
+    return f"{pct(total['score'])} of {num(total['mutants'])}"
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "mutation": mutation,
+    "mutation-inline": mutation_inline,
     "startup": startup,
     "rollout-simulation": rollout_simulation,
     "rollout-simulation-methods": rollout_simulation_methods,

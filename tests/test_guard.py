@@ -54,6 +54,28 @@ def test_the_clients_own_mistakes_do_not_count_towards_the_floor() -> None:
     assert "has not answered one request well yet" in reason
 
 
+def test_the_clients_own_mistakes_do_not_save_a_canary_whose_model_fails_the_rest() -> None:
+    outcome, reason, _ = judge(stats(FLOOR + 5, errors=FLOOR, rejected=5))
+    assert outcome is Outcome.FAIL  # 10 failures of the 10 its model answered for
+    assert f"failed every one of its {FLOOR} requests" in reason
+
+
+def test_the_guards_check_is_named_as_the_built_in_one() -> None:
+    """A report or a notification shows which check stopped the canary: the built-in one,
+    not one of the runbook's SLOs."""
+    observation = Observation(0, 30, {"canary": stats(FLOOR, errors=FLOOR), "baseline": stats(9)})
+    verdict, _ = assess(
+        LATENCY_ONLY, AnalysisSpec(min_requests=1), observation, {},
+        baseline="baseline", canary="canary",
+    )  # fmt: skip
+    guard = verdict.checks[-1]
+    assert (guard.slo, guard.metric) == (
+        "built-in: the canary's own model answers",
+        "canary_answers",
+    )
+    assert guard.outcome is Outcome.FAIL and guard.canary_value == 1.0
+
+
 def test_below_the_floor_a_canary_that_never_answered_cannot_pass() -> None:
     outcome, reason, ledger = judge(stats(FLOOR - 1, errors=FLOOR - 1))
     assert outcome is Outcome.INCONCLUSIVE

@@ -7,6 +7,8 @@ import itertools
 import json
 import math
 import random
+import statistics
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -14,8 +16,9 @@ import pytest
 from canaryctl.analysis import Outcome, Verdict, assess
 from canaryctl.analysis.betting import SCALES, bet
 from canaryctl.analysis.guard import LEDGER_KEY
-from canaryctl.analysis.mean_difference import MeanDifference
+from canaryctl.analysis.mean_difference import MIN_INTERVALS, MeanDifference
 from canaryctl.analysis.rate_ratio import GRID, STEP, RateRatio
+from canaryctl.analysis.sequential import sequential_metric
 from canaryctl.errors import InvalidDocument
 from canaryctl.metrics import Observation, VariantStats
 from canaryctl.runbook import Rollout
@@ -71,6 +74,24 @@ def test_one_event_bets_exactly_the_likelihood_ratio() -> None:
     for canary, ratio in ((1, alternative / theta), (0, (1 - alternative) / (1 - theta))):
         stake = bet(1, theta, scale)
         assert 1 + stake * (canary - theta) == pytest.approx(ratio, rel=1e-12)
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_every_scale_bets_the_likelihood_ratio_on_one_event_and_at_most_1_over_mu(
+    scale: float,
+) -> None:
+    """λ = w·a / (1 + μ·w·a): on one event the likelihood ratio of odds times 1 + a; however
+    many events an interval rests on, less than 1/μ, so a wholly adverse interval (X = 0)
+    never takes the wealth to zero."""
+    theta = canary_probability(1.0, 0.2)
+    odds = (1 + scale) * theta / (1 - theta)
+    assert 1 + bet(1, theta, scale) * (1 - theta) == pytest.approx(odds / (1 + odds) / theta)
+    for weight in (7.0, 1e3, 1e9):
+        assert bet(weight, theta, scale) == pytest.approx(
+            weight * scale / (1 + theta * weight * scale), rel=1e-12
+        )
+        assert bet(weight, theta, scale) < 1 / theta
+    assert bet(1e9, theta, scale) == pytest.approx(1 / theta, rel=1e-6)
 
 
 @pytest.mark.parametrize("ratio, expected", [(1.0, "== 1"), (0.5, "< 1")])
@@ -173,6 +194,46 @@ def test_no_events_is_no_evidence() -> None:
     assert (test.lower_bound(0.05), test.upper_bound(0.05)) == (0.0, math.inf)
 
 
+def test_a_ratio_beyond_either_end_of_the_grid_is_tested_at_the_nearest_sound_point() -> None:
+    """Above the last grid point no claim is made (e-value 1); at it, its own e-value. Below
+    the first point the test is at the first, a wider null: never more evidence than due."""
+    test = RateRatio(1.0)
+    for _ in range(10):
+        test = test.observe(40, 40, 0.25)  # ratio 3
+    first, last = RateRatio(2 ** (GRID[0] / 4)), RateRatio(2 ** (GRID[-1] / 4))
+    for _ in range(10):
+        first, last = first.observe(40, 40, 0.25), last.observe(40, 40, 0.25)
+    assert test.e_value_above(2 ** (GRID[-1] / 4)) == pytest.approx(last.e_value())
+    assert test.e_value_above(2 ** ((GRID[-1] + 0.5) / 4)) == 1.0  # just past the last point
+    assert test.e_value_above(2 ** ((GRID[-1] + 1) / 4)) == 1.0  # one step past it
+    assert test.e_value_above(2 ** (GRID[0] / 4) / 10) == pytest.approx(first.e_value())
+    assert first.e_value() > 1e6  # not vacuous: the first point is far below the ratio 3
+
+
+def test_the_estimate_needs_events_on_both_arms() -> None:
+    """Σ C(1 - π) / Σ Bπ: None while either sum is zero; one event on each arm at an even
+    split is a ratio of 1, not an absence of one."""
+    assert RateRatio(1.0).observe(0, 5, 0.5).estimate() is None
+    assert RateRatio(1.0).observe(5, 0, 0.5).estimate() is None
+    assert RateRatio(1.0).observe(1, 1, 0.5).estimate() == pytest.approx(1.0)
+    assert RateRatio(1.0).observe(1, 1, 0.2).estimate() == pytest.approx(0.8 / 0.2)
+
+
+@pytest.mark.parametrize("offsets", [GRID, (0,)])
+def test_a_resumed_rate_ratio_keeps_all_its_evidence(offsets: tuple[int, ...]) -> None:
+    """What the journal stores between analyses (JSON) gives back the same test, bounds and
+    all, so a resume neither forgets nor invents evidence."""
+    test = RateRatio(1.5, offsets=offsets)
+    for canary, baseline, share in [(3, 2, 0.2), (5, 1, 0.5), (7, 7, 0.05)]:
+        test = test.observe(canary, baseline, share)
+    again = RateRatio.from_dict(json.loads(json.dumps(test.to_dict())))
+    assert again == test
+    assert (again.lower_bound(0.05), again.upper_bound(0.05)) == (
+        test.lower_bound(0.05),
+        test.upper_bound(0.05),
+    )
+
+
 # -- the mean-difference confidence sequence ------------------------------------------------------
 
 
@@ -191,6 +252,62 @@ def test_mean_difference_needs_intervals_then_weighs_them() -> None:
     z = 8.0 / (spread * math.sqrt(n + t0))
     phi = 0.5 * (1 + math.erf(z / math.sqrt(2)))
     assert test.e_value() == pytest.approx(2 * math.sqrt(t0 / (n + t0)) * math.exp(z * z / 2) * phi)
+
+
+def robbins(differences: list[float], alpha: float) -> tuple[float, tuple[float, float]]:
+    """The e-value and the confidence sequence of Waudby-Smith et al. written out from the
+    differences themselves: s their sample standard deviation, t0 = 10 prior intervals."""
+    n, t0 = len(differences), 10.0
+    mean, s = statistics.fmean(differences), statistics.stdev(differences)
+    z = sum(differences) / (s * math.sqrt(n + t0))
+    phi = 0.5 * (1 + math.erf(z / math.sqrt(2)))
+    e_value = 2 * math.sqrt(t0 / (n + t0)) * math.exp(z * z / 2) * phi
+    half = s / n * math.sqrt(2 * (n + t0) * math.log(math.sqrt((n + t0) / t0) / alpha))
+    return e_value, (mean - half, mean + half)
+
+
+@pytest.mark.parametrize(
+    "differences",
+    [
+        [0.3, -0.2, 0.1],  # the first look that says anything: MIN_INTERVALS differences
+        [0.3, -0.2, 0.1, -0.1, 0.05],  # a mean near 0: z near 0, where Φ(z) matters
+        [-0.4, -0.1, -0.3, 0.1, -0.2, -0.25],  # below the allowance: z < 0, evidence under 1
+        [1.0, 1.2, 0.8, 1.1, 0.9, 1.0, 1.05, 0.95],
+    ],
+)
+def test_mean_difference_e_value_and_bounds_match_the_closed_form(differences: list[float]) -> None:
+    test = MeanDifference()
+    for value in differences:
+        test = test.observe(value)
+    e_value, (low, high) = robbins(differences, 0.05)
+    assert test.mean() == pytest.approx(statistics.fmean(differences))
+    assert test.e_value() == pytest.approx(e_value, rel=1e-9)
+    assert test.bounds(0.05) == pytest.approx((low, high), rel=1e-9)
+    assert test.bounds(0.01)[0] < low and test.bounds(0.01)[1] > high  # smaller alpha: wider
+
+
+def test_mean_difference_says_nothing_before_min_intervals_and_nothing_without_data() -> None:
+    assert MeanDifference().mean() is None and MeanDifference().e_value() == 1.0
+    early = MeanDifference()
+    for value in [5.0] * (MIN_INTERVALS - 1):
+        early = early.observe(value)
+        assert early.e_value() == 1.0 and early.bounds(0.05) == (-math.inf, math.inf)
+    assert early.observe(4.0).e_value() > 1.0  # at MIN_INTERVALS: evidence
+
+
+def test_identical_differences_keep_finite_evidence_and_a_width_set_by_the_mean() -> None:
+    """A deterministic price makes every difference equal: the spread is floored at 1e-3 of
+    the mean, so the confidence sequence keeps that width; all zeros (exactly at the
+    allowance) give the mixture's value at z = 0, sqrt(t0 / (n + t0)), and no error."""
+    n, t0, alpha = 5, 10.0, 0.05
+    same, zero = MeanDifference(), MeanDifference()
+    for _ in range(n):
+        same, zero = same.observe(0.5), zero.observe(0.0)
+    half = 5e-4 / n * math.sqrt(2 * (n + t0) * math.log(math.sqrt((n + t0) / t0) / alpha))
+    assert same.bounds(alpha) == pytest.approx((0.5 - half, 0.5 + half), rel=1e-9)
+    assert math.isfinite(same.e_value()) and same.e_value() > 1e300
+    assert zero.e_value() == pytest.approx(math.sqrt(t0 / (n + t0)))
+    assert zero.bounds(alpha) == pytest.approx((0.0, 0.0), abs=1e-9)
 
 
 # -- a seeded simulation through assess(), looking at every interval ------------------------------
@@ -697,3 +814,208 @@ def test_a_ledger_from_the_per_event_test_resumes_with_a_fresh_test() -> None:
     evidence = verdict.checks[0].evidence
     assert evidence is not None and evidence.samples == 10  # only the new interval's events
     assert "above" in ledger["tests"][key]["ratio"]
+
+
+@pytest.mark.parametrize(
+    ("slo", "sequential"),
+    [
+        ({"metric": "error_rate", "compare": "baseline", "max_ratio": 1.2}, True),
+        ({"metric": "latency_p95_seconds", "compare": "baseline", "max_ratio": 1.2}, True),
+        ({"metric": "cost_per_query_usd", "compare": "baseline", "max_increase": 0.01}, True),
+        ({"metric": "quality_score", "compare": "baseline", "max_decrease": 0.05}, True),
+        ({"metric": "latency_p95_seconds", "max": 2.0}, True),
+        ({"metric": "latency_p95_seconds", "max": 0}, False),
+        ({"metric": "latency_p95_seconds", "min": 0.1}, False),
+        ({"metric": "error_rate", "max": 0.02}, True),
+        ({"metric": "error_rate", "max": 0}, False),
+        ({"metric": "error_rate", "max": 1}, False),
+        ({"metric": "error_rate", "min": 0.5, "max": 0.6}, False),
+        ({"metric": "quality_score", "min": 0.8}, True),
+        ({"metric": "quality_score", "min": 1}, False),
+        ({"metric": "cost_per_query_usd", "max": 0.002}, True),
+        ({"metric": "tokens_per_query", "max": 2000}, True),
+        ({"name": "refusals", "query": "refusal_rate{variant={{variant}}}", "max": 0.1}, False),
+    ],
+)
+def test_which_slos_are_tested_sequentially(slo: dict[str, Any], sequential: bool) -> None:
+    """Counts behind the metric and a bound inside its range: tested, and counted in m;
+    anything else keeps its threshold on the window."""
+    assert sequential_metric(SloSpec(**slo)) is sequential
+
+
+def relative_stand(evidence: Any, crossed: bool, unit: str) -> str:
+    """What a relative check says of its evidence, from the evidence's own numbers."""
+    show = [
+        "-" if v is None else f"{v:.4g}"
+        for v in (evidence.estimate, evidence.lower, evidence.upper)
+    ]
+    return (
+        f"e-value {evidence.e_value:.3g} {'>=' if crossed else '<'} {evidence.threshold:.3g}, "
+        f"estimate {show[0]} in [{show[1]}, {show[2]}] over {evidence.samples:g} {unit}"
+    )
+
+
+def test_each_outcome_of_a_relative_check_explains_itself_with_its_evidence() -> None:
+    slos = [{"metric": "error_rate", "compare": "baseline", "max_ratio": 1.2}]
+    few, ledger = judge(slos, window(0, 30, VariantStats(50, 3), VariantStats(50, 2)), {})
+    check = few.checks[0]
+    assert check.evidence is not None and check.evidence.upper is None  # no bound above yet
+    assert check.reason == (
+        "error_rate <= baseline x 1.2: too few requests for 'canary' (50 < 100); "
+        + relative_stand(check.evidence, False, "events")
+    )
+    fine, _ = judge(slos, window(0, 60, VariantStats(100, 3), VariantStats(100, 3)), ledger)
+    check = fine.checks[0]
+    assert check.outcome is Outcome.PASS and check.evidence is not None
+    assert check.reason == (
+        "error_rate <= baseline x 1.2: no evidence the canary is worse ("
+        + relative_stand(check.evidence, False, "events")
+        + ")"
+    )
+    ledger, verdicts = {}, []
+    for look in range(40):  # 6 times the baseline's errors, then the same
+        observation = window(
+            look * 30,
+            look * 30 + 30,
+            VariantStats(1000, 60 if look < 9 else 10),
+            VariantStats(1000, 10),
+        )
+        verdict, ledger = judge(slos, observation, ledger)
+        verdicts.append(verdict.checks[0])
+    crossed, later = verdicts[8], verdicts[-1]
+    assert later.evidence is not None and later.evidence.e_value < later.evidence.threshold
+    test = "error rate ratio canary/baseline <= 1.2"
+    for check, was_crossed, after in (
+        (crossed, True, ""),
+        (later, False, "; it crossed the threshold earlier in the run, which decided"),
+    ):
+        assert check.evidence is not None and check.evidence.test == test
+        assert check.reason == (
+            f"error_rate <= baseline x 1.2: the canary is worse than allowed ({test}: "
+            + relative_stand(check.evidence, was_crossed, "events")
+            + after
+            + ")"
+        )
+    assert verdicts[0].outcome is Outcome.PASS and verdicts[0].reason.endswith("events)")
+
+
+def latency_stats(fast: float, middle: float, slow: float) -> VariantStats:
+    """`fast` requests under 1 s, `middle` in (1, 2], `slow` in (2, 2.5], none beyond."""
+    buckets = (
+        (1.0, fast),
+        (2.0, fast + middle),
+        (2.5, fast + middle + slow),
+        (math.inf, fast + middle + slow),
+    )
+    return VariantStats(requests=fast + middle + slow, latency_buckets=buckets)
+
+
+def test_a_relative_latency_picks_its_edges_on_one_interval_and_tests_from_the_next() -> None:
+    """The baseline's p95 sits at 2 s; `max_increase: 0.5` holds the canary to 2.5 s, and
+    `max_ratio: 1` to 2 s. The interval that chose the edges is not tested on (the edge was
+    picked looking at it); each later one counts the canary slower than its edge and the
+    baseline slower than its own."""
+    baseline = latency_stats(80, 16, 4)  # p95 in (1, 2]: the 2 s edge
+    slos = [{"metric": "latency_p95_seconds", "compare": "baseline", "max_increase": 0.5}]
+    first, ledger = judge(slos, window(0, 30, latency_stats(50, 40, 10), baseline), {})
+    evidence = first.checks[0].evidence
+    assert evidence is not None and evidence.samples == 0
+    assert evidence.test == "ratio of shares slower than 2.5s (canary) and 2s (baseline) <= 1"
+    second, _ = judge(slos, window(30, 60, latency_stats(50, 40, 10), baseline), ledger)
+    assert second.checks[0].evidence.samples == 0 + 4  # none past 2.5 s, 4 baseline past 2 s
+    slos = [{"metric": "latency_p95_seconds", "compare": "baseline", "max_ratio": 1.0}]
+    ledger, verdicts = {}, []
+    for look in range(20):  # the canary twice as often slower than 2 s
+        observation = window(
+            look * 30, look * 30 + 30, latency_stats(800, 160, 40), latency_stats(800, 180, 20)
+        )
+        verdict, ledger = judge(slos, observation, ledger)
+        verdicts.append(verdict)
+    assert verdicts[0].checks[0].evidence.samples == 0
+    assert verdicts[1].checks[0].evidence.samples == 60
+    assert verdicts[-1].outcome is Outcome.FAIL
+
+
+def test_a_cost_allowance_as_an_increase_and_its_confidence_sequence() -> None:
+    slos = [{"metric": "cost_per_query_usd", "compare": "baseline", "max_increase": 0.001}]
+    rng = random.Random(4)
+    for extra, outcome in ((0.0005, Outcome.PASS), (0.003, Outcome.FAIL)):
+        ledger: dict[str, Any] = {}
+        checks = []
+        for look in range(12):
+            base = 0.002 * rng.uniform(0.9, 1.1)
+            observation = window(
+                look * 30,
+                look * 30 + 30,
+                VariantStats(200, cost_usd=200 * (base + extra)),
+                VariantStats(200, cost_usd=200 * base),
+            )
+            verdict, ledger = judge(slos, observation, ledger)
+            checks.append(verdict.checks[0])
+        assert checks[-1].outcome is outcome
+        assert checks[-1].evidence.estimate == pytest.approx(extra - 0.001)  # the paired difference
+        first = checks[0].evidence
+        assert (first.lower, first.upper) == (None, None) and first.samples == 1
+        assert checks[0].reason.endswith("over 1 intervals)")
+        assert checks[-1].evidence.lower < checks[-1].evidence.estimate < checks[-1].evidence.upper
+
+
+def test_an_interval_with_a_single_request_per_variant_counts() -> None:
+    verdict, _ = judge(ERRORS_NO_WORSE, window(0, 30, VariantStats(1, 1), VariantStats(1, 1)), {})
+    assert verdict.checks[0].evidence.samples == 2
+
+
+def test_a_look_that_brings_nothing_new_leaves_every_test_as_it_was() -> None:
+    """The ledger read back from the journal and judged again on the same window: every test
+    (rejected, untestable, latency edges, means, bounds) is stored and restored whole."""
+    slos = [
+        {"metric": "error_rate", "compare": "baseline", "max_ratio": 1.0},
+        {"metric": "latency_p95_seconds", "compare": "baseline", "max_ratio": 1.0},
+        {"metric": "latency_p99_seconds", "compare": "baseline", "max_ratio": 9.0},
+        {"metric": "cost_per_query_usd", "compare": "baseline", "max_ratio": 1.1},
+        {"metric": "error_rate", "max": 0.02},
+        {"metric": "latency_p95_seconds", "max": 2.2},
+        {"metric": "latency_p95_seconds", "max": 9.0},
+        {"metric": "cost_per_query_usd", "max": 0.002},
+    ]
+    ledger: dict[str, Any] = {}
+    for look in range(10):
+        canary = replace(latency_stats(80, 10, 10), errors=30, cost_usd=0.5)
+        baseline = replace(latency_stats(90, 8, 2), errors=1, cost_usd=0.2)
+        observation = window(look * 30, look * 30 + 30, canary, baseline)
+        _, ledger = judge(slos, observation, json.loads(json.dumps(ledger)))
+    tests = ledger["tests"]
+    assert tests["0:error_rate <= baseline x 1"]["rejected"] is True
+    assert tests["2:latency_p99_seconds <= baseline x 9"]["untestable"] is not None
+    assert tests["5:latency_p95_seconds <= 2.2"]["edges"] == [2.0, 2.5]
+    assert any(t["rejected"] for t in tests.values() if t["kind"] in ("mean", "level", "bound"))
+    _, again = judge(slos, observation, json.loads(json.dumps(ledger)))
+    assert again == ledger
+
+
+def test_a_relative_latency_check_is_not_passed_on_the_window_before_its_test_has_started() -> None:
+    """The first look had requests but no histograms, the second (same window) has them: the
+    window alone would pass, but no interval has given the test latencies (the buckets changed
+    in between), so the check waits instead of passing on the point estimate."""
+    slos = [{"metric": "latency_p95_seconds", "compare": "baseline", "max_ratio": 1.2}]
+    _, ledger = judge(slos, window(0, 30, VariantStats(100), VariantStats(100)), {})
+    histogram = latency_stats(90, 10, 0)
+    verdict, _ = judge(slos, window(0, 60, histogram, histogram), ledger)
+    check = verdict.checks[0]
+    assert check.outcome is Outcome.INCONCLUSIVE and check.evidence is None
+    assert check.reason == (
+        "latency_p95_seconds <= baseline x 1.2: not tested yet "
+        "(no interval with data from both variants)"
+    )
+
+
+def test_bounds_at_the_low_end_of_the_grid_are_that_end() -> None:
+    """A canary far better than its baseline: its upper bound is the grid's first point, not
+    none; a ratio near 1/3 has its lower bound at that first point, not 0."""
+    first = 2 ** (GRID[0] / 4)
+    clean, third = RateRatio(1.0), RateRatio(1.0)
+    for _ in range(30):
+        clean, third = clean.observe(0, 40, 0.5), third.observe(10, 30, 0.5)
+    assert clean.upper_bound(0.05) == pytest.approx(first) and clean.lower_bound(0.05) == 0.0
+    assert third.lower_bound(0.05) == pytest.approx(first)
+    assert third.upper_bound(0.05) == pytest.approx(2 ** ((GRID[0] + 4) / 4))

@@ -7,23 +7,18 @@ The formulas are the registry's (canaryctl.slo_metrics), so a rate means the sam
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from canaryctl.metrics.base import VariantStats
 from canaryctl.slo_metrics import SLO_METRICS, Rate
 
 __all__ = ["RATE_COUNTS", "rate_counts"]
 
-
-def _counts(rate: Rate) -> Callable[[VariantStats], tuple[float, float]]:
-    return lambda s: (rate.events(s), rate.trials(s))
-
-
-RATE_COUNTS: dict[str, Callable[[VariantStats], tuple[float, float]]] = {
-    name: _counts(m.formula) for name, m in SLO_METRICS.items() if isinstance(m.formula, Rate)
+RATE_COUNTS: dict[str, Rate] = {
+    name: m.formula for name, m in SLO_METRICS.items() if isinstance(m.formula, Rate)
 }
-"""Per rate metric: (events, trials) from a variant's counts."""
+"""Per rate metric: its formula's events and trials."""
 
 
 def rate_counts(metric: str, stats: VariantStats) -> tuple[float, float]:
-    return RATE_COUNTS[metric](stats)
+    """(events, trials) of `metric` in a variant's counts."""
+    rate = RATE_COUNTS[metric]
+    return rate.events(stats), rate.trials(stats)
