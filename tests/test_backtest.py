@@ -7,6 +7,8 @@ journaled in a real state database; the backtest reads that database through the
 from __future__ import annotations
 
 import json
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -154,8 +156,8 @@ def test_text_output_shows_the_run_beside_the_replay(tmp_path: Path) -> None:
 def test_a_run_without_journaled_counts_is_refused(tmp_path: Path) -> None:
     world = World(tmp_path)
     run_id = _run(world)
-    with StateStore(world.state) as store:
-        store._db.execute("UPDATE events SET data = json_remove(data, '$.observation')")
+    with closing(sqlite3.connect(world.state)) as journal, journal:  # as journaled before counts
+        journal.execute("UPDATE events SET data = json_remove(data, '$.observation')")
 
     code, _, output = _backtest(_runbook(tmp_path), run_id, world.state)
 
