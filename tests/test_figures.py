@@ -107,3 +107,24 @@ def test_gateway_overhead_shows_negative_differences_noise_and_what_was_not_run(
     x = tables.TIMES
     assert f"LiteLLM adds 12.0{x} canaryctl's p50 and 21.0{x} canaryctl's p99" in ratios
     assert f"20.0{x} on plain requests" in ratios
+
+
+def test_chaos_proxy_overhead_names_the_rate_it_did_not_run(tables: ModuleType) -> None:
+    path = {"requests": 100, "failed": 0, "p50_ms": 2.0, "p90_ms": 4.0, "p99_ms": 9.0}
+    slower = {**path, "p50_ms": 1.5, "p99_ms": 7.0}
+    data = {
+        "config": {"rounds": 3, "seconds": 5, "concurrency": 16},
+        "modes": {
+            "stream": {
+                "max_rps": {"direct": 400.0, "proxy": 180.0},
+                "rates": {
+                    "200": None,
+                    "20": {"direct": path, "proxy": slower, "proxy_cpu_ms_per_request": 3.0},
+                },
+            }
+        },
+    }
+    table = tables.chaos_proxy_overhead(data)
+    assert "| stream | 200 | not run: above 80% of 180 req/s, the slower path's maximum |" in table
+    assert f"| 2.00 → 1.50 ms ({tables.MINUS}0.50) |" in table
+    assert "| 3.00 ms | 400 / 180 |" in table
