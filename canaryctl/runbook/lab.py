@@ -57,10 +57,10 @@ class TokenProfile(Strict):
 class ProviderProfile(Strict):
     name: str = Field(min_length=1)
     port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port")
-    latency: LatencyProfile = LatencyProfile()
-    errors: ErrorProfile = ErrorProfile()
+    latency: LatencyProfile = Field(default_factory=LatencyProfile)
+    errors: ErrorProfile = Field(default_factory=ErrorProfile)
     quality: float = Field(default=0.9, ge=0, le=1, description="P(answers a question right)")
-    tokens: TokenProfile = TokenProfile()
+    tokens: TokenProfile = Field(default_factory=TokenProfile)
 
 
 class TrafficSpec(Strict):

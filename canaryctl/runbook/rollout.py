@@ -387,7 +387,7 @@ class RolloutSpec(Strict):
     flag: FlagSpec
     metrics: MetricsSpec
     slos: list[SloSpec] = Field(min_length=1)
-    analysis: AnalysisSpec = AnalysisSpec()
+    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
     steps: list[Step] = Field(min_length=1)
     on_rollback: list[Hook] = Field(default_factory=list)
     on_promote: list[Hook] = Field(default_factory=list)
