@@ -70,7 +70,7 @@ LITELLM_PROXY_NEEDS = (
 """What LiteLLM's proxy needs besides litellm itself. `litellm[proxy]==1.110.2` requires
 `litellm-proxy==1.110.2`, which pip finds no release of; the proxy's code ships in litellm's own
 wheel, so its extra's other requirements are installed by name (the first three lines), then
-them the modules `litellm.proxy.proxy_server` imports that no requirement of litellm names."""
+the modules `litellm.proxy.proxy_server` imports that no requirement of litellm names."""
 LITELLM_VENV = Path.home() / ".cache" / "canaryctl-bench" / f"litellm-{LITELLM_VERSION}"
 
 
