@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BENCHMARKS", "Region", "check", "regions", "render", "rewrite"]
+__all__ = ["BENCHMARKS", "Region", "check", "hand_typed", "regions", "render", "rewrite"]
 
 ROOT = Path(__file__).resolve().parent.parent
 REGION = re.compile(
@@ -49,6 +49,8 @@ BENCHMARKS = {
     "benchmarks/results/demo_duration.json": "python benchmarks/demo_duration.py",
     "benchmarks/results/gate_runs.json": "python benchmarks/gate_runs.py",
     "docs/detection.json": "python benchmarks/detection.py > docs/detection.json",
+    "docs/mutation-before.json": "python benchmarks/mutation.py --json docs/mutation-before.json",
+    "docs/mutation.json": "python benchmarks/mutation.py --json docs/mutation.json",
 }
 """Each figure file and the command that writes it (docs/benchmarks.md lists them)."""
 
@@ -80,6 +82,12 @@ def _results(data: dict[str, Any]) -> dict[str, Any]:
 
 def caption(data: dict[str, Any], source: str) -> str:
     """When, on what, and how loaded: one sentence under every table."""
+    if "tool" in data:  # a mutation report (benchmarks/mutation.py)
+        workers = f"{data['workers']} worker{'s' if data['workers'] != 1 else ''}"
+        return (
+            f"From `{source}`: {data['tool']}, Python {data['python']}, {workers}, "
+            f"{num(data['seconds'])} s; written by `{BENCHMARKS.get(source, '?')}`."
+        )
     if "versions" not in data:
         config = data.get("config", {})
         seconds = f", {num(data['seconds'], 1)} s" if "seconds" in data else ""
@@ -376,6 +384,21 @@ def chaos_proxy_overhead(data: dict[str, Any]) -> str:
         "upstream share its cores); a rate above 80% of it would measure a queue, so it is "
         "not run."
     )
+
+
+def mutation(data: dict[str, Any]) -> str:
+    """The score per file of a mutation report: killed / mutants."""
+    rows = [
+        [f"`{file}`", num(row["mutants"]), num(row["killed"]), _score(row["score"])]
+        for file, row in data["files"].items()
+    ]
+    total = data["total"]
+    rows.append(["all", num(total["mutants"]), num(total["killed"]), _score(total["score"])])
+    return _table(["file", "mutants", "killed", "score"], rows)
+
+
+def _score(value: float | None) -> str:
+    return "—" if value is None else pct(value)
 
 
 def ld_propagation(data: dict[str, Any]) -> str:
@@ -689,6 +712,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "eval-throughput": eval_throughput,
     "gate-runs": gate_runs,
     "demo-duration-inline": demo_duration_inline,
+    "mutation": mutation,
 }
 
 
@@ -746,6 +770,24 @@ def _replace(text: str) -> str:
     return REGION.sub(fill, text)
 
 
+MEASURED = re.compile(
+    r"\d+\.\d+\s?%"  # 1.2%
+    r"|\b\d[\d,.]*\s?times\b"  # 1.27 times the bound
+    r"|\bmedian (of )?[\d,.]+\s?(s|ms)\b"  # caught in a median 1,020 s
+    r"|\b(ran|took) (in )?[\d,.]+\s?(s|ms|minutes)\b"  # ran in 198 s
+)
+"""How a measured figure reads in prose. Settings (`max: 0.02`, 30 s intervals, 5% steps) do not
+match, and values in backticks or code blocks are left alone."""
+
+
+def hand_typed(text: str) -> list[str]:
+    """The lines of a document that state a measured figure outside every generated region."""
+    prose = REGION.sub("", text)
+    prose = re.sub(r"```.*?```", "", prose, flags=re.S)
+    prose = re.sub(r"`[^`\n]*`", "", prose)
+    return [line.strip() for line in prose.splitlines() if MEASURED.search(line)]
+
+
 def check() -> list[str]:
     """The documents whose generated regions differ from what the JSON renders."""
     return [
@@ -774,7 +816,10 @@ def main() -> None:
         stale = check()
         for name in stale:
             print(f"{name}: a generated region differs from benchmarks/tables.py's rendering")
-        sys.exit(1 if stale else 0)
+        typed = [(p, line) for p in documents() for line in hand_typed(p.read_text())]
+        for path, line in typed:
+            print(f"{path.relative_to(ROOT)}: a figure typed by hand: {line}")
+        sys.exit(1 if stale or typed else 0)
     for name in rewrite():
         print(f"rewrote {name}")
 
