@@ -690,10 +690,11 @@ def resume_rollout(
     clock: Clock | None = None,
     flags: FlagStore | None = None,
     metrics: MetricsSource | None = None,
+    warn: Callable[[str], None] = log.warning,
 ) -> RunResult:
     """Resume run `run_id`; without `rollout`, the runbook copy in the journal is used, which
     keeps webhooks only when they name `url_env` (and none of their headers) and URLs without
-    their credentials."""
+    their credentials. `warn` gets one line naming the webhooks that will not fire."""
     clock = clock if clock is not None else SystemClock()
     hooks = HookRunner()
     notifiers: list[WebhookNotifier] = []
@@ -703,7 +704,7 @@ def resume_rollout(
             if record is None:
                 raise InvalidInput(f"no run {run_id} in {state_path}")
             if rollout is None:
-                rollout = _stored_rollout(record.runbook)
+                rollout = _stored_rollout(record.runbook, warn)
             elif rollout.metadata.name != record.name:
                 raise InvalidInput(
                     f"run {run_id} is '{record.name}', not '{rollout.metadata.name}'"
@@ -866,21 +867,35 @@ def _ensure_not_driven_elsewhere(record: RunRecord) -> None:
     )
 
 
-def _stored_rollout(runbook: dict[str, Any]) -> Rollout:
+def _stored_rollout(runbook: dict[str, Any], warn: Callable[[str], None]) -> Rollout:
     """The journal's redacted copy as a runbook: a webhook stored by its origin alone would
-    post to the wrong place, so only `url_env` webhooks are kept, without their headers."""
+    post to the wrong place, so only `url_env` webhooks are kept, without their headers; `warn`
+    hears, in one line, which webhooks are lost and how to keep them."""
     spec = runbook.get("spec", {})
+    lost, headless = [], []
     for key in ("on_rollback", "on_promote", "notify"):
         hooks = spec.get(key, [])
-        kept = [hook for hook in hooks if hook.get("webhook", {}).get("url_env")]
-        if len(kept) < len(hooks):
-            log.warning(
-                "spec.%s: %d webhook(s) with a literal url are not kept in the journal and are "
-                "skipped on this resume (pass --runbook to keep them)",
-                key,
-                len(hooks) - len(kept),
-            )
-        for hook in kept:
-            hook["webhook"]["headers"] = {}
+        kept = []
+        for index, hook in enumerate(hooks):
+            webhook = hook.get("webhook", {})
+            if not webhook.get("url_env"):
+                lost.append(f"spec.{key}[{index}] ({webhook.get('url', '?')})")
+                continue
+            if webhook.get("headers"):
+                headless.append(f"spec.{key}[{index}]")
+            webhook["headers"] = {}
+            kept.append(hook)
         spec[key] = kept
+    if lost:
+        without = f"; {', '.join(headless)} will post without headers" if headless else ""
+        warn(
+            f"webhooks {', '.join(lost)} will not fire on this resume: their URL is written in "
+            f"the runbook, and the journal keeps only its origin{without}. To keep them, pass "
+            "--runbook with the original file, or give them url_env"
+        )
+    elif headless:
+        warn(
+            f"webhooks {', '.join(headless)} will post without their headers on this resume "
+            "(the journal keeps none): pass --runbook with the original file to keep them"
+        )
     return Rollout.model_validate(runbook)
