@@ -66,11 +66,12 @@ LITELLM_PROXY_NEEDS = (
     *("uvloop>=0.22.1,<1.0", "fastapi>=0.136.3,<1.0", "starlette>=1.0.1,<2.0"),
     *("backoff>=2.2.1,<3.0", "rq>=2.7.0,<3.0"),
     *("websockets", "orjson", "apscheduler", "PyJWT", "cryptography", "semver"),
+    *("python-multipart", "expression", "fastapi-sso", "mcp", "soundfile"),
 )
 """What LiteLLM's proxy needs besides litellm itself. `litellm[proxy]==1.110.2` requires
 `litellm-proxy==1.110.2`, which pip finds no release of; the proxy's code ships in litellm's own
 wheel, so its extra's other requirements are installed by name (the first three lines), then
-the modules `litellm.proxy.proxy_server` imports that no requirement of litellm names."""
+the modules the proxy imports at start that no requirement of litellm names."""
 LITELLM_VENV = Path.home() / ".cache" / "canaryctl-bench" / f"litellm-{LITELLM_VERSION}"
 
 
@@ -177,7 +178,8 @@ def install_litellm(venv: Path) -> Path:
     litellm = venv / "bin" / "litellm"
     if not litellm.exists():
         print(
-            f"installing litellm[proxy]=={LITELLM_VERSION} into {venv} (once)...", file=sys.stderr
+            f"installing litellm=={LITELLM_VERSION} and its proxy's needs into {venv} (once)...",
+            file=sys.stderr,
         )
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         pip = [str(venv / "bin" / "pip"), "install", "-q", f"litellm=={LITELLM_VERSION}"]
