@@ -61,6 +61,17 @@ BENCH_KEY = f"sk-{secrets.token_hex(16)}"
 """LiteLLM's proxy refuses to start without a master key; the others ignore it."""
 LITELLM_VERSION = "1.110.2"
 """The LiteLLM measured: pinned, so that a figure names what it was measured against."""
+LITELLM_PROXY_NEEDS = (
+    *("gunicorn>=23.0.0,<24.0", "uvicorn>=0.33.0,<1.0", "granian>=2.7.4,<3.0"),
+    *("uvloop>=0.22.1,<1.0", "fastapi>=0.136.3,<1.0", "starlette>=1.0.1,<2.0"),
+    *("backoff>=2.2.1,<3.0", "rq>=2.7.0,<3.0"),
+    *("websockets", "orjson", "apscheduler", "PyJWT", "cryptography", "semver"),
+    *("python-multipart", "expression", "fastapi-sso", "mcp", "soundfile"),
+)
+"""What LiteLLM's proxy needs besides litellm itself. `litellm[proxy]==1.110.2` requires
+`litellm-proxy==1.110.2`, which pip finds no release of; the proxy's code ships in litellm's own
+wheel, so its extra's other requirements are installed by name (the first three lines), then
+the modules the proxy imports at start that no requirement of litellm names."""
 LITELLM_VENV = Path.home() / ".cache" / "canaryctl-bench" / f"litellm-{LITELLM_VERSION}"
 
 
@@ -167,11 +178,12 @@ def install_litellm(venv: Path) -> Path:
     litellm = venv / "bin" / "litellm"
     if not litellm.exists():
         print(
-            f"installing litellm[proxy]=={LITELLM_VERSION} into {venv} (once)...", file=sys.stderr
+            f"installing litellm=={LITELLM_VERSION} and its proxy's needs into {venv} (once)...",
+            file=sys.stderr,
         )
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        pip = [str(venv / "bin" / "pip"), "install", "-q", f"litellm[proxy]=={LITELLM_VERSION}"]
-        subprocess.run(pip, check=True)
+        pip = [str(venv / "bin" / "pip"), "install", "-q", f"litellm=={LITELLM_VERSION}"]
+        subprocess.run([*pip, *LITELLM_PROXY_NEEDS], check=True)
     installed = litellm_version(venv)
     if installed != LITELLM_VERSION:
         raise SystemExit(f"{venv} holds litellm {installed}, not {LITELLM_VERSION}")

@@ -7,13 +7,18 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
 from click.testing import CliRunner
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+from starlette.routing import Route
 
 from canaryctl.chaos import BackgroundServer, ChaosClient, FaultTable, RequestFacts
 from canaryctl.chaos.faults import draw_delay
@@ -106,6 +111,39 @@ def test_without_faults_answers_pass_through(proxy: str, admin: ChaosClient) -> 
     assert events[-1] == "[DONE]"
     text, finish = content_of(events)
     assert text and finish == "stop"
+
+
+def test_a_stream_is_relayed_chunk_by_chunk_as_the_upstream_sends_it() -> None:
+    """The first chunk reaches the client while the upstream still holds the last one back:
+    the proxy neither reads a stream whole before answering nor keeps chunks for a later write."""
+    client_has_first = threading.Event()
+    sent: list[str] = []
+
+    async def events() -> AsyncIterator[bytes]:
+        sent.append("first")
+        yield b'data: {"n": 1}\n\n'
+        await asyncio.to_thread(client_has_first.wait, 10)  # a buffering proxy waits it out
+        sent.append("last")
+        yield b"data: [DONE]\n\n"
+
+    async def chat(request: Request) -> StreamingResponse:
+        await request.body()
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    held_back = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+    with (
+        BackgroundServer(held_back) as upstream,
+        BackgroundServer(create_proxy_app(upstream.url, token=TOKEN)) as proxy,
+        httpx.stream("POST", f"{proxy.url}/v1/chat/completions", json=STREAM, timeout=20) as r,
+    ):
+        lines = (line for line in r.iter_lines() if line)
+        first = next(lines)
+        sent_when_it_arrived = list(sent)
+        client_has_first.set()
+        rest = list(lines)
+    assert first == 'data: {"n": 1}'
+    assert sent_when_it_arrived == ["first"]
+    assert rest == ["data: [DONE]"]
 
 
 # -- errors --

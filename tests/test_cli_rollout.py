@@ -287,6 +287,46 @@ def test_abort_then_resume_of_a_dead_run_restores(world: World, tmp_path: Path) 
     assert world.canary() == 0
 
 
+def test_resume_from_the_journal_names_the_webhooks_that_will_not_fire(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The journal keeps a literal webhook URL by its origin only, so a resume without
+    --runbook cannot post to it: one warning line says which hooks and how to keep them."""
+    monkeypatch.setenv("ROLLBACK_HOOK", "http://127.0.0.1:9/kept")
+    world.runbook.write_text(
+        RUNBOOK
+        + "  on_rollback:\n"
+        + '    - {webhook: {url: "http://127.0.0.1:9/T000/B000/secret"}}\n'
+        + "    - {webhook: {url_env: ROLLBACK_HOOK}}\n"
+        + "  notify:\n"
+        + '    - {webhook: {url: "http://127.0.0.1:9/notify-secret"}}\n'
+    )
+    crashed = tmp_path / "first.db"
+    crashed_flags: list[MemoryFlagStore] = []
+
+    def die() -> None:
+        with sqlite3.connect(crashed) as source, sqlite3.connect(world.state) as dest:
+            source.backup(dest)
+        crashed_flags.append(copy.deepcopy(world.flags))
+
+    world.clock.call_at(world.clock.now() + 15, die)
+    document = load_document(world.runbook, expect=Rollout)
+    run_rollout(document, state_path=crashed, flags=world.flags, clock=world.clock)
+    world.flags = crashed_flags[0]
+    assert cli("rollout", "abort", "1", "--state", str(world.state))[0] == 0
+
+    code, output = cli("rollout", "resume", "1", "--state", str(world.state), "-o", "json")
+    assert code == 1, output
+    warnings = [line for line in output.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1, output
+    assert "spec.on_rollback[0] (http://127.0.0.1:9)" in warnings[0]
+    assert "spec.notify[0] (http://127.0.0.1:9)" in warnings[0]
+    assert "on_rollback[1]" not in warnings[0]  # its URL comes from the environment
+    assert "--runbook" in warnings[0] and "url_env" in warnings[0]
+    assert "secret" not in output
+    assert world.flags.snapshot().raw == world.prior
+
+
 @pytest.mark.parametrize("terminal", [True, False])
 def test_views_render_every_event_without_failing(
     world: World, tmp_path: Path, caplog: pytest.LogCaptureFixture, terminal: bool

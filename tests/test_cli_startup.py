@@ -75,6 +75,20 @@ def test_help_and_validate_import_no_heavy_module(tmp_path: Path, args: tuple[st
     assert [p for p in HEAVY if loaded(modules, p)] == []
 
 
+def test_validate_loads_only_the_kinds_a_rollout_holds(tmp_path: Path) -> None:
+    modules = imported_by(tmp_path, "validate", "runbooks/support-bot-gpt4o-mini.yaml")
+    assert "canaryctl.runbook.rollout" in modules
+    assert "canaryctl.runbook.lab" not in modules
+    assert "canaryctl.runbook.scenario" not in modules
+
+
+def test_the_chaos_admin_commands_load_no_server(tmp_path: Path) -> None:
+    modules = imported_by(tmp_path, "chaos", "list", "--help")
+    assert "canaryctl.chaos.client" in modules
+    servers = ("canaryctl.chaos.proxy", "canaryctl.chaos.server", "starlette", "uvicorn")
+    assert [p for p in servers if loaded(modules, p)] == []
+
+
 def test_help_imports_no_command_module(tmp_path: Path) -> None:
     modules = imported_by(tmp_path, "--help")
     assert sorted(m for m in modules if m.startswith("canaryctl.")) == [
@@ -125,6 +139,7 @@ def test_each_command_loads_and_its_help_line_is_its_own(name: str) -> None:
         "canaryctl.flags",
         "canaryctl.gateway",
         "canaryctl.metrics",
+        "canaryctl.runbook",
     ],
 )
 def test_every_public_name_of_a_lazy_package_resolves(package: str) -> None:

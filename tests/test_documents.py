@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from canaryctl.cli import main
 from canaryctl.errors import InvalidDocument
-from canaryctl.runbook import Rollout, load_document, parse_duration
+from canaryctl.runbook import AnalysisSpec, Rollout, load_document, parse_duration
 from canaryctl.runbook.reading import MAX_BYTES, parse_json
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -384,3 +384,9 @@ def test_a_profile_name_is_looked_up_never_opened(tmp_path: Path) -> None:
     )
     problems = problems_of(write(tmp_path, text))
     assert len(problems) == 1 and "spec.metrics.profile: no shipped profile 'ppp" in problems[0]
+
+
+def test_a_nested_model_built_on_use_still_shows_its_default_in_the_schema() -> None:
+    schema = Rollout.model_json_schema(by_alias=True)
+    shown = schema["$defs"]["RolloutSpec"]["properties"]["analysis"]["default"]
+    assert shown == AnalysisSpec().model_dump(mode="json", by_alias=True)

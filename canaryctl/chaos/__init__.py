@@ -7,10 +7,11 @@ import lazy_loader
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
     submod_attrs={
+        "admin": ["ADMIN_PREFIX", "TOKEN_ENV"],
         "client": ["ChaosClient", "token_from_env"],
         "faults": ["ActiveFault", "FaultTable", "RequestFacts"],
         "journal": ["Journal", "junit_xml"],
-        "proxy": ["ADMIN_PREFIX", "TOKEN_ENV", "create_proxy_app"],
+        "proxy": ["create_proxy_app"],
         "scenario": ["ScenarioResult", "run_scenario"],
         "server": ["BackgroundServer"],
     },

@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 
 from canaryctl import retry
+from canaryctl.chaos.admin import ADMIN_PREFIX, IDEMPOTENCY_KEY, TOKEN_ENV
 from canaryctl.chaos.faults import new_fault_id
-from canaryctl.chaos.proxy import ADMIN_PREFIX, IDEMPOTENCY_KEY, TOKEN_ENV
 from canaryctl.errors import ChaosBackendError, InvalidInput
 from canaryctl.redact import redact_url
 from canaryctl.retry import BACKEND, Retryable, RetryPolicy

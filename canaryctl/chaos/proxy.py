@@ -38,6 +38,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from canaryctl.chaos.admin import ADMIN_PREFIX, IDEMPOTENCY_KEY
 from canaryctl.chaos.faults import (
     ActiveFault,
     FaultIdTaken,
@@ -58,11 +59,7 @@ from canaryctl.redact import redact_url
 from canaryctl.request_limits import DEFAULT_MAX_BODY_BYTES, BadJSON, LimitBody, clip, parse_json
 from canaryctl.runbook.scenario import FaultSpec
 
-__all__ = ["ADMIN_PREFIX", "IDEMPOTENCY_KEY", "TOKEN_ENV", "ProxyMetrics", "create_proxy_app"]
-
-ADMIN_PREFIX = "/_chaos"
-TOKEN_ENV = "CANARYCTL_CHAOS_TOKEN"
-IDEMPOTENCY_KEY = "Idempotency-Key"
+__all__ = ["ProxyMetrics", "create_proxy_app"]
 
 _HOP_BY_HOP = frozenset(
     {

@@ -1,6 +1,8 @@
 """`canaryctl chaos proxy|inject|list|remove|clear|run`: the fault proxy and its admin API, driven
 the way SREs drive toxiproxy-cli, and scenarios. The admin token comes from the environment
-(CANARYCTL_CHAOS_TOKEN, or the scenario's target.token_env), never from a flag or a document."""
+(CANARYCTL_CHAOS_TOKEN, or the scenario's target.token_env), never from a flag or a document.
+The server stack and the metrics backends are imported by the commands that use them, so
+`chaos list` and `chaos inject` start as fast as the admin client does."""
 
 from __future__ import annotations
 
@@ -8,25 +10,23 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from pydantic import ValidationError
 
+from canaryctl.chaos.admin import ADMIN_PREFIX, TOKEN_ENV
 from canaryctl.chaos.client import ChaosClient, token_from_env
-from canaryctl.chaos.journal import Journal, junit_xml
-from canaryctl.chaos.proxy import ADMIN_PREFIX, TOKEN_ENV, create_proxy_app
-from canaryctl.chaos.scenario import run_scenario
-from canaryctl.chaos.server import bind, server_for
 from canaryctl.cli.listen import split_listen
 from canaryctl.cli.main import output_option, signals_as_ctrl_c, wants_json
 from canaryctl.errors import InvalidInput
-from canaryctl.metrics.base import MetricsSource
-from canaryctl.metrics.factory import metrics_source_for
 from canaryctl.redact import redact_url
 from canaryctl.request_limits import DEFAULT_MAX_BODY_BYTES
 from canaryctl.runbook import load_document
 from canaryctl.runbook.scenario import FAULT_KINDS, PHASES, ChaosScenario, FaultSpec
+
+if TYPE_CHECKING:
+    from canaryctl.metrics.base import MetricsSource
 
 __all__ = ["chaos"]
 
@@ -60,6 +60,9 @@ def proxy_command(
     output: str | None,
 ) -> None:
     """Proxy to UPSTREAM, injecting the faults added through the admin API (under /_chaos)."""
+    from canaryctl.chaos.proxy import create_proxy_app  # the server stack, for this command only
+    from canaryctl.chaos.server import bind, server_for
+
     if not upstream.startswith(("http://", "https://")):
         raise click.BadParameter("must be an http:// or https:// URL", param_hint="--upstream")
     token = token_from_env()
@@ -260,6 +263,10 @@ def run_command(
     output: str | None,
 ) -> None:
     """Check the steady state, inject, check during, remove, check after: exit 0 held, 1 not."""
+    from canaryctl.chaos.journal import Journal, junit_xml  # metrics backends: this command only
+    from canaryctl.chaos.scenario import run_scenario
+    from canaryctl.metrics.factory import metrics_source_for
+
     scenario = load_document(scenario_file, expect=ChaosScenario)
     spec = scenario.spec
     client = ChaosClient(spec.target.url, token_from_env(spec.target.token_env))

@@ -234,7 +234,11 @@ def resume_command(
     document = load_document(runbook, expect=Rollout) if runbook else None
     with signals_as_ctrl_c(), _observers(output, metrics_port) as observers:
         result = resume_rollout(
-            run_id, state_path=state_path, rollout=document, observers=observers
+            run_id,
+            state_path=state_path,
+            rollout=document,
+            observers=observers,
+            warn=lambda message: click.echo(f"warning: {message}", err=True),
         )
     _end(result)
 

@@ -694,17 +694,18 @@ def resume_rollout(
     clock: Clock | None = None,
     flags: FlagStore | None = None,
     metrics: MetricsSource | None = None,
+    warn: Callable[[str], None] = log.warning,
 ) -> RunResult:
     """Resume run `run_id`; without `rollout`, the runbook copy in the journal is used, which
     keeps webhooks only when they name `url_env` (and none of their headers) and URLs without
-    their credentials."""
+    their credentials. `warn` gets one line naming the webhooks that will not fire."""
     clock = clock if clock is not None else SystemClock()
     with StateStore(state_path) as store, _heartbeat(store) as leases:
         record = store.run(run_id)
         if record is None:
             raise InvalidInput(f"no run {run_id} in {store.where}")
         if rollout is None:
-            rollout = stored_rollout(record.runbook)
+            rollout = stored_rollout(record.runbook, warn)
         elif rollout.metadata.name != record.name:
             raise InvalidInput(f"run {run_id} is '{record.name}', not '{rollout.metadata.name}'")
         with wired(rollout, clock, flags, metrics) as wiring:

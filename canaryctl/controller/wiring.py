@@ -6,7 +6,7 @@ journal keeps it for a process that did not read the original (resume, a control
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -89,21 +89,37 @@ def notifiers_for_run(rollout: Rollout) -> list[WebhookNotifier]:
     return notifiers_for(rollout.spec.notify)
 
 
-def stored_rollout(runbook: dict[str, Any]) -> Rollout:
+def stored_rollout(
+    runbook: dict[str, Any], warn: Callable[[str], None] = log.warning
+) -> Rollout:
     """The journal's redacted copy as a runbook: a webhook stored by its origin alone would
-    post to the wrong place, so only `url_env` webhooks are kept, without their headers."""
+    post to the wrong place, so only `url_env` webhooks are kept, without their headers; `warn`
+    hears, in one line, which webhooks are lost and how to keep them."""
     spec = runbook.get("spec", {})
+    lost, headless = [], []
     for key in ("on_rollback", "on_promote", "notify"):
         hooks = spec.get(key, [])
-        kept = [hook for hook in hooks if hook.get("webhook", {}).get("url_env")]
-        if len(kept) < len(hooks):
-            log.warning(
-                "spec.%s: %d webhook(s) with a literal url are not kept in the journal and are "
-                "skipped on this resume (pass --runbook to keep them)",
-                key,
-                len(hooks) - len(kept),
-            )
-        for hook in kept:
-            hook["webhook"]["headers"] = {}
+        kept = []
+        for index, hook in enumerate(hooks):
+            webhook = hook.get("webhook", {})
+            if not webhook.get("url_env"):
+                lost.append(f"spec.{key}[{index}] ({webhook.get('url', '?')})")
+                continue
+            if webhook.get("headers"):
+                headless.append(f"spec.{key}[{index}]")
+            webhook["headers"] = {}
+            kept.append(hook)
         spec[key] = kept
+    if lost:
+        without = f"; {', '.join(headless)} will post without headers" if headless else ""
+        warn(
+            f"webhooks {', '.join(lost)} will not fire on this resume: their URL is written in "
+            f"the runbook, and the journal keeps only its origin{without}. To keep them, pass "
+            "--runbook with the original file, or give them url_env"
+        )
+    elif headless:
+        warn(
+            f"webhooks {', '.join(headless)} will post without their headers on this resume "
+            "(the journal keeps none): pass --runbook with the original file to keep them"
+        )
     return Rollout.model_validate(runbook)

@@ -1,61 +1,32 @@
 """Documents (YAML, apiVersion canaryctl/v1): Rollout, Gateway, Lab, MetricProfile,
 ChaosScenario and Guard, strictly validated."""
 
-from canaryctl.runbook.common import API_VERSION, Duration, parse_duration
-from canaryctl.runbook.gate import EvalSpec, GateSpec
-from canaryctl.runbook.gateway import Gateway, GatewaySpec, ModelSpec, RouteSpec
-from canaryctl.runbook.guard import Guard, GuardSpec
-from canaryctl.runbook.lab import Lab, LabSpec, ProviderProfile, TrafficSpec
-from canaryctl.runbook.loader import KINDS, Document, json_schema, load_document, parse_document
-from canaryctl.runbook.notify import NotifySpec
-from canaryctl.runbook.profile import MetricProfile, MetricProfileSpec
-from canaryctl.runbook.rollout import (
-    AnalysisSpec,
-    FileFlagSpec,
-    LaunchDarklyFlagSpec,
-    PrometheusMetricsSpec,
-    Rollout,
-    RolloutSpec,
-    ScrapeMetricsSpec,
-    SloSpec,
-    Step,
-)
-from canaryctl.runbook.scenario import ChaosScenario, ChaosScenarioSpec, FaultSpec
+import lazy_loader
 
-__all__ = [
-    "API_VERSION",
-    "KINDS",
-    "AnalysisSpec",
-    "ChaosScenario",
-    "ChaosScenarioSpec",
-    "Document",
-    "Duration",
-    "EvalSpec",
-    "FaultSpec",
-    "FileFlagSpec",
-    "GateSpec",
-    "Gateway",
-    "GatewaySpec",
-    "Guard",
-    "GuardSpec",
-    "Lab",
-    "LabSpec",
-    "LaunchDarklyFlagSpec",
-    "MetricProfile",
-    "MetricProfileSpec",
-    "ModelSpec",
-    "NotifySpec",
-    "PrometheusMetricsSpec",
-    "ProviderProfile",
-    "Rollout",
-    "RolloutSpec",
-    "RouteSpec",
-    "ScrapeMetricsSpec",
-    "SloSpec",
-    "Step",
-    "TrafficSpec",
-    "json_schema",
-    "load_document",
-    "parse_document",
-    "parse_duration",
-]
+# Each name is imported on first use: validating a Rollout loads no Gateway or Lab classes
+# beyond those a Rollout holds (building pydantic classes is most of `validate`'s start).
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "common": ["API_VERSION", "Duration", "parse_duration"],
+        "gate": ["EvalSpec", "GateSpec"],
+        "gateway": ["Gateway", "GatewaySpec", "ModelSpec", "RouteSpec"],
+        "guard": ["Guard", "GuardSpec"],
+        "lab": ["Lab", "LabSpec", "ProviderProfile", "TrafficSpec"],
+        "loader": ["KINDS", "json_schema", "kind_model", "load_document", "parse_document"],
+        "notify": ["NotifySpec"],
+        "profile": ["MetricProfile", "MetricProfileSpec"],
+        "rollout": [
+            "AnalysisSpec",
+            "FileFlagSpec",
+            "LaunchDarklyFlagSpec",
+            "PrometheusMetricsSpec",
+            "Rollout",
+            "RolloutSpec",
+            "ScrapeMetricsSpec",
+            "SloSpec",
+            "Step",
+        ],
+        "scenario": ["ChaosScenario", "ChaosScenarioSpec", "FaultSpec"],
+    },
+)

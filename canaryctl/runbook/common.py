@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,6 +19,7 @@ __all__ = [
     "Metadata",
     "NotADuration",
     "Strict",
+    "built_on_use",
     "check_metric_bound",
     "parse_duration",
 ]
@@ -98,6 +100,17 @@ class Strict(BaseModel):
     model_config = ConfigDict(
         extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False, defer_build=True
     )
+
+
+def built_on_use(factory: Callable[[], BaseModel]) -> Any:
+    """A field whose default is a model, built when a document first needs it rather than at
+    import (building a model's validator is most of what `validate` spends); the JSON Schema
+    still shows the default."""
+
+    def show_default(schema: dict[str, Any]) -> None:
+        schema["default"] = factory().model_dump(mode="json", by_alias=True)
+
+    return Field(default_factory=factory, json_schema_extra=show_default)
 
 
 def check_metric_bound(metric: str | None, field: str, value: float | None) -> None:

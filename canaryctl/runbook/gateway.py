@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from canaryctl.request_limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_JSON_DEPTH
-from canaryctl.runbook.common import API_VERSION, DocPath, Duration, Metadata, Strict
+from canaryctl.runbook.common import API_VERSION, DocPath, Duration, Metadata, Strict, built_on_use
 
 __all__ = [
     "AuthSpec",
@@ -100,7 +100,7 @@ class ModelSpec(Strict):
     )
     keyless: bool = Field(default=False, description="the server needs no key (Ollama, vLLM)")
     timeout: Duration = Field(default=30.0, gt=0)
-    price: PriceSpec = PriceSpec()
+    price: PriceSpec = built_on_use(PriceSpec)
     fallback: list[str] = Field(default_factory=list, description="models to try, in order")
 
     @model_validator(mode="after")
@@ -184,7 +184,7 @@ class BudgetSpec(Strict):
 
 
 class BudgetsSpec(Strict):
-    store: BudgetStore = MemoryBudgetStore(provider="memory")
+    store: BudgetStore = built_on_use(lambda: MemoryBudgetStore(provider="memory"))
     limits: list[BudgetSpec] = Field(min_length=1)
     completion_estimate: int = Field(
         default=256, ge=1, description="completion tokens assumed when a request sets no max_tokens"
@@ -273,12 +273,12 @@ class GatewaySpec(Strict):
     flags: FlagSource
     routes: list[RouteSpec] = Field(min_length=1)
     models: list[ModelSpec] = Field(min_length=1)
-    context: ContextSpec = ContextSpec()
+    context: ContextSpec = built_on_use(ContextSpec)
     budgets: BudgetsSpec | None = None
     cache: CacheSpec | None = None
     tracing: TracingSpec | None = Field(default=None, description="off unless set")
-    limits: LimitsSpec = LimitsSpec()
-    auth: AuthSpec = AuthSpec()
+    limits: LimitsSpec = built_on_use(LimitsSpec)
+    auth: AuthSpec = built_on_use(AuthSpec)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> GatewaySpec:

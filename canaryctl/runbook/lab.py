@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from canaryctl.runbook.common import API_VERSION, Duration, Metadata, Strict
+from canaryctl.runbook.common import API_VERSION, Duration, Metadata, Strict, built_on_use
 from canaryctl.runbook.gateway import GatewaySpec
 
 __all__ = [
@@ -73,10 +73,10 @@ class ProviderProfile(Strict):
         "Messages API (/v1/messages) only, in Anthropic's shapes",
     )
     port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port")
-    latency: LatencyProfile = LatencyProfile()
-    errors: ErrorProfile = ErrorProfile()
+    latency: LatencyProfile = built_on_use(LatencyProfile)
+    errors: ErrorProfile = built_on_use(ErrorProfile)
     quality: float = Field(default=0.9, ge=0, le=1, description="P(answers a question right)")
-    tokens: TokenProfile = TokenProfile()
+    tokens: TokenProfile = built_on_use(TokenProfile)
 
 
 class TrafficSpec(Strict):

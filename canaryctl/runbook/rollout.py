@@ -23,6 +23,7 @@ from canaryctl.runbook.common import (
     Metadata,
     NotADuration,
     Strict,
+    built_on_use,
     check_metric_bound,
     parse_duration,
 )
@@ -388,7 +389,7 @@ class RolloutSpec(Strict):
     flag: FlagSpec
     metrics: MetricsSpec
     slos: list[SloSpec] = Field(min_length=1)
-    analysis: AnalysisSpec = AnalysisSpec()
+    analysis: AnalysisSpec = built_on_use(AnalysisSpec)
     steps: list[Step] = Field(min_length=1)
     on_rollback: list[Hook] = Field(default_factory=list)
     on_promote: list[Hook] = Field(default_factory=list)

@@ -23,6 +23,7 @@ from canaryctl.runbook.common import (
     Duration,
     Metadata,
     Strict,
+    built_on_use,
     check_metric_bound,
 )
 from canaryctl.runbook.rollout import MetricsSpec
@@ -99,7 +100,7 @@ class FaultSpec(Strict):
     fault: FaultKind
     rate: float = Field(default=1.0, ge=0, le=1, description="probability per matching request")
     ttl: Duration = Field(default=300.0, gt=0, le=_MAX_TTL, description="lifetime; at most 1d")
-    match: FaultMatch = FaultMatch()
+    match: FaultMatch = built_on_use(FaultMatch)
     status: int | None = Field(default=None, description="error: 500, 502, 503 or 529")
     shape: Literal["openai", "anthropic"] | None = Field(
         default=None,
