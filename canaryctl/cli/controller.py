@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Any
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -12,6 +13,9 @@ from canaryctl.cli.listen import split_listen
 from canaryctl.cli.main import output_option, state_option, wants_json
 from canaryctl.controller.lease import DEFAULT_LEASE_TTL
 from canaryctl.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from canaryctl.controller.store import StateStore
 
 __all__ = ["controller"]
 
@@ -62,24 +66,25 @@ def serve(state_path: str, listen: str, lease_ttl: float, output: str | None) ->
             f"{lease_ttl:g}s); SIGTERM hands its runs back",
             err=True,
         )
-        routes, handlers = _api(state_path)
+        routes, handlers = _api(store, state_path)
         serve(service, listener, routes=routes, exception_handlers=handlers)
 
 
-def _api(state_path: str) -> tuple[list[Any], dict[Any, Any]]:
+def _api(store: StateStore, state_path: str) -> tuple[list[Any], dict[Any, Any]]:
     """The JSON API, its OpenAPI document and the live page, with submit, when tokens are set;
-    without them only /healthz is served (an API anyone on the host could call is not served)."""
+    without them only /healthz is served (an API anyone on the host could call is not served).
+    The API shares the controller's store (thread-safe, pooled): no engine and no schema check
+    per request."""
     from canaryctl.api import ApiTokens, api_routes, json_errors
     from canaryctl.api.tokens import TOKENS_ENV
     from canaryctl.controller.runner import submit_rollout
-    from canaryctl.controller.store import StateStore
 
     if not os.environ.get(TOKENS_ENV, "").strip():
         click.echo(f"{TOKENS_ENV} is not set: the API and the live page are off", err=True)
         return [], {}
     tokens = ApiTokens.from_env()
     routes = api_routes(
-        lambda: StateStore(state_path),
+        lambda: nullcontext(store),
         tokens,
         submit=lambda rollout: submit_rollout(rollout, state_path=state_path)[0],
     )
