@@ -31,6 +31,7 @@ from canaryctl.analysis import Outcome, assess
 from canaryctl.api.alerts import Alert
 from canaryctl.clock import Clock
 from canaryctl.controller.hooks import HookRunner
+from canaryctl.controller.preflight import flag_identity
 from canaryctl.controller.store import RunRecord
 from canaryctl.errors import CanaryError, MetricsBackendError
 from canaryctl.flags.base import FlagClaim, FlagStore
@@ -40,7 +41,7 @@ from canaryctl.redact import redact_document
 from canaryctl.runbook.alerts import matches
 from canaryctl.runbook.guard import Guard
 
-__all__ = ["GuardPhase", "GuardWatch", "flag_identity"]
+__all__ = ["GuardPhase", "GuardWatch"]
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +50,6 @@ class GuardPhase(StrEnum):
     WATCHING = "watching"
     STANDING_ASIDE = "standing_aside"
     TRIPPED = "tripped"
-
-
-def flag_identity(flag: dict[str, Any]) -> tuple[Any, ...]:
-    """Where a flag lives, as a rollout's journal keeps it: two documents naming different
-    rules or variations of one flag still share it."""
-    return tuple(
-        flag.get(field)
-        for field in ("provider", "key", "path", "base_url", "project", "environment")
-    )
 
 
 class GuardWatch:
