@@ -19,7 +19,7 @@ from canaryctl.analysis import Check, Outcome
 from canaryctl.evals.runner import ItemResult
 from canaryctl.evals.stats import newcombe_interval, percentile, wilson_interval
 from canaryctl.runbook.gate import EvalSpec
-from canaryctl.runbook.gateway import PriceSpec
+from canaryctl.runbook.price import PriceSpec
 
 __all__ = ["ModelScore", "judge_eval", "summarize"]
 

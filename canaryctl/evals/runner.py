@@ -23,7 +23,7 @@ from canaryctl.errors import BackendError
 from canaryctl.evals.benchmark import BenchmarkItem, score
 from canaryctl.redact import redact_url
 from canaryctl.retry import BACKEND, Retryable
-from canaryctl.runbook.gateway import PriceSpec
+from canaryctl.runbook.price import PriceSpec
 
 __all__ = ["Endpoint", "EvalProgress", "ItemResult", "chat_url", "run_benchmark"]
 

@@ -25,8 +25,8 @@ from canaryctl.gate.result import EvalReport, GateCheck, GateReport
 from canaryctl.metrics.base import MetricsSource, Observation
 from canaryctl.metrics.measures import measure
 from canaryctl.runbook.gate import EndpointSpec, EvalSpec
-from canaryctl.runbook.gateway import PriceSpec
 from canaryctl.runbook.lab import Lab
+from canaryctl.runbook.price import PriceSpec
 from canaryctl.runbook.rollout import Rollout
 
 __all__ = ["run_gate"]

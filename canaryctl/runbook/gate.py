@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from canaryctl.runbook.common import DocPath, Duration, Strict
-from canaryctl.runbook.gateway import PriceSpec
+from canaryctl.runbook.price import PriceSpec
 
 __all__ = ["BUILTIN_BENCHMARKS", "CostSpec", "EndpointSpec", "EvalSpec", "GateSpec", "LiveSpec"]
 

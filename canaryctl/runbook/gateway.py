@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from canaryctl.request_limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_JSON_DEPTH
 from canaryctl.runbook.common import API_VERSION, DocPath, Duration, Metadata, Strict, built_on_use
+from canaryctl.runbook.price import PriceSpec
 
 __all__ = [
     "AuthSpec",
@@ -64,20 +65,6 @@ class LaunchDarklyFlagSource(Strict):
 
 
 FlagSource = Annotated[FileFlagSource | LaunchDarklyFlagSource, Field(discriminator="provider")]
-
-
-class PriceSpec(Strict):
-    """USD per 1,000 tokens, as providers publish them."""
-
-    prompt_per_1k: float = Field(default=0.0, ge=0)
-    completion_per_1k: float = Field(default=0.0, ge=0)
-
-    def usd(self, prompt_tokens: float, completion_tokens: float) -> float:
-        """What these tokens cost: the one cost formula (gateway metrics, budgets, evals)."""
-        return (
-            prompt_tokens / 1000 * self.prompt_per_1k
-            + completion_tokens / 1000 * self.completion_per_1k
-        )
 
 
 class ModelSpec(Strict):
