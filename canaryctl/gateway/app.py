@@ -34,7 +34,7 @@ from canaryctl.gateway.answers import outcome_of
 from canaryctl.gateway.budgets import Admission, Budgets, Refusal, open_store, store_prefix
 from canaryctl.gateway.cache import CachedAnswer, ResponseCache, cache_key
 from canaryctl.gateway.fallback import Answered, ChainExhausted, time_attempt, walk_chain
-from canaryctl.gateway.feedback import OTHER_KEY, ServedAnswers, parse_feedback
+from canaryctl.gateway.feedback import OTHER_KEY, open_answer_ids, parse_feedback
 from canaryctl.gateway.identity import Callers, Identity, Refused
 from canaryctl.gateway.keys import check_api_keys
 from canaryctl.gateway.metrics import OTHER_TIER, GatewayMetrics
@@ -68,8 +68,9 @@ def create_app(spec: GatewaySpec) -> Starlette:
             )
     check_api_keys(spec)
     gateway = _Gateway(spec)
-    if gateway.callers.banner:
-        log.warning("%s", gateway.callers.banner)
+    for warning in (gateway.callers.banner, gateway.unshared_ids):
+        if warning:
+            log.warning("%s", warning)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -138,7 +139,7 @@ class _Gateway:
         self.router: FlagRouter
         self.upstream: Upstream
         self.budgets: Budgets | None = None
-        self.served = ServedAnswers()
+        self.served, self.unshared_ids = open_answer_ids(spec)
         self.callers = Callers(spec.auth, spec.context, spec.limits.max_id_length)
 
     def open_budgets(self) -> Budgets | None:
@@ -163,7 +164,7 @@ class _Gateway:
         identity = self.callers.identify(request.headers, body)
         if isinstance(identity, Refused):
             return _refused("openai", identity)
-        parsed = parse_feedback(body, self.spec.limits.max_id_length)
+        parsed = parse_feedback(body, self.served.max_length)
         if isinstance(parsed, Refused):
             return _refused("openai", parsed)
         completion_id, score = parsed
@@ -326,9 +327,7 @@ class _Gateway:
         await self._settle(admission, answer.model, usage)
         outcome = _outcome(answer, outcome_of(completion))
         self._count(choice, answer.model, outcome, started, usage)
-        self.served.remember(
-            completion.get("id"), self._labels(choice, answer.model), choice.key_id
-        )
+        completion["id"] = self.served.issue(self._labels(choice, answer.model), choice.key_id)
         if key is not None and self.cache is not None and outcome == "ok":
             self.cache.put(key, CachedAnswer(answer.model.name, completion))
         headers["x-canaryctl-model"] = answer.model.name
@@ -371,7 +370,8 @@ class _Gateway:
         admission: Admission,
     ) -> AsyncIterator[str]:
         """Pass chunks on as they come; meter when the stream ends, however it ends."""
-        outcome, usage, completion_id = None, None, None
+        outcome, usage = None, None
+        completion_id = self.served.issue(self._labels(choice, answer.model), choice.key_id)
         model_name = answer.model.upstream_model or answer.model.name
         claude = anthropic.EventEncoder(model_name) if dialect == "anthropic" else None
         try:
@@ -379,7 +379,7 @@ class _Gateway:
                 out = []
                 for chunk in batch:
                     usage = chunk.get("usage") or usage
-                    completion_id = chunk.get("id") or completion_id
+                    chunk["id"] = completion_id
                     if claude is not None:
                         out.extend(claude.feed(chunk))
                         continue
@@ -415,9 +415,8 @@ class _Gateway:
             await answer.result.aclose()
             time_attempt(self.metrics, choice, answer.model, answer.attempt_started)
             self._count(choice, answer.model, outcome, started, usage)
-            if outcome != "error":
-                labels = self._labels(choice, answer.model)
-                self.served.remember(completion_id, labels, choice.key_id)
+            if outcome == "error":
+                self.served.burn(completion_id)
             await self._settle(admission, answer.model, usage)
 
     def _failed(

@@ -15,6 +15,7 @@ __all__ = [
     "BudgetsSpec",
     "CacheSpec",
     "ContextSpec",
+    "FeedbackSpec",
     "FileFlagSource",
     "FlagSource",
     "Gateway",
@@ -223,9 +224,28 @@ class LimitsSpec(Strict):
 
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1024)
     max_id_length: int = Field(
-        default=256, ge=8, le=4096, description="user, team, tier and job ids; feedback ids"
+        default=256,
+        ge=8,
+        le=4096,
+        description="user, team, tier and job ids; feedback ids (or the longest id it issues)",
     )
     max_json_depth: int = Field(default=DEFAULT_MAX_JSON_DEPTH, ge=8, le=512)
+
+
+class FeedbackSpec(Strict):
+    """How completion ids are signed so that any replica takes feedback for any replica's answers:
+    see canaryctl/gateway/feedback.py. Every replica needs the same key in `key_env`."""
+
+    key_env: str = Field(
+        default="CANARYCTL_FEEDBACK_KEY",
+        pattern=_ENV_NAME,
+        description="environment variable with the signing key (16 characters or more); unset: "
+        "a key of this process only, with a warning at start",
+    )
+    ttl: Duration = Field(default=3600.0, gt=0, description="how long an answer can be scored")
+    remember: int = Field(
+        default=100_000, ge=1, description="scored ids each replica remembers to score each once"
+    )
 
 
 class VirtualKey(Strict):
@@ -279,6 +299,7 @@ class GatewaySpec(Strict):
     tracing: TracingSpec | None = Field(default=None, description="off unless set")
     limits: LimitsSpec = built_on_use(LimitsSpec)
     auth: AuthSpec = built_on_use(AuthSpec)
+    feedback: FeedbackSpec = built_on_use(FeedbackSpec)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> GatewaySpec:
