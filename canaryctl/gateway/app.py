@@ -36,6 +36,7 @@ from canaryctl.gateway.cache import CachedAnswer, ResponseCache, cache_key
 from canaryctl.gateway.fallback import Answered, ChainExhausted, time_attempt, walk_chain
 from canaryctl.gateway.feedback import OTHER_KEY, open_answer_ids, parse_feedback
 from canaryctl.gateway.identity import Callers, Identity, Refused
+from canaryctl.gateway.judging import Judges
 from canaryctl.gateway.keys import check_api_keys
 from canaryctl.gateway.metrics import OTHER_TIER, GatewayMetrics
 from canaryctl.gateway.ollama import Dialect, chat_request, ollama_line, ollama_response
@@ -79,9 +80,11 @@ def create_app(spec: GatewaySpec) -> Starlette:
         async with Upstream.open() as upstream:
             gateway.upstream = upstream
             gateway.budgets = gateway.open_budgets()
+            gateway.judges.start(upstream.complete)
             try:
                 yield
             finally:
+                await gateway.judges.aclose()
                 if gateway.budgets is not None:
                     await gateway.budgets.store.close()
                 if gateway.tracing is not None:
@@ -141,6 +144,7 @@ class _Gateway:
         self.budgets: Budgets | None = None
         self.served, self.unshared_ids = open_answer_ids(spec)
         self.callers = Callers(spec.auth, spec.context, spec.limits.max_id_length)
+        self.judges = Judges(spec, self.metrics)
 
     def open_budgets(self) -> Budgets | None:
         spec = self.spec.budgets
@@ -327,7 +331,10 @@ class _Gateway:
         await self._settle(admission, answer.model, usage)
         outcome = _outcome(answer, outcome_of(completion))
         self._count(choice, answer.model, outcome, started, usage)
-        completion["id"] = self.served.issue(self._labels(choice, answer.model), choice.key_id)
+        labels = self._labels(choice, answer.model)
+        completion["id"] = self.served.issue(labels, choice.key_id)
+        if outcome != "filtered":
+            self.judges.offer_answer(labels, chat, completion, shadow=False)
         if key is not None and self.cache is not None and outcome == "ok":
             self.cache.put(key, CachedAnswer(answer.model.name, completion))
         headers["x-canaryctl-model"] = answer.model.name

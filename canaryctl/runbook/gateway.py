@@ -20,6 +20,7 @@ __all__ = [
     "FlagSource",
     "Gateway",
     "GatewaySpec",
+    "JudgeSpec",
     "LaunchDarklyFlagSource",
     "LimitsSpec",
     "MemoryBudgetStore",
@@ -111,12 +112,41 @@ class ModelSpec(Strict):
         return self
 
 
+class JudgeSpec(Strict):
+    """An LLM judge grading a route's answers online, off the request path: see
+    canaryctl/gateway/judging.py and docs/judges.md."""
+
+    model: str = Field(min_length=1, description="the model (one of `models`) that judges")
+    rubric: DocPath | None = Field(
+        default=None, description="text file of grading instructions; none: a built-in one"
+    )
+    sample: float = Field(
+        default=0.05, ge=0, le=1, description="share of served answers graded (pointwise)"
+    )
+    pairs: float = Field(
+        default=1.0, ge=0, le=1, description="share of shadow pairs compared (pairwise)"
+    )
+    swap: bool = Field(
+        default=True,
+        description="show the shadow answer first on every other pair, to cancel position bias",
+    )
+    max_usd_per_hour: float | None = Field(
+        default=None,
+        gt=0,
+        description="judge spend per replica over the last hour; past it, answers are not judged",
+    )
+    queue: int = Field(default=256, ge=1, le=100_000, description="answers waiting for a judge")
+    concurrency: int = Field(default=4, ge=1, le=256, description="judge calls at once")
+    max_tokens: int = Field(default=64, ge=1, description="the judge's reply, in tokens")
+
+
 class RouteSpec(Strict):
     """A route is what clients ask for in the request's `model` field."""
 
     name: str = Field(min_length=1)
     flag: str = Field(min_length=1, description="flag key whose variation names the model")
     default_model: str = Field(description="served when the flag cannot be evaluated")
+    judge: JudgeSpec | None = Field(default=None, description="online judging; off unless set")
 
 
 class ContextSpec(Strict):
@@ -311,6 +341,8 @@ class GatewaySpec(Strict):
                 raise ValueError(
                     f"routes[{i}].default_model: '{route.default_model}' is not a model"
                 )
+            if route.judge is not None and route.judge.model not in names:
+                raise ValueError(f"routes[{i}].judge.model: '{route.judge.model}' is not a model")
         for i, model in enumerate(self.models):
             for name in model.fallback:
                 if name not in names:
