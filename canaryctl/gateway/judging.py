@@ -36,6 +36,7 @@ from typing import Any, Literal
 from canaryctl.errors import InvalidInput
 from canaryctl.gateway.failures import UpstreamFailure
 from canaryctl.gateway.metrics import GatewayMetrics
+from canaryctl.gateway.pipeline import Served
 from canaryctl.gateway.verdicts import (
     Winner,
     answer_text,
@@ -159,9 +160,10 @@ class Judges:
         self._complete: Complete | None = None
         self._workers: list[asyncio.Task[None]] = []
 
-    def judges(self, route: str) -> bool:
-        """Whether `route` has a judge (so a caller need not gather an answer for nothing)."""
-        return route in self._routes
+    @property
+    def any(self) -> bool:
+        """Whether any route has a judge (else the pipeline need not offer it anything)."""
+        return bool(self._routes)
 
     def start(self, complete: Complete) -> None:
         """Start each route's workers on the running loop."""
@@ -194,6 +196,16 @@ class Judges:
             return
         messages = pointwise_messages(judge.rubric, question_text(chat), answer)
         self._offer(judge, _Job("pointwise", messages, dict(labels), shadow=shadow))
+
+    def offer_served(self, served: Served) -> None:
+        """The pipeline's after-served stage: a chat answer the user got (streamed ones as
+        assembled), unless a content filter stopped it or no model answered."""
+        call = served.call
+        if call.operation != "chat" or served.completion is None:
+            return
+        if served.outcome in ("ok", "fallback_ok"):
+            labels = call.labels(served.model)
+            self.offer_answer(labels, call.request, served.completion, shadow=False)
 
     def offer_pair(
         self,
