@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -80,6 +81,21 @@ def test_judge_scores_reach_the_quality_summary_of_what_served(
         assert metric(stack, "llm_quality_score_sum", variant="b") == 0
         assert metric(stack, "llm_judge_requests_total", route="bot", judge="j") == 30
         assert metric(stack, "llm_requests_total", model="j") == 0  # judges are not traffic
+
+
+def test_streamed_answers_are_judged_as_assembled(
+    make_lab: MakeLab, write_flags: WriteFlags
+) -> None:
+    write_flags(["b", "a"])  # b: always wrong
+    with LabStack(judged_lab(make_lab), traffic=False) as stack:
+        body = {"model": "bot", "stream": True, "messages": [QUESTION]}
+        url = f"{stack.gateway_url}/v1/chat/completions"
+        with httpx.stream("POST", url, json=body, timeout=10) as response:
+            lines = [line for line in response.iter_lines() if line.startswith("data: {")]
+        assert lines
+        wait_for(stack, "llm_judge_requests_total", 1, outcome="ok")
+        assert metric(stack, "llm_quality_score_count", variant="b", model="b") == 1
+        assert metric(stack, "llm_quality_score_sum", variant="b") == 0
 
 
 def test_bad_judge_replies_are_counted_and_never_scored(
