@@ -194,8 +194,11 @@ def lab_judge() -> Iterator[Callable[..., str]]:
         server.stop()
 
 
-def pairwise_results(url: str, tmp_path: Path, pairs: int, **judge: Any) -> dict[str, float]:
-    """Judge `pairs` pairs of a wrong primary and a right shadow; the candidate's results."""
+def judge_offline(
+    url: str, tmp_path: Path, offers: int, offer: Any, **judge: Any
+) -> GatewayMetrics:
+    """`offer(judges)` `offers` times to Judges with the lab judge at `url`; its metrics once
+    every offer is judged."""
     spec = GatewaySpec.model_validate(
         {
             "flags": {"provider": "file", "path": str(tmp_path / "flags.json")},
@@ -206,26 +209,51 @@ def pairwise_results(url: str, tmp_path: Path, pairs: int, **judge: Any) -> dict
         }
     )
     metrics = GatewayMetrics()
-    primary = {"route": "bot", "model": "a"}
-    shadow = {"route": "bot", "model": "cand"}
 
     async def run() -> None:
         judges = Judges(spec, metrics)
         async with Upstream.open() as upstream:
             judges.start(upstream.complete)
-            for _ in range(pairs):
-                judges.offer_pair("bot", {"messages": [QUESTION]}, primary, WRONG, shadow, RIGHT)
+            for _ in range(offers):
+                offer(judges)
                 await asyncio.sleep(0)
-            while sum(s.value for s in _samples(metrics, "llm_judge_requests_total")) < pairs:
+            while sum(s.value for s in _samples(metrics, "llm_judge_requests_total")) < offers:
                 await asyncio.sleep(0.01)
             await judges.aclose()
 
     asyncio.run(asyncio.wait_for(run(), 20))
+    return metrics
+
+
+def pairwise_results(url: str, tmp_path: Path, pairs: int, **judge: Any) -> dict[str, float]:
+    """Judge `pairs` pairs of a wrong primary and a right shadow; the candidate's results."""
+    primary = {"route": "bot", "model": "a"}
+    shadow = {"route": "bot", "model": "cand"}
+
+    def offer(judges: Judges) -> None:
+        judges.offer_pair("bot", {"messages": [QUESTION]}, primary, WRONG, shadow, RIGHT)
+
+    metrics = judge_offline(url, tmp_path, pairs, offer, **judge)
     results = {"win": 0.0, "tie": 0.0, "loss": 0.0}
     for sample in _samples(metrics, "llm_judge_pairwise_total"):
         assert sample.labels["baseline"] == "a" and sample.labels["candidate"] == "cand"
         results[sample.labels["result"]] += sample.value
     return results
+
+
+def test_shadow_answers_are_scored_apart_from_the_live_variants(
+    lab_judge: Callable[..., str], tmp_path: Path
+) -> None:
+    labels = {"route": "bot", "variant": "cand", "model": "cand", "provider": "openai"}
+    labels["tier"] = "free"
+
+    def offer(judges: Judges) -> None:
+        judges.offer_answer(labels, {"messages": [QUESTION]}, RIGHT, shadow=True)
+
+    metrics = judge_offline(lab_judge(), tmp_path, 3, offer, sample=1.0)
+    shadow = {s.name: s.value for s in _samples(metrics, "llm_shadow_quality_score_count")}
+    assert shadow == {"llm_shadow_quality_score_count": 3}
+    assert not any(s.value for s in _samples(metrics, "llm_quality_score_count"))
 
 
 def _samples(metrics: GatewayMetrics, name: str) -> list[Any]:
