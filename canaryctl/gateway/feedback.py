@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import json
@@ -81,6 +82,17 @@ def _key_hash(key_id: str | None) -> str:
     return _b64(hashlib.sha256(key_id.encode()).digest()[:_KEY_HASH_BYTES])
 
 
+@functools.lru_cache(maxsize=4096)
+def _head(
+    route: str, variant: str, model: str, provider: str, tier: str, key_id: str | None
+) -> str:
+    """The payload's JSON up to the expiry: the same for every answer served alike, so made
+    once (a gateway serves few label sets and keys)."""
+    model = "" if model == variant else model  # the model is the variant unless a fallback answered
+    fields = [route, variant, model, provider, tier, _key_hash(key_id)]
+    return json.dumps(fields, separators=(",", ":"))[:-1]
+
+
 class AnswerIds:
     """Issues signed completion ids and takes each one's score once (see the module docstring).
 
@@ -97,7 +109,8 @@ class AnswerIds:
     ) -> None:
         if remember < 1 or ttl <= 0:
             raise ValueError("AnswerIds needs remember >= 1 and ttl > 0")
-        self._secret, self._ttl, self._remember, self._clock = secret, ttl, remember, clock
+        self._ttl, self._remember, self._clock = ttl, remember, clock
+        self._keyed = hmac.new(secret, _CONTEXT, hashlib.sha256)
         self._scored: OrderedDict[str, float] = OrderedDict()
         self.max_length = 256
         """The longest id a caller may send back (open_answer_ids sets it from the names)."""
@@ -107,17 +120,15 @@ class AnswerIds:
         return len(self._scored)
 
     def _mac(self, payload: bytes) -> bytes:
-        return hmac.new(self._secret, _CONTEXT + payload, hashlib.sha256).digest()[:_MAC_BYTES]
+        mac = self._keyed.copy()
+        mac.update(payload)
+        return mac.digest()[:_MAC_BYTES]
 
     def issue(self, labels: Mapping[str, str], key_id: str | None = None) -> str:
         """The id to return for an answer served with these metric labels, to this key."""
-        fields = [labels[name] for name in _FIELDS]
-        if fields[2] == fields[1]:  # the model is the variant unless a fallback answered
-            fields[2] = ""
+        head = _head(*(labels[name] for name in _FIELDS), key_id)
         expires = math.ceil(self._clock() + self._ttl)
-        nonce = _b64(secrets.token_bytes(_NONCE_BYTES))
-        data = [*fields, _key_hash(key_id), expires, nonce]
-        payload = json.dumps(data, separators=(",", ":")).encode()
+        payload = f'{head},{expires},"{_b64(secrets.token_bytes(_NONCE_BYTES))}"]'.encode()
         return f"{PREFIX}{_b64(payload)}.{_b64(self._mac(payload))}"
 
     def read(self, completion_id: str) -> tuple[dict[str, str], str, float] | None:
