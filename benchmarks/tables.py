@@ -46,6 +46,7 @@ BENCHMARKS = {
     "benchmarks/results/ld_propagation.json": "python benchmarks/ld_propagation.py --changes 50",
     "benchmarks/results/feedback_memory.json": "python benchmarks/feedback_memory.py",
     "benchmarks/results/quality_detection.json": "python benchmarks/quality_detection.py",
+    "benchmarks/results/judge_agreement.json": "python benchmarks/judge_agreement.py",
     "benchmarks/results/eval_throughput.json": "python benchmarks/eval_throughput.py",
     "benchmarks/results/demo_duration.json": "python benchmarks/demo_duration.py",
     "benchmarks/results/gate_runs.json": "python benchmarks/gate_runs.py",
@@ -468,7 +469,49 @@ def ld_propagation_inline(data: dict[str, Any]) -> str:
 
 def feedback_memory_inline(data: dict[str, Any]) -> str:
     r = _results(data)
-    return f"{num(r['held_bytes'] / 1e6)} MB for {num(r['answers'])} answers, ids included"
+    return (
+        f"{num(r['held_bytes'] / 1e6)} MB for {num(r['answers'])} scored ids; ids of "
+        f"{num(r['id_characters'])} characters for usual names"
+    )
+
+
+def judge_agreement_pointwise(data: dict[str, Any]) -> str:
+    rows = [
+        [pct(row["error_rate"], 0), num(row["judged"]), pct(row["agreement"])]
+        for row in _results(data)["pointwise"]
+    ]
+    return _table(["judge wrong on purpose", "answers judged", "agreement with the truth"], rows)
+
+
+def judge_agreement_pairwise(data: dict[str, Any]) -> str:
+    rows = []
+    for row in _results(data)["pairwise"]:
+        said = row["results"]
+        rows.append(
+            [
+                pct(row["position_bias"], 0),
+                "on" if row["swap"] else "off",
+                num(row["judged"]),
+                pct(row["agreement"]),
+                f"{num(said['win'])} / {num(said['tie'])} / {num(said['loss'])}",
+                f"{num(row['net'], 3)} (true {num(row['true_net'], 3)})",
+                pct(row["tie_pairs_lost"]),
+            ]
+        )
+    head = [
+        "position bias",
+        "order swap",
+        "pairs",
+        "agreement",
+        "candidate win / tie / loss",
+        f"net (wins {MINUS} losses) / pairs",
+        "equal pairs called a loss",
+    ]
+    error = {pct(row["error_rate"], 0) for row in _results(data)["pairwise"]}
+    return (
+        _table(head, rows)
+        + f"\n\nJudge wrong on purpose in {', '.join(sorted(error))} of verdicts."
+    )
 
 
 QUALITY_LABELS = {"at margin": "at the margin: must pass", "equal": "equal to the baseline"}
@@ -754,6 +797,8 @@ def backtest_inline(data: dict[str, Any]) -> str:
         f"{DASH}{num(slowest['wall_seconds'], 1)} s ({num(fastest['rollouts'])}{DASH}"
         f"{num(slowest['rollouts'])} rollouts, `{data['command']}`)"
     )
+
+
 def controller_scale(data: dict[str, Any]) -> str:
     rows = []
     for backend, figures in _results(data).items():
@@ -847,6 +892,8 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "ld-propagation-inline": ld_propagation_inline,
     "feedback-memory-inline": feedback_memory_inline,
     "quality-detection": quality_detection,
+    "judge-agreement-pointwise": judge_agreement_pointwise,
+    "judge-agreement-pairwise": judge_agreement_pairwise,
     "quality-detection-inline": quality_detection_inline,
     "detection": detection,
     "detection-inline": detection_inline,

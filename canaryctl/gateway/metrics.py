@@ -71,9 +71,44 @@ class GatewayMetrics:
         )
         self.quality = Summary(
             "llm_quality_score",
-            "Quality scores (0..1) callers reported through POST /v1/feedback, by what served the "
-            "answer: the mean is llm_quality_score_sum / llm_quality_score_count",
+            "Quality scores (0..1) callers reported through POST /v1/feedback, or the route's "
+            "judge gave, by what served the answer: the mean is llm_quality_score_sum / "
+            "llm_quality_score_count",
             REQUEST_LABELS,
+            registry=registry,
+        )
+        self.shadow_quality = Summary(
+            "llm_shadow_quality_score",
+            "Judge scores (0..1) of shadow answers, which no user saw, labelled with the shadow "
+            "model as `variant`, `model` and `provider`",
+            REQUEST_LABELS,
+            registry=registry,
+        )
+        self.judge_requests = Counter(
+            "llm_judge_requests_total",
+            "Calls to a route's judge model by kind (pointwise, pairwise) and outcome: ok; error "
+            "(the judge failed); bad_reply (it answered, but no verdict could be read)",
+            ["route", "judge", "kind", "outcome"],
+            registry=registry,
+        )
+        self.judge_cost = Counter(
+            "llm_judge_cost_usd_total",
+            "USD spent on judge calls, from their tokens and the judge model's price",
+            ["route", "judge"],
+            registry=registry,
+        )
+        self.judge_dropped = Counter(
+            "llm_judge_dropped_total",
+            "Answers or pairs sampled for judging but not judged: queue_full (the judges are "
+            "behind), budget (the route's judge spend for the hour is used up)",
+            ["route", "kind", "reason"],
+            registry=registry,
+        )
+        self.judge_pairwise = Counter(
+            "llm_judge_pairwise_total",
+            "Pairwise verdicts on primary (baseline) and shadow (candidate) answers to the same "
+            "request, from the candidate's side: win, tie, loss",
+            ["route", "baseline", "candidate", "result"],
             registry=registry,
         )
         self.fallbacks = Counter(

@@ -1,5 +1,6 @@
 """A simulated LLM provider speaking the OpenAI and Ollama dialects, or Anthropic's Messages API
-(`api: anthropic`), driven by a ProviderProfile.
+(`api: anthropic`), driven by a ProviderProfile; with a `judge` section it answers chats with
+verdicts (judge.py) instead of answers.
 
 Each request's fate is drawn up front (see behaviour.py), then served: errors with the bodies and
 headers real providers send (a 429 carries Retry-After), answers after a log-normal delay, streams
@@ -16,6 +17,7 @@ import json
 import math
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any, Literal
 
 from starlette.applications import Starlette
@@ -23,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from canaryctl.lab import claude
+from canaryctl.lab import claude, judge
 from canaryctl.lab.behaviour import Behaviour, decide, estimate_tokens, request_rng
 from canaryctl.runbook.lab import ProviderProfile
 
@@ -186,6 +188,9 @@ class SimulatedProvider:
         fate = decide(self.profile, prompt, rng, max_tokens=max_tokens, sequence=self.requests)
         if fate.error is not None:
             return await self._fail(request, dialect, fate.error, fate.latency)
+        if self.profile.judge is not None:
+            text = judge.verdict(body.get("messages"), self.profile.judge, rng)
+            fate = replace(fate, text=text, completion_tokens=estimate_tokens(text))
         model = str(body.get("model") or self.profile.name)
         stream = body.get("stream", dialect != "openai") is True
         if dialect == "openai":

@@ -16,10 +16,12 @@ __all__ = [
     "BudgetsSpec",
     "CacheSpec",
     "ContextSpec",
+    "FeedbackSpec",
     "FileFlagSource",
     "FlagSource",
     "Gateway",
     "GatewaySpec",
+    "JudgeSpec",
     "LaunchDarklyFlagSource",
     "LimitsSpec",
     "MemoryBudgetStore",
@@ -97,12 +99,41 @@ class ModelSpec(Strict):
         return self
 
 
+class JudgeSpec(Strict):
+    """An LLM judge grading a route's answers online, off the request path: see
+    canaryctl/gateway/judging.py and docs/judges.md."""
+
+    model: str = Field(min_length=1, description="the model (one of `models`) that judges")
+    rubric: DocPath | None = Field(
+        default=None, description="text file of grading instructions; none: a built-in one"
+    )
+    sample: float = Field(
+        default=0.05, ge=0, le=1, description="share of served answers graded (pointwise)"
+    )
+    pairs: float = Field(
+        default=1.0, ge=0, le=1, description="share of shadow pairs compared (pairwise)"
+    )
+    swap: bool = Field(
+        default=True,
+        description="show the shadow answer first on every other pair, to cancel position bias",
+    )
+    max_usd_per_hour: float | None = Field(
+        default=None,
+        gt=0,
+        description="judge spend per replica over the last hour; past it, answers are not judged",
+    )
+    queue: int = Field(default=256, ge=1, le=100_000, description="answers waiting for a judge")
+    concurrency: int = Field(default=4, ge=1, le=256, description="judge calls at once")
+    max_tokens: int = Field(default=64, ge=1, description="the judge's reply, in tokens")
+
+
 class RouteSpec(Strict):
     """A route is what clients ask for in the request's `model` field."""
 
     name: str = Field(min_length=1)
     flag: str = Field(min_length=1, description="flag key whose variation names the model")
     default_model: str = Field(description="served when the flag cannot be evaluated")
+    judge: JudgeSpec | None = Field(default=None, description="online judging; off unless set")
 
 
 class ContextSpec(Strict):
@@ -210,9 +241,28 @@ class LimitsSpec(Strict):
 
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1024)
     max_id_length: int = Field(
-        default=256, ge=8, le=4096, description="user, team, tier and job ids; feedback ids"
+        default=256,
+        ge=8,
+        le=4096,
+        description="user, team, tier and job ids; feedback ids (or the longest id it issues)",
     )
     max_json_depth: int = Field(default=DEFAULT_MAX_JSON_DEPTH, ge=8, le=512)
+
+
+class FeedbackSpec(Strict):
+    """How completion ids are signed so that any replica takes feedback for any replica's answers:
+    see canaryctl/gateway/feedback.py. Every replica needs the same key in `key_env`."""
+
+    key_env: str = Field(
+        default="CANARYCTL_FEEDBACK_KEY",
+        pattern=_ENV_NAME,
+        description="environment variable with the signing key (16 characters or more); unset: "
+        "a key of this process only, with a warning at start",
+    )
+    ttl: Duration = Field(default=3600.0, gt=0, description="how long an answer can be scored")
+    remember: int = Field(
+        default=100_000, ge=1, description="scored ids each replica remembers to score each once"
+    )
 
 
 class VirtualKey(Strict):
@@ -266,6 +316,7 @@ class GatewaySpec(Strict):
     tracing: TracingSpec | None = Field(default=None, description="off unless set")
     limits: LimitsSpec = built_on_use(LimitsSpec)
     auth: AuthSpec = built_on_use(AuthSpec)
+    feedback: FeedbackSpec = built_on_use(FeedbackSpec)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> GatewaySpec:
@@ -277,6 +328,8 @@ class GatewaySpec(Strict):
                 raise ValueError(
                     f"routes[{i}].default_model: '{route.default_model}' is not a model"
                 )
+            if route.judge is not None and route.judge.model not in names:
+                raise ValueError(f"routes[{i}].judge.model: '{route.judge.model}' is not a model")
         for i, model in enumerate(self.models):
             for name in model.fallback:
                 if name not in names:

@@ -12,6 +12,7 @@ from canaryctl.runbook.gateway import GatewaySpec
 __all__ = [
     "ErrorClimb",
     "ErrorProfile",
+    "JudgeProfile",
     "Lab",
     "LabSpec",
     "LatencyProfile",
@@ -65,6 +66,28 @@ class TokenProfile(Strict):
     completion_max: int = Field(default=512, ge=1)
 
 
+class JudgeProfile(Strict):
+    """A lab provider that grades arithmetic answers instead of answering (canaryctl/lab/judge.py):
+    right by the truth, except for the shares of verdicts set here, so that a judge's agreement
+    with the truth, and what the gateway does with a bad judge, can be measured."""
+
+    error_rate: float = Field(
+        default=0.0, ge=0, le=1, description="share of verdicts that are wrong on purpose"
+    )
+    position_bias: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="share of pairwise verdicts that pick answer A (shown first) whatever it says",
+    )
+    malformed: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="share of replies in prose instead of the JSON asked for",
+    )
+
+
 class ProviderProfile(Strict):
     name: str = Field(min_length=1)
     api: Literal["openai", "anthropic"] = Field(
@@ -77,6 +100,16 @@ class ProviderProfile(Strict):
     errors: ErrorProfile = built_on_use(ErrorProfile)
     quality: float = Field(default=0.9, ge=0, le=1, description="P(answers a question right)")
     tokens: TokenProfile = built_on_use(TokenProfile)
+    judge: JudgeProfile | None = Field(
+        default=None,
+        description="grade answers as an LLM judge (OpenAI chat API) instead of answering",
+    )
+
+    @model_validator(mode="after")
+    def _judge_speaks_openai(self) -> ProviderProfile:
+        if self.judge is not None and self.api != "openai":
+            raise ValueError("judge: a lab judge speaks the OpenAI chat API; set api: openai")
+        return self
 
 
 class TrafficSpec(Strict):
