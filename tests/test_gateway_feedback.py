@@ -136,6 +136,14 @@ def test_an_altered_or_foreign_id_reads_as_nothing() -> None:
     ):
         assert ids.take(bad) is None, bad
     assert AnswerIds(b"another key " * 3).take(issued) is None
+    # The MAC's last base64 character carries 2 bits and 4 of padding: its other spellings
+    # decode to the same bytes, and each would otherwise be one more score for one answer.
+    padding = "=" * (-len(mac) % 4)
+    mac_bytes = base64.urlsafe_b64decode(mac + padding)
+    for other in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_":
+        spelling = mac[:-1] + other
+        if other != mac[-1] and base64.urlsafe_b64decode(spelling + padding) == mac_bytes:
+            assert ids.take(f"chatcmpl-{body}.{spelling}") is None, spelling
     assert ids.take(issued) == LABELS
 
 

@@ -138,10 +138,12 @@ class AnswerIds:
         if not completion_id.startswith(PREFIX) or not body:
             return None
         try:
-            payload, signature = _unb64(body), _unb64(mac)
+            payload = _unb64(body)
         except (binascii.Error, ValueError):
             return None
-        if not hmac.compare_digest(signature, self._mac(payload)):
+        # The signature is compared as text, not decoded: base64 lets several spellings decode
+        # to the same bytes, and each spelling would be scored once more than the answer.
+        if not hmac.compare_digest(mac.encode(), _b64(self._mac(payload)).encode()):
             return None
         data = json.loads(payload)  # signed by us, so ours in shape
         route, variant, model, provider, tier, key_hash, expires, _ = data
