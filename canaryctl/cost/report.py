@@ -344,8 +344,8 @@ def _drivers(
         price = prices[cheapest] * 1000
         return action(
             "downgrade it", saving,
-            f"serve it with {cheapest} (the cheapest model seen, ${price:.4g} per 1k tokens), "
-            "if its quality floor allows: check with `canaryctl cost optimize` or `gate`",
+            f"serve it with {cheapest} (${price:.2g} per 1k tokens, the cheapest seen) if its "
+            "quality floor allows",
         )  # fmt: skip
 
     def budget(dim: str, name: str) -> Action | None:
@@ -361,8 +361,8 @@ def _drivers(
             return None
         return action(
             "budget it", spent * (1 - theirs / mine),
-            f"{mine:.0f} tokens per query against {theirs:.0f} for the rest: set max_tokens or "
-            f"a per-{'job' if dim == 'llm_job' else dim} token budget at the gateway",
+            f"{mine:.0f} tokens per query against {theirs:.0f} for the rest: max_tokens or a "
+            f"per-{'job' if dim == 'llm_job' else dim} token budget",
         )  # fmt: skip
 
     def cache_it(dim: str, name: str) -> Action | None:
@@ -372,8 +372,8 @@ def _drivers(
         share = redundant / asked if asked else 0.0
         return action(
             "cache it", sum(r.redundant_cost_usd for r in mine),
-            f"{share:.0%} of its calls repeat one answered within the gateway's window: cache "
-            "the route (temperature 0) or dedupe the job's inputs",
+            f"{share:.0%} of its calls repeat an answered one: cache the route (temperature 0) "
+            "or dedupe its inputs",
         )  # fmt: skip
 
     drivers = []
@@ -390,8 +390,8 @@ def _drivers(
                 candidates.append(
                     action(
                         "batch it", s.cost_usd * batch_discount,
-                        f"a batch job: send it through the provider's batch API "
-                        f"({batch_discount:.0%} off, answers within 24 h)",
+                        f"send it through the provider's batch API ({batch_discount:.0%} off, "
+                        "answers within 24 h)",
                     )
                 )  # fmt: skip
             found = sorted((a for a in candidates if a), key=lambda a: -a.saving_usd)
