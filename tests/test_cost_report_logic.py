@@ -186,3 +186,32 @@ def test_totals_start_when_the_first_gateway_started() -> None:
     assert counts.counters["llm_spend_cost_usd_total"][
         key(route="r", model="m", team="t", llm_job="j")
     ] == pytest.approx(3.5)
+
+
+def test_shadow_and_judge_calls_are_reported_apart_never_in_the_bill() -> None:
+    evaluation = {
+        "llm_shadow_requests_total": {key(route="index", model="big", outcome="ok"): 400},
+        "llm_shadow_cost_usd_total": {key(route="index", model="big"): 12.0},
+        "llm_judge_requests_total": {
+            key(route="index", judge="grader", kind="pairwise", outcome="ok"): 50
+        },
+        "llm_judge_cost_usd_total": {key(route="index", judge="grader"): 0.5},
+    }
+    plain, with_evaluation = day_report(), build_report(
+        SpendCounts(merge(COUNTERS, evaluation), USERS, start=0.0, end=DAY)
+    )
+    # The bill, every breakdown and every driver are the user's alone.
+    assert with_evaluation.cost_usd == plain.cost_usd == 99.0
+    assert with_evaluation.queries == plain.queries
+    assert with_evaluation.breakdown == plain.breakdown
+    assert with_evaluation.drivers == plain.drivers
+    shadow, judge = with_evaluation.evaluation["shadow"], with_evaluation.evaluation["judge"]
+    assert (shadow["cost_usd"], shadow["requests"]) == (12.0, 400)
+    assert shadow["projected_month_usd"] == pytest.approx(12.0 * 30)
+    assert shadow["by"] == [{"name": "big", "cost_usd": 12.0, "requests": 400}]
+    assert (judge["cost_usd"], judge["requests"]) == (0.5, 50)
+    text = render_text(with_evaluation)
+    assert "not user spend: shadow and judge calls" in text
+    assert any(line.startswith("shadow big") and "$12.00" in line for line in text.splitlines())
+    assert 'data-kind="judge"' in cost_html(with_evaluation)
+    assert plain.evaluation["shadow"]["cost_usd"] == 0

@@ -106,8 +106,9 @@ def test_recent_requests_memory_is_bounded_by_capacity() -> None:
     tracemalloc.stop()
     assert len(recent) == capacity
     assert recent.evicted_young == 2 * capacity
-    # Two ints and an ordered-dict node per fingerprint: under 250 bytes each.
-    assert held < 250 * capacity, f"{held / capacity:.0f} bytes per fingerprint"
+    # Two ints, a dict slot and an ordered-dict node per fingerprint: under 300 bytes each
+    # (benchmarks/spend_memory.py measures the default's).
+    assert held < 300 * capacity, f"{held / capacity:.0f} bytes per fingerprint"
 
 
 def test_fingerprints_ignore_who_asked_and_how_but_not_what() -> None:

@@ -44,6 +44,11 @@ GROUPING: dict[str, tuple[str, ...]] = {
     "llm_retry_cost_usd_total": ("route", "llm_job"),
     "llm_cache_requests_total": ("route", "result"),
     "llm_cache_saved_usd_total": ("route", "model"),
+    # Not user spend: shadow and judge calls, shown apart (their producers' contract).
+    "llm_shadow_requests_total": ("route", "model", "outcome"),
+    "llm_shadow_cost_usd_total": ("route", "model"),
+    "llm_judge_requests_total": ("route", "judge", "kind", "outcome"),
+    "llm_judge_cost_usd_total": ("route", "judge"),
 }
 """Each counter the report reads and the labels it is summed by (the gateway's contract,
 canaryctl/gateway/metrics.py); other labels (variant, provider, instance) are summed over."""

@@ -16,6 +16,9 @@ The formulas (docs/cost.md states them for users):
 - **batch it**: for a job, cost * the batch discount (OpenAI's and Anthropic's batch APIs bill
   half price, the default `batch_discount` 0.5).
 
+Shadow calls (llm_shadow_*) and judge calls (llm_judge_*) are not user spend: they are in none
+of the figures above, and are reported apart (`evaluation`), with their own projected month.
+
 Savings of different drivers overlap (a job's tokens are also its model's), so they are not
 to be added up; each says what that one change would save on the window's traffic, projected
 to a month like the bill.
@@ -118,6 +121,8 @@ class CostReport:
     retries: dict[str, float]
     cache: dict[str, float]
     drivers: list[Driver]
+    evaluation: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """`shadow` and `judge`: what mirrored and grading calls cost, apart from the bill."""
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -161,6 +166,7 @@ class CostReport:
             "retries": self.retries,
             "cache": self.cache,
             "drivers": [asdict(d) for d in self.drivers],
+            "evaluation": self.evaluation,
             "notes": self.notes,
         }
 
@@ -250,6 +256,11 @@ def build_report(
         breakdown, repeats, users, cost, tokens, requests, batch_discount, scale, total_cost
     )
     drivers = [d for d in drivers if d.share >= min_share][:max_drivers]
+    evaluation = {
+        kind: _evaluation(counts, f"llm_{kind}_requests_total", f"llm_{kind}_cost_usd_total",
+                          by, scale)
+        for kind, by in (("shadow", "model"), ("judge", "judge"))
+    }  # fmt: skip
     notes = []
     if not requests:
         notes.append("no request reached a model in the window: nothing to report")
@@ -269,8 +280,27 @@ def build_report(
         retries=retries,
         cache=cache,
         drivers=drivers,
+        evaluation=evaluation,
         notes=notes,
     )
+
+
+def _evaluation(
+    counts: SpendCounts, requests: str, cost: str, by: str, scale: float
+) -> dict[str, Any]:
+    """Shadow or judge calls: their cost and count, by model (or judge), never in the bill."""
+    spent = _sum_by(counts.rows(cost), by)
+    asked = _sum_by(counts.rows(requests), by)
+    total = sum(spent.values())
+    return {
+        "cost_usd": total,
+        "requests": sum(asked.values()),
+        "projected_month_usd": total * scale if scale else None,
+        "by": [
+            {"name": name, "cost_usd": spent.get(name, 0.0), "requests": asked.get(name, 0.0)}
+            for name in sorted(set(spent) | set(asked), key=lambda n: (-spent.get(n, 0.0), n))
+        ],
+    }
 
 
 def _repeats(counts: SpendCounts, requests: list[tuple[dict[str, str], float]]) -> list[Repeats]:

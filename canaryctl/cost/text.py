@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from canaryctl.cost.report import CostReport, Slice
+from canaryctl.cost.report import MONTH_SECONDS, CostReport, Slice
 
 __all__ = ["render_text", "usd"]
 
@@ -129,6 +129,18 @@ def render_text(report: CostReport) -> str:
                  f"{x.share:.1%}", usd(x.redundant_cost_usd), f"{x.retries:,.0f}",
                  usd(x.retry_cost_usd)]
                 for x in repeated
+            ],
+        )  # fmt: skip
+    spent = [(kind, e) for kind, e in r.evaluation.items() if e["requests"] or e["cost_usd"]]
+    if spent:
+        out += ["", "not user spend: shadow and judge calls (in none of the figures above)"]
+        out += _table(
+            ["calls", "cost", "requests", "projected month"],
+            [
+                [f"{kind} {row['name']}", usd(row["cost_usd"]), f"{row['requests']:,.0f}",
+                 usd(row["cost_usd"] * MONTH_SECONDS / r.seconds) if r.seconds else "—"]
+                for kind, e in spent
+                for row in e["by"]
             ],
         )  # fmt: skip
     out += [f"note: {n}" for n in r.notes]

@@ -125,5 +125,19 @@ def cost_html(report: CostReport) -> str:
             f'<td class="num">{escape(usd(x.retry_cost_usd))}</td></tr>'
         )
     parts.append("</table>")
+    parts += [
+        "<h2>Not user spend: shadow and judge calls</h2>",
+        "<p>Mirrored (shadow) and grading (judge) calls are in none of the figures above.</p>",
+        "<table class=evaluation><tr><th>calls</th><th>cost</th><th>requests</th>"
+        "<th>projected month</th></tr>",
+    ]
+    for kind, e in r.evaluation.items():
+        parts.append(
+            f'<tr class="evaluation" data-kind="{escape(kind)}"><td>{escape(kind)}</td>'
+            f'<td class="num">{escape(usd(e["cost_usd"]))}</td>'
+            f'<td class="num">{e["requests"]:,.0f}</td>'
+            f'<td class="num">{escape(usd(e["projected_month_usd"]))}</td></tr>'
+        )
+    parts.append("</table>")
     parts += [f"<p><b>note:</b> {escape(n)}</p>" for n in r.notes]
     return page("canaryctl cost report", parts)
