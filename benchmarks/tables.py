@@ -45,6 +45,7 @@ BENCHMARKS = {
     "benchmarks/results/anthropic_overhead.json": "python benchmarks/anthropic_overhead.py",
     "benchmarks/results/ld_propagation.json": "python benchmarks/ld_propagation.py --changes 50",
     "benchmarks/results/feedback_memory.json": "python benchmarks/feedback_memory.py",
+    "benchmarks/results/spend_memory.json": "python benchmarks/spend_memory.py",
     "benchmarks/results/quality_detection.json": "python benchmarks/quality_detection.py",
     "benchmarks/results/judge_agreement.json": "python benchmarks/judge_agreement.py",
     "benchmarks/results/eval_throughput.json": "python benchmarks/eval_throughput.py",
@@ -514,6 +515,30 @@ def judge_agreement_pairwise(data: dict[str, Any]) -> str:
     )
 
 
+def spend_memory(data: dict[str, Any]) -> str:
+    r = _results(data)
+    per = r["fingerprint_bytes"] / r["fingerprints"]
+    rows = [
+        [
+            "request fingerprints (`spend.fingerprints`)",
+            num(r["fingerprints"]),
+            f"{num(r['fingerprint_bytes'] / 1e6)} MB",
+            f"{num(per)} bytes",
+        ],
+        [
+            "user counters (`spend.user_counters`), user ids included",
+            num(r["user_counters"]),
+            f"{num(r['user_counter_bytes'] / 1e3)} kB",
+            f"{num(r['user_counter_bytes'] / r['user_counters'])} bytes",
+        ],
+    ]
+    return (
+        _table(["sketch, full", "entries", "held", "per entry"], rows)
+        + f"\n\nMetering one request (fingerprint, labels, sketches): "
+        f"{num(r['record_microseconds'])} µs, over {num(r['requests'])} requests."
+    )
+
+
 QUALITY_LABELS = {"at margin": "at the margin: must pass", "equal": "equal to the baseline"}
 
 
@@ -891,6 +916,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "ld-propagation": ld_propagation,
     "ld-propagation-inline": ld_propagation_inline,
     "feedback-memory-inline": feedback_memory_inline,
+    "spend-memory": spend_memory,
     "quality-detection": quality_detection,
     "judge-agreement-pointwise": judge_agreement_pointwise,
     "judge-agreement-pairwise": judge_agreement_pairwise,

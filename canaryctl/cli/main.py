@@ -42,6 +42,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "canaryctl.cli.controller:controller",
         "Drive every rollout submitted to a shared state database.",
     ),
+    "cost": ("canaryctl.cli.cost:cost", "What drives the bill, and what would cut it."),
     "demo": (
         "canaryctl.cli.demo:demo",
         "Roll out a bad canary (rolled back) and a good one (promoted) against a simulated lab.",

@@ -25,9 +25,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from canaryctl.gateway.routing import Choice
 from canaryctl.runbook.gateway import CacheSpec
 
-__all__ = ["CachedAnswer", "ResponseCache", "cache_key"]
+__all__ = ["CachedAnswer", "ResponseCache", "cache_key", "normalised_request"]
 
 _NOT_IN_KEY = frozenset({"user", "stream", "stream_options"})
+
+
+def normalised_request(chat: Mapping[str, Any]) -> dict[str, Any]:
+    """The request without the fields that do not change its answer: what makes two the same."""
+    return {k: v for k, v in chat.items() if k not in _NOT_IN_KEY}
 
 
 def cache_key(choice: Choice, chat: Mapping[str, Any], *, embeddings: bool = False) -> str | None:
@@ -35,7 +40,7 @@ def cache_key(choice: Choice, chat: Mapping[str, Any], *, embeddings: bool = Fal
     sampled = chat.get("temperature") != 0 or chat.get("stream") is True or chat.get("n", 1) != 1
     if sampled and not embeddings:
         return None
-    request = {k: v for k, v in chat.items() if k not in _NOT_IN_KEY}
+    request = normalised_request(chat)
     kind = "embeddings" if embeddings else "chat"
     text = json.dumps(
         [kind, choice.route.name, choice.variant, request], sort_keys=True, separators=(",", ":")

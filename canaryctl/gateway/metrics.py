@@ -15,13 +15,35 @@ from prometheus_client import (
     generate_latest,
 )
 
-__all__ = ["BUCKETS", "LABELS", "OTHER_TIER", "REQUEST_LABELS", "GatewayMetrics"]
+__all__ = [
+    "BUCKETS",
+    "LABELS",
+    "NO_VALUE",
+    "OTHER_TIER",
+    "OTHER_VALUE",
+    "REQUEST_LABELS",
+    "SPEND_LABELS",
+    "TOP_USER_COST",
+    "TOP_USER_COST_ERROR",
+    "GatewayMetrics",
+]
 
 LABELS = ("route", "variant", "model", "provider")
 """`variant` is the flag variation served; `model` and `provider` are what actually answered."""
 REQUEST_LABELS = (*LABELS, "tier")
 """Per-request families also carry the requester's tier, bounded to the configured tiers."""
 OTHER_TIER = "other"
+SPEND_LABELS = ("route", "model", "team", "llm_job")
+"""The spend families' labels: what answered, for whom. `llm_job`, not `job`, which Prometheus
+sets on every scraped series (a `job` label would be renamed `exported_job`)."""
+OTHER_VALUE = "other"
+"""A team or job that is neither configured nor heavy enough to get its own series."""
+NO_VALUE = "none"
+"""A request that named no team (or job)."""
+TOP_USER_COST = "llm_top_user_cost_usd"
+"""Gauge per heavy user: the space-saving estimate of the USD it spent since the gateway
+started (an upper bound); TOP_USER_COST_ERROR is how much of it may belong to others."""
+TOP_USER_COST_ERROR = "llm_top_user_cost_error_usd"
 
 BUCKETS = (
     *(0.05, 0.1, 0.25, 0.5, 0.75),
@@ -121,6 +143,79 @@ class GatewayMetrics:
             "llm_flag_evaluation_errors_total",
             "Flag evaluations that failed, so the route's default_model was served",
             ["route"],
+            registry=registry,
+        )
+
+        self.spend_requests = Counter(
+            "llm_spend_requests_total",
+            "Requests that reached a model (cache hits and gateway refusals did not), by route, "
+            "the model that answered, team and job (bounded: configured, heavy, or other)",
+            SPEND_LABELS,
+            registry=registry,
+        )
+        self.spend_tokens = Counter(
+            "llm_spend_tokens_total",
+            "Tokens of the requests in llm_spend_requests_total, by kind: prompt or completion",
+            [*SPEND_LABELS, "kind"],
+            registry=registry,
+        )
+        self.spend_cost = Counter(
+            "llm_spend_cost_usd_total",
+            "USD of the requests in llm_spend_requests_total (the same sum as llm_cost_usd_total)",
+            SPEND_LABELS,
+            registry=registry,
+        )
+        self.fallback_cost = Counter(
+            "llm_fallback_cost_usd_total",
+            "USD spent on answers a fallback model gave (the variant's own model had failed)",
+            ["route", "model"],
+            registry=registry,
+        )
+        self.redundant_requests = Counter(
+            "llm_redundant_requests_total",
+            "Requests identical to one answered within the spend window, by route and job",
+            ["route", "llm_job"],
+            registry=registry,
+        )
+        self.redundant_cost = Counter(
+            "llm_redundant_cost_usd_total",
+            "USD the requests in llm_redundant_requests_total cost",
+            ["route", "llm_job"],
+            registry=registry,
+        )
+        self.retry_requests = Counter(
+            "llm_retry_requests_total",
+            "Requests identical to one that failed within the spend window: the client's retries",
+            ["route", "llm_job"],
+            registry=registry,
+        )
+        self.retry_cost = Counter(
+            "llm_retry_cost_usd_total",
+            "USD the requests in llm_retry_requests_total cost",
+            ["route", "llm_job"],
+            registry=registry,
+        )
+        self.cache_saved = Counter(
+            "llm_cache_saved_usd_total",
+            "USD cache hits saved: the price of the cached answer's tokens at the model that "
+            "gave it",
+            ["route", "model"],
+            registry=registry,
+        )
+        self.spend_started = Gauge(
+            "llm_spend_start_time_seconds",
+            "Unix time the spend counters started from zero: totals cover the time since",
+            registry=registry,
+        )
+        self.fingerprints = Gauge(
+            "llm_request_fingerprints",
+            "Request fingerprints held to find repeats (at most the configured spend.fingerprints)",
+            registry=registry,
+        )
+        self.fingerprints_evicted = Counter(
+            "llm_request_fingerprints_evicted_total",
+            "Fingerprints dropped younger than the window because the sketch was full: repeats "
+            "of them go uncounted",
             registry=registry,
         )
 

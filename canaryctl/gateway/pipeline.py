@@ -53,6 +53,7 @@ from canaryctl.gateway.metrics import OTHER_TIER, GatewayMetrics
 from canaryctl.gateway.ollama import Dialect, chat_request, ollama_line, ollama_response
 from canaryctl.gateway.request_shape import shape_problem
 from canaryctl.gateway.routing import Choice, FlagRouter
+from canaryctl.gateway.spend import SpendMeter
 from canaryctl.gateway.tracing import Tracing
 from canaryctl.gateway.upstream import Upstream, UpstreamFailure, UpstreamStream, error_body
 from canaryctl.request_limits import BadJSON, clip, parse_json
@@ -186,7 +187,8 @@ class Pipeline:
         self.router: FlagRouter
         self.upstream: Upstream
         self.budgets: Budgets | None = None
-        self.after_served: list[AfterServed] = []
+        self.spend = SpendMeter(spec.spend, metrics)
+        self.after_served: list[AfterServed] = [self.meter_spend]
         """Stages run after the response is sent, in order; one that raises is logged and
         skipped, the others still run."""
 
@@ -284,6 +286,7 @@ class Pipeline:
             return
         if self.tracing is not None:
             self.tracing.finish(call.choice, hit.model, "cache_hit", None, 0.0)
+        self.spend.cache_hit(route, self.models.get(hit.model), hit.completion)
         call.headers.update({"x-canaryctl-model": hit.model, "x-canaryctl-cache": "hit"})
         raise Stop(JSONResponse(self.render(call, hit.completion), headers=call.headers))
 
@@ -474,6 +477,19 @@ class Pipeline:
         return ollama_response(call.dialect, completion)
 
     # 10: after the response
+
+    def meter_spend(self, served: Served) -> None:
+        """The spend families (gateway/spend.py): by team and job, repeats, top users."""
+        call = served.call
+        self.spend.record(
+            call.choice.route.name,
+            served.model,
+            call.identity,
+            call.request,
+            served.usage,
+            answered=served.outcome not in ("error", "rejected"),
+            fell_back=served.outcome == "fallback_ok",
+        )
 
     def _after(self, call: Call) -> BackgroundTask | None:
         """The response's background task: Starlette runs it once the body is sent."""

@@ -4,6 +4,11 @@ Arrivals do not wait for answers (real users do not), so a slow model cannot slo
 that measures it; when `concurrency` requests are already in flight an arrival is shed and
 counted, not queued. Users, their tiers, arrival gaps and questions all come from the lab's seed.
 
+A lab may plant batch jobs (`traffic.jobs`): each takes its share of the arrivals, names itself
+and its team in `X-Job` and `X-Team`, asks its own route, and re-sends its previous request
+with probability `repeat`, so a cost report has a known driver and known redundancy to find.
+The job mix draws from its own random stream, so a lab without jobs replays as before.
+
 A `feedback` share of the answers is graded and the grade posted back to the gateway, as a real
 application's grader or thumbs-up button would: 1.0 for the right number, 0.0 otherwise.
 """
@@ -14,12 +19,12 @@ import asyncio
 import random
 import threading
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 
 from canaryctl.lab.arithmetic import Question, answer_in, ask
-from canaryctl.runbook.lab import TrafficSpec
+from canaryctl.runbook.lab import JobTraffic, TrafficSpec
 
 __all__ = ["NO_VARIANT", "TrafficGenerator", "TrafficSnapshot", "TrafficStats"]
 
@@ -39,6 +44,8 @@ class TrafficSnapshot:
     by_variant: dict[str, dict[str, int]]
     correct: dict[str, int]
     scored: dict[str, int]
+    by_job: dict[str, int] = field(default_factory=dict)
+    """Requests sent per job ("" for those naming none)."""
 
     def requests(self, variant: str) -> int:
         return sum(self.by_variant.get(variant, {}).values())
@@ -54,10 +61,12 @@ class TrafficStats:
         self._by_variant: dict[str, Counter[str]] = {}
         self._correct: Counter[str] = Counter()
         self._scored: Counter[str] = Counter()
+        self._by_job: Counter[str] = Counter()
 
-    def count_sent(self) -> None:
+    def count_sent(self, job: str = "") -> None:
         with self._lock:
             self._sent += 1
+            self._by_job[job] += 1
 
     def count_shed(self) -> None:
         with self._lock:
@@ -84,6 +93,7 @@ class TrafficStats:
                 by_variant={v: dict(c) for v, c in self._by_variant.items()},
                 correct=dict(self._correct),
                 scored=dict(self._scored),
+                by_job=dict(self._by_job),
             )
 
 
@@ -107,6 +117,8 @@ class TrafficGenerator:
             (f"user-{i:05d}", random.Random(f"{seed}/tier/{i}").choices(tiers, weights)[0])
             for i in range(spec.users)
         ]
+        self._mix = random.Random(f"{seed}/jobs")
+        self._previous: dict[str, Question] = {}
         self._stopped = asyncio.Event()
         self._woken = asyncio.Event()
 
@@ -132,10 +144,13 @@ class TrafficGenerator:
                         continue
                     user, tier = self._users[self._rng.randrange(len(self._users))]
                     question = ask(self._rng)
+                    job = self._job()
+                    if job is not None:
+                        question = self._repeat(job, question)
                     if len(in_flight) >= self.spec.concurrency:
                         self.stats.count_shed()
                         continue
-                    task = asyncio.create_task(self._send(client, user, tier, question))
+                    task = asyncio.create_task(self._send(client, user, tier, question, job))
                     in_flight.add(task)
                     task.add_done_callback(in_flight.discard)
             finally:
@@ -153,18 +168,51 @@ class TrafficGenerator:
             return not self._stopped.is_set()
         return False
 
+    def _job(self) -> JobTraffic | None:
+        """The job this arrival belongs to, by the jobs' shares; None for plain traffic."""
+        if not self.spec.jobs:
+            return None
+        draw = self._mix.random()
+        for job in self.spec.jobs:
+            if draw < job.share:
+                return job
+            draw -= job.share
+        return None
+
+    def _repeat(self, job: JobTraffic, fresh: Question) -> Question:
+        """The job's previous question again with probability `repeat`, else `fresh`."""
+        previous = self._previous.get(job.name)
+        if previous is not None and self._mix.random() < job.repeat:
+            return previous
+        self._previous[job.name] = fresh
+        return fresh
+
     async def _send(
-        self, client: httpx.AsyncClient, user: str, tier: str, question: Question
+        self,
+        client: httpx.AsyncClient,
+        user: str,
+        tier: str,
+        question: Question,
+        job: JobTraffic | None = None,
     ) -> None:
-        self.stats.count_sent()
-        body = {
+        self.stats.count_sent(job.name if job else "")
+        body: dict[str, object] = {
             "model": self.spec.route,
             "messages": [{"role": "user", "content": question.text}],
         }
+        headers = {"X-User": user, "X-Tier": tier}
+        if job is not None:
+            headers["X-Job"] = job.name
+            if job.team:
+                headers["X-Team"] = job.team
+            if job.route:
+                body["model"] = job.route
+            if job.temperature is not None:
+                body["temperature"] = job.temperature
+            if job.max_tokens is not None:
+                body["max_tokens"] = job.max_tokens
         try:
-            response = await client.post(
-                self._url, json=body, headers={"X-User": user, "X-Tier": tier}
-            )
+            response = await client.post(self._url, json=body, headers=headers)
         except httpx.TimeoutException:
             self.stats.count_answer(NO_VARIANT, "timeout", False)
             return

@@ -255,6 +255,11 @@ class PrometheusMetricsSource:
         """An exception's text fit to show: URLs redacted, our credentials replaced."""
         return scrub(str(exc), self._credentials)
 
+    def instant(self, query: str, at: float) -> list[tuple[dict[str, str], float]]:
+        """One instant query at `at` (a cost report's increase() over its range): (labels,
+        value) per series, NaN dropped; retried and its failures mapped as every query here."""
+        return self._rows(self._query(query, at))
+
     def query_range(self, query: str, start: float, end: float, step: float) -> list[Any]:
         """One range query (a backtest's history): a matrix, each series with its `values`
         ([timestamp, "value"] pairs), retried and its failures mapped as instant queries'."""

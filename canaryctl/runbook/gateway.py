@@ -29,6 +29,7 @@ __all__ = [
     "PriceSpec",
     "RedisBudgetStore",
     "RouteSpec",
+    "SpendSpec",
     "TracingSpec",
     "VirtualKey",
 ]
@@ -224,6 +225,39 @@ class CacheSpec(Strict):
     routes: list[str] | None = Field(default=None, description="routes it applies to; all if unset")
 
 
+class SpendSpec(Strict):
+    """What the bill is made of, counted in bounded memory and series: see gateway/spend.py.
+
+    Teams and jobs get their own label value when listed here, or when the space-saving sketch
+    finds one among the heavy ones (at most `extra_values` more each); any other is `other`.
+    """
+
+    teams: list[str] = Field(default_factory=list, description="team label values always kept")
+    jobs: list[str] = Field(default_factory=list, description="job label values always kept")
+    extra_values: int = Field(
+        default=10, ge=0, le=100, description="more teams (and jobs) admitted when heavy"
+    )
+    admit_share: float = Field(
+        default=0.01, ge=0, le=1, description="share of requests a team or job needs to be admitted"
+    )
+    top_users: int = Field(default=10, ge=0, le=100, description="users exported by cost")
+    user_counters: int = Field(
+        default=200, ge=1, le=10_000, description="space-saving counters behind top_users"
+    )
+    window: Duration = Field(
+        default=600.0, gt=0, description="a request repeated within it is redundant (or a retry)"
+    )
+    fingerprints: int = Field(
+        default=100_000, ge=1, le=10_000_000, description="request fingerprints held at most"
+    )
+
+    @model_validator(mode="after")
+    def _enough_counters(self) -> SpendSpec:
+        if self.top_users > self.user_counters:
+            raise ValueError("top_users: cannot export more users than user_counters tracks")
+        return self
+
+
 class TracingSpec(Strict):
     """OpenTelemetry spans per request (needs the `otel` extra): see canaryctl/gateway/tracing.py.
 
@@ -313,6 +347,7 @@ class GatewaySpec(Strict):
     context: ContextSpec = built_on_use(ContextSpec)
     budgets: BudgetsSpec | None = None
     cache: CacheSpec | None = None
+    spend: SpendSpec = built_on_use(SpendSpec)
     tracing: TracingSpec | None = Field(default=None, description="off unless set")
     limits: LimitsSpec = built_on_use(LimitsSpec)
     auth: AuthSpec = built_on_use(AuthSpec)

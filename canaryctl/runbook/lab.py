@@ -12,6 +12,7 @@ from canaryctl.runbook.gateway import GatewaySpec
 __all__ = [
     "ErrorClimb",
     "ErrorProfile",
+    "JobTraffic",
     "JudgeProfile",
     "Lab",
     "LabSpec",
@@ -112,6 +113,20 @@ class ProviderProfile(Strict):
         return self
 
 
+class JobTraffic(Strict):
+    """A share of the traffic sent as one batch job (`X-Job`), for one team (`X-Team`), to its
+    own route: what a cost report must find. `repeat` is the chance each request re-sends the
+    job's previous one exactly (the planted redundancy); `temperature: 0` makes it cacheable."""
+
+    name: str = Field(min_length=1, description="the job, sent as X-Job")
+    share: float = Field(gt=0, le=1, description="share of all arrivals")
+    route: str | None = Field(default=None, description="default: the traffic's route")
+    team: str | None = Field(default=None, min_length=1, description="sent as X-Team")
+    repeat: float = Field(default=0.0, ge=0, le=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, ge=1)
+
+
 class TrafficSpec(Strict):
     rate: float = Field(default=50.0, gt=0, le=2000, description="requests per second")
     route: str
@@ -129,10 +144,16 @@ class TrafficSpec(Strict):
         "1 right, 0 wrong), so quality SLOs have scores to read; 0 sends none",
     )
 
+    jobs: list[JobTraffic] = Field(
+        default_factory=list, description="batch jobs; the rest of the arrivals name none"
+    )
+
     @model_validator(mode="after")
     def _tier_weights(self) -> TrafficSpec:
         if any(w < 0 for w in self.tiers.values()) or not sum(self.tiers.values()) > 0:
             raise ValueError("tiers: weights must be non-negative and not all zero")
+        if sum(job.share for job in self.jobs) > 1 + 1e-9:
+            raise ValueError("jobs: their shares add up to more than 1")
         return self
 
 
@@ -150,6 +171,10 @@ class LabSpec(Strict):
                 raise ValueError(
                     f"gateway.models[{i}].base_url: no lab provider named '{model.base_url[6:]}'"
                 )
+        routes = {r.name for r in self.gateway.routes}
+        for i, job in enumerate(self.traffic.jobs if self.traffic else []):
+            if job.route is not None and job.route not in routes:
+                raise ValueError(f"traffic.jobs[{i}].route: '{job.route}' is not a gateway route")
         return self
 
 
