@@ -31,13 +31,14 @@ from starlette.types import Scope
 from canaryctl.errors import InvalidInput
 from canaryctl.gateway import anthropic
 from canaryctl.gateway.answers import outcome_of
+from canaryctl.gateway.batching import Batcher
 from canaryctl.gateway.budgets import Admission, Budgets, Refusal, open_store, store_prefix
 from canaryctl.gateway.cache import CachedAnswer, ResponseCache, cache_key
 from canaryctl.gateway.fallback import Answered, ChainExhausted, time_attempt, walk_chain
 from canaryctl.gateway.feedback import OTHER_KEY, ServedAnswers, parse_feedback
 from canaryctl.gateway.identity import Callers, Identity, Refused
 from canaryctl.gateway.keys import check_api_keys
-from canaryctl.gateway.metrics import OTHER_TIER, GatewayMetrics
+from canaryctl.gateway.metrics import OTHER_TIER, BatchMetrics, GatewayMetrics
 from canaryctl.gateway.ollama import Dialect, chat_request, ollama_line, ollama_response
 from canaryctl.gateway.request_shape import shape_problem
 from canaryctl.gateway.routing import Choice, FlagRouter
@@ -140,6 +141,9 @@ class _Gateway:
         self.budgets: Budgets | None = None
         self.served = ServedAnswers()
         self.callers = Callers(spec.auth, spec.context, spec.limits.max_id_length)
+        self.batcher = Batcher(  # self.upstream is opened at start
+            lambda m, body: self.upstream.embed(m, body), BatchMetrics(self.metrics.registry)
+        )
 
     def open_budgets(self) -> Budgets | None:
         spec = self.spec.budgets
@@ -264,7 +268,7 @@ class _Gateway:
                 choice,
                 self.models,
                 self.metrics,
-                lambda m: self._traced(m, self.upstream.embed(m, body)),
+                lambda m: self._traced(m, self.batcher.embed(m, body, choice, identity)),
             )
         except ChainExhausted as exhausted:
             await self._settle(admission, exhausted.model, None)
