@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -123,21 +124,23 @@ def schedule(rate: float, seconds: float, arrivals: str, seed: int) -> list[floa
     return offsets
 
 
-async def fixed_rate(port: int, route: str, offsets: list[float]) -> bench.Run:
-    """Open loop, as gateway_overhead.fixed_rate: latency counts from the scheduled start."""
+async def fixed_rate(
+    port: int, route: str, offsets: list[float]
+) -> tuple[bench.Run, dict[str, int]]:
+    """Open loop, as gateway_overhead.fixed_rate: latency counts from the scheduled start.
+    Also what each failed request got: its status, or the client's exception."""
     pool = bench.Pool(port)
     latencies: list[float] = []
-    errors = 0
+    failures: Counter[str] = Counter()
 
     async def one(i: int, due: float) -> None:
-        nonlocal errors
         try:
             status = await asyncio.wait_for(pool.send(request_bytes(port, route, i)), bench.TIMEOUT)
-        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
-            errors += 1
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            failures[type(exc).__name__] += 1
             return
         if status != 200:
-            errors += 1
+            failures[str(status)] += 1
             return
         latencies.append(time.perf_counter() - due)
 
@@ -151,7 +154,8 @@ async def fixed_rate(port: int, route: str, offsets: list[float]) -> bench.Run:
         tasks.append(asyncio.create_task(one(i, due)))
     await asyncio.gather(*tasks)
     pool.close()
-    return bench.Run(latencies, errors, time.perf_counter() - started)
+    run = bench.Run(latencies, sum(failures.values()), time.perf_counter() - started)
+    return run, dict(failures)
 
 
 def upstream_calls(upstream: str) -> int:
@@ -171,7 +175,7 @@ def batch_samples(gateway: str) -> dict[str, float]:
 def arm(port: int, upstream: str, route: str, offsets: list[float]) -> dict[str, Any]:
     gateway = f"http://{HOST}:{port}"
     calls_before, metrics_before = upstream_calls(upstream), batch_samples(gateway)
-    run = asyncio.run(fixed_rate(port, route, offsets))
+    run, failures = asyncio.run(fixed_rate(port, route, offsets))
     calls = upstream_calls(upstream) - calls_before
     metrics = batch_samples(gateway)
     delta = {k: v - metrics_before.get(k, 0.0) for k, v in metrics.items()}
@@ -180,6 +184,7 @@ def arm(port: int, upstream: str, route: str, offsets: list[float]) -> dict[str,
     return {
         "requests": requests,
         "errors": run.errors,
+        "failures": failures,
         "seconds": run.seconds,
         "upstream_calls": calls,
         "calls_saved": 1 - calls / requests if requests else None,
