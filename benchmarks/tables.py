@@ -805,9 +805,10 @@ def embeddings_batching(data: dict[str, Any]) -> str:
                 num(f["rate"]),
                 "on" if f["route"] == "batched" else "off",
                 num(f["requests"]),
+                num(f["errors"]),
                 num(f["upstream_calls"]),
-                pct(f["calls_saved"]),
-                num(f["mean_batch"], 2),
+                pct(f["calls_saved"]) if f["route"] == "batched" else "—",
+                num(f["mean_batch"], 2) if f["route"] == "batched" else "—",
                 _opt(f["mean_wait_ms"], 1),
                 f"{num(f['p50_ms'], 1)} / {num(f['p99_ms'], 1)}",
                 added,
@@ -818,6 +819,7 @@ def embeddings_batching(data: dict[str, Any]) -> str:
         "req/s",
         "batching",
         "requests",
+        "failed",
         "upstream calls",
         "calls saved",
         "mean batch",
@@ -826,13 +828,16 @@ def embeddings_batching(data: dict[str, Any]) -> str:
         "added p50 / p99 ms",
     ]
     return (
-        _table(head, rows, "lrlrrrrrrr")
+        _table(head, rows, "lrlrrrrrrrr")
         + f"\n\nOne caller, one text a request, {num(config['seconds'])} s an arm; the provider "
         f"answers after {num(config['upstream_ms'])} ms; batching: window "
         f"{num(config['window_ms'])} ms, at most {num(config['max_inputs'])} inputs. Upstream "
         "calls are counted by the provider; mean wait is the gateway's llm_batch_wait_seconds; "
         "added is the batched arm's percentile minus the unbatched one's over the same arrival "
-        "schedule, as measured (a negative difference is noise, or fewer calls queueing)."
+        "schedule, as measured (a negative difference is noise, or fewer calls queueing). "
+        "Failed: requests without a 200 (connections reset on either side of the gateway, "
+        "and the gateway's 502 when its connection to the provider broke; a joined call that "
+        "breaks fails every member)."
     )
 
 
