@@ -16,6 +16,7 @@ from prometheus_client import (
 )
 
 __all__ = [
+    "BATCH_SIZES",
     "BUCKETS",
     "LABELS",
     "NO_VALUE",
@@ -25,6 +26,7 @@ __all__ = [
     "SPEND_LABELS",
     "TOP_USER_COST",
     "TOP_USER_COST_ERROR",
+    "BatchMetrics",
     "GatewayMetrics",
 ]
 
@@ -51,6 +53,49 @@ BUCKETS = (
     *(4.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0),
 )
 """Dense between 1 and 3 s so that a p95 SLO near 2 s is resolved, not rounded to a bucket."""
+
+BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+"""Requests per joined upstream call: powers of two up to OpenAI's 2,048 inputs a call."""
+WAIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
+"""Seconds a request waits for its batch to go out: never more than a window, at most 1 s."""
+
+
+class BatchMetrics:
+    """Embeddings batching (gateway/batching.py), labelled by the model the call went to.
+
+    Upstream calls saved = llm_batch_requests_total - llm_batch_size_count: every call the
+    batcher makes is one observation of llm_batch_size, whose value is how many requests it
+    carried (a request asked again alone, after its batch was refused, is a call of 1).
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "llm_batch_requests_total",
+            "Embeddings attempts at a model with batching on, joined or not",
+            LABELS,
+            registry=registry,
+        )
+        self.size = Histogram(
+            "llm_batch_size",
+            "Requests carried by each upstream embeddings call of the batcher (_count is calls)",
+            LABELS,
+            buckets=BATCH_SIZES,
+            registry=registry,
+        )
+        self.wait = Histogram(
+            "llm_batch_wait_seconds",
+            "Time a request waited for its batch to go out: the latency the window adds",
+            LABELS,
+            buckets=WAIT_BUCKETS,
+            registry=registry,
+        )
+        self.refused = Counter(
+            "llm_batch_refused_total",
+            "Joined calls the model refused (400, 413, 422), after which each request was "
+            "asked alone so that one request's bad input fails no other",
+            LABELS,
+            registry=registry,
+        )
 
 
 class GatewayMetrics:

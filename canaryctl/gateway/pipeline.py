@@ -44,12 +44,13 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from canaryctl.gateway import anthropic
 from canaryctl.gateway.answers import outcome_of
+from canaryctl.gateway.batching import Batcher
 from canaryctl.gateway.budgets import Admission, Budgets, Refusal
 from canaryctl.gateway.cache import CachedAnswer, ResponseCache, cache_key
 from canaryctl.gateway.fallback import Answered, ChainExhausted, time_attempt, walk_chain
 from canaryctl.gateway.feedback import open_answer_ids
 from canaryctl.gateway.identity import Callers, Identity, Refused
-from canaryctl.gateway.metrics import OTHER_TIER, GatewayMetrics
+from canaryctl.gateway.metrics import OTHER_TIER, BatchMetrics, GatewayMetrics
 from canaryctl.gateway.ollama import Dialect, chat_request, ollama_line, ollama_response
 from canaryctl.gateway.request_shape import shape_problem
 from canaryctl.gateway.routing import Choice, FlagRouter
@@ -188,6 +189,9 @@ class Pipeline:
         self.upstream: Upstream
         self.budgets: Budgets | None = None
         self.spend = SpendMeter(spec.spend, metrics)
+        self.batcher = Batcher(  # embeddings to a model with `batch:`; upstream is set at start
+            lambda m, body: self.upstream.embed(m, body), BatchMetrics(metrics.registry)
+        )
         self.after_served: list[AfterServed] = [self.meter_spend]
         """Stages run after the response is sent, in order; one that raises is logged and
         skipped, the others still run."""
@@ -307,7 +311,9 @@ class Pipeline:
     def attempt(self, call: Call, model: ModelSpec) -> Awaitable[Any]:
         """One try at one model: what the fallback chain calls for each model in turn."""
         if call.operation == "embeddings":
-            sent: Awaitable[Any] = self.upstream.embed(model, call.request)
+            sent: Awaitable[Any] = self.batcher.embed(
+                model, call.request, call.choice, call.identity
+            )
         elif call.streamed:
             sent = self.upstream.open_stream(model, call.request)
         else:

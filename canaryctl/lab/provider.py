@@ -42,6 +42,8 @@ _ERRORS: dict[str, tuple[int, str, str]] = {
     "timeout": (504, "timeout", "The request timed out upstream."),
 }
 _MAX_CHUNKS = 24
+EMBEDDING_CONTEXT = 8192
+"""Tokens one embeddings input may hold, as OpenAI's text-embedding-3 models take."""
 _FIRST_TOKEN_SHARE = 0.25
 """Part of a streamed reply's delay spent before the first chunk, as with real models."""
 
@@ -82,13 +84,17 @@ def _pieces(text: str) -> list[str]:
 
 
 class SimulatedProvider:
-    """One provider: `app` is its ASGI app; `requests` counts the requests it has numbered."""
+    """One provider: `app` is its ASGI app; `requests` counts the requests it has numbered,
+    `embedded_inputs` and `embedded_tokens` the inputs and prompt tokens of the embeddings it
+    answered (what a batching gateway's callers must add up to)."""
 
     def __init__(self, profile: ProviderProfile, *, seed: int = 0, hold: float = 120.0) -> None:
         self.profile = profile
         self.seed = seed
         self.hold = hold
         self.requests = 0
+        self.embedded_inputs = 0
+        self.embedded_tokens = 0
         self._released = asyncio.Event()
         health = Route("/health", self._health, methods=["GET"])
         if profile.api == "anthropic":
@@ -115,7 +121,8 @@ class SimulatedProvider:
 
     async def _embeddings(self, request: Request) -> Response:
         """OpenAI embeddings: a vector per input drawn from a hash of its text, so the same
-        text always gets the same vector; errors and latency follow the profile."""
+        text always gets the same vector; errors and latency follow the profile. Like OpenAI,
+        it refuses (400) an empty string and an input over EMBEDDING_CONTEXT tokens."""
         try:
             body = await request.json()
         except json.JSONDecodeError:
@@ -125,12 +132,21 @@ class SimulatedProvider:
         if not isinstance(inputs, list) or not inputs:
             return _error("openai", 400, "invalid_request_error", "'input' is required.")
         self.requests += 1
+        counts = [estimate_tokens(str(text)) for text in inputs]
+        if any(text == "" for text in inputs) or max(counts) > EMBEDDING_CONTEXT:
+            message = (
+                f"'$.input' is invalid: each input must be non-empty and at most "
+                f"{EMBEDDING_CONTEXT} tokens."
+            )
+            return _error("openai", 400, "invalid_request_error", message)
         rng = request_rng(self.seed, self.profile.name, self.requests)
         fate = decide(self.profile, "", rng, sequence=self.requests)
         if fate.error is not None:
             return await self._fail(request, "openai", fate.error, fate.latency)
         await asyncio.sleep(fate.latency)
-        tokens = sum(estimate_tokens(str(text)) for text in inputs)
+        tokens = sum(counts)
+        self.embedded_inputs += len(inputs)
+        self.embedded_tokens += tokens
         data = [
             {"object": "embedding", "index": i, "embedding": _vector(str(text))}
             for i, text in enumerate(inputs)

@@ -12,6 +12,7 @@ from canaryctl.runbook.price import PriceSpec
 
 __all__ = [
     "AuthSpec",
+    "BatchSpec",
     "BudgetSpec",
     "BudgetsSpec",
     "CacheSpec",
@@ -70,6 +71,20 @@ class LaunchDarklyFlagSource(Strict):
 FlagSource = Annotated[FileFlagSource | LaunchDarklyFlagSource, Field(discriminator="provider")]
 
 
+class BatchSpec(Strict):
+    """Join concurrent embeddings requests to one model into one upstream call: see
+    canaryctl/gateway/batching.py. A batch goes out `window` after its first request arrived, or
+    at once when it holds `max_inputs` inputs; requests of different API keys, teams, routes or
+    variants are never joined."""
+
+    window: Duration = Field(
+        default=0.005, gt=0, le=1, description="longest wait a request may add (at most 1s)"
+    )
+    max_inputs: int = Field(
+        default=64, ge=2, le=2048, description="inputs per upstream call (OpenAI takes 2048)"
+    )
+
+
 class ModelSpec(Strict):
     """One model the gateway can send to. Its key is read from the environment variable
     `api_key_env` when the gateway starts; a model with none is sent no key, which is only taken
@@ -92,6 +107,9 @@ class ModelSpec(Strict):
     timeout: Duration = Field(default=30.0, gt=0)
     price: PriceSpec = built_on_use(PriceSpec)
     fallback: list[str] = Field(default_factory=list, description="models to try, in order")
+    batch: BatchSpec | None = Field(
+        default=None, description="join concurrent /v1/embeddings requests; off unless set"
+    )
 
     @model_validator(mode="after")
     def _one_way_to_authenticate(self) -> ModelSpec:
