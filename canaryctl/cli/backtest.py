@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 import click
 
 from canaryctl.cli.main import existing_state, output_option, state_option, wants_json
+from canaryctl.cli.times import parse_time, positive_duration
 from canaryctl.errors import InvalidInput
 from canaryctl.runbook import Rollout, load_document
-from canaryctl.runbook.common import NotADuration, parse_duration
 
 if TYPE_CHECKING:
     from canaryctl.backtest.journal import RunBacktest
@@ -27,41 +27,13 @@ def _when(epoch: float | None) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def _time(value: str, option: str) -> float:
-    """An RFC 3339 time (`2026-11-24T09:00:00Z`) or epoch seconds."""
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidInput(
-            f"{option}: '{value}' is neither an RFC 3339 time (2026-11-24T09:00:00Z) nor "
-            "epoch seconds"
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
-
-
-def _duration(value: str, option: str) -> float:
-    try:
-        seconds = parse_duration(value)
-    except NotADuration:
-        raise InvalidInput(f"{option}: '{value}' is not a duration such as 1h or 90s") from None
-    if seconds <= 0:
-        raise InvalidInput(f"{option}: must be longer than 0s")
-    return seconds
-
-
 def _incident(value: str | None) -> tuple[float, float] | None:
     if value is None:
         return None
     begin, sep, end = value.partition("..")
     if not sep:
         raise InvalidInput(f"--incident: '{value}' is not FROM..TO")
-    window = _time(begin, "--incident"), _time(end, "--incident")
+    window = parse_time(begin, "--incident"), parse_time(end, "--incident")
     if window[1] <= window[0]:
         raise InvalidInput("--incident: TO must be after FROM")
     return window
@@ -123,10 +95,10 @@ def backtest(
     _from_prometheus(
         document,
         prometheus_url,
-        start=_time(from_, "--from"),
-        end=_time(to, "--to"),
-        every=_duration(every, "--every"),
-        step=_duration(step, "--step"),
+        start=parse_time(from_, "--from"),
+        end=parse_time(to, "--to"),
+        every=positive_duration(every, "--every"),
+        step=positive_duration(step, "--step"),
         incident=_incident(incident),
         aa_split=aa_split,
         html_path=html_path,

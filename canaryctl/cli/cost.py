@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from canaryctl.cli.backtest import _duration, _time
+from canaryctl.cli.times import parse_time, positive_duration
 from canaryctl.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ def report(
             raise InvalidInput("--window: only with --metrics (Prometheus takes --from/--to)")
         if from_ is None or to is None:
             raise InvalidInput("--prometheus needs --from and --to")
-        start, end = _time(from_, "--from"), _time(to, "--to")
+        start, end = parse_time(from_, "--from"), parse_time(to, "--to")
         if end <= start:
             raise InvalidInput("--to must be after --from")
         counts = prometheus_counts(_prometheus(prometheus_url, bearer_token_env), start, end)
@@ -105,7 +105,7 @@ def report(
                 raise InvalidInput(f"--metrics: '{target}' is not an http(s) URL")
         import httpx
 
-        seconds = None if window is None else _duration(window, "--window")
+        seconds = None if window is None else positive_duration(window, "--window")
         with httpx.Client(timeout=10.0) as client:
             counts = scraped_counts(list(targets), client, window=seconds)
     built = build_report(counts, batch_discount=batch_discount, min_share=min_share)
