@@ -36,6 +36,7 @@ from canaryctl.gateway.keys import check_api_keys
 from canaryctl.gateway.metrics import GatewayMetrics
 from canaryctl.gateway.pipeline import Pipeline, Stop, error_response, refused_response
 from canaryctl.gateway.routing import FlagRouter
+from canaryctl.gateway.shadow import Shadowing
 from canaryctl.gateway.upstream import Upstream, error_body
 from canaryctl.request_limits import LimitBody, clip
 from canaryctl.runbook.gateway import GatewaySpec
@@ -71,9 +72,13 @@ def create_app(spec: GatewaySpec) -> Starlette:
         async with Upstream.open() as upstream:
             pipeline.upstream = upstream
             pipeline.budgets = gateway.open_budgets()
+            if gateway.shadowing is not None:
+                await gateway.shadowing.start(upstream, pipeline.router)
             try:
                 yield
             finally:
+                if gateway.shadowing is not None:
+                    await gateway.shadowing.close()
                 if pipeline.budgets is not None:
                     await pipeline.budgets.store.close()
                 if pipeline.tracing is not None:
@@ -113,6 +118,9 @@ class _Gateway:
         self.spec = spec
         self.metrics = GatewayMetrics()
         self.pipeline = Pipeline(spec, self.metrics)
+        self.shadowing = Shadowing(spec, self.metrics) if Shadowing.wanted(spec) else None
+        if self.shadowing is not None:
+            self.pipeline.after_served.append(self.shadowing.offer)
 
     def open_budgets(self) -> Budgets | None:
         spec = self.spec.budgets
