@@ -256,9 +256,13 @@ class ShadowingSpec(Strict):
     """How much shadow traffic one gateway replica carries at most (gateway/shadow.py)."""
 
     queue: int = Field(
-        default=1000, ge=1, description="shadow requests waiting; past it, new ones are dropped"
+        default=256, ge=1, description="shadow requests waiting; past it, new ones are dropped"
     )
-    concurrency: int = Field(default=16, ge=1, description="shadow requests in flight at once")
+    concurrency: int = Field(
+        default=64,
+        ge=1,
+        description="shadow requests in flight at once: shadowed req/s x the model's latency",
+    )
     max_usd_per_hour: float | None = Field(
         default=None,
         gt=0,
