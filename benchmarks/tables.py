@@ -44,6 +44,9 @@ BENCHMARKS = {
     "benchmarks/results/chaos_proxy_overhead.json": "python benchmarks/chaos_proxy_overhead.py",
     "benchmarks/results/anthropic_overhead.json": "python benchmarks/anthropic_overhead.py",
     "benchmarks/results/shadow_overhead.json": "python benchmarks/shadow_overhead.py",
+    "benchmarks/results/shadow_overhead_loaded.json": (
+        "python benchmarks/shadow_overhead.py (an earlier run, kept: the machine at load 5 to 9)"
+    ),
     "benchmarks/results/ld_propagation.json": "python benchmarks/ld_propagation.py --changes 50",
     "benchmarks/results/feedback_memory.json": "python benchmarks/feedback_memory.py",
     "benchmarks/results/quality_detection.json": "python benchmarks/quality_detection.py",
