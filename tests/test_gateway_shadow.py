@@ -119,6 +119,26 @@ def _check_mirrored(stack: LabStack, requests: int) -> None:
     assert count == requests
 
 
+def test_ollama_and_embeddings_requests_are_shadowed_through_the_same_pipeline(
+    make_lab: MakeLab, write_flags: WriteFlags, client: httpx.Client
+) -> None:
+    write_flags(["a", "s"])
+    providers = [{"name": "a", "latency": FAST}, {"name": "s", "latency": FAST}]
+    lab = shadowed(make_lab(providers), {"model": "s", "percent": 100})
+    with LabStack(lab, traffic=False) as stack:
+        url = stack.gateway_url
+        generate = {"model": "bot", "prompt": "What is 2 + 3?"}  # streamed by Ollama's default
+        answer = client.post(f"{url}/api/generate", json=generate)
+        assert answer.status_code == 200 and answer.headers["x-canaryctl-model"] == "a"
+        assert answer.headers["content-type"].startswith("application/x-ndjson")
+        vectors = client.post(f"{url}/v1/embeddings", json={"model": "bot", "input": "two"})
+        assert vectors.status_code == 200 and vectors.headers["x-canaryctl-model"] == "a"
+        ok = {"model": "s", "outcome": "ok"}
+        assert eventually(lambda: metric(stack, "llm_shadow_requests_total", **ok), 2)
+        assert stack.providers["s"].requests == 2
+        assert metric(stack, "llm_requests_total", variant="a") == 2
+
+
 def test_percent_samples_that_share_of_requests(
     make_lab: MakeLab, write_flags: WriteFlags, client: httpx.Client
 ) -> None:
