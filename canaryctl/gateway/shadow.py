@@ -159,14 +159,12 @@ class Shadowing:
         ]
 
     async def close(self) -> None:
-        """Stop the workers; shadow requests still queued are dropped (reason `shutdown`)."""
+        """Stop the workers: shadow requests in flight or queued are abandoned with the
+        process (a count of them would die with its metrics)."""
         for worker in self._workers:
             worker.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._workers = []
-        while not self._queue.empty():
-            job = self._queue.get_nowait()
-            self._drop(job.served, job.model, "shutdown")
 
     def offer(self, served: Served) -> None:
         """The after-served stage: queue a shadow request for `served` if its route wants one."""
