@@ -3,6 +3,7 @@ reach the shadow model, their answers reach no one, only the llm_shadow_* famili
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -18,10 +19,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from canaryctl.chaos.server import BackgroundServer
-from canaryctl.gateway.shadow import HourlySpend, shadow_request, shadow_target
+from canaryctl.gateway.identity import Identity
+from canaryctl.gateway.metrics import GatewayMetrics
+from canaryctl.gateway.pipeline import Call, Served
+from canaryctl.gateway.routing import Choice, FlagRouter
+from canaryctl.gateway.shadow import HourlySpend, Shadowing, shadow_request, shadow_target
+from canaryctl.gateway.upstream import Upstream
 from canaryctl.lab import LabStack
-from canaryctl.runbook.gateway import FlagShadow, ModelSpec, StaticShadow
-from canaryctl.runbook.lab import LabSpec
+from canaryctl.lab.provider import SimulatedProvider
+from canaryctl.runbook.gateway import FlagShadow, GatewaySpec, ModelSpec, StaticShadow
+from canaryctl.runbook.lab import LabSpec, ProviderProfile
 
 FAST = {"median": 0.001, "p95": 0.003}
 QUESTION = [{"role": "user", "content": "What is 2 + 3?"}]
@@ -351,3 +358,85 @@ def test_hourly_spend_starts_again_at_zero_each_clock_hour() -> None:
     assert spend.spent(3600 * 11) == 0.0
     spend.add(3600 * 11 + 1, 0.1)
     assert spend.spent(3600 * 11 + 2) == 0.1
+
+
+class RecordingJudge:
+    """Keeps what the shadow stage offers a judge (the judges' contract), grading nothing."""
+
+    def __init__(self) -> None:
+        self.answers: list[tuple[dict[str, str], dict[str, Any], bool]] = []
+        self.pairs: list[tuple[Any, ...]] = []
+
+    def offer_answer(
+        self,
+        labels: dict[str, str],
+        chat: dict[str, Any],
+        completion: dict[str, Any],
+        *,
+        shadow: bool,
+    ) -> None:
+        self.answers.append((labels, completion, shadow))
+
+    def offer_pair(self, *pair: Any) -> None:
+        self.pairs.append(pair)
+
+
+def test_the_judge_hook_is_offered_each_shadow_answer_and_its_pair_with_the_primary(
+    write_flags: WriteFlags,
+) -> None:
+    flags = write_flags(["a", "s"])
+    provider = SimulatedProvider(ProviderProfile.model_validate({"name": "s", "latency": FAST}))
+    judge = RecordingJudge()
+    with BackgroundServer(provider.app) as server:
+        spec = GatewaySpec.model_validate(
+            {
+                "flags": {"provider": "file", "path": str(flags)},
+                "routes": [
+                    {
+                        "name": "bot",
+                        "flag": "model-flag",
+                        "default_model": "a",
+                        "shadow": {"model": "s", "percent": 100},
+                    }
+                ],
+                "models": [
+                    {"name": "a", "base_url": "http://127.0.0.1:1", "keyless": True},
+                    {"name": "s", "base_url": server.url, "keyless": True},
+                ],
+            }
+        )
+        metrics = GatewayMetrics()
+        shadowing = Shadowing(spec, metrics)
+        shadowing.judge = judge
+        primary_model = spec.models[0]
+        choice = Choice(spec.routes[0], "a", primary_model, "paid")
+        chat = {"model": "bot", "messages": QUESTION, "stream": True}
+        call = Call("openai", "chat", 0.0, chat, Identity("u1", "paid"), choice, "paid", {}, chat)
+        primary = {"id": "chatcmpl-p", "choices": [{"message": {"content": "5"}}]}
+
+        async def shadow_one() -> None:
+            router = FlagRouter(spec, metrics)
+            try:
+                async with Upstream.open() as upstream:
+                    await shadowing.start(upstream, router)
+                    shadowing.offer(Served(call, primary_model, "ok", primary, None))
+                    while not judge.pairs:
+                        await asyncio.sleep(0.01)
+                    await shadowing.close()
+            finally:
+                router.close()
+
+        asyncio.run(asyncio.wait_for(shadow_one(), 10))
+    shadow_labels = {
+        "route": "bot",
+        "variant": "s",
+        "model": "s",
+        "provider": "openai",
+        "tier": "paid",
+    }
+    [(labels, answer, is_shadow)] = judge.answers
+    assert labels == shadow_labels and is_shadow is True
+    assert answer["choices"][0]["message"]["content"]
+    [pair] = judge.pairs
+    primary_labels = {**shadow_labels, "variant": "a", "model": "a"}
+    assert pair == ("bot", chat, primary_labels, primary, shadow_labels, answer)
