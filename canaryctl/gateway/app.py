@@ -37,6 +37,7 @@ from canaryctl.gateway.keys import check_api_keys
 from canaryctl.gateway.metrics import GatewayMetrics
 from canaryctl.gateway.pipeline import Pipeline, Stop, error_response, refused_response
 from canaryctl.gateway.routing import FlagRouter
+from canaryctl.gateway.shadow import Shadowing
 from canaryctl.gateway.upstream import Upstream, error_body
 from canaryctl.request_limits import LimitBody, clip
 from canaryctl.runbook.gateway import GatewaySpec
@@ -74,9 +75,13 @@ def create_app(spec: GatewaySpec) -> Starlette:
             pipeline.upstream = upstream
             pipeline.budgets = gateway.open_budgets()
             gateway.judges.start(upstream.complete)
+            if gateway.shadowing is not None:
+                await gateway.shadowing.start(upstream, pipeline.router)
             try:
                 yield
             finally:
+                if gateway.shadowing is not None:
+                    await gateway.shadowing.close()
                 await gateway.judges.aclose()
                 if pipeline.budgets is not None:
                     await pipeline.budgets.store.close()
@@ -120,6 +125,11 @@ class _Gateway:
         self.judges = Judges(spec, self.metrics)
         if self.judges.any:
             self.pipeline.after_served.append(self.judges.offer_served)
+        self.shadowing = Shadowing(spec, self.metrics) if Shadowing.wanted(spec) else None
+        if self.shadowing is not None:
+            if self.judges.any:  # shadow answers and pairs are judged on routes with a judge
+                self.shadowing.judge = self.judges
+            self.pipeline.after_served.append(self.shadowing.offer)
 
     def open_budgets(self) -> Budgets | None:
         spec = self.spec.budgets

@@ -263,7 +263,7 @@ class Pipeline:
             if (isinstance(text, str) and text) or (isinstance(text, list) and text):
                 call.request = body
                 return
-            problem: str | None = "the request needs an 'input': a string or a list"
+            problem = "the request needs an 'input': a string or a list"
         else:
             chat = (
                 anthropic.chat_from_messages(body)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Discriminator, Field, Tag, model_validator
 
 from canaryctl.request_limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_JSON_DEPTH
 from canaryctl.runbook.common import API_VERSION, DocPath, Duration, Metadata, Strict, built_on_use
@@ -19,6 +19,7 @@ __all__ = [
     "ContextSpec",
     "FeedbackSpec",
     "FileFlagSource",
+    "FlagShadow",
     "FlagSource",
     "Gateway",
     "GatewaySpec",
@@ -30,7 +31,10 @@ __all__ = [
     "PriceSpec",
     "RedisBudgetStore",
     "RouteSpec",
+    "ShadowSpec",
+    "ShadowingSpec",
     "SpendSpec",
+    "StaticShadow",
     "TracingSpec",
     "VirtualKey",
 ]
@@ -146,6 +150,33 @@ class JudgeSpec(Strict):
     max_tokens: int = Field(default=64, ge=1, description="the judge's reply, in tokens")
 
 
+class StaticShadow(Strict):
+    """Mirror a sampled `percent` of the route's requests to `model`: see gateway/shadow.py."""
+
+    model: str = Field(min_length=1, description="the model shadow requests are sent to")
+    percent: float = Field(ge=0, le=100, description="share of requests mirrored, drawn each time")
+
+
+class FlagShadow(Strict):
+    """Ask the flag `flag` per request, with the same context as the route's flag: a variation
+    whose value names a model shadows the request to it; any other value (`"off"`) does not."""
+
+    flag: str = Field(min_length=1, description="flag key whose variation names the shadow model")
+
+
+def _shadow_kind(value: Any) -> str:
+    """`flag` when the block names a flag, else `model`: one form's errors, not both forms'."""
+    if isinstance(value, dict):
+        return "flag" if "flag" in value else "model"
+    return "flag" if isinstance(value, FlagShadow) else "model"
+
+
+ShadowSpec = Annotated[
+    Annotated[StaticShadow, Tag("model")] | Annotated[FlagShadow, Tag("flag")],
+    Discriminator(_shadow_kind),
+]
+
+
 class RouteSpec(Strict):
     """A route is what clients ask for in the request's `model` field."""
 
@@ -153,6 +184,9 @@ class RouteSpec(Strict):
     flag: str = Field(min_length=1, description="flag key whose variation names the model")
     default_model: str = Field(description="served when the flag cannot be evaluated")
     judge: JudgeSpec | None = Field(default=None, description="online judging; off unless set")
+    shadow: ShadowSpec | None = Field(
+        default=None, description="mirror requests to a model whose answers are never returned"
+    )
 
 
 class ContextSpec(Strict):
@@ -288,6 +322,24 @@ class TracingSpec(Strict):
     service_name: str = Field(default="canaryctl-gateway", min_length=1)
 
 
+class ShadowingSpec(Strict):
+    """How much shadow traffic one gateway replica carries at most (gateway/shadow.py)."""
+
+    queue: int = Field(
+        default=256, ge=1, description="shadow requests waiting; past it, new ones are dropped"
+    )
+    concurrency: int = Field(
+        default=64,
+        ge=1,
+        description="shadow requests in flight at once: shadowed req/s x the model's latency",
+    )
+    max_usd_per_hour: float | None = Field(
+        default=None,
+        gt=0,
+        description="this replica's shadow spend per clock hour; past it, shadowing pauses",
+    )
+
+
 class LimitsSpec(Strict):
     """What one request may send; more is a 413 (body, feedback id) or a 431 (identity header)."""
 
@@ -370,6 +422,7 @@ class GatewaySpec(Strict):
     limits: LimitsSpec = built_on_use(LimitsSpec)
     auth: AuthSpec = built_on_use(AuthSpec)
     feedback: FeedbackSpec = built_on_use(FeedbackSpec)
+    shadowing: ShadowingSpec = built_on_use(ShadowingSpec)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> GatewaySpec:
@@ -383,6 +436,8 @@ class GatewaySpec(Strict):
                 )
             if route.judge is not None and route.judge.model not in names:
                 raise ValueError(f"routes[{i}].judge.model: '{route.judge.model}' is not a model")
+            if isinstance(route.shadow, StaticShadow) and route.shadow.model not in names:
+                raise ValueError(f"routes[{i}].shadow.model: '{route.shadow.model}' is not a model")
         for i, model in enumerate(self.models):
             for name in model.fallback:
                 if name not in names:
