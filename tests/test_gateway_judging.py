@@ -269,3 +269,26 @@ def test_pairs_are_judged_and_the_swap_cancels_a_judge_s_position_bias(
     biased = lab_judge(position_bias=1.0)  # always says A, whatever the answers
     assert pairwise_results(biased, tmp_path, 20) == {"win": 10, "tie": 0, "loss": 10}
     assert pairwise_results(biased, tmp_path, 20, swap=False) == {"win": 0, "tie": 0, "loss": 20}
+
+
+def test_shadow_pairs_and_shadow_answers_reach_the_route_s_judge(
+    make_lab: MakeLab, write_flags: WriteFlags
+) -> None:
+    """The whole loop in one gateway: users get a (always right), every request is mirrored to
+    b (always wrong), and the lab judge calls every pair a loss for b and scores b's answers 0,
+    in the shadow families only."""
+    write_flags(["a", "b"])
+    document = judged_lab(make_lab, judge={"sample": 1.0, "pairs": 1.0}).model_dump(
+        mode="json", exclude_defaults=True
+    )
+    document["gateway"]["routes"][0]["shadow"] = {"model": "b", "percent": 100}
+    with LabStack(LabSpec.model_validate(document), traffic=False) as stack:
+        for i in range(6):
+            response = chat(stack, user=f"user-{i}")
+            assert response.headers["x-canaryctl-model"] == "a"
+        wait_for(stack, "llm_judge_pairwise_total", 6, baseline="a", candidate="b")
+        wait_for(stack, "llm_shadow_quality_score_count", 6, variant="b")
+        assert metric(stack, "llm_judge_pairwise_total", result="loss") == 6
+        assert metric(stack, "llm_shadow_quality_score_sum", variant="b") == 0
+        assert metric(stack, "llm_quality_score_count", variant="a") == 6
+        assert metric(stack, "llm_quality_score_count", variant="b") == 0  # no user saw b
