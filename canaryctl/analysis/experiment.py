@@ -35,7 +35,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from canaryctl.analysis.mean_difference import MeanDifference
 from canaryctl.metrics.base import Observation
@@ -88,6 +89,21 @@ class Design:
     tiers: tuple[str, ...] = ()
     alpha: float = 0.05
     min_samples: float = 10.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Design:
+        return cls(
+            variations=tuple(data["variations"]),
+            control=data["control"],
+            primary=MetricRule(**data["primary"]),
+            guards=tuple(MetricRule(**g) for g in data["guards"]),
+            tiers=tuple(data["tiers"]),
+            alpha=float(data["alpha"]),
+            min_samples=float(data["min_samples"]),
+        )
 
     @property
     def metrics(self) -> tuple[MetricRule, ...]:

@@ -75,6 +75,7 @@ CREATE TABLE experiments (
     id {id},
     name TEXT NOT NULL,
     document TEXT NOT NULL,
+    design TEXT NOT NULL,
     host TEXT NOT NULL,
     pid INTEGER NOT NULL,
     version TEXT NOT NULL,

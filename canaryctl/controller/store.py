@@ -139,6 +139,7 @@ class ExperimentRecord:
     id: int
     name: str
     document: dict[str, Any]
+    design: dict[str, Any]
     host: str
     pid: int
     version: str
@@ -651,19 +652,22 @@ class StateStore:
         *,
         name: str,
         document: dict[str, Any],
+        design: dict[str, Any],
         host: str,
         pid: int,
         version: str,
         started_at: float,
         prior_flag: FlagSnapshot,
     ) -> int:
-        """Open an experiment, with the flag as it was before its split (what a stop restores)."""
+        """Open an experiment, with the flag as it was before its split (what a stop restores)
+        and its analysis' design (what `status` judges the journaled intervals by)."""
         return self._insert(
-            "INSERT INTO experiments (name, document, host, pid, version, started_at, updated_at,"
-            " phase, prior_flag, flag_version) VALUES (:name, :document, :host, :pid, :version,"
-            " :at, :at, 'starting', :prior, :flag_version)",
+            "INSERT INTO experiments (name, document, design, host, pid, version, started_at,"
+            " updated_at, phase, prior_flag, flag_version) VALUES (:name, :document, :design,"
+            " :host, :pid, :version, :at, :at, 'starting', :prior, :flag_version)",
             name=name,
             document=json.dumps(redacted_runbook(document)),
+            design=json.dumps(design),
             host=host,
             pid=pid,
             version=version,
@@ -779,6 +783,7 @@ def _experiment_record(row: Mapping[str, Any]) -> ExperimentRecord:
         id=row["id"],
         name=row["name"],
         document=json.loads(row["document"]),
+        design=json.loads(row["design"]),
         host=row["host"],
         pid=row["pid"],
         version=row["version"],
