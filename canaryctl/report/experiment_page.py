@@ -15,7 +15,7 @@ from canaryctl.report.page import badge, facts, num, page, when
 
 __all__ = ["experiment_html"]
 
-WIDTH, LEFT, RIGHT, TOP, ROW = 960, 260, 150, 24, 30
+WIDTH, LEFT, RIGHT, TOP, ROW = 960, 230, 250, 24, 30
 
 
 def _scope(tier: str | None) -> str:
