@@ -18,6 +18,7 @@ from canaryctl.analysis.experiment import (
     MetricRule,
     decide,
     effects,
+    interval_floors,
     interval_values,
 )
 from canaryctl.flags.base import integer_weights
@@ -181,3 +182,22 @@ def test_integer_weights_always_sum_to_the_scale_and_stay_within_one_of_exact(
     assert sum(weights.values()) == 100_000
     for key, percent in percents.items():
         assert abs(weights[key] - percent * 1000) < 1.0 + 1e-6
+
+
+def test_arms_that_never_erred_still_get_an_honest_interval_on_their_error_rate() -> None:
+    """Zero errors on both arms in every interval is no proof that the rates are equal: the
+    binomial floor keeps the interval as wide as 300 requests an interval allow."""
+    d = design(guards=(ERRORS,))
+    clean = Observation(0.0, 30.0, {v: VariantStats(requests=300, quality_sum=27,
+                                                   quality_count=30) for v in "ab"})  # fmt: skip
+    evidence = Evidence()
+    for _ in range(20):
+        values = interval_values(d, clean)
+        evidence = evidence.observe(d, values, {}, {None: interval_floors(d, clean)})
+    effect = evidence.interval("error_rate", None, "b", "a", d.alpha_each)
+    assert effect.estimate == 0.0
+    assert 0.001 < effect.high < 0.01  # within the 0.01 margin, and not a point
+    without = Evidence()
+    for _ in range(20):
+        without = without.observe(d, interval_values(d, clean), {})
+    assert without.interval("error_rate", None, "b", "a", d.alpha_each).high < 1e-9

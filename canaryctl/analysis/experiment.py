@@ -41,6 +41,7 @@ from typing import Any
 from canaryctl.analysis.mean_difference import MeanDifference
 from canaryctl.metrics.base import Observation
 from canaryctl.metrics.measures import measure, samples
+from canaryctl.slo_metrics import SLO_METRICS, Rate
 
 __all__ = [
     "MIN_INTERVALS",
@@ -51,6 +52,7 @@ __all__ = [
     "MetricRule",
     "decide",
     "effects",
+    "interval_floors",
     "interval_values",
 ]
 
@@ -150,6 +152,26 @@ def interval_values(design: Design, observation: Observation) -> dict[str, dict[
     return values
 
 
+def interval_floors(design: Design, observation: Observation) -> dict[str, dict[str, float]]:
+    """The least variance each rate's value can have in one interval: binomial noise at the
+    rate shrunk half an event towards 1/2 ((k + 1/2) / (n + 1)), over its n trials. Two arms
+    with no errors in any interval still differ by chance, and the interval must say so."""
+    floors: dict[str, dict[str, float]] = {}
+    for rule in design.metrics:
+        formula = SLO_METRICS[rule.builtin].formula if rule.builtin is not None else None
+        if not isinstance(formula, Rate):
+            continue
+        row = {}
+        for variation in design.variations:
+            stats = observation.of(variation)
+            trials = formula.trials(stats)
+            if trials >= design.min_samples and trials > 0:
+                shrunk = (formula.events(stats) + 0.5) / (trials + 1)
+                row[variation] = shrunk * (1 - shrunk) / trials
+        floors[rule.name] = row
+    return floors
+
+
 Key = tuple[str, str | None, str, str]
 """(metric, tier or None for all traffic, variation a, variation b): the difference a - b."""
 
@@ -163,16 +185,23 @@ class Evidence:
     intervals: int = 0
 
     def observe(
-        self, design: Design, overall: IntervalValues, tiers: Mapping[str, IntervalValues]
+        self,
+        design: Design,
+        overall: IntervalValues,
+        tiers: Mapping[str, IntervalValues],
+        floors: Mapping[str | None, IntervalValues] | None = None,
     ) -> Evidence:
-        """Add one interval: values for all traffic, and per tier."""
+        """Add one interval: values for all traffic, and per tier; `floors` (per scope, None
+        for all traffic) the least variance of each value, from `interval_floors`."""
         differences = dict(self.differences)
         levels = dict(self.levels)
         scopes: list[tuple[str | None, IntervalValues]] = [(None, overall)]
         scopes += [(tier, tiers[tier]) for tier in design.tiers if tier in tiers]
         for tier, values in scopes:
+            floor = (floors or {}).get(tier, {})
             for rule in design.metrics:
                 row = values.get(rule.name, {})
+                least = floor.get(rule.name, {})
                 for variation, value in row.items():
                     total, n = levels.get((rule.name, tier, variation), (0.0, 0))
                     levels[(rule.name, tier, variation)] = (total + value, n + 1)
@@ -180,7 +209,7 @@ class Evidence:
                     if a in row and b in row:
                         key = (rule.name, tier, a, b)
                         differences[key] = differences.get(key, MeanDifference()).observe(
-                            row[a] - row[b]
+                            row[a] - row[b], least.get(a, 0.0) + least.get(b, 0.0)
                         )
         return Evidence(differences, levels, self.intervals + 1)
 

@@ -14,6 +14,7 @@ from canaryctl.analysis.experiment import (
     MetricRule,
     decide,
     effects,
+    interval_floors,
     interval_values,
 )
 from canaryctl.metrics.base import Observation
@@ -43,12 +44,13 @@ def design_of(spec: ExperimentSpec, values: Sequence[str]) -> Design:
 
 def add_interval(design: Design, evidence: Evidence, data: Mapping[str, Any]) -> Evidence:
     """One journaled interval ({"all": Observation.to_dict(), "tiers": {tier: ...}}) added."""
-    overall = interval_values(design, Observation.from_dict(data["all"]))
-    tiers = {
-        tier: interval_values(design, Observation.from_dict(counts))
-        for tier, counts in (data.get("tiers") or {}).items()
-    }
-    return evidence.observe(design, overall, tiers)
+    observations: dict[str | None, Observation] = {None: Observation.from_dict(data["all"])}
+    for tier, counts in (data.get("tiers") or {}).items():
+        observations[tier] = Observation.from_dict(counts)
+    values = {scope: interval_values(design, o) for scope, o in observations.items()}
+    floors = {scope: interval_floors(design, o) for scope, o in observations.items()}
+    overall = values.pop(None)
+    return evidence.observe(design, overall, values, floors)
 
 
 def standing(design: Design, intervals: Iterable[Mapping[str, Any]]) -> tuple[Evidence, Decision]:
