@@ -39,6 +39,8 @@ def _text(event: dict[str, Any]) -> str:
     if kind == "interval":
         winner = event["winner"] or "none yet"
         return f"  {event['elapsed']:7.0f}s interval {event['intervals']}: winner {winner}"
+    if kind == "error":
+        return f"error: {event['message']}"
     promoted = " (the flag now serves it)" if event["promoted"] else ""
     return f"{event['outcome']}: {event['reason']}{promoted}"
 

@@ -125,7 +125,11 @@ class ExperimentRunner:
             )
             return self._drive(design)
         finally:
-            self.flags.release(claim)
+            try:
+                self.flags.release(claim)
+            except CanaryError as exc:  # the flag is where the result says; only the mark stays
+                message = f"releasing the claim on the flag failed: {exc}"
+                self.emit({"event": "error", "experiment_id": self._id, "message": message})
 
     @property
     def _saved(self) -> FlagSnapshot:
@@ -163,12 +167,12 @@ class ExperimentRunner:
             comment=f"canaryctl experiment {self.experiment.metadata.name}: split {weights}",
         )
         self._version = written.version
+        sources = {"all": self.metrics, **self.tier_metrics}
+        for source in sources.values():
+            source.check()  # a scrape's sample, which the first interval starts from
         started = self.clock.now()
         self.store.update_experiment(self._id, phase="running", at=started,
                                      flag_version=written.version)  # fmt: skip
-        sources = {"all": self.metrics, **self.tier_metrics}
-        for source in sources.values():
-            source.check()  # the sample each first interval starts from
         since = dict.fromkeys(sources, started)
         self.emit({"event": "start", "experiment_id": self._id,
                    "name": self.experiment.metadata.name, "weights": weights,
