@@ -86,8 +86,11 @@ def test_a_custom_query_primary_metric_decides_the_fastest_of_three(
     levels = summary["levels"]["mean_latency_seconds"]["all"]
     assert levels["gpt-4o-mini"] == pytest.approx(0.3, abs=0.05)
     assert levels["gpt-4-turbo"] == pytest.approx(1.2, abs=0.1)
-    mini = next(e for e in summary["effects"]
-                if e["metric"] == "mean_latency_seconds" and e["variation"] == "gpt-4o-mini")  # fmt: skip
+    mini = next(
+        e
+        for e in summary["effects"]
+        if e["metric"] == "mean_latency_seconds" and e["variation"] == "gpt-4o-mini"
+    )
     assert mini["estimate"] == pytest.approx(0.3 - 1.2, abs=0.1)
     assert mini["low"] <= mini["estimate"] <= mini["high"] < 0  # shown faster than the control
     assert "better on mean_latency_seconds than every other" in summary["standing"]["gpt-4o-mini"]
