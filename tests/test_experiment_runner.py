@@ -149,6 +149,7 @@ def test_an_undecided_duration_ends_with_exit_1(tmp_path: Path) -> None:
         ({"guards": [{"metric": "quality_score", "max_increase": 0.1}]},
          "quality_score is worse when lower; use max_decrease"),
         ({"guards": [{"metric": "error_rate"}]}, "a guard needs one margin"),
+        ({"tiers": ["free", "free"]}, "tiers[1]: is listed twice"),
         ({"primary": {"name": "x", "query": "sum(up{v=\"{{variant}}\"})",
                      "higher_is_better": True}},
          "custom PromQL needs metrics.provider prometheus"),

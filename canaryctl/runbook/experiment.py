@@ -182,6 +182,13 @@ class ExperimentSpec(Strict):
         for index, value in enumerate(values):
             if value in values[:index]:
                 raise ValueError(f"variations[{index}].value: '{value}' is listed twice")
+        for index, tier in enumerate(self.tiers):
+            if not tier:
+                raise ValueError(f"tiers[{index}]: is empty")
+            if tier == "all":
+                raise ValueError(f"tiers[{index}]: 'all' names all traffic in the results")
+            if tier in self.tiers[:index]:
+                raise ValueError(f"tiers[{index}]: is listed twice")
         controls = [i for i, v in enumerate(self.variations) if v.control]
         if len(controls) != 1:
             raise ValueError("variations: exactly one needs control: true")
