@@ -148,6 +148,8 @@ def status_command(experiment_id: int | None, state_path: str, output: str | Non
                f"intervals; winner: {summary['winner'] or 'none yet'}")  # fmt: skip
     if record.reason:
         click.echo(f"  {record.reason}")
+    for variation, standing in summary["standing"].items():
+        click.echo(f"  {variation}: {standing}")
     level = 1 - summary["alpha_each"]
     click.echo(f"  effects against {summary['control']} ({level:.2%} each, "
                f"{1 - summary['alpha']:.0%} together):")  # fmt: skip
