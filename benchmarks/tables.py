@@ -58,6 +58,7 @@ BENCHMARKS = {
     "benchmarks/results/backtest.json": "python benchmarks/backtest.py",
     "benchmarks/results/controller_scale.json": "python benchmarks/controller_scale.py",
     "benchmarks/results/embeddings_batching.json": "python benchmarks/embeddings_batching.py",
+    "benchmarks/results/experiment_simulation.json": "python benchmarks/experiment_simulation.py",
     "docs/detection.json": "python benchmarks/detection.py > docs/detection.json",
     "docs/mutation.json": (
         "python benchmarks/mutation.py --combine analysis.json sequential.json "
@@ -628,6 +629,38 @@ def quality_detection_inline(data: dict[str, Any]) -> str:
     return text
 
 
+def experiment_simulation(data: dict[str, Any]) -> str:
+    r = _results(data)
+    rows = []
+    for name, cell in r["scenarios"].items():
+        right = cell["right_winner"]
+        rows.append(
+            [
+                name,
+                str(cell["variations"]),
+                right or "none",
+                f"{pct(cell['wrong_winner'])} ({pct(cell['wrong_upper_95'])})",
+                pct(cell["decided"]) if right else DASH,
+                _opt(cell["median_minutes"]),
+                f"{pct(cell['missed'])} ({pct(cell['missed_upper_95'])})",
+            ]
+        )
+    head = [
+        "scenario (quality above A)",
+        "variations",
+        "right winner",
+        "wrong winner (95% upper)",
+        "right winner found",
+        "median minutes to decide",
+        f"B {MINUS} A interval ever missed (95% upper)",
+    ]
+    return (
+        _table(head, rows) + f"\n\n{num(r['runs'])} experiments per row, alpha {r['alpha']}, "
+        f"{num(r['requests_per_minute'])} requests a minute (10 million a month), "
+        f"{pct(r['feedback'], 0)} of answers scored, at most {num(r['max_minutes'])} minutes."
+    )
+
+
 def _aa_rows(rows: dict[str, dict[str, dict[str, float]]], alpha: float) -> str:
     """One line per A/A row, one column per judge: rate (95% upper bound); an upper bound over
     alpha is bold."""
@@ -1023,6 +1056,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "backtest-inline": backtest_inline,
     "controller-scale": controller_scale,
     "embeddings-batching": embeddings_batching,
+    "experiment-simulation": experiment_simulation,
 }
 
 

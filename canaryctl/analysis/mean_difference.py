@@ -33,13 +33,19 @@ class MeanDifference:
     intervals: int = 0
     total: float = 0.0
     total_squares: float = 0.0
+    total_floor: float = 0.0
+    """Sum of each difference's least plausible variance (0: none known); see `observe`."""
 
-    def observe(self, difference: float) -> MeanDifference:
+    def observe(self, difference: float, floor: float = 0.0) -> MeanDifference:
+        """Add one difference; `floor` is the least variance it can have given its sample
+        sizes (a rate's binomial noise), so intervals in which both arms happened to show
+        the same value (no errors on either side) do not make the interval collapse."""
         return replace(
             self,
             intervals=self.intervals + 1,
             total=self.total + difference,
             total_squares=self.total_squares + difference * difference,
+            total_floor=self.total_floor + floor,
         )
 
     def mean(self) -> float | None:
@@ -52,6 +58,7 @@ class MeanDifference:
         mean = self.total / self.intervals
         variance = max(self.total_squares / self.intervals - mean * mean, 0.0)
         variance *= self.intervals / (self.intervals - 1)
+        variance = max(variance, self.total_floor / self.intervals)
         # Identical differences (a deterministic price) would make any positive mean infinitely
         # significant; a floor relative to the mean keeps the evidence finite.
         return max(math.sqrt(variance), 1e-3 * abs(mean), 1e-12)
@@ -83,8 +90,10 @@ class MeanDifference:
             "intervals": self.intervals,
             "total": self.total,
             "total_squares": self.total_squares,
+            "total_floor": self.total_floor,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MeanDifference:
-        return cls(data["intervals"], data["total"], data["total_squares"])
+        floor = data.get("total_floor", 0.0)  # journals before floors had none
+        return cls(data["intervals"], data["total"], data["total_squares"], floor)

@@ -48,6 +48,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Roll out a bad canary (rolled back) and a good one (promoted) against a simulated lab.",
     ),
     "drills": ("canaryctl.cli.drills:drills", "Run chaos scenarios on their schedule."),
+    "experiment": (
+        "canaryctl.cli.experiment:experiment",
+        "Compare variations of a flag on a fixed split until a winner is decided.",
+    ),
     "flags": ("canaryctl.cli.flags:flags", "Inspect routing flags."),
     "gate": (
         "canaryctl.cli.gate:gate",

@@ -70,7 +70,39 @@ CREATE INDEX requests_pending ON requests(run_id, handled_at)
 """
 """The lease (owner, expiry, last heartbeat) that makes one process the driver of a run."""
 
-_MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2}
+_V3 = """
+CREATE TABLE experiments (
+    id {id},
+    name TEXT NOT NULL,
+    document TEXT NOT NULL,
+    design TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    version TEXT NOT NULL,
+    started_at DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL,
+    ended_at DOUBLE PRECISION,
+    phase TEXT NOT NULL,
+    outcome TEXT,
+    reason TEXT NOT NULL DEFAULT '',
+    exit_code INTEGER,
+    winner TEXT,
+    prior_flag TEXT NOT NULL,
+    flag_version INTEGER NOT NULL,
+    final_weights TEXT
+);
+CREATE TABLE experiment_observations (
+    id {id},
+    experiment_id INTEGER NOT NULL REFERENCES experiments(id),
+    at DOUBLE PRECISION NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX experiment_observations_by_run ON experiment_observations(experiment_id, id)
+"""
+"""Experiments (canaryctl/experiment/) and each interval's counts: their own tables, so no
+rollout command or controller ever takes an experiment for a rollout to drive."""
+
+_MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2, 3: _V3}
 LATEST = max(_MIGRATIONS)
 """The schema version this canaryctl writes."""
 

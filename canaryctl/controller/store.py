@@ -43,6 +43,7 @@ from canaryctl.retry import BACKEND, Retryable, RetryPolicy
 __all__ = [
     "DEFAULT_STATE_PATH",
     "EventRecord",
+    "ExperimentRecord",
     "RequestRecord",
     "RunRecord",
     "StateStore",
@@ -129,6 +130,30 @@ class EventRecord:
             "result": self.result,
             "ended_at": self.ended_at,
         }
+
+
+@dataclass(frozen=True)
+class ExperimentRecord:
+    """An experiment as journaled; its observations are read apart (`observations`)."""
+
+    id: int
+    name: str
+    document: dict[str, Any]
+    design: dict[str, Any]
+    host: str
+    pid: int
+    version: str
+    started_at: float
+    updated_at: float
+    ended_at: float | None
+    phase: str
+    outcome: str | None
+    reason: str
+    exit_code: int | None
+    winner: str | None
+    prior_flag: FlagSnapshot
+    flag_version: int
+    final_weights: dict[str, float] | None
 
 
 @dataclass(frozen=True)
@@ -620,6 +645,106 @@ class StateStore:
     def mark_handled(self, request_id: int, *, at: float) -> None:
         self._write("UPDATE requests SET handled_at = :at WHERE id = :id", at=at, id=request_id)
 
+    # -- experiments (canaryctl/experiment/): their own tables, never taken for a rollout --
+
+    def create_experiment(
+        self,
+        *,
+        name: str,
+        document: dict[str, Any],
+        design: dict[str, Any],
+        host: str,
+        pid: int,
+        version: str,
+        started_at: float,
+        prior_flag: FlagSnapshot,
+    ) -> int:
+        """Open an experiment, with the flag as it was before its split (what a stop restores)
+        and its analysis' design (what `status` judges the journaled intervals by)."""
+        return self._insert(
+            "INSERT INTO experiments (name, document, design, host, pid, version, started_at,"
+            " updated_at, phase, prior_flag, flag_version) VALUES (:name, :document, :design,"
+            " :host, :pid, :version, :at, :at, 'starting', :prior, :flag_version)",
+            name=name,
+            document=json.dumps(redacted_runbook(document)),
+            design=json.dumps(design),
+            host=host,
+            pid=pid,
+            version=version,
+            at=started_at,
+            prior=_snapshot_json(prior_flag),
+            flag_version=prior_flag.version,
+        )
+
+    def update_experiment(
+        self, experiment_id: int, *, phase: str, at: float, flag_version: int | None = None
+    ) -> None:
+        self._write(
+            "UPDATE experiments SET phase = :phase, updated_at = :at,"
+            " flag_version = COALESCE(:fv, flag_version) WHERE id = :id",
+            phase=phase,
+            at=at,
+            fv=flag_version,
+            id=experiment_id,
+        )
+
+    def record_observation(self, experiment_id: int, data: dict[str, Any], *, at: float) -> int:
+        """One interval's counts (all traffic and per tier), as Observation.to_dict gives them."""
+        with self._transaction() as connection:
+            connection.execute(
+                text("UPDATE experiments SET updated_at = :at WHERE id = :id"),
+                {"at": at, "id": experiment_id},
+            )
+            return int(
+                connection.execute(
+                    text(
+                        "INSERT INTO experiment_observations (experiment_id, at, data)"
+                        " VALUES (:id, :at, :data) RETURNING id"
+                    ),
+                    {"id": experiment_id, "at": at, "data": json.dumps(data)},
+                ).scalar_one()
+            )
+
+    def finish_experiment(
+        self,
+        experiment_id: int,
+        *,
+        outcome: str,
+        reason: str,
+        exit_code: int,
+        winner: str | None,
+        at: float,
+        final_weights: dict[str, float] | None,
+    ) -> None:
+        self._write(
+            "UPDATE experiments SET phase = 'finished', outcome = :outcome, reason = :reason,"
+            " exit_code = :exit_code, winner = :winner, ended_at = :at, updated_at = :at,"
+            " final_weights = :weights WHERE id = :id",
+            outcome=outcome,
+            reason=reason,
+            exit_code=exit_code,
+            winner=winner,
+            at=at,
+            weights=None if final_weights is None else json.dumps(final_weights),
+            id=experiment_id,
+        )
+
+    def experiment(self, experiment_id: int | None = None) -> ExperimentRecord | None:
+        """One experiment by id; the latest without one."""
+        if experiment_id is None:
+            rows = self._rows("SELECT * FROM experiments ORDER BY id DESC LIMIT 1")
+        else:
+            rows = self._rows("SELECT * FROM experiments WHERE id = :id", id=experiment_id)
+        return _experiment_record(rows[0]) if rows else None
+
+    def observations(self, experiment_id: int) -> list[tuple[float, dict[str, Any]]]:
+        """Each interval's journaled counts, in order: (when, data)."""
+        rows = self._rows(
+            "SELECT at, data FROM experiment_observations WHERE experiment_id = :id ORDER BY id",
+            id=experiment_id,
+        )
+        return [(row["at"], json.loads(row["data"])) for row in rows]
+
 
 def _snapshot_json(snapshot: FlagSnapshot) -> str:
     return json.dumps({"key": snapshot.key, "version": snapshot.version, "raw": snapshot.raw})
@@ -649,6 +774,30 @@ def _run_record(row: Mapping[str, Any]) -> RunRecord:
         final_split=None if row["final_split"] is None else json.loads(row["final_split"]),
         owner=row["owner"],
         lease_until=row["lease_until"],
+    )
+
+
+def _experiment_record(row: Mapping[str, Any]) -> ExperimentRecord:
+    prior = json.loads(row["prior_flag"])
+    return ExperimentRecord(
+        id=row["id"],
+        name=row["name"],
+        document=json.loads(row["document"]),
+        design=json.loads(row["design"]),
+        host=row["host"],
+        pid=row["pid"],
+        version=row["version"],
+        started_at=row["started_at"],
+        updated_at=row["updated_at"],
+        ended_at=row["ended_at"],
+        phase=row["phase"],
+        outcome=row["outcome"],
+        reason=row["reason"],
+        exit_code=row["exit_code"],
+        winner=row["winner"],
+        prior_flag=FlagSnapshot(prior["key"], prior["version"], prior["raw"]),
+        flag_version=row["flag_version"],
+        final_weights=None if row["final_weights"] is None else json.loads(row["final_weights"]),
     )
 
 

@@ -16,13 +16,23 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
 from canaryctl.errors import FlagClaimed
 
-__all__ = ["FlagClaim", "FlagSnapshot", "FlagStore", "Split", "may_take", "process_alive"]
+__all__ = [
+    "FlagClaim",
+    "FlagSnapshot",
+    "FlagStore",
+    "Split",
+    "SplitStore",
+    "integer_weights",
+    "may_take",
+    "process_alive",
+]
 
 
 @dataclass(frozen=True)
@@ -176,3 +186,43 @@ class FlagStore(Protocol):
     def release(self, claim: FlagClaim) -> None:
         """Remove our claim; a claim with another token is left alone."""
         ...
+
+
+@runtime_checkable
+class SplitStore(FlagStore, Protocol):
+    """A flag store that also serves many variations on one split: what an experiment needs.
+
+    The split write has a rollout's guarantees: it names the version it expects (FlagConflict
+    otherwise), moves the version forward, and `restore` puts back what a snapshot served.
+    """
+
+    def values(self, snapshot: FlagSnapshot, variations: Sequence[str]) -> tuple[str, ...]:
+        """The value each variation (named as a document names it) serves: what the gateway
+        labels its metrics with. Raises FlagMismatch naming one the flag lacks."""
+        ...
+
+    def weights(self, snapshot: FlagSnapshot) -> dict[str, float]:
+        """Percent of the split target's traffic per variation value, in that snapshot."""
+        ...
+
+    def set_split(
+        self, weights: Mapping[str, float], *, expect_version: int, comment: str
+    ) -> FlagSnapshot:
+        """Serve each variation its percent (they sum to 100), in the order given; a single
+        variation at 100 is served to everyone without a rollout. Raises FlagConflict if the
+        stored version is not `expect_version`, FlagMismatch for a variation the flag lacks."""
+        ...
+
+
+def integer_weights(weights: Mapping[str, float], scale: int) -> dict[str, int]:
+    """Percents as integer weights summing to exactly `scale` (LaunchDarkly's 100000), by the
+    largest remainder, so rounding never serves a share to nobody or to two."""
+    total = sum(weights.values())
+    if not weights or any(w < 0 for w in weights.values()) or abs(total - 100.0) > 1e-6:
+        raise ValueError(f"a split's percents must be non-negative and sum to 100, not {total:g}")
+    exact = {key: w * scale / 100.0 for key, w in weights.items()}
+    out = {key: int(value) for key, value in exact.items()}
+    short = scale - sum(out.values())
+    for key in sorted(exact, key=lambda k: out[k] - exact[k])[:short]:
+        out[key] += 1
+    return out

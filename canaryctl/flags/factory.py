@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from canaryctl.errors import InvalidInput
-from canaryctl.flags.base import FlagStore
+from canaryctl.flags.base import FlagStore, SplitStore
 from canaryctl.flags.file import FileFlagStore
 from canaryctl.flags.launchdarkly import LaunchDarklyFlagStore
+from canaryctl.runbook.experiment import FileExperimentFlag, LaunchDarklyExperimentFlag
 from canaryctl.runbook.rollout import FileFlagSpec, LaunchDarklyFlagSpec
 
-__all__ = ["flag_store_for"]
+__all__ = ["flag_store_for", "split_store_for"]
 
 
 def flag_store_for(spec: FileFlagSpec | LaunchDarklyFlagSpec) -> FlagStore:
@@ -30,3 +31,26 @@ def flag_store_for(spec: FileFlagSpec | LaunchDarklyFlagSpec) -> FlagStore:
         case other:
             # Unreachable for a validated document; guards specs built by hand in code.
             raise InvalidInput(f"spec.flag.provider: unknown flag provider '{other.provider}'")
+
+
+def split_store_for(
+    spec: FileExperimentFlag | LaunchDarklyExperimentFlag, control: str, other: str
+) -> SplitStore:
+    """The store an experiment's flag names; `control` and `other` are two of its variations,
+    which the store checks exist on every read (it serves any of them on a split)."""
+    match spec:
+        case FileExperimentFlag():
+            return FileFlagStore(spec.path, spec.key, control, other)
+        case LaunchDarklyExperimentFlag():
+            return LaunchDarklyFlagStore.from_env(
+                token_env=spec.token_env,
+                project=spec.project,
+                environment=spec.environment,
+                key=spec.key,
+                baseline=control,
+                canary=other,
+                rule=spec.rule,
+                base_url=spec.base_url,
+            )
+        case other_spec:
+            raise InvalidInput(f"spec.flag.provider: unknown flag provider '{other_spec.provider}'")

@@ -36,7 +36,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from json.decoder import scanstring
 from pathlib import Path
@@ -44,7 +44,7 @@ from typing import Any
 from urllib.parse import quote
 
 from canaryctl.errors import FlagBackendError, FlagConflict, FlagMismatch, InvalidDocument
-from canaryctl.flags.base import FlagClaim, FlagSnapshot, Split, may_take
+from canaryctl.flags.base import FlagClaim, FlagSnapshot, Split, integer_weights, may_take
 from canaryctl.flags.shape import check_flag_shape
 from canaryctl.runbook.reading import parse_json, read_text
 
@@ -271,21 +271,58 @@ class FileFlagStore:
             raise FlagMismatch(f"{self.path}: cannot restore flag '{saved.key}' into '{self.key}'")
         return self._write(expect_version, comment, None, entry=self._entry_text(saved.raw))
 
+    def values(self, snapshot: FlagSnapshot, variations: Sequence[str]) -> tuple[str, ...]:
+        flag = self._flag_of(snapshot)
+        for value in variations:
+            self._index_of(flag, value)
+        return tuple(variations)  # named by value: a file has nothing else to name them by
+
+    def weights(self, snapshot: FlagSnapshot) -> dict[str, float]:
+        flag = self._flag_of(snapshot)
+        return {str(flag["variations"][i]): w for i, w in default_rule_weights(flag).items()}
+
+    def set_split(
+        self, weights: Mapping[str, float], *, expect_version: int, comment: str
+    ) -> FlagSnapshot:
+        try:
+            integer = integer_weights(weights, WEIGHT_SCALE)
+        except ValueError as exc:
+            raise FlagMismatch(f"{self.path}: flag '{self.key}': {exc}") from None
+
+        def change(flag: dict[str, Any]) -> dict[str, Any]:
+            index = {value: self._index_of(flag, value) for value in integer}
+            served = [value for value, weight in integer.items() if weight > 0]
+            if len(served) == 1:
+                return {"fallthrough": {"variation": index[served[0]]}}
+            # In the order given, which an experiment keeps fixed, so each user keeps an arm.
+            previous = (flag.get("fallthrough") or {}).get("rollout") or {}
+            rollout: dict[str, Any] = {
+                "variations": [
+                    {"variation": index[value], "weight": weight}
+                    for value, weight in integer.items()
+                ],
+                "bucketBy": "key",
+            }
+            rollout.update({k: previous[k] for k in ("contextKind", "seed") if k in previous})
+            return {"fallthrough": {"rollout": rollout}}
+
+        return self._write(expect_version, comment, change)
+
     def _indices(self, flag: dict[str, Any]) -> tuple[int, int]:
+        return self._index_of(flag, self.baseline), self._index_of(flag, self.canary)
+
+    def _index_of(self, flag: dict[str, Any], value: str) -> int:
         variations = flag.get("variations")
         if not isinstance(variations, list):
             raise FlagMismatch(f"{self.path}: flag '{self.key}' has no 'variations' list")
-        indices = []
-        for value in (self.baseline, self.canary):
-            if value not in variations:
-                known = ", ".join(json.dumps(v) for v in variations) or "none"
-                raise FlagMismatch(
-                    f"{self.path}: flag '{self.key}' has no variation '{value}' "
-                    f"(variations: {known}; a flag file in the SDK's format holds variation "
-                    "values only, so name them by value, not by their LaunchDarkly name)"
-                )
-            indices.append(variations.index(value))
-        return indices[0], indices[1]
+        if value not in variations:
+            known = ", ".join(json.dumps(v) for v in variations) or "none"
+            raise FlagMismatch(
+                f"{self.path}: flag '{self.key}' has no variation '{value}' "
+                f"(variations: {known}; a flag file in the SDK's format holds variation "
+                "values only, so name them by value, not by their LaunchDarkly name)"
+            )
+        return variations.index(value)
 
     def claim(self, claim: FlagClaim, *, take_over: bool = False) -> None:
         try:

@@ -31,7 +31,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -39,7 +39,7 @@ import httpx
 
 from canaryctl import retry
 from canaryctl.errors import FlagBackendError, FlagConflict, FlagMismatch, InvalidInput
-from canaryctl.flags.base import FlagClaim, FlagSnapshot, Split, may_take
+from canaryctl.flags.base import FlagClaim, FlagSnapshot, Split, integer_weights, may_take
 from canaryctl.retry import FLAG_RESTORE, FLAG_WRITE, Retryable, RetryPolicy
 
 __all__ = [
@@ -192,6 +192,41 @@ class LaunchDarklyFlagStore:
 
         return self._write(instructions, expect_version, comment, FLAG_WRITE)
 
+    def values(self, snapshot: FlagSnapshot, variations: Sequence[str]) -> tuple[str, ...]:
+        known = json.loads(snapshot.raw)["variations"]
+        return tuple(str(self._variation(known, wanted).get("value")) for wanted in variations)
+
+    def weights(self, snapshot: FlagSnapshot) -> dict[str, float]:
+        state = json.loads(snapshot.raw)
+        ids = [v["_id"] for v in state["variations"]]
+        by_id = {v["_id"]: str(v.get("value")) for v in state["variations"]}
+        target = state["rule"] if state.get("rule") is not None else state["fallthrough"]
+        return {by_id[vid]: weight for vid, weight in _weights(target, ids).items()}
+
+    def set_split(
+        self, weights: Mapping[str, float], *, expect_version: int, comment: str
+    ) -> FlagSnapshot:
+        try:
+            integer = integer_weights(weights, WEIGHT_SCALE)
+        except ValueError as exc:
+            raise FlagMismatch(f"{self._where()}: {exc}") from None
+
+        def instructions(state: dict[str, Any]) -> list[dict[str, Any]]:
+            ids = {name: self._variation(state["variations"], name)["_id"] for name in integer}
+            served = [name for name, weight in integer.items() if weight > 0]
+            if len(served) == 1:
+                return [self._target_instruction(state, {"variationId": ids[served[0]]})]
+            target = state["rule"] if state["rule"] is not None else state["fallthrough"]
+            previous = target.get("rollout") or {}
+            change: dict[str, Any] = {
+                "rolloutWeights": {ids[name]: weight for name, weight in integer.items()},
+                "rolloutBucketBy": previous.get("bucketBy", "key"),
+                "rolloutContextKind": previous.get("contextKind", "user"),
+            }
+            return [self._target_instruction(state, change)]
+
+        return self._write(instructions, expect_version, comment, FLAG_WRITE)
+
     def restore(self, saved: FlagSnapshot, *, expect_version: int, comment: str) -> FlagSnapshot:
         """Write back the saved default rule (or scoped rule) and on/off state, retrying hard.
 
@@ -332,19 +367,21 @@ class LaunchDarklyFlagStore:
 
     def _ids(self, variations: list[dict[str, Any]]) -> tuple[str, str]:
         """The `_id`s of the baseline and canary variations, matched by value, else by name."""
-        found = []
-        for wanted in (self.baseline, self.canary):
-            by_value = [v for v in variations if v.get("value") == wanted]
-            matches = by_value or [v for v in variations if v.get("name") == wanted]
-            if len(matches) != 1:
-                known = ", ".join(json.dumps(v.get("name") or v.get("value")) for v in variations)
-                problem = "no" if not matches else "more than one"
-                raise FlagMismatch(
-                    f"{self._where()}: {problem} variation with value or name '{wanted}' "
-                    f"(variations: {known or 'none'})"
-                )
-            found.append(matches[0]["_id"])
-        return found[0], found[1]
+        baseline = self._variation(variations, self.baseline)
+        return baseline["_id"], self._variation(variations, self.canary)["_id"]
+
+    def _variation(self, variations: list[dict[str, Any]], wanted: str) -> dict[str, Any]:
+        """The one variation whose value, else whose name, is `wanted`."""
+        by_value = [v for v in variations if v.get("value") == wanted]
+        matches = by_value or [v for v in variations if v.get("name") == wanted]
+        if len(matches) != 1:
+            known = ", ".join(json.dumps(v.get("name") or v.get("value")) for v in variations)
+            problem = "no" if not matches else "more than one"
+            raise FlagMismatch(
+                f"{self._where()}: {problem} variation with value or name '{wanted}' "
+                f"(variations: {known or 'none'})"
+            )
+        return matches[0]
 
     # -- writing ---------------------------------------------------------------------------
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 
 from canaryctl.errors import FlagConflict, FlagMismatch
-from canaryctl.flags.base import FlagClaim, FlagSnapshot, Split, may_take
+from canaryctl.flags.base import FlagClaim, FlagSnapshot, Split, integer_weights, may_take
 
 __all__ = ["MemoryFlagStore"]
 
 
 class MemoryFlagStore:
-    """Holds one flag as a baseline/canary split; records every write in `history`."""
+    """Holds one flag as a baseline/canary split (or an experiment's split of any variations,
+    `weights`); records every write in `history`."""
 
     def __init__(self, key: str, baseline: str, canary: str, *, canary_weight: float = 0.0):
         self.key, self.baseline, self.canary = key, baseline, canary
@@ -25,8 +27,34 @@ class MemoryFlagStore:
 
     def split(self, snapshot: FlagSnapshot) -> Split:
         state = json.loads(snapshot.raw)
+        if "weights" in state:
+            weights = state["weights"]
+            baseline, canary = weights.get(self.baseline, 0.0), weights.get(self.canary, 0.0)
+            return Split(baseline, canary, other=100.0 - baseline - canary)
         canary = 100.0 if state["promoted"] else float(state["canary_weight"])
         return Split(baseline=100.0 - canary, canary=canary)
+
+    def values(self, snapshot: FlagSnapshot, variations: Sequence[str]) -> tuple[str, ...]:
+        return tuple(variations)
+
+    def weights(self, snapshot: FlagSnapshot) -> dict[str, float]:
+        state = json.loads(snapshot.raw)
+        if "weights" in state:
+            return {k: float(v) for k, v in state["weights"].items() if v > 0}
+        split = self.split(snapshot)
+        return {k: v for k, v in ((self.baseline, split.baseline), (self.canary, split.canary))
+                if v > 0}  # fmt: skip
+
+    def set_split(
+        self, weights: Mapping[str, float], *, expect_version: int, comment: str
+    ) -> FlagSnapshot:
+        try:
+            integer_weights(weights, 100_000)
+        except ValueError as exc:
+            raise FlagMismatch(f"flag '{self.key}': {exc}") from None
+        state = {"canary_weight": float(weights.get(self.canary, 0.0)), "promoted": False,
+                 "weights": {k: float(v) for k, v in weights.items()}}  # fmt: skip
+        return self._write(state, expect_version, comment)
 
     def variants(self, snapshot: FlagSnapshot) -> tuple[str, str]:
         return self.baseline, self.canary

@@ -24,20 +24,26 @@ def metrics_source_for(
     baseline: str | None = None,
     canary: str | None = None,
     needs: Collection[str] = (),
+    queries: Sequence[SloQuery] = (),
+    tier: str | None = None,
 ) -> MetricsSource:
     """The source a validated spec names; `clock` stamps samples (a fake one in simulations).
 
     Given the rollout's `slos` and its `baseline`/`canary` variations, a Prometheus source asks
     only for what those SLOs read, plus the ingredients in `needs` (measures.NEEDS), and runs
-    their custom queries; without SLOs it reads every count its profile yields.
+    their custom queries; without SLOs it reads every count its profile yields. `queries` are
+    more custom queries (an experiment's, asked of each of its variations); `tier` counts only
+    that requester tier (the gateway's `tier` label).
     """
     match spec:
         case ScrapeMetricsSpec():
             return ScrapeMetricsSource(
-                spec.targets, route=spec.route, timeout=spec.timeout, clock=clock
+                spec.targets, route=spec.route, tier=tier, timeout=spec.timeout, clock=clock
             )
         case PrometheusMetricsSpec():
-            return _prometheus(spec, clock, slos, baseline, canary, needs)
+            if tier is not None:
+                spec = spec.model_copy(update={"selector": {**spec.selector, "tier": tier}})
+            return _prometheus(spec, clock, slos, baseline, canary, needs, queries)
         case _:
             # Unreachable for a validated document; guards specs built by hand in code.
             provider = getattr(spec, "provider", type(spec).__name__)
@@ -74,6 +80,7 @@ def _prometheus(
     baseline: str | None,
     canary: str | None,
     needs: Collection[str],
+    queries: Sequence[SloQuery],
 ) -> MetricsSource:
     profile = load_profile(spec.profile)
     wanted = None
@@ -98,7 +105,7 @@ def _prometheus(
         spec.url,
         profile=profile,
         needs=wanted,
-        slo_queries=_slo_queries(slos, baseline, canary),
+        slo_queries=[*_slo_queries(slos, baseline, canary), *queries],
         labels=spec.labels,
         route=spec.route,
         variants=spec.variants,

@@ -70,6 +70,8 @@ class ScrapeMetricsSource:
     `client` is for tests (httpx.MockTransport) and custom TLS; by default one is made with
     `timeout`. A target failing is retried by `retry` (waiting with `sleep`) before
     MetricsBackendError. Targets are shown without credentials or query (canaryctl/redact.py).
+    `tier` counts only that requester tier (the gateway's `tier` label): an experiment's
+    per-tier effects.
     """
 
     def __init__(
@@ -77,6 +79,7 @@ class ScrapeMetricsSource:
         targets: list[str],
         *,
         route: str | None = None,
+        tier: str | None = None,
         timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
         client: httpx.Client | None = None,
@@ -85,7 +88,7 @@ class ScrapeMetricsSource:
     ) -> None:
         if not targets:
             raise ValueError("ScrapeMetricsSource needs a target URL")
-        self.targets, self.route = list(targets), route
+        self.targets, self.route, self.tier = list(targets), route, tier
         self._timeout, self._clock = timeout, clock
         self._client = client if client is not None else httpx.Client(timeout=timeout)
         self._retry, self._sleep = retry, sleep
@@ -155,6 +158,8 @@ class ScrapeMetricsSource:
                 if sample.name not in SERIES or "variant" not in sample.labels:
                     continue
                 if self.route is not None and sample.labels.get("route") != self.route:
+                    continue
+                if self.tier is not None and sample.labels.get("tier") != self.tier:
                     continue
                 values[(url, sample.name, tuple(sorted(sample.labels.items())))] = sample.value
         if not is_gateway:

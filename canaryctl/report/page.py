@@ -11,6 +11,8 @@ __all__ = ["badge", "facts", "num", "page", "when"]
 
 BADGE_COLOURS = {
     "promoted": "#2e7d32",
+    "winner": "#2e7d32",
+    "no_winner": "#f9a825",
     "held": "#2e7d32",
     "pass": "#2e7d32",
     "rolled_back": "#c62828",

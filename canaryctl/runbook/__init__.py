@@ -1,5 +1,5 @@
 """Documents (YAML, apiVersion canaryctl/v1): Rollout, Gateway, Lab, MetricProfile,
-ChaosScenario and Guard, strictly validated."""
+ChaosScenario, Guard and Experiment, strictly validated."""
 
 import lazy_loader
 
@@ -9,6 +9,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
     submod_attrs={
         "common": ["API_VERSION", "Duration", "parse_duration"],
+        "experiment": ["Experiment", "ExperimentSpec"],
         "gate": ["EvalSpec", "GateSpec"],
         "gateway": ["Gateway", "GatewaySpec", "ModelSpec", "RouteSpec"],
         "guard": ["Guard", "GuardSpec"],
