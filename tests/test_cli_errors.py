@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -144,3 +147,20 @@ def test_an_unwritable_tmpdir_still_exits_3_in_one_line(
         "error: unexpected Bug; the traceback could not be saved (No such file or directory); "
         "please report this bug"
     )
+
+
+def test_a_reader_that_leaves_is_not_a_crash(tmp_path: Path) -> None:
+    """`canaryctl schema Rollout | head -1`: the pipe closes before the output is written."""
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "canaryctl", "schema", "Rollout"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert child.stdout is not None and child.stderr is not None
+    child.stdout.close()  # long before the child has started, let alone written
+    errors = child.stderr.read().decode()
+    assert child.wait(timeout=60) == 141
+    assert errors == ""
+    assert not list(tmp_path.glob("canaryctl-crash-*"))

@@ -5,6 +5,7 @@ not pay for the controller, the gateway or the chaos proxy."""
 from __future__ import annotations
 
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -136,6 +137,11 @@ class CanaryGroup(LazyGroup):
             ctx.exit(130)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except BrokenPipeError:
+            # The reader left (`| head`): not a bug, and there is no one to tell. Python would
+            # complain again while flushing stdout at exit unless it points somewhere else.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(141)  # as a shell reports a process ended by SIGPIPE
         except Exception as exc:
             from canaryctl.cli.crash import crash_report  # only on the way out of a bug
 
