@@ -531,3 +531,20 @@ def test_an_unreadable_claim_file_is_refused_unless_broken(
         store.claim(claim("new"))
     store.claim(claim("new"), take_over=True)
     assert FlagClaim.from_json(held.read_text()).token == "new"
+
+
+def test_an_experiment_s_or_guard_s_claim_is_named_as_such_without_rollout_commands(
+    store: FileFlagStore, flag_file: Path
+) -> None:
+    for holder, named in (("experiment", "an experiment"), ("guard", "a guard")):
+        left = replace(claim("dead", pid=dead_pid(), run_id=None), holder=holder)
+        store.claim(left)
+        with pytest.raises(FlagClaimed) as caught:
+            store.claim(claim("new", run_id=None))
+        message = str(caught.value)
+        assert f"is claimed by {named} (state /srv/a/state.db" in message, message
+        assert "canaryctl rollout" not in message
+        store.release(left)
+    old = json.loads(claim("old").to_json())
+    del old["holder"]  # a claim written before claims said who holds them
+    assert FlagClaim.from_json(json.dumps(old)).holder == "rollout"

@@ -109,6 +109,7 @@ class ExperimentRunner:
             host=socket.gethostname(),
             pid=os.getpid(),
             at=self.clock.now(),
+            holder="experiment",
         )
         self.flags.claim(claim)
         try:

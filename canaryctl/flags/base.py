@@ -72,6 +72,9 @@ class FlagClaim:
     host: str
     pid: int
     at: float
+    holder: str = "rollout"
+    """What drives the flag: `rollout`, `experiment` or `guard` (claims written before there
+    were others read as `rollout`)."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -88,6 +91,7 @@ class FlagClaim:
                 host=str(data["host"]),
                 pid=int(data["pid"]),
                 at=float(data["at"]),
+                holder=str(data.get("holder", "rollout")),
             )
         except (TypeError, KeyError, ValueError) as exc:
             raise ValueError(f"not a canaryctl claim: {exc}") from exc
@@ -95,17 +99,23 @@ class FlagClaim:
     def refused(self, where: str) -> FlagClaimed:
         """The error a run gets that finds this claim on `where`: who holds it, what to do."""
         since = datetime.fromtimestamp(self.at, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-        run = "a run that was starting" if self.run_id is None else f"run {self.run_id}"
+        rollout = self.holder == "rollout" and self.run_id is not None
+        if rollout:
+            run = f"run {self.run_id}"
+        elif self.holder == "rollout":
+            run = "a run that was starting"
+        else:
+            run = f"an {self.holder}" if self.holder[0] in "aeiou" else f"a {self.holder}"
         owner = f"{run} (state {self.state}; process {self.pid} on {self.host}, since {since})"
         alive = process_alive(self.host, self.pid)
         if alive:
             todo = "wait for it to end, or stop it (its flag is restored)"
-            if self.run_id is not None:
+            if rollout:
                 todo += f" or `canaryctl rollout abort {self.run_id} --state {self.state}`"
             return FlagClaimed(f"{where} is claimed by {owner}, still running: {todo}")
         gone = "whose process is gone" if alive is False else "on another host"
         todo = "--break-claim takes the flag over if you know no run drives it"
-        if self.run_id is not None:
+        if rollout:
             todo = (
                 f"`canaryctl rollout resume {self.run_id} --state {self.state}` continues it; "
                 f"`canaryctl rollout abort {self.run_id} --state {self.state}` then `resume` "

@@ -201,7 +201,7 @@ class GuardWatch:
             if before.baseline < 100:
                 claim = FlagClaim(token=uuid.uuid4().hex, run_id=None, state=f"guard {name}",
                                   host=socket.gethostname(), pid=os.getpid(),
-                                  at=self.clock.now())  # fmt: skip
+                                  at=self.clock.now(), holder="guard")  # fmt: skip
                 self.flags.claim(claim)
                 try:
                     moved = self.flags.set_canary_weight(
