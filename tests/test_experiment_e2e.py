@@ -192,3 +192,48 @@ def test_an_undecided_experiment_ends_with_exit_1_and_the_flag_restored(
     finish = json.loads(output.splitlines()[-1])
     assert finish["outcome"] == "no_winner" and finish["weights"] == {"base": 100.0}
     assert unversioned(flags.read_text()) == unversioned(original)
+
+
+def test_a_killed_experiment_s_flag_is_put_back_by_restore(
+    tmp_path: Path, make_lab: MakeLab, write_flags: WriteFlags
+) -> None:
+    """SIGKILL leaves the split and the claim; `experiment restore` refuses while the process
+    lives, then puts the prior targeting back once it is dead, and only once."""
+    flags = write_flags(["base", "other"])
+    original = flags.read_text()
+    state = str(tmp_path / "state.db")
+    with LabStack(make_lab(providers(0.6), traffic=TRAFFIC)) as stack:
+        path = document(tmp_path, flags, stack.metrics_url, duration="5m")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "canaryctl", "experiment", "run", str(path),
+             "--state", state, "-o", "json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        try:
+            assert process.stdout is not None
+            for line in process.stdout:
+                if json.loads(line)["event"] == "interval":
+                    break
+            code, output = invoke("experiment", "restore", "1", "--state", state)
+            assert code == 2 and f"still running (process {process.pid}" in output, output
+            process.kill()
+            process.wait(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert unversioned(flags.read_text()) != unversioned(original)  # the split stayed
+    assert list(tmp_path.glob("*.canaryctl-claim"))
+
+    code, output = invoke("experiment", "restore", "1", "--state", state)
+
+    assert code == 0, output
+    assert f"the prior targeting of flag '{FLAG_KEY}' is back" in output
+    assert unversioned(flags.read_text()) == unversioned(original)
+    assert not list(tmp_path.glob("*.canaryctl-claim"))
+    with StateStore(state) as store:
+        record = store.experiment(1)
+        assert record is not None and record.phase == "finished" and record.exit_code == 3
+    code, output = invoke("experiment", "restore", "1", "--state", state)
+    assert code == 2 and "has ended" in output

@@ -1,10 +1,11 @@
-"""`canaryctl experiment run|status|report`: variations of a flag on a fixed split, compared with
-anytime-valid intervals (docs/experiments.md).
+"""`canaryctl experiment run|status|report|restore`: variations of a flag on a fixed split,
+compared with anytime-valid intervals (docs/experiments.md).
 
 `run` exits 0 when a winner is decided, 1 when the experiment ended without one (the flag
 restored), 2 for bad input (nothing changed), 3 when a backend failed (the flag restored where it
 could be), 130 when interrupted (the flag restored). `status` and `report` read the state
-database, during the run or after it.
+database, during the run or after it. `restore` puts the prior targeting back after the run's
+process died without doing so (SIGKILL).
 """
 
 from __future__ import annotations
@@ -182,3 +183,30 @@ def report_command(
             click.echo(f"wrote {html_path}")
             return
     click.echo(json.dumps({**_status(record), "summary": summary}))
+
+
+@experiment.command("restore")
+@click.argument("experiment_id", metavar="ID", type=int)
+@state_option("the state database the experiment is journaled in")
+@click.option(
+    "--force", is_flag=True, help="it ran on another host and you know its process is gone"
+)
+def restore_command(experiment_id: int, state_path: str, force: bool) -> None:
+    """Put back the flag's prior targeting after an experiment's process died (SIGKILL)."""
+    from canaryctl.clock import SystemClock
+    from canaryctl.controller.store import StateStore
+    from canaryctl.experiment.runner import restore_abandoned
+    from canaryctl.flags.factory import split_store_for
+    from canaryctl.runbook.experiment import Experiment
+
+    existing_state(state_path)
+    with StateStore(state_path) as store:
+        record = store.experiment(experiment_id)
+        if record is None:
+            raise InvalidInput(f"no experiment {experiment_id} in the state database {store.where}")
+        spec = Experiment.model_validate(record.document).spec
+        others = [v.value for v in spec.variations if v.value != spec.control]
+        flags = split_store_for(spec.flag, spec.control, others[0])
+        restored = restore_abandoned(record, flags, store, SystemClock(), force=force)
+    click.echo(f"experiment {record.id}: the prior targeting of flag '{restored.key}' is back "
+               f"(version {restored.version})")  # fmt: skip

@@ -15,7 +15,9 @@ Every exit path ends with the flag at a known state:
 - no winner by the end (duration or max): restored; exit 1;
 - Ctrl-C or SIGTERM: restored; exit 130;
 - a metrics or flag backend error: restored (retried hard); exit 3;
-- someone else changed the flag during the experiment: left as they left it; exit 3.
+- someone else changed the flag during the experiment: left as they left it; exit 3;
+- its process killed (SIGKILL, a lost host): the split and the claim stay until
+  `canaryctl experiment restore ID` puts the prior targeting back (`restore_abandoned`).
 """
 
 from __future__ import annotations
@@ -29,14 +31,20 @@ from typing import Any
 
 from canaryctl.analysis.experiment import Decision, Design, Evidence, decide
 from canaryctl.clock import Clock
-from canaryctl.controller.store import StateStore
-from canaryctl.errors import CanaryError, FlagConflict, Interrupted, StateBackendError
+from canaryctl.controller.store import ExperimentRecord, StateStore
+from canaryctl.errors import (
+    CanaryError,
+    FlagConflict,
+    Interrupted,
+    InvalidInput,
+    StateBackendError,
+)
 from canaryctl.experiment.summary import add_interval, design_of
-from canaryctl.flags.base import FlagClaim, FlagSnapshot, SplitStore
+from canaryctl.flags.base import FlagClaim, FlagSnapshot, SplitStore, process_alive
 from canaryctl.metrics.base import MetricsSource
 from canaryctl.runbook.experiment import Experiment
 
-__all__ = ["EXIT_CODES", "ExperimentResult", "ExperimentRunner"]
+__all__ = ["EXIT_CODES", "ExperimentResult", "ExperimentRunner", "restore_abandoned"]
 
 EXIT_CODES = {"winner": 0, "no_winner": 1, "error": 3, "interrupted": 130}
 """Per outcome, in the tool's table (README): 1 is a negative verdict, like an undecided gate."""
@@ -275,3 +283,54 @@ class ExperimentRunner:
             ) from exc
         self.emit({"event": "finish", **result.to_dict()})
         return result
+
+
+def restore_abandoned(
+    record: ExperimentRecord,
+    flags: SplitStore,
+    store: StateStore,
+    clock: Clock,
+    *,
+    force: bool = False,
+) -> FlagSnapshot:
+    """Put back the targeting an experiment found, when its process died without doing so
+    (SIGKILL, a lost host): the journal holds the prior flag and the version the experiment
+    last wrote, so a flag someone changed since is left alone (FlagConflict, exit 3)."""
+    if record.phase == "finished":
+        raise InvalidInput(
+            f"experiment {record.id} has ended ({record.outcome}: {record.reason}); "
+            "there is nothing to restore"
+        )
+    alive = process_alive(record.host, record.pid)
+    if alive:
+        raise InvalidInput(
+            f"experiment {record.id} is still running (process {record.pid} on {record.host}): "
+            "stop it with Ctrl-C or SIGTERM, which restores the flag"
+        )
+    if alive is None and not force:
+        raise InvalidInput(
+            f"experiment {record.id} runs on host {record.host}, where canaryctl cannot tell "
+            f"whether process {record.pid} still lives; --force if you know it does not"
+        )
+    claim = FlagClaim(token=uuid.uuid4().hex, run_id=None, state=store.where,
+                      host=socket.gethostname(), pid=os.getpid(), at=clock.now(),
+                      holder="experiment")  # fmt: skip
+    flags.claim(claim, take_over=True)
+    try:
+        restored = flags.restore(
+            record.prior_flag,
+            expect_version=record.flag_version or record.prior_flag.version,
+            comment=f"canaryctl experiment restore {record.id}: its process died",
+        )
+        store.finish_experiment(
+            record.id,
+            outcome="error",
+            reason="its process died; the prior targeting was restored by `experiment restore`",
+            exit_code=EXIT_CODES["error"],
+            winner=None,
+            at=clock.now(),
+            final_weights=None,
+        )
+    finally:
+        flags.release(claim)
+    return restored
