@@ -43,6 +43,7 @@ KINDS = {
     "MetricProfile": "canaryctl.runbook.profile",
     "ChaosScenario": "canaryctl.runbook.scenario",
     "Guard": "canaryctl.runbook.guard",
+    "CostOptimization": "canaryctl.runbook.optimize",
 }
 """Each kind and the module that defines its model. Only the module of a document's own kind is
 imported: building pydantic classes is most of what `validate` spends, so a Rollout does not

@@ -1,0 +1,321 @@
+"""The facts the optimizer reads, gathered from where they live: eval results, the gateway's
+/metrics, the gateway document's prices, the flag file, and values written in the document.
+
+Precedence, per model and fact (the `sources` of each ModelFacts say which won):
+
+- accuracy: the document's `models.NAME.accuracy`, else an eval result (the low end of its
+  interval with `accuracy: lower_bound`, the default, or its score);
+- p95: the document's, else the gateway's latency histogram (`metrics`), else the eval's;
+- cost per query: the document's `cost_per_query_usd`, else mean tokens (the document's, else
+  the gateway's llm_tokens_total per request) priced with the gateway's ModelSpec.price (the one
+  cost formula), else the eval's cost per query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from canaryctl import retry
+from canaryctl.cost.flagplan import tier_splits
+from canaryctl.cost.optimize import ModelFacts, TierGoal
+from canaryctl.errors import InvalidInput, MetricsBackendError
+from canaryctl.flags.file import read_flag
+from canaryctl.metrics.measures import histogram_quantile
+from canaryctl.metrics.series import DURATION_BUCKET, REQUESTS, TOKENS
+from canaryctl.redact import redact_url
+from canaryctl.retry import BACKEND, Retryable, RetryPolicy
+from canaryctl.runbook.gateway import FileFlagSource, Gateway, GatewaySpec, RouteSpec
+from canaryctl.runbook.lab import Lab
+from canaryctl.runbook.loader import load_document
+from canaryctl.runbook.optimize import CostOptimizationSpec
+from canaryctl.runbook.reading import parse_json, read_text
+
+__all__ = [
+    "EvalFacts",
+    "Inputs",
+    "ObservedFacts",
+    "gather",
+    "read_evals",
+    "scrape_observed",
+]
+
+
+@dataclass(frozen=True)
+class EvalFacts:
+    model: str
+    score: float
+    lower_bound: float
+    items: int
+    p95_seconds: float | None
+    cost_per_query: float | None
+    source: str
+
+
+@dataclass(frozen=True)
+class ObservedFacts:
+    """One model's traffic as the gateway counted it (cumulative since the gateway started)."""
+
+    model: str
+    requests: float
+    p95_seconds: float | None
+    prompt_tokens: float | None
+    completion_tokens: float | None
+    """Mean tokens per request that reported usage; None without any."""
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Everything `solve` and the runbooks need, resolved from one document."""
+
+    gateway: GatewaySpec
+    route: RouteSpec
+    models: tuple[ModelFacts, ...]
+    goals: tuple[TierGoal, ...]
+    today: dict[str, dict[str, float]]
+
+
+def _field(data: Any, key: str, source: str, where: str) -> Any:
+    if not isinstance(data, dict) or key not in data:
+        raise InvalidInput(f"{source}: {where}{key}: missing; is this a gate or eval result?")
+    return data[key]
+
+
+def _score(entry: Any, source: str, where: str) -> EvalFacts:
+    model = _field(entry, "model", source, where)
+    score, items = _field(entry, "score", source, where), _field(entry, "items", source, where)
+    interval = _field(entry, "interval", source, where)
+    numbers = isinstance(score, int | float) and isinstance(items, int) and items > 0
+    pair = isinstance(interval, list) and len(interval) == 2
+    if not (isinstance(model, str) and numbers and pair and 0 <= score <= 1):
+        raise InvalidInput(f"{source}: {where}: not an eval score (model, score, items, interval)")
+    p95, cost = entry.get("latency_p95_seconds"), entry.get("cost_per_query_usd")
+    return EvalFacts(
+        model=model,
+        score=float(score),
+        lower_bound=float(interval[0]),
+        items=items,
+        p95_seconds=float(p95) if isinstance(p95, int | float) else None,
+        cost_per_query=float(cost) if isinstance(cost, int | float) else None,
+        source=source,
+    )
+
+
+def read_evals(paths: Sequence[Path]) -> dict[str, EvalFacts]:
+    """Each model's eval: from `canaryctl gate --json-file` results (both variants) or a JSON
+    list of per-model scores (ModelScore.to_dict()). A model evaluated twice keeps the eval
+    with more items."""
+    found: dict[str, EvalFacts] = {}
+    for path in paths:
+        data = parse_json(read_text(path), str(path))
+        if isinstance(data, list):
+            entries = [(_score(e, str(path), f"[{i}]"), i) for i, e in enumerate(data)]
+        else:
+            report = _field(data, "eval", str(path), "")
+            if report is None:
+                raise InvalidInput(f"{path}: eval: null, the gate ran no eval")
+            entries = [
+                (_score(_field(report, side, str(path), "eval."), str(path), f"eval.{side}"), 0)
+                for side in ("baseline", "canary")
+            ]
+        for facts, _ in entries:
+            kept = found.get(facts.model)
+            if kept is None or facts.items > kept.items:
+                found[facts.model] = facts
+    return found
+
+
+def scrape_observed(
+    urls: Sequence[str],
+    route: str,
+    *,
+    client: httpx.Client | None = None,
+    policy: RetryPolicy = BACKEND,
+) -> dict[str, ObservedFacts]:
+    """Per model (what answered), from the gateways' /metrics: the p95 of
+    llm_request_duration_seconds (Prometheus' histogram_quantile over its buckets) and mean
+    tokens per request. MetricsBackendError (exit 3) when a gateway cannot be read."""
+    buckets: dict[str, dict[float, float]] = {}
+    requests: dict[str, float] = {}
+    tokens: dict[tuple[str, str], float] = {}
+    own = client or httpx.Client(timeout=5.0)
+    try:
+        for url in urls:
+            for sample in _samples(own, url, policy):
+                name, labels, value = sample
+                if labels.get("route") != route or "model" not in labels:
+                    continue
+                model = labels["model"]
+                if name == DURATION_BUCKET:
+                    le = float(labels["le"])
+                    per = buckets.setdefault(model, {})
+                    per[le] = per.get(le, 0.0) + value
+                elif name == REQUESTS and labels.get("outcome") != "rejected":
+                    requests[model] = requests.get(model, 0.0) + value
+                elif name == TOKENS and labels.get("kind") in ("prompt", "completion"):
+                    key = (model, labels["kind"])
+                    tokens[key] = tokens.get(key, 0.0) + value
+    finally:
+        if client is None:
+            own.close()
+    observed = {}
+    for model, count in requests.items():
+        quantile = histogram_quantile(0.95, tuple(sorted(buckets.get(model, {}).items())))
+        prompt, completion = tokens.get((model, "prompt")), tokens.get((model, "completion"))
+        with_usage = count if prompt is not None or completion is not None else 0.0
+        observed[model] = ObservedFacts(
+            model,
+            count,
+            quantile,
+            (prompt or 0.0) / with_usage if with_usage else None,
+            (completion or 0.0) / with_usage if with_usage else None,
+        )
+    return observed
+
+
+def _samples(
+    client: httpx.Client, url: str, policy: RetryPolicy
+) -> list[tuple[str, dict[str, str], float]]:
+    def attempt() -> list[tuple[str, dict[str, str], float]]:
+        try:
+            response = client.get(url)
+        except httpx.HTTPError as exc:
+            raise Retryable(type(exc).__name__) from exc
+        if response.status_code != 200:
+            raise Retryable(f"HTTP {response.status_code}")
+        try:
+            families = list(text_string_to_metric_families(response.text))
+        except (ValueError, IndexError, KeyError, TypeError) as exc:
+            raise Retryable(f"not Prometheus exposition text ({exc})") from exc
+        return [(s.name, dict(s.labels), s.value) for f in families for s in f.samples]
+
+    try:
+        return retry.call(attempt, policy)
+    except Retryable as failure:
+        raise MetricsBackendError(
+            f"cost optimize: cannot read metrics from {redact_url(url)} after "
+            f"{policy.attempts} attempt(s): {failure.reason}"
+        ) from failure.__cause__
+
+
+def _gateway(path: Path) -> GatewaySpec:
+    doc = load_document(path)
+    if isinstance(doc, Lab):
+        return doc.spec.gateway
+    if isinstance(doc, Gateway):
+        return doc.spec
+    raise InvalidInput(f"{path}: spec.gateway: expected a Gateway or Lab document")
+
+
+def _route(spec: CostOptimizationSpec, gateway: GatewaySpec) -> RouteSpec:
+    routes = {r.name: r for r in gateway.routes}
+    if spec.route is None:
+        if len(routes) != 1:
+            raise InvalidInput(f"spec.route: the gateway has routes {', '.join(routes)}; pick one")
+        return gateway.routes[0]
+    if spec.route not in routes:
+        raise InvalidInput(f"spec.route: '{spec.route}' is not a route of {spec.gateway}")
+    return routes[spec.route]
+
+
+def _today(
+    spec: CostOptimizationSpec, gateway: GatewaySpec, route: RouteSpec, models: set[str]
+) -> dict[str, dict[str, float]]:
+    if spec.today is not None:
+        missing = [t for t in spec.tiers if t not in spec.today]
+        if missing:
+            raise InvalidInput(f"spec.today: no split for tier(s) {', '.join(missing)}")
+        today = {t: dict(spec.today[t]) for t in spec.tiers}
+    elif isinstance(gateway.flags, FileFlagSource):
+        _, flag = read_flag(gateway.flags.path, route.flag)
+        today = tier_splits(flag, spec.tiers)
+    else:
+        raise InvalidInput(
+            "spec.today: the gateway's flags live in LaunchDarkly; write today's split per tier"
+        )
+    for tier, split in today.items():
+        total = sum(split.values())
+        for model in split:
+            if model not in models:
+                raise InvalidInput(f"spec.today.{tier}: '{model}' is not a model of the gateway")
+        today[tier] = {m: share / total for m, share in split.items() if share > 0}
+    return today
+
+
+def gather(
+    spec: CostOptimizationSpec, *, client: httpx.Client | None = None, policy: RetryPolicy = BACKEND
+) -> Inputs:
+    """Read every source the document names and resolve each model's facts."""
+    gateway = _gateway(spec.gateway)
+    route = _route(spec, gateway)
+    names = {m.name for m in gateway.models}
+    for where, listed in [("spec.models", spec.models)] + [
+        (f"spec.tiers.{t}.models", {n: None for n in g.models or []}) for t, g in spec.tiers.items()
+    ]:
+        for name in listed:
+            if name not in names:
+                raise InvalidInput(f"{where}: '{name}' is not a model of {spec.gateway}")
+    evals = read_evals(spec.evals)
+    observed = scrape_observed(spec.metrics, route.name, client=client, policy=policy)
+    facts = tuple(
+        _facts(m.name, m.price.usd, spec, evals.get(m.name), observed.get(m.name))
+        for m in gateway.models
+    )
+    total = sum(g.share for g in spec.tiers.values())
+    goals = tuple(
+        TierGoal(
+            name=tier,
+            monthly_queries=spec.monthly_queries * goal.share / total,
+            max_p95_seconds=goal.p95,
+            min_accuracy=goal.min_accuracy,
+            models=None if goal.models is None else frozenset(goal.models),
+        )
+        for tier, goal in spec.tiers.items()
+    )
+    return Inputs(gateway, route, facts, goals, _today(spec, gateway, route, names))
+
+
+def _facts(
+    name: str,
+    usd: Any,
+    spec: CostOptimizationSpec,
+    evaluated: EvalFacts | None,
+    observed: ObservedFacts | None,
+) -> ModelFacts:
+    given = spec.models.get(name)
+    sources: dict[str, str] = {}
+    accuracy = None if given is None else given.accuracy
+    if accuracy is not None:
+        sources["accuracy"] = "document"
+    elif evaluated is not None:
+        lower = spec.accuracy == "lower_bound"
+        accuracy = evaluated.lower_bound if lower else evaluated.score
+        sources["accuracy"] = f"eval {Path(evaluated.source).name} ({evaluated.items} items)"
+    p95 = None if given is None else given.p95
+    if p95 is not None:
+        sources["p95"] = "document"
+    elif observed is not None and observed.p95_seconds is not None:
+        p95 = observed.p95_seconds
+        sources["p95"] = f"metrics ({observed.requests:.0f} requests)"
+    elif evaluated is not None and evaluated.p95_seconds is not None:
+        p95 = evaluated.p95_seconds
+        sources["p95"] = "eval"
+    cost = None if given is None else given.cost_per_query_usd
+    if cost is not None:
+        sources["cost"] = "document"
+    elif given is not None and given.tokens is not None:
+        cost = usd(given.tokens.prompt, given.tokens.completion)
+        sources["cost"] = "document tokens x price"
+    elif observed is not None and observed.prompt_tokens is not None:
+        cost = usd(observed.prompt_tokens, observed.completion_tokens or 0.0)
+        sources["cost"] = "metrics tokens x price"
+    elif evaluated is not None and evaluated.cost_per_query is not None:
+        cost = evaluated.cost_per_query
+        sources["cost"] = "eval"
+    return ModelFacts(name, accuracy, p95, cost, sources)
+
