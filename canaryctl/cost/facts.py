@@ -318,4 +318,3 @@ def _facts(
         cost = evaluated.cost_per_query
         sources["cost"] = "eval"
     return ModelFacts(name, accuracy, p95, cost, sources)
-

@@ -80,9 +80,7 @@ def with_plan(flag: Mapping[str, Any], plan: Mapping[str, Mapping[str, float]]) 
         {
             "id": rule_id(tier),
             "description": f"tier {tier}",
-            "clauses": [
-                {"contextKind": "user", "attribute": "tier", "op": "in", "values": [tier]}
-            ],
+            "clauses": [{"contextKind": "user", "attribute": "tier", "op": "in", "values": [tier]}],
             **_rollout(dict(sorted(split.items(), key=lambda kv: -kv[1])), variations),
             "trackEvents": False,
         }

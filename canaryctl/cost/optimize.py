@@ -238,7 +238,8 @@ def solve(models: Sequence[ModelFacts], goals: Sequence[TierGoal]) -> Solution:
         raise CanaryError(f"cost optimize: the LP solver failed: {result.message}")
     plans = []
     for row, (goal, eligible) in enumerate(served):
-        shares = {m.name: float(x) for (g, m), x in zip(columns, result.x, strict=True) if g is goal}
+        picked = zip(columns, result.x, strict=True)
+        shares = {m.name: float(x) for (g, m), x in picked if g is goal}
         plans.append(_plan(goal, models, eligible, shares, float(result.ineqlin.marginals[row])))
     return Solution(tuple(plans), tuple(infeasible))
 

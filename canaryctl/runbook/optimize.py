@@ -9,6 +9,7 @@ runbooks that move each tier to the plan. See docs/cost-optimize.md.
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -81,7 +82,7 @@ class RolloutTemplate(Strict):
     def _increasing(cls, weights: list[float]) -> list[float]:
         if any(not 0 < w <= 100 for w in weights):
             raise ValueError("each weight is a percent in (0, 100]")
-        if any(b <= a for a, b in zip(weights, weights[1:], strict=False)):
+        if any(b <= a for a, b in pairwise(weights)):
             raise ValueError("weights must increase")
         return weights
 
