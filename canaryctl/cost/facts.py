@@ -22,6 +22,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from canaryctl import retry
+from canaryctl.cost.eval_results import EvalFacts, read_evals
 from canaryctl.cost.flagplan import tier_splits
 from canaryctl.cost.optimize import ModelFacts, TierGoal
 from canaryctl.errors import InvalidInput, MetricsBackendError
@@ -34,27 +35,8 @@ from canaryctl.runbook.gateway import FileFlagSource, Gateway, GatewaySpec, Rout
 from canaryctl.runbook.lab import Lab
 from canaryctl.runbook.loader import load_document
 from canaryctl.runbook.optimize import CostOptimizationSpec
-from canaryctl.runbook.reading import parse_json, read_text
 
-__all__ = [
-    "EvalFacts",
-    "Inputs",
-    "ObservedFacts",
-    "gather",
-    "read_evals",
-    "scrape_observed",
-]
-
-
-@dataclass(frozen=True)
-class EvalFacts:
-    model: str
-    score: float
-    lower_bound: float
-    items: int
-    p95_seconds: float | None
-    cost_per_query: float | None
-    source: str
+__all__ = ["Inputs", "ObservedFacts", "gather", "scrape_observed"]
 
 
 @dataclass(frozen=True)
@@ -78,56 +60,6 @@ class Inputs:
     models: tuple[ModelFacts, ...]
     goals: tuple[TierGoal, ...]
     today: dict[str, dict[str, float]]
-
-
-def _field(data: Any, key: str, source: str, where: str) -> Any:
-    if not isinstance(data, dict) or key not in data:
-        raise InvalidInput(f"{source}: {where}{key}: missing; is this a gate or eval result?")
-    return data[key]
-
-
-def _score(entry: Any, source: str, where: str) -> EvalFacts:
-    model = _field(entry, "model", source, where)
-    score, items = _field(entry, "score", source, where), _field(entry, "items", source, where)
-    interval = _field(entry, "interval", source, where)
-    numbers = isinstance(score, int | float) and isinstance(items, int) and items > 0
-    pair = isinstance(interval, list) and len(interval) == 2
-    if not (isinstance(model, str) and numbers and pair and 0 <= score <= 1):
-        raise InvalidInput(f"{source}: {where}: not an eval score (model, score, items, interval)")
-    p95, cost = entry.get("latency_p95_seconds"), entry.get("cost_per_query_usd")
-    return EvalFacts(
-        model=model,
-        score=float(score),
-        lower_bound=float(interval[0]),
-        items=items,
-        p95_seconds=float(p95) if isinstance(p95, int | float) else None,
-        cost_per_query=float(cost) if isinstance(cost, int | float) else None,
-        source=source,
-    )
-
-
-def read_evals(paths: Sequence[Path]) -> dict[str, EvalFacts]:
-    """Each model's eval: from `canaryctl gate --json-file` results (both variants) or a JSON
-    list of per-model scores (ModelScore.to_dict()). A model evaluated twice keeps the eval
-    with more items."""
-    found: dict[str, EvalFacts] = {}
-    for path in paths:
-        data = parse_json(read_text(path), str(path))
-        if isinstance(data, list):
-            entries = [(_score(e, str(path), f"[{i}]"), i) for i, e in enumerate(data)]
-        else:
-            report = _field(data, "eval", str(path), "")
-            if report is None:
-                raise InvalidInput(f"{path}: eval: null, the gate ran no eval")
-            entries = [
-                (_score(_field(report, side, str(path), "eval."), str(path), f"eval.{side}"), 0)
-                for side in ("baseline", "canary")
-            ]
-        for facts, _ in entries:
-            kept = found.get(facts.model)
-            if kept is None or facts.items > kept.items:
-                found[facts.model] = facts
-    return found
 
 
 def scrape_observed(

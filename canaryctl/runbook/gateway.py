@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from canaryctl.request_limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_JSON_DEPTH
 from canaryctl.runbook.common import API_VERSION, DocPath, Duration, Metadata, Strict, built_on_use
@@ -15,6 +16,7 @@ __all__ = [
     "BudgetsSpec",
     "CacheSpec",
     "ContextSpec",
+    "DowngradeSpec",
     "FileFlagSource",
     "FlagSource",
     "Gateway",
@@ -116,6 +118,13 @@ class RouteSpec(Strict):
     name: str = Field(min_length=1)
     flag: str = Field(min_length=1, description="flag key whose variation names the model")
     default_model: str = Field(description="served when the flag cannot be evaluated")
+    criticality: Literal["normal", "low"] = Field(
+        default="normal",
+        description="low: spec.downgrade may serve it the cheapest model meeting min_quality",
+    )
+    min_quality: float | None = Field(
+        default=None, ge=0, le=1, description="the quality floor a downgrade must keep"
+    )
 
 
 class ContextSpec(Strict):
@@ -268,6 +277,53 @@ class AuthSpec(Strict):
         return self
 
 
+class DowngradeSpec(Strict):
+    """When low-criticality work (routes marked `criticality: low`, and `jobs`) is served by the
+    cheapest model whose quality meets the floor: see canaryctl/gateway/downgrade.py.
+
+    `when`: `always`; `budget` (once the requester has used `share` of any budget that applies
+    to the request); `hours` (inside one of `hours`, UTC windows such as `22:00-06:00`).
+    Quality per model comes from `quality` (model -> score, 0..1) and `quality_file` (the JSON
+    of `canaryctl gate --json-file`, or a list of eval scores); `quality` wins where both speak.
+    """
+
+    when: Literal["always", "budget", "hours"] = "always"
+    share: float | None = Field(default=None, gt=0, lt=1, description="when: budget")
+    hours: list[str] = Field(default_factory=list, description="when: hours; UTC HH:MM-HH:MM")
+    quality: dict[str, float] = Field(default_factory=dict)
+    quality_file: DocPath | None = None
+    jobs: dict[str, float] = Field(
+        default_factory=dict, description="job (the X-Job header) -> its quality floor"
+    )
+
+    @field_validator("quality", "jobs")
+    @classmethod
+    def _shares(cls, values: dict[str, float]) -> dict[str, float]:
+        for name, value in values.items():
+            if not 0 <= value <= 1:
+                raise ValueError(f"{name}: must be between 0 and 1")
+        return values
+
+    @field_validator("hours")
+    @classmethod
+    def _windows(cls, hours: list[str]) -> list[str]:
+        for i, window in enumerate(hours):
+            if _HOURS.match(window) is None:
+                raise ValueError(f"[{i}]: '{window[:20]}' is not a window such as 22:00-06:00")
+        return hours
+
+    @model_validator(mode="after")
+    def _policy_complete(self) -> DowngradeSpec:
+        if self.when == "budget" and self.share is None:
+            raise ValueError("when: budget needs a `share` (e.g. 0.8)")
+        if self.when == "hours" and not self.hours:
+            raise ValueError("when: hours needs `hours` (e.g. ['22:00-06:00'])")
+        return self
+
+
+_HOURS = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$")
+
+
 class GatewaySpec(Strict):
     listen: str = Field(default="127.0.0.1:8080", pattern=r"^[^:]+:\d+$")
     flags: FlagSource
@@ -279,6 +335,7 @@ class GatewaySpec(Strict):
     tracing: TracingSpec | None = Field(default=None, description="off unless set")
     limits: LimitsSpec = built_on_use(LimitsSpec)
     auth: AuthSpec = built_on_use(AuthSpec)
+    downgrade: DowngradeSpec | None = Field(default=None, description="off unless set")
 
     @model_validator(mode="after")
     def _references_resolve(self) -> GatewaySpec:
@@ -297,6 +354,12 @@ class GatewaySpec(Strict):
                 if name == model.name:
                     raise ValueError(f"models[{i}].fallback: a model cannot fall back to itself")
         routes = {r.name for r in self.routes}
+        for i, route in enumerate(self.routes):
+            if route.criticality == "low" and route.min_quality is None:
+                raise ValueError(f"routes[{i}].min_quality: a low-criticality route needs one")
+        for model in self.downgrade.quality if self.downgrade else {}:
+            if model not in names:
+                raise ValueError(f"downgrade.quality: '{model}' is not a model")
         cached = (self.cache.routes or []) if self.cache else []
         for route in cached:
             if route not in routes:
