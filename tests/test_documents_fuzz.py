@@ -37,7 +37,7 @@ SHIPPED = sorted(
         *ROOT.glob("canaryctl/metrics/profiles/*.yaml"),
     ]
 )
-KINDS = ("Rollout", "Gateway", "Lab", "MetricProfile", "ChaosScenario", "Guard")
+KINDS = ("Rollout", "Gateway", "Lab", "MetricProfile", "ChaosScenario", "Guard", "CostOptimization")
 
 settings.register_profile(
     "canaryctl",

@@ -244,6 +244,20 @@ def solve(models: Sequence[ModelFacts], goals: Sequence[TierGoal]) -> Solution:
     return Solution(tuple(plans), tuple(infeasible))
 
 
+def _cheapest(goal: TierGoal, eligible: Sequence[ModelFacts]) -> float | None:
+    """The least cost per query of one tier served by `eligible`, None if none can."""
+    result = linprog(
+        [m.cost_per_query or 0.0 for m in eligible],
+        A_ub=[[-(m.accuracy or 0.0) for m in eligible]],
+        b_ub=[-goal.min_accuracy],
+        A_eq=[[1.0] * len(eligible)],
+        b_eq=[1.0],
+        bounds=(0.0, 1.0),
+        method="highs-ds",
+    )
+    return float(result.fun) if result.status == 0 else None
+
+
 def _plan(
     goal: TierGoal,
     models: Sequence[ModelFacts],
@@ -261,16 +275,22 @@ def _plan(
         binding.append(
             Binding(goal.name, "min_accuracy", f"accuracy >= {goal.min_accuracy:g} holds exactly")
         )
-    cheapest_used = min(facts[n].cost_per_query or 0.0 for n in split)
-    for m in models:  # a cheaper model the p95 bound or the allow-list keeps out
-        if m.name in facts or m.cost_per_query is None or m.cost_per_query >= cheapest_used:
+    for m in models:  # a model kept out by p95 or the allow-list that would lower the cost
+        if m.name in facts or m.cost_per_query is None or m.accuracy is None:
+            continue
+        relaxed = _cheapest(goal, [*eligible, m])
+        if relaxed is None or relaxed >= _cheapest(goal, eligible) - 1e-12:  # type: ignore[operator]
             continue
         if goal.models is not None and m.name not in goal.models:
-            binding.append(Binding(goal.name, "models", f"keeps out the cheaper {m.name}"))
-        elif goal.max_p95_seconds is not None:
+            binding.append(
+                Binding(goal.name, "models", f"keeps out {m.name}, which would cost less")
+            )
+        else:
             shown = "unmeasured" if m.p95_seconds is None else f"{m.p95_seconds:.2f}s"
             binding.append(
-                Binding(goal.name, "p95", f"keeps out the cheaper {m.name} (p95 {shown})")
+                Binding(
+                    goal.name, "p95", f"keeps out {m.name} (p95 {shown}), which would cost less"
+                )
             )
     p95s = [facts[n].p95_seconds for n in split]
     return TierPlan(

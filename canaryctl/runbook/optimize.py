@@ -106,8 +106,11 @@ class RolloutTemplate(Strict):
             Rollout.model_validate({**doc, "spec": spec})
         except ValidationError as exc:
             first = exc.errors(include_url=False)[0]
-            where = ".".join(str(p) for p in first["loc"][1:])
+            tags = {self.flag.get("provider"), self.metrics.get("provider")}
+            where = ".".join(str(p) for p in first["loc"][1:] if p not in tags)
             message = first["msg"].removeprefix("Value error, ")
+            if first["type"] == "missing":
+                message = "required field is missing"
             raise ValueError(f"{where}: {message}") from None
         return self
 
