@@ -437,3 +437,41 @@ def test_a_broken_eval_file_exits_2_naming_it(tmp_path: Path) -> None:
     (tmp_path / "evals.json").write_text('{"eval": null}')
     code, _, err = _run(str(path))
     assert code == 2 and "the gate ran no eval" in err
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 500) | st.floats(-1, 2) | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "model",
+                    "score",
+                    "items",
+                    "interval",
+                    "eval",
+                    "baseline",
+                    "canary",
+                    "latency_p95_seconds",
+                    "cost_per_query_usd",
+                    "x",
+                ]
+            ),
+            children,
+            max_size=6,
+        )
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(evals=JSON)
+def test_any_eval_file_gets_an_answer_never_a_traceback(tmp_path_factory: Any, evals: Any) -> None:
+    folder = tmp_path_factory.mktemp("hostile")
+    path = _folder(folder)
+    (folder / "evals.json").write_text(json.dumps(evals))
+    code, _, err = _run(str(path), "-o", "json")
+    assert code in (0, 1, 2), err
+    assert "unexpected" not in err and "Traceback" not in err

@@ -34,22 +34,33 @@ def _field(data: Any, key: str, source: str, where: str) -> Any:
     return data[key]
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _score(entry: Any, source: str, where: str) -> EvalFacts:
     model = _field(entry, "model", source, where)
     score, items = _field(entry, "score", source, where), _field(entry, "items", source, where)
     interval = _field(entry, "interval", source, where)
-    numbers = isinstance(score, int | float) and isinstance(items, int) and items > 0
-    pair = isinstance(interval, list) and len(interval) == 2
+    numbers = _number(score) and _number(items) and isinstance(items, int) and items > 0
+    pair = (
+        isinstance(interval, list)
+        and len(interval) == 2
+        and all(_number(v) and 0 <= v <= 1 for v in interval)
+    )
     if not (isinstance(model, str) and numbers and pair and 0 <= score <= 1):
         raise InvalidInput(f"{source}: {where}: not an eval score (model, score, items, interval)")
     p95, cost = entry.get("latency_p95_seconds"), entry.get("cost_per_query_usd")
+    for name, value in (("latency_p95_seconds", p95), ("cost_per_query_usd", cost)):
+        if value is not None and not (_number(value) and value >= 0):
+            raise InvalidInput(f"{source}: {where}.{name}: must be a number >= 0 or null")
     return EvalFacts(
         model=model,
         score=float(score),
         lower_bound=float(interval[0]),
         items=items,
-        p95_seconds=float(p95) if isinstance(p95, int | float) else None,
-        cost_per_query=float(cost) if isinstance(cost, int | float) else None,
+        p95_seconds=None if p95 is None else float(p95),
+        cost_per_query=None if cost is None else float(cost),
         source=source,
     )
 

@@ -13,6 +13,7 @@ Precedence, per model and fact (the `sources` of each ModelFacts say which won):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -249,4 +250,6 @@ def _facts(
     elif evaluated is not None and evaluated.cost_per_query is not None:
         cost = evaluated.cost_per_query
         sources["cost"] = "eval"
+    if cost is not None and not math.isfinite(cost * spec.monthly_queries):
+        raise InvalidInput(f"{spec.gateway}: {name}: its price is too large to add up")
     return ModelFacts(name, accuracy, p95, cost, sources)

@@ -30,8 +30,6 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linprog
 
-from canaryctl.errors import CanaryError
-
 __all__ = [
     "SHARE_EPSILON",
     "Binding",
@@ -234,8 +232,8 @@ def solve(models: Sequence[ModelFacts], goals: Sequence[TierGoal]) -> Solution:
         bounds=(0.0, 1.0),
         method="highs-ds",
     )
-    if result.status != 0:  # every tier was shown feasible above: this is the solver's fault
-        raise CanaryError(f"cost optimize: the LP solver failed: {result.message}")
+    if result.status != 0:  # every tier was shown feasible above: a bug, reported as one
+        raise RuntimeError(f"cost optimize: the LP solver failed: {result.message}")
     plans = []
     for row, (goal, eligible) in enumerate(served):
         picked = zip(columns, result.x, strict=True)

@@ -29,8 +29,8 @@ __all__ = [
 class TokensSpec(Strict):
     """Mean tokens of one query: priced with the gateway's ModelSpec.price."""
 
-    prompt: float = Field(ge=0)
-    completion: float = Field(ge=0)
+    prompt: float = Field(ge=0, le=1e9)
+    completion: float = Field(ge=0, le=1e9)
 
 
 class ModelFactsSpec(Strict):
@@ -39,7 +39,7 @@ class ModelFactsSpec(Strict):
     accuracy: float | None = Field(default=None, ge=0, le=1, description="share right, 0..1")
     p95: Duration | None = Field(default=None, description="observed p95 latency")
     tokens: TokensSpec | None = None
-    cost_per_query_usd: float | None = Field(default=None, ge=0)
+    cost_per_query_usd: float | None = Field(default=None, ge=0, le=1000)
 
 
 class TierGoalSpec(Strict):
@@ -118,7 +118,7 @@ class RolloutTemplate(Strict):
 class CostOptimizationSpec(Strict):
     gateway: DocPath = Field(description="a Gateway or Lab document: the models and prices")
     route: str | None = Field(default=None, description="default: the gateway's only route")
-    monthly_queries: float = Field(gt=0, description="queries a month on the route")
+    monthly_queries: float = Field(gt=0, le=1e12, description="queries a month on the route")
     tiers: dict[str, TierGoalSpec] = Field(min_length=1)
     evals: list[DocPath] = Field(
         default_factory=list, description="`canaryctl gate --json-file` results"
