@@ -33,43 +33,44 @@ def _text(report: OptimizeReport, written: list[Path]) -> None:
     data = report.to_dict()
     console = Console(highlight=False)
     models = Table(title=f"models on route {data['route']}")
-    for column in ("model", "accuracy", "p95", "cost/query", "from"):
-        models.add_column(column)
+    for column in ("model", "accuracy", "p95", "cost/query"):
+        models.add_column(column, justify="left" if column == "model" else "right")
     for m in data["models"]:
-        sources = ", ".join(f"{k}: {v}" for k, v in m["sources"].items())
-        accuracy = "—" if m["accuracy"] is None else f"{m['accuracy']:.4f}"
-        p95 = "—" if m["p95_seconds"] is None else f"{m['p95_seconds']:.2f}s"
-        cost = "—" if m["cost_per_query_usd"] is None else f"${m['cost_per_query_usd']:.6f}"
-        models.add_row(m["model"], accuracy, p95, cost, sources)
-    console.print(models)
-    tiers = Table(title="plan per tier (USD a month)")
-    for column in ("tier", "queries", "constraints", "today", "plan", "today $", "plan $"):
-        tiers.add_column(column)
-    for t in data["tiers"]:
-        c = t["constraints"]
-        bounds = f"p95<={c['p95_seconds']:g}s " if c["p95_seconds"] is not None else ""
-        bounds += f"acc>={c['min_accuracy']:g}"
-        plan = t["plan"]
-        tiers.add_row(
-            t["tier"],
-            f"{t['monthly_queries']:,.0f}",
-            bounds,
-            _split(t["today"]["split"]),
-            "infeasible" if plan is None else _split(plan["split"]),
-            _usd(t["today"]["monthly_usd"]),
-            "—" if plan is None else _usd(plan["monthly_usd"]),
+        models.add_row(
+            m["model"],
+            "—" if m["accuracy"] is None else f"{m['accuracy']:.3f}",
+            "—" if m["p95_seconds"] is None else f"{m['p95_seconds']:.2f}s",
+            "—" if m["cost_per_query_usd"] is None else f"${m['cost_per_query_usd']:.6f}",
         )
-    console.print(tiers)
+    console.print(models)
+    for t in data["tiers"]:
+        c, plan = t["constraints"], t["plan"]
+        bounds = f"p95 <= {c['p95_seconds']:g}s, " if c["p95_seconds"] is not None else ""
+        bounds += f"accuracy >= {c['min_accuracy']:g}"
+        if c["models"]:
+            bounds += f", only {', '.join(c['models'])}"
+        console.print(
+            f"\n[bold]{t['tier']}[/] ({t['monthly_queries']:,.0f} queries a month; {bounds})"
+        )
+        console.print(
+            f"  today {_split(t['today']['split'])}: {_usd(t['today']['monthly_usd'])}/month"
+        )
+        if plan is None:
+            console.print("  [bold red]no plan[/]")
+            continue
+        console.print(
+            f"  plan  {_split(plan['split'])}: {_usd(plan['monthly_usd'])}/month, "
+            f"accuracy {plan['accuracy']:.3f}"
+        )
+        for b in plan["binding"]:
+            console.print(f"  binds: {b['constraint']}: {b['message']}")
     for b in data["infeasible"]:
         console.print(f"[bold red]infeasible[/] {b['tier']}: {b['constraint']}: {b['message']}")
     if report.solution.feasible:
         console.print(
-            f"today {_usd(data['today_monthly_usd'])}/month -> planned "
+            f"\ntoday {_usd(data['today_monthly_usd'])}/month -> planned "
             f"{_usd(data['planned_monthly_usd'])}/month"
         )
-        for t in data["tiers"]:
-            for b in t["plan"]["binding"]:
-                console.print(f"  {t['tier']}: {b['constraint']} binds: {b['message']}")
     for path in written:
         console.print(f"wrote {path}")
 
