@@ -475,3 +475,18 @@ def test_any_eval_file_gets_an_answer_never_a_traceback(tmp_path_factory: Any, e
     code, _, err = _run(str(path), "-o", "json")
     assert code in (0, 1, 2), err
     assert "unexpected" not in err and "Traceback" not in err
+
+
+def test_a_run_with_finish_keep_ends_promoted_at_the_planned_split(tmp_path: Path) -> None:
+    """The whole runner on fakes (memory flag, scripted metrics, fake clock): the planned share
+    is the end state, and the canary is never moved to 100%."""
+    from tests.test_controller import Harness, make_rollout, steady
+
+    rollout = make_rollout(steps=[{"set_weight": 5}, {"pause": 30}, {"set_weight": 37.5}])
+    keep = rollout.model_copy(update={"spec": rollout.spec.model_copy(update={"finish": "keep"})})
+    harness = Harness(tmp_path, keep, steady())
+    result = harness.run()
+    assert (result.outcome, result.exit_code) == ("promoted", 0)
+    assert result.final_split is not None and result.final_split.canary == 37.5
+    assert harness.weights_written() == ["canary to 5%", "canary to 37.5%"]
+    assert harness.canary_weight() == 37.5
