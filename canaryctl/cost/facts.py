@@ -13,8 +13,10 @@ Precedence, per model and fact (the `sources` of each ModelFacts say which won):
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,9 +37,9 @@ from canaryctl.retry import BACKEND, Retryable, RetryPolicy
 from canaryctl.runbook.gateway import FileFlagSource, Gateway, GatewaySpec, RouteSpec
 from canaryctl.runbook.lab import Lab
 from canaryctl.runbook.loader import load_document
-from canaryctl.runbook.optimize import CostOptimizationSpec
+from canaryctl.runbook.optimize import CostOptimizationSpec, PrometheusFactsSpec
 
-__all__ = ["Inputs", "ObservedFacts", "gather", "scrape_observed"]
+__all__ = ["Inputs", "ObservedFacts", "gather", "prometheus_observed", "scrape_observed"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,8 @@ class ObservedFacts:
     prompt_tokens: float | None
     completion_tokens: float | None
     """Mean tokens per request that reported usage; None without any."""
+    source: str = "scrape"
+    """`scrape` (counts since each gateway started) or `prometheus` (over its window)."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,105 @@ def scrape_observed(
             (completion or 0.0) / with_usage if with_usage else None,
         )
     return observed
+
+
+_P95 = (
+    "histogram_quantile(0.95, sum by (model, le) "
+    "(increase(llm_request_duration_seconds_bucket{{route={route}}}[{window}])))"
+)
+_REQUESTS = (
+    'sum by (model) (increase(llm_requests_total{{route={route},outcome!="rejected"}}[{window}]))'
+)
+_TOKENS = "sum by (model, kind) (increase(llm_tokens_total{{route={route}}}[{window}]))"
+
+
+def prometheus_observed(
+    spec: PrometheusFactsSpec,
+    route: str,
+    *,
+    client: httpx.Client | None = None,
+    policy: RetryPolicy = BACKEND,
+    environ: Mapping[str, str] = os.environ,
+) -> dict[str, ObservedFacts]:
+    """Per model, over the last `window`, the same facts as a scrape: Prometheus computes the
+    p95 with histogram_quantile over the buckets' increase, and the tokens per request."""
+    headers = {}
+    if spec.bearer_token_env is not None:
+        token = environ.get(spec.bearer_token_env)
+        if not token:
+            raise InvalidInput(
+                f"spec.prometheus.bearer_token_env: environment variable "
+                f"{spec.bearer_token_env} is not set"
+            )
+        headers["Authorization"] = f"Bearer {token}"
+    values = {"route": json.dumps(route), "window": f"{math.ceil(spec.window)}s"}
+    own = client or httpx.Client(timeout=10.0)
+    try:
+
+        def ask(template: str) -> list[tuple[dict[str, str], float]]:
+            return _promql(own, spec.url, template.format(**values), headers, policy)
+
+        p95s = {labels.get("model", ""): value for labels, value in ask(_P95)}
+        requests = {labels.get("model", ""): value for labels, value in ask(_REQUESTS)}
+        tokens = {
+            (labels.get("model", ""), labels.get("kind", "")): v for labels, v in ask(_TOKENS)
+        }
+    finally:
+        if client is None:
+            own.close()
+    observed = {}
+    for model, count in requests.items():
+        if count <= 0 or not model:
+            continue
+        p95 = p95s.get(model)
+        prompt, completion = tokens.get((model, "prompt")), tokens.get((model, "completion"))
+        observed[model] = ObservedFacts(
+            model,
+            count,
+            p95 if p95 is not None and math.isfinite(p95) else None,
+            None if prompt is None else prompt / count,
+            None if completion is None else completion / count,
+            "prometheus",
+        )
+    return observed
+
+
+def _promql(
+    client: httpx.Client,
+    url: str,
+    query: str,
+    headers: Mapping[str, str],
+    policy: RetryPolicy,
+) -> list[tuple[dict[str, str], float]]:
+    """An instant vector: (labels, value) per series. MetricsBackendError after the retries."""
+
+    def attempt() -> list[tuple[dict[str, str], float]]:
+        try:
+            response = client.get(
+                url.rstrip("/") + "/api/v1/query", params={"query": query}, headers=headers
+            )
+        except httpx.HTTPError as exc:
+            raise Retryable(type(exc).__name__) from exc
+        if response.status_code >= 500 or response.status_code == 429:
+            raise Retryable(f"HTTP {response.status_code}")
+        try:
+            data = response.json()
+            if response.status_code != 200 or data.get("status") != "success":
+                raise MetricsBackendError(
+                    f"cost optimize: Prometheus at {redact_url(url)} refused `{query}`: "
+                    f"{data.get('error') or response.status_code}"
+                )
+            return [(dict(row["metric"]), float(row["value"][1])) for row in data["data"]["result"]]
+        except (ValueError, LookupError, TypeError, AttributeError) as exc:
+            raise Retryable(f"not a Prometheus answer ({type(exc).__name__})") from exc
+
+    try:
+        return retry.call(attempt, policy)
+    except Retryable as failure:
+        raise MetricsBackendError(
+            f"cost optimize: cannot query Prometheus at {redact_url(url)} after "
+            f"{policy.attempts} attempt(s): {failure.reason}"
+        ) from failure.__cause__
 
 
 def _samples(
@@ -195,6 +298,8 @@ def gather(
                 raise InvalidInput(f"{where}: '{name}' is not a model of {spec.gateway}")
     evals = read_evals(spec.evals)
     observed = scrape_observed(spec.metrics, route.name, client=client, policy=policy)
+    if spec.prometheus is not None:  # over a window: preferred to counts since each start
+        observed |= prometheus_observed(spec.prometheus, route.name, client=client, policy=policy)
     facts = tuple(
         _facts(m.name, m.price.usd, spec, evals.get(m.name), observed.get(m.name))
         for m in gateway.models
@@ -234,7 +339,7 @@ def _facts(
         sources["p95"] = "document"
     elif observed is not None and observed.p95_seconds is not None:
         p95 = observed.p95_seconds
-        sources["p95"] = f"metrics ({observed.requests:.0f} requests)"
+        sources["p95"] = f"{observed.source} ({observed.requests:.0f} requests)"
     elif evaluated is not None and evaluated.p95_seconds is not None:
         p95 = evaluated.p95_seconds
         sources["p95"] = "eval"
@@ -246,7 +351,7 @@ def _facts(
         sources["cost"] = "document tokens x price"
     elif observed is not None and observed.prompt_tokens is not None:
         cost = usd(observed.prompt_tokens, observed.completion_tokens or 0.0)
-        sources["cost"] = "metrics tokens x price"
+        sources["cost"] = f"{observed.source} tokens x price"
     elif evaluated is not None and evaluated.cost_per_query is not None:
         cost = evaluated.cost_per_query
         sources["cost"] = "eval"

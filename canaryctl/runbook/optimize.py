@@ -20,6 +20,7 @@ __all__ = [
     "CostOptimization",
     "CostOptimizationSpec",
     "ModelFactsSpec",
+    "PrometheusFactsSpec",
     "RolloutTemplate",
     "TierGoalSpec",
     "TokensSpec",
@@ -57,6 +58,16 @@ class TierGoalSpec(Strict):
         description="the LaunchDarkly targeting rule (id or description) serving this tier; "
         "default: 'tier NAME'",
     )
+
+
+class PrometheusFactsSpec(Strict):
+    """Read each model's p95 and tokens per request from a Prometheus scraping the gateways,
+    over the last `window`. The token never lives in the document: `bearer_token_env` names
+    the environment variable holding it."""
+
+    url: str = Field(pattern=r"^https?://", description="Prometheus base URL, without /api/v1")
+    window: Duration = Field(default=3600.0, ge=60)
+    bearer_token_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class RolloutTemplate(Strict):
@@ -130,6 +141,9 @@ class CostOptimizationSpec(Strict):
     metrics: list[str] = Field(
         default_factory=list,
         description="gateway /metrics URLs: p95 latency and tokens per query per model",
+    )
+    prometheus: PrometheusFactsSpec | None = Field(
+        default=None, description="p95 latency and tokens per query per model, from Prometheus"
     )
     models: dict[str, ModelFactsSpec] = Field(default_factory=dict)
     today: dict[str, dict[str, float]] | None = Field(
