@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from canaryctl.cost.flagplan import with_plan
@@ -24,7 +25,56 @@ from canaryctl.lab.traffic import TrafficGenerator
 from canaryctl.metrics.measures import histogram_quantile
 from canaryctl.runbook.lab import Lab
 
-__all__ = ["evaluate", "run_plan", "write_plan_flag"]
+__all__ = ["SCORES", "evaluate", "run_plan", "write_document", "write_plan_flag"]
+
+DEFAULTS = Path(__file__).resolve().parent.parent / "canaryctl" / "defaults"
+
+SCORES = [
+    ("gpt-4-turbo", 0.9, [0.87, 0.92], 1.33, 0.0047),
+    ("gpt-4o-mini", 0.88, [0.85, 0.9], 1.0, 0.000085),
+    ("mixtral-8x7b", 0.74, [0.7, 0.77], 3.03, 0.00012),
+    ("llama3-local", 0.7, [0.66, 0.74], 1.2, 0.0),
+]
+
+
+def write_document(tmp_path: Path, **spec: Any) -> Path:
+    """A CostOptimization document for the lab in `tmp_path` (with the lab, its flag file and
+    eval scores beside it); `spec` replaces fields of its spec."""
+    shutil.copy(DEFAULTS / "lab.yaml", tmp_path / "lab.yaml")
+    shutil.copy(DEFAULTS / "flags.json", tmp_path / "flags.json")
+    scores = [
+        {"variant": m, "model": m, "items": 400, "right": round(s * 400), "errors": 0,
+         "score": s, "interval": i, "latency_p50_seconds": p / 2, "latency_p95_seconds": p,
+         "cost_usd": c * 400, "cost_per_query_usd": c}
+        for m, s, i, p, c in SCORES
+    ]  # fmt: skip
+    (tmp_path / "evals.json").write_text(json.dumps(scores))
+    document = {
+        "apiVersion": "canaryctl/v1",
+        "kind": "CostOptimization",
+        "metadata": {"name": "bot"},
+        "spec": {
+            "gateway": "lab.yaml",
+            "monthly_queries": 10_000_000,
+            "evals": ["evals.json"],
+            "tiers": {
+                "free": {"share": 0.6, "p95": "2s", "min_accuracy": 0.6},
+                "paid": {"share": 0.3, "p95": "2s", "min_accuracy": 0.8},
+                "enterprise": {"share": 0.1, "p95": "1.5s", "min_accuracy": 0.86,
+                               "models": ["gpt-4-turbo", "gpt-4o-mini"]},
+            },
+            "rollout": {
+                "flag": {"provider": "launchdarkly", "project": "p", "environment": "e",
+                         "key": "support-bot-model"},
+                "metrics": {"provider": "prometheus", "url": "http://prometheus:9090",
+                            "route": "support-bot"},
+            },
+            **spec,
+        },
+    }  # fmt: skip
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
 
 
 def evaluate(lab: Lab, *, items: int, confidence: float = 0.95) -> list[dict[str, Any]]:

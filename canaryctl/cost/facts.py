@@ -39,7 +39,14 @@ from canaryctl.runbook.lab import Lab
 from canaryctl.runbook.loader import load_document
 from canaryctl.runbook.optimize import CostOptimizationSpec, PrometheusFactsSpec
 
-__all__ = ["Inputs", "ObservedFacts", "gather", "prometheus_observed", "scrape_observed"]
+__all__ = [
+    "Inputs",
+    "ObservedFacts",
+    "gather",
+    "prometheus_observed",
+    "prometheus_traffic",
+    "scrape_observed",
+]
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,8 @@ class Inputs:
     models: tuple[ModelFacts, ...]
     goals: tuple[TierGoal, ...]
     today: dict[str, dict[str, float]]
+    traffic_source: str = "document"
+    """Where the monthly queries per tier came from: `document` or `prometheus`."""
 
 
 def scrape_observed(
@@ -135,15 +144,7 @@ def prometheus_observed(
 ) -> dict[str, ObservedFacts]:
     """Per model, over the last `window`, the same facts as a scrape: Prometheus computes the
     p95 with histogram_quantile over the buckets' increase, and the tokens per request."""
-    headers = {}
-    if spec.bearer_token_env is not None:
-        token = environ.get(spec.bearer_token_env)
-        if not token:
-            raise InvalidInput(
-                f"spec.prometheus.bearer_token_env: environment variable "
-                f"{spec.bearer_token_env} is not set"
-            )
-        headers["Authorization"] = f"Bearer {token}"
+    headers = _auth(spec, environ)
     values = {"route": json.dumps(route), "window": f"{math.ceil(spec.window)}s"}
     own = client or httpx.Client(timeout=10.0)
     try:
@@ -174,6 +175,44 @@ def prometheus_observed(
             "prometheus",
         )
     return observed
+
+
+_BY_TIER = (
+    'sum by (tier) (increase(llm_requests_total{{route={route},outcome!="rejected"}}[{window}]))'
+)
+MONTH = 30 * 86400.0
+
+
+def prometheus_traffic(
+    spec: PrometheusFactsSpec,
+    route: str,
+    *,
+    client: httpx.Client | None = None,
+    policy: RetryPolicy = BACKEND,
+    environ: Mapping[str, str] = os.environ,
+) -> dict[str, float]:
+    """Queries a month per tier: the requests of the last `window`, scaled to 30 days."""
+    values = {"route": json.dumps(route), "window": f"{math.ceil(spec.window)}s"}
+    headers = _auth(spec, environ)
+    own = client or httpx.Client(timeout=10.0)
+    try:
+        rows = _promql(own, spec.url, _BY_TIER.format(**values), headers, policy)
+    finally:
+        if client is None:
+            own.close()
+    return {labels.get("tier", ""): value * MONTH / spec.window for labels, value in rows}
+
+
+def _auth(spec: PrometheusFactsSpec, environ: Mapping[str, str]) -> dict[str, str]:
+    if spec.bearer_token_env is None:
+        return {}
+    token = environ.get(spec.bearer_token_env)
+    if not token:
+        raise InvalidInput(
+            f"spec.prometheus.bearer_token_env: environment variable {spec.bearer_token_env} "
+            "is not set"
+        )
+    return {"Authorization": f"Bearer {token}"}
 
 
 def _promql(
@@ -304,18 +343,49 @@ def gather(
         _facts(m.name, m.price.usd, spec, evals.get(m.name), observed.get(m.name))
         for m in gateway.models
     )
-    total = sum(g.share for g in spec.tiers.values())
+    monthly, source = _traffic(spec, route, client, policy)
     goals = tuple(
         TierGoal(
             name=tier,
-            monthly_queries=spec.monthly_queries * goal.share / total,
+            monthly_queries=monthly[tier],
             max_p95_seconds=goal.p95,
             min_accuracy=goal.min_accuracy,
             models=None if goal.models is None else frozenset(goal.models),
         )
         for tier, goal in spec.tiers.items()
     )
-    return Inputs(gateway, route, facts, goals, _today(spec, gateway, route, names))
+    today = _today(spec, gateway, route, names)
+    return Inputs(gateway, route, facts, goals, today, source)
+
+
+def _traffic(
+    spec: CostOptimizationSpec,
+    route: RouteSpec,
+    client: httpx.Client | None,
+    policy: RetryPolicy,
+) -> tuple[dict[str, float], str]:
+    """Queries a month per tier, and whether the document or Prometheus said so."""
+    measured: dict[str, float] | None = None
+    if spec.monthly_queries is None or any(g.share is None for g in spec.tiers.values()):
+        assert spec.prometheus is not None  # the document's validator saw to it
+        measured = prometheus_traffic(spec.prometheus, route.name, client=client, policy=policy)
+    shares = {t: g.share for t, g in spec.tiers.items()}
+    if any(share is None for share in shares.values()):
+        assert measured is not None
+        shares = {t: measured.get(t, 0.0) for t in spec.tiers}
+    total_share = sum(s or 0.0 for s in shares.values())
+    if total_share <= 0:
+        raise InvalidInput(
+            f"spec.prometheus: no requests of route {route.name} in the last "
+            f"{spec.prometheus.window if spec.prometheus else 0:g}s for tiers "
+            f"{', '.join(spec.tiers)}: nothing to measure the traffic on"
+        )
+    monthly = spec.monthly_queries
+    if monthly is None:
+        assert measured is not None
+        monthly = sum(measured.values())
+    source = "document" if measured is None else "prometheus"
+    return {t: monthly * (s or 0.0) / total_share for t, s in shares.items()}, source
 
 
 def _facts(
@@ -355,6 +425,6 @@ def _facts(
     elif evaluated is not None and evaluated.cost_per_query is not None:
         cost = evaluated.cost_per_query
         sources["cost"] = "eval"
-    if cost is not None and not math.isfinite(cost * spec.monthly_queries):
+    if cost is not None and not math.isfinite(cost * (spec.monthly_queries or 1e12)):
         raise InvalidInput(f"{spec.gateway}: {name}: its price is too large to add up")
     return ModelFacts(name, accuracy, p95, cost, sources)

@@ -223,8 +223,9 @@ def solve(models: Sequence[ModelFacts], goals: Sequence[TierGoal]) -> Solution:
                 a_eq[row, col] = 1.0
                 a_ub[row, col] = -(m.accuracy or 0.0)
         b_ub[row] = -goal.min_accuracy
+    scale = float(cost.max()) or 1.0  # HiGHS' tolerances are absolute: costs of order 1
     result = linprog(
-        cost,
+        cost / scale,
         A_ub=a_ub,
         b_ub=b_ub,
         A_eq=a_eq,
@@ -238,14 +239,17 @@ def solve(models: Sequence[ModelFacts], goals: Sequence[TierGoal]) -> Solution:
     for row, (goal, eligible) in enumerate(served):
         picked = zip(columns, result.x, strict=True)
         shares = {m.name: float(x) for (g, m), x in picked if g is goal}
-        plans.append(_plan(goal, models, eligible, shares, float(result.ineqlin.marginals[row])))
+        marginal = float(result.ineqlin.marginals[row]) * scale
+        plans.append(_plan(goal, models, eligible, shares, marginal))
     return Solution(tuple(plans), tuple(infeasible))
 
 
 def _cheapest(goal: TierGoal, eligible: Sequence[ModelFacts]) -> float | None:
     """The least cost per query of one tier served by `eligible`, None if none can."""
+    costs = [m.cost_per_query or 0.0 for m in eligible]
+    scale = max(costs) or 1.0
     result = linprog(
-        [m.cost_per_query or 0.0 for m in eligible],
+        [c / scale for c in costs],
         A_ub=[[-(m.accuracy or 0.0) for m in eligible]],
         b_ub=[-goal.min_accuracy],
         A_eq=[[1.0] * len(eligible)],
@@ -253,7 +257,7 @@ def _cheapest(goal: TierGoal, eligible: Sequence[ModelFacts]) -> float | None:
         bounds=(0.0, 1.0),
         method="highs-ds",
     )
-    return float(result.fun) if result.status == 0 else None
+    return float(result.fun) * scale if result.status == 0 else None
 
 
 def _plan(

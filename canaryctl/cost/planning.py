@@ -71,6 +71,7 @@ class OptimizeReport:
         return {
             "name": self.name,
             "route": self.inputs.route.name,
+            "traffic_source": self.inputs.traffic_source,
             "feasible": self.solution.feasible,
             "exit_code": self.exit_code,
             "models": [

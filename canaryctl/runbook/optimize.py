@@ -48,7 +48,12 @@ class TierGoalSpec(Strict):
     (a mixture of models that each meet a p95 bound meets it too); the traffic-weighted accuracy
     of the tier's split must be at least `min_accuracy`."""
 
-    share: float = Field(gt=0, description="share of the route's monthly queries (normalized)")
+    share: float | None = Field(
+        default=None,
+        gt=0,
+        description="share of the route's monthly queries (normalized); unset on every tier: "
+        "measured by spec.prometheus",
+    )
     p95: Duration | None = Field(default=None, gt=0, description="bound on each model's p95")
     min_accuracy: float = Field(default=0.0, ge=0, le=1)
     models: list[str] | None = Field(default=None, min_length=1, description="allow-list")
@@ -129,7 +134,12 @@ class RolloutTemplate(Strict):
 class CostOptimizationSpec(Strict):
     gateway: DocPath = Field(description="a Gateway or Lab document: the models and prices")
     route: str | None = Field(default=None, description="default: the gateway's only route")
-    monthly_queries: float = Field(gt=0, le=1e12, description="queries a month on the route")
+    monthly_queries: float | None = Field(
+        default=None,
+        gt=0,
+        le=1e12,
+        description="queries a month on the route; unset: measured by spec.prometheus",
+    )
     tiers: dict[str, TierGoalSpec] = Field(min_length=1)
     evals: list[DocPath] = Field(
         default_factory=list, description="`canaryctl gate --json-file` results"
@@ -152,6 +162,16 @@ class CostOptimizationSpec(Strict):
         "default rule, for every tier",
     )
     rollout: RolloutTemplate | None = Field(default=None, description="no runbooks without it")
+
+    @model_validator(mode="after")
+    def _traffic_known(self) -> CostOptimizationSpec:
+        shares = [goal.share is None for goal in self.tiers.values()]
+        if any(shares) and not all(shares):
+            raise ValueError("tiers: give every tier a share, or none (measured by prometheus)")
+        if (self.monthly_queries is None or all(shares)) and self.prometheus is None:
+            missing = "monthly_queries" if self.monthly_queries is None else "tiers.*.share"
+            raise ValueError(f"{missing}: unset, so it is measured: that needs `prometheus`")
+        return self
 
     @field_validator("metrics")
     @classmethod
