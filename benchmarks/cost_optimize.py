@@ -5,8 +5,9 @@ paid and enterprise tiers, planned by `canaryctl cost optimize`, then served by 
    benchmark (400 items) straight from its provider, as `canaryctl gate` asks; the scores are
    written to canaryctl/defaults/cost-optimize-evals.json, the eval file the shipped example
    document (canaryctl/defaults/cost-optimize.yaml) reads.
-2. The real command, `canaryctl cost optimize canaryctl/defaults/cost-optimize.yaml -o json
-   --runbooks DIR`, runs in a fresh process; its JSON is kept, with the runbooks it wrote.
+2. The real command, `canaryctl cost optimize cost-optimize.yaml -o json --runbooks DIR`, runs
+   in a fresh process on a copy of the shipped document and its files beside these scores; its
+   JSON is kept, with the runbooks it wrote.
 3. The plan is served by a real gateway in front of the lab (the flag's tier rules set to the
    plan's splits) under traffic with each tier a third of the requests, so that every tier has
    enough answers to judge; per tier the gateway's own metrics give the p95, the share of graded
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,12 +42,12 @@ DOCUMENT = DEFAULTS / "cost-optimize.yaml"
 EVALS = DEFAULTS / "cost-optimize-evals.json"
 
 
-def optimize(runbooks: Path) -> tuple[dict[str, Any], int, float]:
+def optimize(document: Path, runbooks: Path) -> tuple[dict[str, Any], int, float]:
     script = Path(sys.executable).parent / "canaryctl"
     head = [str(script)] if script.exists() else [sys.executable, "-m", "canaryctl"]
     started = time.perf_counter()
     done = subprocess.run(
-        [*head, "cost", "optimize", str(DOCUMENT), "-o", "json", "--runbooks", str(runbooks)],
+        [*head, "cost", "optimize", str(document), "-o", "json", "--runbooks", str(runbooks)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -67,10 +69,12 @@ def main() -> None:
     before = record.machine()
     lab = load_document(DEFAULTS / "lab.yaml", expect=Lab)
     scores = evaluate(lab, items=args.items)
-    EVALS.write_text(json.dumps(scores, indent=2) + "\n")
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        report, exit_code, wall = optimize(folder / "runbooks")
+        folder = Path(tmp)  # the shipped document beside copies of its files and these scores
+        for name in (DOCUMENT.name, "lab.yaml", "flags.json"):
+            shutil.copy(DEFAULTS / name, folder / name)
+        (folder / EVALS.name).write_text(json.dumps(scores, indent=2) + "\n")
+        report, exit_code, wall = optimize(folder / DOCUMENT.name, folder / "runbooks")
         runbooks = [
             {"tier": entry["tier"], "name": entry["name"], **_steps(entry["document"])}
             for entry in report["runbooks"]
@@ -90,6 +94,7 @@ def main() -> None:
     }
     print(json.dumps(results["measured"]))
     record.write("cost_optimize", results, args, before=before, packages=("scipy",))
+    EVALS.write_text(json.dumps(scores, indent=2) + "\n")  # after: the versions are the code's
 
 
 def _steps(document: dict[str, Any]) -> dict[str, Any]:
