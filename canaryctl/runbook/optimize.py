@@ -122,11 +122,25 @@ class RolloutTemplate(Strict):
             Rollout.model_validate({**doc, "spec": spec})
         except ValidationError as exc:
             first = exc.errors(include_url=False)[0]
-            tags = {self.flag.get("provider"), self.metrics.get("provider")}
-            where = ".".join(str(p) for p in first["loc"][1:] if p not in tags)
+            tags = {
+                tag
+                for tag in (self.flag.get("provider"), self.metrics.get("provider"))
+                if isinstance(tag, str)
+            }
+            where = ""
+            for part in first["loc"][1:]:
+                if part not in tags:
+                    where += f"[{part}]" if isinstance(part, int) else f".{part}"
             message = first["msg"].removeprefix("Value error, ")
             if first["type"] == "missing":
                 message = "required field is missing"
+            elif first["type"] == "union_tag_invalid":
+                context = first.get("ctx", {})
+                where += ".provider"
+                message = (
+                    f"unknown value {context.get('tag')!r}; expected {context.get('expected_tags')}"
+                )
+            where = where.lstrip(".")
             raise ValueError(f"{where}: {message}") from None
         return self
 
