@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 
 from canaryctl.cli.main import main
 from canaryctl.controller.step import Finish, Promote, RolloutState, WeightSet, tick
-from canaryctl.cost.facts import scrape_observed
 from canaryctl.cost.flagplan import tier_splits, with_plan
+from canaryctl.cost.observed import scrape_observed
 from canaryctl.cost.optimize import ModelFacts, TierGoal, TierPlan, solve
 from canaryctl.cost.runbooks import Move, moves, rollout_documents
 from canaryctl.gateway.metrics import GatewayMetrics

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from prometheus_client import start_http_server
 
 from canaryctl.cli.main import main
-from canaryctl.cost.facts import prometheus_observed, prometheus_traffic
+from canaryctl.cost.observed import prometheus_observed, prometheus_traffic
 from canaryctl.errors import InvalidInput, MetricsBackendError
 from canaryctl.gateway.metrics import GatewayMetrics
 from canaryctl.runbook.optimize import PrometheusFactsSpec
