@@ -59,6 +59,7 @@ BENCHMARKS = {
     "benchmarks/results/controller_scale.json": "python benchmarks/controller_scale.py",
     "benchmarks/results/embeddings_batching.json": "python benchmarks/embeddings_batching.py",
     "benchmarks/results/experiment_simulation.json": "python benchmarks/experiment_simulation.py",
+    "benchmarks/results/cost_optimize.json": "python benchmarks/cost_optimize.py",
     "docs/detection.json": "python benchmarks/detection.py > docs/detection.json",
     "docs/mutation.json": (
         "python benchmarks/mutation.py --combine analysis.json sequential.json "
@@ -982,6 +983,90 @@ def embeddings_batching(data: dict[str, Any]) -> str:
     )
 
 
+def _split(split: dict[str, float]) -> str:
+    return ", ".join(f"{name} {pct(share)}" for name, share in split.items())
+
+
+def cost_optimize_models(data: dict[str, Any]) -> str:
+    r = _results(data)
+    rows = [
+        [
+            f"`{m['model']}`",
+            _opt(m["accuracy"], 3),
+            f"{num(m['p95_seconds'], 2)} s" if m["p95_seconds"] is not None else "—",
+            f"${m['cost_per_query_usd']:.6f}" if m["cost_per_query_usd"] is not None else "—",
+        ]
+        for m in r["report"]["models"]
+    ]
+    head = ["model", "accuracy (low end of 95% interval)", "p95 (eval)", "cost per query"]
+    note = f"{r['items']} arithmetic items per model, sent to each lab provider."
+    return _table(head, rows) + f"\n\n{note}"
+
+
+def cost_optimize(data: dict[str, Any]) -> str:
+    r = _results(data)
+    rows = []
+    for t in r["report"]["tiers"]:
+        c, plan, got = t["constraints"], t["plan"], r["measured"].get(t["tier"], {})
+        bounds = f"p95 ≤ {num(c['p95_seconds'], 1)} s, accuracy ≥ {c['min_accuracy']:g}"
+        if c["models"]:
+            bounds += f", only {', '.join(c['models'])}"
+        right = round((got.get("accuracy") or 0) * (got.get("scored") or 0))
+        rows.append(
+            [
+                t["tier"],
+                f"{num(t['monthly_queries'] / 1e6, 1)}M",
+                bounds,
+                _split(t["today"]["split"]),
+                "infeasible" if plan is None else _split(plan["split"]),
+                f"${num(t['today']['monthly_usd'])}",
+                "—" if plan is None else f"${num(plan['monthly_usd'])}",
+                "—" if plan is None else f"{plan['accuracy']:.3f}",
+                f"{num(got['p95_seconds'], 2)} s" if got.get("p95_seconds") else "—",
+                f"{pct(got['accuracy'])} ({right}/{num(got['scored'])})"
+                if got.get("scored")
+                else "—",
+                f"${got['cost_per_query_usd']:.6f} / ${plan['cost_per_query_usd']:.6f}"
+                if plan and got.get("cost_per_query_usd") is not None
+                else "—",
+            ]
+        )
+    head = [
+        "tier", "queries/month", "constraints", "today", "plan", "today $/month",
+        "plan $/month", "plan accuracy", "re-run p95", "re-run right", "re-run / planned $/query",
+    ]  # fmt: skip
+    total = r["report"]
+    tail = (
+        f"\n\nToday ${num(total['today_monthly_usd'])} a month; planned "
+        f"${num(total['planned_monthly_usd'])} (exit {r['exit_code']}). Re-run: "
+        f"{num(r['traffic']['seconds'])} s of traffic at {num(r['traffic']['rate'])} requests/s "
+        f"offered, {r['traffic']['tiers']}, every answer graded."
+    )
+    return _table(head, rows, "lrlllrrrrrr") + tail
+
+
+def cost_optimize_runbooks(data: dict[str, Any]) -> str:
+    rows = [
+        [
+            f"`{rb['name']}`",
+            rb["tier"],
+            f"{rb['baseline']} → {rb['canary']}",
+            ", ".join(f"{num(w, 1)}%" for w in rb["weights"]),
+            rb["finish"],
+        ]
+        for rb in _results(data)["runbooks"]
+    ]
+    return _table(["runbook", "tier", "move", "canary weights", "finish"], rows, "lllll")
+
+
+def cost_optimize_inline(data: dict[str, Any]) -> str:
+    report = _results(data)["report"]
+    return (
+        f"${num(report['today_monthly_usd'])} a month today, ${num(report['planned_monthly_usd'])} "
+        "planned"
+    )
+
+
 def index(_: dict[str, Any] | None = None) -> str:
     """docs/benchmarks.md's list: each figure file, its command, when it was measured, and where
     its tables appear."""
@@ -1057,6 +1142,10 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "controller-scale": controller_scale,
     "embeddings-batching": embeddings_batching,
     "experiment-simulation": experiment_simulation,
+    "cost-optimize": cost_optimize,
+    "cost-optimize-models": cost_optimize_models,
+    "cost-optimize-runbooks": cost_optimize_runbooks,
+    "cost-optimize-inline": cost_optimize_inline,
 }
 
 

@@ -37,7 +37,10 @@ SHIPPED = sorted(
         *ROOT.glob("canaryctl/metrics/profiles/*.yaml"),
     ]
 )
-KINDS = ("Rollout", "Gateway", "Lab", "MetricProfile", "ChaosScenario", "Guard", "Experiment")
+KINDS = (
+    "Rollout", "Gateway", "Lab", "MetricProfile", "ChaosScenario", "Guard", "Experiment",
+    "CostOptimization",
+)  # fmt: skip
 
 settings.register_profile(
     "canaryctl",

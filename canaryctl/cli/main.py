@@ -43,7 +43,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "canaryctl.cli.controller:controller",
         "Drive every rollout submitted to a shared state database.",
     ),
-    "cost": ("canaryctl.cli.cost:cost", "What drives the bill, and what would cut it."),
+    "cost": (
+        "canaryctl.cli.cost:cost",
+        "Find what drives the bill and the cheapest routing that meets each tier's floor.",
+    ),
     "demo": (
         "canaryctl.cli.demo:demo",
         "Roll out a bad canary (rolled back) and a good one (promoted) against a simulated lab.",

@@ -25,7 +25,7 @@ Semantics, step by step:
   window restarts, so the errors the faults caused are not held against the canary afterwards.
   A resume in the middle of a scenario plays it again from the start (its faults were removed,
   or expired by their TTL).
-- After the last hold passes: promote.
+- After the last hold passes: promote, or with `finish: keep` end promoted at the last weight.
 """
 
 from __future__ import annotations
@@ -379,6 +379,10 @@ def _enter(
 ) -> Decision:
     item = _current(items, state)
     if item is None:
+        if spec.finish == "keep":  # the planned split is the end state: no write to 100%
+            reason = f"kept the canary at {state.weight:g}% (finish: keep)"
+            done = replace(state, phase=Phase.PROMOTED, outcome="promoted", reason=reason)
+            return Decision(done, Finish("promoted", reason))
         return Decision(replace(state, phase=Phase.PROMOTING), Promote())
     if isinstance(item, WeightItem):
         return Decision(replace(state, phase=Phase.PROGRESSING), SetWeight(item.weight))

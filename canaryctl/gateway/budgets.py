@@ -229,6 +229,8 @@ class Admission:
     slots: tuple[Slot, ...]
     reserved: tuple[int, ...]
     downgraded_by: str | None = None
+    share: float = 0.0
+    """The highest share of a limit the requester has used, this request's estimate included."""
 
 
 @dataclass(frozen=True)
@@ -359,7 +361,8 @@ class Budgets:
             refused = applying[failed]
             self._rejections.labels(budget=refused.budget.name, route=choice.route.name).inc()
             return _refusal(refused, used[failed], now)
-        admission = Admission(choice, tuple(applying), tuple(amounts))
+        share = max(u / s.limit if s.limit else 1.0 for s, u in zip(applying, used, strict=True))
+        admission = Admission(choice, tuple(applying), tuple(amounts), share=share)
         return self._maybe_downgrade(admission, used)
 
     def _maybe_downgrade(self, admission: Admission, used: Sequence[int]) -> Admission:
@@ -372,7 +375,7 @@ class Budgets:
             if now_used >= budget.soft_limit * slot.limit:
                 self._downgrades.labels(budget=budget.name, route=choice.route.name).inc()
                 served = replace(choice, model=self._models[cheaper])
-                return Admission(served, admission.slots, admission.reserved, budget.name)
+                return replace(admission, choice=served, downgraded_by=budget.name)
         return admission
 
     async def settle(

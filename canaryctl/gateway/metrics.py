@@ -177,6 +177,13 @@ class GatewayMetrics:
             ["route", "variant", "from_model", "to_model", "reason"],
             registry=registry,
         )
+        self.downgrades = Counter(
+            "llm_downgrades_total",
+            "Low-criticality requests served by a cheaper model meeting their quality floor "
+            "(canaryctl/gateway/downgrade.py), by the policy that fired: always, budget, hours",
+            ["route", "from_model", "to_model", "reason"],
+            registry=registry,
+        )
         self.flag_errors = Counter(
             "llm_flag_evaluation_errors_total",
             "Flag evaluations that failed, so the route's default_model was served",

@@ -13,7 +13,7 @@ which operation it asks for. The stages, in order, each a method of Pipeline:
                   `rejected`)
 6. `look_up`      the response cache: a hit is answered at once, counted only by the cache
 7. `admit`        budgets reserve an estimate or refuse (429, counted `rejected`); a soft limit
-                  may downgrade the choice
+                  may downgrade the choice, and so may `downgrade` for low-criticality work
 8. `answer`       the fallback chain, one `attempt` per model (`stream` for streams: the chain
                   is walked until a stream starts, then `relay` passes it on)
 9. `finish`       count (llm_* families, the trace), keep the answer in the cache (its id the
@@ -47,6 +47,7 @@ from canaryctl.gateway.answers import outcome_of
 from canaryctl.gateway.batching import Batcher
 from canaryctl.gateway.budgets import Admission, Budgets, Refusal
 from canaryctl.gateway.cache import CachedAnswer, ResponseCache, cache_key
+from canaryctl.gateway.downgrade import Downgrader
 from canaryctl.gateway.fallback import Answered, ChainExhausted, time_attempt, walk_chain
 from canaryctl.gateway.feedback import open_answer_ids
 from canaryctl.gateway.identity import Callers, Identity, Refused
@@ -192,6 +193,7 @@ class Pipeline:
         self.batcher = Batcher(  # embeddings to a model with `batch:`; upstream is set at start
             lambda m, body: self.upstream.embed(m, body), BatchMetrics(metrics.registry)
         )
+        self.downgrader = Downgrader(spec, metrics) if spec.downgrade else None
         self.after_served: list[AfterServed] = [self.meter_spend]
         """Stages run after the response is sent, in order; one that raises is logged and
         skipped, the others still run."""
@@ -297,6 +299,7 @@ class Pipeline:
     async def admit(self, call: Call) -> None:
         if self.budgets is None:
             call.admission = Admission(call.choice, (), ())
+            self.downgrade(call)
             return
         verdict = await self.budgets.admit(call.choice, call.identity.budget_keys(), call.request)
         if isinstance(verdict, Refusal):
@@ -304,6 +307,13 @@ class Pipeline:
             call.headers["Retry-After"] = str(verdict.retry_after)
             raise Stop(error_response(call.dialect, 429, verdict.body, **call.headers))
         call.admission, call.choice = verdict, verdict.choice
+        self.downgrade(call)
+
+    def downgrade(self, call: Call) -> None:
+        """Low-criticality work to a cheaper model meeting its floor (gateway/downgrade.py)."""
+        if self.downgrader is not None and call.admission is not None:
+            share, job = call.admission.share, call.identity.job
+            call.choice = self.downgrader.apply(call.choice, job, share, call.request)
         call.headers["x-canaryctl-model"] = call.choice.model.name
 
     # 8-9: the answer

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Field, Tag, model_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from canaryctl.request_limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_JSON_DEPTH
 from canaryctl.runbook.common import API_VERSION, DocPath, Duration, Metadata, Strict, built_on_use
@@ -17,6 +18,7 @@ __all__ = [
     "BudgetsSpec",
     "CacheSpec",
     "ContextSpec",
+    "DowngradeSpec",
     "FeedbackSpec",
     "FileFlagSource",
     "FlagShadow",
@@ -186,6 +188,13 @@ class RouteSpec(Strict):
     judge: JudgeSpec | None = Field(default=None, description="online judging; off unless set")
     shadow: ShadowSpec | None = Field(
         default=None, description="mirror requests to a model whose answers are never returned"
+    )
+    criticality: Literal["normal", "low"] = Field(
+        default="normal",
+        description="low: spec.downgrade may serve it the cheapest model meeting min_quality",
+    )
+    min_quality: float | None = Field(
+        default=None, ge=0, le=1, description="the quality floor a downgrade must keep"
     )
 
 
@@ -409,6 +418,53 @@ class AuthSpec(Strict):
         return self
 
 
+class DowngradeSpec(Strict):
+    """When low-criticality work (routes marked `criticality: low`, and `jobs`) is served by the
+    cheapest model whose quality meets the floor: see canaryctl/gateway/downgrade.py.
+
+    `when`: `always`; `budget` (once the requester has used `share` of any budget that applies
+    to the request); `hours` (inside one of `hours`, UTC windows such as `22:00-06:00`).
+    Quality per model comes from `quality` (model -> score, 0..1) and `quality_file` (the JSON
+    of `canaryctl gate --json-file`, or a list of eval scores); `quality` wins where both speak.
+    """
+
+    when: Literal["always", "budget", "hours"] = "always"
+    share: float | None = Field(default=None, gt=0, lt=1, description="when: budget")
+    hours: list[str] = Field(default_factory=list, description="when: hours; UTC HH:MM-HH:MM")
+    quality: dict[str, float] = Field(default_factory=dict)
+    quality_file: DocPath | None = None
+    jobs: dict[str, float] = Field(
+        default_factory=dict, description="job (the X-Job header) -> its quality floor"
+    )
+
+    @field_validator("quality", "jobs")
+    @classmethod
+    def _shares(cls, values: dict[str, float]) -> dict[str, float]:
+        for name, value in values.items():
+            if not 0 <= value <= 1:
+                raise ValueError(f"{name}: must be between 0 and 1")
+        return values
+
+    @field_validator("hours")
+    @classmethod
+    def _windows(cls, hours: list[str]) -> list[str]:
+        for i, window in enumerate(hours):
+            if _HOURS.match(window) is None:
+                raise ValueError(f"[{i}]: '{window[:20]}' is not a window such as 22:00-06:00")
+        return hours
+
+    @model_validator(mode="after")
+    def _policy_complete(self) -> DowngradeSpec:
+        if self.when == "budget" and self.share is None:
+            raise ValueError("when: budget needs a `share` (e.g. 0.8)")
+        if self.when == "hours" and not self.hours:
+            raise ValueError("when: hours needs `hours` (e.g. ['22:00-06:00'])")
+        return self
+
+
+_HOURS = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$")
+
+
 class GatewaySpec(Strict):
     listen: str = Field(default="127.0.0.1:8080", pattern=r"^[^:]+:\d+$")
     flags: FlagSource
@@ -423,6 +479,7 @@ class GatewaySpec(Strict):
     auth: AuthSpec = built_on_use(AuthSpec)
     feedback: FeedbackSpec = built_on_use(FeedbackSpec)
     shadowing: ShadowingSpec = built_on_use(ShadowingSpec)
+    downgrade: DowngradeSpec | None = Field(default=None, description="off unless set")
 
     @model_validator(mode="after")
     def _references_resolve(self) -> GatewaySpec:
@@ -445,6 +502,12 @@ class GatewaySpec(Strict):
                 if name == model.name:
                     raise ValueError(f"models[{i}].fallback: a model cannot fall back to itself")
         routes = {r.name for r in self.routes}
+        for i, route in enumerate(self.routes):
+            if route.criticality == "low" and route.min_quality is None:
+                raise ValueError(f"routes[{i}].min_quality: a low-criticality route needs one")
+        for model in self.downgrade.quality if self.downgrade else {}:
+            if model not in names:
+                raise ValueError(f"downgrade.quality: '{model}' is not a model")
         cached = (self.cache.routes or []) if self.cache else []
         for route in cached:
             if route not in routes:

@@ -44,6 +44,7 @@ KINDS = {
     "ChaosScenario": "canaryctl.runbook.scenario",
     "Guard": "canaryctl.runbook.guard",
     "Experiment": "canaryctl.runbook.experiment",
+    "CostOptimization": "canaryctl.runbook.optimize",
 }
 """Each kind and the module that defines its model. Only the module of a document's own kind is
 imported: building pydantic classes is most of what `validate` spends, so a Rollout does not

@@ -391,6 +391,12 @@ class RolloutSpec(Strict):
     slos: list[SloSpec] = Field(min_length=1)
     analysis: AnalysisSpec = built_on_use(AnalysisSpec)
     steps: list[Step] = Field(min_length=1)
+    finish: Literal["promote", "keep"] = Field(
+        default="promote",
+        description="after the last hold passes: promote (the canary to 100%), or keep the "
+        "split the last set_weight step left (a planned mix of two models, e.g. from "
+        "`canaryctl cost optimize`); either way the run ends promoted",
+    )
     on_rollback: list[Hook] = Field(default_factory=list)
     on_promote: list[Hook] = Field(default_factory=list)
     notify: list[NotifySpec] = Field(default_factory=list)
