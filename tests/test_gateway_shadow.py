@@ -23,7 +23,8 @@ from canaryctl.gateway.identity import Identity
 from canaryctl.gateway.metrics import GatewayMetrics
 from canaryctl.gateway.pipeline import Call, Served
 from canaryctl.gateway.routing import Choice, FlagRouter
-from canaryctl.gateway.shadow import HourlySpend, Shadowing, shadow_request, shadow_target
+from canaryctl.gateway.shadow import Shadowing, shadow_request, shadow_target
+from canaryctl.gateway.spend_cap import LastHourSpend
 from canaryctl.gateway.upstream import Upstream
 from canaryctl.lab import LabStack
 from canaryctl.lab.provider import SimulatedProvider
@@ -350,14 +351,18 @@ def test_a_shadow_request_is_the_request_without_its_stream_options() -> None:
     assert shadow_request(request) == {"messages": QUESTION}
 
 
-def test_hourly_spend_starts_again_at_zero_each_clock_hour() -> None:
-    spend = HourlySpend()
-    spend.add(3600 * 10 + 5, 0.5)
-    spend.add(3600 * 10 + 3500, 0.25)
-    assert spend.spent(3600 * 10 + 3599) == 0.75
-    assert spend.spent(3600 * 11) == 0.0
-    spend.add(3600 * 11 + 1, 0.1)
-    assert spend.spent(3600 * 11 + 2) == 0.1
+def test_the_spend_cap_counts_a_rolling_hour_not_the_clock_hour() -> None:
+    now = [3600 * 10 + 3000.0]
+    spend = LastHourSpend(lambda: now[0])
+    spend.add(0.5)
+    now[0] += 500
+    spend.add(0.25)
+    now[0] = 3600 * 11 + 1  # a new clock hour: the first 0.5 is still within the last hour
+    assert spend.last_hour() == 0.75
+    now[0] = 3600 * 11 + 3000  # an hour after the first
+    assert spend.last_hour() == 0.25
+    now[0] += 500
+    assert spend.last_hour() == 0.0
 
 
 class RecordingJudge:

@@ -28,7 +28,6 @@ import asyncio
 import logging
 import random
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -37,6 +36,7 @@ from canaryctl.errors import InvalidInput
 from canaryctl.gateway.failures import UpstreamFailure
 from canaryctl.gateway.metrics import GatewayMetrics
 from canaryctl.gateway.pipeline import Served
+from canaryctl.gateway.spend_cap import LastHourSpend
 from canaryctl.gateway.verdicts import (
     Winner,
     answer_text,
@@ -57,7 +57,6 @@ DEFAULT_RUBRIC = (
     "answers the question asked and says nothing false."
 )
 """The rubric of a judge whose route names no `rubric` file."""
-_HOUR = 3600.0
 
 Complete = Callable[[ModelSpec, dict[str, Any]], Awaitable[dict[str, Any]]]
 """Upstream.complete: send a chat to a model, get its checked completion or UpstreamFailure."""
@@ -81,26 +80,6 @@ class _Job:
     swapped: bool = False
 
 
-class _Spend:
-    """USD spent in the last hour, for a budget that is refilled as old spend leaves the window."""
-
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self._clock = clock
-        self._spent: deque[tuple[float, float]] = deque()
-        self._total = 0.0
-
-    def add(self, usd: float) -> None:
-        if usd > 0:
-            self._spent.append((self._clock(), usd))
-            self._total += usd
-
-    def last_hour(self) -> float:
-        since = self._clock() - _HOUR
-        while self._spent and self._spent[0][0] <= since:
-            self._total -= self._spent.popleft()[1]
-        return max(self._total, 0.0)
-
-
 class _RouteJudge:
     """One route's judge: its settings, rubric, queue, spend and order-swap alternation."""
 
@@ -109,7 +88,7 @@ class _RouteJudge:
     ) -> None:
         self.route, self.spec, self.model, self.rubric = route, spec, model, rubric
         self.queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=spec.queue)
-        self.spend = _Spend(clock)
+        self.spend = LastHourSpend(clock)
         self.swap_next = False
 
 

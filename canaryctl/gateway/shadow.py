@@ -42,10 +42,11 @@ from canaryctl.gateway.answers import outcome_of
 from canaryctl.gateway.metrics import GatewayMetrics
 from canaryctl.gateway.pipeline import Served
 from canaryctl.gateway.routing import FlagRouter
+from canaryctl.gateway.spend_cap import LastHourSpend
 from canaryctl.gateway.upstream import Upstream, UpstreamFailure
 from canaryctl.runbook.gateway import GatewaySpec, ModelSpec, ShadowSpec, StaticShadow
 
-__all__ = ["HourlySpend", "ShadowJudge", "Shadowing", "shadow_request", "shadow_target"]
+__all__ = ["ShadowJudge", "Shadowing", "shadow_request", "shadow_target"]
 
 log = logging.getLogger(__name__)
 
@@ -97,22 +98,6 @@ def shadow_request(request: dict[str, Any]) -> dict[str, Any]:
 
 
 @dataclass
-class HourlySpend:
-    """USD spent in the current clock hour (UTC, `now` in Unix seconds); a new hour starts at 0."""
-
-    hour: int = -1
-    usd: float = 0.0
-
-    def spent(self, now: float) -> float:
-        return self.usd if int(now // 3600) == self.hour else 0.0
-
-    def add(self, now: float, usd: float) -> None:
-        hour = int(now // 3600)
-        if hour != self.hour:
-            self.hour, self.usd = hour, 0.0
-        self.usd += usd
-
-
 @dataclass(frozen=True)
 class _Job:
     served: Served
@@ -137,7 +122,7 @@ class Shadowing:
         self._metrics = metrics
         self._draw = draw
         self._clock = clock
-        self._spend = HourlySpend()
+        self._spend = LastHourSpend(clock)
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=spec.shadowing.queue)
         self._workers: list[asyncio.Task[None]] = []
         self._upstream: Upstream
@@ -181,7 +166,7 @@ class Shadowing:
         if target is None or target.name == call.choice.model.name:
             return
         cap = self._limits.max_usd_per_hour
-        if cap is not None and self._spend.spent(self._clock()) >= cap:
+        if cap is not None and self._spend.last_hour() >= cap:
             self._drop(served, target, "budget")
             return
         try:
@@ -233,7 +218,7 @@ class Shadowing:
             metrics.shadow_tokens.labels(**labels, kind="completion").inc(completion)
             cost = model.price.usd(prompt, completion)
             metrics.shadow_cost.labels(**labels).inc(cost)
-            self._spend.add(self._clock(), cost)
+            self._spend.add(cost)
         if self.judge is not None and answer is not None and call.operation == "chat":
             try:
                 self._offer_to_judge(self.judge, served, labels, answer)

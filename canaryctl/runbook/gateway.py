@@ -345,7 +345,7 @@ class ShadowingSpec(Strict):
     max_usd_per_hour: float | None = Field(
         default=None,
         gt=0,
-        description="this replica's shadow spend per clock hour; past it, shadowing pauses",
+        description="this replica's shadow spend in the last hour; past it, shadowing pauses",
     )
 
 
