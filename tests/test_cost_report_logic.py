@@ -215,3 +215,28 @@ def test_shadow_and_judge_calls_are_reported_apart_never_in_the_bill() -> None:
     assert any(line.startswith("shadow big") and "$12.00" in line for line in text.splitlines())
     assert 'data-kind="judge"' in cost_html(with_evaluation)
     assert plain.evaluation["shadow"]["cost_usd"] == 0
+
+
+def test_downgrades_are_listed_with_what_they_saved() -> None:
+    """On route digest, 200 of the requests big would have served went to small: big costs
+    $0.09 a query there, small $0.001 (it served 500 queries for $0.50)."""
+    moves = merge(
+        spend("digest", "small", "research", "digest", queries=500, prompt=3e5, completion=2e5,
+              usd=0.5),
+        {"llm_downgrades_total": {
+            key(route="digest", from_model="big", to_model="small", reason="budget_share"): 200,
+            key(route="index", from_model="small", to_model="tiny", reason="hours"): 7,
+        }},
+    )  # fmt: skip
+    report = build_report(SpendCounts(merge(COUNTERS, moves), USERS, start=0.0, end=DAY))
+    digest, index = report.downgrades
+    assert (digest.route, digest.from_model, digest.to_model) == ("digest", "big", "small")
+    assert digest.reason == "budget_share" and digest.requests == 200
+    assert digest.saving_usd == pytest.approx(200 * (90.0 / 1000 - 0.5 / 500))
+    assert index.saving_usd is None  # tiny served nothing on index: no cost per query to use
+    assert report.to_json()["downgrades"][0]["saving_usd"] == pytest.approx(17.8)
+    text = render_text(report)
+    assert "downgrades (low-criticality work served by a cheaper model)" in text
+    assert any("digest: big → small" in line and "$17.80" in line for line in text.splitlines())
+    assert 'class="downgrade" data-route="digest"' in cost_html(report)
+    assert day_report().downgrades == []

@@ -44,6 +44,7 @@ GROUPING: dict[str, tuple[str, ...]] = {
     "llm_retry_cost_usd_total": ("route", "llm_job"),
     "llm_cache_requests_total": ("route", "result"),
     "llm_cache_saved_usd_total": ("route", "model"),
+    "llm_downgrades_total": ("route", "from_model", "to_model", "reason"),
     # Not user spend: shadow and judge calls, shown apart (their producers' contract).
     "llm_shadow_requests_total": ("route", "model", "outcome"),
     "llm_shadow_cost_usd_total": ("route", "model"),

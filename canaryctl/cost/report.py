@@ -16,6 +16,10 @@ The formulas (docs/cost.md states them for users):
 - **batch it**: for a job, cost * the batch discount (OpenAI's and Anthropic's batch APIs bill
   half price, the default `batch_discount` 0.5).
 
+Downgrades (llm_downgrades_total: low-criticality work the gateway served with a cheaper model)
+are listed per route and move, each with its estimated saving: moves * (cost per query of the
+model it would have had - the model that served), both read on that route in the window.
+
 Shadow calls (llm_shadow_*) and judge calls (llm_judge_*) are not user spend: they are in none
 of the figures above, and are reported apart (`evaluation`), with their own projected month.
 
@@ -38,6 +42,7 @@ __all__ = [
     "MONTH_SECONDS",
     "Action",
     "CostReport",
+    "Downgrade",
     "Driver",
     "Repeats",
     "Slice",
@@ -86,6 +91,19 @@ class Repeats:
 
 
 @dataclass(frozen=True)
+class Downgrade:
+    """Requests on `route` the gateway served with `to_model` instead of `from_model`."""
+
+    route: str
+    from_model: str
+    to_model: str
+    reason: str
+    requests: float
+    saving_usd: float | None
+    """None when either model served nothing on the route in the window (no cost per query)."""
+
+
+@dataclass(frozen=True)
 class Action:
     change: str
     """cache it, downgrade it, budget it, batch it"""
@@ -121,6 +139,7 @@ class CostReport:
     retries: dict[str, float]
     cache: dict[str, float]
     drivers: list[Driver]
+    downgrades: list[Downgrade] = field(default_factory=list)
     evaluation: dict[str, dict[str, Any]] = field(default_factory=dict)
     """`shadow` and `judge`: what mirrored and grading calls cost, apart from the bill."""
     notes: list[str] = field(default_factory=list)
@@ -166,6 +185,7 @@ class CostReport:
             "retries": self.retries,
             "cache": self.cache,
             "drivers": [asdict(d) for d in self.drivers],
+            "downgrades": [asdict(d) for d in self.downgrades],
             "evaluation": self.evaluation,
             "notes": self.notes,
         }
@@ -280,6 +300,7 @@ def build_report(
         retries=retries,
         cache=cache,
         drivers=drivers,
+        downgrades=_downgrades(counts, cost, requests),
         evaluation=evaluation,
         notes=notes,
     )
@@ -301,6 +322,26 @@ def _evaluation(
             for name in sorted(set(spent) | set(asked), key=lambda n: (-spent.get(n, 0.0), n))
         ],
     }
+
+
+def _downgrades(
+    counts: SpendCounts,
+    cost: list[tuple[dict[str, str], float]],
+    requests: list[tuple[dict[str, str], float]],
+) -> list[Downgrade]:
+    def per_query(route: str, model: str) -> float | None:
+        asked = _sum_by(requests, "model", route=route).get(model, 0.0)
+        return _sum_by(cost, "model", route=route).get(model, 0.0) / asked if asked else None
+
+    rows = []
+    for labels, moved in counts.rows("llm_downgrades_total"):
+        if moved <= 0:
+            continue
+        route, before, after = labels["route"], labels["from_model"], labels["to_model"]
+        full, cheap = per_query(route, before), per_query(route, after)
+        saving = None if full is None or cheap is None else moved * (full - cheap)
+        rows.append(Downgrade(route, before, after, labels["reason"], moved, saving))
+    return sorted(rows, key=lambda d: (-(d.saving_usd or 0.0), -d.requests, d.route))
 
 
 def _repeats(counts: SpendCounts, requests: list[tuple[dict[str, str], float]]) -> list[Repeats]:

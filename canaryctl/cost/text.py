@@ -131,6 +131,16 @@ def render_text(report: CostReport) -> str:
                 for x in repeated
             ],
         )  # fmt: skip
+    if r.downgrades:
+        out += ["", "downgrades (low-criticality work served by a cheaper model)"]
+        out += _table(
+            ["route: from → to", "reason", "requests", "saved"],
+            [
+                [f"{d.route}: {d.from_model} → {d.to_model}", d.reason, f"{d.requests:,.0f}",
+                 usd(d.saving_usd)]
+                for d in r.downgrades
+            ],
+        )  # fmt: skip
     spent = [(kind, e) for kind, e in r.evaluation.items() if e["requests"] or e["cost_usd"]]
     if spent:
         out += ["", "not user spend: shadow and judge calls (in none of the figures above)"]

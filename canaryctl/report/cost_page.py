@@ -125,6 +125,23 @@ def cost_html(report: CostReport) -> str:
             f'<td class="num">{escape(usd(x.retry_cost_usd))}</td></tr>'
         )
     parts.append("</table>")
+    if r.downgrades:
+        parts += [
+            "<h2>Downgrades</h2>",
+            "<p>Low-criticality work the gateway served with a cheaper model; saved is the moves "
+            "times the difference of the two models' cost per query on the route.</p>",
+            "<table class=downgrades><tr><th>route</th><th>from</th><th>to</th><th>reason</th>"
+            "<th>requests</th><th>saved</th></tr>",
+        ]
+        for d in r.downgrades:
+            parts.append(
+                f'<tr class="downgrade" data-route="{escape(d.route)}">'
+                f"<td>{escape(d.route)}</td><td>{escape(d.from_model)}</td>"
+                f"<td>{escape(d.to_model)}</td><td>{escape(d.reason)}</td>"
+                f'<td class="num">{d.requests:,.0f}</td>'
+                f'<td class="num">{escape(usd(d.saving_usd))}</td></tr>'
+            )
+        parts.append("</table>")
     parts += [
         "<h2>Not user spend: shadow and judge calls</h2>",
         "<p>Mirrored (shadow) and grading (judge) calls are in none of the figures above.</p>",
