@@ -28,10 +28,14 @@ from typing import Any
 
 from canaryctl.analysis.betting import SCALES, grow, mixture
 
-__all__ = ["WITHIN_ALTERNATIVES", "BoundTest"]
+__all__ = ["NEAR_ALTERNATIVES", "WITHIN_ALTERNATIVES", "BoundTest"]
 
 WITHIN_ALTERNATIVES = (1.5, 2.0, 4.0, 8.0)
 """The within side's alternatives: the rate at b / g, equally weighted."""
+NEAR_ALTERNATIVES = (1.05, 1.1, 1.2, 1.5)
+"""... for a bound near the middle of [0, 1] (a win rate's 0.45 is a shortfall of 0.55), where
+the value to show within sits a few hundredths under the bound, not a few times under it: the
+alternatives far below would never gain on it."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,12 @@ class BoundTest:
     within: tuple[float, ...] = (0.0,) * len(WITHIN_ALTERNATIVES)
     trials: float = 0.0
     events: float = 0.0
+    alternatives: tuple[float, ...] = WITHIN_ALTERNATIVES
+
+    @classmethod
+    def near(cls, bound: float) -> BoundTest:
+        """A test whose within side bets on values just under `bound` (NEAR_ALTERNATIVES)."""
+        return cls(bound, within=(0.0,) * len(NEAR_ALTERNATIVES), alternatives=NEAR_ALTERNATIVES)
 
     def observe(
         self, trials: float, events: float, events_within: float | None = None
@@ -60,7 +70,7 @@ class BoundTest:
         b = self.bound
         within = tuple(
             w + counted * math.log(1 / g) + (trials - counted) * math.log((1 - b / g) / (1 - b))
-            for w, g in zip(self.within, WITHIN_ALTERNATIVES, strict=True)
+            for w, g in zip(self.within, self.alternatives, strict=True)
         )
         return replace(
             self,
@@ -88,7 +98,9 @@ class BoundTest:
             "within": list(self.within),
             "trials": self.trials,
             "events": self.events,
-        }
+            **({} if self.alternatives == WITHIN_ALTERNATIVES else
+               {"alternatives": list(self.alternatives)}),
+        }  # fmt: skip
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BoundTest:
@@ -98,4 +110,5 @@ class BoundTest:
             within=tuple(data["within"]),
             trials=data["trials"],
             events=data["events"],
+            alternatives=tuple(data.get("alternatives", WITHIN_ALTERNATIVES)),
         )

@@ -276,6 +276,13 @@ def status_command(run_id: int | None, state_path: str, output: str | None) -> N
         f"canaryctl {record.version}); ended {_when(record.ended_at)}"
     )
     click.echo(f"  canary weight {record.state.get('weight', 0):g}%")
+    shadowed = [e for e in events if e.type == "shadow_flag_changed" and e.result is not None]
+    if shadowed:
+        share = shadowed[-1].result["after"]["canary"]
+        if share:
+            click.echo(f"  shadow: mirroring {share:g}% of requests to the candidate")
+        else:
+            click.echo("  shadow: step over, the shadow flag is back off")
     if record.outcome is not None:
         click.echo(f"  outcome {record.outcome} (exit {record.exit_code})")
     if record.reason:
@@ -283,7 +290,8 @@ def status_command(run_id: int | None, state_path: str, output: str | None) -> N
     analyses = [e for e in events if e.type == "analysis"]
     if analyses:
         last = analyses[-1].data
-        click.echo(f"  last analysis ({_when(analyses[-1].at)}): {last['outcome']}")
+        shadow = " of shadow traffic" if last.get("shadow") else ""
+        click.echo(f"  last analysis{shadow} ({_when(analyses[-1].at)}): {last['outcome']}")
         for check in last["checks"]:
             click.echo(f"    {check['outcome']:<12} {check['reason']}")
     click.echo("  recent events:")
