@@ -111,6 +111,7 @@ from canaryctl.errors import (
 )
 from canaryctl.flags.base import FlagClaim, FlagSnapshot, FlagStore, Split
 from canaryctl.metrics.base import MetricsSource, Observation, ShadowSource
+from canaryctl.metrics.profile import check_profile_feeds_slos
 from canaryctl.redact import redact_document
 from canaryctl.runbook.rollout import Rollout
 from canaryctl.runbook.scenario import ChaosScenario
@@ -243,6 +244,7 @@ class RolloutRunner:
                 "spec.metrics: this metrics source cannot read shadow traffic, which the "
                 "shadow step judges"
             )
+        check_profile_feeds_slos(self.rollout.spec)
         flag = self.rollout.spec.shadow_flag
         assert flag is not None  # validated: a shadow step names its flag
         prior = self._shadow.flags.snapshot()
