@@ -7,6 +7,7 @@ only shadowed, and the shadow one is back where it was, whatever ended the run.
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 from pydantic import ValidationError
 
+from canaryctl.analysis.bound import BoundTest
 from canaryctl.cli.main import main
 from canaryctl.clock import FakeClock
 from canaryctl.controller import RolloutRunner, RunResult, StateStore
@@ -325,3 +327,29 @@ def test_rollout_status_shows_the_shadow_step(world: Callable[..., World]) -> No
     assert "stopped in shadow" in out.output
     assert "last analysis of shadow traffic" in out.output
     assert "shadow: step over, the shadow flag is back off" in out.output
+
+
+# -- the pairwise test ----------------------------------------------------------------------------
+
+
+def test_the_pairwise_bound_test_rarely_rejects_at_its_bound_and_round_trips() -> None:
+    """At the bound itself (the hardest case), over 60 looks of 50 pairs each, the beyond side
+    crosses 1/alpha in at most alpha of the runs; a shortfall 0.1 beyond is caught."""
+    rng = random.Random(7)
+    alpha, bound, runs = 0.05, 0.55, 400
+
+    def run(shortfall: float) -> tuple[bool, BoundTest]:
+        test = BoundTest.near(bound)
+        for _ in range(60):
+            events = sum(rng.random() < shortfall for _ in range(50))
+            test = test.observe(50, events)
+            if test.e_value_beyond() >= 1 / alpha:
+                return True, test
+        return False, test
+
+    false_stops = sum(run(bound)[0] for _ in range(runs))
+    assert false_stops <= alpha * runs
+    caught, test = run(bound + 0.1)
+    assert caught
+    assert BoundTest.from_dict(json.loads(json.dumps(test.to_dict()))) == test
+    assert test.e_value_within() < 1  # no evidence the other way
