@@ -204,9 +204,7 @@ def measure(runs: int, seed: int) -> dict[str, Any]:
                     "failed_upper_95": clopper_pearson_upper(len(failed), runs),
                     "undecided": undecided / runs,
                     "passed": len(passed) / runs,
-                    "median_minutes": statistics.median(r[1] for r in decided)
-                    if decided
-                    else None,
+                    "median_minutes": statistics.median(r[1] for r in decided) if decided else None,
                     "median_pairs": statistics.median(r[2] for r in decided) if decided else None,
                 }
             )
