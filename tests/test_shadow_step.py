@@ -24,7 +24,7 @@ from canaryctl.controller.step import ShadowItem, plan
 from canaryctl.errors import FlagMismatch
 from canaryctl.flags import MemoryFlagStore
 from canaryctl.metrics import Observation, ScriptedMetricsSource, VariantStats
-from canaryctl.runbook import Rollout
+from canaryctl.runbook import Rollout, load_document
 from canaryctl.runbook.rollout import SloSpec
 
 T0 = 1_700_000_000.0
@@ -353,3 +353,40 @@ def test_the_pairwise_bound_test_rarely_rejects_at_its_bound_and_round_trips() -
     assert caught
     assert BoundTest.from_dict(json.loads(json.dumps(test.to_dict()))) == test
     assert test.e_value_within() < 1  # no evidence the other way
+
+
+def test_the_example_runbook_shadows_before_its_first_weight() -> None:
+    path = Path(__file__).parent.parent / "runbooks" / "shadow" / "rollout-gpt4o-mini.yaml"
+    rollout = load_document(path, expect=Rollout)
+    items = plan(rollout.spec)
+    assert isinstance(items[0], ShadowItem) and items[0].percent == 20
+    assert rollout.spec.shadow_flag is not None and rollout.spec.shadow_flag.baseline == "off"
+    flags = json.loads((path.parent / "flags.json").read_text())["flags"]
+    assert flags[rollout.spec.shadow_flag.key]["variations"][0] == "off"
+    assert rollout.spec.flag.canary in flags[rollout.spec.shadow_flag.key]["variations"]
+
+
+def test_an_abort_during_the_shadow_step_puts_the_shadow_flag_back(
+    world: Callable[..., World],
+) -> None:
+    w = world()
+
+    def abort() -> None:
+        with StateStore(w.store.path) as other:
+            other.request(1, "abort", by="alice", at=w.clock.now())
+
+    w.clock.call_at(T0 + 45, abort)
+    result = w.run()
+    assert (result.outcome, result.exit_code) == ("aborted", 1)
+    assert w.live_untouched() and w.shadow_restored()
+
+
+def test_a_metrics_outage_in_the_shadow_step_is_an_error_not_a_verdict(
+    world: Callable[..., World],
+) -> None:
+    w = world()
+    w.clock.call_at(T0 + 20, lambda: setattr(w.metrics, "down", True))
+    result = w.run()
+    assert result.exit_code == 3
+    assert "metrics backend error" in result.reason
+    assert w.live_untouched() and w.shadow_restored()
