@@ -6,8 +6,10 @@ only shadowed, and the shadow one is back where it was, whatever ended the run.
 
 from __future__ import annotations
 
+import copy
 import json
 import random
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from pydantic import ValidationError
 from canaryctl.analysis.bound import BoundTest
 from canaryctl.cli.main import main
 from canaryctl.clock import FakeClock
-from canaryctl.controller import RolloutRunner, RunResult, StateStore
+from canaryctl.controller import RolloutRunner, RunResult, StateStore, resume_rollout
 from canaryctl.controller.step import ShadowItem, plan
 from canaryctl.errors import FlagMismatch
 from canaryctl.flags import MemoryFlagStore
@@ -390,3 +392,44 @@ def test_a_metrics_outage_in_the_shadow_step_is_an_error_not_a_verdict(
     assert result.exit_code == 3
     assert "metrics backend error" in result.reason
     assert w.live_untouched() and w.shadow_restored()
+
+
+def test_a_resume_in_the_shadow_step_starts_it_again_and_still_puts_the_flag_back(
+    world: Callable[..., World], tmp_path: Path
+) -> None:
+    """A process dies 45 s into the step, with the shadow flag mirroring: the resumed run
+    adopts the shadow flag's journaled state, judges the candidate afresh, ends the step."""
+    w = world()
+    copy_path = tmp_path / "crashed.db"
+    left: dict[str, MemoryFlagStore] = {}
+
+    def crash() -> None:
+        dest = sqlite3.connect(copy_path)
+        with sqlite3.connect(w.store.path) as source:
+            source.backup(dest)
+        with dest:
+            dest.execute("UPDATE runs SET lease_until = 0")
+        dest.close()
+        left["live"], left["shadow"] = copy.deepcopy(w.flags), copy.deepcopy(w.shadow_flags)
+
+    w.clock.call_at(T0 + 45, crash)
+    w.run()
+    assert left["shadow"].split(left["shadow"].snapshot()).canary == 20  # died mirroring
+    w.flags, w.shadow_flags = left["live"], left["shadow"]
+    w.clock = FakeClock(T0 + 50)
+    w.metrics = ScriptedMetricsSource(w._live, w.clock.now, shadow=w._shadow)
+    result = resume_rollout(
+        1,
+        state_path=copy_path,
+        rollout=w.rollout,
+        clock=w.clock,
+        flags=w.flags,
+        metrics=w.metrics,
+        shadow_flags=w.shadow_flags,
+    )
+    assert result.exit_code == 0, result.reason
+    assert w.shadow_restored()
+    with StateStore(copy_path) as store:
+        after = [e for e in store.events(1, "analysis") if e.at > T0 + 50]
+        assert after and after[0].data["shadow"]
+        assert "resumed" in [e.type for e in store.events(1)]

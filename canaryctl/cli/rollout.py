@@ -161,7 +161,11 @@ def _dry_run(document: Rollout, output: str | None, *, from_current: bool) -> No
     """Every preflight check a real run makes but the claim, and nothing else: no journal, no
     write."""
     from canaryctl.clock import SystemClock
-    from canaryctl.controller.preflight import ensure_baseline_has_traffic, starting_state
+    from canaryctl.controller.preflight import (
+        check_shadow_flag,
+        ensure_baseline_has_traffic,
+        starting_state,
+    )
     from canaryctl.flags.factory import flag_store_for
     from canaryctl.metrics.factory import metrics_source_for
 
@@ -173,6 +177,8 @@ def _dry_run(document: Rollout, output: str | None, *, from_current: bool) -> No
     metrics = metrics_source_for(
         spec.metrics, slos=spec.slos, baseline=spec.flag.baseline, canary=spec.flag.canary
     )
+    if spec.shadow_flag is not None and any(s.shadow is not None for s in spec.steps):
+        check_shadow_flag(document, flag_store_for(spec.shadow_flag), metrics)
     metrics.check()
     baseline = flags.variants(snapshot)[0]
     ensure_baseline_has_traffic(document, metrics, SystemClock(), baseline)

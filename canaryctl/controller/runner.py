@@ -62,6 +62,7 @@ from canaryctl.controller.hooks import HookRunner, check_hook_urls
 from canaryctl.controller.lease import DEFAULT_LEASE_TTL, Leases, RunReleased
 from canaryctl.controller.phases import Phase
 from canaryctl.controller.preflight import (
+    check_shadow_flag,
     ensure_baseline_has_traffic,
     flag_identity,
     load_scenarios,
@@ -103,7 +104,6 @@ from canaryctl.errors import (
     CanaryError,
     FlagBackendError,
     FlagConflict,
-    FlagMismatch,
     Interrupted,
     InvalidInput,
     MetricsBackendError,
@@ -111,7 +111,6 @@ from canaryctl.errors import (
 )
 from canaryctl.flags.base import FlagClaim, FlagSnapshot, FlagStore, Split
 from canaryctl.metrics.base import MetricsSource, Observation, ShadowSource
-from canaryctl.metrics.profile import check_profile_feeds_slos
 from canaryctl.redact import redact_document
 from canaryctl.runbook.rollout import Rollout
 from canaryctl.runbook.scenario import ChaosScenario
@@ -239,24 +238,7 @@ class RolloutRunner:
             return None
         if self._shadow is None:
             raise InvalidInput("spec.shadow_flag: a shadow step needs its flag store wired")
-        if not isinstance(self.metrics, ShadowSource):
-            raise InvalidInput(
-                "spec.metrics: this metrics source cannot read shadow traffic, which the "
-                "shadow step judges"
-            )
-        check_profile_feeds_slos(self.rollout.spec)
-        flag = self.rollout.spec.shadow_flag
-        assert flag is not None  # validated: a shadow step names its flag
-        prior = self._shadow.flags.snapshot()
-        split = self._shadow.flags.split(prior)
-        if split.baseline != 100:
-            raise FlagMismatch(
-                f"shadow flag '{flag.key}' serves {flag.canary} {split.canary:g}%, "
-                f"{flag.baseline} {split.baseline:g}%"
-                + (f", other variations {split.other:g}%" if split.other else "")
-                + f": a shadow step starts from {flag.baseline} (no shadowing) for everyone"
-            )
-        return prior
+        return check_shadow_flag(self.rollout, self._shadow.flags, self.metrics)
 
     def _journal_shadow_prior(self, prior: FlagSnapshot) -> None:
         assert self._shadow is not None
