@@ -56,7 +56,7 @@ def lab(flags: Path, candidate: str, quality: float) -> LabSpec:
     providers = [
         {"name": "base", "latency": FAST, "quality": 0.95},
         {"name": candidate, "latency": FAST, "quality": quality},
-        {"name": "judge", "latency": FAST, "judge": True},
+        {"name": "judge", "latency": FAST, "judge": {}},
     ]
     models = [{"name": p["name"], "base_url": f"lab://{p['name']}"} for p in providers]
     route = {
@@ -64,7 +64,7 @@ def lab(flags: Path, candidate: str, quality: float) -> LabSpec:
         "flag": LIVE,
         "default_model": "base",
         "shadow": {"flag": SHADOW},
-        "judge": {"model": "judge", "sample": 1.0},
+        "judge": {"model": "judge", "sample": 0.0, "pairs": 1.0},
     }
     gateway = {
         "listen": "127.0.0.1:0",
