@@ -378,7 +378,7 @@ def tick(spec: RolloutSpec, state: RolloutState, now: float, event: Event | None
         case Analyzed(verdict=verdict, ledger=ledger) if state.phase is Phase.SHADOW:
             if ledger is not None:
                 state = replace(state, shadow_ledger=ledger)
-            return _shadow_analyzed(spec, items, state, now, verdict)
+            return _shadow_analyzed(spec, state, now, verdict)
         case Resumed() if state.phase is Phase.SHADOW:
             return _enter(spec, items, _shadow_off(state), now)
         case Analyzed(verdict=verdict, ledger=ledger):
@@ -592,11 +592,7 @@ def _shadow_hold(state: RolloutState, now: float) -> Decision:
 
 
 def _shadow_analyzed(
-    spec: RolloutSpec,
-    items: tuple[PlanItem, ...],
-    state: RolloutState,
-    now: float,
-    verdict: Verdict,
+    spec: RolloutSpec, state: RolloutState, now: float, verdict: Verdict
 ) -> Decision:
     """A failure stops the run (past `failure_limit`); a pass once `until` is over ends the
     step; at `max`, anything short of a pass stops it."""
