@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import random
+import socket
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -23,8 +25,8 @@ from canaryctl.cli.main import main
 from canaryctl.clock import FakeClock
 from canaryctl.controller import RolloutRunner, RunResult, StateStore, resume_rollout
 from canaryctl.controller.step import ShadowItem, plan
-from canaryctl.errors import FlagMismatch
-from canaryctl.flags import MemoryFlagStore
+from canaryctl.errors import FlagClaimed, FlagMismatch
+from canaryctl.flags import FlagClaim, MemoryFlagStore
 from canaryctl.metrics import Observation, ScriptedMetricsSource, VariantStats
 from canaryctl.runbook import Rollout, load_document
 from canaryctl.runbook.rollout import SloSpec
@@ -433,3 +435,23 @@ def test_a_resume_in_the_shadow_step_starts_it_again_and_still_puts_the_flag_bac
         after = [e for e in store.events(1, "analysis") if e.at > T0 + 50]
         assert after and after[0].data["shadow"]
         assert "resumed" in [e.type for e in store.events(1)]
+
+
+def test_the_shadow_flag_is_claimed_like_the_live_one(world: Callable[..., World]) -> None:
+    """Another run's claim on the shadow flag refuses this one before anything moves; a run
+    that ends leaves neither flag claimed."""
+    w = world()
+    other = FlagClaim(token="other", run_id=7, state="elsewhere.db", host=socket.gethostname(),
+                      pid=os.getpid(), at=T0)  # fmt: skip
+    w.shadow_flags.claim(other)
+    with pytest.raises(FlagClaimed, match="run 7"):
+        w.run()
+    assert w.live_untouched() and w.flags.claimed_by is None
+    assert w.shadow_flags.claimed_by == other
+    w.shadow_flags.release(other)
+    seen: list[object] = []
+    w.clock.call_at(T0 + 45, lambda: seen.append(w.shadow_flags.claimed_by))
+    result = w.run()
+    assert result.exit_code == 0, result.reason
+    assert seen and getattr(seen[0], "run_id", None) == result.run_id
+    assert w.flags.claimed_by is None and w.shadow_flags.claimed_by is None

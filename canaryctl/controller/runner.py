@@ -194,6 +194,8 @@ class RolloutRunner:
         self._last_verdict: Verdict | None = None
         self._from_current, self._break_claim = from_current, break_claim
         self._claim: FlagClaim | None = None
+        self._shadow_claimed = False
+        """Whether this run holds a claim on the shadow flag too (a shadow step ahead)."""
 
     # -- entry points --
 
@@ -208,7 +210,7 @@ class RolloutRunner:
             prior = self.flags.snapshot()
             self._writes.split = split = self.flags.split(prior)
             self._state = starting_state(self.rollout, split, from_current=self._from_current)
-            shadow_prior = self._shadow_preflight()
+            shadow_prior = self._shadow_preflight(claim)
             self.metrics.check()
             baseline = self.flags.variants(prior)[0]
             ensure_baseline_has_traffic(self.rollout, self.metrics, self.clock, baseline)
@@ -219,9 +221,14 @@ class RolloutRunner:
         except BaseException:
             with contextlib.suppress(CanaryError):  # the refusal matters more than the cleanup
                 self.flags.release(claim)
+            if self._shadow_claimed and self._shadow is not None:
+                with contextlib.suppress(CanaryError):
+                    self._shadow.flags.release(claim)
             raise
         self._claim = replace(claim, run_id=self._run_id)
         self.flags.claim(self._claim)
+        if self._shadow_claimed and self._shadow is not None:
+            self._shadow.flags.claim(self._claim)
         self.store.record_event(
             self._run_id, "flag_claimed", {"token": claim.token}, at=self.clock.now()
         )
@@ -230,14 +237,17 @@ class RolloutRunner:
         # An abort posted while a submitted run waited for a controller: nothing moves.
         return self._drive(None if submitted is None else self._next_request(abort_only=True))
 
-    def _shadow_preflight(self) -> FlagSnapshot | None:
-        """A shadow step ahead needs its flag wired, serving its off variation to everyone, and
-        a metrics source that reads shadow traffic; the flag as found, or None without one."""
+    def _shadow_preflight(self, claim: FlagClaim) -> FlagSnapshot | None:
+        """A shadow step ahead needs its flag wired, claimed by this run as the live flag is,
+        serving its off variation to everyone, and a metrics source that reads shadow traffic;
+        the flag as found, or None without one."""
         ahead = any(isinstance(i, ShadowItem) for i in self._plan[self._state.item :])
         if not ahead:
             return None
         if self._shadow is None:
             raise InvalidInput("spec.shadow_flag: a shadow step needs its flag store wired")
+        self._shadow.flags.claim(claim, take_over=self._break_claim)
+        self._shadow_claimed = True
         return check_shadow_flag(self.rollout, self._shadow.flags, self.metrics)
 
     def _journal_shadow_prior(self, prior: FlagSnapshot) -> None:
@@ -356,6 +366,9 @@ class RolloutRunner:
         token = claimed[-1].data["token"] if claimed else uuid.uuid4().hex
         self._claim = self._new_claim(token, run_id)
         self.flags.claim(self._claim, take_over=self._break_claim)
+        if self._shadow is not None and self._shadow.prior is not None:
+            self._shadow.flags.claim(self._claim, take_over=self._break_claim)
+            self._shadow_claimed = True
         current = self.flags.snapshot()
         self._writes.split = self.flags.split(current)
         self._observers.on_start(self._info(resumed=True))
@@ -755,6 +768,11 @@ class RolloutRunner:
             self.flags.release(self._claim)
         except CanaryError as exc:
             self._error("flag", f"releasing the claim on the flag failed: {exc}")
+        if self._shadow_claimed and self._shadow is not None:
+            try:
+                self._shadow.flags.release(self._claim)
+            except CanaryError as exc:
+                self._error("flag", f"releasing the claim on the shadow flag failed: {exc}")
         self._claim = None
 
     def _notify(self, result: RunResult) -> None:
