@@ -17,13 +17,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from click.testing import CliRunner
 from pydantic import ValidationError
+from rollout_world import RUNBOOK
+from rollout_world import World as RolloutWorld
 
 from canaryctl.analysis.bound import BoundTest
 from canaryctl.cli.main import main
 from canaryctl.clock import FakeClock
-from canaryctl.controller import RolloutRunner, RunResult, StateStore, resume_rollout
+from canaryctl.controller import (
+    RolloutRunner,
+    RunResult,
+    StateStore,
+    resume_rollout,
+    run_rollout,
+)
 from canaryctl.controller.step import ShadowItem, plan
 from canaryctl.errors import FlagClaimed, FlagMismatch
 from canaryctl.flags import FlagClaim, MemoryFlagStore
@@ -455,3 +464,29 @@ def test_the_shadow_flag_is_claimed_like_the_live_one(world: Callable[..., World
     assert result.exit_code == 0, result.reason
     assert seen and getattr(seen[0], "run_id", None) == result.run_id
     assert w.flags.claimed_by is None and w.shadow_flags.claimed_by is None
+
+
+def test_a_backtest_with_a_shadow_step_replays_the_live_steps_as_the_run_made_them(
+    tmp_path: Path,
+) -> None:
+    """Shadow counts are not in a live run's journal: the replay skips the step, at once."""
+    world = RolloutWorld(tmp_path, analysis={"interval": "10s", "min_requests": 50})
+    world.canary_error_rate = 0.2
+    result = run_rollout(
+        world.rollout,
+        state_path=world.state,
+        clock=world.clock,
+        flags=world.flags,
+        metrics=world.metrics,
+    )
+    spec = {**RUNBOOK["spec"], "analysis": {"interval": "10s", "min_requests": 50}}
+    spec["shadow_flag"] = {**spec["flag"], "key": "support-bot-shadow", "baseline": "off"}
+    spec["steps"] = [{"shadow": {"percent": 20, "slos": SHADOW_SLOS}}, *spec["steps"]]
+    runbook = tmp_path / "shadowed.yaml"
+    runbook.write_text(yaml.safe_dump({**RUNBOOK, "spec": spec}))
+    args = ["backtest", str(runbook), "--run", str(result.run_id), "--state", str(world.state)]
+    out = CliRunner().invoke(main, [*args, "-o", "json"])
+    assert out.exit_code == 0, out.output
+    replayed = json.loads(out.output)["replay"]
+    assert replayed["outcome"] == "rolled_back"
+    assert replayed["reason"] == result.reason
