@@ -490,3 +490,24 @@ def test_a_backtest_with_a_shadow_step_replays_the_live_steps_as_the_run_made_th
     replayed = json.loads(out.output)["replay"]
     assert replayed["outcome"] == "rolled_back"
     assert replayed["reason"] == result.reason
+
+
+@pytest.mark.parametrize(
+    ("profile", "code", "message"),
+    [
+        ("canaryctl", 0, '"valid": true'),
+        ("litellm", 2, "spec.steps[0].shadow: metric profile 'litellm' has no shadow queries"),
+    ],
+)
+def test_validate_says_whether_the_metric_profile_can_read_the_shadow_step(
+    tmp_path: Path, profile: str, code: int, message: str
+) -> None:
+    data = make_rollout().model_dump(mode="json", by_alias=True, exclude_none=True)
+    data["spec"]["metrics"] = {"provider": "prometheus", "url": "http://127.0.0.1:9090",
+                               "profile": profile}  # fmt: skip
+    data["spec"]["slos"] = [{"metric": "error_rate", "max": 0.05}]
+    path = tmp_path / "rollout.yaml"
+    path.write_text(yaml.safe_dump(data))
+    out = CliRunner().invoke(main, ["validate", str(path), "-o", "json"])
+    assert out.exit_code == code, out.output
+    assert message in out.output
