@@ -601,8 +601,11 @@ class RolloutRunner:
         step = spec.steps[item.step].shadow
         assert step is not None
         self._ensure_flag_untouched()
-        assert self._writes.prior is not None
-        baseline, canary = self.flags.variants(self._writes.prior)
+        assert self._writes.prior is not None and self._shadow is not None
+        assert self._shadow.prior is not None
+        baseline = self.flags.variants(self._writes.prior)[0]
+        # The shadow calls are labelled with the model the shadow flag's variation names.
+        canary = self._shadow.flags.variants(self._shadow.prior)[1]
         try:
             observation = self.metrics.observe_shadow(since, baseline=baseline, candidate=canary)
         except MetricsBackendError as exc:
