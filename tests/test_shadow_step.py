@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from rollout_world import RUNBOOK
 from rollout_world import World as RolloutWorld
 
+from canaryctl.analysis import assess
 from canaryctl.analysis.bound import BoundTest
 from canaryctl.cli.main import main
 from canaryctl.clock import FakeClock
@@ -38,7 +39,7 @@ from canaryctl.errors import FlagClaimed, FlagMismatch
 from canaryctl.flags import FlagClaim, MemoryFlagStore
 from canaryctl.metrics import Observation, ScriptedMetricsSource, VariantStats
 from canaryctl.runbook import Rollout, load_document
-from canaryctl.runbook.rollout import SloSpec
+from canaryctl.runbook.rollout import AnalysisSpec, SloSpec
 
 T0 = 1_700_000_000.0
 BASELINE, CANARY = "gpt-4-turbo", "gpt-4o-mini"
@@ -511,3 +512,19 @@ def test_validate_says_whether_the_metric_profile_can_read_the_shadow_step(
     out = CliRunner().invoke(main, ["validate", str(path), "-o", "json"])
     assert out.exit_code == code, out.output
     assert message in out.output
+
+
+@pytest.mark.parametrize(("wins", "outcome"), [(60, "pass"), (30, "fail")])
+def test_win_rate_by_threshold_is_the_window_against_even_minus_the_margin(
+    wins: float, outcome: str
+) -> None:
+    """(wins + ties/2) / pairs: 60 wins and 40 ties of 200 is 0.40, below 0.45; 90 wins, 0.55."""
+    slo = SloSpec(metric="win_rate", compare="baseline", max_decrease=0.05)
+    analysis = AnalysisSpec(method="threshold", min_requests=100)
+    candidate = VariantStats(requests=200, pairs=200, pair_wins=wins + 30, pair_ties=40)
+    observation = Observation(0, 60, {BASELINE: VariantStats(requests=1000), CANARY: candidate})
+    verdict, _ = assess([slo], analysis, observation, {}, baseline=BASELINE, canary=CANARY)
+    (check,) = verdict.checks
+    assert check.outcome.value == outcome
+    assert check.canary_value == pytest.approx((wins + 30 + 20) / 200)
+    assert check.bound == pytest.approx(0.45)
