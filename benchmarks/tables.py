@@ -43,6 +43,10 @@ BENCHMARKS = {
     "benchmarks/results/gateway_overhead.json": "python benchmarks/gateway_overhead.py --seconds 6",
     "benchmarks/results/chaos_proxy_overhead.json": "python benchmarks/chaos_proxy_overhead.py",
     "benchmarks/results/anthropic_overhead.json": "python benchmarks/anthropic_overhead.py",
+    "benchmarks/results/shadow_overhead.json": "python benchmarks/shadow_overhead.py",
+    "benchmarks/results/shadow_overhead_loaded.json": (
+        "python benchmarks/shadow_overhead.py (an earlier run, kept: the machine at load 5 to 9)"
+    ),
     "benchmarks/results/ld_propagation.json": "python benchmarks/ld_propagation.py --changes 50",
     "benchmarks/results/feedback_memory.json": "python benchmarks/feedback_memory.py",
     "benchmarks/results/quality_detection.json": "python benchmarks/quality_detection.py",
@@ -355,6 +359,40 @@ def anthropic_overhead(data: dict[str, Any]) -> str:
         "negative difference is noise); ± is half the sum of the two percentiles' spreads over "
         f"the {r['config']['rounds']} rounds of {num(r['config']['seconds'])} s. What the "
         "translation costs is a translated row minus the first row's."
+    )
+
+
+def shadow_overhead(data: dict[str, Any]) -> str:
+    """The primary's latency with every request shadowed, beside the same gateway without."""
+    r = _results(data)
+    config, targets = r["config"], r["targets"]
+    rows = []
+    for mode in config["modes"]:
+        rate = f"{config['stream_rate'] if mode == 'stream' else config['rate']:g}"
+        off, on = targets["shadow-off"][mode], targets["shadow-100"][mode]
+        cells = [
+            f"{num(f['rates'][rate]['p50_ms'], 2)} / {num(f['rates'][rate]['p99_ms'], 2)}"
+            for f in (off, on)
+        ]
+        p50, p99 = (_added(on, off, rate, q) for q in ("p50_ms", "p99_ms"))
+        calls = r["shadow_calls"][mode]
+        sent = sum(v for k, v in calls.items() if k.startswith("sent_"))
+        dropped = sum(v for k, v in calls.items() if k.startswith("dropped_"))
+        cpu = " → ".join(num(f["rates"][rate]["cpu_ms_per_request"], 2) for f in (off, on))
+        errors = str(off["errors"] + on["errors"])
+        row = [mode, rate, *cells, f"{p50} / {p99}", cpu, num(sent), num(dropped), errors]
+        rows.append(row)
+    head = ["mode", "req/s", "p50 / p99 ms, no shadow", "p50 / p99 ms, 100% shadowed"]
+    head += ["added p50 / p99 ms", "gateway CPU ms per request", "shadow calls", "dropped"]
+    return (
+        _table([*head, "errors"], rows, "lrrrrrrrr")
+        + "\n\nAdded: the shadowed gateway's percentile minus the same percentile without "
+        f"shadow, each the median of {config['rounds']} rounds of {num(config['seconds'])} s "
+        "taken in turns (a negative difference is noise); ± is half the sum of the two "
+        f"percentiles' spreads (max {MINUS} min) over the rounds. Gateway CPU: the gateway "
+        "process's user + system time per primary request, median of the rounds, without and "
+        "with shadow (the shadow call's own cost, which latency noise hides). Shadow calls and "
+        "drops are the shadowed gateway's during its rounds; errors are the primary's."
     )
 
 
@@ -877,6 +915,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "gateway-overhead-ratios": gateway_overhead_ratios,
     "chaos-proxy-overhead": chaos_proxy_overhead,
     "anthropic-overhead": anthropic_overhead,
+    "shadow-overhead": shadow_overhead,
     "ld-propagation": ld_propagation,
     "ld-propagation-inline": ld_propagation_inline,
     "feedback-memory-inline": feedback_memory_inline,

@@ -89,6 +89,8 @@ class GatewayMetrics:
             registry=registry,
         )
 
+        self._shadow_families(registry)
+
         self.flag_source_valid = Gauge(
             "llm_flag_data_source_valid",
             "1 while the flag data source is valid (LaunchDarkly SDK data-source state VALID: "
@@ -105,6 +107,50 @@ class GatewayMetrics:
             "llm_flag_data_last_change_timestamp_seconds",
             "Unix time the gateway last received flag data (its first load, then any flag "
             "change); 0 before the first",
+            registry=registry,
+        )
+
+    def _shadow_families(self, registry: CollectorRegistry) -> None:
+        """Shadow calls (gateway/shadow.py) in their own families, so that user-facing metrics,
+        budgets and SLOs never count them. Same labels as the user-facing families, where
+        `variant` is the shadow model's name (the variant it stands in for)."""
+        self.shadow_requests = Counter(
+            "llm_shadow_requests_total",
+            "Shadow requests by what the shadow model did (the outcomes of llm_requests_total; "
+            "a shadow call has no fallback)",
+            [*REQUEST_LABELS, "outcome"],
+            registry=registry,
+        )
+        self.shadow_duration = Histogram(
+            "llm_shadow_request_duration_seconds",
+            "Duration of each shadow call, from leaving the queue to its answer",
+            REQUEST_LABELS,
+            buckets=BUCKETS,
+            registry=registry,
+        )
+        self.shadow_tokens = Counter(
+            "llm_shadow_tokens_total",
+            "Tokens the shadow model reported, by kind: prompt or completion",
+            [*REQUEST_LABELS, "kind"],
+            registry=registry,
+        )
+        self.shadow_cost = Counter(
+            "llm_shadow_cost_usd_total",
+            "USD spent on shadow calls, from reported tokens and the shadow model's price",
+            REQUEST_LABELS,
+            registry=registry,
+        )
+        self.shadow_quality = Summary(
+            "llm_shadow_quality_score",
+            "Judges' scores (0..1) of shadow answers, by the shadow model",
+            REQUEST_LABELS,
+            registry=registry,
+        )
+        self.shadow_dropped = Counter(
+            "llm_shadow_dropped_total",
+            "Shadow requests not sent, by reason: queue_full (queue at its bound), budget "
+            "(the replica's shadow spend per hour is used up)",
+            ["route", "model", "reason"],
             registry=registry,
         )
 

@@ -148,6 +148,11 @@ class FlagRouter:
             value = route.default_model
         return Choice(route, value, self._models[value], identity.tier, identity.key_id)
 
+    def variation(self, flag: str, identity: Identity, default: object) -> object:
+        """`flag`'s value for the requester, in the same context as the route flags: how a
+        route's shadow flag is asked (gateway/shadow.py); `default` when it cannot say."""
+        return self._client.variation(flag, request_context(identity), default)
+
     def close(self) -> None:
         self._client.close()
 

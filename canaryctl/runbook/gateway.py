@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Discriminator, Field, Tag, model_validator
 
 from canaryctl.request_limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_JSON_DEPTH
 from canaryctl.runbook.common import API_VERSION, DocPath, Duration, Metadata, Strict, built_on_use
@@ -16,6 +16,7 @@ __all__ = [
     "CacheSpec",
     "ContextSpec",
     "FileFlagSource",
+    "FlagShadow",
     "FlagSource",
     "Gateway",
     "GatewaySpec",
@@ -26,6 +27,9 @@ __all__ = [
     "PriceSpec",
     "RedisBudgetStore",
     "RouteSpec",
+    "ShadowSpec",
+    "ShadowingSpec",
+    "StaticShadow",
     "TracingSpec",
     "VirtualKey",
 ]
@@ -110,12 +114,42 @@ class ModelSpec(Strict):
         return self
 
 
+class StaticShadow(Strict):
+    """Mirror a sampled `percent` of the route's requests to `model`: see gateway/shadow.py."""
+
+    model: str = Field(min_length=1, description="the model shadow requests are sent to")
+    percent: float = Field(ge=0, le=100, description="share of requests mirrored, drawn each time")
+
+
+class FlagShadow(Strict):
+    """Ask the flag `flag` per request, with the same context as the route's flag: a variation
+    whose value names a model shadows the request to it; any other value (`"off"`) does not."""
+
+    flag: str = Field(min_length=1, description="flag key whose variation names the shadow model")
+
+
+def _shadow_kind(value: Any) -> str:
+    """`flag` when the block names a flag, else `model`: one form's errors, not both forms'."""
+    if isinstance(value, dict):
+        return "flag" if "flag" in value else "model"
+    return "flag" if isinstance(value, FlagShadow) else "model"
+
+
+ShadowSpec = Annotated[
+    Annotated[StaticShadow, Tag("model")] | Annotated[FlagShadow, Tag("flag")],
+    Discriminator(_shadow_kind),
+]
+
+
 class RouteSpec(Strict):
     """A route is what clients ask for in the request's `model` field."""
 
     name: str = Field(min_length=1)
     flag: str = Field(min_length=1, description="flag key whose variation names the model")
     default_model: str = Field(description="served when the flag cannot be evaluated")
+    shadow: ShadowSpec | None = Field(
+        default=None, description="mirror requests to a model whose answers are never returned"
+    )
 
 
 class ContextSpec(Strict):
@@ -218,6 +252,24 @@ class TracingSpec(Strict):
     service_name: str = Field(default="canaryctl-gateway", min_length=1)
 
 
+class ShadowingSpec(Strict):
+    """How much shadow traffic one gateway replica carries at most (gateway/shadow.py)."""
+
+    queue: int = Field(
+        default=256, ge=1, description="shadow requests waiting; past it, new ones are dropped"
+    )
+    concurrency: int = Field(
+        default=64,
+        ge=1,
+        description="shadow requests in flight at once: shadowed req/s x the model's latency",
+    )
+    max_usd_per_hour: float | None = Field(
+        default=None,
+        gt=0,
+        description="this replica's shadow spend per clock hour; past it, shadowing pauses",
+    )
+
+
 class LimitsSpec(Strict):
     """What one request may send; more is a 413 (body, feedback id) or a 431 (identity header)."""
 
@@ -279,6 +331,7 @@ class GatewaySpec(Strict):
     tracing: TracingSpec | None = Field(default=None, description="off unless set")
     limits: LimitsSpec = built_on_use(LimitsSpec)
     auth: AuthSpec = built_on_use(AuthSpec)
+    shadowing: ShadowingSpec = built_on_use(ShadowingSpec)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> GatewaySpec:
@@ -290,6 +343,8 @@ class GatewaySpec(Strict):
                 raise ValueError(
                     f"routes[{i}].default_model: '{route.default_model}' is not a model"
                 )
+            if isinstance(route.shadow, StaticShadow) and route.shadow.model not in names:
+                raise ValueError(f"routes[{i}].shadow.model: '{route.shadow.model}' is not a model")
         for i, model in enumerate(self.models):
             for name in model.fallback:
                 if name not in names:
