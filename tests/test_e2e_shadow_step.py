@@ -52,20 +52,23 @@ def write_flags(path: Path, candidate: str) -> Path:
     return path
 
 
-def lab(flags: Path, candidate: str, quality: float) -> LabSpec:
-    providers = [
+def lab(
+    flags: Path, candidate: str, quality: float, *, judged: bool = True, errors: float = 0.0
+) -> LabSpec:
+    providers: list[dict[str, Any]] = [
         {"name": "base", "latency": FAST, "quality": 0.95},
-        {"name": candidate, "latency": FAST, "quality": quality},
-        {"name": "judge", "latency": FAST, "judge": {}},
+        {"name": candidate, "latency": FAST, "quality": quality, "errors": {"rate": errors}},
     ]
-    models = [{"name": p["name"], "base_url": f"lab://{p['name']}"} for p in providers]
-    route = {
+    route: dict[str, Any] = {
         "name": "bot",
         "flag": LIVE,
         "default_model": "base",
         "shadow": {"flag": SHADOW},
-        "judge": {"model": "judge", "sample": 0.0, "pairs": 1.0},
     }
+    if judged:
+        providers.append({"name": "judge", "latency": FAST, "judge": {}})
+        route["judge"] = {"model": "judge", "sample": 0.0, "pairs": 1.0}
+    models = [{"name": p["name"], "base_url": f"lab://{p['name']}"} for p in providers]
     gateway = {
         "listen": "127.0.0.1:0",
         "flags": {"provider": "file", "path": str(flags), "poll_interval": 0.1},
@@ -81,7 +84,18 @@ def lab(flags: Path, candidate: str, quality: float) -> LabSpec:
         pytest.skip(f"this branch's gateway has no shadow stage or judges yet: {exc}")
 
 
-def rollout(tmp_path: Path, flags: Path, metrics_url: str, candidate: str) -> Path:
+WIN_RATE = {"metric": "win_rate", "compare": "baseline", "max_decrease": 0.15}
+ERRORS = {"metric": "error_rate", "compare": "baseline", "max_increase": 0.05}
+
+
+def rollout(
+    tmp_path: Path,
+    flags: Path,
+    metrics_url: str,
+    candidate: str,
+    slos: list[dict[str, Any]],
+    until: str,
+) -> Path:
     flag = {"provider": "file", "path": str(flags)}
     document = {
         "apiVersion": "canaryctl/v1",
@@ -97,12 +111,9 @@ def rollout(tmp_path: Path, flags: Path, metrics_url: str, candidate: str) -> Pa
                 {
                     "shadow": {
                         "percent": 100,
-                        "until": "decided",
+                        "until": until,
                         "max": "40s",
-                        "slos": [
-                            {"metric": "error_rate", "compare": "baseline", "max_increase": 0.05},
-                            {"metric": "win_rate", "compare": "baseline", "max_decrease": 0.15},
-                        ],
+                        "slos": slos,
                     }
                 },
                 {"set_weight": 10},
@@ -115,10 +126,23 @@ def rollout(tmp_path: Path, flags: Path, metrics_url: str, candidate: str) -> Pa
     return path
 
 
-def run(tmp_path: Path, candidate: str, quality: float) -> tuple[int, list[dict[str, Any]], str]:
+def run(
+    tmp_path: Path,
+    candidate: str,
+    quality: float,
+    *,
+    judged: bool = True,
+    errors: float = 0.0,
+) -> tuple[int, list[dict[str, Any]], str]:
     flags = write_flags(tmp_path / "flags.json", candidate)
-    with LabStack(lab(flags, candidate, quality)) as stack:
-        path = rollout(tmp_path, flags, stack.metrics_url, candidate)
+    spec = lab(flags, candidate, quality, judged=judged, errors=errors)
+    with LabStack(spec) as stack:
+        # Against a baseline that never fails, `max_increase` allows almost any ratio, and a
+        # relative SLO passes once it has min_requests: without a judge, an absolute bound too,
+        # and a few seconds of shadowing at least.
+        shadowed = [ERRORS, {"metric": "error_rate", "max": 0.1}]
+        slos, until = ([ERRORS, WIN_RATE], "decided") if judged else (shadowed, "6s")
+        path = rollout(tmp_path, flags, stack.metrics_url, candidate, slos, until)
         state = str(tmp_path / "state.db")
         result = CliRunner().invoke(
             main, ["rollout", "run", str(path), "--state", state, "-o", "json"]
@@ -153,3 +177,21 @@ def test_a_candidate_answering_as_well_goes_on_to_its_first_live_weight(tmp_path
         e for e in events if e.get("event") == "analysis" and e.get("outcome") == "pass"
     ]
     assert shadow_passes
+
+
+def test_a_candidate_failing_on_mirrored_traffic_is_stopped_with_no_judge(tmp_path: Path) -> None:
+    """The gateway's shadow stage alone: the candidate's errors are read from the
+    llm_shadow_* families, and the users, all on the baseline, saw none of them."""
+    before = write_flags(tmp_path / "flags.json", "flaky").read_text()
+    code, events, after = run(tmp_path, "flaky", 0.95, judged=False, errors=0.5)
+    assert code == 1, events[-3:]
+    assert events[-1]["reason"].startswith("stopped in shadow: SLO failed: error_rate")
+    assert json.loads(after)["flags"][LIVE] == json.loads(before)["flags"][LIVE]
+    assert json.loads(after)["flags"][SHADOW]["fallthrough"] == {"variation": 0}
+
+
+def test_a_candidate_as_reliable_goes_on_with_no_judge(tmp_path: Path) -> None:
+    code, events, after = run(tmp_path, "steady", 0.95, judged=False)
+    assert code == 0, events[-3:]
+    assert events[-1]["outcome"] == "promoted"
+    assert json.loads(after)["flags"][SHADOW]["fallthrough"] == {"variation": 0}
