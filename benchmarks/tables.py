@@ -52,6 +52,7 @@ BENCHMARKS = {
     "benchmarks/results/spend_memory.json": "python benchmarks/spend_memory.py",
     "benchmarks/results/quality_detection.json": "python benchmarks/quality_detection.py",
     "benchmarks/results/judge_agreement.json": "python benchmarks/judge_agreement.py",
+    "benchmarks/results/shadow_step.json": "python benchmarks/shadow_step.py",
     "benchmarks/results/eval_throughput.json": "python benchmarks/eval_throughput.py",
     "benchmarks/results/demo_duration.json": "python benchmarks/demo_duration.py",
     "benchmarks/results/gate_runs.json": "python benchmarks/gate_runs.py",
@@ -662,6 +663,39 @@ def experiment_simulation(data: dict[str, Any]) -> str:
     )
 
 
+def shadow_step(data: dict[str, Any]) -> str:
+    r = _results(data)
+    rows = []
+    for cell in r["cells"]:
+        rows.append(
+            [
+                f"{num(cell['percent'])}%",
+                f"{cell['scenario']} ({cell['win_rate']:g})",
+                f"{pct(cell['failed'], 2)} ({pct(cell['failed_upper_95'], 2)})",
+                pct(cell["undecided"]),
+                pct(cell["passed"]),
+                _opt(cell["median_minutes"]),
+                _opt(cell["median_pairs"]),
+            ]
+        )
+    head = [
+        "shadow share",
+        "candidate (win rate)",
+        "stopped by an SLO (95% upper)",
+        "undecided at max",
+        "passed on",
+        "median minutes to decide",
+        "median pairs to decide",
+    ]
+    return (
+        _table(head, rows) + f"\n\n{num(r['runs'])} simulated runs per row at "
+        f"{num(r['monthly_queries'])} queries a month ({num(r['queries_per_minute'])} a minute), "
+        f"alpha {r['alpha']}, `win_rate` `max_decrease: {r['margin']}`, `max: "
+        f"{r['max_minutes']}m`. The medians are of the runs that decided the right way: stopped "
+        "for a candidate beyond the margin, passed on for one within it."
+    )
+
+
 def _aa_rows(rows: dict[str, dict[str, dict[str, float]]], alpha: float) -> str:
     """One line per A/A row, one column per judge: rate (95% upper bound); an upper bound over
     alpha is bold."""
@@ -1132,6 +1166,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "judge-agreement-pointwise": judge_agreement_pointwise,
     "judge-agreement-pairwise": judge_agreement_pairwise,
     "quality-detection-inline": quality_detection_inline,
+    "shadow-step": shadow_step,
     "detection": detection,
     "detection-inline": detection_inline,
     "eval-throughput": eval_throughput,

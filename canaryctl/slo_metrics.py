@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from canaryctl.metrics.base import VariantStats
 
 __all__ = [
+    "EVEN",
     "GUARD_READS",
     "INGREDIENTS",
     "OUTCOMES",
@@ -57,8 +58,13 @@ INGREDIENTS: tuple[str, ...] = (
     "cost_usd",
     "quality_sum",
     "quality_count",
+    "pairs",
+    "pair_wins",
+    "pair_ties",
 )
-"""The counts a metric profile may yield, per variant: each is a field of VariantStats."""
+"""The counts a metric profile may yield, per variant: each is a field of VariantStats. The
+`pair_*` counts are a judge's pairwise verdicts on shadow traffic (the candidate's answer against
+the served one), kept with the candidate."""
 
 Count = Callable[["VariantStats"], float]
 
@@ -97,6 +103,10 @@ class Metric:
     help: str
     optional: frozenset[str] = frozenset()
     higher_is_better: bool = False
+    paired: bool = False
+    """The candidate judged against the baseline answer for answer (a pairwise judge): the
+    baseline's own value is EVEN by definition, so `compare: baseline` bounds the candidate
+    against EVEN, and it can be judged only where pairs exist (a shadow step)."""
 
     @property
     def reads(self) -> frozenset[str]:
@@ -177,7 +187,19 @@ SLO_METRICS: dict[str, Metric] = _metrics(
         "mean quality score (0..1) callers reported; lower is worse",
         higher_is_better=True,
     ),
+    Metric(
+        "win_rate",
+        Mean(lambda s: s.pair_wins + s.pair_ties / 2, lambda s: s.pairs),
+        frozenset({"pairs", "pair_wins", "pair_ties"}),
+        "share of judged shadow pairs the candidate won, ties counting half: (wins + ties/2) / "
+        "pairs; 0.5 is even with the baseline, lower is worse",
+        higher_is_better=True,
+        paired=True,
+    ),
 )
+
+EVEN = 0.5
+"""A paired metric's value for two answers judged alike: the baseline against itself."""
 
 GUARD_READS = frozenset({"requests", "errors", "fallbacks", "rejected", "filtered"})
 """What the built-in check that a canary's model answers at all reads (canaryctl.analysis.guard),

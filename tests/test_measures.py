@@ -89,7 +89,7 @@ def test_every_part_reads_the_one_registry() -> None:
     for metric in SLO_METRICS:
         bound = {"min": 0.5} if metric in HIGHER_IS_BETTER else {"max": 0.5}
         assert SloSpec(metric=metric, **bound).metric == metric
-    assert frozenset({"quality_score"}) == HIGHER_IS_BETTER
+    assert frozenset({"quality_score", "win_rate"}) == HIGHER_IS_BETTER
     assert set(Ingredient.__args__) == set(INGREDIENTS)
     for metric in SLO_METRICS.values():
         assert metric.reads <= set(INGREDIENTS), metric.name

@@ -33,7 +33,9 @@ def assess(
     """The verdict on `observation` and the ledger for the next analysis ({} to begin a run).
 
     Whatever the method, the built-in check on the canary's own model (guard.py) is applied
-    too; it keeps its memory in the ledger under its own key."""
+    too; it keeps its memory in the ledger under its own key. A paired metric's bound against
+    the baseline is judged as the absolute bound it is (SloSpec.judged)."""
+    slos = [slo.judged() for slo in slos]
     seen = ledger.get(LEDGER_KEY, {})
     ledger = {key: value for key, value in ledger.items() if key != LEDGER_KEY}
     verdict, ledger = _judge(slos, analysis, observation, ledger, baseline, canary, baseline_served)

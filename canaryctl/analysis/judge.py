@@ -63,7 +63,7 @@ def judge_slo(
             baseline_requests=baseline_stats.requests,
         )
 
-    counted = "quality scores" if slo.metric == "quality_score" else "requests"
+    counted = _COUNTED.get(slo.metric or "", "requests")
     short = _too_few(canary, samples(slo.metric, canary_stats), min_requests, counted)
     if short is None and slo.relative:
         short = _too_few(baseline, samples(slo.metric, baseline_stats), min_requests, counted)
@@ -93,6 +93,10 @@ def judge_slo(
     if slo.min is not None and _beyond(slo.min, canary_value):
         return verdict(Outcome.FAIL, f"{shown} is below the minimum {slo.min:g}")
     return verdict(Outcome.PASS, f"{shown} is within {slo.describe()}")
+
+
+_COUNTED = {"quality_score": "quality scores", "win_rate": "judged pairs"}
+"""What a metric's min_requests counts, when it is not requests."""
 
 
 def _value(slo: SloSpec, observation: Observation, variant: str) -> float | None:

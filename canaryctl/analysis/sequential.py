@@ -66,8 +66,9 @@ _TOTALS: dict[str, Callable[[VariantStats], float]] = {n: m.total for n, m in _M
 _DENOMINATORS: dict[str, Callable[[VariantStats], float]] = {n: m.count for n, m in _MEANS.items()}
 """Each metric's formula (canaryctl.slo_metrics): latency quantiles, per-query totals and what
 they are divided by; rates' events and trials come from analysis.counts."""
-_SCORES = "quality_score"
-"""The one mean bounded in [0, 1], so an absolute bound on it is a bound on a rate."""
+_SCORES = frozenset(n for n in _MEANS if n == "quality_score" or SLO_METRICS[n].paired)
+"""The means bounded in [0, 1] (a score, a pairwise win rate), so an absolute bound on one is
+a bound on a rate."""
 
 
 def sequential_metric(slo: SloSpec) -> bool:
@@ -80,7 +81,7 @@ def sequential_metric(slo: SloSpec) -> bool:
         return False
     if slo.metric in _QUANTILES:
         return slo.max is not None and slo.max > 0
-    if slo.metric in RATE_COUNTS or slo.metric == _SCORES:
+    if slo.metric in RATE_COUNTS or slo.metric in _SCORES:
         bound = slo.max if slo.max is not None else slo.min
         return bound is not None and 0 < bound < 1
     return slo.metric in _TOTALS
@@ -284,8 +285,8 @@ class _BoundCheck:
             if slower is None or slower_within is None:
                 return self
             return replace(self, test=self.test.observe(slower[1], slower[0], slower_within[0]))
-        if slo.metric == _SCORES:
-            events, trials = canary.quality_sum, canary.quality_count
+        if slo.metric in _SCORES:
+            events, trials = _TOTALS[slo.metric](canary), _DENOMINATORS[slo.metric](canary)
         else:
             events, trials = rate_counts(slo.metric, canary)
         if slo.max is None:
@@ -297,7 +298,8 @@ class _BoundCheck:
         histogram, to pick the edges around the bound."""
         if slo.metric not in _QUANTILES:
             bound = slo.max if slo.max is not None else 1 - (slo.min or 0.0)
-            return replace(self, test=BoundTest(bound))
+            paired = slo.metric is not None and SLO_METRICS[slo.metric].paired
+            return replace(self, test=BoundTest.near(bound) if paired else BoundTest(bound))
         finite = [bound for bound, _ in canary.latency_buckets if math.isfinite(bound)]
         if not finite:
             return self  # no latencies yet: try again on a later interval
@@ -421,7 +423,7 @@ _KINDS: dict[str, Callable[[dict[str, Any]], _Test]] = {
 
 def _new_test(slo: SloSpec) -> _Test:
     if not slo.relative:
-        bounded = slo.metric != _SCORES and slo.metric in _TOTALS
+        bounded = slo.metric not in _SCORES and slo.metric in _TOTALS
         return _LevelTest() if bounded else _BoundCheck()
     return _MeanTest() if slo.metric in _TOTALS else _CountTest()
 

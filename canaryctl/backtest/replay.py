@@ -4,17 +4,19 @@ Nothing here decides anything of its own: each action of the tick is answered fr
 (counts already read, from a run's journal or from Prometheus), so a backtest decides exactly
 as `rollout run` would have on the same counts. Where a real run would write the flag, the
 replay asks the history when that weight served traffic; where it would sleep, time jumps;
-an approval pause is taken as approved at once, and a chaos step as held (faults cannot be
-replayed). When the history has no counts for what the tick asks, the replay ends undecided
-and says why, rather than judging counts that were never there.
+an approval pause is taken as approved at once, a chaos step as held (faults cannot be
+replayed) and a shadow step as skipped (its counts are not the user-facing ones replayed). When the
+history has no counts for what the tick asks, the replay ends undecided and says why, rather
+than judging counts that were never there.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from canaryctl.analysis import Outcome, assess
+from canaryctl.controller.phases import Phase
 from canaryctl.controller.step import (
     Analyze,
     Analyzed,
@@ -27,6 +29,7 @@ from canaryctl.controller.step import (
     RolledBack,
     RolloutState,
     RunChaos,
+    SetShadow,
     SetWeight,
     Wait,
     WeightSet,
@@ -135,6 +138,9 @@ def replay(
                     return undecided(f"the recording never served the canary {percent:g}% then")
                 now = max(now, at)
                 event = WeightSet(at)  # the window the counts cover starts when it did
+            case SetShadow():
+                # Not replayed (no shadow counts are recorded): the next step begins at once.
+                state = replace(state, item=state.item + 1, phase=Phase.PENDING)
             case Analyze(since=since, closing=closing):
                 observed = history.observe(since, now, state.weight)
                 if isinstance(observed, str):

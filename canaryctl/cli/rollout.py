@@ -161,7 +161,11 @@ def _dry_run(document: Rollout, output: str | None, *, from_current: bool) -> No
     """Every preflight check a real run makes but the claim, and nothing else: no journal, no
     write."""
     from canaryctl.clock import SystemClock
-    from canaryctl.controller.preflight import ensure_baseline_has_traffic, starting_state
+    from canaryctl.controller.preflight import (
+        check_shadow_flag,
+        ensure_baseline_has_traffic,
+        starting_state,
+    )
     from canaryctl.flags.factory import flag_store_for
     from canaryctl.metrics.factory import metrics_source_for
 
@@ -173,6 +177,8 @@ def _dry_run(document: Rollout, output: str | None, *, from_current: bool) -> No
     metrics = metrics_source_for(
         spec.metrics, slos=spec.slos, baseline=spec.flag.baseline, canary=spec.flag.canary
     )
+    if spec.shadow_flag is not None and any(s.shadow is not None for s in spec.steps):
+        check_shadow_flag(document, flag_store_for(spec.shadow_flag), metrics)
     metrics.check()
     baseline = flags.variants(snapshot)[0]
     ensure_baseline_has_traffic(document, metrics, SystemClock(), baseline)
@@ -276,6 +282,13 @@ def status_command(run_id: int | None, state_path: str, output: str | None) -> N
         f"canaryctl {record.version}); ended {_when(record.ended_at)}"
     )
     click.echo(f"  canary weight {record.state.get('weight', 0):g}%")
+    shadowed = [e for e in events if e.type == "shadow_flag_changed" and e.result is not None]
+    if shadowed:
+        share = shadowed[-1].result["after"]["canary"]
+        if share:
+            click.echo(f"  shadow: mirroring {share:g}% of requests to the candidate")
+        else:
+            click.echo("  shadow: step over, the shadow flag is back off")
     if record.outcome is not None:
         click.echo(f"  outcome {record.outcome} (exit {record.exit_code})")
     if record.reason:
@@ -283,7 +296,8 @@ def status_command(run_id: int | None, state_path: str, output: str | None) -> N
     analyses = [e for e in events if e.type == "analysis"]
     if analyses:
         last = analyses[-1].data
-        click.echo(f"  last analysis ({_when(analyses[-1].at)}): {last['outcome']}")
+        shadow = " of shadow traffic" if last.get("shadow") else ""
+        click.echo(f"  last analysis{shadow} ({_when(analyses[-1].at)}): {last['outcome']}")
         for check in last["checks"]:
             click.echo(f"    {check['outcome']:<12} {check['reason']}")
     click.echo("  recent events:")

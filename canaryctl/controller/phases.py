@@ -13,6 +13,7 @@ class Phase(StrEnum):
     PAUSED = "paused"
     AWAITING_APPROVAL = "awaiting_approval"
     CHAOS = "chaos"
+    SHADOW = "shadow"
     PROMOTING = "promoting"
     PROMOTED = "promoted"
     ROLLING_BACK = "rolling_back"

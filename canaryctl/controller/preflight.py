@@ -13,8 +13,9 @@ from typing import Any
 from canaryctl.clock import Clock
 from canaryctl.controller.step import PlanItem, RolloutState, WeightItem, plan
 from canaryctl.errors import FlagMismatch, InvalidInput
-from canaryctl.flags.base import Split
-from canaryctl.metrics.base import MetricsSource
+from canaryctl.flags.base import FlagSnapshot, FlagStore, Split
+from canaryctl.metrics.base import MetricsSource, ShadowSource
+from canaryctl.metrics.profile import check_profile_feeds_slos
 from canaryctl.redact import redact_url
 from canaryctl.runbook.loader import load_document
 from canaryctl.runbook.rollout import PrometheusMetricsSpec, Rollout
@@ -23,6 +24,7 @@ from canaryctl.runbook.scenario import ChaosScenario
 __all__ = [
     "TRAFFIC_PATIENCE",
     "TRAFFIC_WINDOW",
+    "check_shadow_flag",
     "ensure_baseline_has_traffic",
     "flag_identity",
     "load_scenarios",
@@ -95,6 +97,32 @@ def starting_state(rollout: Rollout, split: Split, *, from_current: bool) -> Rol
             f"{split.canary:g}%, so --from-current has nothing left to step through"
         )
     return RolloutState(item=item, weight=split.canary)
+
+
+def check_shadow_flag(
+    rollout: Rollout, shadow_flags: FlagStore, metrics: MetricsSource
+) -> FlagSnapshot:
+    """Before a shadow step: the metrics can read shadow traffic (and, for Prometheus, the
+    profile's shadow queries feed the step's SLOs), and the shadow flag serves its off
+    variation to everyone; the shadow flag as found, to restore."""
+    if not isinstance(metrics, ShadowSource):
+        raise InvalidInput(
+            "spec.metrics: this metrics source cannot read shadow traffic, which the shadow "
+            "step judges"
+        )
+    check_profile_feeds_slos(rollout.spec)
+    flag = rollout.spec.shadow_flag
+    assert flag is not None  # validated: a shadow step names its flag
+    prior = shadow_flags.snapshot()
+    split = shadow_flags.split(prior)
+    if split.baseline != 100:
+        other = f", other variations {split.other:g}%" if split.other else ""
+        raise FlagMismatch(
+            f"shadow flag '{flag.key}' serves {flag.canary} {split.canary:g}%, "
+            f"{flag.baseline} {split.baseline:g}%{other}: a shadow step starts from "
+            f"{flag.baseline} (no shadowing) for everyone"
+        )
+    return prior
 
 
 def ensure_baseline_has_traffic(

@@ -33,6 +33,12 @@ because the dead process's observations are lost and the canary must prove itsel
 flag is anywhere else, a human moved it: we stop without touching it (exit 3). If the metrics
 backend does not answer on resume, the flag is restored (exit 3): we will not leave a canary
 unwatched.
+
+A shadow step moves a second flag, the runbook's `shadow_flag`, with the same versioned writes
+(journaled as `shadow_flag_changed`, its state as found as `shadow_flag_saved`). Preflight reads
+it and needs it to serve its off variation to everyone, and a metrics source that reads shadow
+traffic; every exit path that restores the live flag puts the shadow flag back first, and even
+a human's hand on the live flag (which leaves that one alone) does not leave the shadow on.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ from canaryctl.controller.hooks import HookRunner, check_hook_urls
 from canaryctl.controller.lease import DEFAULT_LEASE_TTL, Leases, RunReleased
 from canaryctl.controller.phases import Phase
 from canaryctl.controller.preflight import (
+    check_shadow_flag,
     ensure_baseline_has_traffic,
     flag_identity,
     load_scenarios,
@@ -69,6 +76,7 @@ from canaryctl.controller.step import (
     Analyzed,
     Approved,
     ChaosPlayed,
+    EndShadow,
     Event,
     Finish,
     MetricsFailed,
@@ -79,7 +87,11 @@ from canaryctl.controller.step import (
     RolledBack,
     RolloutState,
     RunChaos,
+    SetShadow,
     SetWeight,
+    ShadowEnded,
+    ShadowItem,
+    ShadowSet,
     Wait,
     WeightSet,
     plan,
@@ -98,7 +110,7 @@ from canaryctl.errors import (
     StateBackendError,
 )
 from canaryctl.flags.base import FlagClaim, FlagSnapshot, FlagStore, Split
-from canaryctl.metrics.base import MetricsSource
+from canaryctl.metrics.base import MetricsSource, Observation, ShadowSource
 from canaryctl.redact import redact_document
 from canaryctl.runbook.rollout import Rollout
 from canaryctl.runbook.scenario import ChaosScenario
@@ -145,6 +157,7 @@ class RolloutRunner:
         break_claim: bool = False,
         leases: Leases | None = None,
         pending: Callable[[int], list[RequestRecord]] | None = None,
+        shadow_flags: FlagStore | None = None,
     ) -> None:
         self.rollout = rollout
         self._pending = pending if pending is not None else store.pending_requests
@@ -164,10 +177,25 @@ class RolloutRunner:
         self._writes = FlagWrites(
             flags, store, self.leases, clock, self._observers, name=rollout.metadata.name
         )
+        self._shadow: FlagWrites | None = None
+        """The shadow step's flag, when the runbook has one (see the module docstring)."""
+        if shadow_flags is not None:
+            self._shadow = FlagWrites(
+                shadow_flags,
+                store,
+                self.leases,
+                clock,
+                self._observers,
+                name=rollout.metadata.name,
+                event="shadow_flag_changed",
+                live=False,
+            )
         self._announced: int | None = None
         self._last_verdict: Verdict | None = None
         self._from_current, self._break_claim = from_current, break_claim
         self._claim: FlagClaim | None = None
+        self._shadow_claimed = False
+        """Whether this run holds a claim on the shadow flag too (a shadow step ahead)."""
 
     # -- entry points --
 
@@ -182,17 +210,25 @@ class RolloutRunner:
             prior = self.flags.snapshot()
             self._writes.split = split = self.flags.split(prior)
             self._state = starting_state(self.rollout, split, from_current=self._from_current)
+            shadow_prior = self._shadow_preflight(claim)
             self.metrics.check()
             baseline = self.flags.variants(prior)[0]
             ensure_baseline_has_traffic(self.rollout, self.metrics, self.clock, baseline)
             self._journal_run(prior, submitted)
             self._writes.begin(self._run_id, prior, version=prior.version)
+            if self._shadow is not None and shadow_prior is not None:
+                self._journal_shadow_prior(shadow_prior)
         except BaseException:
             with contextlib.suppress(CanaryError):  # the refusal matters more than the cleanup
                 self.flags.release(claim)
+            if self._shadow_claimed and self._shadow is not None:
+                with contextlib.suppress(CanaryError):
+                    self._shadow.flags.release(claim)
             raise
         self._claim = replace(claim, run_id=self._run_id)
         self.flags.claim(self._claim)
+        if self._shadow_claimed and self._shadow is not None:
+            self._shadow.flags.claim(self._claim)
         self.store.record_event(
             self._run_id, "flag_claimed", {"token": claim.token}, at=self.clock.now()
         )
@@ -200,6 +236,30 @@ class RolloutRunner:
         self._observers.on_phase(self._run_id, self._state.phase, "")
         # An abort posted while a submitted run waited for a controller: nothing moves.
         return self._drive(None if submitted is None else self._next_request(abort_only=True))
+
+    def _shadow_preflight(self, claim: FlagClaim) -> FlagSnapshot | None:
+        """A shadow step ahead needs its flag wired, claimed by this run as the live flag is,
+        serving its off variation to everyone, and a metrics source that reads shadow traffic;
+        the flag as found, or None without one."""
+        ahead = any(isinstance(i, ShadowItem) for i in self._plan[self._state.item :])
+        if not ahead:
+            return None
+        if self._shadow is None:
+            raise InvalidInput("spec.shadow_flag: a shadow step needs its flag store wired")
+        self._shadow.flags.claim(claim, take_over=self._break_claim)
+        self._shadow_claimed = True
+        return check_shadow_flag(self.rollout, self._shadow.flags, self.metrics)
+
+    def _journal_shadow_prior(self, prior: FlagSnapshot) -> None:
+        assert self._shadow is not None
+        self._shadow.split = self._shadow.flags.split(prior)
+        self._shadow.begin(self._run_id, prior, version=prior.version)
+        self.store.record_event(
+            self._run_id,
+            "shadow_flag_saved",
+            {"key": prior.key, "version": prior.version, "raw": prior.raw},
+            at=self.clock.now(),
+        )
 
     def _journal_run(self, prior: FlagSnapshot, submitted: int | None) -> None:
         host, pid, now = socket.gethostname(), os.getpid(), self.clock.now()
@@ -295,6 +355,7 @@ class RolloutRunner:
             version=record.flag_version,
             in_flight=in_flight[-1].data["target_canary"] if in_flight else None,
         )
+        self._resume_shadow(run_id)
         self.leases.take(record)
         self._scenarios = load_scenarios(self.rollout)
         if not self.store.claim(
@@ -305,6 +366,9 @@ class RolloutRunner:
         token = claimed[-1].data["token"] if claimed else uuid.uuid4().hex
         self._claim = self._new_claim(token, run_id)
         self.flags.claim(self._claim, take_over=self._break_claim)
+        if self._shadow is not None and self._shadow.prior is not None:
+            self._shadow.flags.claim(self._claim, take_over=self._break_claim)
+            self._shadow_claimed = True
         current = self.flags.snapshot()
         self._writes.split = self.flags.split(current)
         self._observers.on_start(self._info(resumed=True))
@@ -324,6 +388,23 @@ class RolloutRunner:
         # An abort posted while no process was running is carried out before anything moves.
         abort = self._next_request(abort_only=True)
         return self._drive(abort if abort is not None else Resumed(self.clock.now()))
+
+    def _resume_shadow(self, run_id: int) -> None:
+        """The shadow flag's writes as the journal left them: the state it was found in, the
+        version of the last write that landed, the target of one in flight."""
+        saved = self.store.events(run_id, "shadow_flag_saved")
+        if self._shadow is None or not saved:
+            return
+        data = saved[-1].data
+        prior = FlagSnapshot(str(data["key"]), int(data["version"]), str(data["raw"]))
+        changes = self.store.events(run_id, "shadow_flag_changed")
+        landed = [e for e in changes if e.result is not None]
+        version = int(landed[-1].result["version"]) if landed else prior.version
+        in_flight = (
+            changes[-1].data["target_canary"] if changes and changes[-1].result is None else None
+        )
+        self._shadow.begin(run_id, prior, version=version, in_flight=in_flight)
+        self._shadow.split = self._shadow.flags.split(self._shadow.flags.snapshot())
 
     # -- the loop --
 
@@ -375,6 +456,7 @@ class RolloutRunner:
             Phase.PAUSED,
             Phase.AWAITING_APPROVAL,
             Phase.CHAOS,
+            Phase.SHADOW,
         )
         if moving and state.item != self._announced and state.item < len(self._plan):
             self._announced = state.item
@@ -396,8 +478,22 @@ class RolloutRunner:
                 except MetricsBackendError as exc:
                     self._error("metrics", f"metrics backend error as the window began: {exc}")
                 return WeightSet(self.clock.now())
+            case Analyze(since=since, closing=closing, shadow=True):
+                return self._analyze_shadow(since, closing)
             case Analyze(since=since, closing=closing):
                 return self._analyze(since, closing)
+            case SetShadow(percent=percent):
+                assert self._shadow is not None
+                self._shadow.write("set_weight", percent)
+                try:
+                    self.metrics.check()  # the scrape source takes the window's first sample here
+                except MetricsBackendError as exc:
+                    self._error("metrics", f"metrics backend error as the shadow began: {exc}")
+                return ShadowSet(self.clock.now())
+            case EndShadow():
+                assert self._shadow is not None
+                self._shadow.restore()
+                return ShadowEnded()
             case Wait(until=until):
                 return self._wait(until)
             case RunChaos(scenario=path):
@@ -406,6 +502,7 @@ class RolloutRunner:
                 self._writes.write("promote", 100.0)
                 return Promoted()
             case Rollback():
+                self._restore_shadow()
                 self._writes.restore()
                 return RolledBack()
         raise AssertionError(f"unknown action {action!r}")
@@ -436,14 +533,7 @@ class RolloutRunner:
         try:
             observation = self.metrics.observe(since)
         except MetricsBackendError as exc:
-            in_a_row = self._state.metrics_errors + 1
-            limit = spec.analysis.consecutive_error_limit
-            self._error(
-                "metrics",
-                f"metrics backend error, analysis not judged ({in_a_row} in a row, "
-                f"consecutive_error_limit {limit}): {exc}",
-            )
-            return MetricsFailed(str(exc))
+            return self._metrics_failed(exc)
         assert self._writes.prior is not None
         # The gateway labels metrics with variation values; the runbook may have named them.
         baseline, canary = self.flags.variants(self._writes.prior)
@@ -456,6 +546,31 @@ class RolloutRunner:
             canary=canary,
             baseline_served=self._state.weight < 100,
         )
+        return self._analyzed(verdict, ledger, observation, closing, since, baseline, canary)
+
+    def _metrics_failed(self, exc: MetricsBackendError) -> Event:
+        in_a_row = self._state.metrics_errors + 1
+        limit = self.rollout.spec.analysis.consecutive_error_limit
+        self._error(
+            "metrics",
+            f"metrics backend error, analysis not judged ({in_a_row} in a row, "
+            f"consecutive_error_limit {limit}): {exc}",
+        )
+        return MetricsFailed(str(exc))
+
+    def _analyzed(
+        self,
+        verdict: Verdict,
+        ledger: dict[str, Any],
+        observation: Observation,
+        closing: bool,
+        since: float,
+        baseline: str,
+        canary: str,
+        *,
+        shadow: bool = False,
+    ) -> Event:
+        """Journal the verdict with the counts it judged, tell the observers."""
         self._last_verdict = verdict
         self.store.record_event(
             self._run_id,
@@ -463,6 +578,7 @@ class RolloutRunner:
             {
                 "closing": closing,
                 "weight": self._state.weight,
+                **({"shadow": True} if shadow else {}),
                 **verdict.to_dict(),
                 # The counts judged, under the names the metrics use: `canaryctl backtest
                 # --run` judges them again by another runbook's analysis.
@@ -475,6 +591,38 @@ class RolloutRunner:
         )
         self._observers.on_analysis(self._run_id, verdict)
         return Analyzed(verdict, ledger)
+
+    def _analyze_shadow(self, since: float, closing: bool) -> Event:
+        """The candidate's mirrored traffic judged by the shadow step's SLOs, with its own
+        ledger: the same analysis, other counts."""
+        spec = self.rollout.spec
+        item = self._plan[self._state.item]
+        assert isinstance(item, ShadowItem) and isinstance(self.metrics, ShadowSource)
+        step = spec.steps[item.step].shadow
+        assert step is not None
+        self._ensure_flag_untouched()
+        assert self._writes.prior is not None and self._shadow is not None
+        assert self._shadow.prior is not None
+        baseline = self.flags.variants(self._writes.prior)[0]
+        # The shadow calls are labelled with the model the shadow flag's variation names.
+        canary = self._shadow.flags.variants(self._shadow.prior)[1]
+        try:
+            observation = self.metrics.observe_shadow(since, baseline=baseline, candidate=canary)
+        except MetricsBackendError as exc:
+            return self._metrics_failed(exc)
+        analysis = spec.analysis
+        if step.alpha is not None:
+            analysis = analysis.model_copy(update={"alpha": step.alpha})
+        verdict, ledger = assess(
+            step.slos,
+            analysis,
+            observation,
+            self._state.shadow_ledger,
+            baseline=baseline,
+            canary=canary,
+        )
+        return self._analyzed(verdict, ledger, observation, closing, since, baseline, canary,
+                              shadow=True)  # fmt: skip
 
     def _wait(self, until: float | None) -> Event | None:
         """Sleep in slices, answering another terminal's abort or approval."""
@@ -522,6 +670,24 @@ class RolloutRunner:
                 f"flag '{current.key}' is at version {current.version}, not {self._writes.version} "
                 f"where run {self._run_id} left it: someone else changed it"
             )
+        if self._state.phase is Phase.SHADOW and self._shadow is not None:
+            shadow = self._shadow.flags.snapshot()
+            if not self._shadow.ours(shadow):
+                raise FlagConflict(
+                    f"shadow flag '{shadow.key}' is at version {shadow.version}, not "
+                    f"{self._shadow.version} where run {self._run_id} left it: someone else "
+                    "changed it"
+                )
+
+    def _restore_shadow(self) -> None:
+        """Put the shadow flag back unless it serves what it did when the run began (never
+        moved, or put back when its step ended); FlagConflict when a human changed it since."""
+        shadow = self._shadow
+        if shadow is None or shadow.prior is None:
+            return
+        if shadow.split == shadow.flags.split(shadow.prior):
+            return
+        shadow.restore()
 
     # -- endings --
 
@@ -538,6 +704,12 @@ class RolloutRunner:
             self._error("run", reason)
         except StateBackendError as exc:
             self._writes.journal_error = exc
+        try:
+            self._restore_shadow()
+        except (CanaryError, KeyboardInterrupt) as exc:
+            reason = f"{reason}; restoring the shadow flag failed: {exc}"
+            if self._writes.journal_error is None:
+                self._error("flag", reason)
         restored = False
         if restore:
             try:
@@ -599,6 +771,11 @@ class RolloutRunner:
             self.flags.release(self._claim)
         except CanaryError as exc:
             self._error("flag", f"releasing the claim on the flag failed: {exc}")
+        if self._shadow_claimed and self._shadow is not None:
+            try:
+                self._shadow.flags.release(self._claim)
+            except CanaryError as exc:
+                self._error("flag", f"releasing the claim on the shadow flag failed: {exc}")
         self._claim = None
 
     def _notify(self, result: RunResult) -> None:
@@ -643,13 +820,14 @@ def run_rollout(
     metrics: MetricsSource | None = None,
     from_current: bool = False,
     break_claim: bool = False,
+    shadow_flags: FlagStore | None = None,
 ) -> RunResult:
     """Run `rollout` on the backends its runbook names (or those given), journaled at
     `state_path`; preflight errors raise before anything changes. `from_current` and
     `break_claim`: see RolloutRunner's module docstring and FlagStore.claim."""
     clock = clock if clock is not None else SystemClock()
     with (
-        wired(rollout, clock, flags, metrics) as wiring,
+        wired(rollout, clock, flags, metrics, shadow_flags=shadow_flags) as wiring,
         StateStore(state_path) as store,
         _heartbeat(store) as leases,
     ):
@@ -664,6 +842,7 @@ def run_rollout(
             from_current=from_current,
             break_claim=break_claim,
             leases=leases,
+            shadow_flags=wiring.shadow_flags,
         )
         return runner.run()
 
@@ -695,6 +874,7 @@ def resume_rollout(
     flags: FlagStore | None = None,
     metrics: MetricsSource | None = None,
     warn: Callable[[str], None] = log.warning,
+    shadow_flags: FlagStore | None = None,
 ) -> RunResult:
     """Resume run `run_id`; without `rollout`, the runbook copy in the journal is used, which
     keeps webhooks only when they name `url_env` (and none of their headers) and URLs without
@@ -708,7 +888,7 @@ def resume_rollout(
             rollout = stored_rollout(record.runbook, warn)
         elif rollout.metadata.name != record.name:
             raise InvalidInput(f"run {run_id} is '{record.name}', not '{rollout.metadata.name}'")
-        with wired(rollout, clock, flags, metrics) as wiring:
+        with wired(rollout, clock, flags, metrics, shadow_flags=shadow_flags) as wiring:
             runner = RolloutRunner(
                 rollout,
                 flags=wiring.flags,
@@ -718,6 +898,7 @@ def resume_rollout(
                 observers=[*observers, *wiring.notifiers],
                 hooks=wiring.hooks,
                 leases=leases,
+                shadow_flags=wiring.shadow_flags,
             )
             return runner.resume(run_id)
 

@@ -210,6 +210,7 @@ class Controller:
                     poll_interval=self.poll_interval,
                     leases=self.leases,
                     pending=self.inbox.pending,
+                    shadow_flags=wiring.shadow_flags,
                 )
                 if record.phase == SUBMITTED:
                     runner.run(submitted=record.id)

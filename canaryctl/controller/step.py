@@ -25,6 +25,13 @@ Semantics, step by step:
   window restarts, so the errors the faults caused are not held against the canary afterwards.
   A resume in the middle of a scenario plays it again from the start (its faults were removed,
   or expired by their TTL).
+- A `shadow` step (before any weight) turns the shadow flag to its percent and judges the
+  candidate's mirrored traffic with the step's own SLOs and a ledger of its own (`shadow_ledger`),
+  an analysis every interval. A failed SLO stops the run ("stopped in shadow: ...", exit 1): the
+  live flag never moved. The step ends on a passing analysis once `until` is over (at the first
+  one for `until: decided`); still undecided at `max`, the run stops ("stopped in shadow:
+  undecided ..."). Ending, the shadow flag is put back (`EndShadow`) before the first weight.
+  A resume in a shadow step starts it again, with a fresh ledger.
 - After the last hold passes: promote, or with `finish: keep` end promoted at the last weight.
 """
 
@@ -46,6 +53,7 @@ __all__ = [
     "ChaosItem",
     "ChaosPlayed",
     "Decision",
+    "EndShadow",
     "Event",
     "Finish",
     "Hold",
@@ -58,7 +66,11 @@ __all__ = [
     "RolledBack",
     "RolloutState",
     "RunChaos",
+    "SetShadow",
     "SetWeight",
+    "ShadowEnded",
+    "ShadowItem",
+    "ShadowSet",
     "Wait",
     "WeightItem",
     "WeightSet",
@@ -107,14 +119,32 @@ class ChaosItem:
         return f"chaos {self.scenario.rsplit('/', 1)[-1]}"
 
 
-PlanItem = WeightItem | Hold | ChaosItem
+@dataclass(frozen=True)
+class ShadowItem:
+    """Mirror `percent`% of requests to the candidate; at least `until` seconds (0: until the
+    evidence passes), at most `max` seconds; `step` is its index in the runbook's steps."""
+
+    percent: float
+    until: float
+    max: float
+    step: int
+
+    def describe(self) -> str:
+        until = "decided" if self.until == 0 else f"{self.until:g}s"
+        return f"shadow {self.percent:g}% until {until} (max {self.max:g}s)"
+
+
+PlanItem = WeightItem | Hold | ChaosItem | ShadowItem
 
 
 def plan(spec: RolloutSpec) -> tuple[PlanItem, ...]:
     """The runbook's steps, with an implicit hold after any weight that has no pause of its own."""
     items: list[PlanItem] = []
     for index, step in enumerate(spec.steps):
-        if step.set_weight is not None or step.chaos is not None:
+        if step.shadow is not None:
+            until = 0.0 if step.shadow.until == "decided" else float(step.shadow.until)
+            items.append(ShadowItem(step.shadow.percent, until, step.shadow.max, index))
+        elif step.set_weight is not None or step.chaos is not None:
             if items and isinstance(items[-1], WeightItem):
                 items.append(Hold(0.0, None))
             if step.chaos is not None:
@@ -140,6 +170,9 @@ class RolloutState:
     `item` indexes `plan(spec)`. `outcome` and `reason` are set once a rollback or promotion has
     been decided, before it is carried out. `ledger` is what the sequential analysis accumulated
     over the run (see canaryctl.analysis.assess); it outlives steps and resumes.
+    In a shadow step `shadow_start` is when the shadow flag moved (None: not yet), `shadow_max`
+    when the step gives up, `shadow_ending` that it passed and the shadow flag goes back;
+    `shadow_ledger` is the shadow analyses' own ledger.
     """
 
     phase: Phase = Phase.PENDING
@@ -155,6 +188,10 @@ class RolloutState:
     outcome: str | None = None
     reason: str = ""
     ledger: dict[str, Any] = field(default_factory=dict)
+    shadow_start: float | None = None
+    shadow_max: float | None = None
+    shadow_ending: bool = False
+    shadow_ledger: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "phase": self.phase.value}
@@ -217,6 +254,18 @@ class ChaosPlayed:
 
 
 @dataclass(frozen=True)
+class ShadowSet:
+    """The shadow flag now mirrors the planned percent; the shadow window starts `at`."""
+
+    at: float
+
+
+@dataclass(frozen=True)
+class ShadowEnded:
+    """The shadow flag is back where it was."""
+
+
+@dataclass(frozen=True)
 class Resumed:
     """A new process took over; observations of the old one are lost, the window restarts `at`."""
 
@@ -233,6 +282,8 @@ Event = (
     | RolledBack
     | Resumed
     | ChaosPlayed
+    | ShadowSet
+    | ShadowEnded
 )
 
 
@@ -246,10 +297,22 @@ class SetWeight:
 
 @dataclass(frozen=True)
 class Analyze:
-    """Observe both variants since `since` and judge; `closing` analyses must pass to go on."""
+    """Observe both variants since `since` and judge; `closing` analyses must pass to go on.
+    `shadow`: the candidate's mirrored traffic, by the shadow step's SLOs."""
 
     since: float
     closing: bool
+    shadow: bool = False
+
+
+@dataclass(frozen=True)
+class SetShadow:
+    percent: float
+
+
+@dataclass(frozen=True)
+class EndShadow:
+    pass
 
 
 @dataclass(frozen=True)
@@ -283,7 +346,7 @@ class Finish:
     reason: str
 
 
-Action = SetWeight | Analyze | Wait | Promote | Rollback | Finish | RunChaos
+Action = SetWeight | Analyze | Wait | Promote | Rollback | Finish | RunChaos | SetShadow | EndShadow
 
 
 @dataclass(frozen=True)
@@ -308,6 +371,16 @@ def tick(spec: RolloutSpec, state: RolloutState, now: float, event: Event | None
             item = items[state.item]
             assert isinstance(item, WeightItem)
             return _advance(spec, items, replace(state, weight=item.weight, window_start=at), now)
+        case ShadowSet(at=at) if state.phase is Phase.SHADOW:
+            return _shadow_set(spec, items, state, at, now)
+        case ShadowEnded() if state.phase is Phase.SHADOW:
+            return _advance(spec, items, _shadow_off(state), now)
+        case Analyzed(verdict=verdict, ledger=ledger) if state.phase is Phase.SHADOW:
+            if ledger is not None:
+                state = replace(state, shadow_ledger=ledger)
+            return _shadow_analyzed(spec, state, now, verdict)
+        case Resumed() if state.phase is Phase.SHADOW:
+            return _enter(spec, items, _shadow_off(state), now)
         case Analyzed(verdict=verdict, ledger=ledger):
             if ledger is not None:
                 state = replace(state, ledger=ledger)
@@ -367,6 +440,12 @@ def _pending(
             item = items[state.item]
             assert isinstance(item, ChaosItem)
             return Decision(state, RunChaos(item.scenario))
+        case Phase.SHADOW if state.shadow_ending:
+            return Decision(state, EndShadow())
+        case Phase.SHADOW if state.shadow_start is None:
+            item = items[state.item]
+            assert isinstance(item, ShadowItem)
+            return Decision(state, SetShadow(item.percent))
         case Phase.PROMOTING:
             return Decision(state, Promote())
         case Phase.ROLLING_BACK:
@@ -388,6 +467,8 @@ def _enter(
         return Decision(replace(state, phase=Phase.PROGRESSING), SetWeight(item.weight))
     if isinstance(item, ChaosItem):
         return Decision(replace(state, phase=Phase.CHAOS), RunChaos(item.scenario))
+    if isinstance(item, ShadowItem):
+        return Decision(replace(state, phase=Phase.SHADOW), SetShadow(item.percent))
     interval = spec.analysis.interval
     if item.seconds is None:
         phase, hold_ends = Phase.AWAITING_APPROVAL, None
@@ -417,6 +498,8 @@ def _next(now: float, interval: float, hold_ends: float | None) -> float:
 def _hold(
     spec: RolloutSpec, items: tuple[PlanItem, ...], state: RolloutState, now: float
 ) -> Decision:
+    if state.phase is Phase.SHADOW:
+        return _shadow_hold(state, now)
     if state.window_start is None:
         # Before the first weight there is no canary traffic to judge: a pause is just a wait.
         if state.hold_ends is not None and now >= state.hold_ends:
@@ -479,6 +562,76 @@ def _analyzed(
     extended_to = now + analysis.interval
     extended = replace(state, hold_ends=extended_to, next_analysis=extended_to, closing=False)
     return _hold(spec, items, extended, now)
+
+
+# -- the shadow step ------------------------------------------------------------------------------
+
+
+def _shadow_set(
+    spec: RolloutSpec, items: tuple[PlanItem, ...], state: RolloutState, at: float, now: float
+) -> Decision:
+    """The shadow window starts: the first analysis one interval on, the step's end `until`
+    later (never before that first analysis) and its limit `max` later."""
+    item = items[state.item]
+    assert isinstance(item, ShadowItem)
+    interval = spec.analysis.interval
+    started = replace(
+        state,
+        shadow_start=at,
+        shadow_max=at + item.max,
+        shadow_ledger={},
+        hold_ends=at + item.until,
+        next_analysis=min(at + interval, at + item.max),
+        closing=False,
+    )
+    return _shadow_hold(started, now)
+
+
+def _shadow_hold(state: RolloutState, now: float) -> Decision:
+    assert state.shadow_start is not None and state.next_analysis is not None
+    if now >= state.next_analysis:
+        closing = state.hold_ends is not None and now >= state.hold_ends
+        return Decision(replace(state, closing=closing), Analyze(state.shadow_start, closing, True))
+    return Decision(state, Wait(state.next_analysis))
+
+
+def _shadow_analyzed(
+    spec: RolloutSpec, state: RolloutState, now: float, verdict: Verdict
+) -> Decision:
+    """A failure stops the run (past `failure_limit`); a pass once `until` is over ends the
+    step; at `max`, anything short of a pass stops it."""
+    analysis = spec.analysis
+    state = replace(state, metrics_errors=0)
+    if verdict.outcome is Outcome.FAIL:
+        state = replace(state, failures=state.failures + 1)
+        if state.failures > analysis.failure_limit:
+            return _rollback(
+                state, "rolled_back", f"stopped in shadow: SLO failed: {verdict.reason}"
+            )
+    if verdict.outcome is Outcome.PASS and state.closing:
+        return Decision(replace(state, shadow_ending=True), EndShadow())
+    assert state.shadow_max is not None
+    if now >= state.shadow_max:
+        undecided = verdict.reason or "no analysis passed"
+        return _rollback(
+            state,
+            "rolled_back",
+            f"stopped in shadow: undecided at the step's max ({undecided})",
+        )
+    at = min(now + analysis.interval, state.shadow_max)
+    return _shadow_hold(replace(state, next_analysis=at, closing=False), now)
+
+
+def _shadow_off(state: RolloutState) -> RolloutState:
+    return replace(
+        state,
+        shadow_start=None,
+        shadow_max=None,
+        shadow_ending=False,
+        hold_ends=None,
+        next_analysis=None,
+        closing=False,
+    )
 
 
 def _rollback(state: RolloutState, outcome: str, reason: str) -> Decision:

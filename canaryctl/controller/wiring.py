@@ -33,6 +33,8 @@ class Wiring:
     metrics: MetricsSource
     hooks: HookRunner
     notifiers: list[WebhookNotifier]
+    shadow_flags: FlagStore | None = None
+    """The flag a shadow step moves (spec.shadow_flag), None without one."""
 
 
 @contextmanager
@@ -41,16 +43,22 @@ def wired(
     clock: Clock,
     flags: FlagStore | None = None,
     metrics: MetricsSource | None = None,
+    *,
+    shadow_flags: FlagStore | None = None,
 ) -> Iterator[Wiring]:
     """The run's backends (the runbook's own unless given), its webhook client and notifiers;
     webhook URLs are checked first (exit 2), and the client and notifiers are closed (drained,
     bounded) when the run ends, once its flag is safe."""
     check_hook_urls(rollout.spec)
     flags, metrics = runbook_backends(rollout, clock, flags, metrics)
+    if shadow_flags is None and rollout.spec.shadow_flag is not None:
+        from canaryctl.flags.factory import flag_store_for
+
+        shadow_flags = flag_store_for(rollout.spec.shadow_flag)
     hooks = HookRunner()
     notifiers = notifiers_for_run(rollout)
     try:
-        yield Wiring(flags, metrics, hooks, notifiers)
+        yield Wiring(flags, metrics, hooks, notifiers, shadow_flags)
     finally:
         hooks.close()
         for notifier in notifiers:
@@ -89,9 +97,7 @@ def notifiers_for_run(rollout: Rollout) -> list[WebhookNotifier]:
     return notifiers_for(rollout.spec.notify)
 
 
-def stored_rollout(
-    runbook: dict[str, Any], warn: Callable[[str], None] = log.warning
-) -> Rollout:
+def stored_rollout(runbook: dict[str, Any], warn: Callable[[str], None] = log.warning) -> Rollout:
     """The journal's redacted copy as a runbook: a webhook stored by its origin alone would
     post to the wrong place, so only `url_env` webhooks are kept, without their headers; `warn`
     hears, in one line, which webhooks are lost and how to keep them."""

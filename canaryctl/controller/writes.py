@@ -32,7 +32,11 @@ def split_dict(split: Split) -> dict[str, float]:
 
 class FlagWrites:
     """One run's writes to its flag: `begin` once the run is journaled, then `write`,
-    `restore`; `ours` tells whether the flag is where this run left it."""
+    `restore`; `ours` tells whether the flag is where this run left it.
+
+    A shadow step's flag is written the same way, with `live=False`: journaled as `event`
+    (not `flag_changed`, which resume reads for the live flag), its version kept in those events
+    rather than in the run's row, and no weight announced to observers (users see no change)."""
 
     def __init__(
         self,
@@ -43,9 +47,12 @@ class FlagWrites:
         observers: ObserverFanout,
         *,
         name: str,
+        event: str = "flag_changed",
+        live: bool = True,
     ) -> None:
         self.flags, self.store, self.leases, self.clock = flags, store, leases, clock
         self._observers, self._name = observers, name
+        self._event, self._live = event, live
         self.run_id = 0
         self.prior: FlagSnapshot | None = None
         """The flag as the run found it: what a rollback restores."""
@@ -70,13 +77,15 @@ class FlagWrites:
         make the flag's state known, and the baseline is the state that needs no journal. The
         version check still guards a human's (or a new driver's) change."""
         run = f"canaryctl run {self.run_id} ({self._name})"
+        if not self._live:
+            run += " shadow"
         journal = self._best_effort if action == "restore" else _strict
         journal(self.leases.ensure, self.run_id)
         before = self.split
         event_id = journal(
             self.store.begin_event,
             self.run_id,
-            "flag_changed",
+            self._event,
             {
                 "action": action,
                 "target_canary": target_canary,
@@ -100,7 +109,8 @@ class FlagWrites:
             )
         self.in_flight = None
         self.version = snapshot.version
-        journal(self.store.set_flag_version, self.run_id, snapshot.version)
+        if self._live:
+            journal(self.store.set_flag_version, self.run_id, snapshot.version)
         self.split = after = self.flags.split(snapshot)
         if event_id is not None:
             journal(
@@ -109,7 +119,7 @@ class FlagWrites:
                 {"after": split_dict(after), "version": snapshot.version},
                 at=self.clock.now(),
             )
-        if before is not None:
+        if before is not None and self._live:
             self._observers.on_weight(self.run_id, before, after)
         return snapshot
 
@@ -122,7 +132,8 @@ class FlagWrites:
         if self.flags.split(current).canary != self.in_flight:
             return False
         self.version, self.in_flight = current.version, None
-        self.store.set_flag_version(self.run_id, current.version)
+        if self._live:
+            self.store.set_flag_version(self.run_id, current.version)
         return True
 
     def restore(self) -> None:

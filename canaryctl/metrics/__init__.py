@@ -7,7 +7,7 @@ import lazy_loader
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
     submod_attrs={
-        "base": ["EMPTY", "MetricsSource", "Observation", "VariantStats"],
+        "base": ["EMPTY", "MetricsSource", "Observation", "ShadowSource", "VariantStats"],
         "factory": ["metrics_source_for"],
         "measures": ["MEASURES", "NEEDS", "histogram_quantile", "measure"],
         "profile": ["load_profile"],

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["EMPTY", "MetricsSource", "Observation", "VariantStats"]
+__all__ = ["EMPTY", "MetricsSource", "Observation", "ShadowSource", "VariantStats"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,8 @@ class VariantStats:
     count) pairs in increasing order, the last bound being +inf, as Prometheus keeps them.
     `quality_sum` and `quality_count` are the quality scores (0..1) callers reported for the
     variant's answers: their sum and how many; fewer answers are scored than served.
+    `pairs`, `pair_wins` and `pair_ties` are a judge's pairwise verdicts on the variant's shadow
+    answers against the answers served (wins and ties from the variant's side).
     """
 
     requests: float = 0.0
@@ -39,6 +41,9 @@ class VariantStats:
     quality_count: float = 0.0
     rejected: float = 0.0
     filtered: float = 0.0
+    pairs: float = 0.0
+    pair_wins: float = 0.0
+    pair_ties: float = 0.0
 
     @property
     def answered(self) -> float:
@@ -126,5 +131,19 @@ class MetricsSource(Protocol):
         Raises MetricsBackendError when the backend cannot be read; that is an error, distinct
         from a failed SLO. Sources that sample (scrape) record a sample on every call to
         `check` and `observe`, so the runner calls `check` when a step begins.
+        """
+        ...
+
+
+@runtime_checkable
+class ShadowSource(Protocol):
+    """A metrics source that can also read a shadow step's traffic."""
+
+    def observe_shadow(self, since: float, *, baseline: str, candidate: str) -> Observation:
+        """From `since` until now, over one window: `baseline`'s user-facing counts, and
+        `candidate`'s shadow counts (the shadow families, `variant` = the candidate) with the
+        judge's pairwise verdicts on them (`pairs`, `pair_wins`, `pair_ties`).
+
+        Raises MetricsBackendError like `observe`.
         """
         ...

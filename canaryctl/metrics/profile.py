@@ -56,7 +56,28 @@ def ingredients_for(
 
 
 def check_profile_feeds_slos(spec: RolloutSpec) -> None:
-    """For `validate`: InvalidInput when the runbook's metric profile cannot feed one of its
-    SLOs (quality_score on LiteLLM), as `rollout run` would refuse it before acting."""
-    if isinstance(spec.metrics, PrometheusMetricsSpec):
-        ingredients_for(spec.slos, load_profile(spec.metrics.profile), spec.metrics.profile)
+    """For `validate` and before a run acts: InvalidInput when the runbook's metric profile
+    cannot feed one of its SLOs (quality_score on LiteLLM), or one of a shadow step's from its
+    `shadow` queries (a profile without them cannot judge a shadow step at all)."""
+    if not isinstance(spec.metrics, PrometheusMetricsSpec):
+        return
+    name = spec.metrics.profile
+    profile = load_profile(name)
+    ingredients_for(spec.slos, profile, name)
+    for index, step in enumerate(spec.steps):
+        if step.shadow is None:
+            continue
+        if not profile.shadow:
+            raise InvalidInput(
+                f"spec.steps[{index}].shadow: metric profile '{name}' has no shadow queries, "
+                "so the candidate's shadow traffic cannot be read"
+            )
+        shadow = frozenset(i for query in profile.shadow for i in query.yields)
+        for slo_index, slo in enumerate(step.shadow.slos):
+            missing = NEEDS[slo.metric] - shadow if slo.metric is not None else frozenset()
+            if missing:
+                raise InvalidInput(
+                    f"spec.steps[{index}].shadow.slos[{slo_index}]: {slo.metric} needs "
+                    f"{', '.join(sorted(missing))}, which the shadow queries of metric profile "
+                    f"'{name}' do not yield"
+                )

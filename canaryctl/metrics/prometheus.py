@@ -49,7 +49,7 @@ from urllib3.util.retry import Retry
 
 from canaryctl import retry
 from canaryctl.errors import InvalidInput, MetricsBackendError
-from canaryctl.metrics.base import Observation
+from canaryctl.metrics.base import Observation, VariantStats
 from canaryctl.metrics.profile import load_profile
 from canaryctl.metrics.series import VariantTotals, by_variant
 from canaryctl.redact import redact_url, scrub
@@ -171,19 +171,43 @@ class PrometheusMetricsSource:
     def observe(self, since: float) -> Observation:
         now = self._clock()
         window = max(1, math.ceil(now - since))
+        variants = self._counts(self.queries, window, now)
+        slo_values = {slo.name: self._slo_values(slo, window, now) for slo in self.slo_queries}
+        return Observation(start=now - window, end=now, variants=variants, slo_values=slo_values)
+
+    def observe_shadow(self, since: float, *, baseline: str, candidate: str) -> Observation:
+        """The profile's queries for the baseline, its `shadow` queries for the candidate, both
+        evaluated at one instant over one window; InvalidInput if the profile has none."""
+        if not self.profile.shadow:
+            raise InvalidInput(
+                "spec.metrics.profile: this metric profile has no shadow queries, so it cannot "
+                "read the candidate's shadow traffic (the canaryctl profile has them)"
+            )
+        now = self._clock()
+        window = max(1, math.ceil(now - since))
+        live = self._counts(self.queries, window, now)
+        shadow = self._counts(self.profile.shadow, window, now)
+        variants = {
+            name: stats
+            for name, stats in ((baseline, live.get(baseline)), (candidate, shadow.get(candidate)))
+            if stats is not None
+        }
+        return Observation(start=now - window, end=now, variants=variants)
+
+    def _counts(
+        self, queries: Sequence[ProfileQuery], window: int, now: float
+    ) -> dict[str, VariantStats]:
+        """Each variant's ingredients from `queries` over the last `window` seconds at `now`."""
         values = {"window": f"{window}s", "selector": self._matchers}
         totals: dict[str, VariantTotals] = {}
-        for query in self.queries:
+        for query in queries:
             promql = render(query.promql, values)
             for variant, labels, value in self._variant_rows(query, self._query(promql, now)):
                 row = totals.setdefault(variant, VariantTotals())
                 for ingredient, wanted in query.yields.items():
                     if all(labels.get(name) == value_ for name, value_ in wanted.items()):
                         row.add_ingredient(ingredient, labels, value)
-        slo_values = {slo.name: self._slo_values(slo, window, now) for slo in self.slo_queries}
-        return Observation(
-            start=now - window, end=now, variants=by_variant(totals), slo_values=slo_values
-        )
+        return by_variant(totals)
 
     def name_of(self, variation: str, label: str) -> str:
         """What Prometheus calls `variation` in `label`: the runbook's mapping, else itself."""

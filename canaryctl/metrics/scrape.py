@@ -11,6 +11,10 @@ canaryctl.slo_metrics), `llm_request_duration_seconds_bucket{le}`, `llm_tokens_t
 `llm_cost_usd_total` and the quality summary's `llm_quality_score_sum` and `_count`, all labelled
 `route`, `variant`, `model`, `provider`. Models and providers are summed per variant: the
 analysis judges the variation served, and `outcome` says what the variation's own model did.
+
+A shadow step reads, from the same samples, the shadow families (`llm_shadow_*`, the same
+series under other names, `variant` being the model a shadow call stood in for) and the judge's
+pairwise counts (`llm_judge_pairwise_total{candidate,result}`): `observe_shadow`.
 """
 
 from __future__ import annotations
@@ -27,7 +31,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from canaryctl import retry
 from canaryctl.errors import MetricsBackendError
 from canaryctl.metrics.base import Observation
-from canaryctl.metrics.series import REQUESTS, SERIES, VariantTotals, by_variant
+from canaryctl.metrics.series import (
+    PAIRWISE,
+    REQUESTS,
+    SERIES,
+    SHADOW_SERIES,
+    VariantTotals,
+    by_variant,
+)
 from canaryctl.redact import redact_text, redact_url
 from canaryctl.retry import BACKEND, Retryable, RetryPolicy
 
@@ -36,6 +47,12 @@ __all__ = ["ScrapeMetricsSource"]
 
 # The parser strips `_total` from a counter's family name; an exposition without TYPE keeps it.
 _REQUESTS_FAMILIES = frozenset({"llm_requests", REQUESTS})
+
+_LIVE = {name: name for name in SERIES}
+_SHADOW = {**SHADOW_SERIES, PAIRWISE: PAIRWISE}
+"""Sample name -> the series it counts as: the user-facing ones, and what a shadow step reads."""
+_VARIANT_LABEL = {PAIRWISE: "candidate"}
+"""Where a series keeps its variant, when not in `variant`."""
 
 _HISTORY = 512
 """Samples kept: at one per 30 s analysis interval, four hours of rollout."""
@@ -51,16 +68,20 @@ class _Sample:
 
 
 def _differences(
-    now: dict[SeriesKey, float], base: dict[SeriesKey, float]
+    now: dict[SeriesKey, float], base: dict[SeriesKey, float], names: Mapping[str, str] = _LIVE
 ) -> dict[str, VariantTotals]:
-    """Per-variant totals of what each series gained since `base`."""
+    """Per-variant totals of what each series in `names` gained since `base`."""
     totals: dict[str, VariantTotals] = {}
     for key, value in now.items():
         _, name, label_items = key
+        if name not in names:
+            continue
         before = base.get(key, 0.0)
         delta = value - before if value >= before else value  # went down: a restart
         labels = dict(label_items)
-        totals.setdefault(labels["variant"], VariantTotals()).add(name, labels, delta)
+        variant = labels.get(_VARIANT_LABEL.get(name, "variant"))
+        if variant is not None:
+            totals.setdefault(variant, VariantTotals()).add(names[name], labels, delta)
     return totals
 
 
@@ -106,9 +127,27 @@ class ScrapeMetricsSource:
 
     def observe(self, since: float) -> Observation:
         now = self._take_sample()
-        base = next((s for s in reversed(self._history) if s.at <= since), self._history[0])
+        base = self._base(since)
         variants = by_variant(_differences(now.values, base.values))
         return Observation(start=base.at, end=now.at, variants=variants)
+
+    def observe_shadow(self, since: float, *, baseline: str, candidate: str) -> Observation:
+        """The baseline's user-facing counts and the candidate's shadow counts with its judged
+        pairs, from the same two samples: one window for both."""
+        now = self._take_sample()
+        base = self._base(since)
+        live = by_variant(_differences(now.values, base.values))
+        shadow = by_variant(_differences(now.values, base.values, _SHADOW))
+        variants = {
+            name: stats
+            for name, stats in ((baseline, live.get(baseline)), (candidate, shadow.get(candidate)))
+            if stats is not None
+        }
+        return Observation(start=base.at, end=now.at, variants=variants)
+
+    def _base(self, since: float) -> _Sample:
+        """The latest sample taken at or before `since` (the oldest kept, if none is)."""
+        return next((s for s in reversed(self._history) if s.at <= since), self._history[0])
 
     def _take_sample(self) -> _Sample:
         values: dict[SeriesKey, float] = {}
@@ -155,7 +194,7 @@ class ScrapeMetricsSource:
         for family in families:
             is_gateway = is_gateway or family.name in _REQUESTS_FAMILIES
             for sample in family.samples:
-                if sample.name not in SERIES or "variant" not in sample.labels:
+                if sample.name not in _LIVE and sample.name not in _SHADOW:
                     continue
                 if self.route is not None and sample.labels.get("route") != self.route:
                     continue

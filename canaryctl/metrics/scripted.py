@@ -15,6 +15,8 @@ class ScriptedMetricsSource:
 
     Set `down = True` to make it behave like an unreachable backend. `recent` is what
     `recent_requests` (preflight's look at traffic) answers; None asks the script for the window.
+    `shadow` answers `observe_shadow(since)` the same way, for a shadow step: `shadow(since,
+    now)` gives the window's Observation with the baseline's and the candidate's counts.
     """
 
     def __init__(
@@ -23,8 +25,9 @@ class ScriptedMetricsSource:
         clock: Callable[[], float],
         *,
         recent: Mapping[str, float] | None = None,
+        shadow: Callable[[float, float], Observation] | None = None,
     ) -> None:
-        self._script, self._clock = script, clock
+        self._script, self._clock, self._shadow = script, clock, shadow
         self.down = False
         self.recent = recent
 
@@ -42,3 +45,9 @@ class ScriptedMetricsSource:
     def observe(self, since: float) -> Observation:
         self.check()
         return self._script(since, self._clock())
+
+    def observe_shadow(self, since: float, *, baseline: str, candidate: str) -> Observation:
+        self.check()
+        if self._shadow is None:
+            raise MetricsBackendError("scripted metrics source has no shadow script")
+        return self._shadow(since, self._clock())

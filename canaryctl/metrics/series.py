@@ -18,10 +18,12 @@ from canaryctl.slo_metrics import OUTCOMES
 __all__ = [
     "COST",
     "DURATION_BUCKET",
+    "PAIRWISE",
     "QUALITY_COUNT",
     "QUALITY_SUM",
     "REQUESTS",
     "SERIES",
+    "SHADOW_SERIES",
     "TOKENS",
     "VariantTotals",
     "by_variant",
@@ -34,6 +36,21 @@ COST = "llm_cost_usd_total"
 QUALITY_SUM = "llm_quality_score_sum"
 QUALITY_COUNT = "llm_quality_score_count"
 SERIES = frozenset({REQUESTS, DURATION_BUCKET, TOKENS, COST, QUALITY_SUM, QUALITY_COUNT})
+
+SHADOW_SERIES = {
+    "llm_shadow_requests_total": REQUESTS,
+    "llm_shadow_request_duration_seconds_bucket": DURATION_BUCKET,
+    "llm_shadow_tokens_total": TOKENS,
+    "llm_shadow_cost_usd_total": COST,
+    "llm_shadow_quality_score_sum": QUALITY_SUM,
+    "llm_shadow_quality_score_count": QUALITY_COUNT,
+}
+"""The gateway's shadow families, each with the user-facing series it mirrors: the same labels,
+`variant` being the model the shadow call stood in for, counted apart so that shadow calls
+never touch the user-facing metrics."""
+PAIRWISE = "llm_judge_pairwise_total"
+"""A judge's pairwise verdicts on shadow pairs: {route, baseline, candidate, result}, `result`
+(win, tie, loss) from the candidate's side; read per `candidate`."""
 
 
 @dataclass
@@ -51,6 +68,9 @@ class VariantTotals:
     cost_usd: float = 0.0
     quality_sum: float = 0.0
     quality_count: float = 0.0
+    pairs: float = 0.0
+    pair_wins: float = 0.0
+    pair_ties: float = 0.0
     seen: bool = False
 
     def add(self, name: str, labels: Mapping[str, str], delta: float) -> None:
@@ -72,6 +92,11 @@ class VariantTotals:
             self.add_ingredient("quality_sum", labels, delta)
         elif name == QUALITY_COUNT:
             self.add_ingredient("quality_count", labels, delta)
+        elif name == PAIRWISE:
+            self.add_ingredient("pairs", labels, delta)
+            result = labels.get("result")
+            if result in ("win", "tie"):
+                self.add_ingredient(f"pair_{result}s", labels, delta)
 
     def add_ingredient(self, ingredient: str, labels: Mapping[str, str], delta: float) -> None:
         """Add to one ingredient (slo_metrics.INGREDIENTS, each a field of this class but
@@ -99,6 +124,9 @@ class VariantTotals:
             cost_usd=self.cost_usd,
             quality_sum=self.quality_sum,
             quality_count=self.quality_count,
+            pairs=self.pairs,
+            pair_wins=self.pair_wins,
+            pair_ties=self.pair_ties,
         )
 
 

@@ -85,20 +85,27 @@ class MetricProfileSpec(Strict):
         pattern=_LABEL_NAME, description="label whose value names the variant (model group)"
     )
     queries: list[ProfileQuery] = Field(min_length=1)
+    shadow: list[ProfileQuery] = Field(
+        default_factory=list,
+        description="what a rollout's shadow step reads of the candidate: the same ingredients "
+        "from the gateway's shadow families, and the judge's pairwise counts (pairs, "
+        "pair_wins, pair_ties) by candidate; empty: the profile cannot judge a shadow step",
+    )
 
     @model_validator(mode="after")
     def _each_ingredient_once(self) -> MetricProfileSpec:
-        first: dict[str, int] = {}
-        for index, query in enumerate(self.queries):
-            for ingredient in query.yields:
-                if ingredient in first:
-                    raise ValueError(
-                        f"queries[{index}].yields.{ingredient}: already yielded by "
-                        f"queries[{first[ingredient]}]"
-                    )
-                first[ingredient] = index
-        if "requests" not in first:
-            raise ValueError("queries: no query yields requests, which every analysis needs")
+        for field, queries in (("queries", self.queries), ("shadow", self.shadow)):
+            first: dict[str, int] = {}
+            for index, query in enumerate(queries):
+                for ingredient in query.yields:
+                    if ingredient in first:
+                        raise ValueError(
+                            f"{field}[{index}].yields.{ingredient}: already yielded by "
+                            f"{field}[{first[ingredient]}]"
+                        )
+                    first[ingredient] = index
+            if queries and "requests" not in first:
+                raise ValueError(f"{field}: no query yields requests, which every analysis needs")
         return self
 
     def label_of(self, query: ProfileQuery) -> str:

@@ -31,7 +31,7 @@ from canaryctl.runbook.gate import GateSpec
 from canaryctl.runbook.notify import NotifySpec, WebhookSpec
 from canaryctl.runbook.profile import is_profile_path, shipped_profile, shipped_profiles
 from canaryctl.runbook.promql import placeholders, unknown_placeholders
-from canaryctl.slo_metrics import SLO_METRICS
+from canaryctl.slo_metrics import EVEN, SLO_METRICS
 
 __all__ = [
     "SLO_VARIABLES",
@@ -45,6 +45,7 @@ __all__ = [
     "Rollout",
     "RolloutSpec",
     "ScrapeMetricsSpec",
+    "ShadowStep",
     "SloSpec",
     "Step",
     "WebhookSpec",
@@ -264,6 +265,11 @@ class SloSpec(Strict):
                 f"{self.metric}: lower is worse, so bound it against the baseline with "
                 "max_decrease, not max_increase or max_ratio"
             )
+        if self.paired and self.max_decrease is not None and self.max_decrease >= EVEN:
+            raise ValueError(
+                f"max_decrease: {self.metric} is {EVEN:g} for a candidate even with the baseline, "
+                f"so a margin must be below {EVEN:g}"
+            )
         lower_is_better = self.metric is not None and self.metric not in HIGHER_IS_BETTER
         if lower_is_better and self.max_decrease is not None:
             raise ValueError(
@@ -274,6 +280,19 @@ class SloSpec(Strict):
     @property
     def relative(self) -> bool:
         return any(b is not None for b in (self.max_increase, self.max_ratio, self.max_decrease))
+
+    @property
+    def paired(self) -> bool:
+        """A metric judged pair by pair against the baseline's answers (win_rate)."""
+        return self.metric is not None and SLO_METRICS[self.metric].paired
+
+    def judged(self) -> SloSpec:
+        """The bound as the analysis tests it. A paired metric's baseline is EVEN by definition
+        (the baseline against itself), so its `compare: baseline, max_decrease: x` is the
+        absolute minimum EVEN - x; every other SLO is itself."""
+        if not (self.paired and self.max_decrease is not None):
+            return self
+        return SloSpec(metric=self.metric, min=EVEN - self.max_decrease)
 
     @property
     def subject(self) -> str:
@@ -357,14 +376,85 @@ PauseLength = Annotated[
 ]
 
 
+def _until(value: object) -> float | str:
+    """How long a shadow step lasts at least: `decided` (until the evidence passes) or a time."""
+    if value == "decided":
+        return "decided"
+    try:
+        return parse_duration(value)
+    except NotADuration:
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:39] + "…"
+        raise ValueError(f"{shown} is neither a duration such as 10m nor 'decided'") from None
+
+
+Until = Annotated[
+    float | str,
+    BeforeValidator(_until),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d))+$"},
+                {"type": "number", "minimum": 0},
+                {"const": "decided"},
+            ],
+            "description": "'decided': until the evidence passes every SLO; or a duration such "
+            "as 10m, after which the evidence must pass",
+        }
+    ),
+]
+
+
+class ShadowStep(Strict):
+    """Judge the candidate on mirrored traffic before any user sees it.
+
+    The step turns the rollout's `shadow_flag` from its `off` variation (the flag's `baseline`)
+    to the candidate's (its `canary`) for `percent`% of requests, so the gateway sends that share
+    of requests to the candidate too and throws its answers away; the step's `slos` judge the
+    candidate's shadow metrics against the baseline's user-facing ones over the same window (and
+    `win_rate`, the judge's pairwise verdicts, against even). A failed SLO stops the run before
+    any live weight; the shadow flag is put back on every exit path.
+    """
+
+    percent: float = Field(gt=0, le=100, description="share of requests mirrored to the candidate")
+    until: Until = Field(
+        default="decided",
+        description="'decided' (the default): end once the evidence passes every SLO; or a "
+        "duration to shadow at least that long",
+    )
+    max: Duration = Field(
+        default=1800.0,
+        gt=0,
+        description="longest the step lasts; undecided then, the run stops (exit 1)",
+    )
+    slos: list[SloSpec] = Field(min_length=1)
+    alpha: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="the step's false-stop rate, all its SLOs together; default analysis.alpha",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ShadowStep:
+        if isinstance(self.until, float) and self.until > self.max:
+            raise ValueError("until: longer than max, so the step could never end as planned")
+        for index, slo in enumerate(self.slos):
+            if slo.query is not None:
+                raise ValueError(
+                    f"slos[{index}].query: a shadow step judges the built-in metrics only"
+                )
+        return self
+
+
 class Step(Strict):
-    """Exactly one of `set_weight` (percent of traffic to the canary), `pause`, or `chaos`: a
+    """Exactly one of `set_weight` (percent of traffic to the canary), `pause`, `chaos`: a
     ChaosScenario document (path relative to the runbook) played at the current weight, whose
-    violated hypothesis rolls the canary back."""
+    violated hypothesis rolls the canary back, or `shadow` (ShadowStep), before any weight."""
 
     set_weight: float | None = None
     pause: PauseLength | None = None
     chaos: DocPath | None = None
+    shadow: ShadowStep | None = None
 
     @field_validator("set_weight")
     @classmethod
@@ -375,9 +465,10 @@ class Step(Strict):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Step:
-        given = [v for v in (self.set_weight, self.pause, self.chaos) if v is not None]
+        steps = (self.set_weight, self.pause, self.chaos, self.shadow)
+        given = [v for v in steps if v is not None]
         if len(given) != 1:
-            raise ValueError("a step is exactly one of set_weight, pause or chaos")
+            raise ValueError("a step is exactly one of set_weight, pause, chaos or shadow")
         return self
 
 
@@ -397,6 +488,11 @@ class RolloutSpec(Strict):
         "split the last set_weight step left (a planned mix of two models, e.g. from "
         "`canaryctl cost optimize`); either way the run ends promoted",
     )
+    shadow_flag: FlagSpec | None = Field(
+        default=None,
+        description="the flag a shadow step moves: its gateway route's `shadow: {flag: KEY}`, "
+        "with `baseline` its off variation and `canary` the candidate's (a model name)",
+    )
     on_rollback: list[Hook] = Field(default_factory=list)
     on_promote: list[Hook] = Field(default_factory=list)
     notify: list[NotifySpec] = Field(default_factory=list)
@@ -409,6 +505,25 @@ class RolloutSpec(Strict):
         weights = [s.set_weight for s in self.steps if s.set_weight is not None]
         if not weights:
             raise ValueError("steps: needs at least one set_weight step")
+        first = next(i for i, s in enumerate(self.steps) if s.set_weight is not None)
+        for i, step in enumerate(self.steps):
+            if step.shadow is None:
+                continue
+            if i > first:
+                raise ValueError(
+                    f"steps[{i}]: a shadow step comes before any set_weight (steps[{first}]): "
+                    "once users see the canary, mirroring it proves nothing new"
+                )
+            if self.shadow_flag is None:
+                raise ValueError(f"steps[{i}]: a shadow step needs spec.shadow_flag to move")
+        if self.shadow_flag is not None and _same_flag(self.shadow_flag, self.flag):
+            raise ValueError("shadow_flag: must be another flag than spec.flag")
+        for index, slo in enumerate(self.slos):
+            if slo.paired:
+                raise ValueError(
+                    f"slos[{index}]: {slo.metric} is judged on shadow pairs only: put it in a "
+                    "shadow step's slos"
+                )
         full = next((i for i, s in enumerate(self.steps) if s.set_weight == 100), None)
         if full is not None:
             for i in range(full + 1, len(self.steps)):
@@ -449,6 +564,17 @@ class RolloutSpec(Strict):
                         "variation"
                     )
         return self
+
+
+def _same_flag(
+    a: FileFlagSpec | LaunchDarklyFlagSpec, b: FileFlagSpec | LaunchDarklyFlagSpec
+) -> bool:
+    if isinstance(a, FileFlagSpec) and isinstance(b, FileFlagSpec):
+        return a.key == b.key and a.path == b.path
+    if isinstance(a, LaunchDarklyFlagSpec) and isinstance(b, LaunchDarklyFlagSpec):
+        where = ("base_url", "project", "environment", "key")
+        return all(getattr(a, f) == getattr(b, f) for f in where)
+    return False
 
 
 class Rollout(Strict):
