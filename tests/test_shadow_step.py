@@ -94,6 +94,7 @@ class World:
         self.prior, self.shadow_prior = self.flags.snapshot(), self.shadow_flags.snapshot()
         self.win_rate = 0.5
         self.shadow_error_rate = 0.0
+        self.baseline_error_rate = 0.01
         self.pairs = True
         self.metrics = ScriptedMetricsSource(
             self._live, self.clock.now, recent={BASELINE: 600.0}, shadow=self._shadow
@@ -126,7 +127,7 @@ class World:
             pair_wins=pairs * (self.win_rate - 0.1),
             pair_ties=pairs * 0.2,
         )
-        baseline = VariantStats(requests=n, errors=n * 0.01)
+        baseline = VariantStats(requests=n, errors=n * self.baseline_error_rate)
         return Observation(since, now, {BASELINE: baseline, CANARY: candidate})
 
     def runner(self) -> RolloutRunner:
@@ -267,6 +268,39 @@ def test_a_candidate_that_fails_more_on_shadow_traffic_is_stopped(
     assert result.exit_code == 1
     assert "stopped in shadow: SLO failed: error_rate" in result.reason
     assert w.live_untouched() and w.shadow_restored()
+
+
+RELATIVE_ERRORS = [{"metric": "error_rate", "compare": "baseline", "max_increase": 0.05}]
+
+
+def test_a_candidate_failing_half_its_calls_is_not_passed_on_for_want_of_evidence(
+    world: Callable[..., World],
+) -> None:
+    """Against a baseline without errors, `max_increase` as a ratio allows so much that a bet
+    per interval hardly moves, so the relative check keeps passing ("no evidence the canary is
+    worse"). A shadow step must not end on that: it ends only once the candidate is shown
+    within, which this one never is."""
+    w = world(shadow={"slos": RELATIVE_ERRORS, "max": "10m"})
+    w.baseline_error_rate, w.shadow_error_rate = 0.0, 0.5
+    result = w.run()
+    assert result.exit_code == 1, result.reason
+    assert result.reason.startswith("stopped in shadow:")
+    assert w.live_untouched() and w.shadow_restored()
+
+
+def test_an_equal_candidate_is_shown_within_a_relative_bound_with_no_errors_anywhere(
+    world: Callable[..., World],
+) -> None:
+    """With no errors on either side the ratio is unknown, but the candidate's own rate is
+    shown below the allowed increase: that is within."""
+    w = world(shadow={"slos": RELATIVE_ERRORS, "max": "10m"})
+    w.baseline_error_rate = 0.0
+    result = w.run()
+    assert result.exit_code == 0, result.reason
+    assert w.clock.now() - T0 < 600  # decided before the max
+    analyses = [e for e in w.store.events(result.run_id, "analysis") if e.data.get("shadow")]
+    checks = analyses[-1].data["checks"]
+    assert [c["evidence"]["within"] for c in checks if c.get("evidence")] == [True]
 
 
 def test_no_judged_pairs_is_no_verdict_and_the_step_gives_up_at_its_max(

@@ -28,6 +28,10 @@ class Evidence:
     ratio of rates, intervals for a difference of means, observations (requests, scores) for an
     absolute bound on a rate. `e_value_within` is an absolute bound's evidence that the canary
     is within it (the check passes when it reaches the threshold); None for the other tests.
+    `within` says whether a test against the baseline has shown the canary within its bound
+    (the confidence sequence below the margin), which its passing check does not mean: that
+    passes while there is no evidence the canary is worse. None for absolute bounds, whose pass
+    already means within.
     """
 
     test: str
@@ -38,6 +42,7 @@ class Evidence:
     upper: float | None
     samples: float
     e_value_within: float | None = None
+    within: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -51,6 +56,8 @@ class Evidence:
         }
         if self.e_value_within is not None:
             data["e_value_within"] = self.e_value_within
+        if self.within is not None:
+            data["within"] = self.within
         return data
 
 
@@ -124,6 +131,16 @@ class Verdict:
         if self.outcome is Outcome.PASS:
             return ""
         return "; ".join(c.reason for c in self.checks if c.outcome is self.outcome)
+
+    @property
+    def not_shown_within(self) -> tuple[Check, ...]:
+        """Passing checks against the baseline whose test has not shown the canary within its
+        bound (Evidence.within). A step that must end on proof, not on the absence of evidence
+        against the canary (a shadow step), ends only when this is empty."""
+        return tuple(
+            c for c in self.checks
+            if c.outcome is Outcome.PASS and c.evidence is not None and c.evidence.within is False
+        )  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return {
