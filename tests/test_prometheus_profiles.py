@@ -203,7 +203,11 @@ def test_litellm_canary_model_group_failing_is_rolled_back(
     # Every ingredient came through LiteLLM's names: p95 and cost were measured, not missing.
     assert judged["latency_p95_seconds"]["canary_value"] == pytest.approx(0.48, abs=0.02)
     assert judged["cost_per_query_usd"]["outcome"] == "pass"
-    assert judged["cost_per_query_usd"]["canary_value"] == pytest.approx(0.002 * 2 / 3, rel=0.1)
+    # A failed call costs nothing: per query, the price times the share that answered in this
+    # window (1 - its error rate, which drifts around 2/3 with where the window falls: held to
+    # exactly 2/3, one CI run measured 0.00149 against 0.00133).
+    answered = 1 - judged["error_rate"]["canary_value"]
+    assert judged["cost_per_query_usd"]["canary_value"] == pytest.approx(0.002 * answered, rel=0.1)
     assert unversioned(flags.read_text()) == unversioned(DEFAULT_FLAGS.decode())
 
 
