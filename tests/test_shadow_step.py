@@ -278,8 +278,8 @@ def test_a_candidate_failing_half_its_calls_is_not_passed_on_for_want_of_evidenc
 ) -> None:
     """Against a baseline without errors, `max_increase` as a ratio allows so much that a bet
     per interval hardly moves, so the relative check keeps passing ("no evidence the canary is
-    worse"). A shadow step must not end on that: it ends only once the candidate is shown
-    within, which this one never is."""
+    worse"). A shadow step must not end on that while the estimate (50% against 0% + 5%) is
+    beyond the bound."""
     w = world(shadow={"slos": RELATIVE_ERRORS, "max": "10m"})
     w.baseline_error_rate, w.shadow_error_rate = 0.0, 0.5
     result = w.run()
@@ -288,11 +288,11 @@ def test_a_candidate_failing_half_its_calls_is_not_passed_on_for_want_of_evidenc
     assert w.live_untouched() and w.shadow_restored()
 
 
-def test_an_equal_candidate_is_shown_within_a_relative_bound_with_no_errors_anywhere(
+def test_an_equal_candidate_is_within_a_relative_bound_with_no_errors_anywhere(
     world: Callable[..., World],
 ) -> None:
-    """With no errors on either side the ratio is unknown, but the candidate's own rate is
-    shown below the allowed increase: that is within."""
+    """With no errors on either side the ratio is unknown, but the candidate's rate is within
+    the baseline's plus the increase."""
     w = world(shadow={"slos": RELATIVE_ERRORS, "max": "10m"})
     w.baseline_error_rate = 0.0
     result = w.run()

@@ -102,11 +102,8 @@ class _CountTest:
     baseline_events: float = 0.0
     rejected: bool = False
     untestable: str | None = None
-    own: BoundTest | None = None
-    """For a rate's `max_increase`: the canary's own rate against the increase alone, which shows
-    it within (the baseline's rate is at least 0) where the ratio cannot: with no events on
-    either side a ratio is unknown, and with few on the baseline's its margin is so wide that a
-    bet per interval moves little."""
+    canary_requests: float = 0.0
+    canary_events: float = 0.0
 
     def observe(self, slo: SloSpec, canary: VariantStats, baseline: VariantStats) -> _CountTest:
         if self.untestable is not None:
@@ -132,13 +129,13 @@ class _CountTest:
         if canary_trials <= 0 or baseline_trials <= 0:
             return self
         share = canary_trials / (canary_trials + baseline_trials)
-        own = self.own.observe(canary_trials, canary_events) if self.own is not None else None
         return replace(
             self,
             ratio=self.ratio.observe(canary_events, baseline_events, share),
             baseline_requests=self.baseline_requests + baseline_trials,
             baseline_events=self.baseline_events + baseline_events,
-            own=own,
+            canary_requests=self.canary_requests + canary_trials,
+            canary_events=self.canary_events + canary_events,
         )
 
     def _start(self, slo: SloSpec, baseline: VariantStats) -> _CountTest:
@@ -146,9 +143,7 @@ class _CountTest:
         `max_ratio`, or at 1 for `max_increase`, whose margin moves with the baseline's rate.
         Latency first picks its edges on this interval's baseline, and is tested from the next."""
         if slo.metric in RATE_COUNTS:
-            increase = slo.max_increase
-            own = BoundTest(increase) if increase is not None and 0 < increase < 1 else None
-            return replace(self, ratio=RateRatio(slo.max_ratio or 1.0), own=own)
+            return replace(self, ratio=RateRatio(slo.max_ratio or 1.0))
         if slo.metric not in _QUANTILES:
             return self
         quantile = histogram_quantile(_QUANTILES[slo.metric], baseline.latency_buckets)
@@ -192,7 +187,6 @@ class _CountTest:
                 f"ratio of shares slower than {self.edges[1]:g}s (canary) and "
                 f"{self.edges[0]:g}s (baseline) <= 1"
             )
-        own = self.own is not None and self.own.e_value_within() >= 1 / alpha
         return Evidence(
             test=test,
             e_value=self.ratio.e_value_above(margin),
@@ -201,8 +195,25 @@ class _CountTest:
             lower=self.ratio.lower_bound(alpha),
             upper=None if math.isinf(upper) else upper,
             samples=self.ratio.events,
-            within=upper <= margin or own,
+            within=self.estimate_within(slo, margin),
         )
+
+    def estimate_within(self, slo: SloSpec, margin: float) -> bool:
+        """Whether the run's estimate is within the bound: for a rate's `max_increase` the
+        canary's rate against the baseline's plus the increase (which holds with no events on
+        the baseline's side, where the ratio is unknown); else the ratio against its margin, an
+        unknown ratio being within only while the canary has had no events."""
+        assert self.ratio is not None
+        if self.edges is None and slo.max_increase is not None:
+            if self.canary_requests <= 0 or self.baseline_requests <= 0:
+                return True
+            canary_rate = self.canary_events / self.canary_requests
+            baseline_rate = self.baseline_events / self.baseline_requests
+            return canary_rate <= baseline_rate + slo.max_increase
+        estimate = self.ratio.estimate()
+        if estimate is None:
+            return self.ratio.weighted_canary <= 0
+        return estimate <= margin
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -213,7 +224,8 @@ class _CountTest:
             "baseline_events": self.baseline_events,
             "rejected": self.rejected,
             "untestable": self.untestable,
-            "own": None if self.own is None else self.own.to_dict(),
+            "canary_requests": self.canary_requests,
+            "canary_events": self.canary_events,
         }
 
     @classmethod
@@ -230,7 +242,8 @@ class _CountTest:
             baseline_events=data["baseline_events"],
             rejected=data["rejected"],
             untestable=data["untestable"],
-            own=None if data.get("own") is None else BoundTest.from_dict(data["own"]),
+            canary_requests=data.get("canary_requests", 0.0),
+            canary_events=data.get("canary_events", 0.0),
         )
 
 
@@ -267,7 +280,7 @@ class _MeanTest:
         evidence = _mean_evidence(
             f"{measured}, per interval, <= 0 (asymptotic)", self.difference, alpha
         )
-        return replace(evidence, within=evidence.upper is not None and evidence.upper <= 0)
+        return replace(evidence, within=evidence.estimate is None or evidence.estimate <= 0)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "mean", "difference": self.difference.to_dict(), "rejected": self.rejected}

@@ -28,10 +28,10 @@ class Evidence:
     ratio of rates, intervals for a difference of means, observations (requests, scores) for an
     absolute bound on a rate. `e_value_within` is an absolute bound's evidence that the canary
     is within it (the check passes when it reaches the threshold); None for the other tests.
-    `within` says whether a test against the baseline has shown the canary within its bound
-    (the confidence sequence below the margin), which its passing check does not mean: that
-    passes while there is no evidence the canary is worse. None for absolute bounds, whose pass
-    already means within.
+    `within` says whether a test against the baseline has its estimate within the bound, which
+    its passing check does not mean: that passes while there is no evidence the canary is worse,
+    and against a baseline that almost never fails a canary failing half its calls can go long
+    without that evidence. None for absolute bounds, whose pass already means within.
     """
 
     test: str
@@ -134,9 +134,9 @@ class Verdict:
 
     @property
     def not_shown_within(self) -> tuple[Check, ...]:
-        """Passing checks against the baseline whose test has not shown the canary within its
-        bound (Evidence.within). A step that must end on proof, not on the absence of evidence
-        against the canary (a shadow step), ends only when this is empty."""
+        """Passing checks against the baseline whose estimate is beyond their bound
+        (Evidence.within). A step that must not end on the mere absence of evidence against the
+        canary (a shadow step) ends only when this is empty."""
         return tuple(
             c for c in self.checks
             if c.outcome is Outcome.PASS and c.evidence is not None and c.evidence.within is False

@@ -29,9 +29,9 @@ Semantics, step by step:
   candidate's mirrored traffic with the step's own SLOs and a ledger of its own (`shadow_ledger`),
   an analysis every interval. A failed SLO stops the run ("stopped in shadow: ...", exit 1): the
   live flag never moved. The step ends on a passing analysis once `until` is over (at the first
-  one for `until: decided`) on which every check against the baseline has shown the candidate
-  within its bound, not merely found no evidence against it; still undecided at `max`, the
-  run stops ("stopped in shadow:
+  one for `until: decided`) on which every check against the baseline has its estimate within
+  the bound, not merely no evidence against the candidate; still undecided at `max`, the run
+  stops ("stopped in shadow:
   undecided ..."). Ending, the shadow flag is put back (`EndShadow`) before the first weight.
   A resume in a shadow step starts it again, with a fresh ledger.
 - After the last hold passes: promote, or with `finish: keep` end promoted at the last weight.
@@ -601,9 +601,10 @@ def _shadow_analyzed(
     spec: RolloutSpec, state: RolloutState, now: float, verdict: Verdict
 ) -> Decision:
     """A failure stops the run (past `failure_limit`); a pass once `until` is over ends the
-    step, if every check against the baseline has shown the candidate within its bound (a pass
-    alone says only that nothing shows it worse: with a baseline of few errors, a candidate
-    failing half its calls can go unshown for long); at `max`, anything short of that stops it."""
+    step, if every check against the baseline has its estimate within the bound (a pass alone
+    says only that nothing shows the candidate worse yet: against a baseline of few errors, one
+    failing half its calls can go long without that evidence); at `max`, anything short of that
+    stops it."""
     analysis = spec.analysis
     state = replace(state, metrics_errors=0)
     if verdict.outcome is Outcome.FAIL:
@@ -620,7 +621,7 @@ def _shadow_analyzed(
         undecided = verdict.reason or "no analysis passed"
         if verdict.outcome is Outcome.PASS and unshown:
             slos = ", ".join(c.slo for c in unshown)
-            undecided = f"not shown within its bound: {slos}"
+            undecided = f"the estimate is beyond the bound of {slos}"
         return _rollback(
             state,
             "rolled_back",
