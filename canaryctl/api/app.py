@@ -20,7 +20,6 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractContextManager
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Protocol
 
 from starlette.applications import Starlette
@@ -40,6 +39,7 @@ from canaryctl.controller.store import RunRecord, StateStore
 from canaryctl.errors import CanaryError, InvalidDocument, InvalidInput
 from canaryctl.request_limits import BadJSON, LimitBody, parse_json
 from canaryctl.runbook import Rollout, parse_document
+from canaryctl.version import installed_version
 
 __all__ = [
     "MAX_API_BODY_BYTES",
@@ -82,13 +82,6 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 
 def _render_error(scope: Scope, message: str) -> dict[str, Any]:
     return {"error": message}
-
-
-def _version() -> str:
-    try:
-        return version("canaryctl")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 _RUN_ID = {
@@ -209,7 +202,7 @@ class _Api:
         self.operations = OPERATIONS if submit is None else (*OPERATIONS, SUBMIT)
         self._alerts_lock = threading.Lock()
         """One webhook at a time, so two copies of one notification file one abort."""
-        self.document = openapi_document(self.operations, _version())
+        self.document = openapi_document(self.operations, installed_version())
 
     def routes(self) -> list[BaseRoute]:
         handlers: dict[str, _Handler] = {

@@ -11,22 +11,15 @@ import platform
 import socket
 import time
 from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
 from canaryctl.redact import redact_document
 from canaryctl.runbook.scenario import PHASES, ChaosScenario
+from canaryctl.version import installed_version
 
 __all__ = ["Journal", "junit_xml"]
-
-
-def _version() -> str:
-    try:
-        return version("canaryctl")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 class Journal:
@@ -44,7 +37,7 @@ class Journal:
         self.data: dict[str, Any] = {
             "name": scenario.metadata.name,
             "scenario": redact_document(scenario.model_dump(mode="json", by_alias=True)),
-            "canaryctl": _version(),
+            "canaryctl": installed_version(),
             "host": socket.gethostname(),
             "platform": platform.platform(),
             "pid": os.getpid(),

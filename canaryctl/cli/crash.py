@@ -10,22 +10,16 @@ import os
 import tempfile
 import time
 import traceback
-from importlib.metadata import PackageNotFoundError, version
+
+from canaryctl.version import installed_version
 
 __all__ = ["crash_report"]
-
-
-def _version() -> str:
-    try:
-        return version("canaryctl")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def crash_report(exc: BaseException) -> str:
     """Write `exc`'s traceback to a new file under $TMPDIR (mode 0600); say where, for the one
     line the user sees."""
-    text = f"canaryctl {_version()} at {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n" + "".join(
+    text = f"canaryctl {installed_version()} at {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n" + "".join(
         traceback.format_exception(exc)
     )
     try:

@@ -51,7 +51,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -114,6 +113,7 @@ from canaryctl.metrics.base import MetricsSource, Observation, ShadowSource
 from canaryctl.redact import redact_document
 from canaryctl.runbook.rollout import Rollout
 from canaryctl.runbook.scenario import ChaosScenario
+from canaryctl.version import installed_version
 
 if TYPE_CHECKING:
     from canaryctl.chaos.scenario import ScenarioResult
@@ -129,13 +129,6 @@ _FINAL_PHASE = {
     "error": Phase.FAILED,
     "interrupted": Phase.INTERRUPTED,
 }
-
-
-def _canaryctl_version() -> str:
-    try:
-        return version("canaryctl")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 class RolloutRunner:
@@ -270,7 +263,7 @@ class RolloutRunner:
                 submitted,
                 host=host,
                 pid=pid,
-                version=_canaryctl_version(),
+                version=installed_version(),
                 started_at=now,
                 prior_flag=prior,
                 phase=phase,
@@ -282,7 +275,7 @@ class RolloutRunner:
             runbook=self.rollout.model_dump(mode="json", by_alias=True),
             host=host,
             pid=pid,
-            version=_canaryctl_version(),
+            version=installed_version(),
             started_at=now,
             prior_flag=prior,
             phase=phase,
@@ -858,7 +851,7 @@ def submit_rollout(rollout: Rollout, *, state_path: str | Path) -> tuple[int, st
             runbook=rollout.model_dump(mode="json", by_alias=True),
             host=socket.gethostname(),
             pid=os.getpid(),
-            version=_canaryctl_version(),
+            version=installed_version(),
             at=time.time(),
         )
         return run_id, store.where

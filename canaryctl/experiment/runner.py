@@ -43,6 +43,7 @@ from canaryctl.experiment.summary import add_interval, design_of
 from canaryctl.flags.base import FlagClaim, FlagSnapshot, SplitStore, process_alive
 from canaryctl.metrics.base import MetricsSource
 from canaryctl.runbook.experiment import Experiment
+from canaryctl.version import installed_version
 
 __all__ = ["EXIT_CODES", "ExperimentResult", "ExperimentRunner", "restore_abandoned"]
 
@@ -75,15 +76,6 @@ class ExperimentResult:
             "promoted": self.promoted,
             "weights": self.weights,
         }
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("canaryctl")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 class ExperimentRunner:
@@ -128,7 +120,7 @@ class ExperimentRunner:
                 design=design.to_dict(),
                 host=claim.host,
                 pid=claim.pid,
-                version=_version(),
+                version=installed_version(),
                 started_at=self.clock.now(),
                 prior_flag=self._saved,
             )
