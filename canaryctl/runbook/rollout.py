@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BeforeValidator,
@@ -349,59 +349,42 @@ class AnalysisSpec(Strict):
     )
 
 
-def _pause_length(value: object) -> float | str:
-    """A pause is a duration, or `approval`: wait until `canaryctl rollout approve`."""
-    if value == "approval":
-        return "approval"
-    try:
-        return parse_duration(value)
-    except NotADuration:
-        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:39] + "…"
-        raise ValueError(f"{shown} is neither a duration such as 5m nor 'approval'") from None
+def _duration_or(word: str, example: str, description: str) -> Any:
+    """A duration, or the one `word` that stands for "until something happens" (a pause's
+    `approval`, a shadow step's `decided`)."""
+
+    def read(value: object) -> float | str:
+        if value == word:
+            return word
+        try:
+            return parse_duration(value)
+        except NotADuration:
+            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:39] + "…"
+            message = f"{shown} is neither a duration such as {example} nor '{word}'"
+            raise ValueError(message) from None
+
+    schema = {
+        "anyOf": [
+            {"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d))+$"},
+            {"type": "number", "minimum": 0},
+            {"const": word},
+        ],
+        "description": description,
+    }
+    return Annotated[float | str, BeforeValidator(read), WithJsonSchema(schema)]
 
 
-PauseLength = Annotated[
-    float | str,
-    BeforeValidator(_pause_length),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d))+$"},
-                {"type": "number", "minimum": 0},
-                {"const": "approval"},
-            ],
-            "description": "a duration such as 5m, or 'approval' to wait for rollout approve",
-        }
-    ),
-]
-
-
-def _until(value: object) -> float | str:
-    """How long a shadow step lasts at least: `decided` (until the evidence passes) or a time."""
-    if value == "decided":
-        return "decided"
-    try:
-        return parse_duration(value)
-    except NotADuration:
-        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:39] + "…"
-        raise ValueError(f"{shown} is neither a duration such as 10m nor 'decided'") from None
-
-
-Until = Annotated[
-    float | str,
-    BeforeValidator(_until),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d))+$"},
-                {"type": "number", "minimum": 0},
-                {"const": "decided"},
-            ],
-            "description": "'decided': until the evidence passes every SLO; or a duration such "
-            "as 10m, after which the evidence must pass",
-        }
-    ),
-]
+PauseLength = _duration_or(
+    "approval", "5m", "a duration such as 5m, or 'approval' to wait for rollout approve"
+)
+"""A pause is a duration, or `approval`: wait until `canaryctl rollout approve`."""
+Until = _duration_or(
+    "decided",
+    "10m",
+    "'decided': until the evidence passes every SLO; or a duration such as 10m, after which "
+    "the evidence must pass",
+)
+"""How long a shadow step lasts at least: `decided` (until the evidence passes) or a time."""
 
 
 class ShadowStep(Strict):
