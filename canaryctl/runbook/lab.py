@@ -142,6 +142,13 @@ class TrafficSpec(Strict):
     )
     concurrency: int = Field(default=64, ge=1, le=1000)
     timeout: Duration = 30.0
+    stream: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="share of requests that ask for a streamed answer, read as it streams: "
+        "what the gateway's first-token and per-token histograms measure",
+    )
     feedback: float = Field(
         default=0.5,
         ge=0,
