@@ -4,7 +4,8 @@ verdicts (judge.py) instead of answers.
 
 Each request's fate is drawn up front (see behaviour.py), then served: errors with the bodies and
 headers real providers send (a 429 carries Retry-After), answers after a log-normal delay, streams
-paced so that the whole reply takes about that delay. A "timeout" holds the request open until the
+paced so that the whole reply takes about that delay, the first token coming after the profile's
+own `first_token` draw when it has one (`pacing`). A "timeout" holds the request open until the
 client gives up, `hold` seconds pass, or `release()` is called: servers call it before shutting
 down so that no held request outlives them.
 """
