@@ -139,7 +139,25 @@ def test_a_first_token_profile_is_a_latency_profile() -> None:
 
 # -- judging: the measured regression, straight through assess() ----------------------------
 
-EDGES = (0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.75, 1.0, math.inf)
+EDGES = (
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.25,
+    0.3,
+    0.4,
+    0.5,
+    0.6,
+    0.75,
+    1.0,
+    1.5,
+    2.0,
+    3.0,
+    math.inf,
+)
 
 
 def histogram(values: list[float]) -> tuple[tuple[float, float], ...]:
