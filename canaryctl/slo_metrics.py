@@ -118,6 +118,8 @@ class Metric:
     """The candidate judged against the baseline answer for answer (a pairwise judge): the
     baseline's own value is EVEN by definition, so `compare: baseline` bounds the candidate
     against EVEN, and it can be judged only where pairs exist (a shadow step)."""
+    streamed: bool = False
+    """Measured on streamed answers only, so never on shadow calls, which are not streamed."""
 
     @property
     def reads(self) -> frozenset[str]:
@@ -152,6 +154,7 @@ def _streamed(prefix: str, histogram: str, what: str) -> tuple[Metric, ...]:
             frozenset({histogram}),
             f"{'median' if q == 50 else f'{q}th percentile'} {what}, streamed answers only; "
             "min_requests counts the answers observed",
+            streamed=True,
         )
         for q in (50, 90, 95, 99)
     )

@@ -28,7 +28,7 @@ from canaryctl.metrics import Observation, ScrapeMetricsSource, VariantStats
 from canaryctl.metrics.measures import measure, samples
 from canaryctl.metrics.profile import ingredients_for, load_profile
 from canaryctl.runbook.lab import LabSpec, ProviderProfile
-from canaryctl.runbook.rollout import AnalysisSpec, SloSpec
+from canaryctl.runbook.rollout import AnalysisSpec, ShadowStep, SloSpec
 
 BASE, CANARY = "baseline", "canary"
 LABELS = {"route": "bot", "variant": CANARY, "model": "m", "provider": "openai", "tier": "free"}
@@ -358,3 +358,18 @@ def test_the_lab_document_takes_a_first_token_profile(tmp_path: Path) -> None:
     )
     first = spec.providers[0].first_token
     assert first is not None and (first.median, first.p95) == (0.06, 0.1)
+
+
+def test_a_shadow_step_cannot_bound_what_only_streams_show() -> None:
+    """Shadow calls are sent plain, never streamed: a first-token SLO there could never be
+    judged, so the runbook is refused naming it."""
+    with pytest.raises(ValueError, match=r"slos\[1\]\.metric: ttft_p95_seconds is measured on st"):
+        ShadowStep.model_validate(
+            {
+                "percent": 10,
+                "slos": [
+                    {"metric": "error_rate", "max": 0.05},
+                    {"metric": "ttft_p95_seconds", "max": 0.5},
+                ],
+            }
+        )
