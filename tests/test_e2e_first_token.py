@@ -117,11 +117,11 @@ def run(tmp_path: Path, canary: str, lab: tuple[LabStack, Path]) -> tuple[int, l
             "metrics": {"provider": "scrape", "targets": [stack.metrics_url], "route": "bot"},
             "slos": [
                 {"metric": "latency_p95_seconds", "compare": "baseline", "max_ratio": 1.5},
-                {"metric": "ttft_p95_seconds", "max": 0.3},
+                {"metric": "ttft_p95_seconds", "max": 0.4},
                 {"metric": "ttft_p95_seconds", "compare": "baseline", "max_ratio": 2},
             ],
             # Undecided analyses extend the hold: a loaded machine takes longer, not another way.
-            "analysis": {"interval": "0.5s", "min_requests": 10, "inconclusive_limit": 60},
+            "analysis": {"interval": "0.5s", "min_requests": 10, "inconclusive_limit": 120},
             "steps": [{"set_weight": 50}, {"pause": "1s"}],
         },
     }
@@ -168,5 +168,5 @@ def test_a_canary_equal_at_the_first_token_is_promoted(
     assert events[-1]["outcome"] == "promoted"
     last = next(e for e in reversed(events) if e["event"] == "analysis")
     judged = {c["slo"]: c["outcome"] for c in last["checks"]}
-    assert judged["ttft_p95_seconds <= 0.3"] == "pass", last
+    assert judged["ttft_p95_seconds <= 0.4"] == "pass", last
     assert judged["ttft_p95_seconds <= baseline x 2"] == "pass", last
