@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EVEN",
     "GUARD_READS",
+    "HISTOGRAMS",
     "INGREDIENTS",
     "OUTCOMES",
     "SLO_METRICS",
@@ -53,6 +54,8 @@ INGREDIENTS: tuple[str, ...] = (
     "rejected",
     "filtered",
     "latency_buckets",
+    "ttft_buckets",
+    "tpot_buckets",
     "prompt_tokens",
     "completion_tokens",
     "cost_usd",
@@ -65,6 +68,10 @@ INGREDIENTS: tuple[str, ...] = (
 """The counts a metric profile may yield, per variant: each is a field of VariantStats. The
 `pair_*` counts are a judge's pairwise verdicts on shadow traffic (the candidate's answer against
 the served one), kept with the candidate."""
+
+HISTOGRAMS: tuple[str, ...] = ("latency_buckets", "ttft_buckets", "tpot_buckets")
+"""The ingredients that are histograms, kept per `le` bound: end-to-end latency, and for
+streamed answers the time to first token and the time per output token after it."""
 
 Count = Callable[["VariantStats"], float]
 
@@ -79,9 +86,13 @@ class Rate:
 
 @dataclass(frozen=True)
 class Quantile:
-    """A quantile of the end-to-end latency histogram."""
+    """A quantile of a histogram: `histogram` names its ingredient (one of HISTOGRAMS)."""
 
     q: float
+    histogram: str = "latency_buckets"
+    observations: Count | None = None
+    """What the quantile rests on, for the min_requests floor, when not every request is
+    observed (only streamed answers have a first token); None: the requests."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +118,8 @@ class Metric:
     """The candidate judged against the baseline answer for answer (a pairwise judge): the
     baseline's own value is EVEN by definition, so `compare: baseline` bounds the candidate
     against EVEN, and it can be judged only where pairs exist (a shadow step)."""
+    streamed: bool = False
+    """Measured on streamed answers only, so never on shadow calls, which are not streamed."""
 
     @property
     def reads(self) -> frozenset[str]:
@@ -125,6 +138,26 @@ _LATENCY = frozenset({"latency_buckets"})
 
 def _metrics(*metrics: Metric) -> dict[str, Metric]:
     return {m.name: m for m in metrics}
+
+
+def _observed(histogram: str) -> Count:
+    """A histogram's observations: its +Inf bucket's cumulative count."""
+    return lambda s: buckets[-1][1] if (buckets := getattr(s, histogram)) else 0.0
+
+
+def _streamed(prefix: str, histogram: str, what: str) -> tuple[Metric, ...]:
+    """p50, p90, p95 and p99 of a streaming histogram, named like the latency percentiles."""
+    return tuple(
+        Metric(
+            f"{prefix}_p{q}_seconds",
+            Quantile(q / 100, histogram, _observed(histogram)),
+            frozenset({histogram}),
+            f"{'median' if q == 50 else f'{q}th percentile'} {what}, streamed answers only; "
+            "min_requests counts the answers observed",
+            streamed=True,
+        )
+        for q in (50, 90, 95, 99)
+    )
 
 
 SLO_METRICS: dict[str, Metric] = _metrics(
@@ -168,6 +201,8 @@ SLO_METRICS: dict[str, Metric] = _metrics(
     Metric("latency_p90_seconds", Quantile(0.90), _LATENCY, "90th percentile latency"),
     Metric("latency_p95_seconds", Quantile(0.95), _LATENCY, "95th percentile latency"),
     Metric("latency_p99_seconds", Quantile(0.99), _LATENCY, "99th percentile latency"),
+    *_streamed("ttft", "ttft_buckets", "time to first token (what a chat user waits for)"),
+    *_streamed("tpot", "tpot_buckets", "time per output token after the first"),
     Metric(
         "cost_per_query_usd",
         Mean(lambda s: s.cost_usd, lambda s: s.requests),

@@ -289,3 +289,29 @@ def test_traffic_grades_a_share_of_answers_back_to_the_gateway(
     assert count >= snapshot.scored["p"]
     assert 0.35 * answered <= snapshot.scored["p"] <= 0.65 * answered
     assert 0.45 < total / count < 0.75  # the provider's quality, 0.6
+
+
+def test_traffic_streams_a_share_of_its_requests_and_grades_them_whole(
+    make_lab: MakeLab, flags: Path
+) -> None:
+    """Streamed answers are read to the end and graded like plain ones; only they have a
+    first token in the gateway's histogram."""
+    traffic = {"route": "bot", "rate": 100, "users": 50, "stream": 0.5, "feedback": 1}
+    lab = make_lab([provider(quality=1)], traffic=traffic)
+    with LabStack(lab) as stack:
+        assert stack.traffic is not None
+        deadline = time.monotonic() + 30
+        while stack.traffic.snapshot().scored.get("p", 0) < 100:
+            assert time.monotonic() < deadline, "traffic did not get 100 graded answers"
+            time.sleep(0.05)
+        snapshot = stack.traffic.snapshot()
+        text = httpx.get(stack.metrics_url, timeout=5).text
+    streamed = sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "llm_time_to_first_token_seconds_count"  # one series per tier
+    )
+    answered = snapshot.requests("p")
+    assert snapshot.correct["p"] == snapshot.by_outcome["200"]  # every answer read whole
+    assert 0.3 * answered <= streamed <= 0.7 * answered

@@ -79,16 +79,17 @@ def test_both_shipped_profiles_load_and_validate() -> None:
     assert canaryctl.variant_label == "variant"
     assert litellm.variant_label == "requested_model"
     every = {"requests", "errors", "fallbacks", "latency_buckets", "prompt_tokens"}
-    every |= {"completion_tokens", "cost_usd"}
+    every |= {"completion_tokens", "cost_usd", "ttft_buckets"}
     assert litellm.ingredients == every  # LiteLLM meters no quality scores
-    assert canaryctl.ingredients == every | {"quality_sum", "quality_count", "rejected", "filtered"}
+    ours = every | {"quality_sum", "quality_count", "rejected", "filtered", "tpot_buckets"}
+    assert canaryctl.ingredients == ours
 
 
 @pytest.mark.parametrize(
     ("slos", "profile", "queries"),
     [
-        ([], "canaryctl", 6),  # no SLOs given: every ingredient
-        ([], "litellm", 7),
+        ([], "canaryctl", 8),  # no SLOs given: every ingredient
+        ([], "litellm", 8),
         (
             [{"metric": "error_rate", "max": 0.02}, {"metric": "latency_p95_seconds", "max": 2}],
             "canaryctl",
@@ -104,6 +105,8 @@ def test_both_shipped_profiles_load_and_validate() -> None:
         ([{"metric": "cost_per_query_usd", "max": 0.01}], "canaryctl", 2),
         ([{"metric": "cost_per_query_usd", "max": 0.01}], "litellm", 4),
         ([{"metric": "quality_score", "min": 0.8}], "canaryctl", 3),
+        ([{"metric": "ttft_p95_seconds", "max": 0.5}], "canaryctl", 2),
+        ([{"metric": "ttft_p95_seconds", "max": 0.5}], "litellm", 4),
     ],
 )
 def test_an_analysis_asks_only_what_the_slos_read(

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner
+from prometheus_client import start_http_server
 from rich.console import Console
 
 from canaryctl.analysis import Verdict
@@ -24,7 +25,9 @@ from canaryctl.cli import main
 from canaryctl.cli.views import JsonLinesView, LiveView
 from canaryctl.controller import RolloutObserver, StateStore, run_rollout
 from canaryctl.errors import InvalidInput
+from canaryctl.gateway.metrics import GatewayMetrics
 from canaryctl.metrics import PrometheusMetricsSource, metrics_source_for
+from canaryctl.metrics.measures import measure
 from canaryctl.metrics.prometheus import SloQuery
 from canaryctl.runbook import Rollout, load_document, parse_document
 from canaryctl.runbook.rollout import PrometheusMetricsSpec
@@ -248,6 +251,99 @@ def test_litellm_healthy_canary_model_group_is_promoted(
     assert passed and passed[0]["canary_requests"] >= 30 and passed[0]["baseline_requests"] >= 30
     flag = json.loads(flags.read_text())["flags"][FLAG_KEY]
     assert flag["variations"][flag["fallthrough"]["variation"]] == CANARY
+
+
+def test_litellm_first_tokens_are_read_per_model_group(
+    prometheus: PrometheusServer, tmp_path: Path, flags: Path
+) -> None:
+    """The measured regression as LiteLLM records it: first token 0.06 s against 0.42 s, the
+    same total, on streamed requests; plain ones have no first token."""
+    exporter = LiteLLMExporter()
+    groups = (("ft-large", "gpt-4-turbo", 0.06), ("ft-small", "gpt-4o-mini", 0.42))
+    try:
+        prometheus.scrape(exporter.url)
+        for group, model, first in groups:  # series exist before the window (see above)
+            for _ in range(50):
+                exporter.record(group, model, user="acme", failed=False, seconds=0.5,
+                                first_token=first)  # fmt: skip
+        seen = 'sum(litellm_llm_api_time_to_first_token_metric_count{requested_model=~"ft-.*"})'
+        eventually("the first streams", lambda: prometheus.value(seen) == 100)
+        since = time.time()
+        stamp = "max(timestamp(litellm_llm_api_time_to_first_token_metric_count))"
+        eventually("a scrape inside the window", lambda: (prometheus.value(stamp) or 0) > since)
+        for group, model, first in groups:
+            for i in range(40):
+                streamed = first if i % 4 else None  # every fourth request is not streamed
+                exporter.record(group, model, user="acme", failed=False, seconds=0.5,
+                                first_token=streamed)  # fmt: skip
+        eventually("the window's streams", lambda: prometheus.value(seen) == 160)
+        time.sleep(2)  # flat scrapes after the change: the window is several samples wide
+        metrics = {
+            "provider": "prometheus",
+            "url": prometheus.url,
+            "profile": "litellm",
+            "variants": {BASE: "ft-large", CANARY: "ft-small"},
+        }
+        slos = [{"metric": "ttft_p95_seconds", "compare": "baseline", "max_ratio": 2}]
+        document = rollout(tmp_path, "ttft", flags, metrics, slos)
+    finally:
+        exporter.close()
+    spec = parse_document(document.read_text(), "ttft.yaml", expect=Rollout).spec
+    source = metrics_source_for(spec.metrics, slos=spec.slos)
+    observed = source.observe(since)
+    base, canary = observed.of(BASE), observed.of(CANARY)
+
+    streamed = canary.ttft_buckets[-1][1]
+    assert streamed == pytest.approx(30 * canary.requests / 40)  # increase() scales alike
+    assert dict(canary.ttft_buckets)[0.25] == 0 and dict(canary.ttft_buckets)[0.5] == streamed
+    assert dict(base.ttft_buckets)[0.05] == 0 and dict(base.ttft_buckets)[0.1] == streamed
+    # p95 inside the bucket holding it, as Prometheus' histogram_quantile reads it
+    assert measure("ttft_p95_seconds", canary) == pytest.approx(0.25 + 0.25 * 0.95)
+    assert measure("ttft_p95_seconds", base) == pytest.approx(0.05 + 0.05 * 0.95)
+    assert measure("latency_p95_seconds", canary) == measure("latency_p95_seconds", base)
+
+
+def test_the_gateways_streaming_histograms_are_read_through_the_canaryctl_profile(
+    prometheus: PrometheusServer,
+) -> None:
+    gateway = GatewayMetrics()
+    server, thread = start_http_server(0, addr="127.0.0.1", registry=gateway.registry)
+    url = f"http://127.0.0.1:{server.server_port}/metrics"
+    labels = {"route": "stream", "model": "m", "provider": "openai", "tier": "free"}
+
+    def serve(variant: str, n: int, first: float, per_token: float) -> None:
+        timing = gateway.stream_timing(labels["route"], variant, "m", "openai", "free")
+        gateway.requests.labels(**labels, variant=variant, outcome="ok").inc(n)
+        for _ in range(n):
+            timing.first_token(first)
+            timing.generated(per_token * 10, {"completion_tokens": 11})
+
+    try:
+        prometheus.scrape(url)
+        serve(BASE, 50, 0.06, 0.02)
+        serve(CANARY, 50, 0.42, 0.02)
+        seen = 'sum(llm_time_to_first_token_seconds_count{route="stream"})'
+        eventually("the first streams", lambda: prometheus.value(seen) == 100)
+        since = time.time()
+        stamp = "max(timestamp(llm_time_to_first_token_seconds_count))"
+        eventually("a scrape inside the window", lambda: (prometheus.value(stamp) or 0) > since)
+        serve(BASE, 40, 0.06, 0.02)
+        serve(CANARY, 40, 0.42, 0.04)
+        eventually("the window's streams", lambda: prometheus.value(seen) == 180)
+        time.sleep(2)
+        spec = PrometheusMetricsSpec(provider="prometheus", url=prometheus.url, route="stream")
+        obs = metrics_source_for(spec).observe(since)
+    finally:
+        server.shutdown()
+        thread.join()
+
+    base, canary = obs.of(BASE), obs.of(CANARY)
+    n = canary.requests
+    assert dict(canary.ttft_buckets)[0.4] == 0 and dict(canary.ttft_buckets)[0.5] == n
+    assert dict(base.ttft_buckets)[0.05] == 0
+    assert dict(base.ttft_buckets)[0.075] == pytest.approx(base.requests)
+    assert dict(canary.tpot_buckets)[0.03] == 0 and dict(canary.tpot_buckets)[0.04] == n
+    assert dict(base.tpot_buckets)[0.02] == pytest.approx(base.requests)
 
 
 MEAN_LATENCY = (

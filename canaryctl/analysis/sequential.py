@@ -50,9 +50,9 @@ from canaryctl.analysis.mean_difference import MeanDifference
 from canaryctl.analysis.rate_ratio import RateRatio
 from canaryctl.analysis.verdict import Check, Evidence, Outcome, Verdict
 from canaryctl.metrics.base import Observation, VariantStats
-from canaryctl.metrics.measures import histogram_quantile
+from canaryctl.metrics.measures import as_latency, histogram_quantile
 from canaryctl.runbook.rollout import AnalysisSpec, SloSpec
-from canaryctl.slo_metrics import SLO_METRICS, Mean, Quantile
+from canaryctl.slo_metrics import HISTOGRAMS, SLO_METRICS, Mean, Quantile
 
 __all__ = ["judge_sequential", "sequential_metric"]
 
@@ -488,7 +488,7 @@ class _Ledger:
             return cls()
         seen = {
             variant: VariantStats(
-                **{**stats, "latency_buckets": tuple(tuple(b) for b in stats["latency_buckets"])}
+                **{**stats, **{h: tuple(tuple(b) for b in stats.get(h, ())) for h in HISTOGRAMS}}
             )
             for variant, stats in data["seen"].items()
         }
@@ -498,22 +498,23 @@ class _Ledger:
 
 def _minus(current: VariantStats, earlier: VariantStats) -> VariantStats:
     """Counter differences, never negative (a restarted gateway resets its counters); a
-    histogram whose bounds changed gives no latencies for the interval."""
-    bounds = [b for b, _ in current.latency_buckets]
-    buckets: tuple[tuple[float, float], ...] = ()
-    if bounds == [b for b, _ in earlier.latency_buckets]:
-        buckets = tuple(
-            (bound, max(now - before, 0.0))
-            for (bound, now), (_, before) in zip(
-                current.latency_buckets, earlier.latency_buckets, strict=True
+    histogram whose bounds changed gives no observations for the interval."""
+    histograms = {}
+    for name in HISTOGRAMS:
+        now_buckets, earlier_buckets = getattr(current, name), getattr(earlier, name)
+        buckets: tuple[tuple[float, float], ...] = ()
+        if [b for b, _ in now_buckets] == [b for b, _ in earlier_buckets]:
+            buckets = tuple(
+                (bound, max(now - before, 0.0))
+                for (bound, now), (_, before) in zip(now_buckets, earlier_buckets, strict=True)
             )
-        )
+        histograms[name] = buckets
     counts = {
         f.name: max(getattr(current, f.name) - getattr(earlier, f.name), 0.0)
         for f in fields(VariantStats)
-        if f.name != "latency_buckets"
+        if f.name not in HISTOGRAMS
     }
-    return VariantStats(**counts, latency_buckets=buckets)
+    return VariantStats(**counts, **histograms)
 
 
 def _slower(stats: VariantStats, edge: float) -> tuple[float, float] | None:
@@ -560,7 +561,9 @@ def judge_sequential(
             continue
         key = f"{index}:{slo.describe()}"
         test = tests.get(key) or _new_test(slo)
-        test = test.observe(slo, canary_new, baseline_new)
+        test = test.observe(
+            slo, as_latency(slo.metric, canary_new), as_latency(slo.metric, baseline_new)
+        )
         evidence = test.evidence(slo, alpha)
         if evidence is not None and (test.rejected or evidence.e_value >= evidence.threshold):
             test = replace(test, rejected=True)

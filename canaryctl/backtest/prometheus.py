@@ -24,6 +24,7 @@ from canaryctl.metrics.prometheus import PrometheusMetricsSource, promql_matcher
 from canaryctl.redact import redact_url
 from canaryctl.runbook.promql import render
 from canaryctl.runbook.rollout import PrometheusMetricsSpec, RolloutSpec
+from canaryctl.slo_metrics import HISTOGRAMS
 
 __all__ = ["MAX_POINTS", "read_history"]
 
@@ -143,7 +144,7 @@ def _group(
 
 
 def _key(ingredient: str, labels: dict[str, str]) -> Key | None:
-    if ingredient != "latency_buckets":
+    if ingredient not in HISTOGRAMS:
         return (ingredient, None)
     if "le" not in labels:
         return None

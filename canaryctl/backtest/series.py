@@ -32,7 +32,7 @@ A, B = "a", "b"
 """The arms' names in an A/A split: `a` plays the baseline, `b` the canary."""
 
 Key = tuple[str, float | None]
-"""An ingredient, with the bucket bound for latency_buckets."""
+"""An ingredient, with the bucket bound for a histogram (slo_metrics.HISTOGRAMS)."""
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from canaryctl.metrics.base import Observation, VariantStats
 from canaryctl.metrics.measures import MEASURES
 from canaryctl.runbook.scenario import HypothesisCheck
+from canaryctl.slo_metrics import HISTOGRAMS
 
 __all__ = ["CheckResult", "Judgement", "judge", "total"]
 
@@ -51,17 +52,18 @@ class Judgement:
 def total(observation: Observation) -> VariantStats:
     """Every variant's counts added up: the gateway's traffic as users saw it."""
     stats = list(observation.variants.values())
-    buckets: dict[float, float] = {}
+    histograms: dict[str, dict[float, float]] = {h: {} for h in HISTOGRAMS}
     for s in stats:
-        for bound, count in s.latency_buckets:
-            buckets[bound] = buckets.get(bound, 0.0) + count
+        for name, buckets in histograms.items():
+            for bound, count in getattr(s, name):
+                buckets[bound] = buckets.get(bound, 0.0) + count
     return VariantStats(
         requests=sum(s.requests for s in stats),
         errors=sum(s.errors for s in stats),
         fallbacks=sum(s.fallbacks for s in stats),
         rejected=sum(s.rejected for s in stats),
         filtered=sum(s.filtered for s in stats),
-        latency_buckets=tuple(sorted(buckets.items())),
+        **{name: tuple(sorted(buckets.items())) for name, buckets in histograms.items()},
         prompt_tokens=sum(s.prompt_tokens for s in stats),
         completion_tokens=sum(s.completion_tokens for s in stats),
         cost_usd=sum(s.cost_usd for s in stats),

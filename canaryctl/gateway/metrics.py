@@ -18,16 +18,19 @@ from prometheus_client import (
 __all__ = [
     "BATCH_SIZES",
     "BUCKETS",
+    "FIRST_TOKEN_BUCKETS",
     "LABELS",
     "NO_VALUE",
     "OTHER_TIER",
     "OTHER_VALUE",
+    "PER_TOKEN_BUCKETS",
     "REQUEST_LABELS",
     "SPEND_LABELS",
     "TOP_USER_COST",
     "TOP_USER_COST_ERROR",
     "BatchMetrics",
     "GatewayMetrics",
+    "StreamTiming",
 ]
 
 LABELS = ("route", "variant", "model", "provider")
@@ -53,6 +56,19 @@ BUCKETS = (
     *(4.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0),
 )
 """Dense between 1 and 3 s so that a p95 SLO near 2 s is resolved, not rounded to a bucket."""
+
+FIRST_TOKEN_BUCKETS = (
+    *(0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.75),
+    *(1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0),
+)
+"""Dense from 25 ms to 1 s (steps of 25 to 250 ms), where chat SLOs on the first token sit (a
+p95 of 0.2 to 1 s): such bounds are edges, and a fast baseline's p95 has an edge near it."""
+PER_TOKEN_BUCKETS = (
+    *(0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05),
+    *(0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0),
+)
+"""Seconds per output token: 400 tokens/s down to 1 token/s, dense around 10 to 50 ms (20 to 100
+tokens/s), where hosted models stream."""
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 """Requests per joined upstream call: powers of two up to OpenAI's 2,048 inputs a call."""
@@ -98,6 +114,29 @@ class BatchMetrics:
         )
 
 
+class StreamTiming:
+    """The streaming histograms' children for one label set, bound once: `labels()` hashes,
+    locks and looks up on every call, which a hot path need not pay per request."""
+
+    __slots__ = ("_first_token", "_per_token")
+
+    def __init__(self, first_token: Histogram, per_token: Histogram) -> None:
+        self._first_token = first_token
+        self._per_token = per_token
+
+    def first_token(self, seconds: float) -> None:
+        """The client got the first token `seconds` after the request arrived."""
+        self._first_token.observe(seconds)
+
+    def generated(self, seconds: float, usage: dict[str, object] | None) -> None:
+        """The stream ended `seconds` after its first token: per output token after the first,
+        from the completion tokens the model reported (none reported, or fewer than two: no
+        interval between tokens to measure)."""
+        tokens = (usage or {}).get("completion_tokens")
+        if isinstance(tokens, int) and tokens >= 2:
+            self._per_token.observe(seconds / (tokens - 1))
+
+
 class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -117,6 +156,23 @@ class GatewayMetrics:
             buckets=BUCKETS,
             registry=registry,
         )
+        self.time_to_first_token = Histogram(
+            "llm_time_to_first_token_seconds",
+            "Streamed answers only: from the request's arrival to the first token passed on to "
+            "the client, fallbacks included (LiteLLM: litellm_llm_api_time_to_first_token_metric)",
+            REQUEST_LABELS,
+            buckets=FIRST_TOKEN_BUCKETS,
+            registry=registry,
+        )
+        self.time_per_output_token = Histogram(
+            "llm_time_per_output_token_seconds",
+            "Streamed answers only: seconds from the first token to the end of the stream per "
+            "output token after the first (the completion tokens the model reported)",
+            REQUEST_LABELS,
+            buckets=PER_TOKEN_BUCKETS,
+            registry=registry,
+        )
+        self._timings: dict[tuple[str, ...], StreamTiming] = {}
         self.upstream_duration = Histogram(
             "llm_upstream_duration_seconds",
             "Duration of each attempt at a model, failed ones included",
@@ -284,6 +340,21 @@ class GatewayMetrics:
             "change); 0 before the first",
             registry=registry,
         )
+
+    def stream_timing(
+        self, route: str, variant: str, model: str, provider: str, tier: str
+    ) -> StreamTiming:
+        """The streaming histograms for this label set (REQUEST_LABELS), bound on first use.
+        The set is bounded like every per-request label set: routes, flag variations, models
+        and the configured tiers."""
+        key = (route, variant, model, provider, tier)
+        timing = self._timings.get(key)
+        if timing is None:
+            timing = StreamTiming(
+                self.time_to_first_token.labels(*key), self.time_per_output_token.labels(*key)
+            )
+            self._timings[key] = timing
+        return timing
 
     def _shadow_families(self, registry: CollectorRegistry) -> None:
         """Shadow calls (gateway/shadow.py) in their own families, so that user-facing metrics,

@@ -381,6 +381,11 @@ class Pipeline:
         text: list[str] = []
         model_name = answer.model.upstream_model or answer.model.name
         claude = anthropic.EventEncoder(model_name) if dialect == "anthropic" else None
+        model, watch = answer.model, answer.result.watch
+        timing = self.metrics.stream_timing(
+            call.choice.route.name, call.choice.variant, model.name, model.provider, call.tier
+        )
+        first_token: float | None = None
         try:
             async for batch in answer.result:
                 out = []
@@ -401,7 +406,12 @@ class Pipeline:
                         line = ollama_line(dialect, model_name, piece, None, done=False)
                         out.append(json.dumps(line) + "\n")
                 if out:
+                    if first_token is None and watch.answered:  # the first content goes out
+                        first_token = time.perf_counter()
+                        timing.first_token(first_token - call.started)
                     yield "".join(out)  # one write per batch the model sent
+            if first_token is not None:
+                timing.generated(time.perf_counter() - first_token, usage)
             outcome = _outcome(answer, answer.result.watch.outcome)
             if claude is not None:
                 yield "".join(claude.end(usage))

@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass
 
 from canaryctl.lab.arithmetic import parse_question
-from canaryctl.runbook.lab import ProviderProfile
+from canaryctl.runbook.lab import LatencyProfile, ProviderProfile
 
 __all__ = ["Behaviour", "decide", "estimate_tokens", "request_rng"]
 
@@ -40,6 +40,8 @@ class Behaviour:
     latency: float
     completion_tokens: int
     text: str
+    first_token: float | None = None
+    """Seconds before a stream's first token, when the profile draws it apart from `latency`."""
 
 
 def request_rng(seed: int, provider: str, sequence: int) -> random.Random:
@@ -52,8 +54,8 @@ def estimate_tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / 4))
 
 
-def _latency(profile: ProviderProfile, rng: random.Random) -> float:
-    median, p95 = profile.latency.median, profile.latency.p95
+def _latency(latency: LatencyProfile, rng: random.Random) -> float:
+    median, p95 = latency.median, latency.p95
     if median <= 0:
         return 0.0
     sigma = math.log(p95 / median) / _Z95 if p95 > median else 0.0
@@ -87,16 +89,20 @@ def decide(
     max_tokens: int | None = None,
     sequence: int = 0,
 ) -> Behaviour:
-    """Draw in a fixed order (error, latency, length, answer) so outcomes replay exactly;
-    `sequence` is the request's number at its provider, for errors that climb."""
+    """Draw in a fixed order (error, latency, length, answer, then the first token if the
+    profile has its own) so outcomes replay exactly, and a lab that adds `first_token` keeps
+    every other draw; `sequence` is the request's number at its provider, for errors that
+    climb."""
     error = None
     climb = profile.errors.climb
     rate = climb.rate if climb is not None and sequence > climb.after else profile.errors.rate
     if rng.random() < rate:
         kinds = list(profile.errors.kinds)
         error = rng.choices(kinds, weights=[profile.errors.kinds[k] for k in kinds])[0]
-    latency = _latency(profile, rng)
+    latency = _latency(profile.latency, rng)
     mean = profile.tokens.completion_mean
     cap = min(profile.tokens.completion_max, max_tokens or profile.tokens.completion_max)
     tokens = max(1, min(cap, round(rng.gauss(mean, mean / 4))))
-    return Behaviour(error, latency, tokens, _reply(prompt, tokens, profile.quality, rng))
+    text = _reply(prompt, tokens, profile.quality, rng)
+    first = _latency(profile.first_token, rng) if profile.first_token is not None else None
+    return Behaviour(error, latency, tokens, text, first)

@@ -4,7 +4,8 @@ verdicts (judge.py) instead of answers.
 
 Each request's fate is drawn up front (see behaviour.py), then served: errors with the bodies and
 headers real providers send (a 429 carries Retry-After), answers after a log-normal delay, streams
-paced so that the whole reply takes about that delay. A "timeout" holds the request open until the
+paced so that the whole reply takes about that delay, the first token coming after the profile's
+own `first_token` draw when it has one (`pacing`). A "timeout" holds the request open until the
 client gives up, `hold` seconds pass, or `release()` is called: servers call it before shutting
 down so that no held request outlives them.
 """
@@ -29,7 +30,7 @@ from canaryctl.lab import claude, judge
 from canaryctl.lab.behaviour import Behaviour, decide, estimate_tokens, request_rng
 from canaryctl.runbook.lab import ProviderProfile
 
-__all__ = ["SimulatedProvider"]
+__all__ = ["SimulatedProvider", "pacing"]
 
 Dialect = Literal["openai", "chat", "generate"]
 """OpenAI /v1/chat/completions, Ollama /api/chat, Ollama /api/generate."""
@@ -292,12 +293,20 @@ class SimulatedProvider:
     async def _paced(fate: Behaviour) -> AsyncIterator[tuple[int, str]]:
         """The reply in pieces, paced so that the whole takes about the drawn latency."""
         pieces = _pieces(fate.text)
-        await asyncio.sleep(fate.latency * _FIRST_TOKEN_SHARE)
-        gap = fate.latency * (1 - _FIRST_TOKEN_SHARE) / len(pieces)
+        first, gap = pacing(fate, len(pieces))
+        await asyncio.sleep(first)
         for i, piece in enumerate(pieces):
             if i:
                 await asyncio.sleep(gap)
             yield i, piece
+
+
+def pacing(fate: Behaviour, pieces: int) -> tuple[float, float]:
+    """(seconds before the first piece, seconds between pieces) of a streamed reply: the first
+    token after the profile's own draw (else a quarter of the latency), the rest spread so the
+    whole takes the drawn latency, or ends with its first piece when that came later still."""
+    first = fate.latency * _FIRST_TOKEN_SHARE if fate.first_token is None else fate.first_token
+    return first, max(fate.latency - first, 0.0) / pieces
 
 
 def _vector(text: str, size: int = 8) -> list[float]:

@@ -11,11 +11,16 @@ The job mix draws from its own random stream, so a lab without jobs replays as b
 
 A `feedback` share of the answers is graded and the grade posted back to the gateway, as a real
 application's grader or thumbs-up button would: 1.0 for the right number, 0.0 otherwise.
+
+A `stream` share of the requests asks for a streamed answer (server-sent events), read as it
+comes and graded whole, as a chat window shows it; that choice draws from its own random stream
+too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import threading
 from collections import Counter
@@ -111,6 +116,7 @@ class TrafficGenerator:
         self._feedback_url = gateway_url.rstrip("/") + "/v1/feedback"
         self._rng = random.Random(f"{seed}/traffic")
         self._grading = random.Random(f"{seed}/feedback")  # apart, so arrivals replay as before
+        self._streaming = random.Random(f"{seed}/stream")
         tiers = list(spec.tiers)
         weights = [spec.tiers[t] for t in tiers]
         self._users = [
@@ -211,8 +217,13 @@ class TrafficGenerator:
                 body["temperature"] = job.temperature
             if job.max_tokens is not None:
                 body["max_tokens"] = job.max_tokens
+        streamed = self.spec.stream > 0 and self._streaming.random() < self.spec.stream
         try:
-            response = await client.post(self._url, json=body, headers=headers)
+            if streamed:
+                response, reply, completion_id = await _streamed(client, self._url, body, headers)
+            else:
+                response = await client.post(self._url, json=body, headers=headers)
+                reply, completion_id = _answer(response)
         except httpx.TimeoutException:
             self.stats.count_answer(NO_VARIANT, "timeout", False)
             return
@@ -220,17 +231,7 @@ class TrafficGenerator:
             self.stats.count_answer(NO_VARIANT, "connection_error", False)
             return
         variant = response.headers.get("x-canaryctl-variant", NO_VARIANT)
-        correct, completion_id = False, None
-        if response.status_code == 200:
-            try:
-                completion = response.json()
-                reply, completion_id = (
-                    completion["choices"][0]["message"]["content"],
-                    completion["id"],
-                )
-            except (ValueError, LookupError, TypeError):
-                reply = ""
-            correct = answer_in(str(reply)) == question.answer
+        correct = response.status_code == 200 and answer_in(reply) == question.answer
         self.stats.count_answer(variant, str(response.status_code), correct)
         if completion_id is not None and self._grading.random() < self.spec.feedback:
             await self._grade(client, variant, completion_id, correct)
@@ -246,3 +247,39 @@ class TrafficGenerator:
             return
         if response.status_code == 200:
             self.stats.count_scored(variant)
+
+
+def _answer(response: httpx.Response) -> tuple[str, object]:
+    """A plain answer's text and id ("" and None when it is not one)."""
+    if response.status_code != 200:
+        return "", None
+    try:
+        completion = response.json()
+        return str(completion["choices"][0]["message"]["content"]), completion["id"]
+    except (ValueError, LookupError, TypeError):
+        return "", None
+
+
+async def _streamed(
+    client: httpx.AsyncClient, url: str, body: dict[str, object], headers: dict[str, str]
+) -> tuple[httpx.Response, str, object]:
+    """Ask for a streamed answer and read it to the end: the response, the text its chunks
+    add up to, and its id (None when the stream gave none)."""
+    pieces: list[str] = []
+    completion_id: object = None
+    async with client.stream("POST", url, json={**body, "stream": True}, headers=headers) as r:
+        if r.status_code != 200:
+            await r.aread()
+            return r, "", None
+        async for line in r.aiter_lines():
+            data = line.removeprefix("data:").strip()
+            if not line.startswith("data:") or data == "[DONE]":
+                continue
+            try:
+                chunk = json.loads(data)
+                completion_id = chunk.get("id", completion_id)
+                for choice in chunk.get("choices") or ():
+                    pieces.append(str((choice.get("delta") or {}).get("content") or ""))
+            except (ValueError, AttributeError, TypeError):
+                continue
+    return r, "".join(pieces), completion_id

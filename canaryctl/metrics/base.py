@@ -12,7 +12,12 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["EMPTY", "MetricsSource", "Observation", "ShadowSource", "VariantStats"]
+from canaryctl.slo_metrics import HISTOGRAMS
+
+__all__ = ["EMPTY", "Buckets", "MetricsSource", "Observation", "ShadowSource", "VariantStats"]
+
+Buckets = tuple[tuple[float, float], ...]
+"""A histogram: (upper bound, cumulative count) pairs, increasing, the last bound +inf."""
 
 
 @dataclass(frozen=True)
@@ -24,6 +29,8 @@ class VariantStats:
     model failed and a fallback answered, the client's own mistake, the content filter answered.
     `latency_buckets` is the end-to-end duration histogram: (upper bound in seconds, cumulative
     count) pairs in increasing order, the last bound being +inf, as Prometheus keeps them.
+    `ttft_buckets` and `tpot_buckets` are histograms of the same shape for streamed answers only:
+    the time to first token, and the time per output token after it.
     `quality_sum` and `quality_count` are the quality scores (0..1) callers reported for the
     variant's answers: their sum and how many; fewer answers are scored than served.
     `pairs`, `pair_wins` and `pair_ties` are a judge's pairwise verdicts on the variant's shadow
@@ -33,7 +40,7 @@ class VariantStats:
     requests: float = 0.0
     errors: float = 0.0
     fallbacks: float = 0.0
-    latency_buckets: tuple[tuple[float, float], ...] = ()
+    latency_buckets: Buckets = ()
     prompt_tokens: float = 0.0
     completion_tokens: float = 0.0
     cost_usd: float = 0.0
@@ -44,6 +51,8 @@ class VariantStats:
     pairs: float = 0.0
     pair_wins: float = 0.0
     pair_ties: float = 0.0
+    ttft_buckets: Buckets = ()
+    tpot_buckets: Buckets = ()
 
     @property
     def answered(self) -> float:
@@ -84,7 +93,7 @@ class Observation:
         variants = {
             name: {
                 **asdict(stats),
-                "latency_buckets": [[_bound(le), n] for le, n in stats.latency_buckets],
+                **{h: [[_bound(le), n] for le, n in getattr(stats, h)] for h in HISTOGRAMS},
             }
             for name, stats in self.variants.items()
         }
@@ -99,9 +108,11 @@ class Observation:
         variants = {}
         for name, stats in data["variants"].items():
             counts = {key: float(value) for key, value in stats.items()
-                      if key in known and key != "latency_buckets"}  # fmt: skip
-            buckets = tuple((float(le), float(n)) for le, n in stats.get("latency_buckets", ()))
-            variants[str(name)] = VariantStats(**counts, latency_buckets=buckets)
+                      if key in known and key not in HISTOGRAMS}  # fmt: skip
+            histograms = {
+                h: tuple((float(le), float(n)) for le, n in stats.get(h, ())) for h in HISTOGRAMS
+            }
+            variants[str(name)] = VariantStats(**counts, **histograms)
         slo_values = {
             str(slo): {str(v): float(x) for v, x in values.items()}
             for slo, values in data.get("slo_values", {}).items()

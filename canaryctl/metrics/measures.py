@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 
 from canaryctl.metrics.base import VariantStats
 from canaryctl.slo_metrics import SLO_METRICS, Mean, Quantile, Rate
 
-__all__ = ["MEASURES", "NEEDS", "histogram_quantile", "measure", "samples"]
+__all__ = ["MEASURES", "NEEDS", "as_latency", "histogram_quantile", "measure", "samples"]
 
 
 def histogram_quantile(q: float, buckets: tuple[tuple[float, float], ...]) -> float | None:
@@ -32,7 +33,7 @@ def histogram_quantile(q: float, buckets: tuple[tuple[float, float], ...]) -> fl
 
 def _value(formula: Rate | Quantile | Mean, stats: VariantStats) -> float | None:
     if isinstance(formula, Quantile):
-        return histogram_quantile(formula.q, stats.latency_buckets)
+        return histogram_quantile(formula.q, getattr(stats, formula.histogram))
     if isinstance(formula, Rate):
         events, trials = formula.events(stats), formula.trials(stats)
     else:
@@ -58,10 +59,23 @@ def measure(metric: str, stats: VariantStats) -> float | None:
 def samples(metric: str | None, stats: VariantStats) -> float:
     """How many observations a metric's value rests on, for the min_requests floor: what a
     rate or mean divides by (scored answers for quality, requests less the rejected for most
-    rates), the requests for latency and for custom PromQL SLOs (`metric` None)."""
+    rates), the streamed answers observed for first-token and per-token percentiles, the
+    requests for latency and for custom PromQL SLOs (`metric` None)."""
     formula = SLO_METRICS[metric].formula if metric is not None else None
     if isinstance(formula, Rate):
         return formula.trials(stats)
     if isinstance(formula, Mean):
         return formula.count(stats)
+    if isinstance(formula, Quantile) and formula.observations is not None:
+        return formula.observations(stats)
     return stats.requests
+
+
+def as_latency(metric: str | None, stats: VariantStats) -> VariantStats:
+    """`stats` as a percentile SLO on `metric` reads them: its histogram in `latency_buckets`,
+    where the sequential latency tests look, so first-token and per-token percentiles are
+    tested by the very code that tests end-to-end latency."""
+    formula = SLO_METRICS[metric].formula if metric is not None else None
+    if not isinstance(formula, Quantile) or formula.histogram == "latency_buckets":
+        return stats
+    return replace(stats, latency_buckets=getattr(stats, formula.histogram))

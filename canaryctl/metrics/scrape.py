@@ -7,10 +7,12 @@ target and label set) before summing, so one gateway restarting among several is
 reset: a counter that went down counts from zero, as Prometheus' increase() does.
 
 The series read are the gateway's contract: `llm_requests_total{outcome}` (outcomes in
-canaryctl.slo_metrics), `llm_request_duration_seconds_bucket{le}`, `llm_tokens_total{kind}`,
-`llm_cost_usd_total` and the quality summary's `llm_quality_score_sum` and `_count`, all labelled
-`route`, `variant`, `model`, `provider`. Models and providers are summed per variant: the
-analysis judges the variation served, and `outcome` says what the variation's own model did.
+canaryctl.slo_metrics), `llm_request_duration_seconds_bucket{le}`, the streamed answers'
+`llm_time_to_first_token_seconds_bucket{le}` and `llm_time_per_output_token_seconds_bucket{le}`,
+`llm_tokens_total{kind}`, `llm_cost_usd_total` and the quality summary's `llm_quality_score_sum`
+and `_count`, all labelled `route`, `variant`, `model`, `provider`. Models and providers are
+summed per variant: the analysis judges the variation served, and `outcome` says what the
+variation's own model did.
 
 A shadow step reads, from the same samples, the shadow families (`llm_shadow_*`, the same
 series under other names, `variant` being the model a shadow call stood in for) and the judge's

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from canaryctl.metrics.base import VariantStats
-from canaryctl.slo_metrics import OUTCOMES
+from canaryctl.slo_metrics import HISTOGRAMS, OUTCOMES
 
 __all__ = [
     "COST",
@@ -25,6 +25,8 @@ __all__ = [
     "SERIES",
     "SHADOW_SERIES",
     "TOKENS",
+    "TPOT_BUCKET",
+    "TTFT_BUCKET",
     "VariantTotals",
     "by_variant",
 ]
@@ -35,7 +37,15 @@ TOKENS = "llm_tokens_total"
 COST = "llm_cost_usd_total"
 QUALITY_SUM = "llm_quality_score_sum"
 QUALITY_COUNT = "llm_quality_score_count"
-SERIES = frozenset({REQUESTS, DURATION_BUCKET, TOKENS, COST, QUALITY_SUM, QUALITY_COUNT})
+TTFT_BUCKET = "llm_time_to_first_token_seconds_bucket"
+TPOT_BUCKET = "llm_time_per_output_token_seconds_bucket"
+_HISTOGRAM_OF = {
+    DURATION_BUCKET: "latency_buckets",
+    TTFT_BUCKET: "ttft_buckets",
+    TPOT_BUCKET: "tpot_buckets",
+}
+"""Each bucket series and the histogram ingredient it fills."""
+SERIES = frozenset({REQUESTS, TOKENS, COST, QUALITY_SUM, QUALITY_COUNT, *_HISTOGRAM_OF})
 
 SHADOW_SERIES = {
     "llm_shadow_requests_total": REQUESTS,
@@ -62,7 +72,8 @@ class VariantTotals:
     fallbacks: float = 0.0
     rejected: float = 0.0
     filtered: float = 0.0
-    buckets: dict[float, float] = field(default_factory=dict)
+    histograms: dict[str, dict[float, float]] = field(default_factory=dict)
+    """Histogram ingredient (slo_metrics.HISTOGRAMS) -> `le` bound -> count."""
     prompt_tokens: float = 0.0
     completion_tokens: float = 0.0
     cost_usd: float = 0.0
@@ -80,8 +91,8 @@ class VariantTotals:
             counted = OUTCOMES.get(labels.get("outcome", ""))
             if counted is not None:
                 self.add_ingredient(counted, labels, delta)
-        elif name == DURATION_BUCKET:
-            self.add_ingredient("latency_buckets", {"le": "+Inf", **labels}, delta)
+        elif name in _HISTOGRAM_OF:
+            self.add_ingredient(_HISTOGRAM_OF[name], {"le": "+Inf", **labels}, delta)
         elif name == TOKENS:
             kind = labels.get("kind")
             if kind in ("prompt", "completion"):
@@ -99,14 +110,15 @@ class VariantTotals:
                 self.add_ingredient(f"pair_{result}s", labels, delta)
 
     def add_ingredient(self, ingredient: str, labels: Mapping[str, str], delta: float) -> None:
-        """Add to one ingredient (slo_metrics.INGREDIENTS, each a field of this class but
-        `latency_buckets`, kept per `le` bound); a bucket row without `le` is not a bucket."""
-        if ingredient == "latency_buckets":
+        """Add to one ingredient (slo_metrics.INGREDIENTS, each a field of this class but the
+        histograms, kept per `le` bound); a bucket row without `le` is not a bucket."""
+        if ingredient in HISTOGRAMS:
             if "le" not in labels:
                 return
             # Zero deltas are kept too: every bucket bound must be present for the quantile.
             le = float(labels["le"])
-            self.buckets[le] = self.buckets.get(le, 0.0) + delta
+            buckets = self.histograms.setdefault(ingredient, {})
+            buckets[le] = buckets.get(le, 0.0) + delta
         else:
             setattr(self, ingredient, getattr(self, ingredient) + delta)
         self.seen = self.seen or delta > 0
@@ -118,7 +130,7 @@ class VariantTotals:
             fallbacks=self.fallbacks,
             rejected=self.rejected,
             filtered=self.filtered,
-            latency_buckets=tuple(sorted(self.buckets.items())),
+            **{h: tuple(sorted(b.items())) for h, b in self.histograms.items()},
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,
             cost_usd=self.cost_usd,

@@ -98,6 +98,12 @@ class ProviderProfile(Strict):
     )
     port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port")
     latency: LatencyProfile = built_on_use(LatencyProfile)
+    first_token: LatencyProfile | None = Field(
+        default=None,
+        description="time to the first token of a streamed answer, drawn apart from `latency` "
+        "(the whole answer's time, which the stream still takes when the first token comes "
+        "sooner); default: a quarter of the answer's drawn latency",
+    )
     errors: ErrorProfile = built_on_use(ErrorProfile)
     quality: float = Field(default=0.9, ge=0, le=1, description="P(answers a question right)")
     tokens: TokenProfile = built_on_use(TokenProfile)
@@ -136,6 +142,13 @@ class TrafficSpec(Strict):
     )
     concurrency: int = Field(default=64, ge=1, le=1000)
     timeout: Duration = 30.0
+    stream: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="share of requests that ask for a streamed answer, read as it streams: "
+        "what the gateway's first-token and per-token histograms measure",
+    )
     feedback: float = Field(
         default=0.5,
         ge=0,

@@ -426,6 +426,11 @@ class ShadowStep(Strict):
                 raise ValueError(
                     f"slos[{index}].query: a shadow step judges the built-in metrics only"
                 )
+            if slo.metric is not None and SLO_METRICS[slo.metric].streamed:
+                raise ValueError(
+                    f"slos[{index}].metric: {slo.metric} is measured on streamed answers, and "
+                    "shadow calls are not streamed: bound it on a live weight instead"
+                )
         return self
 
 
