@@ -10,7 +10,7 @@ from starlette.responses import JSONResponse, Response
 from canaryctl.api.alerts import BadPayload, read_alerts
 from canaryctl.api.app import ClientError, json_errors, protected_route
 from canaryctl.api.tokens import ApiTokens, Caller, Role
-from canaryctl.guard.watch import GuardWatch
+from canaryctl.guard.watch import GuardPhase, GuardWatch
 from canaryctl.request_limits import BadJSON, parse_json
 
 __all__ = ["guard_app"]
@@ -24,10 +24,14 @@ def guard_app(watch: GuardWatch, tokens: ApiTokens) -> Starlette:
             raise ClientError(400, str(exc)) from None
         hits = watch.fire(alerts)
         firing = [a for a in alerts if a.status == "firing"]
+        shown = [{"alertname": a.name, "fingerprint": a.fingerprint} for a in hits]
+        aside = watch.phase is GuardPhase.STANDING_ASIDE
         return JSONResponse(
             {
                 "phase": None if watch.phase is None else watch.phase.value,
-                "tripping": [{"alertname": a.name, "fingerprint": a.fingerprint} for a in hits],
+                # Standing aside, a matching alert is held until the rollout ends, not acted on.
+                "tripping": [] if aside else shown,
+                "held": shown if aside else [],
                 "unmatched": len(firing) - len(hits),
                 "resolved": len(alerts) - len(firing),
             }
