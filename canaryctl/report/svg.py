@@ -159,8 +159,8 @@ def chart_svg(timeline: Timeline) -> str:
             labelled[-1][1].append(step_label(step.label))
         else:
             labelled.append((at, [step_label(step.label)]))
-    for (at, labels), following in zip(labelled, [*labelled[1:], None], strict=True):
-        room = (following[0] if following else plot_right) - at - 4
+    for i, (at, labels) in enumerate(labelled):
+        room = (labelled[i + 1][0] if i + 1 < len(labelled) else plot_right) - at - 4
         text = " · ".join(labels)
         fits = max(int(room / _CHAR), 1)
         shown = text if len(text) <= fits else text[: max(fits - 1, 0)] + "…"

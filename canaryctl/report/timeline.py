@@ -170,9 +170,9 @@ def timeline(record: RunRecord, events: Sequence[EventRecord]) -> Timeline:
         if e.type == "step_started"
     )
     shadows = tuple(
-        (a.at, b.at if b is not None else last - start)
-        for a, b in zip(steps, (*steps[1:], None), strict=True)
-        if a.label.startswith("shadow")
+        (step.at, steps[i + 1].at if i + 1 < len(steps) else last - start)
+        for i, step in enumerate(steps)
+        if step.label.startswith("shadow")
     )
     endings = tuple(
         Marker(e.at - start, _ENDINGS[e.data["to"]], e.data["to"])
