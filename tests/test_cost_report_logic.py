@@ -278,3 +278,20 @@ def test_a_model_seen_a_few_times_is_not_recommended_until_it_has_served_more() 
     assert action is not None and "tiny" in action.how
     assert action.saving_usd == pytest.approx(90 - 3e6 * 0.0002 / 2e5)
     assert not [n for n in report.notes if n.startswith("tiny")]
+
+
+def test_every_cost_bar_is_drawn_on_the_whole_bills_scale() -> None:
+    import re as regex
+
+    from canaryctl.report.cost_page import LEFT as BAR_LEFT
+    from canaryctl.report.cost_page import RIGHT as BAR_RIGHT
+    from canaryctl.report.cost_page import WIDTH, bars_svg
+
+    span = WIDTH - BAR_RIGHT - BAR_LEFT
+    svg = bars_svg("user", [("whale", 1.7, 0.017)])
+    (width,) = regex.findall(r'<rect x="\d+" y="[\d.]+" width="([\d.]+)"', svg)
+    assert float(width) == pytest.approx(span * 0.017, abs=0.1)  # not the full width
+    assert "1.7%" in svg and ">100%<" in svg and ">0%<" in svg
+    two = bars_svg("model", [("big", 90.0, 0.9), ("small", 9.0, 0.09)])
+    widths = [float(w) for w in regex.findall(r'<rect x="\d+" y="[\d.]+" width="([\d.]+)"', two)]
+    assert widths == pytest.approx([span * 0.9, span * 0.09], abs=0.1)
