@@ -243,3 +243,20 @@ def test_a_shadow_step_is_marked_where_the_live_weight_stays_zero() -> None:
     svg = chart_svg(story)
     assert svg.count('class="shadow-step"') == 3  # one band per panel
     assert "shadow (mirrored)" in svg
+
+
+def test_an_unbounded_effect_is_drawn_faint_not_as_a_full_width_bar() -> None:
+    from canaryctl.report.experiment_page import _effects_svg
+
+    metric = {"name": "quality_score", "margin": 0.02, "higher_is_better": True}
+    rows = [
+        {"variation": "mini", "tier": None, "estimate": 0.01, "low": -0.01, "high": 0.03,
+         "intervals": 40},
+        {"variation": "mini", "tier": "free", "estimate": 0.2, "low": None, "high": None,
+         "intervals": 6},
+    ]  # fmt: skip
+    svg = _effects_svg(metric, rows)
+    bounded, unbounded = svg.split('<g class="effect')[1:]
+    assert 'stroke-width="3"' in bounded and 'stroke-width="3"' not in unbounded
+    assert 'stroke-dasharray="2 4"' in unbounded and 'fill="#fff"' in unbounded
+    assert "unbounded yet: 6 intervals" in unbounded
