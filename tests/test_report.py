@@ -260,3 +260,22 @@ def test_an_unbounded_effect_is_drawn_faint_not_as_a_full_width_bar() -> None:
     assert 'stroke-width="3"' in bounded and 'stroke-width="3"' not in unbounded
     assert 'stroke-dasharray="2 4"' in unbounded and 'fill="#fff"' in unbounded
     assert "unbounded yet: 6 intervals" in unbounded
+
+
+def test_the_backtest_page_says_what_each_colour_means() -> None:
+    from canaryctl.report.backtest_page import COLOURS, backtest_svg
+
+    data = {
+        "starts": [
+            {"start": 0.0, "decided_at": 600.0, "outcome": "promoted", "after_seconds": 600.0,
+             "reason": ""},
+            {"start": 1200.0, "decided_at": None, "outcome": "undecided", "after_seconds": None,
+             "reason": "the recording ends first"},
+        ],
+        "incident": {"from": 300.0, "to": 900.0},
+    }  # fmt: skip
+    svg = backtest_svg(data, 0.0, 1800.0)
+    legend = svg.split('<g class="legend">')[1]
+    for label, colour in (("promoted", COLOURS["promoted"]), ("undecided", COLOURS["undecided"]),
+                          ("rolled back", COLOURS["rolled_back"]), ("incident", "#ffcdd2")):
+        assert f'fill="{colour}"' in legend and f">{label}</text>" in legend
