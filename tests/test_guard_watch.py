@@ -303,3 +303,33 @@ def test_the_webhook_answers_a_held_alert_as_held_not_tripping(tmp_path: Path) -
     w.running = []
     w.run_for(2.5)
     assert w.watch.phase is GuardPhase.TRIPPED and w.canary() == 0
+
+
+def test_the_guard_serves_its_state_for_prometheus(tmp_path: Path) -> None:
+    from api_world import TOKENS
+    from prometheus_client.parser import text_string_to_metric_families
+    from starlette.testclient import TestClient
+
+    from canaryctl.guard.server import guard_app
+
+    def gauges(client: TestClient) -> dict[tuple[str, ...], float]:
+        text = client.get("/metrics").text
+        return {
+            (s.name, *sorted(s.labels.values())): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    w = Watched(tmp_path, analysis={"interval": "10s", "min_requests": 20, "failure_limit": 0})
+    w.run_for(5)
+    with TestClient(guard_app(w.watch, TOKENS)) as client:
+        before = gauges(client)
+        assert before[("canaryctl_guard_tripped", "support-bot-guard")] == 0
+        assert before[("canaryctl_guard_phase", "support-bot-guard", "watching")] == 1
+        w.error_rate = 0.5
+        w.run_for(15)
+        assert w.watch.phase is GuardPhase.TRIPPED
+        after = gauges(client)
+    assert after[("canaryctl_guard_tripped", "support-bot-guard")] == 1
+    assert after[("canaryctl_guard_phase", "support-bot-guard", "tripped")] == 1
+    assert after[("canaryctl_guard_phase", "support-bot-guard", "watching")] == 0

@@ -1,8 +1,16 @@
 """`guard run --listen`: the guard's own Alertmanager webhook, so an alert trips it as fast as
-its next tick. Same payload, tokens and answers as the controller's /api/v1/alertmanager."""
+its next tick (same payload, tokens and answers as the controller's /api/v1/alertmanager), and
+its state for Prometheus at /metrics:
+
+    canaryctl_guard_tripped{guard}        1 once it tripped, until re-armed; else 0
+    canaryctl_guard_phase{guard, phase}   1 for the current phase (watching, standing_aside,
+                                          tripped), else 0
+
+which the shipped alert rule CanaryctlGuardTripped (deploy/prometheus) pages on."""
 
 from __future__ import annotations
 
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -37,5 +45,25 @@ def guard_app(watch: GuardWatch, tokens: ApiTokens) -> Starlette:
             }
         )
 
-    route = protected_route("POST", "/api/v1/alertmanager", Role.OPERATOR, tokens, alertmanager)
-    return Starlette(routes=[route], exception_handlers=json_errors)
+    async def metrics(request: Request, caller: Caller | None) -> Response:
+        return Response(guard_exposition(watch), media_type=CONTENT_TYPE_LATEST)
+
+    routes = [
+        protected_route("POST", "/api/v1/alertmanager", Role.OPERATOR, tokens, alertmanager),
+        protected_route("GET", "/metrics", None, tokens, metrics),
+    ]
+    return Starlette(routes=routes, exception_handlers=json_errors)
+
+
+def guard_exposition(watch: GuardWatch) -> bytes:
+    """The guard's gauges, read from the watch at scrape time."""
+    registry = CollectorRegistry()
+    name = watch.guard.metadata.name
+    tripped = Gauge("canaryctl_guard_tripped", "1 once the guard tripped, until re-armed",
+                    ["guard"], registry=registry)  # fmt: skip
+    phase = Gauge("canaryctl_guard_phase", "1 for the guard's current phase", ["guard", "phase"],
+                  registry=registry)  # fmt: skip
+    tripped.labels(name).set(1 if watch.phase is GuardPhase.TRIPPED else 0)
+    for each in GuardPhase:
+        phase.labels(name, each.value).set(1 if watch.phase is each else 0)
+    return generate_latest(registry)
