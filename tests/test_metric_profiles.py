@@ -73,15 +73,18 @@ def problems(path: Path) -> list[str]:
     return [str(p) for p in caught.value.problems]
 
 
-def test_both_shipped_profiles_load_and_validate() -> None:
-    assert shipped_profiles() == ["canaryctl", "litellm"]
+def test_the_shipped_profiles_load_and_validate() -> None:
+    assert shipped_profiles() == ["canaryctl", "litellm", "otel-genai"]
     canaryctl, litellm = load_profile("canaryctl"), load_profile("litellm")
+    otel = load_profile("otel-genai")
     assert canaryctl.variant_label == "variant"
     assert litellm.variant_label == "requested_model"
+    assert otel.variant_label == "gen_ai_request_model"
     every = {"requests", "errors", "fallbacks", "latency_buckets", "prompt_tokens"}
     every |= {"completion_tokens", "cost_usd"}
     assert litellm.ingredients == every  # LiteLLM meters no quality scores
     assert canaryctl.ingredients == every | {"quality_sum", "quality_count", "rejected", "filtered"}
+    assert otel.ingredients == every - {"cost_usd"}  # the client conventions define no cost
 
 
 @pytest.mark.parametrize(
@@ -259,7 +262,7 @@ CUSTOM = {"name": "judge_score", "query": 'avg(score{model="{{variant}}"})', "mi
         (
             {**PROM, "profile": "litelm"},
             CUSTOM,
-            "spec.metrics.profile: no shipped profile 'litelm' (shipped: canaryctl, litellm)",
+            "spec.metrics.profile: no shipped profile 'litelm' (shipped: canaryctl, litellm, otel-genai)",
         ),
     ],
 )
