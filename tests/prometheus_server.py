@@ -64,6 +64,9 @@ class PrometheusServer:
         except httpx.HTTPError:
             return False
 
+    rule_files: list[str] = []
+    """Rule files the config loads (set before `scrape`, which reloads it)."""
+
     def _write_config(self, urls: list[str]) -> None:
         jobs = []
         for i, url in enumerate(urls):
@@ -75,6 +78,7 @@ class PrometheusServer:
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "scrape_configs": jobs,
+            "rule_files": self.rule_files,
         }
         self._config.write_text(yaml.safe_dump(config))
 

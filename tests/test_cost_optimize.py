@@ -230,7 +230,13 @@ def test_runbooks_scope_each_move_to_its_tier_and_keep_a_mixed_split() -> None:
     assert [s.set_weight for s in second.steps if s.set_weight] == [5, 50, 60]
     assert second.flag.rule == "tier paid"
     assert second.metrics.selector == {"tier": "paid"}
-    assert [s.describe() for s in second.slos] == ["error_rate <= 0.02", "latency_p95_seconds <= 2"]
+    # The plan's accuracy holds only while each canary answers as well as its eval said.
+    assert [s.describe() for s in first.slos] == [
+        "error_rate <= 0.02", "latency_p95_seconds <= 2", "quality_score >= 0.85"
+    ]
+    assert [s.describe() for s in second.slos] == [
+        "error_rate <= 0.02", "latency_p95_seconds <= 2", "quality_score >= 0.7"
+    ]
 
 
 def test_a_file_flag_cannot_move_one_tier_of_several() -> None:
@@ -334,7 +340,12 @@ def test_the_command_prints_the_plan_and_writes_valid_runbooks(tmp_path: Path) -
     assert code == 0, err
     report = json.loads(out)
     tiers = {t["tier"]: t for t in report["tiers"]}
-    assert tiers["free"]["plan"]["split"] == {"llama3-local": 1.0}
+    # llama3-local has no price in the lab (its eval priced it at the default $0): its cost is
+    # unknown, so the free tier goes to the cheapest priced model that meets its floor.
+    assert tiers["free"]["plan"]["split"] == {"gpt-4o-mini": 1.0}
+    (note,) = report["notes"]
+    assert note.startswith("llama3-local has no price") and "cost_per_query_usd" in note
+    assert report["models"][3]["cost_per_query_usd"] is None
     assert tiers["enterprise"]["today"]["monthly_usd"] == pytest.approx(4700.0)
     assert report["today_monthly_usd"] == pytest.approx(47_000.0)
     assert report["planned_monthly_usd"] < report["today_monthly_usd"]
@@ -450,3 +461,47 @@ def test_a_run_with_finish_keep_ends_promoted_at_the_planned_split(tmp_path: Pat
     assert result.final_split is not None and result.final_split.canary == 37.5
     assert harness.weights_written() == ["canary to 5%", "canary to 37.5%"]
     assert harness.canary_weight() == 37.5
+
+
+def test_a_model_priced_at_zero_on_purpose_serves_like_any_other(tmp_path: Path) -> None:
+    path = write_document(tmp_path)
+    lab = (tmp_path / "lab.yaml").read_text()
+    marker = "        upstream_model: llama3:8b\n"
+    assert marker in lab
+    free = marker + "        price: {prompt_per_1k: 0, completion_per_1k: 0}\n"
+    (tmp_path / "lab.yaml").write_text(lab.replace(marker, free))
+    code, out, err = _run(str(path), "-o", "json")
+    assert code == 0, err
+    report = json.loads(out)
+    tiers = {t["tier"]: t for t in report["tiers"]}
+    assert tiers["free"]["plan"]["split"] == {"llama3-local": 1.0}
+    assert report["notes"] == []
+
+
+def test_runbooks_naming_a_variation_the_flag_lacks_are_not_written(tmp_path: Path) -> None:
+    # One tier on a file flag whose variations lack the planned model: every runbook would stop
+    # at its dry run, so none is written and the answer is exit 1 naming the variation.
+    flag_path = tmp_path / "flags.json"
+    rollout = {
+        "flag": {"provider": "file", "path": "flags.json", "key": "support-bot-model"},
+        "metrics": {"provider": "scrape", "targets": ["http://127.0.0.1:8080/metrics"]},
+    }
+    tiers = {"free": {"share": 1, "p95": "2s", "min_accuracy": 0.6}}
+    path = write_document(tmp_path, tiers=tiers, rollout=rollout)
+    flags = json.loads(flag_path.read_text())
+    flags["flags"]["support-bot-model"]["variations"] = ["gpt-4-turbo", "mixtral-8x7b"]
+    flag_path.write_text(json.dumps(flags))
+    code, out, _ = _run(str(path), "-o", "json", "--runbooks", str(tmp_path / "out"))
+    assert code == 1
+    report = json.loads(out)
+    assert report["unservable"] == ["gpt-4o-mini"] and report["runbooks"] == []
+    assert any("no variation 'gpt-4o-mini'" in n for n in report["notes"])
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+    code, text, _ = _run(str(path), "-o", "text")
+    assert code == 1 and "no variation 'gpt-4o-mini'" in text
+    # With the variation added, the same plan is written and validates.
+    flags["flags"]["support-bot-model"]["variations"].append("gpt-4o-mini")
+    flag_path.write_text(json.dumps(flags))
+    code, out, err = _run(str(path), "-o", "json", "--runbooks", str(tmp_path / "out"))
+    assert code == 0, err
+    assert [e["name"] for e in json.loads(out)["runbooks"]] == ["bot-free"]

@@ -240,3 +240,58 @@ def test_downgrades_are_listed_with_what_they_saved() -> None:
     assert any("digest: big → small" in line and "$17.80" in line for line in text.splitlines())
     assert 'class="downgrade" data-route="digest"' in cost_html(report)
     assert day_report().downgrades == []
+
+
+def downgrade_of(report, kind: str, name: str):  # type: ignore[no-untyped-def]
+    driver = next(d for d in report.drivers if (d.kind, d.name) == (kind, name))
+    return next((a for a in driver.actions if a.change == "downgrade it"), None)
+
+
+def test_a_model_without_a_price_is_never_the_cheaper_model_recommended() -> None:
+    # A local model answered 5000 requests at $0 (no price in the gateway): its cost is
+    # unknown, so the downgrade target stays the small model at $9 / 9M tokens.
+    free = spend("index", "llama3-local", "search", "reindex", queries=5000, prompt=2e6,
+                 completion=3e6, usd=0.0)  # fmt: skip
+    report = build_report(SpendCounts(merge(COUNTERS, free), USERS, start=0.0, end=DAY))
+    action = downgrade_of(report, "job", "digest")
+    assert action is not None and "llama3-local" not in action.how and "small" in action.how
+    assert action.saving_usd == pytest.approx(90 - 3e6 * 9.0 / 9e6)
+    (note,) = [n for n in report.notes if n.startswith("llama3-local")]
+    assert "no price" in note and "5,000" in note
+
+
+def test_a_model_seen_a_few_times_is_not_recommended_until_it_has_served_more() -> None:
+    # 27 fallback answers of a cheap model: too few to say what it costs per token or
+    # whether it is good enough; the small model (9000 requests) stays the target.
+    rare = spend("index", "tiny", "search", "reindex", queries=27, prompt=27e3, completion=27e3,
+                 usd=0.000054)  # fmt: skip
+    report = build_report(SpendCounts(merge(COUNTERS, rare), USERS, start=0.0, end=DAY))
+    action = downgrade_of(report, "job", "digest")
+    assert action is not None and "tiny" not in action.how
+    (note,) = [n for n in report.notes if n.startswith("tiny")]
+    assert "27 requests" in note and "100" in note
+    # With enough of its answers it becomes the target at its own price per token.
+    common = spend("index", "tiny", "search", "reindex", queries=100, prompt=1e5, completion=1e5,
+                   usd=0.0002)  # fmt: skip
+    report = build_report(SpendCounts(merge(COUNTERS, common), USERS, start=0.0, end=DAY))
+    action = downgrade_of(report, "job", "digest")
+    assert action is not None and "tiny" in action.how
+    assert action.saving_usd == pytest.approx(90 - 3e6 * 0.0002 / 2e5)
+    assert not [n for n in report.notes if n.startswith("tiny")]
+
+
+def test_every_cost_bar_is_drawn_on_the_whole_bills_scale() -> None:
+    import re as regex
+
+    from canaryctl.report.cost_page import LEFT as BAR_LEFT
+    from canaryctl.report.cost_page import RIGHT as BAR_RIGHT
+    from canaryctl.report.cost_page import WIDTH, bars_svg
+
+    span = WIDTH - BAR_RIGHT - BAR_LEFT
+    svg = bars_svg("user", [("whale", 1.7, 0.017)])
+    (width,) = regex.findall(r'<rect x="\d+" y="[\d.]+" width="([\d.]+)"', svg)
+    assert float(width) == pytest.approx(span * 0.017, abs=0.1)  # not the full width
+    assert "1.7%" in svg and ">100%<" in svg and ">0%<" in svg
+    two = bars_svg("model", [("big", 90.0, 0.9), ("small", 9.0, 0.09)])
+    widths = [float(w) for w in regex.findall(r'<rect x="\d+" y="[\d.]+" width="([\d.]+)"', two)]
+    assert widths == pytest.approx([span * 0.9, span * 0.09], abs=0.1)

@@ -170,8 +170,6 @@ def test_it_stands_aside_while_a_rollout_holds_its_flag(tmp_path: Path) -> None:
     w.run_for(5)
     w.running = [rollout_record(FLAG)]
     w.error_rate = 0.5
-    w.watch.fire(read_alerts({"alerts": [{"status": "firing", "labels": {
-        "alertname": "LLMHighErrorRate", "route": "support-bot"}}]}))  # fmt: skip
     w.run_for(120)
     assert w.watch.phase is GuardPhase.STANDING_ASIDE and w.canary() == 100
     assert w.events() == ["watching", "standing_aside"]
@@ -182,6 +180,45 @@ def test_it_stands_aside_while_a_rollout_holds_its_flag(tmp_path: Path) -> None:
     assert w.watch.phase is GuardPhase.WATCHING
     w.run_for(25)
     assert w.watch.phase is GuardPhase.TRIPPED and w.canary() == 0
+
+
+def firing(fingerprint: str, status: str = "firing") -> list[Any]:
+    return read_alerts({"alerts": [{"status": status, "fingerprint": fingerprint, "labels": {
+        "alertname": "LLMHighErrorRate", "route": "support-bot"}}]})  # fmt: skip
+
+
+def test_an_alert_that_fires_while_it_stands_aside_trips_it_once_the_rollout_ends(
+    tmp_path: Path,
+) -> None:
+    w = Watched(tmp_path)
+    w.run_for(5)
+    w.running = [rollout_record(FLAG)]
+    w.run_for(2)
+    assert w.watch.fire(firing("abc")) == firing("abc")
+    w.watch.fire(firing("abc"))  # Alertmanager's repeat of the same alert
+    w.run_for(60)
+    assert w.watch.phase is GuardPhase.STANDING_ASIDE and w.canary() == 100
+    held = [e for e in w.journal.entries() if e["event"] == "alert_held"]
+    assert [(e["fingerprint"], e["run_id"]) for e in held] == [("abc", 7)]
+    w.running = []
+    w.run_for(2.5)
+    assert w.watch.phase is GuardPhase.TRIPPED and w.canary() == 0
+    trip = next(e for e in w.journal.entries() if e["event"] == "tripped")
+    assert trip["alert"]["fingerprint"] == "abc"
+
+
+def test_a_held_alert_that_resolves_before_the_rollout_ends_trips_nothing(tmp_path: Path) -> None:
+    w = Watched(tmp_path)
+    w.run_for(5)
+    w.running = [rollout_record(FLAG)]
+    w.run_for(2)
+    w.watch.fire(firing("abc"))
+    w.run_for(10)
+    w.watch.fire(firing("abc", status="resolved"))
+    w.running = []
+    w.run_for(30)
+    assert w.watch.phase is GuardPhase.WATCHING and w.canary() == 100
+    assert "tripped" not in w.events()
 
 
 def test_a_flag_write_that_fails_is_retried_until_the_flag_is_safe(tmp_path: Path) -> None:
@@ -242,3 +279,57 @@ def test_bad_guards_are_refused_naming_the_field(spec: dict[str, Any], message: 
     with pytest.raises(InvalidDocument) as raised:
         guard_document(**spec)
     assert message in str(raised.value)
+
+
+def test_the_webhook_answers_a_held_alert_as_held_not_tripping(tmp_path: Path) -> None:
+    from api_world import OPERATOR, TOKENS, auth
+    from starlette.testclient import TestClient
+
+    from canaryctl.guard.server import guard_app
+
+    w = Watched(tmp_path)
+    w.run_for(5)
+    w.running = [rollout_record(FLAG)]
+    w.run_for(2)
+    body = {"version": "4", "status": "firing", "alerts": [{"status": "firing",
+            "fingerprint": "abc", "labels": {"alertname": "LLMHighErrorRate",
+                                             "route": "support-bot"}}]}  # fmt: skip
+    with TestClient(guard_app(w.watch, TOKENS)) as client:
+        answer = client.post("/api/v1/alertmanager", json=body, headers=auth(OPERATOR))
+    assert answer.status_code == 200, answer.text
+    shown = answer.json()
+    assert shown["phase"] == "standing_aside" and shown["tripping"] == []
+    assert shown["held"] == [{"alertname": "LLMHighErrorRate", "fingerprint": "abc"}]
+    w.running = []
+    w.run_for(2.5)
+    assert w.watch.phase is GuardPhase.TRIPPED and w.canary() == 0
+
+
+def test_the_guard_serves_its_state_for_prometheus(tmp_path: Path) -> None:
+    from api_world import TOKENS
+    from prometheus_client.parser import text_string_to_metric_families
+    from starlette.testclient import TestClient
+
+    from canaryctl.guard.server import guard_app
+
+    def gauges(client: TestClient) -> dict[tuple[str, ...], float]:
+        text = client.get("/metrics").text
+        return {
+            (s.name, *sorted(s.labels.values())): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    w = Watched(tmp_path, analysis={"interval": "10s", "min_requests": 20, "failure_limit": 0})
+    w.run_for(5)
+    with TestClient(guard_app(w.watch, TOKENS)) as client:
+        before = gauges(client)
+        assert before[("canaryctl_guard_tripped", "support-bot-guard")] == 0
+        assert before[("canaryctl_guard_phase", "support-bot-guard", "watching")] == 1
+        w.error_rate = 0.5
+        w.run_for(15)
+        assert w.watch.phase is GuardPhase.TRIPPED
+        after = gauges(client)
+    assert after[("canaryctl_guard_tripped", "support-bot-guard")] == 1
+    assert after[("canaryctl_guard_phase", "support-bot-guard", "tripped")] == 1
+    assert after[("canaryctl_guard_phase", "support-bot-guard", "watching")] == 0

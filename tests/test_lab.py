@@ -250,6 +250,30 @@ def test_lab_serve_prints_urls_and_stops_after_duration(
     assert bad.exit_code == 2
 
 
+def test_lab_serve_port_moves_the_gateway_so_two_labs_can_run(
+    tmp_path: Path, write_flags: WriteFlags
+) -> None:
+    from loopback import free_port
+
+    write_flags(["p"])
+    doc = tmp_path / "lab.yaml"
+    doc.write_text(
+        "apiVersion: canaryctl/v1\nkind: Lab\nmetadata: {name: tiny}\nspec:\n"
+        "  providers: [{name: p, latency: {median: 0.001, p95: 0.002}}]\n"
+        "  gateway:\n    flags: {provider: file, path: flags.json}\n"
+        "    routes: [{name: bot, flag: model-flag, default_model: p}]\n"
+        "    models: [{name: p, base_url: 'lab://p'}]\n"
+    )  # the document keeps the default listen, 127.0.0.1:8080
+    port = free_port()
+    args = ["lab", "serve", str(doc), "--port", str(port), "--no-traffic", "--duration", "0.2s"]
+    result = CliRunner().invoke(main, [*args, "-o", "json"])
+    assert result.exit_code == 0, result.output
+    started = json.loads(result.output.splitlines()[0])
+    assert started["gateway_url"] == f"http://127.0.0.1:{port}"
+    bad = CliRunner().invoke(main, ["lab", "serve", str(doc), "--port", "70000"])
+    assert bad.exit_code == 2 and "--port" in bad.output
+
+
 def test_gateway_latency_buckets_are_where_rollouts_look() -> None:
     from canaryctl.gateway import BUCKETS
 

@@ -73,16 +73,20 @@ def problems(path: Path) -> list[str]:
     return [str(p) for p in caught.value.problems]
 
 
-def test_both_shipped_profiles_load_and_validate() -> None:
-    assert shipped_profiles() == ["canaryctl", "litellm"]
+def test_the_shipped_profiles_load_and_validate() -> None:
+    assert shipped_profiles() == ["canaryctl", "litellm", "otel-genai"]
     canaryctl, litellm = load_profile("canaryctl"), load_profile("litellm")
+    otel = load_profile("otel-genai")
     assert canaryctl.variant_label == "variant"
     assert litellm.variant_label == "requested_model"
+    assert otel.variant_label == "gen_ai_request_model"
     every = {"requests", "errors", "fallbacks", "latency_buckets", "prompt_tokens"}
     every |= {"completion_tokens", "cost_usd", "ttft_buckets"}
     assert litellm.ingredients == every  # LiteLLM meters no quality scores
     ours = every | {"quality_sum", "quality_count", "rejected", "filtered", "tpot_buckets"}
     assert canaryctl.ingredients == ours
+    # The client conventions define no cost and no first token.
+    assert otel.ingredients == every - {"cost_usd", "ttft_buckets"}
 
 
 @pytest.mark.parametrize(
@@ -262,7 +266,8 @@ CUSTOM = {"name": "judge_score", "query": 'avg(score{model="{{variant}}"})', "mi
         (
             {**PROM, "profile": "litelm"},
             CUSTOM,
-            "spec.metrics.profile: no shipped profile 'litelm' (shipped: canaryctl, litellm)",
+            "spec.metrics.profile: no shipped profile 'litelm' "
+            "(shipped: canaryctl, litellm, otel-genai)",
         ),
     ],
 )

@@ -171,3 +171,111 @@ def test_a_promoted_run_is_marked_promoted(tmp_path: Path) -> None:
     html = page.read_text()
     assert 'class="ending promoted"' in html and "rolled_back" not in html
     assert "every step held" in html
+
+
+def test_the_baseline_is_drawn_beside_the_canary_under_absolute_slos(tmp_path: Path) -> None:
+    # The runbook's SLOs are absolute, so no check carries a baseline value: the report measures
+    # the baseline from the counts each analysis journaled (0 errors; every request under 0.5 s,
+    # so Prometheus' interpolation puts its p95 at 0.95 of the first bucket, 0.475 s).
+    world = rolled_back_run(tmp_path)
+    code, output = report("1", "--state", str(world.state), "-o", "json")
+    assert code == 0, output
+    story = json.loads(output)
+    analyses = len(story["analyses"])
+    errors = story["metrics"]["error_rate"]["baseline"]
+    p95 = story["metrics"]["latency_p95_seconds"]["baseline"]
+    assert len(errors) == len(p95) == analyses  # the baseline served at every weight here
+    assert {v for _, v in errors} == {0.0}
+    assert [v for _, v in p95] == pytest.approx([0.95 * 0.5] * analyses)
+
+    page = tmp_path / "report.html"
+    assert report("1", "--state", str(world.state), "--html", str(page))[0] == 0
+    html = page.read_text()
+    assert html.count('class="series baseline"') == 2  # the error-rate and p95 panels
+    assert html.count('class="series canary"') == 2
+    # The legend ends at the plot's right edge, so a long model name cannot run off it.
+    assert html.count('class="legend" x="936" y=') == 2 and 'text-anchor="end"' in html
+
+
+def test_step_labels_read_as_weights_and_holds() -> None:
+    from canaryctl.report.svg import step_label
+
+    assert step_label("set_weight 5%") == "5%"
+    assert step_label("set_weight 12.5%") == "12.5%"
+    assert step_label("pause 300s") == "5m"
+    assert step_label("pause 90s") == "1m30s"
+    assert step_label("pause until approved") == "approval"
+    assert step_label("hold for one analysis") == "1 analysis"
+    assert step_label("shadow 20% until decided (max 600s)") == "shadow 20%"
+    assert step_label("chaos primary-down.yaml") == "chaos primary-down.yaml"
+
+
+def test_the_chart_labels_each_step_by_what_it_does(tmp_path: Path) -> None:
+    world = rolled_back_run(tmp_path)
+    page = tmp_path / "report.html"
+    assert report("1", "--state", str(world.state), "--html", str(page))[0] == 0
+    labels = re.findall(r'class="step-label"[^>]*><title>([^<]*)</title>', page.read_text())
+    # Each set_weight and the pause after it begin at the same instant: one label.
+    assert labels[:2] == ["10% · 30s", "50% · 30s"]
+
+
+def test_a_shadow_step_is_marked_where_the_live_weight_stays_zero() -> None:
+    from canaryctl.controller.store import EventRecord, RunRecord
+    from canaryctl.flags.base import FlagSnapshot
+    from canaryctl.report import chart_svg, timeline
+
+    record = RunRecord(id=1, name="r", runbook={"spec": {"flag": {"baseline": "old",
+                       "canary": "new"}}}, host="h", pid=1, version="t", started_at=100.0,
+                       updated_at=400.0, ended_at=400.0, phase="promoted", outcome="promoted",
+                       reason="", exit_code=0, prior_flag=FlagSnapshot("k", 1, ""),
+                       flag_version=2, state={}, final_split=None)  # fmt: skip
+
+    def step(event_id: int, at: float, describe: str) -> EventRecord:
+        return EventRecord(event_id, 1, at, "step_started", {"describe": describe}, None, None)
+
+    events = [
+        step(1, 100.0, "shadow 20% until decided (max 600s)"),
+        step(2, 250.0, "set_weight 50%"),
+        step(3, 250.0, "pause 60s"),
+    ]
+    story = timeline(record, events)
+    assert story.shadows == ((0.0, 150.0),)
+    svg = chart_svg(story)
+    assert svg.count('class="shadow-step"') == 3  # one band per panel
+    assert "shadow (mirrored)" in svg
+
+
+def test_an_unbounded_effect_is_drawn_faint_not_as_a_full_width_bar() -> None:
+    from canaryctl.report.experiment_page import _effects_svg
+
+    metric = {"name": "quality_score", "margin": 0.02, "higher_is_better": True}
+    rows = [
+        {"variation": "mini", "tier": None, "estimate": 0.01, "low": -0.01, "high": 0.03,
+         "intervals": 40},
+        {"variation": "mini", "tier": "free", "estimate": 0.2, "low": None, "high": None,
+         "intervals": 6},
+    ]  # fmt: skip
+    svg = _effects_svg(metric, rows)
+    bounded, unbounded = svg.split('<g class="effect')[1:]
+    assert 'stroke-width="3"' in bounded and 'stroke-width="3"' not in unbounded
+    assert 'stroke-dasharray="2 4"' in unbounded and 'fill="#fff"' in unbounded
+    assert "unbounded yet: 6 intervals" in unbounded
+
+
+def test_the_backtest_page_says_what_each_colour_means() -> None:
+    from canaryctl.report.backtest_page import COLOURS, backtest_svg
+
+    data = {
+        "starts": [
+            {"start": 0.0, "decided_at": 600.0, "outcome": "promoted", "after_seconds": 600.0,
+             "reason": ""},
+            {"start": 1200.0, "decided_at": None, "outcome": "undecided", "after_seconds": None,
+             "reason": "the recording ends first"},
+        ],
+        "incident": {"from": 300.0, "to": 900.0},
+    }  # fmt: skip
+    svg = backtest_svg(data, 0.0, 1800.0)
+    legend = svg.split('<g class="legend">')[1]
+    for label, colour in (("promoted", COLOURS["promoted"]), ("undecided", COLOURS["undecided"]),
+                          ("rolled back", COLOURS["rolled_back"]), ("incident", "#ffcdd2")):
+        assert f'fill="{colour}"' in legend and f">{label}</text>" in legend

@@ -73,6 +73,8 @@ def _text(report: OptimizeReport, written: list[Path]) -> None:
         )
     for path in written:
         console.print(f"wrote {path}")
+    for note in report.notes:
+        console.print(f"note: {note}", soft_wrap=True)
 
 
 @click.command("optimize")

@@ -40,16 +40,27 @@ def _seconds(ctx: click.Context, param: click.Parameter, value: str | None) -> f
 )
 @click.option("--duration", callback=_seconds, help="stop after this long (30s, 5m)")
 @click.option("--no-traffic", is_flag=True, help="serve, but send no traffic")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="the gateway's port instead of the document's gateway.listen (0: a free one), so two "
+    "labs can run at once",
+)
 @output_option
 def serve(
     file: str,
     flags_path: Path | None,
     duration: float | None,
     no_traffic: bool,
+    port: int | None,
     output: str | None,
 ) -> None:
     """Serve the Lab document FILE on 127.0.0.1 until Ctrl-C, SIGTERM or --duration."""
     doc = load_document(file, expect=Lab)
+    if port is not None:
+        gateway = doc.spec.gateway.model_copy(update={"listen": f"127.0.0.1:{port}"})
+        doc = doc.model_copy(update={"spec": doc.spec.model_copy(update={"gateway": gateway})})
     as_json = wants_json(output)
     done = threading.Event()
 

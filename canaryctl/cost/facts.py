@@ -9,15 +9,16 @@ Precedence, per model and fact (the `sources` of each ModelFacts say which won):
   the eval's;
 - cost per query: the document's `cost_per_query_usd`, else mean tokens (the document's, else
   the gateway's llm_tokens_total per request) priced with the gateway's ModelSpec.price (the one
-  cost formula), else the eval's cost per query.
+  cost formula), else the eval's cost per query; none for a model whose gateway entry sets no
+  price (UNPRICED).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -38,7 +39,13 @@ from canaryctl.runbook.lab import Lab
 from canaryctl.runbook.loader import load_document
 from canaryctl.runbook.optimize import CostOptimizationSpec
 
-__all__ = ["Inputs", "gather"]
+__all__ = ["UNPRICED", "Inputs", "gather"]
+
+UNPRICED = "no price in the gateway document"
+"""A model's cost source when its gateway entry sets no `price`: its cost is unknown, not zero
+(an eval or a scrape priced it at the default $0), so it serves no tier unless the document
+gives `models.NAME.cost_per_query_usd`. A model that truly costs nothing per token says so with
+`price: {prompt_per_1k: 0, completion_per_1k: 0}`."""
 
 
 @dataclass(frozen=True)
@@ -116,7 +123,13 @@ def gather(
     if spec.prometheus is not None:  # over a window: preferred to counts since each start
         observed |= prometheus_observed(spec.prometheus, route.name, client=client, policy=policy)
     facts = tuple(
-        _facts(m.name, m.price.usd, spec, evals.get(m.name), observed.get(m.name))
+        _facts(
+            m.name,
+            m.price.usd if "price" in m.model_fields_set else None,
+            spec,
+            evals.get(m.name),
+            observed.get(m.name),
+        )
         for m in gateway.models
     )
     monthly, source = _traffic(spec, route, client, policy)
@@ -166,7 +179,7 @@ def _traffic(
 
 def _facts(
     name: str,
-    usd: Any,
+    usd: Callable[[float, float], float] | None,
     spec: CostOptimizationSpec,
     evaluated: EvalFacts | None,
     observed: ObservedFacts | None,
@@ -192,6 +205,8 @@ def _facts(
     cost = None if given is None else given.cost_per_query_usd
     if cost is not None:
         sources["cost"] = "document"
+    elif usd is None:
+        sources["cost"] = UNPRICED
     elif given is not None and given.tokens is not None:
         cost = usd(given.tokens.prompt, given.tokens.completion)
         sources["cost"] = "document tokens x price"

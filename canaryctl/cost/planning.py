@@ -13,9 +13,10 @@ from typing import Any
 
 import httpx
 
-from canaryctl.cost.facts import Inputs, gather
+from canaryctl.cost.facts import UNPRICED, Inputs, gather
 from canaryctl.cost.optimize import Solution, monthly_cost, solve
-from canaryctl.cost.runbooks import rollout_documents
+from canaryctl.cost.runbooks import missing_variations, rollout_documents
+from canaryctl.flags.file import read_flag
 from canaryctl.retry import BACKEND, RetryPolicy
 from canaryctl.runbook.optimize import CostOptimization
 
@@ -29,15 +30,36 @@ class OptimizeReport:
     solution: Solution
     runbooks: tuple[tuple[str, dict[str, Any]], ...]
     """(tier, Rollout document), in the order each tier's runs must go."""
+    unservable: tuple[str, ...] = ()
+    """Models the runbooks would move traffic to that the target flag has no variation for:
+    then no runbook is written (each would stop at its dry run) and the exit code is 1."""
+    flag_where: str = ""
+    """The target flag file checked, `KEY in PATH`, to name it in the notes."""
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.solution.feasible else 1
+        return 0 if self.solution.feasible and not self.unservable else 1
 
     def today_usd(self, tier: str) -> float | None:
         goal = next(g for g in self.inputs.goals if g.name == tier)
         facts = {m.name: m for m in self.inputs.models}
         return monthly_cost(self.inputs.today[tier], facts, goal.monthly_queries)
+
+    @property
+    def notes(self) -> list[str]:
+        """What the plan could not use, and what would settle it."""
+        unservable = [
+            f"no runbook written: flag {self.flag_where} has no variation {m!r}; add it to the "
+            "flag's variations (and the gateway's models) before moving traffic to it"
+            for m in self.unservable
+        ]
+        return unservable + [
+            f"{m.name} has no price in the gateway document (spec.gateway): its cost is "
+            "unknown, so it serves no tier; set its `price` (zero too, if it costs nothing per "
+            f"token) or spec.models.{m.name}.cost_per_query_usd"
+            for m in self.inputs.models
+            if m.cost_per_query is None and m.sources.get("cost") == UNPRICED
+        ]
 
     @property
     def today_monthly_usd(self) -> float | None:
@@ -95,6 +117,8 @@ class OptimizeReport:
                 {"tier": tier, "name": doc["metadata"]["name"], "document": doc}
                 for tier, doc in self.runbooks
             ],
+            "unservable": list(self.unservable),
+            "notes": self.notes,
         }
 
 
@@ -138,4 +162,14 @@ def optimize(
                 slug=_slug(tier),
             )
             runbooks += [(tier, d) for d in documents]
-    return OptimizeReport(document.metadata.name, inputs, solution, tuple(runbooks))
+    unservable: tuple[str, ...] = ()
+    flag_where = ""
+    if template is not None and template.flag.get("provider") == "file" and runbooks:
+        flag_where = f"{template.flag['key']} in {template.flag['path']}"
+        _, flag = read_flag(template.flag["path"], template.flag["key"])
+        unservable = tuple(missing_variations([d for _, d in runbooks], flag["variations"]))
+        if unservable:
+            runbooks = []
+    return OptimizeReport(
+        document.metadata.name, inputs, solution, tuple(runbooks), unservable, flag_where
+    )

@@ -10,6 +10,8 @@ The formulas (docs/cost.md states them for users):
   would have been cache hits);
 - **downgrade it**: for each model the slice used, cost - tokens * the cheapest observed price
   per token (the model with the lowest cost / tokens in the window), summed over its models;
+  only a priced model (one that answered at $0 has no price: its cost is unknown, not zero) that
+  answered at least MIN_DOWNGRADE_REQUESTS requests is a target; the notes name the others;
 - **budget it**: for a slice whose tokens per query exceed the rest of the traffic's, cost *
   (1 - rest's tokens per query / slice's), what capping its requests at the rest's size saves;
   for a user, the estimate's lower bound above the next heaviest user's estimate;
@@ -286,6 +288,7 @@ def build_report(
         notes.append("no request reached a model in the window: nothing to report")
     if counts.counters and "llm_spend_requests_total" not in counts.counters:
         notes.append("the gateway exports no llm_spend_* families: is it older than this report?")
+    notes += _unrecommended(cost, tokens, requests)
     return CostReport(
         start=counts.start,
         end=counts.end,
@@ -385,6 +388,57 @@ def _users(counts: SpendCounts, total_cost: float) -> list[dict[str, float | str
     ]
 
 
+MIN_DOWNGRADE_REQUESTS = 100
+"""Requests a model must have answered in the window before the report recommends moving work
+to it: a handful of fallback answers says nothing of its cost per token or its quality."""
+
+
+def _downgrade_prices(
+    cost: list[tuple[dict[str, str], float]],
+    tokens: list[tuple[dict[str, str], float]],
+    requests: list[tuple[dict[str, str], float]],
+) -> dict[str, float]:
+    """USD per token of each model the report may recommend: priced (an answer at $0 is a
+    model without a price, whose cost is unknown, not free) and seen often enough."""
+    model_cost, model_tokens = _sum_by(cost, "model"), _sum_by(tokens, "model")
+    model_requests = _sum_by(requests, "model")
+    return {
+        m: model_cost.get(m, 0.0) / t
+        for m, t in model_tokens.items()
+        if t > 0
+        and model_cost.get(m, 0.0) > 0
+        and model_requests.get(m, 0.0) >= MIN_DOWNGRADE_REQUESTS
+    }
+
+
+def _unrecommended(
+    cost: list[tuple[dict[str, str], float]],
+    tokens: list[tuple[dict[str, str], float]],
+    requests: list[tuple[dict[str, str], float]],
+) -> list[str]:
+    """Why a model that answered in the window is not a downgrade target, and what would settle
+    it."""
+    eligible = _downgrade_prices(cost, tokens, requests)
+    model_cost, model_requests = _sum_by(cost, "model"), _sum_by(requests, "model")
+    notes = []
+    for model, answered in sorted(model_requests.items()):
+        if model in eligible or answered <= 0 or model in (OTHER_VALUE, NO_VALUE, ""):
+            continue
+        if model_cost.get(model, 0.0) <= 0:
+            notes.append(
+                f"{model} answered {answered:,.0f} requests at $0: it has no price in the "
+                "gateway, so its cost is unknown and no work is moved to it; give it a `price` "
+                "to have it considered"
+            )
+        else:
+            notes.append(
+                f"{model} answered only {answered:,.0f} requests, fewer than the "
+                f"{MIN_DOWNGRADE_REQUESTS} a recommendation needs: no work is moved to it until "
+                "it has served more (or read a longer --window)"
+            )
+    return notes
+
+
 def _drivers(
     breakdown: Mapping[str, list[Slice]],
     repeats: list[Repeats],
@@ -396,8 +450,7 @@ def _drivers(
     scale: float,
     total_cost: float,
 ) -> list[Driver]:
-    model_cost, model_tokens = _sum_by(cost, "model"), _sum_by(tokens, "model")
-    prices = {m: model_cost.get(m, 0.0) / t for m, t in model_tokens.items() if t > 0}
+    prices = _downgrade_prices(cost, tokens, requests)
     cheapest = min(prices, key=lambda m: (prices[m], m)) if prices else None
 
     def action(change: str, saving: float, how: str) -> Action | None:

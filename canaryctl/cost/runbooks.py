@@ -9,14 +9,17 @@ A Rollout moves traffic between two variations of a flag, so a tier's move is on
   H -> L ending at L's share (`finish: keep`).
 
 Each run steps through the template's weights (cut at its final share), holding `pause` after
-each and judging the template's SLOs (by default error_rate <= 0.02 and the tier's p95 bound),
-so a move that breaks the tier's latency rolls itself back. The runs of one tier must run in
+each and judging the template's SLOs (by default error_rate <= 0.02, the tier's p95 bound and
+quality_score at least the accuracy the plan assumed of the canary: the floor holds only while
+the canary answers as well as its eval said), so a move that breaks the tier's latency or the
+plan's accuracy rolls itself back. The runs of one tier must run in
 order; tiers are independent. Pure: documents are built and validated here, written by the CLI.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +29,7 @@ from canaryctl.runbook.common import API_VERSION
 from canaryctl.runbook.optimize import RolloutTemplate
 from canaryctl.runbook.rollout import Rollout
 
-__all__ = ["Move", "moves", "rollout_documents"]
+__all__ = ["Move", "missing_variations", "moves", "rollout_documents"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,31 @@ def _scoped(
     return flag, metrics
 
 
+def _default_slos(plan: TierPlan, canary_accuracy: float | None) -> list[dict[str, Any]]:
+    slos: list[dict[str, Any]] = [{"metric": "error_rate", "max": 0.02}]
+    if plan.goal.max_p95_seconds is not None:
+        slos.append({"metric": "latency_p95_seconds", "max": plan.goal.max_p95_seconds})
+    if canary_accuracy is not None:
+        # Rounded down: a floor of 0.84449 must not fail a canary the plan counted at 0.8445.
+        floor = math.floor(canary_accuracy * 10_000) / 10_000
+        slos.append({"metric": "quality_score", "min": floor})
+    return slos
+
+
+def missing_variations(
+    documents: Sequence[Mapping[str, Any]], variations: Sequence[Any]
+) -> list[str]:
+    """The models the runbooks move traffic to or from that the flag cannot serve, in order."""
+    have = {str(v) for v in variations}
+    missing: list[str] = []
+    for document in documents:
+        flag = document["spec"]["flag"]
+        for model in (flag["baseline"], flag["canary"]):
+            if model not in have and model not in missing:
+                missing.append(model)
+    return missing
+
+
 def rollout_documents(
     name: str,
     template: RolloutTemplate,
@@ -105,16 +133,13 @@ def rollout_documents(
     """The tier's Rollout documents in the order to run them, each validated by Rollout."""
     tier = plan.goal.name
     flag, metrics = _scoped(template, tier, rule, multi_tier)
-    slos = template.slos or [{"metric": "error_rate", "max": 0.02}]
-    if template.slos is None and plan.goal.max_p95_seconds is not None:
-        slos = [*slos, {"metric": "latency_p95_seconds", "max": plan.goal.max_p95_seconds}]
     documents = []
     planned = moves(today, plan, accuracy)
     for i, move in enumerate(planned, start=1):
         spec: dict[str, Any] = {
             "flag": {**flag, "baseline": move.baseline, "canary": move.canary},
             "metrics": metrics,
-            "slos": slos,
+            "slos": template.slos or _default_slos(plan, accuracy.get(move.canary)),
             "steps": _steps(template, move.percent),
         }
         if template.analysis is not None:

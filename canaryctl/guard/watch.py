@@ -1,14 +1,17 @@
-"""A guard's watch: the loop that judges the watched variation between rollouts and, when an
-SLO fails or a matching alert fires, sends all traffic to the safe one.
+"""A guard's watch: the loop that judges the watched variation between rollouts and, when an SLO
+fails or a matching alert fires, sends all traffic to the safe one.
 
 Each tick the guard reads its journal first (journal.py): tripped means it does nothing but
 finish making the flag safe, until a `rearmed` line appears. It then looks for an unfinished
 rollout on its flag in the state store (`unfinished_runs`, whatever database holds them): while
 one runs, the rollout's own analysis and `abort_on` are in charge and the guard stands aside,
-judging nothing. Otherwise every `analysis.interval` it judges the window since the last one
-with the rollout's analysis (`assess`, the watched variation as the canary, the safe one as a
-baseline that may serve nothing) and trips once more than `failure_limit` windows in a row have
-failed. A metrics backend that fails is journaled and judged nothing: no data is no verdict.
+judging nothing; a matching alert that fires meanwhile is held (journaled as `alert_held`) and
+trips the guard once the rollout has ended, unless Alertmanager resolves it first: an alert
+routed to the guard alone must not be lost because a rollout happened to run. Otherwise every
+`analysis.interval` it judges the window since the last one with the rollout's analysis
+(`assess`, the watched variation as the canary, the safe one as a baseline that may serve
+nothing) and trips once more than `failure_limit` windows in a row have failed. A metrics
+backend that fails is journaled and judged nothing: no data is no verdict.
 
 Tripping is journaled before the flag moves, and the move is retried every tick until the flag
 serves the safe variation: the trip always ends in that known state. The move is a versioned
@@ -46,6 +49,11 @@ __all__ = ["GuardPhase", "GuardWatch"]
 log = logging.getLogger(__name__)
 
 
+def _alert_key(alert: Alert) -> str:
+    """One alert across Alertmanager's repeats and its resolve: its fingerprint, else its labels."""
+    return alert.fingerprint or repr(sorted(alert.labels.items()))
+
+
 class GuardPhase(StrEnum):
     WATCHING = "watching"
     STANDING_ASIDE = "standing_aside"
@@ -75,7 +83,10 @@ class GuardWatch:
         )
         self.phase: GuardPhase | None = None
         self._safe = False
-        self._fired: list[Alert] = []
+        self._fired: dict[str, Alert] = {}
+        """Firing alerts not yet acted on, by `_alert_key`: a repeat replaces, a resolve removes."""
+        self._held: set[str] = set()
+        """Keys of the alerts journaled as held while standing aside."""
         self._lock = threading.Lock()
         self._window_start = 0.0
         self._ledger: dict[str, Any] = {}
@@ -84,19 +95,33 @@ class GuardWatch:
     # -- alerts, from the webhook's thread --
 
     def fire(self, alerts: Sequence[Alert]) -> list[Alert]:
-        """Queue the firing alerts that match `trip_on` for the next tick; return them."""
+        """Queue the firing alerts that match `trip_on` for the next tick and return them; a
+        resolved one withdraws the same alert if it is still queued."""
         hits = [
             a for a in alerts
             if a.status == "firing" and matches(self.guard.spec.trip_on, a.labels)
         ]  # fmt: skip
         with self._lock:
-            self._fired.extend(hits)
+            for alert in alerts:
+                if alert.status == "resolved":
+                    self._fired.pop(_alert_key(alert), None)
+            self._fired.update((_alert_key(a), a) for a in hits)
         return hits
 
     def _take_alerts(self) -> list[Alert]:
         with self._lock:
-            fired, self._fired = self._fired, []
+            fired, self._fired = list(self._fired.values()), {}
+        self._held.clear()
         return fired
+
+    def _hold_alerts(self, now: float, run_id: int) -> None:
+        """Journal each alert newly queued while a rollout is in charge; keep them all."""
+        with self._lock:
+            new = {key: a for key, a in self._fired.items() if key not in self._held}
+        for key, alert in new.items():
+            self._held.add(key)
+            self.journal.append("alert_held", at=now, run_id=run_id, alertname=alert.name,
+                                fingerprint=alert.fingerprint)  # fmt: skip
 
     # -- the loop --
 
@@ -121,10 +146,10 @@ class GuardWatch:
             log.warning("guard %s re-armed", self.guard.metadata.name)
         held = self._rollout_on_flag()
         if held is not None:
-            self._take_alerts()  # the rollout's abort_on answers alerts while it runs
             if self.phase is not GuardPhase.STANDING_ASIDE:
                 self.phase = GuardPhase.STANDING_ASIDE
                 self.journal.append("standing_aside", at=now, run_id=held.id, rollout=held.name)
+            self._hold_alerts(now, held.id)  # acted on once the rollout has ended
             return self.phase
         if self.phase is not GuardPhase.WATCHING:
             self.phase = GuardPhase.WATCHING

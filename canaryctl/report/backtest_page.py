@@ -28,7 +28,7 @@ def backtest_svg(data: dict[str, Any], begin: float, end: float) -> str:
 
     height = LANES * LANE + 10
     bottom = TOP + height
-    out = [svg_open("backtest", WIDTH, bottom + 40, "rollouts replayed over the history")]
+    out = [svg_open("backtest", WIDTH, bottom + 48, "rollouts replayed over the history")]
     out.append(panel_frame("rollouts replayed", left=LEFT, right=RIGHT, top=TOP, height=height,
                            ticks=[]))  # fmt: skip
     incident = data.get("incident")
@@ -65,7 +65,32 @@ def backtest_svg(data: dict[str, Any], begin: float, end: float) -> str:
             f'<text x="{x(at):.1f}" y="{bottom + 16}" text-anchor="{anchor}">'
             f"{escape(when(at)[5:16])}</text>"
         )
+    out.append(_legend(bottom + 34, incident is not None))
     out.append("</svg>")
+    return "".join(out)
+
+
+_LEGEND = (
+    ("promoted", "promoted", "bar from start to promotion"),
+    ("rolled_back", "rolled back", "bar to the rollback, red dashed line at it"),
+    ("undecided", "undecided", "grey: the history ended before a decision"),
+)
+
+
+def _legend(y: float, incident: bool) -> str:
+    """What each colour means: a one-pixel grey tick is an undecided rollout, not a glitch."""
+    out, at = ['<g class="legend">'], LEFT
+    entries = [(COLOURS[key], label, title) for key, label, title in _LEGEND]
+    if incident:
+        entries.append(("#ffcdd2", "incident", "the incident window given to the backtest"))
+    for colour, label, title in entries:
+        out.append(
+            f'<rect x="{at:.1f}" y="{y - 9:.1f}" width="12" height="10" fill="{colour}">'
+            f"<title>{escape(title)}</title></rect>"
+            f'<text x="{at + 16:.1f}" y="{y:.1f}">{escape(label)}</text>'
+        )
+        at += 16 + 7 * len(label) + 22
+    out.append("</g>")
     return "".join(out)
 
 

@@ -14,24 +14,35 @@ __all__ = ["bars_svg", "cost_html"]
 
 WIDTH, LEFT, RIGHT, TOP, ROW = 960, 200, 190, 26, 24
 _MAX_BARS = 12
+_AXIS = 18
+"""Room under the bars for the 0-100% ticks."""
 _COLOURS = ("#1565c0", "#ef6c00", "#2e7d32", "#6a1b9a", "#c62828", "#00838f")
 
 
 def bars_svg(dimension: str, rows: list[tuple[str, float, float]]) -> str:
-    """One horizontal bar per (name, cost, share), largest first, on a 0..largest share axis."""
+    """One horizontal bar per (name, cost, share), largest first, on the whole bill's axis
+    (0 to 100%) with its share printed: every chart reads on the same scale, so a user with
+    1.7% of the bill draws a short bar, not one as long as the largest slice's."""
     rows = rows[:_MAX_BARS]
-    height = TOP + ROW * max(1, len(rows)) + 10
+    height = TOP + ROW * max(1, len(rows)) + 10 + _AXIS
     right = WIDTH - RIGHT
-    top_share = max([share for _, _, share in rows] or [0.0]) or 1.0
+    bottom = TOP + ROW * max(1, len(rows))
     out = [
         svg_open(f"bars {escape(dimension)}", WIDTH, height, f"share of the bill by {dimension}"),
         f'<text class="title" x="{LEFT}" y="16">share of the bill by {escape(dimension)}</text>',
     ]
+    for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
+        at = LEFT + (right - LEFT) * tick
+        out.append(
+            f'<line class="grid" x1="{at:.1f}" x2="{at:.1f}" y1="{TOP}" y2="{bottom}"/>'
+            f'<text class="tick" x="{at:.1f}" y="{bottom + 14}" text-anchor="middle"'
+            f' fill="#777">{tick:.0%}</text>'
+        )
     if not rows:
         out.append(f'<text x="{LEFT}" y="{TOP + 14}" fill="#888">no spend in the window</text>')
     for i, (name, cost, share) in enumerate(rows):
         y = TOP + i * ROW
-        length = (right - LEFT) * share / top_share
+        length = (right - LEFT) * min(max(share, 0.0), 1.0)
         colour = _COLOURS[i % len(_COLOURS)]
         out.append(
             f'<g class="bar" data-name="{escape(name)}" data-share="{share:.6f}">'

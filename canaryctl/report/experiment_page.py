@@ -23,8 +23,9 @@ def _scope(tier: str | None) -> str:
 
 
 def _effects_svg(metric: dict[str, Any], rows: list[dict[str, Any]]) -> str:
-    """One row per (scope, variation): the estimate as a dot, its interval as a bar (an arrow
-    at the edge where the interval is still unbounded), 0 and the margin as vertical lines."""
+    """One row per (scope, variation): the estimate as a dot, its interval as a bar (a faint
+    dashed line and a hollow dot where the interval is still unbounded), 0 and the margin as
+    vertical lines."""
     margin = metric["margin"]
     worse_sign = -1.0 if metric["higher_is_better"] else 1.0
     edge = None if margin is None else worse_sign * margin
@@ -58,13 +59,23 @@ def _effects_svg(metric: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             out.append(f'<text x="{x(0) + 8:.1f}" y="{y + 4:.1f}" fill="#757575">no paired '
                        "interval yet</text>")  # fmt: skip
             continue
-        low = row["low"] if row["low"] is not None else -span
-        high = row["high"] if row["high"] is not None else span
-        css = "effect" + (" open" if row["low"] is None else "")
         colour = "#1565c0" if row["tier"] is None else "#6a1b9a"
+        if row["low"] is None or row["high"] is None:
+            # Too few intervals for a bounded interval: a faint dashed line and a hollow dot, so
+            # a tier with a handful of intervals never looks like a full-width certainty.
+            out.append(
+                f'<g class="effect open"><line x1="{x(-span):.1f}" x2="{x(span):.1f}"'
+                f' y1="{y:.1f}" y2="{y:.1f}" stroke="{colour}" stroke-width="1"'
+                ' stroke-opacity="0.35" stroke-dasharray="2 4"/>'
+                f'<circle cx="{x(estimate):.1f}" cy="{y:.1f}" r="4" fill="#fff"'
+                f' stroke="{colour}" stroke-width="1.5"/>'
+                f'<text x="{right + 8}" y="{y + 4:.1f}" fill="#757575">'
+                f"{escape(_interval_text(row))}</text></g>"
+            )
+            continue
         out.append(
-            f'<g class="{css}"><line x1="{x(low):.1f}" x2="{x(high):.1f}" y1="{y:.1f}" '
-            f'y2="{y:.1f}" stroke="{colour}" stroke-width="3"/>'
+            f'<g class="effect"><line x1="{x(row["low"]):.1f}" x2="{x(row["high"]):.1f}"'
+            f' y1="{y:.1f}" y2="{y:.1f}" stroke="{colour}" stroke-width="3"/>'
             f'<circle cx="{x(estimate):.1f}" cy="{y:.1f}" r="5" fill="{colour}"/>'
             f'<text x="{right + 8}" y="{y + 4:.1f}">{escape(_interval_text(row))}</text></g>'
         )
@@ -76,7 +87,7 @@ def _interval_text(row: dict[str, Any]) -> str:
     if row["estimate"] is None:
         return "—"
     if row["low"] is None or row["high"] is None:
-        return f"{row['estimate']:+.4g} (n={row['intervals']})"
+        return f"{row['estimate']:+.4g}, unbounded yet: {row['intervals']} intervals"
     return f"{row['estimate']:+.4g} [{row['low']:+.4g}, {row['high']:+.4g}]"
 
 

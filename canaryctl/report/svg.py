@@ -1,17 +1,23 @@
 """The report's chart as inline SVG: canary weight, error rate and p95 on one time axis. Pure.
 
 Three stacked panels share the x axis (time since the run started). Dashed vertical lines mark
-where each step began; a red line marks a rollback, a green one a promotion. Analysis points are
-dots coloured by their verdict; an absolute SLO bound is a dashed red horizontal line.
+where each step began, labelled as a person reads them ("5% · 5m", "25% · approval"); a red
+line marks a rollback, a green one a promotion; a shaded band marks a shadow step, where the
+candidate is judged on mirrored traffic while its live weight stays 0. Analysis points are dots
+coloured by their verdict; an absolute SLO bound is a dashed red horizontal line. The canary and
+the baseline are drawn in every metric panel, the legend right-aligned so a long name never
+runs off the chart.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
 
 from canaryctl.report.draw import (
+    format_seconds,
     nice_max,
     panel_frame,
     svg_open,
@@ -20,7 +26,7 @@ from canaryctl.report.draw import (
 )
 from canaryctl.report.timeline import Analysis, Point, Timeline
 
-__all__ = ["chart_svg"]
+__all__ = ["chart_svg", "step_label"]
 
 WIDTH, LEFT, RIGHT, TOP, PANEL, GAP, BOTTOM = 960, 78, 24, 34, 150, 46, 40
 _NEAR = 36.0
@@ -104,6 +110,18 @@ def chart_svg(timeline: Timeline) -> str:
                 f'<text x="{(LEFT + plot_right) / 2}" y="{top + PANEL / 2}" text-anchor="middle"'
                 ' fill="#888">not measured by this runbook\'s SLOs</text>'
             )
+        for start, end in timeline.shadows:
+            out.append(
+                f'<rect class="shadow-step" x="{x(start):.1f}" y="{top}"'
+                f' width="{max(x(end) - x(start), 1.0):.1f}" height="{PANEL}" fill="#7e57c2"'
+                ' fill-opacity="0.08"><title>shadow step: the candidate judged on mirrored'
+                " traffic, no live weight</title></rect>"
+            )
+            if index == 0:
+                out.append(
+                    f'<text class="shadow-label" x="{x(start) + 4:.1f}" y="{top + 14}"'
+                    ' fill="#5e35b1">shadow (mirrored)</text>'
+                )
         colours = {"weight": "#1565c0", "canary": "#ef6c00", "baseline": "#757575"}
         for role, points in panel.series.items():
             if not points:
@@ -122,12 +140,12 @@ def chart_svg(timeline: Timeline) -> str:
                         f' r="3.5" fill="{colour}"/>'
                     )
         out.append("</g>")
-        legend_x = plot_right - 200
         if index > 0 and any(panel.series.values()):
             out.append(
-                f'<text x="{legend_x}" y="{top - 8}"><tspan fill="#ef6c00">━ canary '
-                f'{escape(timeline.canary)}</tspan>  <tspan fill="#757575">┅ baseline '
-                f"{escape(timeline.baseline)}</tspan></text>"
+                f'<text class="legend" x="{plot_right}" y="{top - 8}" text-anchor="end">'
+                f'<tspan fill="#ef6c00">━ canary {escape(_short(timeline.canary))}</tspan>'
+                f'  <tspan fill="#757575">┅ baseline {escape(_short(timeline.baseline))}</tspan>'
+                "</text>"
             )
     chart_bottom = TOP + len(panels) * PANEL + (len(panels) - 1) * GAP
     labelled: list[tuple[float, list[str]]] = []
@@ -138,13 +156,17 @@ def chart_svg(timeline: Timeline) -> str:
                      dash="3 3", title=f"step {number}: {step.label}")
         )  # fmt: skip
         if labelled and at - labelled[-1][0] < _NEAR:
-            labelled[-1][1].append(str(number))
+            labelled[-1][1].append(step_label(step.label))
         else:
-            labelled.append((at, [str(number)]))
-    for at, numbers in labelled:
+            labelled.append((at, [step_label(step.label)]))
+    for i, (at, labels) in enumerate(labelled):
+        room = (labelled[i + 1][0] if i + 1 < len(labelled) else plot_right) - at - 4
+        text = " · ".join(labels)
+        fits = max(int(room / _CHAR), 1)
+        shown = text if len(text) <= fits else text[: max(fits - 1, 0)] + "…"
         out.append(
             f'<text class="step-label" x="{at + 2:.1f}" y="{TOP - 22}" fill="#777">'
-            f"{escape(','.join(numbers))}</text>"
+            f"<title>{escape(text)}</title>{escape(shown)}</text>"
         )
     endings: list[tuple[float, str, str]] = []
     for ending in timeline.endings:
@@ -166,6 +188,35 @@ def chart_svg(timeline: Timeline) -> str:
     out.append(time_axis(x, span, chart_bottom + 18))
     out.append("</svg>")
     return "".join(out)
+
+
+_CHAR = 6.2
+"""Pixels per character of the 11px sans-serif labels, to cut a label before it overlaps."""
+_NAME_CHARS = 40
+"""A model name longer than this is cut in the legend (the page's header shows it whole)."""
+
+
+def _short(name: str) -> str:
+    return name if len(name) <= _NAME_CHARS else name[: _NAME_CHARS - 1] + "…"
+
+
+_STEP_WORDS = (
+    (re.compile(r"set_weight ([\d.]+)%"), lambda m: f"{m[1]}%"),
+    (re.compile(r"pause ([\d.]+)s"), lambda m: format_seconds(float(m[1]))),
+    (re.compile(r"pause until approved"), lambda m: "approval"),
+    (re.compile(r"hold for one analysis"), lambda m: "1 analysis"),
+    (re.compile(r"shadow ([\d.]+)%.*"), lambda m: f"shadow {m[1]}%"),
+)
+
+
+def step_label(describe: str) -> str:
+    """A step as a person reads it on the chart: `set_weight 5%` → 5%, `pause 300s` → 5m,
+    `pause until approved` → approval; anything else as journaled."""
+    for pattern, word in _STEP_WORDS:
+        match = pattern.fullmatch(describe)
+        if match:
+            return word(match)
+    return describe
 
 
 def _at_times(analyses: Sequence[Analysis], points: Sequence[Point]) -> list[str]:

@@ -3,7 +3,10 @@ step boundaries, the rollback or promotion, and every analysis. Pure: records in
 
 The journal is the only source, so a report can be drawn on any machine that has the state
 database, long after the run; metric values are the canary's and baseline's as each analysis
-judged them, so only metrics the runbook's SLOs name can appear.
+judged them, so only metrics the runbook's SLOs name can appear. An absolute SLO's check
+carries no baseline value (the baseline is not judged), so the baseline's is measured from the
+counts the analysis journaled with it, by the same formula: the chart compares the two arms
+whatever kind of bound the runbook set.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from canaryctl.controller.store import EventRecord, RunRecord
+from canaryctl.metrics.base import Observation
+from canaryctl.metrics.measures import measure
 
 __all__ = ["Analysis", "Marker", "Timeline", "timeline"]
 
@@ -64,6 +69,8 @@ class Timeline:
     metrics: dict[str, dict[str, tuple[Point, ...]]] = field(default_factory=dict)
     """metric -> variant role (canary, baseline) -> points, for error_rate and p95 latency"""
     steps: tuple[Marker, ...] = ()
+    shadows: tuple[tuple[float, float], ...] = ()
+    """(start, end) of each shadow step: the candidate judged on mirrored traffic, at weight 0."""
     endings: tuple[Marker, ...] = ()
     analyses: tuple[Analysis, ...] = ()
     events: tuple[EventRecord, ...] = ()
@@ -91,6 +98,7 @@ class Timeline:
                 for metric, roles in self.metrics.items()
             },
             "steps": [{"at": m.at, "label": m.label} for m in self.steps],
+            "shadows": [list(span) for span in self.shadows],
             "endings": [{"at": m.at, "label": m.label, "kind": m.kind} for m in self.endings],
             "analyses": [
                 {"at": a.at, "weight": a.weight, "outcome": a.outcome, "reason": a.reason,
@@ -101,6 +109,20 @@ class Timeline:
 
 
 CHARTED = ("error_rate", "latency_p95_seconds")
+
+
+def _measured(metric: str, data: dict[str, Any], role: str) -> float | None:
+    """`role`'s (baseline or canary) value of `metric` from the counts an analysis journaled;
+    None where the record has no counts for it (older runs, a damaged record)."""
+    variant = data.get(role)
+    observation = data.get("observation")
+    if not isinstance(variant, str) or not isinstance(observation, dict):
+        return None
+    try:
+        stats = Observation.from_dict(observation).variants.get(variant)
+    except (KeyError, TypeError, ValueError):
+        return None
+    return None if stats is None or stats.requests <= 0 else measure(metric, stats)
 
 
 def timeline(record: RunRecord, events: Sequence[EventRecord]) -> Timeline:
@@ -136,13 +158,21 @@ def timeline(record: RunRecord, events: Sequence[EventRecord]) -> Timeline:
                 continue
             if check.get("canary_value") is not None:
                 metrics[metric]["canary"].append((at, check["canary_value"]))
-            if check.get("baseline_value") is not None:
-                metrics[metric]["baseline"].append((at, check["baseline_value"]))
+            baseline_value = check.get("baseline_value")
+            if baseline_value is None:
+                baseline_value = _measured(metric, data, "baseline")
+            if baseline_value is not None:
+                metrics[metric]["baseline"].append((at, baseline_value))
 
     steps = tuple(
         Marker(e.at - start, e.data.get("describe", ""), "step")
         for e in events
         if e.type == "step_started"
+    )
+    shadows = tuple(
+        (step.at, steps[i + 1].at if i + 1 < len(steps) else last - start)
+        for i, step in enumerate(steps)
+        if step.label.startswith("shadow")
     )
     endings = tuple(
         Marker(e.at - start, _ENDINGS[e.data["to"]], e.data["to"])
@@ -164,6 +194,7 @@ def timeline(record: RunRecord, events: Sequence[EventRecord]) -> Timeline:
         weight=tuple(weight),
         metrics={m: {r: tuple(p) for r, p in roles.items() if p} for m, roles in metrics.items()},
         steps=steps,
+        shadows=shadows,
         endings=endings,
         analyses=tuple(analyses),
         events=tuple(events),

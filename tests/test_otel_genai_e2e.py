@@ -1,0 +1,88 @@
+"""canaryctl judging a rollout from OpenTelemetry's GenAI metrics alone: an app on the official
+OpenAI client, instrumented by `opentelemetry-instrumentation-openai-v2` and exported for a real
+Prometheus (examples/openai_otel_app.py), asks the flag for its model per request and calls the
+lab's providers directly, with no canaryctl gateway in the path. Through the shipped `otel-genai`
+profile a canary failing half its calls is rolled back and a healthy one promoted."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from loopback import free_port
+from prometheus_server import PrometheusServer, eventually, running_prometheus
+
+from canaryctl.controller import run_rollout
+from canaryctl.lab import LabStack
+from canaryctl.runbook import Rollout, parse_document
+
+pytestmark = pytest.mark.e2e
+
+APP = Path(__file__).resolve().parent.parent / "examples" / "openai_otel_app.py"
+FAST = {"median": 0.01, "p95": 0.03}
+FLAG = "model-flag"
+
+
+@pytest.fixture
+def world(
+    tmp_path: Path, make_lab: Callable[..., Any], write_flags: Callable[..., Path]
+) -> Iterator[tuple[Path, PrometheusServer]]:
+    flags = write_flags(["base", "good", "bad"])
+    lab = make_lab([
+        {"name": "base", "latency": FAST},
+        {"name": "good", "latency": FAST},
+        {"name": "bad", "latency": FAST, "errors": {"rate": 0.5, "kinds": {"500": 1.0}}},
+    ])  # fmt: skip
+    port = free_port()
+    with LabStack(lab, flags_path=flags, traffic=False) as stack:
+        models = [f"--model={n}={url}/v1" for n, url in stack.provider_urls.items()]
+        app = subprocess.Popen(
+            [sys.executable, str(APP), "--flags", str(flags), "--flag", FLAG, *models,
+             "--metrics-port", str(port), "--rate", "40"],
+            stdout=subprocess.DEVNULL, stderr=(tmp_path / "app.log").open("wb"),
+        )  # fmt: skip
+        try:
+            with running_prometheus(tmp_path) as prometheus:
+                prometheus.scrape(f"http://127.0.0.1:{port}/metrics")
+                seen = ('sum(gen_ai_client_operation_duration_seconds_count'
+                        '{gen_ai_request_model="base"})')
+                eventually("the app's calls to base", lambda: (prometheus.value(seen) or 0) > 20)
+                yield flags, prometheus
+        finally:
+            app.terminate()
+            app.wait(timeout=20)
+
+
+def rollout(flags: Path, prometheus: PrometheusServer, canary: str) -> Rollout:
+    document = {
+        "apiVersion": "canaryctl/v1",
+        "kind": "Rollout",
+        "metadata": {"name": f"to-{canary}"},
+        "spec": {
+            "flag": {"provider": "file", "path": str(flags), "key": FLAG, "baseline": "base",
+                     "canary": canary},
+            "metrics": {"provider": "prometheus", "url": prometheus.url, "profile": "otel-genai"},
+            "slos": [{"metric": "error_rate", "max": 0.05},
+                     {"metric": "latency_p95_seconds", "max": 2.0}],
+            "analysis": {"interval": "3s", "min_requests": 15, "method": "threshold",
+                         "failure_limit": 0, "inconclusive_limit": 20},
+            "steps": [{"set_weight": 50}, {"pause": "9s"}, {"set_weight": 100}, {"pause": "6s"}],
+        },
+    }  # fmt: skip
+    return parse_document(yaml.safe_dump(document), "rollout.yaml", expect=Rollout)
+
+
+def test_a_failing_canary_is_rolled_back_and_a_healthy_one_promoted_from_otel_metrics(
+    tmp_path: Path, world: tuple[Path, PrometheusServer]
+) -> None:
+    flags, prometheus = world
+    bad = run_rollout(rollout(flags, prometheus, "bad"), state_path=tmp_path / "bad.db")
+    assert bad.outcome == "rolled_back", bad.reason
+    assert "error_rate" in bad.reason
+    good = run_rollout(rollout(flags, prometheus, "good"), state_path=tmp_path / "good.db")
+    assert good.outcome == "promoted", good.reason
