@@ -131,6 +131,8 @@ def test_every_rule_and_panel_returns_series_on_lab_data(
         group["interval"] = "1s"  # the test's pace, not the expressions', changes
     (tmp_path / "rules.yml").write_text(yaml.safe_dump(rules))
     lab = parse_document((DEFAULTS / "lab.yaml").read_text(), "lab.yaml", expect=Lab)
+    traffic = lab.spec.traffic.model_copy(update={"stream": 0.3})  # first-token histograms too
+    lab = lab.model_copy(update={"spec": lab.spec.model_copy(update={"traffic": traffic})})
     with LabStack(lab, flags_path=lab_flags) as stack, running_prometheus(tmp_path) as prometheus:
         prometheus.rule_files = [str(tmp_path / "rules.yml")]
         prometheus.scrape(stack.metrics_url, controller_metrics, guard_metrics)
