@@ -1,0 +1,211 @@
+"""A rate's `max_increase` is a test of canary rate - baseline rate, through `assess` as the
+controller calls it: the measured cases of a canary promoted against a clean baseline are rolled
+back, by both methods, and a canary within its margin is not (alpha, with a Clopper-Pearson bound).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from scipy.stats import beta
+
+from canaryctl.analysis import Outcome, assess
+from canaryctl.analysis.betting import SCALES
+from canaryctl.analysis.rate_difference import RateDifference
+from canaryctl.metrics import Observation, VariantStats
+from canaryctl.runbook.rollout import AnalysisSpec, SloSpec
+
+INTERVAL = 30.0
+
+
+@dataclass(frozen=True)
+class Arm:
+    """A variant's chance per request of each outcome."""
+
+    errors: float = 0.0
+    fallbacks: float = 0.0
+    filtered: float = 0.0
+    rejected: float = 0.0
+
+
+def _binomial(rng: random.Random, n: int, p: float) -> int:
+    return sum(rng.random() < p for _ in range(n)) if p > 0 else 0
+
+
+def _draw(rng: random.Random, n: int, arm: Arm) -> VariantStats:
+    rejected = _binomial(rng, n, arm.rejected)
+    errors = _binomial(rng, n - rejected, arm.errors)
+    fallbacks = _binomial(rng, n - rejected - errors, arm.fallbacks)
+    filtered = _binomial(rng, n - rejected - errors - fallbacks, arm.filtered)
+    return VariantStats(n, errors, fallbacks, filtered=filtered, rejected=rejected)
+
+
+def _add(a: VariantStats, b: VariantStats) -> VariantStats:
+    return VariantStats(
+        requests=a.requests + b.requests,
+        errors=a.errors + b.errors,
+        fallbacks=a.fallbacks + b.fallbacks,
+        filtered=a.filtered + b.filtered,
+        rejected=a.rejected + b.rejected,
+    )
+
+
+def rollout(
+    slo: dict[str, Any],
+    method: str,
+    canary: Arm,
+    baseline: Arm,
+    weights: list[tuple[float, int]],
+    seed: int,
+) -> tuple[Outcome, int, str]:
+    """Run the steps (weight, intervals) at 40-60 requests/s, each step's window growing from
+    its start as the gateway's counters do, through `assess`; (the last outcome, the analyses
+    it took, the reason). A failed analysis rolls back (failure_limit 0)."""
+    rng = random.Random(seed)
+    spec = AnalysisSpec(method=method, interval=INTERVAL, min_requests=100)
+    slos = [SloSpec(**slo)]
+    ledger: dict[str, Any] = {}
+    looks, now = 0, 0.0
+    verdict = None
+    for weight, intervals in weights:
+        start = now
+        windows = {"canary": VariantStats(), "baseline": VariantStats()}
+        for _ in range(intervals):
+            now += INTERVAL
+            requests = round(rng.uniform(40, 60) * INTERVAL)
+            to_canary = sum(rng.random() < weight / 100 for _ in range(requests))
+            windows = {
+                "canary": _add(windows["canary"], _draw(rng, to_canary, canary)),
+                "baseline": _add(windows["baseline"], _draw(rng, requests - to_canary, baseline)),
+            }
+            verdict, ledger = assess(
+                slos, spec, Observation(start, now, dict(windows)), ledger,
+                baseline="baseline", canary="canary", baseline_served=weight < 100,
+            )  # fmt: skip
+            looks += 1
+            if verdict.outcome is Outcome.FAIL:
+                return verdict.outcome, looks, verdict.reason
+    assert verdict is not None
+    return verdict.outcome, looks, verdict.reason
+
+
+ERRORS = {"metric": "error_rate", "compare": "baseline", "max_increase": 0.01}
+METHODS = ["sequential", "threshold"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_canary_failing_half_its_requests_against_a_clean_baseline_is_rolled_back_at_once(
+    method: str, seed: int
+) -> None:
+    """The issue's run: baseline answering 200 always, canary 500 on half its requests, 5% and
+    then 50% of 40-60 requests/s. Before, every analysis said "no evidence the canary is worse"
+    and it was promoted; now it is rolled back within three analyses of its first weight."""
+    outcome, looks, reason = rollout(
+        ERRORS, method, Arm(errors=0.5), Arm(), [(5, 10), (50, 10)], seed
+    )
+    assert outcome is Outcome.FAIL, reason
+    assert looks <= 3
+    assert "error_rate <= baseline + 0.01" in reason
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize(
+    "slo, canary",
+    [
+        ({"metric": "filtered_rate", "compare": "baseline", "max_increase": 0.01},
+         Arm(filtered=0.30)),
+        # The README's own example of a relative rejected_rate; the canary refuses 11-15%.
+        ({"metric": "rejected_rate", "compare": "baseline", "max_increase": 0.01},
+         Arm(rejected=0.13)),
+        ({"metric": "fallback_rate", "compare": "baseline", "max_increase": 0.01},
+         Arm(fallbacks=0.2)),
+    ],
+)  # fmt: skip
+def test_every_rate_metric_with_max_increase_fails_a_canary_far_beyond_a_clean_baseline(
+    method: str, slo: dict[str, Any], canary: Arm
+) -> None:
+    outcome, looks, reason = rollout(slo, method, canary, Arm(), [(5, 10), (50, 10)], seed=4)
+    assert outcome is Outcome.FAIL, reason
+    assert looks <= 4
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("seed", [5, 6])
+def test_a_canary_at_four_percent_against_none_is_rolled_back_at_30_then_50_percent(
+    method: str, seed: int
+) -> None:
+    """The issue's 30% -> 50% run: the canary at 3.7-4.5% errors against 0%, max_increase 0.01."""
+    rng = random.Random(seed)
+    outcome, _, reason = rollout(
+        ERRORS, method, Arm(errors=rng.uniform(0.037, 0.045)), Arm(), [(30, 10), (50, 10)], seed
+    )
+    assert outcome is Outcome.FAIL, reason
+
+
+def clopper_pearson_upper(failures: int, runs: int, confidence: float = 0.95) -> float:
+    """The one-sided upper confidence bound of a binomial proportion (Clopper & Pearson 1934)."""
+    return 1.0 if failures >= runs else float(beta.ppf(confidence, failures + 1, runs - failures))
+
+
+@pytest.mark.parametrize("baseline_rate", [0.0, 0.001])
+def test_a_canary_exactly_at_its_margin_is_rolled_back_at_most_alpha_of_the_time(
+    baseline_rate: float,
+) -> None:
+    """A canary at baseline + 0.01 exactly, through 5%, 25% and 50% (ten analyses each), over a
+    seeded simulation: the rollbacks' 95% Clopper-Pearson upper bound stays under alpha."""
+    runs, failed = 120, 0
+    for seed in range(runs):
+        outcome, _, _ = rollout(
+            ERRORS, "sequential", Arm(errors=baseline_rate + 0.01), Arm(errors=baseline_rate),
+            [(5, 10), (25, 10), (50, 10)], seed,
+        )  # fmt: skip
+        failed += outcome is Outcome.FAIL
+    assert clopper_pearson_upper(failed, runs) <= AnalysisSpec().alpha, failed
+
+
+def test_the_e_value_is_the_mixture_of_per_interval_bets_on_the_topped_up_share() -> None:
+    """X = C / (C + B + margin·n_b) against π = n_c / N, each interval one bet of weight
+    N·(the baseline's rate before it + margin), computed here from the formulas."""
+    margin = 0.01
+    intervals = [(3, 100, 1, 900), (0, 200, 0, 800), (9, 500, 2, 500)]  # C, n_c, B, n_b
+    test = RateDifference(margin)
+    for interval in intervals:
+        test = test.observe(*interval)
+
+    def wealth(scale: float) -> float:
+        product, seen_b, seen_nb = 1.0, 0, 0
+        for c, n_c, b, n_b in intervals:
+            total = n_c + n_b
+            share = n_c / total
+            weight = total * ((seen_b / seen_nb if seen_nb else 0.0) + margin)
+            stake = weight * scale / (1 + share * weight * scale)
+            product *= 1 + stake * (c / (c + b + margin * n_b) - share)
+            seen_b, seen_nb = seen_b + b, seen_nb + n_b
+        return product
+
+    assert test.e_value() == pytest.approx(sum(map(wealth, SCALES)) / len(SCALES), rel=1e-9)
+    difference = sum((c * nb - b * nc) / (nc + nb) for c, nc, b, nb in intervals)
+    weights = sum(nc * nb / (nc + nb) for _, nc, _, nb in intervals)
+    assert test.estimate() == pytest.approx(difference / weights)
+
+
+def test_the_topped_up_share_has_mean_at_most_the_canarys_share_at_the_margin() -> None:
+    """Exactly, by enumerating one interval of independent requests (Poisson counts) at the
+    null's edge, p_c = p_b + margin, for a clean baseline and a failing one."""
+    for p_b in (0.0, 0.02):
+        n_c, n_b, margin = 40, 60, 0.05
+        a, b = n_c * (p_b + margin), n_b * p_b
+
+        def poisson(k: int, mean: float) -> float:
+            return math.exp(-mean) * mean**k / math.factorial(k) if mean > 0 else float(k == 0)
+
+        mean = sum(
+            poisson(c, a) * poisson(k, b) * c / (c + k + margin * n_b)
+            for c in range(40) for k in range(30)
+        )  # fmt: skip
+        assert mean <= n_c / (n_c + n_b) + 1e-12
