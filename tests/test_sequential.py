@@ -657,7 +657,7 @@ def test_latency_without_a_bucket_edge_to_hold_the_canary_to_falls_back_to_its_t
     assert "judged by threshold" in verdict.checks[0].reason
 
 
-def test_threshold_method_keeps_the_ledger_untouched() -> None:
+def test_threshold_method_keeps_no_tests_only_the_guard_and_the_baselines_window() -> None:
     specs = [SloSpec(**ERRORS_NO_WORSE[0])]
     observation = window(0, 30, VariantStats(100, 4), VariantStats(100, 1))
     verdict, ledger = assess(
@@ -669,7 +669,10 @@ def test_threshold_method_keeps_the_ledger_untouched() -> None:
         canary="canary",
     )
     assert verdict.outcome is Outcome.FAIL  # today's behaviour: 4% > 1%
-    assert ledger == {LEDGER_KEY: {"answered": True}}  # only the built-in canary check's memory
+    # The built-in canary check's memory, and the baseline's window for a weight it serves not.
+    assert ledger[LEDGER_KEY] == {"answered": True}
+    assert ledger["baseline_window"]["stats"]["requests"] == 100
+    assert set(ledger) == {LEDGER_KEY, "baseline_window"}
     assert verdict.checks[0].evidence is None
 
 

@@ -1,6 +1,9 @@
-"""A rate's `max_increase` is a test of canary rate - baseline rate, through `assess` as the
-controller calls it: the measured cases of a canary promoted against a clean baseline are rolled
-back, by both methods, and a canary within its margin is not (alpha, with a Clopper-Pearson bound).
+"""Relative bounds, through `assess` as the controller calls it (issue 23).
+
+A rate's `max_increase` is a test of canary rate - baseline rate: the measured cases of a canary
+promoted against a clean baseline are rolled back, by both methods, and a canary within its
+margin is not (alpha, with a Clopper-Pearson bound). Every weight is judged: at 100%, where the
+baseline serves nothing, a relative SLO is judged against the baseline's last window before.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ from typing import Any
 import pytest
 from scipy.stats import beta
 
-from canaryctl.analysis import Outcome, assess
+from canaryctl.analysis import Outcome, Verdict, assess
 from canaryctl.analysis.betting import SCALES
+from canaryctl.analysis.last_window import rate_upper_bound
 from canaryctl.analysis.rate_difference import RateDifference
 from canaryctl.metrics import Observation, VariantStats
 from canaryctl.runbook.rollout import AnalysisSpec, SloSpec
@@ -55,42 +59,59 @@ def _add(a: VariantStats, b: VariantStats) -> VariantStats:
 
 
 def rollout(
-    slo: dict[str, Any],
+    slo: dict[str, Any] | list[dict[str, Any]],
     method: str,
     canary: Arm,
     baseline: Arm,
     weights: list[tuple[float, int]],
     seed: int,
+    at_full: Arm | None = None,
 ) -> tuple[Outcome, int, str]:
     """Run the steps (weight, intervals) at 40-60 requests/s, each step's window growing from
     its start as the gateway's counters do, through `assess`; (the last outcome, the analyses
-    it took, the reason). A failed analysis rolls back (failure_limit 0)."""
+    it took, the reason). A failed analysis rolls back (failure_limit 0). `at_full` is the
+    canary at 100%, if not `canary`."""
+    verdicts = analyses(slo, method, canary, baseline, weights, seed, at_full)
+    verdict = verdicts[-1][1]
+    return verdict.outcome, len(verdicts), verdict.reason
+
+
+def analyses(
+    slo: dict[str, Any] | list[dict[str, Any]],
+    method: str,
+    canary: Arm,
+    baseline: Arm,
+    weights: list[tuple[float, int]],
+    seed: int,
+    at_full: Arm | None = None,
+) -> list[tuple[float, Verdict]]:
+    """Every analysis of `rollout` with its weight, up to the first that fails."""
     rng = random.Random(seed)
     spec = AnalysisSpec(method=method, interval=INTERVAL, min_requests=100)
-    slos = [SloSpec(**slo)]
+    slos = [SloSpec(**one) for one in (slo if isinstance(slo, list) else [slo])]
     ledger: dict[str, Any] = {}
-    looks, now = 0, 0.0
-    verdict = None
+    now = 0.0
+    verdicts: list[tuple[float, Verdict]] = []
     for weight, intervals in weights:
         start = now
+        arm = at_full if weight == 100 and at_full is not None else canary
         windows = {"canary": VariantStats(), "baseline": VariantStats()}
         for _ in range(intervals):
             now += INTERVAL
             requests = round(rng.uniform(40, 60) * INTERVAL)
             to_canary = sum(rng.random() < weight / 100 for _ in range(requests))
             windows = {
-                "canary": _add(windows["canary"], _draw(rng, to_canary, canary)),
+                "canary": _add(windows["canary"], _draw(rng, to_canary, arm)),
                 "baseline": _add(windows["baseline"], _draw(rng, requests - to_canary, baseline)),
             }
             verdict, ledger = assess(
                 slos, spec, Observation(start, now, dict(windows)), ledger,
                 baseline="baseline", canary="canary", baseline_served=weight < 100,
             )  # fmt: skip
-            looks += 1
+            verdicts.append((weight, verdict))
             if verdict.outcome is Outcome.FAIL:
-                return verdict.outcome, looks, verdict.reason
-    assert verdict is not None
-    return verdict.outcome, looks, verdict.reason
+                return verdicts
+    return verdicts
 
 
 ERRORS = {"metric": "error_rate", "compare": "baseline", "max_increase": 0.01}
@@ -209,3 +230,63 @@ def test_the_topped_up_share_has_mean_at_most_the_canarys_share_at_the_margin() 
             for c in range(40) for k in range(30)
         )  # fmt: skip
         assert mean <= n_c / (n_c + n_b) + 1e-12
+
+
+# -- every weight is judged -----------------------------------------------------------------------
+
+RELATIVE_ONLY = [
+    ERRORS,
+    {"metric": "filtered_rate", "compare": "baseline", "max_ratio": 2.0},
+]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_healthy_canary_with_only_relative_slos_is_judged_and_passes_at_100(
+    method: str,
+) -> None:
+    """Before, at 100% the analysis had no check at all and ended `inconclusive: not enough
+    data ()`, rolling a healthy canary back. Now each relative SLO is judged against the
+    baseline's last window before that weight, and says so."""
+    healthy = Arm(errors=0.005, filtered=0.01)
+    verdicts = analyses(RELATIVE_ONLY, method, healthy, healthy, [(5, 10), (50, 10), (100, 10)], 7)
+    at_full = [verdict for weight, verdict in verdicts if weight == 100]
+    assert len(at_full) == 10
+    assert all(v.outcome is not Outcome.FAIL for v in at_full), at_full[-1].reason
+    assert at_full[-1].outcome is Outcome.PASS
+    for check in at_full[-1].checks:
+        assert "judged against the baseline's last window before this weight" in check.reason
+        assert check.baseline_requests > 0 and check.baseline_value is not None
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_canary_that_fails_half_its_requests_at_100_is_rolled_back_there(method: str) -> None:
+    healthy = Arm()  # (the threshold method rolls back noise at 5%: docs/analysis.md)
+    verdicts = analyses(
+        ERRORS, method, healthy, healthy, [(5, 10), (50, 10), (100, 10)], 8,
+        at_full=Arm(errors=0.5),
+    )  # fmt: skip
+    weight, verdict = verdicts[-1]
+    assert (weight, verdict.outcome) == (100, Outcome.FAIL)
+    assert len(verdicts) <= 20 + 3  # within three analyses of reaching 100%
+    assert verdict.reason.startswith("error_rate <= baseline + 0.01: judged against the baseline")
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_relative_slo_with_no_earlier_window_says_by_name_it_cannot_be_judged(
+    method: str,
+) -> None:
+    verdicts = analyses(RELATIVE_ONLY, method, Arm(), Arm(), [(100, 3)], 9)
+    for _, verdict in verdicts:
+        assert verdict.outcome is Outcome.INCONCLUSIVE
+        assert verdict.reason  # never `inconclusive: not enough data ()`
+        for slo in ("error_rate <= baseline + 0.01", "filtered_rate <= baseline x 2"):
+            assert f"{slo}: cannot be judged at this weight" in verdict.reason
+
+
+def test_the_baseline_rate_bound_holds_by_chernoff() -> None:
+    """The sequential stand-in holds the canary to an upper bound of the baseline's rate:
+    trials · KL(observed || bound) = ln(1/alpha), computed here in closed form at 0 events."""
+    assert rate_upper_bound(0, 600, 0.05) == pytest.approx(1 - math.exp(-math.log(20) / 600))
+    bound = rate_upper_bound(6, 600, 0.05)
+    kl = 0.01 * math.log(0.01 / bound) + 0.99 * math.log(0.99 / (1 - bound))
+    assert bound > 0.01 and 600 * kl == pytest.approx(math.log(20), rel=1e-6)
