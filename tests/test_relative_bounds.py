@@ -290,3 +290,57 @@ def test_the_baseline_rate_bound_holds_by_chernoff() -> None:
     bound = rate_upper_bound(6, 600, 0.05)
     kl = 0.01 * math.log(0.01 / bound) + 0.99 * math.log(0.99 / (1 - bound))
     assert bound > 0.01 and 600 * kl == pytest.approx(math.log(20), rel=1e-6)
+
+
+def _latencies(requests: float, slow_share: float) -> tuple[tuple[float, float], ...]:
+    """A histogram with a share of requests between 2 and 5 s, the rest under 0.5 s."""
+    fast = requests * (1 - slow_share)
+    edges = (0.25, 0.5, 1.0, 2.0, 5.0, math.inf)
+    counts = (fast / 2, fast, fast, fast, requests, requests)
+    return tuple(zip(edges, counts, strict=True))
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize(
+    "slo, healthy, worse",
+    [
+        ({"metric": "latency_p95_seconds", "compare": "baseline", "max_ratio": 1.5},
+         {"latency_buckets": _latencies(3000, 0.0)},
+         {"latency_buckets": _latencies(3000, 0.5)}),
+        ({"metric": "cost_per_query_usd", "compare": "baseline", "max_ratio": 1.2},
+         {"cost_usd": 3000 * 0.001}, {"cost_usd": 3000 * 0.003}),
+        ({"metric": "quality_score", "compare": "baseline", "max_decrease": 0.05},
+         {"quality_sum": 0.9 * 1000, "quality_count": 1000},
+         {"quality_sum": 0.6 * 1000, "quality_count": 1000}),
+    ],
+)  # fmt: skip
+def test_latency_cost_and_quality_at_100_are_held_to_the_baselines_last_window(
+    method: str, slo: dict[str, Any], healthy: dict[str, Any], worse: dict[str, Any]
+) -> None:
+    """The baseline's window at 50% sets the bound; at 100% a canary like it passes and one
+    far beyond it fails, every analysis for a minute apart."""
+    spec = AnalysisSpec(method=method, interval=INTERVAL, min_requests=100)
+    slos = [SloSpec(**slo)]
+    baseline = VariantStats(3000, **healthy)
+    outcomes = {}
+    for name, canary in (("healthy", healthy), ("worse", worse)):
+        ledger: dict[str, Any] = {}
+        half = Observation(0, 60, {"canary": VariantStats(3000, **healthy), "baseline": baseline})
+        _, ledger = assess(slos, spec, half, ledger, baseline="baseline", canary="canary")
+        for minute in range(1, 11):
+            scaled = {k: v if k == "latency_buckets" else v * minute for k, v in canary.items()}
+            if "latency_buckets" in canary:
+                scaled["latency_buckets"] = tuple(
+                    (e, c * minute) for e, c in canary["latency_buckets"]
+                )
+            full = Observation(
+                60, 60 + 60 * minute, {"canary": VariantStats(3000 * minute, **scaled)}
+            )
+            verdict, ledger = assess(slos, spec, full, ledger, baseline="baseline", canary="canary",
+                                     baseline_served=False)  # fmt: skip
+            if verdict.outcome is Outcome.FAIL:
+                break
+        outcomes[name] = verdict
+    assert outcomes["healthy"].outcome is Outcome.PASS, outcomes["healthy"].reason
+    assert outcomes["worse"].outcome is Outcome.FAIL, outcomes["worse"].reason
+    assert "judged against the baseline's last window" in outcomes["worse"].reason

@@ -1025,3 +1025,17 @@ def test_bounds_at_the_low_end_of_the_grid_are_that_end() -> None:
     assert clean.upper_bound(0.05) == pytest.approx(first) and clean.lower_bound(0.05) == 0.0
     assert third.lower_bound(0.05) == pytest.approx(first)
     assert third.upper_bound(0.05) == pytest.approx(2 ** ((GRID[0] + 4) / 4))
+
+
+def test_a_ledger_that_tested_max_increase_as_a_ratio_starts_the_difference_test_afresh() -> None:
+    """A run resumed from before issue 23 holds a ratio test under the SLO's key: it is
+    replaced by a fresh difference test (skipping data keeps the guarantee), not misread."""
+    slos = [{"metric": "error_rate", "compare": "baseline", "max_increase": 0.01}]
+    old = {"kind": "count", "edges": None, "ratio": RateRatio(1.0).to_dict(),
+           "rejected": False, "untestable": None}  # fmt: skip
+    key = "0:error_rate <= baseline + 0.01"
+    ledger = {"window": None, "seen": {}, "tests": {key: old}}
+    verdict, after = judge(slos, window(0, 30, VariantStats(100, 1), VariantStats(900, 9)), ledger)
+    evidence = verdict.checks[0].evidence
+    assert evidence is not None and evidence.samples == 1
+    assert after["tests"][key]["kind"] == "difference"
