@@ -191,7 +191,8 @@ def test_a_canary_exactly_at_its_margin_is_rolled_back_at_most_alpha_of_the_time
 
 def test_the_e_value_is_the_mixture_of_per_interval_bets_on_the_topped_up_share() -> None:
     """X = C / (C + B + margin·n_b) against π = n_c / N, each interval one bet of weight
-    N·(the baseline's rate before it + margin), computed here from the formulas."""
+    n_c·(the canary's rate before it) + n_b·(the baseline's rate before it + margin), computed
+    here from the formulas."""
     margin = 0.01
     intervals = [(3, 100, 1, 900), (0, 200, 0, 800), (9, 500, 2, 500)]  # C, n_c, B, n_b
     test = RateDifference(margin)
@@ -199,14 +200,15 @@ def test_the_e_value_is_the_mixture_of_per_interval_bets_on_the_topped_up_share(
         test = test.observe(*interval)
 
     def wealth(scale: float) -> float:
-        product, seen_b, seen_nb = 1.0, 0, 0
+        product, seen = 1.0, [0, 0, 0, 0]  # canary errors, requests, baseline errors, requests
         for c, n_c, b, n_b in intervals:
-            total = n_c + n_b
-            share = n_c / total
-            weight = total * ((seen_b / seen_nb if seen_nb else 0.0) + margin)
+            share = n_c / (n_c + n_b)
+            rate_c = seen[0] / seen[1] if seen[1] else 0.0
+            rate_b = seen[2] / seen[3] if seen[3] else 0.0
+            weight = max(n_c * rate_c + n_b * (rate_b + margin), 1.0)
             stake = weight * scale / (1 + share * weight * scale)
             product *= 1 + stake * (c / (c + b + margin * n_b) - share)
-            seen_b, seen_nb = seen_b + b, seen_nb + n_b
+            seen = [seen[0] + c, seen[1] + n_c, seen[2] + b, seen[3] + n_b]
         return product
 
     assert test.e_value() == pytest.approx(sum(map(wealth, SCALES)) / len(SCALES), rel=1e-9)

@@ -161,8 +161,8 @@ def as_judged(slo: SloSpec, check: Check, kept: Kept, value: float, window: Chec
             f"{evidence.samples:g} observations)"
         )
     where = (
-        f"judged against the baseline's last window before this weight ({kept.start:g} to "
-        f"{kept.end:g}, {kept.stats.requests:g} requests, {slo.subject} {value:.4g} there), "
+        f"judged against the baseline's last window before this weight ({kept.stats.requests:g} "
+        f"requests over {kept.end - kept.start:.0f} s, {slo.subject} {value:.4g} there), "
         f"held to {check.bound:.4g}"
     )
     return replace(

@@ -33,8 +33,8 @@ at most alpha (Waudby-Smith & Ramdas, "Estimating means of bounded random variab
 JRSS-B 2023; Ramdas, Grünwald, Vovk & Shafer, "Game-theoretic statistics and safe anytime-valid
 inference", Statistical Science 2023; Shafer & Vovk 2019). The mean bound holds over T, not given
 T, so the bet's weight may not depend on this interval's events (the ratio test's may): it is the
-events the interval is expected to hold at the null's edge, N·(p̂ + margin), with p̂ the baseline's
-rate before this interval (0 at first): predictable, so the guarantee does not depend on it.
+events C + B + c the interval would hold if each arm kept its rate so far, n_c·p̂_c + n_b·(p̂_b +
+margin) (rates 0 before the first interval): predictable, so the guarantee does not depend on it.
 A difference of two rates is also what a two-sample e-process for proportions tests (Turner,
 Ly & Grünwald, "Generic e-values for exact sequential k-sample tests that allow for optional
 stopping", 2021); theirs bets per request, this one per interval, so bursts cannot fake evidence.
@@ -80,7 +80,7 @@ class RateDifference:
         total = canary_events + baseline_events + topped
         wealth = self.wealth
         if total > 0:  # (margin 0 and no events: the interval carries no evidence either way)
-            weight = trials * (self.baseline_rate() + self.margin)
+            weight = self.expected_events(canary_trials, baseline_trials)
             wealth = grow(wealth, canary_events / total, max(weight, 1.0), share)
         return replace(
             self,
@@ -95,9 +95,13 @@ class RateDifference:
             weighted_trials=self.weighted_trials + canary_trials * baseline_trials / trials,
         )
 
-    def baseline_rate(self) -> float:
-        """The baseline's rate over the intervals so far (0 before any)."""
-        return self.baseline_events / self.baseline_trials if self.baseline_trials > 0 else 0.0
+    def expected_events(self, canary_trials: float, baseline_trials: float) -> float:
+        """The bet's weight: the events C + B + c an interval of these trials holds if each arm
+        keeps its rate so far (0 before any interval): predictable, so the guarantee does not
+        depend on it, and large once the canary has shown a high rate."""
+        canary = self.canary_events / self.canary_trials if self.canary_trials > 0 else 0.0
+        baseline = self.baseline_events / self.baseline_trials if self.baseline_trials > 0 else 0.0
+        return canary_trials * canary + baseline_trials * (baseline + self.margin)
 
     def e_value(self) -> float:
         """Evidence against "canary rate - baseline rate <= margin"."""
