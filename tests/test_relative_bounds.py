@@ -346,3 +346,29 @@ def test_latency_cost_and_quality_at_100_are_held_to_the_baselines_last_window(
     assert outcomes["healthy"].outcome is Outcome.PASS, outcomes["healthy"].reason
     assert outcomes["worse"].outcome is Outcome.FAIL, outcomes["worse"].reason
     assert "judged against the baseline's last window" in outcomes["worse"].reason
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_custom_query_against_the_baseline_is_held_to_its_last_window_at_100(
+    method: str,
+) -> None:
+    slo = SloSpec(
+        name="refusals", query='avg(refusal_share{variant="{{variant}}"})',
+        compare="baseline", max_increase=0.05,
+    )  # fmt: skip
+    spec = AnalysisSpec(method=method, min_requests=100)
+    both = {"canary": VariantStats(500), "baseline": VariantStats(500)}
+    half = Observation(0, 60, both, {"refusals": {"canary": 0.1, "baseline": 0.1}})
+    _, ledger = assess([slo], spec, half, {}, baseline="baseline", canary="canary")
+    outcomes = {}
+    for value in (0.12, 0.3):
+        full = Observation(60, 120, {"canary": VariantStats(1000)}, {"refusals": {"canary": value}})
+        verdict, _ = assess([slo], spec, full, ledger, baseline="baseline", canary="canary",
+                            baseline_served=False)  # fmt: skip
+        outcomes[value] = verdict
+    assert outcomes[0.12].outcome is Outcome.PASS, outcomes[0.12].reason
+    assert outcomes[0.3].outcome is Outcome.FAIL
+    assert outcomes[0.3].reason.startswith(
+        "refusals <= baseline + 0.05: judged against the baseline's last window before this "
+        "weight (500 requests over 60 s, refusals 0.1 there), held to 0.15"
+    )

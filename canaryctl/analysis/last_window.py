@@ -160,10 +160,10 @@ def as_judged(slo: SloSpec, check: Check, kept: Kept, value: float, window: Chec
             f"{evidence.threshold:.3g}, estimate {_show(evidence.estimate)} over "
             f"{evidence.samples:g} observations)"
         )
+    held = "" if check.bound is None else f", held to {check.bound:.4g}"
     where = (
         f"judged against the baseline's last window before this weight ({kept.stats.requests:g} "
-        f"requests over {kept.end - kept.start:.0f} s, {slo.subject} {value:.4g} there), "
-        f"held to {check.bound:.4g}"
+        f"requests over {kept.end - kept.start:.0f} s, {slo.subject} {value:.4g} there){held}"
     )
     return replace(
         check,
