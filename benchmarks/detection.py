@@ -34,6 +34,17 @@ by canaryctl's sequential bound test (canaryctl.analysis.bound) and by the thres
 the sequential test wrongly showed it within the bound (`sequential-within`); and a canary at
 twice the bound, against the SPRT of 2x the bound against the bound on its requests.
 
+Additive bounds against the baseline (`error_rate` within `max_increase: 0.01`) are simulated
+against a baseline at 0 and at 0.1% errors (drifting and bursting as above, the canary's rate
+the baseline's plus its excess in every minute): a canary exactly at the margin (alone, with
+bursts of 5, with shared outages) and canaries far beyond it (the issue's 50% against 0%, 4%
+against 0%, 3% against 0.1%), judged by canaryctl's difference test
+(canaryctl.analysis.rate_difference), by the ratio test that read `max_increase` before as a
+ratio 1 + 0.01 / (the baseline's rate so far) (`ratio-before`, which against a clean baseline
+could never fail), and by the threshold method (the step's window: canary rate > baseline
+rate + 0.01, from 100 requests an arm). The SPRT bound for them is Wald's test of the canary's
+rate at the baseline's plus the margin against its true rate, knowing the baseline's rate.
+
 The JSON it prints is one object:
 
     config        the simulation's constants and the number of rollouts per row
@@ -44,6 +55,8 @@ The JSON it prints is one object:
                                median_requests, p90_requests, ratio_to_sprt,
                                requests_ratio_to_sprt}}
     absolute      {aa: rows as in aa, regressions: rows as in regressions}
+    difference    {margin, rollouts: {aa, regression}, aa: rows as in aa,
+                   regressions: rows as in regressions}
     seconds       wall-clock seconds of the run
 
     python benchmarks/detection.py [--quick] [--seed 1] > docs/detection.json
@@ -63,6 +76,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from canaryctl.analysis.bound import BoundTest
+from canaryctl.analysis.rate_difference import RateDifference
 from canaryctl.analysis.rate_ratio import RateRatio
 
 ALPHA = 0.05
@@ -92,6 +106,10 @@ BOUND_AA_METHODS = (*BOUND_METHODS, "sequential-within")
 """At the bound, `sequential-within` counts the rollouts shown within the bound at some look:
 the passes a canary exactly at its bound should not get either (at most alpha of them)."""
 PER_EVENT_RATIOS = tuple(2 ** (steps / 4) for steps in (1, 2, 3, 4, 6, 8, 12))
+MARGIN = 0.01  # the difference rows: error_rate within max_increase 0.01 of the baseline
+DIFFERENCE_METHODS = ("sequential", "ratio-before", "threshold")
+DIFFERENCE_SIZES = {"aa": 1_000, "regression": 300}
+"""Rollouts per difference row (fewer than the rows above: the machine is shared)."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +120,8 @@ class Scenario:
     cluster: int = 1  # errors arrive in clusters of this size, all in one arm
     outage_chance: float = 0.0  # a minute of shared outage (OUTAGE_RATE, bursts, both arms)
     drift: float = DRIFT
+    baseline_rate: float = BASE_ERROR_RATE  # the common error rate, before drift and bursts
+    excess: float = 0.0  # the canary's rate is the baseline's times error_ratio, plus this
 
 
 AA = (
@@ -127,6 +147,20 @@ BOUND_AA = (
     Scenario("clusters of 5 and outages (beyond the bound in them)", cluster=5, outage_chance=0.05),
 )
 BOUND_REGRESSIONS = (Scenario("2x the bound", error_ratio=2.0),)
+DIFFERENCE_AA = (
+    Scenario("baseline 0%, canary at +0.01", baseline_rate=0.0, excess=MARGIN),
+    Scenario("baseline 0.1%, canary at +0.01", baseline_rate=0.001, excess=MARGIN),
+    Scenario("baseline 0.1%, equal canary", baseline_rate=0.001),
+    Scenario("baseline 0.1%, at +0.01, clusters of 5", baseline_rate=0.001, excess=MARGIN,
+             cluster=5),
+    Scenario("baseline 0.1%, at +0.01, shared outages", baseline_rate=0.001, excess=MARGIN,
+             outage_chance=0.05),
+)  # fmt: skip
+DIFFERENCE_REGRESSIONS = (
+    Scenario("baseline 0%, canary 50%", baseline_rate=0.0, excess=0.5),
+    Scenario("baseline 0%, canary 4%", baseline_rate=0.0, excess=0.04),
+    Scenario("baseline 0.1%, canary 3%", baseline_rate=0.001, excess=0.029),
+)
 
 
 # -- random counts --------------------------------------------------------------------------------
@@ -192,10 +226,10 @@ def minutes(rng: random.Random, scenario: Scenario, *, canary_rate: float | None
         elif canary_rate is not None:
             p_b, p_c = BASE_ERROR_RATE, canary_rate
         else:
-            common = min(0.2, BASE_ERROR_RATE * math.exp(drift))
+            common = min(0.2, scenario.baseline_rate * math.exp(drift))
             if rng.random() < BURST_CHANCE:
                 common = min(0.2, common * BURST_FACTOR)
-            p_b, p_c = common, min(1.0, common * scenario.error_ratio)
+            p_b, p_c = common, min(1.0, common * scenario.error_ratio + scenario.excess)
         k = scenario.cluster
         e_c, e_b = clustered(rng, n_c, p_c, k), clustered(rng, n_b, p_b, k)
         if scenario.outage_chance and rng.random() < scenario.outage_chance:
@@ -288,6 +322,43 @@ def bound_rollout(rng: random.Random, scenario: Scenario) -> dict[str, tuple[flo
     return detected
 
 
+def difference_rollout(
+    rng: random.Random, scenario: Scenario
+) -> dict[str, tuple[float, float] | None]:
+    """The difference rows: the canary against `error_rate` within MARGIN of the baseline."""
+    detected: dict[str, tuple[float, float] | None] = dict.fromkeys(DIFFERENCE_METHODS)
+    difference = RateDifference(MARGIN)
+    ratio = RateRatio(1.0)
+    canary_requests = 0
+    baseline_seen = [0, 0]  # the baseline's requests and errors so far: the old margin's
+    step = [0, 0, 0, 0]  # the step's window: canary requests, errors, baseline requests, errors
+    for minute, m in enumerate(minutes(rng, scenario)):
+        canary_requests += m.canary_requests
+        now, served = (minute + 1) * 60.0, canary_requests
+        if minute % MINUTES_PER_STEP == 0:
+            step = [0, 0, 0, 0]
+        counts = (m.canary_requests, m.canary_events, m.baseline_requests, m.baseline_events)
+        step = [a + b for a, b in zip(step, counts, strict=True)]
+        difference = difference.observe(
+            m.canary_events, m.canary_requests, m.baseline_events, m.baseline_requests
+        )
+        if difference.e_value() >= 1 / ALPHA and detected["sequential"] is None:
+            detected["sequential"] = (now, served)
+        total = m.canary_requests + m.baseline_requests
+        if total > 0:
+            ratio = ratio.observe(m.canary_events, m.baseline_events, m.canary_requests / total)
+        baseline_seen = [baseline_seen[0] + m.baseline_requests,
+                         baseline_seen[1] + m.baseline_events]  # fmt: skip
+        margin = 1 + MARGIN / ((baseline_seen[1] + 1) / (baseline_seen[0] + 1))
+        if ratio.e_value_above(margin) >= 1 / ALPHA and detected["ratio-before"] is None:
+            detected["ratio-before"] = (now, served)
+        n_c, e_c, n_b, e_b = step
+        failed = min(n_c, n_b) >= MIN_CHECK_REQUESTS and e_c / n_c > e_b / n_b + MARGIN
+        if failed and detected["threshold"] is None:
+            detected["threshold"] = (now, served)
+    return detected
+
+
 def _per_event(log_ratios: list[float], canary: int, baseline: int, share: float) -> list[float]:
     """The per-event e-process: binomial likelihood ratios of r against r = 1, per event."""
     updated = []
@@ -375,9 +446,23 @@ def sprt_bound_absolute(scenario: Scenario) -> dict[str, float]:
     return _sprt(per_minute)
 
 
+def sprt_bound_difference(scenario: Scenario) -> dict[str, float]:
+    """The same for a bound against the baseline: the SPRT of the canary's rate at the
+    baseline's plus MARGIN against its true rate, on the canary's requests, the baseline's rate
+    known (an oracle: no test that must learn it can be faster)."""
+    p0 = scenario.baseline_rate + MARGIN
+    p1 = scenario.baseline_rate * scenario.error_ratio + scenario.excess
+
+    def per_minute(share: float) -> tuple[float, float]:
+        requests = RATE * 60 * share
+        return requests * _kl(p1, p0), requests * p1
+
+    return _sprt(per_minute)
+
+
 def _kl(p: float, q: float) -> float:
     """Kullback-Leibler divergence of Bernoulli(p) from Bernoulli(q)."""
-    return p * math.log(p / q) + (1 - p) * math.log((1 - p) / (1 - q))
+    return p * math.log(p / q) + (1 - p) * (math.log((1 - p) / (1 - q)) if p < 1 else 0.0)
 
 
 def _sprt(per_minute: Callable[[float], tuple[float, float]]) -> dict[str, float]:
@@ -500,6 +585,12 @@ def measure(quick: bool, seed: int, progress: Callable[[str], None]) -> dict[str
         "aa": {},
         "regressions": {},
         "absolute": {"aa": {}, "regressions": {}},
+        "difference": {
+            "margin": MARGIN,
+            "rollouts": DIFFERENCE_SIZES,
+            "aa": {},
+            "regressions": {},
+        },
     }
 
     def timed(name: str, count: int, one: Callable[[], dict[str, Any]]) -> list[dict[str, Any]]:
@@ -531,6 +622,24 @@ def measure(quick: bool, seed: int, progress: Callable[[str], None]) -> dict[str
             "sprt": bound,
             "rollouts": len(results),
             "methods": delays(results, bound, BOUND_METHODS),
+        }
+    difference = report["difference"]
+    for scenario in DIFFERENCE_AA:
+        results = timed(
+            scenario.name, DIFFERENCE_SIZES["aa"], lambda s=scenario: difference_rollout(rng, s)
+        )
+        difference["aa"][scenario.name] = false_rollbacks(results, DIFFERENCE_METHODS)
+    for scenario in DIFFERENCE_REGRESSIONS:
+        bound = sprt_bound_difference(scenario)
+        results = timed(
+            scenario.name,
+            DIFFERENCE_SIZES["regression"],
+            lambda s=scenario: difference_rollout(rng, s),
+        )
+        difference["regressions"][scenario.name] = {
+            "sprt": bound,
+            "rollouts": len(results),
+            "methods": delays(results, bound, DIFFERENCE_METHODS),
         }
     report["seconds"] = round(time.perf_counter() - started, 1)
     return report

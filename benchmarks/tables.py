@@ -769,6 +769,23 @@ def detection(data: dict[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
+def detection_difference(data: dict[str, Any]) -> str:
+    """docs/analysis.md's tables of the additive bound against the baseline (`max_increase`):
+    A/A rows at the margin per judge, and delays per regression against the oracle SPRT."""
+    r = _results(data)["difference"]
+    alpha = _results(data)["config"]["alpha"]
+    parts = [
+        f"`error_rate` within `max_increase: {r['margin']}` of the baseline: a canary at the "
+        f"margin (or equal), {num(r['rollouts']['aa'])} rollouts per row, alpha {alpha}: rolled "
+        "back (one-sided 95% Clopper-Pearson upper bound; bold: above alpha)",
+        _aa_rows(r["aa"], alpha),
+    ]
+    reference = r["aa"]["baseline 0.1%, canary at +0.01"]
+    for name, block in r["regressions"].items():
+        parts += _delays(name, block, reference)
+    return "\n\n".join(parts)
+
+
 def detection_inline(data: dict[str, Any]) -> str:
     """The README's summary: validity with independent and clustered errors, against the old
     per-event test and the other judges, and speed against Wald's SPRT."""
@@ -1169,6 +1186,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "shadow-step": shadow_step,
     "detection": detection,
     "detection-inline": detection_inline,
+    "detection-difference": detection_difference,
     "eval-throughput": eval_throughput,
     "gate-runs": gate_runs,
     "demo-duration-inline": demo_duration_inline,

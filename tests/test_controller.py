@@ -829,3 +829,37 @@ def test_tick_is_pure_and_state_round_trips() -> None:
     assert state == RolloutState()
     assert RolloutState.from_dict(first.state.to_dict()) == first.state
     assert first.state.phase is Phase.PROGRESSING
+
+
+# -- every weight is judged -----------------------------------------------------------------------
+
+RELATIVE_ONLY = [{"metric": "error_rate", "compare": "baseline", "max_increase": 0.01}]
+
+
+@pytest.mark.parametrize("method", ["sequential", "threshold"])
+def test_a_healthy_canary_with_only_relative_slos_is_promoted_through_100_percent(
+    make: Callable[..., Harness], method: str
+) -> None:
+    """Before, the 100% step had no check, ended `inconclusive: not enough data ()` and rolled a
+    healthy canary back: now its relative SLO is judged against the baseline's last window."""
+    h = make(slos=RELATIVE_ONLY, analysis={"interval": 10, "min_requests": 50, "method": method})
+    result = h.run()
+    assert (result.exit_code, result.outcome) == (0, "promoted"), result.reason
+    at_full = [a.data for a in h.store.events(result.run_id, "analysis") if a.data["weight"] == 100]
+    assert at_full and all(a["outcome"] == "pass" for a in at_full)
+    [check] = at_full[-1]["checks"]
+    assert "judged against the baseline's last window before this weight" in check["reason"]
+
+
+@pytest.mark.parametrize("method", ["sequential", "threshold"])
+def test_a_canary_failing_half_its_requests_at_100_percent_is_rolled_back_there(
+    make: Callable[..., Harness], method: str
+) -> None:
+    h = make(slos=RELATIVE_ONLY, analysis={"interval": 10, "min_requests": 50, "method": method})
+    h.script = lambda s, n: steady(0.5 if h.canary_weight() >= 100 else 0.0)(s, n)
+    result = h.run()
+    assert result.outcome == "rolled_back"
+    assert result.reason.startswith(
+        "SLO failed: error_rate <= baseline + 0.01: judged against the baseline's last window"
+    )
+    assert h.weights_written()[-2:] == ["canary to 100%", "restore"] and h.restored()

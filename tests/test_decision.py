@@ -1134,11 +1134,12 @@ def test_relative_slos_step_aside_only_when_the_baseline_is_not_served() -> None
 @pytest.mark.parametrize(
     ("canary_error_rate", "outcome"), [(0.005, "promoted"), (0.03, "rolled_back")]
 )
-def test_at_100_percent_the_runner_judges_the_absolute_slos_alone(
+def test_at_100_percent_the_runner_judges_relative_slos_against_the_baselines_last_window(
     tmp_path: Path, canary_error_rate: float, outcome: str
 ) -> None:
-    # The baseline serves nothing at 100%: with its relative SLO still judged, the last step
-    # could only ever be inconclusive and roll back. Traffic follows the flag's weight.
+    # The baseline serves nothing at 100%: judged against this window, the relative SLO could
+    # only ever be inconclusive and roll back; skipped (as before issue 23), nothing held the
+    # canary to the baseline there. Traffic follows the flag's weight.
     rollout = Rollout.model_validate(
         {
             "kind": "Rollout",
@@ -1192,8 +1193,14 @@ def test_at_100_percent_the_runner_judges_the_absolute_slos_alone(
         analyses = [a.data for a in store.events(result.run_id, "analysis")]
     assert result.outcome == outcome
     if outcome == "promoted":
-        assert [(a["weight"], len(a["checks"])) for a in analyses] == [(50, 2), (100, 1)]
-        assert analyses[1]["checks"][0]["slo"] == "error_rate <= 0.05"
+        # At 100% the relative SLO is judged against the baseline's last window (at 50%).
+        assert [(a["weight"], len(a["checks"])) for a in analyses] == [(50, 2), (100, 2)]
+        relative, absolute = analyses[1]["checks"]
+        assert absolute["slo"] == "error_rate <= 0.05"
+        assert relative["slo"] == "error_rate <= baseline + 0.01"
+        assert "judged against the baseline's last window" in relative["reason"]
+        # One 10 s interval at 50% of 20 requests/s: the baseline's 100.
+        assert relative["outcome"] == "pass" and relative["baseline_requests"] == 100
     else:  # below 100% the relative bound is still judged: 3% is over the baseline + 0.01
         assert [(a["weight"], a["outcome"]) for a in analyses] == [(50, "fail")]
         assert [c["outcome"] for c in analyses[0]["checks"]] == ["fail", "pass"]
@@ -1265,7 +1272,9 @@ def test_assess_passes_baseline_served_to_the_threshold_judge() -> None:
     alone, _ = assess(
         slos, ANALYSIS, observation, {}, baseline="b", canary="canary", baseline_served=False
     )
-    assert alone.checks == ()
+    # No window of the baseline was ever kept: the check says it cannot be judged, by name.
+    assert alone.outcome is Outcome.INCONCLUSIVE
+    assert alone.reason.startswith("error_rate <= baseline x 1: cannot be judged at this weight")
 
 
 def test_assess_uses_the_sequential_method_when_the_runbook_names_it() -> None:

@@ -121,12 +121,55 @@ def test_validate_cli_exit_codes_and_no_traceback(tmp_path: Path) -> None:
 
     ok = runner.invoke(main, ["validate", str(good), "-o", "json"])
     assert ok.exit_code == 0, ok.output
-    assert json.loads(ok.output) == {"file": str(good), "kind": "Rollout", "valid": True}
+    assert json.loads(ok.output) == {
+        "file": str(good), "kind": "Rollout", "valid": True, "warnings": []
+    }  # fmt: skip
 
     failed = runner.invoke(main, ["validate", str(good), str(bad)])
     assert failed.exit_code == 2
     assert "Traceback" not in failed.output
     assert f"{bad}:10: spec.steps[0].set_weight: must be between 0 and 100" in failed.output
+
+
+RELATIVE = "- {metric: error_rate, compare: baseline, max_increase: 0.01}"
+
+
+@pytest.mark.parametrize(
+    ("change", "warnings"),
+    [
+        ((), []),
+        ((("- {metric: error_rate, max: 0.02}", RELATIVE),), ["spec.slos: no absolute bound"]),
+        (
+            (("set_weight: 100", "set_weight: 50"),),
+            ["steps[2].set_weight: the last weight is 50%, so the canary is promoted to 100% "
+             "without an analysis there"],
+        ),
+        (
+            (("- {metric: error_rate, max: 0.02}", f"{RELATIVE}\n    - {{metric: error_rate, "
+              "max: 0.02}"), ("set_weight: 5", "set_weight: 0")),
+            ["slos[0] (error_rate <= baseline + 0.01): no set_weight step serves both variants "
+             "(between 0 and 100), so this bound against the baseline can never be judged"],
+        ),
+    ],
+)  # fmt: skip
+def test_validate_warns_on_stderr_and_exits_0_when_a_runbook_judges_less_than_it_seems(
+    tmp_path: Path, change: tuple[tuple[str, str], ...], warnings: list[str]
+) -> None:
+    text = GOOD
+    for old, new in change:
+        assert old in text
+        text = text.replace(old, new)
+    path = write(tmp_path, text)
+    result = CliRunner().invoke(main, ["validate", str(path), "-o", "text"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"{path}: valid Rollout 'demo'\n"
+    shown = [line for line in result.stderr.splitlines() if line]
+    assert len(shown) == len(warnings), shown
+    for line, warning in zip(shown, warnings, strict=True):
+        assert line.startswith(f"{path}: warning: {warning}")
+    as_json = CliRunner().invoke(main, ["validate", str(path), "-o", "json"])
+    assert [w[: len(e)] for w, e in zip(json.loads(as_json.stdout)["warnings"], warnings,
+                                          strict=True)] == warnings  # fmt: skip
 
 
 def test_missing_file_is_invalid_input(tmp_path: Path) -> None:

@@ -137,9 +137,8 @@ def run(
     flags = write_flags(tmp_path / "flags.json", candidate)
     spec = lab(flags, candidate, quality, judged=judged, errors=errors)
     with LabStack(spec) as stack:
-        # Against a baseline that never fails, `max_increase` allows almost any ratio, and a
-        # relative SLO passes once it has min_requests: without a judge, an absolute bound too,
-        # and a few seconds of shadowing at least.
+        # A relative SLO passes once it has min_requests and no evidence against the candidate:
+        # without a judge, an absolute bound too, and a few seconds of shadowing at least.
         shadowed = [ERRORS, {"metric": "error_rate", "max": 0.1}]
         slos, until = ([ERRORS, WIN_RATE], "decided") if judged else (shadowed, "6s")
         path = rollout(tmp_path, flags, stack.metrics_url, candidate, slos, until)

@@ -588,21 +588,24 @@ def test_several_slos_share_alpha() -> None:
     assert thresholds == [pytest.approx(4 / 0.05)] * 3  # no latencies yet: no evidence there
 
 
-def test_max_increase_is_a_ratio_that_follows_the_baselines_rate() -> None:
+def test_max_increase_on_a_rate_is_a_test_of_the_difference() -> None:
+    """(It was a ratio 1 + max_increase / the baseline's rate, which against a clean baseline
+    could never fail: issue 23.) The evidence is the difference test's, per interval."""
     slos = [{"metric": "error_rate", "compare": "baseline", "max_increase": 0.01}]
-    first = window(0, 30, VariantStats(1000, 10), VariantStats(999, 9))  # (9+1)/(999+1) = 1%
+    first = window(0, 30, VariantStats(1000, 10), VariantStats(999, 9))
     verdict, ledger = judge(slos, first, {})
     evidence = verdict.checks[0].evidence
-    assert evidence is not None and evidence.samples == 19  # tested from the first interval
-    assert evidence.test.endswith("<= 2")  # 1 + 0.01 / 1%
-    # The baseline turns out better: 9 errors in 5999 requests, so 1% more is now 7 times more.
-    second = window(0, 60, VariantStats(2000, 20), VariantStats(5999, 9))
-    verdict, _ = judge(slos, second, ledger)
+    assert evidence is not None and evidence.samples == 1  # one interval, one bet
+    assert evidence.test == "error rate difference canary - baseline <= 0.01"
+    assert evidence.estimate == pytest.approx((10 * 999 - 9 * 1000) / 1999 / (1000 * 999 / 1999))
+    # 1% more than a baseline that turns out clean: the canary at 5% is beyond it.
+    for look in range(2, 12):
+        grown = window(0, 30 * look, VariantStats(1000 * look, 50 * look - 40),
+                       VariantStats(1000 * look - 1, 9))  # fmt: skip
+        verdict, ledger = judge(slos, grown, ledger)
     evidence = verdict.checks[0].evidence
-    assert evidence is not None and evidence.samples == 19 + 10
-    assert evidence.test.endswith("<= 7")  # 1 + 0.01 / ((9 + 1) / (5999 + 1))
-    assert evidence.e_value < evidence.threshold and verdict.outcome is Outcome.PASS
-    assert evidence.estimate is not None and evidence.estimate > 2  # worse, within 1% more
+    assert evidence is not None and evidence.samples == 11
+    assert verdict.outcome is Outcome.FAIL and evidence.within is False
 
 
 def test_a_moving_margin_tests_the_first_grid_point_at_or_above_it() -> None:
@@ -654,7 +657,7 @@ def test_latency_without_a_bucket_edge_to_hold_the_canary_to_falls_back_to_its_t
     assert "judged by threshold" in verdict.checks[0].reason
 
 
-def test_threshold_method_keeps_the_ledger_untouched() -> None:
+def test_threshold_method_keeps_no_tests_only_the_guard_and_the_baselines_window() -> None:
     specs = [SloSpec(**ERRORS_NO_WORSE[0])]
     observation = window(0, 30, VariantStats(100, 4), VariantStats(100, 1))
     verdict, ledger = assess(
@@ -666,7 +669,10 @@ def test_threshold_method_keeps_the_ledger_untouched() -> None:
         canary="canary",
     )
     assert verdict.outcome is Outcome.FAIL  # today's behaviour: 4% > 1%
-    assert ledger == {LEDGER_KEY: {"answered": True}}  # only the built-in canary check's memory
+    # The built-in canary check's memory, and the baseline's window for a weight it serves not.
+    assert ledger[LEDGER_KEY] == {"answered": True}
+    assert ledger["baseline_window"]["stats"]["requests"] == 100
+    assert set(ledger) == {LEDGER_KEY, "baseline_window"}
     assert verdict.checks[0].evidence is None
 
 
@@ -1019,3 +1025,17 @@ def test_bounds_at_the_low_end_of_the_grid_are_that_end() -> None:
     assert clean.upper_bound(0.05) == pytest.approx(first) and clean.lower_bound(0.05) == 0.0
     assert third.lower_bound(0.05) == pytest.approx(first)
     assert third.upper_bound(0.05) == pytest.approx(2 ** ((GRID[0] + 4) / 4))
+
+
+def test_a_ledger_that_tested_max_increase_as_a_ratio_starts_the_difference_test_afresh() -> None:
+    """A run resumed from before issue 23 holds a ratio test under the SLO's key: it is
+    replaced by a fresh difference test (skipping data keeps the guarantee), not misread."""
+    slos = [{"metric": "error_rate", "compare": "baseline", "max_increase": 0.01}]
+    old = {"kind": "count", "edges": None, "ratio": RateRatio(1.0).to_dict(),
+           "rejected": False, "untestable": None}  # fmt: skip
+    key = "0:error_rate <= baseline + 0.01"
+    ledger = {"window": None, "seen": {}, "tests": {key: old}}
+    verdict, after = judge(slos, window(0, 30, VariantStats(100, 1), VariantStats(900, 9)), ledger)
+    evidence = verdict.checks[0].evidence
+    assert evidence is not None and evidence.samples == 1
+    assert after["tests"][key]["kind"] == "difference"

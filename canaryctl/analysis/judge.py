@@ -30,8 +30,8 @@ def judge(
     """One verdict for the window `observation` covers; `baseline`/`canary` name variants.
 
     With the canary at 100% the baseline gets no traffic, so SLOs relative to it cannot be
-    judged; pass `baseline_served=False` and the absolute SLOs alone carry that step (instead of
-    an inconclusive that could never resolve).
+    judged on this window; with `baseline_served=False` they are left out here, and `assess`
+    puts in their place the bounds the baseline's last window gives them (last_window.py).
     """
     checks = tuple(
         judge_slo(slo, analysis.min_requests, observation, baseline=baseline, canary=canary)

@@ -5,9 +5,10 @@ counts of the window, so only what is new feeds the tests, and the tests' state 
 steps (and across a resume, stored with the controller's state). Per SLO:
 
 - relative rates (error_rate, served_error_rate, fallback_rate, rejected_rate,
-  filtered_rate): the ratio of the canary's event rate to the baseline's, bet on per
-  interval (rate_ratio.py), against `max_ratio`; `max_increase` is read as the ratio
-  1 + max_increase / (the baseline's rate so far), which moves as the baseline's rate is learnt.
+  filtered_rate): `max_ratio` is a test of the ratio of the canary's event rate to the
+  baseline's (rate_ratio.py); `max_increase` a test of their difference, canary rate - baseline
+  rate <= max_increase (rate_difference.py), which can fail against a baseline that never
+  fails. Both bet once per interval, so bursts of events cannot fake evidence.
 - relative latency percentiles: the share of requests slower than a histogram bucket edge near
   the baseline's percentile (chosen on the first interval with baseline latencies), the same
   ratio test. The canary is held to the edge at or above `edge · max_ratio` (or
@@ -47,6 +48,7 @@ from canaryctl.analysis.bound import BoundTest
 from canaryctl.analysis.counts import RATE_COUNTS, rate_counts
 from canaryctl.analysis.judge import judge_slo
 from canaryctl.analysis.mean_difference import MeanDifference
+from canaryctl.analysis.rate_difference import RateDifference
 from canaryctl.analysis.rate_ratio import RateRatio
 from canaryctl.analysis.verdict import Check, Evidence, Outcome, Verdict
 from canaryctl.metrics.base import Observation, VariantStats
@@ -92,18 +94,14 @@ def sequential_metric(slo: SloSpec) -> bool:
 
 @dataclass(frozen=True)
 class _CountTest:
-    """A ratio-of-rates test. Latency `edges` are fixed by the first interval with baseline
-    latencies; `untestable` says why the SLO falls back to its threshold. The baseline's totals
-    place a `max_increase` margin."""
+    """A ratio-of-rates test: a rate's `max_ratio`, or a latency percentile's share of slow
+    requests. Latency `edges` are fixed by the first interval with baseline latencies;
+    `untestable` says why the SLO falls back to its threshold."""
 
     edges: tuple[float, float] | None = None
     ratio: RateRatio | None = None
-    baseline_requests: float = 0.0
-    baseline_events: float = 0.0
     rejected: bool = False
     untestable: str | None = None
-    canary_requests: float = 0.0
-    canary_events: float = 0.0
 
     def observe(self, slo: SloSpec, canary: VariantStats, baseline: VariantStats) -> _CountTest:
         if self.untestable is not None:
@@ -129,18 +127,10 @@ class _CountTest:
         if canary_trials <= 0 or baseline_trials <= 0:
             return self
         share = canary_trials / (canary_trials + baseline_trials)
-        return replace(
-            self,
-            ratio=self.ratio.observe(canary_events, baseline_events, share),
-            baseline_requests=self.baseline_requests + baseline_trials,
-            baseline_events=self.baseline_events + baseline_events,
-            canary_requests=self.canary_requests + canary_trials,
-            canary_events=self.canary_events + canary_events,
-        )
+        return replace(self, ratio=self.ratio.observe(canary_events, baseline_events, share))
 
     def _start(self, slo: SloSpec, baseline: VariantStats) -> _CountTest:
-        """Error and fallback rates are tested from the first interval on: the grid sits at
-        `max_ratio`, or at 1 for `max_increase`, whose margin moves with the baseline's rate.
+        """A rate's ratio is tested from the first interval on, its grid at `max_ratio`.
         Latency first picks its edges on this interval's baseline, and is tested from the next."""
         if slo.metric in RATE_COUNTS:
             return replace(self, ratio=RateRatio(slo.max_ratio or 1.0))
@@ -164,20 +154,10 @@ class _CountTest:
             )
         return replace(self, edges=(edge, canary_edge), ratio=RateRatio(1.0))
 
-    def margin(self, slo: SloSpec) -> float:
-        """The largest ratio allowed now. For `max_increase` on a rate it is
-        1 + max_increase / (the baseline's rate so far); any margin, even one that moves with
-        the data, keeps the guarantee, because the test rejects exactly when the lower bound of
-        the ratio's confidence sequence passes it, and that bound holds at all times at once."""
-        if self.edges is None and slo.max_increase is not None:
-            rate = (self.baseline_events + 1) / (self.baseline_requests + 1)
-            return 1 + slo.max_increase / rate
-        return self.ratio.margin if self.ratio is not None else 1.0
-
     def evidence(self, slo: SloSpec, alpha: float) -> Evidence | None:
         if self.ratio is None:
             return None
-        margin = self.margin(slo)
+        margin = self.ratio.margin
         upper = self.ratio.upper_bound(alpha)
         if self.edges is None:
             events = slo.metric.removesuffix("_rate")
@@ -187,45 +167,27 @@ class _CountTest:
                 f"ratio of shares slower than {self.edges[1]:g}s (canary) and "
                 f"{self.edges[0]:g}s (baseline) <= 1"
             )
+        estimate = self.ratio.estimate()
         return Evidence(
             test=test,
             e_value=self.ratio.e_value_above(margin),
             threshold=1 / alpha,
-            estimate=self.ratio.estimate(),
+            estimate=estimate,
             lower=self.ratio.lower_bound(alpha),
             upper=None if math.isinf(upper) else upper,
             samples=self.ratio.events,
-            within=self.estimate_within(slo, margin),
+            # An unknown ratio (no events on the baseline's side) is within only while the
+            # canary has had none either.
+            within=self.ratio.weighted_canary <= 0 if estimate is None else estimate <= margin,
         )
-
-    def estimate_within(self, slo: SloSpec, margin: float) -> bool:
-        """Whether the run's estimate is within the bound: for a rate's `max_increase` the
-        canary's rate against the baseline's plus the increase (which holds with no events on
-        the baseline's side, where the ratio is unknown); else the ratio against its margin, an
-        unknown ratio being within only while the canary has had no events."""
-        assert self.ratio is not None
-        if self.edges is None and slo.max_increase is not None:
-            if self.canary_requests <= 0 or self.baseline_requests <= 0:
-                return True
-            canary_rate = self.canary_events / self.canary_requests
-            baseline_rate = self.baseline_events / self.baseline_requests
-            return canary_rate <= baseline_rate + slo.max_increase
-        estimate = self.ratio.estimate()
-        if estimate is None:
-            return self.ratio.weighted_canary <= 0
-        return estimate <= margin
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "kind": "count",
             "edges": None if self.edges is None else list(self.edges),
             "ratio": None if self.ratio is None else self.ratio.to_dict(),
-            "baseline_requests": self.baseline_requests,
-            "baseline_events": self.baseline_events,
             "rejected": self.rejected,
             "untestable": self.untestable,
-            "canary_requests": self.canary_requests,
-            "canary_events": self.canary_events,
         }
 
     @classmethod
@@ -238,13 +200,56 @@ class _CountTest:
         return cls(
             edges=None if edges is None else (edges[0], edges[1]),
             ratio=None if ratio is None else RateRatio.from_dict(ratio),
-            baseline_requests=data["baseline_requests"],
-            baseline_events=data["baseline_events"],
             rejected=data["rejected"],
             untestable=data["untestable"],
-            canary_requests=data.get("canary_requests", 0.0),
-            canary_events=data.get("canary_events", 0.0),
         )
+
+
+@dataclass(frozen=True)
+class _DifferenceTest:
+    """A rate's `max_increase`: canary rate - baseline rate <= max_increase, bet on per
+    interval (rate_difference.py), tested from the first interval with both arms served."""
+
+    difference: RateDifference | None = None
+    rejected: bool = False
+
+    def observe(
+        self, slo: SloSpec, canary: VariantStats, baseline: VariantStats
+    ) -> _DifferenceTest:
+        assert slo.metric is not None and slo.max_increase is not None
+        test = self.difference or RateDifference(slo.max_increase)
+        canary_events, canary_trials = rate_counts(slo.metric, canary)
+        baseline_events, baseline_trials = rate_counts(slo.metric, baseline)
+        test = test.observe(canary_events, canary_trials, baseline_events, baseline_trials)
+        return replace(self, difference=test if test.intervals else None)
+
+    def evidence(self, slo: SloSpec, alpha: float) -> Evidence | None:
+        if self.difference is None:
+            return None
+        events = (slo.metric or "").removesuffix("_rate")
+        estimate = self.difference.estimate()
+        return Evidence(
+            test=f"{events} rate difference canary - baseline <= {self.difference.margin:g}",
+            e_value=self.difference.e_value(),
+            threshold=1 / alpha,
+            estimate=estimate,
+            lower=None,
+            upper=None,
+            samples=self.difference.intervals,
+            within=estimate is None or estimate <= self.difference.margin,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": "difference",
+            "difference": None if self.difference is None else self.difference.to_dict(),
+            "rejected": self.rejected,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> _DifferenceTest:
+        test = data["difference"]
+        return cls(None if test is None else RateDifference.from_dict(test), data["rejected"])
 
 
 @dataclass(frozen=True)
@@ -439,9 +444,10 @@ def _mean_evidence(test: str, difference: MeanDifference, alpha: float) -> Evide
     )
 
 
-_Test = _CountTest | _MeanTest | _BoundCheck | _LevelTest
+_Test = _CountTest | _DifferenceTest | _MeanTest | _BoundCheck | _LevelTest
 _KINDS: dict[str, Callable[[dict[str, Any]], _Test]] = {
     "count": _CountTest.from_dict,
+    "difference": _DifferenceTest.from_dict,
     "mean": _MeanTest.from_dict,
     "bound": _BoundCheck.from_dict,
     "level": _LevelTest.from_dict,
@@ -452,6 +458,8 @@ def _new_test(slo: SloSpec) -> _Test:
     if not slo.relative:
         bounded = slo.metric not in _SCORES and slo.metric in _TOTALS
         return _LevelTest() if bounded else _BoundCheck()
+    if slo.metric in RATE_COUNTS and slo.max_increase is not None:
+        return _DifferenceTest()
     return _MeanTest() if slo.metric in _TOTALS else _CountTest()
 
 
@@ -560,7 +568,11 @@ def judge_sequential(
             checks.append(window)
             continue
         key = f"{index}:{slo.describe()}"
-        test = tests.get(key) or _new_test(slo)
+        test = tests.get(key)
+        if test is None or type(test) is not type(_new_test(slo)):
+            # A ledger from a version that tested this SLO another way (a rate's max_increase
+            # as a ratio) starts afresh: skipping data keeps the guarantee.
+            test = _new_test(slo)
         test = test.observe(
             slo, as_latency(slo.metric, canary_new), as_latency(slo.metric, baseline_new)
         )
@@ -598,7 +610,7 @@ def _sequential_check(slo: SloSpec, window: Check, test: _Test, evidence: Eviden
         f"e-value {evidence.e_value:.3g} {'>=' if crossed else '<'} {evidence.threshold:.3g}"
         f", estimate {_show(evidence.estimate)} in [{_show(evidence.lower)}, "
         f"{_show(evidence.upper)}] over {evidence.samples:g} "
-        f"{'intervals' if isinstance(test, _MeanTest) else 'events'}"
+        f"{'events' if isinstance(test, _CountTest) else 'intervals'}"
     )
     if test.rejected and not crossed:
         stand += "; it crossed the threshold earlier in the run, which decided"

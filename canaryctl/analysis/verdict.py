@@ -25,13 +25,13 @@ class Evidence:
     with its confidence sequence (each bound holds at all times), and what it rests on.
 
     `samples` counts what the statistic is built from: events (errors, slow requests) for a
-    ratio of rates, intervals for a difference of means, observations (requests, scores) for an
-    absolute bound on a rate. `e_value_within` is an absolute bound's evidence that the canary
-    is within it (the check passes when it reaches the threshold); None for the other tests.
-    `within` says whether a test against the baseline has its estimate within the bound, which
-    its passing check does not mean: that passes while there is no evidence the canary is worse,
-    and against a baseline that almost never fails a canary failing half its calls can go long
-    without that evidence. None for absolute bounds, whose pass already means within.
+    ratio of rates, intervals for a difference of rates or of means, observations (requests,
+    scores) for an absolute bound on a rate. `e_value_within` is an absolute bound's evidence
+    that the canary is within it (the check passes when it reaches the threshold); None for the
+    other tests. `within` says whether a test against the baseline has its estimate within the
+    bound, which its passing check does not mean: that passes while there is no evidence the
+    canary is worse, and a ratio against a baseline that almost never fails can go long without
+    that evidence. None for absolute bounds, whose pass already means within.
     """
 
     test: str

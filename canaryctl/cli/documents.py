@@ -10,13 +10,16 @@ from canaryctl.cli.main import output_option, wants_json
 from canaryctl.errors import InvalidDocument, InvalidInput, Problem
 from canaryctl.metrics.profile import check_profile_feeds_slos
 from canaryctl.runbook import KINDS, json_schema, load_document
+from canaryctl.runbook.rollout import Rollout, rollout_warnings
 
 
 @click.command()
 @click.argument("files", nargs=-1, required=True)
 @output_option
 def validate(files: tuple[str, ...], output: str | None) -> None:
-    """Validate documents of any kind; print every problem with its field path and line."""
+    """Validate documents of any kind; print every problem with its field path and line.
+
+    A valid Rollout that judges less than it seems to gets warnings on stderr (exit 0)."""
     problems: list[Problem] = []
     for path in files:
         try:
@@ -33,8 +36,12 @@ def validate(files: tuple[str, ...], output: str | None) -> None:
             except InvalidInput as exc:
                 problems.append(Problem(path, "", str(exc)))
                 continue
+        warnings = rollout_warnings(doc.spec) if isinstance(doc, Rollout) else []
+        for warning in warnings:
+            click.echo(f"{path}: warning: {warning}", err=True)
         if wants_json(output):
-            click.echo(json.dumps({"file": path, "kind": doc.kind, "valid": True}))
+            shown = {"file": path, "kind": doc.kind, "valid": True, "warnings": warnings}
+            click.echo(json.dumps(shown))
         else:
             click.echo(f"{path}: valid {doc.kind} '{doc.metadata.name}'")
     if problems:

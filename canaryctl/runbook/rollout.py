@@ -49,6 +49,7 @@ __all__ = [
     "SloSpec",
     "Step",
     "WebhookSpec",
+    "rollout_warnings",
 ]
 
 
@@ -552,6 +553,34 @@ class RolloutSpec(Strict):
                         "variation"
                     )
         return self
+
+
+def rollout_warnings(spec: RolloutSpec) -> list[str]:
+    """What makes a valid runbook judge less than it seems to (`canaryctl validate` prints it):
+    no absolute bound, a promotion no analysis judges at 100%, an SLO that can never be judged.
+    Each names the field it is about."""
+    found: list[str] = []
+    if not any(slo.max is not None or slo.min is not None for slo in spec.slos):
+        found.append(
+            "spec.slos: no absolute bound (max or min): relative bounds alone let through "
+            "whatever the baseline does too (an outage of both), and at 100% they rest on the "
+            "baseline's last window before it"
+        )
+    weights = [(i, s.set_weight) for i, s in enumerate(spec.steps) if s.set_weight is not None]
+    last, weight = weights[-1]
+    if spec.finish == "promote" and weight < 100:
+        found.append(
+            f"steps[{last}].set_weight: the last weight is {weight:g}%, so the canary is promoted "
+            "to 100% without an analysis there; end with set_weight: 100"
+        )
+    if not any(0 < w < 100 for _, w in weights):
+        for index, slo in enumerate(spec.slos):
+            if slo.relative:
+                found.append(
+                    f"slos[{index}] ({slo.describe()}): no set_weight step serves both variants "
+                    "(between 0 and 100), so this bound against the baseline can never be judged"
+                )
+    return found
 
 
 def _same_flag(
