@@ -391,6 +391,14 @@ class VirtualKey(Strict):
     user: str | None = Field(default=None, min_length=1, description="default: the key's id")
     team: str | None = Field(default=None, min_length=1)
     tier: str | None = Field(default=None, min_length=1, description="default: default_tier")
+    jobs: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list,
+        description="jobs the key may charge (the job header); any other is refused 403",
+    )
+    teams: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list,
+        description="teams besides `team` the key may charge when identity headers are trusted",
+    )
 
     @model_validator(mode="after")
     def _one_secret(self) -> VirtualKey:
