@@ -37,6 +37,7 @@ from canaryctl.gateway.keys import check_api_keys
 from canaryctl.gateway.metrics import GatewayMetrics
 from canaryctl.gateway.pipeline import Pipeline, Stop, error_response, refused_response
 from canaryctl.gateway.routing import FlagRouter
+from canaryctl.gateway.scrubbing import Scrubber, configured_secrets
 from canaryctl.gateway.shadow import Shadowing
 from canaryctl.gateway.upstream import Upstream, error_body
 from canaryctl.request_limits import LimitBody, clip
@@ -71,7 +72,7 @@ def create_app(spec: GatewaySpec) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # The SDK loads the flag file synchronously; keep that off the event loop.
         pipeline.router = await asyncio.to_thread(FlagRouter, spec, gateway.metrics)
-        async with Upstream.open() as upstream:
+        async with Upstream.open(gateway.scrubber) as upstream:
             pipeline.upstream = upstream
             pipeline.budgets = gateway.open_budgets()
             gateway.judges.start(upstream.complete)
@@ -122,6 +123,9 @@ class _Gateway:
         self.spec = spec
         self.metrics = GatewayMetrics()
         self.pipeline = Pipeline(spec, self.metrics)
+        secrets = configured_secrets(spec, self.pipeline.callers.key_envs)
+        self.scrubber = Scrubber(secrets)
+        """Every body a model sends passes it: no configured secret reaches a client or a log."""
         self.judges = Judges(spec, self.metrics)
         if self.judges.any:
             self.pipeline.after_served.append(self.judges.offer_served)

@@ -88,6 +88,8 @@ class Callers:
         self._max = max_id_length
         self._by_hash = _key_table(auth, environ)
         self._trust_headers = auth.trust_identity_headers or not self._by_hash
+        self.key_envs = tuple(k.key_env for k in self._by_hash.values() if k.key_env)
+        """The variables holding keys (the document's and the keys file's): secrets to scrub."""
         self.banner = None if self._by_hash else UNTRUSTED_BANNER
         """Said once at start when anyone may claim any identity; None with keys."""
 
