@@ -21,7 +21,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -40,8 +39,9 @@ from canaryctl.gateway.routing import FlagRouter
 from canaryctl.gateway.scrubbing import Scrubber, configured_secrets
 from canaryctl.gateway.shadow import Shadowing
 from canaryctl.gateway.upstream import Upstream, error_body
-from canaryctl.request_limits import LimitBody, clip
+from canaryctl.request_limits import clip
 from canaryctl.runbook.gateway import GatewaySpec
+from canaryctl.serving import guarded
 
 __all__ = ["create_app"]
 
@@ -101,19 +101,21 @@ def create_app(spec: GatewaySpec) -> Starlette:
             Route("/metrics", gateway.metrics_endpoint, methods=["GET"]),
             Route("/health", gateway.health, methods=["GET"]),
         ],
-        middleware=[Middleware(LimitBody, max_bytes=spec.limits.max_body_bytes, render=_too_big)],
+        middleware=guarded(spec.limits.server(), _refused),
         lifespan=lifespan,
     )
     app.state.metrics = gateway.metrics
     return app
 
 
-def _too_big(scope: Scope, message: str) -> dict[str, Any]:
+def _refused(scope: Scope, message: str) -> dict[str, Any]:
+    """A request refused before any route reads it (request_limits: 413, 429, 503), in the
+    dialect of the path it was sent to."""
     if scope["path"].startswith("/api/"):
         return {"error": message}
     if scope["path"] == "/v1/messages":
         return anthropic.error_body(413, message)
-    return {"error": {**error_body(message, "invalid_request_error")["error"], "code": "too_big"}}
+    return error_body(message, "invalid_request_error")
 
 
 class _Gateway:
