@@ -84,6 +84,8 @@ class ServerLimits:
         for name, value in vars(self).items():
             if value <= 0:
                 raise ValueError(f"{name} must be positive")
+        if self.max_buffered_bytes < self.max_body_bytes:
+            raise ValueError("max_buffered_bytes must hold at least one body of max_body_bytes")
 
 
 def plain_error(scope: Scope, message: str) -> dict[str, Any]:

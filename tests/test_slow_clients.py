@@ -28,7 +28,7 @@ from canaryctl.chaos.proxy import create_proxy_app
 from canaryctl.gateway import create_app
 from canaryctl.lab.provider import SimulatedProvider
 from canaryctl.request_limits import ServerLimits
-from canaryctl.runbook.gateway import GatewaySpec
+from canaryctl.runbook.gateway import GatewaySpec, LimitsSpec
 from canaryctl.runbook.lab import ProviderProfile
 from canaryctl.serving import BackgroundServer, guarded
 from tests.fixed_upstream import FIXED_UPSTREAM, flag_file
@@ -197,3 +197,9 @@ def _eventually(url: str, source: str, status: int) -> httpx.Response:
     while (response := _post(url, source)).status_code != status:
         pass
     return response
+
+
+def test_the_bodies_held_have_room_for_one_body_at_the_limit() -> None:
+    with pytest.raises(ValueError, match="max_buffered_bytes must be at least max_body_bytes"):
+        LimitsSpec(max_body_bytes=2 * 1024 * 1024, max_buffered_bytes=1024 * 1024)
+    assert LimitsSpec(header_timeout="2s").server().header_timeout == 2.0

@@ -159,7 +159,7 @@ def create_proxy_app(
             Mount(ADMIN_PREFIX, routes=admin),
             Route("/{path:path}", proxy.forward, methods=methods),
         ],
-        middleware=guarded(ServerLimits(max_body_bytes=max_body_bytes), _refused),
+        middleware=guarded(_limits(max_body_bytes), _refused),
         lifespan=lifespan,
     )
     return _KeepTransport(app)
@@ -189,6 +189,12 @@ async def _drop_connection(scope: Scope) -> bool:
     transport.abort()
     await asyncio.sleep(0)  # let the server see the connection go before the app returns
     return True
+
+
+def _limits(max_body_bytes: int) -> ServerLimits:
+    """The default limits, with room for at least one body of `max_body_bytes` in memory."""
+    buffered = max(max_body_bytes, ServerLimits.max_buffered_bytes)
+    return ServerLimits(max_body_bytes=max_body_bytes, max_buffered_bytes=buffered)
 
 
 def _refused(scope: Scope, message: str) -> dict[str, object]:

@@ -382,6 +382,12 @@ class LimitsSpec(Strict):
         description="request bodies held at once, in all; past it: 503",
     )
 
+    @model_validator(mode="after")
+    def _room_for_a_body(self) -> LimitsSpec:
+        if self.max_buffered_bytes < self.max_body_bytes:
+            raise ValueError("max_buffered_bytes must be at least max_body_bytes (one whole body)")
+        return self
+
     def server(self) -> ServerLimits:
         """The limits the gateway's server enforces (canaryctl.serving, request_limits)."""
         return ServerLimits(
