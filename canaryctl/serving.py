@@ -134,8 +134,12 @@ class _LimitedProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._head_bytes = None
+        upgrade = self.parser.should_upgrade() and self._should_upgrade()
         super().on_headers_complete()
-        self._arm(self.limits.body_timeout, "body")
+        if upgrade:  # the connection goes to uvicorn's WebSocket protocol, and out of ours
+            self._disarm()
+        else:
+            self._arm(self.limits.body_timeout, "body")
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
