@@ -23,6 +23,7 @@ import pytest
 
 from canaryctl.chaos import BackgroundServer
 from canaryctl.gateway import create_app
+from canaryctl.gateway.scrubbing import Scrubber, configured_secrets
 from canaryctl.runbook.gateway import GatewaySpec
 from tests.misbehaving_upstream import LEAK_KINDS, misbehaving_app
 
@@ -143,3 +144,42 @@ def test_the_scrubbed_bodies_still_say_what_went_wrong(gateway: tuple[str, list[
     assert answer.json()["message"]["content"] == (
         "Your request with  and *** failed; we also know ***, ***"
     )
+
+
+def test_every_configured_secret_is_looked_for() -> None:
+    """Each `*_env` variable the document names, the keys file's, and URL passwords; values too
+    short to be a secret are not (they would mangle ordinary text)."""
+    spec = GatewaySpec.model_validate(
+        {
+            "flags": {"provider": "launchdarkly", "sdk_key_env": "LD_KEY"},
+            "routes": [{"name": "bot", "flag": "f", "default_model": "a"}],
+            "models": [{"name": "a", "base_url": "http://127.0.0.1:9", "api_key_env": "A_KEY"}],
+            "budgets": {
+                "store": {
+                    "provider": "redis",
+                    "url": "redis://:url-password-1@127.0.0.1:6379/0",
+                    "password_env": "REDIS_PW",
+                },
+                "limits": [{"name": "b", "per": "user", "tokens": 10}],
+            },
+        }
+    )
+    environ = {
+        "LD_KEY": "sdk-ld-key-123",
+        "A_KEY": "sk-model-a-key",
+        "REDIS_PW": "redis-env-password",
+        "FILE_KEY": "vk-from-the-keys-file",
+        "CANARYCTL_FEEDBACK_KEY": "short",
+    }
+    found = configured_secrets(spec, ["FILE_KEY"], environ)
+    assert sorted(found) == sorted(
+        ["sdk-ld-key-123", "sk-model-a-key", "redis-env-password", "vk-from-the-keys-file",
+         "url-password-1", "short"]
+    )  # fmt: skip
+    scrubber = Scrubber(found)
+    text = json.dumps({"m": " ".join(found) + " a/key", "short": "shortly"}).encode()
+    scrubbed = json.loads(scrubber.scrub(text))
+    masked = " ".join("short" if secret == "short" else "***" for secret in found)
+    assert scrubbed == {"m": masked + " a/key", "short": "shortly"}
+    escaped = Scrubber(["sk/slash/key-1"]).scrub(b'{"m": "sk\\/slash\\/key-1"}')
+    assert json.loads(escaped) == {"m": "***"}
