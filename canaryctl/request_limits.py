@@ -4,7 +4,7 @@ long, is answered: a 4xx or 503 with a short message, never a 500, never an echo
 
 `ServerLimits` is the one list of those limits. Two parts enforce them: the ASGI middleware
 below (LimitInFlight, then LimitBody: every server's app is built with them, by
-canaryctl.serving.guarded), and the connection's deadlines and head size, which only uvicorn's
+canaryctl.serving.limited), and the connection's deadlines and head size, which only uvicorn's
 protocol sees (canaryctl/serving.py):
 
 | limit | past it |

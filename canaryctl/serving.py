@@ -6,7 +6,7 @@ the protocol below, which adds what uvicorn leaves out: deadlines for a request'
 and a bound on the head's size (canaryctl.request_limits.ServerLimits). Without them a client
 that opens a connection and sends nothing, or half a request, holds it for ever, and a server's
 memory goes with thousands of them. The limits an app can see (in-flight counts, body sizes)
-are its middleware's: `guarded` lists it, and every server's app is built with it.
+are its middleware's: `limited` adds it, and every server's app is built with it.
 
 - The head's deadline runs from the connection's opening, or from the first byte of the next
   request on a kept-alive connection; past it: 408 and the connection closes. A head larger
@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import Any
 
 import uvicorn
-from starlette.middleware import Middleware
+from starlette.applications import Starlette
 from starlette.types import ASGIApp
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -40,17 +40,18 @@ from canaryctl.request_limits import (
     plain_error,
 )
 
-__all__ = ["BackgroundServer", "bind", "guarded", "server_for"]
+__all__ = ["BackgroundServer", "bind", "limited", "server_for"]
 
 
-def guarded(limits: ServerLimits, render: RenderError = plain_error) -> list[Middleware]:
-    """The middleware that holds an app to `limits`, outermost first: in-flight counts, so a
-    refused request buffers nothing; then the body's size, and the bytes all bodies hold."""
+def limited(app: Starlette, limits: ServerLimits, render: RenderError = plain_error) -> Starlette:
+    """`app` held to `limits` by the middleware that sees requests, outermost: in-flight counts,
+    so a refused request buffers nothing; then the body's size, and the bytes all bodies hold.
+    `render` writes an error in the dialect of the request's path."""
     budget = BodyBudget(limits.max_buffered_bytes)
-    return [
-        Middleware(LimitInFlight, limits=limits, render=render),
-        Middleware(LimitBody, max_bytes=limits.max_body_bytes, render=render, budget=budget),
-    ]
+    # each add_middleware goes outside the ones before it
+    app.add_middleware(LimitBody, max_bytes=limits.max_body_bytes, render=render, budget=budget)
+    app.add_middleware(LimitInFlight, limits=limits, render=render)
+    return app
 
 
 _REASONS = {408: "Request Timeout", 431: "Request Header Fields Too Large"}

@@ -30,7 +30,7 @@ from canaryctl.lab.provider import SimulatedProvider
 from canaryctl.request_limits import ServerLimits
 from canaryctl.runbook.gateway import GatewaySpec, LimitsSpec
 from canaryctl.runbook.lab import ProviderProfile
-from canaryctl.serving import BackgroundServer, guarded
+from canaryctl.serving import BackgroundServer, limited
 from tests.fixed_upstream import FIXED_UPSTREAM, flag_file
 
 pytestmark = pytest.mark.timeout(120)
@@ -59,14 +59,12 @@ def _gateway_spec(upstream: str, directory: Path, **limits: Any) -> GatewaySpec:
 
 
 def _bare_app() -> Starlette:
-    """An app set up as the controller's and the guard's are: its routes behind `guarded`."""
+    """An app set up as the controller's and the guard's are: its routes, `limited`."""
 
     async def echo(request: Request) -> JSONResponse:
         return JSONResponse({"bytes": len(await request.body())})
 
-    return Starlette(
-        routes=[Route("/x", echo, methods=["POST"])], middleware=guarded(ServerLimits())
-    )
+    return limited(Starlette(routes=[Route("/x", echo, methods=["POST"])]), ServerLimits())
 
 
 @pytest.fixture(params=["gateway", "chaos proxy", "lab provider", "bare app"])

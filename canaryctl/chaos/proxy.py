@@ -63,7 +63,7 @@ from canaryctl.request_limits import (
     parse_json,
 )
 from canaryctl.runbook.scenario import FaultSpec
-from canaryctl.serving import guarded
+from canaryctl.serving import limited
 
 __all__ = ["ProxyMetrics", "create_proxy_app"]
 
@@ -159,10 +159,9 @@ def create_proxy_app(
             Mount(ADMIN_PREFIX, routes=admin),
             Route("/{path:path}", proxy.forward, methods=methods),
         ],
-        middleware=guarded(_limits(max_body_bytes), _refused),
         lifespan=lifespan,
     )
-    return _KeepTransport(app)
+    return _KeepTransport(limited(app, _limits(max_body_bytes), _refused))
 
 
 class _KeepTransport:

@@ -45,7 +45,7 @@ from canaryctl.flags.base import FlagStore
 from canaryctl.metrics.base import MetricsSource
 from canaryctl.request_limits import ServerLimits
 from canaryctl.runbook.rollout import Rollout
-from canaryctl.serving import guarded, server_for
+from canaryctl.serving import limited, server_for
 
 ExceptionHandlers = Mapping[Any, Callable[[Request, Exception], Awaitable[Response]]]
 
@@ -275,11 +275,11 @@ def create_app(
             }
         )
 
-    return Starlette(
+    app = Starlette(
         routes=[Route("/healthz", healthz, methods=["GET"]), *routes],
         exception_handlers=dict(exception_handlers or {}),
-        middleware=guarded(ServerLimits()),
     )
+    return limited(app, ServerLimits())
 
 
 def serve(

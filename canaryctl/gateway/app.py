@@ -41,7 +41,7 @@ from canaryctl.gateway.shadow import Shadowing
 from canaryctl.gateway.upstream import Upstream, error_body
 from canaryctl.request_limits import clip
 from canaryctl.runbook.gateway import GatewaySpec
-from canaryctl.serving import guarded
+from canaryctl.serving import limited
 
 __all__ = ["create_app"]
 
@@ -101,11 +101,10 @@ def create_app(spec: GatewaySpec) -> Starlette:
             Route("/metrics", gateway.metrics_endpoint, methods=["GET"]),
             Route("/health", gateway.health, methods=["GET"]),
         ],
-        middleware=guarded(spec.limits.server(), _refused),
         lifespan=lifespan,
     )
     app.state.metrics = gateway.metrics
-    return app
+    return limited(app, spec.limits.server(), _refused)
 
 
 def _refused(scope: Scope, message: str) -> dict[str, Any]:

@@ -11,8 +11,7 @@ from canaryctl.api.alerts import BadPayload, read_alerts
 from canaryctl.api.app import ClientError, json_errors, protected_route
 from canaryctl.api.tokens import ApiTokens, Caller, Role
 from canaryctl.guard.watch import GuardWatch
-from canaryctl.request_limits import BadJSON, ServerLimits, parse_json
-from canaryctl.serving import guarded
+from canaryctl.request_limits import BadJSON, parse_json
 
 __all__ = ["guard_app"]
 
@@ -35,6 +34,4 @@ def guard_app(watch: GuardWatch, tokens: ApiTokens) -> Starlette:
         )
 
     route = protected_route("POST", "/api/v1/alertmanager", Role.OPERATOR, tokens, alertmanager)
-    return Starlette(
-        routes=[route], exception_handlers=json_errors, middleware=guarded(ServerLimits())
-    )
+    return Starlette(routes=[route], exception_handlers=json_errors)

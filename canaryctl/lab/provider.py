@@ -29,7 +29,7 @@ from canaryctl.lab import claude, judge
 from canaryctl.lab.behaviour import Behaviour, decide, estimate_tokens, request_rng
 from canaryctl.request_limits import ServerLimits
 from canaryctl.runbook.lab import ProviderProfile
-from canaryctl.serving import guarded
+from canaryctl.serving import limited
 
 __all__ = ["SimulatedProvider"]
 
@@ -109,7 +109,7 @@ class SimulatedProvider:
                 Route("/api/generate", self._ollama_generate, methods=["POST"]),
                 health,
             ]
-        self.app = Starlette(routes=routes, middleware=guarded(ServerLimits()))
+        self.app = limited(Starlette(routes=routes), ServerLimits())
 
     def release(self) -> None:
         """End every held ("timeout") request now; call it on the server's event loop."""
