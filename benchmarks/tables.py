@@ -50,6 +50,7 @@ BENCHMARKS = {
     "benchmarks/results/ld_propagation.json": "python benchmarks/ld_propagation.py --changes 50",
     "benchmarks/results/feedback_memory.json": "python benchmarks/feedback_memory.py",
     "benchmarks/results/spend_memory.json": "python benchmarks/spend_memory.py",
+    "benchmarks/results/slow_clients.json": "python benchmarks/slow_clients.py",
     "benchmarks/results/quality_detection.json": "python benchmarks/quality_detection.py",
     "benchmarks/results/judge_agreement.json": "python benchmarks/judge_agreement.py",
     "benchmarks/results/shadow_step.json": "python benchmarks/shadow_step.py",
@@ -578,6 +579,42 @@ def spend_memory(data: dict[str, Any]) -> str:
         _table(["sketch, full", "entries", "held", "per entry"], rows)
         + f"\n\nMetering one request (fingerprint, labels, sketches): "
         f"{num(r['record_microseconds'])} µs, over {num(r['requests'])} requests."
+    )
+
+
+SLOW_FLOODS = {
+    "bodies": "a 2 KiB body, half sent, then silence",
+    "big": "a 4 MiB body, all but 1 KiB sent, then silence",
+    "headers": "half a request head, then silence",
+}
+
+
+def slow_clients(data: dict[str, Any]) -> str:
+    r = _results(data)
+    rows = []
+    for name, label in SLOW_FLOODS.items():
+        flood = r["floods"][name]
+        answers = ", ".join(
+            f"{num(count)} {TIMES} {status}" for status, count in sorted(flood["statuses"].items())
+        )
+        last = flood["last_closed_after_s"]
+        rows.append(
+            [
+                label,
+                num(flood["connections"]),
+                f"{num(flood['closed_by_server'])} ({answers})",
+                "—" if last is None else f"{num(last, 1)} s",
+                num(flood["still_open_after_wait"]),
+                f"{num(flood['peak_rss_mb'])} MB",
+            ]
+        )
+    head = ["each connection sends", "connections", "closed by the gateway", "last closed after",
+            f"open after {num(r['wait_s'])} s", "peak memory"]  # fmt: skip
+    return (
+        _table(head, rows) + f"\n\nGateway memory (resident): {num(r['idle_rss_mb'])} MB idle, "
+        f"{num(r['after_rss_mb'])} MB {num(r['settle_s'])} s after the floods "
+        f"({pct(abs(r['after_over_idle']))} {'above' if r['after_over_idle'] >= 0 else 'below'} "
+        "idle)."
     )
 
 
@@ -1179,6 +1216,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "ld-propagation-inline": ld_propagation_inline,
     "feedback-memory-inline": feedback_memory_inline,
     "spend-memory": spend_memory,
+    "slow-clients": slow_clients,
     "quality-detection": quality_detection,
     "judge-agreement-pointwise": judge_agreement_pointwise,
     "judge-agreement-pairwise": judge_agreement_pairwise,

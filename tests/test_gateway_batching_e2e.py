@@ -138,7 +138,7 @@ def test_concurrent_callers_share_one_call_and_each_gets_its_own_vectors_and_bil
 def test_keys_teams_and_routes_are_never_joined(tmp_path: Path) -> None:
     auth = {
         "keys": [
-            {"id": "a", "sha256": hash_key(KEY_A), "team": "t1"},
+            {"id": "a", "sha256": hash_key(KEY_A), "team": "t1", "teams": ["t2"]},
             {"id": "b", "sha256": hash_key(KEY_B), "team": "t1"},
         ],
         "trust_identity_headers": True,  # so that a request may name another team

@@ -20,7 +20,7 @@ import yaml
 from canaryctl.chaos import BackgroundServer
 from canaryctl.errors import InvalidInput
 from canaryctl.gateway import create_app
-from canaryctl.gateway.identity import UNTRUSTED_BANNER, Callers, hash_key
+from canaryctl.gateway.identity import UNTRUSTED_BANNER, Callers, Refused, hash_key
 from canaryctl.runbook.gateway import AuthSpec, ContextSpec, GatewaySpec
 from tests.fixed_upstream import FIXED_UPSTREAM, flag_file
 from tests.test_gateway import metric
@@ -207,3 +207,60 @@ def test_key_configuration_errors_name_the_field(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="cannot read"):
         Callers(AuthSpec(keys_file=tmp_path / "absent.yaml"), context, 256, environ={})
     assert Callers(AuthSpec(), context, 256).banner == UNTRUSTED_BANNER
+
+
+def test_a_key_charges_only_the_jobs_it_names(serve: Any) -> None:
+    """Any caller sending `X-Job: nightly-eval` drained that job's budget, and the job's own key
+    then got 429: a job header outside the key's `jobs` is a 403, and the budget is untouched."""
+    keys = [
+        {**KEYS[0], "jobs": ["nightly-eval"]},
+        KEYS[1],  # names no job: it may charge none
+    ]
+    budgets = {"limits": [{"name": "per-job", "per": "job", "tokens": 20}]}
+    gateway = serve(auth={"keys": keys}, budgets=budgets)
+    for key in (FREE_KEY, BATCH_KEY):
+        robbed = gateway.chat(key, max_tokens=1, **{"X-Job": "nightly-eval"})
+        assert robbed.status_code == 403, key
+        error = robbed.json()["error"]
+        assert error["code"] == "job_not_allowed"
+        assert error["message"] == "X-Job: this API key may not charge job 'nightly-eval'"
+    # the job's budget is whole: its own key spends it (8 estimated, 4 settled each time)
+    own = [gateway.chat(PAID_KEY, max_tokens=1, **{"X-Job": "nightly-eval"}) for _ in range(3)]
+    assert [r.status_code for r in own] == [200, 200, 200]
+    assert gateway.chat(FREE_KEY, max_tokens=1).status_code == 200  # no job header: served
+    ollama = httpx.post(
+        f"{gateway.url}/api/chat",
+        json=CHAT,
+        headers={"x-api-key": FREE_KEY, "X-Job": "nightly-eval"},
+        timeout=10,
+    )
+    assert ollama.status_code == 403
+    assert ollama.json() == {"error": "X-Job: this API key may not charge job 'nightly-eval'"}
+    assert metric(gateway, "llm_requests_total") == 4
+
+
+def test_behind_a_trusted_proxy_a_key_charges_only_its_teams(serve: Any) -> None:
+    keys = [{**KEYS[1], "teams": ["search"]}, KEYS[0]]
+    gateway = serve(auth={"keys": keys, "trust_identity_headers": True})
+    for team in ("support", "search"):  # the key's own team, and one it lists
+        assert gateway.chat(FREE_KEY, **{"X-Team": team}).status_code == 200, team
+    other = gateway.chat(FREE_KEY, **{"X-Team": "finance"})
+    assert other.status_code == 403
+    assert other.json()["error"]["code"] == "team_not_allowed"
+    assert gateway.chat(PAID_KEY, **{"X-Team": "support"}).status_code == 403  # lists none
+    assert gateway.chat(PAID_KEY).status_code == 200
+
+
+def test_a_keys_file_names_jobs_and_teams(tmp_path: Path) -> None:
+    keys_file = tmp_path / "keys.yaml"
+    keys_file.write_text(
+        yaml.safe_dump(
+            {"keys": [{"id": "evals", "sha256": hash_key(BATCH_KEY), "jobs": ["nightly"]}]}
+        )
+    )
+    callers = Callers(AuthSpec(keys_file=keys_file), ContextSpec(), 256, environ={})
+    auth = {"authorization": f"Bearer {BATCH_KEY}"}
+    identity = callers.identify({**auth, "X-Job": "nightly"}, {})
+    assert not isinstance(identity, Refused) and identity.job == "nightly"
+    refused = callers.identify({**auth, "X-Job": "weekly"}, {})
+    assert isinstance(refused, Refused) and refused.status == 403

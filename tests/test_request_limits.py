@@ -451,3 +451,94 @@ def test_a_client_that_hangs_up_mid_body_never_reaches_the_app() -> None:
     arriving[:] = [{"type": "http.request", "body": b"{}", "more_body": False}]
     asyncio.run(limited(scope, receive, send))
     assert called == [{"type": "http.request", "body": b"{}"}]
+
+
+# -- numbers from clients are bounded before any arithmetic --
+
+HUGE_FIELDS = {
+    "/v1/chat/completions": ["max_tokens", "max_completion_tokens"],
+    "/v1/messages": ["max_tokens"],
+    "/api/chat": ["options.num_predict"],
+    "/api/generate": ["options.num_predict"],
+}
+MAX_TOKEN_COUNT = 10_000_000
+"""No model writes more than this in one answer; what the gateway's 400 names as the bound."""
+
+
+@pytest.fixture(scope="module")
+def budgeted(upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A gateway with a cost budget on, so a request's token count is priced before it is sent."""
+    flags = flag_file(tmp_path_factory.mktemp("budgeted") / "flags.json", ["a"])
+    price = {"prompt_per_1k": 0.001, "completion_per_1k": 0.002}
+    spec = GatewaySpec.model_validate(
+        {
+            "flags": {"provider": "file", "path": str(flags), "poll_interval": 0.1},
+            "routes": [{"name": "bot", "flag": "f", "default_model": "a"}],
+            "models": [{"name": "a", "base_url": upstream, "price": price}],
+            "budgets": {"limits": [{"name": "big", "per": "user", "usd": 1e9}]},
+        }
+    )
+    with BackgroundServer(create_app(spec)) as server:
+        yield server.url
+
+
+def _with_count(path: str, field: str, value: int) -> dict[str, Any]:
+    body: dict[str, Any] = {**CHAT}
+    if path == "/api/generate":
+        body = {"model": "bot", "prompt": "What is 2 + 3?"}
+    if field.startswith("options."):
+        body["options"] = {field.removeprefix("options."): value}
+    else:
+        body[field] = value
+    return body
+
+
+huge = st.one_of(
+    st.integers(MAX_TOKEN_COUNT + 1, 10**30),
+    st.integers(300, 4000).map(lambda digits: 10**digits),
+    st.integers(-(10**400), -3),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(door=st.sampled_from([(p, f) for p, fs in HUGE_FIELDS.items() for f in fs]), value=huge)
+@example(door=("/v1/chat/completions", "max_tokens"), value=10**400)
+@example(door=("/v1/messages", "max_tokens"), value=10**400)
+@example(door=("/api/chat", "options.num_predict"), value=10**400)
+@example(door=("/api/generate", "options.num_predict"), value=10**400)
+def test_a_huge_token_count_is_400_naming_the_field(
+    client: httpx.Client, budgeted: str, door: tuple[str, str], value: int
+) -> None:
+    """`max_tokens: 10**400` with budgets on was an OverflowError pricing it, and a 500."""
+    path, field = door
+    if field == "options.num_predict" and value in (-1, -2):
+        return  # Ollama's "no limit" and "fill the context"
+    response = client.post(budgeted + path, json=_with_count(path, field, value))
+    assert response.status_code == 400, (response.status_code, response.text[:300])
+    error = response.json()["error"]
+    message = error if isinstance(error, str) else error["message"]
+    assert message.startswith(f"{field}: "), message
+    assert str(MAX_TOKEN_COUNT) in message
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    door=st.sampled_from([(p, f) for p, fs in HUGE_FIELDS.items() for f in fs]),
+    value=st.integers(1, MAX_TOKEN_COUNT),
+)
+def test_a_token_count_within_the_bound_is_served(
+    client: httpx.Client, budgeted: str, door: tuple[str, str], value: int
+) -> None:
+    path, field = door
+    response = client.post(budgeted + path, json=_with_count(path, field, value))
+    assert response.status_code == 200, (response.status_code, response.text[:300])
+
+
+def test_huge_numbers_elsewhere_are_400_not_500(client: httpx.Client, budgeted: str) -> None:
+    for field in ("seed", "temperature", "top_p", "n"):
+        response = client.post(f"{budgeted}/v1/chat/completions", json={**CHAT, field: 10**400})
+        assert response.status_code == 400, field
+        assert response.json()["error"]["message"].startswith(f"{field}: ")
+    response = client.post(f"{budgeted}/v1/feedback", json={"id": "x", "score": 10**400})
+    assert response.status_code == 400
+    assert response.json()["error"]["message"].startswith("score: must be from 0 to 1")

@@ -32,7 +32,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
@@ -56,8 +55,15 @@ from canaryctl.chaos.responses import (
     synthetic_stream,
 )
 from canaryctl.redact import redact_url
-from canaryctl.request_limits import DEFAULT_MAX_BODY_BYTES, BadJSON, LimitBody, clip, parse_json
+from canaryctl.request_limits import (
+    DEFAULT_MAX_BODY_BYTES,
+    BadJSON,
+    ServerLimits,
+    clip,
+    parse_json,
+)
 from canaryctl.runbook.scenario import FaultSpec
+from canaryctl.serving import limited
 
 __all__ = ["ProxyMetrics", "create_proxy_app"]
 
@@ -153,10 +159,9 @@ def create_proxy_app(
             Mount(ADMIN_PREFIX, routes=admin),
             Route("/{path:path}", proxy.forward, methods=methods),
         ],
-        middleware=[Middleware(LimitBody, max_bytes=max_body_bytes, render=_too_big)],
         lifespan=lifespan,
     )
-    return _KeepTransport(app)
+    return _KeepTransport(limited(app, _limits(max_body_bytes), _refused))
 
 
 class _KeepTransport:
@@ -185,7 +190,13 @@ async def _drop_connection(scope: Scope) -> bool:
     return True
 
 
-def _too_big(scope: Scope, message: str) -> dict[str, object]:
+def _limits(max_body_bytes: int) -> ServerLimits:
+    """The default limits, with room for at least one body of `max_body_bytes` in memory."""
+    buffered = max(max_body_bytes, ServerLimits.max_buffered_bytes)
+    return ServerLimits(max_body_bytes=max_body_bytes, max_buffered_bytes=buffered)
+
+
+def _refused(scope: Scope, message: str) -> dict[str, object]:
     if scope["path"].startswith(ADMIN_PREFIX):
         return {"error": message}
     return {"error": {"message": f"chaos proxy: {message}", "type": "invalid_request_error"}}

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import click
-import uvicorn
 
 from canaryctl.cli.listen import split_listen
 from canaryctl.errors import InvalidInput
 from canaryctl.gateway import create_app
 from canaryctl.gateway.routing import check_flag_source
 from canaryctl.runbook import Gateway, load_document
+from canaryctl.serving import bind, server_for
 
 __all__ = ["gateway"]
 
@@ -31,8 +31,7 @@ def serve(config: str, listen: str | None) -> None:
     except InvalidInput as exc:
         raise InvalidInput(f"{config}: {exc}") from None
     app = create_app(spec)
+    sock = bind(host, port)
     click.echo(f"gateway on http://{host}:{port} (metrics at /metrics); Ctrl-C stops", err=True)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
-    )
-    server.run()
+    # in-flight requests finish at shutdown, however long their answers take
+    server_for(app, spec.limits.server(), grace=None).run(sockets=[sock])

@@ -107,10 +107,12 @@ def run_command(
                        rollouts=rollouts)  # fmt: skip
     with ExitStack() as stack:
         if address is not None and tokens is not None:
-            from canaryctl.chaos.server import BackgroundServer
             from canaryctl.guard.server import guard_app
+            from canaryctl.request_limits import ServerLimits
+            from canaryctl.serving import BackgroundServer, limited
 
-            server = BackgroundServer(guard_app(watch, tokens), host=address[0], port=address[1])
+            app = limited(guard_app(watch, tokens), ServerLimits())
+            server = BackgroundServer(app, host=address[0], port=address[1])
             stack.enter_context(server)
             click.echo(f"alertmanager webhook at {server.url}/api/v1/alertmanager", err=True)
         stack.callback(watch.hooks.close)

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -44,7 +43,9 @@ from canaryctl.controller.wiring import stored_rollout, wired
 from canaryctl.errors import CanaryError
 from canaryctl.flags.base import FlagStore
 from canaryctl.metrics.base import MetricsSource
+from canaryctl.request_limits import ServerLimits
 from canaryctl.runbook.rollout import Rollout
+from canaryctl.serving import limited, server_for
 
 ExceptionHandlers = Mapping[Any, Callable[[Request, Exception], Awaitable[Response]]]
 
@@ -274,10 +275,11 @@ def create_app(
             }
         )
 
-    return Starlette(
+    app = Starlette(
         routes=[Route("/healthz", healthz, methods=["GET"]), *routes],
         exception_handlers=dict(exception_handlers or {}),
     )
+    return limited(app, ServerLimits())
 
 
 def serve(
@@ -297,13 +299,9 @@ def serve(
         stop.set()
 
     previous = {sig: signal.signal(sig, asked) for sig in (signal.SIGINT, signal.SIGTERM)}
-    config = uvicorn.Config(
-        create_app(controller, routes, exception_handlers),
-        log_level="warning",
-        access_log=False,
-        lifespan="off",
+    server = server_for(
+        create_app(controller, routes, exception_handlers), lifespan="off", grace=None
     )
-    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     controller.start()
     thread.start()

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from canaryctl.gateway.failures import UpstreamFailure, error_body
+from canaryctl.gateway.request_shape import MAX_TOKEN_COUNT
 from canaryctl.runbook.gateway import ModelSpec
 
 __all__ = [
@@ -46,7 +47,8 @@ def _empty(model: ModelSpec) -> UpstreamFailure:
 
 
 def _is_count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    """A token count the gateway can price: a count past MAX_TOKEN_COUNT would overflow a float."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TOKEN_COUNT
 
 
 def _check_usage(model: ModelSpec, usage: object) -> None:

@@ -21,7 +21,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -37,10 +36,12 @@ from canaryctl.gateway.keys import check_api_keys
 from canaryctl.gateway.metrics import GatewayMetrics
 from canaryctl.gateway.pipeline import Pipeline, Stop, error_response, refused_response
 from canaryctl.gateway.routing import FlagRouter
+from canaryctl.gateway.scrubbing import Scrubber, configured_secrets
 from canaryctl.gateway.shadow import Shadowing
 from canaryctl.gateway.upstream import Upstream, error_body
-from canaryctl.request_limits import LimitBody, clip
+from canaryctl.request_limits import clip
 from canaryctl.runbook.gateway import GatewaySpec
+from canaryctl.serving import limited
 
 __all__ = ["create_app"]
 
@@ -71,7 +72,7 @@ def create_app(spec: GatewaySpec) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # The SDK loads the flag file synchronously; keep that off the event loop.
         pipeline.router = await asyncio.to_thread(FlagRouter, spec, gateway.metrics)
-        async with Upstream.open() as upstream:
+        async with Upstream.open(gateway.scrubber) as upstream:
             pipeline.upstream = upstream
             pipeline.budgets = gateway.open_budgets()
             gateway.judges.start(upstream.complete)
@@ -100,19 +101,20 @@ def create_app(spec: GatewaySpec) -> Starlette:
             Route("/metrics", gateway.metrics_endpoint, methods=["GET"]),
             Route("/health", gateway.health, methods=["GET"]),
         ],
-        middleware=[Middleware(LimitBody, max_bytes=spec.limits.max_body_bytes, render=_too_big)],
         lifespan=lifespan,
     )
     app.state.metrics = gateway.metrics
-    return app
+    return limited(app, spec.limits.server(), _refused)
 
 
-def _too_big(scope: Scope, message: str) -> dict[str, Any]:
+def _refused(scope: Scope, message: str) -> dict[str, Any]:
+    """A request refused before any route reads it (request_limits: 413, 429, 503), in the
+    dialect of the path it was sent to."""
     if scope["path"].startswith("/api/"):
         return {"error": message}
     if scope["path"] == "/v1/messages":
         return anthropic.error_body(413, message)
-    return {"error": {**error_body(message, "invalid_request_error")["error"], "code": "too_big"}}
+    return error_body(message, "invalid_request_error")
 
 
 class _Gateway:
@@ -122,6 +124,9 @@ class _Gateway:
         self.spec = spec
         self.metrics = GatewayMetrics()
         self.pipeline = Pipeline(spec, self.metrics)
+        secrets = configured_secrets(spec, self.pipeline.callers.key_envs)
+        self.scrubber = Scrubber(secrets)
+        """Every body a model sends passes it: no configured secret reaches a client or a log."""
         self.judges = Judges(spec, self.metrics)
         if self.judges.any:
             self.pipeline.after_served.append(self.judges.offer_served)

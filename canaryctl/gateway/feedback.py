@@ -249,7 +249,7 @@ def parse_feedback(body: Any, max_id_length: int) -> tuple[str, float] | Refused
         return Refused(413, f"id: {size}", "id_too_long")
     if isinstance(score, bool) or not isinstance(score, int | float):
         return _bad("score: must be a number from 0 to 1")
-    if not math.isfinite(score) or not 0.0 <= score <= 1.0:
+    if not 0.0 <= score <= 1.0 or not math.isfinite(score):  # 10**400 is no float: range first
         return _bad(f"score: must be from 0 to 1, got {clip(score)}")
     return completion_id, float(score)
 

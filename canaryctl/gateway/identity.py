@@ -7,6 +7,10 @@ the key says who the caller is; `X-User`, `X-Tier` and `X-Team` are believed onl
 `trust_identity_headers` says a proxy in front sets them (they then override the key). Without
 keys there is nothing else to go by, and the headers are trusted, as the start-up line says.
 
+A key also names what it may charge: the jobs in its `jobs` and, when identity headers are
+trusted, the teams in `team` and `teams`. A job or team header outside them is a 403, so one
+caller cannot drain another's per-job or per-team budget by naming it.
+
 Keys are known by their SHA-256 only: a presented key is hashed and looked up, so neither the
 document, nor memory past that lookup, nor any message holds one. The job header names a batch
 job for per-job budgets and is taken from the request either way: omitting it escapes no limit
@@ -27,6 +31,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from canaryctl.errors import InvalidInput
+from canaryctl.request_limits import clip
 from canaryctl.runbook.gateway import AuthSpec, ContextSpec, VirtualKey
 
 __all__ = ["UNTRUSTED_BANNER", "Callers", "Identity", "Refused", "hash_key"]
@@ -83,6 +88,8 @@ class Callers:
         self._max = max_id_length
         self._by_hash = _key_table(auth, environ)
         self._trust_headers = auth.trust_identity_headers or not self._by_hash
+        self.key_envs = tuple(k.key_env for k in self._by_hash.values() if k.key_env)
+        """The variables holding keys (the document's and the keys file's): secrets to scrub."""
         self.banner = None if self._by_hash else UNTRUSTED_BANNER
         """Said once at start when anyone may claim any identity; None with keys."""
 
@@ -120,6 +127,8 @@ class Callers:
                 status = 413 if where == "user" else 431  # the body's field, or a header
                 return Refused(status, f"{where}: {size}", "id_too_long")
         if key is not None:
+            if refused := _outside_key(key, spec, team, job):
+                return refused
             user, team, tier = user or key.user or key.id, team or key.team, tier or key.tier
         return Identity(
             str(user) if user else None,
@@ -128,6 +137,20 @@ class Callers:
             job or None,
             key.id if key else None,
         )
+
+
+def _outside_key(
+    key: VirtualKey, spec: ContextSpec, team: str | None, job: str | None
+) -> Refused | None:
+    """A 403 when the request charges a job or team its key does not name: a header is not
+    enough to spend another caller's budget."""
+    if job and job not in key.jobs:
+        message = f"{spec.job_header}: this API key may not charge job {clip(job)}"
+        return Refused(403, message, "job_not_allowed")
+    if team and team != key.team and team not in key.teams:
+        message = f"{spec.team_header}: this API key may not charge team {clip(team)}"
+        return Refused(403, message, "team_not_allowed")
+    return None
 
 
 def _presented_key(headers: Mapping[str, str]) -> str | None:

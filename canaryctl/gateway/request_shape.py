@@ -4,6 +4,10 @@ Routing, budgets, the cache, tracing and the Ollama translation each look at a f
 client's body (`stream`, `max_tokens`, `options`...). A field of the wrong type there would be
 a crash deep in the pipeline; here it is a 400 naming the field, as the providers answer it.
 Fields the gateway only passes on are the provider's to judge.
+
+Numbers are bounded here too, before anything does arithmetic with them: a budget prices
+`max_tokens` as a float, and `10**400` tokens is an OverflowError, not a cost. Token counts stop
+at MAX_TOKEN_COUNT, seeds at a signed 64-bit integer, sampling numbers at MAX_SAMPLING.
 """
 
 from __future__ import annotations
@@ -13,17 +17,27 @@ from typing import Any
 
 from canaryctl.gateway.ollama import Dialect
 
-__all__ = ["shape_problem"]
+__all__ = ["MAX_TOKEN_COUNT", "shape_problem"]
 
 Check = tuple[Callable[[Any], bool], str]
 
+MAX_TOKEN_COUNT = 10_000_000
+"""More tokens than any model writes in one answer (or reads in one prompt)."""
+MAX_SAMPLING = 1_000_000
+"""Far past any temperature, top_p or penalty a provider takes, and exact as a float."""
+_SEED = 2**63
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
 
 def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    return (_integer(value) or isinstance(value, float)) and -MAX_SAMPLING <= value <= MAX_SAMPLING
 
 
 def _count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return _integer(value) and 0 <= value <= MAX_TOKEN_COUNT
 
 
 def _stop(value: Any) -> bool:
@@ -39,13 +53,16 @@ def _objects(value: Any) -> bool:
 _BOOL: Check = (lambda v: isinstance(v, bool), "must be true or false")
 _OBJECT: Check = (lambda v: isinstance(v, dict), "must be an object")
 _STRING: Check = (lambda v: isinstance(v, str), "must be a string")
-_NUMBER: Check = (_number, "must be a number")
-_COUNT: Check = (_count, "must be a whole number, 0 or more")
+_NUMBER: Check = (_number, f"must be a number from -{MAX_SAMPLING} to {MAX_SAMPLING}")
+_COUNT: Check = (_count, f"must be a whole number from 0 to {MAX_TOKEN_COUNT}")
 _STOP: Check = (_stop, "must be a string or a list of strings")
 _MESSAGES: Check = (_objects, "must be a list of objects")
 _INPUT: Check = (lambda v: isinstance(v, str | list), "must be a string or a list")
 
-_INTEGER: Check = (lambda v: isinstance(v, int) and not isinstance(v, bool), "must be an integer")
+_INTEGER: Check = (
+    lambda v: _integer(v) and -_SEED <= v < _SEED,
+    "must be an integer from -2**63 to 2**63 - 1",
+)
 _SAMPLING = {"temperature": _NUMBER, "top_p": _NUMBER, "seed": _INTEGER, "stop": _STOP}
 _OPENAI = {
     "messages": _MESSAGES,
@@ -79,7 +96,10 @@ _ANTHROPIC = {
     "top_p": _NUMBER,
 }
 _OLLAMA_OPTIONS = {
-    "num_predict": (lambda v: isinstance(v, int) and v >= -2, "must be an integer"),
+    "num_predict": (
+        lambda v: _integer(v) and -2 <= v <= MAX_TOKEN_COUNT,
+        f"must be an integer from -2 to {MAX_TOKEN_COUNT}",
+    ),
     **_SAMPLING,
 }
 

@@ -7,6 +7,9 @@ Everything comes back in OpenAI shape, checked (answers.py): a 200 that is no an
 like any other. aiohttp's exceptions stop here: a failure is an UpstreamFailure (failures.py)
 that is the model's (a fallback may answer) unless the request itself is wrong (400, 413, 422).
 
+Every byte read from a provider (bodies, stream lines, the status phrase, Retry-After) passes the
+gateway's Scrubber (scrubbing.py) before anything parses, relays or logs it.
+
 aiohttp rather than httpx on this path: the gateway's added latency is mostly its HTTP client,
 and aiohttp's C parser and connection pool cost a fraction of httpx's per request (see
 docs/gateway.md for the measured figures).
@@ -38,6 +41,7 @@ from canaryctl.gateway.ollama import (
     embeddings_from_ollama,
     ollama_request,
 )
+from canaryctl.gateway.scrubbing import Scrubber
 from canaryctl.runbook.gateway import ModelSpec
 
 __all__ = ["Upstream", "UpstreamFailure", "UpstreamStream", "error_body"]
@@ -47,17 +51,18 @@ _UpstreamError = (aiohttp.ClientError, TimeoutError)
 
 
 async def _failure_from_response(
-    response: aiohttp.ClientResponse, model: ModelSpec
+    response: aiohttp.ClientResponse, model: ModelSpec, scrubber: Scrubber
 ) -> UpstreamFailure:
     try:
-        data = json.loads(await response.read())
+        data = json.loads(scrubber.scrub(await response.read()))
     except ValueError:
         data = None
     except _UpstreamError as exc:
         return _failure_from_exception(exc, model)
     error = data.get("error") if isinstance(data, dict) else None
+    phrase, retry_after = response.reason, response.headers.get("retry-after")
     return failure_for_status(
-        model, response.status, error, response.reason, response.headers.get("retry-after")
+        model, response.status, error, scrubber.text(phrase), scrubber.text(retry_after)
     )
 
 
@@ -78,9 +83,12 @@ class UpstreamStream:
     chunk passes `watch` (answers.StreamWatch), which knows at the end how the stream counts.
     """
 
-    def __init__(self, response: aiohttp.ClientResponse, model: ModelSpec) -> None:
+    def __init__(
+        self, response: aiohttp.ClientResponse, model: ModelSpec, scrubber: Scrubber
+    ) -> None:
         self._response = response
         self._model = model
+        self._scrubber = scrubber
         self._completion_id = f"chatcmpl-{secrets.token_hex(8)}"
         self._claude = anthropic.ChunkTranslator() if model.provider == "anthropic" else None
         self.watch = StreamWatch(model)
@@ -90,7 +98,7 @@ class UpstreamStream:
 
     def _parse(self, raw: bytes, batch: list[dict[str, Any]]) -> bool:
         """Add the chunks of one line to `batch`; False once the stream says it is done."""
-        line = raw.decode()
+        line = self._scrubber.scrub(raw).decode()
         if self._model.provider == "ollama":
             if line.strip():
                 data = checked_ollama(self._model, json.loads(line))
@@ -166,19 +174,21 @@ class UpstreamStream:
 
 class Upstream:
     """Sends to models over one shared aiohttp session, so connections are pooled across
-    requests. `async with Upstream.open() as upstream:` owns the session."""
+    requests. `async with Upstream.open(scrubber) as upstream:` owns the session; what the
+    models send back is scrubbed of the gateway's secrets by `scrubber`."""
 
-    def __init__(self, session: aiohttp.ClientSession) -> None:
+    def __init__(self, session: aiohttp.ClientSession, scrubber: Scrubber) -> None:
         self._session = session
+        self._scrubber = scrubber
 
     @classmethod
     @asynccontextmanager
-    async def open(cls) -> AsyncIterator[Upstream]:
+    async def open(cls, scrubber: Scrubber | None = None) -> AsyncIterator[Upstream]:
         connector = aiohttp.TCPConnector(limit=_POOL_SIZE, ttl_dns_cache=300)
         async with aiohttp.ClientSession(
             connector=connector, auto_decompress=True, trust_env=False
         ) as session:
-            yield cls(session)
+            yield cls(session, scrubber or Scrubber())
 
     def _openai_url(self, model: ModelSpec, path: str) -> str:
         # OpenAI's and Anthropic's base URLs are written with /v1 or without.
@@ -227,9 +237,9 @@ class Upstream:
     async def _json(self, model: ModelSpec, response: aiohttp.ClientResponse) -> Any:
         async with response:
             if response.status != 200:
-                raise await _failure_from_response(response, model)
+                raise await _failure_from_response(response, model, self._scrubber)
             try:
-                raw = await response.read()
+                raw = self._scrubber.scrub(await response.read())
             except _UpstreamError as exc:
                 raise _failure_from_exception(exc, model) from exc
         try:
@@ -273,8 +283,8 @@ class Upstream:
         response = await self._send(model, chat, stream=True)
         if response.status != 200:
             async with response:
-                raise await _failure_from_response(response, model)
-        stream = UpstreamStream(response, model)
+                raise await _failure_from_response(response, model, self._scrubber)
+        stream = UpstreamStream(response, model, self._scrubber)
         try:
             await stream.hold_until_decided()
         except BaseException:

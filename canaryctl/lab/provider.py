@@ -28,7 +28,9 @@ from starlette.routing import Route
 
 from canaryctl.lab import claude, judge
 from canaryctl.lab.behaviour import Behaviour, decide, estimate_tokens, request_rng
+from canaryctl.request_limits import ServerLimits
 from canaryctl.runbook.lab import ProviderProfile
+from canaryctl.serving import limited
 
 __all__ = ["SimulatedProvider", "pacing"]
 
@@ -108,7 +110,7 @@ class SimulatedProvider:
                 Route("/api/generate", self._ollama_generate, methods=["POST"]),
                 health,
             ]
-        self.app = Starlette(routes=routes)
+        self.app = limited(Starlette(routes=routes), ServerLimits())
 
     def release(self) -> None:
         """End every held ("timeout") request now; call it on the server's event loop."""

@@ -21,27 +21,16 @@ from canaryctl.gateway import create_app
 from canaryctl.gateway.routing import check_flag_source
 from canaryctl.lab.provider import SimulatedProvider
 from canaryctl.lab.traffic import TrafficGenerator, TrafficStats
+from canaryctl.request_limits import ServerLimits
 from canaryctl.runbook.gateway import FileFlagSource, GatewaySpec, LaunchDarklyFlagSource
 from canaryctl.runbook.lab import Lab, LabSpec
+from canaryctl.serving import bind, server_for
 
 __all__ = ["HOST", "LabStack"]
 
 HOST = "127.0.0.1"
 _GRACE = 3.0
 """Seconds a server waits for in-flight requests at shutdown before cancelling them."""
-
-
-def _bind(port: int, what: str) -> socket.socket:
-    # IPPROTO_TCP, not 0: asyncio only sets TCP_NODELAY on accepted sockets whose proto says TCP,
-    # and without it every response waits out a 40 ms delayed ACK.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((HOST, port))
-    except OSError as exc:
-        sock.close()
-        raise CanaryError(f"{what}: cannot listen on {HOST}:{port}: {exc.strerror}") from exc
-    return sock
 
 
 def _url(sock: socket.socket) -> str:
@@ -118,15 +107,16 @@ class LabStack:
             check_flag_source(self.spec.gateway.flags, "spec.gateway.flags")
         try:
             for profile in self.spec.providers:
-                sock = _bind(profile.port, f"provider {profile.name}")
+                sock = bind(HOST, profile.port, f"provider {profile.name}")
                 provider = SimulatedProvider(profile, seed=self.spec.seed, hold=self._hold)
                 self._add_server(provider.app, sock, lifespan="off")
                 self.providers[profile.name] = provider
                 self.provider_urls[profile.name] = _url(sock)
             port = int(self.spec.gateway.listen.rsplit(":", 1)[1])
-            sock = _bind(port, "gateway")
+            sock = bind(HOST, port, "gateway")
             self.gateway_url = _url(sock)
-            self._add_server(create_app(self.gateway_spec()), sock, lifespan="on")
+            spec = self.gateway_spec()
+            self._add_server(create_app(spec), sock, lifespan="on", limits=spec.limits.server())
         except BaseException:
             self._close_sockets()
             raise
@@ -175,16 +165,16 @@ class LabStack:
     ) -> None:
         self.stop()
 
-    def _add_server(self, app: ASGIApp, sock: socket.socket, *, lifespan: str) -> None:
-        config = uvicorn.Config(
-            app,
-            log_config=None,
-            log_level="warning",
-            access_log=False,
-            lifespan=lifespan,
-            timeout_graceful_shutdown=_GRACE,
-        )
-        self._servers.append((uvicorn.Server(config), sock))
+    def _add_server(
+        self,
+        app: ASGIApp,
+        sock: socket.socket,
+        *,
+        lifespan: str,
+        limits: ServerLimits | None = None,
+    ) -> None:
+        server = server_for(app, limits, lifespan=lifespan, grace=_GRACE)
+        self._servers.append((server, sock))
 
     def _close_sockets(self) -> None:
         for _, sock in self._servers:

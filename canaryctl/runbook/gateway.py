@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
-from canaryctl.request_limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_JSON_DEPTH
+from canaryctl.request_limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_JSON_DEPTH, ServerLimits
 from canaryctl.runbook.common import API_VERSION, DocPath, Duration, Metadata, Strict, built_on_use
 from canaryctl.runbook.price import PriceSpec
 
@@ -42,6 +42,8 @@ __all__ = [
 ]
 
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_SERVER = ServerLimits()
+"""The server limits' defaults, as the document's `limits` shows them."""
 
 
 class FileFlagSource(Strict):
@@ -350,7 +352,8 @@ class ShadowingSpec(Strict):
 
 
 class LimitsSpec(Strict):
-    """What one request may send; more is a 413 (body, feedback id) or a 431 (identity header)."""
+    """What one request may send (more is a 413 for a body or feedback id, a 431 for an identity
+    header), and what clients may hold of the server (canaryctl.request_limits.ServerLimits)."""
 
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1024)
     max_id_length: int = Field(
@@ -360,6 +363,42 @@ class LimitsSpec(Strict):
         description="user, team, tier and job ids; feedback ids (or the longest id it issues)",
     )
     max_json_depth: int = Field(default=DEFAULT_MAX_JSON_DEPTH, ge=8, le=512)
+    header_timeout: Duration = Field(
+        default=_SERVER.header_timeout, gt=0, description="a request's head must arrive within"
+    )
+    body_timeout: Duration = Field(
+        default=_SERVER.body_timeout, gt=0, description="its body, from the end of its head"
+    )
+    max_header_bytes: int = Field(default=_SERVER.max_header_bytes, ge=1024)
+    max_in_flight: int = Field(default=_SERVER.max_in_flight, ge=1, description="past it: 503")
+    max_in_flight_per_client: int = Field(
+        default=_SERVER.max_in_flight_per_client,
+        ge=1,
+        description="requests of one client address at once; past it: 429",
+    )
+    max_buffered_bytes: int = Field(
+        default=_SERVER.max_buffered_bytes,
+        ge=1024,
+        description="request bodies held at once, in all; past it: 503",
+    )
+
+    @model_validator(mode="after")
+    def _room_for_a_body(self) -> LimitsSpec:
+        if self.max_buffered_bytes < self.max_body_bytes:
+            raise ValueError("max_buffered_bytes must be at least max_body_bytes (one whole body)")
+        return self
+
+    def server(self) -> ServerLimits:
+        """The limits the gateway's server enforces (canaryctl.serving, request_limits)."""
+        return ServerLimits(
+            header_timeout=self.header_timeout,
+            body_timeout=self.body_timeout,
+            max_header_bytes=self.max_header_bytes,
+            max_body_bytes=self.max_body_bytes,
+            max_buffered_bytes=self.max_buffered_bytes,
+            max_in_flight=self.max_in_flight,
+            max_in_flight_per_client=self.max_in_flight_per_client,
+        )
 
 
 class FeedbackSpec(Strict):
@@ -391,6 +430,14 @@ class VirtualKey(Strict):
     user: str | None = Field(default=None, min_length=1, description="default: the key's id")
     team: str | None = Field(default=None, min_length=1)
     tier: str | None = Field(default=None, min_length=1, description="default: default_tier")
+    jobs: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list,
+        description="jobs the key may charge (the job header); any other is refused 403",
+    )
+    teams: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list,
+        description="teams besides `team` the key may charge when identity headers are trusted",
+    )
 
     @model_validator(mode="after")
     def _one_secret(self) -> VirtualKey:
