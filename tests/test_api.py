@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +21,13 @@ from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate as validate_openapi
 from starlette.routing import Route
 
-from canaryctl.api import ApiTokens, create_app
+import canaryctl.api.app
+from canaryctl.api import ApiTokens, api_routes, create_app, json_errors
 from canaryctl.api.app import MAX_API_BODY_BYTES
 from canaryctl.chaos.server import BackgroundServer
 from canaryctl.controller import StateStore
+from canaryctl.controller.service import Controller
+from canaryctl.controller.service import create_app as service_app
 from canaryctl.errors import InvalidInput
 from canaryctl.flags.base import FlagSnapshot
 from canaryctl.runbook import Rollout
@@ -269,13 +274,19 @@ def _containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 
 
 _ANY_JSON = st.recursive(_SCALARS, _containers, max_leaves=20)
-_ALERT = st.fixed_dictionaries({}, optional={
-    "status": st.sampled_from(["firing", "resolved", "pending"]) | _SCALARS,
-    "labels": st.dictionaries(st.sampled_from(["alertname", "route", "x"]),
-                              st.sampled_from(["LLMHighErrorRate", "support-bot"]) | _SCALARS,
-                              max_size=3) | _SCALARS,
-    "fingerprint": st.text(max_size=200) | _SCALARS,
-})
+_ALERT = st.fixed_dictionaries(
+    {},
+    optional={
+        "status": st.sampled_from(["firing", "resolved", "pending"]) | _SCALARS,
+        "labels": st.dictionaries(
+            st.sampled_from(["alertname", "route", "x"]),
+            st.sampled_from(["LLMHighErrorRate", "support-bot"]) | _SCALARS,
+            max_size=3,
+        )
+        | _SCALARS,
+        "fingerprint": st.text(max_size=200) | _SCALARS,
+    },
+)
 _BODIES = st.one_of(
     st.binary(max_size=300),
     _ANY_JSON.map(lambda v: json.dumps(v).encode()),
@@ -295,3 +306,57 @@ def test_any_webhook_body_is_answered_200_or_400(state: Path) -> None:
             assert "error" in answer.json() or "aborted" in answer.json()
 
         post()
+
+
+BOMB = (
+    "apiVersion: canaryctl/v1\nkind: Rollout\nmetadata: {name: bomb}\n"
+    + "".join(
+        f"x{i}: &x{i} [" + ",".join([f"*x{i - 1}" if i else "a"] * 10) + "]\n" for i in range(10)
+    )
+    + "spec: {steps: [{pause: *x9}]}\n"
+)
+
+
+def test_healthz_answers_while_a_hostile_submit_is_parsed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The parse runs off the event loop: held at its start, /healthz still answers; let go,
+    the bomb is a 422 naming the limit."""
+    entered, release = threading.Event(), threading.Event()
+    parse = canaryctl.api.app.parse_document
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        assert release.wait(20)
+        return parse(*args, **kwargs)
+
+    monkeypatch.setattr(canaryctl.api.app, "parse_document", held)
+    path = tmp_path / "state.db"
+    routes = api_routes(lambda: StateStore(path), TOKENS, submit=lambda rollout: 1)
+    with StateStore(path) as store:
+        app = service_app(Controller(store), routes, json_errors)
+        with BackgroundServer(app) as server, ThreadPoolExecutor(1) as pool:
+            submitted = pool.submit(
+                httpx.post, f"{server.url}/api/v1/runs", content=BOMB, headers=auth(OPERATOR),
+                timeout=60,
+            )  # fmt: skip
+            assert entered.wait(30)
+            health = httpx.get(f"{server.url}/healthz", timeout=10)
+            assert health.status_code == 200 and not submitted.done()
+            release.set()
+            answer = submitted.result()
+    assert answer.status_code == 422, answer.text
+    assert "more than 20,000 keys and values" in answer.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "value", ["!!bool x", '!!int ""', '!!int "+"', '!!float ""', '!!timestamp ""', "~nosuchuser/x"]
+)
+def test_hostile_submits_are_422_never_500(state: Path, value: str) -> None:
+    runbook = yaml.safe_dump(RUNBOOK).replace("name: support-bot", f"name: {value}", 1)
+    if value.startswith("~"):
+        runbook = yaml.safe_dump(RUNBOOK).replace("path: ", f"path: {value}", 1)
+    app = create_app(lambda: StateStore(state), TOKENS, submit=lambda rollout: 1)
+    with BackgroundServer(app) as server:
+        answer = httpx.post(f"{server.url}/api/v1/runs", content=runbook, headers=auth(OPERATOR))
+    assert answer.status_code == 422, answer.text

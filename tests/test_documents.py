@@ -483,3 +483,36 @@ def test_thousands_of_unknown_keys_name_each_line(tmp_path: Path) -> None:
         load_document(path)
     found = {p.location: p.line for p in caught.value.problems}
     assert all(found[f"spec.k{i}"] == 5 + i for i in range(9_000))
+
+
+PROMETHEUS = '{provider: prometheus, url: "http://127.0.0.1:9090", profile: PROFILE}'
+
+
+@pytest.mark.parametrize(
+    ("field", "text"),
+    [
+        ("spec.flag.path", GOOD.replace("path: flags.json", "path: ~nosuchuser/flags.json")),
+        (
+            "spec.metrics.profile",
+            GOOD.replace(
+                '{provider: scrape, targets: ["http://127.0.0.1:8080/metrics"]}',
+                PROMETHEUS.replace("PROFILE", "~nosuchuser/profile.yaml"),
+            ),
+        ),
+        ("spec.steps[1].chaos", GOOD.replace("pause: 1h30m", "chaos: ~nosuchuser/s.yaml")),
+    ],
+)
+def test_a_home_of_no_user_is_a_problem_naming_the_field(
+    tmp_path: Path, field: str, text: str
+) -> None:
+    path = write(tmp_path, text)
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 2, result.output
+    assert f": {field}: cannot expand '~nosuchuser': no such user" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_home_that_exists_is_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    doc = load_document(write(tmp_path, GOOD.replace("path: flags.json", "path: ~/f.json")))
+    assert doc.spec.flag.path == tmp_path / "home" / "f.json"  # type: ignore[attr-defined]

@@ -22,6 +22,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
+import anyio
+import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -55,6 +57,8 @@ log = logging.getLogger(__name__)
 MAX_API_BODY_BYTES = 1024 * 1024
 """An Alertmanager group of a thousand alerts with annotations fits; nothing else here is big."""
 DEFAULT_LIMIT, MAX_LIMIT = 50, 1000
+PARSERS = 2
+"""Submitted runbooks parsed at once; more wait their turn (the machine has few cores)."""
 
 OpenStore = Callable[[], AbstractContextManager[StateStore]]
 """A new handle on the state store, closed by the caller (StateStore is its own context)."""
@@ -200,6 +204,8 @@ class _Api:
         self.open_store, self.tokens, self.now = open_store, tokens, now
         self.max_body_bytes, self.submit = max_body_bytes, submit
         self.operations = OPERATIONS if submit is None else (*OPERATIONS, SUBMIT)
+        self._parsers: anyio.CapacityLimiter | None = None
+        """Documents parsed at once (made on the event loop, at the first submit)."""
         self._alerts_lock = threading.Lock()
         """One webhook at a time, so two copies of one notification file one abort."""
         self.document = openapi_document(self.operations, installed_version())
@@ -289,14 +295,23 @@ class _Api:
     async def submit_run(self, request: Request, caller: Caller | None) -> Response:
         submit = self.submit
         assert submit is not None
-        try:
-            text = (await request.body()).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ClientError(400, f"the body is not UTF-8 text (byte {exc.start})") from None
-        try:
-            rollout = parse_document(text, "the request body", expect=Rollout)
-        except InvalidDocument as exc:
-            raise ClientError(422, str(exc)) from None
+        body = await request.body()
+
+        def parse() -> Rollout:
+            try:
+                text = body.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ClientError(400, f"the body is not UTF-8 text (byte {exc.start})") from None
+            try:
+                return parse_document(text, "the request body", expect=Rollout)
+            except InvalidDocument as exc:
+                raise ClientError(422, str(exc)) from None
+
+        # Off the event loop (/healthz and every other caller keep their answers), a few at a
+        # time: each parse is bounded by the document limits, and so are they all together.
+        if self._parsers is None:
+            self._parsers = anyio.CapacityLimiter(PARSERS)
+        rollout = await anyio.to_thread.run_sync(parse, limiter=self._parsers)
 
         def file() -> int:
             try:

@@ -21,6 +21,7 @@ __all__ = [
     "Strict",
     "built_on_use",
     "check_metric_bound",
+    "document_path",
     "parse_duration",
 ]
 
@@ -78,14 +79,30 @@ Duration = Annotated[
 ]
 
 
+def document_path(value: str | Path, base_dir: str | Path | None) -> Path:
+    """A path as a document means it: `~` and `~user` expanded, and a relative path relative to
+    the document's folder, not to the shell's cwd. ValueError when `~` cannot be expanded (no
+    such user, no home directory): the document's mistake, not a crash."""
+    path = Path(value)
+    if str(value).startswith("~"):
+        try:
+            path = path.expanduser()
+        except (RuntimeError, ValueError, KeyError, OSError):
+            user = str(value)[1:].split("/", 1)[0]
+            shown = user if len(user) <= 40 else user[:39] + "…"
+            raise ValueError(
+                f"cannot expand '~{shown}': no such user"
+                if user
+                else "cannot expand '~': no home directory"
+            ) from None
+    if base_dir is not None and not path.is_absolute():
+        path = Path(base_dir) / path
+    return path
+
+
 def _resolve_against_document(value: Any, info: ValidationInfo) -> Any:
-    """Relative paths in a document mean relative to that document, not to the shell's cwd."""
     if isinstance(value, str | Path):
-        path = Path(value).expanduser()
-        base = (info.context or {}).get("base_dir")
-        if base is not None and not path.is_absolute():
-            path = Path(base) / path
-        return path
+        return document_path(value, (info.context or {}).get("base_dir"))
     return value
 
 
