@@ -14,11 +14,12 @@ from typing import Any
 from canaryctl.api.tokens import Role
 from canaryctl.controller.phases import Phase
 from canaryctl.controller.store import SUBMITTED
+from canaryctl.ids import MAX_ID
 
 __all__ = ["MAX_RUN_ID", "SCHEMAS", "Operation", "openapi_document"]
 
-MAX_RUN_ID = 2**63 - 1
-"""The largest id a database integer key holds: past it, a run id is a client's mistake."""
+MAX_RUN_ID = MAX_ID
+"""Past it, a run id is a client's mistake."""
 
 _NUMBER_OR_NULL = {"type": ["number", "null"]}
 _OBJECT = {"type": "object"}
