@@ -360,3 +360,28 @@ def test_hostile_submits_are_422_never_500(state: Path, value: str) -> None:
     with BackgroundServer(app) as server:
         answer = httpx.post(f"{server.url}/api/v1/runs", content=runbook, headers=auth(OPERATOR))
     assert answer.status_code == 422, answer.text
+
+
+def test_the_three_mismatches_schemathesis_found_stay_fixed(state: Path) -> None:
+    app = create_app(lambda: StateStore(state), TOKENS, submit=lambda rollout: 1)
+    with BackgroundServer(app) as server:
+        document = httpx.get(f"{server.url}/openapi.json").json()
+        # 1. OPTIONS names every method the path serves, POST included
+        options = httpx.options(f"{server.url}/api/v1/runs", headers=auth(OPERATOR))
+        assert options.status_code == 405
+        assert set(options.headers["allow"].split(", ")) == {"GET", "HEAD", "POST"}
+        # 2. the webhook refuses the `fingerprint: null` its schema forbids
+        payload = {"alerts": [{"status": "firing", "labels": {}, "fingerprint": None}]}
+        schema = {**document["components"]["schemas"]["AlertmanagerPayload"],
+                  "components": document["components"]}  # fmt: skip
+        assert not Draft202012Validator(schema).is_valid(payload)
+        hook = httpx.post(f"{server.url}/api/v1/alertmanager", json=payload,
+                          headers=auth(OPERATOR))  # fmt: skip
+        assert hook.status_code == 400, hook.text
+        # 3. the schema forbids the `apiVersion: null` the server refuses with 422
+        runbook = {**RUNBOOK, "apiVersion": None}
+        schema = document["components"]["schemas"]["Runbook"]
+        assert not Draft202012Validator(schema).is_valid(runbook)
+        assert Draft202012Validator(schema).is_valid(RUNBOOK)
+        refused = httpx.post(f"{server.url}/api/v1/runs", json=runbook, headers=auth(OPERATOR))
+        assert refused.status_code == 422

@@ -14,6 +14,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationIn
 __all__ = [
     "API_VERSION",
     "MAX_DURATION",
+    "NAME_PATTERN",
     "DocPath",
     "Duration",
     "Metadata",
@@ -142,6 +143,10 @@ def check_metric_bound(metric: str | None, field: str, value: float | None) -> N
         raise ValueError(f"{field}: must be at most 1 ({metric} is a share between 0 and 1)")
 
 
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
+"""A document's name: what a DNS label or a Kubernetes name may be, dots allowed."""
+
+
 class Metadata(Strict):
-    name: str = Field(pattern=r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
+    name: str = Field(pattern=NAME_PATTERN)
     labels: dict[str, str] = Field(default_factory=dict)
