@@ -516,3 +516,10 @@ def test_a_home_that_exists_is_expanded(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     doc = load_document(write(tmp_path, GOOD.replace("path: flags.json", "path: ~/f.json")))
     assert doc.spec.flag.path == tmp_path / "home" / "f.json"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("value", ["-1" + "0" * 400, "1" + "0" * 400])
+def test_a_duration_of_a_huge_integer_is_a_problem_not_a_crash(tmp_path: Path, value: str) -> None:
+    path = write(tmp_path, GOOD.replace("pause: 1h30m", f"pause: {value}"))
+    (problem,) = problems_of(path)
+    assert problem.startswith(f"{path}:11: spec.steps[1].pause: must ")

@@ -47,7 +47,8 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"must be a finite number, not {value}")
     if isinstance(value, int | float):
-        seconds = float(min(value, 2 * MAX_DURATION))  # an int too large for a float stays out
+        # An int too large for a float (either sign) stays out of float().
+        seconds = float(max(min(value, 2 * MAX_DURATION), -2 * MAX_DURATION))
     elif isinstance(value, str):
         text = value.strip().replace(" ", "")
         # The length check comes first: on a long run of digits the regex backtracks
