@@ -410,10 +410,12 @@ def test_an_alias_bomb_is_refused_before_it_expands(tmp_path: Path) -> None:
     assert len(path.read_bytes()) < 1500  # ten billion values once expanded
     result = CliRunner().invoke(main, ["validate", str(path)])
     assert result.exit_code == 2, result.output
-    # x0..x3 are 11, 111, 1,111 and 11,111 nodes once expanded; with their keys and the 13
-    # nodes around them that is 12,361 when x4 opens, and its first alias (*x3) passes 20,000.
+    # x0..x2 are 11, 111 and 1,111 nodes once expanded; with their keys and the 11 nodes
+    # before them that is 1,249 when x3's list opens, and each alias in it (*x2) adds 1,111:
+    # the eighth, x3[7], passes 10,000.
+    assert 1_249 + 7 * 1_111 <= 10_000 < 1_249 + 8 * 1_111
     assert result.output.splitlines() == [
-        f"{path}:9: x-anchors.x4[0]: more than 20,000 keys and values (an alias counts as "
+        f"{path}:8: x-anchors.x3[7]: more than 10,000 keys and values (an alias counts as "
         "many as the value it names)"
     ]
 
@@ -471,18 +473,18 @@ def test_too_many_values_are_refused_where_the_limit_is_passed(tmp_path: Path) -
     path = write(tmp_path, GOOD.replace("  steps:\n", "  steps:\n" + steps))
     (problem,) = problems_of(path)
     # 39 nodes come before the first step and each step is three (a mapping, a key, a value):
-    # node 20,001 is the value of step 6,653, on line 10 + 6,653.
-    assert (20_001 - 39 - 1) // 3 == 6_653
-    assert problem.startswith(f"{path}:6663: spec.steps[6653].set_weight: more than 20,000 keys")
+    # node 10,001 is the key of step 3,320 (39 + 3 * 3,320 + 2), on line 10 + 3,320.
+    assert 39 + 3 * 3_320 + 2 == 10_001
+    assert problem.startswith(f"{path}:3330: spec.steps[3320]: more than 10,000 keys")
 
 
 def test_thousands_of_unknown_keys_name_each_line(tmp_path: Path) -> None:
-    keys = "".join(f"  k{i}: 1\n" for i in range(9_000))
+    keys = "".join(f"  k{i}: 1\n" for i in range(4_900))
     path = write(tmp_path, GOOD.replace("spec:\n", "spec:\n" + keys))
     with pytest.raises(InvalidDocument) as caught:
         load_document(path)
     found = {p.location: p.line for p in caught.value.problems}
-    assert all(found[f"spec.k{i}"] == 5 + i for i in range(9_000))
+    assert all(found[f"spec.k{i}"] == 5 + i for i in range(4_900))
 
 
 PROMETHEUS = '{provider: prometheus, url: "http://127.0.0.1:9090", profile: PROFILE}'

@@ -185,14 +185,14 @@ def validation_problems(
     """pydantic's errors as the user's problems: field paths as written, one line each; where
     one field failed several ways (each member of a union), only its most telling problem."""
     errors = exc.errors(include_url=False)
-    telling = {tuple(_user_path(data, tuple(e["loc"]))) for e in errors if e["type"] in _TELLING}
+    locs = [_user_path(data, tuple(e["loc"])) for e in errors]
+    telling = {loc for loc, e in zip(locs, errors, strict=True) if e["type"] in _TELLING}
     problems = []
     lines = _Lines(node)
-    for error in errors:
-        loc = _user_path(data, tuple(error["loc"]))
+    for loc, error in zip(locs, errors, strict=True):
         if loc in telling and error["type"] not in _TELLING:
             continue
-        problem = _problem(source, lines, data, error)
+        problem = _problem(source, lines, loc, error)
         problems.append(problem if line is None else replace(problem, line=line))
     return list(dict.fromkeys(problems))
 
@@ -202,8 +202,8 @@ def json_schema(kind: str) -> str:
     return json.dumps(model.model_json_schema(by_alias=True), indent=2)
 
 
-def _problem(source: str, lines: _Lines, data: Any, error: Any) -> Problem:
-    loc = _user_path(data, tuple(error["loc"]))
+def _problem(source: str, lines: _Lines, loc: tuple[Any, ...], error: Any) -> Problem:
+    """One pydantic error at `loc` (its path as the user wrote it) as a Problem."""
     message = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
     if error["type"] == "finite_number":
         message = f"must be a finite number, not {_clip(str(error.get('input')))}"
