@@ -138,7 +138,7 @@ def test_huge_values(folder: Path, data: bytes) -> None:
     check(write(folder, data))
 
 
-@settings(fuzz, max_examples=max(40, fuzz.max_examples // 4))
+@settings(fuzz, max_examples=max(40, fuzz.max_examples // 8))
 @given(data=bombs())
 def test_alias_bombs_are_refused_or_small(folder: Path, data: bytes) -> None:
     """However wide and deep, a bomb is refused by its expanded size (or as a loop), never
@@ -147,19 +147,19 @@ def test_alias_bombs_are_refused_or_small(folder: Path, data: bytes) -> None:
     assert code == 2, output
 
 
-@fuzz
+@settings(fuzz, max_examples=max(40, fuzz.max_examples // 4))
 @given(data=spliced(TAGS))
 def test_explicit_tags_anywhere(folder: Path, data: bytes) -> None:
     check(write(folder, data))
 
 
-@fuzz
+@settings(fuzz, max_examples=max(40, fuzz.max_examples // 4))
 @given(data=spliced(NUMBER_TEXTS))
 def test_numbers_past_every_range(folder: Path, data: bytes) -> None:
     check(write(folder, data))
 
 
-@settings(fuzz, max_examples=max(40, fuzz.max_examples // 4))
+@settings(fuzz, max_examples=max(40, fuzz.max_examples // 8))
 @given(data=spliced(HOMES))
 def test_home_paths_anywhere(folder: Path, data: bytes) -> None:
     check(write(folder, data))
