@@ -64,7 +64,7 @@ CASES: dict[str, Callable[[], str]] = {
         lambda i: "  " * 60 + f"k{i}: 1\n",
         HEAD + "spec:\n" + "".join("  " * d + f"l{d}:\n" for d in range(1, 60)),
     ),
-    "5,000 explicit tags (!!bool x)": lambda: HEAD
+    "4,000 explicit tags (!!bool x)": lambda: HEAD
     + "spec:\n"
     + "".join(f"  k{i}: !!bool x\n" for i in range(5_000)),
     "6,000 steps out of range": lambda: SMALL.replace(
