@@ -66,7 +66,7 @@ CASES: dict[str, Callable[[], str]] = {
     ),
     "4,000 explicit tags (!!bool x)": lambda: HEAD
     + "spec:\n"
-    + "".join(f"  k{i}: !!bool x\n" for i in range(5_000)),
+    + "".join(f"  k{i}: !!bool x\n" for i in range(4_000)),
     "6,000 steps out of range": lambda: SMALL.replace(
         "  steps:\n", "  steps:\n" + "    - set_weight: 500\n" * 6_000
     ),
