@@ -267,7 +267,8 @@ def test_tokens_read_from_the_environment_and_bad_entries_named_not_quoted() -> 
 
 
 _SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False,
-    allow_infinity=False) | st.text(max_size=20)  # fmt: skip
+    allow_infinity=False) | st.text(max_size=20) | st.sampled_from(
+    [10**400, -(10**4000), 2**64, 1e308, -1e308])  # fmt: skip
 
 
 def _containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
@@ -290,6 +291,7 @@ _ALERT = st.fixed_dictionaries(
 )
 _BODIES = st.one_of(
     st.binary(max_size=300),
+    st.just(b'{"alerts": [], "version": ' + b"9" * 5000 + b"}"),  # past int()'s digit limit
     _ANY_JSON.map(lambda v: json.dumps(v).encode()),
     st.fixed_dictionaries({}, optional={"alerts": st.lists(_ALERT, max_size=3) | _ANY_JSON,
                                         "version": _SCALARS}).map(lambda v: json.dumps(v).encode()),
