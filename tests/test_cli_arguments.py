@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from postgres_server import PostgresServer
+from sqlalchemy.engine import make_url
 
 from canaryctl.cli import main
 from canaryctl.controller import StateStore
@@ -133,3 +135,16 @@ def test_validate_names_every_file_with_a_cap_per_file(tmp_path: Path) -> None:
     for path in paths:
         mine = [line for line in lines if line.startswith(f"{path}:")]
         assert len(mine) == 51 and mine[-1] == f"{path}: and 50 more problems", mine[-3:]
+
+
+def test_a_keyword_postgres_string_reaches_a_real_server(postgres: PostgresServer) -> None:
+    url = make_url(postgres.database())
+    conninfo = (
+        f"host={url.host} port={url.port} dbname={url.database} user={url.username} "
+        f"password={url.password}"
+    )
+    with StateStore(conninfo) as store:
+        assert store.postgres and store.runs() == []
+        assert str(url.password) not in store.where
+    code, output = run("rollout", "list", "--state", conninfo, "-o", "json")
+    assert code == 0 and output == "", output
