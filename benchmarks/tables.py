@@ -1194,9 +1194,11 @@ def hostile_documents(data: dict[str, Any]) -> str:
     return (
         counts
         + f"\n\nCrashes: {num(r['crashes'])}; tracebacks: {num(r['tracebacks'])}; hangs over "
-        f"1 s: {num(r['hangs_over_1s'])}; lines not naming the file: {num(r['unnamed_lines'])}. "
-        f"`validate` answered {num(r['outcomes'].get('refused', 0))} refused and "
-        f"{num(r['outcomes'].get('valid', 0))} valid; the slowest took "
+        f"1 s of CPU: {num(r['hangs_over_1s'])}; lines not naming the file: "
+        f"{num(r['unnamed_lines'])}. `validate` answered {num(r['outcomes'].get('refused', 0))} "
+        f"refused and {num(r['outcomes'].get('valid', 0))} valid; the most CPU one took was "
+        f"{num(r['worst_cpu_seconds'], 2)} s ({r['worst_cpu_family']}); by the wall clock, "
+        f"{num(r['over_1s_wall_clock'])} took over 1 s on the shared machine, the slowest "
         f"{num(r['worst_seconds'], 2)} s ({r['worst_family']}). {num(r['api_posts'])} of the "
         f"documents also went to `POST /api/v1/runs`: {statuses}."
     )
@@ -1207,7 +1209,7 @@ def hostile_documents_inline(data: dict[str, Any]) -> str:
     return (
         f"{num(r['documents'])} hostile documents through `validate` and "
         f"{num(r['api_posts'])} through the API: {num(r['crashes'])} crashes, "
-        f"{num(r['tracebacks'])} tracebacks, {num(r['hangs_over_1s'])} hangs over 1 s"
+        f"{num(r['tracebacks'])} tracebacks, {num(r['hangs_over_1s'])} over 1 s of CPU"
     )
 
 
