@@ -1191,16 +1191,24 @@ def hostile_documents(data: dict[str, Any]) -> str:
     rows.append(["all", num(r["documents"])])
     counts = _table(["family", "documents"], rows)
     statuses = ", ".join(f"{num(n)} answered {code}" for code, n in r["api_statuses"].items())
+    outcomes = r["outcomes"]
+    if "worst_cpu_seconds" in r:
+        hangs = f"hangs over 1 s of CPU: {num(r['hangs_over_1s'])}"
+        times = (
+            f"the most CPU one took was {num(r['worst_cpu_seconds'], 2)} s "
+            f"({r['worst_cpu_family']}); by the wall clock, {num(r['over_1s_wall_clock'])} took "
+            f"over 1 s on the shared machine, the slowest {num(r['worst_seconds'], 2)} s "
+            f"({r['worst_family']})"
+        )
+    else:  # a run from before CPU time was measured: only the wall clock
+        hangs = f"over 1 s of wall clock on the shared machine: {num(r['hangs_over_1s'])}"
+        times = f"the slowest took {num(r['worst_seconds'], 2)} s ({r['worst_family']})"
     return (
-        counts
-        + f"\n\nCrashes: {num(r['crashes'])}; tracebacks: {num(r['tracebacks'])}; hangs over "
-        f"1 s of CPU: {num(r['hangs_over_1s'])}; lines not naming the file: "
-        f"{num(r['unnamed_lines'])}. `validate` answered {num(r['outcomes'].get('refused', 0))} "
-        f"refused and {num(r['outcomes'].get('valid', 0))} valid; the most CPU one took was "
-        f"{num(r['worst_cpu_seconds'], 2)} s ({r['worst_cpu_family']}); by the wall clock, "
-        f"{num(r['over_1s_wall_clock'])} took over 1 s on the shared machine, the slowest "
-        f"{num(r['worst_seconds'], 2)} s ({r['worst_family']}). {num(r['api_posts'])} of the "
-        f"documents also went to `POST /api/v1/runs`: {statuses}."
+        counts + f"\n\nCrashes: {num(r['crashes'])}; tracebacks: {num(r['tracebacks'])}; {hangs}; "
+        f"lines not naming the file: {num(r['unnamed_lines'])}. `validate` answered "
+        f"{num(outcomes.get('refused', 0))} refused and {num(outcomes.get('valid', 0))} valid; "
+        f"{times}. {num(r['api_posts'])} of the documents also went to `POST /api/v1/runs`: "
+        f"{statuses}."
     )
 
 
@@ -1209,7 +1217,8 @@ def hostile_documents_inline(data: dict[str, Any]) -> str:
     return (
         f"{num(r['documents'])} hostile documents through `validate` and "
         f"{num(r['api_posts'])} through the API: {num(r['crashes'])} crashes, "
-        f"{num(r['tracebacks'])} tracebacks, {num(r['hangs_over_1s'])} over 1 s of CPU"
+        f"{num(r['tracebacks'])} tracebacks, {num(r['hangs_over_1s'])} over 1 s"
+        + (" of CPU" if "worst_cpu_seconds" in r else " of wall clock on a shared machine")
     )
 
 
