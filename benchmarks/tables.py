@@ -62,6 +62,8 @@ BENCHMARKS = {
     "benchmarks/results/embeddings_batching.json": "python benchmarks/embeddings_batching.py",
     "benchmarks/results/experiment_simulation.json": "python benchmarks/experiment_simulation.py",
     "benchmarks/results/cost_optimize.json": "python benchmarks/cost_optimize.py",
+    "benchmarks/results/document_limits.json": "python benchmarks/document_limits.py",
+    "benchmarks/results/hostile_documents.json": "python benchmarks/hostile_documents.py",
     "docs/detection.json": "python benchmarks/detection.py > docs/detection.json",
     "docs/mutation.json": (
         "python benchmarks/mutation.py --combine analysis.json sequential.json "
@@ -1200,6 +1202,80 @@ def mutation_inline(data: dict[str, Any]) -> str:
     return f"{pct(total['score'])} of {num(total['mutants'])}"
 
 
+def document_limits(data: dict[str, Any]) -> str:
+    """Each worst document: its size, what became of it, its time and memory."""
+    r = _results(data)
+    rows = [
+        [
+            name,
+            f"{num(c['bytes'] / 1024, 1)} KiB",
+            f"{c['outcome']} ({num(c['problems'])} problem{'s' if c['problems'] != 1 else ''})"
+            if c["outcome"] == "refused"
+            else c["outcome"],
+            num(c["cpu_seconds"], 3),
+            num(c["seconds"], 3),
+            num(c["mib"], 1),
+        ]
+        for name, c in r["cases"].items()
+    ]
+    head = ["document", "size", "answer", "CPU s", "wall s", "MiB added"]
+    verdict = "every case within" if r["all_within_aim"] else "NOT every case within"
+    return (
+        _table(head, rows, "lrlrrr")
+        + f"\n\nThe slowest of {r['runs']} runs of each, in a fresh process each: {verdict} "
+        f"the aim of {num(r['aim_seconds'], 0)} s of CPU and {num(r['aim_mib'])} MiB."
+    )
+
+
+def document_limits_inline(data: dict[str, Any]) -> str:
+    r = _results(data)
+    cases = r["cases"].values()
+    cpu = max(c["cpu_seconds"] for c in cases)
+    mib = max(c["mib"] for c in cases)
+    return (
+        f"the worst of {len(r['cases'])} documents of up to 1 MiB took {num(cpu, 2)} s of CPU "
+        f"and {num(mib, 1)} MiB"
+    )
+
+
+def hostile_documents(data: dict[str, Any]) -> str:
+    """The long fuzz: documents by family, and the counts that must be zero."""
+    r = _results(data)
+    rows = [[family, num(count)] for family, count in r["by_family"].items()]
+    rows.append(["all", num(r["documents"])])
+    counts = _table(["family", "documents"], rows)
+    statuses = ", ".join(f"{num(n)} answered {code}" for code, n in r["api_statuses"].items())
+    outcomes = r["outcomes"]
+    if "worst_cpu_seconds" in r:
+        hangs = f"hangs over 1 s of CPU: {num(r['hangs_over_1s'])}"
+        times = (
+            f"the most CPU one took was {num(r['worst_cpu_seconds'], 2)} s "
+            f"({r['worst_cpu_family']}); by the wall clock, {num(r['over_1s_wall_clock'])} took "
+            f"over 1 s on the shared machine, the slowest {num(r['worst_seconds'], 2)} s "
+            f"({r['worst_family']})"
+        )
+    else:  # a run from before CPU time was measured: only the wall clock
+        hangs = f"over 1 s of wall clock on the shared machine: {num(r['hangs_over_1s'])}"
+        times = f"the slowest took {num(r['worst_seconds'], 2)} s ({r['worst_family']})"
+    return (
+        counts + f"\n\nCrashes: {num(r['crashes'])}; tracebacks: {num(r['tracebacks'])}; {hangs}; "
+        f"lines not naming the file: {num(r['unnamed_lines'])}. `validate` answered "
+        f"{num(outcomes.get('refused', 0))} refused and {num(outcomes.get('valid', 0))} valid; "
+        f"{times}. {num(r['api_posts'])} of the documents also went to `POST /api/v1/runs`: "
+        f"{statuses}."
+    )
+
+
+def hostile_documents_inline(data: dict[str, Any]) -> str:
+    r = _results(data)
+    return (
+        f"{num(r['documents'])} hostile documents through `validate` and "
+        f"{num(r['api_posts'])} through the API: {num(r['crashes'])} crashes, "
+        f"{num(r['tracebacks'])} tracebacks, {num(r['hangs_over_1s'])} over 1 s"
+        + (" of CPU" if "worst_cpu_seconds" in r else " of wall clock on a shared machine")
+    )
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "mutation": mutation,
     "mutation-inline": mutation_inline,
@@ -1237,6 +1313,10 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "cost-optimize-models": cost_optimize_models,
     "cost-optimize-runbooks": cost_optimize_runbooks,
     "cost-optimize-inline": cost_optimize_inline,
+    "document-limits": document_limits,
+    "document-limits-inline": document_limits_inline,
+    "hostile-documents": hostile_documents,
+    "hostile-documents-inline": hostile_documents_inline,
 }
 
 

@@ -78,14 +78,19 @@ class InvalidDocument(InvalidInput):
     """A document did not load or validate; `problems` lists each, one line apiece."""
 
     SHOWN = 50
-    """Problems printed at most: a list of 100,000 bad entries is not 100,000 lines to read."""
+    """Problems printed at most per file: a list of 100,000 bad entries is not 100,000 lines
+    to read, and the files after it are still named."""
 
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
-        lines = [str(p) for p in problems[: self.SHOWN]]
-        if len(problems) > self.SHOWN:
-            hidden = problems[self.SHOWN :]
-            lines.append(f"{hidden[0].source}: and {len(hidden)} more problems")
+        by_source: dict[str, list[Problem]] = {}
+        for problem in problems:
+            by_source.setdefault(problem.source, []).append(problem)
+        lines = []
+        for source, found in by_source.items():
+            lines.extend(str(p) for p in found[: self.SHOWN])
+            if len(found) > self.SHOWN:
+                lines.append(f"{_printable(source)}: and {len(found) - self.SHOWN} more problems")
         super().__init__("\n".join(lines))
 
 

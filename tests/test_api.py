@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +21,18 @@ from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate as validate_openapi
 from starlette.routing import Route
 
-from canaryctl.api import ApiTokens, create_app
+import canaryctl.api.app
+from canaryctl.api import ApiTokens, api_routes, create_app, json_errors
 from canaryctl.api.app import MAX_API_BODY_BYTES
 from canaryctl.chaos.server import BackgroundServer
 from canaryctl.controller import StateStore
+from canaryctl.controller.service import Controller
+from canaryctl.controller.service import create_app as service_app
 from canaryctl.errors import InvalidInput
 from canaryctl.flags.base import FlagSnapshot
 from canaryctl.runbook import Rollout
 from tests.api_world import OPERATOR, TOKENS, VIEWER, api_server, auth, rolled_back
+from tests.hostile_documents import hostile
 from tests.rollout_world import RUNBOOK
 
 Checked = dict[tuple[str, str], set[int]]
@@ -261,7 +267,8 @@ def test_tokens_read_from_the_environment_and_bad_entries_named_not_quoted() -> 
 
 
 _SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False,
-    allow_infinity=False) | st.text(max_size=20)  # fmt: skip
+    allow_infinity=False) | st.text(max_size=20) | st.sampled_from(
+    [10**400, -(10**4000), 2**64, 1e308, -1e308])  # fmt: skip
 
 
 def _containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
@@ -269,15 +276,22 @@ def _containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 
 
 _ANY_JSON = st.recursive(_SCALARS, _containers, max_leaves=20)
-_ALERT = st.fixed_dictionaries({}, optional={
-    "status": st.sampled_from(["firing", "resolved", "pending"]) | _SCALARS,
-    "labels": st.dictionaries(st.sampled_from(["alertname", "route", "x"]),
-                              st.sampled_from(["LLMHighErrorRate", "support-bot"]) | _SCALARS,
-                              max_size=3) | _SCALARS,
-    "fingerprint": st.text(max_size=200) | _SCALARS,
-})
+_ALERT = st.fixed_dictionaries(
+    {},
+    optional={
+        "status": st.sampled_from(["firing", "resolved", "pending"]) | _SCALARS,
+        "labels": st.dictionaries(
+            st.sampled_from(["alertname", "route", "x"]),
+            st.sampled_from(["LLMHighErrorRate", "support-bot"]) | _SCALARS,
+            max_size=3,
+        )
+        | _SCALARS,
+        "fingerprint": st.text(max_size=200) | _SCALARS,
+    },
+)
 _BODIES = st.one_of(
     st.binary(max_size=300),
+    st.just(b'{"alerts": [], "version": ' + b"9" * 5000 + b"}"),  # past int()'s digit limit
     _ANY_JSON.map(lambda v: json.dumps(v).encode()),
     st.fixed_dictionaries({}, optional={"alerts": st.lists(_ALERT, max_size=3) | _ANY_JSON,
                                         "version": _SCALARS}).map(lambda v: json.dumps(v).encode()),
@@ -293,5 +307,101 @@ def test_any_webhook_body_is_answered_200_or_400(state: Path) -> None:
             answer = client.post("/api/v1/alertmanager", content=body, headers=auth(OPERATOR))
             assert answer.status_code in (200, 400), answer.text
             assert "error" in answer.json() or "aborted" in answer.json()
+
+        post()
+
+
+BOMB = (
+    "apiVersion: canaryctl/v1\nkind: Rollout\nmetadata: {name: bomb}\n"
+    + "".join(
+        f"x{i}: &x{i} [" + ",".join([f"*x{i - 1}" if i else "a"] * 10) + "]\n" for i in range(10)
+    )
+    + "spec: {steps: [{pause: *x9}]}\n"
+)
+
+
+def test_healthz_answers_while_a_hostile_submit_is_parsed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The parse runs off the event loop: held at its start, /healthz still answers; let go,
+    the bomb is a 422 naming the limit."""
+    entered, release = threading.Event(), threading.Event()
+    parse = canaryctl.api.app.parse_document
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        assert release.wait(20)
+        return parse(*args, **kwargs)
+
+    monkeypatch.setattr(canaryctl.api.app, "parse_document", held)
+    path = tmp_path / "state.db"
+    routes = api_routes(lambda: StateStore(path), TOKENS, submit=lambda rollout: 1)
+    with StateStore(path) as store:
+        app = service_app(Controller(store), routes, json_errors)
+        with BackgroundServer(app) as server, ThreadPoolExecutor(1) as pool:
+            submitted = pool.submit(
+                httpx.post, f"{server.url}/api/v1/runs", content=BOMB, headers=auth(OPERATOR),
+                timeout=60,
+            )  # fmt: skip
+            assert entered.wait(30)
+            health = httpx.get(f"{server.url}/healthz", timeout=10)
+            assert health.status_code == 200 and not submitted.done()
+            release.set()
+            answer = submitted.result()
+    assert answer.status_code == 422, answer.text
+    assert "more than 10,000 keys and values" in answer.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "value", ["!!bool x", '!!int ""', '!!int "+"', '!!float ""', '!!timestamp ""', "~nosuchuser/x"]
+)
+def test_hostile_submits_are_422_never_500(state: Path, value: str) -> None:
+    runbook = yaml.safe_dump(RUNBOOK).replace("name: support-bot", f"name: {value}", 1)
+    if value.startswith("~"):
+        runbook = yaml.safe_dump(RUNBOOK).replace("path: ", f"path: {value}", 1)
+    app = create_app(lambda: StateStore(state), TOKENS, submit=lambda rollout: 1)
+    with BackgroundServer(app) as server:
+        answer = httpx.post(f"{server.url}/api/v1/runs", content=runbook, headers=auth(OPERATOR))
+    assert answer.status_code == 422, answer.text
+
+
+def test_the_three_mismatches_schemathesis_found_stay_fixed(state: Path) -> None:
+    app = create_app(lambda: StateStore(state), TOKENS, submit=lambda rollout: 1)
+    with BackgroundServer(app) as server:
+        document = httpx.get(f"{server.url}/openapi.json").json()
+        # 1. OPTIONS names every method the path serves, POST included
+        options = httpx.options(f"{server.url}/api/v1/runs", headers=auth(OPERATOR))
+        assert options.status_code == 405
+        assert set(options.headers["allow"].split(", ")) == {"GET", "HEAD", "POST"}
+        # 2. the webhook refuses the `fingerprint: null` its schema forbids
+        payload = {"alerts": [{"status": "firing", "labels": {}, "fingerprint": None}]}
+        schema = {**document["components"]["schemas"]["AlertmanagerPayload"],
+                  "components": document["components"]}  # fmt: skip
+        assert not Draft202012Validator(schema).is_valid(payload)
+        hook = httpx.post(f"{server.url}/api/v1/alertmanager", json=payload,
+                          headers=auth(OPERATOR))  # fmt: skip
+        assert hook.status_code == 400, hook.text
+        # 3. the schema forbids the `apiVersion: null` the server refuses with 422
+        runbook = {**RUNBOOK, "apiVersion": None}
+        schema = document["components"]["schemas"]["Runbook"]
+        assert not Draft202012Validator(schema).is_valid(runbook)
+        assert Draft202012Validator(schema).is_valid(RUNBOOK)
+        refused = httpx.post(f"{server.url}/api/v1/runs", json=runbook, headers=auth(OPERATOR))
+        assert refused.status_code == 422
+
+
+def test_any_submitted_document_is_answered_without_a_server_error(state: Path) -> None:
+    """The hostile documents the fuzz tests give `validate` (every kind; bombs, tags, huge
+    numbers, ~user paths), posted to POST /api/v1/runs: a 4xx naming the problem, or 201."""
+    app = create_app(lambda: StateStore(state), TOKENS, submit=lambda rollout: 3)
+    with BackgroundServer(app) as server, httpx.Client(base_url=server.url) as client:
+
+        @settings(max_examples=120, deadline=None, database=None)
+        @given(body=hostile())
+        def post(body: bytes) -> None:
+            answer = client.post("/api/v1/runs", content=body, headers=auth(OPERATOR))
+            assert answer.status_code in (201, 400, 413, 422), answer.text
+            assert "error" in answer.json() or answer.json()["run_id"] == 3
+            assert len(answer.content) < 20_000  # problems are clipped, never the body echoed
 
         post()

@@ -14,6 +14,7 @@ from canaryctl.cli import main
 from canaryctl.errors import InvalidDocument
 from canaryctl.runbook import AnalysisSpec, Rollout, load_document, parse_duration
 from canaryctl.runbook.reading import MAX_BYTES, parse_json
+from canaryctl.runbook.yaml_scan import MAX_DOCUMENT_BYTES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -334,7 +335,7 @@ def test_unreadable_names_and_sizes(tmp_path: Path) -> None:
     huge = tmp_path / "huge.yaml"
     with huge.open("wb") as file:
         file.truncate(MAX_BYTES + 1)  # sparse: costs no disk, and is never read whole
-    assert problems_of(huge) == [f"{huge}: larger than {MAX_BYTES // 2**20} MiB"]
+    assert problems_of(huge) == [f"{huge}: larger than {MAX_DOCUMENT_BYTES // 2**20} MiB"]
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
@@ -433,3 +434,137 @@ def test_a_nested_model_built_on_use_still_shows_its_default_in_the_schema() -> 
     schema = Rollout.model_json_schema(by_alias=True)
     shown = schema["$defs"]["RolloutSpec"]["properties"]["analysis"]["default"]
     assert shown == AnalysisSpec().model_dump(mode="json", by_alias=True)
+
+
+def bomb(levels: int = 10, width: int = 10) -> str:
+    """The issue's alias bomb: each anchor a list of `width` aliases of the one before, the
+    last quoted where an error message would show it (a pause must be a duration)."""
+    lines = ["x0: &x0 [" + ",".join(["a"] * width) + "]"]
+    for i in range(1, levels):
+        lines.append(f"x{i}: &x{i} [" + ",".join([f"*x{i - 1}"] * width) + "]")
+    anchors = "x-anchors:\n" + "".join(f"  {line}\n" for line in lines)
+    return GOOD.replace("spec:\n", anchors + "spec:\n").replace(
+        "    - pause: 1h30m\n", f"    - pause: *x{levels - 1}\n"
+    )
+
+
+def test_an_alias_bomb_is_refused_before_it_expands(tmp_path: Path) -> None:
+    path = write(tmp_path, bomb())
+    assert len(path.read_bytes()) < 1500  # ten billion values once expanded
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 2, result.output
+    # x0..x2 are 11, 111 and 1,111 nodes once expanded; with their keys and the 11 nodes
+    # before them that is 1,249 when x3's list opens, and each alias in it (*x2) adds 1,111:
+    # the eighth, x3[7], passes 10,000.
+    assert 1_249 + 7 * 1_111 <= 10_000 < 1_249 + 8 * 1_111
+    assert result.output.splitlines() == [
+        f"{path}:8: x-anchors.x3[7]: more than 10,000 keys and values (an alias counts as "
+        "many as the value it names)"
+    ]
+
+
+def test_aliases_within_the_limit_still_work(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        "    - {metric: error_rate, max: 0.02}\n",
+        "    - &slo {metric: error_rate, max: 0.02}\n    - *slo\n",
+    )
+    doc = load_document(write(tmp_path, text), expect=Rollout)
+    assert [s.metric for s in doc.spec.slos] == ["error_rate", "error_rate"]
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("!!bool x", "tag !!bool on 'x'"),
+        ('!!int ""', "tag !!int on ''"),
+        ('!!int "+"', "tag !!int on '+'"),
+        ('!!float ""', "tag !!float on ''"),
+        ('!!timestamp ""', "tag !!timestamp on ''"),
+        ("!!binary aGk=", "tag !!binary on 'aGk='"),
+        ("!!set {a, b}", "tag !!set on a mapping"),
+        ("!!python/object:os.system x", "tag !!python/object:os.system on 'x'"),
+        ("!local x", "tag !local on 'x'"),
+    ],
+)
+def test_explicit_tags_outside_the_safe_set_are_refused(
+    tmp_path: Path, value: str, shown: str
+) -> None:
+    path = write(tmp_path, GOOD.replace("metadata: {name: demo}", f"metadata: {{name: {value}}}"))
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines() == [
+        f"{path}:3: metadata.name: {shown} is refused: a tag may only be !!str or name what "
+        "the value is"
+    ]
+
+
+def test_tags_that_say_what_the_value_is_are_accepted(tmp_path: Path) -> None:
+    text = GOOD.replace("name: demo", "name: !!str demo").replace(
+        "set_weight: 5", 'set_weight: !!int "5"'
+    )
+    doc = load_document(write(tmp_path, text), expect=Rollout)
+    assert doc.metadata.name == "demo" and doc.spec.steps[0].set_weight == 5
+
+
+def test_a_document_of_more_than_a_mebibyte_is_refused_unread(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD + "#" * 2**20 + "\n")
+    assert problems_of(path) == [f"{path}: larger than 1 MiB"]
+
+
+def test_too_many_values_are_refused_where_the_limit_is_passed(tmp_path: Path) -> None:
+    steps = "".join(f"    - set_weight: {i % 100}\n" for i in range(12_000))
+    path = write(tmp_path, GOOD.replace("  steps:\n", "  steps:\n" + steps))
+    (problem,) = problems_of(path)
+    # 39 nodes come before the first step and each step is three (a mapping, a key, a value):
+    # node 10,001 is the key of step 3,320 (39 + 3 * 3,320 + 2), on line 10 + 3,320.
+    assert 39 + 3 * 3_320 + 2 == 10_001
+    assert problem.startswith(f"{path}:3330: spec.steps[3320]: more than 10,000 keys")
+
+
+def test_thousands_of_unknown_keys_name_each_line(tmp_path: Path) -> None:
+    keys = "".join(f"  k{i}: 1\n" for i in range(4_900))
+    path = write(tmp_path, GOOD.replace("spec:\n", "spec:\n" + keys))
+    with pytest.raises(InvalidDocument) as caught:
+        load_document(path)
+    found = {p.location: p.line for p in caught.value.problems}
+    assert all(found[f"spec.k{i}"] == 5 + i for i in range(4_900))
+
+
+PROMETHEUS = '{provider: prometheus, url: "http://127.0.0.1:9090", profile: PROFILE}'
+
+
+@pytest.mark.parametrize(
+    ("field", "text"),
+    [
+        ("spec.flag.path", GOOD.replace("path: flags.json", "path: ~nosuchuser/flags.json")),
+        (
+            "spec.metrics.profile",
+            GOOD.replace(
+                '{provider: scrape, targets: ["http://127.0.0.1:8080/metrics"]}',
+                PROMETHEUS.replace("PROFILE", "~nosuchuser/profile.yaml"),
+            ),
+        ),
+        ("spec.steps[1].chaos", GOOD.replace("pause: 1h30m", "chaos: ~nosuchuser/s.yaml")),
+    ],
+)
+def test_a_home_of_no_user_is_a_problem_naming_the_field(
+    tmp_path: Path, field: str, text: str
+) -> None:
+    path = write(tmp_path, text)
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 2, result.output
+    assert f": {field}: cannot expand '~nosuchuser': no such user" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_home_that_exists_is_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    doc = load_document(write(tmp_path, GOOD.replace("path: flags.json", "path: ~/f.json")))
+    assert doc.spec.flag.path == tmp_path / "home" / "f.json"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("value", ["-1" + "0" * 400, "1" + "0" * 400])
+def test_a_duration_of_a_huge_integer_is_a_problem_not_a_crash(tmp_path: Path, value: str) -> None:
+    path = write(tmp_path, GOOD.replace("pause: 1h30m", f"pause: {value}"))
+    (problem,) = problems_of(path)
+    assert problem.startswith(f"{path}:11: spec.steps[1].pause: must ")

@@ -29,15 +29,19 @@ class BadPayload(ValueError):
 
 
 class _AlertModel(BaseModel):
+    """As the API's AlertmanagerPayload schema says: a field may be left out, never null."""
+
     model_config = ConfigDict(extra="allow")
     status: Literal["firing", "resolved"]
     labels: dict[str, str]
-    fingerprint: str | None = Field(default=None, max_length=128)
+    fingerprint: str = Field(default="", max_length=128)
+    """Left out: made from the labels (`_fingerprint`)."""
 
 
 class _PayloadModel(BaseModel):
     model_config = ConfigDict(extra="allow")
-    version: str | None = None
+    version: str = ""
+    status: Literal["firing", "resolved"] = "firing"
     alerts: list[_AlertModel]
 
 

@@ -22,13 +22,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
+import anyio
+import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route, request_response
-from starlette.types import Scope
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from canaryctl.api.alerts import BadPayload, Watched, decide, read_alerts, requester
 from canaryctl.api.openapi import MAX_RUN_ID, Operation, openapi_document
@@ -47,6 +49,7 @@ __all__ = [
     "api_routes",
     "create_app",
     "json_errors",
+    "protected_app",
     "protected_route",
 ]
 
@@ -55,6 +58,8 @@ log = logging.getLogger(__name__)
 MAX_API_BODY_BYTES = 1024 * 1024
 """An Alertmanager group of a thousand alerts with annotations fits; nothing else here is big."""
 DEFAULT_LIMIT, MAX_LIMIT = 50, 1000
+PARSERS = 2
+"""Submitted runbooks parsed at once; more wait their turn (the machine has few cores)."""
 
 OpenStore = Callable[[], AbstractContextManager[StateStore]]
 """A new handle on the state store, closed by the caller (StateStore is its own context)."""
@@ -200,6 +205,8 @@ class _Api:
         self.open_store, self.tokens, self.now = open_store, tokens, now
         self.max_body_bytes, self.submit = max_body_bytes, submit
         self.operations = OPERATIONS if submit is None else (*OPERATIONS, SUBMIT)
+        self._parsers: anyio.CapacityLimiter | None = None
+        """Documents parsed at once (made on the event loop, at the first submit)."""
         self._alerts_lock = threading.Lock()
         """One webhook at a time, so two copies of one notification file one abort."""
         self.document = openapi_document(self.operations, installed_version())
@@ -215,18 +222,14 @@ class _Api:
             "alertmanagerWebhook": self.alertmanager,
             "submitRun": self.submit_run,
         }
-        return [self._route(op, handlers[op.operation_id]) for op in self.operations]
-
-    def _route(self, op: Operation, handler: _Handler) -> Route:
-        return protected_route(
-            op.method,
-            op.path,
-            op.role,
-            self.tokens,
-            handler,
-            max_body_bytes=self.max_body_bytes,
-            name=op.operation_id,
-        )
+        apps: dict[str, dict[str, ASGIApp]] = {}
+        for op in self.operations:
+            handler = handlers[op.operation_id]
+            apps.setdefault(op.path, {})[op.method] = protected_app(
+                op.method, op.path, op.role, self.tokens, handler,
+                max_body_bytes=self.max_body_bytes,
+            )  # fmt: skip
+        return [_path_route(path, by_method) for path, by_method in apps.items()]
 
     # -- handlers --
 
@@ -289,14 +292,23 @@ class _Api:
     async def submit_run(self, request: Request, caller: Caller | None) -> Response:
         submit = self.submit
         assert submit is not None
-        try:
-            text = (await request.body()).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ClientError(400, f"the body is not UTF-8 text (byte {exc.start})") from None
-        try:
-            rollout = parse_document(text, "the request body", expect=Rollout)
-        except InvalidDocument as exc:
-            raise ClientError(422, str(exc)) from None
+        body = await request.body()
+
+        def parse() -> Rollout:
+            try:
+                text = body.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ClientError(400, f"the body is not UTF-8 text (byte {exc.start})") from None
+            try:
+                return parse_document(text, "the request body", expect=Rollout)
+            except InvalidDocument as exc:
+                raise ClientError(422, str(exc)) from None
+
+        # Off the event loop (/healthz and every other caller keep their answers), a few at a
+        # time: each parse is bounded by the document limits, and so are they all together.
+        if self._parsers is None:
+            self._parsers = anyio.CapacityLimiter(PARSERS)
+        rollout = await anyio.to_thread.run_sync(parse, limiter=self._parsers)
 
         def file() -> int:
             try:
@@ -345,7 +357,7 @@ class _Api:
         return JSONResponse(await run_in_threadpool(act))
 
 
-def protected_route(
+def protected_app(
     method: str,
     path: str,
     role: Role | None,
@@ -353,10 +365,9 @@ def protected_route(
     handler: _Handler,
     *,
     max_body_bytes: int = MAX_API_BODY_BYTES,
-    name: str | None = None,
-) -> Route:
-    """A route whose caller must hold a token of `role` (None: anyone), whose body is limited,
-    and whose ClientError is its 4xx and CanaryError its 503."""
+) -> ASGIApp:
+    """An endpoint whose caller must hold a token of `role` (None: anyone), whose body is
+    limited, and whose ClientError is its 4xx and CanaryError its 503."""
 
     async def endpoint(request: Request) -> Response:
         caller = None
@@ -378,8 +389,42 @@ def protected_route(
             log.exception("unexpected error on %s %s", method, path)
             return _error(500, "unexpected error; the controller's log has the details")
 
-    limited = LimitBody(request_response(endpoint), max_body_bytes, _render_error)
-    return Route(path, limited, methods=[method], name=name)
+    return LimitBody(request_response(endpoint), max_body_bytes, _render_error)
+
+
+def protected_route(
+    method: str,
+    path: str,
+    role: Role | None,
+    tokens: ApiTokens,
+    handler: _Handler,
+    *,
+    max_body_bytes: int = MAX_API_BODY_BYTES,
+) -> Route:
+    """`protected_app` as the one route of its path."""
+    app = protected_app(method, path, role, tokens, handler, max_body_bytes=max_body_bytes)
+    return _path_route(path, {method: app})
+
+
+def _path_route(path: str, by_method: dict[str, ASGIApp]) -> Route:
+    """One route for a path and all its methods. Starlette answers a method that a path does
+    not serve with a 405 whose Allow header names the methods of the first route on that path,
+    so a route per method would leave the others out of it (`OPTIONS /api/v1/runs` would not
+    name POST)."""
+    return Route(path, _ByMethod(by_method), methods=list(by_method))
+
+
+class _ByMethod:
+    """An ASGI app handing each request to the app of its method (HEAD to GET's). A class, not
+    a function: Starlette takes a function given to Route for a request handler."""
+
+    def __init__(self, by_method: dict[str, ASGIApp]) -> None:
+        self.by_method = by_method
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope["method"]
+        app = self.by_method[method if method in self.by_method else "GET"]
+        await app(scope, receive, send)
 
 
 def _action(decision: Any) -> dict[str, Any]:

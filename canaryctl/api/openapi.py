@@ -14,11 +14,13 @@ from typing import Any
 from canaryctl.api.tokens import Role
 from canaryctl.controller.phases import Phase
 from canaryctl.controller.store import SUBMITTED
+from canaryctl.ids import MAX_ID
+from canaryctl.runbook.common import API_VERSION, NAME_PATTERN
 
 __all__ = ["MAX_RUN_ID", "SCHEMAS", "Operation", "openapi_document"]
 
-MAX_RUN_ID = 2**63 - 1
-"""The largest id a database integer key holds: past it, a run id is a client's mistake."""
+MAX_RUN_ID = MAX_ID
+"""Past it, a run id is a client's mistake."""
 
 _NUMBER_OR_NULL = {"type": ["number", "null"]}
 _OBJECT = {"type": "object"}
@@ -190,9 +192,25 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     },
     "Runbook": {
         "type": "object",
-        "description": "a Rollout document (`canaryctl schema Rollout`), as JSON or YAML text",
+        "description": "a Rollout document, as JSON or YAML text: its envelope here, its `spec` "
+        "as `canaryctl schema Rollout` prints it (a spec that breaks a rule is a 422 naming "
+        "every problem)",
         "required": ["apiVersion", "kind", "metadata", "spec"],
-        "properties": {"kind": {"const": "Rollout"}},
+        "properties": {
+            "apiVersion": {"const": API_VERSION},
+            "kind": {"const": "Rollout"},
+            "metadata": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {
+                    "name": {"type": "string", "pattern": NAME_PATTERN},
+                    "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                },
+                "additionalProperties": False,
+            },
+            "spec": {"type": "object"},
+        },
+        "additionalProperties": False,
     },
     "RunSubmitted": {
         "type": "object",

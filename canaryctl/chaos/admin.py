@@ -4,8 +4,34 @@ that the client (and `canaryctl chaos list`) loads no server."""
 
 from __future__ import annotations
 
-__all__ = ["ADMIN_PREFIX", "IDEMPOTENCY_KEY", "TOKEN_ENV"]
+from urllib.parse import urlsplit
+
+__all__ = ["ADMIN_PREFIX", "IDEMPOTENCY_KEY", "TOKEN_ENV", "proxy_origin"]
 
 ADMIN_PREFIX = "/_chaos"
 TOKEN_ENV = "CANARYCTL_CHAOS_TOKEN"
 IDEMPOTENCY_KEY = "Idempotency-Key"
+
+
+def proxy_origin(url: str) -> str:
+    """The origin (`scheme://host:port`) of a fault proxy's base URL: where its admin API is.
+
+    ValueError for a URL with more than an origin. A path would send the admin calls past
+    `/_chaos` to the provider behind the proxy, whose 200 would then read as "injected"; a query
+    or credentials are secrets that would be printed and journaled."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (a port out of range raises here)
+    except ValueError:
+        raise ValueError("not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http(s) URL with a host")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(
+            f"the fault proxy's URL takes no path or query: its admin API is at {ADMIN_PREFIX} "
+            "on its origin"
+        )
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("the fault proxy's URL takes no credentials (its token comes from "
+                         "token_env)")  # fmt: skip
+    return f"{parts.scheme}://{parts.netloc}"

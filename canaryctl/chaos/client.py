@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from canaryctl import retry
-from canaryctl.chaos.admin import ADMIN_PREFIX, IDEMPOTENCY_KEY, TOKEN_ENV
+from canaryctl.chaos.admin import ADMIN_PREFIX, IDEMPOTENCY_KEY, TOKEN_ENV, proxy_origin
 from canaryctl.chaos.faults import new_fault_id
 from canaryctl.errors import ChaosBackendError, InvalidInput
 from canaryctl.redact import redact_url
@@ -24,6 +24,8 @@ from canaryctl.retry import BACKEND, Retryable, RetryPolicy
 from canaryctl.runbook.scenario import FaultSpec
 
 __all__ = ["ChaosClient", "token_from_env"]
+
+T = TypeVar("T")
 
 
 def token_from_env(variable: str = TOKEN_ENV) -> str:
@@ -34,7 +36,10 @@ def token_from_env(variable: str = TOKEN_ENV) -> str:
 
 
 class ChaosClient:
-    """Talks to one proxy; `url` is the proxy's base URL (the admin API is under /_chaos)."""
+    """Talks to one proxy; `url` is the proxy's origin (the admin API is under /_chaos), and a
+    URL with a path, query or credentials is InvalidInput. Only a fault proxy's answers are
+    believed: an upstream's 200 without the fields the admin API sends is ChaosBackendError,
+    so a fault that was not injected is never reported in force."""
 
     def __init__(
         self,
@@ -46,7 +51,10 @@ class ChaosClient:
         sleep: Callable[[float], None] = time.sleep,
         client: httpx.Client | None = None,
     ) -> None:
-        self.url = url.rstrip("/")
+        try:
+            self.url = proxy_origin(url)
+        except ValueError as exc:
+            raise InvalidInput(f"chaos proxy {redact_url(url)}: {exc}") from None
         self.shown = redact_url(self.url)
         self._retry, self._sleep = retry, sleep
         self._client = client or httpx.Client(timeout=timeout)
@@ -56,21 +64,50 @@ class ChaosClient:
         self._client.close()
 
     def faults(self) -> list[dict[str, Any]]:
-        return list(self._call("GET", "/faults").json()["faults"])
+        faults = self._answer(self._call("GET", "/faults"), "faults", list)
+        if not all(isinstance(f, dict) and isinstance(f.get("id"), str) for f in faults):
+            raise self._not_a_proxy("faults without ids")
+        return faults
 
     def add(self, spec: FaultSpec, fault_id: str | None = None) -> dict[str, Any]:
         """The fault in force as `fault_id` (a fresh name by default): added once, however
         many attempts it took."""
         body = spec.model_dump(mode="json", exclude_none=True)
-        key = {IDEMPOTENCY_KEY: fault_id or new_fault_id()}
-        return dict(self._call("POST", "/faults", json=body, headers=key).json())
+        fault_id = fault_id or new_fault_id()
+        response = self._call("POST", "/faults", json=body, headers={IDEMPOTENCY_KEY: fault_id})
+        if self._answer(response, "id", str) != fault_id:
+            raise self._not_a_proxy(f"no fault {fault_id}")
+        fault: dict[str, Any] = response.json()
+        return fault
 
     def remove(self, fault_id: str) -> bool:
         """False when the fault was already gone (expired or removed by someone else)."""
-        return self._call("DELETE", f"/faults/{fault_id}", missing_ok=True).status_code == 200
+        response = self._call("DELETE", f"/faults/{fault_id}", missing_ok=True)
+        if response.status_code == 404:
+            return False
+        if self._answer(response, "removed", str) != fault_id:
+            raise self._not_a_proxy(f"fault {fault_id} not removed")
+        return True
 
     def clear(self) -> int:
-        return int(self._call("DELETE", "/faults").json()["removed"])
+        return self._answer(self._call("DELETE", "/faults"), "removed", int)
+
+    def _answer(self, response: httpx.Response, key: str, kind: type[T]) -> T:
+        """`key` of the admin API's JSON answer, of `kind`; ChaosBackendError when the answer
+        is not one (a provider, or any server, answering 200 at that address)."""
+        try:
+            value = response.json().get(key)
+        except (ValueError, AttributeError):
+            value = None
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise self._not_a_proxy(f"no '{key}'")
+        return value
+
+    def _not_a_proxy(self, what: str) -> ChaosBackendError:
+        return ChaosBackendError(
+            f"chaos proxy {self.shown}: not a fault proxy's answer ({what}); is the URL the "
+            "proxy's, not its upstream's?"
+        )
 
     def _call(
         self,

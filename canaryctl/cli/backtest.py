@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from canaryctl.cli.arguments import ID, http_url, parse_time, positive_duration
 from canaryctl.cli.main import existing_state, output_option, state_option, wants_json
-from canaryctl.cli.times import parse_time, positive_duration
 from canaryctl.errors import InvalidInput
 from canaryctl.runbook import Rollout, load_document
 
@@ -41,7 +41,7 @@ def _incident(value: str | None) -> tuple[float, float] | None:
 
 @click.command("backtest")
 @click.argument("runbook", type=click.Path(dir_okay=False))
-@click.option("--run", "run_id", type=int, help="replay this past run's journaled counts")
+@click.option("--run", "run_id", type=ID, help="replay this past run's journaled counts")
 @state_option("the run journal (SQLite) --run reads")
 @click.option("--prometheus", "prometheus_url", help="replay history from this Prometheus")
 @click.option("--from", "from_", help="first start time (RFC 3339 or epoch seconds)")
@@ -94,7 +94,7 @@ def backtest(
         raise InvalidInput("--prometheus needs --from and --to")
     _from_prometheus(
         document,
-        prometheus_url,
+        http_url(prometheus_url, "--prometheus"),
         start=parse_time(from_, "--from"),
         end=parse_time(to, "--to"),
         every=positive_duration(every, "--every"),

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from canaryctl.chaos.admin import ADMIN_PREFIX, TOKEN_ENV
 from canaryctl.chaos.client import ChaosClient, token_from_env
+from canaryctl.cli.arguments import FiniteRange, http_url
 from canaryctl.cli.listen import split_listen
 from canaryctl.cli.main import output_option, signals_as_ctrl_c, wants_json
 from canaryctl.errors import InvalidInput
@@ -46,7 +47,7 @@ def chaos() -> None:
 )
 @click.option(
     "--max-body-bytes",
-    type=click.IntRange(min=1024),
+    type=click.IntRange(1024, 2**31 - 1),
     default=DEFAULT_MAX_BODY_BYTES,
     show_default=True,
     help="larger client bodies get a 413 and are never forwarded",
@@ -96,7 +97,7 @@ def _proxy_option(func: Any) -> Any:
 
 
 def _client(proxy_url: str) -> ChaosClient:
-    return ChaosClient(proxy_url, token_from_env())
+    return ChaosClient(http_url(proxy_url, "--proxy"), token_from_env())
 
 
 def _header(values: tuple[str, ...]) -> dict[str, str]:
@@ -112,7 +113,9 @@ def _header(values: tuple[str, ...]) -> dict[str, str]:
 @chaos.command("inject")
 @_proxy_option
 @click.option("--fault", "kind", required=True, type=click.Choice(FAULT_KINDS))
-@click.option("--rate", type=float, default=1.0, show_default=True, help="probability, 0..1")
+@click.option(
+    "--rate", type=FiniteRange(0, 1), default=1.0, show_default=True, help="probability, 0..1"
+)
 @click.option("--ttl", default="5m", show_default=True, help="lifetime, enforced by the proxy")
 @click.option("--status", type=int, help="error: 500, 502, 503 or 529")
 @click.option(

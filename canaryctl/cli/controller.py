@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from canaryctl.cli.arguments import FiniteRange
 from canaryctl.cli.listen import split_listen
 from canaryctl.cli.main import output_option, state_option, wants_json
 from canaryctl.controller.lease import DEFAULT_LEASE_TTL
@@ -38,7 +39,7 @@ def controller() -> None:
 @click.option(
     "--lease",
     "lease_ttl",
-    type=click.FloatRange(min=0.5),
+    type=FiniteRange(0.5, 86_400),
     default=DEFAULT_LEASE_TTL,
     show_default=True,
     help="seconds a run's lease lasts without a heartbeat: how soon another controller takes "

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from canaryctl.cli.times import parse_time, positive_duration
+from canaryctl.cli.arguments import FiniteRange, http_url, parse_time, positive_duration
 from canaryctl.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -38,14 +38,14 @@ __all__ = ["report"]
 )
 @click.option(
     "--batch-discount",
-    type=click.FloatRange(0, 1),
+    type=FiniteRange(0, 1),
     default=0.5,
     show_default=True,
     help="share of a job's cost a provider's batch API takes off",
 )
 @click.option(
     "--min-share",
-    type=click.FloatRange(0, 1),
+    type=FiniteRange(0, 1),
     default=0.05,
     show_default=True,
     help="a slice below this share of the bill is not listed as a driver",
@@ -96,8 +96,7 @@ def report(
         if from_ is not None or to is not None or bearer_token_env is not None:
             raise InvalidInput("--from, --to and --bearer-token-env: only with --prometheus")
         for target in targets:
-            if not target.startswith(("http://", "https://")):
-                raise InvalidInput(f"--metrics: '{target}' is not an http(s) URL")
+            http_url(target, "--metrics")
         import httpx
 
         seconds = None if window is None else positive_duration(window, "--window")
@@ -124,8 +123,7 @@ def report(
 def _prometheus(url: str, token_env: str | None) -> PrometheusMetricsSource:
     from canaryctl.metrics.prometheus import PrometheusMetricsSource
 
-    if not url.startswith(("http://", "https://")):
-        raise InvalidInput(f"--prometheus: '{url}' is not an http(s) URL")
+    http_url(url, "--prometheus")
     headers = None
     if token_env is not None:
         token = os.environ.get(token_env)

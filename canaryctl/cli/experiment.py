@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from canaryctl.cli.arguments import ID
 from canaryctl.cli.main import (
     existing_state,
     output_option,
@@ -135,7 +136,7 @@ def _interval(effect: dict[str, Any]) -> str:
 
 
 @experiment.command("status")
-@click.argument("experiment_id", metavar="[ID]", type=int, required=False)
+@click.argument("experiment_id", metavar="[ID]", type=ID, required=False)
 @state_option("the state database the experiment is journaled in")
 @output_option
 def status_command(experiment_id: int | None, state_path: str, output: str | None) -> None:
@@ -160,7 +161,7 @@ def status_command(experiment_id: int | None, state_path: str, output: str | Non
 
 
 @experiment.command("report")
-@click.argument("experiment_id", metavar="[ID]", type=int, required=False)
+@click.argument("experiment_id", metavar="[ID]", type=ID, required=False)
 @state_option("the state database the experiment is journaled in")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
               help="write a self-contained page here")  # fmt: skip
@@ -186,7 +187,7 @@ def report_command(
 
 
 @experiment.command("restore")
-@click.argument("experiment_id", metavar="ID", type=int)
+@click.argument("experiment_id", metavar="ID", type=ID)
 @state_option("the state database the experiment is journaled in")
 @click.option(
     "--force", is_flag=True, help="it ran on another host and you know its process is gone"

@@ -11,7 +11,6 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -188,9 +187,12 @@ def state_option(help: str) -> Callable[[Any], Any]:
 
 def existing_state(state_path: str) -> None:
     """Reading commands refuse a missing SQLite file instead of creating an empty one (a
-    PostgreSQL database says for itself whether it exists)."""
-    if "://" not in state_path and not Path(state_path).exists():
-        raise InvalidInput(f"no state database at {state_path}: no rollout has run here (--state?)")
+    PostgreSQL database says for itself whether it exists), and a path that cannot be one."""
+    from canaryctl.controller.store import state_file
+
+    path = state_file(state_path)
+    if path is not None and not path.exists():
+        raise InvalidInput(f"no state database at {path}: no rollout has run here (--state?)")
 
 
 def wants_json(output: str | None) -> bool:

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from canaryctl.cli.arguments import run_id_of
 from canaryctl.cli.main import existing_state, output_option, state_option, wants_json
 from canaryctl.controller import StateStore
 from canaryctl.errors import InvalidInput
@@ -80,8 +81,9 @@ _FILES = {"chaos": _chaos, "gate": _gate, "backtest": _backtest}
 def report(source: str, html_path: Path | None, state_path: str, output: str | None) -> None:
     """Chart a rollout (SOURCE: its run id), a chaos run or drill (its journal JSON), a gate
     or a backtest (its JSON result): what happened, against which bounds, and the decision."""
-    if source.isdigit():
-        data, html, summary = _rollout(int(source), state_path)
+    run_id = run_id_of(source)
+    if run_id is not None:
+        data, html, summary = _rollout(run_id, state_path)
     else:
         path = Path(source)
         kind, document = read_source(path)

@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from canaryctl.cli.arguments import ID
 from canaryctl.cli.main import (
     existing_state,
     output_option,
@@ -223,7 +224,7 @@ def _dry_run(document: Rollout, output: str | None, *, from_current: bool) -> No
 
 
 @rollout.command("resume")
-@click.argument("run_id", type=int)
+@click.argument("run_id", type=ID)
 @click.option(
     "--runbook",
     type=click.Path(dir_okay=False),
@@ -264,7 +265,7 @@ def _when(epoch: float | None) -> str:
 
 
 @rollout.command("status")
-@click.argument("run_id", type=int, required=False)
+@click.argument("run_id", type=ID, required=False)
 @_state_option
 @output_option
 def status_command(run_id: int | None, state_path: str, output: str | None) -> None:
@@ -308,7 +309,7 @@ def status_command(run_id: int | None, state_path: str, output: str | None) -> N
 @rollout.command("list")
 @_state_option
 @output_option
-@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True)
 def list_command(state_path: str, output: str | None, limit: int) -> None:
     """Recent runs, newest first."""
     existing_state(state_path)
@@ -352,7 +353,7 @@ def _request(state_path: str, run_id: int, kind: str, output: str | None) -> Non
 
 
 @rollout.command("abort")
-@click.argument("run_id", type=int)
+@click.argument("run_id", type=ID)
 @_state_option
 @output_option
 def abort_command(run_id: int, state_path: str, output: str | None) -> None:
@@ -361,7 +362,7 @@ def abort_command(run_id: int, state_path: str, output: str | None) -> None:
 
 
 @rollout.command("approve")
-@click.argument("run_id", type=int)
+@click.argument("run_id", type=ID)
 @_state_option
 @output_option
 def approve_command(run_id: int, state_path: str, output: str | None) -> None:

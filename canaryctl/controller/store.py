@@ -23,6 +23,8 @@ Nothing secret is stored: the runbook copy goes through the redaction policy
 from __future__ import annotations
 
 import json
+import re
+import stat
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,6 +51,7 @@ __all__ = [
     "StateStore",
     "redacted_runbook",
     "state_engine",
+    "state_file",
 ]
 
 DEFAULT_STATE_PATH = Path(".canaryctl/state.db")
@@ -172,12 +175,53 @@ def redacted_runbook(runbook: dict[str, Any]) -> dict[str, Any]:
     return redacted
 
 
-def state_engine(location: str | Path) -> tuple[Engine, str]:
-    """An engine for a SQLite path or a postgresql:// URL, and how to name it in messages
-    (the path, or the URL without userinfo and query)."""
+_LIBPQ_KEYWORDS = re.compile(
+    r"^\s*(host|hostaddr|port|dbname|user|password|passfile|service|sslmode|connect_timeout|"
+    r"options|application_name|target_session_attrs)\s*="
+)
+"""A keyword/value connection string (`host=db dbname=canary user=ops`) starts like this."""
+_SHOWN_KEYWORDS = ("host", "hostaddr", "port", "dbname", "user")
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def state_file(location: str | Path) -> Path | None:
+    """The SQLite file `--state` names, or None when it names PostgreSQL (a postgresql:// URL
+    or a keyword/value string). InvalidInput at once for a path that cannot hold a database (a
+    directory, a FIFO, a device, a name too long, a file that is not SQLite): retrying would
+    not change it."""
     given = str(location)
-    if "://" not in given:
-        path = Path(given)
+    if "://" in given or _LIBPQ_KEYWORDS.match(given):
+        return None
+    path = Path(given)
+    shown = given if len(given) <= 100 else given[:99] + "…"
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return path  # a new database, created on open
+    except (OSError, ValueError) as exc:  # a name too long, a NUL byte, a loop
+        reason = exc.strerror if isinstance(exc, OSError) else "not a valid file name"
+        raise InvalidInput(f"--state {shown}: {reason or exc}") from None
+    if stat.S_ISDIR(mode):
+        raise InvalidInput(f"--state {shown}: is a directory, not a SQLite database")
+    if not stat.S_ISREG(mode):
+        raise InvalidInput(f"--state {shown}: not a regular file (a FIFO, socket or device)")
+    try:
+        with path.open("rb") as file:
+            header = file.read(len(_SQLITE_HEADER))
+    except OSError as exc:
+        raise InvalidInput(f"--state {shown}: {exc.strerror}") from None
+    if header and header != _SQLITE_HEADER:
+        raise InvalidInput(f"--state {shown}: not a SQLite database")
+    return path
+
+
+def state_engine(location: str | Path) -> tuple[Engine, str]:
+    """An engine for a SQLite path, a postgresql:// URL or a PostgreSQL keyword/value string,
+    and how to name it in messages (the path; the URL without userinfo and query; the
+    keywords without the password)."""
+    given = str(location)
+    path = state_file(given)
+    if path is not None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -191,6 +235,8 @@ def state_engine(location: str | Path) -> tuple[Engine, str]:
         event.listen(engine, "connect", _sqlite_connected)
         event.listen(engine, "begin", _sqlite_begin)
         return engine, str(path)
+    if "://" not in given:
+        return _keyword_engine(given)
     where = redact_url(given)
     scheme = given.split("://", 1)[0].lower()
     if scheme not in _POSTGRES_SCHEMES:
@@ -205,6 +251,27 @@ def state_engine(location: str | Path) -> tuple[Engine, str]:
     # A controller drives each run from its own thread: the pool must serve them all.
     engine = create_engine(url, pool_size=10, max_overflow=200, pool_pre_ping=True)
     return engine, where
+
+
+def _keyword_engine(given: str) -> tuple[Engine, str]:
+    """PostgreSQL from libpq's keyword/value form, handed to the driver as written; named by
+    its host, port, database and user only."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(given)
+    except psycopg.Error:  # its message may quote the string, password and all
+        raise InvalidInput("--state: not a valid PostgreSQL keyword/value string") from None
+    where = " ".join(f"{k}={params[k]}" for k in _SHOWN_KEYWORDS if k in params)
+    engine = create_engine(
+        "postgresql+psycopg://",
+        creator=lambda: psycopg.connect(given),
+        pool_size=10,
+        max_overflow=200,
+        pool_pre_ping=True,
+    )
+    return engine, where or "PostgreSQL"
 
 
 def _sqlite_connected(connection: Any, record: Any) -> None:
@@ -230,7 +297,7 @@ class StateStore:
     ) -> None:
         self.retry_policy = retry_policy
         self._engine, self.where = state_engine(location)
-        self.path = None if "://" in str(location) else Path(location)
+        self.path = state_file(location)
         self.queries = 0
         """Statements sent to the database so far (benchmarks/controller_scale.py)."""
         event.listen(self._engine, "before_cursor_execute", self._count)

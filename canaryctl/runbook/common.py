@@ -14,6 +14,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationIn
 __all__ = [
     "API_VERSION",
     "MAX_DURATION",
+    "NAME_PATTERN",
     "DocPath",
     "Duration",
     "Metadata",
@@ -21,6 +22,7 @@ __all__ = [
     "Strict",
     "built_on_use",
     "check_metric_bound",
+    "document_path",
     "parse_duration",
 ]
 
@@ -45,7 +47,8 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"must be a finite number, not {value}")
     if isinstance(value, int | float):
-        seconds = float(min(value, 2 * MAX_DURATION))  # an int too large for a float stays out
+        # An int too large for a float (either sign) stays out of float().
+        seconds = float(max(min(value, 2 * MAX_DURATION), -2 * MAX_DURATION))
     elif isinstance(value, str):
         text = value.strip().replace(" ", "")
         # The length check comes first: on a long run of digits the regex backtracks
@@ -78,14 +81,30 @@ Duration = Annotated[
 ]
 
 
+def document_path(value: str | Path, base_dir: str | Path | None) -> Path:
+    """A path as a document means it: `~` and `~user` expanded, and a relative path relative to
+    the document's folder, not to the shell's cwd. ValueError when `~` cannot be expanded (no
+    such user, no home directory): the document's mistake, not a crash."""
+    path = Path(value)
+    if str(value).startswith("~"):
+        try:
+            path = path.expanduser()
+        except (RuntimeError, ValueError, KeyError, OSError):
+            user = str(value)[1:].split("/", 1)[0]
+            shown = user if len(user) <= 40 else user[:39] + "…"
+            raise ValueError(
+                f"cannot expand '~{shown}': no such user"
+                if user
+                else "cannot expand '~': no home directory"
+            ) from None
+    if base_dir is not None and not path.is_absolute():
+        path = Path(base_dir) / path
+    return path
+
+
 def _resolve_against_document(value: Any, info: ValidationInfo) -> Any:
-    """Relative paths in a document mean relative to that document, not to the shell's cwd."""
     if isinstance(value, str | Path):
-        path = Path(value).expanduser()
-        base = (info.context or {}).get("base_dir")
-        if base is not None and not path.is_absolute():
-            path = Path(base) / path
-        return path
+        return document_path(value, (info.context or {}).get("base_dir"))
     return value
 
 
@@ -125,6 +144,10 @@ def check_metric_bound(metric: str | None, field: str, value: float | None) -> N
         raise ValueError(f"{field}: must be at most 1 ({metric} is a share between 0 and 1)")
 
 
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
+"""A document's name: what a DNS label or a Kubernetes name may be, dots allowed."""
+
+
 class Metadata(Strict):
-    name: str = Field(pattern=r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
+    name: str = Field(pattern=NAME_PATTERN)
     labels: dict[str, str] = Field(default_factory=dict)

@@ -14,6 +14,9 @@ from pydantic import BaseModel, ValidationError
 
 from canaryctl.errors import InvalidDocument, Problem
 from canaryctl.runbook.reading import MAX_DEPTH, read_text
+from canaryctl.runbook.yaml_scan import MAX_DOCUMENT_BYTES, check_events
+from canaryctl.runbook.yaml_scan import clip as _clip
+from canaryctl.runbook.yaml_scan import format_loc as _format_loc
 
 __all__ = [
     "KINDS",
@@ -32,7 +35,6 @@ _SUB_PATH = re.compile(
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 """libyaml when it is there: ten times faster on a large file than the pure-Python loader."""
 _MERGE_TAG = "tag:yaml.org,2002:merge"
-_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 _TYPE_NAME = re.compile(r"^[a-z-]+\[.*\]$")
 """pydantic's names for a union's members, `dict[str,str]` or `literal['a']`: never a field."""
 _TELLING = frozenset({"finite_number"})
@@ -59,7 +61,7 @@ def kind_model(kind: str) -> type[BaseModel]:
 
 def load_document(path: str | Path, expect: type[T] | None = None) -> T:
     """Read and validate one document; raise InvalidDocument listing every problem found."""
-    text = read_text(path)
+    text = read_text(path, max_bytes=MAX_DOCUMENT_BYTES)
     return parse_document(text, str(path), base_dir=Path(path).resolve().parent, expect=expect)
 
 
@@ -80,7 +82,7 @@ def parse_document(
                     source,
                     "kind",
                     f"unknown kind {_clip(repr(kind))}; expected one of {known}",
-                    _line_of(node, ("kind",)),
+                    _Lines(node).of(("kind",)),
                 )
             ]
         )
@@ -91,7 +93,7 @@ def parse_document(
                     source,
                     "kind",
                     f"expected a {expect.__name__} document, got {kind}",
-                    _line_of(node, ("kind",)),
+                    _Lines(node).of(("kind",)),
                 )
             ]
         )
@@ -104,10 +106,14 @@ def parse_document(
 
 
 def parse_yaml(text: str, source: str) -> tuple[yaml.Node | None, Any]:
-    """One YAML document as (its node tree, its data), refusing what YAML itself lets through:
-    duplicate keys (the last silently wins), nesting deeper than MAX_DEPTH."""
+    """One YAML document as (its node tree, its data), within the limits of check_events
+    (bytes, nodes after aliases, tags, a mapping at the root) and refusing what YAML itself lets
+    through: duplicate keys (the last silently wins), nesting deeper than MAX_DEPTH."""
     loader = _Loader(text)
     try:
+        check_events(loader, text, source)
+        loader.dispose()
+        loader = _Loader(text)  # the events are spent: compose from the start, now bounded
         node = loader.get_single_node()
         if node is not None:
             problems = _shape_problems(node, source)
@@ -179,13 +185,14 @@ def validation_problems(
     """pydantic's errors as the user's problems: field paths as written, one line each; where
     one field failed several ways (each member of a union), only its most telling problem."""
     errors = exc.errors(include_url=False)
-    telling = {tuple(_user_path(data, tuple(e["loc"]))) for e in errors if e["type"] in _TELLING}
+    locs = [_user_path(data, tuple(e["loc"])) for e in errors]
+    telling = {loc for loc, e in zip(locs, errors, strict=True) if e["type"] in _TELLING}
     problems = []
-    for error in errors:
-        loc = _user_path(data, tuple(error["loc"]))
+    lines = _Lines(node)
+    for loc, error in zip(locs, errors, strict=True):
         if loc in telling and error["type"] not in _TELLING:
             continue
-        problem = _problem(source, node, data, error)
+        problem = _problem(source, lines, loc, error)
         problems.append(problem if line is None else replace(problem, line=line))
     return list(dict.fromkeys(problems))
 
@@ -195,8 +202,8 @@ def json_schema(kind: str) -> str:
     return json.dumps(model.model_json_schema(by_alias=True), indent=2)
 
 
-def _problem(source: str, node: yaml.Node | None, data: Any, error: Any) -> Problem:
-    loc = _user_path(data, tuple(error["loc"]))
+def _problem(source: str, lines: _Lines, loc: tuple[Any, ...], error: Any) -> Problem:
+    """One pydantic error at `loc` (its path as the user wrote it) as a Problem."""
     message = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
     if error["type"] == "finite_number":
         message = f"must be a finite number, not {_clip(str(error.get('input')))}"
@@ -212,7 +219,7 @@ def _problem(source: str, node: yaml.Node | None, data: Any, error: Any) -> Prob
     if match := _SUB_PATH.match(message):
         loc = (*loc, *_split_path(match["path"]))
         message = match["message"]
-    return Problem(source, _format_loc(loc), _clip(message), _line_of(node, loc))
+    return Problem(source, _format_loc(loc), _clip(message), lines.of(loc))
 
 
 def _user_path(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -253,44 +260,46 @@ def _split_path(text: str) -> list[str | int]:
     return parts
 
 
-def _format_loc(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int) and not isinstance(part, bool):
-            out += f"[{part}]"
-        else:
-            name = _clip(str(part), 60)
-            if not _PLAIN_KEY.match(name):  # a key with spaces, dots or nothing in it
-                name = repr(name)
-            out += f".{name}" if out else name
-    return _clip(out)
+class _Lines:
+    """The line of each field path in the composed YAML tree. A mapping's keys are indexed the
+    first time a path passes through it, so reporting N problems costs the tree's size plus N
+    path walks, never N scans of a mapping of 20,000 keys."""
 
+    def __init__(self, root: yaml.Node | None) -> None:
+        self.root = root
+        self._keys: dict[int, dict[str, tuple[yaml.Node, int]]] = {}
 
-def _clip(text: str, limit: int = 200) -> str:
-    """Messages quote the user's input; a 5 MB string must not come back as a 5 MB line."""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    def of(self, loc: tuple[Any, ...]) -> int | None:
+        """Walk along the error's path to the deepest node that exists; its (or its key's)
+        line."""
+        node = self.root
+        if node is None:
+            return None
+        line = node.start_mark.line + 1
+        for part in loc:
+            child: yaml.Node | None = None
+            if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+                found = self._mapping(node).get(part)
+                if found is not None:
+                    child, line = found
+            elif (
+                isinstance(node, yaml.SequenceNode)
+                and isinstance(part, int)
+                and 0 <= part < len(node.value)
+            ):
+                child = node.value[part]
+                line = child.start_mark.line + 1
+            if child is None:
+                break
+            node = child
+        return line
 
-
-def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
-    """Walk the composed YAML tree along the error's path to the deepest node that exists."""
-    if node is None:
-        return None
-    line = node.start_mark.line + 1
-    for part in loc:
-        child: yaml.Node | None = None
-        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+    def _mapping(self, node: yaml.MappingNode) -> dict[str, tuple[yaml.Node, int]]:
+        keys = self._keys.get(id(node))
+        if keys is None:
+            keys = {}
             for key, value in node.value:
-                if isinstance(key, yaml.ScalarNode) and key.value == part:
-                    child, line = value, key.start_mark.line + 1
-                    break
-        elif (
-            isinstance(node, yaml.SequenceNode)
-            and isinstance(part, int)
-            and 0 <= part < len(node.value)
-        ):
-            child = node.value[part]
-            line = child.start_mark.line + 1
-        if child is None:
-            break
-        node = child
-    return line
+                if isinstance(key, yaml.ScalarNode):
+                    keys.setdefault(key.value, (value, key.start_mark.line + 1))
+            self._keys[id(node)] = keys
+        return keys

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -25,6 +24,7 @@ from canaryctl.runbook.common import (
     Strict,
     built_on_use,
     check_metric_bound,
+    document_path,
     parse_duration,
 )
 from canaryctl.runbook.gate import GateSpec
@@ -165,9 +165,7 @@ class PrometheusMetricsSpec(Strict):
     def _known_profile(cls, profile: str, info: ValidationInfo) -> str:
         """A path is made relative to the document, like every path in it."""
         if is_profile_path(profile):
-            path = Path(profile).expanduser()
-            base = (info.context or {}).get("base_dir")
-            return str(Path(base) / path if base is not None and not path.is_absolute() else path)
+            return str(document_path(profile, (info.context or {}).get("base_dir")))
         if shipped_profile(profile) is None:
             shipped = ", ".join(shipped_profiles())
             raise ValueError(

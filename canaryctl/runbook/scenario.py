@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, available_timezones
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
+from canaryctl.chaos.admin import proxy_origin
 from canaryctl.runbook.common import (
     API_VERSION,
     Duration,
@@ -194,8 +195,14 @@ class HypothesisSpec(Strict):
 class ProxyTarget(Strict):
     """The fault proxy's base URL; its admin token is read from the environment, never here."""
 
-    url: str = Field(pattern=r"^https?://")
+    url: str = Field(pattern=r"^https?://", max_length=2048)
     token_env: str = Field(default="CANARYCTL_CHAOS_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+    @field_validator("url")
+    @classmethod
+    def _origin_only(cls, url: str) -> str:
+        proxy_origin(url)  # its admin API lives on the origin: a path or query is refused
+        return url
 
 
 _zone_names = cache(available_timezones)
