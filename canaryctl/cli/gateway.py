@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import click
-import uvicorn
 
 from canaryctl.cli.listen import split_listen
 from canaryctl.errors import InvalidInput
-from canaryctl.gateway import create_app
-from canaryctl.gateway.routing import check_flag_source
-from canaryctl.runbook import Gateway, load_document
 
 __all__ = ["gateway"]
 
@@ -24,6 +20,12 @@ def gateway() -> None:
 @click.option("--listen", metavar="HOST:PORT", help="overrides the document's spec.listen")
 def serve(config: str, listen: str | None) -> None:
     """Serve the Gateway document CONFIG: OpenAI and Ollama APIs, /metrics and /health."""
+    import uvicorn  # the server stack: for this command, not for `gateway --help`
+
+    from canaryctl.gateway import create_app
+    from canaryctl.gateway.routing import check_flag_source
+    from canaryctl.runbook import Gateway, load_document
+
     spec = load_document(config, expect=Gateway).spec
     host, port = split_listen(listen or spec.listen)
     try:

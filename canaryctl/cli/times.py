@@ -7,7 +7,6 @@ import math
 from datetime import UTC, datetime
 
 from canaryctl.errors import InvalidInput
-from canaryctl.runbook.common import NotADuration, parse_duration
 
 __all__ = ["parse_time", "positive_duration"]
 
@@ -36,6 +35,8 @@ def parse_time(value: str, option: str) -> float:
 
 def positive_duration(value: str, option: str) -> float:
     """Seconds from a duration such as `1h` or `90s`; zero is refused."""
+    from canaryctl.runbook.common import NotADuration, parse_duration  # pydantic: when used
+
     try:
         seconds = parse_duration(value)
     except NotADuration:

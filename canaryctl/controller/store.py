@@ -34,6 +34,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
 from canaryctl import retry
+from canaryctl.controller.defaults import DEFAULT_STATE_PATH
 from canaryctl.controller.schema import migrate
 from canaryctl.errors import InvalidInput, StateBackendError
 from canaryctl.flags.base import FlagSnapshot
@@ -50,8 +51,6 @@ __all__ = [
     "redacted_runbook",
     "state_engine",
 ]
-
-DEFAULT_STATE_PATH = Path(".canaryctl/state.db")
 
 SUBMITTED = "submitted"
 """The phase of a run submitted for a controller (`rollout run --detach`) that none has begun."""
