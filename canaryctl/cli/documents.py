@@ -8,8 +8,10 @@ import click
 
 from canaryctl.cli.main import output_option, wants_json
 from canaryctl.errors import InvalidDocument, InvalidInput, Problem
-from canaryctl.metrics.profile import check_profile_feeds_slos
-from canaryctl.runbook import KINDS, json_schema, load_document
+from canaryctl.runbook.kinds import KINDS
+
+# The loader (YAML, pydantic) and the metric profiles are imported when a command runs: `--help`
+# lists the kinds from canaryctl.runbook.kinds alone.
 
 
 @click.command()
@@ -17,6 +19,9 @@ from canaryctl.runbook import KINDS, json_schema, load_document
 @output_option
 def validate(files: tuple[str, ...], output: str | None) -> None:
     """Validate documents of any kind; print every problem with its field path and line."""
+    from canaryctl.metrics.profile import check_profile_feeds_slos
+    from canaryctl.runbook.loader import load_document
+
     problems: list[Problem] = []
     for path in files:
         try:
@@ -45,4 +50,6 @@ def validate(files: tuple[str, ...], output: str | None) -> None:
 @click.argument("kind", type=click.Choice(sorted(KINDS)))
 def schema(kind: str) -> None:
     """Print the JSON Schema of a document kind, for editors and CI linters."""
+    from canaryctl.runbook.loader import json_schema
+
     click.echo(json_schema(kind))
