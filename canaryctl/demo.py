@@ -14,13 +14,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
+if TYPE_CHECKING:
+    from canaryctl.controller import RolloutObserver, RunResult
+    from canaryctl.runbook import Rollout
 
-from canaryctl.controller import RolloutObserver, RunResult, run_rollout
-from canaryctl.lab import LabStack
-from canaryctl.runbook import Lab, Rollout, parse_document
+# The controller, the lab and the documents are imported when a demo runs: `canaryctl demo
+# --help` reads only SCENARIOS.
 
 __all__ = ["PLAN", "SCENARIOS", "DemoReport", "Scenario", "run_demo"]
 
@@ -79,6 +80,10 @@ def _default(name: str) -> str:
 
 def _runbook(name: str, flags_path: Path, metrics_url: str) -> Rollout:
     """The embedded runbook, aimed at this lab instead of the addresses written in it."""
+    import yaml
+
+    from canaryctl.runbook import Rollout
+
     data = yaml.safe_load(_default(name))
     data["spec"]["flag"]["path"] = str(flags_path)
     data["spec"]["metrics"]["targets"] = [metrics_url]
@@ -89,6 +94,10 @@ def run_demo(
     workdir: Path, observers: Sequence[RolloutObserver] = (), scenario: str = "support-bot"
 ) -> DemoReport:
     """Run the scenario's rollouts in `workdir` (flag file and state database are kept there)."""
+    from canaryctl.controller import run_rollout
+    from canaryctl.lab import LabStack
+    from canaryctl.runbook import Lab, parse_document
+
     started = time.monotonic()
     story = SCENARIOS[scenario]
     flags_path = workdir / story.flags

@@ -1,9 +1,13 @@
-"""Shared test set-up: a run that collects nothing fails; a flag file writer and a Lab builder."""
+"""Shared test set-up: a run that collects nothing fails; the run's workers and bytecode; a flag
+file writer and a Lab builder."""
 
 from __future__ import annotations
 
+import compileall
 import json
+import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +23,32 @@ from canaryctl.flags import FileFlagStore
 from canaryctl.runbook.lab import LabSpec
 
 FLAG_KEY = "model-flag"
+ROOT = Path(__file__).resolve().parent.parent
+
+# Bytecode is written and read in a test run whatever PYTHONDONTWRITEBYTECODE says (CI sets it):
+# without it every xdist worker rewrote the asserts of every test module, and every process a
+# test starts (`python -m canaryctl ...`) compiled canaryctl's modules from source again.
+sys.dont_write_bytecode = False
+
+WORKERS_PER_CPU = 2
+"""`-n auto` (pyproject.toml) starts this many workers a CPU: most end-to-end tests wait on
+loopback I/O and on servers in other processes, not on the CPU."""
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """A run of one test file stays in one process (starting workers costs more than they
+    save there); `-n N` still asks for N."""
+    paths = [arg.split("::")[0] for arg in config.args]
+    if len(paths) == 1 and paths[0].endswith(".py"):
+        return 0
+    return WORKERS_PER_CPU * (os.cpu_count() or 1)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Once, in the process that starts the workers: canaryctl's bytecode for the processes the
+    tests start, which read it but do not write it (their environment says not to)."""
+    if not hasattr(config, "workerinput"):
+        compileall.compile_dir(ROOT / "canaryctl", quiet=1)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import canaryctl.cli.documents
 import canaryctl.controller.runner as runner_module
 import canaryctl.flags.factory
 import canaryctl.metrics.factory
+import canaryctl.runbook.loader
 from canaryctl.cli import main
 from canaryctl.clock import FakeClock
 from canaryctl.flags import MemoryFlagStore
@@ -108,7 +108,7 @@ def test_a_bug_in_validate_is_exit_3_not_1(
     def broken(path: str) -> None:
         raise Bug("validate broke")
 
-    monkeypatch.setattr(canaryctl.cli.documents, "load_document", broken)
+    monkeypatch.setattr(canaryctl.runbook.loader, "load_document", broken)
     doc = tmp_path / "doc.yaml"
     doc.write_text(RUNBOOK)
     result = CliRunner().invoke(main, ["validate", str(doc)])
@@ -123,7 +123,7 @@ def test_ctrl_c_outside_a_rollout_is_exit_130(
     def interrupted(path: str) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(canaryctl.cli.documents, "load_document", interrupted)
+    monkeypatch.setattr(canaryctl.runbook.loader, "load_document", interrupted)
     doc = tmp_path / "doc.yaml"
     doc.write_text(RUNBOOK)
     result = CliRunner().invoke(main, ["validate", str(doc)])
@@ -137,7 +137,7 @@ def test_an_unwritable_tmpdir_still_exits_3_in_one_line(
     monkeypatch.setenv("TMPDIR", str(tmp_path / "missing"))
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "missing"))
     monkeypatch.setattr(
-        canaryctl.cli.documents, "load_document", lambda path: (_ for _ in ()).throw(Bug())
+        canaryctl.runbook.loader, "load_document", lambda path: (_ for _ in ()).throw(Bug())
     )
     doc = tmp_path / "doc.yaml"
     doc.write_text(RUNBOOK)

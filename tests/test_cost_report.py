@@ -37,6 +37,14 @@ def stack() -> Iterator[LabStack]:
     with cost_lab() as running:
         running.set_traffic_rate(150)
         time.sleep(5)
+        # and on until the lab has answered what it answers in those 5 s on a quiet machine:
+        # a loaded one takes longer instead of leaving the report too few queries to find with
+        answered = 600
+        deadline = time.monotonic() + 120  # a bound, not a pace
+        assert running.traffic is not None
+        while sum(running.traffic.snapshot().by_outcome.values()) < answered:
+            assert time.monotonic() < deadline, "the lab stopped answering"
+            time.sleep(0.1)
         yield running
 
 
@@ -97,8 +105,9 @@ def test_a_window_between_two_scrapes_counts_only_what_happened_in_it(stack: Lab
     assert code == 0, output
     window = json.loads(output)
     assert 0.9 < window["window_seconds"] < 3
-    # 150 req/s for about a second: far fewer than the totals since the start.
-    assert 50 < window["queries"] < totals["queries"] / 2
+    # About a second of traffic (150 req/s on a quiet machine; however many a loaded one
+    # serves): some, and far fewer than the totals since the start.
+    assert 0 < window["queries"] < totals["queries"] / 2
 
 
 def test_text_lists_drivers_first_and_every_breakdown(stack: LabStack) -> None:

@@ -50,7 +50,7 @@ def rollout(tmp_path: Path, flags: Path, metrics_url: str, method: str, canary: 
             "analysis": {
                 "interval": "1s",
                 "min_requests": 40,
-                "inconclusive_limit": 8,
+                "inconclusive_limit": 120,  # a bound, not a pace: a loaded lab serves slowly
                 "method": method,
             },
             "steps": [{"set_weight": 50}, {"pause": "10s"}, {"set_weight": 100}, {"pause": "2s"}],

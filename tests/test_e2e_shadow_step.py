@@ -106,17 +106,19 @@ def rollout(
             "shadow_flag": {**flag, "key": SHADOW, "baseline": "off", "canary": candidate},
             "metrics": {"provider": "scrape", "targets": [metrics_url], "route": "bot"},
             "slos": [{"metric": "error_rate", "max": 0.05}],
-            "analysis": {"interval": "1s", "min_requests": 40, "inconclusive_limit": 8},
+            # A bound, not a pace: each analysis covers the step so far, so the run waits for
+            # the counts its SLOs need however slowly the lab serves them (a loaded machine).
+            "analysis": {"interval": "1s", "min_requests": 40, "inconclusive_limit": 120},
             "steps": [
                 {
                     "shadow": {
                         "percent": 100,
                         "until": until,
-                        "max": "40s",
+                        "max": "120s",
                         "slos": slos,
                     }
                 },
-                {"set_weight": 10},
+                {"set_weight": 50},  # half the users: the counts of the hold come quickly
                 {"pause": "2s"},
             ],
         },

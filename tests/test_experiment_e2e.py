@@ -82,8 +82,9 @@ def test_a_better_variation_is_decided_promoted_and_reported(
     flags = write_flags(["base", "other"])
     state = str(tmp_path / "state.db")
     with LabStack(make_lab(providers(0.95), traffic=TRAFFIC)) as stack:
+        # max: a bound, not a pace (decided on the evidence, which a loaded lab sends slowly)
         path = document(
-            tmp_path, flags, stack.metrics_url, until="decided", max="90s", interval="500ms"
+            tmp_path, flags, stack.metrics_url, until="decided", max="240s", interval="500ms"
         )
         code, output = invoke("experiment", "run", str(path), "--state", state,
                               "--promote-winner", "-o", "json")  # fmt: skip

@@ -298,9 +298,11 @@ def test_a_live_canary_whose_model_failed_every_request_fails_the_gate(tmp_path:
 @pytest.mark.e2e
 @pytest.mark.parametrize(("canary", "outcome"), [("gpt-4o-mini", "pass"), ("mixtral-8x7b", "fail")])
 def test_live_gate_on_the_lab_with_the_scrape_backend(
-    tmp_path: Path, canary: str, outcome: str
+    tmp_path: Path, canary: str, outcome: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The shipped lab with traffic, the canary at 50%: live SLOs judged from /metrics."""
+    import functools
+    import time
     from importlib import resources
 
     from canaryctl.flags import FileFlagStore
@@ -314,6 +316,24 @@ def test_live_gate_on_the_lab_with_the_scrape_backend(
     store.set_canary_weight(50, expect_version=store.snapshot().version, comment="test")
     lab = parse_document((defaults / "lab.yaml").read_text(), "lab.yaml", expect=Lab)
     with LabStack(lab, flags_path=flags) as stack:
+
+        def window(seconds: float) -> None:
+            """The gate's live window: its seconds, then on until the lab has answered as many
+            requests of each variant as the window holds on a quiet machine (60 a second, half
+            each): a loaded machine lengthens the window instead of thinning it."""
+            assert stack.traffic is not None
+            opened = stack.traffic.snapshot()
+            time.sleep(seconds)
+            wanted = 30 * seconds * 0.8
+            deadline = time.monotonic() + 120  # a bound, not a pace
+            while any(
+                stack.traffic.snapshot().requests(v) - opened.requests(v) < wanted
+                for v in ("gpt-4-turbo", canary)
+            ):
+                assert time.monotonic() < deadline, "the lab stopped answering"
+                time.sleep(0.1)
+
+        monkeypatch.setattr("canaryctl.gate.run_gate", functools.partial(run_gate, sleep=window))
         runbook = {
             "apiVersion": "canaryctl/v1",
             "kind": "Rollout",

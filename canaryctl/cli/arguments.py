@@ -14,7 +14,6 @@ import click
 from canaryctl.errors import InvalidInput
 from canaryctl.ids import MAX_ID
 from canaryctl.redact import redact_url
-from canaryctl.runbook.common import NotADuration, parse_duration
 
 __all__ = [
     "ID",
@@ -98,6 +97,8 @@ def parse_time(value: str, option: str) -> float:
 
 def positive_duration(value: str, option: str) -> float:
     """Seconds from a duration such as `1h` or `90s`; zero is refused."""
+    from canaryctl.runbook.common import NotADuration, parse_duration  # pydantic: when used
+
     try:
         seconds = parse_duration(value)
     except NotADuration:

@@ -13,10 +13,10 @@ import click
 from canaryctl.cli.arguments import ID, http_url, parse_time, positive_duration
 from canaryctl.cli.main import existing_state, output_option, state_option, wants_json
 from canaryctl.errors import InvalidInput
-from canaryctl.runbook import Rollout, load_document
 
 if TYPE_CHECKING:
     from canaryctl.backtest.journal import RunBacktest
+    from canaryctl.runbook import Rollout
 
 __all__ = ["backtest"]
 
@@ -81,6 +81,8 @@ def backtest(
     run's steps). --prometheus URL --from T --to T starts RUNBOOK's rollout every --every on
     the history of the baseline and canary, or of the baseline alone split in two by
     --aa-split LABEL: how often it would have rolled back, and how soon after --incident."""
+    from canaryctl.runbook import Rollout, load_document
+
     document = load_document(runbook, expect=Rollout)
     if (run_id is None) == (prometheus_url is None):
         raise InvalidInput("give exactly one of --run RUN_ID or --prometheus URL")

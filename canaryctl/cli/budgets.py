@@ -6,16 +6,15 @@ import asyncio
 import json
 import time
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from canaryctl.cli.main import output_option, wants_json
 from canaryctl.errors import InvalidInput
-from canaryctl.gateway.budgets import MICRO_USD, open_store, store_prefix, usage_by_counter
-from canaryctl.runbook import Gateway, load_document
-from canaryctl.runbook.gateway import BudgetsSpec
+
+if TYPE_CHECKING:
+    from canaryctl.runbook.gateway import BudgetsSpec
 
 __all__ = ["budgets"]
 
@@ -26,6 +25,8 @@ def budgets() -> None:
 
 
 async def _counters(spec: BudgetsSpec) -> dict[str, int]:
+    from canaryctl.gateway.budgets import open_store
+
     store = open_store(spec)
     try:
         return await store.counters()
@@ -34,6 +35,8 @@ async def _counters(spec: BudgetsSpec) -> dict[str, int]:
 
 
 def _amount(unit: str, value: int) -> float:
+    from canaryctl.gateway.budgets import MICRO_USD
+
     return value / MICRO_USD if unit == "usd" else value
 
 
@@ -42,6 +45,12 @@ def _amount(unit: str, value: int) -> float:
 @output_option
 def show(config: str, output: str | None) -> None:
     """Usage, limit and reset of every budget key in the store of Gateway document CONFIG."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from canaryctl.gateway.budgets import store_prefix, usage_by_counter
+    from canaryctl.runbook import Gateway, load_document
+
     spec = load_document(config, expect=Gateway).spec.budgets
     if spec is None:
         raise InvalidInput(f"{config}: spec.budgets: no budgets configured")

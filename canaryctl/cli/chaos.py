@@ -13,21 +13,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-from pydantic import ValidationError
 
-from canaryctl.chaos.admin import ADMIN_PREFIX, TOKEN_ENV
-from canaryctl.chaos.client import ChaosClient, token_from_env
+from canaryctl.chaos.admin import ADMIN_PREFIX, FAULT_KINDS, TOKEN_ENV
 from canaryctl.cli.arguments import FiniteRange, http_url
 from canaryctl.cli.listen import split_listen
 from canaryctl.cli.main import output_option, signals_as_ctrl_c, wants_json
 from canaryctl.errors import InvalidInput
 from canaryctl.redact import redact_url
 from canaryctl.request_limits import DEFAULT_MAX_BODY_BYTES
-from canaryctl.runbook import load_document
-from canaryctl.runbook.scenario import FAULT_KINDS, PHASES, ChaosScenario, FaultSpec
 
 if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+    from canaryctl.chaos.client import ChaosClient
     from canaryctl.metrics.base import MetricsSource
+    from canaryctl.runbook.scenario import ChaosScenario
+
+# The documents' models (pydantic), the admin client (httpx) and the server stack are imported
+# by the commands that use them, so `chaos --help` starts as fast as `canaryctl --help`.
 
 __all__ = ["chaos"]
 
@@ -61,6 +64,7 @@ def proxy_command(
     output: str | None,
 ) -> None:
     """Proxy to UPSTREAM, injecting the faults added through the admin API (under /_chaos)."""
+    from canaryctl.chaos.client import token_from_env
     from canaryctl.chaos.proxy import create_proxy_app  # the server stack, for this command only
     from canaryctl.chaos.server import bind, server_for
 
@@ -97,6 +101,8 @@ def _proxy_option(func: Any) -> Any:
 
 
 def _client(proxy_url: str) -> ChaosClient:
+    from canaryctl.chaos.client import ChaosClient, token_from_env  # httpx: when it is used
+
     return ChaosClient(http_url(proxy_url, "--proxy"), token_from_env())
 
 
@@ -141,6 +147,10 @@ def inject_command(
     **params: Any,
 ) -> None:
     """Add a fault; it ends by itself when its TTL runs out."""
+    from pydantic import ValidationError
+
+    from canaryctl.runbook.scenario import FaultSpec
+
     body = {"fault": kind, **{k: v for k, v in params.items() if v is not None}}
     match = {"path": match_path, "model": match_model, "headers": _header(match_header)}
     body["match"] = {k: v for k, v in match.items() if v}
@@ -172,18 +182,19 @@ def _as_options(exc: ValidationError) -> list[str]:
 @output_option
 def list_command(proxy_url: str, output: str | None) -> None:
     """The faults in force, with the seconds each has left."""
+    from canaryctl.runbook.scenario import FaultSpec
+
     faults = _client(proxy_url).faults()
     for fault in faults:
         if wants_json(output):
             click.echo(json.dumps(fault))
         else:
-            spec = FaultSpec.model_validate({k: v for k, v in fault.items() if k in _SPEC_KEYS})
+            spec = FaultSpec.model_validate(
+                {k: v for k, v in fault.items() if k in FaultSpec.model_fields}
+            )
             click.echo(f"{fault['id']}  {spec.describe()}; ends in {fault['expires_in']:g}s")
     if not faults and not wants_json(output):
         click.echo("no faults")
-
-
-_SPEC_KEYS = frozenset(FaultSpec.model_fields)
 
 
 @chaos.command("remove")
@@ -266,9 +277,12 @@ def run_command(
     output: str | None,
 ) -> None:
     """Check the steady state, inject, check during, remove, check after: exit 0 held, 1 not."""
+    from canaryctl.chaos.client import ChaosClient, token_from_env
     from canaryctl.chaos.journal import Journal, junit_xml  # metrics backends: this command only
     from canaryctl.chaos.scenario import run_scenario
     from canaryctl.metrics.factory import metrics_source_for
+    from canaryctl.runbook import load_document
+    from canaryctl.runbook.scenario import ChaosScenario
 
     scenario = load_document(scenario_file, expect=ChaosScenario)
     spec = scenario.spec
@@ -295,6 +309,8 @@ def _dry_run(
     scenario: ChaosScenario, client: ChaosClient, metrics: MetricsSource, output: str | None
 ) -> None:
     """What a run would do, after checking that the proxy and the metrics answer."""
+    from canaryctl.runbook.scenario import PHASES
+
     spec = scenario.spec
     present = client.faults()
     metrics.check()

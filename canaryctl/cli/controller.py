@@ -12,7 +12,7 @@ import click
 from canaryctl.cli.arguments import FiniteRange
 from canaryctl.cli.listen import split_listen
 from canaryctl.cli.main import output_option, state_option, wants_json
-from canaryctl.controller.lease import DEFAULT_LEASE_TTL
+from canaryctl.controller.defaults import DEFAULT_LEASE_TTL
 from canaryctl.errors import InvalidInput
 
 if TYPE_CHECKING:

@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import yaml
-from rich.console import Console
-from rich.table import Table
 
 from canaryctl.cli.main import output_option, wants_json
-from canaryctl.cost import planning
-from canaryctl.cost.planning import OptimizeReport
 from canaryctl.errors import InvalidInput
-from canaryctl.runbook.loader import load_document
-from canaryctl.runbook.optimize import CostOptimization
+
+if TYPE_CHECKING:
+    from canaryctl.cost.planning import OptimizeReport
 
 __all__ = ["optimize"]
 
@@ -30,6 +27,9 @@ def _split(split: dict[str, float]) -> str:
 
 
 def _text(report: OptimizeReport, written: list[Path]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     data = report.to_dict()
     console = Console(highlight=False)
     models = Table(title=f"models on route {data['route']}")
@@ -89,6 +89,12 @@ def _text(report: OptimizeReport, written: list[Path]) -> None:
 @output_option
 def optimize(document: str, runbooks_dir: str | None, output: str | None) -> None:
     """The cheapest split of each tier's traffic that meets its p95 and accuracy floor."""
+    import yaml
+
+    from canaryctl.cost import planning
+    from canaryctl.runbook.loader import load_document
+    from canaryctl.runbook.optimize import CostOptimization
+
     doc = load_document(document, expect=CostOptimization)
     report = planning.optimize(doc, Path(document).resolve().parent)
     written: list[Path] = []

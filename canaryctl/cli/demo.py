@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from canaryctl.cli.main import output_option, signals_as_ctrl_c, wants_json
-from canaryctl.cli.views import JsonLinesView, LiveView
-from canaryctl.demo import SCENARIOS, DemoReport, run_demo
+from canaryctl.demo import SCENARIOS, run_demo
+
+if TYPE_CHECKING:
+    from canaryctl.demo import DemoReport
 
 
 @click.command()
@@ -34,6 +35,8 @@ from canaryctl.demo import SCENARIOS, DemoReport, run_demo
 )
 def demo(output: str | None, keep: Path | None, scenario: str) -> None:
     """Roll out a bad canary (rolled back) and a good one (promoted) against a simulated lab."""
+    from canaryctl.cli.views import JsonLinesView, LiveView
+
     as_json = wants_json(output)
     view = JsonLinesView() if as_json else LiveView()
     try:
@@ -57,6 +60,9 @@ def demo(output: str | None, keep: Path | None, scenario: str) -> None:
 
 
 def _print_summary(report: DemoReport) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(title=f"canaryctl demo ({report.seconds:.0f} s)")
     for column in ("rollout", "expected", "outcome", "reason"):
         table.add_column(column)

@@ -8,9 +8,10 @@ import click
 
 from canaryctl.cli.main import output_option, wants_json
 from canaryctl.errors import InvalidDocument, InvalidInput, Problem
-from canaryctl.metrics.profile import check_profile_feeds_slos
-from canaryctl.runbook import KINDS, json_schema, load_document
-from canaryctl.runbook.rollout import Rollout, rollout_warnings
+from canaryctl.runbook.kinds import KINDS
+
+# The loader (YAML, pydantic) and the metric profiles are imported when a command runs: `--help`
+# lists the kinds from canaryctl.runbook.kinds alone.
 
 
 @click.command()
@@ -20,6 +21,10 @@ def validate(files: tuple[str, ...], output: str | None) -> None:
     """Validate documents of any kind; print every problem with its field path and line.
 
     A valid Rollout that judges less than it seems to gets warnings on stderr (exit 0)."""
+    from canaryctl.metrics.profile import check_profile_feeds_slos
+    from canaryctl.runbook.loader import load_document
+    from canaryctl.runbook.rollout import Rollout, rollout_warnings
+
     problems: list[Problem] = []
     for path in files:
         try:
@@ -52,4 +57,6 @@ def validate(files: tuple[str, ...], output: str | None) -> None:
 @click.argument("kind", type=click.Choice(sorted(KINDS)))
 def schema(kind: str) -> None:
     """Print the JSON Schema of a document kind, for editors and CI linters."""
+    from canaryctl.runbook.loader import json_schema
+
     click.echo(json_schema(kind))

@@ -13,8 +13,6 @@ from typing import Any
 import click
 
 from canaryctl.cli.main import output_option, state_option, wants_json
-from canaryctl.drills import DrillHome, drill_status, serve
-from canaryctl.runbook.common import parse_duration
 
 __all__ = ["drills"]
 
@@ -50,6 +48,9 @@ def serve_command(
     directory: Path, home: Path, state_path: str, misfire_grace: str, output: str | None
 ) -> None:
     """Run DIR's scheduled ChaosScenarios until Ctrl-C or SIGTERM."""
+    from canaryctl.drills import DrillHome, serve  # the scheduler: for the commands that run
+    from canaryctl.runbook.common import parse_duration
+
     try:
         grace = parse_duration(misfire_grace)
     except ValueError as exc:
@@ -83,6 +84,8 @@ def serve_command(
 @output_option
 def list_command(directory: Path, home: Path, state_path: str, output: str | None) -> None:
     """DIR's drills: schedule, next run time, last outcome."""
+    from canaryctl.drills import DrillHome, drill_status
+
     for status in drill_status(directory, DrillHome(home, state_path)):
         if wants_json(output):
             click.echo(json.dumps(status.to_dict()))

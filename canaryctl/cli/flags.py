@@ -6,11 +6,8 @@ import json
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from canaryctl.cli.main import output_option, wants_json
-from canaryctl.flags.file import default_rule_weights, read_flag
 
 __all__ = ["flags"]
 
@@ -30,6 +27,11 @@ def _label(value: Any) -> str:
 @output_option
 def show(file: str, key: str, output: str | None) -> None:
     """Version, on/off, variations and default-rule weights of flag KEY in a flag FILE."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from canaryctl.flags.file import default_rule_weights, read_flag
+
     _, flag = read_flag(file, key)
     variations = flag.get("variations") or []
     weights = default_rule_weights(flag)

@@ -6,18 +6,20 @@ import json
 import sys
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
-from rich.table import Table
 
-from canaryctl.analysis import Outcome
+from canaryctl.analysis.verdict import Outcome
 from canaryctl.cli.main import output_option, wants_json
 from canaryctl.errors import InvalidInput
-from canaryctl.gate import GateReport, junit_xml, markdown_summary, run_gate
-from canaryctl.runbook import Rollout, load_document
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
+
+    from canaryctl.gate import GateReport
+
+# rich, the gate and the documents are imported when the gate runs: `gate --help` stays quick.
 
 __all__ = ["gate"]
 
@@ -28,6 +30,9 @@ class _Bars:
     """A rich progress bar per variant on stderr, only when a person watches it."""
 
     def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
         self._progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -62,6 +67,10 @@ def _write(path: Path, text: str, what: str, mode: str = "w") -> None:
 
 
 def _print(report: GateReport) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
     console = Console()
     table = Table(title=f"gate {report.name}: {report.canary} vs {report.baseline}")
     for column in ("check", "canary", "baseline", "bound", "verdict"):
@@ -117,6 +126,9 @@ def gate(
     output: str | None,
 ) -> None:
     """Eval the canary against the baseline, check live SLOs and cost: exit 0 to promote."""
+    from canaryctl.gate import junit_xml, markdown_summary, run_gate
+    from canaryctl.runbook import Rollout, load_document
+
     document = load_document(runbook, expect=Rollout)
     as_json = wants_json(output)
     if not as_json and sys.stderr.isatty():

@@ -6,10 +6,6 @@ import click
 
 from canaryctl.cli.listen import split_listen
 from canaryctl.errors import InvalidInput
-from canaryctl.gateway import create_app
-from canaryctl.gateway.routing import check_flag_source
-from canaryctl.runbook import Gateway, load_document
-from canaryctl.serving import bind, server_for
 
 __all__ = ["gateway"]
 
@@ -24,6 +20,11 @@ def gateway() -> None:
 @click.option("--listen", metavar="HOST:PORT", help="overrides the document's spec.listen")
 def serve(config: str, listen: str | None) -> None:
     """Serve the Gateway document CONFIG: OpenAI and Ollama APIs, /metrics and /health."""
+    from canaryctl.gateway import create_app
+    from canaryctl.gateway.routing import check_flag_source
+    from canaryctl.runbook import Gateway, load_document
+    from canaryctl.serving import bind, server_for
+
     spec = load_document(config, expect=Gateway).spec
     host, port = split_listen(listen or spec.listen)
     try:

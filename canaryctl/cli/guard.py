@@ -13,15 +13,19 @@ import socket
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from canaryctl.cli.listen import split_listen
 from canaryctl.cli.main import output_option, signals_as_ctrl_c, state_option, wants_json
 from canaryctl.errors import InvalidInput
-from canaryctl.guard.journal import GuardJournal
-from canaryctl.runbook import Guard, load_document
+
+if TYPE_CHECKING:
+    from canaryctl.guard.journal import GuardJournal
+    from canaryctl.runbook import Guard
+
+# The watch, its journal and the documents are imported by the commands that use them.
 
 __all__ = ["guard"]
 
@@ -34,6 +38,8 @@ _journal_option = click.option(
 
 
 def _journal(document: Guard, path: Path | None) -> GuardJournal:
+    from canaryctl.guard.journal import GuardJournal
+
     if path is not None:
         return GuardJournal(path)
     return GuardJournal.for_guard(document.metadata.name)
@@ -77,6 +83,7 @@ def run_command(
     from canaryctl.flags.factory import flag_store_for
     from canaryctl.guard.watch import GuardWatch
     from canaryctl.metrics.factory import metrics_source_for
+    from canaryctl.runbook import Guard, load_document
 
     document = load_document(document_path, expect=Guard)
     spec = document.spec
@@ -126,6 +133,8 @@ def run_command(
 @output_option
 def status_command(document_path: str, journal: Path | None, output: str | None) -> None:
     """Armed or tripped (and why), from the journal."""
+    from canaryctl.runbook import Guard, load_document
+
     document = load_document(document_path, expect=Guard)
     book = _journal(document, journal)
     trip = book.last_trip()
@@ -147,6 +156,8 @@ def status_command(document_path: str, journal: Path | None, output: str | None)
 @output_option
 def rearm_command(document_path: str, journal: Path | None, output: str | None) -> None:
     """Let a tripped guard act again (it does nothing until then)."""
+    from canaryctl.runbook import Guard, load_document
+
     document = load_document(document_path, expect=Guard)
     book = _journal(document, journal)
     if book.last_trip() is None:

@@ -8,12 +8,17 @@ import signal
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
 from canaryctl.cli.main import output_option, wants_json
-from canaryctl.lab import LabStack, TrafficSnapshot
-from canaryctl.runbook import Lab, load_document, parse_duration
+
+if TYPE_CHECKING:
+    from canaryctl.lab import LabStack, TrafficSnapshot
+    from canaryctl.runbook import Lab
+
+# The lab's servers and the documents are imported when the lab runs, not for `lab --help`.
 
 __all__ = ["lab"]
 
@@ -24,6 +29,8 @@ def lab() -> None:
 
 
 def _seconds(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    from canaryctl.runbook import parse_duration
+
     try:
         return None if value is None else parse_duration(value)
     except ValueError as exc:
@@ -57,6 +64,9 @@ def serve(
     output: str | None,
 ) -> None:
     """Serve the Lab document FILE on 127.0.0.1 until Ctrl-C, SIGTERM or --duration."""
+    from canaryctl.lab import LabStack
+    from canaryctl.runbook import Lab, load_document
+
     doc = load_document(file, expect=Lab)
     if port is not None:
         gateway = doc.spec.gateway.model_copy(update={"listen": f"127.0.0.1:{port}"})

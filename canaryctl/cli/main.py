@@ -172,7 +172,7 @@ def output_option(func: Any) -> Any:
 def state_option(help: str) -> Callable[[Any], Any]:
     """`--state`: the rollout state database, shared by every command that reads or writes it:
     a SQLite path or a postgresql:// URL (its password best kept in the environment)."""
-    from canaryctl.controller.store import DEFAULT_STATE_PATH  # only commands that use a state
+    from canaryctl.controller.defaults import DEFAULT_STATE_PATH  # only commands with a state
 
     return click.option(
         "--state",

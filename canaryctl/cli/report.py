@@ -12,15 +12,18 @@ import click
 
 from canaryctl.cli.arguments import run_id_of
 from canaryctl.cli.main import existing_state, output_option, state_option, wants_json
-from canaryctl.controller import StateStore
 from canaryctl.errors import InvalidInput
-from canaryctl.report import chaos_html, gate_html, report_html, timeline
-from canaryctl.report.source import read_source, read_story
 
 __all__ = ["report"]
 
 
+# The journal, the readers and the pages are imported for the kind of SOURCE being charted.
+
+
 def _rollout(run_id: int, state_path: str) -> tuple[dict[str, Any], str, str]:
+    from canaryctl.controller import StateStore
+    from canaryctl.report import report_html, timeline
+
     existing_state(state_path)
     with StateStore(state_path) as store:
         record = store.run(run_id)
@@ -33,6 +36,9 @@ def _rollout(run_id: int, state_path: str) -> tuple[dict[str, Any], str, str]:
 
 
 def _chaos(path: Path, journal: dict[str, Any]) -> tuple[dict[str, Any], str, str]:
+    from canaryctl.report import chaos_html
+    from canaryctl.report.source import read_story
+
     story, scenario = read_story(path, journal)
     outcome = (story.outcome or story.status).replace("_", " ")
     summary = (
@@ -43,6 +49,8 @@ def _chaos(path: Path, journal: dict[str, Any]) -> tuple[dict[str, Any], str, st
 
 
 def _gate(path: Path, result: dict[str, Any]) -> tuple[dict[str, Any], str, str]:
+    from canaryctl.report import gate_html
+
     try:
         html = gate_html(result)
     except (KeyError, TypeError, ValueError, IndexError) as exc:
@@ -85,6 +93,8 @@ def report(source: str, html_path: Path | None, state_path: str, output: str | N
     if run_id is not None:
         data, html, summary = _rollout(run_id, state_path)
     else:
+        from canaryctl.report.source import read_source
+
         path = Path(source)
         kind, document = read_source(path)
         data, html, summary = _FILES[kind](path, document)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -25,20 +25,15 @@ from canaryctl.cli.main import (
     state_option,
     wants_json,
 )
-from canaryctl.cli.views import JsonLinesView, LiveView
-from canaryctl.controller import (
-    Phase,
-    RolloutObserver,
-    RunResult,
-    StateStore,
-    plan,
-    resume_rollout,
-    run_rollout,
-)
-from canaryctl.controller.exporter import RolloutExporter
-from canaryctl.controller.store import RunRecord
 from canaryctl.errors import InvalidInput
-from canaryctl.runbook import Rollout, load_document
+
+if TYPE_CHECKING:
+    from canaryctl.controller import RolloutObserver, RunResult, StateStore
+    from canaryctl.controller.store import RunRecord
+    from canaryctl.runbook import Rollout
+
+# The controller, the views and the document models are imported by the commands that use
+# them, so `rollout --help` starts as fast as `canaryctl --help`.
 
 __all__ = ["rollout"]
 
@@ -52,6 +47,8 @@ def rollout() -> None:
 
 
 def _view(output: str | None) -> RolloutObserver:
+    from canaryctl.cli.views import JsonLinesView, LiveView
+
     return JsonLinesView() if wants_json(output) else LiveView()
 
 
@@ -74,6 +71,8 @@ def _observers(output: str | None, metrics_port: int | None) -> Iterator[list[Ro
     if metrics_port is None:
         yield [_view(output)]
         return
+    from canaryctl.controller.exporter import RolloutExporter
+
     exporter = RolloutExporter(metrics_port)
     click.echo(f"controller metrics at {exporter.url}", err=True)
     try:
@@ -115,6 +114,9 @@ def run_command(
     detach: bool,
 ) -> None:
     """Run a rollout to its end: promoted (exit 0) or rolled back (exit 1)."""
+    from canaryctl.controller import run_rollout
+    from canaryctl.runbook import Rollout, load_document
+
     document = load_document(runbook, expect=Rollout)
     if detach:
         _submit(
@@ -162,6 +164,7 @@ def _dry_run(document: Rollout, output: str | None, *, from_current: bool) -> No
     """Every preflight check a real run makes but the claim, and nothing else: no journal, no
     write."""
     from canaryctl.clock import SystemClock
+    from canaryctl.controller import plan
     from canaryctl.controller.preflight import (
         check_shadow_flag,
         ensure_baseline_has_traffic,
@@ -237,6 +240,9 @@ def resume_command(
     run_id: int, runbook: str | None, state_path: str, output: str | None, metrics_port: int | None
 ) -> None:
     """Continue a run whose process died; the current step's hold restarts from scratch."""
+    from canaryctl.controller import resume_rollout
+    from canaryctl.runbook import Rollout, load_document
+
     existing_state(state_path)
     document = load_document(runbook, expect=Rollout) if runbook else None
     with signals_as_ctrl_c(), _observers(output, metrics_port) as observers:
@@ -270,6 +276,8 @@ def _when(epoch: float | None) -> str:
 @output_option
 def status_command(run_id: int | None, state_path: str, output: str | None) -> None:
     """Where a run stands (the latest if no RUN_ID), with its last verdict and recent events."""
+    from canaryctl.controller import StateStore
+
     existing_state(state_path)
     with StateStore(state_path) as store:
         record = _find(store, run_id)
@@ -312,6 +320,8 @@ def status_command(run_id: int | None, state_path: str, output: str | None) -> N
 @click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True)
 def list_command(state_path: str, output: str | None, limit: int) -> None:
     """Recent runs, newest first."""
+    from canaryctl.controller import StateStore
+
     existing_state(state_path)
     with StateStore(state_path) as store:
         records = store.runs(limit)
@@ -334,6 +344,8 @@ def _requester() -> str:
 
 
 def _request(state_path: str, run_id: int, kind: str, output: str | None) -> None:
+    from canaryctl.controller import Phase, StateStore
+
     existing_state(state_path)
     with StateStore(state_path) as store:
         record = _find(store, run_id)

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from canaryctl.controller.defaults import DEFAULT_LEASE_TTL
 from canaryctl.controller.store import RunRecord, StateStore
 from canaryctl.errors import CanaryError, InvalidInput
 from canaryctl.flags.base import process_alive
@@ -29,9 +30,6 @@ from canaryctl.flags.base import process_alive
 __all__ = ["DEFAULT_LEASE_TTL", "LeaseLost", "Leases", "RunReleased"]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_LEASE_TTL = 30.0
-"""Seconds a run's lease lasts without a heartbeat: how soon another driver may take over."""
 
 
 class RunReleased(Exception):

@@ -36,6 +36,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
 from canaryctl import retry
+from canaryctl.controller.defaults import DEFAULT_STATE_PATH
 from canaryctl.controller.schema import migrate
 from canaryctl.errors import InvalidInput, StateBackendError
 from canaryctl.flags.base import FlagSnapshot
@@ -53,8 +54,6 @@ __all__ = [
     "state_engine",
     "state_file",
 ]
-
-DEFAULT_STATE_PATH = Path(".canaryctl/state.db")
 
 SUBMITTED = "submitted"
 """The phase of a run submitted for a controller (`rollout run --detach`) that none has begun."""

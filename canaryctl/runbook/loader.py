@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from canaryctl.errors import InvalidDocument, Problem
+from canaryctl.runbook.kinds import KINDS
 from canaryctl.runbook.reading import MAX_DEPTH, read_text
 from canaryctl.runbook.yaml_scan import MAX_DOCUMENT_BYTES, check_events
 from canaryctl.runbook.yaml_scan import clip as _clip
@@ -38,19 +39,6 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 _TYPE_NAME = re.compile(r"^[a-z-]+\[.*\]$")
 """pydantic's names for a union's members, `dict[str,str]` or `literal['a']`: never a field."""
 _TELLING = frozenset({"finite_number"})
-KINDS = {
-    "Rollout": "canaryctl.runbook.rollout",
-    "Gateway": "canaryctl.runbook.gateway",
-    "Lab": "canaryctl.runbook.lab",
-    "MetricProfile": "canaryctl.runbook.profile",
-    "ChaosScenario": "canaryctl.runbook.scenario",
-    "Guard": "canaryctl.runbook.guard",
-    "Experiment": "canaryctl.runbook.experiment",
-    "CostOptimization": "canaryctl.runbook.optimize",
-}
-"""Each kind and the module that defines its model. Only the module of a document's own kind is
-imported: building pydantic classes is most of what `validate` spends, so a Rollout does not
-pay for a ChaosScenario's or a Lab's."""
 
 
 def kind_model(kind: str) -> type[BaseModel]:

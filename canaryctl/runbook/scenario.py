@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from datetime import datetime
 from functools import cache
-from typing import TYPE_CHECKING, Annotated, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Literal
 from zoneinfo import ZoneInfo, available_timezones
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from canaryctl.chaos.admin import proxy_origin
+from canaryctl.chaos.admin import FAULT_KINDS, FaultKind, proxy_origin
 from canaryctl.runbook.common import (
     API_VERSION,
     Duration,
@@ -49,20 +49,6 @@ __all__ = [
     "cron_trigger",
 ]
 
-FaultKind = Literal[
-    "error",
-    "rate_limit",
-    "latency",
-    "slow_first_token",
-    "timeout",
-    "reset",
-    "stream_cut",
-    "stream_stall",
-    "malformed",
-    "empty_completion",
-    "content_filter",
-]
-FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
 
 STREAM_ONLY = frozenset({"slow_first_token", "stream_cut", "stream_stall"})
 """Kinds that only mean something for a streamed answer; they never hit other requests."""

@@ -1,0 +1,14 @@
+"""The controller's defaults that commands show in their `--help`: kept apart from the store and
+the leases (SQLAlchemy, threads) so that printing an option's default imports neither."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["DEFAULT_LEASE_TTL", "DEFAULT_STATE_PATH"]
+
+DEFAULT_STATE_PATH = Path(".canaryctl/state.db")
+"""Where a rollout's journal goes when no --state is given."""
+
+DEFAULT_LEASE_TTL = 30.0
+"""Seconds a run's lease lasts without a heartbeat: how soon another driver may take over."""
