@@ -8,6 +8,7 @@
     ├── BackendError (exit 3): a backend failed after retries; the safe state was restored first
     │   ├── FlagBackendError
     │   │   └── FlagConflict: someone else changed the flag during our run; we stop, not fight
+    │   │       └── ClaimFenced: a newer driver of the same run holds the flag's claim now
     │   ├── MetricsBackendError
     │   ├── ChaosBackendError: the fault proxy's admin API did not answer
     │   └── StateBackendError: the state database (SQLite or PostgreSQL) failed
@@ -25,6 +26,7 @@ __all__ = [
     "BackendError",
     "CanaryError",
     "ChaosBackendError",
+    "ClaimFenced",
     "FlagBackendError",
     "FlagClaimed",
     "FlagConflict",
@@ -109,6 +111,11 @@ class FlagBackendError(BackendError):
 
 class FlagConflict(FlagBackendError):
     """The flag's version moved for a reason that is not ours: a human is at the wheel."""
+
+
+class ClaimFenced(FlagConflict):
+    """The claim on the flag names the same run at a newer lease epoch: another driver took the
+    run over while this one stalled, so this one must not touch the flag."""
 
 
 class MetricsBackendError(BackendError):

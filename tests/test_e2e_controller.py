@@ -154,8 +154,8 @@ def test_a_killed_controllers_run_is_finished_by_the_other(
         assert record is not None and record.outcome == "promoted", record.reason
         assert PASSWORD not in a.log.read_text() + b.log.read_text()
         assert leases == [
-            {"owner": victim.owner, "previous": None},
-            {"owner": survivor.owner, "previous": victim.owner},
+            {"owner": victim.owner, "previous": None, "epoch": 1},
+            {"owner": survivor.owner, "previous": victim.owner, "epoch": 2},
         ]
         assert len(resumed) == 1  # continued from the journal, through resume's checks
         assert fallthrough(flags) == "gpt-4o-mini"

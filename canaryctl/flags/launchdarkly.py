@@ -39,7 +39,14 @@ import httpx
 
 from canaryctl import retry
 from canaryctl.errors import FlagBackendError, FlagConflict, FlagMismatch, InvalidInput
-from canaryctl.flags.base import FlagClaim, FlagSnapshot, Split, integer_weights, may_take
+from canaryctl.flags.base import (
+    FlagClaim,
+    FlagSnapshot,
+    Split,
+    check_fence,
+    integer_weights,
+    may_take,
+)
 from canaryctl.retry import FLAG_RESTORE, FLAG_WRITE, Retryable, RetryPolicy
 
 __all__ = [
@@ -107,6 +114,8 @@ class LaunchDarklyFlagStore:
         self.baseline, self.canary, self.rule = baseline, canary, rule
         self._token = token
         self._sleep = sleep
+        self._fence: FlagClaim | None = None
+        """The claim this store wrote last: every write checks it is still on the flag."""
         self._client = httpx.Client(
             base_url=base_url.rstrip("/"),
             headers={"Authorization": token, "LD-API-Version": LD_API_VERSION},
@@ -250,8 +259,13 @@ class LaunchDarklyFlagStore:
             instructions, expect_version, comment, FLAG_RESTORE, check_variations=False
         )
 
-    def claim(self, claim: FlagClaim, *, take_over: bool = False) -> None:
+    def claim(self, claim: FlagClaim, *, take_over: bool = False) -> FlagClaim | None:
+        before: list[FlagClaim | None] = []
+
         def instruction(held: FlagClaim | None) -> dict[str, Any] | None:
+            before[:] = [held]
+            if held is not None and held.token == claim.token:
+                check_fence(held, claim, self._where())
             if held is not None and not may_take(held, claim, take_over=take_over):
                 raise held.refused(self._where())
             if held == claim:
@@ -266,11 +280,16 @@ class LaunchDarklyFlagStore:
             raise FlagBackendError(f"{self._where()}: the claim we wrote did not read back")
         if now.token != claim.token:
             raise now.refused(self._where())
+        check_fence(now, claim, self._where())
+        self._fence = claim
+        return before[0] if before else None
 
     def release(self, claim: FlagClaim) -> None:
+        self._fence = None
+
         def instruction(held: FlagClaim | None) -> dict[str, Any] | None:
-            if held is None or held.token != claim.token:
-                return None  # gone already, or not ours: left alone
+            if held is None or held.token != claim.token or held.epoch > claim.epoch:
+                return None  # gone already, or not ours (or a newer driver's): left alone
             return {"kind": "removeCustomProperties", **self._claim_property([held.to_json()])}
 
         comment = f"canaryctl run {claim.run_id}: release the flag"
@@ -415,6 +434,8 @@ class LaunchDarklyFlagStore:
         def attempt() -> FlagSnapshot:
             nonlocal sent
             flag = self._read(policy)
+            if self._fence is not None:
+                check_fence(self._held(flag), self._fence, self._where())
             state = self._state(flag, check_variations=check_variations)
             if state["_version"] != expect_version:
                 if sent is not None and self._serves(state, sent):
