@@ -220,6 +220,9 @@ def test_the_controller_serves_the_api_runs_submitted_through_it_and_approvals(
                 posted = api.post("/api/v1/runs", content=path.read_bytes(), headers=ops)
                 assert posted.status_code == 201, posted.text
                 run_id = posted.json()["run_id"]
+                again = api.post("/api/v1/runs", content=path.read_bytes(), headers=ops)
+                assert again.status_code == 409, again.text  # the flag is held: says by whom
+                assert f"still held by run {run_id}" in again.json()["error"]
 
                 def awaiting() -> bool:
                     run = api.get(f"/api/v1/runs/{run_id}", headers=dash).json()["run"]

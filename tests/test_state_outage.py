@@ -43,3 +43,31 @@ def test_a_store_that_cannot_reach_its_server_says_where_and_how_often_it_tried(
     message = str(raised.value)
     assert message.startswith(f"state database {store.where}: ")
     assert "after 3 attempts" in message and PASSWORD not in message
+
+
+def test_a_restore_made_while_the_journal_was_away_is_journaled_as_the_runs_own(
+    tmp_path: Path, own_postgres: PostgresServer
+) -> None:
+    """Issue 24, case 5: the run restores its flag while PostgreSQL is down; once it is back,
+    `resume` writes that restore down as the run's own (not "someone else changed it")."""
+    harness = Harness(tmp_path, make_rollout(hooks=False), steady())
+    harness.store = StateStore(own_postgres.database(), retry_policy=QUICK)
+    harness.clock.call_at(T0 + 35, own_postgres.kill)  # at 10%, during the first pause
+    first = harness.runner()
+    with pytest.raises(StateBackendError) as raised:
+        first.run()
+    assert "`canaryctl rollout resume 1`" in str(raised.value)
+    assert harness.restored()
+    restored_at = harness.flags.snapshot().version
+    own_postgres.start()
+    resumer = harness.runner()
+    resumer.leases.owner = first.leases.owner  # its lease is still there: the same driver resumes
+    result = resumer.resume(1)
+    assert result.outcome == "error" and result.exit_code == 3
+    assert "this run restored the flag" in result.reason
+    assert "someone else" not in result.reason
+    last = harness.store.events(1, "flag_changed")[-1]
+    assert last.data["action"] == "restore" and last.result is not None
+    assert last.result["version"] == restored_at
+    assert harness.flags.claimed_by is None  # the run ended: its claim is gone
+    assert harness.flags.snapshot().version == restored_at  # and nothing moved again

@@ -210,7 +210,7 @@ class RolloutRunner:
     def run(self, submitted: int | None = None) -> RunResult:
         """Preflight, journal the run, then tick until promoted or restored. `submitted`: the
         id of a run submitted for a controller (its lease already ours), journaled there."""
-        self._ensure_flag_is_free(submitted)
+        _ensure_flag_is_free(self.store, self.rollout, submitted)
         # A submitted run's lease was taken by the controller's scan; a new run's comes with it.
         self._epoch = 1 if submitted is None else (self.leases.epoch(submitted) or 0)
         self._scenarios = load_scenarios(self.rollout)
@@ -338,21 +338,6 @@ class RolloutRunner:
         without its credentials."""
         path = self.store.path
         return str(path.resolve()) if path is not None else self.store.where
-
-    def _ensure_flag_is_free(self, submitted: int | None) -> None:
-        """A run left mid-way owns its flag: starting another would save a half-moved split as
-        the state to restore."""
-        # Compared as stored: the journal keeps URLs redacted (a base_url's credentials).
-        flag = redact_document(self.rollout.spec.flag.model_dump(mode="json", by_alias=True))
-        for other in self.store.unfinished_runs():
-            if other.id == submitted:
-                continue
-            if flag_identity(other.runbook["spec"]["flag"]) == flag_identity(flag):
-                raise InvalidInput(
-                    f"flag '{flag['key']}' is still held by run {other.id} ('{other.name}', "
-                    f"process {other.pid} on {other.host}): wait for it, or "
-                    f"`canaryctl rollout resume {other.id}` / `canaryctl rollout abort {other.id}`"
-                )
 
     def resume(self, run_id: int) -> RunResult:
         """Continue an unfinished run from its stored state; see the module docstring."""
@@ -483,6 +468,10 @@ class RolloutRunner:
             return self._stop("interrupted", "interrupted (Ctrl-C or SIGTERM)", restore=True)
         except FlagConflict as exc:
             return self._stop("error", f"{exc}; left the flag alone", restore=False)
+        except StateBackendError as exc:
+            # The journal is away: restore now, without spending more waits on it.
+            self._writes.journal_error = exc
+            return self._stop("error", str(exc), restore=True)
         except CanaryError as exc:
             return self._stop("error", str(exc), restore=True)
         except BaseException as exc:
@@ -785,7 +774,8 @@ class RolloutRunner:
         """End on an error or interruption; the flag is restored unless a human holds it, also
         when the state database is what failed: the flag comes before the journal."""
         try:
-            self._error("run", reason)
+            if self._writes.journal_error is None:
+                self._error("run", reason)
         except StateBackendError as exc:
             self._writes.journal_error = exc
         try:
@@ -955,12 +945,30 @@ def run_rollout(
         return runner.run()
 
 
+def _ensure_flag_is_free(store: StateStore, rollout: Rollout, submitted: int | None) -> None:
+    """A run left mid-way (or submitted and not yet begun) owns its flag: starting another
+    would save a half-moved split as the state to restore. InvalidInput names the holder."""
+    # Compared as stored: the journal keeps URLs redacted (a base_url's credentials).
+    flag = redact_document(rollout.spec.flag.model_dump(mode="json", by_alias=True))
+    for other in store.unfinished_runs():
+        if other.id == submitted:
+            continue
+        if flag_identity(other.runbook["spec"]["flag"]) == flag_identity(flag):
+            raise InvalidInput(
+                f"flag '{flag['key']}' is still held by run {other.id} ('{other.name}', "
+                f"process {other.pid} on {other.host}): wait for it, or "
+                f"`canaryctl rollout resume {other.id}` / `canaryctl rollout abort {other.id}`"
+            )
+
+
 def submit_rollout(rollout: Rollout, *, state_path: str | Path) -> tuple[int, str]:
     """Journal `rollout` for a controller to drive (`rollout run --detach`); its id and where.
-    What can be checked without the flag is checked now (exit 2): webhooks, chaos scenarios."""
+    What can be checked without the flag is checked now (exit 2): webhooks, chaos scenarios,
+    and that no unfinished run of this database holds the flag (the API answers 409)."""
     check_hook_urls(rollout.spec)
     load_scenarios(rollout)
     with StateStore(state_path) as store:
+        _ensure_flag_is_free(store, rollout, None)
         run_id = store.submit_run(
             name=rollout.metadata.name,
             runbook=rollout.model_dump(mode="json", by_alias=True),

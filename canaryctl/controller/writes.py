@@ -173,7 +173,10 @@ class FlagWrites:
         self.write("restore", self.flags.split(self.prior).canary)
 
     def _best_effort(self, call: Callable[..., _T], *args: Any, **kwargs: Any) -> _T | None:
-        """`call`, or None when the state database is down (remembered in `journal_error`)."""
+        """`call`, or None when the state database is down (remembered in `journal_error`,
+        after which it is not tried again: a restore does not wait on a database that failed)."""
+        if self.journal_error is not None:
+            return None
         try:
             return call(*args, **kwargs)
         except StateBackendError as exc:
