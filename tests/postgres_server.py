@@ -15,7 +15,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -138,10 +138,8 @@ class PostgresServer:
         """Send `sig` to every server process (SIGSTOP freezes the whole server, SIGCONT thaws
         it); with `setpriv` as root the postmaster is the direct child."""
         for pid in self.pids():
-            try:
+            with suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
 
     def kill(self) -> None:
         """SIGKILL every server process, as a crash would; `start()` brings it back."""
