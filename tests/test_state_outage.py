@@ -3,6 +3,7 @@ reported plainly (exit 3 at the CLI), on a real PostgreSQL server stopped under 
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,19 @@ def test_a_restore_made_while_the_journal_was_away_is_journaled_as_the_runs_own(
     assert last.result["version"] == restored_at
     assert harness.flags.claimed_by is None  # the run ended: its claim is gone
     assert harness.flags.snapshot().version == restored_at  # and nothing moved again
+
+
+def test_a_frozen_server_fails_the_call_instead_of_hanging_it(own_postgres: PostgresServer) -> None:
+    """Every PostgreSQL process stopped (SIGSTOP): the server's own timeouts cannot fire, the
+    store's watchdog and connect timeout do; once thawed, the same store works again."""
+    store = StateStore(own_postgres.database(), retry_policy=QUICK, timeout=1.0)
+    assert store.runs() == []  # a pooled connection, open when the server freezes
+    own_postgres.signal_all(signal.SIGSTOP)
+    try:
+        with pytest.raises(StateBackendError) as raised:
+            store.runs()
+    finally:
+        own_postgres.signal_all(signal.SIGCONT)
+    assert str(raised.value).startswith(f"state database {store.where}: ")
+    assert PASSWORD not in str(raised.value)
+    assert store.runs() == []
