@@ -11,7 +11,8 @@
     │   │       └── ClaimFenced: a newer driver of the same run holds the flag's claim now
     │   ├── MetricsBackendError
     │   ├── ChaosBackendError: the fault proxy's admin API did not answer
-    │   └── StateBackendError: the state database (SQLite or PostgreSQL) failed
+    │   ├── StateBackendError: the state database (SQLite or PostgreSQL) failed
+    │   └── RunTakenOver: another process drives the run now; this one stopped writing
     └── Interrupted (exit 130): Ctrl-C or SIGTERM, after the safe state was restored
 
 Adapters translate third-party exceptions (httpx, ldclient, sqlite3) into these at the edge and
@@ -36,6 +37,7 @@ __all__ = [
     "InvalidInput",
     "MetricsBackendError",
     "Problem",
+    "RunTakenOver",
     "StateBackendError",
 ]
 
@@ -134,3 +136,8 @@ class Interrupted(CanaryError):
     """Ctrl-C or SIGTERM arrived; raised after the flag was put back."""
 
     exit_code = 130
+
+
+class RunTakenOver(BackendError):
+    """This process stalled past its run's lease and another took the run over: it stopped
+    without writing anything more (the flag and the journal are the new driver's)."""

@@ -6,19 +6,20 @@ tests/test_fencing_e2e.py."""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
 import pytest
 import yaml
-from test_controller import Harness, make_rollout, steady
+from test_controller import T0, Harness, make_rollout, steady
 
 from canaryctl.analysis import Verdict
-from canaryctl.controller import RolloutRunner
+from canaryctl.controller import RolloutRunner, StateStore
 from canaryctl.controller.lease import RunReleased
-from canaryctl.controller.runner import submit_rollout
-from canaryctl.errors import ClaimFenced, InvalidInput
+from canaryctl.controller.runner import run_rollout, submit_rollout
+from canaryctl.errors import ClaimFenced, InvalidInput, RunTakenOver
 from canaryctl.flags import FileFlagStore
 from canaryctl.flags.base import FlagClaim
 from canaryctl.runbook import Rollout, parse_document
@@ -113,3 +114,27 @@ def test_claims_written_before_epochs_read_as_epoch_zero() -> None:
     old = json.loads(claim(3).to_json())
     del old["epoch"], old["restored"]
     assert FlagClaim.from_json(json.dumps(old)) == replace(claim(3), epoch=0)
+
+
+def test_a_terminal_run_whose_lease_was_taken_ends_with_a_plain_error(tmp_path: Path) -> None:
+    """`rollout run` stalled past its lease and another process took the run: exit 3 with a
+    sentence, no crash log, and nothing written after the takeover."""
+    harness = Harness(tmp_path, make_rollout(hooks=False), steady())
+
+    def take_over() -> None:
+        with StateStore(harness.state_path) as other:
+            assert other.take_lease(1, "elsewhere", now=time.time() + 3600, ttl=30.0) == 2
+
+    harness.clock.call_at(T0 + 35, take_over)  # during the first pause
+    with pytest.raises(RunTakenOver, match="another process drives this run now") as raised:
+        run_rollout(
+            harness.rollout,
+            state_path=harness.state_path,
+            clock=harness.clock,
+            flags=harness.flags,
+            metrics=harness.metrics,
+        )
+    assert raised.value.exit_code == 3
+    assert harness.weights_written() == ["canary to 10%"]
+    record = harness.store.run(1)
+    assert record is not None and not record.finished and record.owner == "elsewhere"

@@ -86,8 +86,9 @@ def test_a_controller_frozen_past_its_lease_writes_nothing_when_thawed(
                 assert record is not None
                 frozen, other = (a, b) if record.owner == a.owner else (b, a)
                 frozen.process.send_signal(signal.SIGSTOP)
-                eventually("the other controller to move the flag to 50%",
-                           lambda: landed(changes(), 50))  # fmt: skip
+                eventually("the other controller to move the flag to 50% and wait there",
+                           lambda: landed(changes(), 50) and store.run(run_id).phase  # type: ignore[union-attr]
+                           == "awaiting_approval")  # fmt: skip
                 journal = store.events(run_id)
                 frozen.process.send_signal(signal.SIGCONT)
                 eventually("the thawed controller to let the run go",

@@ -115,6 +115,7 @@ from canaryctl.errors import (
     Interrupted,
     InvalidInput,
     MetricsBackendError,
+    RunTakenOver,
     StateBackendError,
 )
 from canaryctl.flags.base import FlagClaim, FlagSnapshot, FlagStore, Split
@@ -407,7 +408,6 @@ class RolloutRunner:
         """The run's last driver restored the flag while the journal was away (the claim says
         which version that restore produced): journal it as this run's restore, and end."""
         assert self._writes.prior is not None
-        before = self._state.to_dict().get("weight")
         event_id = self.store.begin_event(
             self._run_id,
             "flag_changed",
@@ -431,7 +431,8 @@ class RolloutRunner:
         self._writes.version = current.version
         self.store.set_flag_version(self._run_id, current.version, epoch=self._epoch)
         reason = (
-            f"this run restored the flag (version {current.version}, from {before}% canary) "
+            f"this run restored the flag (version {current.version}, from "
+            f"{self._state.weight:g}% canary) "
             "while the state database could not record it; journaled now"
         )
         if self._state.reason:
@@ -942,7 +943,8 @@ def run_rollout(
             leases=leases,
             shadow_flags=wiring.shadow_flags,
         )
-        return runner.run()
+        with _taken_over():
+            return runner.run()
 
 
 def _ensure_flag_is_free(store: StateStore, rollout: Rollout, submitted: int | None) -> None:
@@ -1016,7 +1018,21 @@ def resume_rollout(
                 leases=leases,
                 shadow_flags=wiring.shadow_flags,
             )
-            return runner.resume(run_id)
+            with _taken_over():
+                return runner.resume(run_id)
+
+
+@contextlib.contextmanager
+def _taken_over() -> Iterator[None]:
+    """A run driven from a terminal whose lease another process took (this one stalled past
+    it): a plain error, exit 3, not a crash."""
+    try:
+        yield
+    except RunReleased as exc:
+        raise RunTakenOver(
+            f"another process drives this run now ({exc}); this one stopped without writing "
+            "anything more: `canaryctl rollout status` shows where the run is"
+        ) from exc
 
 
 @contextlib.contextmanager
