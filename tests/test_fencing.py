@@ -13,12 +13,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from sqlalchemy import text
 from test_controller import T0, Harness, make_rollout, steady
 
 from canaryctl.analysis import Verdict
 from canaryctl.controller import RolloutRunner, StateStore
 from canaryctl.controller.lease import RunReleased
 from canaryctl.controller.runner import run_rollout, submit_rollout
+from canaryctl.controller.store import state_engine
 from canaryctl.errors import ClaimFenced, InvalidInput, RunTakenOver
 from canaryctl.flags import FileFlagStore
 from canaryctl.flags.base import FlagClaim
@@ -138,3 +140,23 @@ def test_a_terminal_run_whose_lease_was_taken_ends_with_a_plain_error(tmp_path: 
     assert harness.weights_written() == ["canary to 10%"]
     record = harness.store.run(1)
     assert record is not None and not record.finished and record.owner == "elsewhere"
+
+
+def test_a_lease_that_ran_out_while_nobody_took_it_is_renewed_and_the_run_goes_on(
+    tmp_path: Path,
+) -> None:
+    """A laptop lid closed past the lease with no other driver about: the epoch did not move,
+    so nobody else wrote, and the run carries on under its own lease."""
+    harness = Harness(tmp_path, make_rollout(hooks=False), steady())
+
+    def lapse() -> None:
+        engine, _ = state_engine(harness.state_path)
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE runs SET lease_until = 0"))
+        engine.dispose()
+
+    harness.clock.call_at(T0 + 35, lapse)
+    result = harness.run()
+    assert result.outcome == "promoted", result.reason
+    assert [e.data["epoch"] for e in harness.store.events(1, "lease")] == []  # never re-taken
+    assert {e.data["epoch"] for e in harness.store.events(1, "flag_changed")} == {1}

@@ -134,10 +134,13 @@ class Leases:
         return confirmed is not None and self._now() - confirmed < self.ttl
 
     def ensure(self, run_id: int, epoch: int) -> None:
-        """Raise LeaseLost unless the database says the run is still ours at `epoch` (and
-        count that as a confirmation)."""
+        """Renew our lease on `run_id` at `epoch` now, or raise LeaseLost: another driver took
+        the run (or it ended). A lease that ran out while nobody took it is ours again: its
+        epoch did not move, so nobody else wrote."""
         now = self._now()
-        if not self.store.holds_lease(run_id, self.owner, now=now, epoch=epoch):
+        if run_id not in self.store.renew_leases(
+            self.owner, {run_id: epoch}, now=now, ttl=self.ttl
+        ):
             self.forget(run_id, epoch)
             raise LeaseLost(f"run {run_id}: another driver holds its lease now")
         with self._lock:

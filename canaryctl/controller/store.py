@@ -727,18 +727,6 @@ class StateStore:
             ).all()
         return {row[0] for row in rows}
 
-    def holds_lease(self, run_id: int, owner: str, *, now: float, epoch: int) -> bool:
-        """Is `owner` still the driver of `run_id` at `epoch` (its lease not expired)?"""
-        rows = self._rows(
-            "SELECT 1 FROM runs WHERE id = :id AND owner = :owner AND ended_at IS NULL"
-            " AND lease_until >= :now AND epoch = :epoch",
-            id=run_id,
-            owner=owner,
-            now=now,
-            epoch=epoch,
-        )
-        return bool(rows)
-
     def release_lease(self, run_id: int, owner: str, *, epoch: int) -> bool:
         """Hand a run back untouched: the next controller may take it at once. False when the
         lease was no longer ours at `epoch` (nothing changed)."""
