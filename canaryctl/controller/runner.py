@@ -807,22 +807,21 @@ class RolloutRunner:
         return self._finish(outcome, reason)
 
     def _keep_claim(self, restored: bool) -> str:
-        """The journal is away: a flag we moved and restored keeps our claim, marked with the
-        version our restore produced, for the run's next driver to journal (a flag never moved
-        is simply released); what to tell the user."""
+        """The journal is away: a flag we moved keeps our claim for the run's next driver, and
+        one we restored has the claim marked with the version the restore produced, for that
+        driver to journal it (a flag never moved is simply released); what to tell the user."""
         assert self._writes.prior is not None
         if self._claim is None or (restored and self._writes.version == self._writes.prior.version):
             self._release()
             return ""
-        if restored:
-            marked = replace(self._claim, restored=self._writes.version)
-            with contextlib.suppress(CanaryError):  # unmarked, resume asks a person instead
-                self.flags.claim(marked)
-                self._claim = marked
-        return (
-            f"; `canaryctl rollout resume {self._run_id}` (or a controller) records it once "
-            "the state database is back"
-        )
+        resume = f"`canaryctl rollout resume {self._run_id}` (or a controller)"
+        if not restored:
+            return f"; {resume} takes the run up again once the state database is back"
+        marked = replace(self._claim, restored=self._writes.version)
+        with contextlib.suppress(CanaryError):  # unmarked, resume asks a person instead
+            self.flags.claim(marked)
+            self._claim = marked
+        return f"; {resume} records it once the state database is back"
 
     def _finish(self, outcome: str, reason: str) -> RunResult:
         try:
