@@ -289,6 +289,7 @@ def check(url: str, history: History, logs: list[Path], lease: float) -> dict[st
             violated("claim_epoch_went_back", f"{before.claim_epoch} -> {after.claim_epoch}")
     judged: list[float] = []
     outcomes: Counter[str] = Counter()
+    errors: Counter[str] = Counter()
     with StateStore(url) as store:
         runs = store.runs(limit=100_000)
         for run in runs:
@@ -305,6 +306,8 @@ def check(url: str, history: History, logs: list[Path], lease: float) -> dict[st
                 violated("run_stranded", f"run {run.id} in phase {run.phase}")
                 continue
             outcomes[run.outcome or "none"] += 1
+            if run.outcome == "error":
+                errors[_kind_of_error(run.reason)] += 1
             moved = any(e.type == "flag_changed" and e.result for e in events)
             if moved and run.outcome == "promoted" and (run.final_split or {}).get("canary") != 100:
                 violated("promoted_but_not_served", f"run {run.id}: {run.final_split}")
@@ -318,7 +321,13 @@ def check(url: str, history: History, logs: list[Path], lease: float) -> dict[st
         gap = max(b - a for a, b in itertools.pairwise(marks))
         longest = max(longest, gap)
         if gap > bound:
-            violated("held_unjudged_past_bound", f"{gap:.1f}s > {bound:g}s at {start:.1f}")
+            at = marks[[b - a for a, b in itertools.pairwise(marks)].index(gap) + 1]
+            fault = max((f for f in history.faults if f["at"] <= at), key=lambda f: f["at"],
+                        default={"kind": "none", "at": at})  # fmt: skip
+            violated(
+                "held_unjudged_past_bound",
+                f"{gap:.1f}s > {bound:g}s, ending {at - fault['at']:.1f}s after {fault['kind']}",
+            )
     for log in logs:
         text = log.read_text(errors="replace")
         if "Traceback" in text or "please report this bug" in text:
@@ -326,12 +335,26 @@ def check(url: str, history: History, logs: list[Path], lease: float) -> dict[st
     return {
         "runs": len(runs),
         "outcomes": dict(outcomes),
+        "errors": dict(errors),
         "bound_seconds": bound,
         "longest_unjudged_seconds": round(longest, 2),
         "violations": dict(found),
         "violations_total": sum(found.values()),
         "details": details,
     }
+
+
+def _kind_of_error(reason: str) -> str:
+    """What ended a run with `error`, in a few words (for the counts, not the invariants)."""
+    kinds = {
+        "this run restored the flag": "database failed: restored, journaled later",
+        "state database": "database failed",
+        "someone else changed it": "flag changed by someone else",
+        "metrics backend": "metrics backend failed",
+        "claimed by": "flag claimed",
+        "no traffic": "preflight: no baseline traffic",
+    }
+    return next((kind for text, kind in kinds.items() if text in reason), reason[:80])
 
 
 def _held(samples: list[Sample]) -> Iterator[tuple[float, float]]:
