@@ -32,8 +32,11 @@ PASSWORD = "pg-test-secret"
 class PostgresServer:
     """A running cluster; `database()` creates one fresh database and returns its URL."""
 
-    def __init__(self, bindir: Path, workdir: Path) -> None:
+    def __init__(self, bindir: Path, workdir: Path, *, durable: bool = False) -> None:
         self._bindir = bindir
+        self._durable = durable
+        """Keep fsync and synchronous commits on: a commit acknowledged survives SIGKILL, as on
+        a real server (the fault suite needs that; other tests trade it for speed)."""
         self.port = free_port()
         self._data = workdir / "data"
         self._socket = workdir / "socket"
@@ -73,12 +76,18 @@ class PostgresServer:
                 str(self.port),
                 "-k",
                 str(self._socket),
-                "-c",
-                "fsync=off",
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "full_page_writes=off",
+                *(
+                    []
+                    if self._durable
+                    else [
+                        "-c",
+                        "fsync=off",
+                        "-c",
+                        "synchronous_commit=off",
+                        "-c",
+                        "full_page_writes=off",
+                    ]
+                ),
                 "-c",
                 "max_connections=300",
             ],
@@ -186,8 +195,8 @@ def postgres_bindir() -> Path:
 
 
 @contextmanager
-def postgres_server(workdir: Path) -> Iterator[PostgresServer]:
-    server = PostgresServer(postgres_bindir(), workdir)
+def postgres_server(workdir: Path, *, durable: bool = False) -> Iterator[PostgresServer]:
+    server = PostgresServer(postgres_bindir(), workdir, durable=durable)
     try:
         yield server
     finally:
