@@ -59,6 +59,7 @@ BENCHMARKS = {
     "benchmarks/results/gate_runs.json": "python benchmarks/gate_runs.py",
     "benchmarks/results/backtest.json": "python benchmarks/backtest.py",
     "benchmarks/results/controller_scale.json": "python benchmarks/controller_scale.py",
+    "benchmarks/results/fault_suite.json": "python benchmarks/fault_suite.py --faults 200",
     "benchmarks/results/embeddings_batching.json": "python benchmarks/embeddings_batching.py",
     "benchmarks/results/experiment_simulation.json": "python benchmarks/experiment_simulation.py",
     "benchmarks/results/cost_optimize.json": "python benchmarks/cost_optimize.py",
@@ -1020,6 +1021,36 @@ def controller_scale(data: dict[str, Any]) -> str:
     return _table(head, rows, "lrrrrrrrl")
 
 
+def fault_suite(data: dict[str, Any]) -> str:
+    """Faults injected by kind, runs and their outcomes, each invariant's violations."""
+    r = _results(data)
+    kinds = ", ".join(f"{kind.replace('_', ' ')} {num(n)}" for kind, n in
+                      sorted(r["faults_by_kind"].items()))  # fmt: skip
+    outcomes = ", ".join(f"{name} {num(n)}" for name, n in sorted(r["outcomes"].items()))
+    violations = r["violations"]
+    names = {
+        "stale_epoch_wrote": "a stale lease epoch wrote to a run",
+        "flag_version_went_back": "the flag's version went back",
+        "claim_epoch_went_back": "the claim's epoch went back",
+        "run_stranded": "a run left unfinished",
+        "promoted_but_not_served": "promoted, but the canary not served to all",
+        "not_exactly_restored": "ended, but the flag not exactly restored",
+        "held_unjudged_past_bound": (
+            f"a weight held unjudged past {num(r['bound_seconds'])} s "
+            f"(longest: {num(r['longest_unjudged_seconds'], 1)} s)"
+        ),
+        "traceback": "a traceback or crash log",
+    }
+    rows = [
+        ["faults injected", f"{num(r['faults_injected'])} ({kinds})"],
+        ["controllers, lease", f"{num(r['controllers'])}, {num(r['lease_seconds'])} s"],
+        ["runs", f"{num(r['runs'])} ({outcomes})"],
+        *[[f"invariant: {text}", num(violations.get(name, 0))] for name, text in names.items()],
+        ["invariants violated, total (goal 0)", num(r["violations_total"])],
+    ]
+    return _table(["", "count"], rows, "lr")
+
+
 def embeddings_batching(data: dict[str, Any]) -> str:
     """Each arm, batching off then on over the same arrivals; added = on minus off."""
     r = _results(data)
@@ -1307,6 +1338,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "backtest": backtest,
     "backtest-inline": backtest_inline,
     "controller-scale": controller_scale,
+    "fault-suite": fault_suite,
     "embeddings-batching": embeddings_batching,
     "experiment-simulation": experiment_simulation,
     "cost-optimize": cost_optimize,

@@ -8,9 +8,11 @@
     ├── BackendError (exit 3): a backend failed after retries; the safe state was restored first
     │   ├── FlagBackendError
     │   │   └── FlagConflict: someone else changed the flag during our run; we stop, not fight
+    │   │       └── ClaimFenced: a newer driver of the same run holds the flag's claim now
     │   ├── MetricsBackendError
     │   ├── ChaosBackendError: the fault proxy's admin API did not answer
-    │   └── StateBackendError: the state database (SQLite or PostgreSQL) failed
+    │   ├── StateBackendError: the state database (SQLite or PostgreSQL) failed
+    │   └── RunTakenOver: another process drives the run now; this one stopped writing
     └── Interrupted (exit 130): Ctrl-C or SIGTERM, after the safe state was restored
 
 Adapters translate third-party exceptions (httpx, ldclient, sqlite3) into these at the edge and
@@ -25,6 +27,7 @@ __all__ = [
     "BackendError",
     "CanaryError",
     "ChaosBackendError",
+    "ClaimFenced",
     "FlagBackendError",
     "FlagClaimed",
     "FlagConflict",
@@ -34,6 +37,7 @@ __all__ = [
     "InvalidInput",
     "MetricsBackendError",
     "Problem",
+    "RunTakenOver",
     "StateBackendError",
 ]
 
@@ -116,6 +120,11 @@ class FlagConflict(FlagBackendError):
     """The flag's version moved for a reason that is not ours: a human is at the wheel."""
 
 
+class ClaimFenced(FlagConflict):
+    """The claim on the flag names the same run at a newer lease epoch: another driver took the
+    run over while this one stalled, so this one must not touch the flag."""
+
+
 class MetricsBackendError(BackendError):
     """The metrics backend could not be read; this is an error, never a failed SLO."""
 
@@ -132,3 +141,8 @@ class Interrupted(CanaryError):
     """Ctrl-C or SIGTERM arrived; raised after the flag was put back."""
 
     exit_code = 130
+
+
+class RunTakenOver(BackendError):
+    """This process stalled past its run's lease and another took the run over: it stopped
+    without writing anything more (the flag and the journal are the new driver's)."""

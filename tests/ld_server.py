@@ -12,6 +12,11 @@ LaunchDarkly's service cannot run here, so this serves, on 127.0.0.1 and a free 
   change the flag's `customProperties` (`{key: {"name", "value": [...]}}`, as GET returns them)
   and bump only the flag's `_version`: targeting and the SDK's view are untouched.
 
+- `PATCH` with a JSON Patch (`Content-Type: application/json`, `{"patch": [...], "comment"}`):
+  `test` and `replace` operations on the flag as GET returns it, applied all or nothing; a
+  failed `test` answers 409 and changes nothing. An accepted patch bumps the flag's `_version`,
+  and an environment's `_version` (and its SDK view) when it touched that environment.
+
 Errors look like LaunchDarkly's (`{"code", "message"}`): 401 for a wrong token, 404 for an unknown
 flag, 400 for a bad instruction or content type, 405 when `approval_required` is set. `faults`
 queues responses (429 with `Retry-After`, 503 bursts, 409) served before the real handling.
@@ -181,7 +186,7 @@ class LDServer:
                 return _error(404, "not_found", "Unknown resource")
             response = self._handle(flag, request, body)
             if request.method == "PATCH" and response.status_code == 200:
-                environment = json.loads(body).get("environmentKey")
+                environment = _environment_of(json.loads(body))
                 if environment is not None:
                     self._publish(request.path_params["project"], flag, environment)
             if fault is not None:
@@ -263,11 +268,47 @@ class LDServer:
     def _handle(self, flag: dict[str, Any], request: Request, body: bytes) -> Response:
         if request.method == "GET":
             return JSONResponse(_view(flag, request.query_params.get("env")))
-        if SEMANTIC_PATCH not in request.headers.get("content-type", ""):
-            return _error(400, "invalid_request", "expected a semantic patch")
+        content_type = request.headers.get("content-type", "")
+        json_patch = content_type.strip() == "application/json"
+        if SEMANTIC_PATCH not in content_type and not json_patch:
+            return _error(400, "invalid_request", "expected a semantic patch or a JSON patch")
         if self.approval_required:
             return _error(405, "method_not_allowed", "approval is required to make changes")
+        if json_patch:
+            return self._json_patch(flag, json.loads(body))
         return self._patch(flag, json.loads(body))
+
+    def _json_patch(self, flag: dict[str, Any], body: dict[str, Any]) -> Response:
+        """RFC 6902 `test` and `replace` on the flag's REST shape, all or nothing."""
+        patched = copy.deepcopy(flag)
+        touched: set[str] = set()
+        for op in body.get("patch") or []:
+            parts = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+            try:
+                parent = patched
+                for part in parts[:-1]:
+                    parent = parent[int(part)] if isinstance(parent, list) else parent[part]
+                last: Any = int(parts[-1]) if isinstance(parent, list) else parts[-1]
+                if op["op"] == "test":
+                    if parent[last] != op["value"]:
+                        return _error(409, "conflict", f"test failed at {op['path']}")
+                elif op["op"] == "replace":
+                    parent[last] = copy.deepcopy(op["value"])
+                else:
+                    return _error(400, "invalid_request", f"unsupported op {op['op']!r}")
+            except (KeyError, IndexError, ValueError, TypeError):
+                if op["op"] == "test":
+                    return _error(409, "conflict", f"test failed at {op['path']}: no such value")
+                return _error(400, "invalid_request", f"no such path {op['path']}")
+            if op["op"] == "replace" and parts[0] == "environments":
+                touched.add(parts[1])
+        for env_key in touched:
+            patched["environments"][env_key]["_version"] += 1
+        patched["_version"] += 1
+        flag.clear()
+        flag.update(patched)
+        env = next(iter(touched), None)
+        return JSONResponse(_view(flag, env))
 
     def _patch(self, flag: dict[str, Any], body: dict[str, Any]) -> Response:
         env_key = body.get("environmentKey")
@@ -339,6 +380,17 @@ def sdk_flag(flag: dict[str, Any], environment: str) -> dict[str, Any]:
         "clientSide": False,
         "deleted": False,
     }
+
+
+def _environment_of(body: dict[str, Any]) -> str | None:
+    """The environment a patch changed: a semantic patch names it, a JSON patch's paths do."""
+    if body.get("environmentKey") is not None:
+        return str(body["environmentKey"])
+    for op in body.get("patch") or []:
+        parts = op.get("path", "").split("/")
+        if op.get("op") == "replace" and len(parts) > 2 and parts[1] == "environments":
+            return parts[2]
+    return None
 
 
 def _view(flag: dict[str, Any], env: str | None) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -32,8 +32,11 @@ PASSWORD = "pg-test-secret"
 class PostgresServer:
     """A running cluster; `database()` creates one fresh database and returns its URL."""
 
-    def __init__(self, bindir: Path, workdir: Path) -> None:
+    def __init__(self, bindir: Path, workdir: Path, *, durable: bool = False) -> None:
         self._bindir = bindir
+        self._durable = durable
+        """Keep fsync and synchronous commits on: a commit acknowledged survives SIGKILL, as on
+        a real server (the fault suite needs that; other tests trade it for speed)."""
         self.port = free_port()
         self._data = workdir / "data"
         self._socket = workdir / "socket"
@@ -55,6 +58,12 @@ class PostgresServer:
             "-E",
             "UTF8",
         )
+        self._names = itertools.count(1)
+        self.start()
+
+    def start(self) -> None:
+        """Start the server on its cluster (again, after `kill`) and wait until it answers."""
+        bindir = self._bindir
         self._process = subprocess.Popen(
             [
                 *self._as_owner,
@@ -67,19 +76,24 @@ class PostgresServer:
                 str(self.port),
                 "-k",
                 str(self._socket),
-                "-c",
-                "fsync=off",
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "full_page_writes=off",
+                *(
+                    []
+                    if self._durable
+                    else [
+                        "-c",
+                        "fsync=off",
+                        "-c",
+                        "synchronous_commit=off",
+                        "-c",
+                        "full_page_writes=off",
+                    ]
+                ),
                 "-c",
                 "max_connections=300",
             ],
-            stdout=self._log.open("wb"),
+            stdout=self._log.open("ab"),
             stderr=subprocess.STDOUT,
         )
-        self._names = itertools.count(1)
         deadline = time.monotonic() + WAIT
         while not self._ready():
             if self._process.poll() is not None:
@@ -112,8 +126,40 @@ class PostgresServer:
         self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name)
         return self.url(name)
 
+    def pids(self) -> list[int]:
+        """The postmaster and every process it forked (backends, checkpointer, WAL writer...)."""
+        root = self._process.pid
+        children: dict[int, list[int]] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # ended meanwhile
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        found, todo = [], [root]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            todo.extend(children.get(pid, []))
+        return found
+
+    def signal_all(self, sig: int) -> None:
+        """Send `sig` to every server process (SIGSTOP freezes the whole server, SIGCONT thaws
+        it); with `setpriv` as root the postmaster is the direct child."""
+        for pid in self.pids():
+            with suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL every server process, as a crash would; `start()` brings it back."""
+        self.signal_all(signal.SIGKILL)
+        self._process.wait()
+
     def stop(self) -> None:
         """A fast shutdown: open sessions are ended, as when a database server goes away."""
+        self.signal_all(signal.SIGCONT)
+        if self._process.poll() is not None:
+            return
         self._process.send_signal(signal.SIGINT)
         try:
             self._process.wait(timeout=30)
@@ -149,8 +195,8 @@ def postgres_bindir() -> Path:
 
 
 @contextmanager
-def postgres_server(workdir: Path) -> Iterator[PostgresServer]:
-    server = PostgresServer(postgres_bindir(), workdir)
+def postgres_server(workdir: Path, *, durable: bool = False) -> Iterator[PostgresServer]:
+    server = PostgresServer(postgres_bindir(), workdir, durable=durable)
     try:
         yield server
     finally:

@@ -89,7 +89,7 @@ def test_one_controller_drives_every_submitted_run_at_once(state_location: str) 
             assert record is not None and record.outcome == "promoted", record
             assert fleet.canary(name) == 100
             leases = [e.data for e in store.events(run_id, "lease")]
-            assert leases == [{"owner": service.owner, "previous": None}]
+            assert leases == [{"owner": service.owner, "previous": None, "epoch": 1}]
 
 
 def test_stop_hands_runs_back_untouched_and_another_controller_finishes_them(

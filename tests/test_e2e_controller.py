@@ -154,8 +154,8 @@ def test_a_killed_controllers_run_is_finished_by_the_other(
         assert record is not None and record.outcome == "promoted", record.reason
         assert PASSWORD not in a.log.read_text() + b.log.read_text()
         assert leases == [
-            {"owner": victim.owner, "previous": None},
-            {"owner": survivor.owner, "previous": victim.owner},
+            {"owner": victim.owner, "previous": None, "epoch": 1},
+            {"owner": survivor.owner, "previous": victim.owner, "epoch": 2},
         ]
         assert len(resumed) == 1  # continued from the journal, through resume's checks
         assert fallthrough(flags) == "gpt-4o-mini"
@@ -220,6 +220,9 @@ def test_the_controller_serves_the_api_runs_submitted_through_it_and_approvals(
                 posted = api.post("/api/v1/runs", content=path.read_bytes(), headers=ops)
                 assert posted.status_code == 201, posted.text
                 run_id = posted.json()["run_id"]
+                again = api.post("/api/v1/runs", content=path.read_bytes(), headers=ops)
+                assert again.status_code == 409, again.text  # the flag is held: says by whom
+                assert f"still held by run {run_id}" in again.json()["error"]
 
                 def awaiting() -> bool:
                     run = api.get(f"/api/v1/runs/{run_id}", headers=dash).json()["run"]

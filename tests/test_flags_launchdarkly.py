@@ -9,6 +9,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 from canaryctl.clock import FakeClock
 from canaryctl.controller import RolloutRunner, StateStore
 from canaryctl.errors import (
+    ClaimFenced,
     FlagBackendError,
     FlagClaimed,
     FlagConflict,
@@ -355,7 +357,8 @@ def _runner(ld: LDServer, tmp_path: Path, bad_from: float | None = None) -> Roll
 
 
 def _targeting_patches(ld: LDServer) -> list[tuple[str, str, dict[str, str], Any]]:
-    return [r for r in _patches(ld) if "environmentKey" in json.loads(r[3])]
+    """Semantic patches naming the environment, and JSON patches (a claimed flag's writes)."""
+    return [r for r in _patches(ld) if {"environmentKey", "patch"} & set(json.loads(r[3]))]
 
 
 def _comments(ld: LDServer) -> list[str]:
@@ -391,9 +394,15 @@ def test_a_run_claims_the_flag_in_launchdarkly_and_releases_it(
     assert (claim.run_id, claim.pid) == (result.run_id, os.getpid())
     assert claim.state == str((tmp_path / "state.db").resolve())
     assert _claim_values(ld) == []  # released at the end
-    settings = [json.loads(b) for *_, b in _patches(ld) if "environmentKey" not in json.loads(b)]
+    bodies = [json.loads(b) for *_, b in _patches(ld)]
+    settings = [b for b in bodies if "instructions" in b and "environmentKey" not in b]
     kinds = [s["instructions"][0]["kind"] for s in settings]
     assert kinds == ["addCustomProperties", "replaceCustomProperties", "removeCustomProperties"]
+    # Every targeting write of the run was a compare-and-swap on the flag and on the claim.
+    for *_, headers, body in _targeting_patches(ld):
+        tests = [op["path"] for op in json.loads(body)["patch"] if op["op"] == "test"]
+        assert headers["content-type"] == "application/json"
+        assert tests == ["/_version", f"/customProperties/canaryctl-claim-{ENV}/value/0"]
     # Taking and dropping the claim never moved the targeting's version.
     assert ld.env(PROJECT, KEY, ENV)["_version"] == 1 + len(_targeting_patches(ld))
 
@@ -502,3 +511,20 @@ def test_a_flag_that_is_off_or_lacks_a_variation_is_refused_before_any_write(
     with pytest.raises(FlagMismatch, match="is off"):
         _store(ld, []).snapshot()
     assert _patches(ld) == []
+
+
+def test_a_driver_whose_claim_was_taken_at_a_newer_epoch_changes_nothing(ld: LDServer) -> None:
+    """Fencing at the flag: the run's new driver re-claims at epoch 2; the stalled driver's
+    write (epoch 1) is refused by its JSON Patch's `test` and the flag is as the new one left it."""
+    stale, newer = _store(ld, []), _store(ld, [])
+    claim = FlagClaim("run-7", 7, "/elsewhere/state.db", socket.gethostname(), 1, T0, epoch=1)
+    stale.claim(claim)
+    moved = stale.set_canary_weight(10, expect_version=stale.snapshot().version, comment="10%")
+    newer.claim(replace(claim, epoch=2))
+    before = ld.env(PROJECT, KEY, ENV)
+    with pytest.raises(ClaimFenced):
+        stale.set_canary_weight(50, expect_version=moved.version, comment="stale 50%")
+    stale.release(claim)  # a newer driver's claim is left alone
+    assert ld.env(PROJECT, KEY, ENV) == before
+    assert [FlagClaim.from_json(v).epoch for v in _claim_values(ld)] == [2]
+    newer.set_canary_weight(50, expect_version=moved.version, comment="50%")  # it goes on

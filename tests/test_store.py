@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from sqlalchemy import text
 
 from canaryctl.controller import StateStore
 from canaryctl.controller.schema import LATEST, migrate, schema_version
-from canaryctl.controller.store import redacted_runbook, state_engine
+from canaryctl.controller.store import LeaseLost, redacted_runbook, state_engine
 from canaryctl.errors import InvalidInput, StateBackendError
 from canaryctl.flags import FlagSnapshot
 
@@ -196,23 +197,21 @@ def test_a_newer_database_is_refused_untouched(state_location: str) -> None:
 def test_a_lease_keeps_one_driver_until_it_expires(state_location: str) -> None:
     with StateStore(state_location) as store:
         run_id = open_run(store)
-        assert store.take_lease(run_id, "ctl-a", now=100.0, ttl=30.0)
-        assert not store.take_lease(run_id, "ctl-b", now=120.0, ttl=30.0)  # a holds it
-        assert store.holds_lease(run_id, "ctl-a", now=120.0)
-        assert store.renew_leases("ctl-a", now=125.0, ttl=30.0) == {run_id}  # the heartbeat
-        assert not store.take_lease(run_id, "ctl-b", now=150.0, ttl=30.0)  # renewed to 155
-        assert store.take_lease(run_id, "ctl-b", now=156.0, ttl=30.0)  # a stopped beating
-        assert not store.holds_lease(run_id, "ctl-a", now=156.0)
-        assert store.renew_leases("ctl-a", now=157.0, ttl=30.0) == set()  # a learns it lost
-        store.release_lease(run_id, "ctl-a")  # a's late hand-back changes nothing
+        assert store.take_lease(run_id, "ctl-a", now=100.0, ttl=30.0) == 1
+        assert store.take_lease(run_id, "ctl-b", now=120.0, ttl=30.0) is None  # a holds it
+        assert store.renew_leases("ctl-a", {run_id: 1}, now=125.0, ttl=30.0) == {run_id}
+        assert store.take_lease(run_id, "ctl-b", now=150.0, ttl=30.0) is None  # renewed to 155
+        assert store.take_lease(run_id, "ctl-b", now=156.0, ttl=30.0) == 2  # a stopped beating
+        assert store.renew_leases("ctl-a", {run_id: 1}, now=157.0, ttl=30.0) == set()  # lost
+        assert not store.release_lease(run_id, "ctl-a", epoch=1)  # a's late hand-back: nothing
         assert store.run(run_id).owner == "ctl-b"  # type: ignore[union-attr]
-        store.release_lease(run_id, "ctl-b")  # b hands it back: free at once
-        assert store.take_lease(run_id, "ctl-c", now=158.0, ttl=30.0)
+        assert store.release_lease(run_id, "ctl-b", epoch=2)  # b hands it back: free at once
+        assert store.take_lease(run_id, "ctl-c", now=158.0, ttl=30.0) == 3
         owners = [e.data for e in store.events(run_id, "lease")]
         assert owners == [
-            {"owner": "ctl-a", "previous": None},
-            {"owner": "ctl-b", "previous": "ctl-a"},
-            {"owner": "ctl-c", "previous": None},
+            {"owner": "ctl-a", "previous": None, "epoch": 1},
+            {"owner": "ctl-b", "previous": "ctl-a", "epoch": 2},
+            {"owner": "ctl-c", "previous": None, "epoch": 3},
         ]
         store.finish_run(
             run_id,
@@ -222,8 +221,46 @@ def test_a_lease_keeps_one_driver_until_it_expires(state_location: str) -> None:
             exit_code=0,
             at=160.0,
             final_split=None,
+            epoch=3,
         )
-        assert not store.take_lease(run_id, "ctl-d", now=1e12, ttl=30.0)  # ended: nobody's
+        assert store.take_lease(run_id, "ctl-d", now=1e12, ttl=30.0) is None  # ended: nobody's
+
+
+def test_a_stale_epoch_writes_nothing_to_the_journal(state_location: str) -> None:
+    """Fencing: a driver that lost its lease (epoch 1) while a newer one drives (epoch 2) has
+    every write refused in the transaction that checks, and the journal is as epoch 2 left it."""
+    with StateStore(state_location) as store:
+        run_id = open_run(store)
+        assert store.take_lease(run_id, "ctl-a", now=100.0, ttl=30.0) == 1
+        event_id = store.begin_event(run_id, "flag_changed", {"n": 1}, at=101.0, epoch=1)
+        assert store.take_lease(run_id, "ctl-b", now=200.0, ttl=30.0) == 2
+        before = (store.run(run_id), store.events(run_id))
+        stale: list[Callable[[], object]] = [
+            lambda: store.record_event(run_id, "error", {}, at=201.0, epoch=1),
+            lambda: store.begin_event(run_id, "flag_changed", {}, at=201.0, epoch=1),
+            lambda: store.end_event(event_id, {}, at=201.0, run_id=run_id, epoch=1),
+            lambda: store.save_state(run_id, phase="paused", state={}, at=201.0, epoch=1),
+            lambda: store.set_flag_version(run_id, 99, epoch=1),
+            lambda: store.finish_run(run_id, phase="failed", outcome="error", reason="stale",
+                                     exit_code=3, at=201.0, final_split=None, epoch=1),
+        ]  # fmt: skip
+        for write in stale:
+            with pytest.raises(LeaseLost, match="epoch 2, this driver's is 1"):
+                write()
+        assert (store.run(run_id), store.events(run_id)) == before
+        store.record_event(run_id, "analysis", {}, at=202.0, epoch=2)  # the driver writes on
+        assert [e.type for e in store.events(run_id)][-1] == "analysis"
+
+
+def test_the_heartbeat_renews_only_the_runs_it_is_given(state_location: str) -> None:
+    """A driver that dropped a run stops renewing it: the lease lapses by itself."""
+    with StateStore(state_location) as store:
+        kept, dropped = open_run(store), open_run(store)
+        assert store.take_lease(kept, "ctl", now=100.0, ttl=30.0) == 1
+        assert store.take_lease(dropped, "ctl", now=100.0, ttl=30.0) == 1
+        assert store.renew_leases("ctl", {kept: 1}, now=120.0, ttl=30.0) == {kept}
+        assert store.take_lease(dropped, "other", now=131.0, ttl=30.0) == 2
+        assert store.take_lease(kept, "other", now=131.0, ttl=30.0) is None
 
 
 def test_controllers_acquiring_at_once_never_share_a_run(state_location: str) -> None:

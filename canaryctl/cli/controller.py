@@ -12,7 +12,7 @@ import click
 from canaryctl.cli.arguments import FiniteRange
 from canaryctl.cli.listen import split_listen
 from canaryctl.cli.main import output_option, state_option, wants_json
-from canaryctl.controller.defaults import DEFAULT_LEASE_TTL
+from canaryctl.controller.defaults import DEFAULT_LEASE_TTL, wait_bound
 from canaryctl.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -58,7 +58,8 @@ def serve(state_path: str, listen: str, lease_ttl: float, output: str | None) ->
         listener = socket.create_server((host, port))
     except OSError as exc:
         raise InvalidInput(f"--listen {listen}: {exc.strerror}") from exc
-    with listener, StateStore(state_path) as store:
+    # Every database wait is bounded well within the lease (canaryctl/controller/lease.py).
+    with listener, StateStore(state_path, timeout=wait_bound(lease_ttl)) as store:
         observers = [JsonLinesView()] if wants_json(output) else []
         service = Controller(store, lease_ttl=lease_ttl, observers=observers)
         bound = listener.getsockname()[1]

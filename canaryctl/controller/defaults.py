@@ -5,10 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["DEFAULT_LEASE_TTL", "DEFAULT_STATE_PATH"]
+__all__ = ["DEFAULT_LEASE_TTL", "DEFAULT_STATE_PATH", "wait_bound"]
 
 DEFAULT_STATE_PATH = Path(".canaryctl/state.db")
 """Where a rollout's journal goes when no --state is given."""
 
 DEFAULT_LEASE_TTL = 30.0
 """Seconds a run's lease lasts without a heartbeat: how soon another driver may take over."""
+
+
+def wait_bound(ttl: float) -> float:
+    """Seconds a database call may take under a lease of `ttl`: a third of it (at most 5 s),
+    so a heartbeat that cannot get through fails while the lease still holds."""
+    return min(ttl / 3, 5.0)

@@ -1,11 +1,18 @@
 """Leases: which process drives a run, held in the state database so it holds across machines.
 
 A driver (a `rollout run` process, a controller) has one owner id and leases each run it drives
-for `ttl` seconds, renewed by a heartbeat every third of that. Before each flag write it checks
-that the lease is still its own: a process that stalled past its lease and lost the run to
-another driver stops without touching the flag. A driver that dies stops renewing; after `ttl`
-anyone may take its runs. On its own host, a driver whose process is gone loses its leases at
-once (its owner id names host and pid), so `resume` after a crash need not wait.
+for `ttl` seconds, renewed by a heartbeat every third of that, for the runs it drives and no
+other (a run it dropped lapses within one lease). Each lease taken has an epoch that only grows;
+the driver's every write names it and the store refuses a stale one (LeaseLost), so a process
+that stalled past its lease and lost the run to another driver writes nothing: not to the
+journal, and not to the flag, whose claim carries the epoch too. A driver that dies stops
+renewing; after `ttl` anyone may take its runs. On its own host, a driver whose process is gone
+loses its leases at once (its owner id names host and pid), so `resume` after a crash need not
+wait.
+
+A driver knows when its lease was last confirmed (the heartbeat's last success): past the
+lease time without one (the database is away, or the process was frozen) it asks the database
+before it judges or writes again, and stops the run if the answer is not "still yours".
 
 Lease times are wall-clock seconds (time.time), whatever clock the rollout itself runs on: they
 are compared across processes and machines.
@@ -22,23 +29,14 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from canaryctl.controller.defaults import DEFAULT_LEASE_TTL
-from canaryctl.controller.store import RunRecord, StateStore
+from canaryctl.controller.defaults import DEFAULT_LEASE_TTL, wait_bound
+from canaryctl.controller.store import LeaseLost, RunRecord, RunReleased, StateStore
 from canaryctl.errors import CanaryError, InvalidInput
 from canaryctl.flags.base import process_alive
 
-__all__ = ["DEFAULT_LEASE_TTL", "LeaseLost", "Leases", "RunReleased"]
+__all__ = ["DEFAULT_LEASE_TTL", "LeaseLost", "Leases", "RunReleased", "wait_bound"]
 
 log = logging.getLogger(__name__)
-
-
-class RunReleased(Exception):
-    """This process no longer drives the run: the controller handed it back (SIGTERM) or its
-    lease was lost. The flag is left as it is; the next driver continues from the journal."""
-
-
-class LeaseLost(RunReleased):
-    """Another driver holds the run's lease now: this process stalled past its expiry."""
 
 
 def _owner_id() -> str:
@@ -67,7 +65,10 @@ class Leases:
     ) -> None:
         self.store, self.ttl, self._now, self._on_lost = store, ttl, now, on_lost
         self.owner = owner if owner is not None else _owner_id()
-        self._held: set[int] = set()
+        self._held: dict[int, int] = {}
+        """Run id: the epoch of our lease on it."""
+        self._confirmed: dict[int, float] = {}
+        """Run id: when our lease on it was last known good (taken or renewed)."""
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -80,16 +81,24 @@ class Leases:
         with self._lock:
             return set(self._held)
 
-    def adopt(self, run_id: int) -> None:
+    def epoch(self, run_id: int) -> int | None:
+        """The epoch of our lease on `run_id`, None when we do not hold it."""
         with self._lock:
-            self._held.add(run_id)
+            return self._held.get(run_id)
 
-    def take(self, record: RunRecord) -> None:
-        """Become the driver of `record`'s run or raise InvalidInput naming who drives it."""
+    def adopt(self, run_id: int, epoch: int, *, at: float | None = None) -> None:
+        """Drive `run_id` under the lease of `epoch` taken at `at` (now by default)."""
+        with self._lock:
+            self._held[run_id] = epoch
+            self._confirmed[run_id] = self._now() if at is None else at
+
+    def take(self, record: RunRecord) -> int:
+        """Become the driver of `record`'s run (the lease's epoch) or raise InvalidInput
+        naming who drives it."""
         steal = record.owner if record.owner and _owner_gone(record.owner) else None
-        if not self.store.take_lease(
-            record.id, self.owner, now=self._now(), ttl=self.ttl, steal=steal
-        ):
+        now = self._now()
+        epoch = self.store.take_lease(record.id, self.owner, now=now, ttl=self.ttl, steal=steal)
+        if epoch is None:
             current = self.store.run(record.id)
             if current is None or current.finished:
                 raise InvalidInput(f"run {record.id} ended meanwhile")
@@ -99,39 +108,72 @@ class Leases:
                 f"{until:%H:%M:%SZ} unless renewed): stop that process (its flag is restored) "
                 f"or `canaryctl rollout abort {record.id}`"
             )
-        self.adopt(record.id)
+        self.adopt(record.id, epoch, at=now)
+        return epoch
 
     def acquire(self, limit: int) -> list[RunRecord]:
         """Runs nobody drives, now ours (a controller's scan)."""
-        records = self.store.acquire_runs(self.owner, now=self._now(), ttl=self.ttl, limit=limit)
+        now = self._now()
+        records = self.store.acquire_runs(self.owner, now=now, ttl=self.ttl, limit=limit)
         for record in records:
-            self.adopt(record.id)
+            self.adopt(record.id, record.epoch, at=now)
         return records
 
-    def ensure(self, run_id: int) -> None:
-        """Before a flag write: raise LeaseLost unless the run is still ours."""
-        if not self.store.holds_lease(run_id, self.owner, now=self._now()):
-            with self._lock:
-                self._held.discard(run_id)
+    def fresh(self, run_id: int) -> bool:
+        """Was our lease on `run_id` confirmed within the lease time? No database call."""
+        with self._lock:
+            confirmed = self._confirmed.get(run_id)
+        return confirmed is not None and self._now() - confirmed < self.ttl
+
+    def ensure(self, run_id: int, epoch: int) -> None:
+        """Renew our lease on `run_id` at `epoch` now, or raise LeaseLost: another driver took
+        the run (or it ended). A lease that ran out while nobody took it is ours again: its
+        epoch did not move, so nobody else wrote."""
+        now = self._now()
+        if run_id not in self.store.renew_leases(
+            self.owner, {run_id: epoch}, now=now, ttl=self.ttl
+        ):
+            self.forget(run_id, epoch)
             raise LeaseLost(f"run {run_id}: another driver holds its lease now")
+        with self._lock:
+            if self._held.get(run_id) == epoch:
+                self._confirmed[run_id] = now
 
-    def release(self, run_id: int) -> None:
+    def confirm(self, run_id: int, epoch: int) -> None:
+        """Before judging or writing: nothing to do while the heartbeat keeps the lease fresh;
+        past the lease time without a confirmation, ask the database (LeaseLost, or
+        StateBackendError while it is away)."""
+        if not self.fresh(run_id):
+            self.ensure(run_id, epoch)
+
+    def release(self, run_id: int, epoch: int) -> None:
         """Hand the run back: another driver may take it at once."""
-        with self._lock:
-            self._held.discard(run_id)
-        self.store.release_lease(run_id, self.owner)
+        self.forget(run_id, epoch)
+        self.store.release_lease(run_id, self.owner, epoch=epoch)
 
-    def forget(self, run_id: int) -> None:
-        """The run ended: nothing to renew any more."""
+    def forget(self, run_id: int, epoch: int | None = None) -> None:
+        """The run ended or was dropped (the lease of `epoch`, or whichever we hold): nothing
+        to renew any more, so the lease lapses within one lease time."""
         with self._lock:
-            self._held.discard(run_id)
+            if epoch is None or self._held.get(run_id) == epoch:
+                self._held.pop(run_id, None)
+                self._confirmed.pop(run_id, None)
 
     def beat(self) -> set[int]:
-        """Renew every lease; the runs lost since the last beat (told to `on_lost` too)."""
-        renewed = self.store.renew_leases(self.owner, now=self._now(), ttl=self.ttl)
+        """Renew the leases of the runs we drive; the runs lost since the last beat (told to
+        `on_lost` too)."""
+        now = self._now()
         with self._lock:
-            lost = self._held - renewed
-            self._held -= lost
+            held = dict(self._held)
+        renewed = self.store.renew_leases(self.owner, held, now=now, ttl=self.ttl)
+        with self._lock:
+            lost = {r for r, e in held.items() if r not in renewed and self._held.get(r) == e}
+            for run_id in lost:
+                self._held.pop(run_id, None)
+                self._confirmed.pop(run_id, None)
+            for run_id in renewed:
+                if self._held.get(run_id) == held[run_id]:
+                    self._confirmed[run_id] = now
         if lost:
             self._on_lost(lost)
         return lost

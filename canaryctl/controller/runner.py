@@ -17,9 +17,17 @@ canary is taken as it is: the split becomes the state a rollback restores, and t
 the first `set_weight` above the current canary weight (every step before it is skipped).
 
 One process drives a run at a time: it holds the run's lease in the state database
-(canaryctl/controller/lease.py), checked before every flag write. A run whose lease is lost, or
-that a controller hands back on SIGTERM, raises RunReleased out of the runner with the flag left
-where it is, for its next driver to continue from the journal.
+(canaryctl/controller/lease.py), checked before every flag write, and every write it makes names
+the lease's epoch (fenced in the journal's transaction and by the claim on the flag). A run whose
+lease is lost, or that a controller hands back on SIGTERM, raises RunReleased out of the runner
+with the flag left where it is, for its next driver to continue from the journal; a hand-back
+asked for is honoured before the next action of any kind, so no weight moves after it. A driver
+whose lease was not confirmed within the lease time asks the database before it judges again.
+
+When the state database fails, the flag is restored anyway (the flag comes before the journal),
+fenced by its claim; the claim is kept and marked with the version the restore produced, so the
+run's next driver (`resume`, or a controller once the database is back) journals that restore as
+the run's own and ends the run, instead of taking it for someone else's change.
 
 The run claims its flag (FlagStore.claim) before it reads it and releases the claim when it ends,
 however it ends; a process that dies leaves the claim, which `resume` re-takes (the claim's token
@@ -58,7 +66,7 @@ from canaryctl.analysis import Verdict, assess
 from canaryctl.clock import Clock, SystemClock
 from canaryctl.controller.events import ObserverFanout, RolloutObserver, RunInfo
 from canaryctl.controller.hooks import HookRunner, check_hook_urls
-from canaryctl.controller.lease import DEFAULT_LEASE_TTL, Leases, RunReleased
+from canaryctl.controller.lease import DEFAULT_LEASE_TTL, LeaseLost, Leases, RunReleased
 from canaryctl.controller.phases import Phase
 from canaryctl.controller.preflight import (
     check_shadow_flag,
@@ -101,11 +109,13 @@ from canaryctl.controller.wiring import stored_rollout, wired
 from canaryctl.controller.writes import FlagWrites, split_dict
 from canaryctl.errors import (
     CanaryError,
+    ClaimFenced,
     FlagBackendError,
     FlagConflict,
     Interrupted,
     InvalidInput,
     MetricsBackendError,
+    RunTakenOver,
     StateBackendError,
 )
 from canaryctl.flags.base import FlagClaim, FlagSnapshot, FlagStore, Split
@@ -151,12 +161,16 @@ class RolloutRunner:
         leases: Leases | None = None,
         pending: Callable[[int], list[RequestRecord]] | None = None,
         shadow_flags: FlagStore | None = None,
+        released: Callable[[], bool] = lambda: False,
     ) -> None:
         self.rollout = rollout
         self._pending = pending if pending is not None else store.pending_requests
         """Where waits look for approve/abort requests: the store, or a controller's inbox that
         reads them for all its runs at once."""
         self._handled: set[int] = set()
+        self._released = released
+        """Whether the controller asked for the run back (SIGTERM): checked before every
+        action, so nothing moves once it is asked."""
         self.leases = leases if leases is not None else Leases(store)
         self.flags, self.metrics, self.store, self.clock = flags, metrics, store, clock
         self.hooks = hooks if hooks is not None else HookRunner()
@@ -166,6 +180,8 @@ class RolloutRunner:
         self._observers = ObserverFanout(observers)
         self._plan = plan(rollout.spec)
         self._run_id = 0
+        self._epoch = 0
+        """The epoch of the lease this runner drives under: every write names it."""
         self._state = RolloutState()
         self._writes = FlagWrites(
             flags, store, self.leases, clock, self._observers, name=rollout.metadata.name
@@ -195,7 +211,9 @@ class RolloutRunner:
     def run(self, submitted: int | None = None) -> RunResult:
         """Preflight, journal the run, then tick until promoted or restored. `submitted`: the
         id of a run submitted for a controller (its lease already ours), journaled there."""
-        self._ensure_flag_is_free(submitted)
+        _ensure_flag_is_free(self.store, self.rollout, submitted)
+        # A submitted run's lease was taken by the controller's scan; a new run's comes with it.
+        self._epoch = 1 if submitted is None else (self.leases.epoch(submitted) or 0)
         self._scenarios = load_scenarios(self.rollout)
         claim = self._new_claim(self._claim_token(submitted), None)
         self.flags.claim(claim, take_over=self._break_claim)
@@ -208,7 +226,7 @@ class RolloutRunner:
             baseline = self.flags.variants(prior)[0]
             ensure_baseline_has_traffic(self.rollout, self.metrics, self.clock, baseline)
             self._journal_run(prior, submitted)
-            self._writes.begin(self._run_id, prior, version=prior.version)
+            self._writes.begin(self._run_id, prior, version=prior.version, epoch=self._epoch)
             if self._shadow is not None and shadow_prior is not None:
                 self._journal_shadow_prior(shadow_prior)
         except BaseException:
@@ -223,7 +241,11 @@ class RolloutRunner:
         if self._shadow_claimed and self._shadow is not None:
             self._shadow.flags.claim(self._claim)
         self.store.record_event(
-            self._run_id, "flag_claimed", {"token": claim.token}, at=self.clock.now()
+            self._run_id,
+            "flag_claimed",
+            {"token": claim.token},
+            at=self.clock.now(),
+            epoch=self._epoch,
         )
         self._observers.on_start(self._info(resumed=False))
         self._observers.on_phase(self._run_id, self._state.phase, "")
@@ -246,12 +268,13 @@ class RolloutRunner:
     def _journal_shadow_prior(self, prior: FlagSnapshot) -> None:
         assert self._shadow is not None
         self._shadow.split = self._shadow.flags.split(prior)
-        self._shadow.begin(self._run_id, prior, version=prior.version)
+        self._shadow.begin(self._run_id, prior, version=prior.version, epoch=self._epoch)
         self.store.record_event(
             self._run_id,
             "shadow_flag_saved",
             {"key": prior.key, "version": prior.version, "raw": prior.raw},
             at=self.clock.now(),
+            epoch=self._epoch,
         )
 
     def _journal_run(self, prior: FlagSnapshot, submitted: int | None) -> None:
@@ -268,6 +291,7 @@ class RolloutRunner:
                 prior_flag=prior,
                 phase=phase,
                 state=state,
+                epoch=self._epoch,
             )
             return
         self._run_id = self.store.create_run(
@@ -283,7 +307,7 @@ class RolloutRunner:
             owner=self.leases.owner,
             lease_until=self.leases.until(),
         )
-        self.leases.adopt(self._run_id)
+        self.leases.adopt(self._run_id, self._epoch)
 
     def _claim_token(self, submitted: int | None) -> str:
         """A fresh token; a submitted run journals its token before claiming, so a controller
@@ -295,7 +319,7 @@ class RolloutRunner:
         if journaled:
             return str(journaled[-1].data["token"])
         self.store.record_event(
-            submitted, "flag_claim_token", {"token": token}, at=self.clock.now()
+            submitted, "flag_claim_token", {"token": token}, at=self.clock.now(), epoch=self._epoch
         )
         return token
 
@@ -307,6 +331,7 @@ class RolloutRunner:
             host=socket.gethostname(),
             pid=os.getpid(),
             at=self.clock.now(),
+            epoch=self._epoch,
         )
 
     def _state_name(self) -> str:
@@ -314,21 +339,6 @@ class RolloutRunner:
         without its credentials."""
         path = self.store.path
         return str(path.resolve()) if path is not None else self.store.where
-
-    def _ensure_flag_is_free(self, submitted: int | None) -> None:
-        """A run left mid-way owns its flag: starting another would save a half-moved split as
-        the state to restore."""
-        # Compared as stored: the journal keeps URLs redacted (a base_url's credentials).
-        flag = redact_document(self.rollout.spec.flag.model_dump(mode="json", by_alias=True))
-        for other in self.store.unfinished_runs():
-            if other.id == submitted:
-                continue
-            if flag_identity(other.runbook["spec"]["flag"]) == flag_identity(flag):
-                raise InvalidInput(
-                    f"flag '{flag['key']}' is still held by run {other.id} ('{other.name}', "
-                    f"process {other.pid} on {other.host}): wait for it, or "
-                    f"`canaryctl rollout resume {other.id}` / `canaryctl rollout abort {other.id}`"
-                )
 
     def resume(self, run_id: int) -> RunResult:
         """Continue an unfinished run from its stored state; see the module docstring."""
@@ -341,24 +351,30 @@ class RolloutRunner:
             raise InvalidInput(f"run {run_id} was submitted and never began: nothing to resume")
         self._run_id = run_id
         self._state = RolloutState.from_dict(record.state)
+        # A controller's scan took the lease already; `rollout resume` takes it here.
+        self._epoch = self.leases.epoch(run_id) or self.leases.take(record)
         in_flight = [e for e in self.store.events(run_id, "flag_changed") if e.result is None]
         self._writes.begin(
             run_id,
             record.prior_flag,
             version=record.flag_version,
+            epoch=self._epoch,
             in_flight=in_flight[-1].data["target_canary"] if in_flight else None,
         )
         self._resume_shadow(run_id)
-        self.leases.take(record)
         self._scenarios = load_scenarios(self.rollout)
         if not self.store.claim(
-            record, host=socket.gethostname(), pid=os.getpid(), at=self.clock.now()
-        ):
+            record, host=socket.gethostname(), pid=os.getpid(), at=self.clock.now(),
+            epoch=self._epoch,
+        ):  # fmt: skip
             raise InvalidInput(f"run {run_id} was just taken over by another process")
         claimed = self.store.events(run_id, "flag_claimed")
         token = claimed[-1].data["token"] if claimed else uuid.uuid4().hex
         self._claim = self._new_claim(token, run_id)
-        self.flags.claim(self._claim, take_over=self._break_claim)
+        try:
+            held = self.flags.claim(self._claim, take_over=self._break_claim)
+        except ClaimFenced as exc:
+            raise LeaseLost(str(exc)) from exc
         if self._shadow is not None and self._shadow.prior is not None:
             self._shadow.flags.claim(self._claim, take_over=self._break_claim)
             self._shadow_claimed = True
@@ -366,8 +382,14 @@ class RolloutRunner:
         self._writes.split = self.flags.split(current)
         self._observers.on_start(self._info(resumed=True))
         self.store.record_event(
-            run_id, "resumed", {"phase": self._state.phase.value}, at=self.clock.now()
+            run_id,
+            "resumed",
+            {"phase": self._state.phase.value},
+            at=self.clock.now(),
+            epoch=self._epoch,
         )
+        if held is not None and held.token == token and held.restored == current.version:
+            return self._journal_own_restore(current)
         if not self._writes.ours(current):
             reason = (
                 f"flag '{current.key}' is at version {current.version}, not where run {run_id} "
@@ -381,6 +403,41 @@ class RolloutRunner:
         # An abort posted while no process was running is carried out before anything moves.
         abort = self._next_request(abort_only=True)
         return self._drive(abort if abort is not None else Resumed(self.clock.now()))
+
+    def _journal_own_restore(self, current: FlagSnapshot) -> RunResult:
+        """The run's last driver restored the flag while the journal was away (the claim says
+        which version that restore produced): journal it as this run's restore, and end."""
+        assert self._writes.prior is not None
+        event_id = self.store.begin_event(
+            self._run_id,
+            "flag_changed",
+            {
+                "action": "restore",
+                "target_canary": self.flags.split(self._writes.prior).canary,
+                "expect_version": self._writes.version,
+                "journaled_late": True,
+                "epoch": self._epoch,
+            },
+            at=self.clock.now(),
+            epoch=self._epoch,
+        )
+        self.store.end_event(
+            event_id,
+            {"after": split_dict(self.flags.split(current)), "version": current.version},
+            at=self.clock.now(),
+            run_id=self._run_id,
+            epoch=self._epoch,
+        )
+        self._writes.version = current.version
+        self.store.set_flag_version(self._run_id, current.version, epoch=self._epoch)
+        reason = (
+            f"this run restored the flag (version {current.version}, from "
+            f"{self._state.weight:g}% canary) "
+            "while the state database could not record it; journaled now"
+        )
+        if self._state.reason:
+            reason = f"{self._state.reason}; {reason}"
+        return self._stop("error", reason, restore=False)
 
     def _resume_shadow(self, run_id: int) -> None:
         """The shadow flag's writes as the journal left them: the state it was found in, the
@@ -396,7 +453,7 @@ class RolloutRunner:
         in_flight = (
             changes[-1].data["target_canary"] if changes and changes[-1].result is None else None
         )
-        self._shadow.begin(run_id, prior, version=version, in_flight=in_flight)
+        self._shadow.begin(run_id, prior, version=version, epoch=self._epoch, in_flight=in_flight)
         self._shadow.split = self._shadow.flags.split(self._shadow.flags.snapshot())
 
     # -- the loop --
@@ -406,10 +463,16 @@ class RolloutRunner:
             return self._loop(event)
         except RunReleased:
             raise  # another driver continues: the flag stays where it is
+        except ClaimFenced as exc:  # a newer driver of this run claimed the flag
+            raise LeaseLost(str(exc)) from exc
         except (KeyboardInterrupt, Interrupted):
             return self._stop("interrupted", "interrupted (Ctrl-C or SIGTERM)", restore=True)
         except FlagConflict as exc:
             return self._stop("error", f"{exc}; left the flag alone", restore=False)
+        except StateBackendError as exc:
+            # The journal is away: restore now, without spending more waits on it.
+            self._writes.journal_error = exc
+            return self._stop("error", str(exc), restore=True)
         except CanaryError as exc:
             return self._stop("error", str(exc), restore=True)
         except BaseException as exc:
@@ -423,6 +486,10 @@ class RolloutRunner:
             self._commit(decision.state)
             if isinstance(decision.action, Finish):
                 return self._finish(decision.action.outcome, decision.action.reason)
+            if self._released():
+                raise RunReleased("handed back")
+            if not isinstance(decision.action, Wait):
+                self.leases.confirm(self._run_id, self._epoch)
             event = self._perform(decision.action)
 
     def _commit(self, state: RolloutState) -> None:
@@ -435,6 +502,7 @@ class RolloutRunner:
             state=state.to_dict(),
             at=now,
             reason=state.reason,
+            epoch=self._epoch,
         )
         if state.phase is not old.phase:
             self.store.record_event(
@@ -442,6 +510,7 @@ class RolloutRunner:
                 "phase",
                 {"from": old.phase.value, "to": state.phase.value, "reason": state.reason},
                 at=now,
+                epoch=self._epoch,
             )
             self._observers.on_phase(self._run_id, state.phase, state.reason)
         moving = state.phase in (
@@ -459,6 +528,7 @@ class RolloutRunner:
                 "step_started",
                 {"index": state.item, "step": item.step, "describe": item.describe()},
                 at=now,
+                epoch=self._epoch,
             )
             self._observers.on_step(self._run_id, state.item, len(self._plan), item)
 
@@ -506,13 +576,19 @@ class RolloutRunner:
         scenario = self._scenarios[path]
         name = scenario.metadata.name
         event_id = self.store.begin_event(
-            self._run_id, "chaos", {"scenario": name, "path": path}, at=self.clock.now()
+            self._run_id,
+            "chaos",
+            {"scenario": name, "path": path},
+            at=self.clock.now(),
+            epoch=self._epoch,
         )
         result = self._chaos(scenario)
         self.store.end_event(
             event_id,
             {"outcome": result.outcome, "reason": result.reason, "journal": result.journal},
             at=self.clock.now(),
+            run_id=self._run_id,
+            epoch=self._epoch,
         )
         return ChaosPlayed(
             result.outcome == "held",
@@ -581,6 +657,7 @@ class RolloutRunner:
                 "observation": observation.to_dict(),
             },
             at=self.clock.now(),
+            epoch=self._epoch,
         )
         self._observers.on_analysis(self._run_id, verdict)
         return Analyzed(verdict, ledger)
@@ -639,9 +716,9 @@ class RolloutRunner:
         chosen = next((r for r in pending if r.kind == "abort"), pending[0])
         now = self.clock.now()
         self._handled.add(chosen.id)
-        self.store.mark_handled(chosen.id, at=now)
+        self.store.mark_handled(chosen.id, at=now, run_id=self._run_id, epoch=self._epoch)
         request = {"kind": chosen.kind, "by": chosen.requested_by}
-        self.store.record_event(self._run_id, "request", request, at=now)
+        self.store.record_event(self._run_id, "request", request, at=now, epoch=self._epoch)
         self._observers.on_request(self._run_id, chosen.kind, chosen.requested_by)
         if chosen.kind == "abort":
             return AbortRequested(chosen.requested_by)
@@ -686,7 +763,11 @@ class RolloutRunner:
 
     def _error(self, source: str, message: str) -> None:
         self.store.record_event(
-            self._run_id, "error", {"source": source, "message": message}, at=self.clock.now()
+            self._run_id,
+            "error",
+            {"source": source, "message": message},
+            at=self.clock.now(),
+            epoch=self._epoch,
         )
         self._observers.on_error(self._run_id, message)
 
@@ -694,7 +775,8 @@ class RolloutRunner:
         """End on an error or interruption; the flag is restored unless a human holds it, also
         when the state database is what failed: the flag comes before the journal."""
         try:
-            self._error("run", reason)
+            if self._writes.journal_error is None:
+                self._error("run", reason)
         except StateBackendError as exc:
             self._writes.journal_error = exc
         try:
@@ -713,17 +795,33 @@ class RolloutRunner:
                 if self._writes.journal_error is None:
                     self._error("flag", reason)
         if (down := self._writes.journal_error) is not None:
-            self.leases.forget(self._run_id)
-            self._release()
+            self.leases.forget(self._run_id, self._epoch)
             flag = "the flag was restored" if restored else "the flag was not restored"
             cause = "" if str(down) in reason else f" ({down})"
             raise StateBackendError(
                 f"run {self._run_id} stopped: {reason}; {flag}, but the state database could "
-                f"not record it{cause}"
+                f"not record it{cause}{self._keep_claim(restored)}"
             ) from down
         phase = _FINAL_PHASE[outcome]
         self._commit(replace(self._state, phase=phase, outcome=outcome, reason=reason))
         return self._finish(outcome, reason)
+
+    def _keep_claim(self, restored: bool) -> str:
+        """The journal is away: a flag we moved keeps our claim for the run's next driver, and
+        one we restored has the claim marked with the version the restore produced, for that
+        driver to journal it (a flag never moved is simply released); what to tell the user."""
+        assert self._writes.prior is not None
+        if self._claim is None or (restored and self._writes.version == self._writes.prior.version):
+            self._release()
+            return ""
+        resume = f"`canaryctl rollout resume {self._run_id}` (or a controller)"
+        if not restored:
+            return f"; {resume} takes the run up again once the state database is back"
+        marked = replace(self._claim, restored=self._writes.version)
+        with contextlib.suppress(CanaryError):  # unmarked, resume asks a person instead
+            self.flags.claim(marked)
+            self._claim = marked
+        return f"; {resume} records it once the state database is back"
 
     def _finish(self, outcome: str, reason: str) -> RunResult:
         try:
@@ -747,9 +845,10 @@ class RolloutRunner:
                 exit_code=result.exit_code,
                 at=self.clock.now(),
                 final_split=None if final is None else split_dict(final),
+                epoch=self._epoch,
             )
         finally:
-            self.leases.forget(self._run_id)
+            self.leases.forget(self._run_id, self._epoch)
             self._release()
         self._notify(result)
         self._observers.on_finish(result)
@@ -782,10 +881,16 @@ class RolloutRunner:
         }
         for hook in hooks:
             event_id = self.store.begin_event(
-                self._run_id, "hook", {"hook": name}, at=self.clock.now()
+                self._run_id, "hook", {"hook": name}, at=self.clock.now(), epoch=self._epoch
             )
             outcome = self.hooks.call(hook, payload)
-            self.store.end_event(event_id, outcome.to_dict(), at=self.clock.now())
+            self.store.end_event(
+                event_id,
+                outcome.to_dict(),
+                at=self.clock.now(),
+                run_id=self._run_id,
+                epoch=self._epoch,
+            )
             self._observers.on_hook(self._run_id, name, outcome)
 
     def _info(self, *, resumed: bool) -> RunInfo:
@@ -837,15 +942,34 @@ def run_rollout(
             leases=leases,
             shadow_flags=wiring.shadow_flags,
         )
-        return runner.run()
+        with _taken_over():
+            return runner.run()
+
+
+def _ensure_flag_is_free(store: StateStore, rollout: Rollout, submitted: int | None) -> None:
+    """A run left mid-way (or submitted and not yet begun) owns its flag: starting another
+    would save a half-moved split as the state to restore. InvalidInput names the holder."""
+    # Compared as stored: the journal keeps URLs redacted (a base_url's credentials).
+    flag = redact_document(rollout.spec.flag.model_dump(mode="json", by_alias=True))
+    for other in store.unfinished_runs():
+        if other.id == submitted:
+            continue
+        if flag_identity(other.runbook["spec"]["flag"]) == flag_identity(flag):
+            raise InvalidInput(
+                f"flag '{flag['key']}' is still held by run {other.id} ('{other.name}', "
+                f"process {other.pid} on {other.host}): wait for it, or "
+                f"`canaryctl rollout resume {other.id}` / `canaryctl rollout abort {other.id}`"
+            )
 
 
 def submit_rollout(rollout: Rollout, *, state_path: str | Path) -> tuple[int, str]:
     """Journal `rollout` for a controller to drive (`rollout run --detach`); its id and where.
-    What can be checked without the flag is checked now (exit 2): webhooks, chaos scenarios."""
+    What can be checked without the flag is checked now (exit 2): webhooks, chaos scenarios,
+    and that no unfinished run of this database holds the flag (the API answers 409)."""
     check_hook_urls(rollout.spec)
     load_scenarios(rollout)
     with StateStore(state_path) as store:
+        _ensure_flag_is_free(store, rollout, None)
         run_id = store.submit_run(
             name=rollout.metadata.name,
             runbook=rollout.model_dump(mode="json", by_alias=True),
@@ -893,7 +1017,21 @@ def resume_rollout(
                 leases=leases,
                 shadow_flags=wiring.shadow_flags,
             )
-            return runner.resume(run_id)
+            with _taken_over():
+                return runner.resume(run_id)
+
+
+@contextlib.contextmanager
+def _taken_over() -> Iterator[None]:
+    """A run driven from a terminal whose lease another process took (this one stalled past
+    it): a plain error, exit 3, not a crash."""
+    try:
+        yield
+    except RunReleased as exc:
+        raise RunTakenOver(
+            f"another process drives this run now ({exc}); this one stopped without writing "
+            "anything more: `canaryctl rollout status` shows where the run is"
+        ) from exc
 
 
 @contextlib.contextmanager

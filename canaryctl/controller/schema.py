@@ -102,7 +102,13 @@ CREATE INDEX experiment_observations_by_run ON experiment_observations(experimen
 """Experiments (canaryctl/experiment/) and each interval's counts: their own tables, so no
 rollout command or controller ever takes an experiment for a rollout to drive."""
 
-_MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2, 3: _V3}
+_V4 = """
+ALTER TABLE runs ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0
+"""
+"""The lease's epoch: it grows with every lease taken on a run, and every write of a driver
+names the epoch it drives under, so a driver that stalled past its lease writes nothing."""
+
+_MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2, 3: _V3, 4: _V4}
 LATEST = max(_MIGRATIONS)
 """The schema version this canaryctl writes."""
 

@@ -7,10 +7,13 @@ checks (the flag where the journal left it, else stop and leave it alone). Sever
 on one database share the runs through the leases (canaryctl/controller/lease.py); the journal
 records each owner as a `lease` event.
 
-Stopping (SIGTERM, Ctrl-C) hands every run back: each runner stops at its next wait with the flag
-where it is, its lease is released and another controller continues it at once. A deploy of the
-controller rolls nothing back. A run whose lease is lost (this process stalled past it) stops
-the same way, without touching the flag.
+Stopping (SIGTERM, Ctrl-C) hands every run back: each runner stops before its next action (a
+wait, an analysis, a weight change) with the flag where it is, its lease is released and another
+controller continues it at once. A deploy of the controller rolls nothing back. A run whose
+lease is lost (this process stalled past it) stops the same way, without writing anything: its
+lease's epoch is stale, so the journal and the flag's claim refuse it. A run whose thread ended
+any other way is no longer renewed, so its lease lapses within one lease time and the run is
+taken up again (by this controller or another) once the database answers.
 
 The HTTP side is a Starlette app built by `create_app(controller, routes)`: `/healthz` here, and
 whatever routes the caller mounts beside it.
@@ -34,13 +37,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from canaryctl.controller.events import RolloutObserver
-from canaryctl.controller.lease import DEFAULT_LEASE_TTL, Leases, RunReleased
+from canaryctl.controller.lease import DEFAULT_LEASE_TTL, LeaseLost, Leases, RunReleased
 from canaryctl.controller.phases import Phase
 from canaryctl.controller.result import EXIT_CODES
 from canaryctl.controller.runner import RolloutRunner
 from canaryctl.controller.store import SUBMITTED, RequestRecord, RunRecord, StateStore
 from canaryctl.controller.wiring import stored_rollout, wired
-from canaryctl.errors import CanaryError
+from canaryctl.errors import CanaryError, StateBackendError
 from canaryctl.flags.base import FlagStore
 from canaryctl.metrics.base import MetricsSource
 from canaryctl.request_limits import ServerLimits
@@ -196,6 +199,7 @@ class Controller:
 
     def _drive(self, record: RunRecord, release: threading.Event) -> None:
         clock = ReleasingClock(release)
+        epoch = record.epoch
         try:
             rollout = stored_rollout(record.runbook)
             given = self._backends(rollout, clock) if self._backends is not None else (None, None)
@@ -212,37 +216,48 @@ class Controller:
                     leases=self.leases,
                     pending=self.inbox.pending,
                     shadow_flags=wiring.shadow_flags,
+                    released=release.is_set,
                 )
                 if record.phase == SUBMITTED:
                     runner.run(submitted=record.id)
                 else:
                     runner.resume(record.id)
+        except LeaseLost as exc:  # another driver has it: nothing to write, nothing to release
+            log.warning("run %d: %s", record.id, exc)
         except RunReleased as exc:
-            self._hand_back(record.id, str(exc))
+            self._hand_back(record.id, epoch, str(exc))
+        except StateBackendError as exc:
+            # The runner restored the flag if it could; the run is taken up again (and the
+            # restore journaled) once the database answers and the lease has lapsed.
+            log.warning("run %d: %s", record.id, exc)
         except CanaryError as exc:
-            self._refuse(record, str(exc), exc.exit_code)
+            self._refuse(record, epoch, str(exc), exc.exit_code)
         except Exception as exc:
             log.exception("run %d: unexpected error", record.id)
-            self._refuse(record, f"unexpected {type(exc).__name__}: {exc}", EXIT_CODES["error"])
+            reason = f"unexpected {type(exc).__name__}: {exc}"
+            self._refuse(record, epoch, reason, EXIT_CODES["error"])
         finally:
+            self.leases.forget(record.id, epoch)  # not driven any more: never renewed again
             with self._lock:
                 self._drives.pop(record.id, None)
 
-    def _hand_back(self, run_id: int, why: str) -> None:
+    def _hand_back(self, run_id: int, epoch: int, why: str) -> None:
         at = time.time()
+        data = {"owner": self.owner, "why": why, "epoch": epoch}
         try:
-            self.store.record_event(run_id, "handed_back", {"owner": self.owner, "why": why}, at=at)
-            self.leases.release(run_id)
-        except CanaryError as exc:  # the lease runs out by itself
+            self.store.record_event(run_id, "handed_back", data, at=at, epoch=epoch)
+            self.leases.release(run_id, epoch)
+        except (CanaryError, LeaseLost) as exc:  # the lease runs out by itself, or is gone
             log.warning("run %d: handing back failed: %s", run_id, exc)
 
-    def _refuse(self, record: RunRecord, reason: str, exit_code: int) -> None:
+    def _refuse(self, record: RunRecord, epoch: int, reason: str, exit_code: int) -> None:
         """A run that could not begin (its preflight refused it) or not go on: ended with the
-        reason, its flag as the runner left it."""
+        reason, its flag as the runner left it (fenced: only while the run is still ours)."""
         log.warning("run %d (%s) ended: %s", record.id, record.name, reason)
         try:
             at = time.time()
-            self.store.record_event(record.id, "error", {"source": "run", "message": reason}, at=at)
+            message = {"source": "run", "message": reason}
+            self.store.record_event(record.id, "error", message, at=at, epoch=epoch)
             self.store.finish_run(
                 record.id,
                 phase=Phase.FAILED.value,
@@ -251,10 +266,10 @@ class Controller:
                 exit_code=exit_code,
                 at=at,
                 final_split=None,
+                epoch=epoch,
             )
-        except CanaryError as exc:
+        except (CanaryError, LeaseLost) as exc:
             log.warning("run %d: journaling its end failed: %s", record.id, exc)
-        self.leases.forget(record.id)
 
 
 def create_app(

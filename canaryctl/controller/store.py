@@ -11,10 +11,22 @@ on many machines), one schema for both (canaryctl/controller/schema.py). SQLAlch
 the same SQL to both, with psycopg 3 for PostgreSQL; statements that differ (row locks) are
 chosen here by dialect.
 
-A run has one driver at a time: the process holding its lease (owner, expiry, heartbeat), taken
-and renewed by compare-and-swap in the database, so it holds across machines. A controller takes
-the runs that nobody holds or whose lease expired (`FOR UPDATE SKIP LOCKED` on PostgreSQL;
+A run has one driver at a time: the process holding its lease (owner, expiry, heartbeat, epoch),
+taken and renewed by compare-and-swap in the database, so it holds across machines. A controller
+takes the runs that nobody holds or whose lease expired (`FOR UPDATE SKIP LOCKED` on PostgreSQL;
 SQLite's single writer makes its `BEGIN IMMEDIATE` transaction the same guarantee).
+
+**Fencing.** Each lease taken on a run raises the run's `epoch`; a driver's writes to its run
+(state, events, flag version, finish, requests handled, hand-back) name the epoch it drives
+under, and the transaction that writes first locks the run's row and compares the epoch: a
+driver that stalled past its lease (a GC pause, SIGSTOP, a VM migration) and lost the run gets
+LeaseLost and has written nothing.
+
+**Bounded waits.** A transaction, and getting a connection for it, takes at most `timeout`
+seconds (shorter than the lease): SQLite's busy timeout; PostgreSQL's `statement_timeout` and
+`lock_timeout` on the server, `connect_timeout` and the pool's timeout on the way in, and a
+watchdog that shuts the connection's socket when the server itself stops answering (a frozen
+server never fires its own timeouts). The caller gets StateBackendError instead of a hang.
 
 Nothing secret is stored: the runbook copy goes through the redaction policy
 (canaryctl/redact.py) first, and a PostgreSQL URL is only ever shown without its userinfo.
@@ -23,8 +35,13 @@ Nothing secret is stored: the runbook copy goes through the redaction policy
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
+import socket
 import stat
+import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,7 +50,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
 
 from canaryctl import retry
 from canaryctl.controller.defaults import DEFAULT_STATE_PATH
@@ -45,10 +62,13 @@ from canaryctl.retry import BACKEND, Retryable, RetryPolicy
 
 __all__ = [
     "DEFAULT_STATE_PATH",
+    "STATEMENT_TIMEOUT",
     "EventRecord",
     "ExperimentRecord",
+    "LeaseLost",
     "RequestRecord",
     "RunRecord",
+    "RunReleased",
     "StateStore",
     "redacted_runbook",
     "state_engine",
@@ -59,6 +79,21 @@ SUBMITTED = "submitted"
 """The phase of a run submitted for a controller (`rollout run --detach`) that none has begun."""
 
 _POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
+_PING = "SELECT 1"
+
+STATEMENT_TIMEOUT = 5.0
+"""Seconds one transaction (and getting its connection) may take by default; a controller
+passes a shorter one for a short lease (canaryctl/controller/defaults.py `wait_bound`)."""
+
+
+class RunReleased(Exception):
+    """This process no longer drives the run: the controller handed it back (SIGTERM) or its
+    lease was lost. The flag is left as it is; the next driver continues from the journal."""
+
+
+class LeaseLost(RunReleased):
+    """Another driver holds the run's lease now (its epoch is newer than ours): this process
+    stalled past its expiry, and the write it tried was refused."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +119,8 @@ class RunRecord:
     owner: str | None = None
     """The process holding the run's lease (see the module docstring), or None."""
     lease_until: float | None = None
+    epoch: int = 0
+    """The epoch of the run's latest lease: it grows with every lease taken."""
 
     @property
     def finished(self) -> bool:
@@ -214,10 +251,11 @@ def state_file(location: str | Path) -> Path | None:
     return path
 
 
-def state_engine(location: str | Path) -> tuple[Engine, str]:
+def state_engine(location: str | Path, timeout: float = STATEMENT_TIMEOUT) -> tuple[Engine, str]:
     """An engine for a SQLite path, a postgresql:// URL or a PostgreSQL keyword/value string,
     and how to name it in messages (the path; the URL without userinfo and query; the
-    keywords without the password)."""
+    keywords without the password); its waits bounded by `timeout` seconds (see the module
+    docstring)."""
     given = str(location)
     path = state_file(given)
     if path is not None:
@@ -227,15 +265,16 @@ def state_engine(location: str | Path) -> tuple[Engine, str]:
             raise InvalidInput(f"cannot open the state database {path}: {exc}") from exc
         engine = create_engine(
             f"sqlite:///{path}",
-            connect_args={"timeout": 10.0, "check_same_thread": False},
+            connect_args={"timeout": timeout, "check_same_thread": False},
             pool_size=10,
             max_overflow=200,  # a controller's runs each take one while they write
+            pool_timeout=timeout,
         )
         event.listen(engine, "connect", _sqlite_connected)
         event.listen(engine, "begin", _sqlite_begin)
         return engine, str(path)
     if "://" not in given:
-        return _keyword_engine(given)
+        return _keyword_engine(given, timeout)
     where = redact_url(given)
     scheme = given.split("://", 1)[0].lower()
     if scheme not in _POSTGRES_SCHEMES:
@@ -247,14 +286,29 @@ def state_engine(location: str | Path) -> tuple[Engine, str]:
         url = make_url(given).set(drivername="postgresql+psycopg")
     except (ArgumentError, ValueError) as exc:
         raise InvalidInput(f"--state {where}: not a valid PostgreSQL URL") from exc
-    # A controller drives each run from its own thread: the pool must serve them all.
-    engine = create_engine(url, pool_size=10, max_overflow=200, pool_pre_ping=True)
+    # A controller drives each run from its own thread: the pool must serve them all. Stale
+    # connections (a server restarted) are found by StateStore._connect's own ping, which the
+    # watchdog bounds; SQLAlchemy's pre-ping would run before anything could bound it.
+    engine = create_engine(
+        url, pool_size=10, max_overflow=200, pool_timeout=timeout,
+        connect_args=_postgres_timeouts(timeout),
+    )  # fmt: skip
     return engine, where
 
 
-def _keyword_engine(given: str) -> tuple[Engine, str]:
-    """PostgreSQL from libpq's keyword/value form, handed to the driver as written; named by
-    its host, port, database and user only."""
+def _postgres_timeouts(timeout: float) -> dict[str, Any]:
+    """libpq's settings that bound a statement, a lock wait and a connection by `timeout`."""
+    millis = max(int(timeout * 1000), 1)
+    return {
+        "options": f"-c statement_timeout={millis} -c lock_timeout={millis}",
+        # libpq counts whole seconds, two at least: the watchdog bounds what this cannot.
+        "connect_timeout": max(2, math.ceil(timeout)),
+    }
+
+
+def _keyword_engine(given: str, timeout: float) -> tuple[Engine, str]:
+    """PostgreSQL from libpq's keyword/value form, handed to the driver as written (with the
+    same bounded waits as a URL's); named by its host, port, database and user only."""
     import psycopg
     from psycopg.conninfo import conninfo_to_dict
 
@@ -263,12 +317,13 @@ def _keyword_engine(given: str) -> tuple[Engine, str]:
     except psycopg.Error:  # its message may quote the string, password and all
         raise InvalidInput("--state: not a valid PostgreSQL keyword/value string") from None
     where = " ".join(f"{k}={params[k]}" for k in _SHOWN_KEYWORDS if k in params)
+    bounds = _postgres_timeouts(timeout)
     engine = create_engine(
         "postgresql+psycopg://",
-        creator=lambda: psycopg.connect(given),
+        creator=lambda: psycopg.connect(given, **bounds),
         pool_size=10,
         max_overflow=200,
-        pool_pre_ping=True,
+        pool_timeout=timeout,
     )
     return engine, where or "PostgreSQL"
 
@@ -287,15 +342,50 @@ def _sqlite_begin(connection: Connection) -> None:
     connection.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
 
 
+class _Watchdog:
+    """Shuts a PostgreSQL connection's socket when its transaction outlives `timeout`: libpq
+    waits for a stopped server forever, and the server's own timeouts cannot fire while it is
+    stopped. The blocked call then fails as a lost connection (nothing committed unless the
+    COMMIT itself had been sent, as with any connection lost mid-commit)."""
+
+    def __init__(self, connection: Connection, timeout: float) -> None:
+        self._lock = threading.Lock()
+        self._armed = True
+        self._fd = int(connection.connection.dbapi_connection.fileno())  # type: ignore[union-attr]
+        self._timer = threading.Timer(timeout, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:
+            if not self._armed:
+                return
+            self._armed = False
+            try:
+                with socket.socket(fileno=os.dup(self._fd)) as sock:
+                    sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed: the call it guarded has ended anyway
+
+    def disarm(self) -> None:
+        with self._lock:
+            self._armed = False
+        self._timer.cancel()
+
+
 class StateStore:
     """A handle on the state database; open one per process (or per terminal). Thread-safe:
     each call takes a pooled connection for one transaction."""
 
     def __init__(
-        self, location: str | Path = DEFAULT_STATE_PATH, *, retry_policy: RetryPolicy = BACKEND
+        self,
+        location: str | Path = DEFAULT_STATE_PATH,
+        *,
+        retry_policy: RetryPolicy = BACKEND,
+        timeout: float = STATEMENT_TIMEOUT,
     ) -> None:
-        self.retry_policy = retry_policy
-        self._engine, self.where = state_engine(location)
+        self.retry_policy, self.timeout = retry_policy, timeout
+        self._engine, self.where = state_engine(location, timeout)
         self.path = state_file(location)
         self.queries = 0
         """Statements sent to the database so far (benchmarks/controller_scale.py)."""
@@ -312,8 +402,9 @@ class StateStore:
         return self._engine.dialect.name == "postgresql"
 
     def _count(self, connection: Any, cursor: Any, statement: str, *args: Any) -> None:
-        """SQLite's BEGIN is ours to send (PostgreSQL's is implicit): not counted on either."""
-        if not statement.startswith("BEGIN"):
+        """SQLite's BEGIN is ours to send (PostgreSQL's is implicit), the ping is the pool's
+        check of a connection: neither is counted."""
+        if not statement.startswith("BEGIN") and statement != _PING:
             self.queries += 1
 
     def close(self) -> None:
@@ -331,23 +422,42 @@ class StateStore:
         StateBackendError with the message redacted (a driver may quote the URL)."""
         try:
             with self._connect() as connection:
-                connection.execution_options(canaryctl_read=read)
-                with connection.begin():
-                    yield connection
+                watchdog = _Watchdog(connection, self.timeout) if self.postgres else None
+                try:
+                    connection.execution_options(canaryctl_read=read)
+                    with connection.begin():
+                        yield connection
+                finally:
+                    if watchdog is not None:
+                        watchdog.disarm()
         except SQLAlchemyError as exc:
             detail = redact_text(str(getattr(exc, "orig", None) or exc)).splitlines()[0]
             raise StateBackendError(f"state database {self.where}: {detail}") from exc
 
     def _connect(self) -> Connection:
         """A pooled connection, retried with the backends' policy while the server cannot be
-        reached (a restart, a failover): nothing was sent yet, so another attempt is safe."""
+        reached (a restart, a failover): nothing was sent yet, so another attempt is safe. A
+        PostgreSQL connection is pinged first under the watchdog (a connection the server
+        dropped is replaced); attempts stop once `timeout` has passed."""
+        deadline = time.monotonic() + self.timeout
 
         def attempt() -> Connection:
             try:
-                return self._engine.connect()
-            except OperationalError as exc:
-                detail = redact_text(str(getattr(exc, "orig", None) or exc)).splitlines()[0]
-                raise Retryable(detail) from exc
+                connection = self._engine.connect()
+            except (OperationalError, TimeoutError) as exc:
+                raise self._retryable(exc, deadline) from exc
+            if not self.postgres:
+                return connection
+            watchdog = _Watchdog(connection, self.timeout)
+            try:
+                connection.exec_driver_sql(_PING)
+                connection.rollback()
+            except DBAPIError as exc:
+                connection.close()
+                raise self._retryable(exc, deadline) from exc
+            finally:
+                watchdog.disarm()
+            return connection
 
         try:
             return retry.call(attempt, self.retry_policy)
@@ -357,14 +467,47 @@ class StateStore:
                 f"state database {self.where}: {exc.reason} (after {attempts} attempts)"
             ) from exc
 
-    def _write(self, sql: str, **params: Any) -> int:
-        """Run one statement; its row count."""
+    def _retryable(self, exc: Exception, deadline: float) -> Exception:
+        """Another attempt while time remains; past the deadline, StateBackendError."""
+        detail = redact_text(str(getattr(exc, "orig", None) or exc) or type(exc).__name__)
+        detail = detail.splitlines()[0]
+        if time.monotonic() >= deadline:
+            return StateBackendError(
+                f"state database {self.where}: {detail} (no answer within {self.timeout:g}s)"
+            )
+        return Retryable(detail)
+
+    def _fence(self, connection: Connection, run_id: int, epoch: int | None) -> None:
+        """Lock the run's row and check the writer still drives it at `epoch` (None: a write
+        that no driver makes, such as a request from another terminal). Raises LeaseLost."""
+        if epoch is None:
+            return
+        lock = " FOR SHARE" if self.postgres else ""
+        found = connection.execute(
+            text("SELECT epoch FROM runs WHERE id = :id" + lock), {"id": run_id}
+        ).scalar()
+        if found != epoch:
+            raise LeaseLost(
+                f"run {run_id}: its lease is at epoch {found}, this driver's is {epoch}: "
+                "another driver took the run over; this one wrote nothing"
+            )
+
+    def _write(
+        self, sql: str, *, fence: tuple[int, int | None] | None = None, **params: Any
+    ) -> int:
+        """Run one statement, fenced by (run id, epoch) when given; its row count."""
         with self._transaction() as connection:
+            if fence is not None:
+                self._fence(connection, *fence)
             return connection.execute(text(sql), params).rowcount
 
-    def _insert(self, sql: str, **params: Any) -> int:
-        """Run one INSERT ... RETURNING id; the new row's id."""
+    def _insert(
+        self, sql: str, *, fence: tuple[int, int | None] | None = None, **params: Any
+    ) -> int:
+        """Run one INSERT ... RETURNING id, fenced like `_write`; the new row's id."""
         with self._transaction() as connection:
+            if fence is not None:
+                self._fence(connection, *fence)
             return int(connection.execute(text(sql + " RETURNING id"), params).scalar_one())
 
     def _rows(self, sql: str, **params: Any) -> list[Mapping[str, Any]]:
@@ -388,12 +531,13 @@ class StateStore:
         owner: str | None = None,
         lease_until: float | None = None,
     ) -> int:
-        """Open a run; with `owner`, already leased to it (no controller may take it first)."""
+        """Open a run; with `owner`, already leased to it at epoch 1 (no controller may take
+        it first)."""
         return self._insert(
             "INSERT INTO runs (name, runbook, host, pid, version, started_at, updated_at, phase,"
-            " prior_flag, flag_version, state, owner, lease_until, heartbeat_at) VALUES (:name,"
-            " :runbook, :host, :pid, :version, :at, :at, :phase, :prior, :flag_version, :state,"
-            " :owner, :lease_until, :heartbeat_at)",
+            " prior_flag, flag_version, state, owner, lease_until, heartbeat_at, epoch) VALUES"
+            " (:name, :runbook, :host, :pid, :version, :at, :at, :phase, :prior, :flag_version,"
+            " :state, :owner, :lease_until, :heartbeat_at, :epoch)",
             name=name,
             runbook=json.dumps(redacted_runbook(runbook)),
             host=host,
@@ -407,6 +551,7 @@ class StateStore:
             owner=owner,
             lease_until=lease_until,
             heartbeat_at=None if owner is None else started_at,
+            epoch=0 if owner is None else 1,
         )
 
     def submit_run(
@@ -438,12 +583,14 @@ class StateStore:
         prior_flag: FlagSnapshot,
         phase: str,
         state: dict[str, Any],
+        epoch: int | None = None,
     ) -> None:
         """A controller's preflight passed: the submitted run becomes a run like any other."""
         self._write(
             "UPDATE runs SET host = :host, pid = :pid, version = :version, started_at = :at,"
             " updated_at = :at, phase = :phase, prior_flag = :prior, flag_version = :fv,"
             " state = :state WHERE id = :id",
+            fence=(run_id, epoch),
             id=run_id,
             host=host,
             pid=pid,
@@ -456,11 +603,19 @@ class StateStore:
         )
 
     def save_state(
-        self, run_id: int, *, phase: str, state: dict[str, Any], at: float, reason: str = ""
+        self,
+        run_id: int,
+        *,
+        phase: str,
+        state: dict[str, Any],
+        at: float,
+        reason: str = "",
+        epoch: int | None = None,
     ) -> None:
         self._write(
             "UPDATE runs SET phase = :phase, state = :state, updated_at = :at, reason = :reason"
             " WHERE id = :id",
+            fence=(run_id, epoch),
             phase=phase,
             state=json.dumps(state),
             at=at,
@@ -468,11 +623,18 @@ class StateStore:
             id=run_id,
         )
 
-    def set_flag_version(self, run_id: int, version: int) -> None:
+    def set_flag_version(self, run_id: int, version: int, *, epoch: int | None = None) -> None:
         """The version our last write produced: what we expect to find on the next write."""
-        self._write("UPDATE runs SET flag_version = :v WHERE id = :id", v=version, id=run_id)
+        self._write(
+            "UPDATE runs SET flag_version = :v WHERE id = :id",
+            fence=(run_id, epoch),
+            v=version,
+            id=run_id,
+        )
 
-    def claim(self, record: RunRecord, *, host: str, pid: int, at: float) -> bool:
+    def claim(
+        self, record: RunRecord, *, host: str, pid: int, at: float, epoch: int | None = None
+    ) -> bool:
         """A resuming process names itself as the run's host and pid (what `status` shows).
 
         Compare-and-swap on the previous host and pid, so of two processes resuming the same
@@ -482,6 +644,7 @@ class StateStore:
             self._write(
                 "UPDATE runs SET host = :host, pid = :pid, updated_at = :at"
                 " WHERE id = :id AND host = :old_host AND pid = :old_pid",
+                fence=(record.id, epoch),
                 host=host,
                 pid=pid,
                 at=at,
@@ -502,11 +665,13 @@ class StateStore:
         exit_code: int,
         at: float,
         final_split: dict[str, float] | None,
+        epoch: int | None = None,
     ) -> None:
         self._write(
             "UPDATE runs SET phase = :phase, outcome = :outcome, reason = :reason,"
             " exit_code = :exit_code, ended_at = :at, updated_at = :at, final_split = :split,"
             " lease_until = NULL WHERE id = :id",
+            fence=(run_id, epoch),
             phase=phase,
             outcome=outcome,
             reason=reason,
@@ -537,10 +702,10 @@ class StateStore:
 
     def take_lease(
         self, run_id: int, owner: str, *, now: float, ttl: float, steal: str | None = None
-    ) -> bool:
+    ) -> int | None:
         """Become (or stay) the driver of one unfinished run, if nobody else holds it now (or
-        only `steal`, an owner known to be dead). The change of owner is journaled as a `lease`
-        event."""
+        only `steal`, an owner known to be dead): the new lease's epoch, else None. The change
+        of owner is journaled as a `lease` event."""
         with self._transaction() as connection:
             previous = connection.execute(
                 text(
@@ -551,9 +716,8 @@ class StateStore:
                 {"id": run_id, "owner": owner, "steal": steal, "now": now},
             ).first()
             if previous is None:
-                return False
-            self._lease(connection, [(run_id, previous[0])], owner, now=now, ttl=ttl)
-            return True
+                return None
+            return self._lease(connection, [(run_id, previous[0])], owner, now=now, ttl=ttl)[0]
 
     def acquire_runs(self, owner: str, *, now: float, ttl: float, limit: int) -> list[RunRecord]:
         """Up to `limit` unfinished runs that nobody holds or whose lease expired, now leased
@@ -586,15 +750,18 @@ class StateStore:
         *,
         now: float,
         ttl: float,
-    ) -> None:
+    ) -> list[int]:
+        """Lease each run to `owner` at a new epoch (the epochs, in order)."""
+        epochs = []
         for run_id, previous in runs:
-            connection.execute(
+            epoch = connection.execute(
                 text(
-                    "UPDATE runs SET owner = :owner, lease_until = :until, heartbeat_at = :now"
-                    " WHERE id = :id"
+                    "UPDATE runs SET owner = :owner, lease_until = :until, heartbeat_at = :now,"
+                    " epoch = epoch + 1 WHERE id = :id RETURNING epoch"
                 ),
                 {"owner": owner, "until": now + ttl, "now": now, "id": run_id},
-            )
+            ).scalar_one()
+            epochs.append(int(epoch))
             if previous != owner:
                 connection.execute(
                     text(
@@ -604,66 +771,100 @@ class StateStore:
                     {
                         "id": run_id,
                         "now": now,
-                        "data": json.dumps({"owner": owner, "previous": previous}),
+                        "data": json.dumps(
+                            {"owner": owner, "previous": previous, "epoch": epochs[-1]}
+                        ),
                     },
                 )
+        return epochs
 
-    def renew_leases(self, owner: str, *, now: float, ttl: float) -> set[int]:
-        """The heartbeat: extend every lease `owner` still holds; the runs it holds."""
+    def renew_leases(
+        self, owner: str, runs: Mapping[int, int], *, now: float, ttl: float
+    ) -> set[int]:
+        """The heartbeat: extend the leases `owner` holds on `runs` (run id: epoch), the runs
+        it drives and nothing else; the runs still held. A lease that expired unnoticed is
+        renewed too while its epoch is unchanged: nobody else drove the run meanwhile."""
+        if not runs:
+            return set()
+        held = " OR ".join(
+            f"(id = {int(run_id)} AND epoch = {int(epoch)})" for run_id, epoch in runs.items()
+        )
         with self._transaction() as connection:
             rows = connection.execute(
                 text(
                     "UPDATE runs SET lease_until = :until, heartbeat_at = :now"
-                    " WHERE owner = :owner AND ended_at IS NULL RETURNING id"
+                    f" WHERE owner = :owner AND ended_at IS NULL AND ({held}) RETURNING id"
                 ),
                 {"owner": owner, "until": now + ttl, "now": now},
             ).all()
         return {row[0] for row in rows}
 
-    def holds_lease(self, run_id: int, owner: str, *, now: float) -> bool:
-        """Is `owner` still the driver of `run_id` (its lease not expired nor taken)?"""
-        rows = self._rows(
-            "SELECT 1 FROM runs WHERE id = :id AND owner = :owner AND ended_at IS NULL"
-            " AND lease_until >= :now",
+    def release_lease(self, run_id: int, owner: str, *, epoch: int) -> bool:
+        """Hand a run back untouched: the next controller may take it at once. False when the
+        lease was no longer ours at `epoch` (nothing changed)."""
+        changed = self._write(
+            "UPDATE runs SET owner = NULL, lease_until = NULL WHERE id = :id AND owner = :owner"
+            " AND epoch = :epoch",
             id=run_id,
             owner=owner,
-            now=now,
+            epoch=epoch,
         )
-        return bool(rows)
-
-    def release_lease(self, run_id: int, owner: str) -> None:
-        """Hand a run back untouched: the next controller may take it at once."""
-        self._write(
-            "UPDATE runs SET owner = NULL, lease_until = NULL WHERE id = :id AND owner = :owner",
-            id=run_id,
-            owner=owner,
-        )
+        return changed == 1
 
     # -- events --
 
-    def begin_event(self, run_id: int, type_: str, data: dict[str, Any], *, at: float) -> int:
+    def begin_event(
+        self,
+        run_id: int,
+        type_: str,
+        data: dict[str, Any],
+        *,
+        at: float,
+        epoch: int | None = None,
+    ) -> int:
         """Write the intent before acting; `end_event` fills in what happened."""
         return self._insert(
             "INSERT INTO events (run_id, at, type, data) VALUES (:run_id, :at, :type, :data)",
+            fence=(run_id, epoch),
             run_id=run_id,
             at=at,
             type=type_,
             data=json.dumps(data),
         )
 
-    def end_event(self, event_id: int, result: dict[str, Any], *, at: float) -> None:
+    def end_event(
+        self,
+        event_id: int,
+        result: dict[str, Any],
+        *,
+        at: float,
+        run_id: int = 0,
+        epoch: int | None = None,
+    ) -> None:
+        """The result of the event `begin_event` opened (fenced when `epoch` is given, with
+        the `run_id` it belongs to)."""
         self._write(
             "UPDATE events SET result = :result, ended_at = :at WHERE id = :id",
+            fence=(run_id, epoch),
             result=json.dumps(result),
             at=at,
             id=event_id,
         )
 
-    def record_event(self, run_id: int, type_: str, data: dict[str, Any], *, at: float) -> int:
+    def record_event(
+        self,
+        run_id: int,
+        type_: str,
+        data: dict[str, Any],
+        *,
+        at: float,
+        epoch: int | None = None,
+    ) -> int:
         """An event that is its own result (a phase change, a verdict)."""
         return self._insert(
             "INSERT INTO events (run_id, at, type, data, result, ended_at)"
             " VALUES (:run_id, :at, :type, :data, '{}', :at)",
+            fence=(run_id, epoch),
             run_id=run_id,
             at=at,
             type=type_,
@@ -708,8 +909,17 @@ class StateStore:
         )
         return [RequestRecord(**row) for row in rows]
 
-    def mark_handled(self, request_id: int, *, at: float) -> None:
-        self._write("UPDATE requests SET handled_at = :at WHERE id = :id", at=at, id=request_id)
+    def mark_handled(
+        self, request_id: int, *, at: float, run_id: int = 0, epoch: int | None = None
+    ) -> None:
+        """A request acted on (fenced by its run's epoch when given: a stale driver must not
+        swallow an abort meant for the run's driver)."""
+        self._write(
+            "UPDATE requests SET handled_at = :at WHERE id = :id",
+            fence=(run_id, epoch),
+            at=at,
+            id=request_id,
+        )
 
     # -- experiments (canaryctl/experiment/): their own tables, never taken for a rollout --
 
@@ -840,6 +1050,7 @@ def _run_record(row: Mapping[str, Any]) -> RunRecord:
         final_split=None if row["final_split"] is None else json.loads(row["final_split"]),
         owner=row["owner"],
         lease_until=row["lease_until"],
+        epoch=row["epoch"],
     )
 
 

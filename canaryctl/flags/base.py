@@ -9,6 +9,12 @@ older one.
 A run claims its flag where the flag lives (a file beside the flag file, a custom property on the
 LaunchDarkly flag), not in its state database, so two runs journaled in two databases cannot both
 drive one flag.
+
+The claim also fences the run's own drivers: it carries the epoch of the lease its driver holds
+(canaryctl/controller/lease.py). A driver that takes a run over claims the flag again at its
+newer epoch; a store that was given a claim checks, before every write, that the claim on the
+flag is still that one, and a stalled driver's write finds a newer epoch and is refused
+(ClaimFenced) without touching the flag. A claim never goes back to an older epoch.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
-from canaryctl.errors import FlagClaimed
+from canaryctl.errors import ClaimFenced, FlagClaimed
 
 __all__ = [
     "FlagClaim",
@@ -29,6 +35,7 @@ __all__ = [
     "FlagStore",
     "Split",
     "SplitStore",
+    "check_fence",
     "integer_weights",
     "may_take",
     "process_alive",
@@ -75,6 +82,11 @@ class FlagClaim:
     holder: str = "rollout"
     """What drives the flag: `rollout`, `experiment` or `guard` (claims written before there
     were others read as `rollout`)."""
+    epoch: int = 0
+    """The lease epoch of the driver that wrote the claim (see the module docstring)."""
+    restored: int | None = None
+    """The flag version a restore of this run produced while its journal could not record it:
+    the next driver of the run (resume, a controller) journals that restore as the run's own."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -92,6 +104,8 @@ class FlagClaim:
                 pid=int(data["pid"]),
                 at=float(data["at"]),
                 holder=str(data.get("holder", "rollout")),
+                epoch=int(data.get("epoch", 0)),
+                restored=None if data.get("restored") is None else int(data["restored"]),
             )
         except (TypeError, KeyError, ValueError) as exc:
             raise ValueError(f"not a canaryctl claim: {exc}") from exc
@@ -135,6 +149,19 @@ def process_alive(host: str, pid: int) -> bool | None:
     except PermissionError:
         return True  # alive, owned by another user
     return True
+
+
+def check_fence(held: FlagClaim | None, ours: FlagClaim, where: str) -> None:
+    """Before a write (or a claim) by the driver that claimed with `ours`: raise ClaimFenced
+    when the claim on the flag is no longer ours at our epoch (a newer driver of the run
+    re-claimed it, or the run ended and released it)."""
+    if held is None:
+        raise ClaimFenced(f"{where}: the claim of run {ours.run_id} is gone; not writing")
+    if held.token != ours.token or held.epoch > ours.epoch:
+        raise ClaimFenced(
+            f"{where} is claimed at lease epoch {held.epoch} now (this driver's: {ours.epoch}): "
+            "another driver took the run over; not writing"
+        )
 
 
 def may_take(held: FlagClaim, wanted: FlagClaim, *, take_over: bool) -> bool:
@@ -185,16 +212,19 @@ class FlagStore(Protocol):
         """
         ...
 
-    def claim(self, claim: FlagClaim, *, take_over: bool = False) -> None:
-        """Mark the flag as driven by `claim`'s run, or refresh our own mark (same token).
+    def claim(self, claim: FlagClaim, *, take_over: bool = False) -> FlagClaim | None:
+        """Mark the flag as driven by `claim`'s run, or refresh our own mark (same token); the
+        claim that was there before, if any. Every later write checks the flag is still
+        claimed so (check_fence).
 
         Raises FlagClaimed when another run's claim is there; `take_over` replaces one whose
-        process is not alive on this host.
+        process is not alive on this host. Raises ClaimFenced when our own run's claim is
+        there at a newer epoch.
         """
         ...
 
     def release(self, claim: FlagClaim) -> None:
-        """Remove our claim; a claim with another token is left alone."""
+        """Remove our claim; a claim with another token, or at a newer epoch, is left alone."""
         ...
 
 

@@ -26,6 +26,9 @@ A snapshot is the exact text of this flag's entry. A restore writes that text ba
 
 The claim on a flag is a file beside it (`FILE.KEY.canaryctl-claim`) created with O_EXCL, holding
 the run's FlagClaim as JSON; a second run, whatever its state database, finds it and is refused.
+Claims are read and written under the same lock as the flag, and every write checks, under that
+lock, that the claim file still holds the claim this store was given (its run, its lease epoch):
+a driver that lost its run to a newer one cannot write between that one's claim and its writes.
 """
 
 from __future__ import annotations
@@ -44,7 +47,14 @@ from typing import Any
 from urllib.parse import quote
 
 from canaryctl.errors import FlagBackendError, FlagConflict, FlagMismatch, InvalidDocument
-from canaryctl.flags.base import FlagClaim, FlagSnapshot, Split, integer_weights, may_take
+from canaryctl.flags.base import (
+    FlagClaim,
+    FlagSnapshot,
+    Split,
+    check_fence,
+    integer_weights,
+    may_take,
+)
 from canaryctl.flags.shape import check_flag_shape
 from canaryctl.runbook.reading import parse_json, read_text
 
@@ -198,6 +208,8 @@ class FileFlagStore:
         )
         self._written: dict[str, Any] | None = None
         """The entry as our last write left it: an edit that kept its version still shows."""
+        self._fence: FlagClaim | None = None
+        """The claim this store wrote last: every write checks it is still on the flag."""
 
     def snapshot(self) -> FlagSnapshot:
         text = _read_text(self.path)
@@ -324,28 +336,34 @@ class FileFlagStore:
             )
         return variations.index(value)
 
-    def claim(self, claim: FlagClaim, *, take_over: bool = False) -> None:
-        try:
-            fd = os.open(self.claim_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            self._retake(claim, take_over=take_over)
-            return
-        except OSError as exc:
-            raise FlagBackendError(
-                f"{self.claim_path}: cannot claim flag '{self.key}': {exc.strerror or exc}"
-            ) from exc
-        with _write_errors(self.claim_path), os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(claim.to_json())
-            out.flush()
-            os.fsync(out.fileno())
+    def claim(self, claim: FlagClaim, *, take_over: bool = False) -> FlagClaim | None:
+        with self._locked():
+            try:
+                fd = os.open(self.claim_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                held = self._retake(claim, take_over=take_over)
+                self._fence = claim
+                return held
+            except OSError as exc:
+                raise FlagBackendError(
+                    f"{self.claim_path}: cannot claim flag '{self.key}': {exc.strerror or exc}"
+                ) from exc
+            with _write_errors(self.claim_path), os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(claim.to_json())
+                out.flush()
+                os.fsync(out.fileno())
+            self._fence = claim
+            return None
 
     def release(self, claim: FlagClaim) -> None:
-        held = self._held()
-        if held is None or held.token != claim.token:
-            log.warning("%s: not our claim, left in place", self.claim_path)
-            return
-        with _write_errors(self.claim_path):
-            self.claim_path.unlink(missing_ok=True)
+        self._fence = None
+        with self._locked():
+            held = self._held()
+            if held is None or held.token != claim.token or held.epoch > claim.epoch:
+                log.warning("%s: not our claim, left in place", self.claim_path)
+                return
+            with _write_errors(self.claim_path):
+                self.claim_path.unlink(missing_ok=True)
 
     def _held(self) -> FlagClaim | None:
         """The claim on the flag now; None if there is none or it is not a canaryctl claim."""
@@ -354,10 +372,13 @@ class FileFlagStore:
         except (OSError, UnicodeDecodeError, ValueError):
             return None
 
-    def _retake(self, claim: FlagClaim, *, take_over: bool) -> None:
-        """The claim file exists: ours again (or taken over) gets our record, else refused."""
+    def _retake(self, claim: FlagClaim, *, take_over: bool) -> FlagClaim | None:
+        """The claim file exists: ours again (or taken over) gets our record, else refused;
+        the claim that was there."""
         where = f"flag '{self.key}' in {self.path}"
         held = self._held()
+        if held is not None and held.token == claim.token:
+            check_fence(held, claim, where)
         if held is None and not take_over:
             raise FlagMismatch(
                 f"{where} has a claim file {self.claim_path} canaryctl cannot read (a run that "
@@ -368,6 +389,7 @@ class FileFlagStore:
         if held is not None and held.token != claim.token:
             log.warning("%s: taking over the claim of %s", where, held.to_json())
         self._replace(self.claim_path, claim.to_json(), "claim")
+        return held
 
     def _flag_of(self, snapshot: FlagSnapshot) -> dict[str, Any]:
         return _parse_entry(self.path, self.key, self._entry_text(snapshot.raw))
@@ -419,6 +441,8 @@ class FileFlagStore:
         The version becomes one more than the highest the flag had, now or in `entry`.
         """
         with self._locked():
+            if self._fence is not None:
+                check_fence(self._held(), self._fence, f"flag '{self.key}' in {self.path}")
             text = _read_text(self.path)
             _, flag = _parse(self.path, text, self.key)
             current = _version(flag)

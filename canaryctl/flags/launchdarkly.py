@@ -8,8 +8,15 @@ change is a small, named instruction (`updateFallthroughVariationOrRollout`,
 The version we compare is the *environment's* `_version`: it moves whenever anyone edits the
 targeting of this flag in this environment, which is exactly the state we own during a run, while
 an edit in another environment (which does not touch our traffic) does not stop us. Semantic patch
-has no compare-and-swap, so the check is read-then-write: a human edit landing in the milliseconds
-between our GET and our PATCH is not detected until the next step's read.
+has no compare-and-swap, so without a claim the check is read-then-write: a human edit landing in
+the milliseconds between our GET and our PATCH is not detected until the next step's read.
+
+A store that claimed the flag (every run does) writes targeting as a JSON Patch instead, whose
+`test` operations make the write a compare-and-swap: the flag's `_version` must still be the one
+our read found, and the claim on the flag must still be ours at our lease epoch (see
+canaryctl/flags/base.py). LaunchDarkly applies a JSON Patch all or nothing, so a driver that lost
+its run to a newer one, or a human edit since our read, changes nothing: the failed `test` is
+answered 409, retried after a fresh read, and that read tells which (ClaimFenced, FlagConflict).
 
 Every accepted patch moves the environment's `_version` forward, a restore included: LaunchDarkly
 numbers versions itself, so a restore is new targeting that serves what the saved one served.
@@ -39,7 +46,14 @@ import httpx
 
 from canaryctl import retry
 from canaryctl.errors import FlagBackendError, FlagConflict, FlagMismatch, InvalidInput
-from canaryctl.flags.base import FlagClaim, FlagSnapshot, Split, integer_weights, may_take
+from canaryctl.flags.base import (
+    FlagClaim,
+    FlagSnapshot,
+    Split,
+    check_fence,
+    integer_weights,
+    may_take,
+)
 from canaryctl.retry import FLAG_RESTORE, FLAG_WRITE, Retryable, RetryPolicy
 
 __all__ = [
@@ -107,6 +121,8 @@ class LaunchDarklyFlagStore:
         self.baseline, self.canary, self.rule = baseline, canary, rule
         self._token = token
         self._sleep = sleep
+        self._fence: FlagClaim | None = None
+        """The claim this store wrote last: every write checks it is still on the flag."""
         self._client = httpx.Client(
             base_url=base_url.rstrip("/"),
             headers={"Authorization": token, "LD-API-Version": LD_API_VERSION},
@@ -250,8 +266,13 @@ class LaunchDarklyFlagStore:
             instructions, expect_version, comment, FLAG_RESTORE, check_variations=False
         )
 
-    def claim(self, claim: FlagClaim, *, take_over: bool = False) -> None:
+    def claim(self, claim: FlagClaim, *, take_over: bool = False) -> FlagClaim | None:
+        before: list[FlagClaim | None] = []
+
         def instruction(held: FlagClaim | None) -> dict[str, Any] | None:
+            before[:] = [held]
+            if held is not None and held.token == claim.token:
+                check_fence(held, claim, self._where())
             if held is not None and not may_take(held, claim, take_over=take_over):
                 raise held.refused(self._where())
             if held == claim:
@@ -266,11 +287,16 @@ class LaunchDarklyFlagStore:
             raise FlagBackendError(f"{self._where()}: the claim we wrote did not read back")
         if now.token != claim.token:
             raise now.refused(self._where())
+        check_fence(now, claim, self._where())
+        self._fence = claim
+        return before[0] if before else None
 
     def release(self, claim: FlagClaim) -> None:
+        self._fence = None
+
         def instruction(held: FlagClaim | None) -> dict[str, Any] | None:
-            if held is None or held.token != claim.token:
-                return None  # gone already, or not ours: left alone
+            if held is None or held.token != claim.token or held.epoch > claim.epoch:
+                return None  # gone already, or not ours (or a newer driver's): left alone
             return {"kind": "removeCustomProperties", **self._claim_property([held.to_json()])}
 
         comment = f"canaryctl run {claim.run_id}: release the flag"
@@ -415,6 +441,8 @@ class LaunchDarklyFlagStore:
         def attempt() -> FlagSnapshot:
             nonlocal sent
             flag = self._read(policy)
+            if self._fence is not None:
+                check_fence(self._held(flag), self._fence, self._where())
             state = self._state(flag, check_variations=check_variations)
             if state["_version"] != expect_version:
                 if sent is not None and self._serves(state, sent):
@@ -426,9 +454,18 @@ class LaunchDarklyFlagStore:
                     "overwriting"
                 )
             steps = instructions(state)
-            body = {"environmentKey": self.environment, "comment": comment, "instructions": steps}
+            if self._fence is None:
+                body: dict[str, Any] = {
+                    "environmentKey": self.environment,
+                    "comment": comment,
+                    "instructions": steps,
+                }
+                content_type = SEMANTIC_PATCH
+            else:
+                body = {"comment": comment, "patch": self._fenced_patch(flag, state, steps)}
+                content_type = "application/json"
             try:
-                response = self._send("PATCH", json=body, headers={"Content-Type": SEMANTIC_PATCH})
+                response = self._send("PATCH", json=body, headers={"Content-Type": content_type})
             except _Retry as failure:
                 sent = steps[-1] if failure.ambiguous else None
                 raise
@@ -441,6 +478,35 @@ class LaunchDarklyFlagStore:
             raise FlagBackendError(
                 f"{self._where()}: PATCH failed after {policy.attempts} attempts: {failure}"
             ) from None
+
+    def _fenced_patch(
+        self, flag: dict[str, Any], state: dict[str, Any], steps: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """`steps` (semantic instructions) as a JSON Patch that applies only to the flag as we
+        read it (its `_version`) and only while our claim is on it."""
+        assert self._fence is not None
+        env = f"/environments/{_pointer(self.environment)}"
+        ids = [v["_id"] for v in state["variations"]]
+        claim = f"/customProperties/{_pointer(self._claim_key)}/value/0"
+        ops: list[dict[str, Any]] = [
+            {"op": "test", "path": "/_version", "value": flag["_version"]},
+            {"op": "test", "path": claim, "value": self._fence.to_json()},
+        ]
+        for step in steps:
+            kind = step["kind"]
+            if kind in ("turnFlagOn", "turnFlagOff"):
+                ops.append({"op": "replace", "path": f"{env}/on", "value": kind == "turnFlagOn"})
+            elif kind == "updateFallthroughVariationOrRollout":
+                ops.append(
+                    {"op": "replace", "path": f"{env}/fallthrough", "value": _served(step, ids)}
+                )
+            else:
+                rules = flag["environments"][self.environment].get("rules") or []
+                index = next(i for i, r in enumerate(rules) if r.get("_id") == step["ruleId"])
+                rule = {k: v for k, v in rules[index].items() if k not in ("variation", "rollout")}
+                value = {**rule, **_served(step, ids)}
+                ops.append({"op": "replace", "path": f"{env}/rules/{index}", "value": value})
+        return ops
 
     def _serves(self, state: dict[str, Any], instruction: dict[str, Any]) -> bool:
         """Does the scoped target serve what `instruction` (our last, maybe-applied) set?"""
@@ -510,6 +576,28 @@ def _weights(target: dict[str, Any], ids: list[str]) -> dict[str, float]:
         vid = ids[int(entry["variation"])]
         weights[vid] = weights.get(vid, 0.0) + entry.get("weight", 0) * 100.0 / WEIGHT_SCALE
     return weights
+
+
+def _pointer(token: str) -> str:
+    """One JSON Pointer reference token (RFC 6901): `~` and `/` escaped."""
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+def _served(change: dict[str, Any], ids: list[str]) -> dict[str, Any]:
+    """The flag's own `variation` or `rollout` for a semantic change (`_as_change` reversed)."""
+    if "variationId" in change:
+        return {"variation": ids.index(change["variationId"])}
+    rollout: dict[str, Any] = {
+        "variations": [
+            {"variation": ids.index(vid), "weight": weight}
+            for vid, weight in change["rolloutWeights"].items()
+        ]
+    }
+    if "rolloutBucketBy" in change:
+        rollout["bucketBy"] = change["rolloutBucketBy"]
+    if "rolloutContextKind" in change:
+        rollout["contextKind"] = change["rolloutContextKind"]
+    return {"rollout": rollout}
 
 
 def _as_change(target: dict[str, Any], ids: list[str]) -> dict[str, Any]:

@@ -6,7 +6,14 @@ import json
 from collections.abc import Mapping, Sequence
 
 from canaryctl.errors import FlagConflict, FlagMismatch
-from canaryctl.flags.base import FlagClaim, FlagSnapshot, Split, integer_weights, may_take
+from canaryctl.flags.base import (
+    FlagClaim,
+    FlagSnapshot,
+    Split,
+    check_fence,
+    integer_weights,
+    may_take,
+)
 
 __all__ = ["MemoryFlagStore"]
 
@@ -21,6 +28,7 @@ class MemoryFlagStore:
         self._version = 1
         self.history: list[tuple[str, FlagSnapshot]] = []
         self.claimed_by: FlagClaim | None = None
+        self._fence: FlagClaim | None = None
 
     def snapshot(self) -> FlagSnapshot:
         return FlagSnapshot(self.key, self._version, json.dumps(self._state, sort_keys=True))
@@ -72,15 +80,20 @@ class MemoryFlagStore:
     def restore(self, saved: FlagSnapshot, *, expect_version: int, comment: str) -> FlagSnapshot:
         return self._write(json.loads(saved.raw), expect_version, comment)
 
-    def claim(self, claim: FlagClaim, *, take_over: bool = False) -> None:
+    def claim(self, claim: FlagClaim, *, take_over: bool = False) -> FlagClaim | None:
         held = self.claimed_by
+        if held is not None and held.token == claim.token:
+            check_fence(held, claim, f"flag '{self.key}'")
         if held is not None and not may_take(held, claim, take_over=take_over):
             raise held.refused(f"flag '{self.key}'")
-        self.claimed_by = claim
+        self.claimed_by = self._fence = claim
+        return held
 
     def release(self, claim: FlagClaim) -> None:
-        if self.claimed_by is not None and self.claimed_by.token == claim.token:
+        held = self.claimed_by
+        if held is not None and held.token == claim.token and held.epoch <= claim.epoch:
             self.claimed_by = None
+        self._fence = None
 
     def edit_by_someone_else(self, canary_weight: float) -> None:
         """Simulate a human changing the flag behind the controller's back."""
@@ -88,6 +101,8 @@ class MemoryFlagStore:
         self._version += 1
 
     def _write(self, state: dict[str, object], expect_version: int, comment: str) -> FlagSnapshot:
+        if self._fence is not None:
+            check_fence(self.claimed_by, self._fence, f"flag '{self.key}'")
         if expect_version != self._version:
             raise FlagConflict(
                 f"flag '{self.key}' is at version {self._version}, expected {expect_version}: "
