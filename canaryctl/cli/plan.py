@@ -1,0 +1,71 @@
+"""`canaryctl plan RUNBOOK --rps N`: what the runbook will decide at that traffic, before it
+runs. Thin: read, check the numbers, call canaryctl.plan, print."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from canaryctl.cli.main import output_option, wants_json
+from canaryctl.errors import InvalidInput
+from canaryctl.runbook import Rollout, load_document
+
+__all__ = ["plan"]
+
+MAX_RUNS = 10_000
+
+
+def _check(name: str, value: float, *, low: float, high: float | None = None) -> None:
+    """Exit 2 naming the option unless low < value (< high)."""
+    if not (value > low and (high is None or value < high)):
+        span = f"above {low:g}" if high is None else f"between {low:g} and {high:g}"
+        raise InvalidInput(f"{name}: {value:g} is not a number {span}")
+
+
+@click.command("plan")
+@click.argument("runbook", type=click.Path(dir_okay=False))
+@click.option("--rps", type=float, required=True, help="requests per second on the route")
+@click.option(
+    "--error-rate",
+    type=float,
+    default=0.005,
+    show_default=True,
+    help="the baseline's share of failed requests",
+)
+@click.option(
+    "--p95", type=float, default=1.0, show_default=True, help="the baseline's p95 latency, seconds"
+)
+@click.option(
+    "--runs", type=int, default=40, show_default=True, help="simulated rollouts per canary"
+)
+@click.option("--seed", type=int, default=1, show_default=True)
+@output_option
+def plan(
+    runbook: str,
+    rps: float,
+    error_rate: float,
+    p95: float,
+    runs: int,
+    seed: int,
+    output: str | None,
+) -> None:
+    """What RUNBOOK will do at --rps: for a canary equal to the baseline, 1.5x, 2x and 4x worse,
+    and at its bounds, the chance it is promoted, rolled back or paused for a human, and the
+    time each step takes to decide; simulated through the controller's own decision logic.
+    Warns when a step's hold is too short to decide at that traffic, naming one long enough."""
+    _check("--rps", rps, low=0)
+    _check("--error-rate", error_rate, low=-1e-12, high=1)
+    _check("--p95", p95, low=0)
+    if not 1 <= runs <= MAX_RUNS:
+        raise InvalidInput(f"--runs: {runs} is not between 1 and {MAX_RUNS}")
+    rollout = load_document(runbook, Rollout)
+    from canaryctl.plan import operating_characteristic  # numpy and the analysis: when run
+
+    result = operating_characteristic(
+        rollout, rps=rps, error_rate=max(error_rate, 0.0), p95=p95, runs=runs, seed=seed
+    )
+    if wants_json(output):
+        click.echo(json.dumps(result.to_dict()))
+    else:
+        click.echo(result.render())
