@@ -154,9 +154,9 @@ class Plan:
     def render(self) -> str:
         """The plan as a table for a terminal."""
         lines = [
-            f"plan for {self.runbook} at {self.rps:g} req/s (baseline {_pct(self.baseline.error_rate)}"
-            f" errors, p95 {self.baseline.p95:g}s): {self.runs} simulated rollouts per canary, "
-            f"seed {self.seed}",
+            f"plan for {self.runbook} at {self.rps:g} req/s (baseline "
+            f"{_pct(self.baseline.error_rate)} errors, p95 {self.baseline.p95:g}s): "
+            f"{self.runs} simulated rollouts per canary, seed {self.seed}",
             "",
         ]
         steps = self.cases[0].steps if self.cases else ()
@@ -171,7 +171,9 @@ class Plan:
             rows.append(row)
         widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
         for row in rows:
-            cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
+            cells = [row[0].ljust(widths[0])] + [
+                c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
+            ]
             lines.append("  ".join(cells).rstrip())
         lines += [
             "",

@@ -110,8 +110,10 @@ def simulable(slo: SloSpec) -> bool:
     if slo.metric is None or slo.paired:
         return False
     formula = SLO_METRICS[slo.metric].formula
-    return slo.metric in _RATES or isinstance(formula, Quantile) or slo.metric == (
-        "cost_per_query_usd"
+    return (
+        slo.metric in _RATES
+        or isinstance(formula, Quantile)
+        or slo.metric == ("cost_per_query_usd")
     )
 
 
@@ -189,7 +191,6 @@ def simulate(
     on_verdict: Callable[[int, float, Verdict], None] | None = None,
 ) -> RunResult:
     """One rollout of `spec` (see simulated_spec) on simulated traffic and a simulated clock."""
-    items = plan(spec)
     traffic = _Traffic(rng, rps, canary, baseline)
     state, now, event = RolloutState(), 0.0, None
     weight, counted, set_at, step = 0.0, 0.0, 0.0, -1

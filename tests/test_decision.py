@@ -1282,15 +1282,15 @@ def test_assess_uses_the_sequential_method_when_the_runbook_names_it() -> None:
     assert ledger != {}
 
 
-# -- undecided: on_inconclusive ---------------------------------------------------------------------
+# -- undecided: on_inconclusive ------------------------------------------------------------------
 
-I = Outcome.INCONCLUSIVE
+UND = Outcome.INCONCLUSIVE
 UNDECIDED = dict(inconclusive_limit=1, on_inconclusive="pause", max_wait=60)
 
 
 def test_undecided_past_the_limit_pauses_at_the_weight_instead_of_rolling_back() -> None:
     # Pause 20 s, one extension allowed: closings at 20 and 30 are undecided, the second trips.
-    d = Drive(spec([W10, {"pause": 20}, W100], **UNDECIDED), answers(*[I] * 20)).run()
+    d = Drive(spec([W10, {"pause": 20}, W100], **UNDECIDED), answers(*[UND] * 20)).run()
     # Held at 10%: analysed every interval (each one closing), no rollback, then the deadline.
     assert [a for a in d.analyses if a[0] >= 30] == [
         (30, 0, True), (40, 0, True), (50, 0, True), (60, 0, True), (70, 0, True),
@@ -1309,7 +1309,7 @@ def test_the_undecided_pause_waits_for_approval_in_the_approval_phase_and_says_w
         phase=Phase.PAUSED, item=1, weight=10, window_start=T0, hold_ends=T0 + 30,
         next_analysis=T0 + 30, closing=True, extensions=1,
     )  # fmt: skip
-    decision = tick(rollout, state, T0 + 30, Analyzed(verdict(I, "too few requests")))
+    decision = tick(rollout, state, T0 + 30, Analyzed(verdict(UND, "too few requests")))
     assert decision.state.phase is Phase.AWAITING_APPROVAL
     assert decision.state.undecided_until == T0 + 90
     assert decision.action == Wait(T0 + 40)
@@ -1322,7 +1322,9 @@ def test_the_undecided_pause_waits_for_approval_in_the_approval_phase_and_says_w
 
 def test_approving_an_undecided_step_goes_on_to_the_next_weight_and_clears_the_reason() -> None:
     d = Drive(
-        spec([W10, {"pause": 20}, W100], **UNDECIDED), answers(I, I, I, I, I), approve_at=45
+        spec([W10, {"pause": 20}, W100], **UNDECIDED),
+        answers(UND, UND, UND, UND, UND),
+        approve_at=45,
     ).run()
     sets = [entry for entry in d.log if entry[0] == "set"]
     assert sets == [("set", 10, 0), ("set", 100, 45)]
@@ -1331,16 +1333,21 @@ def test_approving_an_undecided_step_goes_on_to_the_next_weight_and_clears_the_r
 
 
 def test_aborting_an_undecided_step_rolls_back_aborted() -> None:
-    d = Drive(spec([W10, {"pause": 20}, W100], **UNDECIDED), answers(*[I] * 20), abort_at=55).run()
+    d = Drive(
+        spec([W10, {"pause": 20}, W100], **UNDECIDED), answers(*[UND] * 20), abort_at=55
+    ).run()
     assert d.log[-1] == ("rollback", "aborted", "aborted by alice", 55)
 
 
 def test_an_analysis_that_decides_during_the_pause_ends_it_without_a_human() -> None:
-    passes = Drive(spec([W10, {"pause": 20}, W100], **UNDECIDED), answers(I, I, I, I)).run()
-    assert [entry for entry in passes.log if entry[0] == "set"] == [("set", 10, 0), ("set", 100, 50)]
+    passes = Drive(spec([W10, {"pause": 20}, W100], **UNDECIDED), answers(UND, UND, UND, UND)).run()
+    assert [entry for entry in passes.log if entry[0] == "set"] == [
+        ("set", 10, 0),
+        ("set", 100, 50),
+    ]
     assert passes.finish == Finish("promoted", "")
     fails = Drive(
-        spec([W10, {"pause": 20}, W100], **UNDECIDED), answers(I, I, I, I, Outcome.FAIL)
+        spec([W10, {"pause": 20}, W100], **UNDECIDED), answers(UND, UND, UND, UND, Outcome.FAIL)
     ).run()
     assert fails.log[-1] == ("rollback", "rolled_back", "SLO failed: fail at 50", 50)
 
@@ -1384,8 +1391,13 @@ def test_a_closing_pass_whose_estimate_is_beyond_a_relative_bound_does_not_end_t
 
 def test_rollback_stays_the_default_on_undecided() -> None:
     assert spec([W10]).analysis.on_inconclusive == "rollback"
-    d = Drive(spec([W10, {"pause": 20}], inconclusive_limit=0), answers(I, I)).run()
-    assert d.log[-1] == ("rollback", "rolled_back", "inconclusive: not enough data (inconclusive at 20)", 20)
+    d = Drive(spec([W10, {"pause": 20}], inconclusive_limit=0), answers(UND, UND)).run()
+    assert d.log[-1] == (
+        "rollback",
+        "rolled_back",
+        "inconclusive: not enough data (inconclusive at 20)",
+        20,
+    )
 
 
 def test_max_wait_without_pause_is_refused_naming_the_field() -> None:

@@ -412,7 +412,7 @@ def tick(spec: RolloutSpec, state: RolloutState, now: float, event: Event | None
                 state, metrics_errors=errors, next_analysis=now + spec.analysis.interval
             )
             return _hold(spec, items, retry, now)
-        case Approved() if state.phase is Phase.AWAITING_APPROVAL and state.undecided_until is not None:
+        case Approved() if state.phase is Phase.AWAITING_APPROVAL and state.undecided_until:
             return _advance(spec, items, state, now)  # the human takes the undecided step
         case Approved() if state.phase is Phase.AWAITING_APPROVAL:
             return _hold(spec, items, _close_approval(spec, state, now), now)
