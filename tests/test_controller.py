@@ -36,6 +36,7 @@ from canaryctl.controller import (
 from canaryctl.controller.step import RolloutState, plan, tick
 from canaryctl.errors import FlagMismatch, InvalidInput, MetricsBackendError
 from canaryctl.flags import FlagSnapshot, MemoryFlagStore
+from canaryctl.flags.file import FileFlagStore
 from canaryctl.metrics import Observation, ScriptedMetricsSource, VariantStats
 from canaryctl.runbook import Rollout
 from canaryctl.runbook.rollout import SloSpec
@@ -508,6 +509,48 @@ def test_a_human_edit_during_a_long_pause_stops_the_run_at_the_next_analysis(
     ended = h.store.run(1).ended_at  # type: ignore[union-attr]
     assert ended is not None and ended <= T0 + 35 + 10  # one analysis interval, not the hour
     assert h.weights_written() == ["canary to 10%"] and h.canary_weight() == 0
+
+
+def test_a_hand_edit_of_a_file_flag_that_keeps_its_version_stops_the_run_at_the_next_analysis(
+    make: Callable[..., Harness], tmp_path: Path
+) -> None:
+    """Issue 23, point 5: a human puts a failing canary at 100% by hand, version unchanged. The
+    run stops (exit 3) at its next analysis, not tens of seconds later, and its reason keeps
+    both the edit and the failed SLO the run had already found (failure_limit 1 tolerated it)."""
+    flag_file = tmp_path / "flags.json"
+    flag = {
+        "key": "support-bot-model", "version": 3, "on": True, "variations": [BASELINE, CANARY],
+        "fallthrough": {"variation": 0}, "offVariation": 0, "salt": "s", "targets": [],
+        "rules": [],
+    }  # fmt: skip
+    flag_file.write_text(json.dumps({"flags": {"support-bot-model": flag}, "segments": {}}))
+    h = make(
+        steady(canary_error_rate=0.5),
+        steps=[{"set_weight": 10}, {"pause": 3600}, {"set_weight": 100}],
+        analysis={"interval": 10, "min_requests": 50, "method": "threshold", "failure_limit": 1},
+        hooks=False,  # the harness's hook inbox reads the flag, which is the human's now
+    )
+    h.flags = FileFlagStore(flag_file, "support-bot-model", BASELINE, CANARY)  # type: ignore[assignment]
+
+    def by_hand() -> None:
+        doc = json.loads(flag_file.read_text())
+        entry = doc["flags"]["support-bot-model"]
+        assert entry["version"] == 4  # our write of 10%
+        entry["fallthrough"] = {"variation": 1}  # everyone on the canary, version kept
+        flag_file.write_text(json.dumps(doc))
+
+    h.clock.call_at(T0 + 15, by_hand)
+    result = h.run()
+    assert (result.outcome, result.exit_code) == ("error", 3)
+    assert "was edited since our last write without changing its version (4)" in result.reason
+    assert "fallthrough changed" in result.reason
+    assert "SLO failed: " in result.reason and "error_rate" in result.reason
+    analyses = h.store.events(1, "analysis")
+    assert [a.data["outcome"] for a in analyses] == ["fail"]  # nothing judged the edited split
+    ended = h.store.run(1).ended_at  # type: ignore[union-attr]
+    assert ended is not None and ended <= T0 + 15 + 10  # within one interval of the edit
+    entry = json.loads(flag_file.read_text())["flags"]["support-bot-model"]
+    assert entry["fallthrough"] == {"variation": 1}  # the human's edit stands
 
 
 def test_ctrl_c_restores_and_exits_130(make: Callable[..., Harness]) -> None:
