@@ -91,6 +91,10 @@ class Traffic:
         """`factor` times the error rate (at most 1) and the latency; the same cost."""
         return replace(self, error_rate=min(self.error_rate * factor, 1.0), p95=self.p95 * factor)
 
+    def slower_than(self, seconds: float) -> float:
+        """The share of requests slower than `seconds`."""
+        return 1 - _normal_cdf(math.log(seconds * 2.2 / self.p95) / _SPREAD)
+
     def bucket_shares(self) -> tuple[float, ...]:
         """The share of requests in each histogram bucket (not cumulative; the last is +inf)."""
         median = self.p95 / 2.2
