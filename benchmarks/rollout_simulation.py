@@ -6,10 +6,11 @@ at the lab's 40 requests/s (runbooks/lab.yaml), baseline at the lab's gpt-4-turb
 p95 1.4 s). Cases: a healthy canary equal to the baseline; a healthy one whose p95 sits near its
 2 s bound (1.8 s: 3% of requests slower than 2 s); a bad one at 4x the baseline's error rate.
 Each method (`threshold`, `sequential`) runs the runbook as shipped; `sequential, rollback` runs
-it with `on_inconclusive: rollback`, to show what the pause is for. Prints and writes to
-benchmarks/results/rollout_simulation.json the share of rollouts promoted, rolled back and
-paused (undecided until max_wait: a human decides), with 95% Clopper-Pearson upper bounds, the
-share that asked a human at some point, and the simulated time to decide.
+it with `on_inconclusive: rollback`, to show what the pause is for, and `sequential, before` as
+it shipped before (5 minutes at 5%, `inconclusive_limit: 3`, undecided rolled back). Prints,
+and writes to benchmarks/results/rollout_simulation.json, the share of rollouts promoted,
+rolled back and paused (undecided until max_wait: a human decides), with 95% Clopper-Pearson
+upper bounds, the share that asked a human at some point, and the simulated time to decide.
 
     python benchmarks/rollout_simulation.py [--rollouts 200] [--rate 40] [--seed 1]
 """
@@ -26,7 +27,7 @@ import record
 from scipy.stats import beta
 
 from canaryctl.runbook import Rollout, load_document
-from canaryctl.runbook.rollout import RolloutSpec
+from canaryctl.runbook.rollout import RolloutSpec, Step
 from canaryctl.simulation import (
     OUTCOMES,
     Traffic,
@@ -44,12 +45,27 @@ CASES = {
     "bad": (4 * BASELINE_ERRORS, BASELINE_P95),
 }
 """The canary's error rate and p95 in each case; the baseline is the healthy one."""
-VARIANTS = {
-    "threshold": {"method": "threshold"},
-    "sequential": {"method": "sequential"},
-    "sequential, rollback": {"method": "sequential", "on_inconclusive": "rollback"},
+BEFORE_STEPS = [
+    {"set_weight": 5},
+    {"pause": 300},
+    {"set_weight": 25},
+    {"pause": 600},
+    {"set_weight": 100},
+    {"pause": 600},
+]
+"""The shipped runbook's steps before issue 23: five minutes at 5%."""
+VARIANTS: dict[str, tuple[dict[str, Any], list[dict[str, Any]] | None]] = {
+    "threshold": ({"method": "threshold"}, None),
+    "sequential": ({"method": "sequential"}, None),
+    "sequential, rollback": ({"method": "sequential", "on_inconclusive": "rollback"}, None),
+    "sequential, before": (
+        {"method": "sequential", "on_inconclusive": "rollback", "inconclusive_limit": 3},
+        BEFORE_STEPS,
+    ),
 }
-"""What each row changes in the shipped runbook's `analysis`."""
+"""What each row changes in the shipped runbook: its `analysis`, and its steps (None: as
+shipped). *rollback* undoes the pause; *before* is the runbook as it shipped before it paused
+(5 minutes at 5%, `inconclusive_limit: 3`, undecided rolled back)."""
 
 
 def upper_bound(hits: int, runs: int, confidence: float = 0.95) -> float:
@@ -57,13 +73,17 @@ def upper_bound(hits: int, runs: int, confidence: float = 0.95) -> float:
     return 1.0 if hits >= runs else float(beta.ppf(confidence, hits + 1, runs - hits))
 
 
-def variant(spec: RolloutSpec, changes: dict[str, Any]) -> RolloutSpec:
+def variant(
+    spec: RolloutSpec, changes: dict[str, Any], steps: list[dict[str, Any]] | None
+) -> RolloutSpec:
     analysis = spec.analysis.model_dump()
     analysis.update(changes)
     if analysis["on_inconclusive"] == "rollback":
         analysis["max_wait"] = None
-    checked = type(spec.analysis).model_validate(analysis)
-    return spec.model_copy(update={"analysis": checked})
+    update: dict[str, Any] = {"analysis": type(spec.analysis).model_validate(analysis)}
+    if steps is not None:
+        update["steps"] = [Step.model_validate(step) for step in steps]
+    return spec.model_copy(update=update)
 
 
 def measure(spec: RolloutSpec, args: Any, cost: float) -> dict[str, Any]:
@@ -126,8 +146,8 @@ def main() -> None:
         f"{'runbook analysis':<22}{'case':<12}{'promoted':>10}{'rolled back':>13}{'paused':>8}"
         f"{'asked':>8}{'median s':>10}{'p90 s':>8}"
     )
-    for name, changes in VARIANTS.items():
-        cases = measure(variant(spec, changes), args, cost)
+    for name, (changes, steps) in VARIANTS.items():
+        cases = measure(variant(spec, changes, steps), args, cost)
         results["methods"][name] = cases
         for case_name, case in cases.items():
             seconds = case["seconds_to_decide"]

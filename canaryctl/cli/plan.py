@@ -4,6 +4,7 @@ runs. Thin: read, check the numbers, call canaryctl.plan, print."""
 from __future__ import annotations
 
 import json
+import math
 
 import click
 
@@ -16,11 +17,17 @@ __all__ = ["plan"]
 MAX_RUNS = 10_000
 
 
-def _check(name: str, value: float, *, low: float, high: float | None = None) -> None:
-    """Exit 2 naming the option unless low < value (< high)."""
-    if not (value > low and (high is None or value < high)):
-        span = f"above {low:g}" if high is None else f"between {low:g} and {high:g}"
-        raise InvalidInput(f"{name}: {value:g} is not a number {span}")
+def _check(
+    name: str, value: float, *, at_least_zero: bool = False, below: float | None = None
+) -> None:
+    """Exit 2 naming the option unless the value is positive (or zero, `at_least_zero`) and
+    under `below`."""
+    low_ok = math.isfinite(value) and (value >= 0 if at_least_zero else value > 0)
+    if not (low_ok and (below is None or value < below)):
+        wanted = "at least 0" if at_least_zero else "above 0"
+        if below is not None:
+            wanted += f" and below {below:g}"
+        raise InvalidInput(f"{name}: {value:g} is not a number {wanted}")
 
 
 @click.command("plan")
@@ -54,16 +61,16 @@ def plan(
     and at its bounds, the chance it is promoted, rolled back or paused for a human, and the
     time each step takes to decide; simulated through the controller's own decision logic.
     Warns when a step's hold is too short to decide at that traffic, naming one long enough."""
-    _check("--rps", rps, low=0)
-    _check("--error-rate", error_rate, low=-1e-12, high=1)
-    _check("--p95", p95, low=0)
+    _check("--rps", rps)
+    _check("--error-rate", error_rate, at_least_zero=True, below=1)
+    _check("--p95", p95)
     if not 1 <= runs <= MAX_RUNS:
         raise InvalidInput(f"--runs: {runs} is not between 1 and {MAX_RUNS}")
     rollout = load_document(runbook, Rollout)
     from canaryctl.plan import operating_characteristic  # numpy and the analysis: when run
 
     result = operating_characteristic(
-        rollout, rps=rps, error_rate=max(error_rate, 0.0), p95=p95, runs=runs, seed=seed
+        rollout, rps=rps, error_rate=error_rate, p95=p95, runs=runs, seed=seed
     )
     if wants_json(output):
         click.echo(json.dumps(result.to_dict()))
