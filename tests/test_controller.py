@@ -38,7 +38,9 @@ from canaryctl.errors import FlagMismatch, InvalidInput, MetricsBackendError
 from canaryctl.flags import FlagSnapshot, MemoryFlagStore
 from canaryctl.flags.file import FileFlagStore
 from canaryctl.metrics import Observation, ScriptedMetricsSource, VariantStats
+from canaryctl.notify import WebhookNotifier
 from canaryctl.runbook import Rollout
+from canaryctl.runbook.notify import NotifyWebhookSpec
 from canaryctl.runbook.rollout import SloSpec
 
 T0 = 1_700_000_000.0
@@ -509,6 +511,69 @@ def test_a_human_edit_during_a_long_pause_stops_the_run_at_the_next_analysis(
     ended = h.store.run(1).ended_at  # type: ignore[union-attr]
     assert ended is not None and ended <= T0 + 35 + 10  # one analysis interval, not the hour
     assert h.weights_written() == ["canary to 10%"] and h.canary_weight() == 0
+
+
+UNDECIDED_STEPS = [{"set_weight": 10}, {"pause": 20}, {"set_weight": 100}]
+UNDECIDED_ANALYSIS = {
+    "interval": 10,
+    "min_requests": 50,
+    "method": "threshold",
+    "inconclusive_limit": 1,
+    "on_inconclusive": "pause",
+    "max_wait": 60,
+}
+
+
+def data_from(at: float) -> Script:
+    """No requests before `at`, then steady healthy traffic."""
+    return lambda since, now: no_data(since, now) if now < at else steady()(since, now)
+
+
+def test_an_undecided_step_pauses_notifies_and_goes_on_when_approved(
+    make: Callable[..., Harness],
+) -> None:
+    # No data at 10%: closings at 20 and 30 are undecided, the second past the limit: pause.
+    h = make(data_from(T0 + 50), steps=UNDECIDED_STEPS, analysis=UNDECIDED_ANALYSIS, hooks=False)
+    bodies: list[dict[str, Any]] = []
+
+    def inbox(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.content))
+        return httpx.Response(204)
+
+    notifier = WebhookNotifier(
+        NotifyWebhookSpec(url="http://hooks.test/x"),
+        client=httpx.Client(transport=httpx.MockTransport(inbox)),
+    )
+    screen = io.StringIO()
+    h.other_terminal("approve", at=T0 + 45)
+    view = LiveView(Console(file=screen, width=200))
+    result = h.runner(observers=(notifier, view)).run()
+    notifier.close(grace=30)
+    assert result.outcome == "promoted"
+    assert h.weights_written() == ["canary to 10%", "canary to 100%", "promote"]
+    phases = [(e.data["to"], e.data["reason"]) for e in h.store.events(1, "phase")]
+    paused = [reason for to, reason in phases if to == "awaiting_approval"]
+    assert len(paused) == 1 and paused[0].startswith("undecided at 10% after 1 extensions")
+    assert "max_wait (60s)" in paused[0]
+    [sent] = [b for b in bodies if b["event"] == "paused"]
+    assert sent["weight"] == 10 and sent["reason"] == paused[0]
+    assert "is paused at 10% waiting for approve or abort" in sent["text"]
+    shown = screen.getvalue()
+    assert "canaryctl rollout approve 1" in shown and "canaryctl rollout abort 1" in shown
+
+
+def test_an_undecided_step_nobody_answers_rolls_back_at_max_wait(
+    make: Callable[..., Harness],
+) -> None:
+    h = make(no_data, steps=UNDECIDED_STEPS, analysis=UNDECIDED_ANALYSIS, hooks=False)
+    result = h.run()
+    assert (result.outcome, result.exit_code) == ("rolled_back", 1)
+    assert result.reason.startswith(
+        "inconclusive: still undecided after max_wait (60s) at 10%, neither approved nor aborted"
+    )
+    assert h.restored()
+    ended = h.store.run(1).ended_at  # type: ignore[union-attr]
+    assert ended == T0 + 30 + 60  # paused at the second closing, rolled back at its deadline
 
 
 def test_a_hand_edit_of_a_file_flag_that_keeps_its_version_stops_the_run_at_the_next_analysis(
