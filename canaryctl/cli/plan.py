@@ -44,7 +44,7 @@ def _check(
     "--p95", type=float, default=1.0, show_default=True, help="the baseline's p95 latency, seconds"
 )
 @click.option(
-    "--runs", type=int, default=40, show_default=True, help="simulated rollouts per canary"
+    "--runs", type=int, default=30, show_default=True, help="simulated rollouts per canary"
 )
 @click.option("--seed", type=int, default=1, show_default=True)
 @output_option
