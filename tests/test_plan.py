@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -211,3 +213,13 @@ def test_a_runbook_that_is_not_one_exits_2(tmp_path: Path) -> None:
     assert missing.exit_code == 2 and "none.yaml" in missing.output
     guard = CliRunner().invoke(main, ["plan", str(ROOT / "runbooks/lab.yaml"), "--rps", "5"])
     assert guard.exit_code == 2 and "Traceback" not in guard.output
+
+
+def test_the_command_in_docs_plan_md_runs_as_written() -> None:
+    text = (ROOT / "docs" / "plan.md").read_text()
+    block = re.search(r"```bash\n(?:#.*\n)*(canaryctl plan [^\n]+)\n```", text)
+    assert block is not None
+    args = shlex.split(block[1])[1:]
+    result = CliRunner().invoke(main, [*args, "--runs", "4"])  # the last --runs wins: lean
+    assert result.exit_code == 0, result.output
+    assert "equal to the baseline" in result.output and "p95 at the bound (2s)" in result.output
