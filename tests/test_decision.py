@@ -1403,3 +1403,26 @@ def test_rollback_stays_the_default_on_undecided() -> None:
 def test_max_wait_without_pause_is_refused_naming_the_field() -> None:
     with pytest.raises(ValueError, match="max_wait applies only to on_inconclusive: pause"):
         spec([W10], max_wait=60)
+
+
+def test_the_reason_at_max_wait_says_a_tolerated_failure_or_that_nothing_was_judged() -> None:
+    tolerated = Drive(
+        spec([W10, {"pause": 20}, W100], **{**UNDECIDED, "failure_limit": 99}),
+        answers(*[UND] * 8, Outcome.FAIL),
+    ).run()
+    assert tolerated.log[-1] == (
+        "rollback",
+        "rolled_back",
+        "inconclusive: still undecided after max_wait (60s) at 10%, neither approved nor "
+        "aborted (a tolerated failure: fail at 90)",
+        90,
+    )
+    rollout = spec([W10, {"pause": 20}], inconclusive_limit=0)
+    state = RolloutState(
+        phase=Phase.PAUSED, item=1, weight=10, window_start=T0, hold_ends=T0 + 20,
+        next_analysis=T0 + 20, closing=True,
+    )  # fmt: skip
+    nothing = tick(rollout, state, T0 + 20, Analyzed(Verdict.of((), T0, T0 + 20)))
+    assert nothing.action == Rollback(
+        "rolled_back", "inconclusive: not enough data (no check could be judged)"
+    )
