@@ -562,6 +562,33 @@ def test_an_undecided_step_pauses_notifies_and_goes_on_when_approved(
     assert "canaryctl rollout approve 1" in shown and "canaryctl rollout abort 1" in shown
 
 
+def test_the_cli_shows_an_undecided_pause_and_approves_it(make: Callable[..., Harness]) -> None:
+    """While the run waits, another terminal's `rollout status` shows why, and `rollout
+    approve` (which accepts only a run awaiting approval) lets it go on."""
+    from click.testing import CliRunner
+
+    from canaryctl.cli import main as cli
+
+    h = make(data_from(T0 + 50), steps=UNDECIDED_STEPS, analysis=UNDECIDED_ANALYSIS, hooks=False)
+    seen: dict[str, str] = {}
+
+    class OtherTerminal(RolloutObserver):
+        def on_phase(self, run_id: int, phase: Phase, reason: str) -> None:
+            if phase is Phase.AWAITING_APPROVAL and not seen:
+                state = ["--state", str(h.state_path)]
+                status = CliRunner().invoke(cli, ["rollout", "status", "1", *state, "-o", "text"])
+                approve = CliRunner().invoke(cli, ["rollout", "approve", "1", *state])
+                seen.update(status=status.output, approve=f"{approve.exit_code} {approve.output}")
+
+    result = h.runner(observers=(OtherTerminal(),)).run()
+    assert result.outcome == "promoted"
+    assert "awaiting_approval" in seen["status"]
+    assert "reason: undecided at 10% after 1 extensions" in seen["status"]
+    assert seen["approve"].startswith("0 ")
+    [request] = h.store.events(1, "request")
+    assert request.data["kind"] == "approve" and request.at < T0 + 50  # before data could decide
+
+
 def test_an_undecided_step_nobody_answers_rolls_back_at_max_wait(
     make: Callable[..., Harness],
 ) -> None:
