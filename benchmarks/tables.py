@@ -199,7 +199,7 @@ def rollout_simulation(data: dict[str, Any]) -> str:
         [
             method,
             _case(name, case, r["baseline_error_rate"]),
-            pct(case["promoted"]),
+            f"{pct(case['promoted'])} (≤ {pct(case['promoted_upper_95'])})",
             f"{pct(case['rolled_back'])} (≤ {pct(case['rolled_back_upper_95'])})",
             pct(case["paused"]),
             pct(case["asked_a_human"]),
@@ -212,7 +212,7 @@ def rollout_simulation(data: dict[str, Any]) -> str:
     head = [
         "analysis",
         "case",
-        "promoted",
+        "promoted (95% upper bound)",
         "rolled back (95% upper bound)",
         "paused until max_wait",
         "asked a human",
@@ -225,7 +225,9 @@ def rollout_simulation(data: dict[str, Any]) -> str:
         f"at {num(r['requests_per_second'])} requests/s; as shipped: `inconclusive_limit: "
         f"{analysis['inconclusive_limit']}`, `on_inconclusive: {analysis['on_inconclusive']}`, "
         f"`max_wait: {num(analysis['max_wait'] / 60)}m`. *rollback* is the same runbook with "
-        "`on_inconclusive: rollback`."
+        "`on_inconclusive: rollback`; *before* is the runbook as it shipped before (5 minutes at "
+        "5%, `inconclusive_limit: 3`, undecided rolled back), run by today's tick. Upper bounds: "
+        "one-sided Clopper-Pearson."
     )
 
 
