@@ -10,6 +10,7 @@ import click
 
 from canaryctl.cli.main import output_option, wants_json
 from canaryctl.errors import InvalidInput
+from canaryctl.plan import operating_characteristic
 from canaryctl.runbook import Rollout, load_document
 
 __all__ = ["plan"]
@@ -57,18 +58,18 @@ def plan(
     seed: int,
     output: str | None,
 ) -> None:
-    """What RUNBOOK will do at --rps: for a canary equal to the baseline, 1.5x, 2x and 4x worse,
-    and at its bounds, the chance it is promoted, rolled back or paused for a human, and the
-    time each step takes to decide; simulated through the controller's own decision logic.
-    Warns when a step's hold is too short to decide at that traffic, naming one long enough."""
+    """What a runbook will do at a given traffic: chances to promote, roll back, pause.
+
+    For a canary equal to the baseline, 1.5x, 2x and 4x worse, and at its bounds: the chance
+    RUNBOOK promotes it, rolls it back or pauses for a human at --rps, and the time each step
+    takes to decide, simulated through the controller's own decision logic. Warns when a step's
+    hold is too short to decide at that traffic, naming one long enough (docs/plan.md)."""
     _check("--rps", rps)
     _check("--error-rate", error_rate, at_least_zero=True, below=1)
     _check("--p95", p95)
     if not 1 <= runs <= MAX_RUNS:
         raise InvalidInput(f"--runs: {runs} is not between 1 and {MAX_RUNS}")
     rollout = load_document(runbook, Rollout)
-    from canaryctl.plan import operating_characteristic  # numpy and the analysis: when run
-
     result = operating_characteristic(
         rollout, rps=rps, error_rate=error_rate, p95=p95, runs=runs, seed=seed
     )
