@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -61,9 +60,12 @@ __all__ = [
     "OUTCOMES",
     "RunResult",
     "Traffic",
+    "cost_per_query",
+    "holds",
     "simulable",
     "simulate",
     "simulated_spec",
+    "summary",
 ]
 
 OUTCOMES = ("promoted", "rolled_back", "paused")
@@ -86,10 +88,6 @@ class Traffic:
     error_rate: float
     p95: float
     cost: float = 0.001
-
-    def worse(self, factor: float) -> Traffic:
-        """`factor` times the error rate (at most 1) and the latency; the same cost."""
-        return replace(self, error_rate=min(self.error_rate * factor, 1.0), p95=self.p95 * factor)
 
     def slower_than(self, seconds: float) -> float:
         """The share of requests slower than `seconds`."""
@@ -191,8 +189,6 @@ def simulate(
     rps: float,
     canary: Traffic,
     baseline: Traffic,
-    *,
-    on_verdict: Callable[[int, float, Verdict], None] | None = None,
 ) -> RunResult:
     """One rollout of `spec` (see simulated_spec) on simulated traffic and a simulated clock."""
     traffic = _Traffic(rng, rps, canary, baseline)
@@ -237,8 +233,6 @@ def simulate(
                 decided = verdict.outcome is Outcome.PASS and not verdict.not_shown_within
                 if decided and first_pass.get(step, 0.0) is None:
                     first_pass[step] = now - set_at
-                if on_verdict is not None:
-                    on_verdict(step, now - set_at, verdict)
                 event = Analyzed(verdict, ledger)
             case SetShadow():
                 event = ShadowSet(at=now)

@@ -223,3 +223,11 @@ def test_the_command_in_docs_plan_md_runs_as_written() -> None:
     result = CliRunner().invoke(main, [*args, "--runs", "4"])  # the last --runs wins: lean
     assert result.exit_code == 0, result.output
     assert "equal to the baseline" in result.output and "p95 at the bound (2s)" in result.output
+
+
+def test_the_traffic_model_puts_the_p95_where_it_is_told() -> None:
+    model = Traffic(0.01, 1.4)
+    assert model.slower_than(1.4) == pytest.approx(0.05)
+    assert model.slower_than(1.4 / 2.2) == pytest.approx(0.5)  # the median
+    shares = model.bucket_shares()
+    assert sum(shares) == pytest.approx(1.0) and min(shares) >= 0
