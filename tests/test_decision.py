@@ -1309,15 +1309,24 @@ def test_the_undecided_pause_waits_for_approval_in_the_approval_phase_and_says_w
         phase=Phase.PAUSED, item=1, weight=10, window_start=T0, hold_ends=T0 + 30,
         next_analysis=T0 + 30, closing=True, extensions=1,
     )  # fmt: skip
-    decision = tick(rollout, state, T0 + 30, Analyzed(verdict(UND, "too few requests")))
-    assert decision.state.phase is Phase.AWAITING_APPROVAL
-    assert decision.state.undecided_until == T0 + 90
-    assert decision.action == Wait(T0 + 40)
-    assert decision.state.reason == (
+    decision = tick(rollout, state, T0 + 31, Analyzed(verdict(UND, "too few requests")))
+    reason = (
         "undecided at 10% after 1 extensions (not enough data (too few requests)); approve to "
         "go on, abort to roll back; rolls back after max_wait (60s) unless an analysis decides "
         "first"
     )
+    assert decision == Decision(
+        replace(
+            state, phase=Phase.AWAITING_APPROVAL, undecided_until=T0 + 91, reason=reason,
+            next_analysis=T0 + 41, extensions=2,
+        ),
+        Wait(T0 + 41),
+    )  # fmt: skip
+    # Its analyses are closing ones: the hold is over.
+    due = tick(rollout, decision.state, T0 + 41, None)
+    assert due == Decision(replace(decision.state, closing=True), Analyze(T0, True))
+    waiting = tick(rollout, due.state, T0 + 42, Analyzed(verdict(UND)))
+    assert waiting == Decision(replace(due.state, next_analysis=T0 + 52), Wait(T0 + 52))
 
 
 def test_approving_an_undecided_step_goes_on_to_the_next_weight_and_clears_the_reason() -> None:
@@ -1369,7 +1378,10 @@ def _not_shown_within() -> Verdict:
     evidence = Evidence("rate ratio", 1.0, 20.0, 2.5, 0.5, 9.0, 40, within=False)
     check = Check("error_rate vs baseline", "error_rate", Outcome.PASS, "no evidence the "
                   "canary is worse", 0.02, 0.005, 0.01, 700, 13000, evidence)  # fmt: skip
-    return Verdict(Outcome.PASS, (check,), T0, T0)
+    within = replace(evidence, within=True)
+    fine = replace(check, slo="latency vs baseline", metric="latency_p95_seconds", evidence=within)
+    cost = replace(check, slo="cost vs baseline", metric="cost_per_query_usd")
+    return Verdict(Outcome.PASS, (check, fine, cost), T0, T0)
 
 
 def test_a_closing_pass_whose_estimate_is_beyond_a_relative_bound_does_not_end_the_step() -> None:
@@ -1382,7 +1394,7 @@ def test_a_closing_pass_whose_estimate_is_beyond_a_relative_bound_does_not_end_t
     assert decision.action == Rollback(
         "rolled_back",
         "inconclusive: not shown within the bound: the estimate is beyond the bound of "
-        "error_rate vs baseline",
+        "error_rate vs baseline, cost vs baseline",
     )
     # Mid-hold, the same verdict is no reason to do anything.
     early = tick(rollout, replace(state, closing=False), T0 + 10, Analyzed(_not_shown_within()))

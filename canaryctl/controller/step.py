@@ -585,15 +585,13 @@ def _analyzed(
                 f"inconclusive: still undecided after max_wait ({analysis.pause_limit:g}s) at "
                 f"{state.weight:g}%, neither approved nor aborted ({_undecided(verdict)})",
             )
-        waiting = replace(
-            state, next_analysis=min(now + analysis.interval, state.undecided_until), closing=False
-        )
-        return _hold(spec, items, waiting, now)
+        waiting = replace(state, next_analysis=min(now + analysis.interval, state.undecided_until))
+        return Decision(waiting, Wait(waiting.next_analysis))
     if verdict.outcome is not Outcome.FAIL:
         state = replace(state, extensions=state.extensions + 1)
         if state.extensions > analysis.inconclusive_limit:
             if analysis.on_inconclusive == "pause":
-                return _pause_undecided(spec, items, state, now, verdict)
+                return _pause_undecided(spec, state, now, verdict)
             return _rollback(state, "rolled_back", f"inconclusive: {_undecided(verdict)}")
     extended_to = now + analysis.interval
     extended = replace(state, hold_ends=extended_to, next_analysis=extended_to, closing=False)
@@ -601,14 +599,11 @@ def _analyzed(
 
 
 def _pause_undecided(
-    spec: RolloutSpec,
-    items: tuple[PlanItem, ...],
-    state: RolloutState,
-    now: float,
-    verdict: Verdict,
+    spec: RolloutSpec, state: RolloutState, now: float, verdict: Verdict
 ) -> Decision:
     """Hold the weight and wait for a human (or a decisive analysis) until `max_wait`: a
-    canary that the traffic could not judge in time is not thereby a bad one."""
+    canary that the traffic could not judge in time is not thereby a bad one. The hold is
+    over already (`hold_ends` passed), so every analysis from now on is a closing one."""
     analysis = spec.analysis
     until = now + analysis.pause_limit
     reason = (
@@ -621,11 +616,9 @@ def _pause_undecided(
         phase=Phase.AWAITING_APPROVAL,
         undecided_until=until,
         reason=reason,
-        hold_ends=now,
         next_analysis=min(now + analysis.interval, until),
-        closing=False,
     )
-    return _hold(spec, items, paused, now)
+    return Decision(paused, Wait(paused.next_analysis))
 
 
 def _undecided(verdict: Verdict) -> str:
