@@ -525,8 +525,15 @@ UNDECIDED_ANALYSIS = {
 
 
 def data_from(at: float) -> Script:
-    """No requests before `at`, then steady healthy traffic."""
-    return lambda since, now: no_data(since, now) if now < at else steady()(since, now)
+    """Before `at` only the baseline has requests (the canary none: undecided), then both do,
+    healthy. The baseline's window is what a relative SLO at 100% is judged against."""
+
+    def script(since: float, now: float) -> Observation:
+        if now >= at:
+            return steady()(since, now)
+        return Observation(since, now, {BASELINE: stats(10.0 * (now - since), 0.0)})
+
+    return script
 
 
 def test_an_undecided_step_pauses_notifies_and_goes_on_when_approved(
