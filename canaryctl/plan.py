@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from canaryctl.controller.step import WeightItem, plan
+from canaryctl.errors import InvalidInput
 from canaryctl.runbook.rollout import Rollout, RolloutSpec
 from canaryctl.simulation import (
     OUTCOMES,
@@ -110,7 +111,10 @@ class HoldWarning:
             f"{self.decided_in_hold:.0%} of rollouts"
         )
         if self.needed is None:
-            return f"{head}, and not within {_duration(PROBE_WAIT)} in {1 - DECIDED_SHARE:.0%}"
+            return (
+                f"{head}, and more than {1 - DECIDED_SHARE:.0%} are still undecided after "
+                f"{_duration(PROBE_WAIT)}: no hold is long enough at this traffic"
+            )
         return (
             f"{head}; a hold of {_duration(self.needed)} would be long enough "
             f"({DECIDED_SHARE:.0%} decided)"
@@ -238,6 +242,11 @@ def operating_characteristic(
     """Simulate `runs` rollouts of `rollout` per canary at `rps` requests per second."""
     started = time.perf_counter()
     spec, not_simulated = simulated_spec(rollout.spec)
+    if not spec.slos:
+        raise InvalidInput(
+            f"{rollout.metadata.name}: none of its SLOs ({', '.join(not_simulated)}) is on a "
+            "metric the plan simulates (error rates, latency percentiles, cost per query)"
+        )
     baseline = Traffic(error_rate, p95, cost_per_query(rollout.spec))
     rng = np.random.default_rng(seed)
     results = []

@@ -231,3 +231,16 @@ def test_the_traffic_model_puts_the_p95_where_it_is_told() -> None:
     assert model.slower_than(1.4 / 2.2) == pytest.approx(0.5)  # the median
     shares = model.bucket_shares()
     assert sum(shares) == pytest.approx(1.0) and min(shares) >= 0
+
+
+def test_a_runbook_with_nothing_the_plan_simulates_exits_2_naming_its_slos(tmp_path: Path) -> None:
+    path = tmp_path / "quality.yaml"
+    doc = rollout([{"set_weight": 50}], [{"metric": "quality_score", "min": 0.5}]).model_dump(
+        mode="json", exclude_none=True, by_alias=True
+    )
+    path.write_text(yaml.safe_dump(doc))
+    result = CliRunner().invoke(main, ["plan", str(path), "--rps", "5"])
+    assert result.exit_code == 2
+    assert "none of its SLOs (quality_score >= 0.5) is on a metric the plan simulates" in (
+        result.output
+    )
