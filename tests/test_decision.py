@@ -1438,3 +1438,16 @@ def test_the_reason_at_max_wait_says_a_tolerated_failure_or_that_nothing_was_jud
     assert nothing.action == Rollback(
         "rolled_back", "inconclusive: not enough data (no check could be judged)"
     )
+
+
+def test_approving_an_undecided_pause_starts_the_next_pause_then() -> None:
+    d = Drive(
+        spec([W10, {"pause": 20}, {"pause": 30}, W100], **UNDECIDED),
+        answers(*[UND] * 4),
+        approve_at=45,
+    ).run()
+    # The next pause runs 30 s from the approval: analyses at 55 and 65, closing at 75.
+    assert [a for a in d.analyses if 45 < a[0] <= 75] == [
+        (55, 0, False), (65, 0, False), (75, 0, True),
+    ]  # fmt: skip
+    assert d.finish == Finish("promoted", "")
