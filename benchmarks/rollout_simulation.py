@@ -1,226 +1,160 @@
-"""How fast the pure decision core runs, and how it decides, on simulated traffic.
+"""How the shipped runbook decides on simulated traffic, and how fast the decision core runs.
 
-Drives `tick` and `assess` (no I/O, no sleeping) through many rollouts of the shipped runbook
-shape: a healthy canary and one with a 4x error rate, judged by each analysis method. Prints
-rollouts per second, the share of rollouts each case ends in each outcome, and the median
-simulated time to decide; writes them to benchmarks/results/rollout_simulation.json.
+Drives the controller's own `tick` and `assess` through canaryctl/simulation.py (the code behind
+`canaryctl plan`; no I/O, no sleeping) over many rollouts of runbooks/support-bot-gpt4o-mini.yaml
+at the lab's 40 requests/s (runbooks/lab.yaml), baseline at the lab's gpt-4-turbo (0.5% errors,
+p95 1.4 s). Cases: a healthy canary equal to the baseline; a healthy one whose p95 sits near its
+2 s bound (1.8 s: 3% of requests slower than 2 s); a bad one at 4x the baseline's error rate.
+Each method (`threshold`, `sequential`) runs the runbook as shipped; `sequential, rollback` runs
+it with `on_inconclusive: rollback`, to show what the pause is for, and `sequential, before` as
+it shipped before (5 minutes at 5%, `inconclusive_limit: 3`, undecided rolled back). Prints,
+and writes to benchmarks/results/rollout_simulation.json, the share of rollouts promoted,
+rolled back and paused (undecided until max_wait: a human decides), with 95% Clopper-Pearson
+upper bounds, the share that asked a human at some point, and the simulated time to decide.
 
-    python benchmarks/rollout_simulation.py [--rollouts 2000] [--rate 50] [--seed 1]
-        [--methods threshold,sequential]
+    python benchmarks/rollout_simulation.py [--rollouts 200] [--rate 40] [--seed 1]
 """
 
 from __future__ import annotations
 
 import argparse
-import random
-import statistics
 import time
-from collections import Counter
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import record
+from scipy.stats import beta
 
-from canaryctl.analysis import assess
-from canaryctl.controller.step import (
-    Analyze,
-    Analyzed,
-    Finish,
-    Promote,
-    Promoted,
-    Rollback,
-    RolledBack,
-    RolloutState,
-    SetWeight,
-    Wait,
-    WeightSet,
-    tick,
+from canaryctl.runbook import Rollout, load_document
+from canaryctl.runbook.rollout import RolloutSpec, Step
+from canaryctl.simulation import (
+    OUTCOMES,
+    Traffic,
+    cost_per_query,
+    simulate,
+    simulated_spec,
+    summary,
 )
-from canaryctl.metrics import Observation, VariantStats
-from canaryctl.runbook import Rollout
 
-LATENCY_SHARES = (0.1, 0.3, 0.3, 0.2, 0.09, 0.007, 0.002, 0.001, 0.0)
-"""Share of requests per bucket: 1% slower than 2 s, so p95 is near 1.6 s, within its 2 s bound."""
-NEAR_BOUND_SHARES = (0.1, 0.3, 0.3, 0.15, 0.12, 0.02, 0.005, 0.005, 0.0)
-"""3% slower than 2 s: p95 near 1.8 s, healthy but close to its 2 s bound."""
+RUNBOOK = Path(__file__).resolve().parent.parent / "runbooks" / "support-bot-gpt4o-mini.yaml"
+BASELINE_ERRORS, BASELINE_P95 = 0.005, 1.4
 CASES = {
-    "healthy": (0.005, LATENCY_SHARES),
-    "bad": (0.02, LATENCY_SHARES),
-    "near-bound": (0.005, NEAR_BOUND_SHARES),
+    "healthy": (BASELINE_ERRORS, BASELINE_P95),
+    "near-bound": (BASELINE_ERRORS, 1.8),
+    "bad": (4 * BASELINE_ERRORS, BASELINE_P95),
 }
-"""The canary's error rate and latency in each case; the baseline is the healthy one."""
-BUCKETS = (0.25, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 5.0, float("inf"))
+"""The canary's error rate and p95 in each case; the baseline is the healthy one."""
+BEFORE_STEPS = [
+    {"set_weight": 5},
+    {"pause": 300},
+    {"set_weight": 25},
+    {"pause": 600},
+    {"set_weight": 100},
+    {"pause": 600},
+]
+"""The shipped runbook's steps before issue 23: five minutes at 5%."""
+VARIANTS: dict[str, tuple[dict[str, Any], list[dict[str, Any]] | None]] = {
+    "threshold": ({"method": "threshold"}, None),
+    "sequential": ({"method": "sequential"}, None),
+    "sequential, rollback": ({"method": "sequential", "on_inconclusive": "rollback"}, None),
+    "sequential, before": (
+        {"method": "sequential", "on_inconclusive": "rollback", "inconclusive_limit": 3},
+        BEFORE_STEPS,
+    ),
+}
+"""What each row changes in the shipped runbook: its `analysis`, and its steps (None: as
+shipped). *rollback* undoes the pause; *before* is the runbook as it shipped before it paused
+(5 minutes at 5%, `inconclusive_limit: 3`, undecided rolled back)."""
 
 
-def runbook(method: str) -> Rollout:
-    return Rollout.model_validate(
-        {
-            "kind": "Rollout",
-            "metadata": {"name": "simulated"},
-            "spec": {
-                "flag": {
-                    "provider": "file",
-                    "path": "/dev/null",
-                    "key": "k",
-                    "baseline": "base",
-                    "canary": "cand",
-                },
-                "metrics": {"provider": "scrape", "targets": ["http://127.0.0.1:1/metrics"]},
-                "slos": [
-                    {"metric": "error_rate", "max": 0.03},
-                    {"metric": "error_rate", "compare": "baseline", "max_increase": 0.01},
-                    {"metric": "latency_p95_seconds", "max": 2.0},
-                ],
-                "analysis": {"interval": "30s", "min_requests": 200, "method": method},
-                "steps": [
-                    {"set_weight": 5},
-                    {"pause": "5m"},
-                    {"set_weight": 25},
-                    {"pause": "10m"},
-                    {"set_weight": 100},
-                    {"pause": "10m"},
-                ],
-            },
-        }
-    )
+def upper_bound(hits: int, runs: int, confidence: float = 0.95) -> float:
+    """One-sided Clopper-Pearson upper bound on a share seen `hits` times in `runs`."""
+    return 1.0 if hits >= runs else float(beta.ppf(confidence, hits + 1, runs - hits))
 
 
-def _around(rng: random.Random, n: float, p: float) -> float:
-    """A binomial count by its normal approximation: the simulation must stay cheap at high
-    request counts."""
-    return max(0.0, round(rng.gauss(n * p, (n * p * (1 - p)) ** 0.5)))
+def variant(
+    spec: RolloutSpec, changes: dict[str, Any], steps: list[dict[str, Any]] | None
+) -> RolloutSpec:
+    analysis = spec.analysis.model_dump()
+    analysis.update(changes)
+    if analysis["on_inconclusive"] == "rollback":
+        analysis["max_wait"] = None
+    update: dict[str, Any] = {"analysis": type(spec.analysis).model_validate(analysis)}
+    if steps is not None:
+        update["steps"] = [Step.model_validate(step) for step in steps]
+    return spec.model_copy(update=update)
 
 
-def stats(
-    rng: random.Random, requests: int, error_rate: float, shares: tuple[float, ...]
-) -> VariantStats:
-    errors = min(requests, _around(rng, requests, error_rate))
-    cumulative, counts = [], 0.0
-    for share in shares:
-        counts += _around(rng, requests, share)
-        cumulative.append(counts)
-    return VariantStats(
-        requests=requests,
-        errors=errors,
-        latency_buckets=tuple(zip(BUCKETS, cumulative, strict=True)),
-    )
-
-
-def _plus(total: VariantStats, more: VariantStats) -> VariantStats:
-    buckets = tuple(
-        (edge, a + b)
-        for (edge, a), (_, b) in zip(
-            total.latency_buckets or tuple((e, 0.0) for e in BUCKETS),
-            more.latency_buckets,
-            strict=True,
-        )
-    )
-    return VariantStats(
-        requests=total.requests + more.requests,
-        errors=total.errors + more.errors,
-        latency_buckets=buckets,
-    )
-
-
-def simulate(
-    rollout: Rollout, rng: random.Random, rate: float, canary: tuple[float, tuple[float, ...]]
-) -> tuple[str, float]:
-    """One rollout on a simulated clock; returns (outcome, simulated seconds).
-
-    The counts of a step's window only grow: each analysis adds what arrived since the last one,
-    as a gateway's counters do."""
-    spec = rollout.spec
-    state, now, event = RolloutState(), 0.0, None
-    weight, since, counted = 0.0, 0.0, 0.0
-    window = {"cand": VariantStats(), "base": VariantStats()}
-    while True:
-        decision = tick(spec, state, now, event)
-        state, action, event = decision.state, decision.action, None
-        match action:
-            case SetWeight(percent=percent):
-                weight, since, counted = percent, now, now
-                window = {"cand": VariantStats(), "base": VariantStats()}
-                event = WeightSet(at=now)
-            case Wait(until=until):
-                now = until if until is not None else now
-            case Analyze(since=start):
-                seconds, counted = now - counted, now
-                canary_n = max(int(rng.gauss(rate * seconds * weight / 100, 1) // 1), 0)
-                base_n = int(rate * seconds * (100 - weight) / 100)
-                window = {
-                    "cand": _plus(window["cand"], stats(rng, canary_n, *canary)),
-                    "base": _plus(window["base"], stats(rng, base_n, *CASES["healthy"])),
-                }
-                observation = Observation(start, now, window)
-                verdict, ledger = assess(
-                    spec.slos,
-                    spec.analysis,
-                    observation,
-                    state.ledger,
-                    baseline="base",
-                    canary="cand",
-                    baseline_served=weight < 100,
-                )
-                event = Analyzed(verdict, ledger)
-            case Promote():
-                event = Promoted()
-            case Rollback():
-                event = RolledBack()
-            case Finish(outcome=outcome):
-                return outcome, now - since if outcome != "promoted" else now
-
-
-def measure(method: str, args: Any) -> dict[str, Any]:
-    rollout, rng = runbook(method), random.Random(args.seed)
+def measure(spec: RolloutSpec, args: Any, cost: float) -> dict[str, Any]:
+    rng = np.random.default_rng(args.seed)
+    baseline = Traffic(BASELINE_ERRORS, BASELINE_P95, cost)
     cases = {}
-    for name, canary in CASES.items():
-        outcomes: Counter[str] = Counter()
-        durations = []
+    for name, (errors, p95) in CASES.items():
+        canary = Traffic(errors, p95, cost)
         started = time.perf_counter()
-        for _ in range(args.rollouts):
-            outcome, seconds = simulate(rollout, rng, args.rate, canary)
-            outcomes[outcome] += 1
-            durations.append(seconds)
+        runs = [simulate(spec, rng, args.rate, canary, baseline) for _ in range(args.rollouts)]
         elapsed = time.perf_counter() - started
+        counts = {outcome: sum(r.outcome == outcome for r in runs) for outcome in OUTCOMES}
         cases[name] = {
-            "canary_error_rate": canary[0],
-            "canary_slower_than_2s": 1 - sum(canary[1][:5]),
+            "canary_error_rate": errors,
+            "canary_p95_seconds": p95,
+            "canary_slower_than_2s": canary.slower_than(2.0),
             "rollouts_per_second": args.rollouts / elapsed,
-            "promoted": outcomes["promoted"] / args.rollouts,
-            "rolled_back": outcomes["rolled_back"] / args.rollouts,
-            "median_seconds_to_decide": statistics.median(durations),
+            **{outcome: counts[outcome] / args.rollouts for outcome in OUTCOMES},
+            **{
+                f"{outcome}_upper_95": upper_bound(counts[outcome], args.rollouts)
+                for outcome in OUTCOMES
+            },
+            "asked_a_human": sum(r.asked for r in runs) / args.rollouts,
+            "seconds_to_decide": summary([r.seconds for r in runs]),
+            "median_seconds_to_decide": summary([r.seconds for r in runs])["median"],
         }
     return cases
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rollouts", type=int, default=2000)
-    parser.add_argument("--rate", type=float, default=50.0, help="requests per second")
+    parser.add_argument("--rollouts", type=int, default=200)
+    parser.add_argument("--rate", type=float, default=40.0, help="requests per second")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument(
-        "--methods", type=lambda v: v.split(","), default=["threshold", "sequential"]
-    )
     record.add_arguments(parser)
     args = parser.parse_args()
     before = record.machine()
+    rollout = load_document(RUNBOOK, Rollout)
+    spec, left_out = simulated_spec(rollout.spec)
+    cost = cost_per_query(rollout.spec)
+    shipped = spec.analysis
     results: dict[str, Any] = {
         "rollouts": args.rollouts,
         "requests_per_second": args.rate,
         "seed": args.seed,
-        "baseline_error_rate": 0.005,
+        "runbook": str(RUNBOOK.relative_to(RUNBOOK.parent.parent)),
+        "steps": [step.model_dump(exclude_none=True) for step in spec.steps],
+        "analysis": {
+            "interval": shipped.interval,
+            "inconclusive_limit": shipped.inconclusive_limit,
+            "on_inconclusive": shipped.on_inconclusive,
+            "max_wait": shipped.pause_limit,
+        },
+        "not_simulated": list(left_out),
+        "baseline_error_rate": BASELINE_ERRORS,
+        "baseline_p95_seconds": BASELINE_P95,
         "methods": {},
     }
     print(
-        f"{'method':<12}{'case':<10}{'per second':>12}{'promoted':>10}{'rolled back':>13}"
-        f"{'median s to decide':>20}"
+        f"{'runbook analysis':<22}{'case':<12}{'promoted':>10}{'rolled back':>13}{'paused':>8}"
+        f"{'asked':>8}{'median s':>10}{'p90 s':>8}"
     )
-    for method in args.methods:
-        results["methods"][method] = measure(method, args)
-        for name, case in results["methods"][method].items():
+    for name, (changes, steps) in VARIANTS.items():
+        cases = measure(variant(spec, changes, steps), args, cost)
+        results["methods"][name] = cases
+        for case_name, case in cases.items():
+            seconds = case["seconds_to_decide"]
             print(
-                f"{method:<12}{name:<10}{case['rollouts_per_second']:>12.0f}"
-                f"{case['promoted']:>10.1%}{case['rolled_back']:>13.1%}"
-                f"{case['median_seconds_to_decide']:>20.0f}"
+                f"{name:<22}{case_name:<12}{case['promoted']:>10.1%}{case['rolled_back']:>13.1%}"
+                f"{case['paused']:>8.1%}{case['asked_a_human']:>8.1%}"
+                f"{seconds['median']:>10.0f}{seconds['p90']:>8.0f}"
             )
     record.write("rollout_simulation", results, args, before=before)
 

@@ -186,8 +186,15 @@ def _case(name: str, case: dict[str, Any], baseline: float) -> str:
         return f"healthy canary ({pct(rate)} errors)"
     if name == "near-bound":
         slow = case["canary_slower_than_2s"]
-        return f"healthy canary near its p95 bound ({pct(slow, 0)} over 2 s, {pct(rate)} errors)"
+        p95 = case.get("canary_p95_seconds")
+        at = f"p95 {num(p95, 1)} s, " if p95 is not None else ""
+        return f"healthy canary near its p95 bound ({at}{pct(slow, 0)} over 2 s)"
     return f"{name} canary ({pct(rate, 0)} errors, {num(rate / baseline, 0)}{TIMES} the baseline)"
+
+
+def _decide(case: dict[str, Any]) -> str:
+    seconds = case["seconds_to_decide"]
+    return f"{num(seconds['median'])} / {num(seconds['p90'])} s"
 
 
 def rollout_simulation(data: dict[str, Any]) -> str:
@@ -196,49 +203,67 @@ def rollout_simulation(data: dict[str, Any]) -> str:
         [
             method,
             _case(name, case, r["baseline_error_rate"]),
+            f"{pct(case['promoted'])} (≤ {pct(case['promoted_upper_95'])})",
+            f"{pct(case['rolled_back'])} (≤ {pct(case['rolled_back_upper_95'])})",
+            pct(case["paused"]),
+            pct(case["asked_a_human"]),
+            _decide(case),
             num(case["rollouts_per_second"]),
-            pct(case["promoted"]),
-            pct(case["rolled_back"]),
-            f"{num(case['median_seconds_to_decide'])} s",
         ]
         for method, cases in r["methods"].items()
         for name, case in cases.items()
     ]
     head = [
-        "method",
+        "analysis",
         "case",
+        "promoted (95% upper bound)",
+        "rolled back (95% upper bound)",
+        "paused until max_wait",
+        "asked a human",
+        "simulated time to decide, median / p90",
         "rollouts per second",
-        "promoted",
-        "rolled back",
-        "median simulated time to decide",
     ]
-    return _table(head, rows, "llrrrr") + f"\n\n{num(r['rollouts'])} rollouts per case."
+    analysis = r["analysis"]
+    return _table(head, rows, "llrrrrrr") + (
+        f"\n\n{num(r['rollouts'])} rollouts per case (seed {r['seed']}) of `{r['runbook']}` "
+        f"at {num(r['requests_per_second'])} requests/s; as shipped: `inconclusive_limit: "
+        f"{analysis['inconclusive_limit']}`, `on_inconclusive: {analysis['on_inconclusive']}`, "
+        f"`max_wait: {num(analysis['max_wait'] / 60)}m`. *rollback* is the same runbook with "
+        "`on_inconclusive: rollback`; *before* is the runbook as it shipped before (5 minutes at "
+        "5%, `inconclusive_limit: 3`, undecided rolled back), run by today's tick. Upper bounds: "
+        "one-sided Clopper-Pearson."
+    )
 
 
 def rollout_simulation_methods(data: dict[str, Any]) -> str:
     r = _results(data)
     rows = []
     for method, cases in r["methods"].items():
-        healthy, bad = cases["healthy"], cases["bad"]
-        near = cases.get("near-bound", {}).get("rolled_back")
+        healthy, near, bad = cases["healthy"], cases["near-bound"], cases["bad"]
         rows.append(
             [
                 method,
                 pct(healthy["rolled_back"]),
-                "—" if near is None else pct(near),
-                pct(bad["rolled_back"]),
-                f"{num(bad['median_seconds_to_decide'])} s",
+                f"{pct(near['rolled_back'])} (≤ {pct(near['rolled_back_upper_95'])})",
+                pct(near["paused"]),
+                f"{pct(bad['promoted'])} (≤ {pct(bad['promoted_upper_95'])})",
+                _decide(bad),
             ]
         )
-    healthy, bad = (r["methods"]["threshold"][k]["canary_error_rate"] for k in ("healthy", "bad"))
+    base = r["baseline_error_rate"]
+    bad = r["methods"]["sequential"]["bad"]["canary_error_rate"]
     head = [
-        "method",
-        f"healthy canary ({pct(healthy)}) rolled back",
-        "healthy, p95 near its bound, rolled back",
-        f"bad canary ({pct(bad, 0)}, {num(bad / r['baseline_error_rate'], 0)}{TIMES}) rolled back",
-        "bad: median s to decide (into its step)",
+        "analysis",
+        "healthy canary rolled back",
+        "healthy, p95 near its bound: rolled back (95% upper)",
+        "near its bound: paused until max_wait",
+        f"bad canary ({pct(bad, 0)}, {num(bad / base, 0)}{TIMES}) promoted (95% upper)",
+        "bad: time to decide, median / p90",
     ]
-    return _table(head, rows) + f"\n\n{num(r['rollouts'])} rollouts each (seed {r['seed']})."
+    return _table(head, rows) + (
+        f"\n\n{num(r['rollouts'])} rollouts each (seed {r['seed']}), "
+        f"{num(r['requests_per_second'])} requests/s."
+    )
 
 
 @dataclass(frozen=True)

@@ -36,8 +36,11 @@ from canaryctl.controller import (
 from canaryctl.controller.step import RolloutState, plan, tick
 from canaryctl.errors import FlagMismatch, InvalidInput, MetricsBackendError
 from canaryctl.flags import FlagSnapshot, MemoryFlagStore
+from canaryctl.flags.file import FileFlagStore
 from canaryctl.metrics import Observation, ScriptedMetricsSource, VariantStats
+from canaryctl.notify import WebhookNotifier
 from canaryctl.runbook import Rollout
+from canaryctl.runbook.notify import NotifyWebhookSpec
 from canaryctl.runbook.rollout import SloSpec
 
 T0 = 1_700_000_000.0
@@ -508,6 +511,145 @@ def test_a_human_edit_during_a_long_pause_stops_the_run_at_the_next_analysis(
     ended = h.store.run(1).ended_at  # type: ignore[union-attr]
     assert ended is not None and ended <= T0 + 35 + 10  # one analysis interval, not the hour
     assert h.weights_written() == ["canary to 10%"] and h.canary_weight() == 0
+
+
+UNDECIDED_STEPS = [{"set_weight": 10}, {"pause": 20}, {"set_weight": 100}]
+UNDECIDED_ANALYSIS = {
+    "interval": 10,
+    "min_requests": 50,
+    "method": "threshold",
+    "inconclusive_limit": 1,
+    "on_inconclusive": "pause",
+    "max_wait": 60,
+}
+
+
+def data_from(at: float) -> Script:
+    """Before `at` only the baseline has requests (the canary none: undecided), then both do,
+    healthy. The baseline's window is what a relative SLO at 100% is judged against."""
+
+    def script(since: float, now: float) -> Observation:
+        if now >= at:
+            return steady()(since, now)
+        return Observation(since, now, {BASELINE: stats(10.0 * (now - since), 0.0)})
+
+    return script
+
+
+def test_an_undecided_step_pauses_notifies_and_goes_on_when_approved(
+    make: Callable[..., Harness],
+) -> None:
+    # No data at 10%: closings at 20 and 30 are undecided, the second past the limit: pause.
+    h = make(data_from(T0 + 50), steps=UNDECIDED_STEPS, analysis=UNDECIDED_ANALYSIS, hooks=False)
+    bodies: list[dict[str, Any]] = []
+
+    def inbox(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.content))
+        return httpx.Response(204)
+
+    notifier = WebhookNotifier(
+        NotifyWebhookSpec(url="http://hooks.test/x"),
+        client=httpx.Client(transport=httpx.MockTransport(inbox)),
+    )
+    screen = io.StringIO()
+    h.other_terminal("approve", at=T0 + 45)
+    view = LiveView(Console(file=screen, width=200))
+    result = h.runner(observers=(notifier, view)).run()
+    notifier.close(grace=30)
+    assert result.outcome == "promoted"
+    assert h.weights_written() == ["canary to 10%", "canary to 100%", "promote"]
+    phases = [(e.data["to"], e.data["reason"]) for e in h.store.events(1, "phase")]
+    paused = [reason for to, reason in phases if to == "awaiting_approval"]
+    assert len(paused) == 1 and paused[0].startswith("undecided at 10% after 1 extensions")
+    assert "max_wait (60s)" in paused[0]
+    [sent] = [b for b in bodies if b["event"] == "paused"]
+    assert sent["weight"] == 10 and sent["reason"] == paused[0]
+    assert "is paused at 10% waiting for approve or abort" in sent["text"]
+    shown = screen.getvalue()
+    assert "canaryctl rollout approve 1" in shown and "canaryctl rollout abort 1" in shown
+
+
+def test_the_cli_shows_an_undecided_pause_and_approves_it(make: Callable[..., Harness]) -> None:
+    """While the run waits, another terminal's `rollout status` shows why, and `rollout
+    approve` (which accepts only a run awaiting approval) lets it go on."""
+    from click.testing import CliRunner
+
+    from canaryctl.cli import main as cli
+
+    h = make(data_from(T0 + 50), steps=UNDECIDED_STEPS, analysis=UNDECIDED_ANALYSIS, hooks=False)
+    seen: dict[str, str] = {}
+
+    class OtherTerminal(RolloutObserver):
+        def on_phase(self, run_id: int, phase: Phase, reason: str) -> None:
+            if phase is Phase.AWAITING_APPROVAL and not seen:
+                state = ["--state", str(h.state_path)]
+                status = CliRunner().invoke(cli, ["rollout", "status", "1", *state, "-o", "text"])
+                approve = CliRunner().invoke(cli, ["rollout", "approve", "1", *state])
+                seen.update(status=status.output, approve=f"{approve.exit_code} {approve.output}")
+
+    result = h.runner(observers=(OtherTerminal(),)).run()
+    assert result.outcome == "promoted"
+    assert "awaiting_approval" in seen["status"]
+    assert "reason: undecided at 10% after 1 extensions" in seen["status"]
+    assert seen["approve"].startswith("0 ")
+    [request] = h.store.events(1, "request")
+    assert request.data["kind"] == "approve" and request.at < T0 + 50  # before data could decide
+
+
+def test_an_undecided_step_nobody_answers_rolls_back_at_max_wait(
+    make: Callable[..., Harness],
+) -> None:
+    h = make(no_data, steps=UNDECIDED_STEPS, analysis=UNDECIDED_ANALYSIS, hooks=False)
+    result = h.run()
+    assert (result.outcome, result.exit_code) == ("rolled_back", 1)
+    assert result.reason.startswith(
+        "inconclusive: still undecided after max_wait (60s) at 10%, neither approved nor aborted"
+    )
+    assert h.restored()
+    ended = h.store.run(1).ended_at  # type: ignore[union-attr]
+    assert ended == T0 + 30 + 60  # paused at the second closing, rolled back at its deadline
+
+
+def test_a_hand_edit_of_a_file_flag_that_keeps_its_version_stops_the_run_at_the_next_analysis(
+    make: Callable[..., Harness], tmp_path: Path
+) -> None:
+    """Issue 23, point 5: a human puts a failing canary at 100% by hand, version unchanged. The
+    run stops (exit 3) at its next analysis, not tens of seconds later, and its reason keeps
+    both the edit and the failed SLO the run had already found (failure_limit 1 tolerated it)."""
+    flag_file = tmp_path / "flags.json"
+    flag = {
+        "key": "support-bot-model", "version": 3, "on": True, "variations": [BASELINE, CANARY],
+        "fallthrough": {"variation": 0}, "offVariation": 0, "salt": "s", "targets": [],
+        "rules": [],
+    }  # fmt: skip
+    flag_file.write_text(json.dumps({"flags": {"support-bot-model": flag}, "segments": {}}))
+    h = make(
+        steady(canary_error_rate=0.5),
+        steps=[{"set_weight": 10}, {"pause": 3600}, {"set_weight": 100}],
+        analysis={"interval": 10, "min_requests": 50, "method": "threshold", "failure_limit": 1},
+        hooks=False,  # the harness's hook inbox reads the flag, which is the human's now
+    )
+    h.flags = FileFlagStore(flag_file, "support-bot-model", BASELINE, CANARY)  # type: ignore[assignment]
+
+    def by_hand() -> None:
+        doc = json.loads(flag_file.read_text())
+        entry = doc["flags"]["support-bot-model"]
+        assert entry["version"] == 4  # our write of 10%
+        entry["fallthrough"] = {"variation": 1}  # everyone on the canary, version kept
+        flag_file.write_text(json.dumps(doc))
+
+    h.clock.call_at(T0 + 15, by_hand)
+    result = h.run()
+    assert (result.outcome, result.exit_code) == ("error", 3)
+    assert "was edited since our last write without changing its version (4)" in result.reason
+    assert "fallthrough changed" in result.reason
+    assert "SLO failed: " in result.reason and "error_rate" in result.reason
+    analyses = h.store.events(1, "analysis")
+    assert [a.data["outcome"] for a in analyses] == ["fail"]  # nothing judged the edited split
+    ended = h.store.run(1).ended_at  # type: ignore[union-attr]
+    assert ended is not None and ended <= T0 + 15 + 10  # within one interval of the edit
+    entry = json.loads(flag_file.read_text())["flags"]["support-bot-model"]
+    assert entry["fallthrough"] == {"variation": 1}  # the human's edit stands
 
 
 def test_ctrl_c_restores_and_exits_130(make: Callable[..., Harness]) -> None:

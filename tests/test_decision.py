@@ -1289,3 +1289,174 @@ def test_assess_uses_the_sequential_method_when_the_runbook_names_it() -> None:
     )
     assert result.checks[0].evidence is not None  # only the sequential method gives evidence
     assert ledger != {}
+
+
+# -- undecided: on_inconclusive ------------------------------------------------------------------
+
+UND = Outcome.INCONCLUSIVE
+UNDECIDED = dict(inconclusive_limit=1, on_inconclusive="pause", max_wait=60)
+
+
+def test_undecided_past_the_limit_pauses_at_the_weight_instead_of_rolling_back() -> None:
+    # Pause 20 s, one extension allowed: closings at 20 and 30 are undecided, the second trips.
+    d = Drive(spec([W10, {"pause": 20}, W100], **UNDECIDED), answers(*[UND] * 20)).run()
+    # Held at 10%: analysed every interval (each one closing), no rollback, then the deadline.
+    assert [a for a in d.analyses if a[0] >= 30] == [
+        (30, 0, True), (40, 0, True), (50, 0, True), (60, 0, True), (70, 0, True),
+        (80, 0, True), (90, 0, True),
+    ]  # fmt: skip
+    assert d.log[-1][0] == "rollback" and d.log[-1][3] == 90  # 30 + max_wait 60
+    assert d.log[-1][2].startswith(
+        "inconclusive: still undecided after max_wait (60s) at 10%, neither approved nor aborted"
+    )
+    assert d.finish is not None and d.finish.outcome == "rolled_back"
+
+
+def test_the_undecided_pause_waits_for_approval_in_the_approval_phase_and_says_why() -> None:
+    rollout = spec([W10, {"pause": 20}, W100], **UNDECIDED)
+    state = RolloutState(
+        phase=Phase.PAUSED, item=1, weight=10, window_start=T0, hold_ends=T0 + 30,
+        next_analysis=T0 + 30, closing=True, extensions=1,
+    )  # fmt: skip
+    decision = tick(rollout, state, T0 + 31, Analyzed(verdict(UND, "too few requests")))
+    reason = (
+        "undecided at 10% after 1 extensions (not enough data (too few requests)); approve to "
+        "go on, abort to roll back; rolls back after max_wait (60s) unless an analysis decides "
+        "first"
+    )
+    assert decision == Decision(
+        replace(
+            state, phase=Phase.AWAITING_APPROVAL, undecided_until=T0 + 91, reason=reason,
+            next_analysis=T0 + 41, extensions=2,
+        ),
+        Wait(T0 + 41),
+    )  # fmt: skip
+    # Its analyses are closing ones: the hold is over.
+    due = tick(rollout, decision.state, T0 + 41, None)
+    assert due == Decision(replace(decision.state, closing=True), Analyze(T0, True))
+    waiting = tick(rollout, due.state, T0 + 42, Analyzed(verdict(UND)))
+    assert waiting == Decision(replace(due.state, next_analysis=T0 + 52), Wait(T0 + 52))
+
+
+def test_approving_an_undecided_step_goes_on_to_the_next_weight_and_clears_the_reason() -> None:
+    d = Drive(
+        spec([W10, {"pause": 20}, W100], **UNDECIDED),
+        answers(UND, UND, UND, UND, UND),
+        approve_at=45,
+    ).run()
+    sets = [entry for entry in d.log if entry[0] == "set"]
+    assert sets == [("set", 10, 0), ("set", 100, 45)]
+    assert d.finish == Finish("promoted", "")
+    assert d.state.undecided_until is None
+
+
+def test_aborting_an_undecided_step_rolls_back_aborted() -> None:
+    d = Drive(
+        spec([W10, {"pause": 20}, W100], **UNDECIDED), answers(*[UND] * 20), abort_at=55
+    ).run()
+    assert d.log[-1] == ("rollback", "aborted", "aborted by alice", 55)
+
+
+def test_an_analysis_that_decides_during_the_pause_ends_it_without_a_human() -> None:
+    passes = Drive(spec([W10, {"pause": 20}, W100], **UNDECIDED), answers(UND, UND, UND, UND)).run()
+    assert [entry for entry in passes.log if entry[0] == "set"] == [
+        ("set", 10, 0),
+        ("set", 100, 50),
+    ]
+    assert passes.finish == Finish("promoted", "")
+    fails = Drive(
+        spec([W10, {"pause": 20}, W100], **UNDECIDED), answers(UND, UND, UND, UND, Outcome.FAIL)
+    ).run()
+    assert fails.log[-1] == ("rollback", "rolled_back", "SLO failed: fail at 50", 50)
+
+
+def test_a_resumed_undecided_pause_keeps_its_deadline_and_restarts_the_window() -> None:
+    rollout = spec([W10, {"pause": 20}, W100], **UNDECIDED)
+    paused = RolloutState(
+        phase=Phase.AWAITING_APPROVAL, item=1, weight=10, window_start=T0, hold_ends=T0 + 30,
+        next_analysis=T0 + 40, undecided_until=T0 + 90, reason="undecided",
+    )  # fmt: skip
+    decision = tick(rollout, paused, T0 + 85, Resumed(T0 + 85))
+    assert decision == Decision(
+        replace(paused, window_start=T0 + 85, next_analysis=T0 + 90), Wait(T0 + 90)
+    )
+    assert RolloutState.from_dict(paused.to_dict()) == paused
+
+
+def _not_shown_within() -> Verdict:
+    evidence = Evidence("rate ratio", 1.0, 20.0, 2.5, 0.5, 9.0, 40, within=False)
+    check = Check("error_rate vs baseline", "error_rate", Outcome.PASS, "no evidence the "
+                  "canary is worse", 0.02, 0.005, 0.01, 700, 13000, evidence)  # fmt: skip
+    within = replace(evidence, within=True)
+    fine = replace(check, slo="latency vs baseline", metric="latency_p95_seconds", evidence=within)
+    cost = replace(check, slo="cost vs baseline", metric="cost_per_query_usd")
+    return Verdict(Outcome.PASS, (check, fine, cost), T0, T0)
+
+
+def test_a_closing_pass_whose_estimate_is_beyond_a_relative_bound_does_not_end_the_step() -> None:
+    rollout = spec([W10, {"pause": 20}, W100], inconclusive_limit=0)
+    state = RolloutState(
+        phase=Phase.PAUSED, item=1, weight=10, window_start=T0, hold_ends=T0 + 20,
+        next_analysis=T0 + 20, closing=True,
+    )  # fmt: skip
+    decision = tick(rollout, state, T0 + 20, Analyzed(_not_shown_within()))
+    assert decision.action == Rollback(
+        "rolled_back",
+        "inconclusive: not shown within the bound: the estimate is beyond the bound of "
+        "error_rate vs baseline, cost vs baseline",
+    )
+    # Mid-hold, the same verdict is no reason to do anything.
+    early = tick(rollout, replace(state, closing=False), T0 + 10, Analyzed(_not_shown_within()))
+    assert early.action == Wait(T0 + 20)
+
+
+def test_rollback_stays_the_default_on_undecided() -> None:
+    assert spec([W10]).analysis.on_inconclusive == "rollback"
+    d = Drive(spec([W10, {"pause": 20}], inconclusive_limit=0), answers(UND, UND)).run()
+    assert d.log[-1] == (
+        "rollback",
+        "rolled_back",
+        "inconclusive: not enough data (inconclusive at 20)",
+        20,
+    )
+
+
+def test_max_wait_without_pause_is_refused_naming_the_field() -> None:
+    with pytest.raises(ValueError, match="max_wait applies only to on_inconclusive: pause"):
+        spec([W10], max_wait=60)
+
+
+def test_the_reason_at_max_wait_says_a_tolerated_failure_or_that_nothing_was_judged() -> None:
+    tolerated = Drive(
+        spec([W10, {"pause": 20}, W100], **{**UNDECIDED, "failure_limit": 99}),
+        answers(*[UND] * 8, Outcome.FAIL),
+    ).run()
+    assert tolerated.log[-1] == (
+        "rollback",
+        "rolled_back",
+        "inconclusive: still undecided after max_wait (60s) at 10%, neither approved nor "
+        "aborted (a tolerated failure: fail at 90)",
+        90,
+    )
+    rollout = spec([W10, {"pause": 20}], inconclusive_limit=0)
+    state = RolloutState(
+        phase=Phase.PAUSED, item=1, weight=10, window_start=T0, hold_ends=T0 + 20,
+        next_analysis=T0 + 20, closing=True,
+    )  # fmt: skip
+    nothing = tick(rollout, state, T0 + 20, Analyzed(Verdict.of((), T0, T0 + 20)))
+    assert nothing.action == Rollback(
+        "rolled_back", "inconclusive: not enough data (no check could be judged)"
+    )
+
+
+def test_approving_an_undecided_pause_starts_the_next_pause_then() -> None:
+    d = Drive(
+        spec([W10, {"pause": 20}, {"pause": 30}, W100], **UNDECIDED),
+        answers(*[UND] * 4),
+        approve_at=45,
+    ).run()
+    # The next pause runs 30 s from the approval: analyses at 55 and 65, closing at 75.
+    assert [a for a in d.analyses if 45 < a[0] <= 75] == [
+        (55, 0, False), (65, 0, False), (75, 0, True),
+    ]  # fmt: skip
+    assert d.finish == Finish("promoted", "")

@@ -115,6 +115,37 @@ def test_bad_documents(tmp_path: Path, text: str, expected: str) -> None:
     assert any(expected in p for p in problems), problems
 
 
+UNDECIDED = GOOD.replace(
+    "  steps:", "  analysis: {on_inconclusive: pause, max_wait: 20m}\n  steps:"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            UNDECIDED.replace("on_inconclusive: pause, ", ""),
+            "spec.analysis: max_wait applies only to on_inconclusive: pause",
+        ),
+        (
+            UNDECIDED.replace("on_inconclusive: pause", "on_inconclusive: wait"),
+            "spec.analysis.on_inconclusive: Input should be 'rollback' or 'pause'",
+        ),
+        (UNDECIDED.replace("max_wait: 20m", "max_wait: 0s"), "spec.analysis.max_wait"),
+    ],
+)
+def test_on_inconclusive_and_max_wait_are_checked(tmp_path: Path, text: str, expected: str) -> None:
+    problems = problems_of(write(tmp_path, text))
+    assert any(expected in p for p in problems), problems
+
+
+def test_an_undecided_pause_waits_an_hour_unless_told() -> None:
+    analysis = AnalysisSpec(on_inconclusive="pause")
+    assert (analysis.max_wait, analysis.pause_limit) == (None, 3600)
+    assert AnalysisSpec(on_inconclusive="pause", max_wait="20m").pause_limit == 1200
+    assert AnalysisSpec().on_inconclusive == "rollback"
+
+
 def test_validate_cli_exit_codes_and_no_traceback(tmp_path: Path) -> None:
     good = write(tmp_path, GOOD, "good.yaml")
     bad = write(tmp_path, GOOD.replace("set_weight: 5", "set_weight: -1"), "bad.yaml")

@@ -423,6 +423,40 @@ def test_an_edit_of_our_flag_that_kept_its_version_is_a_conflict(
     assert json.loads(flag_file.read_text())["flags"][KEY]["fallthrough"] == {"variation": 2}
 
 
+@pytest.mark.parametrize(
+    ("member", "value"),
+    [
+        ("fallthrough", {"variation": 1}),  # the split itself
+        ("rules", [{"variation": 1, "clauses": [], "id": "r1"}]),  # targeting, split untouched
+        ("targets", []),
+    ],
+)
+def test_a_read_after_an_edit_that_kept_the_version_is_a_conflict_naming_the_change(
+    store: FileFlagStore, flag_file: Path, member: str, value: Any
+) -> None:
+    assert store.snapshot().version == 3  # before any write of ours there is nothing to compare
+    store.set_canary_weight(10, expect_version=3, comment="")
+    assert store.snapshot().version == 4  # our own write reads back as ours
+    doc = json.loads(flag_file.read_text())
+    doc["flags"][KEY][member] = value  # a hand edit, version left at 4
+    flag_file.write_text(json.dumps(doc))
+    with pytest.raises(
+        FlagConflict, match=rf"without changing its version \(4\): {member} changed"
+    ):
+        store.snapshot()
+
+
+def test_an_edit_elsewhere_in_the_file_is_not_an_edit_of_our_flag(tmp_path: Path) -> None:
+    path = tmp_path / "flags.json"
+    two_flag_file(path)
+    store = FileFlagStore(path, KEY, "gpt-4-turbo", "gpt-4o-mini")
+    store.set_canary_weight(10, expect_version=3, comment="")
+    doc = json.loads(path.read_text())
+    doc["flags"][OTHER]["fallthrough"] = {"variation": 1}  # same version, other flag
+    path.write_text(json.dumps(doc))
+    assert store.split(store.snapshot()).canary == 10
+
+
 def _drive(path: Path, key: str, baseline: str, canary: str, steps: int) -> tuple[int, int]:
     """One rollout's writes: `steps` weights, then a restore; (final version, final canary)."""
     store = FileFlagStore(path, key, baseline, canary)

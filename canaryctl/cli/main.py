@@ -66,6 +66,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Watch a flag between rollouts; move it to its safe variation when an SLO fails.",
     ),
     "lab": ("canaryctl.cli.lab:lab", "Run simulated providers behind the gateway."),
+    "plan": (
+        "canaryctl.cli.plan:plan",
+        "What a runbook will do at a given traffic: chances to promote, roll back, pause.",
+    ),
     "report": (
         "canaryctl.cli.report:report",
         "Chart a rollout (SOURCE: its run id), a chaos run or drill (its journal JSON), a gate "

@@ -141,6 +141,8 @@ class LiveView(RolloutObserver):
             self._console.print(f"phase: {phase.value}{suffix}")
             if phase is Phase.AWAITING_APPROVAL:
                 self._console.print(f"  approve with: canaryctl rollout approve {run_id}")
+                if reason:  # undecided (on_inconclusive: pause): abort is the other answer
+                    self._console.print(f"  or roll back: canaryctl rollout abort {run_id}")
         self._refresh()
 
     def on_request(self, run_id: int, kind: str, by: str) -> None:

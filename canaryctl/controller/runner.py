@@ -62,7 +62,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from canaryctl.analysis import Verdict, assess
+from canaryctl.analysis import Outcome, Verdict, assess
 from canaryctl.clock import Clock, SystemClock
 from canaryctl.controller.events import ObserverFanout, RolloutObserver, RunInfo
 from canaryctl.controller.hooks import HookRunner, check_hook_urls
@@ -468,7 +468,8 @@ class RolloutRunner:
         except (KeyboardInterrupt, Interrupted):
             return self._stop("interrupted", "interrupted (Ctrl-C or SIGTERM)", restore=True)
         except FlagConflict as exc:
-            return self._stop("error", f"{exc}; left the flag alone", restore=False)
+            reason = f"{exc}; left the flag alone{self._found_before()}"
+            return self._stop("error", reason, restore=False)
         except StateBackendError as exc:
             # The journal is away: restore now, without spending more waits on it.
             self._writes.journal_error = exc
@@ -732,6 +733,8 @@ class RolloutRunner:
         cannot be read here is noted and the analysis goes on; the next write will tell."""
         try:
             current = self.flags.snapshot()
+        except FlagConflict:
+            raise  # a hand edit that kept the version: the human has the flag now
         except FlagBackendError as exc:
             self._error("flags", f"flag backend error while checking the flag: {exc}")
             return
@@ -748,6 +751,16 @@ class RolloutRunner:
                     f"{self._shadow.version} where run {self._run_id} left it: someone else "
                     "changed it"
                 )
+
+    def _found_before(self) -> str:
+        """What the run had found against the canary when a human took the flag: the rollback
+        it had decided, or a failed analysis it tolerated, so the edit does not hide it."""
+        if self._state.outcome is not None and self._state.reason:
+            return f"; before that: {self._state.reason}"
+        verdict = self._last_verdict
+        if verdict is not None and verdict.outcome is Outcome.FAIL:
+            return f"; before that an analysis failed: SLO failed: {verdict.reason}"
+        return ""
 
     def _restore_shadow(self) -> None:
         """Put the shadow flag back unless it serves what it did when the run began (never

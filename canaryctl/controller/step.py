@@ -13,9 +13,17 @@ Semantics, step by step:
 - During a hold an analysis runs every `analysis.interval`, and one runs when the hold ends. A hold
   lasts at least one interval after its weight was set, so the closing analysis sees some data.
 - A failed analysis counts toward `failure_limit` for the whole run; exceeding it rolls back.
-- Inconclusive analyses are fine while a hold lasts, but the closing analysis must pass. If it is
-  inconclusive (or a tolerated failure) the hold is extended one interval at a time; more than
-  `inconclusive_limit` inconclusive extensions roll back with "inconclusive: not enough data".
+- Inconclusive analyses are fine while a hold lasts, but the closing analysis must pass, and
+  pass on evidence: a check against the baseline whose estimate is beyond its bound (a pass
+  that only says nothing shows the canary worse yet, Verdict.not_shown_within) is undecided, as
+  an inconclusive analysis is. Undecided (or a tolerated failure), the hold is extended one
+  interval at a time; more than `inconclusive_limit` undecided extensions follow
+  `analysis.on_inconclusive`: `rollback` rolls back ("inconclusive: ..." with what is undecided);
+  `pause` holds the weight in AWAITING_APPROVAL (`undecided_until` set, the reason saying why),
+  keeps analysing every interval, and waits: a closing pass goes on, a failure past
+  `failure_limit` rolls back, `approve` goes on (the human takes the step), `abort` rolls back,
+  and an analysis still undecided at `max_wait` rolls back ("inconclusive: still undecided
+  after max_wait ...").
 - A `pause: approval` hold keeps analysing until approved; approval closes it like a timed pause.
 - The metrics backend failing more than `consecutive_error_limit` analyses in a row restores the
   flag with outcome "error" (exit 3), its reason starting "metrics backend error": an outage is
@@ -174,7 +182,9 @@ class RolloutState:
     over the run (see canaryctl.analysis.assess); it outlives steps and resumes.
     In a shadow step `shadow_start` is when the shadow flag moved (None: not yet), `shadow_max`
     when the step gives up, `shadow_ending` that it passed and the shadow flag goes back;
-    `shadow_ledger` is the shadow analyses' own ledger.
+    `shadow_ledger` is the shadow analyses' own ledger. `undecided_until` is set while a step
+    undecided past `inconclusive_limit` waits for a human (on_inconclusive: pause): when it
+    rolls back if nothing decides first.
     """
 
     phase: Phase = Phase.PENDING
@@ -194,6 +204,7 @@ class RolloutState:
     shadow_max: float | None = None
     shadow_ending: bool = False
     shadow_ledger: dict[str, Any] = field(default_factory=dict)
+    undecided_until: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "phase": self.phase.value}
@@ -401,6 +412,8 @@ def tick(spec: RolloutSpec, state: RolloutState, now: float, event: Event | None
                 state, metrics_errors=errors, next_analysis=now + spec.analysis.interval
             )
             return _hold(spec, items, retry, now)
+        case Approved() if state.phase is Phase.AWAITING_APPROVAL and state.undecided_until:
+            return _advance(spec, items, state, now)  # the human takes the undecided step
         case Approved() if state.phase is Phase.AWAITING_APPROVAL:
             return _hold(spec, items, _close_approval(spec, state, now), now)
         case AbortRequested(by=by) if state.phase not in (Phase.PROMOTING, Phase.ROLLING_BACK):
@@ -417,6 +430,13 @@ def tick(spec: RolloutSpec, state: RolloutState, now: float, event: Event | None
             return _advance(spec, items, fresh, now)
         case ChaosPlayed(held=False, reason=reason) if state.phase is Phase.CHAOS:
             return _rollback(state, "rolled_back", f"chaos: {reason}")
+        case Resumed(at=at) if state.undecided_until is not None:
+            # Still waiting for a human: the pause and its deadline outlive the process.
+            interval = spec.analysis.interval
+            paused = replace(
+                state, window_start=at, next_analysis=min(at + interval, state.undecided_until)
+            )
+            return _hold(spec, items, paused, now)
         case Resumed(at=at) if isinstance(_current(items, state), Hold):
             fresh = replace(state, window_start=None if state.window_start is None else at)
             return _enter(spec, items, fresh, now)
@@ -531,6 +551,8 @@ def _close_approval(spec: RolloutSpec, state: RolloutState, now: float) -> Rollo
 def _advance(
     spec: RolloutSpec, items: tuple[PlanItem, ...], state: RolloutState, now: float
 ) -> Decision:
+    if state.undecided_until is not None:  # decided at last: the pause and its reason end
+        state = replace(state, undecided_until=None, reason="")
     moved = replace(
         state, item=state.item + 1, hold_ends=None, next_analysis=None, closing=False, extensions=0
     )
@@ -553,17 +575,60 @@ def _analyzed(
     if not state.closing:
         scheduled = replace(state, next_analysis=_next(now, analysis.interval, state.hold_ends))
         return _hold(spec, items, scheduled, now)
-    if verdict.outcome is Outcome.PASS:
+    if verdict.outcome is Outcome.PASS and not verdict.not_shown_within:
         return _advance(spec, items, state, now)
-    if verdict.outcome is Outcome.INCONCLUSIVE:
+    if state.undecided_until is not None:
+        if now >= state.undecided_until:
+            return _rollback(
+                state,
+                "rolled_back",
+                f"inconclusive: still undecided after max_wait ({analysis.pause_limit:g}s) at "
+                f"{state.weight:g}%, neither approved nor aborted ({_undecided(verdict)})",
+            )
+        waiting = replace(state, next_analysis=min(now + analysis.interval, state.undecided_until))
+        return Decision(waiting, Wait(waiting.next_analysis))
+    if verdict.outcome is not Outcome.FAIL:
         state = replace(state, extensions=state.extensions + 1)
         if state.extensions > analysis.inconclusive_limit:
-            return _rollback(
-                state, "rolled_back", f"inconclusive: not enough data ({verdict.reason})"
-            )
+            if analysis.on_inconclusive == "pause":
+                return _pause_undecided(spec, state, now, verdict)
+            return _rollback(state, "rolled_back", f"inconclusive: {_undecided(verdict)}")
     extended_to = now + analysis.interval
     extended = replace(state, hold_ends=extended_to, next_analysis=extended_to, closing=False)
     return _hold(spec, items, extended, now)
+
+
+def _pause_undecided(
+    spec: RolloutSpec, state: RolloutState, now: float, verdict: Verdict
+) -> Decision:
+    """Hold the weight and wait for a human (or a decisive analysis) until `max_wait`: a
+    canary that the traffic could not judge in time is not thereby a bad one. The hold is
+    over already (`hold_ends` passed), so every analysis from now on is a closing one."""
+    analysis = spec.analysis
+    until = now + analysis.pause_limit
+    reason = (
+        f"undecided at {state.weight:g}% after {analysis.inconclusive_limit} extensions "
+        f"({_undecided(verdict)}); approve to go on, abort to roll back; rolls back after "
+        f"max_wait ({analysis.pause_limit:g}s) unless an analysis decides first"
+    )
+    paused = replace(
+        state,
+        phase=Phase.AWAITING_APPROVAL,
+        undecided_until=until,
+        reason=reason,
+        next_analysis=min(now + analysis.interval, until),
+    )
+    return Decision(paused, Wait(paused.next_analysis))
+
+
+def _undecided(verdict: Verdict) -> str:
+    """Why a closing analysis did not let the step end, in words (never empty)."""
+    if verdict.outcome is Outcome.PASS:
+        slos = ", ".join(c.slo for c in verdict.not_shown_within)
+        return f"not shown within the bound: the estimate is beyond the bound of {slos}"
+    if verdict.outcome is Outcome.FAIL:
+        return f"a tolerated failure: {verdict.reason}"
+    return f"not enough data ({verdict.reason or 'no check could be judged'})"
 
 
 # -- the shadow step ------------------------------------------------------------------------------

@@ -212,8 +212,14 @@ class FileFlagStore:
         """The claim this store wrote last: every write checks it is still on the flag."""
 
     def snapshot(self) -> FlagSnapshot:
+        """The flag as it is now; FlagConflict if it was edited since our last write without a
+        new version (a human's hand edit): the runner checks this before every analysis, so
+        no analysis judges a split the run did not set."""
         text = _read_text(self.path)
         _, flag = _parse(self.path, text, self.key)
+        written = self._written
+        if written is not None and _version(written) == _version(flag) and flag != written:
+            raise FlagConflict(self._edited(flag, written))
         self._indices(flag)
         if flag.get("on") is not True:
             raise FlagMismatch(
@@ -391,6 +397,14 @@ class FileFlagStore:
         self._replace(self.claim_path, claim.to_json(), "claim")
         return held
 
+    def _edited(self, flag: dict[str, Any], written: dict[str, Any]) -> str:
+        """The hand edit in words: which members changed (their values may be long)."""
+        changed = sorted(k for k in {*flag, *written} if flag.get(k) != written.get(k))
+        return (
+            f"{self.path}: flag '{self.key}' was edited since our last write without changing "
+            f"its version ({_version(flag)}): {', '.join(changed)} changed"
+        )
+
     def _flag_of(self, snapshot: FlagSnapshot) -> dict[str, Any]:
         return _parse_entry(self.path, self.key, self._entry_text(snapshot.raw))
 
@@ -453,10 +467,7 @@ class FileFlagStore:
                 )
             written = self._written
             if written is not None and _version(written) == current and flag != written:
-                raise FlagConflict(
-                    f"{self.path}: flag '{self.key}' was edited since our last write without "
-                    f"changing its version ({current}); not overwriting"
-                )
+                raise FlagConflict(f"{self._edited(flag, written)}; not overwriting")
             begin, end = _entry_span(text, self.key)
             if change is not None:
                 values = {**change(flag), "version": current + 1}

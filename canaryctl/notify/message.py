@@ -2,7 +2,7 @@
 
 The generic JSON body (a contract, see docs/notifications.md):
 
-    {"event": "start|step|rollback|promotion|finish", "run_id": 3, "rollout": "support-bot",
+    {"event": "start|step|paused|rollback|promotion|finish", "run_id": 3, "rollout": "support-bot",
      "baseline": "gpt-4-turbo", "canary": "gpt-4o-mini", "text": "one sentence", "at": 1.7e9,
      ...event fields}
 
@@ -19,6 +19,7 @@ __all__ = ["slack_message", "summary_text"]
 _ICON = {
     "start": ":rocket:",
     "step": ":arrow_forward:",
+    "paused": ":hourglass:",
     "rollback": ":rotating_light:",
     "promotion": ":white_check_mark:",
     "finish": ":checkered_flag:",
@@ -33,6 +34,11 @@ def summary_text(body: dict[str, Any]) -> str:
             return f"{head} started: {body['canary']} replaces {body['baseline']}"
         case "step":
             return f"{head} step {body['index'] + 1}/{body['total']}: {body['step']}"
+        case "paused":
+            return (
+                f"{head} is paused at {body['weight']:g}% waiting for approve or abort: "
+                f"{body['reason']}"
+            )
         case "rollback":
             return f"{head} is rolling back {body['canary']}: {body['reason'] or 'no reason given'}"
         case _:

@@ -86,6 +86,8 @@ class WebhookNotifier(RolloutObserver):
         self._verdict = verdict
 
     def on_phase(self, run_id: int, phase: Phase, reason: str) -> None:
+        if phase is Phase.AWAITING_APPROVAL and reason:  # undecided: a human is asked
+            self._post("paused", reason=reason, weight=self._weight, **self._evidence())
         if phase is Phase.ROLLING_BACK:
             self._post("rollback", reason=reason, weight=self._weight, **self._evidence())
 

@@ -15,7 +15,7 @@ from canaryctl.runbook.common import Duration, Strict
 
 __all__ = ["NotifyEvent", "NotifySpec", "NotifyWebhookSpec", "WebhookSpec"]
 
-NotifyEvent = Literal["start", "step", "rollback", "promotion", "finish"]
+NotifyEvent = Literal["start", "step", "paused", "rollback", "promotion", "finish"]
 
 
 class WebhookSpec(Strict):
@@ -43,7 +43,7 @@ class NotifyWebhookSpec(WebhookSpec):
     format: Literal["json", "slack"] = "json"
     timeout: Duration = Field(default=5.0, gt=0, le=60)
     events: list[NotifyEvent] = Field(
-        default_factory=lambda: ["start", "step", "rollback", "promotion", "finish"],
+        default_factory=lambda: ["start", "step", "paused", "rollback", "promotion", "finish"],
         min_length=1,
     )
 

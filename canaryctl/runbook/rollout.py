@@ -313,6 +313,10 @@ class SloSpec(Strict):
         return f"{self.subject} " + " and ".join(parts)
 
 
+DEFAULT_MAX_WAIT = 3600.0
+"""Seconds an undecided pause waits (on_inconclusive: pause) when the runbook names no max_wait."""
+
+
 class AnalysisSpec(Strict):
     """When and how strictly to judge; limits follow Argo Rollouts' meaning (exceed to trip)."""
 
@@ -346,6 +350,33 @@ class AnalysisSpec(Strict):
         description="sequential: the false-rollback rate allowed over the whole run, all "
         "tested SLOs together",
     )
+    on_inconclusive: Literal["rollback", "pause"] = Field(
+        default="rollback",
+        description="what a step still undecided past inconclusive_limit does: rollback, or "
+        "pause: hold the weight, notify, keep judging, and wait for `rollout approve` (go on) "
+        "or `rollout abort`; a failed SLO still rolls back, a passing analysis goes on, and "
+        "max_wait later it rolls back",
+    )
+    max_wait: Duration | None = Field(
+        default=None,
+        gt=0,
+        description="on_inconclusive: pause: how long an undecided step waits for a verdict or "
+        "a human before it rolls back (default 1h)",
+    )
+
+    @model_validator(mode="after")
+    def _max_wait_needs_pause(self) -> AnalysisSpec:
+        if self.max_wait is not None and self.on_inconclusive != "pause":
+            raise ValueError(
+                "max_wait applies only to on_inconclusive: pause (an undecided step rolls back "
+                "at once with on_inconclusive: rollback)"
+            )
+        return self
+
+    @property
+    def pause_limit(self) -> float:
+        """Seconds an undecided pause lasts at most (on_inconclusive: pause)."""
+        return DEFAULT_MAX_WAIT if self.max_wait is None else self.max_wait
 
 
 def _duration_or(word: str, example: str, description: str) -> Any:
