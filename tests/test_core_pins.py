@@ -1,0 +1,269 @@
+"""Pins on the decision core that a mutation run found loose, each against a value computed here
+from the formula or the literature (docs/analysis.md states the constants), never the code's own
+output read back; and the check that benchmarks/mutation.py runs every test module pinning the
+core (docs/mutation.md)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import statistics
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from canaryctl.analysis import Check, Outcome, Verdict, assess
+from canaryctl.metrics import Observation, VariantStats
+from canaryctl.runbook.rollout import AnalysisSpec, SloSpec
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def mutation() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("mutation", ROOT / "benchmarks" / "mutation.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["mutation"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# -- the mutation run's list of tests --------------------------------------------------------------
+
+
+def test_every_test_module_importing_the_core_is_run_or_left_out_with_a_reason(
+    mutation: ModuleType,
+) -> None:
+    assert mutation.stale() == []
+    assert "tests/test_shadow_step.py" in mutation.CORE_TESTS
+    assert all(reason.strip() for reason in mutation.LEFT_OUT.values())
+
+
+def test_a_new_test_module_importing_the_core_makes_the_list_stale(
+    mutation: ModuleType, tmp_path: Path
+) -> None:
+    (tmp_path / "tests").mkdir()
+    for test in (*mutation.CORE_TESTS, *mutation.LEFT_OUT):
+        (tmp_path / test).write_text((ROOT / test).read_text())
+    assert mutation.stale(tmp_path) == []
+    written = {
+        "test_new_a.py": "from canaryctl.analysis.bound import BoundTest\n",
+        "test_new_b.py": "from canaryctl.controller import step\n",
+        "test_new_c.py": "import canaryctl.analysis\n",
+        "test_unrelated.py": "from canaryctl.controller.store import Store\nimport canaryctl\n",
+    }
+    for name, text in written.items():
+        (tmp_path / "tests" / name).write_text(text)
+    assert mutation.stale(tmp_path) == [
+        f"tests/{name} imports the decision core: add it to CORE_TESTS, or to LEFT_OUT with the "
+        "reason"
+        for name in ("test_new_a.py", "test_new_b.py", "test_new_c.py")
+    ]
+    (tmp_path / "tests" / "test_shadow_step.py").unlink()
+    assert mutation.stale(tmp_path)[-1] == (
+        "tests/test_shadow_step.py is named in benchmarks/mutation.py but does not import the "
+        "decision core"
+    )
+
+
+def test_each_file_is_mutated_under_the_tests_that_load_it(mutation: ModuleType) -> None:
+    chosen = mutation.select_tests(
+        ["canaryctl/analysis/experiment.py", "canaryctl/controller/step.py"],
+        ["tests/test_experiment_analysis.py", "tests/test_shadow_step.py"],
+    )
+    assert chosen == {
+        "canaryctl/analysis/experiment.py": ["tests/test_experiment_analysis.py"],
+        "canaryctl/controller/step.py": ["tests/test_shadow_step.py"],
+    }
+
+
+# -- absolute bounds (bound.py) --------------------------------------------------------------------
+# docs/analysis.md: the within side's alternatives are b/1.5, b/2, b/4, b/8; a judge's pairwise
+# verdicts (`near`) are held to b/1.05, b/1.1, b/1.2, b/1.5 within and b + h(1 - b),
+# h = 0.05, 0.1, 0.2, 0.4, beyond; the bets' scales are 0.1, 0.2, 0.35, 0.6, 1, 1.7, 3.
+
+DOC_SCALES = (0.1, 0.2, 0.35, 0.6, 1.0, 1.7, 3.0)
+
+
+def likelihood_mixture(rates: list[float], bound: float, trials: float, events: float) -> float:
+    """The mean over alternatives p of (p/b)^S ((1 - p)/(1 - b))^(n - S)."""
+    return sum(
+        (p / bound) ** events * ((1 - p) / (1 - bound)) ** (trials - events) for p in rates
+    ) / len(rates)
+
+
+def test_the_within_side_mixes_the_documented_alternatives() -> None:
+    from canaryctl.analysis.bound import BoundTest
+
+    bound, trials, events = 0.02, 400.0, 2.0
+    test = BoundTest(bound).observe(trials, events)
+    rates = [bound / g for g in (1.5, 2.0, 4.0, 8.0)]
+    assert test.e_value_within() == pytest.approx(
+        likelihood_mixture(rates, bound, trials, events), rel=1e-9
+    )
+
+
+def test_near_bets_above_the_bound_beyond_and_a_little_under_it_within() -> None:
+    """A win rate's shortfall 1 - x against 0.55 (a minimum of 0.45): beyond, the alternatives
+    sit above the bound (a rate of 0.5725 at h = 0.05, not 0.5275 below it)."""
+    from canaryctl.analysis.bound import BoundTest
+
+    bound = 0.55
+    rates_above = [bound + h * (1 - bound) for h in (0.05, 0.1, 0.2, 0.4)]
+    assert rates_above[0] == pytest.approx(0.5725) and min(rates_above) > bound
+    rates_under = [bound / g for g in (1.05, 1.1, 1.2, 1.5)]
+    for trials, events in ((60.0, 45.0), (80.0, 30.0)):
+        test = BoundTest.near(bound).observe(trials, events)
+        assert test.e_value_beyond() == pytest.approx(
+            likelihood_mixture(rates_above, bound, trials, events), rel=1e-9
+        )
+        assert test.e_value_within() == pytest.approx(
+            likelihood_mixture(rates_under, bound, trials, events), rel=1e-9
+        )
+    # 45 shortfalls in 60 (a rate of 0.75) is evidence beyond 0.55; 30 in 80, within.
+    assert BoundTest.near(bound).observe(60.0, 45.0).e_value_beyond() > 20
+    assert BoundTest.near(bound).observe(80.0, 30.0).e_value_within() > 20
+
+
+# -- the bets (betting.py) -------------------------------------------------------------------------
+
+
+def test_the_beyond_side_bets_at_the_documented_scales() -> None:
+    """One interval of 100 requests with 9 events against 2%: the mean over a of
+    1 + λ (X - b), λ = n·a / (1 + b·n·a)."""
+    from canaryctl.analysis.bound import BoundTest
+
+    bound, trials, events = 0.02, 100.0, 9.0
+    direct = sum(
+        1 + trials * a / (1 + bound * trials * a) * (events / trials - bound) for a in DOC_SCALES
+    ) / len(DOC_SCALES)
+    assert BoundTest(bound).observe(trials, events).e_value_beyond() == pytest.approx(
+        direct, rel=1e-12
+    )
+
+
+# -- the rate ratio's grid (rate_ratio.py) ---------------------------------------------------------
+
+
+def test_the_ratio_grid_ends_at_sixty_four_times_the_margin() -> None:
+    """docs/analysis.md: the grid runs from margin/4 to margin·64 in steps of 2^(1/4). A ratio
+    past its last point gets no evidence (1); at that point, the bets against θ(64·margin)."""
+    from canaryctl.analysis.rate_ratio import RateRatio
+
+    margin, share, canary, baseline = 1.5, 0.5, 30.0, 1.0
+    test = RateRatio(margin).observe(canary, baseline, share)
+    top = 64 * margin
+    theta = share * top / (share * top + 1 - share)
+    events = canary + baseline
+    direct = sum(
+        1 + events * a / (1 + theta * events * a) * (canary / events - theta) for a in DOC_SCALES
+    ) / len(DOC_SCALES)
+    assert test.e_value_above(top) == pytest.approx(direct, rel=1e-9)
+    assert direct != pytest.approx(1.0)
+    assert test.e_value_above(top * 2 ** (1 / 8)) == 1.0
+    assert test.e_value_above(top * 2 ** (1 / 4)) == 1.0
+
+
+# -- the mean difference (mean_difference.py) ----------------------------------------------------
+
+
+def robbins(total: float, intervals: int, spread: float, prior: float = 10.0) -> float:
+    """Robbins' normal mixture with prior spread r = 10 intervals:
+    2 √(r/(n+r)) exp(z²/2) Φ(z), z = Σd / (s √(n+r)), s the spread."""
+    z = total / (spread * math.sqrt(intervals + prior))
+    phi = 0.5 * (1 + math.erf(z / math.sqrt(2)))
+    return 2 * math.sqrt(prior / (intervals + prior)) * math.exp(z * z / 2) * phi
+
+
+def half_width(intervals: int, spread: float, alpha: float, prior: float = 10.0) -> float:
+    """The confidence sequence's half width: s √(2 (n+r) log(√((n+r)/r) / alpha)) / n."""
+    boundary = math.log(math.sqrt((intervals + prior) / prior) / alpha)
+    return spread * math.sqrt(2 * (intervals + prior) * boundary) / intervals
+
+
+def test_the_spread_is_the_sample_standard_deviation() -> None:
+    """n - 1 in the denominator (statistics.stdev), not n, nor n·(n - 1)."""
+    from canaryctl.analysis.mean_difference import MeanDifference
+
+    differences = [0.4, -0.1, 0.9, 0.2]
+    test = MeanDifference()
+    for d in differences:
+        test = test.observe(d)
+    spread = statistics.stdev(differences)
+    assert test.e_value() == pytest.approx(robbins(sum(differences), 4, spread), rel=1e-9)
+    mean, half = statistics.fmean(differences), half_width(4, spread, 0.05)
+    assert test.bounds(0.05) == pytest.approx((mean - half, mean + half), rel=1e-9)
+
+
+def test_a_binomial_floor_keeps_identical_differences_from_being_certain() -> None:
+    """Three intervals each 0.1 apart, each with a least variance of 0.04 (its binomial noise):
+    the spread is √0.04 = 0.2, not the 1e-3 · 0.1 of identical differences."""
+    from canaryctl.analysis.mean_difference import MeanDifference
+
+    test = MeanDifference()
+    for _ in range(3):
+        test = test.observe(0.1, floor=0.04)
+    assert test.e_value() == pytest.approx(robbins(0.3, 3, 0.2), rel=1e-9)
+    assert test.bounds(0.05) == pytest.approx(
+        (0.1 - half_width(3, 0.2, 0.05), 0.1 + half_width(3, 0.2, 0.05)), rel=1e-9
+    )
+    # A floor below the differences' own variance changes nothing.
+    spread = statistics.stdev([0.0, 0.3, 0.6])
+    low = MeanDifference().observe(0.0, 0.01).observe(0.3, 0.01).observe(0.6, 0.01)
+    assert low.e_value() == pytest.approx(robbins(0.9, 3, spread), rel=1e-9)
+
+
+# -- the guard (guard.py) --------------------------------------------------------------------------
+
+
+def guard_check(canary: VariantStats) -> Check:
+    from canaryctl.analysis.guard import guard_canary
+
+    empty = Verdict.of((), 0.0, 30.0)
+    verdict, _ = guard_canary(
+        empty, Observation(0, 30, {"canary": canary, "baseline": VariantStats(100)}), {},
+        canary="canary",
+    )  # fmt: skip
+    (check,) = verdict.checks
+    return check
+
+
+def test_the_guard_check_shows_the_failed_share_of_judged_requests() -> None:
+    """failed / (requests - rejected): 1 of 1 is 1.0, 2 of 5 judged (3 rejected, 3 filtered) is
+    0.4; with no judged request there is no value; the check has no baseline requests."""
+    one = guard_check(VariantStats(1, errors=1))
+    assert one.outcome is Outcome.INCONCLUSIVE
+    assert one.canary_value == 1.0 and one.canary_requests == 1
+    assert one.baseline_requests == 0.0 and one.baseline_value is None and one.bound is None
+    some = guard_check(VariantStats(8, errors=1, fallbacks=1, rejected=3, filtered=3))
+    assert some.canary_value == pytest.approx(2 / 5) and some.canary_requests == 8
+    for nothing in (VariantStats(0), VariantStats(4, rejected=4)):
+        check = guard_check(nothing)
+        assert check.canary_value is None and check.baseline_requests == 0.0
+
+
+# -- assess: a paired metric's bound against the baseline (assess.py) -----------------------------
+
+
+@pytest.mark.parametrize("method", ["threshold", "sequential"])
+def test_a_win_rate_against_the_baseline_is_the_absolute_minimum_even_minus_the_margin(
+    method: str,
+) -> None:
+    """`win_rate` with `compare: baseline, max_decrease: 0.05` is a minimum of 0.5 - 0.05 = 0.45
+    on the candidate's share of won pairs (the baseline is even with itself, and has no pairs):
+    30 wins and 10 ties in 100 pairs is 0.35, below it."""
+    slo = SloSpec(metric="win_rate", compare="baseline", max_decrease=0.05)
+    canary = VariantStats(100, pairs=100, pair_wins=30, pair_ties=10)
+    observation = Observation(0, 30, {"canary": canary, "baseline": VariantStats(100)})
+    verdict, _ = assess(
+        [slo], AnalysisSpec(min_requests=10, method=method), observation, {},
+        baseline="baseline", canary="canary",
+    )  # fmt: skip
+    check = next(c for c in verdict.checks if c.metric == "win_rate")
+    assert check.bound == pytest.approx(0.5 - 0.05)
+    assert check.canary_value == pytest.approx((30 + 10 / 2) / 100)
+    if method == "threshold":
+        assert check.outcome is Outcome.FAIL
