@@ -267,3 +267,84 @@ def test_a_win_rate_against_the_baseline_is_the_absolute_minimum_even_minus_the_
     assert check.canary_value == pytest.approx((30 + 10 / 2) / 100)
     if method == "threshold":
         assert check.outcome is Outcome.FAIL
+
+
+# -- the sequential judge: whether an estimate is within its bound (sequential.py) ----------------
+
+SEQUENTIAL = AnalysisSpec(interval=30, min_requests=1, method="sequential", alpha=0.05)
+
+
+def sequential_checks(
+    slo: SloSpec, windows: list[tuple[VariantStats, VariantStats]]
+) -> list[Check]:
+    """The SLO's check after each analysis, one window each (canary, baseline), the ledger
+    carried from one to the next."""
+    ledger: dict[str, object] = {}
+    checks = []
+    for index, (canary, baseline) in enumerate(windows):
+        observation = Observation(30 * index, 30 * index + 30, {"c": canary, "b": baseline})
+        verdict, ledger = assess([slo], SEQUENTIAL, observation, ledger, baseline="b", canary="c")
+        checks.append(next(c for c in verdict.checks if c.metric == slo.metric))
+    return checks
+
+
+def test_a_rate_increase_is_within_on_the_canarys_rate_over_the_whole_run() -> None:
+    """`error_rate <= baseline + 0.01`: 1 error in 100, then 4 in 100, is 5/200 = 0.025 on the
+    canary against 20/2000 + 0.01 = 0.02: beyond; after the first window alone, 0.01 is within."""
+    slo = SloSpec(metric="error_rate", compare="baseline", max_increase=0.01)
+    baseline = VariantStats(1000, errors=10)
+    first, second = sequential_checks(
+        slo, [(VariantStats(100, errors=1), baseline), (VariantStats(100, errors=4), baseline)]
+    )
+    assert first.evidence is not None and first.evidence.within is True
+    assert second.evidence is not None and second.evidence.within is False
+    assert 5 / 200 > 20 / 2000 + 0.01
+
+
+def test_a_rate_increase_on_one_request_or_none_is_judged_on_what_there_is() -> None:
+    """One canary request that failed is a rate of 1, far beyond 0.01 + 0.01; a canary that
+    served nothing yet has no rate, so nothing is beyond."""
+    slo = SloSpec(metric="error_rate", compare="baseline", max_increase=0.01)
+    baseline = VariantStats(1000, errors=10)
+    (one,) = sequential_checks(slo, [(VariantStats(1, errors=1), baseline)])
+    assert one.evidence is not None and one.evidence.within is False
+    (none,) = sequential_checks(slo, [(VariantStats(0), baseline)])
+    assert none.evidence is not None and none.evidence.within is True
+
+
+def test_a_cost_allowance_is_within_on_the_mean_difference_and_unknown_is_within() -> None:
+    """`cost_per_query_usd <= baseline x 1.5`: the canary at $0.02 a request against $0.01 x 1.5 is
+    $0.005 over its allowance, so its estimate is beyond it; with no canary request yet there is
+    no estimate, and nothing is beyond."""
+    slo = SloSpec(metric="cost_per_query_usd", compare="baseline", max_ratio=1.5)
+    baseline = VariantStats(1000, cost_usd=10.0)
+    (over,) = sequential_checks(slo, [(VariantStats(100, cost_usd=2.0), baseline)])
+    assert over.evidence is not None
+    assert over.evidence.estimate == pytest.approx(2.0 / 100 - 10.0 / 1000 * 1.5)
+    assert over.evidence.within is False
+    (unknown,) = sequential_checks(slo, [(VariantStats(0), baseline)])
+    assert unknown.evidence is not None and unknown.evidence.estimate is None
+    assert unknown.evidence.within is True
+
+
+def test_a_rate_increase_over_a_baseline_of_one_request_is_judged_on_it() -> None:
+    """A baseline of one request without error is a rate of 0: the canary's 5 in 100 is beyond
+    0 + 0.01."""
+    slo = SloSpec(metric="error_rate", compare="baseline", max_increase=0.01)
+    (check,) = sequential_checks(slo, [(VariantStats(100, errors=5), VariantStats(1))])
+    assert check.evidence is not None and check.evidence.within is False
+
+
+def test_a_ledger_from_before_the_canarys_counts_were_kept_knows_no_canary_rate() -> None:
+    """A journal written before the canary's requests were kept in the ledger resumes with none
+    counted: until the canary serves again nothing says its rate is beyond the allowance."""
+    slo = SloSpec(metric="error_rate", compare="baseline", max_increase=0.01)
+    baseline = VariantStats(1000, errors=10)
+    window = Observation(0, 30, {"c": VariantStats(100, errors=9), "b": baseline})
+    _, ledger = assess([slo], SEQUENTIAL, window, {}, baseline="b", canary="c")
+    for test in ledger["tests"].values():
+        del test["canary_requests"], test["canary_events"]
+    later = Observation(30, 60, {"c": VariantStats(0), "b": baseline})
+    verdict, _ = assess([slo], SEQUENTIAL, later, ledger, baseline="b", canary="c")
+    (check,) = (c for c in verdict.checks if c.metric == "error_rate")
+    assert check.evidence is not None and check.evidence.within is True
