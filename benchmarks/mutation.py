@@ -81,6 +81,8 @@ LEFT_OUT = {
 }
 """Every other test module that imports the core, and why the mutation run leaves it out."""
 COPIED = ("canaryctl", "tests", "runbooks", "scenarios")
+ALSO_COPIED = ("runbooks", "scenarios")
+"""What mutmut copies beside the code and tests into its mutants/ folder: files tests read."""
 KILLED = frozenset({"killed", "timeout", "caught by type check"})
 # A mutant's tests get (their clean duration + 2 s) x 3 of CPU time, twice, before it counts as a
 # timeout; mutmut's own default (x 15) lets one endless loop cost minutes.
@@ -221,6 +223,7 @@ def mutmut_section(files: list[str], tests: list[str]) -> str:
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-m", "not e2e"]\n'
         f"timeout_multiplier = {TIMEOUT_MULTIPLIER}\n"
         f"timeout_constant = {TIMEOUT_CONSTANT}\n"
+        f"also_copy = {toml_list(list(ALSO_COPIED))}\n"
         "use_git_change_detection = false\n"
     )
 
