@@ -5,6 +5,7 @@ is mutated under the modules that load it (docs/mutation.md)."""
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -71,3 +72,56 @@ def test_each_file_is_mutated_under_the_tests_that_load_it(mutation: ModuleType)
         "canaryctl/analysis/experiment.py": ["tests/test_experiment_analysis.py"],
         "canaryctl/controller/step.py": ["tests/test_shadow_step.py"],
     }
+
+
+def report(file: str, mutants: int, killed: int, commit: str) -> dict[str, object]:
+    survivor = {"file": file, "line": 3, "function": "f", "status": "survived",
+                "mutant": "m__mutmut_1", "original": "a < b", "mutated": "a <= b"}  # fmt: skip
+    row = {"mutants": mutants, "killed": killed, "score": killed / mutants,
+           "statuses": {"killed": killed, "survived": mutants - killed},
+           "tests": ["tests/test_x.py"], "commit": commit, "uncommitted_changes": False,
+           "seconds": 10.0}  # fmt: skip
+    return {"tool": "mutmut 3.8.1", "python": "3.11.7", "tests": ["tests/test_x.py"],
+            "commits": [commit], "workers": 1, "runs": 1, "seconds": 10.0,
+            "total": {"mutants": mutants, "killed": killed, "score": killed / mutants},
+            "files": {file: row}, "missing": [],
+            "survivors": [survivor] * (mutants - killed)}  # fmt: skip
+
+
+def test_runs_of_other_files_combine_into_one_report_with_each_files_commit(
+    mutation: ModuleType,
+) -> None:
+    first, second = report("a.py", 40, 39, "1" * 40), report("b.py", 60, 57, "2" * 40)
+    first["missing"] = ["b.py", "c.py"]
+    both = mutation.combine([first, second])
+    assert both["total"] == {"mutants": 100, "killed": 96, "score": 0.96}
+    assert both["commits"] == ["1" * 40, "2" * 40] and both["runs"] == 2
+    assert both["files"]["a.py"]["commit"] == "1" * 40 and both["seconds"] == 20.0
+    assert both["missing"] == ["c.py"] and len(both["survivors"]) == 4
+    with pytest.raises(SystemExit, match=r"a\.py is in two reports"):
+        mutation.combine([first, first])
+
+
+def test_the_caption_says_which_commit_each_file_was_measured_at(mutation: ModuleType) -> None:
+    spec = importlib.util.spec_from_file_location("tables", ROOT / "benchmarks" / "tables.py")
+    assert spec is not None and spec.loader is not None
+    tables = importlib.util.module_from_spec(spec)
+    sys.modules["tables"] = tables
+    spec.loader.exec_module(tables)
+    one = report("a.py", 40, 39, "1234567890" + "0" * 30)
+    assert ", at canaryctl `123456789`;" in tables.caption(one, "x.json")
+    two = mutation.combine([one, report("b.py", 60, 57, "abcdef1234" + "0" * 30)])
+    two["missing"] = ["c.py"]
+    text = tables.caption(two, "x.json")
+    assert "at canaryctl `123456789` (a.py); `abcdef123` (b.py)" in text
+    assert text.endswith("Not measured: `c.py`.")
+
+
+def test_select_prints_each_files_tests_from_the_command_line() -> None:
+    done = subprocess.run(
+        [sys.executable, "benchmarks/mutation.py", "--select", "--only",
+         "canaryctl/analysis/experiment.py"],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "canaryctl/analysis/experiment.py: tests/test_experiment_analysis.py\n"
