@@ -10,8 +10,26 @@ import statistics
 import pytest
 
 from canaryctl.analysis import Check, Outcome, Verdict, assess
+from canaryctl.controller.step import (
+    Analyze,
+    Analyzed,
+    Decision,
+    EndShadow,
+    Event,
+    MetricsFailed,
+    Resumed,
+    Rollback,
+    RolloutState,
+    SetShadow,
+    SetWeight,
+    ShadowEnded,
+    ShadowSet,
+    Wait,
+    tick,
+)
 from canaryctl.metrics import Observation, VariantStats
-from canaryctl.runbook.rollout import AnalysisSpec, SloSpec
+from canaryctl.runbook import Rollout
+from canaryctl.runbook.rollout import AnalysisSpec, RolloutSpec, SloSpec
 
 # -- absolute bounds (bound.py) --------------------------------------------------------------------
 # docs/analysis.md: the within side's alternatives are b/1.5, b/2, b/4, b/8; a judge's pairwise
@@ -281,3 +299,99 @@ def test_a_ledger_from_before_the_canarys_counts_were_kept_knows_no_canary_rate(
     verdict, _ = assess([slo], SEQUENTIAL, later, ledger, baseline="b", canary="c")
     (check,) = (c for c in verdict.checks if c.metric == "error_rate")
     assert check.evidence is not None and check.evidence.within is True
+
+
+# -- the shadow step's tick (controller/step.py) ---------------------------------------------------
+# Driven as the runner drives it, on a fake clock with scripted verdicts: the step starts at T0,
+# analyses every 30 s, gives up at its max of 300 s.
+
+T0 = 1_000.0
+
+
+def shadow_spec(**analysis: object) -> RolloutSpec:
+    shadow = {
+        "percent": 20,
+        "until": "decided",
+        "max": 300,
+        "slos": [{"metric": "error_rate", "compare": "baseline", "max_increase": 0.02}],
+    }
+    flag = {"provider": "file", "path": "/tmp/flags.json", "baseline": "old", "canary": "new"}
+    return Rollout.model_validate({
+        "kind": "Rollout",
+        "metadata": {"name": "pins"},
+        "spec": {
+            "flag": {**flag, "key": "live"},
+            "shadow_flag": {**flag, "key": "mirror", "baseline": "off"},
+            "metrics": {"provider": "scrape", "targets": ["http://127.0.0.1:9/metrics"]},
+            "slos": [{"metric": "error_rate", "max": 0.05}],
+            "analysis": {"interval": 30, "min_requests": 1, **analysis},
+            "steps": [{"shadow": shadow}, {"set_weight": 10}],
+        },
+    }).spec  # fmt: skip
+
+
+def scripted(outcome: Outcome, why: str = "") -> Verdict:
+    check = Check("slo", "error_rate", outcome, why or outcome.value, None, None, None, 0, 0)
+    return Verdict(outcome, (check,), T0, T0)
+
+
+def shadowing(spec: RolloutSpec) -> RolloutState:
+    """The state once the shadow flag mirrors: the first analysis is due at T0 + 30."""
+    assert tick(spec, RolloutState(), T0, None).action == SetShadow(20)
+    started = tick(spec, tick(spec, RolloutState(), T0, None).state, T0, ShadowSet(T0))
+    assert started.action == Wait(T0 + 30)
+    return started.state
+
+
+def analysed(spec: RolloutSpec, state: RolloutState, now: float, event: Event) -> Decision:
+    """The analysis due at `now` (asked for by a look without news), then its outcome."""
+    asked = tick(spec, state, now, None)
+    assert asked.action == Analyze(T0, True, True)  # until: decided: every analysis may close
+    return tick(spec, asked.state, now, event)
+
+
+def test_a_shadow_failure_within_the_failure_limit_is_tolerated_and_the_next_stops_it() -> None:
+    """failure_limit 1: the first failed analysis is the one allowed, the second stops the run,
+    rolled back with the verdict's reason."""
+    spec = shadow_spec(failure_limit=1)
+    state = shadowing(spec)
+    first = analysed(spec, state, T0 + 30, Analyzed(scripted(Outcome.FAIL, "worse")))
+    assert first.action == Wait(T0 + 60) and first.state.failures == 1
+    second = analysed(spec, first.state, T0 + 60, Analyzed(scripted(Outcome.FAIL, "worse again")))
+    reason = "stopped in shadow: SLO failed: worse again"
+    assert second.action == Rollback("rolled_back", reason)
+    assert second.state.outcome == "rolled_back" and second.state.failures == 2
+    at_zero = analysed(
+        shadow_spec(failure_limit=0), shadowing(shadow_spec(failure_limit=0)), T0 + 30,
+        Analyzed(scripted(Outcome.FAIL, "worse")),
+    )  # fmt: skip
+    assert at_zero.action == Rollback("rolled_back", "stopped in shadow: SLO failed: worse")
+
+
+def test_a_shadow_analysis_that_reads_metrics_resets_the_count_of_errors_in_a_row() -> None:
+    """consecutive_error_limit 1: an error, an inconclusive analysis, an error: never two in a
+    row, so the step goes on."""
+    spec = shadow_spec(consecutive_error_limit=1)
+    state = shadowing(spec)
+    failed = analysed(spec, state, T0 + 30, MetricsFailed("down"))
+    assert failed.action == Wait(T0 + 60) and failed.state.metrics_errors == 1
+    read = analysed(spec, failed.state, T0 + 60, Analyzed(scripted(Outcome.INCONCLUSIVE)))
+    assert read.action == Wait(T0 + 90) and read.state.metrics_errors == 0
+    again = analysed(spec, read.state, T0 + 90, MetricsFailed("down"))
+    assert again.action == Wait(T0 + 120) and again.state.metrics_errors == 1
+
+
+def test_a_resume_starts_the_shadow_step_again_even_once_it_had_passed() -> None:
+    """A resume mid-step, or after the step passed but before the shadow flag was put back,
+    sets the shadow flag again: a look without news waits on that, never on the old window."""
+    spec = shadow_spec()
+    state = shadowing(spec)
+    mid = analysed(spec, state, T0 + 30, Analyzed(scripted(Outcome.INCONCLUSIVE))).state
+    passed = analysed(spec, mid, T0 + 60, Analyzed(scripted(Outcome.PASS)))
+    assert passed.action == EndShadow()
+    for before in (mid, passed.state):
+        resumed = tick(spec, before, T0 + 70, Resumed(T0 + 70))
+        assert resumed.action == SetShadow(20)
+        assert tick(spec, resumed.state, T0 + 71, None).action == SetShadow(20)
+    ended = tick(spec, passed.state, T0 + 61, ShadowEnded())
+    assert ended.action == SetWeight(10)
