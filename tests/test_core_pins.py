@@ -79,6 +79,19 @@ def test_near_bets_above_the_bound_beyond_and_a_little_under_it_within() -> None
     assert BoundTest.near(bound).observe(80.0, 30.0).e_value_within() > 20
 
 
+def test_a_default_bounds_ledger_entry_keeps_the_shape_written_before_near_existed() -> None:
+    """The within side's default alternatives are not written out (a ledger from before `near`
+    reads back the same); `near`'s are, both sides."""
+    from canaryctl.analysis.bound import BoundTest
+
+    plain = BoundTest(0.02).observe(10.0, 1.0).to_dict()
+    assert sorted(plain) == ["beyond", "bound", "events", "trials", "within"]
+    near = BoundTest.near(0.55).observe(10.0, 6.0).to_dict()
+    assert near["alternatives"] == [1.05, 1.1, 1.2, 1.5]
+    assert near["above"] == [0.05, 0.1, 0.2, 0.4]
+    assert BoundTest.from_dict(near) == BoundTest.near(0.55).observe(10.0, 6.0)
+
+
 # -- the bets (betting.py) -------------------------------------------------------------------------
 
 
