@@ -180,6 +180,25 @@ def test_a_binomial_floor_keeps_identical_differences_from_being_certain() -> No
     assert low.e_value() == pytest.approx(robbins(0.9, 3, spread), rel=1e-9)
 
 
+def test_the_floor_survives_the_ledger_and_an_old_ledger_has_none() -> None:
+    """Read back from its ledger entry, a test with floors gives the same evidence; an entry
+    written before floors existed (no `total_floor`) reads as no floor at all."""
+    from canaryctl.analysis.mean_difference import MeanDifference
+
+    floored = MeanDifference()
+    for _ in range(3):
+        floored = floored.observe(0.1, floor=0.04)
+    back = MeanDifference.from_dict(floored.to_dict())
+    assert back == floored
+    assert back.e_value() == pytest.approx(robbins(0.3, 3, 0.2), rel=1e-9)
+    old = {"intervals": 3, "total": 0.9, "total_squares": 0.0 + 0.09 + 0.36}
+    read = MeanDifference.from_dict(old)
+    assert read.total_floor == 0.0
+    assert read.e_value() == pytest.approx(
+        robbins(0.9, 3, statistics.stdev([0.0, 0.3, 0.6])), rel=1e-9
+    )
+
+
 # -- the guard (guard.py) --------------------------------------------------------------------------
 
 
