@@ -9,7 +9,7 @@ import statistics
 
 import pytest
 
-from canaryctl.analysis import Check, Outcome, Verdict, assess
+from canaryctl.analysis import Check, Evidence, Outcome, Verdict, assess
 from canaryctl.controller.step import (
     Analyze,
     Analyzed,
@@ -25,6 +25,7 @@ from canaryctl.controller.step import (
     ShadowEnded,
     ShadowSet,
     Wait,
+    plan,
     tick,
 )
 from canaryctl.metrics import Observation, VariantStats
@@ -340,10 +341,10 @@ def test_a_ledger_from_before_the_canarys_counts_were_kept_knows_no_canary_rate(
 T0 = 1_000.0
 
 
-def shadow_spec(**analysis: object) -> RolloutSpec:
+def shadow_spec(until: object = "decided", **analysis: object) -> RolloutSpec:
     shadow = {
         "percent": 20,
-        "until": "decided",
+        "until": until,
         "max": 300,
         "slos": [{"metric": "error_rate", "compare": "baseline", "max_increase": 0.02}],
     }
@@ -375,10 +376,13 @@ def shadowing(spec: RolloutSpec) -> RolloutState:
     return started.state
 
 
-def analysed(spec: RolloutSpec, state: RolloutState, now: float, event: Event) -> Decision:
-    """The analysis due at `now` (asked for by a look without news), then its outcome."""
+def analysed(
+    spec: RolloutSpec, state: RolloutState, now: float, event: Event, closing: bool = True
+) -> Decision:
+    """The analysis due at `now` (asked for by a look without news), then its outcome. With
+    `until: decided` every analysis may close the step."""
     asked = tick(spec, state, now, None)
-    assert asked.action == Analyze(T0, True, True)  # until: decided: every analysis may close
+    assert asked.action == Analyze(T0, closing, True)
     return tick(spec, asked.state, now, event)
 
 
@@ -427,3 +431,96 @@ def test_a_resume_starts_the_shadow_step_again_even_once_it_had_passed() -> None
         assert tick(spec, resumed.state, T0 + 71, None).action == SetShadow(20)
     ended = tick(spec, passed.state, T0 + 61, ShadowEnded())
     assert ended.action == SetWeight(10)
+
+
+def within_check(slo: str, outcome: Outcome, within: bool | None, reason: str = "") -> Check:
+    evidence = Evidence("ratio <= 1", 1.0, 20.0, 1.5, 0.5, 3.0, 10, within=within)
+    return Check(slo, "error_rate", outcome, reason or outcome.value, None, None, None, 0, 0,
+                 evidence=evidence)  # fmt: skip
+
+
+def test_a_shadow_step_describes_its_until() -> None:
+    items = plan(shadow_spec(until=60))
+    assert items[0].describe() == "shadow 20% until 60s (max 300s)"
+    assert plan(shadow_spec())[0].describe() == "shadow 20% until decided (max 300s)"
+
+
+def test_until_a_duration_closes_at_exactly_that_time_and_a_pass_then_ends_the_step() -> None:
+    """until 60 s: the analysis at T0 + 30 cannot end the step, the one at T0 + 60 can; the
+    shadow flag goes back, and a look without news before it is back asks again."""
+    spec = shadow_spec(until=60)
+    state = shadowing(spec)
+    early = analysed(spec, state, T0 + 30, Analyzed(scripted(Outcome.PASS)), closing=False)
+    assert early.action == Wait(T0 + 60)
+    ends = analysed(spec, early.state, T0 + 60, Analyzed(scripted(Outcome.PASS)))
+    assert ends.action == EndShadow()
+    assert tick(spec, ends.state, T0 + 61, None).action == EndShadow()
+    assert tick(spec, ends.state, T0 + 61, ShadowEnded()).action == SetWeight(10)
+
+
+def test_the_shadow_analyses_carry_their_own_ledger_and_a_resume_starts_a_fresh_one() -> None:
+    spec = shadow_spec()
+    state = shadowing(spec)
+    kept = analysed(spec, state, T0 + 30, Analyzed(scripted(Outcome.INCONCLUSIVE), {"n": 1}))
+    assert kept.state.shadow_ledger == {"n": 1} and kept.state.ledger == {}
+    unchanged = analysed(spec, kept.state, T0 + 60, Analyzed(scripted(Outcome.INCONCLUSIVE)))
+    assert unchanged.state.shadow_ledger == {"n": 1}
+    resumed = tick(spec, unchanged.state, T0 + 70, Resumed(T0 + 70))
+    again = tick(spec, resumed.state, T0 + 70, ShadowSet(T0 + 70))
+    assert again.action == Wait(T0 + 100) and again.state.shadow_ledger == {}
+
+
+def test_undecided_at_the_max_stops_the_run_at_exactly_the_max_with_the_reason() -> None:
+    """Inconclusive analyses every 30 s: the tenth, at T0 + 300 (the max), stops the run, saying
+    why: the verdict's reason, or that no analysis passed when it has none."""
+    spec = shadow_spec()
+    state = shadowing(spec)
+    for n in range(1, 10):
+        decision = analysed(spec, state, T0 + 30 * n, Analyzed(scripted(Outcome.INCONCLUSIVE)))
+        assert decision.action == Wait(T0 + 30 * (n + 1))
+        state = decision.state
+    last = analysed(spec, state, T0 + 300, Analyzed(scripted(Outcome.INCONCLUSIVE, "few")))
+    assert last.action == Rollback(
+        "rolled_back", "stopped in shadow: undecided at the step's max (few)"
+    )
+    assert last.state.outcome == "rolled_back"
+    silent = analysed(spec, state, T0 + 300, Analyzed(Verdict.of((), T0, T0 + 300)))
+    assert silent.action == Rollback(
+        "rolled_back", "stopped in shadow: undecided at the step's max (no analysis passed)"
+    )
+
+
+def test_at_the_max_a_pass_without_evidence_of_being_within_names_those_slos() -> None:
+    """A pass whose checks against the baseline have estimates beyond their bounds does not end
+    the step: at the max it stops, naming them; a verdict short of a pass says its own reason,
+    whatever its passing checks' estimates."""
+    spec = shadow_spec()
+    state = shadowing(spec)
+    for n in range(1, 10):
+        state = analysed(spec, state, T0 + 30 * n, Analyzed(scripted(Outcome.INCONCLUSIVE))).state
+    unshown = Verdict.of(
+        (
+            within_check("errors", Outcome.PASS, False),
+            within_check("latency", Outcome.PASS, False),
+            within_check("cost", Outcome.PASS, True),
+        ),
+        T0,
+        T0 + 300,
+    )
+    last = analysed(spec, state, T0 + 300, Analyzed(unshown))
+    assert last.action == Rollback(
+        "rolled_back",
+        "stopped in shadow: undecided at the step's max (the estimate is beyond the bound of "
+        "errors, latency)",
+    )
+    short = Verdict.of(
+        (
+            within_check("errors", Outcome.PASS, False),
+            within_check("pairs", Outcome.INCONCLUSIVE, None, "too few pairs"),
+        ),
+        T0,
+        T0 + 300,
+    )
+    assert analysed(spec, state, T0 + 300, Analyzed(short)).action == Rollback(
+        "rolled_back", "stopped in shadow: undecided at the step's max (too few pairs)"
+    )
