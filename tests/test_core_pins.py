@@ -524,3 +524,191 @@ def test_at_the_max_a_pass_without_evidence_of_being_within_names_those_slos() -
     assert analysed(spec, state, T0 + 300, Analyzed(short)).action == Rollback(
         "rolled_back", "stopped in shadow: undecided at the step's max (too few pairs)"
     )
+
+
+# -- the sequential judge: counts, edges, means and levels at their edges (sequential.py) ---------
+
+
+def check_of(slo: SloSpec, windows: list[tuple[VariantStats, VariantStats]]) -> Check:
+    return sequential_checks(slo, windows)[-1]
+
+
+def evidence_of(slo: SloSpec, windows: list[tuple[VariantStats, VariantStats]]) -> Evidence:
+    evidence = check_of(slo, windows).evidence
+    assert evidence is not None
+    return evidence
+
+
+def hist(*buckets: tuple[float, float]) -> tuple[tuple[float, float], ...]:
+    return (*buckets, (math.inf, buckets[-1][1]))
+
+
+def test_an_interval_one_arm_did_not_serve_adds_nothing_to_a_rate_increase() -> None:
+    """max_increase 0.01 is a margin of 1 + 0.01 / ((10 + 1) / (1000 + 1)) on the baseline's
+    counts so far, and the canary's 1 in 100 is within 0.01 + 0.01: an interval where the canary
+    served nothing (the baseline 500 errors in 1000), or the baseline nothing (the canary 50 in
+    100), changes neither."""
+    slo = SloSpec(metric="error_rate", compare="baseline", max_increase=0.01)
+    first = (VariantStats(100, errors=1), VariantStats(1000, errors=10))
+    margin = 1 + 0.01 / ((10 + 1) / (1000 + 1))
+    for later in (
+        (VariantStats(0), VariantStats(1000, errors=500)),
+        (VariantStats(100, errors=50), VariantStats(0)),
+    ):
+        evidence = evidence_of(slo, [first, later])
+        assert evidence.test == f"error rate ratio canary/baseline <= {margin:.4g}"
+        assert evidence.within is True
+
+
+def test_a_rate_increase_exactly_at_its_allowance_is_within() -> None:
+    """2 in 100 against 10 in 1000 + 0.01: 0.02 <= 0.02."""
+    slo = SloSpec(metric="error_rate", compare="baseline", max_increase=0.01)
+    evidence = evidence_of(slo, [(VariantStats(100, errors=2), VariantStats(1000, errors=10))])
+    assert 2 / 100 == 10 / 1000 + 0.01 and evidence.within is True
+
+
+def test_an_old_ledger_counts_the_canary_from_the_next_interval_on() -> None:
+    """After a ledger without the canary's counts, 1 error in 49 is 0.0204, beyond 20/2000 + 0.01;
+    no error in 49 is within."""
+    slo = SloSpec(metric="error_rate", compare="baseline", max_increase=0.01)
+    baseline = VariantStats(1000, errors=10)
+    window = Observation(0, 30, {"c": VariantStats(100, errors=9), "b": baseline})
+    _, ledger = assess([slo], SEQUENTIAL, window, {}, baseline="b", canary="c")
+    for test in ledger["tests"].values():
+        del test["canary_requests"], test["canary_events"]
+    for errors, within in ((1, False), (0, True)):
+        later = Observation(30, 60, {"c": VariantStats(49, errors=errors), "b": baseline})
+        verdict, _ = assess([slo], SEQUENTIAL, later, ledger, baseline="b", canary="c")
+        (check,) = (c for c in verdict.checks if c.metric == "error_rate")
+        assert check.evidence is not None and check.evidence.within is within
+    assert 1 / 49 > 20 / 2000 + 0.01 >= 1 / 50
+
+
+def test_a_rate_ratio_is_within_on_the_mantel_haenszel_estimate() -> None:
+    """max_ratio 1.5 on equal traffic: 15 errors against 10 is exactly 1.5, within; 10 against 10
+    is 1, within; 1 against none is no estimate, beyond while the canary has errors, within
+    without."""
+    slo = SloSpec(metric="error_rate", compare="baseline", max_ratio=1.5)
+    for canary_errors, baseline_errors, within in ((15, 10, True), (10, 10, True), (16, 10, False),
+                                                   (1, 0, False), (0, 0, True)):  # fmt: skip
+        windows = [
+            (VariantStats(1000, errors=canary_errors), VariantStats(1000, errors=baseline_errors))
+        ]
+        assert evidence_of(slo, windows).within is within, (canary_errors, baseline_errors)
+
+
+def test_a_rate_increase_grid_is_centred_at_one_and_ends_at_sixty_four() -> None:
+    """docs/analysis.md: a max_increase rate test's grid sits at 1 (its margin moves with the
+    baseline), from 1/4 to 64: a canary failing every request where the baseline fails 1 in
+    1000 has every grid point rejected, so its lower bound is the last, 64."""
+    slo = SloSpec(metric="error_rate", compare="baseline", max_increase=0.01)
+    windows = [(VariantStats(100, errors=100), VariantStats(100_000, errors=1))] * 3
+    assert evidence_of(slo, windows).lower == pytest.approx(64.0)
+
+
+def test_latency_against_the_baseline_edges_and_what_cannot_be_held() -> None:
+    """The baseline's p95 edge is 0.5 s; `max_increase: 0` holds the canary to that same edge;
+    `max_ratio: 3` needs an edge at or above 1.5 s, which the histogram lacks; a baseline with
+    only the +Inf bucket has no edge yet; a later canary histogram without its edge adds
+    nothing."""
+    baseline = VariantStats(100, latency_buckets=hist((0.5, 96), (1.0, 100)))
+    canary = VariantStats(100, latency_buckets=hist((0.5, 90), (1.0, 100)))
+    same = SloSpec(metric="latency_p95_seconds", compare="baseline", max_increase=0)
+    evidence = evidence_of(same, [(canary, baseline), (canary, baseline)])
+    assert evidence.test == "ratio of shares slower than 0.5s (canary) and 0.5s (baseline) <= 1"
+    far = SloSpec(metric="latency_p95_seconds", compare="baseline", max_ratio=3)
+    check = check_of(far, [(canary, baseline)])
+    assert check.reason.endswith(
+        "(no latency bucket edge at or above 1.5s to hold the canary to; judged by threshold)"
+    )
+    only_inf = VariantStats(100, latency_buckets=((math.inf, 100),))
+    assert check_of(same, [(canary, only_inf)]).evidence is None
+    bare = VariantStats(100)
+    two = evidence_of(same, [(canary, baseline), (canary, baseline)])
+    three = evidence_of(same, [(canary, baseline), (canary, baseline), (bare, baseline)])
+    assert three == two
+
+
+def test_an_absolute_latency_bound_skips_an_interval_without_its_histogram() -> None:
+    slo = SloSpec(metric="latency_p95_seconds", max=0.5)
+    canary = VariantStats(100, latency_buckets=hist((0.5, 99), (1.0, 100)))
+    baseline = VariantStats(100)
+    before = evidence_of(slo, [(canary, baseline)])
+    assert evidence_of(slo, [(canary, baseline), (VariantStats(100), baseline)]) == before
+
+
+def test_means_count_an_interval_of_one_request_and_skip_one_of_none() -> None:
+    """Cost against the baseline: one canary request at $0.05 against $0.01 x 1.5 is one
+    interval 0.035 over; one baseline request at $0.01 likewise; none on either side, nothing."""
+    slo = SloSpec(metric="cost_per_query_usd", compare="baseline", max_ratio=1.5)
+    big = VariantStats(1000, cost_usd=10.0)
+    one_canary = evidence_of(slo, [(VariantStats(1, cost_usd=0.05), big)])
+    assert one_canary.samples == 1 and one_canary.estimate == pytest.approx(0.05 - 0.015)
+    one_baseline = evidence_of(
+        slo, [(VariantStats(100, cost_usd=5.0), VariantStats(1, cost_usd=0.01))]
+    )
+    assert one_baseline.samples == 1 and one_baseline.estimate == pytest.approx(0.05 - 0.015)
+    for canary, baseline in (
+        (VariantStats(0), big),
+        (VariantStats(100, cost_usd=5.0), VariantStats(0)),
+    ):
+        assert evidence_of(slo, [(canary, baseline)]).estimate is None
+
+
+def test_a_cost_increase_of_zero_allows_the_baseline_mean_and_its_evidence_says_what() -> None:
+    """max_increase 0: $0.02 a request against $0.01 is 0.01 over; at exactly the allowance
+    ($0.02 against $0.01 + $0.01) it is within; quality's shortfall reads the other way."""
+    zero = SloSpec(metric="cost_per_query_usd", compare="baseline", max_increase=0)
+    over = evidence_of(zero, [(VariantStats(100, cost_usd=2.0), VariantStats(1000, cost_usd=10.0))])
+    assert over.estimate == pytest.approx(0.01)
+    assert over.test == (
+        "mean of cost_per_query_usd minus its allowance, per interval, <= 0 (asymptotic)"
+    )
+    cent = SloSpec(metric="cost_per_query_usd", compare="baseline", max_increase=0.01)
+    at = evidence_of(cent, [(VariantStats(100, cost_usd=2.0), VariantStats(1000, cost_usd=10.0))])
+    assert at.estimate == 0.0 and at.within is True
+    quality = SloSpec(metric="quality_score", compare="baseline", max_decrease=0.1)
+    scored = VariantStats(100, quality_sum=60.0, quality_count=100)
+    assert evidence_of(quality, [(scored, scored)]).test.startswith(
+        "allowance minus mean of quality_score"
+    )
+
+
+def test_an_absolute_bound_and_a_level_count_one_request_and_wait_for_the_first() -> None:
+    """error_rate max 0.02: one request is one observation of evidence, none is not tested yet;
+    cost max $0.01: one request at $0.05 is one interval 0.04 over; tokens min 0: the shortfall
+    is 0 minus the mean."""
+    bound = SloSpec(metric="error_rate", max=0.02)
+    baseline = VariantStats(1000)
+    assert evidence_of(bound, [(VariantStats(1), baseline)]).samples == 1
+    assert check_of(bound, [(VariantStats(0), baseline)]).evidence is None
+    level = SloSpec(metric="cost_per_query_usd", max=0.01)
+    one = evidence_of(level, [(VariantStats(1, cost_usd=0.05), baseline)])
+    assert one.samples == 1 and one.estimate == pytest.approx(0.04)
+    tokens = SloSpec(metric="tokens_per_query", min=0)
+    used = VariantStats(100, prompt_tokens=3000.0, completion_tokens=2000.0)
+    assert evidence_of(tokens, [(used, baseline)]).estimate == pytest.approx(0 - 50.0)
+
+
+@pytest.mark.parametrize(
+    ("slo", "canary"),
+    [
+        (SloSpec(metric="cost_per_query_usd", compare="baseline", max_ratio=1.5),
+         VariantStats(100, cost_usd=1.0)),
+        (SloSpec(metric="cost_per_query_usd", max=0.05), VariantStats(100, cost_usd=1.0)),
+    ],
+)  # fmt: skip
+def test_a_mean_test_rejected_earlier_stays_rejected_when_read_back(
+    slo: SloSpec, canary: VariantStats
+) -> None:
+    """The ledger's `rejected` is the test's memory: an entry that says so fails the check even
+    on an interval that shows nothing against the canary."""
+    baseline = VariantStats(1000, cost_usd=10.0)
+    window = Observation(0, 30, {"c": canary, "b": baseline})
+    verdict, ledger = assess([slo], SEQUENTIAL, window, {}, baseline="b", canary="c")
+    assert verdict.outcome is not Outcome.FAIL
+    for test in ledger["tests"].values():
+        test["rejected"] = True
+    later = Observation(30, 60, {"c": canary, "b": baseline})
+    verdict, _ = assess([slo], SEQUENTIAL, later, ledger, baseline="b", canary="c")
+    assert verdict.outcome is Outcome.FAIL
