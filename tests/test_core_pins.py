@@ -629,12 +629,15 @@ def test_latency_against_the_baseline_edges_and_what_cannot_be_held() -> None:
     assert three == two
 
 
-def test_an_absolute_latency_bound_skips_an_interval_without_its_histogram() -> None:
-    slo = SloSpec(metric="latency_p95_seconds", max=0.5)
+def test_an_absolute_latency_bound_skips_an_interval_without_either_of_its_edges() -> None:
+    """A p95 bound of 0.7 s sits between the edges 0.5 s and 1 s: a later canary histogram
+    without buckets, or without the 1 s edge, adds nothing."""
+    slo = SloSpec(metric="latency_p95_seconds", max=0.7)
     canary = VariantStats(100, latency_buckets=hist((0.5, 99), (1.0, 100)))
     baseline = VariantStats(100)
     before = evidence_of(slo, [(canary, baseline)])
-    assert evidence_of(slo, [(canary, baseline), (VariantStats(100), baseline)]) == before
+    for later in (VariantStats(100), VariantStats(100, latency_buckets=hist((0.5, 99)))):
+        assert evidence_of(slo, [(canary, baseline), (later, baseline)]) == before
 
 
 def test_means_count_an_interval_of_one_request_and_skip_one_of_none() -> None:
