@@ -212,6 +212,7 @@ def guard_check(canary: VariantStats) -> Check:
         canary="canary",
     )  # fmt: skip
     (check,) = verdict.checks
+    assert (verdict.window_start, verdict.window_end) == (0.0, 30.0)  # the window judged
     return check
 
 
