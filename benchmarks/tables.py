@@ -63,6 +63,10 @@ BENCHMARKS = {
     "benchmarks/results/cost_optimize.json": "python benchmarks/cost_optimize.py",
     "docs/detection.json": "python benchmarks/detection.py > docs/detection.json",
     "docs/mutation.json": "python benchmarks/mutation.py --json docs/mutation.json",
+    "docs/mutation-before-shadow.json": (
+        "python benchmarks/mutation.py --combine analysis.json sequential.json "
+        "--json docs/mutation-before-shadow.json (before the shadow step's tests were run)"
+    ),
     "docs/mutation-before.json": (
         "python benchmarks/mutation.py --only canaryctl/controller/step.py --only "
         "canaryctl/analysis/judge.py --only canaryctl/analysis/verdict.py --only "
