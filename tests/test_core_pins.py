@@ -10,13 +10,16 @@ import statistics
 import pytest
 
 from canaryctl.analysis import Check, Evidence, Outcome, Verdict, assess
+from canaryctl.controller.phases import Phase
 from canaryctl.controller.step import (
     Analyze,
     Analyzed,
     Decision,
     EndShadow,
     Event,
+    Finish,
     MetricsFailed,
+    Promote,
     Resumed,
     Rollback,
     RolloutState,
@@ -25,6 +28,7 @@ from canaryctl.controller.step import (
     ShadowEnded,
     ShadowSet,
     Wait,
+    WeightSet,
     plan,
     tick,
 )
@@ -342,7 +346,9 @@ def test_a_ledger_from_before_the_canarys_counts_were_kept_knows_no_canary_rate(
 T0 = 1_000.0
 
 
-def shadow_spec(until: object = "decided", **analysis: object) -> RolloutSpec:
+def shadow_spec(
+    until: object = "decided", finish: str = "promote", **analysis: object
+) -> RolloutSpec:
     shadow = {
         "percent": 20,
         "until": until,
@@ -360,6 +366,7 @@ def shadow_spec(until: object = "decided", **analysis: object) -> RolloutSpec:
             "slos": [{"metric": "error_rate", "max": 0.05}],
             "analysis": {"interval": 30, "min_requests": 1, **analysis},
             "steps": [{"shadow": shadow}, {"set_weight": 10}],
+            "finish": finish,
         },
     }).spec  # fmt: skip
 
@@ -429,7 +436,7 @@ def test_a_resume_starts_the_shadow_step_again_even_once_it_had_passed() -> None
     for before in (mid, passed.state):
         resumed = tick(spec, before, T0 + 70, Resumed(T0 + 70))
         assert resumed.action == SetShadow(20)
-        assert tick(spec, resumed.state, T0 + 71, None).action == SetShadow(20)
+        assert tick(spec, resumed.state, T0 + 71, None) == Decision(resumed.state, SetShadow(20))
     ended = tick(spec, passed.state, T0 + 61, ShadowEnded())
     assert ended.action == SetWeight(10)
 
@@ -455,7 +462,7 @@ def test_until_a_duration_closes_at_exactly_that_time_and_a_pass_then_ends_the_s
     assert early.action == Wait(T0 + 60)
     ends = analysed(spec, early.state, T0 + 60, Analyzed(scripted(Outcome.PASS)))
     assert ends.action == EndShadow()
-    assert tick(spec, ends.state, T0 + 61, None).action == EndShadow()
+    assert tick(spec, ends.state, T0 + 61, None) == Decision(ends.state, EndShadow())
     assert tick(spec, ends.state, T0 + 61, ShadowEnded()).action == SetWeight(10)
 
 
@@ -716,3 +723,28 @@ def test_a_mean_test_rejected_earlier_stays_rejected_when_read_back(
     later = Observation(30, 60, {"c": canary, "b": baseline})
     verdict, _ = assess([slo], SEQUENTIAL, later, ledger, baseline="b", canary="c")
     assert verdict.outcome is Outcome.FAIL
+
+
+@pytest.mark.parametrize("finish", ["keep", "promote"])
+def test_after_the_last_hold_finish_keep_ends_promoted_at_the_last_weight(finish: str) -> None:
+    """`finish: keep`: the run ends promoted where it stands, 10%, with no write to 100%; the
+    default promotes."""
+    spec = shadow_spec(finish=finish)
+    state = shadowing(spec)
+    ends = analysed(spec, state, T0 + 30, Analyzed(scripted(Outcome.PASS)))
+    weight = tick(spec, ends.state, T0 + 31, ShadowEnded())
+    assert weight.action == SetWeight(10)
+    held = tick(spec, weight.state, T0 + 32, WeightSet(T0 + 32))
+    assert held.action == Wait(T0 + 62)
+    asked = tick(spec, held.state, T0 + 62, None)
+    assert asked.action == Analyze(T0 + 32, True)
+    last = tick(spec, asked.state, T0 + 62, Analyzed(scripted(Outcome.PASS)))
+    if finish == "promote":
+        assert last.action == Promote()
+        return
+    reason = "kept the canary at 10% (finish: keep)"
+    assert last.action == Finish("promoted", reason)
+    assert (last.state.phase, last.state.outcome, last.state.reason) == (
+        Phase.PROMOTED, "promoted", reason,
+    )  # fmt: skip
+    assert last.state.weight == 10
