@@ -88,7 +88,7 @@ def report(file: str, mutants: int, killed: int, commit: str) -> dict[str, objec
             "survivors": [survivor] * (mutants - killed)}  # fmt: skip
 
 
-def test_runs_of_other_files_combine_into_one_report_with_each_files_commit(
+def test_runs_combine_into_one_report_with_each_files_commit_the_latest_kept(
     mutation: ModuleType,
 ) -> None:
     first, second = report("a.py", 40, 39, "1" * 40), report("b.py", 60, 57, "2" * 40)
@@ -98,8 +98,11 @@ def test_runs_of_other_files_combine_into_one_report_with_each_files_commit(
     assert both["commits"] == ["1" * 40, "2" * 40] and both["runs"] == 2
     assert both["files"]["a.py"]["commit"] == "1" * 40 and both["seconds"] == 20.0
     assert both["missing"] == ["c.py"] and len(both["survivors"]) == 4
-    with pytest.raises(SystemExit, match=r"a\.py is in two reports"):
-        mutation.combine([first, first])
+    again = report("a.py", 40, 40, "3" * 40)
+    latest = mutation.combine([first, second, again])
+    assert latest["total"] == {"mutants": 100, "killed": 97, "score": 0.97}
+    assert latest["files"]["a.py"]["commit"] == "3" * 40 and latest["runs"] == 2
+    assert [s["file"] for s in latest["survivors"]] == ["b.py"] * 3
 
 
 def test_the_caption_says_which_commit_each_file_was_measured_at(mutation: ModuleType) -> None:
