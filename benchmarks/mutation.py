@@ -23,8 +23,8 @@ since the machine is shared. Install the tool with `pip install -e '.[mutation]'
 
 The report is rewritten after each file, so a run stopped early still says what it measured;
 `missing` names the files not measured yet. Each file records the commit it was measured at
-(and whether canaryctl/ or tests/ differed from it). Runs over disjoint files (started side by
-side, each with its one worker) combine into one report.
+(and whether canaryctl/ or tests/ differed from it). Runs started side by side (each with its
+one worker) combine into one report; a file measured again is taken from the last.
 
 The score of a file is killed / mutants, where a mutant that made the tests run past their time
 limit (an endless loop) counts as killed, and one that no test reaches counts as survived.
