@@ -4,12 +4,24 @@ never the code's own output read back."""
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 
 import pytest
 
 from canaryctl.analysis import Check, Evidence, Outcome, Verdict, assess
+from canaryctl.analysis.experiment import Decision as ExperimentDecision
+from canaryctl.analysis.experiment import (
+    Design,
+    Effect,
+    MetricRule,
+    decide,
+    interval_floors,
+    interval_values,
+)
+from canaryctl.analysis.experiment import Evidence as ExperimentEvidence
+from canaryctl.analysis.mean_difference import MeanDifference
 from canaryctl.controller.phases import Phase
 from canaryctl.controller.step import (
     Analyze,
@@ -748,3 +760,165 @@ def test_after_the_last_hold_finish_keep_ends_promoted_at_the_last_weight(finish
         Phase.PROMOTED, "promoted", reason,
     )  # fmt: skip
     assert last.state.weight == 10
+
+
+# -- experiments: the design, the evidence and the decision (analysis/experiment.py) --------------
+
+QUALITY_RULE = MetricRule("quality", higher_is_better=True, builtin="quality_score")
+ERRORS_RULE = MetricRule("errors", higher_is_better=False, builtin="error_rate", margin=0.01)
+
+
+def differences(mean: float, variance: float, n: int = 10) -> MeanDifference:
+    """Sufficient statistics of n differences with this mean and sample variance."""
+    return MeanDifference(n, n * mean, n * mean * mean + variance * (n - 1))
+
+
+def test_a_design_reads_back_and_splits_alpha_over_its_sequences() -> None:
+    """Two treatments and a guard: 3 primary pairs and 2 guards against the control, so each
+    of the 5 sequences is tested at 0.1 / 5."""
+    design = Design(("a", "b", "c"), "a", QUALITY_RULE, (ERRORS_RULE,), ("gold",), 0.1, 25.0)
+    assert Design.from_dict(json.loads(json.dumps(design.to_dict()))) == design
+    assert design.pairs == [("a", "b"), ("a", "c"), ("b", "c")]
+    assert design.family_size == 5 and design.alpha_each == pytest.approx(0.02)
+    assert QUALITY_RULE.worse(0.3) == -0.3 and ERRORS_RULE.worse(0.3) == 0.3
+
+
+def test_an_effect_and_a_decision_as_json() -> None:
+    effect = Effect("errors", "gold", "b", "a", 0.5, -math.inf, 2.0, 4)
+    assert effect.to_dict() == {
+        "metric": "errors", "tier": "gold", "variation": "b", "against": "a",
+        "estimate": 0.5, "low": None, "high": 2.0, "intervals": 4,
+    }  # fmt: skip
+    decision = ExperimentDecision("b", "why", {"a": "lost", "b": "won"})
+    assert decision.to_dict() == {
+        "winner": "b",
+        "reason": "why",
+        "standing": {"a": "lost", "b": "won"},
+    }
+
+
+def test_interval_floors_are_binomial_noise_at_the_shrunk_rate() -> None:
+    """(k + 1/2) / (n + 1) for k failures in n judged requests, times 1 - that, over n; an arm
+    under min_samples has none, and a score has no floor."""
+    design = Design(("a", "b", "c"), "a", QUALITY_RULE, (ERRORS_RULE,), min_samples=20)
+    observation = Observation(0.0, 30.0, {
+        "a": VariantStats(100, errors=3, fallbacks=1),
+        "b": VariantStats(40, rejected=10),
+        "c": VariantStats(19, errors=1),
+    })  # fmt: skip
+    floors = interval_floors(design, observation)
+    rate_a, rate_b = (4 + 0.5) / (100 + 1), (0 + 0.5) / (30 + 1)
+    assert floors == {
+        "errors": {
+            "a": pytest.approx(rate_a * (1 - rate_a) / 100),
+            "b": pytest.approx(rate_b * (1 - rate_b) / 30),
+        }
+    }
+    values = interval_values(design, observation)
+    assert values["errors"] == {"a": pytest.approx(0.04), "b": 0.0}
+
+
+def test_evidence_pairs_each_metrics_values_per_interval_for_all_traffic_and_its_tiers() -> None:
+    """Primary differences a - b (every pair), guard differences b - a (treatment - control),
+    levels as per-interval means; a tier the design does not list is not kept."""
+    design = Design(("a", "b"), "a", QUALITY_RULE, (ERRORS_RULE,), ("gold",))
+    evidence = ExperimentEvidence()
+    a_q, b_q = [0.8, 0.7, 0.9], [0.6, 0.65, 0.5]
+    a_e, b_e = [0.01, 0.02, 0.0], [0.03, 0.01, 0.02]
+    for i in range(3):
+        overall = {"quality": {"a": a_q[i], "b": b_q[i]}, "errors": {"a": a_e[i], "b": b_e[i]}}
+        floors = {None: {"errors": {"a": 0.001, "b": 0.002}}}
+        tiers = {"gold": {"quality": {"a": a_q[i]}}, "tin": overall}
+        evidence = evidence.observe(design, overall, tiers, floors)
+    assert evidence.intervals == 3
+    assert evidence.level("quality", None, "a") == pytest.approx(0.8)
+    assert evidence.level("quality", "gold", "a") == pytest.approx(0.8)
+    assert evidence.level("quality", "gold", "b") is None
+    assert evidence.level("quality", "tin", "a") is None
+    quality = evidence.differences[("quality", None, "a", "b")]
+    assert quality.mean() == pytest.approx(
+        statistics.fmean(a - b for a, b in zip(a_q, b_q, strict=True))
+    )
+    errors = evidence.differences[("errors", None, "b", "a")]
+    assert errors.mean() == pytest.approx(
+        statistics.fmean(b - a for a, b in zip(a_e, b_e, strict=True))
+    )
+    assert errors.total_floor == pytest.approx(3 * 0.003)
+    assert set(evidence.differences) == {("quality", None, "a", "b"), ("errors", None, "b", "a")}
+
+
+def test_an_effects_interval_is_infinite_until_ten_intervals_then_mirrors_its_pair() -> None:
+    evidence = ExperimentEvidence({("quality", None, "a", "b"): differences(0.2, 0.01, 9)})
+    early = evidence.interval("quality", None, "b", "a", 0.05)
+    assert (early.estimate, early.low, early.high, early.intervals) == (
+        pytest.approx(-0.2), -math.inf, math.inf, 9,
+    )  # fmt: skip
+    evidence = ExperimentEvidence({("quality", None, "a", "b"): differences(0.2, 0.01, 10)})
+    half = half_width(10, 0.1, 0.05)
+    forward = evidence.interval("quality", None, "a", "b", 0.05)
+    assert (forward.low, forward.high) == (pytest.approx(0.2 - half), pytest.approx(0.2 + half))
+    mirror = evidence.interval("quality", None, "b", "a", 0.05)
+    assert (mirror.estimate, mirror.low, mirror.high) == (
+        pytest.approx(-0.2), pytest.approx(-0.2 - half), pytest.approx(-0.2 + half),
+    )  # fmt: skip
+    none = evidence.interval("quality", None, "a", "c", 0.05)
+    assert none.estimate is None and none.intervals == 0
+
+
+def decided(
+    quality_a_minus_b: tuple[float, float], errors_b_minus_a: tuple[float, float]
+) -> ExperimentDecision:
+    design = Design(("a", "b"), "a", QUALITY_RULE, (ERRORS_RULE,))
+    evidence = ExperimentEvidence({
+        ("quality", None, "a", "b"): differences(*quality_a_minus_b),
+        ("errors", None, "b", "a"): differences(*errors_b_minus_a),
+    })  # fmt: skip
+    return decide(design, evidence)
+
+
+def test_the_winner_is_better_on_the_primary_with_every_guard_within_its_margin() -> None:
+    """Spreads of 0.001 give intervals about ±0.0013 wide at 0.05 / 2: b is 0.2 better on
+    quality, and its errors 0.002 over the control's, within 0.01."""
+    won = decided((-0.2, 1e-6), (0.002, 1e-6))
+    assert won == ExperimentDecision(
+        "b",
+        "b is better on quality than every other variation with every guard within its margin",
+        {"a": "not shown better on quality than b",
+         "b": "better on quality than every other variation"},
+    )  # fmt: skip
+    control = decided((0.2, 1e-6), (0.002, 1e-6))
+    assert control.winner == "a" and control.reason == (
+        "a is better on quality than every other variation (the control)"
+    )
+    assert control.standing["b"] == "not shown better on quality than a"
+
+
+def test_a_guard_shown_worse_or_not_yet_within_its_margin_keeps_the_winner_out() -> None:
+    worse = decided((-0.2, 1e-6), (0.05, 1e-6))
+    assert worse.winner is None
+    assert worse.reason == "no variation is shown better than all others yet"
+    assert worse.standing["b"] == (
+        "better on quality, but errors shown worse than the control by more than 0.01"
+    )
+    unsure = decided((-0.2, 1e-6), (0.01, 0.01))
+    assert unsure.standing["b"] == (
+        "better on quality, but errors not yet shown within 0.01 of the control"
+    )
+    tied = decided((0.0, 0.01), (0.0, 1e-6))
+    assert tied.winner is None and tied.standing == {
+        "a": "not shown better on quality than b", "b": "not shown better on quality than a",
+    }  # fmt: skip
+
+
+def test_a_guard_where_higher_is_better_reads_its_interval_the_other_way() -> None:
+    """Primary errors (lower is better), guard quality (higher is better, margin 0.05): b has
+    fewer errors; its quality 0.02 under the control's is within, 0.2 under is not."""
+    guard = MetricRule("quality", higher_is_better=True, builtin="quality_score", margin=0.05)
+    primary = MetricRule("errors", higher_is_better=False, builtin="error_rate")
+    design = Design(("a", "b"), "a", primary, (guard,))
+    for quality_b_minus_a, winner in ((-0.02, "b"), (-0.2, None), (0.3, "b")):
+        evidence = ExperimentEvidence({
+            ("errors", None, "a", "b"): differences(0.05, 1e-6),
+            ("quality", None, "b", "a"): differences(quality_b_minus_a, 1e-6),
+        })  # fmt: skip
+        assert decide(design, evidence).winner == winner, quality_b_minus_a
