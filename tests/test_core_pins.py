@@ -861,6 +861,9 @@ def test_an_effects_interval_is_infinite_until_ten_intervals_then_mirrors_its_pa
     assert (mirror.estimate, mirror.low, mirror.high) == (
         pytest.approx(-0.2), pytest.approx(-0.2 - half), pytest.approx(-0.2 + half),
     )  # fmt: skip
+    assert (mirror.variation, mirror.against, mirror.metric, mirror.tier) == (
+        "b", "a", "quality", None,
+    )  # fmt: skip
     none = evidence.interval("quality", None, "a", "c", 0.05)
     assert none.estimate is None and none.intervals == 0
 
@@ -921,4 +924,64 @@ def test_a_guard_where_higher_is_better_reads_its_interval_the_other_way() -> No
             ("errors", None, "a", "b"): differences(0.05, 1e-6),
             ("quality", None, "b", "a"): differences(quality_b_minus_a, 1e-6),
         })  # fmt: skip
-        assert decide(design, evidence).winner == winner, quality_b_minus_a
+        decision = decide(design, evidence)
+        assert decision.winner == winner, quality_b_minus_a
+        assert decision.standing["a"] == "not shown better on errors than b"
+        if quality_b_minus_a == -0.2:
+            assert decision.standing["b"] == (
+                "better on errors, but quality shown worse than the control by more than 0.05"
+            )
+
+
+def test_interval_values_keep_an_arm_at_min_samples_and_finite_values_only() -> None:
+    """min_samples 20: an arm of 19 judged requests listed first is skipped and the others are
+    still read; 20 is enough; a custom query's infinite value is no value. A custom metric has
+    no floor, and an arm of one request under min_samples 0 has one."""
+    custom = MetricRule("judge", higher_is_better=True)
+    design = Design(("thin", "a", "b"), "a", custom, (ERRORS_RULE,), min_samples=20)
+    observation = Observation(
+        0.0, 30.0,
+        {"thin": VariantStats(19), "a": VariantStats(20, errors=1), "b": VariantStats(25)},
+        {"judge": {"thin": 0.5, "a": math.inf, "b": 0.7}},
+    )  # fmt: skip
+    values = interval_values(design, observation)
+    assert values == {"judge": {"b": 0.7}, "errors": {"a": 0.05, "b": 0.0}}
+    assert set(interval_floors(design, observation)) == {"errors"}
+    none = Design(("a", "b"), "a", QUALITY_RULE, (ERRORS_RULE,), min_samples=0)
+    single = Observation(0.0, 30.0, {"a": VariantStats(1, errors=1), "b": VariantStats(0)})
+    shrunk = (1 + 0.5) / (1 + 1)
+    assert interval_floors(none, single) == {
+        "errors": {"a": pytest.approx(shrunk * (1 - shrunk) / 1)}
+    }
+
+
+def test_every_standing_is_said_when_three_compete_and_two_guards_fail() -> None:
+    """b is shown better than a and c on quality, but worse than the control on both guards;
+    a and c are not shown better than the others. A guard without a margin allows nothing."""
+    cost = MetricRule("cost", higher_is_better=False)
+    design = Design(("a", "b", "c"), "a", QUALITY_RULE, (ERRORS_RULE, cost))
+    evidence = ExperimentEvidence({
+        ("quality", None, "a", "b"): differences(-0.2, 1e-6),
+        ("quality", None, "a", "c"): differences(0.0, 0.01),
+        ("quality", None, "b", "c"): differences(0.2, 1e-6),
+        ("errors", None, "b", "a"): differences(0.05, 1e-6),
+        ("cost", None, "b", "a"): differences(0.002, 1e-6),
+        ("errors", None, "c", "a"): differences(0.0, 1e-6),
+        ("cost", None, "c", "a"): differences(0.0, 1e-6),
+    })  # fmt: skip
+    assert decide(design, evidence) == ExperimentDecision(
+        None,
+        "no variation is shown better than all others yet",
+        {
+            "a": "not shown better on quality than b, c",
+            "b": "better on quality, but errors shown worse than the control by more than "
+            "0.01; cost shown worse than the control by more than 0",
+            "c": "not shown better on quality than a, b",
+        },
+    )
+
+
+def test_without_guards_the_winner_is_named_on_the_primary_alone() -> None:
+    design = Design(("a", "b"), "a", QUALITY_RULE)
+    evidence = ExperimentEvidence({("quality", None, "a", "b"): differences(-0.2, 1e-6)})
+    assert decide(design, evidence).reason == ("b is better on quality than every other variation")
