@@ -148,6 +148,16 @@ def test_the_ratio_grid_ends_at_sixty_four_times_the_margin() -> None:
     assert test.e_value_above(top * 2 ** (1 / 4)) == 1.0
 
 
+def test_an_interval_of_one_event_is_one_bet() -> None:
+    """One canary event on an even split at margin 1: θ = 1/2, and each scale's wealth is
+    1 + λ (1 - θ) with λ = a / (1 + θ a)."""
+    from canaryctl.analysis.rate_ratio import RateRatio
+
+    direct = sum(1 + a / (1 + 0.5 * a) * (1 - 0.5) for a in DOC_SCALES) / len(DOC_SCALES)
+    one = RateRatio(1.0).observe(1.0, 0.0, 0.5)
+    assert one.e_value() == pytest.approx(direct, rel=1e-12) and one.events == 1
+
+
 # -- the mean difference (mean_difference.py) ----------------------------------------------------
 
 
