@@ -627,6 +627,16 @@ def test_a_rate_ratio_is_within_on_the_mantel_haenszel_estimate() -> None:
         assert evidence_of(slo, windows).within is within, (canary_errors, baseline_errors)
 
 
+def test_a_rate_ratios_evidence_shows_its_finite_upper_bound() -> None:
+    """Equal error rates over many intervals: the confidence sequence's upper end is finite,
+    above the estimate of 1 and well inside the grid's top of 64 times the margin."""
+    slo = SloSpec(metric="error_rate", compare="baseline", max_ratio=1.5)
+    windows = [(VariantStats(1000, errors=50), VariantStats(1000, errors=50))] * 8
+    evidence = evidence_of(slo, windows)
+    assert evidence.estimate == pytest.approx(1.0)
+    assert evidence.upper is not None and 1.0 < evidence.upper < 64 * 1.5
+
+
 def test_a_rate_increase_grid_is_centred_at_one_and_ends_at_sixty_four() -> None:
     """docs/analysis.md: a max_increase rate test's grid sits at 1 (its margin moves with the
     baseline), from 1/4 to 64: a canary failing every request where the baseline fails 1 in
