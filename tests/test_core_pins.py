@@ -369,7 +369,10 @@ T0 = 1_000.0
 
 
 def shadow_spec(
-    until: object = "decided", finish: str = "promote", **analysis: object
+    until: object = "decided",
+    finish: str = "promote",
+    after: tuple[dict[str, object], ...] = ({"set_weight": 10},),
+    **analysis: object,
 ) -> RolloutSpec:
     shadow = {
         "percent": 20,
@@ -387,7 +390,7 @@ def shadow_spec(
             "metrics": {"provider": "scrape", "targets": ["http://127.0.0.1:9/metrics"]},
             "slos": [{"metric": "error_rate", "max": 0.05}],
             "analysis": {"interval": 30, "min_requests": 1, **analysis},
-            "steps": [{"shadow": shadow}, {"set_weight": 10}],
+            "steps": [{"shadow": shadow}, *after],
             "finish": finish,
         },
     }).spec  # fmt: skip
@@ -1005,3 +1008,29 @@ def test_without_guards_the_winner_is_named_on_the_primary_alone() -> None:
     design = Design(("a", "b"), "a", QUALITY_RULE)
     evidence = ExperimentEvidence({("quality", None, "a", "b"): differences(-0.2, 1e-6)})
     assert decide(design, evidence).reason == ("b is better on quality than every other variation")
+
+
+def test_a_pause_after_the_shadow_step_is_a_plain_wait_from_when_the_flag_is_back() -> None:
+    """Before any weight a pause judges nothing: the shadow flag back at T0 + 31, a 60 s pause
+    waits until T0 + 91, then the first weight."""
+    spec = shadow_spec(after=({"pause": 60}, {"set_weight": 10}))
+    ends = analysed(spec, shadowing(spec), T0 + 30, Analyzed(scripted(Outcome.PASS)))
+    paused = tick(spec, ends.state, T0 + 31, ShadowEnded())
+    assert paused.action == Wait(T0 + 91)
+    assert tick(spec, paused.state, T0 + 91, None).action == SetWeight(10)
+
+
+def test_floors_count_an_arm_at_exactly_min_samples_and_each_tier_has_its_own() -> None:
+    design = Design(("a", "b"), "a", QUALITY_RULE, (ERRORS_RULE,), ("gold",), min_samples=20)
+    at_min = Observation(0.0, 30.0, {"a": VariantStats(20), "b": VariantStats(21, errors=1)})
+    shrunk = 0.5 / 21
+    assert interval_floors(design, at_min)["errors"]["a"] == pytest.approx(
+        shrunk * (1 - shrunk) / 20
+    )
+    values = {"errors": {"a": 0.01, "b": 0.03}}
+    floors = {None: {"errors": {"a": 0.001, "b": 0.001}}, "gold": {"errors": {"a": 0.004}}}
+    evidence = ExperimentEvidence().observe(design, values, {"gold": values}, floors)
+    overall = evidence.differences[("errors", None, "b", "a")]
+    gold = evidence.differences[("errors", "gold", "b", "a")]
+    assert (overall.total_floor, gold.total_floor) == (pytest.approx(0.002), pytest.approx(0.004))
+    assert overall.total == gold.total == pytest.approx(0.02)
