@@ -127,4 +127,7 @@ def test_select_prints_each_files_tests_from_the_command_line() -> None:
         cwd=ROOT, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert done.stdout == "canaryctl/analysis/experiment.py: tests/test_experiment_analysis.py\n"
+    assert done.stdout == (
+        "canaryctl/analysis/experiment.py: "
+        "tests/test_core_pins.py tests/test_experiment_analysis.py\n"
+    )
