@@ -1,22 +1,30 @@
 """How much of the decision core its tests pin: a mutation run with mutmut, as JSON.
 
 Each mutant is one small change to the code (an operator, a constant, a comparison, a removed
-argument); the fast decision-core tests run against it and must fail. A surviving mutant is a
-change to the decision that no test notices. Not run in CI: it takes minutes, not seconds.
+argument); the decision core's tests run against it and must fail. A surviving mutant is a
+change to the decision that no test notices. Not run in CI: it takes tens of minutes.
+
+Which tests: `CORE_TESTS` names the test modules that pin the core, and `LEFT_OUT` every other
+test module that imports it, with the reason it is not run here; tests/test_core_pins.py fails
+when a test module imports the core and is in neither, so the list cannot go stale. Each file is
+mutated in a run of its own, over the modules of `CORE_TESTS` whose import loads that file
+(one that never loads it cannot exercise it), minus their `e2e`-marked tests (real servers).
 
 mutmut mutates a scratch copy of the project (canaryctl/, tests/, pyproject.toml with a
 `[tool.mutmut]` section written here), so the worktree gets no `mutants/` folder and the
 project's pyproject.toml carries no mutmut settings. It runs with one worker under `nice -n 10`,
 since the machine is shared. Install the tool with `pip install -e '.[mutation]'`.
 
-    python benchmarks/mutation.py                             # analysis/ and step.py
-    python benchmarks/mutation.py --json docs/mutation.json   # the figures in docs/mutation.md
-    python benchmarks/mutation.py --only canaryctl/controller/step.py --only canaryctl/analysis
-    python benchmarks/mutation.py --markdown docs/mutation.json   # the tables of docs/mutation.md
+    python benchmarks/mutation.py --json docs/mutation.json   # all of analysis/ and step.py
+    python benchmarks/mutation.py --only canaryctl/analysis/bound.py --json bound.json
+    python benchmarks/mutation.py --markdown docs/mutation.json   # its tables, as Markdown
     python benchmarks/mutation.py --combine a.json b.json --json all.json  # runs of other files
+    python benchmarks/mutation.py --select     # each file and the tests its run would use
 
-Runs over disjoint files (started side by side, each with its one worker) combine into one
-report: each file's figures are its run's, and the seconds are the runs' sum.
+The report is rewritten after each file, so a run stopped early still says what it measured;
+`missing` names the files not measured yet. Each file records the commit it was measured at
+(and whether canaryctl/ or tests/ differed from it). Runs started side by side (each with its
+one worker) combine into one report; a file measured again is taken from the last.
 
 The score of a file is killed / mutants, where a mutant that made the tests run past their time
 limit (an endless loop) counts as killed, and one that no test reaches counts as survived.
@@ -43,15 +51,38 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PATHS = ("canaryctl/analysis", "canaryctl/controller/step.py")
-DEFAULT_TESTS = (
-    "tests/test_controller.py",
+CORE_MODULES = ("canaryctl.analysis", "canaryctl.controller.step")
+"""The decision core, as modules: a test module importing one of these (or below) pins it."""
+CORE_TESTS = (
     "tests/test_analysis.py",
-    "tests/test_sequential.py",
-    "tests/test_decision.py",
     "tests/test_bound.py",
+    "tests/test_chaos_step.py",
+    "tests/test_controller.py",
+    "tests/test_core_pins.py",
+    "tests/test_decision.py",
+    "tests/test_experiment_analysis.py",
     "tests/test_guard.py",
+    "tests/test_sequential.py",
+    "tests/test_shadow_step.py",
 )
+"""The test modules a mutation run uses (their `e2e`-marked tests left out)."""
+LEFT_OUT = {
+    "tests/test_controller_metrics.py": "the controller's /metrics scraped over loopback while a "
+    "rollout runs; imports Verdict only to script one",
+    "tests/test_cost_optimize.py": "the cost optimizer's LP (Hypothesis, seconds a test); "
+    "ticks once only to see a generated runbook promote",
+    "tests/test_evals.py": "eval scorers; imports Outcome only to compare an eval's verdict",
+    "tests/test_experiment_runner.py": "the experiment runner's exits, in SQLite and a real "
+    "PostgreSQL; imports Design only to build one",
+    "tests/test_gate.py": "`canaryctl gate` over real HTTP to the lab; imports Outcome only",
+    "tests/test_metric_profiles.py": "documents refused before anything acts; its one judge "
+    "call (a custom query SLO) is pinned in test_decision.py",
+    "tests/test_prometheus_profiles.py": "a real Prometheus server; imports Verdict only",
+}
+"""Every other test module that imports the core, and why the mutation run leaves it out."""
 COPIED = ("canaryctl", "tests", "runbooks", "scenarios")
+ALSO_COPIED = ("runbooks", "scenarios")
+"""What mutmut copies beside the code and tests into its mutants/ folder: files tests read."""
 KILLED = frozenset({"killed", "timeout", "caught by type check"})
 # A mutant's tests get (their clean duration + 2 s) x 3 of CPU time, twice, before it counts as a
 # timeout; mutmut's own default (x 15) lets one endless loop cost minutes.
@@ -92,6 +123,94 @@ def python_files(paths: list[str]) -> list[str]:
     return files
 
 
+def _imports_core(tree: ast.Module) -> bool:
+    """Whether a module's imports name the decision core or a module below it."""
+
+    def core(name: str) -> bool:
+        return any(name == m or name.startswith(m + ".") for m in CORE_MODULES)
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import) and any(core(alias.name) for alias in node.names):
+            return True
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.level == 0
+            and (core(node.module) or any(core(f"{node.module}.{a.name}") for a in node.names))
+        ):
+            return True
+    return False
+
+
+def core_importers(root: Path = ROOT) -> list[str]:
+    """Every test module (tests/test_*.py) that imports the decision core."""
+    return sorted(
+        str(path.relative_to(root))
+        for path in (root / "tests").glob("test_*.py")
+        if _imports_core(ast.parse(path.read_text("utf-8"), str(path)))
+    )
+
+
+def stale(root: Path = ROOT) -> list[str]:
+    """What `CORE_TESTS` and `LEFT_OUT` get wrong: a test module importing the core that neither
+    names, or one they name that does not import it (or is gone)."""
+    importers = set(core_importers(root))
+    named = set(CORE_TESTS) | set(LEFT_OUT)
+    problems = [
+        f"{test} imports the decision core: add it to CORE_TESTS, or to LEFT_OUT with the reason"
+        for test in sorted(importers - named)
+    ]
+    problems += [
+        f"{test} is named in benchmarks/mutation.py but does not import the decision core"
+        for test in sorted(named - importers)
+    ]
+    return problems
+
+
+def loaded_files(test: str) -> set[str]:
+    """The project files that importing a test module loads (in a fresh interpreter)."""
+    probe = (
+        "import importlib, json, sys\n"
+        "importlib.import_module(sys.argv[1])\n"
+        "print(json.dumps(sorted(getattr(m, '__file__', None) or '' for m in list("
+        "sys.modules.values()))))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    done = subprocess.run(
+        [sys.executable, "-c", probe, Path(test).stem],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"mutation: importing {test} failed:\n{done.stderr[-2000:]}")
+    loaded = set()
+    for name in json.loads(done.stdout.splitlines()[-1]):
+        path = Path(name)
+        if path.is_relative_to(ROOT / "canaryctl"):
+            loaded.add(str(path.relative_to(ROOT)))
+    return loaded
+
+
+def select_tests(files: list[str], tests: list[str]) -> dict[str, list[str]]:
+    """Each file -> the given test modules whose import loads it: those that can exercise it."""
+    loads = {test: loaded_files(test) for test in tests}
+    return {file: [t for t in tests if file in loads[t]] for file in files}
+
+
+def provenance() -> tuple[str, bool]:
+    """The commit measured, and whether canaryctl/ or tests/ differed from it."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "HEAD") or "unknown"
+    return commit, bool(git("status", "--porcelain", "--", "canaryctl", "tests"))
+
+
 def mutmut_section(files: list[str], tests: list[str]) -> str:
     def toml_list(items: list[str]) -> str:
         return "[" + ", ".join(json.dumps(i) for i in items) + "]"
@@ -101,9 +220,10 @@ def mutmut_section(files: list[str], tests: list[str]) -> str:
         'source_paths = ["canaryctl"]\n'
         f"only_mutate = {toml_list(files)}\n"
         f"pytest_add_cli_args_test_selection = {toml_list(tests)}\n"
-        'pytest_add_cli_args = ["-p", "no:cacheprovider"]\n'
+        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-m", "not e2e"]\n'
         f"timeout_multiplier = {TIMEOUT_MULTIPLIER}\n"
         f"timeout_constant = {TIMEOUT_CONSTANT}\n"
+        f"also_copy = {toml_list(list(ALSO_COPIED))}\n"
         "use_git_change_detection = false\n"
     )
 
@@ -232,23 +352,47 @@ def _natural(name: str) -> tuple[str, int]:
     return stem, int(number) if number.isdigit() else 0
 
 
-def report(files: list[str], tests: list[str], workdir: Path, seconds: float) -> dict[str, Any]:
-    per_file, survivors = collect(workdir, files)
-    mutants = sum(f["mutants"] for f in per_file.values())
-    killed = sum(f["killed"] for f in per_file.values())
+def report(
+    file: str, tests: list[str], workdir: Path, seconds: float, commit: tuple[str, bool]
+) -> dict[str, Any]:
+    """The report of one file's run: its figures, the tests and commit it was measured with."""
+    per_file, survivors = collect(workdir, [file])
+    row = per_file[file] | {
+        "tests": tests,
+        "commit": commit[0],
+        "uncommitted_changes": commit[1],
+        "seconds": round(seconds, 1),
+    }
+    return summary({file: row}, [s.to_dict() for s in survivors], [], seconds)
+
+
+def summary(
+    files: dict[str, dict[str, Any]],
+    survivors: list[dict[str, Any]],
+    missing: list[str],
+    seconds: float,
+    runs: int = 1,
+) -> dict[str, Any]:
+    mutants = sum(f["mutants"] for f in files.values())
+    killed = sum(f["killed"] for f in files.values())
     return {
         "tool": f"mutmut {version('mutmut')}",
         "python": platform.python_version(),
-        "tests": tests,
+        "tests": sorted({t for f in files.values() for t in f.get("tests", [])}),
+        "commits": sorted({f["commit"] for f in files.values() if "commit" in f}),
         "workers": 1,
+        "runs": runs,
         "seconds": round(seconds, 1),
         "total": {
             "mutants": mutants,
             "killed": killed,
             "score": round(killed / mutants, 4) if mutants else None,
         },
-        "files": per_file,
-        "survivors": [s.to_dict() for s in survivors],
+        "files": files,
+        "missing": [m for m in missing if m not in files],
+        "survivors": sorted(
+            survivors, key=lambda s: (s["file"], s["line"] or 0, _natural(s["mutant"]))
+        ),
     }
 
 
@@ -263,6 +407,8 @@ def print_markdown(data: dict[str, Any]) -> None:
     print(f"| all | {total['mutants']} | {total['killed']} | {total['score']:.1%} |")
     print()
     print(f"{data['tool']}, Python {data['python']}, one worker: {data['seconds']:.0f} s.")
+    if data.get("missing"):
+        print(f"Not measured: {', '.join(data['missing'])}.")
     if data["survivors"]:
         print()
         print("| place | mutation | status |")
@@ -273,31 +419,68 @@ def print_markdown(data: dict[str, Any]) -> None:
 
 
 def combine(reports: list[dict[str, Any]]) -> dict[str, Any]:
-    """One report from runs over disjoint files with the same tool and tests."""
+    """One report from runs with the same tool: a file measured in more than one is taken from
+    the last (a file measured again after its tests changed); seconds and runs count the
+    figures kept."""
     first = reports[0]
     for other in reports[1:]:
-        for key in ("tool", "python", "tests"):
+        for key in ("tool", "python"):
             if other[key] != first[key]:
                 raise SystemExit(f"mutation: the reports differ in {key}; run them alike")
-        if set(other["files"]) & set(first["files"]):
-            raise SystemExit("mutation: the reports share files; combine runs of other files")
-    files = {name: row for r in reports for name, row in r["files"].items()}
-    mutants = sum(f["mutants"] for f in files.values())
-    killed = sum(f["killed"] for f in files.values())
-    survivors = [s for r in reports for s in r["survivors"]]
-    survivors.sort(key=lambda s: (s["file"], s["line"] or 0, _natural(s["mutant"])))
-    return {
-        **{key: first[key] for key in ("tool", "python", "tests", "workers")},
-        "runs": sum(r.get("runs", 1) for r in reports),
-        "seconds": round(sum(r["seconds"] for r in reports), 1),
-        "total": {
-            "mutants": mutants,
-            "killed": killed,
-            "score": round(killed / mutants, 4) if mutants else None,
-        },
-        "files": files,
-        "survivors": survivors,
+    source: dict[str, int] = {}
+    for index, r in enumerate(reports):
+        for name in r["files"]:
+            source[name] = index
+    files = {
+        name: row | {"tests": row.get("tests", r["tests"])}
+        for index, r in enumerate(reports)
+        for name, row in r["files"].items()
+        if source[name] == index
     }
+    # A file measured in a run of its own carries its seconds; older reports, only the whole.
+    per_file = [row["seconds"] for row in files.values() if "seconds" in row]
+    older = {source[name] for name, row in files.items() if "seconds" not in row}
+    return summary(
+        dict(sorted(files.items(), key=lambda item: _order(item[0]))),
+        [s for i, r in enumerate(reports) for s in r["survivors"] if source.get(s["file"]) == i],
+        sorted({m for r in reports for m in r.get("missing", [])}),
+        sum(per_file) + sum(reports[i]["seconds"] for i in older),
+        len(per_file) + sum(reports[i].get("runs", 1) for i in older),
+    )
+
+
+def _order(file: str) -> tuple[int, str]:
+    """The report's file order: step.py first, then analysis/ by name."""
+    return (0 if file.endswith("controller/step.py") else 1, file)
+
+
+def measure(files: list[str], tests: list[str] | None, out: Path | None, keep: bool) -> None:
+    """One mutmut run per file over the tests that load it; the report rewritten after each."""
+    selected = select_tests(files, tests or list(CORE_TESTS))
+    done: list[dict[str, Any]] = []
+    for file in files:
+        if not selected[file]:
+            raise SystemExit(f"mutation: no test module of the selection loads {file}")
+        workdir = Path(tempfile.mkdtemp(prefix="canaryctl-mutation-"))
+        commit = provenance()
+        try:
+            scratch_copy(workdir, [file], selected[file])
+            seconds = run_mutmut(workdir)
+            done.append(report(file, selected[file], workdir, seconds, commit))
+        finally:
+            os.chdir(ROOT)
+            if keep:
+                print(f"scratch copy of {file} kept in {workdir}", file=sys.stderr)
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
+        data = combine(done)
+        data["missing"] = [f for f in files if f not in data["files"]]
+        text = json.dumps(data, indent=2, ensure_ascii=False)
+        if out is not None:
+            out.write_text(text + "\n", encoding="utf-8")
+        row = data["files"][file]
+        print(f"{file}: {row['killed']}/{row['mutants']} killed", file=sys.stderr)
+    print(text)
 
 
 def main() -> None:
@@ -312,15 +495,18 @@ def main() -> None:
         "--tests",
         action="append",
         metavar="PATH",
-        help=f"a test file to run, repeatable (default: {' '.join(DEFAULT_TESTS)})",
+        help="a test module to choose from, repeatable (default: CORE_TESTS)",
     )
     parser.add_argument("--json", metavar="PATH", help="also write the report to PATH")
-    parser.add_argument("--keep", action="store_true", help="keep the scratch copy and print it")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch copies")
     parser.add_argument(
         "--markdown", metavar="JSON", help="print the Markdown tables of a stored report"
     )
     parser.add_argument(
         "--combine", nargs="+", metavar="JSON", help="combine stored reports of other files"
+    )
+    parser.add_argument(
+        "--select", action="store_true", help="print each file's tests and run nothing"
     )
     args = parser.parse_args()
     if args.combine:
@@ -337,24 +523,16 @@ def main() -> None:
         with open(args.markdown, encoding="utf-8") as stored:
             print_markdown(json.load(stored))
         return
+    problems = [] if args.tests else stale()
+    if problems:
+        raise SystemExit("mutation: the list of tests is stale:\n" + "\n".join(problems))
     files = python_files(args.only or list(DEFAULT_PATHS))
-    tests = args.tests or [t for t in DEFAULT_TESTS if (ROOT / t).exists()]
+    if args.select:
+        for file, tests in select_tests(files, args.tests or list(CORE_TESTS)).items():
+            print(f"{file}: {' '.join(tests) or '(none)'}")
+        return
     out = None if args.json is None else Path(args.json).resolve()
-    workdir = Path(tempfile.mkdtemp(prefix="canaryctl-mutation-"))
-    try:
-        scratch_copy(workdir, files, tests)
-        seconds = run_mutmut(workdir)
-        data = report(files, tests, workdir, seconds)
-    finally:
-        os.chdir(ROOT)
-        if args.keep:
-            print(f"scratch copy kept in {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    text = json.dumps(data, indent=2, ensure_ascii=False)
-    if out is not None:
-        out.write_text(text + "\n", encoding="utf-8")
-    print(text)
+    measure(files, args.tests, out, args.keep)
 
 
 if __name__ == "__main__":

@@ -66,9 +66,10 @@ BENCHMARKS = {
     "benchmarks/results/document_limits.json": "python benchmarks/document_limits.py",
     "benchmarks/results/hostile_documents.json": "python benchmarks/hostile_documents.py",
     "docs/detection.json": "python benchmarks/detection.py > docs/detection.json",
-    "docs/mutation.json": (
+    "docs/mutation.json": "python benchmarks/mutation.py --json docs/mutation.json",
+    "docs/mutation-before-shadow.json": (
         "python benchmarks/mutation.py --combine analysis.json sequential.json "
-        "--json docs/mutation.json"
+        "--json docs/mutation-before-shadow.json (before the shadow step's tests were run)"
     ),
     "docs/mutation-before.json": (
         "python benchmarks/mutation.py --only canaryctl/controller/step.py --only "
@@ -109,14 +110,38 @@ def _results(data: dict[str, Any]) -> dict[str, Any]:
     return data["results"] if "results" in data and "versions" in data else data
 
 
+def _mutation_commits(data: dict[str, Any]) -> str:
+    """The commit(s) a mutation report's files were measured at, each file's own when they
+    differ (reports from before per-file runs recorded none)."""
+    by_commit: dict[str, list[str]] = {}
+    for file, row in data["files"].items():
+        if "commit" in row:
+            label = f"`{row['commit'][:9]}`"
+            if row.get("uncommitted_changes"):
+                label += " (with uncommitted changes)"
+            by_commit.setdefault(label, []).append(file.rsplit("/", 1)[-1])
+    if not by_commit:
+        return ""
+    if len(by_commit) == 1:
+        return f", at canaryctl {next(iter(by_commit))}"
+    parts = [f"{label} ({', '.join(files)})" for label, files in by_commit.items()]
+    return ", at canaryctl " + "; ".join(parts)
+
+
 def caption(data: dict[str, Any], source: str) -> str:
     """When, on what, and how loaded: one sentence under every table."""
     if "tool" in data and "survivors" in data:  # a benchmarks/mutation.py report
         runs = data.get("runs", 1)
         return (
             f"From `{source}`: {data['tool']}, Python {data['python']}, "
-            f"{runs} run{'s' if runs > 1 else ''} of one worker, {num(data['seconds'])} s in all; "
+            f"{runs} run{'s' if runs > 1 else ''} of one worker, {num(data['seconds'])} s in all"
+            f"{_mutation_commits(data)}; "
             f"tests: {', '.join(f'`{t}`' for t in data['tests'])}."
+            + (
+                f" Not measured: {', '.join(f'`{m}`' for m in data['missing'])}."
+                if data.get("missing")
+                else ""
+            )
         )
     if "versions" not in data:
         config = data.get("config", {})
@@ -1230,6 +1255,8 @@ def index(_: dict[str, Any] | None = None) -> str:
                 busy = ", machine shared" if data["machine"]["loaded"] else ""
                 commit = data["versions"]["canaryctl_commit"][:9]
                 measured = f"{data['date'][:10]} at `{commit}`{busy}"
+            elif data.get("commits"):  # a mutation report: each file's commit
+                measured = "at " + ", ".join(f"`{c[:9]}`" for c in data["commits"])
             else:
                 measured = "(no date recorded)"
         where = ", ".join(f"`{f}`" for f in sorted(used.get(source, ()))) or "—"
