@@ -383,8 +383,17 @@ def test_an_outside_edit_mid_rollout_stops_the_run_without_overwriting(
         assert within(PROPAGATION, lambda: served(stack) == {OTHER})  # the human's choice
     assert ld.env(PROJECT, KEY, ENV)["fallthrough"] == human
     bodies = [json.loads(body) for method, *_, body in ld.requests if method == "PATCH"]
-    patches = [b["comment"] for b in bodies if "environmentKey" in b]  # targeting, not the claim
+    patches = [b["comment"] for b in bodies if _targets(b)]  # targeting, not the claim
     assert len(patches) == 1 and patches[0].endswith("canary to 20%")
+
+
+def _targets(body: dict[str, Any]) -> bool:
+    """Does a PATCH body write targeting: a semantic patch naming the environment, or a fenced
+    JSON Patch (a claimed flag's write) replacing something under /environments?"""
+    if "environmentKey" in body:
+        return True
+    ops = body.get("patch") if isinstance(body.get("patch"), list) else []
+    return any(op.get("op") == "replace" and op["path"].startswith("/environments/") for op in ops)
 
 
 def test_a_rule_scoped_rollout_moves_only_the_free_tier_through_a_429_storm_and_a_503_burst(

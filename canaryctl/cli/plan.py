@@ -10,8 +10,6 @@ import click
 
 from canaryctl.cli.main import output_option, wants_json
 from canaryctl.errors import InvalidInput
-from canaryctl.plan import operating_characteristic
-from canaryctl.runbook import Rollout, load_document
 
 __all__ = ["plan"]
 
@@ -69,6 +67,9 @@ def plan(
     _check("--p95", p95)
     if not 1 <= runs <= MAX_RUNS:
         raise InvalidInput(f"--runs: {runs} is not between 1 and {MAX_RUNS}")
+    from canaryctl.plan import operating_characteristic  # the simulation: when it runs
+    from canaryctl.runbook import Rollout, load_document
+
     rollout = load_document(runbook, Rollout)
     result = operating_characteristic(
         rollout, rps=rps, error_rate=error_rate, p95=p95, runs=runs, seed=seed
