@@ -312,15 +312,52 @@ def test_a_rate_increase_is_within_on_the_canarys_rate_over_the_whole_run() -> N
     assert 5 / 200 > 20 / 2000 + 0.01
 
 
+BET_SCALES = (0.1, 0.2, 0.35, 0.6, 1.0, 1.7, 3.0)
+"""docs/analysis.md's bet scales, typed here: a changed scale changes the e-values below."""
+
+
+def difference_e_value(margin: float, intervals: list[tuple[int, int, int, int]]) -> float:
+    """The e-value of "canary rate - baseline rate <= margin" after (canary events, canary
+    requests, baseline events, baseline requests) per interval, from rate_difference.py's
+    docstring, as a product of wealth rather than a sum of logs: each interval with both arms
+    served bets on X = C / (C + B + margin·n_b) against π = n_c / (n_c + n_b) with weight
+    w = max(n_c·rate_c + n_b·(rate_b + margin), 1), the rates those of the intervals before."""
+    wealth = [1.0] * len(BET_SCALES)
+    canary_events = canary_requests = baseline_events = baseline_requests = 0
+    for c_events, c_requests, b_events, b_requests in intervals:
+        if c_requests == 0 or b_requests == 0:
+            continue
+        share = c_requests / (c_requests + b_requests)
+        total = c_events + b_events + margin * b_requests
+        if total > 0:
+            statistic = c_events / total
+            rate_c = canary_events / canary_requests if canary_requests else 0.0
+            rate_b = baseline_events / baseline_requests if baseline_requests else 0.0
+            weight = max(c_requests * rate_c + b_requests * (rate_b + margin), 1.0)
+            wealth = [
+                w * (1 + weight * a / (1 + share * weight * a) * (statistic - share))
+                for w, a in zip(wealth, BET_SCALES, strict=True)
+            ]
+        canary_events, canary_requests = canary_events + c_events, canary_requests + c_requests
+        baseline_events += b_events
+        baseline_requests += b_requests
+    return sum(wealth) / len(wealth)
+
+
 def test_a_rate_increase_on_one_request_or_none_is_judged_on_what_there_is() -> None:
-    """One canary request that failed is a rate of 1, far beyond 0.01 + 0.01; a canary that
-    served nothing yet has no rate, so nothing is beyond."""
+    """One canary request that failed against 10 errors in 1000: the Mantel-Haenszel difference
+    (1·1000 - 10·1)/1001 over 1·1000/1001 is 0.99, beyond 0.01, and the one bet's e-value is
+    computed by hand; a canary that served nothing yet has no evidence, and is inconclusive."""
     slo = SloSpec(metric="error_rate", compare="baseline", max_increase=0.01)
     baseline = VariantStats(1000, errors=10)
     (one,) = sequential_checks(slo, [(VariantStats(1, errors=1), baseline)])
     assert one.evidence is not None and one.evidence.within is False
+    assert one.evidence.estimate == pytest.approx(0.99)
+    assert one.evidence.test == "error rate difference canary - baseline <= 0.01"
+    assert one.evidence.e_value == pytest.approx(difference_e_value(0.01, [(1, 1, 10, 1000)]))
+    assert one.evidence.samples == 1 and one.outcome is Outcome.PASS
     (none,) = sequential_checks(slo, [(VariantStats(0), baseline)])
-    assert none.evidence is not None and none.evidence.within is True
+    assert none.evidence is None and none.outcome is Outcome.INCONCLUSIVE
 
 
 def test_a_cost_allowance_is_within_on_the_mean_difference_and_unknown_is_within() -> None:
@@ -346,19 +383,15 @@ def test_a_rate_increase_over_a_baseline_of_one_request_is_judged_on_it() -> Non
     assert check.evidence is not None and check.evidence.within is False
 
 
-def test_a_ledger_from_before_the_canarys_counts_were_kept_knows_no_canary_rate() -> None:
-    """A journal written before the canary's requests were kept in the ledger resumes with none
-    counted: until the canary serves again nothing says its rate is beyond the allowance."""
+def test_a_rate_increases_bet_weighs_each_interval_by_the_rates_so_far() -> None:
+    """The second interval's bet weight is 100·(30/100) + 1000·(10/1000 + 0.01) = 50 events, not
+    the first interval's 1000·0.01 = 10: the e-value after both is the hand-computed product."""
     slo = SloSpec(metric="error_rate", compare="baseline", max_increase=0.01)
-    baseline = VariantStats(1000, errors=10)
-    window = Observation(0, 30, {"c": VariantStats(100, errors=9), "b": baseline})
-    _, ledger = assess([slo], SEQUENTIAL, window, {}, baseline="b", canary="c")
-    for test in ledger["tests"].values():
-        del test["canary_requests"], test["canary_events"]
-    later = Observation(30, 60, {"c": VariantStats(0), "b": baseline})
-    verdict, _ = assess([slo], SEQUENTIAL, later, ledger, baseline="b", canary="c")
-    (check,) = (c for c in verdict.checks if c.metric == "error_rate")
-    assert check.evidence is not None and check.evidence.within is True
+    windows = [(VariantStats(100, errors=30), VariantStats(1000, errors=10))] * 2
+    evidence = evidence_of(slo, windows)
+    expected = difference_e_value(0.01, [(30, 100, 10, 1000)] * 2)
+    assert evidence.e_value == pytest.approx(expected, rel=1e-9)
+    assert evidence.estimate == pytest.approx(0.30 - 0.01) and evidence.samples == 2
 
 
 # -- the shadow step's tick (controller/step.py) ---------------------------------------------------
@@ -577,19 +610,19 @@ def hist(*buckets: tuple[float, float]) -> tuple[tuple[float, float], ...]:
 
 
 def test_an_interval_one_arm_did_not_serve_adds_nothing_to_a_rate_increase() -> None:
-    """max_increase 0.01 is a margin of 1 + 0.01 / ((10 + 1) / (1000 + 1)) on the baseline's
-    counts so far, and the canary's 1 in 100 is within 0.01 + 0.01: an interval where the canary
-    served nothing (the baseline 500 errors in 1000), or the baseline nothing (the canary 50 in
-    100), changes neither."""
+    """The canary's 1 in 100 against the baseline's 10 in 1000 is a difference of 0, one bet: an
+    interval where the canary served nothing (the baseline 500 errors in 1000), or the baseline
+    nothing (the canary 50 in 100), adds no bet and changes neither estimate nor e-value."""
     slo = SloSpec(metric="error_rate", compare="baseline", max_increase=0.01)
     first = (VariantStats(100, errors=1), VariantStats(1000, errors=10))
-    margin = 1 + 0.01 / ((10 + 1) / (1000 + 1))
     for later in (
         (VariantStats(0), VariantStats(1000, errors=500)),
         (VariantStats(100, errors=50), VariantStats(0)),
     ):
         evidence = evidence_of(slo, [first, later])
-        assert evidence.test == f"error rate ratio canary/baseline <= {margin:.4g}"
+        assert evidence.test == "error rate difference canary - baseline <= 0.01"
+        assert evidence.samples == 1 and evidence.estimate == pytest.approx(0.0)
+        assert evidence.e_value == pytest.approx(difference_e_value(0.01, [(1, 100, 10, 1000)]))
         assert evidence.within is True
 
 
@@ -598,23 +631,6 @@ def test_a_rate_increase_exactly_at_its_allowance_is_within() -> None:
     slo = SloSpec(metric="error_rate", compare="baseline", max_increase=0.01)
     evidence = evidence_of(slo, [(VariantStats(100, errors=2), VariantStats(1000, errors=10))])
     assert 2 / 100 == 10 / 1000 + 0.01 and evidence.within is True
-
-
-def test_an_old_ledger_counts_the_canary_from_the_next_interval_on() -> None:
-    """After a ledger without the canary's counts, 1 error in 49 is 0.0204, beyond 20/2000 + 0.01;
-    no error in 49 is within."""
-    slo = SloSpec(metric="error_rate", compare="baseline", max_increase=0.01)
-    baseline = VariantStats(1000, errors=10)
-    window = Observation(0, 30, {"c": VariantStats(100, errors=9), "b": baseline})
-    _, ledger = assess([slo], SEQUENTIAL, window, {}, baseline="b", canary="c")
-    for test in ledger["tests"].values():
-        del test["canary_requests"], test["canary_events"]
-    for errors, within in ((1, False), (0, True)):
-        later = Observation(30, 60, {"c": VariantStats(49, errors=errors), "b": baseline})
-        verdict, _ = assess([slo], SEQUENTIAL, later, ledger, baseline="b", canary="c")
-        (check,) = (c for c in verdict.checks if c.metric == "error_rate")
-        assert check.evidence is not None and check.evidence.within is within
-    assert 1 / 49 > 20 / 2000 + 0.01 >= 1 / 50
 
 
 def test_a_rate_ratio_is_within_on_the_mantel_haenszel_estimate() -> None:
@@ -640,13 +656,20 @@ def test_a_rate_ratios_evidence_shows_its_finite_upper_bound() -> None:
     assert evidence.upper is not None and 1.0 < evidence.upper < 64 * 1.5
 
 
-def test_a_rate_increase_grid_is_centred_at_one_and_ends_at_sixty_four() -> None:
-    """docs/analysis.md: a max_increase rate test's grid sits at 1 (its margin moves with the
-    baseline), from 1/4 to 64: a canary failing every request where the baseline fails 1 in
-    1000 has every grid point rejected, so its lower bound is the last, 64."""
+def test_a_rate_increase_fails_against_a_baseline_that_never_fails() -> None:
+    """A canary failing 30 of 100 requests against a baseline failing none of 1000, margin 0.01:
+    the hand-computed e-value after the first interval is below 1/alpha = 20 (passes, not yet
+    shown), after the second above it (fails); the estimate is 0.3."""
     slo = SloSpec(metric="error_rate", compare="baseline", max_increase=0.01)
-    windows = [(VariantStats(100, errors=100), VariantStats(100_000, errors=1))] * 3
-    assert evidence_of(slo, windows).lower == pytest.approx(64.0)
+    window = (VariantStats(100, errors=30), VariantStats(1000))
+    one = difference_e_value(0.01, [(30, 100, 0, 1000)])
+    two = difference_e_value(0.01, [(30, 100, 0, 1000)] * 2)
+    assert one < 20 <= two
+    first, second = sequential_checks(slo, [window, window])
+    assert first.evidence is not None and first.evidence.e_value == pytest.approx(one)
+    assert first.outcome is Outcome.PASS
+    assert second.evidence is not None and second.evidence.e_value == pytest.approx(two)
+    assert second.outcome is Outcome.FAIL and second.evidence.estimate == pytest.approx(0.3)
 
 
 def test_latency_against_the_baseline_edges_and_what_cannot_be_held() -> None:
