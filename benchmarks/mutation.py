@@ -223,7 +223,9 @@ def mutmut_section(files: list[str], tests: list[str]) -> str:
         'source_paths = ["canaryctl"]\n'
         f"only_mutate = {toml_list(files)}\n"
         f"pytest_add_cli_args_test_selection = {toml_list(tests)}\n"
-        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-m", "not e2e"]\n'
+        # `-n 0`: the project's addopts start xdist workers, whose test runs mutmut cannot see
+        # (it records which tests reach each function in its own process).
+        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-m", "not e2e", "-n", "0"]\n'
         f"timeout_multiplier = {TIMEOUT_MULTIPLIER}\n"
         f"timeout_constant = {TIMEOUT_CONSTANT}\n"
         f"also_copy = {toml_list(list(ALSO_COPIED))}\n"
