@@ -22,6 +22,7 @@ from canaryctl.analysis.experiment import (
 )
 from canaryctl.analysis.experiment import Evidence as ExperimentEvidence
 from canaryctl.analysis.mean_difference import MeanDifference
+from canaryctl.analysis.rate_difference import RateDifference
 from canaryctl.controller.phases import Phase
 from canaryctl.controller.step import (
     Analyze,
@@ -381,6 +382,28 @@ def test_a_rate_increase_over_a_baseline_of_one_request_is_judged_on_it() -> Non
     slo = SloSpec(metric="error_rate", compare="baseline", max_increase=0.01)
     (check,) = sequential_checks(slo, [(VariantStats(100, errors=5), VariantStats(1))])
     assert check.evidence is not None and check.evidence.within is False
+
+
+@pytest.mark.parametrize(
+    ("margin", "intervals"),
+    [
+        (0.0, [(0, 100, 0, 1000)]),  # margin 0, no events: no bet, yet an interval
+        (0.01, [(0, 50, 0, 50)]),  # C + B + margin·n_b = 0.5: a bet, its weight 0.5 floored to 1
+        (0.01, [(1, 1, 0, 1000), (0, 100, 10, 1000)]),  # a canary rate of 1 after one request
+        (0.01, [(0, 100, 1, 1), (5, 100, 10, 1000)]),  # a baseline rate of 1 after one request
+    ],
+)
+def test_a_rate_difference_at_its_edges_is_the_hand_computed_e_value(
+    margin: float, intervals: list[tuple[int, int, int, int]]
+) -> None:
+    """RateDifference at the edges of its bet: no events to bet on, a weight under one event,
+    the rates so far resting on a single request; and no estimate before any interval."""
+    test = RateDifference(margin)
+    assert test.estimate() is None
+    for interval in intervals:
+        test = test.observe(*interval)
+    assert test.intervals == len(intervals)
+    assert test.e_value() == pytest.approx(difference_e_value(margin, intervals), rel=1e-12)
 
 
 def test_a_rate_increases_bet_weighs_each_interval_by_the_rates_so_far() -> None:
