@@ -21,6 +21,14 @@ from canaryctl.analysis.experiment import (
     interval_values,
 )
 from canaryctl.analysis.experiment import Evidence as ExperimentEvidence
+from canaryctl.analysis.last_window import (
+    Kept,
+    as_judged,
+    cannot_judge,
+    keep,
+    rate_upper_bound,
+    stand_in,
+)
 from canaryctl.analysis.mean_difference import MeanDifference
 from canaryctl.analysis.rate_difference import RateDifference
 from canaryctl.controller.phases import Phase
@@ -1080,3 +1088,114 @@ def test_floors_count_an_arm_at_exactly_min_samples_and_each_tier_has_its_own() 
     gold = evidence.differences[("errors", "gold", "b", "a")]
     assert (overall.total_floor, gold.total_floor) == (pytest.approx(0.002), pytest.approx(0.004))
     assert overall.total == gold.total == pytest.approx(0.02)
+
+
+# -- a relative SLO where the baseline serves nothing (last_window.py) ----------------------------
+
+KEPT = Kept(100.0, 400.0, VariantStats(600, errors=6, latency_buckets=hist((0.5, 540), (1.0, 600))),
+            {"csat": 0.8})  # fmt: skip
+"""The baseline's last window: 600 requests over 300 s, 1% errors, a csat of 0.8."""
+CSAT = SloSpec(name="csat", query='avg(csat{variant="{{variant}}"})', compare="baseline",
+               max_decrease=0.1)  # fmt: skip
+
+
+def standing_in(slo: SloSpec, kept: Kept, method: str) -> tuple[object, ...]:
+    """The stand-in's (metric, name, query, min, max) and the kept value it rests on."""
+    found = stand_in(slo, kept, method, 0.05)
+    assert found is not None
+    spec, value = found
+    return spec.metric, spec.name, spec.query, spec.min, spec.max, value
+
+
+def test_a_rate_stands_in_as_its_chernoff_bound_sequentially_as_its_rate_otherwise() -> None:
+    """Without errors in 600 requests the sequential bound is 1 - alpha^(1/600) (trials · KL(0 ||
+    p) = -600·ln(1 - p) = ln(1/alpha)); on one request 1 - alpha; the threshold method takes the
+    rate itself. The margin is added, or multiplies; a rate's bound never passes 1."""
+    slo = SloSpec(metric="error_rate", compare="baseline", max_increase=0.01)
+    clean = Kept(0.0, 300.0, VariantStats(600), {})
+    chernoff = 1 - 0.05 ** (1 / 600)
+    assert standing_in(slo, clean, "sequential") == pytest.approx(
+        ("error_rate", None, None, None, chernoff + 0.01, 0.0), abs=1e-12
+    )
+    one = Kept(0.0, 300.0, VariantStats(1), {})
+    assert standing_in(slo, one, "sequential")[4] == pytest.approx(0.95 + 0.01, abs=1e-12)
+    assert standing_in(slo, KEPT, "threshold")[4:] == pytest.approx((0.01 + 0.01, 0.01))
+    tripled = SloSpec(metric="error_rate", compare="baseline", max_ratio=3)
+    half = Kept(0.0, 300.0, VariantStats(600, errors=300), {})
+    assert standing_in(tripled, half, "threshold")[4:] == (1.0, 0.5)
+    quality = SloSpec(metric="quality_score", compare="baseline", max_decrease=0.1)
+    scored = Kept(0.0, 300.0, VariantStats(600, quality_sum=540, quality_count=600), {})
+    assert standing_in(quality, scored, "threshold")[3:] == pytest.approx((0.8, None, 0.9))
+
+
+def test_a_latency_or_a_custom_value_stands_in_with_its_margin_unclamped() -> None:
+    """p90 of the kept histogram is 0.5 s: `max_increase: 0` holds the canary to exactly 0.5 s,
+    `max_ratio: 3` to 1.5 s (a latency is no rate: above 1 stays); a named custom query keeps its
+    name and query, held to 0.8 - 0.1."""
+    same = SloSpec(metric="latency_p90_seconds", compare="baseline", max_increase=0)
+    assert standing_in(same, KEPT, "threshold")[3:] == (None, 0.5, 0.5)
+    tripled = SloSpec(metric="latency_p90_seconds", compare="baseline", max_ratio=3)
+    assert standing_in(tripled, KEPT, "sequential")[3:] == (None, 1.5, 0.5)
+    assert standing_in(CSAT, KEPT, "sequential") == pytest.approx(
+        (None, "csat", CSAT.query, 0.7, None, 0.8)
+    )
+
+
+def test_a_rate_bound_of_more_events_than_trials_is_one() -> None:
+    """Counts that say more events than trials (a counter reset between reads) are a rate of 1,
+    whose bound is 1 however many trials: not the 2 they divide to."""
+    assert rate_upper_bound(7, 5, 0.05) == 1.0
+    assert rate_upper_bound(2000, 1000, 0.05) == 1.0
+
+
+def test_a_window_is_kept_once_the_baseline_served_one_request() -> None:
+    """One baseline request is a window to keep; none keeps the window kept before."""
+    before = Kept(0.0, 30.0, VariantStats(500), {})
+    one = Observation(30, 60, {"b": VariantStats(1), "c": VariantStats(9)})
+    assert keep(one, "b", before) == Kept(30, 60, VariantStats(1), {})
+    none = Observation(60, 90, {"b": VariantStats(0), "c": VariantStats(9)})
+    assert keep(none, "b", before) is before
+
+
+def stood_in(outcome: Outcome, estimate: float | None, bound: float | None) -> Check:
+    evidence = Evidence("error rate <= 0.05", 2.5, 20.0, estimate, None, None, 3)
+    return Check("error_rate <= 0.05", "error_rate", outcome, "as judged", 0.02, None, bound, 50,
+                 0, evidence=evidence)  # fmt: skip
+
+
+def test_a_stand_ins_check_names_its_window_and_passes_once_the_window_has_data() -> None:
+    """An inconclusive stand-in over a window with data passes, saying so with its evidence's
+    numbers (an estimate it lacks shown as `-`); the kept window's requests, length and value
+    and the bound held are named; a failed check keeps its own reason."""
+    slo = SloSpec(metric="error_rate", compare="baseline", max_increase=0.01)
+    window = stood_in(Outcome.PASS, None, 0.05)
+    where = ("error_rate <= baseline + 0.01: judged against the baseline's last window before "
+             "this weight (600 requests over 300 s, error_rate 0.01 there)")  # fmt: skip
+    shown = as_judged(slo, stood_in(Outcome.INCONCLUSIVE, 0.0123, 0.05), KEPT, 0.01, window)
+    assert shown.outcome is Outcome.PASS and shown.slo == "error_rate <= baseline + 0.01"
+    assert shown.reason == (
+        f"{where}, held to 0.05: no evidence the canary is beyond it (e-value 2.5 < 20, "
+        "estimate 0.0123 over 3 observations)"
+    )
+    assert (shown.baseline_value, shown.baseline_requests) == (0.01, 600)
+    unknown = as_judged(slo, stood_in(Outcome.INCONCLUSIVE, None, None), KEPT, 0.01, window)
+    assert unknown.reason == (
+        f"{where}: no evidence the canary is beyond it (e-value 2.5 < 20, estimate - over 3 "
+        "observations)"
+    )
+    failed = as_judged(slo, stood_in(Outcome.FAIL, 0.2, 0.05), KEPT, 0.01, window)
+    assert failed.outcome is Outcome.FAIL and failed.reason == f"{where}, held to 0.05: as judged"
+
+
+def test_a_relative_slo_that_cannot_be_judged_says_so_by_its_name() -> None:
+    observation = Observation(0, 30, {"c": VariantStats(42), "b": VariantStats(0)})
+    for slo, metric in ((CSAT, "csat"), (SloSpec(metric="error_rate", compare="baseline",
+                                                 max_increase=0.01), "error_rate")):  # fmt: skip
+        check = cannot_judge(slo, observation, "c", "why")
+        assert check == Check(
+            slo=slo.describe(), metric=metric, outcome=Outcome.INCONCLUSIVE,
+            reason=f"{slo.describe()}: cannot be judged at this weight: the baseline serves no "
+            "traffic here, and why",
+            canary_value=None, baseline_value=None, bound=None, canary_requests=42,
+            baseline_requests=0.0,
+        )  # fmt: skip
