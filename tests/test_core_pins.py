@@ -414,6 +414,28 @@ def test_a_rate_difference_at_its_edges_is_the_hand_computed_e_value(
     assert test.e_value() == pytest.approx(difference_e_value(margin, intervals), rel=1e-12)
 
 
+def test_a_rate_increase_once_shown_beyond_stays_failed_through_the_ledger() -> None:
+    """30% errors against none for two intervals rejects (e-value 23.6 >= 20); a clean third
+    interval bets the e-value back under 20, yet the rejection read back from the ledger holds.
+    A first look where the canary served nothing leaves no test in the ledger, and the next
+    starts one."""
+    slo = SloSpec(metric="error_rate", compare="baseline", max_increase=0.01)
+    bad, clean = (
+        (VariantStats(100, errors=30), VariantStats(1000)),
+        (VariantStats(100), VariantStats(1000)),
+    )
+    checks = sequential_checks(slo, [bad, bad, clean])
+    after = difference_e_value(0.01, [(30, 100, 0, 1000)] * 2 + [(0, 100, 0, 1000)])
+    assert checks[1].outcome is Outcome.FAIL and after < 20
+    assert checks[2].evidence is not None and checks[2].evidence.e_value == pytest.approx(after)
+    assert checks[2].outcome is Outcome.FAIL
+    idle = (VariantStats(0), VariantStats(1000, errors=10))
+    later = sequential_checks(
+        slo, [idle, (VariantStats(100, errors=1), VariantStats(1000, errors=10))]
+    )
+    assert later[1].evidence is not None and later[1].evidence.samples == 1
+
+
 def test_a_rate_increases_bet_weighs_each_interval_by_the_rates_so_far() -> None:
     """The second interval's bet weight is 100·(30/100) + 1000·(10/1000 + 0.01) = 50 events, not
     the first interval's 1000·0.01 = 10: the e-value after both is the hand-computed product."""
