@@ -1221,3 +1221,60 @@ def test_a_relative_slo_that_cannot_be_judged_says_so_by_its_name() -> None:
             canary_value=None, baseline_value=None, bound=None, canary_requests=42,
             baseline_requests=0.0,
         )  # fmt: skip
+
+
+# -- assess where the baseline serves nothing (assess.py) -----------------------------------------
+
+
+def at_full(
+    slos: list[SloSpec], method: str, kept: VariantStats | None, canary: VariantStats,
+    straggling: VariantStats = VariantStats(0),  # noqa: B008 (frozen)
+) -> Verdict:  # fmt: skip
+    """The verdict at 100% after one window at a lower weight whose baseline was `kept` (or
+    none), judged like the runner does: the ledger carried, `baseline_served=False`."""
+    analysis = AnalysisSpec(interval=30, min_requests=1, method=method, alpha=0.05)
+    ledger: dict[str, object] = {}
+    if kept is not None:
+        before = Observation(0, 300, {"c": VariantStats(600), "b": kept})
+        _, ledger = assess(slos, analysis, before, ledger, baseline="b", canary="c")
+    window = Observation(300, 330, {"c": canary, "b": straggling})
+    verdict, _ = assess(slos, analysis, window, ledger, baseline="b", canary="c",
+                        baseline_served=False)  # fmt: skip
+    return verdict
+
+
+def test_at_full_the_rates_bound_is_chernoffs_at_alpha_over_the_sequential_slos() -> None:
+    """The kept window had no error in 600 requests: alone, the SLO is held to
+    1 - 0.05^(1/600) + 0.01; beside a second sequential SLO, alpha is split in two:
+    1 - 0.025^(1/600) + 0.01. The threshold method holds it to the kept rate + 0.01."""
+    errors = SloSpec(metric="error_rate", compare="baseline", max_increase=0.01)
+    cost = SloSpec(metric="cost_per_query_usd", max=1.0)
+    clean = VariantStats(100)
+    (alone,) = at_full([errors], "sequential", VariantStats(600), clean).checks
+    assert alone.bound == pytest.approx(1 - 0.05 ** (1 / 600) + 0.01, abs=1e-9)
+    paired, _ = at_full([errors, cost], "sequential", VariantStats(600), clean).checks
+    assert paired.bound == pytest.approx(1 - 0.025 ** (1 / 600) + 0.01, abs=1e-9)
+    (threshold,) = at_full([errors], "threshold", VariantStats(600, errors=6), clean).checks
+    assert threshold.bound == pytest.approx(0.02)
+
+
+def test_at_full_an_unjudgeable_slo_says_why_in_its_place_beside_the_others() -> None:
+    """No kept window: the relative SLO says so, first, and the absolute one after it is its
+    own check, the stragglers the baseline still served counted; a kept window without the custom
+    query's value names the value it lacks."""
+    errors = SloSpec(metric="error_rate", compare="baseline", max_increase=0.01)
+    latency = SloSpec(metric="latency_p95_seconds", max=2.0)
+    canary = VariantStats(42, latency_buckets=hist((0.5, 42)))
+    first, second = at_full([errors, latency], "threshold", None, canary, VariantStats(3)).checks
+    assert first.reason == (
+        "error_rate <= baseline + 0.01: cannot be judged at this weight: the baseline serves no "
+        "traffic here, and the run kept no window of it from an earlier weight"
+    )
+    assert first.canary_requests == 42
+    assert second.slo == "latency_p95_seconds <= 2" and second.outcome is Outcome.PASS
+    assert second.baseline_requests == 3
+    (custom,) = at_full([CSAT], "threshold", VariantStats(600), canary).checks
+    assert custom.reason.endswith(
+        "the baseline serves no traffic here, and its last window before this weight has no "
+        "value of csat"
+    )
