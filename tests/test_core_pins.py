@@ -21,7 +21,16 @@ from canaryctl.analysis.experiment import (
     interval_values,
 )
 from canaryctl.analysis.experiment import Evidence as ExperimentEvidence
+from canaryctl.analysis.last_window import (
+    Kept,
+    as_judged,
+    cannot_judge,
+    keep,
+    rate_upper_bound,
+    stand_in,
+)
 from canaryctl.analysis.mean_difference import MeanDifference
+from canaryctl.analysis.rate_difference import RateDifference
 from canaryctl.controller.phases import Phase
 from canaryctl.controller.step import (
     Analyze,
@@ -312,15 +321,52 @@ def test_a_rate_increase_is_within_on_the_canarys_rate_over_the_whole_run() -> N
     assert 5 / 200 > 20 / 2000 + 0.01
 
 
+BET_SCALES = (0.1, 0.2, 0.35, 0.6, 1.0, 1.7, 3.0)
+"""docs/analysis.md's bet scales, typed here: a changed scale changes the e-values below."""
+
+
+def difference_e_value(margin: float, intervals: list[tuple[int, int, int, int]]) -> float:
+    """The e-value of "canary rate - baseline rate <= margin" after (canary events, canary
+    requests, baseline events, baseline requests) per interval, from rate_difference.py's
+    docstring, as a product of wealth rather than a sum of logs: each interval with both arms
+    served bets on X = C / (C + B + margin·n_b) against π = n_c / (n_c + n_b) with weight
+    w = max(n_c·rate_c + n_b·(rate_b + margin), 1), the rates those of the intervals before."""
+    wealth = [1.0] * len(BET_SCALES)
+    canary_events = canary_requests = baseline_events = baseline_requests = 0
+    for c_events, c_requests, b_events, b_requests in intervals:
+        if c_requests == 0 or b_requests == 0:
+            continue
+        share = c_requests / (c_requests + b_requests)
+        total = c_events + b_events + margin * b_requests
+        if total > 0:
+            statistic = c_events / total
+            rate_c = canary_events / canary_requests if canary_requests else 0.0
+            rate_b = baseline_events / baseline_requests if baseline_requests else 0.0
+            weight = max(c_requests * rate_c + b_requests * (rate_b + margin), 1.0)
+            wealth = [
+                w * (1 + weight * a / (1 + share * weight * a) * (statistic - share))
+                for w, a in zip(wealth, BET_SCALES, strict=True)
+            ]
+        canary_events, canary_requests = canary_events + c_events, canary_requests + c_requests
+        baseline_events += b_events
+        baseline_requests += b_requests
+    return sum(wealth) / len(wealth)
+
+
 def test_a_rate_increase_on_one_request_or_none_is_judged_on_what_there_is() -> None:
-    """One canary request that failed is a rate of 1, far beyond 0.01 + 0.01; a canary that
-    served nothing yet has no rate, so nothing is beyond."""
+    """One canary request that failed against 10 errors in 1000: the Mantel-Haenszel difference
+    (1·1000 - 10·1)/1001 over 1·1000/1001 is 0.99, beyond 0.01, and the one bet's e-value is
+    computed by hand; a canary that served nothing yet has no evidence, and is inconclusive."""
     slo = SloSpec(metric="error_rate", compare="baseline", max_increase=0.01)
     baseline = VariantStats(1000, errors=10)
     (one,) = sequential_checks(slo, [(VariantStats(1, errors=1), baseline)])
     assert one.evidence is not None and one.evidence.within is False
+    assert one.evidence.estimate == pytest.approx(0.99)
+    assert one.evidence.test == "error rate difference canary - baseline <= 0.01"
+    assert one.evidence.e_value == pytest.approx(difference_e_value(0.01, [(1, 1, 10, 1000)]))
+    assert one.evidence.samples == 1 and one.outcome is Outcome.PASS
     (none,) = sequential_checks(slo, [(VariantStats(0), baseline)])
-    assert none.evidence is not None and none.evidence.within is True
+    assert none.evidence is None and none.outcome is Outcome.INCONCLUSIVE
 
 
 def test_a_cost_allowance_is_within_on_the_mean_difference_and_unknown_is_within() -> None:
@@ -346,19 +392,59 @@ def test_a_rate_increase_over_a_baseline_of_one_request_is_judged_on_it() -> Non
     assert check.evidence is not None and check.evidence.within is False
 
 
-def test_a_ledger_from_before_the_canarys_counts_were_kept_knows_no_canary_rate() -> None:
-    """A journal written before the canary's requests were kept in the ledger resumes with none
-    counted: until the canary serves again nothing says its rate is beyond the allowance."""
+@pytest.mark.parametrize(
+    ("margin", "intervals"),
+    [
+        (0.0, [(0, 100, 0, 1000)]),  # margin 0, no events: no bet, yet an interval
+        (0.01, [(0, 50, 0, 50)]),  # C + B + margin·n_b = 0.5: a bet, its weight 0.5 floored to 1
+        (0.01, [(1, 1, 0, 1000), (0, 100, 10, 1000)]),  # a canary rate of 1 after one request
+        (0.01, [(0, 100, 1, 1), (5, 100, 10, 1000)]),  # a baseline rate of 1 after one request
+    ],
+)
+def test_a_rate_difference_at_its_edges_is_the_hand_computed_e_value(
+    margin: float, intervals: list[tuple[int, int, int, int]]
+) -> None:
+    """RateDifference at the edges of its bet: no events to bet on, a weight under one event,
+    the rates so far resting on a single request; and no estimate before any interval."""
+    test = RateDifference(margin)
+    assert test.estimate() is None
+    for interval in intervals:
+        test = test.observe(*interval)
+    assert test.intervals == len(intervals)
+    assert test.e_value() == pytest.approx(difference_e_value(margin, intervals), rel=1e-12)
+
+
+def test_a_rate_increase_once_shown_beyond_stays_failed_through_the_ledger() -> None:
+    """30% errors against none for two intervals rejects (e-value 23.6 >= 20); a clean third
+    interval bets the e-value back under 20, yet the rejection read back from the ledger holds.
+    A first look where the canary served nothing leaves no test in the ledger, and the next
+    starts one."""
     slo = SloSpec(metric="error_rate", compare="baseline", max_increase=0.01)
-    baseline = VariantStats(1000, errors=10)
-    window = Observation(0, 30, {"c": VariantStats(100, errors=9), "b": baseline})
-    _, ledger = assess([slo], SEQUENTIAL, window, {}, baseline="b", canary="c")
-    for test in ledger["tests"].values():
-        del test["canary_requests"], test["canary_events"]
-    later = Observation(30, 60, {"c": VariantStats(0), "b": baseline})
-    verdict, _ = assess([slo], SEQUENTIAL, later, ledger, baseline="b", canary="c")
-    (check,) = (c for c in verdict.checks if c.metric == "error_rate")
-    assert check.evidence is not None and check.evidence.within is True
+    bad, clean = (
+        (VariantStats(100, errors=30), VariantStats(1000)),
+        (VariantStats(100), VariantStats(1000)),
+    )
+    checks = sequential_checks(slo, [bad, bad, clean])
+    after = difference_e_value(0.01, [(30, 100, 0, 1000)] * 2 + [(0, 100, 0, 1000)])
+    assert checks[1].outcome is Outcome.FAIL and after < 20
+    assert checks[2].evidence is not None and checks[2].evidence.e_value == pytest.approx(after)
+    assert checks[2].outcome is Outcome.FAIL
+    idle = (VariantStats(0), VariantStats(1000, errors=10))
+    later = sequential_checks(
+        slo, [idle, (VariantStats(100, errors=1), VariantStats(1000, errors=10))]
+    )
+    assert later[1].evidence is not None and later[1].evidence.samples == 1
+
+
+def test_a_rate_increases_bet_weighs_each_interval_by_the_rates_so_far() -> None:
+    """The second interval's bet weight is 100·(30/100) + 1000·(10/1000 + 0.01) = 50 events, not
+    the first interval's 1000·0.01 = 10: the e-value after both is the hand-computed product."""
+    slo = SloSpec(metric="error_rate", compare="baseline", max_increase=0.01)
+    windows = [(VariantStats(100, errors=30), VariantStats(1000, errors=10))] * 2
+    evidence = evidence_of(slo, windows)
+    expected = difference_e_value(0.01, [(30, 100, 10, 1000)] * 2)
+    assert evidence.e_value == pytest.approx(expected, rel=1e-9)
+    assert evidence.estimate == pytest.approx(0.30 - 0.01) and evidence.samples == 2
 
 
 # -- the shadow step's tick (controller/step.py) ---------------------------------------------------
@@ -577,19 +663,19 @@ def hist(*buckets: tuple[float, float]) -> tuple[tuple[float, float], ...]:
 
 
 def test_an_interval_one_arm_did_not_serve_adds_nothing_to_a_rate_increase() -> None:
-    """max_increase 0.01 is a margin of 1 + 0.01 / ((10 + 1) / (1000 + 1)) on the baseline's
-    counts so far, and the canary's 1 in 100 is within 0.01 + 0.01: an interval where the canary
-    served nothing (the baseline 500 errors in 1000), or the baseline nothing (the canary 50 in
-    100), changes neither."""
+    """The canary's 1 in 100 against the baseline's 10 in 1000 is a difference of 0, one bet: an
+    interval where the canary served nothing (the baseline 500 errors in 1000), or the baseline
+    nothing (the canary 50 in 100), adds no bet and changes neither estimate nor e-value."""
     slo = SloSpec(metric="error_rate", compare="baseline", max_increase=0.01)
     first = (VariantStats(100, errors=1), VariantStats(1000, errors=10))
-    margin = 1 + 0.01 / ((10 + 1) / (1000 + 1))
     for later in (
         (VariantStats(0), VariantStats(1000, errors=500)),
         (VariantStats(100, errors=50), VariantStats(0)),
     ):
         evidence = evidence_of(slo, [first, later])
-        assert evidence.test == f"error rate ratio canary/baseline <= {margin:.4g}"
+        assert evidence.test == "error rate difference canary - baseline <= 0.01"
+        assert evidence.samples == 1 and evidence.estimate == pytest.approx(0.0)
+        assert evidence.e_value == pytest.approx(difference_e_value(0.01, [(1, 100, 10, 1000)]))
         assert evidence.within is True
 
 
@@ -598,23 +684,6 @@ def test_a_rate_increase_exactly_at_its_allowance_is_within() -> None:
     slo = SloSpec(metric="error_rate", compare="baseline", max_increase=0.01)
     evidence = evidence_of(slo, [(VariantStats(100, errors=2), VariantStats(1000, errors=10))])
     assert 2 / 100 == 10 / 1000 + 0.01 and evidence.within is True
-
-
-def test_an_old_ledger_counts_the_canary_from_the_next_interval_on() -> None:
-    """After a ledger without the canary's counts, 1 error in 49 is 0.0204, beyond 20/2000 + 0.01;
-    no error in 49 is within."""
-    slo = SloSpec(metric="error_rate", compare="baseline", max_increase=0.01)
-    baseline = VariantStats(1000, errors=10)
-    window = Observation(0, 30, {"c": VariantStats(100, errors=9), "b": baseline})
-    _, ledger = assess([slo], SEQUENTIAL, window, {}, baseline="b", canary="c")
-    for test in ledger["tests"].values():
-        del test["canary_requests"], test["canary_events"]
-    for errors, within in ((1, False), (0, True)):
-        later = Observation(30, 60, {"c": VariantStats(49, errors=errors), "b": baseline})
-        verdict, _ = assess([slo], SEQUENTIAL, later, ledger, baseline="b", canary="c")
-        (check,) = (c for c in verdict.checks if c.metric == "error_rate")
-        assert check.evidence is not None and check.evidence.within is within
-    assert 1 / 49 > 20 / 2000 + 0.01 >= 1 / 50
 
 
 def test_a_rate_ratio_is_within_on_the_mantel_haenszel_estimate() -> None:
@@ -640,13 +709,20 @@ def test_a_rate_ratios_evidence_shows_its_finite_upper_bound() -> None:
     assert evidence.upper is not None and 1.0 < evidence.upper < 64 * 1.5
 
 
-def test_a_rate_increase_grid_is_centred_at_one_and_ends_at_sixty_four() -> None:
-    """docs/analysis.md: a max_increase rate test's grid sits at 1 (its margin moves with the
-    baseline), from 1/4 to 64: a canary failing every request where the baseline fails 1 in
-    1000 has every grid point rejected, so its lower bound is the last, 64."""
+def test_a_rate_increase_fails_against_a_baseline_that_never_fails() -> None:
+    """A canary failing 30 of 100 requests against a baseline failing none of 1000, margin 0.01:
+    the hand-computed e-value after the first interval is below 1/alpha = 20 (passes, not yet
+    shown), after the second above it (fails); the estimate is 0.3."""
     slo = SloSpec(metric="error_rate", compare="baseline", max_increase=0.01)
-    windows = [(VariantStats(100, errors=100), VariantStats(100_000, errors=1))] * 3
-    assert evidence_of(slo, windows).lower == pytest.approx(64.0)
+    window = (VariantStats(100, errors=30), VariantStats(1000))
+    one = difference_e_value(0.01, [(30, 100, 0, 1000)])
+    two = difference_e_value(0.01, [(30, 100, 0, 1000)] * 2)
+    assert one < 20 <= two
+    first, second = sequential_checks(slo, [window, window])
+    assert first.evidence is not None and first.evidence.e_value == pytest.approx(one)
+    assert first.outcome is Outcome.PASS
+    assert second.evidence is not None and second.evidence.e_value == pytest.approx(two)
+    assert second.outcome is Outcome.FAIL and second.evidence.estimate == pytest.approx(0.3)
 
 
 def test_latency_against_the_baseline_edges_and_what_cannot_be_held() -> None:
@@ -1034,3 +1110,171 @@ def test_floors_count_an_arm_at_exactly_min_samples_and_each_tier_has_its_own() 
     gold = evidence.differences[("errors", "gold", "b", "a")]
     assert (overall.total_floor, gold.total_floor) == (pytest.approx(0.002), pytest.approx(0.004))
     assert overall.total == gold.total == pytest.approx(0.02)
+
+
+# -- a relative SLO where the baseline serves nothing (last_window.py) ----------------------------
+
+KEPT = Kept(100.0, 400.0, VariantStats(600, errors=6, latency_buckets=hist((0.5, 540), (1.0, 600))),
+            {"csat": 0.8})  # fmt: skip
+"""The baseline's last window: 600 requests over 300 s, 1% errors, a csat of 0.8."""
+CSAT = SloSpec(name="csat", query='avg(csat{variant="{{variant}}"})', compare="baseline",
+               max_decrease=0.1)  # fmt: skip
+
+
+def standing_in(slo: SloSpec, kept: Kept, method: str) -> tuple[object, ...]:
+    """The stand-in's (metric, name, query, min, max) and the kept value it rests on."""
+    found = stand_in(slo, kept, method, 0.05)
+    assert found is not None
+    spec, value = found
+    return spec.metric, spec.name, spec.query, spec.min, spec.max, value
+
+
+def test_a_rate_stands_in_as_its_chernoff_bound_sequentially_as_its_rate_otherwise() -> None:
+    """Without errors in 600 requests the sequential bound is 1 - alpha^(1/600) (trials · KL(0 ||
+    p) = -600·ln(1 - p) = ln(1/alpha)); on one request 1 - alpha; the threshold method takes the
+    rate itself. The margin is added, or multiplies; a rate's bound never passes 1."""
+    slo = SloSpec(metric="error_rate", compare="baseline", max_increase=0.01)
+    clean = Kept(0.0, 300.0, VariantStats(600), {})
+    chernoff = 1 - 0.05 ** (1 / 600)
+    assert standing_in(slo, clean, "sequential") == pytest.approx(
+        ("error_rate", None, None, None, chernoff + 0.01, 0.0), abs=1e-12
+    )
+    one = Kept(0.0, 300.0, VariantStats(1), {})
+    assert standing_in(slo, one, "sequential")[4] == pytest.approx(0.95 + 0.01, abs=1e-12)
+    assert standing_in(slo, KEPT, "threshold")[4:] == pytest.approx((0.01 + 0.01, 0.01))
+    tripled = SloSpec(metric="error_rate", compare="baseline", max_ratio=3)
+    half = Kept(0.0, 300.0, VariantStats(600, errors=300), {})
+    assert standing_in(tripled, half, "threshold")[4:] == (1.0, 0.5)
+    quality = SloSpec(metric="quality_score", compare="baseline", max_decrease=0.1)
+    scored = Kept(0.0, 300.0, VariantStats(600, quality_sum=540, quality_count=600), {})
+    assert standing_in(quality, scored, "threshold")[3:] == pytest.approx((0.8, None, 0.9))
+
+
+def test_a_latency_or_a_custom_value_stands_in_with_its_margin_unclamped() -> None:
+    """p90 of the kept histogram is 0.5 s: `max_increase: 0` holds the canary to exactly 0.5 s,
+    `max_ratio: 3` to 1.5 s (a latency is no rate: above 1 stays); a named custom query keeps its
+    name and query, held to 0.8 - 0.1."""
+    same = SloSpec(metric="latency_p90_seconds", compare="baseline", max_increase=0)
+    assert standing_in(same, KEPT, "threshold")[3:] == (None, 0.5, 0.5)
+    tripled = SloSpec(metric="latency_p90_seconds", compare="baseline", max_ratio=3)
+    assert standing_in(tripled, KEPT, "sequential")[3:] == (None, 1.5, 0.5)
+    assert standing_in(CSAT, KEPT, "sequential") == pytest.approx(
+        (None, "csat", CSAT.query, 0.7, None, 0.8)
+    )
+
+
+def test_a_rate_bound_of_more_events_than_trials_is_one() -> None:
+    """Counts that say more events than trials (a counter reset between reads) are a rate of 1,
+    whose bound is 1 however many trials: not the 2 they divide to."""
+    assert rate_upper_bound(7, 5, 0.05) == 1.0
+    assert rate_upper_bound(2000, 1000, 0.05) == 1.0
+
+
+def test_a_window_is_kept_once_the_baseline_served_one_request() -> None:
+    """One baseline request is a window to keep; none keeps the window kept before."""
+    before = Kept(0.0, 30.0, VariantStats(500), {})
+    one = Observation(30, 60, {"b": VariantStats(1), "c": VariantStats(9)})
+    assert keep(one, "b", before) == Kept(30, 60, VariantStats(1), {})
+    none = Observation(60, 90, {"b": VariantStats(0), "c": VariantStats(9)})
+    assert keep(none, "b", before) is before
+
+
+def stood_in(outcome: Outcome, estimate: float | None, bound: float | None) -> Check:
+    evidence = Evidence("error rate <= 0.05", 2.5, 20.0, estimate, None, None, 3)
+    return Check("error_rate <= 0.05", "error_rate", outcome, "as judged", 0.02, None, bound, 50,
+                 0, evidence=evidence)  # fmt: skip
+
+
+def test_a_stand_ins_check_names_its_window_and_passes_once_the_window_has_data() -> None:
+    """An inconclusive stand-in over a window with data passes, saying so with its evidence's
+    numbers (an estimate it lacks shown as `-`); the kept window's requests, length and value
+    and the bound held are named; a failed check keeps its own reason."""
+    slo = SloSpec(metric="error_rate", compare="baseline", max_increase=0.01)
+    window = stood_in(Outcome.PASS, None, 0.05)
+    where = ("error_rate <= baseline + 0.01: judged against the baseline's last window before "
+             "this weight (600 requests over 300 s, error_rate 0.01 there)")  # fmt: skip
+    shown = as_judged(slo, stood_in(Outcome.INCONCLUSIVE, 0.0123, 0.05), KEPT, 0.01, window)
+    assert shown.outcome is Outcome.PASS and shown.slo == "error_rate <= baseline + 0.01"
+    assert shown.reason == (
+        f"{where}, held to 0.05: no evidence the canary is beyond it (e-value 2.5 < 20, "
+        "estimate 0.0123 over 3 observations)"
+    )
+    assert (shown.baseline_value, shown.baseline_requests) == (0.01, 600)
+    unknown = as_judged(slo, stood_in(Outcome.INCONCLUSIVE, None, None), KEPT, 0.01, window)
+    assert unknown.reason == (
+        f"{where}: no evidence the canary is beyond it (e-value 2.5 < 20, estimate - over 3 "
+        "observations)"
+    )
+    failed = as_judged(slo, stood_in(Outcome.FAIL, 0.2, 0.05), KEPT, 0.01, window)
+    assert failed.outcome is Outcome.FAIL and failed.reason == f"{where}, held to 0.05: as judged"
+
+
+def test_a_relative_slo_that_cannot_be_judged_says_so_by_its_name() -> None:
+    observation = Observation(0, 30, {"c": VariantStats(42), "b": VariantStats(0)})
+    for slo, metric in ((CSAT, "csat"), (SloSpec(metric="error_rate", compare="baseline",
+                                                 max_increase=0.01), "error_rate")):  # fmt: skip
+        check = cannot_judge(slo, observation, "c", "why")
+        assert check == Check(
+            slo=slo.describe(), metric=metric, outcome=Outcome.INCONCLUSIVE,
+            reason=f"{slo.describe()}: cannot be judged at this weight: the baseline serves no "
+            "traffic here, and why",
+            canary_value=None, baseline_value=None, bound=None, canary_requests=42,
+            baseline_requests=0.0,
+        )  # fmt: skip
+
+
+# -- assess where the baseline serves nothing (assess.py) -----------------------------------------
+
+
+def at_full(
+    slos: list[SloSpec], method: str, kept: VariantStats | None, canary: VariantStats,
+    straggling: VariantStats = VariantStats(0),  # noqa: B008 (frozen)
+) -> Verdict:  # fmt: skip
+    """The verdict at 100% after one window at a lower weight whose baseline was `kept` (or
+    none), judged like the runner does: the ledger carried, `baseline_served=False`."""
+    analysis = AnalysisSpec(interval=30, min_requests=1, method=method, alpha=0.05)
+    ledger: dict[str, object] = {}
+    if kept is not None:
+        before = Observation(0, 300, {"c": VariantStats(600), "b": kept})
+        _, ledger = assess(slos, analysis, before, ledger, baseline="b", canary="c")
+    window = Observation(300, 330, {"c": canary, "b": straggling})
+    verdict, _ = assess(slos, analysis, window, ledger, baseline="b", canary="c",
+                        baseline_served=False)  # fmt: skip
+    return verdict
+
+
+def test_at_full_the_rates_bound_is_chernoffs_at_alpha_over_the_sequential_slos() -> None:
+    """The kept window had no error in 600 requests: alone, the SLO is held to
+    1 - 0.05^(1/600) + 0.01; beside a second sequential SLO, alpha is split in two:
+    1 - 0.025^(1/600) + 0.01. The threshold method holds it to the kept rate + 0.01."""
+    errors = SloSpec(metric="error_rate", compare="baseline", max_increase=0.01)
+    cost = SloSpec(metric="cost_per_query_usd", max=1.0)
+    clean = VariantStats(100)
+    (alone,) = at_full([errors], "sequential", VariantStats(600), clean).checks
+    assert alone.bound == pytest.approx(1 - 0.05 ** (1 / 600) + 0.01, abs=1e-9)
+    paired, _ = at_full([errors, cost], "sequential", VariantStats(600), clean).checks
+    assert paired.bound == pytest.approx(1 - 0.025 ** (1 / 600) + 0.01, abs=1e-9)
+    (threshold,) = at_full([errors], "threshold", VariantStats(600, errors=6), clean).checks
+    assert threshold.bound == pytest.approx(0.02)
+
+
+def test_at_full_an_unjudgeable_slo_says_why_in_its_place_beside_the_others() -> None:
+    """No kept window: the relative SLO says so, first, and the absolute one after it is its
+    own check, the stragglers the baseline still served counted; a kept window without the custom
+    query's value names the value it lacks."""
+    errors = SloSpec(metric="error_rate", compare="baseline", max_increase=0.01)
+    latency = SloSpec(metric="latency_p95_seconds", max=2.0)
+    canary = VariantStats(42, latency_buckets=hist((0.5, 42)))
+    first, second = at_full([errors, latency], "threshold", None, canary, VariantStats(3)).checks
+    assert first.reason == (
+        "error_rate <= baseline + 0.01: cannot be judged at this weight: the baseline serves no "
+        "traffic here, and the run kept no window of it from an earlier weight"
+    )
+    assert first.canary_requests == 42
+    assert second.slo == "latency_p95_seconds <= 2" and second.outcome is Outcome.PASS
+    assert second.baseline_requests == 3
+    (custom,) = at_full([CSAT], "threshold", VariantStats(600), canary).checks
+    assert custom.reason.endswith(
+        "the baseline serves no traffic here, and its last window before this weight has no "
+        "value of csat"
+    )

@@ -131,3 +131,12 @@ def test_select_prints_each_files_tests_from_the_command_line() -> None:
         "canaryctl/analysis/experiment.py: "
         "tests/test_core_pins.py tests/test_experiment_analysis.py\n"
     )
+
+
+def test_mutmut_runs_the_tests_in_its_own_process(mutation: ModuleType) -> None:
+    """The project's addopts start xdist workers (`-n auto`); mutmut records which tests reach a
+    function only in its own process, so with workers it finds none and stops: the section it
+    is given turns them off, after the addopts."""
+    section = mutation.mutmut_section(["canaryctl/analysis/bound.py"], ["tests/test_bound.py"])
+    line = next(x for x in section.splitlines() if x.startswith("pytest_add_cli_args ="))
+    assert line.endswith('"-n", "0"]')

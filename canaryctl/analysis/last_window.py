@@ -142,7 +142,7 @@ def stand_in(slo: SloSpec, kept: Kept, method: str, alpha: float) -> tuple[SloSp
         bound = reference * slo.max_ratio
     else:
         bound = reference + (slo.max_increase or 0.0)
-    if slo.metric is not None and (slo.metric.endswith("_rate") or slo.metric == "quality_score"):
+    if slo.metric is not None and slo.metric.endswith("_rate"):
         bound = min(bound, 1.0)
     return SloSpec(metric=slo.metric, name=slo.name, query=slo.query, max=bound), value
 
