@@ -7,6 +7,7 @@ journaled in a real state database; the backtest reads that database through the
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -136,6 +137,9 @@ def test_a_replay_that_would_hold_longer_than_the_run_ends_undecided(tmp_path: P
     assert data["run"]["outcome"] == "promoted"
     assert data["replay"]["outcome"] == "undecided"
     assert "the run stopped judging 10%" in data["replay"]["reason"]
+    # A moment reads as a UTC time, never as a raw epoch.
+    assert re.search(r"at \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ,", data["replay"]["reason"])
+    assert not re.search(r"\d{9,}", data["replay"]["reason"])
 
 
 def test_text_output_shows_the_run_beside_the_replay(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from canaryctl.errors import InvalidInput
 from canaryctl.metrics.base import Observation
 from canaryctl.runbook.common import parse_duration
 from canaryctl.runbook.rollout import RolloutSpec, Step
+from canaryctl.times import when
 
 __all__ = ["JournalHistory", "RunBacktest", "backtest_run"]
 
@@ -77,14 +78,14 @@ class JournalHistory:
     def observe(self, since: float, now: float, percent: float) -> Observation | str:
         window = next((w for w in self._windows if _holds(w, percent, since)), None)
         if window is None:
-            return f"the run has no analysis at {percent:g}% from {since:.0f}"
+            return f"the run has no analysis at {percent:g}% from {when(since)}"
         seen = [o for o in window.observations if o.end <= now + self._slack]
         if not seen:
-            return f"the run had not analysed {percent:g}% yet at {now:.0f}"
+            return f"the run had not analysed {percent:g}% yet at {when(now)}"
         last = window.observations[-1]
         if seen[-1] is last and now - last.end > self._slack:
             return (
-                f"the run stopped judging {percent:g}% at {last.end:.0f}, "
+                f"the run stopped judging {percent:g}% at {when(last.end)}, "
                 f"{now - last.end:.0f}s before this analysis would have"
             )
         return seen[-1]

@@ -4,7 +4,6 @@ would have decided on recorded traffic. Thin: read, call the pure backtest, prin
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,6 +12,7 @@ import click
 from canaryctl.cli.arguments import ID, http_url, parse_time, positive_duration
 from canaryctl.cli.main import existing_state, output_option, state_option, wants_json
 from canaryctl.errors import InvalidInput
+from canaryctl.times import when
 
 if TYPE_CHECKING:
     from canaryctl.backtest.journal import RunBacktest
@@ -21,10 +21,6 @@ if TYPE_CHECKING:
 __all__ = ["backtest"]
 
 
-def _when(epoch: float | None) -> str:
-    if epoch is None:
-        return "—"
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _incident(value: str | None) -> tuple[float, float] | None:
@@ -211,13 +207,13 @@ def _from_prometheus(
     mode = f"A/A split by {aa_split}" if aa_split else f"{baseline} vs {canary}"
     counts = data["outcomes"]
     click.echo(
-        f"{document.metadata.name}: {data['rollouts']} rollouts from {_when(start)}, one every "
+        f"{document.metadata.name}: {data['rollouts']} rollouts from {when(start)}, one every "
         f"{every:g}s, on {mode}: {counts['rolled_back']} rolled back, {counts['promoted']} "
         f"promoted, {counts['undecided']} undecided"
     )
     for row in data["starts"]:
         after = "" if row["after_seconds"] is None else f" after {row['after_seconds']:.0f}s"
-        click.echo(f"  {_when(row['start'])}  {row['outcome']:<12}{after}  {row['reason']}")
+        click.echo(f"  {when(row['start'])}  {row['outcome']:<12}{after}  {row['reason']}")
     false = data["false_rollbacks"]
     if false is not None and false["rate"] is not None:
         click.echo(
@@ -230,7 +226,7 @@ def _from_prometheus(
         median = found["median_delay_seconds"]
         delay = "—" if median is None else f"{median:.0f}s"
         click.echo(
-            f"incident {_when(found['from'])}..{_when(found['to'])}: caught by "
+            f"incident {when(found['from'])}..{when(found['to'])}: caught by "
             f"{found['caught']} of {found['rollouts']} rollouts running during it, median "
             f"delay {delay}"
         )

@@ -12,7 +12,6 @@ import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -26,6 +25,7 @@ from canaryctl.cli.main import (
     wants_json,
 )
 from canaryctl.errors import InvalidInput
+from canaryctl.times import when
 
 if TYPE_CHECKING:
     from canaryctl.controller import RolloutObserver, RunResult, StateStore
@@ -264,10 +264,6 @@ def _find(store: StateStore, run_id: int | None) -> RunRecord:
     return record
 
 
-def _when(epoch: float | None) -> str:
-    if epoch is None:
-        return "—"
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 @rollout.command("status")
@@ -287,8 +283,8 @@ def status_command(run_id: int | None, state_path: str, output: str | None) -> N
         return
     click.echo(f"run {record.id} {record.name}: {record.phase}")
     click.echo(
-        f"  started {_when(record.started_at)} on {record.host} (pid {record.pid}, "
-        f"canaryctl {record.version}); ended {_when(record.ended_at)}"
+        f"  started {when(record.started_at)} on {record.host} (pid {record.pid}, "
+        f"canaryctl {record.version}); ended {when(record.ended_at)}"
     )
     click.echo(f"  canary weight {record.state.get('weight', 0):g}%")
     shadowed = [e for e in events if e.type == "shadow_flag_changed" and e.result is not None]
@@ -306,12 +302,12 @@ def status_command(run_id: int | None, state_path: str, output: str | None) -> N
     if analyses:
         last = analyses[-1].data
         shadow = " of shadow traffic" if last.get("shadow") else ""
-        click.echo(f"  last analysis{shadow} ({_when(analyses[-1].at)}): {last['outcome']}")
+        click.echo(f"  last analysis{shadow} ({when(analyses[-1].at)}): {last['outcome']}")
         for check in last["checks"]:
             click.echo(f"    {check['outcome']:<12} {check['reason']}")
     click.echo("  recent events:")
     for event in [e for e in events if e.type != "analysis"][-10:]:
-        click.echo(f"    {_when(event.at)} {event.type} {json.dumps(event.data)}")
+        click.echo(f"    {when(event.at)} {event.type} {json.dumps(event.data)}")
 
 
 @rollout.command("list")
@@ -331,7 +327,7 @@ def list_command(state_path: str, output: str | None, limit: int) -> None:
         else:
             click.echo(
                 f"{record.id:>5}  {record.name:<30} {record.phase:<18} "
-                f"{record.outcome or '—':<12} {_when(record.started_at)}"
+                f"{record.outcome or '—':<12} {when(record.started_at)}"
             )
 
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from canaryctl.cost.report import MONTH_SECONDS, CostReport, Slice
+from canaryctl.times import when
 
 __all__ = ["render_text", "usd"]
 
@@ -25,8 +24,6 @@ def usd(value: float | None) -> str:
     return f"${value:,.2f}" if abs(value) >= 1 else f"${value:.4g}"
 
 
-def _when(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -58,7 +55,7 @@ def _slice_rows(slices: list[Slice]) -> list[list[str]]:
 def render_text(report: CostReport) -> str:
     r = report
     out = [
-        f"cost report {_when(r.start)} .. {_when(r.end)} ({r.seconds:,.0f} s)",
+        f"cost report {when(r.start)} .. {when(r.end)} ({r.seconds:,.0f} s)",
         "",
         *_table(
             ["", "value"],

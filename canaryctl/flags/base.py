@@ -24,10 +24,10 @@ import os
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
 from canaryctl.errors import ClaimFenced, FlagClaimed
+from canaryctl.times import when
 
 __all__ = [
     "FlagClaim",
@@ -112,7 +112,7 @@ class FlagClaim:
 
     def refused(self, where: str) -> FlagClaimed:
         """The error a run gets that finds this claim on `where`: who holds it, what to do."""
-        since = datetime.fromtimestamp(self.at, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        since = when(self.at)
         rollout = self.holder == "rollout" and self.run_id is not None
         if rollout:
             run = f"run {self.run_id}"

@@ -4,8 +4,9 @@ and number formatting, so a rollout, a chaos run and a gate read alike."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from html import escape
+
+from canaryctl.times import when
 
 __all__ = ["badge", "facts", "num", "page", "when"]
 
@@ -38,10 +39,6 @@ code{font-size:12px;color:#555}
 """
 
 
-def when(epoch: float | None) -> str:
-    if epoch is None:
-        return "—"
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def num(value: object) -> str:
