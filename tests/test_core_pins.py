@@ -1250,7 +1250,9 @@ def test_at_full_the_rates_bound_is_chernoffs_at_alpha_over_the_sequential_slos(
     errors = SloSpec(metric="error_rate", compare="baseline", max_increase=0.01)
     cost = SloSpec(metric="cost_per_query_usd", max=1.0)
     clean = VariantStats(100)
-    (alone,) = at_full([errors], "sequential", VariantStats(600), clean).checks
+    verdict = at_full([errors], "sequential", VariantStats(600), clean)
+    assert (verdict.window_start, verdict.window_end) == (300, 330)
+    (alone,) = verdict.checks
     assert alone.bound == pytest.approx(1 - 0.05 ** (1 / 600) + 0.01, abs=1e-9)
     paired, _ = at_full([errors, cost], "sequential", VariantStats(600), clean).checks
     assert paired.bound == pytest.approx(1 - 0.025 ** (1 / 600) + 0.01, abs=1e-9)
