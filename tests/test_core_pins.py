@@ -1295,3 +1295,20 @@ def test_a_ledger_from_before_the_streaming_histograms_reads_as_none_seen() -> N
     verdict, _ = assess([slo], SEQUENTIAL, later, ledger, baseline="b", canary="c")
     (check,) = verdict.checks
     assert check.canary_requests == 200 and check.outcome is not Outcome.FAIL
+
+
+def test_a_served_window_without_baseline_traffic_keeps_the_window_kept_before() -> None:
+    """The baseline served 600 requests, then nothing in a window still at a lower weight: at
+    100% the SLO is judged against the 600, not left without a window."""
+    errors = SloSpec(metric="error_rate", compare="baseline", max_increase=0.01)
+    analysis = AnalysisSpec(interval=30, min_requests=1, method="threshold")
+    ledger: dict[str, object] = {}
+    for start, baseline in ((0, VariantStats(600, errors=6)), (300, VariantStats(0))):
+        window = Observation(start, start + 300, {"c": VariantStats(60), "b": baseline})
+        _, ledger = assess([errors], analysis, window, ledger, baseline="b", canary="c")
+    full = Observation(600, 630, {"c": VariantStats(100), "b": VariantStats(0)})
+    verdict, _ = assess([errors], analysis, full, ledger, baseline="b", canary="c",
+                        baseline_served=False)  # fmt: skip
+    (check,) = verdict.checks
+    assert "(600 requests over 300 s, error_rate 0.01 there)" in check.reason
+    assert check.bound == pytest.approx(0.02)
