@@ -66,7 +66,14 @@ BENCHMARKS = {
     "benchmarks/results/document_limits.json": "python benchmarks/document_limits.py",
     "benchmarks/results/hostile_documents.json": "python benchmarks/hostile_documents.py",
     "docs/detection.json": "python benchmarks/detection.py > docs/detection.json",
-    "docs/mutation.json": "python benchmarks/mutation.py --json docs/mutation.json",
+    "docs/mutation.json": (
+        "python benchmarks/mutation.py --combine docs/mutation-before-verdicts.json step.json "
+        "analysis.json --json docs/mutation.json (the files changed since, measured again)"
+    ),
+    "docs/mutation-before-verdicts.json": (
+        "python benchmarks/mutation.py --json docs/mutation-before-verdicts.json (before the "
+        "rate difference, the last window and the undecided pause)"
+    ),
     "docs/mutation-before-shadow.json": (
         "python benchmarks/mutation.py --combine analysis.json sequential.json "
         "--json docs/mutation-before-shadow.json (before the shadow step's tests were run)"

@@ -1250,7 +1250,9 @@ def test_at_full_the_rates_bound_is_chernoffs_at_alpha_over_the_sequential_slos(
     errors = SloSpec(metric="error_rate", compare="baseline", max_increase=0.01)
     cost = SloSpec(metric="cost_per_query_usd", max=1.0)
     clean = VariantStats(100)
-    (alone,) = at_full([errors], "sequential", VariantStats(600), clean).checks
+    verdict = at_full([errors], "sequential", VariantStats(600), clean)
+    assert (verdict.window_start, verdict.window_end) == (300, 330)
+    (alone,) = verdict.checks
     assert alone.bound == pytest.approx(1 - 0.05 ** (1 / 600) + 0.01, abs=1e-9)
     paired, _ = at_full([errors, cost], "sequential", VariantStats(600), clean).checks
     assert paired.bound == pytest.approx(1 - 0.025 ** (1 / 600) + 0.01, abs=1e-9)
@@ -1258,23 +1260,55 @@ def test_at_full_the_rates_bound_is_chernoffs_at_alpha_over_the_sequential_slos(
     assert threshold.bound == pytest.approx(0.02)
 
 
-def test_at_full_an_unjudgeable_slo_says_why_in_its_place_beside_the_others() -> None:
+@pytest.mark.parametrize("method", ["threshold", "sequential"])
+def test_at_full_an_unjudgeable_slo_says_why_in_its_place_beside_the_others(method: str) -> None:
     """No kept window: the relative SLO says so, first, and the absolute one after it is its
     own check, the stragglers the baseline still served counted; a kept window without the custom
     query's value names the value it lacks."""
     errors = SloSpec(metric="error_rate", compare="baseline", max_increase=0.01)
     latency = SloSpec(metric="latency_p95_seconds", max=2.0)
     canary = VariantStats(42, latency_buckets=hist((0.5, 42)))
-    first, second = at_full([errors, latency], "threshold", None, canary, VariantStats(3)).checks
+    first, second = at_full([errors, latency], method, None, canary, VariantStats(3)).checks
     assert first.reason == (
         "error_rate <= baseline + 0.01: cannot be judged at this weight: the baseline serves no "
         "traffic here, and the run kept no window of it from an earlier weight"
     )
     assert first.canary_requests == 42
-    assert second.slo == "latency_p95_seconds <= 2" and second.outcome is Outcome.PASS
+    assert second.slo == "latency_p95_seconds <= 2" and second.outcome is not Outcome.FAIL
     assert second.baseline_requests == 3
-    (custom,) = at_full([CSAT], "threshold", VariantStats(600), canary).checks
+    (custom,) = at_full([CSAT], method, VariantStats(600), canary).checks
     assert custom.reason.endswith(
         "the baseline serves no traffic here, and its last window before this weight has no "
         "value of csat"
     )
+
+
+def test_a_ledger_from_before_the_streaming_histograms_reads_as_none_seen() -> None:
+    """A ledger written before first-token and per-token histograms were kept has no such keys
+    in what it saw: read back, they are empty, and the look goes on as before."""
+    slo = SloSpec(metric="error_rate", compare="baseline", max_ratio=1.5)
+    window = Observation(0, 30, {"c": VariantStats(100, errors=1), "b": VariantStats(1000)})
+    _, ledger = assess([slo], SEQUENTIAL, window, {}, baseline="b", canary="c")
+    for stats in ledger["seen"].values():
+        del stats["ttft_buckets"], stats["tpot_buckets"]
+    later = Observation(0, 60, {"c": VariantStats(200, errors=2), "b": VariantStats(2000)})
+    verdict, _ = assess([slo], SEQUENTIAL, later, ledger, baseline="b", canary="c")
+    (check,) = verdict.checks
+    assert check.canary_requests == 200 and check.outcome is not Outcome.FAIL
+
+
+def test_a_served_window_without_baseline_traffic_keeps_the_window_kept_before() -> None:
+    """The baseline served 600 requests, then nothing in a window still at a lower weight: at
+    100% the SLO is judged against the 600, not left without a window."""
+    errors = SloSpec(metric="error_rate", compare="baseline", max_increase=0.01)
+    analysis = AnalysisSpec(interval=30, min_requests=1, method="threshold")
+    ledger: dict[str, object] = {}
+    for start, baseline in ((0, VariantStats(600, errors=6)), (300, VariantStats(0))):
+        window = Observation(start, start + 300, {"c": VariantStats(60), "b": baseline})
+        _, ledger = assess([errors], analysis, window, ledger, baseline="b", canary="c")
+    full = Observation(600, 630, {"c": VariantStats(100), "b": VariantStats(0)})
+    verdict, _ = assess([errors], analysis, full, ledger, baseline="b", canary="c",
+                        baseline_served=False)  # fmt: skip
+    (check,) = verdict.checks
+    assert "(600 requests over 300 s, error_rate 0.01 there)" in check.reason
+    assert check.bound == pytest.approx(0.02)
