@@ -12,16 +12,16 @@ the path.
 Each `--model NAME=BASE_URL` says where a variation's model answers (an OpenAI-compatible API);
 the flag's variation values are model names. The OpenAI key, if the endpoints need one, comes
 from OPENAI_API_KEY. The app sends `--rate` requests a second, each as a random one of `--users`
-users, until SIGTERM or Ctrl-C.
+users, until SIGTERM or Ctrl-C; at most 32 calls are in flight (the rest are not sent).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import random
 import signal
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -34,6 +34,7 @@ from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
 from opentelemetry.sdk.metrics import MeterProvider
 from prometheus_client import start_http_server
 
+WORKERS = 32
 QUESTIONS = ("What is 17 + 25?", "What is 9 * 8?", "What is 100 - 37?")
 
 
@@ -66,22 +67,41 @@ def main() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
 
+    reported: set[tuple[str, str]] = set()
+
     def ask(user: int) -> None:
         context = Context.builder(f"user-{user}").build()
         model = str(flags.variation(args.flag, context, next(iter(clients))))
         client = clients.get(model)
         if client is None:
             return  # a variation with no endpoint given: nothing to call
-        with contextlib.suppress(openai.OpenAIError):  # counted, with its error.type
+        try:
             client.chat.completions.create(
                 model=model,
                 messages=[{"role": "user", "content": random.choice(QUESTIONS)}],
                 user=f"user-{user}",
             )
+        except openai.OpenAIError as error:  # counted by the instrumentation, with error.type
+            kind = (model, type(error).__name__)
+            if kind not in reported:  # once per model and kind: a bad canary fails often
+                reported.add(kind)
+                print(f"{model}: {kind[1]}: {error}", file=sys.stderr, flush=True)
 
-    with ThreadPoolExecutor(max_workers=32) as pool:
-        while not stop.wait(1 / args.rate):
-            pool.submit(ask, random.randrange(args.users))
+    # At most WORKERS calls in flight: when the endpoints answer slower than the rate, the
+    # surplus is not sent (a queue would only grow, and SIGTERM would wait for all of it).
+    in_flight = threading.BoundedSemaphore(WORKERS)
+
+    def send(user: int) -> None:
+        try:
+            ask(user)
+        finally:
+            in_flight.release()
+
+    pool = ThreadPoolExecutor(max_workers=WORKERS)
+    while not stop.wait(1 / args.rate):
+        if in_flight.acquire(blocking=False):
+            pool.submit(send, random.randrange(args.users))
+    pool.shutdown(wait=True, cancel_futures=True)
     flags.close()
 
 
