@@ -24,7 +24,20 @@ def require_binary(*names: str, package: str, search: Iterable[Path] = ()) -> st
             path = path or shutil.which(name, path=str(directory))
         if path is not None:
             return path
-    message = f"{names[0]} is not installed (Debian package {package})"
+    _missing(f"{names[0]} is not installed (Debian package {package})")
+
+
+def require_pip_program(name: str, directory: Path, *, install: str) -> str:
+    """A program pip installed into a virtual environment of its own (`directory` is its bin),
+    under the same rule: skip where missing, fail under CI; `install` is the command that
+    installs it, which .ci/run runs."""
+    path = shutil.which(name, path=str(directory))
+    if path is None:
+        _missing(f"{name} is not installed in {directory} (run `{install}`)")
+    return str(path)
+
+
+def _missing(message: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"{message}; .ci/run must install it")
     pytest.skip(message)

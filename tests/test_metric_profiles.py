@@ -74,7 +74,7 @@ def problems(path: Path) -> list[str]:
 
 
 def test_the_shipped_profiles_load_and_validate() -> None:
-    assert shipped_profiles() == ["canaryctl", "litellm", "otel-genai"]
+    assert shipped_profiles() == ["canaryctl", "litellm", "otel-genai", "recorded"]
     canaryctl, litellm = load_profile("canaryctl"), load_profile("litellm")
     otel = load_profile("otel-genai")
     assert canaryctl.variant_label == "variant"
@@ -85,6 +85,8 @@ def test_the_shipped_profiles_load_and_validate() -> None:
     assert litellm.ingredients == every  # LiteLLM meters no quality scores
     ours = every | {"quality_sum", "quality_count", "rejected", "filtered", "tpot_buckets"}
     assert canaryctl.ingredients == ours
+    recorded = load_profile("recorded")  # the same counts, through the recording rules
+    assert recorded.ingredients == ours and not recorded.shadow
     # The client conventions define no cost and no first token.
     assert otel.ingredients == every - {"cost_usd", "ttft_buckets"}
 
@@ -267,7 +269,7 @@ CUSTOM = {"name": "judge_score", "query": 'avg(score{model="{{variant}}"})', "mi
             {**PROM, "profile": "litelm"},
             CUSTOM,
             "spec.metrics.profile: no shipped profile 'litelm' "
-            "(shipped: canaryctl, litellm, otel-genai)",
+            "(shipped: canaryctl, litellm, otel-genai, recorded)",
         ),
     ],
 )

@@ -133,8 +133,8 @@ class PrometheusMetricsSpec(Strict):
     profile: str = Field(
         default="canaryctl",
         min_length=1,
-        description="metric names to read: a shipped profile (canaryctl, litellm, otel-genai) "
-        "or the path of a MetricProfile file",
+        description="metric names to read: a shipped profile (canaryctl, recorded, litellm, "
+        "otel-genai) or the path of a MetricProfile file",
     )
     variants: dict[str, str | dict[str, str]] = Field(
         default_factory=dict,
