@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
+import subprocess
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -28,6 +30,7 @@ from canaryctl.flags import FlagClaim, Split, SplitFlagStore, flag_store_for
 from canaryctl.flags.factory import split_store_for
 from canaryctl.metrics import Observation, ScriptedMetricsSource
 from canaryctl.runbook.experiment import SplitExperimentFlag
+from canaryctl.runbook.loader import parse_document
 from canaryctl.runbook.rollout import SplitFlagSpec
 from tests.split_server import Fault, SplitServer, make_definition, serve, tier_rule
 from tests.test_controller import BASELINE, CANARY, T0, make_rollout, steady
@@ -389,8 +392,7 @@ def _comments(split: SplitServer) -> list[str]:
 
 
 def dead_pid() -> int:
-    import subprocess
-
+    """The pid of a process that has exited (pids are not reused this fast)."""
     child = subprocess.Popen(["true"])
     child.wait()
     return child.pid
@@ -526,3 +528,17 @@ def test_a_driver_whose_claim_was_taken_at_a_newer_epoch_changes_nothing(
     assert split.definition(WS, KEY, ENV) == before and len(_puts(split)) == puts
     assert [FlagClaim.from_json(v).epoch for v in _claim_lines(split)] == [2]
     newer.set_canary_weight(50, expect_version=moved.version, comment="50%")  # it goes on
+
+
+def test_the_documents_in_docs_split_md_validate_and_its_shell_blocks_say_why_not_run(
+    tmp_path: Path,
+) -> None:
+    text = (Path(__file__).parent.parent / "docs" / "split.md").read_text()
+    blocks = re.findall(r"^```(\S*)([^\n]*)\n(.*?)^```$", text, re.DOTALL | re.MULTILINE)
+    kinds = []
+    for language, note, body in blocks:
+        if language == "yaml":
+            kinds.append(parse_document(body, "docs/split.md", base_dir=tmp_path).kind)
+        else:
+            assert language == "sh" and re.match(r" not-run: \S.+", note), (language, note)
+    assert kinds == ["Rollout", "Gateway"]
