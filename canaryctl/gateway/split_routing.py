@@ -41,7 +41,8 @@ class SplitFlagRouter(FlagRouter):
     """Owns the Split factory: construct at startup, `close()` at shutdown to stop its reader.
 
     A FlagRouter to the pipeline (same `route`, `choose`, `variation`, `close`), with the Split
-    SDK in place of the LaunchDarkly client.
+    SDK in place of the LaunchDarkly client: FlagRouter's own constructor, which starts that
+    client, is deliberately not run.
     """
 
     def __init__(self, spec: GatewaySpec, metrics: GatewayMetrics) -> None:
