@@ -170,8 +170,10 @@ def test_a_missing_rule_or_treatment_is_named_before_any_write(split: SplitServe
     with pytest.raises(FlagMismatch, match="is killed"):
         _store(split, []).snapshot()
     split.edit(WS, KEY, ENV, killed=False, trafficAllocation=50)
-    with pytest.raises(FlagMismatch, match="allocates 50% of traffic"):
-        _store(split, []).snapshot()
+    for rule in (None, "tier=free"):  # Split allocates before any rollout rule
+        with pytest.raises(FlagMismatch, match="allocates 50% of traffic"):
+            _store(split, [], rule=rule).snapshot()
+    split.edit(WS, KEY, ENV, trafficAllocation=100)
     with pytest.raises(FlagMismatch, match="not a whole percent"):
         store = _store(split, [], rule="tier=free")
         store.set_canary_weight(2.5, expect_version=store.snapshot().version, comment="x")

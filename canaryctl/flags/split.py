@@ -170,10 +170,10 @@ class SplitFlagStore:
                 "moving its rules would change nothing; restore it first"
             )
         allocation = definition.get("trafficAllocation", 100)
-        if self._rule is None and allocation != 100:
+        if allocation != 100:
             raise FlagMismatch(
-                f"{self._where()} allocates {allocation}% of traffic, so the default rule's "
-                "percents are not the share each treatment gets; set trafficAllocation to 100"
+                f"{self._where()} allocates {allocation}% of traffic, so a rule's percents are "
+                "not the share each treatment gets; set trafficAllocation to 100"
             )
         return self._snapshot_of(definition)
 
