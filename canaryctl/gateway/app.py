@@ -38,9 +38,10 @@ from canaryctl.gateway.pipeline import Pipeline, Stop, error_response, refused_r
 from canaryctl.gateway.routing import FlagRouter
 from canaryctl.gateway.scrubbing import Scrubber, configured_secrets
 from canaryctl.gateway.shadow import Shadowing
+from canaryctl.gateway.split_routing import SplitFlagRouter
 from canaryctl.gateway.upstream import Upstream, error_body
 from canaryctl.request_limits import clip
-from canaryctl.runbook.gateway import GatewaySpec
+from canaryctl.runbook.gateway import GatewaySpec, SplitFlagSource
 from canaryctl.serving import limited
 
 __all__ = ["create_app"]
@@ -71,7 +72,8 @@ def create_app(spec: GatewaySpec) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # The SDK loads the flag file synchronously; keep that off the event loop.
-        pipeline.router = await asyncio.to_thread(FlagRouter, spec, gateway.metrics)
+        router = SplitFlagRouter if isinstance(spec.flags, SplitFlagSource) else FlagRouter
+        pipeline.router = await asyncio.to_thread(router, spec, gateway.metrics)
         async with Upstream.open(gateway.scrubber) as upstream:
             pipeline.upstream = upstream
             pipeline.budgets = gateway.open_budgets()

@@ -36,6 +36,7 @@ from canaryctl.runbook.gateway import (
     LaunchDarklyFlagSource,
     ModelSpec,
     RouteSpec,
+    SplitFlagSource,
 )
 
 __all__ = ["Choice", "FlagRouter", "check_flag_source", "request_context"]
@@ -48,7 +49,7 @@ _START_WAIT = 5.0
 
 def check_flag_source(source: FlagSource, where: str = "spec.flags") -> None:
     """InvalidInput naming the field when the source cannot work: no flag file, no SDK key."""
-    if isinstance(source, FileFlagSource) and not Path(source.path).is_file():
+    if isinstance(source, FileFlagSource | SplitFlagSource) and not Path(source.path).is_file():
         raise InvalidInput(f"{where}.path: no flag file at {source.path}")
     if isinstance(source, LaunchDarklyFlagSource) and not os.environ.get(source.sdk_key_env):
         raise InvalidInput(

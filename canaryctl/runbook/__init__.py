@@ -26,6 +26,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "RolloutSpec",
             "ScrapeMetricsSpec",
             "SloSpec",
+            "SplitFlagSpec",
             "Step",
         ],
         "scenario": ["ChaosScenario", "ChaosScenarioSpec", "FaultSpec"],

@@ -19,6 +19,7 @@ from canaryctl.runbook.promql import placeholders, unknown_placeholders
 from canaryctl.runbook.rollout import (
     HIGHER_IS_BETTER,
     SLO_VARIABLES,
+    SPLIT_RULE,
     MetricsSpec,
     PrometheusMetricsSpec,
     SloMetric,
@@ -32,6 +33,7 @@ __all__ = [
     "FileExperimentFlag",
     "GuardMetric",
     "LaunchDarklyExperimentFlag",
+    "SplitExperimentFlag",
     "VariationSpec",
 ]
 
@@ -60,8 +62,22 @@ class LaunchDarklyExperimentFlag(Strict):
     token_env: str = Field(default="LAUNCHDARKLY_API_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+class SplitExperimentFlag(Strict):
+    """A flag in Split; variations name treatments, percents are whole; `rule`
+    (`attribute=value` or `segment:NAME`) splits one rule instead of the default rule."""
+
+    provider: Literal["split"]
+    workspace: str = Field(min_length=1)
+    environment: str = Field(min_length=1)
+    key: str = Field(min_length=1)
+    rule: str | None = Field(default=None, pattern=SPLIT_RULE)
+    base_url: str = Field(default="https://api.split.io", pattern=r"^https?://")
+    api_key_env: str = Field(default="SPLIT_ADMIN_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
 ExperimentFlag = Annotated[
-    FileExperimentFlag | LaunchDarklyExperimentFlag, Field(discriminator="provider")
+    FileExperimentFlag | LaunchDarklyExperimentFlag | SplitExperimentFlag,
+    Field(discriminator="provider"),
 ]
 
 

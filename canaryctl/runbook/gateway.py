@@ -36,6 +36,7 @@ __all__ = [
     "ShadowSpec",
     "ShadowingSpec",
     "SpendSpec",
+    "SplitFlagSource",
     "StaticShadow",
     "TracingSpec",
     "VirtualKey",
@@ -76,7 +77,32 @@ class LaunchDarklyFlagSource(Strict):
     )
 
 
-FlagSource = Annotated[FileFlagSource | LaunchDarklyFlagSource, Field(discriminator="provider")]
+class SplitFlagSource(Strict):
+    """Evaluate flags with the Split SDK in localhost mode, from a JSON file in the format of
+    Split's `splitChanges` (what Split delivers to SDKs), re-read every `poll_interval`.
+
+    Route flags name Split feature flags; their treatments name models. The requester's user
+    is the Split key and `tier` (and `team`, when known) are attributes for rules to match.
+    """
+
+    provider: Literal["split"]
+    path: DocPath = Field(description="the localhost JSON file (its name must end in .json)")
+    poll_interval: int = Field(default=1, ge=1, description="whole seconds between re-reads")
+    start_wait: Duration = Field(
+        default=5.0, ge=0, description="how long startup waits for the file before serving"
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _json(cls, path: Any) -> Any:
+        if not str(path).lower().endswith(".json"):
+            raise ValueError("the Split SDK reads rules and percentages only from a .json file")
+        return path
+
+
+FlagSource = Annotated[
+    FileFlagSource | LaunchDarklyFlagSource | SplitFlagSource, Field(discriminator="provider")
+]
 
 
 class BatchSpec(Strict):

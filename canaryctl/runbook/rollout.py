@@ -47,6 +47,7 @@ __all__ = [
     "ScrapeMetricsSpec",
     "ShadowStep",
     "SloSpec",
+    "SplitFlagSpec",
     "Step",
     "WebhookSpec",
     "rollout_warnings",
@@ -97,7 +98,43 @@ class LaunchDarklyFlagSpec(Strict):
         return self
 
 
-FlagSpec = Annotated[FileFlagSpec | LaunchDarklyFlagSpec, Field(discriminator="provider")]
+SPLIT_RULE = r"^(segment:.*\S.*|[^=]*\S[^=]*=.*\S.*)$"
+"""`attribute=value` (the one rule on that attribute value, e.g. `tier=free`) or `segment:NAME`."""
+
+
+class SplitFlagSpec(Strict):
+    """A feature flag in Split (Harness FME), moved through Split's Admin API.
+
+    Baseline and canary name treatments. The Admin API key never lives in a runbook:
+    `api_key_env` names the environment variable that holds it. Split's buckets are whole
+    percents, so every `set_weight` must be a whole number.
+    """
+
+    provider: Literal["split"]
+    workspace: str = Field(min_length=1, description="workspace (project) id")
+    environment: str = Field(min_length=1, description="environment id or name")
+    key: str = Field(min_length=1, description="feature flag name")
+    baseline: str = Field(min_length=1, description="treatment serving today")
+    canary: str = Field(min_length=1, description="treatment being rolled out")
+    rule: str | None = Field(
+        default=None,
+        pattern=SPLIT_RULE,
+        description="attribute=value (e.g. tier=free) or segment:NAME: move that one rule; "
+        "the default rule if unset",
+    )
+    base_url: str = Field(default="https://api.split.io", pattern=r"^https?://")
+    api_key_env: str = Field(default="SPLIT_ADMIN_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> SplitFlagSpec:
+        if self.baseline == self.canary:
+            raise ValueError("baseline and canary must name different treatments")
+        return self
+
+
+FlagSpec = Annotated[
+    FileFlagSpec | LaunchDarklyFlagSpec | SplitFlagSpec, Field(discriminator="provider")
+]
 
 
 class ScrapeMetricsSpec(Strict):
@@ -542,6 +579,13 @@ class RolloutSpec(Strict):
                     f"slos[{index}]: {slo.metric} is judged on shadow pairs only: put it in a "
                     "shadow step's slos"
                 )
+        if isinstance(self.flag, SplitFlagSpec):
+            for i, step in enumerate(self.steps):
+                if step.set_weight is not None and step.set_weight != int(step.set_weight):
+                    raise ValueError(
+                        f"steps[{i}].set_weight: {step.set_weight:g} is not a whole percent, "
+                        "and a Split flag's buckets are whole percents"
+                    )
         full = next((i for i, s in enumerate(self.steps) if s.set_weight == 100), None)
         if full is not None:
             for i in range(full + 1, len(self.steps)):
@@ -613,12 +657,16 @@ def rollout_warnings(spec: RolloutSpec) -> list[str]:
 
 
 def _same_flag(
-    a: FileFlagSpec | LaunchDarklyFlagSpec, b: FileFlagSpec | LaunchDarklyFlagSpec
+    a: FileFlagSpec | LaunchDarklyFlagSpec | SplitFlagSpec,
+    b: FileFlagSpec | LaunchDarklyFlagSpec | SplitFlagSpec,
 ) -> bool:
     if isinstance(a, FileFlagSpec) and isinstance(b, FileFlagSpec):
         return a.key == b.key and a.path == b.path
     if isinstance(a, LaunchDarklyFlagSpec) and isinstance(b, LaunchDarklyFlagSpec):
         where = ("base_url", "project", "environment", "key")
+        return all(getattr(a, f) == getattr(b, f) for f in where)
+    if isinstance(a, SplitFlagSpec) and isinstance(b, SplitFlagSpec):
+        where = ("base_url", "workspace", "environment", "key")
         return all(getattr(a, f) == getattr(b, f) for f in where)
     return False
 
