@@ -5,18 +5,21 @@ from __future__ import annotations
 from canaryctl.errors import InvalidInput
 from canaryctl.flags.base import FlagStore, SplitStore
 from canaryctl.flags.file import FileFlagStore
+from canaryctl.flags.flagd import FlagdFlagStore
 from canaryctl.flags.launchdarkly import LaunchDarklyFlagStore
 from canaryctl.runbook.experiment import FileExperimentFlag, LaunchDarklyExperimentFlag
-from canaryctl.runbook.rollout import FileFlagSpec, LaunchDarklyFlagSpec
+from canaryctl.runbook.rollout import FileFlagSpec, FlagdFlagSpec, LaunchDarklyFlagSpec
 
 __all__ = ["flag_store_for", "split_store_for"]
 
 
-def flag_store_for(spec: FileFlagSpec | LaunchDarklyFlagSpec) -> FlagStore:
+def flag_store_for(spec: FileFlagSpec | LaunchDarklyFlagSpec | FlagdFlagSpec) -> FlagStore:
     """The store a validated spec names; the LaunchDarkly token is read from the environment."""
     match spec:
         case FileFlagSpec():
             return FileFlagStore(spec.path, spec.key, spec.baseline, spec.canary)
+        case FlagdFlagSpec():
+            return FlagdFlagStore(spec.path, spec.key, spec.baseline, spec.canary)
         case LaunchDarklyFlagSpec():
             return LaunchDarklyFlagStore.from_env(
                 token_env=spec.token_env,

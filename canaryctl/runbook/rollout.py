@@ -38,6 +38,7 @@ __all__ = [
     "AnalysisSpec",
     "FileFlagSpec",
     "FlagSpec",
+    "FlagdFlagSpec",
     "Hook",
     "LaunchDarklyFlagSpec",
     "MetricsSpec",
@@ -97,7 +98,24 @@ class LaunchDarklyFlagSpec(Strict):
         return self
 
 
-FlagSpec = Annotated[FileFlagSpec | LaunchDarklyFlagSpec, Field(discriminator="provider")]
+class FlagdFlagSpec(Strict):
+    """A flag in a flagd flag-definition file, read by flagd and OpenFeature's flagd providers."""
+
+    provider: Literal["flagd"]
+    path: DocPath
+    key: str = Field(min_length=1)
+    baseline: str = Field(min_length=1, description="key or value of the variant serving today")
+    canary: str = Field(min_length=1, description="key or value of the variant rolled out")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> FlagdFlagSpec:
+        if self.baseline == self.canary:
+            raise ValueError("baseline and canary must name different variants")
+        return self
+
+
+_AnyFlagSpec = FileFlagSpec | LaunchDarklyFlagSpec | FlagdFlagSpec
+FlagSpec = Annotated[_AnyFlagSpec, Field(discriminator="provider")]
 
 
 class ScrapeMetricsSpec(Strict):
@@ -612,10 +630,8 @@ def rollout_warnings(spec: RolloutSpec) -> list[str]:
     return found
 
 
-def _same_flag(
-    a: FileFlagSpec | LaunchDarklyFlagSpec, b: FileFlagSpec | LaunchDarklyFlagSpec
-) -> bool:
-    if isinstance(a, FileFlagSpec) and isinstance(b, FileFlagSpec):
+def _same_flag(a: _AnyFlagSpec, b: _AnyFlagSpec) -> bool:
+    if isinstance(a, FileFlagSpec | FlagdFlagSpec) and type(a) is type(b):
         return a.key == b.key and a.path == b.path
     if isinstance(a, LaunchDarklyFlagSpec) and isinstance(b, LaunchDarklyFlagSpec):
         where = ("base_url", "project", "environment", "key")

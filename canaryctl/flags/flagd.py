@@ -1,0 +1,250 @@
+"""A flag in a flagd flag-definition file: what any OpenFeature app on a flagd provider reads.
+
+flagd (the CNCF flag daemon) and the in-process flagd providers of the OpenFeature SDKs (Go,
+Java, JavaScript, Python, .NET...) watch a JSON file of flag definitions and reload it whole
+when it changes, so moving traffic is rewriting one flag's `targeting`. The file looks like::
+
+    {"$schema": "https://flagd.dev/schema/v0/flags.json",
+     "flags": {"support-bot-model": {
+         "state": "ENABLED",
+         "variants": {"turbo": "gpt-4-turbo", "mini": "gpt-4o-mini"},
+         "defaultVariant": "turbo",
+         "targeting": {"fractional": [["mini", 30], ["turbo", 70]]},
+         "metadata": {"canaryctlVersion": 4}}}}
+
+A split is one `fractional` operation, the whole of the flag's targeting. flagd hashes the
+flag key with the evaluation context's `targetingKey` (murmur3 to a 32-bit bucket) and walks the
+listed variants in order, serving the first whose running total of weight passes the bucket;
+weights are relative integers. canaryctl lists the canary first, so its share is always the
+lowest buckets and a user served the canary at 5% keeps it at 25%. The weights sum to 100 when
+every percent is whole (what any flagd release reads) and to 100000 otherwise. A `fractional`
+whose first argument is a bucketing expression (not a variant) keeps it. A request without a
+targetingKey gets `defaultVariant`, which a rollout leaves alone: the baseline, as a rule.
+
+flagd's flags have no version, and a flag entry with a member flagd does not know is refused by
+its providers, so canaryctl keeps its version in the flag's own `metadata` (`canaryctlVersion`;
+a flag without one is at version 0). A targeting canaryctl did not write (an `if` rule, a
+`$ref`) is left to the person who wrote it: the store refuses such a flag instead of replacing
+the rule.
+
+Variants are named by their key (flagd's vocabulary) or by the value they serve, which the
+gateway labels its metrics with; the locked, versioned, claimed write of the entry, its exact
+restore and the refusal of a hand edit are flags/jsonfile.py's, the same as the LaunchDarkly
+file store's.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
+
+from canaryctl.errors import FlagMismatch, InvalidDocument
+from canaryctl.flags.base import FlagSnapshot, Split, integer_weights
+from canaryctl.flags.jsonfile import JsonFlagFile, with_nested_value
+from canaryctl.runbook.reading import parse_json
+
+__all__ = ["SCHEMA", "VERSION_KEY", "FlagdFlagStore", "fractional_weights"]
+
+SCHEMA = "https://flagd.dev/schema/v0/flags.json"
+"""The `$schema` of flagd's flag definitions."""
+
+VERSION_KEY = "canaryctlVersion"
+"""The member of a flag's `metadata` that holds canaryctl's version of it."""
+
+
+class _Flag(BaseModel):
+    """The members flagd's providers accept in a flag entry, as far as canaryctl reads them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    state: Literal["ENABLED", "DISABLED"]
+    variants: dict[str, Any] = Field(min_length=1)
+    defaultVariant: StrictStr | StrictBool | None = None
+    targeting: dict[str, Any] | None = None
+    metadata: dict[str, StrictStr | StrictBool | int | float] | None = None
+    source: StrictStr | None = None
+    selector: StrictStr | None = None
+
+
+def _parse(path: Path, text: str, key: str) -> dict[str, Any]:
+    """The flag `key` in a flag-definition file's text, or FlagMismatch naming the field."""
+    try:
+        doc = parse_json(text, str(path))
+    except InvalidDocument as exc:
+        raise FlagMismatch(
+            f"{exc}; canaryctl reads and writes flagd's JSON flag definitions"
+        ) from None
+    flags = doc.get("flags") if isinstance(doc, dict) else None
+    flag = flags.get(key) if isinstance(flags, dict) else None
+    if not isinstance(flag, dict):
+        known = ", ".join(sorted(flags)) if isinstance(flags, dict) and flags else "none"
+        raise FlagMismatch(f"{path}: no flag '{key}' under 'flags' (flags there: {known})")
+    try:
+        _Flag.model_validate(flag)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in error["loc"])
+        raise FlagMismatch(f"{path}: flags.{key}.{where}: {error['msg']}") from None
+    version = (flag.get("metadata") or {}).get(VERSION_KEY, 0)
+    if type(version) is not int or version < 0:
+        raise FlagMismatch(
+            f"{path}: flags.{key}.metadata.{VERSION_KEY}: must be a whole number >= 0 "
+            f"(canaryctl's version of the flag), not {json.dumps(version)}"
+        )
+    return flag
+
+
+def _version(flag: dict[str, Any]) -> int:
+    return int((flag.get("metadata") or {}).get(VERSION_KEY, 0))
+
+
+def fractional_weights(path: object, key: str, flag: dict[str, Any]) -> dict[str, float]:
+    """Percent of the flag's traffic per variant key, read from its targeting: all to
+    `defaultVariant` without one, else its `fractional` split. FlagMismatch for a targeting
+    canaryctl does not move."""
+    targeting = flag.get("targeting") or {}
+    if not targeting:
+        default = flag.get("defaultVariant")
+        if default is None:
+            return {}
+        # flagd reads a boolean defaultVariant as the variant key "true" or "false".
+        return {str(default).lower() if isinstance(default, bool) else default: 100.0}
+    args = targeting.get("fractional") if list(targeting) == ["fractional"] else None
+    if not isinstance(args, list):
+        raise FlagMismatch(
+            f"{path}: flags.{key}.targeting is a rule canaryctl does not move (only an empty "
+            "targeting or a single 'fractional' split is read and written); move that rule "
+            "into another flag, or remove it, before a rollout"
+        )
+    buckets = args[1:] if args and not isinstance(args[0], list) else args
+    weights: dict[str, int] = {}
+    for index, bucket in enumerate(buckets):
+        weight = bucket[1] if len(bucket) == 2 else 1
+        if not 1 <= len(bucket) <= 2 or not isinstance(bucket[0], str) or type(weight) is not int:
+            raise FlagMismatch(
+                f"{path}: flags.{key}.targeting.fractional[{index}]: must be [variant, weight] "
+                f"with a whole weight, not {json.dumps(bucket)}"
+            )
+        weights[bucket[0]] = weights.get(bucket[0], 0) + weight
+    total = sum(weights.values())
+    if total <= 0 or any(w < 0 for w in weights.values()):
+        raise FlagMismatch(
+            f"{path}: flags.{key}.targeting.fractional: weights must be >= 0 and not all 0"
+        )
+    return {variant: w * 100.0 / total for variant, w in weights.items()}
+
+
+def _scale(percents: Mapping[str, float]) -> int:
+    """100 when every percent is whole (readable by flagd releases that wanted weights summing
+    to 100), else 100000: a thousandth of a percent, like LaunchDarkly's."""
+    return 100 if all(float(p).is_integer() for p in percents.values()) else 100_000
+
+
+class FlagdFlagStore(JsonFlagFile):
+    """One flag in a flagd flag-definition file; variants named by key or by served value."""
+
+    def __init__(self, path: str | Path, key: str, baseline: str, canary: str) -> None:
+        super().__init__(path, key)
+        self.baseline, self.canary = baseline, canary
+
+    def _parse(self, text: str) -> dict[str, Any]:
+        return _parse(self.path, text, self.key)
+
+    def _version(self, flag: dict[str, Any]) -> int:
+        return _version(flag)
+
+    def _stamp(self, entry: str, version: int) -> str:
+        return with_nested_value(entry, "metadata", VERSION_KEY, version)
+
+    def _check_live(self, flag: dict[str, Any]) -> None:
+        self._names(flag)
+        if flag["state"] != "ENABLED":
+            raise FlagMismatch(
+                f"{self.path}: flag '{self.key}' is DISABLED, so every evaluation gets the "
+                "caller's default and moving its split would change nothing; enable it first"
+            )
+        fractional_weights(self.path, self.key, flag)
+
+    def split(self, snapshot: FlagSnapshot) -> Split:
+        flag = self._flag_of(snapshot)
+        baseline, canary = self._names(flag)
+        weights = fractional_weights(self.path, self.key, flag)
+        base, can = weights.get(baseline, 0.0), weights.get(canary, 0.0)
+        return Split(baseline=base, canary=can, other=sum(weights.values()) - base - can)
+
+    def variants(self, snapshot: FlagSnapshot) -> tuple[str, str]:
+        flag = self._flag_of(snapshot)
+        baseline, canary = self._names(flag)
+        return str(flag["variants"][baseline]), str(flag["variants"][canary])
+
+    def set_canary_weight(
+        self, percent: float, *, expect_version: int, comment: str
+    ) -> FlagSnapshot:
+        if not 0 <= percent <= 100:
+            raise FlagMismatch(f"canary weight {percent} is outside 0..100")
+
+        def change(flag: dict[str, Any]) -> dict[str, Any]:
+            baseline, canary = self._names(flag)
+            return self._fractional(flag, {canary: percent, baseline: 100.0 - percent})
+
+        return self._write(expect_version, comment, change)
+
+    def promote(self, *, expect_version: int, comment: str) -> FlagSnapshot:
+        def change(flag: dict[str, Any]) -> dict[str, Any]:
+            return {"defaultVariant": self._names(flag)[1], "targeting": {}}
+
+        return self._write(expect_version, comment, change)
+
+    def values(self, snapshot: FlagSnapshot, variations: Sequence[str]) -> tuple[str, ...]:
+        flag = self._flag_of(snapshot)
+        return tuple(str(flag["variants"][self._name_of(flag, v)]) for v in variations)
+
+    def weights(self, snapshot: FlagSnapshot) -> dict[str, float]:
+        flag = self._flag_of(snapshot)
+        served = fractional_weights(self.path, self.key, flag)
+        return {str(flag["variants"].get(name, name)): w for name, w in served.items()}
+
+    def set_split(
+        self, weights: Mapping[str, float], *, expect_version: int, comment: str
+    ) -> FlagSnapshot:
+        def change(flag: dict[str, Any]) -> dict[str, Any]:
+            named = {self._name_of(flag, value): w for value, w in weights.items()}
+            served = [name for name, w in named.items() if w > 0]
+            if len(served) == 1:
+                return {"defaultVariant": served[0], "targeting": {}}
+            return self._fractional(flag, named)
+
+        return self._write(expect_version, comment, change)
+
+    def _fractional(self, flag: dict[str, Any], percents: Mapping[str, float]) -> dict[str, Any]:
+        """The targeting serving these percents per variant key, in the order given; a
+        bucketing expression the flag's split already had is kept."""
+        try:
+            integer = integer_weights(percents, _scale(percents))
+        except ValueError as exc:
+            raise FlagMismatch(f"{self.path}: flag '{self.key}': {exc}") from None
+        previous = (flag.get("targeting") or {}).get("fractional") or []
+        bucket_by = previous[:1] if previous and not isinstance(previous[0], list) else []
+        split = [[name, weight] for name, weight in integer.items()]
+        return {"targeting": {"fractional": bucket_by + split}}
+
+    def _names(self, flag: dict[str, Any]) -> tuple[str, str]:
+        return self._name_of(flag, self.baseline), self._name_of(flag, self.canary)
+
+    def _name_of(self, flag: dict[str, Any], wanted: str) -> str:
+        """The variant key `wanted` names: a key, or the value exactly one variant serves."""
+        variants: dict[str, Any] = flag["variants"]
+        if wanted in variants:
+            return wanted
+        serving = [name for name, value in variants.items() if value == wanted]
+        if len(serving) == 1:
+            return serving[0]
+        known = ", ".join(f"{name} ({json.dumps(value)})" for name, value in variants.items())
+        why = "several variants serve it" if serving else "no variant has that key or value"
+        raise FlagMismatch(
+            f"{self.path}: flag '{self.key}' has no variant '{wanted}': {why} (variants: {known})"
+        )
