@@ -24,17 +24,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from canaryctl.errors import FlagMismatch, InvalidDocument
-from canaryctl.flags.base import FlagSnapshot, Split, integer_weights
+from canaryctl.errors import FlagMismatch
+from canaryctl.flags.base import FlagSnapshot, integer_weights
 from canaryctl.flags.jsonfile import (
     JsonFlagFile,
     entry_span,
+    find_flag,
     parse_entry,
     read_exact,
     with_values,
 )
 from canaryctl.flags.shape import check_flag_shape
-from canaryctl.runbook.reading import parse_json
 
 __all__ = ["WEIGHT_SCALE", "FileFlagStore", "default_rule_weights", "read_flag"]
 
@@ -44,22 +44,17 @@ WEIGHT_SCALE = 100_000
 
 def _parse(path: Path, text: str, key: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The whole document and the flag `key` in it, or FlagMismatch saying what is missing."""
-    try:
-        doc = parse_json(text, str(path))
-    except InvalidDocument as exc:
-        raise FlagMismatch(
-            f"{exc}; canaryctl reads and writes the JSON form of the LaunchDarkly file data source"
-        ) from None
-    flags = doc.get("flags") if isinstance(doc, dict) else None
-    flag = flags.get(key) if isinstance(flags, dict) else None
-    if not isinstance(flag, dict):
+
+    def fixed_value(doc: Any) -> str | None:
         if isinstance(doc, dict) and key in (doc.get("flagValues") or {}):
-            raise FlagMismatch(
-                f"{path}: flag '{key}' is a fixed value under 'flagValues'; a rollout needs the "
-                "full flag (variations, fallthrough) under 'flags'"
+            return (
+                f"flag '{key}' is a fixed value under 'flagValues'; a rollout needs the full "
+                "flag (variations, fallthrough) under 'flags'"
             )
-        known = ", ".join(sorted(flags)) if isinstance(flags, dict) and flags else "none"
-        raise FlagMismatch(f"{path}: no flag '{key}' under 'flags' (flags there: {known})")
+        return None
+
+    form = "the JSON form of the LaunchDarkly file data source"
+    doc, flag = find_flag(path, text, key, form, fixed_value)
     check_flag_shape(path, key, flag)
     return doc, flag
 
@@ -116,55 +111,41 @@ class FileFlagStore(JsonFlagFile):
                 "and moving the default rule would change nothing; turn it on first"
             )
 
-    def split(self, snapshot: FlagSnapshot) -> Split:
-        flag = self._flag_of(snapshot)
-        baseline_idx, canary_idx = self._indices(flag)
-        weights = default_rule_weights(flag)
-        baseline, canary = weights.get(baseline_idx, 0.0), weights.get(canary_idx, 0.0)
-        other = sum(weights.values()) - baseline - canary
-        return Split(baseline=baseline, canary=canary, other=other)
+    def _sides(self, flag: dict[str, Any]) -> tuple[int, int]:
+        return self._indices(flag)
 
-    def variants(self, snapshot: FlagSnapshot) -> tuple[str, str]:
-        flag = self._flag_of(snapshot)
-        baseline_idx, canary_idx = self._indices(flag)
-        return str(flag["variations"][baseline_idx]), str(flag["variations"][canary_idx])
+    def _shares(self, flag: dict[str, Any]) -> dict[int, float]:
+        return default_rule_weights(flag)
 
-    def set_canary_weight(
-        self, percent: float, *, expect_version: int, comment: str
-    ) -> FlagSnapshot:
-        if not 0 <= percent <= 100:
-            raise FlagMismatch(f"canary weight {percent} is outside 0..100")
+    def _value(self, flag: dict[str, Any], side: int) -> str:
+        return str(flag["variations"][side])
 
-        def change(flag: dict[str, Any]) -> dict[str, Any]:
-            baseline_idx, canary_idx = self._indices(flag)
-            canary_weight = round(percent * WEIGHT_SCALE / 100)
-            # The SDK hashes each context key to a fixed bucket in [0, 1) (from the flag key and
-            # salt) and walks the rollout's variations in order, serving the first whose running
-            # total of weight exceeds the bucket. With the canary listed first its share is
-            # always [0, p): a user served the canary at 5% has a bucket below 0.05, which is
-            # still below 0.25, so they keep it when the step grows. Any order that never changed
-            # would do; we fix this one so the cohort never depends on variation indices or
-            # weights (sorting by weight would flip the order at 50% and reshuffle half the
-            # users). The salt is left alone for the same reason. A rollout already keyed on
-            # another context kind or a seed keeps both.
-            previous = (flag.get("fallthrough") or {}).get("rollout") or {}
-            rollout: dict[str, Any] = {
-                "variations": [
-                    {"variation": canary_idx, "weight": canary_weight},
-                    {"variation": baseline_idx, "weight": WEIGHT_SCALE - canary_weight},
-                ],
-                "bucketBy": "key",
-            }
-            rollout.update({k: previous[k] for k in ("contextKind", "seed") if k in previous})
-            return {"fallthrough": {"rollout": rollout}}
+    def _canary_at(
+        self, flag: dict[str, Any], baseline: int, canary: int, percent: float
+    ) -> dict[str, Any]:
+        canary_weight = round(percent * WEIGHT_SCALE / 100)
+        # The SDK hashes each context key to a fixed bucket in [0, 1) (from the flag key and
+        # salt) and walks the rollout's variations in order, serving the first whose running
+        # total of weight exceeds the bucket. With the canary listed first its share is
+        # always [0, p): a user served the canary at 5% has a bucket below 0.05, which is
+        # still below 0.25, so they keep it when the step grows. Any order that never changed
+        # would do; we fix this one so the cohort never depends on variation indices or
+        # weights (sorting by weight would flip the order at 50% and reshuffle half the
+        # users). The salt is left alone for the same reason. A rollout already keyed on
+        # another context kind or a seed keeps both.
+        previous = (flag.get("fallthrough") or {}).get("rollout") or {}
+        rollout: dict[str, Any] = {
+            "variations": [
+                {"variation": canary, "weight": canary_weight},
+                {"variation": baseline, "weight": WEIGHT_SCALE - canary_weight},
+            ],
+            "bucketBy": "key",
+        }
+        rollout.update({k: previous[k] for k in ("contextKind", "seed") if k in previous})
+        return {"fallthrough": {"rollout": rollout}}
 
-        return self._write(expect_version, comment, change)
-
-    def promote(self, *, expect_version: int, comment: str) -> FlagSnapshot:
-        def change(flag: dict[str, Any]) -> dict[str, Any]:
-            return {"fallthrough": {"variation": self._indices(flag)[1]}}
-
-        return self._write(expect_version, comment, change)
+    def _everyone(self, flag: dict[str, Any], side: int) -> dict[str, Any]:
+        return {"fallthrough": {"variation": side}}
 
     def values(self, snapshot: FlagSnapshot, variations: Sequence[str]) -> tuple[str, ...]:
         flag = self._flag_of(snapshot)
@@ -188,7 +169,7 @@ class FileFlagStore(JsonFlagFile):
             index = {value: self._index_of(flag, value) for value in integer}
             served = [value for value, weight in integer.items() if weight > 0]
             if len(served) == 1:
-                return {"fallthrough": {"variation": index[served[0]]}}
+                return self._everyone(flag, index[served[0]])
             # In the order given, which an experiment keeps fixed, so each user keeps an arm.
             previous = (flag.get("fallthrough") or {}).get("rollout") or {}
             rollout: dict[str, Any] = {

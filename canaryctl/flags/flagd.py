@@ -42,10 +42,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
 
-from canaryctl.errors import FlagMismatch, InvalidDocument
-from canaryctl.flags.base import FlagSnapshot, Split, integer_weights
-from canaryctl.flags.jsonfile import JsonFlagFile, with_nested_value
-from canaryctl.runbook.reading import parse_json
+from canaryctl.errors import FlagMismatch
+from canaryctl.flags.base import FlagSnapshot, integer_weights
+from canaryctl.flags.jsonfile import JsonFlagFile, find_flag, with_nested_value
 
 __all__ = ["SCHEMA", "VERSION_KEY", "FlagdFlagStore", "fractional_weights"]
 
@@ -72,17 +71,7 @@ class _Flag(BaseModel):
 
 def _parse(path: Path, text: str, key: str) -> dict[str, Any]:
     """The flag `key` in a flag-definition file's text, or FlagMismatch naming the field."""
-    try:
-        doc = parse_json(text, str(path))
-    except InvalidDocument as exc:
-        raise FlagMismatch(
-            f"{exc}; canaryctl reads and writes flagd's JSON flag definitions"
-        ) from None
-    flags = doc.get("flags") if isinstance(doc, dict) else None
-    flag = flags.get(key) if isinstance(flags, dict) else None
-    if not isinstance(flag, dict):
-        known = ", ".join(sorted(flags)) if isinstance(flags, dict) and flags else "none"
-        raise FlagMismatch(f"{path}: no flag '{key}' under 'flags' (flags there: {known})")
+    _, flag = find_flag(path, text, key, "flagd's flag definitions in JSON", lambda doc: None)
     try:
         _Flag.model_validate(flag)
     except ValidationError as exc:
@@ -129,6 +118,11 @@ def fractional_weights(path: object, key: str, flag: dict[str, Any]) -> dict[str
                 f"{path}: flags.{key}.targeting.fractional[{index}]: must be [variant, weight] "
                 f"with a whole weight, not {json.dumps(bucket)}"
             )
+        if bucket[0] not in flag["variants"]:
+            raise FlagMismatch(
+                f"{path}: flags.{key}.targeting.fractional[{index}]: no variant '{bucket[0]}' "
+                f"(variants: {', '.join(flag['variants'])})"
+            )
         weights[bucket[0]] = weights.get(bucket[0], 0) + weight
     total = sum(weights.values())
     if total <= 0 or any(w < 0 for w in weights.values()):
@@ -161,7 +155,7 @@ class FlagdFlagStore(JsonFlagFile):
         return with_nested_value(entry, "metadata", VERSION_KEY, version)
 
     def _check_live(self, flag: dict[str, Any]) -> None:
-        self._names(flag)
+        self._sides(flag)
         if flag["state"] != "ENABLED":
             raise FlagMismatch(
                 f"{self.path}: flag '{self.key}' is DISABLED, so every evaluation gets the "
@@ -169,35 +163,22 @@ class FlagdFlagStore(JsonFlagFile):
             )
         fractional_weights(self.path, self.key, flag)
 
-    def split(self, snapshot: FlagSnapshot) -> Split:
-        flag = self._flag_of(snapshot)
-        baseline, canary = self._names(flag)
-        weights = fractional_weights(self.path, self.key, flag)
-        base, can = weights.get(baseline, 0.0), weights.get(canary, 0.0)
-        return Split(baseline=base, canary=can, other=sum(weights.values()) - base - can)
+    def _sides(self, flag: dict[str, Any]) -> tuple[str, str]:
+        return self._name_of(flag, self.baseline), self._name_of(flag, self.canary)
 
-    def variants(self, snapshot: FlagSnapshot) -> tuple[str, str]:
-        flag = self._flag_of(snapshot)
-        baseline, canary = self._names(flag)
-        return str(flag["variants"][baseline]), str(flag["variants"][canary])
+    def _shares(self, flag: dict[str, Any]) -> dict[str, float]:
+        return fractional_weights(self.path, self.key, flag)
 
-    def set_canary_weight(
-        self, percent: float, *, expect_version: int, comment: str
-    ) -> FlagSnapshot:
-        if not 0 <= percent <= 100:
-            raise FlagMismatch(f"canary weight {percent} is outside 0..100")
+    def _value(self, flag: dict[str, Any], side: str) -> str:
+        return str(flag["variants"][side])
 
-        def change(flag: dict[str, Any]) -> dict[str, Any]:
-            baseline, canary = self._names(flag)
-            return self._fractional(flag, {canary: percent, baseline: 100.0 - percent})
+    def _canary_at(
+        self, flag: dict[str, Any], baseline: str, canary: str, percent: float
+    ) -> dict[str, Any]:
+        return self._fractional(flag, {canary: percent, baseline: 100.0 - percent})
 
-        return self._write(expect_version, comment, change)
-
-    def promote(self, *, expect_version: int, comment: str) -> FlagSnapshot:
-        def change(flag: dict[str, Any]) -> dict[str, Any]:
-            return {"defaultVariant": self._names(flag)[1], "targeting": {}}
-
-        return self._write(expect_version, comment, change)
+    def _everyone(self, flag: dict[str, Any], side: str) -> dict[str, Any]:
+        return {"defaultVariant": side, "targeting": {}}
 
     def values(self, snapshot: FlagSnapshot, variations: Sequence[str]) -> tuple[str, ...]:
         flag = self._flag_of(snapshot)
@@ -206,7 +187,7 @@ class FlagdFlagStore(JsonFlagFile):
     def weights(self, snapshot: FlagSnapshot) -> dict[str, float]:
         flag = self._flag_of(snapshot)
         served = fractional_weights(self.path, self.key, flag)
-        return {str(flag["variants"].get(name, name)): w for name, w in served.items()}
+        return {self._value(flag, name): w for name, w in served.items()}
 
     def set_split(
         self, weights: Mapping[str, float], *, expect_version: int, comment: str
@@ -215,7 +196,7 @@ class FlagdFlagStore(JsonFlagFile):
             named = {self._name_of(flag, value): w for value, w in weights.items()}
             served = [name for name, w in named.items() if w > 0]
             if len(served) == 1:
-                return {"defaultVariant": served[0], "targeting": {}}
+                return self._everyone(flag, served[0])
             return self._fractional(flag, named)
 
         return self._write(expect_version, comment, change)
@@ -231,9 +212,6 @@ class FlagdFlagStore(JsonFlagFile):
         bucket_by = previous[:1] if previous and not isinstance(previous[0], list) else []
         split = [[name, weight] for name, weight in integer.items()]
         return {"targeting": {"fractional": bucket_by + split}}
-
-    def _names(self, flag: dict[str, Any]) -> tuple[str, str]:
-        return self._name_of(flag, self.baseline), self._name_of(flag, self.canary)
 
     def _name_of(self, flag: dict[str, Any], wanted: str) -> str:
         """The variant key `wanted` names: a key, or the value exactly one variant serves."""

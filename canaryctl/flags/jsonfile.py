@@ -42,12 +42,13 @@ from typing import Any
 from urllib.parse import quote
 
 from canaryctl.errors import FlagBackendError, FlagConflict, FlagMismatch, InvalidDocument
-from canaryctl.flags.base import FlagClaim, FlagSnapshot, check_fence, may_take
-from canaryctl.runbook.reading import read_text
+from canaryctl.flags.base import FlagClaim, FlagSnapshot, Split, check_fence, may_take
+from canaryctl.runbook.reading import parse_json, read_text
 
 __all__ = [
     "JsonFlagFile",
     "entry_span",
+    "find_flag",
     "parse_entry",
     "read_exact",
     "with_nested_value",
@@ -141,6 +142,26 @@ def parse_entry(path: Path, key: str, entry: str) -> dict[str, Any]:
     return flag
 
 
+def find_flag(
+    path: Path, text: str, key: str, form: str, elsewhere: Callable[[Any], str | None]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The whole document and the flag `key` under its `flags`, or FlagMismatch saying what is
+    missing; `form` names the format canaryctl reads, `elsewhere(doc)` may say where the flag
+    is instead."""
+    try:
+        doc = parse_json(text, str(path))
+    except InvalidDocument as exc:
+        raise FlagMismatch(f"{exc}; canaryctl reads and writes {form}") from None
+    flags = doc.get("flags") if isinstance(doc, dict) else None
+    flag = flags.get(key) if isinstance(flags, dict) else None
+    if isinstance(flag, dict):
+        return doc, flag
+    if (instead := elsewhere(doc)) is not None:
+        raise FlagMismatch(f"{path}: {instead}")
+    known = ", ".join(sorted(flags)) if isinstance(flags, dict) and flags else "none"
+    raise FlagMismatch(f"{path}: no flag '{key}' under 'flags' (flags there: {known})")
+
+
 def read_exact(path: Path) -> str:
     """The file's exact text, line endings kept: a snapshot must give back the bytes it found."""
     try:
@@ -153,8 +174,10 @@ class JsonFlagFile:
     """The locked, versioned, claimed read-modify-write of one flag in a JSON flag file.
 
     A format subclasses it and says how to read its flag (`_parse`), where the version lives
-    (`_version`, `_stamp`) and whether the flag serves its default rule at all (`_check_live`);
-    its writes call `_write` with the members they change.
+    (`_version`, `_stamp`), whether the flag serves its default rule at all (`_check_live`),
+    which of its variations are the two sides (`_sides`, `_shares`, `_value`) and what members
+    a split or a promotion sets (`_canary_at`, `_everyone`); other writes call `_write` with
+    the members they change.
     """
 
     def __init__(self, path: str | Path, key: str) -> None:
@@ -188,7 +211,60 @@ class JsonFlagFile:
         """A snapshot's entry text (a format may read older snapshots differently)."""
         return raw
 
+    def _sides(self, flag: dict[str, Any]) -> tuple[Any, Any]:
+        """How the flag names the baseline and the canary (FlagMismatch if one is missing)."""
+        raise NotImplementedError
+
+    def _shares(self, flag: dict[str, Any]) -> dict[Any, float]:
+        """Percent of the default rule's traffic per variation, named as `_sides` names them."""
+        raise NotImplementedError
+
+    def _value(self, flag: dict[str, Any], side: Any) -> str:
+        """The value a variation serves: what the gateway labels its metrics with."""
+        raise NotImplementedError
+
+    def _canary_at(
+        self, flag: dict[str, Any], baseline: Any, canary: Any, percent: float
+    ) -> dict[str, Any]:
+        """The members that serve `canary` to `percent`% and `baseline` to the rest."""
+        raise NotImplementedError
+
+    def _everyone(self, flag: dict[str, Any], side: Any) -> dict[str, Any]:
+        """The members that serve `side` to everyone the default rule serves."""
+        raise NotImplementedError
+
     # The machinery, the same for every format.
+
+    def split(self, snapshot: FlagSnapshot) -> Split:
+        flag = self._flag_of(snapshot)
+        baseline, canary = self._sides(flag)
+        shares = self._shares(flag)
+        base, can = shares.get(baseline, 0.0), shares.get(canary, 0.0)
+        return Split(baseline=base, canary=can, other=sum(shares.values()) - base - can)
+
+    def variants(self, snapshot: FlagSnapshot) -> tuple[str, str]:
+        flag = self._flag_of(snapshot)
+        baseline, canary = self._sides(flag)
+        return self._value(flag, baseline), self._value(flag, canary)
+
+    def set_canary_weight(
+        self, percent: float, *, expect_version: int, comment: str
+    ) -> FlagSnapshot:
+        if not 0 <= percent <= 100:
+            raise FlagMismatch(f"canary weight {percent} is outside 0..100")
+
+        def change(flag: dict[str, Any]) -> dict[str, Any]:
+            return self._canary_at(flag, *self._sides(flag), percent)
+
+        return self._write(expect_version, comment, change)
+
+    def promote(self, *, expect_version: int, comment: str) -> FlagSnapshot:
+        """Make the canary the variation everyone gets by default."""
+
+        def change(flag: dict[str, Any]) -> dict[str, Any]:
+            return self._everyone(flag, self._sides(flag)[1])
+
+        return self._write(expect_version, comment, change)
 
     def snapshot(self) -> FlagSnapshot:
         """The flag as it is now; FlagConflict if it was edited since our last write without a
