@@ -4,7 +4,9 @@ what the Python flagd provider evaluates with in-process) judging what was writt
 from __future__ import annotations
 
 import json
+import os
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -357,3 +359,15 @@ def test_an_old_snapshot_restores_after_the_flag_lost_a_variant(
     assert restored.version == 10
     assert json.loads(restored.raw) == flag_json(metadata={"owner": "sre", "canaryctlVersion": 10})
     assert moved.version == 4
+
+
+def test_a_write_moves_the_file_s_modification_time_forward_even_behind_the_clock(
+    store: FlagdFlagStore, flag_file: Path
+) -> None:
+    """flagd's providers reload the file when its mtime grows: a write must always grow it."""
+    ahead = time.time_ns() + 3600 * 10**9  # as if the last write landed later in the same tick
+    os.utime(flag_file, ns=(ahead, ahead))
+    moved = store.set_canary_weight(10, expect_version=3, comment="")
+    assert os.stat(flag_file).st_mtime > ahead / 1e9  # what the provider compares: float seconds
+    store.set_canary_weight(20, expect_version=moved.version, comment="")
+    assert os.stat(flag_file).st_mtime_ns > ahead + 10**6

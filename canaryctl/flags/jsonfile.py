@@ -425,14 +425,22 @@ class JsonFlagFile:
         log.debug("writing %s (flag %s): %s", path, self.key, comment)
         directory = path.parent
         with _write_errors(path):
-            mode = path.stat().st_mode & 0o7777
+            before = path.stat()
             fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
             try:
                 with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
                     out.write(text)
                     out.flush()
                     os.fsync(out.fileno())
-                os.chmod(tmp, mode)
+                os.chmod(tmp, before.st_mode & 0o7777)
+                # Watchers that poll the file (flagd's providers, the LaunchDarkly SDK's file
+                # source) reload it only when its modification time moves forward; two writes
+                # in one tick of the file system's coarse clock (or a file stamped in the
+                # future) would leave it where it was, and the second write unseen.
+                stamped = os.stat(tmp).st_mtime_ns
+                if stamped <= before.st_mtime_ns:
+                    later = before.st_mtime_ns + 1_000_000  # a float of seconds still sees 1 ms
+                    os.utime(tmp, ns=(later, later))
                 os.replace(tmp, path)
             except BaseException:
                 os.unlink(tmp)

@@ -23,6 +23,7 @@ __all__ = [
     "FileFlagSource",
     "FlagShadow",
     "FlagSource",
+    "FlagdFlagSource",
     "Gateway",
     "GatewaySpec",
     "JudgeSpec",
@@ -76,7 +77,20 @@ class LaunchDarklyFlagSource(Strict):
     )
 
 
-FlagSource = Annotated[FileFlagSource | LaunchDarklyFlagSource, Field(discriminator="provider")]
+class FlagdFlagSource(Strict):
+    """Evaluate flags through the OpenFeature SDK and its flagd provider, in-process, from a
+    flagd flag-definition file it re-reads when the file changes (docs/flagd.md)."""
+
+    provider: Literal["flagd"]
+    path: DocPath
+    poll_interval: Duration = Field(
+        default=0.5, ge=0.05, description="how often the provider checks the file for a change"
+    )
+
+
+FlagSource = Annotated[
+    FileFlagSource | LaunchDarklyFlagSource | FlagdFlagSource, Field(discriminator="provider")
+]
 
 
 class BatchSpec(Strict):
