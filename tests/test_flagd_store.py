@@ -19,10 +19,12 @@ from canaryctl.cli import main
 from canaryctl.errors import ClaimFenced, FlagClaimed, FlagConflict, FlagMismatch
 from canaryctl.flags import FlagClaim, FlagStore, Split, flag_store_for
 from canaryctl.flags.base import SplitStore
+from canaryctl.flags.factory import split_store_for
 from canaryctl.flags.flagd import FlagdFlagStore
 from canaryctl.runbook import load_document
 from tests.test_flags_launchdarkly import dead_pid
 
+ROOT = Path(__file__).resolve().parent.parent
 KEY = "support-bot-model"
 SCHEMA = "https://flagd.dev/schema/v0/flags.json"
 
@@ -371,3 +373,17 @@ def test_a_write_moves_the_file_s_modification_time_forward_even_behind_the_cloc
     assert os.stat(flag_file).st_mtime > ahead / 1e9  # what the provider compares: float seconds
     store.set_canary_weight(20, expect_version=moved.version, comment="")
     assert os.stat(flag_file).st_mtime_ns > ahead + 10**6
+
+
+def test_an_experiment_names_a_flagd_flag_and_the_factory_builds_its_split_store(
+    tmp_path: Path, flag_file: Path
+) -> None:
+    doc = (ROOT / "runbooks" / "support-bot-experiment.yaml").read_text()
+    flag = f"{{provider: flagd, path: {flag_file}, key: {KEY}}}"
+    path = tmp_path / "experiment.yaml"
+    path.write_text(doc.replace("{provider: file, path: flags.json, key: support-bot-model}", flag))
+    experiment = load_document(path)
+    store = split_store_for(experiment.spec.flag, "gpt-4-turbo", "gpt-4o-mini")
+    assert isinstance(store, FlagdFlagStore)
+    values = [v.value for v in experiment.spec.variations]
+    assert store.values(store.snapshot(), values) == tuple(values)

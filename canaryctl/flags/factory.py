@@ -7,7 +7,11 @@ from canaryctl.flags.base import FlagStore, SplitStore
 from canaryctl.flags.file import FileFlagStore
 from canaryctl.flags.flagd import FlagdFlagStore
 from canaryctl.flags.launchdarkly import LaunchDarklyFlagStore
-from canaryctl.runbook.experiment import FileExperimentFlag, LaunchDarklyExperimentFlag
+from canaryctl.runbook.experiment import (
+    FileExperimentFlag,
+    FlagdExperimentFlag,
+    LaunchDarklyExperimentFlag,
+)
 from canaryctl.runbook.rollout import FileFlagSpec, FlagdFlagSpec, LaunchDarklyFlagSpec
 
 __all__ = ["flag_store_for", "split_store_for"]
@@ -37,13 +41,17 @@ def flag_store_for(spec: FileFlagSpec | LaunchDarklyFlagSpec | FlagdFlagSpec) ->
 
 
 def split_store_for(
-    spec: FileExperimentFlag | LaunchDarklyExperimentFlag, control: str, other: str
+    spec: FileExperimentFlag | LaunchDarklyExperimentFlag | FlagdExperimentFlag,
+    control: str,
+    other: str,
 ) -> SplitStore:
     """The store an experiment's flag names; `control` and `other` are two of its variations,
     which the store checks exist on every read (it serves any of them on a split)."""
     match spec:
         case FileExperimentFlag():
             return FileFlagStore(spec.path, spec.key, control, other)
+        case FlagdExperimentFlag():
+            return FlagdFlagStore(spec.path, spec.key, control, other)
         case LaunchDarklyExperimentFlag():
             return LaunchDarklyFlagStore.from_env(
                 token_env=spec.token_env,

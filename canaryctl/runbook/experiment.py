@@ -30,6 +30,7 @@ __all__ = [
     "ExperimentMetric",
     "ExperimentSpec",
     "FileExperimentFlag",
+    "FlagdExperimentFlag",
     "GuardMetric",
     "LaunchDarklyExperimentFlag",
     "VariationSpec",
@@ -60,8 +61,17 @@ class LaunchDarklyExperimentFlag(Strict):
     token_env: str = Field(default="LAUNCHDARKLY_API_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+class FlagdExperimentFlag(Strict):
+    """A flag in a flagd flag-definition file; variants named by key or by the value served."""
+
+    provider: Literal["flagd"]
+    path: DocPath
+    key: str = Field(min_length=1)
+
+
 ExperimentFlag = Annotated[
-    FileExperimentFlag | LaunchDarklyExperimentFlag, Field(discriminator="provider")
+    FileExperimentFlag | LaunchDarklyExperimentFlag | FlagdExperimentFlag,
+    Field(discriminator="provider"),
 ]
 
 
