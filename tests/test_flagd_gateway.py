@@ -20,6 +20,8 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
+from click.testing import CliRunner
 from openfeature import api
 from openfeature.client import OpenFeatureClient
 from openfeature.contrib.provider.flagd import FlagdProvider
@@ -29,6 +31,7 @@ from openfeature.event import EventDetails, ProviderEvent
 from prometheus_client.parser import text_string_to_metric_families
 from scipy.stats import binom
 
+from canaryctl.cli import main
 from canaryctl.flags.flagd import SCHEMA, FlagdFlagStore
 from canaryctl.lab import LabStack
 from canaryctl.runbook.lab import LabSpec
@@ -50,6 +53,7 @@ def write_flags(path: Path) -> None:
         "variants": {"turbo": BASELINE, "mini": CANARY},
         "defaultVariant": "turbo",
         "targeting": {},
+        "metadata": {"canaryctlVersion": 0},
     }
     path.write_text(json.dumps({"$schema": SCHEMA, "flags": {KEY: flag}}, indent=2))
 
@@ -125,9 +129,12 @@ def test_the_provider_serves_the_split_written_and_the_rollback_from_its_next_re
     assert set(serve_all(client, users)) == {BASELINE}
 
 
-def lab(flag_file: Path) -> LabSpec:
+def lab(flag_file: Path, *, canary_errors: float = 0.0, traffic: bool = False) -> LabSpec:
     quick = {"median": 0.002, "p95": 0.01}
-    providers = [{"name": BASELINE, "latency": quick}, {"name": CANARY, "latency": quick}]
+    providers = [
+        {"name": BASELINE, "latency": quick},
+        {"name": CANARY, "latency": quick, "errors": {"rate": canary_errors}},
+    ]
     spec: dict[str, Any] = {
         "seed": 7,
         "providers": providers,
@@ -138,6 +145,8 @@ def lab(flag_file: Path) -> LabSpec:
             "models": [{"name": p["name"], "base_url": f"lab://{p['name']}"} for p in providers],
         },
     }
+    if traffic:
+        spec["traffic"] = {"route": "support-bot", "rate": 120, "users": 400, "concurrency": 32}
     return LabSpec.model_validate(spec)
 
 
@@ -197,11 +206,48 @@ def test_the_gateway_routes_by_the_flagd_split_canaryctl_writes_and_by_its_rollb
         saved = store.snapshot()
         moved = store.set_canary_weight(SHARE * 100, expect_version=saved.version, comment="30%")
         loaded = wait_for_reload(stack, loaded)
-        users = 400
+        users = 300
         answers = through_gateway(stack, users)
         low, high = bounds(users, SHARE)
         assert low <= answers.count(CANARY) <= high, (answers.count(CANARY), low, high)
 
         store.restore(saved, expect_version=moved.version, comment="rollback")
         wait_for_reload(stack, loaded)
-        assert set(through_gateway(stack, 100)) == {BASELINE}
+        assert set(through_gateway(stack, 50)) == {BASELINE}
+
+
+def test_a_regressing_canary_on_a_flagd_flag_is_rolled_back_to_the_exact_prior_file(
+    flag_file: Path, tmp_path: Path
+) -> None:
+    """`canaryctl rollout run` on a flagd flag, judged on the gateway that evaluates that flag
+    through OpenFeature: the canary fails 40% of its requests, so the run rolls back."""
+    original = flag_file.read_text()
+    with LabStack(lab(flag_file, canary_errors=0.4, traffic=True)) as stack:
+        flag = {"provider": "flagd", "path": str(flag_file), "key": KEY}
+        document = {
+            "apiVersion": "canaryctl/v1",
+            "kind": "Rollout",
+            "metadata": {"name": "flagd-regression"},
+            "spec": {
+                "flag": {**flag, "baseline": "turbo", "canary": CANARY},
+                "metrics": {"provider": "scrape", "targets": [stack.metrics_url]},
+                "slos": [{"metric": "error_rate", "max": 0.05}],
+                "analysis": {"interval": "1s", "min_requests": 40, "method": "threshold"},
+                "steps": [{"set_weight": 30}, {"pause": "6s"}, {"set_weight": 100}],
+            },
+        }
+        runbook = tmp_path / "rollout.yaml"
+        runbook.write_text(yaml.safe_dump(document))
+        state = str(tmp_path / "state.db")
+        result = CliRunner().invoke(main, ["rollout", "run", str(runbook), "--state", state])
+        assert result.exit_code == 1, result.output
+        assert stack.traffic is not None
+        assert CANARY in stack.traffic.snapshot().by_variant  # the 30% step was served
+        version = json.loads(flag_file.read_text())["flags"][KEY]["metadata"]["canaryctlVersion"]
+        assert version > 1  # the step, then the restore
+        stamped = f'"canaryctlVersion": {version}'
+        assert flag_file.read_text() == original.replace('"canaryctlVersion": 0', stamped)
+        deadline = time.monotonic() + 30
+        while set(through_gateway(stack, 50)) != {BASELINE} and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert set(through_gateway(stack, 50)) == {BASELINE}
