@@ -251,3 +251,22 @@ def test_a_regressing_canary_on_a_flagd_flag_is_rolled_back_to_the_exact_prior_f
         while set(through_gateway(stack, 50)) != {BASELINE} and time.monotonic() < deadline:
             time.sleep(0.05)
         assert set(through_gateway(stack, 50)) == {BASELINE}
+
+
+def test_a_gateway_started_on_a_broken_flagd_file_serves_defaults_then_follows_the_fix(
+    flag_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    flag_file.write_text(json.dumps({"flags": {KEY: {"state": "on", "variants": {}}}}))
+    with LabStack(lab(flag_file), traffic=False) as stack:
+        assert gauge(stack, "llm_flag_data_source_valid") == 0.0
+        assert gauge(stack, "llm_flag_data_last_change_timestamp_seconds") == 0.0
+        assert set(through_gateway(stack, 20)) == {BASELINE}  # the route's default_model
+        assert gauge(stack, "llm_flag_evaluation_errors_total") == 20
+        write_flags(flag_file)
+        FlagdFlagStore(flag_file, KEY, "turbo", "mini").promote(expect_version=0, comment="")
+        wait_for_reload(stack, 0.0)
+        assert gauge(stack, "llm_flag_data_source_valid") == 1.0
+        assert set(through_gateway(stack, 20)) == {CANARY}
+    provider_logs = [r for r in caplog.records if r.name.startswith("openfeature")]
+    assert provider_logs  # the broken file was reported...
+    assert not any(r.exc_info for r in provider_logs)  # ...without a traceback

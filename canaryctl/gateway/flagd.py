@@ -42,6 +42,18 @@ log = logging.getLogger(__name__)
 _domains = itertools.count(1)
 
 
+class _NoTraceback(logging.Filter):
+    """The provider logs a broken file with its traceback, again at every poll; the message
+    says what is wrong, and a traceback in the gateway's log would read as a crash of ours."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
+logging.getLogger("openfeature.contrib").addFilter(_NoTraceback())
+
+
 def _context(context: Context) -> EvaluationContext:
     """The requester's LaunchDarkly context as OpenFeature's: the key is the targetingKey."""
     attributes = {name: context.get(name) for name in ("tier", "team")}
@@ -65,10 +77,6 @@ class FlagdFlags:
             # In file mode the provider sleeps `deadline_ms` between checks of the file.
             deadline_ms=max(1, round(source.poll_interval * 1000)),
         )
-        self._client = api.get_client(self._domain)
-        self._client.add_handler(ProviderEvent.PROVIDER_READY, self._loaded)
-        self._client.add_handler(ProviderEvent.PROVIDER_CONFIGURATION_CHANGED, self._loaded)
-        self._client.add_handler(ProviderEvent.PROVIDER_ERROR, self._failed)
         try:
             api.set_provider_and_wait(self._provider, self._domain)
         except Exception as exc:  # the provider keeps watching the file and recovers
@@ -77,6 +85,13 @@ class FlagdFlags:
                 source.path,
                 exc,
             )
+        # Added once the provider is set: a handler added earlier would see the default
+        # provider of an unset domain, which is always ready, and record a load that never was.
+        # A handler for the provider's present state runs at once.
+        self._client = api.get_client(self._domain)
+        self._client.add_handler(ProviderEvent.PROVIDER_READY, self._loaded)
+        self._client.add_handler(ProviderEvent.PROVIDER_CONFIGURATION_CHANGED, self._loaded)
+        self._client.add_handler(ProviderEvent.PROVIDER_ERROR, self._failed)
         metrics.flag_source_valid.set_function(self._valid)
         metrics.flag_data_stale.set_function(self._stale)
 
@@ -102,9 +117,11 @@ class FlagdFlags:
         self._metrics.flag_last_change.set(time.time())
 
     def _failed(self, details: EventDetails) -> None:
-        log.warning("flagd provider: %s", details.message)
         with self._lock:
+            was_valid = self._invalid_since is None
             self._invalid_since = self._invalid_since or time.time()
+        if was_valid:  # once per outage, not at every poll
+            log.warning("flagd provider: %s; serving the flag data it had", details.message)
 
     def _valid(self) -> float:
         return 1.0 if self._client.get_provider_status() == ProviderStatus.READY else 0.0
