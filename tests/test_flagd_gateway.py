@@ -32,30 +32,19 @@ from prometheus_client.parser import text_string_to_metric_families
 from scipy.stats import binom
 
 from canaryctl.cli import main
-from canaryctl.flags.flagd import SCHEMA, FlagdFlagStore
+from canaryctl.flags.flagd import FlagdFlagStore
 from canaryctl.lab import LabStack
 from canaryctl.runbook.lab import LabSpec
+from tests.test_flagd_store import KEY, new_flag_file, write_flags
 
 pytestmark = pytest.mark.e2e
 
-KEY = "support-bot-model"
 BASELINE, CANARY = "gpt-4-turbo", "gpt-4o-mini"
 SHARE = 0.30
 CONFIDENCE = 1 - 1e-6
 """A split outside this binomial interval is a wrong split, not bad luck."""
 
 _domains = itertools.count(1)
-
-
-def write_flags(path: Path) -> None:
-    flag = {
-        "state": "ENABLED",
-        "variants": {"turbo": BASELINE, "mini": CANARY},
-        "defaultVariant": "turbo",
-        "targeting": {},
-        "metadata": {"canaryctlVersion": 0},
-    }
-    path.write_text(json.dumps({"$schema": SCHEMA, "flags": {KEY: flag}}, indent=2))
 
 
 def bounds(n: int, share: float) -> tuple[float, float]:
@@ -86,9 +75,7 @@ class Reloads:
 
 @pytest.fixture
 def flag_file(tmp_path: Path) -> Path:
-    path = tmp_path / "flags.flagd.json"
-    write_flags(path)
-    return path
+    return new_flag_file(tmp_path)
 
 
 @pytest.fixture
@@ -244,9 +231,9 @@ def test_a_regressing_canary_on_a_flagd_flag_is_rolled_back_to_the_exact_prior_f
         assert stack.traffic is not None
         assert CANARY in stack.traffic.snapshot().by_variant  # the 30% step was served
         version = json.loads(flag_file.read_text())["flags"][KEY]["metadata"]["canaryctlVersion"]
-        assert version > 1  # the step, then the restore
+        assert version > 4  # the step, then the restore
         stamped = f'"canaryctlVersion": {version}'
-        assert flag_file.read_text() == original.replace('"canaryctlVersion": 0', stamped)
+        assert flag_file.read_text() == original.replace('"canaryctlVersion": 3', stamped)
         deadline = time.monotonic() + 30
         while set(through_gateway(stack, 50)) != {BASELINE} and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -263,7 +250,7 @@ def test_a_gateway_started_on_a_broken_flagd_file_serves_defaults_then_follows_t
         assert set(through_gateway(stack, 20)) == {BASELINE}  # the route's default_model
         assert gauge(stack, "llm_flag_evaluation_errors_total") == 20
         write_flags(flag_file)
-        FlagdFlagStore(flag_file, KEY, "turbo", "mini").promote(expect_version=0, comment="")
+        FlagdFlagStore(flag_file, KEY, "turbo", "mini").promote(expect_version=3, comment="")
         wait_for_reload(stack, 0.0)
         assert gauge(stack, "llm_flag_data_source_valid") == 1.0
         assert set(through_gateway(stack, 20)) == {CANARY}

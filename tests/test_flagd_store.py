@@ -49,11 +49,15 @@ def write_flags(path: Path, **overrides: Any) -> str:
     return text
 
 
-@pytest.fixture
-def flag_file(tmp_path: Path) -> Path:
+def new_flag_file(tmp_path: Path) -> Path:
     path = tmp_path / "flags.flagd.json"
     write_flags(path)
     return path
+
+
+@pytest.fixture
+def flag_file(tmp_path: Path) -> Path:
+    return new_flag_file(tmp_path)
 
 
 @pytest.fixture
