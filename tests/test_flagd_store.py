@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from openfeature.contrib.tools.flagd.core import FlagdCore
 from openfeature.evaluation_context import EvaluationContext
 
@@ -165,6 +167,14 @@ def test_a_flag_without_metadata_is_version_0_and_gets_one(tmp_path: Path) -> No
     assert set(served(path, 50)) == {"gpt-4-turbo"}
 
 
+def test_an_empty_metadata_object_takes_the_version(tmp_path: Path) -> None:
+    path = tmp_path / "flags.json"
+    write_flags(path, metadata={})
+    store = FlagdFlagStore(path, KEY, "turbo", "mini")
+    store.set_canary_weight(5, expect_version=0, comment="")
+    assert entry(path)["metadata"] == {"canaryctlVersion": 1}
+
+
 def test_a_bucketing_expression_is_kept(tmp_path: Path) -> None:
     path = tmp_path / "flags.json"
     by_team = {"cat": [{"var": "$flagd.flagKey"}, {"var": "team"}]}
@@ -208,6 +218,7 @@ def test_a_hand_edit_that_kept_the_version_is_a_conflict_naming_the_change(
     [
         ({}, ("other-flag", "turbo", "mini"), r"no flag 'other-flag' under 'flags' \(flags"),
         ({}, (KEY, "turbo", "claude"), r"no variant 'claude': no variant has that key"),
+        ({}, (KEY, "turbo", "gpt-4-turbo"), r"'turbo' and canary 'gpt-4-turbo' both name variant"),
         ({"state": "DISABLED"}, (KEY, "turbo", "mini"), "is DISABLED"),
         ({"state": "on"}, (KEY, "turbo", "mini"), f"flags.{KEY}.state: "),
         ({"version": 3}, (KEY, "turbo", "mini"), f"flags.{KEY}.version: "),
@@ -226,16 +237,29 @@ def test_a_hand_edit_that_kept_the_version_is_a_conflict_naming_the_change(
             (KEY, "turbo", "mini"),
             r"targeting.fractional\[0\]: must be \[variant, weight\]",
         ),
+        (
+            {"targeting": {"fractional": [["mini", 10], 5]}},
+            (KEY, "turbo", "mini"),
+            r"targeting.fractional\[1\]: must be \[variant, weight\] with a whole weight, not 5",
+        ),
+        (
+            {"targeting": {"fractional": [["claude", 10], ["turbo", 90]]}},
+            (KEY, "turbo", "mini"),
+            r"targeting.fractional\[0\]: no variant 'claude'",
+        ),
     ],
     ids=[
         "no-key",
         "no-variant",
+        "same-variant",
         "disabled",
         "bad-state",
         "unknown-member",
         "bad-version",
         "if-rule",
         "bad-weight",
+        "bad-bucket",
+        "unknown-variant",
     ],
 )
 def test_mismatch_names_the_path_and_the_field(
@@ -391,3 +415,43 @@ def test_an_experiment_names_a_flagd_flag_and_the_factory_builds_its_split_store
     assert isinstance(store, FlagdFlagStore)
     values = [v.value for v in experiment.spec.variations]
     assert store.values(store.snapshot(), values) == tuple(values)
+
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 5)
+    | st.floats(-5, 5)
+    | st.sampled_from(["turbo", "mini", "fractional", "if", "ENABLED", "canaryctlVersion", "$ref"]),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["turbo", "mini", "fractional", "if", "var", "canaryctlVersion"]),
+            inner,
+            max_size=3,
+        )
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    member=st.sampled_from(["state", "variants", "defaultVariant", "targeting", "metadata"]),
+    value=JSON,
+)
+def test_any_flag_entry_is_read_or_refused_by_name_never_a_crash(
+    tmp_path_factory: pytest.TempPathFactory, member: str, value: Any
+) -> None:
+    path = tmp_path_factory.mktemp("fuzz") / "flags.json"
+    write_flags(path, **{member: value})
+    store = FlagdFlagStore(path, KEY, "turbo", "mini")
+    try:
+        snap = store.snapshot()
+    except FlagMismatch as exc:
+        assert str(path) in str(exc)
+        return
+    split = store.split(snap)
+    assert abs(split.baseline + split.canary + split.other - 100.0) < 1e-6 or split == Split(0, 0)
+    store.set_canary_weight(10, expect_version=snap.version, comment="")
+    assert store.split(store.snapshot()) == Split(baseline=90.0, canary=10.0)

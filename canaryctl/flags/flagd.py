@@ -112,8 +112,9 @@ def fractional_weights(path: object, key: str, flag: dict[str, Any]) -> dict[str
     buckets = args[1:] if args and not isinstance(args[0], list) else args
     weights: dict[str, int] = {}
     for index, bucket in enumerate(buckets):
-        weight = bucket[1] if len(bucket) == 2 else 1
-        if not 1 <= len(bucket) <= 2 or not isinstance(bucket[0], str) or type(weight) is not int:
+        shaped = isinstance(bucket, list) and 1 <= len(bucket) <= 2 and isinstance(bucket[0], str)
+        weight = bucket[1] if shaped and len(bucket) == 2 else 1
+        if not shaped or type(weight) is not int:
             raise FlagMismatch(
                 f"{path}: flags.{key}.targeting.fractional[{index}]: must be [variant, weight] "
                 f"with a whole weight, not {json.dumps(bucket)}"
@@ -164,7 +165,13 @@ class FlagdFlagStore(JsonFlagFile):
         fractional_weights(self.path, self.key, flag)
 
     def _sides(self, flag: dict[str, Any]) -> tuple[str, str]:
-        return self._name_of(flag, self.baseline), self._name_of(flag, self.canary)
+        baseline, canary = self._name_of(flag, self.baseline), self._name_of(flag, self.canary)
+        if baseline == canary:  # one named by key, the other by the value that key serves
+            raise FlagMismatch(
+                f"{self.path}: flag '{self.key}': baseline '{self.baseline}' and canary "
+                f"'{self.canary}' both name variant '{baseline}'"
+            )
+        return baseline, canary
 
     def _shares(self, flag: dict[str, Any]) -> dict[str, float]:
         return fractional_weights(self.path, self.key, flag)

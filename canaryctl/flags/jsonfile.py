@@ -114,10 +114,11 @@ def with_values(entry: str, values: dict[str, Any]) -> str:
         entry = entry[:begin] + json.dumps(value, ensure_ascii=False) + entry[end:]
     if missing:
         opening = _skip_space(entry, 0) + 1
-        added = "".join(
-            f"{json.dumps(n)}: {json.dumps(v, ensure_ascii=False)}, " for n, v in missing.items()
+        added = ", ".join(
+            f"{json.dumps(n)}: {json.dumps(v, ensure_ascii=False)}" for n, v in missing.items()
         )
-        entry = entry[:opening] + added + entry[opening:]
+        comma = ", " if spans else ""  # an empty object takes no separator after them
+        entry = entry[:opening] + added + comma + entry[opening:]
     return entry
 
 
