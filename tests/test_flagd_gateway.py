@@ -22,6 +22,7 @@ import httpx
 import pytest
 import yaml
 from click.testing import CliRunner
+from ldclient import Context
 from openfeature import api
 from openfeature.client import OpenFeatureClient
 from openfeature.contrib.provider.flagd import FlagdProvider
@@ -33,7 +34,10 @@ from scipy.stats import binom
 
 from canaryctl.cli import main
 from canaryctl.flags.flagd import FlagdFlagStore
+from canaryctl.gateway.flagd import FlagdFlags
+from canaryctl.gateway.metrics import GatewayMetrics
 from canaryctl.lab import LabStack
+from canaryctl.runbook.gateway import FlagdFlagSource
 from canaryctl.runbook.lab import LabSpec
 from tests.test_flagd_store import KEY, new_flag_file, write_flags
 
@@ -257,3 +261,38 @@ def test_a_gateway_started_on_a_broken_flagd_file_serves_defaults_then_follows_t
     provider_logs = [r for r in caplog.records if r.name.startswith("openfeature")]
     assert provider_logs  # the broken file was reported...
     assert not any(r.exc_info for r in provider_logs)  # ...without a traceback
+
+
+def test_the_requester_s_key_tier_and_team_reach_flagd_targeting(flag_file: Path) -> None:
+    """A rule a person wrote (not one canaryctl moves) sees what the gateway knows of the
+    requester; a flag the file lacks is an error with its kind, and the caller's default."""
+    rules = {
+        "if": [
+            {"==": [{"var": "team"}, "search"]},
+            "mixtral",
+            {"if": [{"==": [{"var": "tier"}, "paid"]}, "mini", "turbo"]},
+        ]
+    }
+    write_flags(flag_file, targeting=rules)
+    source = FlagdFlagSource(provider="flagd", path=flag_file, poll_interval=0.1)
+    flags = FlagdFlags(source, GatewayMetrics())
+    try:
+
+        def ask(**attributes: str) -> object:
+            builder = Context.builder("user-1").kind("user")
+            for name, value in attributes.items():
+                builder.set(name, value)
+            return flags.variation_detail(KEY, builder.build(), "default").value
+
+        assert ask(tier="free") == "gpt-4-turbo"
+        assert ask(tier="paid") == "gpt-4o-mini"
+        assert ask(tier="paid", team="search") == "mixtral-8x7b"
+        missing = flags.variation_detail("no-such-flag", Context.create("u"), "default")
+        assert (missing.value, missing.reason) == (
+            "default",
+            {"kind": "ERROR", "errorKind": "FLAG_NOT_FOUND"},
+        )
+        assert flags.variation(KEY, Context.create("u"), None) == "gpt-4-turbo"
+        assert flags.variation("no-such-flag", Context.create("u"), None) is None
+    finally:
+        flags.close()
