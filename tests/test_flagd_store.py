@@ -357,7 +357,10 @@ def test_a_runbook_names_a_flagd_flag_and_the_factory_builds_its_store(
     ("flag", "expected"),
     [
         ("{provider: flagd, path: f.json, baseline: a, canary: b}", "spec.flag.key: "),
-        ("{provider: flagd, path: f.json, key: k, baseline: a, canary: a}", "different variants"),
+        (
+            "{provider: flagd, path: f.json, key: k, baseline: a, canary: a}",
+            "must name different variations",
+        ),
         ("{provider: flagd, key: k, baseline: a, canary: b}", "spec.flag.path: "),
         ("{provider: flagd, path: f.json, key: k, baseline: a, canary: b, rule: x}", "rule"),
     ],

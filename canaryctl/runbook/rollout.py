@@ -54,20 +54,29 @@ __all__ = [
 ]
 
 
-class FileFlagSpec(Strict):
-    """A LaunchDarkly flag kept in a file in the SDK's file-data-source format."""
+class _FlagInFile(Strict):
+    """A flag in a local file its SDKs watch: the file, the flag's key, two variations.
+    Each format names its `provider` and says how its variations are named."""
 
-    provider: Literal["file"]
+    provider: str
     path: DocPath
     key: str = Field(min_length=1)
-    baseline: str = Field(min_length=1, description="value of the variation serving today")
-    canary: str = Field(min_length=1, description="value of the variation being rolled out")
+    baseline: str = Field(min_length=1)
+    canary: str = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _distinct(self) -> FileFlagSpec:
+    def _distinct(self) -> _FlagInFile:
         if self.baseline == self.canary:
             raise ValueError("baseline and canary must name different variations")
         return self
+
+
+class FileFlagSpec(_FlagInFile):
+    """A LaunchDarkly flag kept in a file in the SDK's file-data-source format."""
+
+    provider: Literal["file"]
+    baseline: str = Field(min_length=1, description="value of the variation serving today")
+    canary: str = Field(min_length=1, description="value of the variation being rolled out")
 
 
 class LaunchDarklyFlagSpec(Strict):
@@ -98,20 +107,12 @@ class LaunchDarklyFlagSpec(Strict):
         return self
 
 
-class FlagdFlagSpec(Strict):
+class FlagdFlagSpec(_FlagInFile):
     """A flag in a flagd flag-definition file, read by flagd and OpenFeature's flagd providers."""
 
     provider: Literal["flagd"]
-    path: DocPath
-    key: str = Field(min_length=1)
     baseline: str = Field(min_length=1, description="key or value of the variant serving today")
     canary: str = Field(min_length=1, description="key or value of the variant rolled out")
-
-    @model_validator(mode="after")
-    def _distinct(self) -> FlagdFlagSpec:
-        if self.baseline == self.canary:
-            raise ValueError("baseline and canary must name different variants")
-        return self
 
 
 _AnyFlagSpec = FileFlagSpec | LaunchDarklyFlagSpec | FlagdFlagSpec
@@ -631,7 +632,7 @@ def rollout_warnings(spec: RolloutSpec) -> list[str]:
 
 
 def _same_flag(a: _AnyFlagSpec, b: _AnyFlagSpec) -> bool:
-    if isinstance(a, FileFlagSpec | FlagdFlagSpec) and type(a) is type(b):
+    if isinstance(a, _FlagInFile) and type(a) is type(b):
         return a.key == b.key and a.path == b.path
     if isinstance(a, LaunchDarklyFlagSpec) and isinstance(b, LaunchDarklyFlagSpec):
         where = ("base_url", "project", "environment", "key")
