@@ -296,3 +296,18 @@ def test_the_requester_s_key_tier_and_team_reach_flagd_targeting(flag_file: Path
         assert flags.variation("no-such-flag", Context.create("u"), None) is None
     finally:
         flags.close()
+
+
+def test_gateway_serve_without_the_flagd_file_is_exit_2_naming_the_field(tmp_path: Path) -> None:
+    document = {
+        "apiVersion": "canaryctl/v1",
+        "kind": "Gateway",
+        "metadata": {"name": "flagd"},
+        "spec": lab(tmp_path / "missing.flagd.json").model_dump(mode="json")["gateway"],
+    }
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(document))
+    result = CliRunner().invoke(main, ["gateway", "serve", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "spec.flags.path: no flag file at" in result.output
+    assert "Traceback" not in result.output
