@@ -184,6 +184,69 @@ def test_a_bucketing_expression_is_kept(tmp_path: Path) -> None:
     assert entry(path)["targeting"] == {"fractional": [by_team, ["mini", 25], ["turbo", 75]]}
 
 
+ENTERPRISE = {"==": [{"var": "tier"}, "enterprise"]}
+
+
+def served_to(path: Path, tier: str, users: int) -> list[str]:
+    core = FlagdCore()
+    core.set_flags(path.read_text())
+    return [
+        core.resolve_string_value(
+            KEY, "default", EvaluationContext(targeting_key=f"u-{i}", attributes={"tier": tier})
+        ).value
+        for i in range(users)
+    ]
+
+
+@pytest.mark.parametrize("otherwise", [None, "turbo"], ids=["else-null", "else-variant"])
+def test_an_if_rule_keeps_its_conditions_and_the_split_moves_its_last_else(
+    tmp_path: Path, otherwise: str | None
+) -> None:
+    """The `else` that no condition catches is the flag's default rule, as LaunchDarkly's
+    fallthrough is: a rollout moves it and leaves every condition serving what it served."""
+    path = tmp_path / "flags.json"
+    tiers = {"if": [ENTERPRISE, "mixtral", {"if": [{"var": "beta"}, "mini", otherwise]}]}
+    original = write_flags(path, targeting=tiers)
+    store = FlagdFlagStore(path, KEY, "turbo", "mini")
+    saved = store.snapshot()
+    assert store.split(saved) == Split(baseline=100.0, canary=0.0)
+    moved = store.set_canary_weight(30, expect_version=3, comment="")
+    split = {"fractional": [["mini", 30], ["turbo", 70]]}
+    assert entry(path)["targeting"] == {
+        "if": [ENTERPRISE, "mixtral", {"if": [{"var": "beta"}, "mini", split]}]
+    }
+    assert store.split(moved) == Split(baseline=70.0, canary=30.0)
+    assert set(served_to(path, "enterprise", 200)) == {"mixtral-8x7b"}
+    free = served_to(path, "free", 2000)
+    sd = (2000 * 0.3 * 0.7) ** 0.5
+    assert abs(free.count("gpt-4o-mini") - 600) < 6 * sd
+    promoted = store.promote(expect_version=moved.version, comment="")
+    assert entry(path)["defaultVariant"] == "turbo"  # the rules' default rule moved instead
+    assert set(served_to(path, "free", 200)) == {"gpt-4o-mini"}
+    assert set(served_to(path, "enterprise", 200)) == {"mixtral-8x7b"}
+    store.restore(saved, expect_version=promoted.version, comment="")
+    assert path.read_text() == original.replace('"canaryctlVersion": 3', '"canaryctlVersion": 6')
+
+
+@pytest.mark.parametrize(
+    "targeting",
+    [
+        {"if": [ENTERPRISE, "mixtral"]},
+        {"if": [ENTERPRISE, "mixtral", {"==": [1, 1]}]},
+        {"if": [ENTERPRISE, "mixtral", {"$ref": "tiers"}]},
+        {"if": [ENTERPRISE, "mixtral", "claude"]},
+    ],
+    ids=["no-else", "else-a-condition", "else-a-ref", "else-no-variant"],
+)
+def test_an_if_rule_whose_default_canaryctl_cannot_read_is_refused(
+    tmp_path: Path, targeting: dict[str, Any]
+) -> None:
+    path = tmp_path / "flags.json"
+    write_flags(path, targeting=targeting)
+    with pytest.raises(FlagMismatch, match=rf"flags.{KEY}.targeting"):
+        FlagdFlagStore(path, KEY, "turbo", "mini").snapshot()
+
+
 def test_an_outside_edit_is_a_conflict_and_is_not_overwritten(
     store: FlagdFlagStore, flag_file: Path
 ) -> None:
@@ -228,7 +291,7 @@ def test_a_hand_edit_that_kept_the_version_is_a_conflict_naming_the_change(
             rf"flags.{KEY}.metadata.canaryctlVersion: must be a whole number",
         ),
         (
-            {"targeting": {"if": [{"==": [{"var": "tier"}, "paid"]}, "turbo", "mini"]}},
+            {"targeting": {"in": [{"var": "tier"}, ["paid"]]}},
             (KEY, "turbo", "mini"),
             f"flags.{KEY}.targeting is a rule canaryctl does not move",
         ),
@@ -256,7 +319,7 @@ def test_a_hand_edit_that_kept_the_version_is_a_conflict_naming_the_change(
         "bad-state",
         "unknown-member",
         "bad-version",
-        "if-rule",
+        "other-rule",
         "bad-weight",
         "bad-bucket",
         "unknown-variant",

@@ -12,7 +12,10 @@ when it changes, so moving traffic is rewriting one flag's `targeting`. The file
          "targeting": {"fractional": [["mini", 30], ["turbo", 70]]},
          "metadata": {"canaryctlVersion": 4}}}}
 
-A split is one `fractional` operation, the whole of the flag's targeting. flagd hashes the
+A split is one `fractional` operation in the flag's default rule: the whole targeting, or, when
+the targeting is a chain of `if` rules (free tier to one model, a team to another), the last
+`else`, which serves whoever no condition catches, as LaunchDarkly's fallthrough does. The
+conditions and what they serve are never touched. flagd hashes the
 flag key with the evaluation context's `targetingKey` (murmur3 to a 32-bit bucket) and walks the
 listed variants in order, serving the first whose running total of weight passes the bucket;
 weights are relative integers. canaryctl lists the canary first, so its share is always the
@@ -23,7 +26,7 @@ targetingKey gets `defaultVariant`, which a rollout leaves alone: the baseline, 
 
 flagd's flags have no version, and a flag entry with a member flagd does not know is refused by
 its providers, so canaryctl keeps its version in the flag's own `metadata` (`canaryctlVersion`;
-a flag without one is at version 0). A targeting canaryctl did not write (an `if` rule, a
+a flag without one is at version 0). A default rule canaryctl cannot read (a condition, a
 `$ref`) is left to the person who wrote it: the store refuses such a flag instead of replacing
 the rule.
 
@@ -91,23 +94,56 @@ def _version(flag: dict[str, Any]) -> int:
     return int((flag.get("metadata") or {}).get(VERSION_KEY, 0))
 
 
+def _default_rule(targeting: dict[str, Any]) -> tuple[int, Any]:
+    """The rule that serves whoever no `if` condition catches, and how many `if`s deep its
+    `else` lies (0: the whole targeting). flagd's `if` takes exactly a condition, a then and an
+    else, and chains nest in the else."""
+    depth, rule = 0, targeting
+    while isinstance(rule, dict) and list(rule) == ["if"]:
+        branches = rule["if"]
+        if not isinstance(branches, list) or len(branches) != 3:
+            return depth, rule  # refused by the reader
+        depth, rule = depth + 1, branches[2]
+    return depth, rule
+
+
+def _in_default_rule(targeting: dict[str, Any], depth: int, rule: Any) -> dict[str, Any]:
+    """`targeting` with the rule `depth` elses deep replaced by `rule`."""
+    if depth == 0:
+        return rule
+    moved = json.loads(json.dumps(targeting))  # a copy: the flag read stays as read
+    node = moved
+    for _ in range(depth - 1):
+        node = node["if"][2]
+    node["if"][2] = rule
+    return moved
+
+
 def fractional_weights(path: object, key: str, flag: dict[str, Any]) -> dict[str, float]:
-    """Percent of the flag's traffic per variant key, read from its targeting: all to
-    `defaultVariant` without one, else its `fractional` split. FlagMismatch for a targeting
+    """Percent of the default rule's traffic per variant key: its `fractional` split, the one
+    variant it names, or (empty, or a null else) `defaultVariant`. FlagMismatch for a rule
     canaryctl does not move."""
     targeting = flag.get("targeting") or {}
-    if not targeting:
+    depth, rule = _default_rule(targeting)
+    if rule is None or (rule == {} and depth == 0):
         default = flag.get("defaultVariant")
         if default is None:
             return {}
         # flagd reads a boolean defaultVariant as the variant key "true" or "false".
         return {str(default).lower() if isinstance(default, bool) else default: 100.0}
-    args = targeting.get("fractional") if list(targeting) == ["fractional"] else None
+    where = f"{path}: flags.{key}.targeting" + ".if[2]" * depth
+    if isinstance(rule, str):
+        if rule not in flag["variants"]:
+            raise FlagMismatch(f"{where}: no variant '{rule}'")
+        return {rule: 100.0}
+    args = (
+        rule.get("fractional") if isinstance(rule, dict) and list(rule) == ["fractional"] else None
+    )
     if not isinstance(args, list):
         raise FlagMismatch(
-            f"{path}: flags.{key}.targeting is a rule canaryctl does not move (only an empty "
-            "targeting or a single 'fractional' split is read and written); move that rule "
-            "into another flag, or remove it, before a rollout"
+            f"{where} is a rule canaryctl does not move: the default rule (the targeting, or "
+            "the last else of its `if` chain) must be a single 'fractional' split, a variant, "
+            "null or empty"
         )
     buckets = args[1:] if args and not isinstance(args[0], list) else args
     weights: dict[str, int] = {}
@@ -116,20 +152,18 @@ def fractional_weights(path: object, key: str, flag: dict[str, Any]) -> dict[str
         weight = bucket[1] if shaped and len(bucket) == 2 else 1
         if not shaped or type(weight) is not int:
             raise FlagMismatch(
-                f"{path}: flags.{key}.targeting.fractional[{index}]: must be [variant, weight] "
-                f"with a whole weight, not {json.dumps(bucket)}"
+                f"{where}.fractional[{index}]: must be [variant, weight] with a whole weight, "
+                f"not {json.dumps(bucket)}"
             )
         if bucket[0] not in flag["variants"]:
             raise FlagMismatch(
-                f"{path}: flags.{key}.targeting.fractional[{index}]: no variant '{bucket[0]}' "
+                f"{where}.fractional[{index}]: no variant '{bucket[0]}' "
                 f"(variants: {', '.join(flag['variants'])})"
             )
         weights[bucket[0]] = weights.get(bucket[0], 0) + weight
     total = sum(weights.values())
     if total <= 0 or any(w < 0 for w in weights.values()):
-        raise FlagMismatch(
-            f"{path}: flags.{key}.targeting.fractional: weights must be >= 0 and not all 0"
-        )
+        raise FlagMismatch(f"{where}.fractional: weights must be >= 0 and not all 0")
     return {variant: w * 100.0 / total for variant, w in weights.items()}
 
 
@@ -185,7 +219,11 @@ class FlagdFlagStore(JsonFlagFile):
         return self._fractional(flag, {canary: percent, baseline: 100.0 - percent})
 
     def _everyone(self, flag: dict[str, Any], side: str) -> dict[str, Any]:
-        return {"defaultVariant": side, "targeting": {}}
+        targeting = flag.get("targeting") or {}
+        depth, _ = _default_rule(targeting)
+        if depth == 0:
+            return {"defaultVariant": side, "targeting": {}}
+        return {"targeting": _in_default_rule(targeting, depth, side)}
 
     def values(self, snapshot: FlagSnapshot, variations: Sequence[str]) -> tuple[str, ...]:
         flag = self._flag_of(snapshot)
@@ -209,16 +247,18 @@ class FlagdFlagStore(JsonFlagFile):
         return self._write(expect_version, comment, change)
 
     def _fractional(self, flag: dict[str, Any], percents: Mapping[str, float]) -> dict[str, Any]:
-        """The targeting serving these percents per variant key, in the order given; a
-        bucketing expression the flag's split already had is kept."""
+        """The targeting whose default rule serves these percents per variant key, in the order
+        given; a bucketing expression the rule's split already had is kept."""
         try:
             integer = integer_weights(percents, _scale(percents))
         except ValueError as exc:
             raise FlagMismatch(f"{self.path}: flag '{self.key}': {exc}") from None
-        previous = (flag.get("targeting") or {}).get("fractional") or []
+        targeting = flag.get("targeting") or {}
+        depth, rule = _default_rule(targeting)
+        previous = (rule.get("fractional") if isinstance(rule, dict) else None) or []
         bucket_by = previous[:1] if previous and not isinstance(previous[0], list) else []
         split = [[name, weight] for name, weight in integer.items()]
-        return {"targeting": {"fractional": bucket_by + split}}
+        return {"targeting": _in_default_rule(targeting, depth, {"fractional": bucket_by + split})}
 
     def _name_of(self, flag: dict[str, Any], wanted: str) -> str:
         """The variant key `wanted` names: a key, or the value exactly one variant serves."""
