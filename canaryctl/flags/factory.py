@@ -5,23 +5,34 @@ from __future__ import annotations
 from canaryctl.errors import InvalidInput
 from canaryctl.flags.base import FlagStore, SplitStore
 from canaryctl.flags.file import FileFlagStore
+from canaryctl.flags.flagd import FlagdFlagStore
 from canaryctl.flags.launchdarkly import LaunchDarklyFlagStore
 from canaryctl.flags.split import SplitFlagStore
 from canaryctl.runbook.experiment import (
     FileExperimentFlag,
+    FlagdExperimentFlag,
     LaunchDarklyExperimentFlag,
     SplitExperimentFlag,
 )
-from canaryctl.runbook.rollout import FileFlagSpec, LaunchDarklyFlagSpec, SplitFlagSpec
+from canaryctl.runbook.rollout import (
+    FileFlagSpec,
+    FlagdFlagSpec,
+    LaunchDarklyFlagSpec,
+    SplitFlagSpec,
+)
 
 __all__ = ["flag_store_for", "split_store_for"]
 
 
-def flag_store_for(spec: FileFlagSpec | LaunchDarklyFlagSpec | SplitFlagSpec) -> FlagStore:
+def flag_store_for(
+    spec: FileFlagSpec | LaunchDarklyFlagSpec | FlagdFlagSpec | SplitFlagSpec,
+) -> FlagStore:
     """The store a validated spec names; API tokens and keys are read from the environment."""
     match spec:
         case FileFlagSpec():
             return FileFlagStore(spec.path, spec.key, spec.baseline, spec.canary)
+        case FlagdFlagSpec():
+            return FlagdFlagStore(spec.path, spec.key, spec.baseline, spec.canary)
         case LaunchDarklyFlagSpec():
             return LaunchDarklyFlagStore.from_env(
                 token_env=spec.token_env,
@@ -50,7 +61,10 @@ def flag_store_for(spec: FileFlagSpec | LaunchDarklyFlagSpec | SplitFlagSpec) ->
 
 
 def split_store_for(
-    spec: FileExperimentFlag | LaunchDarklyExperimentFlag | SplitExperimentFlag,
+    spec: FileExperimentFlag
+    | LaunchDarklyExperimentFlag
+    | FlagdExperimentFlag
+    | SplitExperimentFlag,
     control: str,
     other: str,
 ) -> SplitStore:
@@ -59,6 +73,8 @@ def split_store_for(
     match spec:
         case FileExperimentFlag():
             return FileFlagStore(spec.path, spec.key, control, other)
+        case FlagdExperimentFlag():
+            return FlagdFlagStore(spec.path, spec.key, control, other)
         case LaunchDarklyExperimentFlag():
             return LaunchDarklyFlagStore.from_env(
                 token_env=spec.token_env,

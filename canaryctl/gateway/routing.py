@@ -7,6 +7,9 @@ The real LaunchDarkly SDK does the evaluation, with its flag data from one of tw
 - `launchdarkly`: LaunchDarkly itself or a Relay Proxy, over the SDK's streaming connection (or
   polling), so a change made in LaunchDarkly reaches the gateway as soon as it is pushed.
 
+A third source, `flagd`, evaluates through the OpenFeature SDK and its flagd provider instead
+(gateway/flagd.py), which answers the router in the LaunchDarkly SDK's result type.
+
 The same targeting, percentage bucketing and stickiness hold either way. Whether the data source
 is healthy and how stale its data may be are exported as gauges read at scrape time.
 """
@@ -31,6 +34,7 @@ from canaryctl.gateway.identity import Identity
 from canaryctl.gateway.metrics import GatewayMetrics
 from canaryctl.runbook.gateway import (
     FileFlagSource,
+    FlagdFlagSource,
     FlagSource,
     GatewaySpec,
     LaunchDarklyFlagSource,
@@ -49,7 +53,10 @@ _START_WAIT = 5.0
 
 def check_flag_source(source: FlagSource, where: str = "spec.flags") -> None:
     """InvalidInput naming the field when the source cannot work: no flag file, no SDK key."""
-    if isinstance(source, FileFlagSource | SplitFlagSource) and not Path(source.path).is_file():
+    if (
+        isinstance(source, FileFlagSource | FlagdFlagSource | SplitFlagSource)
+        and not Path(source.path).is_file()
+    ):
         raise InvalidInput(f"{where}.path: no flag file at {source.path}")
     if isinstance(source, LaunchDarklyFlagSource) and not os.environ.get(source.sdk_key_env):
         raise InvalidInput(
@@ -112,6 +119,12 @@ class FlagRouter:
         self._metrics = metrics
         self._routes = {r.name: r for r in spec.routes}
         self._models = {m.name: m for m in spec.models}
+        if isinstance(spec.flags, FlagdFlagSource):
+            # Imported here: OpenFeature's flagd provider loads gRPC, which no other source needs.
+            from canaryctl.gateway.flagd import FlagdFlags
+
+            self._client: LDClient | FlagdFlags = FlagdFlags(spec.flags, metrics)
+            return
         config, start_wait = _sdk_config(spec.flags)
         self._client = LDClient(config=config, start_wait=start_wait)
         if self._client.is_initialized():

@@ -31,6 +31,7 @@ __all__ = [
     "ExperimentMetric",
     "ExperimentSpec",
     "FileExperimentFlag",
+    "FlagdExperimentFlag",
     "GuardMetric",
     "LaunchDarklyExperimentFlag",
     "SplitExperimentFlag",
@@ -62,6 +63,14 @@ class LaunchDarklyExperimentFlag(Strict):
     token_env: str = Field(default="LAUNCHDARKLY_API_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+class FlagdExperimentFlag(Strict):
+    """A flag in a flagd flag-definition file; variants named by key or by the value served."""
+
+    provider: Literal["flagd"]
+    path: DocPath
+    key: str = Field(min_length=1)
+
+
 class SplitExperimentFlag(Strict):
     """A flag in Split; variations name treatments, percents are whole; `rule`
     (`attribute=value` or `segment:NAME`) splits one rule instead of the default rule."""
@@ -76,7 +85,7 @@ class SplitExperimentFlag(Strict):
 
 
 ExperimentFlag = Annotated[
-    FileExperimentFlag | LaunchDarklyExperimentFlag | SplitExperimentFlag,
+    FileExperimentFlag | LaunchDarklyExperimentFlag | FlagdExperimentFlag | SplitExperimentFlag,
     Field(discriminator="provider"),
 ]
 

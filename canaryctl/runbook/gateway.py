@@ -23,6 +23,7 @@ __all__ = [
     "FileFlagSource",
     "FlagShadow",
     "FlagSource",
+    "FlagdFlagSource",
     "Gateway",
     "GatewaySpec",
     "JudgeSpec",
@@ -77,6 +78,17 @@ class LaunchDarklyFlagSource(Strict):
     )
 
 
+class FlagdFlagSource(Strict):
+    """Evaluate flags through the OpenFeature SDK and its flagd provider, in-process, from a
+    flagd flag-definition file it re-reads when the file changes (docs/flagd.md)."""
+
+    provider: Literal["flagd"]
+    path: DocPath
+    poll_interval: Duration = Field(
+        default=0.5, ge=0.05, description="how often the provider checks the file for a change"
+    )
+
+
 class SplitFlagSource(Strict):
     """Evaluate flags with the Split SDK in localhost mode, from a JSON file in the format of
     Split's `splitChanges` (what Split delivers to SDKs), re-read every `poll_interval`.
@@ -101,7 +113,8 @@ class SplitFlagSource(Strict):
 
 
 FlagSource = Annotated[
-    FileFlagSource | LaunchDarklyFlagSource | SplitFlagSource, Field(discriminator="provider")
+    FileFlagSource | LaunchDarklyFlagSource | FlagdFlagSource | SplitFlagSource,
+    Field(discriminator="provider"),
 ]
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "AnalysisSpec",
     "FileFlagSpec",
     "FlagSpec",
+    "FlagdFlagSpec",
     "Hook",
     "LaunchDarklyFlagSpec",
     "MetricsSpec",
@@ -54,20 +55,29 @@ __all__ = [
 ]
 
 
-class FileFlagSpec(Strict):
-    """A LaunchDarkly flag kept in a file in the SDK's file-data-source format."""
+class _FlagInFile(Strict):
+    """A flag in a local file its SDKs watch: the file, the flag's key, two variations.
+    Each format names its `provider` and says how its variations are named."""
 
-    provider: Literal["file"]
+    provider: str
     path: DocPath
     key: str = Field(min_length=1)
-    baseline: str = Field(min_length=1, description="value of the variation serving today")
-    canary: str = Field(min_length=1, description="value of the variation being rolled out")
+    baseline: str = Field(min_length=1)
+    canary: str = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _distinct(self) -> FileFlagSpec:
+    def _distinct(self) -> _FlagInFile:
         if self.baseline == self.canary:
             raise ValueError("baseline and canary must name different variations")
         return self
+
+
+class FileFlagSpec(_FlagInFile):
+    """A LaunchDarkly flag kept in a file in the SDK's file-data-source format."""
+
+    provider: Literal["file"]
+    baseline: str = Field(min_length=1, description="value of the variation serving today")
+    canary: str = Field(min_length=1, description="value of the variation being rolled out")
 
 
 class LaunchDarklyFlagSpec(Strict):
@@ -96,6 +106,14 @@ class LaunchDarklyFlagSpec(Strict):
         if self.baseline == self.canary:
             raise ValueError("baseline and canary must name different variations")
         return self
+
+
+class FlagdFlagSpec(_FlagInFile):
+    """A flag in a flagd flag-definition file, read by flagd and OpenFeature's flagd providers."""
+
+    provider: Literal["flagd"]
+    baseline: str = Field(min_length=1, description="key or value of the variant serving today")
+    canary: str = Field(min_length=1, description="key or value of the variant rolled out")
 
 
 SPLIT_RULE = r"^(segment:.*\S.*|[^=]*\S[^=]*=.*\S.*)$"
@@ -132,9 +150,8 @@ class SplitFlagSpec(Strict):
         return self
 
 
-FlagSpec = Annotated[
-    FileFlagSpec | LaunchDarklyFlagSpec | SplitFlagSpec, Field(discriminator="provider")
-]
+_AnyFlagSpec = FileFlagSpec | LaunchDarklyFlagSpec | FlagdFlagSpec | SplitFlagSpec
+FlagSpec = Annotated[_AnyFlagSpec, Field(discriminator="provider")]
 
 
 class ScrapeMetricsSpec(Strict):
@@ -656,11 +673,8 @@ def rollout_warnings(spec: RolloutSpec) -> list[str]:
     return found
 
 
-def _same_flag(
-    a: FileFlagSpec | LaunchDarklyFlagSpec | SplitFlagSpec,
-    b: FileFlagSpec | LaunchDarklyFlagSpec | SplitFlagSpec,
-) -> bool:
-    if isinstance(a, FileFlagSpec) and isinstance(b, FileFlagSpec):
+def _same_flag(a: _AnyFlagSpec, b: _AnyFlagSpec) -> bool:
+    if isinstance(a, _FlagInFile) and type(a) is type(b):
         return a.key == b.key and a.path == b.path
     if isinstance(a, LaunchDarklyFlagSpec) and isinstance(b, LaunchDarklyFlagSpec):
         where = ("base_url", "project", "environment", "key")
