@@ -1,0 +1,206 @@
+"""Every fenced block of README.md and docs/ is checked: each shell block runs here (against the
+lab, on free ports, bounded in time, its shown output compared by shape) or says in its info
+string why it cannot; each YAML block that is a canaryctl document validates; each JSON block
+parses; each command synopsis names commands and options that exist. The blocks and their info
+strings are read by tests/doc_blocks.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+import yaml
+from doc_blocks import (
+    DOC_PORTS,
+    ROOT,
+    Block,
+    Command,
+    blocks,
+    commands,
+    pages,
+    prepare_workspace,
+    rewrite_ports,
+    session_script,
+    shape_matches,
+    split_session,
+)
+from loopback import free_port
+
+from canaryctl.cli import main
+from canaryctl.errors import InvalidDocument
+from canaryctl.runbook import parse_document
+
+ALL = [block for page in pages() for block in blocks(page)]
+RUN_PAGES = sorted({b.page for b in ALL if b.is_shell and b.reason is None})
+PAGE_TIMEOUT = 120
+"""Seconds one page's blocks may take together: a bound for a hung server, far above a run."""
+
+
+def test_every_block_names_its_language() -> None:
+    """A fence without a language is neither run nor checked: shell could hide in one."""
+    unnamed = [b.where for b in ALL if not b.language]
+    assert unnamed == [], f"fenced blocks with no language (text, sh, yaml, ...): {unnamed}"
+
+
+def test_a_block_not_run_says_why_and_the_tests_it_points_to_exist() -> None:
+    problems = []
+    for block in ALL:
+        if block.reason is None:
+            continue
+        if not block.is_shell:
+            problems.append(f"{block.where}: not-run on a {block.language} block, which never runs")
+        if len(block.reason.split()) < 3:
+            problems.append(f"{block.where}: not-run needs a reason a reader understands")
+        for cited in re.findall(r"tests/[\w/]+\.py", block.reason):
+            if not (ROOT / cited).is_file():
+                problems.append(f"{block.where}: the reason cites {cited}, which does not exist")
+    assert problems == []
+
+
+def test_the_pages_have_blocks_to_check() -> None:
+    """The reader found the blocks: a parser change that finds none would pass everything."""
+    assert len(ALL) > 60 and len(RUN_PAGES) >= 5
+
+
+def _data(block: Block) -> object:
+    """The block's YAML, or None when it does not parse (test_a_yaml_block_parses says so)."""
+    try:
+        return yaml.safe_load(block.text)
+    except yaml.YAMLError:
+        return None
+
+
+YAML = [b for b in ALL if b.language == "yaml"]
+DOCUMENTS = [
+    b for b in YAML if isinstance(d := _data(b), dict) and {"apiVersion", "kind"} <= d.keys()
+]
+
+
+@pytest.mark.parametrize("block", YAML, ids=lambda b: b.where)
+def test_a_yaml_block_parses(block: Block) -> None:
+    """Fragments too: an elision is a `# ...` comment, so a reader can paste the block."""
+    yaml.safe_load(block.text)
+
+
+@pytest.mark.parametrize("block", DOCUMENTS, ids=lambda b: b.where)
+def test_a_canaryctl_document_validates(block: Block) -> None:
+    try:
+        parse_document(block.text, block.where)
+    except InvalidDocument as exc:
+        pytest.fail(str(exc))
+
+
+def test_the_pages_show_documents_of_each_kind_they_explain() -> None:
+    kinds = {str(_data(b)["kind"]) for b in DOCUMENTS}  # type: ignore[index]
+    assert {"Rollout", "ChaosScenario", "Guard", "Experiment", "MetricProfile"} <= kinds
+
+
+@pytest.mark.parametrize(
+    "block", [b for b in ALL if b.language in ("json", "jsonl")], ids=lambda b: b.where
+)
+def test_a_json_block_parses(block: Block) -> None:
+    if block.language == "json":
+        json.loads(block.text)
+    else:
+        for line in block.text.splitlines():
+            json.loads(line)
+
+
+@pytest.mark.parametrize("block", [b for b in ALL if "synopsis" in b.words], ids=lambda b: b.where)
+def test_a_synopsis_names_commands_and_options_that_exist(block: Block) -> None:
+    """`canaryctl rollout status|list ...`: each command of each line resolves, and each
+    `--option` on the line (its comment and the indented lines under it too) is one of them."""
+    problems = []
+    current: list[click.Command] = []
+    for line in block.text.splitlines():
+        words = line.split()
+        if words[:1] == ["canaryctl"]:
+            current = _commands(words[1:], problems, line)
+        elif not line[:1].isspace():
+            problems.append(f"not a canaryctl command, nor indented under one: {line!r}")
+            continue
+        for option in re.findall(r"(?<![\w-])--[a-z][a-z-]*", line):
+            missing = [c.name for c in current if not _has_option(c, option)]
+            if missing:
+                problems.append(f"{option} is not an option of {', '.join(map(str, missing))}")
+    assert problems == [], block.where
+
+
+def _commands(words: list[str], problems: list[str], line: str) -> list[click.Command]:
+    """The commands `rollout status|list` names: a group's word, then alternatives."""
+    found: list[click.Command] = [main]
+    for word in words:
+        groups = [c for c in found if isinstance(c, click.Group)]
+        if len(groups) < len(found) or not re.fullmatch(r"[a-z|-]+", word):
+            break
+        found = [_sub(group, name, problems, line) for group in groups for name in word.split("|")]
+    return found
+
+
+def _sub(group: click.Group, name: str, problems: list[str], line: str) -> click.Command:
+    command = group.get_command(click.Context(group), name)
+    if command is None:
+        problems.append(f"no command {name!r} under {group.name!r}: {line!r}")
+        return group
+    return command
+
+
+def _has_option(command: click.Command, option: str) -> bool:
+    return any(option in p.opts or option in p.secondary_opts for p in command.params)
+
+
+# --- the shell blocks ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("page", RUN_PAGES)
+def test_the_shell_blocks_of_a_page_run_as_written(page: str, tmp_path: Path) -> None:
+    """The page's blocks in order in one shell, in a fresh directory with copies of the example
+    files, the docs' ports mapped to free ones; each command exits as its block says, and a
+    console block's shown output is the shape of what the command printed."""
+    ports = {doc_port: free_port() for doc_port in DOC_PORTS}
+    prepare_workspace(tmp_path, ports)
+    runs = [
+        (block, Command(rewrite_ports(command.text, ports), command.shown_output))
+        for block in ALL
+        if block.page == page and block.is_shell and block.reason is None
+        for command in commands(block)
+    ]
+    script = tmp_path / "page.sh"
+    script.write_text(session_script(runs, tmp_path))
+    env = {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "HOME": str(tmp_path),
+        "LANG": "C.UTF-8",
+        "COLUMNS": "120",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    process = subprocess.Popen(
+        ["bash", str(script)],
+        cwd=tmp_path,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        output, _ = process.communicate(timeout=PAGE_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+    failures = []
+    for ran in split_session(runs, output):
+        where = f"{ran.block.where}: `{ran.command.text}`"
+        expected = ran.command.expected_exit(ran.block)
+        if ran.exit_code != expected:
+            failures.append(f"{where} exited {ran.exit_code}, not {expected}:\n{ran.output}")
+        elif (missing := shape_matches(ran.command.shown_output, ran.output)) is not None:
+            failures.append(f"{where}: the page shows {missing!r}; the run printed:\n{ran.output}")
+    assert not failures, "\n\n".join(failures)
