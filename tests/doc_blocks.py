@@ -33,6 +33,7 @@ __all__ = [
     "commands",
     "pages",
     "prepare_workspace",
+    "rewrite_console_blocks",
     "rewrite_ports",
     "session_script",
     "shape_matches",
@@ -52,6 +53,7 @@ class Block:
 
     page: str  # relative to the repository, e.g. "docs/cost.md"
     line: int  # 1-based line of the opening fence
+    end: int  # 1-based line of the closing fence
     language: str
     words: tuple[str, ...]
     reason: str | None  # the text after `not-run:`, or None when the block is meant to run
@@ -104,6 +106,7 @@ def blocks(page: Path) -> list[Block]:
             Block(
                 page=page.relative_to(ROOT).as_posix(),
                 line=token.map[0] + 1,
+                end=token.map[1],
                 language=language,
                 words=tuple(words),
                 reason=reason,
@@ -299,3 +302,22 @@ def split_session(runs: list[tuple[Block, Command]], output: str) -> list[Ran]:
     if begun is not None:
         results[begun[0]].output = output[begun[1] :]
     return results
+
+
+def rewrite_console_blocks(results: list[Ran], ports: dict[int, int]) -> None:
+    """Write each console block that ran back into its page with the output its run printed
+    (the docs' ports put back): how a page's sample output is made, never typed."""
+    back = {port: doc_port for doc_port, port in ports.items()}
+    ran_blocks: dict[Block, list[Ran]] = {}
+    for ran in results:
+        if ran.block.language == "console":
+            ran_blocks.setdefault(ran.block, []).append(ran)
+    for block in sorted(ran_blocks, key=lambda b: (b.page, -b.line)):  # bottom up: lines hold
+        text = "".join(
+            f"$ {rewrite_ports(ran.command.text, back)}\n{rewrite_ports(ran.output, back)}\n"
+            for ran in ran_blocks[block]
+        )
+        path = ROOT / block.page
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        lines[block.line : block.end - 1] = [text]
+        path.write_text("".join(lines), encoding="utf-8")

@@ -26,6 +26,7 @@ from doc_blocks import (
     commands,
     pages,
     prepare_workspace,
+    rewrite_console_blocks,
     rewrite_ports,
     session_script,
     shape_matches,
@@ -64,6 +65,16 @@ def test_a_block_not_run_says_why_and_the_tests_it_points_to_exist() -> None:
     assert problems == []
 
 
+def test_the_readmes_test_lines_are_what_ci_runs() -> None:
+    """The README's setup block is not run here because CI runs it: .ci/run holds its lines."""
+    (setup,) = [b for b in ALL if b.page == "README.md" and "python -m pytest" in b.text]
+    assert setup.reason is not None and ".ci/run" in setup.reason
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    tests = [line for line in setup.text.split("# set up and run the tests")[1].splitlines()[1:]]
+    tests = [line for line in tests if line.strip()]
+    assert len(tests) == 2 and tests == ci[-len(tests) :]
+
+
 def test_the_pages_have_blocks_to_check() -> None:
     """The reader found the blocks: a parser change that finds none would pass everything."""
     assert len(ALL) > 60 and len(RUN_PAGES) >= 5
@@ -95,6 +106,61 @@ def test_a_canaryctl_document_validates(block: Block) -> None:
         parse_document(block.text, block.where)
     except InvalidDocument as exc:
         pytest.fail(str(exc))
+
+
+BASES = {
+    "Rollout": "runbooks/support-bot-gpt4o-mini.yaml",
+    "Gateway": "runbooks/gateway.yaml",
+    "Lab": "runbooks/lab.yaml",
+}
+"""The shipped example of each kind a fragment is checked in (`yaml in=Gateway.spec`), unless
+the info string names another (`base=runbooks/litellm-gpt4o-mini.yaml`)."""
+FRAGMENTS = [b for b in YAML if any(w.startswith("in=") for w in b.words)]
+
+
+@pytest.mark.parametrize("block", FRAGMENTS, ids=lambda b: b.where)
+def test_a_fragment_validates_inside_the_shipped_example_of_its_kind(block: Block) -> None:
+    """A fragment (`spec: {cache: ...}`, `slos: [...]`) put where its info string says, in the
+    shipped example of that kind: a field renamed in the product fails here, not for a reader."""
+    (where,) = [w.removeprefix("in=") for w in block.words if w.startswith("in=")]
+    bases = [w.removeprefix("base=") for w in block.words if w.startswith("base=")]
+    kind, *path = where.split(".")
+    document = yaml.safe_load((ROOT / (bases or [BASES[kind]])[0]).read_text(encoding="utf-8"))
+    assert document["kind"] == kind, f"{block.where}: the base is a {document['kind']}"
+    target = document
+    for key in path:
+        target = target[key]
+    _merge(target, _data(block))
+    try:
+        parse_document(yaml.safe_dump(document), block.where, base_dir=ROOT / "runbooks")
+    except InvalidDocument as exc:
+        pytest.fail(str(exc))
+
+
+def _merge(into: dict, fragment: object) -> None:  # type: ignore[type-arg]
+    """Mappings merge key by key (but one of another `provider` replaces the example's); a list
+    of named items (routes, models) replaces the item of the same name or adds it; any other
+    list replaces the example's."""
+    assert isinstance(fragment, dict), "a fragment is a mapping"
+    for key, value in fragment.items():
+        old = into.get(key)
+        if isinstance(old, dict) and isinstance(value, dict) and _same_provider(old, value):
+            _merge(old, value)
+        elif isinstance(old, list) and isinstance(value, list) and _named(old + value):
+            names = {item["name"]: item for item in old}
+            names.update({item["name"]: item for item in value})
+            into[key] = list(names.values())
+        else:
+            into[key] = value
+
+
+def _same_provider(old: dict, new: dict) -> bool:  # type: ignore[type-arg]
+    """`flags: {provider: launchdarkly, ...}` over a file flag replaces it: no `path` is left."""
+    return old.get("provider") == new.get("provider", old.get("provider"))
+
+
+def _named(items: list[object]) -> bool:
+    return all(isinstance(item, dict) and "name" in item for item in items)
 
 
 def test_the_pages_show_documents_of_each_kind_they_explain() -> None:
@@ -163,7 +229,10 @@ def _has_option(command: click.Command, option: str) -> bool:
 def test_the_shell_blocks_of_a_page_run_as_written(page: str, tmp_path: Path) -> None:
     """The page's blocks in order in one shell, in a fresh directory with copies of the example
     files, the docs' ports mapped to free ones; each command exits as its block says, and a
-    console block's shown output is the shape of what the command printed."""
+    console block's shown output is the shape of what the command printed.
+
+    `CANARYCTL_DOCS_WRITE_OUTPUT=1 python -m pytest tests/test_docs_blocks.py -k shell` writes
+    each console block's output from its run into the page."""
     ports = {doc_port: free_port() for doc_port in DOC_PORTS}
     prepare_workspace(tmp_path, ports)
     runs = [
@@ -195,8 +264,11 @@ def test_the_shell_blocks_of_a_page_run_as_written(page: str, tmp_path: Path) ->
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         output, _ = process.communicate()
+    results = split_session(runs, output)
+    if os.environ.get("CANARYCTL_DOCS_WRITE_OUTPUT") == "1":
+        rewrite_console_blocks(results, ports)
     failures = []
-    for ran in split_session(runs, output):
+    for ran in results:
         where = f"{ran.block.where}: `{ran.command.text}`"
         expected = ran.command.expected_exit(ran.block)
         if ran.exit_code != expected:
