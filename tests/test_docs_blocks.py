@@ -179,6 +179,42 @@ def test_a_json_block_parses(block: Block) -> None:
             json.loads(line)
 
 
+def test_the_evidence_record_in_analysis_md_is_what_assess_returns() -> None:
+    """docs/analysis.md's sample record, computed: 6% errors against 1%, 1,000 requests each per
+    30 s interval, judged until the check fails."""
+    from canaryctl.analysis import assess
+    from canaryctl.metrics import Observation, VariantStats
+    from canaryctl.runbook.rollout import AnalysisSpec, SloSpec
+
+    (shown,) = [b for b in ALL if b.page == "docs/analysis.md" and b.language == "json"]
+    slos = [SloSpec(metric="error_rate", compare="baseline", max_ratio=1.2)]
+    ledger: dict[str, object] = {}
+    for k in range(1, 21):
+        counts = {
+            "canary": VariantStats(1000 * k, 60 * k, 0),
+            "baseline": VariantStats(1000 * k, 10 * k, 0),
+        }
+        observation = Observation(0.0, 30.0 * k, counts)
+        verdict, ledger = assess(slos, AnalysisSpec(interval=30, min_requests=100), observation,
+                                 ledger, baseline="baseline", canary="canary")  # fmt: skip
+        (check,) = verdict.checks
+        if check.outcome != "pass":
+            break
+    assert k == 7 and "7th analysis" in (ROOT / shown.page).read_text(encoding="utf-8")
+    real = json.loads(json.dumps(check.to_dict()))
+    assert _as_shown(json.loads(shown.text), real), json.dumps(real)
+
+
+def _as_shown(shown: object, real: object) -> bool:
+    """Equal, each number of `real` rounded to the places `shown` writes it with."""
+    if isinstance(shown, dict) and isinstance(real, dict):
+        return shown.keys() == real.keys() and all(_as_shown(shown[k], real[k]) for k in shown)
+    if isinstance(shown, float) and isinstance(real, (int, float)):
+        places = len(repr(shown).partition(".")[2])
+        return round(real, places) == shown
+    return type(shown) is type(real) and shown == real
+
+
 @pytest.mark.parametrize("block", [b for b in ALL if "synopsis" in b.words], ids=lambda b: b.where)
 def test_a_synopsis_names_commands_and_options_that_exist(block: Block) -> None:
     """`canaryctl rollout status|list ...`: each command of each line resolves, and each
