@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 import pytest
 import yaml
+from binaries import require_binary
 from doc_blocks import (
     DOC_PORTS,
     ROOT,
@@ -40,6 +41,13 @@ from canaryctl.runbook import parse_document
 
 ALL = [block for page in pages() for block in blocks(page)]
 RUN_PAGES = sorted({b.page for b in ALL if b.is_shell and b.reason is None})
+PROGRAMS = {
+    "promtool": "prometheus",
+    "amtool": "prometheus-alertmanager",
+    "curl": "curl",
+    "openssl": "openssl",
+}
+"""Programs the docs' commands use besides canaryctl, and the Debian package of each."""
 PAGE_TIMEOUT = 120
 """Seconds one page's blocks may take together: a bound for a hung server, far above a run."""
 
@@ -269,6 +277,10 @@ def test_the_shell_blocks_of_a_page_run_as_written(page: str, tmp_path: Path) ->
 
     `CANARYCTL_DOCS_WRITE_OUTPUT=1 python -m pytest tests/test_docs_blocks.py -k shell` writes
     each console block's output from its run into the page."""
+    text = "\n".join(b.text for b in ALL if b.page == page and b.is_shell and b.reason is None)
+    for program, package in PROGRAMS.items():
+        if re.search(rf"(^|[\s(|;&]){program}\s", text, re.M):
+            require_binary(program, package=package)
     ports = {doc_port: free_port() for doc_port in DOC_PORTS}
     prepare_workspace(tmp_path, ports)
     runs = [
