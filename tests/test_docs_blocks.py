@@ -213,6 +213,25 @@ def test_the_evidence_record_in_analysis_md_is_what_assess_returns() -> None:
     assert _as_shown(json.loads(shown.text), real), json.dumps(real)
 
 
+def test_the_budget_refusal_in_gateway_md_is_what_the_gateway_sends() -> None:
+    """docs/gateway.md's 429 body, computed from the page's own `team-daily` budget for team ml
+    with 49.981 USD used, on 26 November 2026."""
+    import calendar
+
+    from canaryctl.gateway.budgets import MICRO_USD, _refusal, slots
+    from canaryctl.runbook.gateway import BudgetSpec
+
+    page = [b for b in ALL if b.page == "docs/gateway.md"]
+    (limits,) = [b for b in page if b.language == "yaml" and "team-daily" in b.text]
+    budgets = _data(limits)["spec"]["budgets"]["limits"]  # type: ignore[index]
+    (spec,) = [budget for budget in budgets if budget["name"] == "team-daily"]
+    (shown,) = [b for b in page if b.language == "json" and "budget_exceeded" in b.text]
+    now = calendar.timegm((2026, 11, 26, 15, 0, 0))
+    (slot,) = slots(BudgetSpec.model_validate(spec), "ml", now, "docs")
+    refusal = _refusal(slot, round(49.981 * MICRO_USD), now)
+    assert json.loads(shown.text) == refusal.body
+
+
 def _as_shown(shown: object, real: object) -> bool:
     """Equal, each number of `real` rounded to the places `shown` writes it with."""
     if isinstance(shown, dict) and isinstance(real, dict):
