@@ -232,6 +232,14 @@ def test_the_budget_refusal_in_gateway_md_is_what_the_gateway_sends() -> None:
     assert json.loads(shown.text) == refusal.body
 
 
+def test_the_flag_claim_in_launchdarkly_md_is_one_canaryctl_writes() -> None:
+    """docs/launchdarkly.md's claim, read back and written again as a run writes one."""
+    from canaryctl.flags.base import FlagClaim
+
+    (shown,) = [b for b in ALL if b.page == "docs/launchdarkly.md" and b.language == "json"]
+    assert json.loads(FlagClaim.from_json(shown.text).to_json()) == json.loads(shown.text)
+
+
 def _as_shown(shown: object, real: object) -> bool:
     """Equal, each number of `real` rounded to the places `shown` writes it with."""
     if isinstance(shown, dict) and isinstance(real, dict):
