@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
 from markdown_it import MarkdownIt
 
 __all__ = [
@@ -201,6 +202,7 @@ SERVERS = frozenset(
 and stops them (SIGTERM) when the page's blocks are done."""
 _TRAILING_COMMENT = re.compile(r"\s+#\s.*$")
 _LISTEN = re.compile(r"--listen\s+\S*:(\d+)")
+_PORT = re.compile(r"--port\s+(\d+)")
 _MARK = re.compile(r"^@@(begin|end) (\d+)(?: (\d+))?@@$", re.M)
 
 
@@ -236,15 +238,17 @@ def prepare_workspace(work: Path, ports: dict[int, int]) -> None:
 
 
 def server_port(command: str, work: Path) -> int | None:
-    """The port a serving command listens on once ready, or None for one with no port."""
+    """The port a serving command listens on once ready: its `--listen` or `--port`, else its
+    document's (a Lab's gateway, a Gateway's own); None for one with no port (`drills serve`)."""
     words = command.split()
     if (listen := _LISTEN.search(command)) is not None:
         return int(listen.group(1))
-    if words[1:3] == ["lab", "serve"]:
-        import yaml
-
-        lab = yaml.safe_load((work / words[3]).read_text(encoding="utf-8"))
-        return int(str(lab["spec"]["gateway"]["listen"]).rsplit(":", 1)[1])
+    if (port := _PORT.search(command)) is not None:
+        return int(port.group(1))
+    if words[1:3] in (["lab", "serve"], ["gateway", "serve"]):
+        spec = yaml.safe_load((work / words[3]).read_text(encoding="utf-8"))["spec"]
+        address = spec["gateway"]["listen"] if words[1] == "lab" else spec["listen"]
+        return int(str(address).rsplit(":", 1)[1])
     return None
 
 

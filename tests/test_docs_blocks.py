@@ -351,3 +351,54 @@ def test_the_shell_blocks_of_a_page_run_as_written(page: str, tmp_path: Path) ->
         elif (missing := shape_matches(ran.command.shown_output, ran.output)) is not None:
             failures.append(f"{where}: the page shows {missing!r}; the run printed:\n{ran.output}")
     assert not failures, "\n\n".join(failures)
+
+
+# --- the reader and the runner themselves --------------------------------------------------------
+
+
+def _block(language: str, text: str, info: str = "") -> Block:
+    return Block("docs/x.md", 1, 9, language, tuple(info.split()), None, text)
+
+
+def test_a_console_block_reads_as_commands_each_with_the_output_shown_under_it() -> None:
+    block = _block("console", "$ canaryctl plan a.yaml \\\n    --rps 10\nplan for a\n\n$ true\n")
+    (plan, true) = commands(block)
+    assert plan.text == "canaryctl plan a.yaml \\\n    --rps 10"
+    assert plan.shown_output == ["plan for a", ""] and true.shown_output == []
+    bash = _block(
+        "bash", "# a comment\nexport X=1   # set\n\ncanaryctl guard rearm g.yaml  # exit 2\n"
+    )
+    assert [c.text for c in commands(bash)] == [
+        "export X=1   # set",
+        "canaryctl guard rearm g.yaml  # exit 2",
+    ]
+    assert [c.expected_exit(bash) for c in commands(bash)] == [0, 2]
+
+
+def test_shown_output_matches_by_shape_numbers_free_and_words_not() -> None:
+    real = "plan at 10 req/s\n\ncanary      promoted\nequal          100%\nwarning: too short\n"
+    assert shape_matches(["plan at 40 req/s", "...", "equal   90%"], real) is None
+    assert shape_matches(["equal 90%", "plan at 40 req/s"], real) == "plan at 40 req/s"  # order
+    assert shape_matches(["warning: long enough"], real) == "warning: long enough"
+
+
+def test_the_runner_reports_each_commands_exit_and_output_in_one_shell(tmp_path: Path) -> None:
+    """A server that ends instead of listening is reported with its own exit code and output."""
+    port = free_port()
+    text = (
+        "export WORD=kept\necho $WORD\nsh -c 'exit 3'\n"
+        f"canaryctl chaos proxy --listen 127.0.0.1:{port} --upstream http://127.0.0.1:{port}\n"
+        "echo after\n"
+    )
+    block = _block("bash", text)
+    runs = [(block, command) for command in commands(block)]
+    script = tmp_path / "page.sh"
+    script.write_text(session_script(runs, tmp_path))
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    done = subprocess.run(
+        ["bash", str(script)], capture_output=True, text=True, timeout=60, env={"PATH": path}
+    )
+    results = split_session(runs, done.stdout)
+    assert [r.exit_code for r in results] == [0, 0, 3, 2, 0]
+    assert [r.output for r in results[:3]] == ["", "kept", ""] and results[4].output == "after"
+    assert "CANARYCTL_CHAOS_TOKEN" in results[3].output
