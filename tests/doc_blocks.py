@@ -32,6 +32,7 @@ __all__ = [
     "Ran",
     "blocks",
     "commands",
+    "inline_commands",
     "pages",
     "prepare_workspace",
     "rewrite_console_blocks",
@@ -114,6 +115,18 @@ def blocks(page: Path) -> list[Block]:
                 text=token.content,
             )
         )
+    return found
+
+
+def inline_commands(page: Path) -> list[tuple[str, str]]:
+    """Each `canaryctl ...` code span in the page's prose, with where it is (page:line)."""
+    found = []
+    name = page.relative_to(ROOT).as_posix()
+    for token in MarkdownIt().parse(page.read_text(encoding="utf-8")):
+        for child in token.children or []:
+            if child.type == "code_inline" and child.content.startswith("canaryctl "):
+                line = token.map[0] + 1 if token.map else 0
+                found.append((f"{name}:{line}", child.content))
     return found
 
 

@@ -25,6 +25,7 @@ from doc_blocks import (
     Command,
     blocks,
     commands,
+    inline_commands,
     pages,
     prepare_workspace,
     rewrite_console_blocks,
@@ -254,20 +255,36 @@ def _as_shown(shown: object, real: object) -> bool:
 def test_a_synopsis_names_commands_and_options_that_exist(block: Block) -> None:
     """`canaryctl rollout status|list ...`: each command of each line resolves, and each
     `--option` on the line (its comment and the indented lines under it too) is one of them."""
-    problems = []
+    problems: list[str] = []
     current: list[click.Command] = []
     for line in block.text.splitlines():
-        words = line.split()
-        if words[:1] == ["canaryctl"]:
-            current = _commands(words[1:], problems, line)
+        if line.split()[:1] == ["canaryctl"]:
+            current = _commands(line.split()[1:], problems, line)
         elif not line[:1].isspace():
             problems.append(f"not a canaryctl command, nor indented under one: {line!r}")
             continue
-        for option in re.findall(r"(?<![\w-])--[a-z][a-z-]*", line):
-            missing = [c.name for c in current if not _has_option(c, option)]
-            if missing:
-                problems.append(f"{option} is not an option of {', '.join(map(str, missing))}")
+        problems += _unknown_options(line, current)
     assert problems == [], block.where
+
+
+def test_the_commands_in_the_prose_name_commands_and_options_that_exist() -> None:
+    """Every `canaryctl ...` code span of README.md and docs/, read as a synopsis line."""
+    spans = [span for page in pages() for span in inline_commands(page)]
+    problems: list[str] = []
+    for where, text in spans:
+        found: list[str] = []
+        found += _unknown_options(text, _commands(text.split()[1:], found, text))
+        problems += [f"{where}: {problem}" for problem in found]
+    assert len(spans) > 50 and problems == []
+
+
+def _unknown_options(line: str, commands: list[click.Command]) -> list[str]:
+    problems = []
+    for option in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", line):
+        missing = [c.name for c in commands if option != "--help" and not _has_option(c, option)]
+        if missing:
+            problems.append(f"{option} is not an option of {', '.join(map(str, missing))}")
+    return problems
 
 
 def _commands(words: list[str], problems: list[str], line: str) -> list[click.Command]:
@@ -275,7 +292,7 @@ def _commands(words: list[str], problems: list[str], line: str) -> list[click.Co
     found: list[click.Command] = [main]
     for word in words:
         groups = [c for c in found if isinstance(c, click.Group)]
-        if len(groups) < len(found) or not re.fullmatch(r"[a-z|-]+", word):
+        if len(groups) < len(found) or not re.fullmatch(r"[a-z][a-z|-]*", word):
             break
         found = [_sub(group, name, problems, line) for group in groups for name in word.split("|")]
     return found
