@@ -1,8 +1,9 @@
 """Every fenced block of README.md and docs/ is checked: each shell block runs here (against the
 lab, on free ports, bounded in time, its shown output compared by shape) or says in its info
 string why it cannot; each YAML block that is a canaryctl document validates; each JSON block
-parses; each command synopsis names commands and options that exist. The blocks and their info
-strings are read by tests/doc_blocks.py."""
+parses; each command synopsis, and each `canaryctl ...` in the prose, names commands and options
+that exist; the sample records the pages show are what the code returns. The blocks and their
+info strings are read by tests/doc_blocks.py."""
 
 from __future__ import annotations
 
