@@ -242,6 +242,18 @@ def test_the_flag_claim_in_launchdarkly_md_is_one_canaryctl_writes() -> None:
     assert json.loads(FlagClaim.from_json(shown.text).to_json()) == json.loads(shown.text)
 
 
+def test_the_gate_json_keys_in_gate_md_are_the_reports() -> None:
+    """docs/gate.md's table of the `-o json` object names each key a gate report has."""
+    from canaryctl.gate.result import GateReport
+
+    report = GateReport("r", "b", "c", (), None, None, None).to_dict()
+    page = (ROOT / "docs" / "gate.md").read_text(encoding="utf-8")
+    table = page[page.index("| key | meaning |") :].split("\n\n")[0]
+    named = set(re.findall(r"^\| (.*?) \|", table, re.M))
+    keys = {key.strip("`[]") for cell in named for key in cell.split(", ")}
+    assert set(report) <= keys, set(report) - keys
+
+
 def _as_shown(shown: object, real: object) -> bool:
     """Equal, each number of `real` rounded to the places `shown` writes it with."""
     if isinstance(shown, dict) and isinstance(real, dict):
