@@ -254,6 +254,18 @@ def test_the_gate_json_keys_in_gate_md_are_the_reports() -> None:
     assert set(report) <= keys, set(report) - keys
 
 
+def test_the_judge_messages_in_judges_md_are_what_the_gateway_sends() -> None:
+    """docs/judges.md's user message and both instructions, as verdicts.py writes them."""
+    from canaryctl.gateway.verdicts import PAIRWISE, POINTWISE, pointwise_messages
+
+    (shown,) = [b for b in ALL if b.page == "docs/judges.md" and "<question>" in b.text]
+    system, user = pointwise_messages("rubric", "What is 17 + 25?", "17 + 25 = 42.")
+    assert shown.text.rstrip("\n") == user["content"]
+    assert system["content"] == f"rubric\n\n{POINTWISE}"
+    prose = " ".join((ROOT / "docs" / "judges.md").read_text(encoding="utf-8").split())
+    assert f"`{POINTWISE}`" in prose and f"`{PAIRWISE}`" in prose
+
+
 def _as_shown(shown: object, real: object) -> bool:
     """Equal, each number of `real` rounded to the places `shown` writes it with."""
     if isinstance(shown, dict) and isinstance(real, dict):
