@@ -266,6 +266,15 @@ def test_the_judge_messages_in_judges_md_are_what_the_gateway_sends() -> None:
     assert f"`{POINTWISE}`" in prose and f"`{PAIRWISE}`" in prose
 
 
+def test_the_eval_items_in_gate_md_load_as_a_benchmark(tmp_path: Path) -> None:
+    from canaryctl.evals.benchmark import load_benchmark
+
+    (shown,) = [b for b in ALL if b.page == "docs/gate.md" and b.language == "jsonl"]
+    (tmp_path / "items.jsonl").write_text(shown.text)
+    items = load_benchmark(tmp_path / "items.jsonl")
+    assert [item.scorer for item in items] == ["numeric", "contains", "json_schema"]
+
+
 def _as_shown(shown: object, real: object) -> bool:
     """Equal, each number of `real` rounded to the places `shown` writes it with."""
     if isinstance(shown, dict) and isinstance(real, dict):
