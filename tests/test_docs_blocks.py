@@ -302,14 +302,29 @@ def test_a_synopsis_names_commands_and_options_that_exist(block: Block) -> None:
 
 
 def test_the_commands_in_the_prose_name_commands_and_options_that_exist() -> None:
-    """Every `canaryctl ...` code span of README.md and docs/, read as a synopsis line."""
+    """Every `canaryctl ...` code span of README.md and docs/, and every such string in a YAML
+    block (a CI job's `run:`), read as a synopsis line."""
     spans = [span for page in pages() for span in inline_commands(page)]
+    spans += [
+        (b.where, text)
+        for b in YAML
+        for text in _strings(_data(b))
+        if text.startswith("canaryctl ")
+    ]
     problems: list[str] = []
     for where, text in spans:
         found: list[str] = []
         found += _unknown_options(text, _commands(text.split()[1:], found, text))
         problems += [f"{where}: {problem}" for problem in found]
     assert len(spans) > 50 and problems == []
+
+
+def _strings(data: object) -> list[str]:
+    if isinstance(data, dict):
+        return [s for value in data.values() for s in _strings(value)]
+    if isinstance(data, list):
+        return [s for value in data for s in _strings(value)]
+    return [data] if isinstance(data, str) else []
 
 
 def _unknown_options(line: str, commands: list[click.Command]) -> list[str]:
