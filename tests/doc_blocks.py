@@ -157,8 +157,8 @@ def shape_matches(shown: list[str], actual: str) -> str | None:
     in place of each number shown and anything for a `...`; else the first line not found.
 
     Numbers are free because a run's timings and counts vary, and so is the width of a run of
-    spaces (a column widens with its numbers); the words and units are what a reader relies on
-    and what goes stale."""
+    spaces or of a table's rule (a column widens with its numbers); the words and units are what
+    a reader relies on and what goes stale."""
     actual_lines = [line.rstrip() for line in actual.splitlines()]
     position = 0
     for line in shown:
@@ -175,9 +175,11 @@ def shape_matches(shown: list[str], actual: str) -> str | None:
 
 def _line_pattern(line: str) -> re.Pattern[str]:
     parts = []
-    for piece in re.split(r"(\.\.\.|\d[\d,.]*)", line):
+    for piece in re.split(r"(\.\.\.|\d[\d,.]*|[━─]+)", line):
         if piece == "...":
             parts.append(".*")
+        elif piece and piece.strip("━─") == "":  # a table's rule, as wide as its column
+            parts.append(f"[{piece[0]}]+")
         elif _NUMBER.fullmatch(piece):
             parts.append(r"[\d,.]+")
         else:  # columns widen with their numbers: any run of spaces matches any other
@@ -331,7 +333,8 @@ def rewrite_console_blocks(results: list[Ran], ports: dict[int, int]) -> None:
             ran_blocks.setdefault(ran.block, []).append(ran)
     for block in sorted(ran_blocks, key=lambda b: (b.page, -b.line)):  # bottom up: lines hold
         text = "".join(
-            f"$ {rewrite_ports(ran.command.text, back)}\n{rewrite_ports(ran.output, back)}\n"
+            f"$ {rewrite_ports(ran.command.text, back)}\n"
+            + "".join(f"{line.rstrip()}\n" for line in rewrite_ports(ran.output, back).splitlines())
             for ran in ran_blocks[block]
         )
         path = ROOT / block.page
