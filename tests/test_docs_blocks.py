@@ -50,7 +50,7 @@ PROGRAMS = {
     "openssl": "openssl",
 }
 """Programs the docs' commands use besides canaryctl, and the Debian package of each."""
-PAGE_TIMEOUT = 120
+PAGE_TIMEOUT = 180
 """Seconds one page's blocks may take together: a bound for a hung server, far above a run."""
 
 
@@ -462,7 +462,12 @@ def test_the_runner_reports_each_commands_exit_and_output_in_one_shell(tmp_path:
     script.write_text(session_script(runs, tmp_path))
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     done = subprocess.run(
-        ["bash", str(script)], capture_output=True, text=True, timeout=60, env={"PATH": path}
+        ["bash", str(script)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": path},
     )
     results = split_session(runs, done.stdout)
     assert [r.exit_code for r in results] == [0, 0, 3, 2, 0]
