@@ -70,6 +70,8 @@ CORE_TESTS = (
 LEFT_OUT = {
     "tests/test_controller_metrics.py": "the controller's /metrics scraped over loopback while a "
     "rollout runs; imports Verdict only to script one",
+    "tests/test_docs_blocks.py": "the docs' blocks, run in shells; calls assess once only to "
+    "compute docs/analysis.md's sample record",
     "tests/test_cost_optimize.py": "the cost optimizer's LP (Hypothesis, seconds a test); "
     "ticks once only to see a generated runbook promote",
     "tests/test_evals.py": "eval scorers; imports Outcome only to compare an eval's verdict",
