@@ -239,6 +239,19 @@ def test_runbooks_scope_each_move_to_its_tier_and_keep_a_mixed_split() -> None:
     ]
 
 
+def test_split_runbooks_scope_each_move_to_the_tiers_rule() -> None:
+    """Split moves one rule by `attribute=value`; the gateway sends the tier as an attribute."""
+    template = RolloutTemplate(
+        flag={"provider": "split", "workspace": "w", "environment": "prod", "key": "bot"},
+        metrics=LD_TEMPLATE.metrics,
+        weights=[5, 50, 100],
+    )
+    documents = rollout_documents(
+        "plan", template, _plan({"mini": 0.4, "tiny": 0.6}), {"big": 1.0}, ACCURACY
+    )
+    assert [Rollout.model_validate(d).spec.flag.rule for d in documents] == ["tier=paid"] * 2
+
+
 def test_a_file_flag_cannot_move_one_tier_of_several() -> None:
     template = RolloutTemplate(
         flag={"provider": "file", "path": "/tmp/flags.json", "key": "bot"},

@@ -94,7 +94,8 @@ def _today(
         today = tier_splits(flag, spec.tiers)
     else:
         raise InvalidInput(
-            "spec.today: the gateway's flags live in LaunchDarkly; write today's split per tier"
+            f"spec.today: the gateway reads its flags from {gateway.flags.provider}, which this "
+            "command does not read; write today's split per tier"
         )
     for tier, split in today.items():
         total = sum(split.values())

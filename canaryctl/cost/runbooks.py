@@ -78,16 +78,19 @@ def _steps(template: RolloutTemplate, percent: float) -> list[dict[str, Any]]:
 def _scoped(
     template: RolloutTemplate, tier: str, rule: str | None, multi: bool
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The template's flag and metrics, narrowed to the tier: its LaunchDarkly rule, and a
-    `tier` label matcher for Prometheus."""
+    """The template's flag and metrics, narrowed to the tier: its LaunchDarkly rule (named by
+    description) or its Split rule (`tier=NAME`, the attribute the gateway sends), and a `tier`
+    label matcher for Prometheus."""
     flag, metrics = dict(template.flag), dict(template.metrics)
     if flag.get("provider") == "launchdarkly":
         flag["rule"] = rule or f"tier {tier}"
+    elif flag.get("provider") == "split":
+        flag["rule"] = rule or f"tier={tier}"
     elif multi:
         raise InvalidInput(
             "spec.rollout.flag: a file flag's rollout moves its default rule only, so it cannot "
-            "move one tier of several; plan one tier, or use provider launchdarkly (a targeting "
-            "rule per tier)"
+            "move one tier of several; plan one tier, or use provider launchdarkly or split (a "
+            "targeting rule per tier)"
         )
     if metrics.get("provider") == "prometheus":
         metrics["selector"] = {**(metrics.get("selector") or {}), "tier": tier}
