@@ -62,8 +62,8 @@ class CountingGateway:
             lines.append(f'llm_requests_total{{{labels},outcome="ok"}} {n}.0')
             lines += [f'llm_request_duration_seconds_bucket{{{labels},le="{le}"}} {n}.0'
                       for le in BOUNDS]  # fmt: skip
-            lines.append(f'llm_request_duration_seconds_count{{{labels}}} {n}.0')
-            lines.append(f'llm_request_duration_seconds_sum{{{labels}}} {0.3 * n}')
+            lines.append(f"llm_request_duration_seconds_count{{{labels}}} {n}.0")
+            lines.append(f"llm_request_duration_seconds_sum{{{labels}}} {0.3 * n}")
             lines.append(f'llm_tokens_total{{{labels},kind="prompt"}} {100 * n}.0')
             lines += [f'{UNREAD}{{{labels},worker="{w}"}} 1.0' for w in range(8)]
         return "\n".join(lines) + "\n"
@@ -74,7 +74,7 @@ def gateway() -> Iterator[tuple[CountingGateway, str]]:
     gw = CountingGateway()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+        def do_GET(self) -> None:
             with gw._lock:
                 gw.gets += 1
             body = gw.text().encode()
@@ -143,10 +143,9 @@ def test_runs_reading_one_target_within_an_interval_share_one_get(
 
     for i, obs in enumerate(observations):
         n = 10.0 * (i + 1)
-        assert obs.variants == {
-            "new": VariantStats(requests=n, latency_buckets=((0.5, n), (1.0, n),
-                                (float("inf"), n)), prompt_tokens=100 * n)  # fmt: skip
-        }
+        buckets = ((0.5, n), (1.0, n), (float("inf"), n))
+        expected = VariantStats(requests=n, latency_buckets=buckets, prompt_tokens=100 * n)
+        assert obs.variants == {"new": expected}
 
 
 def test_a_sample_older_than_the_interval_is_taken_again(
