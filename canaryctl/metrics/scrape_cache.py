@@ -129,6 +129,8 @@ class ScrapeCache:
         self._client = client if client is not None else httpx.Client()
         self._targets: dict[str, _Target] = {}
         self._lock = threading.Lock()
+        self.scrapes = 0
+        """Scrapes made: what benchmarks/controller_scale.py counts per interval."""
 
     def latest(self, url: str) -> Snapshot | None:
         """The target's last snapshot, None before its first scrape."""
@@ -165,6 +167,7 @@ class ScrapeCache:
                     "canaryctl gateway's /metrics endpoint?"
                 )
             target.latest = Snapshot(self._clock(), routes)
+            self.scrapes += 1
             return target.latest
 
     def _scrape(
