@@ -19,8 +19,20 @@ goal: under the lease time plus one scan interval (lease / 6).
 Both run on SQLite and, when Debian's PostgreSQL is installed, on a PostgreSQL cluster started in
 a temporary directory (tests/postgres_server.py).
 
+`--real` measures the same on real backends instead (benchmarks/results/controller_scale_real.json):
+`canaryctl lab serve` (a real gateway, lab providers) with one route per rollout, requests on
+every route at `--rate` a second from a process of its own, every route warmed up on both
+variants so /metrics holds all its series; state in PostgreSQL; flags in the gateway's flag
+file; the runbooks' own scrape source, shared by the controller's runs. Then the same rollouts
+(on flags of their own) reading a real Prometheus that scrapes the gateway, when Debian's
+prometheus is installed; the exposition parsed with prometheus_client's parser and with the
+scrape cache's line filter; and the takeover, by controllers reading the real gateway, at the
+default lease (30 s).
+
     python benchmarks/controller_scale.py [--rollouts 100] [--interval 30] [--window 90]
         [--kills 20] [--lease 5]
+    python benchmarks/controller_scale.py --real [--rollouts 100] [--interval 30] [--window 90]
+        [--kills 3] [--lease 30] [--rate 20]
 """
 
 from __future__ import annotations

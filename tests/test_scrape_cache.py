@@ -215,3 +215,39 @@ def test_a_run_keeps_no_history_beyond_its_window(gateway: tuple[CountingGateway
         source.observe(1000.0)
     assert source.observe(1000.0).of("new").requests == 100
     assert len(source._history) <= 2  # the window's first sample and the latest
+
+
+def test_the_line_filter_reads_what_prometheus_clients_parser_reads() -> None:
+    """Label values with quotes, backslashes, commas, braces and newlines; sample timestamps;
+    families no analysis reads: the filter keeps the wanted samples exactly as the reference
+    parser reads them, and nothing else."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from canaryctl.metrics.scrape_cache import WANTED, ExpositionFilter
+
+    registry = CollectorRegistry()
+    labels = ["route", "variant", "model", "provider"]
+    requests = Counter("llm_requests_total", "", [*labels, "outcome"], registry=registry)
+    duration = Histogram("llm_request_duration_seconds", "", labels, registry=registry)
+    unread = Counter("llm_flag_errors_total", "", ["route"], registry=registry)
+    odd = ['a "quoted" route', "back\\slash", "comma,{brace}", "new\nline", "plain"]
+    for i, route in enumerate(odd):
+        values = {"route": route, "variant": f"v{i}", "model": "m", "provider": "p"}
+        requests.labels(**values, outcome="ok").inc(i + 1)
+        duration.labels(**values).observe(0.1 * i)
+        unread.labels(route=route).inc()
+    text = generate_latest(registry).decode()
+    text += 'llm_requests_total{route="stamped",variant="v",outcome="ok"} 7 1700000000000\n'
+
+    expected = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name in WANTED
+    }
+    is_gateway, routes = ExpositionFilter().parse(text)
+    got = {series: value for by_route in routes.values() for series, value in by_route.items()}
+    assert is_gateway
+    assert got == expected
+    assert {route for route in routes} == {*odd, "stamped"}
