@@ -86,10 +86,11 @@ class ScrapeMetricsSource:
 
     `client` is for tests (httpx.MockTransport) and custom TLS, used when no `cache` is given;
     by default one is made. `cache` is shared by the sources of one process's runs; `share_age`
-    is how old a sample another reader took may be for `observe` to use it (the analysis
-    interval; 0 scrapes every time). `check` always scrapes: a window starts as its weight is
-    set. A target failing is retried by `retry` (waiting with `sleep`) before
-    MetricsBackendError. Targets are shown without credentials or query (canaryctl/redact.py).
+    is how old a sample another reader took may be for `observe` and `recent_requests` to use
+    it (the analysis interval; 0 scrapes every time). `check` takes a scrape begun after it was
+    called: a window starts as its weight is set. A target failing is retried by `retry`
+    (waiting with `sleep`) before MetricsBackendError. Targets are shown without credentials or
+    query (canaryctl/redact.py).
     `tier` counts only that requester tier (the gateway's `tier` label): an experiment's
     per-tier effects.
     """
@@ -120,11 +121,14 @@ class ScrapeMetricsSource:
 
     def check(self) -> None:
         """Every target answers and is a gateway; also the sample a step's window starts from."""
-        self._take_sample(fresh=True)
+        self._take_sample(not_before=self._clock())
 
     def recent_requests(self, window: float) -> Mapping[str, float]:
         """Since each gateway started: one sample holds no window of its own."""
-        variants = by_variant(_differences(self._take_sample(fresh=True), None))
+        now = self._clock()
+        variants = by_variant(
+            _differences(self._take_sample(not_before=now - self._share_age), None)
+        )
         return {variant: stats.requests for variant, stats in variants.items()}
 
     def observe(self, since: float) -> Observation:
@@ -149,21 +153,21 @@ class ScrapeMetricsSource:
         """A new sample, and the latest taken at or before `since` (the oldest kept, if none
         is). Only these two are kept: windows only move forward, and the next one starts at a
         weight change (a `check`) or at the latest sample."""
-        now = self._take_sample()
+        latest = self._history[-1].at if self._history else -float("inf")
+        now = self._take_sample(not_before=self._clock() - self._share_age, newer_than=latest)
         base = next((s for s in reversed(self._history) if s.at <= since), self._history[0])
         self._history = deque([base] if base is now else [base, now], maxlen=_KEPT)
         return base, now
 
-    def _take_sample(self, *, fresh: bool = False) -> _Sample:
-        """One snapshot per target: a new scrape if `fresh`, else one no older than
-        `share_age` and newer than this source's own latest sample."""
-        newer_than = self._history[-1].at if self._history else -float("inf")
+    def _take_sample(self, *, not_before: float, newer_than: float = -float("inf")) -> _Sample:
+        """One snapshot per target, its fetch begun at or after `not_before` and after
+        `newer_than`: the latest another reader took, if that is recent enough."""
         values: dict[Slice, Mapping[Series, float]] = {}
         at = -float("inf")
         for url in self.targets:
             snapshot = self._cache.sample(
                 url,
-                max_age=0.0 if fresh else self._share_age,
+                not_before=not_before,
                 newer_than=newer_than,
                 timeout=self._timeout,
                 policy=self._retry,

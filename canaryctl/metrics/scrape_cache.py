@@ -2,10 +2,13 @@
 
 A controller drives many runs on one gateway; each used to fetch and parse the whole exposition
 (hundreds of KB) for itself at every analysis, so the cost grew as runs times its size. Here
-one `ScrapeCache` per process holds each target's latest snapshot. A reader asks for a sample no
-older than `max_age` (its analysis interval) and newer than the last one it read itself: a run
-alone still scrapes at each analysis, many runs share one scrape per interval, and an analysis
-reads counters at most one interval old (as it would from Prometheus scraping that often).
+one `ScrapeCache` per process holds each target's latest snapshot, stamped with the moment its
+fetch began (the counters it holds were read after that). A reader names the oldest snapshot it
+takes (`not_before`): an analysis takes one up to an interval old but newer than its own last,
+so a run alone still scrapes at each analysis while many runs share one scrape per interval (an
+analysis then reads counters at most one interval old, as it would from Prometheus scraping that
+often); a window's first sample takes only a scrape begun after the weight was set, and every
+run waiting for one at that moment shares the next.
 
 The parse keeps only the families the analyses read (`WANTED`), grouped by `route` label so a
 run's history holds its route's slice alone, and it skips every other line before splitting it:
@@ -54,7 +57,8 @@ def _unescape(value: str) -> str:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """One scrape of one target: when, and the wanted series per `route` label (None: none)."""
+    """One scrape of one target: when its fetch began, and the wanted series per `route` label
+    (None: none)."""
 
     at: float
     routes: Mapping[str | None, Mapping[Series, float]]
@@ -141,32 +145,30 @@ class ScrapeCache:
         self,
         url: str,
         *,
-        max_age: float,
+        not_before: float,
         newer_than: float,
         timeout: float,
         policy: RetryPolicy,
         sleep: Callable[[float], None],
     ) -> Snapshot:
-        """The target's latest snapshot if taken after `newer_than` and less than `max_age`
-        seconds ago, else a new scrape (retried by `policy`); MetricsBackendError if it fails
-        or the target is not a canaryctl gateway."""
+        """The target's latest snapshot if its fetch began at or after `not_before` and after
+        `newer_than`, else a new scrape (retried by `policy`); MetricsBackendError if it fails
+        or the target is not a canaryctl gateway. A reader waiting while another scrapes takes
+        that scrape if it began late enough for it."""
         with self._lock:
             target = self._targets.setdefault(url, _Target())
         with target.lock:
             latest = target.latest
-            if (
-                latest is not None
-                and latest.at > newer_than
-                and self._clock() - latest.at < max_age
-            ):
+            if latest is not None and latest.at >= not_before and latest.at > newer_than:
                 return latest
+            began = self._clock()
             is_gateway, routes = self._scrape(url, target.parser, timeout, policy, sleep)
             if not is_gateway:
                 raise MetricsBackendError(
                     f"{redact_url(url)} answers but exposes no {REQUESTS} metric: is this a "
                     "canaryctl gateway's /metrics endpoint?"
                 )
-            target.latest = Snapshot(self._clock(), routes)
+            target.latest = Snapshot(began, routes)
             self.scrapes += 1
             return target.latest
 
