@@ -165,6 +165,11 @@ def scale(state: str, postmaster: int | None, args: argparse.Namespace, work: Pa
     return measure(state, postmaster, rollouts, backends, args)
 
 
+def settled(record: Any) -> bool:
+    """In its pause, or ended (a run that could not start: its reason is reported)."""
+    return record is not None and (record.phase == "paused" or record.finished)
+
+
 def measure(
     state: str,
     postmaster: int | None,
@@ -181,12 +186,13 @@ def measure(
         service = Controller(store, backends=backends, observers=[analyses]).start()
         try:
             deadline = time.monotonic() + 600 + args.interval  # a bound: the machine is shared
-            while not all(store.run(i).phase == "paused" for i in ids):  # type: ignore[union-attr]
+            while not all(settled(store.run(i)) for i in ids):
                 if time.monotonic() > deadline:
                     phases = sorted({store.run(i).phase for i in ids})  # type: ignore[union-attr]
                     raise SystemExit(f"not every run reached its pause in time: {phases}")
                 time.sleep(1.0)
             time.sleep(args.interval)  # every run past its first analysis
+            ended = [r for r in map(store.run, ids) if r is not None and r.finished]
             cpu0, server0, queries0, count0, scrapes0 = (
                 cpu_seconds(), server_cpu(postmaster), store.queries, analyses.count,
                 service.scrapes.scrapes,
@@ -205,6 +211,8 @@ def measure(
     return {
         "rollouts": len(rollouts),
         "driving": driving,
+        "ended_before_the_window": len(ended),
+        "why_ended": sorted({r.reason for r in ended}),
         "interval_seconds": args.interval,
         "window_seconds": round(wall, 2),
         "analyses": count,
@@ -482,12 +490,11 @@ def real_backends(args: argparse.Namespace) -> dict[str, Any]:
         work = Path(tmp)
         flags = work / "flags.json"
         keys = [f"route-{i}" for i in range(args.rollouts)]
-        prom_keys = [f"prom-route-{i}" for i in range(args.rollouts)]
-        flag_file(flags, keys + prom_keys)
+        flag_file(flags, keys)
         results: dict[str, Any] = {}
         with lab(lab_document(work, args.rollouts, flags), work / "lab.log") as urls:
             gateway, metrics_url = urls["gateway_url"], urls["metrics_url"]
-            warm_up(gateway, flags, keys + prom_keys, args.rollouts)
+            warm_up(gateway, flags, keys, args.rollouts)
             load = subprocess.Popen(
                 [sys.executable, __file__, "--traffic", gateway, "--rollouts",
                  str(args.rollouts), "--rate", str(args.rate)]
@@ -510,7 +517,7 @@ def real_backends(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"scrape: {args.rollouts} rollouts, {args.window:g}s", file=sys.stderr)
                 results["scrape"] = measure(pg.database(), postmaster, scrape, None, args)
                 print(json.dumps(results["scrape"]), file=sys.stderr)
-                results["prometheus"] = prometheus_row(args, work, flags, metrics_url, pg)
+                results["prometheus"] = prometheus_row(args, work, metrics_url, pg)
                 print(json.dumps(results["prometheus"]), file=sys.stderr)
                 (work / "takeover").mkdir()
                 results["takeover"] = takeover(pg.database(), args, work / "takeover",
@@ -523,15 +530,19 @@ def real_backends(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def prometheus_row(
-    args: argparse.Namespace, work: Path, flags: Path, metrics_url: str, pg: Any
+    args: argparse.Namespace, work: Path, metrics_url: str, pg: Any
 ) -> dict[str, Any] | None:
     """The same runs reading a real Prometheus that scrapes the gateway (every second, the
-    test server's setting), on flags of their own; None without Debian's prometheus."""
+    test server's setting), on flags of their own (in a file the gateway does not read: the
+    first rows' runs hold the gateway's flags at their first weight); None without Debian's
+    prometheus."""
     if shutil.which("prometheus") is None:
         return None
     from prometheus_server import PrometheusServer
 
     (work / "prometheus").mkdir()
+    flags = work / "prometheus" / "flags.json"
+    flag_file(flags, [f"prom-route-{i}" for i in range(args.rollouts)])
     server = PrometheusServer(shutil.which("prometheus") or "", work / "prometheus")
     try:
         server.scrape(metrics_url)
