@@ -38,6 +38,7 @@ default lease (30 s).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -437,16 +438,24 @@ def ask(client: httpx.Client, gateway: str, route: str, user: int) -> None:
     client.post(f"{gateway}/v1/chat/completions", json=body, headers={"X-User": f"u{user}"})
 
 
-def traffic(gateway: str, routes: int, rate: float) -> None:
-    """Requests round the routes at `rate` a second, until killed: each route's baseline has
-    traffic, as preflight asks, and the exposition changes between scrapes."""
-    with httpx.Client(timeout=10) as client:
-        started, n = time.monotonic(), 0
-        while True:
-            with suppress(httpx.HTTPError):
-                ask(client, gateway, f"route-{n % routes}", n)
-            n += 1
-            time.sleep(max(started + n / rate - time.monotonic(), 0.0))
+def traffic(gateway: str, routes: int, rate: float, workers: int = 8) -> None:
+    """Requests round the routes at `rate` a second from `workers` threads, until killed: each
+    route's baseline has traffic, as preflight asks, and the exposition changes between scrapes.
+    Several workers keep the rate on a loaded machine, where one request can take a second."""
+    started = time.monotonic()
+
+    def worker(w: int) -> None:
+        with httpx.Client(timeout=10) as client:
+            for n in itertools.count(w, workers):
+                time.sleep(max(started + n / rate - time.monotonic(), 0.0))
+                with suppress(httpx.HTTPError):
+                    ask(client, gateway, f"route-{n % routes}", n)
+
+    threads = [threading.Thread(target=worker, args=(w,), daemon=True) for w in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def warm_up(gateway: str, flags: Path, keys: list[str], routes: int) -> None:
@@ -483,7 +492,8 @@ def parsers(text: str, repeat: int = 5) -> dict[str, float]:
 
 
 def real_backends(args: argparse.Namespace) -> dict[str, Any]:
-    """The real gateway and lab, PostgreSQL, the scrape source and a Prometheus row."""
+    """The real gateway and lab, PostgreSQL, the scrape source and a Prometheus row, each row
+    measured in a process of its own (`row`), so that its memory is its own."""
     with tempfile.TemporaryDirectory() as tmp, postgres() as pg:
         if pg is None:
             raise SystemExit("--real needs Debian's postgresql (initdb)")
@@ -507,18 +517,12 @@ def real_backends(args: argparse.Namespace) -> dict[str, Any]:
                     **parsers(text),
                 }
                 print(json.dumps(results["exposition"]), file=sys.stderr)
-                postmaster = pg._process.pid
-                pause = args.window + 4 * args.interval + 900
-                scrape = [
-                    runbook(key, args.interval, pause, flags,
-                            {"provider": "scrape", "targets": [metrics_url], "route": key})
-                    for key in keys
-                ]  # fmt: skip
-                print(f"scrape: {args.rollouts} rollouts, {args.window:g}s", file=sys.stderr)
-                results["scrape"] = measure(pg.database(), postmaster, scrape, None, args)
-                print(json.dumps(results["scrape"]), file=sys.stderr)
-                results["prometheus"] = prometheus_row(args, work, metrics_url, pg)
-                print(json.dumps(results["prometheus"]), file=sys.stderr)
+                rows = {"scrape": (metrics_url, flags)}
+                if shutil.which("prometheus") is not None:
+                    rows["prometheus"] = (metrics_url, work / "prometheus-flags.json")
+                for backend, (url, flag_path) in rows.items():
+                    results[backend] = row_process(args, backend, pg, url, flag_path, work)
+                    print(json.dumps(results[backend]), file=sys.stderr)
                 (work / "takeover").mkdir()
                 results["takeover"] = takeover(pg.database(), args, work / "takeover",
                                                metrics_url)  # fmt: skip
@@ -529,34 +533,59 @@ def real_backends(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-def prometheus_row(
-    args: argparse.Namespace, work: Path, metrics_url: str, pg: Any
-) -> dict[str, Any] | None:
-    """The same runs reading a real Prometheus that scrapes the gateway (every second, the
-    test server's setting), on flags of their own (in a file the gateway does not read: the
-    first rows' runs hold the gateway's flags at their first weight); None without Debian's
-    prometheus."""
-    if shutil.which("prometheus") is None:
-        return None
-    from prometheus_server import PrometheusServer
+def row_process(
+    args: argparse.Namespace, backend: str, pg: Any, metrics_url: str, flags: Path, work: Path
+) -> dict[str, Any]:
+    """One row, measured by `--row` in a fresh process: its figures as JSON on stdout."""
+    command = [
+        sys.executable, __file__, "--row", backend, "--state", pg.database(),
+        "--postmaster", str(pg._process.pid), "--metrics-url", metrics_url,
+        "--flags", str(flags), "--work", str(work), "--rollouts", str(args.rollouts),
+        "--interval", str(args.interval), "--window", str(args.window),
+    ]  # fmt: skip
+    print(f"{backend}: {args.rollouts} rollouts, {args.window:g}s", file=sys.stderr)
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
-    (work / "prometheus").mkdir()
-    flags = work / "prometheus" / "flags.json"
-    flag_file(flags, [f"prom-route-{i}" for i in range(args.rollouts)])
-    server = PrometheusServer(shutil.which("prometheus") or "", work / "prometheus")
+
+def row(args: argparse.Namespace) -> None:
+    """Measure one row (`--row scrape|prometheus`) in this process; print its figures.
+
+    scrape: every run reads the gateway's /metrics for its route, on the gateway's own flags.
+    prometheus: the same routes through a real Prometheus scraping the gateway every second (the
+    test server's setting), on flags of their own in a file the gateway does not read (the
+    scrape row's runs hold the gateway's flags at their first weight)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    pause = args.window + 4 * args.interval + 900
+    metrics: Callable[[int], dict[str, Any]]
+    prometheus = None
+    if args.row == "scrape":
+        prefix = ""
+
+        def metrics(i: int) -> dict[str, Any]:
+            return {"provider": "scrape", "targets": [args.metrics_url], "route": f"route-{i}"}
+
+    else:
+        from prometheus_server import PrometheusServer
+
+        prefix = "prom-"
+        flag_file(args.flags, [f"prom-route-{i}" for i in range(args.rollouts)])
+        (args.work / "prometheus").mkdir()
+        prometheus = PrometheusServer(shutil.which("prometheus") or "", args.work / "prometheus")
+        prometheus.scrape(args.metrics_url)
+        time.sleep(10.0)  # some scrapes: the baselines' traffic is there for preflight
+        url = prometheus.url
+
+        def metrics(i: int) -> dict[str, Any]:
+            return {"provider": "prometheus", "url": url, "route": f"route-{i}"}
+
     try:
-        server.scrape(metrics_url)
-        time.sleep(5.0)  # a few scrapes: the baselines' traffic is there for preflight
-        pause = args.window + 4 * args.interval + 900
-        rollouts = [
-            runbook(f"prom-route-{i}", args.interval, pause, flags,
-                    {"provider": "prometheus", "url": server.url, "route": f"route-{i}"})
-            for i in range(args.rollouts)
-        ]  # fmt: skip
-        print(f"prometheus: {args.rollouts} rollouts, {args.window:g}s", file=sys.stderr)
-        return measure(pg.database(), pg._process.pid, rollouts, None, args)
+        rollouts = [runbook(f"{prefix}route-{i}", args.interval, pause, args.flags, metrics(i))
+                    for i in range(args.rollouts)]  # fmt: skip
+        print(json.dumps(measure(args.state, args.postmaster, rollouts, None, args)))
     finally:
-        server.stop()
+        if prometheus is not None:
+            prometheus.stop()
 
 
 def main() -> None:
@@ -572,6 +601,12 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20.0, help="--real: requests a second")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--traffic", help=argparse.SUPPRESS)
+    parser.add_argument("--row", choices=["scrape", "prometheus"], help=argparse.SUPPRESS)
+    parser.add_argument("--state", help=argparse.SUPPRESS)
+    parser.add_argument("--postmaster", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--metrics-url", help=argparse.SUPPRESS)
+    parser.add_argument("--flags", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     record.add_arguments(parser)
     args = parser.parse_args()
     if args.kills is None:
@@ -580,6 +615,9 @@ def main() -> None:
         args.lease = DEFAULT_LEASE_TTL if args.real else 5.0
     if args.traffic:
         traffic(args.traffic, args.rollouts, args.rate)
+        return
+    if args.row:
+        row(args)
         return
     if args.child:
         child(os.environ["CANARYCTL_STATE"], args.lease, args.real)
