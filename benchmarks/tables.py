@@ -60,6 +60,10 @@ BENCHMARKS = {
     "benchmarks/results/backtest.json": "python benchmarks/backtest.py",
     "benchmarks/results/controller_scale.json": "python benchmarks/controller_scale.py",
     "benchmarks/results/controller_scale_real.json": "python benchmarks/controller_scale.py --real",
+    "benchmarks/results/controller_scale_real_issue.json": (
+        "python benchmarks/controller_scale.py --real --rollouts 20 --interval 3 --window 30 "
+        "--kills 1 --out benchmarks/results/controller_scale_real_issue.json"
+    ),
     "benchmarks/results/fault_suite.json": "python benchmarks/fault_suite.py --faults 200",
     "benchmarks/results/embeddings_batching.json": "python benchmarks/embeddings_batching.py",
     "benchmarks/results/experiment_simulation.json": "python benchmarks/experiment_simulation.py",
