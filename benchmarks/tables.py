@@ -59,6 +59,11 @@ BENCHMARKS = {
     "benchmarks/results/gate_runs.json": "python benchmarks/gate_runs.py",
     "benchmarks/results/backtest.json": "python benchmarks/backtest.py",
     "benchmarks/results/controller_scale.json": "python benchmarks/controller_scale.py",
+    "benchmarks/results/controller_scale_real.json": "python benchmarks/controller_scale.py --real",
+    "benchmarks/results/controller_scale_real_issue.json": (
+        "python benchmarks/controller_scale.py --real --rollouts 20 --interval 3 --window 30 "
+        "--kills 1 --out benchmarks/results/controller_scale_real_issue.json"
+    ),
     "benchmarks/results/fault_suite.json": "python benchmarks/fault_suite.py --faults 200",
     "benchmarks/results/embeddings_batching.json": "python benchmarks/embeddings_batching.py",
     "benchmarks/results/experiment_simulation.json": "python benchmarks/experiment_simulation.py",
@@ -1078,6 +1083,62 @@ def controller_scale(data: dict[str, Any]) -> str:
     return _table(head, rows, "lrrrrrrrl")
 
 
+_REAL_ROWS = {
+    "scrape": "scrape: the gateway's /metrics, shared",
+    "prometheus": "Prometheus scraping the gateway",
+}
+
+
+def controller_scale_real(data: dict[str, Any]) -> str:
+    """One controller on real backends (a real gateway, PostgreSQL), beside the goal."""
+    r = _results(data)
+    rows = []
+    for backend, label in _REAL_ROWS.items():
+        f = r.get(backend)
+        if f is None:
+            continue
+        share, per_run = f["cpu_share_of_one_core"], f["rss_kib_per_rollout"]
+        rows.append(
+            [
+                label,
+                f"{num(f['driving'])} at {num(f['interval_seconds'])} s",
+                f"{pct(share)} ({'met' if share < 0.10 else 'missed'})",
+                pct(f["server_cpu_share_of_one_core"]),
+                f"{num(f['cpu_ms_per_rollout_per_interval'], 1)} ms",
+                f"{num(f['analyses'])} / {num(f['analyses_due'])}",
+                num(f["scrapes_per_interval"], 1) if backend == "scrape" else "—",
+                f"{num(per_run)} KiB ({'met' if per_run < 1024 else 'missed'})",
+            ]
+        )
+    head = [
+        "metrics backend",
+        "rollouts driven",
+        "controller CPU (one core; goal < 10%)",
+        "PostgreSQL CPU",
+        "CPU per rollout per interval",
+        "analyses made / due",
+        "scrapes per interval",
+        "memory per rollout (goal < 1 MiB)",
+    ]
+    return _table(head, rows, "lrrrrrrr")
+
+
+def controller_scale_real_inline(data: dict[str, Any]) -> str:
+    """The exposition, its parse both ways, and the takeover at the default lease."""
+    r = _results(data)
+    e, t = r["exposition"], r["takeover"]
+    return (
+        f"the gateway's `/metrics` held {num(e['bytes'] / 1024)} KiB ({num(e['lines'])} lines); "
+        f"parsing it took {num(e['prometheus_client_ms'], 1)} ms of CPU with prometheus_client's "
+        f"parser and {num(e['line_filter_ms'], 1)} ms with the scrape cache's line filter "
+        f"({num(e['line_filter_first_ms'], 1)} ms the first time, before it knows the label "
+        f"sets). A SIGKILLed controller's run was taken over in "
+        f"{num(t['takeover_median_seconds'], 1)} s (median; at most "
+        f"{num(t['takeover_max_seconds'], 1)} s over {num(t['kills'])} kills) at the default "
+        f"lease of {num(t['lease_seconds'])} s (`{data['command']}`)"
+    )
+
+
 def fault_suite(data: dict[str, Any]) -> str:
     """Faults injected by kind, runs and their outcomes, each invariant's violations."""
     r = _results(data)
@@ -1397,6 +1458,8 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "backtest": backtest,
     "backtest-inline": backtest_inline,
     "controller-scale": controller_scale,
+    "controller-scale-real": controller_scale_real,
+    "controller-scale-real-inline": controller_scale_real_inline,
     "fault-suite": fault_suite,
     "embeddings-batching": embeddings_batching,
     "experiment-simulation": experiment_simulation,

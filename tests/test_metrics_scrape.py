@@ -189,8 +189,20 @@ def test_window_starts_at_the_latest_sample_at_or_before_since(gateway: FakeGate
     obs = source.observe(since=140.0)
     assert (obs.start, obs.of(CANARY).requests) == (130.0, 10)
     clock.now = 170.0
-    oldest = source.observe(since=50.0)  # nothing that old: from the oldest sample
-    assert (oldest.start, oldest.of(CANARY).requests) == (100.0, 11)
+    # Nothing that old: from the oldest sample kept. Windows only move forward, so the source
+    # keeps the last window's first sample (t=130) and the latest, not the one at t=100.
+    oldest = source.observe(since=50.0)
+    assert (oldest.start, oldest.of(CANARY).requests) == (130.0, 10)
+
+
+def test_a_window_older_than_every_sample_starts_at_the_first(gateway: FakeGateway) -> None:
+    clock = Clock(100.0)
+    source = source_for({URL: gateway}, clock)
+    source.check()
+    gateway.serve(CANARY, 3)
+    clock.now = 130.0
+    obs = source.observe(since=50.0)
+    assert (obs.start, obs.of(CANARY).requests) == (100.0, 3)
 
 
 def test_a_variant_without_traffic_in_the_window_is_absent(gateway: FakeGateway) -> None:

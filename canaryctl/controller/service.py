@@ -46,6 +46,7 @@ from canaryctl.controller.wiring import stored_rollout, wired
 from canaryctl.errors import CanaryError, StateBackendError
 from canaryctl.flags.base import FlagStore
 from canaryctl.metrics.base import MetricsSource
+from canaryctl.metrics.scrape_cache import ScrapeCache
 from canaryctl.request_limits import ServerLimits
 from canaryctl.runbook.rollout import Rollout
 from canaryctl.serving import limited, server_for
@@ -128,6 +129,8 @@ class Controller:
         self.scan_interval = min(max(lease_ttl / 6, 0.2), 5.0)
         """Seconds between scans: takeover comes within the lease time plus one of these."""
         self._backends = backends
+        self.scrapes = ScrapeCache()
+        """The scrapes every run shares: one per target per analysis interval."""
         self._observers = list(observers)
         self._drives: dict[int, _Drive] = {}
         self._lock = threading.Lock()
@@ -203,7 +206,7 @@ class Controller:
         try:
             rollout = stored_rollout(record.runbook)
             given = self._backends(rollout, clock) if self._backends is not None else (None, None)
-            with wired(rollout, clock, *given) as wiring:
+            with wired(rollout, clock, *given, scrapes=self.scrapes) as wiring:
                 runner = RolloutRunner(
                     rollout,
                     flags=wiring.flags,

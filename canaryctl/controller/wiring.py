@@ -15,6 +15,7 @@ from canaryctl.clock import Clock
 from canaryctl.controller.hooks import HookRunner, check_hook_urls
 from canaryctl.flags.base import FlagStore
 from canaryctl.metrics.base import MetricsSource
+from canaryctl.metrics.scrape_cache import ScrapeCache
 from canaryctl.runbook.rollout import Rollout
 
 if TYPE_CHECKING:
@@ -45,12 +46,13 @@ def wired(
     metrics: MetricsSource | None = None,
     *,
     shadow_flags: FlagStore | None = None,
+    scrapes: ScrapeCache | None = None,
 ) -> Iterator[Wiring]:
     """The run's backends (the runbook's own unless given), its webhook client and notifiers;
     webhook URLs are checked first (exit 2), and the client and notifiers are closed (drained,
-    bounded) when the run ends, once its flag is safe."""
+    bounded) when the run ends, once its flag is safe. `scrapes`: see `runbook_backends`."""
     check_hook_urls(rollout.spec)
-    flags, metrics = runbook_backends(rollout, clock, flags, metrics)
+    flags, metrics = runbook_backends(rollout, clock, flags, metrics, scrapes=scrapes)
     if shadow_flags is None and rollout.spec.shadow_flag is not None:
         from canaryctl.flags.factory import flag_store_for
 
@@ -70,8 +72,14 @@ def runbook_backends(
     clock: Clock,
     flags: FlagStore | None = None,
     metrics: MetricsSource | None = None,
+    *,
+    scrapes: ScrapeCache | None = None,
 ) -> tuple[FlagStore, MetricsSource]:
-    """The runbook's own backends unless given; imported here so the fakes need no backends."""
+    """The runbook's own backends unless given; imported here so the fakes need no backends.
+
+    `scrapes` is the cache the runs of one controller share: a scrape source's analyses then
+    read a target's sample another run took less than one analysis interval ago.
+    """
     if flags is None:
         from canaryctl.flags.factory import flag_store_for
 
@@ -86,6 +94,8 @@ def runbook_backends(
             slos=spec.slos,
             baseline=spec.flag.baseline,
             canary=spec.flag.canary,
+            scrapes=scrapes,
+            share_age=spec.analysis.interval if scrapes is not None else 0.0,
         )
     return flags, metrics
 

@@ -11,6 +11,7 @@ from canaryctl.metrics.base import MetricsSource
 from canaryctl.metrics.profile import ingredients_for, load_profile
 from canaryctl.metrics.prometheus import PrometheusMetricsSource, SloQuery
 from canaryctl.metrics.scrape import ScrapeMetricsSource
+from canaryctl.metrics.scrape_cache import ScrapeCache
 from canaryctl.runbook.rollout import PrometheusMetricsSpec, ScrapeMetricsSpec, SloSpec
 
 __all__ = ["metrics_source_for"]
@@ -26,6 +27,8 @@ def metrics_source_for(
     needs: Collection[str] = (),
     queries: Sequence[SloQuery] = (),
     tier: str | None = None,
+    scrapes: ScrapeCache | None = None,
+    share_age: float = 0.0,
 ) -> MetricsSource:
     """The source a validated spec names; `clock` stamps samples (a fake one in simulations).
 
@@ -33,12 +36,19 @@ def metrics_source_for(
     only for what those SLOs read, plus the ingredients in `needs` (measures.NEEDS), and runs
     their custom queries; without SLOs it reads every count its profile yields. `queries` are
     more custom queries (an experiment's, asked of each of its variations); `tier` counts only
-    that requester tier (the gateway's `tier` label).
+    that requester tier (the gateway's `tier` label). `scrapes` is the cache a controller's runs
+    share, and `share_age` how old a sample another run took may be for an analysis to use it.
     """
     match spec:
         case ScrapeMetricsSpec():
             return ScrapeMetricsSource(
-                spec.targets, route=spec.route, tier=tier, timeout=spec.timeout, clock=clock
+                spec.targets,
+                route=spec.route,
+                tier=tier,
+                timeout=spec.timeout,
+                clock=clock,
+                cache=scrapes,
+                share_age=share_age,
             )
         case PrometheusMetricsSpec():
             if tier is not None:

@@ -17,38 +17,29 @@ variation's own model did.
 A shadow step reads, from the same samples, the shadow families (`llm_shadow_*`, the same
 series under other names, `variant` being the model a shadow call stood in for) and the judge's
 pairwise counts (`llm_judge_pairwise_total{candidate,result}`): `observe_shadow`.
+
+Samples come from a ScrapeCache (canaryctl/metrics/scrape_cache.py): the sources of one
+controller's runs share one, so a target is scraped once per `share_age` (the analysis interval)
+however many runs read it; a source made alone gets a cache of its own and scrapes at every call.
+A source keeps the samples its window can still start from, no more: windows only move forward.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import httpx
-from prometheus_client.metrics_core import Metric
-from prometheus_client.parser import text_string_to_metric_families
 
-from canaryctl import retry
-from canaryctl.errors import MetricsBackendError
 from canaryctl.metrics.base import Observation
-from canaryctl.metrics.series import (
-    PAIRWISE,
-    REQUESTS,
-    SERIES,
-    SHADOW_SERIES,
-    VariantTotals,
-    by_variant,
-)
-from canaryctl.redact import redact_text, redact_url
-from canaryctl.retry import BACKEND, Retryable, RetryPolicy
+from canaryctl.metrics.scrape_cache import ScrapeCache, Series
+from canaryctl.metrics.series import PAIRWISE, SERIES, SHADOW_SERIES, VariantTotals, by_variant
+from canaryctl.retry import BACKEND, RetryPolicy
 
 __all__ = ["ScrapeMetricsSource"]
 
-
-# The parser strips `_total` from a counter's family name; an exposition without TYPE keeps it.
-_REQUESTS_FAMILIES = frozenset({"llm_requests", REQUESTS})
 
 _LIVE = {name: name for name in SERIES}
 _SHADOW = {**SHADOW_SERIES, PAIRWISE: PAIRWISE}
@@ -56,43 +47,50 @@ _SHADOW = {**SHADOW_SERIES, PAIRWISE: PAIRWISE}
 _VARIANT_LABEL = {PAIRWISE: "candidate"}
 """Where a series keeps its variant, when not in `variant`."""
 
-_HISTORY = 512
-"""Samples kept: at one per 30 s analysis interval, four hours of rollout."""
+_KEPT = 4
+"""Samples a source holds at most: its window's first, the latest, and the `check`s since."""
 
-SeriesKey = tuple[str, str, tuple[tuple[str, str], ...]]
-"""(target URL, sample name, sorted labels): one counter on one gateway."""
+Slice = tuple[str, str | None]
+"""(target URL, route label): one route's series on one gateway, as a snapshot groups them."""
 
 
 @dataclass(frozen=True)
 class _Sample:
     at: float
-    values: dict[SeriesKey, float]
+    values: dict[Slice, Mapping[Series, float]]
 
 
 def _differences(
-    now: dict[SeriesKey, float], base: dict[SeriesKey, float], names: Mapping[str, str] = _LIVE
+    now: _Sample, base: _Sample | None, names: Mapping[str, str] = _LIVE
 ) -> dict[str, VariantTotals]:
-    """Per-variant totals of what each series in `names` gained since `base`."""
+    """Per-variant totals of what each series in `names` gained since `base` (None: since each
+    gateway started). A series that went down counts from zero: its gateway restarted."""
     totals: dict[str, VariantTotals] = {}
-    for key, value in now.items():
-        _, name, label_items = key
-        if name not in names:
-            continue
-        before = base.get(key, 0.0)
-        delta = value - before if value >= before else value  # went down: a restart
-        labels = dict(label_items)
-        variant = labels.get(_VARIANT_LABEL.get(name, "variant"))
-        if variant is not None:
-            totals.setdefault(variant, VariantTotals()).add(names[name], labels, delta)
+    for where, series in now.values.items():
+        before = base.values.get(where, {}) if base is not None else {}
+        for key, value in series.items():
+            name, label_items = key
+            if name not in names:
+                continue
+            old = before.get(key, 0.0)
+            delta = value - old if value >= old else value
+            labels = dict(label_items)
+            variant = labels.get(_VARIANT_LABEL.get(name, "variant"))
+            if variant is not None:
+                totals.setdefault(variant, VariantTotals()).add(names[name], labels, delta)
     return totals
 
 
 class ScrapeMetricsSource:
-    """Samples the gateways' /metrics on every call and answers with differences of samples.
+    """Samples the gateways' /metrics and answers with differences of samples.
 
-    `client` is for tests (httpx.MockTransport) and custom TLS; by default one is made with
-    `timeout`. A target failing is retried by `retry` (waiting with `sleep`) before
-    MetricsBackendError. Targets are shown without credentials or query (canaryctl/redact.py).
+    `client` is for tests (httpx.MockTransport) and custom TLS, used when no `cache` is given;
+    by default one is made. `cache` is shared by the sources of one process's runs; `share_age`
+    is how old a sample another reader took may be for `observe` and `recent_requests` to use
+    it (the analysis interval; 0 scrapes every time). `check` takes a scrape begun after it was
+    called: a window starts as its weight is set. A target failing is retried by `retry`
+    (waiting with `sleep`) before MetricsBackendError. Targets are shown without credentials or
+    query (canaryctl/redact.py).
     `tier` counts only that requester tier (the gateway's `tier` label): an experiment's
     per-tier effects.
     """
@@ -108,38 +106,42 @@ class ScrapeMetricsSource:
         client: httpx.Client | None = None,
         retry: RetryPolicy = BACKEND,
         sleep: Callable[[float], None] = time.sleep,
+        cache: ScrapeCache | None = None,
+        share_age: float = 0.0,
     ) -> None:
         if not targets:
             raise ValueError("ScrapeMetricsSource needs a target URL")
         self.targets, self.route, self.tier = list(targets), route, tier
         self._timeout, self._clock = timeout, clock
-        self._client = client if client is not None else httpx.Client(timeout=timeout)
+        if cache is None:
+            cache = ScrapeCache(clock=clock, client=client or httpx.Client(timeout=timeout))
+        self._cache, self._share_age = cache, share_age
         self._retry, self._sleep = retry, sleep
-        self._history: deque[_Sample] = deque(maxlen=_HISTORY)
+        self._history: deque[_Sample] = deque(maxlen=_KEPT)
 
     def check(self) -> None:
         """Every target answers and is a gateway; also the sample a step's window starts from."""
-        self._take_sample()
+        self._take_sample(not_before=self._clock())
 
     def recent_requests(self, window: float) -> Mapping[str, float]:
         """Since each gateway started: one sample holds no window of its own."""
-        now = self._take_sample()
-        variants = by_variant(_differences(now.values, {}))
+        now = self._clock()
+        variants = by_variant(
+            _differences(self._take_sample(not_before=now - self._share_age), None)
+        )
         return {variant: stats.requests for variant, stats in variants.items()}
 
     def observe(self, since: float) -> Observation:
-        now = self._take_sample()
-        base = self._base(since)
-        variants = by_variant(_differences(now.values, base.values))
+        base, now = self._window(since)
+        variants = by_variant(_differences(now, base))
         return Observation(start=base.at, end=now.at, variants=variants)
 
     def observe_shadow(self, since: float, *, baseline: str, candidate: str) -> Observation:
         """The baseline's user-facing counts and the candidate's shadow counts with its judged
         pairs, from the same two samples: one window for both."""
-        now = self._take_sample()
-        base = self._base(since)
-        live = by_variant(_differences(now.values, base.values))
-        shadow = by_variant(_differences(now.values, base.values, _SHADOW))
+        base, now = self._window(since)
+        live = by_variant(_differences(now, base))
+        shadow = by_variant(_differences(now, base, _SHADOW))
         variants = {
             name: stats
             for name, stats in ((baseline, live.get(baseline)), (candidate, shadow.get(candidate)))
@@ -147,65 +149,40 @@ class ScrapeMetricsSource:
         }
         return Observation(start=base.at, end=now.at, variants=variants)
 
-    def _base(self, since: float) -> _Sample:
-        """The latest sample taken at or before `since` (the oldest kept, if none is)."""
-        return next((s for s in reversed(self._history) if s.at <= since), self._history[0])
+    def _window(self, since: float) -> tuple[_Sample, _Sample]:
+        """A new sample, and the latest taken at or before `since` (the oldest kept, if none
+        is). Only these two are kept: windows only move forward, and the next one starts at a
+        weight change (a `check`) or at the latest sample."""
+        latest = self._history[-1].at if self._history else -float("inf")
+        now = self._take_sample(not_before=self._clock() - self._share_age, newer_than=latest)
+        base = next((s for s in reversed(self._history) if s.at <= since), self._history[0])
+        self._history = deque([base] if base is now else [base, now], maxlen=_KEPT)
+        return base, now
 
-    def _take_sample(self) -> _Sample:
-        values: dict[SeriesKey, float] = {}
+    def _take_sample(self, *, not_before: float, newer_than: float = -float("inf")) -> _Sample:
+        """One snapshot per target, its fetch begun at or after `not_before` and after
+        `newer_than`: the latest another reader took, if that is recent enough."""
+        values: dict[Slice, Mapping[Series, float]] = {}
+        at = -float("inf")
         for url in self.targets:
-            values.update(self._series(url, self._scrape(url)))
-        sample = _Sample(self._clock(), values)
+            snapshot = self._cache.sample(
+                url,
+                not_before=not_before,
+                newer_than=newer_than,
+                timeout=self._timeout,
+                policy=self._retry,
+                sleep=self._sleep,
+            )
+            at = max(at, snapshot.at)
+            for route, series in snapshot.routes.items():
+                if self.route is None or route == self.route:
+                    values[(url, route)] = self._of_tier(series)
+        sample = _Sample(at, values)
         self._history.append(sample)
         return sample
 
-    def _scrape(self, url: str) -> list[Metric]:
-        """The target's metric families, retrying anything that could be transient."""
-
-        def attempt() -> list[Metric]:
-            try:
-                response = self._client.get(url, timeout=self._timeout)
-            except httpx.HTTPError as exc:
-                name = type(exc).__name__
-                raise Retryable(f"{name}: {redact_text(str(exc))}" if str(exc) else name) from exc
-            if response.status_code != 200:
-                phrase = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
-                raise Retryable(phrase)
-            try:
-                return list(text_string_to_metric_families(response.text))
-            except (ValueError, IndexError, KeyError, TypeError) as exc:
-                raise Retryable(f"not Prometheus exposition text ({exc})") from exc
-
-        try:
-            return retry.call(attempt, self._retry, sleep=self._sleep)
-        except Retryable as failure:
-            raise MetricsBackendError(
-                f"cannot read metrics from {redact_url(url)} after {self._retry.attempts} "
-                f"attempt(s): {failure.reason}"
-            ) from failure.__cause__
-
-    def _series(self, url: str, families: Iterable[Metric]) -> dict[SeriesKey, float]:
-        """The series we read, keyed per target; fails if the target is not a gateway at all.
-
-        A gateway that has served nothing yet exposes the requests family with no samples (it
-        declares its families at start), which is fine: no samples means no traffic. A target
-        without the family at all is something else answering on that port.
-        """
-        is_gateway = False
-        values: dict[SeriesKey, float] = {}
-        for family in families:
-            is_gateway = is_gateway or family.name in _REQUESTS_FAMILIES
-            for sample in family.samples:
-                if sample.name not in _LIVE and sample.name not in _SHADOW:
-                    continue
-                if self.route is not None and sample.labels.get("route") != self.route:
-                    continue
-                if self.tier is not None and sample.labels.get("tier") != self.tier:
-                    continue
-                values[(url, sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-        if not is_gateway:
-            raise MetricsBackendError(
-                f"{redact_url(url)} answers but exposes no {REQUESTS} metric: is this a "
-                "canaryctl gateway's /metrics endpoint?"
-            )
-        return values
+    def _of_tier(self, series: Mapping[Series, float]) -> Mapping[Series, float]:
+        """The series of this source's tier (all of them without one): shared, not copied."""
+        if self.tier is None:
+            return series
+        return {key: v for key, v in series.items() if ("tier", self.tier) in key[1]}
