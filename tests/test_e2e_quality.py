@@ -103,10 +103,10 @@ def test_a_canary_answering_worse_is_rolled_back_by_its_quality_slo(
         "latency_p95_seconds <= 2",
     }
     assert set(outcomes.values()) <= {"pass", "inconclusive"}
-    # Threshold passes the absolute bounds on a window; sequential only once shown within.
-    shown = {"error_rate <= baseline + 0.02"}
-    if method == "threshold":
-        shown |= {"error_rate <= 0.03", "latency_p95_seconds <= 2"}
+    # Threshold passes each on a window that holds the requests; sequential only once its
+    # evidence shows it within, and how much evidence a run gathers before quality fails
+    # depends on what a loaded lab answers (timeouts count as errors): never failed, there.
+    shown = set(outcomes) if method == "threshold" else set()
     for slo in outcomes:
         judged = {
             c["outcome"] for e in events if e["event"] == "analysis" for c in e["checks"]
