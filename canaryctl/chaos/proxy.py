@@ -416,9 +416,8 @@ class _Proxy:
     ) -> None:
         """The upstream's answer to the request, sent on as it comes; `fault` (with `receive`,
         to see the client hang up) changes a stream or a body on the way."""
-        url = self.upstream + (scope.get("raw_path") or quote(scope["path"]).encode()).decode(
-            "latin-1"
-        )
+        path = scope.get("raw_path") or quote(scope["path"]).encode()  # as the client wrote it
+        url = self.upstream + path.decode("latin-1")
         if scope["query_string"]:
             url += "?" + scope["query_string"].decode("latin-1")
         headers = [
