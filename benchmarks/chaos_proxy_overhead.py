@@ -266,7 +266,7 @@ def main() -> None:
         {"config": config, "modes": figures},
         args,
         before=before,
-        packages=("httpx", "uvicorn", "starlette", "httptools"),
+        packages=("aiohttp", "httpx", "uvicorn", "starlette", "httptools"),
     )
 
 

@@ -5,6 +5,7 @@ one fingerprint and alerts matching nothing change nothing. Plus the pure matchi
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -77,12 +78,24 @@ def test_a_firing_alert_aborts_the_running_rollout_and_the_flag_is_restored(
             assert store.pending_requests(run_id) == []
         assert live.world.canary() == 10
 
-        # The alert fires (twice: Alertmanager repeats a group): one abort.
+        # The alert fires (twice: Alertmanager repeats a group): one abort. The run is held
+        # inside its next analysis meanwhile, so the repeat meets it still running however
+        # slowly the machine lets the test send it (an event, not a race with the run).
+        held, go = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            held.set()
+            go.wait(60)
+
+        live.world.on_observe = hold
+        assert held.wait(60), "the run never analysed again"
         first = post(payload(alert()))
         assert first["aborted"] == [{"run_id": run_id, "alertname": "LLMHighErrorRate",
                                      "fingerprint": "c6eadffa33fcdf37"}]  # fmt: skip
         again = post(payload(alert()))
         assert again["aborted"] == [] and [r["run_id"] for r in again["repeats"]] == [run_id]
+        live.world.on_observe = lambda: None
+        go.set()
         result = live.finish()
         assert post(payload(alert())) == {
             "aborted": [], "repeats": [], "unmatched": [

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from canaryctl.chaos import BackgroundServer, ChaosClient, FaultTable, RequestFacts
@@ -144,6 +144,45 @@ def test_a_stream_is_relayed_chunk_by_chunk_as_the_upstream_sends_it() -> None:
     assert first == 'data: {"n": 1}'
     assert sent_when_it_arrived == ["first"]
     assert rest == ["data: [DONE]"]
+
+
+class _NeverAsked(FaultTable):
+    """A table that fails the request if the proxy matches anything against it."""
+
+    def pick(self, facts: RequestFacts, rng: random.Random) -> None:
+        raise AssertionError(f"matched {facts.path} with no fault in force")
+
+
+def test_with_no_fault_in_force_nothing_is_matched_and_all_is_relayed_as_sent() -> None:
+    """The idle path: no matching, and the upstream sees the client's method, encoded path,
+    query, headers and body byte for byte (no header of the proxy's own but `accept-encoding`)."""
+    seen: list[tuple[str, str, str, dict[str, str], bytes]] = []
+
+    async def echo(request: Request) -> Response:
+        headers = dict(request.headers)
+        seen.append(
+            (request.method, request.url.path, request.url.query, headers, await request.body())
+        )
+        return Response(b"not json \x00\xff", 207, headers={"x-upstream": "yes"})
+
+    app = Starlette(routes=[Route("/{path:path}", echo, methods=["PUT"])])
+    body = b"\x00 not JSON at all \xff"
+    with (
+        BackgroundServer(app) as upstream,
+        BackgroundServer(create_proxy_app(upstream.url, token=TOKEN, table=_NeverAsked())) as proxy,
+    ):
+        response = httpx.put(
+            f"{proxy.url}/v1/a%20b/c?x=1&y=%2F",
+            content=body,
+            headers={"X-Tier": "free", "Authorization": "Bearer sk-upstream"},
+        )
+    assert (response.status_code, response.content) == (207, b"not json \x00\xff")
+    assert response.headers["x-upstream"] == "yes"
+    [(method, path, query, headers, received)] = seen
+    assert (method, path, query, received) == ("PUT", "/v1/a b/c", "x=1&y=%2F", body)
+    assert headers["x-tier"] == "free" and headers["authorization"] == "Bearer sk-upstream"
+    assert headers["accept-encoding"] == "identity"
+    assert "python-httpx" in headers["user-agent"]  # the client's, not one of the proxy's
 
 
 # -- errors --

@@ -32,14 +32,39 @@ def scraped_through(prometheus_url: str, moment: float) -> bool:
     return bool(answer) and float(answer[0]["value"][1]) > moment
 
 
+def scrapes_since(prometheus_url: str, moment: float) -> int:
+    """How many samples of the gateway Prometheus took after `moment`."""
+    seconds = max(1, int(time.time() - moment))
+    answer = httpx.get(
+        f"{prometheus_url}/api/v1/query",
+        params={"query": f"count_over_time(llm_spend_start_time_seconds[{seconds}s])"},
+        timeout=5,
+    ).json()["data"]["result"]
+    return int(float(answer[0]["value"][1])) if answer else 0
+
+
 def test_prometheus_range_reports_the_planted_driver_and_redundant_job(tmp_path: Path) -> None:
     with cost_lab() as stack, running_prometheus(tmp_path) as prometheus, httpx.Client() as client:
         stack.set_traffic_rate(150)
         prometheus.scrape(stack.metrics_url)
         start = time.time()
         eventually("a first scrape", lambda: scraped_through(prometheus.url, start))
+        traffic = stack.traffic
+        assert traffic is not None
         start, first = time.time(), scrape([stack.metrics_url], client)
-        time.sleep(6)
+        before = sum(traffic.snapshot().by_outcome.values())
+
+        def range_is_long_enough() -> bool:
+            """900 answers (6 s at 150/s on a quiet machine: a loaded one takes longer, never
+            fewer) and 6 scrapes inside the range, so that increase() extrapolates from as
+            many samples as it would on a quiet machine: the range ends on counts, not a clock."""
+            answered = sum(traffic.snapshot().by_outcome.values()) - before
+            return answered >= 900 and scrapes_since(prometheus.url, start) >= 6
+
+        deadline = time.monotonic() + 180  # a bound for a loaded machine, not a pace
+        while not range_is_long_enough():
+            assert time.monotonic() < deadline, "the lab stopped answering"
+            time.sleep(0.2)
         end, last = time.time(), scrape([stack.metrics_url], client)
         eventually("a scrape after the range", lambda: scraped_through(prometheus.url, end + 1))
         result = CliRunner().invoke(

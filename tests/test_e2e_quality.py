@@ -94,11 +94,25 @@ def test_a_canary_answering_worse_is_rolled_back_by_its_quality_slo(
     )
     outcomes = {c["slo"]: c["outcome"] for c in failing["checks"]}
     assert outcomes.pop("quality_score >= baseline - 0.05") == "fail"
-    assert outcomes.pop("error_rate <= baseline + 0.02") == "pass"
-    # Absolute bounds: threshold passes them on the window; sequential once shown within.
-    allowed = {"pass"} if method == "threshold" else {"pass", "inconclusive"}
-    assert set(outcomes) == {"error_rate <= 0.03", "latency_p95_seconds <= 2"}
-    assert set(outcomes.values()) <= allowed
+    # Nothing but quality failed. How many requests a window holds is the machine's pace: a
+    # window too thin to compare error rates is inconclusive, so that the error rate judged as
+    # good as the baseline's is shown by the analyses that had the requests to judge it.
+    assert set(outcomes) == {
+        "error_rate <= baseline + 0.02",
+        "error_rate <= 0.03",
+        "latency_p95_seconds <= 2",
+    }
+    assert set(outcomes.values()) <= {"pass", "inconclusive"}
+    # Threshold passes each on a window that holds the requests; sequential only once its
+    # evidence shows it within, and how much evidence a run gathers before quality fails
+    # depends on what a loaded lab answers (timeouts count as errors): never failed, there.
+    shown = set(outcomes) if method == "threshold" else set()
+    for slo in outcomes:
+        judged = {
+            c["outcome"] for e in events if e["event"] == "analysis" for c in e["checks"]
+            if c["slo"] == slo
+        }  # fmt: skip
+        assert "fail" not in judged and ("pass" in judged or slo not in shown), (slo, judged)
     quality = next(c for c in failing["checks"] if c["metric"] == "quality_score")
     assert quality["canary_value"] < 0.7 < 0.85 < quality["baseline_value"]
     if method == "sequential":  # decided by the test's evidence, not the window's point values

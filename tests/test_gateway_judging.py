@@ -55,7 +55,8 @@ def judged_lab(
 
 
 def wait_for(stack: Any, name: str, value: float, **labels: str) -> None:
-    deadline = time.monotonic() + 15
+    """Until the metric reaches `value`; the 60 s is a bound for a loaded machine, not a pace."""
+    deadline = time.monotonic() + 60
     while metric(stack, name, **labels) < value:
         assert time.monotonic() < deadline, f"{name} {labels} never reached {value}"
         time.sleep(0.02)
@@ -114,20 +115,23 @@ def test_bad_judge_replies_are_counted_and_never_scored(
 def test_users_are_served_before_the_judge_answers_and_a_full_queue_drops(
     make_lab: MakeLab, write_flags: WriteFlags
 ) -> None:
-    """The judge holds every request until its 3 s timeout: users are answered all the same."""
+    """The judge holds every request until the test lets it go (an event, not a timeout that a
+    slow machine could reach first): users are answered all the same."""
     write_flags(["a", "b"])
     lab = judged_lab(
         make_lab,
         judge={"queue": 1, "concurrency": 1},
         judge_profile={"errors": {"rate": 1.0, "kinds": {"timeout": 1}}},
-        judge_model={"timeout": 3.0},
+        judge_model={"timeout": 120.0},  # a bound: the judge answers when released below
     )
-    with LabStack(lab, traffic=False, hold=30) as stack:
+    with LabStack(lab, traffic=False, hold=120) as stack:
         responses = [chat(stack, user=f"u{i}") for i in range(6)]
         assert all(r.status_code == 200 for r in responses)
         assert metric(stack, "llm_judge_requests_total") == 0  # the judge has answered nothing
         # one held by the worker, one queued, the other four dropped
         assert metric(stack, "llm_judge_dropped_total", reason="queue_full", kind="pointwise") == 4
+        # the judge fails the held request (504) and then the queued one, both counted
+        stack._loop.call_soon_threadsafe(stack.providers["j"].release)  # on the lab's loop
         wait_for(stack, "llm_judge_requests_total", 2, outcome="error")
         assert metric(stack, "llm_quality_score_count") == 0
 

@@ -130,6 +130,11 @@ class FaultTable:
             self._faults.clear()
         return count
 
+    def idle(self) -> bool:
+        """No fault is held (in force or expired but not yet dropped): a request needs no
+        matching. A read of one reference, without the lock: the proxy asks on every request."""
+        return not self._faults
+
     def active(self) -> list[ActiveFault]:
         now = self._clock()
         with self._lock:

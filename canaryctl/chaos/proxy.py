@@ -1,9 +1,16 @@
 """The fault proxy: a reverse proxy in front of one LLM provider that injects faults per request.
 
-Requests are streamed to the upstream with httpx and the answer streamed back untouched unless a
-fault hits. Faults act where a client would see them: before any byte (error, rate_limit,
-timeout, reset), before the upstream is asked (latency), inside an SSE stream (slow_first_token,
-stream_cut, stream_stall, malformed) or instead of the answer (empty_completion, content_filter).
+Requests go to the upstream with aiohttp and the answer comes back untouched unless a fault hits.
+Faults act where a client would see them: before any byte (error, rate_limit, timeout, reset),
+before the upstream is asked (latency), inside an SSE stream (slow_first_token, stream_cut,
+stream_stall, malformed) or instead of the answer (empty_completion, content_filter).
+
+While no fault is in force (the common case: a proxy left in front of a provider between drills)
+a request costs what relaying it costs and no more: the forwarding path is plain ASGI, below
+Starlette's routing and response classes; its body is neither parsed nor matched against
+anything; a streamed answer is relayed chunk by chunk as each network read brings it; nothing is
+logged. aiohttp rather than httpx for the same reason as the gateway's: its C parser and pool
+cost a fraction of httpx's per request (docs/chaos.md has the measured figures).
 
 The admin API lives under ADMIN_PREFIX on the same listener, answers loopback clients only unless
 told otherwise, and wants `Authorization: Bearer <token>`; only /metrics is open, for Prometheus.
@@ -26,16 +33,17 @@ import socket
 import struct
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager, suppress
+from urllib.parse import quote
 
-import httpx
+import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from pydantic import ValidationError
 from starlette.applications import Starlette
-from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from yarl import URL
 
 from canaryctl.chaos.admin import ADMIN_PREFIX, IDEMPOTENCY_KEY
 from canaryctl.chaos.faults import (
@@ -69,28 +77,34 @@ __all__ = ["ProxyMetrics", "create_proxy_app"]
 
 _HOP_BY_HOP = frozenset(
     {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
-        "accept-encoding",  # identity upstream, so SSE faults can read the events
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
+        b"host",
+        b"content-length",
+        b"accept-encoding",  # identity upstream (below), so SSE faults can read the events
     }
 )
+_IDENTITY = ("accept-encoding", "identity")
 _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 _EVENT_END = re.compile(rb"\r?\n\r?\n")
 _TRANSPORT = "canaryctl.transport"
 _STREAMED = ("text/event-stream", "application/x-ndjson")
 """Media types relayed chunk by chunk (OpenAI's SSE, Ollama's NDJSON); others are read whole."""
-_POOL = httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=2.0)
+_POOL_SIZE = 1000
+_KEEPALIVE = 2.0
 """Idle connections are dropped before servers commonly drop them (uvicorn: 5 s), so a request
 is never sent down a connection the upstream is closing."""
-_UPSTREAM_TIMEOUT = httpx.Timeout(300.0, connect=10.0)
+_UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=10.0, sock_read=300.0)
+_UPSTREAM_ERRORS = (aiohttp.ClientError, TimeoutError)
+_SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "Content-Type", "User-Agent")
+"""aiohttp adds none of its own headers: the upstream sees the client's."""
 
 
 class ProxyMetrics:
@@ -142,11 +156,18 @@ def create_proxy_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with httpx.AsyncClient(limits=_POOL, timeout=_UPSTREAM_TIMEOUT) as client:
-            proxy.client = client
+        connector = aiohttp.TCPConnector(
+            limit=_POOL_SIZE, keepalive_timeout=_KEEPALIVE, enable_cleanup_closed=True
+        )
+        async with aiohttp.ClientSession(
+            connector=connector,
+            timeout=_UPSTREAM_TIMEOUT,
+            auto_decompress=False,
+            skip_auto_headers=_SKIP_AUTO_HEADERS,
+        ) as session:
+            proxy.session = session
             yield
 
-    methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
     admin = [
         Route("/faults", proxy.list_faults, methods=["GET"]),
         Route("/faults", proxy.add_fault, methods=["POST"]),
@@ -154,13 +175,8 @@ def create_proxy_app(
         Route("/faults/{fault_id}", proxy.remove_fault, methods=["DELETE"]),
         Route("/metrics", proxy.metrics_endpoint, methods=["GET"]),
     ]
-    app = Starlette(
-        routes=[
-            Mount(ADMIN_PREFIX, routes=admin),
-            Route("/{path:path}", proxy.forward, methods=methods),
-        ],
-        lifespan=lifespan,
-    )
+    app = Starlette(routes=[Mount(ADMIN_PREFIX, routes=admin)], lifespan=lifespan)
+    app.add_middleware(_Forward, proxy=proxy)  # innermost: inside the limits `limited` adds
     return _KeepTransport(limited(app, _limits(max_body_bytes), _refused))
 
 
@@ -177,6 +193,25 @@ class _KeepTransport:
         await self.app(scope, receive, send)
 
 
+class _Forward:
+    """Sends every request outside the admin API to the proxy, past Starlette's routing."""
+
+    def __init__(self, app: ASGIApp, proxy: _Proxy) -> None:
+        self.app, self.proxy = app, proxy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or _is_admin(scope["path"]):
+            await self.app(scope, receive, send)
+        elif scope["method"] not in _METHODS:
+            await JSONResponse({"error": "method not allowed"}, 405)(scope, receive, send)
+        else:
+            await self.proxy.forward(scope, receive, send)
+
+
+def _is_admin(path: str) -> bool:
+    return path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/")
+
+
 async def _drop_connection(scope: Scope) -> bool:
     """Close the client's connection with an RST; False when the server hides its transport."""
     transport = scope.get(_TRANSPORT)
@@ -188,6 +223,12 @@ async def _drop_connection(scope: Scope) -> bool:
     transport.abort()
     await asyncio.sleep(0)  # let the server see the connection go before the app returns
     return True
+
+
+def _client_gone(scope: Scope) -> bool:
+    """Whether the client has hung up; never, under a server that hides its transport."""
+    transport = scope.get(_TRANSPORT)
+    return transport is not None and transport.is_closing()
 
 
 def _limits(max_body_bytes: int) -> ServerLimits:
@@ -202,7 +243,17 @@ def _refused(scope: Scope, message: str) -> dict[str, object]:
     return {"error": {"message": f"chaos proxy: {message}", "type": "invalid_request_error"}}
 
 
-def _facts(request: Request, body: bytes) -> RequestFacts:
+async def _body(receive: Receive) -> bytes:
+    """The request's body: one message under LimitBody, which has read it whole already."""
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    while message.get("more_body", False):
+        message = await receive()
+        body += message.get("body", b"")
+    return body
+
+
+def _facts(scope: Scope, body: bytes) -> RequestFacts:
     model, stream = None, False
     try:
         data = parse_json(body) if body else None
@@ -211,8 +262,8 @@ def _facts(request: Request, body: bytes) -> RequestFacts:
     if isinstance(data, dict):
         model = data.get("model") if isinstance(data.get("model"), str) else None
         stream = data.get("stream") is True
-    headers = {k.lower(): v for k, v in request.headers.items()}
-    return RequestFacts(request.url.path, model, stream, headers)
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    return RequestFacts(scope["path"], model, stream, headers)
 
 
 async def _events(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -241,7 +292,7 @@ class _Proxy:
         self.table = table
         self.rng = rng
         self.metrics = ProxyMetrics()
-        self.client: httpx.AsyncClient
+        self.session: aiohttp.ClientSession
         self.admin_from_anywhere = admin_from_anywhere
         self._token = token
 
@@ -299,127 +350,171 @@ class _Proxy:
 
     # -- the proxy --
 
-    async def forward(self, request: Request) -> Response:
-        body = await request.body()
-        facts = _facts(request, body)
+    async def forward(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = await _body(receive)
         self.metrics.requests.inc()
+        if self.table.idle():  # no fault in force: nothing to parse, match or roll
+            await self._relay(scope, send, body)
+            return
+        facts = _facts(scope, body)
         fault = self.table.pick(facts, self.rng)
         if fault is None:
-            return await self._pass(request, body)
+            await self._relay(scope, send, body)
+            return
         spec = fault.spec
         self.metrics.injected.labels(fault=spec.fault).inc()
         shape = shape_for(facts.path, spec.shape)
+        response: Response | None = None
         match spec.fault:
             case "error":
                 status = spec.status or 503
-                return JSONResponse(error_body(status, shape), status)
+                response = JSONResponse(error_body(status, shape), status)
             case "rate_limit":
                 headers = rate_limit_headers(spec.retry_after or 1.0)
-                return JSONResponse(error_body(429, shape), 429, headers=headers)
+                response = JSONResponse(error_body(429, shape), 429, headers=headers)
             case "reset":
-                if await _drop_connection(request.scope):
-                    return Response(status_code=502)  # never sent: the connection is gone
-                return _cut_short()
+                if await _drop_connection(scope):
+                    return  # nothing more can reach the client: the connection is gone
+                response = _cut_short()
             case "timeout":
-                await self._hold(request, fault)
-                return JSONResponse(error_body(504, shape), 504)
+                await self._hold(receive, fault)
+                response = JSONResponse(error_body(504, shape), 504)
             case "empty_completion" | "content_filter" as kind:
                 model = facts.model or "unknown"
                 if facts.stream:
                     events = synthetic_stream(model, kind, shape)
-                    return StreamingResponse(_iterate(events), media_type="text/event-stream")
-                return JSONResponse(synthetic_completion(model, kind, shape))
+                    response = StreamingResponse(_iterate(events), media_type="text/event-stream")
+                else:
+                    response = JSONResponse(synthetic_completion(model, kind, shape))
             case "latency":
                 await asyncio.sleep(draw_delay(spec, self.rng))
-                return await self._pass(request, body)
-        return await self._pass(request, body, fault)
+                await self._relay(scope, send, body)
+                return
+        if response is not None:
+            await response(scope, receive, send)
+        else:
+            await self._relay(scope, send, body, receive, fault)
 
-    async def _hold(self, request: Request, fault: ActiveFault) -> None:
+    async def _hold(self, receive: Receive, fault: ActiveFault) -> None:
         """Until the client hangs up or the fault expires, whichever comes first."""
 
         async def hung_up() -> None:
-            while (await request.receive())["type"] != "http.disconnect":
+            while (await receive())["type"] != "http.disconnect":
                 pass
 
         remaining = max(0.0, fault.expires_at - self.table.now())
         with suppress(TimeoutError):
             await asyncio.wait_for(hung_up(), remaining)
 
-    async def _pass(
-        self, request: Request, body: bytes, fault: ActiveFault | None = None
-    ) -> Response:
-        url = self.upstream + request.url.path
-        if request.url.query:
-            url += "?" + request.url.query
-        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP]
-        try:
-            outgoing = self.client.build_request(request.method, url, headers=headers, content=body)
-        except (httpx.InvalidURL, UnicodeError):
-            message = "chaos proxy: the request's path cannot be forwarded"
-            return JSONResponse(
-                {"error": {"message": message, "type": "invalid_request_error"}}, 400
-            )
-        try:
-            upstream = await self.client.send(outgoing, stream=True)
-        except httpx.HTTPError as exc:
-            return await self._upstream_failed(exc)
-        kept = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP}
-        media = upstream.headers.get("content-type", "")
-        if not media.startswith(_STREAMED):
-            # A whole answer is read whole: cheaper than relaying it, and just as faithful.
-            try:
-                content = await upstream.aread()
-            except httpx.HTTPError:
-                return await self._upstream_failed(upstream)
-            finally:
-                await upstream.aclose()
-            if fault is not None and fault.spec.fault == "malformed":
-                content = content[: len(content) // 2]
-            return Response(content, upstream.status_code, headers=kept)
-        if fault is None:
-            chunks = self._relay(upstream, upstream.aiter_raw())
-        else:
-            chunks = self._relay(upstream, self._faulty_stream(request, upstream, fault))
-        close = BackgroundTask(upstream.aclose)
-        return StreamingResponse(chunks, upstream.status_code, headers=kept, background=close)
-
-    async def _upstream_failed(self, cause: httpx.HTTPError | httpx.Response) -> Response:
-        self.metrics.upstream_errors.inc()
-        what = type(cause).__name__ if isinstance(cause, Exception) else "cut its answer short"
-        message = f"chaos proxy: upstream {redact_url(self.upstream)} failed ({what})"
-        return JSONResponse({"error": {"message": message, "type": "upstream_error"}}, 502)
-
-    @staticmethod
     async def _relay(
-        upstream: httpx.Response, chunks: AsyncIterator[bytes]
-    ) -> AsyncIterator[bytes]:
+        self,
+        scope: Scope,
+        send: Send,
+        body: bytes,
+        receive: Receive | None = None,
+        fault: ActiveFault | None = None,
+    ) -> None:
+        """The upstream's answer to the request, sent on as it comes; `fault` (with `receive`,
+        to see the client hang up) changes a stream or a body on the way."""
+        path = scope.get("raw_path") or quote(scope["path"]).encode()  # as the client wrote it
+        url = self.upstream + path.decode("latin-1")
+        if scope["query_string"]:
+            url += "?" + scope["query_string"].decode("latin-1")
+        headers = [
+            (k.decode("latin-1"), v.decode("latin-1"))
+            for k, v in scope["headers"]
+            if k not in _HOP_BY_HOP
+        ]
+        headers.append(_IDENTITY)
         try:
-            async for chunk in chunks:
-                yield chunk
-        except httpx.HTTPError:
-            pass  # the upstream cut us off: the client sees its stream end short, as we did
+            target = URL(url, encoded=True)
+        except (ValueError, TypeError):
+            await _unforwardable(scope, send)
+            return
+        try:
+            upstream = await self.session.request(
+                scope["method"], target, headers=headers, data=body, allow_redirects=False
+            )
+        except aiohttp.InvalidURL:
+            await _unforwardable(scope, send)
+            return
+        except _UPSTREAM_ERRORS as exc:
+            await self._upstream_failed(scope, send, type(exc).__name__)
+            return
+        try:
+            kept = [(k.lower(), v) for k, v in upstream.raw_headers if k.lower() not in _HOP_BY_HOP]
+            if not upstream.headers.get("content-type", "").startswith(_STREAMED):
+                # A whole answer is read whole: cheaper than relaying it, and just as faithful.
+                try:
+                    content = await upstream.read()
+                except _UPSTREAM_ERRORS:
+                    await self._upstream_failed(scope, send, "cut its answer short")
+                    return
+                if fault is not None and fault.spec.fault == "malformed":
+                    content = content[: len(content) // 2]
+                kept.append((b"content-length", str(len(content)).encode()))
+                start = {"type": "http.response.start", "status": upstream.status, "headers": kept}
+                await send(start)
+                await send({"type": "http.response.body", "body": content})
+                return
+            await send({"type": "http.response.start", "status": upstream.status, "headers": kept})
+            if fault is None or receive is None:
+                chunks = upstream.content.iter_any()
+            else:
+                chunks = self._faulty_stream(scope, receive, upstream, fault)
+            await _send_stream(scope, send, chunks)
         finally:
-            await upstream.aclose()
+            upstream.release()
+
+    async def _upstream_failed(self, scope: Scope, send: Send, what: str) -> None:
+        self.metrics.upstream_errors.inc()
+        message = f"chaos proxy: upstream {redact_url(self.upstream)} failed ({what})"
+        response = JSONResponse({"error": {"message": message, "type": "upstream_error"}}, 502)
+        await response(scope, _no_receive, send)
 
     async def _faulty_stream(
-        self, request: Request, upstream: httpx.Response, fault: ActiveFault
+        self, scope: Scope, receive: Receive, upstream: aiohttp.ClientResponse, fault: ActiveFault
     ) -> AsyncIterator[bytes]:
         spec = fault.spec
         after = spec.after_chunks if spec.after_chunks is not None else 1
         sent = 0
-        async for event in _events(upstream.aiter_raw()):
+        async for event in _events(upstream.content.iter_any()):
             if spec.fault == "slow_first_token" and sent == 0:
                 await asyncio.sleep(spec.delay if spec.delay is not None else 1.0)
             elif sent == after and spec.fault == "stream_cut":
-                if not await _drop_connection(request.scope):
+                if not await _drop_connection(scope):
                     raise _StreamCut
                 return
             elif sent == after and spec.fault == "stream_stall":
-                await self._hold(request, fault)
+                await self._hold(receive, fault)
             elif sent == after and spec.fault == "malformed":
                 event = broken_chunk()
             sent += 1
             yield event
+
+
+async def _send_stream(scope: Scope, send: Send, chunks: AsyncIterator[bytes]) -> None:
+    """Each chunk as it comes, until the stream ends, the upstream cuts it (the client sees it
+    end short, as we did) or the client hangs up (nothing more is read from the upstream)."""
+    try:
+        async for chunk in chunks:
+            if _client_gone(scope):
+                return
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    except _UPSTREAM_ERRORS:
+        pass
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def _unforwardable(scope: Scope, send: Send) -> None:
+    message = "chaos proxy: the request's path cannot be forwarded"
+    response = JSONResponse({"error": {"message": message, "type": "invalid_request_error"}}, 400)
+    await response(scope, _no_receive, send)
+
+
+async def _no_receive() -> Message:
+    """What a response that never reads its request is given to receive from."""
+    return {"type": "http.disconnect"}
 
 
 class _StreamCut(Exception):
