@@ -1010,6 +1010,12 @@ def _backtest_outcomes(row: dict[str, Any]) -> str:
 
 def backtest(data: dict[str, Any]) -> str:
     r = _results(data)
+    for name, row in r["rows"].items():
+        if row["read_seconds"] + row["replay_seconds"] > row["wall_seconds"]:
+            raise ValueError(
+                f"backtest.json, {name}: reading and replaying take longer than the command "
+                "that ran them; they were not timed within that run"
+            )
     rows = [
         [
             name,
@@ -1027,7 +1033,7 @@ def backtest(data: dict[str, Any]) -> str:
     note = (
         f"{r['days']} days scraped every {num(r['scrape_seconds'])} s, backtested at a "
         f"{num(r['step_seconds'])} s step ({num(r['points_per_query'])} points per query); "
-        "reading and replaying are measured in-process, the wall clock by the command itself. "
+        "reading and replaying are timed inside the same run of the command as its wall clock. "
         "The A/B canary serves the same model (no incident planted): its rollbacks are false "
         "ones too."
     )
