@@ -76,13 +76,16 @@ def test_the_report_finds_the_planted_driver_and_the_redundant_job(stack: LabSta
     assert best["change"] == "downgrade it" and "gpt-4o-mini" in best["how"]
     assert 0.9 * digest["cost_usd"] < best["saving_usd"] < digest["cost_usd"]
     assert {a["change"] for a in digest["actions"]} >= {"batch it", "budget it"}
-    # The planted redundant job leads the repeats, near its 40% (the first requests of a job
-    # are counted as `other` until it is found heavy, and a repeat sent while the first is in
-    # flight is not yet a repeat); the fresh-question jobs are not redundant.
+    # The planted redundant job has the largest share of repeats, near its 40% (the first
+    # requests of a job are counted as `other` until it is found heavy, and a repeat sent while
+    # the first is in flight is not yet a repeat); the fresh-question jobs are not redundant.
     repeats = {(r["route"], r["job"]): r for r in report["repeats"]}
     reindex = repeats[("index", "reindex")]
     assert 0.25 < reindex["share"] < 0.5, reindex
-    assert report["repeats"][0]["job"] == "reindex"
+    assert max(report["repeats"], key=lambda r: r["share"])["job"] == "reindex"
+    # Listed costliest first (docs/cost.md): a few GPT-4-turbo repeats may outrank it.
+    costs = [r["redundant_cost_usd"] for r in report["repeats"]]
+    assert costs == sorted(costs, reverse=True)
     assert repeats[("digest", "nightly-digest")]["share"] < 0.05
     # Cache hits on faq's temperature-0 repeats, and what they saved.
     assert report["cache"]["hits"] > 10 and report["cache"]["saved_usd"] > 0
