@@ -20,7 +20,7 @@ from canaryctl.cli import main
 from canaryctl.lab import LabStack
 from canaryctl.runbook import load_document
 from canaryctl.runbook.lab import Lab
-from tests.test_report import screenshot
+from tests.test_report import rendered, screenshot
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.e2e
@@ -142,6 +142,11 @@ def test_the_page_shows_the_breakdown_as_charts_and_renders_in_chromium(
     assert not re.search(r"<script|<link|<img|\bsrc=|\bhref=|url\(|@import", html)
     assert not re.search(r"https?://(?!www\.w3\.org/2000/svg)", html)
     screenshot(tmp_path, page)
+    # What Chromium draws: a bar per slice on one scale per chart, nightly-digest's near 90%.
+    dom = rendered(tmp_path, page)
+    for dimension in ("route", "model", "tier", "team", "job", "user"):
+        assert f'class="bars {dimension}"' in dom, dimension
+    assert re.search(r'<g class="bar" data-name="nightly-digest" data-share="0\.[89]', dom)
 
 
 def test_bad_input_is_exit_2_and_a_dead_gateway_exit_3() -> None:

@@ -40,6 +40,7 @@ from canaryctl.flags import FlagClaim, MemoryFlagStore
 from canaryctl.metrics import Observation, ScriptedMetricsSource, VariantStats
 from canaryctl.runbook import Rollout, load_document
 from canaryctl.runbook.rollout import AnalysisSpec, SloSpec
+from tests.test_report import rendered, screenshot
 
 T0 = 1_700_000_000.0
 BASELINE, CANARY = "gpt-4-turbo", "gpt-4o-mini"
@@ -544,6 +545,26 @@ def test_a_backtest_with_a_shadow_step_replays_the_live_steps_as_the_run_made_th
     replayed = json.loads(out.output)["replay"]
     assert replayed["outcome"] == "rolled_back"
     assert replayed["reason"] == result.reason
+
+
+def test_the_report_of_a_shadowed_run_marks_the_shadow_step_in_chromium(
+    world: Callable[..., World], tmp_path: Path
+) -> None:
+    """The page of a run with a shadow step, as Chromium draws it: the step is a band in each
+    panel (the live weight stays at 0% under it), the canary and the baseline both drawn."""
+    w = world()
+    result = w.run()
+    assert result.exit_code == 0, result.reason
+    page = tmp_path / "shadowed.html"
+    args = ["report", str(result.run_id), "--state", str(w.store.path), "--html", str(page)]
+    out = CliRunner().invoke(main, args)
+    assert out.exit_code == 0, out.output
+    dom = rendered(tmp_path, page)
+    assert dom.count('class="shadow-step"') == 3  # weight, error rate and p95 panels
+    assert "shadow (mirrored)" in dom
+    # The scripted counts carry no latencies: the error-rate panel draws both roles.
+    assert dom.count('class="series canary"') == 1 and dom.count('class="series baseline"') == 1
+    screenshot(tmp_path, page)
 
 
 def test_a_backtest_counts_the_runs_live_analyses_apart_from_its_shadow_ones(
