@@ -58,6 +58,8 @@ BENCHMARKS = {
     "benchmarks/results/demo_duration.json": "python benchmarks/demo_duration.py",
     "benchmarks/results/gate_runs.json": "python benchmarks/gate_runs.py",
     "benchmarks/results/backtest.json": "python benchmarks/backtest.py",
+    "benchmarks/results/abort_delay.json": "python benchmarks/abort_delay.py --runs 3",
+    "benchmarks/results/experiment_example.json": "python benchmarks/experiment_example.py",
     "benchmarks/results/controller_scale.json": "python benchmarks/controller_scale.py",
     "benchmarks/results/fault_suite.json": "python benchmarks/fault_suite.py --faults 200",
     "benchmarks/results/embeddings_batching.json": "python benchmarks/embeddings_batching.py",
@@ -1051,6 +1053,28 @@ def backtest_inline(data: dict[str, Any]) -> str:
     )
 
 
+def abort_delay_inline(data: dict[str, Any]) -> str:
+    r = _results(data)
+    load = data["machine"]["load_average_before"][0]
+    return (
+        f"in a median {num(r['median_seconds'], 1)} s, at most {num(r['max_seconds'], 1)} s "
+        f"over {len(r['runs'])} aborts by alert and by API, from the request to the flag "
+        f"restored ({data['machine']['cpus']} cores, load average {num(load, 1)} before; "
+        f"`{data['command']}`)"
+    )
+
+
+def experiment_example(data: dict[str, Any]) -> str:
+    r = _results(data)
+    status = r["status_text"].rstrip("\n")
+    return (
+        f"```\n$ canaryctl experiment status -o text\n{status}\n```\n\n"
+        f"`{r['experiment']}` as shipped, on `{r['lab']}` (only its port and flag file moved): "
+        f"`experiment run` exited {r['exit_code']} after {num(r['wall_seconds'] / 60, 1)} "
+        "minutes."
+    )
+
+
 def controller_scale(data: dict[str, Any]) -> str:
     rows = []
     for backend, figures in _results(data).items():
@@ -1402,6 +1426,8 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "demo-duration-inline": demo_duration_inline,
     "backtest": backtest,
     "backtest-inline": backtest_inline,
+    "abort-delay-inline": abort_delay_inline,
+    "experiment-example": experiment_example,
     "controller-scale": controller_scale,
     "fault-suite": fault_suite,
     "embeddings-batching": embeddings_batching,
