@@ -778,3 +778,66 @@ def test_chaos_in_front_of_claude_is_read_as_claudes_own_failures(tmp_path: Path
     assert overloaded.headers["x-canaryctl-model"] == "gpt-4"
     assert refused.choices[0].finish_reason == "content_filter"
     assert (moves, filtered) == (1, 1)
+
+
+def test_load_refusals_on_v1_messages_carry_anthropics_error_types(tmp_path: Path) -> None:
+    """Past the server's in-flight limits (refused before any route runs), /v1/messages answers
+    429 rate_limit_error and 503 overloaded_error, as Anthropic's clients expect, not the
+    request_too_large they said before."""
+    from canaryctl.gateway import create_app
+    from canaryctl.runbook.gateway import GatewaySpec
+
+    _flags(tmp_path / "flags.json", ["gpt-4"])
+    spec = GatewaySpec.model_validate(
+        {
+            "flags": {"provider": "file", "path": str(tmp_path / "flags.json")},
+            "routes": [{"name": "r-gpt-4", "flag": "f-gpt-4", "default_model": "gpt-4"}],
+            "models": [{"name": "gpt-4", "base_url": "http://127.0.0.1:9"}],
+            "limits": {"max_in_flight": 2, "max_in_flight_per_client": 1},
+        }
+    )
+    app = create_app(spec)
+
+    def scope(client: str) -> dict[str, Any]:
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"100")]
+        return {"type": "http", "method": "POST", "path": "/v1/messages", "headers": headers,
+                "client": (client, 5000), "query_string": b"", "scheme": "http",
+                "server": ("127.0.0.1", 80), "http_version": "1.1", "root_path": ""}  # fmt: skip
+
+    async def scenario() -> list[tuple[int, dict[str, Any]]]:
+        release, entered = asyncio.Event(), asyncio.Semaphore(0)
+
+        async def held() -> dict[str, Any]:  # a body that does not come: in flight meanwhile
+            entered.release()
+            await release.wait()
+            return {"type": "http.disconnect"}
+
+        async def ignore(message: dict[str, Any]) -> None:
+            return None
+
+        answers: list[tuple[int, dict[str, Any]]] = []
+
+        async def refused(client: str) -> None:
+            sent: list[dict[str, Any]] = []
+
+            async def send(message: dict[str, Any]) -> None:
+                sent.append(message)
+
+            await app(scope(client), held, send)
+            answers.append((sent[0]["status"], json.loads(sent[1]["body"])))
+
+        first = asyncio.create_task(app(scope("10.0.0.1"), held, ignore))
+        await entered.acquire()
+        await refused("10.0.0.1")  # a second from one address: 429
+        second = asyncio.create_task(app(scope("10.0.0.2"), held, ignore))
+        await entered.acquire()
+        await refused("10.0.0.3")  # a third in all: 503
+        release.set()
+        await asyncio.gather(first, second)
+        return answers
+
+    (limited, limited_body), (busy, busy_body) = asyncio.run(scenario())
+    assert limited == 429 and limited_body["type"] == "error"
+    assert limited_body["error"]["type"] == "rate_limit_error"
+    assert "requests in flight from your address" in limited_body["error"]["message"]
+    assert busy == 503 and busy_body["error"]["type"] == "overloaded_error"

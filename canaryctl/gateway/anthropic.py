@@ -54,6 +54,7 @@ _ERROR_TYPES = {
     413: "request_too_large",
     429: "rate_limit_error",
     500: "api_error",
+    503: "overloaded_error",  # a server past its load limits; Anthropic's own says 529
     504: "timeout_error",
     529: "overloaded_error",
 }
