@@ -59,7 +59,9 @@ BENCHMARKS = {
     "benchmarks/results/gate_runs.json": "python benchmarks/gate_runs.py",
     "benchmarks/results/backtest.json": "python benchmarks/backtest.py",
     "benchmarks/results/abort_delay.json": "python benchmarks/abort_delay.py --runs 3",
-    "benchmarks/results/experiment_example.json": "python benchmarks/experiment_example.py",
+    "benchmarks/results/experiment_example.json": (
+        "python benchmarks/experiment_example.py --minutes 20"
+    ),
     "benchmarks/results/controller_scale.json": "python benchmarks/controller_scale.py",
     "benchmarks/results/fault_suite.json": "python benchmarks/fault_suite.py --faults 200",
     "benchmarks/results/embeddings_batching.json": "python benchmarks/embeddings_batching.py",
@@ -1071,7 +1073,12 @@ def experiment_example(data: dict[str, Any]) -> str:
         f"```\n$ canaryctl experiment status -o text\n{status}\n```\n\n"
         f"`{r['experiment']}` as shipped, on `{r['lab']}` (only its port and flag file moved): "
         f"`experiment run` exited {r['exit_code']} after {num(r['wall_seconds'] / 60, 1)} "
-        "minutes."
+        "minutes"
+        + (
+            " (stopped then by Ctrl-C, which put the flag back)."
+            if r.get("stopped_after_minutes") and r["exit_code"] == 130
+            else "."
+        )
     )
 
 
