@@ -1070,7 +1070,10 @@ def experiment_example(data: dict[str, Any]) -> str:
     r = _results(data)
     status = r["status_text"].rstrip("\n")
     return (
-        f"```\n$ canaryctl experiment status -o text\n{status}\n```\n\n"
+        "```console not-run: printed by benchmarks/experiment_example.py, a run of the shipped "
+        "example on the shipped lab (the caption says how long); tests/test_examples.py runs it "
+        "with a fast clock\n"
+        f"$ canaryctl experiment status -o text\n{status}\n```\n\n"
         f"`{r['experiment']}` as shipped, on `{r['lab']}` (only its port and flag file moved): "
         f"`experiment run` exited {r['exit_code']} after {num(r['wall_seconds'] / 60, 1)} "
         "minutes"
