@@ -58,6 +58,10 @@ BENCHMARKS = {
     "benchmarks/results/demo_duration.json": "python benchmarks/demo_duration.py",
     "benchmarks/results/gate_runs.json": "python benchmarks/gate_runs.py",
     "benchmarks/results/backtest.json": "python benchmarks/backtest.py",
+    "benchmarks/results/abort_delay.json": "python benchmarks/abort_delay.py --runs 3",
+    "benchmarks/results/experiment_example.json": (
+        "python benchmarks/experiment_example.py --minutes 20"
+    ),
     "benchmarks/results/controller_scale.json": "python benchmarks/controller_scale.py",
     "benchmarks/results/controller_scale_real.json": "python benchmarks/controller_scale.py --real",
     "benchmarks/results/controller_scale_real_issue.json": (
@@ -1015,6 +1019,12 @@ def _backtest_outcomes(row: dict[str, Any]) -> str:
 
 def backtest(data: dict[str, Any]) -> str:
     r = _results(data)
+    for name, row in r["rows"].items():
+        if row["read_seconds"] + row["replay_seconds"] > row["wall_seconds"]:
+            raise ValueError(
+                f"backtest.json, {name}: reading and replaying take longer than the command "
+                "that ran them; they were not timed within that run"
+            )
     rows = [
         [
             name,
@@ -1032,7 +1042,7 @@ def backtest(data: dict[str, Any]) -> str:
     note = (
         f"{r['days']} days scraped every {num(r['scrape_seconds'])} s, backtested at a "
         f"{num(r['step_seconds'])} s step ({num(r['points_per_query'])} points per query); "
-        "reading and replaying are measured in-process, the wall clock by the command itself. "
+        "reading and replaying are timed inside the same run of the command as its wall clock. "
         "The A/B canary serves the same model (no incident planted): its rollbacks are false "
         "ones too."
     )
@@ -1047,6 +1057,36 @@ def backtest_inline(data: dict[str, Any]) -> str:
         f"a week of one-minute data for one route backtests in {num(fastest['wall_seconds'], 1)}"
         f"{DASH}{num(slowest['wall_seconds'], 1)} s ({num(fastest['rollouts'])}{DASH}"
         f"{num(slowest['rollouts'])} rollouts, `{data['command']}`)"
+    )
+
+
+def abort_delay_inline(data: dict[str, Any]) -> str:
+    r = _results(data)
+    load = data["machine"]["load_average_before"][0]
+    return (
+        f"in a median {num(r['median_seconds'], 1)} s, at most {num(r['max_seconds'], 1)} s "
+        f"over {len(r['runs'])} aborts by alert and by API, from the request to the flag "
+        f"restored ({data['machine']['cpus']} cores, load average {num(load, 1)} before; "
+        f"`{data['command']}`)"
+    )
+
+
+def experiment_example(data: dict[str, Any]) -> str:
+    r = _results(data)
+    status = r["status_text"].rstrip("\n")
+    return (
+        "```console not-run: printed by benchmarks/experiment_example.py, a run of the shipped "
+        "example on the shipped lab (the caption says how long); tests/test_examples.py runs it "
+        "with a fast clock\n"
+        f"$ canaryctl experiment status -o text\n{status}\n```\n\n"
+        f"`{r['experiment']}` as shipped, on `{r['lab']}` (only its port and flag file moved): "
+        f"`experiment run` exited {r['exit_code']} after {num(r['wall_seconds'] / 60, 1)} "
+        "minutes"
+        + (
+            " (stopped then by Ctrl-C, which put the flag back)."
+            if r.get("stopped_after_minutes") and r["exit_code"] == 130
+            else "."
+        )
     )
 
 
@@ -1457,6 +1497,8 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "demo-duration-inline": demo_duration_inline,
     "backtest": backtest,
     "backtest-inline": backtest_inline,
+    "abort-delay-inline": abort_delay_inline,
+    "experiment-example": experiment_example,
     "controller-scale": controller_scale,
     "controller-scale-real": controller_scale_real,
     "controller-scale-real-inline": controller_scale_real_inline,

@@ -59,8 +59,9 @@ _CLIP = 64
 _RETRY_AFTER = b"1"
 """Seconds a client refused for load (429, 503) is asked to wait: in-flight requests end fast."""
 
-RenderError = Callable[["Scope", str], dict[str, Any]]
-"""The JSON body of an error for a request, in the dialect its route speaks."""
+RenderError = Callable[["Scope", int, str], dict[str, Any]]
+"""The JSON body of an error (its status, its message) for a request, in the dialect its route
+speaks: a dialect whose error types follow the status (Anthropic's) needs the status."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ class ServerLimits:
             raise ValueError("max_buffered_bytes must hold at least one body of max_body_bytes")
 
 
-def plain_error(scope: Scope, message: str) -> dict[str, Any]:
+def plain_error(scope: Scope, status: int, message: str) -> dict[str, Any]:
     """An error body for a server without a dialect of its own: `{"error": message}`."""
     return {"error": message}
 
@@ -128,14 +129,14 @@ class LimitInFlight:
         retry = (b"retry-after", _RETRY_AFTER)
         if self.total >= self.limits.max_in_flight:
             message = f"the server has {self.total} requests in flight, its most; retry shortly"
-            await _refuse(send, 503, self.render(scope, message), retry)
+            await _refuse(send, 503, self.render(scope, 503, message), retry)
             return
         if self.by_client[client] >= self.limits.max_in_flight_per_client:
             message = (
                 f"{self.by_client[client]} requests in flight from your address, the most "
                 "allowed; wait for one to end"
             )
-            await _refuse(send, 429, self.render(scope, message), retry)
+            await _refuse(send, 429, self.render(scope, 429, message), retry)
             return
         self.total += 1
         self.by_client[client] += 1
@@ -303,11 +304,11 @@ class LimitBody:
 
     async def _too_big(self, scope: Scope, send: Send) -> None:
         message = f"the request body is larger than {self.max_bytes} bytes"
-        await _refuse(send, 413, self.render(scope, message))
+        await _refuse(send, 413, self.render(scope, 413, message))
 
     async def _busy(self, scope: Scope, send: Send) -> None:
         message = "the server holds as many request bodies as it may; retry shortly"
-        await _refuse(send, 503, self.render(scope, message), (b"retry-after", _RETRY_AFTER))
+        await _refuse(send, 503, self.render(scope, 503, message), (b"retry-after", _RETRY_AFTER))
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -70,7 +70,7 @@ def test_any_openai_request_the_gateway_accepts_translates(
 def test_any_messages_request_the_gateway_accepts_translates_or_is_refused(
     messages: list[dict[str, Any]], extra: dict[str, Any]
 ) -> None:
-    body = {"model": "r", "messages": messages, **extra}
+    body = {"model": "r", "messages": messages, "max_tokens": 10, **extra}
     if shape_problem("anthropic", body):
         return
     chat = anthropic.chat_from_messages(body)
@@ -134,3 +134,25 @@ def test_any_chunks_encode_as_events(chunks: list[dict[str, Any]]) -> None:
     names = [e.split("\n", 1)[0].removeprefix("event: ") for e in events]
     assert names[0] == "message_start" and names[-2:] == ["message_delta", "message_stop"]
     assert names.count("content_block_start") == names.count("content_block_stop")
+
+
+def test_a_messages_request_without_max_tokens_is_refused_as_anthropic_refuses_it() -> None:
+    """Anthropic requires max_tokens, at least 1; the gateway's 400 says so in its words."""
+    turns = [{"role": "user", "content": "Hi"}]
+    assert anthropic.chat_from_messages({"model": "r", "messages": turns}) == (
+        "max_tokens: Field required"
+    )
+    for count in (0, -1):
+        body = {"model": "r", "messages": turns, "max_tokens": count}
+        assert shape_problem("anthropic", body) == (
+            "max_tokens: must be a whole number from 1 to 10000000"
+        )
+    assert shape_problem("anthropic", {"model": "r", "messages": turns, "max_tokens": 1}) is None
+
+
+def test_a_message_id_is_the_completion_id_as_a_message_id() -> None:
+    """Anthropic's ids start msg_; the gateway's signed part is kept, so feedback reads it."""
+    completion = {"id": "chatcmpl-abc.def", "model": "m", "choices": [], "usage": {}}
+    assert anthropic.message_from_completion(completion)["id"] == "msg_abc.def"
+    events = anthropic.EventEncoder("m").feed({"id": "chatcmpl-abc.def", "choices": []})
+    assert '"id": "msg_abc.def"' in events[0]

@@ -30,12 +30,23 @@ class CountingStore:
             self.opened += 1
             if self.opened == 3:  # the first refresh read the list and run 1
                 with StateStore(self.path) as store:
-                    run = store.create_run(name="late-arrival", runbook=self.runbook,
-                                           host="other", pid=1, version="test", started_at=1.7e9,
-                                           prior_flag=FlagSnapshot("support-bot-model", 1, {}),
-                                           phase="progressing", state={"weight": 25, "item": 0})
-                    store.record_event(run, "phase", {"from": "pending", "to": "paused",
-                                       "reason": "holding 25% for review"}, at=1.7e9 + 5)
+                    run = store.create_run(
+                        name="late-arrival",
+                        runbook=self.runbook,
+                        host="other",
+                        pid=1,
+                        version="test",
+                        started_at=1.7e9,
+                        prior_flag=FlagSnapshot("support-bot-model", 1, {}),
+                        phase="progressing",
+                        state={"weight": 25, "item": 0},
+                    )
+                    store.record_event(
+                        run,
+                        "phase",
+                        {"from": "pending", "to": "paused", "reason": "holding 25% for review"},
+                        at=1.7e9 + 5,
+                    )
                     store.record_event(run, "analysis", self.verdict, at=1.7e9 + 10)  # fmt: skip
         return StateStore(self.path)
 
@@ -54,7 +65,7 @@ def test_the_live_page_draws_the_runs_and_refreshes_without_reloading(tmp_path: 
             capture_output=True, text=True, timeout=120, cwd=tmp_path,
         )  # fmt: skip
     dom = done.stdout
-    assert "<table id=\"runs\">" in dom or 'id="runs"' in dom, done.stderr[-2000:]
+    assert '<table id="runs">' in dom or 'id="runs"' in dom, done.stderr[-2000:]
     refreshes = int(re.search(r'data-refreshes="(\d+)"', dom).group(1))  # type: ignore[union-attr]
     assert refreshes >= 2
     # Run 2 arrived after the first refresh: shown, and chosen because it is still running.
@@ -64,6 +75,8 @@ def test_the_live_page_draws_the_runs_and_refreshes_without_reloading(tmp_path: 
     assert opener.opened >= 3 + 2  # more refreshes after the run arrived
     # The chart is the report's drawing of run 2.
     assert dom.count('<svg xmlns="http://www.w3.org/2000/svg" class="timeline"') == 1
+    # Both roles in both panels, as the report draws them: the baseline beside the canary.
+    assert dom.count('class="series baseline"') == 2 and dom.count('class="series canary"') == 2
     # Its verdicts and the reason of its decision, as text.
     slos = re.search(r'<table id="slos">(.*?)</table>', dom, re.S).group(1)  # type: ignore[union-attr]
     assert slos.count("<tr>") == 1 + 2 and '<span class="fail">fail</span>' in slos

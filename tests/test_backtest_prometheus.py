@@ -24,7 +24,7 @@ from binaries import require_binary
 from click.testing import CliRunner
 from prometheus_server import running_prometheus
 from recorded_series import Recording, backfill, in_memory, record
-from test_report import screenshot
+from test_report import rendered, screenshot
 
 from canaryctl.backtest.replay import replay
 from canaryctl.backtest.series import A, B
@@ -132,6 +132,11 @@ def test_a_planted_incident_is_caught_with_the_delay_the_counts_give(recorded: R
     assert "caught by 1 of 1 rollouts running" in html
     assert not re.search(r"<script|<link|<img|\bsrc=|\bhref=|url\(|@import", html)
     screenshot(recorded.workdir, page)
+    # What Chromium draws: every rollout's bar, the rollbacks, the incident, the legend.
+    dom = rendered(recorded.workdir, page)
+    assert dom.count('class="rollout ') == HOURS
+    assert dom.count('class="rollback"') == len(rolled_back) and 'class="incident"' in dom
+    assert '<g class="legend">' in dom
     # `report` draws the same page from the saved JSON.
     saved, again = recorded.workdir / "backtest.json", recorded.workdir / "again.html"
     saved.write_text(json.dumps(data))

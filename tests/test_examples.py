@@ -8,11 +8,16 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 import yaml
+from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
+from canaryctl.cli.main import main
+from canaryctl.controller import StateStore
 from canaryctl.lab import LabStack
 from canaryctl.runbook import Lab, Rollout, load_document
 
@@ -66,3 +71,92 @@ def _totals(exposition: str) -> dict[str, float]:
             if sample.name in totals:
                 totals[sample.name] += sample.value
     return totals
+
+
+# -- each example run end to end on its lab, with the lab's fast settings ----------------------
+
+FAST = {"median": 0.005, "p95": 0.02}
+"""Every provider answers in milliseconds: the example's SLOs, flags and routes are kept, only
+its clock runs faster (analyses every second, pauses of seconds, a max of seconds)."""
+
+
+def _fast_lab(lab_path: Path, flags: Path) -> Lab:
+    data = yaml.safe_load(lab_path.read_text())
+    spec = data["spec"]
+    spec["gateway"]["listen"] = "127.0.0.1:0"  # the example's port may be taken here
+    for provider in spec["providers"]:
+        provider["latency"] = FAST
+    spec["traffic"] = {**spec["traffic"], "rate": 120, "concurrency": 16}
+    shutil.copy(lab_path.parent / "flags.json", flags)
+    return Lab.model_validate(data)
+
+
+def _fast_document(path: Path, flags: Path, metrics_url: str, tmp_path: Path) -> Path:
+    """The example as shipped, its flag file a copy, its target the lab's port, its clock fast."""
+    data = yaml.safe_load(path.read_text())
+    spec = data["spec"]
+    for key in ("flag", "shadow_flag"):
+        if key in spec:
+            spec[key]["path"] = str(flags)
+    spec["metrics"]["targets"] = [metrics_url]
+    if data["kind"] == "Rollout":
+        analysis = spec.setdefault("analysis", {})
+        analysis.update(interval="1s", min_requests=20)
+        if "max_wait" in analysis:
+            analysis.update(max_wait="3s", inconclusive_limit=2)
+        for step in spec["steps"]:
+            if "pause" in step and step["pause"] != "approval":
+                step["pause"] = "2s"
+            if "shadow" in step:
+                step["shadow"].update(max="15s")
+    else:  # an Experiment
+        spec.update(interval="1s", max="15s", min_samples=5)
+    out = tmp_path / path.name
+    out.write_text(yaml.safe_dump(data))
+    return out
+
+
+def _prior(flags: Path, key: str) -> dict[str, Any]:
+    return dict(json.loads(flags.read_text())["flags"][key]["fallthrough"])
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("lab", "example"),
+    [
+        ("lab.yaml", "support-bot-gpt4o-mini.yaml"),
+        ("shadow/lab.yaml", "shadow/rollout-gpt4o-mini.yaml"),
+        ("tiered/lab.yaml", "tiered/rollout-free-tier.yaml"),
+        ("lab.yaml", "support-bot-experiment.yaml"),
+    ],
+)
+def test_the_example_runs_end_to_end_on_its_lab(tmp_path: Path, lab: str, example: str) -> None:
+    """Each example, as shipped but for its clock, runs on the lab beside it to a verdict (exit
+    0, or 1 for a negative one; never 2 or 3) and leaves the flag promoted or as it was."""
+    flags = tmp_path / "flags.json"
+    with LabStack(_fast_lab(RUNBOOKS / lab, flags), flags_path=flags) as stack:
+        document = _fast_document(RUNBOOKS / example, flags, stack.metrics_url, tmp_path)
+        kind = yaml.safe_load(document.read_text())["kind"]
+        key = yaml.safe_load(document.read_text())["spec"]["flag"]["key"]
+        before = _prior(flags, key)
+        command = "rollout" if kind == "Rollout" else "experiment"
+        state = str(tmp_path / "state.db")
+        args = [command, "run", str(document), "--state", state, "-o", "json"]
+        result = CliRunner().invoke(main, args)
+    assert result.exit_code in (0, 1), result.output[-3000:]
+    lines = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+    assert lines, result.output[-3000:]
+    # It judged what the lab served: an analysis (or an experiment's interval) with counts.
+    if kind == "Rollout":
+        with StateStore(Path(state)) as store:
+            analyses = store.events(1, "analysis")
+        served = [c["canary_requests"] for a in analyses for c in a.data["checks"]]
+        assert served and max(served) > 0, analyses[-1:]
+    else:
+        status = CliRunner().invoke(main, ["experiment", "status", "--state", state, "-o", "json"])
+        assert json.loads(status.output)["summary"]["intervals"] > 0, status.output
+    after = _prior(flags, key)
+    if result.exit_code == 1 or kind == "Experiment":
+        assert after == before  # a negative verdict, or no --promote-winner: the flag as it was
+    else:  # promoted: the canary serves everyone the default rule serves
+        assert "rollout" not in after and after != before

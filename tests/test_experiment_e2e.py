@@ -26,7 +26,7 @@ from canaryctl.lab import LabStack
 from canaryctl.runbook.lab import LabSpec
 from tests.conftest import FLAG_KEY
 from tests.test_e2e import unversioned
-from tests.test_report import screenshot
+from tests.test_report import rendered, screenshot
 
 pytestmark = pytest.mark.e2e
 
@@ -134,6 +134,8 @@ def test_a_better_variation_is_decided_promoted_and_reported(
     assert 'class="bound margin"' in html and 'class="winner">other<' in html
     assert html.count('class="effect-row"') == 9
     screenshot(tmp_path, page)
+    dom = rendered(tmp_path, page)  # what Chromium draws: a chart and an effect per row
+    assert dom.count("<svg") == 3 and dom.count('<g class="effect') == 9
 
 
 def test_an_interrupted_experiment_restores_the_flag(

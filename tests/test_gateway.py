@@ -136,8 +136,10 @@ def test_when_every_model_fails_the_client_gets_the_last_error(
         assert failed.status_code == 500
         assert failed.json()["error"]["message"]
         assert failed.headers["x-canaryctl-model"] == "backup"
-        labels = {"variant": "primary", "model": "backup", "outcome": "error"}
+        # Counted under the model that failed first: the variant is judged on its own model.
+        labels = {"variant": "primary", "model": "primary", "outcome": "error"}
         assert metric(stack, "llm_requests_total", **labels) == 1
+        assert metric(stack, "llm_requests_total", variant="primary", model="backup") == 0
 
         write_flags(["slow", "primary"], version=2)
         started = time.monotonic()

@@ -218,6 +218,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             },
             {"name": "claude-overloaded-alone", "base_url": "lab://claude-overloaded", **claude},
             {"name": "claude-limited", "base_url": "lab://claude-limited", **claude},
+            {
+                "name": "claude-doomed",
+                "base_url": "lab://claude-overloaded",
+                "fallback": ["gpt-down"],
+                **claude,
+            },
             {"name": "gpt-down", "base_url": "lab://gpt-down", "fallback": ["claude-sonnet"]},
             {
                 "name": "claude-recorded",
@@ -483,7 +489,8 @@ def test_anthropic_client_gets_gpts_answer_as_a_message(world: World) -> None:
     assert answer.usage.output_tokens == drawn.completion_tokens
     assert answer.usage.input_tokens == world.gpt_prompt_tokens()
     assert world.count("llm_requests_total", **labels, outcome="ok") == before + 1
-    # The message keeps the completion's id, so the answer can be scored like any other.
+    # The message's id is a message id (msg_), and it scores the answer like any other.
+    assert answer.id.startswith("msg_")
     scored = httpx.post(
         world.stack.gateway_url + "/v1/feedback", json={"id": answer.id, "score": 1.0}
     )
@@ -501,6 +508,11 @@ def test_anthropic_client_streams_through_the_gateway(world: World) -> None:
         final = stream.get_final_message()
     drawn = world.replay("gpt", QUESTION, 40)
     assert text == drawn.text
+    assert final.id.startswith("msg_")
+    scored = httpx.post(
+        world.stack.gateway_url + "/v1/feedback", json={"id": final.id, "score": 1.0}
+    )
+    assert scored.status_code == 200 and scored.json()["variant"] == "gpt-4"
     assert final.stop_reason == "end_turn"
     assert final.usage.output_tokens == drawn.completion_tokens
     assert final.usage.input_tokens == world.gpt_prompt_tokens()
@@ -554,6 +566,46 @@ def test_anthropic_client_raises_its_own_errors(world: World) -> None:
     assert unknown.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
     with pytest.raises(anthropic.BadRequestError):
         world.anthropic.messages.create(model="r-gpt-4", max_tokens=10, messages=[])
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        ({}, "max_tokens: Field required"),
+        ({"max_tokens": 0}, "max_tokens: must be a whole number from 1 to 10000000"),
+    ],
+)
+def test_a_messages_request_follows_anthropics_max_tokens_rule(
+    world: World, extra: dict[str, Any], says: str
+) -> None:
+    """Anthropic requires max_tokens, at least 1: the gateway answers as Anthropic would (400,
+    invalid_request_error) before any model is asked."""
+    asked = world.stack.providers["gpt"].requests
+    body = {"model": "r-gpt-4", "messages": [{"role": "user", "content": QUESTION}], **extra}
+    answer = httpx.post(world.stack.gateway_url + "/v1/messages", json=body)
+    assert answer.status_code == 400
+    assert answer.json() == {
+        "type": "error",
+        "error": {"type": "invalid_request_error", "message": says},
+    }
+    assert world.stack.providers["gpt"].requests == asked
+
+
+def test_a_double_failure_is_counted_under_the_model_that_failed_first(world: World) -> None:
+    """Claude fails (529), its fallback fails too (503): the variant is judged on its own
+    model, so the request counts as claude-doomed's error, not the fallback's."""
+    labels = {"route": "r-claude-doomed", "variant": "claude-doomed"}
+    own = world.count("llm_requests_total", **labels, model="claude-doomed", outcome="error")
+    other = world.count("llm_requests_total", **labels, model="gpt-down")
+    with pytest.raises(anthropic.APIStatusError) as raised:
+        world.anthropic.messages.create(
+            model="r-claude-doomed", max_tokens=10, messages=[{"role": "user", "content": "Hi"}]
+        )
+    assert raised.value.status_code == 503  # what the last model said
+    assert raised.value.response.headers["x-canaryctl-model"] == "gpt-down"
+    after = world.count("llm_requests_total", **labels, model="claude-doomed", outcome="error")
+    assert after == own + 1
+    assert world.count("llm_requests_total", **labels, model="gpt-down") == other
 
 
 @pytest.mark.parametrize(
@@ -726,3 +778,66 @@ def test_chaos_in_front_of_claude_is_read_as_claudes_own_failures(tmp_path: Path
     assert overloaded.headers["x-canaryctl-model"] == "gpt-4"
     assert refused.choices[0].finish_reason == "content_filter"
     assert (moves, filtered) == (1, 1)
+
+
+def test_load_refusals_on_v1_messages_carry_anthropics_error_types(tmp_path: Path) -> None:
+    """Past the server's in-flight limits (refused before any route runs), /v1/messages answers
+    429 rate_limit_error and 503 overloaded_error, as Anthropic's clients expect, not the
+    request_too_large they said before."""
+    from canaryctl.gateway import create_app
+    from canaryctl.runbook.gateway import GatewaySpec
+
+    _flags(tmp_path / "flags.json", ["gpt-4"])
+    spec = GatewaySpec.model_validate(
+        {
+            "flags": {"provider": "file", "path": str(tmp_path / "flags.json")},
+            "routes": [{"name": "r-gpt-4", "flag": "f-gpt-4", "default_model": "gpt-4"}],
+            "models": [{"name": "gpt-4", "base_url": "http://127.0.0.1:9"}],
+            "limits": {"max_in_flight": 2, "max_in_flight_per_client": 1},
+        }
+    )
+    app = create_app(spec)
+
+    def scope(client: str) -> dict[str, Any]:
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"100")]
+        return {"type": "http", "method": "POST", "path": "/v1/messages", "headers": headers,
+                "client": (client, 5000), "query_string": b"", "scheme": "http",
+                "server": ("127.0.0.1", 80), "http_version": "1.1", "root_path": ""}  # fmt: skip
+
+    async def scenario() -> list[tuple[int, dict[str, Any]]]:
+        release, entered = asyncio.Event(), asyncio.Semaphore(0)
+
+        async def held() -> dict[str, Any]:  # a body that does not come: in flight meanwhile
+            entered.release()
+            await release.wait()
+            return {"type": "http.disconnect"}
+
+        async def ignore(message: dict[str, Any]) -> None:
+            return None
+
+        answers: list[tuple[int, dict[str, Any]]] = []
+
+        async def refused(client: str) -> None:
+            sent: list[dict[str, Any]] = []
+
+            async def send(message: dict[str, Any]) -> None:
+                sent.append(message)
+
+            await app(scope(client), held, send)
+            answers.append((sent[0]["status"], json.loads(sent[1]["body"])))
+
+        first = asyncio.create_task(app(scope("10.0.0.1"), held, ignore))
+        await entered.acquire()
+        await refused("10.0.0.1")  # a second from one address: 429
+        second = asyncio.create_task(app(scope("10.0.0.2"), held, ignore))
+        await entered.acquire()
+        await refused("10.0.0.3")  # a third in all: 503
+        release.set()
+        await asyncio.gather(first, second)
+        return answers
+
+    (limited, limited_body), (busy, busy_body) = asyncio.run(scenario())
+    assert limited == 429 and limited_body["type"] == "error"
+    assert limited_body["error"]["type"] == "rate_limit_error"
+    assert "requests in flight from your address" in limited_body["error"]["message"]
+    assert busy == 503 and busy_body["error"]["type"] == "overloaded_error"

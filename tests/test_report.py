@@ -153,6 +153,16 @@ def screenshot(tmp_path: Path, page: Path) -> None:
     assert colours > 20, f"the screenshot looks blank ({colours} colours): {shot}"
 
 
+def rendered(tmp_path: Path, page: Path) -> str:
+    """The page's DOM as headless Chromium built it (--dump-dom): what a browser draws."""
+    done = subprocess.run(
+        [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert "<svg" in done.stdout, done.stderr[-2000:]
+    return done.stdout
+
+
 def test_a_promoted_run_is_marked_promoted(tmp_path: Path) -> None:
     world = World(tmp_path)
     result = run_rollout(
@@ -191,8 +201,10 @@ def test_the_baseline_is_drawn_beside_the_canary_under_absolute_slos(tmp_path: P
     page = tmp_path / "report.html"
     assert report("1", "--state", str(world.state), "--html", str(page))[0] == 0
     html = page.read_text()
-    assert html.count('class="series baseline"') == 2  # the error-rate and p95 panels
-    assert html.count('class="series canary"') == 2
+    dom = rendered(tmp_path, page)  # what Chromium draws: both roles in both panels
+    assert dom.count('class="series baseline"') == 2  # the error-rate and p95 panels
+    assert dom.count('class="series canary"') == 2
+    assert dom.count('class="series weight"') == 1
     # The legend ends at the plot's right edge, so a long model name cannot run off it.
     assert html.count('class="legend" x="936" y=') == 2 and 'text-anchor="end"' in html
 
@@ -276,6 +288,10 @@ def test_the_backtest_page_says_what_each_colour_means() -> None:
     }  # fmt: skip
     svg = backtest_svg(data, 0.0, 1800.0)
     legend = svg.split('<g class="legend">')[1]
-    for label, colour in (("promoted", COLOURS["promoted"]), ("undecided", COLOURS["undecided"]),
-                          ("rolled back", COLOURS["rolled_back"]), ("incident", "#ffcdd2")):
+    for label, colour in (
+        ("promoted", COLOURS["promoted"]),
+        ("undecided", COLOURS["undecided"]),
+        ("rolled back", COLOURS["rolled_back"]),
+        ("incident", "#ffcdd2"),
+    ):
         assert f'fill="{colour}"' in legend and f">{label}</text>" in legend

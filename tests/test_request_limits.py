@@ -443,7 +443,7 @@ def test_a_client_that_hangs_up_mid_body_never_reaches_the_app() -> None:
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    limited = LimitBody(app, MAX_BODY, render=lambda scope, message: {"error": message})
+    limited = LimitBody(app, MAX_BODY, render=lambda scope, status, message: {"error": message})
     scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}
     asyncio.run(limited(scope, receive, send))
     assert called == [] and sent == []

@@ -874,7 +874,8 @@ def test_each_outcome_of_a_relative_check_explains_itself_with_its_evidence() ->
     check = fine.checks[0]
     assert check.outcome is Outcome.PASS and check.evidence is not None
     assert check.reason == (
-        "error_rate <= baseline x 1.2: no evidence the canary is worse ("
+        "error_rate <= baseline x 1.2: canary 0.03 vs baseline 0.03, "
+        "no evidence the canary is worse than allowed ("
         + relative_stand(check.evidence, False, "events")
         + ")"
     )

@@ -40,6 +40,7 @@ from canaryctl.flags import FlagClaim, MemoryFlagStore
 from canaryctl.metrics import Observation, ScriptedMetricsSource, VariantStats
 from canaryctl.runbook import Rollout, load_document
 from canaryctl.runbook.rollout import AnalysisSpec, SloSpec
+from tests.test_report import rendered, screenshot
 
 T0 = 1_700_000_000.0
 BASELINE, CANARY = "gpt-4-turbo", "gpt-4o-mini"
@@ -304,6 +305,24 @@ def test_an_equal_candidate_is_within_a_relative_bound_with_no_errors_anywhere(
     assert [c["evidence"]["within"] for c in checks if c.get("evidence")] == [True]
 
 
+def test_a_passing_relative_check_says_the_canary_is_worse_when_it_is(
+    world: Callable[..., World],
+) -> None:
+    """The shadow step labelled an error-rate check "pass: no evidence the canary is worse"
+    while the candidate failed 15 times as often as the baseline (within an added 5%). The
+    label says what the test knows: not worse than allowed, beside both rates."""
+    w = world(shadow={"slos": RELATIVE_ERRORS, "max": "10m"})
+    w.baseline_error_rate, w.shadow_error_rate = 0.001, 0.015
+    result = w.run()
+    assert result.exit_code == 0, result.reason
+    shadow = [e for e in w.store.events(result.run_id, "analysis") if e.data.get("shadow")]
+    check = next(c for c in shadow[-1].data["checks"] if c["outcome"] == "pass")
+    assert check["reason"].startswith(
+        "error_rate <= baseline + 0.05: canary 0.015 vs baseline 0.001, "
+        "no evidence the canary is worse than allowed ("
+    )
+
+
 def test_no_judged_pairs_is_no_verdict_and_the_step_gives_up_at_its_max(
     world: Callable[..., World],
 ) -> None:
@@ -526,6 +545,51 @@ def test_a_backtest_with_a_shadow_step_replays_the_live_steps_as_the_run_made_th
     replayed = json.loads(out.output)["replay"]
     assert replayed["outcome"] == "rolled_back"
     assert replayed["reason"] == result.reason
+
+
+def test_the_report_of_a_shadowed_run_marks_the_shadow_step_in_chromium(
+    world: Callable[..., World], tmp_path: Path
+) -> None:
+    """The page of a run with a shadow step, as Chromium draws it: the step is a band in each
+    panel (the live weight stays at 0% under it), the canary and the baseline both drawn."""
+    w = world()
+    result = w.run()
+    assert result.exit_code == 0, result.reason
+    page = tmp_path / "shadowed.html"
+    args = ["report", str(result.run_id), "--state", str(w.store.path), "--html", str(page)]
+    out = CliRunner().invoke(main, args)
+    assert out.exit_code == 0, out.output
+    dom = rendered(tmp_path, page)
+    assert dom.count('class="shadow-step"') == 3  # weight, error rate and p95 panels
+    assert "shadow (mirrored)" in dom
+    # The scripted counts carry no latencies: the error-rate panel draws both roles.
+    assert dom.count('class="series canary"') == 1 and dom.count('class="series baseline"') == 1
+    screenshot(tmp_path, page)
+
+
+def test_a_backtest_counts_the_runs_live_analyses_apart_from_its_shadow_ones(
+    world: Callable[..., World], tmp_path: Path
+) -> None:
+    """A run with a shadow step journals the shadow analyses too; the backtest said "after 32
+    analyses" for a run that made 25 live ones. The run's count is its live analyses (those the
+    replay judges again), the shadow ones named apart."""
+    w = world()
+    result = w.run()
+    assert result.exit_code == 0, result.reason
+    events = w.store.events(result.run_id, "analysis")
+    live = sum(1 for e in events if not e.data.get("shadow"))
+    shadow = sum(1 for e in events if e.data.get("shadow"))
+    assert live and shadow
+    runbook = tmp_path / "own.yaml"
+    runbook.write_text(yaml.safe_dump(w.rollout.model_dump(mode="json", exclude_none=True)))
+    args = ["backtest", str(runbook), "--run", str(result.run_id), "--state", str(w.store.path)]
+    data = json.loads(CliRunner().invoke(main, [*args, "-o", "json"]).output)
+    assert data["run"]["analyses"] == live
+    assert data["run"]["shadow_analyses"] == shadow
+    assert len(data["replay"]["analyses"]) == live  # its own runbook judges each again
+    text = CliRunner().invoke(main, [*args, "-o", "text"])
+    assert text.exit_code == 0, text.output
+    assert f"after {live} analyses ({shadow} of shadow traffic, not replayed)" in text.output
 
 
 @pytest.mark.parametrize(

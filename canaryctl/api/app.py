@@ -85,7 +85,7 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-def _render_error(scope: Scope, message: str) -> dict[str, Any]:
+def _render_error(scope: Scope, status: int, message: str) -> dict[str, Any]:
     return {"error": message}
 
 

@@ -106,6 +106,7 @@ class RunBacktest:
     run_reason: str
     run_decided_at: float | None
     run_analyses: int
+    run_shadow_analyses: int
     run_first_failures: dict[str, float]
     started_at: float
     replay: Replay
@@ -133,6 +134,7 @@ class RunBacktest:
                 "reason": self.run_reason,
                 "decided_at": self.run_decided_at,
                 "analyses": self.run_analyses,
+                "shadow_analyses": self.run_shadow_analyses,
                 "first_failures": self.run_first_failures,
             },
             "replay": self.replay.to_dict(),
@@ -145,7 +147,11 @@ def backtest_run(
 ) -> RunBacktest:
     """Replay run `record` (its journal `events`) through `spec`'s SLOs and analysis;
     InvalidInput when the run kept no counts or the intervals do not line up."""
-    analyses = [e for e in events if e.type == "analysis"]
+    judged = [e for e in events if e.type == "analysis"]
+    # A shadow step's analyses judged mirrored traffic, which the replay does not replay: the
+    # run's count, its windows and its first failures are its live analyses'.
+    analyses = [e for e in judged if not e.data.get("shadow")]
+    events = [e for e in events if not (e.type == "analysis" and e.data.get("shadow"))]
     if not analyses:
         raise InvalidInput(f"run {record.id} made no analysis: there is nothing to replay")
     if any("observation" not in e.data for e in analyses):
@@ -186,6 +192,7 @@ def backtest_run(
         run_reason=record.reason,
         run_decided_at=_decided_at(events),
         run_analyses=len(analyses),
+        run_shadow_analyses=len(judged) - len(analyses),
         run_first_failures=_first_failures(analyses),
         started_at=record.started_at,
         replay=replayed,

@@ -237,7 +237,7 @@ def _limits(max_body_bytes: int) -> ServerLimits:
     return ServerLimits(max_body_bytes=max_body_bytes, max_buffered_bytes=buffered)
 
 
-def _refused(scope: Scope, message: str) -> dict[str, object]:
+def _refused(scope: Scope, status: int, message: str) -> dict[str, object]:
     if scope["path"].startswith(ADMIN_PREFIX):
         return {"error": message}
     return {"error": {"message": f"chaos proxy: {message}", "type": "invalid_request_error"}}

@@ -104,6 +104,11 @@ def backtest(
     )
 
 
+def _shadowed(count: int) -> str:
+    """The shadow step's analyses, said apart: the replay does not judge mirrored traffic."""
+    return f" ({count} of shadow traffic, not replayed)" if count else ""
+
+
 def _from_run(document: Rollout, run_id: int, state_path: Path, output: str | None) -> None:
     from canaryctl.backtest.journal import backtest_run
     from canaryctl.controller.store import StateStore
@@ -123,7 +128,7 @@ def _from_run(document: Rollout, run_id: int, state_path: Path, output: str | No
     click.echo(f"run {result.run_id} {result.name} replayed by {document.metadata.name}")
     click.echo(
         f"  the run:    {run['outcome'] or 'unfinished'} at {_after(run['decided_at'], result)}"
-        f" after {run['analyses']} analyses"
+        f" after {run['analyses']} analyses{_shadowed(run['shadow_analyses'])}"
     )
     if run["reason"]:
         click.echo(f"              {run['reason']}")

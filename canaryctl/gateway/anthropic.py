@@ -34,6 +34,7 @@ __all__ = [
     "event",
     "message",
     "message_from_completion",
+    "message_id",
     "messages_request",
     "status_of",
 ]
@@ -53,6 +54,7 @@ _ERROR_TYPES = {
     413: "request_too_large",
     429: "rate_limit_error",
     500: "api_error",
+    503: "overloaded_error",  # a server past its load limits; Anthropic's own says 529
     504: "timeout_error",
     529: "overloaded_error",
 }
@@ -128,6 +130,14 @@ def message(
         "stop_sequence": None,
         "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
     }
+
+
+def message_id(completion_id: Any) -> str | None:
+    """The gateway's completion id as Anthropic spells a message's (`msg_...`): the signed part
+    is kept, so POST /v1/feedback scores it as it scores the completion id."""
+    if not isinstance(completion_id, str) or not completion_id:
+        return None
+    return "msg_" + completion_id.removeprefix("chatcmpl-").removeprefix("msg_")
 
 
 def event(name: str, body: dict[str, Any]) -> str:
@@ -499,7 +509,10 @@ def _openai_tool_choice(choice: Any) -> Any:
 
 def chat_from_messages(body: dict[str, Any]) -> dict[str, Any] | str:
     """The OpenAI chat request an Anthropic Messages request asks for, or what is wrong with it
-    (a sentence for a 400)."""
+    (a sentence for a 400). Anthropic requires `max_tokens` (request_shape.py bounds it from 1):
+    a request without it is refused in Anthropic's words, not sent on with a default."""
+    if body.get("max_tokens") is None:
+        return "max_tokens: Field required"
     turns = body.get("messages")
     if not (isinstance(turns, list) and turns):
         return "the request needs a list of 'messages'"
@@ -543,8 +556,8 @@ def chat_from_messages(body: dict[str, Any]) -> dict[str, Any] | str:
 
 
 def message_from_completion(completion: dict[str, Any]) -> dict[str, Any]:
-    """An OpenAI completion as a Messages API answer; the completion's id is kept, so the
-    answer can be scored with POST /v1/feedback."""
+    """An OpenAI completion as a Messages API answer; its id is the completion's as a message
+    id (message_id), so the answer can be scored with POST /v1/feedback."""
     choice = (completion.get("choices") or [{}])[0]
     reply = choice.get("message") or {}
     content: list[dict[str, Any]] = []
@@ -559,7 +572,7 @@ def message_from_completion(completion: dict[str, Any]) -> dict[str, Any]:
         _STOP.get(str(choice.get("finish_reason")), "end_turn"),
         int(usage.get("prompt_tokens") or 0),
         int(usage.get("completion_tokens") or 0),
-        message_id=str(completion.get("id") or "") or None,
+        message_id=message_id(completion.get("id")),
     )
 
 
@@ -583,7 +596,7 @@ class EventEncoder:
         if self._started:
             return []
         self._started = True
-        start = message(self._model, [], None, 0, 0, message_id=completion_id)
+        start = message(self._model, [], None, 0, 0, message_id=message_id(completion_id))
         return [event("message_start", {"message": start})]
 
     def _open(self, block: tuple[str, int], content_block: dict[str, Any]) -> list[str]:

@@ -109,13 +109,13 @@ def create_app(spec: GatewaySpec) -> Starlette:
     return limited(app, spec.limits.server(), _refused)
 
 
-def _refused(scope: Scope, message: str) -> dict[str, Any]:
+def _refused(scope: Scope, status: int, message: str) -> dict[str, Any]:
     """A request refused before any route reads it (request_limits: 413, 429, 503), in the
     dialect of the path it was sent to."""
     if scope["path"].startswith("/api/"):
         return {"error": message}
     if scope["path"] == "/v1/messages":
-        return anthropic.error_body(413, message)
+        return anthropic.error_body(status, message)
     return error_body(message, "invalid_request_error")
 
 

@@ -51,6 +51,8 @@ __all__ = [
 ]
 
 PREFIX = "chatcmpl-"
+MESSAGE_PREFIX = "msg_"
+"""The same id as /v1/messages answers it (anthropic.message_id): one signature, scored once."""
 MIN_KEY_LENGTH = 16
 """Characters a shared signing key must have at least."""
 _CONTEXT = b"canaryctl completion id v1\x00"
@@ -134,8 +136,9 @@ class AnswerIds:
     def read(self, completion_id: str) -> tuple[dict[str, str], str, float] | None:
         """(labels, key hash, expiry) of an id this gateway's key signed and that has not
         expired; None for anything else."""
-        body, _, mac = completion_id.removeprefix(PREFIX).rpartition(".")
-        if not completion_id.startswith(PREFIX) or not body:
+        prefix = next((p for p in (PREFIX, MESSAGE_PREFIX) if completion_id.startswith(p)), None)
+        body, _, mac = completion_id.removeprefix(prefix or "").rpartition(".")
+        if prefix is None or not body:
             return None
         try:
             payload = _unb64(body)

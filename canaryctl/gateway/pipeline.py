@@ -462,8 +462,9 @@ class Pipeline:
         """No model answered: the client is told what the last one said."""
         failure = exhausted.failure
         await self.settle(call, exhausted.model, None)
-        self.count(call, exhausted.model, exhausted.outcome)
-        call.served = Served(call, exhausted.model, exhausted.outcome, None, None)
+        # A variant is judged on its own model: when every model failed, the failure is its own.
+        self.count(call, call.choice.model, exhausted.outcome)
+        call.served = Served(call, call.choice.model, exhausted.outcome, None, None)
         call.headers["x-canaryctl-model"] = exhausted.model.name
         if failure.retry_after:
             call.headers["Retry-After"] = failure.retry_after

@@ -40,6 +40,10 @@ def _count(value: Any) -> bool:
     return _integer(value) and 0 <= value <= MAX_TOKEN_COUNT
 
 
+def _positive_count(value: Any) -> bool:
+    return _integer(value) and 1 <= value <= MAX_TOKEN_COUNT
+
+
 def _stop(value: Any) -> bool:
     return isinstance(value, str) or (
         isinstance(value, list) and all(isinstance(s, str) for s in value)
@@ -55,6 +59,7 @@ _OBJECT: Check = (lambda v: isinstance(v, dict), "must be an object")
 _STRING: Check = (lambda v: isinstance(v, str), "must be a string")
 _NUMBER: Check = (_number, f"must be a number from -{MAX_SAMPLING} to {MAX_SAMPLING}")
 _COUNT: Check = (_count, f"must be a whole number from 0 to {MAX_TOKEN_COUNT}")
+_POSITIVE_COUNT: Check = (_positive_count, f"must be a whole number from 1 to {MAX_TOKEN_COUNT}")
 _STOP: Check = (_stop, "must be a string or a list of strings")
 _MESSAGES: Check = (_objects, "must be a list of objects")
 _INPUT: Check = (lambda v: isinstance(v, str | list), "must be a string or a list")
@@ -87,7 +92,7 @@ _ANTHROPIC = {
     "messages": _MESSAGES,
     "system": _INPUT,
     "stream": _BOOL,
-    "max_tokens": _COUNT,
+    "max_tokens": _POSITIVE_COUNT,  # Anthropic's rule: at least one token
     "stop_sequences": (lambda v: _stop(v) and not isinstance(v, str), "must be a list of strings"),
     "tools": _MESSAGES,
     "tool_choice": _OBJECT,
