@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from starlette.testclient import TestClient
+
 from canaryctl.gateway.app import create_app
 from canaryctl.gateway.pipeline import Pipeline
 from canaryctl.runbook.gateway import GatewaySpec
@@ -48,3 +50,14 @@ def test_a_plain_route_s_plan_holds_no_optional_stage(tmp_path: Path) -> None:
     plain = pipeline.plans["plain"]
     assert plain.cache is None and plain.tracing is None
     assert [stage.__name__ for _, stage in plain.after_served] == ["meter_spend"]
+
+
+def test_routed_posts_and_everything_else_answer_as_before(tmp_path: Path) -> None:
+    """The routed POSTs skip Starlette's router; other methods and paths still reach it."""
+    with TestClient(create_app(_spec(tmp_path))) as client:
+        missing = client.post("/v1/chat/completions", json={"model": "nope", "messages": []})
+        assert missing.status_code == 404
+        assert "no route named 'nope'" in missing.json()["error"]["message"]
+        assert client.get("/v1/chat/completions").status_code == 405
+        assert client.post("/v1/nothing", json={}).status_code == 404
+        assert client.get("/health").json() == {"status": "ok"}

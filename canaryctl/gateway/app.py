@@ -8,8 +8,8 @@ llm_requests_total under the outcome of the variant's own model (canaryctl.slo_m
 `ok`, `error` (it failed and the client got an error), `fallback_ok` (it failed and a fallback
 answered), `filtered` (the provider's content filter answered) or `rejected` (the client's own
 fault: a 400 here, or 400, 413 or 422 from the model). failures.py and answers.py say what counts as
-which. Every routed request runs the same stages, in pipeline.py; this module only maps paths to
-them and owns the parts' lifetimes.
+which. Every routed request runs the stages of pipeline.py, the optional ones as its route's plan
+says; this module only maps paths to them and owns the parts' lifetimes.
 """
 
 from __future__ import annotations
