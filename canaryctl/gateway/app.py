@@ -111,11 +111,11 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 class _Routed:
     """The routed POSTs straight to their handler, past Starlette's router and its exception
-    layers (each wraps every `send` in one more call): measured, they were a tenth of the
-    gateway's time per request (docs/gateway.md). What those layers would do here they do
-    not: the handlers raise no HTTPException, and any other exception still reaches
-    Starlette's ServerErrorMiddleware (a 500), outside this. Any other method or path, or an
-    app mounted under a root path, goes the usual way (a 405, a 404, a redirect)."""
+    layers, which wrap every `send` in one more call each, on every request (docs/gateway.md).
+    What those layers would do here they do not: the handlers raise no HTTPException, and any
+    other exception still reaches Starlette's ServerErrorMiddleware (a 500), outside this. Any
+    other method or path, or an app mounted under a root path, goes the usual way (a 405, a
+    404, a redirect)."""
 
     def __init__(self, app: ASGIApp, handlers: dict[str, Handler]) -> None:
         self.app, self.handlers = app, handlers

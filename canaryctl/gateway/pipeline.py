@@ -226,10 +226,11 @@ class Pipeline:
             lambda m, body: self.upstream.embed(m, body), BatchMetrics(metrics.registry)
         )
         self.downgrader = Downgrader(spec, metrics) if spec.downgrade else None
+        cache = self.cache
         self.plans = {
             route.name: RoutePlan(
                 route,
-                self.cache if self.cache and self.cache.applies_to(route.name) else None,
+                cache if cache is not None and cache.applies_to(route.name) else None,
                 self.tracing,
                 (("spend", self.meter_spend),),  # on every route: spend: is not optional
             )
