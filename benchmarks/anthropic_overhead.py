@@ -130,9 +130,9 @@ def main() -> None:
             upstream_port = bench.free_port()
             upstream = f"http://{HOST}:{upstream_port}"
             serve = [sys.executable, __file__, "--serve-upstream", str(upstream_port), api]
-            with bench.running(serve, f"{upstream}/health"):
+            with bench.running(serve, f"{upstream}/health") as up:
                 print(f"direct to the {api} upstream...", file=sys.stderr)
-                results[f"{api}-direct"] = bench.measure_both(upstream_port, PATHS[api], args)
+                results[f"{api}-direct"] = bench.measure_both(upstream_port, PATHS[api], args, up)
                 port = bench.free_port()
                 gateway = [
                     sys.executable,
@@ -145,11 +145,11 @@ def main() -> None:
                     f"{HOST}:{port}",
                 ]
                 health = f"http://{HOST}:{port}/health"
-                with bench.running(gateway, health, stderr=subprocess.DEVNULL):
+                with bench.running(gateway, health, stderr=subprocess.DEVNULL) as pid:
                     for face in ("openai", "anthropic"):
                         print(f"{face} client, gateway, {api} model...", file=sys.stderr)
                         target = f"{face}-gateway-{api}"
-                        results[target] = bench.measure_both(port, PATHS[face], args)
+                        results[target] = bench.measure_both(port, PATHS[face], args, pid)
     report(results, args)
     config = {
         key: getattr(args, key)

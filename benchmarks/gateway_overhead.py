@@ -113,11 +113,12 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 12
 
 
 @contextlib.contextmanager
-def running(command: list[str], health: str, **popen: object) -> Iterator[None]:
+def running(command: list[str], health: str, **popen: object) -> Iterator[int]:
+    """The server's process id while it runs."""
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL, **popen)  # type: ignore[call-overload]
     try:
         wait_healthy(health, process)
-        yield
+        yield process.pid
     finally:
         process.send_signal(signal.SIGINT)
         try:
@@ -354,12 +355,15 @@ class Figures:
     """Fixed rate (req/s) -> (p50, p99) in milliseconds; None where the rate overloads it."""
     errors: int
     max_rps: float
+    cpu_ms_per_request: float
+    """The server's CPU per request at max throughput (direct: the upstream's), median round."""
     rounds: dict[str, Any]
     """Every round's figures, behind each median: the spread is the noise."""
 
     def as_json(self) -> dict[str, Any]:
         return {
             "max_rps": self.max_rps,
+            "cpu_ms_per_request": self.cpu_ms_per_request,
             "errors": self.errors,
             "rates": {
                 f"{rate:g}": None if pair is None else {"p50_ms": pair[0], "p99_ms": pair[1]}
@@ -369,19 +373,35 @@ class Figures:
         }
 
 
-def measure(port: int, path: str, stream: bool, args: argparse.Namespace) -> Figures:
-    """Max throughput first (closed loop: nothing is left queued when it ends), then each
-    fixed rate the target can sustain; each `--rounds` times, keeping the median round (this
-    machine is shared, and one stalled round should not make the figure)."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of process `pid` and its children (a proxy's workers), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if stat.parent.name == str(pid) or fields[1] == str(pid):  # itself, or its child
+                total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def measure(port: int, path: str, stream: bool, args: argparse.Namespace, pid: int) -> Figures:
+    """Max throughput first (closed loop: nothing is left queued when it ends), with the CPU
+    server `pid` spent per request (which a busy machine's timings hide); then each fixed rate
+    the target can sustain; each `--rounds` times, keeping the median round (this machine is
+    shared, and one stalled round should not make the figure)."""
     asyncio.run(fixed_rate(port, path, stream, args.low_rate, 2))  # warm up the pools
     errors = 0
-    throughputs = []
+    throughputs, cpu = [], []
     for _ in range(args.rounds):
+        before = cpu_seconds(pid)
         loaded = asyncio.run(closed_loop(port, path, stream, args.concurrency, args.seconds))
+        spent = cpu_seconds(pid) - before
         throughputs.append(len(loaded.latencies) / loaded.seconds)
+        cpu.append(spent * 1000 / max(1, len(loaded.latencies)))
         errors += loaded.errors
     max_rps = statistics.median(throughputs)
-    rounds: dict[str, Any] = {"max_rps": throughputs}
+    rounds: dict[str, Any] = {"max_rps": throughputs, "cpu_ms_per_request": cpu}
     latency: dict[float, tuple[float, float] | None] = {}
     for rate in (args.rate, args.low_rate):
         if rate > SUSTAINABLE * max_rps:
@@ -395,11 +415,140 @@ def measure(port: int, path: str, stream: bool, args: argparse.Namespace) -> Fig
             errors += timed.errors
         latency[rate] = (statistics.median(p50s), statistics.median(p99s))
         rounds[f"{rate:g}"] = {"p50_ms": p50s, "p99_ms": p99s}
-    return Figures(latency, errors, max_rps, rounds)
+    return Figures(latency, errors, max_rps, statistics.median(cpu), rounds)
 
 
-def measure_both(port: int, path: str, args: argparse.Namespace) -> dict[str, Figures]:
-    return {mode: measure(port, path, mode == "stream", args) for mode in args.modes}
+def measure_both(port: int, path: str, args: argparse.Namespace, pid: int) -> dict[str, Figures]:
+    return {mode: measure(port, path, mode == "stream", args, pid) for mode in args.modes}
+
+
+# --- the alternatives: upstream HTTP clients, measured on the gateway's own call -------------
+
+
+class _RawProtocol(asyncio.Protocol):
+    """The least a Python client can do per request: one keep-alive connection, httptools'
+    C parser, no pool, no timeouts, no redirects, no decompression. Not something to ship: the
+    bound on what replacing aiohttp could win."""
+
+    def __init__(self) -> None:
+        import httptools
+
+        self.parser = httptools.HttpResponseParser(self)
+        self.body: list[bytes] = []
+        self.done: asyncio.Future[bytes] | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed_data(data)
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        assert self.done is not None
+        self.done.set_result(b"".join(self.body))
+        self.body = []
+
+    async def post(self, head: bytes, payload: bytes) -> bytes:
+        assert self.transport is not None
+        self.done = asyncio.get_running_loop().create_future()
+        self.transport.write(head + payload)
+        return await self.done
+
+
+async def _client_run(kind: str, port: int, concurrency: int, seconds: float) -> tuple[int, float]:
+    """Closed loop of the gateway's upstream call (POST a chat, read and parse the JSON) with
+    one client library: (requests done, this process's CPU seconds)."""
+    url = f"http://{HOST}:{port}/v1/chat/completions"
+    body = {"model": "fast", "messages": [{"role": "user", "content": PROMPT}], "stream": False}
+    payload = json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}
+    done = 0
+    stop = time.perf_counter() + seconds
+    cpu = time.process_time()
+    if kind == "aiohttp":
+        import aiohttp
+
+        connector = aiohttp.TCPConnector(limit=1000, ttl_dns_cache=300)
+        async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=TIMEOUT, sock_read=TIMEOUT)
+
+            async def one() -> None:
+                async with session.post(
+                    url, data=payload, headers=headers, timeout=timeout
+                ) as response:
+                    json.loads(await response.read())
+
+            done = await _loop(one, concurrency, stop)
+    elif kind == "httpx":
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
+        async with httpx.AsyncClient(limits=limits, timeout=TIMEOUT, trust_env=False) as client:
+
+            async def one() -> None:
+                response = await client.post(url, content=payload, headers=headers)
+                json.loads(response.content)
+
+            done = await _loop(one, concurrency, stop)
+    else:
+        loop = asyncio.get_running_loop()
+        head = (
+            f"POST /v1/chat/completions HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+        ).encode()
+        idle: list[_RawProtocol] = []
+
+        async def one() -> None:
+            conn = (
+                idle.pop() if idle else (await loop.create_connection(_RawProtocol, HOST, port))[1]
+            )
+            json.loads(await conn.post(head, payload))
+            idle.append(conn)
+
+        done = await _loop(one, concurrency, stop)
+        for conn in idle:
+            assert conn.transport is not None
+            conn.transport.close()
+    return done, time.process_time() - cpu
+
+
+async def _loop(one: Any, concurrency: int, stop: float) -> int:
+    done = 0
+
+    async def worker() -> None:
+        nonlocal done
+        while time.perf_counter() < stop:
+            await one()
+            done += 1
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return done
+
+
+CLIENTS = ("aiohttp", "httpx", "raw-httptools")
+
+
+def compare_clients(port: int, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Each client library's req/s and CPU per request on the gateway's upstream call, under
+    uvloop as the gateway runs; median of `--rounds` rounds."""
+    import uvloop
+
+    figures: dict[str, dict[str, Any]] = {}
+    for kind in CLIENTS:
+        rps, cpu = [], []
+        uvloop.run(_client_run(kind, port, args.concurrency, 1))  # warm up
+        for _ in range(args.rounds):
+            done, spent = uvloop.run(_client_run(kind, port, args.concurrency, args.seconds))
+            rps.append(done / args.seconds)
+            cpu.append(spent * 1000 / max(1, done))
+        figures[kind] = {
+            "max_rps": statistics.median(rps),
+            "cpu_ms_per_request": statistics.median(cpu),
+            "rounds": {"max_rps": rps, "cpu_ms_per_request": cpu},
+        }
+    return figures
 
 
 # --- the report ---------------------------------------------------------------------------
@@ -483,6 +632,9 @@ def main() -> None:
         "--modes", type=lambda v: v.split(","), default=["plain", "stream"], help="plain,stream"
     )
     parser.add_argument("--no-litellm", action="store_true", help="skip LiteLLM's proxy")
+    parser.add_argument(
+        "--no-clients", dest="clients", action="store_false", help="skip the clients' comparison"
+    )
     parser.add_argument("--litellm-venv", type=Path, default=LITELLM_VENV)
     parser.add_argument("--profile", type=Path, help="cProfile the gateway into this file")
     parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
@@ -497,10 +649,14 @@ def main() -> None:
     upstream_port = free_port()
     upstream = f"http://{HOST}:{upstream_port}"
     serve = [sys.executable, __file__, "--serve-upstream", str(upstream_port)]
-    with tempfile.TemporaryDirectory() as tmp, running(serve, f"{upstream}/health"):
+    with tempfile.TemporaryDirectory() as tmp, running(serve, f"{upstream}/health") as up:
         work = Path(tmp)
         print("direct to the upstream...", file=sys.stderr)
-        results["direct"] = measure_both(upstream_port, "/v1/chat/completions", args)
+        results["direct"] = measure_both(upstream_port, "/v1/chat/completions", args, up)
+        clients = None
+        if args.clients:
+            print("upstream clients, alone...", file=sys.stderr)
+            clients = compare_clients(upstream_port, args)
 
         port = free_port()
         python = [sys.executable]
@@ -517,8 +673,8 @@ def main() -> None:
             f"{HOST}:{port}",
         ]
         print("through the canaryctl gateway...", file=sys.stderr)
-        with running(gateway, f"http://{HOST}:{port}/health", stderr=subprocess.DEVNULL):
-            results["canaryctl"] = measure_both(port, "/v1/chat/completions", args)
+        with running(gateway, f"http://{HOST}:{port}/health", stderr=subprocess.DEVNULL) as pid:
+            results["canaryctl"] = measure_both(port, "/v1/chat/completions", args, pid)
 
         if litellm is not None:
             port = free_port()
@@ -549,8 +705,8 @@ def main() -> None:
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
-            ):
-                results["litellm"] = measure_both(port, "/v1/chat/completions", args)
+            ) as pid:
+                results["litellm"] = measure_both(port, "/v1/chat/completions", args, pid)
     report(results, args)
     config = {
         key: getattr(args, key)
@@ -563,7 +719,7 @@ def main() -> None:
     litellm_used = None if litellm is None else {"litellm": litellm_version(args.litellm_venv)}
     record.write(
         "gateway_overhead",
-        {"config": config, "targets": figures},
+        {"config": config, "targets": figures, "clients": clients},
         args,
         before=before,
         packages=(

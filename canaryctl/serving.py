@@ -22,6 +22,7 @@ import asyncio
 import json
 import socket
 import threading
+from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
@@ -67,9 +68,69 @@ def _response(status: int, message: str) -> bytes:
     return head.encode() + body
 
 
+_COALESCE_BYTES = 64 * 1024
+"""Writes held for one turn of the event loop are sent at once past this size, so a response
+written in one go cannot pile up memory before flow control sees it."""
+
+
+class CoalescingTransport:
+    """A transport whose writes in one turn of the event loop go out as one.
+
+    uvicorn writes a response's head and its body separately, and on loopback each write is a
+    system call in which the kernel also delivers the data to the reader: for a whole response
+    in one turn (any non-streamed answer) that is one write instead of two. Writes of a
+    stream's chunks, each in its own turn, are as before. Anything else is the transport's.
+    """
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport, self._loop = transport, loop
+        self._pending: list[bytes] = []
+        self._size = 0
+
+    def write(self, data: bytes) -> None:
+        if not self._pending:
+            self._loop.call_soon(self.flush)
+        self._pending.append(data)
+        self._size += len(data)
+        if self._size > _COALESCE_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send what is held (a no-op when nothing is)."""
+        pending, self._pending, self._size = self._pending, [], 0
+        if pending and not self._transport.is_closing():
+            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def writelines(self, lines: Iterable[bytes]) -> None:
+        for data in lines:
+            self.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        """What was written before is sent first, as it was without holding."""
+        self.flush()
+        self._transport.abort()
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
+
+    def get_write_buffer_size(self) -> int:
+        return self._size + self._transport.get_write_buffer_size()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class _LimitedProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a deadline on each request's head and body; `limits`
-    is set on a subclass per server (server_for)."""
+    """uvicorn's httptools protocol with a deadline on each request's head and body, writing
+    through a CoalescingTransport; `limits` is set on a subclass per server (server_for)."""
 
     limits: ServerLimits
 
@@ -112,6 +173,7 @@ class _LimitedProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.transport = CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
         self._arm(self.limits.header_timeout, "head")
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -72,7 +72,7 @@ def test_streamed_answers_can_be_scored(split: LabStack) -> None:
     ) as response:
         variant = response.headers["x-canaryctl-variant"]
         first = next(line for line in response.iter_lines() if line.startswith("data: {"))
-    completion_id = first.removeprefix("data: ").split('"id": "')[1].split('"')[0]
+    completion_id = json.loads(first.removeprefix("data: "))["id"]
     assert feedback(split, {"id": completion_id, "score": 0.5}).status_code == 200
     assert metric(split, "llm_quality_score_sum", variant=variant) == 0.5
 

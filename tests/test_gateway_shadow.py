@@ -21,7 +21,7 @@ from starlette.routing import Route
 from canaryctl.chaos.server import BackgroundServer
 from canaryctl.gateway.identity import Identity
 from canaryctl.gateway.metrics import GatewayMetrics
-from canaryctl.gateway.pipeline import Call, Served
+from canaryctl.gateway.pipeline import Call, RoutePlan, Served
 from canaryctl.gateway.routing import Choice, FlagRouter
 from canaryctl.gateway.shadow import Shadowing, shadow_request, shadow_target
 from canaryctl.gateway.spend_cap import LastHourSpend
@@ -416,7 +416,9 @@ def test_the_judge_hook_is_offered_each_shadow_answer_and_its_pair_with_the_prim
         primary_model = spec.models[0]
         choice = Choice(spec.routes[0], "a", primary_model, "paid")
         chat = {"model": "bot", "messages": QUESTION, "stream": True}
-        call = Call("openai", "chat", 0.0, chat, Identity("u1", "paid"), choice, "paid", {}, chat)
+        plan = RoutePlan(spec.routes[0], None, None, ())
+        identity = Identity("u1", "paid")
+        call = Call(plan, "openai", "chat", 0.0, chat, identity, choice, "paid", {}, chat)
         primary = {"id": "chatcmpl-p", "choices": [{"message": {"content": "5"}}]}
 
         async def shadow_one() -> None:

@@ -8,15 +8,15 @@ llm_requests_total under the outcome of the variant's own model (canaryctl.slo_m
 `ok`, `error` (it failed and the client got an error), `fallback_ok` (it failed and a fallback
 answered), `filtered` (the provider's content filter answered) or `rejected` (the client's own
 fault: a 400 here, or 400, 413 or 422 from the model). failures.py and answers.py say what counts as
-which. Every routed request runs the same stages, in pipeline.py; this module only maps paths to
-them and owns the parts' lifetimes.
+which. Every routed request runs the stages of pipeline.py, the optional ones as its route's plan
+says; this module only maps paths to them and owns the parts' lifetimes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -24,7 +24,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Scope
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from canaryctl.errors import InvalidInput
 from canaryctl.gateway import anthropic
@@ -54,7 +54,8 @@ def create_app(spec: GatewaySpec) -> Starlette:
 
     Models must have real URLs: `lab://` ones are resolved by canaryctl.lab.LabStack. Every
     model's key must be in the environment (gateway/keys.py): InvalidInput otherwise. The app's
-    metrics are at `app.state.metrics` (a GatewayMetrics) and served at `GET /metrics`.
+    metrics are at `app.state.metrics` (a GatewayMetrics) and served at `GET /metrics`; its
+    Pipeline, with each route's plan of stages, at `app.state.pipeline`.
     """
     for i, model in enumerate(spec.models):
         if model.base_url.startswith("lab://"):
@@ -92,21 +93,43 @@ def create_app(spec: GatewaySpec) -> Starlette:
                     pipeline.tracing.close()
                 await asyncio.to_thread(pipeline.router.close)
 
+    routed = gateway.routed()
     app = Starlette(
         routes=[
-            Route("/v1/chat/completions", gateway.openai, methods=["POST"]),
-            Route("/v1/messages", gateway.messages, methods=["POST"]),
-            Route("/v1/embeddings", gateway.embeddings, methods=["POST"]),
-            Route("/api/chat", gateway.ollama_chat, methods=["POST"]),
-            Route("/api/generate", gateway.ollama_generate, methods=["POST"]),
-            Route("/v1/feedback", gateway.feedback, methods=["POST"]),
+            *(Route(path, handler, methods=["POST"]) for path, handler in routed.items()),
             Route("/metrics", gateway.metrics_endpoint, methods=["GET"]),
             Route("/health", gateway.health, methods=["GET"]),
         ],
         lifespan=lifespan,
     )
     app.state.metrics = gateway.metrics
+    app.state.pipeline = pipeline
+    app.add_middleware(_Routed, handlers=routed)  # innermost: inside the limits
     return limited(app, spec.limits.server(), _refused)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class _Routed:
+    """The routed POSTs straight to their handler, past Starlette's router and its exception
+    layers, which wrap every `send` in one more call each, on every request (docs/gateway.md).
+    What those layers would do here they do not: the handlers raise no HTTPException, and any
+    other exception still reaches Starlette's ServerErrorMiddleware (a 500), outside this. Any
+    other method or path, or an app mounted under a root path, goes the usual way (a 405, a
+    404, a redirect)."""
+
+    def __init__(self, app: ASGIApp, handlers: dict[str, Handler]) -> None:
+        self.app, self.handlers = app, handlers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
+            handler = self.handlers.get(scope["path"])
+            if handler is not None:
+                response = await handler(Request(scope, receive, send))
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _refused(scope: Scope, status: int, message: str) -> dict[str, Any]:
@@ -130,13 +153,15 @@ class _Gateway:
         self.scrubber = Scrubber(secrets)
         """Every body a model sends passes it: no configured secret reaches a client or a log."""
         self.judges = Judges(spec, self.metrics)
-        if self.judges.any:
-            self.pipeline.after_served.append(self.judges.offer_served)
+        judged = {route.name for route in spec.routes if route.judge is not None}
+        if judged:
+            self.pipeline.add_after_served("judge", self.judges.offer_served, judged)
         self.shadowing = Shadowing(spec, self.metrics) if Shadowing.wanted(spec) else None
         if self.shadowing is not None:
             if self.judges.any:  # shadow answers and pairs are judged on routes with a judge
                 self.shadowing.judge = self.judges
-            self.pipeline.after_served.append(self.shadowing.offer)
+            shadowed = {route.name for route in spec.routes if route.shadow is not None}
+            self.pipeline.add_after_served("shadow", self.shadowing.offer, shadowed)
 
     def open_budgets(self) -> Budgets | None:
         spec = self.spec.budgets
@@ -145,6 +170,17 @@ class _Gateway:
         store, prefix = open_store(spec), store_prefix(spec)
         registry = self.metrics.registry
         return Budgets(spec, self.pipeline.models, store, registry, prefix=prefix)
+
+    def routed(self) -> dict[str, Handler]:
+        """The POST endpoints by path (the Starlette routes say the same, for the rest)."""
+        return {
+            "/v1/chat/completions": self.openai,
+            "/v1/messages": self.messages,
+            "/v1/embeddings": self.embeddings,
+            "/api/chat": self.ollama_chat,
+            "/api/generate": self.ollama_generate,
+            "/v1/feedback": self.feedback,
+        }
 
     async def health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})

@@ -93,6 +93,5 @@ async def walk_chain(
 
 
 def time_attempt(metrics: GatewayMetrics, choice: Choice, model: ModelSpec, started: float) -> None:
-    metrics.upstream_duration.labels(
-        route=choice.route.name, variant=choice.variant, model=model.name, provider=model.provider
-    ).observe(time.perf_counter() - started)
+    timer = metrics.attempt_timer(choice.route.name, choice.variant, model.name, model.provider)
+    timer.observe(time.perf_counter() - started)

@@ -6,6 +6,8 @@ never share or double-register series.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -29,7 +31,9 @@ __all__ = [
     "TOP_USER_COST",
     "TOP_USER_COST_ERROR",
     "BatchMetrics",
+    "Children",
     "GatewayMetrics",
+    "RequestSeries",
     "StreamTiming",
 ]
 
@@ -137,6 +141,64 @@ class StreamTiming:
             self._per_token.observe(seconds / (tokens - 1))
 
 
+class Children:
+    """A family's children by label values (in the family's label order), each bound once:
+    `labels()` validates, locks and looks up on every call; this is one dict lookup."""
+
+    __slots__ = ("_bound", "_family")
+
+    def __init__(self, family: Counter | Histogram) -> None:
+        self._family = family
+        self._bound: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._bound.get(values)
+        if child is None:
+            child = self._bound[values] = self._family.labels(*values)
+        return child
+
+
+class RequestSeries:
+    """The per-request families' children for one label set (REQUEST_LABELS), each bound on
+    first use and kept: `labels()` validates, hashes and locks on every call, and a request
+    used to pay that six times. Bound lazily, so a series appears in the exposition exactly
+    when it would have with `labels()` (no zero-valued token series for requests without
+    usage)."""
+
+    __slots__ = ("_cost", "_duration", "_key", "_metrics", "_outcomes", "_tokens")
+
+    def __init__(self, metrics: GatewayMetrics, key: tuple[str, str, str, str, str]) -> None:
+        self._metrics, self._key = metrics, key
+        self._outcomes: dict[str, Any] = {}
+        self._duration: Any = None
+        self._tokens: tuple[Any, Any] | None = None
+        self._cost: Any = None
+
+    def count(self, outcome: str, seconds: float) -> None:
+        """One request in llm_requests_total under `outcome`, and its end-to-end duration."""
+        child = self._outcomes.get(outcome)
+        if child is None:
+            child = self._metrics.requests.labels(*self._key, outcome)
+            self._outcomes[outcome] = child
+        child.inc()
+        if self._duration is None:
+            self._duration = self._metrics.duration.labels(*self._key)
+        self._duration.observe(seconds)
+
+    def spent(self, prompt: int, completion: int, cost: float) -> None:
+        """The tokens the model reported and what they cost."""
+        if self._tokens is None:
+            tokens = self._metrics.tokens
+            self._tokens = (
+                tokens.labels(*self._key, "prompt"),
+                tokens.labels(*self._key, "completion"),
+            )
+            self._cost = self._metrics.cost.labels(*self._key)
+        self._tokens[0].inc(prompt)
+        self._tokens[1].inc(completion)
+        self._cost.inc(cost)
+
+
 class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -173,6 +235,8 @@ class GatewayMetrics:
             registry=registry,
         )
         self._timings: dict[tuple[str, ...], StreamTiming] = {}
+        self._series: dict[tuple[str, str, str, str, str], RequestSeries] = {}
+        self._attempts: dict[tuple[str, str, str, str], Any] = {}
         self.upstream_duration = Histogram(
             "llm_upstream_duration_seconds",
             "Duration of each attempt at a model, failed ones included",
@@ -355,6 +419,25 @@ class GatewayMetrics:
             )
             self._timings[key] = timing
         return timing
+
+    def series(
+        self, route: str, variant: str, model: str, provider: str, tier: str
+    ) -> RequestSeries:
+        """The per-request families for this label set, bound once (bounded like
+        stream_timing's: routes, variations, models, configured tiers)."""
+        key = (route, variant, model, provider, tier)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = RequestSeries(self, key)
+        return series
+
+    def attempt_timer(self, route: str, variant: str, model: str, provider: str) -> Any:
+        """llm_upstream_duration_seconds' child for this label set (LABELS), bound once."""
+        key = (route, variant, model, provider)
+        child = self._attempts.get(key)
+        if child is None:
+            child = self._attempts[key] = self.upstream_duration.labels(*key)
+        return child
 
     def _shadow_families(self, registry: CollectorRegistry) -> None:
         """Shadow calls (gateway/shadow.py) in their own families, so that user-facing metrics,

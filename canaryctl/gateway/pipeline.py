@@ -21,7 +21,11 @@ which operation it asks for. The stages, in order, each a method of Pipeline:
                   reported; `fail` when no model answered
 10. `after_served` stages that run once the response is sent (a stream: once it ended), given a
                   `Served` record. They must not block: they hand work to their own queue or
-                  task (shadow traffic does). Append to `Pipeline.after_served` to add one.
+                  task (shadow traffic does). `Pipeline.add_after_served` adds one.
+
+Which optional stages a route runs is decided once, at load, in its `RoutePlan`: a route with no
+cache, judge or shadow has none of them in its plan, so its requests never test for them (the
+gateway's added latency is per request, and every test it skips is time given back).
 
 A stage that ends the request early raises `Stop` with the response to send.
 
@@ -31,17 +35,17 @@ answers.py say what counts as which.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
 
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from canaryctl import fastjson
 from canaryctl.gateway import anthropic
 from canaryctl.gateway.answers import outcome_of
 from canaryctl.gateway.batching import Batcher
@@ -59,13 +63,14 @@ from canaryctl.gateway.spend import SpendMeter
 from canaryctl.gateway.tracing import Tracing
 from canaryctl.gateway.upstream import Upstream, UpstreamFailure, UpstreamStream, error_body
 from canaryctl.request_limits import BadJSON, clip, parse_json
-from canaryctl.runbook.gateway import GatewaySpec, ModelSpec
+from canaryctl.runbook.gateway import GatewaySpec, ModelSpec, RouteSpec
 
 __all__ = [
     "AfterServed",
     "Call",
     "Operation",
     "Pipeline",
+    "RoutePlan",
     "Served",
     "Stop",
     "error_response",
@@ -80,6 +85,14 @@ Operation = Literal["chat", "embeddings"]
 """What the request asks a model for: a chat completion (any dialect) or embeddings."""
 
 
+class FastJSONResponse(JSONResponse):
+    """Starlette's JSONResponse written by orjson (canaryctl/fastjson.py): the same compact
+    UTF-8 JSON in a fraction of the time."""
+
+    def render(self, content: Any) -> bytes:
+        return fastjson.dumps(content)
+
+
 class Stop(Exception):
     """A stage's last word: the request ends with `response` (an error, a cache hit)."""
 
@@ -92,6 +105,7 @@ class Stop(Exception):
 class Call:
     """One request on its way through the stages; each stage fills in what it learns."""
 
+    plan: RoutePlan
     dialect: Dialect
     operation: Operation
     started: float
@@ -146,6 +160,24 @@ AfterServed = Callable[[Served], None]
 """An after-served stage: called once the response is sent; it must return at once."""
 
 
+@dataclass(frozen=True)
+class RoutePlan:
+    """The optional stages one route runs, chosen when the gateway loads."""
+
+    route: RouteSpec
+    cache: ResponseCache | None
+    """The response cache, when it applies to this route."""
+    tracing: Tracing | None
+    after_served: tuple[tuple[str, AfterServed], ...]
+    """(name, stage) pairs, run in order."""
+
+    def stages(self) -> tuple[str, ...]:
+        """The names of the optional stages in the plan, in order (for logs and tests)."""
+        names = ["cache"] if self.cache is not None else []
+        names += ["tracing"] if self.tracing is not None else []
+        return (*names, *(name for name, _ in self.after_served))
+
+
 def error_response(
     dialect: Dialect,
     status: int,
@@ -158,7 +190,7 @@ def error_response(
         body = anthropic.error_from_openai(status, body)
     elif dialect != "openai":  # Ollama's errors are a bare message
         body = {"error": (body.get("error") or {}).get("message", "error")}
-    return JSONResponse(body, status_code=status, headers=headers, background=background)
+    return FastJSONResponse(body, status_code=status, headers=headers, background=background)
 
 
 def refused_response(dialect: Dialect, refused: Refused) -> JSONResponse:
@@ -194,9 +226,26 @@ class Pipeline:
             lambda m, body: self.upstream.embed(m, body), BatchMetrics(metrics.registry)
         )
         self.downgrader = Downgrader(spec, metrics) if spec.downgrade else None
-        self.after_served: list[AfterServed] = [self.meter_spend]
-        """Stages run after the response is sent, in order; one that raises is logged and
-        skipped, the others still run."""
+        cache = self.cache
+        self.plans = {
+            route.name: RoutePlan(
+                route,
+                cache if cache is not None and cache.applies_to(route.name) else None,
+                self.tracing,
+                (("spend", self.meter_spend),),  # on every route: spend: is not optional
+            )
+            for route in spec.routes
+        }
+        """Each route's stages, by route name."""
+
+    def add_after_served(self, name: str, stage: AfterServed, routes: set[str]) -> None:
+        """Run `stage` (called `name`) after the response on `routes`, after the stages already
+        there. Stages run in order; one that raises is logged and skipped, the others still
+        run."""
+        for route, plan in self.plans.items():
+            if route in routes:
+                after = (*plan.after_served, (name, stage))
+                self.plans[route] = replace(plan, after_served=after)
 
     async def serve(self, request: Request, dialect: Dialect, operation: Operation) -> Response:
         """Every routed request, start to end."""
@@ -244,17 +293,18 @@ class Pipeline:
         identity: Identity,
         started: float,
     ) -> Call:
-        route = self.router.route(body["model"]) if isinstance(body.get("model"), str) else None
-        if route is None:
+        name = body.get("model")
+        plan = self.plans.get(name) if isinstance(name, str) else None
+        if plan is None:
             known = ", ".join(r.name for r in self.spec.routes)
-            message = f"no route named {clip(body.get('model'))}; routes: {known}"
+            message = f"no route named {clip(name)}; routes: {known}"
             raise Stop(error_response(dialect, 404, error_body(message, "invalid_request_error")))
-        choice = self.router.choose(route, identity)
-        if self.tracing is not None:
-            self.tracing.begin(choice, body)
+        choice = self.router.choose(plan.route, identity)
+        if plan.tracing is not None:
+            plan.tracing.begin(choice, body)
         headers = {"x-canaryctl-variant": choice.variant, "x-canaryctl-model": choice.model.name}
         tier = choice.tier if choice.tier in self.tiers else OTHER_TIER
-        return Call(dialect, operation, started, body, identity, choice, tier, headers)
+        return Call(plan, dialect, operation, started, body, identity, choice, tier, headers)
 
     # 5-7: what goes upstream, if anything
 
@@ -281,20 +331,21 @@ class Pipeline:
         raise _bad_request(dialect, problem, **call.headers)
 
     def look_up(self, call: Call) -> None:
-        route = call.choice.route.name
-        if self.cache is None or not self.cache.applies_to(route):
+        cache = call.plan.cache
+        if cache is None:
             return
+        route = call.choice.route.name
         call.cache_key = cache_key(
             call.choice, call.request, embeddings=call.operation == "embeddings"
         )
-        hit = self.cache.get(route, call.cache_key) if call.cache_key else None
+        hit = cache.get(route, call.cache_key) if call.cache_key else None
         if hit is None:
             return
-        if self.tracing is not None:
-            self.tracing.finish(call.choice, hit.model, "cache_hit", None, 0.0)
+        if call.plan.tracing is not None:
+            call.plan.tracing.finish(call.choice, hit.model, "cache_hit", None, 0.0)
         self.spend.cache_hit(route, self.models.get(hit.model), hit.completion)
         call.headers.update({"x-canaryctl-model": hit.model, "x-canaryctl-cache": "hit"})
-        raise Stop(JSONResponse(self.render(call, hit.completion), headers=call.headers))
+        raise Stop(FastJSONResponse(self.render(call, hit.completion), headers=call.headers))
 
     async def admit(self, call: Call) -> None:
         if self.budgets is None:
@@ -328,7 +379,8 @@ class Pipeline:
             sent = self.upstream.open_stream(model, call.request)
         else:
             sent = self.upstream.complete(model, call.request)
-        return sent if self.tracing is None else self.tracing.attempt(model, sent)
+        tracing = call.plan.tracing
+        return sent if tracing is None else tracing.attempt(model, sent)
 
     async def _walk(self, call: Call, *, time_success: bool = True) -> Answered[Any]:
         try:
@@ -352,11 +404,11 @@ class Pipeline:
             outcome = _outcome(answer, outcome_of(result))
             cacheable = outcome == "ok"
             result["id"] = self.served.issue(call.labels(answer.model), call.choice.key_id)
-        if call.cache_key is not None and self.cache is not None and cacheable:
-            self.cache.put(call.cache_key, CachedAnswer(answer.model.name, result))
+        if call.cache_key is not None and call.plan.cache is not None and cacheable:
+            call.plan.cache.put(call.cache_key, CachedAnswer(answer.model.name, result))
         await self.finish(call, answer.model, outcome, result)
         call.headers["x-canaryctl-model"] = answer.model.name
-        return JSONResponse(
+        return FastJSONResponse(
             self.render(call, result), headers=call.headers, background=self._after(call)
         )
 
@@ -372,7 +424,7 @@ class Pipeline:
             background=self._after(call),
         )
 
-    async def relay(self, call: Call, answer: Answered[UpstreamStream]) -> AsyncIterator[str]:
+    async def relay(self, call: Call, answer: Answered[UpstreamStream]) -> AsyncIterator[bytes]:
         """Pass chunks on as they come; finish when the stream ends, however it ends."""
         dialect = call.dialect
         wants_usage = bool((call.request.get("stream_options") or {}).get("include_usage"))
@@ -388,7 +440,7 @@ class Pipeline:
         first_token: float | None = None
         try:
             async for batch in answer.result:
-                out = []
+                out: list[bytes] = []
                 for chunk in batch:
                     usage = chunk.get("usage") or usage
                     chunk["id"] = completion_id
@@ -398,27 +450,27 @@ class Pipeline:
                     if isinstance(piece, str):
                         text.append(piece)
                     if claude is not None:
-                        out.extend(claude.feed(chunk))
+                        out.extend(event.encode() for event in claude.feed(chunk))
                     elif dialect == "openai":
                         if wants_usage or chunk.get("choices"):
-                            out.append(f"data: {json.dumps(chunk)}\n\n")
+                            out.append(b"data: " + fastjson.dumps(chunk) + b"\n\n")
                     elif piece:
                         line = ollama_line(dialect, model_name, piece, None, done=False)
-                        out.append(json.dumps(line) + "\n")
+                        out.append(fastjson.dumps(line) + b"\n")
                 if out:
                     if first_token is None and watch.answered:  # the first content goes out
                         first_token = time.perf_counter()
                         timing.first_token(first_token - call.started)
-                    yield "".join(out)  # one write per batch the model sent
+                    yield b"".join(out)  # one write per batch the model sent
             if first_token is not None:
                 timing.generated(time.perf_counter() - first_token, usage)
             outcome = _outcome(answer, answer.result.watch.outcome)
             if claude is not None:
-                yield "".join(claude.end(usage))
+                yield "".join(claude.end(usage)).encode()
             elif dialect == "openai":
-                yield "data: [DONE]\n\n"
+                yield b"data: [DONE]\n\n"
             else:
-                yield json.dumps(ollama_line(dialect, model_name, "", usage)) + "\n"
+                yield fastjson.dumps(ollama_line(dialect, model_name, "", usage)) + b"\n"
         except UpstreamFailure as failure:
             # Headers are gone: the client sees a cut stream, the metrics see an error.
             log.warning(
@@ -429,7 +481,7 @@ class Pipeline:
             )
             outcome = "error"
             if claude is not None:  # Anthropic's clients raise on an error event
-                yield "".join(claude.failed(failure.status, failure.body))
+                yield "".join(claude.failed(failure.status, failure.body)).encode()
         finally:
             if outcome is None:  # the client left before the end: count what was seen
                 outcome = _outcome(answer, answer.result.watch.outcome)
@@ -481,19 +533,19 @@ class Pipeline:
     ) -> None:
         """The request in the user-facing families (llm_requests_total and its kin), and the
         end of its trace span."""
-        labels = call.labels(model)
-        self.metrics.requests.labels(**labels, outcome=outcome).inc()
-        self.metrics.duration.labels(**labels).observe(time.perf_counter() - call.started)
+        choice = call.choice
+        series = self.metrics.series(
+            choice.route.name, choice.variant, model.name, model.provider, call.tier
+        )
+        series.count(outcome, time.perf_counter() - call.started)
         cost = 0.0
         if usage:
             prompt = int(usage.get("prompt_tokens") or 0)
             completion = int(usage.get("completion_tokens") or 0)
-            self.metrics.tokens.labels(**labels, kind="prompt").inc(prompt)
-            self.metrics.tokens.labels(**labels, kind="completion").inc(completion)
             cost = model.price.usd(prompt, completion)
-            self.metrics.cost.labels(**labels).inc(cost)
-        if self.tracing is not None:
-            self.tracing.finish(call.choice, model.name, outcome, usage, cost)
+            series.spent(prompt, completion, cost)
+        if call.plan.tracing is not None:
+            call.plan.tracing.finish(choice, model.name, outcome, usage, cost)
 
     def render(self, call: Call, completion: dict[str, Any]) -> dict[str, Any]:
         """An OpenAI-shaped answer in the client's dialect."""
@@ -520,17 +572,17 @@ class Pipeline:
 
     def _after(self, call: Call) -> BackgroundTask | None:
         """The response's background task: Starlette runs it once the body is sent."""
-        return BackgroundTask(self._run_after_served, call) if self.after_served else None
+        return BackgroundTask(self._run_after_served, call) if call.plan.after_served else None
 
     async def _run_after_served(self, call: Call) -> None:
         served = call.served
         if served is None:
             return
-        for stage in self.after_served:
+        for name, stage in call.plan.after_served:
             try:
                 stage(served)
             except Exception:  # an observer never breaks the gateway
-                log.exception("after-served stage %r failed", stage)
+                log.exception("after-served stage %s failed", name)
 
 
 def _outcome(answer: Answered[Any], answered: str) -> str:

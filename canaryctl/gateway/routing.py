@@ -16,6 +16,7 @@ is healthy and how stale its data may be are exported as gauges read at scrape t
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -47,6 +48,8 @@ __all__ = ["Choice", "FlagRouter", "check_flag_source", "request_context"]
 
 log = logging.getLogger(__name__)
 
+_CONTEXTS = 10_000
+"""LaunchDarkly contexts kept built, for the requesters seen most recently."""
 _START_WAIT = 5.0
 """Seconds the SDK may take to load the flag file before serving starts on defaults."""
 
@@ -106,9 +109,16 @@ class Choice:
 def request_context(identity: Identity) -> Context:
     """The requester's LaunchDarkly context: keyed by the user (one shared anonymous key when
     the request names none), with `tier` and, when known, `team` for flag rules to target."""
-    builder = Context.builder(identity.user or "anonymous").kind("user").set("tier", identity.tier)
-    if identity.team:
-        builder.set("team", identity.team)
+    return _context(identity.user or "anonymous", identity.tier, identity.team or None)
+
+
+@functools.lru_cache(maxsize=_CONTEXTS)
+def _context(user: str, tier: str, team: str | None) -> Context:
+    """Contexts are immutable, and most requests come from a requester seen recently: built
+    once per requester, not once per request."""
+    builder = Context.builder(user).kind("user").set("tier", tier)
+    if team:
+        builder.set("team", team)
     return builder.build()
 
 

@@ -42,6 +42,7 @@ from canaryctl.gateway.metrics import (
     OTHER_VALUE,
     TOP_USER_COST,
     TOP_USER_COST_ERROR,
+    Children,
     GatewayMetrics,
 )
 from canaryctl.runbook.gateway import ModelSpec, SpendSpec
@@ -212,6 +213,23 @@ class _TopUsers(Collector):
         yield error
 
 
+class _SpendChildren:
+    """The spend families' children, bound once per label set (each request touched four)."""
+
+    def __init__(self, m: GatewayMetrics) -> None:
+        self.requests, self.tokens, self.cost = (
+            Children(m.spend_requests),
+            Children(m.spend_tokens),
+            Children(m.spend_cost),
+        )
+        self.fallback_cost = Children(m.fallback_cost)
+        self.redundant_requests, self.redundant_cost = (
+            Children(m.redundant_requests),
+            Children(m.redundant_cost),
+        )
+        self.retry_requests, self.retry_cost = Children(m.retry_requests), Children(m.retry_cost)
+
+
 class SpendMeter:
     """Counts each request's spend into `metrics`; one per gateway app.
 
@@ -228,6 +246,7 @@ class SpendMeter:
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._metrics = metrics
+        self._children = _SpendChildren(metrics)
         self._teams = BoundedValues(spec.teams, spec.extra_values, spec.admit_share)
         self._jobs = BoundedValues(spec.jobs, spec.extra_values, spec.admit_share)
         self._users = SpaceSaving(spec.user_counters)
@@ -248,30 +267,30 @@ class SpendMeter:
         answered: bool,
         fell_back: bool,
     ) -> None:
-        m = self._metrics
+        c = self._children
         team, job = self._teams.label(identity.team), self._jobs.label(identity.job)
-        labels = (route, model.name, team, job)  # SPEND_LABELS' order; positional is faster
+        labels = (route, model.name, team, job)  # SPEND_LABELS' order
         prompt, completion = _tokens(usage)
         cost = model.price.usd(prompt, completion)
-        m.spend_requests.labels(*labels).inc()
+        c.requests(*labels).inc()
         if usage:
-            m.spend_tokens.labels(*labels, "prompt").inc(prompt)
-            m.spend_tokens.labels(*labels, "completion").inc(completion)
-            m.spend_cost.labels(*labels).inc(cost)
+            c.tokens(*labels, "prompt").inc(prompt)
+            c.tokens(*labels, "completion").inc(completion)
+            c.cost(*labels).inc(cost)
         if fell_back and cost:
-            m.fallback_cost.labels(route, model.name).inc(cost)
+            c.fallback_cost(route, model.name).inc(cost)
         if identity.user and cost:
             self._users.add(identity.user, cost)
         evicted = self.recent.evicted_young
         repeat = self.recent.see(fingerprint(route, identity.job, chat), answered)
         if self.recent.evicted_young > evicted:
-            m.fingerprints_evicted.inc()
+            self._metrics.fingerprints_evicted.inc()
         if repeat == "redundant":
-            m.redundant_requests.labels(route, job).inc()
-            m.redundant_cost.labels(route, job).inc(cost)
+            c.redundant_requests(route, job).inc()
+            c.redundant_cost(route, job).inc(cost)
         elif repeat == "retry":
-            m.retry_requests.labels(route, job).inc()
-            m.retry_cost.labels(route, job).inc(cost)
+            c.retry_requests(route, job).inc()
+            c.retry_cost(route, job).inc(cost)
 
     def cache_hit(self, route: str, model: ModelSpec | None, completion: Mapping[str, Any]) -> None:
         """The answer came from the cache: what it would have cost is what the cache saved."""

@@ -17,7 +17,7 @@ docs/gateway.md for the measured figures).
 
 from __future__ import annotations
 
-import json
+import functools
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,6 +25,7 @@ from typing import Any
 
 import aiohttp
 
+from canaryctl import fastjson
 from canaryctl.gateway import anthropic
 from canaryctl.gateway.answers import (
     StreamWatch,
@@ -54,7 +55,7 @@ async def _failure_from_response(
     response: aiohttp.ClientResponse, model: ModelSpec, scrubber: Scrubber
 ) -> UpstreamFailure:
     try:
-        data = json.loads(scrubber.scrub(await response.read()))
+        data = fastjson.loads(scrubber.scrub(await response.read()))
     except ValueError:
         data = None
     except _UpstreamError as exc:
@@ -72,6 +73,13 @@ def _failure_from_exception(exc: BaseException, model: ModelSpec) -> UpstreamFai
         return UpstreamFailure("timeout", 504, error_body(message, "timeout"))
     message = f"model {model.name} is unreachable ({type(exc).__name__})"
     return UpstreamFailure("connection_error", 502, error_body(message))
+
+
+@functools.cache
+def _timeout(seconds: float) -> aiohttp.ClientTimeout:
+    """Per connect and per read, as httpx's timeout was: a long stream that keeps sending is
+    not cut, a silent model is. One object per distinct timeout, not one per request."""
+    return aiohttp.ClientTimeout(total=None, sock_connect=seconds, sock_read=seconds)
 
 
 class UpstreamStream:
@@ -101,7 +109,7 @@ class UpstreamStream:
         line = self._scrubber.scrub(raw).decode()
         if self._model.provider == "ollama":
             if line.strip():
-                data = checked_ollama(self._model, json.loads(line))
+                data = checked_ollama(self._model, fastjson.loads(line.encode()))
                 batch.extend(chunks_from_ollama(data, self._completion_id))
             return True
         if not line.startswith("data:"):
@@ -109,7 +117,7 @@ class UpstreamStream:
         data = line[5:].strip()
         if self._claude is not None:
             try:
-                batch.extend(self._claude.see(json.loads(data)))
+                batch.extend(self._claude.see(fastjson.loads(data.encode())))
             except anthropic.StreamError as error:
                 raise failure_for_status(
                     self._model, error.status, error.error, None, None
@@ -117,7 +125,7 @@ class UpstreamStream:
             return not self._claude.done
         if data == "[DONE]":
             return False
-        batch.append(json.loads(data))
+        batch.append(fastjson.loads(data.encode()))
         return True
 
     async def _batches(self) -> AsyncIterator[list[dict[str, Any]]]:
@@ -206,14 +214,9 @@ class Upstream:
                 headers["x-api-key"] = key
         elif key is not None:
             headers["Authorization"] = f"Bearer {key}"
-        # Per connect and per read, as httpx's timeout was: a long stream that keeps sending
-        # is not cut, a silent model is.
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=model.timeout, sock_read=model.timeout
-        )
         try:
             return await self._session.post(
-                url, data=json.dumps(body), headers=headers, timeout=timeout
+                url, data=fastjson.dumps(body), headers=headers, timeout=_timeout(model.timeout)
             )
         except _UpstreamError as exc:
             raise _failure_from_exception(exc, model) from exc
@@ -243,7 +246,7 @@ class Upstream:
             except _UpstreamError as exc:
                 raise _failure_from_exception(exc, model) from exc
         try:
-            return json.loads(raw)
+            return fastjson.loads(raw)
         except ValueError as exc:
             raise malformed(model, "the body is not JSON") from exc
 
