@@ -839,6 +839,45 @@ def test_a_new_run_refuses_a_flag_held_by_an_unfinished_run(
     assert len(crash.flags.history) == 2  # the half-moved split was not taken as "prior"
 
 
+@pytest.mark.parametrize("landed", [False, True], ids=["before-the-restore", "after-it"])
+def test_resume_finishes_a_run_left_rolling_back(
+    make: Callable[..., Harness], landed: bool
+) -> None:
+    """Issue 24: a process that dies once it decided to roll back leaves the run in phase
+    `rolling_back`, the restore not journaled (landed or not); `resume` finishes it."""
+    h = make(steady(canary_error_rate=0.5), hooks=False)
+    crash = Crashed(h)
+
+    class DiesRestoring(MemoryFlagStore):
+        def restore(
+            self, saved: FlagSnapshot, *, expect_version: int, comment: str
+        ) -> FlagSnapshot:
+            if landed:
+                snapshot = super().restore(saved, expect_version=expect_version, comment=comment)
+            if not crash.at:  # once: the resumed copy must not die too
+                crash.now()
+            if not landed:
+                snapshot = super().restore(saved, expect_version=expect_version, comment=comment)
+            return snapshot
+
+    h.flags = DiesRestoring("support-bot-model", BASELINE, CANARY)
+    h.prior = h.flags.snapshot()
+    h.run()
+    assert crash.flags is not None
+    with StateStore(crash.state_path) as store:
+        record = store.run(1)
+        assert record is not None and record.phase == "rolling_back" and not record.finished
+        assert store.events(1, "flag_changed")[-1].result is None  # the restore: in flight
+    assert crash.flags.split(crash.flags.snapshot()).canary == (0 if landed else 10)
+    result, flags = crash.resume()
+    assert (result.outcome, result.exit_code) == ("rolled_back", 1), result.reason
+    assert "SLO" in result.reason or "error_rate" in result.reason, result.reason
+    assert json.loads(flags.snapshot().raw) == json.loads(h.prior.raw)
+    with StateStore(crash.state_path) as store:
+        record = store.run(1)
+        assert record is not None and record.phase == "rolled_back" and record.finished
+
+
 def test_resume_restores_when_metrics_are_gone(make: Callable[..., Harness]) -> None:
     h = make(hooks=False)
     crash = Crashed(h)
