@@ -1,5 +1,5 @@
 """Issue 24's faults with real processes over loopback: `canaryctl controller serve` processes
-(lease 3 s) on a real PostgreSQL, the lab's gateway and traffic, file flags.
+(lease 3 s; 6 s in 3.) on a real PostgreSQL, the lab's gateway and traffic, file flags.
 
 1. A controller frozen (SIGSTOP) past its lease, thawed after the other one moved the flag on:
    it writes nothing, and the run ends under the other driver.
@@ -151,7 +151,9 @@ def test_a_database_killed_and_restarted_leaves_no_zombie_lease(
     began it again on the flag the first one had restored."""
     with world(tmp_path, durable_postgres) as (url, flags, stack):
         path = runbook(tmp_path, flags, stack.metrics_url, [{"set_weight": 20}, {"pause": "600s"}])
-        a, b = ControllerProcess(url, tmp_path, "a"), ControllerProcess(url, tmp_path, "b")
+        # A 6 s lease bounds each database call by 2 s: on a loaded machine, a 1 s bound lets
+        # the run end (flag restored) before the database is killed at all.
+        a, b = (ControllerProcess(url, tmp_path, name, lease=6.0) for name in ("a", "b"))
         try:
             run_id = submit(url, path, monkeypatch)
             with StateStore(url) as store:
