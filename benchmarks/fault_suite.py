@@ -322,11 +322,12 @@ def check(url: str, history: History, logs: list[Path], lease: float) -> dict[st
         longest = max(longest, gap)
         if gap > bound:
             at = marks[[b - a for a, b in itertools.pairwise(marks)].index(gap) + 1]
-            fault = max((f for f in history.faults if f["at"] <= at), key=lambda f: f["at"],
-                        default={"kind": "none", "at": at})  # fmt: skip
+            # Every fault from a bound before the gap to its end, timed from the gap's start.
+            near = [f"{f['kind']} at {f['at'] - (at - gap):+.1f}s"
+                    for f in history.faults if at - gap - bound <= f["at"] <= at]  # fmt: skip
             violated(
                 "held_unjudged_past_bound",
-                f"{gap:.1f}s > {bound:g}s, ending {at - fault['at']:.1f}s after {fault['kind']}",
+                f"{gap:.1f}s > {bound:g}s (faults: {', '.join(near) or 'none'})",
             )
     for log in logs:
         text = log.read_text(errors="replace")

@@ -75,12 +75,12 @@ def _flag_document(variations: list[str], fallthrough: dict[str, Any], version: 
     return json.dumps({"flags": {FLAG_KEY: flag}, "segments": {}})
 
 
-def _postgres_in_a_tempdir() -> Iterator[PostgresServer]:
+def _postgres_in_a_tempdir(*, durable: bool = False) -> Iterator[PostgresServer]:
     """A real PostgreSQL whose directory is made here, not under pytest's tmp_path, which
     `nobody` (the server's user when we are root) may not enter."""
     workdir = Path(tempfile.mkdtemp(prefix="canaryctl-pg-"))
     try:
-        with postgres_server(workdir) as server:
+        with postgres_server(workdir, durable=durable) as server:
             yield server
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -96,6 +96,14 @@ def postgres() -> Iterator[PostgresServer]:
 def own_postgres() -> Iterator[PostgresServer]:
     """A PostgreSQL of the test's own, which the test may stop."""
     yield from _postgres_in_a_tempdir()
+
+
+@pytest.fixture
+def durable_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL of the test's own that keeps every commit it acknowledged through a
+    SIGKILL, as a real server does: the fast one loses the last ~50 of 200 commits made just
+    before a kill, and a journal that forgets what it acknowledged sends any driver wrong."""
+    yield from _postgres_in_a_tempdir(durable=True)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -33,8 +33,10 @@ from canaryctl.controller import (
     StateStore,
     resume_rollout,
 )
+from canaryctl.controller.lease import Leases
+from canaryctl.controller.runner import submit_rollout
 from canaryctl.controller.step import RolloutState, plan, tick
-from canaryctl.errors import FlagMismatch, InvalidInput, MetricsBackendError
+from canaryctl.errors import FlagMismatch, InvalidInput, MetricsBackendError, StateBackendError
 from canaryctl.flags import FlagSnapshot, MemoryFlagStore
 from canaryctl.flags.file import FileFlagStore
 from canaryctl.metrics import Observation, ScriptedMetricsSource, VariantStats
@@ -837,6 +839,106 @@ def test_a_new_run_refuses_a_flag_held_by_an_unfinished_run(
             runner.run()
         assert len(store.runs()) == 1
     assert len(crash.flags.history) == 2  # the half-moved split was not taken as "prior"
+
+
+@pytest.mark.parametrize("landed", [False, True], ids=["before-the-restore", "after-it"])
+def test_resume_finishes_a_run_left_rolling_back(
+    make: Callable[..., Harness], landed: bool
+) -> None:
+    """Issue 24: a process that dies once it decided to roll back leaves the run in phase
+    `rolling_back`, the restore not journaled (landed or not); `resume` finishes it."""
+    h = make(steady(canary_error_rate=0.5), hooks=False)
+    crash = Crashed(h)
+
+    class DiesRestoring(MemoryFlagStore):
+        def restore(
+            self, saved: FlagSnapshot, *, expect_version: int, comment: str
+        ) -> FlagSnapshot:
+            if landed:
+                snapshot = super().restore(saved, expect_version=expect_version, comment=comment)
+            if not crash.at:  # once: the resumed copy must not die too
+                crash.now()
+            if not landed:
+                snapshot = super().restore(saved, expect_version=expect_version, comment=comment)
+            return snapshot
+
+    h.flags = DiesRestoring("support-bot-model", BASELINE, CANARY)
+    h.prior = h.flags.snapshot()
+    h.run()
+    assert crash.flags is not None
+    with StateStore(crash.state_path) as store:
+        record = store.run(1)
+        assert record is not None and record.phase == "rolling_back" and not record.finished
+        assert store.events(1, "flag_changed")[-1].result is None  # the restore: in flight
+    assert crash.flags.split(crash.flags.snapshot()).canary == (0 if landed else 10)
+    result, flags = crash.resume()
+    assert (result.outcome, result.exit_code) == ("rolled_back", 1), result.reason
+    assert "SLO" in result.reason or "error_rate" in result.reason, result.reason
+    assert json.loads(flags.snapshot().raw) == json.loads(h.prior.raw)
+    with StateStore(crash.state_path) as store:
+        record = store.run(1)
+        assert record is not None and record.phase == "rolled_back" and record.finished
+
+
+def test_a_database_lost_while_resuming_restores_and_the_next_resume_journals_it(
+    make: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 24: the state database failing once the resumed driver claimed the flag (here as
+    it journals `resumed`) must not leave the canary unjudged for the whole outage."""
+    h = make(hooks=False)
+    crash = Crashed(h)
+    h.clock.call_at(T0 + 90, crash.now)  # 30 s into the pause at 50%
+    h.run()
+    assert crash.flags is not None and crash.flags.split(crash.flags.snapshot()).canary == 50
+    record_event = StateStore.record_event
+
+    def down_on_resume(store: StateStore, run_id: int, type_: str, *args: Any, **kw: Any) -> int:
+        if type_ == "resumed":
+            raise StateBackendError("state database crashed.db: connection refused")
+        return record_event(store, run_id, type_, *args, **kw)
+
+    monkeypatch.setattr(StateStore, "record_event", down_on_resume)
+    with pytest.raises(StateBackendError, match="the flag was restored"):
+        crash.resume()
+    assert json.loads(crash.flags.snapshot().raw) == json.loads(h.prior.raw)
+    mark = crash.flags.claimed_by
+    assert mark is not None and mark.restored == crash.flags.snapshot().version
+    monkeypatch.setattr(StateStore, "record_event", record_event)
+    with sqlite3.connect(crash.state_path) as db:  # the failed resume's lease has run out
+        db.execute("UPDATE runs SET lease_until = 0")
+    result, flags = crash.resume()  # the database is back
+    assert result.outcome == "error" and "this run restored the flag" in result.reason
+    assert len(flags.history) == 3  # 10%, 50%, the restore: nothing written since
+    assert flags.claimed_by is None
+
+
+def test_resume_claims_as_the_submitted_run_whose_driver_died_before_journaling_its_claim(
+    make: Callable[..., Harness],
+) -> None:
+    """A controller's first driver of a submitted run claimed the flag, then lost the run
+    before `flag_claimed` was journaled: the next driver claims with the token the submitted
+    run journaled first, instead of being refused by its own run's claim."""
+    h = make(hooks=False)
+    run_id, _ = submit_rollout(h.rollout, state_path=h.state_path)
+    leases = Leases(h.store)
+    assert [r.id for r in leases.acquire(1)] == [run_id] == [1]
+    crash = Crashed(h)
+    h.clock.call_at(T0 + 90, crash.now)
+    RolloutRunner(
+        h.rollout,
+        flags=h.flags,
+        metrics=h.metrics,
+        store=h.store,
+        clock=h.clock,
+        hooks=h.hooks,
+        poll_interval=5.0,
+        leases=leases,
+    ).run(submitted=run_id)
+    with sqlite3.connect(crash.state_path) as db:  # it died before journaling its claim
+        db.execute("DELETE FROM events WHERE type = 'flag_claimed'")
+    result, flags = crash.resume()
+    assert result.outcome == "promoted", result.reason
+    assert json.loads(flags.snapshot().raw)["promoted"] is True
 
 
 def test_resume_restores_when_metrics_are_gone(make: Callable[..., Harness]) -> None:

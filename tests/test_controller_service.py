@@ -5,6 +5,7 @@ on the real clock); the lab, subprocesses and SIGKILL are in tests/test_e2e_cont
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +15,8 @@ import yaml
 from prometheus_server import eventually
 from sqlalchemy import text
 
+from canaryctl.analysis import Verdict
+from canaryctl.controller.events import RolloutObserver
 from canaryctl.controller.runner import submit_rollout
 from canaryctl.controller.service import Controller, ReleasingClock, RequestInbox
 from canaryctl.controller.store import StateStore, state_engine
@@ -159,6 +162,42 @@ def test_a_run_a_controller_does_not_hold_is_left_to_its_driver(state_location: 
             assert service.driving() == [] and fleet.canary("support-bot") == 0
         finally:
             service.stop()
+
+
+@pytest.mark.parametrize("state_location", ["sqlite"], indirect=True)
+def test_a_stop_during_the_closing_analysis_hands_back_before_the_weight_due_in_that_tick(
+    state_location: str,
+) -> None:
+    """Issue 24, case 4, through the service: SIGTERM (here `stop()`) arrives while the pause's
+    closing analysis runs; that analysis passes, so the tick it ends decides the next weight,
+    and the run must be handed back with the flag still at 20%."""
+    fleet = Fleet()
+    run_id, _ = submit_rollout(rollout("support-bot", pause="2s"), state_path=state_location)
+    with StateStore(state_location) as store:
+        stopping: list[threading.Thread] = []
+
+        class StopOnClosingAnalysis(RolloutObserver):
+            def on_analysis(self, run_id: int, verdict: Verdict) -> None:
+                if stopping or not store.events(run_id, "analysis")[-1].data["closing"]:
+                    return
+                drive = service._drives[run_id]
+                stopping.append(threading.Thread(target=service.stop))
+                stopping[0].start()
+                assert drive.release.wait(30.0)  # asked before the tick decides the next step
+
+        service = controller(store, fleet, observers=[StopOnClosingAnalysis()]).start()
+        try:
+            eventually("the stop", lambda: bool(stopping))
+            stopping[0].join()
+        finally:
+            service.stop()
+        record = store.run(run_id)
+        closing = [e for e in store.events(run_id, "analysis") if e.data["closing"]]
+    assert closing and closing[-1].data["outcome"] == "pass"  # the next weight was due
+    assert record is not None and not record.finished and record.owner is None
+    assert fleet.canary("support-bot") == 20
+    assert [c.split(": ", 1)[1] for c, _ in fleet.flag("support-bot").history] == ["canary to 20%"]
+    assert [e.data["owner"] for e in store.events(run_id, "handed_back")] == [service.owner]
 
 
 @pytest.mark.parametrize("state_location", ["sqlite"], indirect=True)

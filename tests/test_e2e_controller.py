@@ -71,11 +71,13 @@ def runbook(tmp_path: Path, flags: Path, metrics_url: str, pause: str) -> Path:
 class ControllerProcess:
     """`canaryctl controller serve` in its own process, the state URL in its environment."""
 
-    def __init__(self, url: str, workdir: Path, name: str, tokens: str = "") -> None:
+    def __init__(
+        self, url: str, workdir: Path, name: str, tokens: str = "", lease: float = LEASE
+    ) -> None:
         self.log = workdir / f"{name}.log"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "canaryctl", "controller", "serve", "--listen", "127.0.0.1:0",
-             "--lease", str(LEASE), "-o", "json"],
+             "--lease", str(lease), "-o", "json"],
             env={**os.environ, "CANARYCTL_STATE": url, "CANARYCTL_API_TOKENS": tokens},
             stdout=subprocess.DEVNULL,
             stderr=self.log.open("wb"),

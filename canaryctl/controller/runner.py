@@ -368,11 +368,15 @@ class RolloutRunner:
             epoch=self._epoch,
         ):  # fmt: skip
             raise InvalidInput(f"run {run_id} was just taken over by another process")
-        claimed = self.store.events(run_id, "flag_claimed")
+        # A submitted run journals its token before its first driver claims the flag, which
+        # may lose the run before it journals `flag_claimed`: the claim is this run's all same.
+        claimed = self.store.events(run_id, "flag_claimed") or self.store.events(
+            run_id, "flag_claim_token"
+        )
         token = claimed[-1].data["token"] if claimed else uuid.uuid4().hex
-        self._claim = self._new_claim(token, run_id)
+        self._claim = claim = self._new_claim(token, run_id)
         try:
-            held = self.flags.claim(self._claim, take_over=self._break_claim)
+            held = self.flags.claim(claim, take_over=self._break_claim)
         except ClaimFenced as exc:
             raise LeaseLost(str(exc)) from exc
         if self._shadow is not None and self._shadow.prior is not None:
@@ -380,17 +384,30 @@ class RolloutRunner:
             self._shadow_claimed = True
         current = self.flags.snapshot()
         self._writes.split = self.flags.split(current)
+        own_restore = held is not None and held.token == token and held.restored == current.version
+        if own_restore:  # our claim keeps the mark, should the journal fail us again
+            self._claim = replace(claim, restored=current.version)
+            self.flags.claim(self._claim)
         self._observers.on_start(self._info(resumed=True))
-        self.store.record_event(
-            run_id,
-            "resumed",
-            {"phase": self._state.phase.value},
-            at=self.clock.now(),
-            epoch=self._epoch,
-        )
-        if held is not None and held.token == token and held.restored == current.version:
+        try:
+            self.store.record_event(
+                run_id,
+                "resumed",
+                {"phase": self._state.phase.value},
+                at=self.clock.now(),
+                epoch=self._epoch,
+            )
+            ours = not own_restore and self._writes.ours(current)
+            # An abort posted while no process was running is carried out before anything moves.
+            abort = self._next_request(abort_only=True) if ours else None
+        except StateBackendError as exc:
+            # The flag is ours to write now (claimed at our epoch): a database gone while we
+            # take the run up must not leave its canary unjudged, as in `_drive`.
+            self._writes.journal_error = exc
+            return self._stop("error", str(exc), restore=not own_restore)
+        if own_restore:
             return self._journal_own_restore(current)
-        if not self._writes.ours(current):
+        if not ours:
             reason = (
                 f"flag '{current.key}' is at version {current.version}, not where run {run_id} "
                 "left it: someone else changed it; left the flag alone"
@@ -400,8 +417,6 @@ class RolloutRunner:
             self.metrics.check()
         except MetricsBackendError as exc:
             return self._stop("error", f"metrics backend error on resume: {exc}", restore=True)
-        # An abort posted while no process was running is carried out before anything moves.
-        abort = self._next_request(abort_only=True)
         return self._drive(abort if abort is not None else Resumed(self.clock.now()))
 
     def _journal_own_restore(self, current: FlagSnapshot) -> RunResult:

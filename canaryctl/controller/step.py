@@ -430,6 +430,8 @@ def tick(spec: RolloutSpec, state: RolloutState, now: float, event: Event | None
             return _advance(spec, items, fresh, now)
         case ChaosPlayed(held=False, reason=reason) if state.phase is Phase.CHAOS:
             return _rollback(state, "rolled_back", f"chaos: {reason}")
+        case Resumed() if state.phase in (Phase.PROMOTING, Phase.ROLLING_BACK):
+            return _pending(spec, items, state, now)  # decided before the crash: finish it
         case Resumed(at=at) if state.undecided_until is not None:
             # Still waiting for a human: the pause and its deadline outlive the process.
             interval = spec.analysis.interval

@@ -391,7 +391,9 @@ class StateStore:
         """Statements sent to the database so far (benchmarks/controller_scale.py)."""
         event.listen(self._engine, "before_cursor_execute", self._count)
         try:
-            with self._transaction() as connection:
+            # Opening is no lease's business: a loaded host may take longer than a short
+            # lease's bound to migrate, and a controller must still start.
+            with self._transaction(timeout=max(timeout, STATEMENT_TIMEOUT)) as connection:
                 migrate(connection, self.where)
         except BaseException:
             self._engine.dispose()
@@ -417,15 +419,23 @@ class StateStore:
         self.close()
 
     @contextmanager
-    def _transaction(self, *, read: bool = False) -> Iterator[Connection]:
-        """One transaction, committed on success; the database's errors become
-        StateBackendError with the message redacted (a driver may quote the URL)."""
+    def _transaction(
+        self, *, read: bool = False, timeout: float | None = None
+    ) -> Iterator[Connection]:
+        """One transaction, committed on success, bounded by `timeout` (the store's by
+        default); the database's errors become StateBackendError with the message redacted
+        (a driver may quote the URL)."""
+        bound = self.timeout if timeout is None else timeout
         try:
-            with self._connect() as connection:
-                watchdog = _Watchdog(connection, self.timeout) if self.postgres else None
+            with self._connect(bound) as connection:
+                watchdog = _Watchdog(connection, bound) if self.postgres else None
                 try:
                     connection.execution_options(canaryctl_read=read)
                     with connection.begin():
+                        if self.postgres and bound != self.timeout:
+                            millis = max(int(bound * 1000), 1)
+                            for setting in ("statement_timeout", "lock_timeout"):
+                                connection.exec_driver_sql(f"SET LOCAL {setting} = {millis}")
                         yield connection
                 finally:
                     if watchdog is not None:
@@ -434,27 +444,27 @@ class StateStore:
             detail = redact_text(str(getattr(exc, "orig", None) or exc)).splitlines()[0]
             raise StateBackendError(f"state database {self.where}: {detail}") from exc
 
-    def _connect(self) -> Connection:
+    def _connect(self, timeout: float) -> Connection:
         """A pooled connection, retried with the backends' policy while the server cannot be
         reached (a restart, a failover): nothing was sent yet, so another attempt is safe. A
         PostgreSQL connection is pinged first under the watchdog (a connection the server
         dropped is replaced); attempts stop once `timeout` has passed."""
-        deadline = time.monotonic() + self.timeout
+        deadline = time.monotonic() + timeout
 
         def attempt() -> Connection:
             try:
                 connection = self._engine.connect()
             except (OperationalError, TimeoutError) as exc:
-                raise self._retryable(exc, deadline) from exc
+                raise self._retryable(exc, deadline, timeout) from exc
             if not self.postgres:
                 return connection
-            watchdog = _Watchdog(connection, self.timeout)
+            watchdog = _Watchdog(connection, timeout)
             try:
                 connection.exec_driver_sql(_PING)
                 connection.rollback()
             except DBAPIError as exc:
                 connection.close()
-                raise self._retryable(exc, deadline) from exc
+                raise self._retryable(exc, deadline, timeout) from exc
             finally:
                 watchdog.disarm()
             return connection
@@ -467,13 +477,13 @@ class StateStore:
                 f"state database {self.where}: {exc.reason} (after {attempts} attempts)"
             ) from exc
 
-    def _retryable(self, exc: Exception, deadline: float) -> Exception:
+    def _retryable(self, exc: Exception, deadline: float, timeout: float) -> Exception:
         """Another attempt while time remains; past the deadline, StateBackendError."""
         detail = redact_text(str(getattr(exc, "orig", None) or exc) or type(exc).__name__)
         detail = detail.splitlines()[0]
         if time.monotonic() >= deadline:
             return StateBackendError(
-                f"state database {self.where}: {detail} (no answer within {self.timeout:g}s)"
+                f"state database {self.where}: {detail} (no answer within {timeout:g}s)"
             )
         return Retryable(detail)
 
