@@ -599,3 +599,21 @@ def test_a_duration_of_a_huge_integer_is_a_problem_not_a_crash(tmp_path: Path, v
     path = write(tmp_path, GOOD.replace("pause: 1h30m", f"pause: {value}"))
     (problem,) = problems_of(path)
     assert problem.startswith(f"{path}:11: spec.steps[1].pause: must ")
+
+
+@pytest.mark.parametrize(
+    ("shadow", "where"),
+    [({"flag": 1.5}, "shadow.flag"), ({"model": "m", "percent": "nan"}, "shadow.percent")],
+)
+def test_a_bad_shadow_block_is_named_by_its_own_path(
+    tmp_path: Path, shadow: dict[str, object], where: str
+) -> None:
+    """The shadow block's two forms are told apart by a tag pydantic puts in the error's
+    path; the path shown is the document's (a tag named `flag` once made it `shadow.flag.flag`)."""
+    document = yaml.safe_load((ROOT / "runbooks" / "gateway.yaml").read_text())
+    document["spec"]["routes"][0]["shadow"] = shadow
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(document))
+    with pytest.raises(InvalidDocument) as raised:
+        load_document(path)
+    assert f": spec.routes[0].{where}: " in str(raised.value)

@@ -217,7 +217,7 @@ def test_a_runbook_that_is_not_one_exits_2(tmp_path: Path) -> None:
 
 def test_the_command_in_docs_plan_md_runs_as_written() -> None:
     text = (ROOT / "docs" / "plan.md").read_text()
-    block = re.search(r"```bash\n(?:#.*\n)*(canaryctl plan [^\n]+)\n```", text)
+    block = re.search(r"```console\n\$ (canaryctl plan [^\n]+)\n", text)
     assert block is not None
     args = shlex.split(block[1])[1:]
     result = CliRunner().invoke(main, [*args, "--runs", "4"])  # the last --runs wins: lean

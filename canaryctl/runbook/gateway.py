@@ -208,14 +208,18 @@ class FlagShadow(Strict):
 
 
 def _shadow_kind(value: Any) -> str:
-    """`flag` when the block names a flag, else `model`: one form's errors, not both forms'."""
+    """`flag` when the block names a flag, else `model`: one form's errors, not both forms'.
+    The tags are written as pydantic writes a type's name (`shadow[flag]`), which the loader
+    drops from an error's path: a tag `flag` read as the field `flag` made a NaN there
+    `shadow.flag.flag`."""
     if isinstance(value, dict):
-        return "flag" if "flag" in value else "model"
-    return "flag" if isinstance(value, FlagShadow) else "model"
+        return _FLAG_SHADOW if "flag" in value else _STATIC_SHADOW
+    return _FLAG_SHADOW if isinstance(value, FlagShadow) else _STATIC_SHADOW
 
 
+_STATIC_SHADOW, _FLAG_SHADOW = "shadow[model]", "shadow[flag]"
 ShadowSpec = Annotated[
-    Annotated[StaticShadow, Tag("model")] | Annotated[FlagShadow, Tag("flag")],
+    Annotated[StaticShadow, Tag(_STATIC_SHADOW)] | Annotated[FlagShadow, Tag(_FLAG_SHADOW)],
     Discriminator(_shadow_kind),
 ]
 
