@@ -361,8 +361,12 @@ def test_two_gateways_sharing_redis_never_overspend_together(
 ) -> None:
     write_flags(["big"])
     limit = 1000
+    # A store call that times out lets its request through (budgets never take the gateway
+    # down), and on a loaded machine the event loop alone can pass the default 0.5 s: the
+    # bound here is wide, and the test checks below that no call failed, so what it proves is
+    # the script's atomicity, not the machine's speed.
     budgets = {
-        "store": {"provider": "redis", "url": redis_url, "prefix": "test"},
+        "store": {"provider": "redis", "url": redis_url, "prefix": "test", "timeout": "30s"},
         "limits": [{"name": "shared", "per": "team", "tokens": limit, "window": "hour"}],
     }
     with LabStack(lab_spec(tmp_path, budgets, [{"name": "big"}]), traffic=False) as stack:
@@ -382,6 +386,8 @@ def test_two_gateways_sharing_redis_never_overspend_together(
                 return [*warm, *both, *after]
 
         responses = asyncio.run(burst())
+        for url in replicas:
+            assert not any(samples(url, "llm_budget_store_errors_total").values()), url
         assert [r.status_code for r in responses[:5]] == [200] * 5
         assert [r.status_code for r in responses[-2:]] == [429, 429]  # both see one budget
         assert {r.status_code for r in responses} == {200, 429}
