@@ -15,8 +15,8 @@ and identical for every target). For each target and each of plain and streamed 
 Each measurement is repeated `--rounds` times and the median round kept: the machine this
 runs on is usually shared, and one stalled round should not make the figure.
 
-LiteLLM (the exact version LITELLM_VERSION) is installed by this script into its own virtual
-environment (`--litellm-venv`, default ~/.cache/canaryctl-bench/litellm-VERSION) with pip, and
+LiteLLM (the exact version benchmarks/litellm_env.py pins) is installed by that module into its
+own virtual environment (`--litellm-venv`, default ~/.cache/canaryctl-bench/litellm-VERSION), and
 run with no database, no callbacks and the bundled model-cost map. `--no-litellm` skips it.
 `--profile FILE` runs the gateway under cProfile and writes the stats to FILE (for
 `python -m pstats FILE`). Every round's figures go to benchmarks/results/gateway_overhead.json,
@@ -48,6 +48,7 @@ from typing import Any
 
 import httpx
 import record
+from litellm_env import LITELLM_VENV, install_litellm, litellm_version
 
 HOST = "127.0.0.1"
 TIMEOUT = 30.0
@@ -59,20 +60,6 @@ ROUTE = "bot"
 PROMPT = "What is 2 + 3?"
 BENCH_KEY = f"sk-{secrets.token_hex(16)}"
 """LiteLLM's proxy refuses to start without a master key; the others ignore it."""
-LITELLM_VERSION = "1.110.2"
-"""The LiteLLM measured: pinned, so that a figure names what it was measured against."""
-LITELLM_PROXY_NEEDS = (
-    *("gunicorn>=23.0.0,<24.0", "uvicorn>=0.33.0,<1.0", "granian>=2.7.4,<3.0"),
-    *("uvloop>=0.22.1,<1.0", "fastapi>=0.136.3,<1.0", "starlette>=1.0.1,<2.0"),
-    *("backoff>=2.2.1,<3.0", "rq>=2.7.0,<3.0"),
-    *("websockets", "orjson", "apscheduler", "PyJWT", "cryptography", "semver"),
-    *("python-multipart", "expression", "fastapi-sso", "mcp", "soundfile"),
-)
-"""What LiteLLM's proxy needs besides litellm itself. `litellm[proxy]==1.110.2` requires
-`litellm-proxy==1.110.2`, which pip finds no release of; the proxy's code ships in litellm's own
-wheel, so its extra's other requirements are installed by name (the first three lines), then
-the modules the proxy imports at start that no requirement of litellm names."""
-LITELLM_VENV = Path.home() / ".cache" / "canaryctl-bench" / f"litellm-{LITELLM_VERSION}"
 
 
 def free_port() -> int:
@@ -171,32 +158,6 @@ def litellm_config(work: Path, upstream: str) -> Path:
         "general_settings: {}\n"
     )
     return config
-
-
-def install_litellm(venv: Path) -> Path:
-    """LiteLLM's proxy in its own venv (its dependency pins must not touch the project's), at
-    LITELLM_VERSION; refuses a venv that holds another version."""
-    litellm = venv / "bin" / "litellm"
-    if not litellm.exists():
-        print(
-            f"installing litellm=={LITELLM_VERSION} and its proxy's needs into {venv} (once)...",
-            file=sys.stderr,
-        )
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        pip = [str(venv / "bin" / "pip"), "install", "-q", f"litellm=={LITELLM_VERSION}"]
-        subprocess.run([*pip, *LITELLM_PROXY_NEEDS], check=True)
-    installed = litellm_version(venv)
-    if installed != LITELLM_VERSION:
-        raise SystemExit(f"{venv} holds litellm {installed}, not {LITELLM_VERSION}")
-    return litellm
-
-
-def litellm_version(venv: Path) -> str:
-    probe = "import importlib.metadata as m; print(m.version('litellm'))"
-    done = subprocess.run(
-        [str(venv / "bin" / "python"), "-c", probe], capture_output=True, text=True, check=True
-    )
-    return done.stdout.strip()
 
 
 # --- the load generator: raw HTTP/1.1 over keep-alive connections ---------------------------
