@@ -159,8 +159,13 @@ class History:
 
 
 def read_flag(flags: Path, claim: Path) -> Sample | None:
+    """The flag as it is now, timed by when its file was written (its mtime), not by when this
+    watcher, which a loaded machine may delay, got round to reading it."""
     try:
+        written = flags.stat().st_mtime_ns
         flag = json.loads(flags.read_text())["flags"][KEY]
+        if flags.stat().st_mtime_ns != written:
+            return None  # replaced while read: the next sample sees the new one
     except (OSError, ValueError, KeyError):
         return None  # caught mid-rename: the next sample sees it
     try:
@@ -175,7 +180,7 @@ def read_flag(flags: Path, claim: Path) -> Sample | None:
         weights = {v["variation"]: v["weight"] for v in rule["rollout"]["variations"]}
         share = weights.get(canary, 0) / 1000
     return Sample(
-        time.time(),
+        written / 1e9,
         int(flag.get("version", 1)),
         "rollout" in rule,
         share,

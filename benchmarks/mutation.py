@@ -68,6 +68,8 @@ CORE_TESTS = (
 )
 """The test modules a mutation run uses (their `e2e`-marked tests left out)."""
 LEFT_OUT = {
+    "tests/test_controller_service.py": "the controller service's threads, leases and inbox on "
+    "SQLite; imports Verdict only to script a hand-back in the middle of an analysis",
     "tests/test_controller_metrics.py": "the controller's /metrics scraped over loopback while a "
     "rollout runs; imports Verdict only to script one",
     "tests/test_docs_blocks.py": "the docs' blocks, run in shells; calls assess once only to "
