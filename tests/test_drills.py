@@ -262,3 +262,39 @@ def test_drills_see_the_rollouts_of_the_shared_store(state_location: str) -> Non
         store.finish_run(driven, phase="promoted", outcome="promoted", reason="", exit_code=0,
                          at=time.time(), final_split=None)  # fmt: skip
     assert unfinished_rollouts(state_location) == [f"{submitted} (queued, submitted)"]
+
+
+def test_list_and_serve_starting_at_once_on_a_new_home_both_work(tmp_path: Path) -> None:
+    """Each start creates APScheduler's jobs table if missing; processes starting together on
+    a new home must not fail on the table another just made (a docs run crashed `drills list`
+    beside `drills serve` with "table apscheduler_jobs already exists")."""
+    directory = tmp_path / "scenarios"
+    directory.mkdir()
+    scenario = yaml.safe_load(EXAMPLE.read_text())
+    scenario["spec"]["schedule"] = "0 3 * * *"
+    (directory / "nightly.yaml").write_text(yaml.safe_dump(scenario))
+    go = tmp_path / "go"
+    probe = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from canaryctl.drills import DrillHome, drill_status\n"
+        "Path(sys.argv[1] + '.ready-' + sys.argv[2]).touch()\n"
+        f"while not Path({str(go)!r}).exists(): time.sleep(0.001)\n"
+        f"drill_status(Path({str(directory)!r}), DrillHome(Path(sys.argv[1]), 'state.db'))\n"
+    )
+    for attempt in range(3):
+        home = tmp_path / f"home-{attempt}"
+        go.unlink(missing_ok=True)
+        command = [sys.executable, "-c", probe, str(home)]
+        processes = [
+            subprocess.Popen([*command, str(i)], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+            for i in range(6)
+        ]
+        deadline = time.monotonic() + 120  # a bound, not a measure: all wait on one signal
+        while len(list(tmp_path.glob(f"home-{attempt}.ready-*"))) < 6:
+            assert time.monotonic() < deadline, "the probes did not start"
+            time.sleep(0.05)
+        go.touch()
+        for process in processes:
+            _, errors = process.communicate(timeout=120)
+            assert process.returncode == 0, errors[-2000:]

@@ -12,9 +12,11 @@ running drill the way Ctrl-C interrupts `chaos run`: its faults are removed befo
 
 from __future__ import annotations
 
+import fcntl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -171,6 +173,22 @@ def run_drill(scenario_path: str, root: str, state: str, misfire_grace: float) -
             lock.release()
 
 
+@contextmanager
+def _started(home: DrillHome) -> Iterator[BackgroundScheduler]:
+    """A scheduler on the home's job store, started paused. Starting creates the jobs table if
+    it is missing, which two processes (`drills serve` and `drills list` on a new home) could
+    both try at once: the second got "table apscheduler_jobs already exists" and a crash, so
+    starts are taken one at a time under a lock beside the database."""
+    scheduler = _scheduler(home)
+    with (home.root / "jobs.db.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            scheduler.start(paused=True)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    yield scheduler
+
+
 def _scheduler(home: DrillHome) -> BackgroundScheduler:
     home.root.mkdir(parents=True, exist_ok=True)
     return BackgroundScheduler(
@@ -206,17 +224,17 @@ def serve(directory: Path, home: DrillHome, *, stop: threading.Event, emit: Emit
     drills = discover(directory)
     _RUNTIME.stop.clear()
     _RUNTIME.emit = emit
-    scheduler = _scheduler(home)
-    scheduler.start(paused=True)
-    try:
-        _reconcile(scheduler, drills, home)
-        for job in scheduler.get_jobs():
-            emit({"event": "scheduled", "drill": job.id, "next_run": _iso(job.next_run_time)})
-        scheduler.resume()
-        stop.wait()
-    finally:
-        _RUNTIME.stop.set()
-        scheduler.shutdown(wait=True)
+    with _started(home) as scheduler:
+        try:
+            _reconcile(scheduler, drills, home)
+            for job in scheduler.get_jobs():
+                next_run = _iso(job.next_run_time)
+                emit({"event": "scheduled", "drill": job.id, "next_run": next_run})
+            scheduler.resume()
+            stop.wait()
+        finally:
+            _RUNTIME.stop.set()
+            scheduler.shutdown(wait=True)
 
 
 @dataclass(frozen=True)
@@ -243,12 +261,11 @@ class DrillStatus:
 def drill_status(directory: Path, home: DrillHome) -> list[DrillStatus]:
     """Each drill's next fire time as the job store has it, and its last run."""
     drills = discover(directory)
-    scheduler = _scheduler(home)
-    scheduler.start(paused=True)
-    try:
-        jobs = {job.id: job for job in scheduler.get_jobs()}
-    finally:
-        scheduler.shutdown(wait=False)
+    with _started(home) as scheduler:
+        try:
+            jobs = {job.id: job for job in scheduler.get_jobs()}
+        finally:
+            scheduler.shutdown(wait=False)
     statuses = []
     with DrillHistory(home.history) as history:
         for name, path in drills.items():
