@@ -86,9 +86,15 @@ def test_a_controller_frozen_past_its_lease_writes_nothing_when_thawed(
                 assert record is not None
                 frozen, other = (a, b) if record.owner == a.owner else (b, a)
                 frozen.process.send_signal(signal.SIGSTOP)
+                # Waiting there is the phase and the journaled start of the approval step,
+                # which lands just after the phase on a loaded machine.
+                waiting = lambda: any(  # noqa: E731
+                    e.type == "step_started" and e.data.get("index") == len(steps) - 1
+                    for e in store.events(run_id)
+                )
                 eventually("the other controller to move the flag to 50% and wait there",
                            lambda: landed(changes(), 50) and store.run(run_id).phase  # type: ignore[union-attr]
-                           == "awaiting_approval")  # fmt: skip
+                           == "awaiting_approval" and waiting())  # fmt: skip
                 journal = store.events(run_id)
                 frozen.process.send_signal(signal.SIGCONT)
                 eventually("the thawed controller to let the run go",
