@@ -202,15 +202,20 @@ def test_litellm_canary_model_group_failing_is_rolled_back(
     last = next(e for e in reversed(events) if e["event"] == "analysis")
     judged = {c["metric"]: c for c in last["checks"]}
     assert judged["error_rate"]["outcome"] == "fail"
-    assert judged["error_rate"]["canary_value"] == pytest.approx(1 / 3, abs=0.05)
+    # A third of the calls failed. LiteLLM (and the stand-in) create a label set's failure
+    # series at its first failure, and increase() cannot count what a series held at its first
+    # scrape: when that scrape lands late in a window (a loaded machine), the window reads
+    # fewer failures (0.19 seen beside a CPU hog), never more.
+    assert 0.05 < judged["error_rate"]["canary_value"] <= 1 / 3 + 0.05
     # Every ingredient came through LiteLLM's names: p95 and cost were measured, not missing.
     assert judged["latency_p95_seconds"]["canary_value"] == pytest.approx(0.48, abs=0.02)
     assert judged["cost_per_query_usd"]["outcome"] == "pass"
-    # A failed call costs nothing: per query, the price times the share that answered in this
-    # window (1 - its error rate). Two CI runs measured 0.00149 against 0.00134 with the error
-    # rate at 1/3: the cost and request counters' increase() differ by a scrape's edge; the
-    # tolerance covers that, not a wrong price (which would be off by a factor).
-    answered = 1 - judged["error_rate"]["canary_value"]
+    # A failed call costs nothing: per query, the price times the share that answered, two
+    # thirds (the spend and request series exist from the first answers, so this one is not
+    # skewed like the failures above). Two CI runs measured 0.00149 against 0.00134: the cost
+    # and request counters' increase() differ by a scrape's edge; the tolerance covers that,
+    # not a wrong price (which would be off by a factor).
+    answered = 2 / 3
     assert judged["cost_per_query_usd"]["canary_value"] == pytest.approx(0.002 * answered, rel=0.2)
     assert unversioned(flags.read_text()) == unversioned(DEFAULT_FLAGS.decode())
 
