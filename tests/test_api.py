@@ -266,6 +266,23 @@ def test_tokens_read_from_the_environment_and_bad_entries_named_not_quoted() -> 
         assert message in str(raised.value) and secret not in str(raised.value)
 
 
+def test_controller_serve_refuses_bad_tokens_before_it_says_it_is_up(tmp_path: Path) -> None:
+    """A controller that announces its URL and then exits reads as one that started and died."""
+    from click.testing import CliRunner
+
+    from canaryctl.cli.main import main
+
+    secret = "s3cret-" + "q" * 20
+    result = CliRunner().invoke(
+        main,
+        ["controller", "serve", "--state", str(tmp_path / "state.db"), "--listen", "127.0.0.1:0"],
+        env={"CANARYCTL_API_TOKENS": f"ops:admin:{secret}"},
+    )
+    assert result.exit_code == 2, result.output
+    assert "entry 1 (ops): the role must be viewer or operator" in result.output
+    assert "controller " not in result.output and secret not in result.output
+
+
 _SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False,
     allow_infinity=False) | st.text(max_size=20) | st.sampled_from(
     [10**400, -(10**4000), 2**64, 1e308, -1e308])  # fmt: skip

@@ -62,13 +62,15 @@ def serve(state_path: str, listen: str, lease_ttl: float, output: str | None) ->
     with listener, StateStore(state_path, timeout=wait_bound(lease_ttl)) as store:
         observers = [JsonLinesView()] if wants_json(output) else []
         service = Controller(store, lease_ttl=lease_ttl, observers=observers)
+        # Tokens are checked before the controller says it is up: a bad entry must not read
+        # as a controller that started and then died.
+        routes, handlers = _api(store, state_path)
         bound = listener.getsockname()[1]
         click.echo(
             f"controller {service.owner} on http://{host}:{bound} (state {store.where}, lease "
             f"{lease_ttl:g}s); SIGTERM hands its runs back",
             err=True,
         )
-        routes, handlers = _api(store, state_path)
         serve(service, listener, routes=routes, exception_handlers=handlers)
 
 
