@@ -50,9 +50,11 @@ from canaryctl.flags.base import (
     FlagClaim,
     FlagSnapshot,
     Split,
+    check_claim,
     check_fence,
+    check_read_back,
     integer_weights,
-    may_take,
+    releasable,
 )
 from canaryctl.retry import FLAG_RESTORE, FLAG_WRITE, Retryable, RetryPolicy
 
@@ -271,10 +273,7 @@ class LaunchDarklyFlagStore:
 
         def instruction(held: FlagClaim | None) -> dict[str, Any] | None:
             before[:] = [held]
-            if held is not None and held.token == claim.token:
-                check_fence(held, claim, self._where())
-            if held is not None and not may_take(held, claim, take_over=take_over):
-                raise held.refused(self._where())
+            check_claim(held, claim, take_over=take_over, where=self._where())
             if held == claim:
                 return None
             kind = "addCustomProperties" if held is None else "replaceCustomProperties"
@@ -282,12 +281,7 @@ class LaunchDarklyFlagStore:
 
         run = f"canaryctl run {claim.run_id or '(starting)'}"
         self._settings_patch(instruction, f"{run}: claim the flag", FLAG_WRITE)
-        now = self._held(self._read(FLAG_WRITE))
-        if now is None:
-            raise FlagBackendError(f"{self._where()}: the claim we wrote did not read back")
-        if now.token != claim.token:
-            raise now.refused(self._where())
-        check_fence(now, claim, self._where())
+        check_read_back(self._held(self._read(FLAG_WRITE)), claim, self._where())
         self._fence = claim
         return before[0] if before else None
 
@@ -295,9 +289,9 @@ class LaunchDarklyFlagStore:
         self._fence = None
 
         def instruction(held: FlagClaim | None) -> dict[str, Any] | None:
-            if held is None or held.token != claim.token or held.epoch > claim.epoch:
-                return None  # gone already, or not ours (or a newer driver's): left alone
-            return {"kind": "removeCustomProperties", **self._claim_property([held.to_json()])}
+            if releasable(held, claim):
+                return {"kind": "removeCustomProperties", **self._claim_property([held.to_json()])}
+            return None  # gone already, not ours, or a newer driver's: left alone
 
         comment = f"canaryctl run {claim.run_id}: release the flag"
         self._settings_patch(instruction, comment, FLAG_RESTORE)

@@ -54,9 +54,11 @@ from canaryctl.flags.base import (
     FlagClaim,
     FlagSnapshot,
     Split,
+    check_claim,
     check_fence,
+    check_read_back,
     integer_weights,
-    may_take,
+    releasable,
 )
 from canaryctl.retry import FLAG_RESTORE, FLAG_WRITE, Retryable, RetryPolicy
 
@@ -241,19 +243,11 @@ class SplitFlagStore:
 
         def decide(held: FlagClaim | None) -> str | None:
             before[:] = [held]
-            if held is not None and held.token == claim.token:
-                check_fence(held, claim, self._where())
-            if held is not None and not may_take(held, claim, take_over=take_over):
-                raise held.refused(self._where())
+            check_claim(held, claim, take_over=take_over, where=self._where())
             return None if held == claim else claim.to_json()
 
         self._describe(decide, FLAG_WRITE, "claim the flag")
-        now = self._held(self._read_flag(FLAG_WRITE))
-        if now is None:
-            raise FlagBackendError(f"{self._where()}: the claim we wrote did not read back")
-        if now.token != claim.token:
-            raise now.refused(self._where())
-        check_fence(now, claim, self._where())
+        check_read_back(self._held(self._read_flag(FLAG_WRITE)), claim, self._where())
         self._fence = claim
         return before[0] if before else None
 
@@ -261,9 +255,7 @@ class SplitFlagStore:
         self._fence = None
 
         def decide(held: FlagClaim | None) -> str | None:
-            if held is None or held.token != claim.token or held.epoch > claim.epoch:
-                return None  # gone already, or not ours (or a newer driver's): left alone
-            return ""
+            return "" if releasable(held, claim) else None
 
         self._describe(decide, FLAG_RESTORE, "release the flag")
 
