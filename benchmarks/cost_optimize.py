@@ -80,7 +80,7 @@ def main() -> None:
             for entry in report["runbooks"]
         ]
         plans = {t["tier"]: t["plan"]["split"] for t in report["tiers"] if t["plan"]}
-        thirds = {tier: 1.0 for tier in plans}
+        thirds = dict.fromkeys(plans, 1.0)
         measured = run_plan(lab, folder, plans, seconds=args.seconds, rate=args.rate, tiers=thirds)
     results = {
         "document": str(DOCUMENT.relative_to(ROOT)),

@@ -79,7 +79,7 @@ LEFT_OUT = {
     "tests/test_evals.py": "eval scorers; imports Outcome only to compare an eval's verdict",
     "tests/test_experiment_runner.py": "the experiment runner's exits, in SQLite and a real "
     "PostgreSQL; imports Design only to build one",
-    "tests/test_fencing.py": "lease epochs and the flag's claim refusing a stale driver; imports "
+    "tests/test_fencing.py": "lease epochs, and hand-backs during an analysis; imports "
     "Verdict only to script an analysis that a hand-back interrupts",
     "tests/test_gate.py": "`canaryctl gate` over real HTTP to the lab; imports Outcome only",
     "tests/test_metric_profiles.py": "documents refused before anything acts; its one judge "

@@ -723,7 +723,10 @@ def spend_memory(data: dict[str, Any]) -> str:
     return (
         _table(["sketch, full", "entries", "held", "per entry"], rows)
         + f"\n\nMetering one request (fingerprint, labels, sketches): "
-        f"{num(r['record_microseconds'])} µs, over {num(r['requests'])} requests."
+        f"{num(r['record_microseconds'])} µs, over {num(r['requests'])} requests; of which "
+        f"fingerprinting it {num(r['fingerprint_microseconds'])} µs. Adding a user's cost to "
+        f"the full user sketch: {num(r['user_add_microseconds'])} µs, on a stream of mostly "
+        "new users."
     )
 
 

@@ -1294,7 +1294,7 @@ def test_assess_uses_the_sequential_method_when_the_runbook_names_it() -> None:
 # -- undecided: on_inconclusive ------------------------------------------------------------------
 
 UND = Outcome.INCONCLUSIVE
-UNDECIDED = dict(inconclusive_limit=1, on_inconclusive="pause", max_wait=60)
+UNDECIDED = {"inconclusive_limit": 1, "on_inconclusive": "pause", "max_wait": 60}
 
 
 def test_undecided_past_the_limit_pauses_at_the_weight_instead_of_rolling_back() -> None:

@@ -81,7 +81,7 @@ def test_the_readmes_test_lines_are_what_ci_runs() -> None:
     (setup,) = [b for b in ALL if b.page == "README.md" and "python -m pytest" in b.text]
     assert setup.reason is not None and ".ci/run" in setup.reason
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
-    tests = [line for line in setup.text.split("# set up and run the tests")[1].splitlines()[1:]]
+    tests = setup.text.split("# set up and run the tests")[1].splitlines()[1:]
     tests = [line for line in tests if line.strip()]
     assert len(tests) == 2 and tests == ci[-len(tests) :]
 

@@ -204,21 +204,6 @@ def test_an_old_journal_holding_the_whole_file_still_restores_this_entry(
     assert json.loads(flag_file.read_text())["flags"][KEY] == flag_json(version=5)
 
 
-def test_an_outside_edit_raises_conflict_and_is_not_overwritten(
-    store: FileFlagStore, flag_file: Path
-) -> None:
-    saved = store.snapshot()
-    theirs = write_flag_file(flag_file, version=4, fallthrough={"variation": 2})
-
-    with pytest.raises(FlagConflict, match=r"from version 3 to 4"):
-        store.set_canary_weight(10, expect_version=saved.version, comment="")
-    with pytest.raises(FlagConflict):
-        store.promote(expect_version=saved.version, comment="")
-    with pytest.raises(FlagConflict):
-        store.restore(saved, expect_version=saved.version, comment="")
-    assert flag_file.read_text() == theirs
-
-
 @pytest.mark.parametrize(
     ("content", "store_args", "expected"),
     [

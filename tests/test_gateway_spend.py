@@ -51,6 +51,33 @@ def test_space_saving_holds_every_heavy_item_within_its_error(
             assert held.estimate + 1e-9 >= weight >= held.estimate - held.error - 1e-9
 
 
+def test_space_saving_matches_an_exact_count_over_many_distinct_users() -> None:
+    """20,000 users, most seen once or twice, through 200 counters: the stream that made every
+    new user scan all counters. The guarantees hold against an exact count, and the counters
+    still add up to the whole stream (each add lands on exactly one counter)."""
+    capacity, rng = 200, random.Random(29)
+    sketch, truth = SpaceSaving(capacity), Counter[str]()
+    heavy = [f"heavy-{i}" for i in range(20)]
+    for i in range(100_000):
+        user = heavy[i // 4 % 20] if i % 4 == 0 else f"user-{rng.randrange(20_000)}"
+        weight = rng.choice((0.25, 0.5, 1.0, 2.0))  # exact in binary: sums compare exactly
+        sketch.add(user, weight)
+        truth[user] += weight
+    total = sum(truth.values())
+    held = {h.item: h for h in sketch.top(capacity)}
+    assert len(held) == capacity == len(sketch)
+    assert sketch.total == total == sum(h.estimate for h in held.values())
+    smallest = min(h.estimate for h in held.values())
+    for user, weight in truth.items():
+        if user in held:
+            assert held[user].estimate - held[user].error <= weight <= held[user].estimate
+        else:  # dropped: it never outweighed the smallest counter, nor total / capacity
+            assert weight <= smallest <= total / capacity
+    assert set(heavy) <= set(held)  # each about 1/80 of the stream, well past 1/200
+    for user in heavy:
+        assert held[user].estimate - held[user].error <= truth[user] <= held[user].estimate
+
+
 def test_space_saving_ranks_the_heaviest_first() -> None:
     sketch = SpaceSaving(20)
     rng = random.Random(1)
@@ -119,6 +146,22 @@ def test_fingerprints_ignore_who_asked_and_how_but_not_what() -> None:
     assert fingerprint("other", "nightly", chat) != same
     changed = {**chat, "messages": [{"role": "user", "content": "2+3?"}]}
     assert fingerprint("bot", "nightly", changed) != same
+
+
+def test_fingerprints_are_one_per_request_whatever_its_key_order_or_values() -> None:
+    chat = {"model": "bot", "temperature": 0, "messages": [{"role": "user", "content": "é"}]}
+    reordered = {"messages": [{"content": "é", "role": "user"}], "temperature": 0, "model": "bot"}
+    assert fingerprint("bot", None, chat) == fingerprint("bot", None, reordered)
+    assert fingerprint("bot", None, chat) == fingerprint("bot", "", chat)  # no job is no job
+    # Values JSON tells apart are told apart: 1 and 1.0, 0 and false, "1" and 1.
+    kinds = [1, 1.0, 0, False, "1", None, -0.0]
+    assert len({fingerprint("bot", None, {**chat, "seed": v}) for v in kinds}) == len(kinds)
+    # What the fast writer refuses still has a fingerprint, distinct from its neighbours'.
+    odd = [2**70, 2**70 + 1, "\ud800", "\ud801", float(2**70)]
+    assert len({fingerprint("bot", None, {**chat, "seed": v}) for v in odd}) == len(odd)
+    assert fingerprint("bot", None, {**chat, "seed": 2**70}) == fingerprint(
+        "bot", None, {"seed": 2**70, **chat}
+    )
 
 
 def samples(metrics: GatewayMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

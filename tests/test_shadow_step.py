@@ -340,7 +340,7 @@ def test_until_a_duration_shadows_at_least_that_long(world: Callable[..., World]
     w = world(shadow={"until": "10m"})
     result = w.run()
     assert result.exit_code == 0, result.reason
-    ended = [e for e in w.store.events(result.run_id, "shadow_flag_changed")][-1]
+    ended = list(w.store.events(result.run_id, "shadow_flag_changed"))[-1]
     assert ended.data["action"] == "restore"
     assert ended.at - T0 >= 600
 

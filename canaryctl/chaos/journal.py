@@ -92,7 +92,7 @@ def junit_xml(journal: dict[str, Any]) -> str:
     none of them could be judged."""
     suite = ElementTree.Element("testsuite", name=f"chaos.{journal['name']}")
     cases = failures = skipped = 0
-    checks = [c for c in journal["checks"]]
+    checks = list(journal["checks"])
     names = dict.fromkeys(r["check"] for c in checks for r in c["checks"])
     for phase in PHASES:
         for name in names:

@@ -114,7 +114,7 @@ def gather(
     route = _route(spec, gateway)
     names = {m.name for m in gateway.models}
     for where, listed in [("spec.models", spec.models)] + [
-        (f"spec.tiers.{t}.models", {n: None for n in g.models or []}) for t, g in spec.tiers.items()
+        (f"spec.tiers.{t}.models", dict.fromkeys(g.models or [])) for t, g in spec.tiers.items()
     ]:
         for name in listed:
             if name not in names:

@@ -24,9 +24,9 @@ import os
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeGuard, runtime_checkable
 
-from canaryctl.errors import ClaimFenced, FlagClaimed
+from canaryctl.errors import ClaimFenced, FlagBackendError, FlagClaimed
 from canaryctl.times import when
 
 __all__ = [
@@ -35,10 +35,13 @@ __all__ = [
     "FlagStore",
     "Split",
     "SplitStore",
+    "check_claim",
     "check_fence",
+    "check_read_back",
     "integer_weights",
     "may_take",
     "process_alive",
+    "releasable",
 ]
 
 
@@ -162,6 +165,34 @@ def check_fence(held: FlagClaim | None, ours: FlagClaim, where: str) -> None:
             f"{where} is claimed at lease epoch {held.epoch} now (this driver's: {ours.epoch}): "
             "another driver took the run over; not writing"
         )
+
+
+def check_claim(held: FlagClaim | None, wanted: FlagClaim, *, take_over: bool, where: str) -> None:
+    """Before writing claim `wanted` over `held`, the claim on `where` now: our own run's
+    claim is ours again unless a newer driver holds it (ClaimFenced); another run's is refused
+    (FlagClaimed) unless `may_take` allows it."""
+    if held is None:
+        return
+    if held.token == wanted.token:
+        check_fence(held, wanted, where)
+    elif not may_take(held, wanted, take_over=take_over):
+        raise held.refused(where)
+
+
+def check_read_back(now: FlagClaim | None, wanted: FlagClaim, where: str) -> None:
+    """For a backend without compare-and-swap: the claim read back after writing `wanted` must
+    be it, or another run that wrote at the same moment holds the flag."""
+    if now is None:
+        raise FlagBackendError(f"{where}: the claim we wrote did not read back")
+    if now.token != wanted.token:
+        raise now.refused(where)
+    check_fence(now, wanted, where)
+
+
+def releasable(held: FlagClaim | None, ours: FlagClaim) -> TypeGuard[FlagClaim]:
+    """May the driver that claimed with `ours` remove `held`? Only our run's, at our epoch or
+    an older one: a claim that is gone, another run's or a newer driver's is left alone."""
+    return held is not None and held.token == ours.token and held.epoch <= ours.epoch
 
 
 def may_take(held: FlagClaim, wanted: FlagClaim, *, take_over: bool) -> bool:

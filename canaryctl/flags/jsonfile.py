@@ -42,7 +42,14 @@ from typing import Any
 from urllib.parse import quote
 
 from canaryctl.errors import FlagBackendError, FlagConflict, FlagMismatch, InvalidDocument
-from canaryctl.flags.base import FlagClaim, FlagSnapshot, Split, check_fence, may_take
+from canaryctl.flags.base import (
+    FlagClaim,
+    FlagSnapshot,
+    Split,
+    check_claim,
+    check_fence,
+    releasable,
+)
 from canaryctl.runbook.reading import parse_json, read_text
 
 __all__ = [
@@ -316,8 +323,7 @@ class JsonFlagFile:
     def release(self, claim: FlagClaim) -> None:
         self._fence = None
         with self._locked():
-            held = self._held()
-            if held is None or held.token != claim.token or held.epoch > claim.epoch:
+            if not releasable(self._held(), claim):
                 log.warning("%s: not our claim, left in place", self.claim_path)
                 return
             with _write_errors(self.claim_path):
@@ -335,15 +341,12 @@ class JsonFlagFile:
         the claim that was there."""
         where = f"flag '{self.key}' in {self.path}"
         held = self._held()
-        if held is not None and held.token == claim.token:
-            check_fence(held, claim, where)
+        check_claim(held, claim, take_over=take_over, where=where)
         if held is None and not take_over:
             raise FlagMismatch(
                 f"{where} has a claim file {self.claim_path} canaryctl cannot read (a run that "
                 "died while writing it?): --break-claim replaces it if no run drives the flag"
             )
-        if held is not None and not may_take(held, claim, take_over=take_over):
-            raise held.refused(where)
         if held is not None and held.token != claim.token:
             log.warning("%s: taking over the claim of %s", where, held.to_json())
         self._replace(self.claim_path, claim.to_json(), "claim")

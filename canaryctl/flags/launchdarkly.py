@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from email.utils import parsedate_to_datetime
@@ -44,17 +43,19 @@ from typing import Any
 
 import httpx
 
-from canaryctl import retry
 from canaryctl.errors import FlagBackendError, FlagConflict, FlagMismatch, InvalidInput
+from canaryctl.flags.admin_api import Retry, retried, secret_from_env, send, store_repr
 from canaryctl.flags.base import (
     FlagClaim,
     FlagSnapshot,
     Split,
+    check_claim,
     check_fence,
+    check_read_back,
     integer_weights,
-    may_take,
+    releasable,
 )
-from canaryctl.retry import FLAG_RESTORE, FLAG_WRITE, Retryable, RetryPolicy
+from canaryctl.retry import FLAG_RESTORE, FLAG_WRITE, RetryPolicy
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -82,15 +83,6 @@ _NO_RETRY_CAUSES = {
     403: "the access token may not change this flag (missing role or permission)",
     405: "LaunchDarkly requires an approval for changes to this flag in this environment",
 }
-
-
-class _Retry(Retryable):
-    """A response or network error worth another attempt; `ambiguous`: the request may have
-    been applied (5xx, network error), so the next attempt checks first."""
-
-    def __init__(self, reason: str, delay: float | None = None, *, ambiguous: bool = False) -> None:
-        super().__init__(reason, retry_after=delay)
-        self.ambiguous = ambiguous
 
 
 class LaunchDarklyFlagStore:
@@ -133,20 +125,12 @@ class LaunchDarklyFlagStore:
     @classmethod
     def from_env(cls, *, token_env: str, **kwargs: Any) -> LaunchDarklyFlagStore:
         """Build a store whose token comes from the environment variable `token_env`."""
-        token = os.environ.get(token_env, "")
-        if not token:
-            raise InvalidInput(
-                f"environment variable {token_env} is not set: it must hold a LaunchDarkly "
-                "access token with write access to the flag"
-            )
-        return cls(token=token, **kwargs)
+        holds = "a LaunchDarkly access token with write access to the flag"
+        return cls(token=secret_from_env(token_env, holds), **kwargs)
 
     def __repr__(self) -> str:
-        scope = f", rule={self.rule!r}" if self.rule else ""
-        return (
-            f"LaunchDarklyFlagStore({self.project}/{self.environment}/{self.key}, "
-            f"baseline={self.baseline!r}, canary={self.canary!r}{scope})"
-        )
+        where = f"{self.project}/{self.environment}/{self.key}"
+        return store_repr(type(self).__name__, where, self.baseline, self.canary, self.rule)
 
     # -- the FlagStore protocol ------------------------------------------------------------
 
@@ -271,10 +255,7 @@ class LaunchDarklyFlagStore:
 
         def instruction(held: FlagClaim | None) -> dict[str, Any] | None:
             before[:] = [held]
-            if held is not None and held.token == claim.token:
-                check_fence(held, claim, self._where())
-            if held is not None and not may_take(held, claim, take_over=take_over):
-                raise held.refused(self._where())
+            check_claim(held, claim, take_over=take_over, where=self._where())
             if held == claim:
                 return None
             kind = "addCustomProperties" if held is None else "replaceCustomProperties"
@@ -282,12 +263,7 @@ class LaunchDarklyFlagStore:
 
         run = f"canaryctl run {claim.run_id or '(starting)'}"
         self._settings_patch(instruction, f"{run}: claim the flag", FLAG_WRITE)
-        now = self._held(self._read(FLAG_WRITE))
-        if now is None:
-            raise FlagBackendError(f"{self._where()}: the claim we wrote did not read back")
-        if now.token != claim.token:
-            raise now.refused(self._where())
-        check_fence(now, claim, self._where())
+        check_read_back(self._held(self._read(FLAG_WRITE)), claim, self._where())
         self._fence = claim
         return before[0] if before else None
 
@@ -295,9 +271,9 @@ class LaunchDarklyFlagStore:
         self._fence = None
 
         def instruction(held: FlagClaim | None) -> dict[str, Any] | None:
-            if held is None or held.token != claim.token or held.epoch > claim.epoch:
-                return None  # gone already, or not ours (or a newer driver's): left alone
-            return {"kind": "removeCustomProperties", **self._claim_property([held.to_json()])}
+            if releasable(held, claim):
+                return {"kind": "removeCustomProperties", **self._claim_property([held.to_json()])}
+            return None  # gone already, not ours, or a newer driver's: left alone
 
         comment = f"canaryctl run {claim.run_id}: release the flag"
         self._settings_patch(instruction, comment, FLAG_RESTORE)
@@ -336,12 +312,7 @@ class LaunchDarklyFlagStore:
             body = {"comment": comment, "instructions": [step]}
             self._send("PATCH", json=body, headers={"Content-Type": SEMANTIC_PATCH})
 
-        try:
-            retry.call(attempt, policy, sleep=self._sleep, on_retry=self._retrying)
-        except Retryable as failure:
-            raise FlagBackendError(
-                f"{self._where()}: {comment} failed after {policy.attempts} attempts: {failure}"
-            ) from None
+        retried(attempt, policy, sleep=self._sleep, where=self._where(), what=comment)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -466,18 +437,13 @@ class LaunchDarklyFlagStore:
                 content_type = "application/json"
             try:
                 response = self._send("PATCH", json=body, headers={"Content-Type": content_type})
-            except _Retry as failure:
+            except Retry as failure:
                 sent = steps[-1] if failure.ambiguous else None
                 raise
             log.info("%s: %s", self._where(), comment)
             return self._snapshot_of(response.json(), check_variations=check_variations)
 
-        try:
-            return retry.call(attempt, policy, sleep=self._sleep, on_retry=self._retrying)
-        except Retryable as failure:
-            raise FlagBackendError(
-                f"{self._where()}: PATCH failed after {policy.attempts} attempts: {failure}"
-            ) from None
+        return retried(attempt, policy, sleep=self._sleep, where=self._where(), what="PATCH")
 
     def _fenced_patch(
         self, flag: dict[str, Any], state: dict[str, Any], steps: list[dict[str, Any]]
@@ -529,34 +495,15 @@ class LaunchDarklyFlagStore:
         def attempt() -> dict[str, Any]:
             return dict(self._send("GET", params={"env": self.environment}).json())
 
-        try:
-            return retry.call(attempt, policy, sleep=self._sleep, on_retry=self._retrying)
-        except Retryable as failure:
-            raise FlagBackendError(
-                f"{self._where()}: GET failed after {policy.attempts} attempts: {failure}"
-            ) from None
+        return retried(attempt, policy, sleep=self._sleep, where=self._where(), what="GET")
 
     def _send(self, method: str, **kwargs: Any) -> httpx.Response:
-        """One request; retryable outcomes (429, 409, 5xx, network) are raised as _Retry."""
-        try:
-            response = self._client.request(method, self._path, **kwargs)
-        except httpx.TransportError as exc:
-            raise _Retry(f"network error: {type(exc).__name__}", ambiguous=True) from exc
-        return self._check(response)
-
-    def _retrying(self, failure: Retryable, wait: float) -> None:
-        log.warning("%s: %s; retrying in %.1fs", self._where(), failure, wait)
-
-    def _check(self, response: httpx.Response) -> httpx.Response:
+        """One request; retryable outcomes (429, 409, 5xx, network) are raised as Retry, any
+        other refusal as the error it means."""
+        response = send(self._client, method, self._path, _rate_limit_delay, **kwargs)
         status = response.status_code
         if status < 300:
             return response
-        if status == 429:
-            raise _Retry("429 Too Many Requests", _rate_limit_delay(response))
-        if status == 409:
-            raise _Retry("409 Conflict")
-        if status >= 500:
-            raise _Retry(f"{status} {response.reason_phrase}", ambiguous=True)
         message = self._scrub(_server_message(response))
         if status == 404:
             raise FlagMismatch(f"{self._where()}: no such flag or project ({message})")

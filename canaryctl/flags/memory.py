@@ -10,9 +10,10 @@ from canaryctl.flags.base import (
     FlagClaim,
     FlagSnapshot,
     Split,
+    check_claim,
     check_fence,
     integer_weights,
-    may_take,
+    releasable,
 )
 
 __all__ = ["MemoryFlagStore"]
@@ -82,16 +83,12 @@ class MemoryFlagStore:
 
     def claim(self, claim: FlagClaim, *, take_over: bool = False) -> FlagClaim | None:
         held = self.claimed_by
-        if held is not None and held.token == claim.token:
-            check_fence(held, claim, f"flag '{self.key}'")
-        if held is not None and not may_take(held, claim, take_over=take_over):
-            raise held.refused(f"flag '{self.key}'")
+        check_claim(held, claim, take_over=take_over, where=f"flag '{self.key}'")
         self.claimed_by = self._fence = claim
         return held
 
     def release(self, claim: FlagClaim) -> None:
-        held = self.claimed_by
-        if held is not None and held.token == claim.token and held.epoch <= claim.epoch:
+        if releasable(self.claimed_by, claim):
             self.claimed_by = None
         self._fence = None
 

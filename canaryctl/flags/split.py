@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -48,17 +47,19 @@ from urllib.parse import quote
 
 import httpx
 
-from canaryctl import retry
 from canaryctl.errors import FlagBackendError, FlagConflict, FlagMismatch, InvalidInput
+from canaryctl.flags.admin_api import Retry, retried, secret_from_env, send, store_repr
 from canaryctl.flags.base import (
     FlagClaim,
     FlagSnapshot,
     Split,
+    check_claim,
     check_fence,
+    check_read_back,
     integer_weights,
-    may_take,
+    releasable,
 )
-from canaryctl.retry import FLAG_RESTORE, FLAG_WRITE, Retryable, RetryPolicy
+from canaryctl.retry import FLAG_RESTORE, FLAG_WRITE, RetryPolicy
 
 __all__ = ["DEFAULT_BASE_URL", "SplitFlagStore", "parse_rule"]
 
@@ -89,15 +90,6 @@ def parse_rule(text: str) -> tuple[str, str]:
     if sep and attribute.strip() and value.strip():
         return attribute.strip(), value.strip()
     raise ValueError(f"'{text}' is neither attribute=value (e.g. tier=free) nor segment:NAME")
-
-
-class _Retry(Retryable):
-    """A response or network error worth another attempt; `ambiguous`: the request may have
-    been applied (5xx, network error), so the next attempt checks first."""
-
-    def __init__(self, reason: str, delay: float | None = None, *, ambiguous: bool = False) -> None:
-        super().__init__(reason, retry_after=delay)
-        self.ambiguous = ambiguous
 
 
 class SplitFlagStore:
@@ -145,20 +137,12 @@ class SplitFlagStore:
     @classmethod
     def from_env(cls, *, api_key_env: str, **kwargs: Any) -> SplitFlagStore:
         """Build a store whose Admin API key comes from the environment variable `api_key_env`."""
-        api_key = os.environ.get(api_key_env, "")
-        if not api_key:
-            raise InvalidInput(
-                f"environment variable {api_key_env} is not set: it must hold a Split Admin API "
-                "key with the feature flag editor role for this environment"
-            )
-        return cls(api_key=api_key, **kwargs)
+        holds = "a Split Admin API key with the feature flag editor role for this environment"
+        return cls(api_key=secret_from_env(api_key_env, holds), **kwargs)
 
     def __repr__(self) -> str:
-        scope = f", rule={self.rule!r}" if self.rule else ""
-        return (
-            f"SplitFlagStore({self.workspace}/{self.environment}/{self.key}, "
-            f"baseline={self.baseline!r}, canary={self.canary!r}{scope})"
-        )
+        where = f"{self.workspace}/{self.environment}/{self.key}"
+        return store_repr(type(self).__name__, where, self.baseline, self.canary, self.rule)
 
     # -- the FlagStore protocol ------------------------------------------------------------
 
@@ -241,19 +225,11 @@ class SplitFlagStore:
 
         def decide(held: FlagClaim | None) -> str | None:
             before[:] = [held]
-            if held is not None and held.token == claim.token:
-                check_fence(held, claim, self._where())
-            if held is not None and not may_take(held, claim, take_over=take_over):
-                raise held.refused(self._where())
+            check_claim(held, claim, take_over=take_over, where=self._where())
             return None if held == claim else claim.to_json()
 
         self._describe(decide, FLAG_WRITE, "claim the flag")
-        now = self._held(self._read_flag(FLAG_WRITE))
-        if now is None:
-            raise FlagBackendError(f"{self._where()}: the claim we wrote did not read back")
-        if now.token != claim.token:
-            raise now.refused(self._where())
-        check_fence(now, claim, self._where())
+        check_read_back(self._held(self._read_flag(FLAG_WRITE)), claim, self._where())
         self._fence = claim
         return before[0] if before else None
 
@@ -261,9 +237,7 @@ class SplitFlagStore:
         self._fence = None
 
         def decide(held: FlagClaim | None) -> str | None:
-            if held is None or held.token != claim.token or held.epoch > claim.epoch:
-                return None  # gone already, or not ours (or a newer driver's): left alone
-            return ""
+            return "" if releasable(held, claim) else None
 
         self._describe(decide, FLAG_RESTORE, "release the flag")
 
@@ -305,12 +279,7 @@ class SplitFlagStore:
             self._send("PATCH", self._flag_path, json=patch)
             log.info("%s: %s", self._where(), what)
 
-        try:
-            retry.call(attempt, policy, sleep=self._sleep, on_retry=self._retrying)
-        except Retryable as failure:
-            raise FlagBackendError(
-                f"{self._where()}: {what} failed after {policy.attempts} attempts: {failure}"
-            ) from None
+        retried(attempt, policy, sleep=self._sleep, where=self._where(), what=what)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -416,18 +385,13 @@ class SplitFlagStore:
             body = _full_definition(definition, state["rule"], buckets, comment)
             try:
                 response = self._send("PUT", self._path, json=body)
-            except _Retry as failure:
+            except Retry as failure:
                 sent = sent or failure.ambiguous
                 raise
             log.info("%s: %s", self._where(), comment)
             return self._snapshot_of(dict(response.json()))
 
-        try:
-            return retry.call(attempt, policy, sleep=self._sleep, on_retry=self._retrying)
-        except Retryable as failure:
-            raise FlagBackendError(
-                f"{self._where()}: PUT failed after {policy.attempts} attempts: {failure}"
-            ) from None
+        return retried(attempt, policy, sleep=self._sleep, where=self._where(), what="PUT")
 
     # -- HTTP with retries -----------------------------------------------------------------
 
@@ -446,28 +410,15 @@ class SplitFlagStore:
                 raise FlagBackendError(f"{self._where()}: GET answered {type(body).__name__}")
             return body
 
-        try:
-            return retry.call(attempt, policy, sleep=self._sleep, on_retry=self._retrying)
-        except Retryable as failure:
-            raise FlagBackendError(
-                f"{self._where()}: GET failed after {policy.attempts} attempts: {failure}"
-            ) from None
+        return retried(attempt, policy, sleep=self._sleep, where=self._where(), what="GET")
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """One request; retryable outcomes (429, 409, 5xx, network) are raised as _Retry."""
-        try:
-            response = self._client.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise _Retry(f"network error: {type(exc).__name__}", ambiguous=True) from exc
+        """One request; retryable outcomes (429, 409, 5xx, network) are raised as Retry, any
+        other refusal as the error it means."""
+        response = send(self._client, method, path, _rate_limit_delay, **kwargs)
         status = response.status_code
         if status < 300:
             return response
-        if status == 429:
-            raise _Retry("429 Too Many Requests", _rate_limit_delay(response))
-        if status == 409:
-            raise _Retry("409 Conflict")
-        if status >= 500:
-            raise _Retry(f"{status} {response.reason_phrase}", ambiguous=True)
         message = self._scrub(_server_message(response))
         if status == 404:
             raise FlagMismatch(
@@ -475,9 +426,6 @@ class SplitFlagStore:
             )
         cause = _NO_RETRY_CAUSES.get(status, "Split refused the request")
         raise FlagBackendError(f"{self._where()}: HTTP {status}: {cause}: {message}")
-
-    def _retrying(self, failure: Retryable, wait: float) -> None:
-        log.warning("%s: %s; retrying in %.1fs", self._where(), failure, wait)
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._api_key, "***")

@@ -115,7 +115,7 @@ def read_task(messages: Any) -> JudgeTask | None:
     if not isinstance(messages, list):
         return None
     users = [_text(m.get("content")) for m in messages if isinstance(m, dict)]
-    found = {tag: text for tag, text in _TAG.findall(users[-1] if users else "")}
+    found = dict(_TAG.findall(users[-1] if users else ""))
     if "question" not in found:
         return None
     if "answer_a" in found and "answer_b" in found:
