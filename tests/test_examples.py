@@ -18,8 +18,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from canaryctl.cli.main import main
 from canaryctl.controller import StateStore
+from canaryctl.guard import GuardJournal
 from canaryctl.lab import LabStack
 from canaryctl.runbook import Lab, Rollout, load_document
+from tests.test_guard_e2e import guard_process, wait_for
+from tests.test_notify import Webhook
 
 RUNBOOKS = Path(__file__).resolve().parent.parent / "runbooks"
 SHADOW = RUNBOOKS / "shadow"
@@ -160,3 +163,41 @@ def test_the_example_runs_end_to_end_on_its_lab(tmp_path: Path, lab: str, exampl
         assert after == before  # a negative verdict, or no --promote-winner: the flag as it was
     else:  # promoted: the canary serves everyone the default rule serves
         assert "rollout" not in after and after != before
+
+
+@pytest.mark.e2e
+def test_the_guard_example_trips_on_its_lab_and_tells_the_on_call_webhook(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """runbooks/guard/: the promoted GPT-4o-mini fails 8% on the lab beside the guard, over its
+    5%; `canaryctl guard run` (its own process, the example's SLOs and failure limit, a 1 s
+    window) sends everyone back to GPT-4-turbo and posts `guard_tripped` to ONCALL_WEBHOOK_URL."""
+    flags = tmp_path / "flags.json"
+    hook = Webhook()
+    monkeypatch.setenv("ONCALL_WEBHOOK_URL", hook.url)
+    journal = GuardJournal(tmp_path / "guard.jsonl")
+    try:
+        with LabStack(_fast_lab(RUNBOOKS / "guard" / "lab.yaml", flags), flags_path=flags) as stack:
+            assert _prior(flags, "support-bot-model") == {"variation": 1}  # GPT-4o-mini
+            data = yaml.safe_load((RUNBOOKS / "guard" / "support-bot-guard.yaml").read_text())
+            data["spec"]["flag"]["path"] = str(flags)
+            data["spec"]["metrics"]["targets"] = [stack.metrics_url]
+            data["spec"]["analysis"].update(interval="1s", min_requests=20)
+            guard = tmp_path / "support-bot-guard.yaml"
+            guard.write_text(yaml.safe_dump(data))
+            with guard_process(guard, tmp_path) as process:
+                entries = wait_for(journal, "flag_safe", process)
+                assert hook.received.wait(30), "no on_trip webhook"
+    finally:
+        hook.close()
+    trip = next(e for e in entries if e["event"] == "tripped")
+    assert trip["reason"].startswith("SLO failed: error_rate = "), trip
+    served = json.loads(flags.read_text())["flags"]["support-bot-model"]["fallthrough"]
+    weights = {v["variation"]: v["weight"] for v in served["rollout"]["variations"]}
+    assert weights == {0: 100_000, 1: 0}  # GPT-4-turbo serves everyone
+    (body,) = hook.bodies
+    assert (body["event"], body["safe"], body["watched"]) == (
+        "guard_tripped",
+        "gpt-4-turbo",
+        "gpt-4o-mini",
+    )
