@@ -67,14 +67,13 @@ class PrometheusServer:
     rule_files: list[str] = []
     """Rule files the config loads (set before `scrape`, which reloads it)."""
 
-    def _write_config(self, urls: list[str]) -> None:
+    def _write_config(self, urls: list[str], job: str | None = None) -> None:
         jobs = []
         for i, url in enumerate(urls):
             parsed = httpx.URL(url)
             target = {"targets": [f"{parsed.host}:{parsed.port}"]}
-            jobs.append(
-                {"job_name": f"target-{i}", "metrics_path": parsed.path, "static_configs": [target]}
-            )
+            name = job or f"target-{i}"
+            jobs.append({"job_name": name, "metrics_path": parsed.path, "static_configs": [target]})
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "scrape_configs": jobs,
@@ -82,8 +81,12 @@ class PrometheusServer:
         }
         self._config.write_text(yaml.safe_dump(config))
 
-    def scrape(self, *urls: str) -> None:
-        self._write_config(list(urls))
+    def scrape(self, *urls: str, job: str | None = None) -> None:
+        """Scrape `urls` (and nothing else) every second; `job` names the scrape job of a
+        single URL (its `job` label, which a runbook's selector may name)."""
+        if job is not None and len(urls) != 1:
+            raise ValueError("a job name is for one URL")
+        self._write_config(list(urls), job)
         httpx.post(f"{self.url}/-/reload", timeout=5).raise_for_status()
         eventually(f"Prometheus to scrape {urls}", lambda: self.up() >= len(urls))
 

@@ -561,3 +561,25 @@ def test_fault_spec_rejects_what_does_not_fit(fields: dict[str, Any], message: s
 def test_client_turns_a_refusal_into_invalid_input(proxy: str) -> None:
     with pytest.raises(InvalidInput, match="wrong bearer token"):
         ChaosClient(proxy, "nope").faults()
+
+
+def test_cli_remove_of_an_unknown_fault_exits_2_naming_it(
+    proxy: str, admin: ChaosClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Like `rollout status 99` ("no run 99 in ..."): an id the proxy does not hold is bad
+    input, exit 2 naming the id and the proxy, not a success; a known one is removed, exit 0."""
+    monkeypatch.setenv("CANARYCTL_CHAOS_TOKEN", TOKEN)
+    runner = CliRunner()
+    injected = runner.invoke(
+        main, ["chaos", "inject", "--proxy", proxy, "-o", "json", "--fault", "error",
+               "--status", "503", "--ttl", "5m"],
+    )  # fmt: skip
+    fault_id = json.loads(injected.output)["id"]
+    removed = runner.invoke(main, ["chaos", "remove", "--proxy", proxy, fault_id])
+    assert removed.exit_code == 0, removed.output
+    assert admin.faults() == []
+    for output in ("text", "json"):
+        again = runner.invoke(main, ["chaos", "remove", "--proxy", proxy, "-o", output, fault_id])
+        assert again.exit_code == 2, again.output
+        assert f"no fault {fault_id} on {proxy}" in again.output
+        assert "Traceback" not in again.output

@@ -211,7 +211,7 @@ def test_missing_file_is_invalid_input(tmp_path: Path) -> None:
 
 
 def test_shipped_documents_validate() -> None:
-    files = sorted((ROOT / "runbooks").glob("*.yaml")) + sorted(
+    files = sorted((ROOT / "runbooks").rglob("*.yaml")) + sorted(
         (ROOT / "canaryctl" / "defaults").glob("*.yaml")
     )
     assert files

@@ -1,6 +1,10 @@
 """The examples in runbooks/ come with what they need: each Rollout that reads a lab's gateway
 names a lab document beside it whose gateway listens where the runbook looks, serves the routes
-and flags it moves, and exports the families its SLOs read."""
+and flags it moves, and exports the families its SLOs read. Each runs end to end here: the
+rollouts and the experiment on their labs, the guard on runbooks/guard/lab.yaml, the LiteLLM
+rollout on the LiteLLM stand-in through a real Prometheus; the Gateway examples are started by
+tests/test_examples_gateways.py, and examples/*.py are run by tests/test_otel_genai_e2e.py and
+tests/test_litellm_e2e.py."""
 
 from __future__ import annotations
 
@@ -14,12 +18,17 @@ import httpx
 import pytest
 import yaml
 from click.testing import CliRunner
+from litellm_exporter import Group, LiteLLMExporter, Traffic
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_server import running_prometheus
 
 from canaryctl.cli.main import main
 from canaryctl.controller import StateStore
+from canaryctl.guard import GuardJournal
 from canaryctl.lab import LabStack
 from canaryctl.runbook import Lab, Rollout, load_document
+from tests.test_guard_e2e import guard_process, wait_for
+from tests.test_notify import Webhook
 
 RUNBOOKS = Path(__file__).resolve().parent.parent / "runbooks"
 SHADOW = RUNBOOKS / "shadow"
@@ -160,3 +169,86 @@ def test_the_example_runs_end_to_end_on_its_lab(tmp_path: Path, lab: str, exampl
         assert after == before  # a negative verdict, or no --promote-winner: the flag as it was
     else:  # promoted: the canary serves everyone the default rule serves
         assert "rollout" not in after and after != before
+
+
+@pytest.mark.e2e
+def test_the_guard_example_trips_on_its_lab_and_tells_the_on_call_webhook(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """runbooks/guard/: the promoted GPT-4o-mini fails 8% on the lab beside the guard, over its
+    5%; `canaryctl guard run` (its own process, the example's SLOs and failure limit, a 1 s
+    window) sends everyone back to GPT-4-turbo and posts `guard_tripped` to ONCALL_WEBHOOK_URL."""
+    flags = tmp_path / "flags.json"
+    hook = Webhook()
+    monkeypatch.setenv("ONCALL_WEBHOOK_URL", hook.url)
+    journal = GuardJournal(tmp_path / "guard.jsonl")
+    try:
+        with LabStack(_fast_lab(RUNBOOKS / "guard" / "lab.yaml", flags), flags_path=flags) as stack:
+            assert _prior(flags, "support-bot-model") == {"variation": 1}  # GPT-4o-mini
+            data = yaml.safe_load((RUNBOOKS / "guard" / "support-bot-guard.yaml").read_text())
+            data["spec"]["flag"]["path"] = str(flags)
+            data["spec"]["metrics"]["targets"] = [stack.metrics_url]
+            data["spec"]["analysis"].update(interval="1s", min_requests=20)
+            guard = tmp_path / "support-bot-guard.yaml"
+            guard.write_text(yaml.safe_dump(data))
+            with guard_process(guard, tmp_path) as process:
+                entries = wait_for(journal, "flag_safe", process)
+                assert hook.received.wait(30), "no on_trip webhook"
+    finally:
+        hook.close()
+    trip = next(e for e in entries if e["event"] == "tripped")
+    assert trip["reason"].startswith("SLO failed: error_rate = "), trip
+    served = json.loads(flags.read_text())["flags"]["support-bot-model"]["fallthrough"]
+    weights = {v["variation"]: v["weight"] for v in served["rollout"]["variations"]}
+    assert weights == {0: 100_000, 1: 0}  # GPT-4-turbo serves everyone
+    (body,) = hook.bodies
+    assert (body["event"], body["safe"], body["watched"]) == (
+        "guard_tripped",
+        "gpt-4-turbo",
+        "gpt-4o-mini",
+    )
+
+
+@pytest.mark.e2e
+def test_the_litellm_example_runs_on_the_litellm_stand_in(tmp_path: Path) -> None:
+    """runbooks/litellm-gpt4o-mini.yaml as shipped (its variants mapping, `job: litellm`
+    selector, relative SLO and custom 429 query) but for its clock, read by a real Prometheus
+    from tests/litellm_exporter.py: LiteLLM's metric names and labels (tests/test_litellm_e2e.py
+    checks them against the real proxy, which takes ~40 s to start), fed by an app that asks the
+    flag per request and sends GPT-4-turbo's users to model group support-large and
+    GPT-4o-mini's to support-small. Both groups are healthy: the rollout promotes."""
+    flags = tmp_path / "flags.json"
+    shutil.copy(RUNBOOKS / "flags.json", flags)
+    before = _prior(flags, "support-bot-model")
+    document = yaml.safe_load((RUNBOOKS / "litellm-gpt4o-mini.yaml").read_text())
+    aliases = {v: m["requested_model"] for v, m in document["spec"]["metrics"]["variants"].items()}
+    assert set(aliases.values()) == {"support-large", "support-small"}
+    groups = {variant: Group(name, variant, seconds=0.2) for variant, name in aliases.items()}
+    exporter = LiteLLMExporter()
+    try:
+        with running_prometheus(tmp_path) as prometheus:
+            prometheus.scrape(exporter.url, job="litellm")  # the example's selector
+            runbook = _fast_document(
+                RUNBOOKS / "litellm-gpt4o-mini.yaml", flags, exporter.url, tmp_path
+            )
+            data = yaml.safe_load(runbook.read_text())
+            metrics = data["spec"]["metrics"]
+            del metrics["targets"]  # a prometheus source has a URL, not targets
+            metrics["url"] = prometheus.url
+            # Prometheus scrapes every second: a window holds a few scrapes at 3 s.
+            data["spec"]["analysis"].update(interval="3s", min_requests=10)
+            runbook.write_text(yaml.safe_dump(data))
+            with Traffic(exporter, str(flags), "support-bot-model", groups, rate=200):
+                prometheus.has_traffic("support-large")
+                state = str(tmp_path / "state.db")
+                args = ["rollout", "run", str(runbook), "--state", state, "-o", "json"]
+                result = CliRunner().invoke(main, args)
+    finally:
+        exporter.close()
+    assert result.exit_code == 0, result.output[-3000:]
+    events = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+    checks = [c for e in events if e["event"] == "analysis" for c in e["checks"]]
+    assert {c["slo"].split()[0] for c in checks} >= {"error_rate", "rate_limited_ratio"}
+    assert max(c["canary_requests"] or 0 for c in checks) > 0, checks[-3:]
+    after = _prior(flags, "support-bot-model")
+    assert after != before and after == {"variation": 1}  # GPT-4o-mini serves everyone

@@ -202,12 +202,19 @@ def list_command(proxy_url: str, output: str | None) -> None:
 @click.argument("fault_id")
 @output_option
 def remove_command(proxy_url: str, fault_id: str, output: str | None) -> None:
-    """Remove one fault by id."""
-    removed = _client(proxy_url).remove(fault_id)
+    """Remove one fault by id; an id the proxy does not hold (never injected, expired, or
+    removed already) is exit 2, like a run id the state does not hold."""
+    client = _client(proxy_url)
+    if not client.remove(fault_id):
+        shown = fault_id if len(fault_id) <= 64 else fault_id[:64] + "..."
+        raise InvalidInput(
+            f"no fault {shown} on {client.shown} (never injected, expired or removed already; "
+            "`canaryctl chaos list` shows the faults in force)"
+        )
     if wants_json(output):
-        click.echo(json.dumps({"event": "removed", "id": fault_id, "found": removed}))
+        click.echo(json.dumps({"event": "removed", "id": fault_id}))
     else:
-        click.echo(f"{fault_id}: removed" if removed else f"{fault_id}: already gone")
+        click.echo(f"{fault_id}: removed")
 
 
 @chaos.command("clear")

@@ -47,9 +47,16 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, Valida
 
 from canaryctl.errors import FlagMismatch
 from canaryctl.flags.base import FlagSnapshot, integer_weights
-from canaryctl.flags.jsonfile import JsonFlagFile, find_flag, with_nested_value
+from canaryctl.flags.jsonfile import JsonFlagFile, find_flag, read_exact, with_nested_value
 
-__all__ = ["SCHEMA", "VERSION_KEY", "FlagdFlagStore", "fractional_weights"]
+__all__ = [
+    "SCHEMA",
+    "VERSION_KEY",
+    "FlagdFlagStore",
+    "default_rule_kind",
+    "fractional_weights",
+    "read_flag",
+]
 
 SCHEMA = "https://flagd.dev/schema/v0/flags.json"
 """The `$schema` of flagd's flag definitions."""
@@ -90,8 +97,25 @@ def _parse(path: Path, text: str, key: str) -> dict[str, Any]:
     return flag
 
 
+def read_flag(path: str | Path, key: str) -> dict[str, Any]:
+    """The flag `key` in a flag-definition file, for anything that only looks (`flags show`)."""
+    path = Path(path)
+    return _parse(path, read_exact(path), key)
+
+
 def _version(flag: dict[str, Any]) -> int:
     return int((flag.get("metadata") or {}).get(VERSION_KEY, 0))
+
+
+def default_rule_kind(flag: dict[str, Any]) -> tuple[int, str]:
+    """How many `if` conditions are tried before the default rule, and what that rule is:
+    `fractional` (a split), `variant` (one variant) or `defaultVariant` (no rule)."""
+    depth, rule = _default_rule(flag.get("targeting") or {})
+    if isinstance(rule, str):
+        return depth, "variant"
+    if isinstance(rule, dict) and "fractional" in rule:
+        return depth, "fractional"
+    return depth, "defaultVariant"
 
 
 def _default_rule(targeting: dict[str, Any]) -> tuple[int, Any]:
