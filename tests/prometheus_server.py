@@ -99,8 +99,9 @@ class PrometheusServer:
         return float(result[0]["value"][1]) if result else None
 
     def sample_times(self, series: str, seconds: int, at: float | None = None) -> list[float]:
-        """When Prometheus sampled `series` (one series' selector) in the `seconds` before `at`
-        (now when None): the samples an increase() over that range reads."""
+        """When Prometheus sampled `series` (a selector; its first series, as every series of
+        one target is sampled at once) in the `seconds` before `at` (now when None): the samples
+        an increase() over that range reads."""
         params: dict[str, str] = {"query": f"{series}[{seconds}s]"}
         if at is not None:
             params["time"] = f"{at:.3f}"

@@ -148,7 +148,8 @@ def test_no_traffic_in_the_window_means_absent_variants(
     total = 'sum(llm_requests_total{route="quiet"})'
     eventually("the traffic", lambda: prometheus.value(total) == 50)
     since = time.time()
-    time.sleep(2)  # flat scrapes only: the series exist, their increase is zero
+    # Flat scrapes only, counted: the series exist, their increase is zero.
+    prometheus.scraped_after('llm_requests_total{route="quiet"}', since, scrapes=2)
     source = PrometheusMetricsSource(prometheus.url, labels={"route": "quiet"})
     assert source.observe(since).variants == {}
 
@@ -186,7 +187,8 @@ def test_the_check_and_recent_traffic_follow_the_runbooks_route_and_selector(
     exporter.serve(BASE, 1, seconds=0.2, route="checked")
     exporter.serve(CANARY, 1, seconds=0.2, route="checked")
     eventually("the series", lambda: prometheus.value(total) == 2)
-    time.sleep(1.5)  # a series' first sample is not an increase: traffic comes after it
+    # A series' first sample is not an increase: traffic comes after another one.
+    prometheus.scraped_after('llm_requests_total{route="checked"}', time.time())
     exporter.serve(BASE, 20, seconds=0.2, route="checked")
     exporter.serve(CANARY, 5, seconds=0.2, route="checked")
     eventually("the traffic", lambda: prometheus.value(total) == 27)
