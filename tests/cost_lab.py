@@ -100,13 +100,40 @@ def write_plan_flag(flags: Path, key: str, plan: Mapping[str, Mapping[str, float
     flags.write_text(json.dumps(document, indent=2))
 
 
-async def _traffic(url: str, lab: Lab, seconds: float) -> None:
+async def _traffic(
+    url: str, lab: Lab, seconds: float, until: tuple[str, Mapping[str, object], int] | None
+) -> None:
+    """`seconds` of traffic; with `until` (the metrics URL, the tiers, a count), until the gateway
+    has counted that many graded answers in every tier, `seconds` only bounding the wait."""
     assert lab.spec.traffic is not None
     generator = TrafficGenerator(url, lab.spec.traffic, seed=lab.spec.seed)
     task = asyncio.create_task(generator.run())
-    await asyncio.sleep(seconds)
-    generator.stop()
-    await task
+    try:
+        if until is None:
+            await asyncio.sleep(seconds)
+        else:
+            await _until_scored(*until, seconds)
+    finally:
+        generator.stop()
+        await task
+
+
+async def _until_scored(
+    metrics_url: str, tiers: Mapping[str, object], answers: int, bound: float
+) -> None:
+    """Poll the gateway's counts until every tier has `answers` graded answers: as many as a
+    slow machine takes, so a tier's sample never depends on how fast the lab could send."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + bound
+    async with httpx.AsyncClient(timeout=10) as client:
+        while True:
+            counted = _by_tier((await client.get(metrics_url)).text)
+            scored = {tier: int(counted.get(tier, {}).get("scored") or 0) for tier in tiers}
+            if min(scored.values()) >= answers:
+                return
+            if loop.time() > deadline:
+                raise AssertionError(f"{answers} graded answers per tier not reached: {scored}")
+            await asyncio.sleep(0.25)
 
 
 def run_plan(
@@ -117,10 +144,14 @@ def run_plan(
     seconds: float,
     rate: float,
     tiers: Mapping[str, float] | None = None,
+    answers: int | None = None,
 ) -> dict[str, dict[str, float | None]]:
     """Serve `plan` (tier -> model -> share) from the lab's flag file copied into `folder`,
     send `seconds` of traffic at `rate` requests/s (every answer graded back to the gateway),
-    and measure per tier what the gateway counted: requests, p95, accuracy, cost per query."""
+    and measure per tier what the gateway counted: requests, p95, accuracy, cost per query.
+    With `answers`, the traffic goes on until every tier of the plan has that many graded
+    answers, and `seconds` only bounds the wait (a test's sample, whatever the machine's speed).
+    """
     assert lab.spec.traffic is not None
     flags = folder / "flags-planned.json"
     source = lab.spec.gateway.flags
@@ -132,7 +163,8 @@ def run_plan(
     )
     replay = lab.model_copy(update={"spec": lab.spec.model_copy(update={"traffic": traffic})})
     with LabStack(replay, flags_path=flags, traffic=False) as stack:
-        asyncio.run(_traffic(stack.gateway_url, replay, seconds))
+        until = None if answers is None else (stack.metrics_url, plan, answers)
+        asyncio.run(_traffic(stack.gateway_url, replay, seconds, until))
         text = httpx.get(stack.metrics_url, timeout=10).text
     return _by_tier(text)
 

@@ -101,6 +101,25 @@ class PrometheusServer:
         result = answer.json()["data"]["result"]
         return float(result[0]["value"][1]) if result else None
 
+    def sample_times(self, series: str, seconds: int, at: float | None = None) -> list[float]:
+        """When Prometheus sampled `series` (a selector; its first series, as every series of
+        one target is sampled at once) in the `seconds` before `at` (now when None): the samples
+        an increase() over that range reads."""
+        params: dict[str, str] = {"query": f"{series}[{seconds}s]"}
+        if at is not None:
+            params["time"] = f"{at:.3f}"
+        answer = httpx.get(f"{self.url}/api/v1/query", params=params, timeout=5)
+        result = answer.json()["data"]["result"]
+        return [float(t) for t, _ in result[0]["values"]] if result else []
+
+    def scraped_after(self, series: str, since: float, scrapes: int = 1) -> None:
+        """Wait until Prometheus holds `scrapes` samples of `series` taken after `since` (wall
+        clock), however slowly a loaded machine lets it scrape: each read what was there then."""
+        eventually(
+            f"{scrapes} scrape(s) of {series} after {since:.3f}",
+            lambda: sum(t > since for t in self.sample_times(series, 60)) >= scrapes,
+        )
+
     def has_traffic(self, model_group: str) -> None:
         """Wait until Prometheus has seen a LiteLLM model group's requests grow, as a route with
         traffic has before a rollout starts (preflight asks for that)."""

@@ -185,6 +185,9 @@ def test_a_chaos_step_against_the_real_proxy_rolls_back_a_canary_without_fallbac
     monkeypatch.setenv("CANARYCTL_CHAOS_TOKEN", TOKEN)
     with chaos_world(tmp_path) as world:
         prior = json.loads(world.flags.read_text())["flags"][FLAG]
+        # The faults end at the first window with enough requests to judge (the example aborts
+        # on a violation), however long a loaded machine takes to send them: 60 s is a bound.
+        scenario = world.scenario(duration="60s")
         rollout = Rollout.model_validate(
             {
                 "kind": "Rollout",
@@ -204,7 +207,7 @@ def test_a_chaos_step_against_the_real_proxy_rolls_back_a_canary_without_fallbac
                     },
                     "slos": [{"metric": "error_rate", "max": 0.05}],
                     "analysis": {"interval": "1s", "min_requests": 10, "method": "threshold"},
-                    "steps": [{"set_weight": 50}, {"chaos": str(world.scenario())}],
+                    "steps": [{"set_weight": 50}, {"chaos": str(scenario)}],
                 },
             }
         )

@@ -26,6 +26,9 @@ TIERS = {
     "enterprise": {"share": 0.1, "p95": "2.5s", "min_accuracy": 0.78,
                    "models": ["gpt-4-turbo", "gpt-4o-mini"]},
 }  # fmt: skip
+ANSWERS = 400
+"""Graded answers per tier: enough that a model 8 points under a tier's floor (llama3-local's
+0.70 against enterprise's 0.78) is significantly below it at the test's 99.9%."""
 
 
 @pytest.mark.e2e
@@ -56,14 +59,15 @@ def test_the_plan_meets_its_constraints_when_the_lab_serves_it(tmp_path: Path) -
         lab,
         tmp_path,
         {tier: plan["split"] for tier, plan in plans.items()},
-        seconds=10,
+        seconds=300,  # a bound only: the traffic ends when every tier has its answers
         rate=150,
-        tiers={"free": 1, "paid": 1, "enterprise": 1},  # each tier enough answers to judge
+        tiers={"free": 1, "paid": 1, "enterprise": 1},
+        answers=ANSWERS,
     )
     for tier, plan in plans.items():
         got = measured[tier]
         floor = TIERS[tier]["min_accuracy"]
-        assert got["requests"] and got["requests"] > 60, (tier, got)
+        assert got["requests"] and got["requests"] >= got["scored"] >= ANSWERS, (tier, got)
         assert got["p95_seconds"] is not None and got["p95_seconds"] <= 2.5, (tier, got)
         scored = int(got["scored"] or 0)
         right = round((got["accuracy"] or 0) * scored)

@@ -36,9 +36,8 @@ def cost_lab() -> LabStack:
 def stack() -> Iterator[LabStack]:
     with cost_lab() as running:
         running.set_traffic_rate(150)
-        time.sleep(5)
-        # and on until the lab has answered what it answers in those 5 s on a quiet machine:
-        # a loaded one takes longer instead of leaving the report too few queries to find with
+        # Until the lab has answered what it answers in 5 s on a quiet machine: a loaded one
+        # takes longer instead of leaving the report too few queries to find with.
         answered = 600
         deadline = time.monotonic() + 120  # a bound, not a pace
         assert running.traffic is not None

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterator
 from importlib import resources
@@ -94,16 +95,19 @@ def test_counts_per_variant_match_what_was_served(
     eventually("the traffic before the window", lambda: prometheus.value(seen) == 1200)
 
     since = time.time()
-    scraped = "max(timestamp(llm_requests_total))"
-    eventually("a scrape inside the window", lambda: (prometheus.value(scraped) or 0) > since)
+    one = f'llm_requests_total{{route="support",variant="{BASE}",outcome="ok"}}'
+    prometheus.scraped_after(one, since)  # a sample inside the window before the change
     exporter.serve(BASE, 90, seconds=0.3)
     exporter.serve(BASE, 10, outcome="error", seconds=1.5)
     exporter.serve(CANARY, 30, seconds=0.7)
     exporter.serve(CANARY, 6, outcome="error", seconds=3.0)
     exporter.serve(CANARY, 4, outcome="fallback_ok", seconds=1.5)
     exporter.serve(BASE, 500, route="search", seconds=0.1)
-    eventually("the window's traffic", lambda: prometheus.value(seen) == 1340)
-    time.sleep(2)  # two more flat scrapes after the change: the window is several samples wide
+    # Scrapes that began after the last observation, not after the last counter moved (a scrape
+    # between a counter and its histogram reads half of a serve()), two so the window is several
+    # samples wide: counted, not slept for, as a loaded machine scrapes late.
+    prometheus.scraped_after(one, time.time(), scrapes=2)
+    assert prometheus.value(seen) == 1340
 
     spec = PrometheusMetricsSpec(provider="prometheus", url=prometheus.url, route="support")
     source = metrics_source_for(spec)
@@ -112,10 +116,12 @@ def test_counts_per_variant_match_what_was_served(
 
     assert set(obs.variants) == {BASE, CANARY}
     window = obs.end - obs.start
-    # increase() extrapolates to the window's edges from samples at most a scrape (1 s) inside
-    # each: counts are the served ones scaled by at most window / (window - 2); ratios are exact,
-    # every series of one target sharing the same sample times.
-    stretch = window / (window - 2)
+    # increase() extrapolates from the first and last samples in the window towards its edges,
+    # never past them: counts are the served ones scaled by at most window / (last - first),
+    # taken from the samples Prometheus read (a loaded machine scrapes late, so not assumed);
+    # ratios are exact, every series of one target sharing the same sample times.
+    times = prometheus.sample_times(one, math.ceil(window), at=obs.end)
+    stretch = window / (times[-1] - times[0]) + 1e-6  # its times are whole milliseconds
     base, canary = obs.of(BASE), obs.of(CANARY)
     assert 100 <= round(base.requests, 6) <= 100 * stretch
     assert 40 <= round(canary.requests, 6) <= 40 * stretch
@@ -142,7 +148,8 @@ def test_no_traffic_in_the_window_means_absent_variants(
     total = 'sum(llm_requests_total{route="quiet"})'
     eventually("the traffic", lambda: prometheus.value(total) == 50)
     since = time.time()
-    time.sleep(2)  # flat scrapes only: the series exist, their increase is zero
+    # Flat scrapes only, counted: the series exist, their increase is zero.
+    prometheus.scraped_after('llm_requests_total{route="quiet"}', since, scrapes=2)
     source = PrometheusMetricsSource(prometheus.url, labels={"route": "quiet"})
     assert source.observe(since).variants == {}
 
@@ -180,7 +187,8 @@ def test_the_check_and_recent_traffic_follow_the_runbooks_route_and_selector(
     exporter.serve(BASE, 1, seconds=0.2, route="checked")
     exporter.serve(CANARY, 1, seconds=0.2, route="checked")
     eventually("the series", lambda: prometheus.value(total) == 2)
-    time.sleep(1.5)  # a series' first sample is not an increase: traffic comes after it
+    # A series' first sample is not an increase: traffic comes after another one.
+    prometheus.scraped_after('llm_requests_total{route="checked"}', time.time())
     exporter.serve(BASE, 20, seconds=0.2, route="checked")
     exporter.serve(CANARY, 5, seconds=0.2, route="checked")
     eventually("the traffic", lambda: prometheus.value(total) == 27)

@@ -133,7 +133,9 @@ def test_litellm_names_without_metric_suffix_are_read_per_model_group(
             exporter.record("bare-large", "bare-large", user="acme", failed=i < 4, seconds=0.3)
             exporter.record("bare-small", "gpt-4o-mini", user="acme", failed=i < 10, seconds=1.2)
         eventually("the window's requests", lambda: prometheus.value(seen) == 280)
-        time.sleep(2)  # flat scrapes after the change: the window is several samples wide
+        # Flat scrapes after the change, counted (a loaded machine scrapes late): the window is
+        # several samples wide.
+        prometheus.scraped_after("litellm_proxy_total_requests_total", time.time(), scrapes=2)
 
         document = rollout(
             tmp_path,
@@ -282,7 +284,10 @@ def test_litellm_first_tokens_are_read_per_model_group(
                 exporter.record(group, model, user="acme", failed=False, seconds=0.5,
                                 first_token=streamed)  # fmt: skip
         eventually("the window's streams", lambda: prometheus.value(seen) == 160)
-        time.sleep(2)  # flat scrapes after the change: the window is several samples wide
+        # Flat scrapes after the change (see above).
+        prometheus.scraped_after(
+            "litellm_llm_api_time_to_first_token_metric_count", time.time(), scrapes=2
+        )
         metrics = {
             "provider": "prometheus",
             "url": prometheus.url,
@@ -335,7 +340,7 @@ def test_the_gateways_streaming_histograms_are_read_through_the_canaryctl_profil
         serve(BASE, 40, 0.06, 0.02)
         serve(CANARY, 40, 0.42, 0.04)
         eventually("the window's streams", lambda: prometheus.value(seen) == 180)
-        time.sleep(2)
+        prometheus.scraped_after("llm_time_to_first_token_seconds_count", time.time(), scrapes=2)
         spec = PrometheusMetricsSpec(provider="prometheus", url=prometheus.url, route="stream")
         obs = metrics_source_for(spec).observe(since)
     finally:

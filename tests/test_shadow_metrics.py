@@ -129,15 +129,17 @@ def test_a_real_prometheus_answers_the_shadow_queries_of_the_canaryctl_profile(
         with running_prometheus(tmp_path) as prometheus:
             for result, outcome in (("win", "ok"), ("loss", "ok"), ("tie", "error")):
                 gateway.serve(0, result=result, shadow_outcome=outcome)
+            created = time.time()
             prometheus.scrape(f"http://127.0.0.1:{server.server_port}/metrics")
-            time.sleep(1.5)  # a scrape of every series at zero
+            prometheus.scraped_after("llm_judge_pairwise_total", created)  # every series at zero
             start = time.time()
             gateway.serve(40, result="win")
             gateway.serve(40, result="loss")
             gateway.serve(20, result="tie", shadow_outcome="error")
             total = 'sum(llm_judge_pairwise_total{result="tie"})'
             eventually("Prometheus to scrape the pairs", lambda: prometheus.value(total) == 20)
-            time.sleep(2.5)  # a few more scrapes, so that increase() sees the series grow
+            # A few more scrapes, counted, so that increase() sees the series grow.
+            prometheus.scraped_after("llm_judge_pairwise_total", time.time(), scrapes=2)
             spec = PrometheusMetricsSpec(provider="prometheus", url=prometheus.url)
             source = metrics_source_for(spec)
             assert isinstance(source, ShadowSource)
