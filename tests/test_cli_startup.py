@@ -82,6 +82,60 @@ def test_validate_loads_only_the_kinds_a_rollout_holds(tmp_path: Path) -> None:
     assert "canaryctl.runbook.scenario" not in modules
 
 
+def test_validate_builds_no_metric_profile_model_for_a_runbook_that_reads_none(
+    tmp_path: Path,
+) -> None:
+    """The support bot's runbook scrapes its metrics: no MetricProfile is read, none is built."""
+    modules = imported_by(tmp_path, "validate", "runbooks/support-bot-gpt4o-mini.yaml")
+    assert "canaryctl.runbook.profile" not in modules
+    assert "canaryctl.metrics.measures" not in modules
+
+
+def test_validate_of_a_runbook_naming_a_shipped_profile_builds_that_profile(
+    tmp_path: Path,
+) -> None:
+    """The positive control: a Prometheus runbook's profile is read and checked."""
+    modules = imported_by(tmp_path, "validate", "runbooks/litellm-gpt4o-mini.yaml")
+    assert "canaryctl.runbook.profile" in modules
+    assert "canaryctl.metrics.measures" in modules
+
+
+PLUGIN_SCAN = """
+import sys
+from canaryctl.cli import main
+try:
+    main.main(["validate", "runbooks/support-bot-gpt4o-mini.yaml"], prog_name="canaryctl")
+except SystemExit as exc:
+    assert exc.code in (0, None), exc.code
+import os
+from pydantic.plugin import _loader
+print(_loader._plugins is not None, os.environ.get("PYDANTIC_DISABLE_PLUGINS"))
+"""
+
+
+@pytest.mark.parametrize(
+    ("user_value", "scanned"), [(None, "False None"), ("", "True "), ("x", "True x")]
+)
+def test_validate_skips_pydantic_plugins_unless_the_user_set_the_switch(
+    user_value: str | None, scanned: str
+) -> None:
+    """pydantic's entry-point scan is skipped while validate runs and the variable is restored;
+    a value the user set (empty: every plugin on) is theirs, and pydantic scans."""
+    env = {k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"}
+    if user_value is not None:
+        env["PYDANTIC_DISABLE_PLUGINS"] = user_value
+    done = subprocess.run(
+        [sys.executable, "-c", PLUGIN_SCAN],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.stdout.splitlines()[-1] == scanned
+
+
 def test_the_chaos_admin_commands_load_no_server(tmp_path: Path) -> None:
     modules = imported_by(tmp_path, "chaos", "list", "--help")
     assert "canaryctl.chaos.admin" in modules

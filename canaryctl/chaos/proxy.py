@@ -103,6 +103,8 @@ _KEEPALIVE = 2.0
 is never sent down a connection the upstream is closing."""
 _UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=10.0, sock_read=300.0)
 _UPSTREAM_ERRORS = (aiohttp.ClientError, TimeoutError)
+_TARGETS_KEPT = 1024
+"""Upstream URLs remembered by path and query (_Proxy._target): a few hundred kB at most."""
 _SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "Content-Type", "User-Agent")
 """aiohttp adds none of its own headers: the upstream sees the client's."""
 
@@ -295,6 +297,7 @@ class _Proxy:
         self.session: aiohttp.ClientSession
         self.admin_from_anywhere = admin_from_anywhere
         self._token = token
+        self._targets: dict[tuple[bytes, bytes], URL] = {}
 
     # -- admin API --
 
@@ -416,21 +419,16 @@ class _Proxy:
     ) -> None:
         """The upstream's answer to the request, sent on as it comes; `fault` (with `receive`,
         to see the client hang up) changes a stream or a body on the way."""
-        path = scope.get("raw_path") or quote(scope["path"]).encode()  # as the client wrote it
-        url = self.upstream + path.decode("latin-1")
-        if scope["query_string"]:
-            url += "?" + scope["query_string"].decode("latin-1")
+        target = self._target(scope)
+        if target is None:
+            await _unforwardable(scope, send)
+            return
         headers = [
             (k.decode("latin-1"), v.decode("latin-1"))
             for k, v in scope["headers"]
             if k not in _HOP_BY_HOP
         ]
         headers.append(_IDENTITY)
-        try:
-            target = URL(url, encoded=True)
-        except (ValueError, TypeError):
-            await _unforwardable(scope, send)
-            return
         try:
             upstream = await self.session.request(
                 scope["method"], target, headers=headers, data=body, allow_redirects=False
@@ -442,7 +440,8 @@ class _Proxy:
             await self._upstream_failed(scope, send, type(exc).__name__)
             return
         try:
-            kept = [(k.lower(), v) for k, v in upstream.raw_headers if k.lower() not in _HOP_BY_HOP]
+            lowered = [(k.lower(), v) for k, v in upstream.raw_headers]
+            kept = [(k, v) for k, v in lowered if k not in _HOP_BY_HOP]
             if not upstream.headers.get("content-type", "").startswith(_STREAMED):
                 # A whole answer is read whole: cheaper than relaying it, and just as faithful.
                 try:
@@ -465,6 +464,26 @@ class _Proxy:
             await _send_stream(scope, send, chunks)
         finally:
             upstream.release()
+
+    def _target(self, scope: Scope) -> URL | None:
+        """The upstream URL for the request's path and query as the client wrote them, None if
+        it cannot be one. Clients of an LLM provider ask a handful of paths again and again, so
+        each is parsed once; past _TARGETS_KEPT different ones the memo starts over."""
+        path = scope.get("raw_path") or quote(scope["path"]).encode()
+        key = (path, scope["query_string"])
+        target = self._targets.get(key)
+        if target is None:
+            url = self.upstream + path.decode("latin-1")
+            if key[1]:
+                url += "?" + key[1].decode("latin-1")
+            try:
+                target = URL(url, encoded=True)
+            except (ValueError, TypeError):
+                return None
+            if len(self._targets) >= _TARGETS_KEPT:
+                self._targets.clear()
+            self._targets[key] = target
+        return target
 
     async def _upstream_failed(self, scope: Scope, send: Send, what: str) -> None:
         self.metrics.upstream_errors.inc()

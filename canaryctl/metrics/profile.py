@@ -4,25 +4,28 @@ the runbook's SLOs before anything moves."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from canaryctl.errors import InvalidInput
-from canaryctl.metrics.measures import NEEDS
 from canaryctl.runbook.loader import load_document, parse_document
-from canaryctl.runbook.profile import (
-    MetricProfile,
-    MetricProfileSpec,
-    is_profile_path,
-    shipped_profile,
-    shipped_profiles,
-)
-from canaryctl.runbook.rollout import PrometheusMetricsSpec, RolloutSpec, SloSpec
+from canaryctl.runbook.profile_refs import is_profile_path, shipped_profile, shipped_profiles
+from canaryctl.runbook.rollout import PrometheusMetricsSpec
 from canaryctl.slo_metrics import GUARD_READS, SLO_METRICS
+
+if TYPE_CHECKING:
+    from canaryctl.runbook.profile import MetricProfileSpec
+    from canaryctl.runbook.rollout import RolloutSpec, SloSpec
+
+# The MetricProfile model and the measures are imported by the functions that read a profile:
+# `validate` on a runbook that reads none (scrape, lab, scripted metrics) never builds them.
 
 __all__ = ["check_profile_feeds_slos", "ingredients_for", "load_profile"]
 
 
 def load_profile(reference: str) -> MetricProfileSpec:
     """A shipped profile by name, or a profile file (InvalidDocument naming its lines)."""
+    from canaryctl.runbook.profile import MetricProfile
+
     if is_profile_path(reference):
         return load_document(reference, expect=MetricProfile).spec
     text = shipped_profile(reference)
@@ -41,6 +44,8 @@ def ingredients_for(
     """What the SLOs read (their optional ingredients too, where the profile yields them) and
     what the built-in check on the canary reads (analysis.guard); InvalidInput naming the first
     SLO the profile cannot feed."""
+    from canaryctl.metrics.measures import NEEDS
+
     needed: set[str] = set(GUARD_READS & profile.ingredients)
     for index, slo in enumerate(slos):
         if slo.metric is None:
@@ -61,6 +66,8 @@ def check_profile_feeds_slos(spec: RolloutSpec) -> None:
     `shadow` queries (a profile without them cannot judge a shadow step at all)."""
     if not isinstance(spec.metrics, PrometheusMetricsSpec):
         return
+    from canaryctl.metrics.measures import NEEDS
+
     name = spec.metrics.profile
     profile = load_profile(name)
     ingredients_for(spec.slos, profile, name)

@@ -15,12 +15,12 @@ rejected and filtered).
 from __future__ import annotations
 
 import re
-from importlib import resources
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from canaryctl.runbook.common import API_VERSION, Metadata, Strict
+from canaryctl.runbook.profile_refs import is_profile_path, shipped_profile, shipped_profiles
 from canaryctl.runbook.promql import placeholders, unknown_placeholders
 from canaryctl.slo_metrics import INGREDIENTS
 
@@ -121,23 +121,3 @@ class MetricProfile(Strict):
     kind: Literal["MetricProfile"]
     metadata: Metadata
     spec: MetricProfileSpec
-
-
-def is_profile_path(reference: str) -> bool:
-    """A runbook's `profile:` is a file when it looks like one, else the name of a shipped one."""
-    return "/" in reference or reference.endswith((".yaml", ".yml"))
-
-
-def shipped_profile(name: str) -> str | None:
-    """The text of the profile canaryctl ships under `name`, None if there is none. The name
-    is looked up among the shipped ones, never tried as a path (a 300-character name is not
-    an OS error, it is simply not a profile)."""
-    if name not in shipped_profiles():
-        return None
-    entry = resources.files("canaryctl").joinpath("metrics", "profiles", f"{name}.yaml")
-    return entry.read_text(encoding="utf-8")
-
-
-def shipped_profiles() -> list[str]:
-    folder = resources.files("canaryctl").joinpath("metrics", "profiles")
-    return sorted(e.name[: -len(".yaml")] for e in folder.iterdir() if e.name.endswith(".yaml"))

@@ -29,7 +29,7 @@ from canaryctl.runbook.common import (
 )
 from canaryctl.runbook.gate import GateSpec
 from canaryctl.runbook.notify import NotifySpec, WebhookSpec
-from canaryctl.runbook.profile import is_profile_path, shipped_profile, shipped_profiles
+from canaryctl.runbook.profile_refs import is_profile_path, shipped_profile, shipped_profiles
 from canaryctl.runbook.promql import placeholders, unknown_placeholders
 from canaryctl.slo_metrics import EVEN, SLO_METRICS
 
