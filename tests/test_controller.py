@@ -737,7 +737,10 @@ def test_resume_after_a_crash_continues_from_the_stored_step(
         analyses_at_50 = [
             a for a in store.events(1, "analysis") if a.data["weight"] == 50 and a.at > crash.at
         ]
-        assert len(analyses_at_50) == 6  # the hold restarted in full after the resume
+        # The dead driver's analysis was due as it died: judged at once on resume (not an
+        # interval later), then the hold restarted in full: six more.
+        assert analyses_at_50[0].at == crash.at + 5
+        assert len(analyses_at_50) == 7
         assert store.run(1).outcome == "promoted"  # type: ignore[union-attr]
 
 
@@ -1031,8 +1034,10 @@ def test_sequential_evidence_carries_across_steps_and_a_resume(
     assert result.outcome == "promoted"
     with StateStore(crash.state_path) as store:
         resumed = [a for a in store.events(1, "analysis") if a.at > crash.at]
-        samples = resumed[0].data["checks"][0]["evidence"]["samples"]
-    assert samples > events_before  # the resumed run goes on from the stored evidence
+        samples = [a.data["checks"][0]["evidence"]["samples"] for a in resumed[:2]]
+    # The resumed run goes on from the stored evidence: its first analysis, due as the process
+    # died, is judged at once on an empty window (the stored evidence exactly), the next adds.
+    assert samples[0] == events_before and samples[1] > events_before
 
 
 def weighted_at(percent: float, canary_error_rate: float) -> Script:

@@ -5,6 +5,10 @@ on the real clock); the lab, subprocesses and SIGKILL are in tests/test_e2e_cont
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -160,6 +164,41 @@ def test_a_run_a_controller_does_not_hold_is_left_to_its_driver(state_location: 
             assert service.scan() == []
             time.sleep(1.0)
             assert service.driving() == [] and fleet.canary("support-bot") == 0
+        finally:
+            service.stop()
+
+
+def test_a_scan_takes_a_dead_local_drivers_run_at_once_and_wakes_as_a_live_lease_lapses(
+    state_location: str,
+) -> None:
+    """Issue 24's bound on unjudged time after a takeover: a driver of this host whose process
+    is gone is replaced at once, not once its lease runs out; one that may live (another host,
+    a live pid) keeps its run, and the next scan is due when its lease lapses, not a scan
+    period later."""
+    fleet = Fleet()
+    dead_run, live_run, local_run = (
+        submit_rollout(rollout(name), state_path=state_location)[0]
+        for name in ("route-dead", "route-remote", "route-local")
+    )
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = f"{socket.gethostname()}:{gone.pid}:cafe"
+    with StateStore(state_location) as store:
+        now = time.time()
+        assert store.take_lease(dead_run, dead, now=now, ttl=3600.0)
+        assert store.take_lease(live_run, "elsewhere:1:beef", now=now, ttl=0.8)
+        assert store.take_lease(
+            local_run, f"{socket.gethostname()}:{os.getpid()}:f00d", now=now, ttl=3600.0
+        )
+        lapse = store.run(live_run).lease_until  # type: ignore[union-attr]
+        service = controller(store, fleet, lease_ttl=60.0)
+        try:
+            before = time.time()
+            assert service.scan() == [dead_run]
+            assert store.events(dead_run, "lease")[-1].data["previous"] == dead
+            assert service.leases.next_lapse == lapse
+            assert service.scan_interval == 5.0
+            assert 0 < service.next_scan_in() <= lapse - before + 0.01
         finally:
             service.stop()
 

@@ -761,17 +761,43 @@ def test_a_resume_in_a_hold_restarts_its_window_and_the_hold_in_full() -> None:
         failures=1,
     )
     decision = tick(rollout, state, T0 + 100, Resumed(T0 + 99))
+    # The analysis the dead driver had due at T0 + 30 is long overdue: judged at once.
     assert decision == Decision(
         replace(
             state,
             window_start=T0 + 99,
             hold_ends=T0 + 130,
-            next_analysis=T0 + 110,
+            next_analysis=T0 + 30,
             closing=False,
             extensions=0,
         ),
-        Wait(T0 + 110),
+        Analyze(T0 + 99, False),
     )
+
+
+def test_a_taken_over_hold_is_judged_when_its_last_driver_would_have_judged_it() -> None:
+    """The bound on unjudged time counts from the last analysis, not from the takeover: the
+    first analysis after a resume is the one the last driver had due (at once when that time
+    has passed), never later than an interval after the resume."""
+    rollout = spec([W10, {"pause": 60}])  # analysis interval 10 s
+    # The last driver analysed at T0 + 20 and had the next one due at T0 + 30.
+    state = RolloutState(
+        phase=Phase.PAUSED, item=1, weight=10, window_start=T0, hold_ends=T0 + 60,
+        next_analysis=T0 + 30,
+    )  # fmt: skip
+    early = tick(rollout, state, T0 + 24, Resumed(T0 + 24))
+    assert early.action == Wait(T0 + 30) and early.state.window_start == T0 + 24
+    late = tick(rollout, state, T0 + 33, Resumed(T0 + 33))
+    assert late.action == Analyze(T0 + 33, False)
+    # Nothing due sooner (a driver that died as it set the weight): an interval after the resume.
+    fresh = replace(state, next_analysis=T0 + 100)
+    assert tick(rollout, fresh, T0 + 33, Resumed(T0 + 33)).action == Wait(T0 + 43)
+    # The same in an undecided pause waiting for a human.
+    paused = replace(
+        state, phase=Phase.AWAITING_APPROVAL, hold_ends=T0 + 15, undecided_until=T0 + 200
+    )
+    assert tick(rollout, paused, T0 + 24, Resumed(T0 + 24)).action == Wait(T0 + 30)
+    assert tick(rollout, paused, T0 + 33, Resumed(T0 + 33)).action == Analyze(T0 + 33, True)
 
 
 def test_after_a_resume_the_closing_analysis_comes_when_the_hold_ends_not_an_interval_later() -> (
@@ -779,17 +805,20 @@ def test_after_a_resume_the_closing_analysis_comes_when_the_hold_ends_not_an_int
 ):
     # The window restarted 1 s before this tick: the hold ends at 109, one interval of data.
     rollout = spec([W10, {"pause": 5}])
+    # The last driver set the weight at T0 + 95, its first analysis due at T0 + 105.
     state = RolloutState(
         phase=Phase.PAUSED,
         item=1,
         weight=10,
-        window_start=T0,
-        hold_ends=T0 + 5,
-        next_analysis=T0 + 5,
+        window_start=T0 + 95,
+        hold_ends=T0 + 105,
+        next_analysis=T0 + 105,
     )
     decision = tick(rollout, state, T0 + 100, Resumed(T0 + 99))
     assert decision.state.hold_ends == T0 + 109
-    assert decision.action == Wait(T0 + 109)
+    assert decision.action == Wait(T0 + 105)
+    analysed = tick(rollout, decision.state, T0 + 105, Analyzed(verdict(Outcome.INCONCLUSIVE)))
+    assert analysed.action == Wait(T0 + 109)
 
 
 def test_a_resume_before_any_weight_keeps_the_pause_a_plain_wait() -> None:
@@ -1374,7 +1403,7 @@ def test_a_resumed_undecided_pause_keeps_its_deadline_and_restarts_the_window() 
     rollout = spec([W10, {"pause": 20}, W100], **UNDECIDED)
     paused = RolloutState(
         phase=Phase.AWAITING_APPROVAL, item=1, weight=10, window_start=T0, hold_ends=T0 + 30,
-        next_analysis=T0 + 40, undecided_until=T0 + 90, reason="undecided",
+        next_analysis=T0 + 90, undecided_until=T0 + 90, reason="undecided",
     )  # fmt: skip
     decision = tick(rollout, paused, T0 + 85, Resumed(T0 + 85))
     assert decision == Decision(

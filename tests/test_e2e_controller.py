@@ -1,7 +1,8 @@
 """End to end: two `canaryctl controller serve` processes on one real PostgreSQL, the lab's
 providers, gateway and traffic over loopback. The controller driving a run is SIGKILLed; the other
-takes the run over when its lease runs out and finishes it; the flag ends promoted or restored,
-never in between; the journal names both owners. SIGTERM hands a run back untouched."""
+takes the run over (at once: the dead process was on this host) and finishes it; the flag ends
+promoted or restored, never in between; the journal names both owners. SIGTERM hands a run back
+untouched."""
 
 from __future__ import annotations
 

@@ -69,6 +69,9 @@ class Leases:
         """Run id: the epoch of our lease on it."""
         self._confirmed: dict[int, float] = {}
         """Run id: when our lease on it was last known good (taken or renewed)."""
+        self.next_lapse: float | None = None
+        """When the earliest lease another live driver holds runs out, as the last `acquire`
+        saw it (None: none held): a scan then takes that run over without waiting a period."""
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -112,9 +115,17 @@ class Leases:
         return epoch
 
     def acquire(self, limit: int) -> list[RunRecord]:
-        """Runs nobody drives, now ours (a controller's scan)."""
+        """Runs nobody drives, now ours (a controller's scan): those never leased or whose
+        lease ran out, and at once those of a driver on this host whose process is gone. Sets
+        `next_lapse`."""
         now = self._now()
-        records = self.store.acquire_runs(self.owner, now=now, ttl=self.ttl, limit=limit)
+        holders = self.store.lease_holders(now=now)
+        dead = sorted(o for o in holders if o != self.owner and _owner_gone(o))
+        live = [until for owner, until in holders.items() if owner not in (self.owner, *dead)]
+        self.next_lapse = min(live, default=None)
+        records = self.store.acquire_runs(
+            self.owner, now=now, ttl=self.ttl, limit=limit, steal=dead
+        )
         for record in records:
             self.adopt(record.id, record.epoch, at=now)
         return records

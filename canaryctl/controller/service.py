@@ -57,6 +57,9 @@ __all__ = ["Controller", "ReleasingClock", "RequestInbox", "create_app", "serve"
 
 log = logging.getLogger(__name__)
 
+_LAPSE_MARGIN = 0.01
+"""Seconds past a lease's end that a scan wakes: the database takes a lease only once it ended."""
+
 Backends = Callable[[Rollout, "ReleasingClock"], tuple[FlagStore, MetricsSource]]
 """The flag store and metrics source for a run: the runbook's own unless a test or a benchmark
 gives fakes."""
@@ -127,7 +130,9 @@ class Controller:
         self.leases = Leases(store, ttl=lease_ttl, on_lost=self._lost)
         self.capacity, self.poll_interval = capacity, poll_interval
         self.scan_interval = min(max(lease_ttl / 6, 0.2), 5.0)
-        """Seconds between scans: takeover comes within the lease time plus one of these."""
+        """Seconds between scans, at most: a scan also wakes as the earliest lease another
+        driver holds runs out, so a takeover comes as that lease lapses (at once when its
+        driver was a process of this host that is gone)."""
         self._backends = backends
         self.scrapes = ScrapeCache()
         """The scrapes every run shares: one per target per analysis interval."""
@@ -175,7 +180,14 @@ class Controller:
                 self.scan()
             except CanaryError as exc:  # the database is away: scan again later
                 log.warning("controller scan failed: %s", exc)
-            self._stopping.wait(self.scan_interval)
+            self._stopping.wait(self.next_scan_in())
+
+    def next_scan_in(self) -> float:
+        """Seconds to the next scan: one period, or less when a lease lapses sooner."""
+        lapse, now = self.leases.next_lapse, time.time()
+        if lapse is None or lapse <= now:  # none, or seen before a scan that had no room
+            return self.scan_interval
+        return min(self.scan_interval, lapse - now + _LAPSE_MARGIN)
 
     def _lost(self, run_ids: set[int]) -> None:
         """The heartbeat found runs another driver holds now: stop them, flag untouched."""

@@ -280,7 +280,10 @@ class ShadowEnded:
 
 @dataclass(frozen=True)
 class Resumed:
-    """A new process took over; observations of the old one are lost, the window restarts `at`."""
+    """A new process took over; observations of the old one are lost, the window restarts `at`.
+    The analysis the last driver had scheduled (the state's `next_analysis`) stays due: a run
+    taken over after its driver died is judged at once, not an interval after the takeover, so
+    the time a weight goes unjudged counts from the last analysis, not from the resume."""
 
     at: float
 
@@ -434,14 +437,12 @@ def tick(spec: RolloutSpec, state: RolloutState, now: float, event: Event | None
             return _pending(spec, items, state, now)  # decided before the crash: finish it
         case Resumed(at=at) if state.undecided_until is not None:
             # Still waiting for a human: the pause and its deadline outlive the process.
-            interval = spec.analysis.interval
-            paused = replace(
-                state, window_start=at, next_analysis=min(at + interval, state.undecided_until)
-            )
-            return _hold(spec, items, paused, now)
+            first = min(at + spec.analysis.interval, state.undecided_until)
+            due = _due(first, state.next_analysis)
+            return _hold(spec, items, replace(state, window_start=at, next_analysis=due), now)
         case Resumed(at=at) if isinstance(_current(items, state), Hold):
             fresh = replace(state, window_start=None if state.window_start is None else at)
-            return _enter(spec, items, fresh, now)
+            return _enter(spec, items, fresh, now, due=state.next_analysis)
     return _pending(spec, items, state, now)
 
 
@@ -477,9 +478,22 @@ def _pending(
     return _hold(spec, items, state, now)
 
 
+def _due(scheduled: float, last: float | None) -> float:
+    """The first analysis after a resume: as the new driver schedules it, unless the one the
+    last driver had scheduled (`last`) comes sooner."""
+    return scheduled if last is None else min(scheduled, last)
+
+
 def _enter(
-    spec: RolloutSpec, items: tuple[PlanItem, ...], state: RolloutState, now: float
+    spec: RolloutSpec,
+    items: tuple[PlanItem, ...],
+    state: RolloutState,
+    now: float,
+    *,
+    due: float | None = None,
 ) -> Decision:
+    """Begin the current plan item; `due`: a resumed hold's analysis the last driver had
+    scheduled (see Resumed)."""
     item = _current(items, state)
     if item is None:
         if spec.finish == "keep":  # the planned split is the end state: no write to 100%
@@ -504,7 +518,9 @@ def _enter(
         state,
         phase=phase,
         hold_ends=hold_ends,
-        next_analysis=None if state.window_start is None else _next(now, interval, hold_ends),
+        next_analysis=(
+            None if state.window_start is None else _due(_next(now, interval, hold_ends), due)
+        ),
         closing=False,
         extensions=0,
     )

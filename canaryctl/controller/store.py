@@ -42,7 +42,7 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -729,17 +729,23 @@ class StateStore:
                 return None
             return self._lease(connection, [(run_id, previous[0])], owner, now=now, ttl=ttl)[0]
 
-    def acquire_runs(self, owner: str, *, now: float, ttl: float, limit: int) -> list[RunRecord]:
-        """Up to `limit` unfinished runs that nobody holds or whose lease expired, now leased
-        to `owner`. Concurrent controllers never get the same run (see the module docstring)."""
+    def acquire_runs(
+        self, owner: str, *, now: float, ttl: float, limit: int, steal: Sequence[str] = ()
+    ) -> list[RunRecord]:
+        """Up to `limit` unfinished runs that nobody holds, whose lease expired, or held by one
+        of `steal` (owners known to be dead), now leased to `owner`. Concurrent controllers
+        never get the same run (see the module docstring)."""
         lock = " FOR UPDATE SKIP LOCKED" if self.postgres else ""
+        dead = {f"steal{i}": name for i, name in enumerate(steal)}
+        stolen = "".join(f" OR owner = :{key}" for key in dead)
         with self._transaction() as connection:
             rows = connection.execute(
                 text(
                     "SELECT id, owner FROM runs WHERE ended_at IS NULL AND (owner IS NULL OR"
-                    " lease_until IS NULL OR lease_until < :now) ORDER BY id LIMIT :limit" + lock
+                    " lease_until IS NULL OR lease_until < :now" + stolen + ") ORDER BY id"
+                    " LIMIT :limit" + lock
                 ),
-                {"now": now, "limit": limit},
+                {"now": now, "limit": limit, **dead},
             ).all()
             self._lease(connection, [(row[0], row[1]) for row in rows], owner, now=now, ttl=ttl)
             ids = [row[0] for row in rows]
@@ -787,6 +793,19 @@ class StateStore:
                     },
                 )
         return epochs
+
+    def lease_holders(self, *, now: float) -> dict[str, float]:
+        """Every owner holding a lease on an unfinished run at `now`: when its earliest lease
+        runs out (a controller's scan wakes then, and steals a dead owner's at once)."""
+        with self._transaction(read=True) as connection:
+            rows = connection.execute(
+                text(
+                    "SELECT owner, MIN(lease_until) FROM runs WHERE ended_at IS NULL AND owner IS"
+                    " NOT NULL AND lease_until >= :now GROUP BY owner"
+                ),
+                {"now": now},
+            ).all()
+        return {str(row[0]): float(row[1]) for row in rows}
 
     def renew_leases(
         self, owner: str, runs: Mapping[int, int], *, now: float, ttl: float
