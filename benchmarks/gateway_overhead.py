@@ -512,6 +512,149 @@ def compare_clients(port: int, args: argparse.Namespace) -> dict[str, dict[str, 
     return figures
 
 
+# --- the alternatives: HTTP servers, each serving the same gateway app ------------------------
+
+
+SERVERS = ("uvicorn-h11", "granian", "raw-httptools")
+"""What else could serve the gateway, beside `canaryctl gateway serve` (uvicorn with httptools'
+parser on uvloop, canaryctl/serving.py's deadlines): uvicorn with its pure-Python h11 parser;
+granian, a Rust HTTP server running the same ASGI app; and a bound, not a server to ship."""
+GATEWAY_DOCUMENT = "CANARYCTL_BENCH_GATEWAY"
+"""The environment variable naming the Gateway document `gateway_app` serves (for granian)."""
+
+
+def gateway_app() -> Any:
+    """The gateway's ASGI app for the document in $CANARYCTL_BENCH_GATEWAY (granian's factory)."""
+    from canaryctl.gateway import create_app
+    from canaryctl.runbook import Gateway, load_document
+
+    return create_app(load_document(os.environ[GATEWAY_DOCUMENT], expect=Gateway).spec)
+
+
+class _RawServer(asyncio.Protocol):
+    """The least a Python server can do per request: httptools' parser, and each POST handed to
+    the gateway's pipeline as it is (`Pipeline.serve`), its response written straight to the
+    socket (chunked when it has no length). No uvicorn cycle, no Starlette, no request limits,
+    no deadlines, no flow control, no pipelining: the bound on what moving the hot path out of
+    uvicorn and Starlette could win, not something to ship."""
+
+    def __init__(self, pipeline: Any, routes: dict[str, Any]) -> None:
+        import httptools
+
+        self.pipeline, self.routes = pipeline, routes
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.url = b""
+        self.body: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed_data(data)
+
+    def on_message_begin(self) -> None:
+        self.headers, self.url, self.body = [], b"", []
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.lower(), value))
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        asyncio.get_running_loop().create_task(self.handle(b"".join(self.body)))
+
+    async def handle(self, body: bytes) -> None:
+        from starlette.requests import Request
+
+        assert self.transport is not None
+        path = self.url.decode()
+        if path not in self.routes:  # the benchmark's health check
+            self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            return
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.4"},  # send raises if the client left
+            "method": "POST",
+            "path": path,
+            "headers": self.headers,
+            "query_string": b"",
+            "client": self.transport.get_extra_info("peername"),
+        }
+        unread = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive() -> dict[str, Any]:
+            if unread:
+                return unread.pop()
+            await asyncio.Future()  # the client's disconnect is not reported: a bound only
+            raise AssertionError
+
+        response = await self.pipeline.serve(Request(scope, receive), *self.routes[path])
+        head: list[bytes] = []
+        chunked = False
+
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal chunked
+            assert self.transport is not None
+            if message["type"] == "http.response.start":
+                names = {name for name, _ in message["headers"]}
+                chunked = b"content-length" not in names
+                head.append(b"HTTP/1.1 %d OK\r\n" % message["status"])
+                head.extend(b"%s: %s\r\n" % pair for pair in message["headers"])
+                head.append(b"transfer-encoding: chunked\r\n\r\n" if chunked else b"\r\n")
+                return
+            data, more = message.get("body", b""), message.get("more_body", False)
+            if chunked:
+                data = (b"%x\r\n%s\r\n" % (len(data), data) if data else b"") + (
+                    b"" if more else b"0\r\n\r\n"
+                )
+            self.transport.write(b"".join(head) + data)
+            head.clear()
+
+        await response(scope, receive, send)
+
+
+async def _serve_raw(app: Any, port: int) -> None:
+    pipeline = app.state.pipeline
+    routes = {"/v1/chat/completions": ("openai", "chat")}
+    async with app.router.lifespan_context(app):
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: _RawServer(pipeline, routes), HOST, port)
+        async with server:
+            await server.serve_forever()
+
+
+def serve_gateway(port: int, kind: str) -> None:
+    """Serve the gateway app on `port` with the server `kind` (uvicorn-h11 or raw-httptools)."""
+    import uvicorn
+    import uvloop
+
+    app = gateway_app()
+    if kind == "raw-httptools":
+        with contextlib.suppress(KeyboardInterrupt):
+            uvloop.run(_serve_raw(app, port))
+        return
+    uvicorn.run(app, host=HOST, port=port, http="h11", loop="uvloop", log_level="warning",
+                access_log=False)
+
+
+def server_command(kind: str, document: Path, port: int) -> list[str]:
+    if kind == "granian":
+        return [
+            str(Path(sys.executable).with_name("granian")), "--interface", "asgi", "--factory",
+            "--host", HOST, "--port", str(port), "--workers", "1", "--runtime-mode", "st",
+            "--loop", "uvloop", "--no-ws", "--log-level", "warning", "--no-access-log",
+            "--working-dir", str(Path(__file__).parent), "gateway_overhead:gateway_app",
+        ]
+    return [sys.executable, __file__, "--serve-gateway", str(port), "--server", kind,
+            "--gateway-document", str(document)]
+
+
 # --- the report ---------------------------------------------------------------------------
 
 
@@ -598,12 +741,29 @@ def main() -> None:
     )
     parser.add_argument("--litellm-venv", type=Path, default=LITELLM_VENV)
     parser.add_argument("--profile", type=Path, help="cProfile the gateway into this file")
+    parser.add_argument(
+        "--servers",
+        type=lambda v: [k for k in v.split(",") if k],
+        default=list(SERVERS),
+        help=f"the alternative servers to measure the gateway app on ({','.join(SERVERS)}; "
+        "'' for none)",
+    )
     parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-gateway", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--server", choices=SERVERS, help=argparse.SUPPRESS)
+    parser.add_argument("--gateway-document", help=argparse.SUPPRESS)
     record.add_arguments(parser)
     args = parser.parse_args()
     if args.serve_upstream:
         serve_upstream(args.serve_upstream)
         return
+    if args.serve_gateway:
+        os.environ[GATEWAY_DOCUMENT] = args.gateway_document
+        serve_gateway(args.serve_gateway, args.server)
+        return
+    unknown = set(args.servers) - set(SERVERS)
+    if unknown:
+        parser.error(f"--servers: no server {', '.join(sorted(unknown))}; known: {SERVERS}")
     before = record.machine()
     litellm = None if args.no_litellm else install_litellm(args.litellm_venv)
     results: dict[str, dict[str, Figures]] = {}
@@ -623,19 +783,29 @@ def main() -> None:
         python = [sys.executable]
         if args.profile:
             python += ["-m", "cProfile", "-o", str(args.profile.resolve())]
+        document = gateway_document(work, upstream)
         gateway = [
             *python,
             "-m",
             "canaryctl",
             "gateway",
             "serve",
-            str(gateway_document(work, upstream)),
+            str(document),
             "--listen",
             f"{HOST}:{port}",
         ]
         print("through the canaryctl gateway...", file=sys.stderr)
         with running(gateway, f"http://{HOST}:{port}/health", stderr=subprocess.DEVNULL) as pid:
             results["canaryctl"] = measure_both(port, "/v1/chat/completions", args, pid)
+        servers: dict[str, dict[str, Figures]] = {}
+        for kind in args.servers:
+            port = free_port()
+            print(f"the gateway app on {kind}...", file=sys.stderr)
+            env = {**os.environ, GATEWAY_DOCUMENT: str(document)}
+            command = server_command(kind, document, port)
+            health = f"http://{HOST}:{port}/health"
+            with running(command, health, env=env, cwd=work) as pid:
+                servers[kind] = measure_both(port, "/v1/chat/completions", args, pid)
 
         if litellm is not None:
             port = free_port()
@@ -680,7 +850,15 @@ def main() -> None:
     litellm_used = None if litellm is None else {"litellm": litellm_version(args.litellm_venv)}
     record.write(
         "gateway_overhead",
-        {"config": config, "targets": figures, "clients": clients},
+        {
+            "config": config,
+            "targets": figures,
+            "clients": clients,
+            "servers": {
+                kind: {mode: f.as_json() for mode, f in modes.items()}
+                for kind, modes in servers.items()
+            },
+        },
         args,
         before=before,
         packages=(
@@ -689,6 +867,8 @@ def main() -> None:
             "aiohttp",
             "httptools",
             "uvloop",
+            "granian",
+            "h11",
             "launchdarkly-server-sdk",
         ),
         extra_versions=litellm_used,
