@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,6 @@ from canaryctl.clock import FakeClock
 from canaryctl.controller import RolloutRunner, StateStore
 from canaryctl.errors import (
     FlagBackendError,
-    FlagClaimed,
     FlagMismatch,
     InvalidInput,
 )
@@ -29,7 +27,6 @@ from canaryctl.runbook.loader import parse_document
 from canaryctl.runbook.rollout import SplitFlagSpec
 from tests.split_server import Fault, SplitServer, make_definition, serve, tier_rule
 from tests.test_controller import BASELINE, CANARY, T0, make_rollout, steady
-from tests.test_flags_launchdarkly import dead_pid
 
 API_KEY = "split-admin-7f3e-SECRET-KEY-do-not-print"
 WS, ENV, KEY = "ws-1234", "production", "support-bot-model"
@@ -318,10 +315,6 @@ def _claim_lines(split: SplitServer) -> list[str]:
     return [line[len(prefix) :] for line in description.splitlines() if line.startswith(prefix)]
 
 
-def _comments(split: SplitServer) -> list[str]:
-    return [c.split(": ", 1)[1] for _, env, c, _ in split.history if env == ENV and ": " in c]
-
-
 def test_a_run_claims_the_flag_in_its_description_and_releases_it(
     split: SplitServer, tmp_path: Path
 ) -> None:
@@ -339,73 +332,6 @@ def test_a_run_claims_the_flag_in_its_description_and_releases_it(
     patches = [json.loads(b) for m, _, _, b in split.requests if m == "PATCH"]
     assert all(p[0]["path"] == "/description" for p in patches) and len(patches) >= 2
     assert _default_rule(split) == [{"treatment": CANARY, "size": 100}]
-
-
-def test_a_second_run_with_another_state_database_is_refused_by_the_claim(
-    split: SplitServer, tmp_path: Path
-) -> None:
-    first = _runner(split, tmp_path, bad_from=50)
-    (tmp_path / "other").mkdir()
-    refused: list[str] = []
-
-    def second_run() -> None:
-        with pytest.raises(FlagClaimed) as caught:
-            _runner(split, tmp_path / "other").run()
-        refused.append(str(caught.value))
-
-    first.clock.call_at(T0 + 30, second_run)
-    result = first.run()
-    assert (result.outcome, result.exit_code) == ("rolled_back", 1)
-    assert "claimed by run 1" in refused[0] and "still running" in refused[0]
-    assert _comments(split) == ["canary to 10%", "canary to 50%", "restore"]
-    assert _default_rule(split) == [{"treatment": BASELINE, "size": 100}]
-
-
-def test_a_claim_left_by_a_dead_run_is_refused_until_broken(
-    split: SplitServer, tmp_path: Path
-) -> None:
-    gone = FlagClaim("x", 7, "/elsewhere/state.db", socket.gethostname(), dead_pid(), T0)
-    split.flags[(WS, KEY)]["description"] += f"\ncanaryctl-claim[{ENV}]: {gone.to_json()}"
-    with pytest.raises(FlagClaimed) as caught:
-        _runner(split, tmp_path).run()
-    message = str(caught.value)
-    assert "claimed by run 7" in message and "whose process is gone" in message
-    assert "--break-claim" in message
-    assert _puts(split) == []
-
-    runner = _runner(split, tmp_path)
-    runner._break_claim = True
-    assert runner.run().outcome == "promoted"
-    assert _claim_lines(split) == []
-
-
-def test_a_regression_rolls_split_back_to_the_exact_prior_state(
-    split: SplitServer, tmp_path: Path
-) -> None:
-    before = split.definition(WS, KEY, ENV)
-    result = _runner(split, tmp_path, bad_from=50).run()
-    assert (result.outcome, result.exit_code) == ("rolled_back", 1)
-    after = split.definition(WS, KEY, ENV)
-    assert (after["defaultRule"], after["rules"]) == (before["defaultRule"], before["rules"])
-    assert _comments(split) == ["canary to 10%", "canary to 50%", "restore"]
-    run = f"canaryctl run {result.run_id} (support-bot)"
-    assert all(c.startswith(run) for _, env, c, _ in split.history if env == ENV and ": " in c)
-    stored = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
-    assert b"gpt-4o-mini" in stored  # the snapshots are there...
-    assert API_KEY.encode() not in stored  # ...the key is not
-
-
-def test_an_outside_edit_mid_rollout_stops_the_run_with_exit_3(
-    split: SplitServer, tmp_path: Path
-) -> None:
-    runner = _runner(split, tmp_path)
-    human = [{"treatment": "mixtral-8x7b", "size": 100}]
-    runner.clock.call_at(T0 + 30, lambda: split.edit(WS, KEY, ENV, defaultRule=human))
-    result = runner.run()
-    assert (result.outcome, result.exit_code) == ("error", 3)
-    assert "someone else changed it" in result.reason
-    assert _default_rule(split) == human
-    assert _comments(split) == ["canary to 10%"]
 
 
 def test_the_documents_in_docs_split_md_validate_and_its_shell_blocks_say_why_not_run(
