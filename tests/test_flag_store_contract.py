@@ -26,15 +26,15 @@ from canaryctl.clock import FakeClock
 from canaryctl.controller import RolloutRunner, StateStore
 from canaryctl.errors import ClaimFenced, FlagBackendError, FlagClaimed, FlagConflict
 from canaryctl.flags import FlagClaim, LaunchDarklyFlagStore, Split, SplitFlagStore
-from canaryctl.flags.base import SplitStore
+from canaryctl.flags.base import FlagStore, SplitStore
 from canaryctl.flags.factory import RolloutFlag
 from canaryctl.flags.file import FileFlagStore
 from canaryctl.flags.flagd import FlagdFlagStore
 from canaryctl.metrics import Observation, ScriptedMetricsSource
 from canaryctl.runbook.rollout import LaunchDarklyFlagSpec, SplitFlagSpec
 from tests import ld_server, split_server
+from tests.processes import dead_pid
 from tests.test_controller import T0, make_rollout, steady
-from tests.test_flags_launchdarkly import dead_pid
 
 KEY = "support-bot-model"
 VALUES = ("gpt-4-turbo", "gpt-4o-mini", "mixtral-8x7b")
@@ -488,14 +488,13 @@ def test_the_secret_never_shows(http_backend: Backend, caplog: pytest.LogCapture
 # -- the controller driving the stores behind an admin API ------------------------------------
 
 
-def _runner(backend: Backend, state: Path, bad_from: float | None = None) -> RolloutRunner:
-    """The real controller on a fake clock and scripted metrics, writing through the store;
-    from `bad_from` percent on, the canary fails 5% of its requests."""
+def scripted_runner(
+    flag: RolloutFlag, flags: FlagStore, state: Path, bad_from: float | None = None
+) -> RolloutRunner:
+    """The real controller on a fake clock and scripted metrics, moving `flag` through `flags`
+    and journaling in `state`; from `bad_from` percent on, the canary fails 5% of requests."""
     rollout = make_rollout(hooks=False)
-    assert backend.flag_spec is not None
-    flag = backend.flag_spec()
     rollout = rollout.model_copy(update={"spec": rollout.spec.model_copy(update={"flag": flag})})
-    flags = backend.store()
     clock = FakeClock(T0)
 
     def script(since: float, now: float) -> Observation:
@@ -511,6 +510,11 @@ def _runner(backend: Backend, state: Path, bad_from: float | None = None) -> Rol
         clock=clock,
         poll_interval=5.0,
     )
+
+
+def _runner(backend: Backend, state: Path, bad_from: float | None = None) -> RolloutRunner:
+    assert backend.flag_spec is not None
+    return scripted_runner(backend.flag_spec(), backend.store(), state, bad_from)
 
 
 def _steps(backend: Backend) -> list[str]:

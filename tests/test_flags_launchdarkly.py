@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,18 +11,17 @@ from typing import Any
 
 import pytest
 
-from canaryctl.clock import FakeClock
-from canaryctl.controller import RolloutRunner, StateStore
+from canaryctl.controller import RolloutRunner
 from canaryctl.errors import (
     FlagBackendError,
     FlagMismatch,
     InvalidInput,
 )
 from canaryctl.flags import FlagClaim, LaunchDarklyFlagStore, Split, flag_store_for
-from canaryctl.metrics import Observation, ScriptedMetricsSource
 from canaryctl.runbook.rollout import LaunchDarklyFlagSpec
 from tests.ld_server import Fault, LDServer, make_flag, serve
-from tests.test_controller import BASELINE, CANARY, T0, make_rollout, steady
+from tests.test_controller import BASELINE, CANARY, T0
+from tests.test_flag_store_contract import scripted_runner
 
 TOKEN = "api-0c1d2e3f-SECRET-TOKEN-do-not-print"
 PROJECT, ENV, KEY = "default", "production", "support-bot-model"
@@ -253,36 +251,11 @@ def test_the_factory_builds_the_store_from_a_runbook_spec(
 # -- the controller driving LaunchDarkly ---------------------------------------------------------
 
 
-def _runner(ld: LDServer, tmp_path: Path, bad_from: float | None = None) -> RolloutRunner:
-    """The real controller on a fake clock and scripted metrics, writing through the REST store."""
-    rollout = make_rollout(hooks=False)
-    spec = {
-        "provider": "launchdarkly",
-        "project": PROJECT,
-        "environment": ENV,
-        "key": KEY,
-        "baseline": BASELINE,
-        "canary": CANARY,
-        "base_url": ld.base_url,
-    }
-    flag = LaunchDarklyFlagSpec.model_validate(spec)
-    rollout = rollout.model_copy(update={"spec": rollout.spec.model_copy(update={"flag": flag})})
-    flags = _store(ld, [])
-    clock = FakeClock(T0)
-
-    def script(since: float, now: float) -> Observation:
-        canary = flags.split(flags.snapshot()).canary
-        failing = bad_from is not None and canary >= bad_from
-        return steady(0.05 if failing else 0.0)(since, now)
-
-    return RolloutRunner(
-        rollout,
-        flags=flags,
-        metrics=ScriptedMetricsSource(script, clock.now),
-        store=StateStore(tmp_path / "state.db"),
-        clock=clock,
-        poll_interval=5.0,
-    )
+def _runner(ld: LDServer, tmp_path: Path) -> RolloutRunner:
+    """The real controller driving the REST store (tests/test_flag_store_contract.py)."""
+    spec = {"provider": "launchdarkly", "project": PROJECT, "environment": ENV, "key": KEY}
+    spec |= {"baseline": BASELINE, "canary": CANARY, "base_url": ld.base_url}
+    return scripted_runner(LaunchDarklyFlagSpec.model_validate(spec), _store(ld, []), tmp_path)
 
 
 def _targeting_patches(ld: LDServer) -> list[tuple[str, str, dict[str, str], Any]]:
@@ -293,13 +266,6 @@ def _targeting_patches(ld: LDServer) -> list[tuple[str, str, dict[str, str], Any
 def _claim_values(ld: LDServer) -> list[str]:
     flag = ld.flags[(PROJECT, KEY)]
     return (flag.get("customProperties") or {}).get(f"canaryctl-claim-{ENV}", {}).get("value", [])
-
-
-def dead_pid() -> int:
-    """The pid of a process that has exited (pids are not reused this fast)."""
-    child = subprocess.Popen(["true"])
-    child.wait()
-    return child.pid
 
 
 def test_a_run_claims_the_flag_in_launchdarkly_and_releases_it(

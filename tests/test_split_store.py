@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from canaryctl.clock import FakeClock
-from canaryctl.controller import RolloutRunner, StateStore
+from canaryctl.controller import RolloutRunner
 from canaryctl.errors import (
     FlagBackendError,
     FlagMismatch,
@@ -21,12 +20,12 @@ from canaryctl.errors import (
 )
 from canaryctl.flags import FlagClaim, Split, SplitFlagStore, flag_store_for
 from canaryctl.flags.factory import split_store_for
-from canaryctl.metrics import Observation, ScriptedMetricsSource
 from canaryctl.runbook.experiment import SplitExperimentFlag
 from canaryctl.runbook.loader import parse_document
 from canaryctl.runbook.rollout import SplitFlagSpec
 from tests.split_server import Fault, SplitServer, make_definition, serve, tier_rule
-from tests.test_controller import BASELINE, CANARY, T0, make_rollout, steady
+from tests.test_controller import BASELINE, CANARY, T0, make_rollout
+from tests.test_flag_store_contract import scripted_runner
 
 API_KEY = "split-admin-7f3e-SECRET-KEY-do-not-print"
 WS, ENV, KEY = "ws-1234", "production", "support-bot-model"
@@ -276,37 +275,11 @@ def test_runbooks_refuse_a_bad_rule_and_fractional_steps() -> None:
 # -- the controller driving Split ------------------------------------------------------------
 
 
-def _runner(split: SplitServer, tmp_path: Path, bad_from: float | None = None) -> RolloutRunner:
-    """The real controller on a fake clock and scripted metrics, writing through the store."""
-    rollout = make_rollout(hooks=False)
-    flag = SplitFlagSpec.model_validate(
-        {
-            "provider": "split",
-            "workspace": WS,
-            "environment": ENV,
-            "key": KEY,
-            "baseline": BASELINE,
-            "canary": CANARY,
-            "base_url": split.base_url,
-        }
-    )
-    rollout = rollout.model_copy(update={"spec": rollout.spec.model_copy(update={"flag": flag})})
-    flags = _store(split, [])
-    clock = FakeClock(T0)
-
-    def script(since: float, now: float) -> Observation:
-        canary = flags.split(flags.snapshot()).canary
-        failing = bad_from is not None and canary >= bad_from
-        return steady(0.05 if failing else 0.0)(since, now)
-
-    return RolloutRunner(
-        rollout,
-        flags=flags,
-        metrics=ScriptedMetricsSource(script, clock.now),
-        store=StateStore(tmp_path / "state.db"),
-        clock=clock,
-        poll_interval=5.0,
-    )
+def _runner(split: SplitServer, tmp_path: Path) -> RolloutRunner:
+    """The real controller driving the Split store (tests/test_flag_store_contract.py)."""
+    spec = {"provider": "split", "workspace": WS, "environment": ENV, "key": KEY}
+    spec |= {"baseline": BASELINE, "canary": CANARY, "base_url": split.base_url}
+    return scripted_runner(SplitFlagSpec.model_validate(spec), _store(split, []), tmp_path)
 
 
 def _claim_lines(split: SplitServer) -> list[str]:
