@@ -24,7 +24,13 @@ import pytest
 
 from canaryctl.clock import FakeClock
 from canaryctl.controller import RolloutRunner, StateStore
-from canaryctl.errors import ClaimFenced, FlagBackendError, FlagClaimed, FlagConflict
+from canaryctl.errors import (
+    ClaimFenced,
+    FlagBackendError,
+    FlagClaimed,
+    FlagConflict,
+    FlagMismatch,
+)
 from canaryctl.flags import FlagClaim, LaunchDarklyFlagStore, Split, SplitFlagStore
 from canaryctl.flags.base import FlagStore, SplitStore
 from canaryctl.flags.factory import RolloutFlag
@@ -63,6 +69,9 @@ class Backend:
     """The constructor's argument that takes the secret."""
     refuse_writes: Callable[[], None] = lambda: None
     """The backend now refuses every targeting write (an approval is required)."""
+    refusals: dict[str, tuple[type[Exception], str]] = field(default_factory=dict)
+    """What each refusal (a wrong secret, an approval required, no such flag) is raised as,
+    and the cause its message gives."""
     flag_spec: Callable[[], RolloutFlag] | None = None
     """The runbook's `flag:` naming this flag, validated."""
     comments: Callable[[], list[str]] = list
@@ -213,6 +222,11 @@ def _launchdarkly(tmp_path: Path, stack: ExitStack) -> Backend:
         rate_limited={"Retry-After": "1"},
         secret_option="token",
         refuse_writes=lambda: setattr(server, "approval_required", True),
+        refusals={
+            "wrong secret": (FlagBackendError, "HTTP 401: the access token was refused"),
+            "approval": (FlagBackendError, "HTTP 405: LaunchDarkly requires an approval"),
+            "no such flag": (FlagMismatch, "no such flag or project"),
+        },
         flag_spec=lambda: LaunchDarklyFlagSpec.model_validate(
             {"provider": "launchdarkly", "project": project, "environment": env, **runbook}
         ),
@@ -263,6 +277,14 @@ def _split(tmp_path: Path, stack: ExitStack) -> Backend:
         rate_limited={"X-RateLimit-Reset-Seconds-Org": "1"},
         secret_option="api_key",
         refuse_writes=lambda: setattr(server, "approvals_required", True),
+        refusals={
+            "wrong secret": (FlagBackendError, "HTTP 401: the Admin API key was refused"),
+            "approval": (
+                FlagBackendError,
+                "HTTP 403: .*requires approvals.*Approvals are required",
+            ),
+            "no such flag": (FlagMismatch, "no such flag, workspace or environment"),
+        },
         flag_spec=lambda: SplitFlagSpec.model_validate(
             {"provider": "split", "workspace": ws, "environment": env, **runbook}
         ),
@@ -454,6 +476,29 @@ def test_a_human_edit_during_a_rate_limit_wait_is_not_overwritten(
         store.set_canary_weight(10, expect_version=saved.version, comment="step 1")
     assert http_backend.served() == {VALUES[2]: 100.0}
     assert http_backend.writes() == 1 and len(sleeps) == 1
+
+
+@pytest.mark.parametrize("refusal", ["wrong secret", "approval", "no such flag"])
+def test_refusals_name_the_cause_and_are_not_retried(http_backend: Backend, refusal: str) -> None:
+    sleeps: list[float] = []
+    overrides: dict[str, Any] = {
+        "wrong secret": {http_backend.secret_option: SECRET + "-wrong"},
+        "no such flag": {"key": "no-such-flag"},
+    }.get(refusal, {})
+    store = http_backend.store(sleep=sleeps.append, **overrides)
+    error, cause = http_backend.refusals[refusal]
+    if refusal == "approval":
+        http_backend.refuse_writes()
+        saved = store.snapshot()
+        with pytest.raises(error, match=cause):
+            store.set_canary_weight(10, expect_version=saved.version, comment="step 1")
+    else:
+        with pytest.raises(error, match=cause):
+            store.snapshot()
+    assert sleeps == []
+    assert http_backend.writes() == (1 if refusal == "approval" else 0)
+    assert http_backend.server is not None  # one try at each step:
+    assert len(http_backend.server.requests) == (3 if refusal == "approval" else 1)
 
 
 def test_the_secret_never_shows(http_backend: Backend, caplog: pytest.LogCaptureFixture) -> None:

@@ -13,7 +13,6 @@ import pytest
 
 from canaryctl.controller import RolloutRunner
 from canaryctl.errors import (
-    FlagBackendError,
     FlagMismatch,
     InvalidInput,
 )
@@ -192,36 +191,6 @@ def test_a_429_storm_is_survived_honouring_retry_after_then_ratelimit_reset(ld: 
     # Ten minutes away: waited the policy's ceiling, far beyond any exponential backoff step.
     assert sleeps[3] >= 30
     assert len(_patches(ld)) == 5
-
-
-@pytest.mark.parametrize(
-    ("setup", "error", "cause"),
-    [
-        ("bad-token", FlagBackendError, "HTTP 401: the access token was refused"),
-        ("approval", FlagBackendError, "HTTP 405: LaunchDarkly requires an approval"),
-        ("missing-flag", FlagMismatch, "no such flag or project"),
-    ],
-)
-def test_refusals_name_the_cause_and_are_not_retried(
-    ld: LDServer, setup: str, error: type[Exception], cause: str
-) -> None:
-    sleeps: list[float] = []
-    overrides: dict[str, Any] = {
-        "bad-token": {"token": "api-wrong-token"},
-        "missing-flag": {"key": "no-such-flag"},
-    }.get(setup, {})
-    store = _store(ld, sleeps, **overrides)
-    ld.approval_required = setup == "approval"
-    if setup == "approval":
-        saved = store.snapshot()
-        with pytest.raises(error, match=cause):
-            store.set_canary_weight(10, expect_version=saved.version, comment="run r8 step 1")
-    else:
-        with pytest.raises(error, match=cause):
-            store.snapshot()
-    assert sleeps == []
-    assert len(_patches(ld)) == (1 if setup == "approval" else 0)
-    assert len(ld.requests) == (3 if setup == "approval" else 1)  # one try at each step
 
 
 def test_the_factory_builds_the_store_from_a_runbook_spec(

@@ -14,7 +14,6 @@ from pydantic import ValidationError
 
 from canaryctl.controller import RolloutRunner
 from canaryctl.errors import (
-    FlagBackendError,
     FlagMismatch,
     InvalidInput,
 )
@@ -188,36 +187,6 @@ def test_a_429_storm_is_survived_honouring_the_longer_rate_limit_window(
     assert all(s >= 7 for s in sleeps[:3])  # the longer of the two windows, as Split asks
     assert sleeps[3] >= 30  # ten minutes away: the policy's ceiling, beyond any backoff step
     assert len(_puts(split)) == 5
-
-
-@pytest.mark.parametrize(
-    ("setup", "error", "cause"),
-    [
-        ("bad-key", FlagBackendError, "HTTP 401: the Admin API key was refused"),
-        ("approvals", FlagBackendError, "HTTP 403: .*requires approvals.*Approvals are required"),
-        ("missing-flag", FlagMismatch, "no such flag, workspace or environment"),
-    ],
-)
-def test_refusals_name_the_cause_and_are_not_retried(
-    split: SplitServer, setup: str, error: type[Exception], cause: str
-) -> None:
-    sleeps: list[float] = []
-    overrides: dict[str, Any] = {
-        "bad-key": {"api_key": "split-wrong-key"},
-        "missing-flag": {"key": "no-such-flag"},
-    }.get(setup, {})
-    store = _store(split, sleeps, **overrides)
-    split.approvals_required = setup == "approvals"
-    if setup == "approvals":
-        saved = store.snapshot()
-        with pytest.raises(error, match=cause):
-            store.set_canary_weight(10, expect_version=saved.version, comment="run r8 step 1")
-    else:
-        with pytest.raises(error, match=cause):
-            store.snapshot()
-    assert sleeps == []
-    assert len(_puts(split)) == (1 if setup == "approvals" else 0)
-    assert len(split.requests) == (3 if setup == "approvals" else 1)  # one try at each step
 
 
 def test_the_factory_builds_the_stores_from_runbook_specs(
