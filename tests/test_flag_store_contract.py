@@ -22,13 +22,25 @@ from typing import Any
 
 import pytest
 
-from canaryctl.errors import ClaimFenced, FlagBackendError, FlagClaimed, FlagConflict
+from canaryctl.clock import FakeClock
+from canaryctl.controller import RolloutRunner, StateStore
+from canaryctl.errors import (
+    ClaimFenced,
+    FlagBackendError,
+    FlagClaimed,
+    FlagConflict,
+    FlagMismatch,
+)
 from canaryctl.flags import FlagClaim, LaunchDarklyFlagStore, Split, SplitFlagStore
-from canaryctl.flags.base import SplitStore
+from canaryctl.flags.base import FlagStore, SplitStore
+from canaryctl.flags.factory import RolloutFlag
 from canaryctl.flags.file import FileFlagStore
 from canaryctl.flags.flagd import FlagdFlagStore
+from canaryctl.metrics import Observation, ScriptedMetricsSource
+from canaryctl.runbook.rollout import LaunchDarklyFlagSpec, SplitFlagSpec
 from tests import ld_server, split_server
-from tests.test_flags_launchdarkly import dead_pid
+from tests.processes import dead_pid
+from tests.test_controller import T0, make_rollout, steady
 
 KEY = "support-bot-model"
 VALUES = ("gpt-4-turbo", "gpt-4o-mini", "mixtral-8x7b")
@@ -57,6 +69,19 @@ class Backend:
     """The constructor's argument that takes the secret."""
     refuse_writes: Callable[[], None] = lambda: None
     """The backend now refuses every targeting write (an approval is required)."""
+    refusals: dict[str, tuple[type[Exception], str]] = field(default_factory=dict)
+    """What each refusal (a wrong secret, an approval required, no such flag) is raised as,
+    and the cause its message gives."""
+    flag_spec: Callable[[], RolloutFlag] | None = None
+    """The runbook's `flag:` naming this flag, validated."""
+    comments: Callable[[], list[str]] = list
+    """The comment of every targeting write the backend accepted."""
+    claims: Callable[[], list[str]] = list
+    """The claims on the flag, as the backend holds them."""
+    plant_claim: Callable[[FlagClaim], None] = lambda claim: None
+    """Leave `claim` on the flag, as a run that died would have."""
+    targeting: Callable[[], Any] = lambda: None
+    """What the flag serves, as the backend holds it, without its version."""
 
     def faults(self, *faults: ld_server.Fault | split_server.Fault) -> None:
         assert self.server is not None
@@ -172,6 +197,21 @@ def _launchdarkly(tmp_path: Path, stack: ExitStack) -> Backend:
         options |= {"baseline": VALUES[0], "canary": VALUES[1], "sleep": lambda _: None}
         return LaunchDarklyFlagStore(base_url=server.base_url, **options | overrides)
 
+    runbook = {"key": KEY, "baseline": VALUES[0], "canary": VALUES[1], "base_url": server.base_url}
+
+    def comments() -> list[str]:
+        bodies = [json.loads(r[3]) for r in server.requests if r[0] == "PATCH"]
+        targeting = [b for b in bodies if {"environmentKey", "patch"} & set(b)]
+        return [b["comment"] for b in targeting]
+
+    def claims() -> list[str]:
+        held = server.flags[(project, KEY)].get("customProperties") or {}
+        return list(held.get(f"canaryctl-claim-{env}", {}).get("value", []))
+
+    def plant_claim(claim: FlagClaim) -> None:
+        prop = {"name": "canaryctl claim", "value": [claim.to_json()]}
+        server.flags[(project, KEY)]["customProperties"] = {f"canaryctl-claim-{env}": prop}
+
     return Backend(
         store=store,
         served=lambda: _ld_served(server.env(project, KEY, env)["fallthrough"], list(VALUES)),
@@ -182,6 +222,20 @@ def _launchdarkly(tmp_path: Path, stack: ExitStack) -> Backend:
         rate_limited={"Retry-After": "1"},
         secret_option="token",
         refuse_writes=lambda: setattr(server, "approval_required", True),
+        refusals={
+            "wrong secret": (FlagBackendError, "HTTP 401: the access token was refused"),
+            "approval": (FlagBackendError, "HTTP 405: LaunchDarkly requires an approval"),
+            "no such flag": (FlagMismatch, "no such flag or project"),
+        },
+        flag_spec=lambda: LaunchDarklyFlagSpec.model_validate(
+            {"provider": "launchdarkly", "project": project, "environment": env, **runbook}
+        ),
+        comments=comments,
+        claims=claims,
+        plant_claim=plant_claim,
+        targeting=lambda: {
+            k: v for k, v in server.env(project, KEY, env).items() if k != "_version"
+        },
     )
 
 
@@ -196,6 +250,16 @@ def _split(tmp_path: Path, stack: ExitStack) -> Backend:
         options = {"workspace": ws, "environment": env, "key": KEY, "api_key": SECRET}
         options |= {"baseline": VALUES[0], "canary": VALUES[1], "sleep": lambda _: None}
         return SplitFlagStore(base_url=server.base_url, **options | overrides)
+
+    prefix = f"canaryctl-claim[{env}]: "
+    runbook = {"key": KEY, "baseline": VALUES[0], "canary": VALUES[1], "base_url": server.base_url}
+
+    def claims() -> list[str]:
+        lines = server.flags[(ws, KEY)]["description"].splitlines()
+        return [line[len(prefix) :] for line in lines if line.startswith(prefix)]
+
+    def plant_claim(claim: FlagClaim) -> None:
+        server.flags[(ws, KEY)]["description"] += f"\n{prefix}{claim.to_json()}"
 
     def served() -> dict[str, float]:
         buckets = server.definition(ws, KEY, env)["defaultRule"]
@@ -213,6 +277,23 @@ def _split(tmp_path: Path, stack: ExitStack) -> Backend:
         rate_limited={"X-RateLimit-Reset-Seconds-Org": "1"},
         secret_option="api_key",
         refuse_writes=lambda: setattr(server, "approvals_required", True),
+        refusals={
+            "wrong secret": (FlagBackendError, "HTTP 401: the Admin API key was refused"),
+            "approval": (
+                FlagBackendError,
+                "HTTP 403: .*requires approvals.*Approvals are required",
+            ),
+            "no such flag": (FlagMismatch, "no such flag, workspace or environment"),
+        },
+        flag_spec=lambda: SplitFlagSpec.model_validate(
+            {"provider": "split", "workspace": ws, "environment": env, **runbook}
+        ),
+        comments=lambda: [c for _, _, c, _ in server.history if c != "edited in the UI"],
+        claims=claims,
+        plant_claim=plant_claim,
+        targeting=lambda: {
+            k: v for k, v in server.definition(ws, KEY, env).items() if k != "lastUpdateTime"
+        },
     )
 
 
@@ -397,6 +478,29 @@ def test_a_human_edit_during_a_rate_limit_wait_is_not_overwritten(
     assert http_backend.writes() == 1 and len(sleeps) == 1
 
 
+@pytest.mark.parametrize("refusal", ["wrong secret", "approval", "no such flag"])
+def test_refusals_name_the_cause_and_are_not_retried(http_backend: Backend, refusal: str) -> None:
+    sleeps: list[float] = []
+    overrides: dict[str, Any] = {
+        "wrong secret": {http_backend.secret_option: SECRET + "-wrong"},
+        "no such flag": {"key": "no-such-flag"},
+    }.get(refusal, {})
+    store = http_backend.store(sleep=sleeps.append, **overrides)
+    error, cause = http_backend.refusals[refusal]
+    if refusal == "approval":
+        http_backend.refuse_writes()
+        saved = store.snapshot()
+        with pytest.raises(error, match=cause):
+            store.set_canary_weight(10, expect_version=saved.version, comment="step 1")
+    else:
+        with pytest.raises(error, match=cause):
+            store.snapshot()
+    assert sleeps == []
+    assert http_backend.writes() == (1 if refusal == "approval" else 0)
+    assert http_backend.server is not None  # one try at each step:
+    assert len(http_backend.server.requests) == (3 if refusal == "approval" else 1)
+
+
 def test_the_secret_never_shows(http_backend: Backend, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     store = http_backend.store()
@@ -424,3 +528,109 @@ def test_the_secret_never_shows(http_backend: Backend, caplog: pytest.LogCapture
     assert "retrying in" in caplog.text  # the log was written, and holds no secret either
     assert all(SECRET not in m for m in messages)
     assert "SECRET" not in "".join(messages)
+
+
+# -- the controller driving the stores behind an admin API ------------------------------------
+
+
+def scripted_runner(
+    flag: RolloutFlag, flags: FlagStore, state: Path, bad_from: float | None = None
+) -> RolloutRunner:
+    """The real controller on a fake clock and scripted metrics, moving `flag` through `flags`
+    and journaling in `state`; from `bad_from` percent on, the canary fails 5% of requests."""
+    rollout = make_rollout(hooks=False)
+    rollout = rollout.model_copy(update={"spec": rollout.spec.model_copy(update={"flag": flag})})
+    clock = FakeClock(T0)
+
+    def script(since: float, now: float) -> Observation:
+        canary = flags.split(flags.snapshot()).canary
+        failing = bad_from is not None and canary >= bad_from
+        return steady(0.05 if failing else 0.0)(since, now)
+
+    return RolloutRunner(
+        rollout,
+        flags=flags,
+        metrics=ScriptedMetricsSource(script, clock.now),
+        store=StateStore(state / "state.db"),
+        clock=clock,
+        poll_interval=5.0,
+    )
+
+
+def _runner(backend: Backend, state: Path, bad_from: float | None = None) -> RolloutRunner:
+    assert backend.flag_spec is not None
+    return scripted_runner(backend.flag_spec(), backend.store(), state, bad_from)
+
+
+def _steps(backend: Backend) -> list[str]:
+    """The comments of the targeting writes, without the run's name before each."""
+    return [comment.split(": ", 1)[1] for comment in backend.comments()]
+
+
+def test_a_regression_rolls_the_flag_back_to_the_exact_prior_state(
+    http_backend: Backend, tmp_path: Path
+) -> None:
+    before = http_backend.targeting()
+    result = _runner(http_backend, tmp_path, bad_from=50).run()
+    assert (result.outcome, result.exit_code) == ("rolled_back", 1)
+    assert http_backend.targeting() == before
+    assert _steps(http_backend) == ["canary to 10%", "canary to 50%", "restore"]
+    run = f"canaryctl run {result.run_id} (support-bot): "
+    assert all(comment.startswith(run) for comment in http_backend.comments())
+    stored = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+    assert VALUES[1].encode() in stored  # the snapshots are there...
+    assert SECRET.encode() not in stored  # ...the secret is not
+    assert http_backend.claims() == []  # released at the end
+
+
+def test_an_outside_edit_mid_rollout_stops_the_run_with_exit_3(
+    http_backend: Backend, tmp_path: Path
+) -> None:
+    runner = _runner(http_backend, tmp_path)
+    runner.clock.call_at(T0 + 30, http_backend.human_edit)
+    result = runner.run()
+    assert (result.outcome, result.exit_code) == ("error", 3)
+    assert "someone else changed it" in result.reason
+    assert http_backend.served() == {VALUES[2]: 100.0}
+    assert _steps(http_backend) == ["canary to 10%"]
+
+
+def test_a_second_run_with_another_state_database_is_refused_by_the_claim(
+    http_backend: Backend, tmp_path: Path
+) -> None:
+    first = _runner(http_backend, tmp_path, bad_from=50)
+    (tmp_path / "other").mkdir()
+    refused: list[str] = []
+
+    def second_run() -> None:
+        with pytest.raises(FlagClaimed) as caught:
+            _runner(http_backend, tmp_path / "other").run()
+        refused.append(str(caught.value))
+
+    first.clock.call_at(T0 + 30, second_run)
+    result = first.run()
+    assert (result.outcome, result.exit_code) == ("rolled_back", 1)
+    assert "claimed by run 1" in refused[0] and "still running" in refused[0]
+    assert f"rollout abort 1 --state {(tmp_path / 'state.db').resolve()}" in refused[0]
+    # The second run never wrote; the first restored its own prior targeting.
+    assert _steps(http_backend) == ["canary to 10%", "canary to 50%", "restore"]
+    assert http_backend.served() == {VALUES[0]: 100.0}
+
+
+def test_a_claim_left_by_a_dead_run_is_refused_until_broken(
+    http_backend: Backend, tmp_path: Path
+) -> None:
+    http_backend.plant_claim(_claim("x", pid=dead_pid()))
+    with pytest.raises(FlagClaimed) as caught:
+        _runner(http_backend, tmp_path).run()
+    message = str(caught.value)
+    assert "claimed by run 7" in message and "whose process is gone" in message
+    assert "canaryctl rollout resume 7 --state /elsewhere/state.db" in message
+    assert "--break-claim" in message
+    assert _steps(http_backend) == []
+
+    runner = _runner(http_backend, tmp_path)
+    runner._break_claim = True
+    assert runner.run().outcome == "promoted"
+    assert http_backend.served() == {VALUES[1]: 100.0}
+    assert http_backend.claims() == []

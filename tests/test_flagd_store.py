@@ -24,7 +24,7 @@ from canaryctl.flags.base import SplitStore
 from canaryctl.flags.factory import split_store_for
 from canaryctl.flags.flagd import FlagdFlagStore
 from canaryctl.runbook import load_document
-from tests.test_flags_launchdarkly import dead_pid
+from tests.processes import dead_pid
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "support-bot-model"

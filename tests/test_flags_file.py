@@ -31,7 +31,7 @@ from canaryctl.flags import (
     flag_store_for,
 )
 from canaryctl.runbook.rollout import FileFlagSpec
-from tests.test_flags_launchdarkly import dead_pid
+from tests.processes import dead_pid
 
 KEY = "support-bot-model"
 

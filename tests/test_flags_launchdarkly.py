@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,19 +11,16 @@ from typing import Any
 
 import pytest
 
-from canaryctl.clock import FakeClock
-from canaryctl.controller import RolloutRunner, StateStore
+from canaryctl.controller import RolloutRunner
 from canaryctl.errors import (
-    FlagBackendError,
-    FlagClaimed,
     FlagMismatch,
     InvalidInput,
 )
 from canaryctl.flags import FlagClaim, LaunchDarklyFlagStore, Split, flag_store_for
-from canaryctl.metrics import Observation, ScriptedMetricsSource
 from canaryctl.runbook.rollout import LaunchDarklyFlagSpec
 from tests.ld_server import Fault, LDServer, make_flag, serve
-from tests.test_controller import BASELINE, CANARY, T0, make_rollout, steady
+from tests.test_controller import BASELINE, CANARY, T0
+from tests.test_flag_store_contract import scripted_runner
 
 TOKEN = "api-0c1d2e3f-SECRET-TOKEN-do-not-print"
 PROJECT, ENV, KEY = "default", "production", "support-bot-model"
@@ -198,36 +193,6 @@ def test_a_429_storm_is_survived_honouring_retry_after_then_ratelimit_reset(ld: 
     assert len(_patches(ld)) == 5
 
 
-@pytest.mark.parametrize(
-    ("setup", "error", "cause"),
-    [
-        ("bad-token", FlagBackendError, "HTTP 401: the access token was refused"),
-        ("approval", FlagBackendError, "HTTP 405: LaunchDarkly requires an approval"),
-        ("missing-flag", FlagMismatch, "no such flag or project"),
-    ],
-)
-def test_refusals_name_the_cause_and_are_not_retried(
-    ld: LDServer, setup: str, error: type[Exception], cause: str
-) -> None:
-    sleeps: list[float] = []
-    overrides: dict[str, Any] = {
-        "bad-token": {"token": "api-wrong-token"},
-        "missing-flag": {"key": "no-such-flag"},
-    }.get(setup, {})
-    store = _store(ld, sleeps, **overrides)
-    ld.approval_required = setup == "approval"
-    if setup == "approval":
-        saved = store.snapshot()
-        with pytest.raises(error, match=cause):
-            store.set_canary_weight(10, expect_version=saved.version, comment="run r8 step 1")
-    else:
-        with pytest.raises(error, match=cause):
-            store.snapshot()
-    assert sleeps == []
-    assert len(_patches(ld)) == (1 if setup == "approval" else 0)
-    assert len(ld.requests) == (3 if setup == "approval" else 1)  # one try at each step
-
-
 def test_the_factory_builds_the_store_from_a_runbook_spec(
     ld: LDServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -255,36 +220,11 @@ def test_the_factory_builds_the_store_from_a_runbook_spec(
 # -- the controller driving LaunchDarkly ---------------------------------------------------------
 
 
-def _runner(ld: LDServer, tmp_path: Path, bad_from: float | None = None) -> RolloutRunner:
-    """The real controller on a fake clock and scripted metrics, writing through the REST store."""
-    rollout = make_rollout(hooks=False)
-    spec = {
-        "provider": "launchdarkly",
-        "project": PROJECT,
-        "environment": ENV,
-        "key": KEY,
-        "baseline": BASELINE,
-        "canary": CANARY,
-        "base_url": ld.base_url,
-    }
-    flag = LaunchDarklyFlagSpec.model_validate(spec)
-    rollout = rollout.model_copy(update={"spec": rollout.spec.model_copy(update={"flag": flag})})
-    flags = _store(ld, [])
-    clock = FakeClock(T0)
-
-    def script(since: float, now: float) -> Observation:
-        canary = flags.split(flags.snapshot()).canary
-        failing = bad_from is not None and canary >= bad_from
-        return steady(0.05 if failing else 0.0)(since, now)
-
-    return RolloutRunner(
-        rollout,
-        flags=flags,
-        metrics=ScriptedMetricsSource(script, clock.now),
-        store=StateStore(tmp_path / "state.db"),
-        clock=clock,
-        poll_interval=5.0,
-    )
+def _runner(ld: LDServer, tmp_path: Path) -> RolloutRunner:
+    """The real controller driving the REST store (tests/test_flag_store_contract.py)."""
+    spec = {"provider": "launchdarkly", "project": PROJECT, "environment": ENV, "key": KEY}
+    spec |= {"baseline": BASELINE, "canary": CANARY, "base_url": ld.base_url}
+    return scripted_runner(LaunchDarklyFlagSpec.model_validate(spec), _store(ld, []), tmp_path)
 
 
 def _targeting_patches(ld: LDServer) -> list[tuple[str, str, dict[str, str], Any]]:
@@ -292,24 +232,9 @@ def _targeting_patches(ld: LDServer) -> list[tuple[str, str, dict[str, str], Any
     return [r for r in _patches(ld) if {"environmentKey", "patch"} & set(json.loads(r[3]))]
 
 
-def _comments(ld: LDServer) -> list[str]:
-    return [json.loads(body)["comment"].split(": ", 1)[1] for *_, body in _targeting_patches(ld)]
-
-
 def _claim_values(ld: LDServer) -> list[str]:
     flag = ld.flags[(PROJECT, KEY)]
     return (flag.get("customProperties") or {}).get(f"canaryctl-claim-{ENV}", {}).get("value", [])
-
-
-def dead_pid() -> int:
-    """The pid of a process that has exited (pids are not reused this fast)."""
-    child = subprocess.Popen(["true"])
-    child.wait()
-    return child.pid
-
-
-def _claim(token: str, run_id: int | None, pid: int, state: str = "/elsewhere/state.db") -> str:
-    return FlagClaim(token, run_id, state, socket.gethostname(), pid, T0).to_json()
 
 
 def test_a_run_claims_the_flag_in_launchdarkly_and_releases_it(
@@ -336,75 +261,6 @@ def test_a_run_claims_the_flag_in_launchdarkly_and_releases_it(
         assert tests == ["/_version", f"/customProperties/canaryctl-claim-{ENV}/value/0"]
     # Taking and dropping the claim never moved the targeting's version.
     assert ld.env(PROJECT, KEY, ENV)["_version"] == 1 + len(_targeting_patches(ld))
-
-
-def test_a_second_run_with_another_state_database_is_refused_by_the_claim(
-    ld: LDServer, tmp_path: Path
-) -> None:
-    first = _runner(ld, tmp_path, bad_from=50)
-    (tmp_path / "other").mkdir()
-    refused: list[str] = []
-
-    def second_run() -> None:
-        with pytest.raises(FlagClaimed) as caught:
-            _runner(ld, tmp_path / "other").run()
-        refused.append(str(caught.value))
-
-    first.clock.call_at(T0 + 30, second_run)
-    result = first.run()
-    assert (result.outcome, result.exit_code) == ("rolled_back", 1)
-    assert "claimed by run 1" in refused[0] and "still running" in refused[0]
-    assert f"rollout abort 1 --state {(tmp_path / 'state.db').resolve()}" in refused[0]
-    # The second run never wrote; the first restored its own prior targeting.
-    assert _comments(ld) == ["canary to 10%", "canary to 50%", "restore"]
-    assert ld.env(PROJECT, KEY, ENV)["fallthrough"] == {"variation": 0}
-
-
-def test_a_claim_left_by_a_dead_run_is_refused_until_broken(ld: LDServer, tmp_path: Path) -> None:
-    gone = dead_pid()
-    ld.flags[(PROJECT, KEY)]["customProperties"] = {
-        f"canaryctl-claim-{ENV}": {"name": "canaryctl claim", "value": [_claim("x", 7, gone)]}
-    }
-    with pytest.raises(FlagClaimed) as caught:
-        _runner(ld, tmp_path).run()
-    message = str(caught.value)
-    assert "claimed by run 7" in message and "whose process is gone" in message
-    assert "canaryctl rollout resume 7 --state /elsewhere/state.db" in message
-    assert "--break-claim" in message
-    assert _targeting_patches(ld) == []
-
-    runner = _runner(ld, tmp_path)
-    runner._break_claim = True
-    assert runner.run().outcome == "promoted"
-    assert _claim_values(ld) == []
-
-
-def test_a_regression_rolls_launchdarkly_back_to_the_exact_prior_state(
-    ld: LDServer, tmp_path: Path
-) -> None:
-    before = ld.env(PROJECT, KEY, ENV)
-    result = _runner(ld, tmp_path, bad_from=50).run()
-    assert (result.outcome, result.exit_code) == ("rolled_back", 1)
-    after = ld.env(PROJECT, KEY, ENV)
-    assert (after["fallthrough"], after["rules"]) == (before["fallthrough"], before["rules"])
-    assert _comments(ld) == ["canary to 10%", "canary to 50%", "restore"]
-    run = f"canaryctl run {result.run_id} (support-bot)"
-    assert all(json.loads(b)["comment"].startswith(run) for *_, b in _targeting_patches(ld))
-    stored = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
-    assert b"id-mini" in stored  # the snapshots are there...
-    assert TOKEN.encode() not in stored  # ...the token is not
-
-
-def test_an_outside_edit_mid_rollout_stops_the_run_with_exit_3(
-    ld: LDServer, tmp_path: Path
-) -> None:
-    runner = _runner(ld, tmp_path)
-    runner.clock.call_at(T0 + 30, lambda: ld.edit(PROJECT, KEY, ENV, fallthrough={"variation": 2}))
-    result = runner.run()
-    assert (result.outcome, result.exit_code) == ("error", 3)
-    assert "someone else changed it" in result.reason
-    assert ld.env(PROJECT, KEY, ENV)["fallthrough"] == {"variation": 2}
-    assert _comments(ld) == ["canary to 10%"]
 
 
 def test_a_flag_that_is_off_or_lacks_a_variation_is_refused_before_any_write(

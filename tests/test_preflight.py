@@ -16,7 +16,7 @@ from canaryctl.controller import RolloutRunner, StateStore
 from canaryctl.errors import FlagClaimed, FlagMismatch, InvalidInput
 from canaryctl.flags import FlagClaim
 from canaryctl.metrics import ScriptedMetricsSource
-from tests.test_flags_launchdarkly import dead_pid
+from tests.processes import dead_pid
 
 make = test_controller.make  # the harness fixture
 

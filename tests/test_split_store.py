@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,23 +12,19 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from canaryctl.clock import FakeClock
-from canaryctl.controller import RolloutRunner, StateStore
+from canaryctl.controller import RolloutRunner
 from canaryctl.errors import (
-    FlagBackendError,
-    FlagClaimed,
     FlagMismatch,
     InvalidInput,
 )
 from canaryctl.flags import FlagClaim, Split, SplitFlagStore, flag_store_for
 from canaryctl.flags.factory import split_store_for
-from canaryctl.metrics import Observation, ScriptedMetricsSource
 from canaryctl.runbook.experiment import SplitExperimentFlag
 from canaryctl.runbook.loader import parse_document
 from canaryctl.runbook.rollout import SplitFlagSpec
 from tests.split_server import Fault, SplitServer, make_definition, serve, tier_rule
-from tests.test_controller import BASELINE, CANARY, T0, make_rollout, steady
-from tests.test_flags_launchdarkly import dead_pid
+from tests.test_controller import BASELINE, CANARY, T0, make_rollout
+from tests.test_flag_store_contract import scripted_runner
 
 API_KEY = "split-admin-7f3e-SECRET-KEY-do-not-print"
 WS, ENV, KEY = "ws-1234", "production", "support-bot-model"
@@ -194,36 +189,6 @@ def test_a_429_storm_is_survived_honouring_the_longer_rate_limit_window(
     assert len(_puts(split)) == 5
 
 
-@pytest.mark.parametrize(
-    ("setup", "error", "cause"),
-    [
-        ("bad-key", FlagBackendError, "HTTP 401: the Admin API key was refused"),
-        ("approvals", FlagBackendError, "HTTP 403: .*requires approvals.*Approvals are required"),
-        ("missing-flag", FlagMismatch, "no such flag, workspace or environment"),
-    ],
-)
-def test_refusals_name_the_cause_and_are_not_retried(
-    split: SplitServer, setup: str, error: type[Exception], cause: str
-) -> None:
-    sleeps: list[float] = []
-    overrides: dict[str, Any] = {
-        "bad-key": {"api_key": "split-wrong-key"},
-        "missing-flag": {"key": "no-such-flag"},
-    }.get(setup, {})
-    store = _store(split, sleeps, **overrides)
-    split.approvals_required = setup == "approvals"
-    if setup == "approvals":
-        saved = store.snapshot()
-        with pytest.raises(error, match=cause):
-            store.set_canary_weight(10, expect_version=saved.version, comment="run r8 step 1")
-    else:
-        with pytest.raises(error, match=cause):
-            store.snapshot()
-    assert sleeps == []
-    assert len(_puts(split)) == (1 if setup == "approvals" else 0)
-    assert len(split.requests) == (3 if setup == "approvals" else 1)  # one try at each step
-
-
 def test_the_factory_builds_the_stores_from_runbook_specs(
     split: SplitServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -279,47 +244,17 @@ def test_runbooks_refuse_a_bad_rule_and_fractional_steps() -> None:
 # -- the controller driving Split ------------------------------------------------------------
 
 
-def _runner(split: SplitServer, tmp_path: Path, bad_from: float | None = None) -> RolloutRunner:
-    """The real controller on a fake clock and scripted metrics, writing through the store."""
-    rollout = make_rollout(hooks=False)
-    flag = SplitFlagSpec.model_validate(
-        {
-            "provider": "split",
-            "workspace": WS,
-            "environment": ENV,
-            "key": KEY,
-            "baseline": BASELINE,
-            "canary": CANARY,
-            "base_url": split.base_url,
-        }
-    )
-    rollout = rollout.model_copy(update={"spec": rollout.spec.model_copy(update={"flag": flag})})
-    flags = _store(split, [])
-    clock = FakeClock(T0)
-
-    def script(since: float, now: float) -> Observation:
-        canary = flags.split(flags.snapshot()).canary
-        failing = bad_from is not None and canary >= bad_from
-        return steady(0.05 if failing else 0.0)(since, now)
-
-    return RolloutRunner(
-        rollout,
-        flags=flags,
-        metrics=ScriptedMetricsSource(script, clock.now),
-        store=StateStore(tmp_path / "state.db"),
-        clock=clock,
-        poll_interval=5.0,
-    )
+def _runner(split: SplitServer, tmp_path: Path) -> RolloutRunner:
+    """The real controller driving the Split store (tests/test_flag_store_contract.py)."""
+    spec = {"provider": "split", "workspace": WS, "environment": ENV, "key": KEY}
+    spec |= {"baseline": BASELINE, "canary": CANARY, "base_url": split.base_url}
+    return scripted_runner(SplitFlagSpec.model_validate(spec), _store(split, []), tmp_path)
 
 
 def _claim_lines(split: SplitServer) -> list[str]:
     prefix = f"canaryctl-claim[{ENV}]: "
     description = split.flags[(WS, KEY)]["description"]
     return [line[len(prefix) :] for line in description.splitlines() if line.startswith(prefix)]
-
-
-def _comments(split: SplitServer) -> list[str]:
-    return [c.split(": ", 1)[1] for _, env, c, _ in split.history if env == ENV and ": " in c]
 
 
 def test_a_run_claims_the_flag_in_its_description_and_releases_it(
@@ -339,73 +274,6 @@ def test_a_run_claims_the_flag_in_its_description_and_releases_it(
     patches = [json.loads(b) for m, _, _, b in split.requests if m == "PATCH"]
     assert all(p[0]["path"] == "/description" for p in patches) and len(patches) >= 2
     assert _default_rule(split) == [{"treatment": CANARY, "size": 100}]
-
-
-def test_a_second_run_with_another_state_database_is_refused_by_the_claim(
-    split: SplitServer, tmp_path: Path
-) -> None:
-    first = _runner(split, tmp_path, bad_from=50)
-    (tmp_path / "other").mkdir()
-    refused: list[str] = []
-
-    def second_run() -> None:
-        with pytest.raises(FlagClaimed) as caught:
-            _runner(split, tmp_path / "other").run()
-        refused.append(str(caught.value))
-
-    first.clock.call_at(T0 + 30, second_run)
-    result = first.run()
-    assert (result.outcome, result.exit_code) == ("rolled_back", 1)
-    assert "claimed by run 1" in refused[0] and "still running" in refused[0]
-    assert _comments(split) == ["canary to 10%", "canary to 50%", "restore"]
-    assert _default_rule(split) == [{"treatment": BASELINE, "size": 100}]
-
-
-def test_a_claim_left_by_a_dead_run_is_refused_until_broken(
-    split: SplitServer, tmp_path: Path
-) -> None:
-    gone = FlagClaim("x", 7, "/elsewhere/state.db", socket.gethostname(), dead_pid(), T0)
-    split.flags[(WS, KEY)]["description"] += f"\ncanaryctl-claim[{ENV}]: {gone.to_json()}"
-    with pytest.raises(FlagClaimed) as caught:
-        _runner(split, tmp_path).run()
-    message = str(caught.value)
-    assert "claimed by run 7" in message and "whose process is gone" in message
-    assert "--break-claim" in message
-    assert _puts(split) == []
-
-    runner = _runner(split, tmp_path)
-    runner._break_claim = True
-    assert runner.run().outcome == "promoted"
-    assert _claim_lines(split) == []
-
-
-def test_a_regression_rolls_split_back_to_the_exact_prior_state(
-    split: SplitServer, tmp_path: Path
-) -> None:
-    before = split.definition(WS, KEY, ENV)
-    result = _runner(split, tmp_path, bad_from=50).run()
-    assert (result.outcome, result.exit_code) == ("rolled_back", 1)
-    after = split.definition(WS, KEY, ENV)
-    assert (after["defaultRule"], after["rules"]) == (before["defaultRule"], before["rules"])
-    assert _comments(split) == ["canary to 10%", "canary to 50%", "restore"]
-    run = f"canaryctl run {result.run_id} (support-bot)"
-    assert all(c.startswith(run) for _, env, c, _ in split.history if env == ENV and ": " in c)
-    stored = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
-    assert b"gpt-4o-mini" in stored  # the snapshots are there...
-    assert API_KEY.encode() not in stored  # ...the key is not
-
-
-def test_an_outside_edit_mid_rollout_stops_the_run_with_exit_3(
-    split: SplitServer, tmp_path: Path
-) -> None:
-    runner = _runner(split, tmp_path)
-    human = [{"treatment": "mixtral-8x7b", "size": 100}]
-    runner.clock.call_at(T0 + 30, lambda: split.edit(WS, KEY, ENV, defaultRule=human))
-    result = runner.run()
-    assert (result.outcome, result.exit_code) == ("error", 3)
-    assert "someone else changed it" in result.reason
-    assert _default_rule(split) == human
-    assert _comments(split) == ["canary to 10%"]
 
 
 def test_the_documents_in_docs_split_md_validate_and_its_shell_blocks_say_why_not_run(
