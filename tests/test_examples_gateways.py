@@ -26,6 +26,7 @@ import httpx
 import pytest
 import yaml
 from loopback import free_port
+from prometheus_client.parser import text_string_to_metric_families
 
 from canaryctl.lab import LabStack
 from canaryctl.runbook.lab import LabSpec
@@ -73,8 +74,8 @@ def local_copy(example: Path, tmp_path: Path, stack: LabStack, flags: dict[str, 
 
 @contextlib.contextmanager
 def gateway_process(config: Path, tmp_path: Path, **env: str) -> Iterator[str]:
-    """`canaryctl gateway serve CONFIG` until the block ends; yields its URL once /health
-    answers. The process is stopped (SIGTERM, then SIGKILL) whatever happens."""
+    """`canaryctl gateway serve CONFIG` until the block ends; yields its URL once its flag
+    data is loaded. The process is stopped (SIGTERM, then SIGKILL) whatever happens."""
     listen = yaml.safe_load(config.read_text())["spec"]["listen"]
     url = f"http://{listen}"
     log = (tmp_path / "gateway.log").open("wb")
@@ -88,7 +89,7 @@ def gateway_process(config: Path, tmp_path: Path, **env: str) -> Iterator[str]:
             if process.poll() is not None:
                 pytest.fail(f"gateway exited {process.returncode}: {_tail(tmp_path)}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                if _flags_valid(url):
                     break
             assert time.monotonic() < deadline, _tail(tmp_path)
             time.sleep(0.1)
@@ -101,6 +102,18 @@ def gateway_process(config: Path, tmp_path: Path, **env: str) -> Iterator[str]:
             process.kill()
             process.wait()
         log.close()
+
+
+def _flags_valid(url: str) -> bool:
+    """The gateway answers and its flag source has its data (the SDK's state is VALID), so a
+    request is routed by the flag, not by the route's default model."""
+    exposition = httpx.get(f"{url}/metrics", timeout=2).text
+    return any(
+        sample.value == 1.0
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name == "llm_flag_data_source_valid"
+    )
 
 
 def _tail(tmp_path: Path) -> str:

@@ -15,7 +15,7 @@ import yaml
 from click.testing import CliRunner
 
 from canaryctl.cli import main
-from tests.split_server import SplitServer, make_definition, serve
+from tests.split_server import SplitServer, make_definition, serve, tier_rule
 
 RUNBOOKS = Path(__file__).resolve().parent.parent / "runbooks"
 KEY = "support-bot-model"
@@ -108,18 +108,19 @@ def test_a_runbook_on_a_flagd_file_reads_it_through_the_flagd_store(tmp_path: Pa
 def split() -> Iterator[SplitServer]:
     server = SplitServer(SPLIT_KEY)
     treatments = ["gpt-4-turbo", "gpt-4o-mini", "mixtral-8x7b"]
-    definition = make_definition(treatments, [("gpt-4-turbo", 70), ("gpt-4o-mini", 30)])
+    free = tier_rule("free", [("gpt-4-turbo", 40), ("gpt-4o-mini", 60)])
+    definition = make_definition(treatments, [("gpt-4-turbo", 70), ("gpt-4o-mini", 30)], [free])
     server.add("ws-1", KEY, {"production": definition})
     with serve(server):
         yield server
 
 
-def split_runbook(tmp_path: Path, server: SplitServer) -> Path:
+def split_runbook(tmp_path: Path, server: SplitServer, **flag: str) -> Path:
     rollout: dict[str, Any] = yaml.safe_load((RUNBOOKS / "support-bot-gpt4o-mini.yaml").read_text())
     rollout["spec"]["flag"] = {"provider": "split", "workspace": "ws-1",
                                "environment": "production", "key": KEY,
                                "baseline": "gpt-4-turbo", "canary": "gpt-4o-mini",
-                               "base_url": server.base_url}  # fmt: skip
+                               "base_url": server.base_url, **flag}  # fmt: skip
     path = tmp_path / "rollout-split.yaml"
     path.write_text(yaml.safe_dump(rollout))
     return path
@@ -138,6 +139,12 @@ def test_a_runbook_on_split_reads_the_flag_through_the_admin_api(
     assert code == 0, text
     assert f"{KEY} in {runbook} (split)" in text and "gpt-4o-mini" in text
     assert SPLIT_KEY not in output + text
+    free = split_runbook(tmp_path, split, rule="tier=free")
+    code, output = show(str(free), "-o", "json")
+    assert code == 0 and json.loads(output)["rule"] == "tier=free", output
+    assert shown_weights(output) == {"gpt-4-turbo": 40.0, "gpt-4o-mini": 60.0}
+    code, text = show(str(free), "-o", "text")
+    assert "rule tier=free" in text, text
 
 
 def test_what_cannot_be_shown_is_one_line_and_exit_2(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import socket
 import statistics
 import threading
@@ -363,3 +364,28 @@ def test_traffic_streams_a_share_of_its_requests_and_grades_them_whole(
     answered = snapshot.requests("p")
     assert snapshot.correct["p"] == snapshot.by_outcome["200"]  # every answer read whole
     assert 0.3 * answered <= streamed <= 0.7 * answered
+
+
+def test_lab_serve_says_how_many_requests_were_cut_at_the_stop(
+    tmp_path: Path, write_flags: WriteFlags
+) -> None:
+    """Requests still waiting for an answer when the lab stops are cancelled: the summary says
+    so, rather than "stopped after N requests" over counts that add up to fewer."""
+    write_flags(["p"])
+    doc = tmp_path / "lab.yaml"
+    doc.write_text(
+        "apiVersion: canaryctl/v1\nkind: Lab\nmetadata: {name: slow}\nspec:\n"
+        "  providers: [{name: p, latency: {median: 30s, p95: 40s}}]\n"
+        "  gateway:\n    listen: 127.0.0.1:0\n"
+        "    flags: {provider: file, path: flags.json}\n"
+        "    routes: [{name: bot, flag: model-flag, default_model: p}]\n"
+        "    models: [{name: p, base_url: 'lab://p', timeout: 60s}]\n"
+        "  traffic: {route: bot, rate: 40, timeout: 60s}\n"
+    )
+    args = ["lab", "serve", str(doc), "--duration", "1s"]
+    stopped = json.loads(CliRunner().invoke(main, [*args, "-o", "json"]).output.splitlines()[1])
+    traffic = stopped["traffic"]
+    assert traffic["sent"] > 0 and traffic["by_variant"] == {}  # none answered in 1 s
+    assert traffic["unanswered"] == traffic["sent"]
+    text = CliRunner().invoke(main, [*args, "-o", "text"]).output
+    assert re.search(r"stopped after (\d+) requests \(0 shed; \1 still unanswered", text), text

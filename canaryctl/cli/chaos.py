@@ -212,7 +212,7 @@ def remove_command(proxy_url: str, fault_id: str, output: str | None) -> None:
             "`canaryctl chaos list` shows the faults in force)"
         )
     if wants_json(output):
-        click.echo(json.dumps({"event": "removed", "id": fault_id}))
+        click.echo(json.dumps({"event": "removed", "id": fault_id, "found": True}))
     else:
         click.echo(f"{fault_id}: removed")
 

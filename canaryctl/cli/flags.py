@@ -47,6 +47,8 @@ class _Shown:
     variations: list[Any] = field(default_factory=list)
     baseline: str | None = None
     canary: str | None = None
+    rule: str | None = None
+    """The rule a runbook moves (`rule: tier=free`) when not the default rule."""
 
 
 def _label(value: Any) -> str:
@@ -168,6 +170,7 @@ def _from_runbook(path: str, key: str | None) -> _Shown:
         variations=values,
         baseline=baseline,
         canary=canary,
+        rule=getattr(flag, "rule", None),
         weights=[{"value": v, "percent": weights.get(v, 0.0)} for v in order],
     )
 
@@ -186,7 +189,8 @@ def _print(source: str, shown: _Shown) -> None:
             f"{shown.rules} rule(s) and {shown.targeted_keys} targeted key(s) match before "
             "the default rule"
         )
-    title = "default rule" + (f" ({shown.default_rule})" if shown.default_rule else "")
+    title = f"rule {shown.rule}" if shown.rule else "default rule"
+    title += f" ({shown.default_rule})" if shown.default_rule else ""
     table = Table(title=title, title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("variation")

@@ -112,12 +112,16 @@ def _started(doc: Lab, stack: LabStack, as_json: bool) -> None:
 
 
 def _stopped(snapshot: TrafficSnapshot | None, as_json: bool) -> None:
+    # Requests in flight at the stop are cancelled and never answered: say how many, so the
+    # counts per variant need not add up to what was sent.
+    unanswered = 0 if snapshot is None else snapshot.sent - sum(snapshot.by_outcome.values())
     if as_json:
         traffic = None
         if snapshot is not None:
             traffic = {
                 "sent": snapshot.sent,
                 "shed": snapshot.shed,
+                "unanswered": unanswered,
                 "by_variant": snapshot.by_variant,
                 "correct": snapshot.correct,
             }
@@ -126,7 +130,8 @@ def _stopped(snapshot: TrafficSnapshot | None, as_json: bool) -> None:
     if snapshot is None:
         click.echo("stopped")
         return
-    click.echo(f"stopped after {snapshot.sent} requests ({snapshot.shed} shed)")
+    cut = f"; {unanswered} still unanswered at the stop, not counted below" if unanswered else ""
+    click.echo(f"stopped after {snapshot.sent} requests ({snapshot.shed} shed{cut})")
     for variant, outcomes in sorted(snapshot.by_variant.items()):
         counts = ", ".join(f"{k}: {v}" for k, v in sorted(outcomes.items()))
         click.echo(f"  {variant}: {counts}; right answers: {snapshot.correct.get(variant, 0)}")
