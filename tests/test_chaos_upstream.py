@@ -149,6 +149,13 @@ def test_a_stream_cut_short_ends_short_for_the_client_too() -> None:
     assert received == first
 
 
+def test_a_body_without_a_length_ends_with_the_connection() -> None:
+    answer = b'HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\r\n{"ok": true}'
+    with canned_upstream(lambda _: answer, close=True) as (url, _), proxy_to(url) as proxy:
+        response = httpx.post(f"{proxy}/v1/chat/completions", json=CHAT)
+    assert (response.status_code, response.json()) == (200, {"ok": True})
+
+
 def test_an_interim_100_continue_is_skipped_for_the_answer_after_it() -> None:
     answer = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok"
     with canned_upstream(lambda _: answer, close=False) as (url, _), proxy_to(url) as proxy:

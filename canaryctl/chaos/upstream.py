@@ -29,6 +29,10 @@ _IDLE_KEPT = 256
 """Idle connections kept at most; more in flight at once are closed when done."""
 _HIGH_WATER = 256 * 1024
 """Bytes of an answer held unsent before the upstream is read no more until they go out."""
+_FRAMING = (b"content-length", b"transfer-encoding")
+_BODILESS = (204, 304)
+"""A body with neither framing header runs to the connection's end (HTTP/1.0 style), except on
+the statuses that never have one."""
 _CONNECT_TIMEOUT = 10.0
 _READ_TIMEOUT = 300.0
 """Seconds without a byte from the upstream, once asked, before the answer counts as failed."""
@@ -58,6 +62,7 @@ class _Answer(asyncio.Protocol):
         self.interim = False
         self.paused = False
         self.silent = False
+        self.until_close = False
         self._watchdog: asyncio.TimerHandle | None = None
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -68,6 +73,7 @@ class _Answer(asyncio.Protocol):
         self.held = 0
         self.done = False
         self.keep_alive = False
+        self.until_close = False
         self.last_read = time.monotonic()
         self._watchdog = loop.call_later(_READ_TIMEOUT, self._watch)
 
@@ -101,6 +107,8 @@ class _Answer(asyncio.Protocol):
             self._fail()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.until_close and not self.done and self.head is not None and self.head.done():
+            self.on_message_complete()  # a body without a length ends with its connection
         self._fail()
 
     def _fail(self) -> None:
@@ -131,6 +139,8 @@ class _Answer(asyncio.Protocol):
         if self.interim:  # 100 Continue and the like: the answer is the message after it
             self.headers = []
         elif self.head is not None and not self.head.done():
+            framed = any(k in _FRAMING for k, _ in self.headers)
+            self.until_close = not framed and status not in _BODILESS
             self.head.set_result(status)
 
     def on_body(self, body: bytes) -> None:
