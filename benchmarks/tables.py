@@ -596,8 +596,11 @@ def chaos_proxy_overhead(data: dict[str, Any]) -> str:
         maximum = f"{num(most['direct'])} / {num(most['proxy'])}"
         for rate, paths in figures["rates"].items():
             if paths is None:
-                slowest = min(most.values())
-                why = f"not run: above 80% of {num(slowest)} req/s, the slower path's maximum"
+                slower = min(most, key=most.__getitem__)
+                why = (
+                    f"not run: above 80% of {num(most[slower])} req/s, the {slower} path's "
+                    "maximum"
+                )
                 rows.append([mode, rate, why, "—", "—", "—", "—", maximum])
                 continue
             direct, proxy = paths["direct"], paths["proxy"]

@@ -1,6 +1,6 @@
 """The fault proxy: a reverse proxy in front of one LLM provider that injects faults per request.
 
-Requests go to the upstream with aiohttp and the answer comes back untouched unless a fault hits.
+Requests go to the upstream and the answer comes back untouched unless a fault hits.
 Faults act where a client would see them: before any byte (error, rate_limit, timeout, reset),
 before the upstream is asked (latency), inside an SSE stream (slow_first_token, stream_cut,
 stream_stall, malformed) or instead of the answer (empty_completion, content_filter).
@@ -8,9 +8,11 @@ stream_stall, malformed) or instead of the answer (empty_completion, content_fil
 While no fault is in force (the common case: a proxy left in front of a provider between drills)
 a request costs what relaying it costs and no more: the forwarding path is plain ASGI, below
 Starlette's routing and response classes; its body is neither parsed nor matched against
-anything; a streamed answer is relayed chunk by chunk as each network read brings it; nothing is
-logged. aiohttp rather than httpx for the same reason as the gateway's: its C parser and pool
-cost a fraction of httpx's per request (docs/chaos.md has the measured figures).
+anything; to a plain-HTTP upstream it goes out as the client's bytes and the answer's bytes come
+back as httptools parses them, over kept-alive connections (canaryctl/chaos/upstream.py); a
+streamed answer is relayed chunk by chunk as each network read brings it; nothing is logged.
+The fault path, HTTPS upstreams and HEAD requests use aiohttp's client (its C parser and pool
+cost a fraction of httpx's per request); docs/chaos.md has the measured figures.
 
 The admin API lives under ADMIN_PREFIX on the same listener, answers loopback clients only unless
 told otherwise, and wants `Authorization: Bearer <token>`; only /metrics is open, for Prometheus.
@@ -62,6 +64,7 @@ from canaryctl.chaos.responses import (
     synthetic_completion,
     synthetic_stream,
 )
+from canaryctl.chaos.upstream import RawUpstream, UpstreamFailed
 from canaryctl.redact import redact_url
 from canaryctl.request_limits import (
     DEFAULT_MAX_BODY_BYTES,
@@ -97,12 +100,13 @@ _EVENT_END = re.compile(rb"\r?\n\r?\n")
 _TRANSPORT = "canaryctl.transport"
 _STREAMED = ("text/event-stream", "application/x-ndjson")
 """Media types relayed chunk by chunk (OpenAI's SSE, Ollama's NDJSON); others are read whole."""
+_STREAMED_BYTES = tuple(media.encode() for media in _STREAMED)
 _POOL_SIZE = 1000
 _KEEPALIVE = 2.0
 """Idle connections are dropped before servers commonly drop them (uvicorn: 5 s), so a request
 is never sent down a connection the upstream is closing."""
 _UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=10.0, sock_read=300.0)
-_UPSTREAM_ERRORS = (aiohttp.ClientError, TimeoutError)
+_UPSTREAM_ERRORS = (aiohttp.ClientError, TimeoutError, UpstreamFailed)
 _TARGETS_KEPT = 1024
 """Upstream URLs remembered by path and query (_Proxy._target): a few hundred kB at most."""
 _SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "Content-Type", "User-Agent")
@@ -168,7 +172,12 @@ def create_proxy_app(
             skip_auto_headers=_SKIP_AUTO_HEADERS,
         ) as session:
             proxy.session = session
-            yield
+            proxy.raw = RawUpstream(proxy.upstream) if RawUpstream.serves(proxy.upstream) else None
+            try:
+                yield
+            finally:
+                if proxy.raw is not None:
+                    proxy.raw.close()
 
     admin = [
         Route("/faults", proxy.list_faults, methods=["GET"]),
@@ -295,6 +304,8 @@ class _Proxy:
         self.rng = rng
         self.metrics = ProxyMetrics()
         self.session: aiohttp.ClientSession
+        self.raw: RawUpstream | None = None
+        """The no-fault path's client for a plain-HTTP upstream (canaryctl/chaos/upstream.py)."""
         self.admin_from_anywhere = admin_from_anywhere
         self._token = token
         self._targets: dict[tuple[bytes, bytes], URL] = {}
@@ -357,7 +368,10 @@ class _Proxy:
         body = await _body(receive)
         self.metrics.requests.inc()
         if self.table.idle():  # no fault in force: nothing to parse, match or roll
-            await self._relay(scope, send, body)
+            if self.raw is not None and scope["method"] != "HEAD":
+                await self._pass(scope, send, body, self.raw)
+            else:
+                await self._relay(scope, send, body)
             return
         facts = _facts(scope, body)
         fault = self.table.pick(facts, self.rng)
@@ -408,6 +422,49 @@ class _Proxy:
         remaining = max(0.0, fault.expires_at - self.table.now())
         with suppress(TimeoutError):
             await asyncio.wait_for(hung_up(), remaining)
+
+    async def _pass(self, scope: Scope, send: Send, body: bytes, raw: RawUpstream) -> None:
+        """The no-fault relay: the client's request as bytes to the upstream, the answer's
+        bytes back as they come (the same answer `_relay` gives, without aiohttp's objects)."""
+        if self._target(scope) is None:
+            await _unforwardable(scope, send)
+            return
+        target = scope.get("raw_path") or quote(scope["path"]).encode()
+        if scope["query_string"]:
+            target += b"?" + scope["query_string"]
+        head = [scope["method"].encode(), b" ", raw.prefix, target, b" HTTP/1.1\r\nhost: "]
+        head.append(raw.host_header)
+        for name, value in scope["headers"]:
+            if name not in _HOP_BY_HOP:
+                head += (b"\r\n", name, b": ", value)
+        head.append(b"\r\naccept-encoding: identity\r\ncontent-length: %d\r\n\r\n" % len(body))
+        head.append(body)
+        try:
+            answer, status = await raw.ask(b"".join(head))
+        except UpstreamFailed as exc:
+            await self._upstream_failed(scope, send, str(exc))
+            return
+        try:
+            kept = [(k, v) for k, v in answer.headers if k not in _HOP_BY_HOP]
+            media = next((v for k, v in answer.headers if k == b"content-type"), b"")
+            loop = asyncio.get_running_loop()
+            if not media.startswith(_STREAMED_BYTES):
+                content = []
+                try:
+                    async for chunk in answer.body(loop):
+                        content.append(chunk)
+                except UpstreamFailed as exc:
+                    await self._upstream_failed(scope, send, str(exc))
+                    return
+                whole = b"".join(content)
+                kept.append((b"content-length", b"%d" % len(whole)))
+                await send({"type": "http.response.start", "status": status, "headers": kept})
+                await send({"type": "http.response.body", "body": whole})
+                return
+            await send({"type": "http.response.start", "status": status, "headers": kept})
+            await _send_stream(scope, send, answer.body(loop))
+        finally:
+            raw.done(answer)
 
     async def _relay(
         self,
