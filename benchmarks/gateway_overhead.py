@@ -22,8 +22,14 @@ run with no database, no callbacks and the bundled model-cost map. `--no-litellm
 `python -m pstats FILE`). Every round's figures go to benchmarks/results/gateway_overhead.json,
 so the tables can state the run-to-run spread next to each difference.
 
+Then the alternatives, each alone on the same upstream: the upstream HTTP clients on the
+gateway's own call (`--no-clients` skips them); the gateway's app on other servers
+(`--servers`, see SERVERS; granian comes with the `bench` extra); and where the gateway's CPU
+goes, py-spy's samples of it by part during one more closed loop (`--no-sample` skips it).
+
     python benchmarks/gateway_overhead.py [--rate 200] [--low-rate 20] [--seconds 10]
         [--rounds 3] [--concurrency 32] [--modes plain,stream] [--no-litellm] [--profile F]
+        [--no-clients] [--servers uvicorn-h11,granian,raw-httptools] [--no-sample]
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import statistics
@@ -512,6 +519,63 @@ def compare_clients(port: int, args: argparse.Namespace) -> dict[str, dict[str, 
     return figures
 
 
+# --- where the gateway's CPU goes: py-spy's samples, by part ------------------------------
+
+
+PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("socket writes: the answer to the client", ("CoalescingTransport.flush ",)),
+    ("socket writes: the request to the model", ("StreamWriter._writelines (aiohttp",)),
+    ("event loop (uvloop's C: polling, reads, callbacks)", ("Runner.run (",)),
+    ("LaunchDarkly SDK: the flag's evaluation", ("ldclient/",)),
+    ("metrics (prometheus_client)", ("prometheus_client/", "gateway/metrics.py")),
+    ("JSON (orjson, json)", ("fastjson.py", "json/")),
+    ("aiohttp: the upstream client", ("aiohttp/", "multidict/", "yarl/")),
+    ("uvicorn: HTTP parsing and the ASGI cycle", ("uvicorn/", "canaryctl/serving.py")),
+    ("Starlette and the request limits", ("starlette/", "request_limits.py", "gateway/app.py")),
+    ("asyncio: tasks and futures", ("asyncio/",)),
+    ("the pipeline's own stages (canaryctl/gateway)", ("canaryctl/",)),
+)
+"""Each sample goes to the part of its innermost frame that names one (first match in this
+order); a sample with none is `other`."""
+
+
+def part_of(frames: list[str]) -> str:
+    for frame in reversed(frames):
+        for name, marks in PARTS:
+            if any(mark in frame for mark in marks):
+                return name
+    return "other"
+
+
+def sample_parts(pid: int, port: int, stream: bool, args: argparse.Namespace) -> dict[str, Any]:
+    """py-spy's samples of the server `pid`'s main thread during one more closed loop, by part
+    (the other threads, LaunchDarkly's and the thread pool's, wait: their samples are left
+    out). A separate round: sampling slows the server, so its figures are not kept."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "samples.txt"
+        seconds = max(2, round(args.seconds))
+        command = ["py-spy", "record", "-f", "raw", "-r", "250", "-o", str(out)]
+        spy = subprocess.Popen(
+            [*command, "-p", str(pid), "-d", str(seconds + 1)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(0.5)  # py-spy attaches
+        asyncio.run(closed_loop(port, "/v1/chat/completions", stream, args.concurrency, seconds))
+        spy.wait()
+        lines = out.read_text().splitlines() if out.exists() else []
+    parts: dict[str, int] = {}
+    for line in lines:
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        if any("Thread._bootstrap" in frame for frame in frames):
+            continue
+        part = part_of(frames)
+        parts[part] = parts.get(part, 0) + int(count)
+    total = sum(parts.values())
+    return {"samples": total, "parts": {k: v / total for k, v in parts.items()} if total else {}}
+
+
 # --- the alternatives: HTTP servers, each serving the same gateway app ------------------------
 
 
@@ -639,20 +703,46 @@ def serve_gateway(port: int, kind: str) -> None:
         with contextlib.suppress(KeyboardInterrupt):
             uvloop.run(_serve_raw(app, port))
         return
-    uvicorn.run(app, host=HOST, port=port, http="h11", loop="uvloop", log_level="warning",
-                access_log=False)
+    uvicorn.run(
+        app, host=HOST, port=port, http="h11", loop="uvloop", log_level="warning", access_log=False
+    )
 
 
 def server_command(kind: str, document: Path, port: int) -> list[str]:
     if kind == "granian":
         return [
-            str(Path(sys.executable).with_name("granian")), "--interface", "asgi", "--factory",
-            "--host", HOST, "--port", str(port), "--workers", "1", "--runtime-mode", "st",
-            "--loop", "uvloop", "--no-ws", "--log-level", "warning", "--no-access-log",
-            "--working-dir", str(Path(__file__).parent), "gateway_overhead:gateway_app",
+            str(Path(sys.executable).with_name("granian")),
+            "--interface",
+            "asgi",
+            "--factory",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--runtime-mode",
+            "st",
+            "--loop",
+            "uvloop",
+            "--no-ws",
+            "--log-level",
+            "warning",
+            "--no-access-log",
+            "--working-dir",
+            str(Path(__file__).parent),
+            "gateway_overhead:gateway_app",
         ]
-    return [sys.executable, __file__, "--serve-gateway", str(port), "--server", kind,
-            "--gateway-document", str(document)]
+    return [
+        sys.executable,
+        __file__,
+        "--serve-gateway",
+        str(port),
+        "--server",
+        kind,
+        "--gateway-document",
+        str(document),
+    ]
 
 
 # --- the report ---------------------------------------------------------------------------
@@ -742,6 +832,12 @@ def main() -> None:
     parser.add_argument("--litellm-venv", type=Path, default=LITELLM_VENV)
     parser.add_argument("--profile", type=Path, help="cProfile the gateway into this file")
     parser.add_argument(
+        "--no-sample",
+        dest="sample",
+        action="store_false",
+        help="skip sampling the gateway with py-spy (it needs py-spy and ptrace rights)",
+    )
+    parser.add_argument(
         "--servers",
         type=lambda v: [k for k in v.split(",") if k],
         default=list(SERVERS),
@@ -761,6 +857,8 @@ def main() -> None:
         os.environ[GATEWAY_DOCUMENT] = args.gateway_document
         serve_gateway(args.serve_gateway, args.server)
         return
+    if args.sample and shutil.which("py-spy") is None:
+        parser.error("py-spy is not installed (pip install -e '.[bench]'), or pass --no-sample")
     unknown = set(args.servers) - set(SERVERS)
     if unknown:
         parser.error(f"--servers: no server {', '.join(sorted(unknown))}; known: {SERVERS}")
@@ -797,6 +895,12 @@ def main() -> None:
         print("through the canaryctl gateway...", file=sys.stderr)
         with running(gateway, f"http://{HOST}:{port}/health", stderr=subprocess.DEVNULL) as pid:
             results["canaryctl"] = measure_both(port, "/v1/chat/completions", args, pid)
+            profile = None
+            if args.sample and not args.profile:
+                print("sampling it with py-spy...", file=sys.stderr)
+                profile = {
+                    mode: sample_parts(pid, port, mode == "stream", args) for mode in args.modes
+                }
         servers: dict[str, dict[str, Figures]] = {}
         for kind in args.servers:
             port = free_port()
@@ -804,7 +908,7 @@ def main() -> None:
             env = {**os.environ, GATEWAY_DOCUMENT: str(document)}
             command = server_command(kind, document, port)
             health = f"http://{HOST}:{port}/health"
-            with running(command, health, env=env, cwd=work) as pid:
+            with running(command, health, env=env, stderr=subprocess.DEVNULL) as pid:
                 servers[kind] = measure_both(port, "/v1/chat/completions", args, pid)
 
         if litellm is not None:
@@ -854,6 +958,7 @@ def main() -> None:
             "config": config,
             "targets": figures,
             "clients": clients,
+            "profile": profile,
             "servers": {
                 kind: {mode: f.as_json() for mode, f in modes.items()}
                 for kind, modes in servers.items()

@@ -446,6 +446,84 @@ def gateway_clients(data: dict[str, Any]) -> str:
     )
 
 
+def gateway_profile(data: dict[str, Any]) -> str:
+    """Where the gateway's CPU per request goes: py-spy's samples by part, as a share and as
+    that share of the CPU per request measured without sampling."""
+    r = _results(data)
+    profile = r.get("profile")
+    if not profile:
+        return "The gateway was not sampled in this run (`--no-sample`)."
+    modes = list(profile)
+    cpu = {mode: r["targets"]["canaryctl"][mode]["cpu_ms_per_request"] for mode in modes}
+    parts = sorted(
+        {part for mode in modes for part in profile[mode]["parts"]},
+        key=lambda part: -sum(profile[mode]["parts"].get(part, 0.0) for mode in modes),
+    )
+    rows = []
+    for part in parts:
+        cells = []
+        for mode in modes:
+            share = profile[mode]["parts"].get(part, 0.0)
+            cells.append(f"{pct(share, 0)} ({num(share * cpu[mode], 3)} ms)")
+        rows.append([part, *cells])
+    rows.append(["CPU per request, measured", *(f"{num(cpu[mode], 3)} ms" for mode in modes)])
+    samples = ", ".join(f"{num(profile[mode]['samples'])} {mode}" for mode in modes)
+    return (
+        _table(["part", *(f"{mode}: share (ms per request)" for mode in modes)], rows)
+        + f"\n\npy-spy's samples of the gateway's main thread at 250 per second during one more "
+        f"closed loop per mode ({samples}), each counted for the part its innermost frame "
+        "belongs to; ms: the share times the CPU per request measured without sampling (the "
+        "table above). A socket write's share is the system call's, in which the kernel also "
+        "hands the bytes to the reader on loopback; the event loop's is uvloop's own C code "
+        "(waiting for and reading sockets, running callbacks)."
+    )
+
+
+SERVER_NAMES = {
+    "canaryctl": "uvicorn + httptools (`canaryctl gateway serve`)",
+    "uvicorn-h11": "uvicorn + h11",
+    "granian": "granian (Rust, ASGI)",
+    "raw-httptools": "raw httptools protocol (a bound)",
+}
+
+
+def gateway_servers(data: dict[str, Any]) -> str:
+    """The same gateway app on each HTTP server, beside `canaryctl gateway serve`: CPU per
+    request and max throughput, which a loaded machine changes least. Their latencies are not
+    compared with the direct ones here: those were taken minutes apart, and on a shared machine
+    the neighbours' load moves in between."""
+    r = _results(data)
+    servers = r.get("servers")
+    if not servers:
+        return "The servers were not compared in this run (`--servers ''`)."
+    direct = r["targets"]["direct"]
+    rows = []
+    for kind, modes in {"canaryctl": r["targets"]["canaryctl"], **servers}.items():
+        for mode, f in modes.items():
+            share = pct(f["max_rps"] / direct[mode]["max_rps"], 0)
+            rows.append(
+                [
+                    SERVER_NAMES.get(kind, kind),
+                    mode,
+                    num(f["cpu_ms_per_request"], 3),
+                    f"{num(f['max_rps'])} ({share})",
+                    str(f["errors"]),
+                ]
+            )
+    head = ["server", "mode", "server CPU ms per request", "max req/s (of direct)", "errors"]
+    return (
+        _table(head, rows, "llrrr")
+        + f"\n\nThe same gateway document and app (`create_app`), median of "
+        f"{r['config']['rounds']} rounds of {num(r['config']['seconds'])} s; direct: the first "
+        "table's. granian runs one worker, its single-threaded runtime, on uvloop. uvicorn + h11 "
+        "and granian run without canaryctl/serving.py's deadlines on the request's head and "
+        "body (written against uvicorn's httptools protocol); the raw protocol hands each "
+        "request to the pipeline as it is, without request limits, deadlines, flow control or "
+        "disconnect detection: what moving the hot path out of uvicorn and Starlette could win "
+        "at most, not a server to ship."
+    )
+
+
 def gateway_overhead_added(data: dict[str, Any]) -> str:
     r = _results(data)
     rates = [f"{v:g}" for v in (r["config"]["rate"], r["config"]["low_rate"])]
@@ -1560,6 +1638,8 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "gateway-overhead-ratios": gateway_overhead_ratios,
     "gateway-overhead-goals": gateway_overhead_goals,
     "gateway-clients": gateway_clients,
+    "gateway-servers": gateway_servers,
+    "gateway-profile": gateway_profile,
     "chaos-proxy-overhead": chaos_proxy_overhead,
     "anthropic-overhead": anthropic_overhead,
     "shadow-overhead": shadow_overhead,

@@ -109,6 +109,34 @@ def test_gateway_overhead_shows_negative_differences_noise_and_what_was_not_run(
     assert f"20.0{x} on plain requests" in ratios
 
 
+def test_gateway_servers_and_profile_give_shares_and_milliseconds(tables: ModuleType) -> None:
+    rates = {"200": ([1.0, 1.2, 1.4], [5, 5, 5]), "20": ([2, 2, 2], [5, 5, 5])}
+    ours = {
+        **_target(1000, {"200": ([2.0, 2.2, 2.4], [6, 6, 6]), "20": None}),
+        "cpu_ms_per_request": 0.5,
+    }
+    granian = {**_target(1500, rates), "cpu_ms_per_request": 0.25}
+    data = {
+        "config": {"rate": 200, "low_rate": 20, "seconds": 6, "rounds": 3},
+        "targets": {"direct": {"plain": _target(4000, rates)}, "canaryctl": {"plain": ours}},
+        "servers": {"granian": {"plain": granian}},
+        "profile": {"plain": {"samples": 1000, "parts": {"aiohttp": 0.3, "uvicorn": 0.7}}},
+    }
+    record = {"results": data, "versions": {}}
+    servers = tables.gateway_servers(record)
+    # CPU per request as measured; max req/s beside its share of direct's 4,000
+    assert (
+        "| uvicorn + httptools (`canaryctl gateway serve`) | plain | 0.500 | 1,000 (25%) |"
+        in servers
+    )
+    assert "| granian (Rust, ASGI) | plain | 0.250 | 1,500 (38%) | 0 |" in servers
+    profile = tables.gateway_profile(record)
+    # the shares times the CPU per request measured without sampling (0.5 ms), largest first
+    assert profile.index("| uvicorn | 70% (0.350 ms) |") < profile.index(
+        "| aiohttp | 30% (0.150 ms) |"
+    )
+
+
 def test_chaos_proxy_overhead_names_the_rate_it_did_not_run(tables: ModuleType) -> None:
     path = {"requests": 100, "failed": 0, "p50_ms": 2.0, "p90_ms": 4.0, "p99_ms": 9.0}
     slower = {**path, "p50_ms": 1.5, "p99_ms": 7.0}
