@@ -324,7 +324,7 @@ def test_rollout_run_decides_from_prometheus_data(
                 "analysis": {
                     "interval": "2s",
                     "min_requests": 40,
-                    "inconclusive_limit": 8,
+                    "inconclusive_limit": 40,  # a bound, not a pace
                     "method": "threshold",
                 },
                 "steps": steps,
