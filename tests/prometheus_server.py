@@ -19,7 +19,7 @@ import yaml
 from binaries import require_binary
 from loopback import free_port
 
-WAIT = 30.0
+WAIT = 60.0
 """Seconds to wait for Prometheus to catch up before a test fails: a bound, not an assertion."""
 
 

@@ -7,14 +7,13 @@ import json
 import re
 import subprocess
 import sys
-import time
 from importlib import resources
 from pathlib import Path
 
 import pytest
 import yaml
 from click.testing import CliRunner
-from gateway_probe import served
+from gateway_probe import serves_soon
 
 from canaryctl.cli import main
 from canaryctl.lab import LabStack
@@ -84,8 +83,7 @@ def test_rollout_run_rolls_back_a_bad_canary_and_promotes_a_good_one(tmp_path: P
         )
         # Restored byte for byte but for the version, which only moves forward.
         assert unversioned(flags.read_text()) == unversioned(original)
-        time.sleep(1.5)  # the SDK's file watcher polls every 0.5 s
-        assert served(stack, users=60) == {"gpt-4-turbo"}
+        serves_soon(stack, {"gpt-4-turbo"}, users=60)
 
         good = runbook(tmp_path, "to-gpt4o-mini", "gpt-4o-mini", flags, stack.metrics_url)
         result = cli.invoke(
@@ -96,8 +94,7 @@ def test_rollout_run_rolls_back_a_bad_canary_and_promotes_a_good_one(tmp_path: P
         flag = json.loads(flags.read_text())["flags"]["support-bot-model"]
         assert flag["variations"][flag["fallthrough"]["variation"]] == "gpt-4o-mini"
         assert flag["version"] > 1
-        time.sleep(1.5)
-        assert served(stack, users=60) == {"gpt-4o-mini"}
+        serves_soon(stack, {"gpt-4o-mini"}, users=60)
 
     listed = cli.invoke(main, ["rollout", "list", "--state", str(state), "-o", "json"])
     assert listed.exit_code == 0, listed.output

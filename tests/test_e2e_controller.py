@@ -22,7 +22,7 @@ import httpx
 import pytest
 import yaml
 from click.testing import CliRunner
-from gateway_probe import served
+from gateway_probe import serves_soon
 from postgres_server import PASSWORD, PostgresServer
 
 from canaryctl.cli import main
@@ -162,8 +162,7 @@ def test_a_killed_controllers_run_is_finished_by_the_other(
         ]
         assert len(resumed) == 1  # continued from the journal, through resume's checks
         assert fallthrough(flags) == "gpt-4o-mini"
-        time.sleep(1.5)  # the SDK's file watcher polls every 0.5 s
-        assert served(stack, users=40) == {"gpt-4o-mini"}
+        serves_soon(stack, {"gpt-4o-mini"}, users=40)
 
 
 def test_sigterm_hands_the_run_back_to_the_other_controller_untouched(

@@ -3,8 +3,11 @@ and `canaryctl rollout run` judging the time to first token from the gateway's /
 
 The regression measured in issue 23: baseline first token 0.06 s, canary 0.42 s, the same 0.5 s
 end to end. It was promoted, the latency histogram being end to end; it is rolled back now, and a
-canary equal at the first token is promoted. Traffic is a closed loop of streams (each client
-sends its next request when its stream ends), so the run waits on answers, not on a rate.
+canary equal at the first token is promoted. Here the late canary's first token comes at 0.9 s of
+1 s, so the absolute bound between the two (0.75 s) stands clear of the delays a loaded machine
+adds to the equal canary's 0.06 s (beside a CPU hog 4% of them crossed 0.4 s, 6.5% crossed 0.6 s).
+Traffic is a closed loop of streams (each client sends its next request when its stream ends), so
+the run waits on answers, not on a rate.
 """
 
 from __future__ import annotations
@@ -29,9 +32,9 @@ from canaryctl.runbook.lab import LabSpec
 
 pytestmark = pytest.mark.e2e
 
-TOTAL = {"median": 0.5, "p95": 0.5}
-FIRST = {"baseline": 0.06, "late-first-token": 0.42, "same-first-token": 0.06}
-STREAMS = 16
+TOTAL = {"median": 1.0, "p95": 1.0}
+FIRST = {"baseline": 0.06, "late-first-token": 0.9, "same-first-token": 0.06}
+STREAMS = 32
 """Clients each streaming one answer after another."""
 SHORT = {"completion_mean": 4, "completion_max": 4}
 """A few words an answer: a few chunks a stream, so the test's own load stays small."""
@@ -117,7 +120,7 @@ def run(tmp_path: Path, canary: str, lab: tuple[LabStack, Path]) -> tuple[int, l
             "metrics": {"provider": "scrape", "targets": [stack.metrics_url], "route": "bot"},
             "slos": [
                 {"metric": "latency_p95_seconds", "compare": "baseline", "max_ratio": 1.5},
-                {"metric": "ttft_p95_seconds", "max": 0.4},
+                {"metric": "ttft_p95_seconds", "max": 0.75},
                 {"metric": "ttft_p95_seconds", "compare": "baseline", "max_ratio": 2},
             ],
             # Undecided analyses extend the hold: a loaded machine takes longer, not another way.
@@ -157,16 +160,16 @@ def test_a_late_first_token_with_the_same_total_time_is_rolled_back(
     # what used to decide: end to end, the canary is no slower than the baseline
     assert all(c["outcome"] != "fail" for c in checks(events, "latency_p95_seconds"))
     failed = [c for c in checks(events, "ttft_p95_seconds") if c["outcome"] == "fail"]
-    assert failed and all(c["canary_value"] >= 0.4 for c in failed)
+    assert failed and all(c["canary_value"] >= 0.75 for c in failed)
 
 
 def test_a_canary_equal_at_the_first_token_is_promoted(
     tmp_path: Path, lab: tuple[LabStack, Path]
 ) -> None:
     code, events = run(tmp_path, "same-first-token", lab)
-    assert code == 0, events[-1]
+    assert code == 0, events[-1].get("reason")
     assert events[-1]["outcome"] == "promoted"
     last = next(e for e in reversed(events) if e["event"] == "analysis")
     judged = {c["slo"]: c["outcome"] for c in last["checks"]}
-    assert judged["ttft_p95_seconds <= 0.4"] == "pass", last
+    assert judged["ttft_p95_seconds <= 0.75"] == "pass", last
     assert judged["ttft_p95_seconds <= baseline x 2"] == "pass", last

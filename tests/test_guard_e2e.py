@@ -22,7 +22,7 @@ import httpx
 import pytest
 import yaml
 from click.testing import CliRunner
-from gateway_probe import served
+from gateway_probe import serves_soon
 from loopback import free_port
 
 from canaryctl.cli import main
@@ -112,8 +112,7 @@ def test_errors_over_the_threshold_send_all_traffic_back_to_gpt4(tmp_path: Path)
             process.send_signal(signal.SIGTERM)
             out, err = process.communicate(timeout=30)
         assert process.returncode == 130, err[-2000:]
-        time.sleep(1.5)  # the gateway's SDK polls the flag file every 0.5 s
-        assert served(stack, users=60) == {"gpt-4-turbo"}
+        serves_soon(stack, {"gpt-4-turbo"}, users=60)
     events = [e["event"] for e in entries]
     assert events[0] == "watching" and events[-2:] == ["tripped", "flag_safe"]
     trip = entries[-2]
@@ -158,8 +157,7 @@ def test_an_alert_trips_the_guard_and_only_a_rearm_lets_it_act_again(tmp_path: P
             assert answer.json()["tripping"] == [
                 {"alertname": "LLMHighErrorRate", "fingerprint": "c6eadffa33fcdf37"}]  # fmt: skip
             wait_for(journal, "flag_safe", process, timeout=10)
-            time.sleep(1.5)
-            assert served(stack, users=60) == {"gpt-4-turbo"}
+            serves_soon(stack, {"gpt-4-turbo"}, users=60)
             shown = cli.invoke(main, status)
             assert shown.exit_code == 0 and json.loads(shown.output)["state"] == "tripped"
             # Someone puts the model back by hand: a tripped guard does nothing.

@@ -170,7 +170,7 @@ def rollout(tmp_path: Path, prometheus: PrometheusServer, flags: Path, canary: s
                      {"metric": "latency_p95_seconds", "max": 2.0},
                      {"metric": "cost_per_query_usd", "max": 0.01}],
             "analysis": {"interval": "3s", "min_requests": 10, "method": "threshold",
-                         "failure_limit": 0, "inconclusive_limit": 20},
+                         "failure_limit": 0, "inconclusive_limit": 60},
             "steps": [{"set_weight": 50}, {"pause": "9s"}, {"set_weight": 100}, {"pause": "6s"}],
         },
     }  # fmt: skip

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Iterator
 from importlib import resources
@@ -120,7 +119,7 @@ def test_counts_per_variant_match_what_was_served(
     # never past them: counts are the served ones scaled by at most window / (last - first),
     # taken from the samples Prometheus read (a loaded machine scrapes late, so not assumed);
     # ratios are exact, every series of one target sharing the same sample times.
-    times = prometheus.sample_times(one, math.ceil(window), at=obs.end)
+    times = prometheus.sample_times(one, round(window), at=obs.end)  # whole seconds, as queried
     stretch = window / (times[-1] - times[0]) + 1e-6  # its times are whole milliseconds
     base, canary = obs.of(BASE), obs.of(CANARY)
     assert 100 <= round(base.requests, 6) <= 100 * stretch
@@ -324,7 +323,7 @@ def test_rollout_run_decides_from_prometheus_data(
                 "analysis": {
                     "interval": "2s",
                     "min_requests": 40,
-                    "inconclusive_limit": 8,
+                    "inconclusive_limit": 40,  # a bound, not a pace
                     "method": "threshold",
                 },
                 "steps": steps,
@@ -357,4 +356,7 @@ def test_rollout_run_decides_from_prometheus_data(
     assert replayed.exit_code == 0, replayed.output
     backtest = json.loads(replayed.output)
     assert backtest["replay"]["outcome"] == outcome, backtest["replay"]["reason"]
-    assert len(backtest["replay"]["analyses"]) == backtest["run"]["analyses"]
+    # The replay ticks on time: an analysis the run took over half an interval late (a loaded
+    # machine) is also judged at the tick before it, on the counts the run had then, so the
+    # replay makes at least the run's analyses, one more per late one.
+    assert len(backtest["replay"]["analyses"]) >= backtest["run"]["analyses"]

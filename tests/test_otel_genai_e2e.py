@@ -79,7 +79,7 @@ def rollout(flags: Path, prometheus: PrometheusServer, canary: str) -> Rollout:
             "slos": [{"metric": "error_rate", "max": 0.05},
                      {"metric": "latency_p95_seconds", "max": 2.0}],
             "analysis": {"interval": "3s", "min_requests": 15, "method": "threshold",
-                         "failure_limit": 0, "inconclusive_limit": 20},
+                         "failure_limit": 0, "inconclusive_limit": 60},
             "steps": [{"set_weight": 50}, {"pause": "9s"}, {"set_weight": 100}, {"pause": "6s"}],
         },
     }  # fmt: skip

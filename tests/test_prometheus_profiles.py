@@ -83,7 +83,7 @@ def rollout(
             or {
                 "interval": "2s",
                 "min_requests": 30,
-                "inconclusive_limit": 8,
+                "inconclusive_limit": 40,  # a bound, not a pace (a loaded lab serves slowly)
                 "method": "threshold",
             },
             "steps": steps or [{"set_weight": 50}, {"pause": "10s"}, {"set_weight": 100}],
