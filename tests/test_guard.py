@@ -84,11 +84,11 @@ def test_below_the_floor_a_canary_that_never_answered_cannot_pass() -> None:
 
 
 def test_one_good_answer_is_remembered_for_the_rest_of_the_run() -> None:
-    outcome, _, ledger = judge(stats(3, errors=2))
+    outcome, _, ledger = judge(stats(3, errors=1))
     assert outcome is Outcome.PASS  # one ok answer: the SLOs alone decide
     assert ledger[LEDGER_KEY] == {"answered": True}
     # A later window with nothing yet (a new step's first analysis) stays judged by the SLOs.
-    outcome, _, ledger = judge(stats(2, errors=1, filtered=1), ledger)
+    outcome, _, ledger = judge(stats(3, errors=1, filtered=2), ledger)
     assert outcome is Outcome.PASS and ledger[LEDGER_KEY] == {"answered": True}
     # But a window where every request failed fails, whatever came before.
     outcome, _, _ = judge(stats(FLOOR, errors=FLOOR), ledger)
@@ -107,3 +107,52 @@ def test_a_canary_that_answers_adds_no_check() -> None:
     )
     assert verdict.outcome is Outcome.PASS
     assert [c.metric for c in verdict.checks] == ["latency_p95_seconds"]
+
+
+# -- half its requests failed: never promoted, whatever the runbook's bounds ----------------------
+
+RELATIVE_ONLY = [SloSpec(metric="error_rate", compare="baseline", max_ratio=1.2)]
+RELATIVE_AND_LATENCY = [*RELATIVE_ONLY, SloSpec(metric="latency_p95_seconds", max=2)]
+
+
+@pytest.mark.parametrize("method", ["threshold", "sequential"])
+@pytest.mark.parametrize(
+    ("slos", "baseline_errors"),
+    [
+        (LATENCY_ONLY, 9),  # no error SLO at all: its failures are fast, so p95 looks fine
+        (RELATIVE_ONLY, 405),  # the baseline fails 45%: 50% is within 1.2x of it
+        (RELATIVE_AND_LATENCY, 405),  # an absolute bound, but not on the failures
+    ],
+)
+def test_a_canary_whose_model_fails_half_its_requests_is_never_promoted(
+    slos: list[SloSpec], baseline_errors: float, method: str
+) -> None:
+    """Ten analyses of a canary failing 50 of its 100 requests each (fast, so its latency looks
+    good), its relative bound within reach of a baseline in trouble: no analysis may pass, or
+    the closing one would promote it. It answered half of them well, so the every-request
+    floor does not apply."""
+    ledger: dict[str, Any] = {}
+    for look in range(1, 11):
+        canary = stats(100 * look, errors=50 * look)
+        baseline = stats(900 * look, errors=baseline_errors * look)
+        verdict, ledger = assess(
+            slos,
+            AnalysisSpec(min_requests=50, method=method),
+            Observation(0, 30 * look, {"canary": canary, "baseline": baseline}),
+            ledger,
+            baseline="baseline",
+            canary="canary",
+        )
+        assert verdict.outcome is not Outcome.PASS, look
+        assert "failed 500 of its 1000 requests" in verdict.reason or look < 10
+
+
+@pytest.mark.parametrize(
+    ("failed", "judged", "held"),
+    [(50, 100, True), (49, 100, False), (5, 10, True), (4, 10, False), (1, 2, True)],
+)
+def test_half_is_the_line(failed: float, judged: float, held: bool) -> None:
+    outcome, reason, _ = judge(stats(judged + 3, fallbacks=failed, rejected=3))
+    assert (outcome is Outcome.INCONCLUSIVE) is held, reason
+    if held:
+        assert f"failed {failed:g} of its {judged:g} requests" in reason

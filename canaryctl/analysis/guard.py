@@ -1,5 +1,5 @@
-"""The check every rollout gets, whatever its SLOs: a canary whose own model fails every request
-is never promoted.
+"""The check every rollout gets, whatever its SLOs: a canary whose own model fails every request,
+or half of them, is never promoted.
 
 A runbook may judge no rate at all (latency and cost only), or judge `served_error_rate`, which a
 fallback chain keeps at zero while the canary's model answers nothing. So, on the canary alone:
@@ -10,6 +10,13 @@ fallback chain keeps at zero while the canary's model answers nothing. So, on th
 - INCONCLUSIVE while the canary's model has not answered one request well (outcome `ok`) in the
   whole run. A hold ends only on a passing analysis, so such a canary can never be promoted: it
   is held until it answers, or rolled back once the holds' extensions run out.
+- INCONCLUSIVE, likewise, while its model failed at least `CEILING` (half) of the window's
+  requests. A runbook whose only bound on failures is relative passes such a canary when the
+  baseline fails nearly as much (an outage of both, a bad prompt mix), and one that bounds only
+  latency passes it because failures are fast. Not a FAIL: with the baseline failing too, the
+  canary may be no worse, so the step waits (then `on_inconclusive`); the closing analysis'
+  window is the whole step, so a healthy canary is held only while its window is a handful of
+  requests.
 
 Either adds one check to the verdict; a canary that answers adds none. What the run has seen is
 one flag, kept in the analysis ledger under its own key.
@@ -22,11 +29,16 @@ from typing import Any
 from canaryctl.analysis.verdict import Check, Outcome, Verdict
 from canaryctl.metrics.base import Observation
 
-__all__ = ["FLOOR", "LEDGER_KEY", "guard_canary"]
+__all__ = ["CEILING", "FLOOR", "LEDGER_KEY", "guard_canary"]
 
 FLOOR = 10
 """Requests that must all have failed before one window fails the canary outright: a healthy
 model failing 10 in a row at even a 20% error rate happens once in ten million windows."""
+
+CEILING = 0.5
+"""The share of a window's requests the canary's model may fail and still pass the guard: less
+than half. No SLO worth promoting on allows more, and a healthy canary's share in a window of a
+few dozen requests is far below it."""
 
 LEDGER_KEY = "canary_guard"
 
@@ -70,6 +82,13 @@ def guard_canary(
             f"the canary '{canary}' model has not answered one request well yet in this run "
             f"({stats.requests:g} requests in the window, none ok); it cannot be promoted "
             "until it does"
+        )
+        return check(Outcome.INCONCLUSIVE, reason), remembered
+    if judged > 0 and failed >= CEILING * judged:
+        reason = (
+            f"the canary '{canary}' model failed {failed:g} of its {judged:g} requests in the "
+            f"window ({stats.errors:g} errors, {stats.fallbacks:g} answered by a fallback), at "
+            f"least {CEILING:.0%}; it cannot be promoted while it does, whatever the SLOs"
         )
         return check(Outcome.INCONCLUSIVE, reason), remembered
     return verdict, remembered

@@ -203,6 +203,12 @@ class PrometheusMetricsSource:
         for query in queries:
             promql = render(query.promql, values)
             for variant, labels, value in self._variant_rows(query, self._query(promql, now)):
+                if not math.isfinite(value) or value < 0:
+                    raise MetricsBackendError(
+                        f"Prometheus at {self.shown}: the metric profile's query {promql!r} "
+                        f"gave {value:g} for variant '{variant}', not a count (increase() is "
+                        "finite and never negative); no verdict rests on it"
+                    )
                 row = totals.setdefault(variant, VariantTotals())
                 for ingredient, wanted in query.yields.items():
                     if all(labels.get(name) == value_ for name, value_ in wanted.items()):
