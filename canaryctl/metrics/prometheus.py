@@ -14,9 +14,9 @@ With the `canaryctl` profile that is two queries for the usual error rate and p9
 custom SLO query once; `recent_requests` sends that query over a longer window, for preflight's
 "does the baseline have traffic here?".
 
-A custom SLO's query must come back as one number per variant. No series is no data (the check
-is inconclusive); several series is a mistake in the runbook, InvalidInput naming the SLO, as is
-a query Prometheus rejects as malformed (HTTP 400/422).
+A custom SLO's query must come back as one number per variant. No series, NaN or an infinity is
+no data (the check is inconclusive); several series is a mistake in the runbook, InvalidInput
+naming the SLO, as is a query Prometheus rejects as malformed (HTTP 400/422).
 
 The counts are Prometheus' estimates, not exact: increase() extrapolates from the samples inside
 the window to its edges (by up to a scrape interval at each end), and a series born inside the
@@ -235,7 +235,8 @@ class PrometheusMetricsSource:
         return rows
 
     def _slo_values(self, slo: SloQuery, window: int, now: float) -> dict[str, float]:
-        """One query per variant; no series (or NaN) leaves the variant out: no data."""
+        """One query per variant; no series (or NaN, or an infinity) leaves the variant out: no
+        data. An infinity is a division by zero, not a measurement: -Inf passed every `max`."""
         label = self.profile.variant_label
         values = {
             "window": f"{window}s",
@@ -259,7 +260,7 @@ class PrometheusMetricsSource:
                     f"sum(...), so it gives one value per variant. Query: {promql}"
                 )
             for _, value in self._rows(result):
-                if not math.isnan(value):
+                if math.isfinite(value):
                     measured[variation] = value
         return measured
 
