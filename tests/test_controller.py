@@ -32,6 +32,7 @@ from canaryctl.controller import (
     RunResult,
     StateStore,
     resume_rollout,
+    run_rollout,
 )
 from canaryctl.controller.lease import Leases
 from canaryctl.controller.runner import submit_rollout
@@ -44,6 +45,7 @@ from canaryctl.notify import WebhookNotifier
 from canaryctl.runbook import Rollout
 from canaryctl.runbook.notify import NotifyWebhookSpec
 from canaryctl.runbook.rollout import SloSpec
+from tests.rollout_world import World
 
 T0 = 1_700_000_000.0
 BASELINE, CANARY = "gpt-4-turbo", "gpt-4o-mini"
@@ -1105,10 +1107,34 @@ def test_a_canary_failing_half_its_requests_at_100_percent_is_rolled_back_there(
     make: Callable[..., Harness], method: str
 ) -> None:
     h = make(slos=RELATIVE_ONLY, analysis={"interval": 10, "min_requests": 50, "method": method})
-    h.script = lambda s, n: steady(0.5 if h.canary_weight() >= 100 else 0.0)(s, n)
+    # 30%: under the half that the built-in check fails by itself, so the relative SLO is judged
+    h.script = lambda s, n: steady(0.3 if h.canary_weight() >= 100 else 0.0)(s, n)
     result = h.run()
     assert result.outcome == "rolled_back"
     assert result.reason.startswith(
         "SLO failed: error_rate <= baseline + 0.01: judged against the baseline's last window"
     )
     assert h.weights_written()[-2:] == ["canary to 100%", "restore"] and h.restored()
+
+
+def test_a_canary_failing_half_its_requests_fast_is_rolled_back_never_promoted(
+    tmp_path: Path,
+) -> None:
+    """The runner end to end (fake clock, scripted counts): a canary failing 50% of its requests
+    in 0.4 s under a runbook that bounds latency only was promoted on its fast p95; the built-in
+    check fails the first analysis with enough requests, so the run rolls back at the first
+    weight, the flag restored."""
+    world = World(
+        tmp_path,
+        slos=[{"metric": "latency_p95_seconds", "max": 2.0}],
+        analysis={"interval": "10s", "min_requests": 50, "inconclusive_limit": 2},
+    )
+    world.canary_error_rate = 0.5
+    result = run_rollout(
+        world.rollout, state_path=world.state, clock=world.clock, flags=world.flags,
+        metrics=world.metrics,
+    )  # fmt: skip
+    assert result.outcome == "rolled_back", result.reason
+    assert result.reason.startswith("SLO failed: "), result.reason
+    assert "failed at least half its requests" in result.reason or "model failed" in result.reason
+    assert world.canary() == 0

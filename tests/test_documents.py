@@ -172,6 +172,15 @@ RELATIVE = "- {metric: error_rate, compare: baseline, max_increase: 0.01}"
         ((), []),
         ((("- {metric: error_rate, max: 0.02}", RELATIVE),), ["spec.slos: no absolute bound"]),
         (
+            (("- {metric: error_rate, max: 0.02}", f"{RELATIVE}\n    - {{metric: "
+              "latency_p95_seconds, max: 2}"),),
+            ["spec.slos: no absolute bound on a failure rate"],
+        ),
+        (
+            (("- {metric: error_rate, max: 0.02}", "- {metric: served_error_rate, max: 0.02}"),),
+            [],
+        ),
+        (
             (("set_weight: 100", "set_weight: 50"),),
             ["steps[2].set_weight: the last weight is 50%, so the canary is promoted to 100% "
              "without an analysis there"],

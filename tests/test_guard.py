@@ -3,9 +3,12 @@ whatever the SLOs and the method, a canary whose model fails every request never
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from canaryctl.analysis import Outcome, assess
 from canaryctl.analysis.guard import FLOOR, LEDGER_KEY
@@ -84,11 +87,11 @@ def test_below_the_floor_a_canary_that_never_answered_cannot_pass() -> None:
 
 
 def test_one_good_answer_is_remembered_for_the_rest_of_the_run() -> None:
-    outcome, _, ledger = judge(stats(3, errors=2))
+    outcome, _, ledger = judge(stats(3, errors=1))
     assert outcome is Outcome.PASS  # one ok answer: the SLOs alone decide
     assert ledger[LEDGER_KEY] == {"answered": True}
     # A later window with nothing yet (a new step's first analysis) stays judged by the SLOs.
-    outcome, _, ledger = judge(stats(2, errors=1, filtered=1), ledger)
+    outcome, _, ledger = judge(stats(3, errors=1, filtered=2), ledger)
     assert outcome is Outcome.PASS and ledger[LEDGER_KEY] == {"answered": True}
     # But a window where every request failed fails, whatever came before.
     outcome, _, _ = judge(stats(FLOOR, errors=FLOOR), ledger)
@@ -107,3 +110,155 @@ def test_a_canary_that_answers_adds_no_check() -> None:
     )
     assert verdict.outcome is Outcome.PASS
     assert [c.metric for c in verdict.checks] == ["latency_p95_seconds"]
+
+
+# -- half its requests failed: never promoted, whatever the runbook's bounds ----------------------
+
+RELATIVE_ONLY = [SloSpec(metric="error_rate", compare="baseline", max_ratio=1.2)]
+RELATIVE_AND_LATENCY = [*RELATIVE_ONLY, SloSpec(metric="latency_p95_seconds", max=2)]
+
+
+@pytest.mark.parametrize("method", ["threshold", "sequential"])
+@pytest.mark.parametrize(
+    ("slos", "baseline_errors"),
+    [
+        (LATENCY_ONLY, 9),  # no error SLO at all: its failures are fast, so p95 looks fine
+        (RELATIVE_ONLY, 405),  # the baseline fails 45%: 50% is within 1.2x of it
+        (RELATIVE_AND_LATENCY, 405),  # an absolute bound, but not on the failures
+    ],
+)
+def test_a_canary_whose_model_fails_half_its_requests_is_never_promoted(
+    slos: list[SloSpec], baseline_errors: float, method: str
+) -> None:
+    """Ten analyses of a canary failing 50 of its 100 requests each (fast, so its latency looks
+    good), its relative bound within reach of a baseline in trouble: no analysis may pass, or
+    the closing one would promote it. It answered half of them well, so the every-request
+    floor does not apply."""
+    ledger: dict[str, Any] = {}
+    for look in range(1, 11):
+        canary = stats(100 * look, errors=50 * look)
+        baseline = stats(900 * look, errors=baseline_errors * look)
+        verdict, ledger = assess(
+            slos,
+            AnalysisSpec(min_requests=50, method=method),
+            Observation(0, 30 * look, {"canary": canary, "baseline": baseline}),
+            ledger,
+            baseline="baseline",
+            canary="canary",
+        )
+        assert verdict.outcome is not Outcome.PASS, look
+        assert "failed 500 of its 1000 requests" in verdict.reason or look < 10
+
+
+@pytest.mark.parametrize(
+    ("failed", "judged", "expected"),
+    [
+        (50, 100, Outcome.FAIL),
+        (49, 100, Outcome.PASS),
+        (5, 10, Outcome.FAIL),
+        (4, 10, Outcome.PASS),
+        (1, 2, Outcome.INCONCLUSIVE),  # half, but under the floor: held, not failed
+        (5, 9, Outcome.INCONCLUSIVE),
+    ],
+)
+def test_half_is_the_line(failed: float, judged: float, expected: Outcome) -> None:
+    outcome, reason, _ = judge(stats(judged, fallbacks=failed))
+    assert outcome is expected, reason
+    if expected is not Outcome.PASS:
+        assert f"failed {failed:g} of its {judged:g} requests" in reason
+
+
+def test_refusing_what_the_baseline_takes_counts_as_failing_it() -> None:
+    """A canary whose provider answers 400 to 60% of the requests (a smaller context window, a
+    parameter it does not take) while the baseline refuses 1% of the same clients' requests:
+    `rejected` is the client's mistake, left out of error_rate, so every rate passed. What it
+    refuses beyond the baseline's share (1%, 10 of its 1000) is its own failure: 590 of the 990
+    requests it is answerable for, held back."""
+    observation = Observation(
+        0, 30, {"canary": stats(1000, rejected=600), "baseline": stats(900, rejected=9)}
+    )
+    slos = [SloSpec(metric="error_rate", max=0.02), *LATENCY_ONLY]
+    verdict, _ = assess(
+        slos, AnalysisSpec(min_requests=1), observation, {}, baseline="baseline", canary="canary"
+    )
+    assert verdict.outcome is Outcome.FAIL
+    assert "failed 590 of its 990 requests" in verdict.reason
+    assert "590 refused beyond the baseline's share" in verdict.reason
+
+
+@pytest.mark.parametrize(
+    ("canary_rejected", "held"),
+    [(600, True), (550, True), (549, False)],
+)
+def test_the_clients_own_mistakes_refused_by_both_do_not_hold_the_canary(
+    canary_rejected: float, held: bool
+) -> None:
+    """Refused as often as the baseline refuses, the requests are the clients' mistakes, not
+    the canary's: only the excess counts, against the half. With the baseline refusing 10%, the
+    canary is answerable for its 1000 requests less the 100 that share makes the clients' own,
+    and fails the excess, canary_rejected - 100: half at 550 (450 of 900), under it at 549."""
+    observation = Observation(
+        0,
+        30,
+        {"canary": stats(1000, rejected=canary_rejected), "baseline": stats(1000, rejected=100)},
+    )
+    verdict, _ = assess(
+        LATENCY_ONLY, AnalysisSpec(min_requests=1), observation, {},
+        baseline="baseline", canary="canary",
+    )  # fmt: skip
+    assert (verdict.outcome is Outcome.FAIL) is held, verdict.reason
+
+
+ANY_SLOS = [
+    SloSpec(metric="error_rate", compare="baseline", max_ratio=1.2),
+    SloSpec(metric="error_rate", compare="baseline", max_increase=0.01),
+    SloSpec(metric="served_error_rate", max=0.6),
+    SloSpec(metric="latency_p95_seconds", max=2),
+    SloSpec(metric="latency_p95_seconds", compare="baseline", max_ratio=1.1),
+    SloSpec(metric="cost_per_query_usd", compare="baseline", max_ratio=1.2),
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    slos=st.lists(st.sampled_from(ANY_SLOS), min_size=1, max_size=4, unique_by=id),
+    method=st.sampled_from(["threshold", "sequential"]),
+    canary_requests=st.integers(1, 2000),
+    failed_share=st.floats(0.5, 1.0),
+    fallback_share=st.floats(0.0, 1.0),
+    baseline_share=st.floats(0.0, 1.0),
+    looks=st.integers(1, 6),
+)
+def test_no_runbook_passes_a_window_in_which_half_the_canarys_requests_failed(
+    slos: list[SloSpec],
+    method: str,
+    canary_requests: int,
+    failed_share: float,
+    fallback_share: float,
+    baseline_share: float,
+    looks: int,
+) -> None:
+    """Whatever the SLOs, the method, the baseline's own failures and how many looks before:
+    an analysis of a window in which the canary's model failed at least half its requests
+    (errors or fallbacks, any mix) is never a pass, so it never ends a step."""
+    ledger: dict[str, Any] = {}
+    for look in range(1, looks + 1):
+        requests = canary_requests * look
+        failed = math.ceil(failed_share * requests)
+        fallbacks = math.floor(fallback_share * failed)
+        canary = stats(requests, errors=failed - fallbacks, fallbacks=fallbacks, cost_usd=0.0)
+        baseline_requests = 1000 * look
+        baseline = stats(
+            baseline_requests,
+            errors=math.floor(baseline_share * baseline_requests),
+            cost_usd=baseline_requests * 0.001,
+        )
+        verdict, ledger = assess(
+            slos,
+            AnalysisSpec(min_requests=1, method=method),
+            Observation(0, 30 * look, {"canary": canary, "baseline": baseline}),
+            ledger,
+            baseline="baseline",
+            canary="canary",
+        )
+        assert verdict.outcome is not Outcome.PASS, verdict.reason

@@ -360,3 +360,28 @@ def test_rollout_run_decides_from_prometheus_data(
     # machine) is also judged at the tick before it, on the counts the run had then, so the
     # replay makes at least the run's analyses, one more per late one.
     assert len(backtest["replay"]["analyses"]) >= backtest["run"]["analyses"]
+
+
+@pytest.mark.parametrize("value", ["-50", "+Inf", "-Inf"])
+def test_a_count_that_cannot_be_one_is_a_backend_error_never_a_pass(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A profile's query gives a negative or infinite count (a recording rule using delta() on a
+    gauge, a division by zero): read as errors, -50 made the canary's error rate negative and
+    passed every bound, +Inf requests made every rate 0. No real Prometheus answers increase()
+    so, hence the library's answer is stubbed: the rows as Prometheus' JSON has them."""
+    source = PrometheusMetricsSource("http://127.0.0.1:9")
+
+    def answer(query: str, params: object) -> list[dict[str, object]]:
+        rows = [
+            {"metric": {"variant": CANARY, "outcome": "ok"}, "value": [1.0, "100"]},
+            {"metric": {"variant": CANARY, "outcome": "error"}, "value": [1.0, value]},
+        ]
+        return rows if "llm_requests_total" in query else []
+
+    monkeypatch.setattr(source._client, "custom_query", answer)
+    with pytest.raises(MetricsBackendError) as caught:
+        source.observe(time.time() - 60)
+    message = str(caught.value)
+    assert f"gave {float(value):g} for variant '{CANARY}'" in message
+    assert "not a count" in message

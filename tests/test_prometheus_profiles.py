@@ -550,13 +550,17 @@ def test_shipped_profiles_and_the_example_runbook_are_promql_prometheus_accepts(
             metrics_source_for(spec).observe(time.time() - 30)
 
 
-def test_a_custom_query_may_answer_a_scalar_and_no_data_or_nan_is_no_value(
+def test_a_custom_query_may_answer_a_scalar_and_no_data_nan_or_inf_is_no_value(
     prometheus: PrometheusServer,
 ) -> None:
     queries = [
         SloQuery("scalar", "scalar(vector(0.25)) # {{variant}}", (BASE, CANARY)),
         SloQuery("empty", 'up{job="nothing-{{variant}}"}', (CANARY,)),
         SloQuery("nan", "vector(0) / 0 # {{variant}}", (CANARY,)),
+        # Infinities too: -Inf passed every `max` (a canary whose errors/requests query divided
+        # by a zero it should not have), +Inf every `min`.
+        SloQuery("inf", "vector(1) / 0 # {{variant}}", (CANARY,)),
+        SloQuery("minus_inf", "vector(-1) / 0 # {{variant}}", (CANARY,)),
         SloQuery("one", 'label_replace(vector(3), "v", "{{variant}}", "", "")', (CANARY,)),
     ]
     observed = PrometheusMetricsSource(prometheus.url, slo_queries=queries).observe(time.time())
@@ -564,5 +568,7 @@ def test_a_custom_query_may_answer_a_scalar_and_no_data_or_nan_is_no_value(
         "scalar": {BASE: 0.25, CANARY: 0.25},
         "empty": {},
         "nan": {},
+        "inf": {},
+        "minus_inf": {},
         "one": {CANARY: 3.0},
     }

@@ -53,7 +53,7 @@ def assess(
         verdict, ledger = _judge_unserved(
             slos, analysis, observation, ledger, kept, baseline, canary
         )
-    verdict, seen = guard_canary(verdict, observation, seen, canary=canary)
+    verdict, seen = guard_canary(verdict, observation, seen, canary=canary, baseline=baseline)
     remembered = {} if kept is None else {last_window.LEDGER_KEY: kept.to_dict()}
     return verdict, {**ledger, LEDGER_KEY: seen, **remembered}
 

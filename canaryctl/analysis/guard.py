@@ -1,5 +1,5 @@
-"""The check every rollout gets, whatever its SLOs: a canary whose own model fails every request
-is never promoted.
+"""The check every rollout gets, whatever its SLOs: a canary whose own model fails every request,
+or half of them, is never promoted.
 
 A runbook may judge no rate at all (latency and cost only), or judge `served_error_rate`, which a
 fallback chain keeps at zero while the canary's model answers nothing. So, on the canary alone:
@@ -10,8 +10,16 @@ fallback chain keeps at zero while the canary's model answers nothing. So, on th
 - INCONCLUSIVE while the canary's model has not answered one request well (outcome `ok`) in the
   whole run. A hold ends only on a passing analysis, so such a canary can never be promoted: it
   is held until it answers, or rolled back once the holds' extensions run out.
+- FAIL when its model failed at least `CEILING` (half) of the window's requests, at least
+  `FLOOR` of them judged, counting among them what it refused beyond the share the baseline
+  refused (`_refused_beyond`); INCONCLUSIVE below the floor. A runbook whose only bound on
+  failures is relative passes such a canary when the baseline fails nearly as much (an outage of
+  both, a bad prompt mix), and one that bounds only latency passes it because failures are
+  fast. A FAIL even when the baseline fails as much: rolling back to a baseline in the same
+  trouble costs its users nothing, while holding the weight (a pause waiting for a human) keeps
+  the canary's share of users failing for as long as the pause lasts.
 
-Either adds one check to the verdict; a canary that answers adds none. What the run has seen is
+Each adds one check to the verdict; a canary that answers adds none. What the run has seen is
 one flag, kept in the analysis ledger under its own key.
 """
 
@@ -20,13 +28,19 @@ from __future__ import annotations
 from typing import Any
 
 from canaryctl.analysis.verdict import Check, Outcome, Verdict
-from canaryctl.metrics.base import Observation
+from canaryctl.metrics.base import Observation, VariantStats
 
-__all__ = ["FLOOR", "LEDGER_KEY", "guard_canary"]
+__all__ = ["CEILING", "FLOOR", "LEDGER_KEY", "guard_canary"]
 
 FLOOR = 10
-"""Requests that must all have failed before one window fails the canary outright: a healthy
-model failing 10 in a row at even a 20% error rate happens once in ten million windows."""
+"""Requests a window must judge before it fails the canary outright: a healthy model failing 10
+in a row at even a 20% error rate happens once in ten million windows, and half of 10 at a 2%
+one about once in a million."""
+
+CEILING = 0.5
+"""The share of a window's requests the canary's model may fail and still pass the guard: less
+than half. No SLO worth promoting on allows more, and a healthy canary's share in a window of a
+few dozen requests is far below it."""
 
 LEDGER_KEY = "canary_guard"
 
@@ -35,15 +49,23 @@ _METRIC = "canary_answers"
 
 
 def guard_canary(
-    verdict: Verdict, observation: Observation, seen: dict[str, Any], *, canary: str
+    verdict: Verdict,
+    observation: Observation,
+    seen: dict[str, Any],
+    *,
+    canary: str,
+    baseline: str | None = None,
 ) -> tuple[Verdict, dict[str, Any]]:
     """`verdict` with the guard's check added when it does not pass, and what to remember
-    (`seen`: what this returned last time, {} at the start of a run)."""
+    (`seen`: what this returned last time, {} at the start of a run). With `baseline`, what the
+    canary refused beyond the baseline's share counts among its failures (_refused_beyond)."""
     stats = observation.of(canary)
     answered = bool(seen.get("answered")) or stats.answered > 0
     remembered = {"answered": answered}
     judged = stats.requests - stats.rejected
     failed = stats.model_failures
+    refused = 0.0 if baseline is None else _refused_beyond(stats, observation.of(baseline))
+    answerable, failing = judged + refused, failed + refused
 
     def check(outcome: Outcome, reason: str) -> Verdict:
         added = Check(
@@ -51,7 +73,7 @@ def guard_canary(
             metric=_METRIC,
             outcome=outcome,
             reason=reason,
-            canary_value=failed / judged if judged > 0 else None,
+            canary_value=failing / answerable if answerable > 0 else None,
             baseline_value=None,
             bound=None,
             canary_requests=stats.requests,
@@ -72,4 +94,24 @@ def guard_canary(
             "until it does"
         )
         return check(Outcome.INCONCLUSIVE, reason), remembered
+    if answerable > 0 and failing >= CEILING * answerable:
+        outcome = Outcome.FAIL if answerable >= FLOOR else Outcome.INCONCLUSIVE
+        reason = (
+            f"the canary '{canary}' model failed {failing:g} of its {answerable:g} requests in "
+            f"the window ({stats.errors:g} errors, {stats.fallbacks:g} answered by a fallback, "
+            f"{refused:g} refused beyond the baseline's share), at least {CEILING:.0%}; it "
+            "cannot be promoted while it does, whatever the SLOs"
+        )
+        return check(outcome, reason), remembered
     return verdict, remembered
+
+
+def _refused_beyond(canary: VariantStats, baseline: VariantStats) -> float:
+    """The canary's refusals (`rejected`: 400, 413, 422) beyond the share of its requests the
+    baseline refused in the same window. Refusals are the clients' mistakes, left out of every
+    failure rate, but the same clients send both arms the same requests: a canary that refuses
+    what the baseline takes (a smaller context window, a parameter its provider rejects) fails
+    them. 0 while the baseline serves nothing (at 100%), where the two cannot be told apart."""
+    if baseline.requests <= 0:
+        return 0.0
+    return max(canary.rejected - canary.requests * baseline.rejected / baseline.requests, 0.0)

@@ -14,9 +14,9 @@ With the `canaryctl` profile that is two queries for the usual error rate and p9
 custom SLO query once; `recent_requests` sends that query over a longer window, for preflight's
 "does the baseline have traffic here?".
 
-A custom SLO's query must come back as one number per variant. No series is no data (the check
-is inconclusive); several series is a mistake in the runbook, InvalidInput naming the SLO, as is
-a query Prometheus rejects as malformed (HTTP 400/422).
+A custom SLO's query must come back as one number per variant. No series, NaN or an infinity is
+no data (the check is inconclusive); several series is a mistake in the runbook, InvalidInput
+naming the SLO, as is a query Prometheus rejects as malformed (HTTP 400/422).
 
 The counts are Prometheus' estimates, not exact: increase() extrapolates from the samples inside
 the window to its edges (by up to a scrape interval at each end), and a series born inside the
@@ -203,6 +203,12 @@ class PrometheusMetricsSource:
         for query in queries:
             promql = render(query.promql, values)
             for variant, labels, value in self._variant_rows(query, self._query(promql, now)):
+                if not math.isfinite(value) or value < 0:
+                    raise MetricsBackendError(
+                        f"Prometheus at {self.shown}: the metric profile's query {promql!r} "
+                        f"gave {value:g} for variant '{variant}', not a count (increase() is "
+                        "finite and never negative); no verdict rests on it"
+                    )
                 row = totals.setdefault(variant, VariantTotals())
                 for ingredient, wanted in query.yields.items():
                     if all(labels.get(name) == value_ for name, value_ in wanted.items()):
@@ -229,7 +235,8 @@ class PrometheusMetricsSource:
         return rows
 
     def _slo_values(self, slo: SloQuery, window: int, now: float) -> dict[str, float]:
-        """One query per variant; no series (or NaN) leaves the variant out: no data."""
+        """One query per variant; no series (or NaN, or an infinity) leaves the variant out: no
+        data. An infinity is a division by zero, not a measurement: -Inf passed every `max`."""
         label = self.profile.variant_label
         values = {
             "window": f"{window}s",
@@ -253,7 +260,7 @@ class PrometheusMetricsSource:
                     f"sum(...), so it gives one value per variant. Query: {promql}"
                 )
             for _, value in self._rows(result):
-                if not math.isnan(value):
+                if math.isfinite(value):
                     measured[variation] = value
         return measured
 

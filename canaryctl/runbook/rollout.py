@@ -645,16 +645,29 @@ class RolloutSpec(Strict):
         return self
 
 
+_FAILURE_RATES = frozenset({"error_rate", "served_error_rate", "fallback_rate"})
+"""The rates of the canary's own failures: an absolute bound on one of them (or on a runbook's
+own PromQL, which may be one) is what holds a canary whose failures the baseline shares."""
+
+
 def rollout_warnings(spec: RolloutSpec) -> list[str]:
     """What makes a valid runbook judge less than it seems to (`canaryctl validate` prints it):
-    no absolute bound, a promotion no analysis judges at 100%, an SLO that can never be judged.
-    Each names the field it is about."""
+    no absolute bound, or none on a failure rate, a promotion no analysis judges at 100%, an
+    SLO that can never be judged. Each names the field it is about."""
     found: list[str] = []
-    if not any(slo.max is not None or slo.min is not None for slo in spec.slos):
+    absolute = [slo for slo in spec.slos if slo.max is not None or slo.min is not None]
+    if not absolute:
         found.append(
             "spec.slos: no absolute bound (max or min): relative bounds alone let through "
             "whatever the baseline does too (an outage of both), and at 100% they rest on the "
             "baseline's last window before it"
+        )
+    elif not any(slo.metric in _FAILURE_RATES or slo.metric is None for slo in absolute):
+        found.append(
+            "spec.slos: no absolute bound on a failure rate (error_rate, served_error_rate or "
+            "fallback_rate max): failures are fast and cheap, so latency and cost bounds pass a "
+            "canary that fails, and relative ones let through what the baseline fails too; only "
+            "the built-in check stops one failing half its requests"
         )
     weights = [(i, s.set_weight) for i, s in enumerate(spec.steps) if s.set_weight is not None]
     last, weight = weights[-1]
