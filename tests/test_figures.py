@@ -153,7 +153,7 @@ def test_chaos_proxy_overhead_names_the_rate_it_did_not_run(tables: ModuleType) 
         },
     }
     table = tables.chaos_proxy_overhead(data)
-    assert "| stream | 200 | not run: above 80% of 180 req/s, the slower path's maximum |" in table
+    assert "| stream | 200 | not run: above 80% of 180 req/s, the proxy path's maximum |" in table
     assert f"| 2.00 → 1.50 ms ({tables.MINUS}0.50) |" in table
     assert "| 3.00 ms | 400 / 180 |" in table
 
