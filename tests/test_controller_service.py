@@ -20,6 +20,7 @@ from prometheus_server import eventually
 from sqlalchemy import text
 
 from canaryctl.analysis import Verdict
+from canaryctl.controller.defaults import wait_bound
 from canaryctl.controller.events import RolloutObserver
 from canaryctl.controller.runner import submit_rollout
 from canaryctl.controller.service import Controller, ReleasingClock, RequestInbox
@@ -176,9 +177,9 @@ def test_a_scan_takes_a_dead_local_drivers_run_at_once_and_wakes_as_a_live_lease
     a live pid) keeps its run, and the next scan is due when its lease lapses, not a scan
     period later."""
     fleet = Fleet()
-    dead_run, live_run, local_run = (
+    dead_run, live_run, local_run, contained_run = (
         submit_rollout(rollout(name), state_path=state_location)[0]
-        for name in ("route-dead", "route-remote", "route-local")
+        for name in ("route-dead", "route-remote", "route-local", "route-contained")
     )
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
@@ -190,10 +191,15 @@ def test_a_scan_takes_a_dead_local_drivers_run_at_once_and_wakes_as_a_live_lease
         assert store.take_lease(
             local_run, f"{socket.gethostname()}:{os.getpid()}:f00d", now=now, ttl=3600.0
         )
+        # A container sharing the host's name (host networking) but not its pids: that pid
+        # means nothing here, so its run waits for its lease.
+        assert store.take_lease(contained_run, f"{dead}:4026000000", now=now, ttl=3600.0)
         lapse = store.run(live_run).lease_until  # type: ignore[union-attr]
         service = controller(store, fleet, lease_ttl=60.0)
         try:
             before = time.time()
+            # Its own owner id names its PID namespace, for the others to compare.
+            assert service.owner.split(":")[3] == os.readlink("/proc/self/ns/pid")[5:-1]
             assert service.scan() == [dead_run]
             assert store.events(dead_run, "lease")[-1].data["previous"] == dead
             assert service.leases.next_lapse == lapse
@@ -201,6 +207,39 @@ def test_a_scan_takes_a_dead_local_drivers_run_at_once_and_wakes_as_a_live_lease
             assert 0 < service.next_scan_in() <= lapse - before + 0.01
         finally:
             service.stop()
+
+
+@pytest.mark.parametrize("state_location", ["postgresql"], indirect=True)
+def test_a_renewal_slowed_past_a_third_of_the_lease_succeeds_within_it(
+    state_location: str,
+) -> None:
+    """A heartbeat waiting on a row lock (a slow transaction elsewhere) for 2.3 s under a 6 s
+    lease renews the lease: a database call that ends within the lease is not cut short, which
+    would end its run (the bound was a third of the lease, 2 s here)."""
+    run_id, _ = submit_rollout(rollout("support-bot"), state_path=state_location)
+    lease = 6.0
+    with StateStore(state_location, timeout=wait_bound(lease)) as store:
+        epoch = store.take_lease(run_id, "ctl", now=time.time(), ttl=lease)
+        assert epoch is not None
+        engine, _ = state_engine(state_location)
+        locked, done = threading.Event(), threading.Event()
+
+        def slow_transaction() -> None:
+            with engine.begin() as connection:
+                connection.execute(text(f"SELECT id FROM runs WHERE id = {run_id} FOR UPDATE"))
+                locked.set()
+                done.wait(2.3)
+
+        holder = threading.Thread(target=slow_transaction)
+        holder.start()
+        try:
+            assert locked.wait(30.0)
+            renewed = store.renew_leases("ctl", {run_id: epoch}, now=time.time(), ttl=lease)
+        finally:
+            done.set()
+            holder.join()
+            engine.dispose()
+        assert renewed == {run_id}
 
 
 @pytest.mark.parametrize("state_location", ["sqlite"], indirect=True)

@@ -247,6 +247,16 @@ def test_a_pause_shorter_than_an_interval_still_lasts_one_interval() -> None:
     assert d.analyses == [(10, 0, True)]
 
 
+def test_a_short_pause_seen_late_closes_one_interval_after_its_weight_not_after_the_tick() -> None:
+    # The weight landed at T0 and the tick that learns it comes 4 s later (a slow write): a
+    # 3 s pause still closes one interval after the weight, at T0 + 10, not at T0 + 14.
+    rollout = spec([W10, {"pause": 3}])
+    setting = RolloutState(phase=Phase.PROGRESSING)
+    decision = tick(rollout, setting, T0 + 4, WeightSet(T0))
+    assert decision.state.hold_ends == T0 + 10
+    assert decision.action == Wait(T0 + 10)
+
+
 def test_a_pause_of_exactly_one_interval_closes_with_its_first_analysis() -> None:
     d = Drive(spec([W10, {"pause": INTERVAL}])).run()
     assert d.analyses == [(10, 0, True)]
@@ -789,7 +799,7 @@ def test_a_taken_over_hold_is_judged_when_its_last_driver_would_have_judged_it()
     assert early.action == Wait(T0 + 30) and early.state.window_start == T0 + 24
     late = tick(rollout, state, T0 + 33, Resumed(T0 + 33))
     assert late.action == Analyze(T0 + 33, False)
-    # Nothing due sooner (a driver that died as it set the weight): an interval after the resume.
+    # Nothing due sooner (a successor whose clock is behind): an interval after the resume.
     fresh = replace(state, next_analysis=T0 + 100)
     assert tick(rollout, fresh, T0 + 33, Resumed(T0 + 33)).action == Wait(T0 + 43)
     # The same in an undecided pause waiting for a human.
@@ -798,6 +808,9 @@ def test_a_taken_over_hold_is_judged_when_its_last_driver_would_have_judged_it()
     )
     assert tick(rollout, paused, T0 + 24, Resumed(T0 + 24)).action == Wait(T0 + 30)
     assert tick(rollout, paused, T0 + 33, Resumed(T0 + 33)).action == Analyze(T0 + 33, True)
+    # A successor whose clock is behind the dead driver's still judges within an interval.
+    skewed = tick(rollout, replace(paused, next_analysis=T0 + 100), T0 + 33, Resumed(T0 + 33))
+    assert skewed.action == Wait(T0 + 43) and skewed.state.next_analysis == T0 + 43
 
 
 def test_after_a_resume_the_closing_analysis_comes_when_the_hold_ends_not_an_interval_later() -> (

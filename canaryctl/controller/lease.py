@@ -7,8 +7,8 @@ the driver's every write names it and the store refuses a stale one (LeaseLost),
 that stalled past its lease and lost the run to another driver writes nothing: not to the
 journal, and not to the flag, whose claim carries the epoch too. A driver that dies stops
 renewing; after `ttl` anyone may take its runs. On its own host, a driver whose process is gone
-loses its leases at once (its owner id names host and pid), so `resume` after a crash need not
-wait.
+loses its leases at once (its owner id names host, pid and PID namespace), so neither `resume`
+after a crash nor a controller's scan need wait.
 
 A driver knows when its lease was last confirmed (the heartbeat's last success): past the
 lease time without one (the database is away, or the process was frozen) it asks the database
@@ -20,6 +20,7 @@ are compared across processes and machines.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -39,14 +40,27 @@ __all__ = ["DEFAULT_LEASE_TTL", "LeaseLost", "Leases", "RunReleased", "wait_boun
 log = logging.getLogger(__name__)
 
 
+@functools.cache
+def _pid_namespace() -> str:
+    """This process's PID namespace ('' where there is none to read): containers that share a
+    host name (host networking) need not share their pids, and a pid names a process only
+    within its namespace."""
+    try:
+        return os.readlink("/proc/self/ns/pid").removeprefix("pid:[").removesuffix("]")
+    except OSError:
+        return ""
+
+
 def _owner_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}:{_pid_namespace()}"
 
 
 def _owner_gone(owner: str) -> bool:
-    """Is `owner` a process of this host that no longer runs (so its leases are void)?"""
-    host, _, rest = owner.partition(":")
-    pid = rest.partition(":")[0]
+    """Is `owner` a process of this host that no longer runs (so its leases are void)? Only
+    one of our own PID namespace can be seen gone (an owner id without one predates them)."""
+    host, pid, _, namespace, *_ = [*owner.split(":"), "", "", ""]
+    if namespace and namespace != _pid_namespace():
+        return False
     return pid.isdigit() and process_alive(host, int(pid)) is False
 
 
