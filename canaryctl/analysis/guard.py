@@ -10,14 +10,14 @@ fallback chain keeps at zero while the canary's model answers nothing. So, on th
 - INCONCLUSIVE while the canary's model has not answered one request well (outcome `ok`) in the
   whole run. A hold ends only on a passing analysis, so such a canary can never be promoted: it
   is held until it answers, or rolled back once the holds' extensions run out.
-- FAIL when its model failed at least `CEILING` (half) of the window's requests, at least
-  `FLOOR` of them judged, counting among them what it refused beyond the share the baseline
-  refused (`_refused_beyond`); INCONCLUSIVE below the floor. A runbook whose only bound on
-  failures is relative passes such a canary when the baseline fails nearly as much (an outage of
-  both, a bad prompt mix), and one that bounds only latency passes it because failures are
-  fast. A FAIL even when the baseline fails as much: rolling back to a baseline in the same
-  trouble costs its users nothing, while holding the weight (a pause waiting for a human) keeps
-  the canary's share of users failing for as long as the pause lasts.
+- INCONCLUSIVE, likewise, while its model failed at least `CEILING` (half) of the window's
+  requests, counting among them what it refused beyond the share the baseline refused
+  (`_refused_beyond`). A runbook whose only bound on failures is relative passes such a canary
+  when the baseline fails nearly as much (an outage of both, a bad prompt mix), and one that
+  bounds only latency passes it because failures are fast. Not a FAIL: with the baseline
+  failing too, the canary may be no worse, so the step waits (then `on_inconclusive`); the
+  closing analysis' window is the whole step, so a healthy canary is held only while its window
+  is a handful of requests.
 
 Each adds one check to the verdict; a canary that answers adds none. What the run has seen is
 one flag, kept in the analysis ledger under its own key.
@@ -33,9 +33,8 @@ from canaryctl.metrics.base import Observation, VariantStats
 __all__ = ["CEILING", "FLOOR", "LEDGER_KEY", "guard_canary"]
 
 FLOOR = 10
-"""Requests a window must judge before it fails the canary outright: a healthy model failing 10
-in a row at even a 20% error rate happens once in ten million windows, and half of 10 at a 2%
-one about once in a million."""
+"""Requests that must all have failed before one window fails the canary outright: a healthy
+model failing 10 in a row at even a 20% error rate happens once in ten million windows."""
 
 CEILING = 0.5
 """The share of a window's requests the canary's model may fail and still pass the guard: less
@@ -95,14 +94,13 @@ def guard_canary(
         )
         return check(Outcome.INCONCLUSIVE, reason), remembered
     if answerable > 0 and failing >= CEILING * answerable:
-        outcome = Outcome.FAIL if answerable >= FLOOR else Outcome.INCONCLUSIVE
         reason = (
             f"the canary '{canary}' model failed {failing:g} of its {answerable:g} requests in "
             f"the window ({stats.errors:g} errors, {stats.fallbacks:g} answered by a fallback, "
             f"{refused:g} refused beyond the baseline's share), at least {CEILING:.0%}; it "
             "cannot be promoted while it does, whatever the SLOs"
         )
-        return check(outcome, reason), remembered
+        return check(Outcome.INCONCLUSIVE, reason), remembered
     return verdict, remembered
 
 
