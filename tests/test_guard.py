@@ -255,3 +255,41 @@ def test_no_runbook_passes_a_window_in_which_half_the_canarys_requests_failed(
             canary="canary",
         )
         assert verdict.outcome is not Outcome.PASS, verdict.reason
+
+
+# -- the edges of the half line (each pinned by a mutant that survived without it) ---------------
+
+ANSWERED = {LEDGER_KEY: {"answered": True}}
+"""What the run remembers once the canary answered one request well."""
+
+
+def guard_checks(canary: VariantStats, baseline: VariantStats) -> list[Any]:
+    verdict, _ = assess(
+        LATENCY_ONLY, AnalysisSpec(min_requests=1),
+        Observation(0, 30, {"canary": canary, "baseline": baseline}), dict(ANSWERED),
+        baseline="baseline", canary="canary",
+    )  # fmt: skip
+    return [c for c in verdict.checks if c.metric == "canary_answers"]
+
+
+def test_one_failed_request_of_one_is_held_whatever_the_slos() -> None:
+    outcome, reason, _ = judge(stats(1, fallbacks=1), dict(ANSWERED))
+    assert outcome is Outcome.INCONCLUSIVE
+    assert "failed 1 of its 1 requests" in reason and reason.endswith("whatever the SLOs")
+
+
+def test_a_window_without_requests_adds_no_check_of_the_guards() -> None:
+    assert guard_checks(stats(0), stats(100)) == []
+
+
+def test_refusals_count_against_a_baseline_of_a_single_request() -> None:
+    """The baseline answered its one request: the canary refusing 60 of 100 refuses them all
+    beyond the baseline's share (none)."""
+    [check] = guard_checks(stats(100, rejected=60), stats(1))
+    assert check.outcome is Outcome.INCONCLUSIVE and "60 refused beyond" in check.reason
+
+
+def test_with_a_baseline_serving_nothing_refusals_are_the_clients_own() -> None:
+    """At 100% the baseline serves nothing: the canary's one refusal is the client's mistake,
+    so 49 failures of the 99 it is answerable for stay under half."""
+    assert guard_checks(stats(100, errors=49, rejected=1), stats(0)) == []
