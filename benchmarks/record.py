@@ -63,7 +63,11 @@ def versions(packages: tuple[str, ...] = ()) -> dict[str, Any]:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             found[name] = None
-    dirty = _git("status", "--porcelain", "-uno", "--", "canaryctl", "benchmarks", "pyproject.toml")
+    # Results are outputs, not the code measured: one run's fresh JSON must not mark the next.
+    dirty = _git(
+        "status", "--porcelain", "-uno", "--", "canaryctl", "benchmarks", "pyproject.toml",
+        ":(exclude)benchmarks/results",
+    )  # fmt: skip
     return {
         "python": platform.python_version(),
         "canaryctl_commit": _git("rev-parse", "--short=12", "HEAD") or None,
