@@ -295,6 +295,43 @@ def test_a_live_canary_whose_model_failed_every_request_fails_the_gate(tmp_path:
     assert report.outcome is Outcome.FAIL and report.exit_code == 1
 
 
+def test_a_live_canary_refusing_what_the_baseline_takes_does_not_pass_the_gate(
+    tmp_path: Path,
+) -> None:
+    """As in a rollout: refusals (400, 422) are the clients' mistakes and left out of every
+    rate, but the canary refusing 60% of what the baseline takes (1% refused) fails them, and
+    the gate, like the controller, counts the excess against the canary."""
+    write_lab(tmp_path)
+    runbook = write_runbook(tmp_path, "good")
+    data = yaml.safe_load(runbook.read_text())
+    data["spec"]["gate"]["live"] = {"window": "10m"}
+    data["spec"]["slos"] = [{"metric": "error_rate", "max": 0.02}]
+    runbook.write_text(yaml.safe_dump(data))
+
+    def script(since: float, now: float) -> Observation:
+        return Observation(
+            since,
+            now,
+            {
+                "old-value": VariantStats(requests=1000, rejected=10),
+                "good-value": VariantStats(requests=1000, rejected=600),
+            },
+        )
+
+    report = run_gate(
+        load_document(runbook, expect=Rollout),
+        metrics=ScriptedMetricsSource(script, lambda: 1000.0),
+        flags=MemoryFlagStore("model", "old-value", "good-value"),
+        clock=lambda: 1000.0,
+        sleep=lambda _: None,
+    )
+    live = {c.check.metric: c.check for c in report.checks if c.kind == "live"}
+    assert live["error_rate"].outcome is Outcome.PASS
+    assert live["canary_answers"].outcome is not Outcome.PASS
+    assert "590 refused beyond the baseline's share" in live["canary_answers"].reason
+    assert report.outcome is not Outcome.PASS and report.exit_code != 0
+
+
 @pytest.mark.e2e
 @pytest.mark.parametrize(("canary", "outcome"), [("gpt-4o-mini", "pass"), ("mixtral-8x7b", "fail")])
 def test_live_gate_on_the_lab_with_the_scrape_backend(

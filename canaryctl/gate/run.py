@@ -63,8 +63,9 @@ def run_gate(
         labels = _variation_values(rollout, flags)
         observation = _observe(rollout, gate.live.window, metrics, clock, sleep)
         verdict = judge(spec.slos, spec.analysis, observation, baseline=labels[0], canary=labels[1])
-        # As in a rollout: a canary whose model answered nothing in the window never passes.
-        verdict, _ = guard_canary(verdict, observation, {}, canary=labels[1])
+        # As in a rollout: a canary whose model answered nothing, failed half the window's
+        # requests or refused more than the baseline refused never passes.
+        verdict, _ = guard_canary(verdict, observation, {}, canary=labels[1], baseline=labels[0])
         checks.extend(GateCheck("live", check) for check in verdict.checks)
 
     projection = None
