@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -17,9 +18,11 @@ from click.testing import CliRunner
 from loopback import free_port
 
 from canaryctl.analysis import Outcome
+from canaryctl.analysis.verdict import Check
 from canaryctl.cli import main
 from canaryctl.flags import MemoryFlagStore
 from canaryctl.gate import run_gate
+from canaryctl.gate.result import GateReport
 from canaryctl.metrics import Observation, ScriptedMetricsSource, VariantStats
 from canaryctl.runbook import Rollout, load_document
 
@@ -261,25 +264,20 @@ def test_live_slos_and_live_cost_join_the_eval(tmp_path: Path) -> None:
     assert report.projection.canary_monthly == pytest.approx(0.0005 * 10_000_000)
 
 
-def test_a_live_canary_whose_model_failed_every_request_fails_the_gate(tmp_path: Path) -> None:
-    """Rescued by its fallback every time, it shows no served error; the built-in check on the
-    canary's own model fails it whatever the SLOs."""
+def live_gate(
+    tmp_path: Path, slo: dict[str, Any], baseline: VariantStats, canary: VariantStats
+) -> tuple[GateReport, dict[str, Check]]:
+    """The gate of a runbook judging `slo` live, on one window of these counts: its report and
+    its live checks by metric."""
     write_lab(tmp_path)
     runbook = write_runbook(tmp_path, "good")
     data = yaml.safe_load(runbook.read_text())
     data["spec"]["gate"]["live"] = {"window": "10m"}
-    data["spec"]["slos"] = [{"metric": "served_error_rate", "max": 0.02}]
+    data["spec"]["slos"] = [slo]
     runbook.write_text(yaml.safe_dump(data))
 
     def script(since: float, now: float) -> Observation:
-        return Observation(
-            since,
-            now,
-            {
-                "old-value": VariantStats(requests=1000, errors=5),
-                "good-value": VariantStats(requests=1000, fallbacks=1000),
-            },
-        )
+        return Observation(since, now, {"old-value": baseline, "good-value": canary})
 
     report = run_gate(
         load_document(runbook, expect=Rollout),
@@ -288,7 +286,18 @@ def test_a_live_canary_whose_model_failed_every_request_fails_the_gate(tmp_path:
         clock=lambda: 1000.0,
         sleep=lambda _: None,
     )
-    live = {c.check.metric: c.check for c in report.checks if c.kind == "live"}
+    return report, {c.check.metric: c.check for c in report.checks if c.kind == "live"}
+
+
+def test_a_live_canary_whose_model_failed_every_request_fails_the_gate(tmp_path: Path) -> None:
+    """Rescued by its fallback every time, it shows no served error; the built-in check on the
+    canary's own model fails it whatever the SLOs."""
+    report, live = live_gate(
+        tmp_path,
+        {"metric": "served_error_rate", "max": 0.02},
+        baseline=VariantStats(requests=1000, errors=5),
+        canary=VariantStats(requests=1000, fallbacks=1000),
+    )
     assert live["served_error_rate"].outcome is Outcome.PASS
     assert live["canary_answers"].outcome is Outcome.FAIL
     assert "model failed every one of its 1000 requests" in live["canary_answers"].reason
@@ -301,31 +310,12 @@ def test_a_live_canary_refusing_what_the_baseline_takes_does_not_pass_the_gate(
     """As in a rollout: refusals (400, 422) are the clients' mistakes and left out of every
     rate, but the canary refusing 60% of what the baseline takes (1% refused) fails them, and
     the gate, like the controller, counts the excess against the canary."""
-    write_lab(tmp_path)
-    runbook = write_runbook(tmp_path, "good")
-    data = yaml.safe_load(runbook.read_text())
-    data["spec"]["gate"]["live"] = {"window": "10m"}
-    data["spec"]["slos"] = [{"metric": "error_rate", "max": 0.02}]
-    runbook.write_text(yaml.safe_dump(data))
-
-    def script(since: float, now: float) -> Observation:
-        return Observation(
-            since,
-            now,
-            {
-                "old-value": VariantStats(requests=1000, rejected=10),
-                "good-value": VariantStats(requests=1000, rejected=600),
-            },
-        )
-
-    report = run_gate(
-        load_document(runbook, expect=Rollout),
-        metrics=ScriptedMetricsSource(script, lambda: 1000.0),
-        flags=MemoryFlagStore("model", "old-value", "good-value"),
-        clock=lambda: 1000.0,
-        sleep=lambda _: None,
+    report, live = live_gate(
+        tmp_path,
+        {"metric": "error_rate", "max": 0.02},
+        baseline=VariantStats(requests=1000, rejected=10),
+        canary=VariantStats(requests=1000, rejected=600),
     )
-    live = {c.check.metric: c.check for c in report.checks if c.kind == "live"}
     assert live["error_rate"].outcome is Outcome.PASS
     assert live["canary_answers"].outcome is not Outcome.PASS
     assert "590 refused beyond the baseline's share" in live["canary_answers"].reason
