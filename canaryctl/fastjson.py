@@ -41,11 +41,18 @@ def quick_loads(data: bytes) -> Any:
         return UNSURE
 
 
-def loads(data: bytes) -> Any:
+def loads(data: bytes | str) -> Any:
     """`json.loads(data)`, through orjson where that gives the same value; errors are json's
-    (JSONDecodeError, UnicodeDecodeError), never orjson's."""
-    value = quick_loads(data)
-    return json.loads(data) if value is UNSURE else value
+    (JSONDecodeError, UnicodeDecodeError), never orjson's. What nests past the interpreter's
+    recursion limit is a JSONDecodeError too, not a RecursionError: JSON from outside (an
+    upstream's answer, a judge's reply, a file) may be built to reach it."""
+    value = quick_loads(data) if isinstance(data, bytes) else UNSURE
+    if value is not UNSURE:
+        return value
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deep to read", "", 0) from None
 
 
 def dumps(value: Any) -> bytes:

@@ -41,7 +41,11 @@ _BAD_USAGE = {
     "bad_usage": {"prompt_tokens": "nine", "completion_tokens": 3},
     "negative_usage": {"prompt_tokens": 9, "completion_tokens": -3, "total_tokens": 6},
 }
-KINDS = (*_ERRORS, "ok", "empty_object", "empty_completion", "filtered", *_BAD_USAGE, "broken")
+_DEEP = b"[" * 5000 + b"]" * 5000
+"""Valid JSON nested past any parser's recursion limit: the `deep` kinds answer it as the body, a
+stream's chunk, or a 503's error body."""
+KINDS = (*_ERRORS, "ok", "empty_object", "empty_completion", "filtered", *_BAD_USAGE, "broken",
+         "deep", "deep503")  # fmt: skip
 LEAK_KINDS = ("leak400", "leak429", "leak500", "leak503", "leakstream", "leakok")
 
 
@@ -84,6 +88,9 @@ async def _stream(kind: str, model: str) -> AsyncIterator[bytes]:
     await asyncio.sleep(0.01)
     if kind == "broken":
         yield broken_chunk()
+        return
+    if kind == "deep":
+        yield b"data: " + _DEEP + b"\n\n"
         return
     yield _chunk(model, {"content": "ve."})
     yield _chunk(model, {}, "stop")
@@ -177,6 +184,8 @@ def misbehaving_app() -> Starlette:
         body = await request.json()
         model = str(body.get("model"))
         app.state.authorization.append(request.headers.get("authorization"))
+        if kind == "deep503":
+            return Response(_DEEP, status_code=503, media_type="application/json")
         if kind in _ERRORS:
             status, message, code = _ERRORS[kind]
             error = {"message": message, "type": "invalid_request_error", "code": code}
@@ -185,6 +194,8 @@ def misbehaving_app() -> Starlette:
             return StreamingResponse(_stream(kind, model), media_type="text/event-stream")
         if kind == "empty_object":
             return JSONResponse({})
+        if kind == "deep":
+            return Response(_DEEP, media_type="application/json")
         if kind in ("empty_completion", "filtered"):
             useless = "empty_completion" if kind == "empty_completion" else "content_filter"
             return JSONResponse(synthetic_completion(model, useless, "openai"))

@@ -424,10 +424,13 @@ def test_flags_show_on_hostile_files_is_one_line_exit_2(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     duplicate = tmp_path / "dup.json"
     duplicate.write_text('{"flags": {"k": {"on": true},\n  "k": {"on": false}}}')
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000)  # past the JSON scanner's recursion limit, then cut
     for path, message in [
         (utf16, "not UTF-8 text (UTF-16 byte order mark)"),
         (fifo, "not a regular file"),
         (duplicate, ":2: duplicate key 'k' (first at line 1)"),
+        (deep, "nested too deep"),
     ]:
         result = CliRunner().invoke(main, ["flags", "show", str(path), "k"])
         assert result.exit_code == 2, result.output

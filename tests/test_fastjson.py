@@ -86,3 +86,11 @@ def test_request_bodies_keep_their_limits_and_messages() -> None:
     with pytest.raises(BadJSON, match="BOM"):  # in a request body, as before
         parse_json(b"\xef\xbb\xbf{}", 8)
     assert parse_json(b"[12345678901234567890123]", 8) == [12345678901234567890123]
+
+
+@pytest.mark.parametrize("data", [b"[" * 5000 + b"]" * 5000, '{"a":' * 5000 + "1" + "}" * 5000])
+def test_json_nested_past_the_recursion_limit_is_a_decode_error(data: bytes | str) -> None:
+    # orjson stops at 1024 levels and json's scanner at the interpreter's recursion limit: an
+    # upstream or a file built to reach it must read as bad JSON, which every caller handles.
+    with pytest.raises(json.JSONDecodeError, match="nested too deep"):
+        fastjson.loads(data)

@@ -99,6 +99,7 @@ def test_replies_are_read_leniently_about_wrapping_and_strictly_about_content() 
         "1",
         "",
         '{"grade": 1}',
+        '{"score": 1, "why": ' + "[" * 5000 + "]" * 5000 + "}",  # past the recursion limit
     ):
         assert read_score(bad) is None, bad
     assert read_winner('{"winner": "b"}') == "B"

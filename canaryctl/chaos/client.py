@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from canaryctl import retry
+from canaryctl import fastjson, retry
 from canaryctl.chaos.admin import ADMIN_PREFIX, IDEMPOTENCY_KEY, TOKEN_ENV, proxy_origin
 from canaryctl.chaos.faults import new_fault_id
 from canaryctl.errors import ChaosBackendError, InvalidInput
@@ -77,7 +77,7 @@ class ChaosClient:
         response = self._call("POST", "/faults", json=body, headers={IDEMPOTENCY_KEY: fault_id})
         if self._answer(response, "id", str) != fault_id:
             raise self._not_a_proxy(f"no fault {fault_id}")
-        fault: dict[str, Any] = response.json()
+        fault: dict[str, Any] = fastjson.loads(response.content)
         return fault
 
     def remove(self, fault_id: str) -> bool:
@@ -96,7 +96,7 @@ class ChaosClient:
         """`key` of the admin API's JSON answer, of `kind`; ChaosBackendError when the answer
         is not one (a provider, or any server, answering 200 at that address)."""
         try:
-            value = response.json().get(key)
+            value = fastjson.loads(response.content).get(key)
         except (ValueError, AttributeError):
             value = None
         if not isinstance(value, kind) or isinstance(value, bool):
@@ -147,6 +147,6 @@ class ChaosClient:
 
 def _error_of(response: httpx.Response) -> str:
     try:
-        return str(response.json().get("error"))
+        return str(fastjson.loads(response.content).get("error"))
     except ValueError:
         return f"HTTP {response.status_code}"

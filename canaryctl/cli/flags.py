@@ -105,10 +105,11 @@ def _from_file(path: str, key: str) -> _Shown:
 def _is_flagd(path: str, key: str) -> bool:
     """Whether the file looks like flagd's definitions; anything unreadable goes to the
     LaunchDarkly reader, whose errors name the file and the problem."""
+    from canaryctl import fastjson
     from canaryctl.flags.jsonfile import read_exact
 
     try:  # read as the stores read: a FIFO, a device or a huge file is refused, not waited on
-        entry = json.loads(read_exact(Path(path)))["flags"][key]
+        entry = fastjson.loads(read_exact(Path(path)))["flags"][key]
     except (CanaryError, ValueError, TypeError, KeyError):
         return False
     return isinstance(entry, dict) and "variants" in entry and "variations" not in entry

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from canaryctl import retry
+from canaryctl import fastjson, retry
 from canaryctl.errors import InvalidInput, MetricsBackendError
 from canaryctl.metrics.measures import histogram_quantile
 from canaryctl.metrics.series import DURATION_BUCKET, REQUESTS, TOKENS
@@ -198,7 +198,7 @@ def _promql(
         if response.status_code >= 500 or response.status_code == 429:
             raise Retryable(f"HTTP {response.status_code}")
         try:
-            data = response.json()
+            data = fastjson.loads(response.content)
             if response.status_code != 200 or data.get("status") != "success":
                 raise MetricsBackendError(
                     f"cost optimize: Prometheus at {redact_url(url)} refused `{query}`: "

@@ -15,7 +15,6 @@ when the file loads; a bad line is reported with its line number (exit 2), befor
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from importlib import resources
@@ -24,6 +23,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
+from canaryctl import fastjson
 from canaryctl.errors import InvalidDocument, Problem
 from canaryctl.evals.schema import schema_problems, unsupported_keywords
 from canaryctl.runbook.common import Strict
@@ -141,7 +141,7 @@ def _json_in(reply: str) -> Any:
     """The reply as JSON, else its outermost {...} block (models like to wrap JSON in prose)."""
     for text in (reply.strip(), *(m.group(0) for m in [_JSON_BLOCK.search(reply)] if m)):
         try:
-            return json.loads(text)
+            return fastjson.loads(text)
         except ValueError:
             continue
     return _NOT_JSON

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from canaryctl import retry
+from canaryctl import fastjson, retry
 from canaryctl.errors import BackendError
 from canaryctl.evals.benchmark import BenchmarkItem, score
 from canaryctl.redact import redact_url
@@ -101,7 +101,7 @@ async def _attempt(
     if response.status_code != 200:
         return ItemResult(item_id, False, latency, f"HTTP {response.status_code}")
     try:
-        data = response.json()
+        data = fastjson.loads(response.content)
         reply = str(data["choices"][0]["message"]["content"] or "")
     except (ValueError, LookupError, TypeError):
         return ItemResult(item_id, False, latency, "malformed completion")

@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Protocol, TypeGuard, runtime_checkable
 
+from canaryctl import fastjson
 from canaryctl.errors import ClaimFenced, FlagBackendError, FlagClaimed
 from canaryctl.times import when
 
@@ -98,7 +99,7 @@ class FlagClaim:
     def from_json(cls, text: str) -> FlagClaim:
         """Raises ValueError for anything that is not a claim canaryctl wrote."""
         try:
-            data = json.loads(text)
+            data = fastjson.loads(text)
             return cls(
                 token=str(data["token"]),
                 run_id=None if data["run_id"] is None else int(data["run_id"]),

@@ -43,6 +43,7 @@ from typing import Any
 
 import httpx
 
+from canaryctl import fastjson
 from canaryctl.errors import FlagBackendError, FlagConflict, FlagMismatch, InvalidInput
 from canaryctl.flags.admin_api import Retry, retried, secret_from_env, send, store_repr
 from canaryctl.flags.base import (
@@ -441,7 +442,9 @@ class LaunchDarklyFlagStore:
                 sent = steps[-1] if failure.ambiguous else None
                 raise
             log.info("%s: %s", self._where(), comment)
-            return self._snapshot_of(response.json(), check_variations=check_variations)
+            return self._snapshot_of(
+                fastjson.loads(response.content), check_variations=check_variations
+            )
 
         return retried(attempt, policy, sleep=self._sleep, where=self._where(), what="PATCH")
 
@@ -493,7 +496,7 @@ class LaunchDarklyFlagStore:
         """GET the flag with this environment, retried: reading twice never harms anyone."""
 
         def attempt() -> dict[str, Any]:
-            return dict(self._send("GET", params={"env": self.environment}).json())
+            return dict(fastjson.loads(self._send("GET", params={"env": self.environment}).content))
 
         return retried(attempt, policy, sleep=self._sleep, where=self._where(), what="GET")
 
@@ -587,7 +590,7 @@ def _rate_limit_delay(response: httpx.Response) -> float | None:
 def _server_message(response: httpx.Response) -> str:
     """LaunchDarkly's own error text (`{"code", "message"}`), or the start of the body."""
     try:
-        body = response.json()
+        body = fastjson.loads(response.content)
     except ValueError:
         return response.text[:200] or response.reason_phrase
     if isinstance(body, dict) and body.get("message"):

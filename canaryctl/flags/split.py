@@ -47,6 +47,7 @@ from urllib.parse import quote
 
 import httpx
 
+from canaryctl import fastjson
 from canaryctl.errors import FlagBackendError, FlagConflict, FlagMismatch, InvalidInput
 from canaryctl.flags.admin_api import Retry, retried, secret_from_env, send, store_repr
 from canaryctl.flags.base import (
@@ -389,7 +390,7 @@ class SplitFlagStore:
                 sent = sent or failure.ambiguous
                 raise
             log.info("%s: %s", self._where(), comment)
-            return self._snapshot_of(dict(response.json()))
+            return self._snapshot_of(dict(fastjson.loads(response.content)))
 
         return retried(attempt, policy, sleep=self._sleep, where=self._where(), what="PUT")
 
@@ -405,7 +406,7 @@ class SplitFlagStore:
 
     def _get(self, path: str, policy: RetryPolicy) -> dict[str, Any]:
         def attempt() -> dict[str, Any]:
-            body = self._send("GET", path).json()
+            body = fastjson.loads(self._send("GET", path).content)
             if not isinstance(body, dict):
                 raise FlagBackendError(f"{self._where()}: GET answered {type(body).__name__}")
             return body
@@ -504,7 +505,7 @@ def _seconds(value: str | None) -> float | None:
 def _server_message(response: httpx.Response) -> str:
     """Split's own error text (`{"code", "message", "details"}`), or the start of the body."""
     try:
-        body = response.json()
+        body = fastjson.loads(response.content)
     except ValueError:
         return response.text[:200] or response.reason_phrase
     if isinstance(body, dict) and body.get("message"):

@@ -18,6 +18,7 @@ import secrets
 import time
 from typing import Any
 
+from canaryctl import fastjson
 from canaryctl.request_limits import clip
 
 __all__ = [
@@ -197,7 +198,7 @@ def _blocks(content: Any) -> list[dict[str, Any]]:
 def _tool_use(call: dict[str, Any]) -> dict[str, Any]:
     function = call.get("function") if isinstance(call.get("function"), dict) else {}
     try:
-        arguments = json.loads(str(function.get("arguments") or "{}"))
+        arguments = fastjson.loads(str(function.get("arguments") or "{}"))
     except ValueError:
         arguments = {}
     return {

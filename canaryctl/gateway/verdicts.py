@@ -23,11 +23,12 @@ drift apart.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from canaryctl import fastjson
 
 __all__ = [
     "PAIRWISE",
@@ -129,7 +130,7 @@ def _object(reply: str) -> dict[str, Any] | None:
     """The reply's JSON object: all of it, or the first {...} in it that parses."""
     for candidate in (reply.strip(), *_OBJECT.findall(reply)):
         try:
-            data = json.loads(candidate)
+            data = fastjson.loads(candidate)
         except ValueError:
             continue
         if isinstance(data, dict):

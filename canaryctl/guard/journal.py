@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from canaryctl import fastjson
 from canaryctl.errors import InvalidInput
 
 __all__ = ["DEFAULT_GUARD_DIR", "GuardJournal"]
@@ -59,7 +60,7 @@ class GuardJournal:
         out = []
         for line in text.splitlines():
             try:
-                entry = json.loads(line)
+                entry = fastjson.loads(line)
             except json.JSONDecodeError:
                 continue
             if isinstance(entry, dict) and isinstance(entry.get("event"), str):

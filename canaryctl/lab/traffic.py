@@ -20,7 +20,6 @@ too.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import threading
 from collections import Counter
@@ -28,6 +27,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from canaryctl import fastjson
 from canaryctl.lab.arithmetic import Question, answer_in, ask
 from canaryctl.runbook.lab import JobTraffic, TrafficSpec
 
@@ -276,7 +276,7 @@ async def _streamed(
             if not line.startswith("data:") or data == "[DONE]":
                 continue
             try:
-                chunk = json.loads(data)
+                chunk = fastjson.loads(data)
                 completion_id = chunk.get("id", completion_id)
                 for choice in chunk.get("choices") or ():
                     pieces.append(str((choice.get("delta") or {}).get("content") or ""))

@@ -360,7 +360,7 @@ class PrometheusMetricsSource:
             raise MetricsBackendError(
                 f"Prometheus at {self.shown} refused the query {query!r}: {reason}"
             ) from exc
-        except (ValueError, KeyError) as exc:  # a 200 that is not the API: a login page, say
+        except (ValueError, KeyError, RecursionError) as exc:  # a login page, JSON too deep
             raise MetricsBackendError(
                 f"Prometheus at {self.shown} did not answer as the query API does "
                 f"({type(exc).__name__}: {self._safe(exc)[:200]})"
