@@ -176,6 +176,22 @@ def test_openai_stream_sends_chunks_usage_and_done(make_lab: MakeLab, flags: Pat
     assert '"usage"' not in plain and plain.rstrip().endswith("data: [DONE]")
 
 
+@pytest.mark.parametrize("body", [b"{", b'{"a": "\xff"}', b"[" * 5000 + b"]" * 5000])
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/embeddings", "/v1/messages",
+                                  "/api/chat", "/api/generate"])  # fmt: skip
+def test_a_body_that_is_not_json_is_a_400_on_every_endpoint(
+    make_lab: MakeLab, flags: Path, path: str, body: bytes
+) -> None:
+    """Cut JSON, bytes that are not UTF-8, JSON nested past the recursion limit: the simulated
+    provider refuses each as its real one would, never with a 500."""
+    api = "anthropic" if path == "/v1/messages" else "openai"
+    with LabStack(make_lab([provider(api=api)]), traffic=False) as stack:
+        headers = {"content-type": "application/json", "anthropic-version": "2023-06-01"}
+        answer = httpx.post(stack.provider_urls["p"] + path, content=body, headers=headers)
+    assert answer.status_code == 400, answer.text
+    assert "not JSON" in answer.text
+
+
 def test_ollama_endpoints_stream_ndjson_by_default(make_lab: MakeLab, flags: Path) -> None:
     with LabStack(make_lab([provider()]), traffic=False) as stack:
         url = stack.provider_urls["p"]

@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from canaryctl import fastjson
 from canaryctl.lab import claude, judge
 from canaryctl.lab.behaviour import Behaviour, decide, estimate_tokens, request_rng
 from canaryctl.request_limits import ServerLimits
@@ -127,8 +128,8 @@ class SimulatedProvider:
         text always gets the same vector; errors and latency follow the profile. Like OpenAI,
         it refuses (400) an empty string and an input over EMBEDDING_CONTEXT tokens."""
         try:
-            body = await request.json()
-        except json.JSONDecodeError:
+            body = fastjson.loads(await request.body())
+        except ValueError:  # not JSON, not UTF-8, or nested past the recursion limit
             return _error("openai", 400, "invalid_request_error", "The body is not JSON.")
         inputs = body.get("input") if isinstance(body, dict) else None
         inputs = [inputs] if isinstance(inputs, str) else inputs
@@ -162,8 +163,8 @@ class SimulatedProvider:
         """Anthropic's Messages API: the same draws as the OpenAI dialect, Claude's shapes, a
         tool_use answer when the request offers tools and is not answering one."""
         try:
-            body = await request.json()
-        except json.JSONDecodeError:
+            body = fastjson.loads(await request.body())
+        except ValueError:  # not JSON, not UTF-8, or nested past the recursion limit
             body = None
         if not isinstance(body, dict) or "anthropic-version" not in request.headers:
             problem = "anthropic-version: header is required" if isinstance(body, dict) else ""
@@ -190,8 +191,8 @@ class SimulatedProvider:
 
     async def _serve(self, request: Request, dialect: Dialect) -> Response:
         try:
-            body = await request.json()
-        except json.JSONDecodeError:
+            body = fastjson.loads(await request.body())
+        except ValueError:  # not JSON, not UTF-8, or nested past the recursion limit
             return _error(dialect, 400, "invalid_request_error", "The body is not JSON.")
         if not isinstance(body, dict):
             return _error(dialect, 400, "invalid_request_error", "The body must be an object.")
