@@ -4,7 +4,10 @@ and flags it moves, and exports the families its SLOs read. Each runs end to end
 rollouts and the experiment on their labs, the guard on runbooks/guard/lab.yaml, the LiteLLM
 rollout on the LiteLLM stand-in through a real Prometheus; the Gateway examples are started by
 tests/test_examples_gateways.py, and examples/*.py are run by tests/test_otel_genai_e2e.py and
-tests/test_litellm_e2e.py."""
+tests/test_litellm_e2e.py.
+
+Where a lab listens and where its runbooks look is one place, `CANARYCTL_GATEWAY`: the runs here
+set it to a free port, as a person whose 8080 is taken would, and never rewrite an address."""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from litellm_exporter import Group, LiteLLMExporter, Traffic
+from loopback import free_port
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_server import running_prometheus
 
@@ -27,11 +31,47 @@ from canaryctl.controller import StateStore
 from canaryctl.guard import GuardJournal
 from canaryctl.lab import LabStack
 from canaryctl.runbook import Lab, Rollout, load_document
+from canaryctl.runbook.loader import parse_yaml
 from tests.test_guard_e2e import guard_process, wait_for
 from tests.test_notify import Webhook
 
-RUNBOOKS = Path(__file__).resolve().parent.parent / "runbooks"
+ROOT = Path(__file__).resolve().parent.parent
+RUNBOOKS = ROOT / "runbooks"
 SHADOW = RUNBOOKS / "shadow"
+EXAMPLES = sorted([*RUNBOOKS.rglob("*.yaml"), *(ROOT / "scenarios").glob("*.yaml")])
+
+
+@pytest.fixture
+def gateway(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A free port for the example lab's gateway, given where every example reads it."""
+    address = f"127.0.0.1:{free_port()}"
+    monkeypatch.setenv("CANARYCTL_GATEWAY", address)
+    return address
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_example_takes_the_gateways_address_from_one_place(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each lab and Gateway example listens, and each runbook looks, where CANARYCTL_GATEWAY
+    says, and at 127.0.0.1:8080 when it is unset: moving the lab moves every example."""
+    _, data = parse_yaml(path.read_text(), str(path))
+    monkeypatch.setenv("CANARYCTL_GATEWAY", "127.0.0.1:18080")
+    moved = load_document(path)
+    monkeypatch.delenv("CANARYCTL_GATEWAY")
+    shipped = load_document(path)
+    for document, address in ((moved, "127.0.0.1:18080"), (shipped, "127.0.0.1:8080")):
+        spec: Any = document.spec  # type: ignore[attr-defined]
+        gateway = getattr(spec, "gateway", None) or (spec if data["kind"] == "Gateway" else None)
+        metrics = getattr(spec, "metrics", None) or getattr(
+            getattr(spec, "hypothesis", None), "metrics", None
+        )
+        if gateway is not None:
+            assert gateway.listen == address
+        elif metrics is not None and metrics.provider == "scrape":
+            assert metrics.targets == [f"http://{address}/metrics"]
+        else:  # the LiteLLM rollout reads a Prometheus, not a lab
+            assert data["spec"]["metrics"]["provider"] == "prometheus"
 
 
 def test_the_shadow_example_has_a_lab_that_serves_what_it_reads() -> None:
@@ -52,7 +92,7 @@ def test_the_shadow_example_has_a_lab_that_serves_what_it_reads() -> None:
 
 
 def test_the_shadow_lab_mirrors_and_judges_when_the_shadow_flag_names_a_model(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     flags = tmp_path / "flags.json"
     shutil.copy(SHADOW / "flags.json", flags)
@@ -60,9 +100,8 @@ def test_the_shadow_lab_mirrors_and_judges_when_the_shadow_flag_names_a_model(
     shadow = document["flags"]["support-bot-shadow"]
     shadow["fallthrough"] = {"variation": shadow["variations"].index("gpt-4o-mini")}
     flags.write_text(json.dumps(document))
-    data = yaml.safe_load((SHADOW / "lab.yaml").read_text())
-    data["spec"]["gateway"]["listen"] = "127.0.0.1:0"  # the example's port may be taken here
-    lab = Lab.model_validate(data)
+    monkeypatch.setenv("CANARYCTL_GATEWAY", "127.0.0.1:0")  # the example's port may be taken
+    lab = load_document(SHADOW / "lab.yaml", expect=Lab)
     with LabStack(lab, flags_path=flags) as stack:
         deadline = time.monotonic() + 60
         while True:
@@ -92,7 +131,6 @@ its clock runs faster (analyses every second, pauses of seconds, a max of second
 def _fast_lab(lab_path: Path, flags: Path) -> Lab:
     data = yaml.safe_load(lab_path.read_text())
     spec = data["spec"]
-    spec["gateway"]["listen"] = "127.0.0.1:0"  # the example's port may be taken here
     for provider in spec["providers"]:
         provider["latency"] = FAST
     spec["traffic"] = {**spec["traffic"], "rate": 120, "concurrency": 16}
@@ -100,14 +138,13 @@ def _fast_lab(lab_path: Path, flags: Path) -> Lab:
     return Lab.model_validate(data)
 
 
-def _fast_document(path: Path, flags: Path, metrics_url: str, tmp_path: Path) -> Path:
-    """The example as shipped, its flag file a copy, its target the lab's port, its clock fast."""
+def _fast_document(path: Path, flags: Path, tmp_path: Path) -> Path:
+    """The example as shipped, its flag file a copy, its clock fast."""
     data = yaml.safe_load(path.read_text())
     spec = data["spec"]
     for key in ("flag", "shadow_flag"):
         if key in spec:
             spec[key]["path"] = str(flags)
-    spec["metrics"]["targets"] = [metrics_url]
     if data["kind"] == "Rollout":
         analysis = spec.setdefault("analysis", {})
         analysis.update(interval="1s", min_requests=20)
@@ -139,12 +176,16 @@ def _prior(flags: Path, key: str) -> dict[str, Any]:
         ("lab.yaml", "support-bot-experiment.yaml"),
     ],
 )
-def test_the_example_runs_end_to_end_on_its_lab(tmp_path: Path, lab: str, example: str) -> None:
+def test_the_example_runs_end_to_end_on_its_lab(
+    tmp_path: Path, gateway: str, lab: str, example: str
+) -> None:
     """Each example, as shipped but for its clock, runs on the lab beside it to a verdict (exit
-    0, or 1 for a negative one; never 2 or 3) and leaves the flag promoted or as it was."""
+    0, or 1 for a negative one; never 2 or 3) and leaves the flag promoted or as it was; the
+    lab and the run found each other through CANARYCTL_GATEWAY alone."""
     flags = tmp_path / "flags.json"
     with LabStack(_fast_lab(RUNBOOKS / lab, flags), flags_path=flags) as stack:
-        document = _fast_document(RUNBOOKS / example, flags, stack.metrics_url, tmp_path)
+        assert stack.metrics_url == f"http://{gateway}/metrics"
+        document = _fast_document(RUNBOOKS / example, flags, tmp_path)
         kind = yaml.safe_load(document.read_text())["kind"]
         key = yaml.safe_load(document.read_text())["spec"]["flag"]["key"]
         before = _prior(flags, key)
@@ -159,6 +200,10 @@ def test_the_example_runs_end_to_end_on_its_lab(tmp_path: Path, lab: str, exampl
     if kind == "Rollout":
         with StateStore(Path(state)) as store:
             analyses = store.events(1, "analysis")
+            run = store.run(1)
+        assert run is not None and run.runbook["spec"]["metrics"]["targets"] == [
+            f"http://{gateway}/metrics"  # what it watched, stored: a resume watches the same
+        ]
         served = [c["canary_requests"] for a in analyses for c in a.data["checks"]]
         assert served and max(served) > 0, analyses[-1:]
     else:
@@ -173,7 +218,7 @@ def test_the_example_runs_end_to_end_on_its_lab(tmp_path: Path, lab: str, exampl
 
 @pytest.mark.e2e
 def test_the_guard_example_trips_on_its_lab_and_tells_the_on_call_webhook(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gateway: str
 ) -> None:
     """runbooks/guard/: the promoted GPT-4o-mini fails 8% on the lab beside the guard, over its
     5%; `canaryctl guard run` (its own process, the example's SLOs and failure limit, a 1 s
@@ -184,10 +229,10 @@ def test_the_guard_example_trips_on_its_lab_and_tells_the_on_call_webhook(
     journal = GuardJournal(tmp_path / "guard.jsonl")
     try:
         with LabStack(_fast_lab(RUNBOOKS / "guard" / "lab.yaml", flags), flags_path=flags) as stack:
+            assert stack.metrics_url == f"http://{gateway}/metrics"
             assert _prior(flags, "support-bot-model") == {"variation": 1}  # GPT-4o-mini
             data = yaml.safe_load((RUNBOOKS / "guard" / "support-bot-guard.yaml").read_text())
             data["spec"]["flag"]["path"] = str(flags)
-            data["spec"]["metrics"]["targets"] = [stack.metrics_url]
             data["spec"]["analysis"].update(interval="1s", min_requests=20)
             guard = tmp_path / "support-bot-guard.yaml"
             guard.write_text(yaml.safe_dump(data))
@@ -228,13 +273,9 @@ def test_the_litellm_example_runs_on_the_litellm_stand_in(tmp_path: Path) -> Non
     try:
         with running_prometheus(tmp_path) as prometheus:
             prometheus.scrape(exporter.url, job="litellm")  # the example's selector
-            runbook = _fast_document(
-                RUNBOOKS / "litellm-gpt4o-mini.yaml", flags, exporter.url, tmp_path
-            )
+            runbook = _fast_document(RUNBOOKS / "litellm-gpt4o-mini.yaml", flags, tmp_path)
             data = yaml.safe_load(runbook.read_text())
-            metrics = data["spec"]["metrics"]
-            del metrics["targets"]  # a prometheus source has a URL, not targets
-            metrics["url"] = prometheus.url
+            data["spec"]["metrics"]["url"] = prometheus.url
             # Prometheus scrapes every second: a window holds a few scrapes at 3 s.
             data["spec"]["analysis"].update(interval="3s", min_requests=10)
             runbook.write_text(yaml.safe_dump(data))
