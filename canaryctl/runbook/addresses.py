@@ -17,7 +17,6 @@ started on, whatever the resuming process's environment says. Secrets keep their
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any
@@ -69,14 +68,14 @@ def _clip(text: str) -> str:
     return text if len(text) <= _SHOWN else text[: _SHOWN - 1] + "…"
 
 
-def _environ(info: ValidationInfo) -> Mapping[str, str]:
-    """The validation context's `environ` (tests pass one), else the process's environment."""
-    given = (info.context or {}).get("environ")
-    return os.environ if given is None else given
-
-
 def _expand_field(value: Any, info: ValidationInfo) -> Any:
-    return expand(value, _environ(info)) if isinstance(value, str) else value
+    """Expanded in the environment the loader gives (canaryctl/runbook/loader.py: this
+    process's, or none for a document a client sent a server). Without one, the value is taken
+    as it is: a run's stored copy holds the addresses it used, already expanded."""
+    environ: Mapping[str, str] | None = (info.context or {}).get("environ")
+    if environ is None or not isinstance(value, str):
+        return value
+    return expand(value, environ)
 
 
 class _OrAReference:
