@@ -2,18 +2,25 @@
 names a lab document beside it whose gateway listens where the runbook looks, serves the routes
 and flags it moves, and exports the families its SLOs read. Each runs end to end here: the
 rollouts and the experiment on their labs, the guard on runbooks/guard/lab.yaml, the LiteLLM
-rollout on the LiteLLM stand-in through a real Prometheus; the Gateway examples are started by
+rollout on the LiteLLM stand-in through a real Prometheus, the chaos scenario of scenarios/ on
+its lab through the fault proxy; the Gateway examples are started by
 tests/test_examples_gateways.py, and examples/*.py are run by tests/test_otel_genai_e2e.py and
 tests/test_litellm_e2e.py.
 
-Where a lab listens and where its runbooks look is one place, `CANARYCTL_GATEWAY`: the runs here
-set it to a free port, as a person whose 8080 is taken would, and never rewrite an address."""
+Where a lab listens and where its runbooks look is one place, `CANARYCTL_GATEWAY` (and, for the
+chaos lab, the proxy's and its upstream's variables): the runs here set them to free ports, as a
+person whose 8080 is taken would, and never rewrite an address."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import socket
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -293,3 +300,73 @@ def test_the_litellm_example_runs_on_the_litellm_stand_in(tmp_path: Path) -> Non
     assert max(c["canary_requests"] or 0 for c in checks) > 0, checks[-3:]
     after = _prior(flags, "support-bot-model")
     assert after != before and after == {"variation": 1}  # GPT-4o-mini serves everyone
+
+
+@contextlib.contextmanager
+def _chaos_proxy(port: int, upstream: int, tmp_path: Path) -> Iterator[None]:
+    """`canaryctl chaos proxy` as scenarios/lab.yaml's comment starts it, on free ports, until
+    the block ends (SIGTERM, then SIGKILL)."""
+    log = (tmp_path / "proxy.log").open("wb")
+    command = [sys.executable, "-m", "canaryctl", "chaos", "proxy", "--listen",
+               f"127.0.0.1:{port}", "--upstream", f"http://127.0.0.1:{upstream}"]  # fmt: skip
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, (tmp_path / "proxy.log").read_text()[-2000:]
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            assert time.monotonic() < deadline, "the fault proxy never listened"
+            time.sleep(0.1)
+        yield
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+@pytest.mark.e2e
+def test_the_chaos_example_holds_on_its_lab_through_the_fault_proxy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gateway: str
+) -> None:
+    """scenarios/: the lab, the fault proxy in front of its GPT-4-turbo and the scenario, started
+    as the lab file's comment says, on free ports given through the three variables the files
+    read, the scenario's clock in seconds. Its primary answers 503 to everything, its fallback
+    answers: users never notice (held, exit 0) and no fault is left behind."""
+    proxy, upstream = free_port(), free_port()
+    monkeypatch.setenv("CANARYCTL_CHAOS_PROXY", f"http://127.0.0.1:{proxy}")
+    monkeypatch.setenv("CANARYCTL_CHAOS_UPSTREAM_PORT", str(upstream))
+    monkeypatch.setenv("CANARYCTL_CHAOS_TOKEN", "example-" + "5" * 24)
+    scenarios = ROOT / "scenarios"
+    data = yaml.safe_load((scenarios / "primary-503.yaml").read_text())
+    data["spec"].update(duration="4s", settle="1s", recovery="2s")
+    data["spec"]["hypothesis"].update(window="2s", interval="1s", min_requests=20)
+    scenario = tmp_path / "primary-503.yaml"
+    scenario.write_text(yaml.safe_dump(data))
+    journal = tmp_path / "journal.json"
+    flags = tmp_path / "flags.json"
+    with LabStack(_fast_lab(scenarios / "lab.yaml", flags), flags_path=flags) as stack:
+        assert stack.metrics_url == f"http://{gateway}/metrics"
+        assert f":{upstream}" in stack.provider_urls["gpt-4-turbo"]
+        with _chaos_proxy(proxy, upstream, tmp_path):
+            args = ["chaos", "run", str(scenario), "--journal", str(journal), "-o", "json"]
+            result = CliRunner().invoke(main, args)
+            exposition = httpx.get(f"http://127.0.0.1:{proxy}/_chaos/metrics", timeout=10).text
+    injected = sum(
+        sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name == "chaos_proxy_faults_injected_total"
+    )
+    assert injected > 0  # the lab's gateway reached its primary through the proxy
+    record = json.loads(journal.read_text())
+    assert result.exit_code == 0, record.get("reason", result.output[-2000:])
+    assert record["outcome"] == "held"
+    assert [r["result"]["found"] for r in record["removals"]] == [True]
+    during = [c for c in record["checks"] if c["phase"] == "during" and c["outcome"] == "held"]
+    fallback = [r["value"] for c in during for r in c["checks"] if "fallback_rate" in r["check"]]
+    assert fallback and min(fallback) >= 0.9  # the 503s reached the gateway: the backup answered
