@@ -57,16 +57,26 @@ def test_a_reference_expands_as_the_shell_would(
     ("text", "message"),
     [
         ("${MISSING}", "${MISSING} is not set (and has no default: ${MISSING:-VALUE} gives one)"),
-        ("${1X}", "'${1X}' is not a variable: write ${NAME} or ${NAME:-default}"),
-        ("${}", "'${}' is not a variable"),
+        ("${1X}", "'1X' is not a variable name: write ${NAME} or ${NAME:-default}"),
+        ("${}", "'' is not a variable name"),
         ("http://${A", "a '${' is not closed by '}'"),
-        ("${A:-${B}}", "a default cannot name a variable"),
+        ("${A:-${B}}", "${A:-...}: a default cannot name a variable"),
     ],
 )
 def test_a_reference_that_cannot_expand_says_why(text: str, message: str) -> None:
     with pytest.raises(ValueError) as raised:
         expand(text, {"A": "set"})
     assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["https://ops:hunter2@${A", "${1X:-https://ops:hunter2@h}", "${A:-https://ops:hunter2@${B}}"],
+)
+def test_a_message_never_shows_a_default_or_the_text_around_a_reference(text: str) -> None:
+    with pytest.raises(ValueError) as raised:
+        expand(text, {})
+    assert "hunter2" not in str(raised.value)
 
 
 def _write(tmp_path: Path, text: str) -> Path:

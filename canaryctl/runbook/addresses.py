@@ -38,7 +38,8 @@ def expand(text: str, environ: Mapping[str, str]) -> str:
     """`text` with each `${NAME}` replaced by NAME's value, and each `${NAME:-default}` by its
     value or, when NAME is unset or empty, by `default` (as in the shell). ValueError naming the
     variable when one is unset with no default, or a reference is not written as one: the
-    document's mistake, reported with its field. Values are never put in a message."""
+    document's mistake, reported with its field. A message names the variable, never a value
+    or a default (an address may carry a password)."""
     if "${" not in text:
         return text
     out: list[str] = []
@@ -46,7 +47,7 @@ def expand(text: str, environ: Mapping[str, str]) -> str:
     while (start := text.find("${", at)) != -1:
         end = text.find("}", start + 2)
         if end == -1:
-            raise ValueError(f"'{_clip(text[start:])}': a '${{' is not closed by '}}'")
+            raise ValueError("a '${' is not closed by '}': write ${NAME} or ${NAME:-default}")
         out += (text[at:start], _value(text[start : end + 1], environ))
         at = end + 1
     out.append(text[at:])
@@ -56,10 +57,10 @@ def expand(text: str, environ: Mapping[str, str]) -> str:
 def _value(reference: str, environ: Mapping[str, str]) -> str:
     body = _BODY.match(reference[2:-1])
     if body is None:
-        shown = _clip(reference)
-        raise ValueError(f"'{shown}' is not a variable: write ${{NAME}} or ${{NAME:-default}}")
+        shown = _clip(reference[2:-1].split(":-", 1)[0])
+        raise ValueError(f"'{shown}' is not a variable name: write ${{NAME}} or ${{NAME:-default}}")
     if "${" in (body["default"] or ""):
-        raise ValueError(f"'{_clip(reference)}': a default cannot name a variable")
+        raise ValueError(f"${{{body['name']}:-...}}: a default cannot name a variable")
     found = environ.get(body["name"], "")
     if found:
         return found
