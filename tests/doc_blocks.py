@@ -23,6 +23,8 @@ from pathlib import Path
 import yaml
 from markdown_it import MarkdownIt
 
+from canaryctl.runbook.addresses import expand
+
 __all__ = [
     "DOC_PORTS",
     "ROOT",
@@ -30,6 +32,7 @@ __all__ = [
     "Block",
     "Command",
     "Ran",
+    "address_environment",
     "blocks",
     "commands",
     "inline_commands",
@@ -198,11 +201,11 @@ def _line_pattern(line: str) -> re.Pattern[str]:
 # --- running a page's shell blocks -------------------------------------------------------------
 
 DOC_PORTS = (8080, 8090, 8091, 8101)
-"""The loopback ports the docs name; a run maps each to a free port, in the blocks and in the
-copies of the example files they read."""
+"""The loopback ports the docs name; a run maps each to a free port in the blocks' commands,
+and gives the example files theirs through `address_environment`."""
 COPIED = ("runbooks", "scenarios", "deploy", "canaryctl/defaults")
-"""What the blocks read, relative to the repository: copied, so that a block that moves a flag
-or writes a file changes the copy only."""
+"""What the blocks read, relative to the repository: copied as they are, so that a block that
+moves a flag or writes a file changes the copy only."""
 SERVERS = frozenset(
     {
         ("lab", "serve"),
@@ -237,8 +240,19 @@ def rewrite_ports(text: str, ports: dict[int, int]) -> str:
     return text
 
 
-def prepare_workspace(work: Path, ports: dict[int, int]) -> None:
-    """Copy what the blocks read into `work`, with the docs' ports mapped to free ones."""
+def address_environment(ports: dict[int, int]) -> dict[str, str]:
+    """The variables the example files take their addresses from (`${CANARYCTL_GATEWAY:-...}`),
+    set to the free ports the docs' own are mapped to: how a reader whose ports are taken moves
+    the examples, and how a page's run does, without editing a file."""
+    return {
+        "CANARYCTL_GATEWAY": f"127.0.0.1:{ports[8080]}",
+        "CANARYCTL_CHAOS_PROXY": f"http://127.0.0.1:{ports[8091]}",
+        "CANARYCTL_CHAOS_UPSTREAM_PORT": str(ports[8101]),
+    }
+
+
+def prepare_workspace(work: Path) -> None:
+    """Copy what the blocks read into `work`, byte for byte."""
     for relative in COPIED:
         source = ROOT / relative
         for path in source.rglob("*"):
@@ -246,15 +260,13 @@ def prepare_workspace(work: Path, ports: dict[int, int]) -> None:
                 continue
             target = work / relative / path.relative_to(source)
             target.parent.mkdir(parents=True, exist_ok=True)
-            if path.suffix in (".yaml", ".yml", ".json"):
-                target.write_text(rewrite_ports(path.read_text(encoding="utf-8"), ports))
-            else:
-                target.write_bytes(path.read_bytes())
+            target.write_bytes(path.read_bytes())
 
 
-def server_port(command: str, work: Path) -> int | None:
+def server_port(command: str, work: Path, environ: dict[str, str]) -> int | None:
     """The port a serving command listens on once ready: its `--listen` or `--port`, else its
-    document's (a Lab's gateway, a Gateway's own); None for one with no port (`drills serve`)."""
+    document's (a Lab's gateway, a Gateway's own, read in `environ` as canaryctl reads it);
+    None for one with no port (`drills serve`)."""
     words = command.split()
     if (listen := _LISTEN.search(command)) is not None:
         return int(listen.group(1))
@@ -263,7 +275,7 @@ def server_port(command: str, work: Path) -> int | None:
     if words[1:3] in (["lab", "serve"], ["gateway", "serve"]):
         spec = yaml.safe_load((work / words[3]).read_text(encoding="utf-8"))["spec"]
         address = spec["gateway"]["listen"] if words[1] == "lab" else spec["listen"]
-        return int(str(address).rsplit(":", 1)[1])
+        return int(expand(str(address), environ).rsplit(":", 1)[1])
     return None
 
 
@@ -272,7 +284,9 @@ def is_server(command: str) -> bool:
     return len(words) >= 3 and words[0] == "canaryctl" and (words[1], words[2]) in SERVERS
 
 
-def session_script(runs: list[tuple[Block, Command]], work: Path) -> str:
+def session_script(
+    runs: list[tuple[Block, Command]], work: Path, environ: dict[str, str] | None = None
+) -> str:
     """One bash script running a page's commands in order, in one shell (an `export` carries on
     to the next block), each between markers carrying its index and exit code."""
     lines = [
@@ -292,7 +306,7 @@ def session_script(runs: list[tuple[Block, Command]], work: Path) -> str:
             bare = _TRAILING_COMMENT.sub("", command.text)
             lines.append(f"{bare} > server-{index}.log 2>&1 &")
             lines.append("server=$!")
-            port = server_port(bare, work)
+            port = server_port(bare, work, environ or {})
             if port is None:
                 lines.append("true")
             else:  # the server's own exit code when it ended; 1 when it never listened

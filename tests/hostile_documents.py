@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 __all__ = [
     "KEYS",
     "KINDS",
+    "REFERENCES",
     "SCALARS",
     "SHIPPED",
     "TREES",
@@ -247,6 +248,15 @@ HOMES = st.sampled_from(
 )  # fmt: skip
 
 
+REFERENCES = st.sampled_from(
+    ['"' + "${" * 300_000 + '"', '"' + "${A}" * 100_000 + '"', '"${A:-' + "x" * 300_000 + '}"',
+     '"${A:-${B}}"', '"${1X}"', '"${}"', '"${"', '"${NO_SUCH_VARIABLE_HERE}"', '"${HOME}"',
+     '"http://${NO_SUCH_VARIABLE_HERE:-127.0.0.1:1}/m"', '"${PATH:-x}"', "${A", '"$${A}"']
+)  # fmt: skip
+"""Environment references (README.md, "Addresses") where a value was: runs of `${` that a
+regular expression would scan quadratically, long defaults, nesting, bad names, unset ones."""
+
+
 HOSTILE: dict[str, st.SearchStrategy[bytes]] = {
     "random structure": TREES.map(dump),
     "shipped, mutated": mutated(),
@@ -257,6 +267,7 @@ HOSTILE: dict[str, st.SearchStrategy[bytes]] = {
     "explicit tag": spliced(TAGS),
     "number past its range": spliced(NUMBER_TEXTS),
     "~user path": spliced(HOMES),
+    "environment reference": spliced(REFERENCES),
 }
 """Each family of hostile documents by name (benchmarks/hostile_documents.py counts by it)."""
 

@@ -26,7 +26,7 @@ from canaryctl.clock import FakeClock
 from canaryctl.errors import Interrupted, MetricsBackendError
 from canaryctl.metrics import Observation, VariantStats
 from canaryctl.metrics.scripted import ScriptedMetricsSource
-from canaryctl.runbook import ChaosScenario, load_document
+from canaryctl.runbook import ChaosScenario, load_document, parse_document
 from canaryctl.runbook.scenario import FaultSpec
 from tests.chaos_world import EXAMPLE, TOKEN, World, chaos_world
 
@@ -215,7 +215,7 @@ def steady(since: float, now: float) -> Observation:
 def fake_scenario(**spec: Any) -> ChaosScenario:
     document = yaml.safe_load(EXAMPLE.read_text())
     document["spec"].update(duration="30s", **spec)
-    return ChaosScenario.model_validate(document)
+    return parse_document(yaml.safe_dump(document), str(EXAMPLE), expect=ChaosScenario)
 
 
 def test_runner_held_with_fakes_gives_the_fault_a_ttl() -> None:

@@ -25,6 +25,7 @@ from doc_blocks import (
     ROOT,
     Block,
     Command,
+    address_environment,
     blocks,
     commands,
     inline_commands,
@@ -377,8 +378,9 @@ def _has_option(command: click.Command, option: str) -> bool:
 @pytest.mark.parametrize("page", RUN_PAGES)
 def test_the_shell_blocks_of_a_page_run_as_written(page: str, tmp_path: Path) -> None:
     """The page's blocks in order in one shell, in a fresh directory with copies of the example
-    files, the docs' ports mapped to free ones; each command exits as its block says, and a
-    console block's shown output is the shape of what the command printed.
+    files, the docs' ports mapped to free ones (in the commands; the files take theirs from the
+    variables they name); each command exits as its block says, and a console block's shown
+    output is the shape of what the command printed.
 
     `CANARYCTL_DOCS_WRITE_OUTPUT=1 python -m pytest tests/test_docs_blocks.py -k shell` writes
     each console block's output from its run into the page."""
@@ -387,7 +389,8 @@ def test_the_shell_blocks_of_a_page_run_as_written(page: str, tmp_path: Path) ->
         if re.search(rf"(^|[\s(|;&]){program}\s", text, re.M):
             require_binary(program, package=package)
     ports = {doc_port: free_port() for doc_port in DOC_PORTS}
-    prepare_workspace(tmp_path, ports)
+    addresses = address_environment(ports)
+    prepare_workspace(tmp_path)
     runs = [
         (block, Command(rewrite_ports(command.text, ports), command.shown_output))
         for block in ALL
@@ -395,13 +398,14 @@ def test_the_shell_blocks_of_a_page_run_as_written(page: str, tmp_path: Path) ->
         for command in commands(block)
     ]
     script = tmp_path / "page.sh"
-    script.write_text(session_script(runs, tmp_path))
+    script.write_text(session_script(runs, tmp_path, addresses))
     env = {
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "HOME": str(tmp_path),
         "LANG": "C.UTF-8",
         "COLUMNS": "120",
         "PYTHONDONTWRITEBYTECODE": "1",
+        **addresses,
     }
     process = subprocess.Popen(
         ["bash", str(script)],

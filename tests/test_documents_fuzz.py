@@ -31,6 +31,7 @@ from tests.hostile_documents import (
     HOMES,
     KINDS,
     NUMBER_TEXTS,
+    REFERENCES,
     ROOT,
     TAGS,
     TREES,
@@ -162,6 +163,13 @@ def test_numbers_past_every_range(folder: Path, data: bytes) -> None:
 @settings(fuzz, max_examples=max(40, fuzz.max_examples // 8))
 @given(data=spliced(HOMES))
 def test_home_paths_anywhere(folder: Path, data: bytes) -> None:
+    check(write(folder, data))
+
+
+@settings(fuzz, max_examples=max(40, fuzz.max_examples // 8))
+@given(data=spliced(REFERENCES))
+def test_environment_references_anywhere(folder: Path, data: bytes) -> None:
+    """In an address they expand or are exit 2 naming the field; anywhere else they are text."""
     check(write(folder, data))
 
 

@@ -27,6 +27,7 @@ from canaryctl.drills.guard import blocked_by, latest_fire_time, unfinished_roll
 from canaryctl.drills.history import DrillHistory, DrillRun
 from canaryctl.drills.scheduler import _RUNTIME, run_drill
 from canaryctl.flags.base import FlagSnapshot
+from canaryctl.runbook.loader import load_document
 from canaryctl.runbook.scenario import ChaosScenario, cron_trigger
 from tests.chaos_world import EXAMPLE, TOKEN, World, chaos_world
 
@@ -210,7 +211,7 @@ def test_a_drill_outside_its_window_is_skipped_without_acting(tmp_path: Path) ->
 
 
 def test_guards() -> None:
-    spec = ChaosScenario.model_validate(yaml.safe_load(EXAMPLE.read_text())).spec
+    spec = load_document(EXAMPLE, expect=ChaosScenario).spec
     tuesday_noon = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
     assert blocked_by(spec, tuesday_noon, []) is None
     assert "outside the allowed window" in (

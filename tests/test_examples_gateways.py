@@ -3,7 +3,8 @@ chat requests routed by their flag.
 
 Each config runs as shipped but for what differs on this machine: its models' `base_url`s point
 at the lab's simulated providers (one per model the config names; nothing here reaches OpenAI or
-a vLLM server), its `listen` is a free port, its flag file is a copy and LaunchDarkly is
+a vLLM server), it listens on a free port given in CANARYCTL_GATEWAY (the file's `listen`
+names it, as every example's gateway address does), its flag file is a copy and LaunchDarkly is
 tests/ld_server.py, which speaks LaunchDarkly's SDK protocol to the real
 `launchdarkly-server-sdk`. A flag change must then reach the running gateway: the test waits
 for the served variant to change, bounded, never for a time.
@@ -59,13 +60,12 @@ def providers_for(config: dict[str, Any]) -> LabStack:
 
 
 def local_copy(example: Path, tmp_path: Path, stack: LabStack, flags: dict[str, Any]) -> Path:
-    """The example with its upstreams on the lab, a free port and `flags` merged into its
-    flag source; everything else (routes, context headers, prices, fallbacks, budgets) kept."""
+    """The example with its upstreams on the lab and `flags` merged into its flag source;
+    everything else (its listen, routes, context headers, prices, fallbacks, budgets) kept."""
     config = yaml.safe_load(example.read_text())
     spec = config["spec"]
     for model in spec["models"]:
         model["base_url"] = stack.provider_urls[model["name"]]
-    spec["listen"] = f"127.0.0.1:{free_port()}"
     spec["flags"].update(flags)
     path = tmp_path / example.name
     path.write_text(yaml.safe_dump(config))
@@ -74,14 +74,16 @@ def local_copy(example: Path, tmp_path: Path, stack: LabStack, flags: dict[str, 
 
 @contextlib.contextmanager
 def gateway_process(config: Path, tmp_path: Path, **env: str) -> Iterator[str]:
-    """`canaryctl gateway serve CONFIG` until the block ends; yields its URL once its flag
-    data is loaded. The process is stopped (SIGTERM, then SIGKILL) whatever happens."""
-    listen = yaml.safe_load(config.read_text())["spec"]["listen"]
-    url = f"http://{listen}"
+    """`canaryctl gateway serve CONFIG` on a free port (CANARYCTL_GATEWAY) until the block
+    ends; yields its URL once its flag data is loaded. The process is stopped (SIGTERM, then
+    SIGKILL) whatever happens."""
+    address = f"127.0.0.1:{free_port()}"
+    url = f"http://{address}"
     log = (tmp_path / "gateway.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "canaryctl", "gateway", "serve", str(config)],
-        env={**os.environ, **env}, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+        env={**os.environ, **env, "CANARYCTL_GATEWAY": address},
+        stdin=subprocess.DEVNULL, stdout=log, stderr=log,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + BOUND

@@ -300,7 +300,9 @@ class _Api:
             except UnicodeDecodeError as exc:
                 raise ClientError(400, f"the body is not UTF-8 text (byte {exc.start})") from None
             try:
-                return parse_document(text, "the request body", expect=Rollout)
+                # The controller's environment holds its secrets: a client's document never
+                # reads it (`${NAME:-default}` takes its default, `${NAME}` is refused).
+                return parse_document(text, "the request body", expect=Rollout, environ={})
             except InvalidDocument as exc:
                 raise ClientError(422, str(exc)) from None
 

@@ -51,8 +51,8 @@ def _seconds(ctx: click.Context, param: click.Parameter, value: str | None) -> f
     "--port",
     type=click.IntRange(0, 65535),
     default=None,
-    help="the gateway's port instead of the document's gateway.listen (0: a free one), so two "
-    "labs can run at once",
+    help="the gateway's port instead of the document's gateway.listen (0: a free one); to move "
+    "a shipped lab and the example runbooks watching it together, set CANARYCTL_GATEWAY instead",
 )
 @output_option
 def serve(

@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from canaryctl.runbook.addresses import Address
 from canaryctl.runbook.common import DocPath, Duration, Strict
 from canaryctl.runbook.price import PriceSpec
 
@@ -26,7 +27,7 @@ class EndpointSpec(Strict):
     `lab://NAME` names a simulated provider of the eval's `lab`, which the gate starts itself.
     """
 
-    base_url: str = Field(pattern=r"^(https?|lab)://")
+    base_url: Address = Field(pattern=r"^(https?|lab)://")
     model: str | None = Field(
         default=None, description="model name sent; default: the flag variation's value"
     )

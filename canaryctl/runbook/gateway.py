@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from canaryctl.request_limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_JSON_DEPTH, ServerLimits
+from canaryctl.runbook.addresses import Address
 from canaryctl.runbook.common import API_VERSION, DocPath, Duration, Metadata, Strict, built_on_use
 from canaryctl.runbook.price import PriceSpec
 
@@ -143,7 +144,7 @@ class ModelSpec(Strict):
         default="openai",
         description="its API: OpenAI chat completions, Ollama's, or Anthropic's Messages API",
     )
-    base_url: str = Field(pattern=r"^(https?|lab)://")
+    base_url: Address = Field(pattern=r"^(https?|lab)://")
     upstream_model: str | None = Field(default=None, description="model name sent upstream")
     api_key_env: str | None = Field(
         default=None,
@@ -556,7 +557,7 @@ _HOURS = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$")
 
 
 class GatewaySpec(Strict):
-    listen: str = Field(default="127.0.0.1:8080", pattern=r"^[^:]+:\d+$")
+    listen: Address = Field(default="127.0.0.1:8080", pattern=r"^[^:]+:\d+$")
     flags: FlagSource
     routes: list[RouteSpec] = Field(min_length=1)
     models: list[ModelSpec] = Field(min_length=1)

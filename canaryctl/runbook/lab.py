@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from canaryctl.runbook.addresses import Port
 from canaryctl.runbook.common import API_VERSION, Duration, Metadata, Strict, built_on_use
 from canaryctl.runbook.gateway import GatewaySpec
 
@@ -96,7 +97,7 @@ class ProviderProfile(Strict):
         description="openai: chat completions, embeddings and Ollama's API; anthropic: the "
         "Messages API (/v1/messages) only, in Anthropic's shapes",
     )
-    port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port")
+    port: Port = Field(default=0, ge=0, le=65535, description="0 picks a free port")
     latency: LatencyProfile = built_on_use(LatencyProfile)
     first_token: LatencyProfile | None = Field(
         default=None,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import re
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -54,8 +56,16 @@ def load_document(path: str | Path, expect: type[T] | None = None) -> T:
 
 
 def parse_document(
-    text: str, source: str, *, base_dir: Path | None = None, expect: type[T] | None = None
+    text: str,
+    source: str,
+    *,
+    base_dir: Path | None = None,
+    expect: type[T] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> T:
+    """Validate one document's text. Its addresses read `environ`, this process's environment
+    by default (canaryctl/runbook/addresses.py); a server parsing a client's document passes an
+    empty one, so a request never reads the server's variables."""
     node, data = parse_yaml(text, source)
     if not isinstance(data, dict):
         raise InvalidDocument([Problem(source, "", "must be a mapping with apiVersion and kind")])
@@ -86,7 +96,8 @@ def parse_document(
             ]
         )
     try:
-        return model.model_validate(data, context={"base_dir": base_dir})  # type: ignore[return-value]
+        context = {"base_dir": base_dir, "environ": os.environ if environ is None else environ}
+        return model.model_validate(data, context=context)  # type: ignore[return-value]
     except ValidationError as exc:
         raise InvalidDocument(validation_problems(exc, source, data, node)) from exc
     except RecursionError:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from canaryctl.runbook.addresses import Address
 from canaryctl.runbook.common import API_VERSION, DocPath, Duration, Metadata, Strict
 
 __all__ = [
@@ -70,7 +71,7 @@ class PrometheusFactsSpec(Strict):
     over the last `window`. The token never lives in the document: `bearer_token_env` names
     the environment variable holding it."""
 
-    url: str = Field(pattern=r"^https?://", description="Prometheus base URL, without /api/v1")
+    url: Address = Field(pattern=r"^https?://", description="Prometheus base URL, without /api/v1")
     window: Duration = Field(default=3600.0, ge=60)
     bearer_token_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -162,7 +163,7 @@ class CostOptimizationSpec(Strict):
         default="lower_bound",
         description="what an eval's accuracy is: the low end of its interval, or the score",
     )
-    metrics: list[str] = Field(
+    metrics: list[Address] = Field(
         default_factory=list,
         description="gateway /metrics URLs: p95 latency and tokens per query per model",
     )

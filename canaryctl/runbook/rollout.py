@@ -14,6 +14,7 @@ from pydantic import (
     model_validator,
 )
 
+from canaryctl.runbook.addresses import Address
 from canaryctl.runbook.alerts import AlertMatchers
 from canaryctl.runbook.common import (
     API_VERSION,
@@ -158,7 +159,7 @@ class ScrapeMetricsSpec(Strict):
     """Read the gateway's own /metrics endpoints directly; no Prometheus server needed."""
 
     provider: Literal["scrape"]
-    targets: list[str] = Field(min_length=1)
+    targets: list[Address] = Field(min_length=1)
     route: str | None = Field(default=None, description="only count this gateway route")
     timeout: Duration = 5.0
 
@@ -183,7 +184,7 @@ class PrometheusMetricsSpec(Strict):
     """
 
     provider: Literal["prometheus"]
-    url: str = Field(pattern=r"^https?://", description="Prometheus base URL, without /api/v1")
+    url: Address = Field(pattern=r"^https?://", description="Prometheus base URL, without /api/v1")
     profile: str = Field(
         default="canaryctl",
         min_length=1,

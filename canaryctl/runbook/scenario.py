@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo, available_timezones
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from canaryctl.chaos.admin import FAULT_KINDS, FaultKind, proxy_origin
+from canaryctl.runbook.addresses import Address
 from canaryctl.runbook.common import (
     API_VERSION,
     Duration,
@@ -181,7 +182,7 @@ class HypothesisSpec(Strict):
 class ProxyTarget(Strict):
     """The fault proxy's base URL; its admin token is read from the environment, never here."""
 
-    url: str = Field(pattern=r"^https?://", max_length=2048)
+    url: Address = Field(pattern=r"^https?://", max_length=2048)
     token_env: str = Field(default="CANARYCTL_CHAOS_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
     @field_validator("url")
