@@ -109,7 +109,9 @@ class World:
             time.sleep(0.1)
         raise AssertionError(f"the gateway never served {variant}")
 
-    def scenario(self, name: str = "scenario", **spec: Any) -> Path:
+    def scenario(
+        self, name: str = "scenario", *, min_requests: int = MIN_REQUESTS, **spec: Any
+    ) -> Path:
         """The shipped example, aimed at this world and shortened to seconds."""
         document = yaml.safe_load(EXAMPLE.read_text())
         document["spec"]["target"]["url"] = self.proxy_url
@@ -117,7 +119,7 @@ class World:
             metrics={"provider": "scrape", "targets": [self.stack.metrics_url], "route": "bot"},
             window="2s",
             interval="1s",
-            min_requests=MIN_REQUESTS,
+            min_requests=min_requests,
         )
         document["spec"].update({"duration": "4s", "settle": "1s", "recovery": "1s", **spec})
         path = self.tmp / f"{name}.yaml"
