@@ -1,6 +1,13 @@
 """A chaos test world on loopback: a lab primary behind the fault proxy, a lab backup, the gateway
 (route `bot`) whose flag serves `primary` (falls back to `backup`) or `primary-direct` (does not),
-and traffic. Shared by the scenario and drill tests."""
+and traffic. Shared by the scenario and drill tests.
+
+A scenario's windows are seconds of wall time, and a loaded machine's lab sends fewer requests in
+them than asked: a 2 s window short of `min_requests` made the steady state "not steady" (and an
+"after" window short of them, "violated"). `World.count_windows` gives the scenarios run in this
+process a clock whose every sleep also waits for enough answers, so each window holds enough
+requests by construction, whatever the machine's pace.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +18,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
+import canaryctl.metrics.factory
 from canaryctl.chaos import BackgroundServer, ChaosClient, create_proxy_app
 from canaryctl.lab import LabStack
 from canaryctl.lab.provider import SimulatedProvider
@@ -22,6 +31,43 @@ from canaryctl.runbook.lab import ProviderProfile
 TOKEN = "scenario-test-token"
 FLAG = "support-bot-model"
 EXAMPLE = Path(__file__).parent.parent / "scenarios" / "primary-503.yaml"
+MIN_REQUESTS = 20
+"""The scenarios' `min_requests`: fewer in a window, no verdict."""
+CONCURRENCY = 32
+"""The lab traffic's requests in flight at most."""
+STALL = 120.0
+"""Seconds a counted sleep waits for answers before it calls the lab's traffic stalled."""
+
+
+class CountedClock:
+    """Scenario time that passes only while the scenario sleeps, by the seconds it asks; each
+    sleep lasts those seconds of wall time AND until the lab's traffic has `answers` more
+    answers. A window starts at a sample taken before a sleep and ends at one after it, so it
+    holds at least `answers` less what was in flight when the first was taken. Judging takes no
+    scenario time, so a duration holds as many checks as on a quiet machine."""
+
+    def __init__(self, stack: LabStack, answers: int) -> None:
+        assert stack.traffic is not None
+        self._traffic, self._answers = stack.traffic, answers
+        self._now = time.time()
+
+    def now(self) -> float:
+        return self._now
+
+    def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        start = self._answered()
+        time.sleep(seconds)
+        deadline = time.monotonic() + STALL
+        while self._answered() - start < self._answers:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the lab's traffic stalled for {STALL:g} s")
+            time.sleep(0.02)
+        self._now += seconds
+
+    def _answered(self) -> int:
+        return sum(self._traffic.snapshot().by_outcome.values())
 
 
 def write_flag(path: Path, serve: int) -> None:
@@ -63,7 +109,9 @@ class World:
             time.sleep(0.1)
         raise AssertionError(f"the gateway never served {variant}")
 
-    def scenario(self, name: str = "scenario", **spec: Any) -> Path:
+    def scenario(
+        self, name: str = "scenario", *, min_requests: int = MIN_REQUESTS, **spec: Any
+    ) -> Path:
         """The shipped example, aimed at this world and shortened to seconds."""
         document = yaml.safe_load(EXAMPLE.read_text())
         document["spec"]["target"]["url"] = self.proxy_url
@@ -71,12 +119,26 @@ class World:
             metrics={"provider": "scrape", "targets": [self.stack.metrics_url], "route": "bot"},
             window="2s",
             interval="1s",
-            min_requests=20,
+            min_requests=min_requests,
         )
         document["spec"].update({"duration": "4s", "settle": "1s", "recovery": "1s", **spec})
         path = self.tmp / f"{name}.yaml"
         path.write_text(yaml.safe_dump(document))
         return path
+
+    def count_windows(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Scenarios played in this process (`chaos run` through CliRunner, a rollout's chaos
+        step) take a CountedClock, and their metrics read it (a source made with a clock of its
+        own, a rollout's, keeps it): each window then holds at least MIN_REQUESTS answers (the
+        in-flight ones it may miss are added to what is waited for)."""
+        clock = CountedClock(self.stack, MIN_REQUESTS + CONCURRENCY)
+        monkeypatch.setattr("canaryctl.chaos.scenario.SystemClock", lambda: clock)
+        sources = canaryctl.metrics.factory.metrics_source_for
+
+        def on_the_clock(spec: Any, **options: Any) -> Any:
+            return sources(spec, **{"clock": clock.now, **options})
+
+        monkeypatch.setattr(canaryctl.metrics.factory, "metrics_source_for", on_the_clock)
 
 
 @contextmanager
@@ -110,7 +172,12 @@ def chaos_world(tmp: Path, token: str = TOKEN) -> Iterator[World]:
                             {"name": "backup", "base_url": "lab://backup"},
                         ],
                     },
-                    "traffic": {"route": "bot", "rate": 40, "users": 100, "concurrency": 32},
+                    "traffic": {
+                        "route": "bot",
+                        "rate": 40,
+                        "users": 100,
+                        "concurrency": CONCURRENCY,
+                    },
                 }
             )
             with LabStack(lab) as stack:

@@ -277,3 +277,34 @@ def test_a_replay_a_moment_late_for_the_runs_next_weight_still_gets_its_window()
     observed = history.observe(120.4, 130, 50)
     assert not isinstance(observed, str) and observed.end == 130.4
     assert history.weight_set(50, 126) is None  # more than half an interval late: not that one
+
+
+def test_a_run_s_late_analysis_is_replayed_once_at_its_own_time(tmp_path: Path) -> None:
+    """A loaded machine takes an analysis late (here 7 s, over half the 10 s interval) and the
+    run schedules the next from then. The replay judged the window before it a second time at
+    the on-time tick, so a runbook allowing one failure counted the run's single failing window
+    twice and rolled back a run that was promoted on the same counts."""
+    analysis = {"interval": "10s", "min_requests": 50, "method": "threshold", "failure_limit": 1}
+    world = World(tmp_path, analysis=analysis)
+    start, observe, reads = world.clock.now(), world.metrics.observe, []
+
+    def late_at_20s(since: float) -> Observation:
+        reads.append(world.clock.now() - start)  # preflight's read, then each analysis'
+        if reads[-1] == 20:
+            world.clock.sleep(7)
+        world.canary_error_rate = 0.5 if len(reads) == 2 else 0.0  # the first window fails
+        return observe(since)
+
+    world.metrics.observe = late_at_20s  # type: ignore[method-assign]
+    run_id = _run(world)
+    with StateStore(world.state) as store:
+        run = [(e.at - start, e.data["outcome"]) for e in store.events(run_id, "analysis")]
+    assert run[:3] == [(10, "fail"), (27, "pass"), (30, "pass")]  # 30: the hold's end
+
+    code, data, output = _backtest(_runbook(tmp_path, analysis=analysis), run_id, world.state)
+
+    assert code == 0, output
+    assert data["run"]["outcome"] == "promoted"
+    assert data["replay"]["outcome"] == "promoted", data["replay"]["reason"]
+    replayed = [(a["at"] - start, a["outcome"]) for a in data["replay"]["analyses"]]
+    assert replayed == run  # each of the run's analyses once, when the run made it

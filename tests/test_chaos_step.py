@@ -184,6 +184,7 @@ def test_a_chaos_step_against_the_real_proxy_rolls_back_a_canary_without_fallbac
     and the proxy is left with no fault."""
     monkeypatch.setenv("CANARYCTL_CHAOS_TOKEN", TOKEN)
     with chaos_world(tmp_path) as world:
+        world.count_windows(monkeypatch)  # the steady state judged on enough requests
         prior = json.loads(world.flags.read_text())["flags"][FLAG]
         # The faults end at the first window with enough requests to judge (the example aborts
         # on a violation), however long a loaded machine takes to send them: 60 s is a bound.

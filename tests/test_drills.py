@@ -52,7 +52,10 @@ def drill_document(world: World, **spec: Any) -> dict[str, Any]:
         }
     )
     hypothesis = document["spec"]["hypothesis"]
-    hypothesis.update(window="1s", interval="1s", min_requests=10)
+    # A drill runs in `drills serve`'s own process, whose clock cannot be counted: one request
+    # a window is enough to judge (this file tests scheduling, not verdicts), so a loaded lab's
+    # short 1 s windows cannot leave every drill in the wait below not_steady.
+    hypothesis.update(window="1s", interval="1s", min_requests=1)
     # One-second windows straddle the switch to the fallback: users' success is what is judged.
     hypothesis["checks"] = [c for c in hypothesis["checks"] if c["metric"] != "fallback_rate"]
     return document
@@ -146,8 +149,8 @@ def test_drills_skip_during_rollouts_run_after_and_survive_a_restart(
                 at=time.time(),
                 final_split=None,
             )
-        # A drill every 5 s: one whose 1 s windows a loaded lab leaves short of 10 requests is
-        # inconclusive, and the next one tries again; the bound only allows for many tries.
+        # A drill every 5 s: one that does not hold (a window with no request at all) is
+        # tried again by the next; the bound only allows for many tries.
         wait_for(lambda: finished(home, "held"), 120, "a drill that holds")
     finally:
         assert serve.stop() == 0

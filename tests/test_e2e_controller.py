@@ -58,7 +58,8 @@ def runbook(tmp_path: Path, flags: Path, metrics_url: str, pause: str) -> Path:
             "metrics": {"provider": "scrape", "targets": [metrics_url], "route": "support-bot"},
             "slos": [{"metric": "error_rate", "max": 0.03},
                      {"metric": "latency_p95_seconds", "max": 2.0}],
-            "analysis": {"interval": "1s", "min_requests": 40, "inconclusive_limit": 10,
+            # inconclusive_limit: a bound, not a pace (a loaded lab serves slowly)
+            "analysis": {"interval": "1s", "min_requests": 40, "inconclusive_limit": 60,
                          "method": "threshold"},
             "steps": [{"set_weight": 20}, {"pause": pause}, {"set_weight": 100},
                       {"pause": "2s"}],

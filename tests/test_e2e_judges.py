@@ -15,7 +15,7 @@ from canaryctl.cli import main
 from canaryctl.lab import LabStack
 from canaryctl.runbook.lab import LabSpec
 from tests.test_e2e import unversioned
-from tests.test_e2e_quality import FAST, rollout
+from tests.test_e2e_quality import FAST, measured_apart, rollout
 from tests.test_gateway import metric
 
 pytestmark = pytest.mark.e2e
@@ -59,4 +59,6 @@ def test_a_canary_answering_worse_is_rolled_back_on_judge_scores_alone(
     )
     quality = next(c for c in failing["checks"] if c["metric"] == "quality_score")
     assert quality["outcome"] == "fail"
-    assert quality["canary_value"] < 0.7 < 0.8 < quality["baseline_value"]
+    # The judge grades a right answer 1 and a wrong one 0, and 5% of its grades the other way:
+    # it scores the base 0.95 x 0.95 + 0.05 x 0.05 = 0.905 a grade, the worse one 0.5.
+    measured_apart(Path(state), quality, ("worse", 0.5), ("base", 0.905))

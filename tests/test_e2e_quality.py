@@ -14,9 +14,12 @@ import yaml
 from click.testing import CliRunner
 
 from canaryctl.cli import main
+from canaryctl.controller import StateStore
 from canaryctl.lab import LabStack
+from canaryctl.metrics import Observation
 from canaryctl.runbook.lab import LabSpec
 from tests.conftest import FLAG_KEY
+from tests.sampling import share_bounds
 from tests.test_e2e import unversioned
 
 pytestmark = pytest.mark.e2e
@@ -25,6 +28,13 @@ MakeLab = Callable[..., LabSpec]
 WriteFlags = Callable[..., Path]
 FAST = {"median": 0.005, "p95": 0.02}
 QUALITY = {"metric": "quality_score", "compare": "baseline", "max_decrease": 0.05}
+SCORES = 300
+"""min_requests: the scores per variant a window holds before a threshold check judges it. A
+window's measured quality is a draw (the lab answers right at random); with this many scores
+it lies within the bounds `measured_apart` takes from the law of its count, which a 40-score
+window missed about once in 70 runs (0.85 < the baseline's 0.95 over 40 is a 1.4% draw)."""
+RISK = 1e-9
+"""The chance each bound allows a window to cross it; a run judges at most ~130 windows."""
 
 
 def rollout(tmp_path: Path, flags: Path, metrics_url: str, method: str, canary: str) -> Path:
@@ -49,7 +59,7 @@ def rollout(tmp_path: Path, flags: Path, metrics_url: str, method: str, canary: 
             ],
             "analysis": {
                 "interval": "1s",
-                "min_requests": 40,
+                "min_requests": SCORES,
                 "inconclusive_limit": 120,  # a bound, not a pace: a loaded lab serves slowly
                 "method": method,
             },
@@ -59,6 +69,24 @@ def rollout(tmp_path: Path, flags: Path, metrics_url: str, method: str, canary: 
     path = tmp_path / f"quality-{method}.yaml"
     path.write_text(yaml.safe_dump(document))
     return path
+
+
+def measured_apart(
+    state: Path, check: dict[str, Any], canary: tuple[str, float], baseline: tuple[str, float]
+) -> None:
+    """The failing check's quality values are each variant's own: within the bounds the law of
+    its window's score count gives its lab quality (`(variant, quality)`), counts read from the
+    journaled window. From SCORES scores on (what a threshold check judges), the bounds keep
+    the two apart: canary < 0.69 and baseline > 0.85 at 0.5 and 0.95, > 0.78 at 0.905."""
+    with StateStore(state) as store:
+        [run] = store.runs()
+        judged = [e for e in store.events(run.id, "analysis") if check in e.data["checks"]]
+    observation = Observation.from_dict(judged[0].data["observation"])
+    for (variant, quality), value in ((canary, check["canary_value"]),
+                                      (baseline, check["baseline_value"])):  # fmt: skip
+        scores = observation.of(variant).quality_count
+        low, high = share_bounds(quality, round(scores), RISK)
+        assert low < value < high, (variant, value, scores, (low, high))
 
 
 @pytest.mark.parametrize("method", ["threshold", "sequential"])
@@ -114,7 +142,7 @@ def test_a_canary_answering_worse_is_rolled_back_by_its_quality_slo(
         }  # fmt: skip
         assert "fail" not in judged and ("pass" in judged or slo not in shown), (slo, judged)
     quality = next(c for c in failing["checks"] if c["metric"] == "quality_score")
-    assert quality["canary_value"] < 0.7 < 0.85 < quality["baseline_value"]
+    measured_apart(Path(state), quality, ("worse", 0.5), ("base", 0.95))
     if method == "sequential":  # decided by the test's evidence, not the window's point values
         assert quality["evidence"]["e_value"] >= quality["evidence"]["threshold"]
         assert quality["evidence"]["lower"] > 0

@@ -42,6 +42,8 @@ APP = ROOT / "examples" / "openai_otel_app.py"
 FAST = {"median": 0.01, "p95": 0.03}
 FLAG = "model-flag"
 START_BOUND = 180.0
+MIN_CALLS = 20
+"""The runbook's min_requests: the fewest calls the decided window holds."""
 GROUPS = ("base", "good", "bad")
 """LiteLLM's model groups, named as the flag's variations, so its `requested_model` label is
 the variant with no `metrics.variants` mapping."""
@@ -170,7 +172,9 @@ def rollout(tmp_path: Path, prometheus: PrometheusServer, flags: Path, canary: s
             "slos": [{"metric": "error_rate", "max": 0.05},
                      {"metric": "latency_p95_seconds", "max": 2.0},
                      {"metric": "cost_per_query_usd", "max": 0.01}],
-            "analysis": {"interval": "3s", "min_requests": 10, "method": "threshold",
+            # min_requests: 20 calls, so the failing canary's window holds both failures and
+            # successes but with probability 0.5^20 < 1e-6 (at 10 it was 1e-3)
+            "analysis": {"interval": "3s", "min_requests": MIN_CALLS, "method": "threshold",
                          "failure_limit": 0, "inconclusive_limit": 60},
             "steps": [{"set_weight": 50}, {"pause": "9s"}, {"set_weight": 100}, {"pause": "6s"}],
         },
@@ -203,12 +207,13 @@ def test_a_real_litellm_proxy_rolls_a_failing_canary_back_and_promotes_a_healthy
     assert failed["outcome"] == "fail"
     # The lab fails half its calls; the window the rollback was decided on may hold only a few
     # of them, so the measured share is checked against the binomial law of that count, not a
-    # fixed band (0.2 of 15 calls is a 1-in-30 draw, and CI met it).
+    # fixed band (0.2 of 15 calls is a 1-in-30 draw, and CI met it): a right count fails it
+    # once in a million runs.
     calls = round(failed["canary_requests"])
-    assert calls >= 10  # the runbook's min_requests
+    assert calls >= MIN_CALLS
     failures = round(failed["canary_value"] * calls)
     assert 0 < failures < calls, failed  # both LiteLLM's failures and its successes were counted
-    assert binomtest(failures, calls, 0.5).pvalue > 1e-4, failed
+    assert binomtest(failures, calls, 0.5).pvalue > 1e-6, failed
 
     code, events = run(rollout(tmp_path, prometheus, flags, "good"), tmp_path / "good.db")
     assert code == 0, events[-1:]

@@ -34,6 +34,10 @@ window's `since`, a Prometheus window starts at `now - ceil(now - since)`, up to
 before the weight was set."""
 
 
+_SAME_MOMENT = 1e-3
+"""Seconds of float noise between a replayed analysis' time and the run's window end."""
+
+
 @dataclass(frozen=True)
 class _Window:
     """One weight's window in the run: when it began and each analysis' counts in it."""
@@ -76,19 +80,21 @@ class JournalHistory:
         return None
 
     def observe(self, since: float, now: float, percent: float) -> Observation | str:
+        """The run's analysis due at `now`: the first it made then or later. A run that woke
+        late made it late, and the replay takes it then (its clock follows the run's), never
+        the one before again: that window was judged already, and judging it twice counted its
+        verdict twice (a failure_limit reached on one failing window)."""
         window = next((w for w in self._windows if _holds(w, percent, since)), None)
         if window is None:
             return f"the run has no analysis at {percent:g}% from {when(since)}"
-        seen = [o for o in window.observations if o.end <= now + self._slack]
-        if not seen:
-            return f"the run had not analysed {percent:g}% yet at {when(now)}"
-        last = window.observations[-1]
-        if seen[-1] is last and now - last.end > self._slack:
+        due = next((o for o in window.observations if o.end >= now - _SAME_MOMENT), None)
+        if due is None:
+            last = window.observations[-1]
             return (
                 f"the run stopped judging {percent:g}% at {when(last.end)}, "
                 f"{now - last.end:.0f}s before this analysis would have"
             )
-        return seen[-1]
+        return due
 
 
 def _holds(window: _Window, percent: float, since: float) -> bool:

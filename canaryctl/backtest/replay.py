@@ -145,6 +145,9 @@ def replay(
                 observed = history.observe(since, now, state.weight)
                 if isinstance(observed, str):
                     return undecided(observed)
+                # A recorded analysis made late moves the clock as it moved the run's: the
+                # next is due an interval after it, as the run scheduled it.
+                now = max(now, observed.end)
                 event = _analyze(spec, state, observed, baseline, canary)
                 verdict = event.verdict
                 analyses.append(
