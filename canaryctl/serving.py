@@ -210,6 +210,10 @@ class _LimitedProtocol(HttpToolsProtocol):
         self._head_bytes = 0
 
 
+_BACKLOG = 2048
+"""uvicorn's default backlog; its server listens again with the same one."""
+
+
 def server_for(
     app: ASGIApp,
     limits: ServerLimits | None = None,
@@ -233,13 +237,17 @@ def server_for(
 
 
 def bind(host: str, port: int, what: str = "--listen") -> socket.socket:
-    """A socket bound to host:port (port 0: a free one); InvalidInput naming `what` if not."""
+    """A socket bound to host:port (port 0: a free one) and listening; InvalidInput naming
+    `what` if not. It listens at once because with SO_REUSEADDR two sockets may both bind a
+    port that neither listens on yet: the second to listen would fail later, inside the
+    server's start, instead of here with the address in the message."""
     # IPPROTO_TCP so that asyncio sets TCP_NODELAY on accepted sockets (no 40 ms delayed ACKs).
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        sock.listen(_BACKLOG)
     except OSError as exc:
         sock.close()
         raise InvalidInput(f"{what}: cannot listen on {host}:{port}: {exc.strerror}") from exc

@@ -1,17 +1,20 @@
 """A response written in one turn of the event loop leaves in one write (canaryctl/serving.py):
-uvicorn writes a head and a body separately, and on loopback each write is a system call."""
+uvicorn writes a head and a body separately, and on loopback each write is a system call. And a
+port is taken the moment it is bound, so two servers never share one."""
 
 from __future__ import annotations
 
 import asyncio
 
 import httpx
+import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from canaryctl.serving import BackgroundServer, CoalescingTransport
+from canaryctl.errors import InvalidInput
+from canaryctl.serving import BackgroundServer, CoalescingTransport, bind
 
 
 class Recording(asyncio.Transport):
@@ -67,3 +70,16 @@ def test_whole_and_streamed_responses_arrive_intact() -> None:
         for _ in range(3):  # kept alive between requests
             assert client.get("/whole").json() == {"n": list(range(20_000))}
             assert client.get("/streamed").text == "".join(f"{i}," for i in range(50))
+
+
+def test_a_port_bound_for_a_server_is_refused_to_a_second_one_at_once() -> None:
+    """With SO_REUSEADDR Linux lets two sockets bind one port while neither listens: the lab's
+    gateway and another test's server both got it, and the second failed inside uvicorn's
+    start with no address named (seen in CI as "a server failed to start")."""
+    first = bind("127.0.0.1", 0, "provider a")
+    port = first.getsockname()[1]
+    try:
+        with pytest.raises(InvalidInput, match=f"gateway: cannot listen on 127.0.0.1:{port}"):
+            bind("127.0.0.1", port, "gateway").close()
+    finally:
+        first.close()

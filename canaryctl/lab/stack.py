@@ -193,8 +193,10 @@ class LabStack:
         tasks = [asyncio.create_task(s.serve(sockets=[sock])) for s, sock in self._servers]
         try:
             while not all(server.started for server, _ in self._servers):
-                if any(task.done() for task in tasks):
-                    raise CanaryError("a server failed to start (see the log above)")
+                if failed := [task for task in tasks if task.done()]:
+                    why = failed[0].exception()
+                    reason = f": {type(why).__name__}: {why}" if why else " (see the log above)"
+                    raise CanaryError(f"a server failed to start{reason}")
                 await asyncio.sleep(0.01)
             if self._generator is not None:
                 self._traffic_task = asyncio.create_task(self._generator.run())
