@@ -1,13 +1,19 @@
-"""The fault proxy's way to a plain-HTTP upstream while no fault is in force: raw asyncio and
-httptools' C parser over a pool of kept-alive connections.
+"""A small HTTP/1.1 client for plain-HTTP upstreams: raw asyncio and httptools' C parser over a
+pool of kept-alive connections. The fault proxy's no-fault path and the gateway's calls to
+`http://` models both go through it.
 
-The request goes out as the bytes the client sent (method, path and query as written, headers
-bar the hop-by-hop ones) in one write; the answer comes back as httptools parses it, its
-headers as bytes and its body as the reads bring it. Nothing is decoded, re-encoded or wrapped
-in objects on the way, which halves what the proxy spends relaying a streamed answer compared
-with aiohttp's client (docs/chaos.md has the figures). The fault path, HTTPS upstreams and HEAD
-requests keep aiohttp's client: they are rare, or need what it does (TLS, a body-less answer to
-a request the parser cannot see).
+The caller writes the request's bytes (head and body, in one write); the answer comes back as
+httptools parses it, its headers as bytes and its body as the reads bring it. Nothing is
+decoded, re-encoded or wrapped in objects on the way, which costs a fraction of aiohttp's client
+per request (docs/chaos.md and docs/gateway.md have the figures). TLS, decompression and
+redirects are not here: HTTPS upstreams keep aiohttp's client, and callers ask for
+`accept-encoding: identity`.
+
+What it does keep correct: bodies framed by content-length, by chunked transfer-encoding, or by
+the connection's end (HTTP/1.0 style); interim 1xx answers skipped; a connect timeout, and a
+read timeout that is a silence (no byte for that long), not a cap on a long stream; flow control
+(a reader slower than the upstream pauses the socket rather than holding the stream in memory);
+and a bound on the connections in use at once (past it, a request waits for one to come back).
 
 A connection goes back to the pool only after a whole answer the upstream lets it keep alive,
 and is dropped after _KEEPALIVE idle seconds, before uvicorn (5 s) would close it under us.
@@ -17,12 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import httptools
 
-__all__ = ["RawUpstream", "UpstreamFailed"]
+__all__ = ["Answer", "RawUpstream", "UpstreamFailed"]
 
 _KEEPALIVE = 2.0
 _IDLE_KEPT = 256
@@ -33,26 +40,30 @@ _FRAMING = (b"content-length", b"transfer-encoding")
 _BODILESS = (204, 304)
 """A body with neither framing header runs to the connection's end (HTTP/1.0 style), except on
 the statuses that never have one."""
-_CONNECT_TIMEOUT = 10.0
-_READ_TIMEOUT = 300.0
-"""Seconds without a byte from the upstream, once asked, before the answer counts as failed."""
 
 
 class UpstreamFailed(Exception):
     """The upstream could not be reached, went silent, or cut its answer short; the message
-    says which in a few words (the proxy's 502 names it)."""
+    says which in a few words. `timed_out` when it was a timeout (connect or silence)."""
+
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
 
 
-class _Answer(asyncio.Protocol):
-    """One connection to the upstream, reading one answer at a time."""
+class Answer(asyncio.Protocol):
+    """One connection to the upstream, reading one answer at a time: its `headers` (names
+    lower-cased), `reason` phrase, and `body()`."""
 
     def __init__(self) -> None:
         self.parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
         self.idle_since = 0.0
         self.last_read = 0.0
+        self.read_timeout = 0.0
         self.head: asyncio.Future[int] | None = None
         self.headers: list[tuple[bytes, bytes]] = []
+        self.reason = b""
         self.chunks: list[bytes] = []
         self.held = 0
         self.waiter: asyncio.Future[None] | None = None
@@ -62,20 +73,24 @@ class _Answer(asyncio.Protocol):
         self.interim = False
         self.paused = False
         self.silent = False
+        self.garbled = False
         self.until_close = False
         self._watchdog: asyncio.TimerHandle | None = None
 
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Ready for the next answer on this connection, watched for silence."""
+    def start(self, loop: asyncio.AbstractEventLoop, read_timeout: float) -> None:
+        """Ready for the next answer on this connection, watched for `read_timeout` seconds of
+        silence."""
         self.head = loop.create_future()
         self.headers = []
+        self.reason = b""
         self.chunks = []
         self.held = 0
         self.done = False
         self.keep_alive = False
         self.until_close = False
+        self.read_timeout = read_timeout
         self.last_read = time.monotonic()
-        self._watchdog = loop.call_later(_READ_TIMEOUT, self._watch)
+        self._watchdog = loop.call_later(read_timeout, self._watch)
 
     def stop(self) -> None:
         """No more watching: the answer is whole, or no longer wanted."""
@@ -86,13 +101,13 @@ class _Answer(asyncio.Protocol):
     def _watch(self) -> None:
         """One timer per answer, not per read: re-armed for what is left of the allowance."""
         silent = time.monotonic() - self.last_read
-        if silent >= _READ_TIMEOUT:
+        if silent >= self.read_timeout:
             self._watchdog = None
             self.silent = True
             self._fail()
         else:
             loop = asyncio.get_running_loop()
-            self._watchdog = loop.call_later(_READ_TIMEOUT - silent, self._watch)
+            self._watchdog = loop.call_later(self.read_timeout - silent, self._watch)
 
     # -- asyncio.Protocol --
 
@@ -104,6 +119,7 @@ class _Answer(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
+            self.garbled = True
             self._fail()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -117,11 +133,13 @@ class _Answer(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
         if self.head is not None and not self.head.done():
-            self.head.set_exception(UpstreamFailed(self.why()))
+            self.head.set_exception(UpstreamFailed(self.why(), timed_out=self.silent))
         self._wake()
 
     def why(self) -> str:
-        return "sent nothing for 300s" if self.silent else "closed the connection"
+        if self.silent:
+            return f"sent nothing for {self.read_timeout:g}s"
+        return "sent what is not HTTP" if self.garbled else "closed the connection"
 
     def _wake(self) -> None:
         waiter = self.waiter
@@ -129,6 +147,9 @@ class _Answer(asyncio.Protocol):
             waiter.set_result(None)
 
     # -- httptools callbacks --
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason  # a phrase split across reads comes in pieces
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name.lower(), value))
@@ -138,6 +159,7 @@ class _Answer(asyncio.Protocol):
         self.interim = 100 <= status < 200 and status != 101
         if self.interim:  # 100 Continue and the like: the answer is the message after it
             self.headers = []
+            self.reason = b""
         elif self.head is not None and not self.head.done():
             framed = any(k in _FRAMING for k, _ in self.headers)
             self.until_close = not framed and status not in _BODILESS
@@ -161,6 +183,10 @@ class _Answer(asyncio.Protocol):
         self._wake()
 
     # -- reading an answer --
+
+    def header(self, name: bytes) -> bytes | None:
+        """The first value of header `name` (lower-case), None if the answer has none."""
+        return next((value for key, value in self.headers if key == name), None)
 
     def take(self) -> bytes:
         """What has arrived of the body and not been taken."""
@@ -189,15 +215,32 @@ class _Answer(asyncio.Protocol):
             elif self.done:
                 return
             elif self.lost:
-                raise UpstreamFailed("went silent" if self.silent else "cut its answer short")
+                if self.silent:
+                    raise UpstreamFailed(self.why(), timed_out=True)
+                raise UpstreamFailed("cut its answer short")
             else:
                 await self.wait(loop)
 
+    async def read(self, loop: asyncio.AbstractEventLoop) -> bytes:
+        """The whole body, once it has all arrived."""
+        parts = [chunk async for chunk in self.body(loop)]
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
 
 class RawUpstream:
-    """Connections to one plain-HTTP upstream (its base URL's host and port)."""
+    """Connections to one plain-HTTP upstream (its base URL's host and port).
 
-    def __init__(self, base_url: str) -> None:
+    `connect_timeout` bounds opening a connection, `read_timeout` the silence while an answer
+    is awaited or read; at most `max_connections` are in use at once (more requests wait)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 300.0,
+        max_connections: int = 1000,
+    ) -> None:
         parts = urlsplit(base_url)
         if not self.serves(base_url):
             raise ValueError("RawUpstream speaks plain HTTP to a host, without credentials")
@@ -206,7 +249,12 @@ class RawUpstream:
         self.host_header = parts.netloc.encode("idna")
         self.prefix = parts.path.rstrip("/").encode()
         """The base URL's path, before each request's own."""
-        self._idle: list[_Answer] = []
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.max_connections = max_connections
+        self._idle: list[Answer] = []
+        self._busy = 0
+        self._waiting: deque[asyncio.Future[None]] = deque()
 
     @staticmethod
     def serves(base_url: str) -> bool:
@@ -221,56 +269,89 @@ class RawUpstream:
             and not parts.fragment
         )
 
-    async def ask(self, request: bytes) -> tuple[_Answer, int]:
-        """Send `request` (head and body, without a Host header) and wait for the answer's
+    async def ask(self, request: bytes) -> tuple[Answer, int]:
+        """Send `request` (head and body, with its Host header) and wait for the answer's
         head: the connection, to read the answer from and then `done` with, and the status."""
         loop = asyncio.get_running_loop()
-        answer = await self._connection(loop)
-        answer.start(loop)
+        if self._busy >= self.max_connections:
+            await self._turn(loop)
+        self._busy += 1
+        try:
+            answer = await self._connection(loop)
+        except BaseException:
+            self._release()
+            raise
+        answer.start(loop, self.read_timeout)
         assert answer.transport is not None and answer.head is not None
         answer.transport.write(request)
         try:
             return answer, await answer.head
         except BaseException:
-            self.drop(answer)
+            self.done(answer)
             raise
 
-    def done(self, answer: _Answer) -> None:
-        """Back to the pool after a whole answer, when the upstream keeps the connection."""
+    def done(self, answer: Answer) -> None:
+        """Back to the pool after a whole answer, when the upstream keeps the connection;
+        closed otherwise (the rest of its answer, if any, is not wanted)."""
+        self._release()
         answer.stop()
         kept = answer.done and not answer.lost and not answer.chunks
         if kept and answer.keep_alive and len(self._idle) < _IDLE_KEPT:
             answer.idle_since = time.monotonic()
             self._idle.append(answer)
             return
-        self.drop(answer)
-
-    @staticmethod
-    def drop(answer: _Answer) -> None:
-        """Close the connection: the rest of its answer, if any, is not wanted."""
-        answer.stop()
-        if answer.transport is not None:
-            answer.transport.close()
+        _close(answer)
 
     def close(self) -> None:
         for answer in self._idle:
-            self.drop(answer)
+            _close(answer)
         self._idle.clear()
 
-    async def _connection(self, loop: asyncio.AbstractEventLoop) -> _Answer:
+    def _release(self) -> None:
+        self._busy -= 1
+        self._wake_one()
+
+    def _wake_one(self) -> None:
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    async def _turn(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Until fewer than max_connections are in use."""
+        while self._busy >= self.max_connections:
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiting.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_one()  # woken but leaving: the turn goes to the next
+                raise
+
+    async def _connection(self, loop: asyncio.AbstractEventLoop) -> Answer:
         now = time.monotonic()
         while self._idle:
             answer = self._idle.pop()
             transport = answer.transport
             if now - answer.idle_since < _KEEPALIVE and transport and not transport.is_closing():
                 return answer
-            self.drop(answer)
+            _close(answer)
+        seconds = self.connect_timeout
         try:
             _, answer = await asyncio.wait_for(
-                loop.create_connection(_Answer, self.host, self.port), _CONNECT_TIMEOUT
+                loop.create_connection(Answer, self.host, self.port), seconds
             )
         except TimeoutError:
-            raise UpstreamFailed("did not accept a connection within 10s") from None
+            message = f"did not accept a connection within {seconds:g}s"
+            raise UpstreamFailed(message, timed_out=True) from None
         except OSError as exc:
             raise UpstreamFailed(f"refused the connection: {exc.strerror or exc}") from None
         return answer
+
+
+def _close(answer: Answer) -> None:
+    answer.stop()
+    if answer.transport is not None:
+        answer.transport.close()
