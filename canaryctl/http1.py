@@ -61,6 +61,10 @@ class Answer(asyncio.Protocol):
         self.idle_since = 0.0
         self.last_read = 0.0
         self.read_timeout = 0.0
+        self.heard = False
+        """Whether any byte of the current answer has arrived."""
+        self.reused = False
+        """Whether this connection served an answer before the current one."""
         self.head: asyncio.Future[int] | None = None
         self.headers: list[tuple[bytes, bytes]] = []
         self.reason = b""
@@ -88,6 +92,7 @@ class Answer(asyncio.Protocol):
         self.done = False
         self.keep_alive = False
         self.until_close = False
+        self.heard = False
         self.read_timeout = read_timeout
         self.last_read = time.monotonic()
         self._watchdog = loop.call_later(read_timeout, self._watch)
@@ -116,6 +121,7 @@ class Answer(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_read = time.monotonic()
+        self.heard = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
@@ -269,15 +275,19 @@ class RawUpstream:
             and not parts.fragment
         )
 
-    async def ask(self, request: bytes) -> tuple[Answer, int]:
+    async def ask(self, request: bytes, *, fresh: bool = False) -> tuple[Answer, int]:
         """Send `request` (head and body, with its Host header) and wait for the answer's
-        head: the connection, to read the answer from and then `done` with, and the status."""
+        head: the connection, to read the answer from and then `done` with, and the status.
+
+        A kept connection the upstream closes before a byte of the answer was closing when
+        the request went out (an idle connection's end races its reuse): the upstream never
+        took the request, so it is sent once more on a new connection (`fresh`)."""
         loop = asyncio.get_running_loop()
         if self._busy >= self.max_connections:
             await self._turn(loop)
         self._busy += 1
         try:
-            answer = await self._connection(loop)
+            answer = await self._connection(loop, fresh)
         except BaseException:
             self._release()
             raise
@@ -286,6 +296,11 @@ class RawUpstream:
         answer.transport.write(request)
         try:
             return answer, await answer.head
+        except UpstreamFailed as failed:
+            self.done(answer)
+            if answer.reused and not answer.heard and not failed.timed_out:
+                return await self.ask(request, fresh=True)
+            raise
         except BaseException:
             self.done(answer)
             raise
@@ -298,6 +313,7 @@ class RawUpstream:
         kept = answer.done and not answer.lost and not answer.chunks
         if kept and answer.keep_alive and len(self._idle) < _IDLE_KEPT:
             answer.idle_since = time.monotonic()
+            answer.reused = True
             self._idle.append(answer)
             return
         _close(answer)
@@ -330,9 +346,9 @@ class RawUpstream:
                     self._wake_one()  # woken but leaving: the turn goes to the next
                 raise
 
-    async def _connection(self, loop: asyncio.AbstractEventLoop) -> Answer:
+    async def _connection(self, loop: asyncio.AbstractEventLoop, fresh: bool) -> Answer:
         now = time.monotonic()
-        while self._idle:
+        while self._idle and not fresh:
             answer = self._idle.pop()
             transport = answer.transport
             if now - answer.idle_since < _KEEPALIVE and transport and not transport.is_closing():

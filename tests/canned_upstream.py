@@ -13,14 +13,15 @@ __all__ = ["canned_upstream"]
 
 @contextmanager
 def canned_upstream(
-    answer: Callable[[int], bytes | list[bytes]],
+    answer: Callable[[int], bytes | list[bytes] | None],
     *,
     close: bool,
     between: Callable[[], None] | None = None,
 ) -> Iterator[tuple[str, list[socket.socket], list[bytes]]]:
     """Reads each request's head and body whole, writes `answer(n)` for the n-th connection
-    (a list: one write each, `between()` called between them), and closes the connection after
-    it when `close`. Yields its URL, the connections it accepted and the requests it read."""
+    (a list: one write each, `between()` called between them; None: none, and the connection is
+    closed unanswered), and closes the connection after it when `close`. Yields its URL, the
+    connections it accepted and the requests it read."""
     server = socket.create_server(("127.0.0.1", 0))
     accepted: list[socket.socket] = []
     requests: list[bytes] = []
@@ -30,6 +31,8 @@ def canned_upstream(
             while (request := _read_request(conn)) is not None:
                 requests.append(request)
                 writes = answer(n)
+                if writes is None:
+                    break
                 for i, data in enumerate([writes] if isinstance(writes, bytes) else writes):
                     if i and between is not None:
                         between()

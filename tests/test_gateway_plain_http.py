@@ -143,6 +143,26 @@ def test_an_upstream_that_closes_each_connection_gets_a_new_one_each_time(
     assert len(accepted) == 3
 
 
+def test_a_kept_connection_closed_as_it_is_reused_is_asked_again_on_a_new_one(
+    tmp_path: Path,
+) -> None:
+    answered: list[int] = []
+
+    def answer(n: int) -> bytes | None:
+        if n == 1 and answered:  # the first connection's second request: closed unanswered
+            return None
+        answered.append(n)
+        return FRAMINGS["content-length"]
+
+    with (
+        canned_upstream(answer, close=False) as (url, accepted, requests),
+        gateway(tmp_path, [{"name": "m", "base_url": url}]) as gw,
+    ):
+        statuses = [httpx.post(f"{gw}/v1/chat/completions", json=CHAT).status_code for _ in "12"]
+    assert statuses == [200, 200]
+    assert (len(accepted), len(requests), answered) == (2, 3, [1, 2])
+
+
 def _fallback_after(tmp_path: Path, broken: str, **model: Any) -> tuple[httpx.Response, dict]:
     """A request to model `m` at `broken` with `backup` behind it: the response and the
     fallbacks counted."""
