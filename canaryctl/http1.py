@@ -65,6 +65,8 @@ class Answer(asyncio.Protocol):
         """Whether any byte of the current answer has arrived."""
         self.reused = False
         """Whether this connection served an answer before the current one."""
+        self.lent = False
+        """Whether a caller has it (between `ask` and `done`): it counts against the bound."""
         self.head: asyncio.Future[int] | None = None
         self.headers: list[tuple[bytes, bytes]] = []
         self.reason = b""
@@ -291,6 +293,7 @@ class RawUpstream:
         except BaseException:
             self._release()
             raise
+        answer.lent = True
         answer.start(loop, self.read_timeout)
         assert answer.transport is not None and answer.head is not None
         answer.transport.write(request)
@@ -307,7 +310,11 @@ class RawUpstream:
 
     def done(self, answer: Answer) -> None:
         """Back to the pool after a whole answer, when the upstream keeps the connection;
-        closed otherwise (the rest of its answer, if any, is not wanted)."""
+        closed otherwise (the rest of its answer, if any, is not wanted). Once per `ask`: a
+        second call does nothing."""
+        if not answer.lent:
+            return
+        answer.lent = False
         self._release()
         answer.stop()
         kept = answer.done and not answer.lost and not answer.chunks

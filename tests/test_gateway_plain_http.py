@@ -199,6 +199,17 @@ def test_an_answer_cut_short_is_a_connection_error(tmp_path: Path) -> None:
     assert fallbacks == {"connection_error": 1.0}
 
 
+def test_alone_a_cut_answer_is_a_502_saying_so(tmp_path: Path) -> None:
+    cut = b"HTTP/1.1 200 OK\r\n%bcontent-length: 500\r\n\r\n{" % JSON
+    with (
+        canned_upstream(lambda _: cut, close=True) as (url, _, _),
+        gateway(tmp_path, [{"name": "m", "base_url": url}]) as gw,
+    ):
+        response = httpx.post(f"{gw}/v1/chat/completions", json=CHAT)
+    assert response.status_code == 502
+    assert response.json()["error"]["message"] == "model m failed: its server cut its answer short"
+
+
 def test_a_silent_model_is_a_timeout_and_alone_a_504(tmp_path: Path) -> None:
     released = threading.Event()
 

@@ -171,7 +171,7 @@ def _failure_from_exception(exc: BaseException, model: ModelSpec) -> UpstreamFai
         message = f"model {model.name} did not answer within {model.timeout:g}s"
         return UpstreamFailure("timeout", 504, error_body(message, "timeout"))
     if isinstance(exc, UpstreamFailed):  # its message says what happened, in a few words
-        message = f"model {model.name} is unreachable: its server {exc}"
+        message = f"model {model.name} failed: its server {exc}"
     else:
         message = f"model {model.name} is unreachable ({type(exc).__name__})"
     return UpstreamFailure("connection_error", 502, error_body(message))
@@ -184,7 +184,10 @@ def _timeout(seconds: float) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=None, sock_connect=seconds, sock_read=seconds)
 
 
-_USER_AGENT = f"canaryctl/{installed_version()}"
+@functools.cache
+def _user_agent() -> str:
+    """Looked up once, when the first plain-HTTP model is asked: not at import."""
+    return f"canaryctl/{installed_version()}"
 
 
 def _head(url: str, headers: dict[str, str]) -> bytes:
@@ -192,7 +195,7 @@ def _head(url: str, headers: dict[str, str]) -> bytes:
     one model, so it is written once (`Upstream._raw_target`)."""
     parts = urlsplit(url)
     target = quote(parts.path or "/", safe="/%:@!$&'()*+,;=-._~")
-    lines = [f"POST {target} HTTP/1.1", f"host: {parts.netloc}", f"user-agent: {_USER_AGENT}"]
+    lines = [f"POST {target} HTTP/1.1", f"host: {parts.netloc}", f"user-agent: {_user_agent()}"]
     lines += [f"{name}: {value}" for name, value in headers.items()]
     lines.append("accept-encoding: identity\r\ncontent-length: ")
     return "\r\n".join(lines).encode("latin-1")
