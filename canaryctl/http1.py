@@ -16,7 +16,8 @@ read timeout that is a silence (no byte for that long), not a cap on a long stre
 and a bound on the connections in use at once (past it, a request waits for one to come back).
 
 A connection goes back to the pool only after a whole answer the upstream lets it keep alive,
-and is dropped after _KEEPALIVE idle seconds, before uvicorn (5 s) would close it under us.
+and is dropped after `keepalive` idle seconds (by default 2, before uvicorn's 5 s would close it
+under us). An upstream that closes one anyway as it is reused is asked again on a new one.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ import httptools
 
 __all__ = ["Answer", "RawUpstream", "UpstreamFailed"]
 
-_KEEPALIVE = 2.0
 _IDLE_KEPT = 256
 """Idle connections kept at most; more in flight at once are closed when done."""
 _HIGH_WATER = 256 * 1024
@@ -239,7 +239,8 @@ class RawUpstream:
     """Connections to one plain-HTTP upstream (its base URL's host and port).
 
     `connect_timeout` bounds opening a connection, `read_timeout` the silence while an answer
-    is awaited or read; at most `max_connections` are in use at once (more requests wait)."""
+    is awaited or read; at most `max_connections` are in use at once (more requests wait); an
+    idle connection is kept `keepalive` seconds."""
 
     def __init__(
         self,
@@ -248,6 +249,7 @@ class RawUpstream:
         connect_timeout: float = 10.0,
         read_timeout: float = 300.0,
         max_connections: int = 1000,
+        keepalive: float = 2.0,
     ) -> None:
         parts = urlsplit(base_url)
         if not self.serves(base_url):
@@ -260,6 +262,7 @@ class RawUpstream:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.max_connections = max_connections
+        self.keepalive = keepalive
         self._idle: list[Answer] = []
         self._busy = 0
         self._waiting: deque[asyncio.Future[None]] = deque()
@@ -358,7 +361,8 @@ class RawUpstream:
         while self._idle and not fresh:
             answer = self._idle.pop()
             transport = answer.transport
-            if now - answer.idle_since < _KEEPALIVE and transport and not transport.is_closing():
+            kept = now - answer.idle_since < self.keepalive
+            if kept and transport is not None and not transport.is_closing():
                 return answer
             _close(answer)
         seconds = self.connect_timeout

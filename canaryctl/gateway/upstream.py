@@ -57,6 +57,10 @@ __all__ = ["Upstream", "UpstreamFailure", "UpstreamStream", "error_body"]
 
 _POOL_SIZE = 1000
 """Connections in use at once, per upstream host (raw) or in all (aiohttp)."""
+_KEEPALIVE = 15.0
+"""Seconds an idle connection to a plain-HTTP model is kept, as aiohttp kept them: a gateway
+with sparse traffic does not connect anew per request (a server closing one first is handled:
+canaryctl/http1.py asks again on a new connection)."""
 _UpstreamError = (aiohttp.ClientError, TimeoutError, UpstreamFailed)
 _END_GRACE = 1.0
 """Seconds a stream's connection may take, after the stream said it was done, to end its
@@ -341,7 +345,11 @@ class Upstream:
         if pool is None:
             seconds = model.timeout
             pool = RawUpstream(
-                at[0], connect_timeout=seconds, read_timeout=seconds, max_connections=_POOL_SIZE
+                at[0],
+                connect_timeout=seconds,
+                read_timeout=seconds,
+                max_connections=_POOL_SIZE,
+                keepalive=_KEEPALIVE,
             )
             self._pools[at] = pool
         found = (pool, _head(url, self._headers(model, key)))
