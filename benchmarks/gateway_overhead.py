@@ -460,6 +460,25 @@ async def _client_run(kind: str, port: int, concurrency: int, seconds: float) ->
                 json.loads(response.content)
 
             done = await _loop(one, concurrency, stop)
+    elif kind == "canaryctl-http1":
+        from canaryctl.http1 import RawUpstream
+
+        loop = asyncio.get_running_loop()
+        pool = RawUpstream(f"http://{HOST}:{port}", connect_timeout=TIMEOUT, read_timeout=TIMEOUT)
+        request = (
+            f"POST /v1/chat/completions HTTP/1.1\r\nhost: {HOST}:{port}\r\n"
+            f"content-type: application/json\r\ncontent-length: {len(payload)}\r\n\r\n"
+        ).encode() + payload
+
+        async def one() -> None:
+            answer, _ = await pool.ask(request)
+            try:
+                json.loads(await answer.read(loop))
+            finally:
+                pool.done(answer)
+
+        done = await _loop(one, concurrency, stop)
+        pool.close()
     else:
         loop = asyncio.get_running_loop()
         head = (
@@ -495,7 +514,9 @@ async def _loop(one: Any, concurrency: int, stop: float) -> int:
     return done
 
 
-CLIENTS = ("aiohttp", "httpx", "raw-httptools")
+CLIENTS = ("aiohttp", "httpx", "canaryctl-http1", "raw-httptools")
+"""canaryctl-http1 is the client the gateway ships for plain-HTTP models (canaryctl/http1.py:
+pool, timeouts, flow control); raw-httptools the least a client can do, the bound."""
 
 
 def compare_clients(port: int, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -524,12 +545,18 @@ def compare_clients(port: int, args: argparse.Namespace) -> dict[str, dict[str, 
 
 PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("socket writes: the answer to the client", ("CoalescingTransport.flush ",)),
-    ("socket writes: the request to the model", ("StreamWriter._writelines (aiohttp",)),
+    (
+        "socket writes: the request to the model",
+        ("StreamWriter._writelines (aiohttp", "RawUpstream.ask (canaryctl/http1.py"),
+    ),
     ("event loop (uvloop's C: polling, reads, callbacks)", ("Runner.run (",)),
     ("LaunchDarkly SDK: the flag's evaluation", ("ldclient/",)),
     ("metrics (prometheus_client)", ("prometheus_client/", "gateway/metrics.py")),
     ("JSON (orjson, json)", ("fastjson.py", "json/")),
-    ("aiohttp: the upstream client", ("aiohttp/", "multidict/", "yarl/")),
+    (
+        "the upstream client (canaryctl/http1.py; aiohttp for HTTPS)",
+        ("canaryctl/http1.py", "aiohttp/", "multidict/", "yarl/"),
+    ),
     ("uvicorn: HTTP parsing and the ASGI cycle", ("uvicorn/", "canaryctl/serving.py")),
     ("Starlette and the request limits", ("starlette/", "request_limits.py", "gateway/app.py")),
     ("asyncio: tasks and futures", ("asyncio/",)),

@@ -1,4 +1,4 @@
-"""The fault proxy's no-fault path to a plain-HTTP upstream (canaryctl/chaos/upstream.py), over
+"""The fault proxy's no-fault path to a plain-HTTP upstream (canaryctl/http1.py), over
 real loopback HTTP: kept-alive connections, a base URL's path, an upstream that is down, cuts
 its answer or its stream short, sends 100 Continue first or closes each connection; and what
 still takes aiohttp's path (HEAD, credentials in the upstream's URL)."""
@@ -6,8 +6,7 @@ still takes aiohttp's path (HEAD, credentials in the upstream's URL)."""
 from __future__ import annotations
 
 import socket
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import httpx
@@ -18,6 +17,7 @@ from starlette.routing import Route
 
 from canaryctl.chaos import BackgroundServer
 from canaryctl.chaos.proxy import create_proxy_app
+from tests.canned_upstream import canned_upstream
 
 TOKEN = "test-chaos-token"
 CHAT = {"model": "gpt-x", "messages": [{"role": "user", "content": "Hello"}]}
@@ -34,55 +34,6 @@ def recording_upstream(seen: list[dict[str, object]]) -> Starlette:
 
     methods = ["GET", "POST", "HEAD"]
     return Starlette(routes=[Route("/{path:path}", note, methods=methods)])
-
-
-@contextmanager
-def canned_upstream(answer: Callable[[int], bytes], *, close: bool) -> Iterator[tuple[str, list]]:
-    """A raw TCP upstream: reads each request's head and body, writes `answer(n)` for the n-th
-    connection, and closes the connection after it when `close`. Yields its URL and the
-    connections it accepted."""
-    server = socket.create_server(("127.0.0.1", 0))
-    accepted: list[socket.socket] = []
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            accepted.append(conn)
-            with conn:
-                while _read_request(conn):
-                    conn.sendall(answer(len(accepted)))
-                    if close:
-                        break
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.getsockname()[1]}", accepted
-    finally:
-        server.close()
-        thread.join(5)
-
-
-def _read_request(conn: socket.socket) -> bool:
-    """One request read whole; False when the client closed the connection."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return False
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    while len(body) < length:
-        body += conn.recv(65536)
-    return True
 
 
 @contextmanager
@@ -124,7 +75,7 @@ def test_an_upstream_that_is_down_is_a_502_counted_as_an_upstream_error() -> Non
 
 def test_a_whole_answer_cut_short_is_a_502() -> None:
     cut = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"
-    with canned_upstream(lambda _: cut, close=True) as (url, _), proxy_to(url) as proxy:
+    with canned_upstream(lambda _: cut, close=True) as (url, _, _), proxy_to(url) as proxy:
         response = httpx.post(f"{proxy}/v1/chat/completions", json=CHAT)
     assert response.status_code == 502
     assert "cut its answer short" in response.json()["error"]["message"]
@@ -136,7 +87,7 @@ def test_a_stream_cut_short_ends_short_for_the_client_too() -> None:
     cut = head + b"\r\n" + b"%x\r\n%b\r\n" % (len(first), first)  # no last chunk: cut
     received = b""
     with (
-        canned_upstream(lambda _: cut, close=True) as (url, _),
+        canned_upstream(lambda _: cut, close=True) as (url, _, _),
         proxy_to(url) as proxy,
         httpx.stream("POST", f"{proxy}/v1/chat/completions", json=CHAT) as response,
     ):
@@ -151,14 +102,14 @@ def test_a_stream_cut_short_ends_short_for_the_client_too() -> None:
 
 def test_a_body_without_a_length_ends_with_the_connection() -> None:
     answer = b'HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\r\n{"ok": true}'
-    with canned_upstream(lambda _: answer, close=True) as (url, _), proxy_to(url) as proxy:
+    with canned_upstream(lambda _: answer, close=True) as (url, _, _), proxy_to(url) as proxy:
         response = httpx.post(f"{proxy}/v1/chat/completions", json=CHAT)
     assert (response.status_code, response.json()) == (200, {"ok": True})
 
 
 def test_an_interim_100_continue_is_skipped_for_the_answer_after_it() -> None:
     answer = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok"
-    with canned_upstream(lambda _: answer, close=False) as (url, _), proxy_to(url) as proxy:
+    with canned_upstream(lambda _: answer, close=False) as (url, _, _), proxy_to(url) as proxy:
         response = httpx.post(f"{proxy}/v1/chat/completions", json=CHAT)
     assert (response.status_code, response.content) == (201, b"ok")
 
@@ -167,7 +118,7 @@ def test_an_upstream_that_closes_each_connection_gets_a_new_one_each_time() -> N
     def answer(n: int) -> bytes:
         return b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\n%d" % n
 
-    with canned_upstream(answer, close=True) as (url, accepted), proxy_to(url) as proxy:
+    with canned_upstream(answer, close=True) as (url, accepted, _), proxy_to(url) as proxy:
         bodies = [httpx.post(f"{proxy}/v1/chat/completions", json=CHAT).text for _ in range(3)]
     assert bodies == ["1", "2", "3"]
     assert len(accepted) == 3

@@ -54,6 +54,17 @@ def test_an_unset_key_variable_names_the_model_and_the_variable(
     assert api_key(gateway.models[1]) == "sk-secret-value"
 
 
+@pytest.mark.parametrize("bad", ["sk-one\r\nx-injected: yes", "sk-tab\there", "sk-clé"])
+def test_a_key_that_no_header_may_hold_stops_the_gateway(
+    monkeypatch: pytest.MonkeyPatch, bad: str
+) -> None:
+    monkeypatch.setenv("CANARYCTL_TEST_OPENAI_KEY", bad)
+    gateway = spec({**REMOTE, "api_key_env": "CANARYCTL_TEST_OPENAI_KEY"})
+    with pytest.raises(InvalidInput, match=r"models\[0\] \(gpt-4o-mini\): .* printable ASCII") as e:
+        check_api_keys(gateway)
+    assert bad not in str(e.value)
+
+
 def test_a_remote_model_without_a_key_must_say_it_is_keyless() -> None:
     with pytest.raises(
         InvalidInput,

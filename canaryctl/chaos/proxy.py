@@ -9,7 +9,7 @@ While no fault is in force (the common case: a proxy left in front of a provider
 a request costs what relaying it costs and no more: the forwarding path is plain ASGI, below
 Starlette's routing and response classes; its body is neither parsed nor matched against
 anything; to a plain-HTTP upstream it goes out as the client's bytes and the answer's bytes come
-back as httptools parses them, over kept-alive connections (canaryctl/chaos/upstream.py); a
+back as httptools parses them, over kept-alive connections (canaryctl/http1.py); a
 streamed answer is relayed chunk by chunk as each network read brings it; nothing is logged.
 The fault path, HTTPS upstreams and HEAD requests use aiohttp's client (its C parser and pool
 cost a fraction of httpx's per request); docs/chaos.md has the measured figures.
@@ -64,7 +64,7 @@ from canaryctl.chaos.responses import (
     synthetic_completion,
     synthetic_stream,
 )
-from canaryctl.chaos.upstream import RawUpstream, UpstreamFailed
+from canaryctl.http1 import RawUpstream, UpstreamFailed
 from canaryctl.redact import redact_url
 from canaryctl.request_limits import (
     DEFAULT_MAX_BODY_BYTES,
@@ -305,7 +305,7 @@ class _Proxy:
         self.metrics = ProxyMetrics()
         self.session: aiohttp.ClientSession
         self.raw: RawUpstream | None = None
-        """The no-fault path's client for a plain-HTTP upstream (canaryctl/chaos/upstream.py)."""
+        """The no-fault path's client for a plain-HTTP upstream (canaryctl/http1.py)."""
         self.admin_from_anywhere = admin_from_anywhere
         self._token = token
         self._targets: dict[tuple[bytes, bytes], URL] = {}

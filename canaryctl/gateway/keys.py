@@ -2,9 +2,11 @@
 
 A model whose key variable is unset would otherwise be sent no key and answer every request with
 401, a canary that fails everything. So the gateway refuses to start (InvalidInput, exit 2) when
-a model's `api_key_env` names an unset or empty variable, or when a model names no key at all
-and is not plainly keyless: a server on this machine (127.0.0.1, ::1, localhost), an Ollama
-model (which is sent no key) or a lab provider; anywhere else it must say `keyless: true`.
+a model's `api_key_env` names an unset or empty variable (or one holding what no header may
+hold: a line break would add headers of its own to every request), or when a model names no
+key at all and is not plainly keyless: a server on this machine (127.0.0.1, ::1, localhost), an
+Ollama model (which is sent no key) or a lab provider; anywhere else it must say
+`keyless: true`.
 Messages name the model and the variable, never a value.
 """
 
@@ -41,11 +43,18 @@ def check_api_keys(spec: GatewaySpec) -> None:
     for i, model in enumerate(spec.models):
         where = f"models[{i}] ({model.name})"
         if model.api_key_env is not None and model.provider != "ollama":
-            if not os.environ.get(model.api_key_env):
+            key = os.environ.get(model.api_key_env)
+            if not key:
                 raise InvalidInput(
                     f"{where}: environment variable {model.api_key_env} (its api_key_env) is "
                     "not set or empty; export the key, or set keyless: true instead of "
                     "api_key_env for a server that needs none"
+                )
+            if not (key.isascii() and key.isprintable()):  # it goes into a header as it is
+                raise InvalidInput(
+                    f"{where}: environment variable {model.api_key_env} (its api_key_env) "
+                    "holds a line break, a control character or a non-ASCII one; a key is "
+                    "printable ASCII"
                 )
         elif not _keyless(model):
             host = urlsplit(model.base_url).hostname
