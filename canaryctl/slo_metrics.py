@@ -59,6 +59,7 @@ INGREDIENTS: tuple[str, ...] = (
     "prompt_tokens",
     "completion_tokens",
     "cost_usd",
+    "unpriced",
     "quality_sum",
     "quality_count",
     "pairs",
@@ -67,7 +68,8 @@ INGREDIENTS: tuple[str, ...] = (
 )
 """The counts a metric profile may yield, per variant: each is a field of VariantStats. The
 `pair_*` counts are a judge's pairwise verdicts on shadow traffic (the candidate's answer against
-the served one), kept with the candidate."""
+the served one), kept with the candidate. `unpriced` counts the answers whose cost is unknown
+(their model has no price): they add nothing to `cost_usd`, and make it a partial sum."""
 
 HISTOGRAMS: tuple[str, ...] = ("latency_buckets", "ttft_buckets", "tpot_buckets")
 """The ingredients that are histograms, kept per `le` bound: end-to-end latency, and for
@@ -97,10 +99,14 @@ class Quantile:
 
 @dataclass(frozen=True)
 class Mean:
-    """`total` per `count`: per query (requests) or per scored answer (quality)."""
+    """`total` per `count`: per query (requests) or per scored answer (quality). A total can
+    be partly unknown (a cost, where some answers had no price): `unknown` counts the parts
+    missing from it, and while there are any the mean has no value, since a partial sum read
+    as the whole would be an estimate too low by an unknown amount."""
 
     total: Count
     count: Count
+    unknown: Count | None = None
 
 
 @dataclass(frozen=True)
@@ -205,9 +211,10 @@ SLO_METRICS: dict[str, Metric] = _metrics(
     *_streamed("tpot", "tpot_buckets", "time per output token after the first"),
     Metric(
         "cost_per_query_usd",
-        Mean(lambda s: s.cost_usd, lambda s: s.requests),
+        Mean(lambda s: s.cost_usd, lambda s: s.requests, lambda s: s.unpriced),
         frozenset({"requests", "cost_usd"}),
-        "USD per request",
+        "USD per request; no value while any answer had no price (its cost is unknown, not 0)",
+        frozenset({"unpriced"}),
     ),
     Metric(
         "tokens_per_query",

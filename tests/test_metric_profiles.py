@@ -84,6 +84,7 @@ def test_the_shipped_profiles_load_and_validate() -> None:
     every |= {"completion_tokens", "cost_usd", "ttft_buckets"}
     assert litellm.ingredients == every  # LiteLLM meters no quality scores
     ours = every | {"quality_sum", "quality_count", "rejected", "filtered", "tpot_buckets"}
+    ours |= {"unpriced"}  # answers of a model the gateway document gives no price
     assert canaryctl.ingredients == ours
     recorded = load_profile("recorded")  # the same counts, through the recording rules
     assert recorded.ingredients == ours and not recorded.shadow
@@ -94,7 +95,7 @@ def test_the_shipped_profiles_load_and_validate() -> None:
 @pytest.mark.parametrize(
     ("slos", "profile", "queries"),
     [
-        ([], "canaryctl", 8),  # no SLOs given: every ingredient
+        ([], "canaryctl", 9),  # no SLOs given: every ingredient
         ([], "litellm", 8),
         (
             [{"metric": "error_rate", "max": 0.02}, {"metric": "latency_p95_seconds", "max": 2}],
@@ -108,7 +109,8 @@ def test_the_shipped_profiles_load_and_validate() -> None:
         ),
         # requests, errors and fallbacks always: the built-in check on the canary reads them
         ([{"metric": "latency_p95_seconds", "max": 2}], "litellm", 4),
-        ([{"metric": "cost_per_query_usd", "max": 0.01}], "canaryctl", 2),
+        # and the answers without a price, which leave the cost unknown
+        ([{"metric": "cost_per_query_usd", "max": 0.01}], "canaryctl", 3),
         ([{"metric": "cost_per_query_usd", "max": 0.01}], "litellm", 4),
         ([{"metric": "quality_score", "min": 0.8}], "canaryctl", 3),
         ([{"metric": "ttft_p95_seconds", "max": 0.5}], "canaryctl", 2),

@@ -56,6 +56,7 @@ def series(*, restart: bool) -> list[dict[str, str]]:
     found += counter("llm_tokens_total", 'variant="canary",kind="prompt"', 400)
     found += counter("llm_tokens_total", 'variant="canary",kind="completion"', 100)
     found += counter("llm_cost_usd_total", 'variant="canary"', 0.02)
+    found += counter("llm_unpriced_requests_total", 'variant="canary"', 3)
     found += counter("llm_quality_score_sum", 'variant="canary"', 8)
     found += counter("llm_quality_score_count", 'variant="canary"', 10)
     return found
@@ -74,7 +75,12 @@ def expected(promql: str) -> list[dict[str, str | float]]:
     if "llm_tokens" in promql:
         return [{"labels": '{kind="completion",variant="canary"}', "value": 100 * scale},
                 {"labels": '{kind="prompt",variant="canary"}', "value": 400 * scale}]  # fmt: skip
-    per_scrape = {"llm_cost_usd": 0.02, "llm_quality_score_sum": 8, "llm_quality_score_count": 10}
+    per_scrape = {
+        "llm_cost_usd": 0.02,
+        "llm_unpriced_requests": 3,
+        "llm_quality_score_sum": 8,
+        "llm_quality_score_count": 10,
+    }
     name = next(n for n in per_scrape if n in promql)
     return [{"labels": '{variant="canary"}', "value": round(per_scrape[name] * scale, 6)}]
 
@@ -109,7 +115,7 @@ def test_the_recorded_profile_counts_what_the_raw_counters_count(tmp_path: Path)
         }
         for promql, when in queries("canaryctl") + queries("recorded")
     ]
-    assert len(tests) == 16
+    assert len(tests) == 18
     promtool_test(tmp_path, tests, restart=False)
 
 

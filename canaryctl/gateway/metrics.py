@@ -165,7 +165,7 @@ class RequestSeries:
     when it would have with `labels()` (no zero-valued token series for requests without
     usage)."""
 
-    __slots__ = ("_cost", "_duration", "_key", "_metrics", "_outcomes", "_tokens")
+    __slots__ = ("_cost", "_duration", "_key", "_metrics", "_outcomes", "_tokens", "_unpriced")
 
     def __init__(self, metrics: GatewayMetrics, key: tuple[str, str, str, str, str]) -> None:
         self._metrics, self._key = metrics, key
@@ -173,6 +173,7 @@ class RequestSeries:
         self._duration: Any = None
         self._tokens: tuple[Any, Any] | None = None
         self._cost: Any = None
+        self._unpriced: Any = None
 
     def count(self, outcome: str, seconds: float) -> None:
         """One request in llm_requests_total under `outcome`, and its end-to-end duration."""
@@ -185,17 +186,24 @@ class RequestSeries:
             self._duration = self._metrics.duration.labels(*self._key)
         self._duration.observe(seconds)
 
-    def spent(self, prompt: int, completion: int, cost: float) -> None:
-        """The tokens the model reported and what they cost."""
+    def spent(self, prompt: int, completion: int, cost: float | None) -> None:
+        """The tokens the model reported and what they cost; `cost` None for a model with no
+        price, whose answer is counted in llm_unpriced_requests_total instead."""
         if self._tokens is None:
             tokens = self._metrics.tokens
             self._tokens = (
                 tokens.labels(*self._key, "prompt"),
                 tokens.labels(*self._key, "completion"),
             )
-            self._cost = self._metrics.cost.labels(*self._key)
         self._tokens[0].inc(prompt)
         self._tokens[1].inc(completion)
+        if cost is None:
+            if self._unpriced is None:
+                self._unpriced = self._metrics.unpriced.labels(*self._key)
+            self._unpriced.inc()
+            return
+        if self._cost is None:
+            self._cost = self._metrics.cost.labels(*self._key)
         self._cost.inc(cost)
 
 
@@ -253,6 +261,13 @@ class GatewayMetrics:
         self.cost = Counter(
             "llm_cost_usd_total",
             "USD spent, from reported tokens and the model's price per 1k tokens",
+            REQUEST_LABELS,
+            registry=registry,
+        )
+        self.unpriced = Counter(
+            "llm_unpriced_requests_total",
+            "Answers of a model with no price in the gateway document: their cost is unknown "
+            "and in no llm_cost_usd_total (cost per query has no value while there are any)",
             REQUEST_LABELS,
             registry=registry,
         )
@@ -466,6 +481,13 @@ class GatewayMetrics:
         self.shadow_cost = Counter(
             "llm_shadow_cost_usd_total",
             "USD spent on shadow calls, from reported tokens and the shadow model's price",
+            REQUEST_LABELS,
+            registry=registry,
+        )
+        self.shadow_unpriced = Counter(
+            "llm_shadow_unpriced_requests_total",
+            "Shadow answers of a model with no price: their cost is unknown and in no "
+            "llm_shadow_cost_usd_total",
             REQUEST_LABELS,
             registry=registry,
         )

@@ -543,7 +543,7 @@ class Pipeline:
             prompt = int(usage.get("prompt_tokens") or 0)
             completion = int(usage.get("completion_tokens") or 0)
             cost = model.price.usd(prompt, completion)
-            series.spent(prompt, completion, cost)
+            series.spent(prompt, completion, cost if model.priced else None)
         if call.plan.tracing is not None:
             call.plan.tracing.finish(choice, model.name, outcome, usage, cost)
 

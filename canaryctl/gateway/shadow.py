@@ -217,7 +217,10 @@ class Shadowing:
             metrics.shadow_tokens.labels(**labels, kind="prompt").inc(prompt)
             metrics.shadow_tokens.labels(**labels, kind="completion").inc(completion)
             cost = model.price.usd(prompt, completion)
-            metrics.shadow_cost.labels(**labels).inc(cost)
+            if model.priced:
+                metrics.shadow_cost.labels(**labels).inc(cost)
+            else:  # unknown, not $0: counted apart, so the candidate's cost has no value
+                metrics.shadow_unpriced.labels(**labels).inc()
             self._spend.add(cost)
         if self.judge is not None and answer is not None and call.operation == "chat":
             try:

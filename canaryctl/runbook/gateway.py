@@ -153,10 +153,19 @@ class ModelSpec(Strict):
     keyless: bool = Field(default=False, description="the server needs no key (Ollama, vLLM)")
     timeout: Duration = Field(default=30.0, gt=0)
     price: PriceSpec = built_on_use(PriceSpec)
+    """Unset, the model has no price: its cost is unknown (see `priced`), which is not $0."""
     fallback: list[str] = Field(default_factory=list, description="models to try, in order")
     batch: BatchSpec | None = Field(
         default=None, description="join concurrent /v1/embeddings requests; off unless set"
     )
+
+    @property
+    def priced(self) -> bool:
+        """Whether the document gives this model a price: the one place that knows. Without
+        one its answers' cost is unknown, not zero (the gateway counts them apart, in
+        llm_unpriced_requests_total, and cost per query has no value); a model that costs
+        nothing per token says `price: {prompt_per_1k: 0, completion_per_1k: 0}`."""
+        return "price" in self.model_fields_set
 
     @model_validator(mode="after")
     def _one_way_to_authenticate(self) -> ModelSpec:
