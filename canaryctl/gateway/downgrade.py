@@ -6,10 +6,10 @@ floor given there; the stricter of the two when both apply). When the policy say
 `budget`: the requester has used at least `share` of a budget that applies; `hours`: the clock is
 inside a named UTC window) the request goes to the model that, among those whose eval quality
 meets the floor, costs least for this request's estimated tokens (ModelSpec.price, the one cost
-formula), if that is cheaper than the flag's choice. A model without a known quality is never
-chosen. The flag's variation stays the `variant` label; `model` says what served, and
-llm_downgrades_total{route,from_model,to_model,reason} counts each move, `reason` being the
-policy that fired (always, budget, hours).
+formula), if that is cheaper than the flag's choice. A model without a known quality, or without
+a price (its cost is unknown, not $0), is never chosen. The flag's variation stays the `variant`
+label; `model` says what served, and llm_downgrades_total{route,from_model,to_model,reason}
+counts each move, `reason` being the policy that fired (always, budget, hours).
 
 `decide` is pure (the clock and the budget share are arguments); `Downgrader` applies it in the
 pipeline's `admit` stage and counts it.
@@ -95,8 +95,8 @@ def decide(
     best: tuple[float, str] | None = None
     for model in models:  # in the document's order: the first of equally cheap models wins
         score = quality.get(model.name)
-        if score is None or score < floor:
-            continue
+        if score is None or score < floor or not model.priced:
+            continue  # unknown quality, below the floor, or an unknown cost (not $0)
         usd = model.price.usd(prompt, completion)
         if usd < price and (best is None or usd < best[0]):
             best = (usd, model.name)
