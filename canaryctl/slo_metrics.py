@@ -60,6 +60,7 @@ INGREDIENTS: tuple[str, ...] = (
     "completion_tokens",
     "cost_usd",
     "unpriced",
+    "unpriced_fallbacks",
     "quality_sum",
     "quality_count",
     "pairs",
@@ -69,7 +70,8 @@ INGREDIENTS: tuple[str, ...] = (
 """The counts a metric profile may yield, per variant: each is a field of VariantStats. The
 `pair_*` counts are a judge's pairwise verdicts on shadow traffic (the candidate's answer against
 the served one), kept with the candidate. `unpriced` counts the answers whose cost is unknown
-(their model has no price): they add nothing to `cost_usd`, and make it a partial sum."""
+(their model has no price): they add nothing to `cost_usd`. `unpriced_fallbacks` are those of
+them a fallback model gave (outcome `fallback_ok`)."""
 
 HISTOGRAMS: tuple[str, ...] = ("latency_buckets", "ttft_buckets", "tpot_buckets")
 """The ingredients that are histograms, kept per `le` bound: end-to-end latency, and for
@@ -135,6 +137,18 @@ class Metric:
 def _judged(s: VariantStats) -> float:
     """Requests the model is answerable for: all but the client's own mistakes."""
     return s.requests - s.rejected
+
+
+def _priced(s: VariantStats) -> float:
+    """The requests a cost per query is taken over: all but the answers a fallback model with
+    no price gave (unknown, and not the variant's own model's doing)."""
+    return s.requests - s.unpriced_fallbacks
+
+
+def _own_unpriced(s: VariantStats) -> float:
+    """The variant's own model's answers with no price: while there are any, its cost is
+    unknown."""
+    return s.unpriced - s.unpriced_fallbacks
 
 
 _OUTCOME_COUNTS = frozenset({"requests", "errors", "fallbacks"})
@@ -211,10 +225,11 @@ SLO_METRICS: dict[str, Metric] = _metrics(
     *_streamed("tpot", "tpot_buckets", "time per output token after the first"),
     Metric(
         "cost_per_query_usd",
-        Mean(lambda s: s.cost_usd, lambda s: s.requests, lambda s: s.unpriced),
+        Mean(lambda s: s.cost_usd, _priced, _own_unpriced),
         frozenset({"requests", "cost_usd"}),
-        "USD per request; no value while any answer had no price (its cost is unknown, not 0)",
-        frozenset({"unpriced"}),
+        "USD per request; no value while the variant's own model answered with no price (its "
+        "cost is unknown, not 0); answers a fallback with no price gave are left out",
+        frozenset({"unpriced", "unpriced_fallbacks"}),
     ),
     Metric(
         "tokens_per_query",

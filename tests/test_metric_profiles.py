@@ -85,6 +85,7 @@ def test_the_shipped_profiles_load_and_validate() -> None:
     every |= {"unpriced"}  # answers of a model with no price (LiteLLM: at no spend)
     assert litellm.ingredients == every  # LiteLLM meters no quality scores
     ours = every | {"quality_sum", "quality_count", "rejected", "filtered", "tpot_buckets"}
+    ours |= {"unpriced_fallbacks"}  # a fallback's unpriced answers, left out of cost per query
     assert canaryctl.ingredients == ours
     recorded = load_profile("recorded")  # the same counts, through the recording rules
     assert recorded.ingredients == ours and not recorded.shadow

@@ -8,13 +8,15 @@ model) is a price: that variant's cost per query is $0 and is judged like any ot
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from click.testing import CliRunner
+from prometheus_client.parser import text_string_to_metric_families
 
 from canaryctl.analysis import Outcome, assess, judge
 from canaryctl.cli import main
@@ -29,6 +31,7 @@ SEQUENTIAL = AnalysisSpec(interval=10, min_requests=20, method="sequential")
 COST_MAX = SloSpec(metric="cost_per_query_usd", max=0.01)
 COST_RELATIVE = SloSpec(metric="cost_per_query_usd", compare="baseline", max_ratio=1.2)
 PRICED = {"prompt_per_1k": 0.01, "completion_per_1k": 0.03}
+NAMES = ("big-llm", "local-llm", "free-llm", "flaky-llm")
 
 
 def _cost_check(verdict: Any) -> Any:
@@ -76,6 +79,24 @@ def test_an_unpriced_canary_is_inconclusive_on_cost_and_says_what_settles_it(
         assert "price" in check.reason and "200 of 200" in check.reason
 
 
+def test_a_fallbacks_unpriced_answers_are_left_out_of_the_variants_cost() -> None:
+    """A variant is judged on what its own model did: answers an unpriced fallback gave are
+    neither $0 nor unknown for it, they are left out (cost over the other requests)."""
+    rescued = VariantStats(
+        requests=200, fallbacks=20, cost_usd=1.8, unpriced=20, unpriced_fallbacks=20
+    )
+    assert measure("cost_per_query_usd", rescued) == pytest.approx(1.8 / 180)
+    # The rescued variant as the baseline: its 0.01 is a value to judge the canary against.
+    verdict = judge(
+        [COST_RELATIVE], THRESHOLD, _window(PAID, rescued), baseline="big-llm", canary="local-llm"
+    )
+    check = _cost_check(verdict)
+    assert check.outcome is Outcome.PASS and check.bound == pytest.approx(0.012)
+    # Its own model unpriced too: unknown again, whatever the fallbacks did.
+    both = VariantStats(requests=200, cost_usd=0.3, unpriced=190, unpriced_fallbacks=20)
+    assert measure("cost_per_query_usd", both) is None
+
+
 def test_an_unpriced_baseline_leaves_a_relative_cost_bound_undecided() -> None:
     verdict = judge(
         [COST_RELATIVE], THRESHOLD, _window(PAID, UNPRICED), baseline="big-llm", canary="local-llm"
@@ -114,9 +135,10 @@ def test_the_unpriced_count_survives_the_journal() -> None:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabStack]:
-    """Three models, one route each: priced, unpriced (no `price`), and free on purpose."""
+    """Four models, one route each: priced, unpriced (no `price`), free on purpose, and priced
+    but failing half its requests over to the unpriced one."""
     tmp = tmp_path_factory.mktemp("unpriced")
-    names = ("big-llm", "local-llm", "free-llm")
+    names = NAMES
     flags = {
         f"f-{name}": {
             "key": f"f-{name}", "on": True, "variations": [name], "fallthrough": {"variation": 0},
@@ -132,10 +154,15 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabStack]:
         {"name": "local-llm", "provider": "ollama", "base_url": "lab://local-llm"},
         {"name": "free-llm", "provider": "ollama", "base_url": "lab://free-llm",
          "price": {"prompt_per_1k": 0, "completion_per_1k": 0}},
+        {"name": "flaky-llm", "base_url": "lab://flaky-llm", "price": PRICED,
+         "fallback": ["local-llm"]},
     ]  # fmt: skip
     spec = LabSpec.model_validate(
         {
-            "providers": [{"name": n, "latency": fast} for n in names],
+            "providers": [
+                *({"name": n, "latency": fast} for n in names[:3]),
+                {"name": "flaky-llm", "latency": fast, "errors": {"rate": 0.5}},
+            ],
             "gateway": {
                 "listen": "127.0.0.1:0",
                 "flags": {"provider": "file", "path": str(tmp / "flags.json")},
@@ -153,11 +180,21 @@ def _observe(lab: LabStack, requests: int) -> Observation:
     source.check()
     since = source._history[-1].at
     for _ in range(requests):
-        for name in ("big-llm", "local-llm", "free-llm"):
+        for name in NAMES:
             body = {"model": f"r-{name}", "messages": [{"role": "user", "content": "2 + 3?"}]}
             response = httpx.post(lab.gateway_url + "/v1/chat/completions", json=body, timeout=10)
             assert response.status_code == 200, response.text
     return source.observe(since)
+
+
+def _count(lab: LabStack, name: str, **labels: str) -> float:
+    text = httpx.get(lab.metrics_url).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
 
 
 @pytest.mark.e2e
@@ -178,11 +215,58 @@ def test_a_rollout_to_an_unpriced_model_is_not_passed_on_cost(lab: LabStack) -> 
         for check in verdict.checks:
             assert check.outcome is Outcome.INCONCLUSIVE
             assert "'local-llm'" in check.reason and "no price" in check.reason
+    # A priced model whose failures an unpriced fallback answered: those answers are left out.
+    flaky = observation.of("flaky-llm")
+    assert flaky.fallbacks > 0 and flaky.unpriced == flaky.unpriced_fallbacks == flaky.fallbacks
+    # Its own answers' tokens at its price, per request its own model answered, from the
+    # gateway's counters by model (the only traffic this lab served).
+    own = {"variant": "flaky-llm", "model": "flaky-llm"}
+    prompt = _count(lab, "llm_tokens_total", kind="prompt", **own)
+    completion = _count(lab, "llm_tokens_total", kind="completion", **own)
+    answered = _count(lab, "llm_requests_total", outcome="ok", **own)
+    expected = (prompt * 0.01 + completion * 0.03) / 1000 / answered
+    assert measure("cost_per_query_usd", flaky) == pytest.approx(expected)
     # The model free on purpose is judged on its $0.
     verdict, _ = assess(
         [COST_MAX], THRESHOLD, observation, {}, baseline="big-llm", canary="free-llm"
     )
     assert verdict.outcome is Outcome.PASS, verdict.reason
+
+
+@pytest.mark.e2e
+def test_a_shadow_candidate_with_no_price_has_no_cost_per_query(
+    make_lab: Callable[..., LabSpec], write_flags: Callable[..., Path]
+) -> None:
+    """A shadow step judges the candidate on its mirrored calls: unpriced there too."""
+    write_flags(["big-llm", "local-llm"])
+    fast = {"median": 0.001, "p95": 0.002}
+    lab = make_lab(
+        [{"name": "big-llm", "latency": fast}, {"name": "local-llm", "latency": fast}],
+        [
+            {"name": "big-llm", "base_url": "lab://big-llm", "price": PRICED},
+            {"name": "local-llm", "provider": "ollama", "base_url": "lab://local-llm"},
+        ],
+    )
+    data = lab.model_dump(mode="json", by_alias=True)
+    data["gateway"]["routes"][0]["shadow"] = {"model": "local-llm", "percent": 100}
+    with LabStack(LabSpec.model_validate(data), traffic=False) as stack:
+        source = ScrapeMetricsSource([stack.metrics_url], retry=RetryPolicy(attempts=1))
+        source.check()
+        since = source._history[-1].at
+        body = {"model": "bot", "messages": [{"role": "user", "content": "2 + 3?"}]}
+        for _ in range(10):
+            response = httpx.post(stack.gateway_url + "/v1/chat/completions", json=body)
+            assert response.status_code == 200
+        deadline = time.monotonic() + 10  # shadow calls are counted after the answer is sent
+        while (
+            _count(stack, "llm_shadow_unpriced_requests_total") < 10 and time.monotonic() < deadline
+        ):
+            time.sleep(0.02)
+        observation = source.observe_shadow(since, baseline="big-llm", candidate="local-llm")
+    candidate = observation.of("local-llm")
+    assert candidate.unpriced == candidate.requests == 10 and candidate.cost_usd == 0
+    assert measure("cost_per_query_usd", candidate) is None
+    assert measure("cost_per_query_usd", observation.of("big-llm")) is not None
 
 
 # -- validate, before anything runs ----------------------------------------------------------

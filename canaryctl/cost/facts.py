@@ -126,7 +126,7 @@ def gather(
     facts = tuple(
         _facts(
             m.name,
-            m.price.usd if m.priced else None,
+            None if m.price is None else m.price.usd,
             spec,
             evals.get(m.name),
             observed.get(m.name),

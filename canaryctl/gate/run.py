@@ -144,7 +144,7 @@ def _lab_urls(lab_path: Path | None) -> Iterator[tuple[dict[str, str], dict[str,
     from canaryctl.runbook.loader import load_document
 
     lab = load_document(lab_path, expect=Lab)
-    prices = {m.name: m.price for m in lab.spec.gateway.models}
+    prices = {m.name: m.price for m in lab.spec.gateway.models if m.price is not None}
     stack = LabStack(lab, traffic=False)
     try:
         stack.start()

@@ -91,13 +91,15 @@ def decide(
     else:
         return None
     prompt, completion = tokens
-    price = served.price.usd(prompt, completion)
+    price = served.usd(prompt, completion)
+    if price is None:
+        return None  # the flag's choice has no price: nothing is known to be cheaper
     best: tuple[float, str] | None = None
     for model in models:  # in the document's order: the first of equally cheap models wins
         score = quality.get(model.name)
-        if score is None or score < floor or not model.priced:
+        usd = model.usd(prompt, completion)
+        if score is None or score < floor or usd is None:
             continue  # unknown quality, below the floor, or an unknown cost (not $0)
-        usd = model.price.usd(prompt, completion)
         if usd < price and (best is None or usd < best[0]):
             best = (usd, model.name)
     return None if best is None else Downgrade(best[1], reason)

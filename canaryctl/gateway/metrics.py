@@ -165,7 +165,7 @@ class RequestSeries:
     when it would have with `labels()` (no zero-valued token series for requests without
     usage)."""
 
-    __slots__ = ("_cost", "_duration", "_key", "_metrics", "_outcomes", "_tokens", "_unpriced")
+    __slots__ = ("_cost", "_duration", "_key", "_metrics", "_outcomes", "_tokens")
 
     def __init__(self, metrics: GatewayMetrics, key: tuple[str, str, str, str, str]) -> None:
         self._metrics, self._key = metrics, key
@@ -173,7 +173,6 @@ class RequestSeries:
         self._duration: Any = None
         self._tokens: tuple[Any, Any] | None = None
         self._cost: Any = None
-        self._unpriced: Any = None
 
     def count(self, outcome: str, seconds: float) -> None:
         """One request in llm_requests_total under `outcome`, and its end-to-end duration."""
@@ -186,9 +185,10 @@ class RequestSeries:
             self._duration = self._metrics.duration.labels(*self._key)
         self._duration.observe(seconds)
 
-    def spent(self, prompt: int, completion: int, cost: float | None) -> None:
+    def spent(self, prompt: int, completion: int, cost: float | None, outcome: str) -> None:
         """The tokens the model reported and what they cost; `cost` None for a model with no
-        price, whose answer is counted in llm_unpriced_requests_total instead."""
+        price, whose answer is counted in llm_unpriced_requests_total under `outcome` instead
+        (fallback_ok: a fallback model gave it)."""
         if self._tokens is None:
             tokens = self._metrics.tokens
             self._tokens = (
@@ -198,9 +198,7 @@ class RequestSeries:
         self._tokens[0].inc(prompt)
         self._tokens[1].inc(completion)
         if cost is None:
-            if self._unpriced is None:
-                self._unpriced = self._metrics.unpriced.labels(*self._key)
-            self._unpriced.inc()
+            self._metrics.unpriced.labels(*self._key, outcome).inc()
             return
         if self._cost is None:
             self._cost = self._metrics.cost.labels(*self._key)
@@ -266,9 +264,11 @@ class GatewayMetrics:
         )
         self.unpriced = Counter(
             "llm_unpriced_requests_total",
-            "Answers of a model with no price in the gateway document: their cost is unknown "
-            "and in no llm_cost_usd_total (cost per query has no value while there are any)",
-            REQUEST_LABELS,
+            "Answers of a model with no price in the gateway document, by the outcome of "
+            "llm_requests_total: their cost is unknown and in no llm_cost_usd_total (a variant's "
+            "cost per query has no value while its own model gave any; fallback_ok ones are "
+            "left out of it)",
+            [*REQUEST_LABELS, "outcome"],
             registry=registry,
         )
         self.quality = Summary(
@@ -486,9 +486,9 @@ class GatewayMetrics:
         )
         self.shadow_unpriced = Counter(
             "llm_shadow_unpriced_requests_total",
-            "Shadow answers of a model with no price: their cost is unknown and in no "
-            "llm_shadow_cost_usd_total",
-            REQUEST_LABELS,
+            "Shadow answers of a model with no price, by outcome: their cost is unknown and in "
+            "no llm_shadow_cost_usd_total",
+            [*REQUEST_LABELS, "outcome"],
             registry=registry,
         )
         self.shadow_quality = Summary(

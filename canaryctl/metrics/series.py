@@ -37,7 +37,8 @@ DURATION_BUCKET = "llm_request_duration_seconds_bucket"
 TOKENS = "llm_tokens_total"
 COST = "llm_cost_usd_total"
 UNPRICED = "llm_unpriced_requests_total"
-"""Answers of a model with no price: their cost is unknown, and in no llm_cost_usd_total."""
+"""Answers of a model with no price, by outcome: their cost is unknown, and in no
+llm_cost_usd_total; those under `fallback_ok` a fallback model gave."""
 QUALITY_SUM = "llm_quality_score_sum"
 QUALITY_COUNT = "llm_quality_score_count"
 TTFT_BUCKET = "llm_time_to_first_token_seconds_bucket"
@@ -82,6 +83,7 @@ class VariantTotals:
     completion_tokens: float = 0.0
     cost_usd: float = 0.0
     unpriced: float = 0.0
+    unpriced_fallbacks: float = 0.0
     quality_sum: float = 0.0
     quality_count: float = 0.0
     pairs: float = 0.0
@@ -106,6 +108,8 @@ class VariantTotals:
             self.add_ingredient("cost_usd", labels, delta)
         elif name == UNPRICED:
             self.add_ingredient("unpriced", labels, delta)
+            if labels.get("outcome") == "fallback_ok":
+                self.add_ingredient("unpriced_fallbacks", labels, delta)
         elif name == QUALITY_SUM:
             self.add_ingredient("quality_sum", labels, delta)
         elif name == QUALITY_COUNT:
@@ -142,6 +146,7 @@ class VariantTotals:
             completion_tokens=self.completion_tokens,
             cost_usd=self.cost_usd,
             unpriced=self.unpriced,
+            unpriced_fallbacks=self.unpriced_fallbacks,
             quality_sum=self.quality_sum,
             quality_count=self.quality_count,
             pairs=self.pairs,
