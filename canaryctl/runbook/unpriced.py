@@ -1,10 +1,9 @@
 """Before a rollout runs: a cost SLO on a model with no price can never pass.
 
-A model whose gateway entry sets no `price` has an unknown cost, and cost per query has no
-value while any of a variant's answers came from it (the analysis calls that inconclusive).
+A model whose gateway entry sets no `price` has an unknown cost, and a variant's cost per query
+has no value while its own model is one (the analysis calls that inconclusive).
 When `canaryctl validate` is given the Rollout and the Gateway or Lab that serves its flag, this
-is known before anything moves: the canary's model, the baseline's for a bound against it, and
-the fallbacks that may answer for either.
+is known before anything moves: the canary's model, and the baseline's for a bound against it.
 """
 
 from __future__ import annotations
@@ -22,8 +21,8 @@ COST = "cost_per_query_usd"
 def unpriced_cost_warnings(
     spec: RolloutSpec, gateways: Sequence[tuple[str, GatewaySpec]]
 ) -> list[str]:
-    """One warning per cost SLO whose judged variants' models (or their fallbacks) have no
-    price in a gateway (named by its file) with a route on the rollout's flag."""
+    """One warning per cost SLO and judged variant whose model has no price in a gateway
+    (named by its file) with a route on the rollout's flag."""
     found: list[str] = []
     for where, gateway in gateways:
         if not any(route.flag == spec.flag.key for route in gateway.routes):
@@ -48,13 +47,9 @@ def unpriced_cost_warnings(
 
 
 def _unpriced(variant: str, models: dict[str, ModelSpec]) -> str | None:
-    """Why `variant`'s answers may have no price: its model, or a fallback in its chain."""
+    """Why `variant`'s cost is unknown: its own model has no price. (Answers a fallback with no
+    price gives are left out of its cost per query, which stays known.)"""
     model = models.get(variant)
-    if model is None:
-        return None  # not a model of this gateway: nothing known here
-    if not model.priced:
-        return f"'{variant}' has no price"
-    unpriced = [name for name in model.fallback if name in models and not models[name].priced]
-    if unpriced:
-        return f"'{variant}' falls back to {', '.join(repr(n) for n in unpriced)}, with no price,"
-    return None
+    if model is None or model.priced:
+        return None  # priced, or not a model of this gateway: nothing known here
+    return f"'{variant}' has no price"
