@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -23,6 +24,7 @@ from canaryctl.cli import main
 from canaryctl.lab import LabStack
 from canaryctl.metrics import Observation, ScrapeMetricsSource, VariantStats, measure
 from canaryctl.retry import RetryPolicy
+from canaryctl.runbook.gateway import GatewaySpec
 from canaryctl.runbook.lab import LabSpec
 from canaryctl.runbook.rollout import AnalysisSpec, SloSpec
 
@@ -333,3 +335,30 @@ def test_validate_is_silent_for_a_free_model_or_without_a_cost_slo(
     result = _validate(tmp_path, canary, metric)
     assert result.exit_code == 0, result.output
     assert "price" not in result.stderr, result.stderr
+
+
+def test_validate_warns_for_the_baseline_of_a_bound_against_it(tmp_path: Path) -> None:
+    rollout = ROLLOUT.format(canary="big-llm", metric="cost_per_query_usd").replace(
+        "baseline: big-llm", "baseline: local-llm"
+    )
+    rollout = rollout.replace(
+        "{metric: cost_per_query_usd, max: 0.01}",
+        "{metric: cost_per_query_usd, compare: baseline, max_ratio: 1.2}",
+    )
+    (tmp_path / "rollout.yaml").write_text(rollout)
+    (tmp_path / "gateway.yaml").write_text(GATEWAY)
+    files = [str(tmp_path / "rollout.yaml"), str(tmp_path / "gateway.yaml")]
+    result = CliRunner().invoke(main, ["validate", *files])
+    assert result.exit_code == 0, result.output
+    assert "the baseline 'local-llm' has no price" in result.stderr, result.stderr
+
+
+def test_no_price_survives_a_document_read_back() -> None:
+    """Unset is None, not a zero price: a gateway dumped and read again (as a lab's copy is)
+    still knows which model has no price."""
+    spec = GatewaySpec.model_validate(yaml.safe_load(GATEWAY)["spec"])
+    again = GatewaySpec.model_validate(spec.model_dump(mode="json", by_alias=True))
+    priced = {m.name: m.priced for m in again.models}
+    assert priced == {"big-llm": True, "local-llm": False, "free-llm": True}
+    assert again.models[1].usd(1000, 1000) is None
+    assert again.models[2].usd(1000, 1000) == 0.0
