@@ -79,6 +79,8 @@ def test_an_unpriced_canary_is_inconclusive_on_cost_and_says_what_settles_it(
         assert check.canary_value is None
         assert "'local-llm'" in check.reason and "no price" in check.reason
         assert "price" in check.reason and "200 of 200" in check.reason
+        # The sequential tests learned nothing from the $0: no interval was tested.
+        assert check.evidence is None or check.evidence.samples == 0
 
 
 def test_a_fallbacks_unpriced_answers_are_left_out_of_the_variants_cost() -> None:
@@ -99,13 +101,20 @@ def test_a_fallbacks_unpriced_answers_are_left_out_of_the_variants_cost() -> Non
     assert measure("cost_per_query_usd", both) is None
 
 
-def test_an_unpriced_baseline_leaves_a_relative_cost_bound_undecided() -> None:
-    verdict = judge(
-        [COST_RELATIVE], THRESHOLD, _window(PAID, UNPRICED), baseline="big-llm", canary="local-llm"
-    )
-    check = _cost_check(verdict)
-    assert check.outcome is Outcome.INCONCLUSIVE
-    assert "baseline 'big-llm'" in check.reason and "no price" in check.reason
+@pytest.mark.parametrize("analysis", [THRESHOLD, SEQUENTIAL], ids=["threshold", "sequential"])
+def test_an_unpriced_baseline_leaves_a_relative_cost_bound_undecided(
+    analysis: AnalysisSpec,
+) -> None:
+    ledger: dict[str, Any] = {}
+    for _ in range(3):
+        verdict, ledger = assess(
+            [COST_RELATIVE], analysis, _window(PAID, UNPRICED), ledger,
+            baseline="big-llm", canary="local-llm",
+        )  # fmt: skip
+        check = _cost_check(verdict)
+        assert check.outcome is Outcome.INCONCLUSIVE
+        assert "baseline 'big-llm'" in check.reason and "no price" in check.reason
+        assert check.evidence is None or check.evidence.samples == 0
 
 
 def test_the_unknown_cost_is_inconclusive_however_few_requests_came() -> None:
