@@ -24,7 +24,6 @@ from canaryctl.lab import LabStack
 from canaryctl.lab.traffic import TrafficGenerator
 from canaryctl.metrics.measures import histogram_quantile
 from canaryctl.runbook.lab import Lab
-from canaryctl.runbook.price import PriceSpec
 
 __all__ = ["SCORES", "evaluate", "run_plan", "write_document", "write_plan_flag"]
 
@@ -81,16 +80,11 @@ def write_document(tmp_path: Path, **spec: Any) -> Path:
 def evaluate(lab: Lab, *, items: int, confidence: float = 0.95) -> list[dict[str, Any]]:
     """Each gateway model's ModelScore (as JSON) on the first `items` arithmetic questions,
     sent straight to its lab provider as `canaryctl gate` does, priced with the gateway's price
-    (a model with none at $0, as the gate prices it: the optimizer ignores that for it)."""
+    (a model with none has no eval cost, as in the gate)."""
     questions = load_benchmark(builtin_benchmark("arithmetic"))[:items]
     with LabStack(lab, traffic=False) as stack:
         endpoints = [
-            Endpoint(
-                m.name,
-                chat_url(stack.provider_urls[m.base_url[6:]]),
-                m.name,
-                m.price or PriceSpec(),
-            )
+            Endpoint(m.name, chat_url(stack.provider_urls[m.base_url[6:]]), m.name, m.price)
             for m in lab.spec.gateway.models
             if m.base_url.startswith("lab://")
         ]

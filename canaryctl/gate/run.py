@@ -179,7 +179,7 @@ def _endpoint(
                 f"spec.gate.eval.{role}.api_key_env: environment variable {spec.api_key_env} "
                 "is not set or empty"
             )
-    price = spec.price or lab_prices.get(variant) or PriceSpec()
+    price = spec.price or lab_prices.get(variant)  # none: the eval's cost is unknown, not $0
     return Endpoint(variant, chat_url(base_url), spec.model or variant, price, api_key)
 
 
