@@ -24,6 +24,7 @@ from canaryctl.flags import MemoryFlagStore
 from canaryctl.gate import run_gate
 from canaryctl.gate.result import GateReport
 from canaryctl.metrics import Observation, ScriptedMetricsSource, VariantStats
+from canaryctl.report.gate_page import gate_html
 from canaryctl.runbook import Rollout, load_document
 
 FAST = {"median": "5ms", "p95": "20ms"}
@@ -172,6 +173,9 @@ def test_a_canary_with_no_price_never_passes_a_monthly_cost_bound(tmp_path: Path
     assert report["eval"]["baseline"]["cost_usd"] > 0 and report["eval"]["cost_usd"] is None
     assert report["cost_projection"]["canary"]["source"] == "none"
     assert "| no price |" in summary.read_text()
+    assert '<td class="num">no price</td>' in gate_html(report)  # the report page
+    code, output = gate(str(runbook), "-o", "text")
+    assert code != 0 and "eval cost unknown (no price)" in output
 
 
 def test_gate_fails_a_worse_canary(tmp_path: Path) -> None:
