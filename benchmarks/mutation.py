@@ -65,6 +65,7 @@ CORE_TESTS = (
     "tests/test_sequential.py",
     "tests/test_shadow_step.py",
     "tests/test_streaming_latency.py",
+    "tests/test_unpriced.py",
 )
 """The test modules a mutation run uses (their `e2e`-marked tests left out)."""
 LEFT_OUT = {

@@ -59,6 +59,8 @@ INGREDIENTS: tuple[str, ...] = (
     "prompt_tokens",
     "completion_tokens",
     "cost_usd",
+    "unpriced",
+    "unpriced_fallbacks",
     "quality_sum",
     "quality_count",
     "pairs",
@@ -67,7 +69,9 @@ INGREDIENTS: tuple[str, ...] = (
 )
 """The counts a metric profile may yield, per variant: each is a field of VariantStats. The
 `pair_*` counts are a judge's pairwise verdicts on shadow traffic (the candidate's answer against
-the served one), kept with the candidate."""
+the served one), kept with the candidate. `unpriced` counts the answers whose cost is unknown
+(their model has no price): they add nothing to `cost_usd`. `unpriced_fallbacks` are those of
+them a fallback model gave (outcome `fallback_ok`)."""
 
 HISTOGRAMS: tuple[str, ...] = ("latency_buckets", "ttft_buckets", "tpot_buckets")
 """The ingredients that are histograms, kept per `le` bound: end-to-end latency, and for
@@ -97,10 +101,14 @@ class Quantile:
 
 @dataclass(frozen=True)
 class Mean:
-    """`total` per `count`: per query (requests) or per scored answer (quality)."""
+    """`total` per `count`: per query (requests) or per scored answer (quality). A total can
+    be partly unknown (a cost, where some answers had no price): `unknown` counts the parts
+    missing from it, and while there are any the mean has no value, since a partial sum read
+    as the whole would be an estimate too low by an unknown amount."""
 
     total: Count
     count: Count
+    unknown: Count | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +137,18 @@ class Metric:
 def _judged(s: VariantStats) -> float:
     """Requests the model is answerable for: all but the client's own mistakes."""
     return s.requests - s.rejected
+
+
+def _priced(s: VariantStats) -> float:
+    """The requests a cost per query is taken over: all but the answers a fallback model with
+    no price gave (unknown, and not the variant's own model's doing)."""
+    return s.requests - s.unpriced_fallbacks
+
+
+def _own_unpriced(s: VariantStats) -> float:
+    """The variant's own model's answers with no price: while there are any, its cost is
+    unknown."""
+    return s.unpriced - s.unpriced_fallbacks
 
 
 _OUTCOME_COUNTS = frozenset({"requests", "errors", "fallbacks"})
@@ -205,9 +225,11 @@ SLO_METRICS: dict[str, Metric] = _metrics(
     *_streamed("tpot", "tpot_buckets", "time per output token after the first"),
     Metric(
         "cost_per_query_usd",
-        Mean(lambda s: s.cost_usd, lambda s: s.requests),
+        Mean(lambda s: s.cost_usd, _priced, _own_unpriced),
         frozenset({"requests", "cost_usd"}),
-        "USD per request",
+        "USD per request; no value while the variant's own model answered with no price (its "
+        "cost is unknown, not 0); answers a fallback with no price gave are left out",
+        frozenset({"unpriced", "unpriced_fallbacks"}),
     ),
     Metric(
         "tokens_per_query",

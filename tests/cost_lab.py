@@ -79,7 +79,8 @@ def write_document(tmp_path: Path, **spec: Any) -> Path:
 
 def evaluate(lab: Lab, *, items: int, confidence: float = 0.95) -> list[dict[str, Any]]:
     """Each gateway model's ModelScore (as JSON) on the first `items` arithmetic questions,
-    sent straight to its lab provider as `canaryctl gate` does, priced with the gateway's price."""
+    sent straight to its lab provider as `canaryctl gate` does, priced with the gateway's price
+    (a model with none has no eval cost, as in the gate)."""
     questions = load_benchmark(builtin_benchmark("arithmetic"))[:items]
     with LabStack(lab, traffic=False) as stack:
         endpoints = [

@@ -93,9 +93,11 @@ class LiteLLMExporter:
         failed: bool,
         seconds: float,
         first_token: float | None = None,
+        spend: float = 0.002,
     ) -> None:
         """One request to model group `group`, answered (or not) by deployment model `model`;
-        streamed if it has a `first_token` (LiteLLM records none for a plain request)."""
+        streamed if it has a `first_token` (LiteLLM records none for a plain request). `spend`
+        0 is what LiteLLM records for a model it has no price for (and for one priced at 0)."""
         key = {"end_user": user, "hashed_api_key": "88dc28", "api_key_alias": "support-bot"}
         team = {"team": "support", "team_alias": "support", "user": "app"}
         status = "500" if failed else "200"
@@ -108,7 +110,7 @@ class LiteLLMExporter:
         if first_token is not None:
             labels = {**key, **team, "requested_model": group, "model": model, "model_id": "1"}
             self.first_token.labels(**labels).observe(first_token)
-        self.spend.labels(**key, model=model, **team).inc(0.002)
+        self.spend.labels(**key, model=model, **team).inc(spend)
         tokens = {**key, "model": model, **team, "requested_model": group}
         self.input_tokens.labels(**tokens).inc(120)
         self.output_tokens.labels(**tokens).inc(40)

@@ -175,3 +175,17 @@ def test_a_real_gateway_downgrades_low_work_past_a_budget_share() -> None:
     digest = ("digest", "gpt-4-turbo", "gpt-4o-mini", "budget")
     assert counted[digest] == served.count("gpt-4o-mini") >= 1
     assert counted[("support-bot", "gpt-4-turbo", "mixtral-8x7b", "budget")] == 1
+
+
+def test_a_model_without_a_price_is_never_the_cheaper_one() -> None:
+    """No `price` is an unknown cost, not $0: a model meeting the floor but unpriced is not
+    chosen as the cheapest; priced at zero on purpose, it is."""
+    unpriced = ModelSpec(name="local", base_url="http://x")
+    quality = {**QUALITY, "local": 0.9}
+    found = decide(DowngradeSpec(), quality, [*MODELS, unpriced], LOW, MODELS[0], job=None,
+                   now=NOON, budget_share=0, tokens=(50, 200))  # fmt: skip
+    assert found is not None and found.model == "mini"
+    free = _model("local")  # price: {prompt_per_1k: 0, completion_per_1k: 0}
+    found = decide(DowngradeSpec(), quality, [*MODELS, free], LOW, MODELS[0], job=None,
+                   now=NOON, budget_share=0, tokens=(50, 200))  # fmt: skip
+    assert found is not None and found.model == "local"

@@ -24,6 +24,7 @@ from canaryctl.flags import MemoryFlagStore
 from canaryctl.gate import run_gate
 from canaryctl.gate.result import GateReport
 from canaryctl.metrics import Observation, ScriptedMetricsSource, VariantStats
+from canaryctl.report.gate_page import gate_html
 from canaryctl.runbook import Rollout, load_document
 
 FAST = {"median": "5ms", "p95": "20ms"}
@@ -36,7 +37,7 @@ def write_lab(tmp_path: Path) -> None:
         {"name": "good", "latency": FAST, "quality": 0.95},
         {"name": "bad", "latency": FAST, "quality": 0.6},
     ]
-    models = [
+    models: list[dict[str, Any]] = [
         {
             "name": p["name"],
             "base_url": f"lab://{p['name']}",
@@ -44,6 +45,8 @@ def write_lab(tmp_path: Path) -> None:
         }
         for p, price in zip(providers, (0.01, 0.001, 0.0005), strict=True)
     ]
+    providers.append({"name": "local", "latency": FAST, "quality": 0.95})
+    models.append({"name": "local", "base_url": "lab://local"})  # no price: cost unknown
     lab = {
         "apiVersion": "canaryctl/v1",
         "kind": "Lab",
@@ -150,6 +153,29 @@ def test_gate_passes_a_good_canary(tmp_path: Path) -> None:
     assert rows["eval: eval score >= 0.8"][-2] == "✅ pass"
     assert rows["eval: eval score >= 0.8"][0] == f"{canary['score']:.4g}"
     assert "### Cost at 10,000,000 queries a month" in text
+
+
+def test_a_canary_with_no_price_never_passes_a_monthly_cost_bound(tmp_path: Path) -> None:
+    """The eval's cost of a model the lab gateway gives no price is unknown, not $0: the cost
+    bound is inconclusive, so the gate does not pass."""
+    write_lab(tmp_path)
+    runbook = write_runbook(tmp_path, "local")
+    document = yaml.safe_load(runbook.read_text())
+    document["spec"]["gate"]["cost"]["max_monthly_usd"] = 1_000_000
+    runbook.write_text(yaml.safe_dump(document))
+    summary = tmp_path / "summary.md"
+    code, output = gate(str(runbook), "--summary", str(summary), "-o", "json")
+    report = json.loads(output)
+    assert code != 0 and report["outcome"] != "pass", output
+    (cost,) = [c for c in report["checks"] if c["kind"] == "cost"]
+    assert cost["outcome"] == "inconclusive" and cost["canary_value"] is None
+    assert report["eval"]["canary"]["cost_usd"] is None
+    assert report["eval"]["baseline"]["cost_usd"] > 0 and report["eval"]["cost_usd"] is None
+    assert report["cost_projection"]["canary"]["source"] == "none"
+    assert "| no price |" in summary.read_text()
+    assert '<td class="num">no price</td>' in gate_html(report)  # the report page
+    code, output = gate(str(runbook), "-o", "text")
+    assert code != 0 and "eval cost unknown (no price)" in output
 
 
 def test_gate_fails_a_worse_canary(tmp_path: Path) -> None:

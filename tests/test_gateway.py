@@ -196,13 +196,15 @@ def test_metrics_expose_the_contract_names_and_labels(
         "llm_request_duration_seconds": {*per_request, "le"},
         "llm_upstream_duration_seconds": {*labels, "le"},
         "llm_tokens": {*per_request, "kind"},
-        "llm_cost_usd": per_request,
+        # Model `a` has no price: its answers are counted here, at no cost in llm_cost_usd.
+        "llm_unpriced_requests": {*per_request, "outcome"},
     }
     for name, label_names in expected.items():
         samples = [s for s in families[name].samples if not s.name.endswith("_created")]
         assert samples, name
         assert {key for s in samples for key in s.labels} == label_names, name
     assert "llm_fallbacks" in families and "llm_flag_evaluation_errors" in families
+    assert not [s for s in families["llm_cost_usd"].samples if not s.name.endswith("_created")]
     buckets = {
         s.labels["le"] for s in families["llm_request_duration_seconds"].samples if "le" in s.labels
     }

@@ -82,20 +82,22 @@ def test_the_shipped_profiles_load_and_validate() -> None:
     assert otel.variant_label == "gen_ai_request_model"
     every = {"requests", "errors", "fallbacks", "latency_buckets", "prompt_tokens"}
     every |= {"completion_tokens", "cost_usd", "ttft_buckets"}
+    every |= {"unpriced"}  # answers of a model with no price (LiteLLM: at no spend)
     assert litellm.ingredients == every  # LiteLLM meters no quality scores
     ours = every | {"quality_sum", "quality_count", "rejected", "filtered", "tpot_buckets"}
+    ours |= {"unpriced_fallbacks"}  # a fallback's unpriced answers, left out of cost per query
     assert canaryctl.ingredients == ours
     recorded = load_profile("recorded")  # the same counts, through the recording rules
     assert recorded.ingredients == ours and not recorded.shadow
     # The client conventions define no cost and no first token.
-    assert otel.ingredients == every - {"cost_usd", "ttft_buckets"}
+    assert otel.ingredients == every - {"cost_usd", "unpriced", "ttft_buckets"}
 
 
 @pytest.mark.parametrize(
     ("slos", "profile", "queries"),
     [
-        ([], "canaryctl", 8),  # no SLOs given: every ingredient
-        ([], "litellm", 8),
+        ([], "canaryctl", 9),  # no SLOs given: every ingredient
+        ([], "litellm", 9),
         (
             [{"metric": "error_rate", "max": 0.02}, {"metric": "latency_p95_seconds", "max": 2}],
             "canaryctl",
@@ -108,8 +110,9 @@ def test_the_shipped_profiles_load_and_validate() -> None:
         ),
         # requests, errors and fallbacks always: the built-in check on the canary reads them
         ([{"metric": "latency_p95_seconds", "max": 2}], "litellm", 4),
-        ([{"metric": "cost_per_query_usd", "max": 0.01}], "canaryctl", 2),
-        ([{"metric": "cost_per_query_usd", "max": 0.01}], "litellm", 4),
+        # and the answers without a price, which leave the cost unknown
+        ([{"metric": "cost_per_query_usd", "max": 0.01}], "canaryctl", 3),
+        ([{"metric": "cost_per_query_usd", "max": 0.01}], "litellm", 5),
         ([{"metric": "quality_score", "min": 0.8}], "canaryctl", 3),
         ([{"metric": "ttft_p95_seconds", "max": 0.5}], "canaryctl", 2),
         ([{"metric": "ttft_p95_seconds", "max": 0.5}], "litellm", 4),

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from prometheus_client import start_http_server
 from rich.console import Console
 
-from canaryctl.analysis import Verdict
+from canaryctl.analysis import Verdict, assess
 from canaryctl.cli import main
 from canaryctl.cli.views import JsonLinesView, LiveView
 from canaryctl.controller import RolloutObserver, StateStore, run_rollout
@@ -164,6 +164,61 @@ def test_litellm_names_without_metric_suffix_are_read_per_model_group(
     assert canary.cost_usd == pytest.approx(0.002 * 30 * factor)  # spend, read by `model`
     assert canary.prompt_tokens == pytest.approx(120 * 30 * factor)
     assert canary.completion_tokens == pytest.approx(40 * 30 * factor)
+
+
+def test_litellm_answers_at_no_spend_leave_the_canarys_cost_unknown(
+    prometheus: PrometheusServer, tmp_path: Path, flags: Path
+) -> None:
+    """A real LiteLLM (1.110) records a model it has no price for at $0 spend: the profile reads
+    that model group's answers as unpriced, so a cost SLO on it is inconclusive, never a pass."""
+    exporter = LiteLLMExporter()
+    try:
+        prometheus.scrape(exporter.url)
+        groups = (("nospend-large", "gpt-4-turbo", 0.002), ("nospend-small", "local-llm", 0.0))
+        for group, model, spend in groups:
+            for _ in range(50):
+                exporter.record(group, model, user="acme", failed=False, seconds=0.3, spend=spend)
+        seen = 'sum(litellm_proxy_total_requests_metric_total{requested_model=~"nospend-.*"})'
+        eventually("the first requests", lambda: prometheus.value(seen) == 100)
+        since = time.time()
+        stamp = "max(timestamp(litellm_proxy_total_requests_metric_total))"
+        eventually("a scrape inside the window", lambda: (prometheus.value(stamp) or 0) > since)
+        for i in range(40):
+            for group, model, spend in groups:
+                exporter.record(group, model, user="acme", failed=i < 4, seconds=0.3, spend=spend)
+        eventually("the window's requests", lambda: prometheus.value(seen) == 180)
+        prometheus.scraped_after(
+            "litellm_proxy_total_requests_metric_total", time.time(), scrapes=2
+        )
+        slos = [{"metric": "error_rate", "max": 0.5}, {"metric": "cost_per_query_usd", "max": 0.01}]
+        document = rollout(
+            tmp_path,
+            "nospend",
+            flags,
+            {
+                "provider": "prometheus",
+                "url": prometheus.url,
+                "profile": "litellm",
+                "variants": {
+                    BASE: {"requested_model": "nospend-large"},
+                    CANARY: {"requested_model": "nospend-small", "model": "local-llm"},
+                },
+            },
+            slos,
+        )
+    finally:
+        exporter.close()
+    spec = parse_document(document.read_text(), "x.yaml", expect=Rollout).spec
+    obs = metrics_source_for(spec.metrics).observe(since)  # every ingredient
+    base, canary = obs.of(BASE), obs.of(CANARY)
+    # Every answer (the latency histogram's count: 36, as increase() extrapolates it) unpriced.
+    assert canary.unpriced > 0
+    assert canary.unpriced == pytest.approx(canary.latency_buckets[-1][1])
+    assert base.unpriced == 0 and base.cost_usd > 0
+    assert measure("cost_per_query_usd", canary) is None
+    verdict, _ = assess(spec.slos, spec.analysis, obs, {}, baseline=BASE, canary=CANARY)
+    (cost,) = [c for c in verdict.checks if c.metric == "cost_per_query_usd"]
+    assert cost.outcome.value == "inconclusive" and "no price" in cost.reason
 
 
 def test_litellm_canary_model_group_failing_is_rolled_back(

@@ -29,6 +29,8 @@ scrape. The recorded one is asked between two evaluations, as a rollout's query 
 eleventh minute): its window (10m30s, 20m30s] holds the minutes ending 11m ... 20m."""
 PER_MINUTE = {"ok": 60, "error": 20}
 """Per gateway: 15 and 5 requests a scrape."""
+UNPRICED = {"ok": 3, "fallback_ok": 1}
+"""Answers of a model with no price a scrape, by outcome."""
 
 
 def series(*, restart: bool) -> list[dict[str, str]]:
@@ -56,6 +58,9 @@ def series(*, restart: bool) -> list[dict[str, str]]:
     found += counter("llm_tokens_total", 'variant="canary",kind="prompt"', 400)
     found += counter("llm_tokens_total", 'variant="canary",kind="completion"', 100)
     found += counter("llm_cost_usd_total", 'variant="canary"', 0.02)
+    for outcome, per_scrape in UNPRICED.items():
+        found += counter("llm_unpriced_requests_total", f'variant="canary",outcome="{outcome}"',
+                         per_scrape)  # fmt: skip
     found += counter("llm_quality_score_sum", 'variant="canary"', 8)
     found += counter("llm_quality_score_count", 'variant="canary"', 10)
     return found
@@ -71,10 +76,17 @@ def expected(promql: str) -> list[dict[str, str | float]]:
     if "_bucket" in promql:
         return [{"labels": f'{{le="{le}",variant="canary"}}', "value": n * scale}
                 for le, n in (("+Inf", 20), ("0.5", 5), ("1", 20))]  # fmt: skip
+    if "llm_unpriced_requests" in promql:
+        return [{"labels": f'{{outcome="{o}",variant="canary"}}', "value": n * scale}
+                for o, n in UNPRICED.items()]  # fmt: skip
     if "llm_tokens" in promql:
         return [{"labels": '{kind="completion",variant="canary"}', "value": 100 * scale},
                 {"labels": '{kind="prompt",variant="canary"}', "value": 400 * scale}]  # fmt: skip
-    per_scrape = {"llm_cost_usd": 0.02, "llm_quality_score_sum": 8, "llm_quality_score_count": 10}
+    per_scrape = {
+        "llm_cost_usd": 0.02,
+        "llm_quality_score_sum": 8,
+        "llm_quality_score_count": 10,
+    }
     name = next(n for n in per_scrape if n in promql)
     return [{"labels": '{variant="canary"}', "value": round(per_scrape[name] * scale, 6)}]
 
@@ -109,7 +121,7 @@ def test_the_recorded_profile_counts_what_the_raw_counters_count(tmp_path: Path)
         }
         for promql, when in queries("canaryctl") + queries("recorded")
     ]
-    assert len(tests) == 16
+    assert len(tests) == 18
     promtool_test(tmp_path, tests, restart=False)
 
 

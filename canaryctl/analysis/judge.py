@@ -1,8 +1,9 @@
 """Judge a window of both variants against the runbook's SLOs.
 
 No data is its own answer: a check without enough requests, or whose metric has no value, is
-INCONCLUSIVE with the reason, never a pass. A value exactly at its bound passes, so a runbook's
-`max: 0.02` reads as "at most 2%".
+INCONCLUSIVE with the reason, never a pass. A cost per query resting on answers whose model has
+no price is unknown, not $0: inconclusive too, naming the variant and what would settle it. A
+value exactly at its bound passes, so a runbook's `max: 0.02` reads as "at most 2%".
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import math
 from collections.abc import Sequence
 
 from canaryctl.analysis.verdict import Check, Outcome, Verdict
-from canaryctl.metrics.base import Observation
-from canaryctl.metrics.measures import measure, samples
+from canaryctl.metrics.base import Observation, VariantStats
+from canaryctl.metrics.measures import measure, samples, unknown_parts
 from canaryctl.runbook.rollout import AnalysisSpec, SloSpec
 
 __all__ = ["judge", "judge_slo"]
@@ -63,6 +64,11 @@ def judge_slo(
             baseline_requests=baseline_stats.requests,
         )
 
+    unknown = _unknown(slo, "canary", canary, canary_stats)
+    if unknown is None and slo.relative:
+        unknown = _unknown(slo, "baseline", baseline, baseline_stats)
+    if unknown is not None:
+        return verdict(Outcome.INCONCLUSIVE, unknown)
     counted = _COUNTED.get(slo.metric or "", "requests")
     short = _too_few(canary, samples(slo.metric, canary_stats), min_requests, counted)
     if short is None and slo.relative:
@@ -115,6 +121,20 @@ def _bound(slo: SloSpec, baseline_value: float | None) -> float | None:
     if slo.max_decrease is not None:
         return None if baseline_value is None else baseline_value - slo.max_decrease
     return slo.max if slo.max is not None else slo.min
+
+
+def _unknown(slo: SloSpec, role: str, variant: str, stats: VariantStats) -> str | None:
+    """Why the metric's value is unknown for `variant` (answers without a price), if it is."""
+    parts = unknown_parts(slo.metric, stats)
+    if parts <= 0:
+        return None
+    return (
+        f"{slo.subject}: {parts:g} of {stats.requests:g} requests of {role} '{variant}' were "
+        "answered by a model with no price, so its cost is unknown, not $0; give that model a "
+        "price where the gateway keeps them (canaryctl: its `price` in the Gateway document, "
+        "`{prompt_per_1k: 0, completion_per_1k: 0}` if it costs nothing; LiteLLM: its model "
+        "cost) and the next windows are judged"
+    )
 
 
 def _too_few(variant: str, count: float, min_requests: int, counted: str) -> str | None:

@@ -52,7 +52,7 @@ from canaryctl.analysis.rate_difference import RateDifference
 from canaryctl.analysis.rate_ratio import RateRatio
 from canaryctl.analysis.verdict import Check, Evidence, Outcome, Verdict
 from canaryctl.metrics.base import Observation, VariantStats
-from canaryctl.metrics.measures import as_latency, histogram_quantile
+from canaryctl.metrics.measures import as_latency, histogram_quantile, unknown_parts
 from canaryctl.runbook.rollout import AnalysisSpec, SloSpec
 from canaryctl.slo_metrics import HISTOGRAMS, SLO_METRICS, Mean, Quantile
 
@@ -264,6 +264,8 @@ class _MeanTest:
         count = _DENOMINATORS[slo.metric]
         if count(canary) <= 0 or count(baseline) <= 0:
             return self
+        if unknown_parts(slo.metric, canary) > 0 or unknown_parts(slo.metric, baseline) > 0:
+            return self  # an interval's cost with unpriced answers is no measurement
         canary_mean = total(canary) / count(canary)
         baseline_mean = total(baseline) / count(baseline)
         if slo.max_decrease is not None:
@@ -405,7 +407,7 @@ class _LevelTest:
 
     def observe(self, slo: SloSpec, canary: VariantStats, baseline: VariantStats) -> _LevelTest:
         count = _DENOMINATORS[slo.metric](canary)
-        if count <= 0:
+        if count <= 0 or unknown_parts(slo.metric, canary) > 0:
             return self
         mean = _TOTALS[slo.metric](canary) / count
         excess = mean - slo.max if slo.max is not None else (slo.min or 0.0) - mean

@@ -7,12 +7,16 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from canaryctl.cli.main import output_option, wants_json
 from canaryctl.errors import InvalidDocument, InvalidInput, Problem
 from canaryctl.runbook.kinds import KINDS
+
+if TYPE_CHECKING:
+    from canaryctl.runbook.gateway import GatewaySpec
 
 # The loader (YAML, pydantic) and the metric profiles are imported when a command runs: `--help`
 # lists the kinds from canaryctl.runbook.kinds alone.
@@ -73,12 +77,14 @@ def _validate(files: tuple[str, ...], output: str | None) -> None:
     from canaryctl.runbook.rollout import Rollout, rollout_warnings
 
     problems: list[Problem] = []
+    documents = []
     for path in files:
         try:
-            doc = load_document(path)
+            documents.append((path, load_document(path)))
         except InvalidDocument as exc:
             problems.extend(exc.problems)
-            continue
+    gateways = _gateways(documents)
+    for path, doc in documents:
         if doc.kind in ("Rollout", "Guard"):  # their SLOs read a metric profile
             try:
                 check_profile_feeds_slos(doc.spec)  # type: ignore[arg-type]
@@ -88,7 +94,13 @@ def _validate(files: tuple[str, ...], output: str | None) -> None:
             except InvalidInput as exc:
                 problems.append(Problem(path, "", str(exc)))
                 continue
-        warnings = rollout_warnings(doc.spec) if isinstance(doc, Rollout) else []
+        warnings = []
+        if isinstance(doc, Rollout):
+            warnings = rollout_warnings(doc.spec)
+            if gateways:  # validated beside the gateway serving it: are its models priced?
+                from canaryctl.runbook.unpriced import unpriced_cost_warnings
+
+                warnings += unpriced_cost_warnings(doc.spec, gateways)
         for warning in warnings:
             click.echo(f"{path}: warning: {warning}", err=True)
         if wants_json(output):
@@ -98,6 +110,18 @@ def _validate(files: tuple[str, ...], output: str | None) -> None:
             click.echo(f"{path}: valid {doc.kind} '{doc.metadata.name}'")
     if problems:
         raise InvalidDocument(problems)
+
+
+def _gateways(documents: list[tuple[str, Any]]) -> list[tuple[str, GatewaySpec]]:
+    """The gateways among the documents validated together (a Lab's too): where a Rollout's
+    models are priced, or not."""
+    found = []
+    for path, doc in documents:
+        if doc.kind == "Gateway":
+            found.append((path, doc.spec))
+        elif doc.kind == "Lab":
+            found.append((path, doc.spec.gateway))
+    return found
 
 
 @click.command()

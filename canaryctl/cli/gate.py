@@ -90,7 +90,8 @@ def _print(report: GateReport) -> None:
         for score in (report.eval.baseline, report.eval.canary):
             console.print(
                 f"  {score.variant}: {score.right}/{score.items} right ({score.errors} errors), "
-                f"p95 {score.latency_p95 or 0:.3f}s, eval cost ${score.cost_usd:.4f}"
+                f"p95 {score.latency_p95 or 0:.3f}s, eval cost "
+                + ("unknown (no price)" if score.cost_usd is None else f"${score.cost_usd:.4f}")
             )
     if report.projection is not None:
         p = report.projection

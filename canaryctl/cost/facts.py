@@ -126,7 +126,7 @@ def gather(
     facts = tuple(
         _facts(
             m.name,
-            m.price.usd if "price" in m.model_fields_set else None,
+            None if m.price is None else m.price.usd,
             spec,
             evals.get(m.name),
             observed.get(m.name),

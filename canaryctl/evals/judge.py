@@ -36,7 +36,8 @@ class ModelScore:
     interval: tuple[float, float]
     latency_p50: float | None
     latency_p95: float | None
-    cost_usd: float
+    cost_usd: float | None
+    """None when the model has no price: the cost is unknown, not $0."""
 
     @property
     def score(self) -> float:
@@ -45,7 +46,9 @@ class ModelScore:
     @property
     def cost_per_query(self) -> float | None:
         answered = self.items - self.errors
-        return self.cost_usd / answered if answered > 0 else None
+        if self.cost_usd is None or answered <= 0:
+            return None
+        return self.cost_usd / answered
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -64,7 +67,11 @@ class ModelScore:
 
 
 def summarize(
-    variant: str, model: str, results: Sequence[ItemResult], price: PriceSpec, confidence: float
+    variant: str,
+    model: str,
+    results: Sequence[ItemResult],
+    price: PriceSpec | None,
+    confidence: float,
 ) -> ModelScore:
     right = sum(r.correct for r in results)
     latencies = [r.latency for r in results if r.latency is not None and r.error is None]
@@ -77,7 +84,7 @@ def summarize(
         interval=wilson_interval(right, len(results), confidence),
         latency_p50=percentile(latencies, 0.50),
         latency_p95=percentile(latencies, 0.95),
-        cost_usd=sum(r.cost(price) for r in results),
+        cost_usd=None if price is None else sum(r.cost(price) for r in results),
     )
 
 

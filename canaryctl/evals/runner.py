@@ -38,7 +38,8 @@ class Endpoint:
     variant: str
     url: str
     model: str
-    price: PriceSpec
+    price: PriceSpec | None
+    """None: the model has no price, so the run's cost is unknown (not $0)."""
     api_key: str | None = None
 
 

@@ -62,7 +62,7 @@ def markdown_summary(report: GateReport) -> str:
                 f"| {role} {_cell(score.variant)} | {_cell(score.model)} | {score.score:.1%} "
                 f"| {low:.1%} .. {high:.1%} | {score.items} | {score.errors} "
                 f"| {_seconds(score.latency_p50)} | {_seconds(score.latency_p95)} "
-                f"| ${score.cost_usd:.4f} |"
+                f"| {'no price' if score.cost_usd is None else f'${score.cost_usd:.4f}'} |"
             )
         low, high = ev.difference_interval
         lines += [

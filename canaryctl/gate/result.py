@@ -54,7 +54,9 @@ class EvalReport:
             "canary": self.canary.to_dict(),
             "difference": self.difference,
             "difference_interval": list(self.difference_interval),
-            "cost_usd": self.baseline.cost_usd + self.canary.cost_usd,
+            "cost_usd": None  # a model with no price: the eval's cost is unknown
+            if self.baseline.cost_usd is None or self.canary.cost_usd is None
+            else self.baseline.cost_usd + self.canary.cost_usd,
             "duration_seconds": self.duration_seconds,
         }
 

@@ -144,7 +144,7 @@ def _lab_urls(lab_path: Path | None) -> Iterator[tuple[dict[str, str], dict[str,
     from canaryctl.runbook.loader import load_document
 
     lab = load_document(lab_path, expect=Lab)
-    prices = {m.name: m.price for m in lab.spec.gateway.models}
+    prices = {m.name: m.price for m in lab.spec.gateway.models if m.price is not None}
     stack = LabStack(lab, traffic=False)
     try:
         stack.start()
@@ -179,7 +179,7 @@ def _endpoint(
                 f"spec.gate.eval.{role}.api_key_env: environment variable {spec.api_key_env} "
                 "is not set or empty"
             )
-    price = spec.price or lab_prices.get(variant) or PriceSpec()
+    price = spec.price or lab_prices.get(variant)  # none: the eval's cost is unknown, not $0
     return Endpoint(variant, chat_url(base_url), spec.model or variant, price, api_key)
 
 

@@ -196,7 +196,7 @@ def estimate_tokens(request: Mapping[str, Any], completion_estimate: int) -> tup
 
 
 def _usd_micro(model: ModelSpec, prompt: int, completion: int) -> int:
-    return math.ceil(model.price.usd(prompt, completion) * MICRO_USD)
+    return math.ceil((model.usd(prompt, completion) or 0.0) * MICRO_USD)  # no price: unknown
 
 
 def _amounts(slots_: Sequence[Slot], tokens: int, usd_micro: int) -> list[int]:

@@ -6,10 +6,10 @@ floor given there; the stricter of the two when both apply). When the policy say
 `budget`: the requester has used at least `share` of a budget that applies; `hours`: the clock is
 inside a named UTC window) the request goes to the model that, among those whose eval quality
 meets the floor, costs least for this request's estimated tokens (ModelSpec.price, the one cost
-formula), if that is cheaper than the flag's choice. A model without a known quality is never
-chosen. The flag's variation stays the `variant` label; `model` says what served, and
-llm_downgrades_total{route,from_model,to_model,reason} counts each move, `reason` being the
-policy that fired (always, budget, hours).
+formula), if that is cheaper than the flag's choice. A model without a known quality, or without
+a price (its cost is unknown, not $0), is never chosen. The flag's variation stays the `variant`
+label; `model` says what served, and llm_downgrades_total{route,from_model,to_model,reason}
+counts each move, `reason` being the policy that fired (always, budget, hours).
 
 `decide` is pure (the clock and the budget share are arguments); `Downgrader` applies it in the
 pipeline's `admit` stage and counts it.
@@ -91,13 +91,15 @@ def decide(
     else:
         return None
     prompt, completion = tokens
-    price = served.price.usd(prompt, completion)
+    price = served.usd(prompt, completion)
+    if price is None:
+        return None  # the flag's choice has no price: nothing is known to be cheaper
     best: tuple[float, str] | None = None
     for model in models:  # in the document's order: the first of equally cheap models wins
         score = quality.get(model.name)
-        if score is None or score < floor:
-            continue
-        usd = model.price.usd(prompt, completion)
+        usd = model.usd(prompt, completion)
+        if score is None or score < floor or usd is None:
+            continue  # unknown quality, below the floor, or an unknown cost (not $0)
         if usd < price and (best is None or usd < best[0]):
             best = (usd, model.name)
     return None if best is None else Downgrade(best[1], reason)

@@ -244,9 +244,12 @@ class Judges:
             self._count(judge, job.kind, "error")
             return
         usage = completion.get("usage") or {}
-        usd = judge.model.price.usd(
-            int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-        )
+        usd = (
+            judge.model.usd(
+                int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+            )
+            or 0.0
+        )  # a judge model with no price: nothing known to count against its cap
         judge.spend.add(usd)
         self._metrics.judge_cost.labels(route=judge.route, judge=judge.model.name).inc(usd)
         reply = answer_text(completion)

@@ -185,17 +185,23 @@ class RequestSeries:
             self._duration = self._metrics.duration.labels(*self._key)
         self._duration.observe(seconds)
 
-    def spent(self, prompt: int, completion: int, cost: float) -> None:
-        """The tokens the model reported and what they cost."""
+    def spent(self, prompt: int, completion: int, cost: float | None, outcome: str) -> None:
+        """The tokens the model reported and what they cost; `cost` None for a model with no
+        price, whose answer is counted in llm_unpriced_requests_total under `outcome` instead
+        (fallback_ok: a fallback model gave it)."""
         if self._tokens is None:
             tokens = self._metrics.tokens
             self._tokens = (
                 tokens.labels(*self._key, "prompt"),
                 tokens.labels(*self._key, "completion"),
             )
-            self._cost = self._metrics.cost.labels(*self._key)
         self._tokens[0].inc(prompt)
         self._tokens[1].inc(completion)
+        if cost is None:
+            self._metrics.unpriced.labels(*self._key, outcome).inc()
+            return
+        if self._cost is None:
+            self._cost = self._metrics.cost.labels(*self._key)
         self._cost.inc(cost)
 
 
@@ -254,6 +260,15 @@ class GatewayMetrics:
             "llm_cost_usd_total",
             "USD spent, from reported tokens and the model's price per 1k tokens",
             REQUEST_LABELS,
+            registry=registry,
+        )
+        self.unpriced = Counter(
+            "llm_unpriced_requests_total",
+            "Answers of a model with no price in the gateway document, by the outcome of "
+            "llm_requests_total: their cost is unknown and in no llm_cost_usd_total (a variant's "
+            "cost per query has no value while its own model gave any; fallback_ok ones are "
+            "left out of it)",
+            [*REQUEST_LABELS, "outcome"],
             registry=registry,
         )
         self.quality = Summary(
@@ -467,6 +482,13 @@ class GatewayMetrics:
             "llm_shadow_cost_usd_total",
             "USD spent on shadow calls, from reported tokens and the shadow model's price",
             REQUEST_LABELS,
+            registry=registry,
+        )
+        self.shadow_unpriced = Counter(
+            "llm_shadow_unpriced_requests_total",
+            "Shadow answers of a model with no price, by outcome: their cost is unknown and in "
+            "no llm_shadow_cost_usd_total",
+            [*REQUEST_LABELS, "outcome"],
             registry=registry,
         )
         self.shadow_quality = Summary(

@@ -538,12 +538,12 @@ class Pipeline:
             choice.route.name, choice.variant, model.name, model.provider, call.tier
         )
         series.count(outcome, time.perf_counter() - call.started)
-        cost = 0.0
+        cost: float | None = 0.0
         if usage:
             prompt = int(usage.get("prompt_tokens") or 0)
             completion = int(usage.get("completion_tokens") or 0)
-            cost = model.price.usd(prompt, completion)
-            series.spent(prompt, completion, cost)
+            cost = model.usd(prompt, completion)  # None: no price, counted apart
+            series.spent(prompt, completion, cost, outcome)
         if call.plan.tracing is not None:
             call.plan.tracing.finish(choice, model.name, outcome, usage, cost)
 

@@ -216,9 +216,12 @@ class Shadowing:
             completion = int(usage.get("completion_tokens") or 0)
             metrics.shadow_tokens.labels(**labels, kind="prompt").inc(prompt)
             metrics.shadow_tokens.labels(**labels, kind="completion").inc(completion)
-            cost = model.price.usd(prompt, completion)
-            metrics.shadow_cost.labels(**labels).inc(cost)
-            self._spend.add(cost)
+            cost = model.usd(prompt, completion)
+            if cost is None:  # unknown, not $0: counted apart, so the candidate's has no value
+                metrics.shadow_unpriced.labels(**labels, outcome=outcome).inc()
+            else:
+                metrics.shadow_cost.labels(**labels).inc(cost)
+                self._spend.add(cost)
         if self.judge is not None and answer is not None and call.operation == "chat":
             try:
                 self._offer_to_judge(self.judge, served, labels, answer)

@@ -296,7 +296,7 @@ class SpendMeter:
         team, job = self._teams.label(identity.team), self._jobs.label(identity.job)
         labels = (route, model.name, team, job)  # SPEND_LABELS' order
         prompt, completion = _tokens(usage)
-        cost = model.price.usd(prompt, completion)
+        cost = model.usd(prompt, completion) or 0.0  # no price: nothing known to count
         c.requests(*labels).inc()
         if usage:
             c.tokens(*labels, "prompt").inc(prompt)
@@ -322,7 +322,9 @@ class SpendMeter:
         if model is None:
             return
         prompt, completion_tokens = _tokens(completion.get("usage"))
-        saved = model.price.usd(prompt, completion_tokens)
+        saved = model.usd(prompt, completion_tokens)
+        if saved is None:  # no price: what the hit saved is unknown
+            return
         self._metrics.cache_saved.labels(route=route, model=model.name).inc(saved)
 
 

@@ -122,7 +122,7 @@ class Tracing:
         model: str,
         outcome: str,
         usage: Mapping[str, Any] | None,
-        cost: float,
+        cost: float | None,
     ) -> None:
         span = _REQUEST_SPAN.get()
         if span is None:
@@ -133,7 +133,7 @@ class Tracing:
                 "canaryctl.model": model,
                 "canaryctl.outcome": outcome,
                 "canaryctl.fallback": outcome == "fallback_ok",
-                "canaryctl.cost_usd": cost,
+                **({} if cost is None else {"canaryctl.cost_usd": cost}),  # None: no price
                 **_usage_attributes(usage),
             }
         )

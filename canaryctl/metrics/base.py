@@ -33,6 +33,10 @@ class VariantStats:
     the time to first token, and the time per output token after it.
     `quality_sum` and `quality_count` are the quality scores (0..1) callers reported for the
     variant's answers: their sum and how many; fewer answers are scored than served.
+    `unpriced` counts the answers whose model has no price: their cost is unknown, so it is in
+    no `cost_usd`. `unpriced_fallbacks` are those of them a fallback model gave: the variant's
+    cost per query leaves them out (it is judged on what its own model did), and has no value
+    while any of the rest, its own model's, are unpriced.
     `pairs`, `pair_wins` and `pair_ties` are a judge's pairwise verdicts on the variant's shadow
     answers against the answers served (wins and ties from the variant's side).
     """
@@ -53,6 +57,8 @@ class VariantStats:
     pair_ties: float = 0.0
     ttft_buckets: Buckets = ()
     tpot_buckets: Buckets = ()
+    unpriced: float = 0.0
+    unpriced_fallbacks: float = 0.0
 
     @property
     def answered(self) -> float:

@@ -10,7 +10,15 @@ from functools import partial
 from canaryctl.metrics.base import VariantStats
 from canaryctl.slo_metrics import SLO_METRICS, Mean, Quantile, Rate
 
-__all__ = ["MEASURES", "NEEDS", "as_latency", "histogram_quantile", "measure", "samples"]
+__all__ = [
+    "MEASURES",
+    "NEEDS",
+    "as_latency",
+    "histogram_quantile",
+    "measure",
+    "samples",
+    "unknown_parts",
+]
 
 
 def histogram_quantile(q: float, buckets: tuple[tuple[float, float], ...]) -> float | None:
@@ -37,6 +45,8 @@ def _value(formula: Rate | Quantile | Mean, stats: VariantStats) -> float | None
     if isinstance(formula, Rate):
         events, trials = formula.events(stats), formula.trials(stats)
     else:
+        if formula.unknown is not None and formula.unknown(stats) > 0:
+            return None  # a partial total is no value (Mean)
         events, trials = formula.total(stats), formula.count(stats)
     return events / trials if trials > 0 else None
 
@@ -54,6 +64,15 @@ must yield for an SLO on that metric. Sources also read a metric's optional ingr
 
 def measure(metric: str, stats: VariantStats) -> float | None:
     return MEASURES[metric](stats)
+
+
+def unknown_parts(metric: str | None, stats: VariantStats) -> float:
+    """How many parts of a metric's total are unknown (answers without a price, for cost per
+    query): while there are any the metric has no value, whatever the sample size."""
+    formula = SLO_METRICS[metric].formula if metric is not None else None
+    if not isinstance(formula, Mean) or formula.unknown is None:
+        return 0.0
+    return formula.unknown(stats)
 
 
 def samples(metric: str | None, stats: VariantStats) -> float:

@@ -27,6 +27,7 @@ __all__ = [
     "TOKENS",
     "TPOT_BUCKET",
     "TTFT_BUCKET",
+    "UNPRICED",
     "VariantTotals",
     "by_variant",
 ]
@@ -35,6 +36,9 @@ REQUESTS = "llm_requests_total"
 DURATION_BUCKET = "llm_request_duration_seconds_bucket"
 TOKENS = "llm_tokens_total"
 COST = "llm_cost_usd_total"
+UNPRICED = "llm_unpriced_requests_total"
+"""Answers of a model with no price, by outcome: their cost is unknown, and in no
+llm_cost_usd_total; those under `fallback_ok` a fallback model gave."""
 QUALITY_SUM = "llm_quality_score_sum"
 QUALITY_COUNT = "llm_quality_score_count"
 TTFT_BUCKET = "llm_time_to_first_token_seconds_bucket"
@@ -45,13 +49,14 @@ _HISTOGRAM_OF = {
     TPOT_BUCKET: "tpot_buckets",
 }
 """Each bucket series and the histogram ingredient it fills."""
-SERIES = frozenset({REQUESTS, TOKENS, COST, QUALITY_SUM, QUALITY_COUNT, *_HISTOGRAM_OF})
+SERIES = frozenset({REQUESTS, TOKENS, COST, UNPRICED, QUALITY_SUM, QUALITY_COUNT, *_HISTOGRAM_OF})
 
 SHADOW_SERIES = {
     "llm_shadow_requests_total": REQUESTS,
     "llm_shadow_request_duration_seconds_bucket": DURATION_BUCKET,
     "llm_shadow_tokens_total": TOKENS,
     "llm_shadow_cost_usd_total": COST,
+    "llm_shadow_unpriced_requests_total": UNPRICED,
     "llm_shadow_quality_score_sum": QUALITY_SUM,
     "llm_shadow_quality_score_count": QUALITY_COUNT,
 }
@@ -77,6 +82,8 @@ class VariantTotals:
     prompt_tokens: float = 0.0
     completion_tokens: float = 0.0
     cost_usd: float = 0.0
+    unpriced: float = 0.0
+    unpriced_fallbacks: float = 0.0
     quality_sum: float = 0.0
     quality_count: float = 0.0
     pairs: float = 0.0
@@ -99,6 +106,10 @@ class VariantTotals:
                 self.add_ingredient(f"{kind}_tokens", labels, delta)
         elif name == COST:
             self.add_ingredient("cost_usd", labels, delta)
+        elif name == UNPRICED:
+            self.add_ingredient("unpriced", labels, delta)
+            if labels.get("outcome") == "fallback_ok":
+                self.add_ingredient("unpriced_fallbacks", labels, delta)
         elif name == QUALITY_SUM:
             self.add_ingredient("quality_sum", labels, delta)
         elif name == QUALITY_COUNT:
@@ -134,6 +145,8 @@ class VariantTotals:
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,
             cost_usd=self.cost_usd,
+            unpriced=self.unpriced,
+            unpriced_fallbacks=self.unpriced_fallbacks,
             quality_sum=self.quality_sum,
             quality_count=self.quality_count,
             pairs=self.pairs,

@@ -186,11 +186,11 @@ def gate_html(report: dict[str, Any]) -> str:
                 f'<td class="num">{low:.1%} .. {high:.1%}</td>'
                 f'<td class="num">{num(score["latency_p50_seconds"])}s</td>'
                 f'<td class="num">{num(score["latency_p95_seconds"])}s</td>'
-                f'<td class="num">${score["cost_usd"]:.4f}</td></tr>'
+                f'<td class="num">{_eval_cost(score["cost_usd"])}</td></tr>'
             )
         parts.append(
             f"</table><p>Eval took {format_seconds(evaluated['duration_seconds'])} and cost"
-            f" ${evaluated['cost_usd']:.4f}.</p>"
+            f" {_eval_cost(evaluated['cost_usd'])}.</p>"
         )
     projection = r.get("cost_projection")
     parts.append("<h2>Monthly cost projection</h2>")
@@ -219,3 +219,8 @@ def gate_html(report: dict[str, Any]) -> str:
             "</table>"
         )
     return page(f"canaryctl gate {r['name']}", parts)
+
+
+def _eval_cost(usd: float | None) -> str:
+    """An eval's cost; none when a model had no price (unknown, not $0)."""
+    return "no price" if usd is None else f"${usd:.4f}"

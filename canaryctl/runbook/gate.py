@@ -33,7 +33,9 @@ class EndpointSpec(Strict):
     )
     api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     price: PriceSpec | None = Field(
-        default=None, description="USD per 1k tokens; default: the lab gateway's price, else 0"
+        default=None,
+        description="USD per 1k tokens; default: the lab gateway's price, else none (the "
+        "eval's cost is unknown, not $0)",
     )
 
 

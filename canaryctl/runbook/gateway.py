@@ -153,11 +153,29 @@ class ModelSpec(Strict):
     )
     keyless: bool = Field(default=False, description="the server needs no key (Ollama, vLLM)")
     timeout: Duration = Field(default=30.0, gt=0)
-    price: PriceSpec = built_on_use(PriceSpec)
+    price: PriceSpec | None = Field(
+        default=None,
+        description="USD per 1k tokens; unset: the cost is unknown, not $0 (a free model says "
+        "{prompt_per_1k: 0, completion_per_1k: 0})",
+    )
     fallback: list[str] = Field(default_factory=list, description="models to try, in order")
     batch: BatchSpec | None = Field(
         default=None, description="join concurrent /v1/embeddings requests; off unless set"
     )
+
+    @property
+    def priced(self) -> bool:
+        """Whether the document gives this model a price. Without one its answers' cost is
+        unknown, not zero (the gateway counts them apart, in llm_unpriced_requests_total, and
+        cost per query has no value); a model that costs nothing per token says
+        `price: {prompt_per_1k: 0, completion_per_1k: 0}`. Unset is None, not a zero price, so
+        a document dumped and read back keeps the difference."""
+        return self.price is not None
+
+    def usd(self, prompt_tokens: float, completion_tokens: float) -> float | None:
+        """What these tokens cost at this model's price (PriceSpec.usd, the one cost formula);
+        None when it has no price."""
+        return None if self.price is None else self.price.usd(prompt_tokens, completion_tokens)
 
     @model_validator(mode="after")
     def _one_way_to_authenticate(self) -> ModelSpec:
