@@ -57,7 +57,9 @@ def runbook(tmp_path: Path, flags: Path, metrics_url: str, pause: str) -> Path:
                      "baseline": "gpt-4-turbo", "canary": "gpt-4o-mini"},
             "metrics": {"provider": "scrape", "targets": [metrics_url], "route": "support-bot"},
             "slos": [{"metric": "error_rate", "max": 0.03},
-                     {"metric": "latency_p95_seconds", "max": 2.0}],
+                     # 4 s, four times the lab's p95 for it: the test is about who drives
+                     # the run, and a loaded machine's p95 went past 2 s (seen at load 14)
+                     {"metric": "latency_p95_seconds", "max": 4.0}],
             # inconclusive_limit: a bound, not a pace (a loaded lab serves slowly)
             "analysis": {"interval": "1s", "min_requests": 40, "inconclusive_limit": 60,
                          "method": "threshold"},
