@@ -321,14 +321,25 @@ def list_command(state_path: str, output: str | None, limit: int) -> None:
     existing_state(state_path)
     with StateStore(state_path) as store:
         records = store.runs(limit)
-    for record in records:
-        if wants_json(output):
+        where = store.where
+    if wants_json(output):
+        for record in records:
             click.echo(json.dumps(record.to_dict()))
-        else:
-            click.echo(
-                f"{record.id:>5}  {record.name:<30} {record.phase:<18} "
-                f"{record.outcome or '—':<12} {when(record.started_at)}"
-            )
+        return
+    if not records:
+        click.echo(f"no runs in {where}", err=True)
+        return
+    # Columns as wide as their widest value, under a header: a name longer than any fixed
+    # width would push the columns after it out of line.
+    rows = [
+        (str(r.id), r.name, r.phase, r.outcome or "—", when(r.started_at)) for r in records
+    ]
+    header = ("run", "name", "phase", "outcome", "started")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
+    for row in [header, *rows]:
+        cells = [row[0].rjust(widths[0])]
+        cells += [cell.ljust(width) for cell, width in zip(row[1:-1], widths[1:], strict=True)]
+        click.echo("  ".join([*cells, row[-1]]))
 
 
 def _requester() -> str:

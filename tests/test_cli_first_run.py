@@ -1,0 +1,83 @@
+"""What a newcomer meets on a first run of the README and the docs: headers that say what a
+column is, errors that say what to do next, views that fit an 80-column terminal."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from canaryctl.cli import main
+from canaryctl.controller import StateStore
+
+RUNBOOKS = Path(__file__).resolve().parent.parent / "runbooks"
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def _submit(state: Path, name: str) -> int:
+    with StateStore(str(state)) as store:
+        return store.submit_run(
+            name=name,
+            runbook={"metadata": {"name": name}, "spec": {}},
+            host="here",
+            pid=1,
+            version="0",
+            at=1_800_000_000.0,
+        )
+
+
+def test_rollout_list_has_a_header_and_keeps_its_columns_in_line_under_a_long_name(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state.db"
+    long_name = "support-bot-gpt4o-mini-for-the-free-tier-in-europe"  # past any fixed width
+    _submit(state, "short")
+    _submit(state, long_name)
+    code, out, _ = cli("rollout", "list", "--state", str(state), "-o", "text")
+    assert code == 0, out
+    header, *rows = out.splitlines()
+    assert header.split() == ["run", "name", "phase", "outcome", "started"]
+    assert [row.split()[:3] for row in rows] == [
+        ["2", long_name, "submitted"],
+        ["1", "short", "submitted"],
+    ]
+    column = header.index("phase")
+    assert all(row[column:].startswith("submitted") for row in rows), out
+
+
+def test_rollout_list_of_an_empty_journal_says_so(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    with StateStore(str(state)):
+        pass
+    code, out, err = cli("rollout", "list", "--state", str(state), "-o", "text")
+    assert (code, out) == (0, "")
+    assert f"no runs in {state}" in err
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_dry_run_with_no_gateway_running_says_to_start_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's second block typed before its first: the shipped runbook, no lab."""
+    for name in ("support-bot-gpt4o-mini.yaml", "flags.json"):
+        (tmp_path / name).write_bytes((RUNBOOKS / name).read_bytes())
+    port = _free_port()
+    monkeypatch.setenv("CANARYCTL_GATEWAY", f"127.0.0.1:{port}")
+    code, out, err = cli(
+        "rollout", "run", str(tmp_path / "support-bot-gpt4o-mini.yaml"), "--dry-run", "-o", "text"
+    )
+    assert code == 3, (out, err)
+    assert f"cannot read metrics from http://127.0.0.1:{port}/metrics" in err
+    assert "nothing answers at that address: start the gateway it names" in err
+    assert "canaryctl lab serve runbooks/lab.yaml" in err
