@@ -3,14 +3,20 @@ column is, errors that say what to do next, views that fit an 80-column terminal
 
 from __future__ import annotations
 
+import io
 import socket
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from rich.console import Console
 
+from canaryctl.analysis import Check, Evidence, Outcome, Verdict
 from canaryctl.cli import main
-from canaryctl.controller import StateStore
+from canaryctl.cli.views import LiveView
+from canaryctl.controller import RunInfo, RunResult, StateStore
+from canaryctl.flags.base import Split
+from canaryctl.runbook import Rollout, load_document
 
 RUNBOOKS = Path(__file__).resolve().parent.parent / "runbooks"
 
@@ -81,3 +87,40 @@ def test_a_dry_run_with_no_gateway_running_says_to_start_one(
     assert f"cannot read metrics from http://127.0.0.1:{port}/metrics" in err
     assert "nothing answers at that address: start the gateway it names" in err
     assert "canaryctl lab serve runbooks/lab.yaml" in err
+
+
+def _check(slo: str, outcome: Outcome, canary: float, baseline: float | None) -> Check:
+    evidence = Evidence("sequential", 0.274, 80.0, canary, None, None, 381.0)
+    return Check(slo, slo.split()[0], outcome, "", canary, baseline, 0.02, 381.0, 6848.0, evidence)
+
+
+def test_the_live_view_keeps_every_slo_whole_in_an_80_column_terminal() -> None:
+    """The SLO column was squeezed by the others: `latency_p95_seco…`, `error_rate <=` over
+    `0.02`. The name says what is judged, so it stays whole; the evidence may wrap instead."""
+    screen = io.StringIO()
+    view = LiveView(Console(file=screen, width=80, force_terminal=False))
+    slos = load_document(RUNBOOKS / "support-bot-gpt4o-mini.yaml", expect=Rollout).spec.slos
+    view.on_start(
+        RunInfo(
+            1,
+            "support-bot-gpt4o-mini",
+            "gpt-4-turbo",
+            "gpt-4o-mini",
+            (),
+            tuple(slos),
+            Split(100.0, 0.0),
+        )
+    )
+    checks = (
+        _check("error_rate <= 0.02", Outcome.INCONCLUSIVE, 0.0105, None),
+        _check("latency_p95_seconds <= 2", Outcome.PASS, 1.095, None),
+        _check("cost_per_query_usd <= 0.002", Outcome.PASS, 8.316e-05, None),
+        _check("error_rate <= baseline + 0.005", Outcome.PASS, 0.0105, 0.005111),
+    )
+    view.on_analysis(1, Verdict.of(checks, 0.0, 30.0))
+    view.on_finish(RunResult(1, "support-bot-gpt4o-mini", "aborted", "", 1, Split(100.0, 0.0)))
+    lines = screen.getvalue().splitlines()
+    assert all(len(line) <= 80 for line in lines), screen.getvalue()
+    for check in checks:
+        whole = [line for line in lines if check.slo in line and check.outcome.value in line]
+        assert whole, (check.slo, screen.getvalue())

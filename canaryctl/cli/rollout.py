@@ -264,8 +264,6 @@ def _find(store: StateStore, run_id: int | None) -> RunRecord:
     return record
 
 
-
-
 @rollout.command("status")
 @click.argument("run_id", type=ID, required=False)
 @_state_option
@@ -331,9 +329,7 @@ def list_command(state_path: str, output: str | None, limit: int) -> None:
         return
     # Columns as wide as their widest value, under a header: a name longer than any fixed
     # width would push the columns after it out of line.
-    rows = [
-        (str(r.id), r.name, r.phase, r.outcome or "—", when(r.started_at)) for r in records
-    ]
+    rows = [(str(r.id), r.name, r.phase, r.outcome or "—", when(r.started_at)) for r in records]
     header = ("run", "name", "phase", "outcome", "started")
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
     for row in [header, *rows]:
