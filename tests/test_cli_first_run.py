@@ -124,3 +124,27 @@ def test_the_live_view_keeps_every_slo_whole_in_an_80_column_terminal() -> None:
     for check in checks:
         whole = [line for line in lines if check.slo in line and check.outcome.value in line]
         assert whole, (check.slo, screen.getvalue())
+
+
+def test_detach_warns_that_a_written_webhook_url_will_not_fire_under_a_controller(
+    tmp_path: Path,
+) -> None:
+    """docs/controller.md's first command submits the shipped runbook, whose on_rollback hook
+    has a written URL: the controller drives the journal's copy, which keeps its origin alone.
+    The submitter hears it at once, not from a controller log suggesting a --runbook option
+    that `controller serve` does not have."""
+    hook = "http://127.0.0.1:9000/hook/T0/secret-path"
+    runbook = (RUNBOOKS / "support-bot-gpt4o-mini.yaml").read_text()
+    assert 'url: "http://127.0.0.1:9000/hook"' in runbook
+    (tmp_path / "rollout.yaml").write_text(runbook.replace("http://127.0.0.1:9000/hook", hook))
+    code, out, err = cli(
+        "rollout", "run", str(tmp_path / "rollout.yaml"), "--detach",
+        "--state", str(tmp_path / "state.db"), "-o", "text",
+    )  # fmt: skip
+    assert code == 0, err
+    assert out.splitlines()[0] == "1"
+    warning = next(line for line in err.splitlines() if line.startswith("warning:"))
+    assert "spec.on_rollback[0] (http://127.0.0.1:9000) will not fire" in warning
+    assert "when a controller drives this run" in warning and "url_env" in warning
+    assert "--runbook" not in warning
+    assert "secret-path" not in out + err

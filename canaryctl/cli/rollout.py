@@ -148,7 +148,11 @@ def _submit(document: Rollout, state_path: str, output: str | None, other_option
             "--detach submits the runbook as it is: --dry-run, --from-current, --break-claim "
             "and --metrics-port belong to a run this command drives itself"
         )
-    run_id, where = submit_rollout(document, state_path=state_path)
+    run_id, where = submit_rollout(
+        document,
+        state_path=state_path,
+        warn=lambda message: click.echo(f"warning: {message}", err=True),
+    )
     if wants_json(output):
         click.echo(json.dumps({"event": "submitted", "run_id": run_id, "state": where}))
         return
