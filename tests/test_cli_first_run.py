@@ -17,6 +17,7 @@ from canaryctl.cli.views import LiveView
 from canaryctl.controller import RunInfo, RunResult, StateStore
 from canaryctl.flags.base import Split
 from canaryctl.runbook import Rollout, load_document
+from canaryctl.runbook.scenario import FaultSpec
 
 RUNBOOKS = Path(__file__).resolve().parent.parent / "runbooks"
 
@@ -148,3 +149,26 @@ def test_detach_warns_that_a_written_webhook_url_will_not_fire_under_a_controlle
     assert "when a controller drives this run" in warning and "url_env" in warning
     assert "--runbook" not in warning
     assert "secret-path" not in out + err
+
+
+def test_a_fault_reads_as_words_not_a_python_dict() -> None:
+    """docs/chaos.md's second inject, as `chaos list`, `chaos run --dry-run` and reports show
+    it: it was `stream_cut (after_chunks=3) on 100% of requests where {'model': 'gpt-4*'}`,
+    though a stream fault never hits a request that is not streamed."""
+    cut = FaultSpec.model_validate(
+        {"fault": "stream_cut", "after_chunks": 3, "match": {"model": "gpt-4*"}, "ttl": "5m"}
+    )
+    assert cut.describe() == (
+        "stream_cut (after_chunks=3) on 100% of streamed requests where model gpt-4*, ttl 300s"
+    )
+    error = FaultSpec.model_validate(
+        {
+            "fault": "error",
+            "status": 503,
+            "rate": 0.5,
+            "match": {"path": "/v1/*", "headers": {"X-Tier": "free"}},
+        }
+    )
+    assert error.describe() == (
+        "error (status=503) on 50% of requests where path /v1/* and header X-Tier: free, ttl 300s"
+    )

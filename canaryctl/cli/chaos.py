@@ -192,7 +192,7 @@ def list_command(proxy_url: str, output: str | None) -> None:
             spec = FaultSpec.model_validate(
                 {k: v for k, v in fault.items() if k in FaultSpec.model_fields}
             )
-            click.echo(f"{fault['id']}  {spec.describe()}; ends in {fault['expires_in']:g}s")
+            click.echo(f"{fault['id']}  {spec.describe()}; ends in {fault['expires_in']:.0f}s")
     if not faults and not wants_json(output):
         click.echo("no faults")
 
