@@ -172,3 +172,13 @@ def test_a_fault_reads_as_words_not_a_python_dict() -> None:
     assert error.describe() == (
         "error (status=503) on 50% of requests where path /v1/* and header X-Tier: free, ttl 300s"
     )
+
+
+def test_state_help_does_not_say_sqlite_only() -> None:
+    """`--state` takes PostgreSQL too; its help said "the run journal (SQLite): a SQLite path
+    or a postgresql:// URL"."""
+    for command in (["rollout", "list"], ["report"], ["backtest"]):
+        code, out, _ = cli(*command, "--help")
+        assert code == 0, out
+        state_help = " ".join(out.split("--state PATH|URL", 1)[1].split("[default")[0].split())
+        assert "(SQLite)" not in state_help and "postgresql:// URL" in state_help, state_help

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["rollout"]
 
 
-_state_option = state_option("the run journal (SQLite)")
+_state_option = state_option("the run journal")
 
 
 @click.group()
