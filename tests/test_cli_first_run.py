@@ -8,8 +8,10 @@ import socket
 from pathlib import Path
 
 import pytest
+import test_cli_rollout
 from click.testing import CliRunner
 from rich.console import Console
+from test_cli_rollout import World
 
 from canaryctl.analysis import Check, Evidence, Outcome, Verdict
 from canaryctl.cli import main
@@ -20,6 +22,7 @@ from canaryctl.runbook import Rollout, load_document
 from canaryctl.runbook.scenario import FaultSpec
 
 RUNBOOKS = Path(__file__).resolve().parent.parent / "runbooks"
+world = test_cli_rollout.world  # the CLI's rollout on fakes: a fixture
 
 
 def cli(*args: str) -> tuple[int, str, str]:
@@ -182,3 +185,16 @@ def test_state_help_does_not_say_sqlite_only() -> None:
         assert code == 0, out
         state_help = " ".join(out.split("--state PATH|URL", 1)[1].split("[default")[0].split())
         assert "(SQLite)" not in state_help and "postgresql:// URL" in state_help, state_help
+
+
+def test_a_dry_run_says_what_an_undecided_step_does(world: World) -> None:
+    """The shipped runbook holds an undecided step and asks a human (on_inconclusive: pause,
+    max_wait 30m); the plan printed only the limits, so a newcomer expected a rollback."""
+    runbook = world.runbook.read_text().replace(
+        "method: threshold}", "on_inconclusive: pause, max_wait: 30m}"
+    )
+    world.runbook.write_text(runbook)
+    code, out, _ = cli("rollout", "run", str(world.runbook), "--dry-run", "-o", "text")
+    assert code == 0, out
+    assert "analysis every 10s (sequential, alpha 0.05)" in out
+    assert "then undecided: hold and ask a human, rolling back after 1800s" in out

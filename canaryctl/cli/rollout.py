@@ -216,10 +216,16 @@ def _dry_run(document: Rollout, output: str | None, *, from_current: bool) -> No
         f"to {split.canary:g}% and {spec.flag.baseline} to {split.baseline:g}%; metrics answer"
     )
     analysis = spec.analysis
+    method = analysis.method
+    if method == "sequential":
+        method += f", alpha {analysis.alpha:g}"
+    undecided = "roll back"
+    if analysis.on_inconclusive == "pause":
+        undecided = f"hold and ask a human, rolling back after {analysis.pause_limit:g}s"
     click.echo(
-        f"analysis every {analysis.interval:g}s, at least {analysis.min_requests} requests per "
-        f"variant, failure_limit {analysis.failure_limit}, "
-        f"inconclusive_limit {analysis.inconclusive_limit}"
+        f"analysis every {analysis.interval:g}s ({method}), at least "
+        f"{analysis.min_requests} requests per variant, failure_limit {analysis.failure_limit}, "
+        f"inconclusive_limit {analysis.inconclusive_limit}, then undecided: {undecided}"
     )
     for slo in slos:
         click.echo(f"  slo: {slo}")
