@@ -186,11 +186,13 @@ class LiveView(RolloutObserver):
             f"{self._weight:g}%",
         )
         table = Table(expand=True, box=None, pad_edge=False, collapse_padding=True)
-        # What is judged stays whole on its line: at 80 columns the numbers and the evidence
-        # squeezed it to `latency_p95_seco…`; the result wraps its e-value below it instead.
+        # At 80 columns the numbers and the evidence squeezed the SLO to `latency_p95_seco…`
+        # and the outcome to `inconclus`: both may wrap at a space now, never inside a word
+        # (the e-value goes below the outcome), and the numbers never wrap.
         slos = [c.slo for c in self._verdict.checks] if self._verdict is not None else []
         slos += [slo.describe() for slo in run.slos] if run is not None else []
-        table.add_column("SLO", no_wrap=True, min_width=max(map(len, slos), default=3))
+        words = [len(word) for slo in slos for word in slo.split()]
+        table.add_column("SLO", min_width=max(words, default=3))
         for column in ("canary", "baseline", "bound", "requests"):
             table.add_column(column, justify="right", no_wrap=True)
         table.add_column("result", min_width=len(Outcome.INCONCLUSIVE.value))
