@@ -10,6 +10,7 @@ faults that end by the TTL each was given: the proxy enforces it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -22,7 +23,7 @@ from canaryctl.errors import BackendError, CanaryError, ChaosBackendError, Inter
 from canaryctl.metrics.base import MetricsSource
 from canaryctl.runbook.scenario import ChaosScenario, FaultSpec
 
-__all__ = ["FaultInjector", "ScenarioResult", "play", "run_scenario"]
+__all__ = ["FaultInjector", "ScenarioResult", "hypothesis_metrics", "play", "run_scenario"]
 
 
 class FaultInjector(Protocol):
@@ -77,11 +78,21 @@ def run_scenario(
     return ScenarioResult(outcome, exit_code, reason, journal.data)
 
 
+def hypothesis_metrics(
+    scenario: ChaosScenario, clock: Callable[[], float] = time.time
+) -> MetricsSource:
+    """The source a scenario's hypothesis reads: its windows slide (the last `window`, every
+    `interval`), so a scrape source keeps the samples they may start at."""
+    from canaryctl.metrics.factory import metrics_source_for
+
+    hypothesis = scenario.spec.hypothesis
+    return metrics_source_for(hypothesis.metrics, clock=clock, slide=hypothesis.window)
+
+
 def play(scenario: ChaosScenario, *, clock: Clock | None = None) -> ScenarioResult:
     """Run `scenario` on the backends it names (its proxy's admin API, its metrics); what a
     rollout's `chaos` step does. The journal stays in memory: the caller stores it."""
     from canaryctl.chaos.client import ChaosClient, token_from_env
-    from canaryctl.metrics.factory import metrics_source_for
 
     clock = clock or SystemClock()
     spec = scenario.spec
@@ -90,7 +101,7 @@ def play(scenario: ChaosScenario, *, clock: Clock | None = None) -> ScenarioResu
         return run_scenario(
             scenario,
             injector=injector,
-            metrics=metrics_source_for(spec.hypothesis.metrics, clock=clock.now),
+            metrics=hypothesis_metrics(scenario, clock.now),
             journal=Journal(scenario, clock=clock.now),
             clock=clock,
         )

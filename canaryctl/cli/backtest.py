@@ -38,7 +38,7 @@ def _incident(value: str | None) -> tuple[float, float] | None:
 @click.command("backtest")
 @click.argument("runbook", type=click.Path(dir_okay=False))
 @click.option("--run", "run_id", type=ID, help="replay this past run's journaled counts")
-@state_option("the run journal (SQLite) --run reads")
+@state_option("the run journal --run reads")
 @click.option("--prometheus", "prometheus_url", help="replay history from this Prometheus")
 @click.option("--from", "from_", help="first start time (RFC 3339 or epoch seconds)")
 @click.option("--to", help="end of the history to replay")

@@ -192,7 +192,7 @@ def list_command(proxy_url: str, output: str | None) -> None:
             spec = FaultSpec.model_validate(
                 {k: v for k, v in fault.items() if k in FaultSpec.model_fields}
             )
-            click.echo(f"{fault['id']}  {spec.describe()}; ends in {fault['expires_in']:g}s")
+            click.echo(f"{fault['id']}  {spec.describe()}; ends in {fault['expires_in']:.0f}s")
     if not faults and not wants_json(output):
         click.echo("no faults")
 
@@ -286,15 +286,14 @@ def run_command(
     """Check the steady state, inject, check during, remove, check after: exit 0 held, 1 not."""
     from canaryctl.chaos.client import ChaosClient, token_from_env
     from canaryctl.chaos.journal import Journal, junit_xml  # metrics backends: this command only
-    from canaryctl.chaos.scenario import run_scenario
-    from canaryctl.metrics.factory import metrics_source_for
+    from canaryctl.chaos.scenario import hypothesis_metrics, run_scenario
     from canaryctl.runbook import load_document
     from canaryctl.runbook.scenario import ChaosScenario
 
     scenario = load_document(scenario_file, expect=ChaosScenario)
     spec = scenario.spec
     client = ChaosClient(spec.target.url, token_from_env(spec.target.token_env))
-    metrics = metrics_source_for(spec.hypothesis.metrics)
+    metrics = hypothesis_metrics(scenario)
     if dry_run:
         _dry_run(scenario, client, metrics, output)
         return

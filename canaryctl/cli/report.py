@@ -84,7 +84,7 @@ _FILES = {"chaos": _chaos, "gate": _gate, "backtest": _backtest}
 @click.argument("source")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
               help="write a self-contained HTML page")  # fmt: skip
-@state_option("the run journal (SQLite) a run id is read from")
+@state_option("the run journal a run id is read from")
 @output_option
 def report(source: str, html_path: Path | None, state_path: str, output: str | None) -> None:
     """Chart a rollout (SOURCE: its run id), a chaos run or drill (its journal JSON), a gate

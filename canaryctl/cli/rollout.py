@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["rollout"]
 
 
-_state_option = state_option("the run journal (SQLite)")
+_state_option = state_option("the run journal")
 
 
 @click.group()
@@ -148,7 +148,11 @@ def _submit(document: Rollout, state_path: str, output: str | None, other_option
             "--detach submits the runbook as it is: --dry-run, --from-current, --break-claim "
             "and --metrics-port belong to a run this command drives itself"
         )
-    run_id, where = submit_rollout(document, state_path=state_path)
+    run_id, where = submit_rollout(
+        document,
+        state_path=state_path,
+        warn=lambda message: click.echo(f"warning: {message}", err=True),
+    )
     if wants_json(output):
         click.echo(json.dumps({"event": "submitted", "run_id": run_id, "state": where}))
         return
@@ -212,10 +216,16 @@ def _dry_run(document: Rollout, output: str | None, *, from_current: bool) -> No
         f"to {split.canary:g}% and {spec.flag.baseline} to {split.baseline:g}%; metrics answer"
     )
     analysis = spec.analysis
+    method = analysis.method
+    if method == "sequential":
+        method += f", alpha {analysis.alpha:g}"
+    undecided = "roll back"
+    if analysis.on_inconclusive == "pause":
+        undecided = f"hold and ask a human, rolling back after {analysis.pause_limit:g}s"
     click.echo(
-        f"analysis every {analysis.interval:g}s, at least {analysis.min_requests} requests per "
-        f"variant, failure_limit {analysis.failure_limit}, "
-        f"inconclusive_limit {analysis.inconclusive_limit}"
+        f"analysis every {analysis.interval:g}s ({method}), at least "
+        f"{analysis.min_requests} requests per variant, failure_limit {analysis.failure_limit}, "
+        f"inconclusive_limit {analysis.inconclusive_limit}, then undecided: {undecided}"
     )
     for slo in slos:
         click.echo(f"  slo: {slo}")
@@ -262,8 +272,6 @@ def _find(store: StateStore, run_id: int | None) -> RunRecord:
         which = "no runs" if run_id is None else f"no run {run_id}"
         raise InvalidInput(f"{which} in {store.where}")
     return record
-
-
 
 
 @rollout.command("status")
@@ -321,14 +329,23 @@ def list_command(state_path: str, output: str | None, limit: int) -> None:
     existing_state(state_path)
     with StateStore(state_path) as store:
         records = store.runs(limit)
-    for record in records:
-        if wants_json(output):
+        where = store.where
+    if wants_json(output):
+        for record in records:
             click.echo(json.dumps(record.to_dict()))
-        else:
-            click.echo(
-                f"{record.id:>5}  {record.name:<30} {record.phase:<18} "
-                f"{record.outcome or '—':<12} {when(record.started_at)}"
-            )
+        return
+    if not records:
+        click.echo(f"no runs in {where}", err=True)
+        return
+    # Columns as wide as their widest value, under a header: a name longer than any fixed
+    # width would push the columns after it out of line.
+    rows = [(str(r.id), r.name, r.phase, r.outcome or "—", when(r.started_at)) for r in records]
+    header = ("run", "name", "phase", "outcome", "started")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
+    for row in [header, *rows]:
+        cells = [row[0].rjust(widths[0])]
+        cells += [cell.ljust(width) for cell, width in zip(row[1:-1], widths[1:], strict=True)]
+        click.echo("  ".join([*cells, row[-1]]))
 
 
 def _requester() -> str:

@@ -185,9 +185,17 @@ class LiveView(RolloutObserver):
             ("   canary ", "dim"),
             f"{self._weight:g}%",
         )
-        table = Table(expand=True, box=None, pad_edge=False)
-        for column in ("SLO", "canary", "baseline", "bound", "requests", "result"):
-            table.add_column(column, justify="left" if column in ("SLO", "result") else "right")
+        table = Table(expand=True, box=None, pad_edge=False, collapse_padding=True)
+        # At 80 columns the numbers and the evidence squeezed the SLO to `latency_p95_seco…`
+        # and the outcome to `inconclus`: both may wrap at a space now, never inside a word
+        # (the e-value goes below the outcome), and the numbers never wrap.
+        slos = [c.slo for c in self._verdict.checks] if self._verdict is not None else []
+        slos += [slo.describe() for slo in run.slos] if run is not None else []
+        words = [len(word) for slo in slos for word in slo.split()]
+        table.add_column("SLO", min_width=max(words, default=3))
+        for column in ("canary", "baseline", "bound", "requests"):
+            table.add_column(column, justify="right", no_wrap=True)
+        table.add_column("result", min_width=len(Outcome.INCONCLUSIVE.value))
         verdict_line = Text("no analysis yet", style="dim")
         if self._verdict is not None:
             for check in self._verdict.checks:
@@ -207,7 +215,10 @@ class LiveView(RolloutObserver):
         elif run is not None:
             for slo in run.slos:
                 table.add_row(slo.describe(), "—", "—", "—", "—", Text("waiting", style="dim"))
-        return Panel(Group(status, table, verdict_line), title=title, title_align="left")
+        # No right padding: the table's last column may reach the border, so a full row of
+        # an 80-column terminal fits.
+        body = Group(status, table, verdict_line)
+        return Panel(body, title=title, title_align="left", padding=(0, 0, 0, 1))
 
 
 def _result(check: Check) -> Text:

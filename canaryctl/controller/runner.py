@@ -104,8 +104,8 @@ from canaryctl.controller.step import (
     plan,
     tick,
 )
-from canaryctl.controller.store import RequestRecord, StateStore
-from canaryctl.controller.wiring import stored_rollout, wired
+from canaryctl.controller.store import RequestRecord, StateStore, redacted_runbook
+from canaryctl.controller.wiring import stored_rollout, webhooks_the_journal_drops, wired
 from canaryctl.controller.writes import FlagWrites, split_dict
 from canaryctl.errors import (
     CanaryError,
@@ -990,17 +990,32 @@ def _ensure_flag_is_free(store: StateStore, rollout: Rollout, submitted: int | N
             )
 
 
-def submit_rollout(rollout: Rollout, *, state_path: str | Path) -> tuple[int, str]:
+def submit_rollout(
+    rollout: Rollout, *, state_path: str | Path, warn: Callable[[str], None] = log.warning
+) -> tuple[int, str]:
     """Journal `rollout` for a controller to drive (`rollout run --detach`); its id and where.
     What can be checked without the flag is checked now (exit 2): webhooks, chaos scenarios,
-    and that no unfinished run of this database holds the flag (the API answers 409)."""
+    and that no unfinished run of this database holds the flag (the API answers 409). A
+    controller drives the journal's copy, which keeps a written webhook URL by its origin
+    alone: `warn` hears now, while the submitter can still act, which webhooks will not fire."""
     check_hook_urls(rollout.spec)
     load_scenarios(rollout)
+    runbook = rollout.model_dump(mode="json", by_alias=True)
+    lost, headless = webhooks_the_journal_drops(redacted_runbook(runbook)["spec"])
+    if lost or headless:
+        parts = [f"webhooks {', '.join(lost)} will not fire"] if lost else []
+        if headless:
+            parts.append(f"webhooks {', '.join(headless)} will post without their headers")
+        warn(
+            f"{' and '.join(parts)} when a controller drives this run: the journal it reads "
+            "keeps a written URL by its origin alone, and no headers. Give them url_env "
+            "(the variable set where the controller runs), or run the rollout in the foreground"
+        )
     with StateStore(state_path) as store:
         _ensure_flag_is_free(store, rollout, None)
         run_id = store.submit_run(
             name=rollout.metadata.name,
-            runbook=rollout.model_dump(mode="json", by_alias=True),
+            runbook=runbook,
             host=socket.gethostname(),
             pid=os.getpid(),
             version=installed_version(),

@@ -216,7 +216,7 @@ class Controller:
         clock = ReleasingClock(release)
         epoch = record.epoch
         try:
-            rollout = stored_rollout(record.runbook)
+            rollout = stored_rollout(record.runbook, original="")
             given = self._backends(rollout, clock) if self._backends is not None else (None, None)
             with wired(rollout, clock, *given, scrapes=self.scrapes) as wiring:
                 runner = RolloutRunner(

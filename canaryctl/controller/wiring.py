@@ -21,7 +21,14 @@ from canaryctl.runbook.rollout import Rollout
 if TYPE_CHECKING:
     from canaryctl.notify import WebhookNotifier
 
-__all__ = ["Wiring", "notifiers_for_run", "runbook_backends", "stored_rollout", "wired"]
+__all__ = [
+    "Wiring",
+    "notifiers_for_run",
+    "runbook_backends",
+    "stored_rollout",
+    "webhooks_the_journal_drops",
+    "wired",
+]
 
 log = logging.getLogger(__name__)
 
@@ -107,35 +114,49 @@ def notifiers_for_run(rollout: Rollout) -> list[WebhookNotifier]:
     return notifiers_for(rollout.spec.notify)
 
 
-def stored_rollout(runbook: dict[str, Any], warn: Callable[[str], None] = log.warning) -> Rollout:
-    """The journal's redacted copy as a runbook: a webhook stored by its origin alone would
-    post to the wrong place, so only `url_env` webhooks are kept, without their headers; `warn`
-    hears, in one line, which webhooks are lost and how to keep them."""
-    spec = runbook.get("spec", {})
+def webhooks_the_journal_drops(spec: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The webhooks of a runbook's `spec` (as JSON) that a run driven from the journal's copy
+    cannot call (a written URL, kept by its origin alone), and those it calls without their
+    headers (`url_env` ones with headers: the journal keeps none)."""
     lost, headless = [], []
     for key in ("on_rollback", "on_promote", "notify"):
-        hooks = spec.get(key, [])
-        kept = []
-        for index, hook in enumerate(hooks):
+        for index, hook in enumerate(spec.get(key) or []):
             webhook = hook.get("webhook", {})
             if not webhook.get("url_env"):
                 lost.append(f"spec.{key}[{index}] ({webhook.get('url', '?')})")
-                continue
-            if webhook.get("headers"):
+            elif webhook.get("headers"):
                 headless.append(f"spec.{key}[{index}]")
-            webhook["headers"] = {}
-            kept.append(hook)
+    return lost, headless
+
+
+def stored_rollout(
+    runbook: dict[str, Any],
+    warn: Callable[[str], None] = log.warning,
+    *,
+    original: str = "pass --runbook with the original file",
+) -> Rollout:
+    """The journal's redacted copy as a runbook: a webhook stored by its origin alone would
+    post to the wrong place, so only `url_env` webhooks are kept, without their headers; `warn`
+    hears, in one line, which webhooks are lost and how to keep them: `original` says how the
+    caller can be given the original runbook (a controller cannot: empty)."""
+    spec = runbook.get("spec", {})
+    lost, headless = webhooks_the_journal_drops(spec)
+    for key in ("on_rollback", "on_promote", "notify"):
+        kept = [hook for hook in spec.get(key, []) if hook.get("webhook", {}).get("url_env")]
+        for hook in kept:
+            hook["webhook"]["headers"] = {}
         spec[key] = kept
     if lost:
         without = f"; {', '.join(headless)} will post without headers" if headless else ""
+        keep = f"{original}, or give them url_env" if original else "give them url_env"
         warn(
-            f"webhooks {', '.join(lost)} will not fire on this resume: their URL is written in "
-            f"the runbook, and the journal keeps only its origin{without}. To keep them, pass "
-            "--runbook with the original file, or give them url_env"
+            f"webhooks {', '.join(lost)} will not fire on this run: their URL is written in "
+            f"the runbook, and the journal keeps only its origin{without}. To keep them, {keep}"
         )
     elif headless:
+        keep = f": {original} to keep them" if original else ""
         warn(
-            f"webhooks {', '.join(headless)} will post without their headers on this resume "
-            "(the journal keeps none): pass --runbook with the original file to keep them"
+            f"webhooks {', '.join(headless)} will post without their headers on this run "
+            f"(the journal keeps none){keep}"
         )
     return Rollout.model_validate(runbook)

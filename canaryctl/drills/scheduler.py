@@ -28,12 +28,11 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from canaryctl.chaos.client import ChaosClient, token_from_env
 from canaryctl.chaos.journal import Journal
-from canaryctl.chaos.scenario import run_scenario
+from canaryctl.chaos.scenario import hypothesis_metrics, run_scenario
 from canaryctl.clock import SystemClock
 from canaryctl.drills.guard import blocked_by, latest_fire_time, unfinished_rollouts
 from canaryctl.drills.history import DrillHistory, DrillRun
 from canaryctl.errors import CanaryError, InvalidDocument, InvalidInput
-from canaryctl.metrics.factory import metrics_source_for
 from canaryctl.redact import redact_url
 from canaryctl.runbook.loader import load_document
 from canaryctl.runbook.reading import document_files
@@ -160,7 +159,7 @@ def run_drill(scenario_path: str, root: str, state: str, misfire_grace: float) -
                 result = run_scenario(
                     scenario,
                     injector=client,
-                    metrics=metrics_source_for(spec.hypothesis.metrics),
+                    metrics=hypothesis_metrics(scenario),
                     journal=Journal(scenario, path),
                     clock=_StoppableClock(),
                 )

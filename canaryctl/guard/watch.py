@@ -189,6 +189,9 @@ class GuardWatch:
         except CanaryError as exc:
             self.journal.append("error", at=now, source="analysis", message=str(exc))
             return
+        # The next window starts where this one's counts end: a scrape taken after `now` ends
+        # it, and a window starting at `now` would reach back to this one's start.
+        self._window_start = max(now, observation.end)
         verdict, self._ledger = assess(spec.slos, spec.analysis, observation, self._ledger,
                                        baseline=baseline, canary=canary,
                                        baseline_served=False)  # fmt: skip

@@ -29,6 +29,7 @@ def metrics_source_for(
     tier: str | None = None,
     scrapes: ScrapeCache | None = None,
     share_age: float = 0.0,
+    slide: float = 0.0,
 ) -> MetricsSource:
     """The source a validated spec names; `clock` stamps samples (a fake one in simulations).
 
@@ -38,6 +39,8 @@ def metrics_source_for(
     more custom queries (an experiment's, asked of each of its variations); `tier` counts only
     that requester tier (the gateway's `tier` label). `scrapes` is the cache a controller's runs
     share, and `share_age` how old a sample another run took may be for an analysis to use it.
+    `slide` is how far back a window that slides reaches (a scrape source keeps those samples;
+    Prometheus answers any window).
     """
     match spec:
         case ScrapeMetricsSpec():
@@ -49,6 +52,7 @@ def metrics_source_for(
                 clock=clock,
                 cache=scrapes,
                 share_age=share_age,
+                slide=slide,
             )
         case PrometheusMetricsSpec():
             if tier is not None:

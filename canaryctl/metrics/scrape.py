@@ -92,7 +92,9 @@ class ScrapeMetricsSource:
     (waiting with `sleep`) before MetricsBackendError. Targets are shown without credentials or
     query (canaryctl/redact.py).
     `tier` counts only that requester tier (the gateway's `tier` label): an experiment's
-    per-tier effects.
+    per-tier effects. `slide` is for a reader whose windows slide (a chaos hypothesis judges
+    the last `window` every `interval`): how far back a window reaches, so the samples it may
+    start at are kept; by default a window starts at a `check` or at the last window's end.
     """
 
     def __init__(
@@ -108,6 +110,7 @@ class ScrapeMetricsSource:
         sleep: Callable[[float], None] = time.sleep,
         cache: ScrapeCache | None = None,
         share_age: float = 0.0,
+        slide: float = 0.0,
     ) -> None:
         if not targets:
             raise ValueError("ScrapeMetricsSource needs a target URL")
@@ -117,7 +120,8 @@ class ScrapeMetricsSource:
             cache = ScrapeCache(clock=clock, client=client or httpx.Client(timeout=timeout))
         self._cache, self._share_age = cache, share_age
         self._retry, self._sleep = retry, sleep
-        self._history: deque[_Sample] = deque(maxlen=_KEPT)
+        self._slide = slide
+        self._history: deque[_Sample] = deque(maxlen=None if slide else _KEPT)
 
     def check(self) -> None:
         """Every target answers and is a gateway; also the sample a step's window starts from."""
@@ -151,12 +155,20 @@ class ScrapeMetricsSource:
 
     def _window(self, since: float) -> tuple[_Sample, _Sample]:
         """A new sample, and the latest taken at or before `since` (the oldest kept, if none
-        is). Only these two are kept: windows only move forward, and the next one starts at a
-        weight change (a `check`) or at the latest sample."""
+        is). Windows only move forward, so nothing before that sample is kept. Without `slide`
+        only these two are: the next window starts at a weight change (a `check`) or at the
+        latest sample. With it, so is every sample a window reaching `slide` back from a later
+        moment may start at: those since `slide` before the latest, and the one before them."""
         latest = self._history[-1].at if self._history else -float("inf")
         now = self._take_sample(not_before=self._clock() - self._share_age, newer_than=latest)
         base = next((s for s in reversed(self._history) if s.at <= since), self._history[0])
-        self._history = deque([base] if base is now else [base, now], maxlen=_KEPT)
+        if not self._slide:
+            self._history = deque([base] if base is now else [base, now], maxlen=_KEPT)
+            return base, now
+        later = [s for s in self._history if s.at > base.at]
+        recent = [s for s in later if s.at >= now.at - self._slide]
+        older = [s for s in later if s.at < now.at - self._slide][-1:]
+        self._history = deque([base, *older, *recent])
         return base, now
 
     def _take_sample(self, *, not_before: float, newer_than: float = -float("inf")) -> _Sample:

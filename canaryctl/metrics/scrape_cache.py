@@ -37,6 +37,14 @@ __all__ = ["WANTED", "ExpositionFilter", "Labels", "ScrapeCache", "Series", "Sna
 WANTED = frozenset({*SERIES, *SHADOW_SERIES, PAIRWISE})
 """Sample names an analysis reads: the user-facing series and a shadow step's."""
 
+NOTHING_LISTENS = (
+    "; nothing answers at that address: start the gateway it names, or correct the address "
+    "(to try canaryctl, `canaryctl lab serve runbooks/lab.yaml` serves one on "
+    "${CANARYCTL_GATEWAY:-127.0.0.1:8080}, where the example runbooks look)"
+)
+"""What a refused connection most often means on a first run: the lab is not started, or it
+listens where the runbook does not look (CANARYCTL_GATEWAY set in one shell, not the other)."""
+
 Labels = tuple[tuple[str, str], ...]
 Series = tuple[str, Labels]
 """(sample name, sorted labels): one counter on one gateway."""
@@ -199,7 +207,8 @@ class ScrapeCache:
         try:
             return retry.call(attempt, policy, sleep=sleep)
         except Retryable as failure:
+            hint = NOTHING_LISTENS if isinstance(failure.__cause__, httpx.ConnectError) else ""
             raise MetricsBackendError(
                 f"cannot read metrics from {redact_url(url)} after {policy.attempts} "
-                f"attempt(s): {failure.reason}"
+                f"attempt(s): {failure.reason}{hint}"
             ) from failure.__cause__

@@ -125,10 +125,14 @@ class FaultSpec(Strict):
             for name in ("status", "shape", "retry_after", "delay", "delay_p95", "after_chunks")
             if getattr(self, name) is not None
         ]
-        matched = self.match.model_dump(exclude_defaults=True)
-        where = f" where {matched}" if matched else ""
+        match = self.match
+        conditions = [f"path {match.path}"] if match.path is not None else []
+        conditions += [f"model {match.model}"] if match.model is not None else []
+        conditions += [f"header {name}: {value}" for name, value in match.headers.items()]
+        where = f" where {' and '.join(conditions)}" if conditions else ""
         extra = f" ({', '.join(params)})" if params else ""
-        return f"{self.fault}{extra} on {self.rate:.0%} of requests{where}, ttl {self.ttl:g}s"
+        requests = "streamed requests" if self.fault in STREAM_ONLY else "requests"
+        return f"{self.fault}{extra} on {self.rate:.0%} of {requests}{where}, ttl {self.ttl:g}s"
 
 
 HypothesisMetric = Literal[  # type: ignore[valid-type]
