@@ -69,6 +69,8 @@ CORE_TESTS = (
 )
 """The test modules a mutation run uses (their `e2e`-marked tests left out)."""
 LEFT_OUT = {
+    "tests/test_cli_first_run.py": "what a newcomer's first commands print (rollout list, the "
+    "live view at 80 columns, dry-run hints); imports Verdict and Check only to draw a view",
     "tests/test_controller_service.py": "the controller service's threads, leases and inbox on "
     "SQLite; imports Verdict only to script a hand-back in the middle of an analysis",
     "tests/test_controller_metrics.py": "the controller's /metrics scraped over loopback while a "
