@@ -67,13 +67,14 @@ class PrometheusServer:
     rule_files: list[str] = []
     """Rule files the config loads (set before `scrape`, which reloads it)."""
 
-    def _write_config(self, urls: list[str], job: str | None = None) -> None:
+    def _write_config(self, urls: list[str], job: str | None = None, every: float = 1.0) -> None:
         jobs = []
         for i, url in enumerate(urls):
             parsed = httpx.URL(url)
             target = {"targets": [f"{parsed.host}:{parsed.port}"]}
             name = job or f"target-{i}"
-            jobs.append({"job_name": name, "metrics_path": parsed.path, "static_configs": [target]})
+            jobs.append({"job_name": name, "metrics_path": parsed.path, "static_configs": [target],
+                         "scrape_interval": f"{every:g}s", "scrape_timeout": f"{every:g}s"})
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "scrape_configs": jobs,
@@ -81,14 +82,28 @@ class PrometheusServer:
         }
         self._config.write_text(yaml.safe_dump(config))
 
-    def scrape(self, *urls: str, job: str | None = None) -> None:
-        """Scrape `urls` (and nothing else) every second; `job` names the scrape job of a
-        single URL (its `job` label, which a runbook's selector may name)."""
+    def scrape(self, *urls: str, job: str | None = None, every: float = 1.0) -> None:
+        """Scrape `urls` (and nothing else) every `every` seconds, each scrape given as long;
+        `job` names the scrape job of a single URL (its `job` label, which a runbook's selector
+        may name). A slow target (a Python proxy on a loaded machine) needs a longer `every`:
+        Prometheus counts a scrape past its timeout as the target down."""
         if job is not None and len(urls) != 1:
             raise ValueError("a job name is for one URL")
-        self._write_config(list(urls), job)
+        self._write_config(list(urls), job, every)
         httpx.post(f"{self.url}/-/reload", timeout=5).raise_for_status()
-        eventually(f"Prometheus to scrape {urls}", lambda: self.up() >= len(urls))
+        try:
+            eventually(f"Prometheus to scrape {urls}", lambda: self.up() >= len(urls))
+        except pytest.fail.Exception as failed:  # say why, in Prometheus's words
+            raise pytest.fail.Exception(f"{failed}: {self.target_errors()}") from None
+
+    def target_errors(self) -> list[str]:
+        """Each active target's health and last scrape error, as Prometheus reports them."""
+        answer = httpx.get(f"{self.url}/api/v1/targets", timeout=5).json()
+        return [
+            f"{t['scrapeUrl']}: {t['health']} ({t.get('lastError') or 'no error'}, "
+            f"{t.get('lastScrapeDuration', 0):.2f} s)"
+            for t in answer["data"]["activeTargets"]
+        ]
 
     def up(self) -> int:
         """How many targets are up now, per Prometheus."""

@@ -30,7 +30,6 @@ from binaries import require_pip_program
 from click.testing import CliRunner
 from loopback import free_port
 from prometheus_server import PrometheusServer, running_prometheus
-from scipy.stats import binomtest
 
 from canaryctl.cli import main
 from canaryctl.lab import LabStack
@@ -128,7 +127,9 @@ def world(
                 stdout=subprocess.DEVNULL, stderr=(tmp_path / "app.log").open("wb"),
             )  # fmt: skip
             with running_prometheus(tmp_path) as prometheus:
-                prometheus.scrape(f"{proxy_url}/metrics/")  # /metrics redirects here
+                # /metrics redirects here; 2 s each, as LiteLLM's single worker answers its
+                # metrics behind the app's traffic, past 1 s when the machine is loaded
+                prometheus.scrape(f"{proxy_url}/metrics/", every=2.0)
                 prometheus.has_traffic("base")
                 yield flags, prometheus
         finally:
@@ -205,15 +206,14 @@ def test_a_real_litellm_proxy_rolls_a_failing_canary_back_and_promotes_a_healthy
     assert events[-1]["outcome"] == "rolled_back"
     failed = last_checks(events)["error_rate"]
     assert failed["outcome"] == "fail"
-    # The lab fails half its calls; the window the rollback was decided on may hold only a few
-    # of them, so the measured share is checked against the binomial law of that count, not a
-    # fixed band (0.2 of 15 calls is a 1-in-30 draw, and CI met it): a right count fails it
-    # once in a million runs.
-    calls = round(failed["canary_requests"])
-    assert calls >= MIN_CALLS
-    failures = round(failed["canary_value"] * calls)
-    assert 0 < failures < calls, failed  # both LiteLLM's failures and its successes were counted
-    assert binomtest(failures, calls, 0.5).pvalue > 1e-6, failed
+    # The lab fails half its calls. The window the rollback was decided on holds at least
+    # MIN_CALLS of them, but as Prometheus's increase() extrapolates each counter over the
+    # window (an error series born inside it differently from the total), its share is not a
+    # count's: no band around 0.5 holds by law (CI drew 0.197 once). What the names must give
+    # is both kinds of answer: failures (the check failed) and successes (the share is below
+    # 1; every call of the window failing has probability 0.5 to the power of its calls).
+    assert failed["canary_requests"] >= MIN_CALLS
+    assert 0.05 < failed["canary_value"] < 1, failed
 
     code, events = run(rollout(tmp_path, prometheus, flags, "good"), tmp_path / "good.db")
     assert code == 0, events[-1:]
