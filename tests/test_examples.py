@@ -30,6 +30,7 @@ import yaml
 from click.testing import CliRunner
 from litellm_exporter import Group, LiteLLMExporter, Traffic
 from loopback import free_port
+from processes import stop
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_server import running_prometheus
 
@@ -320,12 +321,7 @@ def _chaos_proxy(port: int, upstream: int, tmp_path: Path) -> Iterator[None]:
             time.sleep(0.1)
         yield
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
         log.close()
 
 
