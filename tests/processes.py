@@ -1,17 +1,14 @@
-"""Stopping a program a test started, so none is left behind for the next test."""
+"""Process helpers the flag claim tests share."""
 
 from __future__ import annotations
 
 import subprocess
 
-__all__ = ["stop"]
+__all__ = ["dead_pid"]
 
 
-def stop(process: subprocess.Popen[bytes], grace: float = 30.0) -> None:
-    """SIGTERM, then SIGKILL if it has not exited within `grace` seconds."""
-    process.terminate()
-    try:
-        process.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+def dead_pid() -> int:
+    """The pid of a process that has exited (pids are not reused this fast)."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid

@@ -30,7 +30,6 @@ import yaml
 from click.testing import CliRunner
 from litellm_exporter import Group, LiteLLMExporter, Traffic
 from loopback import free_port
-from processes import stop
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_server import running_prometheus
 
@@ -321,7 +320,12 @@ def _chaos_proxy(port: int, upstream: int, tmp_path: Path) -> Iterator[None]:
             time.sleep(0.1)
         yield
     finally:
-        stop(process)
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
         log.close()
 
 

@@ -27,7 +27,6 @@ import httpx
 import pytest
 import yaml
 from loopback import free_port
-from processes import stop
 from prometheus_client.parser import text_string_to_metric_families
 
 from canaryctl.lab import LabStack
@@ -98,7 +97,12 @@ def gateway_process(config: Path, tmp_path: Path, **env: str) -> Iterator[str]:
             time.sleep(0.1)
         yield url
     finally:
-        stop(process)
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
         log.close()
 
 

@@ -29,7 +29,6 @@ import yaml
 from binaries import require_pip_program
 from click.testing import CliRunner
 from loopback import free_port
-from processes import stop
 from prometheus_server import PrometheusServer, running_prometheus
 
 from canaryctl.cli import main
@@ -137,6 +136,15 @@ def world(
             for process in (app, proxy):
                 if process is not None:
                     stop(process)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:  # never leave a proxy behind for the next test
+        process.kill()
+        process.wait()
 
 
 def _wait_ready(proxy: subprocess.Popen[bytes], url: str) -> None:
